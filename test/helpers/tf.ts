@@ -1,0 +1,8 @@
+/** Tests run on the stock `cpu` backend: exact, complete, and the same everywhere. */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+
+await tf.setBackend('cpu');
+await tf.ready();
+
+export { tf };
