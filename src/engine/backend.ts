@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import './gradients.ts';
 
 export type BackendName = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'];
@@ -73,13 +74,13 @@ function tensorflowSeesGpu(): boolean {
 }
 
 async function useNative(requested: BackendName): Promise<BackendInfo | null> {
-  let mod: { registerNativeBackend?: () => { threads: number; blas: string } | null } | null = null;
+  let reg: { threads: number; blas: string } | null = null;
   try {
-    mod = (await import('./native.ts')) as typeof mod;
+    const mod = await import('./native.ts');
+    reg = mod.registerNativeBackend();
   } catch {
     return null;
   }
-  const reg = mod?.registerNativeBackend?.();
   if (!reg) return null;
   await tf.setBackend('native');
   await tf.ready();

@@ -1,6 +1,7 @@
 /** Tests run on the stock `cpu` backend: exact, complete, and the same everywhere. */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import '../../src/engine/gradients.ts';
 
 await tf.setBackend('cpu');
 await tf.ready();

@@ -1,0 +1,668 @@
+// N-API entry points of moco3's native CPU kernels. The JavaScript side (src/engine/native-kernels.ts)
+// owns shapes and dtypes and allocates every output; these functions only fill outputs in place.
+#include <napi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+
+#ifdef MOCO3_ACCELERATE
+#include <Accelerate/Accelerate.h>
+#else
+#include <cblas.h>
+#endif
+
+#include "kernels.h"
+#include "pool.h"
+
+using namespace moco3;
+
+namespace {
+
+std::atomic<int> g_threads{1};
+Pool* g_pool = nullptr;
+
+// Below this many elements (or flops) a loop runs on the calling thread only: waking the pool costs more.
+constexpr int64_t kGrainElems = 1 << 15;
+constexpr double kGrainFlops = 1 << 18;
+// products up to this many flops use the packed small-matrix kernel instead of BLAS
+constexpr double kSmallGemmFlops = 2.0 * 96 * 96 * 96;
+
+// f(lo, hi, tid) over [0, n); split into a few chunks per thread when `work` reaches `grain`.
+template <typename F>
+void parallel_for(int64_t n, int64_t work, int64_t grain, F f) {
+  const int T = g_pool ? g_pool->threads() : 1;
+  if (T <= 1 || n <= 1 || work < grain) {
+    f(0, n, 0);
+    return;
+  }
+  int64_t chunks = std::min<int64_t>(n, 4 * T);
+  if (grain > 0) chunks = std::min<int64_t>(chunks, std::max<int64_t>(T, work / grain));
+  g_pool->run(n, chunks, [](void* ctx, int64_t lo, int64_t hi, int tid) { (*static_cast<F*>(ctx))(lo, hi, tid); }, &f);
+}
+
+// ------------------------------------------------------------------ argument helpers
+
+template <typename T>
+T* typed_data(const Napi::Value& v) {
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  Napi::ArrayBuffer ab = ta.ArrayBuffer();
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset());
+}
+
+int64_t typed_len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
+
+std::vector<int64_t> int_list(const Napi::Value& v) {
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<int64_t> out(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) out[i] = arr.Get(i).As<Napi::Number>().Int64Value();
+  return out;
+}
+
+bool fail(const Napi::Env& env, const std::string& msg) {
+  Napi::Error::New(env, "moco3 native: " + msg).ThrowAsJavaScriptException();
+  return false;
+}
+
+// ------------------------------------------------------------------ unary
+
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  const int op = info[0].As<Napi::Number>().Int32Value();
+  const float* x = typed_data<float>(info[1]);
+  float* o = typed_data<float>(info[2]);
+  const float alpha = info[3].As<Napi::Number>().FloatValue();
+  const int64_t n = typed_len(info[1]);
+  if (typed_len(info[2]) != n || op < 0 || op >= U_COUNT) {
+    fail(info.Env(), "unary: bad arguments");
+    return info.Env().Undefined();
+  }
+  const KernelTable& K = kernels();
+  const int64_t chunk = 4096;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  parallel_for(nchunks, n, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+    const int64_t s = lo * chunk, e = std::min(n, hi * chunk);
+    K.unary(op, x + s, o + s, e - s, alpha);
+  });
+  return info.Env().Undefined();
+}
+
+// ------------------------------------------------------------------ broadcasting binary
+
+// Collapses the broadcast of shapes a, b (right-aligned) into as few dims as possible. Returns rank,
+// fills dims and element strides (0 on broadcast dims). Rank 0 output is rank 1 with dim 1.
+int collapse_broadcast(const std::vector<int64_t>& ash, const std::vector<int64_t>& bsh, int64_t* dims,
+                       int64_t* as, int64_t* bs) {
+  const int r = static_cast<int>(std::max(ash.size(), bsh.size()));
+  std::vector<int64_t> ad(r, 1), bd(r, 1), od(r);
+  for (size_t i = 0; i < ash.size(); i++) ad[r - ash.size() + i] = ash[i];
+  for (size_t i = 0; i < bsh.size(); i++) bd[r - bsh.size() + i] = bsh[i];
+  // strides of a and b in their own (padded) layouts
+  std::vector<int64_t> ast(r), bst(r);
+  int64_t sa = 1, sb = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    ast[d] = sa;
+    bst[d] = sb;
+    sa *= ad[d];
+    sb *= bd[d];
+    od[d] = std::max(ad[d], bd[d]);
+  }
+  int rank = 0;
+  for (int d = 0; d < r; d++) {
+    if (od[d] == 1) continue;
+    const int64_t a_s = ad[d] == 1 ? 0 : ast[d];
+    const int64_t b_s = bd[d] == 1 ? 0 : bst[d];
+    if (rank > 0) {
+      // merge into previous dim when both operands continue contiguously (or both stay broadcast)
+      const int p = rank - 1;
+      const bool aok = (as[p] == 0 && a_s == 0) || (as[p] != 0 && a_s != 0 && as[p] == a_s * od[d]);
+      const bool bok = (bs[p] == 0 && b_s == 0) || (bs[p] != 0 && b_s != 0 && bs[p] == b_s * od[d]);
+      if (aok && bok) {
+        dims[p] *= od[d];
+        as[p] = a_s;
+        bs[p] = b_s;
+        continue;
+      }
+    }
+    if (rank >= MAX_RANK) return -1;
+    dims[rank] = od[d];
+    as[rank] = a_s;
+    bs[rank] = b_s;
+    rank++;
+  }
+  if (rank == 0) {
+    dims[0] = 1;
+    as[0] = 0;
+    bs[0] = 0;
+    rank = 1;
+  }
+  return rank;
+}
+
+template <bool CMP>
+Napi::Value BinaryImpl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int op = info[0].As<Napi::Number>().Int32Value();
+  const float* a = typed_data<float>(info[1]);
+  const std::vector<int64_t> ash = int_list(info[2]);
+  const float* b = typed_data<float>(info[3]);
+  const std::vector<int64_t> bsh = int_list(info[4]);
+  int64_t dims[MAX_RANK], as[MAX_RANK], bs[MAX_RANK];
+  const int rank = collapse_broadcast(ash, bsh, dims, as, bs);
+  if (rank < 0 || op < 0 || op >= (CMP ? static_cast<int>(C_COUNT) : static_cast<int>(B_COUNT))) {
+    fail(env, "binary: unsupported arguments");
+    return env.Undefined();
+  }
+  int64_t total = 1;
+  for (int d = 0; d < rank; d++) total *= dims[d];
+  if (typed_len(info[5]) != total) {
+    fail(env, "binary: output size mismatch");
+    return env.Undefined();
+  }
+  const KernelTable& K = kernels();
+  // a flat op is split into chunks; otherwise rows of the inner dim are the parallel unit
+  float* of = CMP ? nullptr : typed_data<float>(info[5]);
+  uint8_t* ou = CMP ? typed_data<uint8_t>(info[5]) : nullptr;
+  if (rank == 1) {
+    const int64_t n = dims[0];
+    const int64_t chunk = 4096;
+    const int64_t nch = (n + chunk - 1) / chunk;
+    parallel_for(nch, n, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+      const int64_t s = lo * chunk, e = std::min(n, hi * chunk);
+      int64_t dd[1] = {e - s};
+      const float* ap = a + (as[0] ? s : 0);
+      const float* bp = b + (bs[0] ? s : 0);
+      if (CMP) K.compare_rows(op, ap, bp, ou + s, 1, dd, as, bs, 0, 1);
+      else K.binary_rows(op, ap, bp, of + s, 1, dd, as, bs, 0, 1);
+    });
+  } else {
+    const int64_t rows = total / dims[rank - 1];
+    parallel_for(rows, total, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+      if (CMP) K.compare_rows(op, a, b, ou, rank, dims, as, bs, lo, hi);
+      else K.binary_rows(op, a, b, of, rank, dims, as, bs, lo, hi);
+    });
+  }
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------------ softmax (last axis)
+
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  const float* x = typed_data<float>(info[0]);
+  float* o = typed_data<float>(info[1]);
+  const int64_t n = info[2].As<Napi::Number>().Int64Value();
+  const int64_t total = typed_len(info[0]);
+  if (n <= 0 || total % n != 0 || typed_len(info[1]) != total) {
+    fail(info.Env(), "softmax: bad arguments");
+    return info.Env().Undefined();
+  }
+  const KernelTable& K = kernels();
+  parallel_for(total / n, total * 8, kGrainElems, [&](int64_t lo, int64_t hi, int) { K.softmax_rows(x, o, n, lo, hi); });
+  return info.Env().Undefined();
+}
+
+// ------------------------------------------------------------------ reductions
+
+// reduce(op, x, shape, axes, out, mean): op 0 sum, 1 max, 2 min; mean divides the sum by the reduced count.
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int op = info[0].As<Napi::Number>().Int32Value();
+  const float* x = typed_data<float>(info[1]);
+  const std::vector<int64_t> shape = int_list(info[2]);
+  const std::vector<int64_t> axes = int_list(info[3]);
+  float* out = typed_data<float>(info[4]);
+  const bool mean = info[5].As<Napi::Boolean>().Value();
+  const int r = static_cast<int>(shape.size());
+  std::vector<uint8_t> isred(r, 0);
+  for (int64_t ax : axes) {
+    if (ax < 0 || ax >= r) {
+      fail(env, "reduce: bad axis");
+      return env.Undefined();
+    }
+    isred[ax] = 1;
+  }
+  // collapse: drop size-1 dims, merge neighbours with the same flag
+  int64_t dims[MAX_RANK];
+  uint8_t red[MAX_RANK];
+  int rank = 0;
+  int64_t total = 1, outSize = 1;
+  for (int d = 0; d < r; d++) {
+    total *= shape[d];
+    if (!isred[d]) outSize *= shape[d];
+    if (shape[d] == 1) continue;
+    if (rank > 0 && red[rank - 1] == isred[d]) {
+      dims[rank - 1] *= shape[d];
+      continue;
+    }
+    if (rank >= MAX_RANK) {
+      fail(env, "reduce: rank too high");
+      return env.Undefined();
+    }
+    dims[rank] = shape[d];
+    red[rank] = isred[d];
+    rank++;
+  }
+  if (typed_len(info[4]) != outSize || typed_len(info[1]) != total) {
+    fail(env, "reduce: size mismatch");
+    return env.Undefined();
+  }
+  const int64_t count = outSize == 0 ? 0 : total / std::max<int64_t>(outSize, 1);
+  if (total == 0) {
+    const float fill = op == R_SUM ? (mean ? NAN : 0.0f) : (op == R_MAX ? -INFINITY : INFINITY);
+    for (int64_t i = 0; i < outSize; i++) out[i] = fill;
+    return env.Undefined();
+  }
+  bool anyReduced = false;
+  for (int d = 0; d < rank; d++) anyReduced |= red[d] != 0;
+  if (!anyReduced) {  // nothing to reduce (no axes, or only size-1 axes)
+    std::memcpy(out, x, total * sizeof(float));
+    return env.Undefined();
+  }
+  int64_t ostr[MAX_RANK];
+  {
+    int64_t s = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+      ostr[d] = red[d] ? 0 : s;
+      if (!red[d]) s *= dims[d];
+    }
+  }
+  const KernelTable& K = kernels();
+  const bool outerReduced = red[0] != 0;
+  // partitions of the outermost dim; when it is reduced each one needs its own accumulator
+  const int T = g_threads;
+  int64_t nparts = (T > 1 && total >= kGrainElems) ? std::min<int64_t>(dims[0], 4 * T) : 1;
+  if (outerReduced) nparts = std::max<int64_t>(1, std::min<int64_t>(nparts, (int64_t(1) << 22) / std::max<int64_t>(outSize, 1)));
+  const int64_t nacc = outerReduced ? nparts : 1;
+  const float init = op == R_MAX ? -INFINITY : INFINITY;
+  std::vector<double> accd;
+  std::vector<float> accf;
+  if (op == R_SUM) accd.assign(static_cast<size_t>(outSize * nacc), 0.0);
+  else accf.assign(static_cast<size_t>(outSize * nacc), init);
+  parallel_for(nparts, total, 0, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t lo = dims[0] * t / nparts, hi = dims[0] * (t + 1) / nparts;
+      const size_t off = outerReduced ? static_cast<size_t>(t * outSize) : 0;
+      K.reduce_block(op, x, op == R_SUM ? accd.data() + off : nullptr, op == R_SUM ? nullptr : accf.data() + off,
+                     rank, dims, red, ostr, lo, hi);
+    }
+  });
+  if (op == R_SUM) {
+    const double scale = mean ? 1.0 / static_cast<double>(count) : 1.0;
+    for (int64_t i = 0; i < outSize; i++) {
+      double s = accd[i];
+      for (int64_t a = 1; a < nacc; a++) s += accd[static_cast<size_t>(a * outSize + i)];
+      out[i] = static_cast<float>(mean ? s * scale : s);
+    }
+  } else {
+    for (int64_t i = 0; i < outSize; i++) {
+      float m = accf[i];
+      for (int64_t a = 1; a < nacc; a++) {
+        const float v = accf[static_cast<size_t>(a * outSize + i)];
+        if (v != v || m != m) m = v + m;
+        else m = op == R_MAX ? (v > m ? v : m) : (v < m ? v : m);
+      }
+      out[i] = m;
+    }
+  }
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------------ transpose (any 4-byte dtype)
+
+Napi::Value Transpose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t* x = typed_data<uint32_t>(info[0]);
+  const std::vector<int64_t> shape = int_list(info[1]);
+  const std::vector<int64_t> perm = int_list(info[2]);
+  uint32_t* o = typed_data<uint32_t>(info[3]);
+  const int r = static_cast<int>(shape.size());
+  if (static_cast<int>(perm.size()) != r) {
+    fail(env, "transpose: perm length");
+    return env.Undefined();
+  }
+  int64_t total = 1;
+  for (int64_t s : shape) total *= s;
+  if (typed_len(info[0]) != total || typed_len(info[3]) != total) {
+    fail(env, "transpose: size mismatch");
+    return env.Undefined();
+  }
+  if (total == 0) return env.Undefined();
+  // input strides, then output dims in perm order; drop size-1 dims and merge runs that stay adjacent
+  std::vector<int64_t> istr(r);
+  {
+    int64_t s = 1;
+    for (int d = r - 1; d >= 0; d--) {
+      istr[d] = s;
+      s *= shape[d];
+    }
+  }
+  int64_t odims[MAX_RANK], ist[MAX_RANK];
+  int rank = 0;
+  for (int k = 0; k < r; k++) {
+    const int64_t p = perm[k];
+    if (p < 0 || p >= r) {
+      fail(env, "transpose: bad perm");
+      return env.Undefined();
+    }
+    if (shape[p] == 1) continue;
+    if (rank > 0 && ist[rank - 1] == istr[p] * shape[p]) {
+      odims[rank - 1] *= shape[p];
+      ist[rank - 1] = istr[p];
+      continue;
+    }
+    if (rank >= MAX_RANK) {
+      fail(env, "transpose: rank too high");
+      return env.Undefined();
+    }
+    odims[rank] = shape[p];
+    ist[rank] = istr[p];
+    rank++;
+  }
+  const KernelTable& K = kernels();
+  if (rank <= 1) {
+    std::memcpy(o, x, total * 4);
+    return env.Undefined();
+  }
+  // a batch of plain 2-D transposes: [P, R, C] -> [P, C, R]
+  if (rank <= 3 && ist[rank - 1] == odims[rank - 2] && ist[rank - 2] == 1 &&
+      (rank == 2 || ist[0] == odims[1] * odims[2])) {
+    const int64_t C = odims[rank - 2], R = odims[rank - 1];
+    const int64_t P = rank == 3 ? odims[0] : 1;
+    if (P >= 2) {
+      parallel_for(P, total, kGrainElems, [&](int64_t lo, int64_t hi, int) { K.transpose_planes(x, o, R, C, lo, hi); });
+    } else {
+      // split one plane by output rows (input columns), 8 at a time
+      parallel_for((C + 7) / 8, total, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+        K.transpose_block(x, o, R, C, lo * 8, std::min(C, hi * 8));
+      });
+    }
+    return env.Undefined();
+  }
+  const int64_t rows = total / odims[rank - 1];
+  parallel_for(rows, total, kGrainElems, [&](int64_t lo, int64_t hi, int) { K.transpose_rows(x, o, rank, odims, ist, lo, hi); });
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------------ matmul
+
+inline void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                  int64_t ldb, float* C, int64_t ldc) {
+  if (K == 0) {
+    for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, N * sizeof(float));
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), 1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), 0.0f, C,
+              static_cast<int>(ldc));
+}
+
+// One [M,K]x[K,N] product split over threads by rows of C (or columns when M is small).
+void gemm_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  const double flops = 2.0 * M * N * K;
+  const bool byRows = M >= N || M >= 64;
+  const int64_t units = byRows ? (M + 7) / 8 : (N + 7) / 8;  // keep slices a multiple of 8 wide
+  parallel_for(units, static_cast<int64_t>(flops), static_cast<int64_t>(kGrainFlops) * 8, [&](int64_t lo, int64_t hi, int) {
+    if (byRows) {
+      const int64_t m0 = lo * 8, m1 = std::min(M, hi * 8);
+      const float* Ap = ta ? A + m0 : A + m0 * lda;
+      sgemm(ta, tb, m1 - m0, N, K, Ap, lda, B, ldb, C + m0 * N, N);
+    } else {
+      const int64_t n0 = lo * 8, n1 = std::min(N, hi * 8);
+      const float* Bp = tb ? B + n0 * ldb : B + n0;
+      sgemm(ta, tb, M, n1 - n0, K, A, lda, Bp, ldb, C + n0, N);
+    }
+  });
+}
+
+// matmul(a, b, out, nb, M, N, K, transA, transB, aStride, bStride, aIdx, bIdx)
+// Batch i uses a + aIdx[i]*M*K (or i*aStride when aIdx is null) and likewise for b.
+Napi::Value MatMul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const float* A = typed_data<float>(info[0]);
+  const float* B = typed_data<float>(info[1]);
+  float* C = typed_data<float>(info[2]);
+  int64_t nb = info[3].As<Napi::Number>().Int64Value();
+  int64_t M = info[4].As<Napi::Number>().Int64Value();
+  const int64_t N = info[5].As<Napi::Number>().Int64Value();
+  const int64_t K = info[6].As<Napi::Number>().Int64Value();
+  const bool ta = info[7].As<Napi::Boolean>().Value();
+  const bool tb = info[8].As<Napi::Boolean>().Value();
+  const int64_t aStride = info[9].As<Napi::Number>().Int64Value();
+  const int64_t bStride = info[10].As<Napi::Number>().Int64Value();
+  const int32_t* aIdx = info[11].IsTypedArray() ? typed_data<int32_t>(info[11]) : nullptr;
+  const int32_t* bIdx = info[12].IsTypedArray() ? typed_data<int32_t>(info[12]) : nullptr;
+  if (typed_len(info[2]) != nb * M * N) {
+    fail(env, "matmul: output size mismatch");
+    return env.Undefined();
+  }
+  if (nb == 0 || M == 0 || N == 0) return env.Undefined();
+  // b shared by every batch and a contiguous, untransposed: one tall product
+  if (nb > 1 && !aIdx && !bIdx && bStride == 0 && !ta && aStride == M * K) {
+    M *= nb;
+    nb = 1;
+  }
+  const int64_t mk = M * K, kn = K * N, mn = M * N;
+  auto aPtr = [&](int64_t i) { return A + (aIdx ? static_cast<int64_t>(aIdx[i]) * mk : i * aStride); };
+  auto bPtr = [&](int64_t i) { return B + (bIdx ? static_cast<int64_t>(bIdx[i]) * kn : i * bStride); };
+  const double perFlops = 2.0 * M * N * K;
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  const KernelTable& KT = kernels();
+  if (perFlops <= kSmallGemmFlops && M <= 1024 && N <= 1024 && K <= 1024) {
+    // BLAS's per-call cost dominates small products: our own kernel, batches spread over threads
+    const size_t need = static_cast<size_t>(K * ((N + 15) & ~int64_t(15)) + (ta ? M * K : 0));
+    parallel_for(nb, static_cast<int64_t>(perFlops * nb), static_cast<int64_t>(kGrainFlops), [&](int64_t lo, int64_t hi, int) {
+      thread_local std::vector<float> work;
+      if (work.size() < need) work.resize(need);
+      for (int64_t i = lo; i < hi; i++) KT.small_gemm(ta, tb, M, N, K, aPtr(i), lda, bPtr(i), ldb, C + i * mn, N, work.data());
+    });
+  } else if (nb == 1) {
+    gemm_split(ta, tb, M, N, K, aPtr(0), bPtr(0), C);
+  } else if (perFlops >= 4e6 && nb < 2 * g_threads) {
+    for (int64_t i = 0; i < nb; i++) gemm_split(ta, tb, M, N, K, aPtr(i), bPtr(i), C + i * mn);
+  } else {
+    parallel_for(nb, static_cast<int64_t>(perFlops * nb), static_cast<int64_t>(kGrainFlops), [&](int64_t lo, int64_t hi, int) {
+      for (int64_t i = lo; i < hi; i++) sgemm(ta, tb, M, N, K, aPtr(i), lda, bPtr(i), ldb, C + i * mn, N);
+    });
+  }
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------------ box copy (slice, split, concat, pad)
+
+// copyBox(x, xShape, xBegin, size, out, outShape, outBegin): out[outBegin + i] = x[xBegin + i] for every
+// index i of the box `size`; 4-byte elements of any dtype.
+Napi::Value CopyBox(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t* x = typed_data<uint32_t>(info[0]);
+  const std::vector<int64_t> xsh = int_list(info[1]);
+  const std::vector<int64_t> xb = int_list(info[2]);
+  const std::vector<int64_t> sz = int_list(info[3]);
+  uint32_t* o = typed_data<uint32_t>(info[4]);
+  const std::vector<int64_t> osh = int_list(info[5]);
+  const std::vector<int64_t> ob = int_list(info[6]);
+  const int r = static_cast<int>(sz.size());
+  if (static_cast<int>(xsh.size()) != r || static_cast<int>(xb.size()) != r || static_cast<int>(osh.size()) != r ||
+      static_cast<int>(ob.size()) != r) {
+    fail(env, "copyBox: rank mismatch");
+    return env.Undefined();
+  }
+  int64_t xtot = 1, otot = 1, total = 1;
+  for (int d = 0; d < r; d++) {
+    if (xb[d] < 0 || ob[d] < 0 || xb[d] + sz[d] > xsh[d] || ob[d] + sz[d] > osh[d]) {
+      fail(env, "copyBox: box out of bounds");
+      return env.Undefined();
+    }
+    xtot *= xsh[d];
+    otot *= osh[d];
+    total *= sz[d];
+  }
+  if (typed_len(info[0]) != xtot || typed_len(info[4]) != otot) {
+    fail(env, "copyBox: size mismatch");
+    return env.Undefined();
+  }
+  if (total == 0) return env.Undefined();
+  std::vector<int64_t> xst(r), ost(r);
+  int64_t xoff = 0, ooff = 0;
+  {
+    int64_t a = 1, b = 1;
+    for (int d = r - 1; d >= 0; d--) {
+      xst[d] = a;
+      ost[d] = b;
+      a *= xsh[d];
+      b *= osh[d];
+      xoff += xb[d] * xst[d];
+      ooff += ob[d] * ost[d];
+    }
+  }
+  int64_t dims[MAX_RANK], xs[MAX_RANK], os[MAX_RANK];
+  int rank = 0;
+  for (int d = 0; d < r; d++) {
+    if (sz[d] == 1) continue;
+    if (rank > 0 && xs[rank - 1] == xst[d] * sz[d] && os[rank - 1] == ost[d] * sz[d]) {
+      dims[rank - 1] *= sz[d];
+      xs[rank - 1] = xst[d];
+      os[rank - 1] = ost[d];
+      continue;
+    }
+    if (rank >= MAX_RANK) {
+      fail(env, "copyBox: rank too high");
+      return env.Undefined();
+    }
+    dims[rank] = sz[d];
+    xs[rank] = xst[d];
+    os[rank] = ost[d];
+    rank++;
+  }
+  if (rank == 0) {
+    o[ooff] = x[xoff];
+    return env.Undefined();
+  }
+  // the innermost dim must be contiguous in both; otherwise append a unit dim
+  if (xs[rank - 1] != 1 || os[rank - 1] != 1) {
+    if (rank >= MAX_RANK) {
+      fail(env, "copyBox: rank too high");
+      return env.Undefined();
+    }
+    dims[rank] = 1;
+    xs[rank] = 1;
+    os[rank] = 1;
+    rank++;
+  }
+  const KernelTable& K = kernels();
+  const int64_t rows = total / dims[rank - 1];
+  parallel_for(rows, total, kGrainElems * 4, [&](int64_t lo, int64_t hi, int) {
+    K.copy_box_rows(x + xoff, o + ooff, rank, dims, xs, os, lo, hi);
+  });
+  return env.Undefined();
+}
+
+// biasAct(out, n, bias|null, act, alpha): out viewed as rows of n; adds bias (length n or 1), then an
+// activation given as a unary op code (-1 for none), in place.
+Napi::Value BiasAct(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  float* o = typed_data<float>(info[0]);
+  const int64_t n = info[1].As<Napi::Number>().Int64Value();
+  const int act = info[3].As<Napi::Number>().Int32Value();
+  const float alpha = info[4].As<Napi::Number>().FloatValue();
+  const int64_t total = typed_len(info[0]);
+  if (n <= 0 || total % n != 0 || act >= U_COUNT) {
+    fail(env, "biasAct: bad arguments");
+    return env.Undefined();
+  }
+  const KernelTable& K = kernels();
+  if (info[2].IsTypedArray()) {
+    const float* bias = typed_data<float>(info[2]);
+    const int64_t nbias = typed_len(info[2]);
+    if (nbias != n && nbias != 1) {
+      fail(env, "biasAct: bias length");
+      return env.Undefined();
+    }
+    parallel_for(total / n, total, kGrainElems, [&](int64_t lo, int64_t hi, int) { K.add_bias_rows(o, bias, n, nbias, lo, hi); });
+  }
+  if (act >= 0) {
+    const int64_t chunk = 4096;
+    const int64_t nch = (total + chunk - 1) / chunk;
+    parallel_for(nch, total, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+      const int64_t s = lo * chunk, e = std::min(total, hi * chunk);
+      K.unary(act, o + s, o + s, e - s, alpha);
+    });
+  }
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------------ setup
+
+std::string blas_name() {
+#ifdef MOCO3_ACCELERATE
+  return "Accelerate";
+#else
+  const char* cfg = openblas_get_config();
+  std::string s = cfg ? cfg : "OpenBLAS";
+  const char* core = openblas_get_corename();
+  if (core) s += std::string(" (") + core + ")";
+  return s;
+#endif
+}
+
+void set_threads(int n) {
+  if (!g_pool) g_pool = new Pool();
+  g_pool->resize(std::max(1, n));
+  g_threads = g_pool->threads();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  set_threads(info[0].As<Napi::Number>().Int32Value());
+  return Napi::Number::New(info.Env(), g_threads.load());
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("blas", blas_name());
+  o.Set("threads", g_threads.load());
+  o.Set("isa", kernels_isa());
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#ifndef MOCO3_ACCELERATE
+  // BLAS runs single-threaded inside our own threads; two pools on two cores would fight.
+  openblas_set_num_threads(1);
+#endif
+  // one pool per process, made by the first environment that loads the addon (worker_threads share it)
+  static std::once_flag once;
+  std::call_once(once, [&env] {
+    int n = static_cast<int>(std::thread::hardware_concurrency());
+    if (n <= 0) n = 1;
+    if (const char* e = std::getenv("MOCO3_THREADS")) {
+      const int v = std::atoi(e);
+      if (v > 0) n = v;
+    }
+    set_threads(n);
+    // stop the workers when that environment goes away (process exit)
+    napi_add_env_cleanup_hook(env, [](void*) { if (g_pool) g_pool->resize(1); }, nullptr);
+  });
+  exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("binary", Napi::Function::New(env, BinaryImpl<false>));
+  exports.Set("compare", Napi::Function::New(env, BinaryImpl<true>));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("reduce", Napi::Function::New(env, Reduce));
+  exports.Set("transpose", Napi::Function::New(env, Transpose));
+  exports.Set("matmul", Napi::Function::New(env, MatMul));
+  exports.Set("biasAct", Napi::Function::New(env, BiasAct));
+  exports.Set("copyBox", Napi::Function::New(env, CopyBox));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(moco3_native, Init)

@@ -1,0 +1,147 @@
+// A small fork-join thread pool. Work is cut into chunks that the caller and the workers claim from a
+// shared counter, so a worker that the OS does not schedule (a busy, shared machine) delays a kernel
+// by at most the chunk it holds instead of half the kernel, as a static split would.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MOCO3_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define MOCO3_PAUSE() __asm__ __volatile__("yield")
+#else
+#define MOCO3_PAUSE() ((void)0)
+#endif
+
+namespace moco3 {
+
+class Pool {
+ public:
+  using Fn = void (*)(void* ctx, int64_t lo, int64_t hi, int tid);
+
+  ~Pool() { resize(1); }
+  Pool() = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  int threads() const { return threads_.load(std::memory_order_relaxed); }
+
+  // Total threads including the caller (1 = run everything on the caller). Waits for a running job.
+  void resize(int n) {
+    n = std::max(1, std::min(n, 256));
+    while (busy_.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+    if (!workers_.empty()) {
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        stop_.store(true);
+        state_.fetch_add(uint64_t(1) << 32);
+      }
+      cv_.notify_all();
+      for (auto& t : workers_) t.join();
+      workers_.clear();
+      stop_.store(false);
+    }
+    threads_ = n;
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+    busy_.store(false, std::memory_order_release);
+  }
+
+  // Runs fn over [0, n) in `chunks` pieces; returns when all are done. Not reentrant: a nested or
+  // concurrent call runs on its own thread.
+  void run(int64_t n, int64_t chunks, Fn fn, void* ctx) {
+    if (threads_.load(std::memory_order_relaxed) <= 1 || chunks <= 1 || n <= 1 || busy_.exchange(true, std::memory_order_acquire)) {
+      fn(ctx, 0, n, 0);
+      return;
+    }
+    chunks = std::min<int64_t>(std::min<int64_t>(chunks, n), 0x7fffffff);
+    fn_.store(fn, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    nchunks_.store(chunks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    // new generation, chunk counter 0 (seq_cst: pairs with the sleeping_ check below)
+    const uint64_t gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+    state_.store(gen << 32);
+    if (sleeping_.load() > 0) {
+      std::lock_guard<std::mutex> lk(m_);
+      cv_.notify_all();
+    }
+    work(gen, 0);
+    // wait for chunks other threads hold; yield so a preempted worker on this core can finish
+    int spins = 0;
+    while (done_.load(std::memory_order_acquire) < chunks) {
+      if (++spins < 2000) MOCO3_PAUSE();
+      else std::this_thread::yield();
+    }
+    busy_.store(false, std::memory_order_release);
+  }
+
+ private:
+  // claim and run chunks of generation gen until none is left
+  void work(uint64_t gen, int tid) {
+    for (;;) {
+      uint64_t s = state_.load(std::memory_order_acquire);
+      int64_t c;
+      for (;;) {
+        if ((s >> 32) != gen) return;
+        c = static_cast<int64_t>(s & 0xffffffffu);
+        if (c >= nchunks_.load(std::memory_order_relaxed)) return;
+        if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+      }
+      // the claimed chunk keeps this generation's job alive until done_ counts it
+      const int64_t n = n_.load(std::memory_order_relaxed), nc = nchunks_.load(std::memory_order_relaxed);
+      const int64_t lo = n * c / nc, hi = n * (c + 1) / nc;
+      if (lo < hi) fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), lo, hi, tid);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void loop(int tid) {
+    uint64_t seen = state_.load(std::memory_order_acquire) >> 32;
+    for (;;) {
+      // spin ~50 us (kernels come back to back during a step, a few us of JavaScript apart), then
+      // sleep; spinning longer only steals the core from other work when the machine is busy
+      uint64_t gen = seen;
+      for (int i = 0; i < 2000; i++) {
+        gen = state_.load(std::memory_order_acquire) >> 32;
+        if (gen != seen) break;
+        MOCO3_PAUSE();
+      }
+      if (gen == seen) {
+        std::unique_lock<std::mutex> lk(m_);
+        sleeping_.fetch_add(1);
+        cv_.wait(lk, [&] { return stop_.load() || (state_.load() >> 32) != seen; });
+        sleeping_.fetch_sub(1);
+        if (stop_.load()) return;
+        gen = state_.load(std::memory_order_acquire) >> 32;
+      }
+      if (stop_.load()) return;
+      seen = gen;
+      work(gen, tid);
+    }
+  }
+
+  std::atomic<int> threads_{1};
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::atomic<bool> busy_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> state_{0};  // generation << 32 | next chunk
+  std::atomic<int64_t> done_{0};
+  std::atomic<int> sleeping_{0};
+  // the current job; written before its generation is published
+  std::atomic<Fn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> n_{0};
+  std::atomic<int64_t> nchunks_{0};
+};
+
+}  // namespace moco3

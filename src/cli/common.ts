@@ -1,0 +1,56 @@
+/** Flags shared by the commands that build run configs. */
+import { Command, Option } from 'commander';
+import { buildConfig } from '../config/load.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import { DATASET_NAMES, BACKEND_CHOICES } from '../config/schema.ts';
+import { PRESET_NAMES } from '../config/presets.ts';
+import { UsageError } from './errors.ts';
+
+export interface RunFlags {
+  preset?: string;
+  config?: string;
+  set: string[];
+  data?: string;
+  backend?: string;
+  results: string;
+  seed?: string;
+  dryRun?: boolean;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function addRunOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')})`))
+    .option('-c, --config <file>', 'a run config in YAML')
+    .option('-s, --set <key=value>', 'override a config key (dotted, e.g. optim.base_lr=1e-4); repeatable', collect, [])
+    .option('--data <name[:path]>', `dataset (${DATASET_NAMES.join(', ')}), optionally with its path`)
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
+    .option('--results <dir>', 'results directory', 'results')
+    .option('--dry-run', 'validate, resolve and print the config; train nothing');
+}
+
+export function parseDataFlag(v: string): { name: string; path: string | null } {
+  const i = v.indexOf(':');
+  const name = i < 0 ? v : v.slice(0, i);
+  const path = i < 0 ? null : v.slice(i + 1) || null;
+  if (!(DATASET_NAMES as readonly string[]).includes(name)) {
+    throw new UsageError(`--data ${v}: unknown dataset '${name}' (expected one of: ${DATASET_NAMES.join(', ')})`);
+  }
+  return { name, path };
+}
+
+export function configFromFlags(f: RunFlags, extra: Record<string, unknown>[] = []): ResolvedRunConfig {
+  const overrides: Record<string, unknown>[] = [];
+  if (f.data) {
+    const d = parseDataFlag(f.data);
+    overrides.push({ data: d.path ? { name: d.name, path: d.path } : { name: d.name } });
+  }
+  if (f.backend) overrides.push({ train: { backend: f.backend } });
+  if (f.seed !== undefined) {
+    const s = Number(f.seed);
+    if (!Number.isInteger(s) || s < 0) throw new UsageError(`--seed ${f.seed}: expected a non-negative integer`);
+    overrides.push({ seed: s });
+  }
+  return buildConfig({ preset: f.preset ?? null, file: f.config ?? null, sets: f.set, overrides: [...overrides, ...extra] });
+}

@@ -1,0 +1,50 @@
+/** `moco3 doctor`: which backend will run, how, and what is missing. */
+import { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+function installed(pkg: string): string | null {
+  try {
+    return (require(`${pkg}/package.json`) as { version: string }).version;
+  } catch {
+    return null;
+  }
+}
+
+export function doctorCommand(): Command {
+  return new Command('doctor').description('backends, native kernels, datasets: what will run and how fast').action(async () => {
+    const lines: string[] = [];
+    const say = (s: string) => lines.push(s);
+    say(`node ${process.version} on ${process.platform}-${process.arch}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
+    const gpu = installed('@tensorflow/tfjs-node-gpu');
+    const node = installed('@tensorflow/tfjs-node');
+    say(`tensorflow (GPU): ${gpu ? `@tensorflow/tfjs-node-gpu ${gpu}` : 'not installed — for a GPU: npm install @tensorflow/tfjs-node-gpu@4.22.0 (needs CUDA 11.2 + cuDNN 8.1)'}`);
+    say(`tensorflow (CPU): ${node ? `@tensorflow/tfjs-node ${node}` : 'not installed — npm install @tensorflow/tfjs-node@4.22.0 (downloads libtensorflow at install)'}`);
+    let nativeLine = 'native: unknown';
+    try {
+      const mod = (await import('../engine/native.ts')) as { nativeStatus?: () => { built: boolean; path?: string; error?: string; blas?: string; threads?: number } };
+      const st = mod.nativeStatus?.();
+      if (st?.built) nativeLine = `native: built (${st.blas ?? 'BLAS'}, ${st.threads ?? '?'} threads) at ${st.path}`;
+      else {
+        nativeLine =
+          `native: NOT built${st?.error ? ` (${st.error})` : ''} — install a C++ compiler and OpenBLAS, then rebuild: ` +
+          (process.platform === 'darwin' ? 'xcode-select --install && npm rebuild moco3' : 'sudo apt-get install g++ libopenblas-dev && npm run build:native');
+      }
+    } catch (e) {
+      nativeLine = `native: unavailable (${(e as Error).message})`;
+    }
+    say(nativeLine);
+    say(`wasm: @tensorflow/tfjs-backend-wasm ${installed('@tensorflow/tfjs-backend-wasm') ?? 'missing'} (1 thread, 4 GiB heap)`);
+    say(`cpu: @tensorflow/tfjs-backend-cpu ${installed('@tensorflow/tfjs-backend-cpu') ?? 'missing'} (pure JavaScript, slowest)`);
+    const { initBackend } = await import('../engine/backend.ts');
+    const info = await initBackend('auto', { quiet: true });
+    say(`--backend auto takes: ${info.name} — ${info.device} (${info.reason})`);
+    const fm = '/usr/share/datasets/fashion-mnist';
+    say(`fashion-mnist: ${existsSync(fm) ? fm : 'not found — apt-get install dataset-fashion-mnist, or moco3 data fetch fashion-mnist'}`);
+    say('synthetic: built in');
+    process.stdout.write(`${lines.join('\n')}\n`);
+  });
+}

@@ -1,0 +1,122 @@
+/** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (RECIPE.md §4). */
+import { Command, Option } from 'commander';
+import { BACKEND_CHOICES } from '../config/schema.ts';
+import { UsageError } from './errors.ts';
+
+interface CommonFlags {
+  checkpoint?: string;
+  backend?: string;
+  json?: boolean;
+}
+
+interface KnnFlags extends CommonFlags {
+  k?: string;
+  t?: string;
+  solo?: boolean;
+}
+
+interface LinearFlags extends CommonFlags {
+  epochs?: string;
+  lr?: string;
+  batchSize?: string;
+  augment: boolean;
+}
+
+function positive(flag: string, v: string | undefined, integer = false): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new UsageError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
+  return x;
+}
+
+function withCommon(cmd: Command): Command {
+  return cmd
+    .argument('<run-dir>', 'a run folder (holds config.yaml and checkpoints/)')
+    .option('--checkpoint <dir>', 'a checkpoint folder (default: the newest in <run-dir>/checkpoints)')
+    .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the run's train.backend)").choices([...BACKEND_CHOICES]))
+    .option('--json', 'print the result as one JSON object');
+}
+
+/** TensorFlow.js and the model are loaded only when an eval command runs. */
+async function prepare(runDir: string, backend: string | undefined) {
+  const offline = await import('../eval/offline.ts');
+  const { initBackend } = await import('../engine/backend.ts');
+  const config = offline.loadRunConfig(runDir);
+  const status = offline.readRunStatus(runDir);
+  if (status && status.status !== 'completed') {
+    const what = status.status === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${status.status} at step ${status.step}`;
+    process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating its newest checkpoint\n`);
+  }
+  await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0]);
+  return { offline, config };
+}
+
+function knnCommand(): Command {
+  return withCommon(new Command('knn').description('weighted kNN top-1/top-5: the whole train split as the bank, the whole test split as queries'))
+    .option('-k, --k <n>', "neighbours (default: the run's eval.knn.k, 200)")
+    .option('-t, --t <temp>', "temperature of the exp(sim / t) weights (default: the run's eval.knn.t, 0.1)")
+    .option('--solo', 'solo-learn / InstDisc setting: k = 20, t = 0.07')
+    .action(async (runDir: string, f: KnnFlags) => {
+      let k = positive('--k', f.k, true);
+      let t = positive('--t', f.t);
+      if (f.solo) {
+        if (k !== undefined || t !== undefined) throw new UsageError('--solo sets k = 20 and t = 0.07; do not combine it with --k or --t');
+        k = 20;
+        t = 0.07;
+      }
+      const { offline, config } = await prepare(runDir, f.backend);
+      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint: f.checkpoint });
+      if (f.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        process.stdout.write(
+          `kNN (k ${r.k}, t ${r.t}; bank ${r.bank} train images, ${r.queries} test images; checkpoint step ${r.step ?? '?'}): ` +
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote knn.json and summary.json (knn_eval)\n`,
+        );
+      }
+    });
+}
+
+function linearCommand(): Command {
+  return withCommon(new Command('linear').description('linear probe on the frozen base encoder (class token after the final LayerNorm), as main_lincls.py'))
+    .option('--epochs <n>', "epochs (default: the run's eval.linear.epochs)")
+    .option('--lr <base>', "base lr; the lr used is base x batch / 256 (default: the run's eval.linear.base_lr)")
+    .option('--batch-size <n>', "batch size (default: the run's eval.linear.batch_size)")
+    .option('--no-augment', 'no random-resized-crop + flip: train on centre-view features, computed once and cached')
+    .action(async (runDir: string, f: LinearFlags) => {
+      const epochs = positive('--epochs', f.epochs, true);
+      const baseLr = positive('--lr', f.lr);
+      const batchSize = positive('--batch-size', f.batchSize, true);
+      const { offline, config } = await prepare(runDir, f.backend);
+      const quiet = Boolean(f.json);
+      const r = await offline.linearProbeForRun(runDir, {
+        config,
+        checkpoint: f.checkpoint,
+        epochs,
+        baseLr,
+        batchSize,
+        augment: f.augment,
+        onEpoch: quiet
+          ? undefined
+          : (e) => process.stderr.write(`linear probe epoch ${e.epoch}/${e.epochs}: lr ${e.lr.toPrecision(3)}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(1)}% (${e.seconds.toFixed(1)} s)\n`),
+      });
+      if (f.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        const views = r.augmented
+          ? 'train views: random-resized-crop + flip, new crops every epoch'
+          : 'train features: centre view, computed once and cached (no augmentation)';
+        process.stdout.write(
+          `linear probe (${r.epochs} epochs, lr ${r.lr.toPrecision(3)} = ${r.baseLr} x ${r.batchSize}/256, SGD momentum 0.9, no weight decay; ${views}; ` +
+            `${r.trainSize} train / ${r.testSize} test images; checkpoint step ${r.step ?? '?'}): ` +
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote linear.json and summary.json\n`,
+        );
+      }
+    });
+}
+
+export function evalCommand(): Command {
+  // sub-commands added with addCommand do not inherit exitOverride: set it so errors reach main's boundary
+  return new Command('eval')
+    .description("offline evaluation of a run's checkpoint: kNN or linear probe")
+    .addCommand(knnCommand().exitOverride())
+    .addCommand(linearCommand().exitOverride());
+}

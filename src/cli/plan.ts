@@ -1,0 +1,93 @@
+/** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
+import { Command, Option } from 'commander';
+import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
+import { PRESET_NAMES } from '../config/presets.ts';
+import { loadSweep } from '../sweep/file.ts';
+import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } from '../sweep/plan.ts';
+import { readRunState, type RunStateInfo } from '../sweep/state.ts';
+import { formatPlan } from '../sweep/table.ts';
+import { parseDataFlag } from './common.ts';
+
+export interface SweepFlags {
+  preset?: string;
+  optimizer?: string;
+  set: string[];
+  seeds?: string;
+  data?: string;
+  backend?: string;
+  results: string;
+  json?: boolean;
+  dryRun?: boolean;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** The flags `plan` and `sweep` share. */
+export function addSweepOptions(cmd: Command): Command {
+  return cmd
+    .argument('<sweep>', 'a sweep name (batch-size, lr, patch-proj, temperature) or a sweep file')
+    .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')}); the sweep file's otherwise`))
+    .option('--optimizer <name>', `run the grid that belongs to this optimizer (${OPTIMIZER_NAMES.join(', ')}; a comma list runs several)`)
+    .option('-s, --set <key=value>', 'override a config key in every run (dotted, e.g. train.knn_every=20); repeatable', collect, [])
+    .option('--seeds <list>', 'seeds, e.g. 0,1,2 or 0-2; the sweep file\'s otherwise')
+    .option('--data <name[:path]>', 'dataset, optionally with its path')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
+    .option('--results <dir>', 'results directory', 'results')
+    .option('--json', 'print JSON for scripts');
+}
+
+export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
+  const spec = loadSweep(arg);
+  const overrides: Record<string, unknown>[] = [];
+  if (f.data) {
+    const d = parseDataFlag(f.data);
+    overrides.push({ data: d.path ? { name: d.name, path: d.path } : { name: d.name } });
+  }
+  if (f.backend) overrides.push({ train: { backend: f.backend } });
+  return planSweep(spec, {
+    preset: f.preset ?? null,
+    optimizers: f.optimizer !== undefined ? parseOptimizerFlag(f.optimizer) : null,
+    sets: f.set,
+    seeds: f.seeds !== undefined ? parseSeedsFlag(f.seeds) : null,
+    overrides,
+    results: f.results,
+  });
+}
+
+export function planJson(plan: SweepPlan, states: RunStateInfo[]): Record<string, unknown> {
+  return {
+    sweep: plan.id,
+    file: plan.spec.file,
+    dir: plan.dir,
+    preset: plan.preset,
+    scale: { batch: plan.scale.batch, epochs: plan.scale.epochs },
+    optimizers: plan.optimizers,
+    seeds: plan.seeds,
+    varied: plan.varied,
+    runs: plan.runs.map((r, i) => ({
+      index: r.index,
+      id: r.id,
+      dir: r.dir,
+      paper: r.paper,
+      values: r.values,
+      lr: runLr(r.config),
+      status: states[i]!.state,
+      step: states[i]!.step,
+      total_steps: states[i]!.total_steps,
+      error: states[i]!.error,
+    })),
+  };
+}
+
+export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
+  const states = plan.runs.map((r) => readRunState(r.dir));
+  process.stdout.write(json ? `${JSON.stringify(planJson(plan, states))}\n` : formatPlan(plan, states));
+}
+
+export function planCommand(): Command {
+  const cmd = new Command('plan').description('print the runs a sweep makes (paper values and values run) and their status; trains nothing');
+  addSweepOptions(cmd).action((arg: string, f: SweepFlags) => {
+    printPlan(planFromFlags(arg, f), f.json);
+  });
+  return cmd;
+}

@@ -1,0 +1,71 @@
+/** `moco3 report [<sweep>]`: tables, instability figures and plots of finished (or running) sweeps. */
+import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ReportFormat } from '../report/index.ts';
+import { isRunDir, listSweeps, ReportError } from '../report/results.ts';
+import { UsageError } from './errors.ts';
+
+interface ReportFlags {
+  results: string;
+  format: ReportFormat;
+  dip: string;
+  spikeFactor: string;
+  spikeWindow: string;
+  plots: boolean;
+  png: boolean;
+}
+
+function positive(flag: string, v: string, integer = false): number {
+  const x = Number(v);
+  if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new UsageError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
+  return x;
+}
+
+/** A sweep given as a folder path or as a name under --results. */
+function sweepDir(arg: string, results: string): string {
+  for (const d of [arg, join(results, arg)]) if (existsSync(d) && !isRunDir(d)) return d;
+  if (existsSync(arg) && isRunDir(arg)) throw new UsageError(`${arg} is a run folder; moco3 report takes a sweep folder (its parent)`);
+  throw new UsageError(`no sweep '${arg}' (looked for ${arg} and ${join(results, arg)})`);
+}
+
+export function reportCommand(): Command {
+  return new Command('report')
+    .description("write report.md (paper-shaped table, instability figures, plots), report.csv and plots/ for a sweep (default: every sweep under --results)")
+    .argument('[sweep]', 'sweep name under --results, or a sweep folder')
+    .option('--results <dir>', 'results directory', 'results')
+    .addOption(new Option('--format <fmt>', 'what to write').choices(['md', 'csv', 'both']).default('both'))
+    .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', '3')
+    .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', '3')
+    .option('--spike-window <W>', 'the running median is over the previous W logged values', '20')
+    .option('--no-plots', 'no figures')
+    .option('--no-png', 'SVG figures only')
+    .action(async (arg: string | undefined, f: ReportFlags) => {
+      const instability = {
+        dipPoints: positive('--dip', f.dip),
+        spikeFactor: positive('--spike-factor', f.spikeFactor),
+        spikeWindow: positive('--spike-window', f.spikeWindow, true),
+      };
+      const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
+      if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders)`);
+      // the plotting libraries load only when a report is written
+      const { writeReport } = await import('../report/index.ts');
+      for (const dir of dirs) {
+        try {
+          const r = await writeReport(dir, { format: f.format, instability, plots: f.plots, png: f.png });
+          const md = r.files.find((p) => p.endsWith('report.md'));
+          const csv = r.files.find((p) => p.endsWith('report.csv'));
+          const plots = r.files.filter((p) => p.endsWith('.svg')).length;
+          const diverged = [...r.facts.values()].filter((x) => x.status === 'diverged').length;
+          process.stdout.write(
+            `${r.sweep}: ${r.facts.size} runs (${diverged} diverged), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
+              `${r.view.paper ? `, paper ${r.view.paper.figure}` : ''}; ` +
+              `${[md, csv].filter(Boolean).join(', ')}${plots ? `, ${plots} plots` : ''} in ${r.seconds.toFixed(2)} s\n`,
+          );
+        } catch (e) {
+          if (e instanceof ReportError) throw new UsageError(e.message);
+          throw e;
+        }
+      }
+    });
+}

@@ -1,0 +1,271 @@
+/** `moco3 sweep <name|file>`: run a sweep's runs in order; skip what is done, resume what was interrupted. */
+import cliProgress from 'cli-progress';
+import { Command } from 'commander';
+import type { SweepPlan } from '../sweep/plan.ts';
+import type { SweepEvent } from '../sweep/runner.ts';
+import { describeState, formatPlan } from '../sweep/table.ts';
+import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
+import { makeProgress, type ProgressSink } from './progress.ts';
+
+const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
+
+function fmtDuration(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '-';
+  if (s < 90) return `${Math.round(s)}s`;
+  if (s < 5400) return `${Math.round(s / 60)}m`;
+  return `${(s / 3600).toFixed(1)}h`;
+}
+
+interface Display {
+  onEvent(e: SweepEvent): void;
+  stop(): void;
+}
+
+/** Share of the sweep done in this invocation, for the ETA: each run counts 1, a started run its step fraction. */
+class Eta {
+  private t0 = performance.now();
+  private todo = 0;
+  private done = 0;
+  private frac = 0;
+  private startFrac = 0;
+  private gained = 0;
+  start(todo: number) {
+    this.todo = todo;
+    this.t0 = performance.now();
+  }
+  runStart(step: number, total: number) {
+    this.frac = this.startFrac = total > 0 ? step / total : 0;
+  }
+  step(step: number, total: number) {
+    this.frac = total > 0 ? step / total : 0;
+  }
+  runEnd() {
+    this.gained += 1 - this.startFrac;
+    this.done += 1;
+    this.frac = this.startFrac = 0;
+  }
+  get runsDone() {
+    return this.done;
+  }
+  get fraction() {
+    return this.todo > 0 ? Math.min(1, (this.done + this.frac) / this.todo) : 1;
+  }
+  seconds(): number {
+    const work = this.gained + (this.frac - this.startFrac);
+    if (work <= 0) return NaN;
+    const el = (performance.now() - this.t0) / 1000;
+    return (el / work) * Math.max(0, this.todo - this.done - this.frac);
+  }
+}
+
+function jsonDisplay(): Display {
+  const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+  return {
+    onEvent(e) {
+      if (e.type === 'train') {
+        const { event, ...where } = e;
+        out({ ...event, run: where.run, index: where.index, total: where.total });
+      } else {
+        out(e);
+      }
+    },
+    stop() {},
+  };
+}
+
+function runLine(e: { index: number; total: number; run: string }): string {
+  return `[${e.index}/${e.total}] ${e.run}`;
+}
+
+/** Plain lines (logs, CI): the train command's lines per run, and a sweep line after each run. */
+function plainDisplay(): Display {
+  const err = process.stderr;
+  const eta = new Eta();
+  let sink: ProgressSink | null = null;
+  let todo = 0;
+  return {
+    onEvent(e) {
+      switch (e.type) {
+        case 'sweep_start':
+          todo = e.todo;
+          eta.start(e.todo);
+          err.write(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
+          break;
+        case 'run_skip':
+          err.write(`${runLine(e)}: skipped (${e.reason})\n`);
+          break;
+        case 'run_start':
+          sink = makeProgress(runLine(e));
+          if (e.previous !== 'new') err.write(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming from the checkpoint at step ${e.resume_step}` : 'starting over'}\n`);
+          break;
+        case 'train':
+          if (e.event.type === 'start') eta.runStart(e.event.startStep, e.event.totalSteps);
+          if (e.event.type === 'step') eta.step(e.event.step, e.event.totalSteps);
+          sink?.onEvent(e.event);
+          break;
+        case 'run_end':
+        case 'run_failed':
+          sink?.stop();
+          sink = null;
+          if (e.type === 'run_failed') err.write(`${runLine(e)}: failed: ${e.error}\n`);
+          if (e.type === 'run_end' && e.status === 'interrupted') break;
+          eta.runEnd();
+          err.write(`sweep: ${eta.runsDone}/${todo} runs done, ETA ${fmtDuration(eta.seconds())}\n`);
+          break;
+        case 'sweep_end':
+          break;
+      }
+    },
+    stop() {
+      sink?.stop();
+    },
+  };
+}
+
+/** On a terminal: a bar for the sweep (runs done, ETA) and one for the current run (step, loss, kNN, img/s). */
+function barDisplay(): Display {
+  const multi = new cliProgress.MultiBar(
+    { stream: process.stderr, format: '{label} |{bar}| {info}', barsize: 24, hideCursor: true, fps: 5, clearOnComplete: false, autopadding: true },
+    cliProgress.Presets.shades_classic,
+  );
+  const eta = new Eta();
+  let sweepBar: cliProgress.SingleBar | null = null;
+  let runBar: cliProgress.SingleBar | null = null;
+  let label = 'sweep';
+  let todo = 0;
+  let knn: number | null = null;
+  let ips: number | null = null;
+  let loss: number | null = null;
+  const units = 1000;
+  // the bars redraw on a timer, and a training step may not let timers run: redraw from the events too
+  let lastDraw = 0;
+  const redraw = (force = false) => {
+    const now = performance.now();
+    if (force || now - lastDraw > 200) {
+      lastDraw = now;
+      multi.update();
+    }
+  };
+  const updateSweep = () => {
+    sweepBar?.update(Math.round(eta.fraction * todo * units), { label, info: `${eta.runsDone}/${todo} runs | ETA ${fmtDuration(eta.seconds())}` });
+  };
+  return {
+    onEvent(e) {
+      switch (e.type) {
+        case 'sweep_start':
+          todo = e.todo;
+          label = `sweep ${e.sweep}`;
+          eta.start(e.todo);
+          multi.log(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
+          sweepBar = multi.create(Math.max(1, todo * units), 0, { label, info: `0/${todo} runs | ETA -` });
+          break;
+        case 'run_skip':
+          multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
+          redraw(true);
+          break;
+        case 'run_start':
+          knn = ips = loss = null;
+          if (e.previous !== 'new') multi.log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
+          redraw(true);
+          break;
+        case 'train': {
+          const ev = e.event;
+          const name = `[${e.index}/${e.total}]`;
+          if (ev.type === 'start') {
+            eta.runStart(ev.startStep, ev.totalSteps);
+            runBar = multi.create(ev.totalSteps, ev.startStep, { label: name, info: `${ev.startStep}/${ev.totalSteps} ${e.run}` });
+          } else if (ev.type === 'step') {
+            eta.step(ev.step, ev.totalSteps);
+            loss = ev.row.loss ?? null;
+            const r = ev.row.images_per_s ?? null;
+            ips = ips === null ? r : r === null ? ips : 0.9 * ips + 0.1 * r;
+            runBar?.update(ev.step, {
+              label: name,
+              info: `${ev.step}/${ev.totalSteps} | loss ${fmt(loss)} | kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`} | ${fmt(ips, 1)} img/s | ${e.run}`,
+            });
+            updateSweep();
+            redraw();
+          } else if (ev.type === 'knn') {
+            knn = ev.top1;
+          }
+          break;
+        }
+        case 'run_end':
+        case 'run_failed':
+          if (runBar) {
+            runBar.stop();
+            multi.remove(runBar);
+            runBar = null;
+          }
+          if (e.type === 'run_failed') multi.log(`${runLine(e)}: failed: ${e.error}\n`);
+          else {
+            const s = e.summary;
+            multi.log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%`}; ${fmtDuration(s.wall_s)}\n`);
+          }
+          if (e.type === 'run_end' && e.status === 'interrupted') {
+            redraw(true);
+            break;
+          }
+          eta.runEnd();
+          updateSweep();
+          redraw(true);
+          break;
+        case 'sweep_end':
+          updateSweep();
+          redraw(true);
+          break;
+      }
+    },
+    stop() {
+      multi.stop();
+    },
+  };
+}
+
+export function sweepCommand(): Command {
+  const cmd = new Command('sweep').description('run a sweep: every run of the plan in order; completed runs are skipped, interrupted ones resumed');
+  addSweepOptions(cmd)
+    .option('--dry-run', 'validate, resolve and print the plan; train nothing')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (arg: string, f: SweepFlags & { quiet?: boolean }) => {
+      const plan: SweepPlan = planFromFlags(arg, f);
+      if (f.dryRun) {
+        printPlan(plan, f.json);
+        return;
+      }
+      const { runSweep } = await import('../sweep/runner.ts');
+      let stop = false;
+      const onSig = () => {
+        if (stop) process.exit(130);
+        stop = true;
+        process.stderr.write('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
+      };
+      process.on('SIGINT', onSig);
+      process.on('SIGTERM', onSig);
+      const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
+      const t0 = performance.now();
+      try {
+        const r = await runSweep({ plan, onEvent: (e) => display.onEvent(e), shouldStop: () => stop, command: process.argv.slice(1) });
+        display.stop();
+        if (!f.json) {
+          process.stdout.write(formatPlan(plan, r.states));
+          const wall = (performance.now() - t0) / 1000;
+          const lines = [`sweep ${plan.id}: ${r.interrupted ? 'interrupted' : 'done'} in ${fmtDuration(wall)}; results in ${plan.dir}`];
+          for (const id of r.failed) {
+            const s = r.states[plan.runs.findIndex((x) => x.id === id)]!;
+            lines.push(`  ${id}: failed: ${s.error ?? describeState(s)}`);
+          }
+          if (r.busy.length) lines.push(`  ${r.busy.length} run(s) are being trained by another sweep; run this command again later to finish`);
+          if (r.interrupted) lines.push('  run the same command again to continue');
+          process.stderr.write(`${lines.join('\n')}\n`);
+        }
+        if (r.interrupted) process.exitCode = 130;
+        else if (r.failed.length) process.exitCode = 1;
+      } finally {
+        display.stop();
+        process.off('SIGINT', onSig);
+        process.off('SIGTERM', onSig);
+      }
+    });
+  return cmd;
+}

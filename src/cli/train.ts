@@ -1,0 +1,96 @@
+/** `moco3 train`: one run. */
+import { Command } from 'commander';
+import { existsSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { configHash, configToYaml } from '../config/load.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import { initBackend, type BackendName } from '../engine/backend.ts';
+import { findLastCheckpoint } from '../train/checkpoint.ts';
+import { readStatus, trainRun } from '../train/loop.ts';
+import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
+import { UsageError } from './errors.ts';
+import { makeProgress } from './progress.ts';
+
+export function runSlug(c: ResolvedRunConfig): string {
+  return `${c.model.arch}-bs${c.optim.batch_size}-lr${c.optim.base_lr.toExponential(1)}-${c.optim.name}-${c.model.patch_proj}-s${c.seed}`;
+}
+
+interface TrainFlags extends RunFlags {
+  out?: string;
+  resume?: boolean;
+  force?: boolean;
+  dumpViews?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function trainCommand(): Command {
+  const cmd = new Command('train').description('train one MoCo v3 ViT run');
+  addRunOptions(cmd)
+    .option('--seed <n>', 'run seed')
+    .option('-o, --out <dir>', 'the run folder (default: <results>/train/<run-id>)')
+    .option('--resume', 'continue the run from its newest checkpoint')
+    .option('--force', 'start over: an existing run folder is moved aside to <dir>.old-<time>, never deleted')
+    .option('--dump-views <n>', 'write the two normalised views of the first n steps to views.safetensors')
+    .option('--json', 'print one JSON object per event on stdout')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (f: TrainFlags) => {
+      const c = configFromFlags(f);
+      const id = `${runSlug(c)}-${configHash(c)}`;
+      const runDir = f.out ?? join(f.results, 'train', id);
+      if (f.dryRun) {
+        process.stdout.write(`# run folder: ${runDir}\n${configToYaml(c)}`);
+        return;
+      }
+      const dumpViews = f.dumpViews === undefined ? 0 : Number(f.dumpViews);
+      if (!Number.isInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
+      const st = readStatus(runDir);
+      const hasCkpt = findLastCheckpoint(join(runDir, 'checkpoints')) !== null;
+      if (existsSync(runDir) && (st || hasCkpt) && f.force) {
+        const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+        const aside = `${runDir}.old-${stamp}`;
+        renameSync(runDir, aside);
+        process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
+      } else if (st?.status === 'completed' && !f.resume) {
+        process.stderr.write(`moco3: ${runDir} is already completed (use --force to train it again)\n`);
+        return;
+      } else if ((st || hasCkpt) && !f.resume) {
+        throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+      }
+      const backend = await initBackend(c.train.backend as BackendName);
+      let stop = false;
+      const onSig = () => {
+        if (stop) process.exit(130);
+        stop = true;
+        process.stderr.write('\nmoco3: stopping after this step (checkpointing); Ctrl-C again to quit at once\n');
+      };
+      process.on('SIGINT', onSig);
+      const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
+      try {
+        const s = await trainRun({
+          config: c,
+          runDir,
+          backend,
+          resume: Boolean(f.resume),
+          command: process.argv.slice(1),
+          dumpViews,
+          onEvent: (e) => progress.onEvent(e),
+          shouldStop: () => stop,
+        });
+        progress.stop();
+        if (!f.json) {
+          const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}% (best ${s.best_knn_top1?.toFixed(2)}%, chance ${(100 / c.data.num_classes).toFixed(1)}%)`;
+          process.stdout.write(
+            `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
+              `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
+              `results: ${runDir}\n`,
+          );
+        }
+        if (s.status === 'interrupted') process.exitCode = 130;
+      } finally {
+        progress.stop();
+        process.off('SIGINT', onSig);
+      }
+    });
+  return cmd;
+}

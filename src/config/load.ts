@@ -1,0 +1,220 @@
+/** Config assembly: defaults <- preset <- YAML file <- --set overrides, then strict validation. */
+import { createHash } from 'node:crypto';
+import { readFileSync, existsSync } from 'node:fs';
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { ARCHS, type ArchName } from './archs.ts';
+import { PRESETS, PRESET_NAMES, type PresetName } from './presets.ts';
+import { DEFAULTS, RunConfigSchema, type ResolvedRunConfig, type RunConfig } from './schema.ts';
+
+/** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Deep merge: objects merge key by key, everything else (arrays included) replaces. */
+export function deepMerge<T>(base: T, over: unknown): T {
+  if (!isObj(base) || !isObj(over)) return (over === undefined ? base : over) as T;
+  const out: Obj = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    out[k] = k in out && isObj(out[k]) && isObj(v) ? deepMerge(out[k], v) : v;
+  }
+  return out as T;
+}
+
+function clone<T>(v: T): T {
+  return structuredClone(v);
+}
+
+/** `a.b.c=value` -> {a: {b: {c: value}}}; the value is read as YAML (numbers, booleans, null, lists). */
+export function parseSet(expr: string): Obj {
+  const eq = expr.indexOf('=');
+  if (eq <= 0) throw new ConfigError(`--set ${expr}: expected key=value with a dotted key, e.g. optim.base_lr=1e-4`);
+  const key = expr.slice(0, eq).trim();
+  const raw = expr.slice(eq + 1);
+  if (!/^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$/.test(key)) {
+    throw new ConfigError(`--set ${expr}: '${key}' is not a dotted key such as optim.base_lr`);
+  }
+  let value: unknown;
+  try {
+    value = raw.trim() === '' ? '' : YAML.parse(raw);
+  } catch {
+    value = raw;
+  }
+  const parts = key.split('.');
+  const root: Obj = {};
+  let cur = root;
+  parts.forEach((p, i) => {
+    if (i === parts.length - 1) cur[p] = value;
+    else cur = cur[p] = {} as Obj;
+  });
+  return root;
+}
+
+export function loadConfigFile(path: string): Obj {
+  if (!existsSync(path)) throw new ConfigError(`${path}: config file not found`);
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    throw new ConfigError(`${path}: not valid YAML: ${msg}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (!isObj(doc)) throw new ConfigError(`${path}: expected a YAML mapping of config sections (seed, data, model, ...)`);
+  return doc;
+}
+
+export interface ConfigSources {
+  preset?: string | null;
+  /** a config file path, or an already-parsed object with a label naming where it came from */
+  file?: string | null;
+  fileObject?: { label: string; value: Obj } | null;
+  sets?: string[];
+  /** overrides applied last, from code (e.g. CLI flags such as --data) */
+  overrides?: Obj[];
+}
+
+function hasPath(obj: unknown, path: PropertyKey[]): boolean {
+  let cur: unknown = obj;
+  for (const p of path) {
+    if (!isObj(cur) || !(String(p) in cur)) return false;
+    cur = cur[String(p)];
+  }
+  return true;
+}
+
+function getPath(obj: unknown, path: PropertyKey[]): unknown {
+  let cur: unknown = obj;
+  for (const p of path) {
+    if (!isObj(cur) && !Array.isArray(cur)) return undefined;
+    cur = (cur as Obj)[String(p)];
+  }
+  return cur;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; text: string } {
+  const key = issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const parent = issue.path.length ? `${key}.` : '';
+    const section = getPath(DEFAULTS, issue.path);
+    const known = isObj(section) ? Object.keys(section).join(', ') : '';
+    const keys = issue.keys.map((k) => `${parent}${k}`);
+    return { key: keys[0] ?? key, text: `unknown key${keys.length > 1 ? 's' : ''} ${keys.join(', ')}${known ? ` (expected one of: ${known})` : ''}` };
+  }
+  const got = value === undefined ? 'nothing' : JSON.stringify(value);
+  let expected = issue.message.replace(/^Invalid input: /, '').replace(/, received \w+$/, '');
+  if (issue.code === 'invalid_value' && 'values' in issue) {
+    expected = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+  } else if (issue.code === 'too_small' || issue.code === 'too_big') {
+    expected = issue.message.replace(/^Too (small|big): /, '');
+  }
+  return { key, text: `${key}: ${expected}, got ${got}` };
+}
+
+/** Validate a merged config object; `blame` tells which source a key came from. */
+export function validateConfig(merged: unknown, blame: (path: PropertyKey[]) => string): RunConfig {
+  const r = RunConfigSchema.safeParse(merged);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
+  const { text } = describeIssue(issue, getPath(merged, issue.path));
+  const more = r.error.issues.length > 1 ? ` (+${r.error.issues.length - 1} more)` : '';
+  throw new ConfigError(`${blame(path)}: ${text}${more}`);
+}
+
+/** Fill the model sizes left null from the arch, and check what depends on several keys. */
+export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => string = () => 'config'): ResolvedRunConfig {
+  const out = clone(cfg);
+  const arch = ARCHS[out.model.arch as ArchName];
+  out.model.patch_size ??= arch.patch_size;
+  out.model.dim ??= arch.dim;
+  out.model.depth ??= arch.depth;
+  out.model.heads ??= arch.heads;
+  out.model.mlp_ratio ??= arch.mlp_ratio;
+  const m = out.model as ResolvedRunConfig['model'];
+  const fail = (path: string, text: string) => {
+    throw new ConfigError(`${blame(path.split('.'))}: ${path}: ${text}`);
+  };
+  if (m.dim % m.heads !== 0) fail('model.heads', `dim ${m.dim} must be divisible by heads ${m.heads}`);
+  if (m.dim % 4 !== 0) fail('model.dim', `must be divisible by 4 for the 2-D sin-cos position embedding, got ${m.dim}`);
+  if (out.data.image_size % m.patch_size !== 0) {
+    fail('data.image_size', `must be a multiple of model.patch_size ${m.patch_size}, got ${out.data.image_size}`);
+  }
+  if (out.optim.warmup_epochs > out.optim.epochs) {
+    fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`);
+  }
+  if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');
+  if (out.train.micro_batch !== null && out.train.micro_batch > out.optim.batch_size) {
+    fail('train.micro_batch', `must not exceed optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`);
+  }
+  return out as ResolvedRunConfig;
+}
+
+/** Build a run config from its sources, in order: defaults, preset, file, overrides, --set. */
+export function buildConfig(src: ConfigSources): ResolvedRunConfig {
+  let merged: Obj = clone(DEFAULTS) as unknown as Obj;
+  let presetObj: Obj = {};
+  if (src.preset) {
+    if (!(PRESET_NAMES as readonly string[]).includes(src.preset)) {
+      throw new ConfigError(`--preset ${src.preset}: unknown preset (expected one of: ${PRESET_NAMES.join(', ')})`);
+    }
+    presetObj = PRESETS[src.preset as PresetName].config as Obj;
+    merged = deepMerge(merged, clone(presetObj));
+  }
+  let fileObj: Obj = {};
+  let fileLabel = 'config';
+  if (src.file) {
+    fileObj = loadConfigFile(src.file);
+    fileLabel = src.file;
+  } else if (src.fileObject) {
+    fileObj = src.fileObject.value;
+    fileLabel = src.fileObject.label;
+  }
+  merged = deepMerge(merged, fileObj);
+  const overrides = src.overrides ?? [];
+  for (const o of overrides) merged = deepMerge(merged, o);
+  const setObjs = (src.sets ?? []).map((s) => ({ expr: s, obj: parseSet(s) }));
+  for (const s of setObjs) merged = deepMerge(merged, s.obj);
+
+  const blame = (path: PropertyKey[]): string => {
+    for (let i = setObjs.length - 1; i >= 0; i--) if (hasPath(setObjs[i]!.obj, path)) return `--set ${setObjs[i]!.expr}`;
+    if (overrides.some((o) => hasPath(o, path))) return 'command line';
+    if (hasPath(fileObj, path)) return fileLabel;
+    if (hasPath(presetObj, path)) return `preset ${src.preset}`;
+    return src.file ?? fileLabel;
+  };
+  return resolveConfig(validateConfig(merged, blame), blame);
+}
+
+/** Canonical JSON (sorted keys) for hashing. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (isObj(v)) {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(v[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/**
+ * 8 hex digits of SHA-256 over the resolved config. The backend and logging cadence are left out:
+ * they change how a run is watched, not what it computes.
+ */
+export function configHash(cfg: RunConfig): string {
+  const c = clone(cfg) as unknown as Obj;
+  const train = { ...(c.train as Obj) };
+  delete train.backend;
+  delete train.log_every;
+  c.train = train;
+  return createHash('sha256').update(canonicalJson(c)).digest('hex').slice(0, 8);
+}
+
+export function configToYaml(cfg: RunConfig): string {
+  return YAML.stringify(cfg, { lineWidth: 0 });
+}

@@ -1,0 +1,59 @@
+/**
+ * Scale presets (DESIGN.md): a preset fixes model, data and epochs; a sweep fixes what varies.
+ * Each is a partial config laid over the official defaults.
+ */
+import type { RunConfig } from './schema.ts';
+
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends unknown[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
+
+export const PRESET_NAMES = ['smoke', 'cpu', 'gpu', 'paper'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
+export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<RunConfig> }> = {
+  smoke: {
+    about: 'a few-thousand-parameter ViT on built-in synthetic 16 px images: tests and the demo, seconds',
+    config: {
+      data: { name: 'synthetic', image_size: 16, train_size: 2560, test_size: 500, num_classes: 10 },
+      model: { arch: 'vit-smoke' },
+      augment: { blur_sigma: [0.0071, 0.143] },
+      moco: { proj_hidden: 64, proj_dim: 32, pred_hidden: 64 },
+      optim: { batch_size: 128, epochs: 8, warmup_epochs: 2, base_lr: 1.5e-3 },
+      train: { log_every: 1, knn_every: 40 },
+      eval: { knn: { bank_size: null, query_size: null }, linear: { epochs: 20, batch_size: 256 } },
+    },
+  },
+  cpu: {
+    about: 'ViT-Micro (dim 64, depth 4) on Fashion-MNIST at 32 px: a CPU, about an hour per sweep',
+    config: {
+      data: { name: 'fashion-mnist', image_size: 32, train_size: null, test_size: null, num_classes: 10 },
+      model: { arch: 'vit-micro' },
+      // σ is in pixels: the recipe's [0.1, 2.0] at 224 px, scaled to 32 px
+      augment: { blur_sigma: [0.0143, 0.286] },
+      moco: { proj_hidden: 256, proj_dim: 64, pred_hidden: 256 },
+      optim: { batch_size: 256, epochs: 2, warmup_epochs: 0.5, base_lr: 1.5e-3 },
+      train: { log_every: 1, knn_every: 50 },
+      eval: { knn: { bank_size: 10000, query_size: 2000 }, linear: { epochs: 10, batch_size: 256 } },
+    },
+  },
+  gpu: {
+    about: 'ViT-Tiny/4 (dim 192, depth 12, 12 heads) on CIFAR-10 at 32 px: one GPU, hours',
+    config: {
+      data: { name: 'cifar10', image_size: 32, num_classes: 10 },
+      model: { arch: 'vit-tiny' },
+      augment: { blur_sigma: [0.0143, 0.286] },
+      optim: { batch_size: 1024, epochs: 100, warmup_epochs: 10 },
+      train: { log_every: 1, knn_every: 200 },
+      eval: { knn: { bank_size: null, query_size: null }, linear: { epochs: 90, batch_size: 1024 } },
+    },
+  },
+  paper: {
+    about: 'ViT-B/16 on an ImageNet-style image folder at 224 px, 100 epochs: the real thing, big hardware',
+    config: {
+      data: { name: 'imagefolder', image_size: 224, num_classes: 1000 },
+      model: { arch: 'vit-base' },
+      optim: { batch_size: 4096, epochs: 100, warmup_epochs: 40 },
+      train: { log_every: 10, knn_every: 500 },
+      eval: { knn: { bank_size: 128000, query_size: 10000 }, linear: { epochs: 90, batch_size: 1024 } },
+    },
+  },
+};

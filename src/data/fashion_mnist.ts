@@ -1,0 +1,108 @@
+/**
+ * Fashion-MNIST (Xiao, Rasul, Vollgraf 2017) from its four IDX files, gzipped or not. Debian's
+ * `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist/.
+ */
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, readIdxFile } from './idx.ts';
+import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
+
+export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist/';
+
+export const FASHION_MNIST_CLASSES = [
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+];
+
+// statistics of the 60000 training images, as commonly quoted (grayscale, [0,1] scale)
+export const FASHION_MNIST_MEAN = 0.286;
+export const FASHION_MNIST_STD = 0.353;
+
+const FILES = {
+  trainImages: 'train-images-idx3-ubyte',
+  trainLabels: 'train-labels-idx1-ubyte',
+  testImages: 't10k-images-idx3-ubyte',
+  testLabels: 't10k-labels-idx1-ubyte',
+};
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The path of `base` in `dir`: gzipped first, then plain; also LeCun's `t10k-images.idx3-ubyte` spelling. */
+async function findFile(dir: string, base: string): Promise<string> {
+  const dotted = base.replace(/-idx(\d)/, '.idx$1');
+  const tried = [base + '.gz', base, dotted + '.gz', dotted].map((f) => join(dir, f));
+  for (const p of tried) if (await exists(p)) return p;
+  throw new DataError(`fashion-mnist: missing file ${base}[.gz] (tried ${tried.join(', ')})`);
+}
+
+async function loadSplit(dir: string, imagesBase: string, labelsBase: string, limit: number | null, what: string): Promise<ImageSplit> {
+  const imagesPath = await findFile(dir, imagesBase);
+  const labelsPath = await findFile(dir, labelsBase);
+  const [images, labels] = await Promise.all([
+    readIdxFile(imagesPath, IDX_IMAGES_MAGIC),
+    readIdxFile(labelsPath, IDX_LABELS_MAGIC),
+  ]);
+  const [n, height, width] = images.dims as [number, number, number];
+  if (labels.dims[0] !== n) {
+    throw new DataError(`${imagesPath}: ${n} images but ${labelsPath} has ${labels.dims[0]} labels`);
+  }
+  let take = n;
+  if (limit !== null) {
+    if (!Number.isInteger(limit) || limit < 1 || limit > n) {
+      throw new DataError(`${imagesPath}: asked for ${limit} ${what} images, the file has ${n}`);
+    }
+    take = limit;
+  }
+  const out = new Int32Array(take);
+  for (let i = 0; i < n; i++) {
+    const y = labels.data[i]!;
+    if (y > 9) throw new DataError(`${labelsPath}: label ${y} at index ${i} is out of range 0..9`);
+    if (i < take) out[i] = y;
+  }
+  // copy, so the decompressed file can be freed
+  const pixels = images.data.slice(0, take * height * width);
+  return { images: pixels, labels: out, n: take, height, width, channels: 1 };
+}
+
+export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
+  const dir = spec.path ?? FASHION_MNIST_DIR;
+  if (!(await exists(dir))) {
+    throw new DataError(
+      `fashion-mnist: directory ${dir} not found (install Debian's dataset-fashion-mnist or give --data fashion-mnist:PATH)`,
+    );
+  }
+  if (spec.numClasses !== undefined && spec.numClasses !== 10) {
+    throw new DataError(`fashion-mnist: has 10 classes, ${spec.numClasses} asked for`);
+  }
+  const [train, test] = await Promise.all([
+    loadSplit(dir, FILES.trainImages, FILES.trainLabels, spec.trainSize, 'train'),
+    loadSplit(dir, FILES.testImages, FILES.testLabels, spec.testSize, 'test'),
+  ]);
+  const m = FASHION_MNIST_MEAN;
+  const s = FASHION_MNIST_STD;
+  return {
+    name: 'fashion-mnist',
+    numClasses: 10,
+    classNames: [...FASHION_MNIST_CLASSES],
+    train,
+    test,
+    mean: [m, m, m],
+    std: [s, s, s],
+    source: dir,
+  };
+}

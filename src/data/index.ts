@@ -1,0 +1,23 @@
+/** Datasets, batch order and two-view augmentation. */
+import { loadFashionMnist } from './fashion_mnist.ts';
+import { makeSyntheticDataset } from './synthetic.ts';
+import { DataError, type DataSpec, type Dataset } from './types.ts';
+
+export * from './types.ts';
+export { itersPerEpoch, batchIndices, gatherBatch, type BatchOrder } from './sampler.ts';
+export { twoViews, evalView, augmentConfigFor, MOCOV3_VIEWS, type AugmentConfig, type ViewRecipe } from './augment.ts';
+export { FASHION_MNIST_DIR, FASHION_MNIST_CLASSES } from './fashion_mnist.ts';
+export { SYNTHETIC_CLASSES, SYNTHETIC_DEFAULTS } from './synthetic.ts';
+
+export const DATASET_NAMES = ['synthetic', 'fashion-mnist'] as const;
+
+export async function loadDataset(spec: DataSpec): Promise<Dataset> {
+  switch (spec.name) {
+    case 'synthetic':
+      return makeSyntheticDataset(spec);
+    case 'fashion-mnist':
+      return loadFashionMnist(spec);
+    default:
+      throw new DataError(`unknown dataset '${String((spec as { name: unknown }).name)}' (expected one of ${DATASET_NAMES.join(', ')})`);
+  }
+}

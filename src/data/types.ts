@@ -1,0 +1,54 @@
+/** Data shapes shared by the loaders, the sampler and the augmentation. */
+
+/** Images of one split, 0..255, HWC order, image after image. */
+export interface ImageSplit {
+  /** n*h*w*c bytes */
+  images: Uint8Array;
+  labels: Int32Array;
+  n: number;
+  height: number;
+  width: number;
+  channels: 1 | 3;
+}
+
+export interface Dataset {
+  name: string;
+  numClasses: number;
+  classNames: string[];
+  train: ImageSplit;
+  test: ImageSplit;
+  /** per RGB channel, on the [0,1] scale (grayscale sets replicate theirs) */
+  mean: [number, number, number];
+  std: [number, number, number];
+  /** directory the files came from, or 'built-in' */
+  source: string;
+}
+
+export interface DataSpec {
+  name: 'synthetic' | 'fashion-mnist';
+  /** directory of the files; null: the dataset's default place */
+  path: string | null;
+  /** first N images of each split (null: all, or the dataset's default size) */
+  trainSize: number | null;
+  testSize: number | null;
+  numClasses?: number;
+  seed: number;
+  syntheticImageSize?: number;
+}
+
+/** A compact copy of some images of a split (see `gatherBatch`). */
+export interface ImageBatch {
+  /** n*h*w*c bytes, HWC order */
+  data: Uint8Array;
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  /** labels of the images, when they came from a split */
+  labels?: Int32Array;
+}
+
+/** Bad or missing data. The message is one line naming the file and what is wrong; the CLI exits with code 2. */
+export class DataError extends Error {
+  override name = 'DataError';
+}

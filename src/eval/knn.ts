@@ -1,0 +1,91 @@
+/**
+ * Weighted kNN classifier on L2-normalised features (InstDisc / the MoCo CIFAR demo): cosine similarity,
+ * the k nearest bank entries vote for their class with weight exp(sim / t); top-1 and top-5 of the votes.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+export interface KnnOptions {
+  k: number;
+  t: number;
+  numClasses: number;
+  /** queries per chunk (bounds the [chunk, bank] similarity matrix) */
+  chunk?: number;
+}
+
+export interface KnnResult {
+  top1: number;
+  top5: number;
+  n: number;
+}
+
+/** Class scores for each query, [Q, numClasses], row-major. Features need not be normalised. */
+export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queries: tf.Tensor2D, opts: KnnOptions): Promise<Float64Array> {
+  const [nBank] = bank.shape;
+  const [nq] = queries.shape;
+  if (bankLabels.length !== nBank) throw new Error(`kNN: ${bankLabels.length} bank labels for ${nBank} bank features`);
+  const k = Math.min(opts.k, nBank);
+  const chunk = opts.chunk ?? Math.max(1, Math.floor(4_000_000 / Math.max(1, nBank)));
+  const C = opts.numClasses;
+  const scores = new Float64Array(nq * C);
+  const bankN = tf.tidy(() => l2normalize(bank));
+  try {
+    for (let s = 0; s < nq; s += chunk) {
+      const e = Math.min(nq, s + chunk);
+      const [vals, idx] = tf.tidy(() => {
+        const q = l2normalize(tf.slice(queries, [s, 0], [e - s, -1]));
+        const sim = tf.matMul(q, bankN, false, true);
+        const { values, indices } = tf.topk(sim, k, true);
+        return [values, indices];
+      });
+      const v = await vals.data();
+      const ix = await idx.data();
+      vals.dispose();
+      idx.dispose();
+      for (let i = 0; i < e - s; i++) {
+        const row = (s + i) * C;
+        for (let j = 0; j < k; j++) {
+          const label = bankLabels[ix[i * k + j]!]!;
+          scores[row + label]! += Math.exp(v[i * k + j]! / opts.t);
+        }
+      }
+    }
+  } finally {
+    bankN.dispose();
+  }
+  return scores;
+}
+
+function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
+  const norm = tf.maximum(tf.norm(x, 'euclidean', 1, true), 1e-12);
+  return tf.div(x, norm) as tf.Tensor2D;
+}
+
+/** Top-1 / top-5 accuracy (in %) of score rows against labels; ties go to the lower class index. */
+export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasses: number): KnnResult {
+  const n = labels.length;
+  let top1 = 0;
+  let top5 = 0;
+  for (let i = 0; i < n; i++) {
+    const row = scores.subarray(i * numClasses, (i + 1) * numClasses);
+    const y = labels[i]!;
+    // rank of the true class = number of classes scored strictly higher (or equal with a lower index)
+    let rank = 0;
+    for (let c = 0; c < numClasses; c++) {
+      if (row[c]! > row[y]! || (row[c] === row[y] && c < y)) rank++;
+    }
+    if (rank === 0) top1++;
+    if (rank < 5) top5++;
+  }
+  return { top1: (100 * top1) / Math.max(1, n), top5: (100 * top5) / Math.max(1, n), n };
+}
+
+export async function knnAccuracy(
+  bank: tf.Tensor2D,
+  bankLabels: Int32Array,
+  queries: tf.Tensor2D,
+  queryLabels: Int32Array,
+  opts: KnnOptions,
+): Promise<KnnResult> {
+  const scores = await knnScores(bank, bankLabels, queries, opts);
+  return topkAccuracy(scores, queryLabels, opts.numClasses);
+}

@@ -1,0 +1,324 @@
+/**
+ * Offline evaluation of a run folder's checkpoint: the weighted kNN on the full train set and the linear
+ * probe (RECIPE.md §4), with the results written into the run's summary.json (and knn.json / linear.json).
+ *
+ * Linear probe views (main_lincls.py): train = RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + flip,
+ * new crops every epoch, so the frozen encoder runs on every batch; test = the centre (evaluation) view.
+ * With augmentation off, the train features are computed once from the centre view and cached.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfigFile, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import { writeJsonAtomic } from '../engine/files.ts';
+import { Rng } from '../engine/rng.ts';
+import { readSafetensors } from '../engine/safetensors.ts';
+import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
+import { sampleCropBox, type AugmentConfig } from '../data/augment.ts';
+import { MoCoViT } from '../model/moco.ts';
+import { CheckpointError, findLastCheckpoint } from '../train/checkpoint.ts';
+import { augmentConfigOf, extractFeatures, loadRunData, modelConfigOf } from '../train/loop.ts';
+import { knnAccuracy } from './knn.ts';
+import { cachedSource, linearProbe, type ProbeEpoch, type ProbeResult, type ProbeTrainSource } from './linear.ts';
+
+/** The resolved config a run folder was trained with (its config.yaml). */
+export function loadRunConfig(runDir: string): ResolvedRunConfig {
+  const path = join(runDir, 'config.yaml');
+  if (!existsSync(path)) throw new ConfigError(`${runDir}: no config.yaml (not a run folder)`);
+  const blame = () => path;
+  return resolveConfig(validateConfig(loadConfigFile(path), blame), blame);
+}
+
+export interface LoadedModel {
+  model: MoCoViT;
+  /** the checkpoint folder read */
+  checkpoint: string;
+  step: number | null;
+}
+
+/**
+ * A model with the base encoder of a checkpoint (the newest unless `checkpoint` names a folder). Only
+ * base_encoder tensors are read: the features of kNN and the probe come from it alone.
+ */
+export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoint?: string): LoadedModel {
+  const dir = checkpoint ?? findLastCheckpoint(join(runDir, 'checkpoints'));
+  if (!dir || !existsSync(join(dir, 'model.safetensors'))) {
+    throw new CheckpointError(`${checkpoint ?? join(runDir, 'checkpoints')}: no checkpoint with a model.safetensors to evaluate`);
+  }
+  const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
+  const model = new MoCoViT(modelConfigOf(config), config.seed);
+  try {
+    for (const name of model.vars.keys()) {
+      if (!name.startsWith('base_encoder.') || name.endsWith('num_batches_tracked')) continue;
+      const t = tensors.get(name);
+      if (!t) throw new CheckpointError(`${dir}/model.safetensors: missing tensor ${name}`);
+      const want = model.torchShape(name);
+      if (t.shape.join(',') !== want.join(',')) throw new CheckpointError(`${dir}/model.safetensors: ${name} has shape [${t.shape}], the model expects [${want}]`);
+      const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data as Int32Array);
+      const tt = tf.tensor(data, t.shape, 'float32');
+      model.assignTorch(name, tt);
+      tt.dispose();
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  let step: number | null = null;
+  try {
+    step = (JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as { step?: number }).step ?? null;
+  } catch {
+    /* a folder without state.json: step unknown */
+  }
+  return { model, checkpoint: dir, step };
+}
+
+/** status.json of a run folder, or null. */
+export function readRunStatus(runDir: string): { status: string; step: number; diverged_at?: number } | null {
+  const s = readJson(join(runDir, 'status.json'));
+  return typeof s.status === 'string' ? (s as { status: string; step: number; diverged_at?: number }) : null;
+}
+
+function readJson(path: string): Record<string, unknown> {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
+/** Merge keys into summary.json (atomic), keeping the rest. */
+export function updateSummary(runDir: string, values: Record<string, unknown>): void {
+  const path = join(runDir, 'summary.json');
+  writeJsonAtomic(path, { ...readJson(path), ...values });
+}
+
+// ---------------------------------------------------------------------------------------------
+// views of the probe
+
+/** torchvision RandomResizedCrop's default scale for the probe (main_lincls.py). */
+export const PROBE_CROP_SCALE: [number, number] = [0.08, 1];
+
+/**
+ * RandomResizedCrop + horizontal flip of a batch, normalised NHWC [n, S, S, 3]: the probe's training
+ * view. Crop boxes as torchvision's (data/augment.ts sampleCropBox), bilinear with half-pixel centres,
+ * borders replicated, drawn from `new Rng(seed, 'probe-aug', epoch, batch)`.
+ */
+export function probeTrainView(batch: ImageBatch, aug: AugmentConfig, seed: number, epoch: number, batchIndex: number): tf.Tensor4D {
+  const { n, h, w, c, data } = batch;
+  const S = aug.imageSize;
+  const rng = new Rng(seed, 'probe-aug', epoch, batchIndex);
+  const pad = 1;
+  const hp = h + 2 * pad;
+  const wp = w + 2 * pad;
+  const src = new Float32Array(n * hp * wp * c);
+  let o = 0;
+  for (let i = 0; i < n; i++) {
+    for (let y = -pad; y < h + pad; y++) {
+      const row = i * h * w * c + Math.min(Math.max(y, 0), h - 1) * w * c;
+      for (let x = -pad; x < w + pad; x++) {
+        const px = row + Math.min(Math.max(x, 0), w - 1) * c;
+        for (let k = 0; k < c; k++) src[o++] = data[px + k]! / 255;
+      }
+    }
+  }
+  const boxes = new Float32Array(n * 4);
+  for (let j = 0; j < n; j++) {
+    const { top, left, height, width } = sampleCropBox(rng, h, w, PROBE_CROP_SCALE);
+    const flip = rng.bernoulli(0.5);
+    // first and last sample positions in padded pixels (half-pixel centres), as data/augment.ts
+    const y1 = top + (0.5 * height) / S - 0.5 + pad;
+    const y2 = top + height - (0.5 * height) / S - 0.5 + pad;
+    let x1 = left + (0.5 * width) / S - 0.5 + pad;
+    let x2 = left + width - (0.5 * width) / S - 0.5 + pad;
+    if (flip) [x1, x2] = [x2, x1];
+    boxes.set([y1 / (hp - 1), x1 / (wp - 1), y2 / (hp - 1), x2 / (wp - 1)], j * 4);
+  }
+  return tf.tidy(() => {
+    const img = tf.tensor4d(src, [n, hp, wp, c]);
+    let x: tf.Tensor4D = tf.image.cropAndResize(img, tf.tensor2d(boxes, [n, 4]), tf.range(0, n, 1, 'int32') as tf.Tensor1D, [S, S]);
+    if (c === 1) x = tf.tile(x, [1, 1, 1, 3]);
+    return tf.div(tf.sub(x, tf.tensor1d(aug.mean)), tf.tensor1d(aug.std)) as tf.Tensor4D;
+  });
+}
+
+/** Train features recomputed from new random crops in every batch of every epoch. */
+export function augmentedSource(model: MoCoViT, split: ImageSplit, aug: AugmentConfig, seed: number): ProbeTrainSource {
+  return {
+    n: split.n,
+    labels: split.labels,
+    augmented: true,
+    features: (idx, epoch, b) => {
+      const x = probeTrainView(gatherBatch(split, idx), aug, seed, epoch, b);
+      const f = model.features(x);
+      x.dispose();
+      return f;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// kNN
+
+export interface KnnRunOptions {
+  k?: number;
+  t?: number;
+  config?: ResolvedRunConfig;
+  dataset?: Dataset;
+  /** evaluate this model instead of the newest checkpoint's */
+  model?: MoCoViT;
+  checkpoint?: string;
+  /** write knn.json and summary.json's `knn_eval` (default true) */
+  write?: boolean;
+}
+
+export interface KnnRunResult {
+  top1: number;
+  top5: number;
+  k: number;
+  t: number;
+  bank: number;
+  queries: number;
+  step: number | null;
+  checkpoint: string | null;
+  seconds: number;
+}
+
+/** Weighted kNN (cosine, exp(sim / t) votes of the k nearest) with the whole train split as the bank, on the whole test split. */
+export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promise<KnnRunResult> {
+  const t0 = performance.now();
+  const c = opts.config ?? loadRunConfig(runDir);
+  const k = opts.k ?? c.eval.knn.k;
+  const t = opts.t ?? c.eval.knn.t;
+  const ds = opts.dataset ?? (await loadRunData(c));
+  const aug = augmentConfigOf(c, ds);
+  const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);
+  const model = opts.model ?? loaded!.model;
+  try {
+    const bank = extractFeatures(model, ds.train, ds.train.n, aug);
+    const queries = extractFeatures(model, ds.test, ds.test.n, aug);
+    let r;
+    try {
+      r = await knnAccuracy(bank, ds.train.labels, queries, ds.test.labels, { k, t, numClasses: ds.numClasses });
+    } finally {
+      tf.dispose([bank, queries]);
+    }
+    const out: KnnRunResult = {
+      top1: r.top1,
+      top5: r.top5,
+      k,
+      t,
+      bank: ds.train.n,
+      queries: ds.test.n,
+      step: loaded?.step ?? null,
+      checkpoint: loaded?.checkpoint ?? null,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    if (opts.write !== false) {
+      writeJsonAtomic(join(runDir, 'knn.json'), out);
+      updateSummary(runDir, { knn_eval: { top1: out.top1, top5: out.top5, k, t, bank: out.bank, queries: out.queries, step: out.step } });
+    }
+    return out;
+  } finally {
+    loaded?.model.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear probe
+
+export interface LinearRunOptions {
+  config?: ResolvedRunConfig;
+  dataset?: Dataset;
+  /** probe this model (e.g. the one the training loop just finished) instead of the newest checkpoint's */
+  model?: MoCoViT;
+  checkpoint?: string;
+  /** default: eval.linear.{epochs, base_lr, batch_size} of the config */
+  epochs?: number;
+  baseLr?: number;
+  batchSize?: number;
+  /** random-resized-crop + flip on train (default true); false: centre-view features, computed once and cached */
+  augment?: boolean;
+  onEpoch?: (e: ProbeEpoch) => void;
+  /** write linear.json and summary.json's linear_top1 / linear_top5 / linear (default true) */
+  write?: boolean;
+}
+
+export interface LinearRunResult extends ProbeResult {
+  baseLr: number;
+  batchSize: number;
+  augmented: boolean;
+  trainSize: number;
+  testSize: number;
+  step: number | null;
+  checkpoint: string | null;
+  seconds: number;
+}
+
+export async function linearProbeForRun(runDir: string, opts: LinearRunOptions = {}): Promise<LinearRunResult> {
+  const t0 = performance.now();
+  const c = opts.config ?? loadRunConfig(runDir);
+  const epochs = opts.epochs ?? c.eval.linear.epochs;
+  const baseLr = opts.baseLr ?? c.eval.linear.base_lr;
+  const batchSize = opts.batchSize ?? c.eval.linear.batch_size;
+  const augment = opts.augment ?? true;
+  const ds = opts.dataset ?? (await loadRunData(c));
+  const aug = augmentConfigOf(c, ds);
+  const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);
+  const model = opts.model ?? loaded!.model;
+  let cached: tf.Tensor2D | null = null;
+  let testFeatures: tf.Tensor2D | null = null;
+  try {
+    testFeatures = extractFeatures(model, ds.test, ds.test.n, aug);
+    let source: ProbeTrainSource;
+    if (augment) {
+      source = augmentedSource(model, ds.train, aug, c.seed);
+    } else {
+      cached = extractFeatures(model, ds.train, ds.train.n, aug);
+      source = cachedSource(cached, ds.train.labels);
+    }
+    const r = await linearProbe(source, { features: testFeatures, labels: ds.test.labels }, {
+      numClasses: ds.numClasses,
+      epochs,
+      baseLr,
+      batchSize: Math.min(batchSize, ds.train.n),
+      seed: c.seed,
+      onEpoch: opts.onEpoch,
+    });
+    const out: LinearRunResult = {
+      ...r,
+      baseLr,
+      batchSize: Math.min(batchSize, ds.train.n),
+      augmented: augment,
+      trainSize: ds.train.n,
+      testSize: ds.test.n,
+      step: loaded?.step ?? null,
+      checkpoint: loaded?.checkpoint ?? null,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    if (opts.write !== false) {
+      writeJsonAtomic(join(runDir, 'linear.json'), out);
+      updateSummary(runDir, {
+        linear_top1: out.top1,
+        linear_top5: out.top5,
+        linear: {
+          epochs,
+          base_lr: baseLr,
+          lr: out.lr,
+          batch_size: out.batchSize,
+          train_views: augment ? 'random-resized-crop + flip, every epoch' : 'centre view, features cached',
+          train_size: out.trainSize,
+          test_size: out.testSize,
+          step: out.step,
+          final_loss: out.losses[out.losses.length - 1] ?? null,
+          seconds: Number(out.seconds.toFixed(3)),
+        },
+      });
+    }
+    return out;
+  } finally {
+    cached?.dispose();
+    testFeatures?.dispose();
+    loaded?.model.dispose();
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Differentiable building blocks with hand-written backward passes. Every matmul gradient uses an
+ * explicit rank ≤ 3 transpose and a plain matMul: tfjs's own gradient uses transposed-operand matmuls,
+ * which wasm runs on a slow scalar loop (ENGINE.md). Nothing here uses conv2d or gather (no wasm
+ * gradient for them).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import './gradients.ts';
+
+type T = tf.Tensor;
+
+/** Minimal typing around tf.customGrad: forward gets the inputs and `save`, returns value + backward. */
+function custom<R extends tf.Tensor>(
+  f: (inputs: T[], save: tf.GradSaveFunc) => { value: R; gradFunc: (dy: R, saved: T[]) => T[] },
+): (...inputs: T[]) => R {
+  const g = tf.customGrad((...args: Array<T | tf.GradSaveFunc>) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const r = f(args as T[], save);
+    return { value: r.value, gradFunc: (dy: T, saved: T[]) => r.gradFunc(dy as R, saved) };
+  });
+  return (...inputs: T[]) => g(...inputs) as R;
+}
+
+const transpose2 = (x: T) => tf.transpose(x, [1, 0]);
+const transpose3 = (x: T) => tf.transpose(x, [0, 2, 1]);
+
+const linearBias = custom<tf.Tensor2D>(([x, w, b], save) => {
+  save([x!, w!]);
+  return {
+    value: tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b!),
+    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, transpose2(ws!) as tf.Tensor2D), tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), tf.sum(dy, 0)],
+  };
+});
+
+const linearNoBias = custom<tf.Tensor2D>(([x, w], save) => {
+  save([x!, w!]);
+  return {
+    value: tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D),
+    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, transpose2(ws!) as tf.Tensor2D), tf.matMul(transpose2(xs!) as tf.Tensor2D, dy)],
+  };
+});
+
+/** y = x·w (+ b): x [n, in], w [in, out] (PyTorch's weight transposed), b [out]. */
+export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
+  return b ? linearBias(x, w, b) : linearNoBias(x, w);
+}
+
+/** linear() of an input that needs no gradient (the patchified image): skips dx. */
+export function linearConstInput(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  const f = custom<tf.Tensor2D>(([wi, bi], save) => {
+    save([x]);
+    return {
+      value: tf.add(tf.matMul(x, wi as tf.Tensor2D), bi!),
+      gradFunc: (dy, [xs]) => [tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), tf.sum(dy, 0)],
+    };
+  });
+  return f(w, b);
+}
+
+/** a·bᵀ for rank 2 or batched rank 3, with gradients for both operands. */
+export const matMulNT = custom<tf.Tensor>(([a, b], save) => {
+  save([a!, b!]);
+  const tr = a!.rank === 3 ? transpose3 : transpose2;
+  return {
+    value: tf.matMul(a as tf.Tensor3D, tr(b!) as tf.Tensor3D),
+    // d(a·bᵀ): da = dy·b, db = dyᵀ·a
+    gradFunc: (dy, [as, bs]) => [tf.matMul(dy as tf.Tensor3D, bs as tf.Tensor3D), tf.matMul(tr(dy) as tf.Tensor3D, as as tf.Tensor3D)],
+  };
+}) as <R extends tf.Tensor2D | tf.Tensor3D>(a: R, b: R) => R;
+
+/** Batched a·b, a [G, n, k], b [G, k, m]. */
+export const bmm = custom<tf.Tensor3D>(([a, b], save) => {
+  save([a!, b!]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
+    gradFunc: (dy, [as, bs]) => [tf.matMul(dy, transpose3(bs!) as tf.Tensor3D), tf.matMul(transpose3(as!) as tf.Tensor3D, dy)],
+  };
+}) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/** Exact GELU 0.5·x·(1 + erf(x/√2)) (PyTorch nn.GELU default). */
+export const gelu = custom<tf.Tensor>(([x], save) => {
+  const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x!, Math.SQRT1_2))));
+  save([x!, cdf]);
+  return {
+    value: tf.mul(x!, cdf),
+    // d/dx = Φ(x) + x·φ(x)
+    gradFunc: (dy, [xs, c]) => [tf.mul(dy, tf.add(c!, tf.mul(xs!, tf.mul(1 / Math.sqrt(2 * Math.PI), tf.exp(tf.mul(-0.5, tf.square(xs!)))))))],
+  };
+}) as <R extends tf.Tensor>(x: R) => R;
+
+/** Batch statistics of a BatchNorm forward: mean and biased variance, [F]. */
+export interface NormStats {
+  mean: tf.Tensor1D;
+  varBiased: tf.Tensor1D;
+}
+
+/**
+ * (x − mean)/sqrt(var + eps) [· γ + β] over `axis` of a 2D x, biased variance. axis 1 = LayerNorm
+ * (per row), axis 0 = BatchNorm1d in train mode (per feature over the batch). `onStats` receives
+ * the batch statistics (kept: the receiver disposes them).
+ */
+export function normalize(
+  x: tf.Tensor2D,
+  axis: 0 | 1,
+  eps: number,
+  gamma?: tf.Tensor1D,
+  beta?: tf.Tensor1D,
+  onStats?: (s: NormStats) => void,
+): tf.Tensor2D {
+  const affine = gamma !== undefined;
+  if (affine !== (beta !== undefined)) throw new Error('normalize: give both gamma and beta or neither');
+  const f = custom<tf.Tensor2D>((ins, save) => {
+    const xi = ins[0] as tf.Tensor2D;
+    const mean = tf.mean(xi, axis, true);
+    const xc = tf.sub(xi, mean);
+    const varB = tf.mean(tf.square(xc), axis, true);
+    const rstd = tf.rsqrt(tf.add(varB, eps));
+    const xhat = tf.mul(xc, rstd) as tf.Tensor2D;
+    if (onStats) onStats({ mean: tf.keep(tf.reshape(mean, [-1])) as tf.Tensor1D, varBiased: tf.keep(tf.reshape(varB, [-1])) as tf.Tensor1D });
+    save(affine ? [xhat, rstd, ins[1]!] : [xhat, rstd]);
+    return {
+      value: affine ? (tf.add(tf.mul(xhat, ins[1]!), ins[2]!) as tf.Tensor2D) : xhat,
+      gradFunc: (dy, [xh, r, g]) => {
+        const dxhat = affine ? tf.mul(dy, g!) : dy;
+        // dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)), means over the normalised axis
+        const dx = tf.mul(r!, tf.sub(tf.sub(dxhat, tf.mean(dxhat, axis, true)), tf.mul(xh!, tf.mean(tf.mul(dxhat, xh!), axis, true))));
+        return affine ? [dx, tf.sum(tf.mul(dy, xh!), 0), tf.sum(dy, 0)] : [dx];
+      },
+    };
+  });
+  return affine ? f(x, gamma!, beta!) : f(x);
+}
+
+/** nn.LayerNorm over the last axis of [n, D]. */
+export function layerNorm(x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D, eps = 1e-6): tf.Tensor2D {
+  return normalize(x, 1, eps, w, b);
+}
+
+/** F.normalize(x, dim=1): x / max(‖x‖₂, 1e-12). */
+export function l2normalize(x: tf.Tensor2D, eps = 1e-12): tf.Tensor2D {
+  return tf.div(x, tf.maximum(tf.sqrt(tf.sum(tf.square(x), 1, true)), eps));
+}
+
+/**
+ * NHWC images [B, S, S, C] → patches [B·g·g, p·p·C], rows in row-major patch order, columns in
+ * (py, px, c) order. Rank-4 transpose only.
+ */
+export function patchify(x: tf.Tensor4D, p: number): tf.Tensor2D {
+  const [B, H, W, C] = x.shape;
+  if (H % p !== 0 || W % p !== 0) throw new Error(`image ${H}x${W} is not divisible into ${p}x${p} patches`);
+  const gh = H / p;
+  const gw = W / p;
+  return tf.tidy(() => {
+    const t = tf.transpose(tf.reshape(x, [B * gh, p, gw, p * C]), [0, 2, 1, 3]);
+    return tf.reshape(t, [B * gh * gw, p * p * C]);
+  });
+}
+
+/**
+ * The contrastive loss of builder.py for queries q (un-normalised, with gradient) and normalised
+ * constant keys k̂: CrossEntropy(q̂·k̂ᵀ/T, arange(N)) · 2T, q̂ = q / max(‖q‖, 1e-12). The positive
+ * logit is Σ q̂⊙k̂ / T (the diagonal, without a gather). Backward by hand:
+ * dq̂ = (2/N)(softmax(logits)·k̂ − k̂), then through the normalisation dq = (dq̂ − q̂⟨dq̂, q̂⟩)/‖q‖.
+ */
+export function contrastiveLoss(q: tf.Tensor2D, kn: tf.Tensor2D, T: number, eps = 1e-12): tf.Scalar {
+  const N = q.shape[0];
+  const f = custom<tf.Scalar>(([qi], save) => {
+    const norm = tf.sqrt(tf.sum(tf.square(qi!), 1, true));
+    const denom = tf.maximum(norm, eps);
+    const qn = tf.div(qi!, denom) as tf.Tensor2D;
+    const logits = tf.matMul(qn, transpose2(tf.div(kn, T)) as tf.Tensor2D); // [N, N]
+    const pos = tf.div(tf.sum(tf.mul(qn, kn), 1), T);
+    const value = tf.mul(tf.mean(tf.sub(tf.logSumExp(logits, 1), pos)), 2 * T) as tf.Scalar;
+    // below eps the denominator is the constant eps: no projection term
+    const live = tf.cast(tf.greater(norm, eps), 'float32');
+    save([qn, tf.softmax(logits), denom, live, kn]);
+    return {
+      value,
+      gradFunc: (dy, [qns, p, d, lv, ks]) => {
+        const dqn = tf.mul(tf.mul(dy, 2 / N), tf.sub(tf.matMul(p as tf.Tensor2D, ks as tf.Tensor2D), ks!));
+        const proj = tf.mul(tf.mul(qns!, tf.sum(tf.mul(dqn, qns!), 1, true)), lv!);
+        return [tf.div(tf.sub(dqn, proj), d!)];
+      },
+    };
+  });
+  return f(q);
+}

@@ -1,0 +1,257 @@
+/**
+ * MoCo v3 with a ViT, as the official moco/builder.py (MoCo_ViT): a base encoder (ViT + 3-layer
+ * projector as `head`), a momentum encoder that starts as its copy, a 2-layer predictor, and the
+ * symmetrised contrastive loss ctr(q1, k2) + ctr(q2, k1). Single process: keys are not gathered.
+ *
+ * Tensors are named as the official state dict (without `module.`); internal layouts differ
+ * (Linear [in, out], patch projection [p·p·C, D]) and convert exactly with toTorch/fromTorch.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { Rng } from '../engine/rng.ts';
+import { validateModelConfig, type MocoModelConfig } from './archs.ts';
+import { contrastiveLoss, l2normalize } from './layers.ts';
+import { applyBnRecord, buildMlp, mlpForward, mlpParamSpecs, type BnRecord, type MlpLayer } from './mlp.ts';
+import { fromTorchLayout, tensorFromTorchValues, toTorchLayout, type ParamSpec } from './params.ts';
+import { vitForward, vitParamSpecs, type Params } from './vit.ts';
+
+export type { MocoModelConfig } from './archs.ts';
+
+const BASE = 'base_encoder.';
+const MOMENTUM = 'momentum_encoder.';
+const PRED = 'predictor.';
+const PATCH_W = `${BASE}patch_embed.proj.weight`;
+const PATCH_B = `${BASE}patch_embed.proj.bias`;
+
+// tfjs variable names are global; a per-instance prefix lets several models coexist
+let instances = 0;
+
+/** ctr of builder.py: keys are normalised here and carry no gradient. */
+export function ctrLoss(q: tf.Tensor2D, k: tf.Tensor2D, T: number): tf.Scalar {
+  return tf.tidy(() => contrastiveLoss(q, l2normalize(k), T));
+}
+
+/** Two views of the same images: labels = arange(N) pair row i of one with row i of the other. */
+function checkViews(x1: tf.Tensor4D, x2: tf.Tensor4D): void {
+  if (x1.shape.join(',') !== x2.shape.join(',')) throw new Error(`the two views differ in shape: [${x1.shape}] vs [${x2.shape}]`);
+}
+
+export class MoCoViT {
+  readonly cfg: MocoModelConfig;
+  /** every state-dict tensor (parameters and BN buffers), internal layout, state-dict order */
+  readonly vars = new Map<string, tf.Variable>();
+  private readonly specs = new Map<string, ParamSpec>();
+  private readonly projector: MlpLayer[];
+  private readonly predictor: MlpLayer[];
+  /** base_encoder.parameters(): what the momentum update iterates (no BN buffers) */
+  private readonly baseParams: string[] = [];
+  private readonly gradList: string[];
+  private readonly trainList: string[];
+  private readonly paramFns = new Map<string, Params>();
+  private disposed = false;
+
+  /** Momentum encoder = copy of the base encoder (builder.py: param_m.data.copy_(param_b.data)). */
+  constructor(cfg: MocoModelConfig, seed: number) {
+    validateModelConfig(cfg);
+    this.cfg = { ...cfg };
+    const tag = `moco${instances++}`;
+    this.projector = buildMlp(3, cfg.dim, cfg.projHidden, cfg.projDim);
+    this.predictor = buildMlp(2, cfg.projDim, cfg.predHidden, cfg.projDim);
+    const encoder = [...vitParamSpecs(cfg), ...mlpParamSpecs(this.projector).map((s) => ({ ...s, name: `head.${s.name}` }))];
+    const predictor = mlpParamSpecs(this.predictor);
+
+    const values = new Map<string, Float32Array>();
+    for (const s of encoder) values.set(s.name, s.init(new Rng(seed, 'init', BASE + s.name)));
+    const add = (name: string, spec: ParamSpec, vals: Float32Array, trainable: boolean) => {
+      const full: ParamSpec = { ...spec, name };
+      this.specs.set(name, full);
+      const init = tensorFromTorchValues(full, vals);
+      this.vars.set(name, tf.variable(init, trainable, `${tag}/${name}`));
+      init.dispose();
+    };
+    const frozen = cfg.patchProj === 'frozen';
+    const trainableBase = (name: string) => !name.endsWith('pos_embed') && !(frozen && (name === PATCH_W || name === PATCH_B));
+    for (const s of encoder) add(BASE + s.name, s, values.get(s.name)!, !s.buffer && trainableBase(BASE + s.name));
+    for (const s of encoder) add(MOMENTUM + s.name, s, values.get(s.name)!, false);
+    for (const s of predictor) add(PRED + s.name, s, s.init(new Rng(seed, 'init', PRED + s.name)), !s.buffer);
+
+    for (const s of encoder) if (!s.buffer) this.baseParams.push(BASE + s.name);
+    const predParams = predictor.filter((s) => !s.buffer).map((s) => PRED + s.name);
+    this.gradList = [...this.baseParams.filter((n) => n !== `${BASE}pos_embed`), ...predParams];
+    this.trainList = this.gradList.filter((n) => this.vars.get(n)!.trainable);
+  }
+
+  /** What the optimizer updates: base encoder (minus pos_embed, minus a frozen patch projection) + predictor. */
+  trainableNames(): string[] {
+    return this.trainList.slice();
+  }
+
+  /** trainableNames() plus a frozen patch projection, whose gradient is measured but never applied. */
+  gradNames(): string[] {
+    return this.gradList.slice();
+  }
+
+  /** Metric groups → parameter names (all within gradNames()). */
+  paramGroups(): Map<string, string[]> {
+    const g = new Map<string, string[]>();
+    g.set('patch_proj', [PATCH_W, PATCH_B]);
+    g.set('cls_token', [`${BASE}cls_token`]);
+    for (let i = 0; i < this.cfg.depth; i++) g.set(`block${i}`, this.gradList.filter((n) => n.startsWith(`${BASE}blocks.${i}.`)));
+    g.set('norm', [`${BASE}norm.weight`, `${BASE}norm.bias`]);
+    g.set('projector', this.gradList.filter((n) => n.startsWith(`${BASE}head.`)));
+    g.set('predictor', this.gradList.filter((n) => n.startsWith(PRED)));
+    return g;
+  }
+
+  /** BN running buffers (running_mean, running_var, num_batches_tracked) of all three MLPs. */
+  bufferNames(): string[] {
+    return [...this.specs.values()].filter((s) => s.buffer).map((s) => s.name);
+  }
+
+  private spec(name: string): ParamSpec {
+    const s = this.specs.get(name);
+    if (!s) throw new Error(`no tensor named '${name}' in the model`);
+    return s;
+  }
+
+  torchShape(name: string): number[] {
+    return this.spec(name).torchShape.slice();
+  }
+
+  /** Internal → PyTorch layout (new tensor; num_batches_tracked stays float32, shape []). */
+  toTorch(name: string, t: tf.Tensor): tf.Tensor {
+    const s = this.spec(name);
+    return toTorchLayout(s.layout, s.torchShape, t);
+  }
+
+  /** PyTorch → internal layout (new tensor, float32). */
+  fromTorch(name: string, t: tf.Tensor): tf.Tensor {
+    const s = this.spec(name);
+    return tf.tidy(() => fromTorchLayout(s.layout, s.torchShape, t.dtype === 'float32' ? t : tf.cast(t, 'float32')));
+  }
+
+  /** Overwrite one state-dict tensor from a PyTorch-layout tensor (checkpoint load). */
+  assignTorch(name: string, t: tf.Tensor): void {
+    const v = this.fromTorch(name, t);
+    this.vars.get(name)!.assign(v);
+    v.dispose();
+  }
+
+  private params(prefix: string): Params {
+    let f = this.paramFns.get(prefix);
+    if (!f) {
+      f = (name: string) => {
+        const v = this.vars.get(prefix + name);
+        if (!v) throw new Error(`no tensor named '${prefix + name}'`);
+        return v;
+      };
+      this.paramFns.set(prefix, f);
+    }
+    return f;
+  }
+
+  /** backbone + projector (an encoder of builder.py: `head` is the projector) */
+  private encode(x: tf.Tensor4D, prefix: string, bn: BnRecord[] | null): tf.Tensor2D {
+    const P = this.params(prefix);
+    const head = this.params(`${prefix}head.`);
+    return mlpForward(vitForward(x, this.cfg, P), this.projector, head, bn);
+  }
+
+  private predict(z: tf.Tensor2D, bn: BnRecord[] | null): tf.Tensor2D {
+    return mlpForward(z, this.predictor, this.params(PRED), bn);
+  }
+
+  /** Fold batch statistics into the running buffers of the BNs under `prefix`, in record order. */
+  private updateBn(prefix: string, records: BnRecord[]): void {
+    for (const r of records) {
+      const p = `${prefix}${r.layer}.`;
+      applyBnRecord(r, this.vars.get(`${p}running_mean`)!, this.vars.get(`${p}running_var`)!, this.vars.get(`${p}num_batches_tracked`)!);
+    }
+  }
+
+  /** θk ← m·θk + (1−m)·θq over base_encoder.parameters() (pos_embed and a frozen projection included, BN buffers not). */
+  momentumUpdate(m: number): void {
+    tf.tidy(() => {
+      for (const n of this.baseParams) {
+        const k = this.vars.get(MOMENTUM + n.slice(BASE.length))!;
+        k.assign(tf.add(tf.mul(k, m), tf.mul(this.vars.get(n)!, 1 - m)));
+      }
+    });
+  }
+
+  /**
+   * One step's forward + backward of builder.py's forward(x1, x2, m). builder.py computes q1, q2,
+   * then (no_grad) updates the momentum encoder and computes k1, k2. Here the momentum update and
+   * keys come first, so that each loss term can be back-propagated on its own (same gradient sum,
+   * half the activation memory). The result is identical: the update touches only the momentum
+   * encoder, and every BatchNorm still sees view 1 then view 2 (running buffers: base head and
+   * predictor on q1 then q2, momentum head on k1 then k2). The caller disposes `loss` and the grads.
+   */
+  step(x1: tf.Tensor4D, x2: tf.Tensor4D, m: number): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+    this.checkAlive();
+    checkViews(x1, x2);
+    this.momentumUpdate(m);
+    const [k1, k2] = tf.tidy(() => {
+      const rec: BnRecord[] = [];
+      const keys = [l2normalize(this.encode(x1, MOMENTUM, rec)), l2normalize(this.encode(x2, MOMENTUM, rec))];
+      this.updateBn(`${MOMENTUM}head.`, rec);
+      return keys;
+    });
+    const names = this.gradList;
+    const vars = names.map((n) => this.vars.get(n)!);
+    const term = (x: tf.Tensor4D, k: tf.Tensor2D) => {
+      const encRec: BnRecord[] = [];
+      const predRec: BnRecord[] = [];
+      const f = () => contrastiveLoss(this.predict(this.encode(x, BASE, encRec), predRec), k, this.cfg.temperature);
+      const r = tf.valueAndGrads(f)(vars);
+      this.updateBn(`${BASE}head.`, encRec);
+      this.updateBn(PRED, predRec);
+      return r;
+    };
+    try {
+      const t1 = term(x1, k2!); // ctr(q1, k2)
+      const t2 = term(x2, k1!); // ctr(q2, k1)
+      const grads = new Map<string, tf.Tensor>();
+      names.forEach((n, i) => {
+        grads.set(n, tf.add(t1.grads[i]!, t2.grads[i]!));
+        t1.grads[i]!.dispose();
+        t2.grads[i]!.dispose();
+      });
+      const loss = tf.add(t1.value, t2.value) as tf.Scalar;
+      t1.value.dispose();
+      t2.value.dispose();
+      return { loss, grads };
+    } finally {
+      k1!.dispose();
+      k2!.dispose();
+    }
+  }
+
+  /** The loss of the current weights, with no update at all (train-mode BN, buffers untouched). */
+  loss(x1: tf.Tensor4D, x2: tf.Tensor4D): tf.Scalar {
+    this.checkAlive();
+    checkViews(x1, x2);
+    return tf.tidy(() => {
+      const k1 = this.encode(x1, MOMENTUM, null);
+      const k2 = this.encode(x2, MOMENTUM, null);
+      const q1 = this.predict(this.encode(x1, BASE, null), null);
+      const q2 = this.predict(this.encode(x2, BASE, null), null);
+      return tf.add(ctrLoss(q1, k2, this.cfg.temperature), ctrLoss(q2, k1, this.cfg.temperature)) as tf.Scalar;
+    });
+  }
+
+  /** Backbone feature for kNN / linear probe: class token after the base encoder's final LN, [B, dim]. */
+  features(x: tf.Tensor4D): tf.Tensor2D {
+    this.checkAlive();
+    return tf.tidy(() => vitForward(x, this.cfg, this.params(BASE)));
+  }
+
+  private checkAlive(): void {
+    if (this.disposed) throw new Error('MoCoViT used after dispose()');
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const v of this.vars.values()) v.dispose();
+  }
+}

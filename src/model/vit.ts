@@ -1,0 +1,132 @@
+/**
+ * The backbone: timm 0.4.9 VisionTransformer as the official vits.py configures it (qkv bias,
+ * LayerNorm eps 1e-6, no dropout, fixed sin-cos position embedding, official init). Activations
+ * stay 2D [B·N, D] between blocks; only attention reshapes to heads-major [H·B, N, hd].
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { clsTokenNormal, ones, patchProjUniform, qkvUniform, xavierUniform, zeros } from './init.ts';
+import { bmm, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify } from './layers.ts';
+import type { ParamSpec } from './params.ts';
+import { sincos2dPosEmbed } from './posembed.ts';
+
+export interface VitDims {
+  imageSize: number;
+  patchSize: number;
+  inChans: number;
+  dim: number;
+  depth: number;
+  heads: number;
+  mlpRatio: number;
+}
+
+/** Parameter lookup by relative name (`blocks.0.norm1.weight`). */
+export type Params = (name: string) => tf.Tensor;
+
+export const LN_EPS = 1e-6;
+
+export function gridSize(c: VitDims): number {
+  return c.imageSize / c.patchSize;
+}
+
+/** Backbone parameters in state-dict order (timm registration order), without the head. */
+export function vitParamSpecs(c: VitDims): ParamSpec[] {
+  const D = c.dim;
+  const g = gridSize(c);
+  const hidden = Math.round(D * c.mlpRatio);
+  const linearW = (name: string, out: number, inp: number): ParamSpec => ({
+    name,
+    torchShape: [out, inp],
+    layout: 'linear',
+    buffer: false,
+    init: (rng) => xavierUniform(rng, out, inp),
+  });
+  const vec = (name: string, n: number, init: (n: number) => Float32Array): ParamSpec => ({
+    name,
+    torchShape: [n],
+    layout: 'same',
+    buffer: false,
+    init: () => init(n),
+  });
+  const specs: ParamSpec[] = [
+    { name: 'cls_token', torchShape: [1, 1, D], layout: 'same', buffer: false, init: (rng) => clsTokenNormal(rng, D) },
+    { name: 'pos_embed', torchShape: [1, g * g + 1, D], layout: 'same', buffer: false, init: () => sincos2dPosEmbed(g, D) },
+    {
+      name: 'patch_embed.proj.weight',
+      torchShape: [D, c.inChans, c.patchSize, c.patchSize],
+      layout: 'patch',
+      buffer: false,
+      init: (rng) => patchProjUniform(rng, D, c.inChans, c.patchSize),
+    },
+    vec('patch_embed.proj.bias', D, zeros),
+  ];
+  for (let i = 0; i < c.depth; i++) {
+    const b = `blocks.${i}.`;
+    specs.push(
+      vec(`${b}norm1.weight`, D, ones),
+      vec(`${b}norm1.bias`, D, zeros),
+      { name: `${b}attn.qkv.weight`, torchShape: [3 * D, D], layout: 'linear', buffer: false, init: (rng) => qkvUniform(rng, D) },
+      vec(`${b}attn.qkv.bias`, 3 * D, zeros),
+      linearW(`${b}attn.proj.weight`, D, D),
+      vec(`${b}attn.proj.bias`, D, zeros),
+      vec(`${b}norm2.weight`, D, ones),
+      vec(`${b}norm2.bias`, D, zeros),
+      linearW(`${b}mlp.fc1.weight`, hidden, D),
+      vec(`${b}mlp.fc1.bias`, hidden, zeros),
+      linearW(`${b}mlp.fc2.weight`, D, hidden),
+      vec(`${b}mlp.fc2.bias`, D, zeros),
+    );
+  }
+  specs.push(vec('norm.weight', D, ones), vec('norm.bias', D, zeros));
+  return specs;
+}
+
+/** timm Attention on x [B·N, D]: qkv → heads → softmax(q·kᵀ·hd^-0.5)·v → proj. */
+export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P: Params, pre: string): tf.Tensor2D {
+  const D = x.shape[1];
+  const hd = D / heads;
+  const qkv = linear(x, P(`${pre}qkv.weight`) as tf.Tensor2D, P(`${pre}qkv.bias`) as tf.Tensor1D); // [B·N, 3D], features (s, h, j)
+  const t = tf.transpose(tf.reshape(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]
+  const [q, k, v] = tf.split(tf.reshape(t, [3, heads * B, N, hd]), 3, 0).map((u) => tf.reshape(u, [heads * B, N, hd]) as tf.Tensor3D);
+  // scale q rather than the N×N scores: same product, fewer multiplies
+  const attn = tf.softmax(matMulNT(tf.mul(q!, hd ** -0.5) as tf.Tensor3D, k!)); // [H·B, N, N]
+  const o = bmm(attn, v!); // [H·B, N, hd]
+  const merged = tf.reshape(tf.transpose(tf.reshape(o, [heads, B * N, hd]), [1, 0, 2]), [B * N, D]) as tf.Tensor2D; // features (h, j)
+  return linear(merged, P(`${pre}proj.weight`) as tf.Tensor2D, P(`${pre}proj.bias`) as tf.Tensor1D);
+}
+
+/** Pre-norm block: x + attn(LN1(x)), then + mlp(LN2(x)). */
+export function block(x: tf.Tensor2D, B: number, N: number, heads: number, P: Params, pre: string): tf.Tensor2D {
+  const h = layerNorm(x, P(`${pre}norm1.weight`) as tf.Tensor1D, P(`${pre}norm1.bias`) as tf.Tensor1D, LN_EPS);
+  x = tf.add(x, attention(h, B, N, heads, P, `${pre}attn.`)) as tf.Tensor2D;
+  const h2 = layerNorm(x, P(`${pre}norm2.weight`) as tf.Tensor1D, P(`${pre}norm2.bias`) as tf.Tensor1D, LN_EPS);
+  const m = linear(
+    gelu(linear(h2, P(`${pre}mlp.fc1.weight`) as tf.Tensor2D, P(`${pre}mlp.fc1.bias`) as tf.Tensor1D)),
+    P(`${pre}mlp.fc2.weight`) as tf.Tensor2D,
+    P(`${pre}mlp.fc2.bias`) as tf.Tensor1D,
+  );
+  return tf.add(x, m) as tf.Tensor2D;
+}
+
+/** timm PatchEmbed (conv p×p stride p) as patchify + matMul: tokens [B·g·g, D], row-major. */
+export function patchEmbed(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
+  return linearConstInput(patchify(x, c.patchSize), P('patch_embed.proj.weight') as tf.Tensor2D, P('patch_embed.proj.bias') as tf.Tensor1D);
+}
+
+/** Backbone feature: class token after the final LayerNorm, [B, D]. x: NHWC [B, S, S, C]. */
+export function vitForward(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
+  const [B, H, W, C] = x.shape;
+  if (H !== c.imageSize || W !== c.imageSize || C !== c.inChans) {
+    throw new Error(`expected images [B, ${c.imageSize}, ${c.imageSize}, ${c.inChans}], got [${x.shape}]`);
+  }
+  const D = c.dim;
+  const np = gridSize(c) ** 2;
+  const N = np + 1;
+  const patches = patchEmbed(x, c, P);
+  const cls = tf.add(tf.zeros([B, 1, D]), P('cls_token')); // broadcast; Add's gradient sums it back
+  const tokens = tf.add(tf.concat([cls, tf.reshape(patches, [B, np, D])], 1), P('pos_embed')); // PE added after the concat
+  let h = tf.reshape(tokens, [B * N, D]) as tf.Tensor2D;
+  for (let i = 0; i < c.depth; i++) h = block(h, B, N, c.heads, P, `blocks.${i}.`);
+  // LayerNorm is per token, so normalising only the class token gives the same feature
+  const clsOut = tf.reshape(tf.slice(tf.reshape(h, [B, N, D]), [0, 0, 0], [B, 1, D]), [B, D]) as tf.Tensor2D;
+  return layerNorm(clsOut, P('norm.weight') as tf.Tensor1D, P('norm.bias') as tf.Tensor1D, LN_EPS);
+}

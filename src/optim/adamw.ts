@@ -1,0 +1,55 @@
+/**
+ * AdamW as torch.optim.AdamW of PyTorch 1.13 (single-tensor path, amsgrad off), the optimizer of every
+ * ViT config of the official repo: `AdamW(model.parameters(), lr, weight_decay=wd)`.
+ *
+ *   t ← t + 1
+ *   p ← p·(1 − lr·wd)                          decoupled decay, applied to every parameter passed (no groups)
+ *   m ← β1·m + (1 − β1)·g
+ *   v ← β2·v + (1 − β2)·g·g
+ *   denom = sqrt(v) / sqrt(1 − β2^t) + eps
+ *   p ← p − (lr / (1 − β1^t))·m / denom
+ *
+ * Scalars are float64 as in Python, tensors float32, and the operations run in PyTorch's order so that
+ * results agree with it to float32 rounding. At lr = 0 the moments and t still advance, as in PyTorch.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { BaseOptimizer, type ParamGrad } from './optimizer.ts';
+
+export interface AdamWOptions {
+  weightDecay: number;
+  betas: [number, number];
+  eps: number;
+}
+
+export class AdamW extends BaseOptimizer {
+  readonly name = 'adamw' as const;
+  protected readonly slotNames = ['exp_avg', 'exp_avg_sq'] as const;
+  protected readonly perParamSteps = true;
+
+  constructor(private readonly opts: AdamWOptions) {
+    super();
+  }
+
+  protected update(pairs: ParamGrad[], lr: number): void {
+    const { weightDecay: wd, eps } = this.opts;
+    const [beta1, beta2] = this.opts.betas;
+    for (const { name, p, g } of pairs) {
+      const t = this.nextStep(name);
+      const expAvg0 = this.slot(name, 'exp_avg') ?? tf.zerosLike(p);
+      const expAvgSq0 = this.slot(name, 'exp_avg_sq') ?? tf.zerosLike(p);
+
+      const decayed = tf.mul(p, 1 - lr * wd); // param.mul_(1 - lr * weight_decay)
+      const expAvg = tf.add(tf.mul(expAvg0, beta1), tf.mul(g, 1 - beta1)); // exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+      const expAvgSq = tf.add(tf.mul(expAvgSq0, beta2), tf.mul(tf.mul(g, 1 - beta2), g)); // .addcmul_(grad, grad, value=1 - beta2)
+
+      const biasCorrection1 = 1 - beta1 ** t;
+      const biasCorrection2 = 1 - beta2 ** t;
+      const stepSize = lr / biasCorrection1;
+      const denom = tf.add(tf.div(tf.sqrt(expAvgSq), Math.sqrt(biasCorrection2)), eps);
+      p.assign(tf.add(decayed, tf.div(tf.mul(expAvg, -stepSize), denom))); // param.addcdiv_(exp_avg, denom, value=-step_size)
+
+      this.setSlot(name, 'exp_avg', expAvg);
+      this.setSlot(name, 'exp_avg_sq', expAvgSq);
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * LARS as the official moco/optimizer.py (nesterov off, as main_moco.py builds it): no weight decay and
+ * no trust scaling for parameters with PyTorch ndim <= 1 (biases, BN/LN gamma and beta).
+ *
+ *   dp = g
+ *   if ndim(p) > 1:
+ *     dp = dp + wd·p
+ *     q = tc·‖p‖ / ‖dp‖                          1 when either norm is 0
+ *     dp = dp·q
+ *   mu = momentum·mu + dp                         mu starts at zeros
+ *   p = p − lr·mu
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { BaseOptimizer, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
+
+export interface LarsOptions {
+  weightDecay: number;
+  momentum: number;
+  trustCoefficient: number;
+}
+
+export class Lars extends BaseOptimizer {
+  readonly name = 'lars' as const;
+  protected readonly slotNames = ['mu'] as const;
+  protected readonly perParamSteps = false;
+
+  constructor(
+    private readonly opts: LarsOptions,
+    private readonly ndimOf: NdimOf,
+  ) {
+    super();
+  }
+
+  protected update(pairs: ParamGrad[], lr: number): void {
+    const { weightDecay, momentum, trustCoefficient } = this.opts;
+    for (const { name, p, g } of pairs) {
+      let dp: tf.Tensor = g;
+      if (this.ndimOf(name) > 1) {
+        // not bias / norm (PyTorch ndim, not the tfjs rank)
+        dp = tf.add(dp, tf.mul(p, weightDecay)); // dp.add(p, alpha=weight_decay)
+        const paramNorm = l2(p);
+        const updateNorm = l2(dp);
+        const one = tf.onesLike(paramNorm);
+        const q = tf.where(
+          tf.greater(paramNorm, 0),
+          tf.where(tf.greater(updateNorm, 0), tf.div(tf.mul(paramNorm, trustCoefficient), updateNorm), one),
+          one,
+        );
+        dp = tf.mul(dp, q);
+      }
+      const mu0 = this.slot(name, 'mu') ?? tf.zerosLike(p);
+      const mu = tf.add(tf.mul(mu0, momentum), dp); // mu.mul_(momentum).add_(dp)
+      p.assign(tf.add(p, tf.mul(mu, -lr))); // p.add_(mu, alpha=-lr)
+      this.setSlot(name, 'mu', mu);
+    }
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * `moco3 report` as a library: read a sweep folder, measure the instability of every run (written back
+ * into each run's summary.json), and write report.md (the paper-shaped table, the figures, per-run
+ * detail), report.csv, runs.csv and plots/. Reads result folders only: no TensorFlow.js.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, type InstabilityOptions, type RunInstability } from './instability.ts';
+import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
+import { mergeSummary, readSweep, type SweepRecord } from './results.ts';
+import { formatValue, keyName, viewSweep, type SweepView } from './sweep.ts';
+import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
+
+export type ReportFormat = 'md' | 'csv' | 'both';
+
+export interface ReportOptions {
+  format?: ReportFormat;
+  instability?: Partial<InstabilityOptions>;
+  /** draw plots (md and both); default true */
+  plots?: boolean;
+  /** write PNGs beside the SVGs; default true */
+  png?: boolean;
+  /** write dips/spikes into each run's summary.json; default true */
+  updateSummaries?: boolean;
+}
+
+export interface ReportResult {
+  sweep: string;
+  dir: string;
+  files: string[];
+  view: SweepView;
+  table: SweepTable;
+  facts: Map<string, RunFacts>;
+  instability: Map<string, RunInstability>;
+  seconds: number;
+}
+
+export async function writeReport(sweepDir: string, opts: ReportOptions = {}): Promise<ReportResult> {
+  const t0 = performance.now();
+  const format = opts.format ?? 'both';
+  const io: InstabilityOptions = { ...DEFAULT_INSTABILITY, ...opts.instability };
+  const sweep = readSweep(sweepDir);
+  const view = viewSweep(sweep);
+  const instability = new Map<string, RunInstability>();
+  const facts = new Map<string, RunFacts>();
+  for (const r of sweep.runs) {
+    const inst = analyzeRun(r.metrics, io);
+    instability.set(r.id, inst);
+    if (opts.updateSummaries !== false && r.summary) r.summary = mergeSummary(r.dir, instabilitySummary(inst, io));
+    facts.set(r.id, runFacts(r, inst));
+  }
+  const table = buildTable(view, facts, { dipPoints: io.dipPoints });
+  const files: string[] = [];
+  if (format === 'csv' || format === 'both') {
+    const p = join(sweepDir, 'report.csv');
+    writeFileSync(p, tableCsv(view, table));
+    const q = join(sweepDir, 'runs.csv');
+    writeFileSync(q, runsCsv(view, facts));
+    files.push(p, q);
+  }
+  if (format === 'md' || format === 'both') {
+    const figures: WrittenFigure[] = [];
+    if (opts.plots !== false && sweep.runs.length) {
+      const plotDir = join(sweepDir, 'plots');
+      mkdirSync(plotDir, { recursive: true });
+      figures.push(await writeFigure(plotDir, knnFigure(view, instability, io), opts.png !== false));
+      const g = gradFigure(view, instability, io);
+      if (g) figures.push(await writeFigure(plotDir, g, opts.png !== false));
+      for (const f of figures) files.push(f.svg, ...(f.png ? [f.png] : []));
+    }
+    const p = join(sweepDir, 'report.md');
+    writeFileSync(p, reportMarkdown(sweep, view, table, facts, instability, io, figures));
+    files.push(p);
+  }
+  return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, seconds: (performance.now() - t0) / 1000 };
+}
+
+function common(sweep: SweepRecord, k: string): string | null {
+  const vs = new Set(sweep.runs.map((r) => JSON.stringify(r.flat.get(k))));
+  const v = sweep.runs[0]?.flat.get(k);
+  return vs.size === 1 && v !== undefined ? formatValue(k, v) : null;
+}
+
+export function reportMarkdown(
+  sweep: SweepRecord,
+  view: SweepView,
+  table: SweepTable,
+  facts: Map<string, RunFacts>,
+  inst: Map<string, RunInstability>,
+  io: InstabilityOptions,
+  figures: WrittenFigure[],
+): string {
+  const out: string[] = [];
+  const rel = (p: string) => relative(sweep.dir, p).split('\\').join('/');
+  out.push(`# Sweep \`${sweep.name}\``, '');
+  const setting = [
+    ['model', common(sweep, 'model.arch')],
+    ['data', common(sweep, 'data.name')],
+    ['image size', common(sweep, 'data.image_size')],
+    ['optimizer', common(sweep, 'optim.name')],
+    ['epochs', common(sweep, 'optim.epochs')],
+    ['batch', common(sweep, 'optim.batch_size')],
+    ['base lr', common(sweep, 'optim.base_lr')],
+    ['patch proj.', common(sweep, 'model.patch_proj')],
+  ]
+    .filter(([, v]) => v !== null)
+    .map(([k, v]) => `${k} ${v}`);
+  out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
+  if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
+  if (view.paper) {
+    const mapped = view.columns.some((c) => c.paperValues && c.values[view.paper!.key] !== c.paperValues[view.paper!.key]);
+    out.push(
+      '',
+      `This is the paper's ${view.paper.figure} sweep (${view.paper.about}). The paper row is linear-probe top-1 of ViT-B/16 on ImageNet, 100 epochs;` +
+        ` ours is at this preset's scale, so compare the shape across the row, not the level.` +
+        (mapped ? ' Each column is matched to the paper setting named in its header.' : ''),
+    );
+  }
+  out.push('', '## Table', '', tableMarkdown(view, table));
+  out.push(
+    `Cells: mean ± std over seeds (one value when there is one seed). Accuracy cells leave out diverged runs. ` +
+      `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum; ` +
+      `the deepest dip is the largest drop below the running maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
+      `the median of the group's previous ${io.spikeWindow} logged values (consecutive logged steps count once). The spike lag is the median number ` +
+      `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval.`,
+    '',
+  );
+  const unprobed = [...facts.values()].filter((f) => f.status === 'completed' && f.linearTop1 === null);
+  if (unprobed.length) {
+    out.push(`${unprobed.length} completed run${unprobed.length === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
+  }
+  const knnFig = figures.find((f) => f.name === 'knn');
+  const png = (f: WrittenFigure) => (f.png ? ` (PNG: [${rel(f.png)}](${rel(f.png)}))` : '');
+  if (knnFig) {
+    out.push('## kNN accuracy vs epoch (Figs. 1, 2, 3, 5)', '', `![${knnFig.title}](${rel(knnFig.svg)})`, '');
+    out.push(`One line per run; ▼ marks the bottom of each dip, ✚ the step a run diverged${png(knnFig)}.`, '');
+  }
+  const grad = figures.find((f) => f.name === 'grad');
+  if (grad) {
+    out.push('## Gradient infinity norm: patch projection and last block (Fig. 4)', '', `![${grad.title}](${rel(grad.svg)})`, '');
+    out.push(`One panel per run, log scale; ▲ marks each detected spike${png(grad)}.`, '');
+  }
+  out.push('## Runs', '');
+  out.push('| run | seed | status | steps | linear top-1 / top-5 | kNN top-1 (best) | dips | deepest | spikes patch / last | lag | wall | img/s |');
+  out.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const f1 = (x: number | null, d = 1) => (x === null ? '-' : x.toFixed(d));
+  for (const c of view.columns) {
+    for (const r of c.runs) {
+      const f = facts.get(r.id)!;
+      const status = f.status === 'diverged' ? `diverged @ step ${f.divergedAt}` : f.status;
+      out.push(
+        `| \`${r.id}\` | ${f.seed} | ${status} | ${f.step ?? '-'}/${f.totalSteps ?? '-'} | ${f1(f.linearTop1)} / ${f1(f.linearTop5)} | ` +
+          `${f1(f.knnTop1)} (${f1(f.bestKnnTop1)}) | ${f.dips} | ${f1(f.maxDip)} | ${f.spikesPatch ?? '-'} / ${f.spikesLast ?? '-'} | ` +
+          `${f.spikeLag ?? '-'} | ${f.wallS === null ? '-' : formatSeconds(f.wallS)} | ${f1(f.imagesPerS, 0)} |`,
+      );
+    }
+  }
+  out.push('', '## Instability detail', '');
+  for (const c of view.columns) {
+    for (const r of c.runs) {
+      const i = inst.get(r.id)!;
+      out.push(`- **${runLabel(view, r)}** (\`${r.id}\`)`);
+      const dips = i.dips.map((d) => `steps ${d.start}-${d.end ?? 'end'} (${d.depth.toFixed(1)} pts below ${d.peak.toFixed(1)})`);
+      out.push(`  - dips: ${dips.length ? dips.join('; ') : 'none'}`);
+      const spikes = [...i.spikes]
+        .filter(([, s]) => s.length)
+        .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? ', ...' : ''})`);
+      out.push(`  - spikes: ${spikes.length ? spikes.join('; ') : 'none'}`);
+      if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
+    }
+  }
+  out.push('');
+  return out.join('\n');
+}
+
+export { listSweeps, readSweep } from './results.ts';
+export { DEFAULT_INSTABILITY } from './instability.ts';

@@ -1,0 +1,220 @@
+/**
+ * The instability the paper describes, measured from metrics.jsonl:
+ *  - dips of the kNN curve (Figs. 1-3, 5): stretches where kNN top-1 is at least D points below its
+ *    running maximum; counted once per stretch, with the deepest drop;
+ *  - gradient spikes (Fig. 4): a parameter group's gradient infinity norm above S x the median of its
+ *    previous W logged values; consecutive logged rows above the threshold are one spike (its onset);
+ *  - the lag from each patch-projection spike to the next last-block spike, in steps ("a spike happens
+ *    earlier in the first layer, and [is] delayed by tens of iterations in the last layers").
+ * Resolution is the logging cadence (train.log_every): a lag shorter than it reads as 0.
+ */
+import type { MetricRow } from './results.ts';
+
+export interface InstabilityOptions {
+  /** D: a dip is a drop of at least this many points below the running maximum */
+  dipPoints: number;
+  /** S: a spike is a value above S x the running median */
+  spikeFactor: number;
+  /** W: the running median is over this many previous logged values */
+  spikeWindow: number;
+  /** no spike is called before this many earlier values exist */
+  minHistory: number;
+}
+
+export const DEFAULT_INSTABILITY: InstabilityOptions = { dipPoints: 3, spikeFactor: 3, spikeWindow: 20, minHistory: 5 };
+
+export interface Point {
+  step: number;
+  epoch: number | null;
+  value: number;
+}
+
+export interface Dip {
+  /** first step at least D below the running maximum */
+  start: number;
+  /** step of the lowest value of the dip */
+  bottom: number;
+  /** first step back within D of the maximum, or null when the curve never recovered */
+  end: number | null;
+  /** the running maximum the curve fell from */
+  peak: number;
+  /** peak minus the lowest value, points */
+  depth: number;
+  epoch: number | null;
+}
+
+export interface Spike {
+  /** onset: first logged step above the threshold */
+  step: number;
+  value: number;
+  /** running median at the onset */
+  median: number;
+  /** value / median */
+  ratio: number;
+}
+
+export interface Lag {
+  from: number;
+  to: number;
+  lag: number;
+}
+
+export interface RunInstability {
+  dips: Dip[];
+  /** largest drop below the running maximum anywhere on the curve (the deepest dip when there are dips); null without a kNN curve */
+  maxDip: number | null;
+  /** group name -> spikes */
+  spikes: Map<string, Spike[]>;
+  /** the deepest block group (`block{depth-1}`), or null */
+  lastBlock: string | null;
+  lags: Lag[];
+  /** median lag, or null when no patch-projection spike was followed by a last-block spike */
+  spikeLag: number | null;
+}
+
+const EPS = 1e-9;
+
+/** Finite values of `key`, in step order. */
+export function series(rows: MetricRow[], key: string): Point[] {
+  const out: Point[] = [];
+  for (const r of rows) {
+    const v = r[key];
+    const step = r.step;
+    if (typeof v !== 'number' || typeof step !== 'number' || Number.isNaN(v)) continue;
+    out.push({ step, epoch: typeof r.epoch === 'number' ? r.epoch : null, value: v });
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+/** Dips of an accuracy curve: maximal stretches at least `d` points below the running maximum. */
+export function findDips(points: Point[], d: number): { dips: Dip[]; maxDrop: number | null } {
+  const dips: Dip[] = [];
+  let runMax = -Infinity;
+  let maxDrop: number | null = null;
+  let cur: Dip | null = null;
+  for (const p of points) {
+    if (!Number.isFinite(p.value)) continue;
+    if (cur === null) runMax = Math.max(runMax, p.value);
+    const drop = runMax - p.value;
+    maxDrop = Math.max(maxDrop ?? 0, drop);
+    if (drop >= d - EPS) {
+      if (cur === null) {
+        cur = { start: p.step, bottom: p.step, end: null, peak: runMax, depth: drop, epoch: p.epoch };
+        dips.push(cur);
+      } else if (drop > cur.depth) {
+        cur.depth = drop;
+        cur.bottom = p.step;
+      }
+    } else if (cur !== null) {
+      cur.end = p.step;
+      cur = null;
+      runMax = Math.max(runMax, p.value);
+    }
+  }
+  return { dips, maxDrop };
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Spikes of a gradient-norm series: value > factor x median(previous `window` values). Non-finite values
+ * (the step a run diverges) are skipped: divergence is reported as such, not as a spike.
+ */
+export function findSpikes(points: Point[], opts: Pick<InstabilityOptions, 'spikeFactor' | 'spikeWindow' | 'minHistory'>): Spike[] {
+  const spikes: Spike[] = [];
+  const hist: number[] = [];
+  let above = false;
+  for (const p of points) {
+    const v = p.value;
+    if (!Number.isFinite(v)) continue;
+    if (hist.length >= Math.max(1, opts.minHistory)) {
+      const med = median(hist);
+      const isSpike = v > opts.spikeFactor * med;
+      if (isSpike && !above) spikes.push({ step: p.step, value: v, median: med, ratio: med > 0 ? v / med : Infinity });
+      above = isSpike;
+    }
+    hist.push(v);
+    if (hist.length > opts.spikeWindow) hist.shift();
+  }
+  return spikes;
+}
+
+/**
+ * For each spike of the first series, the next spike of the second at or after it and before the
+ * first series' following spike (a later one answers to that one).
+ */
+export function spikeLags(first: number[], last: number[]): Lag[] {
+  const f = first.slice().sort((a, b) => a - b);
+  const l = last.slice().sort((a, b) => a - b);
+  const lags: Lag[] = [];
+  let j = 0;
+  for (let i = 0; i < f.length; i++) {
+    const from = f[i]!;
+    const until = i + 1 < f.length ? f[i + 1]! : Infinity;
+    while (j < l.length && l[j]! < from) j++;
+    if (j < l.length && l[j]! < until) lags.push({ from, to: l[j]!, lag: l[j]! - from });
+  }
+  return lags;
+}
+
+/** Groups with a `grad_inf/<group>` column, in first-seen order. */
+export function gradGroups(rows: MetricRow[]): string[] {
+  const seen = new Set<string>();
+  for (const r of rows) for (const k of Object.keys(r)) if (k.startsWith('grad_inf/')) seen.add(k.slice('grad_inf/'.length));
+  return [...seen];
+}
+
+export function lastBlockOf(groups: string[]): string | null {
+  let best: number | null = null;
+  for (const g of groups) {
+    const m = /^block(\d+)$/.exec(g);
+    if (m && (best === null || Number(m[1]) > best)) best = Number(m[1]);
+  }
+  return best === null ? null : `block${best}`;
+}
+
+export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT_INSTABILITY): RunInstability {
+  const knn = series(rows, 'knn_top1');
+  const { dips, maxDrop } = findDips(knn, opts.dipPoints);
+  const groups = gradGroups(rows);
+  const spikes = new Map<string, Spike[]>();
+  for (const g of groups) spikes.set(g, findSpikes(series(rows, `grad_inf/${g}`), opts));
+  const lastBlock = lastBlockOf(groups);
+  const patch = spikes.get('patch_proj') ?? [];
+  const lags = lastBlock ? spikeLags(patch.map((s) => s.step), (spikes.get(lastBlock) ?? []).map((s) => s.step)) : [];
+  return {
+    dips,
+    maxDip: knn.length ? maxDrop : null,
+    spikes,
+    lastBlock,
+    lags,
+    spikeLag: lags.length ? median(lags.map((l) => l.lag)) : null,
+  };
+}
+
+/** The summary.json keys of DESIGN.md: dips, max_dip, spikes/<layer>, spike_lag (+ the details behind them). */
+export function instabilitySummary(r: RunInstability, opts: InstabilityOptions): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    dips: r.dips.length,
+    max_dip: r.maxDip === null ? null : round(r.maxDip, 4),
+  };
+  for (const [g, s] of r.spikes) out[`spikes/${g}`] = s.length;
+  out.spike_lag = r.spikeLag;
+  out.instability = {
+    options: { dip_points: opts.dipPoints, spike_factor: opts.spikeFactor, spike_window: opts.spikeWindow, min_history: opts.minHistory },
+    last_block: r.lastBlock,
+    dips: r.dips.map((d) => ({ ...d, peak: round(d.peak, 4), depth: round(d.depth, 4) })),
+    spike_steps: Object.fromEntries([...r.spikes].map(([g, s]) => [g, s.map((x) => x.step)])),
+    spike_lags: r.lags,
+  };
+  return out;
+}
+
+function round(x: number, d: number): number {
+  const f = 10 ** d;
+  return Math.round(x * f) / f;
+}

@@ -1,0 +1,198 @@
+/**
+ * A sweep as the report sees it: which keys were swept, one column per swept setting (seeds pooled),
+ * and, for the paper's sweeps, the paper's setting and number for each column.
+ *
+ * Swept keys: the run configs' keys whose values differ between runs, minus keys that only follow
+ * another (a key that is a function of the seed or of an earlier swept key is not swept itself), in the
+ * order sweep.yaml gives (`varied`, as src/sweep writes it, or `parameters` with several `values`).
+ *
+ * The paper's value of a run's setting, in order: sweep.yaml's own record when present (any of
+ *   runs: [{id, paper: {<key>: <paper value>}}]                 (src/sweep/resolved.ts)
+ *   parameters: {<key>: {values: [...], paper: [...]}}          (also `paper_values`)
+ *   paper: {<key>: {<run value>: <paper value>}} or {<key>: [paper values in the order of parameters.<key>.values]}
+ * ), else the run value itself when it is one of the paper's, else a common scale factor, else rank order.
+ */
+import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
+import type { RunRecord, SweepRecord } from './results.ts';
+
+export interface Column {
+  /** swept key -> value of this column */
+  values: Record<string, unknown>;
+  label: string;
+  runs: RunRecord[];
+  /** swept key -> the paper's value of this column (when the sweep is one of the paper's) */
+  paperValues: Record<string, number> | null;
+  paperTop1: number | null;
+}
+
+export interface SweepView {
+  name: string;
+  sweptKeys: string[];
+  optimizer: string | null;
+  paper: PaperSweep | null;
+  columns: Column[];
+  seeds: number[];
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const key = (v: unknown) => JSON.stringify(v);
+
+/** Column order when sweep.yaml does not give one: the paper's grouping (Fig. 5: learned | frozen, then lr). */
+const PREFERRED = ['model.patch_proj', 'optim.name', 'optim.batch_size', 'optim.base_lr', 'moco.temperature', 'optim.weight_decay'];
+
+function keyRank(k: string): number {
+  const i = PREFERRED.indexOf(k);
+  return i < 0 ? PREFERRED.length : i;
+}
+
+/** Keys whose values differ between runs, minus those that follow the seed or an earlier key. */
+export function inferSweptKeys(runs: RunRecord[], declared: string[] = []): string[] {
+  if (runs.length < 2) return declared.filter((k) => runs.every((r) => r.flat.has(k)));
+  const all = new Set<string>();
+  for (const r of runs) for (const k of r.flat.keys()) all.add(k);
+  const differing = [...all].filter((k) => k !== 'seed' && new Set(runs.map((r) => key(r.flat.get(k)))).size > 1);
+  const rank = (k: string) => (declared.includes(k) ? declared.indexOf(k) : declared.length + keyRank(k));
+  const ordered = differing.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  const kept: string[] = [];
+  const determined = (k: string, by: string[]) => {
+    const seen = new Map<string, string>();
+    for (const r of runs) {
+      const id = key(by.map((b) => r.flat.get(b)));
+      const v = key(r.flat.get(k));
+      if (seen.has(id) && seen.get(id) !== v) return false;
+      seen.set(id, v);
+    }
+    return true;
+  };
+  for (const k of ordered) {
+    if (determined(k, ['seed']) || (kept.length > 0 && determined(k, kept))) continue;
+    kept.push(k);
+  }
+  return kept;
+}
+
+/** Keys sweep.yaml says vary: its `varied` list (the resolved sweep), else `parameters` with several values. */
+function declaredKeys(sweepFile: Obj | null): string[] {
+  if (Array.isArray(sweepFile?.varied)) return sweepFile.varied.filter((k): k is string => typeof k === 'string' && k !== 'seed');
+  const params = sweepFile?.parameters;
+  if (!isObj(params)) return [];
+  return Object.entries(params)
+    .filter(([, v]) => isObj(v) && Array.isArray(v.values) && v.values.length > 1)
+    .map(([k]) => k);
+}
+
+const ORDER: Record<string, number> = { learned: 0, frozen: 1, adamw: 0, lamb: 1, lars: 2, sgd: 3 };
+
+function compareValues(a: unknown, b: unknown): number {
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  const sa = String(a);
+  const sb = String(b);
+  return (ORDER[sa] ?? 99) - (ORDER[sb] ?? 99) || sa.localeCompare(sb);
+}
+
+export function formatValue(k: string, v: unknown): string {
+  if (typeof v === 'number') {
+    if (k.endsWith('base_lr') || k.endsWith('weight_decay') || (v !== 0 && Math.abs(v) < 1e-2)) return v.toExponential(1);
+    return String(v);
+  }
+  return String(v);
+}
+
+export const KEY_NAMES: Record<string, string> = {
+  'optim.batch_size': 'batch',
+  'optim.base_lr': 'base lr',
+  'optim.name': 'optimizer',
+  'model.patch_proj': 'patch proj.',
+  'moco.temperature': 'temperature',
+  'optim.weight_decay': 'wd',
+};
+
+export const keyName = (k: string) => KEY_NAMES[k] ?? k;
+
+/** Paper values recorded by the sweep runner, run id -> key -> value. */
+function recordedPaperValues(sweepFile: Obj | null, runs: RunRecord[], keys: string[]): Map<string, Record<string, number>> {
+  const out = new Map<string, Record<string, number>>();
+  if (!sweepFile) return out;
+  if (Array.isArray(sweepFile.runs)) {
+    for (const r of sweepFile.runs) {
+      if (!isObj(r)) continue;
+      const id = [r.id, r.run_id, r.dir, r.name].find((x) => typeof x === 'string') as string | undefined;
+      const paper = r.paper ?? r.paper_values;
+      if (!id || !isObj(paper)) continue;
+      const rec: Record<string, number> = {};
+      for (const k of keys) if (typeof paper[k] === 'number') rec[k] = paper[k] as number;
+      out.set(id.split('/').pop()!, rec);
+    }
+  }
+  const byKey = new Map<string, Map<string, number>>();
+  const params = isObj(sweepFile.parameters) ? sweepFile.parameters : {};
+  const top = isObj(sweepFile.paper) ? sweepFile.paper : isObj(sweepFile.paper_values) ? sweepFile.paper_values : {};
+  for (const k of keys) {
+    const p = params[k];
+    const values = isObj(p) && Array.isArray(p.values) ? p.values : null;
+    const aligned = isObj(p) ? (p.paper ?? p.paper_values) : undefined;
+    const m = new Map<string, number>();
+    if (values && Array.isArray(aligned) && aligned.length === values.length) values.forEach((v, i) => typeof aligned[i] === 'number' && m.set(key(v), aligned[i]));
+    const t = top[k];
+    if (values && Array.isArray(t) && t.length === values.length) values.forEach((v, i) => typeof t[i] === 'number' && m.set(key(v), t[i]));
+    if (isObj(t)) for (const [rv, pv] of Object.entries(t)) if (typeof pv === 'number') m.set(key(Number.isNaN(Number(rv)) ? rv : Number(rv)), pv);
+    if (m.size) byKey.set(k, m);
+  }
+  for (const r of runs) {
+    const rec = { ...(out.get(r.id) ?? {}) };
+    for (const [k, m] of byKey) {
+      const pv = m.get(key(r.flat.get(k)));
+      if (pv !== undefined && rec[k] === undefined) rec[k] = pv;
+    }
+    if (Object.keys(rec).length) out.set(r.id, rec);
+  }
+  return out;
+}
+
+export function viewSweep(sweep: SweepRecord): SweepView {
+  const { runs } = sweep;
+  const sweptKeys = inferSweptKeys(runs, declaredKeys(sweep.sweepFile));
+  const optimizers = new Set(runs.map((r) => r.flat.get('optim.name')));
+  const optimizer = optimizers.size === 1 ? String([...optimizers][0]) : null;
+  const paper = paperSweepFor(sweptKeys, optimizer);
+
+  const groups = new Map<string, Column>();
+  for (const r of runs) {
+    const values = Object.fromEntries(sweptKeys.map((k) => [k, r.flat.get(k)]));
+    const id = key(sweptKeys.map((k) => values[k]));
+    let col = groups.get(id);
+    if (!col) {
+      col = { values, label: sweptKeys.map((k) => formatValue(k, values[k])).join(', ') || 'all runs', runs: [], paperValues: null, paperTop1: null };
+      groups.set(id, col);
+    }
+    col.runs.push(r);
+  }
+  const columns = [...groups.values()].sort((a, b) => {
+    for (const k of sweptKeys) {
+      const c = compareValues(a.values[k], b.values[k]);
+      if (c !== 0) return c;
+    }
+    return 0;
+  });
+  for (const c of columns) c.runs.sort((a, b) => Number(a.flat.get('seed') ?? 0) - Number(b.flat.get('seed') ?? 0));
+
+  if (paper) {
+    const recorded = recordedPaperValues(sweep.sweepFile, runs, [paper.key]);
+    const fallback = mapToPaper(
+      runs.map((r) => r.flat.get(paper.key)).filter((v): v is number => typeof v === 'number'),
+      paper.values,
+    );
+    for (const c of columns) {
+      const rec = c.runs.map((r) => recorded.get(r.id)?.[paper.key]).find((v) => v !== undefined);
+      const v = c.values[paper.key] ?? runs[0]?.flat.get(paper.key);
+      const pv = rec ?? (typeof v === 'number' ? fallback?.get(v) : undefined);
+      if (pv === undefined) continue;
+      c.paperValues = { [paper.key]: pv };
+      const pp = c.values['model.patch_proj'] ?? c.runs[0]?.flat.get('model.patch_proj');
+      c.paperTop1 = paperTop1(paper, pv, typeof pp === 'string' ? pp : null);
+    }
+  }
+  const seeds = [...new Set(runs.map((r) => Number(r.flat.get('seed') ?? 0)))].sort((a, b) => a - b);
+  return { name: sweep.name, sweptKeys, optimizer, paper, columns, seeds };
+}

@@ -1,0 +1,227 @@
+/**
+ * The paper-shaped table of a sweep: one column per swept setting, rows linear top-1, kNN top-1, dips,
+ * deepest dip, spikes, spike lag, wall time, with the paper's number in a row beside ours. Cells pool
+ * the seeds of a setting (mean ± sample std); a run that diverged is shown as such with its step.
+ */
+import { stringify } from 'csv-stringify/sync';
+import type { RunInstability } from './instability.ts';
+import type { RunRecord } from './results.ts';
+import { keyName, type Column, type SweepView } from './sweep.ts';
+
+export interface RunFacts {
+  id: string;
+  seed: number;
+  status: string;
+  step: number | null;
+  totalSteps: number | null;
+  divergedAt: number | null;
+  linearTop1: number | null;
+  linearTop5: number | null;
+  knnTop1: number | null;
+  knnTop5: number | null;
+  bestKnnTop1: number | null;
+  dips: number;
+  maxDip: number | null;
+  spikesPatch: number | null;
+  spikesLast: number | null;
+  lastBlock: string | null;
+  spikeLag: number | null;
+  wallS: number | null;
+  imagesPerS: number | null;
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
+  const s = r.summary ?? {};
+  const st = r.status;
+  const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
+  const lastKnn = knnRows[knnRows.length - 1];
+  const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
+  let status = String(st?.status ?? s.status ?? 'unknown');
+  if (divergedAt !== null) status = 'diverged';
+  const lastStep = r.metrics.length ? num(r.metrics[r.metrics.length - 1]!.step) : null;
+  return {
+    id: r.id,
+    seed: Number(r.flat.get('seed') ?? 0),
+    status,
+    step: num(st?.step) ?? num(s.steps) ?? lastStep,
+    totalSteps: num(st?.total_steps) ?? num(s.total_steps),
+    divergedAt,
+    linearTop1: num(s.linear_top1),
+    linearTop5: num(s.linear_top5),
+    knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
+    knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
+    bestKnnTop1: num(s.best_knn_top1) ?? (knnRows.length ? Math.max(...knnRows.map((m) => m.knn_top1 as number)) : null),
+    dips: inst.dips.length,
+    maxDip: inst.maxDip,
+    spikesPatch: inst.spikes.has('patch_proj') ? inst.spikes.get('patch_proj')!.length : null,
+    spikesLast: inst.lastBlock ? inst.spikes.get(inst.lastBlock)!.length : null,
+    lastBlock: inst.lastBlock,
+    spikeLag: inst.spikeLag,
+    wallS: num(s.wall_s),
+    imagesPerS: num(s.images_per_s),
+  };
+}
+
+export interface Cell {
+  mean: number | null;
+  std: number | null;
+  n: number;
+  text: string;
+}
+
+export interface TableRow {
+  label: string;
+  /** csv name */
+  name: string;
+  cells: Cell[];
+}
+
+export interface SweepTable {
+  header: string[];
+  rows: TableRow[];
+}
+
+function meanStd(xs: number[]): { mean: number | null; std: number | null } {
+  if (!xs.length) return { mean: null, std: null };
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  if (xs.length < 2) return { mean, std: null };
+  const v = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1);
+  return { mean, std: Math.sqrt(v) };
+}
+
+export function formatSeconds(s: number): string {
+  if (s < 120) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+const fmtNum = (x: number, digits: number) => (Number.isInteger(x) && digits <= 1 ? String(x) : x.toFixed(digits));
+
+function notDone(f: RunFacts): string {
+  if (f.status === 'diverged') return `diverged @ step ${f.divergedAt ?? f.step ?? '?'}`;
+  if (f.status === 'completed') return '-';
+  const at = f.step !== null && f.totalSteps !== null ? ` (step ${f.step}/${f.totalSteps})` : '';
+  return `${f.status}${at}`;
+}
+
+/**
+ * One cell over a column's runs. `accuracy` cells leave out diverged runs (their value is not a result)
+ * and say how many there were.
+ */
+function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: number) => string, accuracy: boolean): Cell {
+  const used = accuracy ? facts.filter((f) => f.status !== 'diverged') : facts;
+  const xs = used.map(pick).filter((x): x is number => x !== null);
+  const { mean, std } = meanStd(xs);
+  const diverged = facts.filter((f) => f.status === 'diverged');
+  let text: string;
+  if (mean === null) {
+    text = facts.length ? [...new Set(facts.map(notDone))].join('; ') : '-';
+  } else {
+    text = std === null ? fmt(mean) : `${fmt(mean)} ± ${fmt(std)}`;
+    if (accuracy && diverged.length) text += ` (${diverged.length}/${facts.length} diverged @ step ${diverged.map((f) => f.divergedAt ?? f.step).join(', ')})`;
+  }
+  return { mean, std, n: xs.length, text };
+}
+
+function statusCell(facts: RunFacts[]): Cell {
+  const counts = new Map<string, string[]>();
+  for (const f of facts) {
+    const t = f.status === 'completed' ? 'completed' : notDone(f);
+    counts.set(t, [...(counts.get(t) ?? []), f.id]);
+  }
+  const text = [...counts].map(([t, ids]) => (facts.length > 1 ? `${ids.length}× ${t}` : t)).join('; ');
+  return { mean: null, std: null, n: facts.length, text };
+}
+
+export interface TableOptions {
+  dipPoints: number;
+}
+
+export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: TableOptions): SweepTable {
+  const cols = view.columns;
+  const fs = (c: Column) => c.runs.map((r) => facts.get(r.id)!);
+  const header = cols.map((c) => {
+    const pv = c.paperValues && view.paper ? c.paperValues[view.paper.key] : undefined;
+    const same = pv !== undefined && c.values[view.paper!.key] === pv;
+    return pv !== undefined && !same && view.sweptKeys.includes(view.paper!.key) ? `${c.label} (paper ${fmtPaper(view.paper!.key, pv)})` : c.label;
+  });
+  const last = [...facts.values()].find((f) => f.lastBlock)?.lastBlock ?? 'last block';
+  const acc = (x: number) => x.toFixed(1);
+  const int = (x: number) => fmtNum(x, 1);
+  const rows: TableRow[] = [];
+  if (view.paper) {
+    rows.push({
+      label: `paper: linear top-1 (%), ${view.paper.figure}, ViT-B/16 ImageNet`,
+      name: 'paper_linear_top1',
+      cells: cols.map((c) => ({ mean: c.paperTop1, std: null, n: c.paperTop1 === null ? 0 : 1, text: c.paperTop1 === null ? '-' : c.paperTop1.toFixed(1) })),
+    });
+  }
+  rows.push(
+    { label: 'runs', name: 'status', cells: cols.map((c) => statusCell(fs(c))) },
+    { label: 'linear top-1 (%)', name: 'linear_top1', cells: cols.map((c) => cell(fs(c), (f) => f.linearTop1, acc, true)) },
+    { label: 'kNN top-1 (%)', name: 'knn_top1', cells: cols.map((c) => cell(fs(c), (f) => f.knnTop1, acc, true)) },
+    { label: `kNN dips (≥ ${opts.dipPoints} pts)`, name: 'dips', cells: cols.map((c) => cell(fs(c), (f) => f.dips, int, false)) },
+    { label: 'deepest dip (pts)', name: 'max_dip', cells: cols.map((c) => cell(fs(c), (f) => f.maxDip, acc, false)) },
+    { label: 'grad spikes: patch proj.', name: 'spikes_patch_proj', cells: cols.map((c) => cell(fs(c), (f) => f.spikesPatch, int, false)) },
+    { label: `grad spikes: ${last}`, name: 'spikes_last_block', cells: cols.map((c) => cell(fs(c), (f) => f.spikesLast, int, false)) },
+    { label: 'spike lag (steps)', name: 'spike_lag', cells: cols.map((c) => cell(fs(c), (f) => f.spikeLag, int, false)) },
+    { label: 'wall time', name: 'wall_s', cells: cols.map((c) => cell(fs(c), (f) => f.wallS, formatSeconds, false)) },
+  );
+  return { header, rows };
+}
+
+function fmtPaper(k: string, v: number): string {
+  return k.endsWith('base_lr') ? v.toExponential(1) : String(v);
+}
+
+const mdEscape = (s: string) => s.replace(/\|/g, '\\|');
+
+export function tableMarkdown(view: SweepView, t: SweepTable): string {
+  const first = view.sweptKeys.map(keyName).join(', ') || 'setting';
+  const lines = [`| ${mdEscape(first)} | ${t.header.map(mdEscape).join(' | ')} |`, `|---|${t.header.map(() => '---:').join('|')}|`];
+  for (const r of t.rows) {
+    const label = r.name === 'paper_linear_top1' ? `*${r.label}*` : r.label;
+    const cells = r.cells.map((c) => (r.name === 'paper_linear_top1' && c.text !== '-' ? `*${c.text}*` : c.text));
+    lines.push(`| ${mdEscape(label)} | ${cells.map(mdEscape).join(' | ')} |`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** report.csv: the same table, numbers only: `<column>` holds the mean over seeds, `<column> std` the std. */
+export function tableCsv(view: SweepView, t: SweepTable): string {
+  const head = ['metric'];
+  for (const h of t.header) head.push(h, `${h} std`);
+  const body = t.rows.map((r) => {
+    const out: (string | number)[] = [r.name];
+    for (const c of r.cells) {
+      if (r.name === 'status') out.push(c.text, '');
+      else out.push(c.mean ?? '', c.std ?? '');
+    }
+    return out;
+  });
+  const keys = view.sweptKeys.length ? view.sweptKeys : ['setting'];
+  const values = keys.map((k) => ['swept:' + k, ...view.columns.flatMap((c) => [String(c.values[k] ?? ''), ''])]);
+  return stringify([head, ...values, ...body]);
+}
+
+/** runs.csv: one line per run, every figure the report has. */
+export function runsCsv(view: SweepView, facts: Map<string, RunFacts>): string {
+  const keys = view.sweptKeys;
+  const head = [
+    'run_id', ...keys, 'seed', 'status', 'step', 'total_steps', 'diverged_at', 'paper_linear_top1', 'linear_top1', 'linear_top5',
+    'knn_top1', 'knn_top5', 'best_knn_top1', 'dips', 'max_dip', 'spikes_patch_proj', 'spikes_last_block', 'last_block', 'spike_lag', 'wall_s', 'images_per_s',
+  ];
+  const rows: unknown[][] = [head];
+  for (const c of view.columns) {
+    for (const r of c.runs) {
+      const f = facts.get(r.id)!;
+      rows.push([
+        f.id, ...keys.map((k) => c.values[k]), f.seed, f.status, f.step, f.totalSteps, f.divergedAt, c.paperTop1, f.linearTop1, f.linearTop5,
+        f.knnTop1, f.knnTop5, f.bestKnnTop1, f.dips, f.maxDip, f.spikesPatch, f.spikesLast, f.lastBlock, f.spikeLag, f.wallS, f.imagesPerS,
+      ].map((v) => (v === null || v === undefined ? '' : (v as string | number))));
+    }
+  }
+  return stringify(rows as (string | number)[][]);
+}

@@ -1,0 +1,255 @@
+/**
+ * The planner: a sweep file -> the runs it makes. Expands the grid (per optimizer), applies the preset's
+ * scaling, then --set and the other command-line overrides, and names each run `<slug>-<hash>` where the
+ * hash is the config's: the same config always lands in the same folder. No TensorFlow.js here.
+ */
+import { join } from 'node:path';
+import { buildConfig, configHash } from '../config/load.ts';
+import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
+import { OPTIMIZER_NAMES, type ResolvedRunConfig } from '../config/schema.ts';
+import { scaledLr } from '../optim/schedule.ts';
+import { nest, SweepError, type Grid, type OptimizerName, type SweepSpec } from './file.ts';
+import { NO_SCALE, scaleValue, SCALED_KEYS, SWEEP_SCALES, type SweepScale } from './scale.ts';
+
+type Obj = Record<string, unknown>;
+
+export interface PlanOptions {
+  /** --preset; the sweep file's preset otherwise */
+  preset?: string | null;
+  /** --optimizer: the optimizers whose grids to run; the file's otherwise */
+  optimizers?: string[] | null;
+  /** --set key=value */
+  sets?: string[];
+  /** --seeds; the file's otherwise */
+  seeds?: number[] | null;
+  /** other overrides from flags (--data, --backend) */
+  overrides?: Obj[];
+  /** the results directory (default results) */
+  results?: string;
+}
+
+export interface PlannedRun {
+  /** 1-based position in the sweep */
+  index: number;
+  id: string;
+  slug: string;
+  hash: string;
+  dir: string;
+  config: ResolvedRunConfig;
+  /** the sweep file's value of every key it sets (the paper's), and `seed`, `optim.name` */
+  paper: Record<string, unknown>;
+  /** the value run for each of those keys (after preset scaling and --set) */
+  values: Record<string, unknown>;
+}
+
+export interface SweepPlan {
+  spec: SweepSpec;
+  /** folder name under results/: the sweep's name, plus the optimizers when --optimizer picked other grids */
+  id: string;
+  dir: string;
+  preset: PresetName | null;
+  scale: SweepScale;
+  optimizers: OptimizerName[];
+  seeds: number[];
+  sets: string[];
+  /** keys whose value differs between runs, in grid order */
+  varied: string[];
+  runs: PlannedRun[];
+}
+
+/** The optimizers the sweep file's own `parameters` belong to. */
+function baseOptimizers(spec: SweepSpec, preset: PresetName | null): OptimizerName[] {
+  const v = spec.parameters.get('optim.name');
+  if (v) return v as OptimizerName[];
+  return [buildConfig({ preset }).optim.name as OptimizerName];
+}
+
+/** Every combination of a grid, first key outermost, in file order. */
+export function expandGrid(grid: Grid): Record<string, unknown>[] {
+  let combos: Record<string, unknown>[] = [{}];
+  for (const [key, values] of grid) {
+    const next: Record<string, unknown>[] = [];
+    for (const c of combos) for (const v of values) next.push({ ...c, [key]: v });
+    combos = next;
+  }
+  return combos;
+}
+
+export function parseOptimizerFlag(v: string): OptimizerName[] {
+  const names = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new SweepError(`--optimizer ${v}: expected an optimizer name (${OPTIMIZER_NAMES.join(', ')})`);
+  for (const n of names) {
+    if (!(OPTIMIZER_NAMES as readonly string[]).includes(n)) {
+      throw new SweepError(`--optimizer ${v}: unknown optimizer '${n}' (expected one of: ${OPTIMIZER_NAMES.join(', ')})`);
+    }
+  }
+  return [...new Set(names)] as OptimizerName[];
+}
+
+export function parseSeedsFlag(v: string): number[] {
+  const parts = v.split(',').map((s) => s.trim());
+  const seeds: number[] = [];
+  for (const p of parts) {
+    const range = /^(\d+)-(\d+)$/.exec(p);
+    if (range) {
+      const a = Number(range[1]);
+      const b = Number(range[2]);
+      if (b < a) throw new SweepError(`--seeds ${v}: range ${p} runs backwards`);
+      for (let s = a; s <= b; s++) seeds.push(s);
+    } else if (/^\d+$/.test(p)) {
+      seeds.push(Number(p));
+    } else {
+      throw new SweepError(`--seeds ${v}: expected non-negative integers, e.g. 0,1,2 or 0-2`);
+    }
+  }
+  if (new Set(seeds).size !== seeds.length) throw new SweepError(`--seeds ${v}: a seed is listed twice`);
+  return seeds;
+}
+
+/** Shortest exponent form with at least one decimal: 1e-4 -> 1.0e-4, 1.25e-5 -> 1.25e-5. */
+export function fmtExp(v: number): string {
+  if (v === 0) return '0';
+  for (let d = 1; d <= 6; d++) {
+    const s = v.toExponential(d);
+    if (Number(s) === v) return s.replace('e+', 'e');
+  }
+  return v.toExponential(6).replace('e+', 'e');
+}
+
+const SHORT: Record<string, string> = {
+  'optim.batch_size': 'bs',
+  'optim.base_lr': 'lr',
+  'optim.weight_decay': 'wd',
+  'optim.epochs': 'ep',
+  'optim.warmup_epochs': 'wu',
+  'moco.temperature': 't',
+  'moco.momentum': 'm',
+  'model.arch': '',
+  'model.patch_size': 'p',
+  'data.name': '',
+  'augment.crop_min': 'crop',
+};
+
+function slugValue(v: unknown): string {
+  if (typeof v === 'number') return Number.isInteger(v) || Math.abs(v) >= 0.01 ? String(v) : fmtExp(v);
+  if (v === null) return 'null';
+  return String(typeof v === 'object' ? JSON.stringify(v) : v);
+}
+
+/** `bs4096-lr1.0e-4-adamw-learned[-<other varied keys>]-s0`, folder-safe. */
+export function runSlug(c: ResolvedRunConfig, extraKeys: string[]): string {
+  const parts = [`bs${c.optim.batch_size}`, `lr${fmtExp(c.optim.base_lr)}`, c.optim.name, c.model.patch_proj];
+  for (const key of extraKeys) {
+    const v = key.split('.').reduce<unknown>((o, k) => (o as Obj)[k], c);
+    const short = key in SHORT ? SHORT[key]! : key.split('.').at(-1)!.replace(/_/g, '');
+    parts.push(`${short}${slugValue(v)}`);
+  }
+  parts.push(`s${c.seed}`);
+  return parts.join('-').replace(/[^A-Za-z0-9.+-]+/g, '_');
+}
+
+const SLUG_KEYS = new Set(['optim.batch_size', 'optim.base_lr', 'optim.name', 'model.patch_proj', 'seed']);
+
+function getKey(c: unknown, key: string): unknown {
+  return key.split('.').reduce<unknown>((o, k) => (o as Obj)[k], c);
+}
+
+export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
+  const presetArg = opts.preset ?? spec.preset;
+  if (presetArg !== null && presetArg !== undefined && !(PRESET_NAMES as readonly string[]).includes(presetArg)) {
+    throw new SweepError(`--preset ${presetArg}: unknown preset (expected one of: ${PRESET_NAMES.join(', ')})`);
+  }
+  const preset = (presetArg ?? null) as PresetName | null;
+  const scale = preset ? SWEEP_SCALES[preset] : NO_SCALE;
+  const base = baseOptimizers(spec, preset);
+  const optimizers = (opts.optimizers?.length ? opts.optimizers : base) as OptimizerName[];
+  for (const o of optimizers) {
+    if (!base.includes(o) && !spec.byOptimizer.has(o)) {
+      const has = [...base.map((b) => `${b} (parameters)`), ...[...spec.byOptimizer.keys()].map((b) => `${b} (by_optimizer.${b})`)];
+      throw new SweepError(`--optimizer ${o}: ${spec.file} has no grid for ${o} (it has: ${has.join(', ')}); add by_optimizer.${o} to the file`);
+    }
+  }
+  const seeds = opts.seeds?.length ? opts.seeds : spec.seeds;
+  const sets = opts.sets ?? [];
+
+  // the grid of each optimizer: the file's parameters, overlaid by its by_optimizer entry
+  const grids: { opt: OptimizerName; grid: Grid }[] = optimizers.map((opt) => {
+    const grid: Grid = new Map(spec.parameters);
+    grid.delete('optim.name');
+    for (const [k, v] of spec.byOptimizer.get(opt) ?? []) grid.set(k, v);
+    return { opt, grid };
+  });
+
+  // --set may pin what the file pins, not what it varies
+  const variedInFile = new Set<string>();
+  for (const { grid } of grids) for (const [k, v] of grid) if (v.length > 1) variedInFile.add(k);
+  if (optimizers.length > 1) variedInFile.add('optim.name');
+  for (const s of sets) {
+    const key = s.slice(0, Math.max(0, s.indexOf('='))).trim();
+    if (key === 'seed') throw new SweepError(`--set ${s}: a sweep's seeds come from --seeds or the file's seeds`);
+    if (key === 'optim.name') throw new SweepError(`--set ${s}: choose a sweep's optimizer with --optimizer`);
+    if (variedInFile.has(key)) throw new SweepError(`--set ${s}: ${spec.file} varies ${key}; edit the grid in the file instead`);
+  }
+
+  const runs: PlannedRun[] = [];
+  for (const seed of seeds) {
+    for (const { opt, grid } of grids) {
+      for (const combo of expandGrid(grid)) {
+        let fileObj: Obj = {};
+        const paper: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(combo)) {
+          paper[k] = v;
+          fileObj = mergeObj(fileObj, nest(k, scaleValue(k, v, scale)));
+        }
+        paper['optim.name'] = opt;
+        paper.seed = seed;
+        fileObj = mergeObj(fileObj, { seed, optim: { name: opt } });
+        const config = buildConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [] });
+        const values: Record<string, unknown> = {};
+        for (const k of Object.keys(paper)) values[k] = getKey(config, k);
+        runs.push({ index: runs.length + 1, id: '', slug: '', hash: configHash(config), dir: '', config, paper, values });
+      }
+    }
+  }
+
+  // keys that differ between runs, in grid order, then the ones set elsewhere
+  const allKeys: string[] = [];
+  for (const r of runs) for (const k of Object.keys(r.paper)) if (!allKeys.includes(k)) allKeys.push(k);
+  const varied = allKeys.filter((k) => new Set(runs.map((r) => JSON.stringify(getKey(r.config, k)))).size > 1);
+  const extra = varied.filter((k) => !SLUG_KEYS.has(k));
+
+  const id = spec.name + (sameSet(optimizers, base) ? '' : `-${optimizers.join('-')}`);
+  const dir = join(opts.results ?? 'results', id);
+  const seen = new Map<string, PlannedRun>();
+  for (const r of runs) {
+    r.slug = runSlug(r.config, extra);
+    r.id = `${r.slug}-${r.hash}`;
+    r.dir = join(dir, r.id);
+    const twin = seen.get(r.hash);
+    if (twin) {
+      throw new SweepError(`${spec.file}: runs ${twin.index} and ${r.index} resolve to the same config (${r.id})${preset ? ` under preset ${preset}` : ''}; remove one of the values`);
+    }
+    seen.set(r.hash, r);
+  }
+  return { spec, id, dir, preset, scale, optimizers, seeds, sets, varied, runs };
+}
+
+function sameSet<T>(a: T[], b: T[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+
+function mergeObj(a: Obj, b: Obj): Obj {
+  const out: Obj = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = typeof cur === 'object' && cur !== null && !Array.isArray(cur) && typeof v === 'object' && v !== null && !Array.isArray(v) ? mergeObj(cur as Obj, v as Obj) : v;
+  }
+  return out;
+}
+
+/** The learning rate a run uses: base_lr x batch / 256. */
+export function runLr(c: ResolvedRunConfig): number {
+  return scaledLr(c.optim.base_lr, c.optim.batch_size);
+}
+
+export { SCALED_KEYS };

@@ -1,0 +1,191 @@
+/**
+ * The sweep runner: trains a plan's runs one after another. A completed or diverged run is a result and
+ * is skipped; an interrupted or failed one resumes from its newest checkpoint; a failing run is recorded
+ * and the sweep goes on; a run locked by another live sweep is left to it. TensorFlow.js and the training
+ * loop are imported here only when a run starts, so planning stays light.
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import type { Dataset } from '../data/types.ts';
+import type { BackendInfo, BackendName } from '../engine/backend.ts';
+import { writeJsonAtomic } from '../engine/files.ts';
+import type { Summary, TrainEvent } from '../train/loop.ts';
+import { SweepError } from './file.ts';
+import { acquireLock, cleanStaleTemps, clearStale, releaseLock } from './lock.ts';
+import type { PlannedRun, SweepPlan } from './plan.ts';
+import { writeResolvedSweep } from './resolved.ts';
+import { isDone, readRunState, type RunState, type RunStateInfo } from './state.ts';
+
+export type SweepEvent =
+  | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string }
+  | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string }
+  | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null }
+  | { type: 'train'; run: string; index: number; total: number; event: TrainEvent }
+  | { type: 'run_end'; run: string; index: number; total: number; status: RunState; summary: Summary }
+  | { type: 'run_failed'; run: string; index: number; total: number; error: string }
+  | { type: 'sweep_end'; sweep: string; counts: Record<string, number>; failed: string[]; interrupted: boolean; busy: string[] };
+
+export interface SweepResult {
+  /** the state of every planned run after this invocation, in plan order */
+  states: RunStateInfo[];
+  /** runs that failed in this invocation */
+  failed: string[];
+  /** runs left to another live sweep */
+  busy: string[];
+  interrupted: boolean;
+}
+
+export interface RunSweepOptions {
+  plan: SweepPlan;
+  onEvent?: (e: SweepEvent) => void;
+  /** polled between steps and between runs: true checkpoints the current run and stops (Ctrl-C) */
+  shouldStop?: () => boolean;
+  command?: string[];
+  /** an initialised backend (tests); otherwise the runs' train.backend is initialised */
+  backend?: BackendInfo;
+  /** seconds between automatic checkpoints of runs with train.checkpoint_every null */
+  checkpointSeconds?: number;
+}
+
+/** Errors in what the user gave (missing data, no backend): stop the sweep, exit 2; not a run failure. */
+const INPUT_ERRORS = new Set(['DataError', 'BackendError', 'ConfigError', 'UsageError']);
+
+function dataKey(c: ResolvedRunConfig): string {
+  // loadRunData reads the data section and the seed (synthetic images depend on it)
+  return JSON.stringify([c.data, c.seed]);
+}
+
+function recordFailure(run: PlannedRun, error: string): void {
+  const prev = readRunState(run.dir);
+  if (prev.state === 'failed') return;
+  writeJsonAtomic(join(run.dir, 'status.json'), {
+    status: 'failed',
+    step: prev.step ?? 0,
+    total_steps: prev.total_steps,
+    pid: process.pid,
+    host: hostname(),
+    heartbeat: new Date().toISOString(),
+    error,
+  });
+}
+
+export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
+  const { plan } = opts;
+  const emit = opts.onEvent ?? (() => {});
+  const stop = opts.shouldStop ?? (() => false);
+  const total = plan.runs.length;
+  const backends = new Set(plan.runs.map((r) => r.config.train.backend));
+  if (backends.size > 1) throw new SweepError(`${plan.spec.file}: every run of a sweep must use one train.backend, got ${[...backends].join(', ')}`);
+
+  const initial = plan.runs.map((r) => readRunState(r.dir));
+  const todo = plan.runs.filter((_, i) => !isDone(initial[i]!.state));
+
+  // TensorFlow.js is loaded only when there is something to train
+  const loop = todo.length ? await import('../train/loop.ts') : null;
+  let backend = opts.backend;
+  if (!backend && todo.length) {
+    const { initBackend } = await import('../engine/backend.ts');
+    backend = await initBackend(plan.runs[0]!.config.train.backend as BackendName);
+  }
+
+  // one dataset in memory at a time, shared by the runs that read the same data
+  let cache: { key: string; ds: Dataset } | null = null;
+  const dataFor = async (c: ResolvedRunConfig): Promise<Dataset> => {
+    const key = dataKey(c);
+    if (cache?.key !== key) {
+      cache = null;
+      cache = { key, ds: await loop!.loadRunData(c) };
+    }
+    return cache.ds;
+  };
+
+  // missing data stops here, before anything is written; other errors are that run's failure, below
+  if (todo.length) {
+    try {
+      await dataFor(todo[0]!.config);
+    } catch (e) {
+      if (e instanceof Error && INPUT_ERRORS.has(e.name)) throw e;
+    }
+  }
+  cleanStaleTemps(plan.dir);
+  writeResolvedSweep(plan);
+  emit({ type: 'sweep_start', sweep: plan.id, dir: plan.dir, total, todo: todo.length, backend: backend?.name ?? '-' });
+
+  const failed: string[] = [];
+  const busy: string[] = [];
+  let interrupted = false;
+  for (const run of plan.runs) {
+    const base = { run: run.id, index: run.index, total };
+    const before = readRunState(run.dir);
+    if (isDone(before.state)) {
+      // a process killed between the run's last write and its unlock leaves a stale lock behind
+      clearStale(run.dir);
+      emit({ type: 'run_skip', ...base, state: before.state, reason: before.state });
+      continue;
+    }
+    // a signal handler runs only when the event loop gets a turn; training steps may never give it one
+    await new Promise<void>((r) => setImmediate(r));
+    if (stop()) {
+      interrupted = true;
+      break;
+    }
+    const held = acquireLock(run.dir, plan.id);
+    if (held) {
+      busy.push(run.id);
+      emit({ type: 'run_skip', ...base, state: 'running', reason: `trained by pid ${held.pid} on ${held.host}` });
+      continue;
+    }
+    try {
+      // another sweep may have finished it between the look above and the lock
+      const now = readRunState(run.dir);
+      if (isDone(now.state)) {
+        emit({ type: 'run_skip', ...base, state: now.state, reason: now.state });
+        continue;
+      }
+      cleanStaleTemps(run.dir);
+      emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step });
+      let summary: Summary;
+      try {
+        let ds: Dataset;
+        try {
+          ds = await dataFor(run.config);
+        } catch (e) {
+          if (e instanceof Error && INPUT_ERRORS.has(e.name)) throw Object.assign(e, { stopSweep: true });
+          throw e;
+        }
+        summary = await loop!.trainRun({
+          config: run.config,
+          runDir: run.dir,
+          backend: backend!,
+          resume: true,
+          command: opts.command,
+          dataset: ds,
+          onEvent: (event) => emit({ type: 'train', ...base, event }),
+          shouldStop: stop,
+          ...(opts.checkpointSeconds !== undefined ? { checkpointSeconds: opts.checkpointSeconds } : {}),
+        });
+      } catch (e) {
+        if ((e as { stopSweep?: boolean }).stopSweep) throw e;
+        const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+        recordFailure(run, msg);
+        failed.push(run.id);
+        emit({ type: 'run_failed', ...base, error: msg });
+        continue;
+      }
+      if (summary.status === 'interrupted') {
+        interrupted = true;
+        emit({ type: 'run_end', ...base, status: 'interrupted', summary });
+        break;
+      }
+      emit({ type: 'run_end', ...base, status: summary.status as RunState, summary });
+    } finally {
+      releaseLock(run.dir);
+    }
+  }
+  const states = plan.runs.map((r) => readRunState(r.dir));
+  const counts: Record<string, number> = {};
+  for (const s of states) counts[s.state] = (counts[s.state] ?? 0) + 1;
+  emit({ type: 'sweep_end', sweep: plan.id, counts, failed, interrupted, busy });
+  return { states, failed, busy, interrupted };
+}

@@ -1,0 +1,52 @@
+/**
+ * How a preset scales a sweep to the machine. Sweep files state the paper's values (batch 1024-6144,
+ * 100 epochs with a 40-epoch warmup); a preset multiplies the batch sizes and the epochs the file states
+ * by fixed factors, so the ratios between runs (1:2:4:6) and the shape of the schedule stay the paper's.
+ * Values given with --set are taken as they are.
+ */
+import type { PresetName } from '../config/presets.ts';
+
+export interface SweepScale {
+  /** factor on every optim.batch_size of the sweep file (rounded to an integer) */
+  batch: number;
+  /** factor on optim.epochs and optim.warmup_epochs of the sweep file */
+  epochs: number;
+  /** why this factor */
+  about: string;
+}
+
+export const NO_SCALE: SweepScale = { batch: 1, epochs: 1, about: 'the paper scale' };
+
+export const SWEEP_SCALES: Record<PresetName, SweepScale> = {
+  // 32, 64, 128, 192 on the 2560 synthetic images of the smoke preset (13+ steps an epoch); 4 epochs
+  smoke: { batch: 1 / 32, epochs: 0.04, about: 'a few minutes per sweep on two CPU cores' },
+  // 64, 128, 256, 384 on Fashion-MNIST's 60000 images; 2 epochs
+  cpu: { batch: 1 / 16, epochs: 0.02, about: 'about an hour per sweep on a CPU' },
+  // 256, 512, 1024, 1536 ViT-Tiny/4 on CIFAR-10 fits one GPU; the paper's 100 epochs
+  gpu: { batch: 1 / 4, epochs: 1, about: 'one GPU, hours per run' },
+  paper: NO_SCALE,
+};
+
+export const SCALED_KEYS = ['optim.batch_size', 'optim.epochs', 'optim.warmup_epochs'] as const;
+
+/** The value run for a value of the sweep file. */
+export function scaleValue(key: string, value: unknown, s: SweepScale): unknown {
+  if (typeof value !== 'number') return value;
+  if (key === 'optim.batch_size') return Math.max(1, Math.round(value * s.batch));
+  if (key === 'optim.epochs' || key === 'optim.warmup_epochs') return roundSig(value * s.epochs);
+  return value;
+}
+
+/** Drop the float noise of a product such as 40 * 0.04 = 1.6000000000000001. */
+function roundSig(v: number): number {
+  return Number(v.toPrecision(12));
+}
+
+/** 0.03125 -> "1/32", 0.04 -> "0.04", 1 -> "1". */
+export function formatFactor(f: number): string {
+  if (f < 1) {
+    const inv = 1 / f;
+    if (Math.abs(inv - Math.round(inv)) < 1e-9) return `1/${Math.round(inv)}`;
+  }
+  return String(roundSig(f));
+}

@@ -1,0 +1,61 @@
+/**
+ * Where a planned run stands, read from its folder (status.json, summary.json, checkpoints/last.json,
+ * the lock) without TensorFlow.js.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { liveLock, type LockInfo } from './lock.ts';
+
+export type RunState = 'new' | 'completed' | 'interrupted' | 'diverged' | 'failed' | 'running';
+
+export interface RunStateInfo {
+  state: RunState;
+  /** the step the run reached, when known */
+  step: number | null;
+  total_steps: number | null;
+  /** the step of the newest checkpoint (where a resume starts), when there is one */
+  checkpoint_step: number | null;
+  error: string | null;
+  /** the live lock of another process training it (state 'running') */
+  lock: LockInfo | null;
+}
+
+function readJson<T>(path: string): T | null {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+export function checkpointStep(runDir: string): number | null {
+  const last = readJson<{ step: number; dir: string }>(join(runDir, 'checkpoints', 'last.json'));
+  if (last && existsSync(join(runDir, 'checkpoints', last.dir, 'state.json'))) return last.step;
+  return null;
+}
+
+export function readRunState(runDir: string): RunStateInfo {
+  const st = readJson<{ status: string; step?: number; total_steps?: number; error?: string }>(join(runDir, 'status.json'));
+  const ckpt = checkpointStep(runDir);
+  const info: RunStateInfo = {
+    state: 'new',
+    step: st?.step ?? null,
+    total_steps: st?.total_steps ?? null,
+    checkpoint_step: ckpt,
+    error: st?.error ?? null,
+    lock: null,
+  };
+  const lock = liveLock(runDir);
+  if (lock && lock.pid !== process.pid) return { ...info, state: 'running', lock };
+  // summary.json is written before the final status: a final status without it cannot happen, but a
+  // folder copied by hand might have one; it then counts as interrupted and is resumed
+  const hasSummary = existsSync(join(runDir, 'summary.json'));
+  if (st?.status === 'completed' && hasSummary) return { ...info, state: 'completed' };
+  if (st?.status === 'diverged' && hasSummary) return { ...info, state: 'diverged' };
+  if (st?.status === 'failed') return { ...info, state: 'failed' };
+  if (st || ckpt !== null) return { ...info, state: 'interrupted' };
+  return info;
+}
+
+/** Final states: the sweep does not train these again. */
+export const isDone = (s: RunState): boolean => s === 'completed' || s === 'diverged';

@@ -1,0 +1,171 @@
+/**
+ * Checkpoints: one folder per checkpoint, `checkpoints/step-<N>/` with
+ *   model.safetensors      every tensor of the official MoCo_ViT state dict (no `module.` prefix), PyTorch layouts
+ *   optimizer.safetensors  optimizer slots named `<param>.<slot>` (PyTorch slot names and layouts)
+ *   state.json             step, loop state, optimizer scalars; written last: a folder without it is incomplete
+ * The folder is written under a temporary name and renamed; `checkpoints/last.json` (written atomically) then
+ * names the newest complete one. A crash at any moment leaves the previous checkpoint intact.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
+import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+
+export interface LoopState {
+  step: number;
+  epoch: number;
+  wall_s: number;
+  train_s: number;
+  images_seen: number;
+  best_knn_top1: number | null;
+  last_knn_top1: number | null;
+  config_hash: string;
+  optimizer: Record<string, unknown>;
+}
+
+export interface CheckpointModel {
+  vars: Map<string, tf.Variable>;
+  toTorch(name: string, t: tf.Tensor): tf.Tensor;
+  fromTorch(name: string, t: tf.Tensor): tf.Tensor;
+  torchShape(name: string): number[];
+}
+
+export interface CheckpointOptimizer {
+  stateTensors(): Map<string, tf.Tensor>;
+  stateJson(): Record<string, unknown>;
+  loadState(tensors: Map<string, tf.Tensor>, json: Record<string, unknown>, params?: Map<string, tf.Variable>): void;
+}
+
+export class CheckpointError extends Error {
+  override name = 'CheckpointError';
+}
+
+export const stepDirName = (step: number) => `step-${String(step).padStart(7, '0')}`;
+
+function slotParam(key: string): string {
+  const i = key.lastIndexOf('.');
+  return key.slice(0, i);
+}
+
+function toSt(name: string, t: tf.Tensor, int64: boolean): StTensor {
+  const values = t.dataSync();
+  if (int64) return { dtype: 'I64', shape: t.shape, data: BigInt64Array.from(values, (v) => BigInt(Math.round(v))) };
+  return { dtype: 'F32', shape: t.shape, data: values instanceof Float32Array ? values : Float32Array.from(values) };
+}
+
+function fromSt(t: StTensor): tf.Tensor {
+  const data = t.dtype === 'I64' ? Float32Array.from(t.data as BigInt64Array, (v) => Number(v)) : Float32Array.from(t.data as Float32Array | Int32Array);
+  return tf.tensor(data, t.shape, 'float32');
+}
+
+/** The model's state dict in PyTorch layout, ready for safetensors. */
+export function modelStateDict(model: CheckpointModel): Map<string, StTensor> {
+  const out = new Map<string, StTensor>();
+  for (const [name, v] of model.vars) {
+    const t = tf.tidy(() => model.toTorch(name, v));
+    out.set(name, toSt(name, t, name.endsWith('num_batches_tracked')));
+    t.dispose();
+  }
+  return out;
+}
+
+export function saveCheckpoint(
+  ckptRoot: string,
+  model: CheckpointModel,
+  optimizer: CheckpointOptimizer,
+  state: LoopState,
+  metadata: Record<string, string>,
+): string {
+  mkdirSync(ckptRoot, { recursive: true });
+  const name = stepDirName(state.step);
+  const tmp = join(ckptRoot, `.${name}.${process.pid}.tmp`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  writeSafetensors(join(tmp, 'model.safetensors'), modelStateDict(model), { format: 'pt', step: String(state.step), ...metadata });
+  const slots = new Map<string, StTensor>();
+  for (const [key, t] of optimizer.stateTensors()) {
+    const param = slotParam(key);
+    const tt = model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : t;
+    slots.set(key, toSt(key, tt, false));
+    if (tt !== t) tt.dispose();
+  }
+  writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });
+  writeJsonAtomic(join(tmp, 'state.json'), state);
+  const final = join(ckptRoot, name);
+  if (existsSync(final)) rmSync(final, { recursive: true, force: true });
+  renameSync(tmp, final);
+  writeJsonAtomic(join(ckptRoot, 'last.json'), { step: state.step, dir: name });
+  return final;
+}
+
+/** The newest complete checkpoint folder, or null. */
+export function findLastCheckpoint(ckptRoot: string): string | null {
+  if (!existsSync(ckptRoot)) return null;
+  const ptr = join(ckptRoot, 'last.json');
+  if (existsSync(ptr)) {
+    try {
+      const { dir } = JSON.parse(readFileSync(ptr, 'utf8')) as { dir: string };
+      if (existsSync(join(ckptRoot, dir, 'state.json'))) return join(ckptRoot, dir);
+    } catch {
+      /* fall back to scanning */
+    }
+  }
+  const dirs = readdirSync(ckptRoot)
+    .filter((d) => /^step-\d+$/.test(d) && existsSync(join(ckptRoot, d, 'state.json')))
+    .sort();
+  return dirs.length ? join(ckptRoot, dirs[dirs.length - 1]!) : null;
+}
+
+/** Remove temporary folders of interrupted writes and older rolling checkpoints not in `keep`. */
+export function pruneCheckpoints(ckptRoot: string, keep: (step: number) => boolean, current: string): void {
+  if (!existsSync(ckptRoot)) return;
+  for (const d of readdirSync(ckptRoot)) {
+    const full = join(ckptRoot, d);
+    if (d.startsWith('.') && d.endsWith('.tmp')) {
+      const pid = Number(d.split('.').at(-2));
+      if (pid === process.pid || !pidAlive(pid)) rmSync(full, { recursive: true, force: true });
+      continue;
+    }
+    const m = /^step-(\d+)$/.exec(d);
+    if (m && full !== current && !keep(Number(m[1]))) rmSync(full, { recursive: true, force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isFinite(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
+  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LoopState;
+  const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
+  for (const [name, v] of model.vars) {
+    const t = tensors.get(name);
+    if (!t) throw new CheckpointError(`${dir}/model.safetensors: missing tensor ${name}`);
+    const want = model.torchShape(name);
+    if (t.shape.join(',') !== want.join(',')) {
+      throw new CheckpointError(`${dir}/model.safetensors: ${name} has shape [${t.shape}], the model expects [${want}]`);
+    }
+    tf.tidy(() => v.assign(tf.cast(model.fromTorch(name, fromSt(t)), v.dtype)));
+  }
+  const slots = readSafetensors(join(dir, 'optimizer.safetensors')).tensors;
+  const loaded = new Map<string, tf.Tensor>();
+  for (const [key, t] of slots) {
+    const param = slotParam(key);
+    loaded.set(key, tf.tidy(() => (model.vars.has(param) ? model.fromTorch(param, fromSt(t)) : fromSt(t))));
+  }
+  try {
+    optimizer.loadState(loaded, state.optimizer, model.vars);
+  } finally {
+    for (const t of loaded.values()) t.dispose();
+  }
+  return state;
+}
+
+export { writeFileAtomic };

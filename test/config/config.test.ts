@@ -1,0 +1,78 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildConfig, ConfigError, configHash, parseSet } from '../../src/config/load.ts';
+import { DEFAULTS } from '../../src/config/schema.ts';
+
+function tmpFile(name: string, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-cfg-'));
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+test('defaults are the official ViT recipe', () => {
+  const c = buildConfig({});
+  assert.equal(c.optim.name, 'adamw');
+  assert.equal(c.optim.base_lr, 1.5e-4);
+  assert.equal(c.optim.weight_decay, 0.1);
+  assert.equal(c.optim.warmup_epochs, 40);
+  assert.deepEqual(c.optim.betas, [0.9, 0.999]);
+  assert.equal(c.moco.temperature, 0.2);
+  assert.equal(c.moco.momentum, 0.99);
+  assert.equal(c.moco.momentum_schedule, 'cosine');
+  assert.equal(c.model.patch_proj, 'frozen');
+  assert.equal(c.augment.crop_min, 0.08);
+  assert.equal(c.model.dim, 768);
+});
+
+test('presets fill the model from the arch', () => {
+  const c = buildConfig({ preset: 'cpu' });
+  assert.equal(c.model.arch, 'vit-micro');
+  assert.equal(c.model.dim, 64);
+  assert.equal(c.data.name, 'fashion-mnist');
+  const s = buildConfig({ preset: 'smoke' });
+  assert.equal(s.data.name, 'synthetic');
+});
+
+test('--set values are read as YAML scalars and override the file', () => {
+  const f = tmpFile('run.yaml', 'optim:\n  base_lr: 2.0e-4\n  batch_size: 512\n');
+  const c = buildConfig({ preset: 'smoke', file: f, sets: ['optim.base_lr=1e-4', 'train.shuffle=false', 'augment.blur_sigma=[0.2, 1]'] });
+  assert.equal(c.optim.base_lr, 1e-4);
+  assert.equal(c.optim.batch_size, 512);
+  assert.equal(c.train.shuffle, false);
+  assert.deepEqual(c.augment.blur_sigma, [0.2, 1]);
+  assert.deepEqual(parseSet('a.b=null'), { a: { b: null } });
+});
+
+test('an unknown key names the file and the key', () => {
+  const f = tmpFile('bad.yaml', 'optim:\n  learning_rate: 1\n');
+  assert.throws(() => buildConfig({ file: f }), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /bad\.yaml: unknown key optim\.learning_rate/);
+    assert.match(e.message, /base_lr/);
+    assert.ok(!e.message.includes('\n'));
+    return true;
+  });
+});
+
+test('a wrong type and a negative batch name the key and the source', () => {
+  const f = tmpFile('t.yaml', 'optim:\n  batch_size: "big"\n');
+  assert.throws(() => buildConfig({ file: f }), /t\.yaml: optim\.batch_size: expected number, got "big"/);
+  assert.throws(() => buildConfig({ sets: ['optim.batch_size=-4'] }), /--set optim\.batch_size=-4: optim\.batch_size: .*>0.*got -4/);
+  assert.throws(() => buildConfig({ sets: ['optim.name=adam'] }), /optim\.name: expected one of "adamw", "lamb", "lars", "sgd", got "adam"/);
+  assert.throws(() => buildConfig({ preset: 'laptop' }), /--preset laptop: unknown preset/);
+  assert.throws(() => buildConfig({ sets: ['model.heads=5', 'model.arch=vit-micro'] }), /model\.heads: dim 64 must be divisible by heads 5/);
+});
+
+test('config hash ignores the backend but not the batch', () => {
+  const a = buildConfig({ preset: 'smoke' });
+  const b = buildConfig({ preset: 'smoke', sets: ['train.backend=cpu'] });
+  const c = buildConfig({ preset: 'smoke', sets: ['optim.batch_size=64'] });
+  assert.equal(configHash(a), configHash(b));
+  assert.notEqual(configHash(a), configHash(c));
+  assert.match(configHash(a), /^[0-9a-f]{8}$/);
+  assert.equal(DEFAULTS.optim.batch_size, 4096); // defaults untouched by merging
+});

@@ -1,0 +1,148 @@
+import { tf } from '../helpers/tf.ts';
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { DataError, loadDataset, type DataSpec } from '../../src/data/index.ts';
+import { FASHION_MNIST_DIR, loadFashionMnist } from '../../src/data/fashion_mnist.ts';
+import { encodeIdx, parseIdx, readIdxFile } from '../../src/data/idx.ts';
+
+void tf; // the data loaders use no tensors; the helper import keeps the test setup uniform
+
+const root = await mkdtemp(join(tmpdir(), 'moco3-idx-'));
+after(() => rm(root, { recursive: true, force: true }));
+
+/** An IDX file written byte by byte: magic 0x00000803 / 0x00000801, big-endian sizes, data. */
+function idxBytes(magic: number, dims: number[], data: number[]): Buffer {
+  const b = Buffer.alloc(4 + 4 * dims.length + data.length);
+  b.writeUInt32BE(magic, 0);
+  dims.forEach((d, i) => b.writeUInt32BE(d, 4 + 4 * i));
+  Buffer.from(data).copy(b, 4 + 4 * dims.length);
+  return b;
+}
+
+const spec = (path: string, extra: Partial<DataSpec> = {}): DataSpec => ({ name: 'fashion-mnist', path, trainSize: null, testSize: null, seed: 0, ...extra });
+
+/** A tiny Fashion-MNIST directory: 3 train / 2 test images of 2x2; train gzipped, test raw. */
+async function writeTinySet(dir: string, over: Partial<Record<'trainImages' | 'trainLabels' | 'testImages' | 'testLabels', Buffer>> = {}) {
+  await mkdir(dir, { recursive: true });
+  const files = {
+    trainImages: idxBytes(0x803, [3, 2, 2], [0, 1, 2, 3, 10, 11, 12, 13, 250, 251, 252, 255]),
+    trainLabels: idxBytes(0x801, [3], [9, 0, 4]),
+    testImages: idxBytes(0x803, [2, 2, 2], [5, 6, 7, 8, 100, 101, 102, 103]),
+    testLabels: idxBytes(0x801, [2], [1, 2]),
+    ...over,
+  };
+  await writeFile(join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(files.trainImages));
+  await writeFile(join(dir, 'train-labels-idx1-ubyte.gz'), gzipSync(files.trainLabels));
+  await writeFile(join(dir, 't10k-images-idx3-ubyte'), files.testImages);
+  await writeFile(join(dir, 't10k-labels-idx1-ubyte'), files.testLabels);
+}
+
+test('parseIdx reads dims (big-endian) and data', () => {
+  const a = parseIdx(idxBytes(0x803, [2, 1, 3], [1, 2, 3, 4, 5, 6]), 'x', 0x803);
+  assert.deepEqual(a.dims, [2, 1, 3]);
+  assert.deepEqual(Array.from(a.data), [1, 2, 3, 4, 5, 6]);
+  const big = parseIdx(idxBytes(0x801, [258], new Array(258).fill(7)), 'y', 0x801);
+  assert.deepEqual(big.dims, [258]); // 0x00000102: a little-endian reader would see 0x02010000
+  // encodeIdx writes the same bytes as the hand-made header
+  assert.deepEqual(Buffer.from(encodeIdx([2, 1, 3], Uint8Array.from([1, 2, 3, 4, 5, 6]))), idxBytes(0x803, [2, 1, 3], [1, 2, 3, 4, 5, 6]));
+});
+
+test('gzipped and raw files read the same', async () => {
+  const raw = idxBytes(0x803, [2, 2, 2], [1, 2, 3, 4, 5, 6, 7, 8]);
+  await writeFile(join(root, 'a.idx'), raw);
+  await writeFile(join(root, 'a.idx.gz'), gzipSync(raw));
+  const x = await readIdxFile(join(root, 'a.idx'), 0x803);
+  const y = await readIdxFile(join(root, 'a.idx.gz'), 0x803);
+  assert.deepEqual(x.dims, [2, 2, 2]);
+  assert.deepEqual(Array.from(y.data), Array.from(x.data));
+});
+
+test('a tiny Fashion-MNIST directory loads into splits, with names, mean/std and subsets', async () => {
+  const dir = join(root, 'tiny');
+  await writeTinySet(dir);
+  const ds = await loadDataset(spec(dir));
+  assert.equal(ds.name, 'fashion-mnist');
+  assert.equal(ds.numClasses, 10);
+  assert.equal(ds.classNames[9], 'Ankle boot');
+  assert.equal(ds.classNames[0], 'T-shirt/top');
+  assert.equal(ds.source, dir);
+  assert.deepEqual(ds.mean, [0.286, 0.286, 0.286]);
+  assert.deepEqual(ds.std, [0.353, 0.353, 0.353]);
+  assert.deepEqual([ds.train.n, ds.train.height, ds.train.width, ds.train.channels], [3, 2, 2, 1]);
+  assert.deepEqual(Array.from(ds.train.images), [0, 1, 2, 3, 10, 11, 12, 13, 250, 251, 252, 255]);
+  assert.deepEqual(Array.from(ds.train.labels), [9, 0, 4]);
+  assert.deepEqual(Array.from(ds.test.images), [5, 6, 7, 8, 100, 101, 102, 103]);
+  assert.deepEqual(Array.from(ds.test.labels), [1, 2]);
+  const sub = await loadDataset(spec(dir, { trainSize: 2, testSize: 1 }));
+  assert.deepEqual(Array.from(sub.train.images), [0, 1, 2, 3, 10, 11, 12, 13]);
+  assert.deepEqual(Array.from(sub.train.labels), [9, 0]);
+  assert.equal(sub.test.n, 1);
+  await assert.rejects(loadDataset(spec(dir, { trainSize: 4 })), (e: Error) => e instanceof DataError && /asked for 4 train/.test(e.message));
+});
+
+async function expectDataError(over: Parameters<typeof writeTinySet>[1], name: string, file: string, pattern: RegExp) {
+  const dir = join(root, name);
+  await writeTinySet(dir, over);
+  await assert.rejects(loadFashionMnist(spec(dir)), (e: Error) => {
+    assert.ok(e instanceof DataError, `not a DataError: ${e}`);
+    assert.ok(e.message.includes(join(dir, file)), `message does not name ${file}: ${e.message}`);
+    assert.match(e.message, pattern);
+    assert.ok(!e.message.includes('\n'));
+    return true;
+  });
+}
+
+test('bad files give a one-line DataError naming the file', async () => {
+  await expectDataError({ trainImages: idxBytes(0x801, [3, 2, 2], new Array(12).fill(0)) }, 'magic', 'train-images-idx3-ubyte.gz', /bad magic 0x00000801/);
+  await expectDataError({ testLabels: idxBytes(0x803, [2], [1, 2]) }, 'magic2', 't10k-labels-idx1-ubyte', /bad magic 0x00000803/);
+  await expectDataError({ testImages: idxBytes(0x803, [2, 2, 2], [5, 6, 7, 8, 100, 101, 102]) }, 'short', 't10k-images-idx3-ubyte', /wrong length \(truncated\)/);
+  await expectDataError({ testImages: idxBytes(0x803, [2, 2], []).subarray(0, 10) }, 'header', 't10k-images-idx3-ubyte', /truncated IDX header/);
+  await expectDataError({ trainLabels: idxBytes(0x801, [3], [9, 10, 4]) }, 'range', 'train-labels-idx1-ubyte.gz', /label 10 at index 1 is out of range 0\.\.9/);
+  await expectDataError({ testLabels: idxBytes(0x801, [3], [1, 2, 3]) }, 'count', 't10k-images-idx3-ubyte', /2 images but .* has 3 labels/);
+});
+
+test('a truncated gzip file and missing files are DataErrors with the paths', async () => {
+  const dir = join(root, 'gz');
+  await writeTinySet(dir);
+  const gz = gzipSync(idxBytes(0x803, [3, 2, 2], new Array(12).fill(1)));
+  await writeFile(join(dir, 'train-images-idx3-ubyte.gz'), gz.subarray(0, gz.length - 9));
+  await assert.rejects(loadFashionMnist(spec(dir)), (e: Error) => e instanceof DataError && e.message.includes(join(dir, 'train-images-idx3-ubyte.gz')));
+
+  const missing = join(root, 'missing');
+  await writeTinySet(missing);
+  await rm(join(missing, 't10k-labels-idx1-ubyte'));
+  await assert.rejects(loadFashionMnist(spec(missing)), (e: Error) =>
+    e instanceof DataError && e.message.includes(join(missing, 't10k-labels-idx1-ubyte.gz')) && e.message.includes(join(missing, 't10k-labels-idx1-ubyte')));
+  const nowhere = join(root, 'does-not-exist');
+  await assert.rejects(loadFashionMnist(spec(nowhere)), (e: Error) => e instanceof DataError && e.message.includes(nowhere));
+  await assert.rejects(loadDataset({ ...spec(missing), name: 'cifar10' as 'synthetic' }), DataError);
+});
+
+test('the installed Fashion-MNIST: 60000/10000 images of 28x28, labels 0..9, pixel mean/std as declared', { skip: !existsSync(FASHION_MNIST_DIR) && 'not installed' }, async () => {
+  const ds = await loadDataset({ name: 'fashion-mnist', path: null, trainSize: null, testSize: null, seed: 0 });
+  assert.equal(ds.source, FASHION_MNIST_DIR);
+  assert.deepEqual([ds.train.n, ds.train.height, ds.train.width, ds.train.channels], [60000, 28, 28, 1]);
+  assert.deepEqual([ds.test.n, ds.test.height, ds.test.width], [10000, 28, 28]);
+  assert.equal(ds.train.images.length, 60000 * 784);
+  const counts = new Array(10).fill(0);
+  for (const y of ds.train.labels) counts[y]++;
+  assert.deepEqual(counts, new Array(10).fill(6000)); // the training set is balanced
+  assert.equal(ds.train.labels[0], 9); // the first training image is an ankle boot
+  let s = 0;
+  let s2 = 0;
+  const px = ds.train.images;
+  const n = px.length;
+  for (let i = 0; i < n; i++) {
+    s += px[i]!;
+    s2 += px[i]! * px[i]!;
+  }
+  const mean = s / n / 255;
+  const std = Math.sqrt(s2 / n / 65025 - mean * mean);
+  assert.ok(Math.abs(mean - ds.mean[0]) < 5e-4, `mean ${mean}`);
+  assert.ok(Math.abs(std - ds.std[0]) < 5e-4, `std ${std}`);
+});

@@ -1,0 +1,465 @@
+/**
+ * Parity of the `native` backend with the stock `cpu` backend: values and gradients of every kernel it
+ * replaces, on odd shapes, broadcasts, transposes and both thread settings. Fails (does not skip) when
+ * the addon is not built: build it with `node scripts/build-native.mjs`.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import './grads.ts';
+import { nativeStatus, registerNativeBackend, setNativeThreads } from '../../src/engine/native.ts';
+
+const registration = registerNativeBackend();
+
+type Arr = number[];
+type Inputs = { data: Float32Array; shape: number[]; dtype?: 'float32' | 'int32' }[];
+
+/** Deterministic values in [lo, hi). */
+function values(n: number, seed: number, lo = -2, hi = 2): Float32Array {
+  const out = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
+  }
+  return out;
+}
+
+function input(shape: number[], seed: number, lo = -2, hi = 2): Inputs[number] {
+  return { data: values(shape.reduce((a, b) => a * b, 1), seed, lo, hi), shape };
+}
+
+/** Runs f on one backend with fresh tensors; returns every output's values and shape. */
+async function runOn(
+  backend: string,
+  inputs: Inputs,
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<{ values: (Float32Array | Int32Array | Uint8Array)[]; shapes: number[][]; dtypes: string[] }> {
+  await tf.setBackend(backend);
+  const xs = inputs.map((i) => tf.tensor(i.dtype === 'int32' ? Int32Array.from(i.data) : i.data, i.shape, i.dtype ?? 'float32'));
+  const out = tf.tidy(() => f(...xs));
+  const list = Array.isArray(out) ? out : [out];
+  const res = {
+    values: list.map((t) => t.dataSync() as Float32Array | Int32Array | Uint8Array),
+    shapes: list.map((t) => t.shape),
+    dtypes: list.map((t) => t.dtype as string),
+  };
+  tf.dispose(list);
+  tf.dispose(xs);
+  return res;
+}
+
+function close(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  rtol: number,
+  atol: number,
+  what: string,
+): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!;
+    const w = want[i]!;
+    if (Number.isNaN(w)) {
+      assert.ok(Number.isNaN(g), `${what}[${i}]: got ${g}, want NaN`);
+      continue;
+    }
+    if (!Number.isFinite(w)) {
+      assert.equal(g, w, `${what}[${i}]`);
+      continue;
+    }
+    const tol = atol + rtol * Math.abs(w);
+    if (!(Math.abs(g - w) <= tol)) assert.fail(`${what}[${i}]: got ${g}, want ${w} (tol ${tol})`);
+  }
+}
+
+/** Same outputs (values, shapes, dtypes) on `native` and `cpu`. */
+async function parity(
+  what: string,
+  inputs: Inputs,
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+  rtol = 1e-5,
+  atol = 1e-6,
+): Promise<void> {
+  const want = await runOn('cpu', inputs, f);
+  const got = await runOn('native', inputs, f);
+  assert.equal(got.values.length, want.values.length);
+  for (let k = 0; k < want.values.length; k++) {
+    assert.deepEqual(got.shapes[k], want.shapes[k], `${what}: shape of output ${k}`);
+    assert.equal(got.dtypes[k], want.dtypes[k], `${what}: dtype of output ${k}`);
+    close(got.values[k]!, want.values[k]!, rtol, atol, `${what} output ${k}`);
+  }
+}
+
+/** `f` on native against `ref` on cpu (for cases the stock kernel gets wrong). */
+async function parityRef(
+  what: string,
+  inputs: Inputs,
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+  ref: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+  rtol: number,
+  atol: number,
+): Promise<void> {
+  const want = await runOn('cpu', inputs, ref);
+  const got = await runOn('native', inputs, f);
+  for (let k = 0; k < want.values.length; k++) {
+    assert.deepEqual(got.shapes[k], want.shapes[k], `${what}: shape of output ${k}`);
+    close(got.values[k]!, want.values[k]!, rtol, atol, `${what} output ${k}`);
+  }
+}
+
+/** Gradients of sum(f(xs) * w) with respect to every input, for a fixed random w. */
+function gradsOf(f: (...xs: tf.Tensor[]) => tf.Tensor) {
+  return (...xs: tf.Tensor[]): tf.Tensor[] => {
+    const g = tf.grads((...ys: tf.Tensor[]) => {
+      const y = f(...ys);
+      const w = tf.tensor(values(y.size, 99), y.shape);
+      return tf.sum(tf.mul(y, w));
+    });
+    return g(xs);
+  };
+}
+
+const threadSettings = [1, 2];
+
+describe('native backend', () => {
+  before(() => {
+    if (!registration) {
+      const st = nativeStatus();
+      assert.fail(`the native addon is not available (${st.error ?? 'unknown'}); build it: node scripts/build-native.mjs`);
+    }
+  });
+  after(async () => {
+    setNativeThreads(2);
+    await tf.setBackend('cpu');
+  });
+
+  test('is built, registered, and leaves the cpu backend alone', () => {
+    assert.ok(registration, `not built: ${nativeStatus().error}`);
+    const st = nativeStatus();
+    assert.equal(st.built, true);
+    assert.ok(st.blas && st.blas.length > 0);
+    assert.ok((st.threads ?? 0) >= 1);
+    assert.deepEqual(registerNativeBackend(), registration, 'second registration is a no-op');
+    for (const name of ['BatchMatMul', 'Multiply', 'Softmax', 'Sum', 'Transpose']) {
+      const cpu = tf.getKernel(name, 'cpu');
+      const nat = tf.getKernel(name, 'native');
+      assert.ok(cpu && nat, name);
+      assert.notEqual(cpu.kernelFunc, nat.kernelFunc, `${name} is replaced on native only`);
+    }
+    // every stock kernel is available on native
+    const cpuNames = tf.getKernelsForBackend('cpu').map((k) => k.kernelName).sort();
+    const natNames = new Set(tf.getKernelsForBackend('native').map((k) => k.kernelName));
+    for (const n of cpuNames) assert.ok(natNames.has(n), `native lacks ${n}`);
+  });
+
+  for (const threads of threadSettings) {
+    describe(`${threads} thread(s)`, () => {
+      before(() => {
+        setNativeThreads(threads);
+      });
+
+      test('unary ops and their gradients', async () => {
+        const x = input([3, 7, 33], 1, -3, 3);
+        const special = { data: new Float32Array([0, -0, 1e-30, -1e-30, 1e30, -1e30, 100, -100, 88.5, -90, -200, NaN, Infinity, -Infinity]), shape: [14] };
+        const pos = input([7, 33], 2, 0.01, 5);
+        const ops: [string, (t: tf.Tensor) => tf.Tensor, boolean][] = [
+          ['neg', tf.neg, true], ['exp', tf.exp, true], ['square', tf.square, true], ['abs', tf.abs, true],
+          ['relu', tf.relu, true], ['erf', tf.erf, true], ['sigmoid', tf.sigmoid, true], ['tanh', tf.tanh, true],
+          ['relu6', tf.relu6, true], ['elu', tf.elu, true], ['step', (t) => tf.step(t, 0.3), false],
+          ['leakyRelu', (t) => tf.leakyRelu(t, 0.1), true],
+        ];
+        for (const [name, f, grad] of ops) {
+          await parity(name, [x], f);
+          await parity(`${name} special`, [special], f, 1e-5, 1e-6);
+          if (grad) await parity(`${name} grad`, [x], gradsOf(f), 1e-5, 1e-6);
+        }
+        for (const [name, f] of [['log', tf.log], ['sqrt', tf.sqrt], ['rsqrt', tf.rsqrt], ['reciprocal', tf.reciprocal]] as const) {
+          await parity(name, [pos], f);
+          await parity(`${name} special`, [special], f);
+          await parity(`${name} grad`, [pos], gradsOf(f));
+        }
+        // big enough for the thread pool
+        await parity('exp big', [input([70000], 3, -20, 20)], tf.exp);
+        await parity('erf big', [input([70000], 4, -4, 4)], tf.erf);
+      });
+
+      test('broadcasting binary ops of rank 1-5 and their gradients', async () => {
+        const pairs: [Arr, Arr][] = [
+          [[33], [33]], [[3, 7], [7]], [[3, 1], [1, 7]], [[1], [3, 33]], [[], [7, 3]], [[7, 3], []],
+          [[2, 1, 3, 1, 5], [4, 3, 1, 1]], [[2, 3, 4, 5, 6], [2, 1, 4, 1, 6]], [[7, 1, 1], [1, 3, 1]],
+          [[4, 1, 33], [4, 7, 33]], [[2, 3, 1, 1], [3, 7, 5]], [[300, 130], [130]], [[300, 130], [300, 1]],
+        ];
+        const ops: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] = [
+          ['add', tf.add], ['sub', tf.sub], ['mul', tf.mul], ['div', tf.div], ['maximum', tf.maximum],
+          ['minimum', tf.minimum], ['squaredDifference', tf.squaredDifference],
+        ];
+        let seed = 10;
+        for (const [sa, sb] of pairs) {
+          const a = input(sa, seed++);
+          const b = input(sb, seed++, 0.5, 3);
+          for (const [name, f] of ops) {
+            await parity(`${name} ${JSON.stringify(sa)} ${JSON.stringify(sb)}`, [a, b], f);
+          }
+          await parity(`pow ${JSON.stringify(sa)}`, [input(sa, seed++, 0.1, 2), b], tf.pow, 1e-5, 1e-6);
+          for (const [name, f] of ops.slice(0, 4)) {
+            await parity(`${name} grad ${JSON.stringify(sa)} ${JSON.stringify(sb)}`, [a, b], gradsOf(f), 1e-5, 1e-5);
+          }
+          const cmp: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] = [
+            ['greater', tf.greater], ['greaterEqual', tf.greaterEqual], ['less', tf.less], ['lessEqual', tf.lessEqual],
+            ['equal', tf.equal], ['notEqual', tf.notEqual],
+          ];
+          // integer-valued inputs so that equality happens
+          const ia = { data: values(a.data.length, seed++, -3, 3).map(Math.round), shape: sa };
+          const ib = { data: values(b.data.length, seed++, -3, 3).map(Math.round), shape: sb };
+          for (const [name, f] of cmp) await parity(`${name} ${JSON.stringify(sa)}`, [ia, ib], f);
+        }
+        // int32 goes to the stock kernels
+        const ia = { data: Float32Array.from([1, 2, 3, 4, 5, 6]), shape: [2, 3], dtype: 'int32' as const };
+        const ib = { data: Float32Array.from([7, 8, 9]), shape: [3], dtype: 'int32' as const };
+        await parity('int32 add', [ia, ib], tf.add);
+        await parity('int32 mul', [ia, ib], tf.mul);
+      });
+
+      test('reductions over axes, with keepDims, and their gradients', async () => {
+        const x = input([3, 7, 33], 20);
+        const x5 = input([2, 3, 4, 5, 6], 21);
+        const cases: [Inputs[number], number | number[] | null][] = [
+          [x, 0], [x, 1], [x, 2], [x, -1], [x, [0, 2]], [x, [0, 1]], [x, [1, 2]], [x, null],
+          [x5, [1, 3]], [x5, [0, 2, 4]], [x5, [4]], [x5, [0]], [x5, [1, 2, 3]],
+          [input([1, 7, 1], 22), 1], [input([1, 7, 1], 22), [0, 2]],
+          [input([100001], 23), 0], [input([300, 130], 24), 0], [input([300, 130], 24), 1], [input([20, 300, 13], 25), [0, 2]],
+        ];
+        for (const [inp, axis] of cases) {
+          const ax = axis ?? undefined;
+          for (const keepDims of [false, true]) {
+            const tag = `${JSON.stringify(inp.shape)} axis ${JSON.stringify(axis)} keepDims ${keepDims}`;
+            await parity(`sum ${tag}`, [inp], (t) => tf.sum(t, ax, keepDims), 1e-5, 1e-5);
+            await parity(`mean ${tag}`, [inp], (t) => tf.mean(t, ax, keepDims), 1e-5, 1e-6);
+            await parity(`max ${tag}`, [inp], (t) => tf.max(t, ax, keepDims), 0, 0);
+            await parity(`min ${tag}`, [inp], (t) => tf.min(t, ax, keepDims), 0, 0);
+          }
+          await parity(`sum grad ${JSON.stringify(axis)}`, [inp], gradsOf((t) => tf.sum(t, axis ?? undefined)), 1e-5, 1e-6);
+          await parity(`mean grad ${JSON.stringify(axis)}`, [inp], gradsOf((t) => tf.mean(t, axis ?? undefined)), 1e-5, 1e-7);
+          await parity(`max grad ${JSON.stringify(axis)}`, [inp], gradsOf((t) => tf.max(t, axis ?? undefined)), 1e-5, 1e-7);
+        }
+        const nan = { data: Float32Array.from([1, NaN, 3, 4, 5, 6]), shape: [2, 3] };
+        for (const axis of [0, 1]) {
+          await parity(`max NaN ${axis}`, [nan], (t) => tf.max(t, axis), 0, 0);
+          await parity(`min NaN ${axis}`, [nan], (t) => tf.min(t, axis), 0, 0);
+        }
+        await parity('sum of int32 (stock)', [{ data: Float32Array.from([1, 2, 3, 4]), shape: [2, 2], dtype: 'int32' }], (t) => tf.sum(t, 1));
+      });
+
+      test('softmax on the last axis and its gradient', async () => {
+        for (const shape of [[7], [1, 1], [3, 33], [2, 4, 65, 65], [5, 8], [2, 3, 16]]) {
+          const x = input(shape, 30, -8, 8);
+          await parity(`softmax ${JSON.stringify(shape)}`, [x], (t) => tf.softmax(t), 1e-5, 1e-7);
+          await parity(`softmax grad ${JSON.stringify(shape)}`, [x], gradsOf((t) => tf.softmax(t)), 1e-4, 1e-6);
+          await parity(`logSoftmax ${JSON.stringify(shape)}`, [x], (t) => tf.logSoftmax(t), 1e-5, 1e-5);
+        }
+        const masked = { data: Float32Array.from([1, -Infinity, 2, -Infinity, -Infinity, -Infinity, 1000, 0, -1000]), shape: [3, 3] };
+        await parity('softmax with -inf', [masked], (t) => tf.softmax(t), 1e-6, 1e-7);
+      });
+
+      test('transposes of rank 2-5 (float32 and int32)', async () => {
+        const cases: [Arr, Arr][] = [
+          [[3, 7], [1, 0]], [[1, 7], [1, 0]], [[300, 200], [1, 0]], [[2, 3, 4], [0, 2, 1]], [[2, 3, 4], [2, 0, 1]],
+          [[2, 3, 4], [1, 0, 2]], [[64, 65, 33], [0, 2, 1]], [[2, 3, 4, 5], [0, 2, 1, 3]], [[2, 3, 4, 5], [3, 2, 1, 0]],
+          [[2, 3, 4, 5], [0, 1, 3, 2]], [[8, 65, 4, 16], [0, 2, 1, 3]], [[8, 4, 65, 16], [0, 2, 1, 3]],
+          [[2, 3, 1, 5, 7], [4, 0, 3, 2, 1]], [[2, 3, 4, 5, 6], [0, 3, 1, 4, 2]], [[3, 4, 5], [0, 1, 2]],
+        ];
+        let seed = 40;
+        for (const [shape, perm] of cases) {
+          const x = input(shape, seed++);
+          await parity(`transpose ${JSON.stringify(shape)} ${JSON.stringify(perm)}`, [x], (t) => tf.transpose(t, perm), 0, 0);
+          const xi = { data: values(x.data.length, seed++, -1000, 1000).map(Math.round), shape, dtype: 'int32' as const };
+          await parity(`transpose int32 ${JSON.stringify(shape)}`, [xi], (t) => tf.transpose(t, perm), 0, 0);
+        }
+        await parity('transpose grad', [input([2, 3, 4, 5], 50)], gradsOf((t) => tf.transpose(t, [2, 0, 3, 1])), 0, 0);
+      });
+
+      test('slice, split, concat and pad (float32 and int32)', async () => {
+        let seed = 200;
+        const slices: [Arr, Arr, Arr][] = [
+          [[7], [2], [3]], [[3, 7], [1, 2], [2, 4]], [[3, 7], [1, 0], [2, 7]], [[64, 65, 64], [0, 0, 0], [64, 1, 64]],
+          [[64, 65, 64], [0, 1, 0], [64, 64, 64]], [[2, 3, 4, 5], [1, 1, 0, 2], [1, 2, 4, 3]], [[2, 3, 4, 5, 6], [0, 1, 1, 0, 3], [2, 1, 3, 5, 3]],
+          [[5, 1, 7], [1, 0, 6], [3, 1, 1]],
+        ];
+        for (const [shape, begin, sz] of slices) {
+          const x = input(shape, seed++);
+          await parity(`slice ${JSON.stringify(shape)} ${JSON.stringify(begin)} ${JSON.stringify(sz)}`, [x], (t) => tf.slice(t, begin, sz), 0, 0);
+          const xi = { data: values(x.data.length, seed++, -99, 99).map(Math.round), shape, dtype: 'int32' as const };
+          await parity(`slice int32 ${JSON.stringify(shape)}`, [xi], (t) => tf.slice(t, begin, sz), 0, 0);
+        }
+        const splits: [Arr, number[] | number, number][] = [
+          [[6, 5], 3, 0], [[6, 5], [1, 4], 1], [[64, 65, 64], [1, 64], 1], [[3, 6, 4], [2, 1, 3], 1], [[2, 3, 12], 4, 2], [[3, 4, 5, 6], [2, 0, 4], 3],
+        ];
+        for (const [shape, parts, axis] of splits) {
+          await parity(`split ${JSON.stringify(shape)} ${JSON.stringify(parts)} axis ${axis}`, [input(shape, seed++)], (t) => tf.split(t, parts, axis), 0, 0);
+        }
+        const concats: [Arr[], number][] = [
+          [[[3, 2], [3, 5]], 1], [[[3, 2], [4, 2], [1, 2]], 0], [[[64, 1, 64], [64, 64, 64]], 1], [[[2, 3, 4], [2, 3, 1], [2, 3, 0], [2, 3, 7]], 2],
+          [[[2, 1, 3, 4, 5], [2, 2, 3, 4, 5]], 1], [[[7], [0], [9]], 0],
+        ];
+        for (const [shapes, axis] of concats) {
+          const xs = shapes.map((sh) => input(sh, seed++));
+          await parity(`concat ${JSON.stringify(shapes)} axis ${axis}`, xs, (...ts) => tf.concat(ts, axis), 0, 0);
+          const xi = xs.map((x) => ({ ...x, data: x.data.map((v) => Math.round(v * 50)), dtype: 'int32' as const }));
+          await parity(`concat int32 ${JSON.stringify(shapes)}`, xi, (...ts) => tf.concat(ts, axis), 0, 0);
+        }
+        const pads: [Arr, [number, number][], number][] = [
+          [[3], [[1, 2]], 0], [[3, 4], [[0, 1], [2, 0]], 0], [[2, 3, 4], [[1, 1], [0, 0], [2, 3]], 1.5], [[2, 3, 4, 5, 2], [[0, 1], [1, 0], [0, 0], [2, 2], [1, 0]], -2],
+        ];
+        for (const [shape, p, c] of pads) {
+          await parity(`pad ${JSON.stringify(shape)} ${JSON.stringify(p)} ${c}`, [input(shape, seed++)], (t) => tf.pad(t, p, c), 0, 0);
+        }
+        await parity('concat grad path (split of the gradient)', [input([4, 1, 6], seed++), input([4, 5, 6], seed++)], (a, b) => {
+          const [p, q] = tf.split(tf.concat([a, b], 1), [1, 5], 1);
+          return tf.add(tf.sum(p!, 1), tf.sum(q!, 1));
+        }, 1e-6, 1e-6);
+      });
+
+      test('matMul: odd shapes, transposes, broadcast batch dims, gradients', async () => {
+        const cases: [Arr, Arr][] = [
+          [[1, 1], [1, 1]], [[3, 7], [7, 33]], [[33, 1], [1, 7]], [[1, 33], [33, 1]], [[5, 3, 7], [5, 7, 4]],
+          [[3, 4], [2, 4, 5]], [[2, 3, 4], [4, 5]], [[4, 2, 3, 4], [2, 4, 5]], [[2, 1, 3, 4], [1, 4, 5]],
+          [[300, 64], [64, 130]], [[64, 65, 16], [64, 16, 65]], [[4, 160, 64], [64, 192]], [[7, 0], [0, 3]],
+        ];
+        let seed = 60;
+        for (const [sa, sb] of cases) {
+          for (const ta of [false, true]) {
+            for (const tb of [false, true]) {
+              const ra = sa.length;
+              const rb = sb.length;
+              const shapeA = ta ? [...sa.slice(0, -2), sa[ra - 1]!, sa[ra - 2]!] : sa;
+              const shapeB = tb ? [...sb.slice(0, -2), sb[rb - 1]!, sb[rb - 2]!] : sb;
+              const a = input(shapeA, seed++);
+              const b = input(shapeB, seed++);
+              const f = (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, ta, tb);
+              const tag = `${JSON.stringify(shapeA)}${ta ? 'T' : ''} x ${JSON.stringify(shapeB)}${tb ? 'T' : ''}`;
+              await parity(`matMul ${tag}`, [a, b], f, 1e-4, 1e-4);
+              if (a.data.length + b.data.length < 40000) await parity(`matMul grad ${tag}`, [a, b], gradsOf(f), 1e-4, 1e-4);
+            }
+          }
+        }
+        // both operands broadcast: the stock kernel allocates max(batchA, batchB) matrices only, so the
+        // reference broadcasts explicitly first
+        for (const [sa, sb] of [[[2, 1, 3, 4], [1, 5, 4, 6]], [[3, 1, 7, 1, 5], [4, 1, 5, 2]], [[1, 2, 5, 3], [3, 1, 3, 4]]] as [Arr, Arr][]) {
+          const a = input(sa, seed++);
+          const b = input(sb, seed++);
+          const batch = tf.backend_util.assertAndGetBroadcastShape(sa.slice(0, -2), sb.slice(0, -2));
+          await parityRef(`matMul ${JSON.stringify(sa)} x ${JSON.stringify(sb)}`, [a, b], (x, y) => tf.matMul(x, y), (x, y) =>
+            tf.matMul(tf.broadcastTo(x, [...batch, ...sa.slice(-2)]), tf.broadcastTo(y, [...batch, ...sb.slice(-2)])), 1e-4, 1e-4);
+        }
+      });
+
+      test('fused matMul: bias layouts and activations', async () => {
+        const a = input([2, 5, 7], 80);
+        const b = input([7, 33], 81);
+        const biases: Inputs[number][] = [input([33], 82), input([1, 33], 83), input([5, 33], 84), input([], 85), input([2, 1, 1], 86)];
+        for (const activation of ['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu'] as const) {
+          for (const bias of biases) {
+            const f = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+              tf.fused.matMul({ a: x, b: y, bias: z, activation, leakyreluAlpha: 0.15 });
+            await parity(`fused ${activation} bias ${JSON.stringify(bias.shape)}`, [a, b, bias], f, 1e-4, 1e-5);
+          }
+          const g = (x: tf.Tensor, y: tf.Tensor) => tf.fused.matMul({ a: x, b: y, activation, transposeB: true });
+          await parity(`fused ${activation} no bias, transposeB`, [a, input([33, 7], 87)], g, 1e-4, 1e-5);
+        }
+        for (const activation of ['linear', 'relu'] as const) {
+          const f = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.fused.matMul({ a: x, b: y, bias: z, activation });
+          // 2-D operands: tfjs's fused gradient does not sum over broadcast batch dims
+          await parity(`fused ${activation} grad`, [input([10, 7], 90), b, biases[0]!], gradsOf(f), 1e-4, 1e-4);
+        }
+        await parity('fused prelu (stock)', [input([5, 7], 88), b, input([33], 89)], (x, y, z) =>
+          tf.fused.matMul({ a: x, b: y, activation: 'prelu', preluActivationWeights: z }), 1e-4, 1e-4);
+      });
+
+      test('a two-layer network has the same gradients on both backends', async () => {
+        const shapes = { x: [6, 9, 12], w1: [12, 24], b1: [24], g: [24], w2: [24, 5], labels: [6, 9, 5] };
+        const inputs = Object.entries(shapes).map(([k, s], i) => input(s, 100 + i, k === 'g' ? 0.5 : -1, k === 'g' ? 1.5 : 1));
+        const net = (x: tf.Tensor, w1: tf.Tensor, b1: tf.Tensor, g: tf.Tensor, w2: tf.Tensor, labels: tf.Tensor): tf.Tensor => {
+          const h = tf.add(tf.matMul(x, w1), b1);
+          const gelu = tf.mul(tf.mul(h, 0.5), tf.add(1, tf.erf(tf.div(h, Math.SQRT2))));
+          const { mean, variance } = tf.moments(gelu, -1, true);
+          const ln = tf.mul(tf.mul(tf.sub(gelu, mean), tf.rsqrt(tf.add(variance, 1e-5))), g);
+          const logits = tf.matMul(ln, w2);
+          const attn = tf.softmax(tf.matMul(logits, logits, false, true));
+          const mixed = tf.matMul(attn, logits);
+          const p = tf.softmax(tf.transpose(mixed, [1, 0, 2]));
+          return tf.neg(tf.mean(tf.sum(tf.mul(tf.transpose(labels, [1, 0, 2]), tf.log(p)), -1)));
+        };
+        const grads = (...xs: tf.Tensor[]) => {
+          const { value, grads: g } = tf.valueAndGrads((...ys: tf.Tensor[]) => net(...(ys as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor])))(xs);
+          return [value, ...g.slice(0, 5)];
+        };
+        await parity('two-layer network loss and gradients', inputs, grads, 1e-4, 1e-5);
+      });
+
+      test('recycled output buffers never leak into results or into arrays a caller holds', async () => {
+        await tf.setBackend('native');
+        const backend = tf.backend() as unknown as { freeListBytes(): number };
+        const n = 4096;
+        const x = tf.tensor(values(n, 300), [64, 64]);
+        // values read out stay intact after dispose and later kernels
+        const t = tf.exp(x);
+        const held = t.dataSync();
+        const copy = Float32Array.from(held);
+        t.dispose();
+        for (let i = 0; i < 5; i++) tf.dispose(tf.neg(tf.exp(x)));
+        assert.deepEqual(Array.from(held), Array.from(copy), 'array returned by dataSync changed');
+        // a view (stock contiguous slice) keeps its base alive
+        const base = tf.mul(x, 2);
+        const view = tf.slice(base, [8, 0], [16, 64]);
+        base.dispose();
+        for (let i = 0; i < 5; i++) tf.dispose(tf.mul(x, 3));
+        const want = Array.from(values(n, 300).subarray(8 * 64, 24 * 64)).map((v) => Math.fround(v * 2));
+        assert.deepEqual(Array.from(view.dataSync()), want, 'slice view changed after its base was disposed');
+        view.dispose();
+        // arrays full of NaN go back to the free list; outputs built from them must not show stale values
+        const before = backend.freeListBytes();
+        tf.tidy(() => {
+          for (let i = 0; i < 4; i++) tf.div(tf.sub(x, x), tf.sub(x, x));
+        });
+        assert.ok(backend.freeListBytes() > before, 'disposed outputs are recycled');
+        const inputs: Inputs = [input([64, 64], 301)];
+        await parity('pad into recycled memory', [input([62, 62], 302)], (a) => tf.pad(a, [[1, 1], [1, 1]]), 0, 0);
+        await parity('concat into recycled memory', [input([32, 64], 303), input([32, 64], 304)], (a, b) => tf.concat([a, b], 0), 0, 0);
+        await parity('matMul with K = 0 into recycled memory', [input([64, 0], 305), input([0, 64], 306)], (a, b) => tf.matMul(a, b), 0, 0);
+        await parity('sum with nothing reduced into recycled memory', inputs, (a) => tf.sum(tf.reshape(a, [64, 64, 1]), 2), 0, 0);
+        x.dispose();
+      });
+
+      test('kernels leave no tensors or buffers behind', async () => {
+        await tf.setBackend('native');
+        const backend = tf.backend() as unknown as { numDataIds(): number };
+        const x = tf.tensor(values(3 * 7 * 33, 7), [3, 7, 33]);
+        const w = tf.tensor(values(33 * 5, 8), [33, 5]);
+        const bias = tf.tensor(values(5, 9), [5]);
+        const before = tf.memory().numTensors;
+        const ids = backend.numDataIds();
+        const run = () => {
+          const g = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
+            const y = tf.fused.matMul({ a: tf.reshape(a, [21, 33]), b, bias: c, activation: 'relu' });
+            const s = tf.softmax(tf.mul(tf.exp(tf.neg(y)), tf.erf(y)));
+            return tf.sum(tf.mean(tf.transpose(tf.sub(s, tf.max(s, 1, true))), 0));
+          })([x, w, bias]);
+          const m = tf.matMul(tf.reshape(x, [3, 1, 7, 33]), tf.reshape(tf.tile(w, [2, 1]), [1, 2, 33, 5]));
+          return [...g, m, tf.maximum(tf.squaredDifference(x, 1), tf.rsqrt(tf.abs(x)))];
+        };
+        tf.tidy(() => {
+          run();
+        });
+        assert.equal(tf.memory().numTensors, before, 'tensors');
+        assert.equal(backend.numDataIds(), ids, 'backend buffers');
+        tf.dispose([x, w, bias]);
+      });
+    });
+  }
+});

@@ -1,0 +1,38 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../../src/engine/safetensors.ts';
+
+test('safetensors layout follows the format: u64 header length, JSON header, raw data', () => {
+  const t = new Map<string, StTensor>([
+    ['b', { dtype: 'F32', shape: [2], data: new Float32Array([1.5, -2]) }],
+    ['a.num_batches_tracked', { dtype: 'I64', shape: [], data: new BigInt64Array([7n]) }],
+  ]);
+  const buf = encodeSafetensors(t, { format: 'pt' });
+  const n = Number(new DataView(buf.buffer).getBigUint64(0, true));
+  assert.equal((8 + n) % 8, 0, 'header padded to 8 bytes');
+  const header = JSON.parse(Buffer.from(buf.subarray(8, 8 + n)).toString());
+  assert.deepEqual(header.__metadata__, { format: 'pt' });
+  // names sorted: 'a.num_batches_tracked' (8 bytes) then 'b' (8 bytes)
+  assert.deepEqual(header['a.num_batches_tracked'], { dtype: 'I64', shape: [], data_offsets: [0, 8] });
+  assert.deepEqual(header.b, { dtype: 'F32', shape: [2], data_offsets: [8, 16] });
+  const raw = buf.subarray(8 + n);
+  assert.equal(Buffer.from(raw).readBigInt64LE(0), 7n);
+  assert.equal(Buffer.from(raw).readFloatLE(8), 1.5);
+  assert.equal(Buffer.from(raw).readFloatLE(12), -2);
+  const back = decodeSafetensors(buf);
+  assert.deepEqual([...(back.tensors.get('b')!.data as Float32Array)], [1.5, -2]);
+  assert.equal((back.tensors.get('a.num_batches_tracked')!.data as BigInt64Array)[0], 7n);
+});
+
+test('writes atomically and rejects a truncated file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-st-'));
+  const p = join(dir, 'x.safetensors');
+  writeSafetensors(p, new Map([['w', { dtype: 'F32', shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) }]]));
+  assert.deepEqual(readdirSync(dir), ['x.safetensors']);
+  assert.deepEqual([...(readSafetensors(p).tensors.get('w')!.data as Float32Array)], [1, 2, 3, 4]);
+  const buf = readFileSync(p);
+  assert.throws(() => decodeSafetensors(buf.subarray(0, buf.length - 4), 'cut.safetensors'), /cut\.safetensors: w: data offsets/);
+});

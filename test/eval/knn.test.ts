@@ -1,0 +1,44 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tf } from '../helpers/tf.ts';
+import { knnAccuracy, knnScores, topkAccuracy } from '../../src/eval/knn.ts';
+import { Rng } from '../../src/engine/rng.ts';
+
+/** Plain float64 reference: cosine similarity, k largest, exp(sim/t) votes. */
+function reference(bank: number[][], labels: number[], q: number[][], k: number, t: number, C: number): number[][] {
+  const norm = (v: number[]) => {
+    const n = Math.sqrt(v.reduce((a, b) => a + b * b, 0));
+    return v.map((x) => x / n);
+  };
+  const B = bank.map(norm);
+  return q.map((qq) => {
+    const qn = norm(qq);
+    const sims = B.map((b, i) => ({ s: b.reduce((a, x, j) => a + x * qn[j]!, 0), i }));
+    sims.sort((a, b) => b.s - a.s);
+    const out = new Array(C).fill(0);
+    for (const { s, i } of sims.slice(0, k)) out[labels[i]!] += Math.exp(s / t);
+    return out;
+  });
+}
+
+test('kNN votes equal a float64 reference', async () => {
+  const rng = new Rng(1, 'knn-test');
+  const bank = Array.from({ length: 40 }, () => Array.from({ length: 6 }, () => rng.normal()));
+  const labels = bank.map((_, i) => i % 3);
+  const q = Array.from({ length: 7 }, () => Array.from({ length: 6 }, () => rng.normal()));
+  const want = reference(bank, labels, q, 5, 0.1, 3);
+  const got = await knnScores(tf.tensor2d(bank), Int32Array.from(labels), tf.tensor2d(q), { k: 5, t: 0.1, numClasses: 3, chunk: 3 });
+  for (let i = 0; i < 7; i++) for (let c = 0; c < 3; c++) {
+    assert.ok(Math.abs(got[i * 3 + c]! - want[i]![c]!) <= 1e-4 * Math.max(1, want[i]![c]!), `query ${i} class ${c}`);
+  }
+});
+
+test('separable features give 100%, and top-k counting is exact', async () => {
+  // class c lives on axis c
+  const bank = tf.tensor2d([[1, 0.1], [0.9, 0], [0, 1], [0.1, 0.8]]);
+  const r = await knnAccuracy(bank, Int32Array.from([0, 0, 1, 1]), tf.tensor2d([[1, 0.2], [0.2, 1]]), Int32Array.from([0, 1]), { k: 2, t: 0.1, numClasses: 2 });
+  assert.equal(r.top1, 100);
+  const acc = topkAccuracy(Float64Array.from([0.1, 0.5, 0.4, /* */ 0.3, 0.3, 0.4]), Int32Array.from([2, 0]), 3);
+  assert.equal(acc.top1, 0); // query 0: class 1 wins; query 1: class 2 wins
+  assert.equal(acc.top5, 100);
+});

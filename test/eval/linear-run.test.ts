@@ -1,0 +1,133 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tf } from '../helpers/tf.ts';
+import { buildConfig } from '../../src/config/load.ts';
+import type { BackendInfo } from '../../src/engine/backend.ts';
+import type { ImageBatch } from '../../src/data/index.ts';
+import { knnForRun, linearProbeForRun, loadRunConfig, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
+import { MoCoViT } from '../../src/model/moco.ts';
+import { loadRunData, modelConfigOf, trainRun } from '../../src/train/loop.ts';
+
+const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
+
+const config = buildConfig({
+  preset: 'smoke',
+  sets: [
+    'model.arch=vit-test',
+    'data.image_size=8',
+    'data.train_size=64',
+    'data.test_size=40',
+    'moco.proj_hidden=16',
+    'moco.proj_dim=8',
+    'moco.pred_hidden=16',
+    'optim.batch_size=16',
+    'optim.epochs=1',
+    'optim.warmup_epochs=0',
+    'train.knn_every=null',
+    'eval.linear.epochs=2',
+    'eval.linear.batch_size=32',
+  ],
+});
+
+const runDir = mkdtempSync(join(tmpdir(), 'moco3-probe-'));
+const trained = trainRun({ config, runDir, backend });
+
+test('linear probe of a finished run: reads the newest checkpoint, writes summary.json and linear.json', async () => {
+  await trained;
+  const before = tf.memory().numTensors;
+  const epochs: number[] = [];
+  const r = await linearProbeForRun(runDir, { onEpoch: (e) => epochs.push(e.epoch) });
+  assert.deepEqual(epochs, [1, 2]);
+  assert.equal(r.augmented, true);
+  assert.equal(r.trainSize, 64);
+  assert.equal(r.testSize, 40);
+  assert.equal(r.step, 4);
+  assert.equal(r.lr, (3 * 32) / 256);
+  assert.ok(r.top1 >= 0 && r.top1 <= 100 && r.top5 >= r.top1);
+  const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
+  assert.equal(summary.linear_top1, r.top1);
+  assert.equal(summary.linear_top5, r.top5);
+  assert.equal(summary.status, 'completed', 'the loop keys are kept');
+  assert.match(summary.linear.train_views, /random-resized-crop/);
+  assert.ok(existsSync(join(runDir, 'linear.json')));
+  assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+});
+
+test('without augmentation the train features are cached: same result twice, and said so', async () => {
+  await trained;
+  const a = await linearProbeForRun(runDir, { augment: false, write: false });
+  const b = await linearProbeForRun(runDir, { augment: false, write: false });
+  assert.equal(a.augmented, false);
+  assert.equal(a.top1, b.top1);
+  assert.deepEqual(a.losses, b.losses);
+});
+
+test('offline kNN uses the whole train split as the bank and writes knn_eval', async () => {
+  await trained;
+  const r = await knnForRun(runDir, { k: 20, t: 0.07 });
+  assert.equal(r.bank, 64);
+  assert.equal(r.queries, 40);
+  assert.equal(r.k, 20);
+  const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
+  assert.equal(summary.knn_eval.top1, r.top1);
+  assert.equal(summary.knn_eval.t, 0.07);
+});
+
+test('the checkpoint loads into the same features as the run config builds', async () => {
+  await trained;
+  const c = loadRunConfig(runDir);
+  assert.deepEqual(c, config);
+  const a = loadRunModel(runDir, c);
+  const fresh = new MoCoViT(modelConfigOf(c), c.seed);
+  const x = tf.randomNormal([2, 8, 8, 3], 0, 1, 'float32', 7) as tf.Tensor4D;
+  const f = a.model.features(x);
+  const f0 = fresh.features(x);
+  assert.deepEqual(f.shape, [2, 8]);
+  assert.ok(Array.from(f.dataSync()).every(Number.isFinite));
+  // four training steps moved the weights: the loaded encoder is not the initial one
+  assert.ok(tf.max(tf.abs(tf.sub(f, f0))).dataSync()[0]! > 1e-4, 'checkpoint weights were not loaded');
+  tf.dispose([x, f, f0]);
+  a.model.dispose();
+  fresh.dispose();
+});
+
+test("probe train view: normalised, [n, S, S, 3], deterministic per (seed, epoch, batch)", async () => {
+  const ds = await loadRunData(config);
+  const aug = { preset: 'mocov3' as const, imageSize: 8, cropMin: 0.08, mean: ds.mean, std: ds.std, blurSigma: [0.1, 2] as [number, number] };
+  // a constant image stays constant under any crop, flip and resize
+  const flat: ImageBatch = { data: new Uint8Array(2 * 5 * 7 * 3).fill(51), n: 2, h: 5, w: 7, c: 3 };
+  const v = probeTrainView(flat, aug, 0, 0, 0);
+  assert.deepEqual(v.shape, [2, 8, 8, 3]);
+  const vals = v.dataSync();
+  for (let i = 0; i < vals.length; i++) assert.ok(Math.abs(vals[i]! - (0.2 - aug.mean[i % 3]!) / aug.std[i % 3]!) < 1e-5);
+  v.dispose();
+  // grayscale images become three equal channels
+  const gray: ImageBatch = { data: Uint8Array.from({ length: 3 * 6 * 6 }, (_, i) => (i * 37) % 256), n: 3, h: 6, w: 6, c: 1 };
+  const g = probeTrainView(gray, { ...aug, mean: [0.5, 0.5, 0.5], std: [1, 1, 1] }, 0, 0, 0);
+  const gv = g.dataSync();
+  for (let i = 0; i < gv.length; i += 3) assert.ok(gv[i] === gv[i + 1] && gv[i] === gv[i + 2]);
+  g.dispose();
+  const batch: ImageBatch = { data: Uint8Array.from({ length: 4 * 8 * 8 * 3 }, (_, i) => (i * 97) % 256), n: 4, h: 8, w: 8, c: 3 };
+  const [a, b, c] = [probeTrainView(batch, aug, 0, 1, 2), probeTrainView(batch, aug, 0, 1, 2), probeTrainView(batch, aug, 0, 2, 2)];
+  assert.deepEqual(a.dataSync(), b.dataSync());
+  assert.notDeepEqual(a.dataSync(), c.dataSync());
+  tf.dispose([a, b, c]);
+});
+
+test('the end-of-run hook form: probing a live model leaves it usable and writes the summary', async () => {
+  await trained;
+  const c = loadRunConfig(runDir);
+  const ds = await loadRunData(c);
+  const { model } = loadRunModel(runDir, c);
+  const r = await linearProbeForRun(runDir, { config: c, dataset: ds, model, epochs: 1 });
+  assert.equal(r.step, null);
+  assert.equal(r.checkpoint, null);
+  assert.equal(JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')).linear.epochs, 1);
+  const x = tf.zeros([1, 8, 8, 3]) as tf.Tensor4D;
+  const f = model.features(x); // still alive: the probe does not dispose a model it was given
+  tf.dispose([x, f]);
+  model.dispose();
+});

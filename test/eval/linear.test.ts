@@ -1,0 +1,86 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tf } from '../helpers/tf.ts';
+import { Rng } from '../../src/engine/rng.ts';
+import { cachedSource, crossEntropy, LinearHead, linearProbe, type ProbeEpoch } from '../../src/eval/linear.ts';
+import { probeLrAt } from '../../src/optim/schedule.ts';
+
+/** n points of C classes in D dims: class c sits at `sep` along axis c, plus unit Gaussian noise. */
+function blobs(n: number, C: number, D: number, sep: number, seed: number, randomLabels = false) {
+  const rng = new Rng(seed, 'blobs');
+  const x = new Float32Array(n * D);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const c = rng.int(C);
+    y[i] = randomLabels ? rng.int(C) : c;
+    for (let d = 0; d < D; d++) x[i * D + d] = rng.normal() + (d === c ? sep : 0);
+  }
+  return { x: tf.tensor2d(x, [n, D]), y };
+}
+
+test('separable features: the probe reaches ~100% top-1 and 100% top-5', async () => {
+  const train = blobs(2000, 10, 16, 8, 1);
+  const testSet = blobs(1000, 10, 16, 8, 2);
+  const before = tf.memory().numTensors;
+  const r = await linearProbe(cachedSource(train.x, train.y), { features: testSet.x, labels: testSet.y }, {
+    numClasses: 10,
+    epochs: 10,
+    baseLr: 0.1,
+    batchSize: 256,
+    seed: 0,
+  });
+  assert.ok(r.top1 >= 99, `top-1 ${r.top1}`);
+  assert.equal(r.top5, 100);
+  assert.equal(r.n, 1000);
+  assert.ok(r.losses[r.losses.length - 1]! < r.losses[0]!, `loss did not fall: ${r.losses.join(', ')}`);
+  assert.equal(tf.memory().numTensors, before, 'the probe leaked tensors');
+  for (const t of [train.x, testSet.x]) t.dispose();
+});
+
+test('random labels: the probe is at chance on held-out data', async () => {
+  const train = blobs(2000, 10, 16, 0, 3, true);
+  const testSet = blobs(2000, 10, 16, 0, 4, true);
+  const r = await linearProbe(cachedSource(train.x, train.y), { features: testSet.x, labels: testSet.y }, {
+    numClasses: 10,
+    epochs: 5,
+    baseLr: 0.1,
+    batchSize: 256,
+    seed: 0,
+  });
+  // chance is 10% (50% top-5); 2000 test points: std of the estimate ~0.7 points
+  assert.ok(r.top1 > 6 && r.top1 < 14, `top-1 ${r.top1}`);
+  assert.ok(r.top5 > 44 && r.top5 < 56, `top-5 ${r.top5}`);
+  for (const t of [train.x, testSet.x]) t.dispose();
+});
+
+test('the lr follows main_lincls: base_lr x batch / 256, per-epoch cosine, no warmup', async () => {
+  const train = blobs(300, 3, 4, 4, 5);
+  const seen: ProbeEpoch[] = [];
+  const r = await linearProbe(cachedSource(train.x, train.y), { features: train.x, labels: train.y }, {
+    numClasses: 3,
+    epochs: 4,
+    baseLr: 0.5,
+    batchSize: 128,
+    seed: 0,
+    onEpoch: (e) => seen.push(e),
+  });
+  assert.equal(r.lr, 0.25);
+  assert.deepEqual(seen.map((e) => e.lr), [0, 1, 2, 3].map((e) => probeLrAt(e, { lr: 0.25, epochs: 4 })));
+  assert.equal(seen[0]!.lr, 0.25);
+  train.x.dispose();
+});
+
+test('the head starts as N(0, 0.01²) weights and zero bias; cross-entropy matches log-softmax', () => {
+  const h = new LinearHead(64, 50, 0);
+  const w = Array.from(h.weight.dataSync() as Float32Array);
+  const mean = w.reduce((a, b) => a + b, 0) / w.length;
+  const std = Math.sqrt(w.reduce((a, b) => a + (b - mean) ** 2, 0) / w.length);
+  assert.ok(Math.abs(std - 0.01) < 0.0005, `std ${std}`);
+  assert.deepEqual(Array.from(h.bias.dataSync()), new Array(50).fill(0));
+  h.dispose();
+  // logits [[0, ln 3]]: p(label 1) = 3/4
+  const l = tf.tensor2d([[0, Math.log(3)]]);
+  const ce = crossEntropy(l, tf.tensor1d([1], 'int32'));
+  assert.ok(Math.abs(ce.dataSync()[0]! - -Math.log(0.75)) < 1e-6);
+  tf.dispose([l, ce]);
+});

@@ -1,0 +1,129 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  analyzeRun,
+  DEFAULT_INSTABILITY,
+  findDips,
+  findSpikes,
+  instabilitySummary,
+  lastBlockOf,
+  spikeLags,
+  type Point,
+} from '../../src/report/instability.ts';
+import { parseMetrics, readMetricsFile } from '../../src/report/results.ts';
+import { noise, tmp, writeFakeRun } from './fixtures.ts';
+
+const pts = (values: number[], every = 10): Point[] => values.map((value, i) => ({ step: i * every, epoch: null, value }));
+
+test('kNN dips: stretches at least D below the running maximum, counted once, deepest drop', () => {
+  //                 0   1   2   3   4   5   6   7   8   9  10
+  const curve = pts([10, 20, 30, 25, 24, 31, 40, 33, 41, 50, 44]);
+  const d5 = findDips(curve, 5);
+  assert.deepEqual(
+    d5.dips.map((d) => [d.start, d.bottom, d.end, d.peak, d.depth]),
+    [
+      [30, 40, 50, 30, 6], // 25 then 24: one dip, bottom at 24
+      [70, 70, 80, 40, 7],
+      [100, 100, null, 50, 6], // never recovers
+    ],
+  );
+  assert.equal(d5.maxDrop, 7);
+  // a drop of exactly D counts; D = 6.5 leaves only the 7-point dip
+  assert.equal(findDips(curve, 6).dips.length, 3);
+  assert.equal(findDips(curve, 6.5).dips.length, 1);
+  // a monotone curve has no dips and a deepest drop of 0
+  assert.deepEqual(findDips(pts([1, 2, 3]), 1), { dips: [], maxDrop: 0 });
+  assert.deepEqual(findDips([], 1), { dips: [], maxDrop: null });
+});
+
+test('gradient spikes: value > S x running median of the previous W values, onset only', () => {
+  const values = Array.from({ length: 200 }, (_, i) => 1 + 0.2 * noise(i));
+  for (const i of [50, 51, 52]) values[i] = 8; // one spike lasting three logged rows
+  values[120] = 4; // above 3x
+  values[150] = 2.5; // below 3x: not a spike
+  values[170] = NaN; // skipped
+  values[171] = Infinity; // skipped: divergence is not a spike
+  const s = findSpikes(pts(values, 5), DEFAULT_INSTABILITY);
+  assert.deepEqual(
+    s.map((x) => x.step),
+    [250, 600],
+  );
+  assert.ok(Math.abs(s[0]!.median - 1) < 0.2 && Math.abs(s[0]!.ratio - 8) < 2);
+  // S = 5 keeps only the 8x spike
+  assert.deepEqual(
+    findSpikes(pts(values, 5), { ...DEFAULT_INSTABILITY, spikeFactor: 5 }).map((x) => x.step),
+    [250],
+  );
+  // a slow tenfold rise is not a spike: the running median follows it
+  const ramp = Array.from({ length: 300 }, (_, i) => 10 ** (i / 300));
+  assert.equal(findSpikes(pts(ramp), DEFAULT_INSTABILITY).length, 0);
+  // nothing is called before minHistory values exist
+  assert.equal(findSpikes(pts([1, 1, 100, 1, 1, 1]), DEFAULT_INSTABILITY).length, 0);
+  assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 100]), DEFAULT_INSTABILITY).length, 1);
+});
+
+test('spike lag: each patch-projection spike to the next last-block spike before the following patch spike', () => {
+  assert.deepEqual(spikeLags([100, 300, 700], [130, 310, 320, 900]), [
+    { from: 100, to: 130, lag: 30 },
+    { from: 300, to: 310, lag: 10 },
+    { from: 700, to: 900, lag: 200 },
+  ]);
+  // a last-block spike before the patch spike does not count; one after the next patch spike belongs to that one
+  assert.deepEqual(spikeLags([100, 200], [50, 250]), [{ from: 200, to: 250, lag: 50 }]);
+  assert.deepEqual(spikeLags([100], [100]), [{ from: 100, to: 100, lag: 0 }]);
+  assert.deepEqual(spikeLags([], [10]), []);
+  assert.equal(lastBlockOf(['patch_proj', 'block0', 'block11', 'block2', 'projector']), 'block11');
+  assert.equal(lastBlockOf(['patch_proj']), null);
+});
+
+test('a metrics.jsonl written with known dips, spikes and lags reads back as those', () => {
+  const dir = tmp();
+  // vit with 4 blocks; kNN every 20 steps on a rising curve with drops of 8 at step 120 and 15 at step 260
+  const run = writeFakeRun(dir, {
+    id: 'run',
+    steps: 400,
+    depth: 4,
+    knnCurve: (f) => 20 + 40 * f,
+    knnDrops: { 120: 8, 260: 15, 280: 7 },
+    spikes: { patch_proj: [100, 250], block3: [135, 255], block1: [300] },
+  });
+  const rows = readMetricsFile(join(run, 'metrics.jsonl'));
+  const r = analyzeRun(rows, DEFAULT_INSTABILITY);
+  // curve 20 + step/10: 120 -> 24, 6 below 30 (step 100); 260 -> 31, 13 below 44 (step 240); 280 -> 41, still 3 below: one dip
+  assert.equal(r.dips.length, 2);
+  assert.deepEqual(
+    r.dips.map((d) => [d.start, d.end]),
+    [
+      [120, 140],
+      [260, 300],
+    ],
+  );
+  assert.ok(Math.abs(r.maxDip! - 13) < 1e-6, `deepest ${r.maxDip}`);
+  assert.equal(r.lastBlock, 'block3');
+  assert.deepEqual(r.spikes.get('patch_proj')!.map((s) => s.step), [100, 250]);
+  assert.deepEqual(r.spikes.get('block3')!.map((s) => s.step), [135, 255]);
+  assert.deepEqual(r.spikes.get('block1')!.map((s) => s.step), [300]);
+  assert.deepEqual(r.spikes.get('predictor'), []);
+  assert.deepEqual(r.lags.map((l) => l.lag), [35, 5]);
+  assert.equal(r.spikeLag, 20);
+  const s = instabilitySummary(r, DEFAULT_INSTABILITY);
+  assert.equal(s.dips, 2);
+  assert.equal(s.max_dip, 13);
+  assert.equal(s['spikes/patch_proj'], 2);
+  assert.equal(s['spikes/block3'], 2);
+  assert.equal(s.spike_lag, 20);
+});
+
+test('metrics parsing: non-finite strings become numbers, a torn last line is dropped', () => {
+  const dir = tmp();
+  const p = join(dir, 'metrics.jsonl');
+  writeFileSync(p, '{"step":1,"loss":"NaN","grad_inf/patch_proj":"Infinity","knn_top1":null}\n{"step":2,"loss":1.5}\n{"step":3,"lo');
+  const rows = readMetricsFile(p);
+  assert.equal(rows.length, 2);
+  assert.ok(Number.isNaN(rows[0]!.loss));
+  assert.equal(rows[0]!['grad_inf/patch_proj'], Infinity);
+  assert.equal(rows[0]!.knn_top1, null);
+  assert.deepEqual(parseMetrics(''), []);
+});

@@ -1,0 +1,177 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { writeReport } from '../../src/report/index.ts';
+import { mapToPaper } from '../../src/report/paper.ts';
+import { readSweep } from '../../src/report/results.ts';
+import { inferSweptKeys, viewSweep } from '../../src/report/sweep.ts';
+import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
+
+/** The table of report.md: label -> cells. */
+function mdTable(md: string): { header: string[]; rows: Map<string, string[]> } {
+  const lines = md.split('\n');
+  const start = lines.findIndex((l) => l.startsWith('| ') && lines[lines.indexOf(l) + 1]?.startsWith('|---'));
+  const cells = (l: string) => l.slice(2, -2).split(' | ').map((c) => c.trim());
+  const header = cells(lines[start]!).slice(1);
+  const rows = new Map<string, string[]>();
+  for (let i = start + 2; lines[i]?.startsWith('|'); i++) {
+    const [label, ...rest] = cells(lines[i]!);
+    rows.set(label!.replace(/\*/g, ''), rest.map((c) => c.replace(/\*/g, '')));
+  }
+  return { header, rows };
+}
+
+const paperRow = (rows: Map<string, string[]>) => [...rows].find(([k]) => k.startsWith('paper:'))?.[1];
+
+test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds, diverged run, files', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size', [0, 1]);
+  const r = await writeReport(dir);
+  for (const f of ['report.md', 'report.csv', 'runs.csv', 'plots/knn.svg', 'plots/knn.png', 'plots/grad.svg', 'plots/grad.png']) {
+    assert.ok(existsSync(join(dir, f)), f);
+  }
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const { header, rows } = mdTable(md);
+  assert.deepEqual(header, ['64 (paper 1024)', '128 (paper 2048)', '256 (paper 4096)', '384 (paper 6144)']);
+  assert.deepEqual(paperRow(rows), ['71.5', '72.6', '72.2', '69.7']);
+  // linear top-1 = 40 - 3i + seed: seeds 0, 1 -> mean 40.5, std 0.7; the 384 column has seed 0 diverged
+  assert.deepEqual(rows.get('linear top-1 (%)'), ['40.5 ± 0.7', '37.5 ± 0.7', '34.5 ± 0.7', '32.0 (1/2 diverged @ step 185)']);
+  assert.equal(rows.get('runs')![3], '1× diverged @ step 185; 1× completed');
+  assert.deepEqual(rows.get('kNN dips (≥ 3 pts)'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
+  assert.deepEqual(rows.get('grad spikes: patch proj.'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
+  assert.deepEqual(rows.get('grad spikes: block1'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
+  assert.deepEqual(rows.get('spike lag (steps)'), ['-', '-', '12.5 ± 0', '12.5 ± 0']);
+  assert.equal(rows.get('wall time')![0], '30 s ± 0.0 s');
+  assert.match(md, /!\[[^\]]*\]\(plots\/knn\.svg\)/);
+  assert.match(md, /!\[[^\]]*\]\(plots\/grad\.svg\)/);
+  assert.match(md, /Fig\. 1/);
+
+  // instability figures went into each run's summary.json
+  const run = r.view.columns[2]!.runs[0]!;
+  const s = JSON.parse(readFileSync(join(run.dir, 'summary.json'), 'utf8'));
+  assert.equal(s.dips, 2);
+  assert.equal(s['spikes/patch_proj'], 2);
+  assert.equal(s['spikes/block1'], 2);
+  assert.equal(s.spike_lag, 12.5);
+  assert.ok(Math.abs(s.max_dip - 10.15) < 0.01);
+  assert.equal(s.linear_top1, 34, 'existing summary keys are kept');
+
+  // CSV: the same table, numbers only
+  const csv = readFileSync(join(dir, 'report.csv'), 'utf8').trim().split('\n');
+  assert.equal(csv[0], 'metric,64 (paper 1024),64 (paper 1024) std,128 (paper 2048),128 (paper 2048) std,256 (paper 4096),256 (paper 4096) std,384 (paper 6144),384 (paper 6144) std');
+  assert.equal(csv.find((l) => l.startsWith('paper_linear_top1,')), 'paper_linear_top1,71.5,,72.6,,72.2,,69.7,');
+  assert.ok(csv.find((l) => l.startsWith('linear_top1,40.5,0.707')));
+  const runs = readFileSync(join(dir, 'runs.csv'), 'utf8').trim().split('\n');
+  assert.equal(runs.length, 1 + 8);
+  assert.match(runs.find((l) => l.includes('bs384') && l.includes(',diverged,'))!, /,185,/);
+
+  // the kNN figure: one line per run, axis titles, a legend naming every setting
+  const svg = readFileSync(join(dir, 'plots/knn.svg'), 'utf8');
+  assert.equal(svg.match(/aria-roledescription="line mark"/g)?.length, 8);
+  for (const text of ['epoch', 'kNN top-1 (%)', 'batch', '64', '128', '256', '384', 'seed']) assert.ok(svg.includes(`>${text}<`), text);
+  const grad = readFileSync(join(dir, 'plots/grad.svg'), 'utf8');
+  assert.ok(grad.includes('>step<') && grad.includes('>gradient ∞-norm<') && grad.includes('>patch projection<') && grad.includes('>last block<'));
+  // 8 panels x 2 lines
+  assert.equal(grad.match(/aria-roledescription="line mark"/g)?.length, 16);
+  const png = readFileSync(join(dir, 'plots/knn.png'));
+  assert.deepEqual([...png.subarray(1, 4)].map((b) => String.fromCharCode(b)).join(''), 'PNG');
+  assert.ok(png.length > 20000, 'a PNG with lines, text and a legend is not tiny');
+});
+
+test('AdamW lr sweep at 10x the paper lr: Fig. 2 row by common scale factor', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'lr', [0.5e-3, 1.0e-3, 1.5e-3].map((lr) => ({ 'optim.base_lr': lr, 'optim.batch_size': 256 })));
+  const r = await writeReport(dir, { plots: false });
+  assert.equal(r.view.paper?.figure, 'Fig. 2');
+  const { header, rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(header, ['5.0e-4 (paper 5.0e-5)', '1.0e-3 (paper 1.0e-4)', '1.5e-3 (paper 1.5e-4)']);
+  assert.deepEqual(paperRow(rows), ['70.4', '72.2', '71.7']);
+});
+
+test('LAMB lr sweep with an extra lr: Fig. 3 row where the paper has the value, "-" elsewhere', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(
+    root,
+    'lr-lamb',
+    [3e-4, 5e-4, 6e-4, 8e-4].map((lr) => ({ 'optim.name': 'lamb', 'optim.base_lr': lr, 'optim.weight_decay': 1e-3 })),
+  );
+  const r = await writeReport(dir, { plots: false });
+  assert.deepEqual(r.view.sweptKeys, ['optim.base_lr']);
+  assert.equal(r.view.paper?.figure, 'Fig. 3');
+  const { header, rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(header, ['3.0e-4', '5.0e-4', '6.0e-4', '8.0e-4']);
+  assert.deepEqual(paperRow(rows), ['-', '72.5', '70.9', '66.5']);
+});
+
+test("patch-proj sweep: learned vs frozen x lr, paper values from sweep.yaml's record", async () => {
+  const root = tmp();
+  const settings = ['learned', 'frozen'].flatMap((pp) => [1e-3, 2e-3].map((lr) => ({ 'model.patch_proj': pp, 'optim.base_lr': lr })));
+  // the sweep runner's record: these two lrs stand for the paper's 1.0e-4 and 1.5e-4 (a scale factor would say 0.5e-4 and 1.0e-4)
+  const dir = writeSimpleSweep(root, 'patch-proj', settings, {
+    name: 'patch-proj',
+    parameters: { 'model.patch_proj': { values: ['learned', 'frozen'] }, 'optim.base_lr': { values: [1e-3, 2e-3], paper: [1.0e-4, 1.5e-4] } },
+  });
+  const r = await writeReport(dir, { plots: false });
+  assert.equal(r.view.paper?.figure, 'Fig. 5');
+  const { header, rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(header, ['learned, 1.0e-3 (paper 1.0e-4)', 'learned, 2.0e-3 (paper 1.5e-4)', 'frozen, 1.0e-3 (paper 1.0e-4)', 'frozen, 2.0e-3 (paper 1.5e-4)']);
+  assert.deepEqual(paperRow(rows), ['72.2', '71.7', '72.8', '73.4']);
+
+  // per-run records (runs: [{id, paper}]) work too
+  const dir2 = writeSimpleSweep(root, 'patch-proj-2', settings, null);
+  const ids = readSweep(dir2).runs.map((x) => x.id);
+  const paperLr = (id: string) => (id.includes('0.001') ? 0.5e-4 : 1.0e-4);
+  writeFileSync(join(dir2, 'sweep.yaml'), YAML.stringify({ runs: ids.map((id) => ({ id, paper: { 'optim.base_lr': paperLr(id) } })) }));
+  const r2 = await writeReport(dir2, { plots: false, format: 'md' });
+  assert.deepEqual(r2.view.columns.map((c) => c.paperTop1), [70.4, 72.2, 70.8, 72.8]);
+});
+
+test('a sweep that is not the paper has no paper row; running runs show their step; no sweep.yaml needed', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  writeFakeRun(dir, { id: 'running-one', config: { 'moco.temperature': 0.5 }, status: 'running', steps: 200, divergedAt: null });
+  // a running run: metrics up to step 200 written, status says 120 of 400
+  writeFileSync(join(dir, 'running-one', 'status.json'), JSON.stringify({ status: 'running', step: 120, total_steps: 400 }));
+  const r = await writeReport(dir, { plots: false });
+  assert.equal(r.view.paper, null);
+  const { rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.equal(paperRow(rows), undefined);
+  assert.deepEqual(rows.get('linear top-1 (%)'), ['30.0', '31.0', 'running (step 120/400)']);
+});
+
+test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'bs', [
+    { 'optim.batch_size': 64, 'train.knn_every': 40 },
+    { 'optim.batch_size': 128, 'train.knn_every': 20 },
+    { 'optim.batch_size': 256, 'train.knn_every': 10 },
+  ]);
+  writeFakeRun(dir, { id: 'seed1', config: { seed: 1, 'data.path': '/other', 'optim.batch_size': 64, 'train.knn_every': 40 } });
+  const runs = readSweep(dir).runs;
+  assert.deepEqual(inferSweptKeys(runs), ['optim.batch_size']);
+  const v = viewSweep(readSweep(dir));
+  assert.deepEqual(v.columns.map((c) => c.runs.length), [2, 1, 1]);
+  assert.deepEqual(v.seeds, [0, 1]);
+  rmSync(dir, { recursive: true });
+});
+
+test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
+  const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
+  assert.deepEqual(m([1024, 4096], [1024, 2048, 4096, 6144]), { 1024: 1024, 4096: 4096 });
+  assert.deepEqual(m([64, 128, 256, 384], [1024, 2048, 4096, 6144]), { 64: 1024, 128: 2048, 256: 4096, 384: 6144 });
+  assert.deepEqual(m([100, 200, 300], [5e-4, 6e-4, 8e-4]), { 100: 5e-4, 200: 6e-4, 300: 8e-4 });
+  assert.equal(m([7], [1, 2, 3]), null);
+});
+
+test('a finished sweep reports in well under 2 s of CPU time (plots and PNGs included)', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'timed', [0, 1]);
+  await writeReport(dir); // warm: module loading and first-render compilation are not the sweep's cost
+  const c0 = process.cpuUsage();
+  const r = await writeReport(dir);
+  const c = process.cpuUsage(c0);
+  const ms = (c.user + c.system) / 1000;
+  assert.ok(ms < 2000, `report took ${ms.toFixed(0)} ms of CPU (wall ${r.seconds.toFixed(2)} s)`);
+});

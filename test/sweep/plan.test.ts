@@ -1,0 +1,192 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
+import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions } from '../../src/sweep/plan.ts';
+import { formatPlan } from '../../src/sweep/table.ts';
+import { readRunState } from '../../src/sweep/state.ts';
+
+const plan = (name: string, opts: PlanOptions = {}) => planSweep(loadSweep(name), { results: '/nonexistent/results', ...opts });
+const col = (p: ReturnType<typeof plan>, key: string, which: 'paper' | 'values' = 'values') => p.runs.map((r) => r[which][key]);
+
+test('batch-size is Fig. 1: batch 1024-6144 at AdamW base lr 1.0e-4, learned patch projection (RECIPE §5)', () => {
+  const p = plan('batch-size', { preset: 'paper' });
+  assert.equal(p.id, 'batch-size');
+  assert.deepEqual(p.runs.map((r) => r.config.optim.batch_size), [1024, 2048, 4096, 6144]);
+  for (const r of p.runs) {
+    assert.equal(r.config.optim.name, 'adamw');
+    assert.equal(r.config.optim.base_lr, 1.0e-4);
+    assert.equal(r.config.model.patch_proj, 'learned');
+    assert.equal(r.config.optim.epochs, 100);
+    assert.equal(runLr(r.config), (1.0e-4 * r.config.optim.batch_size) / 256);
+  }
+  assert.deepEqual(p.varied, ['optim.batch_size']);
+  assert.equal(p.runs[2]!.slug, 'bs4096-lr1.0e-4-adamw-learned-s0');
+  assert.match(p.runs[2]!.id, /^bs4096-lr1\.0e-4-adamw-learned-s0-[0-9a-f]{8}$/);
+});
+
+test('a preset scales the batch grid and the epochs, keeping 1:2:4:6; the paper values stay beside', () => {
+  const cpu = plan('batch-size', { preset: 'cpu' });
+  assert.deepEqual(col(cpu, 'optim.batch_size'), [64, 128, 256, 384]);
+  assert.deepEqual(col(cpu, 'optim.batch_size', 'paper'), [1024, 2048, 4096, 6144]);
+  const smoke = plan('batch-size', { preset: 'smoke' });
+  assert.deepEqual(col(smoke, 'optim.batch_size'), [32, 64, 128, 192]);
+  assert.equal(smoke.runs[0]!.config.optim.epochs, 100 * smoke.scale.epochs);
+  assert.equal(smoke.runs[0]!.paper['optim.epochs'], 100);
+  // the schedule keeps its shape: warmup / epochs as in the paper (40 / 100)
+  assert.ok(Math.abs(smoke.runs[0]!.config.optim.warmup_epochs / smoke.runs[0]!.config.optim.epochs - 0.4) < 1e-9);
+  // the smoke train set holds many batches of the largest size
+  assert.ok(smoke.runs[3]!.config.data.train_size! >= 10 * 192);
+  const text = formatPlan(smoke, smoke.runs.map(() => readRunState('/nonexistent')));
+  assert.match(text, /1024 -> 32/);
+  assert.match(text, /6144 -> 192/);
+  assert.match(text, /100 -> 4/);
+  assert.match(text, /x1\/32/);
+  // the file's own preset (cpu) applies when none is given
+  assert.deepEqual(col(plan('batch-size'), 'optim.batch_size'), [64, 128, 256, 384]);
+});
+
+test('lr is Fig. 2 (AdamW); with --optimizer lamb it is Fig. 3: LAMB 5e-4, 6e-4, 8e-4 at wd 1e-3', () => {
+  const adamw = plan('lr', { preset: 'paper' });
+  assert.equal(adamw.id, 'lr');
+  assert.deepEqual(col(adamw, 'optim.base_lr'), [0.5e-4, 1.0e-4, 1.5e-4]);
+  assert.deepEqual(col(adamw, 'optim.batch_size'), [4096, 4096, 4096]);
+  for (const r of adamw.runs) assert.equal(r.config.optim.weight_decay, 0.1);
+  const lamb = plan('lr', { preset: 'paper', optimizers: ['lamb'] });
+  assert.equal(lamb.id, 'lr-lamb');
+  assert.deepEqual(col(lamb, 'optim.base_lr'), [5e-4, 6e-4, 8e-4]);
+  for (const r of lamb.runs) {
+    assert.equal(r.config.optim.name, 'lamb');
+    assert.equal(r.config.optim.weight_decay, 1e-3);
+    assert.equal(r.config.optim.batch_size, 4096);
+  }
+  assert.match(lamb.runs[0]!.id, /^bs4096-lr5\.0e-4-lamb-learned-s0-/);
+  // the file's own optimizer named explicitly is the same sweep
+  assert.equal(plan('lr', { optimizers: ['adamw'] }).id, 'lr');
+  // both grids in one sweep
+  assert.equal(plan('lr', { optimizers: ['adamw', 'lamb'] }).runs.length, 6);
+  // an optimizer the file has no grid for
+  assert.throws(() => plan('lr', { optimizers: ['lars'] }), (e: Error) => e instanceof SweepError && /--optimizer lars: sweeps\/lr\.yaml has no grid for lars/.test(e.message));
+});
+
+test('patch-proj is Fig. 5: learned and frozen x three AdamW lrs; temperature: 0.1, 0.2, 0.5, 1.0', () => {
+  const p = plan('patch-proj', { preset: 'paper' });
+  assert.equal(p.runs.length, 6);
+  assert.deepEqual(new Set(p.runs.map((r) => `${r.config.model.patch_proj}/${r.config.optim.base_lr}`)).size, 6);
+  assert.deepEqual([...new Set(col(p, 'model.patch_proj'))], ['learned', 'frozen']);
+  const t = plan('temperature', { preset: 'paper' });
+  assert.deepEqual(t.runs.map((r) => r.config.moco.temperature), [0.1, 0.2, 0.5, 1.0]);
+  assert.match(t.runs[1]!.slug, /-t0\.2-s0$/);
+});
+
+test('run ids: the same config gives the same id; any change of config gives another', () => {
+  const a = plan('batch-size', { preset: 'smoke' });
+  const b = plan('batch-size', { preset: 'smoke' });
+  assert.deepEqual(a.runs.map((r) => r.id), b.runs.map((r) => r.id));
+  const c = plan('batch-size', { preset: 'smoke', sets: ['moco.momentum=0.9'] });
+  for (let i = 0; i < 4; i++) {
+    assert.equal(c.runs[i]!.slug, a.runs[i]!.slug);
+    assert.notEqual(c.runs[i]!.hash, a.runs[i]!.hash);
+  }
+  assert.equal(a.runs[0]!.dir, join('/nonexistent/results', 'batch-size', a.runs[0]!.id));
+});
+
+test('--seeds multiplies the grid, seed outermost; --set pins unscaled; --set on a varied key is refused', () => {
+  const p = plan('batch-size', { preset: 'smoke', seeds: parseSeedsFlag('0-1') });
+  assert.equal(p.runs.length, 8);
+  assert.deepEqual(p.runs.map((r) => r.config.seed), [0, 0, 0, 0, 1, 1, 1, 1]);
+  assert.ok(p.varied.includes('seed'));
+  const e = plan('batch-size', { preset: 'smoke', sets: ['optim.epochs=10'] });
+  assert.equal(e.runs[0]!.config.optim.epochs, 10);
+  assert.equal(e.runs[0]!.config.optim.warmup_epochs, 1.6);
+  assert.throws(() => plan('batch-size', { sets: ['optim.batch_size=64'] }), /--set optim\.batch_size=64: sweeps\/batch-size\.yaml varies optim\.batch_size/);
+  assert.throws(() => plan('batch-size', { sets: ['seed=3'] }), /--seeds/);
+  assert.deepEqual(parseSeedsFlag('3,5'), [3, 5]);
+  assert.throws(() => parseSeedsFlag('a'), SweepError);
+  assert.throws(() => parseOptimizerFlag('adam'), /--optimizer adam: unknown optimizer 'adam'/);
+});
+
+const bad: [string, string, RegExp][] = [
+  ['unknown top-level key', 'name: x\nmethod: grid\nparameters: {optim.base_lr: {value: 1.0e-4}}\nprogram: train.py\n', /^bad\.yaml: program: unknown key/],
+  ['unknown config key', 'parameters: {optim.batchsize: {values: [1, 2]}}\n', /^bad\.yaml: parameters\.optim\.batchsize: unknown key/],
+  ['wrong type', 'parameters: {optim.batch_size: {values: [1024, big]}}\n', /^bad\.yaml: parameters\.optim\.batch_size: expected number, got "big"$/],
+  ['not an integer', 'parameters: {optim.batch_size: {value: 10.5}}\n', /^bad\.yaml: parameters\.optim\.batch_size: expected int, got 10\.5$/],
+  ['empty grid', 'parameters: {optim.base_lr: {values: []}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.values: empty grid/],
+  ['no parameters', 'name: x\nparameters: {}\n', /^bad\.yaml: parameters: empty grid/],
+  ['unknown optimizer in by_optimizer', 'parameters: {optim.base_lr: {value: 1.0e-4}}\nby_optimizer: {adam: {optim.base_lr: {value: 1.0e-3}}}\n', /^bad\.yaml: by_optimizer\.adam: unknown optimizer/],
+  ['unknown optimizer name', 'parameters: {optim.name: {value: adam}}\n', /^bad\.yaml: parameters\.optim\.name: expected one of "adamw", "lamb", "lars", "sgd", got "adam"$/],
+  ['random search', 'method: random\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: method: expected grid/],
+  ['W&B distribution', 'parameters: {optim.base_lr: {min: 1.0e-4, max: 1.0e-3}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.min: unknown key/],
+  ['seed as a parameter', 'parameters: {seed: {values: [0, 1]}}\n', /^bad\.yaml: parameters\.seed: set seeds/],
+  ['bad seeds', 'seeds: [0, -1]\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: seeds: expected non-negative integers/],
+  ['unknown preset', 'preset: laptop\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: preset: expected one of smoke, cpu, gpu, paper/],
+  ['value and values', 'parameters: {optim.base_lr: {value: 1.0e-4, values: [1.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected exactly one of value or values$/],
+];
+
+for (const [what, yaml, re] of bad) {
+  test(`a sweep file with ${what} is refused with one line naming file and key`, () => {
+    const parse = () => planSweep(parseSweep(YAML.parse(yaml), 'bad.yaml'));
+    assert.throws(parse, (e: Error) => {
+      assert.ok(e instanceof SweepError, `${e.name}: ${e.message}`);
+      assert.match(e.message, re);
+      assert.ok(!e.message.includes('\n'));
+      return true;
+    });
+  });
+}
+
+test('a combination that breaks a rule across keys names the file and key', () => {
+  const spec = parseSweep(YAML.parse('parameters: {optim.epochs: {value: 10}, optim.warmup_epochs: {value: 20}}'), 'cross.yaml');
+  assert.throws(() => planSweep(spec, { preset: 'paper' }), (e: Error) => /^cross\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs/.test(e.message));
+  const dup = parseSweep(YAML.parse('parameters: {optim.batch_size: {values: [1024, 1030]}}'), 'dup.yaml');
+  assert.throws(() => planSweep(dup, { preset: 'smoke' }), (e: Error) => e instanceof SweepError && /^dup\.yaml: runs 1 and 2 resolve to the same config/.test(e.message));
+});
+
+const cliEntry = join(import.meta.dirname, 'fixtures', 'plan-cli.ts');
+const repo = join(import.meta.dirname, '..', '..');
+
+test('moco3 plan prints the paper grid and the scaled one without loading TensorFlow.js', () => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', cliEntry, 'plan', 'lr', '--optimizer', 'lamb', '--preset', 'cpu', '--results', '/nonexistent'], { cwd: repo, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /sweep lr-lamb/);
+  for (const lr of ['5.0e-4', '6.0e-4', '8.0e-4']) assert.match(r.stdout, new RegExp(`lr${lr.replace('.', '\\.')}-lamb`));
+  assert.match(r.stdout, /4096 -> 256/);
+  assert.match(r.stderr, /tfjs-loaded: false/);
+});
+
+test('a bad sweep file: exit 2, one line naming the file and key, nothing written', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-plan-'));
+  const file = join(dir, 'bad.yaml');
+  writeFileSync(file, 'name: bad\nparameters:\n  optim.base_lr: {values: [1.0e-4, fast]}\n');
+  const { main } = await import('../../src/cli/main.ts');
+  for (const cmd of ['plan', 'sweep']) {
+    const lines: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+    let code: number;
+    try {
+      code = await main([cmd, file, '--results', join(dir, 'results')]);
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.equal(code, 2, cmd);
+    const text = lines.join('');
+    assert.equal(text.trimEnd().split('\n').length, 1, text);
+    assert.match(text, new RegExp(`bad\\.yaml: parameters\\.optim\\.base_lr: expected number, got "fast"`));
+  }
+  assert.equal(existsSync(join(dir, 'results')), false);
+  // --optimizer with no grid in the file is bad input too
+  const write = process.stderr.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    assert.equal(await main(['sweep', 'lr', '--optimizer', 'adam', '--results', join(dir, 'results')]), 2);
+    assert.equal(await main(['plan', 'no-such-sweep']), 2);
+  } finally {
+    process.stderr.write = write;
+  }
+  process.exitCode = 0;
+});

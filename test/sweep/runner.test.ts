@@ -1,0 +1,169 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import '../helpers/tf.ts';
+import type { BackendInfo } from '../../src/engine/backend.ts';
+import { readMetrics } from '../../src/train/metrics.ts';
+import { loadSweepFile, parseSweep } from '../../src/sweep/file.ts';
+import { acquireLock, procStart, readLock, releaseLock } from '../../src/sweep/lock.ts';
+import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
+import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
+import { readRunState } from '../../src/sweep/state.ts';
+
+const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
+const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
+const tmp = () => mkdtempSync(join(tmpdir(), 'moco3-sweep-'));
+
+function tinyPlan(results: string, edit: (doc: Record<string, any>) => void = () => {}): SweepPlan {
+  const doc = YAML.parse(readFileSync(tinyFile, 'utf8'));
+  edit(doc);
+  return planSweep(parseSweep(doc, 'tiny.yaml'), { results });
+}
+
+async function sweep(plan: SweepPlan, stopAfterSteps?: number) {
+  const events: SweepEvent[] = [];
+  let steps = 0;
+  const r = await runSweep({
+    plan,
+    backend,
+    onEvent: (e) => {
+      events.push(e);
+      if (e.type === 'train' && e.event.type === 'step') steps++;
+    },
+    shouldStop: () => stopAfterSteps !== undefined && steps >= stopAfterSteps,
+  });
+  return { ...r, events };
+}
+
+const strip = (dir: string) => readMetrics(join(dir, 'metrics.jsonl')).map(({ images_per_s: _ips, ...row }) => row);
+
+test('a sweep trains every run and writes sweep.yaml; run again, it skips them all', async () => {
+  const plan = tinyPlan(tmp());
+  const first = await sweep(plan);
+  assert.deepEqual(first.states.map((s) => s.state), ['completed', 'completed']);
+  assert.deepEqual(first.failed, []);
+  assert.equal(first.interrupted, false);
+  const resolved = YAML.parse(readFileSync(join(plan.dir, 'sweep.yaml'), 'utf8'));
+  assert.deepEqual(resolved.runs.map((r: { id: string }) => r.id), plan.runs.map((r) => r.id));
+  assert.equal(resolved.runs[0].config.optim.batch_size, 16);
+  assert.equal(resolved.runs[0].paper['optim.batch_size'], 512);
+  assert.equal(resolved.preset, 'smoke');
+  for (const r of plan.runs) assert.ok(existsSync(join(r.dir, 'summary.json')));
+  assert.equal(existsSync(join(plan.runs[0]!.dir, '.lock')), false, 'the lock is released');
+
+  // a process killed after the run's last write but before its unlock left a lock and a temporary file
+  const dead = await sleeper();
+  await dead.kill();
+  const d0 = plan.runs[0]!.dir;
+  writeFileSync(join(d0, '.lock'), JSON.stringify({ pid: dead.pid, host: hostname(), proc_start: null, since: '', sweep: 'tiny' }));
+  writeFileSync(join(d0, `.status.json.${dead.pid}.tmp`), '{"sta');
+  const again = await sweep(plan);
+  assert.deepEqual(again.events.filter((e) => e.type === 'run_start'), []);
+  assert.equal(existsSync(join(d0, '.lock')), false, 'stale lock removed');
+  assert.equal(existsSync(join(d0, `.status.json.${dead.pid}.tmp`)), false, 'stale temporary file removed');
+  assert.deepEqual(again.events.filter((e) => e.type === 'run_skip').map((e) => (e as { state: string }).state), ['completed', 'completed']);
+});
+
+test('a failing run is recorded with its error, the sweep goes on, and a diverged run is a result', async () => {
+  const results = tmp();
+  // 4096 / 32 = 128 images a batch, more than the 64 of the train set: that run fails
+  const plan = tinyPlan(results, (d) => (d.parameters['optim.batch_size'] = { values: [4096, 512, 1024] }));
+  // the third run already diverged in an earlier sweep: a result, not trained again
+  const div = plan.runs[2]!.dir;
+  mkdirSync(div, { recursive: true });
+  writeFileSync(join(div, 'status.json'), JSON.stringify({ status: 'diverged', step: 3, total_steps: 6 }));
+  writeFileSync(join(div, 'summary.json'), JSON.stringify({ status: 'diverged' }));
+  const r = await sweep(plan);
+  assert.deepEqual(r.states.map((s) => s.state), ['failed', 'completed', 'diverged']);
+  assert.deepEqual(r.failed, [plan.runs[0]!.id]);
+  const st = JSON.parse(readFileSync(join(plan.runs[0]!.dir, 'status.json'), 'utf8'));
+  assert.equal(st.status, 'failed');
+  assert.match(st.error, /fewer than one batch of 128/);
+  assert.ok(r.events.some((e) => e.type === 'run_failed' && e.index === 1));
+  assert.ok(!r.events.some((e) => e.type === 'run_start' && e.index === 3));
+});
+
+test('Ctrl-C checkpoints the current run; the next sweep resumes it and ends as if never stopped', async () => {
+  const ref = tinyPlan(tmp());
+  await sweep(ref);
+  const plan = tinyPlan(tmp());
+  const stopped = await sweep(plan, 5);
+  assert.equal(stopped.interrupted, true);
+  assert.deepEqual(stopped.states.map((s) => s.state), ['interrupted', 'new']);
+  assert.equal(stopped.states[0]!.checkpoint_step, 5);
+  const resumed = await sweep(plan);
+  const start = resumed.events.find((e) => e.type === 'run_start');
+  assert.deepEqual(start && [start.previous, start.resume_step], ['interrupted', 5]);
+  assert.deepEqual(resumed.states.map((s) => s.state), ['completed', 'completed']);
+  for (let i = 0; i < plan.runs.length; i++) {
+    assert.equal(plan.runs[i]!.id, ref.runs[i]!.id);
+    assert.deepEqual(strip(plan.runs[i]!.dir), strip(ref.runs[i]!.dir));
+  }
+});
+
+function sleeper(): Promise<{ pid: number; kill: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  return new Promise((resolve) => {
+    child.once('spawn', () =>
+      resolve({
+        pid: child.pid!,
+        kill: () => new Promise<void>((done) => (child.once('exit', () => done()), child.kill('SIGKILL'))),
+      }),
+    );
+  });
+}
+
+test('a run locked by a live sweep is left to it; a stale lock (dead process) is taken over', async () => {
+  const plan = tinyPlan(tmp());
+  const other = await sleeper();
+  const dir = plan.runs[0]!.dir;
+  mkdirSync(dir, { recursive: true });
+  const lock = { pid: other.pid, host: hostname(), proc_start: procStart(other.pid), since: new Date().toISOString(), sweep: 'tiny' };
+  writeFileSync(join(dir, '.lock'), JSON.stringify(lock));
+  try {
+    assert.equal(readRunState(dir).state, 'running');
+    const r = await sweep(plan);
+    assert.deepEqual(r.busy, [plan.runs[0]!.id]);
+    assert.deepEqual(r.states.map((s) => s.state), ['running', 'completed']);
+    assert.deepEqual(readLock(dir), lock, 'a live lock is left alone');
+  } finally {
+    await other.kill();
+  }
+  assert.equal(readRunState(dir).state, 'new');
+  const r = await sweep(plan);
+  assert.deepEqual(r.states.map((s) => s.state), ['completed', 'completed']);
+  assert.equal(existsSync(join(dir, '.lock')), false);
+});
+
+test('locks: one holder at a time; a reused pid (other start time) is stale', async () => {
+  const dir = tmp();
+  assert.equal(acquireLock(dir, 's'), null);
+  assert.equal(readLock(dir)!.pid, process.pid);
+  assert.equal(acquireLock(dir, 's')!.pid, process.pid, 'held');
+  releaseLock(dir);
+  assert.equal(existsSync(join(dir, '.lock')), false);
+  const other = await sleeper();
+  try {
+    writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: other.pid, host: hostname(), proc_start: 'not-its-start-time', since: '', sweep: 's' }));
+    if (procStart(other.pid) !== null) assert.equal(acquireLock(dir, 's'), null, 'the pid now belongs to another process');
+    else assert.equal(acquireLock(dir, 's')!.pid, other.pid);
+  } finally {
+    await other.kill();
+  }
+  releaseLock(dir);
+  writeFileSync(join(dir, '.lock'), '{"pid": 9');
+  assert.equal(acquireLock(dir, 's'), null, 'an unreadable lock is stale');
+  releaseLock(dir);
+});
+
+test('the file of a shipped sweep plans without error', () => {
+  for (const name of ['batch-size', 'lr', 'patch-proj', 'temperature']) {
+    const spec = loadSweepFile(join(import.meta.dirname, '..', '..', 'sweeps', `${name}.yaml`));
+    assert.equal(spec.name, name);
+    assert.ok(planSweep(spec, { preset: 'smoke' }).runs.length >= 3);
+  }
+});

@@ -1,0 +1,113 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tf } from '../helpers/tf.ts';
+import { buildConfig } from '../../src/config/load.ts';
+import type { BackendInfo } from '../../src/engine/backend.ts';
+import { readSafetensors } from '../../src/engine/safetensors.ts';
+import { loadRunData, trainRun, type TrainEvent } from '../../src/train/loop.ts';
+import { readMetrics } from '../../src/train/metrics.ts';
+
+const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
+
+function tinyConfig(sets: string[] = []) {
+  return buildConfig({
+    preset: 'smoke',
+    sets: [
+      'model.arch=vit-test',
+      'data.image_size=8',
+      'data.train_size=64',
+      'data.test_size=32',
+      'moco.proj_hidden=16',
+      'moco.proj_dim=8',
+      'moco.pred_hidden=16',
+      'optim.batch_size=16',
+      'optim.epochs=3',
+      'optim.warmup_epochs=1',
+      'optim.base_lr=0.01',
+      'train.knn_every=null',
+      'train.log_every=1',
+      'eval.linear.enabled=false',
+      ...sets,
+    ],
+  });
+}
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'moco3-loop-'));
+const strip = (rows: ReturnType<typeof readMetrics>) => rows.map(({ images_per_s: _ips, ...r }) => r);
+
+test('a run writes its files; numTensors is flat across steps', async () => {
+  const c = tinyConfig(['train.max_steps=12', 'train.knn_every=6']);
+  const dir = tmp();
+  const counts: number[] = [];
+  const s = await trainRun({ config: c, runDir: dir, backend, onEvent: (e: TrainEvent) => e.type === 'step' && counts.push(tf.memory().numTensors) });
+  assert.equal(s.status, 'completed');
+  assert.equal(s.steps, 12);
+  for (const f of ['config.yaml', 'meta.json', 'status.json', 'metrics.jsonl', 'summary.json', 'checkpoints/last.json']) assert.ok(existsSync(join(dir, f)), f);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status, 'completed');
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  assert.ok(rows.some((r) => r.knn_top1 !== undefined && r.step === 6));
+  const r1 = rows.find((r) => r.step === 1)!;
+  for (const k of ['lr', 'momentum', 'loss', 'grad_inf/patch_proj', 'grad_l2/patch_proj', 'grad_inf/projector', 'grad_l2/predictor', 'images_per_s']) {
+    assert.equal(typeof r1[k], 'number', k);
+  }
+  // steps 7..12 run through the same code path as 1..6: the tensor count must not grow
+  assert.equal(counts[11], counts[5], `numTensors grew: ${counts.join(',')}`);
+  assert.ok(s.knn_top1 !== null);
+});
+
+test('resume continues exactly: metrics equal an uninterrupted run', async () => {
+  const c = tinyConfig(['train.max_steps=8']);
+  const ds = await loadRunData(c);
+  const a = tmp();
+  await trainRun({ config: c, runDir: a, backend, dataset: ds });
+  const b = tmp();
+  let steps = 0;
+  const first = await trainRun({ config: c, runDir: b, backend, dataset: ds, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 3 });
+  assert.equal(first.status, 'interrupted');
+  assert.equal(first.steps, 3);
+  const second = await trainRun({ config: c, runDir: b, backend, dataset: ds, resume: true });
+  assert.equal(second.status, 'completed');
+  assert.deepEqual(strip(readMetrics(join(b, 'metrics.jsonl'))), strip(readMetrics(join(a, 'metrics.jsonl'))));
+  const wa = readSafetensors(join(a, 'checkpoints/step-0000008/model.safetensors')).tensors;
+  const wb = readSafetensors(join(b, 'checkpoints/step-0000008/model.safetensors')).tensors;
+  for (const [name, t] of wa) assert.deepEqual(wb.get(name)!.data, t.data, name);
+});
+
+test('frozen patch projection is bit-identical after training while every other weight moved', async () => {
+  const c = tinyConfig(['train.max_steps=4', 'train.checkpoint_every=4', 'model.patch_proj=frozen', 'optim.warmup_epochs=0']);
+  const dir = tmp();
+  await trainRun({ config: c, runDir: dir, backend });
+  const w0 = readSafetensors(join(dir, 'checkpoints/step-0000000/model.safetensors')).tensors;
+  const w4 = readSafetensors(join(dir, 'checkpoints/step-0000004/model.safetensors')).tensors;
+  for (const p of ['weight', 'bias']) {
+    const n = `base_encoder.patch_embed.proj.${p}`;
+    assert.deepEqual(w4.get(n)!.data, w0.get(n)!.data, `${n} changed`);
+    // the official EMA runs over every parameter, frozen ones too: m·x + (1−m)·x may round by an ulp
+    const m = `momentum_encoder.patch_embed.proj.${p}`;
+    const a = w4.get(m)!.data as Float32Array;
+    const b = w0.get(m)!.data as Float32Array;
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]!) <= 1e-6 * Math.max(1e-3, Math.abs(b[i]!)), `${m}[${i}] drifted`));
+  }
+  const moved = (n: string) => (w4.get(n)!.data as Float32Array).some((v, i) => v !== (w0.get(n)!.data as Float32Array)[i]);
+  for (const n of w0.keys()) {
+    if (n.includes('patch_embed') || n.endsWith('pos_embed')) continue;
+    assert.ok(moved(n), `${n} did not move`);
+  }
+});
+
+test('a NaN in the loss stops the run as diverged at that step', async () => {
+  const c = tinyConfig(['train.max_steps=8']);
+  const dir = tmp();
+  const s = await trainRun({ config: c, runDir: dir, backend, injectNanAtStep: 3 });
+  assert.equal(s.status, 'diverged');
+  assert.equal(s.diverged_at, 3);
+  const st = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'));
+  assert.equal(st.status, 'diverged');
+  assert.equal(st.diverged_at, 3);
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  assert.ok(Number.isNaN(rows.at(-1)!.loss as number));
+  assert.equal(rows.at(-1)!.step, 3);
+});
