@@ -12,7 +12,7 @@ import { loadavg } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { nativeStatus, registerNativeBackend, setNativeThreads } from '../src/engine/native.ts';
+import { nativeAddon, nativeStatus, registerNativeBackend, setNativeThreads } from '../src/engine/native.ts';
 import { MoCoViT } from '../src/model/moco.ts';
 import { modelConfig } from '../src/model/archs.ts';
 import { AdamW } from '../src/optim/adamw.ts';
@@ -102,7 +102,12 @@ async function run(backend: string, B: number): Promise<void> {
     }
   }
   const ms = median(times);
-  const extra = backend === 'native' ? ` (${nativeStatus().threads} threads)` : '';
+  let extra = '';
+  if (backend === 'native') {
+    const i = nativeAddon()!.info();
+    const guarded = i.guardedJobs / Math.max(1, i.guardedJobs + i.parallelJobs);
+    extra = ` (${i.threads} threads${i.threads > 1 ? `, ${(100 * guarded).toFixed(0)}% of parallel kernels run alone: busy machine` : ''})`;
+  }
   console.log(
     `${backend.padEnd(7)}${extra} ${arch} batch ${B}: ${ms.toFixed(0)} ms/step, ${((B * 1000) / ms).toFixed(1)} img/s ` +
       `[min ${Math.min(...times).toFixed(0)} ms, process CPU ${median(cpuTimes).toFixed(0)} ms/step, GC ${median(gcTimes).toFixed(0)} ms/step, ${times.length} steps, load ${loadavg()[0]!.toFixed(1)}]`,

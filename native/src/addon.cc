@@ -628,6 +628,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("blas", blas_name());
   o.Set("threads", g_threads.load());
   o.Set("isa", kernels_isa());
+  o.Set("parallelJobs", static_cast<double>(g_pool ? g_pool->parallel_jobs() : 0));
+  o.Set("guardedJobs", static_cast<double>(g_pool ? g_pool->guarded_jobs() : 0));
   return o;
 }
 

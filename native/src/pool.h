@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -32,6 +33,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   int threads() const { return threads_.load(std::memory_order_relaxed); }
+  // jobs run in parallel / run alone by the contention guard, since start
+  int64_t parallel_jobs() const { return parallel_.load(std::memory_order_relaxed); }
+  int64_t guarded_jobs() const { return guarded_.load(std::memory_order_relaxed); }
 
   // Total threads including the caller (1 = run everything on the caller). Waits for a running job.
   void resize(int n) {
@@ -60,7 +64,17 @@ class Pool {
       fn(ctx, 0, n, 0);
       return;
     }
+    if (serial_left_ > 0) {
+      // the workers lagged recently (busy machine): run alone for a while, then try again
+      serial_left_--;
+      guarded_.fetch_add(1, std::memory_order_relaxed);
+      fn(ctx, 0, n, 0);
+      busy_.store(false, std::memory_order_release);
+      return;
+    }
     chunks = std::min<int64_t>(std::min<int64_t>(chunks, n), 0x7fffffff);
+    parallel_.fetch_add(1, std::memory_order_relaxed);
+    const auto t0 = std::chrono::steady_clock::now();
     fn_.store(fn, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
     n_.store(n, std::memory_order_relaxed);
@@ -74,11 +88,21 @@ class Pool {
       cv_.notify_all();
     }
     work(gen, 0);
+    const auto t1 = std::chrono::steady_clock::now();
     // wait for chunks other threads hold; yield so a preempted worker on this core can finish
     int spins = 0;
     while (done_.load(std::memory_order_acquire) < chunks) {
       if (++spins < 2000) MOCO3_PAUSE();
       else std::this_thread::yield();
+    }
+    // Share of the job spent waiting for other threads after ours ran out. Balanced chunks keep it
+    // small; a worker the OS keeps descheduled makes it large, and then one thread is faster.
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    if (total > 0) straggle_ = 0.9 * straggle_ + 0.1 * (waited / total);
+    if (straggle_ > 0.3) {
+      serial_left_ = 200;
+      straggle_ = 0;
     }
     busy_.store(false, std::memory_order_release);
   }
@@ -129,6 +153,11 @@ class Pool {
   }
 
   std::atomic<int> threads_{1};
+  // contention guard, touched only by the thread holding busy_
+  double straggle_ = 0;
+  int serial_left_ = 0;
+  std::atomic<int64_t> parallel_{0};
+  std::atomic<int64_t> guarded_{0};
   std::vector<std::thread> workers_;
   std::mutex m_;
   std::condition_variable cv_;

@@ -4,9 +4,7 @@ import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
-import { initBackend, type BackendName } from '../engine/backend.ts';
-import { findLastCheckpoint } from '../train/checkpoint.ts';
-import { readStatus, trainRun } from '../train/loop.ts';
+import type { BackendName } from '../engine/backend.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from './errors.ts';
 import { makeProgress } from './progress.ts';
@@ -44,6 +42,10 @@ export function trainCommand(): Command {
       }
       const dumpViews = f.dumpViews === undefined ? 0 : Number(f.dumpViews);
       if (!Number.isInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
+      // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
+      const { initBackend } = await import('../engine/backend.ts');
+      const { findLastCheckpoint } = await import('../train/checkpoint.ts');
+      const { readStatus, trainRun } = await import('../train/loop.ts');
       const st = readStatus(runDir);
       const hasCkpt = findLastCheckpoint(join(runDir, 'checkpoints')) !== null;
       if (existsSync(runDir) && (st || hasCkpt) && f.force) {

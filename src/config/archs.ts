@@ -15,8 +15,8 @@ export const ARCHS = {
   'vit-tiny': { dim: 192, depth: 12, heads: 12, mlp_ratio: 4, patch_size: 4, image_size: 32 },
   // the CPU model: 65 tokens at 32 px
   'vit-micro': { dim: 64, depth: 4, heads: 4, mlp_ratio: 2, patch_size: 4, image_size: 32 },
-  // a few thousand parameters in the backbone: the demo and smoke sweeps
-  'vit-smoke': { dim: 16, depth: 2, heads: 2, mlp_ratio: 2, patch_size: 4, image_size: 16 },
+  // about 18 thousand parameters in the backbone: the demo and smoke sweeps
+  'vit-smoke': { dim: 32, depth: 2, heads: 4, mlp_ratio: 2, patch_size: 4, image_size: 16 },
   // the smallest that exercises every code path: tests
   'vit-test': { dim: 8, depth: 2, heads: 2, mlp_ratio: 2, patch_size: 4, image_size: 8 },
 } as const satisfies Record<string, ArchSpec>;

@@ -11,14 +11,14 @@ export type PresetName = (typeof PRESET_NAMES)[number];
 
 export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<RunConfig> }> = {
   smoke: {
-    about: 'a few-thousand-parameter ViT on built-in synthetic 16 px images: tests and the demo, seconds',
+    about: 'ViT-Smoke (dim 32, depth 2) on built-in synthetic 16 px images: tests and the demo, seconds',
     config: {
       data: { name: 'synthetic', image_size: 16, train_size: 2560, test_size: 500, num_classes: 10 },
       model: { arch: 'vit-smoke' },
       augment: { blur_sigma: [0.0071, 0.143] },
-      moco: { proj_hidden: 64, proj_dim: 32, pred_hidden: 64 },
-      optim: { batch_size: 128, epochs: 8, warmup_epochs: 2, base_lr: 1.5e-3 },
-      train: { log_every: 1, knn_every: 40 },
+      moco: { proj_hidden: 128, proj_dim: 64, pred_hidden: 128 },
+      optim: { batch_size: 128, epochs: 12, warmup_epochs: 2, base_lr: 1.5e-3 },
+      train: { log_every: 1, knn_every: 60 },
       eval: { knn: { bank_size: null, query_size: null }, linear: { epochs: 20, batch_size: 256 } },
     },
   },

@@ -1,8 +1,8 @@
 /**
  * A built-in procedural dataset: each class is a shape or texture (stripes at four orientations,
  * checkerboard, rings, blob, gradient, dot lattice, cross) drawn with random phase, position, scale,
- * two random colours and pixel noise. Colours are random per image, so the mean colour says nothing
- * about the class; the spatial structure does. Image i of a split is a pure function of (seed, split, i).
+ * pixel noise, and a bright foreground on a dark background, each of a random hue and saturation: the
+ * colour says nothing about the class; the spatial structure does. Image i of a split is a pure function of (seed, split, i).
  */
 import { Rng } from '../engine/rng.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -101,14 +101,18 @@ function makePattern(cls: number, rng: Rng, size: number): Pattern {
   }
 }
 
-/** Two colours at least 0.45 apart in RGB, so every pattern is visible. */
+/** A dark background and a bright foreground of random hues: the pattern, not the colour, tells the class. */
 function twoColours(rng: Rng): [number[], number[]] {
-  const bg = [rng.uniform(), rng.uniform(), rng.uniform()];
-  let fg = [rng.uniform(), rng.uniform(), rng.uniform()];
-  for (let tries = 0; Math.hypot(fg[0]! - bg[0]!, fg[1]! - bg[1]!, fg[2]! - bg[2]!) < 0.45; tries++) {
-    fg = tries < 8 ? [rng.uniform(), rng.uniform(), rng.uniform()] : bg.map((c) => (c < 0.5 ? c + 0.5 : c - 0.5));
-  }
-  return rng.bernoulli(0.5) ? [bg, fg] : [fg, bg];
+  const hsv = (h: number, sat: number, v: number) => {
+    const f = (n: number) => {
+      const k = (n + h * 6) % 6;
+      return v - v * sat * Math.max(0, Math.min(k, 4 - k, 1));
+    };
+    return [f(5), f(3), f(1)];
+  };
+  const bg = hsv(rng.uniform(), rng.range(0, 0.6), rng.range(0, 0.3));
+  const fg = hsv(rng.uniform(), rng.range(0, 0.6), rng.range(0.75, 1));
+  return [bg, fg];
 }
 
 function renderInto(out: Uint8Array, offset: number, cls: number, size: number, rng: Rng): void {

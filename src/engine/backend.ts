@@ -25,7 +25,9 @@ export interface BackendInfo {
   heapLimit: number | null;
 }
 
-export class BackendError extends Error {}
+export class BackendError extends Error {
+  override name = 'BackendError';
+}
 
 type Log = (line: string) => void;
 const stderrLog: Log = (line) => process.stderr.write(`moco3: ${line}\n`);
@@ -125,6 +127,8 @@ async function useCpu(requested: BackendName): Promise<BackendInfo> {
 
 /** Select and initialise a backend; logs the choice on stderr unless `quiet`. */
 export async function initBackend(requested: BackendName = 'auto', opts: { quiet?: boolean; log?: Log } = {}): Promise<BackendInfo> {
+  // production mode: no debug checks, and no tfjs banner advertising tfjs-node (moco3 says what it runs on)
+  tf.env().set('PROD', true);
   const log = opts.log ?? stderrLog;
   let info: BackendInfo | null = null;
   switch (requested) {

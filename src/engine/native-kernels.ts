@@ -44,7 +44,8 @@ export interface NativeAddon {
     outBegin: number[],
   ): void;
   setThreads(n: number): number;
-  info(): { blas: string; threads: number; isa: string };
+  /** parallelJobs / guardedJobs: kernels split over threads / run alone because workers lagged (busy machine) */
+  info(): { blas: string; threads: number; isa: string; parallelJobs: number; guardedJobs: number };
 }
 
 // op codes: keep in step with native/src/kernels.h

@@ -3,6 +3,8 @@
  * scaled-down variants for one GPU, a CPU, and tests (DESIGN.md presets).
  */
 
+import { ARCHS as CONFIG_ARCHS } from '../config/archs.ts';
+
 export interface ArchSpec {
   dim: number;
   depth: number;
@@ -12,14 +14,13 @@ export interface ArchSpec {
   imageSize: number;
 }
 
-export const ARCHS: Record<string, ArchSpec> = {
-  'vit-base': { dim: 768, depth: 12, heads: 12, mlpRatio: 4, patchSize: 16, imageSize: 224 },
-  'vit-small': { dim: 384, depth: 12, heads: 12, mlpRatio: 4, patchSize: 16, imageSize: 224 },
-  'vit-tiny': { dim: 192, depth: 12, heads: 12, mlpRatio: 4, patchSize: 4, imageSize: 32 },
-  'vit-micro': { dim: 64, depth: 4, heads: 4, mlpRatio: 2, patchSize: 4, imageSize: 32 },
-  'vit-smoke': { dim: 16, depth: 2, heads: 2, mlpRatio: 2, patchSize: 4, imageSize: 16 },
-  'vit-test': { dim: 8, depth: 2, heads: 2, mlpRatio: 2, patchSize: 4, imageSize: 8 },
-};
+/** The sizes of `config/archs.ts` (the one table), in the model's camelCase. */
+export const ARCHS: Record<string, ArchSpec> = Object.fromEntries(
+  Object.entries(CONFIG_ARCHS).map(([name, a]) => [
+    name,
+    { dim: a.dim, depth: a.depth, heads: a.heads, mlpRatio: a.mlp_ratio, patchSize: a.patch_size, imageSize: a.image_size },
+  ]),
+);
 
 /** Everything the model needs; the rest of the run config does not reach `src/model/`. */
 export interface MocoModelConfig {

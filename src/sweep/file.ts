@@ -18,9 +18,8 @@ export class SweepError extends Error {
 }
 
 export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
-export type ParamValue = unknown;
 /** dotted config key -> the values it takes (one for `value`, several for `values`) */
-export type Grid = Map<string, ParamValue[]>;
+export type Grid = Map<string, unknown[]>;
 
 export interface SweepSpec {
   /** the file it came from, as the user named it (used in messages) */

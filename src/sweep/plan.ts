@@ -9,7 +9,7 @@ import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
 import { nest, SweepError, type Grid, type OptimizerName, type SweepSpec } from './file.ts';
-import { NO_SCALE, scaleValue, SCALED_KEYS, SWEEP_SCALES, type SweepScale } from './scale.ts';
+import { NO_SCALE, scaleValue, SWEEP_SCALES, type SweepScale } from './scale.ts';
 
 type Obj = Record<string, unknown>;
 
@@ -252,4 +252,3 @@ export function runLr(c: ResolvedRunConfig): number {
   return scaledLr(c.optim.base_lr, c.optim.batch_size);
 }
 
-export { SCALED_KEYS };

@@ -27,8 +27,6 @@ export const SWEEP_SCALES: Record<PresetName, SweepScale> = {
   paper: NO_SCALE,
 };
 
-export const SCALED_KEYS = ['optim.batch_size', 'optim.epochs', 'optim.warmup_epochs'] as const;
-
 /** The value run for a value of the sweep file. */
 export function scaleValue(key: string, value: unknown, s: SweepScale): unknown {
   if (typeof value !== 'number') return value;

@@ -20,6 +20,8 @@ export interface LoopState {
   images_seen: number;
   best_knn_top1: number | null;
   last_knn_top1: number | null;
+  last_knn_top5?: number | null;
+  last_loss?: number | null;
   config_hash: string;
   optimizer: Record<string, unknown>;
 }

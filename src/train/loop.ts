@@ -197,6 +197,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     images_seen: 0,
     best_knn_top1: null,
     last_knn_top1: null,
+    last_knn_top5: null,
+    last_loss: null,
     config_hash: hash,
     optimizer: {},
   };
@@ -211,7 +213,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     }
     truncateMetrics(metricsPath, state.step);
     resumed = true;
-    if (state.last_knn_top1 !== null) lastKnn = { top1: state.last_knn_top1, top5: NaN };
+    if (state.last_knn_top1 !== null) lastKnn = { top1: state.last_knn_top1, top5: state.last_knn_top5 ?? NaN };
+    lastLoss = state.last_loss ?? null;
   } else {
     writeFileAtomic(metricsPath, '');
   }
@@ -257,6 +260,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const k0 = performance.now();
     lastKnn = await knnMonitor(model, ds, c, aug);
     state.last_knn_top1 = lastKnn.top1;
+    state.last_knn_top5 = lastKnn.top5;
     state.best_knn_top1 = Math.max(state.best_knn_top1 ?? -Infinity, lastKnn.top1);
     emit({ type: 'knn', step: state.step, top1: lastKnn.top1, top5: lastKnn.top5, seconds: (performance.now() - k0) / 1000 });
     return lastKnn;
@@ -325,6 +329,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         images_per_s: B / stepS,
       };
       lastLoss = stats[0]!;
+      state.last_loss = Number.isFinite(lastLoss) ? lastLoss : null;
       if (!finite) {
         status = 'diverged';
         divergedAt = state.step;
@@ -351,6 +356,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const due = ckptEvery !== null ? state.step % ckptEvery === 0 : performance.now() - lastCkptTime > autoCkptMs;
       if (due && !isLast) checkpoint();
       if (state.step % 10 === 0) writeStatus(runDir, 'running', state.step, totalSteps);
+      // the step's awaits resolve without giving Node a turn: yield so signal handlers (Ctrl-C) can run
+      await new Promise<void>((r) => setImmediate(r));
     }
     if (status === 'running') status = 'completed';
     if (status === 'completed' && c.train.knn_every === null) await runKnn();

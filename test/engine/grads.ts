@@ -111,6 +111,53 @@ const configs: tf.GradConfig[] = [
     },
   },
   {
+    kernelName: 'Min',
+    inputsToSave: ['x'],
+    outputsToSave: [true],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, y] = saved as T[];
+      const kept = keptShape(x!.shape, (attrs as unknown as tf.MinAttrs).axis);
+      return { x: () => tf.mul(tf.reshape(dy as T, kept), f32(tf.equal(x!, tf.reshape(y!, kept)))) };
+    },
+  },
+  {
+    kernelName: 'Slice',
+    inputsToSave: ['x'],
+    gradFunc: (dy, saved, attrs) => {
+      const x = saved[0] as T;
+      const { begin, size } = attrs as unknown as tf.SliceAttrs;
+      const [b, s] = tf.slice_util.parseSliceParams(x, begin, size);
+      return { x: () => tf.pad(dy as T, x.shape.map((d, i) => [b[i]!, d - b[i]! - s[i]!] as [number, number])) };
+    },
+  },
+  {
+    kernelName: 'PadV2',
+    inputsToSave: ['x'],
+    gradFunc: (dy, saved, attrs) => {
+      const x = saved[0] as T;
+      const { paddings } = attrs as unknown as tf.PadV2Attrs;
+      return { x: () => tf.slice(dy as T, paddings.map((p) => p[0]), x.shape) };
+    },
+  },
+  {
+    kernelName: 'SplitV',
+    gradFunc: (dy, _saved, attrs) => {
+      const { axis } = attrs as unknown as tf.SplitVAttrs;
+      return { x: () => tf.concat(dy as T[], axis) };
+    },
+  },
+  {
+    kernelName: 'Concat',
+    saveAllInputs: true,
+    gradFunc: (dy, saved, attrs) => {
+      const xs = saved as T[];
+      const { axis } = attrs as unknown as tf.ConcatAttrs;
+      const ax = tf.util.parseAxisParam(axis, xs[0]!.shape)[0]!;
+      const parts = tf.split(dy as T, xs.map((t) => t.shape[ax]!), ax);
+      return Object.fromEntries(parts.map((p, i) => [String(i), () => p]));
+    },
+  },
+  {
     kernelName: 'Softmax',
     outputsToSave: [true],
     gradFunc: (dy, saved, attrs) => {

@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '../../src/engine/gradients.ts';
 
+tf.env().set('PROD', true);
 await tf.setBackend('cpu');
 await tf.ready();
 

@@ -1,7 +1,7 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -9,6 +9,9 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions } from '../../src/sweep/plan.ts';
 import { formatPlan } from '../../src/sweep/table.ts';
 import { readRunState } from '../../src/sweep/state.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-plan-'));
+after(() => rmSync(root, { recursive: true, force: true }));
 
 const plan = (name: string, opts: PlanOptions = {}) => planSweep(loadSweep(name), { results: '/nonexistent/results', ...opts });
 const col = (p: ReturnType<typeof plan>, key: string, which: 'paper' | 'values' = 'values') => p.runs.map((r) => r[which][key]);
@@ -159,7 +162,7 @@ test('moco3 plan prints the paper grid and the scaled one without loading Tensor
 });
 
 test('a bad sweep file: exit 2, one line naming the file and key, nothing written', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-plan-'));
+  const dir = mkdtempSync(join(root, 'moco3-plan-'));
   const file = join(dir, 'bad.yaml');
   writeFileSync(file, 'name: bad\nparameters:\n  optim.base_lr: {values: [1.0e-4, fast]}\n');
   const { main } = await import('../../src/cli/main.ts');

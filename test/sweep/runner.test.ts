@@ -1,7 +1,7 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -14,9 +14,12 @@ import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
 import { readRunState } from '../../src/sweep/state.ts';
 
+const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-runner-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
-const tmp = () => mkdtempSync(join(tmpdir(), 'moco3-sweep-'));
+const tmp = () => mkdtempSync(join(root, 'moco3-sweep-'));
 
 function tinyPlan(results: string, edit: (doc: Record<string, any>) => void = () => {}): SweepPlan {
   const doc = YAML.parse(readFileSync(tinyFile, 'utf8'));

@@ -1,0 +1,96 @@
+/** Steady-state speed of the training step (the library side of `moco3 bench`). */
+import { cpus } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, type BackendName } from '../engine/backend.ts';
+import { Rng } from '../engine/rng.ts';
+import { twoViews } from '../data/augment.ts';
+import { MoCoViT } from '../model/moco.ts';
+import { gradStats } from './metrics.ts';
+import { modelConfigOf, optimizerOf } from './loop.ts';
+import { stepFlops } from './flops.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+
+export interface BenchResult {
+  backend: string;
+  device: string;
+  batch: number;
+  steps: number;
+  ms_per_step: number;
+  images_per_s: number;
+  gflops: number;
+  augment_ms: number;
+  augment_share: number;
+  peak_rss_mb: number;
+  num_tensors_start: number;
+  num_tensors_end: number;
+  cpu: string;
+  threads: number;
+  config: ResolvedRunConfig;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number): Promise<BenchResult> {
+  const info = await initBackend(backendName, { quiet: true });
+  const B = c.optim.batch_size;
+  const S = c.data.image_size;
+  const rng = new Rng(c.seed, 'bench');
+  const images = new Uint8Array(B * S * S * 3);
+  for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
+  const batch = { data: images, n: B, h: S, w: S, c: 3 as const };
+  const aug = { preset: c.augment.preset, imageSize: S, cropMin: c.augment.crop_min, mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.25, 0.25, 0.25] as [number, number, number], blurSigma: c.augment.blur_sigma };
+  const model = new MoCoViT(modelConfigOf(c), c.seed);
+  const opt = optimizerOf(c, model);
+  const trainable = model.trainableNames();
+  const groups = model.paramGroups();
+  const stepMs: number[] = [];
+  const augMs: number[] = [];
+  let tensorsStart = 0;
+  for (let s = 0; s < warmup + steps; s++) {
+    if (s === warmup) tensorsStart = tf.memory().numTensors;
+    const t0 = performance.now();
+    const { x1, x2 } = twoViews(batch, aug, c.seed, s);
+    await x2.data(); // make the augmentation's cost visible on asynchronous backends
+    const t1 = performance.now();
+    const { loss, grads } = model.step(x1, x2, 0.99);
+    x1.dispose();
+    x2.dispose();
+    const st = gradStats(loss, grads, groups);
+    await st.data();
+    st.dispose();
+    loss.dispose();
+    opt.step(model.vars, new Map(trainable.map((n) => [n, grads.get(n)!] as const)), 1e-4);
+    for (const g of grads.values()) g.dispose();
+    const t2 = performance.now();
+    if (s >= warmup) {
+      stepMs.push(t2 - t0);
+      augMs.push(t1 - t0);
+    }
+  }
+  const tensorsEnd = tf.memory().numTensors;
+  opt.dispose();
+  model.dispose();
+  const ms = median(stepMs);
+  const am = median(augMs);
+  return {
+    backend: info.name,
+    device: info.device,
+    batch: B,
+    steps,
+    ms_per_step: Number(ms.toFixed(1)),
+    images_per_s: Number(((B * 1000) / ms).toFixed(1)),
+    gflops: Number((stepFlops(c, B) / (ms / 1000) / 1e9).toFixed(2)),
+    augment_ms: Number(am.toFixed(1)),
+    augment_share: Number((am / ms).toFixed(4)),
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    num_tensors_start: tensorsStart,
+    num_tensors_end: tensorsEnd,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    threads: cpus().length,
+    config: c,
+  };
+}
+
