@@ -60,7 +60,7 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[]): Record<string
     file: plan.spec.file,
     dir: plan.dir,
     preset: plan.preset,
-    scale: { batch: plan.scale.batch, epochs: plan.scale.epochs },
+    scale: { batch: plan.scale.batch, epochs: plan.scale.epochs, lr: plan.scale.lr },
     optimizers: plan.optimizers,
     seeds: plan.seeds,
     varied: plan.varied,

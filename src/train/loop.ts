@@ -270,11 +270,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   let divergedAt: number | null = null;
   try {
     if (!resumed) {
-      if (ckptEvery !== null) checkpoint(); // step 0: the initial weights (for checks against other implementations)
       if (c.train.knn_every !== null) {
         const k = await runKnn();
         appendMetric(metricsPath, { step: 0, epoch: 0, knn_top1: k.top1, knn_top5: k.top5 });
       }
+      // step 0: the initial weights (for checks against other implementations), after the step-0 kNN so a
+      // resumed run keeps it in its best kNN
+      if (ckptEvery !== null) checkpoint();
     }
     while (state.step < totalSteps) {
       if (opts.shouldStop?.()) {

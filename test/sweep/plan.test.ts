@@ -156,7 +156,9 @@ test('moco3 plan prints the paper grid and the scaled one without loading Tensor
   const r = spawnSync(process.execPath, ['--import', 'tsx', cliEntry, 'plan', 'lr', '--optimizer', 'lamb', '--preset', 'cpu', '--results', '/nonexistent'], { cwd: repo, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /sweep lr-lamb/);
-  for (const lr of ['5.0e-4', '6.0e-4', '8.0e-4']) assert.match(r.stdout, new RegExp(`lr${lr.replace('.', '\\.')}-lamb`));
+  // the paper's LAMB grid, and the cpu preset's base lr x10 beside it
+  for (const lr of ['5.0e-4', '6.0e-4', '8.0e-4']) assert.match(r.stdout, new RegExp(`${lr.replace('.', '\\.')} -> ${lr.replace('e-4', 'e-3').replace('.', '\\.')}`));
+  for (const lr of ['5.0e-3', '6.0e-3', '8.0e-3']) assert.match(r.stdout, new RegExp(`lr${lr.replace('.', '\\.')}-lamb`));
   assert.match(r.stdout, /4096 -> 256/);
   assert.match(r.stderr, /tfjs-loaded: false/);
 });
