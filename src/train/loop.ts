@@ -244,7 +244,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const wall = () => wallAtStart + (performance.now() - t0) / 1000;
   let lastCkptTime = performance.now();
   const ckptEvery = c.train.checkpoint_every;
-  const autoCkptMs = (opts.checkpointSeconds ?? 300) * 1000;
+  const autoCkptMs = (opts.checkpointSeconds ?? 120) * 1000;
   const dumpN = Math.min(opts.dumpViews ?? 0, totalSteps);
   const dumped = new Map<string, StTensor>();
 
