@@ -194,6 +194,18 @@ export class NativeBackend extends MathBackendCPU {
   }
 }
 
+/**
+ * Hands the native backend's recycled buffers back to the garbage collector (e.g. between training and
+ * evaluation, whose tensor sizes differ). Returns the bytes released; 0 when `native` is not in use.
+ */
+export function releaseNativeFreeList(): number {
+  const b = tf.findBackend(NATIVE_BACKEND);
+  if (!(b instanceof NativeBackend)) return 0;
+  const bytes = b.freeListBytes();
+  b.releaseFreeList();
+  return bytes;
+}
+
 let registered: { threads: number; blas: string } | null = null;
 
 /**

@@ -150,6 +150,22 @@ export async function knnMonitor(model: MoCoViT, ds: Dataset, c: ResolvedRunConf
   }
 }
 
+/** wasm's heap stops at 4 GiB and it aborts when a step does not fit: say so in words. */
+function stepOrExplain<T>(f: () => T, backend: BackendInfo, batch: number): T {
+  try {
+    return f();
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (backend.heapLimit !== null && /abort|out of memory|OOM|enlarge memory|Array buffer allocation/i.test(msg)) {
+      throw new Error(
+        `the ${backend.name} backend ran out of its ${(backend.heapLimit / 2 ** 30).toFixed(0)} GiB heap in a step at batch ${batch}: ` +
+          'use a smaller optim.batch_size, or --backend native (no heap cap)',
+      );
+    }
+    throw e;
+  }
+}
+
 function writeStatus(runDir: string, status: RunStatus, step: number, totalSteps: number, extra: Record<string, unknown> = {}): void {
   writeJsonAtomic(join(runDir, 'status.json'), {
     status,
@@ -298,7 +314,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           nchw.dispose();
         }
       }
-      const { loss, grads } = model.step(x1, x2, m);
+      const { loss, grads } = stepOrExplain(() => model.step(x1, x2, m), opts.backend, B);
       x1.dispose();
       x2.dispose();
       let lossT: tf.Scalar = loss;
