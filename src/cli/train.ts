@@ -59,6 +59,9 @@ export function trainCommand(): Command {
       } else if ((st || hasCkpt) && !f.resume) {
         throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
       }
+      // bad data fails here, before a backend starts or a folder is made
+      const { loadRunData } = await import('../train/loop.ts');
+      const dataset = await loadRunData(c);
       const backend = await initBackend(c.train.backend as BackendName);
       let stop = false;
       const onSig = () => {
@@ -76,6 +79,7 @@ export function trainCommand(): Command {
           resume: Boolean(f.resume),
           command: process.argv.slice(1),
           dumpViews,
+          dataset,
           onEvent: (e) => progress.onEvent(e),
           shouldStop: () => stop,
         });

@@ -18,6 +18,6 @@ export async function loadDataset(spec: DataSpec): Promise<Dataset> {
     case 'fashion-mnist':
       return loadFashionMnist(spec);
     default:
-      throw new DataError(`unknown dataset '${String((spec as { name: unknown }).name)}' (expected one of ${DATASET_NAMES.join(', ')})`);
+      throw new DataError(`data.name: dataset '${String((spec as { name: unknown }).name)}' is not available in this version (available: ${DATASET_NAMES.join(', ')})`);
   }
 }

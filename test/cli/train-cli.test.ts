@@ -1,0 +1,51 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main } from '../../src/cli/main.ts';
+
+/** Run the CLI in-process; returns the exit code and what it wrote to stderr. */
+async function cli(args: string[]): Promise<{ code: number; err: string }> {
+  const chunks: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string | Uint8Array) => {
+    chunks.push(String(s));
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    const code = await main(args);
+    return { code, err: chunks.join('') };
+  } finally {
+    process.stderr.write = write;
+    process.exitCode = 0;
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'moco3-cli-'));
+
+for (const [what, args, pattern] of [
+  ['an unknown config key', ['--set', 'optim.lr=1'], /^moco3: --set optim\.lr=1: unknown key optim\.lr \(expected one of: name, base_lr/],
+  ['a wrong type', ['--set', 'optim.epochs=many'], /^moco3: --set optim\.epochs=many: optim\.epochs: expected number, got "many"/],
+  ['a negative batch', ['--set', 'optim.batch_size=-4'], /^moco3: --set optim\.batch_size=-4: optim\.batch_size: .*got -4/],
+  ['a missing dataset path', ['--data', 'fashion-mnist:/nonexistent/fmnist'], /^moco3: fashion-mnist: .*\/nonexistent\/fmnist/],
+  ['an unknown preset', ['--preset', 'laptop'], /^moco3: --preset laptop: unknown preset/],
+] as const) {
+  test(`train: ${what} gives one line and exit 2, and makes no run folder`, async () => {
+    const out = join(dir, what.replace(/\W+/g, '-'));
+    const r = await cli(['train', '--preset', 'smoke', ...args, '--out', out, '-q']);
+    assert.equal(r.code, 2, r.err);
+    const lines = r.err.trim().split('\n').filter((l) => !l.startsWith('moco3: backend'));
+    assert.equal(lines.length, 1, r.err);
+    assert.match(lines[0]!, pattern);
+    assert.equal(existsSync(out), false);
+  });
+}
+
+test('train: a config file with an unknown key names the file and key', async () => {
+  const f = join(dir, 'run.yaml');
+  writeFileSync(f, 'model:\n  depht: 3\n');
+  const r = await cli(['train', '--config', f, '--out', join(dir, 'x'), '-q']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, new RegExp(`^moco3: ${f.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: unknown key model\\.depht`));
+});
