@@ -1,9 +1,9 @@
 /**
  * Gradients for the kernels the engine tests differentiate through. The Node build of tfjs-core
- * registers none (they ship with @tensorflow/tfjs, not installed here). Transcribed from tfjs-core's
- * src/gradients/*_grad.ts; each is registered only when none is present, so src/model's own set or
- * the full @tensorflow/tfjs set wins when loaded first. Both backends run the same gradient code, so
- * parity of gradients tests the kernels, not these formulas.
+ * registers none. Transcribed from tfjs-core's src/gradients/*_grad.ts, plus a sum over broadcast
+ * dims where tfjs's own BatchMatMul and Maximum/Minimum gradients lack it (they fail on the broadcast
+ * shapes tested here). Registered only when none is present; both backends run the same gradient
+ * code, so parity of gradients tests the kernels, not these formulas.
  */
 import * as tf from '@tensorflow/tfjs-core';
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
-import { nativeStatus, registerNativeBackend, setNativeThreads } from '../../src/engine/native.ts';
+import { nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
 
 const registration = registerNativeBackend();
 
@@ -435,6 +435,12 @@ describe('native backend', () => {
           for (let i = 0; i < 4; i++) tf.div(tf.sub(x, x), tf.sub(x, x));
         });
         assert.ok(backend.freeListBytes() > before, 'disposed outputs are recycled');
+        const held2 = backend.freeListBytes();
+        assert.equal(releaseNativeFreeList(), held2);
+        assert.equal(backend.freeListBytes(), 0);
+        tf.tidy(() => {
+          for (let i = 0; i < 4; i++) tf.div(tf.sub(x, x), tf.sub(x, x));
+        });
         const inputs: Inputs = [input([64, 64], 301)];
         await parity('pad into recycled memory', [input([62, 62], 302)], (a) => tf.pad(a, [[1, 1], [1, 1]]), 0, 0);
         await parity('concat into recycled memory', [input([32, 64], 303), input([32, 64], 304)], (a, b) => tf.concat([a, b], 0), 0, 0);

@@ -39,22 +39,24 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'moco3-loop-'));
 const strip = (rows: ReturnType<typeof readMetrics>) => rows.map(({ images_per_s: _ips, ...r }) => r);
 
 test('a run writes its files; numTensors is flat across steps', async () => {
-  const c = tinyConfig(['train.max_steps=12', 'train.knn_every=6']);
+  const c = tinyConfig(['optim.epochs=5', 'train.max_steps=20', 'train.knn_every=10']);
   const dir = tmp();
   const counts: number[] = [];
   const s = await trainRun({ config: c, runDir: dir, backend, onEvent: (e: TrainEvent) => e.type === 'step' && counts.push(tf.memory().numTensors) });
   assert.equal(s.status, 'completed');
-  assert.equal(s.steps, 12);
+  assert.equal(s.steps, 20);
   for (const f of ['config.yaml', 'meta.json', 'status.json', 'metrics.jsonl', 'summary.json', 'checkpoints/last.json']) assert.ok(existsSync(join(dir, f)), f);
   assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status, 'completed');
   const rows = readMetrics(join(dir, 'metrics.jsonl'));
-  assert.ok(rows.some((r) => r.knn_top1 !== undefined && r.step === 6));
+  assert.ok(rows.some((r) => r.knn_top1 !== undefined && r.step === 10));
   const r1 = rows.find((r) => r.step === 1)!;
   for (const k of ['lr', 'momentum', 'loss', 'grad_inf/patch_proj', 'grad_l2/patch_proj', 'grad_inf/projector', 'grad_l2/predictor', 'images_per_s']) {
     assert.equal(typeof r1[k], 'number', k);
   }
-  // steps 7..12 run through the same code path as 1..6: the tensor count must not grow
-  assert.equal(counts[11], counts[5], `numTensors grew: ${counts.join(',')}`);
+  // steps 11..20 run through the same code path as 1..10: the tensor count must not grow over 20 steps
+  assert.equal(counts.length, 20);
+  assert.equal(counts[19], counts[9], `numTensors grew: ${counts.join(',')}`);
+  assert.equal(counts[19], counts[1], `numTensors grew: ${counts.join(',')}`);
   assert.ok(s.knn_top1 !== null);
 });
 
