@@ -7,7 +7,7 @@
 //   node scripts/build-native.mjs --force    rebuild
 //   MOCO3_SKIP_NATIVE=1                      skip entirely
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -95,7 +95,9 @@ function main() {
     const product = join(nativeDir, 'build', 'Release', 'moco3_native.node');
     if (r.ok && existsSync(product)) {
       mkdirSync(outDir, { recursive: true });
-      copyFileSync(product, outFile);
+      // copy then rename: a running moco3 keeps its mapping of the old file (overwriting it in place crashes it)
+      copyFileSync(product, `${outFile}.tmp`);
+      renameSync(`${outFile}.tmp`, outFile);
       built = true;
     }
   }
@@ -107,10 +109,11 @@ function main() {
       '-Wno-psabi', '-DNAPI_VERSION=8', '-DNAPI_DISABLE_CPP_EXCEPTIONS', '-DNODE_ADDON_API_DISABLE_DEPRECATED',
       `-I${join(prefix, 'include', 'node')}`, `-I${addonApiInclude}`, '-I/usr/include/openblas',
       ...['addon.cc', 'kernels.cc', 'kernels_base.cc', 'kernels_avx2.cc'].map((f) => join(nativeDir, 'src', f)),
-      '-o', outFile, '-lopenblas',
+      '-o', `${outFile}.tmp`, '-lopenblas',
     ]);
     log += r.out;
     built = r.ok;
+    if (built) renameSync(`${outFile}.tmp`, outFile);
   }
   if (!built) {
     const tail = log.trim().split('\n').slice(-15).join('\n');

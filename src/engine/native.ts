@@ -30,7 +30,8 @@ export interface NativeStatus {
 function candidatePaths(): string[] {
   const here = dirname(fileURLToPath(import.meta.url));
   const root = resolve(here, '..', '..');
-  const list = [resolve(root, 'build', 'Release', ADDON_FILE), resolve(root, 'native', 'build', 'Release', ADDON_FILE)];
+  // only the file scripts/build-native.mjs manages (node-gyp's own output under native/ may be stale)
+  const list = [resolve(root, 'build', 'Release', ADDON_FILE)];
   const override = process.env.MOCO3_NATIVE_PATH;
   return override ? [resolve(override), ...list] : list;
 }
