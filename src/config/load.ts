@@ -148,8 +148,8 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`);
   }
   if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');
-  if (out.train.micro_batch !== null && out.train.micro_batch !== out.optim.batch_size) {
-    fail('train.micro_batch', `micro-batching is not implemented yet; leave it null (got ${out.train.micro_batch})`);
+  if (out.train.micro_batch !== null && out.optim.batch_size % out.train.micro_batch !== 0) {
+    fail('train.micro_batch', `must divide optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`);
   }
   if (out.train.micro_batch !== null && out.train.micro_batch > out.optim.batch_size) {
     fail('train.micro_batch', `must not exceed optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`);

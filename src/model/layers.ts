@@ -162,22 +162,24 @@ export function patchify(x: tf.Tensor4D, p: number): tf.Tensor2D {
  * logit is Σ q̂⊙k̂ / T (the diagonal, without a gather). Backward by hand:
  * dq̂ = (2/N)(softmax(logits)·k̂ − k̂), then through the normalisation dq = (dq̂ − q̂⟨dq̂, q̂⟩)/‖q‖.
  */
-export function contrastiveLoss(q: tf.Tensor2D, kn: tf.Tensor2D, T: number, eps = 1e-12): tf.Scalar {
+export function contrastiveLoss(q: tf.Tensor2D, kn: tf.Tensor2D, T: number, eps = 1e-12, offset = 0): tf.Scalar {
   const N = q.shape[0];
+  // the positive of query i is key offset + i (the official all_gather labels: arange(N) + N * rank)
+  const kPos = offset === 0 && kn.shape[0] === N ? kn : (tf.slice(kn, [offset, 0], [N, -1]) as tf.Tensor2D);
   const f = custom<tf.Scalar>(([qi], save) => {
     const norm = tf.sqrt(tf.sum(tf.square(qi!), 1, true));
     const denom = tf.maximum(norm, eps);
     const qn = tf.div(qi!, denom) as tf.Tensor2D;
-    const logits = tf.matMul(qn, transpose2(tf.div(kn, T)) as tf.Tensor2D); // [N, N]
-    const pos = tf.div(tf.sum(tf.mul(qn, kn), 1), T);
+    const logits = tf.matMul(qn, transpose2(tf.div(kn, T)) as tf.Tensor2D); // [N, M]
+    const pos = tf.div(tf.sum(tf.mul(qn, kPos), 1), T);
     const value = tf.mul(tf.mean(tf.sub(tf.logSumExp(logits, 1), pos)), 2 * T) as tf.Scalar;
     // below eps the denominator is the constant eps: no projection term
     const live = tf.cast(tf.greater(norm, eps), 'float32');
-    save([qn, tf.softmax(logits), denom, live, kn]);
+    save([qn, tf.softmax(logits), denom, live, kn, kPos]);
     return {
       value,
-      gradFunc: (dy, [qns, p, d, lv, ks]) => {
-        const dqn = tf.mul(tf.mul(dy, 2 / N), tf.sub(tf.matMul(p as tf.Tensor2D, ks as tf.Tensor2D), ks!));
+      gradFunc: (dy, [qns, p, d, lv, ks, kp]) => {
+        const dqn = tf.mul(tf.mul(dy, 2 / N), tf.sub(tf.matMul(p as tf.Tensor2D, ks as tf.Tensor2D), kp!));
         const proj = tf.mul(tf.mul(qns!, tf.sum(tf.mul(dqn, qns!), 1, true)), lv!);
         return [tf.div(tf.sub(dqn, proj), d!)];
       },

@@ -186,40 +186,72 @@ export class MoCoViT {
    * encoder, and every BatchNorm still sees view 1 then view 2 (running buffers: base head and
    * predictor on q1 then q2, momentum head on k1 then k2). The caller disposes `loss` and the grads.
    */
-  step(x1: tf.Tensor4D, x2: tf.Tensor4D, m: number): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+  step(x1: tf.Tensor4D, x2: tf.Tensor4D, m: number, microBatch: number | null = null): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     this.checkAlive();
     checkViews(x1, x2);
+    const B = x1.shape[0];
+    const mb = microBatch === null || microBatch >= B ? B : microBatch;
+    if (B % mb !== 0) throw new Error(`micro-batch ${mb} does not divide the batch ${B}`);
+    const chunks = Array.from({ length: B / mb }, (_, i) => i * mb);
+    const chunk = (x: tf.Tensor4D, o: number) => (mb === B ? x : (tf.slice(x, [o, 0, 0, 0], [mb, -1, -1, -1]) as tf.Tensor4D));
     this.momentumUpdate(m);
-    const [k1, k2] = tf.tidy(() => {
-      const rec: BnRecord[] = [];
-      const keys = [l2normalize(this.encode(x1, MOMENTUM, rec)), l2normalize(this.encode(x2, MOMENTUM, rec))];
-      this.updateBn(`${MOMENTUM}head.`, rec);
-      return keys;
-    });
+    // keys of the whole batch, no gradient; with micro-batches BN statistics are per chunk (like per-GPU BN)
+    const [k1, k2] = [x1, x2].map((x) =>
+      tf.tidy(() => {
+        const parts = chunks.map((o) => {
+          const rec: BnRecord[] = [];
+          const k = l2normalize(this.encode(chunk(x, o), MOMENTUM, rec));
+          this.updateBn(`${MOMENTUM}head.`, rec);
+          return k;
+        });
+        return parts.length === 1 ? parts[0]! : (tf.concat(parts) as tf.Tensor2D);
+      }),
+    );
     const names = this.gradList;
     const vars = names.map((n) => this.vars.get(n)!);
-    const term = (x: tf.Tensor4D, k: tf.Tensor2D) => {
+    // each chunk of queries against all keys of the batch (negatives = the full batch, as in the paper);
+    // each view's term is back-propagated on its own (same gradient, half the activation memory)
+    const term = (x: tf.Tensor4D, k: tf.Tensor2D, o: number) => {
       const encRec: BnRecord[] = [];
       const predRec: BnRecord[] = [];
-      const f = () => contrastiveLoss(this.predict(this.encode(x, BASE, encRec), predRec), k, this.cfg.temperature);
+      const f = () => {
+        const xc = chunk(x, o);
+        return contrastiveLoss(this.predict(this.encode(xc, BASE, encRec), predRec), k, this.cfg.temperature, 1e-12, o);
+      };
       const r = tf.valueAndGrads(f)(vars);
       this.updateBn(`${BASE}head.`, encRec);
       this.updateBn(PRED, predRec);
       return r;
     };
     try {
-      const t1 = term(x1, k2!); // ctr(q1, k2)
-      const t2 = term(x2, k1!); // ctr(q2, k1)
       const grads = new Map<string, tf.Tensor>();
-      names.forEach((n, i) => {
-        grads.set(n, tf.add(t1.grads[i]!, t2.grads[i]!));
-        t1.grads[i]!.dispose();
-        t2.grads[i]!.dispose();
-      });
-      const loss = tf.add(t1.value, t2.value) as tf.Scalar;
-      t1.value.dispose();
-      t2.value.dispose();
-      return { loss, grads };
+      let loss: tf.Scalar | null = null;
+      const scale = 1 / chunks.length; // the mean over chunks = the mean over the batch
+      for (const [x, k] of [[x1, k2!], [x2, k1!]] as const) {
+        for (const o of chunks) {
+          const t = term(x, k, o); // ctr(q1, k2), then ctr(q2, k1)
+          names.forEach((n, i) => {
+            const g = t.grads[i]!;
+            const prev = grads.get(n);
+            const scaled = scale === 1 ? g : tf.mul(g, scale);
+            if (scaled !== g) g.dispose();
+            if (prev) {
+              grads.set(n, tf.add(prev, scaled));
+              prev.dispose();
+              scaled.dispose();
+            } else grads.set(n, scaled);
+          });
+          const v = scale === 1 ? t.value : (tf.mul(t.value, scale) as tf.Scalar);
+          if (v !== t.value) t.value.dispose();
+          if (loss) {
+            const next = tf.add(loss, v) as tf.Scalar;
+            loss.dispose();
+            v.dispose();
+            loss = next;
+          } else loss = v;
+        }
+      }
+      return { loss: loss!, grads };
     } finally {
       k1!.dispose();
       k2!.dispose();

@@ -55,7 +55,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const { x1, x2 } = twoViews(batch, aug, c.seed, s);
     await x2.data(); // make the augmentation's cost visible on asynchronous backends
     const t1 = performance.now();
-    const { loss, grads } = model.step(x1, x2, 0.99);
+    const { loss, grads } = model.step(x1, x2, 0.99, c.train.micro_batch);
     x1.dispose();
     x2.dispose();
     const st = gradStats(loss, grads, groups);

@@ -314,7 +314,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           nchw.dispose();
         }
       }
-      const { loss, grads } = stepOrExplain(() => model.step(x1, x2, m), opts.backend, B);
+      const { loss, grads } = stepOrExplain(() => model.step(x1, x2, m, c.train.micro_batch), opts.backend, B);
       x1.dispose();
       x2.dispose();
       let lossT: tf.Scalar = loss;
