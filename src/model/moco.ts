@@ -196,17 +196,21 @@ export class MoCoViT {
     const chunk = (x: tf.Tensor4D, o: number) => (mb === B ? x : (tf.slice(x, [o, 0, 0, 0], [mb, -1, -1, -1]) as tf.Tensor4D));
     this.momentumUpdate(m);
     // keys of the whole batch, no gradient; with micro-batches BN statistics are per chunk (like per-GPU BN)
-    const [k1, k2] = [x1, x2].map((x) =>
-      tf.tidy(() => {
-        const parts = chunks.map((o) => {
+    const [k1, k2] = [x1, x2].map((x) => {
+      // one tidy per chunk: a chunk's activations are freed before the next chunk runs
+      const parts = chunks.map((o) =>
+        tf.tidy(() => {
           const rec: BnRecord[] = [];
           const k = l2normalize(this.encode(chunk(x, o), MOMENTUM, rec));
           this.updateBn(`${MOMENTUM}head.`, rec);
           return k;
-        });
-        return parts.length === 1 ? parts[0]! : (tf.concat(parts) as tf.Tensor2D);
-      }),
-    );
+        }),
+      );
+      if (parts.length === 1) return parts[0]!;
+      const all = tf.concat(parts) as tf.Tensor2D;
+      parts.forEach((p) => p.dispose());
+      return all;
+    });
     const names = this.gradList;
     const vars = names.map((n) => this.vars.get(n)!);
     // each chunk of queries against all keys of the batch (negatives = the full batch, as in the paper);
