@@ -41,8 +41,12 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         } else if (e.type === 'knn') {
           knn = e.top1;
           if (started) bar.update({ knn: `${knn.toFixed(1)}%` });
+        } else if (e.type === 'phase') {
+          if (started) bar.stop();
+          started = false;
+          out.write(`${label}: ${e.text}\n`);
         } else if (e.type === 'end') {
-          bar.stop();
+          if (started) bar.stop();
           started = false;
         }
       },
@@ -76,6 +80,8 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
       } else if (e.type === 'knn') {
         knn = e.top1;
         out.write(`${label}: kNN at step ${e.step}: top-1 ${e.top1.toFixed(2)}% (${e.seconds.toFixed(1)} s)\n`);
+      } else if (e.type === 'phase') {
+        out.write(`${label}: ${e.text}\n`);
       } else if (e.type === 'end') {
         out.write(`${label}: ${e.status} at step ${e.step}\n`);
       }

@@ -29,6 +29,7 @@ export type TrainEvent =
   | { type: 'step'; step: number; totalSteps: number; row: MetricRow }
   | { type: 'knn'; step: number; top1: number; top5: number; seconds: number }
   | { type: 'checkpoint'; step: number; dir: string }
+  | { type: 'phase'; step: number; text: string }
   | { type: 'end'; status: RunStatus; step: number; summary: Summary };
 
 export interface Summary {
@@ -410,6 +411,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   if (status === 'completed' && c.eval.linear.enabled) {
     // linear probe on the final weights (imported lazily: eval/offline.ts imports this module)
     const { linearProbeForRun } = await import('../eval/offline.ts');
+    emit({ type: 'phase', step: state.step, text: `linear probe: ${c.eval.linear.epochs} epochs on the frozen encoder` });
     try {
       const lin = await linearProbeForRun(runDir, { config: c, dataset: ds, model });
       summary.linear_top1 = lin.top1;
