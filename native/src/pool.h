@@ -60,19 +60,19 @@ class Pool {
   // Runs fn over [0, n) in `chunks` pieces; returns when all are done. Not reentrant: a nested or
   // concurrent call runs on its own thread.
   void run(int64_t n, int64_t chunks, Fn fn, void* ctx) {
+    chunks = std::max<int64_t>(1, std::min<int64_t>(std::min<int64_t>(chunks, n), 0x7fffffff));
     if (threads_.load(std::memory_order_relaxed) <= 1 || chunks <= 1 || n <= 1 || busy_.exchange(true, std::memory_order_acquire)) {
-      fn(ctx, 0, n, 0);
+      serial(n, chunks, fn, ctx);
       return;
     }
     if (serial_left_ > 0) {
       // the workers lagged recently (busy machine): run alone for a while, then try again
       serial_left_--;
       guarded_.fetch_add(1, std::memory_order_relaxed);
-      fn(ctx, 0, n, 0);
+      serial(n, chunks, fn, ctx);
       busy_.store(false, std::memory_order_release);
       return;
     }
-    chunks = std::min<int64_t>(std::min<int64_t>(chunks, n), 0x7fffffff);
     parallel_.fetch_add(1, std::memory_order_relaxed);
     const auto t0 = std::chrono::steady_clock::now();
     fn_.store(fn, std::memory_order_relaxed);
@@ -108,6 +108,15 @@ class Pool {
   }
 
  private:
+  // The same chunks, in order, on the caller: a chunk's results never depend on which thread ran it or
+  // on whether the job ran in parallel, so runs are bit-for-bit repeatable on a busy machine too.
+  static void serial(int64_t n, int64_t chunks, Fn fn, void* ctx) {
+    for (int64_t c = 0; c < chunks; c++) {
+      const int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
+      if (lo < hi) fn(ctx, lo, hi, 0);
+    }
+  }
+
   // claim and run chunks of generation gen until none is left
   void work(uint64_t gen, int tid) {
     for (;;) {
