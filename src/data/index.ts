@@ -1,4 +1,5 @@
 /** Datasets, batch order and two-view augmentation. */
+import { loadCifar } from './cifar.ts';
 import { loadFashionMnist } from './fashion_mnist.ts';
 import { makeSyntheticDataset } from './synthetic.ts';
 import { DataError, type DataSpec, type Dataset } from './types.ts';
@@ -9,7 +10,7 @@ export { twoViews, evalView, augmentConfigFor, MOCOV3_VIEWS, type AugmentConfig,
 export { FASHION_MNIST_DIR, FASHION_MNIST_CLASSES } from './fashion_mnist.ts';
 export { SYNTHETIC_CLASSES, SYNTHETIC_DEFAULTS } from './synthetic.ts';
 
-export const DATASET_NAMES = ['synthetic', 'fashion-mnist'] as const;
+export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100'] as const;
 
 export async function loadDataset(spec: DataSpec): Promise<Dataset> {
   switch (spec.name) {
@@ -17,6 +18,9 @@ export async function loadDataset(spec: DataSpec): Promise<Dataset> {
       return makeSyntheticDataset(spec);
     case 'fashion-mnist':
       return loadFashionMnist(spec);
+    case 'cifar10':
+    case 'cifar100':
+      return loadCifar(spec);
     default:
       throw new DataError(`data.name: dataset '${String((spec as { name: unknown }).name)}' is not available in this version (available: ${DATASET_NAMES.join(', ')})`);
   }

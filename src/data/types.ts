@@ -25,7 +25,7 @@ export interface Dataset {
 }
 
 export interface DataSpec {
-  name: 'synthetic' | 'fashion-mnist';
+  name: 'synthetic' | 'fashion-mnist' | 'cifar10' | 'cifar100';
   /** directory of the files; null: the dataset's default place */
   path: string | null;
   /** first N images of each split (null: all, or the dataset's default size) */

@@ -107,7 +107,7 @@ export function optimizerOf(c: ResolvedRunConfig, model: MoCoViT): Optimizer {
 
 export async function loadRunData(c: ResolvedRunConfig): Promise<Dataset> {
   return loadDataset({
-    name: c.data.name as 'synthetic' | 'fashion-mnist',
+    name: c.data.name as 'synthetic' | 'fashion-mnist' | 'cifar10' | 'cifar100',
     path: c.data.path,
     trainSize: c.data.train_size,
     testSize: c.data.test_size,

@@ -1,0 +1,95 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { loadDataset } from '../../src/data/index.ts';
+import { DataError } from '../../src/data/types.ts';
+
+/** n records in the official layout: label byte(s), then 1024 R, 1024 G, 1024 B bytes. */
+function records(n: number, labelBytes: number, seed: number): Uint8Array {
+  const rec = labelBytes + 3072;
+  const out = new Uint8Array(n * rec);
+  for (let i = 0; i < n; i++) {
+    const r = out.subarray(i * rec, (i + 1) * rec);
+    if (labelBytes === 2) r[0] = (i + seed) % 20; // coarse
+    r[labelBytes - 1] = (i + seed) % (labelBytes === 2 ? 100 : 10);
+    for (let p = 0; p < 3072; p++) r[labelBytes + p] = (p * 7 + i * 13 + seed) % 256;
+  }
+  return out;
+}
+
+/** A ustar archive of the files (octal sizes, checksum, typeflag 0). */
+function tar(files: Record<string, Uint8Array>): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const [name, data] of Object.entries(files)) {
+    const h = new Uint8Array(512);
+    const put = (s: string, at: number) => h.set(Buffer.from(s, 'latin1'), at);
+    put(name, 0);
+    put('0000644\0', 100);
+    put('0000000\0', 108);
+    put('0000000\0', 116);
+    put(data.length.toString(8).padStart(11, '0') + '\0', 124);
+    put('00000000000\0', 136);
+    put('        ', 148);
+    h[156] = '0'.charCodeAt(0);
+    put('ustar\0', 257);
+    put('00', 263);
+    const sum = h.reduce((a, b) => a + b, 0);
+    put(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+    parts.push(h, data, new Uint8Array((512 - (data.length % 512)) % 512));
+  }
+  parts.push(new Uint8Array(1024));
+  return Buffer.concat(parts);
+}
+
+const spec = (name: 'cifar10' | 'cifar100', path: string) => ({ name, path, trainSize: null, testSize: null, seed: 0 });
+
+test('CIFAR-10 from the extracted folder: 3073-byte records, planar RGB to HWC, labels', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const dir = join(root, 'cifar-10-batches-bin');
+  mkdirSync(dir);
+  for (let b = 1; b <= 5; b++) writeFileSync(join(dir, `data_batch_${b}.bin`), records(3, 1, b));
+  writeFileSync(join(dir, 'test_batch.bin'), records(4, 1, 9));
+  const ds = await loadDataset(spec('cifar10', root));
+  assert.equal(ds.train.n, 15);
+  assert.equal(ds.test.n, 4);
+  assert.equal(ds.numClasses, 10);
+  assert.equal(ds.classNames[0], 'airplane');
+  // image 4 of train = record 1 of data_batch_2 (seed 2): label (1+2)%10, pixel p channel c = (c*1024+p)*7 + 1*13 + 2
+  assert.equal(ds.train.labels[4], 3);
+  for (const [p, c] of [[0, 0], [5, 1], [1023, 2], [500, 2]] as const) {
+    assert.equal(ds.train.images[4 * 3072 + p * 3 + c], ((c * 1024 + p) * 7 + 13 + 2) % 256, `pixel ${p} channel ${c}`);
+  }
+  assert.deepEqual([...ds.test.labels], [9, 0, 1, 2]);
+});
+
+test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const archive = join(root, 'cifar-100-binary.tar.gz');
+  writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(6, 2, 95), 'cifar-100-binary/test.bin': records(2, 2, 0) })));
+  const ds = await loadDataset(spec('cifar100', archive));
+  assert.equal(ds.numClasses, 100);
+  assert.deepEqual([...ds.train.labels], [95, 96, 97, 98, 99, 0]);
+  assert.equal(ds.train.images[3072 + 3 * 10 + 1], ((1024 + 10) * 7 + 13 + 95) % 256);
+  // the folder that holds the archive works too
+  const again = await loadDataset(spec('cifar100', root));
+  assert.equal(again.train.n, 6);
+});
+
+test('a truncated batch, a label out of range and a missing folder give one-line errors naming the file', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  for (let b = 1; b <= 5; b++) writeFileSync(join(root, `data_batch_${b}.bin`), records(2, 1, b));
+  writeFileSync(join(root, 'test_batch.bin'), records(2, 1, 0).subarray(0, 3073 + 100));
+  await assert.rejects(loadDataset(spec('cifar10', root)), (e: unknown) => {
+    assert.ok(e instanceof DataError);
+    assert.match(e.message, /test_batch\.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records/);
+    return true;
+  });
+  const bad = records(2, 1, 0);
+  bad[3073] = 10;
+  writeFileSync(join(root, 'test_batch.bin'), bad);
+  await assert.rejects(loadDataset(spec('cifar10', root)), /test_batch\.bin: record 1 has label 10, outside 0\.\.9/);
+  await assert.rejects(loadDataset(spec('cifar10', join(root, 'nowhere'))), /cifar10: no cifar-10-batches-bin\/ or cifar-10-binary\.tar\.gz under .*nowhere/);
+});
