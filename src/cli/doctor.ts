@@ -2,25 +2,15 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-
-function installed(pkg: string): string | null {
-  try {
-    return (require(`${pkg}/package.json`) as { version: string }).version;
-  } catch {
-    return null;
-  }
-}
+import { versionOf } from '../train/meta.ts';
 
 export function doctorCommand(): Command {
   return new Command('doctor').description('backends, native kernels, datasets: what will run and how fast').action(async () => {
     const lines: string[] = [];
     const say = (s: string) => lines.push(s);
     say(`node ${process.version} on ${process.platform}-${process.arch}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
-    const gpu = installed('@tensorflow/tfjs-node-gpu');
-    const node = installed('@tensorflow/tfjs-node');
+    const gpu = versionOf('@tensorflow/tfjs-node-gpu');
+    const node = versionOf('@tensorflow/tfjs-node');
     say(`tensorflow (GPU): ${gpu ? `@tensorflow/tfjs-node-gpu ${gpu}` : 'not installed — for a GPU: npm install @tensorflow/tfjs-node-gpu@4.22.0 (needs CUDA 11.2 + cuDNN 8.1)'}`);
     say(`tensorflow (CPU): ${node ? `@tensorflow/tfjs-node ${node}` : 'not installed — npm install @tensorflow/tfjs-node@4.22.0 (downloads libtensorflow at install)'}`);
     let nativeLine = 'native: unknown';
@@ -37,8 +27,8 @@ export function doctorCommand(): Command {
       nativeLine = `native: unavailable (${(e as Error).message})`;
     }
     say(nativeLine);
-    say(`wasm: @tensorflow/tfjs-backend-wasm ${installed('@tensorflow/tfjs-backend-wasm') ?? 'missing'} (1 thread, 4 GiB heap)`);
-    say(`cpu: @tensorflow/tfjs-backend-cpu ${installed('@tensorflow/tfjs-backend-cpu') ?? 'missing'} (pure JavaScript, slowest)`);
+    say(`wasm: @tensorflow/tfjs-backend-wasm ${versionOf('@tensorflow/tfjs-backend-wasm') ?? 'missing'} (1 thread, 4 GiB heap)`);
+    say(`cpu: @tensorflow/tfjs-backend-cpu ${versionOf('@tensorflow/tfjs-backend-cpu') ?? 'missing'} (pure JavaScript, slowest)`);
     const { initBackend } = await import('../engine/backend.ts');
     const info = await initBackend('auto', { quiet: true });
     say(`--backend auto takes: ${info.name} — ${info.device} (${info.reason})`);

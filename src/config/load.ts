@@ -44,6 +44,11 @@ export function parseSet(expr: string): Obj {
   } catch {
     value = raw;
   }
+  return nest(key, value);
+}
+
+/** `a.b.c`, v -> {a: {b: {c: v}}} */
+export function nest(key: string, value: unknown): Obj {
   const parts = key.split('.');
   const root: Obj = {};
   let cur = root;

@@ -115,31 +115,31 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
     });
   }
 
-  // ---- binary with broadcasting
+  // ---- binary with broadcasting: arithmetic (float32 out) and comparisons (bool out)
+  const broadcastPair = (args: KernelArgs) => {
+    const backend = args.backend as MathBackendCPU;
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const av = f32(backend, a);
+    const bv = f32(backend, b);
+    if (!av || !bv || av.length === 0 || bv.length === 0) return null;
+    return { backend, a, b, av, bv, shape: tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape) };
+  };
   for (const [name, op] of Object.entries(B)) {
     add(name, (fallback) => (args: KernelArgs) => {
-      const backend = args.backend as MathBackendCPU;
-      const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
-      const av = f32(backend, a);
-      const bv = f32(backend, b);
-      if (!av || !bv || av.length === 0 || bv.length === 0) return fallback(args);
-      const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
-      const out = outF32(backend, size(shape));
-      addon.binary(op, av, a.shape, bv, b.shape, out);
-      return backend.makeTensorInfo(shape, 'float32', out);
+      const p = broadcastPair(args);
+      if (!p) return fallback(args);
+      const out = outF32(p.backend, size(p.shape));
+      addon.binary(op, p.av, p.a.shape, p.bv, p.b.shape, out);
+      return p.backend.makeTensorInfo(p.shape, 'float32', out);
     });
   }
   for (const [name, op] of Object.entries(C)) {
     add(name, (fallback) => (args: KernelArgs) => {
-      const backend = args.backend as MathBackendCPU;
-      const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
-      const av = f32(backend, a);
-      const bv = f32(backend, b);
-      if (!av || !bv || av.length === 0 || bv.length === 0) return fallback(args);
-      const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
-      const out = new Uint8Array(size(shape));
-      addon.compare(op, av, a.shape, bv, b.shape, out);
-      return backend.makeTensorInfo(shape, 'bool', out);
+      const p = broadcastPair(args);
+      if (!p) return fallback(args);
+      const out = new Uint8Array(size(p.shape));
+      addon.compare(op, p.av, p.a.shape, p.bv, p.b.shape, out);
+      return p.backend.makeTensorInfo(p.shape, 'bool', out);
     });
   }
 

@@ -4,6 +4,7 @@
  */
 
 import { ARCHS as CONFIG_ARCHS } from '../config/archs.ts';
+import type { VitDims } from './vit.ts';
 
 export interface ArchSpec {
   dim: number;
@@ -23,15 +24,7 @@ export const ARCHS: Record<string, ArchSpec> = Object.fromEntries(
 );
 
 /** Everything the model needs; the rest of the run config does not reach `src/model/`. */
-export interface MocoModelConfig {
-  imageSize: number;
-  patchSize: number;
-  /** image channels; 3 (inputs are RGB-normalised NHWC) */
-  inChans: number;
-  dim: number;
-  depth: number;
-  heads: number;
-  mlpRatio: number;
+export interface MocoModelConfig extends VitDims {
   /** projector hidden width (official 4096) */
   projHidden: number;
   /** output width of projector and predictor (official 256) */

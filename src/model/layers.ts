@@ -5,7 +5,7 @@
  * gradient for them).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import './gradients.ts';
+import '../engine/gradients.ts';
 
 type T = tf.Tensor;
 

@@ -12,6 +12,7 @@ import { sincos2dPosEmbed } from './posembed.ts';
 export interface VitDims {
   imageSize: number;
   patchSize: number;
+  /** image channels; 3 (inputs are RGB-normalised NHWC) */
   inChans: number;
   dim: number;
   depth: number;

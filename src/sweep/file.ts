@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { ConfigError, deepMerge, validateConfig } from '../config/load.ts';
+import { ConfigError, deepMerge, nest, validateConfig } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES } from '../config/schema.ts';
 
@@ -80,17 +80,7 @@ export function configLeafKeys(): string[] {
   return out;
 }
 
-/** `a.b.c`, v -> {a: {b: {c: v}}} */
-export function nest(key: string, value: unknown): Obj {
-  const parts = key.split('.');
-  const root: Obj = {};
-  let cur = root;
-  parts.forEach((p, i) => {
-    if (i === parts.length - 1) cur[p] = value;
-    else cur = cur[p] = {} as Obj;
-  });
-  return root;
-}
+export { nest };
 
 const SENTINEL = '\u0000';
 

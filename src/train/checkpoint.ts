@@ -50,7 +50,7 @@ function slotParam(key: string): string {
   return key.slice(0, i);
 }
 
-function toSt(name: string, t: tf.Tensor, int64: boolean): StTensor {
+function toSt(t: tf.Tensor, int64: boolean): StTensor {
   const values = t.dataSync();
   if (int64) return { dtype: 'I64', shape: t.shape, data: BigInt64Array.from(values, (v) => BigInt(Math.round(v))) };
   return { dtype: 'F32', shape: t.shape, data: values instanceof Float32Array ? values : Float32Array.from(values) };
@@ -66,7 +66,7 @@ export function modelStateDict(model: CheckpointModel): Map<string, StTensor> {
   const out = new Map<string, StTensor>();
   for (const [name, v] of model.vars) {
     const t = tf.tidy(() => model.toTorch(name, v));
-    out.set(name, toSt(name, t, name.endsWith('num_batches_tracked')));
+    out.set(name, toSt(t, name.endsWith('num_batches_tracked')));
     t.dispose();
   }
   return out;
@@ -89,7 +89,7 @@ export function saveCheckpoint(
   for (const [key, t] of optimizer.stateTensors()) {
     const param = slotParam(key);
     const tt = model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : t;
-    slots.set(key, toSt(key, tt, false));
+    slots.set(key, toSt(tt, false));
     if (tt !== t) tt.dispose();
   }
   writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });

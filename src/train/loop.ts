@@ -219,7 +219,6 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     config_hash: hash,
     optimizer: {},
   };
-  let lastKnn: { top1: number; top5: number } | null = null;
   let lastLoss: number | null = null;
   let resumed = false;
   const last = opts.resume ? findLastCheckpoint(ckptRoot) : null;
@@ -230,7 +229,6 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     }
     truncateMetrics(metricsPath, state.step);
     resumed = true;
-    if (state.last_knn_top1 !== null) lastKnn = { top1: state.last_knn_top1, top5: state.last_knn_top5 ?? NaN };
     lastLoss = state.last_loss ?? null;
   } else {
     writeFileAtomic(metricsPath, '');
@@ -275,12 +273,12 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   };
   const runKnn = async () => {
     const k0 = performance.now();
-    lastKnn = await knnMonitor(model, ds, c, aug);
-    state.last_knn_top1 = lastKnn.top1;
-    state.last_knn_top5 = lastKnn.top5;
-    state.best_knn_top1 = Math.max(state.best_knn_top1 ?? -Infinity, lastKnn.top1);
-    emit({ type: 'knn', step: state.step, top1: lastKnn.top1, top5: lastKnn.top5, seconds: (performance.now() - k0) / 1000 });
-    return lastKnn;
+    const k = await knnMonitor(model, ds, c, aug);
+    state.last_knn_top1 = k.top1;
+    state.last_knn_top5 = k.top5;
+    state.best_knn_top1 = Math.max(state.best_knn_top1 ?? -Infinity, k.top1);
+    emit({ type: 'knn', step: state.step, top1: k.top1, top5: k.top5, seconds: (performance.now() - k0) / 1000 });
+    return k;
   };
 
   let status: RunStatus = 'running';
@@ -394,8 +392,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     steps: state.step,
     total_steps: totalSteps,
     epochs: Number(state.epoch.toFixed(6)),
-    knn_top1: lastKnn ? (lastKnn as { top1: number }).top1 : null,
-    knn_top5: lastKnn && Number.isFinite((lastKnn as { top5: number }).top5) ? (lastKnn as { top5: number }).top5 : null,
+    knn_top1: state.last_knn_top1,
+    knn_top5: state.last_knn_top1 !== null && Number.isFinite(state.last_knn_top5) ? (state.last_knn_top5 ?? null) : null,
     best_knn_top1: state.best_knn_top1,
     linear_top1: null,
     linear_top5: null,

@@ -9,7 +9,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const require = createRequire(import.meta.url);
 
-function versionOf(pkg: string): string | null {
+export function versionOf(pkg: string): string | null {
   try {
     return (require(`${pkg}/package.json`) as { version: string }).version;
   } catch {

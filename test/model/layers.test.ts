@@ -7,7 +7,7 @@ import { tf } from '../helpers/tf.ts';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { bmm, contrastiveLoss, gelu, layerNorm, linear, linearConstInput, matMulNT, normalize, patchify, l2normalize } from '../../src/model/layers.ts';
-import { MODEL_GRADIENT_KERNELS, assertModelGradients } from '../../src/model/gradients.ts';
+import { MODEL_GRADIENT_KERNELS, assertModelGradients } from '../../src/engine/gradients.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { patchEmbed } from '../../src/model/vit.ts';
 import { erf, patchEmbedConv, refCtr } from './reference.ts';

@@ -12,7 +12,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors, type StTensor } from '../../src/engine/safetensors.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
-import { createOptimizer } from '../../src/optim/index.ts';
+import type { ResolvedRunConfig } from '../../src/config/schema.ts';
+import { modelConfigOf, optimizerOf } from '../../src/train/loop.ts';
 import { lrAt, momentumAt, scaledLr } from '../../src/optim/schedule.ts';
 import { loadCheckpoint } from '../../src/train/checkpoint.ts';
 
@@ -63,34 +64,10 @@ for (const proj of ['learned', 'frozen'] as const) {
   describe(`moco3 vs PyTorch, ${proj} patch projection`, () => {
     for (const st of fx.steps) {
       it(`step ${st.step}: loss, every state-dict tensor and optimizer slot agree to float32 rounding`, () => {
-        const model = new MoCoViT(
-          {
-            imageSize: c.data.image_size,
-            patchSize: c.model.patch_size,
-            inChans: 3,
-            dim: c.model.dim,
-            depth: c.model.depth,
-            heads: c.model.heads,
-            mlpRatio: c.model.mlp_ratio,
-            projHidden: c.moco.proj_hidden,
-            projDim: c.moco.proj_dim,
-            predHidden: c.moco.pred_hidden,
-            temperature: c.moco.temperature,
-            patchProj: c.model.patch_proj,
-          },
-          0,
-        );
-        const opt = createOptimizer(
-          {
-            name: c.optim.name,
-            weightDecay: c.optim.weight_decay,
-            betas: c.optim.betas,
-            eps: c.optim.eps,
-            momentum: c.optim.momentum,
-            trustCoefficient: c.optim.trust_coefficient,
-          },
-          (n) => model.torchShape(n).length,
-        );
+        // the fixture's config.yaml holds the keys these read; the run's own mapping to model and optimizer
+        const rc = c as unknown as ResolvedRunConfig;
+        const model = new MoCoViT(modelConfigOf(rc), 0);
+        const opt = optimizerOf(rc, model);
         try {
           loadCheckpoint(stepDir(run, st.step - 1), model, opt);
           const s = st.step - 1;
