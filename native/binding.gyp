@@ -2,8 +2,8 @@
   "targets": [
     {
       "target_name": "moco3_native",
-      "sources": ["src/addon.cc", "src/kernels.cc", "src/kernels_base.cc", "src/kernels_avx2.cc"],
-      "depends": ["src/kernels.h", "src/kernels.inc", "src/pool.h"],
+      "sources": ["src/addon.cc", "src/augment.cc", "src/kernels.cc", "src/kernels_base.cc", "src/kernels_avx2.cc"],
+      "depends": ["src/augment.h", "src/kernels.h", "src/kernels.inc", "src/pool.h"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "/usr/include/openblas"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

@@ -108,7 +108,7 @@ function main() {
       '-O3', '-std=gnu++17', '-fPIC', '-shared', '-pthread', '-fno-math-errno', '-fno-trapping-math', '-fvisibility=hidden',
       '-Wno-psabi', '-DNAPI_VERSION=8', '-DNAPI_DISABLE_CPP_EXCEPTIONS', '-DNODE_ADDON_API_DISABLE_DEPRECATED',
       `-I${join(prefix, 'include', 'node')}`, `-I${addonApiInclude}`, '-I/usr/include/openblas',
-      ...['addon.cc', 'kernels.cc', 'kernels_base.cc', 'kernels_avx2.cc'].map((f) => join(nativeDir, 'src', f)),
+      ...['addon.cc', 'augment.cc', 'kernels.cc', 'kernels_base.cc', 'kernels_avx2.cc'].map((f) => join(nativeDir, 'src', f)),
       '-o', `${outFile}.tmp`, '-lopenblas',
     ]);
     log += r.out;

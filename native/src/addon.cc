@@ -21,6 +21,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "augment.h"
 
 using namespace moco3;
 
@@ -597,6 +598,45 @@ Napi::Value BiasAct(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ------------------------------------------------------------------ augmentation
+
+// augment(src u8, n, h, w, c, params f64, count, S, lut f32|null, out f32): the views of src/data/augment.ts
+// augmentPacked, one image per task across the pool.
+Napi::Value Augment(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint8_t* src = typed_data<uint8_t>(info[0]);
+  const int64_t n = info[1].As<Napi::Number>().Int64Value();
+  const int h = info[2].As<Napi::Number>().Int32Value();
+  const int w = info[3].As<Napi::Number>().Int32Value();
+  const int c = info[4].As<Napi::Number>().Int32Value();
+  const double* params = typed_data<double>(info[5]);
+  const int64_t count = info[6].As<Napi::Number>().Int64Value();
+  const int S = info[7].As<Napi::Number>().Int32Value();
+  const float* lut = info[8].IsNull() || info[8].IsUndefined() ? nullptr : typed_data<float>(info[8]);
+  float* out = typed_data<float>(info[9]);
+  if ((c != 1 && c != 3) || h < 1 || w < 1 || S < 1 || typed_len(info[0]) != n * h * w * c ||
+      typed_len(info[5]) < count * kAugmentParamStride || typed_len(info[9]) < count * S * S * 3 ||
+      (lut && typed_len(info[8]) < 3 * 256)) {
+    fail(env, "augment: bad arguments");
+    return env.Undefined();
+  }
+  for (int64_t j = 0; j < count; j++) {
+    const double* p = params + j * kAugmentParamStride;
+    if (!(p[0] >= 0 && p[0] < n && p[1] >= 0 && p[2] >= 0 && p[3] >= 1 && p[4] >= 1 && p[1] + p[3] <= h && p[2] + p[4] <= w)) {
+      fail(env, "augment: a crop box outside its image");
+      return env.Undefined();
+    }
+  }
+  const int64_t per_image = static_cast<int64_t>(S) * S * 40 + static_cast<int64_t>(h) * w;
+  parallel_for(count, count * per_image, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+    AugmentScratch scratch;
+    for (int64_t j = lo; j < hi; j++) {
+      augment_image(src, h, w, c, params + j * kAugmentParamStride, S, lut, out + j * S * S * 3, scratch);
+    }
+  });
+  return env.Undefined();
+}
+
 // ------------------------------------------------------------------ setup
 
 std::string blas_name() {
@@ -660,6 +700,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, MatMul));
   exports.Set("biasAct", Napi::Function::New(env, BiasAct));
   exports.Set("copyBox", Napi::Function::New(env, CopyBox));
+  exports.Set("augment", Napi::Function::New(env, Augment));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

@@ -20,8 +20,8 @@ function printResult(r: BenchResult, json: boolean): void {
   }
   process.stdout.write(
     `${r.backend.padEnd(10)} batch ${r.batch}: ${r.ms_per_step} ms/step, ${r.images_per_s} img/s, ${r.gflops} GFLOP/s, ` +
-      `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step), peak RSS ${r.peak_rss_mb} MB, ` +
-      `tensors ${r.num_tensors_start}->${r.num_tensors_end}  [${r.device}; ${r.cpu}, ${r.threads} cores]\n`,
+      `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step, ${r.augment_engine}), peak RSS ${r.peak_rss_mb} MB, ` +
+      `tensors ${r.num_tensors_start}->${r.num_tensors_end}  [${r.data}; ${r.device}; ${r.cpu}, ${r.threads} cores]\n`,
   );
 }
 

@@ -1,29 +1,22 @@
 /**
- * MoCo v3's two-view augmentation (RECIPE §3.4, torchvision semantics), batched in TensorFlow.js ops.
- * Random parameters are drawn in JS from `new Rng(seed, 'aug', step, view)`, image after image, so
- * the same (seed, step) gives bit-identical views.
+ * MoCo v3's two-view augmentation (RECIPE §3.4), computed image by image on uint8 pixels exactly as the
+ * official loader's torchvision transforms compute them on PIL images (src/data/pil.ts holds the Pillow
+ * ports; tools/pil_reference.py checks them against Pillow and torchvision byte for byte).
  *
- * Per view: RandomResizedCrop -> ColorJitter (p=.8, random op order, clamp after each op) ->
- * RandomGrayscale (p=.2) -> GaussianBlur -> Solarize -> HorizontalFlip -> Normalize.
- * Equivalent reorderings used for speed: the flip is folded into the crop box (it commutes with every
- * later step: pointwise ops, an image-mean and a symmetric blur with mirror borders); grayscale is
- * folded into the final normalising matrix (a channel mix commutes with the spatial blur), except for
- * images about to be solarized.
+ * Per view: RandomResizedCrop (bilinear, antialiased when shrinking) -> RandomApply(ColorJitter, .8)
+ * (brightness, contrast, saturation, hue in a random order, each rounded to uint8 as PIL does) ->
+ * RandomGrayscale (.2) -> GaussianBlur (PIL's 3-pass box approximation; p = 1 in view 1, .1 in view 2)
+ * -> Solarize (threshold 128; p = .2 in view 2 only) -> HorizontalFlip (.5) -> ToTensor -> Normalize.
  *
- * Layout while augmenting: planar [B, C, S*S] (C = 3, or 1 for grayscale data, which stays one plane:
- * saturation, hue and grayscale do not change a gray pixel). A colour op of one image is an affine
- * [C x C+1] matrix, so one op for the whole batch is one batched matMul; the blur is two. Images are
- * processed sorted by (blur, solarize, hue slot): an op that only some images take (hue in each jitter
- * slot, blur in view 2, solarize) then runs on contiguous slices, not on the whole batch. The output
- * is put back into batch order at the end.
- *
- * Known differences from torchvision: no antialiasing when a crop is larger than the output (the
- * crops here are almost always upsampled); bilinear samples at a crop's border may read up to half a
- * source pixel beyond the crop (torchvision clamps to the crop); the blur is an exact Gaussian with
- * mirror borders where the official code uses PIL's box-blur approximation.
+ * Random parameters are drawn in JS from `new Rng(seed, 'aug', step, view)`, image after image, so the
+ * same (seed, step) gives bit-identical views. The pixels are computed by the native addon
+ * (native/src/augment.cc, a port of this file's pipeline run on all cores) when it is built, else by the
+ * same pipeline in JS; the two agree byte for byte (test/data/augment.test.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { nativeAddon } from '../engine/native.ts';
 import { Rng } from '../engine/rng.ts';
+import * as pil from './pil.ts';
 import type { ImageBatch } from './types.ts';
 
 export interface AugmentConfig {
@@ -139,153 +132,177 @@ export function sampleViewParams(rng: Rng, height: number, width: number, recipe
   return { crop, jitter, order, brightness, contrast, saturation, hue, gray, blur, sigma, solarize, flip };
 }
 
-/**
- * Row-stochastic [size x size] matrix G of a 1-D Gaussian blur: out[o] = sum_k G[o,k] in[k]. Radius
- * ceil(3 sigma), clipped to the image; mirror ("reflect") borders are folded into the matrix.
- */
-export function gaussianBlurMatrix(sigma: number, size: number, out = new Float32Array(size * size), offset = 0): Float32Array {
-  const r = Math.min(Math.ceil(3 * sigma), size - 1);
-  const w = new Float64Array(2 * r + 1);
-  let total = 0;
-  for (let d = -r; d <= r; d++) total += w[d + r] = Math.exp((-d * d) / (2 * sigma * sigma));
-  const row = new Float64Array(size);
-  for (let o = 0; o < size; o++) {
-    row.fill(0);
-    for (let d = -r; d <= r; d++) {
-      let k = o + d;
-      if (k < 0) k = -k;
-      else if (k >= size) k = 2 * (size - 1) - k;
-      row[k]! += w[d + r]! / total;
-    }
-    for (let k = 0; k < size; k++) out[offset + o * size + k] = row[k]!;
-  }
+
+// ---------------------------------------------------------------------------------------------
+// Packed parameters: one row of PARAM_STRIDE numbers per output image, the layout the native kernel reads.
+
+export const PARAM_STRIDE = 20;
+const P_SRC = 0;
+const P_TOP = 1;
+const P_LEFT = 2;
+const P_HEIGHT = 3;
+const P_WIDTH = 4;
+const P_JITTER = 5;
+const P_ORDER = 6; // 4 entries
+const P_BRIGHTNESS = 10;
+const P_CONTRAST = 11;
+const P_SATURATION = 12;
+const P_HUE = 13;
+const P_GRAY = 14;
+const P_BLUR = 15;
+const P_SIGMA = 16;
+const P_SOLARIZE = 17;
+const P_FLIP = 18;
+
+/** Rows for `params[j]` applied to source image `srcIndex[j]` (default j). */
+export function packParams(params: ViewParams[], srcIndex?: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(params.length * PARAM_STRIDE);
+  params.forEach((p, j) => {
+    const o = j * PARAM_STRIDE;
+    out[o + P_SRC] = srcIndex ? srcIndex[j]! : j;
+    out[o + P_TOP] = p.crop.top;
+    out[o + P_LEFT] = p.crop.left;
+    out[o + P_HEIGHT] = p.crop.height;
+    out[o + P_WIDTH] = p.crop.width;
+    out[o + P_JITTER] = +p.jitter;
+    for (let k = 0; k < 4; k++) out[o + P_ORDER + k] = p.order[k]!;
+    out[o + P_BRIGHTNESS] = p.brightness;
+    out[o + P_CONTRAST] = p.contrast;
+    out[o + P_SATURATION] = p.saturation;
+    out[o + P_HUE] = p.hue;
+    out[o + P_GRAY] = +p.gray;
+    out[o + P_BLUR] = +p.blur;
+    out[o + P_SIGMA] = p.sigma;
+    out[o + P_SOLARIZE] = +p.solarize;
+    out[o + P_FLIP] = +p.flip;
+  });
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Colour ops are affine maps of a pixel: out = M * (channels..., 1), M of shape [rows, C+1] stored
-// row-major; RGB images use [3 x 4], grayscale ones [1 x 2] (saturation, hue and grayscale leave a
-// gray pixel unchanged, so gray images stay one plane and only brightness and contrast act on them).
-
-/** torchvision adjust_brightness: blend with black. */
-export function brightnessMatrix(f: number, channels: 1 | 3 = 3): Float32Array {
-  return channels === 1 ? Float32Array.from([f, 0]) : Float32Array.from([f, 0, 0, 0, 0, f, 0, 0, 0, 0, f, 0]);
-}
-
-/** The scaling part of adjust_contrast; its (1-f)*mean(gray) offset comes from the data (`contrastCoef`). */
-export function contrastMatrix(f: number, channels: 1 | 3 = 3): Float32Array {
-  return brightnessMatrix(f, channels);
-}
-
-/** torchvision adjust_saturation: blend with the image's grayscale (RGB only). */
-export function saturationMatrix(f: number): Float32Array {
-  const m = new Float32Array(12);
-  for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) m[i * 4 + j] = (i === j ? f : 0) + (1 - f) * GRAY_WEIGHTS[j]!;
-  return m;
-}
-
-/** rgb_to_grayscale, 3 output channels. */
-export function grayscaleMatrix(): Float32Array {
-  return saturationMatrix(0);
-}
-
-export function identityMatrix(channels: 1 | 3 = 3): Float32Array {
-  return brightnessMatrix(1, channels);
-}
-
-/** x [n, C, P] -> [n, C+1, P] with a plane of ones, for affine maps. */
-function withOnes(x: tf.Tensor3D): tf.Tensor3D {
-  const [n, , P] = x.shape;
-  return tf.concat([x, tf.ones([n, 1, P])], 1);
+/** Parameters that only resize: the whole image (or a given box), no colour op, no flip. */
+export function plainParams(box: CropBox, flip = false): ViewParams {
+  return {
+    crop: box, jitter: false, order: [0, 1, 2, 3], brightness: 1, contrast: 1, saturation: 1, hue: 0,
+    gray: false, blur: false, sigma: 1, solarize: false, flip,
+  };
 }
 
 /**
- * Apply per-image affine colour maps to planar x [n, C, P] and clamp to [0,1]. `mats`: n matrices of
- * [rows, C+1] (rows = 3, or 1 for gray images). `contrastCoef[i]` (when given) adds
- * coef * mean(gray(x_i)) to every output channel: torchvision's contrast blends with that mean.
+ * ToTensor + Normalize as a table: lut[ch * 256 + v] = (float32(v / 255) - mean[ch]) / std[ch] in float32,
+ * the operations torchvision performs on the float32 tensor.
  */
-export function applyColorMatrices(x: tf.Tensor3D, mats: Float32Array, contrastCoef: Float32Array | null): tf.Tensor3D {
-  return tf.tidy(() => {
-    const [n, C, P] = x.shape;
-    const rows = mats.length / (n * (C + 1));
-    let m: tf.Tensor3D = tf.tensor3d(mats, [n, rows, C + 1]);
-    if (contrastCoef) {
-      const sums = tf.reshape(tf.sum(tf.reshape(x, [n * C, P]), 1), [n, C]);
-      const gray = C === 3 ? tf.matMul(sums, tf.tensor2d([...GRAY_WEIGHTS], [3, 1])) : sums;
-      const off = tf.mul(gray, tf.tensor2d(contrastCoef.map((c) => c / P), [n, 1]));
-      // the offset multiplies the ones plane: last column
-      const col = tf.matMul(off, tf.ones([1, rows]));
-      m = tf.add(m, tf.pad(tf.reshape(col, [n, rows, 1]), [[0, 0], [0, 0], [C, 0]]));
+export function normalizeLut(mean: readonly number[], std: readonly number[]): Float32Array {
+  const lut = new Float32Array(3 * 256);
+  const f = Math.fround;
+  for (let ch = 0; ch < 3; ch++) {
+    for (let v = 0; v < 256; v++) lut[ch * 256 + v] = f(f(f(v / 255) - f(mean[ch]!)) / f(std[ch]!));
+  }
+  return lut;
+}
+
+/** Per-worker buffers of the JS pipeline. */
+interface Scratch {
+  img: Uint8Array;
+  tmp: Uint8Array;
+  line: Uint8Array;
+  lineOut: Uint8Array;
+}
+
+function scratchFor(S: number, c: number): Scratch {
+  return { img: new Uint8Array(S * S * c), tmp: new Uint8Array(S * S * c), line: new Uint8Array(S), lineOut: new Uint8Array(S) };
+}
+
+/**
+ * One view of one image, the JS pipeline: crop+resize, jitter, grayscale, blur, solarize into
+ * `scratch.img` (uint8, S*S*c), then flip + ToTensor + Normalize into out[outOffset..] (S*S*3 floats;
+ * a gray image is replicated to the 3 channels). `lut` null: write the uint8 pixels as they are.
+ */
+export function augmentImage(
+  batch: ImageBatch, p: Float64Array, po: number, S: number, lut: Float32Array | null,
+  out: Float32Array, outOffset: number, scratch: Scratch,
+): void {
+  const { h, w, c, data } = batch;
+  const img = scratch.img;
+  const len = S * S * c;
+  const base = p[po + P_SRC]! * h * w * c;
+  const height = p[po + P_HEIGHT]!;
+  // the horizontal pass keeps every crop row the vertical pass reads: up to the crop's height
+  if (scratch.tmp.length < S * height * c) scratch.tmp = new Uint8Array(S * height * c);
+  pil.resizedCrop(data, base, w, c, p[po + P_TOP]!, p[po + P_LEFT]!, height, p[po + P_WIDTH]!, S, img, scratch.tmp);
+  if (p[po + P_JITTER]) {
+    for (let k = 0; k < 4; k++) {
+      const op = p[po + P_ORDER + k];
+      if (op === BRIGHTNESS) pil.adjustBrightness(img, len, p[po + P_BRIGHTNESS]!);
+      else if (op === CONTRAST) pil.adjustContrast(img, len, c, p[po + P_CONTRAST]!);
+      else if (op === SATURATION) pil.adjustSaturation(img, len, c, p[po + P_SATURATION]!);
+      else pil.adjustHue(img, len, c, p[po + P_HUE]!);
     }
-    return tf.clipByValue(tf.matMul(m, withOnes(x)), 0, 1) as tf.Tensor3D;
-  });
+  }
+  if (p[po + P_GRAY]) pil.toGrayscale(img, len, c);
+  if (p[po + P_BLUR]) pil.gaussianBlur(img, S, S, c, p[po + P_SIGMA]!, scratch.line, scratch.lineOut);
+  if (p[po + P_SOLARIZE]) pil.solarize(img, len);
+  const flip = p[po + P_FLIP] !== 0;
+  for (let y = 0; y < S; y++) {
+    for (let x = 0; x < S; x++) {
+      const i = (y * S + (flip ? S - 1 - x : x)) * c;
+      const o = outOffset + (y * S + x) * 3;
+      if (c === 3) {
+        out[o] = lut ? lut[img[i]!]! : img[i]!;
+        out[o + 1] = lut ? lut[256 + img[i + 1]!]! : img[i + 1]!;
+        out[o + 2] = lut ? lut[512 + img[i + 2]!]! : img[i + 2]!;
+      } else {
+        const v = img[i]!;
+        out[o] = lut ? lut[v]! : v;
+        out[o + 1] = lut ? lut[256 + v]! : v;
+        out[o + 2] = lut ? lut[512 + v]! : v;
+      }
+    }
+  }
+}
+
+/** Which implementation computes the pixels: the native addon when it has the kernel, else JS. */
+export type AugmentEngine = 'native' | 'js';
+
+export function augmentEngine(): AugmentEngine {
+  if (process.env.MOCO3_AUGMENT === 'js') return 'js';
+  const addon = nativeAddon() as { augment?: unknown } | null;
+  return typeof addon?.augment === 'function' ? 'native' : 'js';
+}
+
+interface AugmentAddon {
+  augment(src: Uint8Array, n: number, h: number, w: number, c: number, params: Float64Array, count: number, S: number, lut: Float32Array | null, out: Float32Array): void;
 }
 
 /**
- * torchvision adjust_hue on planar RGB x [n, 3, P]: to HSV, h <- (h + shift) mod 1, back to RGB.
- * `shifts[i]` is image i's hue factor in [-0.5, 0.5].
+ * The views described by `packed` (rows of PARAM_STRIDE) of `batch`, as float32 NHWC [count, S, S, 3]:
+ * normalised by `lut`, or the raw 0..255 pixels when `lut` is null.
  */
-export function adjustHue(x: tf.Tensor3D, shifts: ArrayLike<number>): tf.Tensor3D {
-  return tf.tidy(() => {
-    const [n, , P] = x.shape;
-    // contiguous [n, P] planes (a slice along axis 1 is slow on the cpu backend)
-    const plane = (c: number) => tf.reshape(tf.matMul(tf.tensor3d([0, 1, 2].map((k) => +(k === c)), [1, 1, 3]), x), [n, P]);
-    const r = plane(0);
-    const g = plane(1);
-    const b = plane(2);
-    const v = tf.maximum(tf.maximum(r, g), b);
-    const mn = tf.minimum(tf.minimum(r, g), b);
-    const c = tf.sub(v, mn);
-    // hue in sixths; the first channel holding the max picks the sector, as in torchvision's _rgb2hsv
-    const c2 = tf.add(c, c);
-    const num = tf.where(
-      tf.equal(v, r),
-      tf.sub(g, b),
-      tf.where(tf.equal(v, g), tf.add(tf.sub(b, r), c2), tf.add(tf.sub(r, g), tf.add(c2, c2))),
-    );
-    const h6 = tf.div(num, tf.maximum(c, 1e-30));
-    const shift = new Float32Array(n * P);
-    for (let i = 0; i < n; i++) shift.fill(6 * shifts[i]! + 6, i * P, (i + 1) * P);
-    const hs = tf.add(h6, tf.tensor2d(shift, [n, P]));
-    const h = tf.sub(hs, tf.mul(tf.floor(tf.div(hs, 6)), 6));
-    // HSV -> RGB: channel = min + chroma * a triangle wave of the hue
-    const tri = (t: tf.Tensor) => tf.add(mn, tf.mul(c, tf.clipByValue(t, 0, 1)));
-    const red = tri(tf.sub(tf.abs(tf.sub(h, 3)), 1));
-    const green = tri(tf.sub(2, tf.abs(tf.sub(h, 2))));
-    const blue = tri(tf.sub(2, tf.abs(tf.sub(h, 4))));
-    return tf.stack([red, green, blue], 1) as tf.Tensor3D;
-  });
+export function augmentPacked(batch: ImageBatch, packed: Float64Array, S: number, lut: Float32Array | null, engine: AugmentEngine = augmentEngine()): Float32Array {
+  const count = packed.length / PARAM_STRIDE;
+  const out = new Float32Array(count * S * S * 3);
+  for (let j = 0; j < count; j++) {
+    const o = j * PARAM_STRIDE;
+    const src = packed[o + P_SRC]!;
+    const top = packed[o + P_TOP]!;
+    const left = packed[o + P_LEFT]!;
+    const hh = packed[o + P_HEIGHT]!;
+    const ww = packed[o + P_WIDTH]!;
+    if (!(Number.isInteger(src) && src >= 0 && src < batch.n && hh >= 1 && ww >= 1 && top >= 0 && left >= 0 && top + hh <= batch.h && left + ww <= batch.w)) {
+      throw new RangeError(`augment: view ${j} has a crop box outside its ${batch.h}x${batch.w} image`);
+    }
+  }
+  if (engine === 'native') {
+    (nativeAddon() as unknown as AugmentAddon).augment(batch.data, batch.n, batch.h, batch.w, batch.c, packed, count, S, lut, out);
+    return out;
+  }
+  const scratch = scratchFor(S, batch.c);
+  for (let j = 0; j < count; j++) augmentImage(batch, packed, j * PARAM_STRIDE, S, lut, out, j * S * S * 3, scratch);
+  return out;
 }
-
-/** PIL's solarize (threshold 128 of 255) on [0,1] values: x >= 0.5 -> 1 - x. */
-export function solarize(x: tf.Tensor3D): tf.Tensor3D {
-  return tf.tidy(() => tf.where(tf.greaterEqual(x, 0.5), tf.sub(1, x), x) as tf.Tensor3D);
-}
-
-/** Separable Gaussian blur of planar x [n, C, S*S] with one sigma per image: two batched matMuls. */
-export function gaussianBlur(x: tf.Tensor3D, size: number, sigmas: ArrayLike<number>): tf.Tensor3D {
-  return tf.tidy(() => {
-    const [n, C] = x.shape;
-    const S = size;
-    const g = new Float32Array(n * S * S);
-    for (let i = 0; i < n; i++) gaussianBlurMatrix(sigmas[i]!, S, g, i * S * S);
-    // along the width: [C*S(h), S(w)] x G^T, per image
-    const alongW = tf.matMul(tf.reshape(x, [n, C * S, S]), tf.tensor3d(g, [n, S, S]), false, true);
-    if (C === 1) return tf.reshape(tf.matMul(tf.tensor3d(g, [n, S, S]), alongW), [n, 1, S * S]);
-    // along the height: G x [S(h), S(w)], per plane. G is repeated per plane: tfjs-cpu's matMul
-    // broadcasts only leading batch dims correctly ([n,1,..] x [n,C,..] comes out wrong in 4.22)
-    const gc = new Float32Array(C * g.length);
-    for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) gc.set(g.subarray(i * S * S, (i + 1) * S * S), (i * C + c) * S * S);
-    const alongH = tf.matMul(tf.tensor3d(gc, [n * C, S, S]), tf.reshape(alongW, [n * C, S, S]));
-    return tf.reshape(alongH, [n, C, S * S]);
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
 
 function checkConfig(cfg: AugmentConfig): void {
   const S = cfg.imageSize;
-  if (!Number.isInteger(S) || S < 1) throw new RangeError(`augment: imageSize must be a positive integer, got ${S}`);
+  if (!Number.isInteger(S) || S < 1 || S > 4096) throw new RangeError(`augment: imageSize must be an integer in [1, 4096], got ${S}`);
   if (!(cfg.cropMin > 0 && cfg.cropMin <= 1)) throw new RangeError(`augment: cropMin must be in (0, 1], got ${cfg.cropMin}`);
   if (!(cfg.blurSigma[0] > 0 && cfg.blurSigma[0] <= cfg.blurSigma[1])) {
     throw new RangeError(`augment: blurSigma must be 0 < lo <= hi, got [${cfg.blurSigma.join(', ')}]`);
@@ -297,181 +314,13 @@ function checkConfig(cfg: AugmentConfig): void {
 
 function checkBatch(batch: ImageBatch): void {
   const { n, h, w, c } = batch;
-  if (!(n >= 1 && h >= 1 && w >= 1 && (c === 1 || c === 3)) || batch.data.length !== n * h * w * c) {
+  if (!(n >= 1 && h >= 1 && w >= 1 && h < 65536 && w < 65536 && (c === 1 || c === 3)) || batch.data.length !== n * h * w * c) {
     throw new RangeError(`augment: bad batch n=${n} h=${h} w=${w} c=${c} with ${batch.data.length} bytes`);
   }
 }
 
-/**
- * The batch as float planes [n*c, h+2*pad, w+2*pad, 1] on [0,1], borders replicated `pad` pixels so
- * that bilinear samples up to half a pixel outside the image read the edge, as torchvision's clamp.
- */
-function sourcePlanes(batch: ImageBatch, pad: number): tf.Tensor4D {
-  const { n, h, w, c, data } = batch;
-  const hp = h + 2 * pad;
-  const wp = w + 2 * pad;
-  const out = new Float32Array(n * c * hp * wp);
-  let o = 0;
-  for (let i = 0; i < n; i++) {
-    for (let k = 0; k < c; k++) {
-      for (let y = -pad; y < h + pad; y++) {
-        const row = i * h * w * c + Math.min(Math.max(y, 0), h - 1) * w * c + k;
-        for (let x = -pad; x < w + pad; x++) out[o++] = data[row + Math.min(Math.max(x, 0), w - 1) * c]! / 255;
-      }
-    }
-  }
-  return tf.tensor4d(out, [n * c, hp, wp, 1]);
-}
-
-/**
- * For each j: box j of source image srcIndex[j], resized to S x S (bilinear, half-pixel centres like
- * torchvision's resize), mirrored left-right when flips[j]: planar [B, c, S*S].
- */
-function cropPlanes(src: tf.Tensor4D, batch: ImageBatch, pad: number, boxes: CropBox[], flips: boolean[], srcIndex: ArrayLike<number>, S: number): tf.Tensor3D {
-  const B = boxes.length;
-  const C = batch.c;
-  const hp1 = batch.h + 2 * pad - 1;
-  const wp1 = batch.w + 2 * pad - 1;
-  const nb = new Float32Array(B * C * 4);
-  const ind = new Int32Array(B * C);
-  for (let j = 0; j < B; j++) {
-    const { top, left, height, width } = boxes[j]!;
-    // first and last sample positions, in padded pixel coordinates
-    const y1 = top + (0.5 * height) / S - 0.5 + pad;
-    const y2 = top + height - (0.5 * height) / S - 0.5 + pad;
-    let x1 = left + (0.5 * width) / S - 0.5 + pad;
-    let x2 = left + width - (0.5 * width) / S - 0.5 + pad;
-    if (flips[j]) [x1, x2] = [x2, x1];
-    for (let k = 0; k < C; k++) {
-      nb.set([y1 / hp1, x1 / wp1, y2 / hp1, x2 / wp1], (j * C + k) * 4);
-      ind[j * C + k] = srcIndex[j]! * C + k;
-    }
-  }
-  return tf.tidy(() => {
-    const crops = tf.image.cropAndResize(src, tf.tensor2d(nb, [B * C, 4]), tf.tensor1d(ind, 'int32'), [S, S]);
-    return tf.reshape(crops, [B, C, S * S]) as tf.Tensor3D;
-  });
-}
-
-/**
- * Planar [B, C, S*S] -> normalised NHWC [B, S, S, 3] (gray planes are replicated); gray[j] turns
- * image j to grayscale first. One matMul: out_pixel = (channels..., 1) * F_j.
- */
-function toOutput(x: tf.Tensor3D, S: number, cfg: AugmentConfig, gray: boolean[] | null): tf.Tensor4D {
-  const [B, C] = x.shape;
-  const k = (C + 1) * 3;
-  const f = new Float32Array(B * k);
-  for (let j = 0; j < B; j++) {
-    for (let o = 0; o < 3; o++) {
-      const inv = 1 / cfg.std[o];
-      for (let i = 0; i < C; i++) f[j * k + i * 3 + o] = (C === 1 ? 1 : gray?.[j] ? GRAY_WEIGHTS[i]! : +(i === o)) * inv;
-      f[j * k + C * 3 + o] = -cfg.mean[o] * inv;
-    }
-  }
-  return tf.tidy(() => tf.reshape(tf.matMul(withOnes(x), tf.tensor3d(f, [B, C + 1, 3]), true, false), [B, S, S, 3]));
-}
-
-/** Maximal runs [start, end) of positions where `pred` holds. */
-function runsOf(B: number, pred: (j: number) => boolean): Array<[number, number]> {
-  const runs: Array<[number, number]> = [];
-  for (let j = 0; j < B; j++) {
-    if (!pred(j)) continue;
-    if (runs.length > 0 && runs[runs.length - 1]![1] === j) runs[runs.length - 1]![1] = j + 1;
-    else runs.push([j, j + 1]);
-  }
-  return runs;
-}
-
-/** Apply `fn` to the images in `runs` (concatenated, in order) and keep the others as they are. */
-function applyToRuns(x: tf.Tensor3D, runs: Array<[number, number]>, fn: (sub: tf.Tensor3D, positions: number[]) => tf.Tensor3D): tf.Tensor3D {
-  if (runs.length === 0) return x;
-  const B = x.shape[0];
-  const positions = runs.flatMap(([s, e]) => Array.from({ length: e - s }, (_, i) => s + i));
-  if (positions.length === B) return fn(x, positions);
-  return tf.tidy(() => {
-    const cut = (s: number, e: number) => tf.slice(x, [s, 0, 0], [e - s, -1, -1]);
-    const parts = runs.map(([s, e]) => cut(s, e));
-    const out = fn(parts.length === 1 ? parts[0]! : tf.concat(parts, 0), positions);
-    const outs = runs.length === 1 ? [out] : (tf.split(out, runs.map(([s, e]) => e - s), 0) as tf.Tensor3D[]);
-    const pieces: tf.Tensor3D[] = [];
-    let at = 0;
-    runs.forEach(([s, e], r) => {
-      if (s > at) pieces.push(cut(at, s));
-      pieces.push(outs[r]!);
-      at = e;
-    });
-    if (at < B) pieces.push(cut(at, B));
-    return tf.concat(pieces, 0);
-  });
-}
-
-/** One augmented view of the batch (inside the caller's tidy). */
-function augmentView(src: tf.Tensor4D, batch: ImageBatch, cfg: AugmentConfig, params: ViewParams[]): tf.Tensor4D {
-  const B = params.length;
-  const S = cfg.imageSize;
-  const C = batch.c as 1 | 3;
-  const hueSlot = (p: ViewParams) => (p.jitter && C === 3 ? 1 + p.order.indexOf(HUE) : 0);
-  const key = (p: ViewParams) => ((p.blur ? 2 : 0) + (p.solarize ? 1 : 0)) * 5 + hueSlot(p);
-  const order = Array.from({ length: B }, (_, i) => i).sort((a, b) => key(params[a]!) - key(params[b]!) || a - b);
-  const q = order.map((i) => params[i]!); // parameters in processing order
-
-  let x = cropPlanes(src, batch, 1, q.map((p) => p.crop), q.map((p) => p.flip), order, S);
-  // free each stage's input once the next exists: at large batches the stages would not fit together
-  const next = (y: tf.Tensor3D) => {
-    if (y !== x) x.dispose();
-    x = y;
-  };
-
-  // ColorJitter: in slot k each image takes its k-th op; brightness/contrast/saturation as one batched
-  // affine map (identity for the others), hue on the contiguous runs of images whose k-th op it is
-  const width = C === 1 ? 2 : 12;
-  for (let slot = 0; slot < 4; slot++) {
-    const mats = new Float32Array(B * width);
-    const coef = new Float32Array(B);
-    let linear = false;
-    let contrast = false;
-    q.forEach((p, j) => {
-      const op = p.jitter ? p.order[slot] : -1;
-      let m = identityMatrix(C);
-      if (op === BRIGHTNESS) m = brightnessMatrix(p.brightness, C);
-      else if (op === SATURATION && C === 3) m = saturationMatrix(p.saturation);
-      else if (op === CONTRAST) {
-        m = contrastMatrix(p.contrast, C);
-        coef[j] = 1 - p.contrast;
-        contrast = true;
-      }
-      linear ||= op === BRIGHTNESS || op === CONTRAST || (op === SATURATION && C === 3);
-      mats.set(m, j * width);
-    });
-    if (linear) next(applyColorMatrices(x, mats, contrast ? coef : null));
-    const runs = runsOf(B, (j) => hueSlot(q[j]!) === slot + 1);
-    next(applyToRuns(x, runs, (sub, pos) => adjustHue(sub, pos.map((j) => q[j]!.hue))));
-  }
-
-  next(applyToRuns(x, runsOf(B, (j) => q[j]!.blur), (sub, pos) => gaussianBlur(sub, S, pos.map((j) => q[j]!.sigma))));
-
-  next(applyToRuns(x, runsOf(B, (j) => q[j]!.solarize), (sub, pos) => {
-    // grayscale comes before solarize; for the other images it is folded into toOutput
-    if (C === 3 && pos.some((j) => q[j]!.gray)) {
-      const mats = new Float32Array(pos.length * 12);
-      pos.forEach((j, i) => mats.set(q[j]!.gray ? grayscaleMatrix() : identityMatrix(3), i * 12));
-      sub = applyColorMatrices(sub, mats, null);
-    }
-    return solarize(sub);
-  }));
-
-  const y = toOutput(x, S, cfg, q.map((p) => p.gray && !p.solarize));
-  x.dispose();
-  if (order.every((i, j) => i === j)) return y;
-  // back to batch order: crop-and-resize with whole-image boxes and nearest sampling is an exact
-  // gather of whole images, several times faster than tf.gather on the cpu backend
-  const back = new Int32Array(B);
-  order.forEach((i, j) => (back[i] = j));
-  const whole = new Float32Array(B * 4);
-  for (let i = 0; i < B; i++) whole.set([0, 0, 1, 1], i * 4);
-  const out = tf.image.cropAndResize(y, tf.tensor2d(whole, [B, 4]), tf.tensor1d(back, 'int32'), [S, S], 'nearest');
-  y.dispose();
-  return out;
+function toTensor(data: Float32Array, count: number, S: number): tf.Tensor4D {
+  return tf.tensor4d(data, [count, S, S, 3]);
 }
 
 /** One view of the batch with the given per-image parameters (`params[i]` for image i). */
@@ -479,7 +328,8 @@ export function augmentWithParams(batch: ImageBatch, cfg: AugmentConfig, params:
   checkConfig(cfg);
   checkBatch(batch);
   if (params.length !== batch.n) throw new RangeError(`augment: ${params.length} parameter sets for ${batch.n} images`);
-  return tf.tidy(() => augmentView(sourcePlanes(batch, 1), batch, cfg, params));
+  const S = cfg.imageSize;
+  return toTensor(augmentPacked(batch, packParams(params), S, normalizeLut(cfg.mean, cfg.std)), batch.n, S);
 }
 
 /** Draw the parameters of every image of one view from `new Rng(seed, 'aug', step, view)`, view 1 or 2. */
@@ -489,39 +339,43 @@ export function sampleBatchParams(batch: ImageBatch, cfg: AugmentConfig, seed: n
   return Array.from({ length: batch.n }, () => sampleViewParams(rng, batch.h, batch.w, recipe, cfg));
 }
 
-/** The two augmented views of a batch: [B, S, S, 3] float32, normalised, NHWC. */
-export function twoViews(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number): { x1: tf.Tensor4D; x2: tf.Tensor4D } {
-  checkConfig(cfg);
-  checkBatch(batch);
-  if (cfg.preset === 'none') {
-    const x1 = evalView(batch, cfg);
-    return { x1, x2: tf.clone(x1) };
-  }
-  const p1 = sampleBatchParams(batch, cfg, seed, step, 1);
-  const p2 = sampleBatchParams(batch, cfg, seed, step, 2);
-  return tf.tidy(() => {
-    const src = sourcePlanes(batch, 1);
-    return { x1: augmentView(src, batch, cfg, p1), x2: augmentView(src, batch, cfg, p2) };
-  });
-}
-
-/** The un-augmented view: bilinear resize to S (half-pixel centres), grayscale -> 3 channels, normalise. */
-export function evalView(batch: ImageBatch, cfg: AugmentConfig): tf.Tensor4D {
+/**
+ * The two views of a batch as float32 arrays, NHWC [B, S, S, 3] each, normalised (or raw 0..255
+ * pixels with `raw`). Both views are computed in one call, so the native kernel spreads 2B images
+ * over its threads.
+ */
+export function twoViewArrays(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, raw = false): { v1: Float32Array; v2: Float32Array } {
   checkConfig(cfg);
   checkBatch(batch);
   const S = cfg.imageSize;
-  const { n, h, w, c } = batch;
-  return tf.tidy(() => {
-    let x: tf.Tensor3D;
-    if (h === S && w === S) {
-      x = tf.reshape(sourcePlanes(batch, 0), [n, c, S * S]);
-    } else {
-      const idx = Array.from({ length: n }, (_, i) => i);
-      const whole = idx.map(() => ({ top: 0, left: 0, height: h, width: w }));
-      x = cropPlanes(sourcePlanes(batch, 1), batch, 1, whole, idx.map(() => false), idx, S);
-    }
-    return toOutput(x, S, cfg, null);
-  });
+  const B = batch.n;
+  const lut = raw ? null : normalizeLut(cfg.mean, cfg.std);
+  let params: ViewParams[];
+  if (cfg.preset === 'none') {
+    const whole = plainParams({ top: 0, left: 0, height: batch.h, width: batch.w });
+    params = Array.from({ length: 2 * B }, () => whole);
+  } else {
+    params = [...sampleBatchParams(batch, cfg, seed, step, 1), ...sampleBatchParams(batch, cfg, seed, step, 2)];
+  }
+  const src = Int32Array.from({ length: 2 * B }, (_, j) => j % B);
+  const all = augmentPacked(batch, packParams(params, src), S, lut);
+  const half = B * S * S * 3;
+  return { v1: all.subarray(0, half), v2: all.subarray(half) };
+}
+
+/** The two augmented views of a batch: [B, S, S, 3] float32, normalised, NHWC. */
+export function twoViews(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number): { x1: tf.Tensor4D; x2: tf.Tensor4D } {
+  const { v1, v2 } = twoViewArrays(batch, cfg, seed, step);
+  return { x1: toTensor(v1, batch.n, cfg.imageSize), x2: toTensor(v2, batch.n, cfg.imageSize) };
+}
+
+/** The un-augmented view: PIL bilinear resize of the whole image to S, gray -> 3 channels, normalise. */
+export function evalView(batch: ImageBatch, cfg: AugmentConfig): tf.Tensor4D {
+  checkConfig(cfg);
+  checkBatch(batch);
+  const whole = plainParams({ top: 0, left: 0, height: batch.h, width: batch.w });
+  const S = cfg.imageSize;
+  return toTensor(augmentPacked(batch, packParams(Array.from({ length: batch.n }, () => whole)), S, normalizeLut(cfg.mean, cfg.std)), batch.n, S);
 }
 
 /** The augmentation settings for a dataset (its mean/std) at output size S. */

@@ -15,7 +15,7 @@ import { writeJsonAtomic } from '../engine/files.ts';
 import { Rng } from '../engine/rng.ts';
 import { readSafetensors } from '../engine/safetensors.ts';
 import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
-import { sampleCropBox, type AugmentConfig } from '../data/augment.ts';
+import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { CheckpointError, findLastCheckpoint } from '../train/checkpoint.ts';
 import { augmentConfigOf, extractFeatures, loadRunData, modelConfigOf } from '../train/loop.ts';
@@ -101,45 +101,17 @@ export const PROBE_CROP_SCALE: [number, number] = [0.08, 1];
 
 /**
  * RandomResizedCrop + horizontal flip of a batch, normalised NHWC [n, S, S, 3]: the probe's training
- * view. Crop boxes as torchvision's (data/augment.ts sampleCropBox), bilinear with half-pixel centres,
- * borders replicated, drawn from `new Rng(seed, 'probe-aug', epoch, batch)`.
+ * view (main_lincls.py), computed as PIL does by the augmentation pipeline, with crop boxes and flips
+ * drawn from `new Rng(seed, 'probe-aug', epoch, batch)`.
  */
 export function probeTrainView(batch: ImageBatch, aug: AugmentConfig, seed: number, epoch: number, batchIndex: number): tf.Tensor4D {
-  const { n, h, w, c, data } = batch;
   const S = aug.imageSize;
   const rng = new Rng(seed, 'probe-aug', epoch, batchIndex);
-  const pad = 1;
-  const hp = h + 2 * pad;
-  const wp = w + 2 * pad;
-  const src = new Float32Array(n * hp * wp * c);
-  let o = 0;
-  for (let i = 0; i < n; i++) {
-    for (let y = -pad; y < h + pad; y++) {
-      const row = i * h * w * c + Math.min(Math.max(y, 0), h - 1) * w * c;
-      for (let x = -pad; x < w + pad; x++) {
-        const px = row + Math.min(Math.max(x, 0), w - 1) * c;
-        for (let k = 0; k < c; k++) src[o++] = data[px + k]! / 255;
-      }
-    }
-  }
-  const boxes = new Float32Array(n * 4);
-  for (let j = 0; j < n; j++) {
-    const { top, left, height, width } = sampleCropBox(rng, h, w, PROBE_CROP_SCALE);
-    const flip = rng.bernoulli(0.5);
-    // first and last sample positions in padded pixels (half-pixel centres), as data/augment.ts
-    const y1 = top + (0.5 * height) / S - 0.5 + pad;
-    const y2 = top + height - (0.5 * height) / S - 0.5 + pad;
-    let x1 = left + (0.5 * width) / S - 0.5 + pad;
-    let x2 = left + width - (0.5 * width) / S - 0.5 + pad;
-    if (flip) [x1, x2] = [x2, x1];
-    boxes.set([y1 / (hp - 1), x1 / (wp - 1), y2 / (hp - 1), x2 / (wp - 1)], j * 4);
-  }
-  return tf.tidy(() => {
-    const img = tf.tensor4d(src, [n, hp, wp, c]);
-    let x: tf.Tensor4D = tf.image.cropAndResize(img, tf.tensor2d(boxes, [n, 4]), tf.range(0, n, 1, 'int32') as tf.Tensor1D, [S, S]);
-    if (c === 1) x = tf.tile(x, [1, 1, 1, 3]);
-    return tf.div(tf.sub(x, tf.tensor1d(aug.mean)), tf.tensor1d(aug.std)) as tf.Tensor4D;
+  const params = Array.from({ length: batch.n }, () => {
+    const box = sampleCropBox(rng, batch.h, batch.w, PROBE_CROP_SCALE);
+    return plainParams(box, rng.bernoulli(0.5));
   });
+  return tf.tensor4d(augmentPacked(batch, packParams(params), S, normalizeLut(aug.mean, aug.std)), [batch.n, S, S, 3]);
 }
 
 /** Train features recomputed from new random crops in every batch of every epoch. */

@@ -3,10 +3,11 @@ import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendName } from '../engine/backend.ts';
 import { Rng } from '../engine/rng.ts';
-import { twoViews } from '../data/augment.ts';
+import { augmentEngine, twoViews, type AugmentConfig } from '../data/augment.ts';
+import { batchIndices, gatherBatch, type ImageBatch } from '../data/index.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { gradStats } from './metrics.ts';
-import { modelConfigOf, optimizerOf } from './loop.ts';
+import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from './loop.ts';
 import { stepFlops } from './flops.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 
@@ -20,6 +21,10 @@ export interface BenchResult {
   gflops: number;
   augment_ms: number;
   augment_share: number;
+  /** what computed the views: the native kernel or the JS pipeline */
+  augment_engine: string;
+  /** the images the views were made from: the run's dataset, or random pixels of its image size */
+  data: string;
   peak_rss_mb: number;
   num_tensors_start: number;
   num_tensors_end: number;
@@ -37,11 +42,23 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   const info = await initBackend(backendName, { quiet: true });
   const B = c.optim.batch_size;
   const S = c.data.image_size;
-  const rng = new Rng(c.seed, 'bench');
-  const images = new Uint8Array(B * S * S * 3);
-  for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
-  const batch = { data: images, n: B, h: S, w: S, c: 3 as const };
-  const aug = { preset: c.augment.preset, imageSize: S, cropMin: c.augment.crop_min, mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.25, 0.25, 0.25] as [number, number, number], blurSigma: c.augment.blur_sigma };
+  // real images of the run's dataset (their size and channels set the augmentation's cost), else random pixels
+  let batch: ImageBatch;
+  let aug: AugmentConfig;
+  let data: string;
+  try {
+    const ds = await loadRunData(c);
+    batch = gatherBatch(ds.train, batchIndices(0, { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: true }));
+    aug = augmentConfigOf(c, ds);
+    data = `${ds.name} ${batch.h}x${batch.w}x${batch.c}`;
+  } catch {
+    const rng = new Rng(c.seed, 'bench');
+    const images = new Uint8Array(B * S * S * 3);
+    for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
+    batch = { data: images, n: B, h: S, w: S, c: 3 };
+    aug = { preset: c.augment.preset, imageSize: S, cropMin: c.augment.crop_min, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], blurSigma: c.augment.blur_sigma };
+    data = `random ${S}x${S}x3 (${c.data.name} not loadable)`;
+  }
   const model = new MoCoViT(modelConfigOf(c), c.seed);
   const opt = optimizerOf(c, model);
   const trainable = model.trainableNames();
@@ -85,6 +102,8 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     gflops: Number((stepFlops(c, B) / (ms / 1000) / 1e9).toFixed(2)),
     augment_ms: Number(am.toFixed(1)),
     augment_share: Number((am / ms).toFixed(4)),
+    augment_engine: augmentEngine(),
+    data,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     num_tensors_start: tensorsStart,
     num_tensors_end: tensorsEnd,

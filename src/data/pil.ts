@@ -1,0 +1,339 @@
+/**
+ * The image operations of the official MoCo v3 augmentation, bit for bit as Pillow computes them on
+ * uint8 images (torchvision's PIL path, which the official loader uses: Pillow 9.4, torchvision 0.14
+ * checked by tools/pil_reference.py). Where Pillow computes in C `float`, the code rounds with
+ * Math.fround at the same places, so every result byte equals Pillow's.
+ *
+ * Images are HWC uint8 with c = 1 (mode "L") or 3 (mode "RGB"). The C++ kernels in
+ * native/src/augment.cc are a line-by-line port of this file and are tested equal to it.
+ */
+
+const f32 = Math.fround;
+
+/** Pillow's fixed-point resampling precision for 8-bit images (Resample.c). */
+const PRECISION_BITS = 22;
+
+export interface ResampleCoeffs {
+  /** per output pixel: first input pixel, number of taps */
+  bounds: Int32Array;
+  /** fixed-point weights, `ksize` per output pixel */
+  kk: Int32Array;
+  ksize: number;
+}
+
+const coeffCache = new Map<number, ResampleCoeffs>();
+
+/**
+ * Pillow's precompute_coeffs + normalize_coeffs_8bpc for the bilinear filter, resampling [0, inSize)
+ * to outSize pixels. When shrinking, the filter widens by the scale factor (Pillow's antialiasing).
+ */
+export function resampleCoeffs(inSize: number, outSize: number): ResampleCoeffs {
+  const key = inSize * 65536 + outSize;
+  const hit = coeffCache.get(key);
+  if (hit) return hit;
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = filterscale; // bilinear support 1.0, times the scale
+  const ksize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(outSize * 2);
+  const kk = new Int32Array(outSize * ksize);
+  const k = new Float64Array(ksize);
+  const ss = 1 / filterscale;
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const t = Math.abs((x + xmin - center + 0.5) * ss);
+      const w = t < 1 ? 1 - t : 0;
+      k[x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) {
+      const v = ww !== 0 ? k[x]! / ww : k[x]!;
+      kk[xx * ksize + x] = v < 0 ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS)) : Math.trunc(0.5 + v * (1 << PRECISION_BITS));
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  const out = { bounds, kk, ksize };
+  coeffCache.set(key, out);
+  return out;
+}
+
+function clip8(ss: number): number {
+  const v = ss >> PRECISION_BITS;
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+/**
+ * torchvision's resized_crop on a PIL image: `img.crop(box).resize((S, S), BILINEAR)`. Reads the box
+ * (top, left, height, width) of the image at `src[base..]` (row stride `srcW * c`), writes S*S*c bytes
+ * to `out`; `tmp` holds at least S*max(S, height)*c bytes. Horizontal pass first into a uint8 temporary, then vertical, as Pillow's ImagingResample.
+ */
+export function resizedCrop(
+  src: Uint8Array, base: number, srcW: number, c: number,
+  top: number, left: number, height: number, width: number,
+  S: number, out: Uint8Array, tmp: Uint8Array,
+): void {
+  const stride = srcW * c;
+  const needH = width !== S;
+  const needV = height !== S;
+  const half = 1 << (PRECISION_BITS - 1);
+  if (!needH && !needV) {
+    for (let y = 0; y < S; y++) {
+      const from = base + (top + y) * stride + left * c;
+      out.set(src.subarray(from, from + S * c), y * S * c);
+    }
+    return;
+  }
+  const cy = resampleCoeffs(height, S);
+  // rows of the crop the vertical pass reads
+  const yFirst = needV ? cy.bounds[0]! : 0;
+  const yLast = needV ? cy.bounds[(S - 1) * 2]! + cy.bounds[(S - 1) * 2 + 1]! : S;
+  let mid: Uint8Array; // rows yFirst..yLast of the crop, S (or width) pixels wide
+  let midBase: number;
+  let midStride: number;
+  if (needH) {
+    const cx = resampleCoeffs(width, S);
+    const { bounds, kk, ksize } = cx;
+    for (let y = yFirst; y < yLast; y++) {
+      const row = base + (top + y) * stride + left * c;
+      const o = (y - yFirst) * S * c;
+      for (let xx = 0; xx < S; xx++) {
+        const xmin = bounds[xx * 2]!;
+        const xmax = bounds[xx * 2 + 1]!;
+        const kb = xx * ksize;
+        for (let ch = 0; ch < c; ch++) {
+          let ss = half;
+          for (let x = 0; x < xmax; x++) ss += src[row + (x + xmin) * c + ch]! * kk[kb + x]!;
+          tmp[o + xx * c + ch] = clip8(ss);
+        }
+      }
+    }
+    mid = tmp;
+    midBase = -yFirst * S * c;
+    midStride = S * c;
+  } else {
+    mid = src;
+    midBase = base + top * stride + left * c;
+    midStride = stride;
+  }
+  if (!needV) {
+    for (let y = 0; y < S; y++) out.set(mid.subarray(midBase + y * midStride, midBase + y * midStride + S * c), y * S * c);
+    return;
+  }
+  const { bounds, kk, ksize } = cy;
+  const rowLen = S * c;
+  for (let yy = 0; yy < S; yy++) {
+    const ymin = bounds[yy * 2]!;
+    const ymax = bounds[yy * 2 + 1]!;
+    const kb = yy * ksize;
+    const o = yy * rowLen;
+    for (let xc = 0; xc < rowLen; xc++) {
+      let ss = half;
+      for (let y = 0; y < ymax; y++) ss += mid[midBase + (y + ymin) * midStride + xc]! * kk[kb + y]!;
+      out[o + xc] = clip8(ss);
+    }
+  }
+}
+
+/** Pillow's ImagingBlend(in1, in2, alpha) into in2's place: in1 + alpha * (in2 - in1), C float. */
+function blendValue(in1: number, in2: number, alpha: number): number {
+  const t = f32(in1 + f32(alpha * (in2 - in1)));
+  return t <= 0 ? 0 : t >= 255 ? 255 : Math.trunc(t);
+}
+
+/** ITU-R 601-2 luma as Pillow's convert("L"): (R*19595 + G*38470 + B*7471 + 0x8000) >> 16. */
+export function luma(r: number, g: number, b: number): number {
+  return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
+}
+
+/** ImageEnhance.Brightness(img).enhance(f): blend with black. */
+export function adjustBrightness(img: Uint8Array, len: number, factor: number): void {
+  const a = f32(factor);
+  if (a === 1) return;
+  for (let i = 0; i < len; i++) img[i] = blendValue(0, img[i]!, a);
+}
+
+/** ImageEnhance.Contrast(img).enhance(f): blend with the rounded mean of the image's luma. */
+export function adjustContrast(img: Uint8Array, len: number, c: number, factor: number): void {
+  const a = f32(factor);
+  let sum = 0;
+  if (c === 3) for (let i = 0; i < len; i += 3) sum += luma(img[i]!, img[i + 1]!, img[i + 2]!);
+  else for (let i = 0; i < len; i++) sum += img[i]!;
+  const mean = Math.trunc(sum / (len / c) + 0.5);
+  if (a === 1) return;
+  for (let i = 0; i < len; i++) img[i] = blendValue(mean, img[i]!, a);
+}
+
+/** ImageEnhance.Color(img).enhance(f): blend with the image's luma (a no-op on mode L). */
+export function adjustSaturation(img: Uint8Array, len: number, c: number, factor: number): void {
+  const a = f32(factor);
+  if (c !== 3 || a === 1) return;
+  for (let i = 0; i < len; i += 3) {
+    const l = luma(img[i]!, img[i + 1]!, img[i + 2]!);
+    img[i] = blendValue(l, img[i]!, a);
+    img[i + 1] = blendValue(l, img[i + 1]!, a);
+    img[i + 2] = blendValue(l, img[i + 2]!, a);
+  }
+}
+
+/** numpy's np.uint8(hue_factor * 255): truncate toward zero, wrap mod 256. */
+export function hueShift(factor: number): number {
+  return ((Math.trunc(factor * 255) % 256) + 256) % 256;
+}
+
+/**
+ * torchvision adjust_hue on PIL: convert("HSV") (Pillow's rgb2hsv, H/S/V each a byte), add
+ * np.uint8(f*255) to H with uint8 wrap-around, convert back (hsv2rgb). A no-op on mode L.
+ */
+export function adjustHue(img: Uint8Array, len: number, c: number, factor: number): void {
+  if (c !== 3) return;
+  const shift = hueShift(factor);
+  for (let i = 0; i < len; i += 3) {
+    const r = img[i]!;
+    const g = img[i + 1]!;
+    const b = img[i + 2]!;
+    const maxc = Math.max(r, g, b);
+    const minc = Math.min(r, g, b);
+    // rgb2hsv_row
+    let uh = 0;
+    let us = 0;
+    const v = maxc;
+    if (minc !== maxc) {
+      const cr = f32(maxc - minc);
+      const s = f32(cr / maxc);
+      const rc = f32((maxc - r) / cr);
+      const gc = f32((maxc - g) / cr);
+      const bc = f32((maxc - b) / cr);
+      let h: number;
+      if (r === maxc) h = f32(bc - gc);
+      else if (g === maxc) h = f32(2.0 + rc - bc);
+      else h = f32(4.0 + gc - rc);
+      h = f32((h / 6.0 + 1.0) % 1.0);
+      uh = Math.min(255, Math.max(0, Math.trunc(h * 255.0)));
+      us = Math.min(255, Math.max(0, Math.trunc(s * 255.0)));
+    }
+    uh = (uh + shift) & 255;
+    // hsv2rgb
+    if (us === 0) {
+      img[i] = img[i + 1] = img[i + 2] = v;
+      continue;
+    }
+    const hi = Math.floor((uh * 6.0) / 255.0);
+    const f = f32((uh * 6.0) / 255.0 - hi);
+    const fs = f32(us / 255.0);
+    const p = Math.min(255, Math.max(0, Math.round(v * (1.0 - fs))));
+    const q = Math.min(255, Math.max(0, Math.round(v * (1.0 - f32(fs * f)))));
+    const t = Math.min(255, Math.max(0, Math.round(v * (1.0 - fs * (1.0 - f)))));
+    switch (hi % 6) {
+      case 0: img[i] = v; img[i + 1] = t; img[i + 2] = p; break;
+      case 1: img[i] = q; img[i + 1] = v; img[i + 2] = p; break;
+      case 2: img[i] = p; img[i + 1] = v; img[i + 2] = t; break;
+      case 3: img[i] = p; img[i + 1] = q; img[i + 2] = v; break;
+      case 4: img[i] = t; img[i + 1] = p; img[i + 2] = v; break;
+      default: img[i] = v; img[i + 1] = p; img[i + 2] = q; break;
+    }
+  }
+}
+
+/** RandomGrayscale on RGB: convert("L"), replicated to 3 channels (torchvision's to_grayscale). */
+export function toGrayscale(img: Uint8Array, len: number, c: number): void {
+  if (c !== 3) return;
+  for (let i = 0; i < len; i += 3) img[i] = img[i + 1] = img[i + 2] = luma(img[i]!, img[i + 1]!, img[i + 2]!);
+}
+
+/** ImageOps.solarize(threshold=128): values >= 128 become 255 - value. */
+export function solarize(img: Uint8Array, len: number): void {
+  for (let i = 0; i < len; i++) if (img[i]! >= 128) img[i] = 255 - img[i]!;
+}
+
+/** Pillow's _gaussian_blur_radius: the extended box radius whose 3 passes approximate a Gaussian of std `radius`. */
+export function boxRadiusFor(radius: number, passes = 3): number {
+  const sigma2 = f32(f32(f32(radius) * f32(radius)) / passes);
+  const L = f32(Math.sqrt(12.0 * sigma2 + 1.0));
+  const l = f32(Math.floor((L - 1.0) / 2.0));
+  let a = f32(f32(2 * l + 1) * f32(f32(l * f32(l + 1)) - f32(3 * sigma2)));
+  a = f32(a / f32(6 * f32(sigma2 - f32(f32(l + 1) * f32(l + 1)))));
+  return f32(l + a);
+}
+
+/**
+ * One pass of Pillow's ImagingLineBoxBlur over `len` samples read from `line` (edges repeat the end
+ * pixels), written to `out`. `ww`, `fw`: fixed-point weights of the box and its two fractional ends.
+ */
+function lineBoxBlur(line: Uint8Array, out: Uint8Array, len: number, radius: number, ww: number, fw: number): void {
+  const lastx = len - 1;
+  const edgeA = Math.min(radius + 1, len);
+  const edgeB = Math.max(len - radius - 1, 0);
+  let acc = line[0]! * (radius + 1);
+  for (let x = 0; x < edgeA - 1; x++) acc += line[x]!;
+  acc += line[lastx]! * (radius - edgeA + 1);
+  const save = (x: number, left: number, right: number) => {
+    out[x] = (acc * ww + (line[left]! + line[right]!) * fw + (1 << 23)) / 16777216;
+  };
+  if (edgeA <= edgeB) {
+    for (let x = 0; x < edgeA; x++) {
+      acc += line[x + radius]! - line[0]!;
+      save(x, 0, x + radius + 1);
+    }
+    for (let x = edgeA; x < edgeB; x++) {
+      acc += line[x + radius]! - line[x - radius - 1]!;
+      save(x, x - radius - 1, x + radius + 1);
+    }
+    for (let x = edgeB; x <= lastx; x++) {
+      acc += line[lastx]! - line[x - radius - 1]!;
+      save(x, x - radius - 1, lastx);
+    }
+  } else {
+    for (let x = 0; x < edgeB; x++) {
+      acc += line[x + radius]! - line[0]!;
+      save(x, 0, x + radius + 1);
+    }
+    for (let x = edgeB; x < edgeA; x++) {
+      acc += line[lastx]! - line[0]!;
+      save(x, 0, lastx);
+    }
+    for (let x = edgeA; x <= lastx; x++) {
+      acc += line[lastx]! - line[x - radius - 1]!;
+      save(x, x - radius - 1, lastx);
+    }
+  }
+}
+
+/**
+ * ImageFilter.GaussianBlur(radius=sigma) on an h x w image: 3 passes of an extended box blur along
+ * rows, then 3 along columns (Pillow's ImagingGaussianBlur / ImagingBoxBlur). `line`, `lineOut`:
+ * scratch of at least max(h, w) bytes.
+ */
+export function gaussianBlur(img: Uint8Array, h: number, w: number, c: number, sigma: number, line: Uint8Array, lineOut: Uint8Array): void {
+  const fr = boxRadiusFor(sigma);
+  if (fr === 0) return;
+  const radius = Math.trunc(fr);
+  const ww = Math.trunc(f32(16777216 / f32(f32(fr * 2) + 1)));
+  const fw = Math.trunc((16777216 - (radius * 2 + 1) * ww) / 2);
+  const rowStep = w * c;
+  for (let pass = 0; pass < 2; pass++) {
+    // pass 0: each row (w samples, step c); pass 1: each column (h samples, step w*c)
+    const len = pass === 0 ? w : h;
+    const lines = pass === 0 ? h : w;
+    const step = pass === 0 ? c : rowStep;
+    const lineStep = pass === 0 ? rowStep : c;
+    for (let l = 0; l < lines; l++) {
+      for (let ch = 0; ch < c; ch++) {
+        const start = l * lineStep + ch;
+        for (let x = 0; x < len; x++) line[x] = img[start + x * step]!;
+        for (let p = 0; p < 3; p++) {
+          lineBoxBlur(line, lineOut, len, radius, ww, fw);
+          line.set(lineOut.subarray(0, len));
+        }
+        for (let x = 0; x < len; x++) img[start + x * step] = line[x]!;
+      }
+    }
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * src/data/pil.ts and the view pipeline against Pillow 9.4 + torchvision 0.14, byte for byte: the
+ * fixture is written by tools/pil_reference.py (random images, each op alone and whole views in the
+ * official order, ToTensor + Normalize).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import * as pil from '../../src/data/pil.ts';
+import { augmentPacked, normalizeLut, packParams, type ViewParams } from '../../src/data/augment.ts';
+
+interface Fixture {
+  versions: Record<string, string>;
+  images: Array<{ h: number; w: number; c: number; data: string }>;
+  ops: Array<{ image: number; op: string; factor?: number; box?: number[]; size?: number; out: string }>;
+  views: Array<{ image: number; size: number; params: Omit<ViewParams, 'crop'> & { top: number; left: number; height: number; width: number }; out: string }>;
+  normalize: { mean: number[]; std: number[]; table: string };
+}
+
+const fx = JSON.parse(gunzipSync(readFileSync(new URL('./fixture/pil-reference.json.gz', import.meta.url))).toString()) as Fixture;
+const bytes = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
+const images = fx.images.map((im) => ({ ...im, px: bytes(im.data) }));
+
+/** Index and value of the first difference, for the failure message. */
+function firstDiff(a: ArrayLike<number>, b: ArrayLike<number>): string {
+  if (a.length !== b.length) return `length ${a.length} vs ${b.length}`;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return `at ${i}: ${a[i]} vs ${b[i]}`;
+  return 'equal';
+}
+
+function runOp(op: Fixture['ops'][number]): Uint8Array {
+  const im = images[op.image]!;
+  const len = im.h * im.w * im.c;
+  const x = im.px.slice();
+  const f = op.factor ?? 0;
+  switch (op.op) {
+    case 'brightness': pil.adjustBrightness(x, len, f); return x;
+    case 'contrast': pil.adjustContrast(x, len, im.c, f); return x;
+    case 'saturation': pil.adjustSaturation(x, len, im.c, f); return x;
+    case 'hue': pil.adjustHue(x, len, im.c, f); return x;
+    case 'gray': pil.toGrayscale(x, len, im.c); return x;
+    case 'solarize': pil.solarize(x, len); return x;
+    case 'hflip': {
+      const out = new Uint8Array(len);
+      for (let y = 0; y < im.h; y++) for (let xx = 0; xx < im.w; xx++) for (let c = 0; c < im.c; c++) {
+        out[(y * im.w + xx) * im.c + c] = x[(y * im.w + im.w - 1 - xx) * im.c + c]!;
+      }
+      return out;
+    }
+    case 'blur': {
+      const m = Math.max(im.h, im.w);
+      pil.gaussianBlur(x, im.h, im.w, im.c, f, new Uint8Array(m), new Uint8Array(m));
+      return x;
+    }
+    case 'resized_crop': {
+      const [top, left, h, w] = op.box!;
+      const S = op.size!;
+      const out = new Uint8Array(S * S * im.c);
+      pil.resizedCrop(x, 0, im.w, im.c, top!, left!, h!, w!, S, out, new Uint8Array(S * Math.max(S, h!) * im.c));
+      return out;
+    }
+    default: throw new Error(`unknown op ${op.op}`);
+  }
+}
+
+test(`every single op equals Pillow ${fx.versions.pillow} / torchvision ${fx.versions.torchvision} byte for byte`, () => {
+  const bad: string[] = [];
+  const counts = new Map<string, number>();
+  for (const op of fx.ops) {
+    counts.set(op.op, (counts.get(op.op) ?? 0) + 1);
+    const got = runOp(op);
+    const want = bytes(op.out);
+    const d = firstDiff(got, want);
+    if (d !== 'equal') bad.push(`${op.op}(image ${op.image}, ${op.factor ?? op.box?.join(',') ?? ''} -> ${op.size ?? ''}): ${d}`);
+  }
+  assert.deepEqual(bad.slice(0, 10), [], `${bad.length} of ${fx.ops.length} ops differ`);
+  for (const name of ['brightness', 'contrast', 'saturation', 'hue', 'blur', 'resized_crop', 'gray', 'solarize', 'hflip']) {
+    assert.ok((counts.get(name) ?? 0) >= 20, `fixture covers ${name}`);
+  }
+});
+
+test('whole views in the official order (crop, jitter in random order, gray, blur, solarize, flip) equal torchvision', () => {
+  const bad: string[] = [];
+  for (const [k, v] of fx.views.entries()) {
+    const im = images[v.image]!;
+    const { top, left, height, width, ...rest } = v.params;
+    const params: ViewParams = { ...rest, crop: { top, left, height, width } };
+    const batch = { data: im.px, n: 1, h: im.h, w: im.w, c: im.c };
+    const got = augmentPacked(batch, packParams([params]), v.size, null, 'js');
+    const want = bytes(v.out);
+    // the pipeline writes 3 channels; a gray image's are copies
+    const got1 = im.c === 3 ? got : got.filter((_, i) => i % 3 === 0);
+    const d = firstDiff(got1, want);
+    if (d !== 'equal') bad.push(`view ${k} (image ${v.image}): ${d}`);
+  }
+  assert.deepEqual(bad.slice(0, 10), [], `${bad.length} of ${fx.views.length} views differ`);
+  assert.ok(fx.views.some((v) => v.params.jitter && v.params.blur && v.params.solarize && v.params.flip), 'fixture has views with every op');
+});
+
+test('ToTensor + Normalize table equals torchvision float32 for every byte value', () => {
+  const want = new Float32Array(Buffer.from(fx.normalize.table, 'base64').buffer.slice(0));
+  const got = normalizeLut(fx.normalize.mean, fx.normalize.std);
+  assert.equal(firstDiff(got, want), 'equal');
+});
+
+test('hue shift is numpy uint8 arithmetic: truncate toward zero, wrap', () => {
+  assert.equal(pil.hueShift(-0.05), 244); // np.uint8(-12.75)
+  assert.equal(pil.hueShift(-0.1), 231); // np.uint8(-25.5)
+  assert.equal(pil.hueShift(0.1), 25);
+  assert.equal(pil.hueShift(0), 0);
+});
+
+test("Pillow's box radius for a Gaussian of std sigma (3 passes): hand-computed values", () => {
+  // sigma 2: sigma2 = 4/3, L = sqrt(17) = 4.1231, l = 1, a = 3 * (2 - 4) / (6 * (4/3 - 4)) = 0.375
+  assert.ok(Math.abs(pil.boxRadiusFor(2) - 1.375) < 1e-6);
+  // sigma 0.1: l = 0, a = (0 - 0.01) / (6 * (0.01/3 - 1)) = 0.0016722
+  assert.ok(Math.abs(pil.boxRadiusFor(0.1) - 0.01 / (6 * (1 - 0.01 / 3))) < 1e-7);
+});
