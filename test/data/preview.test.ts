@@ -1,0 +1,55 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import sharp from 'sharp';
+import { loadDataset } from '../../src/data/index.ts';
+import { augmentConfigFor, augmentPacked, packParams } from '../../src/data/augment.ts';
+import { describeView, previewSheet } from '../../src/data/preview.ts';
+
+test('data preview: a PNG of the images and their two views, pixel for pixel the views training computes', async () => {
+  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 256, testSize: 64, seed: 0, syntheticImageSize: 16 });
+  const aug = augmentConfigFor(ds, 16);
+  const sheet = await previewSheet(ds, aug, { count: 8, pairs: 3, seed: 1, step: 5, batchSize: 64 });
+  const { data, info } = await sharp(sheet.png).raw().toBuffer({ resolveWithObject: true });
+  assert.equal(info.format, 'raw');
+  assert.deepEqual([info.width, info.height, info.channels], [sheet.width, sheet.height, 3]);
+  assert.equal(sheet.cells.length, 8 * 7);
+  // every view cell holds the view, nearest-neighbour scaled by cell / S
+  const k = sheet.cell / 16;
+  let checked = 0;
+  for (const cell of sheet.cells.filter((c) => c.col > 0)) {
+    const p = cell.params!;
+    const want = augmentPacked(sheet.batch, packParams([p], [cell.row]), 16, null);
+    for (let y = 0; y < sheet.cell; y += 3) {
+      for (let x = 0; x < sheet.cell; x += 3) {
+        for (let ch = 0; ch < 3; ch++) {
+          const got = data[((cell.y + y) * info.width + cell.x + x) * 3 + ch];
+          assert.equal(got, want[(Math.floor(y / k) * 16 + Math.floor(x / k)) * 3 + ch], `row ${cell.row} col ${cell.col} (${x},${y})`);
+          checked++;
+        }
+      }
+    }
+  }
+  assert.ok(checked > 10000);
+  // the source image cell shows the image
+  const src = sheet.cells.find((c) => c.col === 0 && c.row === 2)!;
+  const s = src.size / 16;
+  for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
+    assert.equal(data[((src.y + y * s) * info.width + src.x + x * s) * 3], sheet.batch.data[((2 * 16 + y) * 16 + x) * 3]);
+  }
+  // the recipe's asymmetry is in the captions: every view 1 blurred, no view 1 solarized, some view 2 solarized
+  const v1 = sheet.cells.filter((c) => c.col % 2 === 1);
+  const v2 = sheet.cells.filter((c) => c.col > 0 && c.col % 2 === 0);
+  assert.ok(v1.every((c) => c.caption.includes('blur') && !c.caption.includes('solarize')));
+  assert.ok(v2.some((c) => c.caption.includes('solarize')));
+  assert.ok(v2.filter((c) => c.caption.includes('blur')).length < v2.length / 2);
+  // the first pair is the batch of step 5 as training draws it; a different step gives other images or views
+  const other = await previewSheet(ds, aug, { count: 8, pairs: 1, seed: 1, step: 6, batchSize: 64 });
+  assert.notDeepEqual(other.views.subarray(0, 100), sheet.views.subarray(0, 100));
+});
+
+test('view captions name the ops', () => {
+  const p = { crop: { top: 0, left: 0, height: 8, width: 4 }, jitter: true, order: [0, 1, 2, 3], brightness: 1, contrast: 1, saturation: 1, hue: 0, gray: true, blur: true, sigma: 1.234, solarize: true, flip: true };
+  assert.deepEqual(describeView(p, 8, 8), ['crop 50% · flip', 'jitter · gray · blur 1.2 · solarize']);
+  assert.deepEqual(describeView({ ...p, sigma: 0.25 }, 8, 8, 1), ['crop 50% · flip', 'jitter · blur 0.25 · solarize']);
+  assert.deepEqual(describeView({ ...p, jitter: false, gray: false, blur: false, solarize: false, flip: false }, 8, 8), ['crop 50%', 'no colour op']);
+});
