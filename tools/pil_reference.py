@@ -18,6 +18,7 @@ import numpy as np
 import PIL
 import torch
 import torchvision
+import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import InterpolationMode
@@ -148,6 +149,19 @@ def main():
     ramp = Image.fromarray(np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2), 'RGB')
     table = F.normalize(F.to_tensor(ramp), mean, std)[:, 0, :].contiguous().numpy().astype(np.float32)
 
+    # RandomResizedCrop.get_params: the distribution of crop boxes, as histograms of heights, widths and
+    # (height, width) pairs, for square, wide and degenerate images (the last one mostly takes the fallback)
+    crops = []
+    torch.manual_seed(args.seed)
+    for (h, w) in [(28, 28), (32, 24), (13, 40), (3, 50)]:
+        img = Image.new('L', (w, h))
+        boxes = [T.RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(20000)]
+        pairs = {}
+        for (_, _, bh, bw) in boxes:
+            pairs[f'{bh},{bw}'] = pairs.get(f'{bh},{bw}', 0) + 1
+        crops.append({'h': h, 'w': w, 'n': len(boxes), 'pairs': pairs,
+                      'mean_top': float(np.mean([b[0] for b in boxes])), 'mean_left': float(np.mean([b[1] for b in boxes]))})
+
     fixture = {
         'generator': 'tools/pil_reference.py',
         'versions': {'pillow': PIL.__version__, 'torchvision': torchvision.__version__, 'torch': torch.__version__, 'numpy': np.__version__},
@@ -156,6 +170,7 @@ def main():
         'ops': ops,
         'views': views,
         'normalize': {'mean': mean, 'std': std, 'table': b64(table)},
+        'crops': crops,
     }
     with gzip.open(args.out, 'wt') as f:
         json.dump(fixture, f, separators=(',', ':'))

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import * as pil from '../../src/data/pil.ts';
-import { augmentPacked, normalizeLut, packParams, type ViewParams } from '../../src/data/augment.ts';
+import { augmentPacked, normalizeLut, packParams, sampleCropBox, type ViewParams } from '../../src/data/augment.ts';
+import { Rng } from '../../src/engine/rng.ts';
 
 interface Fixture {
   versions: Record<string, string>;
@@ -16,6 +17,7 @@ interface Fixture {
   ops: Array<{ image: number; op: string; factor?: number; box?: number[]; size?: number; out: string }>;
   views: Array<{ image: number; size: number; params: Omit<ViewParams, 'crop'> & { top: number; left: number; height: number; width: number }; out: string }>;
   normalize: { mean: number[]; std: number[]; table: string };
+  crops: Array<{ h: number; w: number; n: number; pairs: Record<string, number>; mean_top: number; mean_left: number }>;
 }
 
 const fx = JSON.parse(gunzipSync(readFileSync(new URL('./fixture/pil-reference.json.gz', import.meta.url))).toString()) as Fixture;
@@ -116,4 +118,49 @@ test("Pillow's box radius for a Gaussian of std sigma (3 passes): hand-computed 
   assert.ok(Math.abs(pil.boxRadiusFor(2) - 1.375) < 1e-6);
   // sigma 0.1: l = 0, a = (0 - 0.01) / (6 * (0.01/3 - 1)) = 0.0016722
   assert.ok(Math.abs(pil.boxRadiusFor(0.1) - 0.01 / (6 * (1 - 0.01 / 3))) < 1e-7);
+});
+
+/** Total variation distance between two histograms given as counts. */
+function tv(a: Map<string, number>, na: number, b: Map<string, number>, nb: number): number {
+  let d = 0;
+  for (const k of new Set([...a.keys(), ...b.keys()])) d += Math.abs((a.get(k) ?? 0) / na - (b.get(k) ?? 0) / nb);
+  return d / 2;
+}
+
+test('RandomResizedCrop boxes follow torchvision get_params in distribution (square, wide, and fallback-heavy images)', () => {
+  assert.equal(fx.crops.length, 4);
+  for (const ref of fx.crops) {
+    const rng = new Rng(7, 'crop-distribution', ref.h, ref.w);
+    const n = 20000;
+    const pairs = new Map<string, number>();
+    const hs = new Map<string, number>();
+    const ws = new Map<string, number>();
+    let top = 0;
+    let left = 0;
+    for (let i = 0; i < n; i++) {
+      const b = sampleCropBox(rng, ref.h, ref.w, [0.08, 1]);
+      pairs.set(`${b.height},${b.width}`, (pairs.get(`${b.height},${b.width}`) ?? 0) + 1);
+      hs.set(`${b.height}`, (hs.get(`${b.height}`) ?? 0) + 1);
+      ws.set(`${b.width}`, (ws.get(`${b.width}`) ?? 0) + 1);
+      top += b.top;
+      left += b.left;
+    }
+    const refPairs = new Map(Object.entries(ref.pairs));
+    const refH = new Map<string, number>();
+    const refW = new Map<string, number>();
+    for (const [k, v] of refPairs) {
+      const [h, w] = k.split(',');
+      refH.set(h!, (refH.get(h!) ?? 0) + v);
+      refW.set(w!, (refW.get(w!) ?? 0) + v);
+    }
+    const what = `${ref.h}x${ref.w}`;
+    // two samples of 20000 from the same law differ by about 0.02 on these marginals
+    assert.ok(tv(hs, n, refH, ref.n) < 0.045, `${what}: heights, TV ${tv(hs, n, refH, ref.n)}`);
+    assert.ok(tv(ws, n, refW, ref.n) < 0.045, `${what}: widths, TV ${tv(ws, n, refW, ref.n)}`);
+    assert.ok(tv(pairs, n, refPairs, ref.n) < 0.12, `${what}: (height, width), TV ${tv(pairs, n, refPairs, ref.n)}`);
+    // the fallback (the whole image, or its centre at the clamped ratio) as often as torchvision takes it
+    const full = (m: Map<string, number>, N: number) => ([...m].filter(([k]) => k === `${ref.h},${ref.w}`).reduce((a, [, v]) => a + v, 0)) / N;
+    assert.ok(Math.abs(full(pairs, n) - full(refPairs, ref.n)) < 0.015, `${what}: whole-image crops ${full(pairs, n)} vs ${full(refPairs, ref.n)}`);
+    assert.ok(Math.abs(top / n - ref.mean_top) < 0.05 * ref.h + 0.1 && Math.abs(left / n - ref.mean_left) < 0.05 * ref.w + 0.1, `${what}: offsets`);
+  }
 });
