@@ -25,7 +25,7 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
   cpu: {
     about: 'ViT-Micro (dim 64, depth 4) on Fashion-MNIST at 32 px: a CPU, about an hour per sweep',
     config: {
-      data: { name: 'fashion-mnist', image_size: 32, train_size: null, test_size: null, num_classes: 10 },
+      data: { name: 'fashion-mnist', image_size: 32, train_size: null, test_size: null },
       model: { arch: 'vit-micro' },
       // σ is in pixels: the recipe's [0.1, 2.0] at 224 px, scaled to 32 px
       augment: { blur_sigma: [0.0143, 0.286] },
@@ -38,7 +38,7 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
   gpu: {
     about: 'ViT-Tiny/4 (dim 192, depth 12, 12 heads) on CIFAR-10 at 32 px: one GPU, hours',
     config: {
-      data: { name: 'cifar10', image_size: 32, num_classes: 10 },
+      data: { name: 'cifar10', image_size: 32 },
       model: { arch: 'vit-tiny' },
       augment: { blur_sigma: [0.0143, 0.286] },
       optim: { batch_size: 1024, epochs: 100, warmup_epochs: 10 },
@@ -49,7 +49,7 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
   paper: {
     about: 'ViT-B/16 on an ImageNet-style image folder at 224 px, 100 epochs: the real thing, big hardware',
     config: {
-      data: { name: 'imagefolder', image_size: 224, num_classes: 1000 },
+      data: { name: 'imagefolder', image_size: 224 },
       model: { arch: 'vit-base' },
       optim: { batch_size: 4096, epochs: 100, warmup_epochs: 40 },
       train: { log_every: 10, knn_every: 500 },

@@ -22,7 +22,8 @@ export const DataSchema = z
     image_size: posInt,
     train_size: posInt.nullable(),
     test_size: posInt.nullable(),
-    num_classes: posInt,
+    /** null: the dataset's own classes; a number is checked against them (synthetic: how many to make) */
+    num_classes: posInt.nullable(),
   })
   .strict();
 
@@ -130,7 +131,7 @@ export type ResolvedRunConfig = RunConfig & {
 /** The official ViT recipe (RECIPE.md §3.1, main_moco.py, CONFIG.md) at ViT-B/16 scale. */
 export const DEFAULTS: RunConfig = {
   seed: 0,
-  data: { name: 'imagefolder', path: null, image_size: 224, train_size: null, test_size: null, num_classes: 1000 },
+  data: { name: 'imagefolder', path: null, image_size: 224, train_size: null, test_size: null, num_classes: null },
   model: { arch: 'vit-base', patch_size: null, dim: null, depth: null, heads: null, mlp_ratio: null, patch_proj: 'frozen' },
   moco: { temperature: 0.2, momentum: 0.99, momentum_schedule: 'cosine', proj_hidden: 4096, proj_dim: 256, pred_hidden: 4096 },
   optim: {

@@ -352,8 +352,8 @@ export function twoViewArrays(batch: ImageBatch, cfg: AugmentConfig, seed: numbe
   const lut = raw ? null : normalizeLut(cfg.mean, cfg.std);
   let params: ViewParams[];
   if (cfg.preset === 'none') {
-    const whole = plainParams({ top: 0, left: 0, height: batch.h, width: batch.w });
-    params = Array.from({ length: 2 * B }, () => whole);
+    const view = plainParams(evalBox(batch.h, batch.w, S));
+    params = Array.from({ length: 2 * B }, () => view);
   } else {
     params = [...sampleBatchParams(batch, cfg, seed, step, 1), ...sampleBatchParams(batch, cfg, seed, step, 2)];
   }
@@ -369,13 +369,24 @@ export function twoViews(batch: ImageBatch, cfg: AugmentConfig, seed: number, st
   return { x1: toTensor(v1, batch.n, cfg.imageSize), x2: toTensor(v2, batch.n, cfg.imageSize) };
 }
 
-/** The un-augmented view: PIL bilinear resize of the whole image to S, gray -> 3 channels, normalise. */
+/**
+ * The evaluation view's box (main_lincls.py's val transform, Resize(S*256/224) + CenterCrop(S)): for an
+ * image larger than S, the centred square that transform keeps (side = shorter side * 224/256, offset
+ * rounded as torchvision's center_crop); a smaller image is used whole.
+ */
+export function evalBox(h: number, w: number, S: number): CropBox {
+  if (Math.min(h, w) <= S) return { top: 0, left: 0, height: h, width: w };
+  const side = Math.max(1, Math.round((Math.min(h, w) * 224) / 256));
+  return { top: roundHalfEven((h - side) / 2), left: roundHalfEven((w - side) / 2), height: side, width: side };
+}
+
+/** The un-augmented view: the evaluation box (`evalBox`) resized to S as PIL does, gray -> 3 channels, normalised. */
 export function evalView(batch: ImageBatch, cfg: AugmentConfig): tf.Tensor4D {
   checkConfig(cfg);
   checkBatch(batch);
-  const whole = plainParams({ top: 0, left: 0, height: batch.h, width: batch.w });
   const S = cfg.imageSize;
-  return toTensor(augmentPacked(batch, packParams(Array.from({ length: batch.n }, () => whole)), S, normalizeLut(cfg.mean, cfg.std)), batch.n, S);
+  const view = plainParams(evalBox(batch.h, batch.w, S));
+  return toTensor(augmentPacked(batch, packParams(Array.from({ length: batch.n }, () => view)), S, normalizeLut(cfg.mean, cfg.std)), batch.n, S);
 }
 
 /** The augmentation settings for a dataset (its mean/std) at output size S. */

@@ -1,6 +1,7 @@
 /** Datasets, batch order and two-view augmentation. */
 import { loadCifar } from './cifar.ts';
 import { loadFashionMnist } from './fashion_mnist.ts';
+import { loadImageFolder } from './imagefolder.ts';
 import { makeSyntheticDataset } from './synthetic.ts';
 import { DataError, type DataSpec, type Dataset } from './types.ts';
 
@@ -9,8 +10,9 @@ export { itersPerEpoch, batchIndices, gatherBatch, type BatchOrder } from './sam
 export { twoViews, evalView, augmentConfigFor, MOCOV3_VIEWS, type AugmentConfig, type ViewRecipe } from './augment.ts';
 export { FASHION_MNIST_DIR, FASHION_MNIST_CLASSES } from './fashion_mnist.ts';
 export { SYNTHETIC_CLASSES, SYNTHETIC_DEFAULTS } from './synthetic.ts';
+export { loadImageFolder, sharpDecoder, cacheSideFor, IMAGE_EXTENSIONS, type ImageDecoder, type ImageFolderOptions } from './imagefolder.ts';
 
-export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100'] as const;
+export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder'] as const;
 
 export async function loadDataset(spec: DataSpec): Promise<Dataset> {
   switch (spec.name) {
@@ -21,6 +23,8 @@ export async function loadDataset(spec: DataSpec): Promise<Dataset> {
     case 'cifar10':
     case 'cifar100':
       return loadCifar(spec);
+    case 'imagefolder':
+      return loadImageFolder(spec);
     default:
       throw new DataError(`data.name: dataset '${String((spec as { name: unknown }).name)}' is not available in this version (available: ${DATASET_NAMES.join(', ')})`);
   }

@@ -45,15 +45,18 @@ export function batchIndices(step: number, order: BatchOrder): Int32Array {
   return out;
 }
 
-/** Copy the images (and labels) at `indices` into one compact batch. */
+/** Copy the images (and labels) at `indices` into one compact batch, from memory or, for a streamed split, from disk. */
 export function gatherBatch(split: ImageSplit, indices: ArrayLike<number>): ImageBatch {
   const size = split.height * split.width * split.channels;
   const data = new Uint8Array(indices.length * size);
   const labels = new Int32Array(indices.length);
+  // a streamed split reads each image from disk; `images` is only touched when the split is in memory
+  const images = split.read ? null : split.images;
   for (let i = 0; i < indices.length; i++) {
     const j = indices[i]!;
     if (!(j >= 0 && j < split.n)) throw new RangeError(`index ${j} outside the split (n = ${split.n})`);
-    data.set(split.images.subarray(j * size, (j + 1) * size), i * size);
+    if (images !== null) data.set(images.subarray(j * size, (j + 1) * size), i * size);
+    else split.read!(j, data, i * size);
     labels[i] = split.labels[j]!;
   }
   return { data, n: indices.length, h: split.height, w: split.width, c: split.channels, labels };

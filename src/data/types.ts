@@ -1,9 +1,15 @@
 /** Data shapes shared by the loaders, the sampler and the augmentation. */
 
-/** Images of one split, 0..255, HWC order, image after image. */
+/**
+ * Images of one split, 0..255, HWC order, image after image. Held in memory (`images`), or, for a split too
+ * large for memory, streamed from disk (`read`; then `images` throws). Read images through `gatherBatch`,
+ * which handles both.
+ */
 export interface ImageSplit {
-  /** n*h*w*c bytes */
+  /** n*h*w*c bytes; on a streamed split (one with `read`) accessing it throws */
   images: Uint8Array;
+  /** present on a streamed split: copy image `index` (h*w*c bytes) into `dest` at `destOffset` */
+  read?(index: number, dest: Uint8Array, destOffset: number): void;
   labels: Int32Array;
   n: number;
   height: number;
@@ -25,7 +31,7 @@ export interface Dataset {
 }
 
 export interface DataSpec {
-  name: 'synthetic' | 'fashion-mnist' | 'cifar10' | 'cifar100';
+  name: 'synthetic' | 'fashion-mnist' | 'cifar10' | 'cifar100' | 'imagefolder';
   /** directory of the files; null: the dataset's default place */
   path: string | null;
   /** first N images of each split (null: all, or the dataset's default size) */
@@ -34,6 +40,8 @@ export interface DataSpec {
   numClasses?: number;
   seed: number;
   syntheticImageSize?: number;
+  /** the training image size (data.image_size); imagefolder caches its images at round(size * 256 / 224). Falls back to syntheticImageSize, then 224 */
+  imageSize?: number;
 }
 
 /** A compact copy of some images of a split (see `gatherBatch`). */

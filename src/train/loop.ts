@@ -107,11 +107,12 @@ export function optimizerOf(c: ResolvedRunConfig, model: MoCoViT): Optimizer {
 
 export async function loadRunData(c: ResolvedRunConfig): Promise<Dataset> {
   return loadDataset({
-    name: c.data.name as 'synthetic' | 'fashion-mnist' | 'cifar10' | 'cifar100',
+    name: c.data.name,
     path: c.data.path,
     trainSize: c.data.train_size,
     testSize: c.data.test_size,
-    numClasses: c.data.num_classes,
+    numClasses: c.data.num_classes ?? undefined,
+    imageSize: c.data.image_size,
     seed: 0, // the same data for every run seed: seeds vary the training, not the dataset
     syntheticImageSize: c.data.image_size,
   });

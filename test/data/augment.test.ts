@@ -15,6 +15,7 @@ import {
   augmentEngine,
   augmentPacked,
   augmentWithParams,
+  evalBox,
   evalView,
   normalizeLut,
   packParams,
@@ -163,7 +164,7 @@ test('evalView: same size is the normalised image; other sizes are the PIL bilin
     const k = i % 3;
     assert.equal(same[i], f(f(f(batch.data[i]! / 255) - f(MEAN[k]!)) / f(STD[k]!)));
   }
-  for (const S of [8, 3]) {
+  for (const S of [8, 5]) {
     const got = evalView(batch, cfgFor(S)).dataSync();
     const lut = normalizeLut(MEAN, STD);
     for (let i = 0; i < batch.n; i++) {
@@ -235,5 +236,21 @@ test('twoViewArrays: raw pixels are 0..255 integers; normalised ones are their t
       assert.ok(Number.isInteger(r[i]) && r[i]! >= 0 && r[i]! <= 255);
       assert.equal(n[i], lut[(i % 3) * 256 + r[i]!]);
     }
+  }
+});
+
+test('evalView of images larger than S: the centre square Resize(S*256/224) + CenterCrop(S) keeps', () => {
+  assert.deepEqual(evalBox(256, 256, 224), { top: 16, left: 16, height: 224, width: 224 });
+  assert.deepEqual(evalBox(256, 300, 224), { top: 16, left: 38, height: 224, width: 224 });
+  assert.deepEqual(evalBox(28, 28, 32), { top: 0, left: 0, height: 28, width: 28 });
+  assert.deepEqual(evalBox(32, 32, 32), { top: 0, left: 0, height: 32, width: 32 });
+  // the 256 px cache of an image folder at S = 224: the view is exactly the centre 224 x 224 pixels
+  const batch = randomBatch(2, 37, 37, 3, 21);
+  const S = 32; // 37 * 224/256 = 32.4 -> a 32 px centre crop, no resampling
+  const got = evalView(batch, cfgFor(S)).dataSync();
+  const lut = normalizeLut(MEAN, STD);
+  for (let i = 0; i < 2; i++) for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) for (let c = 0; c < 3; c++) {
+    const v = batch.data[((i * 37 + y + 2) * 37 + x + 2) * 3 + c]!;
+    assert.equal(got[((i * S + y) * S + x) * 3 + c], lut[c * 256 + v]);
   }
 });

@@ -1,0 +1,686 @@
+/**
+ * An ImageNet-style image folder: `PATH/train/<class>/*.{jpg,jpeg,png,webp}` and `PATH/val/<class>/...`
+ * (`test/` is accepted as the name of the eval split; extensions in any case; images in nested folders of a
+ * class count, as in torchvision's ImageFolder; hidden files and other files are skipped). Classes are the
+ * sorted sub-folder names of train/, a label is the index of its class in that list, and val/ must use the
+ * same class set (it may lack some).
+ *
+ * Decoding. Every image is decoded once with sharp (libvips): EXIF orientation applied (`.rotate()`), alpha
+ * dropped as PIL's `convert('RGB')` does (the colour under a transparent pixel is kept, not composited on a
+ * background), grey and CMYK converted to sRGB, then `resize(side, side, {fit: 'cover'})` (shorter side to
+ * `side`, centre crop) and stored as uint8 HWC. The side is round(S * 256 / 224) for a training size S
+ * (`data.image_size`): the ImageNet 256/224 convention, 256 px for S = 224. If the folder's images are
+ * already smaller (the median shorter side of up to 64 train images sampled evenly), the side is that median,
+ * but never below S: small images are not blown up beyond what the training size needs.
+ * This differs from torchvision, which decodes the full-resolution JPEG at every epoch and crops from it:
+ * here RandomResizedCrop crops from the cached side x side centre square, so the largest crop sees a
+ * 256-px image rather than the full-resolution one, and the strip outside the centre square of a
+ * non-square image is never seen. That is what makes training from a cache possible at all.
+ *
+ * Order. Images are stored class-interleaved (the first image of every class, then the second of every
+ * class, ...; files sorted by name within a class), so `train_size`/`test_size` (first N) and the kNN bank
+ * (first N of train) are class-balanced subsets rather than the first classes.
+ *
+ * Cache. One file per split and side, `PATH/.moco3-cache/<split>-<side>.bin`, or, when PATH is not
+ * writable, `$MOCO3_DATA/cache/<16 hex digits of sha256(absolute PATH)>/` (default data directory
+ * ~/.moco3/data). Little-endian:
+ *
+ *   0   8  magic "MOCO3IMG"                     40  32 fingerprint: sha256 of the class list and of every
+ *   8   4  format version (1)                          file's relative path, size and mtime, in stored order
+ *   12  4  header length H (multiple of 64)     72  24 per-channel mean, 3 x float64, [0,1] scale
+ *   16  4  n images                              96  24 per-channel std, 3 x float64
+ *   20  4  side                                  120  8 first 8 bytes of sha256 of the rest of the header
+ *   24  4  channels (3)                          128  J  JSON {split, classes, source}
+ *   28  4  number of classes                     H      n x int32 labels
+ *   32  4  probe: median shorter side the side   D = H + align64(4n): n x side x side x 3 pixel bytes,
+ *          was chosen from (0: side was given)           file size exactly D + n * side * side * 3
+ *   36  4  JSON length J
+ *
+ * A cache whose fingerprint differs (files added, removed or touched) or that is corrupt or truncated is
+ * rebuilt. It is written to a temporary name and renamed. Decoding runs `2 x cpus` images in flight, with a
+ * line on stderr every 10% for splits of 1000 images or more.
+ *
+ * Mean and std: measured on the train split's cached pixels (every pixel of every train image, [0,1] scale)
+ * and stored in the header. The official code normalises ImageNet with [.485,.456,.406]/[.229,.224,.225];
+ * on ImageNet the measured values come out close to those, and for any other folder the measured values
+ * are the right ones, so the measured values are what the Dataset returns.
+ *
+ * Memory. A split whose pixels (of the first train_size/test_size images) exceed the in-memory limit (25% of
+ * the machine's memory, `$MOCO3_STREAM_BYTES`, or the `streamBytes` option; and at most 4 GiB, the largest
+ * typed array) is not read into memory: its images are read per batch from the cache file (`split.read`,
+ * used by `gatherBatch`), and its `images` property throws.
+ */
+import { createHash } from 'node:crypto';
+import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
+import { availableParallelism, homedir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
+
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'] as const;
+export const CACHE_MAGIC = 'MOCO3IMG';
+export const CACHE_VERSION = 1;
+const FIXED_HEADER = 128;
+const MAX_IN_MEMORY = 2 ** 32 - 1; // the largest Uint8Array in Node 20
+const PROBE_SAMPLES = 64;
+
+/** Decodes image files; injectable so tests can count decodes. */
+export interface ImageDecoder {
+  /** width and height with EXIF orientation applied, from the header only */
+  probe(file: string): Promise<{ width: number; height: number }>;
+  /** oriented, RGB, cover-resized to side x side: side*side*3 bytes, HWC */
+  decode(file: string, side: number): Promise<Uint8Array>;
+}
+
+type Sharp = typeof import('sharp');
+let sharpModule: Promise<Sharp> | null = null;
+// loaded on first use, so that only image folders pay for libvips
+const loadSharp = (): Promise<Sharp> => (sharpModule ??= import('sharp').then((m) => ((m as { default?: Sharp }).default ?? m) as Sharp));
+
+export const sharpDecoder: ImageDecoder = {
+  async probe(file) {
+    const sharp = await loadSharp();
+    const m = await sharp(file, { failOn: 'error' }).metadata();
+    const w = m.autoOrient?.width ?? m.width;
+    const h = m.autoOrient?.height ?? m.height;
+    if (!w || !h) throw new Error('no image size in the header');
+    return { width: w, height: h };
+  },
+  async decode(file, side) {
+    const sharp = await loadSharp();
+    const { data, info } = await sharp(file, { failOn: 'error', sequentialRead: true })
+      .rotate()
+      .removeAlpha()
+      .resize(side, side, { fit: 'cover', position: 'centre' })
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.width !== side || info.height !== side || info.channels !== 3) {
+      throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}, expected ${side}x${side}x3`);
+    }
+    return data;
+  },
+};
+
+export interface ImageFolderOptions {
+  decoder?: ImageDecoder;
+  /** splits with more pixel bytes than this are streamed from the cache (default: $MOCO3_STREAM_BYTES, else 25% of memory) */
+  streamBytes?: number;
+  /** cache side instead of the one chosen from the training size */
+  side?: number;
+  /** images decoded at once (default 2 x cpus) */
+  concurrency?: number;
+  /** where caches go when PATH is not writable (default $MOCO3_DATA/cache, else ~/.moco3/data/cache) */
+  fallbackCacheRoot?: string;
+  /** receives progress lines (default: stderr); null: silent */
+  log?: ((line: string) => void) | null;
+  /** splits of fewer images build their cache without progress lines (default 1000) */
+  progressMin?: number;
+}
+
+interface FileEntry {
+  rel: string; // <class>/<file>, relative to the split folder
+  abs: string;
+  label: number;
+  size: number;
+  mtimeMs: number;
+}
+
+interface SplitListing {
+  name: string; // 'train' | 'val' | 'test'
+  dir: string;
+  files: FileEntry[]; // stored order (class-interleaved)
+  fingerprint: Buffer;
+}
+
+interface CacheHeader {
+  n: number;
+  side: number;
+  channels: number;
+  classes: number;
+  probe: number;
+  fingerprint: Buffer;
+  mean: [number, number, number];
+  std: [number, number, number];
+  headerLength: number;
+  dataOffset: number;
+  meta: { split: string; classes: string[]; source: string };
+}
+
+const dataDir = () => process.env.MOCO3_DATA ?? join(homedir(), '.moco3', 'data');
+const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
+const align64 = (x: number) => Math.ceil(x / 64) * 64;
+const isImage = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The cache side for training size S: round(S*256/224), or the folder's median shorter side if that is smaller, but at least S. */
+export function cacheSideFor(imageSize: number, medianShorterSide: number | null): number {
+  const target = Math.round((imageSize * 256) / 224);
+  if (medianShorterSide === null || medianShorterSide >= target) return target;
+  return Math.max(imageSize, medianShorterSide);
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function listDir(dir: string): Dirent[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true });
+  } catch (e) {
+    throw new DataError(`${dir}: cannot list the folder (${oneLine((e as Error).message)})`);
+  }
+}
+
+/** Visible sub-folders of `dir`, sorted (symlinks to folders count). */
+function subfolders(dir: string): string[] {
+  return listDir(dir)
+    .filter((d) => !d.name.startsWith('.') && (d.isDirectory() || (d.isSymbolicLink() && isDir(join(dir, d.name)))))
+    .map((d) => d.name)
+    .sort(byName);
+}
+
+/** Image files of `dir`, sorted, directly in it (`recursive`: then those of its sub-folders, as torchvision's ImageFolder walks them), relative to `dir`. */
+function imageFiles(dir: string, recursive = false, prefix = '', seen = new Set<string>()): string[] {
+  const real = realpathSync(dir);
+  if (seen.has(real)) return []; // a symlink loop
+  seen.add(real);
+  const entries = listDir(dir).filter((d) => !d.name.startsWith('.'));
+  const out = entries
+    .filter((d) => isImage(d.name) && !d.isDirectory())
+    .map((d) => d.name)
+    .sort(byName)
+    .map((f) => prefix + f);
+  if (recursive) for (const sub of subfolders(dir)) out.push(...imageFiles(join(dir, sub), true, `${prefix}${sub}/`, seen));
+  return out;
+}
+
+/** Files of one split, labelled by `classes`, class-interleaved, with the split's fingerprint. */
+function listSplit(name: string, dir: string, classes: string[], isTrain: boolean): SplitListing {
+  const folders = subfolders(dir);
+  if (folders.length === 0) {
+    const loose = imageFiles(dir).length;
+    throw new DataError(
+      `${dir}: no class folders (expected ${name}/<class>/*.jpg${loose > 0 ? `; it holds ${loose} images directly, sort them into class folders as train/ has` : ''})`,
+    );
+  }
+  const index = new Map(classes.map((c, i) => [c, i] as const));
+  const perClass: FileEntry[][] = [];
+  for (const cls of folders) {
+    const label = index.get(cls);
+    if (label === undefined) {
+      throw new DataError(`${join(dir, cls)}: class '${cls}' is not a class of train/ (${classes.length} classes: ${classes.slice(0, 5).join(', ')}${classes.length > 5 ? ', ...' : ''})`);
+    }
+    const names = imageFiles(join(dir, cls), true);
+    if (names.length === 0 && isTrain) throw new DataError(`${join(dir, cls)}: no images (${IMAGE_EXTENSIONS.join(', ')}) in this class folder`);
+    perClass.push(
+      names.map((f) => {
+        const abs = join(dir, cls, f);
+        let st: Stats;
+        try {
+          st = statSync(abs);
+        } catch (e) {
+          throw new DataError(`${abs}: cannot read the file (${oneLine((e as Error).message)})`);
+        }
+        return { rel: `${cls}/${f}`, abs, label, size: st.size, mtimeMs: st.mtimeMs };
+      }),
+    );
+  }
+  const files: FileEntry[] = [];
+  const longest = Math.max(...perClass.map((p) => p.length));
+  for (let k = 0; k < longest; k++) for (const p of perClass) if (k < p.length) files.push(p[k]!);
+  if (files.length === 0) throw new DataError(`${dir}: no images (${IMAGE_EXTENSIONS.join(', ')}) in its class folders`);
+  const h = createHash('sha256');
+  h.update(`moco3 imagefolder v${CACHE_VERSION}\n${name}\n${JSON.stringify(classes)}\n`);
+  for (const f of files) h.update(`${f.rel}\t${f.size}\t${f.mtimeMs}\n`);
+  return { name, dir, files, fingerprint: h.digest() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// cache files
+
+function headerHash(buf: Buffer): Buffer {
+  return createHash('sha256').update(buf.subarray(0, 120)).update(buf.subarray(FIXED_HEADER)).digest().subarray(0, 8);
+}
+
+function encodeHeader(h: Omit<CacheHeader, 'headerLength' | 'dataOffset'>): Buffer {
+  const json = Buffer.from(JSON.stringify(h.meta), 'utf8');
+  const H = align64(FIXED_HEADER + json.length);
+  const buf = Buffer.alloc(H);
+  buf.write(CACHE_MAGIC, 0, 'latin1');
+  buf.writeUInt32LE(CACHE_VERSION, 8);
+  buf.writeUInt32LE(H, 12);
+  buf.writeUInt32LE(h.n, 16);
+  buf.writeUInt32LE(h.side, 20);
+  buf.writeUInt32LE(h.channels, 24);
+  buf.writeUInt32LE(h.classes, 28);
+  buf.writeUInt32LE(h.probe, 32);
+  buf.writeUInt32LE(json.length, 36);
+  h.fingerprint.copy(buf, 40);
+  for (let c = 0; c < 3; c++) {
+    buf.writeDoubleLE(h.mean[c]!, 72 + 8 * c);
+    buf.writeDoubleLE(h.std[c]!, 96 + 8 * c);
+  }
+  json.copy(buf, FIXED_HEADER);
+  headerHash(buf).copy(buf, 120);
+  return buf;
+}
+
+/** The header of a cache file, or why it is unusable. */
+function readHeader(file: string): CacheHeader | { bad: string } {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    return { bad: (e as Error).message };
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const fixed = Buffer.alloc(FIXED_HEADER);
+    if (readFully(fd, fixed, 0, FIXED_HEADER, 0) < FIXED_HEADER) return { bad: `truncated header (${size} bytes)` };
+    if (fixed.toString('latin1', 0, 8) !== CACHE_MAGIC) return { bad: 'not a moco3 image cache (bad magic)' };
+    if (fixed.readUInt32LE(8) !== CACHE_VERSION) return { bad: `format version ${fixed.readUInt32LE(8)}, this moco3 writes ${CACHE_VERSION}` };
+    const H = fixed.readUInt32LE(12);
+    const J = fixed.readUInt32LE(36);
+    if (H % 64 !== 0 || H < FIXED_HEADER + J || H > 64 * 1024 * 1024 || H > size) return { bad: 'corrupt header' };
+    const buf = Buffer.alloc(H);
+    readFully(fd, buf, 0, H, 0);
+    if (!headerHash(buf).equals(buf.subarray(120, 128))) return { bad: 'corrupt header (checksum)' };
+    const n = buf.readUInt32LE(16);
+    const side = buf.readUInt32LE(20);
+    const channels = buf.readUInt32LE(24);
+    const dataOffset = H + align64(4 * n);
+    const expected = dataOffset + n * side * side * channels;
+    if (size !== expected) return { bad: `truncated or padded: ${size} bytes, the header says ${expected}` };
+    let meta: CacheHeader['meta'];
+    try {
+      meta = JSON.parse(buf.toString('utf8', FIXED_HEADER, FIXED_HEADER + J)) as CacheHeader['meta'];
+    } catch {
+      return { bad: 'corrupt header (JSON)' };
+    }
+    const f64 = (o: number): [number, number, number] => [buf.readDoubleLE(o), buf.readDoubleLE(o + 8), buf.readDoubleLE(o + 16)];
+    return {
+      n,
+      side,
+      channels,
+      classes: buf.readUInt32LE(28),
+      probe: buf.readUInt32LE(32),
+      fingerprint: Buffer.from(buf.subarray(40, 72)),
+      mean: f64(72),
+      std: f64(96),
+      headerLength: H,
+      dataOffset,
+      meta,
+    };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readFully(fd: number, dest: Uint8Array, offset: number, length: number, position: number): number {
+  let done = 0;
+  while (done < length) {
+    const chunk = Math.min(length - done, 1 << 30);
+    const r = readSync(fd, dest, offset + done, chunk, position + done);
+    if (r === 0) break;
+    done += r;
+  }
+  return done;
+}
+
+function writeFully(fd: number, src: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < src.length) done += writeSync(fd, src, done, src.length - done, position + done);
+}
+
+function canWrite(dir: string): boolean {
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, fsConstants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Remove temporary files of `base` left by processes that no longer run. */
+function removeStaleTemps(dir: string, base: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  const re = new RegExp(`^\\.${base.replace(/[.]/g, '\\.')}\\.(\\d+)\\.tmp$`);
+  for (const name of names) {
+    const m = re.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (e) {
+        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) rmSync(join(dir, name), { force: true });
+  }
+}
+
+function decodeError(file: string, e: unknown): DataError {
+  if (e instanceof DataError) return e;
+  return new DataError(`${file}: could not be decoded as an image (${oneLine(e instanceof Error ? e.message : String(e))})`);
+}
+
+interface BuildContext {
+  decoder: ImageDecoder;
+  concurrency: number;
+  log: ((line: string) => void) | null;
+  progressMin: number;
+  classes: string[];
+  source: string;
+}
+
+/** Decode every image of the split into `file` (temp name, then rename); returns the header written. */
+async function buildCache(listing: SplitListing, side: number, probe: number, file: string, dir: string, ctx: BuildContext): Promise<void> {
+  const base = `${listing.name}-${side}.bin`;
+  removeStaleTemps(dir, base);
+  const tmp = join(dir, `.${base}.${process.pid}.tmp`);
+  const n = listing.files.length;
+  const img = side * side * 3;
+  const meta = { split: listing.name, classes: ctx.classes, source: ctx.source };
+  const placeholder = encodeHeader({ n, side, channels: 3, classes: ctx.classes.length, probe, fingerprint: listing.fingerprint, mean: [0, 0, 0], std: [0, 0, 0], meta });
+  const H = placeholder.length;
+  const dataOffset = H + align64(4 * n);
+  const verbose = ctx.log !== null && n >= ctx.progressMin;
+  if (verbose) ctx.log!(`imagefolder: caching ${listing.dir} (${n} images at ${side}x${side}) into ${file}`);
+  const fd = openSync(tmp, 'w');
+  let ok = false;
+  try {
+    const labels = Buffer.alloc(4 * n);
+    listing.files.forEach((f, i) => labels.writeInt32LE(f.label, 4 * i));
+    writeFully(fd, labels, H);
+    const sum = [0, 0, 0];
+    const sq = [0, 0, 0];
+    const t0 = Date.now();
+    let done = 0;
+    let nextReport = 1;
+    await pool(n, ctx.concurrency, async (i) => {
+      const f = listing.files[i]!;
+      let px: Uint8Array;
+      try {
+        px = await ctx.decoder.decode(f.abs, side);
+      } catch (e) {
+        throw decodeError(f.abs, e);
+      }
+      if (px.length !== img) throw new DataError(`${f.abs}: could not be decoded as an image (decoder gave ${px.length} bytes, expected ${img})`);
+      addStats(px, sum, sq);
+      writeFully(fd, px, dataOffset + i * img);
+      done++;
+      if (verbose && done * 10 >= nextReport * n) {
+        while (done * 10 >= nextReport * n) nextReport++;
+        const rate = done / Math.max(1e-3, (Date.now() - t0) / 1000);
+        ctx.log!(`imagefolder: ${listing.name} ${done}/${n} (${Math.floor((100 * done) / n)}%), ${rate.toFixed(0)} img/s`);
+      }
+    });
+    const count = n * side * side;
+    const mean = sum.map((s) => s / count / 255) as [number, number, number];
+    const std = sq.map((q, c) => Math.sqrt(Math.max(0, q / count / 65025 - mean[c]! * mean[c]!))) as [number, number, number];
+    writeFully(fd, encodeHeader({ n, side, channels: 3, classes: ctx.classes.length, probe, fingerprint: listing.fingerprint, mean, std, meta }), 0);
+    fsyncSync(fd);
+    ok = true;
+  } finally {
+    closeSync(fd);
+    if (!ok) rmSync(tmp, { force: true });
+  }
+  renameSync(tmp, file);
+}
+
+/** Add the per-channel sums of an RGB image's bytes and of their squares. */
+function addStats(px: Uint8Array, sum: number[], sq: number[]): void {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let q0 = 0;
+  let q1 = 0;
+  let q2 = 0;
+  for (let p = 0; p < px.length; p += 3) {
+    const a = px[p]!;
+    const b = px[p + 1]!;
+    const c = px[p + 2]!;
+    s0 += a;
+    s1 += b;
+    s2 += c;
+    q0 += a * a;
+    q1 += b * b;
+    q2 += c * c;
+  }
+  sum[0] += s0;
+  sum[1] += s1;
+  sum[2] += s2;
+  sq[0] += q0;
+  sq[1] += q1;
+  sq[2] += q2;
+}
+
+/** Run fn(0..count-1) with at most `limit` in flight; the first error stops new work and is thrown once all in flight are done. */
+async function pool(count: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let error: { e: unknown } | null = null;
+  const worker = async () => {
+    while (error === null && next < count) {
+      const i = next++;
+      try {
+        await fn(i);
+      } catch (e) {
+        error ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, count)) }, worker));
+  if (error !== null) throw (error as { e: unknown }).e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// splits
+
+/** A split read per image from its cache file: `images` is not held in memory and throws. */
+class StreamedSplit implements ImageSplit {
+  readonly channels = 3 as const;
+  private readonly imageBytes: number;
+  constructor(
+    private readonly fd: number,
+    private readonly file: string,
+    private readonly dataOffset: number,
+    readonly labels: Int32Array,
+    readonly n: number,
+    readonly height: number,
+    readonly width: number,
+  ) {
+    this.imageBytes = height * width * 3;
+    streamedFiles.register(this, fd);
+  }
+  get images(): Uint8Array {
+    throw new Error(`${this.file}: this split (${this.n} images) is streamed from its cache file, not held in memory; read it with gatherBatch`);
+  }
+  read(index: number, dest: Uint8Array, destOffset: number): void {
+    if (!(Number.isInteger(index) && index >= 0 && index < this.n)) throw new RangeError(`index ${index} outside the split (n = ${this.n})`);
+    const got = readFully(this.fd, dest, destOffset, this.imageBytes, this.dataOffset + index * this.imageBytes);
+    if (got !== this.imageBytes) throw new DataError(`${this.file}: truncated (image ${index} could not be read); delete it to rebuild the cache`);
+  }
+}
+
+const streamedFiles = new FinalizationRegistry<number>((fd) => {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+});
+
+function streamLimit(opt: number | undefined): number {
+  let limit = opt;
+  if (limit === undefined && process.env.MOCO3_STREAM_BYTES !== undefined && process.env.MOCO3_STREAM_BYTES !== '') {
+    limit = Number(process.env.MOCO3_STREAM_BYTES);
+    if (!Number.isFinite(limit) || limit < 0) throw new DataError(`MOCO3_STREAM_BYTES: expected a number of bytes, got '${process.env.MOCO3_STREAM_BYTES}'`);
+  }
+  return Math.min(limit ?? Math.floor(totalmem() * 0.25), MAX_IN_MEMORY);
+}
+
+/** The first `take` images of a valid cache file, in memory or streamed. */
+function openSplit(file: string, h: CacheHeader, take: number, classes: number, streamBytes: number): ImageSplit {
+  const img = h.side * h.side * 3;
+  const fd = openSync(file, 'r');
+  let keep = false;
+  try {
+    const raw = Buffer.alloc(4 * take);
+    if (readFully(fd, raw, 0, raw.length, h.headerLength) !== raw.length) throw new DataError(`${file}: truncated labels`);
+    const labels = new Int32Array(take);
+    for (let i = 0; i < take; i++) {
+      const y = raw.readInt32LE(4 * i);
+      if (y < 0 || y >= classes) throw new DataError(`${file}: label ${y} of image ${i} is outside 0..${classes - 1}; delete the file to rebuild the cache`);
+      labels[i] = y;
+    }
+    if (take * img > streamBytes) {
+      keep = true;
+      return new StreamedSplit(fd, file, h.dataOffset, labels, take, h.side, h.side);
+    }
+    const images = new Uint8Array(take * img);
+    if (readFully(fd, images, 0, images.length, h.dataOffset) !== images.length) throw new DataError(`${file}: truncated pixel data`);
+    return { images, labels, n: take, height: h.side, width: h.side, channels: 3 };
+  } finally {
+    if (!keep) closeSync(fd);
+  }
+}
+
+function checkSize(limit: number | null, n: number, dir: string, key: string): number {
+  if (limit === null) return n;
+  if (!Number.isInteger(limit) || limit < 1 || limit > n) throw new DataError(`${dir}: has ${n} images, ${limit} asked for (data.${key})`);
+  return limit;
+}
+
+async function medianShorterSide(listing: SplitListing, decoder: ImageDecoder): Promise<number> {
+  const n = listing.files.length;
+  const k = Math.min(PROBE_SAMPLES, n);
+  const sides = await Promise.all(
+    Array.from({ length: k }, async (_, j) => {
+      const f = listing.files[Math.floor((j * n) / k)]!;
+      try {
+        const { width, height } = await decoder.probe(f.abs);
+        return Math.min(width, height);
+      } catch (e) {
+        throw decodeError(f.abs, e);
+      }
+    }),
+  );
+  sides.sort((a, b) => a - b);
+  return sides[Math.floor((k - 1) / 2)]!;
+}
+
+export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions = {}): Promise<Dataset> {
+  const decoder = opts.decoder ?? sharpDecoder;
+  const root = resolve(spec.path ?? join(dataDir(), 'imagenet'));
+  const layout = 'expected train/<class>/*.jpg and val/<class>/*.jpg';
+  if (!existsSync(root)) throw new DataError(`${root}: image folder not found (--data imagefolder:PATH, ${layout})`);
+  if (!isDir(root)) throw new DataError(`${root}: not a folder (--data imagefolder:PATH, ${layout})`);
+  const trainDir = join(root, 'train');
+  if (!isDir(trainDir)) throw new DataError(`${root}: no train/ folder (${layout})`);
+  const evalName = isDir(join(root, 'val')) ? 'val' : isDir(join(root, 'test')) ? 'test' : null;
+  if (evalName === null) throw new DataError(`${root}: no val/ or test/ folder (${layout})`);
+
+  const classes = subfolders(trainDir);
+  if (classes.length === 0) listSplit('train', trainDir, classes, true); // throws with the reason
+  if (spec.numClasses !== undefined && spec.numClasses !== classes.length) {
+    throw new DataError(`${trainDir}: has ${classes.length} class folders, data.num_classes is ${spec.numClasses} (set data.num_classes: ${classes.length})`);
+  }
+  const train = listSplit('train', trainDir, classes, true);
+  const test = listSplit(evalName, join(root, evalName), classes, false);
+  const trainTake = checkSize(spec.trainSize, train.files.length, trainDir, 'train_size');
+  const testTake = checkSize(spec.testSize, test.files.length, test.dir, 'test_size');
+
+  const primary = join(root, '.moco3-cache');
+  const fallback = join(opts.fallbackCacheRoot ?? join(dataDir(), 'cache'), createHash('sha256').update(root).digest('hex').slice(0, 16));
+  const dirs = [primary, fallback];
+  const log = opts.log === undefined ? (line: string) => void process.stderr.write(`${line}\n`) : opts.log;
+
+  // the side: given, or from the probe stored with an up-to-date train cache, or probed now
+  const imageSize = spec.imageSize ?? spec.syntheticImageSize ?? 224;
+  let probe = 0;
+  let side = opts.side ?? 0;
+  if (side === 0) {
+    for (const d of dirs) {
+      if (probe > 0 || !isDir(d)) continue;
+      let names: string[];
+      try {
+        names = readdirSync(d).filter((f) => /^train-\d+\.bin$/.test(f)).sort(byName);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const h = readHeader(join(d, name));
+        if (!('bad' in h) && h.probe > 0 && h.fingerprint.equals(train.fingerprint)) {
+          probe = h.probe;
+          break;
+        }
+      }
+    }
+    if (probe === 0) probe = await medianShorterSide(train, decoder);
+    side = cacheSideFor(imageSize, probe);
+  }
+  if (!Number.isInteger(side) || side < 1) throw new DataError(`imagefolder: cache side must be a positive integer, got ${side}`);
+
+  const ctx: BuildContext = {
+    decoder,
+    concurrency: opts.concurrency ?? 2 * availableParallelism(),
+    log,
+    progressMin: opts.progressMin ?? 1000,
+    classes,
+    source: root,
+  };
+  const streamBytes = streamLimit(opts.streamBytes);
+
+  const openOrBuild = async (listing: SplitListing, take: number): Promise<{ split: ImageSplit; header: CacheHeader }> => {
+    const base = `${listing.name}-${side}.bin`;
+    let stale: string | null = null;
+    for (const d of dirs) {
+      const file = join(d, base);
+      if (!existsSync(file)) continue;
+      const h = readHeader(file);
+      if ('bad' in h) {
+        stale ??= `${file}: ${h.bad}`;
+        continue;
+      }
+      if (!h.fingerprint.equals(listing.fingerprint) || h.side !== side || h.channels !== 3 || h.n !== listing.files.length || h.classes !== classes.length) {
+        stale ??= `${file}: made from other files than ${listing.dir} holds now`;
+        continue;
+      }
+      return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };
+    }
+    const dir = dirs.find(canWrite);
+    if (dir === undefined) throw new DataError(`${root}: cannot write an image cache to ${primary} or ${fallback}`);
+    if (stale !== null && log !== null) log(`imagefolder: rebuilding the cache (${stale})`);
+    const file = join(dir, base);
+    await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx);
+    const h = readHeader(file);
+    if ('bad' in h) throw new DataError(`${file}: ${h.bad} right after writing it`);
+    return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };
+  };
+
+  const tr = await openOrBuild(train, trainTake);
+  const te = await openOrBuild(test, testTake);
+  return {
+    name: 'imagefolder',
+    numClasses: classes.length,
+    classNames: classes,
+    train: tr.split,
+    test: te.split,
+    mean: tr.header.mean,
+    std: tr.header.std,
+    source: root,
+  };
+}

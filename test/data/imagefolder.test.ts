@@ -1,0 +1,343 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { cacheSideFor, gatherBatch, loadDataset, loadImageFolder, sharpDecoder, type DataSpec, type Dataset, type ImageDecoder, type ImageFolderOptions } from '../../src/data/index.ts';
+import { DataError } from '../../src/data/types.ts';
+
+type RGB = [number, number, number];
+const RED: RGB = [255, 0, 0];
+const GREEN: RGB = [0, 255, 0];
+const BLUE: RGB = [0, 0, 255];
+const YELLOW: RGB = [255, 255, 0];
+const GREY: RGB = [128, 128, 128];
+
+/** w x h RGB pixels: `left` on columns x < split*w, `right` on the rest (or rows, when vertical). */
+function twoTone(w: number, h: number, a: RGB, b: RGB, vertical = false): Buffer {
+  const px = Buffer.alloc(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const c = (vertical ? y < h / 2 : x < w / 2) ? a : b;
+      px.set(c, (y * w + x) * 3);
+    }
+  }
+  return px;
+}
+
+const raw = (px: Buffer, w: number, h: number, channels: 3 | 4 = 3) => sharp(px, { raw: { width: w, height: h, channels } });
+const solid = (w: number, h: number, c: RGB) => raw(twoTone(w, h, c, c), w, h);
+
+/** 3 classes x 4 train images (PNG, JPEG, WebP; landscape, portrait, alpha, EXIF-rotated), and a val split. */
+async function makeFolder(): Promise<string> {
+  const root = mkdtempSync(join(tmpdir(), 'moco3-imagefolder-'));
+  const put = async (rel: string, img: sharp.Sharp) => {
+    const file = join(root, rel);
+    mkdirSync(join(file, '..'), { recursive: true });
+    const ext = rel.split('.').pop()!.toLowerCase();
+    const out = ext === 'png' ? img.png() : ext === 'webp' ? img.webp({ lossless: true }) : img.jpeg({ quality: 95 });
+    await out.toFile(file);
+  };
+  const rgba = Buffer.alloc(25 * 25 * 4);
+  for (let p = 0; p < 25 * 25; p++) rgba.set([255, 0, 0, 128], p * 4);
+  await Promise.all([
+    // cat
+    put('train/cat/a.png', raw(twoTone(40, 20, RED, BLUE), 40, 20)), // landscape: red left, blue right
+    put('train/cat/b.jpg', solid(30, 30, GREEN)),
+    put('train/cat/c.png', raw(rgba, 25, 25, 4)), // half-transparent red
+    put('train/cat/d.webp', raw(twoTone(20, 50, RED, BLUE, true), 20, 50)), // portrait: red top, blue bottom
+    // dog: stored 40x20 red left / blue right with EXIF orientation 6 (90 deg clockwise): shown red top, blue bottom
+    put('train/dog/a.JPEG', raw(twoTone(40, 20, RED, BLUE), 40, 20).withMetadata({ orientation: 6 })),
+    put('train/dog/b.png', solid(64, 48, YELLOW)),
+    put('train/dog/c.jpeg', solid(21, 33, BLUE)),
+    put('train/dog/d.png', solid(30, 30, GREY)),
+    // zebra
+    put('train/zebra/a.png', solid(24, 24, GREEN)),
+    put('train/zebra/b.png', solid(36, 24, RED)),
+    put('train/zebra/c.jpg', solid(24, 40, GREY)),
+    put('train/zebra/d.png', solid(50, 50, BLUE)),
+    // val: no zebra folder at all, two dogs
+    put('val/cat/v1.png', solid(30, 20, RED)),
+    put('val/dog/v1.png', solid(20, 30, GREEN)),
+    put('val/dog/v2.png', solid(30, 30, BLUE)),
+  ]);
+  writeFileSync(join(root, 'train', 'cat', 'notes.txt'), 'not an image\n'); // ignored
+  return root;
+}
+
+function counting(): ImageDecoder & { decodes: number; probes: number } {
+  const d = {
+    decodes: 0,
+    probes: 0,
+    probe: (f: string) => {
+      d.probes++;
+      return sharpDecoder.probe(f);
+    },
+    decode: (f: string, side: number) => {
+      d.decodes++;
+      return sharpDecoder.decode(f, side);
+    },
+  };
+  return d;
+}
+
+const spec = (path: string | null, over: Partial<DataSpec> = {}): DataSpec => ({
+  name: 'imagefolder',
+  path,
+  trainSize: null,
+  testSize: null,
+  seed: 0,
+  imageSize: 16,
+  ...over,
+});
+
+const quiet = (over: ImageFolderOptions = {}): ImageFolderOptions => ({ log: null, fallbackCacheRoot: join(tmpdir(), 'moco3-imagefolder-never-used'), ...over });
+
+/** Pixel (x, y) of image i of a split. */
+function pixel(ds: Dataset, split: 'train' | 'test', i: number, x: number, y: number): RGB {
+  const s = ds[split];
+  const b = gatherBatch(s, [i]).data;
+  const o = (y * s.width + x) * 3;
+  return [b[o]!, b[o + 1]!, b[o + 2]!];
+}
+
+function near(got: RGB, want: RGB, tol: number, what: string) {
+  for (let c = 0; c < 3; c++) assert.ok(Math.abs(got[c]! - want[c]!) <= tol, `${what}: got [${got}], want [${want}] within ${tol}`);
+}
+
+/** Index in the stored (class-interleaved) order of train image k (0..3) of class `label`. */
+const trainIndex = (label: number, k: number) => k * 3 + label;
+
+async function rejectsData(p: Promise<unknown>, re: RegExp) {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof DataError, `expected a DataError, got ${String(e)}`);
+    assert.match(e.message, re);
+    assert.ok(!e.message.includes('\n'), `one line: ${e.message}`);
+    return true;
+  });
+}
+
+test('cacheSideFor: 256/224 of the training size, the folder median when smaller, never below S', () => {
+  assert.equal(cacheSideFor(224, null), 256);
+  assert.equal(cacheSideFor(224, 500), 256);
+  assert.equal(cacheSideFor(32, 400), 37);
+  assert.equal(cacheSideFor(16, null), 18);
+  assert.equal(cacheSideFor(224, 240), 240);
+  assert.equal(cacheSideFor(32, 32), 32); // a CIFAR-sized folder is not blown up
+  assert.equal(cacheSideFor(224, 100), 224);
+});
+
+test('imagefolder: classes, labels, cover-resize, orientation, alpha, mean/std; the cache is reused without decoding', async () => {
+  const root = await makeFolder();
+  try {
+    const dec = counting();
+    const ds = await loadImageFolder(spec(root), quiet({ decoder: dec }));
+    assert.equal(ds.name, 'imagefolder');
+    assert.equal(ds.source, root);
+    assert.deepEqual(ds.classNames, ['cat', 'dog', 'zebra']);
+    assert.equal(ds.numClasses, 3);
+    assert.equal(dec.decodes, 15);
+    assert.ok(dec.probes > 0 && dec.probes <= 12);
+    const side = 18; // round(16 * 256 / 224); every image's shorter side is >= 20
+    for (const [s, n] of [['train', 12], ['test', 3]] as const) {
+      assert.equal(ds[s].n, n);
+      assert.deepEqual([ds[s].height, ds[s].width, ds[s].channels], [side, side, 3]);
+      assert.equal(ds[s].images.length, n * side * side * 3);
+      assert.equal(ds[s].read, undefined);
+    }
+    // class-interleaved: cat, dog, zebra, cat, dog, zebra, ...
+    assert.deepEqual(Array.from(ds.train.labels), [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    assert.deepEqual(Array.from(ds.test.labels), [0, 1, 1]);
+
+    // landscape red|blue: the centre crop keeps red on the left, blue on the right
+    near(pixel(ds, 'train', trainIndex(0, 0), 1, 9), RED, 2, 'cat/a left');
+    near(pixel(ds, 'train', trainIndex(0, 0), 16, 9), BLUE, 2, 'cat/a right');
+    near(pixel(ds, 'train', trainIndex(0, 1), 9, 9), GREEN, 8, 'cat/b jpeg green');
+    near(pixel(ds, 'train', trainIndex(0, 2), 5, 5), RED, 1, 'cat/c alpha dropped as PIL convert(RGB)');
+    // portrait red over blue
+    near(pixel(ds, 'train', trainIndex(0, 3), 9, 1), RED, 2, 'cat/d top');
+    near(pixel(ds, 'train', trainIndex(0, 3), 9, 16), BLUE, 2, 'cat/d bottom');
+    // EXIF orientation 6 turns red-left into red-top
+    near(pixel(ds, 'train', trainIndex(1, 0), 9, 1), RED, 30, 'dog/a rotated top');
+    near(pixel(ds, 'train', trainIndex(1, 0), 9, 16), BLUE, 30, 'dog/a rotated bottom');
+    near(pixel(ds, 'train', trainIndex(1, 1), 0, 0), YELLOW, 1, 'dog/b');
+    near(pixel(ds, 'train', trainIndex(2, 3), 17, 17), BLUE, 1, 'zebra/d');
+    near(pixel(ds, 'test', 2, 9, 9), BLUE, 1, 'val dog/v2');
+
+    // mean/std: of every train pixel, [0,1] scale
+    const px = ds.train.images;
+    for (let c = 0; c < 3; c++) {
+      let s = 0;
+      let q = 0;
+      for (let p = c; p < px.length; p += 3) {
+        s += px[p]! / 255;
+        q += (px[p]! / 255) ** 2;
+      }
+      const m = s / (px.length / 3);
+      assert.ok(Math.abs(ds.mean[c]! - m) < 1e-9, `mean ${c}`);
+      assert.ok(Math.abs(ds.std[c]! - Math.sqrt(q / (px.length / 3) - m * m)) < 1e-9, `std ${c}`);
+    }
+
+    const cache = join(root, '.moco3-cache');
+    assert.deepEqual(readdirSync(cache).sort(), ['train-18.bin', 'val-18.bin']);
+    const bytes = readFileSync(join(cache, 'train-18.bin'));
+    assert.equal(bytes.toString('latin1', 0, 8), 'MOCO3IMG');
+
+    // second load: read from the cache, nothing decoded or probed
+    const again = counting();
+    const ds2 = await loadImageFolder(spec(root), quiet({ decoder: again }));
+    assert.equal(again.decodes, 0);
+    assert.equal(again.probes, 0);
+    assert.deepEqual(ds2.train.images, ds.train.images);
+    assert.deepEqual(ds2.test.images, ds.test.images);
+    assert.deepEqual(ds2.mean, ds.mean);
+    assert.deepEqual(ds2.std, ds.std);
+
+    // first N, class-balanced
+    const sub = await loadImageFolder(spec(root, { trainSize: 5, testSize: 2 }), quiet({ decoder: again }));
+    assert.equal(again.decodes, 0);
+    assert.deepEqual(Array.from(sub.train.labels), [0, 1, 2, 0, 1]);
+    assert.deepEqual(sub.train.images, ds.train.images.subarray(0, 5 * side * side * 3));
+    assert.equal(sub.test.n, 2);
+    assert.deepEqual(sub.mean, ds.mean); // the statistics of the whole train split
+    await rejectsData(loadImageFolder(spec(root, { trainSize: 13 }), quiet()), /train: has 12 images, 13 asked for \(data\.train_size\)/);
+
+    // a streamed split gives exactly the bytes of the in-memory one
+    const streamed = await loadImageFolder(spec(root), quiet({ decoder: again, streamBytes: 100 }));
+    assert.equal(again.decodes, 0);
+    assert.equal(typeof streamed.train.read, 'function');
+    assert.throws(() => streamed.train.images, /streamed from its cache file/);
+    assert.deepEqual(streamed.train.labels, ds.train.labels);
+    const idx = Int32Array.of(11, 0, 5, 5, 3, 7, 1);
+    const a = gatherBatch(ds.train, idx);
+    const b = gatherBatch(streamed.train, idx);
+    assert.deepEqual(b, a);
+    assert.deepEqual(gatherBatch(streamed.test, [2, 0]), gatherBatch(ds.test, [2, 0]));
+    assert.throws(() => gatherBatch(streamed.train, [12]), RangeError);
+    process.env.MOCO3_STREAM_BYTES = String(ds.test.images.length); // test split fits, train does not
+    try {
+      const viaEnv = await loadImageFolder(spec(root), quiet({ decoder: again }));
+      assert.equal(typeof viaEnv.train.read, 'function');
+      assert.equal(viaEnv.test.read, undefined);
+    } finally {
+      delete process.env.MOCO3_STREAM_BYTES;
+    }
+
+    // through loadDataset, with the training size the train loop passes today
+    const viaIndex = await loadDataset({ name: 'imagefolder', path: root, trainSize: null, testSize: null, numClasses: 3, seed: 0, syntheticImageSize: 16 });
+    assert.deepEqual(viaIndex.train.images, ds.train.images);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('imagefolder: a changed folder or a corrupt cache is rebuilt', async () => {
+  const root = await makeFolder();
+  try {
+    await loadImageFolder(spec(root), quiet());
+    const trainCache = join(root, '.moco3-cache', 'train-18.bin');
+    const before = statSync(trainCache).mtimeMs;
+
+    // touching one train image changes the fingerprint: train is decoded again, val is not
+    const f = join(root, 'train', 'dog', 'b.png');
+    utimesSync(f, new Date(), new Date(Date.now() + 5000));
+    const lines: string[] = [];
+    const d1 = counting();
+    await loadImageFolder(spec(root), quiet({ decoder: d1, log: (l) => lines.push(l) }));
+    assert.equal(d1.decodes, 12);
+    assert.ok(lines.some((l) => /rebuilding the cache .*train-18\.bin: made from other files/.test(l)), lines.join('\n'));
+
+    // a new image
+    await solid(30, 30, RED).png().toFile(join(root, 'train', 'zebra', 'e.png'));
+    const d2 = counting();
+    const ds = await loadImageFolder(spec(root), quiet({ decoder: d2 }));
+    assert.equal(d2.decodes, 13);
+    assert.equal(ds.train.n, 13);
+    assert.notEqual(statSync(trainCache).mtimeMs, before);
+
+    // truncated: rebuilt, same pixels
+    truncateSync(trainCache, statSync(trainCache).size - 100);
+    const d3 = counting();
+    const ds3 = await loadImageFolder(spec(root), quiet({ decoder: d3 }));
+    assert.equal(d3.decodes, 13);
+    assert.deepEqual(ds3.train.images, ds.train.images);
+
+    // garbage over the header: rebuilt
+    const bytes = readFileSync(trainCache);
+    bytes.fill(7, 0, 64);
+    writeFileSync(trainCache, bytes);
+    const d4 = counting();
+    const ds4 = await loadImageFolder(spec(root), quiet({ decoder: d4 }));
+    assert.equal(d4.decodes, 13);
+    assert.deepEqual(ds4.train.images, ds.train.images);
+    assert.deepEqual(readdirSync(join(root, '.moco3-cache')).sort(), ['train-18.bin', 'val-18.bin']); // no temp files left
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('imagefolder: the cache goes under the data directory when PATH cannot take it; test/ works as the eval split', async () => {
+  const root = await makeFolder();
+  const data = mkdtempSync(join(tmpdir(), 'moco3-data-'));
+  try {
+    // the eval split as test/, its class folder a symlink; an image in a nested folder of a class counts
+    mkdirSync(join(data, 'elsewhere'));
+    writeFileSync(join(data, 'elsewhere', 'v1.png'), readFileSync(join(root, 'val', 'cat', 'v1.png')));
+    mkdirSync(join(root, 'test'));
+    symlinkSync(join(data, 'elsewhere'), join(root, 'test', 'cat'));
+    rmSync(join(root, 'val'), { recursive: true });
+    mkdirSync(join(root, 'train', 'cat', 'more'));
+    await solid(30, 30, GREEN).png().toFile(join(root, 'train', 'cat', 'more', 'e.png'));
+    writeFileSync(join(root, '.moco3-cache'), 'a file where the cache folder would go'); // not writable as a folder
+    const ds = await loadImageFolder(spec(root, { imageSize: 24 }), quiet({ fallbackCacheRoot: join(data, 'cache') }));
+    assert.equal(ds.test.n, 1);
+    assert.deepEqual(Array.from(ds.train.labels), [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0]);
+    // round(24 * 256 / 224) = 27, but the median shorter side of the train images is 24: not blown up
+    assert.equal(ds.train.height, 24);
+    const [hashDir] = readdirSync(join(data, 'cache'));
+    assert.match(hashDir!, /^[0-9a-f]{16}$/);
+    assert.deepEqual(readdirSync(join(data, 'cache', hashDir!)).sort(), ['test-24.bin', 'train-24.bin']);
+    const dec = counting();
+    await loadImageFolder(spec(root, { imageSize: 24 }), quiet({ decoder: dec, fallbackCacheRoot: join(data, 'cache') }));
+    assert.equal(dec.decodes + dec.probes, 0);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('imagefolder: errors are one-line DataErrors naming the file', async () => {
+  const root = await makeFolder();
+  try {
+    const missing = join(root, 'nowhere');
+    await rejectsData(loadImageFolder(spec(missing), quiet()), new RegExp(`${missing}: image folder not found`));
+    await rejectsData(loadDataset(spec(missing)), /image folder not found/);
+    await rejectsData(loadImageFolder(spec(join(root, 'train')), quiet()), /train: no train\/ folder/);
+
+    const noVal = mkdtempSync(join(tmpdir(), 'moco3-imagefolder-'));
+    mkdirSync(join(noVal, 'train', 'a'), { recursive: true });
+    await rejectsData(loadImageFolder(spec(noVal), quiet()), /no val\/ or test\/ folder/);
+    mkdirSync(join(noVal, 'val'));
+    await rejectsData(loadImageFolder(spec(noVal), quiet()), /train\/a: no images \(\.jpg, \.jpeg, \.png, \.webp\) in this class folder/);
+    rmSync(join(noVal, 'train', 'a'), { recursive: true });
+    await rejectsData(loadImageFolder(spec(noVal), quiet()), /train: no class folders/);
+    rmSync(noVal, { recursive: true, force: true });
+
+    await rejectsData(loadImageFolder(spec(root, { numClasses: 1000 }), quiet()), /has 3 class folders, data\.num_classes is 1000 \(set data\.num_classes: 3\)/);
+
+    mkdirSync(join(root, 'val', 'unicorn'));
+    await rejectsData(loadImageFolder(spec(root), quiet()), /val\/unicorn: class 'unicorn' is not a class of train\//);
+    rmSync(join(root, 'val', 'unicorn'), { recursive: true });
+
+    // garbage bytes with a .jpg name: named, and no cache or temp file is left behind
+    const bad = join(root, 'train', 'zebra', 'broken.jpg');
+    writeFileSync(bad, Buffer.from('this is not a jpeg at all, just some bytes'));
+    await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`${bad}: could not be decoded as an image \\(`));
+    await rejectsData(loadImageFolder(spec(root), quiet()), new RegExp(`${bad}: could not be decoded`)); // found by the side probe or the decode
+    const cache = join(root, '.moco3-cache');
+    assert.deepEqual(existsSync(cache) ? readdirSync(cache) : [], []);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
