@@ -7,6 +7,7 @@ import { planCommand } from './plan.ts';
 import { sweepCommand } from './sweep.ts';
 import { evalCommand } from './eval.ts';
 import { reportCommand } from './report.ts';
+import { dataCommand } from './data.ts';
 import { isInputError } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   program.addCommand(sweepCommand());
   program.addCommand(evalCommand());
   program.addCommand(reportCommand());
+  program.addCommand(dataCommand());
   return program;
 }
 

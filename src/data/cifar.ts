@@ -149,8 +149,8 @@ function locate(kind: CifarKind, path: string | null): { read: (f: string) => Ui
     }
   }
   throw new DataError(
-    `${kind.name}: no ${kind.folder}/ or ${kind.archive} under ${base} (download https://www.cs.toronto.edu/~kriz/${kind.archive} ` +
-      `into ${DATA_DIR}, or give --data ${kind.name}:PATH with the archive or its folder)`,
+    `${kind.name}: no ${kind.folder}/ or ${kind.archive} under ${base} (run: moco3 data fetch ${kind.name}${base === DATA_DIR ? '' : ` --dir ${base}`}; ` +
+      `or download https://www.cs.toronto.edu/~kriz/${kind.archive} into ${base}, or give --data ${kind.name}:PATH with the archive or its folder)`,
   );
 }
 

@@ -1,9 +1,11 @@
 /**
  * Fashion-MNIST (Xiao, Rasul, Vollgraf 2017) from its four IDX files, gzipped or not. Debian's
- * `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist/.
+ * `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist/, `moco3 data fetch` in
+ * $MOCO3_DATA/fashion-mnist (default ~/.moco3/data).
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DATA_DIR } from './cifar.ts';
 import { IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, readIdxFile } from './idx.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
@@ -80,10 +82,14 @@ async function loadSplit(dir: string, imagesBase: string, labelsBase: string, li
 }
 
 export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
-  const dir = spec.path ?? FASHION_MNIST_DIR;
+  // no path: Debian's package, else where `moco3 data fetch fashion-mnist` puts it
+  const fetched = join(DATA_DIR, 'fashion-mnist');
+  const dir = spec.path ?? ((await exists(FASHION_MNIST_DIR)) ? FASHION_MNIST_DIR : fetched);
   if (!(await exists(dir))) {
     throw new DataError(
-      `fashion-mnist: directory ${dir} not found (install Debian's dataset-fashion-mnist or give --data fashion-mnist:PATH)`,
+      spec.path
+        ? `fashion-mnist: directory ${dir} not found (give the folder of the four *-ubyte(.gz) files, or run: moco3 data fetch fashion-mnist)`
+        : `fashion-mnist: not found in ${FASHION_MNIST_DIR} or ${fetched} (run: moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist, or give --data fashion-mnist:PATH)`,
     );
   }
   if (spec.numClasses !== undefined && spec.numClasses !== 10) {

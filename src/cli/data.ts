@@ -1,0 +1,385 @@
+/** `moco3 data fetch|info|preview`: get a dataset into the data directory, describe one, or look at its training views. */
+import { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { existsSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { DATASET_NAMES as CONFIG_DATASETS } from '../config/schema.ts';
+import { CIFAR, DATA_DIR } from '../data/cifar.ts';
+import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
+import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
+import { FASHION_MNIST_DIR } from '../data/fashion_mnist.ts';
+import { DataError, type DataSpec, type Dataset, type ImageSplit } from '../data/types.ts';
+import { UsageError } from './errors.ts';
+
+/** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
+const KNOWN: readonly string[] = CONFIG_DATASETS;
+
+const mb = (n: number) => (n / 1e6).toFixed(1);
+
+/** A bar per download on a terminal, a few plain lines otherwise. */
+function progressFactory(): (file: string) => ProgressHandle {
+  const out = process.stderr;
+  if (out.isTTY) {
+    return (file) => {
+      const bar = new cliProgress.SingleBar(
+        {
+          stream: out,
+          format: `${file} |{bar}| {percentage}% | {done}/{size} MB | {speed} MB/s | ETA {eta_formatted}`,
+          barsize: 24,
+          hideCursor: true,
+          etaBuffer: 200,
+          fps: 5,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      let t0 = 0;
+      let first = 0;
+      let running = false;
+      return {
+        start(total, from) {
+          t0 = performance.now();
+          first = from;
+          bar.start(total, from, { done: mb(from), size: mb(total), speed: '-' });
+          running = true;
+        },
+        update(done) {
+          const s = (performance.now() - t0) / 1000;
+          bar.update(done, { done: mb(done), speed: s > 0.5 ? ((done - first) / 1e6 / s).toFixed(1) : '-' });
+        },
+        stop() {
+          if (running) bar.stop();
+          running = false;
+        },
+      };
+    };
+  }
+  return (file) => {
+    let total = 0;
+    let next = 0;
+    let t0 = 0;
+    return {
+      start(t, from) {
+        total = t;
+        t0 = performance.now();
+        next = Math.floor((from / total) * 4 + 1) / 4;
+      },
+      update(done) {
+        if (total > 0 && done / total >= next && next <= 1) {
+          const s = (performance.now() - t0) / 1000;
+          out.write(`${file}: ${Math.round((done / total) * 100)}% (${mb(done)} of ${mb(total)} MB, ${s.toFixed(0)} s)\n`);
+          while (next <= done / total) next += 0.25;
+        }
+      },
+      stop() {},
+    };
+  };
+}
+
+interface FetchFlags {
+  dir?: string;
+  mirror?: string;
+}
+
+function fetchCmd(): Command {
+  return new Command('fetch')
+    .description(`download a dataset (${FETCHABLE.join(', ')}) into the data directory, checking every file's SHA-256`)
+    .argument('<dataset>', FETCHABLE.join(' | '))
+    .option('--dir <dir>', `data directory (default: $MOCO3_DATA or ~/.moco3/data, now ${DATA_DIR})`)
+    .option('--mirror <url>', "base URL to download from instead of the dataset's home (or $MOCO3_MIRROR); the file name is appended")
+    .action(async (name: string, f: FetchFlags) => {
+      if (!isFetchable(name)) {
+        const why = KNOWN.includes(name) ? `nothing to download for '${name}'` : `unknown dataset '${name}'`;
+        throw new UsageError(`data fetch ${name}: ${why} (fetchable: ${FETCHABLE.join(', ')})`);
+      }
+      const source = SOURCES[name];
+      const dir = resolve(f.dir ?? DATA_DIR);
+      const mirror = f.mirror ?? process.env.MOCO3_MIRROR ?? null;
+      if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`--mirror ${mirror}: expected an http:// or https:// URL`);
+      const ac = new AbortController();
+      let stopping = false;
+      const onSig = () => {
+        if (stopping) process.exit(130);
+        stopping = true;
+        ac.abort();
+      };
+      process.on('SIGINT', onSig);
+      try {
+        const r = await fetchDataset(source, {
+          dir,
+          mirror,
+          signal: ac.signal,
+          log: (line) => process.stderr.write(`${line}\n`),
+          progress: progressFactory(),
+        });
+        const where = r.extracted ? r.extracted.path : r.dir;
+        if (name === 'fashion-mnist' && r.dataFlag !== '--data fashion-mnist' && existsSync(FASHION_MNIST_DIR)) {
+          process.stderr.write(`note: ${FASHION_MNIST_DIR} holds Fashion-MNIST too; plain --data fashion-mnist reads that copy\n`);
+        }
+        process.stdout.write(`${name}: ready in ${where} (${r.files.length} file${r.files.length === 1 ? '' : 's'}, checksums ok)\n`);
+        process.stdout.write(`use: moco3 train ${r.dataFlag}\n`);
+      } catch (e) {
+        if (e instanceof FetchInterrupted) {
+          process.stderr.write(`\nmoco3: ${e.message}; run the same command again to resume\n`);
+          process.exitCode = 130;
+          return;
+        }
+        throw e;
+      } finally {
+        process.off('SIGINT', onSig);
+      }
+    });
+}
+
+interface InfoFlags {
+  dataPath?: string;
+  dir?: string;
+  json?: boolean;
+}
+
+/** Where a reader looks, whether anything is there, and the fetch command that would put it there. */
+function lookup(name: string, path: string | null, f: InfoFlags): { looked: string[]; present: boolean; hint: string } {
+  const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
+  if (name === 'fashion-mnist') {
+    // the reader's order without a path: Debian's package, then where fetch puts it
+    const fetched = join(DATA_DIR, 'fashion-mnist');
+    const dir = path ?? (existsSync(FASHION_MNIST_DIR) ? FASHION_MNIST_DIR : fetched);
+    const bases = SOURCES['fashion-mnist'].files.map((k) => k.name.replace(/\.gz$/, ''));
+    const present = existsSync(dir) && bases.every((b) => fmnistFile(dir, b) !== null);
+    // fetch puts it in <dir>/fashion-mnist
+    let hint = `get it with: ${fetchIn(f.dir ?? (path && basename(resolve(path)) === 'fashion-mnist' ? dirname(resolve(path)) : null))}`;
+    if (!path) hint = `${hint}, or apt-get install dataset-fashion-mnist`;
+    return { looked: path ? [dir] : [FASHION_MNIST_DIR, fetched], present, hint };
+  }
+  if (name === 'cifar10' || name === 'cifar100') {
+    const kind = CIFAR[name];
+    const base = path ?? DATA_DIR;
+    const cands = path && path.endsWith('.tar.gz') ? [path] : [join(base, kind.folder), base, join(base, kind.archive)];
+    const present = cands.some((c) => existsSync(c) && (statSync(c).isFile() || existsSync(join(c, kind.test[0]!))));
+    const looked = cands.length === 1 ? cands : [`${join(base, kind.folder)}/`, join(base, kind.archive)];
+    const hint = `get it with: ${fetchIn(path && !path.endsWith('.tar.gz') ? resolve(path) : path ? dirname(resolve(path)) : null)}`;
+    return { looked, present, hint };
+  }
+  return { looked: [], present: true, hint: '' };
+}
+
+/** The file the Fashion-MNIST reader takes for `base`, in its order: gzipped, plain, LeCun's dotted spelling. */
+function fmnistFile(dir: string, base: string): string | null {
+  const dotted = base.replace(/-idx(\d)/, '.idx$1');
+  for (const f of [`${base}.gz`, base, `${dotted}.gz`, dotted]) if (existsSync(join(dir, f))) return join(dir, f);
+  return null;
+}
+
+async function checks(ds: Dataset): Promise<{ files: FileCheck[]; notes: string[] }> {
+  const files: FileCheck[] = [];
+  const notes: string[] = [];
+  if (ds.name === 'fashion-mnist') {
+    for (const k of SOURCES['fashion-mnist'].files) {
+      const p = fmnistFile(ds.source, k.name.replace(/\.gz$/, ''));
+      files.push(p ? await checkFile(p, k) : { path: join(ds.source, k.name), known: k.name, status: 'missing' });
+    }
+  } else if (ds.name === 'cifar10' || ds.name === 'cifar100') {
+    const kind = CIFAR[ds.name];
+    const k = SOURCES[ds.name].files[0]!;
+    // the archive the reader read, or the one beside the folder it read
+    const archive = ds.source.endsWith('.tar.gz') ? ds.source : join(basename(ds.source) === kind.folder ? dirname(ds.source) : ds.source, kind.archive);
+    files.push(await checkFile(archive, k));
+    if (!ds.source.endsWith('.tar.gz')) {
+      for (const f of [...kind.train, ...kind.test]) files.push({ path: join(ds.source, f), known: null, status: 'not checked' });
+      notes.push(`the extracted .bin files have no published checksums; the archive has`);
+    }
+  } else if (ds.source === 'built-in') {
+    notes.push('built in: no files');
+  } else {
+    notes.push(`no published checksums for ${ds.name}`);
+  }
+  return { files, notes };
+}
+
+/** Mean and std of the train pixels per channel, on the [0,1] scale (of at most 2000 images when the split is streamed from disk). */
+function measured(ds: Dataset): { mean: number[]; std: number[]; images: number } {
+  const split = ds.train as ImageSplit & { read?: (i: number, dest: Uint8Array, off: number) => void };
+  const c = split.channels;
+  let images: Uint8Array;
+  let count = split.n;
+  if (typeof split.read === 'function') {
+    count = Math.min(split.n, 2000);
+    const per = split.height * split.width * c;
+    images = new Uint8Array(count * per);
+    for (let i = 0; i < count; i++) split.read(Math.floor((i * split.n) / count), images, i * per);
+  } else {
+    images = split.images;
+  }
+  const s = new Float64Array(c);
+  const q = new Float64Array(c);
+  for (let i = 0; i < images.length; i += c) {
+    for (let k = 0; k < c; k++) {
+      const v = images[i + k]!;
+      s[k]! += v;
+      q[k]! += v * v;
+    }
+  }
+  const n = images.length / c;
+  const mean = [...s].map((x) => x / n / 255);
+  const std = [...q].map((x, k) => Math.sqrt(Math.max(0, x / n / 65025 - mean[k]! * mean[k]!)));
+  return { mean, std, images: count };
+}
+
+function abbreviate(names: string[]): string {
+  if (names.length <= 12) return names.join(', ');
+  return `${names.slice(0, 5).join(', ')}, ... , ${names.slice(-2).join(', ')}`;
+}
+
+const fix = (xs: readonly number[], d = 4) => xs.map((x) => x.toFixed(d)).join(' ');
+
+function describeCheck(c: FileCheck): string {
+  const short = (h: string) => h.slice(0, 16);
+  switch (c.status) {
+    case 'ok':
+      return `ok${c.note ? ` (${c.note})` : ''}`;
+    case 'mismatch':
+      return `MISMATCH: expected ${c.expected?.size} bytes sha256 ${short(c.expected?.sha256 ?? '')}..., got ${c.got?.size} bytes sha256 ${short(c.got?.sha256 ?? '')}...`;
+    case 'missing':
+      return 'missing';
+    default:
+      return 'not checked';
+  }
+}
+
+function infoCmd(): Command {
+  return new Command('info')
+    .description('describe a dataset: images per split, classes, size, mean/std, where it is, and the checksums of its files')
+    .argument('<dataset>', KNOWN.join(' | '))
+    .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)')
+    .option('--dir <dir>', 'a data directory `moco3 data fetch --dir` filled')
+    .option('--json', 'print one JSON object')
+    .action(async (name: string, f: InfoFlags) => {
+      if (!KNOWN.includes(name)) throw new UsageError(`data info ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
+      if (f.dataPath && f.dir) throw new UsageError('data info: give --data-path or --dir, not both');
+      let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
+      if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
+      const where = lookup(name, path, f);
+      if (!where.present) {
+        throw new DataError(`${name}: no data at ${where.looked.join(' or ')} (${where.hint})`);
+      }
+      const spec = { name, path, trainSize: null, testSize: null, seed: 0 } as unknown as DataSpec;
+      // loaded here, not at start-up: the data index pulls in TensorFlow.js (augmentation) and sharp
+      const { loadDataset } = await import('../data/index.ts');
+      const ds = await loadDataset(spec);
+      const { files, notes } = await checks(ds);
+      const m = measured(ds);
+      const { height, width, channels } = ds.train;
+      if (files.some((c) => c.status === 'mismatch')) {
+        const again = isFetchable(name) ? `; moco3 data fetch ${name}${f.dir ? ` --dir ${resolve(f.dir)}` : ''} downloads them again` : '';
+        process.stderr.write(`moco3: ${ds.name}: some files do not match the published checksums${f.json ? '' : ' (see the checksums)'}${again}\n`);
+      }
+      if (f.json) {
+        process.stdout.write(
+          `${JSON.stringify({
+            name: ds.name,
+            source: ds.source,
+            train: ds.train.n,
+            test: ds.test.n,
+            num_classes: ds.numClasses,
+            class_names: ds.classNames,
+            height,
+            width,
+            channels,
+            mean: ds.mean,
+            std: ds.std,
+            measured_mean: m.mean,
+            measured_std: m.std,
+            files: files.map((c) => ({ path: c.path, known: c.known, status: c.status, how: c.how, note: c.note, expected: c.expected, got: c.got })),
+            notes,
+          })}\n`,
+        );
+        return;
+      }
+      const lines = [
+        `${ds.name}: ${ds.source}`,
+        `  images: train ${ds.train.n}, test ${ds.test.n}; ${height}x${width}, ${channels} channel${channels === 1 ? ' (used as 3 equal channels)' : 's'}`,
+        `  classes (${ds.numClasses}): ${abbreviate(ds.classNames)}`,
+        `  normalisation: mean ${fix(channels === 1 ? ds.mean.slice(0, 1) : ds.mean, 4)}, std ${fix(channels === 1 ? ds.std.slice(0, 1) : ds.std, 4)} (measured on ${m.images === ds.train.n ? 'train' : `${m.images} train images`}: mean ${fix(m.mean)}, std ${fix(m.std)})`,
+      ];
+      if (files.length) {
+        lines.push('  checksums:');
+        const w = Math.max(...files.map((c) => c.path.length));
+        for (const c of files) lines.push(`    ${c.path.padEnd(w)}  ${describeCheck(c)}`);
+      }
+      for (const n of notes) lines.push(`  (${n})`);
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+}
+
+interface PreviewFlags {
+  dataPath?: string;
+  preset?: string;
+  set: string[];
+  out: string;
+  images: string;
+  pairs: string;
+  step: string;
+  seed?: string;
+}
+
+/** The preset whose data a dataset name suggests, when none is given. */
+const PRESET_FOR: Record<string, string> = { synthetic: 'smoke', 'fashion-mnist': 'cpu', cifar10: 'gpu', cifar100: 'gpu', imagefolder: 'paper' };
+
+function positiveInt(flag: string, v: string, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${flag} ${v}: expected an integer from 1 to ${max}`);
+  return n;
+}
+
+function previewCmd(): Command {
+  return new Command('preview')
+    .description('a PNG of training images and their two augmented views, as the training step computes them')
+    .argument('[dataset]', `${KNOWN.join(' | ')} (default: the preset's)`)
+    .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)')
+    .option('-p, --preset <name>', "the run's preset: image size and augmentation settings (default: the dataset's usual one)")
+    .option('-s, --set <key=value>', 'override a config key, as for train; repeatable', (v: string, prev: string[]) => [...prev, v], [])
+    .option('-o, --out <file>', 'the PNG to write', 'views.png')
+    .option('--images <n>', 'images (rows)', '8')
+    .option('--pairs <n>', '(view 1, view 2) pairs per image: the first is the step\'s, the others the next steps\'', '3')
+    .option('--step <n>', 'the training step whose batch and views are shown', '0')
+    .option('--seed <n>', 'the run seed')
+    .action(async (name: string | undefined, f: PreviewFlags) => {
+      if (name !== undefined && !KNOWN.includes(name)) throw new UsageError(`data preview ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
+      const count = positiveInt('--images', f.images, 64);
+      const pairs = positiveInt('--pairs', f.pairs, 8);
+      const step = Number(f.step);
+      if (!Number.isInteger(step) || step < 0) throw new UsageError(`--step ${f.step}: expected a non-negative integer`);
+      if (!f.out.toLowerCase().endsWith('.png')) throw new UsageError(`--out ${f.out}: expected a .png file name`);
+      const overrides: Record<string, unknown>[] = [];
+      if (name) overrides.push({ data: { name, ...(f.dataPath ? { path: resolve(f.dataPath) } : {}) } });
+      else if (f.dataPath) throw new UsageError('--data-path needs the dataset name too');
+      if (f.seed !== undefined) {
+        const s = Number(f.seed);
+        if (!Number.isInteger(s) || s < 0) throw new UsageError(`--seed ${f.seed}: expected a non-negative integer`);
+        overrides.push({ seed: s });
+      }
+      const { buildConfig } = await import('../config/load.ts');
+      const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';
+      const c = buildConfig({ preset, file: null, sets: f.set, overrides });
+      // loaded here, not at start-up: these pull in TensorFlow.js and sharp
+      const { loadRunData, augmentConfigOf } = await import('../train/loop.ts');
+      const { previewSheet } = await import('../data/preview.ts');
+      const { writeFileAtomic } = await import('../engine/files.ts');
+      const ds = await loadRunData(c);
+      const aug = augmentConfigOf(c, ds);
+      const sheet = await previewSheet(ds, aug, { count: Math.min(count, ds.train.n), pairs, seed: c.seed, step, batchSize: c.optim.batch_size });
+      writeFileAtomic(resolve(f.out), sheet.png);
+      process.stdout.write(
+        `${resolve(f.out)}: ${sheet.batch.n} ${ds.name} images (${sheet.batch.h}x${sheet.batch.w}) of step ${step}'s batch, ` +
+          `${pairs} pair${pairs > 1 ? 's' : ''} of views at ${aug.imageSize} px (preset ${preset}, blur sigma ${aug.blurSigma.map((x) => x.toFixed(3)).join('-')} px), ${sheet.width}x${sheet.height}\n`,
+      );
+    });
+}
+
+export function dataCommand(): Command {
+  // sub-commands added with addCommand do not inherit exitOverride: set it so errors reach main's boundary
+  return new Command('data')
+    .description('get a dataset (fetch), describe one (info), or look at its training views (preview)')
+    .addCommand(fetchCmd().exitOverride())
+    .addCommand(infoCmd().exitOverride())
+    .addCommand(previewCmd().exitOverride());
+}

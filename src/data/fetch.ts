@@ -1,0 +1,433 @@
+/**
+ * `moco3 data fetch`: download a dataset's published files into the data directory, check every byte
+ * against the published SHA-256, and unpack archives.
+ *
+ * A file is downloaded to `<name>.part` (resumed with an HTTP Range request when one is there) and only
+ * renamed to its own name once its size and SHA-256 match; an archive is unpacked into a temporary sibling
+ * folder that is renamed into place at the end. Whatever stops a fetch (Ctrl-C, a network error, a full
+ * disk), nothing half-done ever sits under a final name, and the same command picks up where it stopped.
+ */
+import { createWriteStream, existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
+import { CIFAR, DATA_DIR, untar } from './cifar.ts';
+import { FASHION_MNIST_DIR } from './fashion_mnist.ts';
+import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
+import { DataError } from './types.ts';
+
+const gunzipAsync = promisify(gunzip);
+
+/** Ctrl-C (the signal given to `fetchDataset`) stopped the fetch; what was downloaded so far is kept in `.part` files. */
+export class FetchInterrupted extends Error {
+  override name = 'FetchInterrupted';
+}
+
+export interface ProgressHandle {
+  /** `from` bytes are already there (a resumed download) */
+  start(total: number, from: number): void;
+  update(done: number): void;
+  stop(): void;
+}
+
+export interface FetchOptions {
+  /** the data directory; the files go to `<dir>/<source.subdir>` */
+  dir: string;
+  /** replaces the source's base URL; the file name is appended */
+  mirror?: string | null;
+  /** give up when a server has not answered within this long (default 20 s) */
+  connectTimeoutMs?: number;
+  /** give up when a download receives nothing for this long (default 60 s) */
+  stallTimeoutMs?: number;
+  /** abort (Ctrl-C): the fetch rejects with FetchInterrupted */
+  signal?: AbortSignal;
+  /** one line of news (stderr in the CLI) */
+  log?: (line: string) => void;
+  /** a progress display for one download */
+  progress?: (file: string) => ProgressHandle;
+  /** called after each file is written into the temporary extraction folder (tests interrupt here) */
+  onExtractFile?: (name: string) => void;
+}
+
+export interface FetchResult {
+  /** the folder holding the downloaded files */
+  dir: string;
+  files: Array<{ name: string; path: string; action: 'downloaded' | 'resumed' | 'present' }>;
+  extracted?: { path: string; action: 'extracted' | 'present' };
+  /** the `--data` flag that reads what was fetched */
+  dataFlag: string;
+}
+
+/** The URL of a file: the mirror (or the source's home) with the file name appended. */
+export function urlFor(base: string, file: string): string {
+  return (base.endsWith('/') ? base : `${base}/`) + file;
+}
+
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+const secs = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
+
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Where each reader looks when `--data NAME` has no path. */
+function readerDefault(name: string): string | null {
+  if (name === 'fashion-mnist') return FASHION_MNIST_DIR;
+  if (name === 'cifar10' || name === 'cifar100') return DATA_DIR;
+  return null;
+}
+
+/** The `--data` flag that reads a dataset fetched into `dir`: bare when the reader looks there anyway. */
+export function dataFlagFor(source: DatasetSource, dir: string): string {
+  const path = resolve(dir, source.subdir);
+  const dflt = readerDefault(source.name);
+  if (dflt !== null && resolve(dflt) === path) return `--data ${source.name}`;
+  return `--data ${source.name}:${shellQuote(path)}`;
+}
+
+/** The one-line reason of a network error. */
+function reason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  switch (err.code) {
+    case 'ENOTFOUND':
+      return `host not found (${err.code}; offline?)`;
+    case 'EAI_AGAIN':
+      return `DNS lookup failed (${err.code}; offline?)`;
+    case 'ECONNREFUSED':
+      return `connection refused (${err.code})`;
+    case 'ECONNRESET':
+      return `connection reset (${err.code})`;
+    case 'ETIMEDOUT':
+      return err.message;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `network unreachable (${err.code}; offline?)`;
+    default:
+      return err.code ? `${err.message.split('\n')[0]} (${err.code})` : (err.message ?? String(e)).split('\n')[0]!;
+  }
+}
+
+function isAbort(e: unknown, signal?: AbortSignal): boolean {
+  return Boolean(signal?.aborted) || (e as Error | undefined)?.name === 'AbortError';
+}
+
+interface Ctx {
+  url: string;
+  dir: string;
+  connectTimeoutMs: number;
+  stallTimeoutMs: number;
+  signal?: AbortSignal;
+}
+
+/** The one-line failure of a download, with the way around it. */
+function cannot(ctx: Ctx, what: string): DataError {
+  return new DataError(`cannot download ${ctx.url}: ${what}; download it yourself and put it in ${ctx.dir}, or use --mirror URL`);
+}
+
+/** GET with redirects; resolves with the response of the last hop (any status other than a redirect). */
+function get(url: string, headers: Record<string, string>, ctx: Ctx, hops = 5): Promise<IncomingMessage> {
+  return new Promise((resolvePromise, reject) => {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      reject(cannot(ctx, `not a URL`));
+      return;
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+      reject(cannot(ctx, `${u.protocol} URLs are not supported (http or https)`));
+      return;
+    }
+    if (ctx.signal?.aborted) {
+      reject(new FetchInterrupted('interrupted'));
+      return;
+    }
+    const mod = u.protocol === 'https:' ? https : http;
+    const req = mod.get(u, { headers: { 'user-agent': 'moco3', ...headers }, agent: false }, (res) => {
+      clearTimeout(timer);
+      ctx.signal?.removeEventListener('abort', onAbort);
+      const code = res.statusCode ?? 0;
+      if (code >= 300 && code < 400 && code !== 304 && res.headers.location) {
+        res.resume();
+        if (hops === 0) reject(cannot(ctx, 'too many redirects'));
+        else get(new URL(res.headers.location, u).href, headers, ctx, hops - 1).then(resolvePromise, reject);
+        return;
+      }
+      resolvePromise(res);
+    });
+    const timer = setTimeout(() => {
+      const e = Object.assign(new Error(`no answer within ${secs(ctx.connectTimeoutMs)}`), { code: 'ETIMEDOUT' });
+      req.destroy(e);
+    }, ctx.connectTimeoutMs);
+    const onAbort = () => req.destroy(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+    ctx.signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      ctx.signal?.removeEventListener('abort', onAbort);
+      reject(isAbort(e, ctx.signal) ? new FetchInterrupted('interrupted') : cannot(ctx, reason(e)));
+    });
+  });
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Download one file to `dest` through `dest.part`: resume a partial `.part` with a Range request (start over
+ * when the server ignores it), check size and SHA-256 of the whole file, and rename it into place only then.
+ */
+export async function downloadFile(url: string, dest: string, known: KnownFile, opts: Omit<FetchOptions, 'dir' | 'mirror' | 'onExtractFile'> = {}): Promise<'downloaded' | 'resumed'> {
+  const ctx: Ctx = {
+    url,
+    dir: dirname(dest),
+    connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
+    stallTimeoutMs: opts.stallTimeoutMs ?? 60_000,
+    signal: opts.signal,
+  };
+  const log = opts.log ?? (() => {});
+  const part = `${dest}.part`;
+  await mkdir(ctx.dir, { recursive: true });
+
+  let from = existsSync(part) ? statSync(part).size : 0;
+  if (from > known.size) {
+    log(`${known.name}: ${part} is longer than the file (${from} > ${known.size} bytes); starting over`);
+    await rm(part, { force: true });
+    from = 0;
+  } else if (from === known.size) {
+    // a download that stopped between its last byte and the rename
+    const got = await hashFile(part);
+    if (got.sha256 === known.sha256) {
+      await rename(part, dest);
+      return 'resumed';
+    }
+    log(`${known.name}: ${part} is complete but does not match the published checksum; starting over`);
+    await rm(part, { force: true });
+    from = 0;
+  }
+
+  let res = await get(url, from > 0 ? { range: `bytes=${from}-` } : {}, ctx);
+  let code = res.statusCode ?? 0;
+  if (code === 416 && from > 0) {
+    // the server cannot serve the rest of what we hold: whatever the .part is, it is not the start of this file
+    res.resume();
+    log(`${known.name}: the server refused to resume (HTTP 416); starting over`);
+    await rm(part, { force: true });
+    from = 0;
+    res = await get(url, {}, ctx);
+    code = res.statusCode ?? 0;
+  }
+  let append = false;
+  if (code === 206) {
+    const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
+    if (!m || Number(m[1]) !== from) {
+      res.resume();
+      throw cannot(ctx, `the server answered a range request with the wrong range (${res.headers['content-range'] ?? 'no Content-Range'})`);
+    }
+    if (m[3] !== '*' && Number(m[3]) !== known.size) {
+      res.resume();
+      await rm(part, { force: true });
+      throw new DataError(`${known.name}: ${url} is ${m[3]} bytes, expected ${known.size} (sha256 ${known.sha256}); the partial file was deleted`);
+    }
+    append = true;
+    log(`${known.name}: resuming at ${mb(from)} of ${mb(known.size)}`);
+  } else if (code === 200) {
+    if (from > 0) log(`${known.name}: the server ignored the range request; starting over`);
+    from = 0;
+    const len = res.headers['content-length'];
+    if (len !== undefined && !res.headers['content-encoding'] && Number(len) !== known.size) {
+      res.resume();
+      await rm(part, { force: true });
+      throw new DataError(`${known.name}: ${url} is ${len} bytes, expected ${known.size} (sha256 ${known.sha256}); nothing was kept`);
+    }
+  } else {
+    res.resume();
+    throw cannot(ctx, `HTTP ${code} ${res.statusMessage ?? ''}`.trim());
+  }
+
+  const bar = opts.progress?.(known.name);
+  bar?.start(known.size, from);
+  let done = from;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      done += chunk.length;
+      if (done > known.size) {
+        cb(Object.assign(new Error(`received more than the ${known.size} bytes expected`), { code: 'ETOOBIG' }));
+        return;
+      }
+      bar?.update(done);
+      cb(null, chunk);
+    },
+  });
+  res.setTimeout(ctx.stallTimeoutMs, () => {
+    res.destroy(Object.assign(new Error(`no data for ${secs(ctx.stallTimeoutMs)}`), { code: 'ETIMEDOUT' }));
+  });
+  try {
+    await pipeline(res, counter, createWriteStream(part, { flags: append ? 'a' : 'w' }), { signal: ctx.signal });
+  } catch (e) {
+    bar?.stop();
+    if (isAbort(e, ctx.signal)) throw new FetchInterrupted(`interrupted; ${done} of ${known.size} bytes kept in ${part}`);
+    if ((e as NodeJS.ErrnoException).code === 'ETOOBIG') {
+      await rm(part, { force: true });
+      throw new DataError(`${known.name}: ${url} sent more than the ${known.size} bytes expected (sha256 ${known.sha256}); the partial file was deleted`);
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err.syscall === 'write' || err.syscall === 'open' || err.code === 'ENOSPC') {
+      throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${mb(done)} of ${mb(known.size)} kept, run the same command again to resume`);
+    }
+    throw cannot(ctx, `${reason(e)} after ${mb(done)} of ${mb(known.size)} (kept in ${part}: run the same command again to resume)`);
+  }
+  bar?.stop();
+  if (done !== known.size) {
+    throw cannot(ctx, `the connection closed after ${done} of ${known.size} bytes (kept in ${part}: run the same command again to resume)`);
+  }
+  await fsyncFile(part);
+  const got = await hashFile(part);
+  if (got.size !== known.size || got.sha256 !== known.sha256) {
+    await rm(part, { force: true });
+    throw new DataError(
+      `${known.name}: checksum mismatch after download from ${url}: expected ${known.size} bytes sha256 ${known.sha256}, got ${got.size} bytes sha256 ${got.sha256} (deleted; try again or use --mirror URL)`,
+    );
+  }
+  await rename(part, dest);
+  return from > 0 ? 'resumed' : 'downloaded';
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Temporary folders left by an extraction that was killed (its process is gone). */
+function removeStale(dir: string, folder: string): void {
+  if (!existsSync(dir)) return;
+  const re = new RegExp(`^\\.${folder.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.(tmp|old)$`);
+  for (const e of readdirSync(dir)) {
+    const m = re.exec(e);
+    if (m && !pidAlive(Number(m[1]))) rmSync(join(dir, e), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Unpack the gzipped tar `archive` into `<dir>/<folder>` (the top folder the archive holds): into a temporary
+ * sibling first, renamed into place when every file is written. `expect` lists files the folder must hold;
+ * a folder already holding them is left alone.
+ */
+export async function extractArchive(
+  archive: string,
+  dir: string,
+  folder: string,
+  opts: { expect?: string[]; signal?: AbortSignal; onExtractFile?: (name: string) => void } = {},
+): Promise<'extracted' | 'present'> {
+  const final = join(dir, folder);
+  const expect = opts.expect ?? [];
+  if (existsSync(final) && statSync(final).isDirectory() && expect.every((f) => existsSync(join(final, f)))) return 'present';
+  removeStale(dir, folder);
+  const tmp = join(dir, `.${folder}.${process.pid}.tmp`);
+  const old = join(dir, `.${folder}.${process.pid}.old`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  try {
+    let files: Map<string, Uint8Array>;
+    try {
+      files = untar(await gunzipAsync(await readFile(archive)), archive);
+    } catch (e) {
+      if (e instanceof DataError) throw e;
+      throw new DataError(`${archive}: not a gzipped tar archive (${(e as Error).message})`);
+    }
+    for (const [name, bytes] of files) {
+      if (opts.signal?.aborted) throw new FetchInterrupted(`interrupted while unpacking ${archive}; nothing was unpacked`);
+      const rel = normalize(name);
+      if (isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) throw new DataError(`${archive}: refusing to unpack ${name} (outside the archive's folder)`);
+      const p = join(tmp, rel);
+      await mkdir(dirname(p), { recursive: true });
+      await writeFile(p, bytes);
+      opts.onExtractFile?.(rel);
+    }
+    const inner = join(tmp, folder);
+    const missing = expect.filter((f) => !existsSync(join(inner, f)));
+    if (!existsSync(inner) || missing.length) {
+      throw new DataError(`${archive}: does not hold ${folder}/${missing.length ? missing[0] : ''} (is it the right archive?)`);
+    }
+    if (existsSync(final)) {
+      // an incomplete folder from elsewhere: swap, so the final name always holds a whole folder or the old one
+      renameSync(final, old);
+      renameSync(inner, final);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(inner, final);
+    }
+    return 'extracted';
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+function ioError(e: unknown): never {
+  const err = e as NodeJS.ErrnoException;
+  if (err instanceof DataError || err instanceof FetchInterrupted || !err?.code) throw e;
+  // 'ENOTDIR: not a directory, mkdir '/x'' -> '/x: cannot mkdir: not a directory (ENOTDIR)'
+  const what = /^\w+: ([^,]+)/.exec(err.message)?.[1] ?? err.message.split('\n')[0];
+  throw new DataError(`${err.path ?? 'data fetch'}: ${err.syscall ? `cannot ${err.syscall}: ` : ''}${what} (${err.code})`);
+}
+
+/** Fetch a dataset: every file of `source` into `<dir>/<source.subdir>`, checked, then the archive unpacked. */
+export async function fetchDataset(source: DatasetSource, opts: FetchOptions): Promise<FetchResult> {
+  const log = opts.log ?? (() => {});
+  const dir = resolve(opts.dir, source.subdir);
+  const base = opts.mirror || source.baseUrl;
+  const files: FetchResult['files'] = [];
+  try {
+    await mkdir(dir, { recursive: true });
+    for (const f of source.files) {
+      const path = join(dir, f.name);
+      if (existsSync(path)) {
+        const c = await checkFile(path, f);
+        if (c.status === 'ok') {
+          log(`${f.name}: already there, checksum ok${c.how === 'content' ? ` (${c.note})` : ''}`);
+          files.push({ name: f.name, path, action: 'present' });
+          continue;
+        }
+        log(`${f.name}: ${path} does not match the published checksum; downloading it again`);
+      }
+      const url = urlFor(base, f.name);
+      log(`${f.name}: downloading ${url} (${mb(f.size)})`);
+      const action = await downloadFile(url, path, f, opts);
+      log(`${f.name}: ${action === 'resumed' ? 'resumed and ' : ''}checksum ok`);
+      files.push({ name: f.name, path, action });
+    }
+    let extracted: FetchResult['extracted'];
+    if (source.extract) {
+      const kind = source.name === 'cifar10' || source.name === 'cifar100' ? CIFAR[source.name] : null;
+      const expect = kind ? [...kind.train, ...kind.test] : [];
+      const target = join(dir, source.extract.folder);
+      const had = existsSync(target);
+      if (!had) log(`${source.extract.archive}: unpacking to ${target}`);
+      const action = await extractArchive(join(dir, source.extract.archive), dir, source.extract.folder, {
+        expect,
+        signal: opts.signal,
+        onExtractFile: opts.onExtractFile,
+      });
+      if (action === 'present') log(`${source.extract.folder}: already unpacked`);
+      extracted = { path: target, action };
+    }
+    return { dir, files, extracted, dataFlag: dataFlagFor(source, opts.dir) };
+  } catch (e) {
+    ioError(e);
+  }
+}

@@ -1,0 +1,272 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { main } from '../../src/cli/main.ts';
+import { encodeIdx } from '../../src/data/idx.ts';
+import { SOURCES } from '../../src/data/checksums.ts';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Run the CLI in-process; returns the exit code and what it wrote to stdout and stderr. */
+async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const wOut = process.stdout.write.bind(process.stdout);
+  const wErr = process.stderr.write.bind(process.stderr);
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  // the CLI writes strings; the test runner (in its child process) writes its serialized reports to stdout as
+  // bytes, which must go through
+  process.stdout.write = ((s: string | Uint8Array, ...rest: unknown[]) =>
+    typeof s === 'string' ? (out.push(s), true) : (wOut as (...a: unknown[]) => boolean)(s, ...rest)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: unknown[]) =>
+    typeof s === 'string' ? (err.push(s), true) : (wErr as (...a: unknown[]) => boolean)(s, ...rest)) as typeof process.stderr.write;
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  try {
+    const code = await main(args);
+    return { code, out: out.join(''), err: err.join('') };
+  } finally {
+    process.stdout.write = wOut;
+    process.stderr.write = wErr;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    process.exitCode = 0;
+  }
+}
+
+/** The lines moco3 wrote as its own verdict (`moco3: ...`). */
+const verdicts = (err: string) => err.split('\n').filter((l) => l.startsWith('moco3:'));
+
+const FM = '/usr/share/datasets/fashion-mnist';
+const root = mkdtempSync(join(tmpdir(), 'moco3-data-cli-'));
+let n = 0;
+const fresh = () => join(root, `d${++n}`);
+
+// a mirror on 127.0.0.1: /wrong/<file> serves a small wrong body, /slow/<file> announces the real size, sends 1000 bytes and hangs
+const server = http.createServer((req, res) => {
+  const url = req.url ?? '';
+  if (url.startsWith('/wrong/')) {
+    res.writeHead(200, { 'content-length': 7 });
+    res.end('not it\n');
+  } else if (url.startsWith('/slow/')) {
+    const f = SOURCES['fashion-mnist'].files.find((k) => url.endsWith(k.name));
+    res.writeHead(200, { 'content-length': f?.size ?? 1 });
+    res.write(Buffer.alloc(1000, 1));
+    slowHits++;
+  } else {
+    res.writeHead(404);
+    res.end();
+  }
+});
+let slowHits = 0;
+let mirror = '';
+let closedPort = 0;
+before(async () => {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  mirror = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const probe = http.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  closedPort = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+});
+after(() => {
+  server.closeAllConnections();
+  server.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('data fetch: connection refused gives exit 2 and one line with the URL, the error and the manual way, fast', async () => {
+  const dir = fresh();
+  const t0 = performance.now();
+  const r = await cli(['data', 'fetch', 'cifar10', '--dir', dir, '--mirror', `http://127.0.0.1:${closedPort}/`]);
+  assert.equal(r.code, 2, r.err);
+  assert.ok(performance.now() - t0 < 3000);
+  assert.deepEqual(verdicts(r.err), [
+    `moco3: cannot download http://127.0.0.1:${closedPort}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir}, or use --mirror URL`,
+  ]);
+  assert.equal(r.out, '');
+  assert.deepEqual(readdirSync(dir), []);
+});
+
+test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 404 is one line, exit 2', async () => {
+  const dir = fresh();
+  const r = await cli(['data', 'fetch', 'cifar100', '--dir', dir], { MOCO3_MIRROR: `${mirror}/missing` });
+  assert.equal(r.code, 2, r.err);
+  assert.deepEqual(verdicts(r.err), [
+    `moco3: cannot download ${mirror}/missing/cifar-100-binary.tar.gz: HTTP 404 Not Found; download it yourself and put it in ${dir}, or use --mirror URL`,
+  ]);
+});
+
+test('data fetch: a mirror serving the wrong file is refused (expected size and sha256 named), nothing kept', async () => {
+  const dir = fresh();
+  const r = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `${mirror}/wrong/`]);
+  assert.equal(r.code, 2, r.err);
+  const k = SOURCES['fashion-mnist'].files[0]!;
+  assert.deepEqual(verdicts(r.err), [`moco3: ${k.name}: ${mirror}/wrong/${k.name} is 7 bytes, expected ${k.size} (sha256 ${k.sha256}); nothing was kept`]);
+  assert.deepEqual(readdirSync(join(dir, 'fashion-mnist')), []);
+});
+
+test('data fetch: datasets with nothing to fetch, unknown names and bad mirrors are usage errors (exit 2)', async () => {
+  for (const [args, pattern] of [
+    [['data', 'fetch', 'synthetic'], /^moco3: data fetch synthetic: nothing to download for 'synthetic' \(fetchable: fashion-mnist, cifar10, cifar100\)$/],
+    [['data', 'fetch', 'mnist'], /^moco3: data fetch mnist: unknown dataset 'mnist'/],
+    [['data', 'fetch', 'cifar10', '--mirror', 'ftp://x/'], /^moco3: --mirror ftp:\/\/x\/: expected an http:\/\/ or https:\/\/ URL$/],
+    [['data', 'info', 'mnist'], /^moco3: data info mnist: unknown dataset 'mnist' \(expected one of: synthetic, fashion-mnist, cifar10, cifar100/],
+    [['data', 'info', 'cifar10', '--dir', '/a', '--data-path', '/b'], /^moco3: data info: give --data-path or --dir, not both$/],
+  ] as const) {
+    const r = await cli([...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.equal(verdicts(r.err).length, 1, r.err);
+    assert.match(verdicts(r.err)[0]!, pattern);
+  }
+});
+
+test('data fetch: Ctrl-C exits 130 and keeps only the .part (a real process)', { timeout: 15000 }, async () => {
+  const dir = fresh();
+  slowHits = 0;
+  const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `${mirror}/slow/`], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.on('data', (d) => (err += String(d)));
+  const part = join(dir, 'fashion-mnist', `${SOURCES['fashion-mnist'].files[0]!.name}.part`);
+  const t0 = performance.now();
+  while (!(existsSync(part) && statSync(part).size === 1000) && performance.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(slowHits, 1, err);
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  server.closeAllConnections();
+  assert.equal(code, 130, err);
+  assert.match(err, /moco3: interrupted; 1000 of \d+ bytes kept in .*\.part; run the same command again to resume/);
+  assert.deepEqual(readdirSync(join(dir, 'fashion-mnist')), [`${SOURCES['fashion-mnist'].files[0]!.name}.part`]);
+});
+
+
+test('data fetch: files already in place and checked are not downloaded; it prints the --data flag to use', async () => {
+  assert.ok(existsSync(join(FM, 't10k-labels-idx1-ubyte.gz')), 'needs the real Fashion-MNIST: apt-get install dataset-fashion-mnist (.ci/run does)');
+  const dir = fresh();
+  mkdirSync(join(dir, 'fashion-mnist'), { recursive: true });
+  for (const k of SOURCES['fashion-mnist'].files) symlinkSync(join(FM, k.name), join(dir, 'fashion-mnist', k.name));
+  // the mirror is a closed port: any download would fail
+  const r = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `http://127.0.0.1:${closedPort}/`]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.err.split('\n').filter((l) => /: already there, checksum ok/.test(l)).length, 4, r.err);
+  assert.equal(r.out, `fashion-mnist: ready in ${dir}/fashion-mnist (4 files, checksums ok)\nuse: moco3 train --data fashion-mnist:${dir}/fashion-mnist\n`);
+});
+
+test('data info fashion-mnist --data-path: 60000/10000 images, 10 classes, 28x28, checksums ok (or the missing-data line)', async () => {
+  const r = await cli(['data', 'info', 'fashion-mnist', '--data-path', FM]);
+  if (existsSync(FM)) {
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /images: train 60000, test 10000; 28x28, 1 channel/);
+    assert.match(r.out, /classes \(10\): T-shirt\/top, Trouser, .*Ankle boot/);
+    assert.match(r.out, /mean 0\.2860, std 0\.3530 \(measured on train: mean 0\.28\d\d, std 0\.35\d\d\)/);
+    const sums = r.out.split('\n').filter((l) => /idx\d-ubyte/.test(l));
+    assert.equal(sums.length, 4, r.out);
+    for (const l of sums) assert.match(l, / ok( |$)/);
+    assert.doesNotMatch(r.err, /moco3:/);
+  } else {
+    assert.equal(r.code, 2);
+    assert.match(r.err, /^moco3: fashion-mnist: no data at \/usr\/share\/datasets\/fashion-mnist \(get it with: moco3 data fetch fashion-mnist/);
+  }
+});
+
+test('data info: missing data is one line saying where it looked and the fetch command, exit 2', async () => {
+  const dir = fresh();
+  for (const [args, line] of [
+    [['cifar10', '--dir', dir], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/ or ${dir}/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
+    [['fashion-mnist', '--dir', dir], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
+    [['fashion-mnist', '--data-path', join(dir, 'fashion-mnist')], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
+  ] as const) {
+    const r = await cli(['data', 'info', ...args]);
+    assert.equal(r.code, 2, r.err);
+    assert.deepEqual(verdicts(r.err), [line]);
+    assert.equal(r.out, '');
+  }
+});
+
+test('data info: files that are not the published ones show as mismatch; extracted CIFAR files as not checked', async () => {
+  const dir = fresh();
+  // a tiny Fashion-MNIST where `data fetch --dir` puts it
+  const fm = join(dir, 'fashion-mnist');
+  mkdirSync(fm, { recursive: true });
+  writeFileSync(join(fm, 'train-images-idx3-ubyte.gz'), gzipSync(encodeIdx([2, 28, 28], new Uint8Array(2 * 784).fill(51))));
+  writeFileSync(join(fm, 'train-labels-idx1-ubyte.gz'), gzipSync(encodeIdx([2], Uint8Array.from([3, 4]))));
+  writeFileSync(join(fm, 't10k-images-idx3-ubyte'), encodeIdx([1, 28, 28], new Uint8Array(784)));
+  writeFileSync(join(fm, 't10k-labels-idx1-ubyte'), encodeIdx([1], Uint8Array.from([0])));
+  const r = await cli(['data', 'info', 'fashion-mnist', '--dir', dir, '--json']);
+  assert.equal(r.code, 0, r.err);
+  const o = JSON.parse(r.out);
+  assert.deepEqual([o.train, o.test, o.source], [2, 1, fm]);
+  assert.deepEqual(o.measured_mean.map((x: number) => x.toFixed(3)), ['0.200']);
+  assert.deepEqual(
+    o.files.map((f: { path: string; status: string }) => [f.path.slice(fm.length + 1), f.status]),
+    [
+      ['train-images-idx3-ubyte.gz', 'mismatch'],
+      ['train-labels-idx1-ubyte.gz', 'mismatch'],
+      ['t10k-images-idx3-ubyte', 'mismatch'],
+      ['t10k-labels-idx1-ubyte', 'mismatch'],
+    ],
+  );
+  assert.match(r.err, /^moco3: fashion-mnist: some files do not match the published checksums/);
+  // CIFAR-10 as an extracted folder, no archive
+  const cf = join(dir, 'cifar-10-batches-bin');
+  mkdirSync(cf);
+  for (const f of ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin', 'test_batch.bin']) {
+    writeFileSync(join(cf, f), Uint8Array.from({ length: 3073 }, (_, i) => (i === 0 ? 4 : i % 256)));
+  }
+  const c = await cli(['data', 'info', 'cifar10', '--dir', dir]);
+  assert.equal(c.code, 0, c.err);
+  assert.match(c.out, /^cifar10: .*cifar-10-batches-bin\n/);
+  assert.match(c.out, /images: train 5, test 1; 32x32, 3 channels/);
+  assert.match(c.out, /classes \(10\): airplane, automobile, bird/);
+  assert.match(c.out, new RegExp(`${dir}/cifar-10-binary\\.tar\\.gz +missing`));
+  assert.equal(c.out.split('\n').filter((l) => /\.bin +not checked$/.test(l)).length, 6, c.out);
+});
+
+test('data info synthetic: built in, abbreviated nothing, no files', async () => {
+  const r = await cli(['data', 'info', 'synthetic', '--json']);
+  assert.equal(r.code, 0, r.err);
+  const o = JSON.parse(r.out);
+  assert.deepEqual([o.name, o.train, o.test, o.num_classes, o.channels, o.files.length], ['synthetic', 5000, 1000, 10, 3, 0]);
+});
+
+test('data preview: writes the PNG sheet of a dataset\'s training views; bad flags give one line, exit 2, no file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-preview-'));
+  try {
+    const out = join(dir, 'views.png');
+    const r = await cli(['data', 'preview', 'synthetic', '--out', out, '--images', '3', '--pairs', '2', '--step', '4']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /3 synthetic images \(16x16\) of step 4's batch, 2 pairs of views at 16 px \(preset smoke/);
+    const png = (await import('node:fs')).readFileSync(out);
+    assert.deepEqual([...png.subarray(1, 4)].map((b) => String.fromCharCode(b)).join(''), 'PNG');
+    assert.deepEqual(readdirSync(dir), ['views.png'], 'no temporary file left');
+    for (const [args, msg] of [
+      [['data', 'preview', 'synthetic', '--out', join(dir, 'v.jpg')], /--out .*v\.jpg: expected a \.png file name/],
+      [['data', 'preview', 'mnist', '--out', join(dir, 'x.png')], /unknown dataset 'mnist'/],
+      [['data', 'preview', 'synthetic', '--images', '0', '--out', join(dir, 'x.png')], /--images 0: expected an integer from 1 to 64/],
+      [['data', 'preview', 'fashion-mnist', '--data-path', join(dir, 'nowhere'), '--out', join(dir, 'x.png')], /fashion-mnist: directory .*nowhere not found/],
+    ] as const) {
+      const e = await cli([...args]);
+      assert.equal(e.code, 2, `${args.join(' ')}: ${e.err}`);
+      assert.match(e.err, msg);
+      assert.equal(e.err.trim().split('\n').length, 1);
+    }
+    assert.deepEqual(readdirSync(dir), ['views.png']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

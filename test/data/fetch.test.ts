@@ -1,0 +1,448 @@
+import { test, before, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { loadDataset } from '../../src/data/index.ts';
+import { encodeIdx } from '../../src/data/idx.ts';
+import { DataError } from '../../src/data/types.ts';
+import { checkFile, SOURCES, type DatasetSource, type KnownFile } from '../../src/data/checksums.ts';
+import { extractArchive, fetchDataset, FetchInterrupted, urlFor } from '../../src/data/fetch.ts';
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const known = (name: string, body: Uint8Array): KnownFile => ({ name, size: body.length, sha256: sha(body) });
+
+// ---- fixtures: a tiny Fashion-MNIST (4 gzipped IDX files) and a tiny CIFAR-10 archive ----
+
+const fm = {
+  'train-images-idx3-ubyte.gz': gzipSync(encodeIdx([3, 2, 2], Uint8Array.from([0, 1, 2, 3, 10, 11, 12, 13, 250, 251, 252, 255]))),
+  'train-labels-idx1-ubyte.gz': gzipSync(encodeIdx([3], Uint8Array.from([9, 0, 4]))),
+  't10k-images-idx3-ubyte.gz': gzipSync(encodeIdx([2, 2, 2], Uint8Array.from([5, 6, 7, 8, 100, 101, 102, 103]))),
+  't10k-labels-idx1-ubyte.gz': gzipSync(encodeIdx([2], Uint8Array.from([1, 2]))),
+} as Record<string, Buffer>;
+// one file big enough to arrive in several chunks (resume, interruption): 300 images of 28x28 noise
+const bigImages = gzipSync(encodeIdx([300, 28, 28], Uint8Array.from({ length: 300 * 784 }, (_, i) => (i * 2654435761) >>> 24)), { level: 0 });
+
+/** CIFAR-10 records: label byte, then 1024 R, 1024 G, 1024 B. */
+function records(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n * 3073);
+  for (let i = 0; i < n; i++) {
+    out[i * 3073] = (i + seed) % 10;
+    for (let p = 0; p < 3072; p++) out[i * 3073 + 1 + p] = (p * 7 + i * 13 + seed) % 256;
+  }
+  return out;
+}
+
+/** A ustar archive (as test/data/cifar.test.ts builds one). */
+function tar(files: Record<string, Uint8Array>): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const [name, data] of Object.entries(files)) {
+    const h = new Uint8Array(512);
+    const put = (s: string, at: number) => h.set(Buffer.from(s, 'latin1'), at);
+    put(name, 0);
+    put('0000644\0', 100);
+    put('0000000\0', 108);
+    put('0000000\0', 116);
+    put(data.length.toString(8).padStart(11, '0') + '\0', 124);
+    put('00000000000\0', 136);
+    put('        ', 148);
+    h[156] = '0'.charCodeAt(0);
+    put('ustar\0', 257);
+    put('00', 263);
+    put(h.reduce((a, b) => a + b, 0).toString(8).padStart(6, '0') + '\0 ', 148);
+    parts.push(h, data, new Uint8Array((512 - (data.length % 512)) % 512));
+  }
+  parts.push(new Uint8Array(1024));
+  return Buffer.concat(parts);
+}
+
+const cifarFiles: Record<string, Uint8Array> = { 'cifar-10-batches-bin/batches.meta.txt': Buffer.from('airplane\nautomobile\n') };
+for (let b = 1; b <= 5; b++) cifarFiles[`cifar-10-batches-bin/data_batch_${b}.bin`] = records(2, b);
+cifarFiles['cifar-10-batches-bin/test_batch.bin'] = records(3, 7);
+const cifarTgz = gzipSync(tar(cifarFiles));
+// a gzip that checks out but holds a tar cut in the middle of a file
+const cifarCut = gzipSync(tar(cifarFiles).subarray(0, 512 * 10));
+
+// ---- a local server: files by name, Range on or off, and a few misbehaviours ----
+
+type Mode = 'range' | 'ignore-range' | 'cut' | 'hang-after-half' | 'pause-at-half' | 'no-answer';
+const served = new Map<string, Uint8Array>();
+let mode: Mode = 'range';
+let seen: Array<{ url: string; range: string | undefined }> = [];
+const server = http.createServer((req, res) => {
+  seen.push({ url: req.url ?? '', range: req.headers.range });
+  if (mode === 'no-answer') return; // accepts, never answers
+  const url = req.url ?? '/';
+  if (url.startsWith('/old/')) {
+    res.writeHead(302, { location: `/files/${url.slice(5)}` });
+    res.end();
+    return;
+  }
+  const body = url.startsWith('/files/') ? served.get(decodeURIComponent(url.slice(7))) : undefined;
+  if (!body) {
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not here');
+    return;
+  }
+  const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+  if (m && mode !== 'ignore-range') {
+    const from = Number(m[1]);
+    res.writeHead(206, { 'content-length': body.length - from, 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` });
+    res.end(body.subarray(from));
+    return;
+  }
+  res.writeHead(200, { 'content-length': body.length });
+  if (mode === 'pause-at-half') {
+    res.write(body.subarray(0, body.length >> 1));
+    setTimeout(() => res.end(body.subarray(body.length >> 1)), 150);
+    return;
+  }
+  if (mode === 'cut' || mode === 'hang-after-half') {
+    res.write(body.subarray(0, body.length >> 1));
+    if (mode === 'cut') setTimeout(() => res.socket?.destroy(), 30);
+    return;
+  }
+  res.end(body);
+});
+let base = '';
+
+const root = mkdtempSync(join(tmpdir(), 'moco3-fetch-'));
+before(async () => {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/files/`;
+});
+after(() => {
+  server.closeAllConnections();
+  server.close();
+  rmSync(root, { recursive: true, force: true });
+});
+beforeEach(() => {
+  mode = 'range';
+  seen = [];
+  served.clear();
+});
+
+let n = 0;
+const freshDir = () => join(root, `d${++n}`);
+
+function fmSource(files = fm): DatasetSource {
+  for (const [name, body] of Object.entries(files)) served.set(name, body);
+  return { name: 'fashion-mnist', baseUrl: base, subdir: 'fashion-mnist', files: Object.entries(files).map(([k, v]) => known(k, v)) };
+}
+
+function oneFile(name: string, body: Uint8Array, extra: Partial<DatasetSource> = {}): DatasetSource {
+  served.set(name, body);
+  return { name: 'fashion-mnist', baseUrl: base, subdir: '', files: [known(name, body)], ...extra };
+}
+
+const leftovers = (dir: string) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.part') || f.endsWith('.tmp') || f.endsWith('.old')) : []);
+
+// ---- the table ----
+
+test('the real table: every file has a size and a 64-hex SHA-256, URLs at the datasets\' homes', () => {
+  for (const s of Object.values(SOURCES)) {
+    assert.ok(s.files.length > 0);
+    for (const f of s.files) {
+      assert.match(f.sha256, /^[0-9a-f]{64}$/, f.name);
+      assert.ok(Number.isInteger(f.size) && f.size > 1000, f.name);
+      if (f.content) assert.match(f.content.sha256, /^[0-9a-f]{64}$/);
+    }
+  }
+  assert.equal(urlFor(SOURCES.cifar10.baseUrl, SOURCES.cifar10.files[0]!.name), 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz');
+  assert.equal(urlFor(SOURCES['fashion-mnist'].baseUrl, 't10k-labels-idx1-ubyte.gz'), 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz');
+  assert.equal(urlFor('http://m.example/data', 'x.gz'), 'http://m.example/data/x.gz');
+  // tensorflow_datasets/url_checksums/cifar10.txt, cifar100.txt
+  assert.equal(SOURCES.cifar10.files[0]!.size, 170052171);
+  assert.equal(SOURCES.cifar100.files[0]!.sha256, '58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec');
+});
+
+test('the Debian Fashion-MNIST files check as the published content (their gzip header differs)', async () => {
+  assert.ok(existsSync('/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz'), 'needs the real Fashion-MNIST: apt-get install dataset-fashion-mnist (.ci/run does)');
+  const k = SOURCES['fashion-mnist'].files.find((f) => f.name === 't10k-labels-idx1-ubyte.gz')!;
+  const c = await checkFile('/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz', k);
+  assert.equal(c.status, 'ok');
+  assert.equal(c.how, 'content');
+  // the same bytes decompressed: an uncompressed copy checks too; a changed byte does not
+  const { gunzipSync } = await import('node:zlib');
+  const raw = gunzipSync(readFileSync('/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz'));
+  const dir = freshDir();
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'raw'), raw);
+  assert.equal((await checkFile(join(dir, 'raw'), k)).status, 'ok');
+  raw[100] = (raw[100]! + 1) % 10;
+  writeFileSync(join(dir, 'raw'), raw);
+  assert.equal((await checkFile(join(dir, 'raw'), k)).status, 'mismatch');
+});
+
+// ---- downloads ----
+
+test('a fresh download is verified and appears under its name only when whole; the reader reads it', async () => {
+  const dir = freshDir();
+  const src = fmSource();
+  const during: string[] = [];
+  const lines: string[] = [];
+  let updates = 0;
+  const r = await fetchDataset(src, {
+    dir,
+    log: (l) => lines.push(l),
+    progress: (file) => ({
+      start: () => {},
+      update: () => {
+        updates++;
+        // while bytes arrive, the final name does not exist yet
+        if (existsSync(join(dir, 'fashion-mnist', file))) during.push(`${file} visible during download`);
+      },
+      stop: () => {},
+    }),
+  });
+  assert.deepEqual(during, []);
+  assert.equal(updates > 0, true);
+  assert.equal(r.dir, join(dir, 'fashion-mnist'));
+  assert.deepEqual(r.files.map((f) => f.action), ['downloaded', 'downloaded', 'downloaded', 'downloaded']);
+  for (const [name, body] of Object.entries(fm)) assert.deepEqual(readFileSync(join(dir, 'fashion-mnist', name)), body);
+  assert.deepEqual(leftovers(r.dir), []);
+  assert.equal(r.dataFlag, `--data fashion-mnist:${join(dir, 'fashion-mnist')}`);
+  assert.ok(lines.some((l) => /train-images-idx3-ubyte\.gz: checksum ok/.test(l)), lines.join('\n'));
+  const ds = await loadDataset({ name: 'fashion-mnist', path: r.dir, trainSize: null, testSize: null, seed: 0 });
+  assert.equal(ds.train.n, 3);
+  assert.deepEqual([...ds.test.labels], [1, 2]);
+});
+
+test('during a download only the .part exists; the file appears under its name once checked', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  mode = 'pause-at-half';
+  let seenMidway: Promise<[boolean, number]> | null = null;
+  const r = await fetchDataset(src, {
+    dir,
+    progress: () => ({
+      start: () => {},
+      update: (done) => {
+        // the server pauses 150 ms after the first half: look while it does
+        if (!seenMidway && done >= bigImages.length >> 1) {
+          seenMidway = new Promise((ok) =>
+            setTimeout(() => {
+              const part = join(dir, 'train-images-idx3-ubyte.gz.part');
+              ok([existsSync(join(dir, 'train-images-idx3-ubyte.gz')), existsSync(part) ? readFileSync(part).length : -1]);
+            }, 75),
+          );
+        }
+      },
+      stop: () => {},
+    }),
+  });
+  const midway = seenMidway as Promise<[boolean, number]> | null; // set in the callback
+  assert.ok(midway, 'the download arrived in one piece');
+  const [finalVisible, partBytes] = await midway;
+  assert.equal(finalVisible, false);
+  assert.equal(partBytes, bigImages.length >> 1);
+  assert.equal(r.files[0]!.action, 'downloaded');
+  assert.deepEqual(readFileSync(join(dir, 'train-images-idx3-ubyte.gz')), bigImages);
+  assert.deepEqual(leftovers(dir), []);
+});
+
+test('a .part holding the first half is resumed with a Range request', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  const half = bigImages.length >> 1;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz.part'), bigImages.subarray(0, half));
+  const lines: string[] = [];
+  const r = await fetchDataset(src, { dir, log: (l) => lines.push(l) });
+  assert.equal(r.files[0]!.action, 'resumed');
+  assert.deepEqual(seen.map((s) => s.range), [`bytes=${half}-`]);
+  assert.equal(sha(readFileSync(join(dir, 'train-images-idx3-ubyte.gz'))), sha(bigImages));
+  assert.deepEqual(leftovers(dir), []);
+  assert.ok(lines.some((l) => /resuming at/.test(l)), lines.join('\n'));
+});
+
+test('a server that ignores Range (200) makes the download start over, and the result is right', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  mkdirSync(dir, { recursive: true });
+  // a .part whose bytes are wrong: appending to it would give a bad file
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz.part'), Buffer.alloc(1000, 7));
+  mode = 'ignore-range';
+  const lines: string[] = [];
+  const r = await fetchDataset(src, { dir, log: (l) => lines.push(l) });
+  assert.equal(seen[0]!.range, 'bytes=1000-');
+  assert.equal(r.files[0]!.action, 'downloaded');
+  assert.deepEqual(readFileSync(join(dir, 'train-images-idx3-ubyte.gz')), bigImages);
+  assert.ok(lines.some((l) => /ignored the range request; starting over/.test(l)), lines.join('\n'));
+});
+
+test('a checksum mismatch fails with one line naming the file, expected and got; nothing is kept', async () => {
+  const dir = freshDir();
+  const body = fm['t10k-labels-idx1-ubyte.gz']!;
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', body);
+  const wrong = Buffer.from(body);
+  wrong[wrong.length - 1] ^= 0xff; // same size, other bytes
+  served.set('t10k-labels-idx1-ubyte.gz', wrong);
+  await assert.rejects(fetchDataset(src, { dir }), (e: unknown) => {
+    assert.ok(e instanceof DataError);
+    assert.doesNotMatch(e.message, /\n/);
+    assert.match(e.message, new RegExp(`^t10k-labels-idx1-ubyte\\.gz: checksum mismatch .*expected ${body.length} bytes sha256 ${sha(body)}, got ${wrong.length} bytes sha256 ${sha(wrong)}`));
+    return true;
+  });
+  assert.equal(existsSync(join(dir, 't10k-labels-idx1-ubyte.gz')), false);
+  assert.deepEqual(leftovers(dir), []);
+});
+
+test('a server announcing the wrong size is refused before anything is written', async () => {
+  const dir = freshDir();
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', fm['t10k-labels-idx1-ubyte.gz']!);
+  served.set('t10k-labels-idx1-ubyte.gz', Buffer.from('<html>a captive portal</html>'));
+  await assert.rejects(fetchDataset(src, { dir }), /^DataError: t10k-labels-idx1-ubyte\.gz: http:\/\/127\.0\.0\.1:\d+\/files\/t10k-labels-idx1-ubyte\.gz is 29 bytes, expected \d+/);
+  assert.deepEqual(readdirSync(dir), []);
+});
+
+test('connection refused fails fast with one line: the URL, the error, and the way round it', async () => {
+  const dir = freshDir();
+  const probe = http.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const src: DatasetSource = { name: 'cifar10', baseUrl: `http://127.0.0.1:${port}/`, subdir: '', files: [known('cifar-10-binary.tar.gz', cifarTgz)] };
+  const t0 = performance.now();
+  await assert.rejects(fetchDataset(src, { dir }), (e: unknown) => {
+    assert.ok(e instanceof DataError);
+    assert.equal(
+      e.message,
+      `cannot download http://127.0.0.1:${port}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir}, or use --mirror URL`,
+    );
+    return true;
+  });
+  assert.ok(performance.now() - t0 < 2000);
+  assert.deepEqual(leftovers(dir), []);
+});
+
+test('a server that never answers times out (connect timeout), one line', async () => {
+  const dir = freshDir();
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', fm['t10k-labels-idx1-ubyte.gz']!);
+  mode = 'no-answer';
+  const t0 = performance.now();
+  await assert.rejects(fetchDataset(src, { dir, connectTimeoutMs: 300 }), /^DataError: cannot download http:\/\/127\.0\.0\.1:\d+\/files\/t10k-labels-idx1-ubyte\.gz: no answer within 300 ms; download it yourself/);
+  assert.ok(performance.now() - t0 < 2000);
+  server.closeAllConnections();
+});
+
+test('HTTP 404 fails with one line naming the URL and the status', async () => {
+  const dir = freshDir();
+  const src: DatasetSource = { name: 'fashion-mnist', baseUrl: base, subdir: '', files: [known('nothere.gz', Buffer.from('x'))] };
+  await assert.rejects(fetchDataset(src, { dir }), (e: unknown) => {
+    assert.ok(e instanceof DataError);
+    assert.match(e.message, /^cannot download http:\/\/127\.0\.0\.1:\d+\/files\/nothere\.gz: HTTP 404 Not Found; download it yourself and put it in .*, or use --mirror URL$/);
+    return true;
+  });
+  assert.deepEqual(readdirSync(dir), []);
+});
+
+test('redirects are followed; a mirror replaces the base URL', async () => {
+  const dir = freshDir();
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', fm['t10k-labels-idx1-ubyte.gz']!, { baseUrl: 'http://127.0.0.1:9/nowhere/' });
+  const r = await fetchDataset(src, { dir, mirror: base.replace('/files/', '/old') });
+  assert.equal(r.files[0]!.action, 'downloaded');
+  assert.deepEqual(seen.map((s) => s.url), ['/old/t10k-labels-idx1-ubyte.gz', '/files/t10k-labels-idx1-ubyte.gz']);
+});
+
+test('files already there and verified are skipped (no request); a wrong one is downloaded again', async () => {
+  const dir = freshDir();
+  const src = fmSource();
+  await fetchDataset(src, { dir });
+  seen = [];
+  writeFileSync(join(dir, 'fashion-mnist', 't10k-labels-idx1-ubyte.gz'), 'garbage');
+  const lines: string[] = [];
+  const r = await fetchDataset(src, { dir, log: (l) => lines.push(l) });
+  assert.deepEqual(r.files.map((f) => f.action), ['present', 'present', 'present', 'downloaded']);
+  assert.deepEqual(seen.map((s) => s.url), ['/files/t10k-labels-idx1-ubyte.gz']);
+  assert.equal(lines.filter((l) => /already there, checksum ok/.test(l)).length, 3);
+  assert.deepEqual(readFileSync(join(dir, 'fashion-mnist', 't10k-labels-idx1-ubyte.gz')), fm['t10k-labels-idx1-ubyte.gz']);
+});
+
+test('a dropped connection keeps the .part (never the final name), and the next run resumes it', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  mode = 'cut';
+  await assert.rejects(fetchDataset(src, { dir }), /^DataError: cannot download .*train-images-idx3-ubyte\.gz: .* after .* MB of .* MB \(kept in .*\.part: run the same command again to resume\)/);
+  assert.equal(existsSync(join(dir, 'train-images-idx3-ubyte.gz')), false);
+  const part = readFileSync(join(dir, 'train-images-idx3-ubyte.gz.part'));
+  assert.ok(part.length > 0 && part.length < bigImages.length);
+  mode = 'range';
+  seen = [];
+  const r = await fetchDataset(src, { dir });
+  assert.equal(r.files[0]!.action, 'resumed');
+  assert.deepEqual(seen.map((s) => s.range), [`bytes=${part.length}-`]);
+  assert.deepEqual(readFileSync(join(dir, 'train-images-idx3-ubyte.gz')), bigImages);
+});
+
+test('Ctrl-C (the abort signal) stops a download with FetchInterrupted and keeps the .part', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  mode = 'hang-after-half';
+  const ac = new AbortController();
+  await assert.rejects(
+    fetchDataset(src, { dir, signal: ac.signal, progress: () => ({ start: () => {}, update: (d) => d > 0 && setTimeout(() => ac.abort(), 20), stop: () => {} }) }),
+    (e: unknown) => e instanceof FetchInterrupted && /kept in .*\.part/.test(e.message),
+  );
+  assert.equal(existsSync(join(dir, 'train-images-idx3-ubyte.gz')), false);
+  assert.ok(existsSync(join(dir, 'train-images-idx3-ubyte.gz.part')));
+  server.closeAllConnections();
+});
+
+// ---- CIFAR: download + extraction ----
+
+test('CIFAR: the archive is downloaded, checked and unpacked to the folder the reader reads', async () => {
+  const dir = freshDir();
+  served.set('cifar-10-binary.tar.gz', cifarTgz);
+  const src: DatasetSource = { ...SOURCES.cifar10, baseUrl: base, files: [known('cifar-10-binary.tar.gz', cifarTgz)] };
+  const r = await fetchDataset(src, { dir });
+  assert.deepEqual(r.extracted, { path: join(dir, 'cifar-10-batches-bin'), action: 'extracted' });
+  assert.deepEqual(readdirSync(dir).sort(), ['cifar-10-batches-bin', 'cifar-10-binary.tar.gz']);
+  assert.equal(r.dataFlag, `--data cifar10:${dir}`);
+  const ds = await loadDataset({ name: 'cifar10', path: dir, trainSize: null, testSize: null, seed: 0 });
+  assert.equal(ds.source, join(dir, 'cifar-10-batches-bin'));
+  assert.equal(ds.train.n, 10);
+  assert.equal(ds.test.n, 3);
+  assert.deepEqual([...ds.test.labels], [7, 8, 9]);
+  assert.deepEqual([...ds.train.labels.subarray(0, 4)], [1, 2, 2, 3]);
+  // again: nothing to do
+  seen = [];
+  const again = await fetchDataset(src, { dir });
+  assert.equal(again.extracted?.action, 'present');
+  assert.deepEqual(seen, []);
+});
+
+test('an extraction stopped half-way leaves no final folder and no temporary one; the next run completes it', async () => {
+  const dir = freshDir();
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'cifar-10-binary.tar.gz'), cifarTgz);
+  let written = 0;
+  await assert.rejects(
+    extractArchive(join(dir, 'cifar-10-binary.tar.gz'), dir, 'cifar-10-batches-bin', {
+      expect: ['test_batch.bin'],
+      onExtractFile: () => {
+        if (++written === 3) throw new Error('killed');
+      },
+    }),
+    /killed/,
+  );
+  assert.equal(written, 3);
+  assert.deepEqual(readdirSync(dir), ['cifar-10-binary.tar.gz']);
+  // a temporary folder left by a process that died is cleared on the next run
+  mkdirSync(join(dir, '.cifar-10-batches-bin.999999999.tmp', 'cifar-10-batches-bin'), { recursive: true });
+  assert.equal(await extractArchive(join(dir, 'cifar-10-binary.tar.gz'), dir, 'cifar-10-batches-bin', { expect: ['test_batch.bin'] }), 'extracted');
+  assert.deepEqual(readdirSync(dir).sort(), ['cifar-10-batches-bin', 'cifar-10-binary.tar.gz']);
+  assert.equal(readdirSync(join(dir, 'cifar-10-batches-bin')).length, 7);
+});
+
+test('a truncated archive (checksum ok, tar cut short) fails with one line and leaves no folder', async () => {
+  const dir = freshDir();
+  served.set('cifar-10-binary.tar.gz', cifarCut);
+  const src: DatasetSource = { ...SOURCES.cifar10, baseUrl: base, files: [known('cifar-10-binary.tar.gz', cifarCut)] };
+  await assert.rejects(fetchDataset(src, { dir }), /^DataError: .*cifar-10-binary\.tar\.gz: truncated tar archive at cifar-10-batches-bin\//);
+  assert.deepEqual(readdirSync(dir), ['cifar-10-binary.tar.gz']);
+});
