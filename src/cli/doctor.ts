@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { versionOf } from '../train/meta.ts';
 
 export function doctorCommand(): Command {
@@ -32,9 +33,22 @@ export function doctorCommand(): Command {
     const { initBackend } = await import('../engine/backend.ts');
     const info = await initBackend('auto', { quiet: true });
     say(`--backend auto takes: ${info.name} — ${info.device} (${info.reason})`);
+    const { augmentEngine } = await import('../data/augment.ts');
+    say(
+      augmentEngine() === 'native'
+        ? 'augmentation: native kernel, all cores'
+        : 'augmentation: JavaScript pipeline (about 9x slower; the native addon above computes the same bytes)',
+    );
+    const { DATA_DIR, CIFAR } = await import('../data/cifar.ts');
     const fm = '/usr/share/datasets/fashion-mnist';
-    say(`fashion-mnist: ${existsSync(fm) ? fm : 'not found — apt-get install dataset-fashion-mnist, or moco3 data fetch fashion-mnist'}`);
-    say('synthetic: built in');
+    const fmFetched = join(DATA_DIR, 'fashion-mnist');
+    const fmAt = [fm, fmFetched].find((p) => existsSync(p));
+    say(`fashion-mnist: ${fmAt ?? 'not found — moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist'}`);
+    for (const kind of Object.values(CIFAR)) {
+      const at = [join(DATA_DIR, kind.folder), join(DATA_DIR, kind.archive)].find((p) => existsSync(p));
+      say(`${kind.name}: ${at ?? `not found in ${DATA_DIR} — moco3 data fetch ${kind.name}`}`);
+    }
+    say('synthetic: built in; imagefolder: --data imagefolder:PATH');
     process.stdout.write(`${lines.join('\n')}\n`);
   });
 }
