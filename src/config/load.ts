@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import type { z } from 'zod';
 import { ARCHS, type ArchName } from './archs.ts';
 import { PRESETS, PRESET_NAMES, type PresetName } from './presets.ts';
-import { DEFAULTS, RunConfigSchema, type ResolvedRunConfig, type RunConfig } from './schema.ts';
+import { DEFAULTS, RunConfigSchema, recipeBlurSigma, type ResolvedRunConfig, type RunConfig } from './schema.ts';
 
 /** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
 export class ConfigError extends Error {
@@ -152,6 +152,7 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`);
   }
+  out.augment.blur_sigma ??= recipeBlurSigma(out.data.image_size);
   if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');
   if (out.train.micro_batch !== null && out.optim.batch_size % out.train.micro_batch !== 0) {
     fail('train.micro_batch', `must divide optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`);
@@ -185,6 +186,17 @@ export function buildConfig(src: ConfigSources): ResolvedRunConfig {
   merged = deepMerge(merged, fileObj);
   const overrides = src.overrides ?? [];
   for (const o of overrides) merged = deepMerge(merged, o);
+  // a preset's subset sizes and class count belong to its own dataset: another dataset (from the file or a
+  // flag) starts from the defaults (null: all images, the dataset's classes) unless those name them too
+  const presetData = isObj(presetObj.data) ? presetObj.data : {};
+  const mergedData = merged.data as Obj;
+  if (presetData.name !== undefined && mergedData.name !== presetData.name) {
+    for (const k of ['train_size', 'test_size', 'num_classes']) {
+      if (k in presetData && !hasPath(fileObj, ['data', k]) && !overrides.some((o) => hasPath(o, ['data', k]))) {
+        mergedData[k] = (DEFAULTS.data as unknown as Obj)[k];
+      }
+    }
+  }
   const setObjs = (src.sets ?? []).map((s) => ({ expr: s, obj: parseSet(s) }));
   for (const s of setObjs) merged = deepMerge(merged, s.obj);
 

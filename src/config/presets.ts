@@ -13,9 +13,8 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
   smoke: {
     about: 'ViT-Smoke (dim 32, depth 2) on built-in synthetic 16 px images: tests and the demo, seconds',
     config: {
-      data: { name: 'synthetic', image_size: 16, train_size: 2560, test_size: 500, num_classes: 10 },
+      data: { name: 'synthetic', image_size: 16, train_size: 2560, test_size: 500 },
       model: { arch: 'vit-smoke' },
-      augment: { blur_sigma: [0.0071, 0.143] },
       moco: { proj_hidden: 128, proj_dim: 64, pred_hidden: 128 },
       optim: { batch_size: 128, epochs: 12, warmup_epochs: 2, base_lr: 1.5e-3 },
       train: { log_every: 1, knn_every: 60 },
@@ -27,8 +26,6 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
     config: {
       data: { name: 'fashion-mnist', image_size: 32, train_size: null, test_size: null },
       model: { arch: 'vit-micro' },
-      // σ is in pixels: the recipe's [0.1, 2.0] at 224 px, scaled to 32 px
-      augment: { blur_sigma: [0.0143, 0.286] },
       moco: { proj_hidden: 256, proj_dim: 64, pred_hidden: 256 },
       optim: { batch_size: 256, epochs: 2, warmup_epochs: 0.5, base_lr: 1.5e-3 },
       train: { log_every: 1, knn_every: 50 },
@@ -40,7 +37,6 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
     config: {
       data: { name: 'cifar10', image_size: 32 },
       model: { arch: 'vit-tiny' },
-      augment: { blur_sigma: [0.0143, 0.286] },
       optim: { batch_size: 1024, epochs: 100, warmup_epochs: 10 },
       train: { log_every: 1, knn_every: 200 },
       eval: { knn: { bank_size: null, query_size: null }, linear: { epochs: 90, batch_size: 1024 } },

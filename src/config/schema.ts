@@ -71,7 +71,8 @@ export const AugmentSchema = z
   .object({
     preset: z.enum(['mocov3', 'none']),
     crop_min: z.number().gt(0).max(1),
-    blur_sigma: z.tuple([posNum, posNum]),
+    /** σ range of the Gaussian blur in pixels; null: the recipe's [0.1, 2.0] at 224 px, scaled to data.image_size */
+    blur_sigma: z.tuple([posNum, posNum]).nullable(),
   })
   .strict();
 
@@ -126,7 +127,13 @@ export type RunConfig = z.infer<typeof RunConfigSchema>;
 /** A resolved config: every model size filled in from the arch. */
 export type ResolvedRunConfig = RunConfig & {
   model: RunConfig['model'] & { patch_size: number; dim: number; depth: number; heads: number; mlp_ratio: number };
+  augment: RunConfig['augment'] & { blur_sigma: [number, number] };
 };
+
+/** The recipe's blur σ range, [0.1, 2.0] px at 224 px (moco-v3 main_moco.py), scaled to an image size. */
+export function recipeBlurSigma(imageSize: number): [number, number] {
+  return [(0.1 * imageSize) / 224, (2.0 * imageSize) / 224];
+}
 
 /** The official ViT recipe (RECIPE.md §3.1, main_moco.py, CONFIG.md) at ViT-B/16 scale. */
 export const DEFAULTS: RunConfig = {
@@ -148,7 +155,7 @@ export const DEFAULTS: RunConfig = {
     lamb_exclude_bias_norm: false,
     max_grad_norm: null,
   },
-  augment: { preset: 'mocov3', crop_min: 0.08, blur_sigma: [0.1, 2.0] },
+  augment: { preset: 'mocov3', crop_min: 0.08, blur_sigma: null },
   train: { backend: 'auto', micro_batch: null, shuffle: true, log_every: 1, knn_every: null, checkpoint_every: null, max_steps: null },
   eval: {
     knn: { k: 200, t: 0.1, bank_size: null, query_size: null },

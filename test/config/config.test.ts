@@ -76,3 +76,20 @@ test('config hash ignores the backend but not the batch', () => {
   assert.match(configHash(a), /^[0-9a-f]{8}$/);
   assert.equal(DEFAULTS.optim.batch_size, 4096); // defaults untouched by merging
 });
+
+test("a preset's subset sizes and class count stay with its own dataset; --set still wins", () => {
+  const own = buildConfig({ preset: 'smoke' });
+  assert.deepEqual([own.data.train_size, own.data.test_size], [2560, 500]);
+  const other = buildConfig({ preset: 'smoke', overrides: [{ data: { name: 'imagefolder', path: '/x' } }] });
+  assert.deepEqual([other.data.train_size, other.data.test_size, other.data.num_classes], [null, null, null]);
+  const set = buildConfig({ preset: 'smoke', overrides: [{ data: { name: 'imagefolder', path: '/x' } }], sets: ['data.train_size=100'] });
+  assert.equal(set.data.train_size, 100);
+});
+
+test('blur sigma: null is the recipe range [0.1, 2] px at 224 scaled to the image size; a given range is kept', () => {
+  assert.deepEqual(buildConfig({}).augment.blur_sigma, [0.1, 2.0]);
+  const c = buildConfig({ preset: 'cpu' });
+  assert.deepEqual(c.augment.blur_sigma, [(0.1 * 32) / 224, (2 * 32) / 224]);
+  assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['data.image_size=64'] }).augment.blur_sigma, [(0.1 * 64) / 224, (2 * 64) / 224]);
+  assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['augment.blur_sigma=[0.5, 1]'] }).augment.blur_sigma, [0.5, 1]);
+});
