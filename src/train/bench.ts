@@ -6,7 +6,7 @@ import { Rng } from '../engine/rng.ts';
 import { augmentEngine, twoViews, type AugmentConfig } from '../data/augment.ts';
 import { batchIndices, gatherBatch, type ImageBatch } from '../data/index.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { gradStats } from './metrics.ts';
+import { trainStep } from './step.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from './loop.ts';
 import { stepFlops } from './flops.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -61,8 +61,6 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   }
   const model = new MoCoViT(modelConfigOf(c), c.seed);
   const opt = optimizerOf(c, model);
-  const trainable = model.trainableNames();
-  const groups = model.paramGroups();
   const stepMs: number[] = [];
   const augMs: number[] = [];
   let tensorsStart = 0;
@@ -72,15 +70,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const { x1, x2 } = twoViews(batch, aug, c.seed, s);
     await x2.data(); // make the augmentation's cost visible on asynchronous backends
     const t1 = performance.now();
-    const { loss, grads } = model.step(x1, x2, 0.99, c.train.micro_batch);
-    x1.dispose();
-    x2.dispose();
-    const st = gradStats(loss, grads, groups);
-    await st.data();
-    st.dispose();
-    loss.dispose();
-    opt.step(model.vars, new Map(trainable.map((n) => [n, grads.get(n)!] as const)), 1e-4);
-    for (const g of grads.values()) g.dispose();
+    await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
     const t2 = performance.now();
     if (s >= warmup) {
       stepMs.push(t2 - t0);

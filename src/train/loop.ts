@@ -19,7 +19,8 @@ import { createOptimizer, type Optimizer } from '../optim/index.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
 import { knnAccuracy } from '../eval/knn.ts';
 import { findLastCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint, stepDirName, type LoopState } from './checkpoint.ts';
-import { appendMetric, gradStats, statsToRow, truncateMetrics, type MetricRow } from './metrics.ts';
+import { appendMetric, statsToRow, truncateMetrics, type MetricRow } from './metrics.ts';
+import { trainStep } from './step.ts';
 import { packageVersions, gitCommit } from './meta.ts';
 
 export type RunStatus = 'pending' | 'running' | 'completed' | 'diverged' | 'failed' | 'interrupted';
@@ -204,7 +205,6 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
   const model = new MoCoViT(modelConfigOf(c), c.seed);
   const optimizer = optimizerOf(c, model);
-  const trainable = model.trainableNames();
   const groups = model.paramGroups();
 
   let state: LoopState = {
@@ -314,24 +314,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           nchw.dispose();
         }
       }
-      const { loss, grads } = stepOrExplain(() => model.step(x1, x2, m, c.train.micro_batch), opts.backend, B);
-      x1.dispose();
-      x2.dispose();
-      let lossT: tf.Scalar = loss;
-      if (opts.injectNanAtStep === s + 1) {
-        lossT = tf.tidy(() => tf.mul(loss, NaN) as tf.Scalar);
-        loss.dispose();
-      }
-      const statsT = gradStats(lossT, grads, groups);
-      const stats = await statsT.data();
-      statsT.dispose();
-      lossT.dispose();
-      const finite = stats.every((v) => Number.isFinite(v));
-      if (finite) {
-        const trainGrads = new Map(trainable.map((n) => [n, grads.get(n)!] as const));
-        optimizer.step(model.vars, trainGrads, lrNow);
-      }
-      for (const g of grads.values()) g.dispose();
+      const { stats, finite } = await trainStep(model, optimizer, x1, x2, {
+        momentum: m,
+        lr: lrNow,
+        microBatch: c.train.micro_batch,
+        guard: (f) => stepOrExplain(f, opts.backend, B),
+        injectNan: opts.injectNanAtStep === s + 1,
+      });
       const stepS = (performance.now() - ts) / 1000;
 
       state.step = s + 1;
