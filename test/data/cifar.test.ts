@@ -6,43 +6,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { loadDataset } from '../../src/data/index.ts';
 import { DataError } from '../../src/data/types.ts';
+import { cifarRecords as records, tar } from '../helpers/archives.ts';
 
-/** n records in the official layout: label byte(s), then 1024 R, 1024 G, 1024 B bytes. */
-function records(n: number, labelBytes: number, seed: number): Uint8Array {
-  const rec = labelBytes + 3072;
-  const out = new Uint8Array(n * rec);
-  for (let i = 0; i < n; i++) {
-    const r = out.subarray(i * rec, (i + 1) * rec);
-    if (labelBytes === 2) r[0] = (i + seed) % 20; // coarse
-    r[labelBytes - 1] = (i + seed) % (labelBytes === 2 ? 100 : 10);
-    for (let p = 0; p < 3072; p++) r[labelBytes + p] = (p * 7 + i * 13 + seed) % 256;
-  }
-  return out;
-}
-
-/** A ustar archive of the files (octal sizes, checksum, typeflag 0). */
-function tar(files: Record<string, Uint8Array>): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const [name, data] of Object.entries(files)) {
-    const h = new Uint8Array(512);
-    const put = (s: string, at: number) => h.set(Buffer.from(s, 'latin1'), at);
-    put(name, 0);
-    put('0000644\0', 100);
-    put('0000000\0', 108);
-    put('0000000\0', 116);
-    put(data.length.toString(8).padStart(11, '0') + '\0', 124);
-    put('00000000000\0', 136);
-    put('        ', 148);
-    h[156] = '0'.charCodeAt(0);
-    put('ustar\0', 257);
-    put('00', 263);
-    const sum = h.reduce((a, b) => a + b, 0);
-    put(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-    parts.push(h, data, new Uint8Array((512 - (data.length % 512)) % 512));
-  }
-  parts.push(new Uint8Array(1024));
-  return Buffer.concat(parts);
-}
 
 const spec = (name: 'cifar10' | 'cifar100', path: string) => ({ name, path, trainSize: null, testSize: null, seed: 0 });
 

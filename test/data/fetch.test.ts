@@ -12,6 +12,7 @@ import { encodeIdx } from '../../src/data/idx.ts';
 import { DataError } from '../../src/data/types.ts';
 import { checkFile, SOURCES, type DatasetSource, type KnownFile } from '../../src/data/checksums.ts';
 import { extractArchive, fetchDataset, FetchInterrupted, urlFor } from '../../src/data/fetch.ts';
+import { cifarRecords as records, tar } from '../helpers/archives.ts';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const known = (name: string, body: Uint8Array): KnownFile => ({ name, size: body.length, sha256: sha(body) });
@@ -27,42 +28,10 @@ const fm = {
 // one file big enough to arrive in several chunks (resume, interruption): 300 images of 28x28 noise
 const bigImages = gzipSync(encodeIdx([300, 28, 28], Uint8Array.from({ length: 300 * 784 }, (_, i) => (i * 2654435761) >>> 24)), { level: 0 });
 
-/** CIFAR-10 records: label byte, then 1024 R, 1024 G, 1024 B. */
-function records(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n * 3073);
-  for (let i = 0; i < n; i++) {
-    out[i * 3073] = (i + seed) % 10;
-    for (let p = 0; p < 3072; p++) out[i * 3073 + 1 + p] = (p * 7 + i * 13 + seed) % 256;
-  }
-  return out;
-}
-
-/** A ustar archive (as test/data/cifar.test.ts builds one). */
-function tar(files: Record<string, Uint8Array>): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const [name, data] of Object.entries(files)) {
-    const h = new Uint8Array(512);
-    const put = (s: string, at: number) => h.set(Buffer.from(s, 'latin1'), at);
-    put(name, 0);
-    put('0000644\0', 100);
-    put('0000000\0', 108);
-    put('0000000\0', 116);
-    put(data.length.toString(8).padStart(11, '0') + '\0', 124);
-    put('00000000000\0', 136);
-    put('        ', 148);
-    h[156] = '0'.charCodeAt(0);
-    put('ustar\0', 257);
-    put('00', 263);
-    put(h.reduce((a, b) => a + b, 0).toString(8).padStart(6, '0') + '\0 ', 148);
-    parts.push(h, data, new Uint8Array((512 - (data.length % 512)) % 512));
-  }
-  parts.push(new Uint8Array(1024));
-  return Buffer.concat(parts);
-}
 
 const cifarFiles: Record<string, Uint8Array> = { 'cifar-10-batches-bin/batches.meta.txt': Buffer.from('airplane\nautomobile\n') };
-for (let b = 1; b <= 5; b++) cifarFiles[`cifar-10-batches-bin/data_batch_${b}.bin`] = records(2, b);
-cifarFiles['cifar-10-batches-bin/test_batch.bin'] = records(3, 7);
+for (let b = 1; b <= 5; b++) cifarFiles[`cifar-10-batches-bin/data_batch_${b}.bin`] = records(2, 1, b);
+cifarFiles['cifar-10-batches-bin/test_batch.bin'] = records(3, 1, 7);
 const cifarTgz = gzipSync(tar(cifarFiles));
 // a gzip that checks out but holds a tar cut in the middle of a file
 const cifarCut = gzipSync(tar(cifarFiles).subarray(0, 512 * 10));
