@@ -270,3 +270,35 @@ test('data preview: writes the PNG sheet of a dataset\'s training views; bad fla
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('corrupt data reaches the user as one line naming the file, exit 2: an undecodable image, a bad IDX magic', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-corrupt-'));
+  try {
+    const folder = join(dir, 'folder');
+    for (const split of ['train', 'val']) for (const cls of ['a', 'b']) mkdirSync(join(folder, split, cls), { recursive: true });
+    const sharp = (await import('sharp')).default;
+    for (const f of ['train/a/ok.png', 'val/a/ok.png', 'val/b/ok.png']) {
+      await sharp({ create: { width: 20, height: 16, channels: 3, background: { r: 200, g: 10, b: 10 } } }).png().toFile(join(folder, f));
+    }
+    writeFileSync(join(folder, 'train', 'b', 'broken.jpg'), Buffer.from('this is not a jpeg'));
+    const r = await cli(['data', 'info', 'imagefolder', '--data-path', folder]);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /broken\.jpg.*(decode|corrupt|unsupported)/i);
+    assert.equal(r.err.trim().split('\n').length, 1);
+
+    const fm = join(dir, 'fm');
+    mkdirSync(fm);
+    const good = encodeIdx([4, 28, 28], new Uint8Array(4 * 28 * 28));
+    const labels = encodeIdx([4], new Uint8Array([0, 1, 2, 3]));
+    writeFileSync(join(fm, 'train-images-idx3-ubyte'), good);
+    writeFileSync(join(fm, 'train-labels-idx1-ubyte'), labels);
+    writeFileSync(join(fm, 't10k-images-idx3-ubyte'), Buffer.concat([Buffer.from([0, 0, 9, 9]), good.subarray(4)]));
+    writeFileSync(join(fm, 't10k-labels-idx1-ubyte'), labels);
+    const m = await cli(['data', 'info', 'fashion-mnist', '--data-path', fm]);
+    assert.equal(m.code, 2, m.err);
+    assert.match(m.err, /t10k-images-idx3-ubyte.*magic/i);
+    assert.equal(m.err.trim().split('\n').length, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
