@@ -147,10 +147,17 @@ inline uint8_t blend_value(int in1, int in2, float alpha) {
 
 inline int luma(int r, int g, int b) { return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16; }
 
+// a blend with a constant image is a function of the byte: one table per op
+void blend_const(uint8_t* img, int len, int in1, float a) {
+  uint8_t lut[256];
+  for (int v = 0; v < 256; v++) lut[v] = blend_value(in1, v, a);
+  for (int i = 0; i < len; i++) img[i] = lut[img[i]];
+}
+
 void adjust_brightness(uint8_t* img, int len, double factor) {
   const float a = static_cast<float>(factor);
   if (a == 1) return;
-  for (int i = 0; i < len; i++) img[i] = blend_value(0, img[i], a);
+  blend_const(img, len, 0, a);
 }
 
 void adjust_contrast(uint8_t* img, int len, int c, double factor) {
@@ -163,7 +170,7 @@ void adjust_contrast(uint8_t* img, int len, int c, double factor) {
   }
   const int mean = static_cast<int>(std::trunc(static_cast<double>(sum) / (len / c) + 0.5));
   if (a == 1) return;
-  for (int i = 0; i < len; i++) img[i] = blend_value(mean, img[i], a);
+  blend_const(img, len, mean, a);
 }
 
 void adjust_saturation(uint8_t* img, int len, int c, double factor) {
@@ -179,8 +186,52 @@ void adjust_saturation(uint8_t* img, int len, int c, double factor) {
 
 inline int clamp255(double v) { return v < 0 ? 0 : v > 255 ? 255 : static_cast<int>(v); }
 
+// round() and trunc() of a value in [0, 2^31) without a libm call (baseline x86-64 has no SSE4.1 rounding):
+// x - (int)x is exact, so these equal C's round (half away from zero) and trunc bit for bit.
+inline int round_pos(double x) {
+  const int i = static_cast<int>(x);
+  return i + (x - i >= 0.5 ? 1 : 0);
+}
+inline int trunc_pos(double x) { return static_cast<int>(x); }
+
+// Exact tables for the HSV round trip: every float division and every rounding of Pillow's rgb2hsv /
+// hsv2rgb depends on at most two bytes, so it is computed once, with the same expressions.
+struct HueTables {
+  float div[256][256];        // div[a][b] = float(a) / float(b), b > 0
+  float hf[256];              // f of hsv2rgb for h
+  int hi[256];                // sector of hsv2rgb for h
+  float fs[256];              // float(s / 255.0)
+  uint8_t p[256][256];        // p[s][v]
+  double one_minus_q[256][256];  // [s][h]: 1.0 - float(fs * f)
+  double one_minus_t[256][256];  // [s][h]: 1.0 - fs * (1.0 - f)
+  HueTables() {
+    for (int x = 0; x < 256; x++) {
+      div[x][0] = 0;
+      for (int y = 1; y < 256; y++) div[x][y] = static_cast<float>(x) / static_cast<float>(y);
+    }
+    for (int h = 0; h < 256; h++) {
+      hi[h] = static_cast<int>(std::floor(h * 6.0 / 255.0));
+      hf[h] = static_cast<float>(h * 6.0 / 255.0 - hi[h]);
+    }
+    for (int s = 0; s < 256; s++) {
+      fs[s] = static_cast<float>(s / 255.0);
+      for (int v = 0; v < 256; v++) p[s][v] = static_cast<uint8_t>(clamp255(std::round(v * (1.0 - fs[s]))));
+      for (int h = 0; h < 256; h++) {
+        one_minus_q[s][h] = 1.0 - static_cast<float>(fs[s] * hf[h]);
+        one_minus_t[s][h] = 1.0 - fs[s] * (1.0 - hf[h]);
+      }
+    }
+  }
+};
+
+const HueTables& hue_tables() {
+  static const HueTables* t = new HueTables();  // built once, thread-safe (magic static)
+  return *t;
+}
+
 void adjust_hue(uint8_t* img, int len, int c, double factor) {
   if (c != 3) return;
+  const HueTables& T = hue_tables();
   const int shift = ((static_cast<int>(std::trunc(factor * 255)) % 256) + 256) % 256;
   for (int i = 0; i < len; i += 3) {
     const int r = img[i], g = img[i + 1], b = img[i + 2];
@@ -189,31 +240,33 @@ void adjust_hue(uint8_t* img, int len, int c, double factor) {
     int uh = 0, us = 0;
     const int v = maxc;
     if (minc != maxc) {
-      const float cr = static_cast<float>(maxc - minc);
-      const float s = cr / static_cast<float>(maxc);
-      const float rc = static_cast<float>(maxc - r) / cr;
-      const float gc = static_cast<float>(maxc - g) / cr;
-      const float bc = static_cast<float>(maxc - b) / cr;
+      const int icr = maxc - minc;
+      const float s = T.div[icr][maxc];
+      const float rc = T.div[maxc - r][icr];
+      const float gc = T.div[maxc - g][icr];
+      const float bc = T.div[maxc - b][icr];
       float h;
       if (r == maxc) h = bc - gc;
       else if (g == maxc) h = static_cast<float>(2.0 + rc - bc);
       else h = static_cast<float>(4.0 + gc - rc);
-      h = static_cast<float>(std::fmod(h / 6.0 + 1.0, 1.0));
-      uh = clamp255(std::trunc(h * 255.0));
-      us = clamp255(std::trunc(s * 255.0));
+      // fmod(x, 1.0) for x = h/6 + 1 in [0, 2): exact either way
+      const double x = h / 6.0 + 1.0;
+      h = static_cast<float>(x >= 1.0 ? x - 1.0 : x);
+      // h, s in [0, 1): the products are in [0, 255)
+      uh = trunc_pos(h * 255.0);
+      us = trunc_pos(s * 255.0);
     }
     uh = (uh + shift) & 255;
     if (us == 0) {
       img[i] = img[i + 1] = img[i + 2] = static_cast<uint8_t>(v);
       continue;
     }
-    const int hi = static_cast<int>(std::floor(uh * 6.0 / 255.0));
-    const float f = static_cast<float>(uh * 6.0 / 255.0 - hi);
-    const float fs = static_cast<float>(us / 255.0);
+    const int hi = T.hi[uh];
     // C round() and JS Math.round agree on non-negative values
-    const uint8_t p = static_cast<uint8_t>(clamp255(std::round(v * (1.0 - fs))));
-    const uint8_t q = static_cast<uint8_t>(clamp255(std::round(v * (1.0 - static_cast<float>(fs * f)))));
-    const uint8_t t = static_cast<uint8_t>(clamp255(std::round(v * (1.0 - fs * (1.0 - f)))));
+    const uint8_t p = T.p[us][v];
+    // v * (1 - ...) is in [0, 255]
+    const uint8_t q = static_cast<uint8_t>(round_pos(v * T.one_minus_q[us][uh]));
+    const uint8_t t = static_cast<uint8_t>(round_pos(v * T.one_minus_t[us][uh]));
     const uint8_t vv = static_cast<uint8_t>(v);
     switch (hi % 6) {
       case 0: img[i] = vv; img[i + 1] = t; img[i + 2] = p; break;
@@ -245,54 +298,80 @@ float box_radius_for(double radius_d) {
   return l + a;
 }
 
-void line_box_blur(const uint8_t* line, uint8_t* out, int len, int radius, uint32_t ww, uint32_t fw) {
+// The four indices of Pillow's ImagingLineBoxBlur (pil.ts lineBoxBlur) for output x: the pixel leaving and
+// the pixel entering the box, and the box's two fractional ends, in its three phases.
+inline void box_indices(int x, int len, int radius, int edgeA, int edgeB, int& sub, int& add, int& left, int& right) {
   const int lastx = len - 1;
-  const int edgeA = std::min(radius + 1, len);
-  const int edgeB = std::max(len - radius - 1, 0);
-  uint32_t acc = line[0] * (radius + 1);
-  for (int x = 0; x < edgeA - 1; x++) acc += line[x];
-  acc += line[lastx] * (radius - edgeA + 1);
-  auto save = [&](int x, int left, int right) {
-    const uint32_t bulk = acc * ww + (line[left] + line[right]) * fw;
-    out[x] = static_cast<uint8_t>((bulk + (1u << 23)) >> 24);
-  };
   if (edgeA <= edgeB) {
-    for (int x = 0; x < edgeA; x++) { acc += line[x + radius] - line[0]; save(x, 0, x + radius + 1); }
-    for (int x = edgeA; x < edgeB; x++) { acc += line[x + radius] - line[x - radius - 1]; save(x, x - radius - 1, x + radius + 1); }
-    for (int x = edgeB; x <= lastx; x++) { acc += line[lastx] - line[x - radius - 1]; save(x, x - radius - 1, lastx); }
+    if (x < edgeA) { sub = 0; add = x + radius; left = 0; right = x + radius + 1; }
+    else if (x < edgeB) { sub = x - radius - 1; add = x + radius; left = sub; right = x + radius + 1; }
+    else { sub = x - radius - 1; add = lastx; left = sub; right = lastx; }
   } else {
-    for (int x = 0; x < edgeB; x++) { acc += line[x + radius] - line[0]; save(x, 0, x + radius + 1); }
-    for (int x = edgeB; x < edgeA; x++) { acc += line[lastx] - line[0]; save(x, 0, lastx); }
-    for (int x = edgeA; x <= lastx; x++) { acc += line[lastx] - line[x - radius - 1]; save(x, x - radius - 1, lastx); }
+    if (x < edgeB) { sub = 0; add = x + radius; left = 0; right = x + radius + 1; }
+    else if (x < edgeA) { sub = 0; add = lastx; left = 0; right = lastx; }
+    else { sub = x - radius - 1; add = lastx; left = sub; right = lastx; }
   }
 }
 
-void gaussian_blur(uint8_t* img, int h, int w, int c, double sigma, std::vector<uint8_t>& line, std::vector<uint8_t>& line_out) {
+// One box-blur pass down `in` (len rows of `lanes` bytes), every column at once: on each column the
+// arithmetic of Pillow's line blur, with row-contiguous memory access.
+void box_blur_lanes(const uint8_t* in, uint8_t* out, int len, int lanes, int radius, uint32_t ww, uint32_t fw, uint32_t* acc) {
+  const int lastx = len - 1;
+  const int edgeA = std::min(radius + 1, len);
+  const int edgeB = std::max(len - radius - 1, 0);
+  const uint8_t* first = in;
+  const uint8_t* last = in + static_cast<int64_t>(lastx) * lanes;
+  for (int j = 0; j < lanes; j++) acc[j] = first[j] * (radius + 1) + last[j] * (radius - edgeA + 1);
+  for (int x = 0; x < edgeA - 1; x++) {
+    const uint8_t* row = in + static_cast<int64_t>(x) * lanes;
+    for (int j = 0; j < lanes; j++) acc[j] += row[j];
+  }
+  for (int x = 0; x < len; x++) {
+    int s, a, l, r;
+    box_indices(x, len, radius, edgeA, edgeB, s, a, l, r);
+    const uint8_t* rs = in + static_cast<int64_t>(s) * lanes;
+    const uint8_t* ra = in + static_cast<int64_t>(a) * lanes;
+    const uint8_t* rl = in + static_cast<int64_t>(l) * lanes;
+    const uint8_t* rr = in + static_cast<int64_t>(r) * lanes;
+    uint8_t* o = out + static_cast<int64_t>(x) * lanes;
+    for (int j = 0; j < lanes; j++) {
+      acc[j] += ra[j] - rs[j];
+      o[j] = static_cast<uint8_t>((acc[j] * ww + (rl[j] + rr[j]) * fw + (1u << 23)) >> 24);
+    }
+  }
+}
+
+// Pillow's GaussianBlur; `a_buf`, `b_buf`, `acc_buf`: scratch, grown as needed.
+void gaussian_blur(uint8_t* img, int h, int w, int c, double sigma, std::vector<uint8_t>& a_buf, std::vector<uint8_t>& b_buf,
+                   std::vector<uint32_t>& acc_buf) {
   const float fr = box_radius_for(sigma);
   if (fr == 0) return;
   const int radius = static_cast<int>(fr);
   const uint32_t ww = static_cast<uint32_t>(16777216.0f / (fr * 2 + 1));
   const uint32_t fw = (16777216u - (radius * 2 + 1) * ww) / 2;
-  line.resize(std::max(h, w));
-  line_out.resize(std::max(h, w));
-  const int row_step = w * c;
-  for (int pass = 0; pass < 2; pass++) {
-    const int len = pass == 0 ? w : h;
-    const int lines = pass == 0 ? h : w;
-    const int step = pass == 0 ? c : row_step;
-    const int line_step = pass == 0 ? row_step : c;
-    for (int l = 0; l < lines; l++) {
-      for (int ch = 0; ch < c; ch++) {
-        uint8_t* start = img + l * line_step + ch;
-        for (int x = 0; x < len; x++) line[x] = start[x * step];
-        for (int p = 0; p < 3; p++) {
-          line_box_blur(line.data(), line_out.data(), len, radius, ww, fw);
-          std::memcpy(line.data(), line_out.data(), len);
-        }
-        for (int x = 0; x < len; x++) start[x * step] = line[x];
-      }
-    }
-  }
+  // As Pillow: 3 passes along the rows, then 3 along the columns. Both run as passes over whole rows of
+  // bytes (every column at once): the row passes on the transposed image.
+  const int64_t n = static_cast<int64_t>(h) * w * c;
+  a_buf.resize(n);
+  b_buf.resize(n);
+  uint8_t* a = a_buf.data();
+  uint8_t* b = b_buf.data();
+  acc_buf.resize(static_cast<size_t>(std::max(h, w)) * c);
+  uint32_t* acc = acc_buf.data();
+  // img (h x w x c) -> a (w x h x c)
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      for (int ch = 0; ch < c; ch++) a[(static_cast<int64_t>(x) * h + y) * c + ch] = img[(static_cast<int64_t>(y) * w + x) * c + ch];
+  box_blur_lanes(a, b, w, h * c, radius, ww, fw, acc);
+  box_blur_lanes(b, a, w, h * c, radius, ww, fw, acc);
+  box_blur_lanes(a, b, w, h * c, radius, ww, fw, acc);
+  // b (w x h x c) -> a (h x w x c), then the column passes: a -> b -> a -> img
+  for (int x = 0; x < w; x++)
+    for (int y = 0; y < h; y++)
+      for (int ch = 0; ch < c; ch++) a[(static_cast<int64_t>(y) * w + x) * c + ch] = b[(static_cast<int64_t>(x) * h + y) * c + ch];
+  box_blur_lanes(a, b, h, w * c, radius, ww, fw, acc);
+  box_blur_lanes(b, a, h, w * c, radius, ww, fw, acc);
+  box_blur_lanes(a, img, h, w * c, radius, ww, fw, acc);
 }
 
 // packed parameter layout (augment.ts PARAM_STRIDE and P_*)
@@ -323,7 +402,7 @@ void augment_image(const uint8_t* images, int h, int w, int c, const double* p, 
     }
   }
   if (p[P_GRAY] != 0) to_grayscale(img, len, c);
-  if (p[P_BLUR] != 0) gaussian_blur(img, S, S, c, p[P_SIGMA], scratch.line, scratch.line_out);
+  if (p[P_BLUR] != 0) gaussian_blur(img, S, S, c, p[P_SIGMA], scratch.line, scratch.line_out, scratch.acc);
   if (p[P_SOLARIZE] != 0) solarize(img, len);
   const bool flip = p[P_FLIP] != 0;
   for (int y = 0; y < S; y++) {

@@ -9,6 +9,7 @@ constexpr int kAugmentParamStride = 20;  // src/data/augment.ts PARAM_STRIDE
 
 struct AugmentScratch {
   std::vector<uint8_t> img, tmp, line, line_out;
+  std::vector<uint32_t> acc;
   void reserve(int S, int c);
 };
 

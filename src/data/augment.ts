@@ -204,12 +204,12 @@ export function normalizeLut(mean: readonly number[], std: readonly number[]): F
 interface Scratch {
   img: Uint8Array;
   tmp: Uint8Array;
-  line: Uint8Array;
-  lineOut: Uint8Array;
+  blur: pil.BlurScratch;
 }
 
 function scratchFor(S: number, c: number): Scratch {
-  return { img: new Uint8Array(S * S * c), tmp: new Uint8Array(S * S * c), line: new Uint8Array(S), lineOut: new Uint8Array(S) };
+  const n = S * S * c;
+  return { img: new Uint8Array(n), tmp: new Uint8Array(n), blur: { a: new Uint8Array(n), b: new Uint8Array(n), acc: new Uint32Array(S * c) } };
 }
 
 /**
@@ -239,7 +239,7 @@ export function augmentImage(
     }
   }
   if (p[po + P_GRAY]) pil.toGrayscale(img, len, c);
-  if (p[po + P_BLUR]) pil.gaussianBlur(img, S, S, c, p[po + P_SIGMA]!, scratch.line, scratch.lineOut);
+  if (p[po + P_BLUR]) pil.gaussianBlur(img, S, S, c, p[po + P_SIGMA]!, scratch.blur);
   if (p[po + P_SOLARIZE]) pil.solarize(img, len);
   const flip = p[po + P_FLIP] !== 0;
   for (let y = 0; y < S; y++) {

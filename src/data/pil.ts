@@ -153,11 +153,18 @@ export function luma(r: number, g: number, b: number): number {
   return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
 }
 
+/** A blend with a constant image is a function of the byte: one table. */
+function blendConst(img: Uint8Array, len: number, in1: number, a: number): void {
+  const lut = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) lut[v] = blendValue(in1, v, a);
+  for (let i = 0; i < len; i++) img[i] = lut[img[i]!]!;
+}
+
 /** ImageEnhance.Brightness(img).enhance(f): blend with black. */
 export function adjustBrightness(img: Uint8Array, len: number, factor: number): void {
   const a = f32(factor);
   if (a === 1) return;
-  for (let i = 0; i < len; i++) img[i] = blendValue(0, img[i]!, a);
+  blendConst(img, len, 0, a);
 }
 
 /** ImageEnhance.Contrast(img).enhance(f): blend with the rounded mean of the image's luma. */
@@ -168,7 +175,7 @@ export function adjustContrast(img: Uint8Array, len: number, c: number, factor: 
   else for (let i = 0; i < len; i++) sum += img[i]!;
   const mean = Math.trunc(sum / (len / c) + 0.5);
   if (a === 1) return;
-  for (let i = 0; i < len; i++) img[i] = blendValue(mean, img[i]!, a);
+  blendConst(img, len, mean, a);
 }
 
 /** ImageEnhance.Color(img).enhance(f): blend with the image's luma (a no-op on mode L). */
@@ -215,7 +222,9 @@ export function adjustHue(img: Uint8Array, len: number, c: number, factor: numbe
       if (r === maxc) h = f32(bc - gc);
       else if (g === maxc) h = f32(2.0 + rc - bc);
       else h = f32(4.0 + gc - rc);
-      h = f32((h / 6.0 + 1.0) % 1.0);
+      // fmod(h / 6 + 1, 1): the value is in [0, 2), so subtracting 1 is the same, exactly
+      const x = h / 6.0 + 1.0;
+      h = f32(x >= 1.0 ? x - 1.0 : x);
       uh = Math.min(255, Math.max(0, Math.trunc(h * 255.0)));
       us = Math.min(255, Math.max(0, Math.trunc(s * 255.0)));
     }
@@ -264,76 +273,79 @@ export function boxRadiusFor(radius: number, passes = 3): number {
 }
 
 /**
- * One pass of Pillow's ImagingLineBoxBlur over `len` samples read from `line` (edges repeat the end
- * pixels), written to `out`. `ww`, `fw`: fixed-point weights of the box and its two fractional ends.
+ * The four indices of Pillow's ImagingLineBoxBlur for output x of a line of `len` samples: the sample
+ * leaving and the sample entering the running box sum, and the box's two fractional ends. The line's ends
+ * repeat (edgeA, edgeB and the three phases are Pillow's).
  */
-function lineBoxBlur(line: Uint8Array, out: Uint8Array, len: number, radius: number, ww: number, fw: number): void {
+function boxIndices(x: number, len: number, radius: number, edgeA: number, edgeB: number, out: Int32Array): void {
+  const lastx = len - 1;
+  if (edgeA <= edgeB) {
+    if (x < edgeA) out.set([0, x + radius, 0, x + radius + 1]);
+    else if (x < edgeB) out.set([x - radius - 1, x + radius, x - radius - 1, x + radius + 1]);
+    else out.set([x - radius - 1, lastx, x - radius - 1, lastx]);
+  } else if (x < edgeB) out.set([0, x + radius, 0, x + radius + 1]);
+  else if (x < edgeA) out.set([0, lastx, 0, lastx]);
+  else out.set([x - radius - 1, lastx, x - radius - 1, lastx]);
+}
+
+/**
+ * One pass of Pillow's line box blur down `input` (len rows of `lanes` bytes), every column at once:
+ * acc is the column's running sum of the box (radius + the repeated end pixels at the start), and each
+ * output is (acc * ww + (far ends) * fw + 2^23) >> 24 in 32-bit unsigned arithmetic, as Pillow's.
+ */
+function boxBlurLanes(input: Uint8Array, out: Uint8Array, len: number, lanes: number, radius: number, ww: number, fw: number, acc: Uint32Array): void {
   const lastx = len - 1;
   const edgeA = Math.min(radius + 1, len);
   const edgeB = Math.max(len - radius - 1, 0);
-  let acc = line[0]! * (radius + 1);
-  for (let x = 0; x < edgeA - 1; x++) acc += line[x]!;
-  acc += line[lastx]! * (radius - edgeA + 1);
-  const save = (x: number, left: number, right: number) => {
-    out[x] = (acc * ww + (line[left]! + line[right]!) * fw + (1 << 23)) / 16777216;
-  };
-  if (edgeA <= edgeB) {
-    for (let x = 0; x < edgeA; x++) {
-      acc += line[x + radius]! - line[0]!;
-      save(x, 0, x + radius + 1);
-    }
-    for (let x = edgeA; x < edgeB; x++) {
-      acc += line[x + radius]! - line[x - radius - 1]!;
-      save(x, x - radius - 1, x + radius + 1);
-    }
-    for (let x = edgeB; x <= lastx; x++) {
-      acc += line[lastx]! - line[x - radius - 1]!;
-      save(x, x - radius - 1, lastx);
-    }
-  } else {
-    for (let x = 0; x < edgeB; x++) {
-      acc += line[x + radius]! - line[0]!;
-      save(x, 0, x + radius + 1);
-    }
-    for (let x = edgeB; x < edgeA; x++) {
-      acc += line[lastx]! - line[0]!;
-      save(x, 0, lastx);
-    }
-    for (let x = edgeA; x <= lastx; x++) {
-      acc += line[lastx]! - line[x - radius - 1]!;
-      save(x, x - radius - 1, lastx);
+  const last = lastx * lanes;
+  for (let j = 0; j < lanes; j++) acc[j] = input[j]! * (radius + 1) + input[last + j]! * (radius - edgeA + 1);
+  for (let x = 0; x < edgeA - 1; x++) for (let j = 0; j < lanes; j++) acc[j]! += input[x * lanes + j]!;
+  const ix = new Int32Array(4);
+  for (let x = 0; x < len; x++) {
+    boxIndices(x, len, radius, edgeA, edgeB, ix);
+    const rs = ix[0]! * lanes;
+    const ra = ix[1]! * lanes;
+    const rl = ix[2]! * lanes;
+    const rr = ix[3]! * lanes;
+    const o = x * lanes;
+    for (let j = 0; j < lanes; j++) {
+      const v = acc[j]! + input[ra + j]! - input[rs + j]!;
+      acc[j] = v;
+      // v * ww + ... < 2^32 (Pillow's UINT32 never wraps here), exact in doubles
+      out[o + j] = (v * ww + (input[rl + j]! + input[rr + j]!) * fw + 8388608) / 16777216;
     }
   }
 }
 
+export interface BlurScratch {
+  a: Uint8Array;
+  b: Uint8Array;
+  acc: Uint32Array;
+}
+
 /**
- * ImageFilter.GaussianBlur(radius=sigma) on an h x w image: 3 passes of an extended box blur along
- * rows, then 3 along columns (Pillow's ImagingGaussianBlur / ImagingBoxBlur). `line`, `lineOut`:
- * scratch of at least max(h, w) bytes.
+ * ImageFilter.GaussianBlur(radius=sigma) on an h x w image (Pillow's ImagingGaussianBlur /
+ * ImagingBoxBlur): the extended box radius for 3 passes, 3 passes along the rows, then 3 along the
+ * columns. Both run as passes over whole rows of bytes: the row passes on the transposed image.
  */
-export function gaussianBlur(img: Uint8Array, h: number, w: number, c: number, sigma: number, line: Uint8Array, lineOut: Uint8Array): void {
+export function gaussianBlur(img: Uint8Array, h: number, w: number, c: number, sigma: number, scratch?: BlurScratch): void {
   const fr = boxRadiusFor(sigma);
   if (fr === 0) return;
   const radius = Math.trunc(fr);
   const ww = Math.trunc(f32(16777216 / f32(f32(fr * 2) + 1)));
   const fw = Math.trunc((16777216 - (radius * 2 + 1) * ww) / 2);
-  const rowStep = w * c;
-  for (let pass = 0; pass < 2; pass++) {
-    // pass 0: each row (w samples, step c); pass 1: each column (h samples, step w*c)
-    const len = pass === 0 ? w : h;
-    const lines = pass === 0 ? h : w;
-    const step = pass === 0 ? c : rowStep;
-    const lineStep = pass === 0 ? rowStep : c;
-    for (let l = 0; l < lines; l++) {
-      for (let ch = 0; ch < c; ch++) {
-        const start = l * lineStep + ch;
-        for (let x = 0; x < len; x++) line[x] = img[start + x * step]!;
-        for (let p = 0; p < 3; p++) {
-          lineBoxBlur(line, lineOut, len, radius, ww, fw);
-          line.set(lineOut.subarray(0, len));
-        }
-        for (let x = 0; x < len; x++) img[start + x * step] = line[x]!;
-      }
-    }
-  }
+  const n = h * w * c;
+  const a = scratch && scratch.a.length >= n ? scratch.a : new Uint8Array(n);
+  const b = scratch && scratch.b.length >= n ? scratch.b : new Uint8Array(n);
+  const acc = scratch && scratch.acc.length >= Math.max(h, w) * c ? scratch.acc : new Uint32Array(Math.max(h, w) * c);
+  if (scratch) Object.assign(scratch, { a, b, acc });
+  // img (h x w x c) -> a (w x h x c): rows become columns
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let ch = 0; ch < c; ch++) a[(x * h + y) * c + ch] = img[(y * w + x) * c + ch]!;
+  boxBlurLanes(a, b, w, h * c, radius, ww, fw, acc);
+  boxBlurLanes(b, a, w, h * c, radius, ww, fw, acc);
+  boxBlurLanes(a, b, w, h * c, radius, ww, fw, acc);
+  for (let x = 0; x < w; x++) for (let y = 0; y < h; y++) for (let ch = 0; ch < c; ch++) a[(y * w + x) * c + ch] = b[(x * h + y) * c + ch]!;
+  boxBlurLanes(a, b, h, w * c, radius, ww, fw, acc);
+  boxBlurLanes(b, a, h, w * c, radius, ww, fw, acc);
+  boxBlurLanes(a, img, h, w * c, radius, ww, fw, acc);
 }

@@ -198,14 +198,17 @@ test('flip mirrors the view; a crop of the whole image at the same size is the i
 
 test('the native kernel computes the same bytes as the JS pipeline (RGB and gray, every op, odd sizes)', () => {
   assert.equal(augmentEngine(), 'native', `the native addon with the augment kernel is not built: ${nativeStatus().error ?? 'rebuild it with node scripts/build-native.mjs'}`);
-  const cases: Array<[ImageBatch, number]> = [
-    [randomBatch(40, 13, 17, 3, 1), 11],
-    [randomBatch(40, 28, 28, 1, 2), 32],
-    [randomBatch(24, 30, 23, 3, 3), 7],
-    [randomBatch(8, 5, 7, 3, 4), 24],
+  // sizes and blur strengths that take every branch of the resize and of the box blur (radius beyond half the image)
+  const cases: Array<[ImageBatch, number, number]> = [
+    [randomBatch(40, 13, 17, 3, 1), 11, 4],
+    [randomBatch(40, 28, 28, 1, 2), 32, 4],
+    [randomBatch(24, 30, 23, 3, 3), 7, 4],
+    [randomBatch(8, 5, 7, 3, 4), 24, 4],
+    [randomBatch(12, 40, 40, 3, 5), 4, 9],
+    [randomBatch(6, 70, 60, 3, 6), 64, 12],
   ];
-  for (const [batch, S] of cases) {
-    const cfg = { ...cfgFor(S), blurSigma: [0.1, 4] as [number, number] };
+  for (const [batch, S, maxSigma] of cases) {
+    const cfg = { ...cfgFor(S), blurSigma: [0.1, maxSigma] as [number, number] };
     const rng = new Rng(S, 'native-vs-js');
     const params: ViewParams[] = [];
     const src: number[] = [];

@@ -51,8 +51,7 @@ function runOp(op: Fixture['ops'][number]): Uint8Array {
       return out;
     }
     case 'blur': {
-      const m = Math.max(im.h, im.w);
-      pil.gaussianBlur(x, im.h, im.w, im.c, f, new Uint8Array(m), new Uint8Array(m));
+      pil.gaussianBlur(x, im.h, im.w, im.c, f);
       return x;
     }
     case 'resized_crop': {
