@@ -37,7 +37,7 @@ export function doctorCommand(): Command {
     say(
       augmentEngine() === 'native'
         ? 'augmentation: native kernel, all cores'
-        : 'augmentation: JavaScript pipeline (about 9x slower; the native addon above computes the same bytes)',
+        : 'augmentation: JavaScript pipeline (several times slower; the native addon above computes the same bytes)',
     );
     const { DATA_DIR, CIFAR } = await import('../data/cifar.ts');
     const fm = '/usr/share/datasets/fashion-mnist';
