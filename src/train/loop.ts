@@ -401,7 +401,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const { linearProbeForRun } = await import('../eval/offline.ts');
     emit({ type: 'phase', step: state.step, text: `linear probe: ${c.eval.linear.epochs} epochs on the frozen encoder` });
     try {
-      const lin = await linearProbeForRun(runDir, { config: c, dataset: ds, model });
+      const lin = await linearProbeForRun(runDir, {
+        config: c,
+        dataset: ds,
+        model,
+        onEpoch: (e) =>
+          emit({ type: 'phase', step: state.step, text: `linear probe: epoch ${e.epoch}/${e.epochs}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(2)}% (${e.seconds.toFixed(0)} s)` }),
+      });
       summary.linear_top1 = lin.top1;
       summary.linear_top5 = lin.top5;
     } catch (err) {
