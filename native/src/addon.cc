@@ -600,41 +600,90 @@ Napi::Value BiasAct(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------------ augmentation
 
-// augment(src u8, n, h, w, c, params f64, count, S, lut f32|null, out f32): the views of src/data/augment.ts
-// augmentPacked, one image per task across the pool.
-Napi::Value Augment(const Napi::CallbackInfo& info) {
+struct AugmentArgs {
+  const uint8_t* src;
+  int64_t n;
+  int h, w, c;
+  const double* params;
+  int64_t count;
+  int S;
+  const float* lut;
+  float* out;
+};
+
+// Reads and checks augment's arguments: (src u8, n, h, w, c, params f64, count, S, lut f32|null, out f32).
+bool parse_augment(const Napi::CallbackInfo& info, AugmentArgs& a) {
   Napi::Env env = info.Env();
-  const uint8_t* src = typed_data<uint8_t>(info[0]);
-  const int64_t n = info[1].As<Napi::Number>().Int64Value();
-  const int h = info[2].As<Napi::Number>().Int32Value();
-  const int w = info[3].As<Napi::Number>().Int32Value();
-  const int c = info[4].As<Napi::Number>().Int32Value();
-  const double* params = typed_data<double>(info[5]);
-  const int64_t count = info[6].As<Napi::Number>().Int64Value();
-  const int S = info[7].As<Napi::Number>().Int32Value();
-  const float* lut = info[8].IsNull() || info[8].IsUndefined() ? nullptr : typed_data<float>(info[8]);
-  float* out = typed_data<float>(info[9]);
-  if ((c != 1 && c != 3) || h < 1 || w < 1 || S < 1 || typed_len(info[0]) != n * h * w * c ||
-      typed_len(info[5]) < count * kAugmentParamStride || typed_len(info[9]) < count * S * S * 3 ||
-      (lut && typed_len(info[8]) < 3 * 256)) {
-    fail(env, "augment: bad arguments");
-    return env.Undefined();
+  a.src = typed_data<uint8_t>(info[0]);
+  a.n = info[1].As<Napi::Number>().Int64Value();
+  a.h = info[2].As<Napi::Number>().Int32Value();
+  a.w = info[3].As<Napi::Number>().Int32Value();
+  a.c = info[4].As<Napi::Number>().Int32Value();
+  a.params = typed_data<double>(info[5]);
+  a.count = info[6].As<Napi::Number>().Int64Value();
+  a.S = info[7].As<Napi::Number>().Int32Value();
+  a.lut = info[8].IsNull() || info[8].IsUndefined() ? nullptr : typed_data<float>(info[8]);
+  a.out = typed_data<float>(info[9]);
+  if ((a.c != 1 && a.c != 3) || a.h < 1 || a.w < 1 || a.S < 1 || typed_len(info[0]) != a.n * a.h * a.w * a.c ||
+      typed_len(info[5]) < a.count * kAugmentParamStride || typed_len(info[9]) < a.count * a.S * a.S * 3 ||
+      (a.lut && typed_len(info[8]) < 3 * 256)) {
+    return fail(env, "augment: bad arguments");
   }
-  for (int64_t j = 0; j < count; j++) {
-    const double* p = params + j * kAugmentParamStride;
-    if (!(p[0] >= 0 && p[0] < n && p[1] >= 0 && p[2] >= 0 && p[3] >= 1 && p[4] >= 1 && p[1] + p[3] <= h && p[2] + p[4] <= w)) {
-      fail(env, "augment: a crop box outside its image");
-      return env.Undefined();
+  for (int64_t j = 0; j < a.count; j++) {
+    const double* p = a.params + j * kAugmentParamStride;
+    if (!(p[0] >= 0 && p[0] < a.n && p[1] >= 0 && p[2] >= 0 && p[3] >= 1 && p[4] >= 1 && p[1] + p[3] <= a.h && p[2] + p[4] <= a.w)) {
+      return fail(env, "augment: a crop box outside its image");
     }
   }
-  const int64_t per_image = static_cast<int64_t>(S) * S * 40 + static_cast<int64_t>(h) * w;
-  parallel_for(count, count * per_image, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+  return true;
+}
+
+// One image per task across the pool (run alone on the calling thread when the pool is busy).
+void run_augment(const AugmentArgs& a) {
+  const int64_t per_image = static_cast<int64_t>(a.S) * a.S * 40 + static_cast<int64_t>(a.h) * a.w;
+  parallel_for(a.count, a.count * per_image, kGrainElems, [&](int64_t lo, int64_t hi, int) {
     AugmentScratch scratch;
     for (int64_t j = lo; j < hi; j++) {
-      augment_image(src, h, w, c, params + j * kAugmentParamStride, S, lut, out + j * S * S * 3, scratch);
+      augment_image(a.src, a.h, a.w, a.c, a.params + j * kAugmentParamStride, a.S, a.lut, a.out + j * a.S * a.S * 3, scratch);
     }
   });
-  return env.Undefined();
+}
+
+// augment(...): the views of src/data/augment.ts augmentPacked, written to `out` before it returns.
+Napi::Value Augment(const Napi::CallbackInfo& info) {
+  AugmentArgs a;
+  if (parse_augment(info, a)) run_augment(a);
+  return info.Env().Undefined();
+}
+
+// augmentAsync(...): the same on a libuv thread; a promise that resolves once `out` is written. The
+// arrays are held by references until then.
+class AugmentWorker : public Napi::AsyncWorker {
+ public:
+  AugmentWorker(Napi::Env env, const AugmentArgs& a, const Napi::CallbackInfo& info)
+      : Napi::AsyncWorker(env, "moco3.augment"), args_(a), deferred_(Napi::Promise::Deferred::New(env)) {
+    for (int i : {0, 5, 8, 9}) {
+      if (info[i].IsObject()) refs_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+    }
+  }
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  void Execute() override { run_augment(args_); }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  AugmentArgs args_;
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
+Napi::Value AugmentAsync(const Napi::CallbackInfo& info) {
+  AugmentArgs a;
+  if (!parse_augment(info, a)) return info.Env().Undefined();
+  auto* worker = new AugmentWorker(info.Env(), a, info);
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
 }
 
 // ------------------------------------------------------------------ setup
@@ -701,6 +750,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("biasAct", Napi::Function::New(env, BiasAct));
   exports.Set("copyBox", Napi::Function::New(env, CopyBox));
   exports.Set("augment", Napi::Function::New(env, Augment));
+  exports.Set("augmentAsync", Napi::Function::New(env, AugmentAsync));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

@@ -269,8 +269,16 @@ export function augmentEngine(): AugmentEngine {
   return typeof addon?.augment === 'function' ? 'native' : 'js';
 }
 
+type AugmentArgs = [src: Uint8Array, n: number, h: number, w: number, c: number, params: Float64Array, count: number, S: number, lut: Float32Array | null, out: Float32Array];
+
 interface AugmentAddon {
-  augment(src: Uint8Array, n: number, h: number, w: number, c: number, params: Float64Array, count: number, S: number, lut: Float32Array | null, out: Float32Array): void;
+  augment(...args: AugmentArgs): void;
+  augmentAsync?: (...args: AugmentArgs) => Promise<void>;
+}
+
+/** Whether views can be computed off the main thread (`twoViewArraysAsync`): the native kernel's async entry. */
+export function canAugmentAsync(): boolean {
+  return augmentEngine() === 'native' && typeof (nativeAddon() as unknown as AugmentAddon).augmentAsync === 'function';
 }
 
 /**
@@ -278,6 +286,25 @@ interface AugmentAddon {
  * normalised by `lut`, or the raw 0..255 pixels when `lut` is null.
  */
 export function augmentPacked(batch: ImageBatch, packed: Float64Array, S: number, lut: Float32Array | null, engine: AugmentEngine = augmentEngine()): Float32Array {
+  const { count, out } = prepare(batch, packed, S);
+  if (engine === 'native') {
+    (nativeAddon() as unknown as AugmentAddon).augment(batch.data, batch.n, batch.h, batch.w, batch.c, packed, count, S, lut, out);
+    return out;
+  }
+  const scratch = scratchFor(S, batch.c);
+  for (let j = 0; j < count; j++) augmentImage(batch, packed, j * PARAM_STRIDE, S, lut, out, j * S * S * 3, scratch);
+  return out;
+}
+
+/** `augmentPacked` by the native kernel on a libuv thread: the main thread is free meanwhile (see canAugmentAsync). */
+export async function augmentPackedAsync(batch: ImageBatch, packed: Float64Array, S: number, lut: Float32Array | null): Promise<Float32Array> {
+  const { count, out } = prepare(batch, packed, S);
+  await (nativeAddon() as unknown as Required<AugmentAddon>).augmentAsync(batch.data, batch.n, batch.h, batch.w, batch.c, packed, count, S, lut, out);
+  return out;
+}
+
+/** Check every crop box against its image; the output array. */
+function prepare(batch: ImageBatch, packed: Float64Array, S: number): { count: number; out: Float32Array } {
   const count = packed.length / PARAM_STRIDE;
   const out = new Float32Array(count * S * S * 3);
   for (let j = 0; j < count; j++) {
@@ -291,13 +318,7 @@ export function augmentPacked(batch: ImageBatch, packed: Float64Array, S: number
       throw new RangeError(`augment: view ${j} has a crop box outside its ${batch.h}x${batch.w} image`);
     }
   }
-  if (engine === 'native') {
-    (nativeAddon() as unknown as AugmentAddon).augment(batch.data, batch.n, batch.h, batch.w, batch.c, packed, count, S, lut, out);
-    return out;
-  }
-  const scratch = scratchFor(S, batch.c);
-  for (let j = 0; j < count; j++) augmentImage(batch, packed, j * PARAM_STRIDE, S, lut, out, j * S * S * 3, scratch);
-  return out;
+  return { count, out };
 }
 
 function checkConfig(cfg: AugmentConfig): void {
@@ -345,6 +366,24 @@ export function sampleBatchParams(batch: ImageBatch, cfg: AugmentConfig, seed: n
  * over its threads.
  */
 export function twoViewArrays(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, raw = false): { v1: Float32Array; v2: Float32Array } {
+  const { packed, lut } = twoViewJob(batch, cfg, seed, step, raw);
+  return splitViews(augmentPacked(batch, packed, cfg.imageSize, lut));
+}
+
+/** `twoViewArrays` computed off the main thread (when canAugmentAsync()): the same arrays. */
+export async function twoViewArraysAsync(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, raw = false): Promise<{ v1: Float32Array; v2: Float32Array }> {
+  const { packed, lut } = twoViewJob(batch, cfg, seed, step, raw);
+  return splitViews(await augmentPackedAsync(batch, packed, cfg.imageSize, lut));
+}
+
+/** View 1 of every image, then view 2: two halves. */
+function splitViews(all: Float32Array): { v1: Float32Array; v2: Float32Array } {
+  const half = all.length / 2;
+  return { v1: all.subarray(0, half), v2: all.subarray(half) };
+}
+
+/** The packed parameters of both views of a batch (view 1 then view 2) and the normalisation table. */
+function twoViewJob(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, raw: boolean): { packed: Float64Array; lut: Float32Array | null } {
   checkConfig(cfg);
   checkBatch(batch);
   const S = cfg.imageSize;
@@ -358,9 +397,7 @@ export function twoViewArrays(batch: ImageBatch, cfg: AugmentConfig, seed: numbe
     params = [...sampleBatchParams(batch, cfg, seed, step, 1), ...sampleBatchParams(batch, cfg, seed, step, 2)];
   }
   const src = Int32Array.from({ length: 2 * B }, (_, j) => j % B);
-  const all = augmentPacked(batch, packParams(params, src), S, lut);
-  const half = B * S * S * 3;
-  return { v1: all.subarray(0, half), v2: all.subarray(half) };
+  return { packed: packParams(params, src), lut };
 }
 
 /** The two augmented views of a batch: [B, S, S, 3] float32, normalised, NHWC. */

@@ -13,7 +13,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { loadDataset, type Dataset, type ImageSplit } from '../data/index.ts';
 import { batchIndices, gatherBatch, itersPerEpoch } from '../data/sampler.ts';
-import { twoViews, evalView, type AugmentConfig } from '../data/augment.ts';
+import { canAugmentAsync, twoViewArraysAsync, twoViews, evalView, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT, type MocoModelConfig } from '../model/moco.ts';
 import { createOptimizer, type Optimizer } from '../optim/index.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
@@ -181,6 +181,19 @@ function writeStatus(runDir: string, status: RunStatus, step: number, totalSteps
   });
 }
 
+/**
+ * Whether the loop computes the next step's views in the background, while the current step runs: by
+ * default with every backend but `native` (whose kernels use the same thread pool as the augmentation;
+ * with `tensorflow` the model runs on a GPU or in TensorFlow's threads, with `wasm` on one thread).
+ * MOCO3_PREFETCH=1 or 0 forces it. Needs the native augmentation kernel. The views are the same either way.
+ */
+export function prefetchViews(backend: string): boolean {
+  if (!canAugmentAsync()) return false;
+  const env = process.env.MOCO3_PREFETCH;
+  if (env === '1' || env === '0') return env === '1';
+  return backend !== 'native';
+}
+
 export function countParams(model: MoCoViT): number {
   return model.trainableNames().reduce((a, n) => a + model.vars.get(n)!.size, 0);
 }
@@ -294,6 +307,24 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       // resumed run keeps it in its best kNN
       if (ckptEvery !== null) checkpoint();
     }
+    // The views of step s are a function of (seed, s) only. With prefetching they are computed on a
+    // background thread while the previous step runs (see prefetchViews).
+    const orderOf = { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: c.train.shuffle };
+    const prefetch = prefetchViews(opts.backend.name);
+    let pending: { step: number; views: Promise<{ v1: Float32Array; v2: Float32Array }> } | null = null;
+    const start = (step: number) => {
+      const views = twoViewArraysAsync(gatherBatch(ds.train, batchIndices(step, orderOf)), aug, c.seed, step);
+      views.catch(() => {}); // a prefetch the loop leaves behind (stop, divergence) must not fail the process
+      return { step, views };
+    };
+    const viewsOf = async (step: number): Promise<{ x1: tf.Tensor4D; x2: tf.Tensor4D }> => {
+      if (!prefetch) return twoViews(gatherBatch(ds.train, batchIndices(step, orderOf)), aug, c.seed, step);
+      const job = pending?.step === step ? pending : start(step);
+      pending = step + 1 < totalSteps ? start(step + 1) : null;
+      const { v1, v2 } = await job.views;
+      const S = aug.imageSize;
+      return { x1: tf.tensor4d(v1, [B, S, S, 3]), x2: tf.tensor4d(v2, [B, S, S, 3]) };
+    };
     while (state.step < totalSteps) {
       if (opts.shouldStop?.()) {
         status = 'interrupted';
@@ -305,8 +336,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const m = momentumAt(e, { m0: c.moco.momentum, epochs: c.optim.epochs, schedule: c.moco.momentum_schedule });
       const ts = performance.now();
 
-      const idx = batchIndices(s, { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: c.train.shuffle });
-      const { x1, x2 } = twoViews(gatherBatch(ds.train, idx), aug, c.seed, s);
+      const { x1, x2 } = await viewsOf(s);
       if (s < dumpN) {
         for (const [name, x] of [['x1', x1], ['x2', x2]] as const) {
           const nchw = tf.tidy(() => tf.transpose(x, [0, 3, 1, 2]));

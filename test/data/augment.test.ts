@@ -24,6 +24,7 @@ import {
   sampleCropBox,
   sampleViewParams,
   twoViewArrays,
+  twoViewArraysAsync,
   twoViews,
   type AugmentConfig,
   type ViewParams,
@@ -256,4 +257,17 @@ test('evalView of images larger than S: the centre square Resize(S*256/224) + Ce
     const v = batch.data[((i * 37 + y + 2) * 37 + x + 2) * 3 + c]!;
     assert.equal(got[((i * S + y) * S + x) * 3 + c], lut[c * 256 + v]);
   }
+});
+
+test('twoViewArraysAsync: the same arrays as twoViewArrays, several jobs in flight at once', async () => {
+  const batch = randomBatch(24, 20, 18, 3, 30);
+  const cfg = cfgFor(16);
+  const jobs = [0, 1, 2, 3].map((step) => twoViewArraysAsync(batch, cfg, 5, step));
+  const got = await Promise.all(jobs);
+  got.forEach((g, step) => {
+    const want = twoViewArrays(batch, cfg, 5, step);
+    assert.deepEqual(g.v1, want.v1);
+    assert.deepEqual(g.v2, want.v2);
+  });
+  await assert.rejects(twoViewArraysAsync({ ...batch, n: 25 }, cfg, 5, 0), RangeError);
 });

@@ -113,3 +113,26 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   assert.ok(Number.isNaN(rows.at(-1)!.loss as number));
   assert.equal(rows.at(-1)!.step, 3);
 });
+
+test('prefetched views (computed in the background while the previous step runs) give the same run, also when stopped and resumed', async () => {
+  const c = tinyConfig(['train.max_steps=6', 'train.checkpoint_every=2']);
+  const ds = await loadRunData(c);
+  const plain = tmp();
+  const prev = process.env.MOCO3_PREFETCH;
+  try {
+    process.env.MOCO3_PREFETCH = '0';
+    await trainRun({ config: c, runDir: plain, backend, dataset: ds });
+    process.env.MOCO3_PREFETCH = '1';
+    const { prefetchViews } = await import('../../src/train/loop.ts');
+    assert.equal(prefetchViews('cpu'), true, 'the native augmentation kernel (with its async entry) is built');
+    const pre = tmp();
+    let steps = 0;
+    const first = await trainRun({ config: c, runDir: pre, backend, dataset: ds, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 4 });
+    assert.equal(first.status, 'interrupted');
+    await trainRun({ config: c, runDir: pre, backend, dataset: ds, resume: true });
+    assert.deepEqual(strip(readMetrics(join(pre, 'metrics.jsonl'))), strip(readMetrics(join(plain, 'metrics.jsonl'))));
+  } finally {
+    if (prev === undefined) delete process.env.MOCO3_PREFETCH;
+    else process.env.MOCO3_PREFETCH = prev;
+  }
+});
