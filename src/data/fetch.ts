@@ -78,7 +78,8 @@ function shellQuote(s: string): string {
 
 /** Where each reader looks when `--data NAME` has no path. */
 function readerDefault(name: string): string | null {
-  if (name === 'fashion-mnist') return FASHION_MNIST_DIR;
+  // the Fashion-MNIST reader takes Debian's package first, then the fetch directory
+  if (name === 'fashion-mnist') return existsSync(FASHION_MNIST_DIR) ? FASHION_MNIST_DIR : join(DATA_DIR, 'fashion-mnist');
   if (name === 'cifar10' || name === 'cifar100') return DATA_DIR;
   return null;
 }
