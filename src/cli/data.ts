@@ -132,6 +132,7 @@ function fetchCmd(): Command {
 
 interface InfoFlags {
   dataPath?: string;
+  imageSize?: string;
   dir?: string;
   json?: boolean;
 }
@@ -251,6 +252,7 @@ function infoCmd(): Command {
     .argument('<dataset>', KNOWN.join(' | '))
     .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)')
     .option('--dir <dir>', 'a data directory `moco3 data fetch --dir` filled')
+    .option('--image-size <S>', 'imagefolder: the training image size whose cache to read or build (as data.image_size)', '224')
     .option('--json', 'print one JSON object')
     .action(async (name: string, f: InfoFlags) => {
       if (!KNOWN.includes(name)) throw new UsageError(`data info ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
@@ -261,7 +263,9 @@ function infoCmd(): Command {
       if (!where.present) {
         throw new DataError(`${name}: no data at ${where.looked.join(' or ')} (${where.hint})`);
       }
-      const spec = { name, path, trainSize: null, testSize: null, seed: 0 } as unknown as DataSpec;
+      const imageSize = Number(f.imageSize ?? 224);
+      if (!Number.isInteger(imageSize) || imageSize < 1) throw new UsageError(`--image-size ${f.imageSize}: expected a positive integer`);
+      const spec = { name, path, trainSize: null, testSize: null, seed: 0, imageSize } as unknown as DataSpec;
       // loaded here, not at start-up: the data index pulls in TensorFlow.js (augmentation) and sharp
       const { loadDataset } = await import('../data/index.ts');
       const ds = await loadDataset(spec);

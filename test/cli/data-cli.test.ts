@@ -302,3 +302,26 @@ test('corrupt data reaches the user as one line naming the file, exit 2: an unde
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('data info imagefolder: counts and classes, at the cache size of the given training image size', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-info-if-'));
+  try {
+    const sharp = (await import('sharp')).default;
+    const files = ['train/cat/a.png', 'train/cat/b.jpg', 'train/dog/c.png', 'val/cat/d.png', 'val/dog/e.jpg'];
+    for (const f of files) {
+      mkdirSync(dirname(join(dir, f)), { recursive: true });
+      const img = sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 30, g: 140, b: 220 } } });
+      await (f.endsWith('.png') ? img.png() : img.jpeg()).toFile(join(dir, f));
+    }
+    const r = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--image-size', '32', '--json']);
+    assert.equal(r.code, 0, r.err);
+    const o = JSON.parse(r.out) as { train: number; test: number; num_classes: number; class_names: string[]; height: number; width: number };
+    // round(32 * 256 / 224) = 37 px squares
+    assert.deepEqual([o.train, o.test, o.num_classes, o.class_names, o.height, o.width], [3, 2, 2, ['cat', 'dog'], 37, 37]);
+    const bad = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--image-size', 'x']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--image-size x: expected a positive integer/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
