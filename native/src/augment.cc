@@ -298,19 +298,14 @@ float box_radius_for(double radius_d) {
   return l + a;
 }
 
-// The four indices of Pillow's ImagingLineBoxBlur (pil.ts lineBoxBlur) for output x: the pixel leaving and
-// the pixel entering the box, and the box's two fractional ends, in its three phases.
-inline void box_indices(int x, int len, int radius, int edgeA, int edgeB, int& sub, int& add, int& left, int& right) {
-  const int lastx = len - 1;
-  if (edgeA <= edgeB) {
-    if (x < edgeA) { sub = 0; add = x + radius; left = 0; right = x + radius + 1; }
-    else if (x < edgeB) { sub = x - radius - 1; add = x + radius; left = sub; right = x + radius + 1; }
-    else { sub = x - radius - 1; add = lastx; left = sub; right = lastx; }
-  } else {
-    if (x < edgeB) { sub = 0; add = x + radius; left = 0; right = x + radius + 1; }
-    else if (x < edgeA) { sub = 0; add = lastx; left = 0; right = lastx; }
-    else { sub = x - radius - 1; add = lastx; left = sub; right = lastx; }
-  }
+// The four indices of Pillow's ImagingLineBoxBlur (pil.ts boxIndices) for output x: the pixel leaving and
+// the pixel entering the box, and the box's two fractional ends. In all of Pillow's phases the left end stays
+// at pixel 0 while x < edgeA and the right end at the last pixel once x >= edgeB.
+inline void box_indices(int x, int radius, int lastx, int edgeA, int edgeB, int& sub, int& add, int& left, int& right) {
+  sub = left = x < edgeA ? 0 : x - radius - 1;
+  const bool at_end = x >= edgeB;
+  add = at_end ? lastx : x + radius;
+  right = at_end ? lastx : x + radius + 1;
 }
 
 // One box-blur pass down `in` (len rows of `lanes` bytes), every column at once: on each column the
@@ -328,7 +323,7 @@ void box_blur_lanes(const uint8_t* in, uint8_t* out, int len, int lanes, int rad
   }
   for (int x = 0; x < len; x++) {
     int s, a, l, r;
-    box_indices(x, len, radius, edgeA, edgeB, s, a, l, r);
+    box_indices(x, radius, lastx, edgeA, edgeB, s, a, l, r);
     const uint8_t* rs = in + static_cast<int64_t>(s) * lanes;
     const uint8_t* ra = in + static_cast<int64_t>(a) * lanes;
     const uint8_t* rl = in + static_cast<int64_t>(l) * lanes;

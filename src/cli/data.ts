@@ -1,14 +1,17 @@
 /** `moco3 data fetch|info|preview`: get a dataset into the data directory, describe one, or look at its training views. */
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES as CONFIG_DATASETS } from '../config/schema.ts';
-import { CIFAR, DATA_DIR } from '../data/cifar.ts';
+import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
-import { FASHION_MNIST_DIR } from '../data/fashion_mnist.ts';
-import { DataError, type DataSpec, type Dataset, type ImageSplit } from '../data/types.ts';
+import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, fashionMnistDefaultDir, fashionMnistFile } from '../data/fashion_mnist.ts';
+import { gatherBatch } from '../data/sampler.ts';
+import { ChannelStats } from '../data/stats.ts';
+import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
+import { configFromFlags } from './common.ts';
 import { UsageError } from './errors.ts';
 
 /** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
@@ -141,21 +144,19 @@ interface InfoFlags {
 function lookup(name: string, path: string | null, f: InfoFlags): { looked: string[]; present: boolean; hint: string } {
   const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
   if (name === 'fashion-mnist') {
-    // the reader's order without a path: Debian's package, then where fetch puts it
-    const fetched = join(DATA_DIR, 'fashion-mnist');
-    const dir = path ?? (existsSync(FASHION_MNIST_DIR) ? FASHION_MNIST_DIR : fetched);
+    const dir = path ?? fashionMnistDefaultDir();
     const bases = SOURCES['fashion-mnist'].files.map((k) => k.name.replace(/\.gz$/, ''));
-    const present = existsSync(dir) && bases.every((b) => fmnistFile(dir, b) !== null);
+    const present = existsSync(dir) && bases.every((b) => fashionMnistFile(dir, b) !== null);
     // fetch puts it in <dir>/fashion-mnist
     let hint = `get it with: ${fetchIn(f.dir ?? (path && basename(resolve(path)) === 'fashion-mnist' ? dirname(resolve(path)) : null))}`;
     if (!path) hint = `${hint}, or apt-get install dataset-fashion-mnist`;
-    return { looked: path ? [dir] : [FASHION_MNIST_DIR, fetched], present, hint };
+    return { looked: path ? [dir] : [FASHION_MNIST_DIR, FASHION_MNIST_FETCHED], present, hint };
   }
   if (name === 'cifar10' || name === 'cifar100') {
     const kind = CIFAR[name];
     const base = path ?? DATA_DIR;
-    const cands = path && path.endsWith('.tar.gz') ? [path] : [join(base, kind.folder), base, join(base, kind.archive)];
-    const present = cands.some((c) => existsSync(c) && (statSync(c).isFile() || existsSync(join(c, kind.test[0]!))));
+    const cands = cifarCandidates(kind, path);
+    const present = cifarFound(kind, path) !== null;
     const looked = cands.length === 1 ? cands : [`${join(base, kind.folder)}/`, join(base, kind.archive)];
     const hint = `get it with: ${fetchIn(path && !path.endsWith('.tar.gz') ? resolve(path) : path ? dirname(resolve(path)) : null)}`;
     return { looked, present, hint };
@@ -163,19 +164,12 @@ function lookup(name: string, path: string | null, f: InfoFlags): { looked: stri
   return { looked: [], present: true, hint: '' };
 }
 
-/** The file the Fashion-MNIST reader takes for `base`, in its order: gzipped, plain, LeCun's dotted spelling. */
-function fmnistFile(dir: string, base: string): string | null {
-  const dotted = base.replace(/-idx(\d)/, '.idx$1');
-  for (const f of [`${base}.gz`, base, `${dotted}.gz`, dotted]) if (existsSync(join(dir, f))) return join(dir, f);
-  return null;
-}
-
 async function checks(ds: Dataset): Promise<{ files: FileCheck[]; notes: string[] }> {
   const files: FileCheck[] = [];
   const notes: string[] = [];
   if (ds.name === 'fashion-mnist') {
     for (const k of SOURCES['fashion-mnist'].files) {
-      const p = fmnistFile(ds.source, k.name.replace(/\.gz$/, ''));
+      const p = fashionMnistFile(ds.source, k.name.replace(/\.gz$/, ''));
       files.push(p ? await checkFile(p, k) : { path: join(ds.source, k.name), known: k.name, status: 'missing' });
     }
   } else if (ds.name === 'cifar10' || ds.name === 'cifar100') {
@@ -196,33 +190,13 @@ async function checks(ds: Dataset): Promise<{ files: FileCheck[]; notes: string[
   return { files, notes };
 }
 
-/** Mean and std of the train pixels per channel, on the [0,1] scale (of at most 2000 images when the split is streamed from disk). */
+/** Mean and std of the train pixels per channel, on the [0,1] scale (of at most 2000 images spread over the split when it is streamed from disk). */
 function measured(ds: Dataset): { mean: number[]; std: number[]; images: number } {
-  const split = ds.train as ImageSplit & { read?: (i: number, dest: Uint8Array, off: number) => void };
-  const c = split.channels;
-  let images: Uint8Array;
-  let count = split.n;
-  if (typeof split.read === 'function') {
-    count = Math.min(split.n, 2000);
-    const per = split.height * split.width * c;
-    images = new Uint8Array(count * per);
-    for (let i = 0; i < count; i++) split.read(Math.floor((i * split.n) / count), images, i * per);
-  } else {
-    images = split.images;
-  }
-  const s = new Float64Array(c);
-  const q = new Float64Array(c);
-  for (let i = 0; i < images.length; i += c) {
-    for (let k = 0; k < c; k++) {
-      const v = images[i + k]!;
-      s[k]! += v;
-      q[k]! += v * v;
-    }
-  }
-  const n = images.length / c;
-  const mean = [...s].map((x) => x / n / 255);
-  const std = [...q].map((x, k) => Math.sqrt(Math.max(0, x / n / 65025 - mean[k]! * mean[k]!)));
-  return { mean, std, images: count };
+  const split = ds.train;
+  const stats = new ChannelStats(split.channels);
+  const count = split.read ? Math.min(split.n, 2000) : split.n;
+  stats.add(split.read ? gatherBatch(split, Array.from({ length: count }, (_, i) => Math.floor((i * split.n) / count))).data : split.images);
+  return { ...stats.result(), images: count };
 }
 
 function abbreviate(names: string[]): string {
@@ -347,23 +321,15 @@ function previewCmd(): Command {
     .option('--step <n>', 'the training step whose batch and views are shown', '0')
     .option('--seed <n>', 'the run seed')
     .action(async (name: string | undefined, f: PreviewFlags) => {
-      if (name !== undefined && !KNOWN.includes(name)) throw new UsageError(`data preview ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
       const count = positiveInt('--images', f.images, 64);
       const pairs = positiveInt('--pairs', f.pairs, 8);
       const step = Number(f.step);
       if (!Number.isInteger(step) || step < 0) throw new UsageError(`--step ${f.step}: expected a non-negative integer`);
       if (!f.out.toLowerCase().endsWith('.png')) throw new UsageError(`--out ${f.out}: expected a .png file name`);
-      const overrides: Record<string, unknown>[] = [];
-      if (name) overrides.push({ data: { name, ...(f.dataPath ? { path: resolve(f.dataPath) } : {}) } });
-      else if (f.dataPath) throw new UsageError('--data-path needs the dataset name too');
-      if (f.seed !== undefined) {
-        const s = Number(f.seed);
-        if (!Number.isInteger(s) || s < 0) throw new UsageError(`--seed ${f.seed}: expected a non-negative integer`);
-        overrides.push({ seed: s });
-      }
-      const { buildConfig } = await import('../config/load.ts');
+      if (!name && f.dataPath) throw new UsageError('--data-path needs the dataset name too');
       const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';
-      const c = buildConfig({ preset, file: null, sets: f.set, overrides });
+      const data = name && f.dataPath ? `${name}:${resolve(f.dataPath)}` : name;
+      const c = configFromFlags({ preset, set: f.set, data, seed: f.seed, results: '' });
       // loaded here, not at start-up: these pull in TensorFlow.js and sharp
       const { loadRunData, augmentConfigOf } = await import('../train/loop.ts');
       const { previewSheet } = await import('../data/preview.ts');

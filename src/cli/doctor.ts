@@ -2,7 +2,6 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
 import { versionOf } from '../train/meta.ts';
 
 export function doctorCommand(): Command {
@@ -39,14 +38,12 @@ export function doctorCommand(): Command {
         ? 'augmentation: native kernel, all cores'
         : 'augmentation: JavaScript pipeline (several times slower; the native addon above computes the same bytes)',
     );
-    const { DATA_DIR, CIFAR } = await import('../data/cifar.ts');
-    const fm = '/usr/share/datasets/fashion-mnist';
-    const fmFetched = join(DATA_DIR, 'fashion-mnist');
-    const fmAt = [fm, fmFetched].find((p) => existsSync(p));
-    say(`fashion-mnist: ${fmAt ?? 'not found — moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist'}`);
+    const { DATA_DIR, CIFAR, cifarFound } = await import('../data/cifar.ts');
+    const { fashionMnistDefaultDir } = await import('../data/fashion_mnist.ts');
+    const fm = fashionMnistDefaultDir();
+    say(`fashion-mnist: ${existsSync(fm) ? fm : 'not found — moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist'}`);
     for (const kind of Object.values(CIFAR)) {
-      const at = [join(DATA_DIR, kind.folder), join(DATA_DIR, kind.archive)].find((p) => existsSync(p));
-      say(`${kind.name}: ${at ?? `not found in ${DATA_DIR} — moco3 data fetch ${kind.name}`}`);
+      say(`${kind.name}: ${cifarFound(kind, null) ?? `not found in ${DATA_DIR} — moco3 data fetch ${kind.name}`}`);
     }
     say('synthetic: built in; imagefolder: --data imagefolder:PATH');
     process.stdout.write(`${lines.join('\n')}\n`);

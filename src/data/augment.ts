@@ -52,9 +52,7 @@ export const MOCOV3_VIEWS: readonly [ViewRecipe, ViewRecipe] = [
   { ...COMMON, blurP: 0.1, solarizeP: 0.2 },
 ];
 
-/** ITU-R 601 luma, as PIL's convert('L'). */
-export const GRAY_WEIGHTS: readonly [number, number, number] = [0.299, 0.587, 0.114];
-
+/** RandomResizedCrop's aspect-ratio range. */
 export const CROP_RATIO: [number, number] = [3 / 4, 4 / 3];
 
 /** ColorJitter's four ops, in torchvision's numbering. */
@@ -402,8 +400,13 @@ function twoViewJob(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: n
 
 /** The two augmented views of a batch: [B, S, S, 3] float32, normalised, NHWC. */
 export function twoViews(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number): { x1: tf.Tensor4D; x2: tf.Tensor4D } {
-  const { v1, v2 } = twoViewArrays(batch, cfg, seed, step);
-  return { x1: toTensor(v1, batch.n, cfg.imageSize), x2: toTensor(v2, batch.n, cfg.imageSize) };
+  return viewTensors(twoViewArrays(batch, cfg, seed, step), cfg.imageSize);
+}
+
+/** The arrays of `twoViewArrays(Async)` as the tensors `twoViews` gives. */
+export function viewTensors({ v1, v2 }: { v1: Float32Array; v2: Float32Array }, S: number): { x1: tf.Tensor4D; x2: tf.Tensor4D } {
+  const n = v1.length / (S * S * 3);
+  return { x1: toTensor(v1, n, S), x2: toTensor(v2, n, S) };
 }
 
 /**
@@ -432,6 +435,7 @@ export function augmentConfigFor(
   imageSize: number,
   preset: 'mocov3' | 'none' = 'mocov3',
   cropMin = 0.08,
+  blurSigma: [number, number] = [0.1, 2.0],
 ): AugmentConfig {
-  return { preset, imageSize, cropMin, mean: [...data.mean], std: [...data.std], blurSigma: [0.1, 2.0] };
+  return { preset, imageSize, cropMin, mean: [...data.mean], std: [...data.std], blurSigma: [...blurSigma] };
 }

@@ -113,11 +113,21 @@ function split(parts: Array<{ images: Uint8Array; labels: Int32Array; n: number 
   return { images, labels, n, height: 32, width: 32, channels: 3 };
 }
 
+/** The places the reader tries, in order: the .tar.gz given, or under PATH (default DATA_DIR) the extracted folder, PATH itself, the archive. */
+export function cifarCandidates(kind: CifarKind, path: string | null): string[] {
+  const base = path ?? DATA_DIR;
+  return path && path.endsWith('.tar.gz') ? [path] : [join(base, kind.folder), base, join(base, kind.archive)];
+}
+
+/** The candidate the reader would read (an archive, or a folder holding the batches), or null. */
+export function cifarFound(kind: CifarKind, path: string | null): string | null {
+  return cifarCandidates(kind, path).find((c) => existsSync(c) && (statSync(c).isFile() || existsSync(join(c, kind.test[0]!)))) ?? null;
+}
+
 /** Find the files: a .tar.gz, a folder holding the batches, or a folder holding the extracted folder or archive. */
 function locate(kind: CifarKind, path: string | null): { read: (f: string) => Uint8Array; source: string; names?: string[] } {
   const base = path ?? DATA_DIR;
-  const candidates = path && path.endsWith('.tar.gz') ? [path] : [join(base, kind.folder), base, join(base, kind.archive)];
-  for (const c of candidates) {
+  for (const c of cifarCandidates(kind, path)) {
     if (!existsSync(c)) continue;
     if (statSync(c).isFile()) {
       let files: Map<string, Uint8Array>;

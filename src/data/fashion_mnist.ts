@@ -3,7 +3,7 @@
  * `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist/, `moco3 data fetch` in
  * $MOCO3_DATA/fashion-mnist (default ~/.moco3/data).
  */
-import { access } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DATA_DIR } from './cifar.ts';
 import { IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, readIdxFile } from './idx.ts';
@@ -35,26 +35,34 @@ const FILES = {
   testLabels: 't10k-labels-idx1-ubyte',
 };
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
+/** Where `moco3 data fetch fashion-mnist` puts the files. */
+export const FASHION_MNIST_FETCHED = join(DATA_DIR, 'fashion-mnist');
+
+/** The folder read when no path is given: Debian's package, else the fetch directory. */
+export function fashionMnistDefaultDir(): string {
+  return existsSync(FASHION_MNIST_DIR) ? FASHION_MNIST_DIR : FASHION_MNIST_FETCHED;
 }
 
-/** The path of `base` in `dir`: gzipped first, then plain; also LeCun's `t10k-images.idx3-ubyte` spelling. */
-async function findFile(dir: string, base: string): Promise<string> {
+/** The names tried for `base` in `dir`, in order: gzipped, plain, and LeCun's `t10k-images.idx3-ubyte` spelling. */
+function candidateFiles(dir: string, base: string): string[] {
   const dotted = base.replace(/-idx(\d)/, '.idx$1');
-  const tried = [base + '.gz', base, dotted + '.gz', dotted].map((f) => join(dir, f));
-  for (const p of tried) if (await exists(p)) return p;
-  throw new DataError(`fashion-mnist: missing file ${base}[.gz] (tried ${tried.join(', ')})`);
+  return [base + '.gz', base, dotted + '.gz', dotted].map((f) => join(dir, f));
+}
+
+/** The file the reader takes for `base` in `dir`, or null. */
+export function fashionMnistFile(dir: string, base: string): string | null {
+  return candidateFiles(dir, base).find((p) => existsSync(p)) ?? null;
+}
+
+function findFile(dir: string, base: string): string {
+  const found = fashionMnistFile(dir, base);
+  if (found === null) throw new DataError(`fashion-mnist: missing file ${base}[.gz] (tried ${candidateFiles(dir, base).join(', ')})`);
+  return found;
 }
 
 async function loadSplit(dir: string, imagesBase: string, labelsBase: string, limit: number | null, what: string): Promise<ImageSplit> {
-  const imagesPath = await findFile(dir, imagesBase);
-  const labelsPath = await findFile(dir, labelsBase);
+  const imagesPath = findFile(dir, imagesBase);
+  const labelsPath = findFile(dir, labelsBase);
   const [images, labels] = await Promise.all([
     readIdxFile(imagesPath, IDX_IMAGES_MAGIC),
     readIdxFile(labelsPath, IDX_LABELS_MAGIC),
@@ -82,14 +90,12 @@ async function loadSplit(dir: string, imagesBase: string, labelsBase: string, li
 }
 
 export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
-  // no path: Debian's package, else where `moco3 data fetch fashion-mnist` puts it
-  const fetched = join(DATA_DIR, 'fashion-mnist');
-  const dir = spec.path ?? ((await exists(FASHION_MNIST_DIR)) ? FASHION_MNIST_DIR : fetched);
-  if (!(await exists(dir))) {
+  const dir = spec.path ?? fashionMnistDefaultDir();
+  if (!existsSync(dir)) {
     throw new DataError(
       spec.path
         ? `fashion-mnist: directory ${dir} not found (give the folder of the four *-ubyte(.gz) files, or run: moco3 data fetch fashion-mnist)`
-        : `fashion-mnist: not found in ${FASHION_MNIST_DIR} or ${fetched} (run: moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist, or give --data fashion-mnist:PATH)`,
+        : `fashion-mnist: not found in ${FASHION_MNIST_DIR} or ${FASHION_MNIST_FETCHED} (run: moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist, or give --data fashion-mnist:PATH)`,
     );
   }
   if (spec.numClasses !== undefined && spec.numClasses !== 10) {

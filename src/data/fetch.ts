@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { CIFAR, DATA_DIR, untar } from './cifar.ts';
-import { FASHION_MNIST_DIR } from './fashion_mnist.ts';
+import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { DataError } from './types.ts';
 
@@ -78,8 +78,7 @@ function shellQuote(s: string): string {
 
 /** Where each reader looks when `--data NAME` has no path. */
 function readerDefault(name: string): string | null {
-  // the Fashion-MNIST reader takes Debian's package first, then the fetch directory
-  if (name === 'fashion-mnist') return existsSync(FASHION_MNIST_DIR) ? FASHION_MNIST_DIR : join(DATA_DIR, 'fashion-mnist');
+  if (name === 'fashion-mnist') return fashionMnistDefaultDir();
   if (name === 'cifar10' || name === 'cifar100') return DATA_DIR;
   return null;
 }

@@ -54,6 +54,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'] as const;
@@ -405,8 +406,7 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
     const labels = Buffer.alloc(4 * n);
     listing.files.forEach((f, i) => labels.writeInt32LE(f.label, 4 * i));
     writeFully(fd, labels, H);
-    const sum = [0, 0, 0];
-    const sq = [0, 0, 0];
+    const stats = new ChannelStats(3);
     const t0 = Date.now();
     let done = 0;
     let nextReport = 1;
@@ -419,7 +419,7 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
         throw decodeError(f.abs, e);
       }
       if (px.length !== img) throw new DataError(`${f.abs}: could not be decoded as an image (decoder gave ${px.length} bytes, expected ${img})`);
-      addStats(px, sum, sq);
+      stats.add(px);
       writeFully(fd, px, dataOffset + i * img);
       done++;
       if (verbose && done * 10 >= nextReport * n) {
@@ -428,9 +428,7 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
         ctx.log!(`imagefolder: ${listing.name} ${done}/${n} (${Math.floor((100 * done) / n)}%), ${rate.toFixed(0)} img/s`);
       }
     });
-    const count = n * side * side;
-    const mean = sum.map((s) => s / count / 255) as [number, number, number];
-    const std = sq.map((q, c) => Math.sqrt(Math.max(0, q / count / 65025 - mean[c]! * mean[c]!))) as [number, number, number];
+    const { mean, std } = stats.result() as { mean: [number, number, number]; std: [number, number, number] };
     writeFully(fd, encodeHeader({ n, side, channels: 3, classes: ctx.classes.length, probe, fingerprint: listing.fingerprint, mean, std, meta }), 0);
     fsyncSync(fd);
     ok = true;
@@ -439,33 +437,6 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
     if (!ok) rmSync(tmp, { force: true });
   }
   renameSync(tmp, file);
-}
-
-/** Add the per-channel sums of an RGB image's bytes and of their squares. */
-function addStats(px: Uint8Array, sum: number[], sq: number[]): void {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let q0 = 0;
-  let q1 = 0;
-  let q2 = 0;
-  for (let p = 0; p < px.length; p += 3) {
-    const a = px[p]!;
-    const b = px[p + 1]!;
-    const c = px[p + 2]!;
-    s0 += a;
-    s1 += b;
-    s2 += c;
-    q0 += a * a;
-    q1 += b * b;
-    q2 += c * c;
-  }
-  sum[0] += s0;
-  sum[1] += s1;
-  sum[2] += s2;
-  sq[0] += q0;
-  sq[1] += q1;
-  sq[2] += q2;
 }
 
 /** Run fn(0..count-1) with at most `limit` in flight; the first error stops new work and is thrown once all in flight are done. */

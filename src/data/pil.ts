@@ -274,18 +274,17 @@ export function boxRadiusFor(radius: number, passes = 3): number {
 
 /**
  * The four indices of Pillow's ImagingLineBoxBlur for output x of a line of `len` samples: the sample
- * leaving and the sample entering the running box sum, and the box's two fractional ends. The line's ends
- * repeat (edgeA, edgeB and the three phases are Pillow's).
+ * leaving and the sample entering the running box sum, and the box's two fractional ends. Pillow spells
+ * out three phases for each order of edgeA and edgeB; in all of them the box's left end stays at pixel 0
+ * while x < edgeA and its right end at the last pixel once x >= edgeB (the line's ends repeat).
  */
-function boxIndices(x: number, len: number, radius: number, edgeA: number, edgeB: number, out: Int32Array): void {
-  const lastx = len - 1;
-  if (edgeA <= edgeB) {
-    if (x < edgeA) out.set([0, x + radius, 0, x + radius + 1]);
-    else if (x < edgeB) out.set([x - radius - 1, x + radius, x - radius - 1, x + radius + 1]);
-    else out.set([x - radius - 1, lastx, x - radius - 1, lastx]);
-  } else if (x < edgeB) out.set([0, x + radius, 0, x + radius + 1]);
-  else if (x < edgeA) out.set([0, lastx, 0, lastx]);
-  else out.set([x - radius - 1, lastx, x - radius - 1, lastx]);
+function boxIndices(x: number, radius: number, lastx: number, edgeA: number, edgeB: number, out: Int32Array): void {
+  const left = x < edgeA ? 0 : x - radius - 1;
+  const atEnd = x >= edgeB;
+  out[0] = left;
+  out[1] = atEnd ? lastx : x + radius;
+  out[2] = left;
+  out[3] = atEnd ? lastx : x + radius + 1;
 }
 
 /**
@@ -302,7 +301,7 @@ function boxBlurLanes(input: Uint8Array, out: Uint8Array, len: number, lanes: nu
   for (let x = 0; x < edgeA - 1; x++) for (let j = 0; j < lanes; j++) acc[j]! += input[x * lanes + j]!;
   const ix = new Int32Array(4);
   for (let x = 0; x < len; x++) {
-    boxIndices(x, len, radius, edgeA, edgeB, ix);
+    boxIndices(x, radius, lastx, edgeA, edgeB, ix);
     const rs = ix[0]! * lanes;
     const ra = ix[1]! * lanes;
     const rl = ix[2]! * lanes;

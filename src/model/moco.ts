@@ -90,8 +90,11 @@ export class MoCoViT {
     return this.gradList.slice();
   }
 
-  /** Metric groups → parameter names (all within gradNames()). */
-  paramGroups(): Map<string, string[]> {
+  private groups: ReadonlyMap<string, readonly string[]> | null = null;
+
+  /** Metric groups → parameter names (all within gradNames()); built once, read every step. */
+  paramGroups(): ReadonlyMap<string, readonly string[]> {
+    if (this.groups) return this.groups;
     const g = new Map<string, string[]>();
     g.set('patch_proj', [PATCH_W, PATCH_B]);
     g.set('cls_token', [`${BASE}cls_token`]);
@@ -99,6 +102,7 @@ export class MoCoViT {
     g.set('norm', [`${BASE}norm.weight`, `${BASE}norm.bias`]);
     g.set('projector', this.gradList.filter((n) => n.startsWith(`${BASE}head.`)));
     g.set('predictor', this.gradList.filter((n) => n.startsWith(PRED)));
+    this.groups = g;
     return g;
   }
 

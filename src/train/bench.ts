@@ -56,7 +56,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const images = new Uint8Array(B * S * S * 3);
     for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
     batch = { data: images, n: B, h: S, w: S, c: 3 };
-    aug = { preset: c.augment.preset, imageSize: S, cropMin: c.augment.crop_min, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], blurSigma: c.augment.blur_sigma };
+    aug = augmentConfigOf(c, { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] });
     data = `random ${S}x${S}x3 (${c.data.name} not loadable)`;
   }
   const model = new MoCoViT(modelConfigOf(c), c.seed);

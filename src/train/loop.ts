@@ -13,7 +13,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { loadDataset, type Dataset, type ImageSplit } from '../data/index.ts';
 import { batchIndices, gatherBatch, itersPerEpoch } from '../data/sampler.ts';
-import { canAugmentAsync, twoViewArraysAsync, twoViews, evalView, type AugmentConfig } from '../data/augment.ts';
+import { augmentConfigFor, canAugmentAsync, twoViewArraysAsync, twoViews, viewTensors, evalView, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT, type MocoModelConfig } from '../model/moco.ts';
 import { createOptimizer, type Optimizer } from '../optim/index.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
@@ -119,8 +119,9 @@ export async function loadRunData(c: ResolvedRunConfig): Promise<Dataset> {
   });
 }
 
-export function augmentConfigOf(c: ResolvedRunConfig, ds: Dataset): AugmentConfig {
-  return { preset: c.augment.preset, imageSize: c.data.image_size, cropMin: c.augment.crop_min, mean: ds.mean, std: ds.std, blurSigma: c.augment.blur_sigma };
+/** The run's augmentation settings, normalising with the dataset's mean and std. */
+export function augmentConfigOf(c: ResolvedRunConfig, ds: Pick<Dataset, 'mean' | 'std'>): AugmentConfig {
+  return augmentConfigFor(ds, c.data.image_size, c.augment.preset, c.augment.crop_min, c.augment.blur_sigma);
 }
 
 /** Class-token features of the first `n` images of a split, [n, dim]. */
@@ -321,9 +322,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       if (!prefetch) return twoViews(gatherBatch(ds.train, batchIndices(step, orderOf)), aug, c.seed, step);
       const job = pending?.step === step ? pending : start(step);
       pending = step + 1 < totalSteps ? start(step + 1) : null;
-      const { v1, v2 } = await job.views;
-      const S = aug.imageSize;
-      return { x1: tf.tensor4d(v1, [B, S, S, 3]), x2: tf.tensor4d(v2, [B, S, S, 3]) };
+      return viewTensors(await job.views, aug.imageSize);
     };
     while (state.step < totalSteps) {
       if (opts.shouldStop?.()) {

@@ -9,7 +9,7 @@ export type MetricRow = Record<string, number | null>;
  * Loss and, per parameter group, the gradient's infinity norm (max |g|) and L2 norm, as one tensor
  * [loss, inf_0, l2_0, inf_1, l2_1, ...] so a step reads back once.
  */
-export function gradStats(loss: tf.Scalar, grads: Map<string, tf.Tensor>, groups: Map<string, string[]>): tf.Tensor1D {
+export function gradStats(loss: tf.Scalar, grads: Map<string, tf.Tensor>, groups: ReadonlyMap<string, readonly string[]>): tf.Tensor1D {
   return tf.tidy(() => {
     const parts: tf.Tensor[] = [tf.reshape(loss, [1])];
     for (const names of groups.values()) {
@@ -27,7 +27,7 @@ export function gradStats(loss: tf.Scalar, grads: Map<string, tf.Tensor>, groups
 }
 
 /** Names the values of gradStats: loss, grad_inf/<group>, grad_l2/<group>. */
-export function statsToRow(values: ArrayLike<number>, groups: Map<string, string[]>): MetricRow {
+export function statsToRow(values: ArrayLike<number>, groups: ReadonlyMap<string, readonly string[]>): MetricRow {
   const row: MetricRow = { loss: values[0]! };
   let i = 1;
   for (const g of groups.keys()) {
