@@ -8,6 +8,7 @@ import { sweepCommand } from './sweep.ts';
 import { evalCommand } from './eval.ts';
 import { reportCommand } from './report.ts';
 import { dataCommand } from './data.ts';
+import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   program.addCommand(evalCommand());
   program.addCommand(reportCommand());
   program.addCommand(dataCommand());
+  program.addCommand(baselinesCommand());
   return program;
 }
 

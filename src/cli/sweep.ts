@@ -6,6 +6,7 @@ import type { SweepEvent } from '../sweep/runner.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
+import { computeBaselinesOf } from './baselines.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -227,7 +228,8 @@ export function sweepCommand(): Command {
   addSweepOptions(cmd)
     .option('--dry-run', 'validate, resolve and print the plan; train nothing')
     .option('-q, --quiet', 'no progress output')
-    .action(async (arg: string, f: SweepFlags & { quiet?: boolean }) => {
+    .option('--no-baselines', "skip the sweep's baselines (untrained encoder, linear on pixels) at the end")
+    .action(async (arg: string, f: SweepFlags & { quiet?: boolean; baselines?: boolean }) => {
       const plan: SweepPlan = planFromFlags(arg, f);
       if (f.dryRun) {
         printPlan(plan, f.json);
@@ -247,6 +249,10 @@ export function sweepCommand(): Command {
       try {
         const r = await runSweep({ plan, onEvent: (e) => display.onEvent(e), shouldStop: () => stop, command: process.argv.slice(1) });
         display.stop();
+        if (!r.interrupted && f.baselines !== false) {
+          const { hasBaselines } = await import('../sweep/baselines.ts');
+          if (!hasBaselines(plan)) await computeBaselinesOf(plan, f.json === true);
+        }
         if (!f.json) {
           process.stdout.write(formatPlan(plan, r.states));
           const wall = (performance.now() - t0) / 1000;

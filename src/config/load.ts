@@ -231,7 +231,13 @@ export function configHash(cfg: RunConfig): string {
   const train = { ...(c.train as Obj) };
   delete train.backend;
   delete train.log_every;
+  // keys added later hash as absent at their defaults, so older run folders keep their names and resume
+  if (train.knn_every_epochs === null) delete train.knn_every_epochs;
   c.train = train;
+  const ev = c.eval as Obj;
+  const linear = { ...(ev.linear as Obj) };
+  if (linear.train_views === 'augmented') delete linear.train_views;
+  c.eval = { ...ev, linear };
   return createHash('sha256').update(canonicalJson(c)).digest('hex').slice(0, 8);
 }
 

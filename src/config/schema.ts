@@ -13,6 +13,7 @@ const prob = z.number().min(0).max(1);
 
 export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder'] as const;
 export const OPTIMIZER_NAMES = ['adamw', 'lamb', 'lars', 'sgd'] as const;
+export const LINEAR_TRAIN_VIEWS = ['augmented', 'cached'] as const;
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
 
 export const DataSchema = z
@@ -83,6 +84,8 @@ export const TrainSchema = z
     shuffle: z.boolean(),
     log_every: posInt,
     knn_every: posInt.nullable(),
+    /** the kNN monitor's cadence in epochs (every batch size gets the same resolution); wins over knn_every */
+    knn_every_epochs: posNum.nullable(),
     checkpoint_every: posInt.nullable(),
     max_steps: nonNegInt.nullable(),
   })
@@ -104,6 +107,11 @@ export const EvalSchema = z
         epochs: posInt,
         base_lr: posNum,
         batch_size: posInt,
+        /**
+         * what the probe trains on: 'augmented' (the recipe: random-resized-crop + flip, recomputed every
+         * epoch) or 'cached' (the centre view's features computed once: one forward pass in all)
+         */
+        train_views: z.enum(LINEAR_TRAIN_VIEWS),
       })
       .strict(),
   })
@@ -156,10 +164,10 @@ export const DEFAULTS: RunConfig = {
     max_grad_norm: null,
   },
   augment: { preset: 'mocov3', crop_min: 0.08, blur_sigma: null },
-  train: { backend: 'auto', micro_batch: null, shuffle: true, log_every: 1, knn_every: null, checkpoint_every: null, max_steps: null },
+  train: { backend: 'auto', micro_batch: null, shuffle: true, log_every: 1, knn_every: null, knn_every_epochs: null, checkpoint_every: null, max_steps: null },
   eval: {
     knn: { k: 200, t: 0.1, bank_size: null, query_size: null },
     // main_lincls.py with the ViT setting --lr=3 (x batch/256)
-    linear: { enabled: true, epochs: 90, base_lr: 3, batch_size: 1024 },
+    linear: { enabled: true, epochs: 90, base_lr: 3, batch_size: 1024, train_views: 'augmented' },
   },
 };

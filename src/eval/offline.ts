@@ -233,7 +233,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
   const epochs = opts.epochs ?? c.eval.linear.epochs;
   const baseLr = opts.baseLr ?? c.eval.linear.base_lr;
   const batchSize = opts.batchSize ?? c.eval.linear.batch_size;
-  const augment = opts.augment ?? true;
+  const augment = opts.augment ?? c.eval.linear.train_views === 'augmented';
   const ds = opts.dataset ?? (await loadRunData(c));
   const aug = augmentConfigOf(c, ds);
   const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);

@@ -8,6 +8,7 @@ import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary, readSweep, type SweepRecord } from './results.ts';
+import { baselinesMarkdown, readBaselines } from './baselines.ts';
 import { formatValue, keyName, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
@@ -125,6 +126,7 @@ export function reportMarkdown(
       `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval.`,
     '',
   );
+  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values()));
   const unprobed = [...facts.values()].filter((f) => f.status === 'completed' && f.linearTop1 === null);
   if (unprobed.length) {
     out.push(`${unprobed.length} completed run${unprobed.length === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');

@@ -199,6 +199,12 @@ export function countParams(model: MoCoViT): number {
   return model.trainableNames().reduce((a, n) => a + model.vars.get(n)!.size, 0);
 }
 
+/** The kNN monitor's cadence in steps: train.knn_every_epochs (rounded to whole steps) or train.knn_every. */
+export function knnEverySteps(c: ResolvedRunConfig, itersPerEpoch: number): number | null {
+  if (c.train.knn_every_epochs !== null) return Math.max(1, Math.round(c.train.knn_every_epochs * itersPerEpoch));
+  return c.train.knn_every;
+}
+
 export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const c = opts.config;
   const { runDir } = opts;
@@ -216,6 +222,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const scheduleSteps = Math.max(1, Math.floor(c.optim.epochs * ipe));
   const totalSteps = c.train.max_steps === null ? scheduleSteps : Math.min(scheduleSteps, c.train.max_steps);
   const lr = scaledLr(c.optim.base_lr, B);
+  const knnEvery = knnEverySteps(c, ipe);
 
   const model = new MoCoViT(modelConfigOf(c), c.seed);
   const optimizer = optimizerOf(c, model);
@@ -300,7 +307,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   let divergedAt: number | null = null;
   try {
     if (!resumed) {
-      if (c.train.knn_every !== null) {
+      if (knnEvery !== null) {
         const k = await runKnn();
         appendMetric(metricsPath, { step: 0, epoch: 0, knn_top1: k.top1, knn_top5: k.top5 });
       }
@@ -374,7 +381,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         break;
       }
       const isLast = state.step === totalSteps;
-      if (c.train.knn_every !== null && (state.step % c.train.knn_every === 0 || isLast)) {
+      if (knnEvery !== null && (state.step % knnEvery === 0 || isLast)) {
         const k = await runKnn();
         row.knn_top1 = k.top1;
         row.knn_top5 = k.top5;
@@ -396,7 +403,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       await new Promise<void>((r) => setImmediate(r));
     }
     if (status === 'running') status = 'completed';
-    if (status === 'completed' && c.train.knn_every === null) await runKnn();
+    if (status === 'completed' && knnEvery === null) await runKnn();
     if (status !== 'diverged' || state.step > 0) checkpoint();
   } catch (err) {
     status = 'failed';

@@ -1,0 +1,34 @@
+/** `moco3 baselines <sweep>`: what pretraining has to beat, for the report (results/<sweep>/baselines.json). */
+import { Command } from 'commander';
+import type { BackendName } from '../engine/backend.ts';
+import type { SweepPlan } from '../sweep/plan.ts';
+import { addSweepOptions, planFromFlags, type SweepFlags } from './plan.ts';
+
+export function baselinesCommand(): Command {
+  const cmd = new Command('baselines').description(
+    "compute a sweep's baselines: kNN and linear probe of the untrained encoder, and a linear classifier on the normalised pixels (one per seed)",
+  );
+  addSweepOptions(cmd).action(async (arg: string, f: SweepFlags) => {
+    const plan = planFromFlags(arg, f);
+    const { initBackend } = await import('../engine/backend.ts');
+    await initBackend(plan.runs[0]!.config.train.backend as BackendName, { quiet: true });
+    await computeBaselinesOf(plan, f.json === true);
+  });
+  return cmd;
+}
+
+/** Compute, write and print a plan's baselines; shared by `moco3 baselines` and the end of `moco3 sweep`. */
+export async function computeBaselinesOf(plan: SweepPlan, json: boolean): Promise<void> {
+  const { writeSweepBaselines, baselinesPath } = await import('../sweep/baselines.ts');
+  const say = (s: string) => (json ? undefined : process.stderr.write(`${s}\n`));
+  say(`baselines of sweep ${plan.id}: untrained encoder and linear on pixels, seeds ${plan.seeds.join(', ')}`);
+  const out = await writeSweepBaselines(plan, {
+    onSeed: (seed, b) =>
+      say(
+        `  seed ${seed}: untrained encoder kNN ${b.random_init.knn_top1.toFixed(2)}%, linear ${b.random_init.linear_top1.toFixed(2)}%; ` +
+          `linear on pixels ${b.pixels.linear_top1.toFixed(2)}% (${b.seconds.toFixed(0)} s)`,
+      ),
+  });
+  if (json) process.stdout.write(`${JSON.stringify({ type: 'baselines', path: baselinesPath(plan), ...out })}\n`);
+  else say(`baselines: ${baselinesPath(plan)}`);
+}

@@ -1,0 +1,93 @@
+/**
+ * The baselines section of a report: results/<sweep>/baselines.json (written by `moco3 baselines` or at
+ * the end of `moco3 sweep`) beside what the sweep's pretrained encoders reached. Reads files only.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ReportError } from './results.ts';
+import type { RunFacts } from './table.ts';
+
+export interface BaselineSeed {
+  seed: number;
+  random_init: { knn_top1: number; linear_top1: number };
+  pixels: { linear_top1: number; dim: number };
+  linear: { epochs: number; base_lr: number; batch_size: number; train_views: string };
+}
+
+export interface BaselinesFile {
+  dataset: string;
+  image_size: number;
+  arch: string;
+  seeds: BaselineSeed[];
+}
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** baselines.json of a sweep folder, validated; null when the sweep has none. */
+export function readBaselines(sweepDir: string): BaselinesFile | null {
+  const p = join(sweepDir, 'baselines.json');
+  if (!existsSync(p)) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new ReportError(`${p}: not JSON (${(e as Error).message}); delete it and run \`moco3 baselines <sweep>\` again`);
+  }
+  const bad = (what: string) => new ReportError(`${p}: ${what}; delete it and run \`moco3 baselines <sweep>\` again`);
+  if (!isObj(v) || typeof v.dataset !== 'string' || !isNum(v.image_size) || typeof v.arch !== 'string' || !Array.isArray(v.seeds) || !v.seeds.length) {
+    throw bad('expected an object with dataset, image_size, arch and a non-empty seeds list');
+  }
+  for (const [i, s] of v.seeds.entries()) {
+    const ok =
+      isObj(s) && isNum(s.seed) && isObj(s.random_init) && isNum(s.random_init.knn_top1) && isNum(s.random_init.linear_top1) &&
+      isObj(s.pixels) && isNum(s.pixels.linear_top1) && isNum(s.pixels.dim) && isObj(s.linear) && isNum(s.linear.epochs);
+    if (!ok) throw bad(`seeds[${i}]: expected seed, random_init.{knn_top1, linear_top1}, pixels.{linear_top1, dim}, linear.epochs`);
+  }
+  return v as unknown as BaselinesFile;
+}
+
+function meanStd(xs: number[]): string {
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  if (xs.length < 2) return m.toFixed(1);
+  const sd = Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
+  return `${m.toFixed(1)} ± ${sd.toFixed(1)}`;
+}
+
+/** Markdown lines: the baselines table and a plain sentence on whether pretraining beat them. */
+export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>): string[] {
+  const out = ['## Baselines', ''];
+  if (!b) {
+    out.push('No baselines yet: `moco3 baselines <sweep>` computes the untrained encoder and a linear classifier on pixels for this table.', '');
+    return out;
+  }
+  const rs = b.seeds;
+  const lin = rs[0]!.linear;
+  const runs = [...facts].filter((f) => f.status === 'completed');
+  const linRuns = runs.map((f) => f.linearTop1).filter(isNum);
+  const knnRuns = runs.map((f) => f.knnTop1).filter(isNum);
+  const range = (xs: number[]) => (xs.length ? `${Math.min(...xs).toFixed(1)} - ${Math.max(...xs).toFixed(1)}` : '-');
+  out.push(`On ${b.dataset} at ${b.image_size} px, ${b.arch}; seeds ${rs.map((s) => s.seed).join(', ')} (mean ± std over seeds).`, '');
+  out.push('| encoder | kNN top-1 | linear top-1 |', '|---|---:|---:|');
+  out.push(`| untrained (random init) | ${meanStd(rs.map((s) => s.random_init.knn_top1))} | ${meanStd(rs.map((s) => s.random_init.linear_top1))} |`);
+  out.push(`| none: linear classifier on the normalised pixels (${rs[0]!.pixels.dim} inputs) | - | ${meanStd(rs.map((s) => s.pixels.linear_top1))} |`);
+  out.push(`| pretrained: this sweep's completed runs (lowest - highest) | ${range(knnRuns)} | ${range(linRuns)} |`, '');
+  out.push(
+    `The baselines' linear probes train ${lin.epochs} epochs (base lr ${lin.base_lr}, batch ${lin.batch_size}) on ${lin.train_views}; ` +
+      "compare with the runs' own probe protocol in their summary.json (`linear`).",
+  );
+  if (linRuns.length) {
+    const best = Math.max(...linRuns);
+    const enc = Math.max(...rs.map((s) => s.random_init.linear_top1));
+    const pix = Math.max(...rs.map((s) => s.pixels.linear_top1));
+    const beaten = [best > enc ? null : `the untrained encoder (${enc.toFixed(1)})`, best > pix ? null : `the linear classifier on pixels (${pix.toFixed(1)})`].filter((x) => x !== null);
+    out.push(
+      '',
+      beaten.length
+        ? `**Pretraining did not beat ${beaten.join(' nor ')}**: the best run's linear top-1 is ${best.toFixed(1)}. At this scale the numbers describe the training dynamics, not a useful encoder.`
+        : `Pretraining beat both baselines: the best run's linear top-1 is ${best.toFixed(1)}, the untrained encoder's ${enc.toFixed(1)}, pixels' ${pix.toFixed(1)}.`,
+    );
+  }
+  out.push('');
+  return out;
+}

@@ -1,0 +1,56 @@
+/**
+ * A sweep's baselines (see train/baselines.ts), written to results/<sweep>/baselines.json once per sweep:
+ * one entry per seed of the plan, from the first planned run of that seed (the runs of a sweep share data,
+ * encoder and probe; what varies — batch, lr, optimizer, patch projection — does not touch an untrained
+ * encoder). The report reads the file; it never computes.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeJsonAtomic } from '../engine/files.ts';
+import type { Dataset } from '../data/index.ts';
+import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
+import { loadRunData } from '../train/loop.ts';
+import type { SweepPlan } from './plan.ts';
+
+export const BASELINES_FILE = 'baselines.json';
+
+export interface SweepBaselines {
+  dataset: string;
+  image_size: number;
+  arch: string;
+  train_size: number;
+  test_size: number;
+  seeds: BaselineFigures[];
+}
+
+export function baselinesPath(plan: Pick<SweepPlan, 'dir'>): string {
+  return join(plan.dir, BASELINES_FILE);
+}
+
+/** Compute and write the baselines of a plan (all its seeds); `onSeed` reports progress. */
+export async function writeSweepBaselines(plan: SweepPlan, opts: { dataset?: Dataset; onSeed?: (seed: number, f: BaselineFigures) => void } = {}): Promise<SweepBaselines> {
+  const first = plan.runs[0];
+  if (!first) throw new Error(`sweep ${plan.id}: no runs planned, so no baselines to compute`);
+  const ds = opts.dataset ?? (await loadRunData(first.config));
+  const seeds: BaselineFigures[] = [];
+  for (const seed of plan.seeds) {
+    const run = plan.runs.find((r) => r.config.seed === seed) ?? first;
+    const f = await computeBaselines({ ...run.config, seed }, ds);
+    seeds.push(f);
+    opts.onSeed?.(seed, f);
+  }
+  const out: SweepBaselines = {
+    dataset: first.config.data.name,
+    image_size: first.config.data.image_size,
+    arch: `${first.config.model.arch} (dim ${first.config.model.dim}, depth ${first.config.model.depth}, patch ${first.config.model.patch_size})`,
+    train_size: ds.train.n,
+    test_size: ds.test.n,
+    seeds,
+  };
+  writeJsonAtomic(baselinesPath(plan), out);
+  return out;
+}
+
+export function hasBaselines(plan: Pick<SweepPlan, 'dir'>): boolean {
+  return existsSync(baselinesPath(plan));
+}

@@ -1,0 +1,84 @@
+/**
+ * What pretraining has to beat, per dataset: the untrained (random-init) encoder, evaluated exactly as a
+ * run's final weights are (the kNN monitor and the linear probe of the run's config), and a linear
+ * classifier on the pixels themselves (the centre view, normalised with the dataset mean/std as the
+ * encoder sees it, trained with the same probe). The report prints them beside every sweep's numbers.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import type { Dataset, ImageSplit } from '../data/index.ts';
+import { gatherBatch } from '../data/sampler.ts';
+import { evalView, type AugmentConfig } from '../data/augment.ts';
+import { MoCoViT } from '../model/moco.ts';
+import { cachedSource, linearProbe } from '../eval/linear.ts';
+import { augmentConfigOf, extractFeatures, knnMonitor, loadRunData, modelConfigOf } from './loop.ts';
+
+export interface BaselineFigures {
+  /** the random-init encoder (seed = the config's seed) */
+  random_init: { knn_top1: number; knn_top5: number; linear_top1: number; linear_top5: number };
+  /** one linear layer on the normalised centre-view pixels */
+  pixels: { linear_top1: number; linear_top5: number; dim: number };
+  /** how the linear probes were trained */
+  linear: { epochs: number; base_lr: number; batch_size: number; train_views: 'centre view, features cached' };
+  seed: number;
+  seconds: number;
+}
+
+/** Normalised centre-view pixels of the first n images, flattened to [n, C*H*W]. */
+export function pixelFeatures(split: ImageSplit, n: number, aug: AugmentConfig, batch = 512): tf.Tensor2D {
+  const parts: tf.Tensor2D[] = [];
+  for (let s = 0; s < n; s += batch) {
+    const idx = Int32Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
+    parts.push(tf.tidy(() => {
+      const v = evalView(gatherBatch(split, idx), aug);
+      return tf.reshape(v, [idx.length, -1]) as tf.Tensor2D;
+    }));
+  }
+  const out = tf.concat(parts) as tf.Tensor2D;
+  parts.forEach((p) => p.dispose());
+  return out;
+}
+
+async function probeOn(train: tf.Tensor2D, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig): Promise<{ top1: number; top5: number }> {
+  const r = await linearProbe(cachedSource(train, ds.train.labels), { features: test, labels: ds.test.labels }, {
+    numClasses: ds.numClasses,
+    epochs: c.eval.linear.epochs,
+    baseLr: c.eval.linear.base_lr,
+    batchSize: Math.min(c.eval.linear.batch_size, ds.train.n),
+    seed: c.seed,
+  });
+  return { top1: r.top1, top5: r.top5 };
+}
+
+/** The baselines of a run config's dataset and encoder (its seed, its probe). */
+export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset): Promise<BaselineFigures> {
+  const t0 = performance.now();
+  const ds = dataset ?? (await loadRunData(c));
+  const aug = augmentConfigOf(c, ds);
+  const model = new MoCoViT(modelConfigOf(c), c.seed);
+  const held: tf.Tensor[] = [];
+  try {
+    const knn = await knnMonitor(model, ds, c, aug);
+    const trF = extractFeatures(model, ds.train, ds.train.n, aug);
+    held.push(trF);
+    const teF = extractFeatures(model, ds.test, ds.test.n, aug);
+    held.push(teF);
+    const enc = await probeOn(trF, teF, ds, c);
+    tf.dispose(held.splice(0));
+    const trP = pixelFeatures(ds.train, ds.train.n, aug);
+    held.push(trP);
+    const teP = pixelFeatures(ds.test, ds.test.n, aug);
+    held.push(teP);
+    const pix = await probeOn(trP, teP, ds, c);
+    return {
+      random_init: { knn_top1: knn.top1, knn_top5: knn.top5, linear_top1: enc.top1, linear_top5: enc.top5 },
+      pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },
+      linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: Math.min(c.eval.linear.batch_size, ds.train.n), train_views: 'centre view, features cached' },
+      seed: c.seed,
+      seconds: Number(((performance.now() - t0) / 1000).toFixed(3)),
+    };
+  } finally {
+    tf.dispose(held);
+    model.dispose();
+  }
+}
