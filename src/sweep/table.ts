@@ -60,10 +60,10 @@ export function planHeader(plan: SweepPlan): string {
   const lines = [`sweep ${plan.id}: ${plan.spec.description ?? plan.spec.name} (${plan.spec.file})`];
   if (plan.preset) {
     const s = plan.scale;
-    const scaled = s.batch !== 1 || s.epochs !== 1 || s.lr !== 1;
+    const scaled = s.batch !== 1 || s.epochs !== 1 || s.warmup !== 1 || s.lr !== 1;
     lines.push(
       `preset ${plan.preset}: ${PRESETS[plan.preset].about}` +
-        (scaled ? `; batch sizes x${formatFactor(s.batch)}, epochs x${formatFactor(s.epochs)} and base lr x${formatFactor(s.lr)} of the sweep file's (paper's) values` : '; the sweep file\'s values unscaled'),
+        (scaled ? `; batch sizes x${formatFactor(s.batch)}, epochs x${formatFactor(s.epochs)}${s.warmup !== s.epochs ? `, warmup epochs x${formatFactor(s.warmup)}` : ''} and base lr x${formatFactor(s.lr)} of the sweep file's (paper's) values` : '; the sweep file\'s values unscaled'),
     );
   } else {
     lines.push('no preset: the config defaults (ViT-B/16 recipe) and the sweep file\'s values unscaled');

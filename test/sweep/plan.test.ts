@@ -9,6 +9,7 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions } from '../../src/sweep/plan.ts';
 import { formatPlan } from '../../src/sweep/table.ts';
 import { readRunState } from '../../src/sweep/state.ts';
+import { scaleValue } from '../../src/sweep/scale.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-plan-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -194,4 +195,12 @@ test('a bad sweep file: exit 2, one line naming the file and key, nothing writte
     process.stderr.write = write;
   }
   process.exitCode = 0;
+});
+
+test('a preset scales warmup epochs by its own factor: a shorter warmup than the paper\'s share is possible and stated', () => {
+  const s = { batch: 1 / 16, epochs: 0.02, warmup: 0.005, lr: 80, about: 'test' };
+  assert.equal(scaleValue('optim.epochs', 100, s), 2);
+  assert.equal(scaleValue('optim.warmup_epochs', 40, s), 0.2);
+  assert.equal(scaleValue('optim.base_lr', 1.0e-4, s), 0.008);
+  assert.equal(scaleValue('optim.batch_size', 6144, s), 384);
 });
