@@ -89,7 +89,7 @@ test("a preset's subset sizes and class count stay with its own dataset; --set s
 test('blur sigma: null is the recipe range [0.1, 2] px at 224 scaled to the image size; a given range is kept', () => {
   assert.deepEqual(buildConfig({}).augment.blur_sigma, [0.1, 2.0]);
   const c = buildConfig({ preset: 'cpu' });
-  assert.deepEqual(c.augment.blur_sigma, [(0.1 * 32) / 224, (2 * 32) / 224]);
-  assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['data.image_size=64'] }).augment.blur_sigma, [(0.1 * 64) / 224, (2 * 64) / 224]);
+  assert.deepEqual(c.augment.blur_sigma, [(0.1 * 28) / 224, (2 * 28) / 224]);
+  assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['data.image_size=56'] }).augment.blur_sigma, [(0.1 * 56) / 224, (2 * 56) / 224]);
   assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['augment.blur_sigma=[0.5, 1]'] }).augment.blur_sigma, [0.5, 1]);
 });

@@ -157,9 +157,9 @@ test('moco3 plan prints the paper grid and the scaled one without loading Tensor
   const r = spawnSync(process.execPath, ['--import', 'tsx', cliEntry, 'plan', 'lr', '--optimizer', 'lamb', '--preset', 'cpu', '--results', '/nonexistent'], { cwd: repo, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /sweep lr-lamb/);
-  // the paper's LAMB grid, and the cpu preset's base lr x10 beside it
-  for (const lr of ['5.0e-4', '6.0e-4', '8.0e-4']) assert.match(r.stdout, new RegExp(`${lr.replace('.', '\\.')} -> ${lr.replace('e-4', 'e-3').replace('.', '\\.')}`));
-  for (const lr of ['5.0e-3', '6.0e-3', '8.0e-3']) assert.match(r.stdout, new RegExp(`lr${lr.replace('.', '\\.')}-lamb`));
+  // the paper's LAMB grid, and the cpu preset's base lr x160 beside it: 5e-4 x 160 = 0.08 (lr 8.0e-2 at batch 256)
+  for (const [paper, run] of [['5.0e-4', '0.08'], ['6.0e-4', '0.096'], ['8.0e-4', '0.128']]) assert.match(r.stdout, new RegExp(`${paper!.replace('.', '\\.')} -> ${run!.replace('.', '\\.')} `));
+  for (const lr of ['8.0e-2', '9.6e-2', '1.28e-1']) assert.match(r.stdout, new RegExp(`lr${lr.replace('.', '\\.')}-lamb`));
   assert.match(r.stdout, /4096 -> 256/);
   assert.match(r.stderr, /tfjs-loaded: false/);
 });
