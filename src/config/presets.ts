@@ -32,7 +32,7 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
       moco: { proj_hidden: 256, proj_dim: 64, pred_hidden: 256 },
       optim: { batch_size: 256, epochs: 2, warmup_epochs: 0.2, base_lr: 2.4e-2 },
       train: { log_every: 1, knn_every: null, knn_every_epochs: 0.05 },
-      eval: { knn: { bank_size: 10000, query_size: 5000 }, linear: { epochs: 30, batch_size: 256, train_views: 'cached' } },
+      eval: { knn: { bank_size: 5000, query_size: 2500 }, linear: { epochs: 30, batch_size: 256, train_views: 'cached' } },
     },
   },
   gpu: {
