@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../config/errors.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;

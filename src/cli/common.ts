@@ -4,7 +4,7 @@ import { buildConfig } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { DATASET_NAMES, BACKEND_CHOICES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../config/errors.ts';
 
 export interface RunFlags {
   preset?: string;

@@ -12,7 +12,7 @@ import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
 import { configFromFlags } from './common.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../config/errors.ts';
 
 /** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
 const KNOWN: readonly string[] = CONFIG_DATASETS;
@@ -331,7 +331,7 @@ function previewCmd(): Command {
       const data = name && f.dataPath ? `${name}:${resolve(f.dataPath)}` : name;
       const c = configFromFlags({ preset, set: f.set, data, seed: f.seed, results: '' });
       // loaded here, not at start-up: these pull in TensorFlow.js and sharp
-      const { loadRunData, augmentConfigOf } = await import('../train/loop.ts');
+      const { loadRunData, augmentConfigOf } = await import('../components/index.ts');
       const { previewSheet } = await import('../data/preview.ts');
       const { writeFileAtomic } = await import('../engine/files.ts');
       const ds = await loadRunData(c);

@@ -1,7 +1,9 @@
 /** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (RECIPE.md §4). */
 import { Command, Option } from 'commander';
 import { BACKEND_CHOICES } from '../config/schema.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../config/errors.ts';
+import { loadRunConfig } from '../runfolder/records.ts';
+import { readStatus } from '../runfolder/status.ts';
 
 interface CommonFlags {
   checkpoint?: string;
@@ -41,8 +43,8 @@ function withCommon(cmd: Command): Command {
 async function prepare(runDir: string, backend: string | undefined) {
   const offline = await import('../eval/offline.ts');
   const { initBackend } = await import('../engine/backend.ts');
-  const config = offline.loadRunConfig(runDir);
-  const status = offline.readRunStatus(runDir);
+  const config = loadRunConfig(runDir);
+  const status = readStatus(runDir);
   if (status && status.status !== 'completed') {
     const what = status.status === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${status.status} at step ${status.step}`;
     process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating its newest checkpoint\n`);

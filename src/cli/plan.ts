@@ -4,7 +4,7 @@ import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { loadSweep } from '../sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } from '../sweep/plan.ts';
-import { readRunState, type RunStateInfo } from '../sweep/state.ts';
+import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import { formatPlan } from '../sweep/table.ts';
 import { parseDataFlag } from './common.ts';
 

@@ -3,8 +3,9 @@ import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ReportFormat } from '../report/index.ts';
-import { isRunDir, listSweeps, ReportError } from '../report/results.ts';
-import { UsageError } from './errors.ts';
+import { isRunDir } from '../runfolder/records.ts';
+import { listSweeps, ReportError } from '../report/results.ts';
+import { UsageError } from '../config/errors.ts';
 
 interface ReportFlags {
   results: string;

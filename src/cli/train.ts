@@ -5,8 +5,10 @@ import { join } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendName } from '../engine/backend.ts';
+import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
+import { readStatus } from '../runfolder/status.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
 
 export function runSlug(c: ResolvedRunConfig): string {
@@ -44,10 +46,9 @@ export function trainCommand(): Command {
       if (!Number.isInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
       // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
       const { initBackend } = await import('../engine/backend.ts');
-      const { findLastCheckpoint } = await import('../train/checkpoint.ts');
-      const { readStatus, trainRun } = await import('../train/loop.ts');
+      const { trainRun } = await import('../train/loop.ts');
       const st = readStatus(runDir);
-      const hasCkpt = findLastCheckpoint(join(runDir, 'checkpoints')) !== null;
+      const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
       if (existsSync(runDir) && (st || hasCkpt) && f.force) {
         const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
         const aside = `${runDir}.old-${stamp}`;
@@ -60,7 +61,7 @@ export function trainCommand(): Command {
         throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
       }
       // bad data fails here, before a backend starts or a folder is made
-      const { loadRunData } = await import('../train/loop.ts');
+      const { loadRunData } = await import('../components/index.ts');
       const dataset = await loadRunData(c);
       const backend = await initBackend(c.train.backend as BackendName);
       let stop = false;

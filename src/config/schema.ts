@@ -12,9 +12,12 @@ const nonNeg = z.number().nonnegative();
 const prob = z.number().min(0).max(1);
 
 export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder'] as const;
+/** The one list of optimizers (src/optim/ implements each) and of backends (src/engine/backend.ts starts each). */
 export const OPTIMIZER_NAMES = ['adamw', 'lamb', 'lars', 'sgd'] as const;
+export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
 export const LINEAR_TRAIN_VIEWS = ['augmented', 'cached'] as const;
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_CHOICES)[number];
 
 export const DataSchema = z
   .object({

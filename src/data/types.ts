@@ -1,4 +1,5 @@
 /** Data shapes shared by the loaders, the sampler and the augmentation. */
+import { SetupError } from '../config/errors.ts';
 
 /**
  * Images of one split, 0..255, HWC order, image after image. Held in memory (`images`), or, for a split too
@@ -57,6 +58,6 @@ export interface ImageBatch {
 }
 
 /** Bad or missing data. The message is one line naming the file and what is wrong; the CLI exits with code 2. */
-export class DataError extends Error {
+export class DataError extends SetupError {
   override name = 'DataError';
 }

@@ -6,9 +6,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './gradients.ts';
+import { SetupError } from '../config/errors.ts';
+import { BACKEND_CHOICES, type BackendName } from '../config/schema.ts';
 
-export type BackendName = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
-export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'];
+export type { BackendName } from '../config/schema.ts';
 
 export interface BackendInfo {
   /** the tfjs backend name in use (`tensorflow`, `native`, `wasm`, `cpu`) */
@@ -25,7 +26,7 @@ export interface BackendInfo {
   heapLimit: number | null;
 }
 
-export class BackendError extends Error {
+export class BackendError extends SetupError {
   override name = 'BackendError';
 }
 
@@ -158,7 +159,7 @@ export async function initBackend(requested: BackendName = 'auto', opts: { quiet
       info = (await useTensorflow(requested, log)) ?? (await useNative(requested)) ?? (await useWasm(requested)) ?? (await useCpu(requested));
       break;
     default:
-      throw new BackendError(`unknown backend '${String(requested)}' (expected one of ${BACKEND_NAMES.join(', ')})`);
+      throw new BackendError(`unknown backend '${String(requested)}' (expected one of ${BACKEND_CHOICES.join(', ')})`);
   }
   if (!opts.quiet) log(`backend ${info.name}: ${info.device} (${info.reason})`);
   return info;

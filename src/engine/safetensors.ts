@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from './files.ts';
+import { InputError } from '../config/errors.ts';
 
 export type StDtype = 'F32' | 'I32' | 'I64';
 export type StData = Float32Array | Int32Array | BigInt64Array;
@@ -13,7 +14,7 @@ export interface StTensor {
   data: StData;
 }
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends InputError {
   override name = 'SafetensorsError';
 }
 

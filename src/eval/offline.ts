@@ -1,34 +1,27 @@
 /**
- * Offline evaluation of a run folder's checkpoint: the weighted kNN on the full train set and the linear
- * probe (RECIPE.md §4), with the results written into the run's summary.json (and knn.json / linear.json).
+ * Evaluation of a run folder's checkpoint: the weighted kNN on the full train set and the linear probe
+ * (docs/RECIPE.md "Evaluation"), with the results written into the run's summary.json (and knn.json /
+ * linear.json) through src/runfolder/. The training loop calls the probe on its final weights.
  *
  * Linear probe views (main_lincls.py): train = RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + flip,
  * new crops every epoch, so the frozen encoder runs on every batch; test = the centre (evaluation) view.
  * With augmentation off, the train features are computed once from the centre view and cached.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfigFile, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
+import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
-import { writeJsonAtomic } from '../engine/files.ts';
 import { Rng } from '../engine/rng.ts';
 import { readSafetensors } from '../engine/safetensors.ts';
 import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
 import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { CheckpointError, findLastCheckpoint } from '../train/checkpoint.ts';
-import { augmentConfigOf, extractFeatures, loadRunData, modelConfigOf } from '../train/loop.ts';
-import { knnAccuracy } from './knn.ts';
+import { checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
+import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
+import { mergeSummary } from '../runfolder/summary.ts';
+import { extractFeatures, knnOfModel } from './features.ts';
 import { cachedSource, linearProbe, type ProbeEpoch, type ProbeResult, type ProbeTrainSource } from './linear.ts';
-
-/** The resolved config a run folder was trained with (its config.yaml). */
-export function loadRunConfig(runDir: string): ResolvedRunConfig {
-  const path = join(runDir, 'config.yaml');
-  if (!existsSync(path)) throw new ConfigError(`${runDir}: no config.yaml (not a run folder)`);
-  const blame = () => path;
-  return resolveConfig(validateConfig(loadConfigFile(path), blame), blame);
-}
 
 export interface LoadedModel {
   model: MoCoViT;
@@ -39,18 +32,18 @@ export interface LoadedModel {
 
 /**
  * A model with the base encoder of a checkpoint (the newest unless `checkpoint` names a folder). Only
- * base_encoder tensors are read: the features of kNN and the probe come from it alone.
+ * the base encoder is built and read: the features of kNN and the probe come from it alone.
  */
 export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoint?: string): LoadedModel {
-  const dir = checkpoint ?? findLastCheckpoint(join(runDir, 'checkpoints'));
+  const dir = checkpoint ?? findLastCheckpoint(checkpointsDir(runDir));
   if (!dir || !existsSync(join(dir, 'model.safetensors'))) {
-    throw new CheckpointError(`${checkpoint ?? join(runDir, 'checkpoints')}: no checkpoint with a model.safetensors to evaluate`);
+    throw new CheckpointError(`${checkpoint ?? checkpointsDir(runDir)}: no checkpoint with a model.safetensors to evaluate`);
   }
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
-  const model = new MoCoViT(modelConfigOf(config), config.seed);
+  const model = new MoCoViT(modelConfigOf(config), config.seed, { encoderOnly: true });
   try {
     for (const name of model.vars.keys()) {
-      if (!name.startsWith('base_encoder.') || name.endsWith('num_batches_tracked')) continue;
+      if (name.endsWith('num_batches_tracked')) continue;
       const t = tensors.get(name);
       if (!t) throw new CheckpointError(`${dir}/model.safetensors: missing tensor ${name}`);
       const want = model.torchShape(name);
@@ -64,33 +57,7 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
     model.dispose();
     throw e;
   }
-  let step: number | null = null;
-  try {
-    step = (JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as { step?: number }).step ?? null;
-  } catch {
-    /* a folder without state.json: step unknown */
-  }
-  return { model, checkpoint: dir, step };
-}
-
-/** status.json of a run folder, or null. */
-export function readRunStatus(runDir: string): { status: string; step: number; diverged_at?: number } | null {
-  const s = readJson(join(runDir, 'status.json'));
-  return typeof s.status === 'string' ? (s as { status: string; step: number; diverged_at?: number }) : null;
-}
-
-function readJson(path: string): Record<string, unknown> {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch {
-    return {};
-  }
-}
-
-/** Merge keys into summary.json (atomic), keeping the rest. */
-export function updateSummary(runDir: string, values: Record<string, unknown>): void {
-  const path = join(runDir, 'summary.json');
-  writeJsonAtomic(path, { ...readJson(path), ...values });
+  return { model, checkpoint: dir, step: checkpointFolderStep(dir) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,14 +134,7 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
   const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);
   const model = opts.model ?? loaded!.model;
   try {
-    const bank = extractFeatures(model, ds.train, ds.train.n, aug);
-    const queries = extractFeatures(model, ds.test, ds.test.n, aug);
-    let r;
-    try {
-      r = await knnAccuracy(bank, ds.train.labels, queries, ds.test.labels, { k, t, numClasses: ds.numClasses });
-    } finally {
-      tf.dispose([bank, queries]);
-    }
+    const r = await knnOfModel(model, ds, aug, { k, t, bank: ds.train.n, queries: ds.test.n });
     const out: KnnRunResult = {
       top1: r.top1,
       top5: r.top5,
@@ -187,8 +147,8 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {
-      writeJsonAtomic(join(runDir, 'knn.json'), out);
-      updateSummary(runDir, { knn_eval: { top1: out.top1, top5: out.top5, k, t, bank: out.bank, queries: out.queries, step: out.step } });
+      writeEvalResult(runDir, 'knn', out);
+      mergeSummary(runDir, { knn_eval: { top1: out.top1, top5: out.top5, k, t, bank: out.bank, queries: out.queries, step: out.step } });
     }
     return out;
   } finally {
@@ -269,8 +229,8 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {
-      writeJsonAtomic(join(runDir, 'linear.json'), out);
-      updateSummary(runDir, {
+      writeEvalResult(runDir, 'linear', out);
+      mergeSummary(runDir, {
         linear_top1: out.top1,
         linear_top5: out.top5,
         linear: {

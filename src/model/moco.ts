@@ -48,9 +48,14 @@ export class MoCoViT {
   private readonly trainList: string[];
   private readonly paramFns = new Map<string, Params>();
   private disposed = false;
+  private readonly encoderOnly: boolean;
 
-  /** Momentum encoder = copy of the base encoder (builder.py: param_m.data.copy_(param_b.data)). */
-  constructor(cfg: MocoModelConfig, seed: number) {
+  /**
+   * Momentum encoder = copy of the base encoder (builder.py: param_m.data.copy_(param_b.data)).
+   * `encoderOnly`: the base encoder alone (evaluation reads features, never trains): no momentum encoder,
+   * no predictor; step() and loss() are not available.
+   */
+  constructor(cfg: MocoModelConfig, seed: number, opts: { encoderOnly?: boolean } = {}) {
     validateModelConfig(cfg);
     this.cfg = { ...cfg };
     const tag = `moco${instances++}`;
@@ -70,12 +75,14 @@ export class MoCoViT {
     };
     const frozen = cfg.patchProj === 'frozen';
     const trainableBase = (name: string) => !name.endsWith('pos_embed') && !(frozen && (name === PATCH_W || name === PATCH_B));
+    this.encoderOnly = opts.encoderOnly ?? false;
+    const built = this.encoderOnly ? [] : predictor;
     for (const s of encoder) add(BASE + s.name, s, values.get(s.name)!, !s.buffer && trainableBase(BASE + s.name));
-    for (const s of encoder) add(MOMENTUM + s.name, s, values.get(s.name)!, false);
-    for (const s of predictor) add(PRED + s.name, s, s.init(new Rng(seed, 'init', PRED + s.name)), !s.buffer);
+    if (!this.encoderOnly) for (const s of encoder) add(MOMENTUM + s.name, s, values.get(s.name)!, false);
+    for (const s of built) add(PRED + s.name, s, s.init(new Rng(seed, 'init', PRED + s.name)), !s.buffer);
 
     for (const s of encoder) if (!s.buffer) this.baseParams.push(BASE + s.name);
-    const predParams = predictor.filter((s) => !s.buffer).map((s) => PRED + s.name);
+    const predParams = built.filter((s) => !s.buffer).map((s) => PRED + s.name);
     this.gradList = [...this.baseParams.filter((n) => n !== `${BASE}pos_embed`), ...predParams];
     this.trainList = this.gradList.filter((n) => this.vars.get(n)!.trainable);
   }
@@ -191,7 +198,7 @@ export class MoCoViT {
    * predictor on q1 then q2, momentum head on k1 then k2). The caller disposes `loss` and the grads.
    */
   step(x1: tf.Tensor4D, x2: tf.Tensor4D, m: number, microBatch: number | null = null): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
-    this.checkAlive();
+    this.checkTrainable();
     checkViews(x1, x2);
     const B = x1.shape[0];
     const mb = microBatch === null || microBatch >= B ? B : microBatch;
@@ -268,7 +275,7 @@ export class MoCoViT {
 
   /** The loss of the current weights, with no update at all (train-mode BN, buffers untouched). */
   loss(x1: tf.Tensor4D, x2: tf.Tensor4D): tf.Scalar {
-    this.checkAlive();
+    this.checkTrainable();
     checkViews(x1, x2);
     return tf.tidy(() => {
       const k1 = this.encode(x1, MOMENTUM, null);
@@ -287,6 +294,11 @@ export class MoCoViT {
 
   private checkAlive(): void {
     if (this.disposed) throw new Error('MoCoViT used after dispose()');
+  }
+
+  private checkTrainable(): void {
+    this.checkAlive();
+    if (this.encoderOnly) throw new Error('MoCoViT built encoder-only (for evaluation): it has no step() or loss()');
   }
 
   dispose(): void {

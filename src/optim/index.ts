@@ -1,8 +1,9 @@
-/** Optimizers and schedules of MoCo v3 (RECIPE §3). */
+/** Optimizers and schedules of MoCo v3 (docs/RECIPE.md). */
 import { AdamW } from './adamw.ts';
 import { Lamb } from './lamb.ts';
 import { Lars } from './lars.ts';
-import { type NdimOf, type Optimizer, type OptimizerConfig, OPTIMIZER_NAMES } from './optimizer.ts';
+import { OPTIMIZER_NAMES } from '../config/schema.ts';
+import type { NdimOf, Optimizer, OptimizerConfig } from './optimizer.ts';
 import { Sgd } from './sgd.ts';
 
 export { AdamW } from './adamw.ts';
@@ -11,7 +12,6 @@ export { Lars } from './lars.ts';
 export { Sgd } from './sgd.ts';
 export {
   BaseOptimizer,
-  OPTIMIZER_NAMES,
   OptimizerStateError,
   type NdimOf,
   type Optimizer,
@@ -30,7 +30,7 @@ function check(ok: boolean, msg: string): void {
  */
 export function createOptimizer(cfg: OptimizerConfig, ndimOf: NdimOf): Optimizer {
   const finite = (x: number) => typeof x === 'number' && Number.isFinite(x);
-  check(OPTIMIZER_NAMES.includes(cfg.name), `unknown optimizer '${cfg.name}' (one of ${OPTIMIZER_NAMES.join(', ')})`);
+  check((OPTIMIZER_NAMES as readonly string[]).includes(cfg.name), `unknown optimizer '${cfg.name}' (one of ${OPTIMIZER_NAMES.join(', ')})`);
   check(finite(cfg.weightDecay) && cfg.weightDecay >= 0, `weightDecay must be >= 0, got ${cfg.weightDecay}`);
   switch (cfg.name) {
     case 'adamw':

@@ -4,9 +4,9 @@
  * per file (adamw.ts, lamb.ts, lars.ts, sgd.ts); `createOptimizer` is in index.ts.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import type { OptimizerName } from '../config/schema.ts';
 
-export type OptimizerName = 'adamw' | 'lamb' | 'lars' | 'sgd';
-export const OPTIMIZER_NAMES: readonly OptimizerName[] = ['adamw', 'lamb', 'lars', 'sgd'];
+export type { OptimizerName };
 
 export interface OptimizerConfig {
   name: OptimizerName;

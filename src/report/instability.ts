@@ -8,7 +8,7 @@
  *    earlier in the first layer, and [is] delayed by tens of iterations in the last layers").
  * Resolution is the logging cadence (train.log_every): a lag shorter than it reads as 0.
  */
-import type { MetricRow } from './results.ts';
+import type { MetricRow } from '../runfolder/metrics.ts';
 
 export interface InstabilityOptions {
   /** D: a dip is a drop of at least this many points below the running maximum */

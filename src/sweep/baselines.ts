@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
-import { loadRunData } from '../train/loop.ts';
+import { loadRunData } from '../components/index.ts';
 import type { SweepPlan } from './plan.ts';
 
 export const BASELINES_FILE = 'baselines.json';

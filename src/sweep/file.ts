@@ -10,14 +10,14 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { ConfigError, deepMerge, nest, validateConfig } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
-import { DEFAULTS, OPTIMIZER_NAMES } from '../config/schema.ts';
+import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
+import { InputError } from '../config/errors.ts';
 
 /** Bad input in a sweep file or sweep flags: one line naming the file (or flag) and the key. */
-export class SweepError extends Error {
+export class SweepError extends InputError {
   override name = 'SweepError';
 }
 
-export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
 /** dotted config key -> the values it takes (one for `value`, several for `values`) */
 export type Grid = Map<string, unknown[]>;
 

@@ -6,9 +6,9 @@
 import { join } from 'node:path';
 import { buildConfig, configHash } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
-import { OPTIMIZER_NAMES, type ResolvedRunConfig } from '../config/schema.ts';
+import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
-import { nest, SweepError, type Grid, type OptimizerName, type SweepSpec } from './file.ts';
+import { nest, SweepError, type Grid, type SweepSpec } from './file.ts';
 import { NO_SCALE, scaleValue, SWEEP_SCALES, type SweepScale } from './scale.ts';
 
 type Obj = Record<string, unknown>;

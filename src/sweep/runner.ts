@@ -4,18 +4,18 @@
  * and the sweep goes on; a run locked by another live sweep is left to it. TensorFlow.js and the training
  * loop are imported here only when a run starts, so planning stays light.
  */
-import { hostname } from 'node:os';
-import { join } from 'node:path';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
-import { writeJsonAtomic } from '../engine/files.ts';
-import type { Summary, TrainEvent } from '../train/loop.ts';
+import { acquireLock, cleanStaleTemps, clearStale, releaseLock } from '../runfolder/lock.ts';
+import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
+import { markFailed } from '../runfolder/status.ts';
+import type { Summary } from '../runfolder/summary.ts';
+import type { TrainEvent } from '../train/loop.ts';
 import { SweepError } from './file.ts';
-import { acquireLock, cleanStaleTemps, clearStale, releaseLock } from './lock.ts';
 import type { PlannedRun, SweepPlan } from './plan.ts';
 import { writeResolvedSweep } from './resolved.ts';
-import { isDone, readRunState, type RunState, type RunStateInfo } from './state.ts';
+import { SetupError } from '../config/errors.ts';
 
 export type SweepEvent =
   | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string }
@@ -48,27 +48,7 @@ export interface RunSweepOptions {
   checkpointSeconds?: number;
 }
 
-/** Errors in what the user gave (missing data, no backend): stop the sweep, exit 2; not a run failure. */
-const INPUT_ERRORS = new Set(['DataError', 'BackendError', 'ConfigError', 'UsageError']);
 
-function dataKey(c: ResolvedRunConfig): string {
-  // loadRunData reads the data section and the seed (synthetic images depend on it)
-  return JSON.stringify([c.data, c.seed]);
-}
-
-function recordFailure(run: PlannedRun, error: string): void {
-  const prev = readRunState(run.dir);
-  if (prev.state === 'failed') return;
-  writeJsonAtomic(join(run.dir, 'status.json'), {
-    status: 'failed',
-    step: prev.step ?? 0,
-    total_steps: prev.total_steps,
-    pid: process.pid,
-    host: hostname(),
-    heartbeat: new Date().toISOString(),
-    error,
-  });
-}
 
 export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   const { plan } = opts;
@@ -83,6 +63,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
 
   // TensorFlow.js is loaded only when there is something to train
   const loop = todo.length ? await import('../train/loop.ts') : null;
+  const components = todo.length ? await import('../components/index.ts') : null;
   let backend = opts.backend;
   if (!backend && todo.length) {
     const { initBackend } = await import('../engine/backend.ts');
@@ -92,10 +73,11 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   // one dataset in memory at a time, shared by the runs that read the same data
   let cache: { key: string; ds: Dataset } | null = null;
   const dataFor = async (c: ResolvedRunConfig): Promise<Dataset> => {
-    const key = dataKey(c);
+    // the dataset depends on the data section alone (not the run seed): runs that differ in seed share it
+    const key = JSON.stringify(components!.dataOptionsOf(c));
     if (cache?.key !== key) {
       cache = null;
-      cache = { key, ds: await loop!.loadRunData(c) };
+      cache = { key, ds: await components!.loadRunData(c) };
     }
     return cache.ds;
   };
@@ -105,7 +87,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     try {
       await dataFor(todo[0]!.config);
     } catch (e) {
-      if (e instanceof Error && INPUT_ERRORS.has(e.name)) throw e;
+      if (e instanceof SetupError) throw e;
     }
   }
   cleanStaleTemps(plan.dir);
@@ -151,7 +133,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
         try {
           ds = await dataFor(run.config);
         } catch (e) {
-          if (e instanceof Error && INPUT_ERRORS.has(e.name)) throw Object.assign(e, { stopSweep: true });
+          if (e instanceof SetupError) throw Object.assign(e, { stopSweep: true });
           throw e;
         }
         summary = await loop!.trainRun({
@@ -168,7 +150,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       } catch (e) {
         if ((e as { stopSweep?: boolean }).stopSweep) throw e;
         const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
-        recordFailure(run, msg);
+        markFailed(run.dir, msg);
         failed.push(run.id);
         emit({ type: 'run_failed', ...base, error: msg });
         continue;

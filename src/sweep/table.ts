@@ -2,7 +2,7 @@
 import { PRESETS } from '../config/presets.ts';
 import { fmtExp, runLr, type PlannedRun, type SweepPlan } from './plan.ts';
 import { formatFactor } from './scale.ts';
-import type { RunStateInfo } from './state.ts';
+import type { RunStateInfo } from '../runfolder/state.ts';
 
 const COLUMN_NAMES: Record<string, string> = {
   'optim.batch_size': 'batch',

@@ -11,7 +11,8 @@ import { gatherBatch } from '../data/sampler.ts';
 import { evalView, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { cachedSource, linearProbe } from '../eval/linear.ts';
-import { augmentConfigOf, extractFeatures, knnMonitor, loadRunData, modelConfigOf } from './loop.ts';
+import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
+import { extractFeatures, knnMonitor } from '../eval/features.ts';
 
 export interface BaselineFigures {
   /** the random-init encoder (seed = the config's seed) */

@@ -7,7 +7,7 @@ import { augmentEngine, twoViews, type AugmentConfig } from '../data/augment.ts'
 import { batchIndices, gatherBatch, type ImageBatch } from '../data/index.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { trainStep } from './step.ts';
-import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from './loop.ts';
+import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { stepFlops } from './flops.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 

@@ -1,16 +1,15 @@
 /**
- * Checkpoints: one folder per checkpoint, `checkpoints/step-<N>/` with
+ * The tensors of a checkpoint folder `checkpoints/step-<N>/` (its layout, temporary name and last.json
+ * pointer: src/runfolder/checkpoints.ts):
  *   model.safetensors      every tensor of the official MoCo_ViT state dict (no `module.` prefix), PyTorch layouts
  *   optimizer.safetensors  optimizer slots named `<param>.<slot>` (PyTorch slot names and layouts)
  *   state.json             step, loop state, optimizer scalars; written last: a folder without it is incomplete
- * The folder is written under a temporary name and renamed; `checkpoints/last.json` (written atomically) then
- * names the newest complete one. A crash at any moment leaves the previous checkpoint intact.
+ * A crash at any moment leaves the previous checkpoint intact.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+import { checkpointTempDir, commitCheckpoint, CheckpointError, readCheckpointState, writeCheckpointState } from '../runfolder/checkpoints.ts';
 
 export interface LoopState {
   step: number;
@@ -38,12 +37,6 @@ export interface CheckpointOptimizer {
   stateJson(): Record<string, unknown>;
   loadState(tensors: Map<string, tf.Tensor>, json: Record<string, unknown>, params?: Map<string, tf.Variable>): void;
 }
-
-export class CheckpointError extends Error {
-  override name = 'CheckpointError';
-}
-
-export const stepDirName = (step: number) => `step-${String(step).padStart(7, '0')}`;
 
 function slotParam(key: string): string {
   const i = key.lastIndexOf('.');
@@ -79,11 +72,7 @@ export function saveCheckpoint(
   state: LoopState,
   metadata: Record<string, string>,
 ): string {
-  mkdirSync(ckptRoot, { recursive: true });
-  const name = stepDirName(state.step);
-  const tmp = join(ckptRoot, `.${name}.${process.pid}.tmp`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
+  const tmp = checkpointTempDir(ckptRoot, state.step);
   writeSafetensors(join(tmp, 'model.safetensors'), modelStateDict(model), { format: 'pt', step: String(state.step), ...metadata });
   const slots = new Map<string, StTensor>();
   for (const [key, t] of optimizer.stateTensors()) {
@@ -93,59 +82,12 @@ export function saveCheckpoint(
     if (tt !== t) tt.dispose();
   }
   writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });
-  writeJsonAtomic(join(tmp, 'state.json'), state);
-  const final = join(ckptRoot, name);
-  if (existsSync(final)) rmSync(final, { recursive: true, force: true });
-  renameSync(tmp, final);
-  writeJsonAtomic(join(ckptRoot, 'last.json'), { step: state.step, dir: name });
-  return final;
-}
-
-/** The newest complete checkpoint folder, or null. */
-export function findLastCheckpoint(ckptRoot: string): string | null {
-  if (!existsSync(ckptRoot)) return null;
-  const ptr = join(ckptRoot, 'last.json');
-  if (existsSync(ptr)) {
-    try {
-      const { dir } = JSON.parse(readFileSync(ptr, 'utf8')) as { dir: string };
-      if (existsSync(join(ckptRoot, dir, 'state.json'))) return join(ckptRoot, dir);
-    } catch {
-      /* fall back to scanning */
-    }
-  }
-  const dirs = readdirSync(ckptRoot)
-    .filter((d) => /^step-\d+$/.test(d) && existsSync(join(ckptRoot, d, 'state.json')))
-    .sort();
-  return dirs.length ? join(ckptRoot, dirs[dirs.length - 1]!) : null;
-}
-
-/** Remove temporary folders of interrupted writes and older rolling checkpoints not in `keep`. */
-export function pruneCheckpoints(ckptRoot: string, keep: (step: number) => boolean, current: string): void {
-  if (!existsSync(ckptRoot)) return;
-  for (const d of readdirSync(ckptRoot)) {
-    const full = join(ckptRoot, d);
-    if (d.startsWith('.') && d.endsWith('.tmp')) {
-      const pid = Number(d.split('.').at(-2));
-      if (pid === process.pid || !pidAlive(pid)) rmSync(full, { recursive: true, force: true });
-      continue;
-    }
-    const m = /^step-(\d+)$/.exec(d);
-    if (m && full !== current && !keep(Number(m[1]))) rmSync(full, { recursive: true, force: true });
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  if (!Number.isFinite(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  writeCheckpointState(tmp, state);
+  return commitCheckpoint(ckptRoot, tmp, state.step);
 }
 
 export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
-  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LoopState;
+  const state = readCheckpointState(dir) as unknown as LoopState;
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   for (const [name, v] of model.vars) {
     const t = tensors.get(name);
@@ -170,4 +112,3 @@ export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: C
   return state;
 }
 
-export { writeFileAtomic };

@@ -2,8 +2,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BackendInfo } from '../engine/backend.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -39,4 +41,24 @@ export function gitCommit(): string | null {
   } catch {
     return null;
   }
+}
+
+/** meta.json of a run: versions, machine, command, and where it started. */
+export function runMeta(o: { backend: BackendInfo; command: string[]; resumedFrom: number | null; hash: string; params: number }): Record<string, unknown> {
+  return {
+    moco3: packageVersions(),
+    git_commit: gitCommit(),
+    backend: o.backend.name,
+    device: o.backend.device,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpus: cpus().length,
+    cpu_model: cpus()[0]?.model ?? null,
+    host: hostname(),
+    command: o.command,
+    started: new Date().toISOString(),
+    resumed_from_step: o.resumedFrom,
+    config_hash: o.hash,
+    params_trainable: o.params,
+  };
 }

@@ -1,9 +1,6 @@
-/** Per-group gradient norms and the metrics file. */
+/** Per-group gradient norms of a step and their metrics row (the file: src/runfolder/metrics.ts). */
 import * as tf from '@tensorflow/tfjs-core';
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../engine/files.ts';
-
-export type MetricRow = Record<string, number | null>;
+import type { MetricRow } from '../runfolder/metrics.ts';
 
 /**
  * Loss and, per parameter group, the gradient's infinity norm (max |g|) and L2 norm, as one tensor
@@ -36,42 +33,4 @@ export function statsToRow(values: ArrayLike<number>, groups: ReadonlyMap<string
     i += 2;
   }
   return row;
-}
-
-export function appendMetric(path: string, row: MetricRow): void {
-  appendFileSync(path, `${JSON.stringify(row, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}\n`);
-}
-
-/** Read metrics.jsonl; a torn last line (a killed process) is dropped. Non-finite values are stored as strings. */
-export function readMetrics(path: string): MetricRow[] {
-  if (!existsSync(path)) return [];
-  const rows: MetricRow[] = [];
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const obj = JSON.parse(line) as Record<string, unknown>;
-      const row: MetricRow = {};
-      for (const [k, v] of Object.entries(obj)) row[k] = typeof v === 'string' ? Number(v) : (v as number | null);
-      rows.push(row);
-    } catch {
-      /* torn line */
-    }
-  }
-  return rows;
-}
-
-/** Keep the rows of steps <= step (resume from a checkpoint at `step`). */
-export function truncateMetrics(path: string, step: number): void {
-  if (!existsSync(path)) return;
-  const keep = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((line) => {
-      if (!line.trim()) return false;
-      try {
-        return (JSON.parse(line) as { step: number }).step <= step;
-      } catch {
-        return false;
-      }
-    });
-  writeFileAtomic(path, keep.length ? `${keep.join('\n')}\n` : '');
 }

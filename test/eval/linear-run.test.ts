@@ -7,9 +7,11 @@ import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import type { ImageBatch } from '../../src/data/index.ts';
-import { knnForRun, linearProbeForRun, loadRunConfig, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
+import { loadRunData, modelConfigOf } from '../../src/components/index.ts';
+import { knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
-import { loadRunData, modelConfigOf, trainRun } from '../../src/train/loop.ts';
+import { loadRunConfig } from '../../src/runfolder/records.ts';
+import { trainRun } from '../../src/train/loop.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 

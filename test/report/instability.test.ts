@@ -12,7 +12,7 @@ import {
   spikeLags,
   type Point,
 } from '../../src/report/instability.ts';
-import { parseMetrics, readMetricsFile } from '../../src/report/results.ts';
+import { parseMetrics, readMetrics } from '../../src/runfolder/metrics.ts';
 import { noise, tmp, writeFakeRun } from './fixtures.ts';
 
 const pts = (values: number[], every = 10): Point[] => values.map((value, i) => ({ step: i * every, epoch: null, value }));
@@ -89,7 +89,7 @@ test('a metrics.jsonl written with known dips, spikes and lags reads back as tho
     knnDrops: { 120: 8, 260: 15, 280: 7 },
     spikes: { patch_proj: [100, 250], block3: [135, 255], block1: [300] },
   });
-  const rows = readMetricsFile(join(run, 'metrics.jsonl'));
+  const rows = readMetrics(join(run, 'metrics.jsonl'));
   const r = analyzeRun(rows, DEFAULT_INSTABILITY);
   // curve 20 + step/10: 120 -> 24, 6 below 30 (step 100); 260 -> 31, 13 below 44 (step 240); 280 -> 41, still 3 below: one dip
   assert.equal(r.dips.length, 2);
@@ -120,7 +120,7 @@ test('metrics parsing: non-finite strings become numbers, a torn last line is dr
   const dir = tmp();
   const p = join(dir, 'metrics.jsonl');
   writeFileSync(p, '{"step":1,"loss":"NaN","grad_inf/patch_proj":"Infinity","knn_top1":null}\n{"step":2,"loss":1.5}\n{"step":3,"lo');
-  const rows = readMetricsFile(p);
+  const rows = readMetrics(p);
   assert.equal(rows.length, 2);
   assert.ok(Number.isNaN(rows[0]!.loss));
   assert.equal(rows[0]!['grad_inf/patch_proj'], Infinity);

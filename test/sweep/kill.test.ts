@@ -9,7 +9,7 @@ import '../helpers/tf.ts';
 import { loadSweepFile } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep } from '../../src/sweep/runner.ts';
-import { readMetrics } from '../../src/train/metrics.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-kill-'));
 after(() => rmSync(root, { recursive: true, force: true }));

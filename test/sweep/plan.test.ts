@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions } from '../../src/sweep/plan.ts';
 import { formatPlan } from '../../src/sweep/table.ts';
-import { readRunState } from '../../src/sweep/state.ts';
+import { readRunState } from '../../src/runfolder/state.ts';
 import { scaleValue } from '../../src/sweep/scale.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-plan-'));

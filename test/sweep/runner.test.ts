@@ -7,12 +7,12 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
-import { readMetrics } from '../../src/train/metrics.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { loadSweepFile, parseSweep } from '../../src/sweep/file.ts';
-import { acquireLock, procStart, readLock, releaseLock } from '../../src/sweep/lock.ts';
+import { acquireLock, procStart, readLock, releaseLock } from '../../src/runfolder/lock.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
-import { readRunState } from '../../src/sweep/state.ts';
+import { readRunState } from '../../src/runfolder/state.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-runner-'));
 after(() => rmSync(root, { recursive: true, force: true }));

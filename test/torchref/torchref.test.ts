@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { readSafetensors, type StTensor } from '../../src/engine/safetensors.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import type { ResolvedRunConfig } from '../../src/config/schema.ts';
-import { modelConfigOf, optimizerOf } from '../../src/train/loop.ts';
+import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
 import { lrAt, momentumAt, scaledLr } from '../../src/optim/schedule.ts';
 import { loadCheckpoint } from '../../src/train/checkpoint.ts';
 

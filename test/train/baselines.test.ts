@@ -7,7 +7,9 @@ import { gatherBatch, itersPerEpoch } from '../../src/data/sampler.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { cachedSource, linearProbe } from '../../src/eval/linear.ts';
 import { computeBaselines, pixelFeatures } from '../../src/train/baselines.ts';
-import { augmentConfigOf, extractFeatures, knnEverySteps, knnMonitor, loadRunData, modelConfigOf } from '../../src/train/loop.ts';
+import { augmentConfigOf, loadRunData, modelConfigOf } from '../../src/components/index.ts';
+import { extractFeatures, knnMonitor } from '../../src/eval/features.ts';
+import { knnEverySteps } from '../../src/train/loop.ts';
 
 const config = buildConfig({
   preset: 'smoke',

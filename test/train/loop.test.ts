@@ -7,8 +7,9 @@ import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
-import { loadRunData, trainRun, type TrainEvent } from '../../src/train/loop.ts';
-import { readMetrics } from '../../src/train/metrics.ts';
+import { loadRunData } from '../../src/components/index.ts';
+import { trainRun, type TrainEvent } from '../../src/train/loop.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
@@ -123,7 +124,7 @@ test('prefetched views (computed in the background while the previous step runs)
     process.env.MOCO3_PREFETCH = '0';
     await trainRun({ config: c, runDir: plain, backend, dataset: ds });
     process.env.MOCO3_PREFETCH = '1';
-    const { prefetchViews } = await import('../../src/train/loop.ts');
+    const { prefetchViews } = await import('../../src/train/views.ts');
     assert.equal(prefetchViews('cpu'), true, 'the native augmentation kernel (with its async entry) is built');
     const pre = tmp();
     let steps = 0;

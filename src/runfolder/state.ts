@@ -1,10 +1,12 @@
 /**
- * Where a planned run stands, read from its folder (status.json, summary.json, checkpoints/last.json,
+ * Where a run stands, read from its folder (status.json, summary.json, checkpoints/last.json,
  * the lock) without TensorFlow.js.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { checkpointStep } from './checkpoints.ts';
 import { liveLock, type LockInfo } from './lock.ts';
+import { runPath } from './paths.ts';
+import { readStatus } from './status.ts';
 
 export type RunState = 'new' | 'completed' | 'interrupted' | 'diverged' | 'failed' | 'running';
 
@@ -20,22 +22,8 @@ export interface RunStateInfo {
   lock: LockInfo | null;
 }
 
-function readJson<T>(path: string): T | null {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
-  } catch {
-    return null;
-  }
-}
-
-export function checkpointStep(runDir: string): number | null {
-  const last = readJson<{ step: number; dir: string }>(join(runDir, 'checkpoints', 'last.json'));
-  if (last && existsSync(join(runDir, 'checkpoints', last.dir, 'state.json'))) return last.step;
-  return null;
-}
-
 export function readRunState(runDir: string): RunStateInfo {
-  const st = readJson<{ status: string; step?: number; total_steps?: number; error?: string }>(join(runDir, 'status.json'));
+  const st = readStatus(runDir);
   const ckpt = checkpointStep(runDir);
   const info: RunStateInfo = {
     state: 'new',
@@ -49,7 +37,7 @@ export function readRunState(runDir: string): RunStateInfo {
   if (lock && lock.pid !== process.pid) return { ...info, state: 'running', lock };
   // summary.json is written before the final status: a final status without it cannot happen, but a
   // folder copied by hand might have one; it then counts as interrupted and is resumed
-  const hasSummary = existsSync(join(runDir, 'summary.json'));
+  const hasSummary = existsSync(runPath(runDir, 'summary'));
   if (st?.status === 'completed' && hasSummary) return { ...info, state: 'completed' };
   if (st?.status === 'diverged' && hasSummary) return { ...info, state: 'diverged' };
   if (st?.status === 'failed') return { ...info, state: 'failed' };

@@ -6,6 +6,7 @@
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { RUN_FILES } from './paths.ts';
 
 export interface LockInfo {
   pid: number;
@@ -16,7 +17,7 @@ export interface LockInfo {
   sweep: string;
 }
 
-export const LOCK_NAME = '.lock';
+export const LOCK_NAME = RUN_FILES.lock;
 
 export function procStart(pid: number): string | null {
   try {
@@ -122,7 +123,7 @@ export function releaseLock(runDir: string): void {
  * (atomic writes) and `.<step>.<pid>.tmp` checkpoint folders of dead processes.
  */
 export function cleanStaleTemps(dir: string): void {
-  for (const d of [dir, join(dir, 'checkpoints')]) {
+  for (const d of [dir, join(dir, RUN_FILES.checkpoints)]) {
     if (!existsSync(d)) continue;
     for (const name of readdirSync(d)) {
       const m = /^\..*\.(\d+)(?:\.stale)?\.tmp$/.exec(name);

@@ -1,0 +1,18 @@
+/**
+ * The kinds of error that are the user's input, by class (never by name): the CLI prints such an
+ * error's one line and exits 2; anything else is a bug and prints its stack (exit 1).
+ */
+
+/** An error in what the user gave (a flag, a file, a key): one line naming it and what was expected. */
+export class InputError extends Error {}
+
+/**
+ * An input error in what every run of an invocation shares (flags, config, data, backend): a sweep stops
+ * on it, before or instead of recording one run as failed.
+ */
+export class SetupError extends InputError {}
+
+/** A bad command-line flag or an impossible request. */
+export class UsageError extends SetupError {
+  override name = 'UsageError';
+}

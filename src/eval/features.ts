@@ -1,0 +1,54 @@
+/**
+ * The frozen encoder's features of a split (class token after the final LayerNorm, on the evaluation
+ * view), and the weighted kNN of a model on a dataset: what the loop's kNN monitor and the run-folder
+ * kNN share.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import { evalView, type AugmentConfig } from '../data/augment.ts';
+import { gatherBatch, type Dataset, type ImageSplit } from '../data/index.ts';
+import type { MoCoViT } from '../model/moco.ts';
+import { knnAccuracy } from './knn.ts';
+
+/** Class-token features of the first `n` images of a split, [n, dim]. */
+export function extractFeatures(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, batch = 256): tf.Tensor2D {
+  const parts: tf.Tensor2D[] = [];
+  for (let s = 0; s < n; s += batch) {
+    const idx = Int32Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
+    parts.push(tf.tidy(() => model.features(evalView(gatherBatch(split, idx), aug))));
+  }
+  const out = tf.concat(parts) as tf.Tensor2D;
+  parts.forEach((p) => p.dispose());
+  return out;
+}
+
+export interface ModelKnnOptions {
+  k: number;
+  t: number;
+  /** the first `bank` train images are the bank, the first `queries` test images the queries */
+  bank: number;
+  queries: number;
+}
+
+/** Weighted kNN top-1 / top-5 (%) of `model`'s features: train images as the bank, test images as queries. */
+export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig, o: ModelKnnOptions): Promise<{ top1: number; top5: number }> {
+  const bank = extractFeatures(model, ds.train, o.bank, aug);
+  const queries = extractFeatures(model, ds.test, o.queries, aug);
+  try {
+    const r = await knnAccuracy(bank, ds.train.labels.subarray(0, o.bank), queries, ds.test.labels.subarray(0, o.queries), {
+      k: o.k,
+      t: o.t,
+      numClasses: ds.numClasses,
+    });
+    return { top1: r.top1, top5: r.top5 };
+  } finally {
+    tf.dispose([bank, queries]);
+  }
+}
+
+/** The kNN monitor of eval.knn: the first bank_size train images as the bank, the first query_size test images as queries. */
+export async function knnMonitor(model: MoCoViT, ds: Dataset, c: ResolvedRunConfig, aug: AugmentConfig): Promise<{ top1: number; top5: number }> {
+  const bank = Math.min(ds.train.n, c.eval.knn.bank_size ?? ds.train.n);
+  const queries = Math.min(ds.test.n, c.eval.knn.query_size ?? ds.test.n);
+  return knnOfModel(model, ds, aug, { k: c.eval.knn.k, t: c.eval.knn.t, bank, queries });
+}

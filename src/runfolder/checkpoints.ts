@@ -1,0 +1,99 @@
+/**
+ * The checkpoint folders of a run (their tensors are written by src/train/checkpoint.ts):
+ *   checkpoints/step-<N>/{model,optimizer}.safetensors, state.json   one folder per checkpoint
+ *   checkpoints/last.json                                             {step, dir}: the newest complete one
+ * A folder is written under a temporary name `.step-<N>.<pid>.tmp` and renamed; state.json is written
+ * last, so a folder without it is incomplete.
+ */
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeJsonAtomic } from '../engine/files.ts';
+import { pidAlive } from './lock.ts';
+import { readJsonObject, runPath, type Obj } from './paths.ts';
+import { InputError } from '../config/errors.ts';
+
+/** A checkpoint that cannot be read as asked (the CLI reports it as bad input). */
+export class CheckpointError extends InputError {
+  override name = 'CheckpointError';
+}
+
+export const stepDirName = (step: number) => `step-${String(step).padStart(7, '0')}`;
+
+export function checkpointsDir(runDir: string): string {
+  return runPath(runDir, 'checkpoints');
+}
+
+/** A fresh temporary folder for the checkpoint of `step`; commitCheckpoint puts it in place. */
+export function checkpointTempDir(ckptRoot: string, step: number): string {
+  mkdirSync(ckptRoot, { recursive: true });
+  const tmp = join(ckptRoot, `.${stepDirName(step)}.${process.pid}.tmp`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  return tmp;
+}
+
+/** state.json of a checkpoint folder, written last. */
+export function writeCheckpointState(dir: string, state: object): void {
+  writeJsonAtomic(join(dir, 'state.json'), state);
+}
+
+/** Rename a complete temporary folder to step-<N> and point last.json at it; returns the final folder. */
+export function commitCheckpoint(ckptRoot: string, tmp: string, step: number): string {
+  const name = stepDirName(step);
+  const final = join(ckptRoot, name);
+  if (existsSync(final)) rmSync(final, { recursive: true, force: true });
+  renameSync(tmp, final);
+  writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: name });
+  return final;
+}
+
+/** state.json of a checkpoint folder; CheckpointError when it is missing or not an object. */
+export function readCheckpointState(dir: string): Obj {
+  const s = readJsonObject(join(dir, 'state.json'));
+  if (!s) throw new CheckpointError(`${dir}/state.json: missing or not a JSON object`);
+  return s;
+}
+
+/** The step a checkpoint folder holds (its state.json), or null when it has no readable one. */
+export function checkpointFolderStep(dir: string): number | null {
+  const s = readJsonObject(join(dir, 'state.json'));
+  return typeof s?.step === 'number' ? s.step : null;
+}
+
+function lastPointer(ckptRoot: string): { step: number | null; dir: string } | null {
+  const p = readJsonObject(join(ckptRoot, 'last.json'));
+  return p && typeof p.dir === 'string' ? { step: typeof p.step === 'number' ? p.step : null, dir: p.dir } : null;
+}
+
+/** The newest complete checkpoint folder (last.json, else the highest step-<N> with a state.json), or null. */
+export function findLastCheckpoint(ckptRoot: string): string | null {
+  if (!existsSync(ckptRoot)) return null;
+  const last = lastPointer(ckptRoot);
+  if (last && existsSync(join(ckptRoot, last.dir, 'state.json'))) return join(ckptRoot, last.dir);
+  const dirs = readdirSync(ckptRoot)
+    .filter((d) => /^step-\d+$/.test(d) && existsSync(join(ckptRoot, d, 'state.json')))
+    .sort();
+  return dirs.length ? join(ckptRoot, dirs[dirs.length - 1]!) : null;
+}
+
+/** The step of the checkpoint last.json names, when it is complete; null otherwise (where a resume starts). */
+export function checkpointStep(runDir: string): number | null {
+  const root = checkpointsDir(runDir);
+  const last = lastPointer(root);
+  return last && existsSync(join(root, last.dir, 'state.json')) ? last.step : null;
+}
+
+/** Remove temporary folders of interrupted writes and older rolling checkpoints not in `keep`. */
+export function pruneCheckpoints(ckptRoot: string, keep: (step: number) => boolean, current: string): void {
+  if (!existsSync(ckptRoot)) return;
+  for (const d of readdirSync(ckptRoot)) {
+    const full = join(ckptRoot, d);
+    if (d.startsWith('.') && d.endsWith('.tmp')) {
+      const pid = Number(d.split('.').at(-2));
+      if (pid === process.pid || !pidAlive(pid)) rmSync(full, { recursive: true, force: true });
+      continue;
+    }
+    const m = /^step-(\d+)$/.exec(d);
+    if (m && full !== current && !keep(Number(m[1]))) rmSync(full, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * A run folder's files (docs/ARCHITECTURE.md "The run folder"). src/runfolder/ is the only code that
+ * reads or writes them; it loads no TensorFlow.js.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+
+export const RUN_FILES = {
+  config: 'config.yaml',
+  meta: 'meta.json',
+  status: 'status.json',
+  summary: 'summary.json',
+  metrics: 'metrics.jsonl',
+  knn: 'knn.json',
+  linear: 'linear.json',
+  views: 'views.safetensors',
+  checkpoints: 'checkpoints',
+  lock: '.lock',
+} as const;
+
+export type RunFile = keyof typeof RUN_FILES;
+
+export function runPath(runDir: string, file: RunFile): string {
+  return join(runDir, RUN_FILES[file]);
+}
+
+export type Obj = Record<string, unknown>;
+export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function readObject(path: string, parse: (text: string) => unknown): Obj | null {
+  try {
+    const v = parse(readFileSync(path, 'utf8'));
+    return isObj(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A JSON object file, or null when it is missing, unreadable, torn or not an object. */
+export const readJsonObject = (path: string): Obj | null => readObject(path, JSON.parse);
+
+/** A YAML mapping file, or null when it is missing, unreadable or not a mapping. */
+export const readYamlObject = (path: string): Obj | null => readObject(path, (t) => YAML.parse(t));

@@ -1,0 +1,74 @@
+/**
+ * status.json: where a run stands, rewritten atomically at every change and as a heartbeat while it runs.
+ *
+ *   pending -> running -> completed | diverged | interrupted | failed
+ *   interrupted | failed -> running (resume)
+ *
+ * summary.json is written before a final completed/diverged status, so a final status always has one.
+ */
+import { hostname } from 'node:os';
+import { writeJsonAtomic } from '../engine/files.ts';
+import { readJsonObject, runPath } from './paths.ts';
+
+export const RUN_STATUSES = ['pending', 'running', 'completed', 'diverged', 'failed', 'interrupted'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export interface StatusFile {
+  status: RunStatus;
+  step: number;
+  total_steps: number | null;
+  pid?: number;
+  host?: string;
+  heartbeat?: string;
+  error?: string;
+  diverged_at?: number | null;
+}
+
+export function writeStatus(runDir: string, status: RunStatus, step: number, totalSteps: number | null, extra: { error?: string; diverged_at?: number } = {}): void {
+  writeJsonAtomic(runPath(runDir, 'status'), {
+    status,
+    step,
+    total_steps: totalSteps,
+    pid: process.pid,
+    host: hostname(),
+    heartbeat: new Date().toISOString(),
+    ...extra,
+  });
+}
+
+/** status.json, or null when there is none or it is not a status (no `status` string). */
+export function readStatus(runDir: string): StatusFile | null {
+  const s = readJsonObject(runPath(runDir, 'status'));
+  if (!s || typeof s.status !== 'string') return null;
+  return s as unknown as StatusFile;
+}
+
+/**
+ * The status writer of one run: `running` heartbeats, then one final status. The loop holds one and
+ * writes status.json through nothing else.
+ */
+export class StatusWriter {
+  constructor(
+    private readonly runDir: string,
+    private readonly totalSteps: number,
+  ) {}
+
+  running(step: number): void {
+    writeStatus(this.runDir, 'running', step, this.totalSteps);
+  }
+
+  final(status: Exclude<RunStatus, 'pending' | 'running' | 'failed'>, step: number, divergedAt: number | null): void {
+    writeStatus(this.runDir, status, step, this.totalSteps, divergedAt !== null ? { diverged_at: divergedAt } : {});
+  }
+
+  failed(step: number, error: string): void {
+    writeStatus(this.runDir, 'failed', step, this.totalSteps, { error });
+  }
+}
+
+/** A run that failed outside its loop (the sweep records it): failed at the step it reached; an existing failed status is kept. */
+export function markFailed(runDir: string, error: string): void {
+  const prev = readStatus(runDir);
+  if (prev?.status === 'failed') return;
+  writeStatus(runDir, 'failed', prev?.step ?? 0, prev?.total_steps ?? null, { error });
+}

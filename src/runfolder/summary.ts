@@ -1,0 +1,45 @@
+/**
+ * summary.json: a run's results, written by the loop when it ends; the run-folder evaluation (knn_eval,
+ * linear_*) and the report (dips, spikes) merge their keys into it.
+ */
+import { writeFileAtomic } from '../engine/files.ts';
+import type { RunStatus } from './status.ts';
+import { readJsonObject, runPath, type Obj } from './paths.ts';
+
+export interface Summary {
+  status: RunStatus;
+  steps: number;
+  total_steps: number;
+  epochs: number;
+  knn_top1: number | null;
+  knn_top5: number | null;
+  best_knn_top1: number | null;
+  linear_top1: number | null;
+  linear_top5: number | null;
+  diverged_at: number | null;
+  wall_s: number;
+  train_s: number;
+  images_per_s: number | null;
+  final_loss: number | null;
+  backend: string;
+  config_hash: string;
+}
+
+/** JSON as every run-folder file is written: two-space indent, non-finite numbers as null, a final newline. */
+const toJson = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
+
+export function writeSummary(runDir: string, summary: Summary): void {
+  writeFileAtomic(runPath(runDir, 'summary'), toJson(summary));
+}
+
+export function readSummary(runDir: string): Obj | null {
+  return readJsonObject(runPath(runDir, 'summary'));
+}
+
+/** Merge keys into summary.json (atomic), keeping what is there; no write when nothing changes. Returns the merged summary. */
+export function mergeSummary(runDir: string, values: Obj): Obj {
+  const cur = readSummary(runDir) ?? {};
+  const text = toJson({ ...cur, ...values });
+  if (text !== toJson(cur)) writeFileAtomic(runPath(runDir, 'summary'), text);
+  return JSON.parse(text) as Obj;
+}

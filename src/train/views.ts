@@ -1,0 +1,73 @@
+/**
+ * The two views of every training step, a function of (seed, step) only: computed in the step, or with
+ * prefetching on a background thread while the previous step runs; and the `--dump-views` record of them.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import { canAugmentAsync, twoViewArraysAsync, twoViews, viewTensors, type AugmentConfig } from '../data/augment.ts';
+import { batchIndices, gatherBatch, type Dataset } from '../data/index.ts';
+import { writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+
+/**
+ * Whether the loop computes the next step's views in the background, while the current step runs: by
+ * default with every backend but `native` (whose kernels use the same thread pool as the augmentation;
+ * with `tensorflow` the model runs on a GPU or in TensorFlow's threads, with `wasm` on one thread).
+ * MOCO3_PREFETCH=1 or 0 forces it. Needs the native augmentation kernel. The views are the same either way.
+ */
+export function prefetchViews(backend: string): boolean {
+  if (!canAugmentAsync()) return false;
+  const env = process.env.MOCO3_PREFETCH;
+  if (env === '1' || env === '0') return env === '1';
+  return backend !== 'native';
+}
+
+export type Views = { x1: tf.Tensor4D; x2: tf.Tensor4D };
+
+/** viewsOf(step): the views of optimizer step `step` (0-based), asked for in increasing order. */
+export function stepViews(ds: Dataset, aug: AugmentConfig, c: ResolvedRunConfig, backend: string, totalSteps: number): (step: number) => Promise<Views> {
+  const order = { n: ds.train.n, batchSize: c.optim.batch_size, seed: c.seed, shuffle: c.train.shuffle };
+  const batchOf = (step: number) => gatherBatch(ds.train, batchIndices(step, order));
+  if (!prefetchViews(backend)) return async (step) => twoViews(batchOf(step), aug, c.seed, step);
+  let pending: { step: number; views: Promise<{ v1: Float32Array; v2: Float32Array }> } | null = null;
+  const start = (step: number) => {
+    const views = twoViewArraysAsync(batchOf(step), aug, c.seed, step);
+    views.catch(() => {}); // a prefetch the loop leaves behind (stop, divergence) must not fail the process
+    return { step, views };
+  };
+  return async (step) => {
+    const job = pending?.step === step ? pending : start(step);
+    pending = step + 1 < totalSteps ? start(step + 1) : null;
+    return viewTensors(await job.views, aug.imageSize);
+  };
+}
+
+/** The normalised views of the first `steps` steps, written to `path` (safetensors, NCHW) after the last of them. */
+export class ViewDump {
+  private readonly views = new Map<string, StTensor>();
+
+  constructor(
+    private readonly path: string,
+    private readonly steps: number,
+    private readonly seed: number,
+  ) {}
+
+  add(step: number, { x1, x2 }: Views): void {
+    if (step >= this.steps) return;
+    for (const [name, x] of [['x1', x1], ['x2', x2]] as const) {
+      const nchw = tf.tidy(() => tf.transpose(x, [0, 3, 1, 2]));
+      this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: nchw.dataSync() as Float32Array });
+      nchw.dispose();
+    }
+  }
+
+  /** After step `stepsDone` (1-based) went through: the file is written when it was the last one kept. */
+  flush(stepsDone: number): void {
+    if (stepsDone !== this.steps || this.steps === 0) return;
+    writeSafetensors(this.path, this.views, {
+      layout: 'x1 and x2 of step s (0-based) as tensors "step{s}.x1" / "step{s}.x2": float32 [batch, 3, H, W] (NCHW, PyTorch), normalised with the dataset mean/std; rows in batch order',
+      steps: String(this.steps),
+      seed: String(this.seed),
+    });
+    this.views.clear();
+  }
+}
