@@ -4,7 +4,7 @@
  *   node --import tsx bench/native-profile.ts [--backends native,cpu,wasm] [--batch 64,256] [--steps 5]
  *        [--warmup 2] [--threads N] [--profile] [--arch vit-micro] [--top 25]
  *
- * Default config is ENGINE.md's "micro": vit-micro (dim 64, depth 4, 4 heads, MLP 2x, 32x32, patch 4),
+ * Default config is the "micro" size of docs/ENGINES.md: vit-micro (dim 64, depth 4, 4 heads, MLP 2x, 32x32, patch 4),
  * heads 256 -> 64, frozen patch projection, AdamW. Times are medians; the machine is shared, so
  * compare ratios measured in one run. --profile ranks kernels of one step by summed time (tf.profile).
  */

@@ -4,8 +4,8 @@
     /usr/bin/python3 bench/native-torch.py [--batch 64,256] [--steps 5] [--warmup 2] [--threads 2]
 
 Model: the official definitions as re-implemented in tools/torch_reference.py (timm ViT + MoCo_ViT), at
-ENGINE.md's "micro" size (vit-micro, heads 256 -> 64, frozen patch projection), AdamW, float32, CPU.
-First checks that a 1024^3 matmul runs at BLAS speed (ENGINE.md: reference BLAS makes torch ~30x slower).
+The "micro" size (vit-micro, heads 256 -> 64, frozen patch projection), AdamW, float32, CPU.
+First checks that a 1024^3 matmul runs at BLAS speed (docs/ENGINES.md: reference BLAS makes torch ~30x slower).
 Prints ms/step (median), img/s and process CPU time per step.
 """
 import argparse

@@ -1,5 +1,5 @@
 /**
- * Scale presets (DESIGN.md): a preset fixes model, data and epochs; a sweep fixes what varies.
+ * Scale presets (README.md "Presets"): a preset fixes model, data and epochs; a sweep fixes what varies.
  * Each is a partial config laid over the official defaults.
  */
 import type { RunConfig } from './schema.ts';

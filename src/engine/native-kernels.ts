@@ -48,7 +48,7 @@ export interface NativeAddon {
   info(): { blas: string; threads: number; isa: string; parallelJobs: number; guardedJobs: number };
 }
 
-// op codes: keep in step with native/src/kernels.h
+// op codes: the enums UnaryOp, BinaryOp, CompareOp, ReduceOp of native/src/kernels.h (test/engine/opcodes.test.ts checks them)
 const U = {
   Neg: 0, Exp: 1, Log: 2, Sqrt: 3, Rsqrt: 4, Square: 5, Abs: 6, Relu: 7, Step: 8, Erf: 9, Sigmoid: 10, Tanh: 11,
   Reciprocal: 12, Relu6: 13, LeakyRelu: 14, Elu: 15,
@@ -56,6 +56,7 @@ const U = {
 const B = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Maximum: 4, Minimum: 5, SquaredDifference: 6, Pow: 7 } as const;
 const C = { Greater: 0, GreaterEqual: 1, Less: 2, LessEqual: 3, Equal: 4, NotEqual: 5 } as const;
 const R = { Sum: 0, Max: 1, Min: 2 } as const;
+export const NATIVE_OP_CODES = { UnaryOp: U, BinaryOp: B, CompareOp: C, ReduceOp: R } as const;
 const ACT: Record<string, number> = { linear: -1, relu: U.Relu, relu6: U.Relu6, elu: U.Elu, sigmoid: U.Sigmoid, leakyrelu: U.LeakyRelu };
 
 function f32(backend: MathBackendCPU, t: TensorInfo): Float32Array | null {

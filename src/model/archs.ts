@@ -1,6 +1,6 @@
 /**
  * Model sizes. `vit-small`/`vit-base` are the official ones (vits.py; 12-head ViT-S); the rest are
- * scaled-down variants for one GPU, a CPU, and tests (DESIGN.md presets).
+ * scaled-down variants for one GPU, a CPU, and tests (README.md "Presets").
  */
 
 import { ARCHS as CONFIG_ARCHS } from '../config/archs.ts';

@@ -1,7 +1,7 @@
 /**
  * Differentiable building blocks with hand-written backward passes. Every matmul gradient uses an
  * explicit rank ≤ 3 transpose and a plain matMul: tfjs's own gradient uses transposed-operand matmuls,
- * which wasm runs on a slow scalar loop (ENGINE.md). Nothing here uses conv2d or gather (no wasm
+ * which wasm runs on a slow scalar loop (docs/ENGINES.md). Nothing here uses conv2d or gather (no wasm
  * gradient for them).
  */
 import * as tf from '@tensorflow/tfjs-core';

@@ -196,7 +196,7 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
   };
 }
 
-/** The summary.json keys of DESIGN.md: dips, max_dip, spikes/<layer>, spike_lag (+ the details behind them). */
+/** The summary.json keys (docs/ARCHITECTURE.md "The run folder"): dips, max_dip, spikes/<layer>, spike_lag (+ the details behind them). */
 export function instabilitySummary(r: RunInstability, opts: InstabilityOptions): Record<string, unknown> {
   const out: Record<string, unknown> = {
     dips: r.dips.length,
