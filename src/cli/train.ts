@@ -6,14 +6,11 @@ import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
+import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
-
-export function runSlug(c: ResolvedRunConfig): string {
-  return `${c.model.arch}-bs${c.optim.batch_size}-lr${c.optim.base_lr.toExponential(1)}-${c.optim.name}-${c.model.patch_proj}-s${c.seed}`;
-}
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -36,7 +33,7 @@ export function trainCommand(): Command {
     .option('-q, --quiet', 'no progress output')
     .action(async (f: TrainFlags) => {
       const c = configFromFlags(f);
-      const id = `${runSlug(c)}-${configHash(c)}`;
+      const id = `${trainRunSlug(c)}-${configHash(c)}`;
       const runDir = f.out ?? join(f.results, 'train', id);
       if (f.dryRun) {
         process.stdout.write(`# run folder: ${runDir}\n${configToYaml(c)}`);

@@ -8,6 +8,7 @@ import { buildConfig, configHash } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
+import { sweepRunSlug } from '../runfolder/names.ts';
 import { nest, SweepError, type Grid, type SweepSpec } from './file.ts';
 import { NO_SCALE, scaleValue, SWEEP_SCALES, type SweepScale } from './scale.ts';
 
@@ -106,47 +107,6 @@ export function parseSeedsFlag(v: string): number[] {
   return seeds;
 }
 
-/** Shortest exponent form with at least one decimal: 1e-4 -> 1.0e-4, 1.25e-5 -> 1.25e-5. */
-export function fmtExp(v: number): string {
-  if (v === 0) return '0';
-  for (let d = 1; d <= 6; d++) {
-    const s = v.toExponential(d);
-    if (Number(s) === v) return s.replace('e+', 'e');
-  }
-  return v.toExponential(6).replace('e+', 'e');
-}
-
-const SHORT: Record<string, string> = {
-  'optim.batch_size': 'bs',
-  'optim.base_lr': 'lr',
-  'optim.weight_decay': 'wd',
-  'optim.epochs': 'ep',
-  'optim.warmup_epochs': 'wu',
-  'moco.temperature': 't',
-  'moco.momentum': 'm',
-  'model.arch': '',
-  'model.patch_size': 'p',
-  'data.name': '',
-  'augment.crop_min': 'crop',
-};
-
-function slugValue(v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) || Math.abs(v) >= 0.01 ? String(v) : fmtExp(v);
-  if (v === null) return 'null';
-  return String(typeof v === 'object' ? JSON.stringify(v) : v);
-}
-
-/** `bs4096-lr1.0e-4-adamw-learned[-<other varied keys>]-s0`, folder-safe. */
-export function runSlug(c: ResolvedRunConfig, extraKeys: string[]): string {
-  const parts = [`bs${c.optim.batch_size}`, `lr${fmtExp(c.optim.base_lr)}`, c.optim.name, c.model.patch_proj];
-  for (const key of extraKeys) {
-    const v = key.split('.').reduce<unknown>((o, k) => (o as Obj)[k], c);
-    const short = key in SHORT ? SHORT[key]! : key.split('.').at(-1)!.replace(/_/g, '');
-    parts.push(`${short}${slugValue(v)}`);
-  }
-  parts.push(`s${c.seed}`);
-  return parts.join('-').replace(/[^A-Za-z0-9.+-]+/g, '_');
-}
 
 const SLUG_KEYS = new Set(['optim.batch_size', 'optim.base_lr', 'optim.name', 'model.patch_proj', 'seed']);
 
@@ -222,7 +182,7 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
   const dir = join(opts.results ?? 'results', id);
   const seen = new Map<string, PlannedRun>();
   for (const r of runs) {
-    r.slug = runSlug(r.config, extra);
+    r.slug = sweepRunSlug(r.config, extra);
     r.id = `${r.slug}-${r.hash}`;
     r.dir = join(dir, r.id);
     const twin = seen.get(r.hash);

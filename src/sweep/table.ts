@@ -1,6 +1,7 @@
 /** The plan as text: a header (sweep, preset scaling, model and data) and one row per run with its status. */
 import { PRESETS } from '../config/presets.ts';
-import { fmtExp, runLr, type PlannedRun, type SweepPlan } from './plan.ts';
+import { fmtExp } from '../runfolder/names.ts';
+import { runLr, type PlannedRun, type SweepPlan } from './plan.ts';
 import { formatFactor } from './scale.ts';
 import type { RunStateInfo } from '../runfolder/state.ts';
 

@@ -1,0 +1,25 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildConfig } from '../../src/config/load.ts';
+import { fmtExp, sweepRunSlug, trainRunSlug } from '../../src/runfolder/names.ts';
+
+const cfg = (sets: string[]) => buildConfig({ preset: 'smoke', sets });
+
+test('moco3 train names: the values one decimal writes keep their names; others are written out, so they do not collide', () => {
+  const c = cfg(['optim.base_lr=1.5e-4', 'optim.batch_size=256', 'seed=0']);
+  assert.equal(trainRunSlug(c), `${c.model.arch}-bs256-lr1.5e-4-adamw-${c.model.patch_proj}-s0`);
+  assert.match(trainRunSlug(cfg(['optim.base_lr=3'])), /-lr3\.0e\+0-/);
+  const a = trainRunSlug(cfg(['optim.base_lr=1.25e-4']));
+  const b = trainRunSlug(cfg(['optim.base_lr=1.3e-4']));
+  assert.match(a, /-lr1\.25e-4-/);
+  assert.notEqual(a, b);
+});
+
+test('sweep names: shortest exact exponent, no plus sign, the varied keys, the seed', () => {
+  assert.equal(fmtExp(1e-4), '1.0e-4');
+  assert.equal(fmtExp(1.25e-5), '1.25e-5');
+  assert.equal(fmtExp(3), '3.0e0');
+  assert.equal(fmtExp(3, true), '3.0e+0');
+  const c = cfg(['optim.base_lr=1e-4', 'optim.batch_size=1024', 'optim.weight_decay=0.05', 'seed=2']);
+  assert.equal(sweepRunSlug(c, ['optim.weight_decay']), `bs1024-lr1.0e-4-adamw-${c.model.patch_proj}-wd0.05-s2`);
+});
