@@ -81,36 +81,48 @@ export function vitParamSpecs(c: VitDims): ParamSpec[] {
   return specs;
 }
 
+/** A Linear's parameters and a LayerNorm's, typed: `lin(P, 'blocks.0.mlp.fc1')` is timm's `blocks[0].mlp.fc1`. */
+interface LinearParams {
+  weight: tf.Tensor2D;
+  bias: tf.Tensor1D;
+}
+interface NormParams {
+  weight: tf.Tensor1D;
+  bias: tf.Tensor1D;
+}
+// the one place a parameter lookup is narrowed to its rank
+const lin = (P: Params, name: string): LinearParams => ({ weight: P(`${name}.weight`) as tf.Tensor2D, bias: P(`${name}.bias`) as tf.Tensor1D });
+const norm = (P: Params, name: string): NormParams => ({ weight: P(`${name}.weight`) as tf.Tensor1D, bias: P(`${name}.bias`) as tf.Tensor1D });
+
+const fc = (x: tf.Tensor2D, p: LinearParams): tf.Tensor2D => linear(x, p.weight, p.bias);
+const ln = (x: tf.Tensor2D, p: NormParams): tf.Tensor2D => layerNorm(x, p.weight, p.bias, LN_EPS);
+const residual = (x: tf.Tensor2D, y: tf.Tensor2D): tf.Tensor2D => tf.add(x, y);
+
 /** timm Attention on x [B·N, D]: qkv → heads → softmax(q·kᵀ·hd^-0.5)·v → proj. */
 export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P: Params, pre: string): tf.Tensor2D {
   const D = x.shape[1];
   const hd = D / heads;
-  const qkv = linear(x, P(`${pre}qkv.weight`) as tf.Tensor2D, P(`${pre}qkv.bias`) as tf.Tensor1D); // [B·N, 3D], features (s, h, j)
+  const qkv = fc(x, lin(P, `${pre}qkv`)); // [B·N, 3D], features (s, h, j)
   const t = tf.transpose(tf.reshape(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]
-  const [q, k, v] = tf.split(tf.reshape(t, [3, heads * B, N, hd]), 3, 0).map((u) => tf.reshape(u, [heads * B, N, hd]) as tf.Tensor3D);
+  const [q, k, v] = tf.split(tf.reshape(t, [3, heads * B, N, hd]), 3, 0).map((u) => tf.reshape<tf.Rank.R3>(u, [heads * B, N, hd]));
   // scale q rather than the N×N scores: same product, fewer multiplies
-  const attn = tf.softmax(matMulNT(tf.mul(q!, hd ** -0.5) as tf.Tensor3D, k!)); // [H·B, N, N]
+  const attn = tf.softmax(matMulNT(tf.mul<tf.Tensor3D>(q!, hd ** -0.5), k!)); // [H·B, N, N]
   const o = bmm(attn, v!); // [H·B, N, hd]
-  const merged = tf.reshape(tf.transpose(tf.reshape(o, [heads, B * N, hd]), [1, 0, 2]), [B * N, D]) as tf.Tensor2D; // features (h, j)
-  return linear(merged, P(`${pre}proj.weight`) as tf.Tensor2D, P(`${pre}proj.bias`) as tf.Tensor1D);
+  const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(o, [heads, B * N, hd]), [1, 0, 2]), [B * N, D]); // features (h, j)
+  return fc(merged, lin(P, `${pre}proj`));
 }
 
-/** Pre-norm block: x + attn(LN1(x)), then + mlp(LN2(x)). */
+/** Pre-norm block (timm Block.forward): x = x + attn(norm1(x)); x = x + mlp(norm2(x)). */
 export function block(x: tf.Tensor2D, B: number, N: number, heads: number, P: Params, pre: string): tf.Tensor2D {
-  const h = layerNorm(x, P(`${pre}norm1.weight`) as tf.Tensor1D, P(`${pre}norm1.bias`) as tf.Tensor1D, LN_EPS);
-  x = tf.add(x, attention(h, B, N, heads, P, `${pre}attn.`)) as tf.Tensor2D;
-  const h2 = layerNorm(x, P(`${pre}norm2.weight`) as tf.Tensor1D, P(`${pre}norm2.bias`) as tf.Tensor1D, LN_EPS);
-  const m = linear(
-    gelu(linear(h2, P(`${pre}mlp.fc1.weight`) as tf.Tensor2D, P(`${pre}mlp.fc1.bias`) as tf.Tensor1D)),
-    P(`${pre}mlp.fc2.weight`) as tf.Tensor2D,
-    P(`${pre}mlp.fc2.bias`) as tf.Tensor1D,
-  );
-  return tf.add(x, m) as tf.Tensor2D;
+  x = residual(x, attention(ln(x, norm(P, `${pre}norm1`)), B, N, heads, P, `${pre}attn.`));
+  const mlp = fc(gelu(fc(ln(x, norm(P, `${pre}norm2`)), lin(P, `${pre}mlp.fc1`))), lin(P, `${pre}mlp.fc2`));
+  return residual(x, mlp);
 }
 
 /** timm PatchEmbed (conv p×p stride p) as patchify + matMul: tokens [B·g·g, D], row-major. */
 export function patchEmbed(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
-  return linearConstInput(patchify(x, c.patchSize), P('patch_embed.proj.weight') as tf.Tensor2D, P('patch_embed.proj.bias') as tf.Tensor1D);
+  const proj = lin(P, 'patch_embed.proj');
+  return linearConstInput(patchify(x, c.patchSize), proj.weight, proj.bias);
 }
 
 /** Backbone feature: class token after the final LayerNorm, [B, D]. x: NHWC [B, S, S, C]. */
@@ -125,9 +137,9 @@ export function vitForward(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
   const patches = patchEmbed(x, c, P);
   const cls = tf.add(tf.zeros([B, 1, D]), P('cls_token')); // broadcast; Add's gradient sums it back
   const tokens = tf.add(tf.concat([cls, tf.reshape(patches, [B, np, D])], 1), P('pos_embed')); // PE added after the concat
-  let h = tf.reshape(tokens, [B * N, D]) as tf.Tensor2D;
+  let h = tf.reshape<tf.Rank.R2>(tokens, [B * N, D]);
   for (let i = 0; i < c.depth; i++) h = block(h, B, N, c.heads, P, `blocks.${i}.`);
   // LayerNorm is per token, so normalising only the class token gives the same feature
-  const clsOut = tf.reshape(tf.slice(tf.reshape(h, [B, N, D]), [0, 0, 0], [B, 1, D]), [B, D]) as tf.Tensor2D;
-  return layerNorm(clsOut, P('norm.weight') as tf.Tensor1D, P('norm.bias') as tf.Tensor1D, LN_EPS);
+  const clsOut = tf.reshape<tf.Rank.R2>(tf.slice(tf.reshape(h, [B, N, D]), [0, 0, 0], [B, 1, D]), [B, D]);
+  return ln(clsOut, norm(P, 'norm'));
 }
