@@ -35,6 +35,67 @@ function checkViews(x1: tf.Tensor4D, x2: tf.Tensor4D): void {
   if (x1.shape.join(',') !== x2.shape.join(',')) throw new Error(`the two views differ in shape: [${x1.shape}] vs [${x2.shape}]`);
 }
 
+/** One micro-batch: rows [offset, offset + size) of the batch. */
+interface Chunk {
+  offset: number;
+  size: number;
+  batch: number;
+}
+
+/** The micro-batches of a batch of B (one chunk of B when microBatch is null or >= B). */
+function microBatches(B: number, microBatch: number | null): Chunk[] {
+  const size = microBatch === null || microBatch >= B ? B : microBatch;
+  if (B % size !== 0) throw new Error(`micro-batch ${size} does not divide the batch ${B}`);
+  return Array.from({ length: B / size }, (_, i) => ({ offset: i * size, size, batch: B }));
+}
+
+function chunkOf(x: tf.Tensor4D, c: Chunk): tf.Tensor4D {
+  return c.size === c.batch ? x : tf.slice(x, [c.offset, 0, 0, 0], [c.size, -1, -1, -1]);
+}
+
+/** Running sums of a step's loss terms and their gradients, each term scaled by `scale`; frees what it replaces. */
+class GradSum {
+  private readonly grads = new Map<string, tf.Tensor>();
+  private loss: tf.Scalar | null = null;
+
+  constructor(
+    private readonly names: readonly string[],
+    private readonly scale: number,
+  ) {}
+
+  add(term: { value: tf.Scalar; grads: tf.Tensor[] }): void {
+    this.names.forEach((n, i) => {
+      const g = term.grads[i]!;
+      const prev = this.grads.get(n);
+      const scaled = this.scaled(g);
+      if (prev) {
+        this.grads.set(n, tf.add(prev, scaled));
+        prev.dispose();
+        scaled.dispose();
+      } else this.grads.set(n, scaled);
+    });
+    const v = this.scaled(term.value);
+    if (this.loss) {
+      const next = tf.add<tf.Scalar>(this.loss, v);
+      this.loss.dispose();
+      v.dispose();
+      this.loss = next;
+    } else this.loss = v;
+  }
+
+  /** t x scale as a new tensor (t itself when scale is 1); t is disposed when replaced. */
+  private scaled<T extends tf.Tensor>(t: T): T {
+    if (this.scale === 1) return t;
+    const s = tf.mul<T>(t, this.scale);
+    t.dispose();
+    return s;
+  }
+
+  result(): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+    return { loss: this.loss!, grads: this.grads };
+  }
+}
+
 export class MoCoViT {
   readonly cfg: MocoModelConfig;
   /** every state-dict tensor (parameters and BN buffers), internal layout, state-dict order */
@@ -190,87 +251,67 @@ export class MoCoViT {
   }
 
   /**
-   * One step's forward + backward of builder.py's forward(x1, x2, m). builder.py computes q1, q2,
-   * then (no_grad) updates the momentum encoder and computes k1, k2. Here the momentum update and
-   * keys come first, so that each loss term can be back-propagated on its own (same gradient sum,
-   * half the activation memory). The result is identical: the update touches only the momentum
-   * encoder, and every BatchNorm still sees view 1 then view 2 (running buffers: base head and
-   * predictor on q1 then q2, momentum head on k1 then k2). The caller disposes `loss` and the grads.
+   * One step's forward + backward of builder.py's forward(x1, x2, m):
+   *
+   *     self._update_momentum_encoder(m)                       # momentumUpdate(m)
+   *     k1, k2 = self.momentum_encoder(x1), (x2)                # keys(x), no gradient
+   *     q1, q2 = self.predictor(self.base_encoder(x1)), (x2)    # inside lossTerm
+   *     return self.contrastive_loss(q1, k2) + self.contrastive_loss(q2, k1)
+   *
+   * builder.py computes q1, q2 first; here the momentum update and keys come first, so that each loss
+   * term (and each micro-batch of it) can be back-propagated on its own: the same gradient sum with less
+   * activation memory. The result is identical: the update touches only the momentum encoder, and every
+   * BatchNorm still sees view 1 then view 2 (running buffers: base head and predictor on q1 then q2,
+   * momentum head on k1 then k2). The caller disposes `loss` and the grads.
    */
   step(x1: tf.Tensor4D, x2: tf.Tensor4D, m: number, microBatch: number | null = null): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     this.checkTrainable();
     checkViews(x1, x2);
-    const B = x1.shape[0];
-    const mb = microBatch === null || microBatch >= B ? B : microBatch;
-    if (B % mb !== 0) throw new Error(`micro-batch ${mb} does not divide the batch ${B}`);
-    const chunks = Array.from({ length: B / mb }, (_, i) => i * mb);
-    const chunk = (x: tf.Tensor4D, o: number) => (mb === B ? x : (tf.slice(x, [o, 0, 0, 0], [mb, -1, -1, -1]) as tf.Tensor4D));
+    const chunks = microBatches(x1.shape[0], microBatch);
     this.momentumUpdate(m);
-    // keys of the whole batch, no gradient; with micro-batches BN statistics are per chunk (like per-GPU BN)
-    const [k1, k2] = [x1, x2].map((x) => {
-      // one tidy per chunk: a chunk's activations are freed before the next chunk runs
-      const parts = chunks.map((o) =>
-        tf.tidy(() => {
-          const rec: BnRecord[] = [];
-          const k = l2normalize(this.encode(chunk(x, o), MOMENTUM, rec));
-          this.updateBn(`${MOMENTUM}head.`, rec);
-          return k;
-        }),
-      );
-      if (parts.length === 1) return parts[0]!;
-      const all = tf.concat(parts) as tf.Tensor2D;
-      parts.forEach((p) => p.dispose());
-      return all;
-    });
-    const names = this.gradList;
-    const vars = names.map((n) => this.vars.get(n)!);
-    // each chunk of queries against all keys of the batch (negatives = the full batch, as in the paper);
-    // each view's term is back-propagated on its own (same gradient, half the activation memory)
-    const term = (x: tf.Tensor4D, k: tf.Tensor2D, o: number) => {
-      const encRec: BnRecord[] = [];
-      const predRec: BnRecord[] = [];
-      const f = () => {
-        const xc = chunk(x, o);
-        return contrastiveLoss(this.predict(this.encode(xc, BASE, encRec), predRec), k, this.cfg.temperature, 1e-12, o);
-      };
-      const r = tf.valueAndGrads(f)(vars);
-      this.updateBn(`${BASE}head.`, encRec);
-      this.updateBn(PRED, predRec);
-      return r;
-    };
+    const k1 = this.keys(x1, chunks);
+    const k2 = this.keys(x2, chunks);
     try {
-      const grads = new Map<string, tf.Tensor>();
-      let loss: tf.Scalar | null = null;
-      const scale = 1 / chunks.length; // the mean over chunks = the mean over the batch
-      for (const [x, k] of [[x1, k2!], [x2, k1!]] as const) {
-        for (const o of chunks) {
-          const t = term(x, k, o); // ctr(q1, k2), then ctr(q2, k1)
-          names.forEach((n, i) => {
-            const g = t.grads[i]!;
-            const prev = grads.get(n);
-            const scaled = scale === 1 ? g : tf.mul(g, scale);
-            if (scaled !== g) g.dispose();
-            if (prev) {
-              grads.set(n, tf.add(prev, scaled));
-              prev.dispose();
-              scaled.dispose();
-            } else grads.set(n, scaled);
-          });
-          const v = scale === 1 ? t.value : (tf.mul(t.value, scale) as tf.Scalar);
-          if (v !== t.value) t.value.dispose();
-          if (loss) {
-            const next = tf.add(loss, v) as tf.Scalar;
-            loss.dispose();
-            v.dispose();
-            loss = next;
-          } else loss = v;
-        }
+      // the mean over chunks = the mean over the batch
+      const sum = new GradSum(this.gradList, 1 / chunks.length);
+      for (const [x, k] of [[x1, k2], [x2, k1]] as const) {
+        for (const c of chunks) sum.add(this.lossTerm(x, k, c)); // ctr(q1, k2), then ctr(q2, k1)
       }
-      return { loss: loss!, grads };
+      return sum.result();
     } finally {
-      k1!.dispose();
-      k2!.dispose();
+      k1.dispose();
+      k2.dispose();
     }
+  }
+
+  /**
+   * Normalised keys of the momentum encoder for the whole batch, no gradient. With micro-batches BN
+   * statistics are per chunk (like per-GPU BN); one tidy per chunk frees its activations before the next.
+   */
+  private keys(x: tf.Tensor4D, chunks: Chunk[]): tf.Tensor2D {
+    const parts = chunks.map((c) =>
+      tf.tidy(() => {
+        const rec: BnRecord[] = [];
+        const k = l2normalize(this.encode(chunkOf(x, c), MOMENTUM, rec));
+        this.updateBn(`${MOMENTUM}head.`, rec);
+        return k;
+      }),
+    );
+    if (parts.length === 1) return parts[0]!;
+    const all = tf.concat(parts) as tf.Tensor2D;
+    parts.forEach((p) => p.dispose());
+    return all;
+  }
+
+  /** ctr(q, k) of one chunk of queries against all keys of the batch (negatives = the full batch, as in the paper), with its gradients. */
+  private lossTerm(x: tf.Tensor4D, k: tf.Tensor2D, c: Chunk): { value: tf.Scalar; grads: tf.Tensor[] } {
+    const encRec: BnRecord[] = [];
+    const predRec: BnRecord[] = [];
+    const q = () => this.predict(this.encode(chunkOf(x, c), BASE, encRec), predRec);
+    const r = tf.valueAndGrads(() => contrastiveLoss(q(), k, this.cfg.temperature, 1e-12, c.offset))(this.gradList.map((n) => this.vars.get(n)!));
+    this.updateBn(`${BASE}head.`, encRec);
+    this.updateBn(PRED, predRec);
+    return r;
   }
 
   /** The loss of the current weights, with no update at all (train-mode BN, buffers untouched). */
