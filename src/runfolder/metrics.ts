@@ -3,6 +3,7 @@
  * "Infinity", "-Infinity"; a torn last line (a killed writer) is skipped when read and dropped on resume.
  */
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { writeFileAtomic } from '../engine/files.ts';
 import { isObj, runPath } from './paths.ts';
 
@@ -42,9 +43,14 @@ export function parseMetrics(text: string): MetricRow[] {
   return rows;
 }
 
-/** The rows of a metrics file (a path), [] when there is none. */
+/**
+ * The rows of a metrics file (a path), [] when there is none. A shipped run folder (docs/results/) keeps
+ * its metrics gzipped: `<path>.gz` is read when the plain file is absent.
+ */
 export function readMetrics(path: string): MetricRow[] {
-  return existsSync(path) ? parseMetrics(readFileSync(path, 'utf8')) : [];
+  if (existsSync(path)) return parseMetrics(readFileSync(path, 'utf8'));
+  if (existsSync(`${path}.gz`)) return parseMetrics(gunzipSync(readFileSync(`${path}.gz`)).toString('utf8'));
+  return [];
 }
 
 /** Keep the rows of steps <= step (resume from a checkpoint at `step`); torn lines go. */

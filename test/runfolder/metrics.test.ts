@@ -1,0 +1,21 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
+
+test('metrics: a torn last line is skipped, non-finite strings come back as numbers, a gzipped copy is read when the plain file is absent', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-metrics-'));
+  const text = '{"step":1,"loss":4.5}\n{"step":2,"loss":"NaN","grad_inf/block0":"Infinity"}\n{"step":3,"lo';
+  writeFileSync(join(dir, 'a.jsonl'), text);
+  const rows = readMetrics(join(dir, 'a.jsonl'));
+  assert.equal(rows.length, 2);
+  assert.deepEqual(rows[0], { step: 1, loss: 4.5 });
+  assert.ok(Number.isNaN(rows[1]!.loss));
+  assert.equal(rows[1]!['grad_inf/block0'], Infinity);
+  writeFileSync(join(dir, 'b.jsonl.gz'), gzipSync(text));
+  assert.deepEqual(readMetrics(join(dir, 'b.jsonl')), rows);
+  assert.deepEqual(readMetrics(join(dir, 'none.jsonl')), []);
+});
