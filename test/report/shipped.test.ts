@@ -1,0 +1,35 @@
+/**
+ * The reports shipped in docs/results/ are what the report code makes of the run files shipped beside
+ * them: each sweep is copied to a temporary folder, re-rendered, and its report.md, report.csv and
+ * runs.csv compared byte for byte. A change to the report code that changes them fails here until the
+ * shipped reports are re-rendered (`moco3 report docs/results/<preset>/<sweep>`) and committed with it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { writeReport } from '../../src/report/index.ts';
+
+const root = join(import.meta.dirname, '..', '..', 'docs', 'results');
+const sweeps: string[] = [];
+for (const group of readdirSync(root)) {
+  const g = join(root, group);
+  if (!statSync(g).isDirectory()) continue;
+  for (const s of readdirSync(g)) if (existsSync(join(g, s, 'report.md'))) sweeps.push(join(group, s));
+}
+
+test('docs/results holds shipped sweeps', () => {
+  assert.ok(sweeps.length >= 3, `found ${sweeps.join(', ')}`);
+});
+
+for (const s of sweeps) {
+  test(`shipped report ${s} re-renders from its run files`, async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'moco3-shipped-')), basename(s));
+    cpSync(join(root, s), dir, { recursive: true });
+    await writeReport(dir);
+    for (const f of ['report.md', 'report.csv', 'runs.csv']) {
+      assert.equal(readFileSync(join(dir, f), 'utf8'), readFileSync(join(root, s, f), 'utf8'), `${s}/${f}`);
+    }
+  });
+}
