@@ -21,7 +21,7 @@ interface LinearFlags extends CommonFlags {
   epochs?: string;
   lr?: string;
   batchSize?: string;
-  augment: boolean;
+  augment?: boolean;
 }
 
 function positive(flag: string, v: string | undefined, integer = false): number | undefined {
@@ -83,6 +83,7 @@ function linearCommand(): Command {
     .option('--epochs <n>', "epochs (default: the run's eval.linear.epochs)")
     .option('--lr <base>', "base lr; the lr used is base x batch / 256 (default: the run's eval.linear.base_lr)")
     .option('--batch-size <n>', "batch size (default: the run's eval.linear.batch_size)")
+    .option('--augment', "train on random-resized-crop + flip views, recomputed every epoch (the recipe; default: the run's eval.linear.train_views)")
     .option('--no-augment', 'no random-resized-crop + flip: train on centre-view features, computed once and cached')
     .action(async (runDir: string, f: LinearFlags) => {
       const epochs = positive('--epochs', f.epochs, true);
