@@ -2,7 +2,7 @@
  * safetensors (https://github.com/huggingface/safetensors): 8-byte little-endian header length, a JSON
  * header {name: {dtype, shape, data_offsets}, __metadata__: {string: string}}, then the raw little-endian data.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { writeFileAtomic } from './files.ts';
 import { InputError } from '../config/errors.ts';
 
@@ -61,32 +61,40 @@ function isIntArray(v: unknown): v is number[] {
   return Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
 }
 
-/**
- * Reads a safetensors buffer, validating all of it first: the header length, a JSON object header, every
- * entry's dtype, shape and offsets (in range, matching dtype x shape, tiling the data with no gap or
- * overlap). Anything else is refused with a SafetensorsError naming `label`.
- */
-export function decodeSafetensors(buf: Uint8Array, label = 'safetensors'): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
-  checkLittleEndian();
-  const bad = (what: string) => new SafetensorsError(`${label}: ${what}`);
-  if (buf.length < 8) throw bad(`${buf.length} bytes, too short for a safetensors file`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const big = view.getBigUint64(0, true);
-  if (big < 2n || big > BigInt(Math.min(MAX_HEADER_BYTES, buf.length - 8))) {
-    throw bad(`header length ${big} does not fit the file (${buf.length} bytes): not a safetensors file, or truncated`);
+interface StEntry {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  begin: number;
+  end: number;
+  count: number;
+}
+
+/** The 8-byte length prefix of a file of `fileLength` bytes, validated: the header's length. */
+function headerLength(prefix: Uint8Array, fileLength: number, label: string): number {
+  if (fileLength < 8 || prefix.length < 8) throw new SafetensorsError(`${label}: ${fileLength} bytes, too short for a safetensors file`);
+  const big = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (big < 2n || big > BigInt(Math.min(MAX_HEADER_BYTES, fileLength - 8))) {
+    throw new SafetensorsError(`${label}: header length ${big} does not fit the file (${fileLength} bytes): not a safetensors file, or truncated`);
   }
-  const n = Number(big);
+  return Number(big);
+}
+
+/** The header (bytes 8 .. 8+n) of a file of `fileLength` bytes, validated entry by entry and as a whole. */
+function parseHeader(headerBytes: Uint8Array, fileLength: number, label: string): { entries: StEntry[]; metadata: Record<string, string>; base: number } {
+  const bad = (what: string) => new SafetensorsError(`${label}: ${what}`);
+  const n = headerBytes.length;
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
   } catch {
     throw bad('the header is not UTF-8 JSON');
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad('the header is not a JSON object');
   const base = 8 + n;
-  const dataLen = buf.length - base;
+  const dataLen = fileLength - base;
   let metadata: Record<string, string> = {};
-  const entries: { name: string; dtype: StDtype; shape: number[]; begin: number; end: number; count: number }[] = [];
+  const entries: StEntry[] = [];
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry) || !Object.values(entry).every((v) => typeof v === 'string')) {
@@ -117,6 +125,18 @@ export function decodeSafetensors(buf: Uint8Array, label = 'safetensors'): { ten
     at = e.end;
   }
   if (at !== dataLen) throw bad(`the tensors hold ${at} bytes of data, the file ${dataLen}`);
+  return { entries, metadata, base };
+}
+
+/**
+ * Reads a safetensors buffer, validating all of it first: the header length, a JSON object header, every
+ * entry's dtype, shape and offsets (in range, matching dtype x shape, tiling the data with no gap or
+ * overlap). Anything else is refused with a SafetensorsError naming `label`.
+ */
+export function decodeSafetensors(buf: Uint8Array, label = 'safetensors'): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
+  checkLittleEndian();
+  const n = headerLength(buf, buf.length, label);
+  const { entries, metadata, base } = parseHeader(buf.subarray(8, 8 + n), buf.length, label);
   const tensors = new Map<string, StTensor>();
   for (const e of entries) {
     const bytes = new Uint8Array(buf.subarray(base + e.begin, base + e.end)); // a copy: aligned, detached from the file buffer
@@ -135,14 +155,52 @@ export function writeSafetensors(path: string, tensors: Map<string, StTensor>, m
   writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }
 
+function ioError(path: string, e: unknown, hint: string): SafetensorsError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const what = code === 'ENOENT' ? 'missing' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot be read (${code ?? String(e)})`;
+  return new SafetensorsError(`${path}: ${what}${hint}`);
+}
+
+/** Validates a safetensors file's header against its size without reading the data; `hint` is appended to an error. */
+export function checkSafetensorsFile(path: string, hint = ''): { names: string[]; shapes: Map<string, number[]>; metadata: Record<string, string> } {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw ioError(path, e, hint);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const prefix = Buffer.alloc(8);
+    readSync(fd, prefix, 0, 8, 0);
+    const n = headerLength(prefix, size, path);
+    const header = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const r = readSync(fd, header, got, n - got, 8 + got);
+      if (r === 0) break;
+      got += r;
+    }
+    const { entries, metadata } = parseHeader(header.subarray(0, got), size, path);
+    return { names: entries.map((e) => e.name), shapes: new Map(entries.map((e) => [e.name, e.shape])), metadata };
+  } catch (e) {
+    if (e instanceof SafetensorsError) {
+      if (hint) e.message += hint;
+      throw e;
+    }
+    throw ioError(path, e, hint);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads and validates a safetensors file; a missing, unreadable or damaged file is a SafetensorsError. */
 export function readSafetensors(path: string, hint = ''): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
   let buf: Buffer;
   try {
     buf = readFileSync(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new SafetensorsError(`${path}: ${code === 'ENOENT' ? 'missing' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot be read (${code ?? String(e)})`}${hint}`);
+    throw ioError(path, e, hint);
   }
   try {
     return decodeSafetensors(buf, path);

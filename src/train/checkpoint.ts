@@ -9,7 +9,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
-import { checkpointTempDir, commitCheckpoint, CheckpointError, readCheckpointState, writeCheckpointState } from '../runfolder/checkpoints.ts';
+import { checkpointTempDir, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
+import { checkCheckpoint } from '../runfolder/resume.ts';
 
 export interface LoopState {
   step: number;
@@ -86,8 +87,9 @@ export function saveCheckpoint(
   return commitCheckpoint(ckptRoot, tmp, state.step);
 }
 
+/** Loads a checkpoint into the model and optimizer; every file is validated before anything is assigned. */
 export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
-  const state = readCheckpointState(dir) as unknown as LoopState;
+  const state = checkCheckpoint(dir, false) as unknown as LoopState;
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   for (const [name, v] of model.vars) {
     const t = tensors.get(name);

@@ -154,3 +154,18 @@ test('safetensors: the damage classes seen in the field are refused with one lin
   // the unmutated file reads
   assert.ok(decodeSafetensors(real).tensors.size > 10);
 });
+
+test('checkSafetensorsFile validates the header against the file size without reading the data', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { checkSafetensorsFile } = await import('../../src/engine/safetensors.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'moco3-stcheck-'));
+  const ok = join(dir, 'ok.safetensors');
+  writeFileSync(ok, real);
+  assert.equal(checkSafetensorsFile(ok).names.length, decodeSafetensors(real).tensors.size);
+  const cut = join(dir, 'cut.safetensors');
+  writeFileSync(cut, real.subarray(0, real.length - 1));
+  assert.throws(() => checkSafetensorsFile(cut, '; do this'), /cut\.safetensors: .*truncated|cut\.safetensors: the tensors hold.*; do this$/);
+  assert.throws(() => checkSafetensorsFile(join(dir, 'none.safetensors')), /none\.safetensors: missing$/);
+  assert.throws(() => checkSafetensorsFile(dir), (e: Error) => e instanceof SafetensorsError);
+});
