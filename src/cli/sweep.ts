@@ -1,6 +1,7 @@
 /** `moco3 sweep <name|file>`: run a sweep's runs in order; skip what is done, resume what was interrupted. */
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
+import { checkOutputDir } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
@@ -235,6 +236,7 @@ export function sweepCommand(): Command {
         printPlan(plan, f.json);
         return;
       }
+      checkOutputDir(plan.dir, `--results ${f.results}`);
       const { runSweep } = await import('../sweep/runner.ts');
       let stop = false;
       const onSig = () => {

@@ -62,9 +62,16 @@ export function nest(key: string, value: unknown): Obj {
 
 export function loadConfigFile(path: string): Obj {
   if (!existsSync(path)) throw new ConfigError(`${path}: config file not found`);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(`${path}: ${code === 'EISDIR' ? 'is a folder, expected a YAML file' : `cannot be read (${code ?? (e as Error).message})`}`);
+  }
   let doc: unknown;
   try {
-    doc = YAML.parse(readFileSync(path, 'utf8'));
+    doc = YAML.parse(text);
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];
     throw new ConfigError(`${path}: not valid YAML: ${msg}`);
@@ -152,6 +159,9 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
   }
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`);
+  }
+  if (out.data.train_size !== null && out.data.train_size < out.optim.batch_size) {
+    fail('data.train_size', `${out.data.train_size} images cannot fill one batch of optim.batch_size ${out.optim.batch_size}: use more images or a smaller batch`);
   }
   out.augment.blur_sigma ??= recipeBlurSigma(out.data.image_size);
   if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');

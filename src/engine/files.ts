@@ -48,8 +48,8 @@ export function checkOutputDir(dir: string, label: string): void {
       st = statSync(at);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOTDIR') throw new OutputError(`${label}: a part of the path is a file, not a folder: give a folder path`);
-      if (code !== 'ENOENT') throw new OutputError(`${label}: cannot be used (${code ?? String(e)}): give another folder`);
+      // ENOTDIR: a file further up; the walk up finds it
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new OutputError(`${label}: cannot be used (${code ?? String(e)}): give another folder`);
     }
     if (st) {
       if (!st.isDirectory()) throw new OutputError(`${label}: ${at === abs ? 'is a file' : `${at} is a file`}, not a folder: give a folder path`);
