@@ -14,19 +14,19 @@ import { main } from '../../src/cli/main.ts';
 const dir = mkdtempSync(join(tmpdir(), 'moco3-corpus-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Run the CLI in-process: exit code, stderr and stdout. */
+/**
+ * Run the CLI in-process: exit code and stderr. (stdout stays: the test runner reports on it, also while a
+ * later call runs.)
+ */
 async function cli(args: string[]): Promise<{ code: number; err: string }> {
   const chunks: string[] = [];
   const err = process.stderr.write.bind(process.stderr);
-  const out = process.stdout.write.bind(process.stdout);
   process.stderr.write = ((s: string | Uint8Array) => (chunks.push(String(s)), true)) as typeof process.stderr.write;
-  process.stdout.write = (() => true) as typeof process.stdout.write;
   try {
     const code = await main(args);
     return { code, err: chunks.join('') };
   } finally {
     process.stderr.write = err;
-    process.stdout.write = out;
     process.exitCode = 0;
   }
 }
@@ -251,6 +251,9 @@ const cases: Case[] = [
   ['sweep --set unknown key', () => ['sweep', tinySweep, '--set', 'optim.lr=1', '--results', fresh('w12')], fresh('w12')],
   ['sweep whose runs cannot fill a batch', () => ['sweep', tinySweep, '--backend', 'cpu', '-q', '--set', 'data.train_size=8', '--results', fresh('w13')], fresh('w13')],
   ['plan with an unknown preset', () => ['plan', tinySweep, '--preset', 'laptop']],
+  ['baselines of an unknown sweep', () => ['baselines', 'nope-sweep', '--results', fresh('b1')], fresh('b1')],
+  ['baselines with a bad --set', () => ['baselines', tinySweep, '--set', 'optim.epochs=many', '--results', fresh('b2')], fresh('b2')],
+  ['baselines --results names a file', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', join(good, 'summary.json')]],
   ['report with an unknown flag', () => ['report', '--resuls', dir]],
 ];
 
