@@ -97,9 +97,11 @@ export function augmentedSource(model: MoCoViT, split: ImageSplit, aug: AugmentC
     augmented: true,
     features: (idx, epoch, b) => {
       const x = probeTrainView(gatherBatch(split, idx), aug, seed, epoch, b);
-      const f = model.features(x);
-      x.dispose();
-      return f;
+      try {
+        return model.features(x);
+      } finally {
+        x.dispose();
+      }
     },
   };
 }
