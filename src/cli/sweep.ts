@@ -2,6 +2,7 @@
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { checkOutputDir } from '../engine/files.ts';
+import { UsageError } from '../config/errors.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
@@ -237,6 +238,14 @@ export function sweepCommand(): Command {
         return;
       }
       checkOutputDir(plan.dir, `--results ${f.results}`);
+      // a run whose train split cannot fill one batch is refused before anything is made
+      for (const r of plan.runs) {
+        const { train_size: n } = r.config.data;
+        const B = r.config.optim.batch_size;
+        if (n !== null && n < B) {
+          throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
+        }
+      }
       const { runSweep } = await import('../sweep/runner.ts');
       let stop = false;
       const onSig = () => {

@@ -160,9 +160,6 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`);
   }
-  if (out.data.train_size !== null && out.data.train_size < out.optim.batch_size) {
-    fail('data.train_size', `${out.data.train_size} images cannot fill one batch of optim.batch_size ${out.optim.batch_size}: use more images or a smaller batch`);
-  }
   out.augment.blur_sigma ??= recipeBlurSigma(out.data.image_size);
   if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');
   if (out.train.micro_batch !== null && out.optim.batch_size % out.train.micro_batch !== 0) {
