@@ -20,7 +20,7 @@ import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
 import { StatusWriter, type RunStatus } from '../runfolder/status.ts';
-import { writeSummary, type Summary } from '../runfolder/summary.ts';
+import { mergeSummary, readSummary, writeSummary, type Summary } from '../runfolder/summary.ts';
 import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts';
 import { runMeta } from './meta.ts';
 import { statsToRow } from './metrics.ts';
@@ -279,7 +279,17 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     emit({ type: 'end', status: outcome, step: state.step, summary });
     return summary;
   } catch (err) {
-    if (started) status.failed(state.step, err instanceof Error ? err.message : String(err));
+    if (started) {
+      // status.json and summary.json tell the truth: failed, with the error. Best effort: on a full disk
+      // these small writes may fail too, and the run's own error is the one to report.
+      const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+      try {
+        status.failed(state.step, msg);
+        if (readSummary(runDir)) mergeSummary(runDir, { status: 'failed', error: msg });
+      } catch {
+        /* the run's error below says what happened */
+      }
+    }
     throw err;
   } finally {
     optimizer.dispose();
