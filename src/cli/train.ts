@@ -50,7 +50,13 @@ export function trainCommand(): Command {
       // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
       const { initBackend } = await import('../engine/backend.ts');
       const { trainRun } = await import('../train/loop.ts');
-      const st = readStatus(runDir);
+      // a damaged status.json is an error, unless the run is started again anyway
+      let st: ReturnType<typeof readStatus> = null;
+      try {
+        st = readStatus(runDir);
+      } catch (e) {
+        if (!f.force) throw e;
+      }
       const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
       if (existsSync(runDir) && (st || hasCkpt) && f.force) {
         const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');

@@ -225,6 +225,22 @@ const cases: Case[] = [
     rmSync(ckptOf(r), { recursive: true });
     writeFileSync(ckptOf(r), 'x');
   })]],
+  // the run folder's own files
+  ['truncated status.json', () => ['train', ...TINY, '--resume', '--out', damaged('r1', (r) => writeFileSync(join(r, 'status.json'), '{"status": "runn'))]],
+  ['status.json of an unknown status', () => ['train', ...TINY, '--resume', '--out', damaged('r2', (r) => writeFileSync(join(r, 'status.json'), '{"status": "walking", "step": 3}'))]],
+  ['status.json step a string', () => ['eval', 'knn', damaged('r3', (r) => writeFileSync(join(r, 'status.json'), '{"status": "completed", "step": "8"}'))]],
+  ['summary.json not JSON', () => ['eval', 'knn', damaged('r4', (r) => writeFileSync(join(r, 'summary.json'), 'garbage'))]],
+  ['metrics.jsonl damaged before its last line', () => {
+    const results = join(dir, 'rep1');
+    const run = join(results, 'train', 'run');
+    mkdirSync(join(results, 'train'), { recursive: true });
+    cpSync(good, run, { recursive: true });
+    const p = join(run, 'metrics.jsonl');
+    const lines = readFileSync(p, 'utf8').split('\n');
+    lines[1] = '{"step": 1, "lo';
+    writeFileSync(p, lines.join('\n'));
+    return ['report', '--results', results];
+  }],
   // eval
   ['eval of a missing folder', () => ['eval', 'knn', join(dir, 'nope')]],
   ['eval of a folder that is no run', () => ['eval', 'knn', join(dir, 'files')]],
@@ -290,6 +306,19 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     assert.equal(r.code, 2, r.err);
     assert.match(r.err.trim(), re);
   }
+  // a torn last metrics line (a killed run) is read past, and said
+  const results = join(dir, 'rep2');
+  const torn = join(results, 'train', 'run');
+  mkdirSync(join(results, 'train'), { recursive: true });
+  cpSync(good, torn, { recursive: true });
+  writeFileSync(join(torn, 'metrics.jsonl'), `${readFileSync(join(torn, 'metrics.jsonl'), 'utf8')}{"step": 9, "lo`);
+  const rep = await cli(['report', '--results', results]);
+  assert.equal(rep.code, 0, rep.err);
+  assert.match(rep.err, /metrics\.jsonl: its last line is torn \(a run killed while writing it\); ignored/);
+  // --force starts a run with a damaged status.json again
+  const forced = damaged('x5', (r) => writeFileSync(join(r, 'status.json'), '{'));
+  const f = await cli(['train', ...TINY, '--force', '--set', 'optim.epochs=1', '--set', 'optim.warmup_epochs=0', '--out', forced]);
+  assert.equal(f.code, 0, f.err);
   // the offer works: resuming from step 6 trains steps 7 and 8 again
   const run = damaged('x4', (r) => writeFileSync(join(ckptOf(r), 'state.json'), '{'));
   const r = await cli(['train', ...TINY, '--resume', '--checkpoint', 'step-6', '--out', run]);
