@@ -9,15 +9,27 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 // image decoding (sharp) runs on libuv's pool, 4 threads unless told otherwise: one per core instead
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism()));
 
+// one line for anything that escapes the CLI's own error boundary (src/cli/main.ts); the trace with MOCO3_DEBUG=1
+const fatal = (e) => {
+  if (process.env.MOCO3_DEBUG === '1') process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  else process.stderr.write(`moco3: error: ${String(e instanceof Error ? e.message : e).split('\n')[0]}\n(MOCO3_DEBUG=1 shows where it happened)\n`);
+  process.exit(1);
+};
+process.on('uncaughtException', fatal);
+process.on('unhandledRejection', fatal);
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist', 'cli', 'main.js');
-let mod;
-if (existsSync(dist)) {
-  mod = await import(pathToFileURL(dist).href);
-} else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  mod = await import(pathToFileURL(join(root, 'src', 'cli', 'main.ts')).href);
+try {
+  let mod;
+  if (existsSync(dist)) {
+    mod = await import(pathToFileURL(dist).href);
+  } else {
+    const { register } = await import('tsx/esm/api');
+    register();
+    mod = await import(pathToFileURL(join(root, 'src', 'cli', 'main.ts')).href);
+  }
+  process.exitCode = await mod.main(process.argv.slice(2));
+} catch (e) {
+  fatal(e);
 }
-const code = await mod.main(process.argv.slice(2));
-process.exitCode = code;

@@ -1,6 +1,7 @@
 /** `moco3 baselines <sweep>`: what pretraining has to beat, for the report (results/<sweep>/baselines.json). */
 import { Command } from 'commander';
 import type { BackendName } from '../engine/backend.ts';
+import { checkOutputDir } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { addSweepOptions, planFromFlags, type SweepFlags } from './plan.ts';
 
@@ -10,6 +11,7 @@ export function baselinesCommand(): Command {
   );
   addSweepOptions(cmd).action(async (arg: string, f: SweepFlags) => {
     const plan = planFromFlags(arg, f);
+    checkOutputDir(plan.dir, `--results ${f.results}`);
     const { initBackend } = await import('../engine/backend.ts');
     await initBackend(plan.runs[0]!.config.train.backend as BackendName, { quiet: true });
     await computeBaselinesOf(plan, f.json === true);

@@ -40,17 +40,19 @@ function withCommon(cmd: Command): Command {
 }
 
 /** TensorFlow.js and the model are loaded only when an eval command runs. */
-async function prepare(runDir: string, backend: string | undefined) {
+async function prepare(runDir: string, backend: string | undefined, checkpointFlag: string | undefined) {
   const offline = await import('../eval/offline.ts');
   const { initBackend } = await import('../engine/backend.ts');
   const config = loadRunConfig(runDir);
+  // the checkpoint is validated before a backend starts
+  const checkpoint = offline.evalCheckpoint(runDir, checkpointFlag);
   const status = readStatus(runDir);
   if (status && status.status !== 'completed') {
     const what = status.status === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${status.status} at step ${status.step}`;
     process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating its newest checkpoint\n`);
   }
   await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0]);
-  return { offline, config };
+  return { offline, config, checkpoint };
 }
 
 function knnCommand(): Command {
@@ -66,8 +68,8 @@ function knnCommand(): Command {
         k = 20;
         t = 0.07;
       }
-      const { offline, config } = await prepare(runDir, f.backend);
-      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint: f.checkpoint });
+      const { offline, config, checkpoint } = await prepare(runDir, f.backend, f.checkpoint);
+      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint });
       if (f.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else {
         process.stdout.write(
@@ -89,11 +91,11 @@ function linearCommand(): Command {
       const epochs = positive('--epochs', f.epochs, true);
       const baseLr = positive('--lr', f.lr);
       const batchSize = positive('--batch-size', f.batchSize, true);
-      const { offline, config } = await prepare(runDir, f.backend);
+      const { offline, config, checkpoint } = await prepare(runDir, f.backend, f.checkpoint);
       const quiet = Boolean(f.json);
       const r = await offline.linearProbeForRun(runDir, {
         config,
-        checkpoint: f.checkpoint,
+        checkpoint,
         epochs,
         baseLr,
         batchSize,

@@ -14,7 +14,6 @@ import { isInputError } from './errors.ts';
 export function buildProgram(): Command {
   const program = new Command('moco3')
     .description('MoCo v3 ViT training-stability study: train, sweep, evaluate, report')
-    .showHelpAfterError('(moco3 --help lists the commands)')
     .exitOverride();
   program.addCommand(trainCommand());
   program.addCommand(benchCommand());
@@ -28,21 +27,78 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** The command path an argv names (`moco3 eval knn`), as far as it names commands. */
+function commandPath(program: Command, argv: string[]): Command[] {
+  const path = [program];
+  for (const a of argv) {
+    const next = path.at(-1)!.commands.find((c) => c.name() === a || c.aliases().includes(a));
+    if (!next) break;
+    path.push(next);
+  }
+  return path;
+}
+
+/** Commander's error text ("error: unknown option '--x'\n(Did you mean --y?)") as one line. */
+function commanderLine(text: string): string {
+  return text
+    .trim()
+    .replace(/^error: /, '')
+    .replace(/\s*\n\s*\(Did you mean (.*)\?\)/, ' (did you mean $1?)')
+    .split('\n')[0]!;
+}
+
+/** System errors (ENOENT, EACCES, ENOSPC, ...) that name a path are about the machine the user gave moco3. */
+const PATH_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file or folder',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOSPC: 'no space left on the disk',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'read-only file system',
+  ENOTDIR: 'a part of the path is a file, not a folder',
+  EISDIR: 'is a folder, not a file',
+  EEXIST: 'already exists',
+  EIO: 'input/output error (a failing disk?)',
+};
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  for (const c of program.commands) c.exitOverride();
+  let commanderText = '';
+  const quiet = (c: Command): void => {
+    c.exitOverride().configureOutput({ outputError: (text) => (commanderText += text), writeErr: (text) => (commanderText += text) });
+    c.commands.forEach(quiet);
+  };
+  quiet(program);
+  const debug = process.env.MOCO3_DEBUG === '1';
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      return e.exitCode === 0 ? 0 : 2;
+      if (e.exitCode === 0) return 0;
+      const path = commandPath(program, argv);
+      const name = path.map((c) => c.name()).join(' ');
+      if (e.code === 'commander.help' || e.code === 'commander.executeSubCommandAsync') {
+        // a command group without its sub-command
+        const subs = path.at(-1)!.commands.map((c) => c.name());
+        process.stderr.write(`${name}: which command? (one of: ${subs.join(', ')})\n(${name} --help says what each does)\n`);
+        return 2;
+      }
+      process.stderr.write(`${name}: ${commanderLine(commanderText || e.message)}\n(${name} --help lists the ${e.code === 'commander.unknownCommand' ? 'commands' : 'options'})\n`);
+      return 2;
     }
+    if (debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     if (isInputError(e)) {
       process.stderr.write(`moco3: ${e.message.split('\n')[0]}\n`);
       return 2;
     }
-    process.stderr.write(`moco3: error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    const sys = e as NodeJS.ErrnoException;
+    if (sys instanceof Error && typeof sys.code === 'string' && sys.code in PATH_ERRORS && typeof sys.path === 'string') {
+      process.stderr.write(`moco3: ${sys.path}: ${PATH_ERRORS[sys.code]} (${sys.code}${sys.syscall ? ` in ${sys.syscall}` : ''})\n`);
+      return 2;
+    }
+    process.stderr.write(`moco3: error: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+    if (!debug) process.stderr.write('(MOCO3_DEBUG=1 shows where it happened)\n');
     return 1;
   }
 }

@@ -1,6 +1,8 @@
 /** `moco3 sweep <name|file>`: run a sweep's runs in order; skip what is done, resume what was interrupted. */
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
+import { checkOutputDir } from '../engine/files.ts';
+import { UsageError } from '../config/errors.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
@@ -234,6 +236,15 @@ export function sweepCommand(): Command {
       if (f.dryRun) {
         printPlan(plan, f.json);
         return;
+      }
+      checkOutputDir(plan.dir, `--results ${f.results}`);
+      // a run whose train split cannot fill one batch is refused before anything is made
+      for (const r of plan.runs) {
+        const { train_size: n } = r.config.data;
+        const B = r.config.optim.batch_size;
+        if (n !== null && n < B) {
+          throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
+        }
       }
       const { runSweep } = await import('../sweep/runner.ts');
       let stop = false;

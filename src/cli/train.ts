@@ -8,6 +8,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { checkOutputDir } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
@@ -15,6 +16,7 @@ import { makeProgress } from './progress.ts';
 interface TrainFlags extends RunFlags {
   out?: string;
   resume?: boolean;
+  checkpoint?: string;
   force?: boolean;
   dumpViews?: string;
   json?: boolean;
@@ -27,6 +29,7 @@ export function trainCommand(): Command {
     .option('--seed <n>', 'run seed')
     .option('-o, --out <dir>', 'the run folder (default: <results>/train/<run-id>)')
     .option('--resume', 'continue the run from its newest checkpoint')
+    .option('--checkpoint <step>', 'with --resume: continue from this checkpoint (step-N, N or a folder) instead of the newest')
     .option('--force', 'start over: an existing run folder is moved aside to <dir>.old-<time>, never deleted')
     .option('--dump-views <n>', 'write the two normalised views of the first n steps to views.safetensors')
     .option('--json', 'print one JSON object per event on stdout')
@@ -41,10 +44,19 @@ export function trainCommand(): Command {
       }
       const dumpViews = f.dumpViews === undefined ? 0 : Number(f.dumpViews);
       if (!Number.isInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
+      if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
+      if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
+      checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
       // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
       const { initBackend } = await import('../engine/backend.ts');
       const { trainRun } = await import('../train/loop.ts');
-      const st = readStatus(runDir);
+      // a damaged status.json is an error, unless the run is started again anyway
+      let st: ReturnType<typeof readStatus> = null;
+      try {
+        st = readStatus(runDir);
+      } catch (e) {
+        if (!f.force) throw e;
+      }
       const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
       if (existsSync(runDir) && (st || hasCkpt) && f.force) {
         const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
@@ -57,9 +69,19 @@ export function trainCommand(): Command {
       } else if ((st || hasCkpt) && !f.resume) {
         throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
       }
-      // bad data fails here, before a backend starts or a folder is made
+      // a damaged checkpoint, another config and bad data fail here, before a backend starts or a folder is made
+      let checkpoint: string | null = null;
+      if (f.resume && existsSync(runDir)) {
+        const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
+        checkpoint = resumeCheckpoint(runDir, f.checkpoint);
+        if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
+      } else if (f.checkpoint !== undefined) {
+        throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
+      }
       const { loadRunData } = await import('../components/index.ts');
+      const { checkFillsBatch } = await import('../train/loop.ts');
       const dataset = await loadRunData(c);
+      checkFillsBatch(dataset, c.optim.batch_size);
       const backend = await initBackend(c.train.backend as BackendName);
       let stop = false;
       const onSig = () => {
@@ -75,6 +97,7 @@ export function trainCommand(): Command {
           runDir,
           backend,
           resume: Boolean(f.resume),
+          ...(checkpoint ? { checkpoint } : {}),
           command: process.argv.slice(1),
           dumpViews,
           dataset,

@@ -62,9 +62,16 @@ export function nest(key: string, value: unknown): Obj {
 
 export function loadConfigFile(path: string): Obj {
   if (!existsSync(path)) throw new ConfigError(`${path}: config file not found`);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(`${path}: ${code === 'EISDIR' ? 'is a folder, expected a YAML file' : `cannot be read (${code ?? (e as Error).message})`}`);
+  }
   let doc: unknown;
   try {
-    doc = YAML.parse(readFileSync(path, 'utf8'));
+    doc = YAML.parse(text);
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];
     throw new ConfigError(`${path}: not valid YAML: ${msg}`);

@@ -1,25 +1,84 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync, rmSync } from 'node:fs';
-import { dirname, basename, join } from 'node:path';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { InputError } from '../config/errors.ts';
 
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w');
+  let closed = false;
   try {
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
     fsyncSync(fd);
-  } catch (e) {
+    closed = true;
     closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    if (!closed) closeSync(fd);
     rmSync(tmp, { force: true });
     throw e;
   }
-  closeSync(fd);
-  renameSync(tmp, path);
 }
 
 export function writeJsonAtomic(path: string, value: unknown): void {
   writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** An output location that cannot take a run's files (a file where a folder goes, no write access, a full disk). */
+export class OutputError extends InputError {
+  override name = 'OutputError';
+}
+
+/** The free space an output folder needs before anything starts; a checkpoint write that still fails is handled where it happens. */
+export const MIN_FREE_BYTES = 16 * 2 ** 20;
+
+/**
+ * Checks that `dir` is (or can be made) a folder moco3 can write to, creating nothing that stays: every
+ * existing part of the path is a folder, the nearest existing one takes a file, and its disk has room.
+ * `label` names the flag (e.g. `--out results/x`).
+ */
+export function checkOutputDir(dir: string, label: string): void {
+  const abs = resolve(dir);
+  let at = abs;
+  // the nearest existing ancestor (or dir itself); each existing part must be a folder
+  for (;;) {
+    let st: Stats | undefined;
+    try {
+      st = statSync(at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // ENOTDIR: a file further up; the walk up finds it
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new OutputError(`${label}: cannot be used (${code ?? String(e)}): give another folder`);
+    }
+    if (st) {
+      if (!st.isDirectory()) throw new OutputError(`${label}: ${at === abs ? 'is a file' : `${at} is a file`}, not a folder: give a folder path`);
+      break;
+    }
+    const up = dirname(at);
+    if (up === at) break;
+    at = up;
+  }
+  const probe = join(at, `.moco3-write-test.${process.pid}.tmp`);
+  try {
+    closeSync(openSync(probe, 'wx'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' || code === 'EPERM' ? 'no write access' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? String(e));
+    throw new OutputError(`${label}: cannot write in ${at} (${why}): give a folder you can write to`);
+  } finally {
+    rmSync(probe, { force: true });
+  }
+  try {
+    const fs = statfsSync(at);
+    const free = fs.bavail * fs.bsize;
+    if (free < MIN_FREE_BYTES) {
+      throw new OutputError(`${label}: the disk of ${at} has ${(free / 2 ** 20).toFixed(1)} MiB free, less than the ${MIN_FREE_BYTES / 2 ** 20} MiB a run needs to start: free some space or give another folder`);
+    }
+  } catch (e) {
+    if (e instanceof OutputError) throw e;
+    /* statfs is not everywhere: the writes themselves report a full disk */
+  }
 }

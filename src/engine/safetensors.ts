@@ -2,7 +2,7 @@
  * safetensors (https://github.com/huggingface/safetensors): 8-byte little-endian header length, a JSON
  * header {name: {dtype, shape, data_offsets}, __metadata__: {string: string}}, then the raw little-endian data.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { writeFileAtomic } from './files.ts';
 import { InputError } from '../config/errors.ts';
 
@@ -54,41 +54,99 @@ export function encodeSafetensors(tensors: Map<string, StTensor>, metadata: Reco
   return out;
 }
 
-export function decodeSafetensors(buf: Uint8Array, label = 'safetensors'): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
-  checkLittleEndian();
-  if (buf.length < 8) throw new SafetensorsError(`${label}: file too short for a safetensors header`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n = Number(view.getBigUint64(0, true));
-  if (n <= 0 || 8 + n > buf.length) throw new SafetensorsError(`${label}: header length ${n} does not fit the file (${buf.length} bytes)`);
-  let header: Record<string, { dtype: StDtype; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
-  try {
-    header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, n).toString('utf8'));
-  } catch {
-    throw new SafetensorsError(`${label}: header is not JSON`);
+/** The largest header this reader accepts (the format's own limit is 100 MB). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+function isIntArray(v: unknown): v is number[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
+}
+
+interface StEntry {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  begin: number;
+  end: number;
+  count: number;
+}
+
+/** The 8-byte length prefix of a file of `fileLength` bytes, validated: the header's length. */
+function headerLength(prefix: Uint8Array, fileLength: number, label: string): number {
+  if (fileLength < 8 || prefix.length < 8) throw new SafetensorsError(`${label}: ${fileLength} bytes, too short for a safetensors file`);
+  const big = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (big < 2n || big > BigInt(Math.min(MAX_HEADER_BYTES, fileLength - 8))) {
+    throw new SafetensorsError(`${label}: header length ${big} does not fit the file (${fileLength} bytes): not a safetensors file, or truncated`);
   }
+  return Number(big);
+}
+
+/** The header (bytes 8 .. 8+n) of a file of `fileLength` bytes, validated entry by entry and as a whole. */
+function parseHeader(headerBytes: Uint8Array, fileLength: number, label: string): { entries: StEntry[]; metadata: Record<string, string>; base: number } {
+  const bad = (what: string) => new SafetensorsError(`${label}: ${what}`);
+  const n = headerBytes.length;
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+  } catch {
+    throw bad('the header is not UTF-8 JSON');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad('the header is not a JSON object');
   const base = 8 + n;
-  const tensors = new Map<string, StTensor>();
+  const dataLen = fileLength - base;
   let metadata: Record<string, string> = {};
-  for (const [name, entry] of Object.entries(header)) {
+  const entries: StEntry[] = [];
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry) || !Object.values(entry).every((v) => typeof v === 'string')) {
+        throw bad('__metadata__ is not an object of strings');
+      }
       metadata = entry as Record<string, string>;
       continue;
     }
-    const e = entry as { dtype: StDtype; shape: number[]; data_offsets: [number, number] };
-    if (!(e.dtype in BYTES)) throw new SafetensorsError(`${label}: ${name}: unsupported dtype ${e.dtype}`);
-    const [b, end] = e.data_offsets;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw bad(`${name}: entry is not an object`);
+    const e = entry as Record<string, unknown>;
+    if (typeof e.dtype !== 'string' || !Object.hasOwn(BYTES, e.dtype)) throw bad(`${name}: unsupported dtype ${JSON.stringify(e.dtype)} (expected one of ${Object.keys(BYTES).join(', ')})`);
+    if (!isIntArray(e.shape)) throw bad(`${name}: shape ${JSON.stringify(e.shape)} is not an array of non-negative integers`);
+    if (!isIntArray(e.data_offsets) || e.data_offsets.length !== 2) throw bad(`${name}: data_offsets ${JSON.stringify(e.data_offsets)} is not a pair of non-negative integers`);
+    const dtype = e.dtype as StDtype;
+    const [begin, end] = e.data_offsets as [number, number];
     const count = e.shape.reduce((a, c) => a * c, 1);
-    if (end - b !== count * BYTES[e.dtype] || base + end > buf.length) {
-      throw new SafetensorsError(`${label}: ${name}: data offsets [${b}, ${end}] do not match shape [${e.shape}] or the file length`);
+    if (!Number.isSafeInteger(count * BYTES[dtype]) || end < begin || end - begin !== count * BYTES[dtype]) {
+      throw bad(`${name}: data_offsets [${begin}, ${end}] do not hold a ${dtype} tensor of shape [${e.shape}]`);
     }
-    const bytes = buf.slice(base + b, base + end); // copy: aligned and detached from the file buffer
+    if (end > dataLen) throw bad(`${name}: data_offsets [${begin}, ${end}] run past the end of the data (${dataLen} bytes): truncated`);
+    entries.push({ name, dtype, shape: e.shape, begin, end, count });
+  }
+  // the entries must tile the data: sorted by offset, each starts where the previous ended, the last ends the file
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  for (const e of sorted) {
+    if (e.begin !== at) throw bad(`${e.name}: data_offsets [${e.begin}, ${e.end}] ${e.begin < at ? 'overlap another tensor' : `leave a gap after byte ${at}`}`);
+    at = e.end;
+  }
+  if (at !== dataLen) throw bad(`the tensors hold ${at} bytes of data, the file ${dataLen}`);
+  return { entries, metadata, base };
+}
+
+/**
+ * Reads a safetensors buffer, validating all of it first: the header length, a JSON object header, every
+ * entry's dtype, shape and offsets (in range, matching dtype x shape, tiling the data with no gap or
+ * overlap). Anything else is refused with a SafetensorsError naming `label`.
+ */
+export function decodeSafetensors(buf: Uint8Array, label = 'safetensors'): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
+  checkLittleEndian();
+  const n = headerLength(buf, buf.length, label);
+  const { entries, metadata, base } = parseHeader(buf.subarray(8, 8 + n), buf.length, label);
+  const tensors = new Map<string, StTensor>();
+  for (const e of entries) {
+    const bytes = new Uint8Array(buf.subarray(base + e.begin, base + e.end)); // a copy: aligned, detached from the file buffer
     const data =
       e.dtype === 'F32'
-        ? new Float32Array(bytes.buffer, bytes.byteOffset, count)
+        ? new Float32Array(bytes.buffer, bytes.byteOffset, e.count)
         : e.dtype === 'I32'
-          ? new Int32Array(bytes.buffer, bytes.byteOffset, count)
-          : new BigInt64Array(bytes.buffer, bytes.byteOffset, count);
-    tensors.set(name, { dtype: e.dtype, shape: e.shape, data });
+          ? new Int32Array(bytes.buffer, bytes.byteOffset, e.count)
+          : new BigInt64Array(bytes.buffer, bytes.byteOffset, e.count);
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
   }
   return { tensors, metadata };
 }
@@ -97,6 +155,57 @@ export function writeSafetensors(path: string, tensors: Map<string, StTensor>, m
   writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }
 
-export function readSafetensors(path: string): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
-  return decodeSafetensors(readFileSync(path), path);
+function ioError(path: string, e: unknown, hint: string): SafetensorsError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const what = code === 'ENOENT' ? 'missing' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot be read (${code ?? String(e)})`;
+  return new SafetensorsError(`${path}: ${what}${hint}`);
+}
+
+/** Validates a safetensors file's header against its size without reading the data; `hint` is appended to an error. */
+export function checkSafetensorsFile(path: string, hint = ''): { names: string[]; shapes: Map<string, number[]>; metadata: Record<string, string> } {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw ioError(path, e, hint);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const prefix = Buffer.alloc(8);
+    readSync(fd, prefix, 0, 8, 0);
+    const n = headerLength(prefix, size, path);
+    const header = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const r = readSync(fd, header, got, n - got, 8 + got);
+      if (r === 0) break;
+      got += r;
+    }
+    const { entries, metadata } = parseHeader(header.subarray(0, got), size, path);
+    return { names: entries.map((e) => e.name), shapes: new Map(entries.map((e) => [e.name, e.shape])), metadata };
+  } catch (e) {
+    if (e instanceof SafetensorsError) {
+      if (hint) e.message += hint;
+      throw e;
+    }
+    throw ioError(path, e, hint);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads and validates a safetensors file; a missing, unreadable or damaged file is a SafetensorsError. */
+export function readSafetensors(path: string, hint = ''): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw ioError(path, e, hint);
+  }
+  try {
+    return decodeSafetensors(buf, path);
+  } catch (e) {
+    if (e instanceof SafetensorsError && hint) e.message += hint;
+    throw e;
+  }
 }

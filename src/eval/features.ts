@@ -13,13 +13,15 @@ import { knnAccuracy } from './knn.ts';
 /** Class-token features of the first `n` images of a split, [n, dim]. */
 export function extractFeatures(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, batch = 256): tf.Tensor2D {
   const parts: tf.Tensor2D[] = [];
-  for (let s = 0; s < n; s += batch) {
-    const idx = Int32Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
-    parts.push(tf.tidy(() => model.features(evalView(gatherBatch(split, idx), aug))));
+  try {
+    for (let s = 0; s < n; s += batch) {
+      const idx = Int32Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
+      parts.push(tf.tidy(() => model.features(evalView(gatherBatch(split, idx), aug))));
+    }
+    return tf.concat(parts) as tf.Tensor2D;
+  } finally {
+    tf.dispose(parts); // also when a batch throws: nothing is left behind
   }
-  const out = tf.concat(parts) as tf.Tensor2D;
-  parts.forEach((p) => p.dispose());
-  return out;
 }
 
 export interface ModelKnnOptions {
@@ -33,8 +35,9 @@ export interface ModelKnnOptions {
 /** Weighted kNN top-1 / top-5 (%) of `model`'s features: train images as the bank, test images as queries. */
 export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig, o: ModelKnnOptions): Promise<{ top1: number; top5: number }> {
   const bank = extractFeatures(model, ds.train, o.bank, aug);
-  const queries = extractFeatures(model, ds.test, o.queries, aug);
+  let queries: tf.Tensor2D | null = null;
   try {
+    queries = extractFeatures(model, ds.test, o.queries, aug);
     const r = await knnAccuracy(bank, ds.train.labels.subarray(0, o.bank), queries, ds.test.labels.subarray(0, o.queries), {
       k: o.k,
       t: o.t,
@@ -42,7 +45,8 @@ export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig
     });
     return { top1: r.top1, top5: r.top5 };
   } finally {
-    tf.dispose([bank, queries]);
+    bank.dispose();
+    queries?.dispose();
   }
 }
 

@@ -141,14 +141,18 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
         const y = Int32Array.from(idx, (i) => train.labels[i]!);
         const x = train.features(idx, epoch, b);
         const yt = tf.tensor1d(y, 'int32');
-        const { loss, hits, dW, db } = headGradients(head, x, yt);
-        sgd.step(params, new Map<string, tf.Tensor>([
-          ['head.weight', dW],
-          ['head.bias', db],
-        ]), lrNow);
-        lossSum += (await loss.data())[0]! * idx.length;
-        correct += (await hits.data())[0]!;
-        for (const t of [loss, hits, dW, db, x, yt]) t.dispose();
+        let g: ReturnType<typeof headGradients> | null = null;
+        try {
+          g = headGradients(head, x, yt);
+          sgd.step(params, new Map<string, tf.Tensor>([
+            ['head.weight', g.dW],
+            ['head.bias', g.db],
+          ]), lrNow);
+          lossSum += (await g.loss.data())[0]! * idx.length;
+          correct += (await g.hits.data())[0]!;
+        } finally {
+          for (const t of [x, yt, ...(g ? [g.loss, g.hits, g.dW, g.db] : [])]) t.dispose();
+        }
       }
       losses.push(lossSum / train.n);
       trainTop1.push((100 * correct) / train.n);

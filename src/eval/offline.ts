@@ -17,7 +17,8 @@ import { readSafetensors } from '../engine/safetensors.ts';
 import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
 import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
+import { checkpointFolderStep, checkpointsDir, CheckpointError } from '../runfolder/checkpoints.ts';
+import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
 import { extractFeatures, knnOfModel } from './features.ts';
@@ -35,10 +36,7 @@ export interface LoadedModel {
  * the base encoder is built and read: the features of kNN and the probe come from it alone.
  */
 export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoint?: string): LoadedModel {
-  const dir = checkpoint ?? findLastCheckpoint(checkpointsDir(runDir));
-  if (!dir || !existsSync(join(dir, 'model.safetensors'))) {
-    throw new CheckpointError(`${checkpoint ?? checkpointsDir(runDir)}: no checkpoint with a model.safetensors to evaluate`);
-  }
+  const dir = evalCheckpoint(runDir, checkpoint);
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   const model = new MoCoViT(modelConfigOf(config), config.seed, { encoderOnly: true });
   try {
@@ -58,6 +56,16 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
     throw e;
   }
   return { model, checkpoint: dir, step: checkpointFolderStep(dir) };
+}
+
+/**
+ * The checkpoint an evaluation reads (the newest unless `checkpoint` names one), validated; a damaged one
+ * fails with one line that offers the newest older complete checkpoint.
+ */
+export function evalCheckpoint(runDir: string, checkpoint?: string): string {
+  const dir = resumeCheckpoint(runDir, checkpoint, (c) => `evaluate the previous checkpoint with --checkpoint ${c.dir}`, 'no older complete checkpoint to evaluate');
+  if (!dir) throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);
+  return dir;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -89,9 +97,11 @@ export function augmentedSource(model: MoCoViT, split: ImageSplit, aug: AugmentC
     augmented: true,
     features: (idx, epoch, b) => {
       const x = probeTrainView(gatherBatch(split, idx), aug, seed, epoch, b);
-      const f = model.features(x);
-      x.dispose();
-      return f;
+      try {
+        return model.features(x);
+      } finally {
+        x.dispose();
+      }
     },
   };
 }

@@ -49,7 +49,7 @@ export function readRun(dir: string): RunRecord {
     flat: flatten(config),
     status: readStatus(dir),
     summary: readSummary(dir),
-    metrics: readMetrics(runPath(dir, 'metrics')),
+    metrics: readMetrics(runPath(dir, 'metrics'), (note) => process.stderr.write(`moco3: note: ${note}\n`)),
   };
 }
 

@@ -41,9 +41,22 @@ export function writeCheckpointState(dir: string, state: object): void {
 export function commitCheckpoint(ckptRoot: string, tmp: string, step: number): string {
   const name = stepDirName(step);
   const final = join(ckptRoot, name);
-  if (existsSync(final)) rmSync(final, { recursive: true, force: true });
-  renameSync(tmp, final);
-  writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: name });
+  // a folder of the same step (a run stopped right after its checkpoint) is moved aside, not removed, until
+  // the new one and last.json are in place; a failure puts it back
+  const aside = join(ckptRoot, `.${name}.old.${process.pid}.tmp`);
+  const replacing = existsSync(final);
+  try {
+    if (replacing) renameSync(final, aside);
+    renameSync(tmp, final);
+    writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: name });
+  } catch (e) {
+    if (replacing && existsSync(aside)) {
+      rmSync(final, { recursive: true, force: true });
+      renameSync(aside, final);
+    }
+    throw e;
+  }
+  if (replacing) rmSync(aside, { recursive: true, force: true });
   return final;
 }
 

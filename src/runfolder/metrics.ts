@@ -5,7 +5,7 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { writeFileAtomic } from '../engine/files.ts';
-import { isObj, runPath } from './paths.ts';
+import { isObj, RunFolderError, runPath } from './paths.ts';
 
 export type MetricRow = Record<string, number | null>;
 
@@ -22,34 +22,46 @@ export function resetMetrics(runDir: string): void {
   writeFileAtomic(metricsPath(runDir), '');
 }
 
-export function parseMetrics(text: string): MetricRow[] {
+/**
+ * The rows of a metrics file's text. A torn last line (a killed writer) is skipped and told to `onTorn`;
+ * a damaged line before it is a RunFolderError naming `label` and the line.
+ */
+export function parseMetrics(text: string, label = 'metrics.jsonl', onTorn?: (note: string) => void): MetricRow[] {
   const rows: MetricRow[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
+  const lines = text.split('\n');
+  const last = lines.length - 1 - [...lines].reverse().findIndex((l) => l.trim() !== '');
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
     let obj: unknown;
     try {
       obj = JSON.parse(line);
     } catch {
-      continue;
+      obj = undefined;
     }
-    if (!isObj(obj)) continue;
+    if (!isObj(obj)) {
+      if (i === last && obj === undefined) {
+        onTorn?.(`${label}: its last line is torn (a run killed while writing it); ignored`);
+        return;
+      }
+      throw new RunFolderError(`${label}: line ${i + 1} is not a JSON object; remove the line, or start the run again with --force`);
+    }
     const row: MetricRow = {};
     for (const [k, v] of Object.entries(obj)) {
       if (typeof v === 'number' || v === null) row[k] = v;
       else if (typeof v === 'string') row[k] = Number(v);
     }
     rows.push(row);
-  }
+  });
   return rows;
 }
 
 /**
- * The rows of a metrics file (a path), [] when there is none. A shipped run folder (docs/results/) keeps
- * its metrics gzipped: `<path>.gz` is read when the plain file is absent.
+ * The rows of a metrics file (a path), [] when there is none; see parseMetrics. A shipped run folder
+ * (docs/results/) keeps its metrics gzipped: `<path>.gz` is read when the plain file is absent.
  */
-export function readMetrics(path: string): MetricRow[] {
-  if (existsSync(path)) return parseMetrics(readFileSync(path, 'utf8'));
-  if (existsSync(`${path}.gz`)) return parseMetrics(gunzipSync(readFileSync(`${path}.gz`)).toString('utf8'));
+export function readMetrics(path: string, onTorn?: (note: string) => void): MetricRow[] {
+  if (existsSync(path)) return parseMetrics(readFileSync(path, 'utf8'), path, onTorn);
+  if (existsSync(`${path}.gz`)) return parseMetrics(gunzipSync(readFileSync(`${path}.gz`)).toString('utf8'), `${path}.gz`, onTorn);
   return [];
 }
 

@@ -2,9 +2,10 @@
  * A run folder's files (docs/ARCHITECTURE.md "The run folder"). src/runfolder/ is the only code that
  * reads or writes them; it loads no TensorFlow.js.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
+import { InputError } from '../config/errors.ts';
 
 export const RUN_FILES = {
   config: 'config.yaml',
@@ -42,3 +43,30 @@ export const readJsonObject = (path: string): Obj | null => readObject(path, JSO
 
 /** A YAML mapping file, or null when it is missing, unreadable or not a mapping. */
 export const readYamlObject = (path: string): Obj | null => readObject(path, (t) => YAML.parse(t));
+
+/** A damaged file of a run folder (one line: the file, what is wrong, what to do). */
+export class RunFolderError extends InputError {
+  override name = 'RunFolderError';
+}
+
+/**
+ * A JSON object file of a run folder, validated: null when it is missing; a RunFolderError naming the
+ * file, what is wrong and `todo` when it cannot be read, is not JSON or not an object.
+ */
+export function readJsonChecked(path: string, todo: string): Obj | null {
+  if (!existsSync(path)) return null;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new RunFolderError(`${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}); ${todo}`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new RunFolderError(`${path}: ${text.trim() ? 'not valid JSON (truncated?)' : 'empty'}; ${todo}`);
+  }
+  if (!isObj(v)) throw new RunFolderError(`${path}: expected a JSON object, got ${JSON.stringify(v)}; ${todo}`);
+  return v;
+}

@@ -8,7 +8,7 @@
  */
 import { hostname } from 'node:os';
 import { writeJsonAtomic } from '../engine/files.ts';
-import { readJsonObject, runPath } from './paths.ts';
+import { readJsonChecked, RunFolderError, runPath } from './paths.ts';
 
 export const RUN_STATUSES = ['pending', 'running', 'completed', 'diverged', 'failed', 'interrupted'] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
@@ -36,10 +36,19 @@ export function writeStatus(runDir: string, status: RunStatus, step: number, tot
   });
 }
 
-/** status.json, or null when there is none or it is not a status (no `status` string). */
+const STATUS_TODO = 'remove it (--resume then continues from the run\'s checkpoints) or start again with --force';
+
+/** status.json, or null when there is none; a damaged one (not JSON, an unknown status, a step that is no count) is a RunFolderError. */
 export function readStatus(runDir: string): StatusFile | null {
-  const s = readJsonObject(runPath(runDir, 'status'));
-  if (!s || typeof s.status !== 'string') return null;
+  const path = runPath(runDir, 'status');
+  const s = readJsonChecked(path, STATUS_TODO);
+  if (!s) return null;
+  if (typeof s.status !== 'string' || !(RUN_STATUSES as readonly string[]).includes(s.status)) {
+    throw new RunFolderError(`${path}: status: expected one of ${RUN_STATUSES.join(', ')}, got ${JSON.stringify(s.status) ?? 'nothing'}; ${STATUS_TODO}`);
+  }
+  if (!(typeof s.step === 'number' && Number.isSafeInteger(s.step) && s.step >= 0)) {
+    throw new RunFolderError(`${path}: step: expected a non-negative integer, got ${JSON.stringify(s.step) ?? 'nothing'}; ${STATUS_TODO}`);
+  }
   return s as unknown as StatusFile;
 }
 
@@ -68,7 +77,12 @@ export class StatusWriter {
 
 /** A run that failed outside its loop (the sweep records it): failed at the step it reached; an existing failed status is kept. */
 export function markFailed(runDir: string, error: string): void {
-  const prev = readStatus(runDir);
+  let prev: StatusFile | null = null;
+  try {
+    prev = readStatus(runDir);
+  } catch {
+    /* a damaged status.json is replaced by the failed one */
+  }
   if (prev?.status === 'failed') return;
   writeStatus(runDir, 'failed', prev?.step ?? 0, prev?.total_steps ?? null, { error });
 }

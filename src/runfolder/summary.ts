@@ -4,7 +4,7 @@
  */
 import { writeFileAtomic } from '../engine/files.ts';
 import type { RunStatus } from './status.ts';
-import { readJsonObject, runPath, type Obj } from './paths.ts';
+import { readJsonChecked, runPath, type Obj } from './paths.ts';
 
 export interface Summary {
   status: RunStatus;
@@ -32,8 +32,9 @@ export function writeSummary(runDir: string, summary: Summary): void {
   writeFileAtomic(runPath(runDir, 'summary'), toJson(summary));
 }
 
+/** summary.json, or null when there is none; a damaged one is a RunFolderError. */
 export function readSummary(runDir: string): Obj | null {
-  return readJsonObject(runPath(runDir, 'summary'));
+  return readJsonChecked(runPath(runDir, 'summary'), 'remove it (moco3 train --resume or moco3 sweep writes it again) or start again with --force');
 }
 
 /** Merge keys into summary.json (atomic), keeping what is there; no write when nothing changes. Returns the merged summary. */

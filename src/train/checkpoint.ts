@@ -7,9 +7,11 @@
  * A crash at any moment leaves the previous checkpoint intact.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
-import { checkpointTempDir, commitCheckpoint, CheckpointError, readCheckpointState, writeCheckpointState } from '../runfolder/checkpoints.ts';
+import { checkpointStep, checkpointTempDir, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
+import { checkCheckpoint } from '../runfolder/resume.ts';
 
 export interface LoopState {
   step: number;
@@ -65,6 +67,25 @@ export function modelStateDict(model: CheckpointModel): Map<string, StTensor> {
   return out;
 }
 
+/** A checkpoint that could not be written (a full disk, no write access, a failing disk): the previous one is intact. */
+export class CheckpointWriteError extends Error {
+  override name = 'CheckpointWriteError';
+}
+
+const WRITE_REASONS: Record<string, string> = {
+  ENOSPC: 'no space left on the disk',
+  EDQUOT: 'disk quota exceeded',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  EIO: 'input/output error',
+};
+
+/**
+ * Writes the checkpoint of `state.step` (a temporary folder renamed into place, then last.json). When a
+ * write fails, the temporary folder is removed, last.json keeps naming the previous checkpoint, and a
+ * CheckpointWriteError says so in one line.
+ */
 export function saveCheckpoint(
   ckptRoot: string,
   model: CheckpointModel,
@@ -72,22 +93,35 @@ export function saveCheckpoint(
   state: LoopState,
   metadata: Record<string, string>,
 ): string {
-  const tmp = checkpointTempDir(ckptRoot, state.step);
-  writeSafetensors(join(tmp, 'model.safetensors'), modelStateDict(model), { format: 'pt', step: String(state.step), ...metadata });
-  const slots = new Map<string, StTensor>();
-  for (const [key, t] of optimizer.stateTensors()) {
-    const param = slotParam(key);
-    const tt = model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : t;
-    slots.set(key, toSt(tt, false));
-    if (tt !== t) tt.dispose();
+  let tmp: string | null = null;
+  try {
+    tmp = checkpointTempDir(ckptRoot, state.step);
+    writeSafetensors(join(tmp, 'model.safetensors'), modelStateDict(model), { format: 'pt', step: String(state.step), ...metadata });
+    const slots = new Map<string, StTensor>();
+    for (const [key, t] of optimizer.stateTensors()) {
+      const param = slotParam(key);
+      const tt = model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : t;
+      slots.set(key, toSt(tt, false));
+      if (tt !== t) tt.dispose();
+    }
+    writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });
+    writeCheckpointState(tmp, state);
+    return commitCheckpoint(ckptRoot, tmp, state.step);
+  } catch (e) {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code && WRITE_REASONS[code] ? `${code}: ${WRITE_REASONS[code]}` : e instanceof Error ? e.message.split('\n')[0] : String(e);
+    const prev = checkpointStep(dirname(ckptRoot));
+    throw new CheckpointWriteError(
+      `${ckptRoot}: could not write the checkpoint of step ${state.step} (${why}); ` +
+        `${prev !== null ? `the checkpoint of step ${prev} is intact` : 'there is no earlier checkpoint'}: once the cause is gone, resume with --resume`,
+    );
   }
-  writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });
-  writeCheckpointState(tmp, state);
-  return commitCheckpoint(ckptRoot, tmp, state.step);
 }
 
+/** Loads a checkpoint into the model and optimizer; every file is validated before anything is assigned. */
 export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
-  const state = readCheckpointState(dir) as unknown as LoopState;
+  const state = checkCheckpoint(dir, false) as unknown as LoopState;
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   for (const [name, v] of model.vars) {
     const t = tensors.get(name);

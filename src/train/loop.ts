@@ -8,18 +8,19 @@ import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../com
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendInfo } from '../engine/backend.ts';
-import type { Dataset } from '../data/index.ts';
+import { DataError, type Dataset } from '../data/index.ts';
 import { itersPerEpoch } from '../data/sampler.ts';
 import { knnMonitor } from '../eval/features.ts';
 import { linearProbeForRun } from '../eval/offline.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
-import { checkpointsDir, findLastCheckpoint, pruneCheckpoints } from '../runfolder/checkpoints.ts';
+import { checkpointsDir, pruneCheckpoints } from '../runfolder/checkpoints.ts';
 import { appendMetric, resetMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { runPath } from '../runfolder/paths.ts';
+import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
 import { StatusWriter, type RunStatus } from '../runfolder/status.ts';
-import { writeSummary, type Summary } from '../runfolder/summary.ts';
+import { mergeSummary, readSummary, writeSummary, type Summary } from '../runfolder/summary.ts';
 import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts';
 import { runMeta } from './meta.ts';
 import { statsToRow } from './metrics.ts';
@@ -40,6 +41,8 @@ export interface TrainOptions {
   backend: BackendInfo;
   /** continue from the newest checkpoint of runDir when there is one */
   resume?: boolean;
+  /** with resume: this checkpoint folder instead of the newest (validated by resumeCheckpoint) */
+  checkpoint?: string;
   command?: string[];
   /** write the two normalised views of the first N steps to views.safetensors */
   dumpViews?: number;
@@ -67,6 +70,15 @@ function stepOrExplain<T>(f: () => T, backend: BackendInfo, batch: number): T {
       );
     }
     throw e;
+  }
+}
+
+/** A run needs one full batch of training images (batches are never partial). */
+export function checkFillsBatch(ds: Pick<Dataset, 'name' | 'train'>, batchSize: number): void {
+  if (ds.train.n < batchSize) {
+    throw new DataError(
+      `data.train_size: the ${ds.name} train split has ${ds.train.n} images, fewer than one batch of optim.batch_size ${batchSize}: use more images or a smaller batch`,
+    );
   }
 }
 
@@ -102,19 +114,23 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const { runDir } = opts;
   const emit = opts.onEvent ?? (() => {});
   const hash = configHash(c);
-  mkdirSync(runDir, { recursive: true });
   const ckptRoot = checkpointsDir(runDir);
 
   const ds = opts.dataset ?? (await loadRunData(c));
   const aug = augmentConfigOf(c, ds);
   const B = c.optim.batch_size;
-  if (ds.train.n < B) throw new Error(`data.train_size: the train split has ${ds.train.n} images, fewer than one batch of ${B}`);
+  checkFillsBatch(ds, B);
   const ipe = itersPerEpoch(ds.train.n, B);
   const scheduleSteps = Math.max(1, Math.floor(c.optim.epochs * ipe));
   const totalSteps = c.train.max_steps === null ? scheduleSteps : Math.min(scheduleSteps, c.train.max_steps);
   const lr = scaledLr(c.optim.base_lr, B);
   const knnEvery = knnEverySteps(c, ipe);
 
+  // the checkpoint and its config are checked before a tensor or a folder exists
+  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir)) : null;
+  if (last) checkResumeConfig(runDir, c, readCheckpointState(last));
+
+  mkdirSync(runDir, { recursive: true });
   const model = new MoCoViT(modelConfigOf(c), c.seed);
   const optimizer = optimizerOf(c, model);
   const groups = model.paramGroups();
@@ -122,10 +138,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   let state = freshState(hash);
   let started = false; // from here on status.json speaks for this run
   try {
-    const last = opts.resume ? findLastCheckpoint(ckptRoot) : null;
     if (last) {
       state = loadCheckpoint(last, model, optimizer);
-      if (state.config_hash !== hash) throw new Error(`${last}: checkpoint belongs to config ${state.config_hash}, this run's config is ${hash}`);
       truncateMetrics(runDir, state.step);
     } else {
       resetMetrics(runDir);
@@ -265,7 +279,17 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     emit({ type: 'end', status: outcome, step: state.step, summary });
     return summary;
   } catch (err) {
-    if (started) status.failed(state.step, err instanceof Error ? err.message : String(err));
+    if (started) {
+      // status.json and summary.json tell the truth: failed, with the error. Best effort: on a full disk
+      // these small writes may fail too, and the run's own error is the one to report.
+      const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+      try {
+        status.failed(state.step, msg);
+        if (readSummary(runDir)) mergeSummary(runDir, { status: 'failed', error: msg });
+      } catch {
+        /* the run's error below says what happened */
+      }
+    }
     throw err;
   } finally {
     optimizer.dispose();

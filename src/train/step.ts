@@ -20,21 +20,31 @@ export interface StepOptions {
  * every gradient.
  */
 export async function trainStep(model: MoCoViT, optimizer: Optimizer, x1: tf.Tensor4D, x2: tf.Tensor4D, o: StepOptions): Promise<{ stats: Float32Array; finite: boolean }> {
-  const run = () => model.step(x1, x2, o.momentum, o.microBatch);
-  const { loss, grads } = o.guard ? o.guard(run) : run();
-  x1.dispose();
-  x2.dispose();
-  let lossT: tf.Scalar = loss;
-  if (o.injectNan) {
-    lossT = tf.tidy(() => tf.mul(loss, NaN) as tf.Scalar);
-    loss.dispose();
+  // every tensor of the step is disposed however it ends: a step that throws leaves nothing behind
+  let out: { loss: tf.Scalar; grads: Map<string, tf.Tensor> } | null = null;
+  let lossT: tf.Scalar | null = null;
+  try {
+    const run = () => model.step(x1, x2, o.momentum, o.microBatch);
+    out = o.guard ? o.guard(run) : run();
+    x1.dispose();
+    x2.dispose();
+    const { loss, grads } = out;
+    lossT = o.injectNan ? tf.tidy(() => tf.mul(loss, NaN) as tf.Scalar) : loss;
+    const statsT = gradStats(lossT, grads, model.paramGroups());
+    let stats: Float32Array;
+    try {
+      stats = (await statsT.data()) as Float32Array;
+    } finally {
+      statsT.dispose();
+    }
+    const finite = stats.every((v) => Number.isFinite(v));
+    if (finite) optimizer.step(model.vars, new Map(model.trainableNames().map((n) => [n, grads.get(n)!] as const)), o.lr);
+    return { stats, finite };
+  } finally {
+    x1.dispose();
+    x2.dispose();
+    lossT?.dispose();
+    out?.loss.dispose();
+    for (const g of out?.grads.values() ?? []) g.dispose();
   }
-  const statsT = gradStats(lossT, grads, model.paramGroups());
-  const stats = (await statsT.data()) as Float32Array;
-  statsT.dispose();
-  lossT.dispose();
-  const finite = stats.every((v) => Number.isFinite(v));
-  if (finite) optimizer.step(model.vars, new Map(model.trainableNames().map((n) => [n, grads.get(n)!] as const)), o.lr);
-  for (const g of grads.values()) g.dispose();
-  return { stats, finite };
 }

@@ -24,7 +24,7 @@ type Ev = Record<string, any>;
  * `moco3 sweep tiny.yaml --json`, paused at `pause` (see fixtures/cli.ts); there it gets `signal`
  * (SIGKILL by default). After a signal other than SIGKILL the process is let go on.
  */
-function runCli(results: string, opts: { pause?: string; signal?: NodeJS.Signals } = {}) {
+function runCli(results: string, opts: { pause?: string; signal?: NodeJS.Signals; killWhen?: (e: Ev, n: number) => boolean; delayMs?: number } = {}) {
   const marker = join(results, `.pause-${process.hrtime.bigint()}`);
   const env = { ...process.env, MOCO3_TEST_PAUSE: opts.pause ?? '', MOCO3_TEST_MARKER: marker };
   const child = spawn(process.execPath, ['--import', 'tsx', cli, 'sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -36,8 +36,14 @@ function runCli(results: string, opts: { pause?: string; signal?: NodeJS.Signals
     buf += d;
     let i: number;
     while ((i = buf.indexOf('\n')) >= 0) {
-      events.push(JSON.parse(buf.slice(0, i)) as Ev);
+      const ev = JSON.parse(buf.slice(0, i)) as Ev;
+      events.push(ev);
       buf = buf.slice(i + 1);
+      if (opts.killWhen && !paused && opts.killWhen(ev, events.length)) {
+        // the process runs on for delayMs: the kill lands at an arbitrary point of what comes next
+        paused = true;
+        setTimeout(() => child.kill('SIGKILL'), opts.delayMs ?? 0);
+      }
     }
   });
   let paused = false;
@@ -132,6 +138,72 @@ test('SIGKILL at any moment, then the same command: the sweep ends as if never k
     assert.deepEqual(summaryOf(mine), summaryOf(r.dir), `${r.id}: summary differs`);
   }
 });
+
+/** mulberry32: seeded, so a failing kill sequence can be replayed */
+function rng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return { int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]! };
+}
+
+test('SIGKILL at seeded random moments over a whole sweep (steps, kNN, checkpoint writes, the linear probe): every run ends as if never killed', async (t) => {
+  const ref = await refPlan;
+  const results = mkdtempSync(join(root, 'moco3-kills-'));
+  const r = rng(12);
+  const where: string[] = [];
+  let kills = 0;
+  for (let i = 0; i < 7; i++) {
+    // kill moments: after the n-th event of this invocation plus a random delay; inside a checkpoint write;
+    // right after one; before a metrics row; inside the linear probe
+    const kind = i === 1 || i === 4 ? 'probe' : r.pick(['event', 'event', 'ckpt-write', 'ckpt-done', 'metrics'] as const);
+    const k = 1 + r.int(3);
+    const res =
+      kind === 'event'
+        ? await runCli(results, { killWhen: (_e, n) => n >= k * 6, delayMs: r.int(250) })
+        : kind === 'probe'
+          ? await runCli(results, { killWhen: (e) => e.type === 'phase' && /^linear probe: epoch/.test(e.text) && Number(/epoch (\d+)/.exec(e.text)![1]) >= k * 5, delayMs: r.int(100) })
+          : await runCli(results, { pause: `${kind}:${k}` });
+    if (res.signal !== 'SIGKILL') {
+      assert.equal(res.code, 0, res.stderr);
+      break; // the sweep finished before this moment came
+    }
+    kills++;
+    where.push(`${kind}:${k}`);
+    assertNothingHalfWrittenButTemps(join(results, 'tiny'));
+  }
+  const last = await runCli(results);
+  assert.equal(last.code, 0, last.stderr);
+  assert.ok(kills >= 5, `only ${kills} kills landed (${where.join(', ')})`);
+  assert.ok(where.filter((w) => w.startsWith('probe')).length >= 1, `no kill in a linear probe (${where.join(', ')})`);
+  t.diagnostic(`${kills} kills: ${where.join(', ')}`);
+  const killedDir = join(results, 'tiny');
+  assertNothingHalfWritten(killedDir);
+  for (const run of ref.runs) {
+    const mine = join(killedDir, run.id);
+    assert.deepEqual(strip(mine), strip(run.dir), `${run.id}: metrics differ after kills at ${where.join(', ')}`);
+    assert.deepEqual(summaryOf(mine), summaryOf(run.dir), `${run.id}: summary differs after kills at ${where.join(', ')}`);
+  }
+});
+
+/** After a kill: temporary files and a lock may be left (the next invocation clears them); every other file is whole. */
+function assertNothingHalfWrittenButTemps(dir: string): void {
+  if (!existsSync(dir)) return;
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = join(d, name);
+      if (name.endsWith('.tmp') || name === '.lock') continue;
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.json')) JSON.parse(readFileSync(p, 'utf8'));
+    }
+  };
+  walk(dir);
+}
 
 test('Ctrl-C checkpoints the current run and exits 130; the same command then finishes the sweep', async () => {
   const ref = await refPlan;

@@ -85,7 +85,7 @@ test('a failing run is recorded with its error, the sweep goes on, and a diverge
   assert.deepEqual(r.failed, [plan.runs[0]!.id]);
   const st = JSON.parse(readFileSync(join(plan.runs[0]!.dir, 'status.json'), 'utf8'));
   assert.equal(st.status, 'failed');
-  assert.match(st.error, /fewer than one batch of 128/);
+  assert.match(st.error, /fewer than one batch of optim\.batch_size 128/);
   assert.ok(r.events.some((e) => e.type === 'run_failed' && e.index === 1));
   assert.ok(!r.events.some((e) => e.type === 'run_start' && e.index === 3));
 });

@@ -1,0 +1,214 @@
+/**
+ * Where a resume starts, checked before a backend starts or a file is written: the checkpoint folder
+ * (state.json, model.safetensors, optimizer.safetensors, checkpoints/last.json) and the config it was
+ * trained with. Damage is one line naming the file, what is wrong and what to do; when the newest
+ * checkpoint is damaged and an older complete one exists, the line offers it. No TensorFlow.js here.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { canonicalJson, configHash } from '../config/load.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
+import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
+import { CheckpointError, stepDirName } from './checkpoints.ts';
+
+/** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
+export interface CheckpointState {
+  step: number;
+  epoch: number;
+  wall_s: number;
+  train_s: number;
+  images_seen: number;
+  best_knn_top1: number | null;
+  last_knn_top1: number | null;
+  last_knn_top5?: number | null;
+  last_loss?: number | null;
+  config_hash: string;
+  optimizer: Record<string, unknown>;
+}
+
+/** `step-0000012` -> 12; anything else -> null. */
+export function stepOfDir(name: string): number | null {
+  const m = /^step-(\d+)$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+function readJsonFile(path: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(`${path}: ${code === 'ENOENT' ? 'missing' : `cannot be read (${code ?? String(e)})`}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new CheckpointError(`${path}: ${text.trim() ? `${what} is not valid JSON (truncated?)` : 'empty'}`);
+  }
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isCount = (v: unknown): v is number => isNum(v) && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * A checkpoint's state.json, validated key by key. `complete`: every key moco3 writes is required (a
+ * resume); otherwise only step and optimizer (what loading weights needs, e.g. the PyTorch reference's
+ * checkpoints), the others checked when present.
+ */
+export function readCheckpointState(dir: string, complete = true): CheckpointState {
+  const path = join(dir, 'state.json');
+  const s = readJsonFile(path, 'state');
+  const wrong = (key: string, expected: string, got: unknown) => new CheckpointError(`${path}: ${key}: expected ${expected}, got ${JSON.stringify(got) ?? 'nothing'}`);
+  if (!isObj(s)) throw new CheckpointError(`${path}: expected a JSON object, got ${JSON.stringify(s)}`);
+  const need = (k: string) => complete || s[k] !== undefined;
+  if (!isCount(s.step)) throw wrong('step', 'a non-negative integer', s.step);
+  if (!isObj(s.optimizer)) throw wrong('optimizer', 'an object', s.optimizer);
+  if (need('images_seen') && !isCount(s.images_seen)) throw wrong('images_seen', 'a non-negative integer', s.images_seen);
+  for (const k of ['epoch', 'wall_s', 'train_s'] as const) if (need(k) && (!isNum(s[k]) || s[k] < 0)) throw wrong(k, 'a non-negative number', s[k]);
+  for (const k of ['best_knn_top1', 'last_knn_top1', 'last_knn_top5', 'last_loss'] as const) {
+    if (s[k] !== undefined && s[k] !== null && !isNum(s[k])) throw wrong(k, 'a number or null', s[k]);
+  }
+  if (need('config_hash') && (typeof s.config_hash !== 'string' || !s.config_hash)) throw wrong('config_hash', 'a string', s.config_hash);
+  const named = stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '');
+  if (named !== null && named !== s.step) throw new CheckpointError(`${path}: step ${s.step} does not match its folder (step ${named})`);
+  return s as unknown as CheckpointState;
+}
+
+/** Every file of a checkpoint folder, validated without reading the tensors' data: its state (see readCheckpointState for `complete`). */
+export function checkCheckpoint(dir: string, complete = true): CheckpointState {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: no such checkpoint folder`);
+  const state = readCheckpointState(dir, complete);
+  for (const f of ['model.safetensors', 'optimizer.safetensors']) {
+    try {
+      checkSafetensorsFile(join(dir, f));
+    } catch (e) {
+      if (e instanceof SafetensorsError) throw new CheckpointError(e.message);
+      throw e;
+    }
+  }
+  return state;
+}
+
+/** The step-N folders of a checkpoints folder, oldest first. */
+export function listCheckpoints(root: string): { dir: string; step: number }[] {
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .map((d) => ({ dir: join(root, d), step: stepOfDir(d) }))
+    .filter((x): x is { dir: string; step: number } => x.step !== null)
+    .sort((a, b) => a.step - b.step);
+}
+
+/** How a command names a checkpoint to the user (train: `--checkpoint step-N`; eval: the folder). */
+export type Offer = (c: { dir: string; step: number }) => string;
+export const trainOffer: Offer = (c) => `resume from the previous checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
+const trainNone = 'no older complete checkpoint: start again with --force';
+
+/** The newest complete checkpoint older than `step`, or null. */
+function olderComplete(root: string, step: number): { dir: string; step: number } | null {
+  for (const c of listCheckpoints(root).reverse()) {
+    if (c.step >= step) continue;
+    try {
+      checkCheckpoint(c.dir);
+      return c;
+    } catch {
+      /* damaged too: look further back */
+    }
+  }
+  return null;
+}
+
+/**
+ * The checkpoint a resume of `runDir` starts from, validated; null when the run has none. `choice` (the
+ * --checkpoint flag) is a folder, `step-N` or `N`. A damaged newest checkpoint fails with one line that
+ * offers the newest older complete one (`offer`), or says to start again (`none`).
+ */
+export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer = trainOffer, none = trainNone): string | null {
+  const root = join(runDir, 'checkpoints');
+  const fail = (e: unknown, step: number): never => {
+    if (!(e instanceof CheckpointError)) throw e;
+    const older = olderComplete(root, step);
+    throw new CheckpointError(`${e.message}; ${older ? offer(older) : none}`);
+  };
+  if (choice !== undefined) {
+    const n = /^(step-)?(\d+)$/.exec(choice);
+    const dir = existsSync(choice) || !n ? choice : join(root, stepDirName(Number(n[2])));
+    if (!existsSync(dir)) {
+      const have = listCheckpoints(root).map((c) => `step-${c.step}`);
+      throw new CheckpointError(`--checkpoint ${choice}: no such checkpoint (${have.length ? `${root} holds ${have.join(', ')}` : `${root} holds none`})`);
+    }
+    try {
+      checkCheckpoint(dir);
+    } catch (e) {
+      fail(e, stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '') ?? Infinity);
+    }
+    return dir;
+  }
+  if (!existsSync(root)) return null;
+  const all = listCheckpoints(root);
+  const ptr = join(root, 'last.json');
+  let dir: string;
+  let step: number;
+  if (existsSync(ptr)) {
+    try {
+      const last = readJsonFile(ptr, 'the pointer to the newest checkpoint');
+      if (!isObj(last) || typeof last.dir !== 'string' || stepOfDir(last.dir) === null || !isCount(last.step) || stepOfDir(last.dir) !== last.step) {
+        throw new CheckpointError(`${ptr}: expected {"step": N, "dir": "step-N"}, got ${JSON.stringify(last)}`);
+      }
+      dir = join(root, last.dir);
+      step = last.step;
+      if (!existsSync(dir)) throw new CheckpointError(`${ptr}: names ${last.dir}, which is missing`);
+    } catch (e) {
+      return fail(e, Infinity);
+    }
+  } else {
+    // no pointer: a run killed before its first checkpoint, or an older layout; the newest folder
+    const newest = all.filter((c) => existsSync(join(c.dir, 'state.json'))).at(-1);
+    if (!newest) return null;
+    ({ dir, step } = newest);
+  }
+  try {
+    checkCheckpoint(dir);
+  } catch (e) {
+    fail(e, step);
+  }
+  return dir;
+}
+
+/** Dotted keys of a nested object -> canonical JSON of their values. */
+function flatten(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (isObj(v)) {
+    for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  } else {
+    out.set(prefix, canonicalJson(v ?? null));
+  }
+  return out;
+}
+
+/** Keys that do not change a run (configHash leaves them out). */
+const FREE_KEYS = new Set(['train.backend', 'train.log_every']);
+
+/**
+ * Resuming trains on with the config the checkpoint was made with: another config fails with one line
+ * naming each key that differs (old -> new) and the ways forward.
+ */
+export function checkResumeConfig(runDir: string, config: ResolvedRunConfig, state: Pick<CheckpointState, 'config_hash'>): void {
+  const hash = configHash(config);
+  if (state.config_hash === hash) return;
+  const ways = 'start again with --force, or drop the changes (or train into another --out)';
+  let diffs: string[] = [];
+  const path = join(runDir, 'config.yaml');
+  try {
+    const old = flatten(YAML.parse(readFileSync(path, 'utf8')));
+    const now = flatten(JSON.parse(JSON.stringify(config)));
+    for (const k of [...new Set([...old.keys(), ...now.keys()])].sort()) {
+      if (FREE_KEYS.has(k) || old.get(k) === now.get(k)) continue;
+      diffs.push(`${k} ${old.get(k) ?? '(unset)'} -> ${now.get(k) ?? '(unset)'}`);
+    }
+  } catch {
+    diffs = [];
+  }
+  if (diffs.length) throw new CheckpointError(`${runDir}: was trained with another config: ${diffs.join(', ')}; to resume it, ${ways}`);
+  throw new CheckpointError(`${runDir}: its checkpoint belongs to config ${state.config_hash}, this config is ${hash}; ${ways}`);
+}

@@ -1,0 +1,331 @@
+/**
+ * A corpus of malformed inputs across every command: configs, flags, sweep files, datasets, damaged
+ * checkpoints and output paths. Each must end with exit 2, at most two lines on stderr (the error and
+ * an optional hint), no stack trace, no folder made, and a good run folder left byte for byte as it was.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main } from '../../src/cli/main.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'moco3-corpus-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * Run the CLI in-process: exit code and stderr. (stdout stays: the test runner reports on it, also while a
+ * later call runs.)
+ */
+async function cli(args: string[]): Promise<{ code: number; err: string }> {
+  const chunks: string[] = [];
+  const err = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string | Uint8Array) => (chunks.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const code = await main(args);
+    return { code, err: chunks.join('') };
+  } finally {
+    process.stderr.write = err;
+    process.exitCode = 0;
+  }
+}
+
+/** Every file under a folder with its SHA-256. */
+function hashTree(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const f of readdirSync(d).sort()) {
+      const p = join(d, f);
+      if (statSync(p).isDirectory()) walk(p);
+      else out[p.slice(root.length)] = createHash('sha256').update(readFileSync(p)).digest('hex');
+    }
+  };
+  walk(root);
+  return out;
+}
+
+// a run small enough to train in seconds
+const TINY = [
+  '--preset', 'smoke', '--backend', 'cpu', '-q',
+  ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
+    .concat(['train.knn_every=4', 'train.checkpoint_every=3', 'optim.batch_size=16', 'optim.epochs=2', 'eval.linear.enabled=false'])
+    .flatMap((s) => ['--set', s]),
+];
+const good = join(dir, 'good');
+const fresh = (name: string) => join(dir, 'new', name);
+let goodHashes: Record<string, string>;
+
+const ckptOf = (run: string, step = 8) => join(run, 'checkpoints', `step-${String(step).padStart(7, '0')}`);
+
+/** A copy of the good run, damaged by `damage`. */
+function damaged(name: string, damage: (run: string) => void): string {
+  const run = join(dir, 'damaged', name);
+  cpSync(good, run, { recursive: true });
+  damage(run);
+  return run;
+}
+
+/** A safetensors file whose JSON header is replaced by `header` (the data kept). */
+function withHeader(path: string, edit: (h: Record<string, any>) => unknown): void {
+  const buf = readFileSync(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  const h = edit(JSON.parse(buf.subarray(8, 8 + n).toString('utf8')));
+  const json = Buffer.from(JSON.stringify(h));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(path, Buffer.concat([len, json, buf.subarray(8 + n)]));
+}
+const firstTensor = (h: Record<string, any>) => Object.keys(h).find((k) => k !== '__metadata__')!;
+
+function file(name: string, text: string): string {
+  const p = join(dir, 'files', name);
+  mkdirSync(join(dir, 'files'), { recursive: true });
+  writeFileSync(p, text);
+  return p;
+}
+
+const tinySweep = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'tiny.yaml');
+
+before(async () => {
+  const r = await cli(['train', ...TINY, '--out', good]);
+  assert.equal(r.code, 0, r.err);
+  goodHashes = hashTree(good);
+});
+
+type Case = [what: string, args: () => string[], noFolder?: string];
+
+const cases: Case[] = [
+  // commands and flags
+  ['unknown command', () => ['trian']],
+  ['unknown sub-command', () => ['eval', 'knnn', good]],
+  ['a command group alone', () => ['data']],
+  ['unknown flag', () => ['train', '--presett', 'smoke']],
+  ['flag without its value', () => ['train', '--seed']],
+  ['bad choice', () => ['train', '--backend', 'gpu9']],
+  ['missing argument', () => ['eval', 'knn']],
+  ['unknown preset', () => ['train', '--preset', 'laptop', '--out', fresh('p')], fresh('p')],
+  ['seed not a number', () => ['train', ...TINY, '--seed', 'abc', '--out', fresh('s1')], fresh('s1')],
+  ['negative seed', () => ['train', ...TINY, '--seed', '-1', '--out', fresh('s2')], fresh('s2')],
+  ['--dump-views not a count', () => ['train', ...TINY, '--dump-views', 'x', '--out', fresh('d')], fresh('d')],
+  ['--checkpoint without --resume', () => ['train', ...TINY, '--checkpoint', 'step-3', '--out', good]],
+  ['--checkpoint with --force', () => ['train', ...TINY, '--resume', '--force', '--checkpoint', 'step-3', '--out', good]],
+  ['--checkpoint that does not exist', () => ['train', ...TINY, '--resume', '--checkpoint', 'step-99', '--out', good]],
+  ['--checkpoint on a new folder', () => ['train', ...TINY, '--resume', '--checkpoint', '3', '--out', fresh('c')], fresh('c')],
+  ['bench batch not a number', () => ['bench', '--batch', 'x']],
+  // configs
+  ['unknown config key', () => ['train', ...TINY, '--set', 'optim.lr=1', '--out', fresh('k1')], fresh('k1')],
+  ['wrong type', () => ['train', ...TINY, '--set', 'optim.epochs=many', '--out', fresh('k2')], fresh('k2')],
+  ['negative batch', () => ['train', ...TINY, '--set', 'optim.batch_size=-4', '--out', fresh('k3')], fresh('k3')],
+  ['--set without =', () => ['train', ...TINY, '--set', 'optim.epochs', '--out', fresh('k4')], fresh('k4')],
+  ['unknown arch', () => ['train', ...TINY, '--set', 'model.arch=vit-huge9', '--out', fresh('k5')], fresh('k5')],
+  ['unknown optimizer', () => ['train', ...TINY, '--set', 'optim.name=adam9', '--out', fresh('k6')], fresh('k6')],
+  ['config file missing', () => ['train', '--config', join(dir, 'nope.yaml'), '--out', fresh('f1')], fresh('f1')],
+  ['config file with an unknown key', () => ['train', '--config', file('unknown.yaml', 'model:\n  depht: 3\n'), '--out', fresh('f2')], fresh('f2')],
+  ['config file not YAML', () => ['train', '--config', file('bad.yaml', 'model: [1, 2\n  x: : :\n'), '--out', fresh('f3')], fresh('f3')],
+  ['config file a list', () => ['train', '--config', file('list.yaml', '- 1\n- 2\n'), '--out', fresh('f4')], fresh('f4')],
+  ['config file a folder', () => ['train', '--config', dir, '--out', fresh('f5')], fresh('f5')],
+  ['config file wrong nesting', () => ['train', '--config', file('nest.yaml', 'optim: 3\n'), '--out', fresh('f6')], fresh('f6')],
+  ['--dry-run with a bad key', () => ['train', ...TINY, '--dry-run', '--set', 'train.nope=1']],
+  // data
+  ['unknown dataset', () => ['train', ...TINY, '--data', 'mnist9', '--out', fresh('d1')], fresh('d1')],
+  ['missing fashion-mnist', () => ['train', ...TINY, '--data', 'fashion-mnist:/nonexistent/fm', '--out', fresh('d2')], fresh('d2')],
+  ['truncated fashion-mnist file', () => {
+    const fm = join(dir, 'fm');
+    mkdirSync(fm, { recursive: true });
+    for (const f of ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']) writeFileSync(join(fm, f), Buffer.from([0, 0, 8, 3, 0, 0]));
+    return ['train', ...TINY, '--data', `fashion-mnist:${fm}`, '--out', fresh('d3')];
+  }, fresh('d3')],
+  ['missing cifar10', () => ['train', ...TINY, '--data', 'cifar10:/nonexistent/c10', '--out', fresh('d4')], fresh('d4')],
+  ['garbage cifar10 archive', () => {
+    const c = join(dir, 'c10');
+    mkdirSync(c, { recursive: true });
+    writeFileSync(join(c, 'cifar-10-binary.tar.gz'), 'not a tarball');
+    return ['train', ...TINY, '--data', `cifar10:${c}`, '--out', fresh('d5')];
+  }, fresh('d5')],
+  ['missing image folder', () => ['train', ...TINY, '--data', 'imagefolder:/nonexistent/imgs', '--out', fresh('d6')], fresh('d6')],
+  ['image folder without train/', () => {
+    mkdirSync(join(dir, 'imgs1'), { recursive: true });
+    return ['train', ...TINY, '--data', `imagefolder:${join(dir, 'imgs1')}`, '--out', fresh('d7')];
+  }, fresh('d7')],
+  ['image folder with an undecodable image', () => {
+    const root = join(dir, 'imgs2');
+    for (const s of ['train', 'val']) {
+      mkdirSync(join(root, s, 'cat'), { recursive: true });
+      for (let i = 0; i < 64; i++) writeFileSync(join(root, s, 'cat', `${i}.png`), 'not a png');
+    }
+    return ['train', ...TINY, '--data', `imagefolder:${root}`, '--out', fresh('d8')];
+  }, fresh('d8')],
+  ['train split smaller than one batch', () => ['train', ...TINY, '--set', 'data.train_size=8', '--out', fresh('d9')], fresh('d9')],
+  ['data info of an unknown set', () => ['data', 'info', 'mnist9']],
+  ['data preview without .png', () => ['data', 'preview', '--preset', 'smoke', '--out', join(dir, 'new', 'views.jpg')]],
+  ['data fetch of an unknown set', () => ['data', 'fetch', 'mnist9']],
+  // output locations
+  ['--out names a file', () => ['train', ...TINY, '--out', join(good, 'config.yaml')]],
+  ['--out under a file', () => ['train', ...TINY, '--out', join(good, 'config.yaml', 'run')]],
+  ['--out deep under a file', () => ['train', ...TINY, '--out', join(good, 'config.yaml', 'a', 'b')]],
+  ['--results names a file', () => ['train', ...TINY, '--results', join(good, 'summary.json')]],
+  ['sweep --results names a file', () => ['sweep', tinySweep, '--backend', 'cpu', '-q', '--results', join(good, 'summary.json')]],
+  ['report --results names a file', () => ['report', '--results', join(good, 'summary.json')]],
+  // resume
+  ['resume with another config', () => ['train', ...TINY, '--set', 'optim.base_lr=0.5', '--resume', '--out', good]],
+  ['resume with another seed', () => ['train', ...TINY, '--seed', '7', '--resume', '--out', good]],
+  // damaged checkpoints
+  ['truncated state.json', () => ['train', ...TINY, '--resume', '--out', damaged('st1', (r) => truncateSync(join(ckptOf(r), 'state.json'), 40))]],
+  ['empty state.json', () => ['train', ...TINY, '--resume', '--out', damaged('st2', (r) => writeFileSync(join(ckptOf(r), 'state.json'), ''))]],
+  ['state.json null', () => ['train', ...TINY, '--resume', '--out', damaged('st3', (r) => writeFileSync(join(ckptOf(r), 'state.json'), 'null'))]],
+  ['state.json step a string', () => ['train', ...TINY, '--resume', '--out', damaged('st4', (r) => {
+    const p = join(ckptOf(r), 'state.json');
+    writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), step: '8' }));
+  })]],
+  ['state.json without config_hash', () => ['train', ...TINY, '--resume', '--out', damaged('st5', (r) => {
+    const p = join(ckptOf(r), 'state.json');
+    const s = JSON.parse(readFileSync(p, 'utf8'));
+    delete s.config_hash;
+    writeFileSync(p, JSON.stringify(s));
+  })]],
+  ['state.json optimizer null', () => ['train', ...TINY, '--resume', '--out', damaged('st6', (r) => {
+    const p = join(ckptOf(r), 'state.json');
+    writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), optimizer: null }));
+  })]],
+  ['state.json of another step', () => ['train', ...TINY, '--resume', '--out', damaged('st7', (r) => {
+    const p = join(ckptOf(r), 'state.json');
+    writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), step: 5 }));
+  })]],
+  ['no model.safetensors beside state.json', () => ['train', ...TINY, '--resume', '--out', damaged('m1', (r) => rmSync(join(ckptOf(r), 'model.safetensors')))]],
+  ['safetensors header null', () => ['train', ...TINY, '--resume', '--out', damaged('m2', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), () => null))]],
+  ['entry without data_offsets', () => ['train', ...TINY, '--resume', '--out', damaged('m3', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+    delete h[firstTensor(h)].data_offsets;
+    return h;
+  }))]],
+  ['shape a string', () => ['train', ...TINY, '--resume', '--out', damaged('m4', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+    h[firstTensor(h)].shape = '4';
+    return h;
+  }))]],
+  ['unknown dtype', () => ['train', ...TINY, '--resume', '--out', damaged('m5', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+    h[firstTensor(h)].dtype = 'F16';
+    return h;
+  }))]],
+  ['overlapping offsets', () => ['train', ...TINY, '--resume', '--out', damaged('m6', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+    const names = Object.keys(h).filter((k) => k !== '__metadata__');
+    const [a, b] = [h[names[0]!], h[names[1]!]];
+    [a.data_offsets, b.data_offsets] = [b.data_offsets, a.data_offsets];
+    return h;
+  }))]],
+  ['truncated model.safetensors', () => ['train', ...TINY, '--resume', '--out', damaged('m7', (r) => {
+    const p = join(ckptOf(r), 'model.safetensors');
+    truncateSync(p, statSync(p).size - 10);
+  })]],
+  ['empty model.safetensors', () => ['train', ...TINY, '--resume', '--out', damaged('m8', (r) => writeFileSync(join(ckptOf(r), 'model.safetensors'), ''))]],
+  ['garbage optimizer.safetensors', () => ['train', ...TINY, '--resume', '--out', damaged('m9', (r) => writeFileSync(join(ckptOf(r), 'optimizer.safetensors'), 'garbage, not a tensor file'))]],
+  ['truncated last.json', () => ['train', ...TINY, '--resume', '--out', damaged('l1', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '{"step": 8, "di'))]],
+  ['last.json naming a missing folder', () => ['train', ...TINY, '--resume', '--out', damaged('l2', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '{"step": 9, "dir": "step-0000009"}'))]],
+  ['last.json of wrong types', () => ['train', ...TINY, '--resume', '--out', damaged('l3', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '{"step": "x", "dir": 3}'))]],
+  ['checkpoint folder a file', () => ['train', ...TINY, '--resume', '--out', damaged('l4', (r) => {
+    rmSync(ckptOf(r), { recursive: true });
+    writeFileSync(ckptOf(r), 'x');
+  })]],
+  // the run folder's own files
+  ['truncated status.json', () => ['train', ...TINY, '--resume', '--out', damaged('r1', (r) => writeFileSync(join(r, 'status.json'), '{"status": "runn'))]],
+  ['status.json of an unknown status', () => ['train', ...TINY, '--resume', '--out', damaged('r2', (r) => writeFileSync(join(r, 'status.json'), '{"status": "walking", "step": 3}'))]],
+  ['status.json step a string', () => ['eval', 'knn', damaged('r3', (r) => writeFileSync(join(r, 'status.json'), '{"status": "completed", "step": "8"}'))]],
+  ['summary.json not JSON', () => ['eval', 'knn', damaged('r4', (r) => writeFileSync(join(r, 'summary.json'), 'garbage'))]],
+  ['metrics.jsonl damaged before its last line', () => {
+    const results = join(dir, 'rep1');
+    const run = join(results, 'train', 'run');
+    mkdirSync(join(results, 'train'), { recursive: true });
+    cpSync(good, run, { recursive: true });
+    const p = join(run, 'metrics.jsonl');
+    const lines = readFileSync(p, 'utf8').split('\n');
+    lines[1] = '{"step": 1, "lo';
+    writeFileSync(p, lines.join('\n'));
+    return ['report', '--results', results];
+  }],
+  // eval
+  ['eval of a missing folder', () => ['eval', 'knn', join(dir, 'nope')]],
+  ['eval of a folder that is no run', () => ['eval', 'knn', join(dir, 'files')]],
+  ['eval with a damaged config.yaml', () => ['eval', 'knn', damaged('e1', (r) => writeFileSync(join(r, 'config.yaml'), 'model: [\n'))]],
+  ['eval with a config.yaml of wrong types', () => ['eval', 'linear', damaged('e2', (r) => writeFileSync(join(r, 'config.yaml'), 'optim:\n  epochs: many\n'))]],
+  ['eval of a damaged model.safetensors', () => ['eval', 'knn', damaged('e3', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), () => [1, 2]))]],
+  ['eval --checkpoint missing', () => ['eval', 'knn', good, '--checkpoint', join(dir, 'nope')]],
+  ['eval --k 0', () => ['eval', 'knn', good, '--k', '0']],
+  ['eval --solo with --k', () => ['eval', 'knn', good, '--solo', '--k', '5']],
+  ['eval linear --epochs -1', () => ['eval', 'linear', good, '--epochs', '-1']],
+  ['eval of a run without checkpoints', () => ['eval', 'knn', damaged('e4', (r) => rmSync(join(r, 'checkpoints'), { recursive: true }))]],
+  // sweeps and plans
+  ['unknown sweep', () => ['sweep', 'nope-sweep', '--results', fresh('w1')], fresh('w1')],
+  ['sweep file missing', () => ['sweep', join(dir, 'nope.yaml'), '--results', fresh('w2')], fresh('w2')],
+  ['sweep file not YAML', () => ['sweep', file('s1.yaml', 'name: [x\n'), '--results', fresh('w3')], fresh('w3')],
+  ['sweep file unknown top key', () => ['sweep', file('s2.yaml', 'name: s2\nmethod: grid\nparamters: {}\n'), '--results', fresh('w4')], fresh('w4')],
+  ['sweep file unknown config key', () => ['sweep', file('s3.yaml', 'name: s3\nmethod: grid\nparameters:\n  optim.lr: {value: 1}\n'), '--results', fresh('w5')], fresh('w5')],
+  ['sweep file random method', () => ['sweep', file('s4.yaml', 'name: s4\nmethod: random\nparameters:\n  optim.base_lr: {value: 1}\n'), '--results', fresh('w6')], fresh('w6')],
+  ['sweep file empty values', () => ['sweep', file('s5.yaml', 'name: s5\nmethod: grid\nparameters:\n  optim.base_lr: {values: []}\n'), '--results', fresh('w7')], fresh('w7')],
+  ['sweep file a bad value type', () => ['sweep', file('s6.yaml', 'name: s6\nmethod: grid\nparameters:\n  optim.base_lr: {value: fast}\n'), '--results', fresh('w8')], fresh('w8')],
+  ['sweep file a folder', () => ['sweep', join(dir, 'files') + '/', '--results', fresh('w9')], fresh('w9')],
+  ['sweep --seeds not a list', () => ['sweep', tinySweep, '--seeds', 'x', '--results', fresh('w10')], fresh('w10')],
+  ['sweep --optimizer unknown', () => ['sweep', tinySweep, '--optimizer', 'adam9', '--results', fresh('w11')], fresh('w11')],
+  ['sweep --set unknown key', () => ['sweep', tinySweep, '--set', 'optim.lr=1', '--results', fresh('w12')], fresh('w12')],
+  ['sweep whose runs cannot fill a batch', () => ['sweep', tinySweep, '--backend', 'cpu', '-q', '--set', 'data.train_size=8', '--results', fresh('w13')], fresh('w13')],
+  ['plan with an unknown preset', () => ['plan', tinySweep, '--preset', 'laptop']],
+  ['baselines of an unknown sweep', () => ['baselines', 'nope-sweep', '--results', fresh('b1')], fresh('b1')],
+  ['baselines with a bad --set', () => ['baselines', tinySweep, '--set', 'optim.epochs=many', '--results', fresh('b2')], fresh('b2')],
+  ['baselines --results names a file', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', join(good, 'summary.json')]],
+  ['report with an unknown flag', () => ['report', '--resuls', dir]],
+];
+
+test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no trace, nothing made, the good run untouched`, async () => {
+  assert.ok(cases.length >= 60);
+  const failures: string[] = [];
+  for (const [what, args, noFolder] of cases) {
+    const argv = args();
+    const r = await cli(argv);
+    const lines = r.err.trimEnd().split('\n').filter((l) => l && !/^moco3: backend /.test(l));
+    const problems: string[] = [];
+    if (r.code !== 2) problems.push(`exit ${r.code}`);
+    if (lines.length === 0 || lines.length > 2) problems.push(`${lines.length} lines`);
+    if (/^\s+at .+\(.+:\d+:\d+\)$|^\s+at .+:\d+:\d+$/m.test(r.err)) problems.push('a stack trace');
+    if (noFolder && existsSync(noFolder)) problems.push(`made ${noFolder}`);
+    if (process.env.MOCO3_CORPUS_SHOW) process.stdout.write(`## ${what}\n${r.err}`);
+    if (problems.length) failures.push(`${what} (${argv.slice(0, 3).join(' ')} ...): ${problems.join(', ')}:\n${r.err}`);
+  }
+  assert.deepEqual(hashTree(good), goodHashes, 'the good run folder changed');
+  assert.equal(failures.length, 0, failures.join('\n'));
+});
+
+test('the lines say what is wrong and what to do; the offered older checkpoint resumes', async () => {
+  const expect: [string[], RegExp][] = [
+    [['train', ...TINY, '--resume', '--out', damaged('x1', (r) => truncateSync(join(ckptOf(r), 'state.json'), 30))], /step-0000008\/state\.json: state is not valid JSON \(truncated\?\); resume from the previous checkpoint with --checkpoint step-6 .*or start again with --force$/],
+    [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--seed', '3', '--resume', '--out', good], /good: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5, seed 0 -> 3; to resume it, start again with --force, or drop the changes/],
+    [['eval', 'knn', damaged('x2', (r) => rmSync(join(ckptOf(r), 'model.safetensors')))], /step-0000008\/model\.safetensors: missing; evaluate the previous checkpoint with --checkpoint .*step-0000006$/],
+    [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
+      for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));
+    })], /optimizer\.safetensors: missing; no older complete checkpoint: start again with --force$/],
+  ];
+  for (const [args, re] of expect) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err.trim(), re);
+  }
+  // a torn last metrics line (a killed run) is read past, and said
+  const results = join(dir, 'rep2');
+  const torn = join(results, 'train', 'run');
+  mkdirSync(join(results, 'train'), { recursive: true });
+  cpSync(good, torn, { recursive: true });
+  writeFileSync(join(torn, 'metrics.jsonl'), `${readFileSync(join(torn, 'metrics.jsonl'), 'utf8')}{"step": 9, "lo`);
+  const rep = await cli(['report', '--results', results]);
+  assert.equal(rep.code, 0, rep.err);
+  assert.match(rep.err, /metrics\.jsonl: its last line is torn \(a run killed while writing it\); ignored/);
+  // --force starts a run with a damaged status.json again
+  const forced = damaged('x5', (r) => writeFileSync(join(r, 'status.json'), '{'));
+  const f = await cli(['train', ...TINY, '--force', '--set', 'optim.epochs=1', '--set', 'optim.warmup_epochs=0', '--out', forced]);
+  assert.equal(f.code, 0, f.err);
+  // the offer works: resuming from step 6 trains steps 7 and 8 again
+  const run = damaged('x4', (r) => writeFileSync(join(ckptOf(r), 'state.json'), '{'));
+  const r = await cli(['train', ...TINY, '--resume', '--checkpoint', 'step-6', '--out', run]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(JSON.parse(readFileSync(join(run, 'status.json'), 'utf8')).status, 'completed');
+  assert.equal(JSON.parse(readFileSync(join(run, 'checkpoints', 'last.json'), 'utf8')).step, 8);
+  const steps = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+  assert.deepEqual(steps, [...new Set(steps)].sort((a, b) => a - b), 'metrics rows once per step, in order');
+  assert.equal(steps.at(-1), 8);
+});
