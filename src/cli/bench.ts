@@ -20,7 +20,7 @@ function printResult(r: BenchResult, json: boolean): void {
   }
   process.stdout.write(
     `${r.backend.padEnd(10)} batch ${r.batch}: ${r.ms_per_step} ms/step, ${r.images_per_s} img/s, ${r.gflops} GFLOP/s, ` +
-      `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step, ${r.augment_engine}), peak RSS ${r.peak_rss_mb} MB, ` +
+      `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step, ${r.augment_engine}), peak RSS ${r.peak_rss_mb} MB, ${r.gpu_peak_mb !== null ? `peak GPU ${r.gpu_peak_mb} MB, ` : ''}` +
       `tensors ${r.num_tensors_start}->${r.num_tensors_end}  [${r.data}; ${r.device}; ${r.cpu}, ${r.threads} cores]\n`,
   );
 }
@@ -46,7 +46,7 @@ export function benchCommand(): Command {
       }
       if (backendFlag === 'all') {
         // one process per backend: peak memory and thread pools stay separate
-        for (const b of ['tensorflow', 'native', 'wasm', 'cpu']) {
+        for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
           const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
           const r = spawnSync(process.execPath, [...process.execArgv, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
           if (r.status !== 0) {

@@ -4,6 +4,23 @@ import { existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { versionOf } from '../train/meta.ts';
 
+/** The WebGPU adapter Dawn offers: vendor, architecture, driver, hardware or software, and its limits. */
+async function webgpuLine(): Promise<string> {
+  const pkg = versionOf('@tensorflow/tfjs-backend-webgpu');
+  const dawn = versionOf('webgpu');
+  if (!pkg || !dawn) {
+    return `webgpu: not installed (optional packages @tensorflow/tfjs-backend-webgpu ${pkg ?? 'missing'}, webgpu ${dawn ?? 'missing'}) — npm install @tensorflow/tfjs-backend-webgpu@4.22.0 webgpu@0.6.2`;
+  }
+  const { webgpuAdapter, describeAdapter, describeLimits } = await import('../engine/webgpu.ts');
+  const a = await webgpuAdapter();
+  if (typeof a === 'string') return `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): no adapter — ${a}`;
+  return (
+    `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): adapter ${describeAdapter(a)}\n` +
+    `  limits: ${describeLimits(a)}` +
+    (a.software ? '\n  a software adapter is used only with --backend webgpu (correct, not fast)' : '')
+  );
+}
+
 export function doctorCommand(): Command {
   return new Command('doctor').description('backends, native kernels, datasets: what will run and how fast').action(async () => {
     const lines: string[] = [];
@@ -27,6 +44,7 @@ export function doctorCommand(): Command {
       nativeLine = `native: unavailable (${(e as Error).message})`;
     }
     say(nativeLine);
+    say(await webgpuLine());
     say(`wasm: @tensorflow/tfjs-backend-wasm ${versionOf('@tensorflow/tfjs-backend-wasm') ?? 'missing'} (1 thread, 4 GiB heap)`);
     say(`cpu: @tensorflow/tfjs-backend-cpu ${versionOf('@tensorflow/tfjs-backend-cpu') ?? 'missing'} (pure JavaScript, slowest)`);
     const { initBackend } = await import('../engine/backend.ts');

@@ -26,6 +26,8 @@ export interface BenchResult {
   /** the images the views were made from: the run's dataset, or random pixels of its image size */
   data: string;
   peak_rss_mb: number;
+  /** webgpu: the most GPU buffer memory the backend held (its pool keeps freed buffers); else null */
+  gpu_peak_mb: number | null;
   num_tensors_start: number;
   num_tensors_end: number;
   cpu: string;
@@ -64,6 +66,11 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   const stepMs: number[] = [];
   const augMs: number[] = [];
   let tensorsStart = 0;
+  let gpuPeak: number | null = null;
+  const sampleGpu = () => {
+    const m = tf.memory() as { numBytesAllocatedInGPU?: number };
+    if (typeof m.numBytesAllocatedInGPU === 'number') gpuPeak = Math.max(gpuPeak ?? 0, m.numBytesAllocatedInGPU);
+  };
   for (let s = 0; s < warmup + steps; s++) {
     if (s === warmup) tensorsStart = tf.memory().numTensors;
     const t0 = performance.now();
@@ -72,6 +79,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const t1 = performance.now();
     await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
     const t2 = performance.now();
+    sampleGpu();
     if (s >= warmup) {
       stepMs.push(t2 - t0);
       augMs.push(t1 - t0);
@@ -95,6 +103,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     augment_engine: augmentEngine(),
     data,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    gpu_peak_mb: gpuPeak === null ? null : Number((gpuPeak / 2 ** 20).toFixed(1)),
     num_tensors_start: tensorsStart,
     num_tensors_end: tensorsEnd,
     cpu: cpus()[0]?.model ?? 'unknown',
