@@ -22,7 +22,11 @@ async function webgpuLine(): Promise<string> {
 }
 
 export function doctorCommand(): Command {
-  return new Command('doctor').description('backends, native kernels, datasets: what will run and how fast').action(async () => {
+  return new Command('doctor')
+    .description('backends, native kernels, datasets: what will run and how fast')
+    .option('--replay', 'also make two training steps of a tiny model on webgpu and on the CPU and print their largest differences as JSON (exit 1 when beyond float32 noise)')
+    .action(async (f: { replay?: boolean }) => {
+    if (f.replay) return replay();
     const lines: string[] = [];
     const say = (s: string) => lines.push(s);
     say(`node ${process.version} on ${process.platform}-${process.arch}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
@@ -66,4 +70,15 @@ export function doctorCommand(): Command {
     say('synthetic: built in; imagefolder: --data imagefolder:PATH');
     process.stdout.write(`${lines.join('\n')}\n`);
   });
+}
+
+async function replay(): Promise<void> {
+  const { initBackend } = await import('../engine/backend.ts');
+  const info = await initBackend('webgpu', { quiet: true });
+  const { replayCheck } = await import('../engine/webgpu-check.ts');
+  const whole = await replayCheck('cpu', null);
+  const micro = await replayCheck('cpu', 4);
+  const ok = whole.ok && micro.ok;
+  process.stdout.write(`${JSON.stringify({ device: info.device, whole_batch: whole, micro_batch_4: micro, ok })}\n`);
+  if (!ok) process.exitCode = 1;
 }

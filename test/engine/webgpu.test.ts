@@ -52,3 +52,14 @@ test('bench --backend webgpu runs on the adapter, reports GPU memory, and the pr
   assert.ok(out.gpu_peak_mb !== null && out.gpu_peak_mb > 0, `gpu_peak_mb ${out.gpu_peak_mb}`);
   assert.equal(out.num_tensors_end, out.num_tensors_start, 'tensor count flat across steps');
 });
+
+test('doctor --replay: two steps on webgpu and on the CPU agree, as JSON', () => {
+  const r = moco3(['doctor', '--replay'], 240_000);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { ok: boolean; whole_batch: { worst: Record<string, number> }; micro_batch_4: { worst: Record<string, number> } };
+  assert.equal(out.ok, true);
+  for (const part of [out.whole_batch, out.micro_batch_4]) {
+    assert.deepEqual(Object.keys(part.worst).sort(), ['grad1', 'loss', 'param', 'slot']);
+    for (const [k, v] of Object.entries(part.worst)) assert.ok(v >= 0 && v <= 1e-3, `${k}: ${v}`);
+  }
+});
