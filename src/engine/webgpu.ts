@@ -13,6 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { onShutdown } from './shutdown.ts';
+import { registerWebGpuKernels } from './webgpu-kernels.ts';
 
 /** The adapter limits that decide which batches fit and which kernels compile; requested as they are. */
 export const WEBGPU_LIMITS = [
@@ -155,7 +156,7 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
   if (typeof r === 'string') return r;
   const { adapter, summary } = r;
   if (summary.software && !opts.allowSoftware) return `the only WebGPU adapter is a software one (${describeAdapter(summary)})`;
-  let pkg: { WebGPUBackend: new (device: unknown, info?: unknown) => tf.KernelBackend };
+  let pkg: { WebGPUBackend: new (device: unknown, info?: unknown) => tf.KernelBackend; webgpu_util: Parameters<typeof registerWebGpuKernels>[0] };
   try {
     // the package registers its kernels (and its own backend factory, replaced below) on import
     pkg = (await import('@tensorflow/tfjs-backend-webgpu')) as unknown as typeof pkg;
@@ -178,6 +179,7 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
     tf.registerBackend('webgpu', () => new pkg.WebGPUBackend(dev, adapter.info), 3);
     registered = true;
   }
+  if (process.env.MOCO3_WEBGPU_KERNELS !== '0') registerWebGpuKernels(pkg.webgpu_util);
   const ok = await tf.setBackend('webgpu');
   if (!ok) return 'the webgpu backend failed to initialise';
   await tf.ready();
