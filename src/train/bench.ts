@@ -33,6 +33,9 @@ export interface BenchResult {
   cpu: string;
   threads: number;
   config: ResolvedRunConfig;
+  /** with `profile`: one more step's kernel time summed by kernel, largest first (webgpu: GPU timestamps) */
+  profile?: { kernel: string; calls: number; ms: number; share: number }[];
+  profile_timer?: string;
 }
 
 const median = (xs: number[]) => {
@@ -40,7 +43,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number): Promise<BenchResult> {
+export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false): Promise<BenchResult> {
   const info = await initBackend(backendName, { quiet: true });
   const B = c.optim.batch_size;
   const S = c.data.image_size;
@@ -86,6 +89,27 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     }
   }
   const tensorsEnd = tf.memory().numTensors;
+  let prof: BenchResult['profile'];
+  let timer: string | undefined;
+  if (profile) {
+    const { x1, x2 } = twoViews(batch, aug, c.seed, warmup + steps);
+    const pi = await tf.profile(async () => {
+      await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
+    });
+    const by = new Map<string, { calls: number; ms: number }>();
+    for (const k of pi.kernels) {
+      const e = by.get(k.name) ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += Number(k.kernelTimeMs) || 0;
+      by.set(k.name, e);
+    }
+    const total = [...by.values()].reduce((a, e) => a + e.ms, 0);
+    prof = [...by]
+      .map(([kernel, e]) => ({ kernel, calls: e.calls, ms: Number(e.ms.toFixed(2)), share: total > 0 ? Number((e.ms / total).toFixed(4)) : 0 }))
+      .sort((a, b) => b.ms - a.ms);
+    const ts = (tf.backend() as unknown as { supportTimestampQuery?: boolean }).supportTimestampQuery;
+    timer = info.name === 'webgpu' ? (ts ? 'GPU timestamp-query' : 'none: the adapter has no timestamp-query, times are zero') : 'wall clock per kernel';
+  }
   opt.dispose();
   model.dispose();
   const ms = median(stepMs);
@@ -109,6 +133,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     cpu: cpus()[0]?.model ?? 'unknown',
     threads: cpus().length,
     config: c,
+    ...(prof ? { profile: prof, profile_timer: timer } : {}),
   };
 }
 

@@ -39,18 +39,32 @@ test('doctor names the WebGPU adapter; auto declines a software one', () => {
   if (/adapter .*: software/.test(r.stdout)) assert.match(r.stdout, /^--backend auto takes: (?!webgpu)/m);
 });
 
-test('bench --backend webgpu runs on the adapter, reports GPU memory, and the process ends by itself', () => {
+test('bench --backend webgpu --profile runs on the adapter, reports GPU memory and kernel times, and the process ends by itself', () => {
   const args = ['bench', '--backend', 'webgpu', '--preset', 'smoke', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8'];
   args.push('--set', 'moco.proj_hidden=16', '--set', 'moco.proj_dim=8', '--set', 'moco.pred_hidden=16', '--set', 'train.micro_batch=4');
-  args.push('--data', 'synthetic', '--batch', '8', '--steps', '1', '--warmup', '1', '--json');
+  args.push('--data', 'synthetic', '--batch', '8', '--steps', '1', '--warmup', '1', '--json', '--profile');
   const r = moco3(args, 240_000);
   assert.equal(r.signal, null, `killed by ${r.signal}: the process did not end by itself`);
   assert.equal(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { backend: string; device: string; gpu_peak_mb: number | null; num_tensors_start: number; num_tensors_end: number };
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    backend: string;
+    device: string;
+    gpu_peak_mb: number | null;
+    num_tensors_start: number;
+    num_tensors_end: number;
+    profile: { kernel: string; calls: number; ms: number }[];
+    profile_timer: string;
+  };
   assert.equal(out.backend, 'webgpu');
   assert.match(out.device, /^WebGPU \(Dawn\): vendor /);
   assert.ok(out.gpu_peak_mb !== null && out.gpu_peak_mb > 0, `gpu_peak_mb ${out.gpu_peak_mb}`);
   assert.equal(out.num_tensors_end, out.num_tensors_start, 'tensor count flat across steps');
+  // --profile: the step's kernels by name, timed on the GPU where the adapter has timestamp-query
+  const mm = out.profile.find((k) => k.kernel === 'BatchMatMul');
+  assert.ok(mm && mm.calls > 0, 'BatchMatMul in the profile');
+  assert.ok(out.profile.some((k) => k.kernel === 'Moco3GeluFwd'), "moco3's GELU kernel runs in the step");
+  assert.match(out.profile_timer, /^(GPU timestamp-query|none: )/);
+  if (out.profile_timer === 'GPU timestamp-query') assert.ok(out.profile.reduce((a, k) => a + k.ms, 0) > 0, 'kernel times');
 });
 
 test('doctor --replay: two steps on webgpu and on the CPU agree, as JSON', () => {
