@@ -13,7 +13,7 @@ import { BACKEND_CHOICES, type BackendName } from '../config/schema.ts';
 export type { BackendName } from '../config/schema.ts';
 
 export interface BackendInfo {
-  /** the tfjs backend name in use (`tensorflow`, `native`, `wasm`, `cpu`) */
+  /** the tfjs backend name in use (`tensorflow`, `webgpu`, `native`, `wasm`, `cpu`) */
   name: string;
   /** what was asked for */
   requested: BackendName;
@@ -88,7 +88,12 @@ function tensorflowSeesGpu(): boolean {
 
 async function useWebGpu(requested: BackendName, allowSoftware: boolean): Promise<BackendInfo | string> {
   const mod = await import('./webgpu.ts');
-  const a = await mod.registerWebGpuBackend({ allowSoftware });
+  let a: Awaited<ReturnType<typeof mod.registerWebGpuBackend>>;
+  try {
+    a = await mod.registerWebGpuBackend({ allowSoftware });
+  } catch (e) {
+    return `the WebGPU device failed (${(e as Error).message.split('\n')[0]})`;
+  }
   if (typeof a === 'string') return a;
   return {
     name: 'webgpu',
