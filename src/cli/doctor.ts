@@ -75,7 +75,7 @@ export function doctorCommand(): Command {
 async function replay(): Promise<void> {
   const { initBackend } = await import('../engine/backend.ts');
   const info = await initBackend('webgpu', { quiet: true });
-  const { replayCheck } = await import('../engine/webgpu-check.ts');
+  const { replayCheck } = await import('../train/webgpu-check.ts');
   const whole = await replayCheck('cpu', null);
   const micro = await replayCheck('cpu', 4);
   const ok = whole.ok && micro.ok;
