@@ -11,6 +11,7 @@ interface BenchFlags extends RunFlags {
   steps: string;
   warmup: string;
   json?: boolean;
+  profile?: boolean;
 }
 
 function printResult(r: BenchResult, json: boolean): void {
@@ -20,9 +21,15 @@ function printResult(r: BenchResult, json: boolean): void {
   }
   process.stdout.write(
     `${r.backend.padEnd(10)} batch ${r.batch}: ${r.ms_per_step} ms/step, ${r.images_per_s} img/s, ${r.gflops} GFLOP/s, ` +
-      `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step, ${r.augment_engine}), peak RSS ${r.peak_rss_mb} MB, ` +
+      `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step, ${r.augment_engine}), peak RSS ${r.peak_rss_mb} MB, ${r.gpu_peak_mb !== null ? `peak GPU ${r.gpu_peak_mb} MB, ` : ''}` +
       `tensors ${r.num_tensors_start}->${r.num_tensors_end}  [${r.data}; ${r.device}; ${r.cpu}, ${r.threads} cores]\n`,
   );
+  if (r.profile) {
+    process.stdout.write(`profile of one step (${r.profile_timer}), kernel time by kernel:\n`);
+    for (const k of r.profile.slice(0, 15)) {
+      process.stdout.write(`  ${k.kernel.padEnd(28)} ${String(k.calls).padStart(5)} calls ${k.ms.toFixed(1).padStart(10)} ms ${(100 * k.share).toFixed(1).padStart(5)}%\n`);
+    }
+  }
 }
 
 export function benchCommand(): Command {
@@ -32,6 +39,7 @@ export function benchCommand(): Command {
     .option('--steps <n>', 'timed steps', '5')
     .option('--warmup <n>', 'untimed steps first', '2')
     .option('--json', 'one JSON object per backend on stdout')
+    .option('--profile', 'one more step with kernel times summed by kernel (webgpu: GPU timestamps, where the adapter has timestamp-query)')
     .action(async (f: BenchFlags & { backend?: string }) => {
       const backendFlag = f.backend;
       const extra = f.batch ? [{ optim: { batch_size: Number(f.batch) } }] : [];
@@ -46,7 +54,7 @@ export function benchCommand(): Command {
       }
       if (backendFlag === 'all') {
         // one process per backend: peak memory and thread pools stay separate
-        for (const b of ['tensorflow', 'native', 'wasm', 'cpu']) {
+        for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
           const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
           const r = spawnSync(process.execPath, [...process.execArgv, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
           if (r.status !== 0) {
@@ -57,7 +65,7 @@ export function benchCommand(): Command {
         return;
       }
       const { benchOne } = await import('../train/bench.ts');
-      const r = await benchOne(c, c.train.backend as BackendName, steps, warmup);
+      const r = await benchOne(c, c.train.backend as BackendName, steps, warmup, Boolean(f.profile));
       printResult(r, Boolean(f.json));
     });
   // --backend all is allowed here only

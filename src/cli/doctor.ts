@@ -4,8 +4,29 @@ import { existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { versionOf } from '../train/meta.ts';
 
+/** The WebGPU adapter Dawn offers: vendor, architecture, driver, hardware or software, and its limits. */
+async function webgpuLine(): Promise<string> {
+  const pkg = versionOf('@tensorflow/tfjs-backend-webgpu');
+  const dawn = versionOf('webgpu');
+  if (!pkg || !dawn) {
+    return `webgpu: not installed (optional packages @tensorflow/tfjs-backend-webgpu ${pkg ?? 'missing'}, webgpu ${dawn ?? 'missing'}) — npm install @tensorflow/tfjs-backend-webgpu@4.22.0 webgpu@0.6.2`;
+  }
+  const { webgpuAdapter, describeAdapter, describeLimits } = await import('../engine/webgpu.ts');
+  const a = await webgpuAdapter();
+  if (typeof a === 'string') return `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): no adapter — ${a}`;
+  return (
+    `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): adapter ${describeAdapter(a)}\n` +
+    `  limits: ${describeLimits(a)}` +
+    (a.software ? '\n  a software adapter is used only with --backend webgpu (correct, not fast)' : '')
+  );
+}
+
 export function doctorCommand(): Command {
-  return new Command('doctor').description('backends, native kernels, datasets: what will run and how fast').action(async () => {
+  return new Command('doctor')
+    .description('backends, native kernels, datasets: what will run and how fast')
+    .option('--replay', 'also make two training steps of a tiny model on webgpu and on the CPU and print their largest differences as JSON (exit 1 when beyond float32 noise)')
+    .action(async (f: { replay?: boolean }) => {
+    if (f.replay) return replay();
     const lines: string[] = [];
     const say = (s: string) => lines.push(s);
     say(`node ${process.version} on ${process.platform}-${process.arch}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
@@ -27,6 +48,7 @@ export function doctorCommand(): Command {
       nativeLine = `native: unavailable (${(e as Error).message})`;
     }
     say(nativeLine);
+    say(await webgpuLine());
     say(`wasm: @tensorflow/tfjs-backend-wasm ${versionOf('@tensorflow/tfjs-backend-wasm') ?? 'missing'} (1 thread, 4 GiB heap)`);
     say(`cpu: @tensorflow/tfjs-backend-cpu ${versionOf('@tensorflow/tfjs-backend-cpu') ?? 'missing'} (pure JavaScript, slowest)`);
     const { initBackend } = await import('../engine/backend.ts');
@@ -48,4 +70,15 @@ export function doctorCommand(): Command {
     say('synthetic: built in; imagefolder: --data imagefolder:PATH');
     process.stdout.write(`${lines.join('\n')}\n`);
   });
+}
+
+async function replay(): Promise<void> {
+  const { initBackend } = await import('../engine/backend.ts');
+  const info = await initBackend('webgpu', { quiet: true });
+  const { replayCheck } = await import('../train/webgpu-check.ts');
+  const whole = await replayCheck('cpu', null);
+  const micro = await replayCheck('cpu', 4);
+  const ok = whole.ok && micro.ok;
+  process.stdout.write(`${JSON.stringify({ device: info.device, whole_batch: whole, micro_batch_4: micro, ok })}\n`);
+  if (!ok) process.exitCode = 1;
 }

@@ -10,6 +10,7 @@ import { reportCommand } from './report.ts';
 import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
+import { runShutdown } from '../engine/shutdown.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
@@ -100,5 +101,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`moco3: error: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
     if (!debug) process.stderr.write('(MOCO3_DEBUG=1 shows where it happened)\n');
     return 1;
+  } finally {
+    runShutdown();
   }
 }

@@ -16,7 +16,7 @@ export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100
 export const OPTIMIZER_NAMES = ['adamw', 'lamb', 'lars', 'sgd'] as const;
 export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
 export const LINEAR_TRAIN_VIEWS = ['augmented', 'cached'] as const;
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_CHOICES)[number];
 
 export const DataSchema = z

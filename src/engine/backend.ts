@@ -1,7 +1,8 @@
 /**
- * Backend choice. `auto` prefers TensorFlow's C library (tfjs-node-gpu, then tfjs-node: optional peer
- * packages, imported only when present), then moco3's native CPU kernels, then wasm, then the pure
- * JavaScript `cpu` backend, and says on stderr which one it took and why.
+ * Backend choice. `auto` prefers a GPU: TensorFlow's C library (tfjs-node-gpu, an optional peer package)
+ * when it really sees one, then WebGPU (Dawn) on a hardware adapter; then tfjs-node, moco3's native CPU
+ * kernels, wasm, and the pure JavaScript `cpu` backend. It says on stderr which one it took and why. A
+ * software WebGPU adapter (lavapipe, SwiftShader) runs only when `webgpu` is asked for by name.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -12,7 +13,7 @@ import { BACKEND_CHOICES, type BackendName } from '../config/schema.ts';
 export type { BackendName } from '../config/schema.ts';
 
 export interface BackendInfo {
-  /** the tfjs backend name in use (`tensorflow`, `native`, `wasm`, `cpu`) */
+  /** the tfjs backend name in use (`tensorflow`, `webgpu`, `native`, `wasm`, `cpu`) */
   name: string;
   /** what was asked for */
   requested: BackendName;
@@ -41,13 +42,22 @@ async function tryImport(name: string): Promise<unknown | null> {
   }
 }
 
-async function useTensorflow(requested: BackendName, log: Log): Promise<BackendInfo | null> {
-  const gpuPkg = await tryImport('@tensorflow/tfjs-node-gpu');
-  const pkg = gpuPkg ?? (await tryImport('@tensorflow/tfjs-node'));
+/**
+ * `only: 'gpu'`: tfjs-node-gpu, and only when TensorFlow sees a GPU; `only: 'cpu'`: tfjs-node alone (what
+ * `auto` tries after the GPUs).
+ */
+async function useTensorflow(requested: BackendName, log: Log, only?: 'gpu' | 'cpu'): Promise<BackendInfo | null> {
+  const gpuOnly = only === 'gpu';
+  const gpuPkg = only === 'cpu' ? null : await tryImport('@tensorflow/tfjs-node-gpu');
+  const pkg = gpuPkg ?? (gpuOnly ? null : await tryImport('@tensorflow/tfjs-node'));
   if (!pkg) return null;
   await tf.setBackend('tensorflow');
   await tf.ready();
   const gpu = gpuPkg !== null && tensorflowSeesGpu();
+  if (gpuOnly && !gpu) {
+    log('@tensorflow/tfjs-node-gpu is installed but TensorFlow found no GPU (it needs CUDA 11.2 + cuDNN 8.1): not using it');
+    return null;
+  }
   if (gpuPkg !== null && !gpu) {
     log(
       'WARNING: @tensorflow/tfjs-node-gpu is installed but TensorFlow found no GPU: it is running on the CPU. ' +
@@ -74,6 +84,25 @@ function tensorflowSeesGpu(): boolean {
     /* fall through */
   }
   return false;
+}
+
+async function useWebGpu(requested: BackendName, allowSoftware: boolean): Promise<BackendInfo | string> {
+  const mod = await import('./webgpu.ts');
+  let a: Awaited<ReturnType<typeof mod.registerWebGpuBackend>>;
+  try {
+    a = await mod.registerWebGpuBackend({ allowSoftware });
+  } catch (e) {
+    return `the WebGPU device failed (${(e as Error).message.split('\n')[0]})`;
+  }
+  if (typeof a === 'string') return a;
+  return {
+    name: 'webgpu',
+    requested,
+    device: `WebGPU (Dawn): ${mod.describeAdapter(a)}`,
+    reason: requested === 'webgpu' ? 'asked for' : 'a hardware WebGPU adapter is present',
+    gpu: !a.software,
+    heapLimit: null,
+  };
 }
 
 async function useNative(requested: BackendName): Promise<BackendInfo | null> {
@@ -142,6 +171,12 @@ export async function initBackend(requested: BackendName = 'auto', opts: { quiet
         );
       }
       break;
+    case 'webgpu': {
+      const r = await useWebGpu(requested, true);
+      if (typeof r === 'string') throw new BackendError(`backend 'webgpu' asked for, but ${r} (run \`moco3 doctor\`)`);
+      info = r;
+      break;
+    }
     case 'native':
       info = await useNative(requested);
       if (!info) {
@@ -155,9 +190,15 @@ export async function initBackend(requested: BackendName = 'auto', opts: { quiet
     case 'cpu':
       info = await useCpu(requested);
       break;
-    case 'auto':
-      info = (await useTensorflow(requested, log)) ?? (await useNative(requested)) ?? (await useWasm(requested)) ?? (await useCpu(requested));
+    case 'auto': {
+      info = await useTensorflow(requested, log, 'gpu');
+      if (!info) {
+        const w = await useWebGpu(requested, false);
+        if (typeof w !== 'string') info = w;
+      }
+      info ??= (await useTensorflow(requested, log, 'cpu')) ?? (await useNative(requested)) ?? (await useWasm(requested)) ?? (await useCpu(requested));
       break;
+    }
     default:
       throw new BackendError(`unknown backend '${String(requested)}' (expected one of ${BACKEND_CHOICES.join(', ')})`);
   }

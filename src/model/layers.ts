@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../engine/gradients.ts';
+import { fusedKernel, GELU_BWD, GELU_FWD } from '../engine/webgpu-kernels.ts';
 
 type T = tf.Tensor;
 
@@ -79,6 +80,12 @@ export const bmm = custom<tf.Tensor3D>(([a, b], save) => {
 
 /** Exact GELU 0.5·x·(1 + erf(x/√2)) (PyTorch nn.GELU default). */
 export const gelu = custom<tf.Tensor>(([x], save) => {
+  // one fused kernel each way where the backend has moco3's (webgpu: src/engine/webgpu-kernels.ts)
+  const fused = fusedKernel(GELU_FWD, { x: x! });
+  if (fused) {
+    save([x!]);
+    return { value: fused, gradFunc: (dy, [xs]) => [fusedKernel(GELU_BWD, { x: xs!, dy })!] };
+  }
   const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x!, Math.SQRT1_2))));
   save([x!, cdf]);
   return {

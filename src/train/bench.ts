@@ -26,11 +26,16 @@ export interface BenchResult {
   /** the images the views were made from: the run's dataset, or random pixels of its image size */
   data: string;
   peak_rss_mb: number;
+  /** webgpu: the most GPU buffer memory the backend held (its pool keeps freed buffers); else null */
+  gpu_peak_mb: number | null;
   num_tensors_start: number;
   num_tensors_end: number;
   cpu: string;
   threads: number;
   config: ResolvedRunConfig;
+  /** with `profile`: one more step's kernel time summed by kernel, largest first (webgpu: GPU timestamps) */
+  profile?: { kernel: string; calls: number; ms: number; share: number }[];
+  profile_timer?: string;
 }
 
 const median = (xs: number[]) => {
@@ -38,7 +43,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number): Promise<BenchResult> {
+export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false): Promise<BenchResult> {
   const info = await initBackend(backendName, { quiet: true });
   const B = c.optim.batch_size;
   const S = c.data.image_size;
@@ -64,6 +69,11 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   const stepMs: number[] = [];
   const augMs: number[] = [];
   let tensorsStart = 0;
+  let gpuPeak: number | null = null;
+  const sampleGpu = () => {
+    const m = tf.memory() as { numBytesAllocatedInGPU?: number };
+    if (typeof m.numBytesAllocatedInGPU === 'number') gpuPeak = Math.max(gpuPeak ?? 0, m.numBytesAllocatedInGPU);
+  };
   for (let s = 0; s < warmup + steps; s++) {
     if (s === warmup) tensorsStart = tf.memory().numTensors;
     const t0 = performance.now();
@@ -72,12 +82,34 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const t1 = performance.now();
     await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
     const t2 = performance.now();
+    sampleGpu();
     if (s >= warmup) {
       stepMs.push(t2 - t0);
       augMs.push(t1 - t0);
     }
   }
   const tensorsEnd = tf.memory().numTensors;
+  let prof: BenchResult['profile'];
+  let timer: string | undefined;
+  if (profile) {
+    const { x1, x2 } = twoViews(batch, aug, c.seed, warmup + steps);
+    const pi = await tf.profile(async () => {
+      await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
+    });
+    const by = new Map<string, { calls: number; ms: number }>();
+    for (const k of pi.kernels) {
+      const e = by.get(k.name) ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += Number(k.kernelTimeMs) || 0;
+      by.set(k.name, e);
+    }
+    const total = [...by.values()].reduce((a, e) => a + e.ms, 0);
+    prof = [...by]
+      .map(([kernel, e]) => ({ kernel, calls: e.calls, ms: Number(e.ms.toFixed(2)), share: total > 0 ? Number((e.ms / total).toFixed(4)) : 0 }))
+      .sort((a, b) => b.ms - a.ms);
+    const ts = (tf.backend() as unknown as { supportTimestampQuery?: boolean }).supportTimestampQuery;
+    timer = info.name === 'webgpu' ? (ts ? 'GPU timestamp-query' : 'none: the adapter has no timestamp-query, times are zero') : 'wall clock per kernel';
+  }
   opt.dispose();
   model.dispose();
   const ms = median(stepMs);
@@ -95,11 +127,13 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     augment_engine: augmentEngine(),
     data,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    gpu_peak_mb: gpuPeak === null ? null : Number((gpuPeak / 2 ** 20).toFixed(1)),
     num_tensors_start: tensorsStart,
     num_tensors_end: tensorsEnd,
     cpu: cpus()[0]?.model ?? 'unknown',
     threads: cpus().length,
     config: c,
+    ...(prof ? { profile: prof, profile_timer: timer } : {}),
   };
 }
 

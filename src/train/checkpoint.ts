@@ -45,10 +45,18 @@ function slotParam(key: string): string {
   return key.slice(0, i);
 }
 
-function toSt(t: tf.Tensor, int64: boolean): StTensor {
-  const values = t.dataSync();
+function toSt(t: tf.Tensor, values: tf.TypedArray, int64: boolean): StTensor {
   if (int64) return { dtype: 'I64', shape: t.shape, data: BigInt64Array.from(values, (v) => BigInt(Math.round(v))) };
   return { dtype: 'F32', shape: t.shape, data: values instanceof Float32Array ? values : Float32Array.from(values) };
+}
+
+/** Reads tensors back with `await data()` (GPU backends have no synchronous read), then disposes them. */
+async function readAll(ts: tf.Tensor[]): Promise<tf.TypedArray[]> {
+  try {
+    return await Promise.all(ts.map((t) => t.data()));
+  } finally {
+    tf.dispose(ts);
+  }
 }
 
 function fromSt(t: StTensor): tf.Tensor {
@@ -57,14 +65,11 @@ function fromSt(t: StTensor): tf.Tensor {
 }
 
 /** The model's state dict in PyTorch layout, ready for safetensors. */
-export function modelStateDict(model: CheckpointModel): Map<string, StTensor> {
-  const out = new Map<string, StTensor>();
-  for (const [name, v] of model.vars) {
-    const t = tf.tidy(() => model.toTorch(name, v));
-    out.set(name, toSt(t, name.endsWith('num_batches_tracked')));
-    t.dispose();
-  }
-  return out;
+export async function modelStateDict(model: CheckpointModel): Promise<Map<string, StTensor>> {
+  const names = [...model.vars.keys()];
+  const ts = names.map((name) => tf.tidy(() => model.toTorch(name, model.vars.get(name)!)));
+  const values = await readAll(ts);
+  return new Map(names.map((name, i) => [name, toSt(ts[i]!, values[i]!, name.endsWith('num_batches_tracked'))] as const));
 }
 
 /** A checkpoint that could not be written (a full disk, no write access, a failing disk): the previous one is intact. */
@@ -82,28 +87,32 @@ const WRITE_REASONS: Record<string, string> = {
 };
 
 /**
- * Writes the checkpoint of `state.step` (a temporary folder renamed into place, then last.json). When a
- * write fails, the temporary folder is removed, last.json keeps naming the previous checkpoint, and a
- * CheckpointWriteError says so in one line.
+ * Writes the checkpoint of `state.step` (a temporary folder renamed into place, then last.json); every
+ * value is read back from the backend before anything is written. When a write fails, the temporary
+ * folder is removed, last.json keeps naming the previous checkpoint, and a CheckpointWriteError says so
+ * in one line.
  */
-export function saveCheckpoint(
+export async function saveCheckpoint(
   ckptRoot: string,
   model: CheckpointModel,
   optimizer: CheckpointOptimizer,
   state: LoopState,
   metadata: Record<string, string>,
-): string {
+): Promise<string> {
+  const modelDict = await modelStateDict(model);
+  const keys: string[] = [];
+  const ts: tf.Tensor[] = [];
+  for (const [key, t] of optimizer.stateTensors()) {
+    const param = slotParam(key);
+    keys.push(key);
+    ts.push(model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : tf.clone(t));
+  }
+  const values = await readAll(ts);
+  const slots = new Map<string, StTensor>(keys.map((key, i) => [key, toSt(ts[i]!, values[i]!, false)] as const));
   let tmp: string | null = null;
   try {
     tmp = checkpointTempDir(ckptRoot, state.step);
-    writeSafetensors(join(tmp, 'model.safetensors'), modelStateDict(model), { format: 'pt', step: String(state.step), ...metadata });
-    const slots = new Map<string, StTensor>();
-    for (const [key, t] of optimizer.stateTensors()) {
-      const param = slotParam(key);
-      const tt = model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : t;
-      slots.set(key, toSt(tt, false));
-      if (tt !== t) tt.dispose();
-    }
+    writeSafetensors(join(tmp, 'model.safetensors'), modelDict, { format: 'pt', step: String(state.step), ...metadata });
     writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });
     writeCheckpointState(tmp, state);
     return commitCheckpoint(ckptRoot, tmp, state.step);

@@ -158,10 +158,10 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     let lastCkptTime = performance.now();
     const ckptEvery = c.train.checkpoint_every;
     const autoCkptMs = (opts.checkpointSeconds ?? 120) * 1000;
-    const checkpoint = () => {
+    const checkpoint = async () => {
       state.wall_s = wall();
       state.optimizer = optimizer.stateJson();
-      const dir = saveCheckpoint(ckptRoot, model, optimizer, state, { config_hash: hash });
+      const dir = await saveCheckpoint(ckptRoot, model, optimizer, state, { config_hash: hash });
       pruneCheckpoints(ckptRoot, (s) => ckptEvery !== null && s % ckptEvery === 0, dir);
       lastCkptTime = performance.now();
       emit({ type: 'checkpoint', step: state.step, dir });
@@ -183,7 +183,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       }
       // step 0: the initial weights (for checks against other implementations), after the step-0 kNN so a
       // resumed run keeps it in its best kNN
-      if (ckptEvery !== null) checkpoint();
+      if (ckptEvery !== null) await checkpoint();
     }
 
     // ---- for step: s optimizer steps are done, this iteration makes step s+1
@@ -201,7 +201,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const m = momentumAt(e, { m0: c.moco.momentum, epochs: c.optim.epochs, schedule: c.moco.momentum_schedule });
       const ts = performance.now();
       const views = await viewsOf(s);
-      dump.add(s, views);
+      await dump.add(s, views);
       const { stats, finite } = await trainStep(model, optimizer, views.x1, views.x2, {
         momentum: m,
         lr: lrNow,
@@ -235,7 +235,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       emit({ type: 'step', step: state.step, totalSteps, row });
       dump.flush(state.step);
       const due = ckptEvery !== null ? state.step % ckptEvery === 0 : performance.now() - lastCkptTime > autoCkptMs;
-      if (due && !isLast) checkpoint();
+      if (due && !isLast) await checkpoint();
       if (state.step % 10 === 0) status.running(state.step);
       // the step's awaits resolve without giving Node a turn: yield so signal handlers (Ctrl-C) can run
       await new Promise<void>((r) => setImmediate(r));
@@ -243,7 +243,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
     // ---- teardown: final kNN, checkpoint, summary, linear probe, final status
     if (outcome === 'completed' && knnEvery === null) await runKnn();
-    checkpoint();
+    await checkpoint();
     const summary: Summary = {
       status: outcome,
       steps: state.step,

@@ -51,11 +51,12 @@ export class ViewDump {
     private readonly seed: number,
   ) {}
 
-  add(step: number, { x1, x2 }: Views): void {
+  async add(step: number, { x1, x2 }: Views): Promise<void> {
     if (step >= this.steps) return;
     for (const [name, x] of [['x1', x1], ['x2', x2]] as const) {
       const nchw = tf.tidy(() => tf.transpose(x, [0, 3, 1, 2]));
-      this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: nchw.dataSync() as Float32Array });
+      // await data(): GPU backends have no synchronous read
+      this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: (await nchw.data()) as Float32Array });
       nchw.dispose();
     }
   }

@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// `npm run bundle:gpu`: one folder (build/moco3-gpu/, at most 60 MiB) that checks moco3's webgpu backend on
+// a Linux x64 GPU machine with no Node, no npm and no internet: this Node binary (xz-compressed), moco3
+// bundled into one file (esbuild), Dawn (dawn.node from the `webgpu` package), the Vulkan loader
+// (libvulkan.so.1), bench/native-torch.py with tools/torch_reference.py, and scripts/gpu-check.sh. Run
+// `sh gpu-check.sh` in the folder there; it writes gpu-check.json.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const out = join(root, 'build', 'moco3-gpu');
+const require = createRequire(join(root, 'package.json'));
+const LIMIT = 60 * 2 ** 20;
+
+function fail(msg) {
+  process.stderr.write(`bundle:gpu: ${msg}\n`);
+  process.exit(2);
+}
+
+if (process.platform !== 'linux' || process.arch !== 'x64') fail(`builds the linux-x64 folder, and this is ${process.platform}-${process.arch}`);
+let esbuild;
+try {
+  esbuild = await import('esbuild');
+} catch {
+  fail('esbuild is not installed (npm install)');
+}
+const webgpuDir = dirname(require.resolve('webgpu/package.json'));
+const dawn = join(webgpuDir, 'dist', 'linux-x64', 'dawn.node');
+if (!existsSync(dawn)) fail(`${dawn} is missing (npm install webgpu)`);
+const vulkan = ['/usr/lib/x86_64-linux-gnu/libvulkan.so.1', '/usr/lib64/libvulkan.so.1', '/usr/lib/libvulkan.so.1'].find((p) => existsSync(p));
+if (!vulkan) fail('libvulkan.so.1 not found (apt-get install libvulkan1)');
+
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+
+// moco3 in one ES module; packages with native parts the check does not use stay outside (absent there:
+// their dynamic imports fail and moco3 goes without them), webgpu is loaded from the folder's node_modules
+const stub = (name) => ({
+  name: `stub-${name}`,
+  setup(b) {
+    b.onResolve({ filter: new RegExp(`^${name.replace(/[/.]/g, '\\$&')}$`) }, () => ({ path: name, namespace: 'stub' }));
+    b.onLoad({ filter: /.*/, namespace: 'stub' }, (a) => ({
+      contents: `const no = () => { throw new Error('${a.path} is not part of the GPU check bundle'); };\nexport default new Proxy(no, { get: no, apply: no });\nexport const Resvg = no;\n`,
+      loader: 'js',
+    }));
+  },
+});
+await esbuild.build({
+  stdin: {
+    contents: "import { main } from './src/cli/main.ts';\nprocess.exitCode = await main(process.argv.slice(2));\n",
+    resolveDir: root,
+    sourcefile: 'moco3-gpu-entry.ts',
+    loader: 'ts',
+  },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  outfile: join(out, 'moco3.mjs'),
+  external: ['webgpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-backend-wasm', 'tsx', 'tsx/*'],
+  plugins: [stub('sharp'), stub('@resvg/resvg-js')],
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  // the tfjs packages declare `sideEffects`, but their backends register themselves on import
+  ignoreAnnotations: true,
+  minify: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+});
+
+// the webgpu package as it is (index.js loads dist/linux-x64/dawn.node), and the versions doctor reports
+const nm = join(out, 'node_modules');
+mkdirSync(join(nm, 'webgpu', 'dist', 'linux-x64'), { recursive: true });
+for (const f of ['package.json', 'index.js']) copyFileSync(join(webgpuDir, f), join(nm, 'webgpu', f));
+copyFileSync(dawn, join(nm, 'webgpu', 'dist', 'linux-x64', 'dawn.node'));
+for (const pkg of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-webgpu']) {
+  const { name, version } = JSON.parse(readFileSync(require.resolve(`${pkg}/package.json`), 'utf8'));
+  mkdirSync(join(nm, pkg), { recursive: true });
+  writeFileSync(join(nm, pkg, 'package.json'), `${JSON.stringify({ name, version, private: true })}\n`);
+}
+const own = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+writeFileSync(join(out, 'package.json'), `${JSON.stringify({ name: 'moco3-gpu-check', version: own.version, type: 'module', private: true })}\n`);
+
+mkdirSync(join(out, 'lib'));
+copyFileSync(vulkan, join(out, 'lib', 'libvulkan.so.1'));
+mkdirSync(join(out, 'bench'));
+mkdirSync(join(out, 'tools'));
+copyFileSync(join(root, 'bench', 'native-torch.py'), join(out, 'bench', 'native-torch.py'));
+copyFileSync(join(root, 'tools', 'torch_reference.py'), join(out, 'tools', 'torch_reference.py'));
+copyFileSync(join(root, 'scripts', 'gpu-check.sh'), join(out, 'gpu-check.sh'));
+chmodSync(join(out, 'gpu-check.sh'), 0o755);
+
+// this machine's Node (the same major version moco3 is built and tested with), xz-compressed
+execFileSync('sh', ['-c', `xz -6 -T2 -c "${process.execPath}" > "${join(out, 'node.xz')}"`], { stdio: 'inherit' });
+writeFileSync(join(out, 'NODE_VERSION'), `${process.version}\n`);
+
+const size = (p) => (statSync(p).isDirectory() ? readdirSync(p).reduce((s, f) => s + size(join(p, f)), 0) : statSync(p).size);
+const total = size(out);
+process.stdout.write(`bundle:gpu: ${out}: ${(total / 2 ** 20).toFixed(1)} MiB (node.xz ${(statSync(join(out, 'node.xz')).size / 2 ** 20).toFixed(1)}, dawn.node ${(statSync(dawn).size / 2 ** 20).toFixed(1)}, moco3.mjs ${(statSync(join(out, 'moco3.mjs')).size / 2 ** 20).toFixed(1)})\n`);
+if (total > LIMIT) fail(`${(total / 2 ** 20).toFixed(1)} MiB is over the 60 MiB limit`);

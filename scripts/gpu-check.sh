@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# moco3's GPU check, run inside the folder `npm run bundle:gpu` makes (build/moco3-gpu/), on a Linux x64
+# machine with a GPU and no Node, npm or internet. Steps, each optional to the next:
+#   1. the Vulkan driver: the default one, else the NVIDIA ICD files tried in turn (says which it used)
+#   2. moco3 doctor (the adapter: vendor, architecture, driver, hardware or software, limits)
+#   3. moco3 doctor --replay: two training steps on webgpu and on the CPU, their largest differences
+#   4. moco3 bench --backend webgpu --preset gpu: batch 256, 1024, and 6144 in micro-batches of 1024
+#   5. with PyTorch and CUDA in python3: the same step in PyTorch on the same GPU, fp32 with TF32 off, then on
+# Everything goes into one JSON file: gpu-check.json (or $OUT). STEPS=2 etc. shortens the timed runs; BENCH=0
+# skips steps 4 and 5 (a quick look at the driver and the replay).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+out=${OUT:-$here/gpu-check.json}
+steps=${STEPS:-5}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+say() { echo "gpu-check: $*" >&2; }
+
+if [ ! -x "$here/node" ]; then
+  if command -v xz >/dev/null 2>&1; then
+    xz -dc node.xz > node
+  else
+    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('node.xz'), open('node', 'wb'))"
+  fi
+  chmod +x node
+fi
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+moco3() { "$here/node" "$here/moco3.mjs" "$@"; }
+
+# 1. a hardware adapter, with the default Vulkan driver or one of the usual NVIDIA ICD files
+icd=default
+adapter() { moco3 doctor 2>/dev/null | grep -A1 '^webgpu:'; }
+line=$(adapter)
+if ! printf '%s' "$line" | grep -q ': hardware'; then
+  icd=none
+  for f in ${VK_ICD_CANDIDATES:-} /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json \
+    /etc/vulkan/icd.d/nvidia_icd.json /usr/local/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json \
+    /usr/local/nvidia/vulkan/icd.d/nvidia_icd.json; do
+    [ -f "$f" ] || continue
+    l=$(VK_DRIVER_FILES="$f" VK_ICD_FILENAMES="$f" adapter)
+    say "tried $f: $(printf '%s' "$l" | head -1)"
+    if printf '%s' "$l" | grep -q ': hardware'; then
+      export VK_DRIVER_FILES="$f" VK_ICD_FILENAMES="$f"
+      icd=$f
+      line=$l
+      break
+    fi
+  done
+fi
+say "Vulkan driver: $icd"
+say "$line"
+
+# 2.-4. moco3
+moco3 doctor > "$tmp/doctor.txt" 2> "$tmp/doctor.err"
+say 'replay: two steps on webgpu vs the CPU'
+moco3 doctor --replay > "$tmp/replay.json" 2> "$tmp/replay.err"
+run_bench() { # name, extra args
+  local name=$1
+  shift
+  say "bench webgpu $name"
+  timeout 3600 "$here/node" "$here/moco3.mjs" bench --backend webgpu --preset gpu --steps "$steps" --warmup 2 --json "$@" > "$tmp/bench-$name.json" 2> "$tmp/bench-$name.err"
+  tail -1 "$tmp/bench-$name.json" >&2
+}
+if [ "${BENCH:-1}" != 0 ]; then
+  run_bench 256 --batch 256
+  run_bench 1024 --batch 1024
+  run_bench 6144 --batch 6144 --set train.micro_batch=1024
+fi
+
+# 5. PyTorch on the same GPU, when there
+if [ "${BENCH:-1}" = 0 ]; then
+  say 'BENCH=0: no timed runs'
+elif command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  for tf32 in off on; do
+    flag=
+    [ "$tf32" = on ] && flag=--tf32
+    say "pytorch cuda, TF32 $tf32"
+    timeout 3600 python3 bench/native-torch.py --device cuda --model gpu --batch 256,1024,6144 --steps "$steps" --warmup 2 --json $flag \
+      > "$tmp/torch-$tf32.json" 2> "$tmp/torch-$tf32.err"
+    cat "$tmp/torch-$tf32.json" >&2
+  done
+else
+  say 'no PyTorch with CUDA in python3: skipping the PyTorch comparison'
+fi
+
+# one JSON file, assembled by the bundled Node
+ICD="$icd" TMPD="$tmp" OUTF="$out" "$here/node" --input-type=module -e '
+import { readFileSync, existsSync, writeFileSync } from "node:fs";
+const d = process.env.TMPD;
+const text = (f) => (existsSync(`${d}/${f}`) ? readFileSync(`${d}/${f}`, "utf8") : "");
+const lines = (f) => text(f).split("\n").filter((l) => l.startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return l; } });
+const errTail = (f) => text(f).trim().split("\n").filter((l) => !l.startsWith("Warning: maxDynamic")).slice(-3).join("\n") || undefined;
+const bench = {};
+for (const b of ["256", "1024", "6144"]) {
+  const r = lines(`bench-${b}.json`).at(-1);
+  if (r && typeof r === "object") delete r.config;
+  bench[b] = r ?? { error: errTail(`bench-${b}.err`) ?? "no output" };
+}
+const torch = { tf32_off: lines("torch-off.json"), tf32_on: lines("torch-on.json") };
+const ratio = {};
+for (const t of torch.tf32_off) if (bench[t.batch]?.images_per_s) ratio[t.batch] = Number((bench[t.batch].images_per_s / t.images_per_s).toFixed(3));
+const out = {
+  when: new Date().toISOString(),
+  vulkan_icd: process.env.ICD,
+  doctor: text("doctor.txt").trim().split("\n"),
+  replay: lines("replay.json").at(-1) ?? { error: errTail("replay.err") ?? "no output" },
+  bench_webgpu: bench,
+  pytorch_cuda: torch,
+  webgpu_over_pytorch_tf32_off: ratio,
+};
+writeFileSync(process.env.OUTF, JSON.stringify(out, null, 1) + "\n");
+'
+say "wrote $out"

@@ -1,0 +1,205 @@
+/**
+ * The `webgpu` backend in Node: TensorFlow.js's WebGPU backend (`@tensorflow/tfjs-backend-webgpu`) over
+ * Dawn's Node bindings (the npm package `webgpu`, which ships `dawn.node` prebuilt). Both are optional
+ * packages, imported only when asked for. Dawn runs on any GPU with a Vulkan (Linux), Metal (macOS) or
+ * D3D12 (Windows) driver, so no CUDA version is involved.
+ *
+ * What Node lacks and this module supplies: a `navigator.gpu` (Dawn's `create()`), Dawn's globals
+ * (`GPUBufferUsage`, `GPUMapMode`, ...) on `globalThis`, and a device asking for the adapter's own limits
+ * (buffer and binding sizes, workgroup sizes): the default device allows 128-256 MiB bindings, less than one
+ * activation of the `gpu` preset at batch 1024. Reading tensors back must use `await t.data()`: the
+ * backend's `dataSync` needs a browser canvas. `closeWebGpu()` destroys the device, without which Dawn keeps
+ * the process alive.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { onShutdown } from './shutdown.ts';
+import { registerWebGpuKernels } from './webgpu-kernels.ts';
+
+/** The adapter limits that decide which batches fit and which kernels compile; requested as they are. */
+export const WEBGPU_LIMITS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+export type WebGpuLimit = (typeof WEBGPU_LIMITS)[number];
+
+export interface WebGpuAdapter {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** a CPU implementing the API (Mesa lavapipe/llvmpipe, SwiftShader, WARP): correct, not fast */
+  software: boolean;
+  limits: Record<WebGpuLimit, number>;
+  /** optional features of the adapter this backend uses (timestamp-query for profiling) */
+  features: string[];
+}
+
+// the few WebGPU shapes used here (the full IDL types would be a dependency for four calls)
+interface GpuAdapterLike {
+  info: Record<string, unknown>;
+  limits: Record<string, number>;
+  features: Set<string>;
+  requestDevice(desc: { requiredLimits?: Record<string, number>; requiredFeatures?: string[] }): Promise<GpuDeviceLike>;
+}
+export interface GpuDeviceLike {
+  destroy(): void;
+  limits: Record<string, number>;
+  features: Set<string>;
+  addEventListener?(type: string, f: (ev: { error?: { message?: string } }) => void): void;
+}
+interface GpuLike {
+  requestAdapter(opts?: { powerPreference?: string }): Promise<GpuAdapterLike | null>;
+}
+interface DawnModule {
+  create(flags: string[]): GpuLike;
+  globals: Record<string, unknown>;
+}
+
+const SOFTWARE = /llvmpipe|lavapipe|swiftshader|softpipe|microsoft basic render|warp/i;
+
+let gpu: GpuLike | null = null;
+let device: GpuDeviceLike | null = null;
+let registered = false;
+let adapterCache: Promise<{ adapter: GpuAdapterLike; summary: WebGpuAdapter } | string> | null = null;
+
+/** Dawn's `navigator.gpu`, created once; a string says why there is none. */
+async function dawn(): Promise<GpuLike | string> {
+  if (gpu) return gpu;
+  let mod: DawnModule;
+  try {
+    mod = (await import('webgpu')) as unknown as DawnModule;
+  } catch (e) {
+    return `the optional package 'webgpu' (Dawn) is not installed or does not load here (${(e as Error).message.split('\n')[0]})`;
+  }
+  Object.assign(globalThis, mod.globals);
+  // Dawn's own flags, e.g. MOCO3_DAWN_FLAGS=backend=vulkan,adapter=NVIDIA
+  const flags = (process.env.MOCO3_DAWN_FLAGS ?? '').split(',').filter(Boolean);
+  gpu = mod.create(flags);
+  const g = globalThis as { navigator?: { gpu?: unknown } };
+  if (g.navigator === undefined) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  else if (g.navigator.gpu === undefined) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+  return gpu;
+}
+
+export function summarizeAdapter(info: Record<string, unknown>, limits: Record<string, number>, features: Iterable<string>): WebGpuAdapter {
+  const str = (k: string) => (typeof info[k] === 'string' ? (info[k] as string) : '');
+  const vendor = str('vendor');
+  const architecture = str('architecture');
+  const dev = str('device');
+  const description = str('description');
+  const software = info.isFallbackAdapter === true || architecture === 'software' || SOFTWARE.test(`${vendor} ${dev} ${description}`);
+  const lim = {} as Record<WebGpuLimit, number>;
+  for (const k of WEBGPU_LIMITS) lim[k] = Number(limits[k] ?? 0);
+  const feats = [...features].filter((f) => f === 'timestamp-query' || f === 'subgroups' || f === 'shader-f16');
+  return { vendor, architecture, device: dev, description, software, limits: lim, features: feats.sort() };
+}
+
+/** The adapter Dawn offers (high-performance preference), or why there is none. Creates no device. */
+export async function webgpuAdapter(): Promise<WebGpuAdapter | string> {
+  const r = await adapterAndSummary();
+  return typeof r === 'string' ? r : r.summary;
+}
+
+async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: WebGpuAdapter } | string> {
+  adapterCache ??= (async () => {
+    const g = await dawn();
+    if (typeof g === 'string') return g;
+    let adapter: GpuAdapterLike | null = null;
+    try {
+      adapter = await g.requestAdapter({ powerPreference: 'high-performance' });
+    } catch (e) {
+      return `Dawn found no adapter (${(e as Error).message})`;
+    }
+    if (!adapter) {
+      return (
+        'Dawn found no WebGPU adapter: no Vulkan driver it accepts (on Linux: the GPU vendor\'s Vulkan ICD, e.g. ' +
+        'VK_DRIVER_FILES=/usr/share/vulkan/icd.d/nvidia_icd.json, and libvulkan.so.1)'
+      );
+    }
+    return { adapter, summary: summarizeAdapter(adapter.info, adapter.limits, adapter.features) };
+  })();
+  return adapterCache;
+}
+
+/** One line naming the adapter: vendor, architecture, device, driver, hardware or software. */
+export function describeAdapter(a: WebGpuAdapter): string {
+  const parts = [`vendor ${a.vendor || '?'}`, `architecture ${a.architecture || '?'}`];
+  if (a.device) parts.push(`device ${a.device}`);
+  if (a.description) parts.push(`driver ${a.description}`);
+  return `${parts.join(', ')}: ${a.software ? 'software (a CPU emulating a GPU)' : 'hardware'}`;
+}
+
+export function describeLimits(a: WebGpuAdapter): string {
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+  const l = a.limits;
+  return (
+    `buffer ${mib(l.maxBufferSize)}, storage binding ${mib(l.maxStorageBufferBindingSize)}, workgroup ${l.maxComputeInvocationsPerWorkgroup} invocations ` +
+    `(x ${l.maxComputeWorkgroupSizeX}), ${(l.maxComputeWorkgroupStorageSize / 1024).toFixed(0)} KiB shared, ${l.maxComputeWorkgroupsPerDimension} groups/dim` +
+    `${a.features.length ? `; features ${a.features.join(', ')}` : ''}`
+  );
+}
+
+/**
+ * Registers and selects the `webgpu` tfjs backend on Dawn's adapter, with a device holding the adapter's
+ * own limits. `allowSoftware: false` declines a software adapter (what `auto` wants). Returns the adapter,
+ * or a string saying why not.
+ */
+export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): Promise<WebGpuAdapter | string> {
+  const r = await adapterAndSummary();
+  if (typeof r === 'string') return r;
+  const { adapter, summary } = r;
+  if (summary.software && !opts.allowSoftware) return `the only WebGPU adapter is a software one (${describeAdapter(summary)})`;
+  let pkg: { WebGPUBackend: new (device: unknown, info?: unknown) => tf.KernelBackend; webgpu_util: Parameters<typeof registerWebGpuKernels>[0] };
+  try {
+    // the package registers its kernels (and its own backend factory, replaced below) on import
+    pkg = (await import('@tensorflow/tfjs-backend-webgpu')) as unknown as typeof pkg;
+  } catch (e) {
+    return `the optional package '@tensorflow/tfjs-backend-webgpu' is not installed (${(e as Error).message.split('\n')[0]})`;
+  }
+  if (!device) {
+    const requiredLimits: Record<string, number> = {};
+    for (const k of WEBGPU_LIMITS) if (typeof adapter.limits[k] === 'number') requiredLimits[k] = adapter.limits[k]!;
+    const requiredFeatures = summary.features.filter((f) => f === 'timestamp-query');
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+    onShutdown(closeWebGpu);
+    device.addEventListener?.('uncapturederror', (ev) => {
+      process.stderr.write(`moco3: webgpu: ${ev.error?.message?.split('\n')[0] ?? 'device error'}\n`);
+    });
+  }
+  if (!registered) {
+    const dev = device;
+    if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+    tf.registerBackend('webgpu', () => new pkg.WebGPUBackend(dev, adapter.info), 3);
+    registered = true;
+  }
+  if (process.env.MOCO3_WEBGPU_KERNELS !== '0') registerWebGpuKernels(pkg.webgpu_util);
+  const ok = await tf.setBackend('webgpu');
+  if (!ok) return 'the webgpu backend failed to initialise';
+  await tf.ready();
+  return summary;
+}
+
+/** Destroys the device (Dawn keeps the event loop alive while one exists); the backend is removed. */
+export function closeWebGpu(): void {
+  if (!device) return;
+  try {
+    if (registered && tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+  } catch {
+    /* the device goes below in any case */
+  }
+  registered = false;
+  device.destroy();
+  device = null;
+}
+
+/** True once a device was created: the CLI then exits explicitly at its end. */
+export function webgpuInUse(): boolean {
+  return device !== null;
+}

@@ -1,0 +1,79 @@
+/**
+ * The webgpu backend's choice and lifetime: software adapters are recognised and `auto` does not take
+ * them, `moco3 doctor` names the adapter, and a CLI run on webgpu ends by itself (Dawn's device would keep
+ * Node alive) with its GPU memory reported. On CI the adapter is Mesa's lavapipe (installed by .ci/run).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { summarizeAdapter, describeAdapter } from '../../src/engine/webgpu.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const moco3 = (args: string[], timeout: number) =>
+  spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), ...args], { cwd: root, encoding: 'utf8', timeout });
+
+test('adapters: lavapipe, llvmpipe and SwiftShader are software, an NVIDIA GPU is hardware', () => {
+  const limits = { maxBufferSize: 2 ** 32 - 1, maxStorageBufferBindingSize: 2 ** 31 };
+  const lavapipe = summarizeAdapter(
+    { vendor: 'mesa', architecture: '', device: 'llvmpipe-llvm-15-0-6-256-bits-', description: 'llvmpipe: Mesa 25.0.7', isFallbackAdapter: false },
+    limits,
+    ['timestamp-query', 'depth-clip-control'],
+  );
+  assert.equal(lavapipe.software, true);
+  assert.deepEqual(lavapipe.features, ['timestamp-query']);
+  assert.equal(lavapipe.limits.maxStorageBufferBindingSize, 2 ** 31);
+  assert.equal(summarizeAdapter({ vendor: 'google', architecture: '', device: 'SwiftShader Device (Subzero)', description: '' }, limits, []).software, true);
+  assert.equal(summarizeAdapter({ vendor: 'x', architecture: 'y', isFallbackAdapter: true }, limits, []).software, true);
+  const h200 = summarizeAdapter({ vendor: 'nvidia', architecture: 'hopper', device: 'NVIDIA H200', description: 'NVIDIA 580.65.06' }, limits, []);
+  assert.equal(h200.software, false);
+  assert.match(describeAdapter(h200), /^vendor nvidia, architecture hopper, device NVIDIA H200, driver NVIDIA 580\.65\.06: hardware$/);
+});
+
+test('doctor names the WebGPU adapter; auto declines a software one', () => {
+  const r = moco3(['doctor'], 120_000);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^webgpu: @tensorflow\/tfjs-backend-webgpu 4\.22\.0 \+ Dawn \(webgpu 0\.6\.\d+\): adapter vendor \S+, .*: (software|hardware)/m);
+  assert.match(r.stdout, /^ {2}limits: buffer \d+ MiB, storage binding \d+ MiB, workgroup \d+ invocations/m);
+  if (/adapter .*: software/.test(r.stdout)) assert.match(r.stdout, /^--backend auto takes: (?!webgpu)/m);
+});
+
+test('bench --backend webgpu --profile runs on the adapter, reports GPU memory and kernel times, and the process ends by itself', () => {
+  const args = ['bench', '--backend', 'webgpu', '--preset', 'smoke', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8'];
+  args.push('--set', 'moco.proj_hidden=16', '--set', 'moco.proj_dim=8', '--set', 'moco.pred_hidden=16', '--set', 'train.micro_batch=4');
+  args.push('--data', 'synthetic', '--batch', '8', '--steps', '1', '--warmup', '1', '--json', '--profile');
+  const r = moco3(args, 240_000);
+  assert.equal(r.signal, null, `killed by ${r.signal}: the process did not end by itself`);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    backend: string;
+    device: string;
+    gpu_peak_mb: number | null;
+    num_tensors_start: number;
+    num_tensors_end: number;
+    profile: { kernel: string; calls: number; ms: number }[];
+    profile_timer: string;
+  };
+  assert.equal(out.backend, 'webgpu');
+  assert.match(out.device, /^WebGPU \(Dawn\): vendor /);
+  assert.ok(out.gpu_peak_mb !== null && out.gpu_peak_mb > 0, `gpu_peak_mb ${out.gpu_peak_mb}`);
+  assert.equal(out.num_tensors_end, out.num_tensors_start, 'tensor count flat across steps');
+  // --profile: the step's kernels by name, timed on the GPU where the adapter has timestamp-query
+  const mm = out.profile.find((k) => k.kernel === 'BatchMatMul');
+  assert.ok(mm && mm.calls > 0, 'BatchMatMul in the profile');
+  assert.ok(out.profile.some((k) => k.kernel === 'Moco3GeluFwd'), "moco3's GELU kernel runs in the step");
+  assert.match(out.profile_timer, /^(GPU timestamp-query|none: )/);
+  if (out.profile_timer === 'GPU timestamp-query') assert.ok(out.profile.reduce((a, k) => a + k.ms, 0) > 0, 'kernel times');
+});
+
+test('doctor --replay: two steps on webgpu and on the CPU agree, as JSON', () => {
+  const r = moco3(['doctor', '--replay'], 240_000);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { ok: boolean; whole_batch: { worst: Record<string, number> }; micro_batch_4: { worst: Record<string, number> } };
+  assert.equal(out.ok, true);
+  for (const part of [out.whole_batch, out.micro_batch_4]) {
+    assert.deepEqual(Object.keys(part.worst).sort(), ['grad1', 'loss', 'param', 'slot']);
+    for (const [k, v] of Object.entries(part.worst)) assert.ok(v >= 0 && v <= 1e-3, `${k}: ${v}`);
+  }
+});
