@@ -5,6 +5,7 @@ import { PRESET_NAMES } from '../config/presets.ts';
 import { loadSweep } from '../sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } from '../sweep/plan.ts';
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
+import { runJobs } from '../sweep/slurm.ts';
 import { formatPlan } from '../sweep/table.ts';
 import { parseDataFlag } from './common.ts';
 
@@ -54,7 +55,9 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   });
 }
 
-export function planJson(plan: SweepPlan, states: RunStateInfo[]): Record<string, unknown> {
+type Jobs = ReturnType<typeof runJobs>;
+
+export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = plan.runs.map(() => null)): Record<string, unknown> {
   return {
     sweep: plan.id,
     file: plan.spec.file,
@@ -75,13 +78,17 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[]): Record<string
       step: states[i]!.step,
       total_steps: states[i]!.total_steps,
       error: states[i]!.error,
+      slurm: jobs[i] ?? null,
     })),
   };
 }
 
 export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
   const states = plan.runs.map((r) => readRunState(r.dir));
-  process.stdout.write(json ? `${JSON.stringify(planJson(plan, states))}\n` : formatPlan(plan, states));
+  // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm
+  const jobs = runJobs(plan);
+  const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? 'not queued'}` : '-')) } : undefined;
+  process.stdout.write(json ? `${JSON.stringify(planJson(plan, states, jobs))}\n` : formatPlan(plan, states, slurm));
 }
 
 export function planCommand(): Command {

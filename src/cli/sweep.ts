@@ -5,7 +5,9 @@ import { checkOutputDir } from '../engine/files.ts';
 import { UsageError } from '../config/errors.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
+import { isDone } from '../runfolder/state.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
+import { addLaunchOptions, prepareLaunch, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
@@ -227,12 +229,18 @@ function barDisplay(): Display {
 
 export function sweepCommand(): Command {
   const cmd = new Command('sweep').description('run a sweep: every run of the plan in order; completed runs are skipped, interrupted ones resumed');
-  addSweepOptions(cmd)
-    .option('--dry-run', 'validate, resolve and print the plan; train nothing')
+  addLaunchOptions(addSweepOptions(cmd))
+    .option('--dry-run', 'validate, resolve and print the plan (with --launcher slurm: the sbatch script); train nothing')
     .option('-q, --quiet', 'no progress output')
     .option('--no-baselines', "skip the sweep's baselines (untrained encoder, linear on pixels) at the end")
-    .action(async (arg: string, f: SweepFlags & { quiet?: boolean; baselines?: boolean }) => {
+    .action(async (arg: string, f: SweepFlags & LaunchFlags & { quiet?: boolean; baselines?: boolean }) => {
       const plan: SweepPlan = planFromFlags(arg, f);
+      if (f.launcher === 'slurm') {
+        submitSlurm(arg, plan, f);
+        return;
+      }
+      let stop = false;
+      const launch = prepareLaunch(plan, f, () => (stop = true));
       if (f.dryRun) {
         printPlan(plan, f.json);
         return;
@@ -247,20 +255,24 @@ export function sweepCommand(): Command {
         }
       }
       const { runSweep } = await import('../sweep/runner.ts');
-      let stop = false;
-      const onSig = () => {
-        if (stop) process.exit(130);
+      // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
+      const onSig = (sig: NodeJS.Signals) => {
+        if (stop && sig === 'SIGINT') process.exit(130);
+        if (stop) return;
         stop = true;
         process.stderr.write('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
       };
       process.on('SIGINT', onSig);
       process.on('SIGTERM', onSig);
+      const onUsr1 = launch.onUsr1;
+      if (onUsr1) process.on('SIGUSR1', onUsr1);
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       try {
-        const r = await runSweep({ plan, onEvent: (e) => display.onEvent(e), shouldStop: () => stop, command: process.argv.slice(1) });
+        const r = await launch.run((extra) => runSweep({ plan, onEvent: (e) => display.onEvent(e), shouldStop: () => stop, command: process.argv.slice(1), ...extra }));
         display.stop();
-        if (!r.interrupted && f.baselines !== false) {
+        // a Slurm task (--run-index) or an agent that ends the sweep computes them; one whose sweep goes on does not
+        if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state)))) {
           const { hasBaselines } = await import('../sweep/baselines.ts');
           if (!hasBaselines(plan)) await computeBaselinesOf(plan, f.json === true);
         }
@@ -282,6 +294,7 @@ export function sweepCommand(): Command {
         display.stop();
         process.off('SIGINT', onSig);
         process.off('SIGTERM', onSig);
+        if (onUsr1) process.off('SIGUSR1', onUsr1);
       }
     });
   return cmd;

@@ -34,7 +34,17 @@ export interface ReportResult {
   table: SweepTable;
   facts: Map<string, RunFacts>;
   instability: Map<string, RunInstability>;
+  /** runs sweep.yaml plans that have no folder yet (a sweep still under way) */
+  missing: string[];
   seconds: number;
+}
+
+/** The planned runs (sweep.yaml's runs) without a run folder. */
+export function missingRuns(sweep: SweepRecord): string[] {
+  const planned = sweep.sweepFile?.runs;
+  if (!Array.isArray(planned)) return [];
+  const have = new Set(sweep.runs.map((r) => r.id));
+  return planned.map((r) => (r as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string' && !have.has(id));
 }
 
 export async function writeReport(sweepDir: string, opts: ReportOptions = {}): Promise<ReportResult> {
@@ -52,6 +62,7 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
     facts.set(r.id, runFacts(r, inst));
   }
   const table = buildTable(view, facts, { dipPoints: io.dipPoints });
+  const missing = missingRuns(sweep);
   const files: string[] = [];
   if (format === 'csv' || format === 'both') {
     const p = join(sweepDir, 'report.csv');
@@ -71,10 +82,10 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
       for (const f of figures) files.push(f.svg, ...(f.png ? [f.png] : []));
     }
     const p = join(sweepDir, 'report.md');
-    writeFileSync(p, reportMarkdown(sweep, view, table, facts, instability, io, figures));
+    writeFileSync(p, reportMarkdown(sweep, view, table, facts, instability, io, figures, missing));
     files.push(p);
   }
-  return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, seconds: (performance.now() - t0) / 1000 };
+  return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, missing, seconds: (performance.now() - t0) / 1000 };
 }
 
 function common(sweep: SweepRecord, k: string): string | null {
@@ -91,6 +102,7 @@ export function reportMarkdown(
   inst: Map<string, RunInstability>,
   io: InstabilityOptions,
   figures: WrittenFigure[],
+  missing: string[] = [],
 ): string {
   const out: string[] = [];
   const rel = (p: string) => relative(sweep.dir, p).split('\\').join('/');
@@ -109,6 +121,9 @@ export function reportMarkdown(
     .map(([k, v]) => `${k} ${v}`);
   out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
+  if (missing.length) {
+    out.push('', `**Missing: ${missing.length} of the ${sweep.runs.length + missing.length} planned runs have no results yet** (not started): ${missing.map((id) => `\`${id}\``).join(', ')}.`);
+  }
   if (view.paper) {
     const mapped = view.columns.some((c) => c.paperValues && c.values[view.paper!.key] !== c.paperValues[view.paper!.key]);
     out.push(

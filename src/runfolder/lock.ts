@@ -1,12 +1,18 @@
 /**
- * One lock file per run (`<run>/.lock`) so two sweeps never train the same run. It is created whole
- * (written to a temporary file, then hard-linked into place, which fails when a lock exists), and a
- * lock whose process is gone (same host, pid dead or reused) is stale and taken over.
+ * One lock file per run (`<run>/.lock`) so two sweeps never train the same run, also from several hosts on
+ * a shared folder. It is created whole (written to a temporary file, then hard-linked into place, which
+ * fails when a lock exists). It records host, pid and a heartbeat, which its holder rewrites every
+ * `lockTimeoutS() / 10` seconds while it trains. A lock is stale when its process is gone (same host: pid
+ * dead or reused) or, for a lock of another host, whose pid cannot be checked, when its heartbeat is older
+ * than the lock timeout (MOCO3_LOCK_TIMEOUT seconds, default 600, or --lock-timeout). A stale lock is
+ * taken over atomically: renamed aside (only one taker's rename succeeds), checked again, then replaced
+ * by the taker's own through the same hard link.
  */
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RUN_FILES } from './paths.ts';
+import { writeJsonAtomic } from '../engine/files.ts';
 
 export interface LockInfo {
   pid: number;
@@ -15,6 +21,22 @@ export interface LockInfo {
   proc_start: string | null;
   since: string;
   sweep: string;
+  /** ISO time its holder last confirmed it (older locks lack it: taken as live on another host) */
+  heartbeat?: string;
+}
+
+const DEFAULT_TIMEOUT_S = 600;
+let timeoutS: number | null = null;
+
+/** Seconds without a heartbeat after which another host's lock is stale. */
+export function lockTimeoutS(): number {
+  if (timeoutS !== null) return timeoutS;
+  const env = Number(process.env.MOCO3_LOCK_TIMEOUT);
+  return Number.isFinite(env) && env > 0 ? env : DEFAULT_TIMEOUT_S;
+}
+
+export function setLockTimeout(s: number | null): void {
+  timeoutS = s;
 }
 
 export const LOCK_NAME = RUN_FILES.lock;
@@ -48,9 +70,13 @@ export function readLock(runDir: string): LockInfo | null {
   }
 }
 
-/** True when the lock's process still runs (another host's lock is taken as live). */
-export function lockIsLive(l: LockInfo): boolean {
-  if (l.host !== hostname()) return true;
+/** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
+export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
+  if (l.host !== hostname()) {
+    if (typeof l.heartbeat !== 'string') return true;
+    const t = Date.parse(l.heartbeat);
+    return Number.isFinite(t) && now - t < lockTimeoutS() * 1000;
+  }
   if (l.pid === process.pid) return true;
   if (!pidAlive(l.pid)) return false;
   const start = procStart(l.pid);
@@ -69,13 +95,17 @@ export function liveLock(runDir: string): LockInfo | null {
 export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   mkdirSync(runDir, { recursive: true });
   const path = join(runDir, LOCK_NAME);
-  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: new Date().toISOString(), sweep };
-  const tmp = join(runDir, `.lock.${process.pid}.tmp`);
+  const now = new Date().toISOString();
+  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now };
+  // host and pid in the temporary names: two hosts may run processes with the same pid
+  const me = `${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-${process.pid}`;
+  const tmp = join(runDir, `.lock.${me}.tmp`);
   writeFileSync(tmp, `${JSON.stringify(mine)}\n`);
   try {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         linkSync(tmp, path);
+        startHeartbeat(runDir, mine);
         return null;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
@@ -83,7 +113,7 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
       const held = readLock(runDir);
       if (held && lockIsLive(held)) return held;
       // stale (or unreadable): move it aside under our pid, then check we moved the one we judged
-      const aside = join(runDir, `.lock.${process.pid}.stale.tmp`);
+      const aside = join(runDir, `.lock.${me}.stale.tmp`);
       try {
         renameSync(path, aside);
       } catch {
@@ -113,7 +143,47 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   }
 }
 
+const isMine = (l: LockInfo | null, mine: LockInfo) => l !== null && l.pid === mine.pid && l.host === mine.host && l.since === mine.since;
+
+const beats = new Map<string, { timer: NodeJS.Timeout; lost: boolean }>();
+
+/**
+ * Rewrite the lock's heartbeat every tenth of the timeout while this process holds it. A holder that
+ * finds another process's lock in place (it was frozen past the timeout and taken over) has lost the run.
+ */
+function startHeartbeat(runDir: string, mine: LockInfo): void {
+  stopHeartbeat(runDir);
+  const entry = { timer: undefined as unknown as NodeJS.Timeout, lost: false };
+  const beat = () => {
+    if (entry.lost) return;
+    if (!isMine(readLock(runDir), mine)) {
+      entry.lost = true;
+      return;
+    }
+    try {
+      writeJsonAtomic(join(runDir, LOCK_NAME), { ...mine, heartbeat: new Date().toISOString() });
+    } catch {
+      /* a missed beat; the next one retries */
+    }
+  };
+  entry.timer = setInterval(beat, Math.max(50, (lockTimeoutS() * 1000) / 10));
+  entry.timer.unref();
+  beats.set(runDir, entry);
+}
+
+function stopHeartbeat(runDir: string): void {
+  const b = beats.get(runDir);
+  if (b) clearInterval(b.timer);
+  beats.delete(runDir);
+}
+
+/** True when this process's lock on the run was taken over by another (see startHeartbeat). */
+export function lockLost(runDir: string): boolean {
+  return beats.get(runDir)?.lost ?? false;
+}
+
 export function releaseLock(runDir: string): void {
+  stopHeartbeat(runDir);
   const l = readLock(runDir);
   if (l && l.pid === process.pid && l.host === hostname()) rmSync(join(runDir, LOCK_NAME), { force: true });
 }

@@ -1,6 +1,7 @@
 /**
  * Sweep files: a subset of the W&B sweep format (`name`, `method: grid`, `parameters: {key: {value | values}}`)
- * plus moco3's `preset`, `seeds` and `by_optimizer` (grids that belong to one optimizer). Keys of `parameters`
+ * plus moco3's `preset`, `seeds`, `by_optimizer` (grids that belong to one optimizer) and `launcher` (Slurm
+ * settings, src/sweep/launcher.ts). Keys of `parameters`
  * are dotted keys of the run config; every value is checked against the config schema here, so a bad file
  * stops before anything starts.
  */
@@ -12,6 +13,7 @@ import { ConfigError, deepMerge, nest, validateConfig } from '../config/load.ts'
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
 import { InputError } from '../config/errors.ts';
+import { parseLauncherSection, type LauncherSettings } from './launcher.ts';
 
 /** Bad input in a sweep file or sweep flags: one line naming the file (or flag) and the key. */
 export class SweepError extends InputError {
@@ -31,12 +33,14 @@ export interface SweepSpec {
   seeds: number[];
   parameters: Grid;
   byOptimizer: Map<OptimizerName, Grid>;
+  /** the file's `launcher:` section (keys it sets) */
+  launcher: Partial<LauncherSettings>;
 }
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const TOP_KEYS = ['name', 'description', 'method', 'preset', 'seeds', 'parameters', 'by_optimizer'] as const;
+const TOP_KEYS = ['name', 'description', 'method', 'preset', 'seeds', 'parameters', 'by_optimizer', 'launcher'] as const;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** The folder of the sweeps shipped with moco3 (src/sweep -> ../../sweeps; dist/sweep likewise). */
@@ -194,7 +198,8 @@ export function parseSweep(doc: unknown, file: string): SweepSpec {
       byOptimizer.set(opt as OptimizerName, grid);
     }
   }
-  return { file, name, description: (doc.description as string | undefined) ?? null, method: 'grid', preset, seeds, parameters, byOptimizer };
+  const launcher = parseLauncherSection(file, doc.launcher, (m) => new SweepError(m));
+  return { file, name, description: (doc.description as string | undefined) ?? null, method: 'grid', preset, seeds, parameters, byOptimizer, launcher };
 }
 
 export function loadSweepFile(path: string): SweepSpec {

@@ -7,7 +7,7 @@
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
-import { acquireLock, cleanStaleTemps, clearStale, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, cleanStaleTemps, clearStale, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
 import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
@@ -33,6 +33,8 @@ export interface SweepResult {
   failed: string[];
   /** runs left to another live sweep */
   busy: string[];
+  /** runs this invocation started training */
+  trained: string[];
   interrupted: boolean;
 }
 
@@ -46,6 +48,8 @@ export interface RunSweepOptions {
   backend?: BackendInfo;
   /** seconds between automatic checkpoints of runs with train.checkpoint_every null */
   checkpointSeconds?: number;
+  /** train only the runs with these plan indices (Slurm tasks, agents); all otherwise */
+  only?: number[];
 }
 
 
@@ -58,8 +62,8 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   const backends = new Set(plan.runs.map((r) => r.config.train.backend));
   if (backends.size > 1) throw new SweepError(`${plan.spec.file}: every run of a sweep must use one train.backend, got ${[...backends].join(', ')}`);
 
-  const initial = plan.runs.map((r) => readRunState(r.dir));
-  const todo = plan.runs.filter((_, i) => !isDone(initial[i]!.state));
+  const runs = opts.only ? plan.runs.filter((r) => opts.only!.includes(r.index)) : plan.runs;
+  const todo = runs.filter((r) => !isDone(readRunState(r.dir).state));
 
   // TensorFlow.js is loaded only when there is something to train
   const loop = todo.length ? await import('../train/loop.ts') : null;
@@ -96,8 +100,9 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
 
   const failed: string[] = [];
   const busy: string[] = [];
+  const trained: string[] = [];
   let interrupted = false;
-  for (const run of plan.runs) {
+  for (const run of runs) {
     const base = { run: run.id, index: run.index, total };
     const before = readRunState(run.dir);
     if (isDone(before.state)) {
@@ -126,6 +131,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
         continue;
       }
       cleanStaleTemps(run.dir);
+      trained.push(run.id);
       emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step });
       let summary: Summary;
       try {
@@ -144,7 +150,8 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
           command: opts.command,
           dataset: ds,
           onEvent: (event) => emit({ type: 'train', ...base, event }),
-          shouldStop: stop,
+          // a lock taken over by another host (this process was frozen past the lock timeout): stop
+          shouldStop: () => stop() || lockLost(run.dir),
           ...(opts.checkpointSeconds !== undefined ? { checkpointSeconds: opts.checkpointSeconds } : {}),
         });
       } catch (e) {
@@ -169,5 +176,5 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   const counts: Record<string, number> = {};
   for (const s of states) counts[s.state] = (counts[s.state] ?? 0) + 1;
   emit({ type: 'sweep_end', sweep: plan.id, counts, failed, interrupted, busy });
-  return { states, failed, busy, interrupted };
+  return { states, failed, busy, trained, interrupted };
 }

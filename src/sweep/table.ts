@@ -78,15 +78,17 @@ export function planHeader(plan: SweepPlan): string {
   return lines.join('\n');
 }
 
-export function formatPlan(plan: SweepPlan, states: RunStateInfo[]): string {
+/** `extra`: another column before the status (the Slurm task of each run). */
+export function formatPlan(plan: SweepPlan, states: RunStateInfo[], extra?: { name: string; cells: string[] }): string {
   const shown = ['optim.batch_size', 'optim.base_lr', 'optim.name', 'optim.weight_decay', 'model.patch_proj'];
   for (const k of plan.varied) if (!shown.includes(k) && k !== 'seed') shown.push(k);
   shown.push('seed', 'optim.epochs');
-  const head = ['#', 'run', ...shown.flatMap((k) => (k === 'optim.base_lr' ? [COLUMN_NAMES[k]!, 'lr'] : [COLUMN_NAMES[k] ?? k])), 'status'];
+  const head = ['#', 'run', ...shown.flatMap((k) => (k === 'optim.base_lr' ? [COLUMN_NAMES[k]!, 'lr'] : [COLUMN_NAMES[k] ?? k])), ...(extra ? [extra.name] : []), 'status'];
   const rows = plan.runs.map((r, i) => [
     String(r.index),
     r.id,
     ...shown.flatMap((k) => (k === 'optim.base_lr' ? [cell(r, k), fmtExp(Number(runLr(r.config).toPrecision(4)))] : [cell(r, k)])),
+    ...(extra ? [extra.cells[i]!] : []),
     describeState(states[i]!),
   ]);
   const counts = new Map<string, number>();

@@ -1,0 +1,214 @@
+/**
+ * `moco3 sweep` beyond one process: `--launcher slurm` (submit the plan as a Slurm array job,
+ * src/sweep/slurm.ts), `--run-index N` (train one planned run: what each array task runs) and `--agent`
+ * (take runs from a results folder shared with other agents until none is left, src/runfolder/lock.ts).
+ */
+import { Command, Option } from 'commander';
+import { resolve } from 'node:path';
+import { SweepError } from '../sweep/file.ts';
+import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey } from '../sweep/launcher.ts';
+import { setLockTimeout } from '../runfolder/lock.ts';
+import type { SweepPlan } from '../sweep/plan.ts';
+import { writeResolvedSweep } from '../sweep/resolved.ts';
+import type { RunSweepOptions, SweepResult } from '../sweep/runner.ts';
+import {
+  arraySpec,
+  logTask,
+  QUEUED_STATES,
+  recordSubmission,
+  requeueTask,
+  runJobs,
+  sbatchScript,
+  slurmDir,
+  slurmTask,
+  submitScript,
+  taskName,
+  writeScript,
+  type TaskContext,
+} from '../sweep/slurm.ts';
+import { isDone, readRunState } from '../runfolder/state.ts';
+import type { SweepFlags } from './plan.ts';
+
+export interface LaunchFlags {
+  launcher?: string;
+  partition?: string;
+  gpusPerRun?: string;
+  cpusPerRun?: string;
+  mem?: string;
+  time?: string;
+  maxParallel?: string;
+  signalS?: string;
+  sbatchArg: string[];
+  runIndex?: string;
+  expectHash?: string;
+  agent?: boolean;
+  lockTimeout?: string;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function addLaunchOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--launcher <name>', 'where the runs train: here (local) or as a Slurm array job (slurm)').choices(['local', 'slurm']))
+    .option(`${LAUNCHER_FLAGS.partition} <name>`, 'slurm: partition')
+    .option(`${LAUNCHER_FLAGS.gpus_per_run} <n>`, 'slurm: GPUs of each run (--gres=gpu:n)')
+    .option(`${LAUNCHER_FLAGS.cpus_per_run} <n>`, 'slurm: CPUs of each run')
+    .option(`${LAUNCHER_FLAGS.mem} <size>`, 'slurm: memory of each run, e.g. 64G')
+    .option(`${LAUNCHER_FLAGS.time} <limit>`, 'slurm: time limit of each task, e.g. 24:00:00 (a run that needs longer is requeued and resumes)')
+    .option(`${LAUNCHER_FLAGS.max_parallel} <n>`, 'slurm: at most n runs at a time (%n)')
+    .option(`${LAUNCHER_FLAGS.signal_s} <s>`, 'slurm: USR1 this many seconds before the time limit: checkpoint and requeue (default 300)')
+    .option(`${LAUNCHER_FLAGS.sbatch_args} <option>`, 'slurm: another sbatch option for the script, e.g. --sbatch-arg=--account=vision; repeatable', collect, [])
+    .option('--run-index <n>', 'train only the run with this index in the plan (what each Slurm array task runs)')
+    .addOption(new Option('--expect-hash <hash>', 'with --run-index: refuse when the run resolves to another config').hideHelp())
+    .option('--agent', 'take the next run that is neither completed nor locked, until none is left (several agents may share a results folder)')
+    .option('--lock-timeout <s>', 'a lock of another host is stale when its heartbeat is older than this (default 600, or MOCO3_LOCK_TIMEOUT)');
+}
+
+const fail = (m: string) => new SweepError(m);
+
+function positiveInt(flag: string, v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw fail(`${flag} ${v}: expected a positive integer`);
+  return Number(v);
+}
+
+/** The plan flags of the submitting command, for each task to resolve the same plan. */
+function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean }): string[] {
+  const out = [process.execPath, ...process.execArgv, resolve(process.argv[1]!), 'sweep', arg];
+  if (f.preset !== undefined) out.push('--preset', f.preset);
+  if (f.optimizer !== undefined) out.push('--optimizer', f.optimizer);
+  for (const s of f.set) out.push('--set', s);
+  if (f.seeds !== undefined) out.push('--seeds', f.seeds);
+  if (f.data !== undefined) out.push('--data', f.data);
+  if (f.backend !== undefined) out.push('--backend', f.backend);
+  out.push('--results', f.results);
+  if (f.baselines === false) out.push('--no-baselines');
+  return out;
+}
+
+/** `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit it. */
+export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }): void {
+  const flagValues: Partial<Record<LauncherKey, string | string[] | undefined>> = {
+    partition: f.partition,
+    gpus_per_run: f.gpusPerRun,
+    cpus_per_run: f.cpusPerRun,
+    mem: f.mem,
+    time: f.time,
+    max_parallel: f.maxParallel,
+    signal_s: f.signalS,
+    sbatch_args: f.sbatchArg,
+  };
+  const settings = resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail));
+  const states = plan.runs.map((r) => readRunState(r.dir));
+  const jobs = runJobs(plan);
+  const skipped: string[] = [];
+  const indices: number[] = [];
+  plan.runs.forEach((r, i) => {
+    const s = states[i]!;
+    const job = jobs[i];
+    if (isDone(s.state) || s.state === 'running') skipped.push(`${r.index} ${s.state}`);
+    else if (job?.state && QUEUED_STATES.has(job.state)) skipped.push(`${r.index} ${job.state.toLowerCase()} as ${job.job}`);
+    else indices.push(r.index);
+  });
+  const script = sbatchScript({ plan, indices, settings, command: taskCommand(arg, f), cwd: process.cwd() });
+  if (f.dryRun) {
+    process.stdout.write(script);
+    if (!indices.length) process.stderr.write(`sweep ${plan.id}: nothing to submit (${skipped.join(', ')})\n`);
+    return;
+  }
+  if (!indices.length) {
+    process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
+    return;
+  }
+  writeResolvedSweep(plan);
+  const path = writeScript(plan, script);
+  const jobId = submitScript(path);
+  const runs: Record<string, string> = {};
+  for (const i of indices) runs[String(i)] = plan.runs[i - 1]!.id;
+  recordSubmission(plan, { job_id: jobId, submitted: new Date().toISOString(), script: path, runs });
+  const logs = slurmDir(plan);
+  process.stdout.write(`${jobId}\n`);
+  process.stderr.write(
+    [
+      `sweep ${plan.id}: submitted Slurm array job ${jobId}: runs ${arraySpec(indices, null)} of ${plan.runs.length}` +
+        `${settings.max_parallel !== null ? `, at most ${settings.max_parallel} at a time` : ''}${skipped.length ? ` (not submitted: ${skipped.join(', ')})` : ''}`,
+      `  script: ${path}`,
+      `  follow: squeue -r -j ${jobId}    sacct -j ${jobId}    tail -f ${logs}/${jobId}_<run index>.log`,
+      `  status: moco3 plan ${arg}${plan.preset ? ` --preset ${plan.preset}` : ''} --results ${f.results}`,
+      '',
+    ].join('\n'),
+  );
+}
+
+export interface Launch {
+  /** run the sweep the way the flags say (all runs, one run, or as an agent) */
+  run(once: (extra: Partial<RunSweepOptions>) => Promise<SweepResult>): Promise<SweepResult>;
+  /** USR1: checkpoint, then requeue this Slurm task */
+  onUsr1: (() => void) | null;
+}
+
+/** The plan's run of --run-index, checked against --expect-hash. */
+function runIndex(plan: SweepPlan, f: LaunchFlags): number {
+  const i = positiveInt('--run-index', f.runIndex!);
+  if (i > plan.runs.length) throw fail(`--run-index ${f.runIndex}: the sweep ${plan.id} has ${plan.runs.length} runs`);
+  const run = plan.runs[i - 1]!;
+  if (f.expectHash !== undefined && f.expectHash !== run.hash) {
+    throw fail(
+      `--expect-hash ${f.expectHash}: run ${i} of ${plan.id} now resolves to config ${run.hash} (${run.id}), not the one submitted; ` +
+        'the sweep file, its flags or moco3 changed since: submit again',
+    );
+  }
+  return i;
+}
+
+export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () => void): Launch {
+  if (f.expectHash !== undefined && f.runIndex === undefined) throw fail(`--expect-hash ${f.expectHash}: only with --run-index`);
+  if (f.agent && f.runIndex !== undefined) throw fail('--agent: takes runs itself; not with --run-index');
+  if (f.lockTimeout !== undefined) setLockTimeout(positiveInt('--lock-timeout', f.lockTimeout));
+  if (f.runIndex !== undefined) {
+    const index = runIndex(plan, f);
+    const task: TaskContext | null = slurmTask();
+    let requeue = false;
+    return {
+      onUsr1: task
+        ? () => {
+            if (!requeue) process.stderr.write(`\nmoco3: USR1: checkpointing the current run, then requeueing Slurm task ${taskName(task)}\n`);
+            requeue = true;
+            requestStop();
+          }
+        : null,
+      async run(once) {
+        const run = plan.runs[index - 1]!;
+        if (task) logTask(plan, task, 'start', { index, run: run.id });
+        const r = await once({ only: [index] });
+        const state = r.states[index - 1]!.state;
+        if (task) {
+          if (requeue && r.interrupted) {
+            logTask(plan, task, 'requeue', { index, run: run.id, step: r.states[index - 1]!.checkpoint_step });
+            process.stderr.write(`moco3: checkpointed; requeueing Slurm task ${taskName(task)}\n`);
+            requeueTask(task);
+          } else {
+            logTask(plan, task, 'end', { index, run: run.id, state });
+          }
+        }
+        return r;
+      },
+    };
+  }
+  if (f.agent) {
+    return {
+      onUsr1: null,
+      async run(once) {
+        // passes over the plan until one trains nothing: runs freed in the meantime (a stale lock) are taken
+        // too; a run that failed under this agent is not tried again by it
+        const failed = new Set<string>();
+        for (;;) {
+          const only = plan.runs.filter((r) => !failed.has(r.id)).map((r) => r.index);
+          const r = await once({ only });
+          for (const id of r.failed) failed.add(id);
+          if (r.interrupted || r.trained.length === 0 || only.length === 0) return { ...r, failed: [...failed] };
+        }
+      },
+    };
+  }
+  return { onUsr1: null, run: (once) => once({}) };
+}

@@ -1,0 +1,125 @@
+/**
+ * Launcher settings of a sweep: where its runs train besides this process. The sweep file's `launcher:`
+ * section and the command-line flags give the same keys; a flag wins over the file. No TensorFlow.js here.
+ *
+ *   launcher:
+ *     partition: gpu          # --partition
+ *     gpus_per_run: 1         # --gpus-per-run
+ *     cpus_per_run: 8         # --cpus-per-run
+ *     mem: 64G                # --mem
+ *     time: "24:00:00"        # --time
+ *     max_parallel: 4         # --max-parallel (the array's %N)
+ *     signal_s: 300           # --signal-s: USR1 this many seconds before the time limit
+ *     sbatch_args: ["--account=vision"]   # --sbatch-arg, repeatable
+ */
+
+export interface LauncherSettings {
+  partition: string | null;
+  gpus_per_run: number | null;
+  cpus_per_run: number | null;
+  mem: string | null;
+  time: string | null;
+  max_parallel: number | null;
+  signal_s: number;
+  sbatch_args: string[];
+}
+
+export const LAUNCHER_KEYS = ['partition', 'gpus_per_run', 'cpus_per_run', 'mem', 'time', 'max_parallel', 'signal_s', 'sbatch_args'] as const;
+export type LauncherKey = (typeof LAUNCHER_KEYS)[number];
+
+export const DEFAULT_LAUNCHER: LauncherSettings = {
+  partition: null,
+  gpus_per_run: null,
+  cpus_per_run: null,
+  mem: null,
+  time: null,
+  max_parallel: null,
+  signal_s: 300,
+  sbatch_args: [],
+};
+
+/** The command-line flag of each key. */
+export const LAUNCHER_FLAGS: Record<LauncherKey, string> = {
+  partition: '--partition',
+  gpus_per_run: '--gpus-per-run',
+  cpus_per_run: '--cpus-per-run',
+  mem: '--mem',
+  time: '--time',
+  max_parallel: '--max-parallel',
+  signal_s: '--signal-s',
+  sbatch_args: '--sbatch-arg',
+};
+
+const EXPECT: Record<LauncherKey, string> = {
+  partition: 'a partition name',
+  gpus_per_run: 'a non-negative integer',
+  cpus_per_run: 'a positive integer',
+  mem: 'a memory size such as 64G or 16000M',
+  time: 'a Slurm time limit such as 24:00:00, 90, or 2-00:00:00',
+  max_parallel: 'a positive integer',
+  signal_s: 'an integer number of seconds, at least 10',
+  sbatch_args: 'a list of sbatch options, each starting with -',
+};
+
+const isInt = (v: unknown, min: number) => typeof v === 'number' && Number.isInteger(v) && v >= min;
+
+/** Null when the value is good for the key, else what was expected. */
+function check(key: LauncherKey, v: unknown): string | null {
+  switch (key) {
+    case 'partition':
+      return typeof v === 'string' && /^[A-Za-z0-9_.,-]+$/.test(v) ? null : EXPECT[key];
+    case 'gpus_per_run':
+      return isInt(v, 0) ? null : EXPECT[key];
+    case 'cpus_per_run':
+    case 'max_parallel':
+      return isInt(v, 1) ? null : EXPECT[key];
+    case 'signal_s':
+      return isInt(v, 10) ? null : EXPECT[key];
+    case 'mem':
+      return typeof v === 'string' && /^\d+[KMGT]?$/.test(v) ? null : EXPECT[key];
+    case 'time':
+      return typeof v === 'string' && /^(\d+-)?\d+(:\d{1,2}){0,2}$/.test(v) ? null : EXPECT[key];
+    case 'sbatch_args':
+      return Array.isArray(v) && v.every((a) => typeof a === 'string' && a.startsWith('-') && !a.includes('\n')) ? null : EXPECT[key];
+  }
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const show = (v: unknown) => (v === undefined ? 'nothing' : Array.isArray(v) ? 'a list' : isObj(v) ? 'a mapping' : JSON.stringify(v));
+
+/** The sweep file's `launcher:` section; `fail` makes the error of the caller's kind. */
+export function parseLauncherSection(file: string, raw: unknown, fail: (msg: string) => Error): Partial<LauncherSettings> {
+  if (raw === null || raw === undefined) return {};
+  if (!isObj(raw)) throw fail(`${file}: launcher: expected a mapping of ${LAUNCHER_KEYS.join(', ')}, got ${show(raw)}`);
+  const out: Partial<LauncherSettings> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (!(LAUNCHER_KEYS as readonly string[]).includes(k)) throw fail(`${file}: launcher.${k}: unknown key (expected one of: ${LAUNCHER_KEYS.join(', ')})`);
+    const bad = check(k as LauncherKey, v);
+    if (bad) throw fail(`${file}: launcher.${k}: expected ${bad}, got ${show(v)}`);
+    (out as Obj)[k] = v;
+  }
+  return out;
+}
+
+/** The flags' values (strings as commander gives them), checked; `fail` makes the error of the caller's kind. */
+export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | string[] | undefined>>, fail: (msg: string) => Error): Partial<LauncherSettings> {
+  const out: Partial<LauncherSettings> = {};
+  for (const key of LAUNCHER_KEYS) {
+    const raw = flags[key];
+    if (raw === undefined || (Array.isArray(raw) && raw.length === 0)) continue;
+    const numeric = key === 'gpus_per_run' || key === 'cpus_per_run' || key === 'max_parallel' || key === 'signal_s';
+    const v = numeric ? (/^\d+$/.test(String(raw)) ? Number(raw) : NaN) : raw;
+    const bad = check(key, v);
+    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${Array.isArray(raw) ? raw.find((a) => !a.startsWith('-')) ?? raw.join(' ') : raw}: expected ${bad}`);
+    (out as Obj)[key] = v;
+  }
+  return out;
+}
+
+/** Defaults, then the file's section, then the flags; sbatch arguments add up. */
+export function resolveLauncher(file: Partial<LauncherSettings>, flags: Partial<LauncherSettings>): LauncherSettings {
+  const out = { ...DEFAULT_LAUNCHER, ...file, ...flags };
+  out.sbatch_args = [...(file.sbatch_args ?? []), ...(flags.sbatch_args ?? [])];
+  return out;
+}

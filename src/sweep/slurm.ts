@@ -1,0 +1,217 @@
+/**
+ * Slurm: a sweep's runs as one array job. The script (results/<sweep>/slurm/<time>.sbatch) has one array
+ * task per planned run still to train, its task id the run's index in the plan; each task runs
+ * `moco3 sweep <sweep> --run-index $SLURM_ARRAY_TASK_ID` with the submitting command's plan flags, and
+ * refuses to train when its plan resolves the run to another config than the one submitted (the config
+ * hashes are written into the script). Slurm sends USR1 `signal_s` seconds before the time limit (or on
+ * preemption with `scancel --signal=USR1 --batch`); the script passes it to moco3, which checkpoints,
+ * requeues the task with `scontrol requeue` and exits; the requeued task resumes from the checkpoint.
+ *
+ * What was submitted is kept in results/<sweep>/slurm/jobs.json; each task appends its start, requeue and
+ * end to results/<sweep>/slurm/tasks.jsonl. squeue (and sacct, where accounting is on) give the live state.
+ * No TensorFlow.js here.
+ */
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
+import { SweepError } from './file.ts';
+import type { LauncherSettings } from './launcher.ts';
+import type { SweepPlan } from './plan.ts';
+
+export const slurmDir = (plan: SweepPlan): string => join(plan.dir, 'slurm');
+export const jobName = (plan: SweepPlan): string => `moco3-${plan.id}`;
+
+/** Quote a word for bash. */
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Sorted indices as an sbatch --array value: 1-3,5,7-8 and %N. */
+export function arraySpec(indices: number[], maxParallel: number | null): string {
+  const xs = [...new Set(indices)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < xs.length; ) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    parts.push(i === j ? String(xs[i]) : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',') + (maxParallel !== null ? `%${maxParallel}` : '');
+}
+
+export interface ScriptInput {
+  plan: SweepPlan;
+  /** plan indices (1-based) to submit */
+  indices: number[];
+  settings: LauncherSettings;
+  /** the moco3 command line each task runs, without --run-index and --expect-hash */
+  command: string[];
+  /** the working directory of the tasks (the submitting command's) */
+  cwd: string;
+}
+
+export function sbatchScript(inp: ScriptInput): string {
+  const { plan, settings: s } = inp;
+  const logs = resolve(inp.cwd, slurmDir(plan));
+  const lines = [
+    '#!/bin/bash',
+    `# moco3 sweep ${plan.id}: runs ${arraySpec(inp.indices, null)} of ${plan.runs.length}, one Slurm array task per run (task id = run index in \`moco3 plan\`)`,
+    `#SBATCH --job-name=${jobName(plan)}`,
+    `#SBATCH --array=${arraySpec(inp.indices, s.max_parallel)}`,
+    `#SBATCH --output=${logs}/%A_%a.log`,
+    '#SBATCH --open-mode=append',
+    `#SBATCH --chdir=${inp.cwd}`,
+    '#SBATCH --nodes=1',
+    '#SBATCH --ntasks=1',
+    `#SBATCH --signal=B:USR1@${s.signal_s}`,
+    '#SBATCH --requeue',
+  ];
+  if (s.partition !== null) lines.push(`#SBATCH --partition=${s.partition}`);
+  if (s.gpus_per_run !== null && s.gpus_per_run > 0) lines.push(`#SBATCH --gres=gpu:${s.gpus_per_run}`);
+  if (s.cpus_per_run !== null) lines.push(`#SBATCH --cpus-per-task=${s.cpus_per_run}`);
+  if (s.mem !== null) lines.push(`#SBATCH --mem=${s.mem}`);
+  if (s.time !== null) lines.push(`#SBATCH --time=${s.time}`);
+  for (const a of s.sbatch_args) lines.push(`#SBATCH ${a}`);
+  const hashes = ['-'];
+  for (const r of plan.runs) hashes[r.index] = r.hash;
+  lines.push(
+    '',
+    '# the config hash of every planned run, by index: a task whose plan resolves otherwise refuses to train',
+    `HASHES=(${hashes.join(' ')})`,
+    '# USR1 (time limit near, preemption) and TERM (scancel) reach this shell; pass them to moco3, which',
+    '# checkpoints and, on USR1, requeues this task (scontrol requeue) before it exits',
+    'trap \'kill -USR1 "$child" 2>/dev/null\' USR1',
+    'trap \'kill -TERM "$child" 2>/dev/null\' TERM',
+    `${inp.command.map(shellQuote).join(' ')} \\`,
+    '  --run-index "$SLURM_ARRAY_TASK_ID" --expect-hash "${HASHES[$SLURM_ARRAY_TASK_ID]}" &',
+    'child=$!',
+    'while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done',
+    'exit "$rc"',
+    '',
+  );
+  return lines.join('\n');
+}
+
+export interface Submission {
+  job_id: string;
+  submitted: string;
+  script: string;
+  /** run index -> run id */
+  runs: Record<string, string>;
+}
+
+export function readJobs(plan: SweepPlan): Submission[] {
+  try {
+    const v = JSON.parse(readFileSync(join(slurmDir(plan), 'jobs.json'), 'utf8')) as { submissions?: Submission[] };
+    return Array.isArray(v.submissions) ? v.submissions : [];
+  } catch {
+    return [];
+  }
+}
+
+export function recordSubmission(plan: SweepPlan, sub: Submission): void {
+  writeJsonAtomic(join(slurmDir(plan), 'jobs.json'), { sweep: plan.id, submissions: [...readJobs(plan), sub] });
+}
+
+/** `YYYYMMDD-HHMMSS` (UTC) for the script's file name. */
+export function stamp(d = new Date()): string {
+  return d.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+export function writeScript(plan: SweepPlan, text: string, d = new Date()): string {
+  let path = join(slurmDir(plan), `${stamp(d)}.sbatch`);
+  for (let i = 2; existsSync(path); i++) path = join(slurmDir(plan), `${stamp(d)}-${i}.sbatch`);
+  writeFileAtomic(path, text);
+  return path;
+}
+
+function run(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
+}
+
+/** `sbatch --parsable <script>`: the job id. */
+export function submitScript(path: string): string {
+  let out: string;
+  try {
+    out = run('sbatch', ['--parsable', path]);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') throw new SweepError('sbatch: not found; --launcher slurm needs the Slurm client commands on PATH');
+    const msg = (err.stderr ?? err.message).trim().split('\n')[0];
+    throw new SweepError(`sbatch ${path}: ${msg}`);
+  }
+  const id = out.trim().split(';')[0]!;
+  if (!/^\d+$/.test(id)) throw new SweepError(`sbatch ${path}: unexpected answer ${JSON.stringify(out.trim())}`);
+  return id;
+}
+
+/** Slurm's state of array tasks `<job>_<index>` (squeue, then sacct where accounting is on); none when Slurm is absent. */
+export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)): Map<string, string> {
+  const states = new Map<string, string>();
+  if (!subs.length) return states;
+  try {
+    for (const line of run('squeue', ['-h', '-r', '--name', jobName(plan), '-o', '%i|%T']).split('\n')) {
+      const [id, st] = line.trim().split('|');
+      if (id && st) states.set(id, st);
+    }
+  } catch {
+    /* no squeue, or no controller */
+  }
+  try {
+    const ids = subs.map((s) => s.job_id).join(',');
+    for (const line of run('sacct', ['-n', '-P', '-X', '-j', ids, '-o', 'JobID,State']).split('\n')) {
+      const [id, st] = line.trim().split('|');
+      if (id && st && !states.has(id)) states.set(id, st.split(' ')[0]!);
+    }
+  } catch {
+    /* no sacct, or accounting disabled */
+  }
+  return states;
+}
+
+/** Per planned run: its newest array task and that task's Slurm state (null when Slurm does not know it). */
+export function runJobs(plan: SweepPlan): ({ job: string; state: string | null } | null)[] {
+  const subs = readJobs(plan);
+  if (!subs.length) return plan.runs.map(() => null);
+  const states = queueStates(plan, subs);
+  return plan.runs.map((r) => {
+    const sub = [...subs].reverse().find((s) => s.runs[String(r.index)] === r.id);
+    if (!sub) return null;
+    const job = `${sub.job_id}_${r.index}`;
+    return { job, state: states.get(job) ?? null };
+  });
+}
+
+/** Slurm states in which a task will still train its run. */
+export const QUEUED_STATES = new Set(['PENDING', 'RUNNING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'CONFIGURING', 'COMPLETING', 'RESIZING', 'SUSPENDED', 'SIGNALING', 'STAGE_OUT']);
+
+export interface TaskContext {
+  arrayJobId: string;
+  taskId: number;
+  jobId: string;
+  restarts: number;
+}
+
+/** The Slurm array task this process runs in, from its environment. */
+export function slurmTask(env = process.env): TaskContext | null {
+  const arr = env.SLURM_ARRAY_JOB_ID;
+  const task = env.SLURM_ARRAY_TASK_ID;
+  if (!arr || !task) return null;
+  return { arrayJobId: arr, taskId: Number(task), jobId: env.SLURM_JOB_ID ?? arr, restarts: Number(env.SLURM_RESTART_COUNT ?? 0) };
+}
+
+export const taskName = (t: TaskContext): string => `${t.arrayJobId}_${t.taskId}`;
+
+/** Put this task back in the queue: Slurm ends it now and starts it again later (it resumes from its checkpoint). */
+export function requeueTask(t: TaskContext): void {
+  run('scontrol', ['requeue', taskName(t)]);
+}
+
+/** One line of results/<sweep>/slurm/tasks.jsonl. */
+export function logTask(plan: SweepPlan, t: TaskContext, event: string, extra: Record<string, unknown> = {}): void {
+  mkdirSync(slurmDir(plan), { recursive: true });
+  const row = { time: new Date().toISOString(), task: taskName(t), job_id: t.jobId, restarts: t.restarts, host: hostname(), pid: process.pid, event, ...extra };
+  appendFileSync(join(slurmDir(plan), 'tasks.jsonl'), `${JSON.stringify(row)}\n`);
+}

@@ -1,0 +1,132 @@
+/**
+ * Agents on one results folder (`moco3 sweep --agent`), locks across hosts (heartbeat, timeout, takeover),
+ * and SIGTERM as scancel sends it (twice: to the batch shell, which passes it on, and to moco3).
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadSweepFile } from '../../src/sweep/file.ts';
+import { acquireLock, lockLost, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
+import { planSweep } from '../../src/sweep/plan.ts';
+import { readRunState } from '../../src/runfolder/state.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'moco3-agent-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const repo = join(import.meta.dirname, '..', '..');
+const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
+const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type Ev = Record<string, any>;
+
+function start(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: Ev[] = [];
+  let stderr = '';
+  let buf = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      events.push(JSON.parse(buf.slice(0, i)) as Ev);
+      buf = buf.slice(i + 1);
+    }
+  });
+  const done = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
+  return { child, events, done };
+}
+
+async function until(what: string, seconds: number, f: () => boolean): Promise<void> {
+  const t0 = Date.now();
+  while (!f()) {
+    if (Date.now() - t0 > seconds * 1000) throw new Error(`timed out after ${seconds} s waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+test('two agents on one results folder train every run exactly once', async () => {
+  const results = join(root, 'agents');
+  const plan = planSweep(loadSweepFile(tinyFile), { results });
+  const marker = join(root, 'agent-pause');
+  const args = ['sweep', tinyFile, '--agent', '--json', '--backend', 'cpu', '--results', results];
+  // agent A takes the first run and pauses in it until agent B has taken the second
+  const a = start(args, { MOCO3_TEST_PAUSE: `metrics:3:${plan.runs[0]!.id}`, MOCO3_TEST_MARKER: marker, MOCO3_LOCK_TIMEOUT: '2' });
+  await until('agent A to train the first run', 90, () => existsSync(marker));
+  const b = start(args, { MOCO3_LOCK_TIMEOUT: '2' });
+  await until('agent B to start the second run', 90, () => b.events.some((e) => e.type === 'run_start'));
+  writeFileSync(`${marker}.go`, '');
+  const [ra, rb] = await Promise.all([a.done, b.done]);
+  assert.equal(ra.code, 0, ra.stderr);
+  assert.equal(rb.code, 0, rb.stderr);
+  const started = (x: { events: Ev[] }) => x.events.filter((e) => e.type === 'run_start').map((e) => e.index);
+  assert.deepEqual(started(a), [1], 'agent A trained the first run only');
+  assert.deepEqual(started(b), [2], 'agent B trained the second run only');
+  assert.ok(b.events.some((e) => e.type === 'run_skip' && e.index === 1 && /trained by pid/.test(e.reason)), 'B left the locked run to A');
+  for (const r of plan.runs) {
+    assert.equal(readRunState(r.dir).state, 'completed');
+    const steps = readMetrics(join(r.dir, 'metrics.jsonl')).map((m) => Number(m.step));
+    assert.deepEqual(steps, [...new Set(steps)].sort((x, y) => x - y), `${r.id}: every step once`);
+    assert.equal(JSON.parse(readFileSync(join(r.dir, 'meta.json'), 'utf8')).resumed_from_step, null, `${r.id}: trained in one go`);
+    assert.equal(existsSync(join(r.dir, '.lock')), false);
+  }
+  process.stderr.write(`# agent test: agent A trained run ${started(a)}, agent B run ${started(b)}; both runs completed, each trained once\n`);
+});
+
+test("locks across hosts: another host's lock is live while its heartbeat is fresh, stale after the timeout, taken over once", async () => {
+  const dir = join(root, 'locks');
+  mkdirSync(dir, { recursive: true });
+  setLockTimeout(60);
+  try {
+    const other = (heartbeat: string | undefined): LockInfo => ({ pid: 1, host: 'another-host', proc_start: null, since: '2026-01-01T00:00:00.000Z', sweep: 's', ...(heartbeat ? { heartbeat } : {}) });
+    const put = (l: LockInfo) => writeFileSync(join(dir, '.lock'), JSON.stringify(l));
+    put(other(new Date(Date.now() - 30_000).toISOString()));
+    assert.equal(readRunState(dir).state, 'running');
+    assert.equal(acquireLock(dir, 's')?.host, 'another-host', 'a heartbeat 30 s old, timeout 60 s: held');
+    put(other(undefined));
+    assert.equal(acquireLock(dir, 's')?.host, 'another-host', 'no heartbeat (an older moco3): held');
+    put(other(new Date(Date.now() - 61_000).toISOString()));
+    assert.equal(readRunState(dir).state, 'new', 'stale');
+    assert.equal(acquireLock(dir, 's'), null, 'a heartbeat older than the timeout: taken over');
+    const mine = readLock(dir)!;
+    assert.equal(mine.pid, process.pid);
+    // the holder's heartbeat advances (every tenth of the timeout)
+    setLockTimeout(0.5);
+    releaseLock(dir);
+    assert.equal(acquireLock(dir, 's'), null);
+    const first = readLock(dir)!.heartbeat!;
+    await sleep(200);
+    assert.ok(readLock(dir)!.heartbeat! > first, 'heartbeat refreshed');
+    assert.equal(lockLost(dir), false);
+    // another agent took it over (this process was frozen past the timeout): the holder sees it has lost it
+    put({ ...other(new Date().toISOString()), pid: 2 });
+    await sleep(200);
+    assert.equal(lockLost(dir), true);
+    assert.equal(readLock(dir)!.pid, 2, 'the other holder is left alone');
+    releaseLock(dir);
+    assert.equal(readLock(dir)!.pid, 2, 'release removes only our own lock');
+  } finally {
+    setLockTimeout(null);
+  }
+});
+
+test('SIGTERM twice (scancel: to the batch shell and to moco3) still checkpoints where it stopped', async () => {
+  const results = join(root, 'term');
+  const plan = planSweep(loadSweepFile(tinyFile), { results });
+  const marker = join(root, 'term-pause');
+  const p = start(['sweep', tinyFile, '--json', '--backend', 'cpu', '--results', results], { MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker });
+  await until('the first run to reach step 2', 90, () => existsSync(marker));
+  p.child.kill('SIGTERM');
+  p.child.kill('SIGTERM');
+  writeFileSync(`${marker}.go`, '');
+  const r = await p.done;
+  assert.equal(r.code, 130, r.stderr);
+  const end = p.events.find((e) => e.type === 'run_end');
+  assert.equal(end?.status, 'interrupted');
+  assert.ok(p.events.some((e) => e.type === 'checkpoint' && e.step === end.summary.steps), 'checkpointed at the step it stopped');
+  assert.equal(readRunState(plan.runs[0]!.dir).checkpoint_step, end.summary.steps, 'no step lost');
+});

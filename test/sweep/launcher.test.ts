@@ -1,0 +1,98 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
+import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
+import { planSweep } from '../../src/sweep/plan.ts';
+import { arraySpec, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
+import { main } from '../../src/cli/main.ts';
+
+const fail = (m: string) => new SweepError(m);
+
+test('the sweep file\'s launcher: section: its keys checked, unknown keys refused, flags win', () => {
+  const doc = { parameters: { 'optim.base_lr': { value: 1e-4 } }, launcher: { partition: 'gpu', gpus_per_run: 2, time: '2-00:00:00', max_parallel: 3, sbatch_args: ['--account=v'] } };
+  const spec = parseSweep(doc, 'x.yaml');
+  assert.deepEqual(spec.launcher, doc.launcher);
+  const flags = parseLauncherFlags({ gpus_per_run: '1', mem: '64G', sbatch_args: ['--qos=high'] }, fail);
+  const s = resolveLauncher(spec.launcher, flags);
+  assert.equal(s.partition, 'gpu');
+  assert.equal(s.gpus_per_run, 1, 'the flag wins');
+  assert.equal(s.mem, '64G');
+  assert.equal(s.signal_s, 300);
+  assert.deepEqual(s.sbatch_args, ['--account=v', '--qos=high'], 'sbatch arguments add up');
+  const bad: [unknown, RegExp][] = [
+    [{ gpu: 1 }, /^x\.yaml: launcher\.gpu: unknown key \(expected one of: partition, gpus_per_run/],
+    [{ max_parallel: 0 }, /^x\.yaml: launcher\.max_parallel: expected a positive integer, got 0$/],
+    [{ time: 'a day' }, /^x\.yaml: launcher\.time: expected a Slurm time limit/],
+    [{ sbatch_args: 'account' }, /^x\.yaml: launcher\.sbatch_args: expected a list of sbatch options/],
+    [[1], /^x\.yaml: launcher: expected a mapping/],
+  ];
+  for (const [launcher, re] of bad) assert.throws(() => parseSweep({ ...doc, launcher }, 'x.yaml'), (e: Error) => e instanceof SweepError && re.test(e.message));
+  assert.throws(() => parseLauncherFlags({ max_parallel: 'four' }, fail), (e: Error) => e.message === '--max-parallel four: expected a positive integer');
+  assert.throws(() => parseLauncherFlags({ mem: '64 GB' }, fail), (e: Error) => /^--mem 64 GB: expected a memory size/.test(e.message));
+});
+
+test('the array: indices as ranges with the %N limit; the script runs each index with the plan hashes', () => {
+  assert.equal(arraySpec([5, 1, 2, 3, 8, 7], 2), '1-3,5,7-8%2');
+  assert.equal(arraySpec([4], null), '4');
+  assert.equal(shellQuote("it's"), `'it'\\''s'`);
+  const plan = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: '/r' });
+  const s = resolveLauncher({}, { partition: 'gpu', gpus_per_run: 1, max_parallel: 2, time: '1:00:00', sbatch_args: ['--account=v'] });
+  const text = sbatchScript({ plan, indices: [2, 3, 4], settings: s, command: ['node', '/m/bin/moco3.js', 'sweep', 'batch-size', '--set', 'a=b c'], cwd: '/w' });
+  assert.match(text, /^#SBATCH --array=2-4%2$/m);
+  assert.match(text, /^#SBATCH --output=\/r\/batch-size\/slurm\/%A_%a\.log$/m);
+  assert.match(text, /^#SBATCH --signal=B:USR1@300$/m);
+  assert.match(text, /^#SBATCH --requeue$/m);
+  assert.match(text, /^#SBATCH --gres=gpu:1$/m);
+  assert.match(text, /^#SBATCH --time=1:00:00$/m);
+  assert.match(text, /^#SBATCH --account=v$/m);
+  assert.match(text, new RegExp(`^HASHES=\\(- ${plan.runs.map((r) => r.hash).join(' ')}\\)$`, 'm'));
+  assert.match(text, /^node \/m\/bin\/moco3\.js sweep batch-size --set 'a=b c' \\$/m);
+  assert.match(text, /--run-index "\$SLURM_ARRAY_TASK_ID" --expect-hash "\$\{HASHES\[\$SLURM_ARRAY_TASK_ID\]\}" &$/m);
+});
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const o = process.stdout.write.bind(process.stdout);
+  const e = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+  const before = process.exitCode;
+  process.exitCode = undefined;
+  try {
+    const code = await main(args);
+    return { code, out, err };
+  } finally {
+    process.stdout.write = o;
+    process.stderr.write = e;
+    process.exitCode = before;
+  }
+}
+
+test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {
+  const results = mkdtempSync(join(tmpdir(), 'moco3-launch-'));
+  try {
+    const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--dry-run', '--results', results, '--max-parallel', '4', '--sbatch-arg', '--qos=x']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^#!\/bin\/bash\n/);
+    assert.match(r.out, /#SBATCH --array=1-4%4/);
+    assert.match(r.out, /#SBATCH --qos=x/);
+    assert.match(r.out, / sweep batch-size --preset gpu --results /);
+    assert.equal(existsSync(join(results, 'batch-size')), false, 'nothing written');
+    const bad = await cli(['sweep', 'batch-size', '--launcher', 'slurm', '--dry-run', '--results', results, '--gpus-per-run', 'x']);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.err, 'moco3: --gpus-per-run x: expected a non-negative integer\n');
+    const idx = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '9']);
+    assert.equal(idx.code, 2);
+    assert.equal(idx.err, 'moco3: --run-index 9: the sweep batch-size has 4 runs\n');
+    const hash = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '1', '--expect-hash', 'deadbeef']);
+    assert.equal(hash.code, 2);
+    assert.match(hash.err, /^moco3: --expect-hash deadbeef: run 1 of batch-size now resolves to config [0-9a-f]{8} \(bs\S+\), not the one submitted; .*submit again\n$/);
+    assert.equal(existsSync(join(results, 'batch-size')), false, 'nothing written');
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+});
