@@ -161,6 +161,17 @@ function runIndex(plan: SweepPlan, f: LaunchFlags): number {
 }
 
 export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () => void): Launch {
+  const slurmOnly: [string, unknown][] = [
+    [LAUNCHER_FLAGS.partition, f.partition],
+    [LAUNCHER_FLAGS.gpus_per_run, f.gpusPerRun],
+    [LAUNCHER_FLAGS.cpus_per_run, f.cpusPerRun],
+    [LAUNCHER_FLAGS.mem, f.mem],
+    [LAUNCHER_FLAGS.time, f.time],
+    [LAUNCHER_FLAGS.max_parallel, f.maxParallel],
+    [LAUNCHER_FLAGS.signal_s, f.signalS],
+    [LAUNCHER_FLAGS.sbatch_args, f.sbatchArg.length ? f.sbatchArg : undefined],
+  ];
+  for (const [flag, v] of slurmOnly) if (v !== undefined) throw fail(`${flag} ${Array.isArray(v) ? v.join(' ') : v}: only with --launcher slurm`);
   if (f.expectHash !== undefined && f.runIndex === undefined) throw fail(`--expect-hash ${f.expectHash}: only with --run-index`);
   if (f.agent && f.runIndex !== undefined) throw fail('--agent: takes runs itself; not with --run-index');
   if (f.lockTimeout !== undefined) setLockTimeout(positiveInt('--lock-timeout', f.lockTimeout));

@@ -1,4 +1,5 @@
 /** `results/<sweep>/sweep.yaml`: the sweep as resolved, every run's full config. */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { writeFileAtomic } from '../engine/files.ts';
@@ -34,6 +35,14 @@ export function resolvedSweep(plan: SweepPlan): Record<string, unknown> {
 
 export function writeResolvedSweep(plan: SweepPlan): string {
   const path = join(plan.dir, 'sweep.yaml');
-  writeFileAtomic(path, `# written by moco3 sweep: the sweep as resolved; each run's folder is <id>/\n${YAML.stringify(resolvedSweep(plan), { lineWidth: 0 })}`);
+  const text = `# written by moco3 sweep: the sweep as resolved; each run's folder is <id>/\n${YAML.stringify(resolvedSweep(plan), { lineWidth: 0 })}`;
+  // unchanged: not rewritten (the tasks of a Slurm array or agents on other hosts start together)
+  let cur: string | null = null;
+  try {
+    cur = readFileSync(path, 'utf8');
+  } catch {
+    /* not written yet */
+  }
+  if (cur !== text) writeFileAtomic(path, text);
   return path;
 }

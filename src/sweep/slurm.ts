@@ -128,7 +128,7 @@ export function writeScript(plan: SweepPlan, text: string, d = new Date()): stri
 }
 
 function run(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000 });
 }
 
 /** `sbatch --parsable <script>`: the job id. */

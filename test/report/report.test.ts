@@ -141,6 +141,20 @@ test('a sweep that is not the paper has no paper row; running runs show their st
   assert.deepEqual(rows.get('linear top-1 (%)'), ['30.0', '31.0', 'running (step 120/400)']);
 });
 
+test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const ids = readSweep(dir).runs.map((x) => x.id);
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ varied: ['moco.temperature'], runs: [...ids, 't0.5-s0-0badc0de', 't1-s0-0badc0df'].map((id) => ({ id })) }));
+  const r = await writeReport(dir, { plots: false, format: 'md' });
+  assert.deepEqual(r.missing, ['t0.5-s0-0badc0de', 't1-s0-0badc0df']);
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\*\*Missing: 2 of the 4 planned runs have no results yet\*\* \(not started\): `t0\.5-s0-0badc0de`, `t1-s0-0badc0df`\./);
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ runs: ids.map((id) => ({ id })) }));
+  assert.deepEqual((await writeReport(dir, { plots: false, format: 'md' })).missing, []);
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Missing/);
+});
+
 test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'bs', [

@@ -85,6 +85,9 @@ test('--launcher slurm --dry-run prints the script and writes nothing; bad flags
     const bad = await cli(['sweep', 'batch-size', '--launcher', 'slurm', '--dry-run', '--results', results, '--gpus-per-run', 'x']);
     assert.equal(bad.code, 2);
     assert.equal(bad.err, 'moco3: --gpus-per-run x: expected a non-negative integer\n');
+    const local = await cli(['sweep', 'batch-size', '--results', results, '--partition', 'gpu']);
+    assert.equal(local.code, 2);
+    assert.equal(local.err, 'moco3: --partition gpu: only with --launcher slurm\n');
     const idx = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '9']);
     assert.equal(idx.code, 2);
     assert.equal(idx.err, 'moco3: --run-index 9: the sweep batch-size has 4 runs\n');

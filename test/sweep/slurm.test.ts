@@ -82,6 +82,10 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   // 1. the first task is training (paused between two steps): USR1 to its batch shell, as Slurm sends it
   await until('the first run to reach step 2', 90, () => existsSync(marker));
   log('first run paused at step 2');
+  // moco3 plan meanwhile: the run's array task as Slurm reports it, next to the run's own status
+  const during = moco3(['plan', tinyFile, '--backend', 'cpu', '--results', results]);
+  assert.equal(during.code, 0, during.stderr);
+  assert.match(during.stdout, new RegExp(`${job}_1 RUNNING +running \\(pid \\d+ on `));
   slurm.cmd('scancel', ['--signal=USR1', '--batch', `${job}_1`]);
   await sleep(300);
   writeFileSync(`${marker}.go`, '');
