@@ -5,6 +5,7 @@
  * `lockTimeoutS() / 10` seconds while it trains. A lock is stale when its process is gone (same host: pid
  * dead or reused) or, for a lock of another host, whose pid cannot be checked, when its heartbeat is older
  * than the lock timeout (MOCO3_LOCK_TIMEOUT seconds, default 600, or --lock-timeout). A stale lock is
+ * A lock left by an earlier start of the same Slurm array task is stale at once. A stale lock is
  * taken over atomically: renamed aside (only one taker's rename succeeds), checked again, then replaced
  * by the taker's own through the same hard link.
  */
@@ -23,6 +24,15 @@ export interface LockInfo {
   sweep: string;
   /** ISO time its holder last confirmed it (older locks lack it: taken as live on another host) */
   heartbeat?: string;
+  /** the Slurm array task (`<job>_<index>`) of its holder, when it runs in one */
+  slurm_task?: string;
+}
+
+/** The Slurm array task this process runs in, or null. */
+function slurmTaskId(): string | null {
+  const job = process.env.SLURM_ARRAY_JOB_ID;
+  const task = process.env.SLURM_ARRAY_TASK_ID;
+  return job && task ? `${job}_${task}` : null;
 }
 
 const DEFAULT_TIMEOUT_S = 600;
@@ -72,6 +82,11 @@ export function readLock(runDir: string): LockInfo | null {
 
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
+  if (l.host === hostname() && l.pid === process.pid) return true;
+  // an earlier start of this very Slurm task (its node failed, Slurm started it again elsewhere): Slurm runs
+  // one start of a task at a time, so that holder is gone
+  const task = slurmTaskId();
+  if (task !== null && l.slurm_task === task) return false;
   if (l.host !== hostname()) {
     if (typeof l.heartbeat !== 'string') return true;
     const t = Date.parse(l.heartbeat);
@@ -96,7 +111,8 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   mkdirSync(runDir, { recursive: true });
   const path = join(runDir, LOCK_NAME);
   const now = new Date().toISOString();
-  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now };
+  const task = slurmTaskId();
+  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task } : {}) };
   // host and pid in the temporary names: two hosts may run processes with the same pid
   const me = `${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-${process.pid}`;
   const tmp = join(runDir, `.lock.${me}.tmp`);

@@ -109,8 +109,19 @@ test("locks across hosts: another host's lock is live while its heartbeat is fre
     assert.equal(readLock(dir)!.pid, 2, 'the other holder is left alone');
     releaseLock(dir);
     assert.equal(readLock(dir)!.pid, 2, 'release removes only our own lock');
+    // a requeued Slurm task started on another node: the lock of its earlier start (node gone) is stale at once
+    const fresh = { ...other(new Date().toISOString()), slurm_task: '7_1' };
+    Object.assign(process.env, { SLURM_ARRAY_JOB_ID: '7', SLURM_ARRAY_TASK_ID: '2' });
+    put(fresh);
+    assert.equal(acquireLock(dir, 's')?.slurm_task, '7_1', "another task's lock: held");
+    process.env.SLURM_ARRAY_TASK_ID = '1';
+    assert.equal(acquireLock(dir, 's'), null, 'its own earlier start: taken over');
+    assert.equal(readLock(dir)!.slurm_task, '7_1');
+    releaseLock(dir);
   } finally {
     setLockTimeout(null);
+    delete process.env.SLURM_ARRAY_JOB_ID;
+    delete process.env.SLURM_ARRAY_TASK_ID;
   }
 });
 

@@ -92,16 +92,29 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   // it checkpoints and requeues itself: Slurm holds a requeued job back about two minutes; start it now
   await until('the first task to be requeued', 60, () => queue().some((l) => l.startsWith(`${job}_1|PENDING`)));
   log(`task ${job}_1 requeued by moco3 on USR1`);
-  slurm.cmd('scontrol', ['update', `JobId=${job}_1`, 'StartTime=now']);
-  log('requeued task released');
-  await until('the array job to end', 120, () => queue().every((l) => !l.startsWith(`${job}_`)));
+  // slurmd rejects a start in the same second as the requeue (the old credential is revoked up to then):
+  // Slurm's own delay is about two minutes; two seconds are enough
+  await sleep(2000);
+  const taskLog = join(results, 'tiny', 'slurm', 'tasks.jsonl');
+  const readTasks = () => readFileSync(taskLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+  // both tasks log their end; the requeued one is started now, not after Slurm's delay
+  let seen: string[] = [];
+  await until('both tasks to end', 150, () => {
+    seen = queue();
+    if (seen.some((l) => l === `${job}_1|PENDING|BeginTime`)) slurm.cmd('scontrol', ['update', `JobId=${job}_1`, 'StartTime=now']);
+    return readTasks().filter((e) => e.event === 'end').length === 2 || null;
+  }).catch((e) => {
+    const taskOut = join(results, 'tiny', 'slurm', `${job}_1.log`);
+    throw new Error(`${(e as Error).message}\nsqueue: ${seen.join(', ')}\ntasks: ${readFileSync(taskLog, 'utf8')}\n${job}_1.log: ${existsSync(taskOut) ? readFileSync(taskOut, 'utf8').slice(-3000) : '-'}`);
+  });
+  await until('the array job to leave the queue', 60, () => queue().every((l) => !l.startsWith(`${job}_`)));
 
   // every run completed, trained once: one start per Slurm start, the requeued one resumed where it stopped
-  const tasks = readFileSync(join(results, 'tiny', 'slurm', 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const tasks = readTasks();
   const of = (t: string) => tasks.filter((e) => e.task === t).map((e) => `${e.event}:${e.restarts}${e.state ? `:${e.state}` : ''}`);
   assert.deepEqual(of(`${job}_1`), ['start:0', 'requeue:0', 'start:1', 'end:1:completed']);
   assert.deepEqual(of(`${job}_2`), ['start:0', 'end:0:completed']);
-  const requeuedAt = tasks.find((e) => e.event === 'requeue').step;
+  const requeuedAt = tasks.find((e) => e.event === 'requeue')?.step;
   assert.ok(requeuedAt >= 2 && requeuedAt < 6, `checkpointed at step ${requeuedAt}`);
   const meta = JSON.parse(readFileSync(join(results, 'tiny', run1.id, 'meta.json'), 'utf8'));
   assert.equal(meta.resumed_from_step, requeuedAt, 'the requeued task resumed from the checkpoint it wrote on USR1');
