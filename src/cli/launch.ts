@@ -196,7 +196,13 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
           if (requeue && r.interrupted) {
             logTask(plan, task, 'requeue', { index, run: run.id, step: r.states[index - 1]!.checkpoint_step });
             process.stderr.write(`moco3: checkpointed; requeueing Slurm task ${taskName(task)}\n`);
-            requeueTask(task);
+            try {
+              requeueTask(task);
+            } catch (e) {
+              const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
+              process.stderr.write(`moco3: scontrol requeue ${taskName(task)} failed: ${msg}; the run is checkpointed: submit the sweep again to continue it\n`);
+              process.exitCode = 1;
+            }
           } else {
             logTask(plan, task, 'end', { index, run: run.id, state });
           }
