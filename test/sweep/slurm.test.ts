@@ -125,6 +125,8 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
     assert.equal(JSON.parse(readFileSync(join(mine, 'status.json'), 'utf8')).status, 'completed');
     assert.deepEqual(strip(mine), strip(r.dir), `${r.id}: metrics differ from the local sweep`);
   }
+  // the task that ended the sweep computed its baselines
+  assert.ok(existsSync(join(results, 'tiny', 'baselines.json')), 'baselines.json written by the last task');
   log(`runs completed once each (${run1.id} requeued at step ${requeuedAt} and resumed); metrics equal the local sweep's, ${strip(run1.dir).length + strip(run2.dir).length} rows`);
 
   // moco3 plan names each run's task; submitting again submits nothing
