@@ -11,21 +11,10 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { checkpointStep, checkpointTempDir, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
-import { checkCheckpoint } from '../runfolder/resume.ts';
+import { checkCheckpoint, type CheckpointState } from '../runfolder/resume.ts';
 
-export interface LoopState {
-  step: number;
-  epoch: number;
-  wall_s: number;
-  train_s: number;
-  images_seen: number;
-  best_knn_top1: number | null;
-  last_knn_top1: number | null;
-  last_knn_top5?: number | null;
-  last_loss?: number | null;
-  config_hash: string;
-  optimizer: Record<string, unknown>;
-}
+/** The training loop's state at a checkpoint: what state.json holds (src/runfolder/resume.ts). */
+export type LoopState = CheckpointState;
 
 export interface CheckpointModel {
   vars: Map<string, tf.Variable>;
