@@ -146,7 +146,7 @@ export function recipeBlurSigma(imageSize: number): [number, number] {
   return [(0.1 * imageSize) / 224, (2.0 * imageSize) / 224];
 }
 
-/** The official ViT recipe (docs/RECIPE.md "Optimization": main_moco.py, CONFIG.md) at ViT-B/16 scale. */
+/** The official ViT recipe (docs/RECIPE.md "Optimization": the official main_moco.py and CONFIG.md) at ViT-B/16 scale. */
 export const DEFAULTS: RunConfig = {
   seed: 0,
   data: { name: 'imagefolder', path: null, image_size: 224, train_size: null, test_size: null, num_classes: null },
