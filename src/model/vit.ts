@@ -138,7 +138,11 @@ export function vitForward(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
   const cls = tf.add(tf.zeros([B, 1, D]), P('cls_token')); // broadcast; Add's gradient sums it back
   const tokens = tf.add(tf.concat([cls, tf.reshape(patches, [B, np, D])], 1), P('pos_embed')); // PE added after the concat
   let h = tf.reshape<tf.Rank.R2>(tokens, [B * N, D]);
-  for (let i = 0; i < c.depth; i++) h = block(h, B, N, c.heads, P, `blocks.${i}.`);
+  // one tidy per block frees what its backward does not need (the tape keeps its own copies of the rest)
+  for (let i = 0; i < c.depth; i++) {
+    const x = h;
+    h = tf.tidy(() => block(x, B, N, c.heads, P, `blocks.${i}.`));
+  }
   // LayerNorm is per token, so normalising only the class token gives the same feature
   const clsOut = tf.reshape<tf.Rank.R2>(tf.slice(tf.reshape(h, [B, N, D]), [0, 0, 0], [B, 1, D]), [B, D]);
   return ln(clsOut, norm(P, 'norm'));

@@ -1,0 +1,85 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tf } from '../helpers/tf.ts';
+import { MoCoViT } from '../../src/model/moco.ts';
+import { tinyConfig, images } from '../model/util.ts';
+
+type Grads = { value: tf.Tensor; grads: tf.Tensor[] };
+const engine = tf.engine() as unknown as { gradients: (...a: unknown[]) => Grads; runKernelFunc: (p: unknown) => unknown; state: { numBytes: number } };
+
+/** Runs f with tfjs's own Engine.gradients (the lean one is an instance property over the prototype's). */
+function withStock<T>(f: () => T): T {
+  const lean = Object.getOwnPropertyDescriptor(engine, 'gradients');
+  assert.ok(lean, 'the lean backward is installed');
+  delete (engine as { gradients?: unknown }).gradients;
+  try {
+    return f();
+  } finally {
+    Object.defineProperty(engine, 'gradients', lean);
+  }
+}
+
+/** f's result, and the most tensor bytes alive at any kernel while it ran. */
+function peakBytes<T>(f: () => T): { out: T; peak: number } {
+  const orig = engine.runKernelFunc;
+  let peak = 0;
+  engine.runKernelFunc = function (this: unknown, p: unknown) {
+    const r = orig.call(this, p);
+    peak = Math.max(peak, engine.state.numBytes);
+    return r;
+  };
+  try {
+    return { out: f(), peak };
+  } finally {
+    engine.runKernelFunc = orig;
+  }
+}
+
+const read = (g: Grads) => ({ value: Array.from(g.value.dataSync()), grads: g.grads.map((t) => Array.from(t.dataSync())) });
+const dispose = (g: Grads) => [g.value, ...g.grads].forEach((t) => t.dispose());
+
+test('the lean backward gives tfjs-core\'s gradients bit for bit on a graph with reuse, identity gradients, unused outputs and a custom gradient', () => {
+  const x = tf.tensor2d([[0.3, -1.2, 2.0], [0.7, 0.1, -0.4]]);
+  const w = tf.tensor2d([[0.5, -0.2], [1.5, 0.3], [-0.7, 0.9]]);
+  const square = tf.customGrad((a: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([a]);
+    return { value: tf.square(a), gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => tf.mul(dy, tf.mul(s!, 2)) };
+  });
+  const f = (xx: tf.Tensor, ww: tf.Tensor) => {
+    const h = tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D); // used three times below
+    const [a, b] = tf.split(tf.tanh(h), 2, 1); // b is not used
+    const s = square(tf.add(h, tf.reshape(a!, [2, 1])) as tf.Tensor);
+    void b;
+    return tf.sum(tf.add(tf.mul(s, h), tf.softmax(h)));
+  };
+  const before = tf.memory().numTensors;
+  const lean = tf.valueAndGrads(f)([x, w]) as unknown as Grads;
+  const stock = withStock(() => tf.valueAndGrads(f)([x, w]) as unknown as Grads);
+  assert.deepEqual(read(lean), read(stock));
+  dispose(lean);
+  dispose(stock);
+  assert.equal(tf.memory().numTensors, before, 'nothing left behind');
+  [x, w].forEach((t) => t.dispose());
+});
+
+test('a MoCo v3 step: the lean backward\'s gradients equal tfjs-core\'s bit for bit, with a lower memory peak', () => {
+  const x1 = images('lean1', 8, 8).t;
+  const x2 = images('lean2', 8, 8).t;
+  const stepOf = () => {
+    const model = new MoCoViT(tinyConfig(), 11);
+    const { out, peak } = peakBytes(() => model.step(x1, x2, 0.99, null));
+    const r = { loss: out.loss.dataSync()[0]!, grads: [...out.grads].map(([n, g]) => [n, Array.from(g.dataSync())] as const), peak };
+    out.loss.dispose();
+    out.grads.forEach((g) => g.dispose());
+    model.dispose();
+    return r;
+  };
+  const before = tf.memory().numTensors;
+  const lean = stepOf();
+  const stock = withStock(stepOf);
+  assert.equal(lean.loss, stock.loss);
+  assert.deepEqual(lean.grads, stock.grads);
+  assert.ok(lean.peak < 0.8 * stock.peak, `peak ${lean.peak} B (lean) vs ${stock.peak} B (tfjs)`);
+  assert.equal(tf.memory().numTensors, before);
+  [x1, x2].forEach((t) => t.dispose());
+});
