@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
 """PyTorch speed of the same MoCo v3 step that bench/native-profile.ts times (baseline for the native backend).
 
-    /usr/bin/python3 bench/native-torch.py [--batch 64,256] [--steps 5] [--warmup 2] [--threads 2]
+    /usr/bin/python3 bench/native-torch.py [--model micro|cpu|gpu] [--batch 64,256] [--steps 5] [--warmup 2] [--threads 2]
     python3 bench/native-torch.py --device cuda --model gpu --batch 1024 [--tf32] [--json]
 
---model gpu: the `gpu` preset's step instead (ViT-Tiny/4, dim 192, depth 12, 12 heads, heads 4096 -> 256,
-frozen patch projection, 32 px), the comparison for `moco3 bench --backend webgpu --preset gpu`. On CUDA,
-float32 with TF32 off unless --tf32; --json prints one JSON object per batch.
+--model: the model of `moco3 bench --preset cpu` (ViT-Micro/7 at 28 px), of `--preset gpu` (ViT-Tiny/4 at 32 px,
+dim 192, depth 12, 12 heads, heads 4096 -> 256), or `micro` (default: the profiling size of
+bench/native-profile.ts). On CUDA, float32 with TF32 off unless --tf32; --json prints one JSON object per batch.
 
-Model: the official definitions as re-implemented in tools/torch_reference.py (timm ViT + MoCo_ViT), at
-The "micro" size (vit-micro, heads 256 -> 64, frozen patch projection), AdamW, float32, CPU.
-First checks that a 1024^3 matmul runs at BLAS speed (docs/ENGINES.md: reference BLAS makes torch ~30x slower).
-Prints ms/step (median), img/s and process CPU time per step.
+Model: the official definitions as re-implemented in tools/torch_reference.py (timm ViT + MoCo_ViT), AdamW,
+float32. On the CPU it first checks that a 1024^3 matmul runs at BLAS speed (docs/ENGINES.md: reference BLAS
+makes torch ~30x slower), then prints ms/step (median), img/s, process CPU time per step and peak RSS.
 """
 import argparse
 import importlib.util
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -44,6 +44,27 @@ def matmul_gflops(n=1024, reps=10):
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
+# the models of moco3's presets (src/config/presets.ts, src/config/archs.ts), as the official code builds them
+MODELS = {
+    # the profiling size of bench/native-profile.ts: vit-micro/4 at 32 px, heads 256 -> 64, frozen patch projection
+    'micro': dict(img=32, patch=4, dim=64, depth=4, heads=4, mlp=2, proj=(256, 64), pred=256, frozen=True),
+    # `moco3 bench --preset cpu`: ViT-Micro/7 at 28 px (16 patches), heads 256 -> 64, frozen patch projection
+    'cpu': dict(img=28, patch=7, dim=64, depth=4, heads=4, mlp=2, proj=(256, 64), pred=256, frozen=True),
+    # `moco3 bench --preset gpu`: ViT-Tiny/4 at 32 px (dim 192, depth 12, 12 heads), heads 4096 -> 256, frozen
+    'gpu': dict(img=32, patch=4, dim=192, depth=12, heads=12, mlp=4, proj=(4096, 256), pred=4096, frozen=True),
+}
+
+
+def build(ref, name):
+    import torch.nn as nn
+    from functools import partial
+    m = MODELS[name]
+    base = partial(ref.VisionTransformerMoCo, stop_grad_conv1=m['frozen'], img_size=m['img'], patch_size=m['patch'],
+                   embed_dim=m['dim'], depth=m['depth'], num_heads=m['heads'], mlp_ratio=m['mlp'], qkv_bias=True,
+                   norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    return ref.MoCo_ViT(base, m['proj'][1], m['proj'][0], 0.2, pred_mlp_dim=m['pred']), m['img']
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--batch', default='64')
@@ -51,7 +72,7 @@ def main():
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--device', default='cpu')
-    ap.add_argument('--model', choices=['micro', 'gpu'], default='micro')
+    ap.add_argument('--model', choices=sorted(MODELS), default='micro')
     ap.add_argument('--tf32', action='store_true')
     ap.add_argument('--json', action='store_true')
     a = ap.parse_args()
@@ -74,12 +95,10 @@ def main():
     import torch.nn as nn
     for B in [int(x) for x in a.batch.split(',')]:
         torch.manual_seed(0)
-        base = partial(ref.VisionTransformerMoCo, stop_grad_conv1=True, img_size=32, patch_size=4, embed_dim=64, depth=4,
-                       num_heads=4, mlp_ratio=2, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-        model = ref.MoCo_ViT(base, 64, 256, 0.2, pred_mlp_dim=256)
+        model, size = build(ref, a.model)
         opt = torch.optim.AdamW(model.parameters(), 1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-        x1 = torch.randn(B, 3, 32, 32)
-        x2 = torch.randn(B, 3, 32, 32)
+        x1 = torch.randn(B, 3, size, size)
+        x2 = torch.randn(B, 3, size, size)
         wall, cpu = [], []
         for s in range(a.warmup + a.steps):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -92,9 +111,10 @@ def main():
                 wall.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
         ms = statistics.median(wall) * 1000
-        print(f'torch   ({torch.get_num_threads()} threads) vit-micro batch {B}: {ms:.0f} ms/step, {B * 1000 / ms:.1f} img/s '
-              f'[min {min(wall) * 1000:.0f} ms, process CPU {statistics.median(cpu) * 1000:.0f} ms/step, {len(wall)} steps, '
-              f'load {os.getloadavg()[0]:.1f}]')
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f'torch   ({torch.get_num_threads()} threads) {a.model} batch {B}: {ms:.0f} ms/step, {B * 1000 / ms:.1f} img/s '
+              f'[min {min(wall) * 1000:.0f} ms, process CPU {statistics.median(cpu) * 1000:.0f} ms/step, peak RSS {rss:.0f} MB, '
+              f'{len(wall)} steps, load {os.getloadavg()[0]:.1f}]')
 
 
 def bench_cuda(a):
@@ -106,18 +126,11 @@ def bench_cuda(a):
     name = torch.cuda.get_device_name(dev)
     for B in [int(x) for x in a.batch.split(',')]:
         torch.manual_seed(0)
-        if a.model == 'gpu':
-            base = partial(ref.VisionTransformerMoCo, stop_grad_conv1=True, img_size=32, patch_size=4, embed_dim=192, depth=12,
-                           num_heads=12, mlp_ratio=4, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-            model = ref.MoCo_ViT(base, 256, 4096, 0.2, pred_mlp_dim=4096)
-        else:
-            base = partial(ref.VisionTransformerMoCo, stop_grad_conv1=True, img_size=32, patch_size=4, embed_dim=64, depth=4,
-                           num_heads=4, mlp_ratio=2, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-            model = ref.MoCo_ViT(base, 64, 256, 0.2, pred_mlp_dim=256)
+        model, size = build(ref, a.model)
         model = model.to(dev)
         opt = torch.optim.AdamW(model.parameters(), 1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
-        x1 = torch.randn(B, 3, 32, 32, device=dev)
-        x2 = torch.randn(B, 3, 32, 32, device=dev)
+        x1 = torch.randn(B, 3, size, size, device=dev)
+        x2 = torch.randn(B, 3, size, size, device=dev)
         torch.cuda.reset_peak_memory_stats(dev)
         wall = []
         for s in range(a.warmup + a.steps):

@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ReportFormat } from '../report/index.ts';
+import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
 import { listSweeps, ReportError } from '../report/results.ts';
 import { UsageError } from '../config/errors.ts';
@@ -36,8 +36,8 @@ export function reportCommand(): Command {
     .argument('[sweep]', 'sweep name under --results, or a sweep folder')
     .option('--results <dir>', 'results directory', 'results')
     .addOption(new Option('--format <fmt>', 'what to write').choices(['md', 'csv', 'both']).default('both'))
-    .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', '3')
-    .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', '3')
+    .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', String(DEFAULT_INSTABILITY.dipPoints))
+    .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', String(DEFAULT_INSTABILITY.spikeFactor))
     .option('--spike-window <W>', 'the running median is over the previous W logged values', '20')
     .option('--no-plots', 'no figures')
     .option('--no-png', 'SVG figures only')

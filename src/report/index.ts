@@ -136,8 +136,8 @@ export function reportMarkdown(
   out.push('', '## Table', '', tableMarkdown(view, table));
   out.push(
     `Cells: mean ± std over seeds (one value when there is one seed). Accuracy cells leave out diverged runs. ` +
-      `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum; ` +
-      `the deepest dip is the largest drop below the running maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
+      `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum since training began ` +
+      `(step 0, the untrained encoder, is left out); the deepest dip is the largest drop below that maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
       `the median of the group's previous ${io.spikeWindow} logged values (consecutive logged steps count once). The spike lag is the median number ` +
       `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval.`,
     '',

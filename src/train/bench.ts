@@ -17,6 +17,8 @@ export interface BenchResult {
   batch: number;
   steps: number;
   ms_per_step: number;
+  /** process CPU time (user + system, all threads) per step, median: comparable on a shared machine */
+  cpu_ms_per_step: number;
   images_per_s: number;
   gflops: number;
   augment_ms: number;
@@ -68,6 +70,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   const opt = optimizerOf(c, model);
   const stepMs: number[] = [];
   const augMs: number[] = [];
+  const cpuMs: number[] = [];
   let tensorsStart = 0;
   let gpuPeak: number | null = null;
   const sampleGpu = () => {
@@ -77,6 +80,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   for (let s = 0; s < warmup + steps; s++) {
     if (s === warmup) tensorsStart = tf.memory().numTensors;
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const { x1, x2 } = twoViews(batch, aug, c.seed, s);
     await x2.data(); // make the augmentation's cost visible on asynchronous backends
     const t1 = performance.now();
@@ -86,6 +90,8 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     if (s >= warmup) {
       stepMs.push(t2 - t0);
       augMs.push(t1 - t0);
+      const cu = process.cpuUsage(c0);
+      cpuMs.push((cu.user + cu.system) / 1000);
     }
   }
   const tensorsEnd = tf.memory().numTensors;
@@ -120,6 +126,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     batch: B,
     steps,
     ms_per_step: Number(ms.toFixed(1)),
+    cpu_ms_per_step: Number(median(cpuMs).toFixed(1)),
     images_per_s: Number(((B * 1000) / ms).toFixed(1)),
     gflops: Number((stepFlops(c, B) / (ms / 1000) / 1e9).toFixed(2)),
     augment_ms: Number(am.toFixed(1)),

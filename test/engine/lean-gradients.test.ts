@@ -41,7 +41,8 @@ const dispose = (g: Grads) => [g.value, ...g.grads].forEach((t) => t.dispose());
 test('the lean backward gives tfjs-core\'s gradients bit for bit on a graph with reuse, identity gradients, unused outputs and a custom gradient', () => {
   const x = tf.tensor2d([[0.3, -1.2, 2.0], [0.7, 0.1, -0.4]]);
   const w = tf.tensor2d([[0.5, -0.2], [1.5, 0.3], [-0.7, 0.9]]);
-  const square = tf.customGrad((a: tf.Tensor, save: tf.GradSaveFunc) => {
+  const square = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [a, save] = args as [tf.Tensor, tf.GradSaveFunc];
     save([a]);
     return { value: tf.square(a), gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => tf.mul(dy, tf.mul(s!, 2)) };
   });

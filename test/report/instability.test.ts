@@ -45,7 +45,8 @@ test('gradient spikes: value > S x running median of the previous W values, onse
   values[150] = 2.5; // below 3x: not a spike
   values[170] = NaN; // skipped
   values[171] = Infinity; // skipped: divergence is not a spike
-  const s = findSpikes(pts(values, 5), DEFAULT_INSTABILITY);
+  const S3 = { ...DEFAULT_INSTABILITY, spikeFactor: 3 };
+  const s = findSpikes(pts(values, 5), S3);
   assert.deepEqual(
     s.map((x) => x.step),
     [250, 600],
@@ -58,10 +59,12 @@ test('gradient spikes: value > S x running median of the previous W values, onse
   );
   // a slow tenfold rise is not a spike: the running median follows it
   const ramp = Array.from({ length: 300 }, (_, i) => 10 ** (i / 300));
-  assert.equal(findSpikes(pts(ramp), DEFAULT_INSTABILITY).length, 0);
+  assert.equal(findSpikes(pts(ramp), S3).length, 0);
   // nothing is called before minHistory values exist
-  assert.equal(findSpikes(pts([1, 1, 100, 1, 1, 1]), DEFAULT_INSTABILITY).length, 0);
-  assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 100]), DEFAULT_INSTABILITY).length, 1);
+  assert.equal(findSpikes(pts([1, 1, 100, 1, 1, 1]), S3).length, 0);
+  assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 100]), S3).length, 1);
+  // the default factor (4) leaves out the 4x value
+  assert.deepEqual(findSpikes(pts(values, 5), DEFAULT_INSTABILITY).map((x) => x.step), [250]);
 });
 
 test('spike lag: each patch-projection spike to the next last-block spike before the following patch spike', () => {
@@ -126,4 +129,14 @@ test('metrics parsing: non-finite strings become numbers, a torn last line is dr
   assert.equal(rows[0]!['grad_inf/patch_proj'], Infinity);
   assert.equal(rows[0]!.knn_top1, null);
   assert.deepEqual(parseMetrics(''), []);
+});
+
+test('the untrained encoder (step 0) is no peak: a fall from it is not a dip, the same fall after training began is', () => {
+  const curve = (vals: number[]) => vals.map((v, i) => ({ step: i * 10, knn_top1: v }));
+  // step 0 = 60 (random features), training first loses 5 points, then climbs
+  const early = analyzeRun(curve([60, 55, 56, 58, 61, 63, 64]));
+  assert.equal(early.dips.length, 0);
+  assert.equal(early.maxDip, 0, 'from 55 on the curve only climbs');
+  const late = analyzeRun(curve([60, 55, 58, 61, 56, 62, 64]));
+  assert.deepEqual(late.dips.map((d) => [d.start, d.depth]), [[40, 5]]);
 });

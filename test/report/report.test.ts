@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { writeReport } from '../../src/report/index.ts';
+import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { inferSweptKeys, viewSweep } from '../../src/report/sweep.ts';
@@ -39,7 +39,7 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   // linear top-1 = 40 - 3i + seed: seeds 0, 1 -> mean 40.5, std 0.7; the 384 column has seed 0 diverged
   assert.deepEqual(rows.get('linear top-1 (%)'), ['40.5 ± 0.7', '37.5 ± 0.7', '34.5 ± 0.7', '32.0 (1/2 diverged @ step 185)']);
   assert.equal(rows.get('runs')![3], '1× diverged @ step 185; 1× completed');
-  assert.deepEqual(rows.get('kNN dips (≥ 3 pts)'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
+  assert.deepEqual(rows.get(`kNN dips (≥ ${DEFAULT_INSTABILITY.dipPoints} pts)`), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('grad spikes: patch proj.'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('grad spikes: block1'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('spike lag (steps)'), ['-', '-', '12.5 ± 0', '12.5 ± 0']);
