@@ -15,6 +15,7 @@ import type { TrainEvent } from '../train/loop.ts';
 import { SweepError } from './file.ts';
 import type { PlannedRun, SweepPlan } from './plan.ts';
 import { writeResolvedSweep } from './resolved.ts';
+import { checkSweepResumes } from './resume.ts';
 import { SetupError } from '../config/errors.ts';
 
 export type SweepEvent =
@@ -63,7 +64,10 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   if (backends.size > 1) throw new SweepError(`${plan.spec.file}: every run of a sweep must use one train.backend, got ${[...backends].join(', ')}`);
 
   const runs = opts.only ? plan.runs.filter((r) => opts.only!.includes(r.index)) : plan.runs;
-  const todo = runs.filter((r) => !isDone(readRunState(r.dir).state));
+  const pending = runs.map((run) => ({ run, before: readRunState(run.dir) })).filter((x) => !isDone(x.before.state));
+  const todo = pending.map((x) => x.run);
+  // a damaged checkpoint of a run to resume stops the sweep here, before a backend starts or a file is written
+  checkSweepResumes(pending);
 
   // TensorFlow.js is loaded only when there is something to train
   const loop = todo.length ? await import('../train/loop.ts') : null;

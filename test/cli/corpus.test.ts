@@ -37,8 +37,10 @@ function hashTree(root: string): Record<string, string> {
   const walk = (d: string) => {
     for (const f of readdirSync(d).sort()) {
       const p = join(d, f);
-      if (statSync(p).isDirectory()) walk(p);
-      else out[p.slice(root.length)] = createHash('sha256').update(readFileSync(p)).digest('hex');
+      if (statSync(p).isDirectory()) {
+        out[`${p.slice(root.length)}/`] = 'folder';
+        walk(p);
+      } else out[p.slice(root.length)] = createHash('sha256').update(readFileSync(p)).digest('hex');
     }
   };
   walk(root);
@@ -86,14 +88,39 @@ function file(name: string, text: string): string {
 }
 
 const tinySweep = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'tiny.yaml');
+// the tiny sweep, shortened: run 1 has checkpoints at steps 0, 3, 6, 8; run 2 at 0, 3, 4
+const SWEEP = ['--backend', 'cpu', '-q', '--no-baselines', ...['eval.linear.enabled=false', 'optim.epochs=2', 'optim.warmup_epochs=1'].flatMap((s) => ['--set', s])];
+const sweepGood = join(dir, 'sweep');
+let sweepRuns: string[];
+
+/** A copy of the sweep's results, its runs interrupted (run 1 killed, run 2 stopped), damaged by `damage` (given the two run folders). */
+function damagedSweep(name: string, damage: (run1: string, run2: string) => void): string[] {
+  const results = join(dir, 'damaged-sweeps', name);
+  cpSync(sweepGood, results, { recursive: true });
+  const [r1, r2] = sweepRuns.map((id) => join(results, 'tiny', id)) as [string, string];
+  damage(r1, r2);
+  return ['sweep', tinySweep, ...SWEEP, '--results', results];
+}
 
 before(async () => {
   const r = await cli(['train', ...TINY, '--out', good]);
   assert.equal(r.code, 0, r.err);
   goodHashes = hashTree(good);
+  const s = await cli(['sweep', tinySweep, ...SWEEP, '--results', sweepGood]);
+  assert.equal(s.code, 0, s.err);
+  sweepRuns = readdirSync(join(sweepGood, 'tiny')).filter((d) => d.startsWith('bs')).sort();
+  assert.equal(sweepRuns.length, 2);
+  // run 1 as a SIGKILL leaves it (status running, a dead pid), run 2 as Ctrl-C leaves it; neither has a summary
+  for (const [id, status] of [[sweepRuns[0]!, 'running'], [sweepRuns[1]!, 'interrupted']]) {
+    const run = join(sweepGood, 'tiny', id);
+    const st = JSON.parse(readFileSync(join(run, 'status.json'), 'utf8'));
+    writeFileSync(join(run, 'status.json'), JSON.stringify({ ...st, status, pid: 2 ** 22 + 1 }));
+    rmSync(join(run, 'summary.json'));
+  }
 });
 
-type Case = [what: string, args: () => string[], noFolder?: string];
+/** `untouched`: the case's --results folder stays byte for byte as it was, and no backend starts. */
+type Case = [what: string, args: () => string[], noFolder?: string, untouched?: true];
 
 const cases: Case[] = [
   // commands and flags
@@ -271,13 +298,30 @@ const cases: Case[] = [
   ['baselines with a bad --set', () => ['baselines', tinySweep, '--set', 'optim.epochs=many', '--results', fresh('b2')], fresh('b2')],
   ['baselines --results names a file', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', join(good, 'summary.json')]],
   ['report with an unknown flag', () => ['report', '--resuls', dir]],
+  // a sweep whose runs to resume have damaged checkpoints: refused before anything starts
+  ['sweep: truncated state.json of a run to resume', () => damagedSweep('w1', (r1) => truncateSync(join(ckptOf(r1), 'state.json'), 30)), undefined, true],
+  ['sweep: the second run damaged, the first intact', () => damagedSweep('w2', (_r1, r2) => withHeader(join(ckptOf(r2, 4), 'model.safetensors'), () => null)), undefined, true],
+  ['sweep: truncated last.json', () => damagedSweep('w3', (r1) => writeFileSync(join(r1, 'checkpoints', 'last.json'), '{"step": 8, "di')), undefined, true],
+  ['sweep: last.json naming a missing folder', () => damagedSweep('w4', (r1) => rmSync(ckptOf(r1), { recursive: true })), undefined, true],
+  ['sweep: no optimizer.safetensors', () => damagedSweep('w5', (_r1, r2) => rmSync(join(ckptOf(r2, 4), 'optimizer.safetensors'))), undefined, true],
+  ['sweep: a failed run with a truncated model.safetensors', () => damagedSweep('w6', (r1) => {
+    const st = join(r1, 'status.json');
+    writeFileSync(st, JSON.stringify({ ...JSON.parse(readFileSync(st, 'utf8')), status: 'failed', error: 'a step failed' }));
+    truncateSync(join(ckptOf(r1), 'model.safetensors'), 100);
+  }), undefined, true],
+  ['sweep: every checkpoint of a run damaged', () => damagedSweep('w7', (r1) => {
+    for (const s of [0, 3, 6, 8]) writeFileSync(join(ckptOf(r1, s), 'state.json'), '');
+  }), undefined, true],
+  ['sweep --run-index of a damaged run', () => [...damagedSweep('w8', (_r1, r2) => writeFileSync(join(ckptOf(r2, 4), 'state.json'), 'null')), '--run-index', '2'], undefined, true],
 ];
 
 test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no trace, nothing made, the good run untouched`, async () => {
   assert.ok(cases.length >= 60);
   const failures: string[] = [];
-  for (const [what, args, noFolder] of cases) {
+  for (const [what, args, noFolder, untouched] of cases) {
     const argv = args();
+    const kept = untouched ? argv[argv.indexOf('--results') + 1]! : null;
+    const keptHashes = kept ? hashTree(kept) : null;
     const r = await cli(argv);
     const lines = r.err.trimEnd().split('\n').filter((l) => l && !/^moco3: backend /.test(l));
     const problems: string[] = [];
@@ -285,6 +329,8 @@ test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no tr
     if (lines.length === 0 || lines.length > 2) problems.push(`${lines.length} lines`);
     if (/^\s+at .+\(.+:\d+:\d+\)$|^\s+at .+:\d+:\d+$/m.test(r.err)) problems.push('a stack trace');
     if (noFolder && existsSync(noFolder)) problems.push(`made ${noFolder}`);
+    if (kept && JSON.stringify(hashTree(kept)) !== JSON.stringify(keptHashes)) problems.push(`changed ${kept}`);
+    if (kept && /^moco3: backend /m.test(r.err)) problems.push('a backend started');
     if (process.env.MOCO3_CORPUS_SHOW) process.stdout.write(`## ${what}\n${r.err}`);
     if (problems.length) failures.push(`${what} (${argv.slice(0, 3).join(' ')} ...): ${problems.join(', ')}:\n${r.err}`);
   }
@@ -328,4 +374,38 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
   const steps = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
   assert.deepEqual(steps, [...new Set(steps)].sort((a, b) => a - b), 'metrics rows once per step, in order');
   assert.equal(steps.at(-1), 8);
+});
+
+test('a sweep refuses a damaged checkpoint of a run to resume in one line whose command resumes the run; the sweep then finishes as if never damaged', async () => {
+  const noOlder = await cli(damagedSweep('y1', (_r1, r2) => {
+    for (const s of [0, 3, 4]) rmSync(join(ckptOf(r2, s), 'optimizer.safetensors'));
+  }));
+  assert.equal(noOlder.code, 2, noOlder.err);
+  assert.match(noOlder.err.trim(), /step-0000004\/optimizer\.safetensors: missing; no older complete checkpoint: start the run again with `moco3 train -c \S+\/config\.yaml --out \S+ --force`, then run the sweep again$/);
+
+  const argv = damagedSweep('y2', (r1) => truncateSync(join(ckptOf(r1), 'state.json'), 30));
+  const r = await cli(argv);
+  assert.equal(r.code, 2, r.err);
+  const line = r.err.trim();
+  assert.equal(line.split('\n').length, 1, line);
+  const m = /^moco3: (\S+\/step-0000008\/state\.json): state is not valid JSON \(truncated\?\); resume the run from the previous checkpoint with `moco3 ([^`]+)` \(the later steps are trained again; --force in place of --resume --checkpoint step-6 starts it again\), then run the sweep again$/.exec(line);
+  assert.ok(m, line);
+  const [, file, command] = m as unknown as [string, string, string];
+  const run1 = join(argv.at(-1)!, 'tiny', sweepRuns[0]!);
+  assert.equal(file, join(ckptOf(run1), 'state.json'));
+  assert.match(command, / --resume --checkpoint step-6$/);
+  // the offered command resumes the run from step 6; the sweep then finishes the other run
+  const t = await cli([...command.split(' '), '-q']);
+  assert.equal(t.code, 0, t.err);
+  const again = await cli(argv);
+  assert.equal(again.code, 0, again.err);
+  const rows = (run: string) => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => {
+    const { images_per_s: _ips, ...row } = JSON.parse(l);
+    return row;
+  });
+  for (const id of sweepRuns) {
+    const run = join(argv.at(-1)!, 'tiny', id);
+    assert.equal(JSON.parse(readFileSync(join(run, 'status.json'), 'utf8')).status, 'completed', id);
+    assert.deepEqual(rows(run), rows(join(sweepGood, 'tiny', id)), `${id}: metrics differ from the undamaged sweep's`);
+  }
 });

@@ -1,0 +1,28 @@
+/**
+ * A sweep resumes its interrupted and failed runs from their newest checkpoints. Each of those is
+ * validated before a backend starts or a file is written (src/runfolder/resume.ts): a damaged one stops
+ * the sweep with one line naming the file, what is wrong, and the `moco3 train` command that resumes the
+ * run from its previous complete checkpoint (or starts it again), after which the sweep is run again.
+ */
+import { join } from 'node:path';
+import { resumeCheckpoint } from '../runfolder/resume.ts';
+import type { RunStateInfo } from '../runfolder/state.ts';
+import type { PlannedRun } from './plan.ts';
+
+/** `moco3 train` on a sweep's run folder: its own config.yaml, the folder as --out. */
+const trainCmd = (dir: string, flags: string) => `\`moco3 train -c ${join(dir, 'config.yaml')} --out ${dir} ${flags}\``;
+
+/** Validates the checkpoint each run would resume from; runs trained by another live process are theirs. */
+export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo }[]): void {
+  for (const { run, before } of runs) {
+    if (before.state === 'running') continue;
+    resumeCheckpoint(
+      run.dir,
+      undefined,
+      (c) =>
+        `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
+        `(the later steps are trained again; --force in place of --resume --checkpoint step-${c.step} starts it again), then run the sweep again`,
+      `no older complete checkpoint: start the run again with ${trainCmd(run.dir, '--force')}, then run the sweep again`,
+    );
+  }
+}
