@@ -45,11 +45,15 @@ export function commitCheckpoint(ckptRoot: string, tmp: string, step: number): s
   // the new one and last.json are in place; a failure puts it back
   const aside = join(ckptRoot, `.${name}.old.${process.pid}.tmp`);
   const replacing = existsSync(final);
+  let placed = false;
   try {
     if (replacing) renameSync(final, aside);
     renameSync(tmp, final);
+    placed = true;
     writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: name });
   } catch (e) {
+    // last.json still names the previous checkpoint: no folder newer than it is left behind
+    if (placed) rmSync(final, { recursive: true, force: true });
     if (replacing && existsSync(aside)) {
       rmSync(final, { recursive: true, force: true });
       renameSync(aside, final);

@@ -112,7 +112,7 @@ export async function saveCheckpoint(
     const prev = checkpointStep(dirname(ckptRoot));
     throw new CheckpointWriteError(
       `${ckptRoot}: could not write the checkpoint of step ${state.step} (${why}); ` +
-        `${prev !== null ? `the checkpoint of step ${prev} is intact` : 'there is no earlier checkpoint'}: once the cause is gone, resume with --resume`,
+        `${prev !== null ? `the checkpoint of step ${prev} is intact` : 'there is no earlier checkpoint'}: once the cause is gone, resume with --resume (a sweep: run it again)`,
     );
   }
 }

@@ -64,7 +64,7 @@ test(`a checkpoint write that fails (${mounted ? 'a full tmpfs' : 'an injected E
   // after the checkpoints of steps 0 and 3 are complete, the disk is filled to a few pages
   const r = await run(
     ['train', ...TINY, '--out', out],
-    mounted ? { MOCO3_TEST_PAUSE: 'ckpt-done:2' } : { MOCO3_TEST_ENOSPC: '3' },
+    mounted ? { MOCO3_TEST_PAUSE: 'ckpt-done:2' } : { MOCO3_TEST_WRITE_ERROR: 'ENOSPC:open:3:.model.safetensors.' },
     () => {
       const fs = statfsSync(mnt);
       writeFileSync(filler, Buffer.alloc(Math.max(0, fs.bavail * fs.bsize - 12 * 1024)));
@@ -73,7 +73,7 @@ test(`a checkpoint write that fails (${mounted ? 'a full tmpfs' : 'an injected E
   const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('moco3: backend'));
   assert.equal(r.code, 1, r.stderr);
   assert.ok(lines.length <= 2, r.stderr);
-  assert.match(lines[0]!, /could not write the checkpoint of step 6 \(ENOSPC: no space left on the disk\); the checkpoint of step 3 is intact: once the cause is gone, resume with --resume/);
+  assert.match(lines[0]!, /could not write the checkpoint of step 6 \(ENOSPC: no space left on the disk\); the checkpoint of step 3 is intact: once the cause is gone, resume with --resume \(a sweep: run it again\)/);
   assert.doesNotMatch(r.stderr, /^\s+at /m);
   const status = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
   assert.equal(status.status, 'failed');
