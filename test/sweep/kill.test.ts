@@ -152,42 +152,134 @@ function rng(seed: number) {
   return { int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]! };
 }
 
-test('SIGKILL at seeded random moments over a whole sweep (steps, kNN, checkpoint writes, the linear probe): every run ends as if never killed', async (t) => {
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const pad = (n: number) => String(n).padStart(7, '0');
+
+/**
+ * A kill moment on the sweep's timeline: `pos` orders them (run, step, moment within the step); `step` is
+ * what a resume must not have passed for the moment to come again.
+ */
+interface Moment {
+  phase: 'checkpoint write' | 'step' | 'linear probe' | 'run end';
+  what: string;
+  run: number;
+  step: number;
+  pos: [number, number, number];
+  opts: (r: ReturnType<typeof rng>) => Parameters<typeof runCli>[1];
+}
+
+/** Every kill moment of a sweep's runs: each part of each checkpoint write, each step, each probe epoch, the run's end. */
+function moments(plan: Awaited<typeof refPlan>): Moment[] {
+  const out: Moment[] = [];
+  for (const [i, run] of plan.runs.entries()) {
+    const id = esc(run.id);
+    const T = strip(run.dir).at(-1)!.step as number;
+    const every = run.config.train.checkpoint_every!;
+    const ckpts = [...new Set([...Array.from({ length: Math.floor(T / every) + 1 }, (_, k) => k * every), T])];
+    for (const N of ckpts) {
+      const tmp = `${id}/checkpoints/\\.step-${pad(N)}\\.\\d+\\.tmp`;
+      // in the order of a checkpoint write: each file written but not renamed, the folder, then last.json
+      const parts: [string, string][] = [
+        ['model.safetensors written, not in place', `before-rename:1:${tmp}/\\.model\\.safetensors\\.\\d+\\.tmp$`],
+        ['optimizer.safetensors written, not in place', `before-rename:1:${tmp}/\\.optimizer\\.safetensors\\.\\d+\\.tmp$`],
+        ['state.json written, not in place', `before-rename:1:${tmp}/\\.state\\.json\\.\\d+\\.tmp$`],
+        ['the folder complete, not renamed', `before-rename:1:${tmp}$`],
+        ['the folder in place, last.json not yet', `after-rename:1:${id}/checkpoints/step-${pad(N)}$`],
+      ];
+      parts.forEach(([what, pause], sub) =>
+        out.push({ phase: 'checkpoint write', what: `run ${i + 1} step ${N}: ${what}`, run: i, step: N, pos: [i, N, 1 + sub], opts: () => ({ pause }) }),
+      );
+    }
+    for (let s = 1; s <= T; s++) {
+      // after the step's event, a random delay: the kill lands in what follows (a metrics row, kNN, the next
+      // step); not after a checkpoint's step, where the kill would pass the checkpoint's own moments
+      if (ckpts.includes(s)) continue;
+      out.push({
+        phase: 'step', what: `run ${i + 1} step ${s}`, run: i, step: s, pos: [i, s, 0],
+        opts: (r) => ({ killWhen: (e) => e.type === 'step' && e.run === run.id && e.step === s, delayMs: r.int(150) }),
+      });
+    }
+    for (let epoch = 2; epoch <= 16; epoch++) {
+      out.push({
+        phase: 'linear probe', what: `run ${i + 1} probe epoch ${epoch}`, run: i, step: T + 1, pos: [i, T + 1, epoch],
+        opts: (r) => ({ killWhen: (e) => e.type === 'phase' && e.run === run.id && new RegExp(`^linear probe: epoch ${epoch}/`).test(e.text), delayMs: r.int(30) }),
+      });
+    }
+    out.push(
+      { phase: 'run end', what: `run ${i + 1}: summary.json written, not in place`, run: i, step: T + 2, pos: [i, T + 2, 0], opts: () => ({ pause: `before-rename:1:${id}/\\.summary\\.json\\.\\d+\\.tmp$` }) },
+      { phase: 'run end', what: `run ${i + 1}: summary.json in place, the status not yet final`, run: i, step: T + 2, pos: [i, T + 2, 1], opts: () => ({ pause: `after-rename:1:${id}/summary\\.json$` }) },
+    );
+  }
+  return out;
+}
+
+/** A seeded choice of kill moments in timeline order: `quota` of each phase. */
+function schedule(all: Moment[], r: ReturnType<typeof rng>, quota: Record<Moment['phase'], number>): Moment[] {
+  const chosen = new Set<Moment>();
+  for (const [phase, n] of Object.entries(quota)) {
+    const pool = all.filter((m) => m.phase === phase);
+    // the probe and the end of every run at least once
+    if (phase === 'linear probe' || phase === 'run end') for (const run of new Set(pool.map((m) => m.run))) chosen.add(r.pick(pool.filter((m) => m.run === run)));
+    while ([...chosen].filter((m) => m.phase === phase).length < Math.min(n, pool.length)) chosen.add(r.pick(pool));
+  }
+  const cmp = (a: Moment, b: Moment) => a.pos[0] - b.pos[0] || a.pos[1] - b.pos[1] || a.pos[2] - b.pos[2];
+  return [...chosen].sort(cmp);
+}
+
+/** Where each run of the killed sweep stands: done, or the step of its newest checkpoint (-1: none). */
+function standing(plan: Awaited<typeof refPlan>, dir: string): { done: boolean; resume: number }[] {
+  return plan.runs.map((run) => {
+    const d = join(dir, run.id);
+    const read = (f: string) => (existsSync(join(d, f)) ? JSON.parse(readFileSync(join(d, f), 'utf8')) : null);
+    const done = read('status.json')?.status === 'completed' && existsSync(join(d, 'summary.json'));
+    return { done, resume: read('checkpoints/last.json')?.step ?? -1 };
+  });
+}
+
+test('SIGKILL at 24 seeded random moments over a whole sweep (each part of checkpoint writes, steps, kNN, the linear probe, the run ends): every run ends as if never killed', async (t) => {
   const ref = await refPlan;
   const results = mkdtempSync(join(root, 'moco3-kills-'));
-  const r = rng(12);
-  const where: string[] = [];
-  let kills = 0;
-  for (let i = 0; i < 7; i++) {
-    // kill moments: after the n-th event of this invocation plus a random delay; inside a checkpoint write;
-    // right after one; before a metrics row; inside the linear probe
-    const kind = i === 1 || i === 4 ? 'probe' : r.pick(['event', 'event', 'ckpt-write', 'ckpt-done', 'metrics'] as const);
-    const k = 1 + r.int(3);
-    const res =
-      kind === 'event'
-        ? await runCli(results, { killWhen: (_e, n) => n >= k * 6, delayMs: r.int(250) })
-        : kind === 'probe'
-          ? await runCli(results, { killWhen: (e) => e.type === 'phase' && /^linear probe: epoch/.test(e.text) && Number(/epoch (\d+)/.exec(e.text)![1]) >= k * 5, delayMs: r.int(100) })
-          : await runCli(results, { pause: `${kind}:${k}` });
-    if (res.signal !== 'SIGKILL') {
-      assert.equal(res.code, 0, res.stderr);
-      break; // the sweep finished before this moment came
+  const dir = join(results, 'tiny');
+  const seed = Number(process.env.MOCO3_KILL_SEED ?? 12);
+  const r = rng(seed);
+  const plan = schedule(moments(ref), r, { 'checkpoint write': 11, step: 7, 'linear probe': 4, 'run end': 2 });
+  const hit: { phase: string; what: string }[] = [];
+  const skipped: string[] = [];
+  const t0 = performance.now();
+  for (const m of plan) {
+    // a moment the killed sweep has passed for good (a delayed kill landed beyond it) cannot come again
+    const now = standing(ref, dir);
+    if (now[m.run]!.done || m.step <= now[m.run]!.resume) {
+      skipped.push(m.what);
+      continue;
     }
-    kills++;
-    where.push(`${kind}:${k}`);
-    assertNothingHalfWrittenButTemps(join(results, 'tiny'));
+    const res = await runCli(results, m.opts(r));
+    assert.equal(res.signal, 'SIGKILL', `${m.what}: not reached (exit ${res.code}): ${res.stderr}`);
+    const mine = res.events.filter((e) => e.run === ref.runs[m.run]!.id);
+    let phase: string = m.phase;
+    // a kill after a probe epoch counts as one in the probe only when the run had not ended
+    if (m.phase === 'linear probe' && mine.some((e) => e.type === 'end')) phase = 'after the linear probe';
+    if (m.phase === 'step') phase = `after step (last event: ${mine.at(-1)?.type ?? '-'})`;
+    hit.push({ phase, what: m.what });
+    assertNothingHalfWrittenButTemps(dir);
   }
   const last = await runCli(results);
   assert.equal(last.code, 0, last.stderr);
-  assert.ok(kills >= 5, `only ${kills} kills landed (${where.join(', ')})`);
-  assert.ok(where.filter((w) => w.startsWith('probe')).length >= 1, `no kill in a linear probe (${where.join(', ')})`);
-  t.diagnostic(`${kills} kills: ${where.join(', ')}`);
-  const killedDir = join(results, 'tiny');
-  assertNothingHalfWritten(killedDir);
+  const count = (p: string) => hit.filter((h) => h.phase === p).length;
+  const summary = `seed ${seed}: ${hit.length} kills in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${count('checkpoint write')} in checkpoint writes, ${count('linear probe')} in the linear probe, ${count('run end')} at a run's end, ${hit.filter((h) => h.phase.startsWith('after step')).length} after a step (${skipped.length} planned moment(s) passed by an earlier kill)`;
+  t.diagnostic(summary);
+  for (const h of hit) t.diagnostic(`  ${h.phase}: ${h.what}`);
+  for (const w of skipped) t.diagnostic(`  passed: ${w}`);
+  assert.ok(hit.length >= 20, summary);
+  assert.ok(count('checkpoint write') >= 8, summary);
+  assert.ok(count('linear probe') >= 2, summary);
+  assert.ok(count('run end') >= 2, summary);
+  assertNothingHalfWritten(dir);
   for (const run of ref.runs) {
-    const mine = join(killedDir, run.id);
-    assert.deepEqual(strip(mine), strip(run.dir), `${run.id}: metrics differ after kills at ${where.join(', ')}`);
-    assert.deepEqual(summaryOf(mine), summaryOf(run.dir), `${run.id}: summary differs after kills at ${where.join(', ')}`);
+    const mine = join(dir, run.id);
+    const where = hit.map((h) => h.what).join('; ');
+    assert.deepEqual(strip(mine), strip(run.dir), `${run.id}: metrics differ after kills at ${where}`);
+    assert.deepEqual(summaryOf(mine), summaryOf(run.dir), `${run.id}: summary differs after kills at ${where}`);
   }
 });
 
