@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
-import type { RunStateInfo } from '../runfolder/state.ts';
+import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import type { PlannedRun } from './plan.ts';
 
 /** `moco3 train` on a sweep's run folder: its own config.yaml, the folder as --out. */
@@ -16,13 +16,19 @@ const trainCmd = (dir: string, flags: string) => `\`moco3 train -c ${join(dir, '
 export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo }[]): void {
   for (const { run, before } of runs) {
     if (before.state === 'running') continue;
-    resumeCheckpoint(
-      run.dir,
-      undefined,
-      (c) =>
-        `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
-        `(the later steps are trained again; --force in place of --resume --checkpoint step-${c.step} starts it again), then run the sweep again`,
-      `no older complete checkpoint: start the run again with ${trainCmd(run.dir, '--force')}, then run the sweep again`,
-    );
+    try {
+      resumeCheckpoint(
+        run.dir,
+        undefined,
+        (c) =>
+          `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
+          `(the later steps are trained again; --force in place of --resume --checkpoint step-${c.step} starts it again), then run the sweep again`,
+        `no older complete checkpoint: start the run again with ${trainCmd(run.dir, '--force')}, then run the sweep again`,
+      );
+    } catch (e) {
+      // another sweep (an agent) took the run meanwhile and is writing its checkpoints: it is theirs
+      if (readRunState(run.dir).state === 'running') continue;
+      throw e;
+    }
   }
 }
