@@ -236,7 +236,7 @@ function standing(plan: Awaited<typeof refPlan>, dir: string): { done: boolean; 
   });
 }
 
-test('SIGKILL at 24 seeded random moments over a whole sweep (each part of checkpoint writes, steps, kNN, the linear probe, the run ends): every run ends as if never killed', async (t) => {
+test('SIGKILL at 24 seeded random moments over a whole sweep (each part of checkpoint writes, after steps, in the linear probe, at the end of a run): every run ends as if never killed', async (t) => {
   const ref = await refPlan;
   const results = mkdtempSync(join(root, 'moco3-kills-'));
   const dir = join(results, 'tiny');
