@@ -2,9 +2,11 @@
  * A sweep resumes its interrupted and failed runs from their newest checkpoints. Each of those is
  * validated before a backend starts or a file is written (src/runfolder/resume.ts): a damaged one stops
  * the sweep with one line naming the file, what is wrong, and the `moco3 train` command that resumes the
- * run from its previous complete checkpoint (or starts it again), after which the sweep is run again.
+ * run from its previous complete checkpoint, after which the sweep is run again (or: move the run folder
+ * out of the sweep's folder, and the sweep trains the run from the start; `train --force` would leave the
+ * old folder beside the runs, where a report reads it as one).
  */
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import type { PlannedRun } from './plan.ts';
@@ -22,8 +24,8 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
         undefined,
         (c) =>
           `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
-          `(the later steps are trained again; --force in place of --resume --checkpoint step-${c.step} starts it again), then run the sweep again`,
-        `no older complete checkpoint: start the run again with ${trainCmd(run.dir, '--force')}, then run the sweep again`,
+          `(the later steps are trained again) or move the run folder out of ${dirname(run.dir)} to train it from the start; then run the sweep again`,
+        `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
       );
     } catch (e) {
       // another sweep (an agent) took the run meanwhile and is writing its checkpoints: it is theirs

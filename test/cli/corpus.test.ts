@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
@@ -376,19 +376,32 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
   assert.equal(steps.at(-1), 8);
 });
 
+const rows = (run: string) => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => {
+  const { images_per_s: _ips, ...row } = JSON.parse(l);
+  return row;
+});
+
 test('a sweep refuses a damaged checkpoint of a run to resume in one line whose command resumes the run; the sweep then finishes as if never damaged', async () => {
-  const noOlder = await cli(damagedSweep('y1', (_r1, r2) => {
+  const y1 = damagedSweep('y1', (_r1, r2) => {
     for (const s of [0, 3, 4]) rmSync(join(ckptOf(r2, s), 'optimizer.safetensors'));
-  }));
+  });
+  const noOlder = await cli(y1);
   assert.equal(noOlder.code, 2, noOlder.err);
-  assert.match(noOlder.err.trim(), /step-0000004\/optimizer\.safetensors: missing; no older complete checkpoint: start the run again with `moco3 train -c \S+\/config\.yaml --out \S+ --force`, then run the sweep again$/);
+  assert.match(noOlder.err.trim(), /step-0000004\/optimizer\.safetensors: missing; no older complete checkpoint: move the run folder out of \S+\/tiny, then run the sweep again \(it trains the run from the start\)$/);
+
+  // the run folder moved out, the same sweep trains that run from the start and resumes the other
+  const run2 = join(y1.at(-1)!, 'tiny', sweepRuns[1]!);
+  renameSync(run2, join(dir, 'moved-out'));
+  const moved = await cli(y1);
+  assert.equal(moved.code, 0, moved.err);
+  for (const id of sweepRuns) assert.deepEqual(rows(join(y1.at(-1)!, 'tiny', id)), rows(join(sweepGood, 'tiny', id)), `${id}: metrics differ`);
 
   const argv = damagedSweep('y2', (r1) => truncateSync(join(ckptOf(r1), 'state.json'), 30));
   const r = await cli(argv);
   assert.equal(r.code, 2, r.err);
   const line = r.err.trim();
   assert.equal(line.split('\n').length, 1, line);
-  const m = /^moco3: (\S+\/step-0000008\/state\.json): state is not valid JSON \(truncated\?\); resume the run from the previous checkpoint with `moco3 ([^`]+)` \(the later steps are trained again; --force in place of --resume --checkpoint step-6 starts it again\), then run the sweep again$/.exec(line);
+  const m = /^moco3: (\S+\/step-0000008\/state\.json): state is not valid JSON \(truncated\?\); resume the run from the previous checkpoint with `moco3 ([^`]+)` \(the later steps are trained again\) or move the run folder out of \S+\/tiny to train it from the start; then run the sweep again$/.exec(line);
   assert.ok(m, line);
   const [, file, command] = m as unknown as [string, string, string];
   const run1 = join(argv.at(-1)!, 'tiny', sweepRuns[0]!);
@@ -399,10 +412,6 @@ test('a sweep refuses a damaged checkpoint of a run to resume in one line whose 
   assert.equal(t.code, 0, t.err);
   const again = await cli(argv);
   assert.equal(again.code, 0, again.err);
-  const rows = (run: string) => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => {
-    const { images_per_s: _ips, ...row } = JSON.parse(l);
-    return row;
-  });
   for (const id of sweepRuns) {
     const run = join(argv.at(-1)!, 'tiny', id);
     assert.equal(JSON.parse(readFileSync(join(run, 'status.json'), 'utf8')).status, 'completed', id);
