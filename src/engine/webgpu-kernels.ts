@@ -4,15 +4,28 @@
  * dispatch, one pass over memory, instead of 4-7): the model calls them through `fusedKernel` when the
  * active backend has them, and falls back to the stock composition otherwise.
  *
- *   Moco3GeluFwd  y = x·Φ(x), Φ(x) = ½(1 + erf(x/√2))          (stock: Mul, Erf, Add, Mul, Mul)
- *   Moco3GeluBwd  dx = dy·(Φ(x) + x·φ(x)), φ the normal density (stock: 7 elementwise kernels)
+ *   Moco3GeluFwd       y = x·Φ(x), Φ(x) = ½(1 + erf(x/√2))          (stock: Mul, Erf, Add, Mul, Mul)
+ *   Moco3GeluBwd       dx = dy·(Φ(x) + x·φ(x)), φ the normal density (stock: 7 elementwise kernels)
+ *   Moco3LayerNormFwd  y, mean, rstd of a LayerNorm over the rows of [n, D]: one dispatch, a workgroup per
+ *                      row (stock: Mean, Sub, Square, Mean, Add, Rsqrt, Mul, Mul, Add)
+ *   Moco3LayerNormBwd  dx, dγ, dβ from dy, x and the saved mean and rstd: two dispatches, dx and per-chunk
+ *                      partial sums of dγ, dβ, then the sum over chunks (stock: ~12 kernels)
+ *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
+ *                      (stock: ~12 elementwise kernels)
  *
- * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels.
+ * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels. The
+ * kernels with several outputs are dispatched by `runMulti`, which records them in the backend's own
+ * command stream (so they order with the stock kernels, count in profiles and need no read-back); it uses
+ * internals of @tensorflow/tfjs-backend-webgpu 4.22.0 (the version package.json pins), checked at
+ * registration: without them only the GELU kernels are registered.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
 export const GELU_FWD = 'Moco3GeluFwd';
 export const GELU_BWD = 'Moco3GeluBwd';
+export const LAYERNORM_FWD = 'Moco3LayerNormFwd';
+export const LAYERNORM_BWD = 'Moco3LayerNormBwd';
+export const ADAMW = 'Moco3AdamW';
 
 interface Program {
   outputShape: number[];
@@ -26,6 +39,25 @@ interface Program {
 }
 interface WebGpuBackendLike {
   runWebGPUProgram(program: Program, inputs: tf.TensorInfo[], dtype: tf.DataType): tf.TensorInfo;
+}
+/** The backend internals `runMulti` uses (tfjs-backend-webgpu 4.22.0, src/backend_webgpu.ts). */
+interface WebGpuInternals {
+  device: {
+    limits: Record<string, number>;
+    createShaderModule(d: { code: string; label?: string }): unknown;
+    createComputePipeline(d: { layout: 'auto'; compute: { module: unknown; entryPoint: string }; label?: string }): unknown;
+  };
+  makeTensorInfo(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  uploadToGPU(dataId: tf.DataId): void;
+  disposeData(dataId: tf.DataId, force?: boolean): boolean;
+  recordAndSubmit(program: RawProgram, output: tf.TensorInfo, inputs: tf.TensorInfo[], uniforms: Array<{ type: string; data: number[] }>): void;
+}
+interface RawProgram {
+  pipeline: unknown;
+  dispatch: [number, number, number];
+  size: false;
+  /** recordAndSubmit names timed dispatches by `program.constructor.name` */
+  constructor: { name: string };
 }
 interface WebGpuUtil {
   flatDispatchLayout(shape: number[]): { x: number[] };
@@ -66,8 +98,200 @@ fn main(index : i32) {
   };
 }
 
-/** Registers the kernels on `webgpu` (the backend package must be loaded). Idempotent. */
-export function registerWebGpuKernels(util: WebGpuUtil): string[] {
+
+/** One storage binding of a `runMulti` shader: the WGSL array name and the tensor bound to it. */
+interface Bound {
+  name: string;
+  t: tf.TensorInfo;
+}
+interface MultiSpec {
+  /** the kernel's name in profiles */
+  label: string;
+  /** the shader variant: equal keys must give equal `code` */
+  key: string;
+  outputs: Array<{ name: string; shape: number[] }>;
+  inputs: Bound[];
+  /** scalar uniforms, in this order: `uniforms.<name>` in the shader */
+  uniforms: Array<[string, 'f32' | 'i32', number]>;
+  workgroupSize: number;
+  /** number of workgroups; the shader's `kernel(group, lid)` runs once per workgroup and thread */
+  groups: number;
+  /** WGSL defining `fn kernel(group : i32, lid : i32)` (and whatever it needs) */
+  code: string;
+}
+
+const pipelines = new WeakMap<object, Map<string, unknown>>();
+
+/**
+ * Runs one compute shader with several outputs on the webgpu backend and returns the outputs. The shader
+ * is moco3's own (not the backend's generated prelude); the dispatch goes through the backend's
+ * `recordAndSubmit`, whose binding order is [first output, the other bound tensors, uniforms] and whose
+ * uniform block starts with NAN, INFINITY and a shape and strides per bound tensor: each tensor is bound
+ * as rank 1, so those are two i32 each, declared as padding here.
+ */
+function runMulti(backend: WebGpuInternals, spec: MultiSpec): tf.TensorInfo[] {
+  const outs = spec.outputs.map((o) => backend.makeTensorInfo(o.shape, 'float32'));
+  const bound: Bound[] = [...spec.outputs.map((o, i) => ({ name: o.name, t: outs[i]! })), ...spec.inputs];
+  for (const b of bound) backend.uploadToGPU(b.t.dataId);
+  let cache = pipelines.get(backend);
+  if (!cache) pipelines.set(backend, (cache = new Map()));
+  let pipeline = cache.get(spec.key);
+  if (!pipeline) {
+    const pads = bound.map((_, i) => `_s${i} : i32, _t${i} : i32,`).join(' ');
+    const own = spec.uniforms.map(([n, ty]) => `${n} : ${ty},`).join(' ');
+    const decl = bound
+      .map((b, i) => `@group(0) @binding(${i}) var<storage, ${i < spec.outputs.length ? 'read_write' : 'read'}> ${b.name} : array<f32>;`)
+      .join('\n');
+    const code = `struct Uniforms { NAN : f32, INFINITY : f32, ${pads} ${own} };
+${decl}
+@group(0) @binding(${bound.length}) var<uniform> uniforms : Uniforms;
+const WG : i32 = ${spec.workgroupSize};
+${spec.code}
+@compute @workgroup_size(${spec.workgroupSize})
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
+  kernel(i32(wid.y * nwg.x + wid.x), i32(lid));
+}`;
+    const module = backend.device.createShaderModule({ code, label: spec.label });
+    pipeline = backend.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: spec.label });
+    cache.set(spec.key, pipeline);
+  }
+  const maxX = backend.device.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+  const x = Math.min(spec.groups, maxX);
+  const program: RawProgram = { pipeline, dispatch: [x, Math.ceil(spec.groups / x), 1], size: false, constructor: { name: spec.label } };
+  const flat = bound.map((b) => ({ dataId: b.t.dataId, shape: [tf.util.sizeFromShape(b.t.shape)], dtype: b.t.dtype }));
+  const uniforms = spec.uniforms.map(([, ty, v]) => ({ type: ty === 'f32' ? 'float32' : 'int32', data: [v] }));
+  backend.recordAndSubmit(program, flat[0]!, flat.slice(1), uniforms);
+  return outs;
+}
+
+/** Sums a value over the workgroup (WG a power of two); every thread gets the sum. */
+const WG_SUM2 = `
+var<workgroup> red : array<vec2<f32>, WG>;
+fn wgSum2(v : vec2<f32>, lid : i32) -> vec2<f32> {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2; s > 0; s = s / 2) {
+    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}`;
+
+/** LayerNorm forward, a workgroup per row: mean, then the variance about it (two passes, as the stock ops). */
+const LN_FWD_CODE = `${WG_SUM2}
+fn kernel(row : i32, lid : i32) {
+  if (row >= uniforms.rows) { return; }
+  let D = uniforms.D;
+  let base = row * D;
+  var s = 0.0;
+  for (var c = lid; c < D; c = c + WG) { s = s + X[base + c]; }
+  let mean = wgSum2(vec2<f32>(s, 0.0), lid).x / f32(D);
+  var q = 0.0;
+  for (var c = lid; c < D; c = c + WG) { let d = X[base + c] - mean; q = q + d * d; }
+  let rstd = inverseSqrt(wgSum2(vec2<f32>(q, 0.0), lid).x / f32(D) + uniforms.eps);
+  for (var c = lid; c < D; c = c + WG) { Y[base + c] = (X[base + c] - mean) * rstd * G[c] + B[c]; }
+  if (lid == 0) { MEAN[row] = mean; RSTD[row] = rstd; }
+}`;
+
+/**
+ * LayerNorm backward, part 1: a workgroup per chunk of rows writes dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)),
+ * dx̂ = dy·γ, and the chunk's sums of dy·x̂ and dy per column (thread lid owns columns lid + k·WG, k < K).
+ */
+const lnBwdCode = (K: number) => `${WG_SUM2}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.chunks) { return; }
+  let D = uniforms.D;
+  var pg : array<f32, ${K}>;
+  var pb : array<f32, ${K}>;
+  let r0 = g * uniforms.R;
+  let r1 = min(uniforms.rows, r0 + uniforms.R);
+  for (var r = r0; r < r1; r = r + 1) {
+    let mean = MEAN[r];
+    let rstd = RSTD[r];
+    let base = r * D;
+    var ab = vec2<f32>(0.0, 0.0);
+    for (var k = 0; k < ${K}; k = k + 1) {
+      let c = lid + k * WG;
+      if (c < D) {
+        let xh = (X[base + c] - mean) * rstd;
+        let dy = DY[base + c];
+        let dxh = dy * G[c];
+        ab = ab + vec2<f32>(dxh, dxh * xh);
+        pg[k] = pg[k] + dy * xh;
+        pb[k] = pb[k] + dy;
+      }
+    }
+    let m = wgSum2(ab, lid) / f32(D);
+    for (var k = 0; k < ${K}; k = k + 1) {
+      let c = lid + k * WG;
+      if (c < D) {
+        let xh = (X[base + c] - mean) * rstd;
+        DX[base + c] = rstd * ((DY[base + c] * G[c] - m.x) - xh * m.y);
+      }
+    }
+  }
+  for (var k = 0; k < ${K}; k = k + 1) {
+    let c = lid + k * WG;
+    if (c < D) { P[g * 2 * D + c] = pg[k]; P[g * 2 * D + D + c] = pb[k]; }
+  }
+}`;
+
+/** LayerNorm backward, part 2: a workgroup per column sums the chunks' partial dγ and dβ. */
+const LN_BWD_SUM_CODE = `${WG_SUM2}
+fn kernel(c : i32, lid : i32) {
+  if (c >= uniforms.D) { return; }
+  let D = uniforms.D;
+  var s = vec2<f32>(0.0, 0.0);
+  for (var g = lid; g < uniforms.chunks; g = g + WG) { s = s + vec2<f32>(P[g * 2 * D + c], P[g * 2 * D + D + c]); }
+  let t = wgSum2(s, lid);
+  if (lid == 0) { DG[c] = t.x; DB[c] = t.y; }
+}`;
+
+/** AdamW, one thread per element, in the operation order of src/optim/adamw.ts. */
+const ADAMW_CODE = `
+fn kernel(g : i32, lid : i32) {
+  let i = g * WG + lid;
+  if (i >= uniforms.n) { return; }
+  let gr = GR[i];
+  var m0 = 0.0;
+  var v0 = 0.0;
+  if (uniforms.fresh == 0) { m0 = M[i]; v0 = V[i]; }
+  let m = m0 * uniforms.beta1 + gr * uniforms.omb1;
+  let v = v0 * uniforms.beta2 + (gr * uniforms.omb2) * gr;
+  let denom = sqrt(v) / uniforms.sqrtBc2 + uniforms.eps;
+  P1[i] = P[i] * uniforms.decay + (m * uniforms.negStep) / denom;
+  M1[i] = m;
+  V1[i] = v;
+}`;
+
+/** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
+const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
+
+/** AdamW's scalars for one step, as src/optim/adamw.ts computes them (float64, then float32 uniforms). */
+export interface AdamWAttrs {
+  lr: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** the parameter's step count after this step (1 on the first) */
+  step: number;
+}
+
+/** Whether the backend class has what `runMulti` uses (`device` is an instance field, checked at use). */
+function hasInternals(proto: unknown): boolean {
+  const o = proto as Record<string, unknown> | null;
+  return !!o && ['recordAndSubmit', 'makeTensorInfo', 'uploadToGPU', 'disposeData'].every((f) => typeof o[f] === 'function');
+}
+
+/**
+ * Registers the kernels on `webgpu` (the backend package must be loaded); `backendProto` is the prototype
+ * of its WebGPUBackend class: the kernels that need `runMulti` are registered only when it has the
+ * internals. Idempotent. Returns the names registered.
+ */
+export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown): string[] {
   const names: string[] = [];
   const add = (kernelName: string, kernelFunc: tf.KernelFunc) => {
     if (!tf.getKernel(kernelName, 'webgpu')) tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
@@ -92,11 +316,145 @@ export function registerWebGpuKernels(util: WebGpuUtil): string[] {
     );
     return (backend as unknown as WebGpuBackendLike).runWebGPUProgram(prog, [x, dy], 'float32');
   });
+  if (!hasInternals(backendProto)) return names;
+  const internals = (backend: unknown) => backend as WebGpuInternals;
+  add(LAYERNORM_FWD, ({ inputs, backend, attrs }) => {
+    const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
+    const [rows, D] = x.shape as [number, number];
+    return runMulti(internals(backend), {
+      label: LAYERNORM_FWD,
+      key: 'moco3_ln_fwd',
+      outputs: [
+        { name: 'Y', shape: [rows, D] },
+        { name: 'MEAN', shape: [rows] },
+        { name: 'RSTD', shape: [rows] },
+      ],
+      inputs: [
+        { name: 'X', t: x },
+        { name: 'G', t: gamma },
+        { name: 'B', t: beta },
+      ],
+      uniforms: [
+        ['rows', 'i32', rows],
+        ['D', 'i32', D],
+        ['eps', 'f32', Number((attrs as { eps: number }).eps)],
+      ],
+      workgroupSize: 64,
+      groups: rows,
+      code: LN_FWD_CODE,
+    });
+  });
+  add(LAYERNORM_BWD, ({ inputs, backend }) => {
+    const { dy, x, mean, rstd, gamma } = inputs as Record<'dy' | 'x' | 'mean' | 'rstd' | 'gamma', tf.TensorInfo>;
+    const b = internals(backend);
+    const [rows, D] = x.shape as [number, number];
+    const WG = 64;
+    const K = Math.ceil(D / WG);
+    const R = lnChunkRows(rows);
+    const chunks = Math.ceil(rows / R);
+    const [dx, partial] = runMulti(b, {
+      label: LAYERNORM_BWD,
+      key: `moco3_ln_bwd_${K}`,
+      outputs: [
+        { name: 'DX', shape: [rows, D] },
+        { name: 'P', shape: [chunks, 2, D] },
+      ],
+      inputs: [
+        { name: 'DY', t: dy },
+        { name: 'X', t: x },
+        { name: 'MEAN', t: mean },
+        { name: 'RSTD', t: rstd },
+        { name: 'G', t: gamma },
+      ],
+      uniforms: [
+        ['rows', 'i32', rows],
+        ['D', 'i32', D],
+        ['R', 'i32', R],
+        ['chunks', 'i32', chunks],
+      ],
+      workgroupSize: WG,
+      groups: chunks,
+      code: lnBwdCode(K),
+    });
+    const [dgamma, dbeta] = runMulti(b, {
+      label: `${LAYERNORM_BWD}Sum`,
+      key: 'moco3_ln_bwd_sum',
+      outputs: [
+        { name: 'DG', shape: [D] },
+        { name: 'DB', shape: [D] },
+      ],
+      inputs: [{ name: 'P', t: partial! }],
+      uniforms: [
+        ['D', 'i32', D],
+        ['chunks', 'i32', chunks],
+      ],
+      workgroupSize: WG,
+      groups: D,
+      code: LN_BWD_SUM_CODE,
+    });
+    b.disposeData(partial!.dataId);
+    return [dx!, dgamma!, dbeta!];
+  });
+  add(ADAMW, ({ inputs, backend, attrs }) => {
+    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo | undefined>;
+    const a = attrs as unknown as AdamWAttrs;
+    const n = tf.util.sizeFromShape(p!.shape);
+    const fresh = m === undefined || v === undefined;
+    return runMulti(internals(backend), {
+      label: ADAMW,
+      key: 'moco3_adamw',
+      outputs: [
+        { name: 'P1', shape: p!.shape },
+        { name: 'M1', shape: p!.shape },
+        { name: 'V1', shape: p!.shape },
+      ],
+      // before the first step the moments are zero: the parameter stands in for them, unread
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'GR', t: g! },
+        { name: 'M', t: m ?? p! },
+        { name: 'V', t: v ?? p! },
+      ],
+      uniforms: [
+        ['n', 'i32', n],
+        ['fresh', 'i32', fresh ? 1 : 0],
+        ['decay', 'f32', 1 - a.lr * a.weightDecay],
+        ['beta1', 'f32', a.beta1],
+        ['omb1', 'f32', 1 - a.beta1],
+        ['beta2', 'f32', a.beta2],
+        ['omb2', 'f32', 1 - a.beta2],
+        ['sqrtBc2', 'f32', Math.sqrt(1 - a.beta2 ** a.step)],
+        ['eps', 'f32', a.eps],
+        ['negStep', 'f32', -a.lr / (1 - a.beta1 ** a.step)],
+      ],
+      workgroupSize: 256,
+      groups: Math.ceil(n / 256),
+      code: ADAMW_CODE,
+    });
+  });
   return names;
+}
+
+let enabled = true;
+/** Switches the use of moco3's kernels on or off (tests compare them with the stock kernels this way). */
+export function useMoco3Kernels(on: boolean): void {
+  enabled = on;
+}
+
+/** True when the active backend has moco3 kernel `name` (and their use is on). */
+export function hasKernel(name: string): boolean {
+  return enabled && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
 /** Runs moco3 kernel `name` when the active backend has it, else returns null (the caller composes it). */
 export function fusedKernel(name: string, inputs: Record<string, tf.Tensor>): tf.Tensor | null {
-  if (!tf.getKernel(name, tf.getBackend())) return null;
+  if (!hasKernel(name)) return null;
   return tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap) as tf.Tensor;
+}
+
+/** fusedKernel for a kernel with several outputs and attributes. */
+export function fusedKernels(name: string, inputs: Record<string, tf.Tensor | undefined>, attrs: object = {}): tf.Tensor[] | null {
+  if (!hasKernel(name)) return null;
+  const present = Object.fromEntries(Object.entries(inputs).filter(([, t]) => t !== undefined)) as tf.NamedTensorMap;
+  return tf.engine().runKernel(name, present, attrs as tf.NamedAttrMap) as unknown as tf.Tensor[];
 }

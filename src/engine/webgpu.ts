@@ -179,7 +179,7 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
     tf.registerBackend('webgpu', () => new pkg.WebGPUBackend(dev, adapter.info), 3);
     registered = true;
   }
-  if (process.env.MOCO3_WEBGPU_KERNELS !== '0') registerWebGpuKernels(pkg.webgpu_util);
+  if (process.env.MOCO3_WEBGPU_KERNELS !== '0') registerWebGpuKernels(pkg.webgpu_util, pkg.WebGPUBackend.prototype);
   const ok = await tf.setBackend('webgpu');
   if (!ok) return 'the webgpu backend failed to initialise';
   await tf.ready();

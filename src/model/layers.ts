@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../engine/gradients.ts';
-import { fusedKernel, GELU_BWD, GELU_FWD } from '../engine/webgpu-kernels.ts';
+import { fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, hasKernel, LAYERNORM_BWD, LAYERNORM_FWD } from '../engine/webgpu-kernels.ts';
 
 type T = tf.Tensor;
 
@@ -138,8 +138,20 @@ export function normalize(
   return affine ? f(x, gamma!, beta!) : f(x);
 }
 
+/** LayerNorm by moco3's kernels (webgpu: src/engine/webgpu-kernels.ts): one dispatch forward, two backward. */
+const fusedLayerNorm = (eps: number) =>
+  custom<tf.Tensor2D>(([x, w, b], save) => {
+    const [y, mean, rstd] = fusedKernels(LAYERNORM_FWD, { x, gamma: w, beta: b }, { eps })!;
+    save([x!, mean!, rstd!, w!]);
+    return {
+      value: y as tf.Tensor2D,
+      gradFunc: (dy, [xs, m, r, ws]) => fusedKernels(LAYERNORM_BWD, { dy, x: xs, mean: m, rstd: r, gamma: ws })!,
+    };
+  });
+
 /** nn.LayerNorm over the last axis of [n, D]. */
 export function layerNorm(x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D, eps = 1e-6): tf.Tensor2D {
+  if (hasKernel(LAYERNORM_FWD)) return fusedLayerNorm(eps)(x, w, b);
   return normalize(x, 1, eps, w, b);
 }
 

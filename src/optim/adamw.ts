@@ -13,6 +13,7 @@
  * results agree with it to float32 rounding. At lr = 0 the moments and t still advance, as in PyTorch.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { ADAMW, fusedKernels } from '../engine/webgpu-kernels.ts';
 import { BaseOptimizer, type ParamGrad } from './optimizer.ts';
 
 export interface AdamWOptions {
@@ -35,6 +36,14 @@ export class AdamW extends BaseOptimizer {
     const [beta1, beta2] = this.opts.betas;
     for (const { name, p, g } of pairs) {
       const t = this.nextStep(name);
+      // one dispatch for the whole update where the backend has moco3's kernel (webgpu)
+      const fused = fusedKernels(ADAMW, { p, g, m: this.slot(name, 'exp_avg'), v: this.slot(name, 'exp_avg_sq') }, { lr, weightDecay: wd, beta1, beta2, eps, step: t });
+      if (fused) {
+        p.assign(fused[0]!);
+        this.setSlot(name, 'exp_avg', fused[1]!);
+        this.setSlot(name, 'exp_avg_sq', fused[2]!);
+        continue;
+      }
       const expAvg0 = this.slot(name, 'exp_avg') ?? tf.zerosLike(p);
       const expAvgSq0 = this.slot(name, 'exp_avg_sq') ?? tf.zerosLike(p);
 

@@ -6,14 +6,17 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { fusedKernel, GELU_BWD, GELU_FWD } from '../../src/engine/webgpu-kernels.ts';
-import { gelu } from '../../src/model/layers.ts';
+import { ADAMW, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAYERNORM_FWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { gelu, layerNorm } from '../../src/model/layers.ts';
+import { AdamW } from '../../src/optim/adamw.ts';
 
 before(async () => {
   const a = await registerWebGpuBackend({ allowSoftware: true });
   assert.equal(typeof a, 'object', `no WebGPU adapter: ${String(a)}`);
 });
 after(async () => {
+  useMoco3Kernels(true);
+  process.stderr.write(`moco3 webgpu kernels vs stock, max |diff| / max |stock|:\n${[...relErrors].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}\n`);
   await tf.setBackend('cpu');
   closeWebGpu();
 });
@@ -32,6 +35,104 @@ async function maxDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   d.dispose();
   return v;
 }
+
+/** max |a − b| / max |b|, kept per label for the summary printed at the end */
+const relErrors = new Map<string, number>();
+async function relDiff(label: string, a: tf.Tensor, b: tf.Tensor): Promise<number> {
+  assert.deepEqual(a.shape, b.shape, label);
+  const d = tf.tidy(() => tf.stack([tf.max(tf.abs(tf.sub(a, b))), tf.max(tf.abs(b))]));
+  const [num, den] = (await d.data()) as Float32Array;
+  d.dispose();
+  const r = num! / den!;
+  relErrors.set(label, Math.max(relErrors.get(label) ?? 0, r));
+  return r;
+}
+
+/** Runs f with moco3's kernels on, then off (the stock composition), both on webgpu. */
+function bothWays<T>(f: () => T): [T, T] {
+  try {
+    useMoco3Kernels(true);
+    const a = f();
+    useMoco3Kernels(false);
+    return [a, f()];
+  } finally {
+    useMoco3Kernels(true);
+  }
+}
+
+// one row per chunk; D above the workgroup size (4 columns per thread); rows > 2048: 3 rows per chunk, the last one short
+for (const [rows, D] of [[3, 37], [130, 200], [4201, 24]] as const) {
+  test(`LayerNorm forward and backward, [${rows}, ${D}]: fused kernels = stock kernels on webgpu`, async () => {
+    const before = tf.memory().numTensors;
+    const [x, w, b, dy] = tf.tidy(() => [
+      tf.add(tf.mul(tf.randomNormal([rows, D], 0, 1, 'float32', 5), 2), 0.7),
+      tf.randomNormal([D], 1, 0.3, 'float32', 6),
+      tf.randomNormal([D], 0, 0.3, 'float32', 7),
+      tf.randomNormal([rows, D], 0, 1, 'float32', 8),
+    ]);
+    const f = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => {
+          const y = layerNorm(xi as tf.Tensor2D, wi as tf.Tensor1D, bi as tf.Tensor1D, 1e-6);
+          return tf.sum(tf.mul(y, dy!));
+        })([x!, w!, b!]);
+        return [layerNorm(x! as tf.Tensor2D, w! as tf.Tensor1D, b! as tf.Tensor1D, 1e-6), value, ...grads];
+      });
+    const [fused, stock] = bothWays(f);
+    // the fused path ran moco3's kernel
+    const prof = await tf.profile(() => tf.tidy(() => layerNorm(x! as tf.Tensor2D, w! as tf.Tensor1D, b! as tf.Tensor1D)));
+    assert.ok(prof.kernelNames.includes(LAYERNORM_FWD), `kernels run: ${prof.kernelNames.join(', ')}`);
+    assert.ok(!prof.kernelNames.includes('Rsqrt'), 'no stock LayerNorm kernels');
+    const names = ['y', 'value', 'dx', 'dgamma', 'dbeta'];
+    for (let i = 0; i < names.length; i++) {
+      const r = await relDiff(`LayerNorm ${names[i]}`, fused[i]!, stock[i]!);
+      // float32 noise: different summation orders over D or rows; a wrong kernel is off by O(1)
+      assert.ok(r <= 2e-5, `LayerNorm ${names[i]} [${rows}, ${D}]: relative difference ${r}`);
+    }
+    // the saved statistics are the rows' mean and 1/sqrt(var + eps)
+    const [y, mean, rstd] = fusedKernels(LAYERNORM_FWD, { x, gamma: w, beta: b }, { eps: 1e-6 })!;
+    const mom = tf.moments(x!, 1);
+    const wantRstd = tf.tidy(() => tf.rsqrt(tf.add(mom.variance, 1e-6)));
+    assert.ok((await relDiff('LayerNorm mean', mean!, mom.mean)) <= 2e-5);
+    assert.ok((await relDiff('LayerNorm rstd', rstd!, wantRstd)) <= 2e-5);
+    tf.dispose([x!, w!, b!, dy!, ...fused, ...stock, prof.result as tf.Tensor, y!, mean!, rstd!, mom.mean, mom.variance, wantRstd]);
+    assert.equal(tf.memory().numTensors, before);
+  });
+}
+
+test('AdamW: the one-dispatch update = the stock update on webgpu, over three steps', async () => {
+  const before = tf.memory().numTensors;
+  // 70x33 elements: not a multiple of the workgroup size
+  const p0 = tf.randomNormal([70, 33], 0, 0.5, 'float32', 9);
+  const grads = [0, 1, 2].map((s) => tf.randomNormal([70, 33], 0, 1e-2 * (s + 1), 'float32', 10 + s));
+  const run = () => {
+    const opt = new AdamW({ weightDecay: 0.1, betas: [0.9, 0.95], eps: 1e-8 });
+    const p = tf.tidy(() => tf.variable(tf.clone(p0)));
+    for (const [s, g] of grads.entries()) opt.step(new Map([['w', p]]), new Map([['w', g]]), 1e-3 * (s + 1));
+    return { opt, p };
+  };
+  const prof = await tf.profile(() => {
+    const { opt, p } = run();
+    opt.dispose();
+    p.dispose();
+  });
+  assert.ok(prof.kernelNames.includes(ADAMW) && !prof.kernelNames.includes('Sqrt'), `kernels run: ${prof.kernelNames.join(', ')}`);
+  const [fused, stock] = bothWays(run);
+  assert.ok((await relDiff('AdamW param', fused.p, stock.p)) <= 1e-6);
+  // the slots: the moments after the last step
+  for (const [k, t] of stock.opt.stateTensors()) {
+    assert.ok((await relDiff(`AdamW ${k.slice(2)}`, fused.opt.stateTensors().get(k)!, t)) <= 1e-6, k);
+  }
+  // the parameter moved (a test of the update, not of a no-op)
+  const moved = tf.tidy(() => tf.max(tf.abs(tf.sub(fused.p, p0))));
+  assert.ok((await moved.data())[0]! > 1e-4);
+  for (const r of [fused, stock]) {
+    r.opt.dispose();
+    r.p.dispose();
+  }
+  tf.dispose([p0, moved, ...grads]);
+  assert.equal(tf.memory().numTensors, before);
+});
 
 // 3x37 is smaller than a workgroup; 70000x130 (9.1 M elements) needs a two-dimensional dispatch
 for (const shape of [[3, 37], [256, 65, 64], [70000, 130]] as const) {
