@@ -12,6 +12,9 @@
  *                      partial sums of dγ, dβ, then the sum over chunks (stock: ~12 kernels)
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
  *                      (stock: ~12 elementwise kernels)
+ *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
+ *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: ~25)
+ *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: ~15)
  *
  * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels. The
  * kernels with several outputs are dispatched by `runMulti`, which records them in the backend's own
@@ -26,6 +29,8 @@ export const GELU_BWD = 'Moco3GeluBwd';
 export const LAYERNORM_FWD = 'Moco3LayerNormFwd';
 export const LAYERNORM_BWD = 'Moco3LayerNormBwd';
 export const ADAMW = 'Moco3AdamW';
+export const LAMB = 'Moco3Lamb';
+export const LARS = 'Moco3Lars';
 
 interface Program {
   outputShape: number[];
@@ -266,6 +271,108 @@ fn kernel(g : i32, lid : i32) {
   V1[i] = v;
 }`;
 
+
+/**
+ * The norms of LAMB and LARS: at most NORM_GROUPS workgroups stride over the tensor, each writes its sums
+ * (PART[2g], PART[2g + 1]); the update kernel's workgroups each add them up again (≤ NORM_GROUPS values).
+ */
+const NORM_GROUPS = 256;
+const normGroups = (n: number) => Math.min(NORM_GROUPS, Math.ceil(n / 256));
+
+/** LAMB, part 1: the moments, and per workgroup Σp² and Σu², u = m̂/(√v̂ + eps) + wd·p. */
+const LAMB_MOMENTS_CODE = `${WG_SUM2}
+fn kernel(g : i32, lid : i32) {
+  var s = vec2<f32>(0.0, 0.0);
+  for (var i = g * WG + lid; i < uniforms.n; i = i + uniforms.stride) {
+    let gr = GR[i];
+    var m0 = 0.0;
+    var v0 = 0.0;
+    if (uniforms.fresh == 0) { m0 = M[i]; v0 = V[i]; }
+    let m = m0 * uniforms.beta1 + gr * uniforms.omb1;
+    let v = v0 * uniforms.beta2 + (gr * uniforms.omb2) * gr;
+    M1[i] = m;
+    V1[i] = v;
+    let p = P[i];
+    let u = (m / uniforms.bc1) / (sqrt(v) / uniforms.sqrtBc2 + uniforms.eps) + p * uniforms.wd;
+    s = s + vec2<f32>(p * p, u * u);
+  }
+  let t = wgSum2(s, lid);
+  if (lid == 0) { PART[2 * g] = t.x; PART[2 * g + 1] = t.y; }
+}`;
+
+/** The norms ‖p‖ and ‖u‖ from part 1's sums (every workgroup adds them up; uniform control flow). */
+const NORMS_FROM_PARTS = `
+fn norms(lid : i32) -> vec2<f32> {
+  var s = vec2<f32>(0.0, 0.0);
+  if (uniforms.adapt == 1) {
+    for (var j = lid; j < uniforms.parts; j = j + WG) { s = s + vec2<f32>(PART[2 * j], PART[2 * j + 1]); }
+  }
+  return sqrt(wgSum2(s, lid));
+}`;
+
+/** LAMB, part 2: trust ratio ‖p‖/‖u‖ (1 when either is 0 or the parameter is excluded), p ← p − lr·(r·u). */
+const LAMB_APPLY_CODE = `${WG_SUM2}${NORMS_FROM_PARTS}
+fn kernel(g : i32, lid : i32) {
+  let nrm = norms(lid);
+  var trust = 1.0;
+  if (uniforms.adapt == 1 && nrm.x > 0.0 && nrm.y > 0.0) { trust = nrm.x / nrm.y; }
+  let i = g * WG + lid;
+  if (i >= uniforms.n) { return; }
+  let p = P[i];
+  let u = (M1[i] / uniforms.bc1) / (sqrt(V1[i]) / uniforms.sqrtBc2 + uniforms.eps) + p * uniforms.wd;
+  P1[i] = p + (u * trust) * uniforms.negLr;
+}`;
+
+/** LARS, part 1: per workgroup Σp² and Σdp², dp = g + wd·p. */
+const LARS_NORMS_CODE = `${WG_SUM2}
+fn kernel(g : i32, lid : i32) {
+  var s = vec2<f32>(0.0, 0.0);
+  for (var i = g * WG + lid; i < uniforms.n; i = i + uniforms.stride) {
+    let p = P[i];
+    let dp = GR[i] + p * uniforms.wd;
+    s = s + vec2<f32>(p * p, dp * dp);
+  }
+  let t = wgSum2(s, lid);
+  if (lid == 0) { PART[2 * g] = t.x; PART[2 * g + 1] = t.y; }
+}`;
+
+/** LARS, part 2: q = tc·‖p‖/‖dp‖ (1 when either is 0), mu ← momentum·mu + q·dp, p ← p − lr·mu. */
+const LARS_APPLY_CODE = `${WG_SUM2}${NORMS_FROM_PARTS}
+fn kernel(g : i32, lid : i32) {
+  let nrm = norms(lid);
+  var q = 1.0;
+  if (uniforms.adapt == 1 && nrm.x > 0.0 && nrm.y > 0.0) { q = (nrm.x * uniforms.tc) / nrm.y; }
+  let i = g * WG + lid;
+  if (i >= uniforms.n) { return; }
+  let p = P[i];
+  var dp = GR[i];
+  if (uniforms.adapt == 1) { dp = (dp + p * uniforms.wd) * q; }
+  var mu0 = 0.0;
+  if (uniforms.fresh == 0) { mu0 = MU[i]; }
+  let mu = mu0 * uniforms.momentum + dp;
+  MU1[i] = mu;
+  P1[i] = p + mu * uniforms.negLr;
+}`;
+
+/** LAMB's scalars for one step (src/optim/lamb.ts); `adapt` false: no trust ratio (and wd is then 0). */
+export interface LambAttrs {
+  lr: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  step: number;
+  adapt: boolean;
+}
+/** LARS's scalars for one step (src/optim/lars.ts); `adapt` false: ndim ≤ 1, no decay, no trust ratio. */
+export interface LarsAttrs {
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  trustCoefficient: number;
+  adapt: boolean;
+}
+
 /** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
 const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
 
@@ -431,6 +538,119 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       groups: Math.ceil(n / 256),
       code: ADAMW_CODE,
     });
+  });
+  add(LAMB, ({ inputs, backend, attrs }) => {
+    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo | undefined>;
+    const a = attrs as unknown as LambAttrs;
+    const b = internals(backend);
+    const n = tf.util.sizeFromShape(p!.shape);
+    const parts = normGroups(n);
+    const scalars: MultiSpec['uniforms'] = [
+      ['n', 'i32', n],
+      ['bc1', 'f32', 1 - a.beta1 ** a.step],
+      ['sqrtBc2', 'f32', Math.sqrt(1 - a.beta2 ** a.step)],
+      ['eps', 'f32', a.eps],
+      ['wd', 'f32', a.adapt ? a.weightDecay : 0],
+    ];
+    const [m1, v1, part] = runMulti(b, {
+      label: `${LAMB}Moments`,
+      key: 'moco3_lamb_moments',
+      outputs: [
+        { name: 'M1', shape: p!.shape },
+        { name: 'V1', shape: p!.shape },
+        { name: 'PART', shape: [parts, 2] },
+      ],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'GR', t: g! },
+        { name: 'M', t: m ?? p! },
+        { name: 'V', t: v ?? p! },
+      ],
+      uniforms: [
+        ...scalars,
+        ['stride', 'i32', parts * 256],
+        ['fresh', 'i32', m === undefined || v === undefined ? 1 : 0],
+        ['beta1', 'f32', a.beta1],
+        ['omb1', 'f32', 1 - a.beta1],
+        ['beta2', 'f32', a.beta2],
+        ['omb2', 'f32', 1 - a.beta2],
+      ],
+      workgroupSize: 256,
+      groups: parts,
+      code: LAMB_MOMENTS_CODE,
+    });
+    const [p1] = runMulti(b, {
+      label: `${LAMB}Apply`,
+      key: 'moco3_lamb_apply',
+      outputs: [{ name: 'P1', shape: p!.shape }],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'M1', t: m1! },
+        { name: 'V1', t: v1! },
+        { name: 'PART', t: part! },
+      ],
+      uniforms: [...scalars, ['parts', 'i32', parts], ['adapt', 'i32', a.adapt ? 1 : 0], ['negLr', 'f32', -a.lr]],
+      workgroupSize: 256,
+      groups: Math.ceil(n / 256),
+      code: LAMB_APPLY_CODE,
+    });
+    b.disposeData(part!.dataId);
+    return [p1!, m1!, v1!];
+  });
+  add(LARS, ({ inputs, backend, attrs }) => {
+    const { p, g, mu } = inputs as Record<'p' | 'g' | 'mu', tf.TensorInfo | undefined>;
+    const a = attrs as unknown as LarsAttrs;
+    const b = internals(backend);
+    const n = tf.util.sizeFromShape(p!.shape);
+    const parts = normGroups(n);
+    const common: MultiSpec['uniforms'] = [
+      ['n', 'i32', n],
+      ['wd', 'f32', a.weightDecay],
+    ];
+    // without the trust ratio the update needs no norms: p stands in for the sums, unread
+    const part = a.adapt
+      ? runMulti(b, {
+          label: `${LARS}Norms`,
+          key: 'moco3_lars_norms',
+          outputs: [{ name: 'PART', shape: [parts, 2] }],
+          inputs: [
+            { name: 'P', t: p! },
+            { name: 'GR', t: g! },
+          ],
+          uniforms: [...common, ['stride', 'i32', parts * 256]],
+          workgroupSize: 256,
+          groups: parts,
+          code: LARS_NORMS_CODE,
+        })[0]!
+      : null;
+    const [p1, mu1] = runMulti(b, {
+      label: `${LARS}Apply`,
+      key: 'moco3_lars_apply',
+      outputs: [
+        { name: 'P1', shape: p!.shape },
+        { name: 'MU1', shape: p!.shape },
+      ],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'GR', t: g! },
+        { name: 'MU', t: mu ?? p! },
+        { name: 'PART', t: part ?? p! },
+      ],
+      uniforms: [
+        ...common,
+        ['parts', 'i32', parts],
+        ['adapt', 'i32', a.adapt ? 1 : 0],
+        ['fresh', 'i32', mu === undefined ? 1 : 0],
+        ['tc', 'f32', a.trustCoefficient],
+        ['momentum', 'f32', a.momentum],
+        ['negLr', 'f32', -a.lr],
+      ],
+      workgroupSize: 256,
+      groups: Math.ceil(n / 256),
+      code: LARS_APPLY_CODE,
+    });
+    if (part) b.disposeData(part.dataId);
+    return [p1!, mu1!];
   });
   return names;
 }

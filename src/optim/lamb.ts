@@ -17,6 +17,7 @@
  *   p ← p − lr·(r·u)
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedKernels, LAMB } from '../engine/webgpu-kernels.ts';
 import { BaseOptimizer, globalNorm, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LambOptions {
@@ -51,6 +52,18 @@ export class Lamb extends BaseOptimizer {
       const excluded = excludeBiasNorm && this.ndimOf(name) <= 1;
       const wd = excluded ? 0 : weightDecay;
       const t = this.nextStep(name);
+      // two dispatches where the backend has moco3's kernel (webgpu): the moments and norms, the update
+      const fused = fusedKernels(
+        LAMB,
+        { p, g, m: this.slot(name, 'exp_avg'), v: this.slot(name, 'exp_avg_sq') },
+        { lr, weightDecay: wd, beta1, beta2, eps, step: t, adapt: !excluded },
+      );
+      if (fused) {
+        p.assign(fused[0]!);
+        this.setSlot(name, 'exp_avg', fused[1]!);
+        this.setSlot(name, 'exp_avg_sq', fused[2]!);
+        continue;
+      }
       const expAvg0 = this.slot(name, 'exp_avg') ?? tf.zerosLike(p);
       const expAvgSq0 = this.slot(name, 'exp_avg_sq') ?? tf.zerosLike(p);
 

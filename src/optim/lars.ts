@@ -11,6 +11,7 @@
  *   p = p − lr·mu
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedKernels, LARS } from '../engine/webgpu-kernels.ts';
 import { BaseOptimizer, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LarsOptions {
@@ -34,6 +35,13 @@ export class Lars extends BaseOptimizer {
   protected update(pairs: ParamGrad[], lr: number): void {
     const { weightDecay, momentum, trustCoefficient } = this.opts;
     for (const { name, p, g } of pairs) {
+      // two dispatches where the backend has moco3's kernel (webgpu): the norms, the update
+      const fused = fusedKernels(LARS, { p, g, mu: this.slot(name, 'mu') }, { lr, weightDecay, momentum, trustCoefficient, adapt: this.ndimOf(name) > 1 });
+      if (fused) {
+        p.assign(fused[0]!);
+        this.setSlot(name, 'mu', fused[1]!);
+        continue;
+      }
       let dp: tf.Tensor = g;
       if (this.ndimOf(name) > 1) {
         // not bias / norm (PyTorch ndim, not the tfjs rank)

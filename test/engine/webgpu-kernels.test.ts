@@ -6,9 +6,12 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAYERNORM_FWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
 import { gelu, layerNorm } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
+import { Lamb } from '../../src/optim/lamb.ts';
+import { Lars } from '../../src/optim/lars.ts';
+import type { Optimizer } from '../../src/optim/optimizer.ts';
 
 before(async () => {
   const a = await registerWebGpuBackend({ allowSoftware: true });
@@ -100,39 +103,60 @@ for (const [rows, D] of [[3, 37], [130, 200], [4201, 24]] as const) {
   });
 }
 
-test('AdamW: the one-dispatch update = the stock update on webgpu, over three steps', async () => {
-  const before = tf.memory().numTensors;
-  // 70x33 elements: not a multiple of the workgroup size
-  const p0 = tf.randomNormal([70, 33], 0, 0.5, 'float32', 9);
-  const grads = [0, 1, 2].map((s) => tf.randomNormal([70, 33], 0, 1e-2 * (s + 1), 'float32', 10 + s));
-  const run = () => {
-    const opt = new AdamW({ weightDecay: 0.1, betas: [0.9, 0.95], eps: 1e-8 });
-    const p = tf.tidy(() => tf.variable(tf.clone(p0)));
-    for (const [s, g] of grads.entries()) opt.step(new Map([['w', p]]), new Map([['w', g]]), 1e-3 * (s + 1));
-    return { opt, p };
-  };
-  const prof = await tf.profile(() => {
-    const { opt, p } = run();
-    opt.dispose();
-    p.dispose();
+// stockOnly: a kernel of the stock update that moco3's update does not run (LAMB's clipping by the global norm is stock)
+const OPTIMIZERS: Record<string, { kernel: string; stockOnly: string; make: () => Optimizer }> = {
+  adamw: { kernel: ADAMW, stockOnly: 'Sqrt', make: () => new AdamW({ weightDecay: 0.1, betas: [0.9, 0.95], eps: 1e-8 }) },
+  lamb: { kernel: LAMB, stockOnly: 'Greater', make: () => new Lamb({ weightDecay: 0.1, betas: [0.9, 0.999], eps: 1e-6, excludeBiasNorm: true, maxGradNorm: 1 }, (n) => (n === 'b' ? 1 : 2)) },
+  lars: { kernel: LARS, stockOnly: 'Greater', make: () => new Lars({ weightDecay: 1e-3, momentum: 0.9, trustCoefficient: 0.001 }, (n) => (n === 'b' ? 1 : 2)) },
+};
+for (const [optName, { kernel, stockOnly, make }] of Object.entries(OPTIMIZERS)) {
+  test(`${optName}: moco3's update kernel = the stock update on webgpu, over three steps`, async () => {
+    const before = tf.memory().numTensors;
+    // w: not a multiple of the workgroup size; big: more elements than the norm kernels' threads (a strided loop);
+    // b: PyTorch ndim 1 (no decay or trust ratio in LAMB with the exclusion and in LARS); z: zero, trust ratio 1
+    const shapes: Record<string, number[]> = { w: [70, 33], big: [300, 260], b: [70], z: [5, 7] };
+    const p0 = new Map(Object.entries(shapes).map(([n, sh], i) => [n, n === 'z' ? tf.zeros(sh) : tf.randomNormal(sh, 0, 0.5, 'float32', 9 + i)] as const));
+    const grads = [0, 1, 2].map((s) => new Map(Object.entries(shapes).map(([n, sh], i) => [n, tf.randomNormal(sh, 0, 1e-2 * (s + 1), 'float32', 20 + 4 * s + i)] as const)));
+    const run = () => {
+      const opt = make();
+      const params = new Map([...p0].map(([n, t]) => [n, tf.tidy(() => tf.variable(tf.clone(t)))] as const));
+      for (const [s, g] of grads.entries()) opt.step(params, g, 1e-2 * (s + 1));
+      return { opt, params };
+    };
+    const prof = await tf.profile(() => {
+      const { opt, params } = run();
+      opt.dispose();
+      tf.dispose([...params.values()]);
+    });
+    assert.ok(prof.kernelNames.includes(kernel) && !prof.kernelNames.includes(stockOnly), `kernels run: ${prof.kernelNames.join(', ')}`);
+    const [fused, stock] = bothWays(run);
+    // sums in another order (the norms): float32 noise
+    // the parameters' change over the three steps (the parameters themselves would hide errors below their
+    // ulp), held to float32 noise of the change plus 2 ulp of the largest weight (the rounding of p itself)
+    for (const [n, p] of stock.params) {
+      const d = tf.tidy(() => tf.stack([tf.max(tf.abs(tf.sub(fused.params.get(n)!, p))), tf.max(tf.abs(tf.sub(p, p0.get(n)!))), tf.max(tf.abs(p))]));
+      const [diff, change, big] = (await d.data()) as Float32Array;
+      d.dispose();
+      relErrors.set(`${optName} param change`, Math.max(relErrors.get(`${optName} param change`) ?? 0, diff! / change!));
+      assert.ok(diff! <= 2e-6 * change! + 2.4e-7 * big!, `${n}: |diff| ${diff}, change ${change}, |p| ${big}`);
+    }
+    for (const [k, t] of stock.opt.stateTensors()) {
+      assert.ok((await relDiff(`${optName} ${k.slice(k.indexOf('.') + 1)}`, fused.opt.stateTensors().get(k)!, t)) <= 2e-6, k);
+    }
+    // every parameter moved (a test of the update, not of a no-op)
+    for (const [n, p] of fused.params) {
+      const moved = tf.tidy(() => tf.max(tf.abs(tf.sub(p, p0.get(n)!))));
+      assert.ok((await moved.data())[0]! > 0, `${n} moved`);
+      moved.dispose();
+    }
+    for (const r of [fused, stock]) {
+      r.opt.dispose();
+      tf.dispose([...r.params.values()]);
+    }
+    tf.dispose([...p0.values(), ...grads.flatMap((g) => [...g.values()])]);
+    assert.equal(tf.memory().numTensors, before);
   });
-  assert.ok(prof.kernelNames.includes(ADAMW) && !prof.kernelNames.includes('Sqrt'), `kernels run: ${prof.kernelNames.join(', ')}`);
-  const [fused, stock] = bothWays(run);
-  assert.ok((await relDiff('AdamW param', fused.p, stock.p)) <= 1e-6);
-  // the slots: the moments after the last step
-  for (const [k, t] of stock.opt.stateTensors()) {
-    assert.ok((await relDiff(`AdamW ${k.slice(2)}`, fused.opt.stateTensors().get(k)!, t)) <= 1e-6, k);
-  }
-  // the parameter moved (a test of the update, not of a no-op)
-  const moved = tf.tidy(() => tf.max(tf.abs(tf.sub(fused.p, p0))));
-  assert.ok((await moved.data())[0]! > 1e-4);
-  for (const r of [fused, stock]) {
-    r.opt.dispose();
-    r.p.dispose();
-  }
-  tf.dispose([p0, moved, ...grads]);
-  assert.equal(tf.memory().numTensors, before);
-});
+}
 
 // 3x37 is smaller than a workgroup; 70000x130 (9.1 M elements) needs a two-dimensional dispatch
 for (const shape of [[3, 37], [256, 65, 64], [70000, 130]] as const) {
