@@ -15,6 +15,9 @@
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
  *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: ~25)
  *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: ~15)
+ *   Moco3SoftmaxBwd    dx = y·dy − y·Σ(y·dy) over the last axis (the attention's softmax): one dispatch, a
+ *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
+ *                      already one dispatch
  *
  * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels. The
  * kernels with several outputs are dispatched by `runMulti`, which records them in the backend's own
@@ -31,6 +34,7 @@ export const LAYERNORM_BWD = 'Moco3LayerNormBwd';
 export const ADAMW = 'Moco3AdamW';
 export const LAMB = 'Moco3Lamb';
 export const LARS = 'Moco3Lars';
+export const SOFTMAX_BWD = 'Moco3SoftmaxBwd';
 
 interface Program {
   outputShape: number[];
@@ -373,6 +377,19 @@ export interface LarsAttrs {
   adapt: boolean;
 }
 
+
+/** Softmax backward, a workgroup per row, in the stock gradient's order: dy·y − Σ(dy·y)·y. */
+const SOFTMAX_BWD_CODE = `${WG_SUM2}
+fn kernel(row : i32, lid : i32) {
+  if (row >= uniforms.rows) { return; }
+  let C = uniforms.cols;
+  let base = row * C;
+  var s = 0.0;
+  for (var c = lid; c < C; c = c + WG) { s = s + DY[base + c] * Y[base + c]; }
+  let t = wgSum2(vec2<f32>(s, 0.0), lid).x;
+  for (var c = lid; c < C; c = c + WG) { let y = Y[base + c]; DX[base + c] = DY[base + c] * y - t * y; }
+}`;
+
 /** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
 const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
 
@@ -651,6 +668,27 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     });
     if (part) b.disposeData(part.dataId);
     return [p1!, mu1!];
+  });
+  add(SOFTMAX_BWD, ({ inputs, backend }) => {
+    const { y, dy } = inputs as { y: tf.TensorInfo; dy: tf.TensorInfo };
+    const cols = y.shape[y.shape.length - 1]!;
+    const rows = tf.util.sizeFromShape(y.shape) / cols;
+    return runMulti(internals(backend), {
+      label: SOFTMAX_BWD,
+      key: 'moco3_softmax_bwd',
+      outputs: [{ name: 'DX', shape: y.shape }],
+      inputs: [
+        { name: 'Y', t: y },
+        { name: 'DY', t: dy },
+      ],
+      uniforms: [
+        ['rows', 'i32', rows],
+        ['cols', 'i32', cols],
+      ],
+      workgroupSize: 64,
+      groups: rows,
+      code: SOFTMAX_BWD_CODE,
+    })[0]!;
   });
   return names;
 }

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../engine/gradients.ts';
-import { fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, hasKernel, LAYERNORM_BWD, LAYERNORM_FWD } from '../engine/webgpu-kernels.ts';
+import { fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, hasKernel, LAYERNORM_BWD, LAYERNORM_FWD, SOFTMAX_BWD } from '../engine/webgpu-kernels.ts';
 
 type T = tf.Tensor;
 
@@ -94,6 +94,17 @@ export const gelu = custom<tf.Tensor>(([x], save) => {
     gradFunc: (dy, [xs, c]) => [tf.mul(dy, tf.add(c!, tf.mul(xs!, tf.mul(1 / Math.sqrt(2 * Math.PI), tf.exp(tf.mul(-0.5, tf.square(xs!)))))))],
   };
 }) as <R extends tf.Tensor>(x: R) => R;
+
+const fusedSoftmax = custom<tf.Tensor>(([x], save) => {
+  const y = tf.softmax(x!);
+  save([y]);
+  return { value: y, gradFunc: (dy, [ys]) => [fusedKernel(SOFTMAX_BWD, { y: ys!, dy })!] };
+});
+
+/** Softmax over the last axis; the backward is one moco3 kernel where the backend has it (webgpu). */
+export function softmax<R extends tf.Tensor>(x: R): R {
+  return (hasKernel(SOFTMAX_BWD) ? fusedSoftmax(x) : tf.softmax(x)) as R;
+}
 
 /** Batch statistics of a BatchNorm forward: mean and biased variance, [F]. */
 export interface NormStats {

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { clsTokenNormal, ones, patchProjUniform, qkvUniform, xavierUniform, zeros } from './init.ts';
-import { bmm, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify } from './layers.ts';
+import { bmm, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify, softmax } from './layers.ts';
 import type { ParamSpec } from './params.ts';
 import { sincos2dPosEmbed } from './posembed.ts';
 
@@ -106,7 +106,7 @@ export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P
   const t = tf.transpose(tf.reshape(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]
   const [q, k, v] = tf.split(tf.reshape(t, [3, heads * B, N, hd]), 3, 0).map((u) => tf.reshape<tf.Rank.R3>(u, [heads * B, N, hd]));
   // scale q rather than the N×N scores: same product, fewer multiplies
-  const attn = tf.softmax(matMulNT(tf.mul<tf.Tensor3D>(q!, hd ** -0.5), k!)); // [H·B, N, N]
+  const attn = softmax(matMulNT(tf.mul<tf.Tensor3D>(q!, hd ** -0.5), k!)); // [H·B, N, N]
   const o = bmm(attn, v!); // [H·B, N, hd]
   const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(o, [heads, B * N, hd]), [1, 0, 2]), [B * N, D]); // features (h, j)
   return fc(merged, lin(P, `${pre}proj`));

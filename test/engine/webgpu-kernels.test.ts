@@ -6,8 +6,8 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
-import { gelu, layerNorm } from '../../src/model/layers.ts';
+import { ADAMW, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { gelu, layerNorm, softmax } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
 import { Lars } from '../../src/optim/lars.ts';
@@ -99,6 +99,29 @@ for (const [rows, D] of [[3, 37], [130, 200], [4201, 24]] as const) {
     assert.ok((await relDiff('LayerNorm mean', mean!, mom.mean)) <= 2e-5);
     assert.ok((await relDiff('LayerNorm rstd', rstd!, wantRstd)) <= 2e-5);
     tf.dispose([x!, w!, b!, dy!, ...fused, ...stock, prof.result as tf.Tensor, y!, mean!, rstd!, mom.mean, mom.variance, wantRstd]);
+    assert.equal(tf.memory().numTensors, before);
+  });
+}
+
+// an attention's scores [heads·batch, tokens, tokens] (65 columns: more than the workgroup), and a 3x5
+for (const shape of [[6, 65, 65], [3, 5]] as const) {
+  test(`softmax backward, [${shape}]: moco3's kernel = the stock gradient on webgpu`, async () => {
+    const before = tf.memory().numTensors;
+    const [x, dy] = tf.tidy(() => [tf.mul(tf.randomNormal([...shape], 0, 1, 'float32', 30), 4), tf.randomNormal([...shape], 0, 1, 'float32', 31)]);
+    const f = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((xi: tf.Tensor) => tf.sum(tf.mul(softmax(xi), dy!)))([x!]);
+        return [softmax(x!), value, grads[0]!];
+      });
+    const [fused, stock] = bothWays(f);
+    const prof = await tf.profile(() => tf.tidy(() => tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(softmax(xi), dy!)))(x!)));
+    assert.ok(prof.kernelNames.includes(SOFTMAX_BWD) && !prof.kernelNames.includes('Sub'), `kernels run: ${prof.kernelNames.join(', ')}`);
+    const names = ['y', 'value', 'dx'];
+    for (let i = 0; i < names.length; i++) {
+      const r = await relDiff(`softmax ${names[i]}`, fused[i]!, stock[i]!);
+      assert.ok(r <= 2e-6, `softmax ${names[i]}: relative difference ${r}`);
+    }
+    tf.dispose([x!, dy!, ...fused, ...stock, prof.result as tf.Tensor]);
     assert.equal(tf.memory().numTensors, before);
   });
 }
