@@ -9,12 +9,12 @@
  *   Moco3LayerNormFwd  y, mean, rstd of a LayerNorm over the rows of [n, D]: one dispatch, a workgroup per
  *                      row (stock: Mean, Sub, Square, Mean, Add, Rsqrt, Mul, Mul, Add)
  *   Moco3LayerNormBwd  dx, dγ, dβ from dy, x and the saved mean and rstd: two dispatches, dx and per-chunk
- *                      partial sums of dγ, dβ, then the sum over chunks (stock: ~12 kernels)
+ *                      partial sums of dγ, dβ, then the sum over chunks (stock: ~10 kernels)
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
- *                      (stock: ~12 elementwise kernels)
+ *                      (stock: 14 elementwise kernels)
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
- *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: ~25)
- *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: ~15)
+ *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: 35)
+ *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: 26)
  *   Moco3SoftmaxBwd    dx = y·dy − y·Σ(y·dy) over the last axis (the attention's softmax): one dispatch, a
  *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
  *                      already one dispatch

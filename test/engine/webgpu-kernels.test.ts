@@ -196,6 +196,8 @@ for (const shape of [[3, 37], [256, 65, 64], [70000, 130]] as const) {
     assert.deepEqual(yF.shape, [...shape]);
     // the same erf formula; exp and the operation order differ: a few float32 ulps of values up to ~10
     assert.ok((await maxDiff(yF, yS)) <= 4e-6, `forward ${await maxDiff(yF, yS)}`);
+    await relDiff('GELU y', yF, yS);
+    await relDiff('GELU dx', gF, gS);
     assert.ok((await maxDiff(gF, gS)) <= 4e-6, `backward ${await maxDiff(gF, gS)}`);
     // through the model's op: value and gradient use the fused kernels
     const [v, g] = tf.tidy(() => {
