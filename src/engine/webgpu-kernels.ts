@@ -10,6 +10,10 @@
  *                      row (stock: Mean, Sub, Square, Mean, Add, Rsqrt, Mul, Mul, Add)
  *   Moco3LayerNormBwd  dx, dγ, dβ from dy, x and the saved mean and rstd: two dispatches, dx and per-chunk
  *                      partial sums of dγ, dβ, then the sum over chunks (stock: ~10 kernels)
+ *   Moco3BatchNormFwd  y, mean, biased variance and rstd of a BatchNorm1d in train mode over the rows of
+ *                      [n, F]: one dispatch, a workgroup per 16 columns (stock: 9, the means over axis 0
+ *                      with a transpose each)
+ *   Moco3BatchNormBwd  dx, dγ, dβ: one dispatch, the same way (stock: 11)
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
  *                      (stock: 14 elementwise kernels)
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
@@ -31,6 +35,8 @@ export const GELU_FWD = 'Moco3GeluFwd';
 export const GELU_BWD = 'Moco3GeluBwd';
 export const LAYERNORM_FWD = 'Moco3LayerNormFwd';
 export const LAYERNORM_BWD = 'Moco3LayerNormBwd';
+export const BATCHNORM_FWD = 'Moco3BatchNormFwd';
+export const BATCHNORM_BWD = 'Moco3BatchNormBwd';
 export const ADAMW = 'Moco3AdamW';
 export const LAMB = 'Moco3Lamb';
 export const LARS = 'Moco3Lars';
@@ -390,6 +396,92 @@ fn kernel(row : i32, lid : i32) {
   for (var c = lid; c < C; c = c + WG) { let y = Y[base + c]; DX[base + c] = DY[base + c] * y - t * y; }
 }`;
 
+
+/**
+ * BatchNorm1d over the rows of [n, F]: a workgroup of BN_COLS columns × BN_LANES row lanes; lane l reads
+ * rows l, l + BN_LANES, ... (neighbouring threads read neighbouring columns), and `laneSum` adds the lanes.
+ */
+const BN_COLS = 16;
+const BN_LANES = 16;
+const BN_COMMON = `
+const CW : i32 = ${BN_COLS};
+const L : i32 = ${BN_LANES};
+var<workgroup> red4 : array<vec4<f32>, WG>;
+fn laneSum(v : vec4<f32>, lid : i32) -> vec4<f32> {
+  red4[lid] = v;
+  workgroupBarrier();
+  for (var s = L / 2; s > 0; s = s / 2) {
+    if (lid < s * CW) { red4[lid] = red4[lid] + red4[lid + s * CW]; }
+    workgroupBarrier();
+  }
+  let r = red4[lid % CW];
+  workgroupBarrier();
+  return r;
+}`;
+
+/** BatchNorm forward: the mean, then the variance about it (as the stock ops), then y. */
+const BN_FWD_CODE = `${BN_COMMON}
+fn kernel(g : i32, lid : i32) {
+  let F = uniforms.F;
+  let n = uniforms.n;
+  let col = g * CW + lid % CW;
+  let lane = lid / CW;
+  let ok = col < F;
+  var s = 0.0;
+  if (ok) { for (var r = lane; r < n; r = r + L) { s = s + X[r * F + col]; } }
+  let mean = laneSum(vec4<f32>(s, 0.0, 0.0, 0.0), lid).x / f32(n);
+  var q = 0.0;
+  if (ok) { for (var r = lane; r < n; r = r + L) { let d = X[r * F + col] - mean; q = q + d * d; } }
+  let varB = laneSum(vec4<f32>(q, 0.0, 0.0, 0.0), lid).x / f32(n);
+  let rstd = inverseSqrt(varB + uniforms.eps);
+  if (ok) {
+    for (var r = lane; r < n; r = r + L) {
+      var y = (X[r * F + col] - mean) * rstd;
+      if (uniforms.affine == 1) { y = y * G[col] + B[col]; }
+      Y[r * F + col] = y;
+    }
+    if (lane == 0) { MEAN[col] = mean; VAR[col] = varB; RSTD[col] = rstd; }
+  }
+}`;
+
+/** BatchNorm backward: the column sums of dx̂, dx̂·x̂, dy·x̂ and dy, then dx (the formula of src/model/layers.ts). */
+const BN_BWD_CODE = `${BN_COMMON}
+fn kernel(g : i32, lid : i32) {
+  let F = uniforms.F;
+  let n = uniforms.n;
+  let col = g * CW + lid % CW;
+  let lane = lid / CW;
+  let ok = col < F;
+  var mean = 0.0;
+  var rstd = 0.0;
+  var gam = 1.0;
+  var s = vec4<f32>(0.0, 0.0, 0.0, 0.0);
+  if (ok) {
+    mean = MEAN[col];
+    rstd = RSTD[col];
+    if (uniforms.affine == 1) { gam = G[col]; }
+    for (var r = lane; r < n; r = r + L) {
+      let xh = (X[r * F + col] - mean) * rstd;
+      let dy = DY[r * F + col];
+      var dxh = dy;
+      if (uniforms.affine == 1) { dxh = dy * gam; }
+      s = s + vec4<f32>(dxh, dxh * xh, dy * xh, dy);
+    }
+  }
+  let t = laneSum(s, lid);
+  let m1 = t.x / f32(n);
+  let m2 = t.y / f32(n);
+  if (ok) {
+    for (var r = lane; r < n; r = r + L) {
+      let xh = (X[r * F + col] - mean) * rstd;
+      var dxh = DY[r * F + col];
+      if (uniforms.affine == 1) { dxh = dxh * gam; }
+      DX[r * F + col] = rstd * ((dxh - m1) - xh * m2);
+    }
+    if (lane == 0) { DG[col] = t.z; DB[col] = t.w; }
+  }
+}`;
+
 /** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
 const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
 
@@ -689,6 +781,64 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       groups: rows,
       code: SOFTMAX_BWD_CODE,
     })[0]!;
+  });
+  add(BATCHNORM_FWD, ({ inputs, backend, attrs }) => {
+    const { x, gamma, beta } = inputs as Record<'x' | 'gamma' | 'beta', tf.TensorInfo | undefined>;
+    const [n, F] = x!.shape as [number, number];
+    const affine = gamma !== undefined && beta !== undefined;
+    return runMulti(internals(backend), {
+      label: BATCHNORM_FWD,
+      key: 'moco3_bn_fwd',
+      outputs: [
+        { name: 'Y', shape: [n, F] },
+        { name: 'MEAN', shape: [F] },
+        { name: 'VAR', shape: [F] },
+        { name: 'RSTD', shape: [F] },
+      ],
+      // without γ and β, x stands in for them, unread
+      inputs: [
+        { name: 'X', t: x! },
+        { name: 'G', t: gamma ?? x! },
+        { name: 'B', t: beta ?? x! },
+      ],
+      uniforms: [
+        ['n', 'i32', n],
+        ['F', 'i32', F],
+        ['affine', 'i32', affine ? 1 : 0],
+        ['eps', 'f32', Number((attrs as { eps: number }).eps)],
+      ],
+      workgroupSize: BN_COLS * BN_LANES,
+      groups: Math.ceil(F / BN_COLS),
+      code: BN_FWD_CODE,
+    });
+  });
+  add(BATCHNORM_BWD, ({ inputs, backend }) => {
+    const { dy, x, mean, rstd, gamma } = inputs as Record<'dy' | 'x' | 'mean' | 'rstd' | 'gamma', tf.TensorInfo | undefined>;
+    const [n, F] = x!.shape as [number, number];
+    return runMulti(internals(backend), {
+      label: BATCHNORM_BWD,
+      key: 'moco3_bn_bwd',
+      outputs: [
+        { name: 'DX', shape: [n, F] },
+        { name: 'DG', shape: [F] },
+        { name: 'DB', shape: [F] },
+      ],
+      inputs: [
+        { name: 'DY', t: dy! },
+        { name: 'X', t: x! },
+        { name: 'MEAN', t: mean! },
+        { name: 'RSTD', t: rstd! },
+        { name: 'G', t: gamma ?? mean! },
+      ],
+      uniforms: [
+        ['n', 'i32', n],
+        ['F', 'i32', F],
+        ['affine', 'i32', gamma === undefined ? 0 : 1],
+      ],
+      workgroupSize: BN_COLS * BN_LANES,
+      groups: Math.ceil(F / BN_COLS),
+      code: BN_BWD_CODE,
+    });
   });
   return names;
 }

@@ -6,7 +6,18 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../engine/gradients.ts';
-import { fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, hasKernel, LAYERNORM_BWD, LAYERNORM_FWD, SOFTMAX_BWD } from '../engine/webgpu-kernels.ts';
+import {
+  BATCHNORM_BWD,
+  BATCHNORM_FWD,
+  fusedKernel,
+  fusedKernels,
+  GELU_BWD,
+  GELU_FWD,
+  hasKernel,
+  LAYERNORM_BWD,
+  LAYERNORM_FWD,
+  SOFTMAX_BWD,
+} from '../engine/webgpu-kernels.ts';
 
 type T = tf.Tensor;
 
@@ -127,6 +138,7 @@ export function normalize(
 ): tf.Tensor2D {
   const affine = gamma !== undefined;
   if (affine !== (beta !== undefined)) throw new Error('normalize: give both gamma and beta or neither');
+  if (axis === 0 && hasKernel(BATCHNORM_FWD)) return fusedBatchNorm(x, eps, gamma, beta, onStats);
   const f = custom<tf.Tensor2D>((ins, save) => {
     const xi = ins[0] as tf.Tensor2D;
     const mean = tf.mean(xi, axis, true);
@@ -159,6 +171,26 @@ const fusedLayerNorm = (eps: number) =>
       gradFunc: (dy, [xs, m, r, ws]) => fusedKernels(LAYERNORM_BWD, { dy, x: xs, mean: m, rstd: r, gamma: ws })!,
     };
   });
+
+/** BatchNorm (normalize over axis 0) by moco3's kernels (webgpu): one dispatch forward, one backward. */
+function fusedBatchNorm(x: tf.Tensor2D, eps: number, gamma?: tf.Tensor1D, beta?: tf.Tensor1D, onStats?: (s: NormStats) => void): tf.Tensor2D {
+  const affine = gamma !== undefined;
+  const f = custom<tf.Tensor2D>((ins, save) => {
+    const [y, mean, varB, rstd] = fusedKernels(BATCHNORM_FWD, { x: ins[0], gamma: ins[1], beta: ins[2] }, { eps })!;
+    if (onStats) onStats({ mean: tf.keep(mean!) as tf.Tensor1D, varBiased: tf.keep(varB!) as tf.Tensor1D });
+    save(affine ? [ins[0]!, mean!, rstd!, ins[1]!] : [ins[0]!, mean!, rstd!]);
+    return {
+      value: y as tf.Tensor2D,
+      gradFunc: (dy, [xs, m, r, g]) => {
+        const [dx, dg, db] = fusedKernels(BATCHNORM_BWD, { dy, x: xs, mean: m, rstd: r, gamma: g })!;
+        if (affine) return [dx!, dg!, db!];
+        tf.dispose([dg!, db!]);
+        return [dx!];
+      },
+    };
+  });
+  return affine ? f(x, gamma!, beta!) : f(x);
+}
 
 /** nn.LayerNorm over the last axis of [n, D]. */
 export function layerNorm(x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D, eps = 1e-6): tf.Tensor2D {

@@ -6,8 +6,8 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
-import { gelu, layerNorm, softmax } from '../../src/model/layers.ts';
+import { ADAMW, BATCHNORM_FWD, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { gelu, layerNorm, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
 import { Lars } from '../../src/optim/lars.ts';
@@ -99,6 +99,42 @@ for (const [rows, D] of [[3, 37], [130, 200], [4201, 24]] as const) {
     assert.ok((await relDiff('LayerNorm mean', mean!, mom.mean)) <= 2e-5);
     assert.ok((await relDiff('LayerNorm rstd', rstd!, wantRstd)) <= 2e-5);
     tf.dispose([x!, w!, b!, dy!, ...fused, ...stock, prof.result as tf.Tensor, y!, mean!, rstd!, mom.mean, mom.variance, wantRstd]);
+    assert.equal(tf.memory().numTensors, before);
+  });
+}
+
+// fewer rows than row lanes, columns not a multiple of a workgroup's; more rows; without γ and β (the
+// predictor's last BatchNorm)
+for (const [n, F, affine] of [[4, 37, true], [300, 50, true], [300, 50, false]] as const) {
+  test(`BatchNorm forward and backward, [${n}, ${F}]${affine ? '' : ', no affine'}: fused kernels = stock kernels on webgpu`, async () => {
+    const before = tf.memory().numTensors;
+    const [x, w, b, dy] = tf.tidy(() => [
+      tf.add(tf.mul(tf.randomNormal([n, F], 0, 1, 'float32', 40), 3), 1.5),
+      tf.randomNormal([F], 1, 0.3, 'float32', 41),
+      tf.randomNormal([F], 0, 0.3, 'float32', 42),
+      tf.randomNormal([n, F], 0, 1, 'float32', 43),
+    ]);
+    const bn = (xi: tf.Tensor, wi?: tf.Tensor, bi?: tf.Tensor, onStats?: (s: NormStats) => void) =>
+      normalize(xi as tf.Tensor2D, 0, 1e-5, wi as tf.Tensor1D | undefined, bi as tf.Tensor1D | undefined, onStats);
+    const f = () =>
+      tf.tidy(() => {
+        const stats: NormStats[] = [];
+        const { value, grads } = affine
+          ? tf.valueAndGrads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(bn(xi, wi, bi), dy!)))([x!, w!, b!])
+          : tf.valueAndGrads((xi: tf.Tensor) => tf.sum(tf.mul(bn(xi), dy!)))([x!]);
+        const y = affine ? bn(x!, w!, b!, (st) => stats.push(st)) : bn(x!, undefined, undefined, (st) => stats.push(st));
+        return [y, value, ...grads, stats[0]!.mean, stats[0]!.varBiased];
+      });
+    const [fused, stock] = bothWays(f);
+    const prof = await tf.profile(() => tf.tidy(() => tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(affine ? bn(xi, w!, b!) : bn(xi), dy!)))(x!)));
+    assert.ok(prof.kernelNames.includes(BATCHNORM_FWD) && !prof.kernelNames.includes('Rsqrt'), `kernels run: ${prof.kernelNames.join(', ')}`);
+    const names = ['y', 'value', 'dx', ...(affine ? ['dgamma', 'dbeta'] : []), 'mean', 'variance'];
+    assert.equal(fused.length, names.length);
+    for (let i = 0; i < names.length; i++) {
+      const r = await relDiff(`BatchNorm ${names[i]}`, fused[i]!, stock[i]!);
+      assert.ok(r <= 2e-5, `BatchNorm ${names[i]} [${n}, ${F}]: relative difference ${r}`);
+    }
+    tf.dispose([x!, w!, b!, dy!, ...fused, ...stock, prof.result as tf.Tensor]);
     assert.equal(tf.memory().numTensors, before);
   });
 }
