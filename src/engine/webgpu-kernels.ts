@@ -14,6 +14,8 @@
  *                      [n, F]: one dispatch, a workgroup per 16 columns (stock: 9, the means over axis 0
  *                      with a transpose each)
  *   Moco3BatchNormBwd  dx, dγ, dβ: one dispatch, the same way (stock: 11)
+ *   Moco3ColumnSum     Σ over the rows of [n, F] (a bias's gradient): per-chunk column sums, then their sum;
+ *                      the stock Sum over axis 0 transposes the whole tensor first
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
  *                      (stock: 14 elementwise kernels)
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
@@ -37,6 +39,7 @@ export const LAYERNORM_FWD = 'Moco3LayerNormFwd';
 export const LAYERNORM_BWD = 'Moco3LayerNormBwd';
 export const BATCHNORM_FWD = 'Moco3BatchNormFwd';
 export const BATCHNORM_BWD = 'Moco3BatchNormBwd';
+export const COLUMN_SUM = 'Moco3ColumnSum';
 export const ADAMW = 'Moco3AdamW';
 export const LAMB = 'Moco3Lamb';
 export const LARS = 'Moco3Lars';
@@ -482,6 +485,35 @@ fn kernel(g : i32, lid : i32) {
   }
 }`;
 
+
+/** Column sums, part 1: workgroup g sums BN_COLS columns over one chunk of R rows (row lanes as BatchNorm's). */
+const COLSUM_CODE = `${BN_COMMON}
+fn kernel(g : i32, lid : i32) {
+  let F = uniforms.F;
+  let cg = g % uniforms.colGroups;
+  let chunk = g / uniforms.colGroups;
+  let col = cg * CW + lid % CW;
+  let lane = lid / CW;
+  let ok = col < F && chunk < uniforms.chunks;
+  var s = 0.0;
+  if (ok) {
+    let r1 = min(uniforms.n, (chunk + 1) * uniforms.R);
+    for (var r = chunk * uniforms.R + lane; r < r1; r = r + L) { s = s + X[r * F + col]; }
+  }
+  let t = laneSum(vec4<f32>(s, 0.0, 0.0, 0.0), lid).x;
+  if (ok && lane == 0) { S[chunk * F + col] = t; }
+}`;
+
+/** Column sums, part 2: a workgroup per column adds the chunks' sums. */
+const COLSUM_TOTAL_CODE = `${WG_SUM2}
+fn kernel(c : i32, lid : i32) {
+  if (c >= uniforms.F) { return; }
+  var s = 0.0;
+  for (var g = lid; g < uniforms.chunks; g = g + WG) { s = s + P[g * uniforms.F + c]; }
+  let t = wgSum2(vec2<f32>(s, 0.0), lid).x;
+  if (lid == 0) { S[c] = t; }
+}`;
+
 /** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
 const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
 
@@ -839,6 +871,47 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       groups: Math.ceil(F / BN_COLS),
       code: BN_BWD_CODE,
     });
+  });
+  add(COLUMN_SUM, ({ inputs, backend }) => {
+    const x = (inputs as { x: tf.TensorInfo }).x;
+    const b = internals(backend);
+    const [n, F] = x.shape as [number, number];
+    const colGroups = Math.ceil(F / BN_COLS);
+    // about 1024 workgroups in all; chunks of at least one row per lane
+    const R = Math.max(BN_LANES, Math.ceil(n / Math.max(1, Math.floor(1024 / colGroups))));
+    const chunks = Math.ceil(n / R);
+    const [part] = runMulti(b, {
+      label: COLUMN_SUM,
+      key: 'moco3_colsum',
+      outputs: [{ name: 'S', shape: chunks === 1 ? [F] : [chunks, F] }],
+      inputs: [{ name: 'X', t: x }],
+      uniforms: [
+        ['n', 'i32', n],
+        ['F', 'i32', F],
+        ['R', 'i32', R],
+        ['chunks', 'i32', chunks],
+        ['colGroups', 'i32', colGroups],
+      ],
+      workgroupSize: BN_COLS * BN_LANES,
+      groups: colGroups * chunks,
+      code: COLSUM_CODE,
+    });
+    if (chunks === 1) return part!;
+    const [sum] = runMulti(b, {
+      label: `${COLUMN_SUM}Total`,
+      key: 'moco3_colsum_total',
+      outputs: [{ name: 'S', shape: [F] }],
+      inputs: [{ name: 'P', t: part! }],
+      uniforms: [
+        ['F', 'i32', F],
+        ['chunks', 'i32', chunks],
+      ],
+      workgroupSize: 64,
+      groups: F,
+      code: COLSUM_TOTAL_CODE,
+    });
+    b.disposeData(part!.dataId);
+    return sum!;
   });
   return names;
 }

@@ -9,6 +9,7 @@ import '../engine/gradients.ts';
 import {
   BATCHNORM_BWD,
   BATCHNORM_FWD,
+  COLUMN_SUM,
   fusedKernel,
   fusedKernels,
   GELU_BWD,
@@ -34,13 +35,15 @@ function custom<R extends tf.Tensor>(
 }
 
 const transpose2 = (x: T) => tf.transpose(x, [1, 0]);
+/** Σ over the rows of [n, F] (a bias's gradient): one moco3 kernel where the backend has it (webgpu's stock Sum over axis 0 transposes first). */
+const sumRows = (x: T): T => (x.rank === 2 ? fusedKernel(COLUMN_SUM, { x }) : null) ?? tf.sum(x, 0);
 const transpose3 = (x: T) => tf.transpose(x, [0, 2, 1]);
 
 const linearBias = custom<tf.Tensor2D>(([x, w, b], save) => {
   save([x!, w!]);
   return {
     value: tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b!),
-    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, transpose2(ws!) as tf.Tensor2D), tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), tf.sum(dy, 0)],
+    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, transpose2(ws!) as tf.Tensor2D), tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), sumRows(dy)],
   };
 });
 
@@ -63,7 +66,7 @@ export function linearConstInput(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D)
     save([x]);
     return {
       value: tf.add(tf.matMul(x, wi as tf.Tensor2D), bi!),
-      gradFunc: (dy, [xs]) => [tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), tf.sum(dy, 0)],
+      gradFunc: (dy, [xs]) => [tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), sumRows(dy)],
     };
   });
   return f(w, b);

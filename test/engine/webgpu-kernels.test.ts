@@ -6,8 +6,8 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, BATCHNORM_FWD, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
-import { gelu, layerNorm, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
+import { ADAMW, BATCHNORM_FWD, COLUMN_SUM, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
 import { Lars } from '../../src/optim/lars.ts';
@@ -135,6 +135,30 @@ for (const [n, F, affine] of [[4, 37, true], [300, 50, true], [300, 50, false]] 
       assert.ok(r <= 2e-5, `BatchNorm ${names[i]} [${n}, ${F}]: relative difference ${r}`);
     }
     tf.dispose([x!, w!, b!, dy!, ...fused, ...stock, prof.result as tf.Tensor]);
+    assert.equal(tf.memory().numTensors, before);
+  });
+}
+
+// one chunk; many chunks of 16 rows, the last one short; many column groups
+for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
+  test(`column sums (a bias's gradient), [${n}, ${F}]: moco3's kernel = the stock Sum over axis 0 on webgpu`, async () => {
+    const before = tf.memory().numTensors;
+    const [x, w, b, dy] = tf.tidy(() => [
+      tf.randomNormal([n, 4], 0, 1, 'float32', 50),
+      tf.randomNormal([4, F], 0, 1, 'float32', 51),
+      tf.randomNormal([F], 0, 1, 'float32', 52),
+      tf.add(tf.randomNormal([n, F], 0, 1, 'float32', 53), 0.5),
+    ]);
+    const s = fusedKernel(COLUMN_SUM, { x: dy! })!;
+    const want = tf.sum(dy!, 0);
+    assert.ok((await relDiff('column sum', s, want)) <= 2e-6);
+    // through linear(): the bias's gradient
+    const f = () => tf.tidy(() => tf.grads((wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(linear(x as tf.Tensor2D, wi as tf.Tensor2D, bi as tf.Tensor1D), dy!)))([w!, b!]));
+    const [fused, stock] = bothWays(f);
+    const prof = await tf.profile(() => f());
+    assert.ok(prof.kernelNames.includes(COLUMN_SUM), `kernels run: ${prof.kernelNames.join(', ')}`);
+    assert.ok((await relDiff('column sum', fused[1]!, stock[1]!)) <= 2e-6, 'linear bias gradient');
+    tf.dispose([x!, w!, b!, dy!, s, want, ...fused, ...stock, ...(prof.result as tf.Tensor[])]);
     assert.equal(tf.memory().numTensors, before);
   });
 }
