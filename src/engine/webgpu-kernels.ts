@@ -16,6 +16,10 @@
  *   Moco3BatchNormBwd  dx, dγ, dβ: one dispatch, the same way (stock: 11)
  *   Moco3ColumnSum     Σ over the rows of [n, F] (a bias's gradient): per-chunk column sums, then their sum;
  *                      the stock Sum over axis 0 transposes the whole tensor first
+ *   Moco3AttentionFwd  softmax(q·kᵀ·scale)·v per head, from the qkv projection [B·N, 3D] to the merged heads
+ *                      [B·N, D] (and the probabilities, saved): one dispatch, a workgroup per query row and
+ *                      head, no transposes (stock: ~10 kernels, 6 of them copies)
+ *   Moco3AttentionBwd  d(qkv) from d(out): two dispatches, dq with the scores' gradient, then dk, dv
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
  *                      (stock: 14 elementwise kernels)
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
@@ -23,7 +27,7 @@
  *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: 26)
  *   Moco3SoftmaxBwd    dx = y·dy − y·Σ(y·dy) over the last axis (the attention's softmax): one dispatch, a
  *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
- *                      already one dispatch
+ *                      already one dispatch. The model's attention uses it only without Moco3Attention*
  *
  * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels. The
  * kernels with several outputs are dispatched by `runMulti`, which records them in the backend's own
@@ -40,6 +44,8 @@ export const LAYERNORM_BWD = 'Moco3LayerNormBwd';
 export const BATCHNORM_FWD = 'Moco3BatchNormFwd';
 export const BATCHNORM_BWD = 'Moco3BatchNormBwd';
 export const COLUMN_SUM = 'Moco3ColumnSum';
+export const ATTENTION_FWD = 'Moco3AttentionFwd';
+export const ATTENTION_BWD = 'Moco3AttentionBwd';
 export const ADAMW = 'Moco3AdamW';
 export const LAMB = 'Moco3Lamb';
 export const LARS = 'Moco3Lars';
@@ -514,6 +520,133 @@ fn kernel(c : i32, lid : i32) {
   if (lid == 0) { S[c] = t; }
 }`;
 
+
+/**
+ * Attention of the heads of qkv [B·N, 3D] (features (s, h, d): s = q, k, v; h a head; d < HD), as the
+ * model's stock path (src/model/vit.ts). Workgroup g = (bh, i), bh = h·B + b: query row i of head h of
+ * image b. NT (tokens) and HD (head size) are compile-time constants.
+ */
+const attnCommon = (N: number, hd: number) => `${WG_SUM2}
+const NT : i32 = ${N};
+const HD : i32 = ${hd};
+var<workgroup> mx : array<f32, WG>;
+fn wgMax(v : f32, lid : i32) -> f32 {
+  mx[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2; s > 0; s = s / 2) {
+    if (lid < s) { mx[lid] = max(mx[lid], mx[lid + s]); }
+    workgroupBarrier();
+  }
+  let r = mx[0];
+  workgroupBarrier();
+  return r;
+}
+/** offset of feature 0 of head h, part s (0 q, 1 k, 2 v) of token t of image b in qkv */
+fn qkvAt(b : i32, t : i32, s : i32, h : i32) -> i32 {
+  return (b * NT + t) * 3 * uniforms.D + s * uniforms.D + h * HD;
+}`;
+
+/** Forward: scores of row i against every key (q pre-scaled, as the stock path), softmax, then p·v. */
+const attnFwdCode = (N: number, hd: number) => `${attnCommon(N, hd)}
+var<workgroup> qs : array<f32, HD>;
+var<workgroup> sc : array<f32, NT>;
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.total) { return; }
+  let bh = g / NT;
+  let i = g % NT;
+  let h = bh / uniforms.B;
+  let b = bh % uniforms.B;
+  let q0 = qkvAt(b, i, 0, h);
+  for (var d = lid; d < HD; d = d + WG) { qs[d] = QKV[q0 + d] * uniforms.scale; }
+  workgroupBarrier();
+  var m = -3.402823e38;
+  for (var j = lid; j < NT; j = j + WG) {
+    let k0 = qkvAt(b, j, 1, h);
+    var s = 0.0;
+    for (var d = 0; d < HD; d = d + 1) { s = s + qs[d] * QKV[k0 + d]; }
+    sc[j] = s;
+    m = max(m, s);
+  }
+  let rowMax = wgMax(m, lid);
+  var sum = 0.0;
+  for (var j = lid; j < NT; j = j + WG) { let e = exp(sc[j] - rowMax); sc[j] = e; sum = sum + e; }
+  let total = wgSum2(vec2<f32>(sum, 0.0), lid).x;
+  for (var j = lid; j < NT; j = j + WG) { let p = sc[j] / total; sc[j] = p; PR[g * NT + j] = p; }
+  workgroupBarrier();
+  for (var d = lid; d < HD; d = d + WG) {
+    var o = 0.0;
+    for (var j = 0; j < NT; j = j + 1) { o = o + sc[j] * QKV[qkvAt(b, j, 2, h) + d]; }
+    O[(b * NT + i) * uniforms.D + h * HD + d] = o;
+  }
+}`;
+
+/**
+ * Backward, part 1, workgroup (bh, i): dP_ij = dO_i·v_j, dS_ij = dP_ij·P_ij − (Σ_j dP_ij·P_ij)·P_ij (the
+ * softmax's stock gradient), saved for part 2, and dq_i = (Σ_j dS_ij·k_j)·scale.
+ */
+const attnBwdCode = (N: number, hd: number) => `${attnCommon(N, hd)}
+var<workgroup> dos : array<f32, HD>;
+var<workgroup> ds : array<f32, NT>;
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.total) { return; }
+  let bh = g / NT;
+  let i = g % NT;
+  let h = bh / uniforms.B;
+  let b = bh % uniforms.B;
+  let o0 = (b * NT + i) * uniforms.D + h * HD;
+  for (var d = lid; d < HD; d = d + WG) { dos[d] = DO[o0 + d]; }
+  workgroupBarrier();
+  var t = 0.0;
+  for (var j = lid; j < NT; j = j + WG) {
+    let v0 = qkvAt(b, j, 2, h);
+    var dp = 0.0;
+    for (var d = 0; d < HD; d = d + 1) { dp = dp + dos[d] * QKV[v0 + d]; }
+    let pdp = dp * PR[g * NT + j];
+    ds[j] = pdp;
+    t = t + pdp;
+  }
+  let tt = wgSum2(vec2<f32>(t, 0.0), lid).x;
+  for (var j = lid; j < NT; j = j + WG) { let s = ds[j] - tt * PR[g * NT + j]; ds[j] = s; DS[g * NT + j] = s; }
+  workgroupBarrier();
+  for (var d = lid; d < HD; d = d + WG) {
+    var acc = 0.0;
+    for (var j = 0; j < NT; j = j + 1) { acc = acc + ds[j] * QKV[qkvAt(b, j, 1, h) + d]; }
+    DQ[o0 + d] = acc * uniforms.scale;
+  }
+}`;
+
+/**
+ * Backward, part 2, workgroup (bh, j): dk_j = Σ_i dS_ij·(q_i·scale), dv_j = Σ_i P_ij·dO_i, written with dq_j
+ * into d(qkv) in the layout of qkv.
+ */
+const attnBwdKvCode = (N: number, hd: number) => `${attnCommon(N, hd)}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.total) { return; }
+  let bh = g / NT;
+  let j = g % NT;
+  let h = bh / uniforms.B;
+  let b = bh % uniforms.B;
+  for (var d = lid; d < HD; d = d + WG) {
+    var dk = 0.0;
+    var dv = 0.0;
+    for (var i = 0; i < NT; i = i + 1) {
+      let e = (bh * NT + i) * NT + j;
+      dk = dk + DS[e] * (QKV[qkvAt(b, i, 0, h) + d] * uniforms.scale);
+      dv = dv + PR[e] * DO[(b * NT + i) * uniforms.D + h * HD + d];
+    }
+    DQKV[qkvAt(b, j, 0, h) + d] = DQ[(b * NT + j) * uniforms.D + h * HD + d];
+    DQKV[qkvAt(b, j, 1, h) + d] = dk;
+    DQKV[qkvAt(b, j, 2, h) + d] = dv;
+  }
+}`;
+
+/** The attention kernels' attributes: images B, tokens N, heads; the scale is head_dim^-0.5. */
+export interface AttentionAttrs {
+  B: number;
+  N: number;
+  heads: number;
+}
+
 /** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
 const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
 
@@ -912,6 +1045,76 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     });
     b.disposeData(part!.dataId);
     return sum!;
+  });
+  const attnDims = (qkv: tf.TensorInfo, attrs: unknown) => {
+    const { B, N, heads } = attrs as AttentionAttrs;
+    const D = qkv.shape[1]! / 3;
+    const hd = D / heads;
+    const uniforms: MultiSpec['uniforms'] = [
+      ['B', 'i32', B],
+      ['D', 'i32', D],
+      ['total', 'i32', heads * B * N],
+      ['scale', 'f32', hd ** -0.5],
+    ];
+    return { B, N, heads, D, hd, uniforms, groups: heads * B * N };
+  };
+  add(ATTENTION_FWD, ({ inputs, backend, attrs }) => {
+    const qkv = (inputs as { qkv: tf.TensorInfo }).qkv;
+    const a = attnDims(qkv, attrs);
+    return runMulti(internals(backend), {
+      label: ATTENTION_FWD,
+      key: `moco3_attn_fwd_${a.N}_${a.hd}`,
+      outputs: [
+        { name: 'O', shape: [a.B * a.N, a.D] },
+        { name: 'PR', shape: [a.heads * a.B, a.N, a.N] },
+      ],
+      inputs: [{ name: 'QKV', t: qkv }],
+      uniforms: a.uniforms,
+      workgroupSize: 64,
+      groups: a.groups,
+      code: attnFwdCode(a.N, a.hd),
+    });
+  });
+  add(ATTENTION_BWD, ({ inputs, backend, attrs }) => {
+    const { dy, qkv, probs } = inputs as Record<'dy' | 'qkv' | 'probs', tf.TensorInfo>;
+    const b = internals(backend);
+    const a = attnDims(qkv, attrs);
+    const [dq, ds] = runMulti(b, {
+      label: ATTENTION_BWD,
+      key: `moco3_attn_bwd_${a.N}_${a.hd}`,
+      outputs: [
+        { name: 'DQ', shape: [a.B * a.N, a.D] },
+        { name: 'DS', shape: [a.heads * a.B, a.N, a.N] },
+      ],
+      inputs: [
+        { name: 'DO', t: dy },
+        { name: 'QKV', t: qkv },
+        { name: 'PR', t: probs },
+      ],
+      uniforms: a.uniforms,
+      workgroupSize: 64,
+      groups: a.groups,
+      code: attnBwdCode(a.N, a.hd),
+    });
+    const [dqkv] = runMulti(b, {
+      label: `${ATTENTION_BWD}KV`,
+      key: `moco3_attn_bwd_kv_${a.N}_${a.hd}`,
+      outputs: [{ name: 'DQKV', shape: qkv.shape }],
+      inputs: [
+        { name: 'DO', t: dy },
+        { name: 'QKV', t: qkv },
+        { name: 'PR', t: probs },
+        { name: 'DS', t: ds! },
+        { name: 'DQ', t: dq! },
+      ],
+      uniforms: a.uniforms,
+      workgroupSize: 64,
+      groups: a.groups,
+      code: attnBwdKvCode(a.N, a.hd),
+    });
+    b.disposeData(dq!.dataId);
+    b.disposeData(ds!.dataId);
+    return [dqkv!];
   });
   return names;
 }

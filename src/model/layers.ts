@@ -7,6 +7,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '../engine/gradients.ts';
 import {
+  ATTENTION_BWD,
+  ATTENTION_FWD,
   BATCHNORM_BWD,
   BATCHNORM_FWD,
   COLUMN_SUM,
@@ -115,9 +117,25 @@ const fusedSoftmax = custom<tf.Tensor>(([x], save) => {
   return { value: y, gradFunc: (dy, [ys]) => [fusedKernel(SOFTMAX_BWD, { y: ys!, dy })!] };
 });
 
-/** Softmax over the last axis; the backward is one moco3 kernel where the backend has it (webgpu). */
+/** Softmax over the last axis; the backward is one moco3 kernel where the backend has it (webgpu, where the
+ * attention normally runs as a whole in moco3's kernels: fusedAttention). */
 export function softmax<R extends tf.Tensor>(x: R): R {
   return (hasKernel(SOFTMAX_BWD) ? fusedSoftmax(x) : tf.softmax(x)) as R;
+}
+
+/**
+ * softmax(q·kᵀ·hd^-0.5)·v of every head, from the qkv projection [B·N, 3D] (features (s, h, j)) to the
+ * merged heads [B·N, D] (features (h, j)), by moco3's kernels (webgpu): the probabilities are saved for the
+ * backward, which gives d(qkv) in qkv's layout.
+ */
+export function fusedAttention(qkv: tf.Tensor2D, B: number, N: number, heads: number): tf.Tensor2D {
+  const attrs = { B, N, heads };
+  const f = custom<tf.Tensor2D>(([x], save) => {
+    const [o, probs] = fusedKernels(ATTENTION_FWD, { qkv: x }, attrs)!;
+    save([x!, probs!]);
+    return { value: o as tf.Tensor2D, gradFunc: (dy, [xs, p]) => fusedKernels(ATTENTION_BWD, { dy, qkv: xs, probs: p }, attrs)! };
+  });
+  return f(qkv);
 }
 
 /** Batch statistics of a BatchNorm forward: mean and biased variance, [F]. */

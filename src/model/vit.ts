@@ -5,7 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { clsTokenNormal, ones, patchProjUniform, qkvUniform, xavierUniform, zeros } from './init.ts';
-import { bmm, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify, softmax } from './layers.ts';
+import { ATTENTION_FWD, hasKernel } from '../engine/webgpu-kernels.ts';
+import { bmm, fusedAttention, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify, softmax } from './layers.ts';
 import type { ParamSpec } from './params.ts';
 import { sincos2dPosEmbed } from './posembed.ts';
 
@@ -103,6 +104,8 @@ export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P
   const D = x.shape[1];
   const hd = D / heads;
   const qkv = fc(x, lin(P, `${pre}qkv`)); // [B·N, 3D], features (s, h, j)
+  // webgpu: moco3's kernels from qkv to the merged heads, no transposes (src/engine/webgpu-kernels.ts)
+  if (hasKernel(ATTENTION_FWD)) return fc(fusedAttention(qkv, B, N, heads), lin(P, `${pre}proj`));
   const t = tf.transpose(tf.reshape(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]
   const [q, k, v] = tf.split(tf.reshape(t, [3, heads * B, N, hd]), 3, 0).map((u) => tf.reshape<tf.Rank.R3>(u, [heads * B, N, hd]));
   // scale q rather than the N×N scores: same product, fewer multiplies

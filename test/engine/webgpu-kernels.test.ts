@@ -6,12 +6,13 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, BATCHNORM_FWD, COLUMN_SUM, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
 import { Lars } from '../../src/optim/lars.ts';
 import type { Optimizer } from '../../src/optim/optimizer.ts';
+import { attention } from '../../src/model/vit.ts';
 
 before(async () => {
   const a = await registerWebGpuBackend({ allowSoftware: true });
@@ -159,6 +160,40 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
     assert.ok(prof.kernelNames.includes(COLUMN_SUM), `kernels run: ${prof.kernelNames.join(', ')}`);
     assert.ok((await relDiff('column sum', fused[1]!, stock[1]!)) <= 2e-6, 'linear bias gradient');
     tf.dispose([x!, w!, b!, dy!, s, want, ...fused, ...stock, ...(prof.result as tf.Tensor[])]);
+    assert.equal(tf.memory().numTensors, before);
+  });
+}
+
+// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup)
+for (const [B, N, D, heads] of [[3, 65, 48, 3], [2, 5, 128, 1]] as const) {
+  test(`attention (qkv to merged heads) forward and backward, B ${B}, N ${N}, D ${D}, ${heads} heads: moco3's kernels = the stock path on webgpu`, async () => {
+    const before = tf.memory().numTensors;
+    const params = new Map<string, tf.Tensor>([
+      ['a.qkv.weight', tf.randomNormal([D, 3 * D], 0, 0.3, 'float32', 60)],
+      ['a.qkv.bias', tf.randomNormal([3 * D], 0, 0.1, 'float32', 61)],
+      ['a.proj.weight', tf.randomNormal([D, D], 0, 0.2, 'float32', 62)],
+      ['a.proj.bias', tf.randomNormal([D], 0, 0.1, 'float32', 63)],
+    ]);
+    const P = (n: string) => params.get(n)!;
+    const [x, dy] = tf.tidy(() => [tf.randomNormal([B * N, D], 0, 1, 'float32', 64), tf.randomNormal([B * N, D], 0, 1, 'float32', 65)]);
+    const loss = (xi: tf.Tensor, w: tf.Tensor) => {
+      const Pw = (n: string) => (n === 'a.qkv.weight' ? w : P(n));
+      return tf.sum(tf.mul(attention(xi as tf.Tensor2D, B, N, heads, Pw, 'a.'), dy!));
+    };
+    const f = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads(loss)([x!, P('a.qkv.weight')]);
+        return [attention(x! as tf.Tensor2D, B, N, heads, P, 'a.'), value, ...grads];
+      });
+    const [fused, stock] = bothWays(f);
+    const prof = await tf.profile(() => tf.tidy(() => tf.grads(loss)([x!, P('a.qkv.weight')])));
+    assert.ok(prof.kernelNames.includes(ATTENTION_FWD) && prof.kernelNames.includes(ATTENTION_BWD) && !prof.kernelNames.includes('Softmax'), `kernels run: ${prof.kernelNames.join(', ')}`);
+    const names = ['out', 'value', 'dx', 'dWqkv'];
+    for (let i = 0; i < names.length; i++) {
+      const r = await relDiff(`attention ${names[i]}`, fused[i]!, stock[i]!);
+      assert.ok(r <= 2e-5, `attention ${names[i]}: relative difference ${r}`);
+    }
+    tf.dispose([x!, dy!, ...params.values(), ...fused, ...stock, ...(prof.result as tf.Tensor[])]);
     assert.equal(tf.memory().numTensors, before);
   });
 }
