@@ -62,7 +62,10 @@ test('bench --backend webgpu --profile runs on the adapter, reports GPU memory a
   // --profile: the step's kernels by name, timed on the GPU where the adapter has timestamp-query
   const mm = out.profile.find((k) => k.kernel === 'BatchMatMul');
   assert.ok(mm && mm.calls > 0, 'BatchMatMul in the profile');
-  assert.ok(out.profile.some((k) => k.kernel === 'Moco3GeluFwd'), "moco3's GELU kernel runs in the step");
+  // moco3's kernels run in the step (src/engine/webgpu-kernels.ts)
+  for (const k of ['Moco3GeluFwd', 'Moco3LayerNormBwd', 'Moco3AttentionFwd', 'Moco3AttentionBwd', 'Moco3BatchNormFwd', 'Moco3ColumnSum', 'Moco3AdamW']) {
+    assert.ok(out.profile.some((p) => p.kernel === k), `${k} in the profile`);
+  }
   assert.match(out.profile_timer, /^(GPU timestamp-query|none: )/);
   if (out.profile_timer === 'GPU timestamp-query') assert.ok(out.profile.reduce((a, k) => a + k.ms, 0) > 0, 'kernel times');
 });
