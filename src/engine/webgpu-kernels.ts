@@ -17,9 +17,12 @@
  *   Moco3ColumnSum     Σ over the rows of [n, F] (a bias's gradient): per-chunk column sums, then their sum;
  *                      the stock Sum over axis 0 transposes the whole tensor first
  *   Moco3AttentionFwd  softmax(q·kᵀ·scale)·v per head, from the qkv projection [B·N, 3D] to the merged heads
- *                      [B·N, D] (and the probabilities, saved): one dispatch, a workgroup per query row and
- *                      head, no transposes (stock: ~10 kernels, 6 of them copies)
- *   Moco3AttentionBwd  d(qkv) from d(out): two dispatches, dq with the scores' gradient, then dk, dv
+ *                      [B·N, D] (and the probabilities, saved): one dispatch, no transposes (stock: 10
+ *                      kernels, 6 of them copies). A workgroup per head and image with its k and v in shared
+ *                      memory, a thread per query row; where they do not fit the device's workgroup memory,
+ *                      a workgroup per query row and head instead
+ *   Moco3AttentionBwd  d(qkv) from d(out): one dispatch per head and image (dq with the scores' gradient, then
+ *                      dk, dv), or two with a workgroup per row (stock: 16)
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
  *                      (stock: 14 elementwise kernels)
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
@@ -640,6 +643,117 @@ fn kernel(g : i32, lid : i32) {
   }
 }`;
 
+
+/**
+ * The attention with a workgroup per head and image (g = h·B + b), k and v (or q and dO) staged in shared
+ * memory, a thread per query (or key) row; the same operations in the same order as the row kernels.
+ */
+const attnHeadCommon = (N: number, hd: number) => `
+const NT : i32 = ${N};
+const HD : i32 = ${hd};
+var<workgroup> sa : array<f32, ${N * hd}>;
+var<workgroup> sb : array<f32, ${N * hd}>;
+fn qkvAt(b : i32, t : i32, s : i32, h : i32) -> i32 {
+  return (b * NT + t) * 3 * uniforms.D + s * uniforms.D + h * HD;
+}`;
+
+const attnHeadFwdCode = (N: number, hd: number) => `${attnHeadCommon(N, hd)}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.heads) { return; }
+  let h = g / uniforms.B;
+  let b = g % uniforms.B;
+  for (var e = lid; e < NT * HD; e = e + WG) {
+    sa[e] = QKV[qkvAt(b, e / HD, 1, h) + e % HD];
+    sb[e] = QKV[qkvAt(b, e / HD, 2, h) + e % HD];
+  }
+  workgroupBarrier();
+  for (var i = lid; i < NT; i = i + WG) {
+    var q : array<f32, HD>;
+    let q0 = qkvAt(b, i, 0, h);
+    for (var d = 0; d < HD; d = d + 1) { q[d] = QKV[q0 + d] * uniforms.scale; }
+    var s : array<f32, NT>;
+    var m = -3.402823e38;
+    for (var j = 0; j < NT; j = j + 1) {
+      var acc = 0.0;
+      for (var d = 0; d < HD; d = d + 1) { acc = acc + q[d] * sa[j * HD + d]; }
+      s[j] = acc;
+      m = max(m, acc);
+    }
+    var sum = 0.0;
+    for (var j = 0; j < NT; j = j + 1) { let e = exp(s[j] - m); s[j] = e; sum = sum + e; }
+    let base = (g * NT + i) * NT;
+    for (var j = 0; j < NT; j = j + 1) { let p = s[j] / sum; s[j] = p; PR[base + j] = p; }
+    let o0 = (b * NT + i) * uniforms.D + h * HD;
+    for (var d = 0; d < HD; d = d + 1) {
+      var o = 0.0;
+      for (var j = 0; j < NT; j = j + 1) { o = o + s[j] * sb[j * HD + d]; }
+      O[o0 + d] = o;
+    }
+  }
+}`;
+
+const attnHeadBwdCode = (N: number, hd: number) => `${attnHeadCommon(N, hd)}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.heads) { return; }
+  let h = g / uniforms.B;
+  let b = g % uniforms.B;
+  for (var e = lid; e < NT * HD; e = e + WG) {
+    sa[e] = QKV[qkvAt(b, e / HD, 1, h) + e % HD];
+    sb[e] = QKV[qkvAt(b, e / HD, 2, h) + e % HD];
+  }
+  workgroupBarrier();
+  // query rows: dS (kept in DS for the key rows below) and dq
+  for (var i = lid; i < NT; i = i + WG) {
+    var dob : array<f32, HD>;
+    let o0 = (b * NT + i) * uniforms.D + h * HD;
+    for (var d = 0; d < HD; d = d + 1) { dob[d] = DO[o0 + d]; }
+    let base = (g * NT + i) * NT;
+    var ds : array<f32, NT>;
+    var t = 0.0;
+    for (var j = 0; j < NT; j = j + 1) {
+      var dp = 0.0;
+      for (var d = 0; d < HD; d = d + 1) { dp = dp + dob[d] * sb[j * HD + d]; }
+      let pdp = dp * PR[base + j];
+      ds[j] = pdp;
+      t = t + pdp;
+    }
+    for (var j = 0; j < NT; j = j + 1) { let s = ds[j] - t * PR[base + j]; ds[j] = s; DS[base + j] = s; }
+    let q0 = qkvAt(b, i, 0, h);
+    for (var d = 0; d < HD; d = d + 1) {
+      var acc = 0.0;
+      for (var j = 0; j < NT; j = j + 1) { acc = acc + ds[j] * sa[j * HD + d]; }
+      DQKV[q0 + d] = acc * uniforms.scale;
+    }
+  }
+  storageBarrier();
+  workgroupBarrier();
+  for (var e = lid; e < NT * HD; e = e + WG) {
+    sa[e] = QKV[qkvAt(b, e / HD, 0, h) + e % HD] * uniforms.scale;
+    sb[e] = DO[(b * NT + e / HD) * uniforms.D + h * HD + e % HD];
+  }
+  workgroupBarrier();
+  // key rows: dk_j = Σ_i dS_ij·(q_i·scale), dv_j = Σ_i P_ij·dO_i
+  for (var j = lid; j < NT; j = j + WG) {
+    var dk : array<f32, HD>;
+    var dv : array<f32, HD>;
+    for (var i = 0; i < NT; i = i + 1) {
+      let e = (g * NT + i) * NT + j;
+      let s = DS[e];
+      let p = PR[e];
+      for (var d = 0; d < HD; d = d + 1) { dk[d] = dk[d] + s * sa[i * HD + d]; dv[d] = dv[d] + p * sb[i * HD + d]; }
+    }
+    let k0 = qkvAt(b, j, 1, h);
+    let v0 = qkvAt(b, j, 2, h);
+    for (var d = 0; d < HD; d = d + 1) { DQKV[k0 + d] = dk[d]; DQKV[v0 + d] = dv[d]; }
+  }
+}`;
+
+let attentionVariant: 'auto' | 'row' | 'head' = 'auto';
+/** Which attention kernels run: by the device's workgroup memory (auto), or forced (the tests run both). */
+export function setAttentionVariant(v: 'auto' | 'row' | 'head'): void {
+  attentionVariant = v;
+}
+
 /** The attention kernels' attributes: images B, tokens N, heads; the scale is head_dim^-0.5. */
 export interface AttentionAttrs {
   B: number;
@@ -1058,16 +1172,34 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     ];
     return { B, N, heads, D, hd, uniforms, groups: heads * B * N };
   };
+  /** the per-head kernels when k and v fit the device's workgroup memory (or when forced) */
+  const perHead = (b: WebGpuInternals, N: number, hd: number) =>
+    attentionVariant === 'head' || (attentionVariant === 'auto' && 2 * N * hd * 4 <= (b.device.limits.maxComputeWorkgroupStorageSize ?? 16384));
+  const headWorkgroup = (N: number) => Math.min(256, Math.ceil(N / 32) * 32);
   add(ATTENTION_FWD, ({ inputs, backend, attrs }) => {
     const qkv = (inputs as { qkv: tf.TensorInfo }).qkv;
+    const b = internals(backend);
     const a = attnDims(qkv, attrs);
-    return runMulti(internals(backend), {
+    const outputs = [
+      { name: 'O', shape: [a.B * a.N, a.D] },
+      { name: 'PR', shape: [a.heads * a.B, a.N, a.N] },
+    ];
+    if (perHead(b, a.N, a.hd)) {
+      return runMulti(b, {
+        label: ATTENTION_FWD,
+        key: `moco3_attn_head_fwd_${a.N}_${a.hd}`,
+        outputs,
+        inputs: [{ name: 'QKV', t: qkv }],
+        uniforms: [...a.uniforms, ['heads', 'i32', a.heads * a.B]],
+        workgroupSize: headWorkgroup(a.N),
+        groups: a.heads * a.B,
+        code: attnHeadFwdCode(a.N, a.hd),
+      });
+    }
+    return runMulti(b, {
       label: ATTENTION_FWD,
       key: `moco3_attn_fwd_${a.N}_${a.hd}`,
-      outputs: [
-        { name: 'O', shape: [a.B * a.N, a.D] },
-        { name: 'PR', shape: [a.heads * a.B, a.N, a.N] },
-      ],
+      outputs,
       inputs: [{ name: 'QKV', t: qkv }],
       uniforms: a.uniforms,
       workgroupSize: 64,
@@ -1079,6 +1211,27 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     const { dy, qkv, probs } = inputs as Record<'dy' | 'qkv' | 'probs', tf.TensorInfo>;
     const b = internals(backend);
     const a = attnDims(qkv, attrs);
+    if (perHead(b, a.N, a.hd)) {
+      const [dqkv, ds] = runMulti(b, {
+        label: ATTENTION_BWD,
+        key: `moco3_attn_head_bwd_${a.N}_${a.hd}`,
+        outputs: [
+          { name: 'DQKV', shape: qkv.shape },
+          { name: 'DS', shape: [a.heads * a.B, a.N, a.N] },
+        ],
+        inputs: [
+          { name: 'DO', t: dy },
+          { name: 'QKV', t: qkv },
+          { name: 'PR', t: probs },
+        ],
+        uniforms: [...a.uniforms, ['heads', 'i32', a.heads * a.B]],
+        workgroupSize: headWorkgroup(a.N),
+        groups: a.heads * a.B,
+        code: attnHeadBwdCode(a.N, a.hd),
+      });
+      b.disposeData(ds!.dataId);
+      return [dqkv!];
+    }
     const [dq, ds] = runMulti(b, {
       label: ATTENTION_BWD,
       key: `moco3_attn_bwd_${a.N}_${a.hd}`,

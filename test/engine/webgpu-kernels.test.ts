@@ -6,7 +6,7 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, setAttentionVariant, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
@@ -164,9 +164,12 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
   });
 }
 
-// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup)
-for (const [B, N, D, heads] of [[3, 65, 48, 3], [2, 5, 128, 1]] as const) {
-  test(`attention (qkv to merged heads) forward and backward, B ${B}, N ${N}, D ${D}, ${heads} heads: moco3's kernels = the stock path on webgpu`, async () => {
+// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); both
+// variants: a workgroup per head and image (k, v in workgroup memory), a workgroup per query row
+for (const [B, N, D, heads, variant] of [[3, 65, 48, 3, 'head'], [2, 5, 128, 1, 'head'], [3, 65, 48, 3, 'row'], [2, 5, 128, 1, 'row']] as const) {
+  test(`attention (qkv to merged heads) forward and backward, B ${B}, N ${N}, D ${D}, ${heads} heads, per ${variant}: moco3's kernels = the stock path on webgpu`, async (t) => {
+    setAttentionVariant(variant);
+    t.after(() => setAttentionVariant('auto'));
     const before = tf.memory().numTensors;
     const params = new Map<string, tf.Tensor>([
       ['a.qkv.weight', tf.randomNormal([D, 3 * D], 0, 0.3, 'float32', 60)],
@@ -190,7 +193,7 @@ for (const [B, N, D, heads] of [[3, 65, 48, 3], [2, 5, 128, 1]] as const) {
     assert.ok(prof.kernelNames.includes(ATTENTION_FWD) && prof.kernelNames.includes(ATTENTION_BWD) && !prof.kernelNames.includes('Softmax'), `kernels run: ${prof.kernelNames.join(', ')}`);
     const names = ['out', 'value', 'dx', 'dWqkv'];
     for (let i = 0; i < names.length; i++) {
-      const r = await relDiff(`attention ${names[i]}`, fused[i]!, stock[i]!);
+      const r = await relDiff(`attention per ${variant} ${names[i]}`, fused[i]!, stock[i]!);
       assert.ok(r <= 2e-5, `attention ${names[i]}: relative difference ${r}`);
     }
     tf.dispose([x!, dy!, ...params.values(), ...fused, ...stock, ...(prof.result as tf.Tensor[])]);
