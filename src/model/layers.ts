@@ -41,11 +41,24 @@ const transpose2 = (x: T) => tf.transpose(x, [1, 0]);
 const sumRows = (x: T): T => (x.rank === 2 ? fusedKernel(COLUMN_SUM, { x }) : null) ?? tf.sum(x, 0);
 const transpose3 = (x: T) => tf.transpose(x, [0, 2, 1]);
 
+/**
+ * Where moco3's webgpu kernels run, the matmuls of `linear` use what the webgpu backend does well: the bias
+ * added in the matmul's epilogue (_FusedMatMul) and transposed operands read in place; elsewhere the explicit
+ * transposes above (wasm's transposed-operand matmul is a scalar loop).
+ */
+const onGpu = () => hasKernel(GELU_FWD);
+const matMulBias = (x: T, w: T, b: T): tf.Tensor2D =>
+  onGpu() ? (tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: b }) as tf.Tensor2D) : (tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b) as tf.Tensor2D);
+/** aᵀ·b */
+const matMulTA = (a: T, b: T): tf.Tensor2D => (onGpu() ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, true, false) : tf.matMul(transpose2(a) as tf.Tensor2D, b as tf.Tensor2D));
+/** a·bᵀ */
+const matMulTB = (a: T, b: T): tf.Tensor2D => (onGpu() ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, false, true) : tf.matMul(a as tf.Tensor2D, transpose2(b) as tf.Tensor2D));
+
 const linearBias = custom<tf.Tensor2D>(([x, w, b], save) => {
   save([x!, w!]);
   return {
-    value: tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b!),
-    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, transpose2(ws!) as tf.Tensor2D), tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), sumRows(dy)],
+    value: matMulBias(x!, w!, b!),
+    gradFunc: (dy, [xs, ws]) => [matMulTB(dy, ws!), matMulTA(xs!, dy), sumRows(dy)],
   };
 });
 
@@ -53,7 +66,7 @@ const linearNoBias = custom<tf.Tensor2D>(([x, w], save) => {
   save([x!, w!]);
   return {
     value: tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D),
-    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, transpose2(ws!) as tf.Tensor2D), tf.matMul(transpose2(xs!) as tf.Tensor2D, dy)],
+    gradFunc: (dy, [xs, ws]) => [matMulTB(dy, ws!), matMulTA(xs!, dy)],
   };
 });
 
@@ -67,8 +80,8 @@ export function linearConstInput(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D)
   const f = custom<tf.Tensor2D>(([wi, bi], save) => {
     save([x]);
     return {
-      value: tf.add(tf.matMul(x, wi as tf.Tensor2D), bi!),
-      gradFunc: (dy, [xs]) => [tf.matMul(transpose2(xs!) as tf.Tensor2D, dy), sumRows(dy)],
+      value: matMulBias(x, wi!, bi!),
+      gradFunc: (dy, [xs]) => [matMulTA(xs!, dy), sumRows(dy)],
     };
   });
   return f(w, b);

@@ -142,7 +142,7 @@ for (const [n, F, affine] of [[4, 37, true], [300, 50, true], [300, 50, false]] 
 
 // one chunk; many chunks of 16 rows, the last one short; many column groups
 for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
-  test(`column sums (a bias's gradient), [${n}, ${F}]: moco3's kernel = the stock Sum over axis 0 on webgpu`, async () => {
+  test(`linear on webgpu, [${n}, 4] x [4, ${F}]: column sums for the bias's gradient, the bias in the matmul, transposed operands in place = the stock path`, async () => {
     const before = tf.memory().numTensors;
     const [x, w, b, dy] = tf.tidy(() => [
       tf.randomNormal([n, 4], 0, 1, 'float32', 50),
@@ -153,12 +153,21 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
     const s = fusedKernel(COLUMN_SUM, { x: dy! })!;
     const want = tf.sum(dy!, 0);
     assert.ok((await relDiff('column sum', s, want)) <= 2e-6);
-    // through linear(): the bias's gradient
-    const f = () => tf.tidy(() => tf.grads((wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(linear(x as tf.Tensor2D, wi as tf.Tensor2D, bi as tf.Tensor1D), dy!)))([w!, b!]));
+    // through linear(): value and gradients
+    const f = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(linear(xi as tf.Tensor2D, wi as tf.Tensor2D, bi as tf.Tensor1D), dy!)))([x!, w!, b!]);
+        return [linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), value, ...grads];
+      });
     const [fused, stock] = bothWays(f);
     const prof = await tf.profile(() => f());
-    assert.ok(prof.kernelNames.includes(COLUMN_SUM), `kernels run: ${prof.kernelNames.join(', ')}`);
-    assert.ok((await relDiff('column sum', fused[1]!, stock[1]!)) <= 2e-6, 'linear bias gradient');
+    const ran = prof.kernelNames;
+    assert.ok(ran.includes(COLUMN_SUM) && ran.includes('_FusedMatMul') && !ran.includes('Transpose') && !ran.includes('Add'), `kernels run: ${ran.join(', ')}`);
+    const names = ['y', 'value', 'dx', 'dw', 'db'];
+    for (let i = 0; i < names.length; i++) {
+      const label = names[i] === 'db' ? 'column sum' : `linear ${names[i]}`;
+      assert.ok((await relDiff(label, fused[i]!, stock[i]!)) <= 2e-6, `linear ${names[i]}`);
+    }
     tf.dispose([x!, w!, b!, dy!, s, want, ...fused, ...stock, ...(prof.result as tf.Tensor[])]);
     assert.equal(tf.memory().numTensors, before);
   });
