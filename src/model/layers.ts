@@ -37,9 +37,9 @@ function custom<R extends tf.Tensor>(
 }
 
 const transpose2 = (x: T) => tf.transpose(x, [1, 0]);
+const transpose3 = (x: T) => tf.transpose(x, [0, 2, 1]);
 /** Σ over the rows of [n, F] (a bias's gradient): one moco3 kernel where the backend has it (webgpu's stock Sum over axis 0 transposes first). */
 const sumRows = (x: T): T => (x.rank === 2 ? fusedKernel(COLUMN_SUM, { x }) : null) ?? tf.sum(x, 0);
-const transpose3 = (x: T) => tf.transpose(x, [0, 2, 1]);
 
 /**
  * Where moco3's webgpu kernels run, the matmuls of `linear` use what the webgpu backend does well: the bias
