@@ -29,6 +29,7 @@
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
  *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: 35)
  *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: 26)
+ *   Moco3Ema           θk·m + θq·(1 − m), the momentum encoder's update of a parameter: one dispatch (stock: 3)
  *   Moco3SoftmaxBwd    dx = y·dy − y·Σ(y·dy) over the last axis (the attention's softmax): one dispatch, a
  *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
  *                      already one dispatch. The model's attention uses it only without Moco3Attention*
@@ -54,6 +55,7 @@ export const ADAMW = 'Moco3AdamW';
 export const LAMB = 'Moco3Lamb';
 export const LARS = 'Moco3Lars';
 export const SOFTMAX_BWD = 'Moco3SoftmaxBwd';
+export const EMA = 'Moco3Ema';
 
 interface Program {
   outputShape: number[];
@@ -761,6 +763,14 @@ export interface AttentionAttrs {
   heads: number;
 }
 
+/** The momentum update, in the stock order: k·m + q·(1 − m). */
+const EMA_CODE = `
+fn kernel(g : i32, lid : i32) {
+  let i = g * WG + lid;
+  if (i >= uniforms.n) { return; }
+  K1[i] = K[i] * uniforms.m + Q[i] * uniforms.omm;
+}`;
+
 /** Rows of a chunk in the LayerNorm backward: about 2048 chunks, enough workgroups for a large GPU. */
 const lnChunkRows = (rows: number) => Math.max(1, Math.ceil(rows / 2048));
 
@@ -1268,6 +1278,28 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     b.disposeData(dq!.dataId);
     b.disposeData(ds!.dataId);
     return [dqkv!];
+  });
+  add(EMA, ({ inputs, backend, attrs }) => {
+    const { k, q } = inputs as Record<'k' | 'q', tf.TensorInfo>;
+    const m = Number((attrs as { m: number }).m);
+    const n = tf.util.sizeFromShape(k.shape);
+    return runMulti(internals(backend), {
+      label: EMA,
+      key: 'moco3_ema',
+      outputs: [{ name: 'K1', shape: k.shape }],
+      inputs: [
+        { name: 'K', t: k },
+        { name: 'Q', t: q },
+      ],
+      uniforms: [
+        ['n', 'i32', n],
+        ['m', 'f32', m],
+        ['omm', 'f32', 1 - m],
+      ],
+      workgroupSize: 256,
+      groups: Math.ceil(n / 256),
+      code: EMA_CODE,
+    });
   });
   return names;
 }

@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from '../engine/rng.ts';
+import { EMA, fusedKernels } from '../engine/webgpu-kernels.ts';
 import { validateModelConfig, type MocoModelConfig } from './archs.ts';
 import { contrastiveLoss, l2normalize } from './layers.ts';
 import { applyBnRecord, buildMlp, mlpForward, mlpParamSpecs, type BnRecord, type MlpLayer } from './mlp.ts';
@@ -245,7 +246,9 @@ export class MoCoViT {
     tf.tidy(() => {
       for (const n of this.baseParams) {
         const k = this.vars.get(MOMENTUM + n.slice(BASE.length))!;
-        k.assign(tf.add(tf.mul(k, m), tf.mul(this.vars.get(n)!, 1 - m)));
+        // one dispatch where the backend has moco3's kernel (webgpu: src/engine/webgpu-kernels.ts)
+        const fused = fusedKernels(EMA, { k, q: this.vars.get(n)! }, { m });
+        k.assign(fused ? fused[0]! : tf.add(tf.mul(k, m), tf.mul(this.vars.get(n)!, 1 - m)));
       }
     });
   }

@@ -6,7 +6,7 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, setAttentionVariant, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, setAttentionVariant, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
@@ -232,6 +232,18 @@ for (const shape of [[6, 65, 65], [3, 5]] as const) {
     assert.equal(tf.memory().numTensors, before);
   });
 }
+
+test("the momentum encoder's update: moco3's kernel = k·m + q·(1 − m) by the stock kernels on webgpu", async () => {
+  const before = tf.memory().numTensors;
+  const [k, q] = [tf.randomNormal([70, 33], 0, 1, 'float32', 70), tf.randomNormal([70, 33], 0, 1, 'float32', 71)];
+  const [fused] = fusedKernels(EMA, { k, q }, { m: 0.99 })!;
+  const stock = tf.tidy(() => tf.add(tf.mul(k, 0.99), tf.mul(q, 1 - 0.99)));
+  const change = tf.tidy(() => tf.sub(fused!, k));
+  const stockChange = tf.tidy(() => tf.sub(stock, k));
+  assert.ok((await relDiff('momentum update change', change, stockChange)) <= 1e-6);
+  tf.dispose([k, q, fused!, stock, change, stockChange]);
+  assert.equal(tf.memory().numTensors, before);
+});
 
 // stockOnly: a kernel of the stock update that moco3's update does not run (LAMB's clipping by the global norm is stock)
 const OPTIMIZERS: Record<string, { kernel: string; stockOnly: string; make: () => Optimizer }> = {

@@ -16,7 +16,7 @@ import { parse } from 'yaml';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { nativeStatus, registerNativeBackend } from '../../src/engine/native.ts';
 import { closeWebGpu, registerWebGpuBackend, describeAdapter } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, GELU_FWD, hasKernel, LAMB, LARS, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GELU_FWD, hasKernel, LAMB, LARS, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import type { ResolvedRunConfig } from '../../src/config/schema.ts';
 import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
@@ -44,7 +44,7 @@ interface Case {
 async function twoSteps(backend: string, k: Case): Promise<Outcome> {
   assert.ok(await tf.setBackend(backend), `backend ${backend}`);
   // webgpu runs moco3's own kernels (src/engine/webgpu-kernels.ts), native the stock compositions
-  for (const kern of [GELU_FWD, LAYERNORM_FWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, { adamw: ADAMW, lamb: LAMB, lars: LARS }[k.optim]]) assert.equal(hasKernel(kern), backend === 'webgpu', `${backend}: ${kern}`);
+  for (const kern of [GELU_FWD, LAYERNORM_FWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, { adamw: ADAMW, lamb: LAMB, lars: LARS }[k.optim]]) assert.equal(hasKernel(kern), backend === 'webgpu', `${backend}: ${kern}`);
   const run = fixture(k.proj);
   const c = parse(readFileSync(join(run, 'config.yaml'), 'utf8')) as ResolvedRunConfig;
   const model = new MoCoViT(modelConfigOf(c), 0);
