@@ -562,25 +562,25 @@ fn kernel(g : i32, lid : i32) {
   let h = bh / uniforms.B;
   let b = bh % uniforms.B;
   let q0 = qkvAt(b, i, 0, h);
-  for (var d = lid; d < HD; d = d + WG) { qs[d] = QKV[q0 + d] * uniforms.scale; }
+  for (var d = lid; d < uniforms.hd; d = d + WG) { qs[d] = QKV[q0 + d] * uniforms.scale; }
   workgroupBarrier();
   var m = -3.402823e38;
-  for (var j = lid; j < NT; j = j + WG) {
+  for (var j = lid; j < uniforms.nt; j = j + WG) {
     let k0 = qkvAt(b, j, 1, h);
     var s = 0.0;
-    for (var d = 0; d < HD; d = d + 1) { s = s + qs[d] * QKV[k0 + d]; }
+    for (var d = 0; d < uniforms.hd; d = d + 1) { s = s + qs[d] * QKV[k0 + d]; }
     sc[j] = s;
     m = max(m, s);
   }
   let rowMax = wgMax(m, lid);
   var sum = 0.0;
-  for (var j = lid; j < NT; j = j + WG) { let e = exp(sc[j] - rowMax); sc[j] = e; sum = sum + e; }
+  for (var j = lid; j < uniforms.nt; j = j + WG) { let e = exp(sc[j] - rowMax); sc[j] = e; sum = sum + e; }
   let total = wgSum2(vec2<f32>(sum, 0.0), lid).x;
-  for (var j = lid; j < NT; j = j + WG) { let p = sc[j] / total; sc[j] = p; PR[g * NT + j] = p; }
+  for (var j = lid; j < uniforms.nt; j = j + WG) { let p = sc[j] / total; sc[j] = p; PR[g * NT + j] = p; }
   workgroupBarrier();
-  for (var d = lid; d < HD; d = d + WG) {
+  for (var d = lid; d < uniforms.hd; d = d + WG) {
     var o = 0.0;
-    for (var j = 0; j < NT; j = j + 1) { o = o + sc[j] * QKV[qkvAt(b, j, 2, h) + d]; }
+    for (var j = 0; j < uniforms.nt; j = j + 1) { o = o + sc[j] * QKV[qkvAt(b, j, 2, h) + d]; }
     O[(b * NT + i) * uniforms.D + h * HD + d] = o;
   }
 }`;
@@ -599,23 +599,23 @@ fn kernel(g : i32, lid : i32) {
   let h = bh / uniforms.B;
   let b = bh % uniforms.B;
   let o0 = (b * NT + i) * uniforms.D + h * HD;
-  for (var d = lid; d < HD; d = d + WG) { dos[d] = DO[o0 + d]; }
+  for (var d = lid; d < uniforms.hd; d = d + WG) { dos[d] = DO[o0 + d]; }
   workgroupBarrier();
   var t = 0.0;
-  for (var j = lid; j < NT; j = j + WG) {
+  for (var j = lid; j < uniforms.nt; j = j + WG) {
     let v0 = qkvAt(b, j, 2, h);
     var dp = 0.0;
-    for (var d = 0; d < HD; d = d + 1) { dp = dp + dos[d] * QKV[v0 + d]; }
+    for (var d = 0; d < uniforms.hd; d = d + 1) { dp = dp + dos[d] * QKV[v0 + d]; }
     let pdp = dp * PR[g * NT + j];
     ds[j] = pdp;
     t = t + pdp;
   }
   let tt = wgSum2(vec2<f32>(t, 0.0), lid).x;
-  for (var j = lid; j < NT; j = j + WG) { let s = ds[j] - tt * PR[g * NT + j]; ds[j] = s; DS[g * NT + j] = s; }
+  for (var j = lid; j < uniforms.nt; j = j + WG) { let s = ds[j] - tt * PR[g * NT + j]; ds[j] = s; DS[g * NT + j] = s; }
   workgroupBarrier();
-  for (var d = lid; d < HD; d = d + WG) {
+  for (var d = lid; d < uniforms.hd; d = d + WG) {
     var acc = 0.0;
-    for (var j = 0; j < NT; j = j + 1) { acc = acc + ds[j] * QKV[qkvAt(b, j, 1, h) + d]; }
+    for (var j = 0; j < uniforms.nt; j = j + 1) { acc = acc + ds[j] * QKV[qkvAt(b, j, 1, h) + d]; }
     DQ[o0 + d] = acc * uniforms.scale;
   }
 }`;
@@ -631,10 +631,10 @@ fn kernel(g : i32, lid : i32) {
   let j = g % NT;
   let h = bh / uniforms.B;
   let b = bh % uniforms.B;
-  for (var d = lid; d < HD; d = d + WG) {
+  for (var d = lid; d < uniforms.hd; d = d + WG) {
     var dk = 0.0;
     var dv = 0.0;
-    for (var i = 0; i < NT; i = i + 1) {
+    for (var i = 0; i < uniforms.nt; i = i + 1) {
       let e = (bh * NT + i) * NT + j;
       dk = dk + DS[e] * (QKV[qkvAt(b, i, 0, h) + d] * uniforms.scale);
       dv = dv + PR[e] * DO[(b * NT + i) * uniforms.D + h * HD + d];
@@ -645,114 +645,145 @@ fn kernel(g : i32, lid : i32) {
   }
 }`;
 
-
 /**
- * The attention with a workgroup per head and image (g = h·B + b), k and v (or q and dO) staged in shared
- * memory, a thread per query (or key) row; the same operations in the same order as the row kernels.
+ * The attention with a workgroup per head and image (g = h·B + b) and a thread per query (or key) row; the
+ * same operations in the same order as the row kernels. Every thread reads the same k, v (q, dO) element
+ * at the same time; `staged`: those are first copied to workgroup memory (when 2·N·HD floats fit it),
+ * otherwise read from the buffers. A1/B1 read k/v, A2/B2 q·scale/dO (the backward's key rows).
  */
-const attnHeadCommon = (N: number, hd: number) => `
+const attnHeadCommon = (N: number, hd: number, staged: boolean) => `
 const NT : i32 = ${N};
 const HD : i32 = ${hd};
-var<workgroup> sa : array<f32, ${N * hd}>;
-var<workgroup> sb : array<f32, ${N * hd}>;
+var<private> pb : i32;
+var<private> ph : i32;
 fn qkvAt(b : i32, t : i32, s : i32, h : i32) -> i32 {
   return (b * NT + t) * 3 * uniforms.D + s * uniforms.D + h * HD;
+}
+${
+  staged
+    ? `var<workgroup> sa : array<f32, ${N * hd}>;
+var<workgroup> sb : array<f32, ${N * hd}>;
+fn A1(t : i32, d : i32) -> f32 { return sa[t * HD + d]; }
+fn B1(t : i32, d : i32) -> f32 { return sb[t * HD + d]; }
+fn stage1(lid : i32) {
+  for (var e = lid; e < uniforms.nt * uniforms.hd; e = e + WG) {
+    sa[e] = QKV[qkvAt(pb, e / HD, 1, ph) + e % HD];
+    sb[e] = QKV[qkvAt(pb, e / HD, 2, ph) + e % HD];
+  }
+}`
+    : `fn A1(t : i32, d : i32) -> f32 { return QKV[qkvAt(pb, t, 1, ph) + d]; }
+fn B1(t : i32, d : i32) -> f32 { return QKV[qkvAt(pb, t, 2, ph) + d]; }
+fn stage1(lid : i32) {}`
 }`;
 
-const attnHeadFwdCode = (N: number, hd: number) => `${attnHeadCommon(N, hd)}
+const attnHeadPhase2 = (staged: boolean) =>
+  staged
+    ? `fn A2(t : i32, d : i32) -> f32 { return sa[t * HD + d]; }
+fn B2(t : i32, d : i32) -> f32 { return sb[t * HD + d]; }
+fn stage2(lid : i32) {
+  for (var e = lid; e < uniforms.nt * uniforms.hd; e = e + WG) {
+    sa[e] = QKV[qkvAt(pb, e / HD, 0, ph) + e % HD] * uniforms.scale;
+    sb[e] = DO[(pb * NT + e / HD) * uniforms.D + ph * HD + e % HD];
+  }
+}`
+    : `fn A2(t : i32, d : i32) -> f32 { return QKV[qkvAt(pb, t, 0, ph) + d] * uniforms.scale; }
+fn B2(t : i32, d : i32) -> f32 { return DO[(pb * NT + t) * uniforms.D + ph * HD + d]; }
+fn stage2(lid : i32) {}`;
+
+const attnHeadFwdCode = (N: number, hd: number, staged: boolean) => `${attnHeadCommon(N, hd, staged)}
 fn kernel(g : i32, lid : i32) {
   if (g >= uniforms.heads) { return; }
   let h = g / uniforms.B;
   let b = g % uniforms.B;
-  for (var e = lid; e < NT * HD; e = e + WG) {
-    sa[e] = QKV[qkvAt(b, e / HD, 1, h) + e % HD];
-    sb[e] = QKV[qkvAt(b, e / HD, 2, h) + e % HD];
-  }
+  pb = b;
+  ph = h;
+  stage1(lid);
   workgroupBarrier();
-  for (var i = lid; i < NT; i = i + WG) {
+  for (var i = lid; i < uniforms.nt; i = i + WG) {
     var q : array<f32, HD>;
     let q0 = qkvAt(b, i, 0, h);
-    for (var d = 0; d < HD; d = d + 1) { q[d] = QKV[q0 + d] * uniforms.scale; }
+    for (var d = 0; d < uniforms.hd; d = d + 1) { q[d] = QKV[q0 + d] * uniforms.scale; }
     var s : array<f32, NT>;
     var m = -3.402823e38;
-    for (var j = 0; j < NT; j = j + 1) {
+    for (var j = 0; j < uniforms.nt; j = j + 1) {
       var acc = 0.0;
-      for (var d = 0; d < HD; d = d + 1) { acc = acc + q[d] * sa[j * HD + d]; }
+      for (var d = 0; d < uniforms.hd; d = d + 1) { acc = acc + q[d] * A1(j, d); }
       s[j] = acc;
       m = max(m, acc);
     }
     var sum = 0.0;
-    for (var j = 0; j < NT; j = j + 1) { let e = exp(s[j] - m); s[j] = e; sum = sum + e; }
+    for (var j = 0; j < uniforms.nt; j = j + 1) { let e = exp(s[j] - m); s[j] = e; sum = sum + e; }
     let base = (g * NT + i) * NT;
-    for (var j = 0; j < NT; j = j + 1) { let p = s[j] / sum; s[j] = p; PR[base + j] = p; }
+    for (var j = 0; j < uniforms.nt; j = j + 1) { let p = s[j] / sum; s[j] = p; PR[base + j] = p; }
     let o0 = (b * NT + i) * uniforms.D + h * HD;
-    for (var d = 0; d < HD; d = d + 1) {
+    for (var d = 0; d < uniforms.hd; d = d + 1) {
       var o = 0.0;
-      for (var j = 0; j < NT; j = j + 1) { o = o + s[j] * sb[j * HD + d]; }
+      for (var j = 0; j < uniforms.nt; j = j + 1) { o = o + s[j] * B1(j, d); }
       O[o0 + d] = o;
     }
   }
 }`;
 
-const attnHeadBwdCode = (N: number, hd: number) => `${attnHeadCommon(N, hd)}
+const attnHeadBwdCode = (N: number, hd: number, staged: boolean) => `${attnHeadCommon(N, hd, staged)}
+${attnHeadPhase2(staged)}
 fn kernel(g : i32, lid : i32) {
   if (g >= uniforms.heads) { return; }
   let h = g / uniforms.B;
   let b = g % uniforms.B;
-  for (var e = lid; e < NT * HD; e = e + WG) {
-    sa[e] = QKV[qkvAt(b, e / HD, 1, h) + e % HD];
-    sb[e] = QKV[qkvAt(b, e / HD, 2, h) + e % HD];
-  }
+  pb = b;
+  ph = h;
+  stage1(lid);
   workgroupBarrier();
   // query rows: dS (kept in DS for the key rows below) and dq
-  for (var i = lid; i < NT; i = i + WG) {
+  for (var i = lid; i < uniforms.nt; i = i + WG) {
     var dob : array<f32, HD>;
     let o0 = (b * NT + i) * uniforms.D + h * HD;
-    for (var d = 0; d < HD; d = d + 1) { dob[d] = DO[o0 + d]; }
+    for (var d = 0; d < uniforms.hd; d = d + 1) { dob[d] = DO[o0 + d]; }
     let base = (g * NT + i) * NT;
     var ds : array<f32, NT>;
     var t = 0.0;
-    for (var j = 0; j < NT; j = j + 1) {
+    for (var j = 0; j < uniforms.nt; j = j + 1) {
       var dp = 0.0;
-      for (var d = 0; d < HD; d = d + 1) { dp = dp + dob[d] * sb[j * HD + d]; }
+      for (var d = 0; d < uniforms.hd; d = d + 1) { dp = dp + dob[d] * B1(j, d); }
       let pdp = dp * PR[base + j];
       ds[j] = pdp;
       t = t + pdp;
     }
-    for (var j = 0; j < NT; j = j + 1) { let s = ds[j] - t * PR[base + j]; ds[j] = s; DS[base + j] = s; }
+    for (var j = 0; j < uniforms.nt; j = j + 1) { let s = ds[j] - t * PR[base + j]; ds[j] = s; DS[base + j] = s; }
     let q0 = qkvAt(b, i, 0, h);
-    for (var d = 0; d < HD; d = d + 1) {
+    for (var d = 0; d < uniforms.hd; d = d + 1) {
       var acc = 0.0;
-      for (var j = 0; j < NT; j = j + 1) { acc = acc + ds[j] * sa[j * HD + d]; }
+      for (var j = 0; j < uniforms.nt; j = j + 1) { acc = acc + ds[j] * A1(j, d); }
       DQKV[q0 + d] = acc * uniforms.scale;
     }
   }
   storageBarrier();
   workgroupBarrier();
-  for (var e = lid; e < NT * HD; e = e + WG) {
-    sa[e] = QKV[qkvAt(b, e / HD, 0, h) + e % HD] * uniforms.scale;
-    sb[e] = DO[(b * NT + e / HD) * uniforms.D + h * HD + e % HD];
-  }
+  stage2(lid);
   workgroupBarrier();
   // key rows: dk_j = Σ_i dS_ij·(q_i·scale), dv_j = Σ_i P_ij·dO_i
-  for (var j = lid; j < NT; j = j + WG) {
+  for (var j = lid; j < uniforms.nt; j = j + WG) {
     var dk : array<f32, HD>;
     var dv : array<f32, HD>;
-    for (var i = 0; i < NT; i = i + 1) {
+    for (var i = 0; i < uniforms.nt; i = i + 1) {
       let e = (g * NT + i) * NT + j;
       let s = DS[e];
       let p = PR[e];
-      for (var d = 0; d < HD; d = d + 1) { dk[d] = dk[d] + s * sa[i * HD + d]; dv[d] = dv[d] + p * sb[i * HD + d]; }
+      for (var d = 0; d < uniforms.hd; d = d + 1) { dk[d] = dk[d] + s * A2(i, d); dv[d] = dv[d] + p * B2(i, d); }
     }
     let k0 = qkvAt(b, j, 1, h);
     let v0 = qkvAt(b, j, 2, h);
-    for (var d = 0; d < HD; d = d + 1) { DQKV[k0 + d] = dk[d]; DQKV[v0 + d] = dv[d]; }
+    for (var d = 0; d < uniforms.hd; d = d + 1) { DQKV[k0 + d] = dk[d]; DQKV[v0 + d] = dv[d]; }
   }
 }`;
 
-let attentionVariant: 'auto' | 'row' | 'head' = 'auto';
-/** Which attention kernels run: by the device's workgroup memory (auto), or forced (the tests run both). */
-export function setAttentionVariant(v: 'auto' | 'row' | 'head'): void {
+export type AttentionVariant = 'auto' | 'row' | 'head' | 'head-unstaged';
+let attentionVariant: AttentionVariant = 'auto';
+/**
+ * Which attention kernels run. auto: a workgroup per head and image up to 256 tokens (staged in workgroup
+ * memory where it fits), a workgroup per query row beyond; the others force one (the tests run each).
+ */
+export function setAttentionVariant(v: AttentionVariant): void {
   attentionVariant = v;
 }
 
@@ -1174,7 +1205,11 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     const { B, N, heads } = attrs as AttentionAttrs;
     const D = qkv.shape[1]! / 3;
     const hd = D / heads;
+    // loop bounds as uniforms (equal to the shader's constants NT, HD): constant trip counts get unrolled
+    // in full by some compilers (lavapipe's LLVM: a minute for 9 tokens)
     const uniforms: MultiSpec['uniforms'] = [
+      ['nt', 'i32', N],
+      ['hd', 'i32', hd],
       ['B', 'i32', B],
       ['D', 'i32', D],
       ['total', 'i32', heads * B * N],
@@ -1182,9 +1217,14 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     ];
     return { B, N, heads, D, hd, uniforms, groups: heads * B * N };
   };
-  /** the per-head kernels when k and v fit the device's workgroup memory (or when forced) */
-  const perHead = (b: WebGpuInternals, N: number, hd: number) =>
-    attentionVariant === 'head' || (attentionVariant === 'auto' && 2 * N * hd * 4 <= (b.device.limits.maxComputeWorkgroupStorageSize ?? 16384));
+  /** per head (staged or not) or per row: see setAttentionVariant */
+  const attnPlan = (b: WebGpuInternals, N: number, hd: number): { perHead: boolean; staged: boolean } => {
+    const fits = 2 * N * hd * 4 <= (b.device.limits.maxComputeWorkgroupStorageSize ?? 16384);
+    if (attentionVariant === 'row') return { perHead: false, staged: false };
+    if (attentionVariant === 'head') return { perHead: true, staged: true };
+    if (attentionVariant === 'head-unstaged') return { perHead: true, staged: false };
+    return { perHead: N <= 256, staged: fits };
+  };
   const headWorkgroup = (N: number) => Math.min(256, Math.ceil(N / 32) * 32);
   add(ATTENTION_FWD, ({ inputs, backend, attrs }) => {
     const qkv = (inputs as { qkv: tf.TensorInfo }).qkv;
@@ -1194,16 +1234,17 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       { name: 'O', shape: [a.B * a.N, a.D] },
       { name: 'PR', shape: [a.heads * a.B, a.N, a.N] },
     ];
-    if (perHead(b, a.N, a.hd)) {
+    const plan = attnPlan(b, a.N, a.hd);
+    if (plan.perHead) {
       return runMulti(b, {
         label: ATTENTION_FWD,
-        key: `moco3_attn_head_fwd_${a.N}_${a.hd}`,
+        key: `moco3_attn_head_fwd_${a.N}_${a.hd}_${plan.staged}`,
         outputs,
         inputs: [{ name: 'QKV', t: qkv }],
         uniforms: [...a.uniforms, ['heads', 'i32', a.heads * a.B]],
         workgroupSize: headWorkgroup(a.N),
         groups: a.heads * a.B,
-        code: attnHeadFwdCode(a.N, a.hd),
+        code: attnHeadFwdCode(a.N, a.hd, plan.staged),
       });
     }
     return runMulti(b, {
@@ -1221,10 +1262,11 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     const { dy, qkv, probs } = inputs as Record<'dy' | 'qkv' | 'probs', tf.TensorInfo>;
     const b = internals(backend);
     const a = attnDims(qkv, attrs);
-    if (perHead(b, a.N, a.hd)) {
+    const plan = attnPlan(b, a.N, a.hd);
+    if (plan.perHead) {
       const [dqkv, ds] = runMulti(b, {
         label: ATTENTION_BWD,
-        key: `moco3_attn_head_bwd_${a.N}_${a.hd}`,
+        key: `moco3_attn_head_bwd_${a.N}_${a.hd}_${plan.staged}`,
         outputs: [
           { name: 'DQKV', shape: qkv.shape },
           { name: 'DS', shape: [a.heads * a.B, a.N, a.N] },
@@ -1237,7 +1279,7 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
         uniforms: [...a.uniforms, ['heads', 'i32', a.heads * a.B]],
         workgroupSize: headWorkgroup(a.N),
         groups: a.heads * a.B,
-        code: attnHeadBwdCode(a.N, a.hd),
+        code: attnHeadBwdCode(a.N, a.hd, plan.staged),
       });
       b.disposeData(ds!.dataId);
       return [dqkv!];

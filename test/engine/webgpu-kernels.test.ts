@@ -173,9 +173,16 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
   });
 }
 
-// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); both
-// variants: a workgroup per head and image (k, v in workgroup memory), a workgroup per query row
-for (const [B, N, D, heads, variant] of [[3, 65, 48, 3, 'head'], [2, 5, 128, 1, 'head'], [3, 65, 48, 3, 'row'], [2, 5, 128, 1, 'row']] as const) {
+// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); the
+// variants: a workgroup per head and image (k, v in workgroup memory, or read from the buffer), a workgroup
+// per query row
+for (const [B, N, D, heads, variant] of [
+  [3, 65, 48, 3, 'head'],
+  [2, 5, 128, 1, 'head'],
+  [3, 65, 48, 3, 'head-unstaged'],
+  [3, 65, 48, 3, 'row'],
+  [2, 5, 128, 1, 'row'],
+] as const) {
   test(`attention (qkv to merged heads) forward and backward, B ${B}, N ${N}, D ${D}, ${heads} heads, per ${variant}: moco3's kernels = the stock path on webgpu`, async (t) => {
     setAttentionVariant(variant);
     t.after(() => setAttentionVariant('auto'));
