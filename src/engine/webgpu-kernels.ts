@@ -19,9 +19,8 @@
  *                      the stock Sum over axis 0 transposes the whole tensor first
  *   Moco3AttentionFwd  softmax(q·kᵀ·scale)·v per head, from the qkv projection [B·N, 3D] to the merged heads
  *                      [B·N, D] (and the probabilities, saved): one dispatch, no transposes (stock: 10
- *                      kernels, 6 of them copies). A workgroup per head and image with its k and v in shared
- *                      memory, a thread per query row; where they do not fit the device's workgroup memory,
- *                      a workgroup per query row and head instead
+ *                      kernels, 6 of them copies). A workgroup per head and image, a thread per query row,
+ *                      k and v in workgroup memory where they fit; beyond 256 tokens a workgroup per query row
  *   Moco3AttentionBwd  d(qkv) from d(out): one dispatch per head and image (dq with the scores' gradient, then
  *                      dk, dv), or two with a workgroup per row (stock: 16)
  *   Moco3AdamW         p, m, v after one AdamW step of a parameter (src/optim/adamw.ts): one dispatch
