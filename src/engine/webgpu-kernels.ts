@@ -28,6 +28,8 @@
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
  *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: 35)
  *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: 26)
+ *   Moco3GradStats     [max |g|, Σ g²] of a gradient (the logged statistics, src/train/metrics.ts): one
+ *                      dispatch, one workgroup striding over the tensor (stock: Abs, Max, Square, Sum)
  *   Moco3Ema           θk·m + θq·(1 − m), the momentum encoder's update of a parameter: one dispatch (stock: 3)
  *   Moco3SoftmaxBwd    dx = y·dy − y·Σ(y·dy) over the last axis (the attention's softmax): one dispatch, a
  *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
@@ -55,6 +57,7 @@ export const LAMB = 'Moco3Lamb';
 export const LARS = 'Moco3Lars';
 export const SOFTMAX_BWD = 'Moco3SoftmaxBwd';
 export const EMA = 'Moco3Ema';
+export const GRAD_STATS = 'Moco3GradStats';
 
 interface Program {
   outputShape: number[];
@@ -793,6 +796,45 @@ export interface AttentionAttrs {
   heads: number;
 }
 
+/**
+ * max |g| and Σ g² of a tensor: one workgroup strides over it, then a tree over the threads. Inf and NaN are
+ * found by their exponent bits (whatever the compiler assumes about them): any NaN gives NaN for both, else
+ * any ±Inf gives Inf for both, as the stock kernels do; the step skips the update on either.
+ */
+const GRAD_STATS_CODE = `
+var<workgroup> st : array<vec2<f32>, WG>;
+var<workgroup> bad : array<u32, WG>;
+fn kernel(g : i32, lid : i32) {
+  var v = vec2<f32>(0.0, 0.0);
+  var flag = 0u;
+  for (var i = lid; i < uniforms.n; i = i + WG) {
+    let x = X[i];
+    let bits = bitcast<u32>(x);
+    if ((bits & 0x7f800000u) == 0x7f800000u) {
+      flag = max(flag, select(1u, 2u, (bits & 0x007fffffu) != 0u));
+    } else {
+      v = vec2<f32>(max(v.x, abs(x)), v.y + x * x);
+    }
+  }
+  st[lid] = v;
+  bad[lid] = flag;
+  workgroupBarrier();
+  for (var s = WG / 2; s > 0; s = s / 2) {
+    if (lid < s) {
+      st[lid] = vec2<f32>(max(st[lid].x, st[lid + s].x), st[lid].y + st[lid + s].y);
+      bad[lid] = max(bad[lid], bad[lid + s]);
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0) {
+    var r = st[0];
+    if (bad[0] == 1u) { r = vec2<f32>(uniforms.INFINITY, uniforms.INFINITY); }
+    if (bad[0] == 2u) { r = vec2<f32>(uniforms.NAN, uniforms.NAN); }
+    S[0] = r.x;
+    S[1] = r.y;
+  }
+}`;
+
 /** The momentum update, in the stock order: k·m + q·(1 − m). */
 const EMA_CODE = `
 fn kernel(g : i32, lid : i32) {
@@ -1340,6 +1382,19 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       workgroupSize: 256,
       groups: Math.ceil(n / 256),
       code: EMA_CODE,
+    });
+  });
+  add(GRAD_STATS, ({ inputs, backend }) => {
+    const x = (inputs as { x: tf.TensorInfo }).x;
+    return runMulti(internals(backend), {
+      label: GRAD_STATS,
+      key: 'moco3_grad_stats',
+      outputs: [{ name: 'S', shape: [2] }],
+      inputs: [{ name: 'X', t: x }],
+      uniforms: [['n', 'i32', tf.util.sizeFromShape(x.shape)]],
+      workgroupSize: 256,
+      groups: 1,
+      code: GRAD_STATS_CODE,
     });
   });
   return names;

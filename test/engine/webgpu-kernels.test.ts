@@ -6,13 +6,14 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, setAttentionVariant, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, setAttentionVariant, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
 import { Lars } from '../../src/optim/lars.ts';
 import type { Optimizer } from '../../src/optim/optimizer.ts';
 import { attention } from '../../src/model/vit.ts';
+import { gradStats } from '../../src/train/metrics.ts';
 
 before(async () => {
   const a = await registerWebGpuBackend({ allowSoftware: true });
@@ -249,6 +250,36 @@ test("the momentum encoder's update: moco3's kernel = k·m + q·(1 − m) by the
   const stockChange = tf.tidy(() => tf.sub(stock, k));
   assert.ok((await relDiff('momentum update change', change, stockChange)) <= 1e-6);
   tf.dispose([k, q, fused!, stock, change, stockChange]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test("the step's gradient statistics (max |g|, L2 per group): moco3's kernel = the stock kernels on webgpu, Inf and NaN included", async () => {
+  const before = tf.memory().numTensors;
+  // 1000 x 70: more elements than the workgroup's threads
+  const grads = new Map<string, tf.Tensor>([
+    ['a', tf.randomNormal([1000, 70], 0, 1, 'float32', 80)],
+    ['b', tf.randomNormal([33], 0, 3, 'float32', 81)],
+    ['c', tf.randomNormal([5, 7], 0, 1e-3, 'float32', 82)],
+  ]);
+  const groups = new Map([
+    ['ab', ['a', 'b']],
+    ['c', ['c']],
+  ]);
+  const loss = tf.scalar(1.5);
+  const [fused, stock] = bothWays(() => gradStats(loss, grads, groups));
+  const prof = await tf.profile(() => gradStats(loss, grads, groups));
+  assert.ok(prof.kernelNames.includes(GRAD_STATS) && !prof.kernelNames.includes('Abs'), `kernels run: ${prof.kernelNames.join(', ')}`);
+  assert.ok((await relDiff('gradient statistics', fused, stock)) <= 1e-6);
+  // a non-finite gradient: Inf gives Inf, NaN gives NaN, as the stock kernels (the step then skips the update)
+  for (const bad of [Infinity, NaN]) {
+    const g = tf.tensor1d([1, -2, bad, 3]);
+    const [f, s] = bothWays(() => gradStats(loss, new Map([['c', g]]), new Map([['c', ['c']]])));
+    const [fv, sv] = [Array.from(await f.data()), Array.from(await s.data())];
+    assert.deepEqual(fv.slice(1), sv.slice(1), `${bad}: fused ${fv}, stock ${sv}`);
+    assert.ok(Number.isNaN(bad) ? Number.isNaN(fv[1]!) : fv[1] === Infinity);
+    tf.dispose([g, f, s]);
+  }
+  tf.dispose([...grads.values(), loss, fused, stock, prof.result as tf.Tensor]);
   assert.equal(tf.memory().numTensors, before);
 });
 

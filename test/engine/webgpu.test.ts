@@ -63,7 +63,7 @@ test('bench --backend webgpu --profile runs on the adapter, reports GPU memory a
   const mm = out.profile.find((k) => k.kernel === 'BatchMatMul');
   assert.ok(mm && mm.calls > 0, 'BatchMatMul in the profile');
   // moco3's kernels run in the step (src/engine/webgpu-kernels.ts)
-  for (const k of ['Moco3GeluFwd', 'Moco3LayerNormBwd', 'Moco3AttentionFwd', 'Moco3AttentionBwd', 'Moco3BatchNormFwd', 'Moco3ColumnSum', 'Moco3Ema', 'Moco3AdamW']) {
+  for (const k of ['Moco3GeluFwd', 'Moco3LayerNormBwd', 'Moco3AttentionFwd', 'Moco3AttentionBwd', 'Moco3BatchNormFwd', 'Moco3ColumnSum', 'Moco3Ema', 'Moco3AdamW', 'Moco3GradStats']) {
     assert.ok(out.profile.some((p) => p.kernel === k), `${k} in the profile`);
   }
   assert.match(out.profile_timer, /^(GPU timestamp-query|none: )/);
