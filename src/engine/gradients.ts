@@ -140,7 +140,7 @@ function leanGradients(this: EngineInternals, stock: EngineInternals['gradients'
 let installed = false;
 
 /** Routes tf.grads / valueAndGrads / variableGrads through leanGradients (once per process); MOCO3_LEAN_BACKWARD=0 keeps tfjs's. */
-export function installLeanGradients(): boolean {
+function installLeanGradients(): boolean {
   if (installed) return true;
   if (process.env.MOCO3_LEAN_BACKWARD === '0') return false;
   const engine = tf.engine() as unknown as EngineInternals;
@@ -150,13 +150,6 @@ export function installLeanGradients(): boolean {
   };
   installed = true;
   return true;
-}
-
-/** tfjs's own Engine.gradients (tests compare against it). */
-export function stockGradients(f: () => tf.Tensor, xs: tf.Tensor[], dy?: tf.Tensor): { value: tf.Tensor; grads: tf.Tensor[] } {
-  const engine = tf.engine() as unknown as EngineInternals;
-  const proto = Object.getPrototypeOf(engine) as EngineInternals;
-  return proto.gradients.call(engine, f, xs, dy);
 }
 
 installLeanGradients();
