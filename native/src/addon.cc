@@ -12,6 +12,9 @@
 #include <thread>
 #include <vector>
 
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 #ifdef MOCO3_ACCELERATE
 #include <Accelerate/Accelerate.h>
@@ -722,6 +725,51 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Holding what native libraries write to the process's stderr (fd 2), e.g. Dawn's warnings while it probes
+// a Vulkan adapter: holdStderr() points fd 2 at a temporary file, releaseStderr() points it back and returns
+// what was written meanwhile, for the caller to filter and pass on. Both are no-ops on Windows.
+FILE* g_held = nullptr;
+int g_saved_fd = -1;
+
+Napi::Value HoldStderr(const Napi::CallbackInfo& info) {
+#ifndef _WIN32
+  if (g_held) return Napi::Boolean::New(info.Env(), true);
+  FILE* f = std::tmpfile();
+  if (!f) return Napi::Boolean::New(info.Env(), false);
+  std::fflush(stderr);
+  const int saved = dup(2);
+  if (saved < 0 || dup2(fileno(f), 2) < 0) {
+    if (saved >= 0) close(saved);
+    std::fclose(f);
+    return Napi::Boolean::New(info.Env(), false);
+  }
+  g_held = f;
+  g_saved_fd = saved;
+  return Napi::Boolean::New(info.Env(), true);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
+Napi::Value ReleaseStderr(const Napi::CallbackInfo& info) {
+  std::string out;
+#ifndef _WIN32
+  if (g_held) {
+    std::fflush(stderr);
+    dup2(g_saved_fd, 2);
+    close(g_saved_fd);
+    g_saved_fd = -1;
+    std::rewind(g_held);
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, g_held)) > 0) out.append(buf, n);
+    std::fclose(g_held);
+    g_held = nullptr;
+  }
+#endif
+  return Napi::String::New(info.Env(), out);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #ifndef MOCO3_ACCELERATE
   // BLAS runs single-threaded inside our own threads; two pools on two cores would fight.
@@ -753,6 +801,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("augmentAsync", Napi::Function::New(env, AugmentAsync));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("holdStderr", Napi::Function::New(env, HoldStderr));
+  exports.Set("releaseStderr", Napi::Function::New(env, ReleaseStderr));
   return exports;
 }
 

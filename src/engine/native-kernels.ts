@@ -46,6 +46,10 @@ export interface NativeAddon {
   setThreads(n: number): number;
   /** parallelJobs / guardedJobs: kernels split over threads / run alone because workers lagged (busy machine) */
   info(): { blas: string; threads: number; isa: string; parallelJobs: number; guardedJobs: number };
+  /** points fd 2 at a temporary file (false: could not); absent from addons built before it existed */
+  holdStderr?(): boolean;
+  /** points fd 2 back and returns what was written to it meanwhile */
+  releaseStderr?(): string;
 }
 
 // op codes: the enums UnaryOp, BinaryOp, CompareOp, ReduceOp of native/src/kernels.h (test/engine/opcodes.test.ts checks them)

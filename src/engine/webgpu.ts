@@ -14,6 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { onShutdown } from './shutdown.ts';
 import { registerWebGpuKernels } from './webgpu-kernels.ts';
+import { nativeAddon } from './native.ts';
 
 /** The adapter limits that decide which batches fit and which kernels compile; requested as they are. */
 export const WEBGPU_LIMITS = [
@@ -101,6 +102,29 @@ export function summarizeAdapter(info: Record<string, unknown>, limits: Record<s
   return { vendor, architecture, device: dev, description, software, limits: lim, features: feats.sort() };
 }
 
+/**
+ * Dawn warns on stderr when a driver reports limits beyond what Dawn itself supports (lavapipe reports a
+ * million dynamic buffers: "maxDynamicUniformBuffersPerPipelineLayout artificially reduced from 1000000 to
+ * 16 ..."). The adapter works as reported by `moco3 doctor`, and there is nothing for the user to do, so
+ * those lines are dropped; anything else written to stderr meanwhile is passed on. The text comes from
+ * Dawn's C++ code, past Node's process.stderr, so fd 2 is redirected by the native addon; without the addon
+ * the lines show.
+ */
+const DAWN_NOISE = /^Warning: \w+ artificially reduced from \d+ to \d+/;
+
+export function withoutDawnNoise<T>(fn: () => T): T {
+  const addon = nativeAddon();
+  const held = addon?.holdStderr?.() === true;
+  try {
+    return fn();
+  } finally {
+    if (held) {
+      const kept = addon!.releaseStderr!().split('\n').filter((l) => l !== '' && !DAWN_NOISE.test(l));
+      if (kept.length) process.stderr.write(`${kept.join('\n')}\n`);
+    }
+  }
+}
+
 /** The adapter Dawn offers (high-performance preference), or why there is none. Creates no device. */
 export async function webgpuAdapter(): Promise<WebGpuAdapter | string> {
   const r = await adapterAndSummary();
@@ -113,7 +137,8 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
     if (typeof g === 'string') return g;
     let adapter: GpuAdapterLike | null = null;
     try {
-      adapter = await g.requestAdapter({ powerPreference: 'high-performance' });
+      // Dawn enumerates the Vulkan devices inside this call, synchronously, and may warn on stderr then
+      adapter = await withoutDawnNoise(() => g.requestAdapter({ powerPreference: 'high-performance' }));
     } catch (e) {
       return `Dawn found no adapter (${(e as Error).message})`;
     }
