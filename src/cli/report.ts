@@ -13,6 +13,7 @@ interface ReportFlags {
   dip: string;
   spikeFactor: string;
   spikeWindow: string;
+  leadMaxLag: string;
   plots: boolean;
   png: boolean;
 }
@@ -38,7 +39,8 @@ export function reportCommand(): Command {
     .addOption(new Option('--format <fmt>', 'what to write').choices(['md', 'csv', 'both']).default('both'))
     .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', String(DEFAULT_INSTABILITY.dipPoints))
     .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', String(DEFAULT_INSTABILITY.spikeFactor))
-    .option('--spike-window <W>', 'the running median is over the previous W logged values', '20')
+    .option('--spike-window <W>', 'the running median is over the previous W logged values', String(DEFAULT_INSTABILITY.spikeWindow))
+    .option('--lead-max-lag <L>', "the gradient lead looks at lags up to L logged steps either way", String(DEFAULT_INSTABILITY.leadMaxLag))
     .option('--no-plots', 'no figures')
     .option('--no-png', 'SVG figures only')
     .action(async (arg: string | undefined, f: ReportFlags) => {
@@ -46,6 +48,7 @@ export function reportCommand(): Command {
         dipPoints: positive('--dip', f.dip),
         spikeFactor: positive('--spike-factor', f.spikeFactor),
         spikeWindow: positive('--spike-window', f.spikeWindow, true),
+        leadMaxLag: positive('--lead-max-lag', f.leadMaxLag, true),
       };
       const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
       if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders)`);

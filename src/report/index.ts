@@ -139,7 +139,10 @@ export function reportMarkdown(
       `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum since training began ` +
       `(step 0, the untrained encoder, is left out); the deepest dip is the largest drop below that maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
       `the median of the group's previous ${io.spikeWindow} logged values (consecutive logged steps count once). The spike lag is the median number ` +
-      `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval.`,
+      `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval. ` +
+      `The gradient lead uses the whole curves instead of the spikes alone: each group's log gradient infinity norm over its running median ` +
+      `(the excursion the spike detector thresholds), correlated between the patch projection and the last block at lags up to ±${io.leadMaxLag} ` +
+      `logged steps; the lead is the lag of the largest correlation (positive: the patch projection moves first; 0: both move at the same step).`,
     '',
   );
   out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values()));
@@ -185,6 +188,10 @@ export function reportMarkdown(
         .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? ', ...' : ''})`);
       out.push(`  - spikes: ${spikes.length ? spikes.join('; ') : 'none'}`);
       if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
+      if (i.gradLead) {
+        const g = i.gradLead;
+        out.push(`  - gradient excursions, patch proj. vs ${i.lastBlock}: correlation ${g.r0.toFixed(2)} at the same step, largest ${g.r.toFixed(2)} at a lead of ${g.lag} steps`);
+      }
     }
   }
   out.push('');

@@ -7,6 +7,9 @@
  *    previous W logged values; consecutive logged rows above the threshold are one spike (its onset);
  *  - the lag from each patch-projection spike to the next last-block spike, in steps ("a spike happens
  *    earlier in the first layer, and [is] delayed by tens of iterations in the last layers").
+ *  - the lead of the patch projection's gradient over the last block's from the whole curves, not only
+ *    from spikes: the correlation of the two excursions (log gradient norm over its running median) at each
+ *    lag, and the lag where it peaks (gradLead).
  * Resolution is the logging cadence (train.log_every): a lag shorter than it reads as 0.
  */
 import type { MetricRow } from '../runfolder/metrics.ts';
@@ -20,6 +23,8 @@ export interface InstabilityOptions {
   spikeWindow: number;
   /** no spike is called before this many earlier values exist */
   minHistory: number;
+  /** gradLead looks at lags up to this many logged rows either way */
+  leadMaxLag: number;
 }
 
 /**
@@ -27,7 +32,7 @@ export interface InstabilityOptions {
  * (batch 64 and 128) never fall more than 2.0 points below their running maximum, and no AdamW run's gradient
  * norm rises above 3.8x its running median except in a few steps of one run; LAMB's collapses reach 100-1000x.
  */
-export const DEFAULT_INSTABILITY: InstabilityOptions = { dipPoints: 2.5, spikeFactor: 4, spikeWindow: 20, minHistory: 5 };
+export const DEFAULT_INSTABILITY: InstabilityOptions = { dipPoints: 2.5, spikeFactor: 4, spikeWindow: 20, minHistory: 5, leadMaxLag: 40 };
 
 export interface Point {
   step: number;
@@ -76,6 +81,17 @@ export interface RunInstability {
   lags: Lag[];
   /** median lag, or null when no patch-projection spike was followed by a last-block spike */
   spikeLag: number | null;
+  /** the patch projection's lead over the last block from the whole gradient curves, or null (too few rows) */
+  gradLead: GradLead | null;
+}
+
+export interface GradLead {
+  /** steps by which the patch projection's excursions lead the last block's (negative: they trail) */
+  lag: number;
+  /** the correlation at that lag */
+  r: number;
+  /** the correlation at lag 0 (the same step) */
+  r0: number;
 }
 
 const EPS = 1e-9;
@@ -167,6 +183,64 @@ export function spikeLags(first: number[], last: number[]): Lag[] {
   return lags;
 }
 
+/** log(value / median of the previous `window` values), from `minHistory` values on; keyed by step. */
+function excursions(points: Point[], window: number, minHistory: number): Map<number, number> {
+  const out = new Map<number, number>();
+  const hist: number[] = [];
+  for (const p of points) {
+    if (!Number.isFinite(p.value) || p.value <= 0) continue;
+    if (hist.length >= Math.max(1, minHistory)) out.set(p.step, Math.log(p.value / median(hist)));
+    hist.push(p.value);
+    if (hist.length > window) hist.shift();
+  }
+  return out;
+}
+
+function pearson(a: number[], b: number[]): number | null {
+  const n = a.length;
+  if (n < 3) return null;
+  const ma = a.reduce((x, y) => x + y, 0) / n;
+  const mb = b.reduce((x, y) => x + y, 0) / n;
+  let sab = 0;
+  let saa = 0;
+  let sbb = 0;
+  for (let i = 0; i < n; i++) {
+    sab += (a[i]! - ma) * (b[i]! - mb);
+    saa += (a[i]! - ma) ** 2;
+    sbb += (b[i]! - mb) ** 2;
+  }
+  return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : null;
+}
+
+/**
+ * Does the first series' gradient lead the second's? Both become excursions over their running medians
+ * (what the spike detector thresholds), and their correlation is taken at each lag of -maxLag..maxLag
+ * logged rows (the second shifted later by the lag); the lag with the largest correlation, in steps. A
+ * lead of tens of steps is the paper's Fig. 4; 0 means the two move together, step by step. Null with
+ * fewer than 4 x maxLag rows of both (the estimate would rest on too few pairs).
+ */
+export function gradLead(first: Point[], second: Point[], opts: Pick<InstabilityOptions, 'spikeWindow' | 'minHistory' | 'leadMaxLag'>): GradLead | null {
+  const ea = excursions(first, opts.spikeWindow, opts.minHistory);
+  const eb = excursions(second, opts.spikeWindow, opts.minHistory);
+  const steps = [...ea.keys()].filter((s) => eb.has(s)).sort((x, y) => x - y);
+  const L = opts.leadMaxLag;
+  if (steps.length < 4 * Math.max(1, L)) return null;
+  const a = steps.map((s) => ea.get(s)!);
+  const b = steps.map((s) => eb.get(s)!);
+  const cadence = median(steps.slice(1).map((s, i) => s - steps[i]!));
+  let best: { lag: number; r: number } | null = null;
+  let r0 = 0;
+  for (let lag = -L; lag <= L; lag++) {
+    const x = lag >= 0 ? a.slice(0, a.length - lag) : a.slice(-lag);
+    const y = lag >= 0 ? b.slice(lag) : b.slice(0, b.length + lag);
+    const r = pearson(x, y);
+    if (r === null) continue;
+    if (lag === 0) r0 = r;
+    if (best === null || r > best.r + EPS) best = { lag, r };
+  }
+  return best ? { lag: best.lag * cadence, r: best.r, r0 } : null;
+}
+
 /** Groups with a `grad_inf/<group>` column, in first-seen order. */
 export function gradGroups(rows: MetricRow[]): string[] {
   const seen = new Set<string>();
@@ -203,6 +277,7 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
     lastBlock,
     lags,
     spikeLag: lags.length ? median(lags.map((l) => l.lag)) : null,
+    gradLead: lastBlock && groups.includes('patch_proj') ? gradLead(series(rows, 'grad_inf/patch_proj'), series(rows, `grad_inf/${lastBlock}`), opts) : null,
   };
 }
 
@@ -214,12 +289,21 @@ export function instabilitySummary(r: RunInstability, opts: InstabilityOptions):
   };
   for (const [g, s] of r.spikes) out[`spikes/${g}`] = s.length;
   out.spike_lag = r.spikeLag;
+  out.grad_lead = r.gradLead === null ? null : r.gradLead.lag;
+  out.grad_lead_r = r.gradLead === null ? null : round(r.gradLead.r, 4);
   out.instability = {
-    options: { dip_points: opts.dipPoints, spike_factor: opts.spikeFactor, spike_window: opts.spikeWindow, min_history: opts.minHistory },
+    options: {
+      dip_points: opts.dipPoints,
+      spike_factor: opts.spikeFactor,
+      spike_window: opts.spikeWindow,
+      min_history: opts.minHistory,
+      lead_max_lag: opts.leadMaxLag,
+    },
     last_block: r.lastBlock,
     dips: r.dips.map((d) => ({ ...d, peak: round(d.peak, 4), depth: round(d.depth, 4) })),
     spike_steps: Object.fromEntries([...r.spikes].map(([g, s]) => [g, s.map((x) => x.step)])),
     spike_lags: r.lags,
+    grad_lead: r.gradLead && { lag: r.gradLead.lag, r: round(r.gradLead.r, 4), r0: round(r.gradLead.r0, 4) },
   };
   return out;
 }

@@ -26,6 +26,9 @@ export interface RunFacts {
   spikesLast: number | null;
   lastBlock: string | null;
   spikeLag: number | null;
+  /** steps the patch projection's gradient excursions lead the last block's, and the correlation there */
+  gradLead: number | null;
+  gradLeadR: number | null;
   wallS: number | null;
   imagesPerS: number | null;
 }
@@ -59,6 +62,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     spikesLast: inst.lastBlock ? inst.spikes.get(inst.lastBlock)!.length : null,
     lastBlock: inst.lastBlock,
     spikeLag: inst.spikeLag,
+    gradLead: inst.gradLead?.lag ?? null,
+    gradLeadR: inst.gradLead?.r ?? null,
     wallS: num(s.wall_s),
     imagesPerS: num(s.images_per_s),
   };
@@ -167,6 +172,8 @@ export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: 
     { label: 'grad spikes: patch proj.', name: 'spikes_patch_proj', cells: cols.map((c) => cell(fs(c), (f) => f.spikesPatch, int, false)) },
     { label: `grad spikes: ${last}`, name: 'spikes_last_block', cells: cols.map((c) => cell(fs(c), (f) => f.spikesLast, int, false)) },
     { label: 'spike lag (steps)', name: 'spike_lag', cells: cols.map((c) => cell(fs(c), (f) => f.spikeLag, int, false)) },
+    { label: 'grad. lead, patch proj. → last block (steps)', name: 'grad_lead', cells: cols.map((c) => cell(fs(c), (f) => f.gradLead, int, false)) },
+    { label: 'grad. correlation at that lead', name: 'grad_lead_r', cells: cols.map((c) => cell(fs(c), (f) => f.gradLeadR, (x) => x.toFixed(2), false)) },
     { label: 'wall time', name: 'wall_s', cells: cols.map((c) => cell(fs(c), (f) => f.wallS, formatSeconds, false)) },
   );
   return { header, rows };
@@ -211,7 +218,8 @@ export function runsCsv(view: SweepView, facts: Map<string, RunFacts>): string {
   const keys = view.sweptKeys;
   const head = [
     'run_id', ...keys, 'seed', 'status', 'step', 'total_steps', 'diverged_at', 'paper_linear_top1', 'linear_top1', 'linear_top5',
-    'knn_top1', 'knn_top5', 'best_knn_top1', 'dips', 'max_dip', 'spikes_patch_proj', 'spikes_last_block', 'last_block', 'spike_lag', 'wall_s', 'images_per_s',
+    'knn_top1', 'knn_top5', 'best_knn_top1', 'dips', 'max_dip', 'spikes_patch_proj', 'spikes_last_block', 'last_block', 'spike_lag',
+    'grad_lead', 'grad_lead_r', 'wall_s', 'images_per_s',
   ];
   const rows: unknown[][] = [head];
   for (const c of view.columns) {
@@ -219,7 +227,8 @@ export function runsCsv(view: SweepView, facts: Map<string, RunFacts>): string {
       const f = facts.get(r.id)!;
       rows.push([
         f.id, ...keys.map((k) => c.values[k]), f.seed, f.status, f.step, f.totalSteps, f.divergedAt, c.paperTop1, f.linearTop1, f.linearTop5,
-        f.knnTop1, f.knnTop5, f.bestKnnTop1, f.dips, f.maxDip, f.spikesPatch, f.spikesLast, f.lastBlock, f.spikeLag, f.wallS, f.imagesPerS,
+        f.knnTop1, f.knnTop5, f.bestKnnTop1, f.dips, f.maxDip, f.spikesPatch, f.spikesLast, f.lastBlock, f.spikeLag,
+        f.gradLead, f.gradLeadR, f.wallS, f.imagesPerS,
       ].map((v) => (v === null || v === undefined ? '' : (v as string | number))));
     }
   }

@@ -7,6 +7,7 @@ import {
   DEFAULT_INSTABILITY,
   findDips,
   findSpikes,
+  gradLead,
   instabilitySummary,
   lastBlockOf,
   spikeLags,
@@ -79,6 +80,26 @@ test('spike lag: each patch-projection spike to the next last-block spike before
   assert.deepEqual(spikeLags([], [10]), []);
   assert.equal(lastBlockOf(['patch_proj', 'block0', 'block11', 'block2', 'projector']), 'block11');
   assert.equal(lastBlockOf(['patch_proj']), null);
+});
+
+test('gradient lead: the lag of the largest correlation of the two excursions, in steps', () => {
+  // flat gradients (excursion 0) with pulses of e (excursion exactly 1); the second series has each pulse 25 rows later
+  const pulses = (n: number, at: number[], every: number): Point[] =>
+    Array.from({ length: n }, (_, i) => ({ step: (i + 1) * every, epoch: null, value: at.includes(i) ? Math.E : 1 }));
+  const opts = { spikeWindow: 20, minHistory: 5, leadMaxLag: 40 };
+  const lead = gradLead(pulses(400, [50, 120, 200], 1), pulses(400, [75, 145, 225], 1), opts)!;
+  assert.equal(lead.lag, 25);
+  assert.ok(Math.abs(lead.r - 1) < 1e-12, `r ${lead.r}`);
+  // at lag 0 the 3 pulses of each of the 395 excursions never meet: r = (0 - 3·3/n) / (3 - 3·3/n) = -3/(n-3), n = 395
+  assert.ok(Math.abs(lead.r0 - -3 / 392) < 1e-12, `r0 ${lead.r0}`);
+  // logged every 2 steps: the same rows are a lead of 50 steps; the second series first: a negative lead
+  assert.equal(gradLead(pulses(400, [50, 120, 200], 2), pulses(400, [75, 145, 225], 2), opts)!.lag, 50);
+  assert.equal(gradLead(pulses(400, [75, 145, 225], 1), pulses(400, [50, 120, 200], 1), opts)!.lag, -25);
+  // the same pulses: lead 0 with correlation 1
+  const same = gradLead(pulses(400, [50, 120], 1), pulses(400, [50, 120], 1), opts)!;
+  assert.deepEqual([same.lag, Math.round(same.r * 1e9) / 1e9, Math.round(same.r0 * 1e9) / 1e9], [0, 1, 1]);
+  // fewer than 4 x leadMaxLag rows: no estimate
+  assert.equal(gradLead(pulses(150, [50], 1), pulses(150, [60], 1), opts), null);
 });
 
 test('a metrics.jsonl written with known dips, spikes and lags reads back as those', () => {
