@@ -8,42 +8,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { main } from '../../src/cli/main.ts';
+import { cli } from '../helpers/cli.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
 import { SOURCES } from '../../src/data/checksums.ts';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** Run the CLI in-process; returns the exit code and what it wrote to stdout and stderr. */
-async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const wOut = process.stdout.write.bind(process.stdout);
-  const wErr = process.stderr.write.bind(process.stderr);
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  // the CLI writes strings; the test runner (in its child process) writes its serialized reports to stdout as
-  // bytes, which must go through
-  process.stdout.write = ((s: string | Uint8Array, ...rest: unknown[]) =>
-    typeof s === 'string' ? (out.push(s), true) : (wOut as (...a: unknown[]) => boolean)(s, ...rest)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: unknown[]) =>
-    typeof s === 'string' ? (err.push(s), true) : (wErr as (...a: unknown[]) => boolean)(s, ...rest)) as typeof process.stderr.write;
-  for (const [k, v] of Object.entries(env)) {
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    const code = await main(args);
-    return { code, out: out.join(''), err: err.join('') };
-  } finally {
-    process.stdout.write = wOut;
-    process.stderr.write = wErr;
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-    process.exitCode = 0;
-  }
-}
 
 /** The lines moco3 wrote as its own verdict (`moco3: ...`). */
 const verdicts = (err: string) => err.split('\n').filter((l) => l.startsWith('moco3:'));

@@ -3,22 +3,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeSafetensors, SafetensorsError } from '../../src/engine/safetensors.ts';
+import { rng } from '../helpers/rng.ts';
 
 /** A real checkpoint's model.safetensors (the PyTorch reference fixture). */
 const real = readFileSync(join(import.meta.dirname, '..', 'torchref', 'fixture', 'frozen', 'checkpoints', 'step-0000001', 'model.safetensors'));
 
-/** mulberry32: a small seeded generator, so every failure can be replayed. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]! };
-}
 type Rng = ReturnType<typeof rng>;
 
 const headerLen = Number(real.readBigUInt64LE(0));

@@ -4,7 +4,6 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,32 +12,18 @@ import { acquireLock, lockLost, readLock, releaseLock, setLockTimeout, type Lock
 import { planSweep } from '../../src/sweep/plan.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { spawnEvents, type Ev } from '../helpers/events.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-agent-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-const repo = join(import.meta.dirname, '..', '..');
 const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Ev = Record<string, any>;
 
 function start(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const events: Ev[] = [];
-  let stderr = '';
-  let buf = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  child.stdout.on('data', (d) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      events.push(JSON.parse(buf.slice(0, i)) as Ev);
-      buf = buf.slice(i + 1);
-    }
-  });
-  const done = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
-  return { child, events, done };
+  const { child, events, done } = spawnEvents(cli, args, { ...process.env, ...env });
+  return { child, events, done: done.then(({ code, stderr }) => ({ code, stderr })) };
 }
 
 async function until(what: string, seconds: number, f: () => boolean): Promise<void> {

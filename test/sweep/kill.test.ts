@@ -1,6 +1,5 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,15 +9,15 @@ import { loadSweepFile } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep } from '../../src/sweep/runner.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { spawnEvents, type Ev } from '../helpers/events.ts';
+import { rng } from '../helpers/rng.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-kill-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-const repo = join(import.meta.dirname, '..', '..');
 const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
 
-type Ev = Record<string, any>;
 
 /**
  * `moco3 sweep tiny.yaml --json`, paused at `pause` (see fixtures/cli.ts); there it gets `signal`
@@ -27,39 +26,25 @@ type Ev = Record<string, any>;
 function runCli(results: string, opts: { pause?: string; signal?: NodeJS.Signals; killWhen?: (e: Ev, n: number) => boolean; delayMs?: number } = {}) {
   const marker = join(results, `.pause-${process.hrtime.bigint()}`);
   const env = { ...process.env, MOCO3_TEST_PAUSE: opts.pause ?? '', MOCO3_TEST_MARKER: marker };
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const events: Ev[] = [];
-  let stderr = '';
-  let buf = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  child.stdout.on('data', (d) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const ev = JSON.parse(buf.slice(0, i)) as Ev;
-      events.push(ev);
-      buf = buf.slice(i + 1);
-      if (opts.killWhen && !paused && opts.killWhen(ev, events.length)) {
-        // the process runs on for delayMs: the kill lands at an arbitrary point of what comes next
-        paused = true;
-        setTimeout(() => child.kill('SIGKILL'), opts.delayMs ?? 0);
-      }
+  let paused = false;
+  const { child, events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], env, (ev, n, c) => {
+    if (opts.killWhen && !paused && opts.killWhen(ev, n)) {
+      // the process runs on for delayMs: the kill lands at an arbitrary point of what comes next
+      paused = true;
+      setTimeout(() => c.kill('SIGKILL'), opts.delayMs ?? 0);
     }
   });
-  let paused = false;
   const poll = setInterval(() => {
     if (!opts.pause || paused || !existsSync(marker)) return;
     paused = true;
     child.kill(opts.signal ?? 'SIGKILL');
     if (opts.signal && opts.signal !== 'SIGKILL') writeFileSync(`${marker}.go`, '');
   }, 20);
-  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; events: Ev[]; stderr: string; paused: boolean }>((resolve) => {
-    child.on('exit', (code, signal) => {
-      clearInterval(poll);
-      rmSync(marker, { force: true });
-      rmSync(`${marker}.go`, { force: true });
-      resolve({ code, signal, events, stderr, paused });
-    });
+  return done.then(({ code, signal, stderr }) => {
+    clearInterval(poll);
+    rmSync(marker, { force: true });
+    rmSync(`${marker}.go`, { force: true });
+    return { code, signal, events, stderr, paused };
   });
 }
 
@@ -138,19 +123,6 @@ test('SIGKILL at any moment, then the same command: the sweep ends as if never k
     assert.deepEqual(summaryOf(mine), summaryOf(r.dir), `${r.id}: summary differs`);
   }
 });
-
-/** mulberry32: seeded, so a failing kill sequence can be replayed */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]! };
-}
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const pad = (n: number) => String(n).padStart(7, '0');

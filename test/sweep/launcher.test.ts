@@ -7,7 +7,7 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { arraySpec, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
-import { main } from '../../src/cli/main.ts';
+import { cli } from '../helpers/cli.ts';
 
 const fail = (m: string) => new SweepError(m);
 
@@ -52,25 +52,6 @@ test('the array: indices as ranges with the %N limit; the script runs each index
   assert.match(text, /^node \/m\/bin\/moco3\.js sweep batch-size --set 'a=b c' \\$/m);
   assert.match(text, /--run-index "\$SLURM_ARRAY_TASK_ID" --expect-hash "\$\{HASHES\[\$SLURM_ARRAY_TASK_ID\]\}" &$/m);
 });
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = process.stdout.write.bind(process.stdout);
-  const e = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-  const before = process.exitCode;
-  process.exitCode = undefined;
-  try {
-    const code = await main(args);
-    return { code, out, err };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-    process.exitCode = before;
-  }
-}
 
 test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {
   const results = mkdtempSync(join(tmpdir(), 'moco3-launch-'));

@@ -1,0 +1,36 @@
+/**
+ * The moco3 CLI run in-process (src/cli/main.ts): returns its exit code and the strings it wrote to stdout
+ * and stderr, with `env` set for the call only. Bytes (the test runner's own serialized reports, written
+ * from its child process) still go through.
+ */
+import { main } from '../../src/cli/main.ts';
+
+export async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const wOut = process.stdout.write.bind(process.stdout);
+  const wErr = process.stderr.write.bind(process.stderr);
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  const exitCode = process.exitCode;
+  process.stdout.write = ((s: string | Uint8Array, ...rest: unknown[]) =>
+    typeof s === 'string' ? (out.push(s), true) : (wOut as (...a: unknown[]) => boolean)(s, ...rest)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: unknown[]) =>
+    typeof s === 'string' ? (err.push(s), true) : (wErr as (...a: unknown[]) => boolean)(s, ...rest)) as typeof process.stderr.write;
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  process.exitCode = undefined;
+  try {
+    const code = await main(args);
+    return { code, out: out.join(''), err: err.join('') };
+  } finally {
+    process.stdout.write = wOut;
+    process.stderr.write = wErr;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    process.exitCode = exitCode;
+  }
+}
