@@ -7,7 +7,8 @@
 #   4. moco3 bench --backend webgpu --preset gpu: batch 256, 1024, and 6144 in micro-batches of 1024
 #   5. with PyTorch and CUDA in python3: the same step in PyTorch on the same GPU, fp32 with TF32 off, then on
 # Everything goes into one JSON file: gpu-check.json (or $OUT). STEPS=2 etc. shortens the timed runs; BENCH=0
-# skips steps 4 and 5 (a quick look at the driver and the replay).
+# skips steps 4 and 5 (a quick look at the driver and the replay). When only a software adapter is found,
+# step 4 is skipped unless BENCH=1 (step 5 still runs: PyTorch measures the GPU whether or not Dawn found it).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -62,7 +63,13 @@ run_bench() { # name, extra args
   timeout 3600 "$here/node" "$here/moco3.mjs" bench --backend webgpu --preset gpu --steps "$steps" --warmup 2 --json "$@" > "$tmp/bench-$name.json" 2> "$tmp/bench-$name.err"
   tail -1 "$tmp/bench-$name.json" >&2
 }
-if [ "${BENCH:-1}" != 0 ]; then
+# on a software adapter (no GPU driver found) one gpu-preset step takes minutes: the benches would run for
+# hours and measure a CPU; BENCH=1 runs them anyway, BENCH=0 never
+bench=${BENCH:-}
+if [ -z "$bench" ]; then
+  if printf '%s' "$line" | grep -q ': hardware'; then bench=1; else bench=0; say 'software adapter: webgpu benches skipped (BENCH=1 runs them anyway)'; fi
+fi
+if [ "$bench" != 0 ]; then
   run_bench 256 --batch 256
   run_bench 1024 --batch 1024
   run_bench 6144 --batch 6144 --set train.micro_batch=1024
@@ -85,7 +92,7 @@ else
 fi
 
 # one JSON file, assembled by the bundled Node
-ICD="$icd" TMPD="$tmp" OUTF="$out" "$here/node" --input-type=module -e '
+BENCHED="$bench" ICD="$icd" TMPD="$tmp" OUTF="$out" "$here/node" --input-type=module -e '
 import { readFileSync, existsSync, writeFileSync } from "node:fs";
 const d = process.env.TMPD;
 const text = (f) => (existsSync(`${d}/${f}`) ? readFileSync(`${d}/${f}`, "utf8") : "");
@@ -95,7 +102,8 @@ const bench = {};
 for (const b of ["256", "1024", "6144"]) {
   const r = lines(`bench-${b}.json`).at(-1);
   if (r && typeof r === "object") delete r.config;
-  bench[b] = r ?? { error: errTail(`bench-${b}.err`) ?? "no output" };
+  if (process.env.BENCHED === "0") bench[b] = { skipped: "software adapter or BENCH=0" };
+  else bench[b] = r ?? { error: errTail(`bench-${b}.err`) ?? "no output" };
 }
 const torch = { tf32_off: lines("torch-off.json"), tf32_on: lines("torch-on.json") };
 const ratio = {};
