@@ -12,7 +12,11 @@
 #include <thread>
 #include <vector>
 
+#include <cerrno>
+#include <cstdio>
+
 #ifndef _WIN32
+#include <fcntl.h>
 #include <unistd.h>
 #endif
 
@@ -727,18 +731,27 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 
 // Holding what native libraries write to the process's stderr (fd 2), e.g. Dawn's warnings while it probes
 // a Vulkan adapter: holdStderr() points fd 2 at a temporary file, releaseStderr() points it back and returns
-// what was written meanwhile, for the caller to filter and pass on. Both are no-ops on Windows.
+// what was written meanwhile, for the caller to filter and pass on. For the main thread only (not nested,
+// not from workers); both are no-ops on Windows.
+#ifndef _WIN32
 FILE* g_held = nullptr;
 int g_saved_fd = -1;
 
+int dup2_retry(int from, int to) {
+  int r;
+  do r = dup2(from, to); while (r < 0 && errno == EINTR);
+  return r;
+}
+#endif
+
 Napi::Value HoldStderr(const Napi::CallbackInfo& info) {
 #ifndef _WIN32
-  if (g_held) return Napi::Boolean::New(info.Env(), true);
+  if (g_held) return Napi::Boolean::New(info.Env(), false);
   FILE* f = std::tmpfile();
   if (!f) return Napi::Boolean::New(info.Env(), false);
   std::fflush(stderr);
-  const int saved = dup(2);
-  if (saved < 0 || dup2(fileno(f), 2) < 0) {
+  const int saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
+  if (saved < 0 || dup2_retry(fileno(f), 2) < 0) {
     if (saved >= 0) close(saved);
     std::fclose(f);
     return Napi::Boolean::New(info.Env(), false);
@@ -756,15 +769,21 @@ Napi::Value ReleaseStderr(const Napi::CallbackInfo& info) {
 #ifndef _WIN32
   if (g_held) {
     std::fflush(stderr);
-    dup2(g_saved_fd, 2);
-    close(g_saved_fd);
-    g_saved_fd = -1;
+    // the saved descriptor is the only way back to the real stderr: closed only once fd 2 points at it again
+    if (dup2_retry(g_saved_fd, 2) < 0) {
+      out = "moco3: could not restore stderr after holding it\n";
+    } else {
+      close(g_saved_fd);
+      g_saved_fd = -1;
+    }
     std::rewind(g_held);
     char buf[4096];
     size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, g_held)) > 0) out.append(buf, n);
-    std::fclose(g_held);
-    g_held = nullptr;
+    if (g_saved_fd < 0) {
+      std::fclose(g_held);
+      g_held = nullptr;
+    }
   }
 #endif
   return Napi::String::New(info.Env(), out);

@@ -108,12 +108,14 @@ export function summarizeAdapter(info: Record<string, unknown>, limits: Record<s
  * 16 ..."). The adapter works as reported by `moco3 doctor`, and there is nothing for the user to do, so
  * those lines are dropped; anything else written to stderr meanwhile is passed on. The text comes from
  * Dawn's C++ code, past Node's process.stderr, so fd 2 is redirected by the native addon; without the addon
- * the lines show.
+ * the lines show. `fn` must do its work synchronously (Dawn enumerates adapters inside requestAdapter's
+ * call, before the promise it returns); what is written while fd 2 is held comes out when it returns.
+ * MOCO3_DEBUG=1 leaves stderr alone (a driver that crashes inside the probe then says why on the terminal).
  */
 const DAWN_NOISE = /^Warning: \w+ artificially reduced from \d+ to \d+/;
 
 export function withoutDawnNoise<T>(fn: () => T): T {
-  const addon = nativeAddon();
+  const addon = process.env.MOCO3_DEBUG === '1' ? null : nativeAddon();
   const held = addon?.holdStderr?.() === true;
   try {
     return fn();

@@ -225,14 +225,22 @@ export function gradLead(first: Point[], second: Point[], opts: Pick<Instability
   const steps = [...ea.keys()].filter((s) => eb.has(s)).sort((x, y) => x - y);
   const L = opts.leadMaxLag;
   if (steps.length < 4 * Math.max(1, L)) return null;
-  const a = steps.map((s) => ea.get(s)!);
-  const b = steps.map((s) => eb.get(s)!);
+  // pairs are matched by step (a step missing from either series, e.g. a non-finite value, drops out)
   const cadence = median(steps.slice(1).map((s, i) => s - steps[i]!));
   let best: { lag: number; r: number } | null = null;
   let r0 = 0;
-  for (let lag = -L; lag <= L; lag++) {
-    const x = lag >= 0 ? a.slice(0, a.length - lag) : a.slice(-lag);
-    const y = lag >= 0 ? b.slice(lag) : b.slice(0, b.length + lag);
+  // 0, 1, -1, 2, -2, ...: a tie goes to the smaller lag
+  for (let k = 0; k <= 2 * L; k++) {
+    const lag = k % 2 ? (k + 1) / 2 : k === 0 ? 0 : -k / 2;
+    const x: number[] = [];
+    const y: number[] = [];
+    for (const [step, v] of ea) {
+      const w = eb.get(step + lag * cadence);
+      if (w !== undefined) {
+        x.push(v);
+        y.push(w);
+      }
+    }
     const r = pearson(x, y);
     if (r === null) continue;
     if (lag === 0) r0 = r;

@@ -36,7 +36,8 @@ export function spawnEvents(cli: string, args: string[], env: NodeJS.ProcessEnv,
     }
   });
   const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal, stderr })),
+    // 'close': the exit, and stdout and stderr read to their end
+    child.on('close', (code, signal) => resolve({ code, signal, stderr })),
   );
   return { child, events, done };
 }

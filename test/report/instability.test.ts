@@ -98,7 +98,14 @@ test('gradient lead: the lag of the largest correlation of the two excursions, i
   // the same pulses: lead 0 with correlation 1
   const same = gradLead(pulses(400, [50, 120], 1), pulses(400, [50, 120], 1), opts)!;
   assert.deepEqual([same.lag, Math.round(same.r * 1e9) / 1e9, Math.round(same.r0 * 1e9) / 1e9], [0, 1, 1]);
-  // fewer than 4 x leadMaxLag rows: no estimate
+  // pairs go by step: a value missing from one series (a non-finite norm) shifts nothing after it
+  const holed = pulses(400, [75, 145, 225], 1);
+  holed[100]!.value = NaN;
+  holed[110]!.value = Infinity;
+  const h = gradLead(pulses(400, [50, 120, 200], 1), holed, opts)!;
+  assert.equal(h.lag, 25);
+  assert.ok(Math.abs(h.r - 1) < 1e-12, `r ${h.r}`);
+    // fewer than 4 x leadMaxLag rows: no estimate
   assert.equal(gradLead(pulses(150, [50], 1), pulses(150, [60], 1), opts), null);
 });
 
