@@ -148,21 +148,28 @@ function median(xs: number[]): number {
  */
 export function findSpikes(points: Point[], opts: Pick<InstabilityOptions, 'spikeFactor' | 'spikeWindow' | 'minHistory'>): Spike[] {
   const spikes: Spike[] = [];
-  const hist: number[] = [];
   let above = false;
-  for (const p of points) {
-    const v = p.value;
-    if (!Number.isFinite(v)) continue;
-    if (hist.length >= Math.max(1, opts.minHistory)) {
-      const med = median(hist);
-      const isSpike = v > opts.spikeFactor * med;
-      if (isSpike && !above) spikes.push({ step: p.step, value: v, median: med, ratio: med > 0 ? v / med : Infinity });
-      above = isSpike;
-    }
-    hist.push(v);
-    if (hist.length > opts.spikeWindow) hist.shift();
+  for (const { p, median: med } of againstRunningMedian(points, opts.spikeWindow, opts.minHistory, Number.isFinite)) {
+    if (med === null) continue;
+    const isSpike = p.value > opts.spikeFactor * med;
+    if (isSpike && !above) spikes.push({ step: p.step, value: p.value, median: med, ratio: med > 0 ? p.value / med : Infinity });
+    above = isSpike;
   }
   return spikes;
+}
+
+/**
+ * Each point whose value `keep` admits, with the median of the `window` admitted values before it (null
+ * until `minHistory` of them exist): what the spike detector and the gradient lead both measure against.
+ */
+function* againstRunningMedian(points: Point[], window: number, minHistory: number, keep: (v: number) => boolean): Generator<{ p: Point; median: number | null }> {
+  const hist: number[] = [];
+  for (const p of points) {
+    if (!keep(p.value)) continue;
+    yield { p, median: hist.length >= Math.max(1, minHistory) ? median(hist) : null };
+    hist.push(p.value);
+    if (hist.length > window) hist.shift();
+  }
 }
 
 /**
@@ -186,12 +193,8 @@ export function spikeLags(first: number[], last: number[]): Lag[] {
 /** log(value / median of the previous `window` values), from `minHistory` values on; keyed by step. */
 function excursions(points: Point[], window: number, minHistory: number): Map<number, number> {
   const out = new Map<number, number>();
-  const hist: number[] = [];
-  for (const p of points) {
-    if (!Number.isFinite(p.value) || p.value <= 0) continue;
-    if (hist.length >= Math.max(1, minHistory)) out.set(p.step, Math.log(p.value / median(hist)));
-    hist.push(p.value);
-    if (hist.length > window) hist.shift();
+  for (const { p, median: med } of againstRunningMedian(points, window, minHistory, (v) => Number.isFinite(v) && v > 0)) {
+    if (med !== null) out.set(p.step, Math.log(p.value / med));
   }
   return out;
 }
