@@ -29,7 +29,7 @@ try {
     register();
     mod = await import(pathToFileURL(join(root, 'src', 'cli', 'main.ts')).href);
   }
-  process.exitCode = await mod.main(process.argv.slice(2));
+  process.exitCode = await mod.main(process.argv.slice(2), { processEntry: true });
 } catch (e) {
   fatal(e);
 }

@@ -11,6 +11,7 @@ import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
 import { runShutdown } from '../engine/shutdown.ts';
+import { setProcessEntry } from './supervise.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
@@ -62,7 +63,12 @@ const PATH_ERRORS: Record<string, string> = {
   EIO: 'input/output error (a failing disk?)',
 };
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs one moco3 command; returns its exit code. `processEntry`: moco3 owns the process (bin/moco3.js), so
+ * a sweep may run itself in a supervised child process (supervise.ts).
+ */
+export async function main(argv: string[], opts: { processEntry?: boolean } = {}): Promise<number> {
+  setProcessEntry(opts.processEntry === true);
   const program = buildProgram();
   let commanderText = '';
   const quiet = (c: Command): void => {

@@ -11,6 +11,7 @@ import { addLaunchOptions, prepareLaunch, submitSlurm, type LaunchFlags } from '
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
+import { childLink, shouldSupervise, superviseSweep } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -254,6 +255,12 @@ export function sweepCommand(): Command {
           throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
         }
       }
+      // the process a user started supervises the one that trains, restarting it after a crash (supervise.ts)
+      if (shouldSupervise()) {
+        process.exitCode = await superviseSweep(plan, f.json === true);
+        return;
+      }
+      const link = childLink();
       const { runSweep } = await import('../sweep/runner.ts');
       // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
       const onSig = (sig: NodeJS.Signals) => {
@@ -269,7 +276,11 @@ export function sweepCommand(): Command {
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       try {
-        const r = await launch.run((extra) => runSweep({ plan, onEvent: (e) => display.onEvent(e), shouldStop: () => stop, command: process.argv.slice(1), ...extra }));
+        const onEvent = (e: SweepEvent) => {
+          if (e.type === 'run_start') link.note(e.run);
+          display.onEvent(e);
+        };
+        const r = await launch.run((extra) => runSweep({ plan, onEvent, shouldStop: () => stop, command: process.argv.slice(1), ...extra }));
         display.stop();
         // a Slurm task (--run-index) or an agent that ends the sweep computes them; one whose sweep goes on does not
         if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state)))) {

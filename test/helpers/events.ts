@@ -19,8 +19,21 @@ export interface EventChild {
   done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
 }
 
-export function spawnEvents(cli: string, args: string[], env: NodeJS.ProcessEnv, onEvent?: (e: Ev, n: number, child: ChildProcess) => void): EventChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * `noCore`: no core files (ulimit -c 0), for a test that crashes the CLI on purpose (SIGABRT, SIGSEGV) and
+ * must not leave a core dump in the repository where the machine's limit allows one.
+ */
+export function spawnEvents(
+  cli: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  onEvent?: (e: Ev, n: number, child: ChildProcess) => void,
+  opts: { noCore?: boolean } = {},
+): EventChild {
+  const argv = [process.execPath, '--import', 'tsx', cli, ...args];
+  // `exec` keeps the pid: child.pid is the CLI's
+  const [cmd, ...rest] = opts.noCore ? ['/bin/sh', '-c', 'ulimit -c 0 && exec "$0" "$@"', ...argv] : argv;
+  const child = spawn(cmd!, rest, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: Ev[] = [];
   let stderr = '';
   let buf = '';

@@ -1,0 +1,120 @@
+/**
+ * `moco3 sweep` under a supervisor. A sweep runs for hours unattended, and a crash of native code (a
+ * segmentation fault in a kernel or in BLAS) kills the process at once, with no chance to checkpoint. So
+ * the `moco3 sweep` that a user starts trains nothing itself: it runs the sweep in a child process and,
+ * when that child dies of a crash signal, starts it again. The new child skips the completed runs and
+ * resumes the interrupted one from its newest checkpoint, as `moco3 sweep` run again by hand would; the
+ * crash costs the steps since that checkpoint. A run that crashes MAX_CRASHES times is not tried again
+ * (a crash that repeats is a bug to report, not noise to retry).
+ *
+ * The child runs in its own process group and the supervisor passes it every signal a user or a scheduler
+ * sends (INT, TERM, HUP, USR1, USR2) once, so Ctrl-C, `kill` and Slurm's USR1 mean what they mean without a
+ * supervisor. If the supervisor itself is killed (SIGKILL), the child sees its IPC channel close and kills
+ * itself too: nothing trains on unseen. MOCO3_SUPERVISE=0 runs the sweep in the one process.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants } from 'node:os';
+import type { SweepPlan } from '../sweep/plan.ts';
+import { readRunState } from '../runfolder/state.ts';
+import { describeState } from '../sweep/table.ts';
+
+/** Signals of a crash (the process did something it cannot survive), not of a request to stop. */
+export const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGABRT']);
+/** Crashes of one run after which the supervisor gives up on the sweep. */
+export const MAX_CRASHES = 3;
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
+
+let processEntry = false;
+
+/** Set by bin/moco3.js only: moco3 owns this process (a call of main() inside another program does not). */
+export function setProcessEntry(on: boolean): void {
+  processEntry = on;
+}
+
+/** Whether this `moco3 sweep` supervises a child instead of training. */
+export function shouldSupervise(): boolean {
+  return processEntry && process.env[CHILD_ENV] !== '1' && process.env.MOCO3_SUPERVISE !== '0';
+}
+
+/**
+ * In the child: tell the supervisor which run is training (`note(run)` at each run's start), and die with
+ * the supervisor. A no-op in a process that is no supervised child.
+ */
+export function childLink(): { note(run: string): void } {
+  if (process.env[CHILD_ENV] !== '1' || typeof process.send !== 'function') return { note() {} };
+  process.channel?.unref();
+  process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'));
+  return {
+    note(run) {
+      process.send?.({ run });
+    },
+  };
+}
+
+interface ChildEnd {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  run: string | null;
+}
+
+function runChild(): Promise<ChildEnd> {
+  const args = [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)];
+  const child: ChildProcess = spawn(process.execPath, args, {
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    detached: true,
+    env: { ...process.env, [CHILD_ENV]: '1' },
+  });
+  let run: string | null = null;
+  child.on('message', (m: unknown) => {
+    if (m && typeof m === 'object' && typeof (m as { run?: unknown }).run === 'string') run = (m as { run: string }).run;
+  });
+  const forward = (sig: NodeJS.Signals) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+  };
+  for (const s of FORWARDED) process.on(s, forward);
+  return new Promise((resolve, reject) => {
+    child.on('error', (e) => {
+      for (const s of FORWARDED) process.off(s, forward);
+      reject(e);
+    });
+    child.on('exit', (code, signal) => {
+      for (const s of FORWARDED) process.off(s, forward);
+      resolve({ code, signal, run });
+    });
+  });
+}
+
+/** Runs the sweep in a child until it ends other than by a crash; returns the exit code for moco3. */
+export async function superviseSweep(plan: SweepPlan, json: boolean): Promise<number> {
+  const crashes = new Map<string, number>();
+  for (;;) {
+    const end = await runChild();
+    if (end.signal === null) return end.code ?? 1;
+    const signo = constants.signals[end.signal] ?? 0;
+    if (!CRASH_SIGNALS.has(end.signal)) {
+      process.stderr.write(`moco3: the sweep process was killed by ${end.signal}; \`moco3 sweep\` again continues from the last checkpoint\n`);
+      return 128 + signo;
+    }
+    const run = plan.runs.find((r) => r.id === end.run) ?? null;
+    const state = run ? readRunState(run.dir) : null;
+    const key = run?.id ?? '';
+    const n = (crashes.get(key) ?? 0) + 1;
+    crashes.set(key, n);
+    const where = run && state ? `in run ${run.id} (${describeState(state)})` : 'outside a run';
+    const give = n >= MAX_CRASHES;
+    if (json) {
+      process.stdout.write(
+        `${JSON.stringify({ type: 'sweep_crash', signal: end.signal, run: run?.id ?? null, step: state?.step ?? null, resume_step: state?.checkpoint_step ?? null, crashes: n, restart: !give })}\n`,
+      );
+    }
+    if (give) {
+      process.stderr.write(
+        `moco3: the sweep process crashed (${end.signal}) ${where}, crash ${n} of ${MAX_CRASHES} there; not restarting it. ` +
+          'A crash that repeats is a bug: please report it with `moco3 doctor` and this run\'s config.yaml (MOCO3_NATIVE=0 avoids the native kernels)\n',
+      );
+      return 128 + signo;
+    }
+    process.stderr.write(`moco3: the sweep process crashed (${end.signal}) ${where}; restarting it (${n} of ${MAX_CRASHES - 1} restarts for this run)\n`);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * `moco3 sweep` as bin/moco3.js runs it: the process a user starts supervises a child that trains
+ * (src/cli/supervise.ts). A crash of the child (here SIGABRT, what a failed native assertion raises; a
+ * segmentation fault is the same to the supervisor) restarts it, and the sweep ends as if it never crashed;
+ * a run that keeps crashing is given up; a supervisor killed outright takes its child with it.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import '../helpers/tf.ts';
+import { loadSweepFile } from '../../src/sweep/file.ts';
+import { planSweep } from '../../src/sweep/plan.ts';
+import { runSweep } from '../../src/sweep/runner.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { readRunState } from '../../src/runfolder/state.ts';
+import { MAX_CRASHES } from '../../src/cli/supervise.ts';
+import { spawnEvents } from '../helpers/events.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'moco3-supervise-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
+const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
+
+const refPlan = (async () => {
+  const plan = planSweep(loadSweepFile(tinyFile), { results: mkdtempSync(join(root, 'ref-')) });
+  await runSweep({ plan, backend: { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null } });
+  return plan;
+})();
+
+const strip = (dir: string) => readMetrics(join(dir, 'metrics.jsonl')).map(({ images_per_s: _ips, ...row }) => row);
+
+/** The pid training a run, from its status.json. */
+const trainerOf = (runDir: string): number => JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')).pid as number;
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The supervised sweep, its child paused before the third metrics row of the first run (fixtures/cli.ts);
+ * `atPause(n, marker)` acts at the n-th pause.
+ */
+function supervised(results: string, atPause: (n: number, marker: string, supervisor: number) => void) {
+  const run1 = planSweep(loadSweepFile(tinyFile), { results }).runs[0]!;
+  const marker = join(results, '.pause');
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_PAUSE: `metrics:3:${run1.id}`, MOCO3_TEST_MARKER: marker };
+  const { child, events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], env, undefined, { noCore: true });
+  let pauses = 0;
+  const poll = setInterval(() => {
+    if (!existsSync(marker)) return;
+    pauses += 1;
+    atPause(pauses, marker, child.pid!);
+  }, 20);
+  return { run1, events, done: done.finally(() => clearInterval(poll)) };
+}
+
+test('a crashed sweep process is restarted: the run resumes from its checkpoint and ends as if it never crashed', async () => {
+  const ref = await refPlan;
+  const results = mkdtempSync(join(root, 'crash-'));
+  let victim = 0;
+  const s = supervised(results, (n, marker) => {
+    if (n > 1) return;
+    victim = trainerOf(s.run1.dir);
+    rmSync(marker);
+    process.kill(victim, 'SIGABRT');
+    writeFileSync(`${marker}.go`, ''); // the restarted child does not pause again
+  });
+  const { code, stderr } = await s.done;
+  assert.equal(code, 0, stderr);
+  assert.ok(victim > 0 && !alive(victim));
+  const crash = s.events.find((e) => e.type === 'sweep_crash');
+  assert.deepEqual(
+    { signal: crash?.signal, run: crash?.run, restart: crash?.restart, crashes: crash?.crashes },
+    { signal: 'SIGABRT', run: s.run1.id, restart: true, crashes: 1 },
+  );
+  assert.match(stderr, new RegExp(`crashed \\(SIGABRT\\) in run ${s.run1.id} \\(interrupted at step \\d+/12, resumes at 0\\); restarting it`));
+  assert.ok(s.events.some((e) => e.type === 'run_start' && e.index === 1 && e.previous === 'interrupted'), 'the second child resumed run 1');
+  assert.deepEqual(s.events.at(-1)?.counts, { completed: 2 });
+  for (const r of ref.runs) assert.deepEqual(strip(join(results, 'tiny', r.id)), strip(r.dir), `${r.id}: metrics differ from an uncrashed sweep`);
+});
+
+test(`a run that crashes ${MAX_CRASHES} times is given up, its status left interrupted`, async () => {
+  const results = mkdtempSync(join(root, 'again-'));
+  const s = supervised(results, (_n, marker) => {
+    rmSync(marker);
+    process.kill(trainerOf(s.run1.dir), 'SIGABRT');
+  });
+  const { code, stderr } = await s.done;
+  assert.equal(code, 128 + 6, stderr);
+  assert.deepEqual(
+    s.events.filter((e) => e.type === 'sweep_crash').map((e) => [e.crashes, e.restart]),
+    Array.from({ length: MAX_CRASHES }, (_, i) => [i + 1, i + 1 < MAX_CRASHES]),
+  );
+  assert.match(stderr, new RegExp(`crash ${MAX_CRASHES} of ${MAX_CRASHES} there; not restarting it`));
+  assert.equal(readRunState(s.run1.dir).state, 'interrupted');
+});
+
+test('a supervisor killed outright (SIGKILL) takes its training child with it', async () => {
+  const results = mkdtempSync(join(root, 'kill-'));
+  let trainer = 0;
+  const s = supervised(results, (n, marker, supervisor) => {
+    if (n > 1) return;
+    trainer = trainerOf(s.run1.dir);
+    process.kill(supervisor, 'SIGKILL');
+    writeFileSync(`${marker}.go`, ''); // let the child go on: it must notice it is alone and stop
+  });
+  const { signal } = await s.done;
+  assert.equal(signal, 'SIGKILL');
+  const t0 = Date.now();
+  while (alive(trainer) && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(trainer > 0 && !alive(trainer), `the child ${trainer} outlived its supervisor`);
+  assert.notEqual(readRunState(s.run1.dir).state, 'completed');
+});
