@@ -35,6 +35,11 @@ export function trainCommand(): Command {
     .option('--json', 'print one JSON object per event on stdout')
     .option('-q, --quiet', 'no progress output')
     .action(async (f: TrainFlags) => {
+      // `--resume --out <run>` alone continues the run as it was configured: its own config.yaml
+      if (f.resume && f.out !== undefined && f.config === undefined && f.preset === undefined && existsSync(join(f.out, 'config.yaml'))) {
+        f.config = join(f.out, 'config.yaml');
+        if (!f.quiet && !f.json) process.stderr.write(`moco3: --resume: the run's own config, ${f.config}\n`);
+      }
       const c = configFromFlags(f);
       const id = `${trainRunSlug(c)}-${configHash(c)}`;
       const runDir = f.out ?? join(f.results, 'train', id);

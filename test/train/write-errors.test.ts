@@ -77,21 +77,22 @@ function assertOneLine(stderr: string, reason: RegExp): void {
   assert.doesNotMatch(stderr, /^\s+at /m);
 }
 
-const cases: [what: string, inject: string, reason: RegExp][] = [
-  ['the checkpoints folder unwritable (EACCES on the temporary folder)', 'EACCES:mkdir:1:/.step-0000006.', /EACCES: permission denied/],
-  ['a failing disk (EIO flushing optimizer.safetensors)', 'EIO:fsync:1:/.step-0000006.', /EIO: input\/output error/],
-  ['a failing disk (EIO writing last.json, the folder already in place)', 'EIO:write:3:/checkpoints/.last.json.', /EIO: input\/output error/],
+// `short`: resumed with `train --out <run> --resume` alone, which takes the run's own config.yaml
+const cases: [what: string, inject: string, reason: RegExp, short: boolean][] = [
+  ['the checkpoints folder unwritable (EACCES on the temporary folder)', 'EACCES:mkdir:1:/.step-0000006.', /EACCES: permission denied/, true],
+  ['a failing disk (EIO flushing optimizer.safetensors)', 'EIO:fsync:1:/.step-0000006.', /EIO: input\/output error/, false],
+  ['a failing disk (EIO writing last.json, the folder already in place)', 'EIO:write:3:/checkpoints/.last.json.', /EIO: input\/output error/, false],
 ];
 
-for (const [what, inject, reason] of cases) {
-  test(`train: ${what}: step 3 intact and named by last.json, the run failed with the reason; --resume then ends as an uninterrupted run`, async () => {
+for (const [what, inject, reason, short] of cases) {
+  test(`train: ${what}: step 3 intact and named by last.json, the run failed with the reason; --resume${short ? ' (no other flag)' : ''} then ends as an uninterrupted run`, async () => {
     const out = join(root, inject.split(':').slice(0, 2).join('-'));
     const r = await run(['train', ...TINY, '--out', out], { MOCO3_TEST_WRITE_ERROR: inject });
     assert.equal(r.code, 1, r.stderr);
     assertOneLine(r.stderr, reason);
     assertFailedAtSix(out, reason, reference);
     // the cause gone, the same command with --resume finishes the run as if it had never failed
-    const again = await run(['train', ...TINY, '--out', out, '--resume']);
+    const again = await run(short ? ['train', '--out', out, '--resume', '-q'] : ['train', ...TINY, '--out', out, '--resume']);
     assert.equal(again.code, 0, again.stderr);
     assert.equal(JSON.parse(readFileSync(join(out, 'status.json'), 'utf8')).status, 'completed');
     assert.equal(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')).step, 8);
