@@ -50,7 +50,7 @@ const stub = (name) => ({
 });
 await esbuild.build({
   stdin: {
-    contents: "import { main } from './src/cli/main.ts';\nprocess.exitCode = await main(process.argv.slice(2));\n",
+    contents: "import { main } from './src/cli/main.ts';\nprocess.exitCode = await main(process.argv.slice(2), { processEntry: true });\n",
     resolveDir: root,
     sourcefile: 'moco3-gpu-entry.ts',
     loader: 'ts',
