@@ -12,12 +12,16 @@ async function webgpuLine(): Promise<string> {
     return `webgpu: not installed (optional packages @tensorflow/tfjs-backend-webgpu ${pkg ?? 'missing'}, webgpu ${dawn ?? 'missing'}) — npm install @tensorflow/tfjs-backend-webgpu@4.22.0 webgpu@0.6.2`;
   }
   const { webgpuAdapter, describeAdapter, describeLimits } = await import('../engine/webgpu.ts');
+  const { gpuDeviceNodes } = await import('../engine/backend.ts');
+  const nodes = gpuDeviceNodes();
+  const noNode = nodes?.length === 0 ? '\n  no GPU device node (/dev/dri/renderD*, /dev/nvidia*): --backend auto does not load Dawn here' : '';
   const a = await webgpuAdapter();
-  if (typeof a === 'string') return `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): no adapter — ${a}`;
+  if (typeof a === 'string') return `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): no adapter — ${a}${noNode}`;
   return (
     `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): adapter ${describeAdapter(a)}\n` +
     `  limits: ${describeLimits(a)}` +
-    (a.software ? '\n  a software adapter is used only with --backend webgpu (correct, not fast)' : '')
+    (a.software ? '\n  a software adapter is used only with --backend webgpu (correct, not fast)' : '') +
+    noNode
   );
 }
 

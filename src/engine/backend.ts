@@ -3,7 +3,13 @@
  * when it really sees one, then WebGPU (Dawn) on a hardware adapter; then tfjs-node, moco3's native CPU
  * kernels, wasm, and the pure JavaScript `cpu` backend. It says on stderr which one it took and why. A
  * software WebGPU adapter (lavapipe, SwiftShader) runs only when `webgpu` is asked for by name.
+ *
+ * On Linux, `auto` asks Dawn for an adapter only where a GPU has a device node (gpuDeviceNodes): asking
+ * loads Dawn, the Vulkan loader, every installed Vulkan driver and, for lavapipe, LLVM into the process,
+ * for the rest of a CPU run that never uses them.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './gradients.ts';
@@ -86,6 +92,26 @@ function tensorflowSeesGpu(): boolean {
   return false;
 }
 
+/**
+ * The device nodes through which a Linux process reaches a GPU: DRM render nodes (/dev/dri/renderD*: AMD,
+ * Intel, and what a container is given of them) and NVIDIA's /dev/nvidia0, 1, ... None: no hardware
+ * WebGPU adapter can exist here. Other systems (Metal, D3D12) have no such test: null.
+ */
+export function gpuDeviceNodes(dev = '/dev', platform: NodeJS.Platform = process.platform): string[] | null {
+  if (platform !== 'linux') return null;
+  const list = (d: string) => {
+    try {
+      return existsSync(d) ? readdirSync(d) : [];
+    } catch {
+      return [];
+    }
+  };
+  return [
+    ...list(join(dev, 'dri')).filter((n) => /^renderD\d+$/.test(n)).map((n) => join(dev, 'dri', n)),
+    ...list(dev).filter((n) => /^nvidia\d+$/.test(n)).map((n) => join(dev, n)),
+  ].sort();
+}
+
 async function useWebGpu(requested: BackendName, allowSoftware: boolean): Promise<BackendInfo | string> {
   const mod = await import('./webgpu.ts');
   let a: Awaited<ReturnType<typeof mod.registerWebGpuBackend>>;
@@ -155,8 +181,14 @@ async function useCpu(requested: BackendName): Promise<BackendInfo> {
   };
 }
 
-/** Select and initialise a backend; logs the choice on stderr unless `quiet`. */
-export async function initBackend(requested: BackendName = 'auto', opts: { quiet?: boolean; log?: Log } = {}): Promise<BackendInfo> {
+/**
+ * Select and initialise a backend; logs the choice on stderr unless `quiet`. `gpuNodes`: the GPU device
+ * nodes `auto` goes by (default: gpuDeviceNodes() of this machine).
+ */
+export async function initBackend(
+  requested: BackendName = 'auto',
+  opts: { quiet?: boolean; log?: Log; gpuNodes?: string[] | null } = {},
+): Promise<BackendInfo> {
   // production mode: no debug checks, and no tfjs banner advertising tfjs-node (moco3 says what it runs on)
   tf.env().set('PROD', true);
   const log = opts.log ?? stderrLog;
@@ -192,7 +224,8 @@ export async function initBackend(requested: BackendName = 'auto', opts: { quiet
       break;
     case 'auto': {
       info = await useTensorflow(requested, log, 'gpu');
-      if (!info) {
+      const nodes = opts.gpuNodes === undefined ? gpuDeviceNodes() : opts.gpuNodes;
+      if (!info && nodes?.length !== 0) {
         const w = await useWebGpu(requested, false);
         if (typeof w !== 'string') info = w;
       }

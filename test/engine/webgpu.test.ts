@@ -8,7 +8,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { summarizeAdapter, describeAdapter } from '../../src/engine/webgpu.ts';
+import { gpuDeviceNodes } from '../../src/engine/backend.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const moco3 = (args: string[], timeout: number) =>
@@ -104,4 +107,26 @@ test('doctor --replay: two steps on webgpu and on the CPU agree, as JSON', () =>
     assert.deepEqual(Object.keys(part.worst).sort(), ['grad1', 'loss', 'param', 'slot']);
     for (const [k, v] of Object.entries(part.worst)) assert.ok(v >= 0 && v <= 1e-3, `${k}: ${v}`);
   }
+});
+
+test('GPU device nodes: DRM render nodes and /dev/nvidiaN count; control nodes, cards and other systems do not', () => {
+  const dev = mkdtempSync(join(tmpdir(), 'moco3-dev-'));
+  assert.deepEqual(gpuDeviceNodes(dev, 'linux'), []);
+  mkdirSync(join(dev, 'dri'));
+  for (const f of ['dri/card0', 'nvidiactl', 'nvidia-uvm', 'nvidia-caps', 'null']) writeFileSync(join(dev, f), '');
+  assert.deepEqual(gpuDeviceNodes(dev, 'linux'), []);
+  for (const f of ['dri/renderD128', 'nvidia1', 'nvidia0']) writeFileSync(join(dev, f), '');
+  assert.deepEqual(gpuDeviceNodes(dev, 'linux'), [join(dev, 'dri', 'renderD128'), join(dev, 'nvidia0'), join(dev, 'nvidia1')]);
+  assert.equal(gpuDeviceNodes(dev, 'darwin'), null);
+});
+
+test('auto loads Dawn only where a GPU device node exists; with one it still declines the software adapter', () => {
+  const probe = (nodes: string) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'test', 'engine', 'fixtures', 'auto-dawn.ts'), nodes], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { backend: string; dawn: boolean };
+  };
+  assert.deepEqual(probe(''), { backend: 'native', dawn: false });
+  // a device node (here a made-up one): Dawn is asked, finds this machine's software adapter, and auto goes on
+  assert.deepEqual(probe('/dev/dri/renderD128'), { backend: 'native', dawn: true });
 });
