@@ -73,15 +73,12 @@ function runChild(): Promise<ChildEnd> {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
   };
   for (const s of FORWARDED) process.on(s, forward);
-  return new Promise((resolve, reject) => {
-    child.on('error', (e) => {
-      for (const s of FORWARDED) process.off(s, forward);
-      reject(e);
-    });
-    child.on('exit', (code, signal) => {
-      for (const s of FORWARDED) process.off(s, forward);
-      resolve({ code, signal, run });
-    });
+  const ended = new Promise<ChildEnd>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal, run }));
+  });
+  return ended.finally(() => {
+    for (const s of FORWARDED) process.off(s, forward);
   });
 }
 

@@ -8,7 +8,7 @@
  * loads Dawn, the Vulkan loader, every installed Vulkan driver and, for lavapipe, LLVM into the process,
  * for the rest of a CPU run that never uses them.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -101,9 +101,9 @@ export function gpuDeviceNodes(dev = '/dev', platform: NodeJS.Platform = process
   if (platform !== 'linux') return null;
   const list = (d: string) => {
     try {
-      return existsSync(d) ? readdirSync(d) : [];
+      return readdirSync(d);
     } catch {
-      return [];
+      return []; // no such folder (no DRM) or not readable
     }
   };
   return [
