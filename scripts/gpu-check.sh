@@ -4,7 +4,8 @@
 #   1. the Vulkan driver: the default one, else the NVIDIA ICD files tried in turn (says which it used)
 #   2. moco3 doctor (the adapter: vendor, architecture, driver, hardware or software, limits)
 #   3. moco3 doctor --replay: two training steps on webgpu and on the CPU, their largest differences
-#   4. moco3 bench --backend webgpu --preset gpu: batch 256, 1024, and 6144 in micro-batches of 1024
+#   4. moco3 bench --backend webgpu --preset gpu: batch 256, 1024 (also with per-parameter optimizer
+#      dispatches, MOCO3_WEBGPU_PACK=0), and 6144 in micro-batches of 1024
 #   5. with PyTorch and CUDA in python3: the same step in PyTorch on the same GPU, fp32 with TF32 off, then on
 # Everything goes into one JSON file: gpu-check.json (or $OUT). STEPS=2 etc. shortens the timed runs; BENCH=0
 # skips steps 4 and 5 (a quick look at the driver and the replay). When only a software adapter is found,
@@ -72,6 +73,8 @@ fi
 if [ "$bench" != 0 ]; then
   run_bench 256 --batch 256
   run_bench 1024 --batch 1024
+  # the same with one optimizer dispatch per parameter instead of per group: which is faster on this GPU
+  MOCO3_WEBGPU_PACK=0 run_bench 1024-per-param --batch 1024
   run_bench 6144 --batch 6144 --set train.micro_batch=1024
 fi
 
@@ -99,7 +102,7 @@ const text = (f) => (existsSync(`${d}/${f}`) ? readFileSync(`${d}/${f}`, "utf8")
 const lines = (f) => text(f).split("\n").filter((l) => l.startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return l; } });
 const errTail = (f) => text(f).trim().split("\n").filter((l) => !l.startsWith("Warning: maxDynamic")).slice(-3).join("\n") || undefined;
 const bench = {};
-for (const b of ["256", "1024", "6144"]) {
+for (const b of ["256", "1024", "1024-per-param", "6144"]) {
   const r = lines(`bench-${b}.json`).at(-1);
   if (r && typeof r === "object") delete r.config;
   if (process.env.BENCHED === "0") bench[b] = { skipped: "software adapter or BENCH=0" };

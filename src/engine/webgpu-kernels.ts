@@ -34,6 +34,10 @@
  *   Moco3SoftmaxBwd    dx = y·dy − y·Σ(y·dy) over the last axis (the attention's softmax): one dispatch, a
  *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
  *                      already one dispatch. The model's attention uses it only without Moco3Attention*
+ *   Moco3Pack          several tensors laid end to end in one flat tensor, and Moco3Unpack, the way back:
+ *                      buffer-to-buffer copies in the command stream, no dispatch. With them the optimizers,
+ *                      the momentum update and the gradient statistics run one dispatch per parameter group
+ *                      instead of one per parameter (`packed` below)
  *
  * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels. The
  * kernels with several outputs are dispatched by `runMulti`, which records them in the backend's own
@@ -58,6 +62,10 @@ export const LARS = 'Moco3Lars';
 export const SOFTMAX_BWD = 'Moco3SoftmaxBwd';
 export const EMA = 'Moco3Ema';
 export const GRAD_STATS = 'Moco3GradStats';
+export const LAMB_GROUP = 'Moco3LambGroup';
+export const LARS_GROUP = 'Moco3LarsGroup';
+export const PACK = 'Moco3Pack';
+export const UNPACK = 'Moco3Unpack';
 
 interface Program {
   outputShape: number[];
@@ -79,10 +87,18 @@ interface WebGpuInternals {
     createShaderModule(d: { code: string; label?: string }): unknown;
     createComputePipeline(d: { layout: 'auto'; compute: { module: unknown; entryPoint: string }; label?: string }): unknown;
   };
-  makeTensorInfo(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   uploadToGPU(dataId: tf.DataId): void;
   disposeData(dataId: tf.DataId, force?: boolean): boolean;
   recordAndSubmit(program: RawProgram, output: tf.TensorInfo, inputs: tf.TensorInfo[], uniforms: Array<{ type: string; data: number[] }>): void;
+}
+/** What the copies of Moco3Pack / Moco3Unpack use besides `WebGpuInternals` (same source). */
+interface CopyInternals {
+  tensorMap: { get(dataId: tf.DataId): { resource: unknown } | undefined };
+  commandEncoder: { copyBufferToBuffer(src: unknown, srcOffset: number, dst: unknown, dstOffset: number, size: number): void } | null;
+  commandQueueOwnedIds: WeakSet<object>;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
 }
 interface RawProgram {
   pipeline: unknown;
@@ -134,6 +150,8 @@ fn main(index : i32) {
 interface Bound {
   name: string;
   t: tf.TensorInfo;
+  /** the WGSL element type (f32 unless said) */
+  type?: 'i32';
 }
 interface MultiSpec {
   /** the kernel's name in profiles */
@@ -171,7 +189,7 @@ function runMulti(backend: WebGpuInternals, spec: MultiSpec): tf.TensorInfo[] {
     const pads = bound.map((_, i) => `_s${i} : i32, _t${i} : i32,`).join(' ');
     const own = spec.uniforms.map(([n, ty]) => `${n} : ${ty},`).join(' ');
     const decl = bound
-      .map((b, i) => `@group(0) @binding(${i}) var<storage, ${i < spec.outputs.length ? 'read_write' : 'read'}> ${b.name} : array<f32>;`)
+      .map((b, i) => `@group(0) @binding(${i}) var<storage, ${i < spec.outputs.length ? 'read_write' : 'read'}> ${b.name} : array<${b.type ?? 'f32'}>;`)
       .join('\n');
     const code = `struct Uniforms { NAN : f32, INFINITY : f32, ${pads} ${own} };
 ${decl}
@@ -193,6 +211,26 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : v
   const uniforms = spec.uniforms.map(([, ty, v]) => ({ type: ty === 'f32' ? 'float32' : 'int32', data: [v] }));
   backend.recordAndSubmit(program, flat[0]!, flat.slice(1), uniforms);
   return outs;
+}
+
+/**
+ * Copies float32 ranges between tensors' GPU buffers in the backend's command stream, ordered with its
+ * dispatches: `[src, srcOffset, dst, dstOffset, count]` in elements. Like `recordAndSubmit`, it marks the
+ * buffers as used by the pending commands, so a tensor disposed before the submit keeps its buffer until then.
+ */
+function copyRanges(backend: WebGpuInternals & CopyInternals, copies: Array<[tf.TensorInfo, number, tf.TensorInfo, number, number]>): void {
+  for (const [src, , dst] of copies) {
+    backend.uploadToGPU(src.dataId);
+    backend.uploadToGPU(dst.dataId);
+  }
+  backend.ensureCommandEncoderReady();
+  backend.endComputePassEncoder();
+  for (const [src, so, dst, d, n] of copies) {
+    if (n === 0) continue;
+    backend.commandEncoder!.copyBufferToBuffer(backend.tensorMap.get(src.dataId)!.resource, so * 4, backend.tensorMap.get(dst.dataId)!.resource, d * 4, n * 4);
+    backend.commandQueueOwnedIds.add(src.dataId as object);
+    backend.commandQueueOwnedIds.add(dst.dataId as object);
+  }
 }
 
 /** Sums a value over the workgroup (WG a power of two); every thread gets the sum. */
@@ -379,6 +417,141 @@ fn kernel(g : i32, lid : i32) {
   MU1[i] = mu;
   P1[i] = p + mu * uniforms.negLr;
 }`;
+
+/**
+ * The same updates over a packed group of parameters (Moco3Pack), two dispatches for the whole group:
+ * every workgroup belongs to one parameter (a segment), found by a binary search of the segment table SEG,
+ * 8 i32 per segment: [offset, length, first norm workgroup, norm workgroups, first update workgroup,
+ * adapt (1: decay and trust ratio), 0, 0]. Each segment's sums are taken exactly as the single-parameter
+ * kernels take them (the same strides, the same reduction order), so the results are bit for bit theirs.
+ */
+const SEGMENTS = `
+fn segOf(g : i32, col : i32) -> i32 {
+  var lo = 0;
+  var hi = uniforms.S - 1;
+  loop {
+    if (lo >= hi) { break; }
+    let mid = (lo + hi + 1) / 2;
+    if (SEG[mid * 8 + col] <= g) { lo = mid; } else { hi = mid - 1; }
+  }
+  return lo;
+}
+fn segNorms(s : i32, lid : i32) -> vec2<f32> {
+  var acc = vec2<f32>(0.0, 0.0);
+  if (SEG[s * 8 + 5] == 1) {
+    let pb = SEG[s * 8 + 2];
+    for (var j = lid; j < SEG[s * 8 + 3]; j = j + WG) { acc = acc + vec2<f32>(PART[2 * (pb + j)], PART[2 * (pb + j) + 1]); }
+  }
+  return sqrt(wgSum2(acc, lid));
+}`;
+
+const LAMB_GROUP_MOMENTS_CODE = `${WG_SUM2}${SEGMENTS}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.groups) { return; }
+  let s = segOf(g, 2);
+  let off = SEG[s * 8];
+  let n = SEG[s * 8 + 1];
+  let stride = SEG[s * 8 + 3] * WG;
+  var wd = 0.0;
+  if (SEG[s * 8 + 5] == 1) { wd = uniforms.wd; }
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var i = (g - SEG[s * 8 + 2]) * WG + lid; i < n; i = i + stride) {
+    let e = off + i;
+    let gr = GR[e];
+    var m0 = 0.0;
+    var v0 = 0.0;
+    if (uniforms.fresh == 0) { m0 = M[e]; v0 = V[e]; }
+    let m = m0 * uniforms.beta1 + gr * uniforms.omb1;
+    let v = v0 * uniforms.beta2 + (gr * uniforms.omb2) * gr;
+    M1[e] = m;
+    V1[e] = v;
+    let p = P[e];
+    let u = (m / uniforms.bc1) / (sqrt(v) / uniforms.sqrtBc2 + uniforms.eps) + p * wd;
+    acc = acc + vec2<f32>(p * p, u * u);
+  }
+  let t = wgSum2(acc, lid);
+  if (lid == 0) { PART[2 * g] = t.x; PART[2 * g + 1] = t.y; }
+}`;
+
+const LAMB_GROUP_APPLY_CODE = `${WG_SUM2}${SEGMENTS}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.groups) { return; }
+  let s = segOf(g, 4);
+  let nrm = segNorms(s, lid);
+  let adapt = SEG[s * 8 + 5] == 1;
+  var trust = 1.0;
+  var wd = 0.0;
+  if (adapt) { wd = uniforms.wd; }
+  if (adapt && nrm.x > 0.0 && nrm.y > 0.0) { trust = nrm.x / nrm.y; }
+  let i = (g - SEG[s * 8 + 4]) * WG + lid;
+  if (i >= SEG[s * 8 + 1]) { return; }
+  let e = SEG[s * 8] + i;
+  let p = P[e];
+  let u = (M1[e] / uniforms.bc1) / (sqrt(V1[e]) / uniforms.sqrtBc2 + uniforms.eps) + p * wd;
+  P1[e] = p + (u * trust) * uniforms.negLr;
+}`;
+
+const LARS_GROUP_NORMS_CODE = `${WG_SUM2}${SEGMENTS}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.groups) { return; }
+  let s = segOf(g, 2);
+  let off = SEG[s * 8];
+  let n = SEG[s * 8 + 1];
+  let stride = SEG[s * 8 + 3] * WG;
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var i = (g - SEG[s * 8 + 2]) * WG + lid; i < n; i = i + stride) {
+    let p = P[off + i];
+    let dp = GR[off + i] + p * uniforms.wd;
+    acc = acc + vec2<f32>(p * p, dp * dp);
+  }
+  let t = wgSum2(acc, lid);
+  if (lid == 0) { PART[2 * g] = t.x; PART[2 * g + 1] = t.y; }
+}`;
+
+const LARS_GROUP_APPLY_CODE = `${WG_SUM2}${SEGMENTS}
+fn kernel(g : i32, lid : i32) {
+  if (g >= uniforms.groups) { return; }
+  let s = segOf(g, 4);
+  let nrm = segNorms(s, lid);
+  let adapt = SEG[s * 8 + 5] == 1;
+  var q = 1.0;
+  if (adapt && nrm.x > 0.0 && nrm.y > 0.0) { q = (nrm.x * uniforms.tc) / nrm.y; }
+  let i = (g - SEG[s * 8 + 4]) * WG + lid;
+  if (i >= SEG[s * 8 + 1]) { return; }
+  let e = SEG[s * 8] + i;
+  let p = P[e];
+  var dp = GR[e];
+  if (adapt) { dp = (dp + p * uniforms.wd) * q; }
+  var mu0 = 0.0;
+  if (uniforms.fresh == 0) { mu0 = MU[e]; }
+  let mu = mu0 * uniforms.momentum + dp;
+  MU1[e] = mu;
+  P1[e] = p + mu * uniforms.negLr;
+}`;
+
+/** The segment table of a packed group (SEGMENTS) and its workgroup counts. */
+function segmentTable(sizes: readonly number[], adapt: readonly boolean[]): { table: Int32Array; normGroups: number; applyGroups: number } {
+  const table = new Int32Array(sizes.length * 8);
+  let off = 0;
+  let ng = 0;
+  let ag = 0;
+  sizes.forEach((n, s) => {
+    const parts = normGroups(n);
+    table.set([off, n, ng, parts, ag, adapt[s] ? 1 : 0, 0, 0], s * 8);
+    off += n;
+    ng += parts;
+    ag += Math.ceil(n / 256);
+  });
+  return { table, normGroups: ng, applyGroups: ag };
+}
+
+/** The attributes of Moco3LambGroup / Moco3LarsGroup besides the optimizer's: the packed parameters. */
+export interface GroupAttrs {
+  /** elements of each parameter, in the packed order */
+  sizes: number[];
+  /** per parameter: decay and trust ratio (LAMB without the exclusion, LARS for ndim > 1) */
+  adapt: boolean[];
+}
 
 /** LAMB's scalars for one step (src/optim/lamb.ts); `adapt` false: no trust ratio (and wd is then 0). */
 export interface LambAttrs {
@@ -862,6 +1035,11 @@ function hasInternals(proto: unknown): boolean {
   const o = proto as Record<string, unknown> | null;
   return !!o && ['recordAndSubmit', 'makeTensorInfo', 'uploadToGPU', 'disposeData'].every((f) => typeof o[f] === 'function');
 }
+/** Whether it also has what `copyRanges` uses (the fields are instance fields, checked at use). */
+function hasCopyInternals(proto: unknown): boolean {
+  const o = proto as Record<string, unknown> | null;
+  return !!o && ['ensureCommandEncoderReady', 'endComputePassEncoder'].every((f) => typeof o[f] === 'function');
+}
 
 /**
  * Registers the kernels on `webgpu` (the backend package must be loaded); `backendProto` is the prototype
@@ -1120,6 +1298,125 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       code: LARS_APPLY_CODE,
     });
     if (part) b.disposeData(part.dataId);
+    return [p1!, mu1!];
+  });
+  /** The segment table of a packed group, uploaded; disposed by the caller once the dispatches are recorded. */
+  const uploadSegments = (b: WebGpuInternals, a: GroupAttrs) => {
+    const seg = segmentTable(a.sizes, a.adapt);
+    const t = b.makeTensorInfo([seg.table.length], 'int32', seg.table as unknown as tf.backend_util.BackendValues);
+    return { ...seg, t };
+  };
+  add(LAMB_GROUP, ({ inputs, backend, attrs }) => {
+    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo | undefined>;
+    const a = attrs as unknown as LambAttrs & GroupAttrs;
+    const b = internals(backend);
+    const seg = uploadSegments(b, a);
+    const scalars: MultiSpec['uniforms'] = [
+      ['S', 'i32', a.sizes.length],
+      ['bc1', 'f32', 1 - a.beta1 ** a.step],
+      ['sqrtBc2', 'f32', Math.sqrt(1 - a.beta2 ** a.step)],
+      ['eps', 'f32', a.eps],
+      ['wd', 'f32', a.weightDecay],
+    ];
+    const [m1, v1, part] = runMulti(b, {
+      label: `${LAMB_GROUP}Moments`,
+      key: 'moco3_lamb_group_moments',
+      outputs: [
+        { name: 'M1', shape: p!.shape },
+        { name: 'V1', shape: p!.shape },
+        { name: 'PART', shape: [seg.normGroups, 2] },
+      ],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'GR', t: g! },
+        { name: 'M', t: m ?? p! },
+        { name: 'V', t: v ?? p! },
+        { name: 'SEG', t: seg.t, type: 'i32' },
+      ],
+      uniforms: [
+        ...scalars,
+        ['groups', 'i32', seg.normGroups],
+        ['fresh', 'i32', m === undefined || v === undefined ? 1 : 0],
+        ['beta1', 'f32', a.beta1],
+        ['omb1', 'f32', 1 - a.beta1],
+        ['beta2', 'f32', a.beta2],
+        ['omb2', 'f32', 1 - a.beta2],
+      ],
+      workgroupSize: 256,
+      groups: seg.normGroups,
+      code: LAMB_GROUP_MOMENTS_CODE,
+    });
+    const [p1] = runMulti(b, {
+      label: `${LAMB_GROUP}Apply`,
+      key: 'moco3_lamb_group_apply',
+      outputs: [{ name: 'P1', shape: p!.shape }],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'M1', t: m1! },
+        { name: 'V1', t: v1! },
+        { name: 'PART', t: part! },
+        { name: 'SEG', t: seg.t, type: 'i32' },
+      ],
+      uniforms: [...scalars, ['groups', 'i32', seg.applyGroups], ['negLr', 'f32', -a.lr]],
+      workgroupSize: 256,
+      groups: seg.applyGroups,
+      code: LAMB_GROUP_APPLY_CODE,
+    });
+    b.disposeData(part!.dataId);
+    b.disposeData(seg.t.dataId);
+    return [p1!, m1!, v1!];
+  });
+  add(LARS_GROUP, ({ inputs, backend, attrs }) => {
+    const { p, g, mu } = inputs as Record<'p' | 'g' | 'mu', tf.TensorInfo | undefined>;
+    const a = attrs as unknown as LarsAttrs & GroupAttrs;
+    const b = internals(backend);
+    const seg = uploadSegments(b, a);
+    const common: MultiSpec['uniforms'] = [
+      ['S', 'i32', a.sizes.length],
+      ['wd', 'f32', a.weightDecay],
+    ];
+    const [part] = runMulti(b, {
+      label: `${LARS_GROUP}Norms`,
+      key: 'moco3_lars_group_norms',
+      outputs: [{ name: 'PART', shape: [seg.normGroups, 2] }],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'GR', t: g! },
+        { name: 'SEG', t: seg.t, type: 'i32' },
+      ],
+      uniforms: [...common, ['groups', 'i32', seg.normGroups]],
+      workgroupSize: 256,
+      groups: seg.normGroups,
+      code: LARS_GROUP_NORMS_CODE,
+    });
+    const [p1, mu1] = runMulti(b, {
+      label: `${LARS_GROUP}Apply`,
+      key: 'moco3_lars_group_apply',
+      outputs: [
+        { name: 'P1', shape: p!.shape },
+        { name: 'MU1', shape: p!.shape },
+      ],
+      inputs: [
+        { name: 'P', t: p! },
+        { name: 'GR', t: g! },
+        { name: 'MU', t: mu ?? p! },
+        { name: 'PART', t: part! },
+        { name: 'SEG', t: seg.t, type: 'i32' },
+      ],
+      uniforms: [
+        ...common,
+        ['groups', 'i32', seg.applyGroups],
+        ['fresh', 'i32', mu === undefined ? 1 : 0],
+        ['tc', 'f32', a.trustCoefficient],
+        ['momentum', 'f32', a.momentum],
+        ['negLr', 'f32', -a.lr],
+      ],
+      workgroupSize: 256,
+      groups: seg.applyGroups,
+      code: LARS_GROUP_APPLY_CODE,
+    });
+    b.disposeData(part!.dataId);
+    b.disposeData(seg.t.dataId);
     return [p1!, mu1!];
   });
   add(SOFTMAX_BWD, ({ inputs, backend }) => {
@@ -1397,6 +1694,49 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       code: GRAD_STATS_CODE,
     });
   });
+  if (hasCopyInternals(backendProto)) {
+    const copier = (backend: unknown) => {
+      const b = backend as WebGpuInternals & CopyInternals;
+      if (!b.tensorMap || !b.commandQueueOwnedIds) throw new Error('moco3: the webgpu backend lacks the internals of Moco3Pack (tfjs-backend-webgpu 4.22.0)');
+      return b;
+    };
+    add(PACK, ({ inputs, backend }) => {
+      const b = copier(backend);
+      const xs = Object.keys(inputs)
+        .sort((a, c) => Number(a.slice(1)) - Number(c.slice(1)))
+        .map((k) => (inputs as Record<string, tf.TensorInfo>)[k]!);
+      const sizes = xs.map((x) => tf.util.sizeFromShape(x.shape));
+      const out = b.makeTensorInfo([sizes.reduce((a, c) => a + c, 0)], 'float32');
+      let at = 0;
+      copyRanges(
+        b,
+        xs.map((x, i) => {
+          const c: [tf.TensorInfo, number, tf.TensorInfo, number, number] = [x, 0, out, at, sizes[i]!];
+          at += sizes[i]!;
+          return c;
+        }),
+      );
+      return out;
+    });
+    add(UNPACK, ({ inputs, backend, attrs }) => {
+      const b = copier(backend);
+      const x = (inputs as { x: tf.TensorInfo }).x;
+      const shapes = (attrs as unknown as { shapes: number[][] }).shapes;
+      const outs = shapes.map((sh) => b.makeTensorInfo(sh, 'float32'));
+      let at = 0;
+      copyRanges(
+        b,
+        outs.map((o) => {
+          const n = tf.util.sizeFromShape(o.shape);
+          const c: [tf.TensorInfo, number, tf.TensorInfo, number, number] = [x, at, o, 0, n];
+          at += n;
+          return c;
+        }),
+      );
+      if (at !== tf.util.sizeFromShape(x.shape)) throw new Error(`${UNPACK}: shapes of ${at} elements from a tensor of ${tf.util.sizeFromShape(x.shape)}`);
+      return outs;
+    });
+  }
   return names;
 }
 
@@ -1422,4 +1762,95 @@ export function fusedKernels(name: string, inputs: Record<string, tf.Tensor | un
   if (!hasKernel(name)) return null;
   const present = Object.fromEntries(Object.entries(inputs).filter(([, t]) => t !== undefined)) as tf.NamedTensorMap;
   return tf.engine().runKernel(name, present, attrs as tf.NamedAttrMap) as unknown as tf.Tensor[];
+}
+
+/** Elements in one packed group at most (64 MiB of float32): bounds the copies a step holds at once. */
+export const PACK_LIMIT = 1 << 24;
+let packLimit = PACK_LIMIT;
+/** Sets the elements of one packed group at most (tests split small tensors this way); returns the old value. */
+export function setPackLimit(n: number): number {
+  const old = packLimit;
+  packLimit = n;
+  return old;
+}
+
+/** [start, end) index ranges of `ts` whose sizes add up to at most the pack limit (a larger tensor alone). */
+function packRanges(ts: readonly tf.Tensor[]): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  for (let i = 0; i < ts.length; ) {
+    let j = i;
+    let size = 0;
+    while (j < ts.length && (j === i || size + ts[j]!.size <= packLimit)) size += ts[j++]!.size;
+    ranges.push([i, j]);
+    i = j;
+  }
+  return ranges;
+}
+
+function pack(ts: readonly tf.Tensor[]): tf.Tensor1D {
+  return tf.engine().runKernel(PACK, Object.fromEntries(ts.map((t, k) => [`x${k}`, t])) as tf.NamedTensorMap) as tf.Tensor1D;
+}
+
+let packing = true;
+/**
+ * Switches the packed group updates on or off, the other kernels staying on (off: one dispatch per
+ * parameter). Returns the old setting. The backend sets it per adapter (`packingDefault`).
+ */
+export function useMoco3Packing(on: boolean): boolean {
+  const old = packing;
+  packing = on;
+  return old;
+}
+
+/**
+ * Packed group updates by default on a hardware adapter, where a dispatch costs far more than copying a
+ * parameter at GPU bandwidth; off on a software one (lavapipe), where the copies are memcpys on the same
+ * CPU cores and measured slower than the dispatches they save (docs/ENGINES.md). MOCO3_WEBGPU_PACK=1 or 0
+ * overrides either way.
+ */
+export function packingDefault(software: boolean, env: string | undefined = process.env.MOCO3_WEBGPU_PACK): boolean {
+  if (env === '1') return true;
+  if (env === '0') return false;
+  return !software;
+}
+
+/** Whether packed group updates are on. */
+export function moco3Packing(): boolean {
+  return packing;
+}
+
+/** Whether the active backend packs tensors (Moco3Pack and Moco3Unpack, with moco3's kernels on). */
+export function canPack(): boolean {
+  return packing && hasKernel(PACK) && hasKernel(UNPACK);
+}
+
+/**
+ * `ts` laid end to end in flat tensors of at most PACK_LIMIT elements each (one for a model's parameters
+ * up to 16 M), by buffer copies; null when the backend has no Moco3Pack. Call inside tf.tidy.
+ */
+export function packRuns(ts: readonly tf.Tensor[]): tf.Tensor1D[] | null {
+  if (!canPack()) return null;
+  return packRanges(ts).map(([i, j]) => pack(ts.slice(i, j)));
+}
+
+/**
+ * Runs `f` on tensors laid end to end, one flat tensor per list of `lists` (the lists' tensors of equal
+ * shapes, position by position), and returns its outputs cut back into tensors of those shapes, one list
+ * per output; null when the backend has no Moco3Pack. The tensors are split into runs of at most
+ * PACK_LIMIT elements and `f` runs once per run (`from`, `to`: the run's positions in the lists): where `f` is one of moco3's elementwise kernels, one
+ * dispatch per parameter group instead of one per parameter. Packing and unpacking are buffer copies, no
+ * dispatch. Call inside tf.tidy: the flat tensors are intermediates.
+ */
+export function packed(lists: ReadonlyArray<readonly tf.Tensor[]>, f: (flat: tf.Tensor1D[], from: number, to: number) => tf.Tensor[]): tf.Tensor[][] | null {
+  if (!canPack()) return null;
+  const first = lists[0] ?? [];
+  const outs: tf.Tensor[][] = [];
+  for (const [i, j] of packRanges(first)) {
+    const shapes = first.slice(i, j).map((t) => t.shape);
+    f(lists.map((ts) => pack(ts.slice(i, j))), i, j).forEach((r, k) => {
+      const parts = tf.engine().runKernel(UNPACK, { x: r }, { shapes } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
+      (outs[k] ??= []).push(...parts);
+    });
+  }
+  return outs;
 }

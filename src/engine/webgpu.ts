@@ -13,7 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { onShutdown } from './shutdown.ts';
-import { registerWebGpuKernels } from './webgpu-kernels.ts';
+import { packingDefault, registerWebGpuKernels, useMoco3Packing } from './webgpu-kernels.ts';
 import { nativeAddon } from './native.ts';
 
 /** The adapter limits that decide which batches fit and which kernels compile; requested as they are. */
@@ -207,6 +207,7 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
     registered = true;
   }
   if (process.env.MOCO3_WEBGPU_KERNELS !== '0') registerWebGpuKernels(pkg.webgpu_util, pkg.WebGPUBackend.prototype);
+  useMoco3Packing(packingDefault(summary.software));
   const ok = await tf.setBackend('webgpu');
   if (!ok) return 'the webgpu backend failed to initialise';
   await tf.ready();

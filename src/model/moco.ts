@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from '../engine/rng.ts';
-import { EMA, fusedKernels } from '../engine/webgpu-kernels.ts';
+import { EMA, fusedKernels, hasKernel, packed } from '../engine/webgpu-kernels.ts';
 import { validateModelConfig, type MocoModelConfig } from './archs.ts';
 import { contrastiveLoss, l2normalize } from './layers.ts';
 import { applyBnRecord, buildMlp, mlpForward, mlpParamSpecs, type BnRecord, type MlpLayer } from './mlp.ts';
@@ -244,6 +244,13 @@ export class MoCoViT {
   /** θk ← m·θk + (1−m)·θq over base_encoder.parameters() (pos_embed and a frozen projection included, BN buffers not). */
   momentumUpdate(m: number): void {
     tf.tidy(() => {
+      // one dispatch for the whole encoder where the backend packs tensors (webgpu: src/engine/webgpu-kernels.ts)
+      const ks = this.baseParams.map((n) => this.vars.get(MOMENTUM + n.slice(BASE.length))!);
+      const all = hasKernel(EMA) ? packed([ks, this.baseParams.map((n) => this.vars.get(n)!)], ([k, q]) => fusedKernels(EMA, { k, q }, { m })!) : null;
+      if (all) {
+        ks.forEach((k, i) => k.assign(all[0]![i]!));
+        return;
+      }
       for (const n of this.baseParams) {
         const k = this.vars.get(MOMENTUM + n.slice(BASE.length))!;
         // one dispatch where the backend has moco3's kernel (webgpu: src/engine/webgpu-kernels.ts)

@@ -13,7 +13,7 @@
  * results agree with it to float32 rounding. At lr = 0 the moments and t still advance, as in PyTorch.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ADAMW, fusedKernels } from '../engine/webgpu-kernels.ts';
+import { ADAMW, fusedKernels, hasKernel, packed } from '../engine/webgpu-kernels.ts';
 import { BaseOptimizer, type ParamGrad } from './optimizer.ts';
 
 export interface AdamWOptions {
@@ -34,6 +34,7 @@ export class AdamW extends BaseOptimizer {
   protected update(pairs: ParamGrad[], lr: number): void {
     const { weightDecay: wd, eps } = this.opts;
     const [beta1, beta2] = this.opts.betas;
+    if (this.updatePacked(pairs, lr)) return;
     for (const { name, p, g } of pairs) {
       const t = this.nextStep(name);
       // one dispatch for the whole update where the backend has moco3's kernel (webgpu)
@@ -60,5 +61,32 @@ export class AdamW extends BaseOptimizer {
       this.setSlot(name, 'exp_avg', expAvg);
       this.setSlot(name, 'exp_avg_sq', expAvgSq);
     }
+  }
+
+  /**
+   * The whole update in one dispatch where the backend packs tensors (webgpu): the parameters, gradients
+   * and moments laid end to end, moco3's AdamW kernel once over them, the results cut back (the update is
+   * elementwise, so it is the same arithmetic as per parameter). Needs every parameter at the same step
+   * and the moments all present or all absent, as in a run; false (nothing done) otherwise.
+   */
+  private updatePacked(pairs: ParamGrad[], lr: number): boolean {
+    if (pairs.length < 2 || !hasKernel(ADAMW)) return false;
+    const t = this.stepsDone(pairs[0]!.name) + 1;
+    const ms = pairs.map(({ name }) => this.slot(name, 'exp_avg'));
+    const vs = pairs.map(({ name }) => this.slot(name, 'exp_avg_sq'));
+    const fresh = ms[0] === undefined;
+    if (pairs.some(({ name }, i) => this.stepsDone(name) + 1 !== t || (ms[i] === undefined) !== fresh || (vs[i] === undefined) !== fresh)) return false;
+    const { weightDecay, eps } = this.opts;
+    const [beta1, beta2] = this.opts.betas;
+    const lists = [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : [ms as tf.Tensor[], vs as tf.Tensor[]])];
+    const out = packed(lists, ([p, g, m, v]) => fusedKernels(ADAMW, { p, g, m, v }, { lr, weightDecay, beta1, beta2, eps, step: t })!);
+    if (!out) return false;
+    pairs.forEach(({ name, p }, i) => {
+      this.nextStep(name);
+      p.assign(out[0]![i]!);
+      this.setSlot(name, 'exp_avg', out[1]![i]!);
+      this.setSlot(name, 'exp_avg_sq', out[2]![i]!);
+    });
+    return true;
   }
 }

@@ -17,7 +17,7 @@
  *   p ← p − lr·(r·u)
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedKernels, LAMB } from '../engine/webgpu-kernels.ts';
+import { fusedKernels, hasKernel, LAMB, LAMB_GROUP, packed } from '../engine/webgpu-kernels.ts';
 import { BaseOptimizer, globalNorm, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LambOptions {
@@ -47,6 +47,7 @@ export class Lamb extends BaseOptimizer {
     if (maxGradNorm != null && pairs.length > 0) {
       clip = tf.maximum(tf.div(globalNorm(pairs.map((x) => x.g)), maxGradNorm), 1);
     }
+    if (this.updatePacked(pairs, lr, clip)) return;
     for (const { name, p, g: rawGrad } of pairs) {
       const g = clip === null ? rawGrad : tf.div(rawGrad, clip);
       const excluded = excludeBiasNorm && this.ndimOf(name) <= 1;
@@ -86,5 +87,38 @@ export class Lamb extends BaseOptimizer {
       this.setSlot(name, 'exp_avg', expAvg);
       this.setSlot(name, 'exp_avg_sq', expAvgSq);
     }
+  }
+
+  /**
+   * The whole update in two dispatches where the backend packs tensors (webgpu): moco3's group kernel
+   * takes each parameter's norms over its own segment of the packed tensors, as the per-parameter kernel
+   * does. Needs every parameter at the same step and the moments all present or all absent, as in a run;
+   * false (nothing done) otherwise.
+   */
+  private updatePacked(pairs: ParamGrad[], lr: number, clip: tf.Tensor | null): boolean {
+    if (pairs.length < 2 || !hasKernel(LAMB_GROUP)) return false;
+    const t = this.stepsDone(pairs[0]!.name) + 1;
+    const ms = pairs.map(({ name }) => this.slot(name, 'exp_avg'));
+    const vs = pairs.map(({ name }) => this.slot(name, 'exp_avg_sq'));
+    const fresh = ms[0] === undefined;
+    if (pairs.some(({ name }, i) => this.stepsDone(name) + 1 !== t || (ms[i] === undefined) !== fresh || (vs[i] === undefined) !== fresh)) return false;
+    const { weightDecay, eps, excludeBiasNorm } = this.opts;
+    const [beta1, beta2] = this.opts.betas;
+    const adaptOf = (name: string) => !(excludeBiasNorm && this.ndimOf(name) <= 1);
+    const lists = [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : [ms as tf.Tensor[], vs as tf.Tensor[]])];
+    const out = packed(lists, ([p, rawG, m, v], from, to) => {
+      const run = pairs.slice(from, to);
+      const g = clip === null ? rawG! : tf.div(rawG!, clip);
+      const attrs = { lr, weightDecay, beta1, beta2, eps, step: t, sizes: run.map((x) => x.p.size), adapt: run.map((x) => adaptOf(x.name)) };
+      return fusedKernels(LAMB_GROUP, { p, g, m, v }, attrs)!;
+    });
+    if (!out) return false;
+    pairs.forEach(({ name, p }, i) => {
+      this.nextStep(name);
+      p.assign(out[0]![i]!);
+      this.setSlot(name, 'exp_avg', out[1]![i]!);
+      this.setSlot(name, 'exp_avg_sq', out[2]![i]!);
+    });
+    return true;
   }
 }

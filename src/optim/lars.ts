@@ -11,7 +11,7 @@
  *   p = p − lr·mu
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedKernels, LARS } from '../engine/webgpu-kernels.ts';
+import { fusedKernels, hasKernel, LARS, LARS_GROUP, packed } from '../engine/webgpu-kernels.ts';
 import { BaseOptimizer, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LarsOptions {
@@ -34,6 +34,7 @@ export class Lars extends BaseOptimizer {
 
   protected update(pairs: ParamGrad[], lr: number): void {
     const { weightDecay, momentum, trustCoefficient } = this.opts;
+    if (this.updatePacked(pairs, lr)) return;
     for (const { name, p, g } of pairs) {
       // two dispatches where the backend has moco3's kernel (webgpu): the norms, the update
       const fused = fusedKernels(LARS, { p, g, mu: this.slot(name, 'mu') }, { lr, weightDecay, momentum, trustCoefficient, adapt: this.ndimOf(name) > 1 });
@@ -61,5 +62,30 @@ export class Lars extends BaseOptimizer {
       p.assign(tf.add(p, tf.mul(mu, -lr))); // p.add_(mu, alpha=-lr)
       this.setSlot(name, 'mu', mu);
     }
+  }
+
+  /**
+   * The whole update in two dispatches where the backend packs tensors (webgpu): moco3's group kernel
+   * takes each parameter's norms over its own segment of the packed tensors, as the per-parameter kernel
+   * does. Needs the momentum buffers all present or all absent, as in a run; false (nothing done) otherwise.
+   */
+  private updatePacked(pairs: ParamGrad[], lr: number): boolean {
+    if (pairs.length < 2 || !hasKernel(LARS_GROUP)) return false;
+    const mus = pairs.map(({ name }) => this.slot(name, 'mu'));
+    const fresh = mus[0] === undefined;
+    if (mus.some((mu) => (mu === undefined) !== fresh)) return false;
+    const { weightDecay, momentum, trustCoefficient } = this.opts;
+    const lists = [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : [mus as tf.Tensor[]])];
+    const out = packed(lists, ([p, g, mu], from, to) => {
+      const run = pairs.slice(from, to);
+      const attrs = { lr, weightDecay, momentum, trustCoefficient, sizes: run.map((x) => x.p.size), adapt: run.map((x) => this.ndimOf(x.name) > 1) };
+      return fusedKernels(LARS_GROUP, { p, g, mu }, attrs)!;
+    });
+    if (!out) return false;
+    pairs.forEach(({ name, p }, i) => {
+      p.assign(out[0]![i]!);
+      this.setSlot(name, 'mu', out[1]![i]!);
+    });
+    return true;
   }
 }

@@ -126,6 +126,11 @@ export abstract class BaseOptimizer implements Optimizer {
     else v.assign(value);
   }
 
+  /** The parameter's step count so far (0 before its first update). */
+  protected stepsDone(name: string): number {
+    return this.steps.get(name) ?? 0;
+  }
+
   /** Advances and returns the parameter's step count t (1 on its first update). */
   protected nextStep(name: string): number {
     const t = (this.steps.get(name) ?? 0) + 1;

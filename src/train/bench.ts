@@ -9,6 +9,7 @@ import { MoCoViT } from '../model/moco.ts';
 import { trainStep } from './step.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { stepFlops } from './flops.ts';
+import { canPack } from '../engine/webgpu-kernels.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 
 export interface BenchResult {
@@ -30,6 +31,8 @@ export interface BenchResult {
   peak_rss_mb: number;
   /** webgpu: the most GPU buffer memory the backend held (its pool keeps freed buffers); else null */
   gpu_peak_mb: number | null;
+  /** webgpu: whether the optimizer, momentum and gradient-statistics kernels ran once per parameter group (packed) or once per parameter; else null */
+  webgpu_packed: boolean | null;
   num_tensors_start: number;
   num_tensors_end: number;
   cpu: string;
@@ -135,6 +138,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     data,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     gpu_peak_mb: gpuPeak === null ? null : Number((gpuPeak / 2 ** 20).toFixed(1)),
+    webgpu_packed: info.name === 'webgpu' ? canPack() : null,
     num_tensors_start: tensorsStart,
     num_tensors_end: tensorsEnd,
     cpu: cpus()[0]?.model ?? 'unknown',

@@ -6,7 +6,9 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LARS, LAYERNORM_FWD, setAttentionVariant, SOFTMAX_BWD, useMoco3Kernels } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_FWD, PACK, packed, packRuns, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
+import { MoCoViT } from '../../src/model/moco.ts';
+import { tinyConfig } from '../model/util.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
@@ -18,6 +20,17 @@ import { gradStats } from '../../src/train/metrics.ts';
 before(async () => {
   const a = await registerWebGpuBackend({ allowSoftware: true });
   assert.equal(typeof a, 'object', `no WebGPU adapter: ${String(a)}`);
+  // the backend chose per adapter; the tests below say which way they run, packed unless they say not
+  assert.equal(moco3Packing(), packingDefault((a as { software: boolean }).software));
+  useMoco3Packing(true);
+});
+
+test('packed group updates by default on a hardware adapter only; MOCO3_WEBGPU_PACK overrides either way', () => {
+  assert.equal(packingDefault(false, undefined), true);
+  assert.equal(packingDefault(true, undefined), false);
+  assert.equal(packingDefault(true, '1'), true);
+  assert.equal(packingDefault(false, '0'), false);
+  assert.equal(packingDefault(false, ''), true);
 });
 after(async () => {
   useMoco3Kernels(true);
@@ -269,6 +282,9 @@ test("the step's gradient statistics (max |g|, L2 per group): moco3's kernel = t
   const [fused, stock] = bothWays(() => gradStats(loss, grads, groups));
   const prof = await tf.profile(() => gradStats(loss, grads, groups));
   assert.ok(prof.kernelNames.includes(GRAD_STATS) && !prof.kernelNames.includes('Abs'), `kernels run: ${prof.kernelNames.join(', ')}`);
+  // one dispatch per group: the group of two gradients is packed
+  assert.equal(prof.kernels.filter((k) => k.name === GRAD_STATS).length, 2);
+  assert.ok(prof.kernelNames.includes(PACK));
   assert.ok((await relDiff('gradient statistics', fused, stock)) <= 1e-6);
   // a non-finite gradient: Inf gives Inf, NaN gives NaN, as the stock kernels (the step then skips the update)
   for (const bad of [Infinity, NaN]) {
@@ -284,13 +300,17 @@ test("the step's gradient statistics (max |g|, L2 per group): moco3's kernel = t
 });
 
 // stockOnly: a kernel of the stock update that moco3's update does not run (LAMB's clipping by the global norm is stock)
-const OPTIMIZERS: Record<string, { kernel: string; stockOnly: string; make: () => Optimizer }> = {
-  adamw: { kernel: ADAMW, stockOnly: 'Sqrt', make: () => new AdamW({ weightDecay: 0.1, betas: [0.9, 0.95], eps: 1e-8 }) },
-  lamb: { kernel: LAMB, stockOnly: 'Greater', make: () => new Lamb({ weightDecay: 0.1, betas: [0.9, 0.999], eps: 1e-6, excludeBiasNorm: true, maxGradNorm: 1 }, (n) => (n === 'b' ? 1 : 2)) },
-  lars: { kernel: LARS, stockOnly: 'Greater', make: () => new Lars({ weightDecay: 1e-3, momentum: 0.9, trustCoefficient: 0.001 }, (n) => (n === 'b' ? 1 : 2)) },
+// kernel: moco3's kernel per parameter; group: the one for a packed group (AdamW's is the same, elementwise)
+const OPTIMIZERS: Record<string, { kernel: string; group: string; stockOnly: string; make: () => Optimizer }> = {
+  adamw: { kernel: ADAMW, group: ADAMW, stockOnly: 'Sqrt', make: () => new AdamW({ weightDecay: 0.1, betas: [0.9, 0.95], eps: 1e-8 }) },
+  lamb: { kernel: LAMB, group: LAMB_GROUP, stockOnly: 'Greater', make: () => new Lamb({ weightDecay: 0.1, betas: [0.9, 0.999], eps: 1e-6, excludeBiasNorm: true, maxGradNorm: 1 }, (n) => (n === 'b' ? 1 : 2)) },
+  lars: { kernel: LARS, group: LARS_GROUP, stockOnly: 'Greater', make: () => new Lars({ weightDecay: 1e-3, momentum: 0.9, trustCoefficient: 0.001 }, (n) => (n === 'b' ? 1 : 2)) },
 };
-for (const [optName, { kernel, stockOnly, make }] of Object.entries(OPTIMIZERS)) {
-  test(`${optName}: moco3's update kernel = the stock update on webgpu, over three steps`, async () => {
+for (const [optName, { kernel: single, group, stockOnly, make }] of Object.entries(OPTIMIZERS)) for (const pack of [true, false]) {
+  const kernel = pack ? group : single;
+  test(`${optName}: moco3's update kernel${pack ? ', one per packed group,' : ' per parameter'} = the stock update on webgpu, over three steps`, async (t) => {
+    const was = useMoco3Packing(pack);
+    t.after(() => useMoco3Packing(was));
     const before = tf.memory().numTensors;
     // w: not a multiple of the workgroup size; big: more elements than the norm kernels' threads (a strided loop);
     // b: PyTorch ndim 1 (no decay or trust ratio in LAMB with the exclusion and in LARS); z: zero, trust ratio 1
@@ -309,6 +329,9 @@ for (const [optName, { kernel, stockOnly, make }] of Object.entries(OPTIMIZERS))
       tf.dispose([...params.values()]);
     });
     assert.ok(prof.kernelNames.includes(kernel) && !prof.kernelNames.includes(stockOnly), `kernels run: ${prof.kernelNames.join(', ')}`);
+    // packed: one kernel call per step for the four parameters; else one per parameter and step
+    assert.equal(prof.kernels.filter((k) => k.name === kernel).length, grads.length * (pack ? 1 : grads[0]!.size));
+    assert.equal(prof.kernelNames.includes(PACK), pack);
     const [fused, stock] = bothWays(run);
     // sums in another order (the norms): float32 noise
     // the parameters' change over the three steps (the parameters themselves would hide errors below their
@@ -317,11 +340,21 @@ for (const [optName, { kernel, stockOnly, make }] of Object.entries(OPTIMIZERS))
       const d = tf.tidy(() => tf.stack([tf.max(tf.abs(tf.sub(fused.params.get(n)!, p))), tf.max(tf.abs(tf.sub(p, p0.get(n)!))), tf.max(tf.abs(p))]));
       const [diff, change, big] = (await d.data()) as Float32Array;
       d.dispose();
-      relErrors.set(`${optName} param change`, Math.max(relErrors.get(`${optName} param change`) ?? 0, diff! / change!));
+      const label = `${optName}${pack ? ' packed' : ''} param change`;
+      relErrors.set(label, Math.max(relErrors.get(label) ?? 0, diff! / change!));
       assert.ok(diff! <= 2e-6 * change! + 2.4e-7 * big!, `${n}: |diff| ${diff}, change ${change}, |p| ${big}`);
     }
     for (const [k, t] of stock.opt.stateTensors()) {
-      assert.ok((await relDiff(`${optName} ${k.slice(k.indexOf('.') + 1)}`, fused.opt.stateTensors().get(k)!, t)) <= 2e-6, k);
+      assert.ok((await relDiff(`${optName}${pack ? ' packed' : ''} ${k.slice(k.indexOf('.') + 1)}`, fused.opt.stateTensors().get(k)!, t)) <= 2e-6, k);
+    }
+    if (pack) {
+      // the group kernel takes each parameter's sums as the per-parameter kernel does: bit for bit its result
+      useMoco3Packing(false);
+      const single = run();
+      useMoco3Packing(true);
+      for (const [n, p] of single.params) assert.deepEqual(await fused.params.get(n)!.data(), await p.data(), `${n}: packed = per parameter`);
+      single.opt.dispose();
+      tf.dispose([...single.params.values()]);
     }
     // every parameter moved (a test of the update, not of a no-op)
     for (const [n, p] of fused.params) {
@@ -337,6 +370,93 @@ for (const [optName, { kernel, stockOnly, make }] of Object.entries(OPTIMIZERS))
     assert.equal(tf.memory().numTensors, before);
   });
 }
+
+test('Moco3Pack / Moco3Unpack: tensors laid end to end and cut back, in runs split at the pack limit; nothing left behind', async () => {
+  const before = tf.memory().numTensors;
+  const shapes = [[3, 5], [7], [2, 2, 2], [1], [40]];
+  const ts = shapes.map((sh, i) => tf.randomNormal(sh, 0, 1, 'float32', 100 + i));
+  const want = await Promise.all(ts.map((t) => t.data()));
+  const old = setPackLimit(24);
+  try {
+    // runs of at most 24 elements: [15, 7] 22, [8, 1] 9, [40] alone
+    const runs = tf.tidy(() => packRuns(ts)!);
+    assert.deepEqual(runs.map((r) => r.shape), [[22], [9], [40]]);
+    const flat = new Float32Array((await Promise.all(runs.map((r) => r.data()))).flatMap((d) => Array.from(d)));
+    assert.deepEqual(flat, Float32Array.from(want.flatMap((d) => Array.from(d))));
+    // f sees one flat tensor per list and run; its outputs come back in the inputs' shapes
+    const seen: number[][] = [];
+    const out = tf.tidy(() => packed([ts, ts], ([a, b]) => {
+      seen.push([a!.size, b!.size]);
+      return [tf.add(a!, b!), tf.mul(a!, 3)];
+    })!);
+    assert.deepEqual(seen, [[22, 22], [9, 9], [40, 40]]);
+    assert.deepEqual(out.map((o) => o.map((t) => t.shape)), [shapes, shapes]);
+    for (const [i, t] of out[0]!.entries()) assert.deepEqual(await t.data(), want[i]!.map((v) => Math.fround(v + v)));
+    for (const [i, t] of out[1]!.entries()) assert.deepEqual(await t.data(), want[i]!.map((v) => Math.fround(v * 3)));
+    tf.dispose([...runs, ...out.flat()]);
+  } finally {
+    setPackLimit(old);
+  }
+  tf.dispose(ts);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test("AdamW with parameters at different steps (one had no gradient before) updates each at its own step = the stock update", async () => {
+  const before = tf.memory().numTensors;
+  const shapes: Record<string, number[]> = { w: [9, 4], b: [4], c: [300] };
+  const p0 = new Map(Object.entries(shapes).map(([n, sh], i) => [n, tf.randomNormal(sh, 0, 0.5, 'float32', 40 + i)] as const));
+  const g = (s: number, names: string[]) => new Map(names.map((n, i) => [n, tf.randomNormal(shapes[n]!, 0, 0.1, 'float32', 50 + 3 * s + i)] as const));
+  const grads = [g(0, ['w', 'b']), g(1, ['w', 'b', 'c']), g(2, ['w', 'b', 'c'])];
+  const run = () => {
+    const opt = new AdamW({ weightDecay: 0.1, betas: [0.9, 0.999], eps: 1e-8 });
+    const params = new Map([...p0].map(([n, t]) => [n, tf.tidy(() => tf.variable(tf.clone(t)))] as const));
+    for (const [s, gs] of grads.entries()) opt.step(params, gs, 1e-2 * (s + 1));
+    return { opt, params };
+  };
+  const [fused, stock] = bothWays(run);
+  assert.deepEqual(fused.opt.stateJson().steps, { w: 3, b: 3, c: 2 });
+  for (const [n, p] of stock.params) assert.deepEqual(await fused.params.get(n)!.data(), await p.data(), n);
+  for (const r of [fused, stock]) {
+    r.opt.dispose();
+    tf.dispose([...r.params.values()]);
+  }
+  tf.dispose([...p0.values(), ...grads.flatMap((m) => [...m.values()])]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test("the momentum encoder's update of a whole model: one dispatch = the stock update, parameter by parameter", async () => {
+  const before = tf.memory().numTensors;
+  const model = new MoCoViT(tinyConfig({ imageSize: 8, patchSize: 4, dim: 8 }), 3);
+  // the base encoder away from the momentum encoder, so that the update moves every weight
+  const names = [...model.vars.keys()].filter((n) => !n.startsWith('momentum_encoder.'));
+  for (const [i, n] of names.entries()) {
+    const v = model.vars.get(n)!;
+    tf.tidy(() => v.assign(tf.add(v, tf.randomNormal(v.shape, 0, 0.1, 'float32', 200 + i))));
+  }
+  const k0 = new Map([...model.vars].filter(([n]) => n.startsWith('momentum_encoder.')).map(([n, v]) => [n, tf.clone(v)] as const));
+  const prof = await tf.profile(() => model.momentumUpdate(0.9));
+  assert.equal(prof.kernels.filter((k) => k.name === EMA).length, 1, `kernels run: ${prof.kernelNames.join(', ')}`);
+  assert.ok(prof.kernelNames.includes(PACK) && prof.kernelNames.includes(UNPACK));
+  const fused = new Map([...k0.keys()].map((n) => [n, tf.clone(model.vars.get(n)!)] as const));
+  for (const [n, k] of k0) model.vars.get(n)!.assign(k);
+  useMoco3Kernels(false);
+  try {
+    model.momentumUpdate(0.9);
+  } finally {
+    useMoco3Kernels(true);
+  }
+  assert.ok(k0.size > 10);
+  for (const [n, f] of fused) {
+    assert.deepEqual(await f.data(), await model.vars.get(n)!.data(), n);
+    if (/running_|num_batches/.test(n)) continue; // BatchNorm buffers: not averaged
+    const moved = tf.tidy(() => tf.max(tf.abs(tf.sub(f, k0.get(n)!))));
+    assert.ok((await moved.data())[0]! > 0, `${n} moved`);
+    moved.dispose();
+  }
+  tf.dispose([...k0.values(), ...fused.values()]);
+  model.dispose();
+  assert.equal(tf.memory().numTensors, before);
+});
 
 // 3x37 is smaller than a workgroup; 70000x130 (9.1 M elements) needs a two-dimensional dispatch
 for (const shape of [[3, 37], [256, 65, 64], [70000, 130]] as const) {

@@ -78,6 +78,7 @@ test('bench --backend webgpu --profile runs on the adapter, reports GPU memory a
     backend: string;
     device: string;
     gpu_peak_mb: number | null;
+    webgpu_packed: boolean | null;
     num_tensors_start: number;
     num_tensors_end: number;
     profile: { kernel: string; calls: number; ms: number }[];
@@ -87,6 +88,8 @@ test('bench --backend webgpu --profile runs on the adapter, reports GPU memory a
   assert.match(out.device, /^WebGPU \(Dawn\): vendor /);
   assert.ok(out.gpu_peak_mb !== null && out.gpu_peak_mb > 0, `gpu_peak_mb ${out.gpu_peak_mb}`);
   assert.equal(out.num_tensors_end, out.num_tensors_start, 'tensor count flat across steps');
+  // optimizer updates packed per group on a hardware adapter, per parameter on a software one
+  assert.equal(out.webgpu_packed, !/: software/.test(out.device), out.device);
   // --profile: the step's kernels by name, timed on the GPU where the adapter has timestamp-query
   const mm = out.profile.find((k) => k.kernel === 'BatchMatMul');
   assert.ok(mm && mm.calls > 0, 'BatchMatMul in the profile');
