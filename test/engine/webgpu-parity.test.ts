@@ -16,7 +16,7 @@ import { parse } from 'yaml';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { nativeStatus, registerNativeBackend } from '../../src/engine/native.ts';
 import { closeWebGpu, registerWebGpuBackend, describeAdapter } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GELU_FWD, hasKernel, LAMB, LARS, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_FWD, BATCHNORM_FWD, canPack, COLUMN_SUM, EMA, GELU_FWD, hasKernel, LAMB, LARS, LAYERNORM_FWD, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import type { ResolvedRunConfig } from '../../src/config/schema.ts';
 import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
@@ -38,6 +38,8 @@ interface Case {
   optim: 'adamw' | 'lamb' | 'lars';
   proj: 'learned' | 'frozen';
   micro: number | null;
+  /** webgpu: the optimizer, momentum and statistics updates packed per group (a hardware adapter's default) */
+  pack?: boolean;
 }
 
 /** Two steps from the fixture's step-0 checkpoint on `backend`; every tensor read back with `await data()`. */
@@ -45,6 +47,7 @@ async function twoSteps(backend: string, k: Case): Promise<Outcome> {
   assert.ok(await tf.setBackend(backend), `backend ${backend}`);
   // webgpu runs moco3's own kernels (src/engine/webgpu-kernels.ts), native the stock compositions
   for (const kern of [GELU_FWD, LAYERNORM_FWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, { adamw: ADAMW, lamb: LAMB, lars: LARS }[k.optim]]) assert.equal(hasKernel(kern), backend === 'webgpu', `${backend}: ${kern}`);
+  assert.equal(canPack(), backend === 'webgpu' && k.pack === true, `${backend}: packed updates`);
   const run = fixture(k.proj);
   const c = parse(readFileSync(join(run, 'config.yaml'), 'utf8')) as ResolvedRunConfig;
   const model = new MoCoViT(modelConfigOf(c), 0);
@@ -184,6 +187,9 @@ const cases: Case[] = [
   { optim: 'lamb', proj: 'frozen', micro: 4 },
   { optim: 'lars', proj: 'learned', micro: null },
   { optim: 'lars', proj: 'frozen', micro: 4 },
+  { optim: 'adamw', proj: 'learned', micro: 4, pack: true },
+  { optim: 'lamb', proj: 'frozen', micro: null, pack: true },
+  { optim: 'lars', proj: 'learned', micro: null, pack: true },
 ];
 
 describe('webgpu (Dawn) vs native: two training steps', () => {
@@ -202,10 +208,16 @@ describe('webgpu (Dawn) vs native: two training steps', () => {
     closeWebGpu();
   });
   for (const k of cases) {
-    const label = `${k.optim}, ${k.proj} patch projection, ${k.micro === null ? 'whole batch' : `micro-batch ${k.micro}`}`;
+    const label = `${k.optim}, ${k.proj} patch projection, ${k.micro === null ? 'whole batch' : `micro-batch ${k.micro}`}${k.pack ? ', packed updates' : ''}`;
     it(label, async () => {
       const want = await twoSteps('native', k);
-      const got = await twoSteps('webgpu', k);
+      const was = useMoco3Packing(k.pack === true);
+      let got: Awaited<ReturnType<typeof twoSteps>>;
+      try {
+        got = await twoSteps('webgpu', k);
+      } finally {
+        useMoco3Packing(was);
+      }
       assert.deepEqual(compare(want, got, label, k.micro !== null), []);
     });
   }
