@@ -12,6 +12,7 @@ async function webgpuLine(): Promise<string> {
     return `webgpu: not installed (optional packages @tensorflow/tfjs-backend-webgpu ${pkg ?? 'missing'}, webgpu ${dawn ?? 'missing'}) — npm install @tensorflow/tfjs-backend-webgpu@4.22.0 webgpu@0.6.2`;
   }
   const { webgpuAdapter, describeAdapter, describeLimits } = await import('../engine/webgpu.ts');
+  const { packingDefault } = await import('../engine/webgpu-kernels.ts');
   const { gpuDeviceNodes } = await import('../engine/backend.ts');
   const nodes = gpuDeviceNodes();
   const noNode = nodes?.length === 0 ? '\n  no GPU device node (/dev/dri/renderD*, /dev/nvidia*): --backend auto does not load Dawn here' : '';
@@ -19,7 +20,9 @@ async function webgpuLine(): Promise<string> {
   if (typeof a === 'string') return `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): no adapter — ${a}${noNode}`;
   return (
     `webgpu: @tensorflow/tfjs-backend-webgpu ${pkg} + Dawn (webgpu ${dawn}): adapter ${describeAdapter(a)}\n` +
-    `  limits: ${describeLimits(a)}` +
+    `  limits: ${describeLimits(a)}\n` +
+    `  optimizer updates: ${packingDefault(a.software) ? 'one dispatch per parameter group (packed)' : 'one dispatch per parameter'}` +
+    (process.env.MOCO3_WEBGPU_PACK === '0' || process.env.MOCO3_WEBGPU_PACK === '1' ? ' (MOCO3_WEBGPU_PACK)' : a.software ? ' (software adapter; MOCO3_WEBGPU_PACK=1 packs)' : '') +
     (a.software ? '\n  a software adapter is used only with --backend webgpu (correct, not fast)' : '') +
     noNode
   );
