@@ -35,9 +35,9 @@
  *                      workgroup per row (stock: Mul, Sum, Mul, Sub); the forward is the stock Softmax kernel,
  *                      already one dispatch. The model's attention uses it only without Moco3Attention*
  *   Moco3Pack          several tensors laid end to end in one flat tensor, and Moco3Unpack, the way back:
- *                      buffer-to-buffer copies in the command stream, no dispatch. With them the optimizers,
- *                      the momentum update and the gradient statistics run one dispatch per parameter group
- *                      instead of one per parameter (`packed` below)
+ *                      buffer-to-buffer copies in the command stream, no dispatch. With them the optimizers
+ *                      and the momentum update run one dispatch per parameter group instead of one per
+ *                      parameter (`packed` below)
  *
  * erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), the same formula as tfjs's own Erf kernels. The
  * kernels with several outputs are dispatched by `runMulti`, which records them in the backend's own
@@ -1301,7 +1301,11 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     return [p1!, mu1!];
   });
   /** The segment table of a packed group, uploaded; disposed by the caller once the dispatches are recorded. */
-  const uploadSegments = (b: WebGpuInternals, a: GroupAttrs) => {
+  const uploadSegments = (b: WebGpuInternals, a: GroupAttrs, p: tf.TensorInfo | undefined, name: string) => {
+    const n = a.sizes.reduce((x, y) => x + y, 0);
+    if (!p || n !== tf.util.sizeFromShape(p.shape) || a.adapt.length !== a.sizes.length) {
+      throw new Error(`${name}: segments of ${n} elements (${a.sizes.length} sizes, ${a.adapt.length} flags) for a packed group of ${p ? tf.util.sizeFromShape(p.shape) : 'no'} elements`);
+    }
     const seg = segmentTable(a.sizes, a.adapt);
     const t = b.makeTensorInfo([seg.table.length], 'int32', seg.table as unknown as tf.backend_util.BackendValues);
     return { ...seg, t };
@@ -1310,7 +1314,7 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo | undefined>;
     const a = attrs as unknown as LambAttrs & GroupAttrs;
     const b = internals(backend);
-    const seg = uploadSegments(b, a);
+    const seg = uploadSegments(b, a, p, LAMB_GROUP);
     const scalars: MultiSpec['uniforms'] = [
       ['S', 'i32', a.sizes.length],
       ['bc1', 'f32', 1 - a.beta1 ** a.step],
@@ -1370,7 +1374,7 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     const { p, g, mu } = inputs as Record<'p' | 'g' | 'mu', tf.TensorInfo | undefined>;
     const a = attrs as unknown as LarsAttrs & GroupAttrs;
     const b = internals(backend);
-    const seg = uploadSegments(b, a);
+    const seg = uploadSegments(b, a, p, LARS_GROUP);
     const common: MultiSpec['uniforms'] = [
       ['S', 'i32', a.sizes.length],
       ['wd', 'f32', a.weightDecay],
@@ -1705,6 +1709,7 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       const xs = Object.keys(inputs)
         .sort((a, c) => Number(a.slice(1)) - Number(c.slice(1)))
         .map((k) => (inputs as Record<string, tf.TensorInfo>)[k]!);
+      for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${PACK}: float32 tensors only, got ${x.dtype}`);
       const sizes = xs.map((x) => tf.util.sizeFromShape(x.shape));
       const out = b.makeTensorInfo([sizes.reduce((a, c) => a + c, 0)], 'float32');
       let at = 0;
@@ -1722,6 +1727,11 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       const b = copier(backend);
       const x = (inputs as { x: tf.TensorInfo }).x;
       const shapes = (attrs as unknown as { shapes: number[][] }).shapes;
+      // checked before any copy is recorded: a bad copy would invalidate the whole pending command encoder
+      const total = shapes.reduce((a, sh) => a + tf.util.sizeFromShape(sh), 0);
+      if (x.dtype !== 'float32' || total !== tf.util.sizeFromShape(x.shape)) {
+        throw new Error(`${UNPACK}: shapes of ${total} elements from a ${x.dtype} tensor of ${tf.util.sizeFromShape(x.shape)}`);
+      }
       const outs = shapes.map((sh) => b.makeTensorInfo(sh, 'float32'));
       let at = 0;
       copyRanges(
@@ -1733,7 +1743,6 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
           return c;
         }),
       );
-      if (at !== tf.util.sizeFromShape(x.shape)) throw new Error(`${UNPACK}: shapes of ${at} elements from a tensor of ${tf.util.sizeFromShape(x.shape)}`);
       return outs;
     });
   }
@@ -1764,7 +1773,7 @@ export function fusedKernels(name: string, inputs: Record<string, tf.Tensor | un
   return tf.engine().runKernel(name, present, attrs as tf.NamedAttrMap) as unknown as tf.Tensor[];
 }
 
-/** Elements in one packed group at most (64 MiB of float32): bounds the copies a step holds at once. */
+/** Elements in one packed run at most (64 MiB of float32): bounds the copies held at once (`packed`). */
 export const PACK_LIMIT = 1 << 24;
 let packLimit = PACK_LIMIT;
 /** Sets the elements of one packed group at most (tests split small tensors this way); returns the old value. */
@@ -1825,21 +1834,14 @@ export function canPack(): boolean {
 }
 
 /**
- * `ts` laid end to end in flat tensors of at most PACK_LIMIT elements each (one for a model's parameters
- * up to 16 M), by buffer copies; null when the backend has no Moco3Pack. Call inside tf.tidy.
- */
-export function packRuns(ts: readonly tf.Tensor[]): tf.Tensor1D[] | null {
-  if (!canPack()) return null;
-  return packRanges(ts).map(([i, j]) => pack(ts.slice(i, j)));
-}
-
-/**
  * Runs `f` on tensors laid end to end, one flat tensor per list of `lists` (the lists' tensors of equal
  * shapes, position by position), and returns its outputs cut back into tensors of those shapes, one list
  * per output; null when the backend has no Moco3Pack. The tensors are split into runs of at most
- * PACK_LIMIT elements and `f` runs once per run (`from`, `to`: the run's positions in the lists): where `f` is one of moco3's elementwise kernels, one
- * dispatch per parameter group instead of one per parameter. Packing and unpacking are buffer copies, no
- * dispatch. Call inside tf.tidy: the flat tensors are intermediates.
+ * PACK_LIMIT elements and `f` runs once per run (`from`, `to`: the run's positions in the lists): where `f`
+ * is one of moco3's elementwise kernels, one dispatch per parameter group instead of one per parameter.
+ * Packing and unpacking are buffer copies, no dispatch; a run of one tensor (one larger than the limit) is
+ * only reshaped. Each run's flat tensors are released once its results are cut back, so the copies held
+ * at once stay within one run. Call inside tf.tidy.
  */
 export function packed(lists: ReadonlyArray<readonly tf.Tensor[]>, f: (flat: tf.Tensor1D[], from: number, to: number) => tf.Tensor[]): tf.Tensor[][] | null {
   if (!canPack()) return null;
@@ -1847,10 +1849,15 @@ export function packed(lists: ReadonlyArray<readonly tf.Tensor[]>, f: (flat: tf.
   const outs: tf.Tensor[][] = [];
   for (const [i, j] of packRanges(first)) {
     const shapes = first.slice(i, j).map((t) => t.shape);
-    f(lists.map((ts) => pack(ts.slice(i, j))), i, j).forEach((r, k) => {
-      const parts = tf.engine().runKernel(UNPACK, { x: r }, { shapes } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
+    const one = j - i === 1;
+    const flat = lists.map((ts) => (one ? tf.reshape(ts[i]!, [-1]) : pack(ts.slice(i, j))) as tf.Tensor1D);
+    const rs = tf.tidy(() => f(flat, i, j));
+    rs.forEach((r, k) => {
+      const parts = one ? [tf.reshape(r, shapes[0]!)] : (tf.engine().runKernel(UNPACK, { x: r }, { shapes } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[]);
       (outs[k] ??= []).push(...parts);
     });
+    // back to the backend now (their buffers stay in use until the recorded copies have run)
+    tf.dispose([...flat, ...rs]);
   }
   return outs;
 }

@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ADAMW, fusedKernels, hasKernel, packed } from '../engine/webgpu-kernels.ts';
-import { BaseOptimizer, type ParamGrad } from './optimizer.ts';
+import { BaseOptimizer, packable, type ParamGrad } from './optimizer.ts';
 
 export interface AdamWOptions {
   weightDecay: number;
@@ -70,7 +70,7 @@ export class AdamW extends BaseOptimizer {
    * and the moments all present or all absent, as in a run; false (nothing done) otherwise.
    */
   private updatePacked(pairs: ParamGrad[], lr: number): boolean {
-    if (pairs.length < 2 || !hasKernel(ADAMW)) return false;
+    if (!packable(pairs) || !hasKernel(ADAMW)) return false;
     const t = this.stepsDone(pairs[0]!.name) + 1;
     const ms = pairs.map(({ name }) => this.slot(name, 'exp_avg'));
     const vs = pairs.map(({ name }) => this.slot(name, 'exp_avg_sq'));

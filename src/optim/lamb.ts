@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedKernels, hasKernel, LAMB, LAMB_GROUP, packed } from '../engine/webgpu-kernels.ts';
-import { BaseOptimizer, globalNorm, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
+import { BaseOptimizer, packable, globalNorm, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LambOptions {
   weightDecay: number;
@@ -96,7 +96,7 @@ export class Lamb extends BaseOptimizer {
    * false (nothing done) otherwise.
    */
   private updatePacked(pairs: ParamGrad[], lr: number, clip: tf.Tensor | null): boolean {
-    if (pairs.length < 2 || !hasKernel(LAMB_GROUP)) return false;
+    if (!packable(pairs) || !hasKernel(LAMB_GROUP)) return false;
     const t = this.stepsDone(pairs[0]!.name) + 1;
     const ms = pairs.map(({ name }) => this.slot(name, 'exp_avg'));
     const vs = pairs.map(({ name }) => this.slot(name, 'exp_avg_sq'));

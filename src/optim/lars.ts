@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedKernels, hasKernel, LARS, LARS_GROUP, packed } from '../engine/webgpu-kernels.ts';
-import { BaseOptimizer, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
+import { BaseOptimizer, packable, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LarsOptions {
   weightDecay: number;
@@ -70,7 +70,7 @@ export class Lars extends BaseOptimizer {
    * does. Needs the momentum buffers all present or all absent, as in a run; false (nothing done) otherwise.
    */
   private updatePacked(pairs: ParamGrad[], lr: number): boolean {
-    if (pairs.length < 2 || !hasKernel(LARS_GROUP)) return false;
+    if (!packable(pairs) || !hasKernel(LARS_GROUP)) return false;
     const mus = pairs.map(({ name }) => this.slot(name, 'mu'));
     const fresh = mus[0] === undefined;
     if (mus.some((mu) => (mu === undefined) !== fresh)) return false;

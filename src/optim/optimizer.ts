@@ -65,6 +65,14 @@ export interface ParamGrad {
 const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 /**
+ * Whether an update may pack `pairs` into one group (webgpu): two or more, each variable once (a variable
+ * under two names is updated twice in a row, per parameter, which one packed update cannot do).
+ */
+export function packable(pairs: readonly ParamGrad[]): boolean {
+  return pairs.length >= 2 && new Set(pairs.map((x) => x.p)).size === pairs.length;
+}
+
+/**
  * Owns the slot variables and step counts; subclasses implement `update`, which runs inside one tf.tidy.
  */
 export abstract class BaseOptimizer implements Optimizer {

@@ -1,6 +1,6 @@
 /** Per-group gradient norms of a step and their metrics row (the file: src/runfolder/metrics.ts). */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedKernels, GRAD_STATS, hasKernel, packRuns } from '../engine/webgpu-kernels.ts';
+import { fusedKernels, GRAD_STATS, hasKernel } from '../engine/webgpu-kernels.ts';
 import type { MetricRow } from '../runfolder/metrics.ts';
 
 /**
@@ -16,10 +16,9 @@ export function gradStats(loss: tf.Scalar, grads: Map<string, tf.Tensor>, groups
         parts.push(tf.zeros([2]));
         continue;
       }
-      // one dispatch per group where the backend has moco3's kernel and packs tensors, else one per gradient
-      // (webgpu: src/engine/webgpu-kernels.ts)
-      const flat = hasKernel(GRAD_STATS) ? (packRuns(gs) ?? gs) : null;
-      const fused = flat ? (tf.stack(flat.map((g) => fusedKernels(GRAD_STATS, { x: g })![0]!)) as tf.Tensor2D) : null;
+      // one dispatch per gradient where the backend has moco3's kernel (webgpu: src/engine/webgpu-kernels.ts);
+      // not packed: the kernel is one workgroup, and a packed group would add its squares in another order
+      const fused = hasKernel(GRAD_STATS) ? (tf.stack(gs.map((g) => fusedKernels(GRAD_STATS, { x: g })![0]!)) as tf.Tensor2D) : null;
       const inf = fused ? tf.max(tf.slice(fused, [0, 0], [-1, 1])) : tf.max(tf.stack(gs.map((g) => tf.max(tf.abs(g)))));
       const sq = fused ? tf.sum(tf.slice(fused, [0, 1], [-1, 1])) : tf.addN(gs.map((g) => tf.sum(tf.square(g))));
       parts.push(tf.reshape(inf, [1]), tf.reshape(tf.sqrt(sq), [1]));

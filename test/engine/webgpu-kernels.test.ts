@@ -6,7 +6,7 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_FWD, PACK, packed, packRuns, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_FWD, PACK, packed, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { tinyConfig } from '../model/util.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
@@ -282,9 +282,9 @@ test("the step's gradient statistics (max |g|, L2 per group): moco3's kernel = t
   const [fused, stock] = bothWays(() => gradStats(loss, grads, groups));
   const prof = await tf.profile(() => gradStats(loss, grads, groups));
   assert.ok(prof.kernelNames.includes(GRAD_STATS) && !prof.kernelNames.includes('Abs'), `kernels run: ${prof.kernelNames.join(', ')}`);
-  // one dispatch per group: the group of two gradients is packed
-  assert.equal(prof.kernels.filter((k) => k.name === GRAD_STATS).length, 2);
-  assert.ok(prof.kernelNames.includes(PACK));
+  // one dispatch per gradient (not packed: the sum of squares keeps the per-gradient order)
+  assert.equal(prof.kernels.filter((k) => k.name === GRAD_STATS).length, 3);
+  assert.ok(!prof.kernelNames.includes(PACK));
   assert.ok((await relDiff('gradient statistics', fused, stock)) <= 1e-6);
   // a non-finite gradient: Inf gives Inf, NaN gives NaN, as the stock kernels (the step then skips the update)
   for (const bad of [Infinity, NaN]) {
@@ -353,8 +353,19 @@ for (const [optName, { kernel: single, group, stockOnly, make }] of Object.entri
       const single = run();
       useMoco3Packing(true);
       for (const [n, p] of single.params) assert.deepEqual(await fused.params.get(n)!.data(), await p.data(), `${n}: packed = per parameter`);
-      single.opt.dispose();
-      tf.dispose([...single.params.values()]);
+      // split into runs at a pack limit of 3000 elements: [w], [big] alone (reshaped, no copies), [b, z]
+      const old = setPackLimit(3000);
+      let split: ReturnType<typeof run>;
+      try {
+        split = run();
+      } finally {
+        setPackLimit(old);
+      }
+      for (const [n, p] of single.params) assert.deepEqual(await split.params.get(n)!.data(), await p.data(), `${n}: packed in runs = per parameter`);
+      for (const r of [single, split]) {
+        r.opt.dispose();
+        tf.dispose([...r.params.values()]);
+      }
     }
     // every parameter moved (a test of the update, not of a no-op)
     for (const [n, p] of fused.params) {
@@ -379,25 +390,54 @@ test('Moco3Pack / Moco3Unpack: tensors laid end to end and cut back, in runs spl
   const old = setPackLimit(24);
   try {
     // runs of at most 24 elements: [15, 7] 22, [8, 1] 9, [40] alone
-    const runs = tf.tidy(() => packRuns(ts)!);
-    assert.deepEqual(runs.map((r) => r.shape), [[22], [9], [40]]);
-    const flat = new Float32Array((await Promise.all(runs.map((r) => r.data()))).flatMap((d) => Array.from(d)));
-    assert.deepEqual(flat, Float32Array.from(want.flatMap((d) => Array.from(d))));
     // f sees one flat tensor per list and run; its outputs come back in the inputs' shapes
     const seen: number[][] = [];
+    const flats: tf.Tensor[] = [];
     const out = tf.tidy(() => packed([ts, ts], ([a, b]) => {
       seen.push([a!.size, b!.size]);
+      flats.push(tf.keep(tf.clone(a!)));
       return [tf.add(a!, b!), tf.mul(a!, 3)];
     })!);
     assert.deepEqual(seen, [[22, 22], [9, 9], [40, 40]]);
+    const flat = new Float32Array((await Promise.all(flats.map((r) => r.data()))).flatMap((d) => Array.from(d)));
+    assert.deepEqual(flat, Float32Array.from(want.flatMap((d) => Array.from(d))));
     assert.deepEqual(out.map((o) => o.map((t) => t.shape)), [shapes, shapes]);
     for (const [i, t] of out[0]!.entries()) assert.deepEqual(await t.data(), want[i]!.map((v) => Math.fround(v + v)));
     for (const [i, t] of out[1]!.entries()) assert.deepEqual(await t.data(), want[i]!.map((v) => Math.fround(v * 3)));
-    tf.dispose([...runs, ...out.flat()]);
+    tf.dispose([...flats, ...out.flat()]);
   } finally {
     setPackLimit(old);
   }
-  tf.dispose(ts);
+  // wrong input: refused before any copy is recorded, and the backend keeps computing
+  const i32 = tf.tensor1d([1, 2], 'int32');
+  assert.throws(() => tf.engine().runKernel(PACK, { x0: i32, x1: ts[0]! }), /float32 tensors only/);
+  const flat = tf.tidy(() => tf.reshape(ts[0]!, [-1]));
+  assert.throws(() => tf.engine().runKernel(UNPACK, { x: flat }, { shapes: [[3], [13]] } as unknown as tf.NamedAttrMap), /shapes of 16 elements/);
+  const after = tf.tidy(() => tf.add(ts[4]!, 1));
+  assert.deepEqual(await after.data(), want[4]!.map((v) => Math.fround(v + 1)));
+  tf.dispose([i32, flat, after, ...ts]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test('one variable under two names: the packed updates step aside, and it is updated twice as per parameter', async () => {
+  const before = tf.memory().numTensors;
+  const grads = new Map([['a', tf.randomNormal([30], 0, 0.1, 'float32', 70)], ['b', tf.randomNormal([30], 0, 0.1, 'float32', 71)], ['c', tf.randomNormal([4], 0, 0.1, 'float32', 72)]]);
+  const run = (pack: boolean) => {
+    const was = useMoco3Packing(pack);
+    try {
+      const v = tf.tidy(() => tf.variable(tf.randomNormal([30], 0, 0.5, 'float32', 73)));
+      const c = tf.tidy(() => tf.variable(tf.randomNormal([4], 0, 0.5, 'float32', 74)));
+      const opt = new AdamW({ weightDecay: 0.1, betas: [0.9, 0.999], eps: 1e-8 });
+      opt.step(new Map([['a', v], ['b', v], ['c', c]]), grads, 1e-2);
+      opt.dispose();
+      return [v, c];
+    } finally {
+      useMoco3Packing(was);
+    }
+  };
+  const [packedRun, single] = [run(true), run(false)];
+  for (const [i, t] of single.entries()) assert.deepEqual(await packedRun[i]!.data(), await t.data());
+  tf.dispose([...packedRun, ...single, ...grads.values()]);
   assert.equal(tf.memory().numTensors, before);
 });
 
