@@ -3,7 +3,8 @@
 # machine with a GPU and no Node, npm or internet. Steps, each optional to the next:
 #   1. the Vulkan driver: the default one, else the NVIDIA ICD files tried in turn (says which it used)
 #   2. moco3 doctor (the adapter: vendor, architecture, driver, hardware or software, limits)
-#   3. moco3 doctor --replay: two training steps on webgpu and on the CPU, their largest differences
+#   3. moco3 doctor --replay: two training steps on webgpu and on the CPU, their largest differences, with the
+#      optimizer updates packed per group (`replay`) and per parameter (`replay_per_parameter`)
 #   4. moco3 bench --backend webgpu --preset gpu: batch 256, 1024 (also with per-parameter optimizer
 #      dispatches, MOCO3_WEBGPU_PACK=0), and 6144 in micro-batches of 1024
 #   5. with PyTorch and CUDA in python3: the same step in PyTorch on the same GPU, fp32 with TF32 off, then on
@@ -55,8 +56,9 @@ say "$line"
 
 # 2.-4. moco3
 moco3 doctor > "$tmp/doctor.txt" 2> "$tmp/doctor.err"
-say 'replay: two steps on webgpu vs the CPU'
-moco3 doctor --replay > "$tmp/replay.json" 2> "$tmp/replay.err"
+say 'replay: two steps on webgpu vs the CPU, optimizer updates packed per group, then per parameter'
+MOCO3_WEBGPU_PACK=1 moco3 doctor --replay > "$tmp/replay.json" 2> "$tmp/replay.err"
+MOCO3_WEBGPU_PACK=0 moco3 doctor --replay > "$tmp/replay-pp.json" 2> "$tmp/replay-pp.err"
 run_bench() { # name, extra args
   local name=$1
   shift
@@ -116,6 +118,7 @@ const out = {
   vulkan_icd: process.env.ICD,
   doctor: text("doctor.txt").trim().split("\n"),
   replay: lines("replay.json").at(-1) ?? { error: errTail("replay.err") ?? "no output" },
+  replay_per_parameter: lines("replay-pp.json").at(-1) ?? { error: errTail("replay-pp.err") ?? "no output" },
   bench_webgpu: bench,
   pytorch_cuda: torch,
   webgpu_over_pytorch_tf32_off: ratio,
