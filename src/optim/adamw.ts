@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ADAMW, fusedKernels, hasKernel, packed } from '../engine/webgpu-kernels.ts';
-import { BaseOptimizer, packable, type ParamGrad } from './optimizer.ts';
+import { BaseOptimizer, type ParamGrad } from './optimizer.ts';
 
 export interface AdamWOptions {
   weightDecay: number;
@@ -70,23 +70,14 @@ export class AdamW extends BaseOptimizer {
    * and the moments all present or all absent, as in a run; false (nothing done) otherwise.
    */
   private updatePacked(pairs: ParamGrad[], lr: number): boolean {
-    if (!packable(pairs) || !hasKernel(ADAMW)) return false;
-    const t = this.stepsDone(pairs[0]!.name) + 1;
-    const ms = pairs.map(({ name }) => this.slot(name, 'exp_avg'));
-    const vs = pairs.map(({ name }) => this.slot(name, 'exp_avg_sq'));
-    const fresh = ms[0] === undefined;
-    if (pairs.some(({ name }, i) => this.stepsDone(name) + 1 !== t || (ms[i] === undefined) !== fresh || (vs[i] === undefined) !== fresh)) return false;
+    const group = hasKernel(ADAMW) ? this.packedGroup(pairs) : null;
+    if (!group) return false;
     const { weightDecay, eps } = this.opts;
     const [beta1, beta2] = this.opts.betas;
-    const lists = [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : [ms as tf.Tensor[], vs as tf.Tensor[]])];
-    const out = packed(lists, ([p, g, m, v]) => fusedKernels(ADAMW, { p, g, m, v }, { lr, weightDecay, beta1, beta2, eps, step: t })!);
+    const out = packed(group.lists, ([p, g, m, v]) => fusedKernels(ADAMW, { p, g, m, v }, { lr, weightDecay, beta1, beta2, eps, step: group.t })!);
     if (!out) return false;
-    pairs.forEach(({ name, p }, i) => {
-      this.nextStep(name);
-      p.assign(out[0]![i]!);
-      this.setSlot(name, 'exp_avg', out[1]![i]!);
-      this.setSlot(name, 'exp_avg_sq', out[2]![i]!);
-    });
+    this.assignPacked(pairs, out);
     return true;
   }
+
 }

@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedKernels, hasKernel, LAMB, LAMB_GROUP, packed } from '../engine/webgpu-kernels.ts';
-import { BaseOptimizer, packable, globalNorm, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
+import { BaseOptimizer, globalNorm, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LambOptions {
   weightDecay: number;
@@ -96,29 +96,20 @@ export class Lamb extends BaseOptimizer {
    * false (nothing done) otherwise.
    */
   private updatePacked(pairs: ParamGrad[], lr: number, clip: tf.Tensor | null): boolean {
-    if (!packable(pairs) || !hasKernel(LAMB_GROUP)) return false;
-    const t = this.stepsDone(pairs[0]!.name) + 1;
-    const ms = pairs.map(({ name }) => this.slot(name, 'exp_avg'));
-    const vs = pairs.map(({ name }) => this.slot(name, 'exp_avg_sq'));
-    const fresh = ms[0] === undefined;
-    if (pairs.some(({ name }, i) => this.stepsDone(name) + 1 !== t || (ms[i] === undefined) !== fresh || (vs[i] === undefined) !== fresh)) return false;
+    const group = hasKernel(LAMB_GROUP) ? this.packedGroup(pairs) : null;
+    if (!group) return false;
     const { weightDecay, eps, excludeBiasNorm } = this.opts;
     const [beta1, beta2] = this.opts.betas;
     const adaptOf = (name: string) => !(excludeBiasNorm && this.ndimOf(name) <= 1);
-    const lists = [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : [ms as tf.Tensor[], vs as tf.Tensor[]])];
-    const out = packed(lists, ([p, rawG, m, v], from, to) => {
+    const out = packed(group.lists, ([p, rawG, m, v], from, to) => {
       const run = pairs.slice(from, to);
       const g = clip === null ? rawG! : tf.div(rawG!, clip);
-      const attrs = { lr, weightDecay, beta1, beta2, eps, step: t, sizes: run.map((x) => x.p.size), adapt: run.map((x) => adaptOf(x.name)) };
+      const attrs = { lr, weightDecay, beta1, beta2, eps, step: group.t, sizes: run.map((x) => x.p.size), adapt: run.map((x) => adaptOf(x.name)) };
       return fusedKernels(LAMB_GROUP, { p, g, m, v }, attrs)!;
     });
     if (!out) return false;
-    pairs.forEach(({ name, p }, i) => {
-      this.nextStep(name);
-      p.assign(out[0]![i]!);
-      this.setSlot(name, 'exp_avg', out[1]![i]!);
-      this.setSlot(name, 'exp_avg_sq', out[2]![i]!);
-    });
+    this.assignPacked(pairs, out);
     return true;
   }
+
 }

@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedKernels, hasKernel, LARS, LARS_GROUP, packed } from '../engine/webgpu-kernels.ts';
-import { BaseOptimizer, packable, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
+import { BaseOptimizer, l2, type NdimOf, type ParamGrad } from './optimizer.ts';
 
 export interface LarsOptions {
   weightDecay: number;
@@ -70,22 +70,17 @@ export class Lars extends BaseOptimizer {
    * does. Needs the momentum buffers all present or all absent, as in a run; false (nothing done) otherwise.
    */
   private updatePacked(pairs: ParamGrad[], lr: number): boolean {
-    if (!packable(pairs) || !hasKernel(LARS_GROUP)) return false;
-    const mus = pairs.map(({ name }) => this.slot(name, 'mu'));
-    const fresh = mus[0] === undefined;
-    if (mus.some((mu) => (mu === undefined) !== fresh)) return false;
+    const group = hasKernel(LARS_GROUP) ? this.packedGroup(pairs) : null;
+    if (!group) return false;
     const { weightDecay, momentum, trustCoefficient } = this.opts;
-    const lists = [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : [mus as tf.Tensor[]])];
-    const out = packed(lists, ([p, g, mu], from, to) => {
+    const out = packed(group.lists, ([p, g, mu], from, to) => {
       const run = pairs.slice(from, to);
       const attrs = { lr, weightDecay, momentum, trustCoefficient, sizes: run.map((x) => x.p.size), adapt: run.map((x) => this.ndimOf(x.name) > 1) };
       return fusedKernels(LARS_GROUP, { p, g, mu }, attrs)!;
     });
     if (!out) return false;
-    pairs.forEach(({ name, p }, i) => {
-      p.assign(out[0]![i]!);
-      this.setSlot(name, 'mu', out[1]![i]!);
-    });
+    this.assignPacked(pairs, out);
     return true;
   }
+
 }

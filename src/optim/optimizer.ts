@@ -64,13 +64,7 @@ export interface ParamGrad {
 
 const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
 
-/**
- * Whether an update may pack `pairs` into one group (webgpu): two or more, each variable once (a variable
- * under two names is updated twice in a row, per parameter, which one packed update cannot do).
- */
-export function packable(pairs: readonly ParamGrad[]): boolean {
-  return pairs.length >= 2 && new Set(pairs.map((x) => x.p)).size === pairs.length;
-}
+
 
 /**
  * Owns the slot variables and step counts; subclasses implement `update`, which runs inside one tf.tidy.
@@ -137,6 +131,31 @@ export abstract class BaseOptimizer implements Optimizer {
   /** The parameter's step count so far (0 before its first update). */
   protected stepsDone(name: string): number {
     return this.steps.get(name) ?? 0;
+  }
+
+  /**
+   * What a packed group update (webgpu) needs of `pairs`: the step t they all take now, and the lists to
+   * pack: parameters, gradients, then the slots in `slotNames` order (left out before the first step).
+   * Null when the group is not regular: fewer than two, a variable under two names (per parameter it is
+   * updated twice in a row), parameters at different steps, slots present for some only. The caller then
+   * updates parameter by parameter.
+   */
+  protected packedGroup(pairs: ParamGrad[]): { t: number; lists: tf.Tensor[][] } | null {
+    if (pairs.length < 2 || new Set(pairs.map((x) => x.p)).size !== pairs.length) return null;
+    const t = this.stepsDone(pairs[0]!.name) + 1;
+    const slots = this.slotNames.map((s) => pairs.map(({ name }) => this.slot(name, s)));
+    const fresh = slots[0]?.[0] === undefined;
+    if (pairs.some(({ name }, i) => this.stepsDone(name) + 1 !== t || slots.some((l) => (l[i] === undefined) !== fresh))) return null;
+    return { t, lists: [pairs.map((x) => x.p), pairs.map((x) => x.g), ...(fresh ? [] : (slots as tf.Tensor[][]))] };
+  }
+
+  /** Writes a packed update's results back: out[0] the parameters, out[1 + k] slot k; counts the steps. */
+  protected assignPacked(pairs: ParamGrad[], out: tf.Tensor[][]): void {
+    pairs.forEach(({ name, p }, i) => {
+      if (this.perParamSteps) this.nextStep(name);
+      p.assign(out[0]![i]!);
+      this.slotNames.forEach((s, k) => this.setSlot(name, s, out[k + 1]![i]!));
+    });
   }
 
   /** Advances and returns the parameter's step count t (1 on its first update). */
