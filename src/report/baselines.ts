@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ReportError } from './results.ts';
+import { ReportError, type RunRecord } from './results.ts';
 import type { RunFacts } from './table.ts';
 
 export interface BaselineSeed {
@@ -18,7 +18,39 @@ export interface BaselinesFile {
   dataset: string;
   image_size: number;
   arch: string;
+  /** written since the report checks the baselines' model against the runs'; older files have `arch` only */
+  model?: Record<string, unknown>;
   seeds: BaselineSeed[];
+}
+
+/** The model keys a baselines file was computed for: its `model`, or what its `arch` label names. */
+function baselineModel(b: BaselinesFile): Record<string, unknown> {
+  if (isObj(b.model)) return b.model;
+  const m = /^(\S+) \(dim (\d+), depth (\d+), patch (\d+)\)$/.exec(b.arch);
+  return m ? { arch: m[1], dim: Number(m[2]), depth: Number(m[3]), patch_size: Number(m[4]) } : { arch: b.arch };
+}
+
+/**
+ * Where the sweep's runs differ from what the baselines were computed for (dataset, image size, model):
+ * one phrase per differing key, e.g. "model.patch_size 4 (baselines: 7)"; empty when they match.
+ */
+export function baselinesMismatch(b: BaselinesFile, runs: Iterable<RunRecord>): string[] {
+  const want = new Map<string, unknown>([
+    ['data.name', b.dataset],
+    ['data.image_size', b.image_size],
+    ...Object.entries(baselineModel(b)).map(([k, v]) => [`model.${k}`, v] as [string, unknown]),
+  ]);
+  const seen = new Map<string, Set<string>>();
+  for (const r of runs) {
+    for (const [k, v] of want) {
+      const got = r.flat.get(k);
+      if (got === undefined || got === v) continue;
+      const s = seen.get(k) ?? new Set<string>();
+      s.add(String(got));
+      seen.set(k, s);
+    }
+  }
+  return [...seen].map(([k, vs]) => `${k} ${[...vs].join(', ')} (baselines: ${String(want.get(k))})`);
 }
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
@@ -55,7 +87,7 @@ function meanStd(xs: number[]): string {
 }
 
 /** Markdown lines: the baselines table and a plain sentence on whether pretraining beat them. */
-export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>): string[] {
+export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>, records: Iterable<RunRecord> = []): string[] {
   const out = ['## Baselines', ''];
   if (!b) {
     out.push('No baselines yet: `moco3 baselines <sweep>` computes the untrained encoder and a linear classifier on pixels for this table.', '');
@@ -76,16 +108,23 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     `The baselines' linear probes train ${lin.epochs} epochs (base lr ${lin.base_lr}, batch ${lin.batch_size}) on ${lin.train_views}; ` +
       "compare with the runs' own probe protocol in their summary.json (`linear`).",
   );
-  if (linRuns.length) {
+  const mismatch = baselinesMismatch(b, records);
+  if (mismatch.length) {
+    out.push(
+      '',
+      `**These baselines were computed for another model or data than this sweep's runs** (${mismatch.join('; ')}), so they say nothing about what ` +
+        'pretraining bought here: `moco3 baselines <sweep>` computes them for this sweep.',
+    );
+  } else if (linRuns.length) {
     const best = Math.max(...linRuns);
     const enc = Math.max(...rs.map((s) => s.random_init.linear_top1));
     const pix = Math.max(...rs.map((s) => s.pixels.linear_top1));
-    const beaten = [best > enc ? null : `the untrained encoder (${enc.toFixed(1)})`, best > pix ? null : `the linear classifier on pixels (${pix.toFixed(1)})`].filter((x) => x !== null);
+    const beaten = [best > enc ? null : `the untrained encoder (${enc.toFixed(1)}${rs.length > 1 ? ', its best seed' : ''})`, best > pix ? null : `the linear classifier on pixels (${pix.toFixed(1)}${rs.length > 1 ? ', its best seed' : ''})`].filter((x) => x !== null);
     out.push(
       '',
       beaten.length
         ? `**Pretraining did not beat ${beaten.join(' nor ')}**: the best run's linear top-1 is ${best.toFixed(1)}. At this scale the numbers describe the training dynamics, not a useful encoder.`
-        : `Pretraining beat both baselines: the best run's linear top-1 is ${best.toFixed(1)}, the untrained encoder's ${enc.toFixed(1)}, pixels' ${pix.toFixed(1)}.`,
+        : `Pretraining beat both baselines: the best run's linear top-1 is ${best.toFixed(1)}, the untrained encoder's ${enc.toFixed(1)}, pixels' ${pix.toFixed(1)}${rs.length > 1 ? ' (their best seeds)' : ''}.`,
     );
   }
   out.push('');

@@ -145,7 +145,7 @@ export function reportMarkdown(
       `logged steps; the lead is the lag of the largest correlation (positive: the patch projection moves first; 0: both move at the same step).`,
     '',
   );
-  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values()));
+  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs));
   const unprobed = [...facts.values()].filter((f) => f.status === 'completed' && f.linearTop1 === null);
   if (unprobed.length) {
     out.push(`${unprobed.length} completed run${unprobed.length === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');

@@ -18,6 +18,8 @@ export interface SweepBaselines {
   dataset: string;
   image_size: number;
   arch: string;
+  /** the model keys the untrained encoder depends on, so that a report can tell baselines of another model */
+  model: { arch: string; dim: number; depth: number; patch_size: number; heads: number; mlp_ratio: number };
   train_size: number;
   test_size: number;
   seeds: BaselineFigures[];
@@ -43,6 +45,14 @@ export async function writeSweepBaselines(plan: SweepPlan, opts: { dataset?: Dat
     dataset: first.config.data.name,
     image_size: first.config.data.image_size,
     arch: `${first.config.model.arch} (dim ${first.config.model.dim}, depth ${first.config.model.depth}, patch ${first.config.model.patch_size})`,
+    model: {
+      arch: first.config.model.arch,
+      dim: first.config.model.dim,
+      depth: first.config.model.depth,
+      patch_size: first.config.model.patch_size,
+      heads: first.config.model.heads,
+      mlp_ratio: first.config.model.mlp_ratio,
+    },
     train_size: ds.train.n,
     test_size: ds.test.n,
     seeds,

@@ -3,7 +3,11 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
-import { readBaselines } from '../../src/report/baselines.ts';
+import { baselinesMismatch, readBaselines } from '../../src/report/baselines.ts';
+import { flatten, type RunRecord } from '../../src/report/results.ts';
+import { loadSweep } from '../../src/sweep/file.ts';
+import { planSweep } from '../../src/sweep/plan.ts';
+import { writeSweepBaselines } from '../../src/sweep/baselines.ts';
 import { tmp, writeBatchSweep } from './fixtures.ts';
 
 const seed = (s: number, knn: number, enc: number, pix: number) => ({
@@ -22,18 +26,42 @@ function section(md: string): string {
 test('report: the baselines beside the runs, mean ± std over seeds, and whether pretraining beat them', async () => {
   const dir = writeBatchSweep(tmp(), 'batch-size', [0, 1]);
   // the fixture's runs reach linear top-1 28-41 (40 - 3i + seed, one diverged)
-  writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'fashion-mnist', image_size: 28, arch: 'vit-micro', train_size: 1, test_size: 1, seeds: [seed(0, 50, 30, 80), seed(1, 52, 32, 82)] }));
+  writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke', train_size: 1, test_size: 1, seeds: [seed(0, 50, 30, 80), seed(1, 52, 32, 82)] }));
   await writeReport(dir, { plots: false });
   const md = section(readFileSync(join(dir, 'report.md'), 'utf8'));
   // 50, 52 -> 51.0 ± 1.4; 30, 32 -> 31.0 ± 1.4; 80, 82 -> 81.0 ± 1.4
   assert.match(md, /\| untrained \(random init\) \| 51\.0 ± 1\.4 \| 31\.0 ± 1\.4 \|/);
   assert.match(md, /linear classifier on the normalised pixels \(2352 inputs\) \| - \| 81\.0 ± 1\.4 \|/);
-  assert.match(md, /\*\*Pretraining did not beat the linear classifier on pixels \(82\.0\)\*\*: the best run's linear top-1 is 41\.0/);
+  assert.match(md, /\*\*Pretraining did not beat the linear classifier on pixels \(82\.0, its best seed\)\*\*: the best run's linear top-1 is 41\.0/);
   assert.doesNotMatch(md, /untrained encoder \(/);
 
-  writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'fashion-mnist', image_size: 28, arch: 'vit-micro', seeds: [seed(0, 50, 30, 35)] }));
+  writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke', seeds: [seed(0, 50, 30, 35)] }));
   await writeReport(dir, { plots: false });
   assert.match(section(readFileSync(join(dir, 'report.md'), 'utf8')), /Pretraining beat both baselines: the best run's linear top-1 is 41\.0, the untrained encoder's 30\.0, pixels' 35\.0/);
+});
+
+test('report: baselines of another model or data are named as such, and no verdict is drawn from them', async () => {
+  const dir = writeBatchSweep(tmp(), 'batch-size', [0]);
+  const put = (b: Record<string, unknown>) => writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ train_size: 1, test_size: 1, seeds: [seed(0, 50, 30, 35)], ...b }));
+  const md = async () => {
+    await writeReport(dir, { plots: false });
+    return section(readFileSync(join(dir, 'report.md'), 'utf8'));
+  };
+  // the fixture's runs: synthetic data at 16 px, vit-smoke at depth 2
+  put({ dataset: 'fashion-mnist', image_size: 28, arch: 'vit-smoke' });
+  let s = await md();
+  assert.match(s, /\*\*These baselines were computed for another model or data than this sweep's runs\*\* \(data\.name synthetic \(baselines: fashion-mnist\); data\.image_size 16 \(baselines: 28\)\)/);
+  assert.doesNotMatch(s, /Pretraining (did not )?beat/);
+  // an older file's label is read for its keys: the depth differs
+  put({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke (dim 32, depth 12, patch 4)' });
+  assert.match(await md(), /another model or data than this sweep's runs\*\* \(model\.depth 2 \(baselines: 12\)\)/);
+  // a newer file's model keys
+  put({ dataset: 'synthetic', image_size: 16, arch: 'x', model: { arch: 'vit-smoke', depth: 2 } });
+  s = await md();
+  assert.doesNotMatch(s, /another model/);
+  assert.match(s, /Pretraining beat both baselines: the best run's linear top-1 is 40\.0, the untrained encoder's 30\.0, pixels' 35\.0\./);
+  put({ dataset: 'synthetic', image_size: 16, arch: 'x', model: { arch: 'vit-tiny', depth: 2 } });
+  assert.match(await md(), /\(model\.arch vit-smoke \(baselines: vit-tiny\)\)/);
 });
 
 test('report without baselines says how to make them; a damaged baselines.json is one line naming it', async () => {
@@ -44,4 +72,17 @@ test('report without baselines says how to make them; a damaged baselines.json i
   assert.throws(() => readBaselines(dir), (e: Error) => e.name === 'ReportError' && e.message.includes('baselines.json: not JSON') && !e.message.includes('\n'));
   writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'x', image_size: 8, arch: 'a', seeds: [{ seed: 0 }] }));
   assert.throws(() => readBaselines(dir), /seeds\[0\]: expected seed, random_init/);
+});
+
+test('baselines.json names the model it was computed for, and the report matches it against the runs', async () => {
+  const tiny = ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16', 'eval.linear.epochs=1'];
+  const plan = planSweep(loadSweep('batch-size'), { preset: 'smoke', sets: tiny, seeds: [0], results: tmp(), overrides: [{ train: { backend: 'cpu' } }] });
+  await writeSweepBaselines(plan);
+  const b = readBaselines(plan.dir)!;
+  const m = plan.runs[0]!.config.model;
+  assert.deepEqual(b.model, { arch: 'vit-test', dim: m.dim, depth: m.depth, patch_size: m.patch_size, heads: m.heads, mlp_ratio: m.mlp_ratio });
+  const record = (config: unknown) => ({ flat: flatten(config) }) as RunRecord;
+  assert.deepEqual(baselinesMismatch(b, plan.runs.map((r) => record(r.config))), []);
+  const deeper = { ...plan.runs[0]!.config, model: { ...m, depth: m.depth + 1 } };
+  assert.deepEqual(baselinesMismatch(b, [record(deeper)]), [`model.depth ${m.depth + 1} (baselines: ${m.depth})`]);
 });
