@@ -21,6 +21,15 @@
 #define MOCO3_PAUSE() ((void)0)
 #endif
 
+// Test hooks (native/test/pool_stress.cc defines them to stall a thread at the points where the OS may
+// deschedule it); empty in the addon.
+#ifndef MOCO3_POOL_HOOK_PUBLISH
+#define MOCO3_POOL_HOOK_PUBLISH() ((void)0)
+#endif
+#ifndef MOCO3_POOL_HOOK_CLAIM
+#define MOCO3_POOL_HOOK_CLAIM(tid) ((void)0)
+#endif
+
 namespace moco3 {
 
 class Pool {
@@ -80,6 +89,7 @@ class Pool {
     n_.store(n, std::memory_order_relaxed);
     nchunks_.store(chunks, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
+    MOCO3_POOL_HOOK_PUBLISH();
     // new generation, chunk counter 0 (seq_cst: pairs with the sleeping_ check below)
     const uint64_t gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
     state_.store(gen << 32);
@@ -95,6 +105,13 @@ class Pool {
       if (++spins < 2000) MOCO3_PAUSE();
       else std::this_thread::yield();
     }
+    // Close this generation before the next job's fields are written. Its counter stops at `chunks`, and
+    // a worker descheduled between its last chunk and its next look at state_ would otherwise find that
+    // counter below the *next* job's chunk count while the generation is still this one: its claim would
+    // succeed, and it would run a chunk of the next job twice, add to the next job's done_ (so that job's
+    // caller could return while a chunk still ran on its stack frame), or pair the next job's fn_ with
+    // this one's ctx_. A counter of all ones is above any chunk count, so such a claim now fails.
+    state_.fetch_or(0xffffffffu, std::memory_order_acq_rel);
     // Share of the job spent waiting for other threads after ours ran out. Balanced chunks keep it
     // small; a worker the OS keeps descheduled makes it large, and then one thread is faster.
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -125,6 +142,7 @@ class Pool {
       for (;;) {
         if ((s >> 32) != gen) return;
         c = static_cast<int64_t>(s & 0xffffffffu);
+        MOCO3_POOL_HOOK_CLAIM(tid);
         if (c >= nchunks_.load(std::memory_order_relaxed)) return;
         if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) break;
       }
