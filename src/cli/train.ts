@@ -89,12 +89,14 @@ export function trainCommand(): Command {
       checkFillsBatch(dataset, c.optim.batch_size);
       const backend = await initBackend(c.train.backend as BackendName);
       let stop = false;
-      const onSig = () => {
+      // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
+      const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+      const onSig = (sig: NodeJS.Signals) => {
         if (stop) process.exit(130);
         stop = true;
-        process.stderr.write('\nmoco3: stopping after this step (checkpointing); Ctrl-C again to quit at once\n');
+        process.stderr.write(`\nmoco3: ${sig}: stopping after this step (checkpointing); Ctrl-C again to quit at once\n`);
       };
-      process.on('SIGINT', onSig);
+      for (const sig of signals) process.on(sig, onSig);
       const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
       try {
         const s = await trainRun({
@@ -121,7 +123,7 @@ export function trainCommand(): Command {
         if (s.status === 'interrupted') process.exitCode = 130;
       } finally {
         progress.stop();
-        process.off('SIGINT', onSig);
+        for (const sig of signals) process.off(sig, onSig);
       }
     });
   return cmd;

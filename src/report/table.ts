@@ -6,6 +6,7 @@
 import { stringify } from 'csv-stringify/sync';
 import type { RunInstability } from './instability.ts';
 import type { RunRecord } from './results.ts';
+import { statusProcessGone } from '../runfolder/status.ts';
 import { keyName, type Column, type SweepView } from './sweep.ts';
 
 export interface RunFacts {
@@ -43,6 +44,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
   let status = String(st?.status ?? s.status ?? 'unknown');
   if (divergedAt !== null) status = 'diverged';
+  // a run whose process died without a final status is not running: it is interrupted (resumable)
+  else if (st && statusProcessGone(st)) status = 'interrupted';
   const lastStep = r.metrics.length ? num(r.metrics[r.metrics.length - 1]!.step) : null;
   return {
     id: r.id,

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
@@ -139,6 +141,16 @@ test('a sweep that is not the paper has no paper row; running runs show their st
   const { rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
   assert.equal(paperRow(rows), undefined);
   assert.deepEqual(rows.get('linear top-1 (%)'), ['30.0', '31.0', 'running (step 120/400)']);
+
+  // its process on this host: still running while it lives; interrupted once it is gone (killed outright)
+  const status = (pid: number) => writeFileSync(join(dir, 'running-one', 'status.json'), JSON.stringify({ status: 'running', step: 120, total_steps: 400, pid, host: hostname() }));
+  status(process.pid);
+  await writeReport(dir, { plots: false });
+  assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('linear top-1 (%)')?.[2], 'running (step 120/400)');
+  const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+  status(gone);
+  await writeReport(dir, { plots: false });
+  assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('linear top-1 (%)')?.[2], 'interrupted (step 120/400)');
 });
 
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {

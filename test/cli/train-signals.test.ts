@@ -1,0 +1,58 @@
+/**
+ * `moco3 train` stopped by a signal: Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all
+ * stop the run after the current step with a checkpoint there and status `interrupted`, exit 130; `--resume`
+ * then finishes it.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const root = mkdtempSync(join(tmpdir(), 'moco3-train-signals-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
+
+const TINY = [
+  '--preset', 'smoke', '--backend', 'cpu', '-q',
+  ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
+    .concat(['train.knn_every=4', 'train.checkpoint_every=100', 'optim.batch_size=16', 'optim.epochs=3', 'eval.linear.enabled=false'])
+    .flatMap((s) => ['--set', s]),
+];
+
+/** `moco3 train`, paused before the 3rd metrics row; there it gets `signal` and is let go on. */
+function trainWith(signal: NodeJS.Signals | null, out: string, extra: string[] = []): Promise<{ code: number | null; stderr: string }> {
+  const marker = join(root, `.pause-${process.hrtime.bigint()}`);
+  const env = { ...process.env, MOCO3_TEST_PAUSE: signal ? 'metrics:3' : '', MOCO3_TEST_MARKER: marker };
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out, ...extra], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const poll = setInterval(() => {
+    if (!signal || !existsSync(marker)) return;
+    clearInterval(poll);
+    child.kill(signal);
+    writeFileSync(`${marker}.go`, '');
+  }, 20);
+  return new Promise((resolve) => child.on('close', (code) => {
+    clearInterval(poll);
+    resolve({ code, stderr });
+  }));
+}
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  test(`train: ${signal} checkpoints after the current step, status interrupted, exit 130; --resume finishes the run`, async () => {
+    const out = join(root, signal);
+    const r = await trainWith(signal, out);
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, new RegExp(`${signal}: stopping after this step`));
+    const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+    assert.equal(st.status, 'interrupted');
+    assert.ok(st.step >= 2 && st.step < st.total_steps, `stopped at step ${st.step} of ${st.total_steps}`);
+    const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8'));
+    assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), 'checkpointed where it stopped');
+    const again = await trainWith(null, out, ['--resume']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(JSON.parse(readFileSync(join(out, 'status.json'), 'utf8')).status, 'completed');
+  });
+}
