@@ -23,7 +23,7 @@ export interface BaselinesFile {
   seeds: BaselineSeed[];
 }
 
-/** The model keys a baselines file was computed for: its `model`, or what its `arch` label names. */
+/** The model keys a baselines file was computed for: its `model`, or what its `arch` label (src/sweep/baselines.ts) names. */
 function baselineModel(b: BaselinesFile): Record<string, unknown> {
   if (isObj(b.model)) return b.model;
   const m = /^(\S+) \(dim (\d+), depth (\d+), patch (\d+)\)$/.exec(b.arch);
@@ -119,7 +119,8 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     const best = Math.max(...linRuns);
     const enc = Math.max(...rs.map((s) => s.random_init.linear_top1));
     const pix = Math.max(...rs.map((s) => s.pixels.linear_top1));
-    const beaten = [best > enc ? null : `the untrained encoder (${enc.toFixed(1)}${rs.length > 1 ? ', its best seed' : ''})`, best > pix ? null : `the linear classifier on pixels (${pix.toFixed(1)}${rs.length > 1 ? ', its best seed' : ''})`].filter((x) => x !== null);
+    const ofBest = rs.length > 1 ? ', its best seed' : '';
+    const beaten = [best > enc ? null : `the untrained encoder (${enc.toFixed(1)}${ofBest})`, best > pix ? null : `the linear classifier on pixels (${pix.toFixed(1)}${ofBest})`].filter((x) => x !== null);
     out.push(
       '',
       beaten.length

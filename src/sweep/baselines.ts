@@ -41,18 +41,13 @@ export async function writeSweepBaselines(plan: SweepPlan, opts: { dataset?: Dat
     seeds.push(f);
     opts.onSeed?.(seed, f);
   }
+  const { arch, dim, depth, patch_size, heads, mlp_ratio } = first.config.model;
   const out: SweepBaselines = {
     dataset: first.config.data.name,
     image_size: first.config.data.image_size,
-    arch: `${first.config.model.arch} (dim ${first.config.model.dim}, depth ${first.config.model.depth}, patch ${first.config.model.patch_size})`,
-    model: {
-      arch: first.config.model.arch,
-      dim: first.config.model.dim,
-      depth: first.config.model.depth,
-      patch_size: first.config.model.patch_size,
-      heads: first.config.model.heads,
-      mlp_ratio: first.config.model.mlp_ratio,
-    },
+    // the label's format is parsed back for files older than `model` (src/report/baselines.ts)
+    arch: `${arch} (dim ${dim}, depth ${depth}, patch ${patch_size})`,
+    model: { arch, dim, depth, patch_size, heads, mlp_ratio },
     train_size: ds.train.n,
     test_size: ds.test.n,
     seeds,

@@ -10,6 +10,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
+import { tinyTrainArgs } from '../helpers/tiny.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'moco3-corpus-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -48,12 +49,7 @@ function hashTree(root: string): Record<string, string> {
 }
 
 // a run small enough to train in seconds
-const TINY = [
-  '--preset', 'smoke', '--backend', 'cpu', '-q',
-  ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
-    .concat(['train.knn_every=4', 'train.checkpoint_every=3', 'optim.batch_size=16', 'optim.epochs=2', 'eval.linear.enabled=false'])
-    .flatMap((s) => ['--set', s]),
-];
+const TINY = tinyTrainArgs();
 const good = join(dir, 'good');
 const fresh = (name: string) => join(dir, 'new', name);
 let goodHashes: Record<string, string>;

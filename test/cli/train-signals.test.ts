@@ -9,17 +9,14 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tinyTrainArgs } from '../helpers/tiny.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-train-signals-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
 
-const TINY = [
-  '--preset', 'smoke', '--backend', 'cpu', '-q',
-  ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
-    .concat(['train.knn_every=4', 'train.checkpoint_every=100', 'optim.batch_size=16', 'optim.epochs=3', 'eval.linear.enabled=false'])
-    .flatMap((s) => ['--set', s]),
-];
+// a checkpoint only where a signal stops the run, and at the end
+const TINY = tinyTrainArgs('train.checkpoint_every=100', 'optim.epochs=3');
 
 /** `moco3 train`, paused before the 3rd metrics row; there it gets `signal` and is let go on. */
 function trainWith(signal: NodeJS.Signals | null, out: string, extra: string[] = []): Promise<{ code: number | null; stderr: string }> {

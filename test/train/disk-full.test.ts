@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkCheckpoint } from '../../src/runfolder/resume.ts';
+import { tinyTrainArgs } from '../helpers/tiny.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-diskfull-'));
 const mnt = join(root, 'disk');
@@ -31,12 +32,7 @@ after(() => {
 
 const repo = join(import.meta.dirname, '..', '..');
 const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
-const TINY = [
-  '--preset', 'smoke', '--backend', 'cpu', '-q',
-  ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
-    .concat(['train.knn_every=4', 'train.checkpoint_every=3', 'optim.batch_size=16', 'optim.epochs=2', 'eval.linear.enabled=false'])
-    .flatMap((s) => ['--set', s]),
-];
+const TINY = tinyTrainArgs();
 
 function run(args: string[], env: Record<string, string>, onPause?: () => void) {
   const marker = join(root, `.pause-${process.hrtime.bigint()}`);

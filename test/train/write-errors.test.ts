@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkCheckpoint } from '../../src/runfolder/resume.ts';
 import { main } from '../../src/cli/main.ts';
+import { tinyTrainArgs } from '../helpers/tiny.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'moco3-write-errors-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -22,12 +23,7 @@ const repo = join(import.meta.dirname, '..', '..');
 const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
 const tinySweep = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'tiny.yaml');
 // checkpoints at steps 0, 3, 6, 8
-const TINY = [
-  '--preset', 'smoke', '--backend', 'cpu', '-q',
-  ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
-    .concat(['train.knn_every=4', 'train.checkpoint_every=3', 'optim.batch_size=16', 'optim.epochs=2', 'eval.linear.enabled=false'])
-    .flatMap((s) => ['--set', s]),
-];
+const TINY = tinyTrainArgs();
 // the tiny sweep, shortened: run 1 has checkpoints at steps 0, 3, 6, 8
 const SWEEP = ['--backend', 'cpu', '-q', '--no-baselines', ...['eval.linear.enabled=false', 'optim.epochs=2', 'optim.warmup_epochs=1'].flatMap((s) => ['--set', s])];
 

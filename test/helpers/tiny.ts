@@ -1,0 +1,13 @@
+/**
+ * `moco3 train` flags for a run small enough to train in seconds: the smoke preset on the cpu backend,
+ * vit-test at 8 px on 64 synthetic images, batch 16 for 2 epochs (8 steps), kNN every 4 steps, a
+ * checkpoint every 3, no linear probe. `sets` come after these, so they override them.
+ */
+export function tinyTrainArgs(...sets: string[]): string[] {
+  return [
+    '--preset', 'smoke', '--backend', 'cpu', '-q',
+    ...['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16']
+      .concat(['train.knn_every=4', 'train.checkpoint_every=3', 'optim.batch_size=16', 'optim.epochs=2', 'eval.linear.enabled=false'], sets)
+      .flatMap((s) => ['--set', s]),
+  ];
+}
