@@ -27,7 +27,8 @@
  *                      (stock: 14 elementwise kernels)
  *   Moco3Lamb          p, m, v after one LAMB step (src/optim/lamb.ts): two dispatches, the moments with
  *                      per-workgroup sums of p² and u², then the trust ratio and the update (stock: 35)
- *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: 26)
+ *   Moco3Lars          p, mu after one LARS step (src/optim/lars.ts): two dispatches, the same way (stock: 26).
+ *                      Both run the packed group's kernels below on a group of one parameter
  *   Moco3GradStats     [max |g|, Σ g²] of a gradient (the logged statistics, src/train/metrics.ts): one
  *                      dispatch, one workgroup striding over the tensor (stock: Abs, Max, Square, Sum)
  *   Moco3Ema           θk·m + θq·(1 − m), the momentum encoder's update of a parameter: one dispatch (stock: 3)
@@ -337,93 +338,19 @@ fn kernel(g : i32, lid : i32) {
 
 
 /**
- * The norms of LAMB and LARS: at most NORM_GROUPS workgroups stride over the tensor, each writes its sums
+ * The norms of LAMB and LARS: at most NORM_GROUPS workgroups stride over a parameter, each writes its sums
  * (PART[2g], PART[2g + 1]); the update kernel's workgroups each add them up again (≤ NORM_GROUPS values).
  */
 const NORM_GROUPS = 256;
 const normGroups = (n: number) => Math.min(NORM_GROUPS, Math.ceil(n / 256));
 
-/** LAMB, part 1: the moments, and per workgroup Σp² and Σu², u = m̂/(√v̂ + eps) + wd·p. */
-const LAMB_MOMENTS_CODE = `${WG_SUM2}
-fn kernel(g : i32, lid : i32) {
-  var s = vec2<f32>(0.0, 0.0);
-  for (var i = g * WG + lid; i < uniforms.n; i = i + uniforms.stride) {
-    let gr = GR[i];
-    var m0 = 0.0;
-    var v0 = 0.0;
-    if (uniforms.fresh == 0) { m0 = M[i]; v0 = V[i]; }
-    let m = m0 * uniforms.beta1 + gr * uniforms.omb1;
-    let v = v0 * uniforms.beta2 + (gr * uniforms.omb2) * gr;
-    M1[i] = m;
-    V1[i] = v;
-    let p = P[i];
-    let u = (m / uniforms.bc1) / (sqrt(v) / uniforms.sqrtBc2 + uniforms.eps) + p * uniforms.wd;
-    s = s + vec2<f32>(p * p, u * u);
-  }
-  let t = wgSum2(s, lid);
-  if (lid == 0) { PART[2 * g] = t.x; PART[2 * g + 1] = t.y; }
-}`;
-
-/** The norms ‖p‖ and ‖u‖ from part 1's sums (every workgroup adds them up; uniform control flow). */
-const NORMS_FROM_PARTS = `
-fn norms(lid : i32) -> vec2<f32> {
-  var s = vec2<f32>(0.0, 0.0);
-  if (uniforms.adapt == 1) {
-    for (var j = lid; j < uniforms.parts; j = j + WG) { s = s + vec2<f32>(PART[2 * j], PART[2 * j + 1]); }
-  }
-  return sqrt(wgSum2(s, lid));
-}`;
-
-/** LAMB, part 2: trust ratio ‖p‖/‖u‖ (1 when either is 0 or the parameter is excluded), p ← p − lr·(r·u). */
-const LAMB_APPLY_CODE = `${WG_SUM2}${NORMS_FROM_PARTS}
-fn kernel(g : i32, lid : i32) {
-  let nrm = norms(lid);
-  var trust = 1.0;
-  if (uniforms.adapt == 1 && nrm.x > 0.0 && nrm.y > 0.0) { trust = nrm.x / nrm.y; }
-  let i = g * WG + lid;
-  if (i >= uniforms.n) { return; }
-  let p = P[i];
-  let u = (M1[i] / uniforms.bc1) / (sqrt(V1[i]) / uniforms.sqrtBc2 + uniforms.eps) + p * uniforms.wd;
-  P1[i] = p + (u * trust) * uniforms.negLr;
-}`;
-
-/** LARS, part 1: per workgroup Σp² and Σdp², dp = g + wd·p. */
-const LARS_NORMS_CODE = `${WG_SUM2}
-fn kernel(g : i32, lid : i32) {
-  var s = vec2<f32>(0.0, 0.0);
-  for (var i = g * WG + lid; i < uniforms.n; i = i + uniforms.stride) {
-    let p = P[i];
-    let dp = GR[i] + p * uniforms.wd;
-    s = s + vec2<f32>(p * p, dp * dp);
-  }
-  let t = wgSum2(s, lid);
-  if (lid == 0) { PART[2 * g] = t.x; PART[2 * g + 1] = t.y; }
-}`;
-
-/** LARS, part 2: q = tc·‖p‖/‖dp‖ (1 when either is 0), mu ← momentum·mu + q·dp, p ← p − lr·mu. */
-const LARS_APPLY_CODE = `${WG_SUM2}${NORMS_FROM_PARTS}
-fn kernel(g : i32, lid : i32) {
-  let nrm = norms(lid);
-  var q = 1.0;
-  if (uniforms.adapt == 1 && nrm.x > 0.0 && nrm.y > 0.0) { q = (nrm.x * uniforms.tc) / nrm.y; }
-  let i = g * WG + lid;
-  if (i >= uniforms.n) { return; }
-  let p = P[i];
-  var dp = GR[i];
-  if (uniforms.adapt == 1) { dp = (dp + p * uniforms.wd) * q; }
-  var mu0 = 0.0;
-  if (uniforms.fresh == 0) { mu0 = MU[i]; }
-  let mu = mu0 * uniforms.momentum + dp;
-  MU1[i] = mu;
-  P1[i] = p + mu * uniforms.negLr;
-}`;
-
 /**
- * The same updates over a packed group of parameters (Moco3Pack), two dispatches for the whole group:
- * every workgroup belongs to one parameter (a segment), found by a binary search of the segment table SEG,
- * 8 i32 per segment: [offset, length, first norm workgroup, norm workgroups, first update workgroup,
- * adapt (1: decay and trust ratio), 0, 0]. Each segment's sums are taken exactly as the single-parameter
- * kernels take them (the same strides, the same reduction order), so the results are bit for bit theirs.
+ * LAMB and LARS over a packed group of parameters (Moco3Pack), two dispatches for the whole group; a single
+ * parameter is a group of one. Every workgroup belongs to one parameter (a segment), found by a binary
+ * search of the segment table SEG, 8 i32 per segment: [offset, length, first norm workgroup, norm
+ * workgroups, first update workgroup, adapt (1: decay and trust ratio), 0, 0]. A segment's sums are taken
+ * by the same strides and in the same order whatever else is packed with it, so a parameter's update is bit
+ * for bit the same packed or alone.
  */
 const SEGMENTS = `
 fn segOf(g : i32, col : i32) -> i32 {
@@ -1187,119 +1114,6 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       code: ADAMW_CODE,
     });
   });
-  add(LAMB, ({ inputs, backend, attrs }) => {
-    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo | undefined>;
-    const a = attrs as unknown as LambAttrs;
-    const b = internals(backend);
-    const n = tf.util.sizeFromShape(p!.shape);
-    const parts = normGroups(n);
-    const scalars: MultiSpec['uniforms'] = [
-      ['n', 'i32', n],
-      ['bc1', 'f32', 1 - a.beta1 ** a.step],
-      ['sqrtBc2', 'f32', Math.sqrt(1 - a.beta2 ** a.step)],
-      ['eps', 'f32', a.eps],
-      ['wd', 'f32', a.adapt ? a.weightDecay : 0],
-    ];
-    const [m1, v1, part] = runMulti(b, {
-      label: `${LAMB}Moments`,
-      key: 'moco3_lamb_moments',
-      outputs: [
-        { name: 'M1', shape: p!.shape },
-        { name: 'V1', shape: p!.shape },
-        { name: 'PART', shape: [parts, 2] },
-      ],
-      inputs: [
-        { name: 'P', t: p! },
-        { name: 'GR', t: g! },
-        { name: 'M', t: m ?? p! },
-        { name: 'V', t: v ?? p! },
-      ],
-      uniforms: [
-        ...scalars,
-        ['stride', 'i32', parts * 256],
-        ['fresh', 'i32', m === undefined || v === undefined ? 1 : 0],
-        ['beta1', 'f32', a.beta1],
-        ['omb1', 'f32', 1 - a.beta1],
-        ['beta2', 'f32', a.beta2],
-        ['omb2', 'f32', 1 - a.beta2],
-      ],
-      workgroupSize: 256,
-      groups: parts,
-      code: LAMB_MOMENTS_CODE,
-    });
-    const [p1] = runMulti(b, {
-      label: `${LAMB}Apply`,
-      key: 'moco3_lamb_apply',
-      outputs: [{ name: 'P1', shape: p!.shape }],
-      inputs: [
-        { name: 'P', t: p! },
-        { name: 'M1', t: m1! },
-        { name: 'V1', t: v1! },
-        { name: 'PART', t: part! },
-      ],
-      uniforms: [...scalars, ['parts', 'i32', parts], ['adapt', 'i32', a.adapt ? 1 : 0], ['negLr', 'f32', -a.lr]],
-      workgroupSize: 256,
-      groups: Math.ceil(n / 256),
-      code: LAMB_APPLY_CODE,
-    });
-    b.disposeData(part!.dataId);
-    return [p1!, m1!, v1!];
-  });
-  add(LARS, ({ inputs, backend, attrs }) => {
-    const { p, g, mu } = inputs as Record<'p' | 'g' | 'mu', tf.TensorInfo | undefined>;
-    const a = attrs as unknown as LarsAttrs;
-    const b = internals(backend);
-    const n = tf.util.sizeFromShape(p!.shape);
-    const parts = normGroups(n);
-    const common: MultiSpec['uniforms'] = [
-      ['n', 'i32', n],
-      ['wd', 'f32', a.weightDecay],
-    ];
-    // without the trust ratio the update needs no norms: p stands in for the sums, unread
-    const part = a.adapt
-      ? runMulti(b, {
-          label: `${LARS}Norms`,
-          key: 'moco3_lars_norms',
-          outputs: [{ name: 'PART', shape: [parts, 2] }],
-          inputs: [
-            { name: 'P', t: p! },
-            { name: 'GR', t: g! },
-          ],
-          uniforms: [...common, ['stride', 'i32', parts * 256]],
-          workgroupSize: 256,
-          groups: parts,
-          code: LARS_NORMS_CODE,
-        })[0]!
-      : null;
-    const [p1, mu1] = runMulti(b, {
-      label: `${LARS}Apply`,
-      key: 'moco3_lars_apply',
-      outputs: [
-        { name: 'P1', shape: p!.shape },
-        { name: 'MU1', shape: p!.shape },
-      ],
-      inputs: [
-        { name: 'P', t: p! },
-        { name: 'GR', t: g! },
-        { name: 'MU', t: mu ?? p! },
-        { name: 'PART', t: part ?? p! },
-      ],
-      uniforms: [
-        ...common,
-        ['parts', 'i32', parts],
-        ['adapt', 'i32', a.adapt ? 1 : 0],
-        ['fresh', 'i32', mu === undefined ? 1 : 0],
-        ['tc', 'f32', a.trustCoefficient],
-        ['momentum', 'f32', a.momentum],
-        ['negLr', 'f32', -a.lr],
-      ],
-      workgroupSize: 256,
-      groups: Math.ceil(n / 256),
-      code: LARS_APPLY_CODE,
-    });
-    if (part) b.disposeData(part.dataId);
-    return [p1!, mu1!];
-  });
   /** The segment table of a packed group, uploaded; disposed by the caller once the dispatches are recorded. */
   const uploadSegments = (b: WebGpuInternals, a: GroupAttrs, p: tf.TensorInfo | undefined, name: string) => {
     const n = a.sizes.reduce((x, y) => x + y, 0);
@@ -1310,9 +1124,8 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     const t = b.makeTensorInfo([seg.table.length], 'int32', seg.table as unknown as tf.backend_util.BackendValues);
     return { ...seg, t };
   };
-  add(LAMB_GROUP, ({ inputs, backend, attrs }) => {
+  const lambGroup = (backend: unknown, inputs: tf.NamedTensorInfoMap, a: Omit<LambAttrs, 'adapt'> & GroupAttrs) => {
     const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo | undefined>;
-    const a = attrs as unknown as LambAttrs & GroupAttrs;
     const b = internals(backend);
     const seg = uploadSegments(b, a, p, LAMB_GROUP);
     const scalars: MultiSpec['uniforms'] = [
@@ -1369,10 +1182,15 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     b.disposeData(part!.dataId);
     b.disposeData(seg.t.dataId);
     return [p1!, m1!, v1!];
+  };
+  add(LAMB_GROUP, ({ inputs, backend, attrs }) => lambGroup(backend, inputs, attrs as unknown as LambAttrs & GroupAttrs));
+  // one parameter: a group of one
+  add(LAMB, ({ inputs, backend, attrs }) => {
+    const a = attrs as unknown as LambAttrs;
+    return lambGroup(backend, inputs, { ...a, sizes: [tf.util.sizeFromShape(inputs.p!.shape)], adapt: [a.adapt] });
   });
-  add(LARS_GROUP, ({ inputs, backend, attrs }) => {
+  const larsGroup = (backend: unknown, inputs: tf.NamedTensorInfoMap, a: Omit<LarsAttrs, 'adapt'> & GroupAttrs) => {
     const { p, g, mu } = inputs as Record<'p' | 'g' | 'mu', tf.TensorInfo | undefined>;
-    const a = attrs as unknown as LarsAttrs & GroupAttrs;
     const b = internals(backend);
     const seg = uploadSegments(b, a, p, LARS_GROUP);
     const common: MultiSpec['uniforms'] = [
@@ -1422,6 +1240,11 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     b.disposeData(part!.dataId);
     b.disposeData(seg.t.dataId);
     return [p1!, mu1!];
+  };
+  add(LARS_GROUP, ({ inputs, backend, attrs }) => larsGroup(backend, inputs, attrs as unknown as LarsAttrs & GroupAttrs));
+  add(LARS, ({ inputs, backend, attrs }) => {
+    const a = attrs as unknown as LarsAttrs;
+    return larsGroup(backend, inputs, { ...a, sizes: [tf.util.sizeFromShape(inputs.p!.shape)], adapt: [a.adapt] });
   });
   add(SOFTMAX_BWD, ({ inputs, backend }) => {
     const { y, dy } = inputs as { y: tf.TensorInfo; dy: tf.TensorInfo };
