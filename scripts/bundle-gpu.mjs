@@ -2,16 +2,19 @@
 // `npm run bundle:gpu`: one folder (build/moco3-gpu/, at most 60 MiB) that checks moco3's webgpu backend on
 // a Linux x64 GPU machine with no Node, no npm and no internet: this Node binary (xz-compressed), moco3
 // bundled into one file (esbuild), Dawn (dawn.node from the `webgpu` package), the Vulkan loader
-// (libvulkan.so.1), bench/native-torch.py with tools/torch_reference.py, and scripts/gpu-check.sh. Run
-// `sh gpu-check.sh` in the folder there; it writes gpu-check.json.
+// (libvulkan.so.1), the C++ runtime Dawn runs with here (lib/compat/), bench/native-torch.py with
+// tools/torch_reference.py, and scripts/gpu-check.sh. Run `sh gpu-check.sh` in the folder there; it writes
+// gpu-check.json.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const out = join(root, 'build', 'moco3-gpu');
+// `--out DIR` writes the folder elsewhere (the test of the bundle does)
+const outAt = process.argv.indexOf('--out');
+const out = outAt > 0 && process.argv[outAt + 1] ? resolve(process.argv[outAt + 1]) : join(root, 'build', 'moco3-gpu');
 const require = createRequire(join(root, 'package.json'));
 const LIMIT = 60 * 2 ** 20;
 
@@ -83,8 +86,16 @@ for (const pkg of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-cpu', '@te
 const own = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 writeFileSync(join(out, 'package.json'), `${JSON.stringify({ name: 'moco3-gpu-check', version: own.version, type: 'module', private: true })}\n`);
 
-mkdirSync(join(out, 'lib'));
+mkdirSync(join(out, 'lib', 'compat'), { recursive: true });
 copyFileSync(vulkan, join(out, 'lib', 'libvulkan.so.1'));
+// the C++ runtime dawn.node is linked against here (it needs GLIBCXX_3.4.30, GCC 12's): gpu-check.sh puts it
+// on the library path only where the machine's own is older and Dawn does not load without it
+const ldd = execFileSync('ldd', [dawn], { encoding: 'utf8' });
+for (const lib of ['libstdc++.so.6', 'libgcc_s.so.1']) {
+  const at = new RegExp(`${lib.replace(/[.+]/g, '\\$&')} => (\\S+)`).exec(ldd)?.[1];
+  if (!at) fail(`ldd ${dawn} names no ${lib}`);
+  copyFileSync(at, join(out, 'lib', 'compat', lib));
+}
 mkdirSync(join(out, 'bench'));
 mkdirSync(join(out, 'tools'));
 copyFileSync(join(root, 'bench', 'native-torch.py'), join(out, 'bench', 'native-torch.py'));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # moco3's GPU check, run inside the folder `npm run bundle:gpu` makes (build/moco3-gpu/), on a Linux x64
 # machine with a GPU and no Node, npm or internet. Steps, each optional to the next:
-#   1. the Vulkan driver: the default one, else the NVIDIA ICD files tried in turn (says which it used)
+#   1. the Vulkan driver: the default one, else the NVIDIA ICD files tried in turn (says which it used); the
+#      bundled C++ runtime where the machine's is too old for Dawn
 #   2. moco3 doctor (the adapter: vendor, architecture, driver, hardware or software, limits)
 #   3. moco3 doctor --replay: two training steps on webgpu and on the CPU, their largest differences, with the
 #      optimizer updates packed per group (`replay`) and per parameter (`replay_per_parameter`)
@@ -35,6 +36,18 @@ moco3() { "$here/node" "$here/moco3.mjs" "$@"; }
 icd=default
 adapter() { moco3 doctor 2>/dev/null | grep -A1 '^webgpu:'; }
 line=$(adapter)
+# Dawn needs GCC 12's C++ runtime (GLIBCXX_3.4.30) and glibc 2.34: with an older C++ runtime (RHEL 9's is
+# GCC 11's) the bundled one is put first on the library path; an older glibc (Ubuntu 20.04) cannot be helped
+cxx=system
+if printf '%s' "$line" | grep -q 'GLIBCXX\|CXXABI'; then
+  say "this machine's C++ runtime is older than Dawn's: using the bundled one (lib/compat/)"
+  export LD_LIBRARY_PATH="$here/lib/compat:$LD_LIBRARY_PATH"
+  cxx=bundled
+  line=$(adapter)
+fi
+if printf '%s' "$line" | grep -q 'GLIBC_2'; then
+  say "this machine's C library is older than glibc 2.34, which Dawn needs: webgpu cannot run here"
+fi
 if ! printf '%s' "$line" | grep -q ': hardware'; then
   icd=none
   for f in ${VK_ICD_CANDIDATES:-} /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json \
@@ -97,7 +110,7 @@ else
 fi
 
 # one JSON file, assembled by the bundled Node
-BENCHED="$bench" ICD="$icd" TMPD="$tmp" OUTF="$out" "$here/node" --input-type=module -e '
+BENCHED="$bench" ICD="$icd" CXX_RUNTIME="$cxx" TMPD="$tmp" OUTF="$out" "$here/node" --input-type=module -e '
 import { readFileSync, existsSync, writeFileSync } from "node:fs";
 const d = process.env.TMPD;
 const text = (f) => (existsSync(`${d}/${f}`) ? readFileSync(`${d}/${f}`, "utf8") : "");
@@ -116,6 +129,7 @@ for (const t of torch.tf32_off) if (bench[t.batch]?.images_per_s) ratio[t.batch]
 const out = {
   when: new Date().toISOString(),
   vulkan_icd: process.env.ICD,
+  cxx_runtime: process.env.CXX_RUNTIME,
   doctor: text("doctor.txt").trim().split("\n"),
   replay: lines("replay.json").at(-1) ?? { error: errTail("replay.err") ?? "no output" },
   replay_per_parameter: lines("replay-pp.json").at(-1) ?? { error: errTail("replay-pp.err") ?? "no output" },
