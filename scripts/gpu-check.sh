@@ -50,6 +50,11 @@ if printf '%s' "$line" | grep -q 'GLIBC_2'; then
 fi
 if ! printf '%s' "$line" | grep -q ': hardware'; then
   icd=none
+  # the ICD files name the driver library (libGLX_nvidia.so.0) without a folder: where the container keeps
+  # the driver in /usr/local/nvidia, let the loader find it there
+  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+  done
   for f in ${VK_ICD_CANDIDATES:-} /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json \
     /etc/vulkan/icd.d/nvidia_icd.json /usr/local/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json \
     /usr/local/nvidia/vulkan/icd.d/nvidia_icd.json; do
