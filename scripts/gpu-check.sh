@@ -34,8 +34,13 @@ moco3() { "$here/node" "$here/moco3.mjs" "$@"; }
 
 # 1. a hardware adapter, with the default Vulkan driver or one of the usual NVIDIA ICD files
 icd=default
-adapter() { moco3 doctor 2>/dev/null | grep -A1 '^webgpu:'; }
-line=$(adapter)
+# doctor's webgpu lines; `record` also keeps the whole output for gpu-check.json (step 2), `probe` does not
+probe() { moco3 doctor 2>/dev/null | grep -A1 '^webgpu:'; }
+record() {
+  moco3 doctor > "$tmp/doctor.txt" 2> "$tmp/doctor.err"
+  grep -A1 '^webgpu:' "$tmp/doctor.txt"
+}
+line=$(record)
 # Dawn needs GCC 12's C++ runtime (GLIBCXX_3.4.30) and glibc 2.34: with an older C++ runtime (RHEL 9's is
 # GCC 11's) the bundled one is put first on the library path; an older glibc (Ubuntu 20.04) cannot be helped
 cxx=system
@@ -43,7 +48,7 @@ if printf '%s' "$line" | grep -q 'GLIBCXX\|CXXABI'; then
   say "this machine's C++ runtime is older than Dawn's: using the bundled one (lib/compat/)"
   export LD_LIBRARY_PATH="$here/lib/compat:$LD_LIBRARY_PATH"
   cxx=bundled
-  line=$(adapter)
+  line=$(record)
 fi
 if printf '%s' "$line" | grep -q 'GLIBC_2'; then
   say "this machine's C library is older than glibc 2.34, which Dawn needs: webgpu cannot run here"
@@ -59,12 +64,12 @@ if ! printf '%s' "$line" | grep -q ': hardware'; then
     /etc/vulkan/icd.d/nvidia_icd.json /usr/local/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json \
     /usr/local/nvidia/vulkan/icd.d/nvidia_icd.json; do
     [ -f "$f" ] || continue
-    l=$(VK_DRIVER_FILES="$f" VK_ICD_FILENAMES="$f" adapter)
+    l=$(VK_DRIVER_FILES="$f" VK_ICD_FILENAMES="$f" probe)
     say "tried $f: $(printf '%s' "$l" | head -1)"
     if printf '%s' "$l" | grep -q ': hardware'; then
       export VK_DRIVER_FILES="$f" VK_ICD_FILENAMES="$f"
       icd=$f
-      line=$l
+      line=$(record)
       break
     fi
   done
@@ -72,8 +77,7 @@ fi
 say "Vulkan driver: $icd"
 say "$line"
 
-# 2.-4. moco3
-moco3 doctor > "$tmp/doctor.txt" 2> "$tmp/doctor.err"
+# 2.-4. moco3 (doctor's output, with the driver found, is in $tmp/doctor.txt from step 1)
 say 'replay: two steps on webgpu vs the CPU, optimizer updates packed per group, then per parameter'
 MOCO3_WEBGPU_PACK=1 moco3 doctor --replay > "$tmp/replay.json" 2> "$tmp/replay.err"
 MOCO3_WEBGPU_PACK=0 moco3 doctor --replay > "$tmp/replay-pp.json" 2> "$tmp/replay-pp.err"

@@ -1114,6 +1114,13 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
       code: ADAMW_CODE,
     });
   });
+  /** A one-parameter optimizer kernel (Moco3Lamb, Moco3Lars): its group kernel on a group of one. */
+  const groupOfOne =
+    <A extends { adapt: boolean }>(group: (backend: unknown, inputs: tf.NamedTensorInfoMap, a: Omit<A, 'adapt'> & GroupAttrs) => tf.TensorInfo[]): tf.KernelFunc =>
+    ({ inputs, backend, attrs }) => {
+      const a = attrs as unknown as A;
+      return group(backend, inputs, { ...a, sizes: [tf.util.sizeFromShape(inputs.p!.shape)], adapt: [a.adapt] });
+    };
   /** The segment table of a packed group, uploaded; disposed by the caller once the dispatches are recorded. */
   const uploadSegments = (b: WebGpuInternals, a: GroupAttrs, p: tf.TensorInfo | undefined, name: string) => {
     const n = a.sizes.reduce((x, y) => x + y, 0);
@@ -1184,11 +1191,7 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     return [p1!, m1!, v1!];
   };
   add(LAMB_GROUP, ({ inputs, backend, attrs }) => lambGroup(backend, inputs, attrs as unknown as LambAttrs & GroupAttrs));
-  // one parameter: a group of one
-  add(LAMB, ({ inputs, backend, attrs }) => {
-    const a = attrs as unknown as LambAttrs;
-    return lambGroup(backend, inputs, { ...a, sizes: [tf.util.sizeFromShape(inputs.p!.shape)], adapt: [a.adapt] });
-  });
+  add(LAMB, groupOfOne<LambAttrs>(lambGroup));
   const larsGroup = (backend: unknown, inputs: tf.NamedTensorInfoMap, a: Omit<LarsAttrs, 'adapt'> & GroupAttrs) => {
     const { p, g, mu } = inputs as Record<'p' | 'g' | 'mu', tf.TensorInfo | undefined>;
     const b = internals(backend);
@@ -1242,10 +1245,7 @@ export function registerWebGpuKernels(util: WebGpuUtil, backendProto?: unknown):
     return [p1!, mu1!];
   };
   add(LARS_GROUP, ({ inputs, backend, attrs }) => larsGroup(backend, inputs, attrs as unknown as LarsAttrs & GroupAttrs));
-  add(LARS, ({ inputs, backend, attrs }) => {
-    const a = attrs as unknown as LarsAttrs;
-    return larsGroup(backend, inputs, { ...a, sizes: [tf.util.sizeFromShape(inputs.p!.shape)], adapt: [a.adapt] });
-  });
+  add(LARS, groupOfOne<LarsAttrs>(larsGroup));
   add(SOFTMAX_BWD, ({ inputs, backend }) => {
     const { y, dy } = inputs as { y: tf.TensorInfo; dy: tf.TensorInfo };
     const cols = y.shape[y.shape.length - 1]!;
