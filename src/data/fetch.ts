@@ -21,6 +21,7 @@ import { CIFAR, DATA_DIR, untar } from './cifar.ts';
 import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { DataError } from './types.ts';
+import { pidAlive } from '../engine/files.ts';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -302,15 +303,6 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   }
   await rename(part, dest);
   return from > 0 ? 'resumed' : 'downloaded';
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Temporary folders left by an extraction that was killed (its process is gone). */

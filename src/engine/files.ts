@@ -82,3 +82,14 @@ export function checkOutputDir(dir: string, label: string): void {
     /* statfs is not everywhere: the writes themselves report a full disk */
   }
 }
+
+/** Whether a process of this host with this pid still lives (stale temporary folders, locks and run statuses are told by it). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -13,7 +13,7 @@ import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync,
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RUN_FILES } from './paths.ts';
-import { writeJsonAtomic } from '../engine/files.ts';
+import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
 
 export interface LockInfo {
   pid: number;
@@ -59,16 +59,6 @@ export function procStart(pid: number): string | null {
     return rest[19] ?? null;
   } catch {
     return null;
-  }
-}
-
-export function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -9,7 +9,7 @@
 import { hostname } from 'node:os';
 import { writeJsonAtomic } from '../engine/files.ts';
 import { readJsonChecked, RunFolderError, runPath } from './paths.ts';
-import { pidAlive } from './lock.ts';
+import { pidAlive } from '../engine/files.ts';
 
 export const RUN_STATUSES = ['pending', 'running', 'completed', 'diverged', 'failed', 'interrupted'] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
