@@ -7,8 +7,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeJsonAtomic } from '../engine/files.ts';
-import { pidAlive } from '../engine/files.ts';
+import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
 import { readJsonObject, runPath, type Obj } from './paths.ts';
 import { InputError } from '../config/errors.ts';
 

@@ -7,9 +7,8 @@
  * summary.json is written before a final completed/diverged status, so a final status always has one.
  */
 import { hostname } from 'node:os';
-import { writeJsonAtomic } from '../engine/files.ts';
+import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
 import { readJsonChecked, RunFolderError, runPath } from './paths.ts';
-import { pidAlive } from '../engine/files.ts';
 
 export const RUN_STATUSES = ['pending', 'running', 'completed', 'diverged', 'failed', 'interrupted'] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
