@@ -5,7 +5,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, type InstabilityOptions, type RunInstability } from './instability.ts';
+import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, signTestP, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
 import { readSweep, type SweepRecord } from './results.ts';
@@ -61,7 +61,7 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
     if (opts.updateSummaries !== false && r.summary) r.summary = mergeSummary(r.dir, instabilitySummary(inst, io));
     facts.set(r.id, runFacts(r, inst));
   }
-  const table = buildTable(view, facts, { dipPoints: io.dipPoints });
+  const table = buildTable(view, facts, { dipPoints: io.dipPoints, orderWindow: orderWindow(instability, io) });
   const missing = missingRuns(sweep);
   const files: string[] = [];
   if (format === 'csv' || format === 'both') {
@@ -86,6 +86,47 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
     files.push(p);
   }
   return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, missing, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The spike-order window in steps: the runs' own (the lead window at their logging interval). */
+function orderWindow(inst: Map<string, RunInstability>, io: InstabilityOptions): number {
+  for (const i of inst.values()) if (i.order) return i.order.window;
+  return io.leadMaxLag;
+}
+
+/**
+ * Fig. 4's order over the sweep's runs: the patch projection's spikes with a last-block spike after them
+ * against those with one before them, pooled, and a sign test over the runs that lean one way.
+ */
+export function spikeOrderMarkdown(inst: Iterable<RunInstability>): string | null {
+  let spikes = 0;
+  let after = 0;
+  let before = 0;
+  let together = 0;
+  let runs = 0;
+  let leanAfter = 0;
+  let leanBefore = 0;
+  let window = 0;
+  for (const i of inst) {
+    if (!i.order || i.order.spikes === 0) continue;
+    const o = i.order;
+    window = o.window;
+    runs++;
+    spikes += o.spikes;
+    after += o.after;
+    before += o.before;
+    together += o.together;
+    if (o.after > o.before) leanAfter++;
+    else if (o.after < o.before) leanBefore++;
+  }
+  if (runs === 0) return null;
+  const p = signTestP(leanAfter, leanAfter + leanBefore);
+  return (
+    `Spike order (Fig. 4): over the ${runs} run${runs === 1 ? '' : 's'} with a patch-projection spike, ${spikes} spike${spikes === 1 ? '' : 's'}; ` +
+    `${after} had a last-block spike within ${window} steps after ${spikes === 1 ? 'it' : 'them'}, ${before} one within ${window} steps before, ${together} one at the same step. ` +
+    `More after than before in ${leanAfter} run${leanAfter === 1 ? '' : 's'}, fewer in ${leanBefore}` +
+    (p === null ? ' (no run leans either way).' : ` (one-sided sign test: p = ${p < 0.001 ? p.toExponential(1) : p.toFixed(3)}; the paper's order leans after).`)
+  );
 }
 
 function common(sweep: SweepRecord, k: string): string | null {
@@ -140,6 +181,8 @@ export function reportMarkdown(
       `(step 0, the untrained encoder, is left out); the deepest dip is the largest drop below that maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
       `the median of the group's previous ${io.spikeWindow} logged values (consecutive logged steps count once). The spike lag is the median number ` +
       `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval. ` +
+      `It only looks forward, so it is positive whatever the order; the spike-order rows look both ways: how many patch-projection spikes ` +
+      `have a last-block spike within the lead window after them, and how many within it before them (spikes in no order have, on average, as many of one as of the other). ` +
       `The gradient lead uses the whole curves instead of the spikes alone: each group's log gradient infinity norm over its running median ` +
       `(the excursion the spike detector thresholds), correlated between the patch projection and the last block at lags up to ±${io.leadMaxLag} ` +
       `logged steps; the lead is the lag of the largest correlation (positive: the patch projection moves first; 0: both move at the same step).`,
@@ -161,6 +204,8 @@ export function reportMarkdown(
     out.push('## Gradient infinity norm: patch projection and last block (Fig. 4)', '', `![${grad.title}](${rel(grad.svg)})`, '');
     out.push(`One panel per run, log scale; ▲ marks each detected spike${png(grad)}.`, '');
   }
+  const order = spikeOrderMarkdown(inst.values());
+  if (order) out.push(order, '');
   out.push('## Runs', '');
   out.push('| run | seed | status | steps | linear top-1 / top-5 | kNN top-1 (best) | dips | deepest | spikes patch / last | lag | wall | img/s |');
   out.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');

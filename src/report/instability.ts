@@ -7,6 +7,9 @@
  *    previous W logged values; consecutive logged rows above the threshold are one spike (its onset);
  *  - the lag from each patch-projection spike to the next last-block spike, in steps ("a spike happens
  *    earlier in the first layer, and [is] delayed by tens of iterations in the last layers").
+ *  - the order of the two, both ways: how many patch-projection spikes have a last-block spike within the
+ *    lead window after them, and how many within it before them (the lag above only looks forward, so it
+ *    is positive whatever the order; spikes in no order have as many of one as of the other).
  *  - the lead of the patch projection's gradient over the last block's from the whole curves, not only
  *    from spikes: the correlation of the two excursions (log gradient norm over its running median) at each
  *    lag, and the lag where it peaks (gradLead).
@@ -81,8 +84,23 @@ export interface RunInstability {
   lags: Lag[];
   /** median lag, or null when no patch-projection spike was followed by a last-block spike */
   spikeLag: number | null;
+  /** the patch projection's spikes against the last block's, both ways; null without both groups */
+  order: SpikeOrder | null;
   /** the patch projection's lead over the last block from the whole gradient curves, or null (too few rows) */
   gradLead: GradLead | null;
+}
+
+export interface SpikeOrder {
+  /** the window, in steps: the lead window (leadMaxLag logged rows) */
+  window: number;
+  /** patch-projection spikes */
+  spikes: number;
+  /** of them, those with a last-block spike 1..window steps after */
+  after: number;
+  /** of them, those with a last-block spike 1..window steps before */
+  before: number;
+  /** of them, those with a last-block spike at the same step */
+  together: number;
 }
 
 export interface GradLead {
@@ -190,6 +208,38 @@ export function spikeLags(first: number[], last: number[]): Lag[] {
   return lags;
 }
 
+/**
+ * Each spike of the first series, against the spikes of the second: is one of them 1..window steps
+ * after it, 1..window steps before it, at the same step? (A spike may count in more than one.)
+ */
+export function spikeOrder(first: number[], second: number[], window: number): SpikeOrder {
+  let after = 0;
+  let before = 0;
+  let together = 0;
+  for (const f of first) {
+    if (second.some((s) => s > f && s - f <= window)) after++;
+    if (second.some((s) => s < f && f - s <= window)) before++;
+    if (second.includes(f)) together++;
+  }
+  return { window, spikes: first.length, after, before, together };
+}
+
+/**
+ * One-sided sign test: the chance of at least `k` successes in `n` fair coin flips. Runs whose patch
+ * projection's spikes have more last-block spikes after them than before count as successes, runs with
+ * fewer as failures; ties drop out.
+ */
+export function signTestP(k: number, n: number): number | null {
+  if (n <= 0) return null;
+  let p = 0;
+  let c = 1; // C(n, 0)
+  for (let i = 0; i <= n; i++) {
+    if (i >= k) p += c;
+    c = (c * (n - i)) / (i + 1);
+  }
+  return Math.min(1, p / 2 ** n);
+}
+
 /** log(value / median of the previous `window` values), from `minHistory` values on; keyed by step. */
 function excursions(points: Point[], window: number, minHistory: number): Map<number, number> {
   const out = new Map<number, number>();
@@ -252,6 +302,11 @@ export function gradLead(first: Point[], second: Point[], opts: Pick<Instability
   return best ? { lag: best.lag * cadence, r: best.r, r0 } : null;
 }
 
+/** The logging interval of a series, in steps (the median gap; 1 with fewer than two points). */
+function cadenceOf(points: Point[]): number {
+  return points.length < 2 ? 1 : Math.max(1, median(points.slice(1).map((p, i) => p.step - points[i]!.step)));
+}
+
 /** Groups with a `grad_inf/<group>` column, in first-seen order. */
 export function gradGroups(rows: MetricRow[]): string[] {
   const seen = new Set<string>();
@@ -280,7 +335,11 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
   for (const g of groups) spikes.set(g, findSpikes(series(rows, `grad_inf/${g}`), opts));
   const lastBlock = lastBlockOf(groups);
   const patch = spikes.get('patch_proj') ?? [];
-  const lags = lastBlock ? spikeLags(patch.map((s) => s.step), (spikes.get(lastBlock) ?? []).map((s) => s.step)) : [];
+  const lastSteps = lastBlock ? (spikes.get(lastBlock) ?? []).map((s) => s.step) : [];
+  const lags = lastBlock ? spikeLags(patch.map((s) => s.step), lastSteps) : [];
+  const patchSeries = series(rows, 'grad_inf/patch_proj');
+  const order =
+    lastBlock && groups.includes('patch_proj') ? spikeOrder(patch.map((s) => s.step), lastSteps, opts.leadMaxLag * cadenceOf(patchSeries)) : null;
   return {
     dips,
     maxDip: knn.length ? maxDrop : null,
@@ -288,7 +347,8 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
     lastBlock,
     lags,
     spikeLag: lags.length ? median(lags.map((l) => l.lag)) : null,
-    gradLead: lastBlock && groups.includes('patch_proj') ? gradLead(series(rows, 'grad_inf/patch_proj'), series(rows, `grad_inf/${lastBlock}`), opts) : null,
+    order,
+    gradLead: lastBlock && groups.includes('patch_proj') ? gradLead(patchSeries, series(rows, `grad_inf/${lastBlock}`), opts) : null,
   };
 }
 
@@ -300,6 +360,8 @@ export function instabilitySummary(r: RunInstability, opts: InstabilityOptions):
   };
   for (const [g, s] of r.spikes) out[`spikes/${g}`] = s.length;
   out.spike_lag = r.spikeLag;
+  out.spikes_after = r.order === null ? null : r.order.after;
+  out.spikes_before = r.order === null ? null : r.order.before;
   out.grad_lead = r.gradLead === null ? null : r.gradLead.lag;
   out.grad_lead_r = r.gradLead === null ? null : round(r.gradLead.r, 4);
   out.instability = {
@@ -314,6 +376,7 @@ export function instabilitySummary(r: RunInstability, opts: InstabilityOptions):
     dips: r.dips.map((d) => ({ ...d, peak: round(d.peak, 4), depth: round(d.depth, 4) })),
     spike_steps: Object.fromEntries([...r.spikes].map(([g, s]) => [g, s.map((x) => x.step)])),
     spike_lags: r.lags,
+    spike_order: r.order,
     grad_lead: r.gradLead && { lag: r.gradLead.lag, r: round(r.gradLead.r, 4), r0: round(r.gradLead.r0, 4) },
   };
   return out;

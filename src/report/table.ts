@@ -27,6 +27,9 @@ export interface RunFacts {
   spikesLast: number | null;
   lastBlock: string | null;
   spikeLag: number | null;
+  /** the patch projection's spikes with a last-block spike within the lead window after / before them */
+  spikesAfter: number | null;
+  spikesBefore: number | null;
   /** steps the patch projection's gradient excursions lead the last block's, and the correlation there */
   gradLead: number | null;
   gradLeadR: number | null;
@@ -65,6 +68,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     spikesLast: inst.lastBlock ? inst.spikes.get(inst.lastBlock)!.length : null,
     lastBlock: inst.lastBlock,
     spikeLag: inst.spikeLag,
+    spikesAfter: inst.order?.after ?? null,
+    spikesBefore: inst.order?.before ?? null,
     gradLead: inst.gradLead?.lag ?? null,
     gradLeadR: inst.gradLead?.r ?? null,
     wallS: num(s.wall_s),
@@ -145,6 +150,8 @@ function statusCell(facts: RunFacts[]): Cell {
 
 export interface TableOptions {
   dipPoints: number;
+  /** the spike-order window in steps (the lead window at the runs' logging interval) */
+  orderWindow: number;
 }
 
 export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: TableOptions): SweepTable {
@@ -175,6 +182,16 @@ export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: 
     { label: 'grad spikes: patch proj.', name: 'spikes_patch_proj', cells: cols.map((c) => cell(fs(c), (f) => f.spikesPatch, int, false)) },
     { label: `grad spikes: ${last}`, name: 'spikes_last_block', cells: cols.map((c) => cell(fs(c), (f) => f.spikesLast, int, false)) },
     { label: 'spike lag (steps)', name: 'spike_lag', cells: cols.map((c) => cell(fs(c), (f) => f.spikeLag, int, false)) },
+    {
+      label: `patch-proj. spikes with a ${last} spike after them (≤ ${opts.orderWindow} steps)`,
+      name: 'spikes_after',
+      cells: cols.map((c) => cell(fs(c), (f) => f.spikesAfter, int, false)),
+    },
+    {
+      label: `patch-proj. spikes with a ${last} spike before them (≤ ${opts.orderWindow} steps)`,
+      name: 'spikes_before',
+      cells: cols.map((c) => cell(fs(c), (f) => f.spikesBefore, int, false)),
+    },
     { label: 'grad. lead, patch proj. → last block (steps)', name: 'grad_lead', cells: cols.map((c) => cell(fs(c), (f) => f.gradLead, int, false)) },
     { label: 'grad. correlation at that lead', name: 'grad_lead_r', cells: cols.map((c) => cell(fs(c), (f) => f.gradLeadR, (x) => x.toFixed(2), false)) },
     { label: 'wall time', name: 'wall_s', cells: cols.map((c) => cell(fs(c), (f) => f.wallS, formatSeconds, false)) },
@@ -222,7 +239,7 @@ export function runsCsv(view: SweepView, facts: Map<string, RunFacts>): string {
   const head = [
     'run_id', ...keys, 'seed', 'status', 'step', 'total_steps', 'diverged_at', 'paper_linear_top1', 'linear_top1', 'linear_top5',
     'knn_top1', 'knn_top5', 'best_knn_top1', 'dips', 'max_dip', 'spikes_patch_proj', 'spikes_last_block', 'last_block', 'spike_lag',
-    'grad_lead', 'grad_lead_r', 'wall_s', 'images_per_s',
+    'spikes_after', 'spikes_before', 'grad_lead', 'grad_lead_r', 'wall_s', 'images_per_s',
   ];
   const rows: unknown[][] = [head];
   for (const c of view.columns) {
@@ -231,7 +248,7 @@ export function runsCsv(view: SweepView, facts: Map<string, RunFacts>): string {
       rows.push([
         f.id, ...keys.map((k) => c.values[k]), f.seed, f.status, f.step, f.totalSteps, f.divergedAt, c.paperTop1, f.linearTop1, f.linearTop5,
         f.knnTop1, f.knnTop5, f.bestKnnTop1, f.dips, f.maxDip, f.spikesPatch, f.spikesLast, f.lastBlock, f.spikeLag,
-        f.gradLead, f.gradLeadR, f.wallS, f.imagesPerS,
+        f.spikesAfter, f.spikesBefore, f.gradLead, f.gradLeadR, f.wallS, f.imagesPerS,
       ].map((v) => (v === null || v === undefined ? '' : (v as string | number))));
     }
   }

@@ -10,7 +10,9 @@ import {
   gradLead,
   instabilitySummary,
   lastBlockOf,
+  signTestP,
   spikeLags,
+  spikeOrder,
   type Point,
 } from '../../src/report/instability.ts';
 import { parseMetrics, readMetrics } from '../../src/runfolder/metrics.ts';
@@ -82,6 +84,23 @@ test('spike lag: each patch-projection spike to the next last-block spike before
   assert.equal(lastBlockOf(['patch_proj']), null);
 });
 
+test('spike order: each patch-projection spike against the last block, both ways, within the window', () => {
+  // 100: 130 after (30), 80 before (20); 300: 310 after, nothing within 40 before (260 is 40 before: counts);
+  // 500: only 500 itself (same step); 700: 745 is 45 after, outside the window
+  const o = spikeOrder([100, 300, 500, 700], [80, 130, 260, 310, 500, 745], 40);
+  assert.deepEqual(o, { window: 40, spikes: 4, after: 2, before: 2, together: 1 });
+  assert.deepEqual(spikeOrder([100], [], 40), { window: 40, spikes: 1, after: 0, before: 0, together: 0 });
+  assert.deepEqual(spikeOrder([], [10], 40), { window: 40, spikes: 0, after: 0, before: 0, together: 0 });
+});
+
+test('sign test: the one-sided binomial tail at p = 1/2', () => {
+  assert.equal(signTestP(7, 7), 1 / 128);
+  assert.equal(signTestP(0, 5), 1);
+  assert.equal(signTestP(2, 3), 4 / 8); // 3 + 1 of the 8 outcomes
+  assert.ok(Math.abs(signTestP(8, 10)! - 56 / 1024) < 1e-12); // 45 + 10 + 1
+  assert.equal(signTestP(0, 0), null);
+});
+
 test('gradient lead: the lag of the largest correlation of the two excursions, in steps', () => {
   // flat gradients (excursion 0) with pulses of e (excursion exactly 1); the second series has each pulse 25 rows later
   const pulses = (n: number, at: number[], every: number): Point[] =>
@@ -139,7 +158,12 @@ test('a metrics.jsonl written with known dips, spikes and lags reads back as tho
   assert.deepEqual(r.spikes.get('predictor'), []);
   assert.deepEqual(r.lags.map((l) => l.lag), [35, 5]);
   assert.equal(r.spikeLag, 20);
+  // logged every 5 steps, so the window is the lead window's 40 rows = 200 steps: 135 and 255 are after
+  // 100 and 250 (35, 5 steps), and 135 is also 115 steps before 250
+  assert.deepEqual(r.order, { window: 200, spikes: 2, after: 2, before: 1, together: 0 });
   const s = instabilitySummary(r, DEFAULT_INSTABILITY);
+  assert.equal(s.spikes_after, 2);
+  assert.equal(s.spikes_before, 1);
   assert.equal(s.dips, 2);
   assert.equal(s.max_dip, 13);
   assert.equal(s['spikes/patch_proj'], 2);
