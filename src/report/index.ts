@@ -5,7 +5,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, signTestP, type InstabilityOptions, type RunInstability } from './instability.ts';
+import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
 import { readSweep, type SweepRecord } from './results.ts';
@@ -94,38 +94,16 @@ function orderWindow(inst: Map<string, RunInstability>, io: InstabilityOptions):
   return io.leadMaxLag;
 }
 
-/**
- * Fig. 4's order over the sweep's runs: the patch projection's spikes with a last-block spike after them
- * against those with one before them, pooled, and a sign test over the runs that lean one way.
- */
+/** Fig. 4's order over the sweep's runs (`pooledSpikeOrder`), in a sentence; null when no run has a patch-projection spike. */
 export function spikeOrderMarkdown(inst: Iterable<RunInstability>): string | null {
-  let spikes = 0;
-  let after = 0;
-  let before = 0;
-  let together = 0;
-  let runs = 0;
-  let leanAfter = 0;
-  let leanBefore = 0;
-  let window = 0;
-  for (const i of inst) {
-    if (!i.order || i.order.spikes === 0) continue;
-    const o = i.order;
-    window = o.window;
-    runs++;
-    spikes += o.spikes;
-    after += o.after;
-    before += o.before;
-    together += o.together;
-    if (o.after > o.before) leanAfter++;
-    else if (o.after < o.before) leanBefore++;
-  }
-  if (runs === 0) return null;
-  const p = signTestP(leanAfter, leanAfter + leanBefore);
+  const o = pooledSpikeOrder([...inst].map((i) => i.order));
+  if (o === null) return null;
+  const { runs, spikes, window: w } = o;
   return (
     `Spike order (Fig. 4): over the ${runs} run${runs === 1 ? '' : 's'} with a patch-projection spike, ${spikes} spike${spikes === 1 ? '' : 's'}; ` +
-    `${after} had a last-block spike within ${window} steps after ${spikes === 1 ? 'it' : 'them'}, ${before} one within ${window} steps before, ${together} one at the same step. ` +
-    `More after than before in ${leanAfter} run${leanAfter === 1 ? '' : 's'}, fewer in ${leanBefore}` +
-    (p === null ? ' (no run leans either way).' : ` (one-sided sign test: p = ${p < 0.001 ? p.toExponential(1) : p.toFixed(3)}; the paper's order leans after).`)
+    `${o.after} had a last-block spike within ${w} steps after ${spikes === 1 ? 'it' : 'them'}, ${o.before} one within ${w} steps before, ${o.together} one at the same step. ` +
+    `More after than before in ${o.leanAfter} run${o.leanAfter === 1 ? '' : 's'}, fewer in ${o.leanBefore}` +
+    (o.p === null ? ' (no run leans either way).' : ` (one-sided sign test: p = ${o.p < 0.001 ? o.p.toExponential(1) : o.p.toFixed(3)}; the paper's order leans after).`)
   );
 }
 

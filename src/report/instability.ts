@@ -240,6 +240,35 @@ export function signTestP(k: number, n: number): number | null {
   return Math.min(1, p / 2 ** n);
 }
 
+export interface PooledSpikeOrder extends SpikeOrder {
+  /** runs with at least one patch-projection spike */
+  runs: number;
+  /** runs with more patch-projection spikes followed by a last-block spike than preceded by one, and fewer */
+  leanAfter: number;
+  leanBefore: number;
+  /** one-sided sign test of leanAfter against leanBefore; null when no run leans */
+  p: number | null;
+}
+
+/** The runs' spike orders pooled over a sweep: sums, and the runs that lean each way; null without a patch-projection spike. */
+export function pooledSpikeOrder(orders: Iterable<SpikeOrder | null>): PooledSpikeOrder | null {
+  const out: PooledSpikeOrder = { window: 0, spikes: 0, after: 0, before: 0, together: 0, runs: 0, leanAfter: 0, leanBefore: 0, p: null };
+  for (const o of orders) {
+    if (!o || o.spikes === 0) continue;
+    out.window = o.window;
+    out.runs++;
+    out.spikes += o.spikes;
+    out.after += o.after;
+    out.before += o.before;
+    out.together += o.together;
+    if (o.after > o.before) out.leanAfter++;
+    else if (o.after < o.before) out.leanBefore++;
+  }
+  if (out.runs === 0) return null;
+  out.p = signTestP(out.leanAfter, out.leanAfter + out.leanBefore);
+  return out;
+}
+
 /** log(value / median of the previous `window` values), from `minHistory` values on; keyed by step. */
 function excursions(points: Point[], window: number, minHistory: number): Map<number, number> {
   const out = new Map<number, number>();

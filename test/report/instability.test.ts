@@ -10,6 +10,7 @@ import {
   gradLead,
   instabilitySummary,
   lastBlockOf,
+  pooledSpikeOrder,
   signTestP,
   spikeLags,
   spikeOrder,
@@ -91,6 +92,15 @@ test('spike order: each patch-projection spike against the last block, both ways
   assert.deepEqual(o, { window: 40, spikes: 4, after: 2, before: 2, together: 1 });
   assert.deepEqual(spikeOrder([100], [], 40), { window: 40, spikes: 1, after: 0, before: 0, together: 0 });
   assert.deepEqual(spikeOrder([], [10], 40), { window: 40, spikes: 0, after: 0, before: 0, together: 0 });
+});
+
+test('spike order pooled over a sweep: sums, the runs leaning each way, their sign test', () => {
+  const o = (spikes: number, after: number, before: number, together = 0) => ({ window: 40, spikes, after, before, together });
+  const p = pooledSpikeOrder([o(2, 2, 0), o(1, 1, 1, 1), null, o(0, 0, 0), o(3, 0, 2), o(1, 1, 0)])!;
+  // runs without a patch-projection spike (null, 0 spikes) drop out; the tie (1, 1) leans neither way
+  assert.deepEqual(p, { window: 40, spikes: 7, after: 4, before: 3, together: 1, runs: 4, leanAfter: 2, leanBefore: 1, p: 4 / 8 });
+  assert.equal(pooledSpikeOrder([null, o(0, 0, 0)]), null);
+  assert.equal(pooledSpikeOrder([o(1, 0, 0)])!.p, null);
 });
 
 test('sign test: the one-sided binomial tail at p = 1/2', () => {
