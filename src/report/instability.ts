@@ -308,7 +308,7 @@ export function gradLead(first: Point[], second: Point[], opts: Pick<Instability
   const L = opts.leadMaxLag;
   if (steps.length < 4 * Math.max(1, L)) return null;
   // pairs are matched by step (a step missing from either series, e.g. a non-finite value, drops out)
-  const cadence = median(steps.slice(1).map((s, i) => s - steps[i]!));
+  const cadence = medianGap(steps);
   let best: { lag: number; r: number } | null = null;
   let r0 = 0;
   // 0, 1, -1, 2, -2, ...: a tie goes to the smaller lag
@@ -331,9 +331,9 @@ export function gradLead(first: Point[], second: Point[], opts: Pick<Instability
   return best ? { lag: best.lag * cadence, r: best.r, r0 } : null;
 }
 
-/** The logging interval of a series, in steps (the median gap; 1 with fewer than two points). */
-function cadenceOf(points: Point[]): number {
-  return points.length < 2 ? 1 : Math.max(1, median(points.slice(1).map((p, i) => p.step - points[i]!.step)));
+/** The logging interval of ascending steps: their median gap (1 with fewer than two steps). */
+function medianGap(steps: number[]): number {
+  return steps.length < 2 ? 1 : Math.max(1, median(steps.slice(1).map((s, i) => s - steps[i]!)));
 }
 
 /** Groups with a `grad_inf/<group>` column, in first-seen order. */
@@ -364,11 +364,13 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
   for (const g of groups) spikes.set(g, findSpikes(series(rows, `grad_inf/${g}`), opts));
   const lastBlock = lastBlockOf(groups);
   const patch = spikes.get('patch_proj') ?? [];
+  const patchSteps = patch.map((s) => s.step);
   const lastSteps = lastBlock ? (spikes.get(lastBlock) ?? []).map((s) => s.step) : [];
-  const lags = lastBlock ? spikeLags(patch.map((s) => s.step), lastSteps) : [];
-  const patchSeries = series(rows, 'grad_inf/patch_proj');
-  const order =
-    lastBlock && groups.includes('patch_proj') ? spikeOrder(patch.map((s) => s.step), lastSteps, opts.leadMaxLag * cadenceOf(patchSeries)) : null;
+  const lags = lastBlock ? spikeLags(patchSteps, lastSteps) : [];
+  // the order and the lead compare the patch projection with the last block: both groups must be logged
+  const both = lastBlock !== null && groups.includes('patch_proj');
+  const patchSeries = both ? series(rows, 'grad_inf/patch_proj') : [];
+  const order = both ? spikeOrder(patchSteps, lastSteps, opts.leadMaxLag * medianGap(patchSeries.map((p) => p.step))) : null;
   return {
     dips,
     maxDip: knn.length ? maxDrop : null,
@@ -377,7 +379,7 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
     lags,
     spikeLag: lags.length ? median(lags.map((l) => l.lag)) : null,
     order,
-    gradLead: lastBlock && groups.includes('patch_proj') ? gradLead(patchSeries, series(rows, `grad_inf/${lastBlock}`), opts) : null,
+    gradLead: both ? gradLead(patchSeries, series(rows, `grad_inf/${lastBlock}`), opts) : null,
   };
 }
 
