@@ -167,9 +167,15 @@ export function reportMarkdown(
     '',
   );
   out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs));
-  const unprobed = [...facts.values()].filter((f) => f.status === 'completed' && f.linearTop1 === null);
-  if (unprobed.length) {
-    out.push(`${unprobed.length} completed run${unprobed.length === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
+  // a completed run without a linear top-1 either was trained with the probe off or has not been probed yet
+  const unprobed = sweep.runs.filter((r) => facts.get(r.id)?.status === 'completed' && facts.get(r.id)?.linearTop1 === null);
+  const off = unprobed.filter((r) => r.flat.get('eval.linear.enabled') === false).length;
+  const pending = unprobed.length - off;
+  if (off) {
+    out.push(`${off} completed run${off === 1 ? ' was' : 's were'} trained with the linear probe off (\`eval.linear.enabled: false\`; linear top-1 "-"): \`moco3 eval linear <run-dir>\` runs it afterwards, then \`moco3 report\` again.`, '');
+  }
+  if (pending) {
+    out.push(`${pending} completed run${pending === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
   }
   const knnFig = figures.find((f) => f.name === 'knn');
   const png = (f: WrittenFigure) => (f.png ? ` (PNG: [${rel(f.png)}](${rel(f.png)}))` : '');

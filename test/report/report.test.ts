@@ -167,6 +167,25 @@ test('a partly finished sweep: the planned runs without a folder are listed as m
   assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Missing/);
 });
 
+test('completed runs without a linear top-1: trained with the probe off, or not probed yet, each said as such', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const report = async () => {
+    await writeReport(dir, { plots: false, format: 'md' });
+    return readFileSync(join(dir, 'report.md'), 'utf8');
+  };
+  assert.doesNotMatch(await report(), /linear probe (yet|off)/);
+  writeFakeRun(dir, { id: 'probe-off', config: { 'moco.temperature': 0.5, 'eval.linear.enabled': false } });
+  let md = await report();
+  assert.match(md, /^1 completed run was trained with the linear probe off \(`eval\.linear\.enabled: false`/m);
+  assert.doesNotMatch(md, /no linear probe yet/);
+  writeFakeRun(dir, { id: 'not-yet-1', config: { 'moco.temperature': 1 } });
+  writeFakeRun(dir, { id: 'not-yet-2', config: { 'moco.temperature': 2, 'eval.linear.enabled': true } });
+  md = await report();
+  assert.match(md, /^1 completed run was trained with the linear probe off/m);
+  assert.match(md, /^2 completed runs have no linear probe yet \(linear top-1 "-"\)/m);
+});
+
 test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'bs', [
