@@ -168,7 +168,10 @@ export function reportMarkdown(
   );
   out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs));
   // a completed run without a linear top-1 either was trained with the probe off or has not been probed yet
-  const unprobed = sweep.runs.filter((r) => facts.get(r.id)?.status === 'completed' && facts.get(r.id)?.linearTop1 === null);
+  const unprobed = sweep.runs.filter((r) => {
+    const f = facts.get(r.id);
+    return f?.status === 'completed' && f.linearTop1 === null;
+  });
   const off = unprobed.filter((r) => r.flat.get('eval.linear.enabled') === false).length;
   const pending = unprobed.length - off;
   if (off) {
