@@ -10,6 +10,7 @@ import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from
 import { mergeSummary } from '../runfolder/summary.ts';
 import { readSweep, type SweepRecord } from './results.ts';
 import { baselinesMarkdown, readBaselines } from './baselines.ts';
+import { pairedMarkdown } from './paired.ts';
 import { formatValue, keyName, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
@@ -166,6 +167,8 @@ export function reportMarkdown(
       `logged steps; the lead is the lag of the largest correlation (positive: the patch projection moves first; 0: both move at the same step).`,
     '',
   );
+  const paired = pairedMarkdown(view, facts);
+  if (paired) out.push(paired, '');
   out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs));
   // a completed run without a linear top-1 either was trained with the probe off or has not been probed yet
   const unprobed = sweep.runs.filter((r) => {

@@ -1,0 +1,78 @@
+/**
+ * The report's "Paired by seed" section: which runs it pairs (two values of one swept key, the same seed
+ * and the same other swept values, completed on both sides), and the numbers it prints, worked by hand.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeReport } from '../../src/report/index.ts';
+import { pairedComparisons } from '../../src/report/paired.ts';
+import { tmp, writeBatchSweep, writeFakeRun } from './fixtures.ts';
+
+/** patch proj. learned | frozen x base lr 1e-4 | 2e-4, seeds 0-2, plus runs that must not be paired. */
+function writePatchSweep(): string {
+  const dir = join(tmp(), 'patch-proj');
+  const frozenLinear = [1, 2, 3]; // frozen - learned, per seed: mean 2, std 1
+  for (const lr of [1e-4, 2e-4]) {
+    for (const seed of [0, 1, 2]) {
+      for (const pp of ['learned', 'frozen']) {
+        const frozen = pp === 'frozen';
+        writeFakeRun(dir, {
+          id: `lr${lr}-${pp}-s${seed}`,
+          config: { seed, 'optim.base_lr': lr, 'model.patch_proj': pp },
+          summary: {
+            linear_top1: 50 + seed + (frozen ? frozenLinear[seed]! : 0) + (lr === 2e-4 ? -4 : 0),
+            knn_top1: 40 + seed - (frozen ? 1 : 0),
+          },
+        });
+      }
+    }
+  }
+  // seed 3 has only a learned run; seed 4 a frozen run still running: neither has a pair
+  writeFakeRun(dir, { id: 'lr0.0001-learned-s3', config: { seed: 3, 'optim.base_lr': 1e-4 }, summary: { linear_top1: 90 } });
+  writeFakeRun(dir, { id: 'lr0.0001-learned-s4', config: { seed: 4, 'optim.base_lr': 1e-4 }, summary: { linear_top1: 90 } });
+  writeFakeRun(dir, { id: 'lr0.0001-frozen-s4', config: { seed: 4, 'optim.base_lr': 1e-4, 'model.patch_proj': 'frozen' }, status: 'running' });
+  return dir;
+}
+
+test('paired by seed: each two-valued key, at each setting of the others, over the seeds both sides completed', async () => {
+  const dir = writePatchSweep();
+  const r = await writeReport(dir, { plots: false });
+  const cmp = pairedComparisons(r.view, r.facts);
+  assert.deepEqual(
+    cmp.map((c) => [c.key, c.a, c.b, c.context, c.seeds]),
+    [
+      ['model.patch_proj', 'learned', 'frozen', 'base lr 1.0e-4', [0, 1, 2]],
+      ['model.patch_proj', 'learned', 'frozen', 'base lr 2.0e-4', [0, 1, 2]],
+      ['optim.base_lr', 0.0001, 0.0002, 'patch proj. learned', [0, 1, 2]],
+      ['optim.base_lr', 0.0001, 0.0002, 'patch proj. frozen', [0, 1, 2]],
+    ],
+  );
+  const lin = cmp[0]!.tests.get('linear_top1')!;
+  assert.equal(lin.mean, 2);
+  assert.equal(lin.std, 1);
+  // t = 2 sqrt 3 with 2 degrees of freedom: p = 1 - sqrt(12 / 14) = 0.074
+  assert.ok(Math.abs(lin.p - (1 - Math.sqrt(12 / 14))) < 1e-12);
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const rows = md.split('\n').filter((l) => l.startsWith('| patch proj. frozen − learned') || l.startsWith('| base lr'));
+  assert.equal(rows.length, 4);
+  // kNN: frozen 1 point lower on every seed (no spread: p < 0.001); base lr: linear 4 points lower, every seed
+  assert.equal(rows[0], '| patch proj. frozen − learned | base lr 1.0e-4 | 0, 1, 2 | +2.0 ± 1.0 (p = 0.07) | −1.0 ± 0.0 (p < 0.001) | 0.0 ± 0.0 (p = 1.00) | 0.0 ± 0.0 (p = 1.00) |');
+  assert.match(rows[2]!, /^\| base lr 2\.0e-4 − 1\.0e-4 \| patch proj\. learned \| 0, 1, 2 \| −4\.0 ± 0\.0 \(p < 0\.001\) \| 0\.0 ± 0\.0 \(p = 1\.00\) \|/);
+  assert.match(md, /## Paired by seed[\s\S]*## Baselines|## Paired by seed[\s\S]*## kNN accuracy/);
+});
+
+test('paired by seed: no section for a key with more than two values, or with under two shared seeds', async () => {
+  const batch = writeBatchSweep(tmp(), 'batch-size', [0, 1]);
+  await writeReport(batch, { plots: false });
+  assert.doesNotMatch(readFileSync(join(batch, 'report.md'), 'utf8'), /Paired by seed/);
+
+  const dir = join(tmp(), 'one-seed');
+  writeFakeRun(dir, { id: 'learned-s0', config: { seed: 0 }, summary: { linear_top1: 50 } });
+  writeFakeRun(dir, { id: 'frozen-s0', config: { seed: 0, 'model.patch_proj': 'frozen' }, summary: { linear_top1: 51 } });
+  writeFakeRun(dir, { id: 'frozen-s1', config: { seed: 1, 'model.patch_proj': 'frozen' }, summary: { linear_top1: 52 } });
+  const r = await writeReport(dir, { plots: false });
+  assert.deepEqual(pairedComparisons(r.view, r.facts), []);
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Paired by seed/);
+});
