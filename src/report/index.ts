@@ -3,7 +3,8 @@
  * into each run's summary.json), and write report.md (the paper-shaped table, the figures, per-run
  * detail), report.csv, runs.csv and plots/. Reads result folders only: no TensorFlow.js.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../engine/files.ts';
 import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
@@ -67,9 +68,9 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   const files: string[] = [];
   if (format === 'csv' || format === 'both') {
     const p = join(sweepDir, 'report.csv');
-    writeFileSync(p, tableCsv(view, table));
+    writeFileAtomic(p, tableCsv(view, table));
     const q = join(sweepDir, 'runs.csv');
-    writeFileSync(q, runsCsv(view, facts));
+    writeFileAtomic(q, runsCsv(view, facts));
     files.push(p, q);
   }
   if (format === 'md' || format === 'both') {
@@ -83,7 +84,7 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
       for (const f of figures) files.push(f.svg, ...(f.png ? [f.png] : []));
     }
     const p = join(sweepDir, 'report.md');
-    writeFileSync(p, reportMarkdown(sweep, view, table, facts, instability, io, figures, missing));
+    writeFileAtomic(p, reportMarkdown(sweep, view, table, facts, instability, io, figures, missing));
     files.push(p);
   }
   return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, missing, seconds: (performance.now() - t0) / 1000 };

@@ -6,7 +6,8 @@
  *  - grad.svg: one panel per run, gradient infinity norm of the patch projection and of the last block
  *    vs step, log scale, detected spikes marked (Fig. 4).
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../engine/files.ts';
 import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
@@ -247,11 +248,11 @@ export async function writeFigure(dir: string, f: Figure, png = true): Promise<W
   mkdirSync(dir, { recursive: true });
   const svg = await renderSvg(f.spec);
   const svgPath = join(dir, `${f.name}.svg`);
-  writeFileSync(svgPath, svg);
+  writeFileAtomic(svgPath, svg);
   let pngPath: string | null = null;
   if (png) {
     pngPath = join(dir, `${f.name}.png`);
-    writeFileSync(pngPath, svgToPng(svg));
+    writeFileAtomic(pngPath, svgToPng(svg));
   }
   return { name: f.name, title: f.title, svg: svgPath, png: pngPath };
 }
