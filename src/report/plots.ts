@@ -1,8 +1,9 @@
 /**
  * The paper's figures for a sweep, drawn with vega-lite (SVG rendered in Node, no browser) and turned
  * into PNG by resvg:
- *  - knn.svg: kNN top-1 vs epoch, one line per run, coloured by swept setting (Figs. 1, 2, 3, 5), dip
- *    bottoms marked, the step a run diverged marked with a cross;
+ *  - knn.svg: kNN top-1 vs epoch, one line per run, coloured by swept setting (Figs. 1, 2, 3, 5), seeds
+ *    told apart by dash (over five seeds: thin runs and each setting's mean drawn thick), dip bottoms
+ *    marked, the step a run diverged marked with a cross;
  *  - grad.svg: one panel per run, gradient infinity norm of the patch projection and of the last block
  *    vs step, log scale, detected spikes marked (Fig. 4).
  */
@@ -86,8 +87,45 @@ export function runLabel(view: SweepView, r: RunRecord): string {
   return `${col?.label ?? r.id}${seed}`;
 }
 
+/** Seeds told apart by dash pattern (vega-lite's stroke-dash range has five; more would repeat). */
+export const MAX_DASHED_SEEDS = 5;
+
+/**
+ * Each setting's mean kNN curve over its runs, at the epochs where every run of the setting with a curve
+ * has a value (the runs of a setting share a config, so their monitor epochs agree; a diverged run ends
+ * the mean where it ends).
+ */
+export function meanCurves(lines: ReadonlyArray<{ setting: string; run: string; epoch: number; knn: number }>): Array<{ setting: string; epoch: number; knn: number; runs: number }> {
+  const bySetting = new Map<string, Map<string, Array<{ epoch: number; knn: number }>>>();
+  for (const l of lines) {
+    const runs = bySetting.get(l.setting) ?? new Map<string, Array<{ epoch: number; knn: number }>>();
+    bySetting.set(l.setting, runs);
+    const pts = runs.get(l.run) ?? [];
+    runs.set(l.run, pts);
+    pts.push({ epoch: l.epoch, knn: l.knn });
+  }
+  const out: Array<{ setting: string; epoch: number; knn: number; runs: number }> = [];
+  for (const [setting, runs] of bySetting) {
+    const at = new Map<string, { epoch: number; sum: number; n: number }>();
+    for (const pts of runs.values()) {
+      for (const p of pts) {
+        const k = p.epoch.toFixed(6);
+        const a = at.get(k) ?? { epoch: p.epoch, sum: 0, n: 0 };
+        a.sum += p.knn;
+        a.n += 1;
+        at.set(k, a);
+      }
+    }
+    const full = [...at.values()].filter((a) => a.n === runs.size).sort((x, y) => x.epoch - y.epoch);
+    for (const a of full) out.push({ setting, epoch: a.epoch, knn: a.sum / a.n, runs: a.n });
+  }
+  return out;
+}
+
 export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, opts: InstabilityOptions): Figure {
   const multiSeed = view.seeds.length > 1;
+  // more seeds than dash patterns: thin lines per run, and each setting's mean over seeds drawn thick
+  const manySeeds = view.seeds.length > MAX_DASHED_SEEDS;
   // two swept keys and one seed (Fig. 5: patch projection x lr): colour by the second, dash by the first
   const split = !multiSeed && view.sweptKeys.length === 2;
   const [dashKey, colorKey] = split ? view.sweptKeys : [null, null];
@@ -95,7 +133,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
   const dashOf = (c: SweepView['columns'][number]) => (split ? formatValue(dashKey!, c.values[dashKey!]) : '');
   const labels = [...new Set(view.columns.map(colorOf))];
   const dashes = [...new Set(view.columns.map(dashOf))];
-  const lines: Record<string, unknown>[] = [];
+  const lines: Array<{ setting: string; dash: string; seed: string; run: string; epoch: number; knn: number }> = [];
   const dips: Record<string, unknown>[] = [];
   const ends: Record<string, unknown>[] = [];
   for (const c of view.columns) {
@@ -117,23 +155,36 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     }
   }
   const legendTitle = split ? keyName(colorKey!) : view.sweptKeys.map(keyName).join(', ') || 'run';
-  const color = { field: 'setting', type: 'nominal' as const, title: legendTitle, scale: { domain: labels } };
+  const color = {
+    field: 'setting',
+    type: 'nominal' as const,
+    title: legendTitle,
+    scale: { domain: labels },
+    ...(manySeeds ? { legend: { symbolOpacity: 1 } } : {}),
+  };
   const x = { field: 'epoch', type: 'quantitative' as const, title: 'epoch' };
   const y = { field: 'knn', type: 'quantitative' as const, title: 'kNN top-1 (%)', scale: { zero: false } };
   const layers: Record<string, unknown>[] = [
     {
       data: { values: lines },
-      mark: { type: 'line', strokeWidth: 2, interpolate: 'linear' },
+      mark: manySeeds ? { type: 'line', strokeWidth: 1, opacity: 0.35, interpolate: 'linear' } : { type: 'line', strokeWidth: 2, interpolate: 'linear' },
       encoding: {
         x,
         y,
         color,
         detail: { field: 'run', type: 'nominal' },
-        ...(multiSeed ? { strokeDash: { field: 'seed', type: 'nominal', title: 'seed' } } : {}),
+        ...(multiSeed && !manySeeds ? { strokeDash: { field: 'seed', type: 'nominal', title: 'seed' } } : {}),
         ...(split ? { strokeDash: { field: 'dash', type: 'nominal', title: keyName(dashKey!), scale: { domain: dashes } } } : {}),
       },
     },
   ];
+  if (manySeeds) {
+    layers.push({
+      data: { values: meanCurves(lines) },
+      mark: { type: 'line', strokeWidth: 2.5, interpolate: 'linear' },
+      encoding: { x, y, color, detail: { field: 'setting', type: 'nominal' } },
+    });
+  }
   if (dips.length) {
     layers.push({
       data: { values: dips },
@@ -149,13 +200,14 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     });
   }
   const notes = [`▼ dip: kNN ≥ ${opts.dipPoints} points below its running maximum`];
+  if (manySeeds) notes.push(`thin: one run per seed (${view.seeds.length} seeds); thick: their mean`);
   if (ends.length) notes.push('✚ diverged');
   const title = `kNN top-1 vs epoch: ${view.name}`;
   const spec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     width: 560,
     height: 320,
-    title: { text: title, subtitle: notes.join('    ') },
+    title: { text: title, subtitle: notes.join('  ·  ') },
     layer: layers,
     config: BASE_CONFIG,
   } as unknown as TopLevelSpec;
