@@ -96,26 +96,19 @@ export const MAX_DASHED_SEEDS = 5;
  * the mean where it ends).
  */
 export function meanCurves(lines: ReadonlyArray<{ setting: string; run: string; epoch: number; knn: number }>): Array<{ setting: string; epoch: number; knn: number; runs: number }> {
-  const bySetting = new Map<string, Map<string, Array<{ epoch: number; knn: number }>>>();
+  const bySetting = new Map<string, { runs: Set<string>; at: Map<string, { epoch: number; sum: number; n: number }> }>();
   for (const l of lines) {
-    const runs = bySetting.get(l.setting) ?? new Map<string, Array<{ epoch: number; knn: number }>>();
-    bySetting.set(l.setting, runs);
-    const pts = runs.get(l.run) ?? [];
-    runs.set(l.run, pts);
-    pts.push({ epoch: l.epoch, knn: l.knn });
+    const g = bySetting.get(l.setting) ?? { runs: new Set<string>(), at: new Map() };
+    bySetting.set(l.setting, g);
+    g.runs.add(l.run);
+    const k = l.epoch.toFixed(6);
+    const a = g.at.get(k) ?? { epoch: l.epoch, sum: 0, n: 0 };
+    g.at.set(k, a);
+    a.sum += l.knn;
+    a.n += 1;
   }
   const out: Array<{ setting: string; epoch: number; knn: number; runs: number }> = [];
-  for (const [setting, runs] of bySetting) {
-    const at = new Map<string, { epoch: number; sum: number; n: number }>();
-    for (const pts of runs.values()) {
-      for (const p of pts) {
-        const k = p.epoch.toFixed(6);
-        const a = at.get(k) ?? { epoch: p.epoch, sum: 0, n: 0 };
-        a.sum += p.knn;
-        a.n += 1;
-        at.set(k, a);
-      }
-    }
+  for (const [setting, { runs, at }] of bySetting) {
     const full = [...at.values()].filter((a) => a.n === runs.size).sort((x, y) => x.epoch - y.epoch);
     for (const a of full) out.push({ setting, epoch: a.epoch, knn: a.sum / a.n, runs: a.n });
   }
@@ -167,7 +160,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
   const layers: Record<string, unknown>[] = [
     {
       data: { values: lines },
-      mark: manySeeds ? { type: 'line', strokeWidth: 1, opacity: 0.35, interpolate: 'linear' } : { type: 'line', strokeWidth: 2, interpolate: 'linear' },
+      mark: { type: 'line', interpolate: 'linear', ...(manySeeds ? { strokeWidth: 1, opacity: 0.35 } : { strokeWidth: 2 }) },
       encoding: {
         x,
         y,
