@@ -1,8 +1,8 @@
 /**
- * The report's seed-paired differences: where a swept key takes exactly two values (learned | frozen,
- * adamw | lamb, two batch sizes, ...), the runs of the two settings that share a seed and every other
- * swept value are paired, and each metric's difference (second setting minus first, in column order) is
- * summarised over the seeds with a paired t-test. It says how far a difference in the table stands out
+ * The report's seed-paired differences: for each swept key, each value is paired with the next one in
+ * column order (learned | frozen, adamw | lamb; batch 64 | 128, 128 | 256, ... where a key takes more than
+ * two values): the runs of the two settings that share a seed and every other swept value are paired, and
+ * each metric's difference (second setting minus first) is summarised over the seeds with a paired t-test. It says how far a difference in the table stands out
  * of seed noise; it is a description of the runs at hand, not a test decided before them.
  */
 import { pairedTTest, type PairedTest } from './stats.ts';
@@ -25,7 +25,7 @@ export const PAIRED_METRICS: PairedMetric[] = [
 
 export interface PairedComparison {
   key: string;
-  /** the two values of the key, in column order: differences are b - a */
+  /** two neighbouring values of the key, in column order: differences are b - a */
   a: unknown;
   b: unknown;
   /** the other swept keys' values, as a label ('' when the key is the only one swept) */
@@ -43,42 +43,54 @@ export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>)
   for (const key of view.sweptKeys) {
     const values: unknown[] = [];
     for (const c of view.columns) if (!values.some((v) => same(v, c.values[key]))) values.push(c.values[key]);
-    if (values.length !== 2) continue;
-    const [a, b] = values;
     const others = view.sweptKeys.filter((k) => k !== key);
-    const seen = new Set<string>();
-    for (const ca of view.columns) {
-      if (!same(ca.values[key], a)) continue;
-      const ctx = JSON.stringify(others.map((k) => ca.values[k]));
-      if (seen.has(ctx)) continue;
-      seen.add(ctx);
-      const cb = view.columns.find((c) => same(c.values[key], b) && others.every((k) => same(c.values[k], ca.values[k])));
-      if (!cb) continue;
-      const done = (runs: typeof ca.runs) => {
-        const m = new Map<number, RunFacts>();
-        for (const r of runs) {
-          const f = facts.get(r.id);
-          if (f?.status === 'completed' && !m.has(f.seed)) m.set(f.seed, f);
-        }
-        return m;
-      };
-      const fa = done(ca.runs);
-      const fb = done(cb.runs);
-      const seeds = [...fa.keys()].filter((s) => fb.has(s)).sort((x, y) => x - y);
-      if (seeds.length < 2) continue;
-      const tests = new Map<string, PairedTest | null>();
-      for (const m of PAIRED_METRICS) {
-        const diffs: number[] = [];
-        for (const s of seeds) {
-          const x = m.pick(fa.get(s)!);
-          const y = m.pick(fb.get(s)!);
-          if (x !== null && y !== null) diffs.push(y - x);
-        }
-        tests.set(m.name, pairedTTest(diffs));
+    for (let i = 0; i + 1 < values.length; i++) out.push(...pairsOf(view, facts, key, values[i], values[i + 1], others));
+  }
+  return out;
+}
+
+/** The comparisons of value b against value a of one key, one per setting of the other swept keys. */
+function pairsOf(
+  view: SweepView,
+  facts: Map<string, RunFacts>,
+  key: string,
+  a: unknown,
+  b: unknown,
+  others: string[],
+): PairedComparison[] {
+  const out: PairedComparison[] = [];
+  const seen = new Set<string>();
+  for (const ca of view.columns) {
+    if (!same(ca.values[key], a)) continue;
+    const ctx = JSON.stringify(others.map((k) => ca.values[k]));
+    if (seen.has(ctx)) continue;
+    seen.add(ctx);
+    const cb = view.columns.find((c) => same(c.values[key], b) && others.every((k) => same(c.values[k], ca.values[k])));
+    if (!cb) continue;
+    const done = (runs: typeof ca.runs) => {
+      const m = new Map<number, RunFacts>();
+      for (const r of runs) {
+        const f = facts.get(r.id);
+        if (f?.status === 'completed' && !m.has(f.seed)) m.set(f.seed, f);
       }
-      const context = others.map((k) => `${keyName(k)} ${formatValue(k, ca.values[k])}`).join(', ');
-      out.push({ key, a, b, context, seeds, tests });
+      return m;
+    };
+    const fa = done(ca.runs);
+    const fb = done(cb.runs);
+    const seeds = [...fa.keys()].filter((s) => fb.has(s)).sort((x, y) => x - y);
+    if (seeds.length < 2) continue;
+    const tests = new Map<string, PairedTest | null>();
+    for (const m of PAIRED_METRICS) {
+      const diffs: number[] = [];
+      for (const s of seeds) {
+        const x = m.pick(fa.get(s)!);
+        const y = m.pick(fb.get(s)!);
+        if (x !== null && y !== null) diffs.push(y - x);
+      }
+      tests.set(m.name, pairedTTest(diffs));
     }
+    const context = others.map((k) => `${keyName(k)} ${formatValue(k, ca.values[k])}`).join(', ');
+    out.push({ key, a, b, context, seeds, tests });
   }
   return out;
 }

@@ -63,10 +63,21 @@ test('paired by seed: each two-valued key, at each setting of the others, over t
   assert.match(md, /## Paired by seed[\s\S]*## Baselines|## Paired by seed[\s\S]*## kNN accuracy/);
 });
 
-test('paired by seed: no section for a key with more than two values, or with under two shared seeds', async () => {
+test('paired by seed: a key with more than two values pairs each value with the next; under two shared seeds, no row', async () => {
+  // batch 64 | 128 | 256 | 384, seeds 0 and 1; linear top-1 = 40 - 3 i + seed; batch 384 seed 0 diverged
   const batch = writeBatchSweep(tmp(), 'batch-size', [0, 1]);
-  await writeReport(batch, { plots: false });
-  assert.doesNotMatch(readFileSync(join(batch, 'report.md'), 'utf8'), /Paired by seed/);
+  const rb = await writeReport(batch, { plots: false });
+  assert.deepEqual(
+    pairedComparisons(rb.view, rb.facts).map((c) => [c.key, c.a, c.b, c.seeds, c.tests.get('linear_top1')?.mean]),
+    [
+      ['optim.batch_size', 64, 128, [0, 1], -3],
+      ['optim.batch_size', 128, 256, [0, 1], -3],
+    ],
+  );
+  const bmd = readFileSync(join(batch, 'report.md'), 'utf8');
+  assert.match(bmd, /\| batch 128 − 64 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p < 0\.001\) \|/);
+  assert.match(bmd, /\| batch 256 − 128 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p < 0\.001\) \|/);
+  assert.doesNotMatch(bmd, /\| batch 384 − /);
 
   const dir = join(tmp(), 'one-seed');
   writeFakeRun(dir, { id: 'learned-s0', config: { seed: 0 }, summary: { linear_top1: 50 } });
