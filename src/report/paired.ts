@@ -102,8 +102,10 @@ function fmtP(p: number): string {
 
 function fmtTest(t: PairedTest | null, digits: number): string {
   if (!t) return '-';
-  const sign = t.mean > 0 ? '+' : t.mean < 0 ? '−' : '';
-  return `${sign}${Math.abs(t.mean).toFixed(digits)} ± ${t.std.toFixed(digits)} (${fmtP(t.p)})`;
+  // the sign of the number printed: a mean that rounds to zero prints as 0.0, not −0.0
+  const shown = Math.abs(t.mean).toFixed(digits);
+  const sign = Number(shown) === 0 ? '' : t.mean > 0 ? '+' : '−';
+  return `${sign}${shown} ± ${t.std.toFixed(digits)} (${fmtP(t.p)})`;
 }
 
 /** The report's "Paired by seed" section, or null when no swept key has two values run on shared seeds. */

@@ -87,3 +87,15 @@ test('paired by seed: a key with more than two values pairs each value with the 
   assert.deepEqual(pairedComparisons(r.view, r.facts), []);
   assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Paired by seed/);
 });
+
+test('paired by seed: a mean difference that rounds to zero prints without a sign', async () => {
+  const dir = join(tmp(), 'near-zero');
+  // frozen - learned linear top-1: -0.02 and -0.04 (mean -0.03, prints 0.0); kNN: +0.06 and +0.04 (+0.1)
+  for (const [seed, dl, dk] of [[0, -0.02, 0.06], [1, -0.04, 0.04]] as const) {
+    writeFakeRun(dir, { id: `learned-s${seed}`, config: { seed }, summary: { linear_top1: 50, knn_top1: 40 } });
+    writeFakeRun(dir, { id: `frozen-s${seed}`, config: { seed, 'model.patch_proj': 'frozen' }, summary: { linear_top1: 50 + dl, knn_top1: 40 + dk } });
+  }
+  await writeReport(dir, { plots: false });
+  const row = readFileSync(join(dir, 'report.md'), 'utf8').split('\n').find((l) => l.startsWith('| patch proj. frozen − learned'));
+  assert.match(row!, /^\| patch proj\. frozen − learned \| all \| 0, 1 \| 0\.0 ± 0\.0 \(p = [\d.]+\) \| \+0\.1 ± 0\.0 \(p = [\d.]+\) \|/);
+});
