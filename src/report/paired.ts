@@ -2,8 +2,9 @@
  * The report's seed-paired differences: for each swept key, each value is paired with the next one in
  * column order (learned | frozen, adamw | lamb; batch 64 | 128, 128 | 256, ... where a key takes more than
  * two values): the runs of the two settings that share a seed and every other swept value are paired, and
- * each metric's difference (second setting minus first) is summarised over the seeds with a paired t-test. It says how far a difference in the table stands out
- * of seed noise; it is a description of the runs at hand, not a test decided before them.
+ * each metric's difference (second setting minus first) is summarised over the seeds with a paired t-test.
+ * It says how far a difference in the table stands out of seed noise; it is a description of the runs at
+ * hand, not a test decided before them.
  */
 import { pairedTTest, type PairedTest } from './stats.ts';
 import { formatValue, keyName, type SweepView } from './sweep.ts';
@@ -108,7 +109,7 @@ function fmtTest(t: PairedTest | null, digits: number): string {
   return `${sign}${shown} ± ${t.std.toFixed(digits)} (${fmtP(t.p)})`;
 }
 
-/** The report's "Paired by seed" section, or null when no swept key has two values run on shared seeds. */
+/** The report's "Paired by seed" section, or null when no two neighbouring values of a swept key were run on shared seeds. */
 export function pairedMarkdown(view: SweepView, facts: Map<string, RunFacts>): string | null {
   const cmp = pairedComparisons(view, facts);
   if (!cmp.length) return null;
