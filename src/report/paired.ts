@@ -50,6 +50,16 @@ export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>)
   return out;
 }
 
+/** A column's completed runs by seed (the first run of each seed). */
+function completedBySeed(runs: ReadonlyArray<{ id: string }>, facts: Map<string, RunFacts>): Map<number, RunFacts> {
+  const m = new Map<number, RunFacts>();
+  for (const r of runs) {
+    const f = facts.get(r.id);
+    if (f?.status === 'completed' && !m.has(f.seed)) m.set(f.seed, f);
+  }
+  return m;
+}
+
 /** The comparisons of value b against value a of one key, one per setting of the other swept keys. */
 function pairsOf(
   view: SweepView,
@@ -68,16 +78,8 @@ function pairsOf(
     seen.add(ctx);
     const cb = view.columns.find((c) => same(c.values[key], b) && others.every((k) => same(c.values[k], ca.values[k])));
     if (!cb) continue;
-    const done = (runs: typeof ca.runs) => {
-      const m = new Map<number, RunFacts>();
-      for (const r of runs) {
-        const f = facts.get(r.id);
-        if (f?.status === 'completed' && !m.has(f.seed)) m.set(f.seed, f);
-      }
-      return m;
-    };
-    const fa = done(ca.runs);
-    const fb = done(cb.runs);
+    const fa = completedBySeed(ca.runs, facts);
+    const fb = completedBySeed(cb.runs, facts);
     const seeds = [...fa.keys()].filter((s) => fb.has(s)).sort((x, y) => x - y);
     if (seeds.length < 2) continue;
     const tests = new Map<string, PairedTest | null>();
