@@ -1,13 +1,14 @@
 /**
- * The report's seed-paired differences: for each swept key, each value is paired with the next one in
- * column order (learned | frozen, adamw | lamb; batch 64 | 128, 128 | 256, ... where a key takes more than
- * two values): the runs of the two settings that share a seed and every other swept value are paired, and
- * each metric's difference (second setting minus first) is summarised over the seeds with a paired t-test.
- * It says how far a difference in the table stands out of seed noise; it is a description of the runs at
- * hand, not a test decided before them.
+ * The report's seed-paired differences: for each swept key, at each setting of the other swept keys, each
+ * value run there is paired with the next one run there, in column order (learned | frozen, adamw | lamb;
+ * batch 64 | 128, 128 | 256, ... where a key takes more than two values; an lr grid that differs between
+ * optimizers pairs each optimizer's own neighbouring lrs): the runs of the two settings that share a seed
+ * are paired, and each metric's difference (second setting minus first) is summarised over the seeds with a
+ * paired t-test. It says how far a difference in the table stands out of seed noise; it is a description of
+ * the runs at hand, not a test decided before them.
  */
 import { pairedTTest, type PairedTest } from './stats.ts';
-import { formatValue, keyName, type SweepView } from './sweep.ts';
+import { compareValues, formatValue, keyName, type Column, type SweepView } from './sweep.ts';
 import type { RunFacts } from './table.ts';
 
 export interface PairedMetric {
@@ -42,12 +43,32 @@ const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y)
 export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>): PairedComparison[] {
   const out: PairedComparison[] = [];
   for (const key of view.sweptKeys) {
-    const values: unknown[] = [];
-    for (const c of view.columns) if (!values.some((v) => same(v, c.values[key]))) values.push(c.values[key]);
     const others = view.sweptKeys.filter((k) => k !== key);
-    for (let i = 0; i + 1 < values.length; i++) out.push(...pairsOf(view, facts, key, values[i], values[i + 1], others));
+    // the columns at each setting of the other keys, in column order (so in this key's order)
+    const contexts = new Map<string, Column[]>();
+    for (const c of view.columns) {
+      const ctx = JSON.stringify(others.map((k) => c.values[k]));
+      contexts.set(ctx, [...(contexts.get(ctx) ?? []), c]);
+    }
+    const found: { rank: [number, number, number]; cmp: PairedComparison }[] = [];
+    [...contexts.values()].forEach((cols, ci) => {
+      for (let i = 0; i + 1 < cols.length; i++) {
+        const cmp = pairOf(facts, key, cols[i]!, cols[i + 1]!, others);
+        if (cmp) found.push({ rank: [rankOf(view, key, cmp.a), rankOf(view, key, cmp.b), ci], cmp });
+      }
+    });
+    // neighbouring values first, then the settings of the other keys, as the columns run
+    found.sort((x, y) => x.rank[0] - y.rank[0] || x.rank[1] - y.rank[1] || x.rank[2] - y.rank[2]);
+    out.push(...found.map((f) => f.cmp));
   }
   return out;
+}
+
+/** A value's place among a key's values, in the columns' order of values. */
+function rankOf(view: SweepView, key: string, v: unknown): number {
+  const values: unknown[] = [];
+  for (const c of view.columns) if (!values.some((x) => same(x, c.values[key]))) values.push(c.values[key]);
+  return values.sort(compareValues).findIndex((x) => same(x, v));
 }
 
 /** A column's completed runs by seed (the first run of each seed). */
@@ -60,42 +81,24 @@ function completedBySeed(runs: ReadonlyArray<{ id: string }>, facts: Map<string,
   return m;
 }
 
-/** The comparisons of value b against value a of one key, one per setting of the other swept keys. */
-function pairsOf(
-  view: SweepView,
-  facts: Map<string, RunFacts>,
-  key: string,
-  a: unknown,
-  b: unknown,
-  others: string[],
-): PairedComparison[] {
-  const out: PairedComparison[] = [];
-  const seen = new Set<string>();
-  for (const ca of view.columns) {
-    if (!same(ca.values[key], a)) continue;
-    const ctx = JSON.stringify(others.map((k) => ca.values[k]));
-    if (seen.has(ctx)) continue;
-    seen.add(ctx);
-    const cb = view.columns.find((c) => same(c.values[key], b) && others.every((k) => same(c.values[k], ca.values[k])));
-    if (!cb) continue;
-    const fa = completedBySeed(ca.runs, facts);
-    const fb = completedBySeed(cb.runs, facts);
-    const seeds = [...fa.keys()].filter((s) => fb.has(s)).sort((x, y) => x - y);
-    if (seeds.length < 2) continue;
-    const tests = new Map<string, PairedTest | null>();
-    for (const m of PAIRED_METRICS) {
-      const diffs: number[] = [];
-      for (const s of seeds) {
-        const x = m.pick(fa.get(s)!);
-        const y = m.pick(fb.get(s)!);
-        if (x !== null && y !== null) diffs.push(y - x);
-      }
-      tests.set(m.name, pairedTTest(diffs));
+/** Column cb against column ca (neighbouring values of one key, the other keys alike), or null under two shared seeds. */
+function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Column, others: string[]): PairedComparison | null {
+  const fa = completedBySeed(ca.runs, facts);
+  const fb = completedBySeed(cb.runs, facts);
+  const seeds = [...fa.keys()].filter((s) => fb.has(s)).sort((x, y) => x - y);
+  if (seeds.length < 2) return null;
+  const tests = new Map<string, PairedTest | null>();
+  for (const m of PAIRED_METRICS) {
+    const diffs: number[] = [];
+    for (const s of seeds) {
+      const x = m.pick(fa.get(s)!);
+      const y = m.pick(fb.get(s)!);
+      if (x !== null && y !== null) diffs.push(y - x);
     }
-    const context = others.map((k) => `${keyName(k)} ${formatValue(k, ca.values[k])}`).join(', ');
-    out.push({ key, a, b, context, seeds, tests });
+    tests.set(m.name, pairedTTest(diffs));
   }
-  return out;
+  const context = others.map((k) => `${keyName(k)} ${formatValue(k, ca.values[k])}`).join(', ');
+  return { key, a: ca.values[key], b: cb.values[key], context, seeds, tests };
 }
 
 function fmtP(p: number): string {

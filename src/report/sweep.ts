@@ -84,16 +84,25 @@ function declaredKeys(sweepFile: Obj | null): string[] {
 
 const ORDER: Record<string, number> = { learned: 0, frozen: 1, adamw: 0, lamb: 1, lars: 2, sgd: 3 };
 
-function compareValues(a: unknown, b: unknown): number {
+/** The order of a key's values in the report's columns: numbers ascending, known names in ORDER, then by name. */
+export function compareValues(a: unknown, b: unknown): number {
   if (typeof a === 'number' && typeof b === 'number') return a - b;
   const sa = String(a);
   const sb = String(b);
   return (ORDER[sa] ?? 99) - (ORDER[sb] ?? 99) || sa.localeCompare(sb);
 }
 
+/**
+ * A number in exponent form to four significant digits, trailing zeros dropped but one decimal kept:
+ * 8e-3 -> 8.0e-3, 0.0128 -> 1.28e-2, 0.016000000000000004 (1e-4 x 160) -> 1.6e-2, 3 -> 3.0e+0.
+ */
+export function fmtSci(v: number): string {
+  return v.toExponential(3).replace(/(\.\d*?)0+e/, '$1e').replace(/\.e/, '.0e');
+}
+
 export function formatValue(k: string, v: unknown): string {
   if (typeof v === 'number') {
-    if (k.endsWith('base_lr') || k.endsWith('weight_decay') || (v !== 0 && Math.abs(v) < 1e-2)) return v.toExponential(1);
+    if (k.endsWith('base_lr') || k.endsWith('weight_decay') || (v !== 0 && Math.abs(v) < 1e-2)) return fmtSci(v);
     return String(v);
   }
   return String(v);

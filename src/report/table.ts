@@ -7,7 +7,7 @@ import { stringify } from 'csv-stringify/sync';
 import type { RunInstability } from './instability.ts';
 import type { RunRecord } from './results.ts';
 import { statusProcessGone } from '../runfolder/status.ts';
-import { keyName, type Column, type SweepView } from './sweep.ts';
+import { fmtSci, keyName, type Column, type SweepView } from './sweep.ts';
 
 export interface RunFacts {
   id: string;
@@ -200,7 +200,7 @@ export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: 
 }
 
 function fmtPaper(k: string, v: number): string {
-  return k.endsWith('base_lr') ? v.toExponential(1) : String(v);
+  return k.endsWith('base_lr') ? fmtSci(v) : String(v);
 }
 
 const mdEscape = (s: string) => s.replace(/\|/g, '\\|');

@@ -99,3 +99,29 @@ test('paired by seed: a mean difference that rounds to zero prints without a sig
   const row = readFileSync(join(dir, 'report.md'), 'utf8').split('\n').find((l) => l.startsWith('| patch proj. frozen − learned'));
   assert.match(row!, /^\| patch proj\. frozen − learned \| all \| 0, 1 \| 0\.0 ± 0\.0 \(p = [\d.]+\) \| \+0\.1 ± 0\.0 \(p = [\d.]+\) \|/);
 });
+
+test('paired by seed: where the other keys differ in the values run, each setting pairs its own neighbours', async () => {
+  // adamw at lr 8e-3 and 2.4e-2, lamb at 8e-3 and 1.28e-2 (three lrs over the sweep, two per optimizer)
+  const dir = join(tmp(), 'mixed-grid');
+  const linear: Record<string, number> = { 'adamw-0.008': 78, 'adamw-0.024': 76, 'lamb-0.008': 77, 'lamb-0.0128': 73 };
+  for (const [name, lr] of [['adamw', 0.008], ['adamw', 0.024], ['lamb', 0.008], ['lamb', 0.0128]] as const) {
+    for (const seed of [0, 1]) {
+      writeFakeRun(dir, {
+        id: `${name}-lr${lr}-s${seed}`,
+        config: { seed, 'optim.name': name, 'optim.base_lr': lr },
+        summary: { linear_top1: linear[`${name}-${lr}`]! + seed },
+      });
+    }
+  }
+  const r = await writeReport(dir, { plots: false });
+  assert.deepEqual(
+    pairedComparisons(r.view, r.facts).map((c) => [c.key, c.a, c.b, c.context, c.tests.get('linear_top1')?.mean]),
+    [
+      ['optim.name', 'adamw', 'lamb', 'base lr 8.0e-3', -1],
+      ['optim.base_lr', 0.008, 0.0128, 'optimizer lamb', -4],
+      ['optim.base_lr', 0.008, 0.024, 'optimizer adamw', -2],
+    ],
+  );
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\| base lr 1\.28e-2 − 8\.0e-3 \| optimizer lamb \| 0, 1 \| −4\.0 ± 0\.0 \(p < 0\.001\) \|/);
+});

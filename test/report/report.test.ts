@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
-import { inferSweptKeys, viewSweep } from '../../src/report/sweep.ts';
+import { fmtSci, formatValue, inferSweptKeys, viewSweep } from '../../src/report/sweep.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 /** The table of report.md: label -> cells. */
@@ -219,4 +219,15 @@ test('a finished sweep reports in well under 2 s of CPU time (plots and PNGs inc
   const c = process.cpuUsage(c0);
   const ms = (c.user + c.system) / 1000;
   assert.ok(ms < 2000, `report took ${ms.toFixed(0)} ms of CPU (wall ${r.seconds.toFixed(2)} s)`);
+});
+
+test('swept values print as set: an lr of 1.28e-2 is not rounded to 1.3e-2, float noise of a scaled lr is', () => {
+  assert.equal(fmtSci(0.0128), '1.28e-2');
+  assert.equal(fmtSci(0.008), '8.0e-3');
+  assert.equal(fmtSci(1.5e-4 * 160), '2.4e-2'); // 0.023999999999999997
+  assert.equal(fmtSci(1.25e-5), '1.25e-5');
+  assert.equal(fmtSci(0.012345), '1.235e-2');
+  assert.equal(formatValue('optim.base_lr', 0.0128), '1.28e-2');
+  assert.equal(formatValue('optim.weight_decay', 0.1), '1.0e-1');
+  assert.equal(formatValue('optim.batch_size', 256), '256');
 });
