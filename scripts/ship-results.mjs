@@ -2,7 +2,8 @@
 // Copy the small files of finished sweeps into the repository (docs/results/<preset>/), so that their
 // reports ship with moco3 and a test can re-render them: per sweep its report (report.md, report.csv,
 // runs.csv, plots/), baselines.json and sweep.yaml; per run config.yaml, meta.json, status.json,
-// summary.json, linear.json and metrics.jsonl, gzipped (metrics.jsonl.gz). Never checkpoints.
+// summary.json, linear.json and metrics.jsonl, gzipped (metrics.jsonl.gz; a run copied from shipped results
+// keeps its metrics.jsonl.gz). Never checkpoints.
 //
 //   node scripts/ship-results.mjs <results-dir> <dest-dir> [sweep ...]
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -41,6 +42,8 @@ for (const sweep of sweeps) {
     mkdirSync(join(to, run), { recursive: true });
     for (const f of RUN_FILES) if (existsSync(join(rd, f))) put(join(run, f), readFileSync(join(rd, f)));
     if (existsSync(join(rd, 'metrics.jsonl'))) put(join(run, 'metrics.jsonl.gz'), gzipSync(readFileSync(join(rd, 'metrics.jsonl')), { level: 9 }));
+    // a run copied from shipped results has its metrics gzipped already
+    else if (existsSync(join(rd, 'metrics.jsonl.gz'))) put(join(run, 'metrics.jsonl.gz'), readFileSync(join(rd, 'metrics.jsonl.gz')));
   }
   process.stdout.write(`${sweep}: -> ${to}\n`);
 }
