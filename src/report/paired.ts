@@ -50,11 +50,13 @@ export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>)
       const ctx = JSON.stringify(others.map((k) => c.values[k]));
       contexts.set(ctx, [...(contexts.get(ctx) ?? []), c]);
     }
+    const order = valuesOf(view, key);
+    const rank = (v: unknown) => order.findIndex((x) => same(x, v));
     const found: { rank: [number, number, number]; cmp: PairedComparison }[] = [];
     [...contexts.values()].forEach((cols, ci) => {
       for (let i = 0; i + 1 < cols.length; i++) {
         const cmp = pairOf(facts, key, cols[i]!, cols[i + 1]!, others);
-        if (cmp) found.push({ rank: [rankOf(view, key, cmp.a), rankOf(view, key, cmp.b), ci], cmp });
+        if (cmp) found.push({ rank: [rank(cmp.a), rank(cmp.b), ci], cmp });
       }
     });
     // neighbouring values first, then the settings of the other keys, as the columns run
@@ -64,11 +66,11 @@ export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>)
   return out;
 }
 
-/** A value's place among a key's values, in the columns' order of values. */
-function rankOf(view: SweepView, key: string, v: unknown): number {
+/** A key's distinct values over the columns, in the columns' order of values. */
+function valuesOf(view: SweepView, key: string): unknown[] {
   const values: unknown[] = [];
   for (const c of view.columns) if (!values.some((x) => same(x, c.values[key]))) values.push(c.values[key]);
-  return values.sort(compareValues).findIndex((x) => same(x, v));
+  return values.sort(compareValues);
 }
 
 /** A column's completed runs by seed (the first run of each seed). */
