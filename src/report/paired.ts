@@ -48,7 +48,9 @@ export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>)
     const contexts = new Map<string, Column[]>();
     for (const c of view.columns) {
       const ctx = JSON.stringify(others.map((k) => c.values[k]));
-      contexts.set(ctx, [...(contexts.get(ctx) ?? []), c]);
+      const cols = contexts.get(ctx);
+      if (cols) cols.push(c);
+      else contexts.set(ctx, [c]);
     }
     const order = valuesOf(view, key);
     const rank = (v: unknown) => order.findIndex((x) => same(x, v));

@@ -14,6 +14,7 @@
  */
 import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
 import type { RunRecord, SweepRecord } from './results.ts';
+import { fmtExp } from '../runfolder/names.ts';
 
 export interface Column {
   /** swept key -> value of this column */
@@ -93,11 +94,12 @@ export function compareValues(a: unknown, b: unknown): number {
 }
 
 /**
- * A number in exponent form to four significant digits, trailing zeros dropped but one decimal kept:
- * 8e-3 -> 8.0e-3, 0.0128 -> 1.28e-2, 0.016000000000000004 (1e-4 x 160) -> 1.6e-2, 3 -> 3.0e+0.
+ * A number in exponent form to four significant digits, trailing zeros dropped but one decimal kept (the
+ * run names' `fmtExp` of the value rounded to 4 digits): 8e-3 -> 8.0e-3, 0.0128 -> 1.28e-2,
+ * 0.016000000000000004 (1e-4 x 160) -> 1.6e-2, 3 -> 3.0e+0, 0 -> 0.0e+0.
  */
 export function fmtSci(v: number): string {
-  return v.toExponential(3).replace(/(\.\d*?)0+e/, '$1e').replace(/\.e/, '.0e');
+  return v === 0 ? v.toExponential(1) : fmtExp(Number(v.toPrecision(4)), true);
 }
 
 export function formatValue(k: string, v: unknown): string {
