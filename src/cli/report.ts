@@ -14,6 +14,7 @@ interface ReportFlags {
   spikeFactor: string;
   spikeWindow: string;
   leadMaxLag: string;
+  dipAboveInit: boolean;
   plots: boolean;
   png: boolean;
 }
@@ -41,6 +42,7 @@ export function reportCommand(): Command {
     .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', String(DEFAULT_INSTABILITY.spikeFactor))
     .option('--spike-window <W>', 'the running median is over the previous W logged values', String(DEFAULT_INSTABILITY.spikeWindow))
     .option('--lead-max-lag <L>', "the gradient lead looks at lags up to L logged steps either way", String(DEFAULT_INSTABILITY.leadMaxLag))
+    .option('--dip-above-init', "count a kNN drop only from a running maximum above the untrained encoder's kNN (step 0)", false)
     .option('--no-plots', 'no figures')
     .option('--no-png', 'SVG figures only')
     .action(async (arg: string | undefined, f: ReportFlags) => {
@@ -49,6 +51,7 @@ export function reportCommand(): Command {
         spikeFactor: positive('--spike-factor', f.spikeFactor),
         spikeWindow: positive('--spike-window', f.spikeWindow, true),
         leadMaxLag: positive('--lead-max-lag', f.leadMaxLag, true),
+        dipAboveInit: f.dipAboveInit,
       };
       const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
       if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders)`);

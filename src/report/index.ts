@@ -158,7 +158,9 @@ export function reportMarkdown(
   out.push(
     `Cells: mean ± std over seeds (one value when there is one seed). Accuracy cells leave out diverged runs. ` +
       `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum since training began ` +
-      `(step 0, the untrained encoder, is left out); the deepest dip is the largest drop below that maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
+      `(step 0, the untrained encoder, is left out)` +
+      (io.dipAboveInit ? `, counted only where that maximum is above step 0's kNN top-1 (a fall below the untrained encoder's accuracy before the curve has climbed past it is no dip)` : '') +
+      `; the deepest dip is the largest drop below that maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
       `the median of the group's previous ${io.spikeWindow} logged values (consecutive logged steps count once). The spike lag is the median number ` +
       `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval. ` +
       `It only looks forward, so it is positive whatever the order; the spike-order rows look both ways: how many patch-projection spikes ` +

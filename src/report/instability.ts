@@ -28,6 +28,12 @@ export interface InstabilityOptions {
   minHistory: number;
   /** gradLead looks at lags up to this many logged rows either way */
   leadMaxLag: number;
+  /**
+   * Count a drop only while the running maximum is above the untrained encoder's kNN (step 0): the early
+   * fall below random features that every run makes before it learns is then no dip (docs/CALIBRATION.md,
+   * "are LAMB's deeper dips a fall below the untrained encoder?"). Off by default.
+   */
+  dipAboveInit: boolean;
 }
 
 /**
@@ -35,7 +41,7 @@ export interface InstabilityOptions {
  * (batch 64 and 128) never fall more than 2.0 points below their running maximum, and no AdamW run's gradient
  * norm rises above 3.8x its running median except in a few steps of one run; LAMB's collapses reach 100-1000x.
  */
-export const DEFAULT_INSTABILITY: InstabilityOptions = { dipPoints: 2.5, spikeFactor: 4, spikeWindow: 20, minHistory: 5, leadMaxLag: 40 };
+export const DEFAULT_INSTABILITY: InstabilityOptions = { dipPoints: 2.5, spikeFactor: 4, spikeWindow: 20, minHistory: 5, leadMaxLag: 40, dipAboveInit: false };
 
 export interface Point {
   step: number;
@@ -126,8 +132,11 @@ export function series(rows: MetricRow[], key: string): Point[] {
   return out.sort((a, b) => a.step - b.step);
 }
 
-/** Dips of an accuracy curve: maximal stretches at least `d` points below the running maximum. */
-export function findDips(points: Point[], d: number): { dips: Dip[]; maxDrop: number | null } {
+/**
+ * Dips of an accuracy curve: maximal stretches at least `d` points below the running maximum. With a
+ * `floor`, a drop counts only while the running maximum is above it (the curve must first climb past it).
+ */
+export function findDips(points: Point[], d: number, floor = -Infinity): { dips: Dip[]; maxDrop: number | null } {
   const dips: Dip[] = [];
   let runMax = -Infinity;
   let maxDrop: number | null = null;
@@ -135,7 +144,8 @@ export function findDips(points: Point[], d: number): { dips: Dip[]; maxDrop: nu
   for (const p of points) {
     if (!Number.isFinite(p.value)) continue;
     if (cur === null) runMax = Math.max(runMax, p.value);
-    const drop = runMax - p.value;
+    // a dip starts only from a maximum above the floor, and the maximum cannot change inside one
+    const drop = runMax > floor ? runMax - p.value : 0;
     maxDrop = Math.max(maxDrop ?? 0, drop);
     if (drop >= d - EPS) {
       if (cur === null) {
@@ -357,8 +367,11 @@ export function lastBlockOf(groups: string[]): string | null {
  * Fashion-MNIST well), not a peak training reached, so the running maximum starts after it.
  */
 export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT_INSTABILITY): RunInstability {
-  const knn = series(rows, 'knn_top1').filter((p) => p.step > 0);
-  const { dips, maxDrop } = findDips(knn, opts.dipPoints);
+  const all = series(rows, 'knn_top1');
+  const knn = all.filter((p) => p.step > 0);
+  // without a step-0 evaluation there is no untrained level to anchor to: every drop counts
+  const init = all.find((p) => p.step === 0);
+  const { dips, maxDrop } = findDips(knn, opts.dipPoints, opts.dipAboveInit && init ? init.value : -Infinity);
   const groups = gradGroups(rows);
   const spikes = new Map<string, Spike[]>();
   for (const g of groups) spikes.set(g, findSpikes(series(rows, `grad_inf/${g}`), opts));
@@ -402,6 +415,8 @@ export function instabilitySummary(r: RunInstability, opts: InstabilityOptions):
       spike_window: opts.spikeWindow,
       min_history: opts.minHistory,
       lead_max_lag: opts.leadMaxLag,
+      // written only when on, so that summaries measured the default way read as before
+      ...(opts.dipAboveInit ? { dip_above_init: true } : {}),
     },
     last_block: r.lastBlock,
     dips: r.dips.map((d) => ({ ...d, peak: round(d.peak, 4), depth: round(d.depth, 4) })),

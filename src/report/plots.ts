@@ -192,7 +192,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
       encoding: { x, y },
     });
   }
-  const notes = [`▼ dip: kNN ≥ ${opts.dipPoints} points below its running maximum`];
+  const notes = [`▼ dip: kNN ≥ ${opts.dipPoints} points below its running maximum${opts.dipAboveInit ? ', above the untrained level' : ''}`];
   if (manySeeds) notes.push(`thin: one run per seed (${view.seeds.length} seeds); thick: their mean`);
   if (ends.length) notes.push('✚ diverged');
   const title = `kNN top-1 vs epoch: ${view.name}`;

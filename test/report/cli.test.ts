@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
-import { tmp, writeBatchSweep, writeSimpleSweep } from './fixtures.ts';
+import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 test('moco3 report <sweep> --format csv writes the CSVs only; no argument reports every sweep', async () => {
   const root = tmp();
@@ -25,6 +25,24 @@ test('moco3 report <sweep> --format csv writes the CSVs only; no argument report
   }
   // the path of a sweep folder works as well as its name
   assert.equal((await cli(['report', dir, '--format', 'md', '--no-plots'])).code, 0);
+});
+
+test('moco3 report --dip-above-init: an early fall below the untrained encoder is no dip; the report says the rule', async () => {
+  const root = tmp();
+  // step 0 = 60; step 20 = 62 - 3 = 59, below it; step 40 = 64 - 8 = 56: 3 below the first evaluation
+  const dir = join(root, 'early');
+  writeFakeRun(dir, { id: 'run-s0', steps: 200, knnCurve: (f) => 60 + 20 * f, knnDrops: { 20: 3, 40: 8 } });
+  const maxDip = () => {
+    const [head, row] = readFileSync(join(dir, 'runs.csv'), 'utf8').trim().split('\n');
+    return Number(row!.split(',')[head!.split(',').indexOf('max_dip')]);
+  };
+  assert.equal((await cli(['report', dir, '--no-plots'])).code, 0);
+  assert.equal(maxDip(), 3);
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /above step 0's kNN top-1/);
+  const r = await cli(['report', dir, '--no-plots', '--dip-above-init']);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(maxDip(), 0);
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /counted only where that maximum is above step 0's kNN top-1/);
 });
 
 test('moco3 report: bad input is one line and exit code 2', async () => {

@@ -202,3 +202,28 @@ test('the untrained encoder (step 0) is no peak: a fall from it is not a dip, th
   const late = analyzeRun(curve([60, 55, 58, 61, 56, 62, 64]));
   assert.deepEqual(late.dips.map((d) => [d.start, d.depth]), [[40, 5]]);
 });
+
+test('--dip-above-init: a drop counts only once the running maximum is above the untrained encoder (step 0)', () => {
+  const rows = (vals: number[]) => vals.map((v, i) => ({ step: i * 10, knn_top1: v }));
+  const above = { ...DEFAULT_INSTABILITY, dipAboveInit: true };
+  // step 0 = 60; the first evaluation (59) is below it, training falls to 54, climbs past 60, then dips 3 from 63
+  const curve = rows([60, 59, 54, 55, 58, 61, 63, 60, 64]);
+  const dflt = analyzeRun(curve);
+  assert.deepEqual(dflt.dips.map((d) => [d.start, d.end, d.peak, d.depth]), [[20, 40, 59, 5], [70, 80, 63, 3]]);
+  assert.equal(dflt.maxDip, 5);
+  const init = analyzeRun(curve, above);
+  assert.deepEqual(init.dips.map((d) => [d.start, d.end, d.peak, d.depth]), [[70, 80, 63, 3]]);
+  assert.equal(init.maxDip, 3);
+  // a maximum above step 0 by any margin anchors: 60.5 > 60, so the fall to 55 is a 5.5-point dip
+  assert.equal(analyzeRun(rows([60, 60.5, 55, 61]), above).maxDip, 5.5);
+  // a curve that never climbs past step 0 has no dip and a deepest drop of 0
+  const never = analyzeRun(rows([60, 59, 52, 57, 58]), above);
+  assert.deepEqual([never.dips.length, never.maxDip], [0, 0]);
+  // without a step-0 evaluation there is nothing to anchor to: every drop counts, as by default
+  const noInit = rows([60, 59, 54, 55, 58, 61, 63, 60, 64]).slice(1);
+  assert.deepEqual(analyzeRun(noInit, above).maxDip, 5);
+  // the summary says so only when the option is on
+  const opts = (r: Record<string, unknown>) => (r.instability as { options: Record<string, unknown> }).options;
+  assert.equal(opts(instabilitySummary(init, above)).dip_above_init, true);
+  assert.ok(!('dip_above_init' in opts(instabilitySummary(dflt, DEFAULT_INSTABILITY))));
+});
