@@ -30,7 +30,7 @@ export interface InstabilityOptions {
   leadMaxLag: number;
   /**
    * Count a drop only while the running maximum is above the untrained encoder's kNN (step 0): the early
-   * fall below random features that every run makes before it learns is then no dip (docs/CALIBRATION.md,
+   * fall below random features that many runs make before they learn is then no dip (docs/CALIBRATION.md,
    * "are LAMB's deeper dips a fall below the untrained encoder?"). Off by default.
    */
   dipAboveInit: boolean;
