@@ -1,4 +1,4 @@
-/** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3-RECIPE.md "Evaluation"). */
+/** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3.md "Evaluation"). */
 import { Command, Option } from 'commander';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';

@@ -1,4 +1,4 @@
-/** ViT sizes. `vit-small`/`vit-base` are the paper's (docs/MOCOV3-RECIPE.md "Architecture", 12-head ViT-S as in the official vits.py). */
+/** ViT sizes. `vit-small`/`vit-base` are the paper's (docs/MOCOV3.md "Architecture", 12-head ViT-S as in the official vits.py). */
 export interface ArchSpec {
   dim: number;
   depth: number;

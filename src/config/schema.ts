@@ -1,5 +1,5 @@
 /**
- * The one run configuration. Every key has a default (the official MoCo v3 ViT recipe, docs/MOCOV3-RECIPE.md "Optimization");
+ * The one run configuration. Every key has a default (the official MoCo v3 ViT recipe, docs/MOCOV3.md "Optimization");
  * unknown keys are errors. Keys are snake_case, as in the YAML files users write.
  */
 import { z } from 'zod';
@@ -146,7 +146,7 @@ export function recipeBlurSigma(imageSize: number): [number, number] {
   return [(0.1 * imageSize) / 224, (2.0 * imageSize) / 224];
 }
 
-/** The official ViT recipe (docs/MOCOV3-RECIPE.md "Optimization": the official main_moco.py and CONFIG.md) at ViT-B/16 scale. */
+/** The official ViT recipe (docs/MOCOV3.md "Optimization": the official main_moco.py and CONFIG.md) at ViT-B/16 scale. */
 export const DEFAULTS: RunConfig = {
   seed: 0,
   data: { name: 'imagefolder', path: null, image_size: 224, train_size: null, test_size: null, num_classes: null },

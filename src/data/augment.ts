@@ -1,5 +1,5 @@
 /**
- * MoCo v3's two-view augmentation (docs/MOCOV3-RECIPE.md "Optimization", augmentation), computed image by image on uint8 pixels exactly as the
+ * MoCo v3's two-view augmentation (docs/MOCOV3.md "Optimization", augmentation), computed image by image on uint8 pixels exactly as the
  * official loader's torchvision transforms compute them on PIL images (src/data/pil.ts holds the Pillow
  * ports; tools/pil_reference.py checks them against Pillow and torchvision byte for byte).
  *

@@ -1,5 +1,5 @@
 /**
- * Linear probe of main_lincls.py (docs/MOCOV3-RECIPE.md "Evaluation"): on frozen features (the base encoder's class token
+ * Linear probe of main_lincls.py (docs/MOCOV3.md "Evaluation"): on frozen features (the base encoder's class token
  * after its final LayerNorm), one Linear(D, classes) with weight ~ N(0, 0.01²) and zero bias, trained
  * with SGD momentum 0.9, no weight decay, lr = base_lr x batch / 256 on a per-epoch cosine with no
  * warmup, cross-entropy; top-1 / top-5 on the test features.

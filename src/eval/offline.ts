@@ -1,6 +1,6 @@
 /**
  * Evaluation of a run folder's checkpoint: the weighted kNN on the full train set and the linear probe
- * (docs/MOCOV3-RECIPE.md "Evaluation"), with the results written into the run's summary.json (and knn.json /
+ * (docs/MOCOV3.md "Evaluation"), with the results written into the run's summary.json (and knn.json /
  * linear.json) through src/runfolder/. The training loop calls the probe on its final weights.
  *
  * Linear probe views (main_lincls.py): train = RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + flip,

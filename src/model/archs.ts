@@ -37,12 +37,12 @@ export interface MocoModelConfig extends VitDims {
   patchProj: 'learned' | 'frozen';
 }
 
-/** Official head sizes and ViT temperature ([R] main_moco.py defaults, the official repository's CONFIG.md; docs/MOCOV3-RECIPE.md). */
+/** Official head sizes and ViT temperature ([R] main_moco.py defaults, the official repository's CONFIG.md; docs/MOCOV3.md). */
 export const OFFICIAL_HEADS = { projHidden: 4096, projDim: 256, predHidden: 4096, temperature: 0.2 } as const;
 
 /**
  * A full model config from an arch name plus head settings: official heads, and the frozen patch
- * projection of the official ViT recipes (--stop-grad-conv1 in the official CONFIG.md; docs/MOCOV3-RECIPE.md), unless given.
+ * projection of the official ViT recipes (--stop-grad-conv1 in the official CONFIG.md; docs/MOCOV3.md), unless given.
  */
 export function modelConfig(
   arch: string,

@@ -1,4 +1,4 @@
-/** Optimizers and schedules of MoCo v3 (docs/MOCOV3-RECIPE.md). */
+/** Optimizers and schedules of MoCo v3 (docs/MOCOV3.md). */
 import { AdamW } from './adamw.ts';
 import { Lamb } from './lamb.ts';
 import { Lars } from './lars.ts';

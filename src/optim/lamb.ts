@@ -1,7 +1,7 @@
 /**
  * LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning"), in the form of timm's `Lamb`
  * (timm/optim/lamb.py, NVIDIA FusedLAMB behaviour) with these choices, since the paper's exact variant is
- * unknown (docs/MOCOV3-RECIPE.md "Optimization": MoCo v3 used LAMB with wd 1e-3; the repo has no LAMB):
+ * unknown (docs/MOCOV3.md "Optimization": MoCo v3 used LAMB with wd 1e-3; the repo has no LAMB):
  *   - global gradient-norm clipping is off unless `lambMaxGradNorm` is set (timm clips at 1.0 by default);
  *   - weight decay is L2 added to the Adam direction (not decoupled), and the trust ratio is applied to every
  *     parameter, unless `lambExcludeBiasNorm`, which gives ndim <= 1 parameters no decay and trust 1

@@ -1,5 +1,5 @@
 /**
- * The paper's linear-probe numbers for its stability sweeps (docs/MOCOV3-RECIPE.md "The stability study"; ViT-B/16, ImageNet, 100 epochs,
+ * The paper's linear-probe numbers for its stability sweeps (docs/MOCOV3.md "The stability study"; ViT-B/16, ImageNet, 100 epochs,
  * batch 4096 unless varied) and the mapping from a sweep's runs to the paper's settings.
  */
 

@@ -1,4 +1,4 @@
-/** Initialisation as vits.py L31-47 and PyTorch defaults for the heads (docs/MOCOV3-RECIPE.md "Architecture"). */
+/** Initialisation as vits.py L31-47 and PyTorch defaults for the heads (docs/MOCOV3.md "Architecture"). */
 import { tf } from '../helpers/tf.ts';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';

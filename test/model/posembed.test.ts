@@ -5,7 +5,7 @@ import { sincos2dPosEmbed } from '../../src/model/posembed.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { assertClose, tinyConfig } from './util.ts';
 
-/** docs/MOCOV3-RECIPE.md "Architecture" (position embedding) written out: token m (row m/g, col m%g) → [sin(row ω), cos(row ω), sin(col ω), cos(col ω)]. */
+/** docs/MOCOV3.md "Architecture" (position embedding) written out: token m (row m/g, col m%g) → [sin(row ω), cos(row ω), sin(col ω), cos(col ω)]. */
 function formula(g: number, D: number): number[] {
   const pd = D / 4;
   const out: number[] = new Array(D).fill(0); // class token

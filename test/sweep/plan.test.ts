@@ -17,7 +17,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 const plan = (name: string, opts: PlanOptions = {}) => planSweep(loadSweep(name), { results: '/nonexistent/results', ...opts });
 const col = (p: ReturnType<typeof plan>, key: string, which: 'paper' | 'values' = 'values') => p.runs.map((r) => r[which][key]);
 
-test('batch-size is Fig. 1: batch 1024-6144 at AdamW base lr 1.0e-4, learned patch projection (docs/MOCOV3-RECIPE.md "The stability study")', () => {
+test('batch-size is Fig. 1: batch 1024-6144 at AdamW base lr 1.0e-4, learned patch projection (docs/MOCOV3.md "The stability study")', () => {
   const p = plan('batch-size', { preset: 'paper' });
   assert.equal(p.id, 'batch-size');
   assert.deepEqual(p.runs.map((r) => r.config.optim.batch_size), [1024, 2048, 4096, 6144]);
