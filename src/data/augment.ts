@@ -289,7 +289,7 @@ export function augmentPacked(
   S: number,
   lut: Float32Array | null,
   engine: AugmentEngine = augmentEngine(),
-  alloc: (n: number) => Float32Array = newF32,
+  alloc: (n: number) => Float32Array = (n) => new Float32Array(n),
 ): Float32Array {
   const { count, out } = prepare(batch, packed, S, alloc);
   if (engine === 'native') {
@@ -303,15 +303,13 @@ export function augmentPacked(
 
 /** `augmentPacked` by the native kernel on a libuv thread: the main thread is free meanwhile (see canAugmentAsync). */
 export async function augmentPackedAsync(batch: ImageBatch, packed: Float64Array, S: number, lut: Float32Array | null): Promise<Float32Array> {
-  const { count, out } = prepare(batch, packed, S, newF32);
+  const { count, out } = prepare(batch, packed, S);
   await (nativeAddon() as unknown as Required<AugmentAddon>).augmentAsync(batch.data, batch.n, batch.h, batch.w, batch.c, packed, count, S, lut, out);
   return out;
 }
 
-const newF32 = (n: number) => new Float32Array(n);
-
 /** Check every crop box against its image; the output array, from `alloc` (every element is overwritten). */
-function prepare(batch: ImageBatch, packed: Float64Array, S: number, alloc: (n: number) => Float32Array): { count: number; out: Float32Array } {
+function prepare(batch: ImageBatch, packed: Float64Array, S: number, alloc: (n: number) => Float32Array = (n) => new Float32Array(n)): { count: number; out: Float32Array } {
   const count = packed.length / PARAM_STRIDE;
   const out = alloc(count * S * S * 3);
   if (out.length !== count * S * S * 3) throw new RangeError(`augment: output array of ${out.length} floats for ${count} views of ${S}x${S}x3`);
@@ -381,16 +379,9 @@ export function sampleBatchParams(batch: ImageBatch, cfg: AugmentConfig, seed: n
  * pixels with `raw`). Both views are computed in one call, so the native kernel spreads 2B images
  * over its threads.
  */
-export function twoViewArrays(
-  batch: ImageBatch,
-  cfg: AugmentConfig,
-  seed: number,
-  step: number,
-  raw = false,
-  alloc: (n: number) => Float32Array = newF32,
-): { v1: Float32Array; v2: Float32Array } {
+export function twoViewArrays(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, raw = false): { v1: Float32Array; v2: Float32Array } {
   const { packed, lut } = twoViewJob(batch, cfg, seed, step, raw);
-  return splitViews(augmentPacked(batch, packed, cfg.imageSize, lut, augmentEngine(), alloc));
+  return splitViews(augmentPacked(batch, packed, cfg.imageSize, lut));
 }
 
 /** `twoViewArrays` computed off the main thread (when canAugmentAsync()): the same arrays. */
@@ -425,8 +416,9 @@ function twoViewJob(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: n
 
 /** The two augmented views of a batch: [B, S, S, 3] float32, normalised, NHWC. */
 export function twoViews(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number): { x1: tf.Tensor4D; x2: tf.Tensor4D } {
+  const { packed, lut } = twoViewJob(batch, cfg, seed, step, false);
   // both views in one array, which the native backend recycles once both tensors are disposed (tensorF32)
-  return viewTensors(twoViewArrays(batch, cfg, seed, step, false, tensorF32), cfg.imageSize);
+  return viewTensors(splitViews(augmentPacked(batch, packed, cfg.imageSize, lut, augmentEngine(), tensorF32)), cfg.imageSize);
 }
 
 /** The arrays of `twoViewArrays(Async)` as the tensors `twoViews` gives. */
