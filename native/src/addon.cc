@@ -19,9 +19,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 #endif
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #ifdef MOCO3_ACCELERATE
 #include <Accelerate/Accelerate.h>
@@ -807,14 +804,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       if (v > 0) n = v;
     }
     set_threads(n);
-#if defined(__GLIBC__)
-    // Large blocks straight from the kernel, returned to it when freed. glibc otherwise raises this
-    // threshold each time a large block is freed, so the arrays a training step lets go of (V8 frees
-    // them whenever its collector runs) stay in the process's heap and its peak memory depends on when
-    // the collections happen. Arrays the native backend recycles (src/engine/native.ts) are unaffected.
-    // MALLOC_MMAP_THRESHOLD_ in the environment still decides, as glibc documents.
-    if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-#endif
     // stop the workers when that environment goes away (process exit)
     napi_add_env_cleanup_hook(env, [](void*) { if (g_pool) g_pool->resize(1); }, nullptr);
   });
