@@ -14,7 +14,7 @@
  * same pipeline in JS; the two agree byte for byte (test/data/augment.test.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { nativeAddon, tensorF32 } from '../engine/native.ts';
+import { nativeAddon } from '../engine/native.ts';
 import { Rng } from '../engine/rng.ts';
 import * as pil from './pil.ts';
 import type { ImageBatch } from './types.ts';
@@ -283,15 +283,8 @@ export function canAugmentAsync(): boolean {
  * The views described by `packed` (rows of PARAM_STRIDE) of `batch`, as float32 NHWC [count, S, S, 3]:
  * normalised by `lut`, or the raw 0..255 pixels when `lut` is null.
  */
-export function augmentPacked(
-  batch: ImageBatch,
-  packed: Float64Array,
-  S: number,
-  lut: Float32Array | null,
-  engine: AugmentEngine = augmentEngine(),
-  alloc: (n: number) => Float32Array = (n) => new Float32Array(n),
-): Float32Array {
-  const { count, out } = prepare(batch, packed, S, alloc);
+export function augmentPacked(batch: ImageBatch, packed: Float64Array, S: number, lut: Float32Array | null, engine: AugmentEngine = augmentEngine()): Float32Array {
+  const { count, out } = prepare(batch, packed, S);
   if (engine === 'native') {
     (nativeAddon() as unknown as AugmentAddon).augment(batch.data, batch.n, batch.h, batch.w, batch.c, packed, count, S, lut, out);
     return out;
@@ -308,11 +301,10 @@ export async function augmentPackedAsync(batch: ImageBatch, packed: Float64Array
   return out;
 }
 
-/** Check every crop box against its image; the output array, from `alloc` (every element is overwritten). */
-function prepare(batch: ImageBatch, packed: Float64Array, S: number, alloc: (n: number) => Float32Array = (n) => new Float32Array(n)): { count: number; out: Float32Array } {
+/** Check every crop box against its image; the output array. */
+function prepare(batch: ImageBatch, packed: Float64Array, S: number): { count: number; out: Float32Array } {
   const count = packed.length / PARAM_STRIDE;
-  const out = alloc(count * S * S * 3);
-  if (out.length !== count * S * S * 3) throw new RangeError(`augment: output array of ${out.length} floats for ${count} views of ${S}x${S}x3`);
+  const out = new Float32Array(count * S * S * 3);
   for (let j = 0; j < count; j++) {
     const o = j * PARAM_STRIDE;
     const src = packed[o + P_SRC]!;
@@ -350,21 +342,13 @@ function toTensor(data: Float32Array, count: number, S: number): tf.Tensor4D {
   return tf.tensor4d(data, [count, S, S, 3]);
 }
 
-/**
- * The views `packed` describes as one [count, S, S, 3] tensor. Its array comes from the native backend's
- * free list when that backend is active, and goes back to it when the tensor is disposed (tensorF32).
- */
-export function augmentTensor(batch: ImageBatch, packed: Float64Array, S: number, lut: Float32Array | null): tf.Tensor4D {
-  return toTensor(augmentPacked(batch, packed, S, lut, augmentEngine(), tensorF32), packed.length / PARAM_STRIDE, S);
-}
-
 /** One view of the batch with the given per-image parameters (`params[i]` for image i). */
 export function augmentWithParams(batch: ImageBatch, cfg: AugmentConfig, params: ViewParams[]): tf.Tensor4D {
   checkConfig(cfg);
   checkBatch(batch);
   if (params.length !== batch.n) throw new RangeError(`augment: ${params.length} parameter sets for ${batch.n} images`);
   const S = cfg.imageSize;
-  return augmentTensor(batch, packParams(params), S, normalizeLut(cfg.mean, cfg.std));
+  return toTensor(augmentPacked(batch, packParams(params), S, normalizeLut(cfg.mean, cfg.std)), batch.n, S);
 }
 
 /** Draw the parameters of every image of one view from `new Rng(seed, 'aug', step, view)`, view 1 or 2. */
@@ -416,9 +400,7 @@ function twoViewJob(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: n
 
 /** The two augmented views of a batch: [B, S, S, 3] float32, normalised, NHWC. */
 export function twoViews(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number): { x1: tf.Tensor4D; x2: tf.Tensor4D } {
-  const { packed, lut } = twoViewJob(batch, cfg, seed, step, false);
-  // both views in one array, which the native backend recycles once both tensors are disposed (tensorF32)
-  return viewTensors(splitViews(augmentPacked(batch, packed, cfg.imageSize, lut, augmentEngine(), tensorF32)), cfg.imageSize);
+  return viewTensors(twoViewArrays(batch, cfg, seed, step), cfg.imageSize);
 }
 
 /** The arrays of `twoViewArrays(Async)` as the tensors `twoViews` gives. */
@@ -444,7 +426,7 @@ export function evalView(batch: ImageBatch, cfg: AugmentConfig): tf.Tensor4D {
   checkBatch(batch);
   const S = cfg.imageSize;
   const view = plainParams(evalBox(batch.h, batch.w, S));
-  return augmentTensor(batch, packParams(Array.from({ length: batch.n }, () => view)), S, normalizeLut(cfg.mean, cfg.std));
+  return toTensor(augmentPacked(batch, packParams(Array.from({ length: batch.n }, () => view)), S, normalizeLut(cfg.mean, cfg.std)), batch.n, S);
 }
 
 /** The augmentation settings for a dataset (its mean/std) at output size S. */

@@ -207,17 +207,6 @@ export function releaseNativeFreeList(): number {
   return bytes;
 }
 
-/**
- * A float32 array of length n for a tensor about to be made from it, which the caller fills entirely: a
- * recycled one when the active backend is `native` (it returns to the free list when its tensors are
- * disposed unread), else a new one. The training step's two views come from here, so they are not left
- * to the garbage collector, whose late collections would otherwise set the process's peak memory.
- */
-export function tensorF32(n: number): Float32Array {
-  const b = tf.getBackend() === NATIVE_BACKEND ? tf.findBackend(NATIVE_BACKEND) : null;
-  return b instanceof NativeBackend ? b.takeF32(n) : new Float32Array(n);
-}
-
 let registered: { threads: number; blas: string } | null = null;
 
 /**

@@ -15,7 +15,7 @@ import type { ResolvedRunConfig } from '../config/schema.ts';
 import { Rng } from '../engine/rng.ts';
 import { readSafetensors } from '../engine/safetensors.ts';
 import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
-import { augmentTensor, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
+import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { checkpointFolderStep, checkpointsDir, CheckpointError } from '../runfolder/checkpoints.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
@@ -86,7 +86,7 @@ export function probeTrainView(batch: ImageBatch, aug: AugmentConfig, seed: numb
     const box = sampleCropBox(rng, batch.h, batch.w, PROBE_CROP_SCALE);
     return plainParams(box, rng.bernoulli(0.5));
   });
-  return augmentTensor(batch, packParams(params), S, normalizeLut(aug.mean, aug.std));
+  return tf.tensor4d(augmentPacked(batch, packParams(params), S, normalizeLut(aug.mean, aug.std)), [batch.n, S, S, 3]);
 }
 
 /** Train features recomputed from new random crops in every batch of every epoch. */

@@ -225,11 +225,6 @@ test('the native kernel computes the same bytes as the JS pipeline (RGB and gray
       const js = augmentPacked(batch, packed, S, lut, 'js');
       const native = augmentPacked(batch, packed, S, lut, 'native');
       assert.equal(maxAbsDiff(js, native), 0, `${batch.h}x${batch.w}x${batch.c} -> ${S}`);
-      // into an array full of stale values (as the native backend recycles them): every element is written
-      const stale = (n: number) => new Float32Array(n).fill(NaN);
-      for (const [engine, want] of [['js', js], ['native', native]] as const) {
-        assert.deepEqual(augmentPacked(batch, packed, S, lut, engine, stale), want, `${engine} into a used array, ${batch.h}x${batch.w}x${batch.c} -> ${S}`);
-      }
     }
   }
 });

@@ -9,8 +9,6 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
 import { nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
-import { augmentConfigFor, twoViews } from '../../src/data/augment.ts';
-import { Rng } from '../../src/engine/rng.ts';
 
 const registration = registerNativeBackend();
 
@@ -449,28 +447,6 @@ describe('native backend', () => {
         await parity('matMul with K = 0 into recycled memory', [input([64, 0], 305), input([0, 64], 306)], (a, b) => tf.matMul(a, b), 0, 0);
         await parity('sum with nothing reduced into recycled memory', inputs, (a) => tf.sum(tf.reshape(a, [64, 64, 1]), 2), 0, 0);
         x.dispose();
-      });
-
-      test("the training step's views come from the free list and go back to it", async () => {
-        await tf.setBackend('native');
-        const backend = tf.backend() as unknown as { freeListBytes(): number };
-        releaseNativeFreeList();
-        const rng = new Rng(7, 'views');
-        const batch = { data: Uint8Array.from({ length: 16 * 20 * 20 * 3 }, () => rng.int(256)), n: 16, h: 20, w: 20, c: 3 };
-        const aug = augmentConfigFor({ mean: [0.4, 0.5, 0.6], std: [0.2, 0.25, 0.3] }, 24, 'mocov3');
-        const bytes = 2 * 16 * 24 * 24 * 3 * 4;
-        const first = twoViews(batch, aug, 1, 0);
-        const want = [first.x1.dataSync().slice(), first.x2.dataSync().slice()];
-        tf.dispose([first.x1, first.x2]);
-        assert.equal(backend.freeListBytes(), 0, 'views read out are the caller\'s: not recycled');
-        const a = twoViews(batch, aug, 1, 1);
-        tf.dispose([a.x1, a.x2]);
-        assert.equal(backend.freeListBytes(), bytes, 'both views, unread, return as one array');
-        const again = twoViews(batch, aug, 1, 0);
-        assert.equal(backend.freeListBytes(), 0, 'the next views take it');
-        assert.deepEqual([again.x1.dataSync(), again.x2.dataSync()], want, 'the same views as from a new array');
-        tf.dispose([again.x1, again.x2]);
-        releaseNativeFreeList();
       });
 
       test('kernels leave no tensors or buffers behind', async () => {
