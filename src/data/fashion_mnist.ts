@@ -84,8 +84,8 @@ async function loadSplit(dir: string, imagesBase: string, labelsBase: string, li
     if (y > 9) throw new DataError(`${labelsPath}: label ${y} at index ${i} is out of range 0..9`);
     if (i < take) out[i] = y;
   }
-  // copy, so the decompressed file can be freed
-  const pixels = images.data.slice(0, take * height * width);
+  // a subset is copied, so the rest of the file can be freed (a Buffer's slice() would be a view of all of it)
+  const pixels = take === n ? images.data : new Uint8Array(images.data.subarray(0, take * height * width));
   return { images: pixels, labels: out, n: take, height, width, channels: 1 };
 }
 

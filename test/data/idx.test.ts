@@ -60,6 +60,31 @@ test('gzipped and raw files read the same', async () => {
   const y = await readIdxFile(join(root, 'a.idx.gz'), 0x803);
   assert.deepEqual(x.dims, [2, 2, 2]);
   assert.deepEqual(Array.from(y.data), Array.from(x.data));
+  // a file inflated in many pieces (the reader takes 64 KiB at a time) arrives whole, in one array of its length
+  const dims = [5, 210, 199];
+  const pixels = Array.from({ length: 5 * 210 * 199 }, (_, i) => (i * 7919 + (i >> 9)) % 251);
+  const big = idxBytes(0x803, dims, pixels);
+  await writeFile(join(root, 'big.idx.gz'), gzipSync(big));
+  const z = await readIdxFile(join(root, 'big.idx.gz'), 0x803);
+  assert.deepEqual(z.dims, dims);
+  assert.equal(z.data.length, pixels.length);
+  assert.ok(Buffer.from(z.data).equals(big.subarray(16)), 'the same bytes as the raw file');
+  assert.equal(z.data.buffer.byteLength, big.length, 'no array larger than the file');
+  // gzipped files whose data is not the length their header gives
+  const lengthOf = async (name: string, bytes: Buffer) => {
+    await writeFile(join(root, name), gzipSync(bytes));
+    return readIdxFile(join(root, name), 0x803).then(
+      () => 'read',
+      (e: Error) => (e instanceof DataError ? e.message : `not a DataError: ${e}`),
+    );
+  };
+  assert.match(await lengthOf('long.gz', Buffer.concat([big, Buffer.alloc(70000)])), /long\.gz: wrong length \(too long\): header says 5x210x199 = 208950 bytes of data, file has 278950$/);
+  assert.match(await lengthOf('short.gz', big.subarray(0, 100016)), /short\.gz: wrong length \(truncated\): header says 5x210x199 = 208950 bytes of data, file has 100000$/);
+  assert.match(await lengthOf('header.gz', big.subarray(0, 10)), /header\.gz: truncated IDX header \(10 of 16 bytes\)$/);
+  assert.match(await lengthOf('empty.gz', Buffer.alloc(0)), /empty\.gz: truncated IDX file \(0 bytes, no header\)$/);
+  assert.match(await lengthOf('magic.gz', idxBytes(0x801, [3], [1, 2, 3])), /magic\.gz: bad magic 0x00000801/);
+  // a header asking for more than 4 GiB is answered without allocating it
+  assert.match(await lengthOf('huge.gz', idxBytes(0x803, [65536, 65536, 2], [1, 2])), /wrong length \(truncated\): header says 65536x65536x2 = 8589934592 bytes of data, file has 2$/);
 });
 
 test('a tiny Fashion-MNIST directory loads into splits, with names, mean/std and subsets', async () => {
@@ -80,6 +105,8 @@ test('a tiny Fashion-MNIST directory loads into splits, with names, mean/std and
   assert.deepEqual(Array.from(ds.test.labels), [1, 2]);
   const sub = await loadDataset(spec(dir, { trainSize: 2, testSize: 1 }));
   assert.deepEqual(Array.from(sub.train.images), [0, 1, 2, 3, 10, 11, 12, 13]);
+  // a subset holds its own images only, not the whole file (gzipped train, raw test)
+  assert.deepEqual([sub.train.images.buffer.byteLength, sub.test.images.buffer.byteLength], [8, 4]);
   assert.deepEqual(Array.from(sub.train.labels), [9, 0]);
   assert.equal(sub.test.n, 1);
   await assert.rejects(loadDataset(spec(dir, { trainSize: 4 })), (e: Error) => e instanceof DataError && /asked for 4 train/.test(e.message));
