@@ -3,12 +3,13 @@
  * CIFAR-10 records are 1 label byte + 3072 pixel bytes (1024 R, 1024 G, 1024 B, row-major 32x32) in
  * data_batch_1..5.bin and test_batch.bin; CIFAR-100 records are a coarse and a fine label byte + 3072 pixel
  * bytes in train.bin and test.bin (the fine label is the class). Read from the extracted folder or straight
- * from the downloaded .tar.gz.
+ * from the downloaded .tar.gz, a few MB at a time into each split's arrays, allocated once at their final
+ * size: no copy of a file or of the archive is left to the garbage collector (docs/ENGINES.md).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { gunzipPieces } from './gunzip.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
@@ -53,64 +54,231 @@ export const CIFAR: Record<'cifar10' | 'cifar100', CifarKind> = {
 /** Where moco3 keeps datasets when no path is given. */
 export const DATA_DIR = process.env.MOCO3_DATA ?? join(homedir(), '.moco3', 'data');
 
+/** A ustar header block: the entry's path, its size, and whether it is a regular file; null at the end-of-archive block. */
+function tarHeader(h: Uint8Array): { name: string; size: number; regular: boolean } | null {
+  if (h.every((b) => b === 0)) return null;
+  const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('latin1').replace(/\0.*$/s, '');
+  const type = String.fromCharCode(h[156]!);
+  return { name: (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100), size: parseInt(str(124, 136).trim() || '0', 8), regular: type === '0' || type === '\0' };
+}
+
 /** The regular files of a tar archive (ustar; long names are not needed for CIFAR). */
 export function untar(buf: Uint8Array, label: string): Map<string, Uint8Array> {
   const files = new Map<string, Uint8Array>();
   let off = 0;
   while (off + 512 <= buf.length) {
-    const h = buf.subarray(off, off + 512);
-    if (h.every((b) => b === 0)) break;
-    const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('latin1').replace(/\0.*$/s, '');
-    const name = (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100);
-    const size = parseInt(str(124, 136).trim() || '0', 8);
-    const type = String.fromCharCode(h[156]!);
+    const h = tarHeader(buf.subarray(off, off + 512));
+    if (!h) break;
+    const { name, size } = h;
     if (!Number.isFinite(size) || off + 512 + size > buf.length) throw new DataError(`${label}: truncated tar archive at ${name}`);
-    if (type === '0' || type === '\0') files.set(name, buf.subarray(off + 512, off + 512 + size));
+    if (h.regular) files.set(name, buf.subarray(off + 512, off + 512 + size));
     off += 512 + Math.ceil(size / 512) * 512;
   }
   return files;
 }
 
-/** Records of one file -> images (HWC) and labels. */
-export function parseCifarRecords(bytes: Uint8Array, kind: CifarKind, label: string): { images: Uint8Array; labels: Int32Array; n: number } {
-  const rec = kind.labelBytes + 3072;
-  if (bytes.length === 0 || bytes.length % rec !== 0) {
-    throw new DataError(`${label}: ${bytes.length} bytes is not a whole number of ${rec}-byte ${kind.name} records`);
-  }
+/** A split's arrays (images HWC), or one file's. */
+interface Records {
+  images: Uint8Array;
+  labels: Int32Array;
+  n: number;
+}
+
+const recordBytes = (kind: CifarKind) => kind.labelBytes + 3072;
+
+/** The number of records in a file of `size` bytes. */
+function recordCount(size: number, kind: CifarKind, label: string): number {
+  const rec = recordBytes(kind);
+  if (size === 0 || size % rec !== 0) throw new DataError(`${label}: ${size} bytes is not a whole number of ${rec}-byte ${kind.name} records`);
+  return size / rec;
+}
+
+/** Whole records (planar RGB) into `dst` from record `at` on (HWC); `first` is the index of the first one in its file, for errors. */
+function decodeRecords(bytes: Uint8Array, kind: CifarKind, label: string, first: number, dst: Records, at: number): void {
+  const rec = recordBytes(kind);
   const n = bytes.length / rec;
-  const images = new Uint8Array(n * 3072);
-  const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const r = bytes.subarray(i * rec, (i + 1) * rec);
     const y = r[kind.labelBytes - 1]!; // CIFAR-100: the fine label
-    if (y >= kind.numClasses) throw new DataError(`${label}: record ${i} has label ${y}, outside 0..${kind.numClasses - 1}`);
-    labels[i] = y;
+    if (y >= kind.numClasses) throw new DataError(`${label}: record ${first + i} has label ${y}, outside 0..${kind.numClasses - 1}`);
+    dst.labels[at + i] = y;
     const px = r.subarray(kind.labelBytes);
-    const out = images.subarray(i * 3072, (i + 1) * 3072);
+    const out = dst.images.subarray((at + i) * 3072, (at + i + 1) * 3072);
     for (let p = 0; p < 1024; p++) {
       out[p * 3] = px[p]!;
       out[p * 3 + 1] = px[1024 + p]!;
       out[p * 3 + 2] = px[2048 + p]!;
     }
   }
-  return { images, labels, n };
 }
 
-function split(parts: Array<{ images: Uint8Array; labels: Int32Array; n: number }>, limit: number | null, what: string, label: string): ImageSplit {
-  const total = parts.reduce((a, p) => a + p.n, 0);
+/** How many of `total` images a split keeps: all, or the first `limit`. */
+function splitSize(total: number, limit: number | null, what: string, label: string): number {
   if (limit !== null && limit > total) throw new DataError(`${label}: ${what} split has ${total} images, ${limit} asked for`);
-  const n = limit ?? total;
-  const images = new Uint8Array(n * 3072);
-  const labels = new Int32Array(n);
+  return limit ?? total;
+}
+
+/** Records read per call from an extracted file: the reads go through one buffer of this many. */
+const RECORDS_PER_READ = 1024;
+
+/**
+ * A split from the extracted folder: its arrays are allocated once, at their final size, and each file is
+ * read a few MB at a time into them, so loading leaves no file-sized garbage behind (docs/ENGINES.md).
+ */
+function readFolderSplit(dir: string, names: string[], kind: CifarKind, limit: number | null, what: string): ImageSplit {
+  const files = names.map((f) => {
+    const path = join(dir, f);
+    if (!existsSync(path)) throw new DataError(`${path}: file not found`);
+    return { path, label: `${dir}: ${f}`, n: recordCount(statSync(path).size, kind, `${dir}: ${f}`) };
+  });
+  const n = splitSize(
+    files.reduce((a, f) => a + f.n, 0),
+    limit,
+    what,
+    dir,
+  );
+  const dst: Records = { images: new Uint8Array(n * 3072), labels: new Int32Array(n), n };
+  const rec = recordBytes(kind);
+  const buf = new Uint8Array(RECORDS_PER_READ * rec);
   let k = 0;
-  for (const p of parts) {
-    const take = Math.min(p.n, n - k);
+  for (const f of files) {
+    const take = Math.min(f.n, n - k);
     if (take <= 0) break;
-    images.set(p.images.subarray(0, take * 3072), k * 3072);
-    labels.set(p.labels.subarray(0, take), k);
+    const fd = openSync(f.path, 'r');
+    try {
+      for (let i = 0; i < take; i += RECORDS_PER_READ) {
+        const len = Math.min(RECORDS_PER_READ, take - i) * rec;
+        for (let got = 0; got < len; ) {
+          const r = readSync(fd, buf, got, len - got, i * rec + got);
+          if (r === 0) throw new DataError(`${f.label}: the file became shorter while it was read`);
+          got += r;
+        }
+        decodeRecords(buf.subarray(0, len), kind, f.label, i, dst, k + i);
+      }
+    } finally {
+      closeSync(fd);
+    }
     k += take;
   }
-  return { images, labels, n, height: 32, width: 32, channels: 3 };
+  return { ...dst, height: 32, width: 32, channels: 3 };
+}
+
+/** Where a file's records go: its first `take` records into `dst` from record `at` on. */
+interface Sink {
+  dst: Records;
+  at: number;
+  take: number;
+  label: string;
+  /** records decoded so far, and the start of the next one when it spans two inflated pieces */
+  done: number;
+  carry: Uint8Array;
+  carryLen: number;
+}
+
+/**
+ * One pass over the .tar.gz as it is inflated (src/data/gunzip.ts): `route(name, size)` is called at each
+ * regular file's header and says where its records go, or null to skip it. Ustar headers; long names are
+ * not needed for CIFAR.
+ */
+async function scanArchive(path: string, kind: CifarKind, route: (base: string, size: number) => Sink | null): Promise<void> {
+  const rec = recordBytes(kind);
+  const header = new Uint8Array(512);
+  let headerLen = 0;
+  // the file being read: bytes of its body left, then of its padding to 512
+  let entry = null as { name: string; left: number; pad: number; sink: Sink | null } | null;
+  const body = (sink: Sink, bytes: Uint8Array) => {
+    let b = bytes.subarray(0, Math.max(0, (sink.take - sink.done) * rec - sink.carryLen));
+    if (sink.carryLen > 0) {
+      const fill = Math.min(rec - sink.carryLen, b.length);
+      sink.carry.set(b.subarray(0, fill), sink.carryLen);
+      sink.carryLen += fill;
+      b = b.subarray(fill);
+      if (sink.carryLen < rec) return;
+      decodeRecords(sink.carry, kind, sink.label, sink.done, sink.dst, sink.at + sink.done);
+      sink.done++;
+      sink.carryLen = 0;
+    }
+    const whole = Math.floor(b.length / rec);
+    decodeRecords(b.subarray(0, whole * rec), kind, sink.label, sink.done, sink.dst, sink.at + sink.done);
+    sink.done += whole;
+    sink.carry.set(b.subarray(whole * rec));
+    sink.carryLen = b.length - whole * rec;
+  };
+  await gunzipPieces(
+    path,
+    (piece) => {
+      let off = 0;
+      while (off < piece.length) {
+        if (entry) {
+          const n = Math.min(entry.left, piece.length - off);
+          if (entry.sink) body(entry.sink, piece.subarray(off, off + n));
+          entry.left -= n;
+          off += n;
+          if (entry.left > 0) break;
+          const skip = Math.min(entry.pad, piece.length - off);
+          entry.pad -= skip;
+          off += skip;
+          if (entry.pad === 0) entry = null;
+          continue;
+        }
+        const n = Math.min(512 - headerLen, piece.length - off);
+        header.set(piece.subarray(off, off + n), headerLen);
+        headerLen += n;
+        off += n;
+        if (headerLen < 512) break;
+        headerLen = 0;
+        const h = tarHeader(header);
+        if (!h) return false; // the end of the archive
+        const { name, size } = h;
+        if (!Number.isFinite(size)) throw new DataError(`${path}: corrupt tar header at ${name}`);
+        const sink = h.regular ? route(basename(name), size) : null;
+        if (size > 0) entry = { name, left: size, pad: (512 - (size % 512)) % 512, sink };
+      }
+    },
+    (message) => `${path}: not a gzipped tar archive (${message})`,
+  );
+  if (entry && entry.left > 0) throw new DataError(`${path}: truncated tar archive at ${entry.name}`);
+}
+
+/**
+ * The splits from the .tar.gz. Its files come in any order, so a first pass reads their sizes and a
+ * second decodes each file's records straight into the split's arrays, allocated once at their final
+ * size: loading leaves neither the archive nor a file-sized copy behind (docs/ENGINES.md).
+ */
+async function readArchiveSplits(path: string, kind: CifarKind, limits: { train: number | null; test: number | null }): Promise<{ train: ImageSplit; test: ImageSplit }> {
+  const wanted = new Set([...kind.train, ...kind.test]);
+  const sizes = new Map<string, number>();
+  await scanArchive(path, kind, (base, size) => {
+    if (wanted.has(base)) sizes.set(base, size);
+    return null;
+  });
+  const routes = new Map<string, Sink>();
+  const plan = (names: string[], limit: number | null, what: string): ImageSplit => {
+    const counts = names.map((f) => {
+      const size = sizes.get(f);
+      if (size === undefined) throw new DataError(`${path}: ${f} is missing from the archive`);
+      return recordCount(size, kind, `${path}: ${f}`);
+    });
+    const n = splitSize(
+      counts.reduce((a, c) => a + c, 0),
+      limit,
+      what,
+      path,
+    );
+    const dst: Records = { images: new Uint8Array(n * 3072), labels: new Int32Array(n), n };
+    let at = 0;
+    names.forEach((f, i) => {
+      const take = Math.min(counts[i]!, n - at);
+      if (take > 0) routes.set(f, { dst, at, take, label: `${path}: ${f}`, done: 0, carry: new Uint8Array(recordBytes(kind)), carryLen: 0 });
+      at += Math.max(take, 0);
+    });
+    return { ...dst, height: 32, width: 32, channels: 3 };
+  };
+  const train = plan(kind.train, limits.train, 'train');
+  const test = plan(kind.test, limits.test, 'test');
+  await scanArchive(path, kind, (base) => routes.get(base) ?? null);
+  for (const [f, r] of routes) if (r.done !== r.take) throw new DataError(`${path}: ${f} changed while it was read`);
+  return { train, test };
 }
 
 /** The places the reader tries, in order: the .tar.gz given, or under PATH (default DATA_DIR) the extracted folder, PATH itself, the archive. */
@@ -125,38 +293,12 @@ export function cifarFound(kind: CifarKind, path: string | null): string | null 
 }
 
 /** Find the files: a .tar.gz, a folder holding the batches, or a folder holding the extracted folder or archive. */
-function locate(kind: CifarKind, path: string | null): { read: (f: string) => Uint8Array; source: string; names?: string[] } {
+function locate(kind: CifarKind, path: string | null): { archive: boolean; source: string } {
   const base = path ?? DATA_DIR;
   for (const c of cifarCandidates(kind, path)) {
     if (!existsSync(c)) continue;
-    if (statSync(c).isFile()) {
-      let files: Map<string, Uint8Array>;
-      try {
-        files = untar(gunzipSync(readFileSync(c)), c);
-      } catch (e) {
-        if (e instanceof DataError) throw e;
-        throw new DataError(`${c}: not a gzipped tar archive (${(e as Error).message})`);
-      }
-      const byBase = new Map([...files].map(([n, b]) => [basename(n), b] as const));
-      return {
-        read: (f) => {
-          const b = byBase.get(f);
-          if (!b) throw new DataError(`${c}: ${f} is missing from the archive`);
-          return b;
-        },
-        source: c,
-      };
-    }
-    if (existsSync(join(c, kind.test[0]!))) {
-      return {
-        read: (f) => {
-          const p = join(c, f);
-          if (!existsSync(p)) throw new DataError(`${p}: file not found`);
-          return readFileSync(p);
-        },
-        source: c,
-      };
-    }
+    if (statSync(c).isFile()) return { archive: true, source: c };
+    if (existsSync(join(c, kind.test[0]!))) return { archive: false, source: c };
   }
   throw new DataError(
     `${kind.name}: no ${kind.folder}/ or ${kind.archive} under ${base} (run: moco3 data fetch ${kind.name}${base === DATA_DIR ? '' : ` --dir ${base}`}; ` +
@@ -170,9 +312,14 @@ export async function loadCifar(spec: DataSpec): Promise<Dataset> {
     throw new DataError(`${kind.name}: has ${kind.numClasses} classes, ${spec.numClasses} asked for (data.num_classes)`);
   }
   const src = locate(kind, spec.path);
-  const parse = (f: string) => parseCifarRecords(src.read(f), kind, `${src.source}: ${f}`);
-  const train = split(kind.train.map(parse), spec.trainSize, 'train', src.source);
-  const test = split(kind.test.map(parse), spec.testSize, 'test', src.source);
+  let train: ImageSplit;
+  let test: ImageSplit;
+  if (src.archive) {
+    ({ train, test } = await readArchiveSplits(src.source, kind, { train: spec.trainSize, test: spec.testSize }));
+  } else {
+    train = readFolderSplit(src.source, kind.train, kind, spec.trainSize, 'train');
+    test = readFolderSplit(src.source, kind.test, kind, spec.testSize, 'test');
+  }
   const classNames = kind.name === 'cifar10' ? [...CIFAR10_CLASSES] : Array.from({ length: 100 }, (_, i) => `class ${i}`);
   return { name: kind.name, numClasses: kind.numClasses, classNames, train, test, mean: kind.mean, std: kind.std, source: src.source };
 }

@@ -3,9 +3,8 @@
  * DD = number of dimensions), DD big-endian uint32 sizes, then the elements. Only unsigned bytes (TT = 0x08)
  * are read. Files may be gzipped; that is detected from the gzip magic, not the name.
  */
-import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { createGunzip } from 'node:zlib';
-import { pipeline } from 'node:stream/promises';
+import { open } from 'node:fs/promises';
+import { gunzipPieces, isGzip } from './gunzip.ts';
 import { DataError } from './types.ts';
 
 export const IDX_IMAGES_MAGIC = 0x00000803;
@@ -64,13 +63,8 @@ export function parseIdx(buf: Uint8Array, file: string, expectMagic?: number): I
 /** Larger than any IDX file this reader is meant for: a header asking for more is not trusted with an allocation. */
 const MAX_IDX_BYTES = 2 ** 32;
 
-/**
- * Decompress a gzipped IDX file piece by piece into one array of the length its header gives. Reading
- * the whole file and gunzipping it at once would leave the compressed file and the inflated pieces, some
- * 70 MB for Fashion-MNIST's train images, to the garbage collector, which may not free them for the
- * rest of a training run: that was a fifth of the process's memory.
- */
-async function gunzipIdx(fh: FileHandle, file: string, expectMagic: number | undefined): Promise<IdxArray> {
+/** A gzipped IDX file inflated piece by piece into one array of the length its header gives (src/data/gunzip.ts). */
+async function gunzipIdx(file: string, expectMagic: number | undefined): Promise<IdxArray> {
   let head = new Uint8Array(0);
   let header = null as ReturnType<typeof parseHeader>;
   let out = null as Uint8Array | null;
@@ -80,35 +74,21 @@ async function gunzipIdx(fh: FileHandle, file: string, expectMagic: number | und
     if (out && total < out.length) out.set(bytes.subarray(0, out.length - total), total);
     total += bytes.length;
   };
-  // a bad header stops the reading; thrown from inside the pipeline, it would reach the caller as an AbortError
-  let bad: DataError | null = null;
-  try {
-    await pipeline(fh.createReadStream({ start: 0, highWaterMark: 1 << 20, autoClose: false }), createGunzip({ chunkSize: 1 << 16 }), async (source: AsyncIterable<Buffer>) => {
-      for await (const piece of source) {
-        if (!header) {
-          const joined = new Uint8Array(head.length + piece.length);
-          joined.set(head);
-          joined.set(piece, head.length);
-          head = joined;
-          try {
-            header = parseHeader(head, file, expectMagic, false);
-          } catch (e) {
-            bad = e as DataError;
-            return;
-          }
-          if (!header) continue;
-          if (header.headerLen + header.count <= MAX_IDX_BYTES) out = new Uint8Array(header.headerLen + header.count);
-          total = 0;
-          keep(head);
-          continue;
-        }
-        keep(piece);
-      }
-    });
-  } catch (e) {
-    if (!bad) throw e;
-  }
-  if (bad) throw bad;
+  await gunzipPieces(
+    file,
+    (piece) => {
+      if (header) return keep(piece);
+      const joined = new Uint8Array(head.length + piece.length);
+      joined.set(head);
+      joined.set(piece, head.length);
+      head = joined;
+      header = parseHeader(head, file, expectMagic, false);
+      if (!header) return;
+      if (header.headerLen + header.count <= MAX_IDX_BYTES) out = new Uint8Array(header.headerLen + header.count);
+      keep(head);
+    },
+    (message) => `${file}: corrupt or truncated gzip data (${message})`,
+  );
   if (!header) return parseIdx(head, file, expectMagic); // shorter than a header: parseIdx says so
   const { dims, headerLen, count } = header;
   if (!out || total !== out.length) throw lengthError(file, dims, count, total - headerLen);
@@ -117,26 +97,21 @@ async function gunzipIdx(fh: FileHandle, file: string, expectMagic: number | und
 
 /** Read an IDX file, gunzipping it when it starts with the gzip magic. */
 export async function readIdxFile(path: string, expectMagic?: number): Promise<IdxArray> {
-  const cannotRead = (e: unknown) => new DataError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  let fh: FileHandle;
+  let head: Uint8Array;
   try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw cannotRead(e);
-  }
-  try {
-    const magic = new Uint8Array(2);
-    const { bytesRead } = await fh.read(magic, 0, 2, 0);
-    if (bytesRead < 2 || magic[0] !== 0x1f || magic[1] !== 0x8b) return parseIdx(await readFile(path), path, expectMagic);
-    return await gunzipIdx(fh, path, expectMagic);
+    const fh = await open(path, 'r');
+    try {
+      head = new Uint8Array(2);
+      head = head.subarray(0, (await fh.read(head, 0, 2, 0)).bytesRead);
+      if (!isGzip(head)) return parseIdx(await fh.readFile(), path, expectMagic);
+    } finally {
+      await fh.close();
+    }
   } catch (e) {
     if (e instanceof DataError) throw e;
-    // zlib's errors carry codes Z_DATA_ERROR, Z_BUF_ERROR (the file ends early), ...; the others are the file system's
-    if (String((e as NodeJS.ErrnoException).code).startsWith('Z_')) throw new DataError(`${path}: corrupt or truncated gzip data (${(e as Error).message})`);
-    throw cannotRead(e);
-  } finally {
-    await fh.close();
+    throw new DataError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
+  return gunzipIdx(path, expectMagic);
 }
 
 /** Build the bytes of an IDX file (header + data); used to write test fixtures. */

@@ -58,3 +58,51 @@ test('a truncated batch, a label out of range and a missing folder give one-line
   await assert.rejects(loadDataset(spec('cifar10', root)), /test_batch\.bin: record 1 has label 10, outside 0\.\.9/);
   await assert.rejects(loadDataset(spec('cifar10', join(root, 'nowhere'))), /cifar10: no cifar-10-batches-bin\/ or cifar-10-binary\.tar\.gz under .*nowhere/);
 });
+
+test('the archive and the extracted folder give the same splits: files in any order, records across read and inflate pieces, subsets', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const dir = join(root, 'cifar-10-batches-bin');
+  mkdirSync(dir);
+  // data_batch_1 spans two folder reads (1024 records each); every file spans several 64 KiB inflated pieces
+  const batches: Record<string, Uint8Array> = {};
+  for (let b = 1; b <= 5; b++) batches[`data_batch_${b}.bin`] = records(b === 1 ? 1030 : 21 + b, 1, b);
+  batches['test_batch.bin'] = records(40, 1, 9);
+  for (const [f, bytes] of Object.entries(batches)) writeFileSync(join(dir, f), bytes);
+  // the official archive lists its files out of order, with a readme and the folder itself
+  const order = ['readme.html', 'data_batch_4.bin', 'test_batch.bin', 'data_batch_1.bin', 'batches.meta.txt', 'data_batch_3.bin', 'data_batch_5.bin', 'data_batch_2.bin'];
+  const entries = Object.fromEntries(order.map((f) => [`cifar-10-batches-bin/${f}`, batches[f] ?? Uint8Array.from(Buffer.from(`${f}\n`))]));
+  const archive = join(root, 'cifar-10-binary.tar.gz');
+  writeFileSync(archive, gzipSync(tar(entries)));
+  const fromFolder = await loadDataset(spec('cifar10', dir));
+  const fromArchive = await loadDataset(spec('cifar10', archive));
+  assert.equal(fromFolder.train.n, 1030 + 23 + 24 + 25 + 26);
+  for (const k of ['train', 'test'] as const) {
+    assert.ok(Buffer.from(fromArchive[k].images).equals(Buffer.from(fromFolder[k].images)), `${k} images`);
+    assert.deepEqual([...fromArchive[k].labels], [...fromFolder[k].labels], `${k} labels`);
+  }
+  // against the records themselves: train image 1031 is record 1 of data_batch_2, pixel p channel c
+  assert.equal(fromFolder.train.labels[1031], (1 + 2) % 10);
+  assert.equal(fromFolder.train.images[1031 * 3072 + 100 * 3 + 2], ((2 * 1024 + 100) * 7 + 13 + 2) % 256);
+  assert.equal(fromFolder.train.images[1029 * 3072 + 1023 * 3 + 1], ((1024 + 1023) * 7 + 1029 * 13 + 1) % 256);
+  // a subset holds its own images only
+  for (const source of [dir, archive]) {
+    const sub = await loadDataset({ ...spec('cifar10', source), trainSize: 1040, testSize: 7 });
+    assert.deepEqual([sub.train.n, sub.train.images.buffer.byteLength, sub.test.images.buffer.byteLength], [1040, 1040 * 3072, 7 * 3072], source);
+    assert.ok(Buffer.from(sub.train.images).equals(Buffer.from(fromFolder.train.images.subarray(0, 1040 * 3072))), source);
+  }
+});
+
+test('a truncated or corrupt archive and a file missing from it give one-line errors naming the archive', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const archive = join(root, 'cifar-100-binary.tar.gz');
+  const whole = tar({ 'cifar-100-binary/train.bin': records(30, 2, 1), 'cifar-100-binary/test.bin': records(3, 2, 0) });
+  writeFileSync(archive, gzipSync(whole.subarray(0, 512 + 20 * 3074)));
+  await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message === `${archive}: truncated tar archive at cifar-100-binary/train.bin`);
+  const gz = gzipSync(whole);
+  writeFileSync(archive, gz.subarray(0, gz.length - 100));
+  await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message.startsWith(`${archive}: not a gzipped tar archive (`) && !e.message.includes('\n'));
+  writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(3, 2, 1) })));
+  await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message === `${archive}: test.bin is missing from the archive`);
+  writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(3, 2, 1).subarray(0, 5000), 'cifar-100-binary/test.bin': records(3, 2, 0) })));
+  await assert.rejects(loadDataset(spec('cifar100', archive)), /train\.bin: 5000 bytes is not a whole number of 3074-byte cifar100 records/);
+});
