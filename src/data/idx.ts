@@ -60,11 +60,11 @@ export function parseIdx(buf: Uint8Array, file: string, expectMagic?: number): I
   return { dims, data: buf.subarray(headerLen) };
 }
 
-/** Larger than any IDX file this reader is meant for: a header asking for more is not trusted with an allocation. */
-const MAX_IDX_BYTES = 2 ** 32;
+/** Deflate inflates at most 1032 bytes from one: a header asking for more than that is not trusted with an allocation. */
+const MAX_INFLATE_RATIO = 1032;
 
-/** A gzipped IDX file inflated piece by piece into one array of the length its header gives (src/data/gunzip.ts). */
-async function gunzipIdx(file: string, expectMagic: number | undefined): Promise<IdxArray> {
+/** A gzipped IDX file of `gzBytes` bytes inflated piece by piece into one array of the length its header gives (src/data/gunzip.ts). */
+async function gunzipIdx(file: string, gzBytes: number, expectMagic: number | undefined): Promise<IdxArray> {
   let head = new Uint8Array(0);
   let header = null as ReturnType<typeof parseHeader>;
   let out = null as Uint8Array | null;
@@ -84,7 +84,7 @@ async function gunzipIdx(file: string, expectMagic: number | undefined): Promise
       head = joined;
       header = parseHeader(head, file, expectMagic, false);
       if (!header) return;
-      if (header.headerLen + header.count <= MAX_IDX_BYTES) out = new Uint8Array(header.headerLen + header.count);
+      if (header.headerLen + header.count <= MAX_INFLATE_RATIO * gzBytes) out = new Uint8Array(header.headerLen + header.count);
       keep(head);
     },
     (message) => `${file}: corrupt or truncated gzip data (${message})`,
@@ -98,9 +98,11 @@ async function gunzipIdx(file: string, expectMagic: number | undefined): Promise
 /** Read an IDX file, gunzipping it when it starts with the gzip magic. */
 export async function readIdxFile(path: string, expectMagic?: number): Promise<IdxArray> {
   let head: Uint8Array;
+  let size: number;
   try {
     const fh = await open(path, 'r');
     try {
+      size = (await fh.stat()).size;
       head = new Uint8Array(2);
       head = head.subarray(0, (await fh.read(head, 0, 2, 0)).bytesRead);
       if (!isGzip(head)) return parseIdx(await fh.readFile(), path, expectMagic);
@@ -111,7 +113,7 @@ export async function readIdxFile(path: string, expectMagic?: number): Promise<I
     if (e instanceof DataError) throw e;
     throw new DataError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
-  return gunzipIdx(path, expectMagic);
+  return gunzipIdx(path, size, expectMagic);
 }
 
 /** Build the bytes of an IDX file (header + data); used to write test fixtures. */

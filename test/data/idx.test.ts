@@ -83,8 +83,11 @@ test('gzipped and raw files read the same', async () => {
   assert.match(await lengthOf('header.gz', big.subarray(0, 10)), /header\.gz: truncated IDX header \(10 of 16 bytes\)$/);
   assert.match(await lengthOf('empty.gz', Buffer.alloc(0)), /empty\.gz: truncated IDX file \(0 bytes, no header\)$/);
   assert.match(await lengthOf('magic.gz', idxBytes(0x801, [3], [1, 2, 3])), /magic\.gz: bad magic 0x00000801/);
-  // a header asking for more than 4 GiB is answered without allocating it
+  // a header asking for more than the file could inflate to (deflate's 1032:1 at most) is answered without allocating it
   assert.match(await lengthOf('huge.gz', idxBytes(0x803, [65536, 65536, 2], [1, 2])), /wrong length \(truncated\): header says 65536x65536x2 = 8589934592 bytes of data, file has 2$/);
+  const before = process.memoryUsage().arrayBuffers;
+  assert.match(await lengthOf('large.gz', idxBytes(0x803, [1000, 1000, 200], [1, 2])), /wrong length \(truncated\): header says 1000x1000x200 = 200000000 bytes of data, file has 2$/);
+  assert.ok(process.memoryUsage().arrayBuffers - before < 50e6, 'no 200 MB array for a 50-byte file');
 });
 
 test('a tiny Fashion-MNIST directory loads into splits, with names, mean/std and subsets', async () => {
