@@ -112,11 +112,25 @@ function decodeRecords(bytes: Uint8Array, kind: CifarKind, label: string, first:
   }
 }
 
-/** How many of `total` images a split keeps: all, or the first `limit`. */
-function splitSize(total: number, limit: number | null, what: string, label: string): number {
+/**
+ * A split of files holding `counts` records, one after the other, cut to its first `limit` images: its
+ * arrays, allocated once at their final size, and where each file's records go (`take` of them from
+ * record `at` on; take 0 for a file past the limit).
+ */
+function planSplit(counts: number[], limit: number | null, what: string, label: string): { dst: Records; places: { at: number; take: number }[] } {
+  const total = counts.reduce((a, c) => a + c, 0);
   if (limit !== null && limit > total) throw new DataError(`${label}: ${what} split has ${total} images, ${limit} asked for`);
-  return limit ?? total;
+  const n = limit ?? total;
+  let at = 0;
+  const places = counts.map((c) => {
+    const place = { at, take: Math.min(c, n - at) };
+    at += place.take;
+    return place;
+  });
+  return { dst: { images: new Uint8Array(n * 3072), labels: new Int32Array(n), n }, places };
 }
+
+const asSplit = (r: Records): ImageSplit => ({ ...r, height: 32, width: 32, channels: 3 });
 
 /** Records read per call from an extracted file: the reads go through one buffer of this many. */
 const RECORDS_PER_READ = 1024;
@@ -131,19 +145,17 @@ function readFolderSplit(dir: string, names: string[], kind: CifarKind, limit: n
     if (!existsSync(path)) throw new DataError(`${path}: file not found`);
     return { path, label: `${dir}: ${f}`, n: recordCount(statSync(path).size, kind, `${dir}: ${f}`) };
   });
-  const n = splitSize(
-    files.reduce((a, f) => a + f.n, 0),
+  const { dst, places } = planSplit(
+    files.map((f) => f.n),
     limit,
     what,
     dir,
   );
-  const dst: Records = { images: new Uint8Array(n * 3072), labels: new Int32Array(n), n };
   const rec = recordBytes(kind);
   const buf = new Uint8Array(RECORDS_PER_READ * rec);
-  let k = 0;
-  for (const f of files) {
-    const take = Math.min(f.n, n - k);
-    if (take <= 0) break;
+  for (const [j, f] of files.entries()) {
+    const { at, take } = places[j]!;
+    if (take === 0) break;
     const fd = openSync(f.path, 'r');
     try {
       for (let i = 0; i < take; i += RECORDS_PER_READ) {
@@ -153,14 +165,13 @@ function readFolderSplit(dir: string, names: string[], kind: CifarKind, limit: n
           if (r === 0) throw new DataError(`${f.label}: the file became shorter while it was read`);
           got += r;
         }
-        decodeRecords(buf.subarray(0, len), kind, f.label, i, dst, k + i);
+        decodeRecords(buf.subarray(0, len), kind, f.label, i, dst, at + i);
       }
     } finally {
       closeSync(fd);
     }
-    k += take;
   }
-  return { ...dst, height: 32, width: 32, channels: 3 };
+  return asSplit(dst);
 }
 
 /** Where a file's records go: its first `take` records into `dst` from record `at` on. */
@@ -259,20 +270,12 @@ async function readArchiveSplits(path: string, kind: CifarKind, limits: { train:
       if (size === undefined) throw new DataError(`${path}: ${f} is missing from the archive`);
       return recordCount(size, kind, `${path}: ${f}`);
     });
-    const n = splitSize(
-      counts.reduce((a, c) => a + c, 0),
-      limit,
-      what,
-      path,
-    );
-    const dst: Records = { images: new Uint8Array(n * 3072), labels: new Int32Array(n), n };
-    let at = 0;
+    const { dst, places } = planSplit(counts, limit, what, path);
     names.forEach((f, i) => {
-      const take = Math.min(counts[i]!, n - at);
+      const { at, take } = places[i]!;
       if (take > 0) routes.set(f, { dst, at, take, label: `${path}: ${f}`, done: 0, carry: new Uint8Array(recordBytes(kind)), carryLen: 0 });
-      at += Math.max(take, 0);
     });
-    return { ...dst, height: 32, width: 32, channels: 3 };
+    return asSplit(dst);
   };
   const train = plan(kind.train, limits.train, 'train');
   const test = plan(kind.test, limits.test, 'test');

@@ -9,6 +9,9 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { DataError } from './types.ts';
 
+/** The error for a file the file system would not read: "PATH: cannot read (CODE)". */
+export const cannotRead = (path: string, e: unknown) => new DataError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+
 /** Whether `head` (the first bytes of a file) starts with the gzip magic. */
 export const isGzip = (head: Uint8Array) => head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
 
@@ -38,8 +41,7 @@ export async function gunzipPieces(path: string, take: (piece: Uint8Array) => bo
   } catch (e) {
     if (stopped === null && !early) {
       // zlib's errors carry codes Z_DATA_ERROR, Z_BUF_ERROR (the file ends early), ...; the others are the file system's
-      const code = String((e as NodeJS.ErrnoException).code);
-      throw new DataError(code.startsWith('Z_') ? corrupt((e as Error).message) : `${path}: cannot read (${code})`);
+      throw String((e as NodeJS.ErrnoException).code).startsWith('Z_') ? new DataError(corrupt((e as Error).message)) : cannotRead(path, e);
     }
   }
   if (stopped !== null) throw stopped;

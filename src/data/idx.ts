@@ -4,7 +4,7 @@
  * are read. Files may be gzipped; that is detected from the gzip magic, not the name.
  */
 import { open } from 'node:fs/promises';
-import { gunzipPieces, isGzip } from './gunzip.ts';
+import { cannotRead, gunzipPieces, isGzip } from './gunzip.ts';
 import { DataError } from './types.ts';
 
 export const IDX_IMAGES_MAGIC = 0x00000803;
@@ -111,7 +111,7 @@ export async function readIdxFile(path: string, expectMagic?: number): Promise<I
     }
   } catch (e) {
     if (e instanceof DataError) throw e;
-    throw new DataError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    throw cannotRead(path, e);
   }
   return gunzipIdx(path, size, expectMagic);
 }
