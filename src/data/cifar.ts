@@ -9,7 +9,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
-import { gunzipPieces } from './gunzip.ts';
+import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
@@ -53,29 +53,6 @@ export const CIFAR: Record<'cifar10' | 'cifar100', CifarKind> = {
 
 /** Where moco3 keeps datasets when no path is given. */
 export const DATA_DIR = process.env.MOCO3_DATA ?? join(homedir(), '.moco3', 'data');
-
-/** A ustar header block: the entry's path, its size, and whether it is a regular file; null at the end-of-archive block. */
-function tarHeader(h: Uint8Array): { name: string; size: number; regular: boolean } | null {
-  if (h.every((b) => b === 0)) return null;
-  const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('latin1').replace(/\0.*$/s, '');
-  const type = String.fromCharCode(h[156]!);
-  return { name: (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100), size: parseInt(str(124, 136).trim() || '0', 8), regular: type === '0' || type === '\0' };
-}
-
-/** The regular files of a tar archive (ustar; long names are not needed for CIFAR). */
-export function untar(buf: Uint8Array, label: string): Map<string, Uint8Array> {
-  const files = new Map<string, Uint8Array>();
-  let off = 0;
-  while (off + 512 <= buf.length) {
-    const h = tarHeader(buf.subarray(off, off + 512));
-    if (!h) break;
-    const { name, size } = h;
-    if (!Number.isFinite(size) || off + 512 + size > buf.length) throw new DataError(`${label}: truncated tar archive at ${name}`);
-    if (h.regular) files.set(name, buf.subarray(off + 512, off + 512 + size));
-    off += 512 + Math.ceil(size / 512) * 512;
-  }
-  return files;
-}
 
 /** A split's arrays (images HWC), or one file's. */
 interface Records {
@@ -186,69 +163,29 @@ interface Sink {
   carryLen: number;
 }
 
-/**
- * One pass over the .tar.gz as it is inflated (src/data/gunzip.ts): `route(name, size)` is called at each
- * regular file's header and says where its records go, or null to skip it. Ustar headers; long names are
- * not needed for CIFAR.
- */
-async function scanArchive(path: string, kind: CifarKind, route: (base: string, size: number) => Sink | null): Promise<void> {
+/** The sink that decodes a file's bytes, as they come, into its records' place. */
+function recordSink(sink: Sink, kind: CifarKind): TarFileSink {
   const rec = recordBytes(kind);
-  const header = new Uint8Array(512);
-  let headerLen = 0;
-  // the file being read: bytes of its body left, then of its padding to 512
-  let entry = null as { name: string; left: number; pad: number; sink: Sink | null } | null;
-  const body = (sink: Sink, bytes: Uint8Array) => {
-    let b = bytes.subarray(0, Math.max(0, (sink.take - sink.done) * rec - sink.carryLen));
-    if (sink.carryLen > 0) {
-      const fill = Math.min(rec - sink.carryLen, b.length);
-      sink.carry.set(b.subarray(0, fill), sink.carryLen);
-      sink.carryLen += fill;
-      b = b.subarray(fill);
-      if (sink.carryLen < rec) return;
-      decodeRecords(sink.carry, kind, sink.label, sink.done, sink.dst, sink.at + sink.done);
-      sink.done++;
-      sink.carryLen = 0;
-    }
-    const whole = Math.floor(b.length / rec);
-    decodeRecords(b.subarray(0, whole * rec), kind, sink.label, sink.done, sink.dst, sink.at + sink.done);
-    sink.done += whole;
-    sink.carry.set(b.subarray(whole * rec));
-    sink.carryLen = b.length - whole * rec;
-  };
-  await gunzipPieces(
-    path,
-    (piece) => {
-      let off = 0;
-      while (off < piece.length) {
-        if (entry) {
-          const n = Math.min(entry.left, piece.length - off);
-          if (entry.sink) body(entry.sink, piece.subarray(off, off + n));
-          entry.left -= n;
-          off += n;
-          if (entry.left > 0) break;
-          const skip = Math.min(entry.pad, piece.length - off);
-          entry.pad -= skip;
-          off += skip;
-          if (entry.pad === 0) entry = null;
-          continue;
-        }
-        const n = Math.min(512 - headerLen, piece.length - off);
-        header.set(piece.subarray(off, off + n), headerLen);
-        headerLen += n;
-        off += n;
-        if (headerLen < 512) break;
-        headerLen = 0;
-        const h = tarHeader(header);
-        if (!h) return false; // the end of the archive
-        const { name, size } = h;
-        if (!Number.isFinite(size)) throw new DataError(`${path}: corrupt tar header at ${name}`);
-        const sink = h.regular ? route(basename(name), size) : null;
-        if (size > 0) entry = { name, left: size, pad: (512 - (size % 512)) % 512, sink };
+  return {
+    data(bytes) {
+      let b = bytes.subarray(0, Math.max(0, (sink.take - sink.done) * rec - sink.carryLen));
+      if (sink.carryLen > 0) {
+        const fill = Math.min(rec - sink.carryLen, b.length);
+        sink.carry.set(b.subarray(0, fill), sink.carryLen);
+        sink.carryLen += fill;
+        b = b.subarray(fill);
+        if (sink.carryLen < rec) return;
+        decodeRecords(sink.carry, kind, sink.label, sink.done, sink.dst, sink.at + sink.done);
+        sink.done++;
+        sink.carryLen = 0;
       }
+      const whole = Math.floor(b.length / rec);
+      decodeRecords(b.subarray(0, whole * rec), kind, sink.label, sink.done, sink.dst, sink.at + sink.done);
+      sink.done += whole;
+      sink.carry.set(b.subarray(whole * rec));
+      sink.carryLen = b.length - whole * rec;
     },
-    (message) => `${path}: not a gzipped tar archive (${message})`,
-  );
-  if (entry && entry.left > 0) throw new DataError(`${path}: truncated tar archive at ${entry.name}`);
+  };
 }
 
 /**
@@ -259,10 +196,14 @@ async function scanArchive(path: string, kind: CifarKind, route: (base: string, 
 async function readArchiveSplits(path: string, kind: CifarKind, limits: { train: number | null; test: number | null }): Promise<{ train: ImageSplit; test: ImageSplit }> {
   const wanted = new Set([...kind.train, ...kind.test]);
   const sizes = new Map<string, number>();
-  await scanArchive(path, kind, (base, size) => {
-    if (wanted.has(base)) sizes.set(base, size);
-    return null;
-  });
+  await walkTarGz(
+    path,
+    (name, size) => {
+      if (wanted.has(basename(name))) sizes.set(basename(name), size);
+      return null;
+    },
+    () => sizes.size === wanted.size,
+  );
   const routes = new Map<string, Sink>();
   const plan = (names: string[], limit: number | null, what: string): ImageSplit => {
     const counts = names.map((f) => {
@@ -279,7 +220,15 @@ async function readArchiveSplits(path: string, kind: CifarKind, limits: { train:
   };
   const train = plan(kind.train, limits.train, 'train');
   const test = plan(kind.test, limits.test, 'test');
-  await scanArchive(path, kind, (base) => routes.get(base) ?? null);
+  const sinks = [...routes.values()];
+  await walkTarGz(
+    path,
+    (name) => {
+      const sink = routes.get(basename(name));
+      return sink ? recordSink(sink, kind) : null;
+    },
+    () => sinks.every((r) => r.done === r.take),
+  );
   for (const [f, r] of routes) if (r.done !== r.take) throw new DataError(`${path}: ${f} changed while it was read`);
   return { train, test };
 }

@@ -7,23 +7,20 @@
  * folder that is renamed into place at the end. Whatever stops a fetch (Ctrl-C, a network error, a full
  * disk), nothing half-done ever sits under a final name, and the same command picks up where it stopped.
  */
-import { createWriteStream, existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
-import { gunzip } from 'node:zlib';
-import { CIFAR, DATA_DIR, untar } from './cifar.ts';
+import { CIFAR, DATA_DIR } from './cifar.ts';
 import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
+import { walkTarGz } from './tar.ts';
 import { DataError } from './types.ts';
 import { pidAlive } from '../engine/files.ts';
-
-const gunzipAsync = promisify(gunzip);
 
 /** Ctrl-C (the signal given to `fetchDataset`) stopped the fetch; what was downloaded so far is kept in `.part` files. */
 export class FetchInterrupted extends Error {
@@ -335,21 +332,34 @@ export async function extractArchive(
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   try {
-    let files: Map<string, Uint8Array>;
+    // each file is written as it is inflated: no copy of the archive or of a whole file is held
+    let fd: number | null = null;
     try {
-      files = untar(await gunzipAsync(await readFile(archive)), archive);
-    } catch (e) {
-      if (e instanceof DataError) throw e;
-      throw new DataError(`${archive}: not a gzipped tar archive (${(e as Error).message})`);
-    }
-    for (const [name, bytes] of files) {
-      if (opts.signal?.aborted) throw new FetchInterrupted(`interrupted while unpacking ${archive}; nothing was unpacked`);
-      const rel = normalize(name);
-      if (isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) throw new DataError(`${archive}: refusing to unpack ${name} (outside the archive's folder)`);
-      const p = join(tmp, rel);
-      await mkdir(dirname(p), { recursive: true });
-      await writeFile(p, bytes);
-      opts.onExtractFile?.(rel);
+      const interrupted = () => {
+        if (opts.signal?.aborted) throw new FetchInterrupted(`interrupted while unpacking ${archive}; nothing was unpacked`);
+      };
+      await walkTarGz(archive, (name) => {
+        interrupted();
+        const rel = normalize(name);
+        if (isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) throw new DataError(`${archive}: refusing to unpack ${name} (outside the archive's folder)`);
+        const p = join(tmp, rel);
+        mkdirSync(dirname(p), { recursive: true });
+        const out = openSync(p, 'w');
+        fd = out;
+        return {
+          data: (bytes) => {
+            interrupted();
+            for (let off = 0; off < bytes.length; ) off += writeSync(out, bytes, off);
+          },
+          end: () => {
+            fd = null;
+            closeSync(out);
+            opts.onExtractFile?.(rel);
+          },
+        };
+      });
+    } finally {
+      if (fd !== null) closeSync(fd);
     }
     const inner = join(tmp, folder);
     const missing = expect.filter((f) => !existsSync(join(inner, f)));

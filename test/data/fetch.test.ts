@@ -1,10 +1,9 @@
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { loadDataset } from '../../src/data/index.ts';
@@ -13,6 +12,7 @@ import { DataError } from '../../src/data/types.ts';
 import { checkFile, SOURCES, type DatasetSource, type KnownFile } from '../../src/data/checksums.ts';
 import { extractArchive, fetchDataset, FetchInterrupted, urlFor } from '../../src/data/fetch.ts';
 import { cifarRecords as records, tar } from '../helpers/archives.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const known = (name: string, body: Uint8Array): KnownFile => ({ name, size: body.length, sha256: sha(body) });
@@ -79,7 +79,7 @@ const server = http.createServer((req, res) => {
 });
 let base = '';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-fetch-'));
+const root = tempDir('moco3-fetch-');
 before(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/files/`;
@@ -414,4 +414,36 @@ test('a truncated archive (checksum ok, tar cut short) fails with one line and l
   const src: DatasetSource = { ...SOURCES.cifar10, baseUrl: base, files: [known('cifar-10-binary.tar.gz', cifarCut)] };
   await assert.rejects(fetchDataset(src, { dir }), /^DataError: .*cifar-10-binary\.tar\.gz: truncated tar archive at cifar-10-batches-bin\//);
   assert.deepEqual(readdirSync(dir), ['cifar-10-binary.tar.gz']);
+});
+
+test('unpacking writes each file as it is inflated: a file across many pieces comes out byte for byte', async () => {
+  const dir = freshDir();
+  mkdirSync(dir);
+  const big = records(200, 1, 3); // 614,600 bytes: about ten inflated pieces
+  const files = { ...cifarFiles, 'cifar-10-batches-bin/test_batch.bin': big, 'cifar-10-batches-bin/empty': new Uint8Array(0) };
+  writeFileSync(join(dir, 'c.tar.gz'), gzipSync(tar(files), { level: 1 }));
+  const written: string[] = [];
+  assert.equal(await extractArchive(join(dir, 'c.tar.gz'), dir, 'cifar-10-batches-bin', { expect: ['test_batch.bin'], onExtractFile: (f) => written.push(f) }), 'extracted');
+  assert.deepEqual(written, Object.keys(files));
+  for (const [name, bytes] of Object.entries(files)) assert.equal(sha(readFileSync(join(dir, name))), sha(bytes), name);
+});
+
+test('Ctrl-C inside a file and an entry outside the folder stop the unpacking; nothing is left behind', async () => {
+  const dir = freshDir();
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'c.tar.gz'), gzipSync(tar({ 'cifar-10-batches-bin/test_batch.bin': records(200, 1, 3) }), { level: 1 }));
+  // the signal turns aborted at its fourth look: the file's header, then its first two pieces pass
+  let looks = 0;
+  const signal = { get aborted() { return ++looks > 3; } } as AbortSignal;
+  const pending = extractArchive(join(dir, 'c.tar.gz'), dir, 'cifar-10-batches-bin', { signal });
+  await assert.rejects(pending, (e: Error) => e instanceof FetchInterrupted && /^interrupted while unpacking .*c\.tar\.gz; nothing was unpacked$/.test(e.message));
+  assert.equal(looks, 4);
+  assert.deepEqual(readdirSync(dir), ['c.tar.gz']);
+  writeFileSync(join(dir, 'evil.tar.gz'), gzipSync(tar({ 'cifar-10-batches-bin/ok.bin': records(1, 1, 0), '../escape.bin': records(1, 1, 0) })));
+  await assert.rejects(
+    extractArchive(join(dir, 'evil.tar.gz'), dir, 'cifar-10-batches-bin'),
+    (e: Error) => e instanceof DataError && e.message === `${join(dir, 'evil.tar.gz')}: refusing to unpack ../escape.bin (outside the archive's folder)`,
+  );
+  assert.deepEqual(readdirSync(dir).sort(), ['c.tar.gz', 'evil.tar.gz']);
+  assert.ok(!existsSync(join(root, 'escape.bin')));
 });

@@ -13,7 +13,7 @@ export function cifarRecords(n: number, labelBytes: number, seed: number): Uint8
   return out;
 }
 
-/** A ustar archive of the files (octal sizes, checksum, typeflag 0). */
+/** A ustar archive of the files (octal sizes, checksum, typeflag 0; a name ending in / is a folder, typeflag 5). */
 export function tar(files: Record<string, Uint8Array>): Uint8Array {
   const parts: Uint8Array[] = [];
   for (const [name, data] of Object.entries(files)) {
@@ -26,7 +26,7 @@ export function tar(files: Record<string, Uint8Array>): Uint8Array {
     put(data.length.toString(8).padStart(11, '0') + '\0', 124);
     put('00000000000\0', 136);
     put('        ', 148);
-    h[156] = '0'.charCodeAt(0);
+    h[156] = (name.endsWith('/') ? '5' : '0').charCodeAt(0);
     put('ustar\0', 257);
     put('00', 263);
     const sum = h.reduce((a, b) => a + b, 0);

@@ -1,0 +1,83 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { walkTarGz } from '../../src/data/tar.ts';
+import { DataError } from '../../src/data/types.ts';
+import { tar } from '../helpers/archives.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-tar-');
+let n = 0;
+const archive = (bytes: Uint8Array) => {
+  const p = join(root, `a${++n}.tar.gz`);
+  writeFileSync(p, bytes);
+  return p;
+};
+
+/** Bytes that do not compress, so a file spans many inflated pieces. */
+function noise(len: number, seed: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 255;
+  }
+  return out;
+}
+
+/** Every regular file's bytes as the walker gives them, with the order of the calls. */
+async function collect(path: string, finished?: (seen: string[]) => boolean) {
+  const files = new Map<string, Buffer>();
+  const calls: string[] = [];
+  await walkTarGz(
+    path,
+    (name, size) => {
+      calls.push(`open ${name} ${size}`);
+      const parts: Uint8Array[] = [];
+      return {
+        data: (b) => parts.push(Uint8Array.from(b)),
+        end: () => {
+          calls.push(`end ${name}`);
+          files.set(name, Buffer.concat(parts));
+        },
+      };
+    },
+    finished && (() => finished([...files.keys()])),
+  );
+  return { files, calls };
+}
+
+test('every regular file in order and whole: across inflated pieces, empty files, padding; folders skipped', async () => {
+  const big = noise(300_001, 7); // about 5 pieces of 64 KiB, and not a multiple of 512
+  const src = { 'top/': new Uint8Array(0), 'top/a.bin': noise(511, 1), 'top/empty': new Uint8Array(0), 'top/big.bin': big, 'top/b.bin': noise(512, 2) };
+  const { files, calls } = await collect(archive(gzipSync(tar(src))));
+  assert.deepEqual(calls, ['open top/a.bin 511', 'end top/a.bin', 'open top/empty 0', 'end top/empty', 'open top/big.bin 300001', 'end top/big.bin', 'open top/b.bin 512', 'end top/b.bin']);
+  for (const [name, bytes] of Object.entries(src)) if (!name.endsWith('/')) assert.ok(files.get(name)!.equals(bytes), name);
+});
+
+test('a skipped file is stepped over; the walk stops before the next header once finished() says so', async () => {
+  const src = { 'x/one': noise(1000, 3), 'x/two': noise(70_000, 4), 'x/three': noise(10, 5) };
+  const path = archive(gzipSync(tar(src)));
+  const got: string[] = [];
+  await walkTarGz(path, (name) => (got.push(name), name === 'x/two' ? { data: () => {} } : null));
+  assert.deepEqual(got, ['x/one', 'x/two', 'x/three']);
+  const { calls } = await collect(path, (seen) => seen.includes('x/two'));
+  assert.deepEqual(calls, ['open x/one 1000', 'end x/one', 'open x/two 70000', 'end x/two']);
+});
+
+test('a truncated archive, data that is not gzip and an error from the caller: one line naming the archive, or the error as thrown', async () => {
+  const whole = tar({ 'd/f': noise(5000, 6) });
+  const cut = archive(gzipSync(whole.subarray(0, 512 + 2048)));
+  await assert.rejects(collect(cut), (e: Error) => e instanceof DataError && e.message === `${cut}: truncated tar archive at d/f`);
+  const plain = archive(whole);
+  await assert.rejects(collect(plain), (e: Error) => e instanceof DataError && e.message.startsWith(`${plain}: not a gzipped tar archive (`) && !e.message.includes('\n'));
+  const ok = archive(gzipSync(whole));
+  class Mine extends Error {}
+  await assert.rejects(walkTarGz(ok, () => ({ data: () => { throw new Mine('stop'); } })), Mine);
+  const missing = join(root, 'none.tar.gz');
+  await assert.rejects(collect(missing), (e: Error) => e instanceof DataError && e.message === `${missing}: cannot read (ENOENT)`);
+});
