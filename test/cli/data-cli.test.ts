@@ -1,16 +1,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { cli } from '../helpers/cli.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
 import { SOURCES } from '../../src/data/checksums.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -18,7 +18,7 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const verdicts = (err: string) => err.split('\n').filter((l) => l.startsWith('moco3:'));
 
 const FM = '/usr/share/datasets/fashion-mnist';
-const root = mkdtempSync(join(tmpdir(), 'moco3-data-cli-'));
+const root = tempDir('moco3-data-cli-');
 let n = 0;
 const fresh = () => join(root, `d${++n}`);
 
@@ -214,7 +214,7 @@ test('data info synthetic: built in, abbreviated nothing, no files', async () =>
 });
 
 test('data preview: writes the PNG sheet of a dataset\'s training views; bad flags give one line, exit 2, no file', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-preview-'));
+  const dir = tempDir('moco3-preview-');
   try {
     const out = join(dir, 'views.png');
     const r = await cli(['data', 'preview', 'synthetic', '--out', out, '--images', '3', '--pairs', '2', '--step', '4']);
@@ -241,7 +241,7 @@ test('data preview: writes the PNG sheet of a dataset\'s training views; bad fla
 });
 
 test('corrupt data reaches the user as one line naming the file, exit 2: an undecodable image, a bad IDX magic', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-corrupt-'));
+  const dir = tempDir('moco3-corrupt-');
   try {
     const folder = join(dir, 'folder');
     for (const split of ['train', 'val']) for (const cls of ['a', 'b']) mkdirSync(join(folder, split, cls), { recursive: true });
@@ -273,7 +273,7 @@ test('corrupt data reaches the user as one line naming the file, exit 2: an unde
 });
 
 test('data info imagefolder: counts and classes, at the cache size of the given training image size', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-info-if-'));
+  const dir = tempDir('moco3-info-if-');
   try {
     const sharp = (await import('sharp')).default;
     const files = ['train/cat/a.png', 'train/cat/b.jpg', 'train/dog/c.png', 'val/cat/d.png', 'val/dog/e.jpg'];

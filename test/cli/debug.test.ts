@@ -6,11 +6,11 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-debug-'));
+const root = tempDir('moco3-debug-');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const repo = join(import.meta.dirname, '..', '..');

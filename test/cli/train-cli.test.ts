@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 /** Run the CLI in-process; returns the exit code and what it wrote to stderr. */
 async function cli(args: string[]): Promise<{ code: number; err: string }> {
@@ -22,7 +22,7 @@ async function cli(args: string[]): Promise<{ code: number; err: string }> {
   }
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'moco3-cli-'));
+const dir = tempDir('moco3-cli-');
 
 for (const [what, args, pattern] of [
   ['an unknown config key', ['--set', 'optim.lr=1'], /^moco3: --set optim\.lr=1: unknown key optim\.lr \(expected one of: name, base_lr/],

@@ -6,12 +6,12 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-train-signals-'));
+const root = tempDir('moco3-train-signals-');
 after(() => rmSync(root, { recursive: true, force: true }));
 const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
 

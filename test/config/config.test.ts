@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildConfig, ConfigError, configHash, parseSet } from '../../src/config/load.ts';
 import { DEFAULTS } from '../../src/config/schema.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 function tmpFile(name: string, text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-cfg-'));
+  const dir = tempDir('moco3-cfg-');
   const p = join(dir, name);
   writeFileSync(p, text);
   return p;

@@ -1,18 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { loadDataset } from '../../src/data/index.ts';
 import { DataError } from '../../src/data/types.ts';
 import { cifarRecords as records, tar } from '../helpers/archives.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 
 const spec = (name: 'cifar10' | 'cifar100', path: string) => ({ name, path, trainSize: null, testSize: null, seed: 0 });
 
 test('CIFAR-10 from the extracted folder: 3073-byte records, planar RGB to HWC, labels', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const root = tempDir('moco3-cifar-');
   const dir = join(root, 'cifar-10-batches-bin');
   mkdirSync(dir);
   for (let b = 1; b <= 5; b++) writeFileSync(join(dir, `data_batch_${b}.bin`), records(3, 1, b));
@@ -31,7 +31,7 @@ test('CIFAR-10 from the extracted folder: 3073-byte records, planar RGB to HWC, 
 });
 
 test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const root = tempDir('moco3-cifar-');
   const archive = join(root, 'cifar-100-binary.tar.gz');
   writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(6, 2, 95), 'cifar-100-binary/test.bin': records(2, 2, 0) })));
   const ds = await loadDataset(spec('cifar100', archive));
@@ -44,7 +44,7 @@ test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async (
 });
 
 test('a truncated batch, a label out of range and a missing folder give one-line errors naming the file', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const root = tempDir('moco3-cifar-');
   for (let b = 1; b <= 5; b++) writeFileSync(join(root, `data_batch_${b}.bin`), records(2, 1, b));
   writeFileSync(join(root, 'test_batch.bin'), records(2, 1, 0).subarray(0, 3073 + 100));
   await assert.rejects(loadDataset(spec('cifar10', root)), (e: unknown) => {
@@ -60,7 +60,7 @@ test('a truncated batch, a label out of range and a missing folder give one-line
 });
 
 test('the archive and the extracted folder give the same splits: files in any order, records across read and inflate pieces, subsets', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const root = tempDir('moco3-cifar-');
   const dir = join(root, 'cifar-10-batches-bin');
   mkdirSync(dir);
   // data_batch_1 spans two folder reads (1024 records each); every file spans several 64 KiB inflated pieces
@@ -93,7 +93,7 @@ test('the archive and the extracted folder give the same splits: files in any or
 });
 
 test('a truncated or corrupt archive and a file missing from it give one-line errors naming the archive', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'moco3-cifar-'));
+  const root = tempDir('moco3-cifar-');
   const archive = join(root, 'cifar-100-binary.tar.gz');
   const whole = tar({ 'cifar-100-binary/train.bin': records(30, 2, 1), 'cifar-100-binary/test.bin': records(3, 2, 0) });
   writeFileSync(archive, gzipSync(whole.subarray(0, 512 + 20 * 3074)));

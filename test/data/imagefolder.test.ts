@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cacheSideFor, gatherBatch, loadDataset, loadImageFolder, sharpDecoder, type DataSpec, type Dataset, type ImageDecoder, type ImageFolderOptions } from '../../src/data/index.ts';
 import { DataError } from '../../src/data/types.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 type RGB = [number, number, number];
 const RED: RGB = [255, 0, 0];
@@ -31,7 +32,7 @@ const solid = (w: number, h: number, c: RGB) => raw(twoTone(w, h, c, c), w, h);
 
 /** 3 classes x 4 train images (PNG, JPEG, WebP; landscape, portrait, alpha, EXIF-rotated), and a val split. */
 async function makeFolder(): Promise<string> {
-  const root = mkdtempSync(join(tmpdir(), 'moco3-imagefolder-'));
+  const root = tempDir('moco3-imagefolder-');
   const put = async (rel: string, img: sharp.Sharp) => {
     const file = join(root, rel);
     mkdirSync(join(file, '..'), { recursive: true });
@@ -279,7 +280,7 @@ test('imagefolder: a changed folder or a corrupt cache is rebuilt', async () => 
 
 test('imagefolder: the cache goes under the data directory when PATH cannot take it; test/ works as the eval split', async () => {
   const root = await makeFolder();
-  const data = mkdtempSync(join(tmpdir(), 'moco3-data-'));
+  const data = tempDir('moco3-data-');
   try {
     // the eval split as test/, its class folder a symlink; an image in a nested folder of a class counts
     mkdirSync(join(data, 'elsewhere'));
@@ -315,7 +316,7 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     await rejectsData(loadDataset(spec(missing)), /image folder not found/);
     await rejectsData(loadImageFolder(spec(join(root, 'train')), quiet()), /train: no train\/ folder/);
 
-    const noVal = mkdtempSync(join(tmpdir(), 'moco3-imagefolder-'));
+    const noVal = tempDir('moco3-imagefolder-');
     mkdirSync(join(noVal, 'train', 'a'), { recursive: true });
     await rejectsData(loadImageFolder(spec(noVal), quiet()), /no val\/ or test\/ folder/);
     mkdirSync(join(noVal, 'val'));

@@ -8,12 +8,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../helpers/tmp.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
-const root = mkdtempSync(join(tmpdir(), 'moco3-gpu-bundle-'));
+const root = tempDir('moco3-gpu-bundle-');
 const folder = join(root, 'moco3-gpu');
 const bin = join(root, 'bin');
 after(() => rmSync(root, { recursive: true, force: true }));

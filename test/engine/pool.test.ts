@@ -8,12 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../helpers/tmp.ts';
 
 test('thread pool: every chunk runs once, on its own job, before run() returns, with threads stalled at the race points', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-pool-'));
+  const dir = tempDir('moco3-pool-');
   try {
     const exe = join(dir, 'pool_stress');
     const cxx = process.env.CXX ?? 'g++';

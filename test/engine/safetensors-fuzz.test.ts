@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeSafetensors, SafetensorsError } from '../../src/engine/safetensors.ts';
 import { rng } from '../helpers/rng.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 /** A real checkpoint's model.safetensors (the PyTorch reference fixture). */
 const real = readFileSync(join(import.meta.dirname, '..', 'torchref', 'fixture', 'frozen', 'checkpoints', 'step-0000001', 'model.safetensors'));
@@ -145,10 +146,10 @@ test('safetensors: the damage classes seen in the field are refused with one lin
 });
 
 test('checkSafetensorsFile validates the header against the file size without reading the data', async () => {
-  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { writeFileSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { checkSafetensorsFile } = await import('../../src/engine/safetensors.ts');
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-stcheck-'));
+  const dir = tempDir('moco3-stcheck-');
   const ok = join(dir, 'ok.safetensors');
   writeFileSync(ok, real);
   assert.equal(checkSafetensorsFile(ok).names.length, decodeSafetensors(real).tensors.size);

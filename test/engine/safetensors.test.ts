@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../../src/engine/safetensors.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 test('safetensors layout follows the format: u64 header length, JSON header, raw data', () => {
   const t = new Map<string, StTensor>([
@@ -28,7 +28,7 @@ test('safetensors layout follows the format: u64 header length, JSON header, raw
 });
 
 test('writes atomically and rejects a truncated file', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-st-'));
+  const dir = tempDir('moco3-st-');
   const p = join(dir, 'x.safetensors');
   writeSafetensors(p, new Map([['w', { dtype: 'F32', shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) }]]));
   assert.deepEqual(readdirSync(dir), ['x.safetensors']);

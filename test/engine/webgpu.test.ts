@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { summarizeAdapter, describeAdapter } from '../../src/engine/webgpu.ts';
 import { gpuDeviceNodes } from '../../src/engine/backend.ts';
 import { packingDefault } from '../../src/engine/webgpu-kernels.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const moco3 = (args: string[], timeout: number) =>
@@ -116,7 +116,7 @@ test('doctor --replay: two steps on webgpu and on the CPU agree, as JSON', () =>
 });
 
 test('GPU device nodes: DRM render nodes and /dev/nvidiaN count; control nodes, cards and other systems do not', () => {
-  const dev = mkdtempSync(join(tmpdir(), 'moco3-dev-'));
+  const dev = tempDir('moco3-dev-');
   assert.deepEqual(gpuDeviceNodes(dev, 'linux'), []);
   mkdirSync(join(dev, 'dri'));
   for (const f of ['dri/card0', 'nvidiactl', 'nvidia-uvm', 'nvidia-caps', 'null']) writeFileSync(join(dev, f), '');

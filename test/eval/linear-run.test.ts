@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -12,6 +11,7 @@ import { knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../.
 import { MoCoViT } from '../../src/model/moco.ts';
 import { loadRunConfig } from '../../src/runfolder/records.ts';
 import { trainRun } from '../../src/train/loop.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
@@ -34,7 +34,7 @@ const config = buildConfig({
   ],
 });
 
-const runDir = mkdtempSync(join(tmpdir(), 'moco3-probe-'));
+const runDir = tempDir('moco3-probe-');
 const trained = trainRun({ config, runDir, backend });
 
 test('linear probe of a finished run: reads the newest checkpoint, writes summary.json and linear.json', async () => {

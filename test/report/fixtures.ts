@@ -1,10 +1,10 @@
 /** Result folders written by the tests: runs with known kNN dips, gradient spikes and lags. */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
+import { tempDir } from '../helpers/tmp.ts';
 
-export const tmp = (prefix = 'moco3-report-') => mkdtempSync(join(tmpdir(), prefix));
+export const tmp = (prefix = 'moco3-report-') => tempDir(prefix);
 
 /** Deterministic noise in [-1, 1). */
 export function noise(i: number, salt = 0): number {

@@ -6,10 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const root = join(import.meta.dirname, '..', '..', 'docs', 'results');
 const sweeps: string[] = [];
@@ -25,7 +25,7 @@ test('docs/results holds shipped sweeps', () => {
 
 for (const s of sweeps) {
   test(`shipped report ${s} re-renders from its run files`, async () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'moco3-shipped-')), basename(s));
+    const dir = join(tempDir('moco3-shipped-'), basename(s));
     cpSync(join(root, s), dir, { recursive: true });
     await writeReport(dir);
     for (const f of ['report.md', 'report.csv', 'runs.csv']) {

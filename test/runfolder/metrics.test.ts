@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 test('metrics: a torn last line is skipped, non-finite strings come back as numbers, a gzipped copy is read when the plain file is absent', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'moco3-metrics-'));
+  const dir = tempDir('moco3-metrics-');
   const text = '{"step":1,"loss":4.5}\n{"step":2,"loss":"NaN","grad_inf/block0":"Infinity"}\n{"step":3,"lo';
   writeFileSync(join(dir, 'a.jsonl'), text);
   const rows = readMetrics(join(dir, 'a.jsonl'));

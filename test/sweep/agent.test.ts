@@ -4,8 +4,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSweepFile } from '../../src/sweep/file.ts';
 import { acquireLock, lockLost, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
@@ -13,8 +12,9 @@ import { planSweep } from '../../src/sweep/plan.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { spawnEvents, type Ev } from '../helpers/events.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-agent-'));
+const root = tempDir('moco3-agent-');
 after(() => rmSync(root, { recursive: true, force: true }));
 const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');

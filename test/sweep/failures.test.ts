@@ -7,7 +7,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { tf } from '../helpers/tf.ts';
@@ -15,8 +14,9 @@ import type { BackendInfo } from '../../src/engine/backend.ts';
 import { parseSweep } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-fail-'));
+const root = tempDir('moco3-sweep-fail-');
 after(() => rmSync(root, { recursive: true, force: true }));
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');

@@ -1,7 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import '../helpers/tf.ts';
@@ -11,8 +10,9 @@ import { runSweep } from '../../src/sweep/runner.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { spawnEvents, type Ev } from '../helpers/events.ts';
 import { rng } from '../helpers/rng.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-kill-'));
+const root = tempDir('moco3-sweep-kill-');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');

@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, existsSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { arraySpec, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
 import { cli } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const fail = (m: string) => new SweepError(m);
 
@@ -54,7 +54,7 @@ test('the array: indices as ranges with the %N limit; the script runs each index
 });
 
 test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {
-  const results = mkdtempSync(join(tmpdir(), 'moco3-launch-'));
+  const results = tempDir('moco3-launch-');
   try {
     const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--dry-run', '--results', results, '--max-parallel', '4', '--sbatch-arg', '--qos=x']);
     assert.equal(r.code, 0, r.err);

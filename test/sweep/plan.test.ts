@@ -2,7 +2,6 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
@@ -10,8 +9,9 @@ import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions 
 import { formatPlan } from '../../src/sweep/table.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { scaleValue } from '../../src/sweep/scale.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-plan-'));
+const root = tempDir('moco3-sweep-plan-');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const plan = (name: string, opts: PlanOptions = {}) => planSweep(loadSweep(name), { results: '/nonexistent/results', ...opts });

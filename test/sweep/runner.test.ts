@@ -13,8 +13,9 @@ import { acquireLock, procStart, readLock, releaseLock } from '../../src/runfold
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-sweep-runner-'));
+const root = tempDir('moco3-sweep-runner-');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };

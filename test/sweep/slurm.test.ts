@@ -6,8 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import '../helpers/tf.ts';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.ts';
@@ -15,8 +14,9 @@ import { loadSweepFile } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep } from '../../src/sweep/runner.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-slurm-'));
+const root = tempDir('moco3-slurm-');
 const repo = join(import.meta.dirname, '..', '..');
 const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');

@@ -7,7 +7,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import '../helpers/tf.ts';
 import { loadSweepFile } from '../../src/sweep/file.ts';
@@ -17,8 +16,9 @@ import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { MAX_CRASHES } from '../../src/cli/supervise.ts';
 import { spawnEvents } from '../helpers/events.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-supervise-'));
+const root = tempDir('moco3-supervise-');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');

@@ -7,13 +7,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkCheckpoint } from '../../src/runfolder/resume.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-diskfull-'));
+const root = tempDir('moco3-diskfull-');
 const mnt = join(root, 'disk');
 mkdirSync(mnt);
 let mounted = false;

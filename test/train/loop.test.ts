@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -10,6 +9,7 @@ import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { loadRunData } from '../../src/components/index.ts';
 import { trainRun, type TrainEvent } from '../../src/train/loop.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
@@ -36,7 +36,7 @@ function tinyConfig(sets: string[] = []) {
   });
 }
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'moco3-loop-'));
+const tmp = () => tempDir('moco3-loop-');
 const strip = (rows: ReturnType<typeof readMetrics>) => rows.map(({ images_per_s: _ips, ...r }) => r);
 
 test('a run writes its files; numTensors is flat across steps', async () => {

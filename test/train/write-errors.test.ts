@@ -9,14 +9,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkCheckpoint } from '../../src/runfolder/resume.ts';
 import { main } from '../../src/cli/main.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'moco3-write-errors-'));
+const root = tempDir('moco3-write-errors-');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const repo = join(import.meta.dirname, '..', '..');
