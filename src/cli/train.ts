@@ -94,7 +94,7 @@ export function trainCommand(): Command {
       const onSig = (sig: NodeJS.Signals) => {
         if (stop) process.exit(130);
         stop = true;
-        process.stderr.write(`\nmoco3: ${sig}: stopping after this step (checkpointing); Ctrl-C again to quit at once\n`);
+        process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
       };
       for (const sig of signals) process.on(sig, onSig);
       const progress = makeProgress('train', { json: f.json, quiet: f.quiet });

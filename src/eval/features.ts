@@ -10,17 +10,40 @@ import { gatherBatch, type Dataset, type ImageSplit } from '../data/index.ts';
 import type { MoCoViT } from '../model/moco.ts';
 import { knnAccuracy } from './knn.ts';
 
+/** The features of the first `n` images of a split, one batch at a time; the caller owns each part. */
+function* featureParts(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, batch: number): Generator<tf.Tensor2D> {
+  for (let s = 0; s < n; s += batch) {
+    const idx = Int32Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
+    yield tf.tidy(() => model.features(evalView(gatherBatch(split, idx), aug)));
+  }
+}
+
 /** Class-token features of the first `n` images of a split, [n, dim]. */
 export function extractFeatures(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, batch = 256): tf.Tensor2D {
   const parts: tf.Tensor2D[] = [];
   try {
-    for (let s = 0; s < n; s += batch) {
-      const idx = Int32Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
-      parts.push(tf.tidy(() => model.features(evalView(gatherBatch(split, idx), aug))));
-    }
+    for (const part of featureParts(model, split, n, aug, batch)) parts.push(part);
     return tf.concat(parts) as tf.Tensor2D;
   } finally {
     tf.dispose(parts); // also when a batch throws: nothing is left behind
+  }
+}
+
+/**
+ * extractFeatures, giving Node a turn between batches and calling `check` there (it throws to stop, e.g.
+ * on Ctrl-C): for passes long enough that a signal must not wait for their end (the linear probe's).
+ */
+export async function extractFeaturesPolled(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, check: () => void, batch = 256): Promise<tf.Tensor2D> {
+  const parts: tf.Tensor2D[] = [];
+  try {
+    for (const part of featureParts(model, split, n, aug, batch)) {
+      parts.push(part);
+      await new Promise<void>((r) => setImmediate(r));
+      check();
+    }
+    return tf.concat(parts) as tf.Tensor2D;
+  } finally {
+    tf.dispose(parts);
   }
 }
 

@@ -25,6 +25,8 @@ export interface ProbeOptions {
   /** weight decay (0) */
   weightDecay?: number;
   onEpoch?: (e: ProbeEpoch) => void;
+  /** called after each batch, once Node has had a turn (signal handlers run): throws to stop the probe */
+  check?: () => void;
 }
 
 export interface ProbeEpoch {
@@ -152,6 +154,10 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
           correct += (await g.hits.data())[0]!;
         } finally {
           for (const t of [x, yt, ...(g ? [g.loss, g.hits, g.dW, g.db] : [])]) t.dispose();
+        }
+        if (opts.check) {
+          await new Promise<void>((r) => setImmediate(r));
+          opts.check();
         }
       }
       losses.push(lossSum / train.n);

@@ -21,7 +21,7 @@ import { checkpointFolderStep, checkpointsDir, CheckpointError } from '../runfol
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
-import { extractFeatures, knnOfModel } from './features.ts';
+import { extractFeatures, extractFeaturesPolled, knnOfModel } from './features.ts';
 import { cachedSource, linearProbe, type ProbeEpoch, type ProbeResult, type ProbeTrainSource } from './linear.ts';
 
 export interface LoadedModel {
@@ -182,6 +182,8 @@ export interface LinearRunOptions {
   /** random-resized-crop + flip on train (default true); false: centre-view features, computed once and cached */
   augment?: boolean;
   onEpoch?: (e: ProbeEpoch) => void;
+  /** called between batches once Node has had a turn (signal handlers run): throws to stop the probe */
+  check?: () => void;
   /** write linear.json and summary.json's linear_top1 / linear_top5 / linear (default true) */
   write?: boolean;
 }
@@ -211,12 +213,13 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
   let cached: tf.Tensor2D | null = null;
   let testFeatures: tf.Tensor2D | null = null;
   try {
-    testFeatures = extractFeatures(model, ds.test, ds.test.n, aug);
+    const check = opts.check ?? (() => {});
+    testFeatures = await extractFeaturesPolled(model, ds.test, ds.test.n, aug, check);
     let source: ProbeTrainSource;
     if (augment) {
       source = augmentedSource(model, ds.train, aug, c.seed);
     } else {
-      cached = extractFeatures(model, ds.train, ds.train.n, aug);
+      cached = await extractFeaturesPolled(model, ds.train, ds.train.n, aug, check);
       source = cachedSource(cached, ds.train.labels);
     }
     const r = await linearProbe(source, { features: testFeatures, labels: ds.test.labels }, {
@@ -226,6 +229,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       batchSize: Math.min(batchSize, ds.train.n),
       seed: c.seed,
       onEpoch: opts.onEpoch,
+      check,
     });
     const out: LinearRunResult = {
       ...r,

@@ -82,6 +82,9 @@ export function checkFillsBatch(ds: Pick<Dataset, 'name' | 'train'>, batchSize: 
   }
 }
 
+/** The linear probe was stopped between two of its batches (shouldStop: Ctrl-C, a lost lock). */
+class ProbeStopped extends Error {}
+
 export function countParams(model: MoCoViT): number {
   return model.trainableNames().reduce((a, n) => a + model.vars.get(n)!.size, 0);
 }
@@ -265,15 +268,26 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     writeSummary(runDir, summary);
     if (outcome === 'completed' && c.eval.linear.enabled) {
       emit({ type: 'phase', step: state.step, text: `linear probe: ${c.eval.linear.epochs} epochs on the frozen encoder` });
-      const lin = await linearProbeForRun(runDir, {
-        config: c,
-        dataset: ds,
-        model,
-        onEpoch: (e) =>
-          emit({ type: 'phase', step: state.step, text: `linear probe: epoch ${e.epoch}/${e.epochs}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(2)}% (${e.seconds.toFixed(0)} s)` }),
-      });
-      summary.linear_top1 = lin.top1;
-      summary.linear_top5 = lin.top5;
+      try {
+        const lin = await linearProbeForRun(runDir, {
+          config: c,
+          dataset: ds,
+          model,
+          onEpoch: (e) =>
+            emit({ type: 'phase', step: state.step, text: `linear probe: epoch ${e.epoch}/${e.epochs}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(2)}% (${e.seconds.toFixed(0)} s)` }),
+          check: () => {
+            if (opts.shouldStop?.()) throw new ProbeStopped();
+          },
+        });
+        summary.linear_top1 = lin.top1;
+        summary.linear_top5 = lin.top5;
+      } catch (e) {
+        if (!(e instanceof ProbeStopped)) throw e;
+        // stopped in the probe (Ctrl-C): the training is checkpointed at its last step; a resume runs the probe
+        outcome = 'interrupted';
+        summary.status = outcome;
+        mergeSummary(runDir, { status: outcome });
+      }
     }
     status.final(outcome, state.step, divergedAt);
     emit({ type: 'end', status: outcome, step: state.step, summary });

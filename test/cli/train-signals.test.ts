@@ -1,11 +1,11 @@
 /**
  * `moco3 train` stopped by a signal: Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all
- * stop the run after the current step with a checkpoint there and status `interrupted`, exit 130; `--resume`
- * then finishes it.
+ * stop the run after the current step (or batch of the linear probe) with a checkpoint there and status
+ * `interrupted`, exit 130; `--resume` then finishes it.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
@@ -53,3 +53,33 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     assert.equal(JSON.parse(readFileSync(join(out, 'status.json'), 'utf8')).status, 'completed');
   });
 }
+
+test('train: Ctrl-C in the linear probe stops it between batches: status interrupted at the last step, exit 130; --resume runs the probe', async () => {
+  const out = join(root, 'probe');
+  const args = [...tinyTrainArgs('eval.linear.enabled=true', 'eval.linear.epochs=300', 'eval.linear.batch_size=16'), '--json', '--out', out];
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let sent = false;
+  child.stdout.on('data', (d) => {
+    stdout += d;
+    if (!sent && /linear probe: epoch 3\//.test(stdout)) {
+      sent = true;
+      child.kill('SIGINT');
+    }
+  });
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 130, stderr);
+  const probeEpochs = [...stdout.matchAll(/linear probe: epoch (\d+)\//g)].map((m) => Number(m[1]));
+  assert.ok(Math.max(...probeEpochs) < 60, `the probe went on to epoch ${Math.max(...probeEpochs)} of 300 after Ctrl-C`);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.deepEqual([st.status, st.step], ['interrupted', st.total_steps]);
+  const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+  assert.deepEqual([summary.status, summary.linear_top1], ['interrupted', null]);
+  const again = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--resume'], { encoding: 'utf8' });
+  assert.equal(again.status, 0, again.stderr);
+  const done = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+  assert.equal(done.status, 'completed');
+  assert.equal(typeof done.linear_top1, 'number');
+});
