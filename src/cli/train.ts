@@ -1,13 +1,15 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
-import { existsSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { acquireLock, liveLock, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
@@ -52,6 +54,9 @@ export function trainCommand(): Command {
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
       checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
+      // another process trains this folder (moco3 train or a sweep): never two at once, never moved aside under it
+      const live = existsSync(runDir) ? liveLock(runDir) : null;
+      if (live) throw new UsageError(`${runDir}: is being trained by pid ${live.pid} on ${live.host} (since ${live.since}); wait for it to end, or stop it first`);
       // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
       const { initBackend } = await import('../engine/backend.ts');
       const { trainRun } = await import('../train/loop.ts');
@@ -63,20 +68,24 @@ export function trainCommand(): Command {
         if (!f.force) throw e;
       }
       const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
-      if (existsSync(runDir) && (st || hasCkpt) && f.force) {
-        const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-        const aside = `${runDir}.old-${stamp}`;
-        renameSync(runDir, aside);
-        process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
-      } else if (st?.status === 'completed' && !f.resume) {
-        process.stderr.write(`moco3: ${runDir} is already completed (use --force to train it again)\n`);
-        return;
-      } else if ((st || hasCkpt) && !f.resume) {
-        throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+      const { foreign, runFiles } = folderContents(runDir);
+      if (foreign.length > 0 && !st && !hasCkpt) {
+        throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); give a new or empty folder as --out`);
       }
-      // a damaged checkpoint, another config and bad data fail here, before a backend starts or a folder is made
+      const previous = st !== null || hasCkpt || runFiles.length > 0;
+      if (!f.force) {
+        if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') {
+          // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
+          process.stderr.write(`moco3: ${runDir} is already ${st.status} at step ${st.step} (use --force to train it again)\n`);
+          return;
+        }
+        if (previous && !f.resume) {
+          throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+        }
+      }
+      // a damaged checkpoint, another config and bad data fail here, before a backend starts or a folder is made or moved
       let checkpoint: string | null = null;
-      if (f.resume && existsSync(runDir)) {
+      if (f.resume && !f.force && existsSync(runDir)) {
         const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
         checkpoint = resumeCheckpoint(runDir, f.checkpoint);
         if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
@@ -88,6 +97,15 @@ export function trainCommand(): Command {
       const dataset = await loadRunData(c);
       checkFillsBatch(dataset, c.optim.batch_size);
       const backend = await initBackend(c.train.backend as BackendName);
+      if (f.force && previous) {
+        const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+        const aside = `${resolve(runDir)}.old-${stamp}`;
+        renameSync(runDir, aside);
+        process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
+      }
+      const made = !existsSync(runDir);
+      const held = acquireLock(runDir, 'train');
+      if (held) throw new UsageError(`${runDir}: is being trained by pid ${held.pid} on ${held.host} (since ${held.since}); wait for it to end, or stop it first`);
       let stop = false;
       // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
       const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -109,7 +127,8 @@ export function trainCommand(): Command {
           dumpViews,
           dataset,
           onEvent: (e) => progress.onEvent(e),
-          shouldStop: () => stop,
+          // a lock taken over by another host (this process was frozen past the lock timeout): stop
+          shouldStop: () => stop || lockLost(runDir),
         });
         progress.stop();
         if (!f.json) {
@@ -124,7 +143,21 @@ export function trainCommand(): Command {
       } finally {
         progress.stop();
         for (const sig of signals) process.off(sig, onSig);
+        releaseLock(runDir);
+        // a run that failed before it began (nothing written): no empty folder left behind
+        if (made && existsSync(runDir) && readdirSync(runDir).length === 0) rmSync(runDir, { recursive: true, force: true });
       }
     });
   return cmd;
+}
+
+/**
+ * What an existing --out folder holds: files a moco3 run writes (its own names, and the temporary and
+ * lock files beside them), and anything else, which train never overwrites.
+ */
+function folderContents(dir: string): { runFiles: string[]; foreign: string[] } {
+  const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`]);
+  const entries = existsSync(dir) ? readdirSync(dir) : [];
+  const isOwn = (e: string) => own.has(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
+  return { runFiles: entries.filter(isOwn), foreign: entries.filter((e) => !isOwn(e)) };
 }

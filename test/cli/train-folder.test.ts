@@ -1,0 +1,104 @@
+/**
+ * What `moco3 train` does with the folder it is given: a folder another process trains is refused (its
+ * lock), `--force` moves a previous run aside only once the new run's input has checked out, files that
+ * are not a run's are never overwritten or moved, and a diverged run is a result that `--resume` leaves be.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tinyTrainArgs } from '../helpers/tiny.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-train-folder-');
+const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
+const TINY = tinyTrainArgs();
+
+function train(args: string[]): { code: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args], { encoding: 'utf8' });
+  return { code: r.status, stderr: r.stderr };
+}
+const status = (dir: string) => JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as { status: string; step: number };
+const asides = (name: string) => readdirSync(root).filter((e) => e.startsWith(`${name}.old-`));
+
+test('a folder another train is training is refused, with --resume and --force too; that run is untouched', async () => {
+  const out = join(root, 'busy');
+  const marker = join(root, '.pause-busy');
+  const env = { ...process.env, MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker };
+  const first = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out], { env, stdio: 'ignore' });
+  const done = new Promise<number | null>((r) => first.on('close', r));
+  try {
+    while (!existsSync(marker)) await new Promise((r) => setTimeout(r, 20));
+    for (const extra of [[], ['--resume'], ['--force']]) {
+      const r = train([...TINY, '--out', out, ...extra]);
+      assert.equal(r.code, 2, `${extra}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^moco3: ${out}: is being trained by pid ${first.pid} on .*; wait for it to end, or stop it first\\n$`));
+    }
+    assert.deepEqual(asides('busy'), []);
+  } finally {
+    writeFileSync(`${marker}.go`, '');
+  }
+  assert.equal(await done, 0);
+  assert.equal(status(out).status, 'completed');
+  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
+  assert.deepEqual(steps, [...new Set(steps)].sort((a, b) => a - b), 'one writer: each step once, in order');
+  assert.ok(!existsSync(join(out, '.lock')), 'the lock is gone with its process');
+});
+
+test('--force with input that does not check out moves nothing; with good input it moves the run aside (a trailing slash too)', () => {
+  const out = join(root, 'forced');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  const bad = train([...TINY, '--out', out, '--force', '--set', 'optim.batch_size=128']);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /^moco3: data\.train_size: .* fewer than one batch of optim\.batch_size 128/);
+  assert.deepEqual(asides('forced'), []);
+  assert.equal(status(out).status, 'completed');
+  const good = train([...TINY, '--out', `${out}/`, '--force']);
+  assert.equal(good.code, 0, good.stderr);
+  assert.equal(asides('forced').length, 1);
+  assert.match(good.stderr, new RegExp(`moved the previous run to ${root}/forced\\.old-\\d{8}T\\d{6}\\n`));
+  assert.equal(status(out).status, 'completed');
+});
+
+test('files that are not a run\'s are never overwritten or moved; a run\'s files without a status need --force', () => {
+  const mine = join(root, 'project');
+  mkdirSync(mine);
+  writeFileSync(join(mine, 'notes.txt'), 'mine');
+  writeFileSync(join(mine, 'config.yaml'), 'mine: 1\n');
+  for (const extra of [[], ['--force'], ['--resume']]) {
+    const r = train([...TINY, '--out', mine, ...extra]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^moco3: ${mine}: holds files that are not a moco3 run's \\(notes\\.txt\\); give a new or empty folder as --out\\n$`));
+  }
+  assert.deepEqual(readdirSync(mine).sort(), ['config.yaml', 'notes.txt']);
+  assert.equal(readFileSync(join(mine, 'config.yaml'), 'utf8'), 'mine: 1\n');
+  assert.deepEqual(asides('project'), []);
+  // a run's own files and no status: a run that stopped before its first status; only --force replaces them
+  const partial = join(root, 'partial');
+  mkdirSync(partial);
+  writeFileSync(join(partial, 'config.yaml'), 'x: 1\n');
+  writeFileSync(join(partial, 'metrics.jsonl'), '');
+  const r = train([...TINY, '--out', partial]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /holds a previous run at step \?; pass --resume to continue it or --force to start over/);
+  assert.equal(train([...TINY, '--out', partial, '--force']).code, 0);
+  assert.equal(asides('partial').length, 1);
+});
+
+test('a diverged run is a result: train again, with or without --resume, leaves it as it is', () => {
+  const out = join(root, 'diverged');
+  const args = [...TINY, '--out', out, '--set', 'optim.base_lr=1e12', '--set', 'optim.warmup_epochs=0'];
+  assert.equal(train(args).code, 0);
+  const st = status(out);
+  assert.equal(st.status, 'diverged');
+  const summary = readFileSync(join(out, 'summary.json'), 'utf8');
+  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+  for (const extra of [[], ['--resume']]) {
+    const r = train([...args, ...extra]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, `moco3: ${out} is already diverged at step ${st.step} (use --force to train it again)\n`);
+  }
+  assert.equal(readFileSync(join(out, 'summary.json'), 'utf8'), summary);
+  assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), metrics);
+});
