@@ -95,14 +95,16 @@ export async function main(argv: string[], opts: { processEntry?: boolean } = {}
       return 2;
     }
     if (debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    // bad input exits 2; the same kinds of error once a run has begun (its status says failed) exit 1
+    const input = (e as { runFailed?: boolean } | null)?.runFailed ? 1 : 2;
     if (isInputError(e)) {
       process.stderr.write(`moco3: ${e.message.split('\n')[0]}\n`);
-      return 2;
+      return input;
     }
     const sys = e as NodeJS.ErrnoException;
     if (sys instanceof Error && typeof sys.code === 'string' && sys.code in PATH_ERRORS && typeof sys.path === 'string') {
       process.stderr.write(`moco3: ${sys.path}: ${PATH_ERRORS[sys.code]} (${sys.code}${sys.syscall ? ` in ${sys.syscall}` : ''})\n`);
-      return 2;
+      return input;
     }
     process.stderr.write(`moco3: error: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
     if (!debug) process.stderr.write('(MOCO3_DEBUG=1 shows where it happened)\n');

@@ -303,6 +303,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       } catch {
         /* the run's error below says what happened */
       }
+      // a run that began and failed exits 1, whatever the error (src/cli/main.ts): not 2, bad input
+      if (err instanceof Error) Object.assign(err, { runFailed: true });
     }
     throw err;
   } finally {

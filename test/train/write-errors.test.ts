@@ -114,3 +114,12 @@ test('sweep: EACCES on a checkpoint write fails that run with the reason and the
   const steps = rows(first).map((row) => row.step as number);
   assert.deepEqual(steps, [0, 1, 2, 3, 4, 5, 6, 7, 8], 'metrics rows once per step, in order');
 });
+
+test('train: a file the run cannot write once it has begun (EIO renaming summary.json into place): exit 1, a failed run, not 2 (bad input)', async () => {
+  const out = join(root, 'summary-eio');
+  const r = await run(['train', ...TINY, '--out', out], { MOCO3_TEST_WRITE_ERROR: 'EIO:rename:1:/.summary.json.' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /summary\.json\.\d+\.tmp: input\/output error \(a failing disk\?\) \(EIO in rename\)/);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.deepEqual([st.status, st.step], ['failed', 8]);
+});
