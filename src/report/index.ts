@@ -156,7 +156,7 @@ export function reportMarkdown(
   }
   out.push('', '## Table', '', tableMarkdown(view, table));
   out.push(
-    `Cells: mean ± std over seeds (one value when there is one seed). Accuracy cells leave out diverged runs. ` +
+    `Cells: mean ± std over seeds (one value when there is one seed). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
       `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum since training began ` +
       `(step 0, the untrained encoder, is left out)` +
       (io.dipAboveInit ? `, counted only where that maximum is above step 0's kNN top-1 (a fall below the untrained encoder's accuracy before the curve has climbed past it is no dip)` : '') +

@@ -6,7 +6,7 @@
 import { stringify } from 'csv-stringify/sync';
 import type { RunInstability } from './instability.ts';
 import type { RunRecord } from './results.ts';
-import { statusProcessGone } from '../runfolder/status.ts';
+import { readRunState } from '../runfolder/state.ts';
 import { fmtSci, keyName, type Column, type SweepView } from './sweep.ts';
 
 export interface RunFacts {
@@ -45,10 +45,10 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
   const lastKnn = knnRows[knnRows.length - 1];
   const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
-  let status = String(st?.status ?? s.status ?? 'unknown');
-  if (divergedAt !== null) status = 'diverged';
-  // a run whose process died without a final status is not running: it is interrupted (resumable)
-  else if (st && statusProcessGone(st)) status = 'interrupted';
+  // the state plan and sweep see (src/runfolder/state.ts): running only under a live lock, completed only
+  // with its summary, a run whose process died without a final status interrupted
+  const state = readRunState(r.dir).state;
+  const status = state === 'running' || divergedAt === null ? state : 'diverged';
   const lastStep = r.metrics.length ? num(r.metrics[r.metrics.length - 1]!.step) : null;
   return {
     id: r.id,
@@ -120,11 +120,14 @@ function notDone(f: RunFacts): string {
 }
 
 /**
- * One cell over a column's runs. `accuracy` cells leave out diverged runs (their value is not a result)
- * and say how many there were.
+ * One cell over a column's runs: the finished ones. `accuracy` cells leave out diverged runs too (their
+ * value is not a result) and say how many there were. A column with no finished run shows its unfinished
+ * runs' figures so far, marked as such (a scan stopped early); they are never pooled with finished ones.
  */
 function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: number) => string, accuracy: boolean): Cell {
-  const used = accuracy ? facts.filter((f) => f.status !== 'diverged') : facts;
+  const countable = accuracy ? facts.filter((f) => f.status !== 'diverged') : facts;
+  const finished = countable.filter((f) => f.status === 'completed' || f.status === 'diverged');
+  const used = finished.length ? finished : countable;
   const xs = used.map(pick).filter((x): x is number => x !== null);
   const { mean, std } = meanStd(xs);
   const diverged = facts.filter((f) => f.status === 'diverged');
@@ -133,6 +136,7 @@ function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: 
     text = facts.length ? [...new Set(facts.map(notDone))].join('; ') : '-';
   } else {
     text = std === null ? fmt(mean) : `${fmt(mean)} ± ${fmt(std)}`;
+    if (!finished.length) text += ' (so far)';
     if (accuracy && diverged.length) text += ` (${diverged.length}/${facts.length} diverged @ step ${diverged.map((f) => f.divergedAt ?? f.step).join(', ')})`;
   }
   return { mean, std, n: xs.length, text };

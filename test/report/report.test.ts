@@ -1,13 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
+import { procStart } from '../../src/runfolder/lock.ts';
 import { fmtSci, formatValue, inferSweptKeys, viewSweep } from '../../src/report/sweep.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
@@ -134,23 +135,39 @@ test('a sweep that is not the paper has no paper row; running runs show their st
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
   writeFakeRun(dir, { id: 'running-one', config: { 'moco.temperature': 0.5 }, status: 'running', steps: 200, divergedAt: null });
-  // a running run: metrics up to step 200 written, status says 120 of 400
-  writeFileSync(join(dir, 'running-one', 'status.json'), JSON.stringify({ status: 'running', step: 120, total_steps: 400 }));
-  const r = await writeReport(dir, { plots: false });
-  assert.equal(r.view.paper, null);
-  const { rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
-  assert.equal(paperRow(rows), undefined);
-  assert.deepEqual(rows.get('linear top-1 (%)'), ['30.0', '31.0', 'running (step 120/400)']);
-
-  // its process on this host: still running while it lives; interrupted once it is gone (killed outright)
-  const status = (pid: number) => writeFileSync(join(dir, 'running-one', 'status.json'), JSON.stringify({ status: 'running', step: 120, total_steps: 400, pid, host: hostname() }));
-  status(process.pid);
-  await writeReport(dir, { plots: false });
-  assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('linear top-1 (%)')?.[2], 'running (step 120/400)');
-  const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
-  status(gone);
+  // metrics up to step 200 written, status says 120 of 400; running while another live process holds its lock
+  const run = join(dir, 'running-one');
+  const holder = spawn('sleep', ['60'], { stdio: 'ignore' });
+  try {
+    const now = new Date().toISOString();
+    writeFileSync(join(run, '.lock'), JSON.stringify({ pid: holder.pid, host: hostname(), proc_start: procStart(holder.pid!), since: now, sweep: 'temperature', heartbeat: now }));
+    writeFileSync(join(run, 'status.json'), JSON.stringify({ status: 'running', step: 120, total_steps: 400, pid: holder.pid, host: hostname() }));
+    const r = await writeReport(dir, { plots: false });
+    assert.equal(r.view.paper, null);
+    const { rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+    assert.equal(paperRow(rows), undefined);
+    assert.deepEqual(rows.get('linear top-1 (%)'), ['30.0', '31.0', 'running (step 120/400)']);
+    // its figures so far are shown as such, never as a result
+    assert.match(rows.get('kNN top-1 (%)')![2]!, /^\d+\.\d \(so far\)$/);
+  } finally {
+    holder.kill();
+  }
+  await new Promise((r) => holder.on('close', r));
+  // its process gone without a final status (killed outright): interrupted, as plan and sweep see it
   await writeReport(dir, { plots: false });
   assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('linear top-1 (%)')?.[2], 'interrupted (step 120/400)');
+});
+
+test('a setting with a finished and an unfinished run pools the finished one only', async () => {
+  const dir = join(tmp(), 'temperature');
+  writeFakeRun(dir, { id: 't0.1-s0-aaaaaaaa', config: { 'moco.temperature': 0.1, seed: 0 }, knnCurve: (f) => 20 + 40 * f, wallS: 100 });
+  // seed 1 stopped half-way: its kNN so far (40) and wall time differ from seed 0's final 60 and 100 s
+  writeFakeRun(dir, { id: 't0.1-s1-bbbbbbbb', config: { 'moco.temperature': 0.1, seed: 1 }, knnCurve: (f) => 20 + 40 * f, steps: 100, status: 'interrupted', wallS: 30 });
+  await writeReport(dir, { plots: false, format: 'md' });
+  const { rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(rows.get('runs'), ['1× completed; 1× interrupted (step 100/100)']);
+  assert.deepEqual(rows.get('kNN top-1 (%)'), ['60.0']);
+  assert.deepEqual(rows.get('wall time'), ['100 s']);
 });
 
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
