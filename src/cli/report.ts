@@ -1,10 +1,10 @@
 /** `moco3 report [<sweep>]`: tables, instability figures and plots of finished (or running) sweeps. */
 import { Command, Option } from 'commander';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
-import { listSweeps, ReportError } from '../report/results.ts';
+import { listSweeps, readSweep, ReportError } from '../report/results.ts';
 import { UsageError } from '../config/errors.ts';
 
 interface ReportFlags {
@@ -25,11 +25,15 @@ function positive(flag: string, v: string, integer = false): number {
   return x;
 }
 
+/** A folder that holds a sweep: run folders, or the plan of one (sweep.yaml); not a run folder itself. */
+const isSweepDir = (d: string) =>
+  existsSync(d) && statSync(d).isDirectory() && !isRunDir(d) && (existsSync(join(d, 'sweep.yaml')) || readdirSync(d).some((e) => isRunDir(join(d, e))));
+
 /** A sweep given as a folder path or as a name under --results. */
 function sweepDir(arg: string, results: string): string {
-  for (const d of [arg, join(results, arg)]) if (existsSync(d) && !isRunDir(d)) return d;
+  for (const d of [arg, join(results, arg)]) if (isSweepDir(d)) return d;
   if (existsSync(arg) && isRunDir(arg)) throw new UsageError(`${arg} is a run folder; moco3 report takes a sweep folder (its parent)`);
-  throw new UsageError(`no sweep '${arg}' (looked for ${arg} and ${join(results, arg)})`);
+  throw new UsageError(`no sweep '${arg}' (looked for ${arg} and ${join(results, arg)}; a sweep is a folder of run folders)`);
 }
 
 export function reportCommand(): Command {
@@ -55,6 +59,15 @@ export function reportCommand(): Command {
       };
       const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
       if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders)`);
+      // every sweep is read before any report is written: a damaged one stops the command with nothing written
+      for (const dir of dirs) {
+        try {
+          readSweep(dir);
+        } catch (e) {
+          if (e instanceof ReportError) throw new UsageError(e.message);
+          throw e;
+        }
+      }
       // the plotting libraries load only when a report is written
       const { writeReport } = await import('../report/index.ts');
       for (const dir of dirs) {

@@ -61,7 +61,16 @@ export function parseMetrics(text: string, label = 'metrics.jsonl', onTorn?: (no
  */
 export function readMetrics(path: string, onTorn?: (note: string) => void): MetricRow[] {
   if (existsSync(path)) return parseMetrics(readFileSync(path, 'utf8'), path, onTorn);
-  if (existsSync(`${path}.gz`)) return parseMetrics(gunzipSync(readFileSync(`${path}.gz`)).toString('utf8'), `${path}.gz`, onTorn);
+  if (existsSync(`${path}.gz`)) {
+    let text: string;
+    try {
+      text = gunzipSync(readFileSync(`${path}.gz`)).toString('utf8');
+    } catch (e) {
+      if (!String((e as NodeJS.ErrnoException).code).startsWith('Z_')) throw e;
+      throw new RunFolderError(`${path}.gz: not a whole gzip file (${(e as Error).message}); copy it again from where it came`);
+    }
+    return parseMetrics(text, `${path}.gz`, onTorn);
+  }
   return [];
 }
 

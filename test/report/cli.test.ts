@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
@@ -61,4 +62,42 @@ test('moco3 report: bad input is one line and exit code 2', async () => {
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
     assert.ok(r.err.trim().length > 0 && r.err.trim().split('\n').length <= 2, r.err);
   }
+});
+
+test('moco3 report <name>: a folder of that name that is not a sweep is passed over, never written into', async () => {
+  const root = tmp();
+  writeBatchSweep(join(root, 'results'), 'batch-size');
+  const cwd = process.cwd();
+  process.chdir(root);
+  try {
+    // ./batch-size holds a user's files, results/batch-size the sweep
+    mkdirSync('batch-size');
+    writeFileSync(join('batch-size', 'notes.txt'), 'mine');
+    const r = await cli(['report', 'batch-size', '--no-plots']);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(readdirSync('batch-size'), ['notes.txt']);
+    assert.ok(existsSync(join('results', 'batch-size', 'report.md')));
+    // a folder without a run is no sweep: exit 2, nothing written
+    mkdirSync('empty');
+    const e = await cli(['report', 'empty', '--no-plots']);
+    assert.equal(e.code, 2);
+    assert.equal(e.err, `moco3: no sweep 'empty' (looked for empty and ${join('results', 'empty')}; a sweep is a folder of run folders)\n`);
+    assert.deepEqual(readdirSync('empty'), []);
+  } finally {
+    process.chdir(cwd);
+  }
+});
+
+test('moco3 report with no sweep named: a damaged sweep stops it before any report is written; a cut gzip is named', async () => {
+  const root = tmp();
+  const good = writeBatchSweep(root, 'a-good');
+  const bad = writeSimpleSweep(root, 'b-bad', [{ 'moco.temperature': 0.1 }]);
+  const run = join(bad, readdirSync(bad)[0]!);
+  const gz = gzipSync(readFileSync(join(run, 'metrics.jsonl')));
+  rmSync(join(run, 'metrics.jsonl'));
+  writeFileSync(join(run, 'metrics.jsonl.gz'), gz.subarray(0, gz.length >> 1));
+  const r = await cli(['report', '--results', root, '--no-plots']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, new RegExp(`^moco3: ${run}/metrics\\.jsonl\\.gz: not a whole gzip file \\(unexpected end of file\\); copy it again from where it came\\n$`));
+  assert.ok(!existsSync(join(good, 'report.md')), 'nothing written');
 });
