@@ -48,8 +48,8 @@ export function configFromFlags(f: RunFlags, extra: Record<string, unknown>[] = 
   }
   if (f.backend) overrides.push({ train: { backend: f.backend } });
   if (f.seed !== undefined) {
-    const s = Number(f.seed);
-    if (!Number.isInteger(s) || s < 0) throw new UsageError(`--seed ${f.seed}: expected a non-negative integer`);
+    const s = f.seed.trim() === '' ? NaN : Number(f.seed);
+    if (!Number.isSafeInteger(s) || s < 0) throw new UsageError(`--seed ${f.seed}: expected a non-negative integer`);
     overrides.push({ seed: s });
   }
   return buildConfig({ preset: f.preset ?? null, file: f.config ?? null, sets: f.set, overrides: [...overrides, ...extra] });

@@ -45,14 +45,15 @@ export function trainCommand(): Command {
       const c = configFromFlags(f);
       const id = `${trainRunSlug(c)}-${configHash(c)}`;
       const runDir = f.out ?? join(f.results, 'train', id);
+      // the flags are checked with --dry-run too: it validates what the same command would run
+      const dumpViews = f.dumpViews === undefined ? 0 : f.dumpViews.trim() === '' ? NaN : Number(f.dumpViews);
+      if (!Number.isSafeInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
+      if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
+      if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
       if (f.dryRun) {
         process.stdout.write(`# run folder: ${runDir}\n${configToYaml(c)}`);
         return;
       }
-      const dumpViews = f.dumpViews === undefined ? 0 : Number(f.dumpViews);
-      if (!Number.isInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
-      if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
-      if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
       checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
       // another process trains this folder (moco3 train or a sweep): never two at once, never moved aside under it
       const live = existsSync(runDir) ? liveLock(runDir) : null;

@@ -39,6 +39,9 @@ export function parseSet(expr: string): Obj {
   if (!/^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$/.test(key)) {
     throw new ConfigError(`--set ${expr}: '${key}' is not a dotted key such as optim.base_lr`);
   }
+  // names an object's own machinery, not a config key: assigned, it would vanish instead of being refused
+  const odd = key.split('.').find((p) => p === '__proto__' || p === 'constructor' || p === 'prototype');
+  if (odd) throw new ConfigError(`--set ${expr}: unknown key ${key}`);
   let value: unknown;
   try {
     value = raw.trim() === '' ? '' : YAML.parse(raw);
@@ -149,24 +152,35 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
   out.model.heads ??= arch.heads;
   out.model.mlp_ratio ??= arch.mlp_ratio;
   const m = out.model as ResolvedRunConfig['model'];
-  const fail = (path: string, text: string) => {
-    throw new ConfigError(`${blame(path.split('.'))}: ${path}: ${text}`);
+  // a check of several keys blames the one the user set last: a --set, then another flag, then the file
+  const fail = (path: string, text: string, also: string[] = []) => {
+    const sources = [path, ...also].map((p) => blame(p.split('.')));
+    const source = sources.find((b) => b.startsWith('--set ')) ?? sources.find((b) => b === 'command line') ?? sources[0]!;
+    throw new ConfigError(`${source}: ${path}: ${text}`);
   };
-  if (m.dim % m.heads !== 0) fail('model.heads', `dim ${m.dim} must be divisible by heads ${m.heads}`);
+  if (m.dim % m.heads !== 0) fail('model.heads', `dim ${m.dim} must be divisible by heads ${m.heads}`, ['model.dim', 'model.arch']);
   if (m.dim % 4 !== 0) fail('model.dim', `must be divisible by 4 for the 2-D sin-cos position embedding, got ${m.dim}`);
+  if (!Number.isInteger(m.dim * m.mlp_ratio)) {
+    fail('model.mlp_ratio', `must give a whole MLP width (dim ${m.dim} x mlp_ratio), got ${m.mlp_ratio}`, ['model.dim', 'model.arch']);
+  }
   if (out.data.image_size % m.patch_size !== 0) {
-    fail('data.image_size', `must be a multiple of model.patch_size ${m.patch_size}, got ${out.data.image_size}`);
+    fail('data.image_size', `must be a multiple of model.patch_size ${m.patch_size}, got ${out.data.image_size}`, ['model.patch_size', 'model.arch']);
   }
   if (out.optim.warmup_epochs > out.optim.epochs) {
-    fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`);
+    fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`, ['optim.epochs']);
+  }
+  // the projector's and predictor's BatchNorm normalise over the batch (the micro-batch): one image cannot
+  if (out.optim.batch_size < 2) fail('optim.batch_size', `must be at least 2 (the heads' BatchNorm needs two images), got ${out.optim.batch_size}`);
+  if (out.train.micro_batch !== null && out.train.micro_batch < 2) {
+    fail('train.micro_batch', `must be at least 2 (the heads' BatchNorm needs two images), got ${out.train.micro_batch}`);
   }
   out.augment.blur_sigma ??= recipeBlurSigma(out.data.image_size);
   if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');
   if (out.train.micro_batch !== null && out.optim.batch_size % out.train.micro_batch !== 0) {
-    fail('train.micro_batch', `must divide optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`);
+    fail('train.micro_batch', `must divide optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`, ['optim.batch_size']);
   }
   if (out.train.micro_batch !== null && out.train.micro_batch > out.optim.batch_size) {
-    fail('train.micro_batch', `must not exceed optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`);
+    fail('train.micro_batch', `must not exceed optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`, ['optim.batch_size']);
   }
   return out as ResolvedRunConfig;
 }
@@ -208,7 +222,10 @@ export function buildConfig(src: ConfigSources): ResolvedRunConfig {
   const setObjs = (src.sets ?? []).map((s) => ({ expr: s, obj: parseSet(s) }));
   for (const s of setObjs) merged = deepMerge(merged, s.obj);
 
-  const blame = (path: PropertyKey[]): string => {
+  const blame = (full: PropertyKey[]): string => {
+    // an element of a list (optim.betas.1) comes from where the list was set
+    let path = full;
+    while (typeof path.at(-1) === 'number') path = path.slice(0, -1);
     for (let i = setObjs.length - 1; i >= 0; i--) if (hasPath(setObjs[i]!.obj, path)) return `--set ${setObjs[i]!.expr}`;
     if (overrides.some((o) => hasPath(o, path))) return 'command line';
     if (hasPath(fileObj, path)) return fileLabel;

@@ -23,7 +23,7 @@ export const DataSchema = z
   .object({
     name: z.enum(DATASET_NAMES),
     path: z.string().min(1).nullable(),
-    image_size: posInt,
+    image_size: posInt.max(4096),
     train_size: posInt.nullable(),
     test_size: posInt.nullable(),
     /** null: the dataset's own classes; a number is checked against them (synthetic: how many to make) */
@@ -62,7 +62,7 @@ export const OptimSchema = z
     batch_size: posInt,
     epochs: posNum,
     warmup_epochs: nonNeg,
-    betas: z.tuple([prob, prob]),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]),
     eps: posNum,
     momentum: prob,
     trust_coefficient: posNum,

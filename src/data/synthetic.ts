@@ -165,6 +165,9 @@ export function channelStats(split: ImageSplit): { mean: [number, number, number
   return { mean, std };
 }
 
+/** The largest split the synthetic dataset makes (bytes of images): 4 GiB, the most one array holds here. */
+const MAX_SPLIT_BYTES = 2 ** 32 - 1;
+
 export function makeSyntheticDataset(spec: DataSpec): Dataset {
   const size = spec.syntheticImageSize ?? SYNTHETIC_DEFAULTS.imageSize;
   const k = spec.numClasses ?? SYNTHETIC_DEFAULTS.numClasses;
@@ -172,10 +175,15 @@ export function makeSyntheticDataset(spec: DataSpec): Dataset {
   const nTest = spec.testSize ?? SYNTHETIC_DEFAULTS.testSize;
   if (!Number.isInteger(size) || size < 4) throw new DataError(`synthetic: image size must be an integer >= 4, got ${size}`);
   if (!Number.isInteger(k) || k < 2 || k > SYNTHETIC_CLASSES.length) {
-    throw new DataError(`synthetic: number of classes must be 2..${SYNTHETIC_CLASSES.length}, got ${k}`);
+    throw new DataError(`data.num_classes: the synthetic dataset has 2..${SYNTHETIC_CLASSES.length} classes, got ${k}`);
   }
   for (const [what, n] of [['train', nTrain], ['test', nTest]] as const) {
-    if (!Number.isInteger(n) || n < 1) throw new DataError(`synthetic: ${what} size must be a positive integer, got ${n}`);
+    if (!Number.isInteger(n) || n < 1) throw new DataError(`data.${what}_size: the synthetic ${what} split must hold a positive whole number of images, got ${n}`);
+    // the images are made in memory, in one array: say so before an allocation fails
+    const most = Math.floor(MAX_SPLIT_BYTES / (size * size * 3));
+    if (n > most) {
+      throw new DataError(`data.${what}_size: at most ${most} synthetic images of ${size} px fit in memory at once (${(MAX_SPLIT_BYTES / 2 ** 30).toFixed(0)} GiB), got ${n}`);
+    }
   }
   const train = makeSyntheticSplit(spec.seed, 'train', nTrain, size, k);
   const test = makeSyntheticSplit(spec.seed, 'test', nTest, size, k);

@@ -67,6 +67,20 @@ test('a wrong type and a negative batch name the key and the source', () => {
   assert.throws(() => buildConfig({ sets: ['model.heads=5', 'model.arch=vit-micro'] }), /model\.heads: dim 64 must be divisible by heads 5/);
 });
 
+test('values the model or optimizer would refuse are refused here, blaming the key the user set last', () => {
+  const bad = (sets: string[], re: RegExp) => assert.throws(() => buildConfig({ preset: 'smoke', sets }), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'));
+  // a check of two keys names the --set, wherever the other key came from (here the preset)
+  bad(['optim.epochs=1'], /^--set optim\.epochs=1: optim\.warmup_epochs: must not exceed optim\.epochs 1, got 2$/);
+  bad(['model.patch_size=5'], /^--set model\.patch_size=5: data\.image_size: must be a multiple of model\.patch_size 5, got 16$/);
+  bad(['optim.betas=[0.9, 1]'], /^--set optim\.betas=\[0\.9, 1\]: optim\.betas\.1: expected number to be <1, got 1$/);
+  bad(['model.mlp_ratio=1.3'], /^--set model\.mlp_ratio=1\.3: model\.mlp_ratio: must give a whole MLP width \(dim 32 x mlp_ratio\), got 1\.3$/);
+  bad(['optim.batch_size=1'], /^--set optim\.batch_size=1: optim\.batch_size: must be at least 2 \(the heads' BatchNorm needs two images\), got 1$/);
+  bad(['optim.batch_size=4', 'train.micro_batch=1'], /^--set train\.micro_batch=1: train\.micro_batch: must be at least 2/);
+  bad(['data.image_size=100000'], /^--set data\.image_size=100000: data\.image_size: expected number to be <=4096, got 100000$/);
+  bad(['__proto__.x=1'], /^--set __proto__\.x=1: unknown key __proto__\.x$/);
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['model.mlp_ratio=1.5', 'optim.batch_size=2'] }).model.mlp_ratio, 1.5);
+});
+
 test('config hash ignores the backend but not the batch', () => {
   const a = buildConfig({ preset: 'smoke' });
   const b = buildConfig({ preset: 'smoke', sets: ['train.backend=cpu'] });

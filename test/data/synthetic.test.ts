@@ -46,8 +46,13 @@ test('sizes, class count and image size are configurable; bad values are DataErr
   assert.deepEqual([ds.train.n, ds.test.n, ds.train.height, ds.numClasses], [30, 7, 32, 3]);
   assert.deepEqual(ds.classNames, SYNTHETIC_CLASSES.slice(0, 3));
   assert.ok(ds.train.labels.every((y) => y < 3));
-  await assert.rejects(loadDataset(spec({ numClasses: 11 })), DataError);
+  await assert.rejects(loadDataset(spec({ numClasses: 11 })), (e: Error) => e instanceof DataError && e.message === 'data.num_classes: the synthetic dataset has 2..10 classes, got 11');
   await assert.rejects(loadDataset(spec({ trainSize: 0 })), DataError);
+  // more images than one array holds: named before anything is allocated (16 px x 3 bytes: 5592405 fit in 4 GiB)
+  await assert.rejects(
+    loadDataset(spec({ testSize: 5592406 })),
+    (e: Error) => e instanceof DataError && e.message === 'data.test_size: at most 5592405 synthetic images of 16 px fit in memory at once (4 GiB), got 5592406',
+  );
   await assert.rejects(loadDataset(spec({ syntheticImageSize: 2 })), DataError);
 });
 
