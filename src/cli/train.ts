@@ -136,7 +136,8 @@ export function trainCommand(): Command {
           const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}% (best ${s.best_knn_top1?.toFixed(2)}%, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
           process.stdout.write(
             `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
-              `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
+              `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +
+              `${s.linear_top1 !== null ? `; linear top-1 ${s.linear_top1.toFixed(2)}%` : ''}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
               `results: ${runDir}\n`,
           );
         }
