@@ -4,7 +4,8 @@
  * (take runs from a results folder shared with other agents until none is left, src/runfolder/lock.ts).
  */
 import { Command, Option } from 'commander';
-import { resolve } from 'node:path';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey } from '../sweep/launcher.ts';
 import { setLockTimeout } from '../runfolder/lock.ts';
@@ -72,7 +73,7 @@ function positiveInt(flag: string, v: string): number {
 }
 
 /** The plan flags of the submitting command, for each task to resolve the same plan. */
-function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean }): string[] {
+function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTimeout?: string }): string[] {
   const out = [process.execPath, ...process.execArgv, resolve(process.argv[1]!), 'sweep', arg];
   if (f.preset !== undefined) out.push('--preset', f.preset);
   if (f.optimizer !== undefined) out.push('--optimizer', f.optimizer);
@@ -82,6 +83,7 @@ function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean }): stri
   if (f.backend !== undefined) out.push('--backend', f.backend);
   out.push('--results', f.results);
   if (f.baselines === false) out.push('--no-baselines');
+  if (f.lockTimeout !== undefined) out.push('--lock-timeout', f.lockTimeout);
   return out;
 }
 
@@ -97,6 +99,11 @@ export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & Launch
     signal_s: f.signalS,
     sbatch_args: f.sbatchArg,
   };
+  // the flags of one task or agent belong to the command the array job runs, not to the submission
+  if (f.runIndex !== undefined) throw fail(`--run-index ${f.runIndex}: a Slurm task's own flag (the array job gives each task its index); not with --launcher slurm`);
+  if (f.expectHash !== undefined) throw fail(`--expect-hash ${f.expectHash}: a Slurm task's own flag; not with --launcher slurm`);
+  if (f.agent) throw fail('--agent: takes runs itself on this machine; not with --launcher slurm');
+  if (f.lockTimeout !== undefined) positiveInt('--lock-timeout', f.lockTimeout);
   const settings = resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail));
   const states = plan.runs.map((r) => readRunState(r.dir));
   const jobs = runJobs(plan);
@@ -119,9 +126,18 @@ export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & Launch
     process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
     return;
   }
+  // a submission that fails leaves nothing behind: what it wrote is removed (a sweep folder it made, too)
+  const made = [plan.dir, slurmDir(plan), join(plan.dir, 'sweep.yaml')].filter((p) => !existsSync(p));
   writeResolvedSweep(plan);
   const path = writeScript(plan, script);
-  const jobId = submitScript(path);
+  let jobId: string;
+  try {
+    jobId = submitScript(path);
+  } catch (e) {
+    rmSync(path, { force: true });
+    for (const p of [...made].reverse()) if (existsSync(p) && (!statSync(p).isDirectory() || readdirSync(p).length === 0)) rmSync(p, { recursive: true, force: true });
+    throw e;
+  }
   const runs: Record<string, string> = {};
   for (const i of indices) runs[String(i)] = plan.runs[i - 1]!.id;
   recordSubmission(plan, { job_id: jobId, submitted: new Date().toISOString(), script: path, runs });

@@ -236,6 +236,16 @@ export function sweepCommand(): Command {
     .option('--no-baselines', "skip the sweep's baselines (untrained encoder, linear on pixels) at the end")
     .action(async (arg: string, f: SweepFlags & LaunchFlags & { quiet?: boolean; baselines?: boolean }) => {
       const plan: SweepPlan = planFromFlags(arg, f);
+      // checked for a submission and a --dry-run too: they say what the same command would run
+      checkOutputDir(plan.dir, `--results ${f.results}`);
+      // a run whose train split cannot fill one batch is refused before anything is made
+      for (const r of plan.runs) {
+        const { train_size: n } = r.config.data;
+        const B = r.config.optim.batch_size;
+        if (n !== null && n < B) {
+          throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
+        }
+      }
       if (f.launcher === 'slurm') {
         submitSlurm(arg, plan, f);
         return;
@@ -245,15 +255,6 @@ export function sweepCommand(): Command {
       if (f.dryRun) {
         printPlan(plan, f.json);
         return;
-      }
-      checkOutputDir(plan.dir, `--results ${f.results}`);
-      // a run whose train split cannot fill one batch is refused before anything is made
-      for (const r of plan.runs) {
-        const { train_size: n } = r.config.data;
-        const B = r.config.optim.batch_size;
-        if (n !== null && n < B) {
-          throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
-        }
       }
       // the process a user started supervises the one that trains, restarting it after a crash (supervise.ts)
       if (shouldSupervise()) {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
@@ -79,4 +79,37 @@ test('--launcher slurm --dry-run prints the script and writes nothing; bad flags
   } finally {
     rmSync(results, { recursive: true, force: true });
   }
+});
+
+test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the results folder and the batches; a failed sbatch leaves nothing', async () => {
+  const results = tempDir('moco3-launch-');
+  const base = ['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', results];
+  for (const [extra, line] of [
+    [['--run-index', '2'], "moco3: --run-index 2: a Slurm task's own flag (the array job gives each task its index); not with --launcher slurm\n"],
+    [['--expect-hash', 'zzz'], "moco3: --expect-hash zzz: a Slurm task's own flag; not with --launcher slurm\n"],
+    [['--agent'], 'moco3: --agent: takes runs itself on this machine; not with --launcher slurm\n'],
+    [['--lock-timeout', 'abc'], 'moco3: --lock-timeout abc: expected a positive integer\n'],
+  ] as const) {
+    const r = await cli([...base, '--dry-run', ...extra]);
+    assert.equal(r.code, 2, r.err);
+    assert.equal(r.err, line);
+  }
+  const lock = await cli([...base, '--dry-run', '--lock-timeout', '900']);
+  assert.match(lock.out, / --lock-timeout 900 /, 'the tasks get the lock timeout');
+  const small = await cli([...base, '--dry-run', '--set', 'data.train_size=10']);
+  assert.equal(small.code, 2);
+  assert.match(small.err, /data\.train_size 10 cannot fill one batch of optim\.batch_size 256/);
+  writeFileSync(join(results, 'a-file'), '');
+  const onFile = await cli(['sweep', 'batch-size', '--preset', 'smoke', '--results', join(results, 'a-file'), '--dry-run']);
+  assert.equal(onFile.code, 2);
+  assert.match(onFile.err, /^moco3: --results .*a-file: .*is a file, not a folder/);
+  // sbatch that cannot reach a controller: exit 2, and neither the script nor the sweep folder stays
+  const bin = join(results, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho "sbatch: error: Batch job submission failed: Unable to contact slurm controller" >&2\nexit 1\n', { mode: 0o755 });
+  writeFileSync(join(bin, 'squeue'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+  const sub = await cli(base, { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(sub.code, 2, sub.err);
+  assert.match(sub.err, /Unable to contact slurm controller/);
+  assert.deepEqual(readdirSync(results).sort(), ['a-file', 'bin']);
 });
