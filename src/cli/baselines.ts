@@ -19,12 +19,16 @@ export function baselinesCommand(): Command {
   return cmd;
 }
 
-/** Compute, write and print a plan's baselines; shared by `moco3 baselines` and the end of `moco3 sweep`. */
-export async function computeBaselinesOf(plan: SweepPlan, json: boolean): Promise<void> {
+/**
+ * Compute, write and print a plan's baselines (only the `missing` seeds when given, the file's others kept);
+ * shared by `moco3 baselines` and the end of `moco3 sweep`.
+ */
+export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[]): Promise<void> {
   const { writeSweepBaselines, baselinesPath } = await import('../sweep/baselines.ts');
   const say = (s: string) => (json ? undefined : process.stderr.write(`${s}\n`));
-  say(`baselines of sweep ${plan.id}: untrained encoder and linear on pixels, seeds ${plan.seeds.join(', ')}`);
+  say(`baselines of sweep ${plan.id}: untrained encoder and linear on pixels, seeds ${(missing ?? plan.seeds).join(', ')}`);
   const out = await writeSweepBaselines(plan, {
+    missingOnly: missing !== undefined,
     onSeed: (seed, b) =>
       say(
         `  seed ${seed}: untrained encoder kNN ${b.random_init.knn_top1.toFixed(2)}%, linear ${b.random_init.linear_top1.toFixed(2)}%; ` +

@@ -285,8 +285,10 @@ export function sweepCommand(): Command {
         display.stop();
         // a Slurm task (--run-index) or an agent that ends the sweep computes them; one whose sweep goes on does not
         if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state)))) {
-          const { hasBaselines } = await import('../sweep/baselines.ts');
-          if (!hasBaselines(plan)) await computeBaselinesOf(plan, f.json === true);
+          // seeds added to a sweep get theirs; the seeds already there keep theirs
+          const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
+          const missing = missingBaselineSeeds(plan);
+          if (missing.length) await computeBaselinesOf(plan, f.json === true, missing);
         }
         if (!f.json) {
           process.stdout.write(formatPlan(plan, r.states));

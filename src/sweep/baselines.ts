@@ -4,7 +4,7 @@
  * encoder and probe; what varies — batch, lr, optimizer, patch projection — does not touch an untrained
  * encoder). The report reads the file; it never computes.
  */
-import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
 import type { Dataset } from '../data/index.ts';
@@ -29,13 +29,49 @@ export function baselinesPath(plan: Pick<SweepPlan, 'dir'>): string {
   return join(plan.dir, BASELINES_FILE);
 }
 
-/** Compute and write the baselines of a plan (all its seeds); `onSeed` reports progress. */
-export async function writeSweepBaselines(plan: SweepPlan, opts: { dataset?: Dataset; onSeed?: (seed: number, f: BaselineFigures) => void } = {}): Promise<SweepBaselines> {
+/** The baselines already written for this plan's data and model, by seed (none when the file is missing or unreadable). */
+function writtenBaselines(plan: SweepPlan): Map<number, BaselineFigures> {
+  const out = new Map<number, BaselineFigures>();
+  const first = plan.runs[0];
+  if (!first) return out;
+  let file: Partial<SweepBaselines>;
+  try {
+    file = JSON.parse(readFileSync(baselinesPath(plan), 'utf8')) as Partial<SweepBaselines>;
+  } catch {
+    return out;
+  }
+  const m = first.config.model;
+  const sameModel = file.model && (['arch', 'dim', 'depth', 'patch_size', 'heads', 'mlp_ratio'] as const).every((k) => file.model![k] === m[k]);
+  if (file.dataset !== first.config.data.name || file.image_size !== first.config.data.image_size || !sameModel || !Array.isArray(file.seeds)) return out;
+  for (const f of file.seeds) if (typeof f?.seed === 'number') out.set(f.seed, f);
+  return out;
+}
+
+/** The plan's seeds without a baseline in its baselines.json (all of them when there is none). */
+export function missingBaselineSeeds(plan: SweepPlan): number[] {
+  const have = writtenBaselines(plan);
+  return plan.seeds.filter((s) => !have.has(s));
+}
+
+/**
+ * Compute and write the baselines of a plan (all its seeds; with `missingOnly`, only the seeds its file
+ * lacks, the others kept); `onSeed` reports progress.
+ */
+export async function writeSweepBaselines(
+  plan: SweepPlan,
+  opts: { dataset?: Dataset; missingOnly?: boolean; onSeed?: (seed: number, f: BaselineFigures) => void } = {},
+): Promise<SweepBaselines> {
   const first = plan.runs[0];
   if (!first) throw new Error(`sweep ${plan.id}: no runs planned, so no baselines to compute`);
   const ds = opts.dataset ?? (await loadRunData(first.config));
+  const have = opts.missingOnly ? writtenBaselines(plan) : new Map<number, BaselineFigures>();
   const seeds: BaselineFigures[] = [];
   for (const seed of plan.seeds) {
+    const kept = have.get(seed);
+    if (kept) {
+      seeds.push(kept);
+      continue;
+    }
     const run = plan.runs.find((r) => r.config.seed === seed) ?? first;
     const f = await computeBaselines({ ...run.config, seed }, ds);
     seeds.push(f);
@@ -56,6 +92,3 @@ export async function writeSweepBaselines(plan: SweepPlan, opts: { dataset?: Dat
   return out;
 }
 
-export function hasBaselines(plan: Pick<SweepPlan, 'dir'>): boolean {
-  return existsSync(baselinesPath(plan));
-}

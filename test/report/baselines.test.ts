@@ -7,7 +7,7 @@ import { baselinesMismatch, readBaselines } from '../../src/report/baselines.ts'
 import { flatten, type RunRecord } from '../../src/report/results.ts';
 import { loadSweep } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
-import { writeSweepBaselines } from '../../src/sweep/baselines.ts';
+import { missingBaselineSeeds, writeSweepBaselines } from '../../src/sweep/baselines.ts';
 import { tmp, writeBatchSweep } from './fixtures.ts';
 
 const seed = (s: number, knn: number, enc: number, pix: number) => ({
@@ -85,4 +85,28 @@ test('baselines.json names the model it was computed for, and the report matches
   assert.deepEqual(baselinesMismatch(b, plan.runs.map((r) => record(r.config))), []);
   const deeper = { ...plan.runs[0]!.config, model: { ...m, depth: m.depth + 1 } };
   assert.deepEqual(baselinesMismatch(b, [record(deeper)]), [`model.depth ${m.depth + 1} (baselines: ${m.depth})`]);
+});
+
+test('seeds added to a sweep get their baselines; the seeds already there keep theirs, a file of another model is redone', async () => {
+  const tiny = ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'data.test_size=32', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16', 'eval.linear.epochs=1'];
+  const results = tmp();
+  const plan = (seeds: number[], sets: string[] = []) =>
+    planSweep(loadSweep('batch-size'), { preset: 'smoke', sets: [...tiny, ...sets], seeds, results, overrides: [{ train: { backend: 'cpu' } }] });
+  const one = plan([0]);
+  assert.deepEqual(missingBaselineSeeds(one), [0]);
+  await writeSweepBaselines(one);
+  const seed0 = readBaselines(one.dir)!.seeds[0]!;
+  const two = plan([0, 1]);
+  assert.deepEqual(missingBaselineSeeds(two), [1]);
+  const computed: number[] = [];
+  await writeSweepBaselines(two, { missingOnly: true, onSeed: (s) => computed.push(s) });
+  assert.deepEqual(computed, [1]);
+  const b = readBaselines(two.dir)!;
+  assert.deepEqual(b.seeds.map((f) => f.seed), [0, 1]);
+  assert.deepEqual(b.seeds[0], seed0, 'seed 0 kept as it was');
+  assert.deepEqual(missingBaselineSeeds(two), []);
+  // the same folder with another encoder: the file is of another model, so every seed is missing
+  const deeper = plan([0, 1], ['model.depth=3']);
+  assert.equal(deeper.dir, two.dir);
+  assert.deepEqual(missingBaselineSeeds(deeper), [0, 1]);
 });
