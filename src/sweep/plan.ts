@@ -4,7 +4,7 @@
  * hash is the config's: the same config always lands in the same folder. No TensorFlow.js here.
  */
 import { join } from 'node:path';
-import { buildConfig, configHash } from '../config/load.ts';
+import { buildConfig, configHash, parseSet } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
@@ -76,6 +76,12 @@ export function expandGrid(grid: Grid): Record<string, unknown>[] {
   return combos;
 }
 
+/** {a: {b: 1, c: [2]}} -> ['a.b', 'a.c'] (lists are values). */
+function dottedKeys(obj: unknown, prefix = ''): string[] {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj) || Object.keys(obj).length === 0) return prefix ? [prefix] : [];
+  return Object.entries(obj).flatMap(([k, v]) => dottedKeys(v, prefix ? `${prefix}.${k}` : k));
+}
+
 export function parseOptimizerFlag(v: string): OptimizerName[] {
   const names = v.split(',').map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new SweepError(`--optimizer ${v}: expected an optimizer name (${OPTIMIZER_NAMES.join(', ')})`);
@@ -84,7 +90,8 @@ export function parseOptimizerFlag(v: string): OptimizerName[] {
       throw new SweepError(`--optimizer ${v}: unknown optimizer '${n}' (expected one of: ${OPTIMIZER_NAMES.join(', ')})`);
     }
   }
-  return [...new Set(names)] as OptimizerName[];
+  // one order whatever the flag's: the same optimizers are the same sweep, in the same folder
+  return OPTIMIZER_NAMES.filter((n) => names.includes(n));
 }
 
 export function parseSeedsFlag(v: string): number[] {
@@ -145,10 +152,18 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
   for (const { grid } of grids) for (const [k, v] of grid) if (v.length > 1) variedInFile.add(k);
   if (optimizers.length > 1) variedInFile.add('optim.name');
   for (const s of sets) {
-    const key = s.slice(0, Math.max(0, s.indexOf('='))).trim();
-    if (key === 'seed') throw new SweepError(`--set ${s}: a sweep's seeds come from --seeds or the file's seeds`);
-    if (key === 'optim.name') throw new SweepError(`--set ${s}: choose a sweep's optimizer with --optimizer`);
-    if (variedInFile.has(key)) throw new SweepError(`--set ${s}: ${spec.file} varies ${key}; edit the grid in the file instead`);
+    // every dotted key the --set gives: one, or those of a section it sets (--set 'optim={base_lr: 1}')
+    let keys: string[];
+    try {
+      keys = dottedKeys(parseSet(s));
+    } catch {
+      keys = [s.slice(0, Math.max(0, s.indexOf('='))).trim()]; // buildConfig says what is wrong with it
+    }
+    for (const key of keys) {
+      if (key === 'seed') throw new SweepError(`--set ${s}: a sweep's seeds come from --seeds or the file's seeds`);
+      if (key === 'optim.name') throw new SweepError(`--set ${s}: choose a sweep's optimizer with --optimizer`);
+      if (variedInFile.has(key)) throw new SweepError(`--set ${s}: ${spec.file} varies ${key}; edit the grid in the file instead`);
+    }
   }
 
   const runs: PlannedRun[] = [];

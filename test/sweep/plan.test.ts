@@ -204,3 +204,17 @@ test('a preset scales warmup epochs by its own factor: a shorter warmup than the
   assert.equal(scaleValue('optim.base_lr', 1.0e-4, s), 0.008);
   assert.equal(scaleValue('optim.batch_size', 6144, s), 384);
 });
+
+test('--set of a whole section cannot change what the file varies; --optimizer in any order is the same sweep', () => {
+  const lr = loadSweep('lr');
+  const opts = (sets: string[], optimizers: string[] | null = null) => ({ preset: 'smoke', sets, optimizers, results: root });
+  assert.throws(() => planSweep(lr, opts(['optim={base_lr: 1.0e-2}'])), /^SweepError: --set optim=\{base_lr: 1\.0e-2\}: .*lr\.yaml varies optim\.base_lr; edit the grid in the file instead$/);
+  assert.throws(() => planSweep(lr, opts(['optim={name: lamb}'])), /choose a sweep's optimizer with --optimizer/);
+  // a section's keys the file does not vary are pinned as one --set each would
+  const pinned = planSweep(lr, opts(['optim={weight_decay: 0.05}']));
+  assert.ok(pinned.runs.every((r) => r.config.optim.weight_decay === 0.05));
+  const a = planSweep(lr, opts([], parseOptimizerFlag('lamb,adamw')));
+  const b = planSweep(lr, opts([], parseOptimizerFlag('adamw, lamb')));
+  assert.equal(a.id, 'lr-adamw-lamb');
+  assert.deepEqual(a.runs.map((r) => r.id), b.runs.map((r) => r.id));
+});
