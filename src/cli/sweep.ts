@@ -35,6 +35,7 @@ class Eta {
   private frac = 0;
   private startFrac = 0;
   private gained = 0;
+  private failed = 0;
   start(todo: number) {
     this.todo = todo;
     this.t0 = performance.now();
@@ -45,13 +46,15 @@ class Eta {
   step(step: number, total: number) {
     this.frac = total > 0 ? step / total : 0;
   }
-  runEnd() {
+  runEnd(failed = false) {
     this.gained += 1 - this.startFrac;
     this.done += 1;
+    if (failed) this.failed += 1;
     this.frac = this.startFrac = 0;
   }
-  get runsDone() {
-    return this.done;
+  /** "3/8 runs" and how many of those failed: a failed run is through, not done */
+  runsText(todo: number): string {
+    return `${this.done}/${todo} runs${this.failed ? ` (${this.failed} failed)` : ''}`;
   }
   get fraction() {
     return this.todo > 0 ? Math.min(1, (this.done + this.frac) / this.todo) : 1;
@@ -115,8 +118,8 @@ function plainDisplay(): Display {
           sink = null;
           if (e.type === 'run_failed') err.write(`${runLine(e)}: failed: ${e.error}\n`);
           if (e.type === 'run_end' && e.status === 'interrupted') break;
-          eta.runEnd();
-          err.write(`sweep: ${eta.runsDone}/${todo} runs done, ETA ${fmtDuration(eta.seconds())}\n`);
+          eta.runEnd(e.type === 'run_failed');
+          err.write(`sweep: ${eta.runsText(todo)} through, ETA ${fmtDuration(eta.seconds())}\n`);
           break;
         case 'sweep_end':
           break;
@@ -153,7 +156,7 @@ function barDisplay(): Display {
     }
   };
   const updateSweep = () => {
-    sweepBar?.update(Math.round(eta.fraction * todo * units), { label, info: `${eta.runsDone}/${todo} runs | ETA ${fmtDuration(eta.seconds())}` });
+    sweepBar?.update(Math.round(eta.fraction * todo * units), { label, info: `${eta.runsText(todo)} | ETA ${fmtDuration(eta.seconds())}` });
   };
   return {
     onEvent(e) {
@@ -212,7 +215,7 @@ function barDisplay(): Display {
             redraw(true);
             break;
           }
-          eta.runEnd();
+          eta.runEnd(e.type === 'run_failed');
           updateSweep();
           redraw(true);
           break;
