@@ -3,7 +3,7 @@
  * The step itself (views -> MoCo forward/backward -> gradient statistics -> optimizer) is trainStep in
  * step.ts; the run folder's files are written through src/runfolder/.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -191,7 +191,22 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
     // ---- for step: s optimizer steps are done, this iteration makes step s+1
     const viewsOf = stepViews(ds, aug, c, opts.backend.name, totalSteps);
-    const dump = new ViewDump(runPath(runDir, 'views'), Math.min(opts.dumpViews ?? 0, totalSteps), c.seed);
+    const dumpSteps = Math.min(opts.dumpViews ?? 0, totalSteps);
+    const dump = new ViewDump(runPath(runDir, 'views'), dumpSteps, c.seed);
+    if (resumed && dumpSteps > 0 && state.step > 0 && !existsSync(runPath(runDir, 'views'))) {
+      // the views of the steps before the checkpoint are made again: they depend on (seed, step) only
+      const remake = stepViews(ds, aug, c, opts.backend.name, dumpSteps);
+      for (let s = 0; s < Math.min(state.step, dumpSteps); s++) {
+        const v = await remake(s);
+        try {
+          await dump.add(s, v);
+        } finally {
+          v.x1.dispose();
+          v.x2.dispose();
+        }
+      }
+      dump.flush(Math.min(state.step, dumpSteps));
+    }
     let outcome: 'completed' | 'diverged' | 'interrupted' = 'completed';
     let divergedAt: number | null = null;
     for (let s = state.step; s < totalSteps; s++) {

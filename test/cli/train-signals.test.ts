@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -82,4 +83,20 @@ test('train: Ctrl-C in the linear probe stops it between batches: status interru
   const done = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
   assert.equal(done.status, 'completed');
   assert.equal(typeof done.linear_top1, 'number');
+});
+
+test('train --dump-views N, stopped and resumed before step N: the file holds every one of the N steps, as an uninterrupted run writes them', async () => {
+  const whole = join(root, 'views-whole');
+  assert.equal((await trainWith(null, whole, ['--dump-views', '6'])).code, 0);
+  const out = join(root, 'views-resumed');
+  const r = await trainWith('SIGINT', out, ['--dump-views', '6']);
+  assert.equal(r.code, 130, r.stderr);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.ok(st.step >= 1 && st.step < 6, `stopped at step ${st.step}`);
+  assert.equal((await trainWith(null, out, ['--dump-views', '6', '--resume'])).code, 0);
+  const a = readSafetensors(join(whole, 'views.safetensors'));
+  const b = readSafetensors(join(out, 'views.safetensors'));
+  assert.deepEqual([...b.tensors.keys()].sort(), [...a.tensors.keys()].sort());
+  assert.equal(a.tensors.size, 12);
+  for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, k);
 });
