@@ -121,7 +121,8 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; 
     const keys = issue.keys.map((k) => `${parent}${k}`);
     return { key: keys[0] ?? key, text: `unknown key${keys.length > 1 ? 's' : ''} ${keys.join(', ')}${known ? ` (expected one of: ${known})` : ''}` };
   }
-  const got = value === undefined ? 'nothing' : JSON.stringify(value);
+  // NaN and the infinities have no JSON: say them as they are, not as null
+  const got = value === undefined ? 'nothing' : typeof value === 'number' && !Number.isFinite(value) ? String(value) : JSON.stringify(value);
   let expected = issue.message.replace(/^Invalid input: /, '').replace(/, received \w+$/, '');
   if (issue.code === 'invalid_value' && 'values' in issue) {
     expected = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;

@@ -41,6 +41,7 @@ export const MIN_FREE_BYTES = 16 * 2 ** 20;
  * `label` names the flag (e.g. `--out results/x`).
  */
 export function checkOutputDir(dir: string, label: string): void {
+  if (dir.trim() === '') throw new OutputError(`${label.trim()} '': expected a folder path`);
   const abs = resolve(dir);
   let at = abs;
   // the nearest existing ancestor (or dir itself); each existing part must be a folder

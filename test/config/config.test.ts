@@ -77,6 +77,8 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['optim.batch_size=1'], /^--set optim\.batch_size=1: optim\.batch_size: must be at least 2 \(the heads' BatchNorm needs two images\), got 1$/);
   bad(['optim.batch_size=4', 'train.micro_batch=1'], /^--set train\.micro_batch=1: train\.micro_batch: must be at least 2/);
   bad(['data.image_size=100000'], /^--set data\.image_size=100000: data\.image_size: expected number to be <=4096, got 100000$/);
+  bad(['optim.base_lr=.nan'], /^--set optim\.base_lr=\.nan: optim\.base_lr: expected number, got NaN$/);
+  bad(['optim.epochs=1e400'], /^--set optim\.epochs=1e400: optim\.epochs: expected number, got Infinity$/);
   bad(['__proto__.x=1'], /^--set __proto__\.x=1: unknown key __proto__\.x$/);
   assert.equal(buildConfig({ preset: 'smoke', sets: ['model.mlp_ratio=1.5', 'optim.batch_size=2'] }).model.mlp_ratio, 1.5);
 });
