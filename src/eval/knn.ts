@@ -1,6 +1,7 @@
 /**
  * Weighted kNN classifier on L2-normalised features (InstDisc / the MoCo CIFAR demo): cosine similarity,
- * the k nearest bank entries vote for their class with weight exp(sim / t); top-1 and top-5 of the votes.
+ * the k nearest bank entries vote for their class with weight exp(sim / t) (computed as exp((sim - max sim) / t),
+ * the same ranking without overflow); top-1 and top-5 of the votes.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -43,9 +44,11 @@ export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queri
       idx.dispose();
       for (let i = 0; i < e - s; i++) {
         const row = (s + i) * C;
+        // exp(sim / t) scaled by exp(-max sim / t) per query: the same ranking, no overflow at small t
+        const top = v[i * k]!;
         for (let j = 0; j < k; j++) {
           const label = bankLabels[ix[i * k + j]!]!;
-          scores[row + label]! += Math.exp(v[i * k + j]! / opts.t);
+          scores[row + label]! += Math.exp((v[i * k + j]! - top) / opts.t);
         }
       }
     }
@@ -68,9 +71,10 @@ export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasse
   for (let i = 0; i < n; i++) {
     const row = scores.subarray(i * numClasses, (i + 1) * numClasses);
     const y = labels[i]!;
-    // rank of the true class = number of classes scored strictly higher (or equal with a lower index)
-    let rank = 0;
-    for (let c = 0; c < numClasses; c++) {
+    // rank of the true class = number of classes scored strictly higher (or equal with a lower index);
+    // a query with a NaN score (a diverged encoder or probe: NaN features or logits) is a miss
+    let rank = row.some(Number.isNaN) ? Infinity : 0;
+    for (let c = 0; c < numClasses && rank !== Infinity; c++) {
       if (row[c]! > row[y]! || (row[c] === row[y] && c < y)) rank++;
     }
     if (rank === 0) top1++;

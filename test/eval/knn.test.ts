@@ -4,7 +4,7 @@ import { tf } from '../helpers/tf.ts';
 import { knnAccuracy, knnScores, topkAccuracy } from '../../src/eval/knn.ts';
 import { Rng } from '../../src/engine/rng.ts';
 
-/** Plain float64 reference: cosine similarity, k largest, exp(sim/t) votes. */
+/** Plain float64 reference: cosine similarity, k largest, exp(sim/t) votes (scaled per query, see below). */
 function reference(bank: number[][], labels: number[], q: number[][], k: number, t: number, C: number): number[][] {
   const norm = (v: number[]) => {
     const n = Math.sqrt(v.reduce((a, b) => a + b * b, 0));
@@ -17,7 +17,8 @@ function reference(bank: number[][], labels: number[], q: number[][], k: number,
     sims.sort((a, b) => b.s - a.s);
     const out = new Array(C).fill(0);
     for (const { s, i } of sims.slice(0, k)) out[labels[i]!] += Math.exp(s / t);
-    return out;
+    // the votes as moco3 keeps them: divided by the nearest neighbour's exp(sim/t), which leaves the ranking
+    return out.map((x) => x / Math.exp(sims[0]!.s / t));
   });
 }
 
@@ -41,4 +42,18 @@ test('separable features give 100%, and top-k counting is exact', async () => {
   const acc = topkAccuracy(Float64Array.from([0.1, 0.5, 0.4, /* */ 0.3, 0.3, 0.4]), Int32Array.from([2, 0]), 3);
   assert.equal(acc.top1, 0); // query 0: class 1 wins; query 1: class 2 wins
   assert.equal(acc.top5, 100);
+});
+
+test('a tiny temperature does not overflow the votes; a NaN score is a miss, never a hit', async () => {
+  // t = 1e-4: exp(1 / 1e-4) is Infinity; the nearest neighbour must still decide (k = 1's answer)
+  const bank = tf.tensor2d([[1, 0], [0.95, 0.31], [0, 1], [0.31, 0.95]]);
+  const labels = Int32Array.from([0, 1, 2, 2]);
+  const q = tf.tensor2d([[0.96, 0.28], [1, 0.02]]);
+  const tiny = await knnAccuracy(bank, labels, q, Int32Array.from([1, 0]), { k: 4, t: 1e-4, numClasses: 3 });
+  const one = await knnAccuracy(bank, labels, q, Int32Array.from([1, 0]), { k: 1, t: 0.1, numClasses: 3 });
+  assert.deepEqual([tiny.top1, one.top1], [100, 100]);
+  // a diverged encoder's features: every score NaN
+  const nan = await knnAccuracy(bank, labels, tf.tensor2d([[NaN, NaN], [NaN, NaN]]), Int32Array.from([1, 0]), { k: 2, t: 0.1, numClasses: 3 });
+  assert.deepEqual([nan.top1, nan.top5], [0, 0]);
+  assert.deepEqual(topkAccuracy(Float64Array.from([NaN, NaN, NaN]), Int32Array.from([1]), 3).top1, 0);
 });
