@@ -74,7 +74,7 @@ function knnCommand(): Command {
       else {
         process.stdout.write(
           `kNN (k ${r.k}, t ${r.t}; bank ${r.bank} train images, ${r.queries} test images; checkpoint step ${r.step ?? '?'}): ` +
-            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote knn.json and summary.json (knn_eval)\n`,
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
         );
       }
     });
@@ -112,7 +112,7 @@ function linearCommand(): Command {
         process.stdout.write(
           `linear probe (${r.epochs} epochs, lr ${r.lr.toPrecision(3)} = ${r.baseLr} x ${r.batchSize}/256, SGD momentum 0.9, no weight decay; ${views}; ` +
             `${r.trainSize} train / ${r.testSize} test images; checkpoint step ${r.step ?? '?'}): ` +
-            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote linear.json and summary.json\n`,
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
         );
       }
     });

@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { Rng } from '../engine/rng.ts';
@@ -17,10 +17,11 @@ import { readSafetensors } from '../engine/safetensors.ts';
 import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
 import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { checkpointFolderStep, checkpointsDir, CheckpointError } from '../runfolder/checkpoints.ts';
+import { checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
+import { writeJsonAtomic } from '../engine/files.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
-import { mergeSummary } from '../runfolder/summary.ts';
+import { mergeSummary, readSummary } from '../runfolder/summary.ts';
 import { extractFeatures, extractFeaturesPolled, knnOfModel } from './features.ts';
 import { cachedSource, linearProbe, type ProbeEpoch, type ProbeResult, type ProbeTrainSource } from './linear.ts';
 
@@ -131,15 +132,37 @@ export interface KnnRunResult {
   step: number | null;
   checkpoint: string | null;
   seconds: number;
+  /** the files written (write: true) */
+  wrote?: string[];
+}
+
+/**
+ * Where an evaluation's result goes. Of the run's newest checkpoint (or the model the loop just trained):
+ * `<kind>.json`, and its figures merged into summary.json, which speaks for the run's final weights. Of an
+ * earlier checkpoint (`--checkpoint step-N`): `<kind>-step-N.json` alone, so the run's own result stays.
+ */
+function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
+  const newest = findLastCheckpoint(checkpointsDir(runDir));
+  if (loaded && newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) {
+    const name = `${kind}-step-${loaded.step ?? basename(loaded.checkpoint)}.json`;
+    writeJsonAtomic(join(runDir, name), result);
+    return [name];
+  }
+  writeEvalResult(runDir, kind, result);
+  mergeSummary(runDir, summary);
+  return [`${kind}.json`, 'summary.json'];
 }
 
 /** Weighted kNN (cosine, exp(sim / t) votes of the k nearest) with the whole train split as the bank, on the whole test split. */
 export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promise<KnnRunResult> {
   const t0 = performance.now();
+  // summary.json is checked before the work: a damaged one fails now, with nothing written
+  if (opts.write !== false) readSummary(runDir);
   const c = opts.config ?? loadRunConfig(runDir);
-  const k = opts.k ?? c.eval.knn.k;
   const t = opts.t ?? c.eval.knn.t;
   const ds = opts.dataset ?? (await loadRunData(c));
+  // the k used: no more neighbours than the bank holds
+  const k = Math.min(opts.k ?? c.eval.knn.k, ds.train.n);
   const aug = augmentConfigOf(c, ds);
   const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);
   const model = opts.model ?? loaded!.model;
@@ -157,8 +180,7 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {
-      writeEvalResult(runDir, 'knn', out);
-      mergeSummary(runDir, { knn_eval: { top1: out.top1, top5: out.top5, k, t, bank: out.bank, queries: out.queries, step: out.step } });
+      out.wrote = recordEval(runDir, 'knn', out, loaded, { knn_eval: { top1: out.top1, top5: out.top5, k, t, bank: out.bank, queries: out.queries, step: out.step } });
     }
     return out;
   } finally {
@@ -197,10 +219,13 @@ export interface LinearRunResult extends ProbeResult {
   step: number | null;
   checkpoint: string | null;
   seconds: number;
+  /** the files written (write: true) */
+  wrote?: string[];
 }
 
 export async function linearProbeForRun(runDir: string, opts: LinearRunOptions = {}): Promise<LinearRunResult> {
   const t0 = performance.now();
+  if (opts.write !== false) readSummary(runDir);
   const c = opts.config ?? loadRunConfig(runDir);
   const epochs = opts.epochs ?? c.eval.linear.epochs;
   const baseLr = opts.baseLr ?? c.eval.linear.base_lr;
@@ -243,8 +268,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {
-      writeEvalResult(runDir, 'linear', out);
-      mergeSummary(runDir, {
+      out.wrote = recordEval(runDir, 'linear', out, loaded, {
         linear_top1: out.top1,
         linear_top5: out.top5,
         linear: {

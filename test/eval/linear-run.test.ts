@@ -15,24 +15,22 @@ import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
-const config = buildConfig({
-  preset: 'smoke',
-  sets: [
-    'model.arch=vit-test',
-    'data.image_size=8',
-    'data.train_size=64',
-    'data.test_size=40',
-    'moco.proj_hidden=16',
-    'moco.proj_dim=8',
-    'moco.pred_hidden=16',
-    'optim.batch_size=16',
-    'optim.epochs=1',
-    'optim.warmup_epochs=0',
-    'train.knn_every=null',
-    'eval.linear.epochs=2',
-    'eval.linear.batch_size=32',
-  ],
-});
+const SETS = [
+  'model.arch=vit-test',
+  'data.image_size=8',
+  'data.train_size=64',
+  'data.test_size=40',
+  'moco.proj_hidden=16',
+  'moco.proj_dim=8',
+  'moco.pred_hidden=16',
+  'optim.batch_size=16',
+  'optim.epochs=1',
+  'optim.warmup_epochs=0',
+  'train.knn_every=null',
+  'eval.linear.epochs=2',
+  'eval.linear.batch_size=32',
+];
+const config = buildConfig({ preset: 'smoke', sets: SETS });
 
 const runDir = tempDir('moco3-probe-');
 const trained = trainRun({ config, runDir, backend });
@@ -132,4 +130,21 @@ test('the end-of-run hook form: probing a live model leaves it usable and writes
   const f = model.features(x); // still alive: the probe does not dispose a model it was given
   tf.dispose([x, f]);
   model.dispose();
+});
+
+test('an earlier checkpoint evaluated: its own file, and summary.json keeps the run\'s final figures; k is the k used', async () => {
+  const dir = tempDir('moco3-probe-early-');
+  await trainRun({ config: buildConfig({ preset: 'smoke', sets: [...SETS, 'train.checkpoint_every=2'] }), runDir: dir, backend });
+  const final = readFileSync(join(dir, 'summary.json'), 'utf8');
+  const finalLinear = readFileSync(join(dir, 'linear.json'), 'utf8');
+  const early = await linearProbeForRun(dir, { checkpoint: join(dir, 'checkpoints', 'step-0000000') });
+  assert.equal(early.step, 0);
+  assert.deepEqual(early.wrote, ['linear-step-0.json']);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'linear-step-0.json'), 'utf8')).top1, early.top1);
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), final, 'summary.json untouched');
+  assert.equal(readFileSync(join(dir, 'linear.json'), 'utf8'), finalLinear, 'the run\'s own linear.json untouched');
+  const knn = await knnForRun(dir, { k: 1000 });
+  assert.equal(knn.k, 64, 'no more neighbours than the bank holds');
+  assert.deepEqual(knn.wrote, ['knn.json', 'summary.json']);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).knn_eval.k, 64);
 });
