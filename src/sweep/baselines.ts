@@ -54,8 +54,8 @@ export function missingBaselineSeeds(plan: SweepPlan): number[] {
 }
 
 /**
- * Compute and write the baselines of a plan (all its seeds; with `missingOnly`, only the seeds its file
- * lacks, the others kept); `onSeed` reports progress.
+ * Compute and write the baselines of a plan's seeds (with `missingOnly`, only those its file lacks); the
+ * file's entries for other seeds, of the same data and model, are kept. `onSeed` reports progress.
  */
 export async function writeSweepBaselines(
   plan: SweepPlan,
@@ -64,10 +64,11 @@ export async function writeSweepBaselines(
   const first = plan.runs[0];
   if (!first) throw new Error(`sweep ${plan.id}: no runs planned, so no baselines to compute`);
   const ds = opts.dataset ?? (await loadRunData(first.config));
-  const have = opts.missingOnly ? writtenBaselines(plan) : new Map<number, BaselineFigures>();
-  const seeds: BaselineFigures[] = [];
+  // the file's seeds outside this plan stay (they cost minutes each); with missingOnly, the plan's that are there too
+  const have = writtenBaselines(plan);
+  const seeds: BaselineFigures[] = [...have.values()].filter((f) => !plan.seeds.includes(f.seed));
   for (const seed of plan.seeds) {
-    const kept = have.get(seed);
+    const kept = opts.missingOnly ? have.get(seed) : undefined;
     if (kept) {
       seeds.push(kept);
       continue;
@@ -86,7 +87,7 @@ export async function writeSweepBaselines(
     model: { arch, dim, depth, patch_size, heads, mlp_ratio },
     train_size: ds.train.n,
     test_size: ds.test.n,
-    seeds,
+    seeds: seeds.sort((a, b) => a.seed - b.seed),
   };
   writeJsonAtomic(baselinesPath(plan), out);
   return out;

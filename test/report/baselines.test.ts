@@ -105,6 +105,13 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   assert.deepEqual(b.seeds.map((f) => f.seed), [0, 1]);
   assert.deepEqual(b.seeds[0], seed0, 'seed 0 kept as it was');
   assert.deepEqual(missingBaselineSeeds(two), []);
+  // 'moco3 baselines' for seed 1 alone recomputes it and keeps seed 0
+  const recomputed: number[] = [];
+  await writeSweepBaselines(plan([1]), { onSeed: (s) => recomputed.push(s) });
+  assert.deepEqual(recomputed, [1]);
+  const again = readBaselines(two.dir)!;
+  assert.deepEqual(again.seeds.map((f) => f.seed), [0, 1]);
+  assert.deepEqual(again.seeds[0], seed0);
   // the same folder with another encoder: the file is of another model, so every seed is missing
   const deeper = plan([0, 1], ['model.depth=3']);
   assert.equal(deeper.dir, two.dir);
