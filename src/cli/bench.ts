@@ -47,7 +47,8 @@ export function benchCommand(): Command {
       const c = configFromFlags({ ...f, backend: backendFlag === 'all' ? undefined : backendFlag }, extra);
       const steps = Number(f.steps);
       const warmup = Number(f.warmup);
-      if (!(steps > 0) || !(warmup >= 0)) throw new UsageError('--steps must be > 0 and --warmup >= 0');
+      if (!(Number.isSafeInteger(steps) && steps > 0)) throw new UsageError(`--steps ${f.steps}: expected a positive integer`);
+      if (!(Number.isSafeInteger(warmup) && warmup >= 0)) throw new UsageError(`--warmup ${f.warmup}: expected a non-negative integer`);
       if (f.dryRun) {
         process.stdout.write(`${JSON.stringify({ config: c, steps, warmup })}\n`);
         return;
@@ -65,7 +66,8 @@ export function benchCommand(): Command {
         return;
       }
       const { benchOne } = await import('../train/bench.ts');
-      const r = await benchOne(c, c.train.backend as BackendName, steps, warmup, Boolean(f.profile));
+      // data named with --data must load; the preset's own may be absent (random pixels then, said on stderr)
+      const r = await benchOne(c, c.train.backend as BackendName, steps, warmup, Boolean(f.profile), f.data !== undefined);
       printResult(r, Boolean(f.json));
     });
   // --backend all is allowed here only

@@ -48,7 +48,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false): Promise<BenchResult> {
+export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false, dataRequired = false): Promise<BenchResult> {
   const info = await initBackend(backendName, { quiet: true });
   const B = c.optim.batch_size;
   const S = c.data.image_size;
@@ -61,7 +61,10 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     batch = gatherBatch(ds.train, batchIndices(0, { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: true }));
     aug = augmentConfigOf(c, ds);
     data = `${ds.name} ${batch.h}x${batch.w}x${batch.c}`;
-  } catch {
+  } catch (e) {
+    if (dataRequired) throw e;
+    const why = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+    process.stderr.write(`moco3: bench: ${c.data.name} not loadable (${why}); timing on random pixels of its size\n`);
     const rng = new Rng(c.seed, 'bench');
     const images = new Uint8Array(B * S * S * 3);
     for (let i = 0; i < images.length; i++) images[i] = rng.int(256);

@@ -142,6 +142,8 @@ const cases: Case[] = [
   ['--checkpoint that does not exist', () => ['train', ...TINY, '--resume', '--checkpoint', 'step-99', '--out', good]],
   ['--checkpoint on a new folder', () => ['train', ...TINY, '--resume', '--checkpoint', '3', '--out', fresh('c')], fresh('c')],
   ['bench batch not a number', () => ['bench', '--batch', 'x']],
+  ['bench steps not whole', () => ['bench', '--preset', 'smoke', '--steps', '2.5']],
+  ['bench on data named but missing', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'cpu', '--data', `fashion-mnist:${fresh('nodata')}`]],
   // configs
   ['unknown config key', () => ['train', ...TINY, '--set', 'optim.lr=1', '--out', fresh('k1')], fresh('k1')],
   ['wrong type', () => ['train', ...TINY, '--set', 'optim.epochs=many', '--out', fresh('k2')], fresh('k2')],
