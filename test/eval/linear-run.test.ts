@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -9,6 +9,8 @@ import type { ImageBatch } from '../../src/data/index.ts';
 import { loadRunData, modelConfigOf } from '../../src/components/index.ts';
 import { knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
+import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
+import { CheckpointError } from '../../src/runfolder/checkpoints.ts';
 import { loadRunConfig } from '../../src/runfolder/records.ts';
 import { trainRun } from '../../src/train/loop.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -147,4 +149,16 @@ test('an earlier checkpoint evaluated: its own file, and summary.json keeps the 
   assert.equal(knn.k, 64, 'no more neighbours than the bank holds');
   assert.deepEqual(knn.wrote, ['knn.json', 'summary.json']);
   assert.equal(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).knn_eval.k, 64);
+});
+
+test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its tensor', async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-i64-');
+  cpSync(runDir, dir, { recursive: true });
+  const ckpt = join(dir, 'checkpoints', 'step-0000004');
+  const st = readSafetensors(join(ckpt, 'model.safetensors'));
+  const t = st.tensors.get('base_encoder.cls_token')!;
+  st.tensors.set('base_encoder.cls_token', { dtype: 'I64', shape: t.shape, data: BigInt64Array.from(t.data as Float32Array, () => 0n) });
+  writeSafetensors(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
+  assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message === `${ckpt}/model.safetensors: base_encoder.cls_token is stored as I64, expected F32`);
 });
