@@ -9,6 +9,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
+import { isGzip } from './gunzip.ts';
 import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
@@ -52,7 +53,7 @@ export const CIFAR: Record<'cifar10' | 'cifar100', CifarKind> = {
 };
 
 /** Where moco3 keeps datasets when no path is given. */
-export const DATA_DIR = process.env.MOCO3_DATA ?? join(homedir(), '.moco3', 'data');
+export const DATA_DIR = process.env.MOCO3_DATA || join(homedir(), '.moco3', 'data'); // set but empty: the default
 
 /** A split's arrays (images HWC), or one file's. */
 interface Records {
@@ -239,9 +240,22 @@ export function cifarCandidates(kind: CifarKind, path: string | null): string[] 
   return path && path.endsWith('.tar.gz') ? [path] : [join(base, kind.folder), base, join(base, kind.archive)];
 }
 
+/** A file the reader takes for the archive: a .tar.gz, or a gzip file (any other, e.g. $MOCO3_DATA set to one, is not). */
+function isArchive(p: string): boolean {
+  if (!statSync(p).isFile()) return false;
+  if (p.endsWith('.tar.gz')) return true; // named as one: read, and its errors said
+  const head = new Uint8Array(2);
+  const fd = openSync(p, 'r');
+  try {
+    return readSync(fd, head, 0, 2, 0) === 2 && isGzip(head);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The candidate the reader would read (an archive, or a folder holding the batches), or null. */
 export function cifarFound(kind: CifarKind, path: string | null): string | null {
-  return cifarCandidates(kind, path).find((c) => existsSync(c) && (statSync(c).isFile() || existsSync(join(c, kind.test[0]!)))) ?? null;
+  return cifarCandidates(kind, path).find((c) => existsSync(c) && (isArchive(c) || existsSync(join(c, kind.test[0]!)))) ?? null;
 }
 
 /** Find the files: a .tar.gz, a folder holding the batches, or a folder holding the extracted folder or archive. */
@@ -249,7 +263,7 @@ function locate(kind: CifarKind, path: string | null): { archive: boolean; sourc
   const base = path ?? DATA_DIR;
   for (const c of cifarCandidates(kind, path)) {
     if (!existsSync(c)) continue;
-    if (statSync(c).isFile()) return { archive: true, source: c };
+    if (isArchive(c)) return { archive: true, source: c };
     if (existsSync(join(c, kind.test[0]!))) return { archive: false, source: c };
   }
   throw new DataError(

@@ -147,7 +147,7 @@ interface CacheHeader {
   meta: { split: string; classes: string[]; source: string };
 }
 
-const dataDir = () => process.env.MOCO3_DATA ?? join(homedir(), '.moco3', 'data');
+const dataDir = () => process.env.MOCO3_DATA || join(homedir(), '.moco3', 'data');
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
 const align64 = (x: number) => Math.ceil(x / 64) * 64;
 const isImage = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));

@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { loadDataset } from '../../src/data/index.ts';
+import { CIFAR, cifarFound } from '../../src/data/cifar.ts';
 import { DataError } from '../../src/data/types.ts';
 import { cifarRecords as records, tar } from '../helpers/archives.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -105,4 +106,16 @@ test('a truncated or corrupt archive and a file missing from it give one-line er
   await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message === `${archive}: test.bin is missing from the archive`);
   writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(3, 2, 1).subarray(0, 5000), 'cifar-100-binary/test.bin': records(3, 2, 0) })));
   await assert.rejects(loadDataset(spec('cifar100', archive)), /train\.bin: 5000 bytes is not a whole number of 3074-byte cifar100 records/);
+});
+
+test('a data folder that is a file (MOCO3_DATA set to one) is not taken for the archive; a gzip of another name is', async () => {
+  const root = tempDir('moco3-cifar-');
+  const notes = join(root, 'notes.txt');
+  writeFileSync(notes, 'x');
+  assert.equal(cifarFound(CIFAR.cifar10, notes), null);
+  await assert.rejects(loadDataset(spec('cifar10', notes)), (e: Error) => e instanceof DataError && /no cifar-10-batches-bin\/ or cifar-10-binary\.tar\.gz under/.test(e.message));
+  const tgz = join(root, 'cifar10.tgz');
+  writeFileSync(tgz, gzipSync(tar({ 'cifar-10-batches-bin/test_batch.bin': records(2, 1, 0), ...Object.fromEntries([1, 2, 3, 4, 5].map((b) => [`cifar-10-batches-bin/data_batch_${b}.bin`, records(1, 1, b)])) })));
+  assert.equal(cifarFound(CIFAR.cifar10, tgz), tgz);
+  assert.equal((await loadDataset(spec('cifar10', tgz))).train.n, 5);
 });
