@@ -280,7 +280,15 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       backend: opts.backend.name,
       config_hash: hash,
     };
-    writeSummary(runDir, summary);
+    // what `moco3 eval knn` merged in before a resume stays: it says which checkpoint step it measured
+    let evaluated: Record<string, unknown> = {};
+    try {
+      const prev = readSummary(runDir);
+      if (prev && prev.knn_eval !== undefined) evaluated = { knn_eval: prev.knn_eval };
+    } catch {
+      /* a damaged summary.json is replaced by this one */
+    }
+    writeSummary(runDir, { ...evaluated, ...summary } as Summary);
     if (outcome === 'completed' && c.eval.linear.enabled) {
       emit({ type: 'phase', step: state.step, text: `linear probe: ${c.eval.linear.epochs} epochs on the frozen encoder` });
       try {

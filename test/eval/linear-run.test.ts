@@ -162,3 +162,14 @@ test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its 
   writeSafetensors(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
   assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message === `${ckpt}/model.safetensors: base_encoder.cls_token is stored as I64, expected F32`);
 });
+
+test('a resumed run keeps the knn_eval that moco3 eval knn merged into summary.json', async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-resume-');
+  cpSync(runDir, dir, { recursive: true });
+  const r = await knnForRun(dir, { k: 5 });
+  await trainRun({ config, runDir: dir, backend, resume: true });
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.equal(summary.status, 'completed');
+  assert.deepEqual([summary.knn_eval?.top1, summary.knn_eval?.k, summary.knn_eval?.step], [r.top1, 5, 4]);
+});
