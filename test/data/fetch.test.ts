@@ -447,3 +447,24 @@ test('Ctrl-C inside a file and an entry outside the folder stop the unpacking; n
   assert.deepEqual(readdirSync(dir).sort(), ['c.tar.gz', 'evil.tar.gz']);
   assert.ok(!existsSync(join(root, 'escape.bin')));
 });
+
+test('a mirror holding the published content gzipped differently (as Debian\'s copy) is accepted by content; other bytes are not', async () => {
+  const idx = encodeIdx([300, 28, 28], Uint8Array.from({ length: 300 * 784 }, (_, i) => (i * 7) % 251));
+  const published = gzipSync(idx, { level: 9 });
+  const regzipped = gzipSync(idx, { level: 1 });
+  assert.notEqual(regzipped.length, published.length);
+  const file: KnownFile = { ...known('t10k-images-idx3-ubyte.gz', published), content: { size: idx.length, sha256: sha(idx) } };
+  served.set(file.name, regzipped);
+  const dir = freshDir();
+  const lines: string[] = [];
+  const r = await fetchDataset({ name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] }, { dir, log: (l) => lines.push(l) });
+  assert.deepEqual(r.files.map((f) => f.action), ['downloaded']);
+  assert.deepEqual(readFileSync(join(dir, file.name)), regzipped);
+  assert.ok(lines.some((l) => /checksum ok \(the published content, gzipped differently\)/.test(l)), lines.join('\n'));
+  // bytes that are not the content: refused and deleted
+  served.set(file.name, gzipSync(idx.subarray(0, idx.length - 1), { level: 1 }));
+  const other = freshDir();
+  await assert.rejects(fetchDataset({ name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] }, { dir: other }), /checksum mismatch after download/);
+  assert.deepEqual(leftovers(other), []);
+  assert.ok(!existsSync(join(other, file.name)));
+});
