@@ -1,7 +1,7 @@
 /** `moco3 data fetch|info|preview`: get a dataset into the data directory, describe one, or look at its training views. */
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES as CONFIG_DATASETS } from '../config/schema.ts';
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
@@ -13,6 +13,7 @@ import { ChannelStats } from '../data/stats.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
 import { configFromFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
+import { checkOutputDir } from '../engine/files.ts';
 
 /** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
 const KNOWN: readonly string[] = CONFIG_DATASETS;
@@ -97,7 +98,7 @@ function fetchCmd(): Command {
       const source = SOURCES[name];
       const dir = resolve(f.dir ?? DATA_DIR);
       const mirror = f.mirror ?? process.env.MOCO3_MIRROR ?? null;
-      if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`--mirror ${mirror}: expected an http:// or https:// URL`);
+      if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${mirror}: expected an http:// or https:// URL`);
       const ac = new AbortController();
       let stopping = false;
       const onSig = () => {
@@ -326,6 +327,10 @@ function previewCmd(): Command {
       const step = Number(f.step);
       if (!Number.isInteger(step) || step < 0) throw new UsageError(`--step ${f.step}: expected a non-negative integer`);
       if (!f.out.toLowerCase().endsWith('.png')) throw new UsageError(`--out ${f.out}: expected a .png file name`);
+      // where the PNG goes is checked before the sheet is made
+      if (existsSync(f.out) && statSync(f.out).isDirectory()) throw new UsageError(`--out ${f.out}: is a folder; give a .png file name`);
+      checkOutputDir(dirname(resolve(f.out)), `--out ${f.out}`);
+      if (name && !KNOWN.includes(name)) throw new UsageError(`data preview ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
       if (!name && f.dataPath) throw new UsageError('--data-path needs the dataset name too');
       const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';
       const data = name && f.dataPath ? `${name}:${resolve(f.dataPath)}` : name;

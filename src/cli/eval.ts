@@ -4,6 +4,7 @@ import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
 import { loadRunConfig } from '../runfolder/records.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { readRunState } from '../runfolder/state.ts';
 
 interface CommonFlags {
   checkpoint?: string;
@@ -46,9 +47,11 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   const config = loadRunConfig(runDir);
   // the checkpoint is validated before a backend starts
   const checkpoint = offline.evalCheckpoint(runDir, checkpointFlag);
+  // the run's state as plan and report see it: a 'running' status whose process is gone is interrupted
   const status = readStatus(runDir);
-  if (status && status.status !== 'completed') {
-    const what = status.status === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${status.status} at step ${status.step}`;
+  const state = readRunState(runDir).state;
+  if (status && state !== 'completed') {
+    const what = state === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${state} at step ${status.step}`;
     process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating its newest checkpoint\n`);
   }
   await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0]);
