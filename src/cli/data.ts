@@ -232,14 +232,16 @@ function infoCmd(): Command {
     .action(async (name: string, f: InfoFlags) => {
       if (!KNOWN.includes(name)) throw new UsageError(`data info ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
       if (f.dataPath && f.dir) throw new UsageError('data info: give --data-path or --dir, not both');
+      if (name === 'synthetic' && (f.dataPath || f.dir)) throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'}: the synthetic dataset is built in; it reads no path`);
+      const imageSize = Number(f.imageSize ?? 224);
+      // as data.image_size: at most 4096
+      if (!Number.isInteger(imageSize) || imageSize < 1 || imageSize > 4096) throw new UsageError(`--image-size ${f.imageSize}: expected an integer from 1 to 4096`);
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
       const where = lookup(name, path, f);
       if (!where.present) {
         throw new DataError(`${name}: no data at ${where.looked.join(' or ')} (${where.hint})`);
       }
-      const imageSize = Number(f.imageSize ?? 224);
-      if (!Number.isInteger(imageSize) || imageSize < 1) throw new UsageError(`--image-size ${f.imageSize}: expected a positive integer`);
       const spec = { name, path, trainSize: null, testSize: null, seed: 0, imageSize } as unknown as DataSpec;
       // loaded here, not at start-up: the data index pulls in TensorFlow.js (augmentation) and sharp
       const { loadDataset } = await import('../data/index.ts');
