@@ -1,6 +1,6 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
-import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -8,7 +8,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
-import { acquireLock, liveLock, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
@@ -55,102 +55,115 @@ export function trainCommand(): Command {
         return;
       }
       checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
-      // another process trains this folder (moco3 train or a sweep): never two at once, never moved aside under it
-      const live = existsSync(runDir) ? liveLock(runDir) : null;
-      if (live) throw new UsageError(`${runDir}: is being trained by pid ${live.pid} on ${live.host} (since ${live.since}); wait for it to end, or stop it first`);
-      // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
-      const { initBackend } = await import('../engine/backend.ts');
-      const { trainRun } = await import('../train/loop.ts');
-      // a damaged status.json is an error, unless the run is started again anyway
-      let st: ReturnType<typeof readStatus> = null;
-      try {
-        st = readStatus(runDir);
-      } catch (e) {
-        if (!f.force) throw e;
-      }
-      const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
-      const { foreign, runFiles } = folderContents(runDir);
-      if (foreign.length > 0 && !st && !hasCkpt) {
-        throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); give a new or empty folder as --out`);
-      }
-      const previous = st !== null || hasCkpt || runFiles.length > 0;
-      if (!f.force) {
-        if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') {
-          // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
-          process.stderr.write(`moco3: ${runDir} is already ${st.status} at step ${st.step} (use --force to train it again)\n`);
-          return;
-        }
-        if (previous && !f.resume) {
-          throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
-        }
-      }
-      // a damaged checkpoint, another config and bad data fail here, before a backend starts or a folder is made or moved
-      let checkpoint: string | null = null;
-      if (f.resume && !f.force && existsSync(runDir)) {
-        const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
-        checkpoint = resumeCheckpoint(runDir, f.checkpoint);
-        if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
-      } else if (f.checkpoint !== undefined) {
-        throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
-      }
-      const { loadRunData } = await import('../components/index.ts');
-      const { checkFillsBatch } = await import('../train/loop.ts');
-      const dataset = await loadRunData(c);
-      checkFillsBatch(dataset, c.optim.batch_size);
-      const backend = await initBackend(c.train.backend as BackendName);
-      if (f.force && previous) {
-        const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-        const aside = `${resolve(runDir)}.old-${stamp}`;
-        renameSync(runDir, aside);
-        process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
-      }
+      // the run folder's lock first, as a sweep takes it: while this command looks at the folder, moves a
+      // previous run aside and trains, no other process (train or sweep) can do either
       const made = !existsSync(runDir);
       const held = acquireLock(runDir, 'train');
       if (held) throw new UsageError(`${runDir}: is being trained by pid ${held.pid} on ${held.host} (since ${held.since}); wait for it to end, or stop it first`);
-      let stop = false;
-      // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
-      const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-      const onSig = (sig: NodeJS.Signals) => {
-        if (stop) process.exit(130);
-        stop = true;
-        process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
-      };
-      for (const sig of signals) process.on(sig, onSig);
-      const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
       try {
-        const s = await trainRun({
-          config: c,
-          runDir,
-          backend,
-          resume: Boolean(f.resume),
-          ...(checkpoint ? { checkpoint } : {}),
-          command: process.argv.slice(1),
-          dumpViews,
-          dataset,
-          onEvent: (e) => progress.onEvent(e),
-          // a lock taken over by another host (this process was frozen past the lock timeout): stop
-          shouldStop: () => stop || lockLost(runDir),
-        });
-        progress.stop();
-        if (!f.json) {
-          const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}% (best ${s.best_knn_top1?.toFixed(2)}%, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
-          process.stdout.write(
-            `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
-              `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +
-              `${s.linear_top1 !== null ? `; linear top-1 ${s.linear_top1.toFixed(2)}%` : ''}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
-              `results: ${runDir}\n`,
-          );
-        }
-        if (s.status === 'interrupted') process.exitCode = 130;
+        await trainLocked(f, c, runDir, dumpViews);
       } finally {
-        progress.stop();
-        for (const sig of signals) process.off(sig, onSig);
         releaseLock(runDir);
         // a run that failed before it began (nothing written): no empty folder left behind
         if (made && existsSync(runDir) && readdirSync(runDir).length === 0) rmSync(runDir, { recursive: true, force: true });
       }
     });
   return cmd;
+}
+
+/** The body of `moco3 train`, with the run folder's lock held. */
+async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, dumpViews: number): Promise<void> {
+  // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
+  const { initBackend } = await import('../engine/backend.ts');
+  const { trainRun } = await import('../train/loop.ts');
+  // a damaged status.json is an error, unless the run is started again anyway
+  let st: ReturnType<typeof readStatus> = null;
+  try {
+    st = readStatus(runDir);
+  } catch (e) {
+    if (!f.force) throw e;
+  }
+  const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
+  const { foreign, runFiles } = folderContents(runDir);
+  const others = `${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}`;
+  if (foreign.length > 0 && !st && !hasCkpt) {
+    throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${others}); give a new or empty folder as --out`);
+  }
+  if (foreign.length > 0 && f.force) {
+    throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${others}), which --force would move aside with the run; move them out first`);
+  }
+  const previous = st !== null || hasCkpt || runFiles.some((e) => !e.startsWith('.lock'));
+  if (!f.force) {
+    if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') {
+      // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
+      process.stderr.write(`moco3: ${runDir} is already ${st.status} at step ${st.step} (use --force to train it again)\n`);
+      return;
+    }
+    if (previous && !f.resume) {
+      throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+    }
+  }
+  // a damaged checkpoint, another config and bad data fail here, before a backend starts or a folder is made or moved
+  let checkpoint: string | null = null;
+  if (f.resume && !f.force && existsSync(runDir)) {
+    const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
+    checkpoint = resumeCheckpoint(runDir, f.checkpoint);
+    if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
+  } else if (f.checkpoint !== undefined) {
+    throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
+  }
+  const { loadRunData } = await import('../components/index.ts');
+  const { checkFillsBatch } = await import('../train/loop.ts');
+  const dataset = await loadRunData(c);
+  checkFillsBatch(dataset, c.optim.batch_size);
+  const backend = await initBackend(c.train.backend as BackendName);
+  if (f.force && previous) {
+    // the run's files, not the folder: the folder holds this process's lock
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+    const aside = `${resolve(runDir)}.old-${stamp}`;
+    mkdirSync(aside);
+    for (const e of readdirSync(runDir)) if (!e.startsWith('.lock')) renameSync(join(runDir, e), join(aside, e));
+    process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
+  }
+  let stop = false;
+  // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  const onSig = (sig: NodeJS.Signals) => {
+    if (stop) process.exit(130);
+    stop = true;
+    process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
+  };
+  for (const sig of signals) process.on(sig, onSig);
+  const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
+  try {
+    const s = await trainRun({
+      config: c,
+      runDir,
+      backend,
+      resume: Boolean(f.resume),
+      ...(checkpoint ? { checkpoint } : {}),
+      command: process.argv.slice(1),
+      dumpViews,
+      dataset,
+      onEvent: (e) => progress.onEvent(e),
+      // a lock taken over by another host (this process was frozen past the lock timeout): stop
+      shouldStop: () => stop || lockLost(runDir),
+    });
+    progress.stop();
+    if (!f.json) {
+      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}% (best ${s.best_knn_top1?.toFixed(2)}%, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
+      process.stdout.write(
+        `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
+          `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +
+          `${s.linear_top1 !== null ? `; linear top-1 ${s.linear_top1.toFixed(2)}%` : ''}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
+          `results: ${runDir}\n`,
+      );
+    }
+    if (s.status === 'interrupted') process.exitCode = 130;
+  } finally {
+    progress.stop();
+    for (const sig of signals) process.off(sig, onSig);
+  }
 }
 
 /**

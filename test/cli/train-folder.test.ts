@@ -20,6 +20,12 @@ function train(args: string[]): { code: number | null; stderr: string } {
   return { code: r.status, stderr: r.stderr };
 }
 const status = (dir: string) => JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as { status: string; step: number };
+/** Until the paused process has written its marker (a minute at most). */
+async function paused(marker: string): Promise<void> {
+  for (const t0 = Date.now(); !existsSync(marker); await new Promise((r) => setTimeout(r, 20))) {
+    if (Date.now() - t0 > 60_000) throw new Error(`the process never paused (no ${marker})`);
+  }
+}
 const asides = (name: string) => readdirSync(root).filter((e) => e.startsWith(`${name}.old-`));
 
 test('a folder another train is training is refused, with --resume and --force too; that run is untouched', async () => {
@@ -29,7 +35,7 @@ test('a folder another train is training is refused, with --resume and --force t
   const first = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out], { env, stdio: 'ignore' });
   const done = new Promise<number | null>((r) => first.on('close', r));
   try {
-    while (!existsSync(marker)) await new Promise((r) => setTimeout(r, 20));
+    await paused(marker);
     for (const extra of [[], ['--resume'], ['--force']]) {
       const r = train([...TINY, '--out', out, ...extra]);
       assert.equal(r.code, 2, `${extra}: ${r.stderr}`);
@@ -101,4 +107,31 @@ test('a diverged run is a result: train again, with or without --resume, leaves 
   }
   assert.equal(readFileSync(join(out, 'summary.json'), 'utf8'), summary);
   assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), metrics);
+});
+
+test('--force holds the lock while it moves the previous run aside: a resume started meanwhile is refused; files not a run\'s stop --force', async () => {
+  const out = join(root, 'race');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  const marker = join(root, '.pause-race');
+  // A pauses just before it moves the old run's status.json aside
+  const env = { ...process.env, MOCO3_TEST_PAUSE: `before-rename:1:${out}/status\\.json$`, MOCO3_TEST_MARKER: marker };
+  const a = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out, '--force'], { env, stdio: 'ignore' });
+  const done = new Promise<number | null>((r) => a.on('close', r));
+  try {
+    await paused(marker);
+    const b = train([...TINY, '--out', out, '--resume']);
+    assert.equal(b.code, 2, b.stderr);
+    assert.match(b.stderr, new RegExp(`is being trained by pid ${a.pid} `));
+  } finally {
+    writeFileSync(`${marker}.go`, '');
+  }
+  assert.equal(await done, 0);
+  assert.equal(asides('race').length, 1);
+  assert.equal(status(out).status, 'completed');
+  // a run folder the user put a file into: resumed as it is, but --force would carry the file away
+  writeFileSync(join(out, 'notes.txt'), 'mine');
+  const r = train([...TINY, '--out', out, '--force']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /holds files that are not a moco3 run's \(notes\.txt\), which --force would move aside with the run; move them out first/);
+  assert.equal(asides('race').length, 1);
 });
