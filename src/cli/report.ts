@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
 import { listSweeps, readSweep, ReportError } from '../report/results.ts';
+import { readBaselines } from '../report/baselines.ts';
 import { UsageError } from '../config/errors.ts';
 
 interface ReportFlags {
@@ -62,7 +63,8 @@ export function reportCommand(): Command {
       // every sweep is read before any report is written: a damaged one stops the command with nothing written
       for (const dir of dirs) {
         try {
-          readSweep(dir);
+          readSweep(dir, true);
+          readBaselines(dir);
         } catch (e) {
           if (e instanceof ReportError) throw new UsageError(e.message);
           throw e;

@@ -39,7 +39,8 @@ export function flatten(obj: unknown, prefix = '', out = new Map<string, unknown
   return out;
 }
 
-export function readRun(dir: string): RunRecord {
+/** `quiet`: no note for a torn last metrics line (a first pass that only checks the files reads them twice). */
+export function readRun(dir: string, quiet = false): RunRecord {
   const config = readRunConfigRaw(dir);
   if (!config) throw new ReportError(`${dir}: no readable config.yaml (not a run folder)`);
   return {
@@ -49,7 +50,7 @@ export function readRun(dir: string): RunRecord {
     flat: flatten(config),
     status: readStatus(dir),
     summary: readSummary(dir),
-    metrics: readMetrics(runPath(dir, 'metrics'), (note) => process.stderr.write(`moco3: note: ${note}\n`)),
+    metrics: readMetrics(runPath(dir, 'metrics'), quiet ? undefined : (note) => process.stderr.write(`moco3: note: ${note}\n`)),
   };
 }
 
@@ -62,14 +63,14 @@ export interface SweepRecord {
 }
 
 /** A sweep folder: its sweep.yaml (optional) and every sub-folder holding a config.yaml. */
-export function readSweep(dir: string): SweepRecord {
+export function readSweep(dir: string, quiet = false): SweepRecord {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ReportError(`${dir}: no such sweep folder`);
   const runs = readdirSync(dir)
     .filter((d) => !d.startsWith('.') && d !== 'plots')
     .map((d) => join(dir, d))
     .filter((d) => statSync(d).isDirectory() && isRunDir(d))
     .sort()
-    .map(readRun);
+    .map((d) => readRun(d, quiet));
   return { name: basename(dir), dir, sweepFile: readYamlObject(join(dir, 'sweep.yaml')), runs };
 }
 

@@ -101,3 +101,20 @@ test('moco3 report with no sweep named: a damaged sweep stops it before any repo
   assert.match(r.err, new RegExp(`^moco3: ${run}/metrics\\.jsonl\\.gz: not a whole gzip file \\(unexpected end of file\\); copy it again from where it came\\n$`));
   assert.ok(!existsSync(join(good, 'report.md')), 'nothing written');
 });
+
+test('moco3 report: a damaged baselines.json stops it before any file is written; a torn metrics line is noted once', async () => {
+  const root = tmp();
+  const good = writeBatchSweep(root, 'a-good');
+  const bad = writeSimpleSweep(root, 'b-bad', [{ 'moco.temperature': 0.1 }]);
+  writeFileSync(join(bad, 'baselines.json'), '{bad');
+  const r = await cli(['report', '--results', root, '--no-plots']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /^moco3: .*b-bad\/baselines\.json: not JSON/);
+  assert.ok(!existsSync(join(good, 'report.md')) && !existsSync(join(good, 'report.csv')) && !existsSync(join(bad, 'runs.csv')), 'nothing written');
+  rmSync(join(bad, 'baselines.json'));
+  const run = join(bad, readdirSync(bad).find((d) => d.startsWith('0.1'))!);
+  writeFileSync(join(run, 'metrics.jsonl'), `${readFileSync(join(run, 'metrics.jsonl'), 'utf8')}{"step": 9`);
+  const torn = await cli(['report', 'b-bad', '--results', root, '--no-plots']);
+  assert.equal(torn.code, 0, torn.err);
+  assert.equal(torn.err.match(/its last line is torn/g)?.length, 1, torn.err);
+});
