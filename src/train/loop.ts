@@ -193,8 +193,9 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const viewsOf = stepViews(ds, aug, c, opts.backend.name, totalSteps);
     const dumpSteps = Math.min(opts.dumpViews ?? 0, totalSteps);
     const dump = new ViewDump(runPath(runDir, 'views'), dumpSteps, c.seed);
-    if (resumed && dumpSteps > 0 && state.step > 0 && !existsSync(runPath(runDir, 'views'))) {
-      // the views of the steps before the checkpoint are made again: they depend on (seed, step) only
+    // a resume before step N (the file is written at step N), or after it without the file: the views of the
+    // steps before the checkpoint are made again; they depend on (seed, step) only
+    if (resumed && dumpSteps > 0 && state.step > 0 && (state.step < dumpSteps || !existsSync(runPath(runDir, 'views')))) {
       const remake = stepViews(ds, aug, c, opts.backend.name, dumpSteps);
       for (let s = 0; s < Math.min(state.step, dumpSteps); s++) {
         const v = await remake(s);

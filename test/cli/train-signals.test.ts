@@ -99,4 +99,13 @@ test('train --dump-views N, stopped and resumed before step N: the file holds ev
   assert.deepEqual([...b.tensors.keys()].sort(), [...a.tensors.keys()].sort());
   assert.equal(a.tensors.size, 12);
   for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, k);
+  // a finished run resumed from a checkpoint before step N, its file already there: the file is made whole again
+  const kept = join(root, 'views-kept');
+  const every3 = ['--dump-views', '6', '--set', 'train.checkpoint_every=3'];
+  assert.equal((await trainWith(null, kept, every3)).code, 0);
+  const again = await trainWith(null, kept, [...every3, '--resume', '--checkpoint', 'step-3']);
+  assert.equal(again.code, 0, again.stderr);
+  const c = readSafetensors(join(kept, 'views.safetensors'));
+  assert.deepEqual([...c.tensors.keys()].sort(), [...a.tensors.keys()].sort());
+  for (const [k, t] of a.tensors) assert.deepEqual(c.tensors.get(k)!.data, t.data, k);
 });
