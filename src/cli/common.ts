@@ -1,5 +1,4 @@
 /** Flags shared by the commands that build run configs. */
-import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { buildConfig } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -34,8 +33,7 @@ export function addRunOptions(cmd: Command): Command {
 export function parseDataFlag(v: string): { name: string; path: string | null } {
   const i = v.indexOf(':');
   const name = i < 0 ? v : v.slice(0, i);
-  // absolute in the run's config: the run folder's eval and --resume read it from any folder
-  const path = i < 0 || v.slice(i + 1) === '' ? null : resolve(v.slice(i + 1));
+  const path = i < 0 ? null : v.slice(i + 1) || null;
   if (!(DATASET_NAMES as readonly string[]).includes(name)) {
     throw new UsageError(`--data ${v}: unknown dataset '${name}' (expected one of: ${DATASET_NAMES.join(', ')})`);
   }

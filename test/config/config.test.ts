@@ -4,7 +4,6 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildConfig, ConfigError, configHash, parseSet } from '../../src/config/load.ts';
 import { DEFAULTS } from '../../src/config/schema.ts';
-import { configFromFlags } from '../../src/cli/common.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 function tmpFile(name: string, text: string): string {
@@ -109,10 +108,4 @@ test('blur sigma: null is the recipe range [0.1, 2] px at 224 scaled to the imag
   assert.deepEqual(c.augment.blur_sigma, [(0.1 * 28) / 224, (2 * 28) / 224]);
   assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['data.image_size=56'] }).augment.blur_sigma, [(0.1 * 56) / 224, (2 * 56) / 224]);
   assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['augment.blur_sigma=[0.5, 1]'] }).augment.blur_sigma, [0.5, 1]);
-});
-
-test('--data NAME:PATH is kept absolute in the config, so the run folder is read the same from any folder', () => {
-  const c = configFromFlags({ preset: 'smoke', set: [], results: 'results', data: 'fashion-mnist:fm-here' });
-  assert.equal(c.data.path, join(process.cwd(), 'fm-here'));
-  assert.equal(configFromFlags({ preset: 'smoke', set: [], results: 'results', data: 'synthetic' }).data.path, null);
 });
