@@ -29,8 +29,11 @@ export function baselinesPath(plan: Pick<SweepPlan, 'dir'>): string {
   return join(plan.dir, BASELINES_FILE);
 }
 
-/** The baselines already written for this plan's data and model, by seed (none when the file is missing or unreadable). */
-function writtenBaselines(plan: SweepPlan): Map<number, BaselineFigures> {
+/**
+ * The baselines already written for this plan's data (its sizes too: those of `ds` when loaded), model and
+ * probe, by seed; none when the file is missing, unreadable or of other data, model or probe settings.
+ */
+function writtenBaselines(plan: SweepPlan, ds?: Dataset): Map<number, BaselineFigures> {
   const out = new Map<number, BaselineFigures>();
   const first = plan.runs[0];
   if (!first) return out;
@@ -43,7 +46,13 @@ function writtenBaselines(plan: SweepPlan): Map<number, BaselineFigures> {
   const m = first.config.model;
   const sameModel = file.model && (['arch', 'dim', 'depth', 'patch_size', 'heads', 'mlp_ratio'] as const).every((k) => file.model![k] === m[k]);
   if (file.dataset !== first.config.data.name || file.image_size !== first.config.data.image_size || !sameModel || !Array.isArray(file.seeds)) return out;
-  for (const f of file.seeds) if (typeof f?.seed === 'number') out.set(f.seed, f);
+  const d = first.config.data;
+  const sizes = ds ? [ds.train.n, ds.test.n] : [d.train_size, d.test_size];
+  if ((sizes[0] !== null && file.train_size !== sizes[0]) || (sizes[1] !== null && file.test_size !== sizes[1])) return out;
+  const l = first.config.eval.linear;
+  const sameProbe = (f: BaselineFigures) =>
+    f.linear?.epochs === l.epochs && f.linear.base_lr === l.base_lr && f.linear.batch_size === Math.min(l.batch_size, file.train_size ?? l.batch_size);
+  for (const f of file.seeds) if (typeof f?.seed === 'number' && sameProbe(f)) out.set(f.seed, f);
   return out;
 }
 
@@ -65,7 +74,7 @@ export async function writeSweepBaselines(
   if (!first) throw new Error(`sweep ${plan.id}: no runs planned, so no baselines to compute`);
   const ds = opts.dataset ?? (await loadRunData(first.config));
   // the file's seeds outside this plan stay (they cost minutes each); with missingOnly, the plan's that are there too
-  const have = writtenBaselines(plan);
+  const have = writtenBaselines(plan, ds);
   const seeds: BaselineFigures[] = [...have.values()].filter((f) => !plan.seeds.includes(f.seed));
   for (const seed of plan.seeds) {
     const kept = opts.missingOnly ? have.get(seed) : undefined;

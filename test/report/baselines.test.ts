@@ -116,4 +116,11 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   const deeper = plan([0, 1], ['model.depth=3']);
   assert.equal(deeper.dir, two.dir);
   assert.deepEqual(missingBaselineSeeds(deeper), [0, 1]);
+  // fewer images, or another probe: the same folder, other baselines
+  assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['data.train_size=48'])), [0, 1]);
+  assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['eval.linear.epochs=2'])), [0, 1]);
+  const fewer: number[] = [];
+  await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSeed: (s) => fewer.push(s) });
+  const replaced = readBaselines(two.dir)!;
+  assert.deepEqual([fewer, replaced.seeds.map((f) => f.seed)], [[1], [1]], 'seed 0 of 64 images is not kept beside seed 1 of 48');
 });
