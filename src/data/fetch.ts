@@ -198,9 +198,13 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   const part = `${dest}.part`;
   await mkdir(ctx.dir, { recursive: true });
 
+  // a file also accepted by its content (Fashion-MNIST's: a mirror may hold a copy gzipped differently, as
+  // Debian's is) may differ in size: bounded by the content's size, checked by content at the end
+  const byContent = known.content !== undefined;
+  const limit = byContent ? Math.max(known.size, known.content!.size + (1 << 20)) : known.size;
   let from = existsSync(part) ? statSync(part).size : 0;
-  if (from > known.size) {
-    log(`${known.name}: ${part} is longer than the file (${from} > ${known.size} bytes); starting over`);
+  if (from > limit) {
+    log(`${known.name}: ${part} is longer than the file (${from} > ${limit} bytes); starting over`);
     await rm(part, { force: true });
     from = 0;
   } else if (from === known.size) {
@@ -210,9 +214,12 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
       await rename(part, dest);
       return 'resumed';
     }
-    log(`${known.name}: ${part} is complete but does not match the published checksum; starting over`);
-    await rm(part, { force: true });
-    from = 0;
+    // another copy's bytes may go on past the published size: resumed, and checked by content at the end
+    if (!byContent) {
+      log(`${known.name}: ${part} is complete but does not match the published checksum; starting over`);
+      await rm(part, { force: true });
+      from = 0;
+    }
   }
 
   let res = await get(url, from > 0 ? { range: `bytes=${from}-` } : {}, ctx);
@@ -226,10 +233,6 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     res = await get(url, {}, ctx);
     code = res.statusCode ?? 0;
   }
-  // a file also accepted by its content (Fashion-MNIST's: a mirror may hold a copy gzipped differently, as
-  // Debian's is) may differ in size: bounded by the content's size, checked by content at the end
-  const byContent = known.content !== undefined;
-  const limit = byContent ? Math.max(known.size, known.content!.size + (1 << 20)) : known.size;
   let total: number | null = known.size;
   const sizeOk = (n: number) => n === known.size || (byContent && n <= limit);
   let append = false;

@@ -461,6 +461,17 @@ test('a mirror holding the published content gzipped differently (as Debian\'s c
   assert.deepEqual(r.files.map((f) => f.action), ['downloaded']);
   assert.deepEqual(readFileSync(join(dir, file.name)), regzipped);
   assert.ok(lines.some((l) => /checksum ok \(the published content, gzipped differently\)/.test(l)), lines.join('\n'));
+  // such a copy larger than the published file, its download stopped past the published size: resumed
+  const stored = gzipSync(idx, { level: 0 });
+  served.set(file.name, stored);
+  const resumed = freshDir();
+  mkdirSync(resumed, { recursive: true });
+  writeFileSync(join(resumed, `${file.name}.part`), stored.subarray(0, published.length + 1000));
+  seen = [];
+  const again = await fetchDataset({ name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] }, { dir: resumed });
+  assert.deepEqual(again.files.map((f) => f.action), ['resumed']);
+  assert.deepEqual(seen.map((x) => x.range), [`bytes=${published.length + 1000}-`]);
+  assert.deepEqual(readFileSync(join(resumed, file.name)), stored);
   // bytes that are not the content: refused and deleted
   served.set(file.name, gzipSync(idx.subarray(0, idx.length - 1), { level: 1 }));
   const other = freshDir();
