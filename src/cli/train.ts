@@ -120,7 +120,8 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   if (f.force && previous) {
     // the run's files, not the folder: the folder holds this process's lock
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-    const aside = `${resolve(runDir)}.old-${stamp}`;
+    let aside = `${resolve(runDir)}.old-${stamp}`;
+    for (let i = 2; existsSync(aside); i++) aside = `${resolve(runDir)}.old-${stamp}-${i}`;
     mkdirSync(aside);
     for (const e of readdirSync(runDir)) if (!e.startsWith('.lock')) renameSync(join(runDir, e), join(aside, e));
     process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
@@ -173,6 +174,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
 function folderContents(dir: string): { runFiles: string[]; foreign: string[] } {
   const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`]);
   const entries = existsSync(dir) ? readdirSync(dir) : [];
-  const isOwn = (e: string) => own.has(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
+  // also the results of `moco3 eval --checkpoint step-N` (src/eval/offline.ts)
+  const isOwn = (e: string) => own.has(e) || /^(knn|linear)-step-\d+\.json$/.test(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
   return { runFiles: entries.filter(isOwn), foreign: entries.filter((e) => !isOwn(e)) };
 }

@@ -128,10 +128,14 @@ test('--force holds the lock while it moves the previous run aside: a resume sta
   assert.equal(await done, 0);
   assert.equal(asides('race').length, 1);
   assert.equal(status(out).status, 'completed');
+  // an earlier checkpoint's evaluation is the run's own: --force moves it aside with the run
+  writeFileSync(join(out, 'linear-step-0.json'), '{}');
+  assert.equal(train([...TINY, '--out', out, '--force']).code, 0);
+  assert.equal(asides('race').length, 2);
   // a run folder the user put a file into: resumed as it is, but --force would carry the file away
   writeFileSync(join(out, 'notes.txt'), 'mine');
   const r = train([...TINY, '--out', out, '--force']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /holds files that are not a moco3 run's \(notes\.txt\), which --force would move aside with the run; move them out first/);
-  assert.equal(asides('race').length, 1);
+  assert.equal(asides('race').length, 2);
 });
