@@ -26,8 +26,12 @@ export function baselinesCommand(): Command {
 export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[]): Promise<void> {
   const { writeSweepBaselines, baselinesPath } = await import('../sweep/baselines.ts');
   const say = (s: string) => (json ? undefined : process.stderr.write(`${s}\n`));
+  // the data first: a dataset that cannot be read is the one line said, with no progress line before it
+  const { loadRunData } = await import('../components/index.ts');
+  const dataset = await loadRunData(plan.runs[0]!.config);
   say(`baselines of sweep ${plan.id}: untrained encoder and linear on pixels, seeds ${(missing ?? plan.seeds).join(', ')}`);
   const out = await writeSweepBaselines(plan, {
+    dataset,
     missingOnly: missing !== undefined,
     onSeed: (seed, b) =>
       say(

@@ -118,3 +118,12 @@ test('moco3 report: a damaged baselines.json stops it before any file is written
   assert.equal(torn.code, 0, torn.err);
   assert.equal(torn.err.match(/its last line is torn/g)?.length, 1, torn.err);
 });
+
+test('moco3 baselines on data that cannot be read: the one line naming it, no progress line before it, nothing written', async () => {
+  const results = tmp();
+  const r = await cli(['baselines', 'batch-size', '--preset', 'smoke', '--results', results, '--data', `fashion-mnist:${join(results, 'none')}`]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /^moco3: fashion-mnist: directory .*none not found/);
+  assert.equal(r.err.trim().split('\n').length, 1, r.err);
+  assert.deepEqual(readdirSync(results), []);
+});
