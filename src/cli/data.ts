@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DATASET_NAMES as CONFIG_DATASETS } from '../config/schema.ts';
+import { DATASET_NAMES as CONFIG_DATASETS, MAX_IMAGE_SIZE } from '../config/schema.ts';
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
@@ -234,8 +234,8 @@ function infoCmd(): Command {
       if (f.dataPath && f.dir) throw new UsageError('data info: give --data-path or --dir, not both');
       if (name === 'synthetic' && (f.dataPath || f.dir)) throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'}: the synthetic dataset is built in; it reads no path`);
       const imageSize = Number(f.imageSize ?? 224);
-      // as data.image_size: at most 4096
-      if (!Number.isInteger(imageSize) || imageSize < 1 || imageSize > 4096) throw new UsageError(`--image-size ${f.imageSize}: expected an integer from 1 to 4096`);
+      // bounded as data.image_size is
+      if (!Number.isInteger(imageSize) || imageSize < 1 || imageSize > MAX_IMAGE_SIZE) throw new UsageError(`--image-size ${f.imageSize}: expected an integer from 1 to ${MAX_IMAGE_SIZE}`);
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
       const where = lookup(name, path, f);

@@ -16,6 +16,16 @@ export class ConfigError extends SetupError {
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** {a: {b: 1}, c: [1, 2]} -> a.b = 1, c = [1, 2] (arrays are leaves): a config object by its dotted keys. */
+export function flatten(obj: unknown, prefix = '', out = new Map<string, unknown>()): Map<string, unknown> {
+  if (isObj(obj)) {
+    for (const [k, v] of Object.entries(obj)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) {
+    out.set(prefix, obj);
+  }
+  return out;
+}
+
 /** Deep merge: objects merge key by key, everything else (arrays included) replaces. */
 export function deepMerge<T>(base: T, over: unknown): T {
   if (!isObj(base) || !isObj(over)) return (over === undefined ? base : over) as T;

@@ -10,6 +10,8 @@ const nonNegInt = z.number().int().nonnegative();
 const posNum = z.number().positive();
 const nonNeg = z.number().nonnegative();
 const prob = z.number().min(0).max(1);
+/** The largest data.image_size (the paper's is 224). */
+export const MAX_IMAGE_SIZE = 4096;
 
 export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder'] as const;
 /** The one list of optimizers (src/optim/ implements each) and of backends (src/engine/backend.ts starts each). */
@@ -23,7 +25,7 @@ export const DataSchema = z
   .object({
     name: z.enum(DATASET_NAMES),
     path: z.string().min(1).nullable(),
-    image_size: posInt.max(4096),
+    image_size: posInt.max(MAX_IMAGE_SIZE),
     train_size: posInt.nullable(),
     test_size: posInt.nullable(),
     /** null: the dataset's own classes; a number is checked against them (synthetic: how many to make) */

@@ -5,10 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
+import { fileIsGzip } from './gunzip.ts';
 
 export interface KnownFile {
   /** the published file name; the URL is the base URL + this name, and the file keeps it on disk */
@@ -130,17 +130,6 @@ export async function hashGunzipped(path: string): Promise<{ size: number; sha25
   return { size, sha256: h.digest('hex') };
 }
 
-async function isGzip(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(2);
-    const { bytesRead } = await fh.read(b, 0, 2, 0);
-    return bytesRead === 2 && b[0] === 0x1f && b[1] === 0x8b;
-  } finally {
-    await fh.close();
-  }
-}
-
 export type ChecksumStatus = 'ok' | 'mismatch' | 'missing' | 'not checked';
 
 export interface FileCheck {
@@ -167,7 +156,7 @@ export async function checkFile(path: string, known: KnownFile): Promise<FileChe
   const got = await hashFile(path);
   if (got.size === known.size && got.sha256 === known.sha256) return { ...base, status: 'ok', how: 'file', got };
   if (known.content) {
-    const gz = await isGzip(path);
+    const gz = fileIsGzip(path);
     let inner = got;
     if (gz) {
       try {

@@ -9,7 +9,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
-import { isGzip } from './gunzip.ts';
+import { fileIsGzip } from './gunzip.ts';
 import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
@@ -243,14 +243,7 @@ export function cifarCandidates(kind: CifarKind, path: string | null): string[] 
 /** A file the reader takes for the archive: a .tar.gz, or a gzip file (any other, e.g. $MOCO3_DATA set to one, is not). */
 function isArchive(p: string): boolean {
   if (!statSync(p).isFile()) return false;
-  if (p.endsWith('.tar.gz')) return true; // named as one: read, and its errors said
-  const head = new Uint8Array(2);
-  const fd = openSync(p, 'r');
-  try {
-    return readSync(fd, head, 0, 2, 0) === 2 && isGzip(head);
-  } finally {
-    closeSync(fd);
-  }
+  return p.endsWith('.tar.gz') || fileIsGzip(p); // named as one: read, and its errors said
 }
 
 /** The candidate the reader would read (an archive, or a folder holding the batches), or null. */
@@ -261,11 +254,8 @@ export function cifarFound(kind: CifarKind, path: string | null): string | null 
 /** Find the files: a .tar.gz, a folder holding the batches, or a folder holding the extracted folder or archive. */
 function locate(kind: CifarKind, path: string | null): { archive: boolean; source: string } {
   const base = path ?? DATA_DIR;
-  for (const c of cifarCandidates(kind, path)) {
-    if (!existsSync(c)) continue;
-    if (isArchive(c)) return { archive: true, source: c };
-    if (existsSync(join(c, kind.test[0]!))) return { archive: false, source: c };
-  }
+  const found = cifarFound(kind, path);
+  if (found) return { archive: isArchive(found), source: found };
   throw new DataError(
     `${kind.name}: no ${kind.folder}/ or ${kind.archive} under ${base} (run: moco3 data fetch ${kind.name}${base === DATA_DIR ? '' : ` --dir ${base}`}; ` +
       `or download https://www.cs.toronto.edu/~kriz/${kind.archive} into ${base}, or give --data ${kind.name}:PATH with the archive or its folder)`,

@@ -303,15 +303,16 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     throw cannot(ctx, `the connection closed after ${done} of ${total} bytes (kept in ${part}: run the same command again to resume)`);
   }
   await fsyncFile(part);
-  const got = await hashFile(part);
-  const asContent = byContent && !(got.size === known.size && got.sha256 === known.sha256) ? await checkFile(part, known) : null;
-  if (asContent?.status === 'ok') log(`${known.name}: checksum ok (${asContent.note})`);
-  else if (got.size !== known.size || got.sha256 !== known.sha256) {
+  // the published bytes, or (for a file with a published content) the published content
+  const check = await checkFile(part, known);
+  if (check.status !== 'ok') {
     await rm(part, { force: true });
+    const got = check.got!;
     throw new DataError(
       `${known.name}: checksum mismatch after download from ${url}: expected ${known.size} bytes sha256 ${known.sha256}, got ${got.size} bytes sha256 ${got.sha256} (deleted; try again or use --mirror URL)`,
     );
   }
+  if (check.how === 'content') log(`${known.name}: checksum ok (${check.note})`);
   await rename(part, dest);
   return from > 0 ? 'resumed' : 'downloaded';
 }

@@ -4,7 +4,7 @@
  * of a training run (about 70 MB for Fashion-MNIST's train images; see docs/ENGINES.md). The readers here
  * hand each 64 KiB piece to the caller, who copies what it keeps into arrays of their final size.
  */
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { DataError } from './types.ts';
@@ -14,6 +14,17 @@ export const cannotRead = (path: string, e: unknown) => new DataError(`${path}: 
 
 /** Whether `head` (the first bytes of a file) starts with the gzip magic. */
 export const isGzip = (head: Uint8Array) => head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+
+/** Whether the file `path` starts with the gzip magic (its first two bytes read). */
+export function fileIsGzip(path: string): boolean {
+  const head = new Uint8Array(2);
+  const fd = openSync(path, 'r');
+  try {
+    return isGzip(head.subarray(0, readSync(fd, head, 0, 2, 0)));
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /**
  * Inflate the gzip file `path`, giving `take` every piece in order. `take` returns false to stop early.

@@ -3,8 +3,9 @@
  * DD = number of dimensions), DD big-endian uint32 sizes, then the elements. Only unsigned bytes (TT = 0x08)
  * are read. Files may be gzipped; that is detected from the gzip magic, not the name.
  */
-import { open } from 'node:fs/promises';
-import { cannotRead, gunzipPieces, isGzip } from './gunzip.ts';
+import { statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { cannotRead, fileIsGzip, gunzipPieces } from './gunzip.ts';
 import { DataError } from './types.ts';
 
 export const IDX_IMAGES_MAGIC = 0x00000803;
@@ -97,18 +98,10 @@ async function gunzipIdx(file: string, gzBytes: number, expectMagic: number | un
 
 /** Read an IDX file, gunzipping it when it starts with the gzip magic. */
 export async function readIdxFile(path: string, expectMagic?: number): Promise<IdxArray> {
-  let head: Uint8Array;
   let size: number;
   try {
-    const fh = await open(path, 'r');
-    try {
-      size = (await fh.stat()).size;
-      head = new Uint8Array(2);
-      head = head.subarray(0, (await fh.read(head, 0, 2, 0)).bytesRead);
-      if (!isGzip(head)) return parseIdx(await fh.readFile(), path, expectMagic);
-    } finally {
-      await fh.close();
-    }
+    size = statSync(path).size;
+    if (!fileIsGzip(path)) return parseIdx(await readFile(path), path, expectMagic);
   } catch (e) {
     if (e instanceof DataError) throw e;
     throw cannotRead(path, e);

@@ -8,7 +8,7 @@ import { gunzipPieces } from './gunzip.ts';
 import { DataError } from './types.ts';
 
 /** A ustar header block: the entry's path, its size, and whether it is a regular file; null at the end-of-archive block. */
-export function tarHeader(h: Uint8Array): { name: string; size: number; regular: boolean } | null {
+function tarHeader(h: Uint8Array): { name: string; size: number; regular: boolean } | null {
   if (h.every((b) => b === 0)) return null;
   const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('latin1').replace(/\0.*$/s, '');
   const type = String.fromCharCode(h[156]!);

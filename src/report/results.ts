@@ -5,8 +5,9 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { flatten } from '../config/load.ts';
 import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
-import { isObj, readYamlObject, runPath, type Obj } from '../runfolder/paths.ts';
+import { readYamlObject, runPath, type Obj } from '../runfolder/paths.ts';
 import { isRunDir, readRunConfigRaw } from '../runfolder/records.ts';
 import { readStatus, type StatusFile } from '../runfolder/status.ts';
 import { readSummary } from '../runfolder/summary.ts';
@@ -29,15 +30,7 @@ export class ReportError extends Error {
   override name = 'ReportError';
 }
 
-/** {a: {b: 1}, c: [1, 2]} -> a.b = 1, c = [1, 2] (arrays are leaves). */
-export function flatten(obj: unknown, prefix = '', out = new Map<string, unknown>()): Map<string, unknown> {
-  if (isObj(obj)) {
-    for (const [k, v] of Object.entries(obj)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
-  } else if (prefix) {
-    out.set(prefix, obj);
-  }
-  return out;
-}
+export { flatten };
 
 /** `quiet`: no note for a torn last metrics line (a first pass that only checks the files reads them twice). */
 export function readRun(dir: string, quiet = false): RunRecord {

@@ -11,6 +11,7 @@ import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
 import { loadRunData } from '../components/index.ts';
 import type { SweepPlan } from './plan.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
 
 export const BASELINES_FILE = 'baselines.json';
 
@@ -24,6 +25,10 @@ export interface SweepBaselines {
   test_size: number;
   seeds: BaselineFigures[];
 }
+
+/** The model keys the untrained encoder depends on: what baselines.json records, and what must match to keep it. */
+const MODEL_KEYS = ['arch', 'dim', 'depth', 'patch_size', 'heads', 'mlp_ratio'] as const;
+const modelOf = (m: ResolvedRunConfig['model']) => Object.fromEntries(MODEL_KEYS.map((k) => [k, m[k]])) as SweepBaselines['model'];
 
 export function baselinesPath(plan: Pick<SweepPlan, 'dir'>): string {
   return join(plan.dir, BASELINES_FILE);
@@ -43,8 +48,8 @@ function writtenBaselines(plan: SweepPlan, ds?: Dataset): Map<number, BaselineFi
   } catch {
     return out;
   }
-  const m = first.config.model;
-  const sameModel = file.model && (['arch', 'dim', 'depth', 'patch_size', 'heads', 'mlp_ratio'] as const).every((k) => file.model![k] === m[k]);
+  const m = modelOf(first.config.model);
+  const sameModel = file.model && MODEL_KEYS.every((k) => file.model![k] === m[k]);
   if (file.dataset !== first.config.data.name || file.image_size !== first.config.data.image_size || !sameModel || !Array.isArray(file.seeds)) return out;
   const d = first.config.data;
   const sizes = ds ? [ds.train.n, ds.test.n] : [d.train_size, d.test_size];
@@ -87,13 +92,14 @@ export async function writeSweepBaselines(
     seeds.push(f);
     opts.onSeed?.(seed, f);
   }
-  const { arch, dim, depth, patch_size, heads, mlp_ratio } = first.config.model;
+  const model = modelOf(first.config.model);
+  const { arch, dim, depth, patch_size } = model;
   const out: SweepBaselines = {
     dataset: first.config.data.name,
     image_size: first.config.data.image_size,
     // the label's format is parsed back for files older than `model` (src/report/baselines.ts)
     arch: `${arch} (dim ${dim}, depth ${depth}, patch ${patch_size})`,
-    model: { arch, dim, depth, patch_size, heads, mlp_ratio },
+    model,
     train_size: ds.train.n,
     test_size: ds.test.n,
     seeds: seeds.sort((a, b) => a.seed - b.seed),

@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { ConfigError, deepMerge, nest, validateConfig } from '../config/load.ts';
+import { ConfigError, deepMerge, flatten, nest, validateConfig } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
 import { InputError } from '../config/errors.ts';
@@ -72,16 +72,7 @@ export function findSweepFile(arg: string): string {
 
 /** The leaf keys of the run config, dotted (`optim.base_lr`); `seed` is set by `seeds`. */
 export function configLeafKeys(): string[] {
-  const out: string[] = [];
-  const walk = (o: Obj, prefix: string) => {
-    for (const [k, v] of Object.entries(o)) {
-      const key = prefix ? `${prefix}.${k}` : k;
-      if (isObj(v)) walk(v, key);
-      else out.push(key);
-    }
-  };
-  walk(DEFAULTS as unknown as Obj, '');
-  return out;
+  return [...flatten(DEFAULTS).keys()];
 }
 
 export { nest };

@@ -4,7 +4,7 @@
  * hash is the config's: the same config always lands in the same folder. No TensorFlow.js here.
  */
 import { join } from 'node:path';
-import { buildConfig, configHash, parseSet } from '../config/load.ts';
+import { buildConfig, configHash, flatten, parseSet } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
@@ -74,12 +74,6 @@ export function expandGrid(grid: Grid): Record<string, unknown>[] {
     combos = next;
   }
   return combos;
-}
-
-/** {a: {b: 1, c: [2]}} -> ['a.b', 'a.c'] (lists are values). */
-function dottedKeys(obj: unknown, prefix = ''): string[] {
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj) || Object.keys(obj).length === 0) return prefix ? [prefix] : [];
-  return Object.entries(obj).flatMap(([k, v]) => dottedKeys(v, prefix ? `${prefix}.${k}` : k));
 }
 
 export function parseOptimizerFlag(v: string): OptimizerName[] {
@@ -155,7 +149,7 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
     // every dotted key the --set gives: one, or those of a section it sets (--set 'optim={base_lr: 1}')
     let keys: string[];
     try {
-      keys = dottedKeys(parseSet(s));
+      keys = [...flatten(parseSet(s)).keys()];
     } catch {
       keys = [s.slice(0, Math.max(0, s.indexOf('='))).trim()]; // buildConfig says what is wrong with it
     }
