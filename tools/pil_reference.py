@@ -162,6 +162,19 @@ def main():
         crops.append({'h': h, 'w': w, 'n': len(boxes), 'pairs': pairs,
                       'mean_top': float(np.mean([b[0] for b in boxes])), 'mean_left': float(np.mean([b[1] for b in boxes]))})
 
+    # main_lincls.py's val transform, Resize(size) + CenterCrop(size) on a PIL image (what an image
+    # folder's cache holds: src/data/imagefolder.ts), shrinking and enlarging, wide, tall and square;
+    # drawn from a generator of its own, so the sections above do not change when this one does
+    erng = np.random.default_rng(args.seed + 1)
+    eval_images = [random_image(erng, h, w, c) for (h, w, c) in
+                   [(48, 64, 3), (64, 48, 3), (50, 50, 3), (37, 91, 3), (91, 37, 1), (17, 23, 3), (120, 33, 3), (21, 20, 3)]]
+    eval_crops = []
+    for a in eval_images:
+        h, w, c = a.shape
+        for size in sorted({int(erng.integers(3, min(h, w) + 1)), min(h, w), min(h, w) + int(erng.integers(1, 30)), 18}):
+            out = T.CenterCrop(size)(T.Resize(size, interpolation=InterpolationMode.BILINEAR)(to_pil(a)))
+            eval_crops.append({'h': h, 'w': w, 'c': c, 'data': b64(a), 'size': size, 'out': b64(from_pil(out, c))})
+
     fixture = {
         'generator': 'tools/pil_reference.py',
         'versions': {'pillow': PIL.__version__, 'torchvision': torchvision.__version__, 'torch': torch.__version__, 'numpy': np.__version__},
@@ -171,10 +184,11 @@ def main():
         'views': views,
         'normalize': {'mean': mean, 'std': std, 'table': b64(table)},
         'crops': crops,
+        'eval_crops': eval_crops,
     }
     with gzip.open(args.out, 'wt') as f:
         json.dump(fixture, f, separators=(',', ':'))
-    print(f'{args.out}: {len(images)} images, {len(ops)} single ops, {len(views)} views '
+    print(f'{args.out}: {len(images)} images, {len(ops)} single ops, {len(views)} views, {len(eval_crops)} eval crops '
           f'(Pillow {PIL.__version__}, torchvision {torchvision.__version__})')
 
 

@@ -85,12 +85,6 @@ export interface ViewParams {
   flip: boolean;
 }
 
-/** Python's round(): halves go to the even neighbour. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
 /** torchvision RandomResizedCrop.get_params: 10 tries of uniform area and log-uniform ratio, then a centre crop. */
 export function sampleCropBox(rng: Rng, height: number, width: number, scale: [number, number], ratio: [number, number] = CROP_RATIO): CropBox {
   const area = height * width;
@@ -99,8 +93,8 @@ export function sampleCropBox(rng: Rng, height: number, width: number, scale: [n
   for (let t = 0; t < 10; t++) {
     const target = area * rng.range(scale[0], scale[1]);
     const aspect = Math.exp(rng.range(logLo, logHi));
-    const w = roundHalfEven(Math.sqrt(target * aspect));
-    const h = roundHalfEven(Math.sqrt(target / aspect));
+    const w = pil.roundHalfEven(Math.sqrt(target * aspect));
+    const h = pil.roundHalfEven(Math.sqrt(target / aspect));
     if (w > 0 && w <= width && h > 0 && h <= height) {
       return { top: rng.int(height - h + 1), left: rng.int(width - w + 1), height: h, width: w };
     }
@@ -108,8 +102,8 @@ export function sampleCropBox(rng: Rng, height: number, width: number, scale: [n
   const inRatio = width / height;
   let w = width;
   let h = height;
-  if (inRatio < Math.min(...ratio)) h = roundHalfEven(w / Math.min(...ratio));
-  else if (inRatio > Math.max(...ratio)) w = roundHalfEven(h * Math.max(...ratio));
+  if (inRatio < Math.min(...ratio)) h = pil.roundHalfEven(w / Math.min(...ratio));
+  else if (inRatio > Math.max(...ratio)) w = pil.roundHalfEven(h * Math.max(...ratio));
   return { top: Math.floor((height - h) / 2), left: Math.floor((width - w) / 2), height: h, width: w };
 }
 
@@ -417,7 +411,7 @@ export function viewTensors({ v1, v2 }: { v1: Float32Array; v2: Float32Array }, 
 export function evalBox(h: number, w: number, S: number): CropBox {
   if (Math.min(h, w) <= S) return { top: 0, left: 0, height: h, width: w };
   const side = Math.max(1, Math.round((Math.min(h, w) * 224) / 256));
-  return { top: roundHalfEven((h - side) / 2), left: roundHalfEven((w - side) / 2), height: side, width: side };
+  return { top: pil.roundHalfEven((h - side) / 2), left: pil.roundHalfEven((w - side) / 2), height: side, width: side };
 }
 
 /** The un-augmented view: the evaluation box (`evalBox`) resized to S as PIL does, gray -> 3 channels, normalised. */

@@ -5,10 +5,12 @@
  * sorted sub-folder names of train/, a label is the index of its class in that list, and val/ must use the
  * same class set (it may lack some).
  *
- * Decoding. Every image is decoded once with sharp (libvips): EXIF orientation applied (`.rotate()`), alpha
- * dropped as PIL's `convert('RGB')` does (the colour under a transparent pixel is kept, not composited on a
- * background), grey and CMYK converted to sRGB, then `resize(side, side, {fit: 'cover'})` (shorter side to
- * `side`, centre crop) and stored as uint8 HWC. The side is round(S * 256 / 224) for a training size S
+ * Decoding. Every image is decoded once with sharp (libvips) at full resolution: EXIF orientation applied
+ * (`.rotate()`), alpha dropped as PIL's `convert('RGB')` does (the colour under a transparent pixel is kept,
+ * not composited on a background), grey and CMYK converted to sRGB. It is then resized and cropped as
+ * torchvision's `Resize(side)` + `CenterCrop(side)` on a PIL image (shorter side to `side` with Pillow's
+ * antialiased bilinear filter, the centred square kept; src/data/pil.ts `resizeCenterCrop`, byte-equal to
+ * Pillow) and stored as uint8 HWC. The side is round(S * 256 / 224) for a training size S
  * (`data.image_size`): the ImageNet 256/224 convention, 256 px for S = 224. If the folder's images are
  * already smaller (the median shorter side of up to 64 train images sampled evenly), the side is that median,
  * but never below S: small images are not blown up beyond what the training size needs.
@@ -26,7 +28,7 @@
  * ~/.moco3/data). Little-endian:
  *
  *   0   8  magic "MOCO3IMG"                     40  32 fingerprint: sha256 of the class list and of every
- *   8   4  format version (1)                          file's relative path, size and mtime, in stored order
+ *   8   4  format version (2)                          file's relative path, size and mtime, in stored order
  *   12  4  header length H (multiple of 64)     72  24 per-channel mean, 3 x float64, [0,1] scale
  *   16  4  n images                              96  24 per-channel std, 3 x float64
  *   20  4  side                                  120  8 first 8 bytes of sha256 of the rest of the header
@@ -54,12 +56,13 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'] as const;
 export const CACHE_MAGIC = 'MOCO3IMG';
-export const CACHE_VERSION = 1;
+export const CACHE_VERSION = 2; // 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
 const FIXED_HEADER = 128;
 const MAX_IN_MEMORY = 2 ** 32 - 1; // the largest Uint8Array in Node 20
 const PROBE_SAMPLES = 64;
@@ -68,7 +71,7 @@ const PROBE_SAMPLES = 64;
 export interface ImageDecoder {
   /** width and height with EXIF orientation applied, from the header only */
   probe(file: string): Promise<{ width: number; height: number }>;
-  /** oriented, RGB, cover-resized to side x side: side*side*3 bytes, HWC */
+  /** oriented, RGB, Resize(side) + CenterCrop(side) as torchvision: side*side*3 bytes, HWC */
   decode(file: string, side: number): Promise<Uint8Array>;
 }
 
@@ -88,17 +91,16 @@ export const sharpDecoder: ImageDecoder = {
   },
   async decode(file, side) {
     const sharp = await loadSharp();
+    // full resolution, alpha dropped before any resampling (a resize in libvips would premultiply by
+    // alpha and blacken fully transparent pixels); the resize and crop are Pillow's (src/data/pil.ts)
     const { data, info } = await sharp(file, { failOn: 'error', sequentialRead: true })
       .rotate()
       .removeAlpha()
-      .resize(side, side, { fit: 'cover', position: 'centre' })
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
-    if (info.width !== side || info.height !== side || info.channels !== 3) {
-      throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}, expected ${side}x${side}x3`);
-    }
-    return data;
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
+    return resizeCenterCrop(data, info.width, info.height, 3, side);
   },
 };
 

@@ -142,6 +142,74 @@ export function resizedCrop(
   }
 }
 
+/** Python's round(): halves go to the even neighbour. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * torchvision's `Resize(size)` + `CenterCrop(size)` on a PIL image of w x h: the shorter side resized to
+ * `size` and the longer to trunc(size * long / short) with Pillow's bilinear filter (antialiased when
+ * shrinking; a side that keeps its length is not resampled, as Pillow skips that pass), then the centred
+ * size x size square, its offsets rounded half to even as torchvision's center_crop. Only the kept pixels
+ * are computed, each exactly as Pillow computes it: the horizontal pass over the input rows the kept rows
+ * read, into uint8, then the vertical pass. Returns size*size*c bytes.
+ */
+export function resizeCenterCrop(src: Uint8Array, w: number, h: number, c: number, size: number): Uint8Array {
+  const ow = w <= h ? size : Math.trunc((size * w) / h);
+  const oh = w <= h ? Math.trunc((size * h) / w) : size;
+  const top = roundHalfEven((oh - size) / 2);
+  const left = roundHalfEven((ow - size) / 2);
+  const out = new Uint8Array(size * size * c);
+  const half = 1 << (PRECISION_BITS - 1);
+  const cy = oh !== h ? resampleCoeffs(h, oh) : null;
+  // input rows the kept output rows read (the filter's bounds grow with the output row)
+  const yFirst = cy ? cy.bounds[top * 2]! : top;
+  const last = top + size - 1;
+  const yLast = cy ? cy.bounds[last * 2]! + cy.bounds[last * 2 + 1]! : top + size;
+  const rowLen = size * c;
+  let mid: Uint8Array; // rows yFirst..yLast of the width-resized image, the kept columns only
+  if (ow !== w) {
+    const { bounds, kk, ksize } = resampleCoeffs(w, ow);
+    mid = new Uint8Array((yLast - yFirst) * rowLen);
+    for (let y = yFirst; y < yLast; y++) {
+      const row = y * w * c;
+      const o = (y - yFirst) * rowLen;
+      for (let xx = 0; xx < size; xx++) {
+        const xmin = bounds[(left + xx) * 2]!;
+        const xmax = bounds[(left + xx) * 2 + 1]!;
+        const kb = (left + xx) * ksize;
+        for (let ch = 0; ch < c; ch++) {
+          let ss = half;
+          for (let x = 0; x < xmax; x++) ss += src[row + (x + xmin) * c + ch]! * kk[kb + x]!;
+          mid[o + xx * c + ch] = clip8(ss);
+        }
+      }
+    }
+  } else {
+    mid = new Uint8Array((yLast - yFirst) * rowLen);
+    for (let y = yFirst; y < yLast; y++) mid.set(src.subarray((y * w + left) * c, (y * w + left + size) * c), (y - yFirst) * rowLen);
+  }
+  if (!cy) {
+    out.set(mid.subarray((top - yFirst) * rowLen, (top - yFirst + size) * rowLen));
+    return out;
+  }
+  const { bounds, kk, ksize } = cy;
+  for (let yy = 0; yy < size; yy++) {
+    const ymin = bounds[(top + yy) * 2]! - yFirst;
+    const ymax = bounds[(top + yy) * 2 + 1]!;
+    const kb = (top + yy) * ksize;
+    const o = yy * rowLen;
+    for (let xc = 0; xc < rowLen; xc++) {
+      let ss = half;
+      for (let y = 0; y < ymax; y++) ss += mid[(y + ymin) * rowLen + xc]! * kk[kb + y]!;
+      out[o + xc] = clip8(ss);
+    }
+  }
+  return out;
+}
+
 /** Pillow's ImagingBlend(in1, in2, alpha) into in2's place: in1 + alpha * (in2 - in1), C float. */
 function blendValue(in1: number, in2: number, alpha: number): number {
   const t = f32(in1 + f32(alpha * (in2 - in1)));

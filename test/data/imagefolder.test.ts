@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cacheSideFor, gatherBatch, loadDataset, loadImageFolder, sharpDecoder, type DataSpec, type Dataset, type ImageDecoder, type ImageFolderOptions } from '../../src/data/index.ts';
+import { resizeCenterCrop } from '../../src/data/pil.ts';
 import { DataError } from '../../src/data/types.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -228,6 +229,38 @@ test('imagefolder: classes, labels, cover-resize, orientation, alpha, mean/std; 
     // through loadDataset, with the training size the train loop passes today
     const viaIndex = await loadDataset({ name: 'imagefolder', path: root, trainSize: null, testSize: null, numClasses: 3, seed: 0, syntheticImageSize: 16 });
     assert.deepEqual(viaIndex.train.images, ds.train.images);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("imagefolder: the cache holds torchvision's Resize + CenterCrop of the image; transparent pixels keep their colour", async () => {
+  const root = tempDir('moco3-imagefolder-');
+  try {
+    // 64x40 RGBA: a colour pattern, every other column fully transparent; and a 30x50 palette-free RGB
+    const w = 64;
+    const h = 40;
+    const rgba = Buffer.alloc(w * h * 4);
+    const rgb = Buffer.alloc(w * h * 3);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const px = [(x * 7 + y * 3) & 255, (x * x + y) & 255, 255 - ((y * 5) & 255)];
+        rgb.set(px, (y * w + x) * 3);
+        rgba.set([...px, x % 2 ? 0 : 255], (y * w + x) * 4);
+      }
+    }
+    const tall = Buffer.from(new Uint8Array(30 * 50 * 3).map((_, i) => (i * 37) & 255));
+    for (const split of ['train', 'val']) {
+      mkdirSync(join(root, split, 'a'), { recursive: true });
+      mkdirSync(join(root, split, 'b'), { recursive: true });
+      await raw(rgba, w, h, 4).png().toFile(join(root, split, 'a', 'x.png'));
+      await raw(tall, 30, 50).png().toFile(join(root, split, 'b', 'y.png'));
+    }
+    const ds = await loadImageFolder(spec(root), quiet());
+    const side = 18;
+    const cached = (i: number) => gatherBatch(ds.train, [i]).data;
+    assert.deepEqual(cached(0), resizeCenterCrop(new Uint8Array(rgb), w, h, 3, side));
+    assert.deepEqual(cached(1), resizeCenterCrop(new Uint8Array(tall), 30, 50, 3, side));
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

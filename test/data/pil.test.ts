@@ -18,6 +18,7 @@ interface Fixture {
   views: Array<{ image: number; size: number; params: Omit<ViewParams, 'crop'> & { top: number; left: number; height: number; width: number }; out: string }>;
   normalize: { mean: number[]; std: number[]; table: string };
   crops: Array<{ h: number; w: number; n: number; pairs: Record<string, number>; mean_top: number; mean_left: number }>;
+  eval_crops: Array<{ h: number; w: number; c: number; data: string; size: number; out: string }>;
 }
 
 const fx = JSON.parse(gunzipSync(readFileSync(new URL('./fixture/pil-reference.json.gz', import.meta.url))).toString()) as Fixture;
@@ -97,6 +98,35 @@ test('whole views in the official order (crop, jitter in random order, gray, blu
   }
   assert.deepEqual(bad.slice(0, 10), [], `${bad.length} of ${fx.views.length} views differ`);
   assert.ok(fx.views.some((v) => v.params.jitter && v.params.blur && v.params.solarize && v.params.flip), 'fixture has views with every op');
+});
+
+test('Resize(size) + CenterCrop(size), the image-folder cache, equals torchvision byte for byte', () => {
+  assert.ok(fx.eval_crops.length >= 24);
+  const kinds = new Set<string>();
+  for (const e of fx.eval_crops) {
+    const got = pil.resizeCenterCrop(bytes(e.data), e.w, e.h, e.c, e.size);
+    const want = bytes(e.out);
+    assert.equal(firstDiff(got, want), 'equal', `${e.w}x${e.h}x${e.c} -> ${e.size}`);
+    kinds.add(e.size < Math.min(e.w, e.h) ? 'shrink' : e.size > Math.min(e.w, e.h) ? 'enlarge' : 'keep');
+  }
+  assert.deepEqual([...kinds].sort(), ['enlarge', 'keep', 'shrink']);
+});
+
+test('Resize + CenterCrop by hand: halving averages 1-3-3-1; odd margins round half to even', () => {
+  // 8x4 grey, columns 0..7 = 0, 16, ..., 112, rows equal: Resize(2) -> 4x2, each output column the
+  // (1, 3, 3, 1)/8 average of four inputs (two at the edges, renormalised), then the centre 2 columns
+  const w = 8;
+  const h = 4;
+  const src = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) src[y * w + x] = 16 * x;
+  // output columns of the 4-wide resize: 0: (0*3 + 16*3 + 32*1)/7 (input -1 is cut), 1: (16 + 3*32 + 3*48 + 64)/8, ...
+  const col = (xx: number) => Math.round((16 * (2 * xx - 1) * 1 + 16 * 2 * xx * 3 + 16 * (2 * xx + 1) * 3 + 16 * (2 * xx + 2) * 1) / 8);
+  assert.deepEqual(Array.from(pil.resizeCenterCrop(src, w, h, 1, 2)), [col(1), col(2), col(1), col(2)]);
+  // no resize (the shorter side is already the size): the centre crop alone, left = round(5 / 2) = 2 (half to even)
+  const wide = new Uint8Array(7 * 2).map((_, i) => i);
+  assert.deepEqual(Array.from(pil.resizeCenterCrop(wide, 7, 2, 1, 2)), [2, 3, 9, 10]);
+  const wider = new Uint8Array(9 * 2).map((_, i) => i); // round(7 / 2) = 4
+  assert.deepEqual(Array.from(pil.resizeCenterCrop(wider, 9, 2, 1, 2)), [4, 5, 13, 14]);
 });
 
 test('ToTensor + Normalize table equals torchvision float32 for every byte value', () => {
