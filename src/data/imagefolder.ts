@@ -153,7 +153,21 @@ const dataDir = () => process.env.MOCO3_DATA || join(homedir(), '.moco3', 'data'
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
 const align64 = (x: number) => Math.ceil(x / 64) * 64;
 const isImage = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
-const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+/**
+ * Python's string order (torchvision sorts class and file names with `sorted`): by code point. JavaScript's
+ * `<` compares UTF-16 code units, which puts a character beyond U+FFFF (a surrogate pair) before U+E000-U+FFFF;
+ * mapping surrogates above that range restores the code-point order.
+ */
+export function byName(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+const codePointRank = (u: number) => (u >= 0xd800 && u <= 0xdfff ? u + 0x2000 : u >= 0xe000 ? u - 0x800 : u);
 
 /** The cache side for training size S: round(S*256/224), or the folder's median shorter side if that is smaller, but at least S. */
 export function cacheSideFor(imageSize: number, medianShorterSide: number | null): number {
@@ -377,6 +391,11 @@ function removeStaleTemps(dir: string, base: string): void {
 
 function decodeError(file: string, e: unknown): DataError {
   if (e instanceof DataError) return e;
+  try {
+    accessSync(file, fsConstants.R_OK); // a file that cannot be read is not a corrupt image
+  } catch (a) {
+    return new DataError(`${file}: cannot read the file (${oneLine((a as Error).message)})`);
+  }
   return new DataError(`${file}: could not be decoded as an image (${oneLine(e instanceof Error ? e.message : String(e))})`);
 }
 

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cacheSideFor, gatherBatch, loadDataset, loadImageFolder, sharpDecoder, type DataSpec, type Dataset, type ImageDecoder, type ImageFolderOptions } from '../../src/data/index.ts';
+import { byName } from '../../src/data/imagefolder.ts';
 import { resizeCenterCrop } from '../../src/data/pil.ts';
 import { DataError } from '../../src/data/types.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -341,6 +342,14 @@ test('imagefolder: the cache goes under the data directory when PATH cannot take
   }
 });
 
+test("imagefolder: classes are in Python's sorted order (code points), as torchvision's", () => {
+  // UTF-16 code units would put U+1F600 (a surrogate pair) before U+FF5A
+  const names = ['\u{ff5a}', 'a', '\u{1f600}', 'B', '\u{e9}', 'ab', '\u{ffff}', '\u{10000}'];
+  const python = ['B', 'a', 'ab', '\u{e9}', '\u{ff5a}', '\u{ffff}', '\u{10000}', '\u{1f600}']; // sorted() in Python 3
+  assert.deepEqual([...names].sort(byName), python);
+  assert.equal(byName('x', 'x'), 0);
+});
+
 test('imagefolder: errors are one-line DataErrors naming the file', async () => {
   const root = await makeFolder();
   try {
@@ -371,6 +380,18 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     await rejectsData(loadImageFolder(spec(root), quiet()), new RegExp(`${bad}: could not be decoded`)); // found by the side probe or the decode
     const cache = join(root, '.moco3-cache');
     assert.deepEqual(existsSync(cache) ? readdirSync(cache) : [], []);
+    rmSync(bad);
+
+    // a file that is gone (or unreadable) by the time it is decoded is said to be unreadable, not corrupt
+    const gone = join(root, 'train', 'zebra', 'b.png');
+    const vanishing: ImageDecoder = {
+      probe: (f) => sharpDecoder.probe(f),
+      decode: (f, side) => {
+        if (f === gone) rmSync(gone);
+        return sharpDecoder.decode(f, side);
+      },
+    };
+    await rejectsData(loadImageFolder(spec(root), quiet({ decoder: vanishing, side: 18 })), new RegExp(`${gone}: cannot read the file \\(ENOENT`));
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
