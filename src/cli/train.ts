@@ -60,19 +60,38 @@ export function trainCommand(): Command {
       const made = !existsSync(runDir);
       const held = acquireLock(runDir, 'train');
       if (held) throw new UsageError(`${runDir}: is being trained by pid ${held.pid} on ${held.host} (since ${held.since}); wait for it to end, or stop it first`);
-      try {
-        await trainLocked(f, c, runDir, dumpViews);
-      } finally {
+      const leave = () => {
         releaseLock(runDir);
         // a run that failed before it began (nothing written): no empty folder left behind
         if (made && existsSync(runDir) && readdirSync(runDir).length === 0) rmSync(runDir, { recursive: true, force: true });
+      };
+      // until the run's own handlers take over, a signal (Ctrl-C while the data loads or an image
+      // folder's cache is built) ends the command at once, its lock released and its new folder removed
+      const early = (sig: NodeJS.Signals) => {
+        process.stderr.write(`\nmoco3: ${sig}: stopped before training began\n`);
+        process.exit(130);
+      };
+      const dropEarly = () => {
+        for (const sig of STOP_SIGNALS) process.off(sig, early);
+      };
+      for (const sig of STOP_SIGNALS) process.on(sig, early);
+      process.on('exit', leave);
+      try {
+        await trainLocked(f, c, runDir, dumpViews, dropEarly);
+      } finally {
+        dropEarly();
+        process.off('exit', leave);
+        leave();
       }
     });
   return cmd;
 }
 
+/** Ctrl-C, `kill` and a closed terminal. */
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 /** The body of `moco3 train`, with the run folder's lock held. */
-async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, dumpViews: number): Promise<void> {
+async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, dumpViews: number, dropEarlySignals: () => void): Promise<void> {
   // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
   const { initBackend } = await import('../engine/backend.ts');
   const { trainRun } = await import('../train/loop.ts');
@@ -128,7 +147,8 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   }
   let stop = false;
   // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  const signals = STOP_SIGNALS;
+  dropEarlySignals();
   const onSig = (sig: NodeJS.Signals) => {
     if (stop) process.exit(130);
     stop = true;

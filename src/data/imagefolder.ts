@@ -54,7 +54,7 @@
  */
 import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
-import { availableParallelism, homedir, totalmem } from 'node:os';
+import { availableParallelism, homedir, hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
@@ -363,29 +363,51 @@ function canWrite(dir: string): boolean {
   }
 }
 
-/** Remove temporary files of `base` left by processes that no longer run. */
-function removeStaleTemps(dir: string, base: string): void {
+/** This machine's name as it goes into a temporary cache file's name. */
+const hostTag = () => hostname().replace(/[^A-Za-z0-9.-]/g, '_') || 'host';
+
+/** A cache being written elsewhere grows all the time; one untouched this long was left by a process that died. */
+export const FOREIGN_TEMP_STALE_MS = 60 * 60 * 1000;
+
+/**
+ * Remove the temporary cache files (`.<split>-<side>.bin.<host>.<pid>.tmp`, any split and side) that
+ * processes which no longer run left behind: this machine's when their pid is gone; another machine's (a
+ * dataset folder shared over the network, several hosts building it at once), whose pids this one cannot
+ * see, only when untouched for FOREIGN_TEMP_STALE_MS, so a build in progress there is never cut short.
+ */
+function removeStaleTemps(dir: string): void {
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch {
     return;
   }
-  const re = new RegExp(`^\\.${base.replace(/[.]/g, '\\.')}\\.(\\d+)\\.tmp$`);
+  const host = hostTag();
   for (const name of names) {
-    const m = re.exec(name);
+    // the host part is absent in files of earlier versions
+    const m = /^\.(?:train|val|test)-\d+\.bin\.(?:(.+)\.)?(\d+)\.tmp$/.exec(name);
     if (!m) continue;
-    const pid = Number(m[1]);
-    let alive = pid === process.pid;
-    if (!alive) {
+    const pid = Number(m[2]);
+    let stale: boolean;
+    if (m[1] === host) {
+      stale = pid !== process.pid && !pidAlive(pid);
+    } else {
       try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch (e) {
-        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+        stale = Date.now() - statSync(join(dir, name)).mtimeMs > FOREIGN_TEMP_STALE_MS;
+      } catch {
+        stale = false;
       }
     }
-    if (!alive) rmSync(join(dir, name), { force: true });
+    if (stale) rmSync(join(dir, name), { force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -411,8 +433,9 @@ interface BuildContext {
 /** Decode every image of the split into `file` (temp name, then rename); returns the header written. */
 async function buildCache(listing: SplitListing, side: number, probe: number, file: string, dir: string, ctx: BuildContext): Promise<void> {
   const base = `${listing.name}-${side}.bin`;
-  removeStaleTemps(dir, base);
-  const tmp = join(dir, `.${base}.${process.pid}.tmp`);
+  removeStaleTemps(dir);
+  // host and pid in the name: builds of one shared folder on several machines never touch each other's file
+  const tmp = join(dir, `.${base}.${hostTag()}.${process.pid}.tmp`);
   const n = listing.files.length;
   const img = side * side * 3;
   const meta = { split: listing.name, classes: ctx.classes, source: ctx.source };
@@ -421,6 +444,22 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
   const dataOffset = H + align64(4 * n);
   const verbose = ctx.log !== null && n >= ctx.progressMin;
   if (verbose) ctx.log!(`imagefolder: caching ${listing.dir} (${n} images at ${side}x${side}) into ${file}`);
+  // a process that exits while building (Ctrl-C in train, an error elsewhere) leaves no partial cache
+  const dropTemp = () => rmSync(tmp, { force: true });
+  process.on('exit', dropTemp);
+  try {
+    await writeCache(listing, side, probe, tmp, ctx, { H, dataOffset, img, meta, verbose });
+    renameSync(tmp, file);
+  } finally {
+    process.off('exit', dropTemp);
+  }
+}
+
+async function writeCache(
+  listing: SplitListing, side: number, probe: number, tmp: string, ctx: BuildContext,
+  { H, dataOffset, img, meta, verbose }: { H: number; dataOffset: number; img: number; meta: CacheHeader['meta']; verbose: boolean },
+): Promise<void> {
+  const n = listing.files.length;
   const fd = openSync(tmp, 'w');
   let ok = false;
   try {
@@ -457,7 +496,6 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
     closeSync(fd);
     if (!ok) rmSync(tmp, { force: true });
   }
-  renameSync(tmp, file);
 }
 
 /** Run fn(0..count-1) with at most `limit` in flight; the first error stops new work and is thrown once all in flight are done. */

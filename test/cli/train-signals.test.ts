@@ -6,7 +6,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
@@ -108,4 +108,44 @@ test('train --dump-views N, stopped and resumed before step N: the file holds ev
   const c = readSafetensors(join(kept, 'views.safetensors'));
   assert.deepEqual([...c.tensors.keys()].sort(), [...a.tensors.keys()].sort());
   for (const [k, t] of a.tensors) assert.deepEqual(c.tensors.get(k)!.data, t.data, k);
+});
+
+test('train: Ctrl-C while an image folder is being cached ends at once: exit 130, no lock, no run folder, no partial cache', async () => {
+  const folder = join(root, 'images');
+  const sharp = (await import('sharp')).default;
+  for (const [split, n] of [['train', 10], ['val', 2]] as const) {
+    for (const cls of ['a', 'b']) {
+      mkdirSync(join(folder, split, cls), { recursive: true });
+      for (let i = 0; i < n; i++) {
+        const px = Buffer.from(new Uint8Array(12 * 12 * 3).map((_, j) => (j * (i + 3) + cls.charCodeAt(0)) & 255));
+        await sharp(px, { raw: { width: 12, height: 12, channels: 3 } }).png().toFile(join(folder, split, cls, `${i}.png`));
+      }
+    }
+  }
+  const out = join(root, 'cache-interrupted');
+  const marker = join(root, `.pause-${process.hrtime.bigint()}`);
+  // paused just before the train split's cache is renamed into place: the val split is built next
+  const env = { ...process.env, MOCO3_TEST_PAUSE: 'before-rename:1:\\.train-\\d+\\.bin\\..*\\.tmp$', MOCO3_TEST_MARKER: marker };
+  const args = ['train', ...tinyTrainArgs('data.train_size=20', 'data.test_size=4', 'data.num_classes=2'), '--data', `imagefolder:${folder}`, '--out', out];
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  let locked = false;
+  let release: NodeJS.Timeout | undefined;
+  const poll = setInterval(() => {
+    if (!existsSync(marker)) return;
+    clearInterval(poll);
+    locked = existsSync(join(out, '.lock'));
+    child.kill('SIGINT');
+    release = setTimeout(() => writeFileSync(`${marker}.go`, ''), 200);
+  }, 20);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearInterval(poll);
+  clearTimeout(release);
+  assert.ok(locked, 'the run folder is locked while its data loads');
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /SIGINT: stopped before training began/);
+  assert.equal(existsSync(out), false, 'the new run folder (and its lock) is gone');
+  const leftovers = readdirSync(join(folder, '.moco3-cache')).filter((f) => f.endsWith('.tmp'));
+  assert.deepEqual(leftovers, []);
 });

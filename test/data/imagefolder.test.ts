@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cacheSideFor, gatherBatch, loadDataset, loadImageFolder, sharpDecoder, type DataSpec, type Dataset, type ImageDecoder, type ImageFolderOptions } from '../../src/data/index.ts';
-import { byName } from '../../src/data/imagefolder.ts';
+import { byName, FOREIGN_TEMP_STALE_MS } from '../../src/data/imagefolder.ts';
 import { resizeCenterCrop } from '../../src/data/pil.ts';
 import { DataError } from '../../src/data/types.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -307,6 +307,35 @@ test('imagefolder: a changed folder or a corrupt cache is rebuilt', async () => 
     assert.equal(d4.decodes, 13);
     assert.deepEqual(ds4.train.images, ds.train.images);
     assert.deepEqual(readdirSync(join(root, '.moco3-cache')).sort(), ['train-18.bin', 'val-18.bin']); // no temp files left
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("imagefolder: a build removes dead processes' temporary caches of this machine, and another machine's only once it has stopped writing", async () => {
+  const root = await makeFolder();
+  try {
+    const cache = join(root, '.moco3-cache');
+    mkdirSync(cache);
+    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+    const dead = 2 ** 22 + 12345; // above Linux's pid_max: no such process
+    const temps = {
+      mineDead: `.val-40.bin.${host}.${dead}.tmp`, // another split and side than this build's
+      mineAlive: `.train-18.bin.${host}.${process.ppid}.tmp`,
+      otherFresh: `.train-18.bin.node-7.cluster.${process.pid}.tmp`, // a pid that lives here means nothing there
+      otherOld: `.train-18.bin.node-8.${dead}.tmp`,
+      legacyOld: `.test-18.bin.${dead}.tmp`,
+      notOurs: '.train-18.bin.x.tmp.keep',
+    };
+    for (const name of Object.values(temps)) writeFileSync(join(cache, name), 'partial');
+    const old = new Date(Date.now() - FOREIGN_TEMP_STALE_MS - 60_000);
+    utimesSync(join(cache, temps.otherOld), old, old);
+    utimesSync(join(cache, temps.legacyOld), old, old);
+    await loadImageFolder(spec(root), quiet());
+    assert.deepEqual(
+      readdirSync(cache).sort(),
+      [temps.mineAlive, temps.notOurs, temps.otherFresh, 'train-18.bin', 'val-18.bin'].sort(),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
