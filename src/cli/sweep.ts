@@ -273,10 +273,13 @@ export function sweepCommand(): Command {
         stop = true;
         process.stderr.write('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
       };
-      process.on('SIGINT', onSig);
-      process.on('SIGTERM', onSig);
-      const onUsr1 = launch.onUsr1;
-      if (onUsr1) process.on('SIGUSR1', onUsr1);
+      // HUP (a closed terminal) and, outside Slurm, USR1/USR2 (a scheduler's warning before its time limit)
+      // stop as TERM does: the supervisor forwards them all, and unhandled they would kill the process
+      // without a checkpoint (HUP, USR2) or open Node's inspector (USR1)
+      const onUsr1 = launch.onUsr1 ?? onSig;
+      const stopSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR2'];
+      for (const sig of stopSignals) process.on(sig, onSig);
+      process.on('SIGUSR1', onUsr1);
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       try {
@@ -309,9 +312,8 @@ export function sweepCommand(): Command {
         else if (r.failed.length) process.exitCode = 1;
       } finally {
         display.stop();
-        process.off('SIGINT', onSig);
-        process.off('SIGTERM', onSig);
-        if (onUsr1) process.off('SIGUSR1', onUsr1);
+        for (const sig of stopSignals) process.off(sig, onSig);
+        process.off('SIGUSR1', onUsr1);
       }
     });
   return cmd;

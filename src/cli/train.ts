@@ -8,7 +8,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
-import { acquireLock, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
@@ -87,14 +87,19 @@ export function trainCommand(): Command {
   return cmd;
 }
 
-/** Ctrl-C, `kill` and a closed terminal. */
-const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/**
+ * Ctrl-C, `kill`, a closed terminal, and USR1/USR2 (a scheduler's warning before its time limit; unhandled,
+ * USR1 would open Node's inspector and USR2 kill the process without a checkpoint).
+ */
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
 /** The body of `moco3 train`, with the run folder's lock held. */
 async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, dumpViews: number, dropEarlySignals: () => void): Promise<void> {
   // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
   const { initBackend } = await import('../engine/backend.ts');
   const { trainRun } = await import('../train/loop.ts');
+  // what killed processes left: their temporary files, and a checkpoint moved aside to be replaced
+  cleanStaleTemps(runDir);
   // a damaged status.json is an error, unless the run is started again anyway
   let st: ReturnType<typeof readStatus> = null;
   try {

@@ -56,6 +56,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pidAlive } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -399,15 +400,6 @@ function removeStaleTemps(dir: string): void {
       }
     }
     if (stale) rmSync(join(dir, name), { force: true });
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

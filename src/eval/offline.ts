@@ -47,11 +47,8 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
       if (!t) throw new CheckpointError(`${dir}/model.safetensors: missing tensor ${name}`);
       const want = model.torchShape(name);
       if (t.shape.join(',') !== want.join(',')) throw new CheckpointError(`${dir}/model.safetensors: ${name} has shape [${t.shape}], the model expects [${want}]`);
-      if (t.data instanceof BigInt64Array) {
-        throw new CheckpointError(`${dir}/model.safetensors: ${name} is stored as ${t.dtype}, expected F32`);
-      }
-      const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data as Int32Array);
-      const tt = tf.tensor(data, t.shape, 'float32');
+      if (t.dtype !== 'F32') throw new CheckpointError(`${dir}/model.safetensors: ${name} is stored as ${t.dtype}, expected F32`);
+      const tt = tf.tensor(t.data as Float32Array, t.shape, 'float32');
       model.assignTorch(name, tt);
       tt.dispose();
     }

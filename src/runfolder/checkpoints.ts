@@ -99,9 +99,31 @@ export function checkpointStep(runDir: string): number | null {
   return last && existsSync(join(root, last.dir, 'state.json')) ? last.step : null;
 }
 
+/**
+ * Put back a checkpoint that commitCheckpoint moved aside (`.step-<N>.old.<pid>.tmp`) to replace it with
+ * one of the same step, when its process was killed before the new folder took the name: last.json still
+ * names step-<N>, and the folder aside is the run's only complete copy of it. One whose replacement did
+ * take its place is left for the cleanup of dead processes' temporary folders.
+ */
+export function restoreAsideCheckpoints(ckptRoot: string): void {
+  if (!existsSync(ckptRoot)) return;
+  for (const d of readdirSync(ckptRoot)) {
+    const m = /^\.(step-\d+)\.old\.(\d+)\.tmp$/.exec(d);
+    if (!m) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    const aside = join(ckptRoot, d);
+    const final = join(ckptRoot, m[1]!);
+    if (existsSync(join(final, 'state.json')) || !existsSync(join(aside, 'state.json'))) continue;
+    rmSync(final, { recursive: true, force: true });
+    renameSync(aside, final);
+  }
+}
+
 /** Remove temporary folders of interrupted writes and older rolling checkpoints not in `keep`. */
 export function pruneCheckpoints(ckptRoot: string, keep: (step: number) => boolean, current: string): void {
   if (!existsSync(ckptRoot)) return;
+  restoreAsideCheckpoints(ckptRoot);
   for (const d of readdirSync(ckptRoot)) {
     const full = join(ckptRoot, d);
     if (d.startsWith('.') && d.endsWith('.tmp')) {

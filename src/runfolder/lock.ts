@@ -12,6 +12,7 @@
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { restoreAsideCheckpoints } from './checkpoints.ts';
 import { RUN_FILES } from './paths.ts';
 import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
 
@@ -151,7 +152,12 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
 
 const isMine = (l: LockInfo | null, mine: LockInfo) => l !== null && l.pid === mine.pid && l.host === mine.host && l.since === mine.since;
 
-const beats = new Map<string, { timer: NodeJS.Timeout; lost: boolean }>();
+const beats = new Map<string, { timer: NodeJS.Timeout; lost: boolean; mine: LockInfo }>();
+
+/** This process held a run's lock, and another process has taken the run over (see assertLockHeld). */
+export class LockLostError extends Error {
+  override name = 'LockLostError';
+}
 
 /**
  * Rewrite the lock's heartbeat every tenth of the timeout while this process holds it. A holder that
@@ -159,7 +165,7 @@ const beats = new Map<string, { timer: NodeJS.Timeout; lost: boolean }>();
  */
 function startHeartbeat(runDir: string, mine: LockInfo): void {
   stopHeartbeat(runDir);
-  const entry = { timer: undefined as unknown as NodeJS.Timeout, lost: false };
+  const entry = { timer: undefined as unknown as NodeJS.Timeout, lost: false, mine };
   const beat = () => {
     if (entry.lost) return;
     if (!isMine(readLock(runDir), mine)) {
@@ -188,6 +194,24 @@ export function lockLost(runDir: string): boolean {
   return beats.get(runDir)?.lost ?? false;
 }
 
+/**
+ * Before a write into a run folder whose lock this process took: the lock is still its own, read from the
+ * file now (a process frozen past the lock timeout wakes up with its heartbeat not yet run), or a
+ * LockLostError, so that nothing more is written into a run another process is training. A folder this
+ * process holds no lock on (a run trained without one, in tests) passes.
+ */
+export function assertLockHeld(runDir: string): void {
+  const b = beats.get(runDir);
+  if (!b) return;
+  const now = readLock(runDir);
+  if (!b.lost && isMine(now, b.mine)) return;
+  b.lost = true;
+  const by = now ? `pid ${now.pid} on ${now.host} (since ${now.since})` : 'another process';
+  throw new LockLostError(
+    `${runDir}: taken over by ${by} while this process was stopped past the lock timeout; this process wrote nothing more to the run, which is the other's now`,
+  );
+}
+
 export function releaseLock(runDir: string): void {
   stopHeartbeat(runDir);
   const l = readLock(runDir);
@@ -199,6 +223,7 @@ export function releaseLock(runDir: string): void {
  * (atomic writes) and `.<step>.<pid>.tmp` checkpoint folders of dead processes.
  */
 export function cleanStaleTemps(dir: string): void {
+  restoreAsideCheckpoints(join(dir, RUN_FILES.checkpoints));
   for (const d of [dir, join(dir, RUN_FILES.checkpoints)]) {
     if (!existsSync(d)) continue;
     for (const name of readdirSync(d)) {

@@ -74,19 +74,24 @@ export function readMetrics(path: string, onTorn?: (note: string) => void): Metr
   return [];
 }
 
-/** Keep the rows of steps <= step (resume from a checkpoint at `step`); torn lines go. */
+/**
+ * Keep the rows of steps <= step (resume from a checkpoint at `step`). A torn last line (a killed writer)
+ * goes; a damaged line before it is a RunFolderError, as when the file is read (parseMetrics): a resume
+ * never drops a row silently.
+ */
 export function truncateMetrics(runDir: string, step: number): void {
   const path = metricsPath(runDir);
   if (!existsSync(path)) return;
-  const keep = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((line) => {
-      if (!line.trim()) return false;
-      try {
-        return (JSON.parse(line) as { step: number }).step <= step;
-      } catch {
-        return false;
-      }
-    });
+  const text = readFileSync(path, 'utf8');
+  parseMetrics(text, path);
+  const keep = text.split('\n').filter((line) => {
+    if (!line.trim()) return false;
+    try {
+      const row = JSON.parse(line) as unknown;
+      return isObj(row) && (row as { step: number }).step <= step;
+    } catch {
+      return false; // the torn last line
+    }
+  });
   writeFileAtomic(path, keep.length ? `${keep.join('\n')}\n` : '');
 }

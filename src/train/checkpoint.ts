@@ -48,7 +48,9 @@ async function readAll(ts: tf.Tensor[]): Promise<tf.TypedArray[]> {
   }
 }
 
-function fromSt(t: StTensor): tf.Tensor {
+/** A stored tensor as float32, once its dtype is the one moco3 writes for it (`want`). */
+function fromSt(t: StTensor, file: string, name: string, want: 'F32' | 'I64' = 'F32'): tf.Tensor {
+  if (t.dtype !== want) throw new CheckpointError(`${file}: ${name} is stored as ${t.dtype}, expected ${want}`);
   const data = t.dtype === 'I64' ? Float32Array.from(t.data as BigInt64Array, (v) => Number(v)) : Float32Array.from(t.data as Float32Array | Int32Array);
   return tf.tensor(data, t.shape, 'float32');
 }
@@ -128,13 +130,23 @@ export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: C
     if (t.shape.join(',') !== want.join(',')) {
       throw new CheckpointError(`${dir}/model.safetensors: ${name} has shape [${t.shape}], the model expects [${want}]`);
     }
-    tf.tidy(() => v.assign(tf.cast(model.fromTorch(name, fromSt(t)), v.dtype)));
+    const st = fromSt(t, `${dir}/model.safetensors`, name, name.endsWith('num_batches_tracked') ? 'I64' : 'F32');
+    tf.tidy(() => v.assign(tf.cast(model.fromTorch(name, st), v.dtype)));
+    st.dispose();
   }
   const slots = readSafetensors(join(dir, 'optimizer.safetensors')).tensors;
   const loaded = new Map<string, tf.Tensor>();
   for (const [key, t] of slots) {
     const param = slotParam(key);
-    loaded.set(key, tf.tidy(() => (model.vars.has(param) ? model.fromTorch(param, fromSt(t)) : fromSt(t))));
+    let st: tf.Tensor;
+    try {
+      st = fromSt(t, `${dir}/optimizer.safetensors`, key);
+    } catch (e) {
+      for (const x of loaded.values()) x.dispose();
+      throw e;
+    }
+    loaded.set(key, tf.tidy(() => (model.vars.has(param) ? model.fromTorch(param, st) : tf.clone(st))));
+    st.dispose();
   }
   try {
     optimizer.loadState(loaded, state.optimizer, model.vars);

@@ -19,6 +19,7 @@ import { appendMetric, resetMetrics, truncateMetrics, type MetricRow } from '../
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
+import { assertLockHeld, LockLostError } from '../runfolder/lock.ts';
 import { StatusWriter, type RunStatus } from '../runfolder/status.ts';
 import { mergeSummary, readSummary, writeSummary, type Summary } from '../runfolder/summary.ts';
 import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts';
@@ -162,6 +163,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const ckptEvery = c.train.checkpoint_every;
     const autoCkptMs = (opts.checkpointSeconds ?? 120) * 1000;
     const checkpoint = async () => {
+      assertLockHeld(runDir);
       state.wall_s = wall();
       state.optimizer = optimizer.stateJson();
       const dir = await saveCheckpoint(ckptRoot, model, optimizer, state, { config_hash: hash });
@@ -182,6 +184,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     if (!resumed) {
       if (knnEvery !== null) {
         const k = await runKnn();
+        assertLockHeld(runDir);
         appendMetric(runDir, { step: 0, epoch: 0, knn_top1: k.top1, knn_top5: k.top5 });
       }
       // step 0: the initial weights (for checks against other implementations), after the step-0 kNN so a
@@ -240,6 +243,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       if (!finite) {
         outcome = 'diverged';
         divergedAt = state.step;
+        assertLockHeld(runDir);
         appendMetric(runDir, row);
         emit({ type: 'step', step: state.step, totalSteps, row });
         break;
@@ -250,19 +254,26 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         row.knn_top1 = k.top1;
         row.knn_top5 = k.top5;
       }
+      // another process that took the run over (this one was frozen past the lock timeout) owns it now
+      assertLockHeld(runDir);
       if (state.step % c.train.log_every === 0 || isLast || row.knn_top1 !== undefined) appendMetric(runDir, row);
       emit({ type: 'step', step: state.step, totalSteps, row });
       dump.flush(state.step);
       const due = ckptEvery !== null ? state.step % ckptEvery === 0 : performance.now() - lastCkptTime > autoCkptMs;
       if (due && !isLast) await checkpoint();
-      if (state.step % 10 === 0) status.running(state.step);
+      if (state.step % 10 === 0) {
+        assertLockHeld(runDir);
+        status.running(state.step);
+      }
       // the step's awaits resolve without giving Node a turn: yield so signal handlers (Ctrl-C) can run
       await new Promise<void>((r) => setImmediate(r));
     }
 
     // ---- teardown: final kNN, checkpoint, summary, linear probe, final status
     if (outcome === 'completed' && knnEvery === null) await runKnn();
-    await checkpoint();
+    // a diverged run keeps its last finite checkpoint: its non-finite weights are nothing to resume from, and
+    // a run killed before its final status, resumed, trains to the same divergence again
+    if (outcome !== 'diverged') await checkpoint();
     const summary: Summary = {
       status: outcome,
       steps: state.step,
@@ -289,6 +300,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     } catch {
       /* a damaged summary.json is replaced by this one */
     }
+    assertLockHeld(runDir);
     writeSummary(runDir, { ...evaluated, ...summary } as Summary);
     if (outcome === 'completed' && c.eval.linear.enabled) {
       emit({ type: 'phase', step: state.step, text: `linear probe: ${c.eval.linear.epochs} epochs on the frozen encoder` });
@@ -300,6 +312,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           onEpoch: (e) =>
             emit({ type: 'phase', step: state.step, text: `linear probe: epoch ${e.epoch}/${e.epochs}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(2)}% (${e.seconds.toFixed(0)} s)` }),
           check: () => {
+            assertLockHeld(runDir);
             if (opts.shouldStop?.()) throw new ProbeStopped();
           },
         });
@@ -310,14 +323,16 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         // stopped in the probe (Ctrl-C): the training is checkpointed at its last step; a resume runs the probe
         outcome = 'interrupted';
         summary.status = outcome;
+        assertLockHeld(runDir);
         mergeSummary(runDir, { status: outcome });
       }
     }
+    assertLockHeld(runDir);
     status.final(outcome, state.step, divergedAt);
     emit({ type: 'end', status: outcome, step: state.step, summary });
     return summary;
   } catch (err) {
-    if (started) {
+    if (started && !(err instanceof LockLostError)) {
       // status.json and summary.json tell the truth: failed, with the error. Best effort: on a full disk
       // these small writes may fail too, and the run's own error is the one to report.
       const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);

@@ -237,6 +237,18 @@ const cases: Case[] = [
     h[firstTensor(h)].dtype = 'F16';
     return h;
   }))]],
+  ['a float weight stored as I32 (4 bytes, as F32)', () => ['train', ...TINY, '--resume', '--out', damaged('m5b', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+    h[Object.keys(h).find((k) => k !== '__metadata__' && !k.endsWith('num_batches_tracked'))!].dtype = 'I32';
+    return h;
+  }))]],
+  ['an optimizer slot stored as I32', () => ['train', ...TINY, '--resume', '--out', damaged('m5c', (r) => withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
+    h[firstTensor(h)].dtype = 'I32';
+    return h;
+  }))]],
+  ['eval of a float weight stored as I32', () => ['eval', 'knn', damaged('m5d', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+    h[Object.keys(h).find((k) => k !== '__metadata__' && !k.endsWith('num_batches_tracked'))!].dtype = 'I32';
+    return h;
+  }))]],
   ['overlapping offsets', () => ['train', ...TINY, '--resume', '--out', damaged('m6', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
     const names = Object.keys(h).filter((k) => k !== '__metadata__');
     const [a, b] = [h[names[0]!], h[names[1]!]];

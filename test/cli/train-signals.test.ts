@@ -6,7 +6,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
@@ -38,7 +38,7 @@ function trainWith(signal: NodeJS.Signals | null, out: string, extra: string[] =
   }));
 }
 
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) {
   test(`train: ${signal} checkpoints after the current step, status interrupted, exit 130; --resume finishes the run`, async () => {
     const out = join(root, signal);
     const r = await trainWith(signal, out);
@@ -148,4 +148,51 @@ test('train: Ctrl-C while an image folder is being cached ends at once: exit 130
   assert.equal(existsSync(out), false, 'the new run folder (and its lock) is gone');
   const leftovers = readdirSync(join(folder, '.moco3-cache')).filter((f) => f.endsWith('.tmp'));
   assert.deepEqual(leftovers, []);
+});
+
+test('train --resume after a kill between the two renames that replace a checkpoint of the same step: the folder moved aside is put back', async () => {
+  const out = join(root, 'aside');
+  assert.equal((await trainWith(null, out)).code, 0);
+  const ckpts = join(out, 'checkpoints');
+  const last = JSON.parse(readFileSync(join(ckpts, 'last.json'), 'utf8')).dir as string;
+  // a resume of the finished run rewrote its last checkpoint and was killed after moving the old one aside,
+  // before putting the new one (complete, under its temporary name) in its place
+  const dead = 2 ** 22 + 4321;
+  renameSync(join(ckpts, last), join(ckpts, `.${last}.old.${dead}.tmp`));
+  cpSync(join(ckpts, `.${last}.old.${dead}.tmp`), join(ckpts, `.${last}.${dead}.tmp`), { recursive: true });
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...st, status: 'running' }));
+  const again = await trainWith(null, out, ['--resume']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(JSON.parse(readFileSync(join(out, 'status.json'), 'utf8')).status, 'completed');
+  assert.ok(existsSync(join(ckpts, last, 'state.json')));
+  assert.deepEqual(readdirSync(ckpts).filter((f) => f.endsWith('.tmp')), [], 'no temporary folder left');
+});
+
+test('train whose lock was taken over while it was frozen writes nothing more to the run: exit 1, the new holder left alone', async () => {
+  const out = join(root, 'taken');
+  const marker = join(root, `.pause-${process.hrtime.bigint()}`);
+  const env = { ...process.env, MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker, MOCO3_LOCK_TIMEOUT: '2' };
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  while (!existsSync(marker)) await new Promise((r) => setTimeout(r, 20));
+  // frozen (paused) past the timeout, the run was taken over by another host, which wrote its own status
+  const lock = { pid: 4242, host: 'other-host', proc_start: null, since: new Date().toISOString(), sweep: 'train', heartbeat: new Date().toISOString() };
+  writeFileSync(join(out, '.lock'), JSON.stringify(lock));
+  const status = JSON.stringify({ status: 'running', step: 2, host: 'other-host' });
+  writeFileSync(join(out, 'status.json'), status);
+  const checkpoints = readdirSync(join(out, 'checkpoints')).sort();
+  writeFileSync(`${marker}.go`, '');
+  const code = await closed;
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /taken over by pid 4242 on other-host .*wrote nothing more to the run/);
+  assert.equal(readFileSync(join(out, 'status.json'), 'utf8'), status, 'status.json is the new holder\'s');
+  assert.deepEqual(readdirSync(join(out, 'checkpoints')).sort(), checkpoints, 'no checkpoint written');
+  assert.equal(existsSync(join(out, 'summary.json')), false);
+  assert.deepEqual(JSON.parse(readFileSync(join(out, '.lock'), 'utf8')), lock);
+  // the row the paused append was writing is the last one
+  const rows = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
+  assert.ok(rows.length <= 3, `${rows.length} rows`);
 });

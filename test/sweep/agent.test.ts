@@ -110,14 +110,15 @@ test("locks across hosts: another host's lock is live while its heartbeat is fre
   }
 });
 
-test('SIGTERM twice (scancel: to the batch shell and to moco3) still checkpoints where it stopped', async () => {
-  const results = join(root, 'term');
+for (const signals of [['SIGTERM', 'SIGTERM'], ['SIGHUP'], ['SIGUSR2']] as const) {
+const what = signals.length === 2 ? 'SIGTERM twice (scancel: to the batch shell and to moco3)' : `${signals[0]} (a closed terminal, a scheduler's warning)`;
+test(`${what} still checkpoints where it stopped`, async () => {
+  const results = join(root, `stop-${signals.join('-')}`);
   const plan = planSweep(loadSweepFile(tinyFile), { results });
-  const marker = join(root, 'term-pause');
+  const marker = join(root, `pause-${signals.join('-')}`);
   const p = start(['sweep', tinyFile, '--json', '--backend', 'cpu', '--results', results], { MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker });
   await until('the first run to reach step 2', 90, () => existsSync(marker));
-  p.child.kill('SIGTERM');
-  p.child.kill('SIGTERM');
+  for (const sig of signals) p.child.kill(sig);
   writeFileSync(`${marker}.go`, '');
   const r = await p.done;
   assert.equal(r.code, 130, r.stderr);
@@ -126,3 +127,4 @@ test('SIGTERM twice (scancel: to the batch shell and to moco3) still checkpoints
   assert.ok(p.events.some((e) => e.type === 'checkpoint' && e.step === end.summary.steps), 'checkpointed at the step it stopped');
   assert.equal(readRunState(plan.runs[0]!.dir).checkpoint_step, end.summary.steps, 'no step lost');
 });
+}

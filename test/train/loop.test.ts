@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -113,6 +113,21 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   const rows = readMetrics(join(dir, 'metrics.jsonl'));
   assert.ok(Number.isNaN(rows.at(-1)!.loss as number));
   assert.equal(rows.at(-1)!.step, 3);
+});
+
+test('a diverged run keeps its last finite checkpoint; killed before its final status and resumed, it diverges at the same step', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
+  const dir = tmp();
+  await trainRun({ config: c, runDir: dir, backend, injectNanAtStep: 3 });
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'checkpoints', 'last.json'), 'utf8')).step, 2, 'no checkpoint of the non-finite weights');
+  // as if killed after the divergence, before status.json said so
+  const st = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'));
+  writeFileSync(join(dir, 'status.json'), JSON.stringify({ ...st, status: 'running', diverged_at: null }));
+  const again = await trainRun({ config: c, runDir: dir, backend, resume: true, injectNanAtStep: 3 });
+  assert.deepEqual([again.status, again.diverged_at], ['diverged', 3]);
+  const steps = readMetrics(join(dir, 'metrics.jsonl')).map((r) => Number(r.step));
+  assert.deepEqual(steps, [...new Set(steps)], 'every step once');
+  assert.equal(steps.at(-1), 3);
 });
 
 test('prefetched views (computed in the background while the previous step runs) give the same run, also when stopped and resumed', async () => {
