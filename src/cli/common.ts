@@ -37,6 +37,7 @@ export function parseDataFlag(v: string): { name: string; path: string | null } 
   if (!(DATASET_NAMES as readonly string[]).includes(name)) {
     throw new UsageError(`--data ${v}: unknown dataset '${name}' (expected one of: ${DATASET_NAMES.join(', ')})`);
   }
+  if (name === 'synthetic' && path !== null) throw new UsageError(`--data ${v}: the synthetic dataset is built in and reads no PATH (give --data synthetic)`);
   return { name, path };
 }
 

@@ -1,6 +1,5 @@
 /** `moco3 doctor`: which backend will run, how, and what is missing. */
 import { Command } from 'commander';
-import { existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { versionOf } from '../train/meta.ts';
 
@@ -68,9 +67,10 @@ export function doctorCommand(): Command {
         : 'augmentation: JavaScript pipeline (several times slower; the native addon above computes the same bytes)',
     );
     const { DATA_DIR, CIFAR, cifarFound } = await import('../data/cifar.ts');
-    const { fashionMnistDefaultDir } = await import('../data/fashion_mnist.ts');
-    const fm = fashionMnistDefaultDir();
-    say(`fashion-mnist: ${existsSync(fm) ? fm : 'not found — moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist'}`);
+    const { fashionMnistFound } = await import('../data/fashion_mnist.ts');
+    // found when all four files are there: a folder with a partial download is not
+    const fm = fashionMnistFound();
+    say(`fashion-mnist: ${fm ?? 'not found — moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist'}`);
     for (const kind of Object.values(CIFAR)) {
       say(`${kind.name}: ${cifarFound(kind, null) ?? `not found in ${DATA_DIR} — moco3 data fetch ${kind.name}`}`);
     }

@@ -137,9 +137,9 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
   }
   const { loadRunData } = await import('../components/index.ts');
-  const { checkFillsBatch } = await import('../train/loop.ts');
+  const { checkRunData } = await import('../train/loop.ts');
   const dataset = await loadRunData(c);
-  checkFillsBatch(dataset, c.optim.batch_size);
+  checkRunData(dataset, c.optim.batch_size);
   const backend = await initBackend(c.train.backend as BackendName);
   if (f.force && previous) {
     // the run's files, not the folder: the folder holds this process's lock

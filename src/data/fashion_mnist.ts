@@ -54,6 +54,11 @@ export function fashionMnistFile(dir: string, base: string): string | null {
   return candidateFiles(dir, base).find((p) => existsSync(p)) ?? null;
 }
 
+/** The folder the reader takes when every one of the four files is in it, or null (a partial download is none). */
+export function fashionMnistFound(dir: string = fashionMnistDefaultDir()): string | null {
+  return Object.values(FILES).every((base) => fashionMnistFile(dir, base) !== null) ? dir : null;
+}
+
 function findFile(dir: string, base: string): string {
   const found = fashionMnistFile(dir, base);
   if (found === null) throw new DataError(`fashion-mnist: missing file ${base}[.gz] (tried ${candidateFiles(dir, base).join(', ')})`);

@@ -114,13 +114,15 @@ export async function previewSheet(ds: Dataset, aug: AugmentConfig, opts: Previe
   const { h, w, c, data } = batch;
   for (let i = 0; i < n; i++) {
     const y0 = rowY(i);
-    // the source image, nearest-neighbour scaled into the cell
-    const sk = Math.max(1, Math.floor(cell / Math.max(h, w)));
-    const ox = colX(0) + Math.floor((cell - w * sk) / 2);
-    const oy = y0 + Math.floor((cell - h * sk) / 2);
+    // the source image, nearest-neighbour scaled into the cell: up by a whole factor, or down to fit (an
+    // image folder's cached square is larger than the training size)
+    const long = Math.max(h, w);
+    const sk = long <= cell ? Math.floor(cell / long) : cell / long;
+    const ox = colX(0) + Math.floor((cell - Math.ceil(w * sk)) / 2);
+    const oy = y0 + Math.floor((cell - Math.ceil(h * sk)) / 2);
     put(ox, oy, (x, y, ch) => data[((i * h + y) * w + x) * c + (c === 3 ? ch : 0)]!, w, h, sk);
     const label = ds.classNames[batch.labels?.[i] ?? -1] ?? '';
-    cells.push({ row: i, col: 0, x: ox, y: oy, size: w * sk, caption: label });
+    cells.push({ row: i, col: 0, x: ox, y: oy, size: Math.ceil(w * sk), caption: label });
     text.push(`<text x="${colX(0) + cell / 2}" y="${y0 + cell + 13}" text-anchor="middle" font-size="11">${esc(label)}</text>`);
     for (let p = 0; p < pairs; p++) {
       for (let v = 0; v < 2; v++) {

@@ -74,11 +74,22 @@ function stepOrExplain<T>(f: () => T, backend: BackendInfo, batch: number): T {
   }
 }
 
-/** A run needs one full batch of training images (batches are never partial). */
-export function checkFillsBatch(ds: Pick<Dataset, 'name' | 'train'>, batchSize: number): void {
+/**
+ * What a run needs of its data, checked before anything is written: one full batch of training images
+ * (batches are never partial), and a train split whose every channel varies (the views are divided by its
+ * per-channel std).
+ */
+export function checkRunData(ds: Pick<Dataset, 'name' | 'train' | 'std' | 'source'>, batchSize: number): void {
   if (ds.train.n < batchSize) {
     throw new DataError(
       `data.train_size: the ${ds.name} train split has ${ds.train.n} images, fewer than one batch of optim.batch_size ${batchSize}: use more images or a smaller batch`,
+    );
+  }
+  const flat = ds.std.findIndex((s) => !(s > 0));
+  if (flat >= 0) {
+    const channel = ['red', 'green', 'blue'][flat];
+    throw new DataError(
+      `${ds.source}: the ${channel} channel is the same value in every train image (std 0), and the views are divided by that std; use images whose every channel varies`,
     );
   }
 }
@@ -123,7 +134,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const ds = opts.dataset ?? (await loadRunData(c));
   const aug = augmentConfigOf(c, ds);
   const B = c.optim.batch_size;
-  checkFillsBatch(ds, B);
+  checkRunData(ds, B);
   const ipe = itersPerEpoch(ds.train.n, B);
   const scheduleSteps = Math.max(1, Math.floor(c.optim.epochs * ipe));
   const totalSteps = c.train.max_steps === null ? scheduleSteps : Math.min(scheduleSteps, c.train.max_steps);

@@ -310,6 +310,7 @@ const cases: Case[] = [
   ['sweep --set unknown key', () => ['sweep', tinySweep, '--set', 'optim.lr=1', '--results', fresh('w12')], fresh('w12')],
   ['sweep whose runs cannot fill a batch', () => ['sweep', tinySweep, '--backend', 'cpu', '-q', '--set', 'data.train_size=8', '--results', fresh('w13')], fresh('w13')],
   ['plan with an unknown preset', () => ['plan', tinySweep, '--preset', 'laptop']],
+  ['--data synthetic with a PATH it would not read', () => ['train', '--data', 'synthetic:/my/images', '--dry-run']],
   ['baselines of an unknown sweep', () => ['baselines', 'nope-sweep', '--results', fresh('b1')], fresh('b1')],
   ['baselines with a bad --set', () => ['baselines', tinySweep, '--set', 'optim.epochs=many', '--results', fresh('b2')], fresh('b2')],
   ['baselines --results names a file', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', join(good, 'summary.json')]],

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { DataError, loadDataset, type DataSpec } from '../../src/data/index.ts';
-import { FASHION_MNIST_DIR, loadFashionMnist } from '../../src/data/fashion_mnist.ts';
+import { FASHION_MNIST_DIR, fashionMnistFound, loadFashionMnist } from '../../src/data/fashion_mnist.ts';
 import { encodeIdx, parseIdx, readIdxFile } from '../../src/data/idx.ts';
 
 void tf; // the data loaders use no tensors; the helper import keeps the test setup uniform
@@ -175,4 +175,18 @@ test('the installed Fashion-MNIST: 60000/10000 images of 28x28, labels 0..9, pix
   const std = Math.sqrt(s2 / n / 65025 - mean * mean);
   assert.ok(Math.abs(mean - ds.mean[0]) < 5e-4, `mean ${mean}`);
   assert.ok(Math.abs(std - ds.std[0]) < 5e-4, `std ${std}`);
+});
+
+test('fashionMnistFound: a folder holding all four files (any spelling the reader takes), not a partial download', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'moco3-fm-found-'));
+  try {
+    await writeFile(join(dir, 'train-images-idx3-ubyte.gz.part'), 'partial');
+    assert.equal(fashionMnistFound(dir), null);
+    for (const f of ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte', 't10k-images.idx3-ubyte.gz']) await writeFile(join(dir, f), 'x');
+    assert.equal(fashionMnistFound(dir), null, 'three of four');
+    await writeFile(join(dir, 't10k-labels-idx1-ubyte.gz'), 'x');
+    assert.equal(fashionMnistFound(dir), dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -371,6 +371,28 @@ test('imagefolder: the cache goes under the data directory when PATH cannot take
   }
 });
 
+test('a channel that is the same in every train image (std 0) is named before any run starts (the data is still described)', async () => {
+  const root = tempDir('moco3-imagefolder-');
+  try {
+    for (const split of ['train', 'val']) {
+      for (const [cls, c] of [['a', [200, 10, 0]], ['b', [30, 120, 0]]] as const) {
+        mkdirSync(join(root, split, cls), { recursive: true });
+        await solid(20, 20, [...c]).png().toFile(join(root, split, cls, 'x.png'));
+      }
+    }
+    const ds = await loadImageFolder(spec(root), quiet());
+    assert.equal(ds.std[2], 0);
+    const { checkRunData } = await import('../../src/train/loop.ts');
+    assert.throws(
+      () => checkRunData(ds, 2),
+      (e: unknown) => e instanceof DataError && e.message === `${root}: the blue channel is the same value in every train image (std 0), and the views are divided by that std; use images whose every channel varies`,
+    );
+    checkRunData({ ...ds, std: [0.1, 0.2, 0.3] }, 2);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test("imagefolder: classes are in Python's sorted order (code points), as torchvision's", () => {
   // UTF-16 code units would put U+1F600 (a surrogate pair) before U+FF5A
   const names = ['\u{ff5a}', 'a', '\u{1f600}', 'B', '\u{e9}', 'ab', '\u{ffff}', '\u{10000}'];

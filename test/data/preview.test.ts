@@ -47,6 +47,22 @@ test('data preview: a PNG of the images and their two views, pixel for pixel the
   assert.notDeepEqual(other.views.subarray(0, 100), sheet.views.subarray(0, 100));
 });
 
+test('data preview: a source image larger than the cell (an image folder cached at 256/224 of S) is scaled down into it', async () => {
+  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 16, testSize: 8, seed: 0, syntheticImageSize: 160 });
+  const aug = augmentConfigFor(ds, 140);
+  const sheet = await previewSheet(ds, aug, { count: 2, pairs: 1, seed: 0, step: 0, batchSize: 16 });
+  const { data, info } = await sharp(sheet.png).raw().toBuffer({ resolveWithObject: true });
+  assert.ok(sheet.cell < 160, `cell ${sheet.cell}`);
+  for (const src of sheet.cells.filter((c) => c.col === 0)) {
+    assert.ok(src.size <= sheet.cell, `size ${src.size} in a cell of ${sheet.cell}`);
+    // the margin left of the image and the gap before the first view stay white
+    for (const x of [src.x - 1, src.x + src.size + 1]) {
+      const o = ((src.y + 10) * info.width + x) * 3;
+      assert.deepEqual([...data.subarray(o, o + 3)], [255, 255, 255], `x ${x}`);
+    }
+  }
+});
+
 test('view captions name the ops', () => {
   const p = { crop: { top: 0, left: 0, height: 8, width: 4 }, jitter: true, order: [0, 1, 2, 3], brightness: 1, contrast: 1, saturation: 1, hue: 0, gray: true, blur: true, sigma: 1.234, solarize: true, flip: true };
   assert.deepEqual(describeView(p, 8, 8), ['crop 50% · flip', 'jitter · gray · blur 1.2 · solarize']);
