@@ -162,8 +162,8 @@ export function reportMarkdown(
       (io.dipAboveInit ? `, counted only where that maximum is above step 0's kNN top-1 (a fall below the untrained encoder's accuracy before the curve has climbed past it is no dip)` : '') +
       `; the deepest dip is the largest drop below that maximum. A spike is a gradient infinity norm above ${io.spikeFactor}× ` +
       `the median of the group's previous ${io.spikeWindow} logged values (consecutive logged steps count once). The spike lag is the median number ` +
-      `of steps from a patch-projection spike to the next last-block spike; its resolution is the logging interval. ` +
-      `It only looks forward, so it is positive whatever the order; the spike-order rows look both ways: how many patch-projection spikes ` +
+      `of steps from a patch-projection spike to the first last-block spike at or after it (0: the same step), among those that come before the next patch-projection spike (a later one answers to that one); its resolution is the logging interval. ` +
+      `It only looks forward, so it is never negative whatever the order; the spike-order rows look both ways: how many patch-projection spikes ` +
       `have a last-block spike within the lead window after them, and how many within it before them (spikes in no order have, on average, as many of one as of the other). ` +
       `The gradient lead uses the whole curves instead of the spikes alone: each group's log gradient infinity norm over its running median ` +
       `(the excursion the spike detector thresholds), correlated between the patch projection and the last block at lags up to ±${io.leadMaxLag} ` +
@@ -200,7 +200,7 @@ export function reportMarkdown(
   const order = spikeOrderMarkdown(inst.values());
   if (order) out.push(order, '');
   out.push('## Runs', '');
-  out.push('| run | seed | status | steps | linear top-1 / top-5 | kNN top-1 (best) | dips | deepest | spikes patch / last | lag | wall | img/s |');
+  out.push('| run | seed | status | steps | linear top-1 / top-5 | kNN top-1 (best after step 0) | dips | deepest | spikes patch / last | lag | wall | img/s |');
   out.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   const f1 = (x: number | null, d = 1) => (x === null ? '-' : x.toFixed(d));
   for (const c of view.columns) {

@@ -194,7 +194,8 @@ function* againstRunningMedian(points: Point[], window: number, minHistory: numb
   const hist: number[] = [];
   for (const p of points) {
     if (!keep(p.value)) continue;
-    yield { p, median: hist.length >= Math.max(1, minHistory) ? median(hist) : null };
+    // a window shorter than minHistory is full sooner: the median starts once it is
+    yield { p, median: hist.length >= Math.max(1, Math.min(minHistory, window)) ? median(hist) : null };
     hist.push(p.value);
     if (hist.length > window) hist.shift();
   }
@@ -241,13 +242,15 @@ export function spikeOrder(first: number[], second: number[], window: number): S
  */
 export function signTestP(k: number, n: number): number | null {
   if (n <= 0) return null;
-  let p = 0;
-  let c = 1; // C(n, 0)
+  // the sum over i >= k of C(n, i), exact in BigInt (C(n, i) overflows a double from n = 1030), over 2^n:
+  // the quotient kept to 1000 binary places, then rounded once to a double
+  let c = 1n; // C(n, 0)
+  let sum = 0n;
   for (let i = 0; i <= n; i++) {
-    if (i >= k) p += c;
-    c = (c * (n - i)) / (i + 1);
+    if (i >= k) sum += c;
+    c = (c * BigInt(n - i)) / BigInt(i + 1);
   }
-  return Math.min(1, p / 2 ** n);
+  return Math.min(1, Number((sum << 1000n) >> BigInt(n)) / 2 ** 1000);
 }
 
 export interface PooledSpikeOrder extends SpikeOrder {

@@ -110,12 +110,13 @@ function fmtP(p: number): string {
   return `p = ${p < 0.01 ? p.toFixed(3) : p.toFixed(2)}`;
 }
 
-function fmtTest(t: PairedTest | null, digits: number): string {
+function fmtTest(t: PairedTest | null, digits: number, seeds: number): string {
   if (!t) return '-';
   // the sign of the number printed: a mean that rounds to zero prints as 0.0, not −0.0
   const shown = Math.abs(t.mean).toFixed(digits);
   const sign = Number(shown) === 0 ? '' : t.mean > 0 ? '+' : '−';
-  return `${sign}${shown} ± ${t.std.toFixed(digits)} (${fmtP(t.p)})`;
+  // a metric some runs lack (no linear probe) is tested on the seeds that have it
+  return `${sign}${shown} ± ${t.std.toFixed(digits)} (${fmtP(t.p)}${t.n < seeds ? `, ${t.n} seeds` : ''})`;
 }
 
 /** The report's "Paired by seed" section, or null when no two neighbouring values of a swept key were run on shared seeds. */
@@ -127,7 +128,7 @@ export function pairedMarkdown(view: SweepView, facts: Map<string, RunFacts>): s
   out.push(`|---|---|---|${PAIRED_METRICS.map(() => '---:').join('|')}|`);
   for (const c of cmp) {
     const name = `${keyName(c.key)} ${formatValue(c.key, c.b)} − ${formatValue(c.key, c.a)}`;
-    const cells = PAIRED_METRICS.map((m) => fmtTest(c.tests.get(m.name) ?? null, m.digits));
+    const cells = PAIRED_METRICS.map((m) => fmtTest(c.tests.get(m.name) ?? null, m.digits, c.seeds.length));
     out.push(`| ${name} | ${c.context || 'all'} | ${c.seeds.join(', ')} | ${cells.join(' | ')} |`);
   }
   out.push(

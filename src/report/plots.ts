@@ -249,7 +249,7 @@ export function gradFigure(view: SweepView, inst: Map<string, RunInstability>, o
       text: title,
       subtitle: [
         `▲ spike: > ${opts.spikeFactor}× the median of the previous ${opts.spikeWindow} logged values; spikes p / l: patch projection / last block`,
-        'lag: median steps from a patch-projection spike to the next last-block spike',
+        'lag: median steps from a patch-projection spike to the first last-block spike at or after it, before the next patch-projection spike',
       ],
       offset: 12,
     },

@@ -47,7 +47,7 @@ function keyRank(k: string): number {
   return i < 0 ? PREFERRED.length : i;
 }
 
-/** Keys whose values differ between runs, minus those that follow the seed or an earlier key. */
+/** Keys whose values differ between runs, minus those that follow an earlier key or (undeclared ones) the seed. */
 export function inferSweptKeys(runs: RunRecord[], declared: string[] = []): string[] {
   if (runs.length < 2) return declared.filter((k) => runs.every((r) => r.flat.has(k)));
   const all = new Set<string>();
@@ -67,7 +67,8 @@ export function inferSweptKeys(runs: RunRecord[], declared: string[] = []): stri
     return true;
   };
   for (const k of ordered) {
-    if (determined(k, ['seed']) || (kept.length > 0 && determined(k, kept))) continue;
+    // a key sweep.yaml says it varies stays a column even when each of its values ran on other seeds
+    if ((!declared.includes(k) && determined(k, ['seed'])) || (kept.length > 0 && determined(k, kept))) continue;
     kept.push(k);
   }
   return kept;

@@ -44,6 +44,7 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   const st = r.status;
   const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
   const lastKnn = knnRows[knnRows.length - 1];
+  const trainedKnn = knnRows.filter((m) => (num(m.step) ?? 0) > 0);
   const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
   // the state plan and sweep see (src/runfolder/state.ts): running only under a live lock, completed only
   // with its summary, a run whose process died without a final status interrupted
@@ -61,7 +62,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     linearTop5: num(s.linear_top5),
     knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
     knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
-    bestKnnTop1: num(s.best_knn_top1) ?? (knnRows.length ? Math.max(...knnRows.map((m) => m.knn_top1 as number)) : null),
+    // the best the training reached: step 0 is the untrained encoder (a run's summary counts it)
+    bestKnnTop1: trainedKnn.length ? Math.max(...trainedKnn.map((m) => m.knn_top1 as number)) : num(s.best_knn_top1),
     dips: inst.dips.length,
     maxDip: inst.maxDip,
     spikesPatch: inst.spikes.has('patch_proj') ? inst.spikes.get('patch_proj')!.length : null,

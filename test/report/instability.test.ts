@@ -64,6 +64,8 @@ test('gradient spikes: value > S x running median of the previous W values, onse
   // a slow tenfold rise is not a spike: the running median follows it
   const ramp = Array.from({ length: 300 }, (_, i) => 10 ** (i / 300));
   assert.equal(findSpikes(pts(ramp), S3).length, 0);
+  // a window shorter than minHistory (5): the median starts once the window is full
+  assert.deepEqual(findSpikes(pts([1, 1.02, 0.98, 1, 1.01, 10, 1]), { ...DEFAULT_INSTABILITY, spikeWindow: 4 }).map((x) => x.step), [50]);
   // nothing is called before minHistory values exist
   assert.equal(findSpikes(pts([1, 1, 100, 1, 1, 1]), S3).length, 0);
   assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 100]), S3).length, 1);
@@ -109,6 +111,10 @@ test('sign test: the one-sided binomial tail at p = 1/2', () => {
   assert.equal(signTestP(2, 3), 4 / 8); // 3 + 1 of the 8 outcomes
   assert.ok(Math.abs(signTestP(8, 10)! - 56 / 1024) < 1e-12); // 45 + 10 + 1
   assert.equal(signTestP(0, 0), null);
+  // beyond the doubles' binomial coefficients (n >= 1030): scipy.stats.binomtest(562, 1021, alternative='greater')
+  assert.ok(Math.abs(signTestP(562, 1021)! / 7.001664247707532e-4 - 1) < 1e-9);
+  assert.equal(signTestP(0, 2000), 1);
+  assert.ok(Math.abs(signTestP(1000, 2000)! - 0.5089195055729268) < 1e-12); // binomtest(1000, 2000, 'greater')
 });
 
 test('gradient lead: the lag of the largest correlation of the two excursions, in steps', () => {

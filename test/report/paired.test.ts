@@ -125,3 +125,16 @@ test('paired by seed: where the other keys differ in the values run, each settin
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   assert.match(md, /\| base lr 1\.28e-2 − 8\.0e-3 \| optimizer lamb \| 0, 1 \| −4\.0 ± 0\.0 \(p < 0\.001\) \|/);
 });
+
+test('paired by seed: a metric some runs lack is tested on the seeds that have it, and its cell says how many', async () => {
+  const dir = join(tmp(), 'probe-missing');
+  for (const seed of [0, 1, 2]) {
+    writeFakeRun(dir, { id: `learned-s${seed}`, config: { seed }, summary: { linear_top1: 50 + seed, knn_top1: 40 } });
+    // seed 2's frozen run has no linear probe
+    writeFakeRun(dir, { id: `frozen-s${seed}`, config: { seed, 'model.patch_proj': 'frozen' }, summary: { linear_top1: seed === 2 ? null : 51 + 2 * seed, knn_top1: 41 } });
+  }
+  await writeReport(dir, { plots: false });
+  const row = readFileSync(join(dir, 'report.md'), 'utf8').split('\n').find((l) => l.startsWith('| patch proj. frozen − learned'))!;
+  // linear: differences 1 and 2 on seeds 0, 1: mean 1.5, std 0.71, t = 3, 1 degree of freedom: p = 0.20
+  assert.equal(row.split(' | ').slice(2, 5).join(' | '), '0, 1, 2 | +1.5 ± 0.7 (p = 0.20, 2 seeds) | +1.0 ± 0.0 (p < 0.001)');
+});

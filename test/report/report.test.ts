@@ -219,6 +219,34 @@ test('swept keys: from the configs when there is no sweep.yaml; keys that follow
   rmSync(dir, { recursive: true });
 });
 
+test('swept keys: a key sweep.yaml declares stays a column when each of its values ran on other seeds', () => {
+  const root = tmp();
+  const dir = join(root, 'lr-apart');
+  const lrs = [8e-3, 8e-3, 2.4e-2, 2.4e-2];
+  lrs.forEach((lr, seed) => writeFakeRun(dir, { id: `lr${lr}-s${seed}`, config: { seed, 'optim.base_lr': lr }, summary: { linear_top1: lr < 0.01 ? 78 + seed : 70 + seed } }));
+  const runs = readSweep(dir).runs;
+  assert.deepEqual(inferSweptKeys(runs), [], 'undeclared, a key that follows the seed is not swept');
+  assert.deepEqual(inferSweptKeys(runs, ['optim.base_lr']), ['optim.base_lr']);
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ name: 'lr-apart', method: 'grid', varied: ['optim.base_lr'] }));
+  const v = viewSweep(readSweep(dir));
+  assert.deepEqual(v.columns.map((c) => c.runs.length), [2, 2]);
+  rmSync(dir, { recursive: true });
+});
+
+test('the runs table: the best kNN is the best after step 0 (the untrained encoder), whatever summary.json says', async () => {
+  const root = tmp();
+  const dir = join(root, 'collapse');
+  // the untrained encoder's 60 is never reached again; the run's summary counts step 0, as the train loop's does
+  writeFakeRun(dir, { id: 'falls', knnCurve: (f) => (f === 0 ? 60 : 40 + 10 * f), summary: { best_knn_top1: 60 } });
+  writeFakeRun(dir, { id: 'climbs', config: { 'optim.base_lr': 1e-4 }, knnCurve: (f) => 20 + 40 * f });
+  await writeReport(dir);
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\| kNN top-1 \(best after step 0\) \|/);
+  assert.match(md, /\| `falls` \|[^\n]*\| 50\.0 \(50\.0\) \|/);
+  assert.match(md, /\| `climbs` \|[^\n]*\| 60\.0 \(60\.0\) \|/);
+  rmSync(dir, { recursive: true });
+});
+
 test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
   const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
   assert.deepEqual(m([1024, 4096], [1024, 2048, 4096, 6144]), { 1024: 1024, 4096: 4096 });
