@@ -64,11 +64,19 @@ export function procStart(pid: number): string | null {
 }
 
 export function readLock(runDir: string): LockInfo | null {
+  return readLockFile(join(runDir, LOCK_NAME));
+}
+
+/** A lock file's holder; null when it cannot be read or names no holder (`{}`, a list): such a lock is stale, it holds no run forever. */
+function readLockFile(path: string): LockInfo | null {
+  let l: unknown;
   try {
-    return JSON.parse(readFileSync(join(runDir, LOCK_NAME), 'utf8')) as LockInfo;
+    l = JSON.parse(readFileSync(path, 'utf8'));
   } catch {
     return null;
   }
+  const ok = typeof l === 'object' && l !== null && !Array.isArray(l) && Number.isInteger((l as LockInfo).pid) && typeof (l as LockInfo).host === 'string';
+  return ok ? (l as LockInfo) : null;
 }
 
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
@@ -126,12 +134,7 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
       } catch {
         continue; // someone else moved it first
       }
-      let moved: LockInfo | null = null;
-      try {
-        moved = JSON.parse(readFileSync(aside, 'utf8')) as LockInfo;
-      } catch {
-        /* unreadable: stale */
-      }
+      const moved = readLockFile(aside); // null: unreadable, stale
       if (moved && lockIsLive(moved)) {
         // we raced another taker and moved its fresh lock: put it back
         try {

@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { checkpointStep, checkpointTempDir, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
 import { checkCheckpoint, type CheckpointState } from '../runfolder/resume.ts';
+import { OptimizerStateError } from '../optim/optimizer.ts';
 
 /** The training loop's state at a checkpoint: what state.json holds (src/runfolder/resume.ts). */
 export type LoopState = CheckpointState;
@@ -150,6 +151,10 @@ export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: C
   }
   try {
     optimizer.loadState(loaded, state.optimizer, model.vars);
+  } catch (e) {
+    // the state's own words, with the files it came from: a damaged checkpoint is bad input (exit 2)
+    if (e instanceof OptimizerStateError) throw new CheckpointError(`${dir}/{state.json,optimizer.safetensors}: ${e.message}`);
+    throw e;
   } finally {
     for (const t of loaded.values()) t.dispose();
   }

@@ -249,6 +249,15 @@ const cases: Case[] = [
     h[Object.keys(h).find((k) => k !== '__metadata__' && !k.endsWith('num_batches_tracked'))!].dtype = 'I32';
     return h;
   }))]],
+  ['state.json with the state of another optimizer', () => ['train', ...TINY, '--resume', '--out', damaged('m5e', (r) => {
+    const p = join(ckptOf(r), 'state.json');
+    const st = JSON.parse(readFileSync(p, 'utf8'));
+    writeFileSync(p, JSON.stringify({ ...st, optimizer: { ...st.optimizer, name: 'lamb' } }));
+  })]],
+  ['optimizer.safetensors missing a slot', () => ['train', ...TINY, '--resume', '--out', damaged('m5f', (r) => withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
+    delete h[firstTensor(h)];
+    return h;
+  }))]],
   ['overlapping offsets', () => ['train', ...TINY, '--resume', '--out', damaged('m6', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
     const names = Object.keys(h).filter((k) => k !== '__metadata__');
     const [a, b] = [h[names[0]!], h[names[1]!]];

@@ -162,6 +162,11 @@ test('locks: one holder at a time; a reused pid (other start time) is stale', as
   writeFileSync(join(dir, '.lock'), '{"pid": 9');
   assert.equal(acquireLock(dir, 's'), null, 'an unreadable lock is stale');
   releaseLock(dir);
+  for (const shape of ['{}', '[]', '{"pid": "7", "host": "h"}', 'null']) {
+    writeFileSync(join(dir, '.lock'), shape);
+    assert.equal(acquireLock(dir, 's'), null, `a lock without a holder (${shape}) is stale`);
+    releaseLock(dir);
+  }
 });
 
 test('the file of a shipped sweep plans without error', () => {
