@@ -1,7 +1,7 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendName } from '../engine/backend.ts';
@@ -58,12 +58,22 @@ export function trainCommand(): Command {
       // the run folder's lock first, as a sweep takes it: while this command looks at the folder, moves a
       // previous run aside and trains, no other process (train or sweep) can do either
       const made = !existsSync(runDir);
+      // the folders the lock creates above a new run folder (results/, results/train/): removed with it when
+      // nothing was written, so that bad input leaves no trace
+      const madeAbove: string[] = [];
+      for (let d = dirname(resolve(runDir)); made && !existsSync(d); d = dirname(d)) madeAbove.push(d);
       const held = acquireLock(runDir, 'train');
       if (held) throw new UsageError(`${runDir}: is being trained by pid ${held.pid} on ${held.host} (since ${held.since}); wait for it to end, or stop it first`);
       const leave = () => {
         releaseLock(runDir);
         // a run that failed before it began (nothing written): no empty folder left behind
-        if (made && existsSync(runDir) && readdirSync(runDir).length === 0) rmSync(runDir, { recursive: true, force: true });
+        if (made && existsSync(runDir) && readdirSync(runDir).length === 0) {
+          rmSync(runDir, { recursive: true, force: true });
+          for (const d of madeAbove) {
+            if (!existsSync(d) || readdirSync(d).length > 0) break;
+            rmdirSync(d);
+          }
+        }
       };
       // until the run's own handlers take over, a signal (Ctrl-C while the data loads or an image
       // folder's cache is built) ends the command at once, its lock released and its new folder removed

@@ -56,7 +56,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pidAlive } from '../engine/files.ts';
+import { pidAlive, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -349,9 +349,12 @@ function readFully(fd: number, dest: Uint8Array, offset: number, length: number,
   return done;
 }
 
-function writeFully(fd: number, src: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < src.length) done += writeSync(fd, src, done, src.length - done, position + done);
+/** Writes all of `src` at `position` of the open file `path` (named in a write error: a full disk). */
+function writeFully(fd: number, path: string, src: Uint8Array, position: number): void {
+  withPath(path, () => {
+    let done = 0;
+    while (done < src.length) done += writeSync(fd, src, done, src.length - done, position + done);
+  });
 }
 
 function canWrite(dir: string): boolean {
@@ -457,7 +460,7 @@ async function writeCache(
   try {
     const labels = Buffer.alloc(4 * n);
     listing.files.forEach((f, i) => labels.writeInt32LE(f.label, 4 * i));
-    writeFully(fd, labels, H);
+    writeFully(fd, tmp, labels, H);
     const stats = new ChannelStats(3);
     const t0 = Date.now();
     let done = 0;
@@ -472,7 +475,7 @@ async function writeCache(
       }
       if (px.length !== img) throw new DataError(`${f.abs}: could not be decoded as an image (decoder gave ${px.length} bytes, expected ${img})`);
       stats.add(px);
-      writeFully(fd, px, dataOffset + i * img);
+      writeFully(fd, tmp, px, dataOffset + i * img);
       done++;
       if (verbose && done * 10 >= nextReport * n) {
         while (done * 10 >= nextReport * n) nextReport++;
@@ -481,8 +484,8 @@ async function writeCache(
       }
     });
     const { mean, std } = stats.result() as { mean: [number, number, number]; std: [number, number, number] };
-    writeFully(fd, encodeHeader({ n, side, channels: 3, classes: ctx.classes.length, probe, fingerprint: listing.fingerprint, mean, std, meta }), 0);
-    fsyncSync(fd);
+    writeFully(fd, tmp, encodeHeader({ n, side, channels: 3, classes: ctx.classes.length, probe, fingerprint: listing.fingerprint, mean, std, meta }), 0);
+    withPath(tmp, () => fsyncSync(fd));
     ok = true;
   } finally {
     closeSync(fd);

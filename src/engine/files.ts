@@ -94,3 +94,17 @@ export function pidAlive(pid: number): boolean {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+
+/**
+ * Runs `f`, and gives a system error it throws without a path (a write on an open file: ENOSPC, EIO) the
+ * path of the file it was writing, so that the one-line error names it (src/cli/main.ts).
+ */
+export function withPath<T>(path: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    const sys = e as NodeJS.ErrnoException;
+    if (sys instanceof Error && typeof sys.code === 'string' && sys.path === undefined) sys.path = path;
+    throw e;
+  }
+}

@@ -4,7 +4,7 @@
  */
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { writeFileAtomic } from '../engine/files.ts';
+import { withPath, writeFileAtomic } from '../engine/files.ts';
 import { isObj, RunFolderError, runPath } from './paths.ts';
 
 export type MetricRow = Record<string, number | null>;
@@ -14,7 +14,8 @@ export function metricsPath(runDir: string): string {
 }
 
 export function appendMetric(runDir: string, row: MetricRow): void {
-  appendFileSync(metricsPath(runDir), `${JSON.stringify(row, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}\n`);
+  const path = metricsPath(runDir);
+  withPath(path, () => appendFileSync(path, `${JSON.stringify(row, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}\n`));
 }
 
 /** An empty metrics file (a run that starts from step 0). */

@@ -128,6 +128,7 @@ const cases: Case[] = [
   ['bad choice', () => ['train', '--backend', 'gpu9']],
   ['missing argument', () => ['eval', 'knn']],
   ['unknown preset', () => ['train', '--preset', 'laptop', '--out', fresh('p')], fresh('p')],
+  ['data that is not there, into a new --results', () => ['train', ...TINY, '--data', 'imagefolder:/nonexistent/images', '--results', fresh('r9')], fresh('r9')],
   ['seed not a number', () => ['train', ...TINY, '--seed', 'abc', '--out', fresh('s1')], fresh('s1')],
   ['negative seed', () => ['train', ...TINY, '--seed', '-1', '--out', fresh('s2')], fresh('s2')],
   ['--dump-views not a count', () => ['train', ...TINY, '--dump-views', 'x', '--out', fresh('d')], fresh('d')],

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { readMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
+import { appendMetric, readMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
 import { RunFolderError } from '../../src/runfolder/paths.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -31,4 +31,13 @@ test('truncateMetrics (a resume): keeps the rows up to the step, drops a torn la
   writeFileSync(path, damaged);
   assert.throws(() => truncateMetrics(dir, 3), (e: Error) => e instanceof RunFolderError && /metrics\.jsonl: line 2 is not a JSON object/.test(e.message));
   assert.equal(readFileSync(path, 'utf8'), damaged, 'nothing dropped');
+});
+
+test('appendMetric: a write that fails (a full disk) names the metrics file', () => {
+  const dir = tempDir('moco3-metrics-');
+  symlinkSync('/dev/full', join(dir, 'metrics.jsonl')); // every write to it fails with ENOSPC
+  assert.throws(
+    () => appendMetric(dir, { step: 1, loss: 4 }),
+    (e: NodeJS.ErrnoException) => e.code === 'ENOSPC' && e.path === join(dir, 'metrics.jsonl'),
+  );
 });
