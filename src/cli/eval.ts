@@ -1,5 +1,6 @@
 /** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3.md "Evaluation"). */
 import { Command, Option } from 'commander';
+import { basename } from 'node:path';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
 import { loadRunConfig } from '../runfolder/records.ts';
@@ -52,7 +53,8 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   const state = readRunState(runDir).state;
   if (status && state !== 'completed') {
     const what = state === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${state} at step ${status.step}`;
-    process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating its newest checkpoint\n`);
+    const which = checkpointFlag === undefined ? 'its newest checkpoint' : `its checkpoint ${basename(checkpoint)}`;
+    process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating ${which}\n`);
   }
   await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0]);
   return { offline, config, checkpoint };

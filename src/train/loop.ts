@@ -311,9 +311,11 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     } catch {
       /* a damaged summary.json is replaced by this one */
     }
+    // the training's figures are written before the linear probe runs, the run still 'running' until it has
+    const probing = outcome === 'completed' && c.eval.linear.enabled;
     assertLockHeld(runDir);
-    writeSummary(runDir, { ...evaluated, ...summary } as Summary);
-    if (outcome === 'completed' && c.eval.linear.enabled) {
+    writeSummary(runDir, { ...evaluated, ...summary, ...(probing ? { status: 'running' } : {}) } as Summary);
+    if (probing) {
       emit({ type: 'phase', step: state.step, text: `linear probe: ${c.eval.linear.epochs} epochs on the frozen encoder` });
       try {
         const lin = await linearProbeForRun(runDir, {
@@ -329,6 +331,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         });
         summary.linear_top1 = lin.top1;
         summary.linear_top5 = lin.top5;
+        assertLockHeld(runDir);
+        mergeSummary(runDir, { status: outcome });
       } catch (e) {
         if (!(e instanceof ProbeStopped)) throw e;
         // stopped in the probe (Ctrl-C): the training is checkpointed at its last step; a resume runs the probe

@@ -196,3 +196,16 @@ test('train whose lock was taken over while it was frozen writes nothing more to
   const rows = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
   assert.ok(rows.length <= 3, `${rows.length} rows`);
 });
+
+test('eval of an interrupted run says which checkpoint it evaluates: the newest, or the one asked for', async () => {
+  const out = join(root, 'eval-note');
+  const r = await trainWith('SIGINT', out);
+  assert.equal(r.code, 130, r.stderr);
+  const evalNote = (extra: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--backend', 'cpu', '--json', ...extra], { encoding: 'utf8' });
+  const asked = evalNote(['--checkpoint', 'step-0']);
+  assert.equal(asked.status, 0, asked.stderr);
+  assert.match(asked.stderr, /is interrupted at step \d+; evaluating its checkpoint step-0000000$/m);
+  const newest = evalNote([]);
+  assert.equal(newest.status, 0, newest.stderr);
+  assert.match(newest.stderr, /is interrupted at step \d+; evaluating its newest checkpoint$/m);
+});

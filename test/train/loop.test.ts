@@ -115,6 +115,25 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   assert.equal(rows.at(-1)!.step, 3);
 });
 
+test('summary.json says running while the linear probe runs, completed once it has (a kill in the probe leaves no completed summary)', async () => {
+  const c = tinyConfig(['train.max_steps=4', 'eval.linear.enabled=true', 'eval.linear.epochs=3', 'eval.linear.batch_size=16']);
+  const dir = tmp();
+  const during: string[] = [];
+  const s = await trainRun({
+    config: c,
+    runDir: dir,
+    backend,
+    onEvent: (e) => {
+      if (e.type === 'phase' && /linear probe: epoch/.test(e.text)) during.push(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).status);
+    },
+  });
+  assert.equal(s.status, 'completed');
+  assert.ok(during.length >= 3 && during.every((x) => x === 'running'), `during the probe: ${during}`);
+  const done = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.equal(done.status, 'completed');
+  assert.equal(typeof done.linear_top1, 'number');
+});
+
 test('a diverged run keeps its last finite checkpoint; killed before its final status and resumed, it diverges at the same step', async () => {
   const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
   const dir = tmp();
