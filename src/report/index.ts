@@ -90,10 +90,14 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, missing, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** The spike-order window in steps: the runs' own (the lead window at their logging interval). */
-function orderWindow(inst: Map<string, RunInstability>, io: InstabilityOptions): number {
-  for (const i of inst.values()) if (i.order) return i.order.window;
-  return io.leadMaxLag;
+/**
+ * The spike-order window as the table's rows say it: the runs' own in steps (the lead window at their
+ * logging interval), or in logged rows when runs logging at different intervals have different ones.
+ */
+function orderWindow(inst: Map<string, RunInstability>, io: InstabilityOptions): string {
+  const windows = new Set([...inst.values()].flatMap((i) => (i.order ? [i.order.window] : [])));
+  if (windows.size > 1) return `${io.leadMaxLag} logged rows`;
+  return `${windows.size ? [...windows][0]! : io.leadMaxLag} steps`;
 }
 
 /** Fig. 4's order over the sweep's runs (`pooledSpikeOrder`), in a sentence; null when no run has a patch-projection spike. */
@@ -101,9 +105,11 @@ export function spikeOrderMarkdown(inst: Iterable<RunInstability>): string | nul
   const o = pooledSpikeOrder([...inst].map((i) => i.order));
   if (o === null) return null;
   const { runs, spikes, window: w } = o;
+  // runs logging at different intervals have the same window in logged rows, not in steps
+  const within = w === null ? 'the lead window (its logged rows)' : `${w} steps`;
   return (
     `Spike order (Fig. 4): over the ${runs} run${runs === 1 ? '' : 's'} with a patch-projection spike, ${spikes} spike${spikes === 1 ? '' : 's'}; ` +
-    `${o.after} had a last-block spike within ${w} steps after ${spikes === 1 ? 'it' : 'them'}, ${o.before} one within ${w} steps before, ${o.together} one at the same step. ` +
+    `${o.after} had a last-block spike within ${within} after ${spikes === 1 ? 'it' : 'them'}, ${o.before} one within ${within} before, ${o.together} one at the same step. ` +
     `More after than before in ${o.leanAfter} run${o.leanAfter === 1 ? '' : 's'}, fewer in ${o.leanBefore}` +
     (o.p === null ? ' (no run leans either way).' : ` (one-sided sign test: p = ${o.p < 0.001 ? o.p.toExponential(1) : o.p.toFixed(3)}; the paper's order leans after).`)
   );

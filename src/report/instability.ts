@@ -253,7 +253,9 @@ export function signTestP(k: number, n: number): number | null {
   return Math.min(1, Number((sum << 1000n) >> BigInt(n)) / 2 ** 1000);
 }
 
-export interface PooledSpikeOrder extends SpikeOrder {
+export interface PooledSpikeOrder extends Omit<SpikeOrder, 'window'> {
+  /** the runs' window in steps; null when runs logged at different intervals gave them different ones */
+  window: number | null;
   /** runs with at least one patch-projection spike */
   runs: number;
   /** runs with more patch-projection spikes followed by a last-block spike than preceded by one, and fewer */
@@ -268,7 +270,7 @@ export function pooledSpikeOrder(orders: Iterable<SpikeOrder | null>): PooledSpi
   const out: PooledSpikeOrder = { window: 0, spikes: 0, after: 0, before: 0, together: 0, runs: 0, leanAfter: 0, leanBefore: 0, p: null };
   for (const o of orders) {
     if (!o || o.spikes === 0) continue;
-    out.window = o.window;
+    out.window = out.runs === 0 || out.window === o.window ? o.window : null;
     out.runs++;
     out.spikes += o.spikes;
     out.after += o.after;

@@ -157,7 +157,8 @@ function statusCell(facts: RunFacts[]): Cell {
 export interface TableOptions {
   dipPoints: number;
   /** the spike-order window in steps (the lead window at the runs' logging interval) */
-  orderWindow: number;
+  /** the spike-order window, in words ("40 steps") */
+  orderWindow: string;
 }
 
 export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: TableOptions): SweepTable {
@@ -168,7 +169,9 @@ export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: 
     const same = pv !== undefined && c.values[view.paper!.key] === pv;
     return pv !== undefined && !same && view.sweptKeys.includes(view.paper!.key) ? `${c.label} (paper ${fmtPaper(view.paper!.key, pv)})` : c.label;
   });
-  const last = [...facts.values()].find((f) => f.lastBlock)?.lastBlock ?? 'last block';
+  // the last block's name when every run has the same depth
+  const lasts = new Set([...facts.values()].flatMap((f) => (f.lastBlock ? [f.lastBlock] : [])));
+  const last = lasts.size === 1 ? [...lasts][0]! : 'last block';
   const acc = (x: number) => x.toFixed(1);
   const int = (x: number) => fmtNum(x, 1);
   const rows: TableRow[] = [];
@@ -189,12 +192,12 @@ export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: 
     { label: `grad spikes: ${last}`, name: 'spikes_last_block', cells: cols.map((c) => cell(fs(c), (f) => f.spikesLast, int, false)) },
     { label: 'spike lag (steps)', name: 'spike_lag', cells: cols.map((c) => cell(fs(c), (f) => f.spikeLag, int, false)) },
     {
-      label: `patch-proj. spikes with a ${last} spike after them (≤ ${opts.orderWindow} steps)`,
+      label: `patch-proj. spikes with a ${last} spike after them (≤ ${opts.orderWindow})`,
       name: 'spikes_after',
       cells: cols.map((c) => cell(fs(c), (f) => f.spikesAfter, int, false)),
     },
     {
-      label: `patch-proj. spikes with a ${last} spike before them (≤ ${opts.orderWindow} steps)`,
+      label: `patch-proj. spikes with a ${last} spike before them (≤ ${opts.orderWindow})`,
       name: 'spikes_before',
       cells: cols.map((c) => cell(fs(c), (f) => f.spikesBefore, int, false)),
     },

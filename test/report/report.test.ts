@@ -247,6 +247,27 @@ test('the runs table: the best kNN is the best after step 0 (the untrained encod
   rmSync(dir, { recursive: true });
 });
 
+test('runs of different depths and logging intervals: the last block and the spike-order window are named for all of them', async () => {
+  const root = tmp();
+  const dir = join(root, 'mixed');
+  // depth 2 logged every step, depth 4 every 5 steps: each a patch-projection spike, its last block's 10 steps later
+  writeFakeRun(dir, { id: 'd2', config: { 'optim.base_lr': 1e-4 }, depth: 2, logEvery: 1, spikes: { patch_proj: [100], block1: [110] } });
+  writeFakeRun(dir, { id: 'd4', config: { 'optim.base_lr': 2e-4 }, depth: 4, logEvery: 5, spikes: { patch_proj: [100], block3: [110] } });
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\| grad spikes: last block \|/);
+  assert.match(md, /\| patch-proj\. spikes with a last block spike after them \(≤ 40 logged rows\) \|/);
+  assert.match(md, /had a last-block spike within the lead window \(its logged rows\) after/);
+  // one depth, one interval: the block's name and the window in steps, as before
+  const one = join(root, 'one');
+  writeFakeRun(one, { id: 'a', config: { 'optim.base_lr': 1e-4 }, depth: 2, logEvery: 5, spikes: { patch_proj: [100], block1: [110] } });
+  writeFakeRun(one, { id: 'b', config: { 'optim.base_lr': 2e-4 }, depth: 2, logEvery: 5, spikes: { patch_proj: [100], block1: [110] } });
+  await writeReport(one, { plots: false });
+  const md1 = readFileSync(join(one, 'report.md'), 'utf8');
+  assert.match(md1, /\| patch-proj\. spikes with a block1 spike after them \(≤ 200 steps\) \|/);
+  assert.match(md1, /within 200 steps after/);
+});
+
 test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
   const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
   assert.deepEqual(m([1024, 4096], [1024, 2048, 4096, 6144]), { 1024: 1024, 4096: 4096 });
