@@ -5,11 +5,12 @@
  *    stretch, with the deepest drop;
  *  - gradient spikes (Fig. 4): a parameter group's gradient infinity norm above S x the median of its
  *    previous W logged values; consecutive logged rows above the threshold are one spike (its onset);
- *  - the lag from each patch-projection spike to the next last-block spike, in steps ("a spike happens
- *    earlier in the first layer, and [is] delayed by tens of iterations in the last layers").
+ *  - the lag from each patch-projection spike to the first last-block spike at or after it, counted only
+ *    when that one comes before the next patch-projection spike, in steps ("a spike happens earlier in the
+ *    first layer, and [is] delayed by tens of iterations in the last layers").
  *  - the order of the two, both ways: how many patch-projection spikes have a last-block spike within the
  *    lead window after them, and how many within it before them (the lag above only looks forward, so it
- *    is positive whatever the order; spikes in no order have as many of one as of the other).
+ *    is never negative whatever the order; spikes in no order have as many of one as of the other).
  *  - the lead of the patch projection's gradient over the last block's from the whole curves, not only
  *    from spikes: the correlation of the two excursions (log gradient norm over its running median) at each
  *    lag, and the lag where it peaks (gradLead).
