@@ -196,6 +196,8 @@ export interface LinearRunOptions {
   dataset?: Dataset;
   /** probe this model (e.g. the one the training loop just finished) instead of the newest checkpoint's */
   model?: MoCoViT;
+  /** with `model`: the training step its weights are of (recorded as the probe's step) */
+  step?: number;
   checkpoint?: string;
   /** default: eval.linear.{epochs, base_lr, batch_size} of the config */
   epochs?: number;
@@ -221,6 +223,11 @@ export interface LinearRunResult extends ProbeResult {
   seconds: number;
   /** the files written (write: true) */
   wrote?: string[];
+}
+
+/** The linear probe's training views, in the words summary.json and baselines.json record them. */
+export function probeViews(augmented: boolean): string {
+  return augmented ? 'random-resized-crop + flip, every epoch' : 'centre view, features cached';
 }
 
 export async function linearProbeForRun(runDir: string, opts: LinearRunOptions = {}): Promise<LinearRunResult> {
@@ -263,7 +270,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       augmented: augment,
       trainSize: ds.train.n,
       testSize: ds.test.n,
-      step: loaded?.step ?? null,
+      step: loaded?.step ?? opts.step ?? null,
       checkpoint: loaded?.checkpoint ?? null,
       seconds: (performance.now() - t0) / 1000,
     };
@@ -276,7 +283,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
           base_lr: baseLr,
           lr: out.lr,
           batch_size: out.batchSize,
-          train_views: augment ? 'random-resized-crop + flip, every epoch' : 'centre view, features cached',
+          train_views: probeViews(augment),
           train_size: out.trainSize,
           test_size: out.testSize,
           step: out.step,

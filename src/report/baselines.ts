@@ -96,7 +96,12 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
   const rs = b.seeds;
   const lin = rs[0]!.linear;
   const runs = [...facts].filter((f) => f.status === 'completed');
-  const linRuns = runs.map((f) => f.linearTop1).filter(isNum);
+  // the verdict compares like with like: runs whose probe trained on the views the baselines' did (a run's
+  // summary without the record counts as the same)
+  const sameViews = (f: RunFacts) => f.linearViews === null || f.linearViews === lin.train_views;
+  const probed = runs.filter((f) => isNum(f.linearTop1));
+  const otherViews = [...new Set(probed.filter((f) => !sameViews(f)).map((f) => f.linearViews!))];
+  const linRuns = probed.filter(sameViews).map((f) => f.linearTop1!);
   const knnRuns = runs.map((f) => f.knnTop1).filter(isNum);
   const range = (xs: number[]) => (xs.length ? `${Math.min(...xs).toFixed(1)} - ${Math.max(...xs).toFixed(1)}` : '-');
   out.push(`On ${b.dataset} at ${b.image_size} px, ${b.arch}; seeds ${rs.map((s) => s.seed).join(', ')} (mean ± std over seeds).`, '');
@@ -105,9 +110,17 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
   out.push(`| none: linear classifier on the normalised pixels (${rs[0]!.pixels.dim} inputs) | - | ${meanStd(rs.map((s) => s.pixels.linear_top1))} |`);
   out.push(`| pretrained: this sweep's completed runs (lowest - highest) | ${range(knnRuns)} | ${range(linRuns)} |`, '');
   out.push(
-    `The baselines' linear probes train ${lin.epochs} epochs (base lr ${lin.base_lr}, batch ${lin.batch_size}) on ${lin.train_views}; ` +
-      "compare with the runs' own probe protocol in their summary.json (`linear`).",
+    `The baselines' linear probes train ${lin.epochs} epochs (base lr ${lin.base_lr}, batch ${lin.batch_size}), the untrained encoder's on ${lin.train_views}, ` +
+      "the pixels' on the centre view; compare with the runs' own probe protocol in their summary.json (`linear`).",
   );
+  if (otherViews.length) {
+    const n = probed.length - linRuns.length;
+    out.push(
+      '',
+      `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained on other views (${otherViews.join('; ')}) than the baselines' (${lin.train_views}): ` +
+        `${n === 1 ? 'it is' : 'they are'} left out of the linear column above and of the verdict below.`,
+    );
+  }
   const mismatch = baselinesMismatch(b, records);
   if (mismatch.length) {
     out.push(

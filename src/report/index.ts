@@ -192,6 +192,13 @@ export function reportMarkdown(
   if (pending) {
     out.push(`${pending} completed run${pending === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
   }
+  // linear top-1 of one table from two probe protocols (\`moco3 eval linear --no-augment\` on some runs)
+  const byViews = new Map<string, number>();
+  for (const f of facts.values()) if (f.status === 'completed' && f.linearTop1 !== null && f.linearViews !== null) byViews.set(f.linearViews, (byViews.get(f.linearViews) ?? 0) + 1);
+  if (byViews.size > 1) {
+    const parts = [...byViews].sort(([a], [b]) => a.localeCompare(b)).map(([v, n]) => `${n} run${n === 1 ? '' : 's'}: ${v}`).join('; ');
+    out.push(`**The linear top-1 of the table comes from probes trained on different views** (${parts}; each run's summary.json \`linear\` says which): compare runs of one protocol only, or probe them all alike with \`moco3 eval linear <run-dir>\` (\`--no-augment\` / \`--augment\`).`, '');
+  }
   const knnFig = figures.find((f) => f.name === 'knn');
   const png = (f: WrittenFigure) => (f.png ? ` (PNG: [${rel(f.png)}](${rel(f.png)}))` : '');
   if (knnFig) {

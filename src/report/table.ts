@@ -18,6 +18,8 @@ export interface RunFacts {
   divergedAt: number | null;
   linearTop1: number | null;
   linearTop5: number | null;
+  /** the linear probe's training views as summary.json records them (`linear.train_views`), null when it does not */
+  linearViews: string | null;
   knnTop1: number | null;
   knnTop5: number | null;
   bestKnnTop1: number | null;
@@ -60,6 +62,7 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     divergedAt,
     linearTop1: num(s.linear_top1),
     linearTop5: num(s.linear_top5),
+    linearViews: typeof (s.linear as { train_views?: unknown } | undefined)?.train_views === 'string' ? (s.linear as { train_views: string }).train_views : null,
     knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
     knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
     // the best the training reached: step 0 is the untrained encoder (a run's summary counts it)

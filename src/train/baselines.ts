@@ -1,8 +1,9 @@
 /**
  * What pretraining has to beat, per dataset: the untrained (random-init) encoder, evaluated exactly as a
- * run's final weights are (the kNN monitor and the linear probe of the run's config), and a linear
- * classifier on the pixels themselves (the centre view, normalised with the dataset mean/std as the
- * encoder sees it, trained with the same probe). The report prints them beside every sweep's numbers.
+ * run's final weights are (the kNN monitor and the linear probe of the run's config, its training views
+ * included: `eval.linear.train_views`), and a linear classifier on the pixels themselves (the centre view,
+ * normalised with the dataset mean/std as the encoder sees it, with the same probe's epochs, lr and batch).
+ * The report prints them beside every sweep's numbers.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -10,7 +11,8 @@ import type { Dataset, ImageSplit } from '../data/index.ts';
 import { gatherBatch } from '../data/sampler.ts';
 import { evalView, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { cachedSource, linearProbe } from '../eval/linear.ts';
+import { cachedSource, linearProbe, type ProbeTrainSource } from '../eval/linear.ts';
+import { augmentedSource, probeViews } from '../eval/offline.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import { extractFeatures, knnMonitor } from '../eval/features.ts';
 
@@ -19,8 +21,8 @@ export interface BaselineFigures {
   random_init: { knn_top1: number; knn_top5: number; linear_top1: number; linear_top5: number };
   /** one linear layer on the normalised centre-view pixels */
   pixels: { linear_top1: number; linear_top5: number; dim: number };
-  /** how the linear probes were trained */
-  linear: { epochs: number; base_lr: number; batch_size: number; train_views: 'centre view, features cached' };
+  /** how the linear probes were trained; train_views: the encoder's, in the words of a run's summary.json (the pixels': the centre view) */
+  linear: { epochs: number; base_lr: number; batch_size: number; train_views: string };
   seed: number;
   seconds: number;
 }
@@ -40,8 +42,8 @@ export function pixelFeatures(split: ImageSplit, n: number, aug: AugmentConfig, 
   return out;
 }
 
-async function probeOn(train: tf.Tensor2D, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig): Promise<{ top1: number; top5: number }> {
-  const r = await linearProbe(cachedSource(train, ds.train.labels), { features: test, labels: ds.test.labels }, {
+async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig): Promise<{ top1: number; top5: number }> {
+  const r = await linearProbe(train, { features: test, labels: ds.test.labels }, {
     numClasses: ds.numClasses,
     epochs: c.eval.linear.epochs,
     baseLr: c.eval.linear.base_lr,
@@ -60,21 +62,28 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset):
   const held: tf.Tensor[] = [];
   try {
     const knn = await knnMonitor(model, ds, c, aug);
-    const trF = extractFeatures(model, ds.train, ds.train.n, aug);
-    held.push(trF);
+    const augmented = c.eval.linear.train_views === 'augmented';
     const teF = extractFeatures(model, ds.test, ds.test.n, aug);
     held.push(teF);
-    const enc = await probeOn(trF, teF, ds, c);
+    let encTrain: ProbeTrainSource;
+    if (augmented) {
+      encTrain = augmentedSource(model, ds.train, aug, c.seed);
+    } else {
+      const trF = extractFeatures(model, ds.train, ds.train.n, aug);
+      held.push(trF);
+      encTrain = cachedSource(trF, ds.train.labels);
+    }
+    const enc = await probeOn(encTrain, teF, ds, c);
     tf.dispose(held.splice(0));
     const trP = pixelFeatures(ds.train, ds.train.n, aug);
     held.push(trP);
     const teP = pixelFeatures(ds.test, ds.test.n, aug);
     held.push(teP);
-    const pix = await probeOn(trP, teP, ds, c);
+    const pix = await probeOn(cachedSource(trP, ds.train.labels), teP, ds, c);
     return {
       random_init: { knn_top1: knn.top1, knn_top5: knn.top5, linear_top1: enc.top1, linear_top5: enc.top5 },
       pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },
-      linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: Math.min(c.eval.linear.batch_size, ds.train.n), train_views: 'centre view, features cached' },
+      linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: Math.min(c.eval.linear.batch_size, ds.train.n), train_views: probeViews(augmented) },
       seed: c.seed,
       seconds: Number(((performance.now() - t0) / 1000).toFixed(3)),
     };

@@ -8,7 +8,7 @@ import { flatten, type RunRecord } from '../../src/report/results.ts';
 import { loadSweep } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { missingBaselineSeeds, writeSweepBaselines } from '../../src/sweep/baselines.ts';
-import { tmp, writeBatchSweep } from './fixtures.ts';
+import { tmp, writeBatchSweep, writeFakeRun } from './fixtures.ts';
 
 const seed = (s: number, knn: number, enc: number, pix: number) => ({
   seed: s,
@@ -123,4 +123,27 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSeed: (s) => fewer.push(s) });
   const replaced = readBaselines(two.dir)!;
   assert.deepEqual([fewer, replaced.seeds.map((f) => f.seed)], [[1], [1]], 'seed 0 of 64 images is not kept beside seed 1 of 48');
+});
+
+test("report: runs probed on other views than the baselines' are left out of the verdict, and a table of two probe protocols says so", async () => {
+  const dir = join(tmp(), 'views');
+  const AUG = 'random-resized-crop + flip, every epoch';
+  const CACHED = 'centre view, features cached';
+  // two settings; the first probed on augmented views (61), the second re-probed on cached features (85)
+  writeFakeRun(dir, { id: 'learned', summary: { linear_top1: 61, linear: { train_views: AUG } } });
+  writeFakeRun(dir, { id: 'frozen', config: { 'model.patch_proj': 'frozen' }, summary: { linear_top1: 85, linear: { train_views: CACHED } } });
+  const put = (views: string) =>
+    writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke', seeds: [{ ...seed(0, 50, 68, 70), linear: { ...seed(0, 0, 0, 0).linear, train_views: views } }] }));
+  put(AUG);
+  await writeReport(dir, { plots: false });
+  let md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\*\*The linear top-1 of the table comes from probes trained on different views\*\* \(1 run: centre view, features cached; 1 run: random-resized-crop \+ flip, every epoch;/);
+  let s = section(md);
+  assert.match(s, /1 completed run's linear probe trained on other views \(centre view, features cached\) than the baselines' \(random-resized-crop \+ flip, every epoch\)/);
+  // the augmented run alone is compared: 61 against the untrained encoder's 68
+  assert.match(s, /\*\*Pretraining did not beat the untrained encoder \(68\.0\) nor the linear classifier on pixels \(70\.0\)\*\*: the best run's linear top-1 is 61\.0/);
+  put(CACHED);
+  await writeReport(dir, { plots: false });
+  s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.match(s, /Pretraining beat both baselines: the best run's linear top-1 is 85\.0/);
 });

@@ -6,6 +6,7 @@ import { evalView } from '../../src/data/augment.ts';
 import { gatherBatch, itersPerEpoch } from '../../src/data/sampler.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { cachedSource, linearProbe } from '../../src/eval/linear.ts';
+import { augmentedSource } from '../../src/eval/offline.ts';
 import { computeBaselines, pixelFeatures } from '../../src/train/baselines.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../../src/components/index.ts';
 import { extractFeatures, knnMonitor } from '../../src/eval/features.ts';
@@ -23,6 +24,7 @@ const config = buildConfig({
     'moco.pred_hidden=16',
     'eval.linear.epochs=2',
     'eval.linear.batch_size=32',
+    'eval.linear.train_views=cached',
     'seed=3',
   ],
 });
@@ -72,4 +74,23 @@ test('baselines: the untrained encoder of the run seed, probed like a run; the p
   assert.equal(b.pixels.dim, 192);
   assert.equal(b.seed, 3);
   assert.deepEqual(b.linear, { epochs: 2, base_lr: 3, batch_size: 32, train_views: 'centre view, features cached' });
+});
+
+test("baselines: a config whose probe trains on augmented views probes the untrained encoder on them too (the pixels stay on the centre view)", async () => {
+  const aug8 = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=96', 'data.test_size=48', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16', 'eval.linear.epochs=2', 'eval.linear.batch_size=32', 'eval.linear.train_views=augmented', 'seed=3'] });
+  const ds = await loadRunData(aug8);
+  const before = tf.memory().numTensors;
+  const b = await computeBaselines(aug8, ds);
+  assert.equal(tf.memory().numTensors, before);
+  const aug = augmentConfigOf(aug8, ds);
+  const model = new MoCoViT(modelConfigOf(aug8), 3);
+  const te = extractFeatures(model, ds.test, ds.test.n, aug);
+  const opts = { numClasses: ds.numClasses, epochs: 2, baseLr: aug8.eval.linear.base_lr, batchSize: 32, seed: 3 };
+  const lin = await linearProbe(augmentedSource(model, ds.train, aug, 3), { features: te, labels: ds.test.labels }, opts);
+  tf.dispose(te);
+  model.dispose();
+  assert.equal(b.random_init.linear_top1, lin.top1);
+  assert.deepEqual(b.linear, { epochs: 2, base_lr: 3, batch_size: 32, train_views: 'random-resized-crop + flip, every epoch' });
+  const cached = await computeBaselines(config, ds);
+  assert.equal(b.pixels.linear_top1, cached.pixels.linear_top1, 'the pixel classifier is the same');
 });
