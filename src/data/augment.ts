@@ -404,9 +404,12 @@ export function viewTensors({ v1, v2 }: { v1: Float32Array; v2: Float32Array }, 
 }
 
 /**
- * The evaluation view's box (main_lincls.py's val transform, Resize(S*256/224) + CenterCrop(S)): for an
+ * The evaluation view's box, after main_lincls.py's val transform (Resize(S*256/224) + CenterCrop(S)): for an
  * image larger than S, the centred square that transform keeps (side = shorter side * 224/256, offset
- * rounded as torchvision's center_crop); a smaller image is used whole.
+ * rounded as torchvision's center_crop), which evalView then resizes to S: cropping before resizing, not
+ * after, so the pixels differ from torchvision's by the resampling, not the region. An image folder's cached
+ * square at 256/224 of S gives a box of exactly S (no resize): the official transform to the byte. An image
+ * of S or smaller is used whole.
  */
 export function evalBox(h: number, w: number, S: number): CropBox {
   if (Math.min(h, w) <= S) return { top: 0, left: 0, height: h, width: w };

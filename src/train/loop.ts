@@ -322,6 +322,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           config: c,
           dataset: ds,
           model,
+          step: state.step,
           onEpoch: (e) =>
             emit({ type: 'phase', step: state.step, text: `linear probe: epoch ${e.epoch}/${e.epochs}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(2)}% (${e.seconds.toFixed(0)} s)` }),
           check: () => {

@@ -132,6 +132,8 @@ test('summary.json says running while the linear probe runs, completed once it h
   const done = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
   assert.equal(done.status, 'completed');
   assert.equal(typeof done.linear_top1, 'number');
+  assert.equal(done.linear.step, 4, 'the probe records the step of the weights it probed');
+  assert.equal(JSON.parse(readFileSync(join(dir, 'linear.json'), 'utf8')).step, 4);
 });
 
 test('a diverged run keeps its last finite checkpoint; killed before its final status and resumed, it diverges at the same step', async () => {
