@@ -83,14 +83,19 @@ export function mapToPaper(runValues: number[], paperValues: number[]): Map<numb
   return bestMap;
 }
 
-/** Which of the paper's sweeps a set of swept keys (+ the optimizer) is, if any. */
-export function paperSweepFor(sweptKeys: string[], optimizer: string | null): PaperSweep | null {
+/**
+ * Which of the paper's sweeps a set of swept keys is, given the optimizer and the patch projection the runs
+ * share (null: not one value), if any. Figs. 1-3 train a learned patch projection: a sweep that fixes it
+ * frozen is not theirs, and its AdamW lr sweep is Fig. 5's frozen series.
+ */
+export function paperSweepFor(sweptKeys: string[], optimizer: string | null, patchProj: string | null = null): PaperSweep | null {
   const keys = new Set(sweptKeys);
   const only = (...ks: string[]) => keys.size === ks.length && ks.every((k) => keys.has(k));
   const find = (id: PaperSweep['id']) => PAPER_SWEEPS.find((p) => p.id === id)!;
-  if (only('optim.batch_size') && optimizer === 'adamw') return find('batch-size');
-  if (only('optim.base_lr') && optimizer === 'adamw') return find('lr-adamw');
-  if (only('optim.base_lr') && optimizer === 'lamb') return find('lr-lamb');
+  const learned = patchProj !== 'frozen';
+  if (only('optim.batch_size') && optimizer === 'adamw') return learned ? find('batch-size') : null;
+  if (only('optim.base_lr') && optimizer === 'adamw') return learned ? find('lr-adamw') : find('patch-proj');
+  if (only('optim.base_lr') && optimizer === 'lamb') return learned ? find('lr-lamb') : null;
   if ((only('model.patch_proj', 'optim.base_lr') || only('model.patch_proj')) && optimizer === 'adamw') return find('patch-proj');
   return null;
 }

@@ -167,7 +167,8 @@ export function viewSweep(sweep: SweepRecord): SweepView {
   const sweptKeys = inferSweptKeys(runs, declaredKeys(sweep.sweepFile));
   const optimizers = new Set(runs.map((r) => r.flat.get('optim.name')));
   const optimizer = optimizers.size === 1 ? String([...optimizers][0]) : null;
-  const paper = paperSweepFor(sweptKeys, optimizer);
+  const projections = new Set(runs.map((r) => r.flat.get('model.patch_proj')));
+  const paper = paperSweepFor(sweptKeys, optimizer, projections.size === 1 ? String([...projections][0]) : null);
 
   const groups = new Map<string, Column>();
   for (const r of runs) {

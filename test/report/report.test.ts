@@ -268,6 +268,21 @@ test('runs of different depths and logging intervals: the last block and the spi
   assert.match(md1, /within 200 steps after/);
 });
 
+test("the paper row: an AdamW lr sweep with the patch projection fixed frozen is Fig. 5's frozen series; a frozen batch-size sweep has none", async () => {
+  const root = tmp();
+  const lr = writeSimpleSweep(root, 'lr-frozen', [0.5e-4, 1.0e-4, 1.5e-4].map((v) => ({ 'optim.base_lr': v, 'model.patch_proj': 'frozen' })));
+  await writeReport(lr, { plots: false });
+  const md = readFileSync(join(lr, 'report.md'), 'utf8');
+  assert.match(md, /This is the paper's Fig\. 5 sweep/);
+  assert.match(md, /\| \*paper: linear top-1 \(%\), Fig\. 5, ViT-B\/16 ImageNet\* \| \*70\.8\* \| \*72\.8\* \| \*73\.4\* \|/);
+  const learned = writeSimpleSweep(root, 'lr-learned', [0.5e-4, 1.0e-4, 1.5e-4].map((v) => ({ 'optim.base_lr': v, 'model.patch_proj': 'learned' })));
+  await writeReport(learned, { plots: false });
+  assert.match(readFileSync(join(learned, 'report.md'), 'utf8'), /\| \*paper: linear top-1 \(%\), Fig\. 2, ViT-B\/16 ImageNet\* \| \*70\.4\* \| \*72\.2\* \| \*71\.7\* \|/);
+  const bs = writeSimpleSweep(root, 'bs-frozen', [1024, 2048].map((b) => ({ 'optim.batch_size': b, 'model.patch_proj': 'frozen' })));
+  await writeReport(bs, { plots: false });
+  assert.doesNotMatch(readFileSync(join(bs, 'report.md'), 'utf8'), /paper: linear top-1/);
+});
+
 test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
   const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
   assert.deepEqual(m([1024, 4096], [1024, 2048, 4096, 6144]), { 1024: 1024, 4096: 4096 });
