@@ -65,8 +65,9 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     linearViews: typeof (s.linear as { train_views?: unknown } | undefined)?.train_views === 'string' ? (s.linear as { train_views: string }).train_views : null,
     knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
     knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
-    // the best the training reached: step 0 is the untrained encoder (a run's summary counts it)
-    bestKnnTop1: trainedKnn.length ? Math.max(...trainedKnn.map((m) => m.knn_top1 as number)) : num(s.best_knn_top1),
+    // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'
+    // summaries count it); no kNN after step 0, none
+    bestKnnTop1: trainedKnn.length ? Math.max(...trainedKnn.map((m) => m.knn_top1 as number)) : r.metrics.length ? null : num(s.best_knn_top1),
     dips: inst.dips.length,
     maxDip: inst.maxDip,
     spikesPatch: inst.spikes.has('patch_proj') ? inst.spikes.get('patch_proj')!.length : null,

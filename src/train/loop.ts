@@ -187,7 +187,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const k = await knnMonitor(model, ds, c, aug);
       state.last_knn_top1 = k.top1;
       state.last_knn_top5 = k.top5;
-      state.best_knn_top1 = Math.max(state.best_knn_top1 ?? -Infinity, k.top1);
+      // the best the training reached: step 0 is the untrained encoder, no part of it (as in the report)
+      if (state.step > 0) state.best_knn_top1 = Math.max(state.best_knn_top1 ?? -Infinity, k.top1);
       emit({ type: 'knn', step: state.step, top1: k.top1, top5: k.top5, seconds: (performance.now() - k0) / 1000 });
       return k;
     };
@@ -198,8 +199,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         assertLockHeld(runDir);
         appendMetric(runDir, { step: 0, epoch: 0, knn_top1: k.top1, knn_top5: k.top5 });
       }
-      // step 0: the initial weights (for checks against other implementations), after the step-0 kNN so a
-      // resumed run keeps it in its best kNN
+      // step 0: the initial weights (for checks against other implementations)
       if (ckptEvery !== null) await checkpoint();
     }
 

@@ -133,7 +133,16 @@ test('summary.json says running while the linear probe runs, completed once it h
   assert.equal(done.status, 'completed');
   assert.equal(typeof done.linear_top1, 'number');
   assert.equal(done.linear.step, 4, 'the probe records the step of the weights it probed');
+  assert.equal(done.best_knn_top1, done.knn_top1, 'the best kNN is of the trained steps (the one at step 4), not the untrained step 0');
   assert.equal(JSON.parse(readFileSync(join(dir, 'linear.json'), 'utf8')).step, 4);
+});
+
+test('the best kNN leaves out step 0 (the untrained encoder): a run that diverges before its first trained kNN has none', async () => {
+  const dir = tmp();
+  const s = await trainRun({ config: tinyConfig(['train.max_steps=8', 'train.knn_every=4']), runDir: dir, backend, injectNanAtStep: 3 });
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  assert.equal(typeof rows[0]!.knn_top1, 'number', 'step 0 was measured');
+  assert.deepEqual([s.status, s.best_knn_top1], ['diverged', null]);
 });
 
 test('a diverged run keeps its last finite checkpoint; killed before its final status and resumed, it diverges at the same step', async () => {
