@@ -146,6 +146,12 @@ export function reportMarkdown(
   ]
     .filter(([, v]) => v !== null)
     .map(([k, v]) => `${k} ${v}`);
+  // runs cut short (\`--set train.max_steps=N\`) train part of their epochs and lr schedule: said up front
+  const maxSteps = new Set(sweep.runs.map((r) => r.flat.get('train.max_steps')).filter((v) => typeof v === 'number'));
+  if (maxSteps.size) {
+    const n = [...maxSteps].sort((a, b) => Number(a) - Number(b)).join(' / ');
+    setting.push(`max steps ${n} (\`train.max_steps\`: a run stops there, before the end of its epochs and lr schedule if they are longer)`);
+  }
   out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
   if (missing.length) {

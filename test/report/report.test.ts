@@ -283,6 +283,16 @@ test("the paper row: an AdamW lr sweep with the patch projection fixed frozen is
   assert.doesNotMatch(readFileSync(join(bs, 'report.md'), 'utf8'), /paper: linear top-1/);
 });
 
+test('the header says when runs were cut short by train.max_steps', async () => {
+  const root = tmp();
+  const cut = writeSimpleSweep(root, 'cut', [64, 128].map((b) => ({ 'optim.batch_size': b, 'train.max_steps': 20 })));
+  await writeReport(cut, { plots: false });
+  assert.match(readFileSync(join(cut, 'report.md'), 'utf8'), /^Fixed: .*max steps 20 \(`train\.max_steps`: a run stops there, before the end of its epochs and lr schedule if they are longer\)\.$/m);
+  const whole = writeSimpleSweep(root, 'whole', [64, 128].map((b) => ({ 'optim.batch_size': b })));
+  await writeReport(whole, { plots: false });
+  assert.doesNotMatch(readFileSync(join(whole, 'report.md'), 'utf8'), /max steps/);
+});
+
 test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
   const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
   assert.deepEqual(m([1024, 4096], [1024, 2048, 4096, 6144]), { 1024: 1024, 4096: 4096 });
