@@ -4,11 +4,12 @@
  * (take runs from a results folder shared with other agents until none is left, src/runfolder/lock.ts).
  */
 import { Command, Option } from 'commander';
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey } from '../sweep/launcher.ts';
 import { setLockTimeout } from '../runfolder/lock.ts';
+import { writeFileAtomic } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { writeResolvedSweep } from '../sweep/resolved.ts';
 import type { RunSweepOptions, SweepResult } from '../sweep/runner.ts';
@@ -126,8 +127,11 @@ export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & Launch
     process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
     return;
   }
-  // a submission that fails leaves nothing behind: what it wrote is removed (a sweep folder it made, too)
-  const made = [plan.dir, slurmDir(plan), join(plan.dir, 'sweep.yaml')].filter((p) => !existsSync(p));
+  // a submission that fails leaves nothing behind: what it wrote is removed (a sweep folder it made, too),
+  // and a sweep.yaml it replaced is put back as it was
+  const resolved = join(plan.dir, 'sweep.yaml');
+  const made = [plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
+  const previous = existsSync(resolved) ? readFileSync(resolved) : null;
   writeResolvedSweep(plan);
   const path = writeScript(plan, script);
   let jobId: string;
@@ -135,6 +139,7 @@ export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & Launch
     jobId = submitScript(path);
   } catch (e) {
     rmSync(path, { force: true });
+    if (previous) writeFileAtomic(resolved, previous);
     for (const p of [...made].reverse()) if (existsSync(p) && (!statSync(p).isDirectory() || readdirSync(p).length === 0)) rmSync(p, { recursive: true, force: true });
     throw e;
   }

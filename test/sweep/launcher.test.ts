@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
@@ -112,4 +112,11 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.equal(sub.code, 2, sub.err);
   assert.match(sub.err, /Unable to contact slurm controller/);
   assert.deepEqual(readdirSync(results).sort(), ['a-file', 'bin']);
+  // a sweep folder that was there: its sweep.yaml (of another preset's runs) is put back as it was
+  mkdirSync(join(results, 'batch-size'));
+  writeFileSync(join(results, 'batch-size', 'sweep.yaml'), 'name: batch-size\npreset: smoke-earlier\n');
+  const again = await cli(base, { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(again.code, 2, again.err);
+  assert.equal(readFileSync(join(results, 'batch-size', 'sweep.yaml'), 'utf8'), 'name: batch-size\npreset: smoke-earlier\n');
+  assert.deepEqual(readdirSync(join(results, 'batch-size')), ['sweep.yaml']);
 });
