@@ -15,6 +15,19 @@ import { configFromFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
 
+/**
+ * A dataset loaded for `moco3 data ...`, whose flag for a dataset's folder is `--data-path PATH`: the
+ * loaders' errors name train's `--data NAME:PATH`, said here as this command takes it.
+ */
+async function inDataCommand<T>(load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    if (e instanceof DataError) e.message = e.message.replace(/--data [\w-]+:PATH/g, '--data-path PATH');
+    throw e;
+  }
+}
+
 /** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
 const KNOWN: readonly string[] = CONFIG_DATASETS;
 
@@ -245,7 +258,7 @@ function infoCmd(): Command {
       const spec = { name, path, trainSize: null, testSize: null, seed: 0, imageSize } as unknown as DataSpec;
       // loaded here, not at start-up: the data index pulls in TensorFlow.js (augmentation) and sharp
       const { loadDataset } = await import('../data/index.ts');
-      const ds = await loadDataset(spec);
+      const ds = await inDataCommand(() => loadDataset(spec));
       const { files, notes } = await checks(ds);
       const m = measured(ds);
       const { height, width, channels } = ds.train;
@@ -341,7 +354,7 @@ function previewCmd(): Command {
       const { loadRunData, augmentConfigOf } = await import('../components/index.ts');
       const { previewSheet } = await import('../data/preview.ts');
       const { writeFileAtomic } = await import('../engine/files.ts');
-      const ds = await loadRunData(c);
+      const ds = await inDataCommand(() => loadRunData(c));
       const aug = augmentConfigOf(c, ds);
       const sheet = await previewSheet(ds, aug, { count: Math.min(count, ds.train.n), pairs, seed: c.seed, step, batchSize: c.optim.batch_size });
       writeFileAtomic(resolve(f.out), sheet.png);

@@ -29,8 +29,8 @@ async function webgpuLine(): Promise<string> {
 
 export function doctorCommand(): Command {
   return new Command('doctor')
-    .description('backends, native kernels, datasets: what will run and how fast')
-    .option('--replay', 'also make two training steps of a tiny model on webgpu and on the CPU and print their largest differences as JSON (exit 1 when beyond float32 noise)')
+    .description('backends, native kernels, datasets: what will run, and where (npm run bench says how fast)')
+    .option('--replay', 'instead of the report: make two training steps of a tiny model on webgpu and on the CPU and print their largest differences as JSON (exit 1 when beyond float32 noise)')
     .action(async (f: { replay?: boolean }) => {
     if (f.replay) return replay();
     const lines: string[] = [];

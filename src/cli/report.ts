@@ -1,7 +1,7 @@
 /** `moco3 report [<sweep>]`: tables, instability figures and plots of finished (or running) sweeps. */
 import { Command, Option } from 'commander';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
 import { listSweeps, readSweep, ReportError } from '../report/results.ts';
@@ -33,7 +33,16 @@ const isSweepDir = (d: string) =>
 /** A sweep given as a folder path or as a name under --results. */
 function sweepDir(arg: string, results: string): string {
   for (const d of [arg, join(results, arg)]) if (isSweepDir(d)) return d;
-  if (existsSync(arg) && isRunDir(arg)) throw new UsageError(`${arg} is a run folder; moco3 report takes a sweep folder (its parent)`);
+  if (existsSync(arg) && isRunDir(arg)) {
+    // a sweep's run sits in its sweep folder; a run of `moco3 train` (results/train/<run>, --out) in none
+    const parent = dirname(resolve(arg));
+    const inSweep = existsSync(join(parent, 'sweep.yaml'));
+    throw new UsageError(
+      inSweep
+        ? `${arg} is a run folder; moco3 report takes a sweep folder (its parent, ${parent})`
+        : `${arg} is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder (results/<sweep>); for one run: moco3 eval knn|linear ${arg}, and its summary.json`,
+    );
+  }
   throw new UsageError(`no sweep '${arg}' (looked for ${arg} and ${join(results, arg)}; a sweep is a folder of run folders)`);
 }
 

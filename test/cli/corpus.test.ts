@@ -367,6 +367,7 @@ test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no tr
 
 test('the lines say what is wrong and what to do; the offered older checkpoint resumes', async () => {
   const expect: [string[], RegExp][] = [
+    [['report', good], /good is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder \(results\/<sweep>\); for one run: moco3 eval knn\|linear /],
     [['train', ...TINY, '--resume', '--out', damaged('x1', (r) => truncateSync(join(ckptOf(r), 'state.json'), 30))], /step-0000008\/state\.json: state is not valid JSON \(truncated\?\); resume from the previous checkpoint with --checkpoint step-6 .*or start again with --force$/],
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--seed', '3', '--resume', '--out', good], /good: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5, seed 0 -> 3; to resume it, start again with --force, or drop the changes/],
     [['eval', 'knn', damaged('x2', (r) => rmSync(join(ckptOf(r), 'model.safetensors')))], /step-0000008\/model\.safetensors: missing; evaluate the previous checkpoint with --checkpoint .*step-0000006$/],

@@ -292,6 +292,13 @@ test('data info imagefolder: counts and classes, at the cache size of the given 
     const bad = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--image-size', 'x']);
     assert.equal(bad.code, 2);
     assert.match(bad.err, /--image-size x: expected an integer from 1 to 4096/);
+    // the hint names this command's flag for the folder, not train's --data NAME:PATH
+    const gone = await cli(['data', 'info', 'imagefolder', '--data-path', join(dir, 'nope')]);
+    assert.equal(gone.code, 2);
+    assert.match(gone.err, /nope: image folder not found \(--data-path PATH, /);
+    const preview = await cli(['data', 'preview', 'imagefolder', '--data-path', join(dir, 'nope'), '--out', join(dir, 'v.png')]);
+    assert.equal(preview.code, 2);
+    assert.match(preview.err, /nope: image folder not found \(--data-path PATH, /);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
