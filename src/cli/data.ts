@@ -7,7 +7,7 @@ import { DATASET_NAMES as CONFIG_DATASETS, MAX_IMAGE_SIZE } from '../config/sche
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
-import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, fashionMnistDefaultDir, fashionMnistFile } from '../data/fashion_mnist.ts';
+import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
 import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
@@ -159,8 +159,7 @@ function lookup(name: string, path: string | null, f: InfoFlags): { looked: stri
   const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
   if (name === 'fashion-mnist') {
     const dir = path ?? fashionMnistDefaultDir();
-    const bases = SOURCES['fashion-mnist'].files.map((k) => k.name.replace(/\.gz$/, ''));
-    const present = existsSync(dir) && bases.every((b) => fashionMnistFile(dir, b) !== null);
+    const present = fashionMnistFound(dir) !== null;
     // fetch puts it in <dir>/fashion-mnist
     let hint = `get it with: ${fetchIn(f.dir ?? (path && basename(resolve(path)) === 'fashion-mnist' ? dirname(resolve(path)) : null))}`;
     if (!path) hint = `${hint}, or apt-get install dataset-fashion-mnist`;

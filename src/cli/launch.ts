@@ -133,12 +133,13 @@ export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & Launch
   const made = [plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
   const previous = existsSync(resolved) ? readFileSync(resolved) : null;
   writeResolvedSweep(plan);
-  const path = writeScript(plan, script);
+  let path: string | null = null;
   let jobId: string;
   try {
+    path = writeScript(plan, script);
     jobId = submitScript(path);
   } catch (e) {
-    rmSync(path, { force: true });
+    if (path) rmSync(path, { force: true });
     if (previous) writeFileAtomic(resolved, previous);
     for (const p of [...made].reverse()) if (existsSync(p) && (!statSync(p).isDirectory() || readdirSync(p).length === 0)) rmSync(p, { recursive: true, force: true });
     throw e;

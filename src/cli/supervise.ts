@@ -22,7 +22,13 @@ import { describeState } from '../sweep/table.ts';
 export const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGABRT']);
 /** Crashes of one run after which the supervisor gives up on the sweep. */
 export const MAX_CRASHES = 3;
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+/**
+ * The signals that stop a run with a checkpoint: Ctrl-C, `kill`, a closed terminal, and USR1/USR2 (a
+ * scheduler's warning before its time limit; unhandled, USR1 would open Node's inspector and USR2 kill the
+ * process without a checkpoint). The supervisor forwards them to the process that trains.
+ */
+export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+const FORWARDED = STOP_SIGNALS;
 const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
 
 let processEntry = false;

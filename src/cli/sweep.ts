@@ -11,7 +11,7 @@ import { addLaunchOptions, prepareLaunch, submitSlurm, type LaunchFlags } from '
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
-import { childLink, shouldSupervise, superviseSweep } from './supervise.ts';
+import { childLink, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -277,7 +277,7 @@ export function sweepCommand(): Command {
       // stop as TERM does: the supervisor forwards them all, and unhandled they would kill the process
       // without a checkpoint (HUP, USR2) or open Node's inspector (USR1)
       const onUsr1 = launch.onUsr1 ?? onSig;
-      const stopSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR2'];
+      const stopSignals = STOP_SIGNALS.filter((s) => s !== 'SIGUSR1');
       for (const sig of stopSignals) process.on(sig, onSig);
       process.on('SIGUSR1', onUsr1);
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();

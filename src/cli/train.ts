@@ -8,12 +8,13 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
-import { acquireLock, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, assertLockHeld, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
+import { STOP_SIGNALS } from './supervise.ts';
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -97,11 +98,6 @@ export function trainCommand(): Command {
   return cmd;
 }
 
-/**
- * Ctrl-C, `kill`, a closed terminal, and USR1/USR2 (a scheduler's warning before its time limit; unhandled,
- * USR1 would open Node's inspector and USR2 kill the process without a checkpoint).
- */
-const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
 /** The body of `moco3 train`, with the run folder's lock held. */
 async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, dumpViews: number, dropEarlySignals: () => void): Promise<void> {
@@ -137,7 +133,8 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
       throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
     }
   }
-  // a damaged checkpoint, another config and bad data fail here, before a backend starts or a folder is made or moved
+  // a damaged checkpoint (its files; tensors that do not fit the model fail once it is built, in trainRun,
+  // still before anything is written), another config and bad data fail here, before a folder is made or moved
   let checkpoint: string | null = null;
   if (f.resume && !f.force && existsSync(runDir)) {
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
@@ -152,6 +149,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   checkRunData(dataset, c.optim.batch_size);
   const backend = await initBackend(c.train.backend as BackendName);
   if (f.force && previous) {
+    assertLockHeld(runDir);
     // the run's files, not the folder: the folder holds this process's lock
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
     let aside = `${resolve(runDir)}.old-${stamp}`;

@@ -54,9 +54,9 @@
  */
 import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
-import { availableParallelism, homedir, hostname, totalmem } from 'node:os';
+import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pidAlive, withPath } from '../engine/files.ts';
+import { hostTag, pidAlive, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -366,9 +366,6 @@ function canWrite(dir: string): boolean {
     return false;
   }
 }
-
-/** This machine's name as it goes into a temporary cache file's name. */
-const hostTag = () => hostname().replace(/[^A-Za-z0-9.-]/g, '_') || 'host';
 
 /** A cache being written elsewhere grows all the time; one untouched this long was left by a process that died. */
 export const FOREIGN_TEMP_STALE_MS = 60 * 60 * 1000;

@@ -118,11 +118,21 @@ export async function previewSheet(ds: Dataset, aug: AugmentConfig, opts: Previe
     // image folder's cached square is larger than the training size)
     const long = Math.max(h, w);
     const sk = long <= cell ? Math.floor(cell / long) : cell / long;
-    const ox = colX(0) + Math.floor((cell - Math.ceil(w * sk)) / 2);
-    const oy = y0 + Math.floor((cell - Math.ceil(h * sk)) / 2);
-    put(ox, oy, (x, y, ch) => data[((i * h + y) * w + x) * c + (c === 3 ? ch : 0)]!, w, h, sk);
+    // drawn sizes at most the cell (cell / long * long may round above it), source indices inside the image
+    const dw = Math.min(cell, Math.round(w * sk));
+    const dh = Math.min(cell, Math.round(h * sk));
+    const ox = colX(0) + Math.floor((cell - dw) / 2);
+    const oy = y0 + Math.floor((cell - dh) / 2);
+    for (let y = 0; y < dh; y++) {
+      for (let x = 0; x < dw; x++) {
+        const sx = Math.min(w - 1, Math.floor(x / sk));
+        const sy = Math.min(h - 1, Math.floor(y / sk));
+        const o = ((oy + y) * width + ox + x) * 3;
+        for (let ch = 0; ch < 3; ch++) canvas[o + ch] = data[((i * h + sy) * w + sx) * c + (c === 3 ? ch : 0)]!;
+      }
+    }
     const label = ds.classNames[batch.labels?.[i] ?? -1] ?? '';
-    cells.push({ row: i, col: 0, x: ox, y: oy, size: Math.ceil(w * sk), caption: label });
+    cells.push({ row: i, col: 0, x: ox, y: oy, size: dw, caption: label });
     text.push(`<text x="${colX(0) + cell / 2}" y="${y0 + cell + 13}" text-anchor="middle" font-size="11">${esc(label)}</text>`);
     for (let p = 0; p < pairs; p++) {
       for (let v = 0; v < 2; v++) {

@@ -1,6 +1,7 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
 
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
@@ -85,6 +86,11 @@ export function checkOutputDir(dir: string, label: string): void {
 }
 
 /** Whether a process of this host with this pid still lives (stale temporary folders, locks and run statuses are told by it). */
+/** This machine's name as it goes into a file's name (temporary files that say which host wrote them). */
+export function hostTag(): string {
+  return hostname().replace(/[^A-Za-z0-9.-]/g, '_') || 'host';
+}
+
 export function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {

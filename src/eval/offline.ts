@@ -275,6 +275,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {
+      check(); // the last word before linear.json and summary.json are written (a lost lock, Ctrl-C)
       out.wrote = recordEval(runDir, 'linear', out, loaded, {
         linear_top1: out.top1,
         linear_top5: out.top5,

@@ -160,8 +160,7 @@ function statusCell(facts: RunFacts[]): Cell {
 
 export interface TableOptions {
   dipPoints: number;
-  /** the spike-order window in steps (the lead window at the runs' logging interval) */
-  /** the spike-order window, in words ("40 steps") */
+  /** the spike-order window in words: "40 steps" (the lead window at the runs' logging interval), or "40 logged rows" */
   orderWindow: string;
 }
 

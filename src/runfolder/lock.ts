@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { restoreAsideCheckpoints } from './checkpoints.ts';
 import { RUN_FILES } from './paths.ts';
-import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
+import { hostTag, pidAlive, writeJsonAtomic } from '../engine/files.ts';
 
 export interface LockInfo {
   pid: number;
@@ -113,7 +113,7 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   const task = slurmTaskId();
   const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task } : {}) };
   // host and pid in the temporary names: two hosts may run processes with the same pid
-  const me = `${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-${process.pid}`;
+  const me = `${hostTag()}-${process.pid}`;
   const tmp = join(runDir, `.lock.${me}.tmp`);
   writeFileSync(tmp, `${JSON.stringify(mine)}\n`);
   try {
@@ -195,6 +195,16 @@ function stopHeartbeat(runDir: string): void {
 /** True when this process's lock on the run was taken over by another (see startHeartbeat). */
 export function lockLost(runDir: string): boolean {
   return beats.get(runDir)?.lost ?? false;
+}
+
+/** Whether this process may still write into the run: its lock is its own, or it took none (assertLockHeld). */
+export function mayWrite(runDir: string): boolean {
+  try {
+    assertLockHeld(runDir);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

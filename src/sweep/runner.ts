@@ -7,7 +7,7 @@
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
-import { acquireLock, cleanStaleTemps, clearStale, LockLostError, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, cleanStaleTemps, clearStale, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
 import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
@@ -160,10 +160,10 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
         });
       } catch (e) {
         if ((e as { stopSweep?: boolean }).stopSweep) throw e;
-        if (e instanceof LockLostError) {
+        if (e instanceof LockLostError || !mayWrite(run.dir)) {
           // taken over by another process while this one was frozen: the run is that process's to finish
           busy.push(run.id);
-          emit({ type: 'run_skip', ...base, state: 'running', reason: e.message });
+          emit({ type: 'run_skip', ...base, state: 'running', reason: e instanceof LockLostError ? e.message : `${run.dir}: taken over by another process` });
           continue;
         }
         const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);

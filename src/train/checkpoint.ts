@@ -141,6 +141,11 @@ export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: C
     const param = slotParam(key);
     let st: tf.Tensor;
     try {
+      // a parameter's slot has the parameter's shape
+      const want = model.vars.has(param) ? model.torchShape(param) : null;
+      if (want && t.shape.join(',') !== want.join(',')) {
+        throw new CheckpointError(`${dir}/optimizer.safetensors: ${key} has shape [${t.shape}], the model expects [${want}]`);
+      }
       st = fromSt(t, `${dir}/optimizer.safetensors`, key);
     } catch (e) {
       for (const x of loaded.values()) x.dispose();

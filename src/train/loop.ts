@@ -19,7 +19,7 @@ import { appendMetric, resetMetrics, truncateMetrics, type MetricRow } from '../
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
-import { assertLockHeld, LockLostError } from '../runfolder/lock.ts';
+import { assertLockHeld, LockLostError, mayWrite } from '../runfolder/lock.ts';
 import { StatusWriter, type RunStatus } from '../runfolder/status.ts';
 import { mergeSummary, readSummary, writeSummary, type Summary } from '../runfolder/summary.ts';
 import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts';
@@ -153,6 +153,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   let state = freshState(hash);
   let started = false; // from here on status.json speaks for this run
   try {
+    // the data may have taken long to load: a run taken over meanwhile is not touched, not even reset
+    assertLockHeld(runDir);
     if (last) {
       state = loadCheckpoint(last, model, optimizer);
       truncateMetrics(runDir, state.step);
@@ -348,7 +350,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     emit({ type: 'end', status: outcome, step: state.step, summary });
     return summary;
   } catch (err) {
-    if (started && !(err instanceof LockLostError)) {
+    if (started && !(err instanceof LockLostError) && mayWrite(runDir)) {
       // status.json and summary.json tell the truth: failed, with the error. Best effort: on a full disk
       // these small writes may fail too, and the run's own error is the one to report.
       const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);

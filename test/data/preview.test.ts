@@ -47,12 +47,12 @@ test('data preview: a PNG of the images and their two views, pixel for pixel the
   assert.notDeepEqual(other.views.subarray(0, 100), sheet.views.subarray(0, 100));
 });
 
-test('data preview: a source image larger than the cell (an image folder cached at 256/224 of S) is scaled down into it', async () => {
-  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 16, testSize: 8, seed: 0, syntheticImageSize: 160 });
-  const aug = augmentConfigFor(ds, 140);
+for (const [side, S] of [[160, 140], [285, 249]] as const) test(`data preview: a source image larger than the cell (${side} px in a cell of ${S}, as an image folder cached at 256/224 of S) is scaled down into it`, async () => {
+  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 16, testSize: 8, seed: 0, syntheticImageSize: side });
+  const aug = augmentConfigFor(ds, S);
   const sheet = await previewSheet(ds, aug, { count: 2, pairs: 1, seed: 0, step: 0, batchSize: 16 });
   const { data, info } = await sharp(sheet.png).raw().toBuffer({ resolveWithObject: true });
-  assert.ok(sheet.cell < 160, `cell ${sheet.cell}`);
+  assert.ok(sheet.cell < side, `cell ${sheet.cell}`);
   for (const src of sheet.cells.filter((c) => c.col === 0)) {
     assert.ok(src.size <= sheet.cell, `size ${src.size} in a cell of ${sheet.cell}`);
     // the margin left of the image and the gap before the first view stay white

@@ -182,3 +182,22 @@ test('prefetched views (computed in the background while the previous step runs)
     else process.env.MOCO3_PREFETCH = prev;
   }
 });
+
+test('a run taken over before its first write (its data loading took long) is not touched: not reset, no status, no config', async () => {
+  const { acquireLock, releaseLock, LockLostError } = await import('../../src/runfolder/lock.ts');
+  const { writeFileSync: write, readdirSync } = await import('node:fs');
+  const dir = tmp();
+  assert.equal(acquireLock(dir, 'test'), null);
+  try {
+    // another host took the run over and has trained two steps
+    write(join(dir, '.lock'), JSON.stringify({ pid: 4242, host: 'other-host', proc_start: null, since: new Date().toISOString(), sweep: 's', heartbeat: new Date().toISOString() }));
+    write(join(dir, 'metrics.jsonl'), '{"step":1}\n{"step":2}\n');
+    write(join(dir, 'status.json'), '{"status":"running","step":2}');
+    await assert.rejects(trainRun({ config: tinyConfig(['train.max_steps=4']), runDir: dir, backend }), (e: unknown) => e instanceof LockLostError);
+    assert.equal(readFileSync(join(dir, 'metrics.jsonl'), 'utf8'), '{"step":1}\n{"step":2}\n');
+    assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), '{"status":"running","step":2}');
+    assert.deepEqual(readdirSync(dir).sort(), ['.lock', 'metrics.jsonl', 'status.json']);
+  } finally {
+    releaseLock(dir);
+  }
+});
