@@ -25,6 +25,8 @@ export interface CheckpointState {
   last_loss?: number | null;
   config_hash: string;
   optimizer: Record<string, unknown>;
+  /** the resolved config the checkpoint was trained with (checkpoints written before it was kept lack it) */
+  config?: Record<string, unknown>;
 }
 
 /** `step-0000012` -> 12; anything else -> null. */
@@ -193,14 +195,15 @@ const FREE_KEYS = new Set(['train.backend', 'train.log_every']);
  * Resuming trains on with the config the checkpoint was made with: another config fails with one line
  * naming each key that differs (old -> new) and the ways forward.
  */
-export function checkResumeConfig(runDir: string, config: ResolvedRunConfig, state: Pick<CheckpointState, 'config_hash'>): void {
+export function checkResumeConfig(runDir: string, config: ResolvedRunConfig, state: Pick<CheckpointState, 'config_hash' | 'config'>): void {
   const hash = configHash(config);
   if (state.config_hash === hash) return;
   const ways = 'start again with --force, or drop the changes (or train into another --out)';
   let diffs: string[] = [];
   const path = join(runDir, 'config.yaml');
   try {
-    const old = flatten(YAML.parse(readFileSync(path, 'utf8')));
+    // the checkpoint's own config when it keeps one (config.yaml may have been edited since), else config.yaml
+    const old = flatten(isObj(state.config) ? state.config : YAML.parse(readFileSync(path, 'utf8')));
     const now = flatten(JSON.parse(JSON.stringify(config)));
     for (const k of [...new Set([...old.keys(), ...now.keys()])].sort()) {
       if (FREE_KEYS.has(k) || old.get(k) === now.get(k)) continue;

@@ -179,7 +179,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       assertLockHeld(runDir);
       state.wall_s = wall();
       state.optimizer = optimizer.stateJson();
-      const dir = await saveCheckpoint(ckptRoot, model, optimizer, state, { config_hash: hash });
+      // the resolved config goes with it: a resume refused for another config names the keys that differ
+      const dir = await saveCheckpoint(ckptRoot, model, optimizer, { ...state, config: JSON.parse(JSON.stringify(c)) as Record<string, unknown> }, { config_hash: hash });
       pruneCheckpoints(ckptRoot, (s) => ckptEvery !== null && s % ckptEvery === 0, dir);
       lastCkptTime = performance.now();
       emit({ type: 'checkpoint', step: state.step, dir });

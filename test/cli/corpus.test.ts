@@ -368,6 +368,11 @@ test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no tr
 
 test('the lines say what is wrong and what to do; the offered older checkpoint resumes', async () => {
   const expect: [string[], RegExp][] = [
+    // config.yaml edited, then --resume with the run's own config: the keys that differ from the checkpoint's config
+    [['train', '--resume', '--backend', 'cpu', '-q', '--out', damaged('x0', (r) => {
+      const p = join(r, 'config.yaml');
+      writeFileSync(p, readFileSync(p, 'utf8').replace(/base_lr: .*/, 'base_lr: 0.5'));
+    })], /x0: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5; to resume it, start again with --force/],
     [['report', good], /good is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder \(results\/<sweep>\); for one run: moco3 eval knn\|linear /],
     [['train', ...TINY, '--resume', '--out', damaged('x1', (r) => truncateSync(join(ckptOf(r), 'state.json'), 30))], /step-0000008\/state\.json: state is not valid JSON \(truncated\?\); resume from the previous checkpoint with --checkpoint step-6 .*or start again with --force$/],
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--seed', '3', '--resume', '--out', good], /good: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5, seed 0 -> 3; to resume it, start again with --force, or drop the changes/],
