@@ -85,12 +85,12 @@ export function checkOutputDir(dir: string, label: string): void {
   }
 }
 
-/** Whether a process of this host with this pid still lives (stale temporary folders, locks and run statuses are told by it). */
 /** This machine's name as it goes into a file's name (temporary files that say which host wrote them). */
 export function hostTag(): string {
   return hostname().replace(/[^A-Za-z0-9.-]/g, '_') || 'host';
 }
 
+/** Whether a process of this host with this pid still lives (stale temporary folders, locks and run statuses are told by it). */
 export function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {

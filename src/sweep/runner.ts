@@ -160,7 +160,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
         });
       } catch (e) {
         if ((e as { stopSweep?: boolean }).stopSweep) throw e;
-        if (e instanceof LockLostError || !mayWrite(run.dir)) {
+        if (!mayWrite(run.dir)) {
           // taken over by another process while this one was frozen: the run is that process's to finish
           busy.push(run.id);
           emit({ type: 'run_skip', ...base, state: 'running', reason: e instanceof LockLostError ? e.message : `${run.dir}: taken over by another process` });

@@ -19,7 +19,7 @@ import { appendMetric, resetMetrics, truncateMetrics, type MetricRow } from '../
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
-import { assertLockHeld, LockLostError, mayWrite } from '../runfolder/lock.ts';
+import { assertLockHeld, mayWrite } from '../runfolder/lock.ts';
 import { StatusWriter, type RunStatus } from '../runfolder/status.ts';
 import { mergeSummary, readSummary, writeSummary, type Summary } from '../runfolder/summary.ts';
 import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts';
@@ -175,12 +175,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     let lastCkptTime = performance.now();
     const ckptEvery = c.train.checkpoint_every;
     const autoCkptMs = (opts.checkpointSeconds ?? 120) * 1000;
+    // the resolved config goes with every checkpoint: a resume refused for another config names the keys that differ
+    const ckptConfig = JSON.parse(JSON.stringify(c)) as Record<string, unknown>;
     const checkpoint = async () => {
       assertLockHeld(runDir);
       state.wall_s = wall();
       state.optimizer = optimizer.stateJson();
-      // the resolved config goes with it: a resume refused for another config names the keys that differ
-      const dir = await saveCheckpoint(ckptRoot, model, optimizer, { ...state, config: JSON.parse(JSON.stringify(c)) as Record<string, unknown> }, { config_hash: hash });
+      const dir = await saveCheckpoint(ckptRoot, model, optimizer, { ...state, config: ckptConfig }, { config_hash: hash });
       pruneCheckpoints(ckptRoot, (s) => ckptEvery !== null && s % ckptEvery === 0, dir);
       lastCkptTime = performance.now();
       emit({ type: 'checkpoint', step: state.step, dir });
@@ -351,7 +352,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     emit({ type: 'end', status: outcome, step: state.step, summary });
     return summary;
   } catch (err) {
-    if (started && !(err instanceof LockLostError) && mayWrite(runDir)) {
+    // a lock lost (LockLostError or another error after it) leaves the run to its new holder: nothing written
+    if (started && mayWrite(runDir)) {
       // status.json and summary.json tell the truth: failed, with the error. Best effort: on a full disk
       // these small writes may fail too, and the run's own error is the one to report.
       const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
