@@ -105,6 +105,7 @@ function plainDisplay(): Display {
           break;
         case 'run_start':
           sink = makeProgress(runLine(e));
+          for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') err.write(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming from the checkpoint at step ${e.resume_step}` : 'starting over'}\n`);
           break;
         case 'train':
@@ -174,6 +175,7 @@ function barDisplay(): Display {
           break;
         case 'run_start':
           knn = ips = loss = null;
+          for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') multi.log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
           redraw(true);
           break;

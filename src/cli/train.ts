@@ -1,6 +1,6 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -8,6 +8,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
@@ -105,7 +106,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const { initBackend } = await import('../engine/backend.ts');
   const { trainRun } = await import('../train/loop.ts');
   // what killed processes left: their temporary files, and a checkpoint moved aside to be replaced
-  cleanStaleTemps(runDir);
+  for (const n of cleanStaleTemps(runDir)) process.stderr.write(`moco3: ${n}\n`);
   // a damaged status.json is an error, unless the run is started again anyway
   let st: ReturnType<typeof readStatus> = null;
   try {
@@ -151,11 +152,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   if (f.force && previous) {
     assertLockHeld(runDir);
     // the run's files, not the folder: the folder holds this process's lock
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-    let aside = `${resolve(runDir)}.old-${stamp}`;
-    for (let i = 2; existsSync(aside); i++) aside = `${resolve(runDir)}.old-${stamp}-${i}`;
-    mkdirSync(aside);
-    for (const e of readdirSync(runDir)) if (!e.startsWith('.lock')) renameSync(join(runDir, e), join(aside, e));
+    const aside = moveRunAside(runDir);
     process.stderr.write(`moco3: moved the previous run to ${aside}\n`);
   }
   let stop = false;

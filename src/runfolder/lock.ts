@@ -12,6 +12,7 @@
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { undoPartialMoveAside } from './aside.ts';
 import { restoreAsideCheckpoints } from './checkpoints.ts';
 import { RUN_FILES } from './paths.ts';
 import { hostTag, pidAlive, writeJsonAtomic } from '../engine/files.ts';
@@ -233,9 +234,14 @@ export function releaseLock(runDir: string): void {
 
 /**
  * Remove what a killed process left behind in a run folder: temporary files `.<name>.<pid>.tmp`
- * (atomic writes) and `.<step>.<pid>.tmp` checkpoint folders of dead processes.
+ * (atomic writes) and `.<step>.<pid>.tmp` checkpoint folders of dead processes; put back a checkpoint
+ * moved aside to be replaced and, unless `undoMove` is false, a run half moved aside by `train --force`
+ * (src/runfolder/aside.ts; only the lock's holder may). Returns lines telling the user what was put back.
  */
-export function cleanStaleTemps(dir: string): void {
+export function cleanStaleTemps(dir: string, undoMove = true): string[] {
+  const notes: string[] = [];
+  const undone = undoMove ? undoPartialMoveAside(dir) : null;
+  if (undone) notes.push(undone);
   restoreAsideCheckpoints(join(dir, RUN_FILES.checkpoints));
   for (const d of [dir, join(dir, RUN_FILES.checkpoints)]) {
     if (!existsSync(d)) continue;
@@ -246,11 +252,15 @@ export function cleanStaleTemps(dir: string): void {
       if (pid !== process.pid && !pidAlive(pid)) rmSync(join(d, name), { recursive: true, force: true });
     }
   }
+  return notes;
 }
 
-/** A finished run's leftovers: a stale lock and temporary files of dead processes. */
+/**
+ * A finished run's leftovers: a stale lock and temporary files of dead processes. It takes no lock, so a
+ * half-done move aside is left to the next process that does (a live one may be making that move now).
+ */
 export function clearStale(runDir: string): void {
   const l = readLock(runDir);
   if (existsSync(join(runDir, LOCK_NAME)) && !(l && lockIsLive(l))) rmSync(join(runDir, LOCK_NAME), { force: true });
-  cleanStaleTemps(runDir);
+  cleanStaleTemps(runDir, false);
 }

@@ -21,7 +21,7 @@ import { SetupError } from '../config/errors.ts';
 export type SweepEvent =
   | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string }
   | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string }
-  | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null }
+  | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null; notes?: string[] }
   | { type: 'train'; run: string; index: number; total: number; event: TrainEvent }
   | { type: 'run_end'; run: string; index: number; total: number; status: RunState; summary: Summary }
   | { type: 'run_failed'; run: string; index: number; total: number; error: string }
@@ -128,15 +128,16 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       continue;
     }
     try {
+      // what killed processes left, put back or removed before the run's state is read
+      const notes = cleanStaleTemps(run.dir);
       // another sweep may have finished it between the look above and the lock
       const now = readRunState(run.dir);
       if (isDone(now.state)) {
         emit({ type: 'run_skip', ...base, state: now.state, reason: now.state });
         continue;
       }
-      cleanStaleTemps(run.dir);
       trained.push(run.id);
-      emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step });
+      emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step, ...(notes.length > 0 ? { notes } : {}) });
       let summary: Summary;
       try {
         let ds: Dataset;

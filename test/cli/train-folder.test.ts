@@ -139,3 +139,32 @@ test('--force holds the lock while it moves the previous run aside: a resume sta
   assert.match(r.stderr, /holds files that are not a moco3 run's \(notes\.txt\), which --force would move aside with the run; move them out first/);
   assert.equal(asides('race').length, 2);
 });
+
+test('a --force killed while it moves the previous run aside leaves it split; the next train puts it back whole', async () => {
+  const out = join(root, 'split');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  const listing = (d: string) => readdirSync(d).filter((e) => !e.startsWith('.')).sort();
+  const before = new Map(listing(out).filter((e) => e !== 'checkpoints').map((e) => [e, readFileSync(join(out, e))]));
+  const ckpts = readdirSync(join(out, 'checkpoints')).sort();
+  const marker = join(root, '.pause-split');
+  // killed before the third of the run's own files is moved (the note's rename starts with a dot)
+  const env = { ...process.env, MOCO3_TEST_PAUSE: `before-rename:3:^${out}/[^./][^/]*$`, MOCO3_TEST_MARKER: marker };
+  const a = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out, '--force'], { env, stdio: 'ignore' });
+  const done = new Promise<number | null>((r) => a.on('close', r));
+  await paused(marker);
+  a.kill('SIGKILL');
+  await done;
+  const [aside, ...more] = asides('split');
+  assert.equal(more.length, 0);
+  assert.equal(listing(join(root, aside!)).length, 2, 'two files moved before the kill');
+  assert.ok(existsSync(join(out, '.aside.json')));
+  // the next train finds the run whole again: a completed run, left as it is
+  const r = train([...TINY, '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`^moco3: ${out}: put back the files of the previous run that an interrupted \`train --force\` had begun to move aside\\nmoco3: ${out} is already completed`));
+  assert.deepEqual(asides('split'), []);
+  assert.deepEqual(listing(out), [...before.keys(), 'checkpoints'].sort());
+  for (const [e, bytes] of before) assert.ok(readFileSync(join(out, e)).equals(bytes), e);
+  assert.deepEqual(readdirSync(join(out, 'checkpoints')).sort(), ckpts);
+  assert.ok(!existsSync(join(out, '.aside.json')));
+});

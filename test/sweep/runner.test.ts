@@ -1,9 +1,9 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import YAML from 'yaml';
 import '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
@@ -99,9 +99,17 @@ test('Ctrl-C checkpoints the current run; the next sweep resumes it and ends as 
   assert.equal(stopped.interrupted, true);
   assert.deepEqual(stopped.states.map((s) => s.state), ['interrupted', 'new']);
   assert.equal(stopped.states[0]!.checkpoint_step, 5);
+  // then a `train --force` on the run was killed halfway through moving it aside (src/runfolder/aside.ts)
+  const d0 = plan.runs[0]!.dir;
+  const aside = `${d0}.old-20261205T000000`;
+  writeFileSync(join(d0, '.aside.json'), JSON.stringify({ to: basename(aside) }));
+  mkdirSync(aside);
+  for (const e of ['status.json', 'checkpoints']) renameSync(join(d0, e), join(aside, e));
   const resumed = await sweep(plan);
   const start = resumed.events.find((e) => e.type === 'run_start');
   assert.deepEqual(start && [start.previous, start.resume_step], ['interrupted', 5]);
+  assert.match(start?.type === 'run_start' ? (start.notes ?? []).join('\n') : '', /put back the files of the previous run/);
+  assert.equal(existsSync(aside), false);
   assert.deepEqual(resumed.states.map((s) => s.state), ['completed', 'completed']);
   for (let i = 0; i < plan.runs.length; i++) {
     assert.equal(plan.runs[i]!.id, ref.runs[i]!.id);

@@ -1,0 +1,73 @@
+/**
+ * `moco3 train --force` moves a previous run's files aside, to `<run>.old-<time>` beside the run folder,
+ * one rename per file (the folder itself holds the new run's lock). A process killed in the middle would
+ * leave the run split between the two folders, so the move is written down first: `<run>/.aside.json`
+ * names the folder the files go to, and is removed once they are all there. Whoever takes the run's lock
+ * next (train or a sweep, through cleanStaleTemps in lock.ts) finds the note and puts the moved files
+ * back: the killed command is undone, as any failed command leaves a run, and can be given again.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { writeJsonAtomic } from '../engine/files.ts';
+import { RUN_FILES } from './paths.ts';
+
+export const ASIDE_NOTE = '.aside.json';
+
+/** The entries of a run folder that a move aside carries: all but the lock and the note. */
+const movable = (dir: string) => readdirSync(dir).filter((e) => !e.startsWith(RUN_FILES.lock) && e !== ASIDE_NOTE);
+
+/**
+ * Moves the run's files (not its lock) to a new `<run>.old-<time>[-N]` folder beside it; returns that
+ * folder. The caller holds the run's lock.
+ */
+export function moveRunAside(runDir: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  const base = resolve(runDir);
+  let aside = `${base}.old-${stamp}`;
+  for (let i = 2; existsSync(aside); i++) aside = `${base}.old-${stamp}-${i}`;
+  // the folder's name only: a run folder moved elsewhere later still finds nothing of another run's
+  writeJsonAtomic(join(runDir, ASIDE_NOTE), { to: basename(aside) });
+  mkdirSync(aside);
+  for (const e of movable(runDir)) renameSync(join(runDir, e), join(aside, e));
+  rmSync(join(runDir, ASIDE_NOTE));
+  return aside;
+}
+
+/**
+ * Undoes a move aside that a killed process left half done: the files already moved go back into the run
+ * folder, the folder they were moved to is removed when that leaves it empty. Returns a line saying what
+ * was done, or null when there was nothing to undo. The caller holds the run's lock.
+ */
+export function undoPartialMoveAside(runDir: string): string | null {
+  const note = join(runDir, ASIDE_NOTE);
+  if (!existsSync(note)) return null;
+  let to: unknown;
+  try {
+    to = (JSON.parse(readFileSync(note, 'utf8')) as { to?: unknown }).to;
+  } catch {
+    to = undefined;
+  }
+  const name = basename(resolve(runDir));
+  // only a sibling of the run folder named as moveRunAside names it
+  if (typeof to !== 'string' || !to.startsWith(`${name}.old-`) || to.includes('/')) {
+    rmSync(note);
+    return `${runDir}: removed ${ASIDE_NOTE}, which named no folder of this run's (${JSON.stringify(to ?? null)})`;
+  }
+  const aside = join(dirname(resolve(runDir)), to);
+  if (!existsSync(aside)) {
+    // killed before the folder was made: nothing had moved yet
+    rmSync(note);
+    return null;
+  }
+  const kept: string[] = [];
+  for (const e of movable(aside)) {
+    if (existsSync(join(runDir, e))) kept.push(e);
+    else renameSync(join(aside, e), join(runDir, e));
+  }
+  if (kept.length === 0) rmdirSync(aside);
+  rmSync(note);
+  return kept.length === 0
+    ? `${runDir}: put back the files of the previous run that an interrupted \`train --force\` had begun to move aside`
+    : `${runDir}: put back the files of the previous run that an interrupted \`train --force\` had begun to move aside, ` +
+        `except ${kept.join(', ')}, which the run folder also holds: those stay in ${aside}`;
+}

@@ -1,0 +1,79 @@
+/** Moving a run aside for `train --force`, and undoing a move a killed process left half done. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { ASIDE_NOTE, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-aside-');
+
+function makeRun(name: string): string {
+  const dir = join(root, name);
+  mkdirSync(join(dir, 'checkpoints', 'step-4'), { recursive: true });
+  writeFileSync(join(dir, '.lock'), '{}');
+  for (const f of ['config.yaml', 'status.json', 'metrics.jsonl']) writeFileSync(join(dir, f), f);
+  writeFileSync(join(dir, 'checkpoints', 'step-4', 'state.json'), '{}');
+  return dir;
+}
+const siblings = (name: string) => readdirSync(root).filter((e) => e.startsWith(`${name}.old-`)).sort();
+
+test('moveRunAside moves all but the lock to a new sibling folder, a second one the same second gets -2', () => {
+  const dir = makeRun('whole');
+  const t = new Date('2026-12-05T06:07:08.9Z');
+  const a = moveRunAside(dir, t);
+  assert.equal(a, join(root, 'whole.old-20261205T060708'));
+  assert.deepEqual(readdirSync(dir), ['.lock']);
+  assert.deepEqual(readdirSync(a).sort(), ['checkpoints', 'config.yaml', 'metrics.jsonl', 'status.json']);
+  writeFileSync(join(dir, 'status.json'), 'new');
+  assert.equal(moveRunAside(dir, t), join(root, 'whole.old-20261205T060708-2'));
+  assert.equal(undoPartialMoveAside(dir), null, 'no note once a move is complete');
+});
+
+test('a half-done move is undone: the moved files go back, the folder aside goes', () => {
+  const dir = makeRun('half');
+  const aside = join(root, 'half.old-20261205T000000');
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: basename(aside) }));
+  mkdirSync(aside);
+  renameSync(join(dir, 'status.json'), join(aside, 'status.json'));
+  renameSync(join(dir, 'checkpoints'), join(aside, 'checkpoints'));
+  const note = undoPartialMoveAside(dir);
+  assert.match(note ?? '', /put back the files of the previous run/);
+  assert.deepEqual(readdirSync(dir).sort(), ['.lock', 'checkpoints', 'config.yaml', 'metrics.jsonl', 'status.json']);
+  assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), 'status.json');
+  assert.ok(existsSync(join(dir, 'checkpoints', 'step-4', 'state.json')));
+  assert.deepEqual(siblings('half'), []);
+});
+
+test('killed before the folder aside was made, nothing moved: the note alone goes', () => {
+  const dir = makeRun('early');
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: 'early.old-20261205T000000' }));
+  assert.equal(undoPartialMoveAside(dir), null);
+  assert.deepEqual(readdirSync(dir).sort(), ['.lock', 'checkpoints', 'config.yaml', 'metrics.jsonl', 'status.json']);
+});
+
+test('a file both folders hold is not overwritten: it stays aside, and the line says where', () => {
+  const dir = makeRun('both');
+  const aside = join(root, 'both.old-20261205T000000');
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: basename(aside) }));
+  mkdirSync(aside);
+  renameSync(join(dir, 'config.yaml'), join(aside, 'config.yaml'));
+  writeFileSync(join(aside, 'status.json'), 'other');
+  const note = undoPartialMoveAside(dir);
+  assert.match(note ?? '', new RegExp(`except status\\.json, which the run folder also holds: those stay in ${aside}$`));
+  assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), 'status.json');
+  assert.equal(readFileSync(join(dir, 'config.yaml'), 'utf8'), 'config.yaml');
+  assert.deepEqual(readdirSync(aside), ['status.json']);
+  assert.ok(!existsSync(join(dir, ASIDE_NOTE)));
+});
+
+test('a note naming no folder of the run\'s moves nothing anywhere', () => {
+  for (const to of ['../elsewhere', 'other.old-20261205T000000', 'both/x', 7]) {
+    const dir = makeRun(`bad-${String(to).replace(/\W/g, '')}`);
+    mkdirSync(join(root, 'elsewhere'), { recursive: true });
+    writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to }));
+    assert.match(undoPartialMoveAside(dir) ?? '', /named no folder of this run's/);
+    assert.ok(!existsSync(join(dir, ASIDE_NOTE)));
+    assert.equal(readdirSync(dir).length, 5);
+  }
+});
