@@ -237,14 +237,15 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
     return {
       onUsr1: null,
       async run(once) {
-        // passes over the plan until one trains nothing: runs freed in the meantime (a stale lock) are taken
-        // too; a run that failed under this agent is not tried again by it
+        // passes over the plan while runs are left to other agents and the last pass trained one: runs freed
+        // in the meantime (a stale lock) are taken too; a run that failed under this agent is not tried again
+        // by it; a pass that left no run to another agent leaves nothing for a next one
         const failed = new Set<string>();
         for (;;) {
           const only = plan.runs.filter((r) => !failed.has(r.id)).map((r) => r.index);
           const r = await once({ only });
           for (const id of r.failed) failed.add(id);
-          if (r.interrupted || r.trained.length === 0 || only.length === 0) return { ...r, failed: [...failed] };
+          if (r.interrupted || r.trained.length === 0 || r.busy.length === 0 || only.length === 0) return { ...r, failed: [...failed] };
         }
       },
     };

@@ -62,6 +62,22 @@ test('two agents on one results folder train every run exactly once', async () =
   process.stderr.write(`# agent test: agent A trained run ${started(a)}, agent B run ${started(b)}; both runs completed, each trained once\n`);
 });
 
+test('an agent alone trains every run in one pass over the plan, and a second agent finds nothing to train', async () => {
+  const results = join(root, 'alone');
+  const args = ['sweep', tinyFile, '--agent', '--json', '--backend', 'cpu', '--results', results];
+  const a = start(args);
+  const ra = await a.done;
+  assert.equal(ra.code, 0, ra.stderr);
+  const passes = (x: { events: Ev[] }) => x.events.filter((e) => e.type === 'sweep_start').length;
+  assert.equal(passes(a), 1, 'no second pass once every run is done');
+  assert.deepEqual(a.events.filter((e) => e.type === 'run_start').map((e) => e.index), [1, 2]);
+  const b = start(args);
+  const rb = await b.done;
+  assert.equal(rb.code, 0, rb.stderr);
+  assert.equal(passes(b), 1);
+  assert.deepEqual(b.events.filter((e) => e.type === 'run_start'), []);
+});
+
 test("locks across hosts: another host's lock is live while its heartbeat is fresh, stale after the timeout, taken over once", async () => {
   const dir = join(root, 'locks');
   mkdirSync(dir, { recursive: true });
