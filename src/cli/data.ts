@@ -4,6 +4,7 @@ import cliProgress from 'cli-progress';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES as CONFIG_DATASETS, MAX_IMAGE_SIZE } from '../config/schema.ts';
+import { PRESETS } from '../config/presets.ts';
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
@@ -196,7 +197,11 @@ async function checks(ds: Dataset): Promise<{ files: FileCheck[]; notes: string[
       notes.push(`the extracted .bin files have no published checksums; the archive has`);
     }
   } else if (ds.source === 'built-in') {
-    notes.push('built in: no files');
+    const smoke = PRESETS.smoke.config.data;
+    notes.push(
+      `built in: no files; generated at the sizes data.train_size, data.test_size and data.image_size give (these are their defaults; ` +
+        `the smoke preset's: train ${smoke?.train_size}, test ${smoke?.test_size}, ${smoke?.image_size}x${smoke?.image_size})`,
+    );
   } else {
     notes.push(`no published checksums for ${ds.name}`);
   }

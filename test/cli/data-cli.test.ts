@@ -213,6 +213,9 @@ test('data info synthetic: built in, abbreviated nothing, no files', async () =>
   assert.equal(r.code, 0, r.err);
   const o = JSON.parse(r.out);
   assert.deepEqual([o.name, o.train, o.test, o.num_classes, o.channels, o.files.length], ['synthetic', 5000, 1000, 10, 3, 0]);
+  // the sizes a run generates are its config's: the line says so, with the smoke preset's
+  const t = await cli(['data', 'info', 'synthetic']);
+  assert.match(t.out, /\(built in: no files; generated at the sizes data\.train_size, data\.test_size and data\.image_size give \(these are their defaults; the smoke preset's: train 2560, test 500, 16x16\)\)/);
 });
 
 test('data preview: writes the PNG sheet of a dataset\'s training views; bad flags give one line, exit 2, no file', async () => {
