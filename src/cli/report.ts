@@ -89,8 +89,9 @@ export function reportCommand(): Command {
           const plots = r.files.filter((p) => p.endsWith('.svg')).length;
           const diverged = [...r.facts.values()].filter((x) => x.status === 'diverged').length;
           const missing = r.missing.length ? `, ${r.missing.length} missing (not started)` : '';
+          const aside = r.asideRuns.length ? `, ${r.asideRuns.length} moved aside by train --force left out` : '';
           process.stdout.write(
-            `${r.sweep}: ${r.facts.size} runs (${diverged} diverged${missing}), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
+            `${r.sweep}: ${r.facts.size} runs (${diverged} diverged${missing}${aside}), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
               `${r.view.paper ? `, paper ${r.view.paper.figure}` : ''}; ` +
               `${[md, csv].filter(Boolean).join(', ')}${plots ? `, ${plots} plots` : ''} in ${r.seconds.toFixed(2)} s\n`,
           );

@@ -38,6 +38,8 @@ export interface ReportResult {
   instability: Map<string, RunInstability>;
   /** runs sweep.yaml plans that have no folder yet (a sweep still under way) */
   missing: string[];
+  /** run folders left out as previous runs moved aside by `train --force` */
+  asideRuns: string[];
   seconds: number;
 }
 
@@ -87,7 +89,7 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
     writeFileAtomic(p, reportMarkdown(sweep, view, table, facts, instability, io, figures, missing));
     files.push(p);
   }
-  return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, missing, seconds: (performance.now() - t0) / 1000 };
+  return { sweep: sweep.name, dir: sweepDir, files, view, table, facts, instability, missing, asideRuns: sweep.asideRuns, seconds: (performance.now() - t0) / 1000 };
 }
 
 /**
@@ -154,6 +156,14 @@ export function reportMarkdown(
   }
   out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
+  if (sweep.asideRuns.length) {
+    const n = sweep.asideRuns.length;
+    out.push(
+      '',
+      `Left out: ${n} previous run${n === 1 ? '' : 's'} that \`moco3 train --force\` moved aside when it trained ${n === 1 ? 'its folder' : 'their folders'} again ` +
+        `(${sweep.asideRuns.map((id) => `\`${id}\``).join(', ')}); to report ${n === 1 ? 'it' : 'one'}, move it into a folder of its own.`,
+    );
+  }
   if (missing.length) {
     out.push('', `**Missing: ${missing.length} of the ${sweep.runs.length + missing.length} planned runs have no results yet** (not started): ${missing.map((id) => `\`${id}\``).join(', ')}.`);
   }

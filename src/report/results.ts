@@ -53,18 +53,26 @@ export interface SweepRecord {
   /** sweep.yaml as written by the sweep runner, when there is one */
   sweepFile: Obj | null;
   runs: RunRecord[];
+  /** run folders left out: previous runs `moco3 train --force` moved aside (`<run>.old-<time>`) */
+  asideRuns: string[];
 }
 
-/** A sweep folder: its sweep.yaml (optional) and every sub-folder holding a config.yaml. */
+/** The name `moco3 train --force` gives the previous run it moves aside (src/runfolder/aside.ts). */
+export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
+
+/**
+ * A sweep folder: its sweep.yaml (optional) and every sub-folder holding a config.yaml, but for previous
+ * runs moved aside by `train --force`: the run that replaced one is in the folder, so counting both would
+ * count that setting twice.
+ */
 export function readSweep(dir: string, quiet = false): SweepRecord {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ReportError(`${dir}: no such sweep folder`);
-  const runs = readdirSync(dir)
+  const found = readdirSync(dir)
     .filter((d) => !d.startsWith('.') && d !== 'plots')
-    .map((d) => join(dir, d))
-    .filter((d) => statSync(d).isDirectory() && isRunDir(d))
-    .sort()
-    .map((d) => readRun(d, quiet));
-  return { name: basename(dir), dir, sweepFile: readYamlObject(join(dir, 'sweep.yaml')), runs };
+    .filter((d) => statSync(join(dir, d)).isDirectory() && isRunDir(join(dir, d)))
+    .sort();
+  const runs = found.filter((d) => !ASIDE_RUN.test(d)).map((d) => readRun(join(dir, d), quiet));
+  return { name: basename(dir), dir, sweepFile: readYamlObject(join(dir, 'sweep.yaml')), runs, asideRuns: found.filter((d) => ASIDE_RUN.test(d)) };
 }
 
 /** The sweep folders under a results directory: folders holding at least one run folder. */

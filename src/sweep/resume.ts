@@ -4,7 +4,7 @@
  * the sweep with one line naming the file, what is wrong, and the `moco3 train` command that resumes the
  * run from its previous complete checkpoint, after which the sweep is run again (or: move the run folder
  * out of the sweep's folder, and the sweep trains the run from the start; `train --force` would leave the
- * old folder beside the runs, where a report reads it as one).
+ * old folder beside the runs, which a report leaves out, saying so).
  */
 import { dirname, join } from 'node:path';
 import { resumeCheckpoint } from '../runfolder/resume.ts';

@@ -184,6 +184,23 @@ test('a partly finished sweep: the planned runs without a folder are listed as m
   assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Missing/);
 });
 
+test('a previous run moved aside by train --force is left out, and the report says so', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'forced', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const [first] = readSweep(dir).runs.map((x) => x.id);
+  const aside = `${first}.old-20261205T052715`;
+  writeFakeRun(dir, { id: aside, config: { 'moco.temperature': 0.1 }, summary: { linear_top1: 10 } });
+  writeFakeRun(dir, { id: 'named.old-notastamp', config: { 'moco.temperature': 0.3 }, summary: { linear_top1: 12 } });
+  const r = await writeReport(dir, { plots: false, format: 'both' });
+  assert.deepEqual(r.asideRuns, [aside]);
+  assert.deepEqual([...r.facts.keys()].sort(), [first, 'named.old-notastamp', readSweep(dir).runs[1]!.id].sort());
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.ok(md.includes(`Left out: 1 previous run that \`moco3 train --force\` moved aside when it trained its folder again (\`${aside}\`)`), md);
+  assert.doesNotMatch(readFileSync(join(dir, 'runs.csv'), 'utf8'), /20261205T052715/);
+  // the setting's linear top-1 is the new run's alone (30), not pooled with the old one's (10)
+  assert.equal(mdTable(md).rows.get('linear top-1 (%)')?.[0], '30.0');
+});
+
 test('completed runs without a linear top-1: trained with the probe off, or not probed yet, each said as such', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
