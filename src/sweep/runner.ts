@@ -168,7 +168,12 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
           continue;
         }
         const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
-        markFailed(run.dir, msg);
+        // best effort, as in the loop: on a full disk this write fails too, and the run's error is the one to report
+        try {
+          markFailed(run.dir, msg);
+        } catch {
+          /* the run_failed event below says what happened */
+        }
         failed.push(run.id);
         emit({ type: 'run_failed', ...base, error: msg });
         continue;

@@ -117,6 +117,26 @@ test('sweep: EACCES on a checkpoint write fails that run with the reason and the
   assert.deepEqual(steps, [0, 1, 2, 3, 4, 5, 6, 7, 8], 'metrics rows once per step, in order');
 });
 
+test('sweep: a disk that stays full (not even the failed status can be written) fails that run with its own error and the sweep goes on', async () => {
+  const results = join(root, 'sweep-full');
+  const args = ['sweep', tinySweep, ...SWEEP.filter((a) => a !== '-q'), '--results', results];
+  // the checkpoint of step 6 of the first run (batch 16) fails, then every write into that run's folder
+  const r = await run(args, { MOCO3_TEST_WRITE_ERROR: 'ENOSPC:open:1:/.step-0000006.', MOCO3_TEST_WRITE_ERROR_STICKY: '/bs16-' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.doesNotMatch(r.stderr, /^\s+at /m);
+  assert.match(r.stderr, /bs16-.*: failed: .*could not write the checkpoint of step 6 \(ENOSPC/);
+  const runs = readdirSync(join(results, 'tiny')).filter((d) => d.startsWith('bs')).sort().map((d) => join(results, 'tiny', d));
+  const [first, second] = runs as [string, string];
+  assert.equal(JSON.parse(readFileSync(join(second, 'status.json'), 'utf8')).status, 'completed', 'the sweep went on');
+  // the first run's status could not be written: it still reads running, of a process now gone
+  assert.equal(JSON.parse(readFileSync(join(first, 'status.json'), 'utf8')).status, 'running');
+  const again = await run(args);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /was interrupted; resuming from the checkpoint at step 3/);
+  assert.equal(JSON.parse(readFileSync(join(first, 'status.json'), 'utf8')).status, 'completed');
+  assert.deepEqual(rows(first).map((row) => row.step as number), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+});
+
 test('train: a file the run cannot write once it has begun (EIO renaming summary.json into place): exit 1, a failed run, not 2 (bad input)', async () => {
   const out = join(root, 'summary-eio');
   const r = await run(['train', ...TINY, '--out', out], { MOCO3_TEST_WRITE_ERROR: 'EIO:rename:1:/.summary.json.' });
