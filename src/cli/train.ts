@@ -144,6 +144,12 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   } else if (f.checkpoint !== undefined) {
     throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
   }
+  if (!f.force && st?.status === 'completed' && f.checkpoint === undefined) {
+    // resumed as it is (its config and checkpoint checked above), a completed run has nothing left to train: a
+    // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
+    process.stderr.write(`moco3: ${runDir} is already completed at step ${st.step} (use --force to train it again)\n`);
+    return;
+  }
   const { loadRunData } = await import('../components/index.ts');
   const { checkRunData } = await import('../train/loop.ts');
   const dataset = await loadRunData(c);

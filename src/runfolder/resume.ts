@@ -5,7 +5,7 @@
  * checkpoint is damaged and an older complete one exists, the line offers it. No TensorFlow.js here.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { canonicalJson, configHash } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -135,11 +135,14 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
   };
   if (choice !== undefined) {
     const n = /^(step-)?(\d+)$/.exec(choice);
-    const dir = existsSync(choice) || !n ? choice : join(root, stepDirName(Number(n[2])));
-    if (!existsSync(dir)) {
-      const have = listCheckpoints(root).map((c) => `step-${c.step}`);
-      throw new CheckpointError(`--checkpoint ${choice}: no such checkpoint (${have.length ? `${root} holds ${have.join(', ')}` : `${root} holds none`})`);
-    }
+    const dir = n ? join(root, stepDirName(Number(n[2]))) : choice;
+    const have = () => {
+      const steps = listCheckpoints(root).map((c) => `step-${c.step}`);
+      return steps.length ? `${root} holds ${steps.join(', ')}` : `${root} holds none`;
+    };
+    if (!existsSync(dir)) throw new CheckpointError(`--checkpoint ${choice}: no such checkpoint (${have()})`);
+    // another run's checkpoint would be trained on or evaluated, and its results filed, as this run's
+    if (dirname(resolve(dir)) !== resolve(root)) throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint of ${runDir} (${have()})`);
     try {
       checkCheckpoint(dir);
     } catch (e) {

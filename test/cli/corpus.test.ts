@@ -56,6 +56,12 @@ let goodHashes: Record<string, string>;
 
 const ckptOf = (run: string, step = 8) => join(run, 'checkpoints', `step-${String(step).padStart(7, '0')}`);
 
+/** A run stopped at its last step before its final status: `--resume` loads its checkpoint (a completed run's it leaves be). */
+function asInterrupted(run: string): void {
+  const p = join(run, 'status.json');
+  writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), status: 'interrupted' }));
+}
+
 /** A copy of the good run, damaged by `damage`. */
 function damaged(name: string, damage: (run: string) => void): string {
   const run = join(dir, 'damaged', name);
@@ -238,11 +244,11 @@ const cases: Case[] = [
     h[firstTensor(h)].dtype = 'F16';
     return h;
   }))]],
-  ['a float weight stored as I32 (4 bytes, as F32)', () => ['train', ...TINY, '--resume', '--out', damaged('m5b', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+  ['a float weight stored as I32 (4 bytes, as F32)', () => ['train', ...TINY, '--resume', '--out', damaged('m5b', (r) => asInterrupted(r) ?? withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
     h[Object.keys(h).find((k) => k !== '__metadata__' && !k.endsWith('num_batches_tracked'))!].dtype = 'I32';
     return h;
   }))]],
-  ['an optimizer slot stored as I32', () => ['train', ...TINY, '--resume', '--out', damaged('m5c', (r) => withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
+  ['an optimizer slot stored as I32', () => ['train', ...TINY, '--resume', '--out', damaged('m5c', (r) => asInterrupted(r) ?? withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
     h[firstTensor(h)].dtype = 'I32';
     return h;
   }))]],
@@ -251,11 +257,12 @@ const cases: Case[] = [
     return h;
   }))]],
   ['state.json with the state of another optimizer', () => ['train', ...TINY, '--resume', '--out', damaged('m5e', (r) => {
+    asInterrupted(r);
     const p = join(ckptOf(r), 'state.json');
     const st = JSON.parse(readFileSync(p, 'utf8'));
     writeFileSync(p, JSON.stringify({ ...st, optimizer: { ...st.optimizer, name: 'lamb' } }));
   })]],
-  ['an optimizer slot of the wrong shape (the same bytes, transposed)', () => ['train', ...TINY, '--resume', '--out', damaged('m5f', (r) => withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
+  ['an optimizer slot of the wrong shape (the same bytes, transposed)', () => ['train', ...TINY, '--resume', '--out', damaged('m5f', (r) => asInterrupted(r) ?? withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
     const name = Object.keys(h).find((k) => k !== '__metadata__' && h[k].shape.length === 2 && h[k].shape[0] !== h[k].shape[1])!;
     h[name].shape = [...h[name].shape].reverse();
     return h;
@@ -302,6 +309,11 @@ const cases: Case[] = [
   ['eval with a config.yaml of wrong types', () => ['eval', 'linear', damaged('e2', (r) => writeFileSync(join(r, 'config.yaml'), 'optim:\n  epochs: many\n'))]],
   ['eval of a damaged model.safetensors', () => ['eval', 'knn', damaged('e3', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), () => [1, 2]))]],
   ['eval --checkpoint missing', () => ['eval', 'knn', good, '--checkpoint', join(dir, 'nope')]],
+  ['eval --checkpoint of another run (its result would be filed under this one)', () => {
+    const other = damaged('e5', () => {});
+    return ['eval', 'knn', good, '--checkpoint', ckptOf(other)];
+  }],
+  ['train --resume --checkpoint outside the run', () => ['train', ...TINY, '--resume', '--checkpoint', ckptOf(damaged('e6', () => {})), '--out', good]],
   ['eval --k 0', () => ['eval', 'knn', good, '--k', '0']],
   ['eval --solo with --k', () => ['eval', 'knn', good, '--solo', '--k', '5']],
   ['eval linear --epochs -1', () => ['eval', 'linear', good, '--epochs', '-1']],
@@ -380,6 +392,7 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
       for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));
     })], /optimizer\.safetensors: missing; no older complete checkpoint: start again with --force$/],
+    [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
   ];
   for (const [args, re] of expect) {
     const r = await cli(args);

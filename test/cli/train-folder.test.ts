@@ -92,22 +92,28 @@ test('files that are not a run\'s are never overwritten or moved; a run\'s files
   assert.equal(asides('partial').length, 1);
 });
 
-test('a diverged run is a result: train again, with or without --resume, leaves it as it is', () => {
-  const out = join(root, 'diverged');
-  const args = [...TINY, '--out', out, '--set', 'optim.base_lr=1e12', '--set', 'optim.warmup_epochs=0'];
-  assert.equal(train(args).code, 0);
-  const st = status(out);
-  assert.equal(st.status, 'diverged');
-  const summary = readFileSync(join(out, 'summary.json'), 'utf8');
-  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
-  for (const extra of [[], ['--resume']]) {
-    const r = train([...args, ...extra]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stderr, `moco3: ${out} is already diverged at step ${st.step} (use --force to train it again)\n`);
-  }
-  assert.equal(readFileSync(join(out, 'summary.json'), 'utf8'), summary);
-  assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), metrics);
-});
+for (const [kind, extraArgs] of [
+  ['diverged', ['--set', 'optim.base_lr=1e12', '--set', 'optim.warmup_epochs=0']],
+  ['completed', []],
+] as const) {
+  test(`a ${kind} run is a result: train again, with or without --resume, leaves it as it is (its meta.json and checkpoints too)`, () => {
+    const out = join(root, kind);
+    const args = [...TINY, '--out', out, ...extraArgs];
+    assert.equal(train(args).code, 0);
+    const st = status(out);
+    assert.equal(st.status, kind);
+    const files = () =>
+      ['summary.json', 'metrics.jsonl', 'meta.json', 'status.json', 'checkpoints/last.json'].map((f) => readFileSync(join(out, f), 'utf8')).join('\n---\n') +
+      readdirSync(join(out, 'checkpoints')).join(',');
+    const before = files();
+    for (const extra of [[], ['--resume']]) {
+      const r = train([...args, ...extra]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stderr, `moco3: ${out} is already ${kind} at step ${st.step} (use --force to train it again)\n`);
+    }
+    assert.equal(files(), before);
+  });
+}
 
 test('--force holds the lock while it moves the previous run aside: a resume started meanwhile is refused; files not a run\'s stop --force', async () => {
   const out = join(root, 'race');
