@@ -4,7 +4,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
-import { listSweeps, readSweep, ReportError } from '../report/results.ts';
+import { checkReportOutputs, listSweeps, readSweep, ReportError } from '../report/results.ts';
 import { readBaselines } from '../report/baselines.ts';
 import { UsageError } from '../config/errors.ts';
 
@@ -74,6 +74,7 @@ export function reportCommand(): Command {
         try {
           readSweep(dir, true);
           readBaselines(dir);
+          checkReportOutputs(dir, { format: f.format, plots: f.plots, png: f.png });
         } catch (e) {
           if (e instanceof ReportError) throw new UsageError(e.message);
           throw e;

@@ -9,7 +9,7 @@ import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
-import { readSweep, type SweepRecord } from './results.ts';
+import { checkReportOutputs, readSweep, type SweepRecord } from './results.ts';
 import { baselinesMarkdown, readBaselines } from './baselines.ts';
 import { pairedMarkdown } from './paired.ts';
 import { formatValue, keyName, viewSweep, type SweepView } from './sweep.ts';
@@ -56,6 +56,7 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   const format = opts.format ?? 'both';
   const io: InstabilityOptions = { ...DEFAULT_INSTABILITY, ...opts.instability };
   const sweep = readSweep(sweepDir);
+  checkReportOutputs(sweepDir, { format, ...(opts.plots !== undefined ? { plots: opts.plots } : {}), ...(opts.png !== undefined ? { png: opts.png } : {}) });
   const view = viewSweep(sweep);
   const instability = new Map<string, RunInstability>();
   const facts = new Map<string, RunFacts>();

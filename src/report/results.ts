@@ -7,7 +7,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { flatten } from '../config/load.ts';
 import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
-import { readYamlObject, runPath, type Obj } from '../runfolder/paths.ts';
+import { readYamlChecked, RUN_FILES, runPath, type Obj } from '../runfolder/paths.ts';
 import { isRunDir, readRunConfigRaw } from '../runfolder/records.ts';
 import { readStatus, type StatusFile } from '../runfolder/status.ts';
 import { readSummary } from '../runfolder/summary.ts';
@@ -57,6 +57,9 @@ export interface SweepRecord {
   asideRuns: string[];
 }
 
+/** Files only a run writes: a folder holding one of them is a run's, config.yaml or not. */
+const RUN_EVIDENCE = [RUN_FILES.status, RUN_FILES.metrics, RUN_FILES.summary, RUN_FILES.checkpoints];
+
 /** The name `moco3 train --force` gives the previous run it moves aside (src/runfolder/aside.ts). */
 export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
 
@@ -67,12 +70,23 @@ export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
  */
 export function readSweep(dir: string, quiet = false): SweepRecord {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ReportError(`${dir}: no such sweep folder`);
-  const found = readdirSync(dir)
-    .filter((d) => !d.startsWith('.') && d !== 'plots')
-    .filter((d) => statSync(join(dir, d)).isDirectory() && isRunDir(join(dir, d)))
-    .sort();
+  const folders = readdirSync(dir).filter((d) => !d.startsWith('.') && d !== 'plots' && statSync(join(dir, d)).isDirectory());
+  for (const d of folders) {
+    // a run's files without the config.yaml that makes it a run: reported as not started, it would be misreported
+    const files = RUN_EVIDENCE.filter((f) => existsSync(join(dir, d, f)));
+    if (!isRunDir(join(dir, d)) && files.length > 0) {
+      throw new ReportError(
+        `${join(dir, d)}: holds a run's ${files.join(', ')} but no config.yaml; put it back (each checkpoint's state.json keeps the run's config) or move the folder out of ${dir}`,
+      );
+    }
+  }
+  const found = folders.filter((d) => isRunDir(join(dir, d))).sort();
   const runs = found.filter((d) => !ASIDE_RUN.test(d)).map((d) => readRun(join(dir, d), quiet));
-  return { name: basename(dir), dir, sweepFile: readYamlObject(join(dir, 'sweep.yaml')), runs, asideRuns: found.filter((d) => ASIDE_RUN.test(d)) };
+  const sweepFile = readYamlChecked(
+    join(dir, 'sweep.yaml'),
+    'it is rewritten by `moco3 sweep` on this folder (run it again: finished runs are skipped), or remove it and the report reads the run folders alone',
+  );
+  return { name: basename(dir), dir, sweepFile, runs, asideRuns: found.filter((d) => ASIDE_RUN.test(d)) };
 }
 
 /** The sweep folders under a results directory: folders holding at least one run folder. */
@@ -83,4 +97,27 @@ export function listSweeps(resultsDir: string): string[] {
     .map((d) => join(resultsDir, d))
     .filter((d) => statSync(d).isDirectory() && readdirSync(d).some((r) => isRunDir(join(d, r))))
     .sort();
+}
+
+/**
+ * The paths a report will write (`format`: md, csv or both; `plots`, `png` as in writeReport), checked
+ * before anything is written, so that one it cannot write stops it with every file as it was (each run's
+ * summary.json too, which the report merges its instability figures into).
+ */
+export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 'both'; plots?: boolean; png?: boolean } = {}): void {
+  const format = opts.format ?? 'both';
+  const files: string[] = [];
+  if (format !== 'md') files.push('report.csv', 'runs.csv');
+  if (format !== 'csv') {
+    files.push('report.md');
+    if (opts.plots !== false) {
+      const plots = join(dir, 'plots');
+      if (existsSync(plots) && !statSync(plots).isDirectory()) throw new ReportError(`${plots}: is a file, where the report puts its plots: move it away, or give --no-plots`);
+      for (const name of ['knn', 'grad']) files.push(`plots/${name}.svg`, ...(opts.png !== false ? [`plots/${name}.png`] : []));
+    }
+  }
+  for (const f of files) {
+    const p = join(dir, f);
+    if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report writes its ${f}: move it away`);
+  }
 }

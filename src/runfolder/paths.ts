@@ -44,6 +44,28 @@ export const readJsonObject = (path: string): Obj | null => readObject(path, JSO
 /** A YAML mapping file, or null when it is missing, unreadable or not a mapping. */
 export const readYamlObject = (path: string): Obj | null => readObject(path, (t) => YAML.parse(t));
 
+/**
+ * A YAML mapping file, validated: null when it is missing; a RunFolderError naming the file, what is wrong
+ * and `todo` when it cannot be read, is not YAML or not a mapping.
+ */
+export function readYamlChecked(path: string, todo: string): Obj | null {
+  if (!existsSync(path)) return null;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new RunFolderError(`${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}); ${todo}`);
+  }
+  let v: unknown;
+  try {
+    v = YAML.parse(text);
+  } catch {
+    throw new RunFolderError(`${path}: not valid YAML (truncated?); ${todo}`);
+  }
+  if (!isObj(v)) throw new RunFolderError(`${path}: expected a YAML mapping, got ${JSON.stringify(v ?? null)}; ${todo}`);
+  return v;
+}
+
 /** A damaged file of a run folder (one line: the file, what is wrong, what to do). */
 export class RunFolderError extends InputError {
   override name = 'RunFolderError';

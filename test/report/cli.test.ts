@@ -119,6 +119,43 @@ test('moco3 report: a damaged baselines.json stops it before any file is written
   assert.equal(torn.err.match(/its last line is torn/g)?.length, 1, torn.err);
 });
 
+test('moco3 report: a damaged sweep.yaml, a run folder that lost its config.yaml, or an output it cannot write: one line, exit 2, nothing written', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temps', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const runs = readdirSync(dir).sort().map((d) => join(dir, d));
+  const snapshot = () => readdirSync(dir).sort().join(',') + runs.map((r) => readFileSync(join(r, 'summary.json'), 'utf8')).join('');
+  const refused = async (re: RegExp, extra: string[] = []) => {
+    const before = snapshot();
+    const r = await cli(['report', dir, ...extra]);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err.trim(), re);
+    assert.equal(r.err.trim().split('\n').length, 1, r.err);
+    assert.equal(snapshot(), before, 'nothing written');
+  };
+  // sweep.yaml: its planned runs name the missing ones; a damaged one was read as no sweep.yaml at all
+  writeFileSync(join(dir, 'sweep.yaml'), 'name: temps\nruns: [\n');
+  await refused(new RegExp(`^moco3: ${dir}/sweep\\.yaml: not valid YAML \\(truncated\\?\\); it is rewritten by \`moco3 sweep\``));
+  writeFileSync(join(dir, 'sweep.yaml'), '- a list\n');
+  await refused(/sweep\.yaml: expected a YAML mapping, got \["a list"\]/);
+  rmSync(join(dir, 'sweep.yaml'));
+  // a run whose config.yaml is gone was reported as not started
+  const cfg = readFileSync(join(runs[0]!, 'config.yaml'));
+  rmSync(join(runs[0]!, 'config.yaml'));
+  await refused(new RegExp(`^moco3: ${runs[0]}: holds a run's status\\.json, metrics\\.jsonl, summary\\.json but no config\\.yaml; put it back`));
+  writeFileSync(join(runs[0]!, 'config.yaml'), cfg);
+  // outputs that are folders (or a file where the plots go): refused before any summary.json is rewritten
+  mkdirSync(join(dir, 'report.md'));
+  await refused(new RegExp(`^moco3: ${dir}/report\\.md: is a folder, where the report writes its report\\.md: move it away$`));
+  rmSync(join(dir, 'report.md'), { recursive: true });
+  mkdirSync(join(dir, 'runs.csv'));
+  await refused(/runs\.csv: is a folder/, ['--format', 'csv']);
+  rmSync(join(dir, 'runs.csv'), { recursive: true });
+  writeFileSync(join(dir, 'plots'), 'x');
+  await refused(/plots: is a file, where the report puts its plots: move it away, or give --no-plots$/, ['--no-png']);
+  const ok = await cli(['report', dir, '--no-plots']);
+  assert.equal(ok.code, 0, ok.err);
+});
+
 test('moco3 baselines on data that cannot be read: the one line naming it, no progress line before it, nothing written', async () => {
   const results = tmp();
   const r = await cli(['baselines', 'batch-size', '--preset', 'smoke', '--results', results, '--data', `fashion-mnist:${join(results, 'none')}`]);
