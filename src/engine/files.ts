@@ -4,9 +4,39 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
 
+/**
+ * The name of this process's temporary file for `name`: `.<name>.<host>.<pid>.tmp`. The host is in it
+ * because hosts sharing a folder (a results folder on a cluster's network disk) can run the same pid, and
+ * whoever cleans up must tell its own dead processes' files from those of live processes elsewhere.
+ */
+export function tempName(name: string): string {
+  return `.${name}.${hostTag()}.${process.pid}.tmp`;
+}
+
+/** A temporary file of another host, whose pids this one cannot see, untouched this long was left by a process that died. */
+export const FOREIGN_TEMP_STALE_MS = 60 * 60 * 1000;
+
+/**
+ * Whether the temporary file or folder `name` in `dir` (`.<...>[.-]<pid>[.stale].tmp`) was left by a
+ * process that no longer runs: this host's when its pid is gone; another host's, or one whose name says no
+ * host (earlier versions), only once untouched for FOREIGN_TEMP_STALE_MS. `pidOnly`: the pid decides
+ * alone, for a folder only the run's lock holder writes in (its checkpoints).
+ */
+export function isStaleTemp(dir: string, name: string, pidOnly = false): boolean {
+  const m = /[.-](\d+)(?:\.stale)?\.tmp$/.exec(name);
+  if (!name.startsWith('.') || !m) return false;
+  const pid = Number(m[1]);
+  if (pidOnly || name.slice(0, m.index).endsWith(`.${hostTag()}`)) return pid !== process.pid && !pidAlive(pid);
+  try {
+    return Date.now() - statSync(join(dir, name)).mtimeMs > FOREIGN_TEMP_STALE_MS;
+  } catch {
+    return false;
+  }
+}
+
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const tmp = join(dirname(path), tempName(basename(path)));
   const fd = openSync(tmp, 'w');
   let closed = false;
   try {
@@ -20,6 +50,9 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   } catch (e) {
     if (!closed) closeSync(fd);
     rmSync(tmp, { force: true });
+    // the error names the file being written, not its temporary name
+    const sys = e as NodeJS.ErrnoException;
+    if (sys instanceof Error && sys.path === tmp) sys.path = path;
     throw e;
   }
 }

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { undoPartialMoveAside } from './aside.ts';
 import { restoreAsideCheckpoints } from './checkpoints.ts';
 import { RUN_FILES } from './paths.ts';
-import { hostTag, pidAlive, writeJsonAtomic } from '../engine/files.ts';
+import { hostTag, isStaleTemp, pidAlive, writeJsonAtomic } from '../engine/files.ts';
 
 export interface LockInfo {
   pid: number;
@@ -233,8 +233,9 @@ export function releaseLock(runDir: string): void {
 }
 
 /**
- * Remove what a killed process left behind in a run folder: temporary files `.<name>.<pid>.tmp`
- * (atomic writes) and `.<step>.<pid>.tmp` checkpoint folders of dead processes; put back a checkpoint
+ * Remove what a killed process left behind in a run or sweep folder: temporary files
+ * `.<name>.<host>.<pid>.tmp` (atomic writes; another host's only when long untouched, src/engine/files.ts
+ * isStaleTemp) and `.<step>.<pid>.tmp` checkpoint folders of dead processes; put back a checkpoint
  * moved aside to be replaced and, unless `undoMove` is false, a run half moved aside by `train --force`
  * (src/runfolder/aside.ts; only the lock's holder may). Returns lines telling the user what was put back.
  */
@@ -245,12 +246,9 @@ export function cleanStaleTemps(dir: string, undoMove = true): string[] {
   restoreAsideCheckpoints(join(dir, RUN_FILES.checkpoints));
   for (const d of [dir, join(dir, RUN_FILES.checkpoints)]) {
     if (!existsSync(d)) continue;
-    for (const name of readdirSync(d)) {
-      const m = /^\..*\.(\d+)(?:\.stale)?\.tmp$/.exec(name);
-      if (!m) continue;
-      const pid = Number(m[1]);
-      if (pid !== process.pid && !pidAlive(pid)) rmSync(join(d, name), { recursive: true, force: true });
-    }
+    // checkpoints are written by the run's lock holder alone: there its pid decides (isStaleTemp)
+    const pidOnly = d !== dir;
+    for (const name of readdirSync(d)) if (isStaleTemp(d, name, pidOnly)) rmSync(join(d, name), { recursive: true, force: true });
   }
   return notes;
 }

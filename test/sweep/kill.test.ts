@@ -152,9 +152,9 @@ function moments(plan: Awaited<typeof refPlan>): Moment[] {
       const tmp = `${id}/checkpoints/\\.step-${pad(N)}\\.\\d+\\.tmp`;
       // in the order of a checkpoint write: each file written but not renamed, the folder, then last.json
       const parts: [string, string][] = [
-        ['model.safetensors written, not in place', `before-rename:1:${tmp}/\\.model\\.safetensors\\.\\d+\\.tmp$`],
-        ['optimizer.safetensors written, not in place', `before-rename:1:${tmp}/\\.optimizer\\.safetensors\\.\\d+\\.tmp$`],
-        ['state.json written, not in place', `before-rename:1:${tmp}/\\.state\\.json\\.\\d+\\.tmp$`],
+        ['model.safetensors written, not in place', `before-rename:1:${tmp}/\\.model\\.safetensors\\.[^/]+\\.\\d+\\.tmp$`],
+        ['optimizer.safetensors written, not in place', `before-rename:1:${tmp}/\\.optimizer\\.safetensors\\.[^/]+\\.\\d+\\.tmp$`],
+        ['state.json written, not in place', `before-rename:1:${tmp}/\\.state\\.json\\.[^/]+\\.\\d+\\.tmp$`],
         ['the folder complete, not renamed', `before-rename:1:${tmp}$`],
         ['the folder in place, last.json not yet', `after-rename:1:${id}/checkpoints/step-${pad(N)}$`],
       ];
@@ -178,7 +178,7 @@ function moments(plan: Awaited<typeof refPlan>): Moment[] {
       });
     }
     out.push(
-      { phase: 'run end', what: `run ${i + 1}: summary.json written, not in place`, run: i, step: T + 2, pos: [i, T + 2, 0], opts: () => ({ pause: `before-rename:1:${id}/\\.summary\\.json\\.\\d+\\.tmp$` }) },
+      { phase: 'run end', what: `run ${i + 1}: summary.json written, not in place`, run: i, step: T + 2, pos: [i, T + 2, 0], opts: () => ({ pause: `before-rename:1:${id}/\\.summary\\.json\\.[^/]+\\.\\d+\\.tmp$` }) },
       { phase: 'run end', what: `run ${i + 1}: summary.json in place, the status not yet final`, run: i, step: T + 2, pos: [i, T + 2, 1], opts: () => ({ pause: `after-rename:1:${id}/summary\\.json$` }) },
     );
   }

@@ -8,6 +8,7 @@ import YAML from 'yaml';
 import '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { hostTag } from '../../src/engine/files.ts';
 import { loadSweepFile, parseSweep } from '../../src/sweep/file.ts';
 import { acquireLock, procStart, readLock, releaseLock } from '../../src/runfolder/lock.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
@@ -64,11 +65,11 @@ test('a sweep trains every run and writes sweep.yaml; run again, it skips them a
   await dead.kill();
   const d0 = plan.runs[0]!.dir;
   writeFileSync(join(d0, '.lock'), JSON.stringify({ pid: dead.pid, host: hostname(), proc_start: null, since: '', sweep: 'tiny' }));
-  writeFileSync(join(d0, `.status.json.${dead.pid}.tmp`), '{"sta');
+  writeFileSync(join(d0, `.status.json.${hostTag()}.${dead.pid}.tmp`), '{"sta');
   const again = await sweep(plan);
   assert.deepEqual(again.events.filter((e) => e.type === 'run_start'), []);
   assert.equal(existsSync(join(d0, '.lock')), false, 'stale lock removed');
-  assert.equal(existsSync(join(d0, `.status.json.${dead.pid}.tmp`)), false, 'stale temporary file removed');
+  assert.equal(existsSync(join(d0, `.status.json.${hostTag()}.${dead.pid}.tmp`)), false, 'stale temporary file removed');
   assert.deepEqual(again.events.filter((e) => e.type === 'run_skip').map((e) => (e as { state: string }).state), ['completed', 'completed']);
 });
 

@@ -1,0 +1,70 @@
+/**
+ * Temporary files left by killed processes: this host's are told by their pid, another host's (a results
+ * folder shared over the network) only by their age, since a pid there means nothing here.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, tempName, writeFileAtomic } from '../../src/engine/files.ts';
+import { cleanStaleTemps } from '../../src/runfolder/lock.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-temps-');
+// above the kernel's largest pid: never a live process
+const dead = 2 ** 22 + 4321;
+const host = hostTag();
+
+function file(dir: string, name: string, ageMs = 0): string {
+  writeFileSync(join(dir, name), 'x');
+  if (ageMs) {
+    const t = (Date.now() - ageMs) / 1000;
+    utimesSync(join(dir, name), t, t);
+  }
+  return name;
+}
+
+test('tempName carries host and pid; a write names the file, not its temporary name, when it fails', () => {
+  assert.equal(tempName('sweep.yaml'), `.sweep.yaml.${host}.${process.pid}.tmp`);
+  const dir = join(root, 'named');
+  mkdirSync(join(dir, 'status.json'), { recursive: true });
+  assert.throws(() => writeFileAtomic(join(dir, 'status.json'), '{}'), (e: NodeJS.ErrnoException) => e.path === join(dir, 'status.json'));
+  assert.deepEqual(readdirSync(dir), ['status.json'], 'the temporary file removed');
+});
+
+test('isStaleTemp: this host by pid, other hosts and nameless ones by age, checkpoints by pid alone', () => {
+  const dir = join(root, 'rules');
+  mkdirSync(dir);
+  const old = FOREIGN_TEMP_STALE_MS + 60_000;
+  const cases: [string, boolean, boolean?][] = [
+    [file(dir, `.status.json.${host}.${dead}.tmp`), true],
+    [file(dir, `.status.json.${host}.${process.ppid}.tmp`), false],
+    [file(dir, tempName('summary.json')), false],
+    [file(dir, `.lock.${host}-${dead}.stale.tmp`), true],
+    [file(dir, `.lock.${host}-${process.ppid}.tmp`), false],
+    // another host's write in progress: its pid may be dead here, or alive as another process
+    [file(dir, `.sweep.yaml.node-7.cluster.${dead}.tmp`), false],
+    [file(dir, `.sweep.yaml.node-8.${process.pid}.tmp`), false],
+    [file(dir, `.baselines.json.node-7.${dead}.tmp`, old), true],
+    // earlier versions' names say no host
+    [file(dir, `.status.json.${dead}.tmp`), false],
+    [file(dir, `.meta.json.${dead}.tmp`, old), true],
+    [file(dir, `.step-0000003.${dead}.tmp`), true, true],
+    [file(dir, `.step-0000003.${process.ppid}.tmp`), false, true],
+    [file(dir, 'status.json'), false],
+    [file(dir, `.notes.${dead}.tmp.keep`), false],
+  ];
+  for (const [name, stale, pidOnly] of cases) assert.equal(isStaleTemp(dir, name, pidOnly), stale, name);
+});
+
+test('cleanStaleTemps on a folder hosts share: another host\'s write in progress is left, this host\'s dead ones go', () => {
+  const dir = join(root, 'sweep');
+  mkdirSync(join(dir, 'checkpoints'), { recursive: true });
+  const theirs = file(dir, `.sweep.yaml.node-7.${dead}.tmp`);
+  const mine = file(dir, `.sweep.yaml.${host}.${dead}.tmp`);
+  mkdirSync(join(dir, 'checkpoints', `.step-0000006.${dead}.tmp`));
+  cleanStaleTemps(dir);
+  assert.ok(existsSync(join(dir, theirs)));
+  assert.ok(!existsSync(join(dir, mine)));
+  assert.deepEqual(readdirSync(join(dir, 'checkpoints')), []);
+});
