@@ -96,12 +96,16 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
   const rs = b.seeds;
   const lin = rs[0]!.linear;
   const runs = [...facts].filter((f) => f.status === 'completed');
-  // the verdict compares like with like: runs whose probe trained on the views the baselines' did (a run's
-  // summary without the record counts as the same)
+  // the verdict compares like with like: runs whose probe trained on the views the baselines' did, with their
+  // epochs, base lr and batch (a run's summary without the record counts as the same)
   const sameViews = (f: RunFacts) => f.linearViews === null || f.linearViews === lin.train_views;
+  const settings = (x: { epochs: number | null; base_lr: number | null; batch_size: number | null }) => `${x.epochs} epochs, base lr ${x.base_lr}, batch ${x.batch_size}`;
+  const sameSettings = (f: RunFacts) =>
+    (['epochs', 'base_lr', 'batch_size'] as const).every((k) => f.linearSettings[k] === null || f.linearSettings[k] === lin[k]);
   const probed = runs.filter((f) => isNum(f.linearTop1));
   const otherViews = [...new Set(probed.filter((f) => !sameViews(f)).map((f) => f.linearViews!))];
-  const linRuns = probed.filter(sameViews).map((f) => f.linearTop1!);
+  const otherSettings = probed.filter((f) => sameViews(f) && !sameSettings(f));
+  const linRuns = probed.filter((f) => sameViews(f) && sameSettings(f)).map((f) => f.linearTop1!);
   const knnRuns = runs.map((f) => f.knnTop1).filter(isNum);
   const range = (xs: number[]) => (xs.length ? `${Math.min(...xs).toFixed(1)} - ${Math.max(...xs).toFixed(1)}` : '-');
   out.push(`On ${b.dataset} at ${b.image_size} px, ${b.arch}; seeds ${rs.map((s) => s.seed).join(', ')} (mean ± std over seeds).`, '');
@@ -113,8 +117,17 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     `The baselines' linear probes train ${lin.epochs} epochs (base lr ${lin.base_lr}, batch ${lin.batch_size}), the untrained encoder's on ${lin.train_views}, ` +
       "the pixels' on the centre view; compare with the runs' own probe protocol in their summary.json (`linear`).",
   );
+  if (otherSettings.length) {
+    const n = otherSettings.length;
+    const theirs = [...new Set(otherSettings.map((f) => settings(f.linearSettings)))];
+    out.push(
+      '',
+      `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained with other settings (${theirs.join('; ')}) than the baselines' (${settings(lin)}): ` +
+        `${n === 1 ? 'it is' : 'they are'} left out of the linear column above and of the verdict below (\`moco3 baselines <sweep>\` with the runs' settings computes baselines for them).`,
+    );
+  }
   if (otherViews.length) {
-    const n = probed.length - linRuns.length;
+    const n = probed.filter((f) => !sameViews(f)).length;
     out.push(
       '',
       `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained on other views (${otherViews.join('; ')}) than the baselines' (${lin.train_views}): ` +

@@ -20,6 +20,8 @@ export interface RunFacts {
   linearTop5: number | null;
   /** the linear probe's training views as summary.json records them (`linear.train_views`), null when it does not */
   linearViews: string | null;
+  /** the linear probe's epochs, base lr and batch as summary.json records them (`linear`), each null when it does not */
+  linearSettings: { epochs: number | null; base_lr: number | null; batch_size: number | null };
   knnTop1: number | null;
   knnTop5: number | null;
   bestKnnTop1: number | null;
@@ -63,6 +65,11 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     linearTop1: num(s.linear_top1),
     linearTop5: num(s.linear_top5),
     linearViews: typeof (s.linear as { train_views?: unknown } | undefined)?.train_views === 'string' ? (s.linear as { train_views: string }).train_views : null,
+    linearSettings: {
+      epochs: num((s.linear as Record<string, unknown> | undefined)?.epochs),
+      base_lr: num((s.linear as Record<string, unknown> | undefined)?.base_lr),
+      batch_size: num((s.linear as Record<string, unknown> | undefined)?.batch_size),
+    },
     knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
     knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
     // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'

@@ -147,3 +147,25 @@ test("report: runs probed on other views than the baselines' are left out of the
   s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
   assert.match(s, /Pretraining beat both baselines: the best run's linear top-1 is 85\.0/);
 });
+
+test("report: runs whose probe trained other epochs, lr or batch than the baselines' are left out of the verdict, and named", async () => {
+  const dir = join(tmp(), 'settings');
+  const CACHED = 'centre view, features cached';
+  // the 30-epoch probe reached 85; a run of the sweep re-probed with 5 epochs reached 60
+  writeFakeRun(dir, { id: 'long', summary: { linear_top1: 85, linear: { train_views: CACHED, epochs: 30, base_lr: 3, batch_size: 256 } } });
+  writeFakeRun(dir, { id: 'short', config: { 'model.patch_proj': 'frozen' }, summary: { linear_top1: 60, linear: { train_views: CACHED, epochs: 5, base_lr: 3, batch_size: 256 } } });
+  const put = (epochs: number) =>
+    writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke', seeds: [{ ...seed(0, 50, 68, 70), linear: { ...seed(0, 0, 0, 0).linear, epochs } }] }));
+  // baselines of 5 epochs: only the 5-epoch run is compared (60 against 68 and 70), the other is named
+  put(5);
+  await writeReport(dir, { plots: false });
+  let s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.match(s, /1 completed run's linear probe trained with other settings \(30 epochs, base lr 3, batch 256\) than the baselines' \(5 epochs, base lr 3, batch 256\): it is left out/);
+  assert.match(s, /\| pretrained: this sweep's completed runs \(lowest - highest\) \| .* \| 60\.0 - 60\.0 \|/);
+  assert.match(s, /\*\*Pretraining did not beat the untrained encoder \(68\.0\) nor the linear classifier on pixels \(70\.0\)\*\*: the best run's linear top-1 is 60\.0/);
+  put(30);
+  await writeReport(dir, { plots: false });
+  s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.match(s, /\(5 epochs, base lr 3, batch 256\) than the baselines' \(30 epochs, base lr 3, batch 256\)/);
+  assert.match(s, /Pretraining beat both baselines: the best run's linear top-1 is 85\.0/);
+});
