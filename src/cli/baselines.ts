@@ -23,7 +23,7 @@ export function baselinesCommand(): Command {
  * Compute, write and print a plan's baselines (only the `missing` seeds when given, the file's others kept);
  * shared by `moco3 baselines` and the end of `moco3 sweep`.
  */
-export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[]): Promise<void> {
+export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[], check?: () => void): Promise<void> {
   const { writeSweepBaselines, baselinesPath } = await import('../sweep/baselines.ts');
   const say = (s: string) => (json ? undefined : process.stderr.write(`${s}\n`));
   // the data first: a dataset that cannot be read is the one line said, with no progress line before it
@@ -33,6 +33,7 @@ export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing
   const out = await writeSweepBaselines(plan, {
     dataset,
     missingOnly: missing !== undefined,
+    ...(check ? { check } : {}),
     onSeed: (seed, b) =>
       say(
         `  seed ${seed}: untrained encoder kNN ${b.random_init.knn_top1.toFixed(2)}%, linear ${b.random_init.linear_top1.toFixed(2)}%; ` +

@@ -233,6 +233,9 @@ function barDisplay(): Display {
   };
 }
 
+/** Thrown to stop the baselines at the end of a sweep. */
+class BaselinesStopped extends Error {}
+
 export function sweepCommand(): Command {
   const cmd = new Command('sweep').description('run a sweep: every run of the plan in order; completed runs are skipped, interrupted ones resumed');
   addLaunchOptions(addSweepOptions(cmd))
@@ -284,6 +287,7 @@ export function sweepCommand(): Command {
       process.on('SIGUSR1', onUsr1);
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
+      let baselinesStopped = false;
       try {
         const onEvent = (e: SweepEvent) => {
           if (e.type === 'run_start') link.note(e.run);
@@ -296,7 +300,16 @@ export function sweepCommand(): Command {
           // seeds added to a sweep get theirs; the seeds already there keep theirs
           const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
           const missing = missingBaselineSeeds(plan);
-          if (missing.length) await computeBaselinesOf(plan, f.json === true, missing);
+          try {
+            // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
+            if (missing.length) await computeBaselinesOf(plan, f.json === true, missing, () => {
+              if (stop) throw new BaselinesStopped();
+            });
+          } catch (e) {
+            if (!(e instanceof BaselinesStopped)) throw e;
+            r.interrupted = true;
+            baselinesStopped = true;
+          }
         }
         if (!f.json) {
           process.stdout.write(formatPlan(plan, r.states));
@@ -307,7 +320,8 @@ export function sweepCommand(): Command {
             lines.push(`  ${id}: failed: ${s.error ?? describeState(s)}`);
           }
           if (r.busy.length) lines.push(`  ${r.busy.length} run(s) are being trained by another sweep; run this command again later to finish`);
-          if (r.interrupted) lines.push('  run the same command again to continue');
+          if (baselinesStopped) lines.push(`  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again (or \`moco3 baselines ${plan.id}\`) for the rest`);
+          else if (r.interrupted) lines.push('  run the same command again to continue');
           process.stderr.write(`${lines.join('\n')}\n`);
         }
         if (r.interrupted) process.exitCode = 130;

@@ -73,32 +73,24 @@ export function missingBaselineSeeds(plan: SweepPlan): number[] {
 
 /**
  * Compute and write the baselines of a plan's seeds (with `missingOnly`, only those its file lacks); the
- * file's entries for other seeds, of the same data and model, are kept. `onSeed` reports progress.
+ * file's entries for other seeds, of the same data and model, are kept. `onSeed` reports progress. The file
+ * is written after each seed, so that `check` (see computeBaselines), throwing to stop, loses only the seed
+ * in progress.
  */
 export async function writeSweepBaselines(
   plan: SweepPlan,
-  opts: { dataset?: Dataset; missingOnly?: boolean; onSeed?: (seed: number, f: BaselineFigures) => void } = {},
+  opts: { dataset?: Dataset; missingOnly?: boolean; onSeed?: (seed: number, f: BaselineFigures) => void; check?: () => void } = {},
 ): Promise<SweepBaselines> {
   const first = plan.runs[0];
   if (!first) throw new Error(`sweep ${plan.id}: no runs planned, so no baselines to compute`);
   const ds = opts.dataset ?? (await loadRunData(first.config));
   // the file's seeds outside this plan stay (they cost minutes each); with missingOnly, the plan's that are there too
   const have = writtenBaselines(plan, ds);
-  const seeds: BaselineFigures[] = [...have.values()].filter((f) => !plan.seeds.includes(f.seed));
-  for (const seed of plan.seeds) {
-    const kept = opts.missingOnly ? have.get(seed) : undefined;
-    if (kept) {
-      seeds.push(kept);
-      continue;
-    }
-    const run = plan.runs.find((r) => r.config.seed === seed) ?? first;
-    const f = await computeBaselines({ ...run.config, seed }, ds);
-    seeds.push(f);
-    opts.onSeed?.(seed, f);
-  }
+  // the file's seeds that stay: outside the plan, and with missingOnly the plan's it holds
+  const seeds: BaselineFigures[] = [...have.values()].filter((f) => !plan.seeds.includes(f.seed) || opts.missingOnly);
   const model = modelOf(first.config.model);
   const { arch, dim, depth, patch_size } = model;
-  const out: SweepBaselines = {
+  const file = (): SweepBaselines => ({
     dataset: first.config.data.name,
     image_size: first.config.data.image_size,
     // the label's format is parsed back for files older than `model` (src/report/baselines.ts)
@@ -106,9 +98,21 @@ export async function writeSweepBaselines(
     model,
     train_size: ds.train.n,
     test_size: ds.test.n,
-    seeds: seeds.sort((a, b) => a.seed - b.seed),
-  };
-  writeJsonAtomic(baselinesPath(plan), out);
+    seeds: [...seeds].sort((a, b) => a.seed - b.seed),
+  });
+  let computed = 0;
+  for (const seed of plan.seeds) {
+    if (opts.missingOnly && have.has(seed)) continue;
+    opts.check?.();
+    const run = plan.runs.find((r) => r.config.seed === seed) ?? first;
+    const f = await computeBaselines({ ...run.config, seed }, ds, opts.check);
+    seeds.push(f);
+    computed++;
+    writeJsonAtomic(baselinesPath(plan), file());
+    opts.onSeed?.(seed, f);
+  }
+  const out = file();
+  if (computed === 0) writeJsonAtomic(baselinesPath(plan), out);
   return out;
 }
 

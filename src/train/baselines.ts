@@ -42,8 +42,9 @@ export function pixelFeatures(split: ImageSplit, n: number, aug: AugmentConfig, 
   return out;
 }
 
-async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig): Promise<{ top1: number; top5: number }> {
+async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig, check?: () => void): Promise<{ top1: number; top5: number }> {
   const r = await linearProbe(train, { features: test, labels: ds.test.labels }, {
+    ...(check ? { check } : {}),
     numClasses: ds.numClasses,
     epochs: c.eval.linear.epochs,
     baseLr: c.eval.linear.base_lr,
@@ -54,8 +55,12 @@ async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, 
   return { top1: r.top1, top5: r.top5 };
 }
 
-/** The baselines of a run config's dataset and encoder (its seed, its probe). */
-export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset): Promise<BaselineFigures> {
+/**
+ * The baselines of a run config's dataset and encoder (its seed, its probe). `check` is called between
+ * its parts and after each batch of its probes, once Node has had a turn (signal handlers run): it throws
+ * to stop them, with every tensor freed.
+ */
+export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, check?: () => void): Promise<BaselineFigures> {
   const t0 = performance.now();
   const ds = dataset ?? (await loadRunData(c));
   const aug = augmentConfigOf(c, ds);
@@ -74,13 +79,14 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset):
       held.push(trF);
       encTrain = cachedSource(trF, ds.train.labels);
     }
-    const enc = await probeOn(encTrain, teF, ds, c);
+    check?.();
+    const enc = await probeOn(encTrain, teF, ds, c, check);
     tf.dispose(held.splice(0));
     const trP = pixelFeatures(ds.train, ds.train.n, aug);
     held.push(trP);
     const teP = pixelFeatures(ds.test, ds.test.n, aug);
     held.push(teP);
-    const pix = await probeOn(cachedSource(trP, ds.train.labels), teP, ds, c);
+    const pix = await probeOn(cachedSource(trP, ds.train.labels), teP, ds, c, check);
     return {
       random_init: { knn_top1: knn.top1, knn_top5: knn.top5, linear_top1: enc.top1, linear_top5: enc.top5 },
       pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },

@@ -1,0 +1,45 @@
+/**
+ * Ctrl-C while a sweep computes its baselines at the end: it stops within a probe batch, keeps the seeds
+ * done, exits 130 saying so, and the same command computes the rest.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-baselines-stop-');
+const cli = join(import.meta.dirname, 'fixtures', 'cli.ts');
+const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
+// long probes (the baselines' two a seed take seconds), short training
+const args = ['sweep', tinyFile, '--seeds', '0,1', '--backend', 'cpu', '--results', root, '--set', 'eval.linear.epochs=400', '--set', 'eval.linear.enabled=false', '--set', 'optim.epochs=1'];
+
+function sweep(onErr?: (all: string, child: ReturnType<typeof spawn>) => void): Promise<{ code: number | null; stderr: string; seconds: number }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  let signalled = 0;
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+    if (onErr && !signalled) {
+      onErr(stderr, child);
+      if (child.signalCode === null && stderr.includes('  seed 0: ')) signalled = performance.now();
+    }
+  });
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stderr, seconds: signalled ? (performance.now() - signalled) / 1000 : 0 })));
+}
+
+test('Ctrl-C during the baselines at the end of a sweep: exit 130 within a probe batch, the seeds done kept, the rest computed by the same command', async () => {
+  const stopped = await sweep((all, child) => {
+    if (all.includes('  seed 0: ')) child.kill('SIGINT');
+  });
+  assert.equal(stopped.code, 130, stopped.stderr);
+  assert.ok(stopped.seconds < 10, `stopped ${stopped.seconds.toFixed(1)} s after the signal`);
+  assert.match(stopped.stderr, /the baselines were stopped; the seeds done are in .*baselines\.json: run the same command again/);
+  const file = join(root, 'tiny', 'baselines.json');
+  assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0]);
+  const again = await sweep();
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /baselines of sweep tiny: untrained encoder and linear on pixels, seeds 1\n/);
+  assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0, 1]);
+});
