@@ -58,7 +58,7 @@ const EXPECT: Record<LauncherKey, string> = {
   time: 'a Slurm time limit such as 24:00:00, 90, or 2-00:00:00',
   max_parallel: 'a positive integer',
   signal_s: 'an integer number of seconds, at least 10',
-  sbatch_args: 'a list of sbatch options, each starting with -',
+  sbatch_args: 'a list of sbatch options, each starting with - and on one line',
 };
 
 const isInt = (v: unknown, min: number) => typeof v === 'number' && Number.isInteger(v) && v >= min;
@@ -80,7 +80,7 @@ function check(key: LauncherKey, v: unknown): string | null {
     case 'time':
       return typeof v === 'string' && /^(\d+-)?\d+(:\d{1,2}){0,2}$/.test(v) ? null : EXPECT[key];
     case 'sbatch_args':
-      return Array.isArray(v) && v.every((a) => typeof a === 'string' && a.startsWith('-') && !a.includes('\n')) ? null : EXPECT[key];
+      return Array.isArray(v) && v.every((a) => typeof a === 'string' && a.startsWith('-') && !/[\n\r]/.test(a)) ? null : EXPECT[key];
   }
 }
 
@@ -111,7 +111,9 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     const numeric = key === 'gpus_per_run' || key === 'cpus_per_run' || key === 'max_parallel' || key === 'signal_s';
     const v = numeric ? (/^\d+$/.test(String(raw)) ? Number(raw) : NaN) : raw;
     const bad = check(key, v);
-    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${Array.isArray(raw) ? raw.find((a) => !a.startsWith('-')) ?? raw.join(' ') : raw}: expected ${bad}`);
+    // a value with a line break is shown quoted, so that the message stays one line
+    const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);
+    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? raw.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? raw.join(' ') : raw)}: expected ${bad}`);
     (out as Obj)[key] = v;
   }
   return out;

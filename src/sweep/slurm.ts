@@ -28,6 +28,22 @@ export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * A value for an `#SBATCH` line. sbatch splits those lines on whitespace, except inside double or single
+ * quotes, where a backslash still escapes the next character, and reads an unquoted `#` as the start of a
+ * comment: a path with a space (`/home/me/my project`) must be quoted. A newline cannot be: refused.
+ */
+export function sbatchValue(v: string, what: string): string {
+  if (/[\n\r]/.test(v)) throw new SweepError(`${what} ${JSON.stringify(v)}: a line break cannot go into an #SBATCH line`);
+  return /[\s"'\\#]/.test(v) ? `"${v.replace(/[\\"]/g, '\\$&')}"` : v;
+}
+
+/** `--option=value` with its value quoted for an `#SBATCH` line (sbatchValue); other forms as they are. */
+function sbatchArg(a: string): string {
+  const m = /^(--?[A-Za-z][\w-]*=)([\s\S]*)$/.exec(a);
+  return m ? `${m[1]}${sbatchValue(m[2]!, `--sbatch-arg ${m[1]}`)}` : a;
+}
+
 /** Sorted indices as an sbatch --array value: 1-3,5,7-8 and %N. */
 export function arraySpec(indices: number[], maxParallel: number | null): string {
   const xs = [...new Set(indices)].sort((a, b) => a - b);
@@ -60,20 +76,20 @@ export function sbatchScript(inp: ScriptInput): string {
     `# moco3 sweep ${plan.id}: runs ${arraySpec(inp.indices, null)} of ${plan.runs.length}, one Slurm array task per run (task id = run index in \`moco3 plan\`)`,
     `#SBATCH --job-name=${jobName(plan)}`,
     `#SBATCH --array=${arraySpec(inp.indices, s.max_parallel)}`,
-    `#SBATCH --output=${logs}/%A_%a.log`,
+    `#SBATCH --output=${sbatchValue(`${logs}/%A_%a.log`, 'the results folder')}`,
     '#SBATCH --open-mode=append',
-    `#SBATCH --chdir=${inp.cwd}`,
+    `#SBATCH --chdir=${sbatchValue(inp.cwd, 'the working folder')}`,
     '#SBATCH --nodes=1',
     '#SBATCH --ntasks=1',
     `#SBATCH --signal=B:USR1@${s.signal_s}`,
     '#SBATCH --requeue',
   ];
-  if (s.partition !== null) lines.push(`#SBATCH --partition=${s.partition}`);
+  if (s.partition !== null) lines.push(`#SBATCH --partition=${sbatchValue(s.partition, '--partition')}`);
   if (s.gpus_per_run !== null && s.gpus_per_run > 0) lines.push(`#SBATCH --gres=gpu:${s.gpus_per_run}`);
   if (s.cpus_per_run !== null) lines.push(`#SBATCH --cpus-per-task=${s.cpus_per_run}`);
   if (s.mem !== null) lines.push(`#SBATCH --mem=${s.mem}`);
   if (s.time !== null) lines.push(`#SBATCH --time=${s.time}`);
-  for (const a of s.sbatch_args) lines.push(`#SBATCH ${a}`);
+  for (const a of s.sbatch_args) lines.push(`#SBATCH ${sbatchArg(a)}`);
   const hashes = ['-'];
   for (const r of plan.runs) hashes[r.index] = r.hash;
   lines.push(

@@ -51,6 +51,17 @@ test('the array: indices as ranges with the %N limit; the script runs each index
   assert.match(text, new RegExp(`^HASHES=\\(- ${plan.runs.map((r) => r.hash).join(' ')}\\)$`, 'm'));
   assert.match(text, /^node \/m\/bin\/moco3\.js sweep batch-size --set 'a=b c' \\$/m);
   assert.match(text, /--run-index "\$SLURM_ARRAY_TASK_ID" --expect-hash "\$\{HASHES\[\$SLURM_ARRAY_TASK_ID\]\}" &$/m);
+  // sbatch splits #SBATCH lines on whitespace outside quotes, reads a backslash as an escape and # as a comment
+  const spaced = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: '/home/me/my results' });
+  const args = resolveLauncher({}, { sbatch_args: ['--comment=two words', '--comment=a"b\\c#d', '-A vision', '--qos=x'] });
+  const t2 = sbatchScript({ plan: spaced, indices: [1], settings: args, command: ['node', 'moco3'], cwd: "/home/me/it's here" });
+  assert.match(t2, /^#SBATCH --output="\/home\/me\/my results\/batch-size\/slurm\/%A_%a\.log"$/m);
+  assert.match(t2, /^#SBATCH --chdir="\/home\/me\/it's here"$/m);
+  assert.match(t2, /^#SBATCH --comment="two words"$/m);
+  assert.match(t2, /^#SBATCH --comment="a\\"b\\\\c#d"$/m);
+  assert.match(t2, /^#SBATCH -A vision$/m);
+  assert.match(t2, /^#SBATCH --qos=x$/m);
+  assert.throws(() => sbatchScript({ plan: spaced, indices: [1], settings: args, command: ['node'], cwd: '/a\nb' }), /the working folder "\/a\\nb": a line break cannot go into an #SBATCH line/);
 });
 
 test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {

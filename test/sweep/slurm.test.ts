@@ -60,12 +60,13 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   await runSweep({ plan: ref, backend: { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null } });
   log('local reference sweep done');
 
-  const results = join(root, 'results');
+  // a space in the results folder's path, and an sbatch option of two words: both quoted in the script
+  const results = join(root, 'my results');
   const marker = join(root, 'pause');
   const [run1, run2] = ref.runs as [(typeof ref.runs)[0], (typeof ref.runs)[0]];
   const sweepArgs = ['sweep', tinyFile, '--backend', 'cpu', '--results', results];
   // the first run's task pauses before its third metrics row, where the test signals it
-  const sub = moco3([...sweepArgs, '--launcher', 'slurm', '--max-parallel', '2', '--cpus-per-run', '1'], {
+  const sub = moco3([...sweepArgs, '--launcher', 'slurm', '--max-parallel', '2', '--cpus-per-run', '1', '--sbatch-arg=--comment=moco3 test'], {
     MOCO3_TEST_PAUSE: `metrics:3:${run1.id}`,
     MOCO3_TEST_MARKER: marker,
   });
@@ -73,7 +74,7 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   const job = sub.stdout.trim();
   assert.match(job, /^\d+$/);
   assert.match(sub.stderr, new RegExp(`submitted Slurm array job ${job}: runs 1-2 of 2, at most 2 at a time`));
-  const script = readFileSync(sub.stderr.match(/script: (\S+)/)![1]!, 'utf8');
+  const script = readFileSync(sub.stderr.match(/script: (.+\.sbatch)\n/)![1]!, 'utf8');
   assert.match(script, /#SBATCH --array=1-2%2/);
   assert.match(script, /#SBATCH --signal=B:USR1@300/);
   assert.match(script, /#SBATCH --requeue/);
