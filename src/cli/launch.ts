@@ -89,7 +89,7 @@ function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTim
 }
 
 /** `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit it. */
-export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }): void {
+export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }): Promise<void> {
   const flagValues: Partial<Record<LauncherKey, string | string[] | undefined>> = {
     partition: f.partition,
     gpus_per_run: f.gpusPerRun,
@@ -118,13 +118,19 @@ export function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & Launch
     else indices.push(r.index);
   });
   const script = sbatchScript({ plan, indices, settings, command: taskCommand(arg, f), cwd: process.cwd() });
-  if (f.dryRun) {
-    process.stdout.write(script);
-    if (!indices.length) process.stderr.write(`sweep ${plan.id}: nothing to submit (${skipped.join(', ')})\n`);
+  if (!indices.length) {
+    // no script: an array of no task is no job (a dry run printed one with an empty --array)
+    process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
+    // the task that ends a sweep computes its baselines; one killed meanwhile (its time limit) leaves them to this
+    if (f.baselines !== false && states.every((s) => isDone(s.state) || s.state === 'failed')) {
+      const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
+      const missing = missingBaselineSeeds(plan);
+      if (missing.length) process.stderr.write(`  baselines.json lacks seed${missing.length === 1 ? '' : 's'} ${missing.join(', ')}: \`moco3 baselines ${arg}\` computes ${missing.length === 1 ? 'it' : 'them'}\n`);
+    }
     return;
   }
-  if (!indices.length) {
-    process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
+  if (f.dryRun) {
+    process.stdout.write(script);
     return;
   }
   // a submission that fails leaves nothing behind: what it wrote is removed (a sweep folder it made, too),

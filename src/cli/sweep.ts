@@ -255,7 +255,7 @@ export function sweepCommand(): Command {
         }
       }
       if (f.launcher === 'slurm') {
-        submitSlurm(arg, plan, f);
+        await submitSlurm(arg, plan, f);
         return;
       }
       let stop = false;
@@ -296,7 +296,8 @@ export function sweepCommand(): Command {
         const r = await launch.run((extra) => runSweep({ plan, onEvent, shouldStop: () => stop, command: process.argv.slice(1), ...extra }));
         display.stop();
         // a Slurm task (--run-index) or an agent that ends the sweep computes them; one whose sweep goes on does not
-        if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state)))) {
+        // (a failed run counts as finished here: no task is left to end the sweep once the others are done)
+        if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state) || x.state === 'failed'))) {
           // seeds added to a sweep get theirs; the seeds already there keep theirs
           const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
           const missing = missingBaselineSeeds(plan);

@@ -78,6 +78,16 @@ test('an agent alone trains every run in one pass over the plan, and a second ag
   assert.deepEqual(b.events.filter((e) => e.type === 'run_start'), []);
 });
 
+test('an agent whose sweep ends with a failed run still computes the baselines (no other task is left to)', async () => {
+  const results = join(root, 'failed');
+  // the first run's checkpoint of step 6 cannot be written: that run fails, the other completes
+  const a = start(['sweep', tinyFile, '--agent', '--json', '--backend', 'cpu', '--results', results], { MOCO3_TEST_WRITE_ERROR: 'EACCES:open:1:/.step-0000006.' });
+  const ra = await a.done;
+  assert.equal(ra.code, 1, ra.stderr);
+  assert.deepEqual(a.events.filter((e) => e.type === 'run_failed').map((e) => e.index), [1]);
+  assert.ok(existsSync(join(results, 'tiny', 'baselines.json')), 'baselines.json written');
+});
+
 test("locks across hosts: another host's lock is live while its heartbeat is fresh, stale after the timeout, taken over once", async () => {
   const dir = join(root, 'locks');
   mkdirSync(dir, { recursive: true });

@@ -138,5 +138,13 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   const again = moco3([...sweepArgs, '--launcher', 'slurm']);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /nothing to submit/);
+  assert.doesNotMatch(again.stderr, /baselines/);
   assert.equal(again.stdout, '');
+  // the baselines lost (the last task killed while computing them): submitting again says how to get them;
+  // a dry run prints no script of an empty array
+  rmSync(join(results, 'tiny', 'baselines.json'));
+  const dry = moco3([...sweepArgs, '--launcher', 'slurm', '--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.equal(dry.stdout, '');
+  assert.match(dry.stderr, new RegExp(`nothing to submit: every run is completed, running or queued \\(1 completed, 2 completed\\)\n  baselines\\.json lacks seed 0: \`moco3 baselines ${tinyFile.replace(/[.]/g, '\\.')}\` computes it\n$`));
 });
