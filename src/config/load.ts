@@ -163,10 +163,12 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
   out.model.heads ??= arch.heads;
   out.model.mlp_ratio ??= arch.mlp_ratio;
   const m = out.model as ResolvedRunConfig['model'];
-  // a check of several keys blames the one the user set last: a --set, then another flag, then the file
+  // a check of several keys blames the one the user set last: a --set, then another flag, then a file (a
+  // config or sweep file), and a preset only when none of the keys came from the user
   const fail = (path: string, text: string, also: string[] = []) => {
     const sources = [path, ...also].map((p) => blame(p.split('.')));
-    const source = sources.find((b) => b.startsWith('--set ')) ?? sources.find((b) => b === 'command line') ?? sources[0]!;
+    const source =
+      sources.find((b) => b.startsWith('--set ')) ?? sources.find((b) => b === 'command line') ?? sources.find((b) => !b.startsWith('preset ')) ?? sources[0]!;
     throw new ConfigError(`${source}: ${path}: ${text}`);
   };
   if (m.dim % m.heads !== 0) fail('model.heads', `dim ${m.dim} must be divisible by heads ${m.heads}`, ['model.dim', 'model.arch']);

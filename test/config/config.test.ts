@@ -81,6 +81,11 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['optim.epochs=1e400'], /^--set optim\.epochs=1e400: optim\.epochs: expected number, got Infinity$/);
   bad(['__proto__.x=1'], /^--set __proto__\.x=1: unknown key __proto__\.x$/);
   assert.equal(buildConfig({ preset: 'smoke', sets: ['model.mlp_ratio=1.5', 'optim.batch_size=2'] }).model.mlp_ratio, 1.5);
+  // the other key from the preset, the one set from a config or sweep file: the file is named, not the preset
+  const fromFile = (value: Record<string, unknown>, re: RegExp) =>
+    assert.throws(() => buildConfig({ preset: 'smoke', fileObject: { label: 'run.yaml', value } }), (e: unknown) => e instanceof ConfigError && re.test(e.message));
+  fromFile({ optim: { epochs: 1 } }, /^run\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs 1, got 2$/);
+  fromFile({ model: { patch_size: 5 } }, /^run\.yaml: data\.image_size: must be a multiple of model\.patch_size 5, got 16$/);
 });
 
 test('config hash ignores the backend but not the batch', () => {
