@@ -88,18 +88,28 @@ export function parseOptimizerFlag(v: string): OptimizerName[] {
   return OPTIMIZER_NAMES.filter((n) => names.includes(n));
 }
 
+/** More seeds than this in one --seeds is a typo, not a sweep (each seed is a run of every setting). */
+export const MAX_SEEDS = 1000;
+
 export function parseSeedsFlag(v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());
   const seeds: number[] = [];
+  const seed = (t: string) => {
+    const n = Number(t);
+    if (!Number.isSafeInteger(n)) throw new SweepError(`--seeds ${v}: ${t} is larger than a seed can be (at most ${Number.MAX_SAFE_INTEGER})`);
+    return n;
+  };
   for (const p of parts) {
     const range = /^(\d+)-(\d+)$/.exec(p);
     if (range) {
-      const a = Number(range[1]);
-      const b = Number(range[2]);
+      const a = seed(range[1]!);
+      const b = seed(range[2]!);
       if (b < a) throw new SweepError(`--seeds ${v}: range ${p} runs backwards`);
+      if (b - a + 1 + seeds.length > MAX_SEEDS) throw new SweepError(`--seeds ${v}: more than ${MAX_SEEDS} seeds`);
       for (let s = a; s <= b; s++) seeds.push(s);
     } else if (/^\d+$/.test(p)) {
-      seeds.push(Number(p));
+      seeds.push(seed(p));
+      if (seeds.length > MAX_SEEDS) throw new SweepError(`--seeds ${v}: more than ${MAX_SEEDS} seeds`);
     } else {
       throw new SweepError(`--seeds ${v}: expected non-negative integers, e.g. 0,1,2 or 0-2`);
     }

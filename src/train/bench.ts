@@ -11,6 +11,7 @@ import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../com
 import { stepFlops } from './flops.ts';
 import { canPack } from '../engine/webgpu-kernels.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
+import { InputError } from '../config/errors.ts';
 
 export interface BenchResult {
   backend: string;
@@ -56,14 +57,24 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   let batch: ImageBatch;
   let aug: AugmentConfig;
   let data: string;
+  let ds: Awaited<ReturnType<typeof loadRunData>> | null = null;
+  let loadError: unknown = null;
   try {
-    const ds = await loadRunData(c);
+    ds = await loadRunData(c);
+  } catch (e) {
+    if (dataRequired) throw e;
+    loadError = e;
+  }
+  // a batch the data cannot fill is the batch's fault, not the data's: said as such (random pixels would hide it)
+  if (ds && B > ds.train.n) {
+    throw new InputError(`batch ${B} (--batch, optim.batch_size): more than the ${ds.train.n} images of ${ds.name}'s train split; give at most ${ds.train.n}, or more images (data.train_size)`);
+  }
+  if (ds) {
     batch = gatherBatch(ds.train, batchIndices(0, { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: true }));
     aug = augmentConfigOf(c, ds);
     data = `${ds.name} ${batch.h}x${batch.w}x${batch.c}`;
-  } catch (e) {
-    if (dataRequired) throw e;
-    const why = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+  } else {
+    const why = loadError instanceof Error ? loadError.message.split('\n')[0]! : String(loadError);
     process.stderr.write(`moco3: bench: ${c.data.name} not loadable (${why}); timing on random pixels of its size\n`);
     const rng = new Rng(c.seed, 'bench');
     const images = new Uint8Array(B * S * S * 3);

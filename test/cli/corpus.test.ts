@@ -150,6 +150,8 @@ const cases: Case[] = [
   ['--checkpoint on a new folder', () => ['train', ...TINY, '--resume', '--checkpoint', '3', '--out', fresh('c')], fresh('c')],
   ['bench batch not a number', () => ['bench', '--batch', 'x']],
   ['bench steps not whole', () => ['bench', '--preset', 'smoke', '--steps', '2.5']],
+  ['bench batch larger than the train split', () => ['bench', '--preset', 'smoke', '--steps', '1', '--warmup', '0', '--backend', 'cpu', '--batch', '100000']],
+  ['sweep --seeds a range of a hundred million', () => ['sweep', tinySweep, '--seeds', '0-100000000', '--results', fresh('w14')], fresh('w14')],
   ['bench on data named but missing', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'cpu', '--data', `fashion-mnist:${fresh('nodata')}`]],
   // configs
   ['unknown config key', () => ['train', ...TINY, '--set', 'optim.lr=1', '--out', fresh('k1')], fresh('k1')],

@@ -111,6 +111,11 @@ test('--seeds multiplies the grid, seed outermost; --set pins unscaled; --set on
   assert.throws(() => plan('batch-size', { sets: ['seed=3'] }), /--seeds/);
   assert.deepEqual(parseSeedsFlag('3,5'), [3, 5]);
   assert.throws(() => parseSeedsFlag('a'), SweepError);
+  // a typo's range is refused before it is counted out (a Set of 10^8 seeds exceeded Node's maximum)
+  assert.throws(() => parseSeedsFlag('0-100000000'), /^SweepError: --seeds 0-100000000: more than 1000 seeds$/);
+  assert.throws(() => parseSeedsFlag('0-999,1000'), /more than 1000 seeds/);
+  assert.equal(parseSeedsFlag('0-999').length, 1000);
+  assert.throws(() => parseSeedsFlag('9007199254740993'), /--seeds 9007199254740993: 9007199254740993 is larger than a seed can be/);
   assert.throws(() => parseOptimizerFlag('adam'), /--optimizer adam: unknown optimizer 'adam'/);
 });
 
