@@ -36,7 +36,7 @@ export function writeStatus(runDir: string, status: RunStatus, step: number, tot
   });
 }
 
-const STATUS_TODO = 'remove it (--resume then continues from the run\'s checkpoints) or start again with --force';
+const STATUS_TODO = 'remove it (`moco3 train --resume` or the sweep then continues from the run\'s checkpoints) or train the run again with `moco3 train --force`';
 
 /** status.json, or null when there is none; a damaged one (not JSON, an unknown status, a step that is no count) is a RunFolderError. */
 export function readStatus(runDir: string): StatusFile | null {

@@ -34,7 +34,7 @@ export function writeSummary(runDir: string, summary: Summary): void {
 
 /** summary.json, or null when there is none; a damaged one is a RunFolderError. */
 export function readSummary(runDir: string): Obj | null {
-  return readJsonChecked(runPath(runDir, 'summary'), 'remove it (moco3 train --resume or moco3 sweep writes it again) or start again with --force');
+  return readJsonChecked(runPath(runDir, 'summary'), 'remove it (`moco3 train --resume` or the sweep writes it again) or train the run again with `moco3 train --force`');
 }
 
 /** Merge keys into summary.json (atomic), keeping what is there; no write when nothing changes. Returns the merged summary. */
