@@ -9,12 +9,12 @@
  * taken over atomically: renamed aside (only one taker's rename succeeds), checked again, then replaced
  * by the taker's own through the same hard link.
  */
-import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { undoPartialMoveAside } from './aside.ts';
 import { restoreAsideCheckpoints } from './checkpoints.ts';
-import { RUN_FILES } from './paths.ts';
+import { RUN_FILES, RunFolderError } from './paths.ts';
 import { hostTag, isStaleTemp, pidAlive, writeJsonAtomic } from '../engine/files.ts';
 
 export interface LockInfo {
@@ -110,6 +110,8 @@ export function liveLock(runDir: string): LockInfo | null {
 export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   mkdirSync(runDir, { recursive: true });
   const path = join(runDir, LOCK_NAME);
+  // not a lock moco3 wrote: it would be judged stale, moved aside and then fail to be removed
+  if (existsSync(path) && !statSync(path).isFile()) throw new RunFolderError(`${path}: is not a file, where moco3 keeps the run's lock: remove it`);
   const now = new Date().toISOString();
   const task = slurmTaskId();
   const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task } : {}) };
