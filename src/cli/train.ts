@@ -52,6 +52,7 @@ export function trainCommand(): Command {
       if (!Number.isSafeInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
+      if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);
       if (f.dryRun) {
         process.stdout.write(`# run folder: ${runDir}\n${configToYaml(c)}`);
         return;

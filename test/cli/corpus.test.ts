@@ -293,6 +293,7 @@ const cases: Case[] = [
   ['status.json of an unknown status', () => ['train', ...TINY, '--resume', '--out', damaged('r2', (r) => writeFileSync(join(r, 'status.json'), '{"status": "walking", "step": 3}'))]],
   ['status.json step a string', () => ['eval', 'knn', damaged('r3', (r) => writeFileSync(join(r, 'status.json'), '{"status": "completed", "step": "8"}'))]],
   ['summary.json not JSON', () => ['eval', 'knn', damaged('r4', (r) => writeFileSync(join(r, 'summary.json'), 'garbage'))]],
+  ['--dry-run with an empty --out', () => ['train', '--preset', 'smoke', '--dry-run', '--out', '']],
   ['.lock a folder', () => ['train', ...TINY, '--resume', '--out', damaged('r5', (r) => mkdirSync(join(r, '.lock')))]],
   ['metrics.jsonl damaged before its last line', () => {
     const results = join(dir, 'rep1');
