@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey } from '../sweep/launcher.ts';
 import { setLockTimeout } from '../runfolder/lock.ts';
@@ -136,7 +136,10 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   // a submission that fails leaves nothing behind: what it wrote is removed (a sweep folder it made, too),
   // and a sweep.yaml it replaced is put back as it was
   const resolved = join(plan.dir, 'sweep.yaml');
-  const made = [plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
+  // the folders above the sweep's (results/) too, when this submission makes them
+  const above: string[] = [];
+  for (let d = dirname(resolve(plan.dir)); !existsSync(d) && dirname(d) !== d; d = dirname(d)) above.unshift(d);
+  const made = [...above, plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
   const previous = existsSync(resolved) ? readFileSync(resolved) : null;
   writeResolvedSweep(plan);
   let path: string | null = null;

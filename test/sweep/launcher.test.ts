@@ -123,6 +123,10 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.equal(sub.code, 2, sub.err);
   assert.match(sub.err, /Unable to contact slurm controller/);
   assert.deepEqual(readdirSync(results).sort(), ['a-file', 'bin']);
+  // results folders it would have made above the sweep's are not left behind either
+  const deep = await cli([...base.slice(0, base.indexOf('--results')), '--results', join(results, 'new', 'deeper'), ...base.slice(base.indexOf('--results') + 2)], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(deep.code, 2, deep.err);
+  assert.deepEqual(readdirSync(results).sort(), ['a-file', 'bin']);
   // a sweep folder that was there: its sweep.yaml (of another preset's runs) is put back as it was
   mkdirSync(join(results, 'batch-size'));
   writeFileSync(join(results, 'batch-size', 'sweep.yaml'), 'name: batch-size\npreset: smoke-earlier\n');
