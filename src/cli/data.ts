@@ -348,7 +348,7 @@ function previewCmd(): Command {
       if (!f.out.toLowerCase().endsWith('.png')) throw new UsageError(`--out ${f.out}: expected a .png file name`);
       // where the PNG goes is checked before the sheet is made
       if (existsSync(f.out) && statSync(f.out).isDirectory()) throw new UsageError(`--out ${f.out}: is a folder; give a .png file name`);
-      checkOutputDir(dirname(resolve(f.out)), `--out ${f.out}`);
+      checkOutputDir(dirname(resolve(f.out)), `--out ${f.out}: its folder ${dirname(f.out)}`);
       if (name && !KNOWN.includes(name)) throw new UsageError(`data preview ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
       if (!name && f.dataPath) throw new UsageError('--data-path needs the dataset name too');
       const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';

@@ -199,6 +199,8 @@ const cases: Case[] = [
   ['train split smaller than one batch', () => ['train', ...TINY, '--set', 'data.train_size=8', '--out', fresh('d9')], fresh('d9')],
   ['data info of an unknown set', () => ['data', 'info', 'mnist9']],
   ['data preview without .png', () => ['data', 'preview', '--preset', 'smoke', '--out', join(dir, 'new', 'views.jpg')]],
+  ['data preview --out under a file', () => ['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')]],
+  ['help of no such command', () => ['help', 'trian']],
   ['data fetch of an unknown set', () => ['data', 'fetch', 'mnist9']],
   // output locations
   ['--out names a file', () => ['train', ...TINY, '--out', join(good, 'config.yaml')]],
@@ -396,6 +398,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
       for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));
     })], /optimizer\.safetensors: missing; no older complete checkpoint: start again with --force$/],
+    [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
+    [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
   ];
   for (const [args, re] of expect) {
