@@ -72,6 +72,12 @@ export function evalCheckpoint(runDir: string, checkpoint?: string): string {
 // ---------------------------------------------------------------------------------------------
 // views of the probe
 
+/**
+ * The batch a linear probe trains with: the one asked, or the whole train split when that is smaller (its
+ * lr then follows the smaller batch). Runs and baselines (src/train/baselines.ts) alike.
+ */
+export const probeBatchSize = (asked: number, trainN: number): number => Math.min(asked, trainN);
+
 /** torchvision RandomResizedCrop's default scale for the probe (main_lincls.py). */
 export const PROBE_CROP_SCALE: [number, number] = [0.08, 1];
 
@@ -258,7 +264,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       numClasses: ds.numClasses,
       epochs,
       baseLr,
-      batchSize: Math.min(batchSize, ds.train.n),
+      batchSize: probeBatchSize(batchSize, ds.train.n),
       seed: c.seed,
       onEpoch: opts.onEpoch,
       check,
@@ -266,7 +272,7 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
     const out: LinearRunResult = {
       ...r,
       baseLr,
-      batchSize: Math.min(batchSize, ds.train.n),
+      batchSize: probeBatchSize(batchSize, ds.train.n),
       augmented: augment,
       trainSize: ds.train.n,
       testSize: ds.test.n,

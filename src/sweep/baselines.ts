@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
-import { probeViews } from '../eval/offline.ts';
+import { probeBatchSize, probeViews } from '../eval/offline.ts';
 import { loadRunData } from '../components/index.ts';
 import type { SweepPlan } from './plan.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -59,7 +59,7 @@ function writtenBaselines(plan: SweepPlan, ds?: Dataset): Map<number, BaselineFi
   const sameProbe = (f: BaselineFigures) =>
     f.linear?.epochs === l.epochs &&
     f.linear.base_lr === l.base_lr &&
-    f.linear.batch_size === l.batch_size &&
+    f.linear.batch_size === probeBatchSize(l.batch_size, file.train_size ?? l.batch_size) &&
     f.linear.train_views === probeViews(l.train_views === 'augmented');
   for (const f of file.seeds) if (typeof f?.seed === 'number' && sameProbe(f)) out.set(f.seed, f);
   return out;

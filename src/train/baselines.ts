@@ -12,7 +12,7 @@ import { gatherBatch } from '../data/sampler.ts';
 import { evalView, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { cachedSource, linearProbe, type ProbeTrainSource } from '../eval/linear.ts';
-import { augmentedSource, probeViews } from '../eval/offline.ts';
+import { augmentedSource, probeBatchSize, probeViews } from '../eval/offline.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import { extractFeatures, knnMonitor } from '../eval/features.ts';
 
@@ -48,8 +48,8 @@ async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, 
     numClasses: ds.numClasses,
     epochs: c.eval.linear.epochs,
     baseLr: c.eval.linear.base_lr,
-    // as the runs' probe (src/eval/offline.ts): a batch larger than the split is the whole split, at the lr of the batch asked
-    batchSize: c.eval.linear.batch_size,
+    // as the runs' probe (src/eval/offline.ts)
+    batchSize: probeBatchSize(c.eval.linear.batch_size, ds.train.n),
     seed: c.seed,
   });
   return { top1: r.top1, top5: r.top5 };
@@ -90,7 +90,7 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
     return {
       random_init: { knn_top1: knn.top1, knn_top5: knn.top5, linear_top1: enc.top1, linear_top5: enc.top5 },
       pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },
-      linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: c.eval.linear.batch_size, train_views: probeViews(augmented) },
+      linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: probeBatchSize(c.eval.linear.batch_size, ds.train.n), train_views: probeViews(augmented) },
       seed: c.seed,
       seconds: Number(((performance.now() - t0) / 1000).toFixed(3)),
     };

@@ -4,7 +4,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSweepFile } from '../../src/sweep/file.ts';
 import { acquireLock, lockLost, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
@@ -76,6 +76,12 @@ test('an agent alone trains every run in one pass over the plan, and a second ag
   assert.equal(rb.code, 0, rb.stderr);
   assert.equal(passes(b), 1);
   assert.deepEqual(b.events.filter((e) => e.type === 'run_start'), []);
+  // the baselines probe as the runs did: on 64 train images a batch of 256 is the whole split, at its lr
+  const baselines = JSON.parse(readFileSync(join(results, 'tiny', 'baselines.json'), 'utf8'));
+  const runDir = join(results, 'tiny', readdirSync(join(results, 'tiny')).find((d) => d.startsWith('bs16'))!);
+  const runProbe = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')).linear;
+  assert.equal(runProbe.batch_size, 64);
+  assert.deepEqual(baselines.seeds[0].linear, { epochs: runProbe.epochs, base_lr: runProbe.base_lr, batch_size: runProbe.batch_size, train_views: runProbe.train_views });
 });
 
 test('an agent whose sweep ends with a failed run still computes the baselines (no other task is left to)', async () => {
