@@ -101,6 +101,7 @@ function plainDisplay(): Display {
           err.write(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
           break;
         case 'run_skip':
+          for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           err.write(`${runLine(e)}: skipped (${e.reason})\n`);
           break;
         case 'run_start':
@@ -170,6 +171,7 @@ function barDisplay(): Display {
           sweepBar = multi.create(Math.max(1, todo * units), 0, { label, info: `0/${todo} runs | ETA -` });
           break;
         case 'run_skip':
+          for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
           redraw(true);
           break;

@@ -8,7 +8,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
-import { moveRunAside } from '../runfolder/aside.ts';
+import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
@@ -40,8 +40,10 @@ export function trainCommand(): Command {
     .option('-q, --quiet', 'no progress output')
     .action(async (f: TrainFlags) => {
       // `--resume --out <run>` alone continues the run as it was configured: its own config.yaml
-      if (f.resume && f.out !== undefined && f.config === undefined && f.preset === undefined && existsSync(join(f.out, 'config.yaml'))) {
-        f.config = join(f.out, 'config.yaml');
+      // (or where a killed `train --force` had moved it: the lock taken below puts it back)
+      const own = f.out !== undefined ? (existsSync(join(f.out, 'config.yaml')) ? join(f.out, 'config.yaml') : movedAsideFile(f.out, 'config.yaml')) : null;
+      if (f.resume && own !== null && f.config === undefined && f.preset === undefined) {
+        f.config = own;
         if (!f.quiet && !f.json) process.stderr.write(`moco3: --resume: the run's own config, ${f.config}\n`);
       }
       const c = configFromFlags(f);

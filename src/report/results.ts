@@ -10,6 +10,7 @@ import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { readYamlChecked, RUN_FILES, runPath, type Obj } from '../runfolder/paths.ts';
 import { isRunDir, readRunConfigRaw } from '../runfolder/records.ts';
 import { readStatus, type StatusFile } from '../runfolder/status.ts';
+import { ASIDE_NOTE } from '../runfolder/aside.ts';
 import { readSummary } from '../runfolder/summary.ts';
 
 export interface RunRecord {
@@ -74,6 +75,11 @@ export function readSweep(dir: string, quiet = false): SweepRecord {
   for (const d of folders) {
     // a run's files without the config.yaml that makes it a run: reported as not started, it would be misreported
     const files = RUN_EVIDENCE.filter((f) => existsSync(join(dir, d, f)));
+    if (!isRunDir(join(dir, d)) && existsSync(join(dir, d, ASIDE_NOTE))) {
+      throw new ReportError(
+        `${join(dir, d)}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${join(dir, d)} --resume\` (or the sweep) puts them back`,
+      );
+    }
     if (!isRunDir(join(dir, d)) && files.length > 0) {
       throw new ReportError(
         `${join(dir, d)}: holds a run's ${files.join(', ')} but no config.yaml; put it back (each checkpoint's state.json keeps the run's config) or move the folder out of ${dir}`,

@@ -71,3 +71,18 @@ export function undoPartialMoveAside(runDir: string): string | null {
     : `${runDir}: put back the files of the previous run that an interrupted \`train --force\` had begun to move aside, ` +
         `except ${kept.join(', ')}, which the run folder also holds: those stay in ${aside}`;
 }
+
+/**
+ * Where a run's file `name` is while a killed move aside holds it (the folder `.aside.json` names), or null:
+ * read-only, for a command that needs it before it takes the lock that puts it back.
+ */
+export function movedAsideFile(runDir: string, name: string): string | null {
+  try {
+    const to = (JSON.parse(readFileSync(join(runDir, ASIDE_NOTE), 'utf8')) as { to?: unknown }).to;
+    if (typeof to !== 'string' || !to.startsWith(`${basename(resolve(runDir))}.old-`) || to.includes('/')) return null;
+    const p = join(dirname(resolve(runDir)), to, name);
+    return existsSync(p) ? p : null;
+  } catch {
+    return null;
+  }
+}

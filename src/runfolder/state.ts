@@ -3,6 +3,8 @@
  * the lock) without TensorFlow.js.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ASIDE_NOTE } from './aside.ts';
 import { checkpointStep } from './checkpoints.ts';
 import { liveLock, type LockInfo } from './lock.ts';
 import { runPath } from './paths.ts';
@@ -35,6 +37,9 @@ export function readRunState(runDir: string): RunStateInfo {
   };
   const lock = liveLock(runDir);
   if (lock && lock.pid !== process.pid) return { ...info, state: 'running', lock };
+  // a `train --force` killed while it moved the run aside (src/runfolder/aside.ts): whatever its files say,
+  // the run is not whole until the lock's next holder (train, a sweep) has put them back
+  if (existsSync(join(runDir, ASIDE_NOTE))) return { ...info, state: 'interrupted' };
   // summary.json is written before the final status: a final status without it cannot happen, but a
   // folder copied by hand might have one; it then counts as interrupted and is resumed
   const hasSummary = existsSync(runPath(runDir, 'summary'));

@@ -20,7 +20,7 @@ import { SetupError } from '../config/errors.ts';
 
 export type SweepEvent =
   | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string }
-  | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string }
+  | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string; notes?: string[] }
   | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null; notes?: string[] }
   | { type: 'train'; run: string; index: number; total: number; event: TrainEvent }
   | { type: 'run_end'; run: string; index: number; total: number; status: RunState; summary: Summary }
@@ -133,7 +133,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       // another sweep may have finished it between the look above and the lock
       const now = readRunState(run.dir);
       if (isDone(now.state)) {
-        emit({ type: 'run_skip', ...base, state: now.state, reason: now.state });
+        emit({ type: 'run_skip', ...base, state: now.state, reason: now.state, ...(notes.length > 0 ? { notes } : {}) });
         continue;
       }
       trained.push(run.id);

@@ -142,6 +142,10 @@ test('moco3 report: a damaged sweep.yaml, a run folder that lost its config.yaml
   const cfg = readFileSync(join(runs[0]!, 'config.yaml'));
   rmSync(join(runs[0]!, 'config.yaml'));
   await refused(new RegExp(`^moco3: ${runs[0]}: holds a run's status\\.json, metrics\\.jsonl, summary\\.json but no config\\.yaml; put it back`));
+  // ... the work of a \`train --force\` killed while it moved the run aside: the command that puts it back
+  writeFileSync(join(runs[0]!, '.aside.json'), '{"to": "x.old-20261205T000000"}');
+  await refused(new RegExp(`^moco3: ${runs[0]}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${runs[0]} --resume\` \\(or the sweep\\) puts them back$`));
+  rmSync(join(runs[0]!, '.aside.json'));
   writeFileSync(join(runs[0]!, 'config.yaml'), cfg);
   // outputs that are folders (or a file where the plots go): refused before any summary.json is rewritten
   mkdirSync(join(dir, 'report.md'));

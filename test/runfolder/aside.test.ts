@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { ASIDE_NOTE, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
+import { ASIDE_NOTE, movedAsideFile, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-aside-');
@@ -76,4 +76,18 @@ test('a note naming no folder of the run\'s moves nothing anywhere', () => {
     assert.ok(!existsSync(join(dir, ASIDE_NOTE)));
     assert.equal(readdirSync(dir).length, 5);
   }
+});
+
+test('movedAsideFile finds a file a half-done move left aside, read-only; nothing when there is no note or no such file', () => {
+  const dir = makeRun('find');
+  assert.equal(movedAsideFile(dir, 'config.yaml'), null);
+  const aside = join(root, 'find.old-20261205T000000');
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: basename(aside) }));
+  mkdirSync(aside);
+  renameSync(join(dir, 'config.yaml'), join(aside, 'config.yaml'));
+  assert.equal(movedAsideFile(dir, 'config.yaml'), join(aside, 'config.yaml'));
+  assert.equal(movedAsideFile(dir, 'status.json'), null);
+  assert.ok(existsSync(join(dir, ASIDE_NOTE)) && existsSync(join(aside, 'config.yaml')), 'nothing moved');
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: '../find.old-20261205T000000' }));
+  assert.equal(movedAsideFile(dir, 'config.yaml'), null);
 });

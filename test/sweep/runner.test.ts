@@ -111,6 +111,18 @@ test('Ctrl-C checkpoints the current run; the next sweep resumes it and ends as 
   assert.deepEqual(start && [start.previous, start.resume_step], ['interrupted', 5]);
   assert.match(start?.type === 'run_start' ? (start.notes ?? []).join('\n') : '', /put back the files of the previous run/);
   assert.equal(existsSync(aside), false);
+  // the same on the completed run with its status.json not yet moved: it reads as done only once put back
+  const d1 = plan.runs[1]!.dir;
+  const aside1 = `${d1}.old-20261205T000000`;
+  writeFileSync(join(d1, '.aside.json'), JSON.stringify({ to: basename(aside1) }));
+  mkdirSync(aside1);
+  renameSync(join(d1, 'checkpoints'), join(aside1, 'checkpoints'));
+  assert.equal(readRunState(d1).state, 'interrupted');
+  const third = await sweep(plan);
+  assert.deepEqual(third.events.filter((e) => e.type === 'run_start'), []);
+  const skip = third.events.find((e) => e.type === 'run_skip' && e.index === 2);
+  assert.match(skip?.type === 'run_skip' ? (skip.notes ?? []).join('\n') : '', /put back the files of the previous run/);
+  assert.ok(existsSync(join(d1, 'checkpoints', 'last.json')) && !existsSync(aside1));
   assert.deepEqual(resumed.states.map((s) => s.state), ['completed', 'completed']);
   for (let i = 0; i < plan.runs.length; i++) {
     assert.equal(plan.runs[i]!.id, ref.runs[i]!.id);
