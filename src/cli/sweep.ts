@@ -291,8 +291,11 @@ export function sweepCommand(): Command {
       const t0 = performance.now();
       let baselinesStopped = false;
       try {
+        // each failed run's own error: its status.json may not say it (a full disk)
+        const errors = new Map<string, string>();
         const onEvent = (e: SweepEvent) => {
           if (e.type === 'run_start') link.note(e.run);
+          if (e.type === 'run_failed') errors.set(e.run, e.error);
           display.onEvent(e);
         };
         const r = await launch.run((extra) => runSweep({ plan, onEvent, shouldStop: () => stop, command: process.argv.slice(1), ...extra }));
@@ -320,7 +323,7 @@ export function sweepCommand(): Command {
           const lines = [`sweep ${plan.id}: ${r.interrupted ? 'interrupted' : 'done'} in ${fmtDuration(wall)}; results in ${plan.dir}`];
           for (const id of r.failed) {
             const s = r.states[plan.runs.findIndex((x) => x.id === id)]!;
-            lines.push(`  ${id}: failed: ${s.error ?? describeState(s)}`);
+            lines.push(`  ${id}: failed: ${errors.get(id) ?? s.error ?? describeState(s)}`);
           }
           if (r.busy.length) lines.push(`  ${r.busy.length} run(s) are being trained by another sweep; run this command again later to finish`);
           if (baselinesStopped) lines.push(`  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again (or \`moco3 baselines ${plan.id}\`) for the rest`);
