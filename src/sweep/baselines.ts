@@ -86,8 +86,8 @@ export async function writeSweepBaselines(
   const ds = opts.dataset ?? (await loadRunData(first.config));
   // the file's seeds outside this plan stay (they cost minutes each); with missingOnly, the plan's that are there too
   const have = writtenBaselines(plan, ds);
-  // the file's seeds that stay: outside the plan, and with missingOnly the plan's it holds
-  const seeds: BaselineFigures[] = [...have.values()].filter((f) => !plan.seeds.includes(f.seed) || opts.missingOnly);
+  // every entry of the file stays until its seed is computed again: a stop midway loses none of them
+  const seeds = new Map(have);
   const model = modelOf(first.config.model);
   const { arch, dim, depth, patch_size } = model;
   const file = (): SweepBaselines => ({
@@ -98,7 +98,7 @@ export async function writeSweepBaselines(
     model,
     train_size: ds.train.n,
     test_size: ds.test.n,
-    seeds: [...seeds].sort((a, b) => a.seed - b.seed),
+    seeds: [...seeds.values()].sort((a, b) => a.seed - b.seed),
   });
   let computed = 0;
   for (const seed of plan.seeds) {
@@ -106,7 +106,7 @@ export async function writeSweepBaselines(
     opts.check?.();
     const run = plan.runs.find((r) => r.config.seed === seed) ?? first;
     const f = await computeBaselines({ ...run.config, seed }, ds, opts.check);
-    seeds.push(f);
+    seeds.set(seed, f);
     computed++;
     writeJsonAtomic(baselinesPath(plan), file());
     opts.onSeed?.(seed, f);

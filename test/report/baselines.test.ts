@@ -112,6 +112,21 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   const again = readBaselines(two.dir)!;
   assert.deepEqual(again.seeds.map((f) => f.seed), [0, 1]);
   assert.deepEqual(again.seeds[0], seed0);
+  // recomputing both, stopped once seed 0 is done: seed 1's entry stays as it was (before: dropped)
+  const seed1 = again.seeds[1]!;
+  let done = 0;
+  await assert.rejects(
+    writeSweepBaselines(two, {
+      onSeed: () => done++,
+      check: () => {
+        if (done === 1) throw new Error('stop');
+      },
+    }),
+    /stop/,
+  );
+  const stopped = readBaselines(two.dir)!;
+  assert.deepEqual(stopped.seeds.map((f) => f.seed), [0, 1]);
+  assert.deepEqual(stopped.seeds[1], seed1);
   // the same folder with another encoder: the file is of another model, so every seed is missing
   const deeper = plan([0, 1], ['model.depth=3']);
   assert.equal(deeper.dir, two.dir);
