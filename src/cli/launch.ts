@@ -125,7 +125,11 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     if (f.baselines !== false && states.every((s) => isDone(s.state) || s.state === 'failed')) {
       const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
       const missing = missingBaselineSeeds(plan);
-      if (missing.length) process.stderr.write(`  baselines.json lacks seed${missing.length === 1 ? '' : 's'} ${missing.join(', ')}: \`moco3 baselines ${arg}\` computes ${missing.length === 1 ? 'it' : 'them'}\n`);
+      if (missing.length) {
+        process.stderr.write(
+          `  baselines.json lacks seed${missing.length === 1 ? '' : 's'} ${missing.join(', ')}: the same command without --launcher slurm computes ${missing.length === 1 ? 'it' : 'them'} here (it trains nothing: every run is done)\n`,
+        );
+      }
     }
     return;
   }

@@ -326,7 +326,7 @@ export function sweepCommand(): Command {
             lines.push(`  ${id}: failed: ${errors.get(id) ?? s.error ?? describeState(s)}`);
           }
           if (r.busy.length) lines.push(`  ${r.busy.length} run(s) are being trained by another sweep; run this command again later to finish`);
-          if (baselinesStopped) lines.push(`  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again (or \`moco3 baselines ${plan.id}\`) for the rest`);
+          if (baselinesStopped) lines.push(`  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again for the rest`);
           else if (r.interrupted) lines.push('  run the same command again to continue');
           process.stderr.write(`${lines.join('\n')}\n`);
         }

@@ -146,5 +146,10 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   const dry = moco3([...sweepArgs, '--launcher', 'slurm', '--dry-run']);
   assert.equal(dry.code, 0, dry.stderr);
   assert.equal(dry.stdout, '');
-  assert.match(dry.stderr, new RegExp(`nothing to submit: every run is completed, running or queued \\(1 completed, 2 completed\\)\n  baselines\\.json lacks seed 0: \`moco3 baselines ${tinyFile.replace(/[.]/g, '\\.')}\` computes it\n$`));
+  assert.match(dry.stderr, /nothing to submit: every run is completed, running or queued \(1 completed, 2 completed\)\n  baselines\.json lacks seed 0: the same command without --launcher slurm computes it here \(it trains nothing: every run is done\)\n$/);
+  // ... as it does
+  const local = moco3(sweepArgs);
+  assert.equal(local.code, 0, local.stderr);
+  assert.ok(existsSync(join(results, 'tiny', 'baselines.json')));
+  assert.doesNotMatch(local.stderr, /run_start|starting,/);
 });
