@@ -179,6 +179,8 @@ export interface Launch {
   run(once: (extra: Partial<RunSweepOptions>) => Promise<SweepResult>): Promise<SweepResult>;
   /** USR1: checkpoint, then requeue this Slurm task */
   onUsr1: (() => void) | null;
+  /** the work after the runs (the baselines) was stopped: a Slurm task warned by USR1 requeues itself for it */
+  afterStopped?: () => void;
 }
 
 /** The plan's run of --run-index, checked against --expect-hash. */
@@ -243,6 +245,18 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
           }
         }
         return r;
+      },
+      afterStopped() {
+        if (!task || !requeue) return;
+        logTask(plan, task, 'requeue', { index, run: plan.runs[index - 1]!.id, baselines: true });
+        process.stderr.write(`moco3: requeueing Slurm task ${taskName(task)} for the baselines\n`);
+        try {
+          requeueTask(task);
+        } catch (e) {
+          const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
+          process.stderr.write(`moco3: scontrol requeue ${taskName(task)} failed: ${msg}; submit the sweep again for the baselines\n`);
+          process.exitCode = 1;
+        }
       },
     };
   }

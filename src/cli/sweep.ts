@@ -315,6 +315,7 @@ export function sweepCommand(): Command {
             if (!(e instanceof BaselinesStopped)) throw e;
             r.interrupted = true;
             baselinesStopped = true;
+            launch.afterStopped?.();
           }
         }
         if (!f.json) {

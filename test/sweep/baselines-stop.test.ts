@@ -4,8 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -42,4 +42,28 @@ test('Ctrl-C during the baselines at the end of a sweep: exit 130 within a probe
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /baselines of sweep tiny: untrained encoder and linear on pixels, seeds 1\n/);
   assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0, 1]);
+});
+
+test('a Slurm task warned (USR1) during the baselines stops them and requeues itself, to compute them when it starts again', async () => {
+  const results = join(root, 'slurm');
+  const base = ['sweep', tinyFile, '--backend', 'cpu', '--results', results, '--set', 'eval.linear.epochs=400', '--set', 'eval.linear.enabled=false', '--set', 'optim.epochs=1'];
+  const trained = spawnSync(process.execPath, ['--import', 'tsx', cli, ...base, '--no-baselines'], { encoding: 'utf8' });
+  assert.equal(trained.status, 0, trained.stderr);
+  // scontrol of a stub that notes what it was asked
+  const bin = join(root, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'scontrol'), `#!/bin/sh\necho "$@" >> ${join(root, 'scontrol.log')}\n`, { mode: 0o755 });
+  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, SLURM_ARRAY_JOB_ID: '77', SLURM_ARRAY_TASK_ID: '1', SLURM_JOB_ID: '78' };
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+    if (stderr.includes('baselines of sweep') && child.signalCode === null && !stderr.includes('USR1')) child.kill('SIGUSR1');
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /requeueing Slurm task 77_1 for the baselines/);
+  assert.equal(readFileSync(join(root, 'scontrol.log'), 'utf8'), 'requeue 77_1\n');
+  const tasks = readFileSync(join(results, 'tiny', 'slurm', 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(tasks.map((t) => [t.event, t.baselines ?? false]), [['start', false], ['end', false], ['requeue', true]]);
 });
