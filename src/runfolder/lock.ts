@@ -107,11 +107,16 @@ export function liveLock(runDir: string): LockInfo | null {
 /**
  * Take the run's lock. Returns null on success, or the live lock that holds it.
  */
+/** A `.lock` that is not a file (a folder): no lock moco3 wrote; it would be judged stale, moved aside and then fail to be removed. */
+export function checkLockFile(runDir: string): void {
+  const path = join(runDir, LOCK_NAME);
+  if (existsSync(path) && !statSync(path).isFile()) throw new RunFolderError(`${path}: is not a file, where moco3 keeps the run's lock: remove it`);
+}
+
 export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   mkdirSync(runDir, { recursive: true });
   const path = join(runDir, LOCK_NAME);
-  // not a lock moco3 wrote: it would be judged stale, moved aside and then fail to be removed
-  if (existsSync(path) && !statSync(path).isFile()) throw new RunFolderError(`${path}: is not a file, where moco3 keeps the run's lock: remove it`);
+  checkLockFile(runDir);
   const now = new Date().toISOString();
   const task = slurmTaskId();
   const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task } : {}) };

@@ -7,7 +7,7 @@
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
-import { acquireLock, cleanStaleTemps, clearStale, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
 import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
@@ -66,7 +66,9 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   const runs = opts.only ? plan.runs.filter((r) => opts.only!.includes(r.index)) : plan.runs;
   const pending = runs.map((run) => ({ run, before: readRunState(run.dir) })).filter((x) => !isDone(x.before.state));
   const todo = pending.map((x) => x.run);
-  // a damaged checkpoint of a run to resume stops the sweep here, before a backend starts or a file is written
+  // a damaged checkpoint of a run to resume, or a lock that is no file, stops the sweep here, before a backend
+  // starts or a file is written
+  for (const { run } of pending) checkLockFile(run.dir);
   checkSweepResumes(pending);
 
   // TensorFlow.js is loaded only when there is something to train

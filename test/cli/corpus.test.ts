@@ -346,6 +346,7 @@ const cases: Case[] = [
   ['report with an unknown flag', () => ['report', '--resuls', dir]],
   // a sweep whose runs to resume have damaged checkpoints: refused before anything starts
   ['sweep: truncated state.json of a run to resume', () => damagedSweep('w1', (r1) => truncateSync(join(ckptOf(r1), 'state.json'), 30)), undefined, true],
+  ['sweep: the second run\'s .lock a folder (refused before the first run trains)', () => damagedSweep('w9', (_r1, r2) => mkdirSync(join(r2, '.lock'))), undefined, true],
   ['sweep: the second run damaged, the first intact', () => damagedSweep('w2', (_r1, r2) => withHeader(join(ckptOf(r2, 4), 'model.safetensors'), () => null)), undefined, true],
   ['sweep: truncated last.json', () => damagedSweep('w3', (r1) => writeFileSync(join(r1, 'checkpoints', 'last.json'), '{"step": 8, "di')), undefined, true],
   ['sweep: last.json naming a missing folder', () => damagedSweep('w4', (r1) => rmSync(ckptOf(r1), { recursive: true })), undefined, true],
