@@ -44,7 +44,7 @@ export function parseMetrics(text: string, label = 'metrics.jsonl', onTorn?: (no
         onTorn?.(`${label}: its last line is torn (a run killed while writing it); ignored`);
         return;
       }
-      throw new RunFolderError(`${label}: line ${i + 1} is not a JSON object; remove the line, or start the run again with --force`);
+      throw new RunFolderError(`${label}: line ${i + 1} is not a JSON object; remove the line, or train the run again with \`moco3 train --force\``);
     }
     const row: MetricRow = {};
     for (const [k, v] of Object.entries(obj)) {
