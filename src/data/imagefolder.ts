@@ -56,7 +56,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { hostTag, pidAlive, withPath } from '../engine/files.ts';
+import { isStaleTemp, tempName, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -367,14 +367,12 @@ function canWrite(dir: string): boolean {
   }
 }
 
-/** A cache being written elsewhere grows all the time; one untouched this long was left by a process that died. */
-export const FOREIGN_TEMP_STALE_MS = 60 * 60 * 1000;
-
 /**
  * Remove the temporary cache files (`.<split>-<side>.bin.<host>.<pid>.tmp`, any split and side) that
  * processes which no longer run left behind: this machine's when their pid is gone; another machine's (a
  * dataset folder shared over the network, several hosts building it at once), whose pids this one cannot
- * see, only when untouched for FOREIGN_TEMP_STALE_MS, so a build in progress there is never cut short.
+ * see, only when untouched for FOREIGN_TEMP_STALE_MS, so a build in progress there is never cut short
+ * (src/engine/files.ts, isStaleTemp).
  */
 function removeStaleTemps(dir: string): void {
   let names: string[];
@@ -383,24 +381,8 @@ function removeStaleTemps(dir: string): void {
   } catch {
     return;
   }
-  const host = hostTag();
-  for (const name of names) {
-    // the host part is absent in files of earlier versions
-    const m = /^\.(?:train|val|test)-\d+\.bin\.(?:(.+)\.)?(\d+)\.tmp$/.exec(name);
-    if (!m) continue;
-    const pid = Number(m[2]);
-    let stale: boolean;
-    if (m[1] === host) {
-      stale = pid !== process.pid && !pidAlive(pid);
-    } else {
-      try {
-        stale = Date.now() - statSync(join(dir, name)).mtimeMs > FOREIGN_TEMP_STALE_MS;
-      } catch {
-        stale = false;
-      }
-    }
-    if (stale) rmSync(join(dir, name), { force: true });
-  }
+  // the host part is absent in files of earlier versions
+  for (const name of names) if (/^\.(?:train|val|test)-\d+\.bin\.(?:.+\.)?\d+\.tmp$/.test(name) && isStaleTemp(dir, name)) rmSync(join(dir, name), { force: true });
 }
 
 function decodeError(file: string, e: unknown): DataError {
@@ -427,7 +409,7 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
   const base = `${listing.name}-${side}.bin`;
   removeStaleTemps(dir);
   // host and pid in the name: builds of one shared folder on several machines never touch each other's file
-  const tmp = join(dir, `.${base}.${hostTag()}.${process.pid}.tmp`);
+  const tmp = join(dir, tempName(base));
   const n = listing.files.length;
   const img = side * side * 3;
   const meta = { split: listing.name, classes: ctx.classes, source: ctx.source };

@@ -96,7 +96,8 @@ export function checkOutputDir(dir: string, label: string): void {
     if (up === at) break;
     at = up;
   }
-  const probe = join(at, `.moco3-write-test.${process.pid}.tmp`);
+  // host and pid in its name: another host's probe in a shared folder is never this one's
+  const probe = join(at, tempName('moco3-write-test'));
   try {
     closeSync(openSync(probe, 'wx'));
   } catch (e) {
