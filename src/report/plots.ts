@@ -14,7 +14,7 @@ import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { series, type InstabilityOptions, type RunInstability } from './instability.ts';
-import type { RunRecord } from './results.ts';
+import { FIGURES, type RunRecord } from './results.ts';
 import { formatValue, keyName, type SweepView } from './sweep.ts';
 
 const FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
@@ -204,7 +204,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     layer: layers,
     config: BASE_CONFIG,
   } as unknown as TopLevelSpec;
-  return { name: 'knn', title, spec };
+  return { name: FIGURES.knn, title, spec };
 }
 
 /** Panel title of a run: setting, spike counts, lag, divergence. */
@@ -278,7 +278,7 @@ export function gradFigure(view: SweepView, inst: Map<string, RunInstability>, o
     spacing: 24,
     config: BASE_CONFIG,
   } as unknown as TopLevelSpec;
-  return { name: 'grad', title, spec };
+  return { name: FIGURES.grad, title, spec };
 }
 
 export interface WrittenFigure {

@@ -10,7 +10,7 @@ import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { readYamlChecked, RUN_FILES, runPath, type Obj } from '../runfolder/paths.ts';
 import { isRunDir, readRunConfigRaw } from '../runfolder/records.ts';
 import { readStatus, type StatusFile } from '../runfolder/status.ts';
-import { ASIDE_NOTE } from '../runfolder/aside.ts';
+import { ASIDE_NOTE, ASIDE_RUN } from '../runfolder/aside.ts';
 import { readSummary } from '../runfolder/summary.ts';
 
 export interface RunRecord {
@@ -61,8 +61,6 @@ export interface SweepRecord {
 /** Files only a run writes: a folder holding one of them is a run's, config.yaml or not. */
 const RUN_EVIDENCE = [RUN_FILES.status, RUN_FILES.metrics, RUN_FILES.summary, RUN_FILES.checkpoints];
 
-/** The name `moco3 train --force` gives the previous run it moves aside (src/runfolder/aside.ts). */
-export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
 
 /**
  * A sweep folder: its sweep.yaml (optional) and every sub-folder holding a config.yaml, but for previous
@@ -105,6 +103,9 @@ export function listSweeps(resultsDir: string): string[] {
     .sort();
 }
 
+/** The report's figures, by the file name each is written under in plots/ (src/report/plots.ts draws them). */
+export const FIGURES = { knn: 'knn', grad: 'grad' } as const;
+
 /**
  * The paths a report will write (`format`: md, csv or both; `plots`, `png` as in writeReport), checked
  * before anything is written, so that one it cannot write stops it with every file as it was (each run's
@@ -119,7 +120,7 @@ export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 
     if (opts.plots !== false) {
       const plots = join(dir, 'plots');
       if (existsSync(plots) && !statSync(plots).isDirectory()) throw new ReportError(`${plots}: is a file, where the report puts its plots: move it away, or give --no-plots`);
-      for (const name of ['knn', 'grad']) files.push(`plots/${name}.svg`, ...(opts.png !== false ? [`plots/${name}.png`] : []));
+      for (const name of Object.values(FIGURES)) files.push(`plots/${name}.svg`, ...(opts.png !== false ? [`plots/${name}.png`] : []));
     }
   }
   for (const f of files) {

@@ -13,6 +13,13 @@ import { RUN_FILES } from './paths.ts';
 
 export const ASIDE_NOTE = '.aside.json';
 
+/** The end of the name moveRunAside gives a run moved aside: `<run>.old-<YYYYMMDDTHHMMSS>[-N]`. */
+export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
+
+/** Whether `to` (a note's) names a folder moveRunAside makes for this run: its sibling `<run>.old-<time>`. */
+const asideOf = (runDir: string, to: unknown): to is string =>
+  typeof to === 'string' && !to.includes('/') && ASIDE_RUN.test(to) && to.replace(ASIDE_RUN, '') === basename(resolve(runDir));
+
 /** The entries of a run folder that a move aside carries: all but the lock and the note. */
 const movable = (dir: string) => readdirSync(dir).filter((e) => !e.startsWith(RUN_FILES.lock) && e !== ASIDE_NOTE);
 
@@ -47,9 +54,8 @@ export function undoPartialMoveAside(runDir: string): string | null {
   } catch {
     to = undefined;
   }
-  const name = basename(resolve(runDir));
   // only a sibling of the run folder named as moveRunAside names it
-  if (typeof to !== 'string' || !to.startsWith(`${name}.old-`) || to.includes('/')) {
+  if (!asideOf(runDir, to)) {
     rmSync(note);
     return `${runDir}: removed ${ASIDE_NOTE}, which named no folder of this run's (${JSON.stringify(to ?? null)})`;
   }
@@ -79,7 +85,7 @@ export function undoPartialMoveAside(runDir: string): string | null {
 export function movedAsideFile(runDir: string, name: string): string | null {
   try {
     const to = (JSON.parse(readFileSync(join(runDir, ASIDE_NOTE), 'utf8')) as { to?: unknown }).to;
-    if (typeof to !== 'string' || !to.startsWith(`${basename(resolve(runDir))}.old-`) || to.includes('/')) return null;
+    if (!asideOf(runDir, to)) return null;
     const p = join(dirname(resolve(runDir)), to, name);
     return existsSync(p) ? p : null;
   } catch {

@@ -44,38 +44,17 @@ export const readJsonObject = (path: string): Obj | null => readObject(path, JSO
 /** A YAML mapping file, or null when it is missing, unreadable or not a mapping. */
 export const readYamlObject = (path: string): Obj | null => readObject(path, (t) => YAML.parse(t));
 
-/**
- * A YAML mapping file, validated: null when it is missing; a RunFolderError naming the file, what is wrong
- * and `todo` when it cannot be read, is not YAML or not a mapping.
- */
-export function readYamlChecked(path: string, todo: string): Obj | null {
-  if (!existsSync(path)) return null;
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new RunFolderError(`${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}); ${todo}`);
-  }
-  let v: unknown;
-  try {
-    v = YAML.parse(text);
-  } catch {
-    throw new RunFolderError(`${path}: not valid YAML (truncated?); ${todo}`);
-  }
-  if (!isObj(v)) throw new RunFolderError(`${path}: expected a YAML mapping, got ${JSON.stringify(v ?? null)}; ${todo}`);
-  return v;
-}
-
 /** A damaged file of a run folder (one line: the file, what is wrong, what to do). */
 export class RunFolderError extends InputError {
   override name = 'RunFolderError';
 }
 
 /**
- * A JSON object file of a run folder, validated: null when it is missing; a RunFolderError naming the
- * file, what is wrong and `todo` when it cannot be read, is not JSON or not an object.
+ * A JSON object (YAML mapping) file of a run or sweep folder, validated: null when it is missing; a
+ * RunFolderError naming the file, what is wrong and `todo` when it cannot be read, does not parse, or is
+ * not an object.
  */
-export function readJsonChecked(path: string, todo: string): Obj | null {
+function readChecked(path: string, todo: string, format: 'JSON' | 'YAML'): Obj | null {
   if (!existsSync(path)) return null;
   let text: string;
   try {
@@ -85,10 +64,13 @@ export function readJsonChecked(path: string, todo: string): Obj | null {
   }
   let v: unknown;
   try {
-    v = JSON.parse(text);
+    v = format === 'JSON' ? JSON.parse(text) : YAML.parse(text);
   } catch {
-    throw new RunFolderError(`${path}: ${text.trim() ? 'not valid JSON (truncated?)' : 'empty'}; ${todo}`);
+    throw new RunFolderError(`${path}: ${text.trim() ? `not valid ${format} (truncated?)` : 'empty'}; ${todo}`);
   }
-  if (!isObj(v)) throw new RunFolderError(`${path}: expected a JSON object, got ${JSON.stringify(v)}; ${todo}`);
+  if (!isObj(v)) throw new RunFolderError(`${path}: expected a ${format === 'JSON' ? 'JSON object' : 'YAML mapping'}, got ${JSON.stringify(v ?? null)}; ${todo}`);
   return v;
 }
+
+export const readJsonChecked = (path: string, todo: string): Obj | null => readChecked(path, todo, 'JSON');
+export const readYamlChecked = (path: string, todo: string): Obj | null => readChecked(path, todo, 'YAML');
