@@ -20,7 +20,7 @@ import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { walkTarGz } from './tar.ts';
 import { DataError } from './types.ts';
-import { pidAlive } from '../engine/files.ts';
+import { isStaleTemp, pidAlive, tempName } from '../engine/files.ts';
 
 /** Ctrl-C (the signal given to `fetchDataset`) stopped the fetch; what was downloaded so far is kept in `.part` files. */
 export class FetchInterrupted extends Error {
@@ -317,13 +317,20 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   return from > 0 ? 'resumed' : 'downloaded';
 }
 
-/** Temporary folders left by an extraction that was killed (its process is gone). */
+/**
+ * Temporary folders left by an extraction that was killed: `.<folder>[.old].<host>.<pid>.tmp` by the rule of
+ * src/engine/files.ts (isStaleTemp: another host's, in a data folder shared over the network, only once long
+ * untouched); earlier versions' `.<folder>.<pid>.tmp|old` when their pid is gone.
+ */
 function removeStale(dir: string, folder: string): void {
   if (!existsSync(dir)) return;
-  const re = new RegExp(`^\\.${folder.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.(tmp|old)$`);
+  const f = folder.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const legacy = new RegExp(`^\\.${f}\\.(\\d+)\\.(tmp|old)$`);
+  const named = new RegExp(`^\\.${f}(\\.old)?\\..+\\.\\d+\\.tmp$`);
   for (const e of readdirSync(dir)) {
-    const m = re.exec(e);
-    if (m && !pidAlive(Number(m[1]))) rmSync(join(dir, e), { recursive: true, force: true });
+    const m = legacy.exec(e);
+    const stale = m ? !pidAlive(Number(m[1])) : named.test(e) && isStaleTemp(dir, e);
+    if (stale) rmSync(join(dir, e), { recursive: true, force: true });
   }
 }
 
@@ -342,8 +349,9 @@ export async function extractArchive(
   const expect = opts.expect ?? [];
   if (existsSync(final) && statSync(final).isDirectory() && expect.every((f) => existsSync(join(final, f)))) return 'present';
   removeStale(dir, folder);
-  const tmp = join(dir, `.${folder}.${process.pid}.tmp`);
-  const old = join(dir, `.${folder}.${process.pid}.old`);
+  // host and pid in the names: hosts unpacking into one shared folder never touch each other's
+  const tmp = join(dir, tempName(folder));
+  const old = join(dir, tempName(`${folder}.old`));
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   try {

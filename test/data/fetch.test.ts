@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { loadDataset } from '../../src/data/index.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
+import { hostTag } from '../../src/engine/files.ts';
 import { DataError } from '../../src/data/types.ts';
 import { checkFile, SOURCES, type DatasetSource, type KnownFile } from '../../src/data/checksums.ts';
 import { extractArchive, fetchDataset, FetchInterrupted, urlFor } from '../../src/data/fetch.ts';
@@ -401,10 +402,14 @@ test('an extraction stopped half-way leaves no final folder and no temporary one
   );
   assert.equal(written, 3);
   assert.deepEqual(readdirSync(dir), ['cifar-10-binary.tar.gz']);
-  // a temporary folder left by a process that died is cleared on the next run
-  mkdirSync(join(dir, '.cifar-10-batches-bin.999999999.tmp', 'cifar-10-batches-bin'), { recursive: true });
+  // a temporary folder left by a process of this host that died is cleared on the next run (an earlier
+  // version's name too); another host's, in a folder they share, only once an hour old
+  mkdirSync(join(dir, `.cifar-10-batches-bin.${hostTag()}.999999999.tmp`, 'cifar-10-batches-bin'), { recursive: true });
+  mkdirSync(join(dir, '.cifar-10-batches-bin.999999999.old'));
+  mkdirSync(join(dir, `.cifar-10-batches-bin.node-7.${process.pid}.tmp`));
   assert.equal(await extractArchive(join(dir, 'cifar-10-binary.tar.gz'), dir, 'cifar-10-batches-bin', { expect: ['test_batch.bin'] }), 'extracted');
-  assert.deepEqual(readdirSync(dir).sort(), ['cifar-10-batches-bin', 'cifar-10-binary.tar.gz']);
+  assert.deepEqual(readdirSync(dir).sort(), [`.cifar-10-batches-bin.node-7.${process.pid}.tmp`, 'cifar-10-batches-bin', 'cifar-10-binary.tar.gz']);
+  rmSync(join(dir, `.cifar-10-batches-bin.node-7.${process.pid}.tmp`), { recursive: true });
   assert.equal(readdirSync(join(dir, 'cifar-10-batches-bin')).length, 7);
 });
 
