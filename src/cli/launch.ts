@@ -5,11 +5,11 @@
  */
 import { Command, Option } from 'commander';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey } from '../sweep/launcher.ts';
 import { setLockTimeout } from '../runfolder/lock.ts';
-import { writeFileAtomic } from '../engine/files.ts';
+import { missingAncestors, writeFileAtomic } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { writeResolvedSweep } from '../sweep/resolved.ts';
 import type { RunSweepOptions, SweepResult } from '../sweep/runner.ts';
@@ -141,9 +141,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   // and a sweep.yaml it replaced is put back as it was
   const resolved = join(plan.dir, 'sweep.yaml');
   // the folders above the sweep's (results/) too, when this submission makes them
-  const above: string[] = [];
-  for (let d = dirname(resolve(plan.dir)); !existsSync(d) && dirname(d) !== d; d = dirname(d)) above.unshift(d);
-  const made = [...above, plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
+  const made = [...missingAncestors(plan.dir), plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
   const previous = existsSync(resolved) ? readFileSync(resolved) : null;
   writeResolvedSweep(plan);
   let path: string | null = null;
@@ -216,6 +214,16 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
     const index = runIndex(plan, f);
     const task: TaskContext | null = slurmTask();
     let requeue = false;
+    /** `scontrol requeue` this task; when it fails, says so with `then` (what the user does instead), exit 1 */
+    const requeueSelf = (t: TaskContext, then: string) => {
+      try {
+        requeueTask(t);
+      } catch (e) {
+        const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
+        process.stderr.write(`moco3: scontrol requeue ${taskName(t)} failed: ${msg}; ${then}\n`);
+        process.exitCode = 1;
+      }
+    };
     return {
       onUsr1: task
         ? () => {
@@ -233,13 +241,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
           if (requeue && r.interrupted) {
             logTask(plan, task, 'requeue', { index, run: run.id, step: r.states[index - 1]!.checkpoint_step });
             process.stderr.write(`moco3: checkpointed; requeueing Slurm task ${taskName(task)}\n`);
-            try {
-              requeueTask(task);
-            } catch (e) {
-              const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
-              process.stderr.write(`moco3: scontrol requeue ${taskName(task)} failed: ${msg}; the run is checkpointed: submit the sweep again to continue it\n`);
-              process.exitCode = 1;
-            }
+            requeueSelf(task, 'the run is checkpointed: submit the sweep again to continue it');
           } else {
             logTask(plan, task, 'end', { index, run: run.id, state });
           }
@@ -250,13 +252,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
         if (!task || !requeue) return;
         logTask(plan, task, 'requeue', { index, run: plan.runs[index - 1]!.id, baselines: true });
         process.stderr.write(`moco3: requeueing Slurm task ${taskName(task)} for the baselines\n`);
-        try {
-          requeueTask(task);
-        } catch (e) {
-          const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
-          process.stderr.write(`moco3: scontrol requeue ${taskName(task)} failed: ${msg}; submit the sweep again for the baselines\n`);
-          process.exitCode = 1;
-        }
+        requeueSelf(task, 'submit the sweep again for the baselines');
       },
     };
   }

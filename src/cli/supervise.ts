@@ -28,7 +28,6 @@ export const MAX_CRASHES = 3;
  * process without a checkpoint). The supervisor forwards them to the process that trains.
  */
 export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
-const FORWARDED = STOP_SIGNALS;
 const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
 
 let processEntry = false;
@@ -78,13 +77,13 @@ function runChild(): Promise<ChildEnd> {
   const forward = (sig: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
   };
-  for (const s of FORWARDED) process.on(s, forward);
+  for (const s of STOP_SIGNALS) process.on(s, forward);
   const ended = new Promise<ChildEnd>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve({ code, signal, run }));
   });
   return ended.finally(() => {
-    for (const s of FORWARDED) process.off(s, forward);
+    for (const s of STOP_SIGNALS) process.off(s, forward);
   });
 }
 

@@ -1,7 +1,7 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
 import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendName } from '../engine/backend.ts';
@@ -11,7 +11,7 @@ import { readStatus } from '../runfolder/status.ts';
 import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
-import { checkOutputDir } from '../engine/files.ts';
+import { checkOutputDir, missingAncestors } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
@@ -65,8 +65,7 @@ export function trainCommand(): Command {
       const made = !existsSync(runDir);
       // the folders the lock creates above a new run folder (results/, results/train/): removed with it when
       // nothing was written, so that bad input leaves no trace
-      const madeAbove: string[] = [];
-      for (let d = dirname(resolve(runDir)); made && !existsSync(d); d = dirname(d)) madeAbove.push(d);
+      const madeAbove = made ? missingAncestors(runDir).reverse() : [];
       const held = acquireLock(runDir, 'train');
       if (held) throw new UsageError(`${runDir}: is being trained by pid ${held.pid} on ${held.host} (since ${held.since}); wait for it to end, or stop it first`);
       const leave = () => {

@@ -1,5 +1,5 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
@@ -117,6 +117,16 @@ export function checkOutputDir(dir: string, label: string): void {
     if (e instanceof OutputError) throw e;
     /* statfs is not everywhere: the writes themselves report a full disk */
   }
+}
+
+/**
+ * The folders above `path` that do not exist yet, outermost first: what making `path` would make, so that a
+ * command that fails can remove them again (bad input leaves no trace).
+ */
+export function missingAncestors(path: string): string[] {
+  const out: string[] = [];
+  for (let d = dirname(resolve(path)); !existsSync(d) && dirname(d) !== d; d = dirname(d)) out.unshift(d);
+  return out;
 }
 
 /** This machine's name as it goes into a file's name (temporary files that say which host wrote them). */

@@ -117,23 +117,14 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     `The baselines' linear probes train ${lin.epochs} epochs (base lr ${lin.base_lr}, batch ${lin.batch_size}), the untrained encoder's on ${lin.train_views}, ` +
       "the pixels' on the centre view; compare with the runs' own probe protocol in their summary.json (`linear`).",
   );
+  // runs left out of the verdict, said with what differs
+  const leftOut = (n: number, what: string, after = '') =>
+    out.push('', `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained ${what}: ${n === 1 ? 'it is' : 'they are'} left out of the linear column above and of the verdict below${after}.`);
   if (otherSettings.length) {
-    const n = otherSettings.length;
     const theirs = [...new Set(otherSettings.map((f) => settings(f.linearSettings)))];
-    out.push(
-      '',
-      `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained with other settings (${theirs.join('; ')}) than the baselines' (${settings(lin)}): ` +
-        `${n === 1 ? 'it is' : 'they are'} left out of the linear column above and of the verdict below (\`moco3 baselines <sweep>\` with the runs' settings computes baselines for them).`,
-    );
+    leftOut(otherSettings.length, `with other settings (${theirs.join('; ')}) than the baselines' (${settings(lin)})`, " (`moco3 baselines <sweep>` with the runs' settings computes baselines for them)");
   }
-  if (otherViews.length) {
-    const n = probed.filter((f) => !sameViews(f)).length;
-    out.push(
-      '',
-      `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained on other views (${otherViews.join('; ')}) than the baselines' (${lin.train_views}): ` +
-        `${n === 1 ? 'it is' : 'they are'} left out of the linear column above and of the verdict below.`,
-    );
-  }
+  if (otherViews.length) leftOut(probed.filter((f) => !sameViews(f)).length, `on other views (${otherViews.join('; ')}) than the baselines' (${lin.train_views})`);
   const mismatch = baselinesMismatch(b, records);
   if (mismatch.length) {
     out.push(

@@ -70,21 +70,18 @@ const RUN_EVIDENCE = [RUN_FILES.status, RUN_FILES.metrics, RUN_FILES.summary, RU
 export function readSweep(dir: string, quiet = false): SweepRecord {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ReportError(`${dir}: no such sweep folder`);
   const folders = readdirSync(dir).filter((d) => !d.startsWith('.') && d !== 'plots' && statSync(join(dir, d)).isDirectory());
-  for (const d of folders) {
+  const found = folders.filter((d) => isRunDir(join(dir, d))).sort();
+  for (const d of folders.filter((x) => !found.includes(x))) {
     // a run's files without the config.yaml that makes it a run: reported as not started, it would be misreported
-    const files = RUN_EVIDENCE.filter((f) => existsSync(join(dir, d, f)));
-    if (!isRunDir(join(dir, d)) && existsSync(join(dir, d, ASIDE_NOTE))) {
-      throw new ReportError(
-        `${join(dir, d)}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${join(dir, d)} --resume\` (or the sweep) puts them back`,
-      );
+    const at = join(dir, d);
+    if (existsSync(join(at, ASIDE_NOTE))) {
+      throw new ReportError(`${at}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${at} --resume\` (or the sweep) puts them back`);
     }
-    if (!isRunDir(join(dir, d)) && files.length > 0) {
-      throw new ReportError(
-        `${join(dir, d)}: holds a run's ${files.join(', ')} but no config.yaml; put it back (each checkpoint's state.json keeps the run's config) or move the folder out of ${dir}`,
-      );
+    const files = RUN_EVIDENCE.filter((f) => existsSync(join(at, f)));
+    if (files.length > 0) {
+      throw new ReportError(`${at}: holds a run's ${files.join(', ')} but no config.yaml; put it back (each checkpoint's state.json keeps the run's config) or move the folder out of ${dir}`);
     }
   }
-  const found = folders.filter((d) => isRunDir(join(dir, d))).sort();
   const runs = found.filter((d) => !ASIDE_RUN.test(d)).map((d) => readRun(join(dir, d), quiet));
   const sweepFile = readYamlChecked(
     join(dir, 'sweep.yaml'),

@@ -55,6 +55,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   const state = readRunState(r.dir).state;
   const status = state === 'running' || divergedAt === null ? state : 'diverged';
   const lastStep = r.metrics.length ? num(r.metrics[r.metrics.length - 1]!.step) : null;
+  // the linear probe's protocol as summary.json records it
+  const lin: Record<string, unknown> = typeof s.linear === 'object' && s.linear !== null ? (s.linear as Record<string, unknown>) : {};
   return {
     id: r.id,
     seed: Number(r.flat.get('seed') ?? 0),
@@ -64,12 +66,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     divergedAt,
     linearTop1: num(s.linear_top1),
     linearTop5: num(s.linear_top5),
-    linearViews: typeof (s.linear as { train_views?: unknown } | undefined)?.train_views === 'string' ? (s.linear as { train_views: string }).train_views : null,
-    linearSettings: {
-      epochs: num((s.linear as Record<string, unknown> | undefined)?.epochs),
-      base_lr: num((s.linear as Record<string, unknown> | undefined)?.base_lr),
-      batch_size: num((s.linear as Record<string, unknown> | undefined)?.batch_size),
-    },
+    linearViews: typeof lin.train_views === 'string' ? lin.train_views : null,
+    linearSettings: { epochs: num(lin.epochs), base_lr: num(lin.base_lr), batch_size: num(lin.batch_size) },
     knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
     knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
     // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'

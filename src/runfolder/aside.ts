@@ -20,6 +20,22 @@ export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
 const asideOf = (runDir: string, to: unknown): to is string =>
   typeof to === 'string' && !to.includes('/') && ASIDE_RUN.test(to) && to.replace(ASIDE_RUN, '') === basename(resolve(runDir));
 
+/**
+ * The run's `.aside.json`: null when there is none; else the folder it names (`aside`, null when that is no
+ * folder of this run's) and the name as written (`to`).
+ */
+function readNote(runDir: string): { to: unknown; aside: string | null } | null {
+  const path = join(runDir, ASIDE_NOTE);
+  if (!existsSync(path)) return null;
+  let to: unknown;
+  try {
+    to = (JSON.parse(readFileSync(path, 'utf8')) as { to?: unknown }).to;
+  } catch {
+    to = undefined;
+  }
+  return { to, aside: asideOf(runDir, to) ? join(dirname(resolve(runDir)), to) : null };
+}
+
 /** The entries of a run folder that a move aside carries: all but the lock and the note. */
 const movable = (dir: string) => readdirSync(dir).filter((e) => !e.startsWith(RUN_FILES.lock) && e !== ASIDE_NOTE);
 
@@ -47,19 +63,14 @@ export function moveRunAside(runDir: string, now = new Date()): string {
  */
 export function undoPartialMoveAside(runDir: string): string | null {
   const note = join(runDir, ASIDE_NOTE);
-  if (!existsSync(note)) return null;
-  let to: unknown;
-  try {
-    to = (JSON.parse(readFileSync(note, 'utf8')) as { to?: unknown }).to;
-  } catch {
-    to = undefined;
-  }
+  const read = readNote(runDir);
+  if (!read) return null;
+  const { to, aside } = read;
   // only a sibling of the run folder named as moveRunAside names it
-  if (!asideOf(runDir, to)) {
+  if (aside === null) {
     rmSync(note);
     return `${runDir}: removed ${ASIDE_NOTE}, which named no folder of this run's (${JSON.stringify(to ?? null)})`;
   }
-  const aside = join(dirname(resolve(runDir)), to);
   if (!existsSync(aside)) {
     // killed before the folder was made: nothing had moved yet
     rmSync(note);
@@ -83,12 +94,6 @@ export function undoPartialMoveAside(runDir: string): string | null {
  * read-only, for a command that needs it before it takes the lock that puts it back.
  */
 export function movedAsideFile(runDir: string, name: string): string | null {
-  try {
-    const to = (JSON.parse(readFileSync(join(runDir, ASIDE_NOTE), 'utf8')) as { to?: unknown }).to;
-    if (!asideOf(runDir, to)) return null;
-    const p = join(dirname(resolve(runDir)), to, name);
-    return existsSync(p) ? p : null;
-  } catch {
-    return null;
-  }
+  const aside = readNote(runDir)?.aside;
+  return aside && existsSync(join(aside, name)) ? join(aside, name) : null;
 }
