@@ -56,8 +56,9 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
     const which = checkpointFlag === undefined ? 'its newest checkpoint' : `its checkpoint ${basename(checkpoint)}`;
     process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating ${which}\n`);
   }
-  await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0]);
-  return { offline, config, checkpoint };
+  // named in the result line: a damaged checkpoint or missing data fails with its one line alone
+  const info = await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0], { quiet: true });
+  return { offline, config, checkpoint, backend: info.name };
 }
 
 function knnCommand(): Command {
@@ -73,13 +74,13 @@ function knnCommand(): Command {
         k = 20;
         t = 0.07;
       }
-      const { offline, config, checkpoint } = await prepare(runDir, f.backend, f.checkpoint);
+      const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
       const r = await offline.knnForRun(runDir, { k, t, config, checkpoint });
-      if (f.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (f.json) process.stdout.write(`${JSON.stringify({ ...r, backend })}\n`);
       else {
         process.stdout.write(
           `kNN (k ${r.k}, t ${r.t}; bank ${r.bank} train images, ${r.queries} test images; checkpoint step ${r.step ?? '?'}): ` +
-            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s on ${backend}; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
         );
       }
     });
@@ -96,7 +97,7 @@ function linearCommand(): Command {
       const epochs = positive('--epochs', f.epochs, true);
       const baseLr = positive('--lr', f.lr);
       const batchSize = positive('--batch-size', f.batchSize, true);
-      const { offline, config, checkpoint } = await prepare(runDir, f.backend, f.checkpoint);
+      const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
       const quiet = Boolean(f.json);
       const r = await offline.linearProbeForRun(runDir, {
         config,
@@ -109,7 +110,7 @@ function linearCommand(): Command {
           ? undefined
           : (e) => process.stderr.write(`linear probe epoch ${e.epoch}/${e.epochs}: lr ${e.lr.toPrecision(3)}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(1)}% (${e.seconds.toFixed(1)} s)\n`),
       });
-      if (f.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (f.json) process.stdout.write(`${JSON.stringify({ ...r, backend })}\n`);
       else {
         const views = r.augmented
           ? 'train views: random-resized-crop + flip, new crops every epoch'
@@ -117,7 +118,7 @@ function linearCommand(): Command {
         process.stdout.write(
           `linear probe (${r.epochs} epochs, lr ${r.lr.toPrecision(3)} = ${r.baseLr} x ${r.batchSize}/256, SGD momentum 0.9, no weight decay; ${views}; ` +
             `${r.trainSize} train / ${r.testSize} test images; checkpoint step ${r.step ?? '?'}): ` +
-            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
+            `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s on ${backend}; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
         );
       }
     });

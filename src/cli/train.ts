@@ -105,7 +105,7 @@ export function trainCommand(): Command {
 /** The body of `moco3 train`, with the run folder's lock held. */
 async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, dumpViews: number, dropEarlySignals: () => void): Promise<void> {
   // TensorFlow.js loads only when a run starts: `moco3 plan`/`--help` stay fast
-  const { initBackend } = await import('../engine/backend.ts');
+  const { backendLine, initBackend } = await import('../engine/backend.ts');
   const { trainRun } = await import('../train/loop.ts');
   // what killed processes left: their temporary files, and a checkpoint moved aside to be replaced
   for (const n of cleanStaleTemps(runDir)) process.stderr.write(`moco3: ${n}\n`);
@@ -156,7 +156,8 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const { checkRunData } = await import('../train/loop.ts');
   const dataset = await loadRunData(c);
   checkRunData(dataset, c.optim.batch_size);
-  const backend = await initBackend(c.train.backend as BackendName);
+  // said when the run starts: a checkpoint that does not fit the model fails before, with its one line alone
+  const backend = await initBackend(c.train.backend as BackendName, { quiet: true });
   if (f.force && previous) {
     assertLockHeld(runDir);
     // the run's files, not the folder: the folder holds this process's lock
@@ -184,7 +185,10 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
       command: process.argv.slice(1),
       dumpViews,
       dataset,
-      onEvent: (e) => progress.onEvent(e),
+      onEvent: (e) => {
+        if (e.type === 'start') process.stderr.write(`moco3: ${backendLine(backend)}\n`);
+        progress.onEvent(e);
+      },
       // a lock taken over by another host (this process was frozen past the lock timeout): stop
       shouldStop: () => stop || lockLost(runDir),
     });

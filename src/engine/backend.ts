@@ -235,6 +235,9 @@ export async function initBackend(
     default:
       throw new BackendError(`unknown backend '${String(requested)}' (expected one of ${BACKEND_CHOICES.join(', ')})`);
   }
-  if (!opts.quiet) log(`backend ${info.name}: ${info.device} (${info.reason})`);
+  if (!opts.quiet) log(backendLine(info));
   return info;
 }
+
+/** The line that says which backend runs, and why: `backend native: CPU, ... (moco3 native kernels are built)`. */
+export const backendLine = (info: BackendInfo): string => `backend ${info.name}: ${info.device} (${info.reason})`;

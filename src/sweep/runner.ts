@@ -74,12 +74,6 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   // TensorFlow.js is loaded only when there is something to train
   const loop = todo.length ? await import('../train/loop.ts') : null;
   const components = todo.length ? await import('../components/index.ts') : null;
-  let backend = opts.backend;
-  if (!backend && todo.length) {
-    const { initBackend } = await import('../engine/backend.ts');
-    backend = await initBackend(plan.runs[0]!.config.train.backend as BackendName);
-  }
-
   // one dataset in memory at a time, shared by the runs that read the same data
   let cache: { key: string; ds: Dataset } | null = null;
   const dataFor = async (c: ResolvedRunConfig): Promise<Dataset> => {
@@ -99,6 +93,12 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     } catch (e) {
       if (e instanceof SetupError) throw e;
     }
+  }
+  // the backend starts (and says which) once the data has checked out: missing data is its one line alone
+  let backend = opts.backend;
+  if (!backend && todo.length) {
+    const { initBackend } = await import('../engine/backend.ts');
+    backend = await initBackend(plan.runs[0]!.config.train.backend as BackendName);
   }
   cleanStaleTemps(plan.dir);
   writeResolvedSweep(plan);
