@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
-import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey } from '../sweep/launcher.ts';
+import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey, type LauncherSettings } from '../sweep/launcher.ts';
 import { setLockTimeout } from '../runfolder/lock.ts';
 import { missingAncestors, writeFileAtomic } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
@@ -88,8 +88,8 @@ function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTim
   return out;
 }
 
-/** `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit it. */
-export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }): Promise<void> {
+/** The Slurm settings of `--launcher slurm`, its flags checked (before any file is probed or written). */
+export function slurmSettings(plan: SweepPlan, f: LaunchFlags): LauncherSettings {
   const flagValues: Partial<Record<LauncherKey, string | string[] | undefined>> = {
     partition: f.partition,
     gpus_per_run: f.gpusPerRun,
@@ -105,7 +105,11 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   if (f.expectHash !== undefined) throw fail(`--expect-hash ${f.expectHash}: a Slurm task's own flag; not with --launcher slurm`);
   if (f.agent) throw fail('--agent: takes runs itself on this machine; not with --launcher slurm');
   if (f.lockTimeout !== undefined) positiveInt('--lock-timeout', f.lockTimeout);
-  const settings = resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail));
+  return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail));
+}
+
+/** `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit it. */
+export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }, settings: LauncherSettings): Promise<void> {
   const states = plan.runs.map((r) => readRunState(r.dir));
   const jobs = runJobs(plan);
   const skipped: string[] = [];

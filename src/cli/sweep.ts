@@ -7,7 +7,7 @@ import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { isDone } from '../runfolder/state.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
-import { addLaunchOptions, prepareLaunch, submitSlurm, type LaunchFlags } from './launch.ts';
+import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
@@ -246,6 +246,10 @@ export function sweepCommand(): Command {
     .option('--no-baselines', "skip the sweep's baselines (untrained encoder, linear on pixels) at the end")
     .action(async (arg: string, f: SweepFlags & LaunchFlags & { quiet?: boolean; baselines?: boolean }) => {
       const plan: SweepPlan = planFromFlags(arg, f);
+      // the launcher's flags first: a command refused probes no folder
+      let stop = false;
+      const slurm = f.launcher === 'slurm' ? slurmSettings(plan, f) : null;
+      const launch = slurm ? null : prepareLaunch(plan, f, () => (stop = true));
       // checked for a submission and a --dry-run too: they say what the same command would run
       checkOutputDir(plan.dir, `--results ${f.results}`);
       // a run whose train split cannot fill one batch is refused before anything is made
@@ -256,12 +260,10 @@ export function sweepCommand(): Command {
           throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
         }
       }
-      if (f.launcher === 'slurm') {
-        await submitSlurm(arg, plan, f);
+      if (!launch) {
+        await submitSlurm(arg, plan, f, slurm!);
         return;
       }
-      let stop = false;
-      const launch = prepareLaunch(plan, f, () => (stop = true));
       if (f.dryRun) {
         printPlan(plan, f.json);
         return;

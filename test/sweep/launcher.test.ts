@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
@@ -74,12 +74,15 @@ test('--launcher slurm --dry-run prints the script and writes nothing; bad flags
     assert.match(r.out, /#SBATCH --qos=x/);
     assert.match(r.out, / sweep batch-size --preset gpu --results /);
     assert.equal(existsSync(join(results, 'batch-size')), false, 'nothing written');
+    // a refused flag probes no folder: the results folder is not written, not even for a moment
+    const mtime = statSync(results).mtimeMs;
     const bad = await cli(['sweep', 'batch-size', '--launcher', 'slurm', '--dry-run', '--results', results, '--gpus-per-run', 'x']);
     assert.equal(bad.code, 2);
     assert.equal(bad.err, 'moco3: --gpus-per-run x: expected a non-negative integer\n');
     const local = await cli(['sweep', 'batch-size', '--results', results, '--partition', 'gpu']);
     assert.equal(local.code, 2);
     assert.equal(local.err, 'moco3: --partition gpu: only with --launcher slurm\n');
+    assert.equal(statSync(results).mtimeMs, mtime, 'a refused flag wrote in the results folder');
     const idx = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '9']);
     assert.equal(idx.code, 2);
     assert.equal(idx.err, 'moco3: --run-index 9: the sweep batch-size has 4 runs\n');
