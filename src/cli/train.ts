@@ -9,7 +9,7 @@ import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts'
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
-import { acquireLock, assertLockHeld, cleanStaleTemps, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, missingAncestors } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
@@ -67,7 +67,7 @@ export function trainCommand(): Command {
       // nothing was written, so that bad input leaves no trace
       const madeAbove = made ? missingAncestors(runDir).reverse() : [];
       const held = acquireLock(runDir, 'train');
-      if (held) throw new UsageError(`${runDir}: is being trained by pid ${held.pid} on ${held.host} (since ${held.since}); wait for it to end, or stop it first`);
+      if (held) throw new UsageError(`${runDir}: is being trained by ${describeHolder(held, runDir)}; wait for it to end, or stop it first`);
       const leave = () => {
         releaseLock(runDir);
         // a run that failed before it began (nothing written): no empty folder left behind

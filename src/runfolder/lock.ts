@@ -98,6 +98,17 @@ export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   return l.proc_start === null || start === null || start === l.proc_start;
 }
 
+/**
+ * Who holds a run, for the line that says it is taken: pid, host and since, and, for another host's lock
+ * without a heartbeat (an older moco3 wrote it, which never goes stale here), how to free the run once
+ * that process is gone.
+ */
+export function describeHolder(l: LockInfo, runDir: string): string {
+  const who = `pid ${l.pid} on ${l.host} (since ${l.since})`;
+  if (l.host === hostname() || typeof l.heartbeat === 'string') return who;
+  return `${who}, whose lock has no heartbeat (an older moco3 wrote it) and so never goes stale: once that process has ended, remove ${join(runDir, LOCK_NAME)}`;
+}
+
 /** The live lock on a run, or null. */
 export function liveLock(runDir: string): LockInfo | null {
   const l = readLock(runDir);

@@ -7,7 +7,7 @@
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
-import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, describeHolder, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
 import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
@@ -126,7 +126,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     const held = acquireLock(run.dir, plan.id);
     if (held) {
       busy.push(run.id);
-      emit({ type: 'run_skip', ...base, state: 'running', reason: `trained by pid ${held.pid} on ${held.host}` });
+      emit({ type: 'run_skip', ...base, state: 'running', reason: `trained by ${describeHolder(held, run.dir)}` });
       continue;
     }
     try {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSweepFile } from '../../src/sweep/file.ts';
-import { acquireLock, lockLost, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
+import { acquireLock, describeHolder, lockLost, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
@@ -105,7 +105,11 @@ test("locks across hosts: another host's lock is live while its heartbeat is fre
     assert.equal(readRunState(dir).state, 'running');
     assert.equal(acquireLock(dir, 's')?.host, 'another-host', 'a heartbeat 30 s old, timeout 60 s: held');
     put(other(undefined));
-    assert.equal(acquireLock(dir, 's')?.host, 'another-host', 'no heartbeat (an older moco3): held');
+    const legacy = acquireLock(dir, 's');
+    assert.equal(legacy?.host, 'another-host', 'no heartbeat (an older moco3): held');
+    // ... and the line that says the run is taken says how to free it
+    assert.equal(describeHolder(legacy!, dir), `pid 1 on another-host (since 2026-01-01T00:00:00.000Z), whose lock has no heartbeat (an older moco3 wrote it) and so never goes stale: once that process has ended, remove ${join(dir, '.lock')}`);
+    assert.equal(describeHolder(other(new Date(0).toISOString()), dir), 'pid 1 on another-host (since 2026-01-01T00:00:00.000Z)');
     put(other(new Date(Date.now() - 61_000).toISOString()));
     assert.equal(readRunState(dir).state, 'new', 'stale');
     assert.equal(acquireLock(dir, 's'), null, 'a heartbeat older than the timeout: taken over');
