@@ -191,10 +191,14 @@ function runIndex(plan: SweepPlan, f: LaunchFlags): number {
   if (i > plan.runs.length) throw fail(`--run-index ${f.runIndex}: the sweep ${plan.id} has ${plan.runs.length} runs`);
   const run = plan.runs[i - 1]!;
   if (f.expectHash !== undefined && f.expectHash !== run.hash) {
-    throw fail(
+    const e = fail(
       `--expect-hash ${f.expectHash}: run ${i} of ${plan.id} now resolves to config ${run.hash} (${run.id}), not the one submitted; ` +
         'the sweep file, its flags or moco3 changed since: submit again',
     );
+    // a Slurm task of the submission records its refusal beside the others' start, requeue and end
+    const task = slurmTask();
+    if (task && existsSync(slurmDir(plan))) logTask(plan, task, 'refused', { index: i, run: run.id, submitted_hash: f.expectHash, hash: run.hash, error: e.message });
+    throw e;
   }
   return i;
 }

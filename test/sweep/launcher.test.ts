@@ -138,3 +138,37 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.equal(readFileSync(join(results, 'batch-size', 'sweep.yaml'), 'utf8'), 'name: batch-size\npreset: smoke-earlier\n');
   assert.deepEqual(readdirSync(join(results, 'batch-size')), ['sweep.yaml']);
 });
+
+test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside the other tasks\' rows', async () => {
+  const results = tempDir('moco3-launch-');
+  const env = { SLURM_ARRAY_JOB_ID: '41', SLURM_ARRAY_TASK_ID: '2', SLURM_JOB_ID: '43', SLURM_RESTART_COUNT: '1' };
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    const slurm = join(results, 'batch-size', 'slurm');
+    mkdirSync(slurm, { recursive: true });
+    const r = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '2', '--expect-hash', 'deadbeef']);
+    assert.equal(r.code, 2, r.err);
+    const rows = readFileSync(join(slurm, 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].event, 'refused');
+    assert.equal(rows[0].task, '41_2');
+    assert.equal(rows[0].job_id, '43');
+    assert.equal(rows[0].restarts, 1);
+    assert.equal(rows[0].index, 2);
+    assert.equal(rows[0].submitted_hash, 'deadbeef');
+    assert.match(rows[0].hash, /^[0-9a-f]{8}$/);
+    assert.equal(`moco3: ${rows[0].error}\n`, r.err, 'the row holds the line the task printed');
+    // a sweep folder without slurm/ (no submission made it): the refusal writes nothing
+    rmSync(slurm, { recursive: true });
+    const again = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '2', '--expect-hash', 'deadbeef']);
+    assert.equal(again.code, 2);
+    assert.equal(existsSync(slurm), false);
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    rmSync(results, { recursive: true, force: true });
+  }
+});
