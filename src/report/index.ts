@@ -180,6 +180,10 @@ export function reportMarkdown(
   out.push('', '## Table', '', tableMarkdown(view, table));
   out.push(
     `Cells: mean ± std over seeds (one value when there is one seed). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
+      // said where it matters: the other cells of a diverged run read its curves up to the divergence
+      ([...facts.values()].some((f) => f.status === 'diverged')
+        ? `The other cells count a diverged run's figures up to its divergence (its curves stop there); a cell whose runs have none reads "diverged @ step N". `
+        : '') +
       `kNN top-1 is the final kNN monitor value. A dip is a stretch of the kNN curve at least ${io.dipPoints} points below its running maximum since training began ` +
       `(step 0, the untrained encoder, is left out)` +
       (io.dipAboveInit ? `, counted only where that maximum is above step 0's kNN top-1 (a fall below the untrained encoder's accuracy before the curve has climbed past it is no dip)` : '') +

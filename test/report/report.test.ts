@@ -42,6 +42,8 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   // linear top-1 = 40 - 3i + seed: seeds 0, 1 -> mean 40.5, std 0.7; the 384 column has seed 0 diverged
   assert.deepEqual(rows.get('linear top-1 (%)'), ['40.5 ± 0.7', '37.5 ± 0.7', '34.5 ± 0.7', '32.0 (1/2 diverged @ step 185)']);
   assert.equal(rows.get('runs')![3], '1× diverged @ step 185; 1× completed');
+  // the diverged run's dips and spikes count (up to its divergence), and the report says so
+  assert.match(md, /The other cells count a diverged run's figures up to its divergence/);
   assert.deepEqual(rows.get(`kNN dips (≥ ${DEFAULT_INSTABILITY.dipPoints} pts)`), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('grad spikes: patch proj.'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('grad spikes: block1'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
