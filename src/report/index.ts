@@ -12,7 +12,7 @@ import { mergeSummary } from '../runfolder/summary.ts';
 import { checkReportOutputs, readSweep, type SweepRecord } from './results.ts';
 import { baselinesMarkdown, readBaselines } from './baselines.ts';
 import { pairedMarkdown } from './paired.ts';
-import { formatValue, keyName, viewSweep, type SweepView } from './sweep.ts';
+import { formatValue, keyName, pooledKeys, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
 export type ReportFormat = 'md' | 'csv' | 'both';
@@ -157,6 +157,17 @@ export function reportMarkdown(
   }
   out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
+  // runs a column pools as seeds that differ in more than the seed (a key that follows the seed is no column)
+  const pooled = [...pooledKeys(view)];
+  if (pooled.length) {
+    const one = pooled.length === 1;
+    out.push(
+      '',
+      `**Pooled as seeds, though they differ in more than the seed:** ${pooled.map(([k, vs]) => `\`${k}\` (${vs.join(', ')})`).join('; ')}. ` +
+        `Within a column, runs that differ in ${one ? 'this key' : 'these keys'} count as seeds of one setting, so their cells mix settings: ` +
+        `run each value on the same seeds (the key then becomes a column), or report the runs of each value from a folder of their own.`,
+    );
+  }
   if (sweep.asideRuns.length) {
     const n = sweep.asideRuns.length;
     out.push(
@@ -179,7 +190,7 @@ export function reportMarkdown(
   }
   out.push('', '## Table', '', tableMarkdown(view, table));
   out.push(
-    `Cells: mean ± std over seeds (one value when there is one seed). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
+    `Cells: mean ± std over seeds (the sample std, with n − 1; one value when there is one seed; the same std in every section below). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
       // said where it matters: the other cells of a diverged run read its curves up to the divergence
       ([...facts.values()].some((f) => f.status === 'diverged')
         ? `The other cells count a diverged run's figures up to its divergence (its curves stop there); a cell whose runs have none reads "diverged @ step N". `
@@ -243,7 +254,7 @@ export function reportMarkdown(
       const status = f.status === 'diverged' ? `diverged @ step ${f.divergedAt}` : f.status;
       out.push(
         `| \`${r.id}\` | ${f.seed} | ${status} | ${f.step ?? '-'}/${f.totalSteps ?? '-'} | ${f1(f.linearTop1)} / ${f1(f.linearTop5)} | ` +
-          `${f1(f.knnTop1)} (${f1(f.bestKnnTop1)}) | ${f.dips} | ${f1(f.maxDip)} | ${f.spikesPatch ?? '-'} / ${f.spikesLast ?? '-'} | ` +
+          `${f1(f.knnTop1)} (${f1(f.bestKnnTop1)}) | ${f.dips ?? '-'} | ${f1(f.maxDip)} | ${f.spikesPatch ?? '-'} / ${f.spikesLast ?? '-'} | ` +
           `${f.spikeLag ?? '-'} | ${f.wallS === null ? '-' : formatSeconds(f.wallS)} | ${f1(f.imagesPerS, 0)} |`,
       );
     }
@@ -254,7 +265,7 @@ export function reportMarkdown(
       const i = inst.get(r.id)!;
       out.push(`- **${runLabel(view, r)}** (\`${r.id}\`)`);
       const dips = i.dips.map((d) => `steps ${d.start}-${d.end ?? 'end'} (${d.depth.toFixed(1)} pts below ${d.peak.toFixed(1)})`);
-      out.push(`  - dips: ${dips.length ? dips.join('; ') : 'none'}`);
+      out.push(`  - dips: ${dips.length ? dips.join('; ') : i.maxDip === null ? '- (no kNN curve)' : 'none'}`);
       const spikes = [...i.spikes]
         .filter(([, s]) => s.length)
         .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? ', ...' : ''})`);

@@ -405,7 +405,8 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
 /** The summary.json keys (docs/ARCHITECTURE.md "The run folder"): dips, max_dip, spikes/<layer>, spike_lag (+ the details behind them). */
 export function instabilitySummary(r: RunInstability, opts: InstabilityOptions): Record<string, unknown> {
   const out: Record<string, unknown> = {
-    dips: r.dips.length,
+    // a run without a kNN curve (the monitor off) has no dips to count: null, as its max_dip
+    dips: r.maxDip === null ? null : r.dips.length,
     max_dip: r.maxDip === null ? null : round(r.maxDip, 4),
   };
   for (const [g, s] of r.spikes) out[`spikes/${g}`] = s.length;

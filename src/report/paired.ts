@@ -116,7 +116,7 @@ function fmtTest(t: PairedTest | null, digits: number, seeds: number): string {
   const shown = Math.abs(t.mean).toFixed(digits);
   const sign = Number(shown) === 0 ? '' : t.mean > 0 ? '+' : '−';
   // a metric some runs lack (no linear probe) is tested on the seeds that have it
-  return `${sign}${shown} ± ${t.std.toFixed(digits)} (${fmtP(t.p)}${t.n < seeds ? `, ${t.n} seeds` : ''})`;
+  return `${sign}${shown} ± ${t.std.toFixed(digits)} (${fmtP(t.p)}${t.test === 'sign' ? ', sign test' : ''}${t.n < seeds ? `, ${t.n} seeds` : ''})`;
 }
 
 /** The report's "Paired by seed" section, or null when no two neighbouring values of a swept key were run on shared seeds. */
@@ -135,7 +135,7 @@ export function pairedMarkdown(view: SweepView, facts: Map<string, RunFacts>): s
     '',
     'Each row pairs the completed runs of two settings that differ only in one swept key and share a seed: ' +
       'the difference per seed (second setting minus first; points of accuracy, points of dip depth, dips per run), ' +
-      'its mean ± std over the seeds, and a paired t-test (two-sided p; the one-sided p in the direction of the mean is half of it). ' +
+      'its mean ± std over the seeds, and a paired t-test (two-sided p; the one-sided p in the direction of the mean is half of it; where every seed differs by the same amount, the t-test has no spread to go by and the p is the exact sign test\'s, marked). ' +
       'Looked at after the runs, with few seeds, a p-value describes; a test written down before the runs is what confirms.',
   );
   return out.join('\n');

@@ -91,20 +91,25 @@ export interface PairedTest {
   /** t statistic (mean / (std / sqrt(n))) and its two-sided p-value, n - 1 degrees of freedom */
   t: number;
   p: number;
+  /**
+   * 'sign' where the differences are all equal and not zero: the t-test has no spread to scale them by (its
+   * p would be 0 on any two seeds), so p is the exact two-sided sign test's, 2 x 0.5^n
+   */
+  test: 't' | 'sign';
 }
 
 /**
  * Paired t-test on the differences d_i = b_i - a_i (two or more pairs). A one-sided p in the direction of
- * the mean is half the two-sided one. Differences that are all equal give t = ±∞ (p = 0), or t = 0 (p = 1)
- * when they are all zero.
+ * the mean is half the two-sided one. Differences that are all zero give t = 0 (p = 1). Differences that
+ * are all equal and not zero give t = ±∞ and no t-test p (it would be 0 on two seeds): p is then the exact
+ * two-sided sign test's, 2 x 0.5^n (n seeds all one way).
  */
 export function pairedTTest(diffs: readonly number[]): PairedTest | null {
   const n = diffs.length;
   if (n < 2) return null;
   const m = mean(diffs);
   const s = sampleStd(diffs);
-  let t: number;
-  if (s > 0) t = m / (s / Math.sqrt(n));
-  else t = m === 0 ? 0 : m > 0 ? Infinity : -Infinity;
-  return { n, mean: m, std: s, t, p: studentTwoSidedP(t, n - 1) };
+  if (s === 0 && m !== 0) return { n, mean: m, std: 0, t: m > 0 ? Infinity : -Infinity, p: Math.min(1, 2 * 0.5 ** n), test: 'sign' };
+  const t = s > 0 ? m / (s / Math.sqrt(n)) : 0;
+  return { n, mean: m, std: s, t, p: studentTwoSidedP(t, n - 1), test: 't' };
 }

@@ -103,6 +103,27 @@ export function fmtSci(v: number): string {
   return v === 0 ? v.toExponential(1) : fmtExp(Number(v.toPrecision(4)), true);
 }
 
+/**
+ * Keys other than the seed whose values differ between the runs of one column: the table pools those runs
+ * as seeds of one setting. (A key that follows the seed alone is no column unless sweep.yaml declares it.)
+ * Key -> its values, as printed.
+ */
+export function pooledKeys(view: SweepView): Map<string, string[]> {
+  const out = new Map<string, Set<string>>();
+  for (const c of view.columns) {
+    const keys = new Set(c.runs.flatMap((r) => [...r.flat.keys()]));
+    for (const k of keys) {
+      if (k === 'seed') continue;
+      const vals = new Set(c.runs.map((r) => key(r.flat.get(k))));
+      if (vals.size < 2) continue;
+      const seen = out.get(k) ?? new Set<string>();
+      for (const r of c.runs) seen.add(r.flat.has(k) ? formatValue(k, r.flat.get(k)) : '(not set)');
+      out.set(k, seen);
+    }
+  }
+  return new Map([...out].map(([k, v]) => [k, [...v]]));
+}
+
 export function formatValue(k: string, v: unknown): string {
   if (typeof v === 'number') {
     if (k.endsWith('base_lr') || k.endsWith('weight_decay') || (v !== 0 && Math.abs(v) < 1e-2)) return fmtSci(v);

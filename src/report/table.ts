@@ -25,7 +25,8 @@ export interface RunFacts {
   knnTop1: number | null;
   knnTop5: number | null;
   bestKnnTop1: number | null;
-  dips: number;
+  /** null without a kNN curve (nothing to count) */
+  dips: number | null;
   maxDip: number | null;
   spikesPatch: number | null;
   spikesLast: number | null;
@@ -73,7 +74,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'
     // summaries count it); no kNN after step 0, none
     bestKnnTop1: trainedKnn.length ? Math.max(...trainedKnn.map((m) => m.knn_top1 as number)) : r.metrics.length ? null : num(s.best_knn_top1),
-    dips: inst.dips.length,
+    // a run without a kNN curve (the monitor off) has no dips to count, not none
+    dips: inst.maxDip === null ? null : inst.dips.length,
     maxDip: inst.maxDip,
     spikesPatch: inst.spikes.has('patch_proj') ? inst.spikes.get('patch_proj')!.length : null,
     spikesLast: inst.lastBlock ? inst.spikes.get(inst.lastBlock)!.length : null,

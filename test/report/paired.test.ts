@@ -58,8 +58,8 @@ test('paired by seed: each two-valued key, at each setting of the others, over t
   const rows = md.split('\n').filter((l) => l.startsWith('| patch proj. frozen − learned') || l.startsWith('| base lr'));
   assert.equal(rows.length, 4);
   // kNN: frozen 1 point lower on every seed (no spread: p < 0.001); base lr: linear 4 points lower, every seed
-  assert.equal(rows[0], '| patch proj. frozen − learned | base lr 1.0e-4 | 0, 1, 2 | +2.0 ± 1.0 (p = 0.07) | −1.0 ± 0.0 (p < 0.001) | 0.0 ± 0.0 (p = 1.00) | 0.0 ± 0.0 (p = 1.00) |');
-  assert.match(rows[2]!, /^\| base lr 2\.0e-4 − 1\.0e-4 \| patch proj\. learned \| 0, 1, 2 \| −4\.0 ± 0\.0 \(p < 0\.001\) \| 0\.0 ± 0\.0 \(p = 1\.00\) \|/);
+  assert.equal(rows[0], '| patch proj. frozen − learned | base lr 1.0e-4 | 0, 1, 2 | +2.0 ± 1.0 (p = 0.07) | −1.0 ± 0.0 (p = 0.25, sign test) | 0.0 ± 0.0 (p = 1.00) | 0.0 ± 0.0 (p = 1.00) |');
+  assert.match(rows[2]!, /^\| base lr 2\.0e-4 − 1\.0e-4 \| patch proj\. learned \| 0, 1, 2 \| −4\.0 ± 0\.0 \(p = 0\.25, sign test\) \| 0\.0 ± 0\.0 \(p = 1\.00\) \|/);
   assert.match(md, /## Paired by seed[\s\S]*## Baselines|## Paired by seed[\s\S]*## kNN accuracy/);
 });
 
@@ -75,8 +75,8 @@ test('paired by seed: a key with more than two values pairs each value with the 
     ],
   );
   const bmd = readFileSync(join(batch, 'report.md'), 'utf8');
-  assert.match(bmd, /\| batch 128 − 64 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p < 0\.001\) \|/);
-  assert.match(bmd, /\| batch 256 − 128 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p < 0\.001\) \|/);
+  assert.match(bmd, /\| batch 128 − 64 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p = 0\.50, sign test\) \|/);
+  assert.match(bmd, /\| batch 256 − 128 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p = 0\.50, sign test\) \|/);
   assert.doesNotMatch(bmd, /\| batch 384 − /);
 
   const dir = join(tmp(), 'one-seed');
@@ -123,7 +123,7 @@ test('paired by seed: where the other keys differ in the values run, each settin
     ],
   );
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
-  assert.match(md, /\| base lr 1\.28e-2 − 8\.0e-3 \| optimizer lamb \| 0, 1 \| −4\.0 ± 0\.0 \(p < 0\.001\) \|/);
+  assert.match(md, /\| base lr 1\.28e-2 − 8\.0e-3 \| optimizer lamb \| 0, 1 \| −4\.0 ± 0\.0 \(p = 0\.50, sign test\) \|/);
 });
 
 test('paired by seed: a metric some runs lack is tested on the seeds that have it, and its cell says how many', async () => {
@@ -135,6 +135,7 @@ test('paired by seed: a metric some runs lack is tested on the seeds that have i
   }
   await writeReport(dir, { plots: false });
   const row = readFileSync(join(dir, 'report.md'), 'utf8').split('\n').find((l) => l.startsWith('| patch proj. frozen − learned'))!;
-  // linear: differences 1 and 2 on seeds 0, 1: mean 1.5, std 0.71, t = 3, 1 degree of freedom: p = 0.20
-  assert.equal(row.split(' | ').slice(2, 5).join(' | '), '0, 1, 2 | +1.5 ± 0.7 (p = 0.20, 2 seeds) | +1.0 ± 0.0 (p < 0.001)');
+  // linear: differences 1 and 2 on seeds 0, 1: mean 1.5, std 0.71, t = 3, 1 degree of freedom: p = 0.20;
+  // kNN: +1 on all three seeds, no spread: the sign test's 2 x 0.5^3 = 0.25, marked
+  assert.equal(row.split(' | ').slice(2, 5).join(' | '), '0, 1, 2 | +1.5 ± 0.7 (p = 0.20, 2 seeds) | +1.0 ± 0.0 (p = 0.25, sign test)');
 });

@@ -341,3 +341,43 @@ test('swept values print as set: an lr of 1.28e-2 is not rounded to 1.3e-2, floa
   assert.equal(formatValue('optim.weight_decay', 0.1), '1.0e-1');
   assert.equal(formatValue('optim.batch_size', 256), '256');
 });
+
+test('a run without a kNN curve (the monitor off) has no dips to count: "-", not 0, and it is left out of the dips cell', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size', [0, 1, 2]);
+  const run = join(dir, 'bs256-lr1.0e-4-adamw-learned-s2-abc022');
+  const p = join(run, 'metrics.jsonl');
+  const rows = readFileSync(p, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  writeFileSync(p, `${rows.map(({ knn_top1: _a, knn_top5: _b, ...r }) => JSON.stringify(r)).join('\n')}\n`);
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const { rows: t } = mdTable(md);
+  // batch 256: the two runs with a curve dip twice each; the third is not counted as 0
+  assert.equal(t.get(`kNN dips (≥ ${DEFAULT_INSTABILITY.dipPoints} pts)`)![2], '2 ± 0');
+  const s = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8'));
+  assert.equal(s.dips, null);
+  assert.equal(s.max_dip, null);
+  assert.match(md, /`bs256-lr1\.0e-4-adamw-learned-s2-abc022`\)\n  - dips: - \(no kNN curve\)/);
+  const runsCsv = readFileSync(join(dir, 'runs.csv'), 'utf8');
+  assert.ok(runsCsv.includes('bs256-lr1.0e-4-adamw-learned-s2-abc022'));
+  rmSync(root, { recursive: true });
+});
+
+test('runs a column pools as seeds that differ in more than the seed are named, with their values', async () => {
+  const root = tmp();
+  const dir = join(root, 'mixed');
+  // seed 2 trained at 10x the lr: base lr follows the seed, so it is no column, and the cells pool it
+  for (const seed of [0, 1, 2]) {
+    for (const b of [64, 128]) {
+      writeFakeRun(dir, { id: `bs${b}-s${seed}`, config: { seed, 'optim.batch_size': b, 'optim.base_lr': seed === 2 ? 1e-3 : 1e-4 } });
+    }
+  }
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\*\*Pooled as seeds, though they differ in more than the seed:\*\* `optim\.base_lr` \(1\.0e-4, 1\.0e-3\)\. Within a column/);
+  // a sweep whose columns differ only in the seed says nothing of it
+  const plain = writeBatchSweep(root, 'batch-size', [0, 1]);
+  await writeReport(plain, { plots: false });
+  assert.doesNotMatch(readFileSync(join(plain, 'report.md'), 'utf8'), /Pooled as seeds/);
+  rmSync(root, { recursive: true });
+});

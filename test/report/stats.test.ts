@@ -55,8 +55,15 @@ test('paired t-test worked by hand', () => {
   const s = pairedTTest([-1, -2, -3])!;
   close(s.t, -2 * Math.sqrt(3), 1e-12, 't negative');
   close(s.p, r.p, 1e-15, 'p negative');
-  // all differences equal: no spread, t infinite, p 0 (or t 0, p 1 when they are all 0)
-  assert.deepEqual([pairedTTest([0.5, 0.5])!.t, pairedTTest([0.5, 0.5])!.p], [Infinity, 0]);
-  assert.deepEqual([pairedTTest([0, 0, 0])!.t, pairedTTest([0, 0, 0])!.p], [0, 1]);
+  assert.equal(r.test, 't');
+  // all differences equal and not 0: no spread to scale them by, t infinite, and the p of the exact sign
+  // test, 2 x 0.5^n (two seeds one way: 0.5; five: 0.0625), not the t-test's 0
+  const two = pairedTTest([0.5, 0.5])!;
+  assert.deepEqual([two.t, two.p, two.test], [Infinity, 0.5, 'sign']);
+  const five = pairedTTest([-1, -1, -1, -1, -1])!;
+  assert.deepEqual([five.t, five.p, five.test], [-Infinity, 0.0625, 'sign']);
+  // all 0: t 0, p 1
+  const zero = pairedTTest([0, 0, 0])!;
+  assert.deepEqual([zero.t, zero.p, zero.test], [0, 1, 't']);
   assert.equal(pairedTTest([1]), null);
 });
