@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
-import { UsageError } from '../config/errors.ts';
+import { intFlag } from './numbers.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;
@@ -42,25 +42,31 @@ export function benchCommand(): Command {
     .option('--profile', 'one more step with kernel times summed by kernel (webgpu: GPU timestamps, where the adapter has timestamp-query)')
     .action(async (f: BenchFlags & { backend?: string }) => {
       const backendFlag = f.backend;
-      const extra = f.batch ? [{ optim: { batch_size: Number(f.batch) } }] : [];
-      if (f.batch && !(Number.isInteger(Number(f.batch)) && Number(f.batch) > 0)) throw new UsageError(`--batch ${f.batch}: expected a positive integer`);
+      const extra = f.batch !== undefined ? [{ optim: { batch_size: intFlag('--batch', f.batch, 1) } }] : [];
       const c = configFromFlags({ ...f, backend: backendFlag === 'all' ? undefined : backendFlag }, extra);
-      const steps = Number(f.steps);
-      const warmup = Number(f.warmup);
-      if (!(Number.isSafeInteger(steps) && steps > 0)) throw new UsageError(`--steps ${f.steps}: expected a positive integer`);
-      if (!(Number.isSafeInteger(warmup) && warmup >= 0)) throw new UsageError(`--warmup ${f.warmup}: expected a non-negative integer`);
+      const steps = intFlag('--steps', f.steps, 1);
+      const warmup = intFlag('--warmup', f.warmup, 0);
       if (f.dryRun) {
         process.stdout.write(`${JSON.stringify({ config: c, steps, warmup })}\n`);
         return;
       }
       if (backendFlag === 'all') {
+        // what every backend would refuse (data named but missing, a batch larger than the data) is bad input,
+        // said once, before any backend starts: a child's refusal below means its backend is not available
+        const { benchDataset } = await import('../train/bench.ts');
+        await benchDataset(c, f.data !== undefined);
         // one process per backend: peak memory and thread pools stay separate
         for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
           const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
           const r = spawnSync(process.execPath, [...process.execArgv, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
-          if (r.status !== 0) {
-            const why = r.stderr.toString().trim().split('\n').pop() ?? '';
-            process.stderr.write(`moco3: bench ${b}: not available (${why.replace(/^moco3: /, '')})\n`);
+          if (r.status === 0) continue;
+          const why = (r.stderr.toString().trim().split('\n').filter((l) => !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '');
+          if (r.status === 2) {
+            process.stderr.write(`moco3: bench ${b}: not available (${why})\n`);
+          } else {
+            // a crash or a failed step is no missing backend: the command fails, and says which
+            process.stderr.write(`moco3: bench ${b}: failed (${r.signal ?? `exit ${r.status}`}): ${why}\n`);
+            process.exitCode = 1;
           }
         }
         return;

@@ -1,5 +1,6 @@
 /** Flags shared by the commands that build run configs. */
 import { Command, Option } from 'commander';
+import { intFlag } from './numbers.ts';
 import { buildConfig } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { DATASET_NAMES, BACKEND_CHOICES } from '../config/schema.ts';
@@ -49,8 +50,7 @@ export function configFromFlags(f: RunFlags, extra: Record<string, unknown>[] = 
   }
   if (f.backend) overrides.push({ train: { backend: f.backend } });
   if (f.seed !== undefined) {
-    const s = f.seed.trim() === '' ? NaN : Number(f.seed);
-    if (!Number.isSafeInteger(s) || s < 0) throw new UsageError(`--seed ${f.seed}: expected a non-negative integer`);
+    const s = intFlag('--seed', f.seed, 0);
     overrides.push({ seed: s });
   }
   return buildConfig({ preset: f.preset ?? null, file: f.config ?? null, sets: f.set, overrides: [...overrides, ...extra] });

@@ -1,5 +1,6 @@
 /** `moco3 data fetch|info|preview`: get a dataset into the data directory, describe one, or look at its training views. */
 import { Command } from 'commander';
+import { intFlag } from './numbers.ts';
 import cliProgress from 'cli-progress';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -250,9 +251,8 @@ function infoCmd(): Command {
       if (!KNOWN.includes(name)) throw new UsageError(`data info ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
       if (f.dataPath && f.dir) throw new UsageError('data info: give --data-path or --dir, not both');
       if (name === 'synthetic' && (f.dataPath || f.dir)) throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'}: the synthetic dataset is built in; it reads no path`);
-      const imageSize = Number(f.imageSize ?? 224);
       // bounded as data.image_size is
-      if (!Number.isInteger(imageSize) || imageSize < 1 || imageSize > MAX_IMAGE_SIZE) throw new UsageError(`--image-size ${f.imageSize}: expected an integer from 1 to ${MAX_IMAGE_SIZE}`);
+      const imageSize = intFlag('--image-size', f.imageSize ?? '224', 1, MAX_IMAGE_SIZE);
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
       const where = lookup(name, path, f);
@@ -322,11 +322,6 @@ interface PreviewFlags {
 /** The preset whose data a dataset name suggests, when none is given. */
 const PRESET_FOR: Record<string, string> = { synthetic: 'smoke', 'fashion-mnist': 'cpu', cifar10: 'gpu', cifar100: 'gpu', imagefolder: 'paper' };
 
-function positiveInt(flag: string, v: string, max: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${flag} ${v}: expected an integer from 1 to ${max}`);
-  return n;
-}
 
 function previewCmd(): Command {
   return new Command('preview')
@@ -341,10 +336,9 @@ function previewCmd(): Command {
     .option('--step <n>', 'the training step whose batch and views are shown', '0')
     .option('--seed <n>', 'the run seed')
     .action(async (name: string | undefined, f: PreviewFlags) => {
-      const count = positiveInt('--images', f.images, 64);
-      const pairs = positiveInt('--pairs', f.pairs, 8);
-      const step = Number(f.step);
-      if (!Number.isInteger(step) || step < 0) throw new UsageError(`--step ${f.step}: expected a non-negative integer`);
+      const count = intFlag('--images', f.images, 1, 64);
+      const pairs = intFlag('--pairs', f.pairs, 1, 8);
+      const step = intFlag('--step', f.step, 0);
       if (!f.out.toLowerCase().endsWith('.png')) throw new UsageError(`--out ${f.out}: expected a .png file name`);
       // where the PNG goes is checked before the sheet is made
       if (existsSync(f.out) && statSync(f.out).isDirectory()) throw new UsageError(`--out ${f.out}: is a folder; give a .png file name`);

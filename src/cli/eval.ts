@@ -1,5 +1,6 @@
 /** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3.md "Evaluation"). */
 import { Command, Option } from 'commander';
+import { intFlag, positiveFlag } from './numbers.ts';
 import { basename } from 'node:path';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
@@ -26,12 +27,9 @@ interface LinearFlags extends CommonFlags {
   augment?: boolean;
 }
 
-function positive(flag: string, v: string | undefined, integer = false): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new UsageError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
-  return x;
-}
+/** A flag's positive number (an integer with `integer`), or undefined when it is not given. */
+const positive = (flag: string, v: string | undefined, integer = false): number | undefined =>
+  v === undefined ? undefined : integer ? intFlag(flag, v, 1) : positiveFlag(flag, v);
 
 function withCommon(cmd: Command): Command {
   return cmd

@@ -4,6 +4,7 @@
  * (take runs from a results folder shared with other agents until none is left, src/runfolder/lock.ts).
  */
 import { Command, Option } from 'commander';
+import { intFlag } from './numbers.ts';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
@@ -68,10 +69,7 @@ export function addLaunchOptions(cmd: Command): Command {
 
 const fail = (m: string) => new SweepError(m);
 
-function positiveInt(flag: string, v: string): number {
-  if (!/^\d+$/.test(v) || Number(v) < 1) throw fail(`${flag} ${v}: expected a positive integer`);
-  return Number(v);
-}
+const positiveInt = (flag: string, v: string): number => intFlag(flag, v, 1);
 
 /** The plan flags of the submitting command, for each task to resolve the same plan. */
 function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTimeout?: string }): string[] {

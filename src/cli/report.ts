@@ -1,5 +1,6 @@
 /** `moco3 report [<sweep>]`: tables, instability figures and plots of finished (or running) sweeps. */
 import { Command, Option } from 'commander';
+import { intFlag, positiveFlag } from './numbers.ts';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
@@ -20,11 +21,7 @@ interface ReportFlags {
   png: boolean;
 }
 
-function positive(flag: string, v: string, integer = false): number {
-  const x = Number(v);
-  if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new UsageError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
-  return x;
-}
+const positive = (flag: string, v: string, integer = false): number => (integer ? intFlag(flag, v, 1) : positiveFlag(flag, v));
 
 /** A folder that holds a sweep: run folders, or the plan of one (sweep.yaml); not a run folder itself. */
 const isSweepDir = (d: string) =>

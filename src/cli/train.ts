@@ -1,5 +1,6 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
+import { intFlag } from './numbers.ts';
 import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
@@ -50,8 +51,7 @@ export function trainCommand(): Command {
       const id = `${trainRunSlug(c)}-${configHash(c)}`;
       const runDir = f.out ?? join(f.results, 'train', id);
       // the flags are checked with --dry-run too: it validates what the same command would run
-      const dumpViews = f.dumpViews === undefined ? 0 : f.dumpViews.trim() === '' ? NaN : Number(f.dumpViews);
-      if (!Number.isSafeInteger(dumpViews) || dumpViews < 0) throw new UsageError(`--dump-views ${f.dumpViews}: expected a non-negative integer`);
+      const dumpViews = f.dumpViews === undefined ? 0 : intFlag('--dump-views', f.dumpViews, 0);
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
       if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);

@@ -8,7 +8,6 @@
  * With augmentation off, the train features are computed once from the centre view and cached.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -22,7 +21,7 @@ import { writeJsonAtomic } from '../engine/files.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary, readSummary } from '../runfolder/summary.ts';
-import { extractFeatures, extractFeaturesPolled, knnOfModel } from './features.ts';
+import { extractFeaturesPolled, knnOfModel } from './features.ts';
 import { cachedSource, linearProbe, type ProbeEpoch, type ProbeResult, type ProbeTrainSource } from './linear.ts';
 
 export interface LoadedModel {

@@ -13,7 +13,7 @@ import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
 import type { TrainEvent } from '../train/loop.ts';
 import { SweepError } from './file.ts';
-import type { PlannedRun, SweepPlan } from './plan.ts';
+import type { SweepPlan } from './plan.ts';
 import { writeResolvedSweep } from './resolved.ts';
 import { checkSweepResumes } from './resume.ts';
 import { SetupError } from '../config/errors.ts';

@@ -34,6 +34,7 @@ export interface BenchResult {
   gpu_peak_mb: number | null;
   /** webgpu: whether the optimizer, momentum and gradient-statistics kernels ran once per parameter group (packed) or once per parameter; else null */
   webgpu_packed: boolean | null;
+  /** tensors after the first step (the optimizer's state made) and after the last: equal unless a step leaks */
   num_tensors_start: number;
   num_tensors_end: number;
   cpu: string;
@@ -49,14 +50,12 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false, dataRequired = false): Promise<BenchResult> {
-  const info = await initBackend(backendName, { quiet: true });
+/**
+ * The images a bench trains on: the run's dataset, checked (data named with --data must load; the batch
+ * must fit its train split), or null with the reason when the preset's own data is absent (random pixels).
+ */
+export async function benchDataset(c: ResolvedRunConfig, dataRequired: boolean): Promise<{ ds: Awaited<ReturnType<typeof loadRunData>> | null; loadError: unknown }> {
   const B = c.optim.batch_size;
-  const S = c.data.image_size;
-  // real images of the run's dataset (their size and channels set the augmentation's cost), else random pixels
-  let batch: ImageBatch;
-  let aug: AugmentConfig;
-  let data: string;
   let ds: Awaited<ReturnType<typeof loadRunData>> | null = null;
   let loadError: unknown = null;
   try {
@@ -69,6 +68,18 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   if (ds && B > ds.train.n) {
     throw new InputError(`batch ${B} (--batch, optim.batch_size): more than the ${ds.train.n} images of ${ds.name}'s train split; give at most ${ds.train.n}, or more images (data.train_size)`);
   }
+  return { ds, loadError };
+}
+
+export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false, dataRequired = false): Promise<BenchResult> {
+  const info = await initBackend(backendName, { quiet: true });
+  const B = c.optim.batch_size;
+  const S = c.data.image_size;
+  // real images of the run's dataset (their size and channels set the augmentation's cost), else random pixels
+  let batch: ImageBatch;
+  let aug: AugmentConfig;
+  let data: string;
+  const { ds, loadError } = await benchDataset(c, dataRequired);
   if (ds) {
     batch = gatherBatch(ds.train, batchIndices(0, { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: true }));
     aug = augmentConfigOf(c, ds);
@@ -95,7 +106,6 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     if (typeof m.numBytesAllocatedInGPU === 'number') gpuPeak = Math.max(gpuPeak ?? 0, m.numBytesAllocatedInGPU);
   };
   for (let s = 0; s < warmup + steps; s++) {
-    if (s === warmup) tensorsStart = tf.memory().numTensors;
     const t0 = performance.now();
     const c0 = process.cpuUsage();
     const { x1, x2 } = twoViews(batch, aug, c.seed, s);
@@ -103,6 +113,8 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const t1 = performance.now();
     await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
     const t2 = performance.now();
+    // counted after the first step, which makes the optimizer's state: a leak shows as a rise from there
+    if (s === 0) tensorsStart = tf.memory().numTensors;
     sampleGpu();
     if (s >= warmup) {
       stepMs.push(t2 - t0);

@@ -147,7 +147,6 @@ test('safetensors: the damage classes seen in the field are refused with one lin
 
 test('checkSafetensorsFile validates the header against the file size without reading the data', async () => {
   const { writeFileSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
   const { checkSafetensorsFile } = await import('../../src/engine/safetensors.ts');
   const dir = tempDir('moco3-stcheck-');
   const ok = join(dir, 'ok.safetensors');

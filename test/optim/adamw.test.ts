@@ -1,4 +1,4 @@
-import { tf } from '../helpers/tf.ts';
+import '../helpers/tf.ts';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createOptimizer, type OptimizerConfig } from '../../src/optim/index.ts';

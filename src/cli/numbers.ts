@@ -1,0 +1,31 @@
+/**
+ * Numbers given as flags, read strictly: decimal digits only (no '', no hex, no `1e3` for a count), within
+ * the bounds the flag can mean, or one line naming the flag and what was expected (exit 2).
+ */
+import { UsageError } from '../config/errors.ts';
+
+/** a plain decimal, optionally with an exponent: 3, 0.5, .5, 1e-4, 2.5E3 */
+const DECIMAL = /^[+]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+const INTEGER = /^[+]?\d+$/;
+
+/** The value as the error line shows it: an empty one as '' */
+const shown = (v: string) => (v.trim() === '' ? `'${v}'` : v);
+
+/** An integer flag from `min` to `max` (default: the largest safe integer). */
+export function intFlag(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const s = v.trim();
+  const n = INTEGER.test(s) ? Number(s) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    const what = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${min}`) : `an integer from ${min} to ${max}`;
+    throw new UsageError(`${flag} ${shown(v)}: expected ${what}`);
+  }
+  return n;
+}
+
+/** A positive number flag, at most `max` (default: any finite number). */
+export function positiveFlag(flag: string, v: string, max = Number.MAX_VALUE): number {
+  const s = v.trim();
+  const x = DECIMAL.test(s) ? Number(s) : NaN;
+  if (!Number.isFinite(x) || x <= 0 || x > max) throw new UsageError(`${flag} ${shown(v)}: expected a positive number${max === Number.MAX_VALUE ? '' : ` of at most ${max}`}`);
+  return x;
+}

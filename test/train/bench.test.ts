@@ -1,0 +1,20 @@
+/**
+ * `moco3 bench`: the tensor count it reports is taken after the first step (which makes the optimizer's
+ * state) and after the last, so that it is flat without warmup steps too; a leak would show as a rise.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cli } from '../helpers/cli.ts';
+
+const TINY = ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16'].flatMap((s) => ['--set', s]);
+
+test('bench: the tensor count is flat across steps, with and without warmup steps', async () => {
+  for (const warmup of ['0', '1']) {
+    const r = await cli(['bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '3', '--warmup', warmup, '--json']);
+    assert.equal(r.code, 0, r.err);
+    const out = JSON.parse(r.out.trim().split('\n').pop()!) as { num_tensors_start: number; num_tensors_end: number };
+    // more than the model's parameters alone: the optimizer's moments are counted from the start
+    assert.ok(out.num_tensors_start > 0);
+    assert.equal(out.num_tensors_end, out.num_tensors_start, `--warmup ${warmup}: ${out.num_tensors_start} -> ${out.num_tensors_end}`);
+  }
+});
