@@ -19,6 +19,7 @@ import { MoCoViT } from '../model/moco.ts';
 import { checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { writeJsonAtomic } from '../engine/files.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
+import { isDone, readRunState } from '../runfolder/state.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary, readSummary } from '../runfolder/summary.ts';
 import { extractFeaturesPolled, knnOfModel } from './features.ts';
@@ -142,13 +143,15 @@ export interface KnnRunResult {
 }
 
 /**
- * Where an evaluation's result goes. Of the run's newest checkpoint (or the model the loop just trained):
- * `<kind>.json`, and its figures merged into summary.json, which speaks for the run's final weights. Of an
- * earlier checkpoint (`--checkpoint step-N`): `<kind>-step-N.json` alone, so the run's own result stays.
+ * Where an evaluation's result goes. Of a finished run's newest checkpoint (or the model the loop just
+ * trained): `<kind>.json`, and its figures merged into summary.json, which speaks for the run's final
+ * weights. Of an earlier checkpoint (`--checkpoint step-N`), or of a run not finished (training, interrupted,
+ * failed: its newest checkpoint is not its last): `<kind>-step-N.json` alone, so the run's own result stays.
  */
 function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
   const newest = findLastCheckpoint(checkpointsDir(runDir));
-  if (loaded && newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) {
+  const finished = isDone(readRunState(runDir).state);
+  if (loaded && ((newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) || !finished)) {
     const name = `${kind}-step-${loaded.step ?? basename(loaded.checkpoint)}.json`;
     writeJsonAtomic(join(runDir, name), result);
     return [name];

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -172,4 +172,20 @@ test('a resumed run keeps the knn_eval that moco3 eval knn merged into summary.j
   const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
   assert.equal(summary.status, 'completed');
   assert.deepEqual([summary.knn_eval?.top1, summary.knn_eval?.k, summary.knn_eval?.step], [r.top1, 5, 4]);
+});
+
+test("a run not finished (interrupted, or still training): its newest checkpoint is evaluated into its own file; summary.json waits for the run's end", async () => {
+  const dir = tempDir('moco3-probe-unfinished-');
+  await trainRun({ config: buildConfig({ preset: 'smoke', sets: [...SETS, 'train.checkpoint_every=2'] }), runDir: dir, backend });
+  // as a run stopped at its last checkpoint before the end reads
+  const st = join(dir, 'status.json');
+  writeFileSync(st, JSON.stringify({ ...JSON.parse(readFileSync(st, 'utf8')), status: 'interrupted' }));
+  const summary = readFileSync(join(dir, 'summary.json'), 'utf8');
+  rmSync(join(dir, 'knn.json'), { force: true });
+  const knn = await knnForRun(dir);
+  assert.ok(knn.step !== null && knn.step > 0);
+  assert.deepEqual(knn.wrote, [`knn-step-${knn.step}.json`]);
+  assert.equal(JSON.parse(readFileSync(join(dir, `knn-step-${knn.step}.json`), 'utf8')).top1, knn.top1);
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), summary, 'summary.json untouched');
+  assert.equal(existsSync(join(dir, 'knn.json')), false);
 });
