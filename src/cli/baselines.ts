@@ -12,6 +12,9 @@ export function baselinesCommand(): Command {
   addSweepOptions(cmd).action(async (arg: string, f: SweepFlags) => {
     const plan = planFromFlags(arg, f);
     checkOutputDir(plan.dir, `--results ${f.results}`);
+    // a damaged baselines.json is said before minutes of computing, not written over
+    const { readBaselines } = await import('../report/baselines.ts');
+    readBaselines(plan.dir);
     const { initBackend } = await import('../engine/backend.ts');
     await initBackend(plan.runs[0]!.config.train.backend as BackendName, { quiet: true });
     await computeBaselinesOf(plan, f.json === true);
@@ -33,6 +36,8 @@ export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing
   const out = await writeSweepBaselines(plan, {
     dataset,
     missingOnly: missing !== undefined,
+    onSetAside: (aside, n) =>
+      process.stderr.write(`moco3: ${baselinesPath(plan)} held ${n} baseline${n === 1 ? '' : 's'} of other data, model or probe settings; kept as ${aside}\n`),
     ...(check ? { check } : {}),
     onSeed: (seed, b) =>
       say(

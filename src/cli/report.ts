@@ -5,7 +5,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
-import { checkReportOutputs, listSweeps, readSweep, ReportError } from '../report/results.ts';
+import { checkReportOutputs, listSweeps, readSweep } from '../report/results.ts';
 import { readBaselines } from '../report/baselines.ts';
 import { UsageError } from '../config/errors.ts';
 
@@ -67,36 +67,27 @@ export function reportCommand(): Command {
       const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
       if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders)`);
       // every sweep is read before any report is written: a damaged one stops the command with nothing written
+      // a damaged file (a ReportError: bad input, exit 2) is said before any report is written
       for (const dir of dirs) {
-        try {
-          readSweep(dir, true);
-          readBaselines(dir);
-          checkReportOutputs(dir, { format: f.format, plots: f.plots, png: f.png });
-        } catch (e) {
-          if (e instanceof ReportError) throw new UsageError(e.message);
-          throw e;
-        }
+        readSweep(dir, true);
+        readBaselines(dir);
+        checkReportOutputs(dir, { format: f.format, plots: f.plots, png: f.png });
       }
       // the plotting libraries load only when a report is written
       const { writeReport } = await import('../report/index.ts');
       for (const dir of dirs) {
-        try {
-          const r = await writeReport(dir, { format: f.format, instability, plots: f.plots, png: f.png });
-          const md = r.files.find((p) => p.endsWith('report.md'));
-          const csv = r.files.find((p) => p.endsWith('report.csv'));
-          const plots = r.files.filter((p) => p.endsWith('.svg')).length;
-          const diverged = [...r.facts.values()].filter((x) => x.status === 'diverged').length;
-          const missing = r.missing.length ? `, ${r.missing.length} missing (not started)` : '';
-          const aside = r.asideRuns.length ? `, ${r.asideRuns.length} moved aside by train --force left out` : '';
-          process.stdout.write(
-            `${r.sweep}: ${r.facts.size} runs (${diverged} diverged${missing}${aside}), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
-              `${r.view.paper ? `, paper ${r.view.paper.figure}` : ''}; ` +
-              `${[md, csv].filter(Boolean).join(', ')}${plots ? `, ${plots} plots` : ''} in ${r.seconds.toFixed(2)} s\n`,
-          );
-        } catch (e) {
-          if (e instanceof ReportError) throw new UsageError(e.message);
-          throw e;
-        }
+        const r = await writeReport(dir, { format: f.format, instability, plots: f.plots, png: f.png });
+        const md = r.files.find((p) => p.endsWith('report.md'));
+        const csv = r.files.find((p) => p.endsWith('report.csv'));
+        const plots = r.files.filter((p) => p.endsWith('.svg')).length;
+        const diverged = [...r.facts.values()].filter((x) => x.status === 'diverged').length;
+        const missing = r.missing.length ? `, ${r.missing.length} missing (not started)` : '';
+        const aside = r.asideRuns.length ? `, ${r.asideRuns.length} moved aside by train --force left out` : '';
+        process.stdout.write(
+          `${r.sweep}: ${r.facts.size} runs (${diverged} diverged${missing}${aside}), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
+            `${r.view.paper ? `, paper ${r.view.paper.figure}` : ''}; ` +
+            `${[md, csv].filter(Boolean).join(', ')}${plots ? `, ${plots} plots` : ''} in ${r.seconds.toFixed(2)} s\n`,
+        );
       }
     });
 }

@@ -252,6 +252,11 @@ export function sweepCommand(): Command {
       const launch = slurm ? null : prepareLaunch(plan, f, () => (stop = true));
       // checked for a submission and a --dry-run too: they say what the same command would run
       checkOutputDir(plan.dir, `--results ${f.results}`);
+      // a damaged baselines.json stops the sweep before any run trains, not at its end
+      if (f.baselines !== false) {
+        const { readBaselines } = await import('../report/baselines.ts');
+        readBaselines(plan.dir);
+      }
       // a run whose train split cannot fill one batch is refused before anything is made
       for (const r of plan.runs) {
         const { train_size: n } = r.config.data;

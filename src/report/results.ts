@@ -5,6 +5,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { InputError } from '../config/errors.ts';
 import { flatten } from '../config/load.ts';
 import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { readYamlChecked, RUN_FILES, runPath, type Obj } from '../runfolder/paths.ts';
@@ -26,8 +27,8 @@ export interface RunRecord {
   metrics: MetricRow[];
 }
 
-/** A result folder that cannot be read as asked (the CLI turns it into a usage error, exit 2). */
-export class ReportError extends Error {
+/** A result folder that cannot be read as asked: bad input (one line, exit 2). */
+export class ReportError extends InputError {
   override name = 'ReportError';
 }
 

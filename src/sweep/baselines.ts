@@ -4,9 +4,10 @@
  * encoder and probe; what varies — batch, lr, optimizer, patch projection — does not touch an untrained
  * encoder). The report reads the file; it never computes.
  */
-import { readFileSync } from 'node:fs';
+import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
+import { readBaselines } from '../report/baselines.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
 import { probeBatchSize, probeViews } from '../eval/offline.ts';
@@ -37,38 +38,48 @@ export function baselinesPath(plan: Pick<SweepPlan, 'dir'>): string {
 
 /**
  * The baselines already written for this plan's data (its sizes too: those of `ds` when loaded), model and
- * probe, by seed; none when the file is missing, unreadable or of other data, model or probe settings.
+ * probe, by seed, and how many of the file's entries are of other data, model or probe settings (`others`:
+ * a rewrite would lose them). None when the file is missing.
  */
-function writtenBaselines(plan: SweepPlan, ds?: Dataset): Map<number, BaselineFigures> {
-  const out = new Map<number, BaselineFigures>();
+function writtenBaselines(plan: SweepPlan, ds?: Dataset): { have: Map<number, BaselineFigures>; others: number } {
+  const have = new Map<number, BaselineFigures>();
   const first = plan.runs[0];
-  if (!first) return out;
-  let file: Partial<SweepBaselines>;
-  try {
-    file = JSON.parse(readFileSync(baselinesPath(plan), 'utf8')) as Partial<SweepBaselines>;
-  } catch {
-    return out;
-  }
+  // checked as the report reads it: a damaged file is one line (exit 2), never computed over
+  const file = first ? (readBaselines(plan.dir) as Partial<SweepBaselines> | null) : null;
+  if (!first || !file) return { have, others: 0 };
+  const entries = Array.isArray(file.seeds) ? file.seeds : [];
   const m = modelOf(first.config.model);
   const sameModel = file.model && MODEL_KEYS.every((k) => file.model![k] === m[k]);
-  if (file.dataset !== first.config.data.name || file.image_size !== first.config.data.image_size || !sameModel || !Array.isArray(file.seeds)) return out;
   const d = first.config.data;
   const sizes = ds ? [ds.train.n, ds.test.n] : [d.train_size, d.test_size];
-  if ((sizes[0] !== null && file.train_size !== sizes[0]) || (sizes[1] !== null && file.test_size !== sizes[1])) return out;
+  const sameData =
+    file.dataset === d.name && file.image_size === d.image_size && (sizes[0] === null || file.train_size === sizes[0]) && (sizes[1] === null || file.test_size === sizes[1]);
+  if (!sameModel || !sameData || !Array.isArray(file.seeds)) return { have, others: Math.max(1, entries.length) };
   const l = first.config.eval.linear;
   const sameProbe = (f: BaselineFigures) =>
     f.linear?.epochs === l.epochs &&
     f.linear.base_lr === l.base_lr &&
     f.linear.batch_size === probeBatchSize(l.batch_size, file.train_size ?? l.batch_size) &&
     f.linear.train_views === probeViews(l.train_views === 'augmented');
-  for (const f of file.seeds) if (typeof f?.seed === 'number' && sameProbe(f)) out.set(f.seed, f);
-  return out;
+  for (const f of entries) if (typeof f?.seed === 'number' && sameProbe(f)) have.set(f.seed, f);
+  return { have, others: entries.length - have.size };
 }
 
 /** The plan's seeds without a baseline in its baselines.json (all of them when there is none). */
 export function missingBaselineSeeds(plan: SweepPlan): number[] {
-  const have = writtenBaselines(plan);
+  const { have } = writtenBaselines(plan);
   return plan.seeds.filter((s) => !have.has(s));
+}
+
+/**
+ * Before a rewrite that would drop entries of other data, model or probe settings: the file is moved to
+ * `baselines.old-<time>.json` beside it (nothing computed is lost); returns that name, or null.
+ */
+function setAsideOthers(plan: SweepPlan, others: number): string | null {
+  if (others === 0) return null;
+  const aside = join(plan.dir, `baselines.old-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  renameSync(baselinesPath(plan), aside);
+  return aside;
 }
 
 /**
@@ -79,15 +90,30 @@ export function missingBaselineSeeds(plan: SweepPlan): number[] {
  */
 export async function writeSweepBaselines(
   plan: SweepPlan,
-  opts: { dataset?: Dataset; missingOnly?: boolean; onSeed?: (seed: number, f: BaselineFigures) => void; check?: () => void } = {},
+  opts: {
+    dataset?: Dataset;
+    missingOnly?: boolean;
+    onSeed?: (seed: number, f: BaselineFigures) => void;
+    check?: () => void;
+    /** the previous file moved aside, with the count of its entries of other settings */
+    onSetAside?: (path: string, entries: number) => void;
+  } = {},
 ): Promise<SweepBaselines> {
   const first = plan.runs[0];
   if (!first) throw new Error(`sweep ${plan.id}: no runs planned, so no baselines to compute`);
   const ds = opts.dataset ?? (await loadRunData(first.config));
   // the file's seeds outside this plan stay (they cost minutes each); with missingOnly, the plan's that are there too
-  const have = writtenBaselines(plan, ds);
+  const { have, others } = writtenBaselines(plan, ds);
   // every entry of the file stays until its seed is computed again: a stop midway loses none of them
   const seeds = new Map(have);
+  // entries of other settings would be lost on the first write: the file is kept aside, whole
+  let pendingAside = others;
+  const write = () => {
+    const aside = setAsideOthers(plan, pendingAside);
+    if (aside) opts.onSetAside?.(aside, pendingAside);
+    pendingAside = 0;
+    writeJsonAtomic(baselinesPath(plan), file());
+  };
   const model = modelOf(first.config.model);
   const { arch, dim, depth, patch_size } = model;
   const file = (): SweepBaselines => ({
@@ -108,11 +134,10 @@ export async function writeSweepBaselines(
     const f = await computeBaselines({ ...run.config, seed }, ds, opts.check);
     seeds.set(seed, f);
     computed++;
-    writeJsonAtomic(baselinesPath(plan), file());
+    write();
     opts.onSeed?.(seed, f);
   }
-  const out = file();
-  if (computed === 0) writeJsonAtomic(baselinesPath(plan), out);
-  return out;
+  if (computed === 0) write();
+  return file();
 }
 

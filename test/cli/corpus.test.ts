@@ -104,6 +104,14 @@ function damagedSweep(name: string, damage: (run1: string, run2: string) => void
   return ['sweep', tinySweep, ...SWEEP, '--results', results];
 }
 
+/** A results folder whose tiny sweep has a damaged baselines.json (and nothing else). */
+function damagedBaselines(name: string): string {
+  const results = join(dir, 'damaged-baselines', name);
+  mkdirSync(join(results, 'tiny'), { recursive: true });
+  writeFileSync(join(results, 'tiny', 'baselines.json'), '{"dataset": "synth');
+  return results;
+}
+
 before(async () => {
   const r = await cli(['train', ...TINY, '--out', good]);
   assert.equal(r.code, 0, r.err);
@@ -351,6 +359,8 @@ const cases: Case[] = [
   ['--data synthetic with a PATH it would not read', () => ['train', '--data', 'synthetic:/my/images', '--dry-run']],
   ['baselines of an unknown sweep', () => ['baselines', 'nope-sweep', '--results', fresh('b1')], fresh('b1')],
   ['baselines with a bad --set', () => ['baselines', tinySweep, '--set', 'optim.epochs=many', '--results', fresh('b2')], fresh('b2')],
+  ['baselines over a damaged baselines.json', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', damagedBaselines('d1')], undefined, true],
+  ['sweep over a damaged baselines.json (refused before any run trains)', () => ['sweep', tinySweep, ...SWEEP.filter((a) => a !== '--no-baselines'), '--results', damagedBaselines('d2')], undefined, true],
   ['baselines --results names a file', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', join(good, 'summary.json')]],
   ['report with an unknown flag', () => ['report', '--resuls', dir]],
   // a sweep whose runs to resume have damaged checkpoints: refused before anything starts

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
 import { baselinesMismatch, readBaselines } from '../../src/report/baselines.ts';
 import { flatten, type RunRecord } from '../../src/report/results.ts';
@@ -135,9 +135,23 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['data.train_size=48'])), [0, 1]);
   assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['eval.linear.epochs=2'])), [0, 1]);
   const fewer: number[] = [];
-  await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSeed: (s) => fewer.push(s) });
+  const asides: [string, number][] = [];
+  const before = readFileSync(join(two.dir, 'baselines.json'), 'utf8');
+  await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSeed: (s) => fewer.push(s), onSetAside: (p, n) => asides.push([p, n]) });
   const replaced = readBaselines(two.dir)!;
   assert.deepEqual([fewer, replaced.seeds.map((f) => f.seed)], [[1], [1]], 'seed 0 of 64 images is not kept beside seed 1 of 48');
+  // ... and not lost either: the file of 64 images is kept beside, whole, and said
+  assert.equal(asides.length, 1);
+  assert.equal(asides[0]![1], 2);
+  assert.match(basename(asides[0]![0]), /^baselines\.old-\d{4}-\d\d-\d\dT[\d-]+Z\.json$/);
+  assert.equal(readFileSync(asides[0]![0], 'utf8'), before);
+  // a rewrite of the same settings keeps its entries and sets nothing aside
+  await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSetAside: (p, n) => asides.push([p, n]) });
+  assert.equal(asides.length, 1);
+  // a damaged file is one line, and nothing is computed over it
+  writeFileSync(join(two.dir, 'baselines.json'), '{"dataset": "synth');
+  await assert.rejects(writeSweepBaselines(plan([1], ['data.train_size=48'])), (e: Error) => e.name === 'ReportError' && /baselines\.json: not JSON/.test(e.message));
+  assert.equal(readFileSync(join(two.dir, 'baselines.json'), 'utf8'), '{"dataset": "synth');
 });
 
 test("report: runs probed on other views than the baselines' are left out of the verdict, and a table of two probe protocols says so", async () => {
