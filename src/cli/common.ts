@@ -1,5 +1,5 @@
 /** Flags shared by the commands that build run configs. */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { intFlag } from './numbers.ts';
 import { buildConfig } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -20,6 +20,12 @@ export interface RunFlags {
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
+/** A path flag or argument: an empty one ('' from a script's unset variable) is refused, not read as the current folder. */
+export function nonEmptyPath(v: string): string {
+  if (v.trim() === '') throw new InvalidArgumentError('expected a path, got an empty string.');
+  return v;
+}
+
 export function addRunOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')})`))
@@ -27,7 +33,7 @@ export function addRunOptions(cmd: Command): Command {
     .option('-s, --set <key=value>', 'override a config key (dotted, e.g. optim.base_lr=1e-4); repeatable', collect, [])
     .option('--data <name[:path]>', `dataset (${DATASET_NAMES.join(', ')}), optionally with its path`)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
-    .option('--results <dir>', 'results directory', 'results')
+    .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
     .option('--dry-run', 'validate, resolve and print the config; train nothing');
 }
 

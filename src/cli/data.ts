@@ -13,7 +13,7 @@ import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, fashionMnistDefaultDir, fashi
 import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
-import { configFromFlags } from './common.ts';
+import { configFromFlags, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
 
@@ -103,7 +103,7 @@ function fetchCmd(): Command {
   return new Command('fetch')
     .description(`download a dataset (${FETCHABLE.join(', ')}) into the data directory, checking every file's SHA-256`)
     .argument('<dataset>', FETCHABLE.join(' | '))
-    .option('--dir <dir>', `data directory (default: $MOCO3_DATA or ~/.moco3/data, now ${DATA_DIR})`)
+    .option('--dir <dir>', `data directory (default: $MOCO3_DATA or ~/.moco3/data, now ${DATA_DIR})`, nonEmptyPath)
     .option('--mirror <url>', "base URL to download from instead of the dataset's home (or $MOCO3_MIRROR); the file name is appended")
     .action(async (name: string, f: FetchFlags) => {
       if (!isFetchable(name)) {
@@ -243,8 +243,8 @@ function infoCmd(): Command {
   return new Command('info')
     .description('describe a dataset: images per split, classes, size, mean/std, where it is, and the checksums of its files')
     .argument('<dataset>', KNOWN.join(' | '))
-    .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)')
-    .option('--dir <dir>', 'a data directory `moco3 data fetch --dir` filled')
+    .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)', nonEmptyPath)
+    .option('--dir <dir>', 'a data directory `moco3 data fetch --dir` filled', nonEmptyPath)
     .option('--image-size <S>', 'imagefolder: the training image size whose cache to read or build (as data.image_size)', '224')
     .option('--json', 'print one JSON object')
     .action(async (name: string, f: InfoFlags) => {
@@ -327,10 +327,10 @@ function previewCmd(): Command {
   return new Command('preview')
     .description('a PNG of training images and their two augmented views, as the training step computes them')
     .argument('[dataset]', `${KNOWN.join(' | ')} (default: the preset's)`)
-    .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)')
+    .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)', nonEmptyPath)
     .option('-p, --preset <name>', "the run's preset: image size and augmentation settings (default: the dataset's usual one)")
     .option('-s, --set <key=value>', 'override a config key, as for train; repeatable', (v: string, prev: string[]) => [...prev, v], [])
-    .option('-o, --out <file>', 'the PNG to write', 'views.png')
+    .option('-o, --out <file>', 'the PNG to write', nonEmptyPath, 'views.png')
     .option('--images <n>', 'images (rows)', '8')
     .option('--pairs <n>', '(view 1, view 2) pairs per image: the first is the step\'s, the others the next steps\'', '3')
     .option('--step <n>', 'the training step whose batch and views are shown', '0')

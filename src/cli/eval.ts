@@ -1,5 +1,6 @@
 /** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3.md "Evaluation"). */
 import { Command, Option } from 'commander';
+import { nonEmptyPath } from './common.ts';
 import { intFlag, positiveFlag } from './numbers.ts';
 import { basename } from 'node:path';
 import { BACKEND_CHOICES } from '../config/schema.ts';
@@ -33,7 +34,7 @@ const positive = (flag: string, v: string | undefined, integer = false): number 
 
 function withCommon(cmd: Command): Command {
   return cmd
-    .argument('<run-dir>', 'a run folder (holds config.yaml and checkpoints/)')
+    .argument('<run-dir>', 'a run folder (holds config.yaml and checkpoints/)', nonEmptyPath)
     .option('--checkpoint <dir>', 'a checkpoint folder (default: the newest in <run-dir>/checkpoints)')
     .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the run's train.backend)").choices([...BACKEND_CHOICES]))
     .option('--json', 'print the result as one JSON object');

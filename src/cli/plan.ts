@@ -7,7 +7,7 @@ import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } 
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
 import { formatPlan } from '../sweep/table.ts';
-import { parseDataFlag } from './common.ts';
+import { nonEmptyPath, parseDataFlag } from './common.ts';
 
 export interface SweepFlags {
   preset?: string;
@@ -33,7 +33,7 @@ export function addSweepOptions(cmd: Command): Command {
     .option('--seeds <list>', 'seeds, e.g. 0,1,2 or 0-2; the sweep file\'s otherwise')
     .option('--data <name[:path]>', 'dataset, optionally with its path')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
-    .option('--results <dir>', 'results directory', 'results')
+    .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
     .option('--json', 'print JSON for scripts');
 }
 

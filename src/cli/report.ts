@@ -1,5 +1,6 @@
 /** `moco3 report [<sweep>]`: tables, instability figures and plots of finished (or running) sweeps. */
 import { Command, Option } from 'commander';
+import { nonEmptyPath } from './common.ts';
 import { intFlag, positiveFlag } from './numbers.ts';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -47,7 +48,7 @@ export function reportCommand(): Command {
   return new Command('report')
     .description("write report.md (paper-shaped table, instability figures, plots), report.csv and plots/ for a sweep (default: every sweep under --results)")
     .argument('[sweep]', 'sweep name under --results, or a sweep folder')
-    .option('--results <dir>', 'results directory', 'results')
+    .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
     .addOption(new Option('--format <fmt>', 'what to write').choices(['md', 'csv', 'both']).default('both'))
     .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', String(DEFAULT_INSTABILITY.dipPoints))
     .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', String(DEFAULT_INSTABILITY.spikeFactor))

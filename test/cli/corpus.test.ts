@@ -339,6 +339,11 @@ const cases: Case[] = [
   ['bench --backend all on data named but missing', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'all', '--data', `fashion-mnist:${fresh('nodata3')}`]],
   ['data preview --step beyond a safe integer', () => ['data', 'preview', 'synthetic', '--step', '1e300', '--out', join(fresh('pv'), 'x.png')], fresh('pv')],
   ['report --spike-window 1.5', () => ['report', good, '--spike-window', '1.5']],
+  ['eval knn of an empty run path', () => ['eval', 'knn', '']],
+  ['baselines --results empty (not the current folder)', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', ''], join(process.cwd(), 'tiny')],
+  ['sweep --results empty', () => ['sweep', tinySweep, '--dry-run', '--results', '']],
+  ['data fetch --dir empty', () => ['data', 'fetch', 'cifar10', '--dir', '']],
+  ['data info --data-path empty', () => ['data', 'info', 'fashion-mnist', '--data-path', '']],
   ['eval of a run without checkpoints', () => ['eval', 'knn', damaged('e4', (r) => rmSync(join(r, 'checkpoints'), { recursive: true }))]],
   // sweeps and plans
   ['unknown sweep', () => ['sweep', 'nope-sweep', '--results', fresh('w1')], fresh('w1')],
