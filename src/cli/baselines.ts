@@ -11,7 +11,7 @@ export function baselinesCommand(): Command {
   );
   addSweepOptions(cmd).action(async (arg: string, f: SweepFlags) => {
     const plan = planFromFlags(arg, f);
-    checkOutputDir(plan.dir, `--results ${f.results}`);
+    checkOutputDir(plan.dir, `--results ${f.results}`, f.results);
     // a damaged baselines.json is said before minutes of computing, not written over
     const { readBaselines } = await import('../report/baselines.ts');
     readBaselines(plan.dir);

@@ -72,9 +72,10 @@ export const MIN_FREE_BYTES = 16 * 2 ** 20;
 /**
  * Checks that `dir` is (or can be made) a folder moco3 can write to, creating nothing that stays: every
  * existing part of the path is a folder, the nearest existing one takes a file, and its disk has room.
- * `label` names the flag (e.g. `--out results/x`).
+ * `label` names the flag (e.g. `--out results/x`), and `named` the path it gives (default `dir`): a file
+ * found at another path (the sweep's folder under --results) is named.
  */
-export function checkOutputDir(dir: string, label: string): void {
+export function checkOutputDir(dir: string, label: string, named: string = dir): void {
   if (dir.trim() === '') throw new OutputError(`${label.trim()} '': expected a folder path`);
   const abs = resolve(dir);
   let at = abs;
@@ -89,7 +90,7 @@ export function checkOutputDir(dir: string, label: string): void {
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new OutputError(`${label}: cannot be used (${code ?? String(e)}): give another folder`);
     }
     if (st) {
-      if (!st.isDirectory()) throw new OutputError(`${label}: ${at === abs ? 'is a file' : `${at} is a file`}, not a folder: give a folder path`);
+      if (!st.isDirectory()) throw new OutputError(`${label}: ${at === resolve(named) ? 'is a file' : `${at} is a file`}, not a folder: give a folder path`);
       break;
     }
     const up = dirname(at);

@@ -116,7 +116,14 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   writeFileSync(join(results, 'a-file'), '');
   const onFile = await cli(['sweep', 'batch-size', '--preset', 'smoke', '--results', join(results, 'a-file'), '--dry-run']);
   assert.equal(onFile.code, 2);
-  assert.match(onFile.err, /^moco3: --results .*a-file: .*is a file, not a folder/);
+  assert.match(onFile.err, /^moco3: --results .*a-file: is a file, not a folder/);
+  // the sweep's folder under --results a file: that path is named, not --results'
+  mkdirSync(join(results, 'holder'));
+  writeFileSync(join(results, 'holder', 'batch-size'), '');
+  const under = await cli(['sweep', 'batch-size', '--preset', 'smoke', '--results', join(results, 'holder'), '--dry-run']);
+  assert.equal(under.code, 2);
+  assert.match(under.err, /^moco3: --results \S+holder: \S+holder\/batch-size is a file, not a folder/);
+  rmSync(join(results, 'holder'), { recursive: true });
   // sbatch that cannot reach a controller: exit 2, and neither the script nor the sweep folder stays
   const bin = join(results, 'bin');
   mkdirSync(bin);
