@@ -163,7 +163,11 @@ function lookup(name: string, path: string | null, f: InfoFlags): { looked: stri
     const dir = path ?? fashionMnistDefaultDir();
     const present = fashionMnistFound(dir) !== null;
     // fetch puts it in <dir>/fashion-mnist
-    let hint = `get it with: ${fetchIn(f.dir ?? (path && basename(resolve(path)) === 'fashion-mnist' ? dirname(resolve(path)) : null))}`;
+    // a folder of another name than fetch's: fetch cannot fill it; say where fetch would put the files
+    const own = f.dir !== undefined || !path || basename(resolve(path)) === 'fashion-mnist';
+    let hint = own
+      ? `get it with: ${fetchIn(f.dir ?? (path ? dirname(resolve(path)) : null))}`
+      : `put the four files in ${resolve(path!)}, or get them with: ${fetchIn('DIR')} (into DIR/fashion-mnist) and give that folder`;
     if (!path) hint = `${hint}, or apt-get install dataset-fashion-mnist`;
     return { looked: path ? [dir] : [FASHION_MNIST_DIR, FASHION_MNIST_FETCHED], present, hint };
   }
@@ -267,7 +271,8 @@ function infoCmd(): Command {
       const m = measured(ds);
       const { height, width, channels } = ds.train;
       if (files.some((c) => c.status === 'mismatch')) {
-        const again = isFetchable(name) ? `; moco3 data fetch ${name}${f.dir ? ` --dir ${resolve(f.dir)}` : ''} downloads them again` : '';
+        // where the data is (--dir, --data-path or the default): the same hint as for missing data
+        const again = isFetchable(name) ? `; to download them again, ${lookup(name, path, f).hint.replace(/^get it with: /, '')}` : '';
         process.stderr.write(`moco3: ${ds.name}: some files do not match the published checksums${f.json ? '' : ' (see the checksums)'}${again}\n`);
       }
       if (f.json) {

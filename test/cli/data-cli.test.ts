@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -192,7 +192,16 @@ test('data info: files that are not the published ones show as mismatch; extract
       ['t10k-labels-idx1-ubyte', 'mismatch'],
     ],
   );
-  assert.match(r.err, /^moco3: fashion-mnist: some files do not match the published checksums/);
+  assert.match(r.err, /^moco3: fashion-mnist: some files do not match the published checksums; to download them again, moco3 data fetch fashion-mnist --dir /);
+  assert.ok(r.err.includes(`--dir ${dir}\n`), r.err);
+  // the same files named by --data-path: fetch goes where they are, not to the default folder
+  const byPath = await cli(['data', 'info', 'fashion-mnist', '--data-path', fm, '--json']);
+  assert.ok(byPath.err.includes(`to download them again, moco3 data fetch fashion-mnist --dir ${dir}\n`), byPath.err);
+  // in a folder fetch would not fill (its name is not fashion-mnist): it says so
+  const other = join(dir, 'fmnist-copy');
+  cpSync(fm, other, { recursive: true });
+  const copy = await cli(['data', 'info', 'fashion-mnist', '--data-path', other, '--json']);
+  assert.ok(copy.err.includes(`to download them again, put the four files in ${other}, or get them with: moco3 data fetch fashion-mnist --dir DIR (into DIR/fashion-mnist) and give that folder`), copy.err);
   // CIFAR-10 as an extracted folder, no archive
   const cf = join(dir, 'cifar-10-batches-bin');
   mkdirSync(cf);

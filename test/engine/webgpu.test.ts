@@ -43,6 +43,9 @@ test('doctor names the WebGPU adapter; auto declines a software one', () => {
   const software = /adapter .*: software/.test(r.stdout);
   assert.match(r.stdout, packingDefault(software) ? /^ {2}optimizer updates: one dispatch per parameter group/m : /^ {2}optimizer updates: one dispatch per parameter( \(|$)/m);
   if (/adapter .*: software/.test(r.stdout)) assert.match(r.stdout, /^--backend auto takes: (?!webgpu)/m);
+  // a dataset found is said to be present, not checked: its contents are data info's to check
+  assert.match(r.stdout, /^fashion-mnist: (\S+ \(files present; moco3 data info fashion-mnist checks their contents\)|not found — )/m);
+  assert.match(r.stdout, /^cifar10: (\S+ \(files present; moco3 data info cifar10 checks their contents\)|not found in )/m);
 });
 
 test("doctor's stderr is free of Dawn's 'artificially reduced' limit warnings; other stderr output passes through", () => {
