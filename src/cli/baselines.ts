@@ -13,7 +13,7 @@ export function baselinesCommand(): Command {
     const plan = planFromFlags(arg, f);
     checkOutputDir(plan.dir, `--results ${f.results}`, f.results);
     // a damaged baselines.json is said before minutes of computing, not written over
-    const { readBaselines } = await import('../report/baselines.ts');
+    const { readBaselines } = await import('../runfolder/baselines.ts');
     readBaselines(plan.dir);
     const { initBackend } = await import('../engine/backend.ts');
     await initBackend(plan.runs[0]!.config.train.backend as BackendName, { quiet: true });

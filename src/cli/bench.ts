@@ -60,7 +60,7 @@ export function benchCommand(): Command {
           const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
           const r = spawnSync(process.execPath, [...process.execArgv, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
           if (r.status === 0) continue;
-          const why = (r.stderr.toString().trim().split('\n').filter((l) => !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '');
+          const why = (r.stderr.toString().trim().split('\n').filter((l) => l && !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '') || 'no message';
           if (r.status === 2) {
             process.stderr.write(`moco3: bench ${b}: not available (${why})\n`);
           } else {

@@ -40,7 +40,9 @@ export function addRunOptions(cmd: Command): Command {
 export function parseDataFlag(v: string): { name: string; path: string | null } {
   const i = v.indexOf(':');
   const name = i < 0 ? v : v.slice(0, i);
-  const path = i < 0 ? null : v.slice(i + 1) || null;
+  const path = i < 0 ? null : v.slice(i + 1);
+  // 'name:' (a script's unset variable after the colon) is not the default location
+  if (path !== null && path.trim() === '') throw new UsageError(`--data ${v}: an empty PATH after ':'; give the path, or --data ${v.slice(0, i)} for the default location`);
   if (!(DATASET_NAMES as readonly string[]).includes(name)) {
     throw new UsageError(`--data ${v}: unknown dataset '${name}' (expected one of: ${DATASET_NAMES.join(', ')})`);
   }

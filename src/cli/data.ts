@@ -177,7 +177,9 @@ function lookup(name: string, path: string | null, f: InfoFlags): { looked: stri
     const cands = cifarCandidates(kind, path);
     const present = cifarFound(kind, path) !== null;
     const looked = cands.length === 1 ? cands : [`${join(base, kind.folder)}/`, join(base, kind.archive)];
-    const hint = `get it with: ${fetchIn(path && !path.endsWith('.tar.gz') ? resolve(path) : path ? dirname(resolve(path)) : null)}`;
+    // the data folder fetch fills: the path given, or the folder of the archive or of the unpacked folder it names
+    const inner = path !== null && (path.endsWith('.tar.gz') || basename(resolve(path)) === kind.folder);
+    const hint = `get it with: ${fetchIn(path ? (inner ? dirname(resolve(path)) : resolve(path)) : null)}`;
     return { looked, present, hint };
   }
   return { looked: [], present: true, hint: '' };

@@ -1,7 +1,7 @@
 /** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3.md "Evaluation"). */
 import { Command, Option } from 'commander';
 import { nonEmptyPath } from './common.ts';
-import { intFlag, positiveFlag } from './numbers.ts';
+import { positive } from './numbers.ts';
 import { basename } from 'node:path';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
@@ -29,8 +29,7 @@ interface LinearFlags extends CommonFlags {
 }
 
 /** A flag's positive number (an integer with `integer`), or undefined when it is not given. */
-const positive = (flag: string, v: string | undefined, integer = false): number | undefined =>
-  v === undefined ? undefined : integer ? intFlag(flag, v, 1) : positiveFlag(flag, v);
+const given = (flag: string, v: string | undefined, integer = false): number | undefined => (v === undefined ? undefined : positive(flag, v, integer));
 
 function withCommon(cmd: Command): Command {
   return cmd
@@ -50,8 +49,9 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   // the run's state as plan and report see it: a 'running' status whose process is gone is interrupted
   const status = readStatus(runDir);
   const state = readRunState(runDir).state;
-  if (status && state !== 'completed') {
-    const what = state === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${state} at step ${status.step}`;
+  if (state !== 'completed') {
+    // a run folder without status.json (copied without it) reads as interrupted: its results go to a step file too
+    const what = !status ? 'has no status.json (read as not finished)' : state === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${state} at step ${status.step}`;
     const which = checkpointFlag === undefined ? 'its newest checkpoint' : `its checkpoint ${basename(checkpoint)}`;
     process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating ${which}\n`);
   }
@@ -66,8 +66,8 @@ function knnCommand(): Command {
     .option('-t, --t <temp>', "temperature of the exp(sim / t) weights (default: the run's eval.knn.t, 0.1)")
     .option('--solo', 'solo-learn / InstDisc setting: k = 20, t = 0.07')
     .action(async (runDir: string, f: KnnFlags) => {
-      let k = positive('--k', f.k, true);
-      let t = positive('--t', f.t);
+      let k = given('--k', f.k, true);
+      let t = given('--t', f.t);
       if (f.solo) {
         if (k !== undefined || t !== undefined) throw new UsageError('--solo sets k = 20 and t = 0.07; do not combine it with --k or --t');
         k = 20;
@@ -93,9 +93,9 @@ function linearCommand(): Command {
     .option('--augment', "train on random-resized-crop + flip views, recomputed every epoch (the recipe; default: the run's eval.linear.train_views)")
     .option('--no-augment', 'no random-resized-crop + flip: train on centre-view features, computed once and cached')
     .action(async (runDir: string, f: LinearFlags) => {
-      const epochs = positive('--epochs', f.epochs, true);
-      const baseLr = positive('--lr', f.lr);
-      const batchSize = positive('--batch-size', f.batchSize, true);
+      const epochs = given('--epochs', f.epochs, true);
+      const baseLr = given('--lr', f.lr);
+      const batchSize = given('--batch-size', f.batchSize, true);
       const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
       const quiet = Boolean(f.json);
       const r = await offline.linearProbeForRun(runDir, {

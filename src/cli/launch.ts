@@ -69,7 +69,6 @@ export function addLaunchOptions(cmd: Command): Command {
 
 const fail = (m: string) => new SweepError(m);
 
-const positiveInt = (flag: string, v: string): number => intFlag(flag, v, 1);
 
 /** The plan flags of the submitting command, for each task to resolve the same plan. */
 function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTimeout?: string }): string[] {
@@ -102,7 +101,7 @@ export function slurmSettings(plan: SweepPlan, f: LaunchFlags): LauncherSettings
   if (f.runIndex !== undefined) throw fail(`--run-index ${f.runIndex}: a Slurm task's own flag (the array job gives each task its index); not with --launcher slurm`);
   if (f.expectHash !== undefined) throw fail(`--expect-hash ${f.expectHash}: a Slurm task's own flag; not with --launcher slurm`);
   if (f.agent) throw fail('--agent: takes runs itself on this machine; not with --launcher slurm');
-  if (f.lockTimeout !== undefined) positiveInt('--lock-timeout', f.lockTimeout);
+  if (f.lockTimeout !== undefined) intFlag('--lock-timeout', f.lockTimeout, 1);
   return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail));
 }
 
@@ -185,7 +184,7 @@ export interface Launch {
 
 /** The plan's run of --run-index, checked against --expect-hash. */
 function runIndex(plan: SweepPlan, f: LaunchFlags): number {
-  const i = positiveInt('--run-index', f.runIndex!);
+  const i = intFlag('--run-index', f.runIndex!, 1);
   if (i > plan.runs.length) throw fail(`--run-index ${f.runIndex}: the sweep ${plan.id} has ${plan.runs.length} runs`);
   const run = plan.runs[i - 1]!;
   if (f.expectHash !== undefined && f.expectHash !== run.hash) {
@@ -193,9 +192,14 @@ function runIndex(plan: SweepPlan, f: LaunchFlags): number {
       `--expect-hash ${f.expectHash}: run ${i} of ${plan.id} now resolves to config ${run.hash} (${run.id}), not the one submitted; ` +
         'the sweep file, its flags or moco3 changed since: submit again',
     );
-    // a Slurm task of the submission records its refusal beside the others' start, requeue and end
+    // a Slurm task of the submission records its refusal beside the others' start, requeue and end (the one
+    // write of a refused command: the record of the job); a record that cannot be written leaves the refusal its line
     const task = slurmTask();
-    if (task && existsSync(slurmDir(plan))) logTask(plan, task, 'refused', { index: i, run: run.id, submitted_hash: f.expectHash, hash: run.hash, error: e.message });
+    try {
+      if (task && existsSync(slurmDir(plan))) logTask(plan, task, 'refused', { index: i, run: run.id, submitted_hash: f.expectHash, hash: run.hash, error: e.message });
+    } catch {
+      /* the Slurm log has the line */
+    }
     throw e;
   }
   return i;
@@ -215,7 +219,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
   for (const [flag, v] of slurmOnly) if (v !== undefined) throw fail(`${flag} ${Array.isArray(v) ? v.join(' ') : v}: only with --launcher slurm`);
   if (f.expectHash !== undefined && f.runIndex === undefined) throw fail(`--expect-hash ${f.expectHash}: only with --run-index`);
   if (f.agent && f.runIndex !== undefined) throw fail('--agent: takes runs itself; not with --run-index');
-  if (f.lockTimeout !== undefined) setLockTimeout(positiveInt('--lock-timeout', f.lockTimeout));
+  if (f.lockTimeout !== undefined) setLockTimeout(intFlag('--lock-timeout', f.lockTimeout, 1));
   if (f.runIndex !== undefined) {
     const index = runIndex(plan, f);
     const task: TaskContext | null = slurmTask();

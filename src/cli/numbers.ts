@@ -29,3 +29,6 @@ export function positiveFlag(flag: string, v: string, max = Number.MAX_VALUE): n
   if (!Number.isFinite(x) || x <= 0 || x > max) throw new UsageError(`${flag} ${shown(v)}: expected a positive number${max === Number.MAX_VALUE ? '' : ` of at most ${max}`}`);
   return x;
 }
+
+/** A positive flag: an integer with `integer`, else any positive number. */
+export const positive = (flag: string, v: string, integer = false): number => (integer ? intFlag(flag, v, 1) : positiveFlag(flag, v));

@@ -1,13 +1,13 @@
 /** `moco3 report [<sweep>]`: tables, instability figures and plots of finished (or running) sweeps. */
 import { Command, Option } from 'commander';
 import { nonEmptyPath } from './common.ts';
-import { intFlag, positiveFlag } from './numbers.ts';
+import { positive } from './numbers.ts';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
 import { checkReportOutputs, listSweeps, readSweep } from '../report/results.ts';
-import { readBaselines } from '../report/baselines.ts';
+import { readBaselines } from '../runfolder/baselines.ts';
 import { UsageError } from '../config/errors.ts';
 
 interface ReportFlags {
@@ -22,7 +22,6 @@ interface ReportFlags {
   png: boolean;
 }
 
-const positive = (flag: string, v: string, integer = false): number => (integer ? intFlag(flag, v, 1) : positiveFlag(flag, v));
 
 /** A folder that holds a sweep: run folders, or the plan of one (sweep.yaml); not a run folder itself. */
 const isSweepDir = (d: string) =>
@@ -47,7 +46,7 @@ function sweepDir(arg: string, results: string): string {
 export function reportCommand(): Command {
   return new Command('report')
     .description("write report.md (paper-shaped table, instability figures, plots), report.csv and plots/ for a sweep (default: every sweep under --results)")
-    .argument('[sweep]', 'sweep name under --results, or a sweep folder')
+    .argument('[sweep]', 'sweep name under --results, or a sweep folder', nonEmptyPath)
     .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
     .addOption(new Option('--format <fmt>', 'what to write').choices(['md', 'csv', 'both']).default('both'))
     .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', String(DEFAULT_INSTABILITY.dipPoints))

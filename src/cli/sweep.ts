@@ -254,7 +254,7 @@ export function sweepCommand(): Command {
       checkOutputDir(plan.dir, `--results ${f.results}`, f.results);
       // a damaged baselines.json stops the sweep before any run trains, not at its end
       if (f.baselines !== false) {
-        const { readBaselines } = await import('../report/baselines.ts');
+        const { readBaselines } = await import('../runfolder/baselines.ts');
         readBaselines(plan.dir);
       }
       // a run whose train split cannot fill one batch is refused before anything is made

@@ -264,18 +264,25 @@ export function canonicalJson(v: unknown): string {
  * 8 hex digits of SHA-256 over the resolved config. The backend and logging cadence are left out:
  * they change how a run is watched, not what it computes.
  */
+/** Keys that do not change what a run computes (where it runs, how often it logs): its hash leaves them out. */
+export const UNHASHED_KEYS = ['train.backend', 'train.log_every'] as const;
+
+/**
+ * Keys added after runs were made, with the value a run folder without them stands for: they hash as absent
+ * at that value, so older run folders keep their names and resume.
+ */
+export const LATER_KEYS: Readonly<Record<string, unknown>> = { 'train.knn_every_epochs': null, 'eval.linear.train_views': 'augmented' };
+
 export function configHash(cfg: RunConfig): string {
   const c = clone(cfg) as unknown as Obj;
-  const train = { ...(c.train as Obj) };
-  delete train.backend;
-  delete train.log_every;
-  // keys added later hash as absent at their defaults, so older run folders keep their names and resume
-  if (train.knn_every_epochs === null) delete train.knn_every_epochs;
-  c.train = train;
-  const ev = c.eval as Obj;
-  const linear = { ...(ev.linear as Obj) };
-  if (linear.train_views === 'augmented') delete linear.train_views;
-  c.eval = { ...ev, linear };
+  const drop = (key: string, when?: (v: unknown) => boolean) => {
+    const parts = key.split('.');
+    const parent = parts.slice(0, -1).reduce<Obj | undefined>((o, p) => (o?.[p] as Obj | undefined), c);
+    const last = parts.at(-1)!;
+    if (parent && last in parent && (!when || when(parent[last]))) delete parent[last];
+  };
+  for (const k of UNHASHED_KEYS) drop(k);
+  for (const [k, v] of Object.entries(LATER_KEYS)) drop(k, (x) => x === v);
   return createHash('sha256').update(canonicalJson(c)).digest('hex').slice(0, 8);
 }
 

@@ -150,8 +150,7 @@ export interface KnnRunResult {
  */
 function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
   const newest = findLastCheckpoint(checkpointsDir(runDir));
-  const finished = isDone(readRunState(runDir).state);
-  if (loaded && ((newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) || !finished)) {
+  if (loaded && ((newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) || !isDone(readRunState(runDir).state))) {
     const name = `${kind}-step-${loaded.step ?? basename(loaded.checkpoint)}.json`;
     writeJsonAtomic(join(runDir, name), result);
     return [name];

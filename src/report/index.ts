@@ -10,7 +10,8 @@ import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, 
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
 import { checkReportOutputs, readSweep, type SweepRecord } from './results.ts';
-import { baselinesMarkdown, readBaselines } from './baselines.ts';
+import { baselinesMarkdown } from './baselines.ts';
+import { readBaselines } from '../runfolder/baselines.ts';
 import { pairedMarkdown } from './paired.ts';
 import { formatValue, keyName, pooledKeys, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';

@@ -109,7 +109,9 @@ export function pairedTTest(diffs: readonly number[]): PairedTest | null {
   if (n < 2) return null;
   const m = mean(diffs);
   const s = sampleStd(diffs);
-  if (s === 0 && m !== 0) return { n, mean: m, std: 0, t: m > 0 ? Infinity : -Infinity, p: Math.min(1, 2 * 0.5 ** n), test: 'sign' };
-  const t = s > 0 ? m / (s / Math.sqrt(n)) : 0;
+  // no spread: exactly, or float noise of differences that are the same (41.5 - 40.3 and 40.5 - 39.3)
+  const flat = s <= 1e-9 * Math.max(1, Math.abs(m));
+  if (flat && m !== 0) return { n, mean: m, std: 0, t: m > 0 ? Infinity : -Infinity, p: Math.min(1, 2 * 0.5 ** n), test: 'sign' };
+  const t = flat ? 0 : m / (s / Math.sqrt(n));
   return { n, mean: m, std: s, t, p: studentTwoSidedP(t, n - 1), test: 't' };
 }

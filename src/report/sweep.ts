@@ -15,6 +15,7 @@
 import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
 import type { RunRecord, SweepRecord } from './results.ts';
 import { fmtExp } from '../runfolder/names.ts';
+import { LATER_KEYS, UNHASHED_KEYS } from '../config/load.ts';
 
 export interface Column {
   /** swept key -> value of this column */
@@ -110,14 +111,19 @@ export function fmtSci(v: number): string {
  */
 export function pooledKeys(view: SweepView): Map<string, string[]> {
   const out = new Map<string, Set<string>>();
+  // what a run computes, as its hash reads it (src/config/load.ts): not where it ran or how often it logged,
+  // and a key added later stands for its old value where an older config.yaml lacks it
+  const skip = new Set<string>(['seed', ...UNHASHED_KEYS]);
+  const valueOf = (r: RunRecord, k: string) => (r.flat.has(k) ? r.flat.get(k) : k in LATER_KEYS ? LATER_KEYS[k] : undefined);
   for (const c of view.columns) {
     const keys = new Set(c.runs.flatMap((r) => [...r.flat.keys()]));
     for (const k of keys) {
-      if (k === 'seed') continue;
-      const vals = new Set(c.runs.map((r) => key(r.flat.get(k))));
-      if (vals.size < 2) continue;
+      if (skip.has(k)) continue;
+      const vals = c.runs.map((r) => valueOf(r, k));
+      // a key some runs' configs lack (written by an older moco3, no known old value): not comparable
+      if (vals.some((v) => v === undefined) || new Set(vals.map(key)).size < 2) continue;
       const seen = out.get(k) ?? new Set<string>();
-      for (const r of c.runs) seen.add(r.flat.has(k) ? formatValue(k, r.flat.get(k)) : '(not set)');
+      for (const v of vals) seen.add(formatValue(k, v));
       out.set(k, seen);
     }
   }

@@ -7,7 +7,7 @@
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
-import { readBaselines } from '../report/baselines.ts';
+import { baselineModel, readBaselines, type BaselinesFile } from '../runfolder/baselines.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
 import { probeBatchSize, probeViews } from '../eval/offline.ts';
@@ -49,7 +49,10 @@ function writtenBaselines(plan: SweepPlan, ds?: Dataset): { have: Map<number, Ba
   if (!first || !file) return { have, others: 0 };
   const entries = Array.isArray(file.seeds) ? file.seeds : [];
   const m = modelOf(first.config.model);
-  const sameModel = file.model && MODEL_KEYS.every((k) => file.model![k] === m[k]);
+  // a file older than `model` names the model in its arch label, which lacks heads and mlp_ratio: the keys
+  // it holds must match
+  const theirs = baselineModel(file as BaselinesFile);
+  const sameModel = MODEL_KEYS.every((k) => (k in theirs ? theirs[k] === m[k] : file.model === undefined));
   const d = first.config.data;
   const sizes = ds ? [ds.train.n, ds.test.n] : [d.train_size, d.test_size];
   const sameData =
@@ -61,8 +64,10 @@ function writtenBaselines(plan: SweepPlan, ds?: Dataset): { have: Map<number, Ba
     f.linear.base_lr === l.base_lr &&
     f.linear.batch_size === probeBatchSize(l.batch_size, file.train_size ?? l.batch_size) &&
     f.linear.train_views === probeViews(l.train_views === 'augmented');
-  for (const f of entries) if (typeof f?.seed === 'number' && sameProbe(f)) have.set(f.seed, f);
-  return { have, others: entries.length - have.size };
+  const kept = (f: BaselineFigures) => typeof f?.seed === 'number' && sameProbe(f);
+  for (const f of entries) if (kept(f)) have.set(f.seed, f);
+  // a seed written twice (its first entry replaced) is no entry of other settings
+  return { have, others: entries.filter((f) => !kept(f)).length };
 }
 
 /** The plan's seeds without a baseline in its baselines.json (all of them when there is none). */
@@ -78,7 +83,13 @@ export function missingBaselineSeeds(plan: SweepPlan): number[] {
 function setAsideOthers(plan: SweepPlan, others: number): string | null {
   if (others === 0) return null;
   const aside = join(plan.dir, `baselines.old-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  renameSync(baselinesPath(plan), aside);
+  try {
+    renameSync(baselinesPath(plan), aside);
+  } catch (e) {
+    // another process (an agent ending the same sweep) set it aside first
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
   return aside;
 }
 

@@ -65,7 +65,8 @@ test('data fetch: connection refused gives exit 2 and one line with the URL, the
     `moco3: cannot download http://127.0.0.1:${closedPort}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir}, or use --mirror URL`,
   ]);
   assert.equal(r.out, '');
-  assert.deepEqual(readdirSync(dir), []);
+  // nothing left, not even the folder it made for the download
+  assert.equal(existsSync(dir), false);
 });
 
 test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 404 is one line, exit 2', async () => {
@@ -85,7 +86,15 @@ test('data fetch: a mirror serving the wrong file is refused (expected size and 
   // a Fashion-MNIST file may come gzipped differently, so its size alone does not refuse it: its content does
   assert.equal(verdicts(r.err).length, 1);
   assert.match(verdicts(r.err)[0]!, new RegExp(`^moco3: ${k.name}: checksum mismatch after download from ${mirror}/wrong/${k.name}: expected ${k.size} bytes sha256 ${k.sha256}, got 7 bytes .*\\(deleted; try again or use --mirror URL\\)$`));
-  assert.deepEqual(readdirSync(join(dir, 'fashion-mnist')), []);
+  // nor the folders the fetch made for it
+  assert.equal(existsSync(dir), false);
+});
+
+test('data fetch into a folder that does not exist yet: a failure leaves no folder behind', async () => {
+  const dir = join(fresh(), 'new', 'data');
+  const r = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `http://127.0.0.1:${closedPort}/`]);
+  assert.equal(r.code, 2, r.err);
+  assert.equal(existsSync(join(dir, '..', '..', 'new')), false);
 });
 
 test('data fetch: datasets with nothing to fetch, unknown names and bad mirrors are usage errors (exit 2)', async () => {
@@ -161,6 +170,8 @@ test('data info: missing data is one line saying where it looked and the fetch c
     [['cifar10', '--dir', dir], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/ or ${dir}/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
     [['fashion-mnist', '--dir', dir], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
     [['fashion-mnist', '--data-path', join(dir, 'fashion-mnist')], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
+    // the unpacked folder named: fetch fills the folder above it
+    [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
   ] as const) {
     const r = await cli(['data', 'info', ...args]);
     assert.equal(r.code, 2, r.err);

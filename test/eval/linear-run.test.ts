@@ -174,7 +174,7 @@ test('a resumed run keeps the knn_eval that moco3 eval knn merged into summary.j
   assert.deepEqual([summary.knn_eval?.top1, summary.knn_eval?.k, summary.knn_eval?.step], [r.top1, 5, 4]);
 });
 
-test("a run not finished (interrupted, or still training): its newest checkpoint is evaluated into its own file; summary.json waits for the run's end", async () => {
+test("a run not finished (interrupted, or without status.json): its newest checkpoint is evaluated into its own file; summary.json waits for the run's end; a diverged run's goes to summary.json", async () => {
   const dir = tempDir('moco3-probe-unfinished-');
   await trainRun({ config: buildConfig({ preset: 'smoke', sets: [...SETS, 'train.checkpoint_every=2'] }), runDir: dir, backend });
   // as a run stopped at its last checkpoint before the end reads
@@ -188,4 +188,10 @@ test("a run not finished (interrupted, or still training): its newest checkpoint
   assert.equal(JSON.parse(readFileSync(join(dir, `knn-step-${knn.step}.json`), 'utf8')).top1, knn.top1);
   assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), summary, 'summary.json untouched');
   assert.equal(existsSync(join(dir, 'knn.json')), false);
+  // a folder copied without its status.json reads as not finished too
+  rmSync(st);
+  assert.deepEqual((await knnForRun(dir)).wrote, [`knn-step-${knn.step}.json`]);
+  // a diverged run is finished: its newest checkpoint is its last finite one, and speaks for the run
+  writeFileSync(st, JSON.stringify({ status: 'diverged', step: knn.step, total_steps: knn.step, diverged_at: knn.step }));
+  assert.deepEqual((await knnForRun(dir)).wrote, ['knn.json', 'summary.json']);
 });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
-import { baselinesMismatch, readBaselines } from '../../src/report/baselines.ts';
+import { baselinesMismatch } from '../../src/report/baselines.ts';
+import { readBaselines } from '../../src/runfolder/baselines.ts';
 import { flatten, type RunRecord } from '../../src/report/results.ts';
 import { loadSweep } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
@@ -69,7 +70,7 @@ test('report without baselines says how to make them; a damaged baselines.json i
   await writeReport(dir, { plots: false });
   assert.match(section(readFileSync(join(dir, 'report.md'), 'utf8')), /No baselines yet: `moco3 baselines <sweep>`/);
   writeFileSync(join(dir, 'baselines.json'), '{"dataset": "x", "seeds": [');
-  assert.throws(() => readBaselines(dir), (e: Error) => e.name === 'ReportError' && e.message.includes('baselines.json: not JSON') && !e.message.includes('\n'));
+  assert.throws(() => readBaselines(dir), (e: Error) => e.name === 'RunFolderError' && e.message.includes('baselines.json: not JSON') && !e.message.includes('\n'));
   writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'x', image_size: 8, arch: 'a', seeds: [{ seed: 0 }] }));
   assert.throws(() => readBaselines(dir), /seeds\[0\]: expected seed, random_init/);
 });
@@ -96,6 +97,19 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   assert.deepEqual(missingBaselineSeeds(one), [0]);
   await writeSweepBaselines(one);
   const seed0 = readBaselines(one.dir)!.seeds[0]!;
+  // a file written before baselines.json named its model (the arch label alone), or with a seed written
+  // twice, is of the same settings: kept, nothing set aside
+  const path = join(one.dir, 'baselines.json');
+  const current = JSON.parse(readFileSync(path, 'utf8'));
+  const { model: _model, ...older } = current;
+  for (const file of [older, { ...current, seeds: [seed0, seed0] }]) {
+    writeFileSync(path, JSON.stringify(file));
+    assert.deepEqual(missingBaselineSeeds(one), []);
+    const set: string[] = [];
+    await writeSweepBaselines(one, { missingOnly: true, onSetAside: (p) => set.push(p) });
+    assert.deepEqual(set, []);
+  }
+  writeFileSync(path, JSON.stringify(current));
   const two = plan([0, 1]);
   assert.deepEqual(missingBaselineSeeds(two), [1]);
   const computed: number[] = [];
@@ -150,7 +164,7 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   assert.equal(asides.length, 1);
   // a damaged file is one line, and nothing is computed over it
   writeFileSync(join(two.dir, 'baselines.json'), '{"dataset": "synth');
-  await assert.rejects(writeSweepBaselines(plan([1], ['data.train_size=48'])), (e: Error) => e.name === 'ReportError' && /baselines\.json: not JSON/.test(e.message));
+  await assert.rejects(writeSweepBaselines(plan([1], ['data.train_size=48'])), (e: Error) => e.name === 'RunFolderError' && /baselines\.json: not JSON/.test(e.message));
   assert.equal(readFileSync(join(two.dir, 'baselines.json'), 'utf8'), '{"dataset": "synth');
 });
 

@@ -375,6 +375,17 @@ test('runs a column pools as seeds that differ in more than the seed are named, 
   await writeReport(dir, { plots: false });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   assert.match(md, /\*\*Pooled as seeds, though they differ in more than the seed:\*\* `optim\.base_lr` \(1\.0e-4, 1\.0e-3\)\. Within a column/);
+  // keys that do not change what a run computes (where it ran, how often it logged), and a key an older
+  // config.yaml lacks where the others hold its old value, are no difference
+  const agents = join(root, 'agents');
+  for (const seed of [0, 1]) {
+    writeFakeRun(agents, {
+      id: `s${seed}`,
+      config: { seed, 'train.backend': seed ? 'webgpu' : 'native', 'train.log_every': seed + 1, ...(seed ? { 'eval.linear.train_views': 'augmented' } : {}) },
+    });
+  }
+  await writeReport(agents, { plots: false });
+  assert.doesNotMatch(readFileSync(join(agents, 'report.md'), 'utf8'), /Pooled as seeds/);
   // a sweep whose columns differ only in the seed says nothing of it
   const plain = writeBatchSweep(root, 'batch-size', [0, 1]);
   await writeReport(plain, { plots: false });

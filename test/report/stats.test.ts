@@ -62,6 +62,9 @@ test('paired t-test worked by hand', () => {
   assert.deepEqual([two.t, two.p, two.test], [Infinity, 0.5, 'sign']);
   const five = pairedTTest([-1, -1, -1, -1, -1])!;
   assert.deepEqual([five.t, five.p, five.test], [-Infinity, 0.0625, 'sign']);
+  // differences equal up to float noise (41.5 - 40.3, 40.5 - 39.3, 42.9 - 41.7) have no spread either
+  const noisy = pairedTTest([41.5 - 40.3, 40.5 - 39.3, 42.9 - 41.7])!;
+  assert.deepEqual([noisy.std, noisy.p, noisy.test], [0, 0.25, 'sign']);
   // all 0: t 0, p 1
   const zero = pairedTTest([0, 0, 0])!;
   assert.deepEqual([zero.t, zero.p, zero.test], [0, 1, 't']);
