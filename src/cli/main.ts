@@ -1,5 +1,6 @@
 /** The moco3 command line: one error boundary for every command. */
 import { Command, CommanderError } from 'commander';
+import { checkEnv } from './env.ts';
 import { trainCommand } from './train.ts';
 import { benchCommand } from './bench.ts';
 import { doctorCommand } from './doctor.ts';
@@ -78,6 +79,7 @@ export async function main(argv: string[], opts: { processEntry?: boolean } = {}
   quiet(program);
   const debug = process.env.MOCO3_DEBUG === '1';
   try {
+    checkEnv();
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {

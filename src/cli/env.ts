@@ -1,0 +1,21 @@
+/**
+ * The environment variables that take numbers (README.md names them), checked before a command runs: a bad
+ * value is one line naming the variable and what was expected, exit 2, instead of a default taken silently.
+ * Unset or empty, each keeps its default.
+ */
+import { UsageError } from '../config/errors.ts';
+
+const NUMERIC_ENV: Readonly<Record<string, { min: number; strict: boolean; what: string }>> = {
+  MOCO3_LOCK_TIMEOUT: { min: 0, strict: true, what: 'a positive number of seconds' },
+  MOCO3_NATIVE_POOL_MB: { min: 0, strict: false, what: 'a number of MiB, 0 or more' },
+  MOCO3_STREAM_BYTES: { min: 0, strict: false, what: 'a number of bytes, 0 or more' },
+};
+
+export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
+  for (const [name, { min, strict, what }] of Object.entries(NUMERIC_ENV)) {
+    const v = env[name];
+    if (v === undefined || v.trim() === '') continue;
+    const x = /^\s*[+]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(v) ? Number(v) : NaN;
+    if (!Number.isFinite(x) || (strict ? x <= min : x < min)) throw new UsageError(`${name}=${v}: expected ${what}`);
+  }
+}

@@ -1,0 +1,23 @@
+/** The environment variables that take numbers: a bad value is one line naming it, exit 2; unset or empty, the default. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cli } from '../helpers/cli.ts';
+
+test('a numeric environment variable with a bad value is one line, exit 2, before the command runs', async () => {
+  for (const [name, value, what] of [
+    ['MOCO3_LOCK_TIMEOUT', 'ten', 'a positive number of seconds'],
+    ['MOCO3_LOCK_TIMEOUT', '0', 'a positive number of seconds'],
+    ['MOCO3_NATIVE_POOL_MB', '-1', 'a number of MiB, 0 or more'],
+    ['MOCO3_STREAM_BYTES', '0x10', 'a number of bytes, 0 or more'],
+  ] as const) {
+    const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
+    assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
+    assert.equal(r.err, `moco3: ${name}=${value}: expected ${what}\n`);
+    assert.equal(r.out, '');
+  }
+  // good values, and unset or empty ones, leave the command to run
+  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9' }]) {
+    const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
+    assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
+  }
+});
