@@ -269,7 +269,7 @@ export function reportMarkdown(
       out.push(`  - dips: ${dips.length ? dips.join('; ') : i.maxDip === null ? '- (no kNN curve)' : 'none'}`);
       const spikes = [...i.spikes]
         .filter(([, s]) => s.length)
-        .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? ', ...' : ''})`);
+        .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? `, ... all ${s.length} in the run's summary.json, instability.spike_steps` : ''})`);
       out.push(`  - spikes: ${spikes.length ? spikes.join('; ') : 'none'}`);
       if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
       if (i.gradLead) {

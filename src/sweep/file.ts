@@ -167,7 +167,7 @@ export function parseSweep(doc: unknown, file: string): SweepSpec {
     if (!Array.isArray(s)) throw new SweepError(`${file}: seeds: expected a list of non-negative integers, got ${describe(s)}`);
     if (s.length === 0) throw new SweepError(`${file}: seeds: empty grid (expected at least one seed)`);
     for (const v of s) {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new SweepError(`${file}: seeds: expected non-negative integers, got ${describe(v)}`);
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new SweepError(`${file}: seeds: expected non-negative integers, got ${describe(v)}`);
     }
     if (new Set(s).size !== s.length) throw new SweepError(`${file}: seeds: a seed is listed twice`);
     seeds = s as number[];

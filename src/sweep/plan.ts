@@ -29,6 +29,8 @@ export interface PlanOptions {
   results?: string;
 }
 
+const formatPlain = (v: unknown): string => (typeof v === 'number' ? String(Number(v.toPrecision(6))) : String(v));
+
 export interface PlannedRun {
   /** 1-based position in the sweep */
   index: number;
@@ -206,7 +208,14 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
     r.dir = join(dir, r.id);
     const twin = seen.get(r.hash);
     if (twin) {
-      throw new SweepError(`${spec.file}: runs ${twin.index} and ${r.index} resolve to the same config (${r.id})${preset ? ` under preset ${preset}` : ''}; remove one of the values`);
+      // the file's keys whose values differ between the two and meet once scaled (1024 and 1030 both 32)
+      const met = Object.keys(r.paper)
+        .filter((k) => JSON.stringify(twin.paper[k]) !== JSON.stringify(r.paper[k]))
+        .map((k) => `${k} ${formatPlain(twin.paper[k])} and ${formatPlain(r.paper[k])} both run as ${formatPlain(r.values[k])}`);
+      throw new SweepError(
+        `${spec.file}: runs ${twin.index} and ${r.index} resolve to the same config (${r.id})${preset ? ` under preset ${preset}` : ''}` +
+          `${met.length ? `: ${met.join(', ')}` : ''}; remove one of the values`,
+      );
     }
     seen.set(r.hash, r);
   }

@@ -132,6 +132,7 @@ const bad: [string, string, RegExp][] = [
   ['W&B distribution', 'parameters: {optim.base_lr: {min: 1.0e-4, max: 1.0e-3}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.min: unknown key/],
   ['seed as a parameter', 'parameters: {seed: {values: [0, 1]}}\n', /^bad\.yaml: parameters\.seed: set seeds/],
   ['bad seeds', 'seeds: [0, -1]\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: seeds: expected non-negative integers/],
+  ['a seed beyond a safe integer', 'seeds: [100000000000000000000]\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: seeds: expected non-negative integers, got 100000000000000000000$/],
   ['unknown preset', 'preset: laptop\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: preset: expected one of smoke, cpu, gpu, paper/],
   ['value and values', 'parameters: {optim.base_lr: {value: 1.0e-4, values: [1.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected exactly one of value or values$/],
 ];
@@ -152,7 +153,11 @@ test('a combination that breaks a rule across keys names the file and key', () =
   const spec = parseSweep(YAML.parse('parameters: {optim.epochs: {value: 10}, optim.warmup_epochs: {value: 20}}'), 'cross.yaml');
   assert.throws(() => planSweep(spec, { preset: 'paper' }), (e: Error) => /^cross\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs/.test(e.message));
   const dup = parseSweep(YAML.parse('parameters: {optim.batch_size: {values: [1024, 1030]}}'), 'dup.yaml');
-  assert.throws(() => planSweep(dup, { preset: 'smoke' }), (e: Error) => e instanceof SweepError && /^dup\.yaml: runs 1 and 2 resolve to the same config/.test(e.message));
+  // ... naming the key whose two values meet once scaled
+  assert.throws(
+    () => planSweep(dup, { preset: 'smoke' }),
+    (e: Error) => e instanceof SweepError && /^dup\.yaml: runs 1 and 2 resolve to the same config \(\S+\) under preset smoke: optim\.batch_size 1024 and 1030 both run as 32; remove one of the values$/.test(e.message),
+  );
 });
 
 const cliEntry = join(import.meta.dirname, 'fixtures', 'plan-cli.ts');
