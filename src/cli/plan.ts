@@ -63,7 +63,7 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
     file: plan.spec.file,
     dir: plan.dir,
     preset: plan.preset,
-    scale: { batch: plan.scale.batch, epochs: plan.scale.epochs, lr: plan.scale.lr },
+    scale: { batch: plan.scale.batch, epochs: plan.scale.epochs, warmup: plan.scale.warmup, lr: plan.scale.lr },
     optimizers: plan.optimizers,
     seeds: plan.seeds,
     varied: plan.varied,

@@ -185,7 +185,17 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
         paper['optim.name'] = opt;
         paper.seed = seed;
         fileObj = mergeObj(fileObj, { seed, optim: { name: opt } });
-        const config = buildConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [] });
+        let config: ResolvedRunConfig;
+        try {
+          config = buildConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [] });
+        } catch (e) {
+          // a rule across keys broken by values the preset scaled: the line says which, from what
+          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v);
+          if (e instanceof Error && scaled.length) {
+            e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${formatPlain(v)} as ${formatPlain(scaleValue(k, v, scale))}`).join(', ')})`;
+          }
+          throw e;
+        }
         const values: Record<string, unknown> = {};
         for (const k of Object.keys(paper)) values[k] = getKey(config, k);
         runs.push({ index: runs.length + 1, id: '', slug: '', hash: configHash(config), dir: '', config, paper, values });

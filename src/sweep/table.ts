@@ -17,7 +17,9 @@ const COLUMN_NAMES: Record<string, string> = {
   seed: 'seed',
 };
 
-function fmtValue(v: unknown): string {
+function fmtValue(v: unknown, key = ''): string {
+  // a base lr as the run names and the report print it (1.6e-2), whatever its size
+  if (typeof v === 'number' && key.endsWith('base_lr')) return fmtExp(Number(v.toPrecision(6)));
   if (typeof v === 'number') return Number.isInteger(v) || Math.abs(v) >= 0.01 ? String(Number(v.toPrecision(6))) : fmtExp(Number(v.toPrecision(6)));
   if (v === null || v === undefined) return '-';
   return typeof v === 'object' ? JSON.stringify(v) : String(v);
@@ -27,8 +29,8 @@ function fmtValue(v: unknown): string {
 function cell(r: PlannedRun, key: string): string {
   const run = key in r.values ? r.values[key] : key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], r.config);
   const paper = r.paper[key];
-  if (paper !== undefined && JSON.stringify(paper) !== JSON.stringify(run)) return `${fmtValue(paper)} -> ${fmtValue(run)}`;
-  return fmtValue(run);
+  if (paper !== undefined && JSON.stringify(paper) !== JSON.stringify(run)) return `${fmtValue(paper, key)} -> ${fmtValue(run, key)}`;
+  return fmtValue(run, key);
 }
 
 export function describeState(s: RunStateInfo): string {
@@ -82,7 +84,8 @@ export function planHeader(plan: SweepPlan): string {
 export function formatPlan(plan: SweepPlan, states: RunStateInfo[], extra?: { name: string; cells: string[] }): string {
   const shown = ['optim.batch_size', 'optim.base_lr', 'optim.name', 'optim.weight_decay', 'model.patch_proj'];
   for (const k of plan.varied) if (!shown.includes(k) && k !== 'seed') shown.push(k);
-  shown.push('seed', 'optim.epochs');
+  // the schedule as run: epochs and warmup, each scaled by its own factor
+  for (const k of ['seed', 'optim.epochs', 'optim.warmup_epochs']) if (!shown.includes(k)) shown.push(k);
   const head = ['#', 'run', ...shown.flatMap((k) => (k === 'optim.base_lr' ? [COLUMN_NAMES[k]!, 'lr'] : [COLUMN_NAMES[k] ?? k])), ...(extra ? [extra.name] : []), 'status'];
   const rows = plan.runs.map((r, i) => [
     String(r.index),

@@ -152,6 +152,11 @@ for (const [what, yaml, re] of bad) {
 test('a combination that breaks a rule across keys names the file and key', () => {
   const spec = parseSweep(YAML.parse('parameters: {optim.epochs: {value: 10}, optim.warmup_epochs: {value: 20}}'), 'cross.yaml');
   assert.throws(() => planSweep(spec, { preset: 'paper' }), (e: Error) => /^cross\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs/.test(e.message));
+  // under a preset that scales them, the line says the values run and the file's
+  assert.throws(
+    () => planSweep(spec, { preset: 'smoke' }),
+    (e: Error) => /^cross\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs 0\.4, got 0\.8 \(preset smoke runs the file's optim\.epochs 10 as 0\.4, optim\.warmup_epochs 20 as 0\.8\)$/.test(e.message),
+  );
   const dup = parseSweep(YAML.parse('parameters: {optim.batch_size: {values: [1024, 1030]}}'), 'dup.yaml');
   // ... naming the key whose two values meet once scaled
   assert.throws(
@@ -168,7 +173,11 @@ test('moco3 plan prints the paper grid and the scaled one without loading Tensor
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /sweep lr-lamb/);
   // the paper's LAMB grid, and the cpu preset's base lr x160 beside it: 5e-4 x 160 = 0.08 (lr 8.0e-2 at batch 256)
-  for (const [paper, run] of [['5.0e-4', '0.08'], ['6.0e-4', '0.096'], ['8.0e-4', '0.128']]) assert.match(r.stdout, new RegExp(`${paper!.replace('.', '\\.')} -> ${run!.replace('.', '\\.')} `));
+  // (base lrs printed as the runs' names print them, 8.0e-2, not 0.08)
+  for (const [paper, run] of [['5.0e-4', '8.0e-2'], ['6.0e-4', '9.6e-2'], ['8.0e-4', '1.28e-1']]) assert.match(r.stdout, new RegExp(`${paper!.replace('.', '\\.')} -> ${run!.replace('.', '\\.')} `));
+  // the warmup as run, beside the epochs: its own factor (x1/200) makes 40 -> 0.2
+  assert.match(r.stdout, /\bepochs +warmup +status\n/);
+  assert.match(r.stdout, / 100 -> 2 +40 -> 0\.2 +new\n/);
   for (const lr of ['8.0e-2', '9.6e-2', '1.28e-1']) assert.match(r.stdout, new RegExp(`lr${lr.replace('.', '\\.')}-lamb`));
   assert.match(r.stdout, /4096 -> 256/);
   assert.match(r.stderr, /tfjs-loaded: false/);
