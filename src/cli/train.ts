@@ -55,11 +55,14 @@ export function trainCommand(): Command {
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
       if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);
+      checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
       if (f.dryRun) {
-        process.stdout.write(`# run folder: ${runDir}\n${configToYaml(c)}`);
+        // what the same command would refuse, refused here too (reading only: no lock, nothing written)
+        const { done } = await inspectRunFolder(f, c, runDir);
+        if (done !== null) process.stderr.write(`moco3: ${done}: nothing would be trained\n`);
+        process.stdout.write(f.json ? `${JSON.stringify({ run_dir: runDir, config: c })}\n` : `# run folder: ${runDir}\n${configToYaml(c)}`);
         return;
       }
-      checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
       // the run folder's lock first, as a sweep takes it: while this command looks at the folder, moves a
       // previous run aside and trains, no other process (train or sweep) can do either
       const made = !existsSync(runDir);
@@ -109,47 +112,9 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const { trainRun } = await import('../train/loop.ts');
   // what killed processes left: their temporary files, and a checkpoint moved aside to be replaced
   for (const n of cleanStaleTemps(runDir)) process.stderr.write(`moco3: ${n}\n`);
-  // a damaged status.json is an error, unless the run is started again anyway
-  let st: ReturnType<typeof readStatus> = null;
-  try {
-    st = readStatus(runDir);
-  } catch (e) {
-    if (!f.force) throw e;
-  }
-  const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
-  const { foreign, runFiles } = folderContents(runDir);
-  const others = `${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}`;
-  if (foreign.length > 0 && !st && !hasCkpt) {
-    throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${others}); give a new or empty folder as --out`);
-  }
-  if (foreign.length > 0 && f.force) {
-    throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${others}), which --force would move aside with the run; move them out first`);
-  }
-  const previous = st !== null || hasCkpt || runFiles.some((e) => !e.startsWith('.lock'));
-  if (!f.force) {
-    if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') {
-      // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
-      process.stderr.write(`moco3: ${runDir} is already ${st.status} at step ${st.step} (use --force to train it again)\n`);
-      return;
-    }
-    if (previous && !f.resume) {
-      throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
-    }
-  }
-  // a damaged checkpoint (its files; tensors that do not fit the model fail once it is built, in trainRun,
-  // still before anything is written), another config and bad data fail here, before a folder is made or moved
-  let checkpoint: string | null = null;
-  if (f.resume && !f.force && existsSync(runDir)) {
-    const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
-    checkpoint = resumeCheckpoint(runDir, f.checkpoint);
-    if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
-  } else if (f.checkpoint !== undefined) {
-    throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
-  }
-  if (!f.force && st?.status === 'completed' && f.checkpoint === undefined) {
-    // resumed as it is (its config and checkpoint checked above), a completed run has nothing left to train: a
-    // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
-    process.stderr.write(`moco3: ${runDir} is already completed at step ${st.step} (use --force to train it again)\n`);
+  const { previous, checkpoint, done } = await inspectRunFolder(f, c, runDir);
+  if (done !== null) {
+    process.stderr.write(`moco3: ${done}\n`);
     return;
   }
   const { loadRunData } = await import('../components/index.ts');
@@ -186,7 +151,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
       dumpViews,
       dataset,
       onEvent: (e) => {
-        if (e.type === 'start') process.stderr.write(`moco3: ${backendLine(backend)}\n`);
+        if (e.type === 'start' && !f.quiet) process.stderr.write(`moco3: ${backendLine(backend)}\n`);
         progress.onEvent(e);
       },
       // a lock taken over by another host (this process was frozen past the lock timeout): stop
@@ -207,6 +172,72 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     progress.stop();
     for (const sig of signals) process.off(sig, onSig);
   }
+}
+
+/** Whether the command names a config of its own (else `train --out <run>` speaks of the run as it is). */
+const shapesConfig = (f: TrainFlags) => f.config !== undefined || f.preset !== undefined || f.set.length > 0 || f.seed !== undefined || f.data !== undefined;
+
+/**
+ * What the run folder holds and what this command will do with it, checked, reading only (under the lock,
+ * and for --dry-run without it): bad input throws; `done` is the line to say when there is nothing to train
+ * (a finished run of this config); `checkpoint` the one a resume starts from.
+ */
+async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: string): Promise<{ previous: boolean; checkpoint: string | null; done: string | null }> {
+  // a damaged status.json is an error, unless the run is started again anyway
+  let st: ReturnType<typeof readStatus> = null;
+  try {
+    st = readStatus(runDir);
+  } catch (e) {
+    if (!f.force) throw e;
+  }
+  const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
+  const { foreign, runFiles } = folderContents(runDir);
+  const others = `${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}`;
+  if (foreign.length > 0 && !st && !hasCkpt) {
+    throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${others}); give a new or empty folder as --out`);
+  }
+  if (foreign.length > 0 && f.force) {
+    throw new UsageError(`${runDir}: holds files that are not a moco3 run's (${others}), which --force would move aside with the run; move them out first`);
+  }
+  const previous = st !== null || hasCkpt || runFiles.some((e) => !e.startsWith('.lock'));
+  const finished = !f.force && (st?.status === 'completed' || st?.status === 'diverged');
+  if (finished && shapesConfig(f)) {
+    // a finished run of another config than the one asked for is not "already done": that config never ran
+    const { configDiffs } = await import('../runfolder/resume.ts');
+    const { readRunConfigRaw } = await import('../runfolder/records.ts');
+    let diffs: string[] = [];
+    try {
+      const theirs = readRunConfigRaw(runDir);
+      if (theirs) diffs = configDiffs(theirs, c);
+    } catch {
+      /* no readable config.yaml: the checkpoint's check below (a resume) or the status says the rest */
+    }
+    if (diffs.length) {
+      throw new UsageError(`${runDir}: holds a ${st!.status} run of another config: ${diffs.join(', ')}; --force trains this config there anew (the run moved aside), or give another --out`);
+    }
+  }
+  const done = (s: NonNullable<typeof st>) => `${runDir} is already ${s.status} at step ${s.step} (use --force to train it again)`;
+  if (!f.force) {
+    // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
+    if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') return { previous, checkpoint: null, done: done(st) };
+    if (previous && !f.resume) {
+      throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+    }
+  }
+  // a damaged checkpoint (its files; tensors that do not fit the model fail once it is built, in trainRun,
+  // still before anything is written), another config and bad data fail here, before a folder is made or moved
+  let checkpoint: string | null = null;
+  if (f.resume && !f.force && existsSync(runDir)) {
+    const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
+    checkpoint = resumeCheckpoint(runDir, f.checkpoint);
+    if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
+  } else if (f.checkpoint !== undefined) {
+    throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
+  }
+  // resumed as it is (its config and checkpoint checked above), a completed run has nothing left to train: a
+  // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
+  if (!f.force && st?.status === 'completed' && f.checkpoint === undefined) return { previous, checkpoint, done: done(st) };
+  return { previous, checkpoint, done: null };
 }
 
 /**

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { loadConfigFile, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
-import { readYamlObject, runPath, type Obj } from './paths.ts';
+import { readJsonObject, readYamlObject, runPath, type Obj } from './paths.ts';
 
 /** A folder is a run folder when it holds a config.yaml. */
 export function isRunDir(dir: string): boolean {
@@ -27,8 +27,22 @@ export function loadRunConfig(runDir: string): ResolvedRunConfig {
   return resolveConfig(validateConfig(loadConfigFile(path), blame), blame);
 }
 
-export function writeMeta(runDir: string, meta: Obj): void {
-  writeJsonAtomic(runPath(runDir, 'meta'), meta);
+/** The fields of meta.json that describe one start of a run (where, on what, by which command, from which step). */
+const START_KEYS = ['started', 'host', 'backend', 'device', 'command', 'resumed_from_step'] as const;
+
+/**
+ * meta.json: the latest start's fields at the top, and `starts`, every start of the run in order. A resume
+ * appends its own to the ones meta.json holds (a file older than `starts` counts as one start), so a run
+ * resumed on another host or backend still says where its first steps ran.
+ */
+export function writeMeta(runDir: string, meta: Obj, resumed = false): void {
+  const startOf = (m: Obj) => Object.fromEntries(START_KEYS.filter((k) => k in m).map((k) => [k, m[k]]));
+  let earlier: Obj[] = [];
+  if (resumed) {
+    const prev = readJsonObject(runPath(runDir, 'meta'));
+    if (prev) earlier = Array.isArray(prev.starts) ? (prev.starts as Obj[]) : [startOf(prev)];
+  }
+  writeJsonAtomic(runPath(runDir, 'meta'), { ...meta, starts: [...earlier, startOf(meta)] });
 }
 
 /** knn.json / linear.json: the full result of a run-folder evaluation. */

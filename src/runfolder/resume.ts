@@ -7,7 +7,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
-import { canonicalJson, configHash } from '../config/load.ts';
+import { canonicalJson, configHash, UNHASHED_KEYS } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
 import { CheckpointError, stepDirName } from './checkpoints.ts';
@@ -192,7 +192,19 @@ function flatten(v: unknown, prefix = '', out = new Map<string, string>()): Map<
 }
 
 /** Keys that do not change a run (configHash leaves them out). */
-const FREE_KEYS = new Set(['train.backend', 'train.log_every']);
+const FREE_KEYS = new Set<string>(UNHASHED_KEYS);
+
+/** The keys whose values differ between a run's config and another, as `key old -> new`, sorted; free keys left out. */
+export function configDiffs(old: unknown, now: unknown): string[] {
+  const a = flatten(old);
+  const b = flatten(JSON.parse(JSON.stringify(now)));
+  const diffs: string[] = [];
+  for (const k of [...new Set([...a.keys(), ...b.keys()])].sort()) {
+    if (FREE_KEYS.has(k) || a.get(k) === b.get(k)) continue;
+    diffs.push(`${k} ${a.get(k) ?? '(unset)'} -> ${b.get(k) ?? '(unset)'}`);
+  }
+  return diffs;
+}
 
 /**
  * Resuming trains on with the config the checkpoint was made with: another config fails with one line
@@ -206,12 +218,7 @@ export function checkResumeConfig(runDir: string, config: ResolvedRunConfig, sta
   const path = join(runDir, 'config.yaml');
   try {
     // the checkpoint's own config when it keeps one (config.yaml may have been edited since), else config.yaml
-    const old = flatten(isObj(state.config) ? state.config : YAML.parse(readFileSync(path, 'utf8')));
-    const now = flatten(JSON.parse(JSON.stringify(config)));
-    for (const k of [...new Set([...old.keys(), ...now.keys()])].sort()) {
-      if (FREE_KEYS.has(k) || old.get(k) === now.get(k)) continue;
-      diffs.push(`${k} ${old.get(k) ?? '(unset)'} -> ${now.get(k) ?? '(unset)'}`);
-    }
+    diffs = configDiffs(isObj(state.config) ? state.config : YAML.parse(readFileSync(path, 'utf8')), config);
   } catch {
     diffs = [];
   }

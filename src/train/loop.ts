@@ -164,7 +164,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const resumed = last !== null;
     let lastLoss: number | null = state.last_loss ?? null;
     writeRunConfig(runDir, configToYaml(c));
-    writeMeta(runDir, runMeta({ backend: opts.backend, command: opts.command ?? process.argv, resumedFrom: resumed ? state.step : null, hash, params: countParams(model) }));
+    writeMeta(runDir, runMeta({ backend: opts.backend, command: opts.command ?? process.argv, resumedFrom: resumed ? state.step : null, hash, params: countParams(model) }), resumed);
     status.running(state.step);
     started = true;
     emit({ type: 'start', runDir, totalSteps, startStep: state.step, resumed, params: countParams(model) });
@@ -264,7 +264,9 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         break;
       }
       const isLast = state.step === totalSteps;
-      if (knnEvery !== null && (state.step % knnEvery === 0 || isLast)) {
+      // the monitor's cadence, and the end of training with the monitor off too: the final kNN goes into the
+      // last step's metrics row either way
+      if (isLast || (knnEvery !== null && state.step % knnEvery === 0)) {
         const k = await runKnn();
         row.knn_top1 = k.top1;
         row.knn_top5 = k.top5;
@@ -276,7 +278,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       dump.flush(state.step);
       const due = ckptEvery !== null ? state.step % ckptEvery === 0 : performance.now() - lastCkptTime > autoCkptMs;
       if (due && !isLast) await checkpoint();
-      if (state.step % 10 === 0) {
+      // every 10 steps, and at the last: the final checkpoint, summary and linear probe follow at that step
+      if (state.step % 10 === 0 || isLast) {
         assertLockHeld(runDir);
         status.running(state.step);
       }
@@ -284,8 +287,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       await new Promise<void>((r) => setImmediate(r));
     }
 
-    // ---- teardown: final kNN, checkpoint, summary, linear probe, final status
-    if (outcome === 'completed' && knnEvery === null) await runKnn();
+    // ---- teardown: checkpoint, summary, linear probe, final status (the final kNN ran at the last step)
     // a diverged run keeps its last finite checkpoint: its non-finite weights are nothing to resume from, and
     // a run killed before its final status, resumed, trains to the same divergence again
     if (outcome !== 'diverged') await checkpoint();

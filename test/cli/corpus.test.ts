@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -340,6 +340,8 @@ const cases: Case[] = [
   ['data preview --step beyond a safe integer', () => ['data', 'preview', 'synthetic', '--step', '1e300', '--out', join(fresh('pv'), 'x.png')], fresh('pv')],
   ['report --spike-window 1.5', () => ['report', good, '--spike-window', '1.5']],
   ['eval knn of an empty run path', () => ['eval', 'knn', '']],
+  ['train --dry-run into a file (as the run would be refused)', () => ['train', ...TINY, '--dry-run', '--out', join(good, 'summary.json')]],
+  ['train --dry-run into a folder of other files', () => ['train', ...TINY, '--dry-run', '--out', dirname(file('notes.txt', 'notes'))]],
   ['report of an empty sweep path (not every sweep)', () => ['report', '']],
   ['--data with an empty PATH after the colon', () => ['train', '--data', 'fashion-mnist:', '--dry-run']],
   ['baselines --results empty (not the current folder)', () => ['baselines', tinySweep, '--backend', 'cpu', '--results', ''], join(process.cwd(), 'tiny')],
@@ -414,6 +416,10 @@ test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no tr
 
 test('the lines say what is wrong and what to do; the offered older checkpoint resumes', async () => {
   const expect: [string[], RegExp][] = [
+    // a completed run asked for again with another config: that config never ran, so it is not "already completed"
+    [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--out', good], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5; --force trains this config there anew \(the run moved aside\), or give another --out$/],
+    // --dry-run refuses what the run would refuse
+    [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--resume', '--out', good, '--dry-run'], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5/],
     // config.yaml edited, then --resume with the run's own config: the keys that differ from the checkpoint's config
     [['train', '--resume', '--backend', 'cpu', '-q', '--out', damaged('x0', (r) => {
       const p = join(r, 'config.yaml');
@@ -421,7 +427,7 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     })], /x0: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5; to resume it, start again with --force/],
     [['report', good], /good is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder \(results\/<sweep>\); for one run: moco3 eval knn\|linear /],
     [['train', ...TINY, '--resume', '--out', damaged('x1', (r) => truncateSync(join(ckptOf(r), 'state.json'), 30))], /step-0000008\/state\.json: state is not valid JSON \(truncated\?\); resume from the previous checkpoint with --checkpoint step-6 .*or start again with --force$/],
-    [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--seed', '3', '--resume', '--out', good], /good: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5, seed 0 -> 3; to resume it, start again with --force, or drop the changes/],
+    [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--seed', '3', '--resume', '--out', good], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5, seed 0 -> 3; --force trains this config there anew/],
     [['eval', 'knn', damaged('x2', (r) => rmSync(join(ckptOf(r), 'model.safetensors')))], /step-0000008\/model\.safetensors: missing; evaluate the previous checkpoint with --checkpoint .*step-0000006$/],
     [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
       for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));

@@ -42,6 +42,20 @@ for (const [what, args, pattern] of [
   });
 }
 
+test('train --dry-run --json prints the run folder and resolved config as one JSON object', async () => {
+  const out: string[] = [];
+  const write = process.stdout.write;
+  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+  try {
+    assert.equal(await main(['train', '--preset', 'smoke', '--dry-run', '--json', '--out', join(dir, 'dry')]), 0);
+  } finally {
+    process.stdout.write = write;
+  }
+  const o = JSON.parse(out.join(''));
+  assert.equal(o.run_dir, join(dir, 'dry'));
+  assert.equal(o.config.model.arch, 'vit-smoke');
+});
+
 test('train: a config file with an unknown key names the file and key', async () => {
   const f = join(dir, 'run.yaml');
   writeFileSync(f, 'model:\n  depht: 3\n');

@@ -79,6 +79,41 @@ test('resume continues exactly: metrics equal an uninterrupted run', async () =>
   for (const [name, t] of wa) assert.deepEqual(wb.get(name)!.data, t.data, name);
 });
 
+test('meta.json keeps every start: a resume adds its own (host, backend, command, step) to the first', async () => {
+  const c = tinyConfig(['train.max_steps=4']);
+  const dir = tmp();
+  let steps = 0;
+  await trainRun({ config: c, runDir: dir, backend, command: ['first'], onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 2 });
+  await trainRun({ config: c, runDir: dir, backend: { ...backend, name: 'wasm', device: 'another' }, command: ['second'], resume: true });
+  const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+  assert.deepEqual(
+    meta.starts.map((s: Record<string, unknown>) => [s.command, s.backend, s.device, s.resumed_from_step]),
+    [[['first'], 'cpu', backend.device, null], [['second'], 'wasm', 'another', 2]],
+  );
+  // the top level is the latest start, as before
+  assert.deepEqual([meta.backend, meta.resumed_from_step], ['wasm', 2]);
+});
+
+test('with the kNN monitor off, the final kNN is in the last step\'s metrics row; during the probe status.json says the last step', async () => {
+  const c = tinyConfig(['train.max_steps=6', 'train.knn_every=null', 'train.knn_every_epochs=null', 'eval.linear.enabled=true', 'eval.linear.epochs=1']);
+  const dir = tmp();
+  let during: number | null = null;
+  const s = await trainRun({
+    config: c,
+    runDir: dir,
+    backend,
+    onEvent: (e) => {
+      if (e.type === 'phase' && e.text.startsWith('linear probe') && during === null) during = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).step;
+    },
+  });
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  const last = rows.at(-1)!;
+  assert.equal(last.step, 6);
+  assert.equal(last.knn_top1, s.knn_top1);
+  assert.equal(new Set(rows.map((r) => r.step)).size, rows.length, 'one row per step');
+  assert.equal(during, 6);
+});
+
 test('frozen patch projection is bit-identical after training while every other weight moved', async () => {
   const c = tinyConfig(['train.max_steps=4', 'train.checkpoint_every=4', 'model.patch_proj=frozen', 'optim.warmup_epochs=0']);
   const dir = tmp();
