@@ -202,13 +202,14 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
   const previous = st !== null || hasCkpt || runFiles.some((e) => !e.startsWith('.lock'));
   const finished = !f.force && (st?.status === 'completed' || st?.status === 'diverged');
   if (finished && shapesConfig(f)) {
-    // a finished run of another config than the one asked for is not "already done": that config never ran
+    // a finished run of another config than the one asked for is not "already done": that config never ran.
+    // The run's config as moco3 reads it (defaults filled in, keys added later at their old values), by hash
     const { configDiffs } = await import('../runfolder/resume.ts');
-    const { readRunConfigRaw } = await import('../runfolder/records.ts');
+    const { loadRunConfig } = await import('../runfolder/records.ts');
     let diffs: string[] = [];
     try {
-      const theirs = readRunConfigRaw(runDir);
-      if (theirs) diffs = configDiffs(theirs, c);
+      const theirs = loadRunConfig(runDir);
+      if (configHash(theirs) !== configHash(c)) diffs = configDiffs(theirs, c);
     } catch {
       /* no readable config.yaml: the checkpoint's check below (a resume) or the status says the rest */
     }

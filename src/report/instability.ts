@@ -392,7 +392,8 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
   const order = both ? spikeOrder(patchSteps, lastSteps, opts.leadMaxLag * medianGap(patchSeries.map((p) => p.step))) : null;
   return {
     dips,
-    maxDip: knn.length ? maxDrop : null,
+    // a curve is two evaluations or more after step 0: the final kNN alone (the monitor off) has no dip to show
+    maxDip: knn.length >= 2 ? maxDrop : null,
     spikes,
     lastBlock,
     lags,

@@ -1,6 +1,6 @@
 /** The run folder's descriptive files: config.yaml, meta.json, and the evaluation results knn.json / linear.json. */
 import { existsSync } from 'node:fs';
-import { loadConfigFile, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
+import { LATER_KEYS, loadConfigFile, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { readJsonObject, readYamlObject, runPath, type Obj } from './paths.ts';
@@ -24,7 +24,15 @@ export function loadRunConfig(runDir: string): ResolvedRunConfig {
   const path = runPath(runDir, 'config');
   if (!existsSync(path)) throw new ConfigError(`${runDir}: no config.yaml (not a run folder)`);
   const blame = () => path;
-  return resolveConfig(validateConfig(loadConfigFile(path), blame), blame);
+  // a config.yaml written before a key existed stands for that key's old value (as its hash does)
+  const raw = loadConfigFile(path);
+  for (const [key, old] of Object.entries(LATER_KEYS)) {
+    const parts = key.split('.');
+    // the section that holds the key, when config.yaml has it (a config without the section fails as before)
+    const section = parts.slice(0, -1).reduce<Obj | null>((o, p) => (o && typeof o[p] === 'object' && o[p] !== null && !Array.isArray(o[p]) ? (o[p] as Obj) : null), raw);
+    if (section && !(parts.at(-1)! in section)) section[parts.at(-1)!] = old;
+  }
+  return resolveConfig(validateConfig(raw, blame), blame);
 }
 
 /** The fields of meta.json that describe one start of a run (where, on what, by which command, from which step). */

@@ -8,7 +8,7 @@ import { buildConfig, configHash, flatten, parseSet } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
-import { sweepRunSlug } from '../runfolder/names.ts';
+import { fmtExp, sweepRunSlug } from '../runfolder/names.ts';
 import { nest, SweepError, type Grid, type SweepSpec } from './file.ts';
 import { NO_SCALE, scaleValue, SWEEP_SCALES, type SweepScale } from './scale.ts';
 
@@ -29,7 +29,9 @@ export interface PlanOptions {
   results?: string;
 }
 
-const formatPlain = (v: unknown): string => (typeof v === 'number' ? String(Number(v.toPrecision(6))) : String(v));
+/** A value as the plan prints it: a number plainly, a base lr as run names print it (1.6e-2). */
+const formatPlain = (v: unknown, key = ''): string =>
+  typeof v === 'number' ? (key.endsWith('base_lr') ? fmtExp(Number(v.toPrecision(6))) : String(Number(v.toPrecision(6)))) : String(v);
 
 export interface PlannedRun {
   /** 1-based position in the sweep */
@@ -190,9 +192,9 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
           config = buildConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [] });
         } catch (e) {
           // a rule across keys broken by values the preset scaled: the line says which, from what
-          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v);
+          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v && e instanceof Error && e.message.includes(k));
           if (e instanceof Error && scaled.length) {
-            e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${formatPlain(v)} as ${formatPlain(scaleValue(k, v, scale))}`).join(', ')})`;
+            e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${formatPlain(v, k)} as ${formatPlain(scaleValue(k, v, scale), k)}`).join(', ')})`;
           }
           throw e;
         }
@@ -220,8 +222,8 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
     if (twin) {
       // the file's keys whose values differ between the two and meet once scaled (1024 and 1030 both 32)
       const met = Object.keys(r.paper)
-        .filter((k) => JSON.stringify(twin.paper[k]) !== JSON.stringify(r.paper[k]))
-        .map((k) => `${k} ${formatPlain(twin.paper[k])} and ${formatPlain(r.paper[k])} both run as ${formatPlain(r.values[k])}`);
+        .filter((k) => JSON.stringify(twin.paper[k]) !== JSON.stringify(r.paper[k]) && JSON.stringify(twin.values[k]) === JSON.stringify(r.values[k]))
+        .map((k) => `${k} ${formatPlain(twin.paper[k], k)} and ${formatPlain(r.paper[k], k)} both run as ${formatPlain(r.values[k], k)}`);
       throw new SweepError(
         `${spec.file}: runs ${twin.index} and ${r.index} resolve to the same config (${r.id})${preset ? ` under preset ${preset}` : ''}` +
           `${met.length ? `: ${met.join(', ')}` : ''}; remove one of the values`,

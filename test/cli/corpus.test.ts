@@ -507,3 +507,24 @@ test('a sweep refuses a damaged checkpoint of a run to resume in one line whose 
     assert.deepEqual(rows(run), rows(join(sweepGood, 'tiny', id)), `${id}: metrics differ from the undamaged sweep's`);
   }
 });
+
+test('a run folder from before a key existed (its config.yaml lacks it) is the same run: done as it is, and evaluable', async () => {
+  const run = damaged('older', (r) => {
+    const p = join(r, 'config.yaml');
+    const text = readFileSync(p, 'utf8');
+    const older = text.replace(/^ *knn_every_epochs: .*\n/m, '').replace(/^ *train_views: .*\n/m, '');
+    assert.notEqual(older, text);
+    writeFileSync(p, older);
+  });
+  const again = await cli(['train', '--resume', '--out', run, '-q']);
+  assert.equal(again.code, 0, again.err);
+  assert.match(again.err, /is already completed at step 8/);
+  // with a config of its own that hashes the same, too; with another, the keys that differ
+  const same = await cli(['train', ...TINY, '--out', run]);
+  assert.equal(same.code, 0, same.err);
+  const other = await cli(['train', ...TINY, '--set', 'optim.base_lr=0.5', '--out', run]);
+  assert.equal(other.code, 2);
+  assert.match(other.err, /holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5;/);
+  const e = await cli(['eval', 'knn', run, '--backend', 'cpu']);
+  assert.equal(e.code, 0, e.err);
+});

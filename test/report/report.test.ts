@@ -342,13 +342,15 @@ test('swept values print as set: an lr of 1.28e-2 is not rounded to 1.3e-2, floa
   assert.equal(formatValue('optim.batch_size', 256), '256');
 });
 
-test('a run without a kNN curve (the monitor off) has no dips to count: "-", not 0, and it is left out of the dips cell', async () => {
+test('a run without a kNN curve (the monitor off: the final kNN alone) has no dips to count: "-", not 0, and it is left out of the dips cell', async () => {
   const root = tmp();
   const dir = writeBatchSweep(root, 'batch-size', [0, 1, 2]);
   const run = join(dir, 'bs256-lr1.0e-4-adamw-learned-s2-abc022');
   const p = join(run, 'metrics.jsonl');
   const rows = readFileSync(p, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  writeFileSync(p, `${rows.map(({ knn_top1: _a, knn_top5: _b, ...r }) => JSON.stringify(r)).join('\n')}\n`);
+  // as such a run writes them: the last step's row keeps its kNN, no other row has one
+  writeFileSync(p, `${rows.map(({ knn_top1: a, knn_top5: b, ...r }, i) => JSON.stringify(i === rows.length - 1 ? { ...r, knn_top1: a, knn_top5: b } : r)).join('\n')}\n`);
+  assert.ok(rows.at(-1).knn_top1 !== undefined);
   await writeReport(dir, { plots: false });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   const { rows: t } = mdTable(md);

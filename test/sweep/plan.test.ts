@@ -152,6 +152,9 @@ for (const [what, yaml, re] of bad) {
 test('a combination that breaks a rule across keys names the file and key', () => {
   const spec = parseSweep(YAML.parse('parameters: {optim.epochs: {value: 10}, optim.warmup_epochs: {value: 20}}'), 'cross.yaml');
   assert.throws(() => planSweep(spec, { preset: 'paper' }), (e: Error) => /^cross\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs/.test(e.message));
+  // a broken rule that names no scaled key gets no list of them (the base lr is scaled too, and unrelated)
+  const unscaled = parseSweep(YAML.parse('parameters: {optim.base_lr: {value: 1.0e-4}, model.patch_size: {values: [3, 4]}}'), 'pp.yaml');
+  assert.throws(() => planSweep(unscaled, { preset: 'smoke' }), (e: Error) => /^pp\.yaml: data\.image_size: must be a multiple of model\.patch_size 3, got 16$/.test(e.message));
   // under a preset that scales them, the line says the values run and the file's
   assert.throws(
     () => planSweep(spec, { preset: 'smoke' }),
