@@ -4,6 +4,7 @@
  * Unset or empty, each keeps its default.
  */
 import { UsageError } from '../config/errors.ts';
+import { parseDecimal } from './numbers.ts';
 
 const NUMERIC_ENV: Readonly<Record<string, { min: number; strict: boolean; what: string }>> = {
   MOCO3_LOCK_TIMEOUT: { min: 0, strict: true, what: 'a positive number of seconds' },
@@ -15,7 +16,7 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
   for (const [name, { min, strict, what }] of Object.entries(NUMERIC_ENV)) {
     const v = env[name];
     if (v === undefined || v.trim() === '') continue;
-    const x = /^\s*[+]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(v) ? Number(v) : NaN;
+    const x = parseDecimal(v);
     if (!Number.isFinite(x) || (strict ? x <= min : x < min)) throw new UsageError(`${name}=${v}: expected ${what}`);
   }
 }

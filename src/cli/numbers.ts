@@ -22,10 +22,12 @@ export function intFlag(flag: string, v: string, min: number, max = Number.MAX_S
   return n;
 }
 
+/** A plain decimal (3, 0.5, 1e-4; spaces around allowed), else NaN: no '', hex or Infinity. */
+export const parseDecimal = (v: string): number => (DECIMAL.test(v.trim()) ? Number(v.trim()) : NaN);
+
 /** A positive number flag, at most `max` (default: any finite number). */
 export function positiveFlag(flag: string, v: string, max = Number.MAX_VALUE): number {
-  const s = v.trim();
-  const x = DECIMAL.test(s) ? Number(s) : NaN;
+  const x = parseDecimal(v);
   if (!Number.isFinite(x) || x <= 0 || x > max) throw new UsageError(`${flag} ${shown(v)}: expected a positive number${max === Number.MAX_VALUE ? '' : ` of at most ${max}`}`);
   return x;
 }

@@ -1,7 +1,7 @@
 /** `moco3 train`: one run. */
 import { Command } from 'commander';
 import { intFlag } from './numbers.ts';
-import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -12,7 +12,7 @@ import { readStatus } from '../runfolder/status.ts';
 import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
-import { checkOutputDir, missingAncestors } from '../engine/files.ts';
+import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
@@ -65,22 +65,15 @@ export function trainCommand(): Command {
       }
       // the run folder's lock first, as a sweep takes it: while this command looks at the folder, moves a
       // previous run aside and trains, no other process (train or sweep) can do either
-      const made = !existsSync(runDir);
-      // the folders the lock creates above a new run folder (results/, results/train/): removed with it when
+      // the run folder and the folders the lock creates above it (results/, results/train/): removed when
       // nothing was written, so that bad input leaves no trace
-      const madeAbove = made ? missingAncestors(runDir).reverse() : [];
+      const made = existsSync(runDir) ? [] : [...missingAncestors(runDir), runDir];
       const held = acquireLock(runDir, 'train');
       if (held) throw new UsageError(`${runDir}: is being trained by ${describeHolder(held, runDir)}; wait for it to end, or stop it first`);
       const leave = () => {
         releaseLock(runDir);
         // a run that failed before it began (nothing written): no empty folder left behind
-        if (made && existsSync(runDir) && readdirSync(runDir).length === 0) {
-          rmSync(runDir, { recursive: true, force: true });
-          for (const d of madeAbove) {
-            if (!existsSync(d) || readdirSync(d).length > 0) break;
-            rmdirSync(d);
-          }
-        }
+        removeEmptyFolders(made);
       };
       // until the run's own handlers take over, a signal (Ctrl-C while the data loads or an image
       // folder's cache is built) ends the command at once, its lock released and its new folder removed

@@ -273,13 +273,21 @@ export const UNHASHED_KEYS = ['train.backend', 'train.log_every'] as const;
  */
 export const LATER_KEYS: Readonly<Record<string, unknown>> = { 'train.knn_every_epochs': null, 'eval.linear.train_views': 'augmented' };
 
+/**
+ * The mapping that holds a dotted key in a nested config, and the key's last part: `train.log_every` ->
+ * [config.train, 'log_every']; null when a section on the way is missing or not a mapping.
+ */
+export function sectionOf(obj: Obj, key: string): [Obj, string] | null {
+  const parts = key.split('.');
+  const section = parts.slice(0, -1).reduce<Obj | null>((o, p) => (o && isObj(o[p]) ? (o[p] as Obj) : null), obj);
+  return section ? [section, parts.at(-1)!] : null;
+}
+
 export function configHash(cfg: RunConfig): string {
   const c = clone(cfg) as unknown as Obj;
   const drop = (key: string, when?: (v: unknown) => boolean) => {
-    const parts = key.split('.');
-    const parent = parts.slice(0, -1).reduce<Obj | undefined>((o, p) => (o?.[p] as Obj | undefined), c);
-    const last = parts.at(-1)!;
-    if (parent && last in parent && (!when || when(parent[last]))) delete parent[last];
+    const at = sectionOf(c, key);
+    if (at && at[1] in at[0] && (!when || when(at[0][at[1]]))) delete at[0][at[1]];
   };
   for (const k of UNHASHED_KEYS) drop(k);
   for (const [k, v] of Object.entries(LATER_KEYS)) drop(k, (x) => x === v);

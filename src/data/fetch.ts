@@ -7,7 +7,7 @@
  * folder that is renamed into place at the end. Whatever stops a fetch (Ctrl-C, a network error, a full
  * disk), nothing half-done ever sits under a final name, and the same command picks up where it stopped.
  */
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
@@ -20,7 +20,7 @@ import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { walkTarGz } from './tar.ts';
 import { DataError } from './types.ts';
-import { isStaleTemp, missingAncestors, pidAlive, tempName } from '../engine/files.ts';
+import { isStaleTemp, missingAncestors, pidAlive, removeEmptyFolders, tempName } from '../engine/files.ts';
 
 /** Ctrl-C (the signal given to `fetchDataset`) stopped the fetch; what was downloaded so far is kept in `.part` files. */
 export class FetchInterrupted extends Error {
@@ -456,13 +456,7 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
     }
     return { dir, files, extracted, dataFlag: dataFlagFor(source, opts.dir) };
   } catch (e) {
-    for (const d of made.reverse()) {
-      try {
-        rmdirSync(d);
-      } catch {
-        break; // not empty: what is in it stays, and so do the folders above it
-      }
-    }
+    removeEmptyFolders(made);
     ioError(e);
   }
 }

@@ -1,5 +1,5 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
@@ -128,6 +128,17 @@ export function missingAncestors(path: string): string[] {
   const out: string[] = [];
   for (let d = dirname(resolve(path)); !existsSync(d) && dirname(d) !== d; d = dirname(d)) out.unshift(d);
   return out;
+}
+
+/**
+ * Remove the folders a failed command made (`missingAncestors` of what it would have made, and that path),
+ * deepest first, while they are empty: the first one that holds something stays, and so do those above it.
+ */
+export function removeEmptyFolders(folders: readonly string[]): void {
+  for (const d of [...folders].sort((a, b) => b.length - a.length)) {
+    if (!existsSync(d) || readdirSync(d).length > 0) return;
+    rmdirSync(d);
+  }
 }
 
 /** This machine's name as it goes into a file's name (temporary files that say which host wrote them). */

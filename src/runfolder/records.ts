@@ -1,6 +1,6 @@
 /** The run folder's descriptive files: config.yaml, meta.json, and the evaluation results knn.json / linear.json. */
 import { existsSync } from 'node:fs';
-import { LATER_KEYS, loadConfigFile, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
+import { LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { readJsonObject, readYamlObject, runPath, type Obj } from './paths.ts';
@@ -27,10 +27,9 @@ export function loadRunConfig(runDir: string): ResolvedRunConfig {
   // a config.yaml written before a key existed stands for that key's old value (as its hash does)
   const raw = loadConfigFile(path);
   for (const [key, old] of Object.entries(LATER_KEYS)) {
-    const parts = key.split('.');
-    // the section that holds the key, when config.yaml has it (a config without the section fails as before)
-    const section = parts.slice(0, -1).reduce<Obj | null>((o, p) => (o && typeof o[p] === 'object' && o[p] !== null && !Array.isArray(o[p]) ? (o[p] as Obj) : null), raw);
-    if (section && !(parts.at(-1)! in section)) section[parts.at(-1)!] = old;
+    // in the section config.yaml has (a config without the section fails as before)
+    const at = sectionOf(raw, key);
+    if (at && !(at[1] in at[0])) at[0][at[1]] = old;
   }
   return resolveConfig(validateConfig(raw, blame), blame);
 }

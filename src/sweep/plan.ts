@@ -29,9 +29,14 @@ export interface PlanOptions {
   results?: string;
 }
 
-/** A value as the plan prints it: a number plainly, a base lr as run names print it (1.6e-2). */
-const formatPlain = (v: unknown, key = ''): string =>
-  typeof v === 'number' ? (key.endsWith('base_lr') ? fmtExp(Number(v.toPrecision(6))) : String(Number(v.toPrecision(6)))) : String(v);
+/** A value as the plan prints it: a base lr as run names print it (1.6e-2), a small number as 1.0e-3. */
+export function fmtValue(v: unknown, key = ''): string {
+  // a base lr as the run names and the report print it (1.6e-2), whatever its size
+  if (typeof v === 'number' && key.endsWith('base_lr')) return fmtExp(Number(v.toPrecision(6)));
+  if (typeof v === 'number') return Number.isInteger(v) || Math.abs(v) >= 0.01 ? String(Number(v.toPrecision(6))) : fmtExp(Number(v.toPrecision(6)));
+  if (v === null || v === undefined) return '-';
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
 
 export interface PlannedRun {
   /** 1-based position in the sweep */
@@ -194,7 +199,7 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
           // a rule across keys broken by values the preset scaled: the line says which, from what
           const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v && e instanceof Error && e.message.includes(k));
           if (e instanceof Error && scaled.length) {
-            e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${formatPlain(v, k)} as ${formatPlain(scaleValue(k, v, scale), k)}`).join(', ')})`;
+            e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${fmtValue(v, k)} as ${fmtValue(scaleValue(k, v, scale), k)}`).join(', ')})`;
           }
           throw e;
         }
@@ -223,7 +228,7 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
       // the file's keys whose values differ between the two and meet once scaled (1024 and 1030 both 32)
       const met = Object.keys(r.paper)
         .filter((k) => JSON.stringify(twin.paper[k]) !== JSON.stringify(r.paper[k]) && JSON.stringify(twin.values[k]) === JSON.stringify(r.values[k]))
-        .map((k) => `${k} ${formatPlain(twin.paper[k], k)} and ${formatPlain(r.paper[k], k)} both run as ${formatPlain(r.values[k], k)}`);
+        .map((k) => `${k} ${fmtValue(twin.paper[k], k)} and ${fmtValue(r.paper[k], k)} both run as ${fmtValue(r.values[k], k)}`);
       throw new SweepError(
         `${spec.file}: runs ${twin.index} and ${r.index} resolve to the same config (${r.id})${preset ? ` under preset ${preset}` : ''}` +
           `${met.length ? `: ${met.join(', ')}` : ''}; remove one of the values`,

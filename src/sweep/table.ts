@@ -1,7 +1,7 @@
 /** The plan as text: a header (sweep, preset scaling, model and data) and one row per run with its status. */
 import { PRESETS } from '../config/presets.ts';
 import { fmtExp } from '../runfolder/names.ts';
-import { runLr, type PlannedRun, type SweepPlan } from './plan.ts';
+import { fmtValue, runLr, type PlannedRun, type SweepPlan } from './plan.ts';
 import { formatFactor } from './scale.ts';
 import type { RunStateInfo } from '../runfolder/state.ts';
 
@@ -17,13 +17,6 @@ const COLUMN_NAMES: Record<string, string> = {
   seed: 'seed',
 };
 
-function fmtValue(v: unknown, key = ''): string {
-  // a base lr as the run names and the report print it (1.6e-2), whatever its size
-  if (typeof v === 'number' && key.endsWith('base_lr')) return fmtExp(Number(v.toPrecision(6)));
-  if (typeof v === 'number') return Number.isInteger(v) || Math.abs(v) >= 0.01 ? String(Number(v.toPrecision(6))) : fmtExp(Number(v.toPrecision(6)));
-  if (v === null || v === undefined) return '-';
-  return typeof v === 'object' ? JSON.stringify(v) : String(v);
-}
 
 /** "1024 -> 32" where the preset scaled the sweep file's value, else the value. */
 function cell(r: PlannedRun, key: string): string {
