@@ -44,12 +44,12 @@ export interface ReportResult {
   seconds: number;
 }
 
-/** The planned runs (sweep.yaml's runs) without a run folder. */
+/** The planned runs (sweep.yaml's runs, and its earlier_runs: what earlier invocations planned) without a run folder. */
 export function missingRuns(sweep: SweepRecord): string[] {
-  const planned = sweep.sweepFile?.runs;
-  if (!Array.isArray(planned)) return [];
+  const planned = [sweep.sweepFile?.runs, sweep.sweepFile?.earlier_runs].flatMap((l) => (Array.isArray(l) ? l : []));
   const have = new Set(sweep.runs.map((r) => r.id));
-  return planned.map((r) => (r as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string' && !have.has(id));
+  const ids = planned.map((r) => (r as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string' && !have.has(id));
+  return [...new Set(ids)];
 }
 
 export async function writeReport(sweepDir: string, opts: ReportOptions = {}): Promise<ReportResult> {

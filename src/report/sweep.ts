@@ -7,7 +7,7 @@
  * order sweep.yaml gives (`varied`, as src/sweep writes it, or `parameters` with several `values`).
  *
  * The paper's value of a run's setting, in order: sweep.yaml's own record when present (any of
- *   runs: [{id, paper: {<key>: <paper value>}}]                 (src/sweep/resolved.ts)
+ *   runs: [{id, paper: {<key>: <paper value>}}]                 (src/sweep/resolved.ts; earlier_runs alike)
  *   parameters: {<key>: {values: [...], paper: [...]}}          (also `paper_values`)
  *   paper: {<key>: {<run value>: <paper value>}} or {<key>: [paper values in the order of parameters.<key>.values]}
  * ), else the run value itself when it is one of the paper's, else a common scale factor, else rank order.
@@ -153,15 +153,17 @@ export const keyName = (k: string) => KEY_NAMES[k] ?? k;
 function recordedPaperValues(sweepFile: Obj | null, runs: RunRecord[], keys: string[]): Map<string, Record<string, number>> {
   const out = new Map<string, Record<string, number>>();
   if (!sweepFile) return out;
-  if (Array.isArray(sweepFile.runs)) {
-    for (const r of sweepFile.runs) {
+  // the latest invocation's record first: an earlier one's (earlier_runs) fills only the runs it lacks
+  for (const list of [sweepFile.runs, sweepFile.earlier_runs]) {
+    if (!Array.isArray(list)) continue;
+    for (const r of list) {
       if (!isObj(r)) continue;
       const id = [r.id, r.run_id, r.dir, r.name].find((x) => typeof x === 'string') as string | undefined;
       const paper = r.paper ?? r.paper_values;
       if (!id || !isObj(paper)) continue;
       const rec: Record<string, number> = {};
       for (const k of keys) if (typeof paper[k] === 'number') rec[k] = paper[k] as number;
-      out.set(id.split('/').pop()!, rec);
+      if (!out.has(id.split('/').pop()!)) out.set(id.split('/').pop()!, rec);
     }
   }
   const byKey = new Map<string, Map<string, number>>();

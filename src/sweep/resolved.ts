@@ -1,4 +1,8 @@
-/** `results/<sweep>/sweep.yaml`: the sweep as resolved, every run's full config. */
+/**
+ * `results/<sweep>/sweep.yaml`: the sweep as resolved, every run's full config. `runs` is the latest
+ * invocation's plan; `earlier_runs` keeps what earlier invocations planned that this one does not (other
+ * seeds, another `--set`), so the report's "Missing" line and its paper values cover the whole folder.
+ */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -6,7 +10,26 @@ import { writeFileAtomic } from '../engine/files.ts';
 import { formatFactor } from './scale.ts';
 import { runLr, type SweepPlan } from './plan.ts';
 
-export function resolvedSweep(plan: SweepPlan): Record<string, unknown> {
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The runs an earlier sweep.yaml planned (its `runs` and `earlier_runs`) that `ids` does not, by id, once each. */
+export function earlierRuns(previous: unknown, ids: Set<string>): Obj[] {
+  if (!isObj(previous)) return [];
+  const out = new Map<string, Obj>();
+  for (const list of [previous.runs, previous.earlier_runs]) {
+    if (!Array.isArray(list)) continue;
+    for (const r of list) {
+      if (!isObj(r) || typeof r.id !== 'string' || ids.has(r.id) || out.has(r.id)) continue;
+      // its index numbered the plan it came from, not this one (a Slurm task's --run-index)
+      const { index: _index, ...rest } = r;
+      out.set(r.id, rest);
+    }
+  }
+  return [...out.values()];
+}
+
+export function resolvedSweep(plan: SweepPlan, earlier: Obj[] = []): Record<string, unknown> {
   return {
     name: plan.spec.name,
     id: plan.id,
@@ -30,19 +53,30 @@ export function resolvedSweep(plan: SweepPlan): Record<string, unknown> {
       config_hash: r.hash,
       config: r.config,
     })),
+    ...(earlier.length ? { earlier_runs: earlier } : {}),
   };
 }
 
 export function writeResolvedSweep(plan: SweepPlan): string {
   const path = join(plan.dir, 'sweep.yaml');
-  const text = `# written by moco3 sweep: the sweep as resolved; each run's folder is <id>/\n${YAML.stringify(resolvedSweep(plan), { lineWidth: 0 })}`;
-  // unchanged: not rewritten (the tasks of a Slurm array or agents on other hosts start together)
   let cur: string | null = null;
   try {
     cur = readFileSync(path, 'utf8');
   } catch {
     /* not written yet */
   }
+  let previous: unknown = null;
+  try {
+    previous = cur === null ? null : YAML.parse(cur);
+  } catch {
+    /* damaged: moco3's own record, written anew from the plan (the run folders hold what ran) */
+  }
+  const earlier = earlierRuns(previous, new Set(plan.runs.map((r) => r.id)));
+  const text =
+    `# written by moco3 sweep: the sweep as resolved; each run's folder is <id>/` +
+    `${earlier.length ? '\n# runs: the latest invocation\'s plan; earlier_runs: what earlier invocations planned besides' : ''}\n` +
+    YAML.stringify(resolvedSweep(plan, earlier), { lineWidth: 0 });
+  // unchanged: not rewritten (the tasks of a Slurm array or agents on other hosts start together)
   if (cur !== text) writeFileAtomic(path, text);
   return path;
 }

@@ -1,0 +1,92 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { parseSweep } from '../../src/sweep/file.ts';
+import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
+import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
+import { missingRuns } from '../../src/report/index.ts';
+import { readSweep } from '../../src/report/results.ts';
+import { viewSweep } from '../../src/report/sweep.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-sweep-resolved-');
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
+
+function tinyPlan(results: string, seeds: number[], sets: string[] = []): SweepPlan {
+  const doc = YAML.parse(readFileSync(tinyFile, 'utf8'));
+  // a learned patch projection: a batch-size sweep of AdamW is then Fig. 1, whose paper values the report shows
+  return planSweep(parseSweep(doc, 'tiny.yaml'), { results, seeds, sets: ['model.patch_proj=learned', ...sets] });
+}
+
+/** A run folder as the report reads one: its config.yaml alone (a run not started yet has none). */
+function fakeRun(plan: SweepPlan, i: number) {
+  const r = plan.runs[i]!;
+  mkdirSync(r.dir, { recursive: true });
+  writeFileSync(join(r.dir, 'config.yaml'), YAML.stringify(r.config));
+}
+
+const read = (plan: SweepPlan) => YAML.parse(readFileSync(join(plan.dir, 'sweep.yaml'), 'utf8'));
+const ids = (list: { id: string }[] | undefined) => (list ?? []).map((r) => r.id);
+
+test("sweep.yaml keeps what earlier invocations planned (other seeds, another --set): the report's Missing line and paper values cover the whole folder", () => {
+  const results = mkdtempSync(join(root, 'r-'));
+  const s0 = tinyPlan(results, [0]);
+  const s1 = tinyPlan(results, [1]);
+  assert.equal(s0.dir, s1.dir, 'one sweep folder');
+  writeResolvedSweep(s0);
+  assert.equal(read(s0).earlier_runs, undefined, 'a first invocation has nothing earlier');
+
+  // seeds 0 planned first, then seed 1: the latest plan is `runs` (its indices are the Slurm tasks'), seed 0's runs stay beside it
+  writeResolvedSweep(s1);
+  let doc = read(s1);
+  assert.deepEqual(ids(doc.runs), s1.runs.map((r) => r.id));
+  assert.deepEqual(doc.runs.map((r: { index: number }) => r.index), [1, 2]);
+  assert.deepEqual(ids(doc.earlier_runs), s0.runs.map((r) => r.id));
+  assert.ok(doc.earlier_runs.every((r: Record<string, unknown>) => !('index' in r)), "an earlier plan's indices are not this plan's");
+  assert.equal(doc.earlier_runs[1].paper['optim.batch_size'], 1024);
+  assert.equal(doc.earlier_runs[0].config.seed, 0);
+
+  // the same invocation again: nothing rewritten, nothing doubled
+  const text = readFileSync(join(s1.dir, 'sweep.yaml'), 'utf8');
+  writeResolvedSweep(s1);
+  assert.equal(readFileSync(join(s1.dir, 'sweep.yaml'), 'utf8'), text);
+
+  // a third plan, another --set: the first two both stay, once each
+  const lr = tinyPlan(results, [0], ['optim.base_lr=0.02']);
+  writeResolvedSweep(lr);
+  doc = read(lr);
+  assert.deepEqual(ids(doc.runs), lr.runs.map((r) => r.id));
+  assert.deepEqual(new Set(ids(doc.earlier_runs)), new Set([...s0.runs, ...s1.runs].map((r) => r.id)));
+  assert.equal(doc.earlier_runs.length, 4);
+  // back to seed 0: it leaves earlier_runs for runs
+  writeResolvedSweep(s0);
+  doc = read(s0);
+  assert.deepEqual(ids(doc.runs), s0.runs.map((r) => r.id));
+  assert.deepEqual(new Set(ids(doc.earlier_runs)), new Set([...s1.runs, ...lr.runs].map((r) => r.id)));
+
+  // the report: run folders for seed 0's first run and seed 1's two; the rest were planned and never started
+  fakeRun(s0, 0);
+  fakeRun(s1, 0);
+  fakeRun(s1, 1);
+  const sweep = readSweep(s0.dir);
+  assert.deepEqual(new Set(missingRuns(sweep)), new Set([s0.runs[1]!.id, ...lr.runs.map((r) => r.id)]));
+  assert.equal(missingRuns(sweep).length, 3);
+  // paper values come from the record of whichever invocation planned the run
+  const view = viewSweep(sweep);
+  assert.deepEqual(view.columns.map((c) => c.paperValues?.['optim.batch_size']), [512, 1024]);
+});
+
+test('a damaged sweep.yaml is written anew from the plan (the run folders hold what ran)', () => {
+  const results = mkdtempSync(join(root, 'r-'));
+  const s0 = tinyPlan(results, [0]);
+  mkdirSync(s0.dir, { recursive: true });
+  writeFileSync(join(s0.dir, 'sweep.yaml'), 'runs: [\n');
+  writeResolvedSweep(s0);
+  const doc = read(s0);
+  assert.deepEqual(ids(doc.runs), s0.runs.map((r) => r.id));
+  assert.equal(doc.earlier_runs, undefined);
+});
