@@ -4,7 +4,7 @@
  * Unset or empty, each keeps its default.
  */
 import { UsageError } from '../config/errors.ts';
-import { parseDecimal } from './numbers.ts';
+import { parseDecimal } from '../config/numbers.ts';
 
 const NUMERIC_ENV: Readonly<Record<string, { min: number; strict: boolean; what: string }>> = {
   MOCO3_LOCK_TIMEOUT: { min: 0, strict: true, what: 'a positive number of seconds' },

@@ -3,27 +3,20 @@
  * the bounds the flag can mean, or one line naming the flag and what was expected (exit 2).
  */
 import { UsageError } from '../config/errors.ts';
-
-/** a plain decimal, optionally with an exponent: 3, 0.5, .5, 1e-4, 2.5E3 */
-const DECIMAL = /^[+]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
-const INTEGER = /^[+]?\d+$/;
+import { parseDecimal, parseInteger } from '../config/numbers.ts';
 
 /** The value as the error line shows it: an empty one as '' */
 const shown = (v: string) => (v.trim() === '' ? `'${v}'` : v);
 
 /** An integer flag from `min` to `max` (default: the largest safe integer). */
 export function intFlag(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const s = v.trim();
-  const n = INTEGER.test(s) ? Number(s) : NaN;
+  const n = parseInteger(v);
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     const what = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${min}`) : `an integer from ${min} to ${max}`;
     throw new UsageError(`${flag} ${shown(v)}: expected ${what}`);
   }
   return n;
 }
-
-/** A plain decimal (3, 0.5, 1e-4; spaces around allowed), else NaN: no '', hex or Infinity. */
-export const parseDecimal = (v: string): number => (DECIMAL.test(v.trim()) ? Number(v.trim()) : NaN);
 
 /** A positive number flag, at most `max` (default: any finite number). */
 export function positiveFlag(flag: string, v: string, max = Number.MAX_VALUE): number {

@@ -12,6 +12,7 @@
  *     signal_s: 300           # --signal-s: USR1 this many seconds before the time limit
  *     sbatch_args: ["--account=vision"]   # --sbatch-arg, repeatable
  */
+import { parseInteger } from '../config/numbers.ts';
 
 export interface LauncherSettings {
   partition: string | null;
@@ -109,7 +110,8 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     const raw = flags[key];
     if (raw === undefined || (Array.isArray(raw) && raw.length === 0)) continue;
     const numeric = key === 'gpus_per_run' || key === 'cpus_per_run' || key === 'max_parallel' || key === 'signal_s';
-    const v = numeric ? (/^\d+$/.test(String(raw)) ? Number(raw) : NaN) : raw;
+    // read as every integer flag is (src/config/numbers.ts): `+1` and ` 2 ` are numbers, `1e3` and `0x10` are not
+    const v = numeric ? parseInteger(String(raw)) : raw;
     const bad = check(key, v);
     // a value with a line break is shown quoted, so that the message stays one line
     const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);

@@ -31,6 +31,11 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   ];
   for (const [launcher, re] of bad) assert.throws(() => parseSweep({ ...doc, launcher }, 'x.yaml'), (e: Error) => e instanceof SweepError && re.test(e.message));
   assert.throws(() => parseLauncherFlags({ max_parallel: 'four' }, fail), (e: Error) => e.message === '--max-parallel four: expected a positive integer');
+  // read as every integer flag is: a sign and spaces are fine, an exponent, hex or nothing is not
+  assert.deepEqual(parseLauncherFlags({ gpus_per_run: '+1', cpus_per_run: ' 4 ', signal_s: '060' }, fail), { gpus_per_run: 1, cpus_per_run: 4, signal_s: 60 });
+  for (const v of ['1e3', '0x10', '', '2.0', '-1']) {
+    assert.throws(() => parseLauncherFlags({ max_parallel: v }, fail), (e: Error) => e.message.startsWith('--max-parallel') && e.message.endsWith(': expected a positive integer'), v);
+  }
   assert.throws(() => parseLauncherFlags({ mem: '64 GB' }, fail), (e: Error) => /^--mem 64 GB: expected a memory size/.test(e.message));
 });
 
