@@ -15,8 +15,6 @@ export function baselinesCommand(): Command {
     // a damaged baselines.json is said before minutes of computing, not written over
     const { readBaselines } = await import('../runfolder/baselines.ts');
     readBaselines(plan.dir);
-    const { initBackend } = await import('../engine/backend.ts');
-    await initBackend(plan.runs[0]!.config.train.backend as BackendName, { quiet: true });
     await computeBaselinesOf(plan, f.json === true);
   });
   return cmd;
@@ -32,7 +30,11 @@ export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing
   // the data first: a dataset that cannot be read is the one line said, with no progress line before it
   const { loadRunData } = await import('../components/index.ts');
   const dataset = await loadRunData(plan.runs[0]!.config);
-  say(`baselines of sweep ${plan.id}: untrained encoder and linear on pixels, seeds ${(missing ?? plan.seeds).join(', ')}`);
+  // the backend the runs train on: a sweep whose runs were all done before it started has started none
+  // (TensorFlow.js's default, the pure-JS cpu, would take 30 times as long)
+  const { activeBackend, initBackend } = await import('../engine/backend.ts');
+  const backend = activeBackend() ?? (await initBackend(plan.runs[0]!.config.train.backend as BackendName, { quiet: true }));
+  say(`baselines of sweep ${plan.id} on ${backend.name}: untrained encoder and linear on pixels, seeds ${(missing ?? plan.seeds).join(', ')}`);
   const out = await writeSweepBaselines(plan, {
     dataset,
     missingOnly: missing !== undefined,

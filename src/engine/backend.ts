@@ -236,8 +236,14 @@ export async function initBackend(
       throw new BackendError(`unknown backend '${String(requested)}' (expected one of ${BACKEND_CHOICES.join(', ')})`);
   }
   if (!opts.quiet) log(backendLine(info));
+  active = info;
   return info;
 }
+
+let active: BackendInfo | null = null;
+
+/** The backend initBackend last started in this process; null before any (TensorFlow.js's own default then runs). */
+export const activeBackend = (): BackendInfo | null => active;
 
 /** The line that says which backend runs, and why: `backend native: CPU, ... (moco3 native kernels are built)`. */
 export const backendLine = (info: BackendInfo): string => `backend ${info.name}: ${info.device} (${info.reason})`;

@@ -24,6 +24,8 @@ export interface BaselineFigures {
   /** how the linear probes were trained; train_views: the encoder's, in the words of a run's summary.json (the pixels': the centre view) */
   linear: { epochs: number; base_lr: number; batch_size: number; train_views: string };
   seed: number;
+  /** the TensorFlow.js backend they were computed on (not in files written before it was recorded) */
+  backend?: string;
   seconds: number;
 }
 
@@ -92,6 +94,7 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
       pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },
       linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: probeBatchSize(c.eval.linear.batch_size, ds.train.n), train_views: probeViews(augmented) },
       seed: c.seed,
+      backend: tf.getBackend(),
       seconds: Number(((performance.now() - t0) / 1000).toFixed(3)),
     };
   } finally {
