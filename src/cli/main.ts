@@ -65,11 +65,30 @@ const PATH_ERRORS: Record<string, string> = {
 };
 
 /**
+ * The reader of stdout or stderr gone (`moco3 sweep ... | head`, a dropped ssh session): the next write fails
+ * with EPIPE, which unhandled would kill the process mid-step, its run left `running` with no checkpoint.
+ * Instead the command stops as for a closed terminal (SIGHUP): a run checkpoints and says `interrupted`; a
+ * command without a stop of its own goes on, its output dropped.
+ */
+export function stopOnClosedOutput(): void {
+  let closed = false;
+  const onError = (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
+    if (closed) return;
+    closed = true;
+    if (process.listenerCount('SIGHUP') > 0) process.emit('SIGHUP', 'SIGHUP');
+  };
+  process.stdout.on('error', onError);
+  process.stderr.on('error', onError);
+}
+
+/**
  * Runs one moco3 command; returns its exit code. `processEntry`: moco3 owns the process (bin/moco3.js), so
  * a sweep may run itself in a supervised child process (supervise.ts).
  */
 export async function main(argv: string[], opts: { processEntry?: boolean } = {}): Promise<number> {
   setProcessEntry(opts.processEntry === true);
+  if (opts.processEntry) stopOnClosedOutput();
   const program = buildProgram();
   let commanderText = '';
   const quiet = (c: Command): void => {

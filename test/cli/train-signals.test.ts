@@ -205,3 +205,25 @@ test('eval of an interrupted run says which checkpoint it evaluates: the newest,
   assert.equal(newest.status, 0, newest.stderr);
   assert.match(newest.stderr, /is interrupted at step \d+; evaluating its newest checkpoint$/m);
 });
+
+test('train whose output pipe closes (`moco3 train ... | head`): stops as for a closed terminal, checkpointed, status interrupted', async () => {
+  const out = join(root, 'epipe');
+  // as bin/moco3.js runs it (the process is moco3's own)
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1' };
+  // not -q: a line a step
+  const args = tinyTrainArgs('train.checkpoint_every=100', 'optim.epochs=10', 'train.log_every=1').filter((a) => a !== '-q');
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  // the reader goes away after the first line, as `head -1` does
+  child.stderr.once('data', () => child.stderr.destroy());
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  assert.equal(code, 130);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.equal(st.status, 'interrupted');
+  assert.ok(st.step < st.total_steps, `stopped at step ${st.step} of ${st.total_steps}`);
+  const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8'));
+  assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), 'checkpointed where it stopped');
+  assert.equal(existsSync(join(out, '.lock')), false, 'the lock is released');
+});
