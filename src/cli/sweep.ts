@@ -333,8 +333,23 @@ export function sweepCommand(): Command {
             const s = r.states[plan.runs.findIndex((x) => x.id === id)]!;
             lines.push(`  ${id}: failed: ${errors.get(id) ?? s.error ?? describeState(s)}`);
           }
-          if (r.busy.length) lines.push(`  ${r.busy.length} run(s) are being trained by another sweep; run this command again later to finish`);
-          if (baselinesStopped) lines.push(`  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again for the rest`);
+          if (r.busy.length) {
+            const running = r.busy.filter((id) => r.states[plan.runs.findIndex((x) => x.id === id)]!.state === 'running').length;
+            lines.push(
+              running === r.busy.length
+                ? `  ${running} run(s) are being trained by another sweep; run this command again later to finish`
+                : `  ${r.busy.length} run(s) that another sweep was training are not finished (${running} still running); run this command again later to finish`,
+            );
+          }
+          if (baselinesStopped) {
+            const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
+            const left = missingBaselineSeeds(plan).length;
+            lines.push(
+              left < plan.seeds.length
+                ? `  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again for the rest`
+                : '  the baselines were stopped before a seed was done: run the same command again to compute them',
+            );
+          }
           else if (r.interrupted) lines.push('  run the same command again to continue');
           process.stderr.write(`${lines.join('\n')}\n`);
         }

@@ -29,7 +29,8 @@ export function readRunState(runDir: string): RunStateInfo {
   const ckpt = checkpointStep(runDir);
   const info: RunStateInfo = {
     state: 'new',
-    step: st?.step ?? null,
+    // a status.json that could not be written (a full disk) lags behind: the run got at least as far as its checkpoint
+    step: st?.step !== undefined && st.step !== null && (ckpt === null || st.step >= ckpt) ? st.step : ckpt,
     total_steps: st?.total_steps ?? null,
     checkpoint_step: ckpt,
     error: st?.error ?? null,

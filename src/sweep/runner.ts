@@ -32,7 +32,7 @@ export interface SweepResult {
   states: RunStateInfo[];
   /** runs that failed in this invocation */
   failed: string[];
-  /** runs left to another live sweep */
+  /** runs left to another live sweep and not finished when this invocation ended */
   busy: string[];
   /** runs this invocation started training */
   trained: string[];
@@ -193,6 +193,8 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   const states = plan.runs.map((r) => readRunState(r.dir));
   const counts: Record<string, number> = {};
   for (const s of states) counts[s.state] = (counts[s.state] ?? 0) + 1;
-  emit({ type: 'sweep_end', sweep: plan.id, counts, failed, interrupted, busy });
-  return { states, failed, busy, trained, interrupted };
+  // of the runs left to another sweep, those it has not finished by now (one seen locked early may be done)
+  const unfinished = busy.filter((id) => !isDone(states[plan.runs.findIndex((r) => r.id === id)]!.state));
+  emit({ type: 'sweep_end', sweep: plan.id, counts, failed, interrupted, busy: unfinished });
+  return { states, failed, busy: unfinished, trained, interrupted };
 }

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -15,8 +15,9 @@ const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
 // long probes (the baselines' two a seed take seconds), short training
 const args = ['sweep', tinyFile, '--seeds', '0,1', '--backend', 'cpu', '--results', root, '--set', 'eval.linear.epochs=400', '--set', 'eval.linear.enabled=false', '--set', 'optim.epochs=1'];
 
-function sweep(onErr?: (all: string, child: ReturnType<typeof spawn>) => void, more: string[] = []): Promise<{ code: number | null; stderr: string; seconds: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args, ...more], { stdio: ['ignore', 'ignore', 'pipe'] });
+function sweep(onErr?: (all: string, child: ReturnType<typeof spawn>) => void, more: string[] = [], results = root): Promise<{ code: number | null; stderr: string; seconds: number }> {
+  const a = results === root ? args : args.map((x) => (x === root ? results : x));
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...a, ...more], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   let signalled = 0;
   child.stderr!.on('data', (d) => {
@@ -46,6 +47,23 @@ test('Ctrl-C during the baselines at the end of a sweep: exit 130 within a probe
   const seeds = JSON.parse(readFileSync(file, 'utf8')).seeds;
   assert.deepEqual(seeds.map((s: { seed: number }) => s.seed), [0, 1]);
   assert.deepEqual(seeds.map((s: { backend: string }) => s.backend), ['cpu', 'native']);
+});
+
+test('Ctrl-C before the first seed of the baselines is done: exit 130, no baselines.json, and the line says none was done', async () => {
+  const results = join(root, 'none-done');
+  let sent = false;
+  const stopped = await sweep(
+    (all, child) => {
+      // once: a second Ctrl-C quits at once
+      if (!sent && /baselines of sweep tiny on \w+: /.test(all)) sent = child.kill('SIGINT');
+    },
+    [],
+    results,
+  );
+  assert.equal(stopped.code, 130, stopped.stderr);
+  assert.match(stopped.stderr, /the baselines were stopped before a seed was done: run the same command again to compute them\n/);
+  assert.doesNotMatch(stopped.stderr, /the seeds done are in/);
+  assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
 });
 
 test('a Slurm task warned (USR1) during the baselines stops them and requeues itself, to compute them when it starts again', async () => {

@@ -162,6 +162,30 @@ test('a run locked by a live sweep is left to it; a stale lock (dead process) is
   const r = await sweep(plan);
   assert.deepEqual(r.states.map((s) => s.state), ['completed', 'completed']);
   assert.equal(existsSync(join(dir, '.lock')), false);
+
+  // a run left to another sweep that finishes it meanwhile is not said to be still in training at the end
+  const plan2 = tinyPlan(tmp());
+  const dir2 = plan2.runs[0]!.dir;
+  const holder = await sleeper();
+  mkdirSync(dir2, { recursive: true });
+  writeFileSync(join(dir2, '.lock'), JSON.stringify({ ...lock, pid: holder.pid, proc_start: procStart(holder.pid) }));
+  try {
+    const r2 = await runSweep({
+      plan: plan2,
+      backend,
+      onEvent: (e) => {
+        if (e.type !== 'run_skip' || e.index !== 1) return;
+        // the other sweep ends the run as the loop does: summary.json, then the final status, then its unlock
+        writeFileSync(join(dir2, 'summary.json'), '{}');
+        writeFileSync(join(dir2, 'status.json'), JSON.stringify({ status: 'completed', step: 12, total_steps: 12 }));
+        rmSync(join(dir2, '.lock'));
+      },
+    });
+    assert.deepEqual(r2.states.map((s) => s.state), ['completed', 'completed']);
+    assert.deepEqual(r2.busy, [], 'nothing is left in training');
+  } finally {
+    await holder.kill();
+  }
 });
 
 test('locks: one holder at a time; a reused pid (other start time) is stale', async () => {

@@ -1,0 +1,36 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readRunState } from '../../src/runfolder/state.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const root = tempDir('moco3-state-');
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function run(status: object | null, ckptStep: number | null): string {
+  const dir = mkdtempSync(join(root, 'run-'));
+  if (status) writeFileSync(join(dir, 'status.json'), JSON.stringify(status));
+  if (ckptStep !== null) {
+    const name = `step-${String(ckptStep).padStart(7, '0')}`;
+    mkdirSync(join(dir, 'checkpoints', name), { recursive: true });
+    writeFileSync(join(dir, 'checkpoints', name, 'state.json'), '{}');
+    writeFileSync(join(dir, 'checkpoints', 'last.json'), JSON.stringify({ step: ckptStep, dir: name }));
+  }
+  return dir;
+}
+
+test("a run's state: the step it reached is never behind its checkpoint (a status.json the full disk kept from being rewritten)", () => {
+  // killed (no live lock) with status.json still at its first write, step 0, and a checkpoint at step 3
+  const lagging = readRunState(run({ status: 'running', step: 0, total_steps: 6, pid: 1, host: 'x' }, 3));
+  assert.deepEqual([lagging.state, lagging.step, lagging.checkpoint_step, lagging.total_steps], ['interrupted', 3, 3, 6]);
+  // a status ahead of the checkpoint says how far the run went
+  const ahead = readRunState(run({ status: 'interrupted', step: 5, total_steps: 6 }, 3));
+  assert.deepEqual([ahead.state, ahead.step, ahead.checkpoint_step], ['interrupted', 5, 3]);
+  // no status.json at all: the checkpoint alone
+  const none = readRunState(run(null, 3));
+  assert.deepEqual([none.state, none.step, none.total_steps], ['interrupted', 3, null]);
+  // neither: a new run
+  const fresh = readRunState(run(null, null));
+  assert.deepEqual([fresh.state, fresh.step], ['new', null]);
+});
