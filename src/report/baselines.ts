@@ -2,6 +2,7 @@
  * The baselines section of a report: results/<sweep>/baselines.json (written by `moco3 baselines` or at
  * the end of `moco3 sweep`) beside what the sweep's pretrained encoders reached. Reads files only.
  */
+import { dirname, resolve } from 'node:path';
 import { baselineModel, type BaselinesFile } from '../runfolder/baselines.ts';
 import { type RunRecord } from './results.ts';
 import type { RunFacts } from './table.ts';
@@ -42,10 +43,32 @@ function meanStd(xs: number[]): string {
 }
 
 /** Markdown lines: the baselines table and a plain sentence on whether pretraining beat them. */
-export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>, records: Iterable<RunRecord> = []): string[] {
+/**
+ * The `moco3 baselines` command that computes baselines for the sweep in `dir`, from its sweep.yaml (the
+ * file, preset, optimizers and --set of the latest invocation); `moco3 baselines <sweep>` without one.
+ * --results is given when the sweep is not under ./results, as a place: the folder holding the sweep's.
+ */
+export function baselinesCommandFor(sweepFile: Record<string, unknown> | null, dir: string): string {
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
+  const q = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, "'\\''")}'`);
+  const file = str(sweepFile?.file) ?? str(sweepFile?.name);
+  if (!sweepFile || !file) return 'moco3 baselines <sweep>';
+  const parts = ['moco3 baselines', q(file)];
+  const preset = str(sweepFile.preset);
+  if (preset) parts.push('--preset', preset);
+  const opts = Array.isArray(sweepFile.optimizers) ? sweepFile.optimizers.filter((o): o is string => typeof o === 'string') : [];
+  // a sweep of other optimizers than its file's is named after them (lr-lamb): the flag makes the same sweep
+  if (opts.length && str(sweepFile.id) !== str(sweepFile.name)) parts.push('--optimizer', opts.join(','));
+  if (Array.isArray(sweepFile.sets)) for (const x of sweepFile.sets) if (typeof x === 'string') parts.push('--set', q(x));
+  // the default results folder needs no flag; another is named by its place (a report does not depend on where its folder is)
+  if (resolve(dirname(dir)) !== resolve('results')) parts.push('--results', '<the folder holding this one>');
+  return parts.join(' ');
+}
+
+export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>, records: Iterable<RunRecord> = [], command = 'moco3 baselines <sweep>'): string[] {
   const out = ['## Baselines', ''];
   if (!b) {
-    out.push('No baselines yet: `moco3 baselines <sweep>` computes the untrained encoder and a linear classifier on pixels for this table.', '');
+    out.push(`No baselines yet: \`${command}\` computes the untrained encoder and a linear classifier on pixels for this table.`, '');
     return out;
   }
   const rs = b.seeds;
@@ -77,7 +100,7 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     out.push('', `${n} completed run${n === 1 ? "'s" : "s'"} linear probe trained ${what}: ${n === 1 ? 'it is' : 'they are'} left out of the linear column above and of the verdict below${after}.`);
   if (otherSettings.length) {
     const theirs = [...new Set(otherSettings.map((f) => settings(f.linearSettings)))];
-    leftOut(otherSettings.length, `with other settings (${theirs.join('; ')}) than the baselines' (${settings(lin)})`, " (`moco3 baselines <sweep>` with the runs' settings computes baselines for them)");
+    leftOut(otherSettings.length, `with other settings (${theirs.join('; ')}) than the baselines' (${settings(lin)})`, " (`moco3 baselines <sweep>` with the runs' `--set eval.linear.*` computes baselines for them)");
   }
   if (otherViews.length) leftOut(probed.filter((f) => !sameViews(f)).length, `on other views (${otherViews.join('; ')}) than the baselines' (${lin.train_views})`);
   const mismatch = baselinesMismatch(b, records);
@@ -85,7 +108,7 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     out.push(
       '',
       `**These baselines were computed for another model or data than this sweep's runs** (${mismatch.join('; ')}), so they say nothing about what ` +
-        'pretraining bought here: `moco3 baselines <sweep>` computes them for this sweep.',
+        `pretraining bought here: \`${command}\` computes them for this sweep.`,
     );
   } else if (linRuns.length) {
     const best = Math.max(...linRuns);

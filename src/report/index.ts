@@ -10,7 +10,7 @@ import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, 
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
 import { checkReportOutputs, readSweep, type SweepRecord } from './results.ts';
-import { baselinesMarkdown } from './baselines.ts';
+import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { pairedMarkdown } from './paired.ts';
 import { formatValue, keyName, pooledKeys, viewSweep, type SweepView } from './sweep.ts';
@@ -211,7 +211,7 @@ export function reportMarkdown(
   );
   const paired = pairedMarkdown(view, facts);
   if (paired) out.push(paired, '');
-  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs));
+  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs, baselinesCommandFor(sweep.sweepFile, sweep.dir)));
   // a completed run without a linear top-1 either was trained with the probe off or has not been probed yet
   const unprobed = sweep.runs.filter((r) => {
     const f = facts.get(r.id);

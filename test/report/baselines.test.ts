@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
-import { baselinesMismatch } from '../../src/report/baselines.ts';
+import { baselinesCommandFor, baselinesMismatch } from '../../src/report/baselines.ts';
 import { readBaselines } from '../../src/runfolder/baselines.ts';
 import { flatten, type RunRecord } from '../../src/report/results.ts';
 import { loadSweep } from '../../src/sweep/file.ts';
@@ -62,13 +62,30 @@ test('report: baselines of another model or data are named as such, and no verdi
   assert.doesNotMatch(s, /another model/);
   assert.match(s, /Pretraining beat both baselines: the best run's linear top-1 is 40\.0, the untrained encoder's 30\.0, pixels' 35\.0\./);
   put({ dataset: 'synthetic', image_size: 16, arch: 'x', model: { arch: 'vit-tiny', depth: 2 } });
-  assert.match(await md(), /\(model\.arch vit-smoke \(baselines: vit-tiny\)\)/);
+  s = await md();
+  assert.match(s, /\(model\.arch vit-smoke \(baselines: vit-tiny\)\)/);
+  // the command that makes this sweep's, from its sweep.yaml: the fixture's names the sweep and its preset
+  assert.ok(s.includes('`moco3 baselines batch-size --preset smoke --results <the folder holding this one>` computes them for this sweep'), s);
+  // its optimizers and --set included
+  writeFileSync(join(dir, 'sweep.yaml'), 'name: lr\nid: lr-lamb\nfile: sweeps/lr.yaml\npreset: smoke\noptimizers: [lamb]\nsets: ["moco.temperature=0.3", "data.path=/my data"]\n');
+  assert.ok((await md()).includes("`moco3 baselines sweeps/lr.yaml --preset smoke --optimizer lamb --set moco.temperature=0.3 --set 'data.path=/my data' --results <the folder holding this one>` computes them"));
+});
+
+test("report: the baselines command it suggests is the sweep's own (baselinesCommandFor)", () => {
+  assert.equal(baselinesCommandFor(null, 'results/x'), 'moco3 baselines <sweep>');
+  const spec = { name: 'batch-size', id: 'batch-size', file: 'sweeps/batch-size.yaml', preset: 'smoke', optimizers: ['adamw'], sets: [] };
+  assert.equal(baselinesCommandFor(spec, 'res/batch-size'), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --results <the folder holding this one>');
+  // under ./results, the default: no flag
+  assert.equal(baselinesCommandFor(spec, join(process.cwd(), 'results', 'batch-size')), 'moco3 baselines sweeps/batch-size.yaml --preset smoke');
+  assert.equal(baselinesCommandFor(spec, 'results/batch-size'), 'moco3 baselines sweeps/batch-size.yaml --preset smoke');
+  // no preset: none given (the sweep file's own, or the defaults); a value with a space or a quote quoted for the shell
+  assert.equal(baselinesCommandFor({ name: 'my', id: 'my', file: 'my.yaml', preset: null, sets: ["a.b=it's"] }, 'results/my'), "moco3 baselines my.yaml --set 'a.b=it'\\''s'");
 });
 
 test('report without baselines says how to make them; a damaged baselines.json is one line naming it', async () => {
   const dir = writeBatchSweep(tmp());
   await writeReport(dir, { plots: false });
-  assert.match(section(readFileSync(join(dir, 'report.md'), 'utf8')), /No baselines yet: `moco3 baselines <sweep>`/);
+  assert.match(section(readFileSync(join(dir, 'report.md'), 'utf8')), /No baselines yet: `moco3 baselines batch-size --preset smoke --results <the folder holding this one>`/);
   writeFileSync(join(dir, 'baselines.json'), '{"dataset": "x", "seeds": [');
   assert.throws(() => readBaselines(dir), (e: Error) => e.name === 'RunFolderError' && e.message.includes('baselines.json: not JSON') && !e.message.includes('\n'));
   writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'x', image_size: 8, arch: 'a', seeds: [{ seed: 0 }] }));
