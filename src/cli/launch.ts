@@ -144,7 +144,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   // the folders above the sweep's (results/) too, when this submission makes them
   const made = [...missingAncestors(plan.dir), plan.dir, slurmDir(plan), resolved].filter((p) => !existsSync(p));
   const previous = existsSync(resolved) ? readFileSync(resolved) : null;
-  writeResolvedSweep(plan);
+  const notes = writeResolvedSweep(plan);
   let path: string | null = null;
   let jobId: string;
   try {
@@ -165,6 +165,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     [
       `sweep ${plan.id}: submitted Slurm array job ${jobId}: runs ${arraySpec(indices, null)} of ${plan.runs.length}` +
         `${settings.max_parallel !== null ? `, at most ${settings.max_parallel} at a time` : ''}${skipped.length ? ` (not submitted: ${skipped.join(', ')})` : ''}`,
+      ...notes.map((n) => `  note: ${n}`),
       `  script: ${path}`,
       `  follow: squeue -r -j ${jobId}    sacct -j ${jobId}    tail -f ${logs}/${jobId}_<run index>.log`,
       `  status: moco3 plan ${arg}${plan.preset ? ` --preset ${plan.preset}` : ''} --results ${f.results}`,

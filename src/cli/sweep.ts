@@ -99,6 +99,7 @@ function plainDisplay(): Display {
           todo = e.todo;
           eta.start(e.todo);
           err.write(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
+          for (const n of e.notes ?? []) err.write(`  note: ${n}\n`);
           break;
         case 'run_skip':
           for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
@@ -168,6 +169,7 @@ function barDisplay(): Display {
           label = `sweep ${e.sweep}`;
           eta.start(e.todo);
           multi.log(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
+          for (const n of e.notes ?? []) multi.log(`  note: ${n}\n`);
           sweepBar = multi.create(Math.max(1, todo * units), 0, { label, info: `0/${todo} runs | ETA -` });
           break;
         case 'run_skip':

@@ -13,7 +13,7 @@ import { checkReportOutputs, readSweep, type SweepRecord } from './results.ts';
 import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { pairedMarkdown } from './paired.ts';
-import { formatValue, keyName, pooledKeys, viewSweep, type SweepView } from './sweep.ts';
+import { followingKeys, formatValue, keyName, pooledKeys, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
 export type ReportFormat = 'md' | 'csv' | 'both';
@@ -158,6 +158,15 @@ export function reportMarkdown(
   }
   out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
+  // what else changes from column to column: a column is then not one swept value alone (runs of two presets in one folder)
+  const following = [...followingKeys(view)];
+  if (following.length) {
+    const shown = following.slice(0, 8).map(([k, vs]) => `\`${k}\` (${vs.length > 6 ? `${vs.slice(0, 6).join(', ')}, ...` : vs.join(', ')})`);
+    out.push(
+      `Changing with the columns besides the swept ${view.sweptKeys.length === 1 ? 'key' : 'keys'}: ${shown.join('; ')}` +
+        `${following.length > 8 ? `; and ${following.length - 8} more keys` : ''} (each column's runs share them; the columns differ in them too).`,
+    );
+  }
   // runs a column pools as seeds that differ in more than the seed (a key that follows the seed is no column)
   const pooled = [...pooledKeys(view)];
   if (pooled.length) {

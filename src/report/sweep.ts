@@ -130,6 +130,27 @@ export function pooledKeys(view: SweepView): Map<string, string[]> {
   return new Map([...out].map(([k, v]) => [k, [...v]]));
 }
 
+/**
+ * Keys other than the swept ones, the seed and what the hash leaves out whose values differ between columns
+ * but not within one: they change with the swept keys (a LAMB column's own lr and weight decay; runs of
+ * another preset in the same folder, their model and data). Key -> its values, as printed, in column order.
+ */
+export function followingKeys(view: SweepView): Map<string, string[]> {
+  const skip = new Set<string>(['seed', ...UNHASHED_KEYS, ...view.sweptKeys]);
+  const pooled = pooledKeys(view);
+  const valueOf = (r: RunRecord, k: string) => (r.flat.has(k) ? r.flat.get(k) : k in LATER_KEYS ? LATER_KEYS[k] : undefined);
+  const runs = view.columns.flatMap((c) => c.runs);
+  const keys = [...new Set(runs.flatMap((r) => [...r.flat.keys()]))].sort();
+  const out = new Map<string, string[]>();
+  for (const k of keys) {
+    if (skip.has(k) || pooled.has(k)) continue;
+    const vals = runs.map((r) => valueOf(r, k));
+    if (vals.some((v) => v === undefined) || new Set(vals.map(key)).size < 2) continue;
+    out.set(k, [...new Set(vals.map((v) => formatValue(k, v)))]);
+  }
+  return out;
+}
+
 export function formatValue(k: string, v: unknown): string {
   if (typeof v === 'number') {
     if (k.endsWith('base_lr') || k.endsWith('weight_decay') || (v !== 0 && Math.abs(v) < 1e-2)) return fmtSci(v);

@@ -13,17 +13,18 @@ import { runLr, type SweepPlan } from './plan.ts';
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** The runs an earlier sweep.yaml planned (its `runs` and `earlier_runs`) that `ids` does not, by id, once each. */
+/** The runs an earlier sweep.yaml planned (its `runs` and `earlier_runs`) that `ids` does not, by id, once each, with the preset each was planned under. */
 export function earlierRuns(previous: unknown, ids: Set<string>): Obj[] {
   if (!isObj(previous)) return [];
   const out = new Map<string, Obj>();
-  for (const list of [previous.runs, previous.earlier_runs]) {
+  for (const [list, latest] of [[previous.runs, true], [previous.earlier_runs, false]] as const) {
     if (!Array.isArray(list)) continue;
     for (const r of list) {
       if (!isObj(r) || typeof r.id !== 'string' || ids.has(r.id) || out.has(r.id)) continue;
-      // its index numbered the plan it came from, not this one (a Slurm task's --run-index)
+      // its index numbered the plan it came from, not this one (a Slurm task's --run-index); the preset it
+      // was planned under is the record's (an earlier run keeps its own)
       const { index: _index, ...rest } = r;
-      out.set(r.id, rest);
+      out.set(r.id, latest ? { preset: typeof previous.preset === 'string' ? previous.preset : null, ...rest } : rest);
     }
   }
   return [...out.values()];
@@ -57,7 +58,11 @@ export function resolvedSweep(plan: SweepPlan, earlier: Obj[] = []): Record<stri
   };
 }
 
-export function writeResolvedSweep(plan: SweepPlan): string {
+/**
+ * Writes the plan's sweep.yaml; returns what to tell the user: the folder's earlier runs planned under
+ * another preset (their model, data and epochs differ: the report's columns would mix them).
+ */
+export function writeResolvedSweep(plan: SweepPlan): string[] {
   const path = join(plan.dir, 'sweep.yaml');
   let cur: string | null = null;
   try {
@@ -78,5 +83,10 @@ export function writeResolvedSweep(plan: SweepPlan): string {
     YAML.stringify(resolvedSweep(plan, earlier), { lineWidth: 0 });
   // unchanged: not rewritten (the tasks of a Slurm array or agents on other hosts start together)
   if (cur !== text) writeFileAtomic(path, text);
-  return path;
+  const others = [...new Set(earlier.map((r) => r.preset).filter((p): p is string => typeof p === 'string' && p !== plan.preset))];
+  if (!others.length) return [];
+  return [
+    `${plan.dir} holds runs planned under preset ${others.join(', ')} as well; these of ${plan.preset ? `preset ${plan.preset}` : 'no preset'} go beside them ` +
+      "and the report's columns will mix the two (it names what changes with them); give --results another folder to keep them apart",
+  ];
 }

@@ -19,7 +19,7 @@ import { checkSweepResumes } from './resume.ts';
 import { SetupError } from '../config/errors.ts';
 
 export type SweepEvent =
-  | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string }
+  | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string; notes?: string[] }
   | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string; notes?: string[] }
   | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null; notes?: string[] }
   | { type: 'train'; run: string; index: number; total: number; event: TrainEvent }
@@ -101,8 +101,8 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     backend = await initBackend(plan.runs[0]!.config.train.backend as BackendName);
   }
   cleanStaleTemps(plan.dir);
-  writeResolvedSweep(plan);
-  emit({ type: 'sweep_start', sweep: plan.id, dir: plan.dir, total, todo: todo.length, backend: backend?.name ?? '-' });
+  const notes = writeResolvedSweep(plan);
+  emit({ type: 'sweep_start', sweep: plan.id, dir: plan.dir, total, todo: todo.length, backend: backend?.name ?? '-', ...(notes.length ? { notes } : {}) });
 
   const failed: string[] = [];
   const busy: string[] = [];

@@ -9,7 +9,7 @@ import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { procStart } from '../../src/runfolder/lock.ts';
-import { fmtSci, formatValue, inferSweptKeys, viewSweep } from '../../src/report/sweep.ts';
+import { fmtSci, followingKeys, formatValue, inferSweptKeys, pooledKeys, viewSweep } from '../../src/report/sweep.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 /** The table of report.md: label -> cells. */
@@ -235,7 +235,30 @@ test('swept keys: from the configs when there is no sweep.yaml; keys that follow
   const v = viewSweep(readSweep(dir));
   assert.deepEqual(v.columns.map((c) => c.runs.length), [2, 1, 1]);
   assert.deepEqual(v.seeds, [0, 1]);
+  // what changes with the columns: the cadence; not the data path, which one column's runs differ in (and
+  // the hash leaves out: where the data is, not what it is)
+  assert.deepEqual([...followingKeys(v)], [['train.knn_every', ['40', '20', '10']]]);
+  assert.deepEqual([...pooledKeys(v).keys()], []);
   rmSync(dir, { recursive: true });
+});
+
+test('report: runs of two presets in one folder: what changes with the columns besides the swept key is said under the table heading', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'lr', [
+    { 'optim.base_lr': 1e-4 },
+    { 'optim.base_lr': 2e-4 },
+    // the same sweep under another preset: its own lrs, image size and epochs
+    { 'optim.base_lr': 1.6e-2, 'data.image_size': 28, 'optim.epochs': 2 },
+    { 'optim.base_lr': 3.2e-2, 'data.image_size': 28, 'optim.epochs': 2 },
+  ]);
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /swept: base lr \(`optim\.base_lr`\)/);
+  assert.match(md, /\nChanging with the columns besides the swept key: `data\.image_size` \(16, 28\); `optim\.epochs` \(\d+, 2\) \(each column's runs share them; the columns differ in them too\)\.\n/);
+  // a sweep whose columns differ in the swept key alone says nothing of the kind
+  const plain = writeSimpleSweep(root, 'lr2', [{ 'optim.base_lr': 1e-4 }, { 'optim.base_lr': 2e-4 }]);
+  await writeReport(plain, { plots: false });
+  assert.doesNotMatch(readFileSync(join(plain, 'report.md'), 'utf8'), /Changing with the columns/);
 });
 
 test('swept keys: a key sweep.yaml declares stays a column when each of its values ran on other seeds', () => {

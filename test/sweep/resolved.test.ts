@@ -16,10 +16,10 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 const tinyFile = join(import.meta.dirname, 'fixtures', 'tiny.yaml');
 
-function tinyPlan(results: string, seeds: number[], sets: string[] = []): SweepPlan {
+function tinyPlan(results: string, seeds: number[], sets: string[] = [], preset?: string): SweepPlan {
   const doc = YAML.parse(readFileSync(tinyFile, 'utf8'));
   // a learned patch projection: a batch-size sweep of AdamW is then Fig. 1, whose paper values the report shows
-  return planSweep(parseSweep(doc, 'tiny.yaml'), { results, seeds, sets: ['model.patch_proj=learned', ...sets] });
+  return planSweep(parseSweep(doc, 'tiny.yaml'), { results, seeds, sets: ['model.patch_proj=learned', ...sets], ...(preset ? { preset } : {}) });
 }
 
 /** A run folder as the report reads one: its config.yaml alone (a run not started yet has none). */
@@ -89,4 +89,23 @@ test('a damaged sweep.yaml is written anew from the plan (the run folders hold w
   const doc = read(s0);
   assert.deepEqual(ids(doc.runs), s0.runs.map((r) => r.id));
   assert.equal(doc.earlier_runs, undefined);
+});
+
+test('a sweep into a folder that holds runs of another preset says so (the report would mix the two); earlier runs keep their preset', () => {
+  const results = mkdtempSync(join(root, 'r-'));
+  const smoke = tinyPlan(results, [0]);
+  assert.deepEqual(writeResolvedSweep(smoke), []);
+  assert.deepEqual(writeResolvedSweep(tinyPlan(results, [1])), [], 'other seeds of the same preset: nothing to say');
+  const doc = YAML.parse(readFileSync(join(tinyPlan(results, [0], ['model.patch_size=4'], 'cpu').dir, 'sweep.yaml'), 'utf8'));
+  assert.equal(doc.preset, 'smoke');
+  const cpu = tinyPlan(results, [0], ['model.patch_size=4'], 'cpu');
+  assert.equal(cpu.dir, smoke.dir);
+  const notes = writeResolvedSweep(cpu);
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /holds runs planned under preset smoke as well; these of preset cpu go beside them and the report's columns will mix the two .*give --results another folder/);
+  const after = read(cpu);
+  assert.equal(after.preset, 'cpu');
+  assert.deepEqual([...new Set(after.earlier_runs.map((r: { preset: string }) => r.preset))], ['smoke']);
+  // back to smoke: the cpu runs are now the other preset's
+  assert.match(writeResolvedSweep(smoke)[0]!, /under preset cpu as well; these of preset smoke/);
 });
