@@ -234,6 +234,16 @@ export function buildConfig(src: ConfigSources): ResolvedRunConfig {
   }
   const setObjs = (src.sets ?? []).map((s) => ({ expr: s, obj: parseSet(s) }));
   for (const s of setObjs) merged = deepMerge(merged, s.obj);
+  // the kNN monitor's cadence is one of two keys: the later source that gives one (not both) sets the other
+  // to null, so `--set train.knn_every=10` under a preset of `knn_every_epochs` is obeyed, not outranked
+  let cadence: string | null = null;
+  for (const layer of [presetObj, fileObj, ...overrides, ...setObjs.map((x) => x.obj)]) {
+    const t = isObj(layer.train) ? layer.train : {};
+    const steps = t.knn_every !== undefined && t.knn_every !== null;
+    const epochs = t.knn_every_epochs !== undefined && t.knn_every_epochs !== null;
+    if (steps !== epochs) cadence = steps ? 'knn_every_epochs' : 'knn_every';
+  }
+  if (cadence && isObj(merged.train)) merged.train[cadence] = null;
 
   const blame = (full: PropertyKey[]): string => {
     // an element of a list (optim.betas.1) comes from where the list was set

@@ -114,3 +114,23 @@ test('blur sigma: null is the recipe range [0.1, 2] px at 224 scaled to the imag
   assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['data.image_size=56'] }).augment.blur_sigma, [(0.1 * 56) / 224, (2 * 56) / 224]);
   assert.deepEqual(buildConfig({ preset: 'cpu', sets: ['augment.blur_sigma=[0.5, 1]'] }).augment.blur_sigma, [0.5, 1]);
 });
+
+test("the kNN cadence: the later source that gives train.knn_every or train.knn_every_epochs wins, the other becomes null", () => {
+  const cadence = (c: ReturnType<typeof buildConfig>) => [c.train.knn_every, c.train.knn_every_epochs];
+  // the cpu preset counts in epochs; a --set in steps is obeyed (it was outranked by the preset's epochs)
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu' })), [null, 0.05]);
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu', sets: ['train.knn_every=10'] })), [10, null]);
+  // and back: the smoke preset counts in steps
+  assert.deepEqual(cadence(buildConfig({ preset: 'smoke' })), [60, null]);
+  assert.deepEqual(cadence(buildConfig({ preset: 'smoke', sets: ['train.knn_every_epochs=0.5'] })), [null, 0.5]);
+  // a file in between, and the last --set of several
+  let file = tmpFile('cadence.yaml', 'train: {knn_every: 25}\n');
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu', file })), [25, null]);
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu', file, sets: ['train.knn_every_epochs=0.1'] })), [null, 0.1]);
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu', sets: ['train.knn_every_epochs=0.1', 'train.knn_every=7'] })), [7, null]);
+  // a run's own config.yaml (one of the two, the other null) reads as written
+  file = tmpFile('run.yaml', 'train: {knn_every: null, knn_every_epochs: 0.05}\n');
+  assert.deepEqual(cadence(buildConfig({ file })), [null, 0.05]);
+  // null given for one alone is no choice: the monitor's other key stands
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu', sets: ['train.knn_every=null'] })), [null, 0.05]);
+});
