@@ -17,7 +17,8 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
       model: { arch: 'vit-smoke' },
       moco: { proj_hidden: 128, proj_dim: 64, pred_hidden: 128 },
       optim: { batch_size: 128, epochs: 12, warmup_epochs: 2, base_lr: 1.5e-3 },
-      train: { log_every: 1, knn_every: 60 },
+      // the monitor in epochs, so every batch size of a smoke sweep has the same points on the epoch axis
+      train: { log_every: 1, knn_every: null, knn_every_epochs: 1 },
       eval: { knn: { bank_size: null, query_size: null }, linear: { epochs: 20, batch_size: 256 } },
     },
   },
@@ -41,7 +42,8 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
       data: { name: 'cifar10', image_size: 32 },
       model: { arch: 'vit-tiny' },
       optim: { batch_size: 1024, epochs: 100, warmup_epochs: 10 },
-      train: { log_every: 1, knn_every: 200 },
+      // every epoch whatever the batch, as the paper's curves
+      train: { log_every: 1, knn_every: null, knn_every_epochs: 1 },
       eval: { knn: { bank_size: null, query_size: null }, linear: { epochs: 90, batch_size: 1024 } },
     },
   },
@@ -51,7 +53,7 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
       data: { name: 'imagefolder', image_size: 224 },
       model: { arch: 'vit-base' },
       optim: { batch_size: 4096, epochs: 100, warmup_epochs: 40 },
-      train: { log_every: 10, knn_every: 500 },
+      train: { log_every: 10, knn_every: null, knn_every_epochs: 1 },
       eval: { knn: { bank_size: 128000, query_size: 10000 }, linear: { epochs: 90, batch_size: 1024 } },
     },
   },

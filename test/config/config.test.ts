@@ -120,9 +120,11 @@ test("the kNN cadence: the later source that gives train.knn_every or train.knn_
   // the cpu preset counts in epochs; a --set in steps is obeyed (it was outranked by the preset's epochs)
   assert.deepEqual(cadence(buildConfig({ preset: 'cpu' })), [null, 0.05]);
   assert.deepEqual(cadence(buildConfig({ preset: 'cpu', sets: ['train.knn_every=10'] })), [10, null]);
-  // and back: the smoke preset counts in steps
-  assert.deepEqual(cadence(buildConfig({ preset: 'smoke' })), [60, null]);
-  assert.deepEqual(cadence(buildConfig({ preset: 'smoke', sets: ['train.knn_every_epochs=0.5'] })), [null, 0.5]);
+  // the smoke preset too (a smoke sweep's batch sizes get the same points on the epoch axis)
+  assert.deepEqual(cadence(buildConfig({ preset: 'smoke' })), [null, 1]);
+  assert.deepEqual(cadence(buildConfig({ preset: 'smoke', sets: ['train.knn_every=60'] })), [60, null]);
+  // and back: a file in steps, then --set in epochs
+  assert.deepEqual(cadence(buildConfig({ preset: 'smoke', fileObject: { label: 'f', value: { train: { knn_every: 5 } } }, sets: ['train.knn_every_epochs=0.5'] })), [null, 0.5]);
   // a file in between, and the last --set of several
   let file = tmpFile('cadence.yaml', 'train: {knn_every: 25}\n');
   assert.deepEqual(cadence(buildConfig({ preset: 'cpu', file })), [25, null]);
