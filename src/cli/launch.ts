@@ -181,6 +181,8 @@ export interface Launch {
   onUsr1: (() => void) | null;
   /** the work after the runs (the baselines) was stopped: a Slurm task warned by USR1 requeues itself for it */
   afterStopped?: () => void;
+  /** whether this Slurm task has requeued itself: Slurm starts it again, no command is for the user to run */
+  requeued?: () => boolean;
 }
 
 /** The plan's run of --run-index, checked against --expect-hash. */
@@ -225,10 +227,12 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
     const index = runIndex(plan, f);
     const task: TaskContext | null = slurmTask();
     let requeue = false;
+    let requeued = false;
     /** `scontrol requeue` this task; when it fails, says so with `then` (what the user does instead), exit 1 */
     const requeueSelf = (t: TaskContext, then: string) => {
       try {
         requeueTask(t);
+        requeued = true;
       } catch (e) {
         const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
         process.stderr.write(`moco3: scontrol requeue ${taskName(t)} failed: ${msg}; ${then}\n`);
@@ -265,6 +269,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
         process.stderr.write(`moco3: requeueing Slurm task ${taskName(task)} for the baselines\n`);
         requeueSelf(task, 'submit the sweep again for the baselines');
       },
+      requeued: () => requeued,
     };
   }
   if (f.agent) {

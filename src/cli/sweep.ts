@@ -343,7 +343,9 @@ export function sweepCommand(): Command {
                 : `  ${r.busy.length} run(s) that another sweep was training are not finished (${running} still running); run this command again later to finish`,
             );
           }
-          if (baselinesStopped) {
+          if (launch.requeued?.()) {
+            lines.push('  requeued: Slurm starts this task again, and it goes on from where it stopped');
+          } else if (baselinesStopped) {
             const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
             const left = missingBaselineSeeds(plan).length;
             lines.push(
@@ -351,8 +353,7 @@ export function sweepCommand(): Command {
                 ? `  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again for the rest`
                 : '  the baselines were stopped before a seed was done: run the same command again to compute them',
             );
-          }
-          else if (r.interrupted) lines.push('  run the same command again to continue');
+          } else if (r.interrupted) lines.push('  run the same command again to continue');
           process.stderr.write(`${lines.join('\n')}\n`);
         }
         if (r.interrupted) process.exitCode = 130;

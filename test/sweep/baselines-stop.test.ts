@@ -85,6 +85,9 @@ test('a Slurm task warned (USR1) during the baselines stops them and requeues it
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   assert.equal(code, 130, stderr);
   assert.match(stderr, /requeueing Slurm task 77_1 for the baselines/);
+  // the task's log says what happens next: Slurm starts it again; no command is the user's to run
+  assert.match(stderr, /\n  requeued: Slurm starts this task again, and it goes on from where it stopped\n/);
+  assert.doesNotMatch(stderr, /run the same command again/);
   assert.equal(readFileSync(join(root, 'scontrol.log'), 'utf8'), 'requeue 77_1\n');
   const tasks = readFileSync(join(results, 'tiny', 'slurm', 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(tasks.map((t) => [t.event, t.baselines ?? false]), [['start', false], ['end', false], ['requeue', true]]);
