@@ -22,6 +22,8 @@ export interface BenchResult {
   /** process CPU time (user + system, all threads) per step, median: comparable on a shared machine */
   cpu_ms_per_step: number;
   images_per_s: number;
+  /** the loss of the first step (the untrained model on the seed's first batch; a micro-batched step gives the same up to BatchNorm's per-chunk statistics) */
+  loss_step1: number;
   gflops: number;
   augment_ms: number;
   augment_share: number;
@@ -100,6 +102,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   const augMs: number[] = [];
   const cpuMs: number[] = [];
   let tensorsStart = 0;
+  let firstLoss = NaN;
   let gpuPeak: number | null = null;
   const sampleGpu = () => {
     const m = tf.memory() as { numBytesAllocatedInGPU?: number };
@@ -111,10 +114,14 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     const { x1, x2 } = twoViews(batch, aug, c.seed, s);
     await x2.data(); // make the augmentation's cost visible on asynchronous backends
     const t1 = performance.now();
-    await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
+    const { stats } = await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
     const t2 = performance.now();
     // counted after the first step, which makes the optimizer's state: a leak shows as a rise from there
-    if (s === 0) tensorsStart = tf.memory().numTensors;
+    if (s === 0) {
+      tensorsStart = tf.memory().numTensors;
+      // the untrained model's loss (read back with the step's statistics, as every step does): micro-batches must not move it
+      firstLoss = stats[0]!;
+    }
     sampleGpu();
     if (s >= warmup) {
       stepMs.push(t2 - t0);
@@ -165,6 +172,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     gpu_peak_mb: gpuPeak === null ? null : Number((gpuPeak / 2 ** 20).toFixed(1)),
     webgpu_packed: info.name === 'webgpu' ? canPack() : null,
+    loss_step1: Number(firstLoss.toFixed(4)),
     num_tensors_start: tensorsStart,
     num_tensors_end: tensorsEnd,
     cpu: cpus()[0]?.model ?? 'unknown',

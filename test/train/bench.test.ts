@@ -4,7 +4,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
 
 const TINY = ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16'].flatMap((s) => ['--set', s]);
 
@@ -17,4 +20,16 @@ test('bench: the tensor count is flat across steps, with and without warmup step
     // counted before the first step (as it was with --warmup 0), the optimizer's state made by that step read as a leak
     assert.equal(out.num_tensors_end, out.num_tensors_start, `--warmup ${warmup}: ${out.num_tensors_start} -> ${out.num_tensors_end}`);
   }
+});
+
+test("bench: the loss at step 1 is the training run's first loss (same seed, batch and views)", async () => {
+  const r = await cli(['bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '1', '--warmup', '0', '--json']);
+  assert.equal(r.code, 0, r.err);
+  const bench = JSON.parse(r.out.trim().split('\n').pop()!) as { loss_step1: number };
+  const out = join(tempDir('moco3-bench-loss-'), 'run');
+  const t = await cli(['train', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--set', 'optim.batch_size=8', '--set', 'train.max_steps=1', '--set', 'eval.linear.enabled=false', '-q', '--out', out]);
+  assert.equal(t.code, 0, t.err);
+  const first = readMetrics(join(out, 'metrics.jsonl')).find((m) => m.step === 1)!;
+  assert.ok(Number.isFinite(bench.loss_step1) && bench.loss_step1 > 0, String(bench.loss_step1));
+  assert.equal(bench.loss_step1, Number(Number(first.loss).toFixed(4)));
 });
