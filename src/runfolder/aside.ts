@@ -40,14 +40,22 @@ function readNote(runDir: string): { to: unknown; aside: string | null } | null 
 const movable = (dir: string) => readdirSync(dir).filter((e) => !e.startsWith(RUN_FILES.lock) && e !== ASIDE_NOTE);
 
 /**
+ * A free name for something moved aside: `<base>.old-<YYYYMMDDTHHMMSS>[-N]<ext>` (UTC), N from 2 when the
+ * second is taken. Run folders (`ext` '') and a sweep's earlier baselines.json (`.json`) are named alike.
+ */
+export function asidePath(base: string, ext: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  let aside = `${base}.old-${stamp}${ext}`;
+  for (let i = 2; existsSync(aside); i++) aside = `${base}.old-${stamp}-${i}${ext}`;
+  return aside;
+}
+
+/**
  * Moves the run's files (not its lock) to a new `<run>.old-<time>[-N]` folder beside it; returns that
  * folder. The caller holds the run's lock.
  */
 export function moveRunAside(runDir: string, now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-  const base = resolve(runDir);
-  let aside = `${base}.old-${stamp}`;
-  for (let i = 2; existsSync(aside); i++) aside = `${base}.old-${stamp}-${i}`;
+  const aside = asidePath(resolve(runDir), '', now);
   // the folder's name only: a run folder moved elsewhere later still finds nothing of another run's
   writeJsonAtomic(join(runDir, ASIDE_NOTE), { to: basename(aside) });
   mkdirSync(aside);

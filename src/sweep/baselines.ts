@@ -7,6 +7,7 @@
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
+import { asidePath } from '../runfolder/aside.ts';
 import { baselineModel, readBaselines, type BaselinesFile } from '../runfolder/baselines.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
@@ -82,7 +83,8 @@ export function missingBaselineSeeds(plan: SweepPlan): number[] {
  */
 function setAsideOthers(plan: SweepPlan, others: number): string | null {
   if (others === 0) return null;
-  const aside = join(plan.dir, `baselines.old-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  // named as a run moved aside is (src/runfolder/aside.ts): baselines.old-<YYYYMMDDTHHMMSS>[-N].json
+  const aside = asidePath(join(plan.dir, 'baselines'), '.json');
   try {
     renameSync(baselinesPath(plan), aside);
   } catch (e) {

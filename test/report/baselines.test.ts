@@ -174,7 +174,8 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   // ... and not lost either: the file of 64 images is kept beside, whole, and said
   assert.equal(asides.length, 1);
   assert.equal(asides[0]![1], 2);
-  assert.match(basename(asides[0]![0]), /^baselines\.old-\d{4}-\d\d-\d\dT[\d-]+Z\.json$/);
+  // named as a run moved aside is: <name>.old-<YYYYMMDDTHHMMSS>
+  assert.match(basename(asides[0]![0]), /^baselines\.old-\d{8}T\d{6}(-\d+)?\.json$/);
   assert.equal(readFileSync(asides[0]![0], 'utf8'), before);
   // a rewrite of the same settings keeps its entries and sets nothing aside
   await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSetAside: (p, n) => asides.push([p, n]) });

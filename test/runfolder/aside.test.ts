@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { ASIDE_NOTE, movedAsideFile, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
+import { ASIDE_NOTE, asidePath, movedAsideFile, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-aside-');
@@ -90,4 +90,19 @@ test('movedAsideFile finds a file a half-done move left aside, read-only; nothin
   assert.ok(existsSync(join(dir, ASIDE_NOTE)) && existsSync(join(aside, 'config.yaml')), 'nothing moved');
   writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: '../find.old-20261205T000000' }));
   assert.equal(movedAsideFile(dir, 'config.yaml'), null);
+});
+
+test('asidePath: <base>.old-<YYYYMMDDTHHMMSS>[-N]<ext>, a file of the same second taken gets -2, then -3', () => {
+  const dir = tempDir('moco3-aside-name-');
+  const base = join(dir, 'baselines');
+  const now = new Date('2026-12-05T10:21:26.084Z');
+  const first = asidePath(base, '.json', now);
+  assert.equal(basename(first), 'baselines.old-20261205T102126.json');
+  writeFileSync(first, '{}');
+  const second = asidePath(base, '.json', now);
+  assert.equal(basename(second), 'baselines.old-20261205T102126-2.json');
+  writeFileSync(second, '{}');
+  assert.equal(basename(asidePath(base, '.json', now)), 'baselines.old-20261205T102126-3.json');
+  // a run folder's: no extension
+  assert.equal(basename(asidePath(join(dir, 'run'), '', now)), 'run.old-20261205T102126');
 });
