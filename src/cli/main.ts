@@ -12,7 +12,7 @@ import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
 import { runShutdown } from '../engine/shutdown.ts';
-import { setProcessEntry } from './supervise.ts';
+import { OUTPUT_CLOSED, setProcessEntry } from './supervise.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
@@ -66,17 +66,19 @@ const PATH_ERRORS: Record<string, string> = {
 
 /**
  * The reader of stdout or stderr gone (`moco3 sweep ... | head`, a dropped ssh session): the next write fails
- * with EPIPE, which unhandled would kill the process mid-step, its run left `running` with no checkpoint.
- * Instead the command stops as for a closed terminal (SIGHUP): a run checkpoints and says `interrupted`; a
- * command without a stop of its own goes on, its output dropped.
+ * with EPIPE (EIO on a hung-up terminal), which unhandled would kill the process mid-step, its run left
+ * `running` with no checkpoint.
+ * Instead `train` and `sweep` stop as for a closed terminal (OUTPUT_CLOSED, src/cli/supervise.ts): a run
+ * checkpoints and says `interrupted`; a command without a stop of its own goes on, its output dropped.
  */
 export function stopOnClosedOutput(): void {
   let closed = false;
   const onError = (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
+    // EPIPE: a pipe's reader gone; EIO: a terminal hung up
+    if (e.code !== 'EPIPE' && e.code !== 'EIO' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
     if (closed) return;
     closed = true;
-    if (process.listenerCount('SIGHUP') > 0) process.emit('SIGHUP', 'SIGHUP');
+    if (process.listenerCount(OUTPUT_CLOSED) > 0) (process as NodeJS.EventEmitter).emit(OUTPUT_CLOSED);
   };
   process.stdout.on('error', onError);
   process.stderr.on('error', onError);

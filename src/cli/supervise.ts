@@ -28,6 +28,12 @@ export const MAX_CRASHES = 3;
  * process without a checkpoint). The supervisor forwards them to the process that trains.
  */
 export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+
+/**
+ * The process event src/cli/main.ts emits when stdout or stderr has lost its reader: `train` and `sweep`
+ * stop on it as on a signal, but it is no signal of the user's (a Ctrl-C after it is still the first).
+ */
+export const OUTPUT_CLOSED = 'moco3:output-closed';
 const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
 
 let processEntry = false;

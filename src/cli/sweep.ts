@@ -11,7 +11,7 @@ import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type Launc
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
-import { childLink, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
+import { childLink, OUTPUT_CLOSED, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -283,9 +283,11 @@ export function sweepCommand(): Command {
       const link = childLink();
       const { runSweep } = await import('../sweep/runner.ts');
       // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
+      let signalled = false;
       const onSig = (sig: NodeJS.Signals) => {
-        if (stop && sig === 'SIGINT') process.exit(130);
-        if (stop) return;
+        if (signalled && sig === 'SIGINT') process.exit(130);
+        if (signalled) return;
+        signalled = true;
         stop = true;
         process.stderr.write('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
       };
@@ -296,6 +298,11 @@ export function sweepCommand(): Command {
       const stopSignals = STOP_SIGNALS.filter((s) => s !== 'SIGUSR1');
       for (const sig of stopSignals) process.on(sig, onSig);
       process.on('SIGUSR1', onUsr1);
+      // the output's reader gone (src/cli/main.ts): stop as for a signal, which a later Ctrl-C is still the first of
+      const onClosed = () => {
+        stop = true;
+      };
+      process.on(OUTPUT_CLOSED, onClosed);
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       let baselinesStopped = false;
@@ -362,6 +369,7 @@ export function sweepCommand(): Command {
         display.stop();
         for (const sig of stopSignals) process.off(sig, onSig);
         process.off('SIGUSR1', onUsr1);
+        process.off(OUTPUT_CLOSED, onClosed);
       }
     });
   return cmd;

@@ -16,7 +16,7 @@ import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
-import { STOP_SIGNALS } from './supervise.ts';
+import { OUTPUT_CLOSED, STOP_SIGNALS } from './supervise.ts';
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -126,12 +126,23 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
   const signals = STOP_SIGNALS;
   dropEarlySignals();
+  let signalled = false;
   const onSig = (sig: NodeJS.Signals) => {
-    if (stop) process.exit(130);
+    // a second Ctrl-C quits at once; another signal meanwhile (scancel's second TERM) lets the checkpoint be written
+    if (signalled) {
+      if (sig === 'SIGINT') process.exit(130);
+      return;
+    }
+    signalled = true;
     stop = true;
     process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
   };
   for (const sig of signals) process.on(sig, onSig);
+  // the output's reader gone: stop as for a signal, said nowhere (there is nowhere to say it)
+  const onClosed = () => {
+    stop = true;
+  };
+  process.on(OUTPUT_CLOSED, onClosed);
   const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
   try {
     const s = await trainRun({
@@ -164,6 +175,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   } finally {
     progress.stop();
     for (const sig of signals) process.off(sig, onSig);
+    process.off(OUTPUT_CLOSED, onClosed);
   }
 }
 

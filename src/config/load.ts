@@ -241,7 +241,8 @@ export function buildConfig(src: ConfigSources): ResolvedRunConfig {
     const t = isObj(layer.train) ? layer.train : {};
     const steps = t.knn_every !== undefined && t.knn_every !== null;
     const epochs = t.knn_every_epochs !== undefined && t.knn_every_epochs !== null;
-    if (steps !== epochs) cadence = steps ? 'knn_every_epochs' : 'knn_every';
+    // a source that gives both chooses nothing to clear (knn_every_epochs then counts, as it always did)
+    if (steps || epochs) cadence = steps === epochs ? null : steps ? 'knn_every_epochs' : 'knn_every';
   }
   if (cadence && isObj(merged.train)) merged.train[cadence] = null;
 

@@ -227,3 +227,34 @@ test('train whose output pipe closes (`moco3 train ... | head`): stops as for a 
   assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), 'checkpointed where it stopped');
   assert.equal(existsSync(join(out, '.lock')), false, 'the lock is released');
 });
+
+test('train stopping (Ctrl-C) whose output then closes (`| tee` ended with it), or given TERM twice (scancel): the checkpoint is still written', async () => {
+  const args = tinyTrainArgs('train.checkpoint_every=100', 'optim.epochs=10', 'train.log_every=1').filter((a) => a !== '-q');
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1' };
+  for (const how of ['SIGINT, then the output closes', 'SIGTERM twice'] as const) {
+    const out = join(root, how.replace(/\W+/g, '-'));
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--json', '--out', out], { env, stdio: ['ignore', 'pipe', 'ignore'] });
+    let text = '';
+    let sent = false;
+    child.stdout.on('data', (d) => {
+      text += d;
+      // once training runs (its second step's event): the stop handlers are in place
+      if (sent || !text.includes('"type":"step","step":2,')) return;
+      sent = true;
+      if (how === 'SIGTERM twice') {
+        child.kill('SIGTERM');
+        child.kill('SIGTERM');
+      } else {
+        child.kill('SIGINT');
+        child.stdout.destroy();
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    assert.equal(code, 130, how);
+    const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+    assert.equal(st.status, 'interrupted', how);
+    assert.ok(st.step > 0 && st.step < st.total_steps, `${how}: stopped at step ${st.step} of ${st.total_steps}`);
+    const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8'));
+    assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), `${how}: checkpointed where it stopped`);
+  }
+});

@@ -133,6 +133,9 @@ test("the kNN cadence: the later source that gives train.knn_every or train.knn_
   // a run's own config.yaml (one of the two, the other null) reads as written
   file = tmpFile('run.yaml', 'train: {knn_every: null, knn_every_epochs: 0.05}\n');
   assert.deepEqual(cadence(buildConfig({ file })), [null, 0.05]);
+  // a source that gives both keeps both as given (knn_every_epochs counts), whatever came before
+  assert.deepEqual(cadence(buildConfig({ preset: 'smoke', fileObject: { label: 'f', value: { train: { knn_every: 10, knn_every_epochs: 1 } } } })), [10, 1]);
+  assert.deepEqual(cadence(buildConfig({ preset: 'cpu', fileObject: { label: 'f', value: { train: { knn_every: 10, knn_every_epochs: 0.05 } } } })), [10, 0.05]);
   // null given for one alone is no choice: the monitor's other key stands
   assert.deepEqual(cadence(buildConfig({ preset: 'cpu', sets: ['train.knn_every=null'] })), [null, 0.05]);
 });
