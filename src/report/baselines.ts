@@ -2,7 +2,8 @@
  * The baselines section of a report: results/<sweep>/baselines.json (written by `moco3 baselines` or at
  * the end of `moco3 sweep`) beside what the sweep's pretrained encoders reached. Reads files only.
  */
-import { dirname, resolve } from 'node:path';
+import { isAbsolute } from 'node:path';
+import { PRESETS, type PresetName } from '../config/presets.ts';
 import { baselineModel, type BaselinesFile } from '../runfolder/baselines.ts';
 import { type RunRecord } from './results.ts';
 import type { RunFacts } from './table.ts';
@@ -43,32 +44,49 @@ function meanStd(xs: number[]): string {
 }
 
 /** Markdown lines: the baselines table and a plain sentence on whether pretraining beat them. */
+/** Seeds as a flag takes them: 0-4 for a run of consecutive seeds, else 0,2,5. */
+function seedsArg(seeds: number[]): string {
+  const sorted = [...new Set(seeds)].sort((a, b) => a - b);
+  const run = sorted.length > 2 && sorted.every((x, i) => x === sorted[0]! + i);
+  return run ? `${sorted[0]}-${sorted.at(-1)}` : sorted.join(',');
+}
+
 /**
- * The `moco3 baselines` command that computes baselines for the sweep in `dir`, from its sweep.yaml (the
- * file, preset, optimizers and --set of the latest invocation); `moco3 baselines <sweep>` without one.
- * --results is given when the sweep is not under ./results, as a place: the folder holding the sweep's.
+ * The `moco3 baselines` command that computes baselines for the sweep its sweep.yaml records (the latest
+ * invocation's file, preset, optimizers, seeds, --data and --set); `moco3 baselines <sweep>` without one.
+ * What it cannot know is left to words: `--results`, where the sweep is (a report reads the same wherever its
+ * folder is), and a sweep file given by an absolute path (another machine's, in a report shipped elsewhere).
  */
-export function baselinesCommandFor(sweepFile: Record<string, unknown> | null, dir: string): string {
+export function baselinesCommandFor(sweepFile: Record<string, unknown> | null): string {
   const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
   const q = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, "'\\''")}'`);
   const file = str(sweepFile?.file) ?? str(sweepFile?.name);
   if (!sweepFile || !file) return 'moco3 baselines <sweep>';
-  const parts = ['moco3 baselines', q(file)];
+  const parts = ['moco3 baselines', isAbsolute(file) ? '<sweep file>' : q(file)];
   const preset = str(sweepFile.preset);
   if (preset) parts.push('--preset', preset);
   const opts = Array.isArray(sweepFile.optimizers) ? sweepFile.optimizers.filter((o): o is string => typeof o === 'string') : [];
   // a sweep of other optimizers than its file's is named after them (lr-lamb): the flag makes the same sweep
   if (opts.length && str(sweepFile.id) !== str(sweepFile.name)) parts.push('--optimizer', opts.join(','));
-  if (Array.isArray(sweepFile.sets)) for (const x of sweepFile.sets) if (typeof x === 'string') parts.push('--set', q(x));
-  // the default results folder needs no flag; another is named by its place (a report does not depend on where its folder is)
-  if (resolve(dirname(dir)) !== resolve('results')) parts.push('--results', '<the folder holding this one>');
+  const seeds = Array.isArray(sweepFile.seeds) ? sweepFile.seeds.filter((x): x is number => Number.isSafeInteger(x)) : [];
+  if (seeds.length) parts.push('--seeds', seedsArg(seeds));
+  const sets = Array.isArray(sweepFile.sets) ? sweepFile.sets.filter((x): x is string => typeof x === 'string') : [];
+  // --data is no --set: the runs' data, where it is not the preset's (and no --set gives it)
+  const runs = Array.isArray(sweepFile.runs) ? sweepFile.runs : [];
+  const data = isObj(runs[0]) && isObj(runs[0].config) && isObj(runs[0].config.data) ? runs[0].config.data : null;
+  const presetData = preset && preset in PRESETS ? (PRESETS[preset as PresetName].config.data ?? {}) : {};
+  if (data && str(data.name) && !sets.some((x) => x.startsWith('data.')) && (data.name !== presetData.name || str(data.path))) {
+    parts.push('--data', q(str(data.path) ? `${data.name}:${data.path}` : String(data.name)));
+  }
+  for (const x of sets) parts.push('--set', q(x));
   return parts.join(' ');
 }
 
 export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>, records: Iterable<RunRecord> = [], command = 'moco3 baselines <sweep>'): string[] {
   const out = ['## Baselines', ''];
   if (!b) {
-    out.push(`No baselines yet: \`${command}\` computes the untrained encoder and a linear classifier on pixels for this table.`, '');
+    out.push(`No baselines yet: \`${command}\` (with the sweep's \`--results\`) computes the untrained encoder and a linear classifier on pixels for this table.`, '');
     return out;
   }
   const rs = b.seeds;
@@ -108,7 +126,7 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     out.push(
       '',
       `**These baselines were computed for another model or data than this sweep's runs** (${mismatch.join('; ')}), so they say nothing about what ` +
-        `pretraining bought here: \`${command}\` computes them for this sweep.`,
+        `pretraining bought here: \`${command}\` (with the sweep's \`--results\`) computes them for this sweep.`,
     );
   } else if (linRuns.length) {
     const best = Math.max(...linRuns);

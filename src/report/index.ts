@@ -220,7 +220,7 @@ export function reportMarkdown(
   );
   const paired = pairedMarkdown(view, facts);
   if (paired) out.push(paired, '');
-  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs, baselinesCommandFor(sweep.sweepFile, sweep.dir)));
+  out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs, baselinesCommandFor(sweep.sweepFile)));
   // a completed run without a linear top-1 either was trained with the probe off or has not been probed yet
   const unprobed = sweep.runs.filter((r) => {
     const f = facts.get(r.id);

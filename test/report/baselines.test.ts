@@ -65,27 +65,36 @@ test('report: baselines of another model or data are named as such, and no verdi
   s = await md();
   assert.match(s, /\(model\.arch vit-smoke \(baselines: vit-tiny\)\)/);
   // the command that makes this sweep's, from its sweep.yaml: the fixture's names the sweep and its preset
-  assert.ok(s.includes('`moco3 baselines batch-size --preset smoke --results <the folder holding this one>` computes them for this sweep'), s);
-  // its optimizers and --set included
-  writeFileSync(join(dir, 'sweep.yaml'), 'name: lr\nid: lr-lamb\nfile: sweeps/lr.yaml\npreset: smoke\noptimizers: [lamb]\nsets: ["moco.temperature=0.3", "data.path=/my data"]\n');
-  assert.ok((await md()).includes("`moco3 baselines sweeps/lr.yaml --preset smoke --optimizer lamb --set moco.temperature=0.3 --set 'data.path=/my data' --results <the folder holding this one>` computes them"));
+  assert.ok(s.includes("`moco3 baselines batch-size --preset smoke --seeds 0` (with the sweep's `--results`) computes them for this sweep"), s);
+  // its optimizers, seeds and --set included
+  writeFileSync(join(dir, 'sweep.yaml'), 'name: lr\nid: lr-lamb\nfile: sweeps/lr.yaml\npreset: smoke\noptimizers: [lamb]\nseeds: [0, 1, 2]\nsets: ["moco.temperature=0.3", "data.path=/my data"]\n');
+  assert.ok((await md()).includes("`moco3 baselines sweeps/lr.yaml --preset smoke --optimizer lamb --seeds 0-2 --set moco.temperature=0.3 --set 'data.path=/my data'` (with the sweep's `--results`) computes them"));
 });
 
 test("report: the baselines command it suggests is the sweep's own (baselinesCommandFor)", () => {
-  assert.equal(baselinesCommandFor(null, 'results/x'), 'moco3 baselines <sweep>');
-  const spec = { name: 'batch-size', id: 'batch-size', file: 'sweeps/batch-size.yaml', preset: 'smoke', optimizers: ['adamw'], sets: [] };
-  assert.equal(baselinesCommandFor(spec, 'res/batch-size'), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --results <the folder holding this one>');
-  // under ./results, the default: no flag
-  assert.equal(baselinesCommandFor(spec, join(process.cwd(), 'results', 'batch-size')), 'moco3 baselines sweeps/batch-size.yaml --preset smoke');
-  assert.equal(baselinesCommandFor(spec, 'results/batch-size'), 'moco3 baselines sweeps/batch-size.yaml --preset smoke');
+  assert.equal(baselinesCommandFor(null), 'moco3 baselines <sweep>');
+  const spec = { name: 'batch-size', id: 'batch-size', file: 'sweeps/batch-size.yaml', preset: 'smoke', optimizers: ['adamw'], seeds: [0], sets: [] as string[] };
+  assert.equal(baselinesCommandFor(spec), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0');
+  // seeds as a flag takes them; the same whatever the working folder (a report reads the same anywhere)
+  assert.equal(baselinesCommandFor({ ...spec, seeds: [3, 4, 5, 6] }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 3-6');
+  assert.equal(baselinesCommandFor({ ...spec, seeds: [0, 2, 5] }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0,2,5');
+  // --data: the runs' dataset where it is not the preset's, with its path
+  const run = (data: object) => [{ id: 'x', config: { data } }];
+  assert.equal(baselinesCommandFor({ ...spec, runs: run({ name: 'synthetic', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0');
+  assert.equal(baselinesCommandFor({ ...spec, runs: run({ name: 'cifar10', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0 --data cifar10');
+  assert.equal(baselinesCommandFor({ ...spec, preset: 'cpu', runs: run({ name: 'fashion-mnist', path: '/d/fm' }) }), 'moco3 baselines sweeps/batch-size.yaml --preset cpu --seeds 0 --data fashion-mnist:/d/fm');
+  // ... unless a --set gives the data
+  assert.equal(baselinesCommandFor({ ...spec, sets: ['data.name=cifar10'], runs: run({ name: 'cifar10', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0 --set data.name=cifar10');
+  // a sweep file by an absolute path (another machine's) is a place to fill in
+  assert.equal(baselinesCommandFor({ ...spec, file: '/home/me/scan.yaml' }), 'moco3 baselines <sweep file> --preset smoke --seeds 0');
   // no preset: none given (the sweep file's own, or the defaults); a value with a space or a quote quoted for the shell
-  assert.equal(baselinesCommandFor({ name: 'my', id: 'my', file: 'my.yaml', preset: null, sets: ["a.b=it's"] }, 'results/my'), "moco3 baselines my.yaml --set 'a.b=it'\\''s'");
+  assert.equal(baselinesCommandFor({ name: 'my', id: 'my', file: 'my.yaml', preset: null, sets: ["a.b=it's"] }), "moco3 baselines my.yaml --set 'a.b=it'\\''s'");
 });
 
 test('report without baselines says how to make them; a damaged baselines.json is one line naming it', async () => {
   const dir = writeBatchSweep(tmp());
   await writeReport(dir, { plots: false });
-  assert.match(section(readFileSync(join(dir, 'report.md'), 'utf8')), /No baselines yet: `moco3 baselines batch-size --preset smoke --results <the folder holding this one>`/);
+  assert.match(section(readFileSync(join(dir, 'report.md'), 'utf8')), /No baselines yet: `moco3 baselines batch-size --preset smoke --seeds 0` \(with the sweep's `--results`\)/);
   writeFileSync(join(dir, 'baselines.json'), '{"dataset": "x", "seeds": [');
   assert.throws(() => readBaselines(dir), (e: Error) => e.name === 'RunFolderError' && e.message.includes('baselines.json: not JSON') && !e.message.includes('\n'));
   writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'x', image_size: 8, arch: 'a', seeds: [{ seed: 0 }] }));
