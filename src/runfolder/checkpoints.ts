@@ -6,7 +6,7 @@
  * last, so a folder without it is incomplete.
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
 import { readJsonObject, runPath, type Obj } from './paths.ts';
 import { InputError } from '../config/errors.ts';
@@ -34,6 +34,19 @@ export function checkpointTempDir(ckptRoot: string, step: number): string {
 /** state.json of a checkpoint folder, written last. */
 export function writeCheckpointState(dir: string, state: object): void {
   writeJsonAtomic(join(dir, 'state.json'), state);
+}
+
+/**
+ * A resume from an older checkpoint than the newest (`train --resume --checkpoint step-N`): last.json is
+ * pointed back at it, so that the run, killed before its next checkpoint, resumes on the steps it is taking
+ * (its metrics were cut at N), not on the newer checkpoint of the steps it left. The newer folders stay, until
+ * a checkpoint of their step replaces them. A checkpoint folder outside the run's is not named.
+ */
+export function rewindLast(ckptRoot: string, dir: string, step: number): void {
+  if (resolve(dirname(dir)) !== resolve(ckptRoot)) return;
+  const last = lastPointer(ckptRoot);
+  if (last?.dir === basename(dir)) return;
+  writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: basename(dir) });
 }
 
 /** Rename a complete temporary folder to step-<N> and point last.json at it; returns the final folder. */

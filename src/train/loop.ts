@@ -14,7 +14,7 @@ import { knnMonitor } from '../eval/features.ts';
 import { linearProbeForRun } from '../eval/offline.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
-import { checkpointsDir, pruneCheckpoints } from '../runfolder/checkpoints.ts';
+import { checkpointsDir, pruneCheckpoints, rewindLast } from '../runfolder/checkpoints.ts';
 import { appendMetric, resetMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
@@ -158,6 +158,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     if (last) {
       state = loadCheckpoint(last, model, optimizer);
       truncateMetrics(runDir, state.step);
+      // an older checkpoint asked for: the run goes on from it, and so does a resume after a kill
+      if (opts.checkpoint) rewindLast(checkpointsDir(runDir), last, state.step);
     } else {
       resetMetrics(runDir);
     }

@@ -9,6 +9,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
+import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { readRunState } from '../../src/runfolder/state.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -257,4 +259,23 @@ test('train stopping (Ctrl-C) whose output then closes (`| tee` ended with it), 
     const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8'));
     assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), `${how}: checkpointed where it stopped`);
   }
+});
+
+test('train --resume --checkpoint step-N, killed before its next checkpoint: resumed again from step N, it ends as a run never stopped', async () => {
+  const every3 = ['--set', 'train.checkpoint_every=3'];
+  const whole = join(root, 'rewind-whole');
+  assert.equal((await trainWith(null, whole, every3)).code, 0);
+  const out = join(root, 'rewind');
+  cpSync(whole, out, { recursive: true });
+  // back to step 3, killed before the metrics row of step 6 (its checkpoint not written)
+  const killed = await trainWith('SIGKILL', out, [...every3, '--resume', '--checkpoint', 'step-3']);
+  assert.equal(killed.code, null);
+  // the run goes on from step 3, not from the newest checkpoint of the steps it left (12), whose metrics were cut
+  assert.deepEqual(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')), { step: 3, dir: 'step-0000003' });
+  const st = readRunState(out);
+  assert.deepEqual([st.state, st.checkpoint_step], ['interrupted', 3]);
+  assert.ok(st.step !== null && st.step < 6, `reached step ${st.step}`);
+  assert.equal((await trainWith(null, out, [...every3, '--resume'])).code, 0);
+  const rows = (d: string) => readMetrics(join(d, 'metrics.jsonl')).map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !/per_s|seconds/.test(k))));
+  assert.deepEqual(rows(out), rows(whole));
 });
