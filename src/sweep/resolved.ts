@@ -71,10 +71,12 @@ export function writeResolvedSweep(plan: SweepPlan): string[] {
     /* not written yet */
   }
   let previous: unknown = null;
+  let damaged = false;
   try {
     previous = cur === null ? null : YAML.parse(cur);
   } catch {
-    /* damaged: moco3's own record, written anew from the plan (the run folders hold what ran) */
+    // moco3's own record, written anew from the plan (the run folders hold what ran), and said
+    damaged = true;
   }
   const earlier = earlierRuns(previous, new Set(plan.runs.map((r) => r.id)));
   const text =
@@ -83,10 +85,14 @@ export function writeResolvedSweep(plan: SweepPlan): string[] {
     YAML.stringify(resolvedSweep(plan, earlier), { lineWidth: 0 });
   // unchanged: not rewritten (the tasks of a Slurm array or agents on other hosts start together)
   if (cur !== text) writeFileAtomic(path, text);
+  const notes: string[] = [];
+  if (damaged) notes.push(`${path} could not be read (not YAML); written anew from this plan: what earlier invocations planned is no longer listed (their run folders are kept)`);
   const others = [...new Set(earlier.map((r) => r.preset).filter((p): p is string => typeof p === 'string' && p !== plan.preset))];
-  if (!others.length) return [];
-  return [
-    `${plan.dir} holds runs planned under preset ${others.join(', ')} as well; these of ${plan.preset ? `preset ${plan.preset}` : 'no preset'} go beside them ` +
-      "and the report's columns will mix the two (it names what changes with them); give --results another folder to keep them apart",
-  ];
+  if (others.length) {
+    notes.push(
+      `${plan.dir} was planned under preset ${others.join(', ')} as well; the runs of ${plan.preset ? `preset ${plan.preset}` : 'no preset'} go beside theirs ` +
+        "and the report's columns will mix the two (it names what changes with them); give --results another folder to keep them apart",
+    );
+  }
+  return notes;
 }

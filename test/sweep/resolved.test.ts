@@ -80,12 +80,14 @@ test("sweep.yaml keeps what earlier invocations planned (other seeds, another --
   assert.deepEqual(view.columns.map((c) => c.paperValues?.['optim.batch_size']), [512, 1024]);
 });
 
-test('a damaged sweep.yaml is written anew from the plan (the run folders hold what ran)', () => {
+test('a damaged sweep.yaml is written anew from the plan (the run folders hold what ran), and the sweep says so', () => {
   const results = mkdtempSync(join(root, 'r-'));
   const s0 = tinyPlan(results, [0]);
   mkdirSync(s0.dir, { recursive: true });
   writeFileSync(join(s0.dir, 'sweep.yaml'), 'runs: [\n');
-  writeResolvedSweep(s0);
+  const notes = writeResolvedSweep(s0);
+  assert.deepEqual(notes.length, 1);
+  assert.match(notes[0]!, /sweep\.yaml could not be read \(not YAML\); written anew from this plan: what earlier invocations planned is no longer listed \(their run folders are kept\)$/);
   const doc = read(s0);
   assert.deepEqual(ids(doc.runs), s0.runs.map((r) => r.id));
   assert.equal(doc.earlier_runs, undefined);
@@ -102,10 +104,10 @@ test('a sweep into a folder that holds runs of another preset says so (the repor
   assert.equal(cpu.dir, smoke.dir);
   const notes = writeResolvedSweep(cpu);
   assert.equal(notes.length, 1);
-  assert.match(notes[0]!, /holds runs planned under preset smoke as well; these of preset cpu go beside them and the report's columns will mix the two .*give --results another folder/);
+  assert.match(notes[0]!, /was planned under preset smoke as well; the runs of preset cpu go beside theirs and the report's columns will mix the two .*give --results another folder/);
   const after = read(cpu);
   assert.equal(after.preset, 'cpu');
   assert.deepEqual([...new Set(after.earlier_runs.map((r: { preset: string }) => r.preset))], ['smoke']);
   // back to smoke: the cpu runs are now the other preset's
-  assert.match(writeResolvedSweep(smoke)[0]!, /under preset cpu as well; these of preset smoke/);
+  assert.match(writeResolvedSweep(smoke)[0]!, /under preset cpu as well; the runs of preset smoke/);
 });
