@@ -235,22 +235,24 @@ test('train stopping (Ctrl-C) whose output then closes (`| tee` ended with it), 
   const env = { ...process.env, MOCO3_TEST_ENTRY: '1' };
   for (const how of ['SIGINT, then the output closes', 'SIGTERM twice'] as const) {
     const out = join(root, how.replace(/\W+/g, '-'));
-    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--json', '--out', out], { env, stdio: ['ignore', 'pipe', 'ignore'] });
-    let text = '';
-    let sent = false;
-    child.stdout.on('data', (d) => {
-      text += d;
-      // once training runs (its second step's event): the stop handlers are in place
-      if (sent || !text.includes('"type":"step","step":2,')) return;
-      sent = true;
-      if (how === 'SIGTERM twice') {
-        child.kill('SIGTERM');
-        child.kill('SIGTERM');
-      } else {
-        child.kill('SIGINT');
-        child.stdout.destroy();
-      }
+    // paused before its 3rd metrics row: the two events reach it as two, not merged into one pending signal
+    const marker = join(root, `.pause-${process.hrtime.bigint()}`);
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--json', '--out', out], {
+      env: { ...env, MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker },
+      stdio: ['ignore', 'pipe', 'ignore'],
     });
+    child.stdout.on('data', () => {});
+    const poll = setInterval(() => {
+      if (!existsSync(marker)) return;
+      clearInterval(poll);
+      if (how === 'SIGTERM twice') child.kill('SIGTERM');
+      else child.kill('SIGINT');
+      setTimeout(() => {
+        if (how === 'SIGTERM twice') child.kill('SIGTERM');
+        else child.stdout.destroy();
+        setTimeout(() => writeFileSync(`${marker}.go`, ''), 150);
+      }, 150);
+    }, 20);
     const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
     assert.equal(code, 130, how);
     const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
