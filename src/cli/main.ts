@@ -12,7 +12,7 @@ import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
 import { runShutdown } from '../engine/shutdown.ts';
-import { OUTPUT_CLOSED, setProcessEntry } from './supervise.ts';
+import { isOutputClosed, markOutputClosed, OUTPUT_CLOSED, setProcessEntry } from './supervise.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
@@ -72,16 +72,16 @@ const PATH_ERRORS: Record<string, string> = {
  * checkpoints and says `interrupted`; a command without a stop of its own goes on, its output dropped.
  */
 export function stopOnClosedOutput(): void {
-  let closed = false;
-  const onError = (e: NodeJS.ErrnoException) => {
-    // EPIPE: a pipe's reader gone; EIO: a terminal hung up
-    if (e.code !== 'EPIPE' && e.code !== 'EIO' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
-    if (closed) return;
-    closed = true;
-    if (process.listenerCount(OUTPUT_CLOSED) > 0) (process as NodeJS.EventEmitter).emit(OUTPUT_CLOSED);
+  const onError = (stream: NodeJS.WriteStream) => (e: NodeJS.ErrnoException) => {
+    // EPIPE: a pipe's reader gone; EIO on a terminal: it hung up (on a file, a failing disk: not ours to hide)
+    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED' && !(e.code === 'EIO' && stream.isTTY)) throw e;
+    if (isOutputClosed()) return;
+    markOutputClosed();
+    // a handler set up later (train's, once its data is loaded) reads isOutputClosed() instead
+    (process as NodeJS.EventEmitter).emit(OUTPUT_CLOSED);
   };
-  process.stdout.on('error', onError);
-  process.stderr.on('error', onError);
+  process.stdout.on('error', onError(process.stdout));
+  process.stderr.on('error', onError(process.stderr));
 }
 
 /**

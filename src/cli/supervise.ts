@@ -34,6 +34,13 @@ export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SI
  * stop on it as on a signal, but it is no signal of the user's (a Ctrl-C after it is still the first).
  */
 export const OUTPUT_CLOSED = 'moco3:output-closed';
+
+let outputClosed = false;
+/** Whether stdout or stderr has lost its reader: a stop handler set up after the event stops at once. */
+export const isOutputClosed = (): boolean => outputClosed;
+export const markOutputClosed = (): void => {
+  outputClosed = true;
+};
 const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
 
 let processEntry = false;

@@ -11,7 +11,7 @@ import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type Launc
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
-import { childLink, OUTPUT_CLOSED, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
+import { childLink, isOutputClosed, OUTPUT_CLOSED, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -303,6 +303,7 @@ export function sweepCommand(): Command {
         stop = true;
       };
       process.on(OUTPUT_CLOSED, onClosed);
+      if (isOutputClosed()) onClosed();
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       let baselinesStopped = false;

@@ -16,7 +16,7 @@ import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
-import { OUTPUT_CLOSED, STOP_SIGNALS } from './supervise.ts';
+import { isOutputClosed, OUTPUT_CLOSED, STOP_SIGNALS } from './supervise.ts';
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -143,6 +143,8 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     stop = true;
   };
   process.on(OUTPUT_CLOSED, onClosed);
+  // closed while the data loaded: stop after the first step
+  if (isOutputClosed()) onClosed();
   const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
   try {
     const s = await trainRun({

@@ -35,7 +35,6 @@ export function baselinesMismatch(b: BaselinesFile, runs: Iterable<RunRecord>): 
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
-
 function meanStd(xs: number[]): string {
   const m = xs.reduce((a, b) => a + b, 0) / xs.length;
   if (xs.length < 2) return m.toFixed(1);
@@ -43,7 +42,6 @@ function meanStd(xs: number[]): string {
   return `${m.toFixed(1)} ± ${sd.toFixed(1)}`;
 }
 
-/** Markdown lines: the baselines table and a plain sentence on whether pretraining beat them. */
 /** Seeds as a flag takes them: 0-4 for a run of consecutive seeds, else 0,2,5. */
 function seedsArg(seeds: number[]): string {
   const sorted = [...new Set(seeds)].sort((a, b) => a - b);
@@ -76,13 +74,14 @@ export function baselinesCommandFor(sweepFile: Record<string, unknown> | null): 
   const runs = Array.isArray(sweepFile.runs) ? sweepFile.runs : [];
   const data = isObj(runs[0]) && isObj(runs[0].config) && isObj(runs[0].config.data) ? runs[0].config.data : null;
   const presetData = preset && preset in PRESETS ? (PRESETS[preset as PresetName].config.data ?? {}) : {};
-  if (data && str(data.name) && !sets.some((x) => x.startsWith('data.')) && (data.name !== presetData.name || str(data.path))) {
+  if (data && str(data.name) && !sets.some((x) => /^data\.(name|path)=/.test(x)) && (data.name !== presetData.name || str(data.path))) {
     parts.push('--data', q(str(data.path) ? `${data.name}:${data.path}` : String(data.name)));
   }
   for (const x of sets) parts.push('--set', q(x));
   return parts.join(' ');
 }
 
+/** Markdown lines: the baselines table and a plain sentence on whether pretraining beat them. */
 export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFacts>, records: Iterable<RunRecord> = [], command = 'moco3 baselines <sweep>'): string[] {
   const out = ['## Baselines', ''];
   if (!b) {

@@ -39,8 +39,9 @@ export function writeCheckpointState(dir: string, state: object): void {
 /**
  * A resume from an older checkpoint than the newest (`train --resume --checkpoint step-N`): last.json is
  * pointed back at it, so that the run, killed before its next checkpoint, resumes on the steps it is taking
- * (its metrics were cut at N), not on the newer checkpoint of the steps it left. The newer folders stay, until
- * a checkpoint of their step replaces them. A checkpoint folder outside the run's is not named.
+ * (its metrics were cut at N), not on the newer checkpoint of the steps it left. The newer folders go at the
+ * run's next checkpoint (pruneCheckpoints), as any the cadence does not keep; until then `--checkpoint` refuses
+ * them (resumeCheckpoint). A checkpoint folder outside the run's is not named.
  */
 export function rewindLast(ckptRoot: string, dir: string, step: number): void {
   if (resolve(dirname(dir)) !== resolve(ckptRoot)) return;

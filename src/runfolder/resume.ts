@@ -5,12 +5,13 @@
  * checkpoint is damaged and an older complete one exists, the line offers it. No TensorFlow.js here.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { canonicalJson, configHash, UNHASHED_KEYS } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
 import { CheckpointError, stepDirName } from './checkpoints.ts';
+import { metricsPath, readMetrics } from './metrics.ts';
 
 /** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
 export interface CheckpointState {
@@ -121,6 +122,19 @@ function olderComplete(root: string, step: number): { dir: string; step: number 
   return null;
 }
 
+/** The last step metrics.jsonl records (null: no file, or no step row). */
+function lastMetricsStep(runDir: string): number | null {
+  const path = metricsPath(runDir);
+  if (!existsSync(path)) return null;
+  let rows;
+  try {
+    rows = readMetrics(path, () => {});
+  } catch {
+    return null; // unreadable: the resume's own checks say so
+  }
+  return rows.reduce<number | null>((m, r) => (Number.isFinite(Number(r.step)) && (m === null || Number(r.step) > m) ? Number(r.step) : m), null);
+}
+
 /**
  * The checkpoint a resume of `runDir` starts from, validated; null when the run has none. `choice` (the
  * --checkpoint flag) is a folder, `step-N` or `N`. A damaged newest checkpoint fails with one line that
@@ -147,6 +161,16 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
       checkCheckpoint(dir);
     } catch (e) {
       fail(e, stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '') ?? Infinity);
+    }
+    // a checkpoint of steps the run left when it went back to an older one (its metrics cut there): the run
+    // has no record of them, so they are nobody's to resume or evaluate
+    const step = stepOfDir(basename(resolve(dir)));
+    const reached = lastMetricsStep(runDir);
+    if (step !== null && reached !== null && step > reached) {
+      throw new CheckpointError(
+        `--checkpoint ${choice}: step ${step} is ahead of the run's metrics, which end at step ${reached}: it is of steps the run left when it ` +
+          `went back to an older checkpoint (${have()}; give one up to step ${reached})`,
+      );
     }
     return dir;
   }

@@ -59,8 +59,9 @@ export function resolvedSweep(plan: SweepPlan, earlier: Obj[] = []): Record<stri
 }
 
 /**
- * Writes the plan's sweep.yaml; returns what to tell the user: the folder's earlier runs planned under
- * another preset (their model, data and epochs differ: the report's columns would mix them).
+ * Writes the plan's sweep.yaml; returns what to tell the user: a damaged sweep.yaml written anew, and the
+ * folder's earlier runs planned under another preset (their model, data and epochs differ: the report's
+ * columns would mix them).
  */
 export function writeResolvedSweep(plan: SweepPlan): string[] {
   const path = join(plan.dir, 'sweep.yaml');

@@ -157,9 +157,14 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     assertLockHeld(runDir);
     if (last) {
       state = loadCheckpoint(last, model, optimizer);
+      if (opts.checkpoint) {
+        // a checkpoint asked for: the run goes on from it, and so does a resume after a kill. The status
+        // first: killed between these writes, the run reads interrupted (not a completed run's last.json
+        // rewound), and a resume from either checkpoint cuts the metrics to its own step
+        status.running(state.step);
+        rewindLast(checkpointsDir(runDir), last, state.step);
+      }
       truncateMetrics(runDir, state.step);
-      // an older checkpoint asked for: the run goes on from it, and so does a resume after a kill
-      if (opts.checkpoint) rewindLast(checkpointsDir(runDir), last, state.step);
     } else {
       resetMetrics(runDir);
     }

@@ -277,6 +277,10 @@ test('train --resume --checkpoint step-N, killed before its next checkpoint: res
   const st = readRunState(out);
   assert.deepEqual([st.state, st.checkpoint_step], ['interrupted', 3]);
   assert.ok(st.step !== null && st.step < 6, `reached step ${st.step}`);
+  // the newer checkpoints of the steps it left are no one's to resume: their steps are not in its metrics
+  const ahead = await trainWith(null, out, [...every3, '--resume', '--checkpoint', 'step-12']);
+  assert.equal(ahead.code, 2, ahead.stderr);
+  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is ahead of the run's metrics, which end at step [45]: it is of steps the run left when it went back to an older checkpoint/);
   assert.equal((await trainWith(null, out, [...every3, '--resume'])).code, 0);
   const rows = (d: string) => readMetrics(join(d, 'metrics.jsonl')).map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !/per_s|seconds/.test(k))));
   assert.deepEqual(rows(out), rows(whole));

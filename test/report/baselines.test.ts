@@ -83,6 +83,8 @@ test("report: the baselines command it suggests is the sweep's own (baselinesCom
   assert.equal(baselinesCommandFor({ ...spec, runs: run({ name: 'synthetic', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0');
   assert.equal(baselinesCommandFor({ ...spec, runs: run({ name: 'cifar10', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0 --data cifar10');
   assert.equal(baselinesCommandFor({ ...spec, preset: 'cpu', runs: run({ name: 'fashion-mnist', path: '/d/fm' }) }), 'moco3 baselines sweeps/batch-size.yaml --preset cpu --seeds 0 --data fashion-mnist:/d/fm');
+  // another data.* --set is no dataset: --data stays
+  assert.equal(baselinesCommandFor({ ...spec, sets: ['data.image_size=28'], runs: run({ name: 'cifar10', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0 --data cifar10 --set data.image_size=28');
   // ... unless a --set gives the data
   assert.equal(baselinesCommandFor({ ...spec, sets: ['data.name=cifar10'], runs: run({ name: 'cifar10', path: null }) }), 'moco3 baselines sweeps/batch-size.yaml --preset smoke --seeds 0 --set data.name=cifar10');
   // a sweep file by an absolute path (another machine's) is a place to fill in
