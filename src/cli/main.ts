@@ -12,7 +12,7 @@ import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
 import { runShutdown } from '../engine/shutdown.ts';
-import { isOutputClosed, markOutputClosed, OUTPUT_CLOSED, setProcessEntry } from './supervise.ts';
+import { markOutputClosed, setProcessEntry } from './supervise.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
@@ -68,17 +68,14 @@ const PATH_ERRORS: Record<string, string> = {
  * The reader of stdout or stderr gone (`moco3 sweep ... | head`, a dropped ssh session): the next write fails
  * with EPIPE (EIO on a hung-up terminal), which unhandled would kill the process mid-step, its run left
  * `running` with no checkpoint.
- * Instead `train` and `sweep` stop as for a closed terminal (OUTPUT_CLOSED, src/cli/supervise.ts): a run
+ * Instead `train` and `sweep` stop as for a closed terminal (onOutputClosed, src/cli/supervise.ts): a run
  * checkpoints and says `interrupted`; a command without a stop of its own goes on, its output dropped.
  */
 export function stopOnClosedOutput(): void {
   const onError = (stream: NodeJS.WriteStream) => (e: NodeJS.ErrnoException) => {
     // EPIPE: a pipe's reader gone; EIO on a terminal: it hung up (on a file, a failing disk: not ours to hide)
     if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED' && !(e.code === 'EIO' && stream.isTTY)) throw e;
-    if (isOutputClosed()) return;
     markOutputClosed();
-    // a handler set up later (train's, once its data is loaded) reads isOutputClosed() instead
-    (process as NodeJS.EventEmitter).emit(OUTPUT_CLOSED);
   };
   process.stdout.on('error', onError(process.stdout));
   process.stderr.on('error', onError(process.stderr));

@@ -30,17 +30,23 @@ export const MAX_CRASHES = 3;
 export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
 /**
- * The process event src/cli/main.ts emits when stdout or stderr has lost its reader: `train` and `sweep`
- * stop on it as on a signal, but it is no signal of the user's (a Ctrl-C after it is still the first).
+ * stdout or stderr has lost its reader (src/cli/main.ts): `train` and `sweep` stop on it as on a signal, but
+ * it is no signal of the user's (a Ctrl-C after it is still the first). A listener is called once, when it
+ * happens or, added after it happened (train's, once its data is loaded), at once.
  */
-export const OUTPUT_CLOSED = 'moco3:output-closed';
-
 let outputClosed = false;
-/** Whether stdout or stderr has lost its reader: a stop handler set up after the event stops at once. */
-export const isOutputClosed = (): boolean => outputClosed;
-export const markOutputClosed = (): void => {
+const closedListeners = new Set<() => void>();
+export function markOutputClosed(): void {
+  if (outputClosed) return;
   outputClosed = true;
-};
+  for (const f of [...closedListeners]) f();
+}
+/** Calls `f` when the output closes (now, if it has); returns the call that removes it. */
+export function onOutputClosed(f: () => void): () => void {
+  closedListeners.add(f);
+  if (outputClosed) f();
+  return () => closedListeners.delete(f);
+}
 const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
 
 let processEntry = false;

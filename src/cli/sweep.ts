@@ -11,7 +11,7 @@ import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type Launc
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
-import { childLink, isOutputClosed, OUTPUT_CLOSED, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
+import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -299,11 +299,9 @@ export function sweepCommand(): Command {
       for (const sig of stopSignals) process.on(sig, onSig);
       process.on('SIGUSR1', onUsr1);
       // the output's reader gone (src/cli/main.ts): stop as for a signal, which a later Ctrl-C is still the first of
-      const onClosed = () => {
+      const offClosed = onOutputClosed(() => {
         stop = true;
-      };
-      process.on(OUTPUT_CLOSED, onClosed);
-      if (isOutputClosed()) onClosed();
+      });
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       let baselinesStopped = false;
@@ -339,12 +337,13 @@ export function sweepCommand(): Command {
           process.stdout.write(formatPlan(plan, r.states));
           const wall = (performance.now() - t0) / 1000;
           const lines = [`sweep ${plan.id}: ${r.interrupted ? 'interrupted' : 'done'} in ${fmtDuration(wall)}; results in ${plan.dir}`];
+          const stateOf = (id: string) => r.states[plan.runs.findIndex((x) => x.id === id)]!;
           for (const id of r.failed) {
-            const s = r.states[plan.runs.findIndex((x) => x.id === id)]!;
+            const s = stateOf(id);
             lines.push(`  ${id}: failed: ${errors.get(id) ?? s.error ?? describeState(s)}`);
           }
           if (r.busy.length) {
-            const running = r.busy.filter((id) => r.states[plan.runs.findIndex((x) => x.id === id)]!.state === 'running').length;
+            const running = r.busy.filter((id) => stateOf(id).state === 'running').length;
             lines.push(
               running === r.busy.length
                 ? `  ${running} run(s) are being trained by another sweep; run this command again later to finish`
@@ -370,7 +369,7 @@ export function sweepCommand(): Command {
         display.stop();
         for (const sig of stopSignals) process.off(sig, onSig);
         process.off('SIGUSR1', onUsr1);
-        process.off(OUTPUT_CLOSED, onClosed);
+        offClosed();
       }
     });
   return cmd;

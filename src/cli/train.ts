@@ -16,7 +16,7 @@ import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
-import { isOutputClosed, OUTPUT_CLOSED, STOP_SIGNALS } from './supervise.ts';
+import { onOutputClosed, STOP_SIGNALS } from './supervise.ts';
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -138,13 +138,10 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
   };
   for (const sig of signals) process.on(sig, onSig);
-  // the output's reader gone: stop as for a signal, said nowhere (there is nowhere to say it)
-  const onClosed = () => {
+  // the output's reader gone (also while the data loaded): stop as for a signal, said nowhere (there is nowhere to say it)
+  const offClosed = onOutputClosed(() => {
     stop = true;
-  };
-  process.on(OUTPUT_CLOSED, onClosed);
-  // closed while the data loaded: stop after the first step
-  if (isOutputClosed()) onClosed();
+  });
   const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
   try {
     const s = await trainRun({
@@ -177,7 +174,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   } finally {
     progress.stop();
     for (const sig of signals) process.off(sig, onSig);
-    process.off(OUTPUT_CLOSED, onClosed);
+    offClosed();
   }
 }
 

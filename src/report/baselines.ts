@@ -5,6 +5,7 @@
 import { isAbsolute } from 'node:path';
 import { PRESETS, type PresetName } from '../config/presets.ts';
 import { baselineModel, type BaselinesFile } from '../runfolder/baselines.ts';
+import { isObj } from '../runfolder/paths.ts';
 import { type RunRecord } from './results.ts';
 import type { RunFacts } from './table.ts';
 
@@ -57,7 +58,6 @@ function seedsArg(seeds: number[]): string {
  */
 export function baselinesCommandFor(sweepFile: Record<string, unknown> | null): string {
   const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
-  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
   const q = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, "'\\''")}'`);
   const file = str(sweepFile?.file) ?? str(sweepFile?.name);
   if (!sweepFile || !file) return 'moco3 baselines <sweep>';

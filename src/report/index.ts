@@ -9,7 +9,7 @@ import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
-import { checkReportOutputs, readSweep, type SweepRecord } from './results.ts';
+import { checkReportOutputs, plannedRuns, readSweep, type SweepRecord } from './results.ts';
 import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { pairedMarkdown } from './paired.ts';
@@ -46,9 +46,8 @@ export interface ReportResult {
 
 /** The planned runs (sweep.yaml's runs, and its earlier_runs: what earlier invocations planned) without a run folder. */
 export function missingRuns(sweep: SweepRecord): string[] {
-  const planned = [sweep.sweepFile?.runs, sweep.sweepFile?.earlier_runs].flatMap((l) => (Array.isArray(l) ? l : []));
   const have = new Set(sweep.runs.map((r) => r.id));
-  const ids = planned.map((r) => (r as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string' && !have.has(id));
+  const ids = plannedRuns(sweep.sweepFile).map((r) => (r as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string' && !have.has(id));
   return [...new Set(ids)];
 }
 

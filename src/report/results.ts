@@ -126,3 +126,8 @@ export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 
     if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report writes its ${f}: move it away`);
   }
 }
+
+/** sweep.yaml's planned runs: the latest invocation's (`runs`), then what earlier ones planned besides (`earlier_runs`). */
+export function plannedRuns(sweepFile: Obj | null): unknown[] {
+  return [sweepFile?.runs, sweepFile?.earlier_runs].flatMap((l) => (Array.isArray(l) ? l : []));
+}

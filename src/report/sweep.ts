@@ -13,7 +13,7 @@
  * ), else the run value itself when it is one of the paper's, else a common scale factor, else rank order.
  */
 import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
-import type { RunRecord, SweepRecord } from './results.ts';
+import { plannedRuns, type RunRecord, type SweepRecord } from './results.ts';
 import { fmtExp } from '../runfolder/names.ts';
 import { LATER_KEYS, UNHASHED_KEYS } from '../config/load.ts';
 
@@ -175,17 +175,15 @@ function recordedPaperValues(sweepFile: Obj | null, runs: RunRecord[], keys: str
   const out = new Map<string, Record<string, number>>();
   if (!sweepFile) return out;
   // the latest invocation's record first: an earlier one's (earlier_runs) fills only the runs it lacks
-  for (const list of [sweepFile.runs, sweepFile.earlier_runs]) {
-    if (!Array.isArray(list)) continue;
-    for (const r of list) {
-      if (!isObj(r)) continue;
-      const id = [r.id, r.run_id, r.dir, r.name].find((x) => typeof x === 'string') as string | undefined;
-      const paper = r.paper ?? r.paper_values;
-      if (!id || !isObj(paper)) continue;
-      const rec: Record<string, number> = {};
-      for (const k of keys) if (typeof paper[k] === 'number') rec[k] = paper[k] as number;
-      if (!out.has(id.split('/').pop()!)) out.set(id.split('/').pop()!, rec);
-    }
+  for (const r of plannedRuns(sweepFile)) {
+    if (!isObj(r)) continue;
+    const id = [r.id, r.run_id, r.dir, r.name].find((x) => typeof x === 'string') as string | undefined;
+    const paper = r.paper ?? r.paper_values;
+    if (!id || !isObj(paper)) continue;
+    const rec: Record<string, number> = {};
+    for (const k of keys) if (typeof paper[k] === 'number') rec[k] = paper[k] as number;
+    const name = id.split('/').pop()!;
+    if (!out.has(name)) out.set(name, rec);
   }
   const byKey = new Map<string, Map<string, number>>();
   const params = isObj(sweepFile.parameters) ? sweepFile.parameters : {};

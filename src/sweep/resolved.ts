@@ -7,11 +7,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { writeFileAtomic } from '../engine/files.ts';
+import { isObj, type Obj } from '../runfolder/paths.ts';
 import { formatFactor } from './scale.ts';
 import { runLr, type SweepPlan } from './plan.ts';
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The runs an earlier sweep.yaml planned (its `runs` and `earlier_runs`) that `ids` does not, by id, once each, with the preset each was planned under. */
 export function earlierRuns(previous: unknown, ids: Set<string>): Obj[] {
