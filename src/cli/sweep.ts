@@ -253,7 +253,7 @@ export function sweepCommand(): Command {
       const slurm = f.launcher === 'slurm' ? slurmSettings(plan, f) : null;
       const launch = slurm ? null : prepareLaunch(plan, f, () => (stop = true));
       // checked for a submission and a --dry-run too: they say what the same command would run
-      checkOutputDir(plan.dir, `--results ${f.results}`, f.results);
+      checkOutputDir(plan.dir, `--results ${f.results}`, f.results, { write: !f.dryRun });
       // a damaged baselines.json stops the sweep before any run trains, not at its end
       if (f.baselines !== false) {
         const { readBaselines } = await import('../runfolder/baselines.ts');

@@ -55,7 +55,7 @@ export function trainCommand(): Command {
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
       if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);
-      checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`);
+      checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`, runDir, { write: !f.dryRun });
       if (f.dryRun) {
         // what the same command would refuse, refused here too (reading only: no lock, nothing written)
         const { done } = await inspectRunFolder(f, c, runDir);

@@ -1,5 +1,5 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
@@ -73,9 +73,10 @@ export const MIN_FREE_BYTES = 16 * 2 ** 20;
  * Checks that `dir` is (or can be made) a folder moco3 can write to, creating nothing that stays: every
  * existing part of the path is a folder, the nearest existing one takes a file, and its disk has room.
  * `label` names the flag (e.g. `--out results/x`), and `named` the path it gives (default `dir`): a file
- * found at another path (the sweep's folder under --results) is named.
+ * found at another path (the sweep's folder under --results) is named. With `write: false` (a --dry-run,
+ * which touches nothing) write access is asked of the file system instead of shown by creating a file.
  */
-export function checkOutputDir(dir: string, label: string, named: string = dir): void {
+export function checkOutputDir(dir: string, label: string, named: string = dir, { write = true }: { write?: boolean } = {}): void {
   if (dir.trim() === '') throw new OutputError(`${label.trim()} '': expected a folder path`);
   const abs = resolve(dir);
   let at = abs;
@@ -100,13 +101,14 @@ export function checkOutputDir(dir: string, label: string, named: string = dir):
   // host and pid in its name: another host's probe in a shared folder is never this one's
   const probe = join(at, tempName('moco3-write-test'));
   try {
-    closeSync(openSync(probe, 'wx'));
+    if (write) closeSync(openSync(probe, 'wx'));
+    else accessSync(at, constants.W_OK);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === 'EACCES' || code === 'EPERM' ? 'no write access' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? String(e));
     throw new OutputError(`${label}: cannot write in ${at} (${why}): give a folder you can write to`);
   } finally {
-    rmSync(probe, { force: true });
+    if (write) rmSync(probe, { force: true });
   }
   try {
     const fs = statfsSync(at);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -54,6 +54,29 @@ test('train --dry-run --json prints the run folder and resolved config as one JS
   const o = JSON.parse(out.join(''));
   assert.equal(o.run_dir, join(dir, 'dry'));
   assert.equal(o.config.model.arch, 'vit-smoke');
+});
+
+test('train --dry-run and sweep --dry-run create no file, not even for a moment, in the folder they check', async () => {
+  const watched = join(dir, 'watched');
+  mkdirSync(watched);
+  const seen: string[] = [];
+  const w = watch(watched, (_event, name) => seen.push(String(name)));
+  const settle = () => new Promise((r) => setTimeout(r, 300));
+  const stdout = process.stdout.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    assert.equal(await main(['train', '--preset', 'smoke', '--dry-run', '--out', join(watched, 'run')]), 0);
+    assert.equal(await main(['sweep', 'batch-size', '--preset', 'smoke', '--dry-run', '--results', watched]), 0);
+    await settle();
+    assert.deepEqual(seen, []);
+    // the watch sees a file made there: the empty list above is not a deaf watcher's
+    writeFileSync(join(watched, 'control'), '');
+    await settle();
+    assert.ok((seen as string[]).includes('control'), seen.join(', '));
+  } finally {
+    process.stdout.write = stdout;
+    w.close();
+  }
 });
 
 test('train: a config file with an unknown key names the file and key', async () => {
