@@ -1,5 +1,5 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { accessSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
@@ -156,6 +156,42 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A lock of withFileLock untouched this long is a dead holder's: the section it guards takes milliseconds. */
+export const FILE_LOCK_STALE_MS = 30_000;
+
+/**
+ * Runs `f` holding the lock file `.<name>.lock` beside `path`, for a read-merge-write of `path` by processes
+ * that may run on several hosts sharing the folder (the lock is made with O_EXCL, as on a network disk). A
+ * lock left by a dead process of this host, or untouched for FILE_LOCK_STALE_MS, is taken over.
+ */
+export function withFileLock<T>(path: string, f: () => T): T {
+  mkdirSync(dirname(path), { recursive: true });
+  const lock = join(dirname(path), `.${basename(path)}.lock`);
+  const wait = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      writeFileSync(lock, `${hostTag()} ${process.pid}\n`, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let stale = false;
+    try {
+      const [host, pid] = readFileSync(lock, 'utf8').trim().split(' ');
+      stale = (host === hostTag() && !pidAlive(Number(pid))) || Date.now() - statSync(lock).mtimeMs > FILE_LOCK_STALE_MS;
+    } catch {
+      continue; // released meanwhile: try again at once
+    }
+    if (stale) rmSync(lock, { force: true });
+    else Atomics.wait(wait, 0, 0, 20);
+  }
+  try {
+    return f();
+  } finally {
+    rmSync(lock, { force: true });
   }
 }
 

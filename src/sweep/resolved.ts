@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { writeFileAtomic } from '../engine/files.ts';
+import { withFileLock, writeFileAtomic } from '../engine/files.ts';
 import { isObj, type Obj } from '../runfolder/paths.ts';
 import { formatFactor } from './scale.ts';
 import { runLr, type SweepPlan } from './plan.ts';
@@ -59,10 +59,16 @@ export function resolvedSweep(plan: SweepPlan, earlier: Obj[] = []): Record<stri
 /**
  * Writes the plan's sweep.yaml; returns what to tell the user: a damaged sweep.yaml written anew, and the
  * folder's earlier runs planned under another preset (their model, data and epochs differ: the report's
- * columns would mix them).
+ * columns would mix them). Read, merged and written under a lock (`.sweep.yaml.lock`): agents on other hosts
+ * and other invocations plan into one folder at the same moment, and each keeps the others' runs listed.
+ * `afterRead` lets a test put another writer between the read and the write.
  */
-export function writeResolvedSweep(plan: SweepPlan): string[] {
+export function writeResolvedSweep(plan: SweepPlan, afterRead: () => void = () => {}): string[] {
   const path = join(plan.dir, 'sweep.yaml');
+  return withFileLock(path, () => writeLocked(plan, path, afterRead));
+}
+
+function writeLocked(plan: SweepPlan, path: string, afterRead: () => void): string[] {
   let cur: string | null = null;
   try {
     cur = readFileSync(path, 'utf8');
@@ -77,6 +83,7 @@ export function writeResolvedSweep(plan: SweepPlan): string[] {
     // moco3's own record, written anew from the plan (the run folders hold what ran), and said
     damaged = true;
   }
+  afterRead();
   const earlier = earlierRuns(previous, new Set(plan.runs.map((r) => r.id)));
   const text =
     `# written by moco3 sweep: the sweep as resolved; each run's folder is <id>/` +

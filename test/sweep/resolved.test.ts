@@ -1,11 +1,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { parseSweep } from '../../src/sweep/file.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
+import { FILE_LOCK_STALE_MS, hostTag, withFileLock } from '../../src/engine/files.ts';
 import { missingRuns } from '../../src/report/index.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { viewSweep } from '../../src/report/sweep.ts';
@@ -110,4 +112,62 @@ test('a sweep into a folder that holds runs of another preset says so (the repor
   assert.deepEqual([...new Set(after.earlier_runs.map((r: { preset: string }) => r.preset))], ['smoke']);
   // back to smoke: the cpu runs are now the other preset's
   assert.match(writeResolvedSweep(smoke)[0]!, /under preset cpu as well; the runs of preset smoke/);
+});
+
+test('two invocations planning into one folder at the same moment (agents on two hosts) both stay listed: sweep.yaml is merged under a lock', async () => {
+  const results = mkdtempSync(join(root, 'r-'));
+  const s0 = tinyPlan(results, [0]);
+  const marker = join(results, 'child-started');
+  // the other invocation, in its own process: seed 1 planned into the same folder
+  const child = join(results, 'other.ts');
+  writeFileSync(
+    child,
+    [
+      `import { readFileSync, writeFileSync } from 'node:fs';`,
+      `import YAML from ${JSON.stringify(import.meta.resolve('yaml'))};`,
+      `import { parseSweep } from ${JSON.stringify(join(import.meta.dirname, '../../src/sweep/file.ts'))};`,
+      `import { planSweep } from ${JSON.stringify(join(import.meta.dirname, '../../src/sweep/plan.ts'))};`,
+      `import { writeResolvedSweep } from ${JSON.stringify(join(import.meta.dirname, '../../src/sweep/resolved.ts'))};`,
+      `const doc = YAML.parse(readFileSync(${JSON.stringify(tinyFile)}, 'utf8'));`,
+      `const plan = planSweep(parseSweep(doc, 'tiny.yaml'), { results: ${JSON.stringify(results)}, seeds: [1], sets: ['model.patch_proj=learned'] });`,
+      `writeFileSync(${JSON.stringify(marker)}, '');`,
+      `writeResolvedSweep(plan);`,
+    ].join('\n'),
+  );
+  let exited: Promise<number | null> = Promise.resolve(null);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  // seed 0 has read sweep.yaml (not there yet) when the other starts, and writes only once the other has
+  // had time to write its own: without a lock it would then drop seed 1's runs
+  writeResolvedSweep(s0, () => {
+    const p = spawn(process.execPath, ['--import', 'tsx', child], { cwd: join(import.meta.dirname, '..', '..'), stdio: 'inherit' });
+    exited = new Promise((res) => p.on('exit', res));
+    for (let i = 0; i < 1500 && !existsSync(marker); i++) Atomics.wait(pause, 0, 0, 20);
+    assert.ok(existsSync(marker), 'the other invocation started');
+    Atomics.wait(pause, 0, 0, 1500);
+  });
+  assert.equal(await exited, 0);
+  const doc = read(s0);
+  const s1 = tinyPlan(results, [1]);
+  assert.deepEqual(ids(doc.runs), s1.runs.map((r) => r.id), 'the other wrote last: its plan is the latest');
+  assert.deepEqual(ids(doc.earlier_runs), s0.runs.map((r) => r.id), "seed 0's runs stay listed");
+  assert.equal(existsSync(join(s0.dir, '.sweep.yaml.lock')), false, 'the lock is gone');
+});
+
+test("withFileLock takes over a dead process's lock at once and a live one's only once it is untouched for FILE_LOCK_STALE_MS", () => {
+  const dir = mkdtempSync(join(root, 'lock-'));
+  const lock = join(dir, '.f.yaml.lock');
+  // this host, a pid that is not running
+  writeFileSync(lock, `${hostTag()} 999999999\n`);
+  let t = Date.now();
+  assert.equal(withFileLock(join(dir, 'f.yaml'), () => 'ran'), 'ran');
+  assert.ok(Date.now() - t < 1000);
+  assert.equal(existsSync(lock), false);
+  // another host's, touched 1.5 s short of stale: waited for, then taken over
+  writeFileSync(lock, 'elsewhere 1\n');
+  const old = (Date.now() - FILE_LOCK_STALE_MS + 1500) / 1000;
+  utimesSync(lock, old, old);
+  t = Date.now();
+  withFileLock(join(dir, 'f.yaml'), () => assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`));
+  const waited = Date.now() - t;
+  assert.ok(waited >= 1200 && waited < 5000, `waited ${waited} ms`);
 });
