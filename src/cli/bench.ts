@@ -5,6 +5,7 @@ import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { intFlag } from './numbers.ts';
+import { configToYaml } from '../config/load.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;
@@ -47,7 +48,8 @@ export function benchCommand(): Command {
       const steps = intFlag('--steps', f.steps, 1);
       const warmup = intFlag('--warmup', f.warmup, 0);
       if (f.dryRun) {
-        process.stdout.write(`${JSON.stringify({ config: c, steps, warmup })}\n`);
+        // as train --dry-run: the resolved config as YAML, or one JSON object with --json
+        process.stdout.write(f.json ? `${JSON.stringify({ config: c, steps, warmup })}\n` : `# bench: ${steps} timed steps after ${warmup} untimed\n${configToYaml(c)}`);
         return;
       }
       if (backendFlag === 'all') {

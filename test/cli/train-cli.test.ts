@@ -79,6 +79,25 @@ test('train --dry-run and sweep --dry-run create no file, not even for a moment,
   }
 });
 
+test('bench --dry-run prints the resolved config as YAML, as train --dry-run does, and one JSON object with --json', async () => {
+  const run = async (args: string[]) => {
+    const out: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+    try {
+      assert.equal(await main(['bench', '--preset', 'smoke', '--batch', '24', '--steps', '3', '--dry-run', ...args]), 0);
+    } finally {
+      process.stdout.write = write;
+    }
+    return out.join('');
+  };
+  const yaml = await run([]);
+  assert.match(yaml, /^# bench: 3 timed steps after 2 untimed\n/);
+  assert.match(yaml, /^  batch_size: 24$/m);
+  const o = JSON.parse(await run(['--json']));
+  assert.deepEqual([o.steps, o.warmup, o.config.optim.batch_size], [3, 2, 24]);
+});
+
 test('train: a config file with an unknown key names the file and key', async () => {
   const f = join(dir, 'run.yaml');
   writeFileSync(f, 'model:\n  depht: 3\n');
