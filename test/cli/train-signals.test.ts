@@ -228,6 +228,14 @@ test('train whose output pipe closes (`moco3 train ... | head`): stops as for a 
   const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8'));
   assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), 'checkpointed where it stopped');
   assert.equal(existsSync(join(out, '.lock')), false, 'the lock is released');
+
+  // resumed with its output gone before anything is written: the first line (the run's own config, said
+  // while the data loads, before train's stop handler is set up) fails, and the run stops before its next step
+  const again = spawn(process.execPath, ['--import', 'tsx', cli, 'train', '--resume', '--out', out], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  again.stderr.destroy();
+  assert.equal(await new Promise<number | null>((resolve) => again.on('close', (c) => resolve(c))), 130);
+  const st2 = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.deepEqual([st2.status, st2.step], ['interrupted', st.step], 'stopped before training on');
 });
 
 test('train stopping (Ctrl-C) whose output then closes (`| tee` ended with it), or given TERM twice (scancel): the checkpoint is still written', async () => {
