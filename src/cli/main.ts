@@ -11,6 +11,8 @@ import { reportCommand } from './report.ts';
 import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
 import { isInputError } from './errors.ts';
+import { closeSync, openSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import { runShutdown } from '../engine/shutdown.ts';
 import { markOutputClosed, setProcessEntry } from './supervise.ts';
 
@@ -79,6 +81,24 @@ export function stopOnClosedOutput(): void {
   };
   process.stdout.on('error', onError(process.stdout));
   process.stderr.on('error', onError(process.stderr));
+  // Node (20) resets a terminal's modes at exit and aborts (SIGABRT, a core dump where allowed) when the
+  // terminal has hung up meanwhile, after moco3 had stopped cleanly. A standard stream that was a terminal
+  // and no longer is one is pointed at /dev/null first: Node leaves a reopened descriptor alone.
+  const terminals = [0, 1, 2].filter((fd) => isatty(fd));
+  if (terminals.length) {
+    process.once('exit', () => {
+      for (const fd of terminals) {
+        if (isatty(fd)) continue;
+        try {
+          closeSync(fd);
+          // the lowest free descriptor: the one just closed
+          openSync('/dev/null', fd === 0 ? 'r' : 'w');
+        } catch {
+          /* nothing more to do at exit */
+        }
+      }
+    });
+  }
 }
 
 /**

@@ -238,6 +238,35 @@ test('train whose output pipe closes (`moco3 train ... | head`): stops as for a 
   assert.deepEqual([st2.status, st2.step], ['interrupted', st.step], 'stopped before training on');
 });
 
+test('train on a terminal that goes away (an ssh session dropped): writes fail with EIO, and it stops as for a closed output, checkpointed, exit 130 (no abort at exit)', () => {
+  const out = join(root, 'eio');
+  const args = tinyTrainArgs('train.checkpoint_every=100', 'optim.epochs=10', 'train.log_every=1').filter((a) => a !== '-q');
+  // stdin, stdout and stderr on a pseudo-terminal whose other end closes after the first line. The run is in a
+  // session of its own, without the terminal as its controlling one: no SIGHUP, its writes fail with EIO
+  const py = [
+    'import os, pty, subprocess, sys',
+    'master, slave = pty.openpty()',
+    'p = subprocess.Popen(sys.argv[1:], stdin=slave, stdout=slave, stderr=slave, start_new_session=True)',
+    'os.close(slave)',
+    'buf = b""',
+    'while b"\\n" not in buf:',
+    '    buf += os.read(master, 4096)',
+    'os.close(master)',
+    'sys.exit(p.wait())',
+  ].join('\n');
+  const r = spawnSync('python3', ['-c', py, process.execPath, '--import', 'tsx', cli, 'train', ...args, '--out', out], {
+    env: { ...process.env, MOCO3_TEST_ENTRY: '1' },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(r.status, 130, r.stderr);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.equal(st.status, 'interrupted');
+  assert.ok(st.step < st.total_steps, `stopped at step ${st.step} of ${st.total_steps}`);
+  const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8'));
+  assert.match(JSON.stringify(last), new RegExp(`step-0*${st.step}\\b`), 'checkpointed where it stopped');
+});
+
 test('train stopping (Ctrl-C) whose output then closes (`| tee` ended with it), or given TERM twice (scancel): the checkpoint is still written', async () => {
   const args = tinyTrainArgs('train.checkpoint_every=100', 'optim.epochs=10', 'train.log_every=1').filter((a) => a !== '-q');
   const env = { ...process.env, MOCO3_TEST_ENTRY: '1' };
