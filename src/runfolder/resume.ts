@@ -12,6 +12,7 @@ import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
 import { CheckpointError, stepDirName } from './checkpoints.ts';
 import { metricsPath, readMetrics } from './metrics.ts';
+import { readRunConfigRaw } from './records.ts';
 
 /** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
 export interface CheckpointState {
@@ -108,10 +109,10 @@ export type Offer = (c: { dir: string; step: number }) => string;
 export const trainOffer: Offer = (c) => `resume from the previous checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
 const trainNone = 'no older complete checkpoint: start again with --force';
 
-/** The newest complete checkpoint older than `step`, or null. */
-function olderComplete(root: string, step: number): { dir: string; step: number } | null {
+/** The newest complete checkpoint older than `step` and not of steps the run left (`left`), or null. */
+function olderComplete(root: string, step: number, left: (step: number) => boolean): { dir: string; step: number } | null {
   for (const c of listCheckpoints(root).reverse()) {
-    if (c.step >= step) continue;
+    if (c.step >= step || left(c.step)) continue;
     try {
       checkCheckpoint(c.dir);
       return c;
@@ -136,15 +137,30 @@ function lastMetricsStep(runDir: string): number | null {
 }
 
 /**
+ * Whether a checkpoint at a step is of steps the run left when it went back to an older checkpoint (its
+ * metrics were cut there, and the folders of the later steps stay until the run's next checkpoint): the
+ * run writes a metrics row at least every train.log_every steps, before that step's checkpoint, so a
+ * checkpoint of its own has the metrics reach within log_every - 1 steps of it. `reached`: the last metrics
+ * step (null: no metrics to tell by).
+ */
+function leftBy(runDir: string): { reached: number | null; left: (step: number) => boolean } {
+  const reached = lastMetricsStep(runDir);
+  const every = readRunConfigRaw(runDir)?.train;
+  const n = isObj(every) && isCount(every.log_every) && every.log_every > 0 ? every.log_every : 1;
+  return { reached, left: (step) => reached !== null && step >= reached + n };
+}
+
+/**
  * The checkpoint a resume of `runDir` starts from, validated; null when the run has none. `choice` (the
  * --checkpoint flag) is a folder, `step-N` or `N`. A damaged newest checkpoint fails with one line that
  * offers the newest older complete one (`offer`), or says to start again (`none`).
  */
 export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer = trainOffer, none = trainNone): string | null {
   const root = join(runDir, 'checkpoints');
+  const { reached, left } = leftBy(runDir);
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
-    const older = olderComplete(root, step);
+    const older = olderComplete(root, step, left);
     throw new CheckpointError(`${e.message}; ${older ? offer(older) : none}`);
   };
   if (choice !== undefined) {
@@ -165,8 +181,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
     // a checkpoint of steps the run left when it went back to an older one (its metrics cut there): the run
     // has no record of them, so they are nobody's to resume or evaluate
     const step = stepOfDir(basename(resolve(dir)));
-    const reached = lastMetricsStep(runDir);
-    if (step !== null && reached !== null && step > reached) {
+    if (step !== null && left(step)) {
       throw new CheckpointError(
         `--checkpoint ${choice}: step ${step} is ahead of the run's metrics, which end at step ${reached}: it is of steps the run left when it ` +
           `went back to an older checkpoint (${have()}; give one up to step ${reached})`,
@@ -192,8 +207,9 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
       return fail(e, Infinity);
     }
   } else {
-    // no pointer: a run killed before its first checkpoint, or an older layout; the newest folder
-    const newest = all.filter((c) => existsSync(join(c.dir, 'state.json'))).at(-1);
+    // no pointer: a run killed before its first checkpoint, or an older layout; the newest folder of the
+    // run's own steps (not one it left when it went back to an older checkpoint)
+    const newest = all.filter((c) => existsSync(join(c.dir, 'state.json')) && !left(c.step)).at(-1);
     if (!newest) return null;
     ({ dir, step } = newest);
   }

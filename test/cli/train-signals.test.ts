@@ -318,7 +318,37 @@ test('train --resume --checkpoint step-N, killed before its next checkpoint: res
   const ahead = await trainWith(null, out, [...every3, '--resume', '--checkpoint', 'step-12']);
   assert.equal(ahead.code, 2, ahead.stderr);
   assert.match(ahead.stderr, /--checkpoint step-12: step 12 is ahead of the run's metrics, which end at step [45]: it is of steps the run left when it went back to an older checkpoint/);
+  // last.json lost as well: the resume starts from the run's own newest checkpoint (3), not from step 12
+  const nolast = join(root, 'rewind-nolast');
+  cpSync(out, nolast, { recursive: true });
+  rmSync(join(nolast, 'checkpoints', 'last.json'));
   assert.equal((await trainWith(null, out, [...every3, '--resume'])).code, 0);
-  const rows = (d: string) => readMetrics(join(d, 'metrics.jsonl')).map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !/per_s|seconds/.test(k))));
+  assert.deepEqual(rows(out), rows(whole));
+  assert.equal((await trainWith(null, nolast, [...every3, '--resume'])).code, 0);
+  assert.deepEqual(rows(nolast), rows(whole));
+});
+
+const rows = (d: string) => readMetrics(join(d, 'metrics.jsonl')).map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !/per_s|seconds/.test(k))));
+
+test('train.log_every above 1: a checkpoint past the last metrics row is still the run\'s own, and eval and --resume take it', async () => {
+  const args = [...TINY, '--set', 'train.log_every=5', '--set', 'train.checkpoint_every=3'];
+  const whole = join(root, 'log5-whole');
+  assert.equal(spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', whole]).status, 0);
+  // killed before its 4th metrics row (step 8's): rows of steps 0, 4 and 5 written, checkpoints at 3 and 6
+  const out = join(root, 'log5');
+  const marker = join(root, `.pause-${process.hrtime.bigint()}`);
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out], {
+    env: { ...process.env, MOCO3_TEST_PAUSE: 'metrics:4', MOCO3_TEST_MARKER: marker },
+    stdio: 'ignore',
+  });
+  const poll = setInterval(() => existsSync(marker) && child.kill('SIGKILL'), 20);
+  await new Promise((resolve) => child.on('close', resolve));
+  clearInterval(poll);
+  assert.deepEqual(readMetrics(join(out, 'metrics.jsonl')).map((r) => r.step), [0, 4, 5]);
+  assert.ok(existsSync(join(out, 'checkpoints', 'step-0000006', 'state.json')));
+  const ev = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--checkpoint', 'step-6'], { encoding: 'utf8' });
+  assert.equal(ev.status, 0, ev.stderr);
+  const resumed = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out, '--resume', '--checkpoint', 'step-6'], { encoding: 'utf8' });
+  assert.equal(resumed.status, 0, resumed.stderr);
   assert.deepEqual(rows(out), rows(whole));
 });
