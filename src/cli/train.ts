@@ -46,6 +46,9 @@ export function trainCommand(): Command {
       if (f.resume && own !== null && f.config === undefined && f.preset === undefined) {
         f.config = own;
         if (!f.quiet && !f.json) process.stderr.write(`moco3: --resume: the run's own config, ${f.config}\n`);
+      } else if (f.resume && f.out !== undefined && own === null && f.config === undefined && f.preset === undefined && existsSync(join(f.out, 'status.json'))) {
+        // a run without its config.yaml: the defaults (the paper's recipe) are not what it trained
+        throw new UsageError(`--resume --out ${f.out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it`);
       }
       const c = configFromFlags(f);
       const id = `${trainRunSlug(c)}-${configHash(c)}`;
@@ -116,6 +119,9 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   checkRunData(dataset, c.optim.batch_size);
   // said when the run starts: a checkpoint that does not fit the model fails before, with its one line alone
   const backend = await initBackend(c.train.backend as BackendName, { quiet: true });
+  if (f.resume && !f.force && previous && checkpoint === null) {
+    process.stderr.write(`moco3: ${runDir}: no checkpoint to resume from; training it again from step 0 (its metrics start over)\n`);
+  }
   if (f.force && previous) {
     assertLockHeld(runDir);
     // the run's files, not the folder: the folder holds this process's lock
@@ -226,7 +232,8 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
     // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
     if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') return { previous, checkpoint: null, done: done(st) };
     if (previous && !f.resume) {
-      throw new UsageError(`${runDir}: holds a ${st?.status ?? 'previous'} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+      const what = st?.status ?? 'previous';
+      throw new UsageError(`${runDir}: holds ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
     }
   }
   // a damaged checkpoint (its files; tensors that do not fit the model fail once it is built, in trainRun,
@@ -236,6 +243,18 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
     checkpoint = resumeCheckpoint(runDir, f.checkpoint);
     if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
+    else if (previous) {
+      // nothing to resume from: the run trains again from step 0 in its folder, so only as the config it was
+      // (another config would replace its files with another run's; --force moves them aside first)
+      const { loadRunConfig } = await import('../runfolder/records.ts');
+      let theirs: ResolvedRunConfig | null = null;
+      try {
+        theirs = loadRunConfig(runDir);
+      } catch {
+        /* no readable config.yaml: nothing to compare with */
+      }
+      if (theirs && configHash(theirs) !== configHash(c)) checkResumeConfig(runDir, c, { config_hash: configHash(theirs), config: theirs as unknown as Record<string, unknown> });
+    }
   } else if (f.checkpoint !== undefined) {
     throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
   }

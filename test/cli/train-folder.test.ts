@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -176,4 +176,27 @@ test('a --force killed while it moves the previous run aside leaves it split; th
   for (const [e, bytes] of before) assert.ok(readFileSync(join(out, e)).equals(bytes), e);
   assert.deepEqual(readdirSync(join(out, 'checkpoints')).sort(), ckpts);
   assert.ok(!existsSync(join(out, '.aside.json')));
+});
+
+test('--resume of a run with no checkpoint left: trains it again from step 0 only as the config it was, and says so; without its config.yaml it is refused', () => {
+  const out = join(root, 'no-checkpoints');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  // as after a kill with its checkpoints lost (deleted by hand, a disk cleaned up)
+  rmSync(join(out, 'checkpoints'), { recursive: true });
+  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...status(out), status: 'interrupted' }));
+  const files = () => Object.fromEntries(readdirSync(out).map((e) => [e, existsSync(join(out, e, '.')) ? '(folder)' : readFileSync(join(out, e), 'utf8')]));
+  const before = files();
+  const other = train([...TINY, '--out', out, '--resume', '--set', 'optim.base_lr=0.5']);
+  assert.equal(other.code, 2, other.stderr);
+  assert.match(other.stderr, /^moco3: .*no-checkpoints: was trained with another config: optim\.base_lr 0\.0015 -> 0\.5; to resume it, start again with --force/);
+  assert.deepEqual(files(), before, 'nothing touched');
+  const again = train(['--out', out, '--resume', '-q']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /no-checkpoints: no checkpoint to resume from; training it again from step 0 \(its metrics start over\)/);
+  assert.equal(status(out).status, 'completed');
+  // its config.yaml gone as well: the defaults are not what it trained
+  rmSync(join(out, 'config.yaml'));
+  const bare = train(['--out', out, '--resume', '-q']);
+  assert.equal(bare.code, 2, bare.stderr);
+  assert.equal(bare.stderr, `moco3: --resume --out ${out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it\n`);
 });
