@@ -45,7 +45,15 @@ export interface RunFacts {
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
 export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
-  const s = r.summary ?? {};
+  const lastStep = r.metrics.length ? num(r.metrics[r.metrics.length - 1]!.step) : null;
+  // summary.json speaks for the weights of its step. One of another step than the metrics' end is not the
+  // run's now: a resume killed before it wrote its own (the metrics went on), or a rewind to an older
+  // checkpoint (the metrics were cut). Its figures are then left out, and the metrics speak. The metrics
+  // hold a row at least every train.log_every steps, so a summary up to that many steps past them is current.
+  const every = num(r.flat.get('train.log_every')) ?? 1;
+  const sSteps = r.summary ? num(r.summary.steps) : null;
+  const current = lastStep === null || (sSteps !== null && sSteps >= lastStep && sSteps < lastStep + Math.max(1, every));
+  const s = (current ? r.summary : null) ?? {};
   const st = r.status;
   const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
   const lastKnn = knnRows[knnRows.length - 1];
@@ -55,7 +63,6 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   // with its summary, a run whose process died without a final status interrupted
   const state = readRunState(r.dir).state;
   const status = state === 'running' || divergedAt === null ? state : 'diverged';
-  const lastStep = r.metrics.length ? num(r.metrics[r.metrics.length - 1]!.step) : null;
   // the linear probe's protocol as summary.json records it
   const lin: Record<string, unknown> = typeof s.linear === 'object' && s.linear !== null ? (s.linear as Record<string, unknown>) : {};
   return {

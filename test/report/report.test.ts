@@ -417,3 +417,23 @@ test('runs a column pools as seeds that differ in more than the seed are named, 
   assert.doesNotMatch(readFileSync(join(plain, 'report.md'), 'utf8'), /Pooled as seeds/);
   rmSync(root, { recursive: true });
 });
+
+test("a summary.json of another step than the metrics' end (a resume killed before it wrote its own, a rewind) is not shown as the run's figures", async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  // trained to step 200, killed; its summary is the one written when it was stopped at step 100 before
+  const stale = { status: 'interrupted', steps: 100, knn_top1: 11.1, knn_top5: 41.1, linear_top1: 22.2, wall_s: 7, images_per_s: 1 };
+  writeFakeRun(dir, { id: 'resumed-killed', config: { 'moco.temperature': 0.5 }, status: 'interrupted', steps: 200, divergedAt: null, summary: stale });
+  // rewound to step 50 (metrics cut there), killed before its summary: the old one speaks of step 200
+  const cut = writeFakeRun(dir, { id: 'rewound', config: { 'moco.temperature': 0.7 }, status: 'interrupted', steps: 200, divergedAt: null, summary: { ...stale, steps: 200 } });
+  const rows = readFileSync(join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n');
+  writeFileSync(join(cut, 'metrics.jsonl'), `${rows.filter((l) => JSON.parse(l).step <= 50).join('\n')}\n`);
+  await writeReport(dir, { plots: false, format: 'both' });
+  const { rows: table } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  const knn = table.get('kNN top-1 (%)')!;
+  assert.match(knn[2]!, /^60\.0 \(so far\)$/, 'the metrics\' last kNN (the curve ends at 60), not the summary\'s 11.1');
+  assert.match(knn[3]!, /^28\.0 \(so far\)$/, 'the rewound run\'s last kNN, at step 40 of its cut metrics (20 + 40 * 40/200)');
+  assert.ok(![...table.values()].flat().some((c) => /22\.2|11\.1/.test(c)), 'no figure of the stale summaries');
+  const csv = readFileSync(join(dir, 'runs.csv'), 'utf8');
+  assert.ok(!/22\.2|11\.1/.test(csv), csv);
+});
