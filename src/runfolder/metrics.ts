@@ -51,6 +51,13 @@ export function parseMetrics(text: string, label = 'metrics.jsonl', onTorn?: (no
       if (typeof v === 'number' || v === null) row[k] = v;
       else if (typeof v === 'string') row[k] = Number(v);
     }
+    // one row per logged step, in order: a row of a step again (a file edited or joined by hand) would be
+    // read as a second point of that step, a dip or a spike that never happened
+    const prev = rows.length ? rows[rows.length - 1]!.step! : -1;
+    if (typeof row.step !== 'number' || !Number.isInteger(row.step) || row.step <= prev) {
+      const what = typeof row.step !== 'number' || !Number.isInteger(row.step) ? `has no step (a whole number), got ${JSON.stringify(obj.step)}` : `is of step ${row.step}, after a row of step ${prev}`;
+      throw new RunFolderError(`${label}: line ${i + 1} ${what}: a run's rows are one per step, in order; remove the line, or train the run again with \`moco3 train --force\``);
+    }
     rows.push(row);
   });
   return rows;

@@ -41,3 +41,16 @@ test('appendMetric: a write that fails (a full disk) names the metrics file', ()
     (e: NodeJS.ErrnoException) => e.code === 'ENOSPC' && e.path === join(dir, 'metrics.jsonl'),
   );
 });
+
+test('metrics: a row of a step again, out of order, or without a step is refused with its line (read as a second point it would draw a dip that never happened)', () => {
+  const dir = tempDir('moco3-metrics-');
+  for (const [text, message] of [
+    ['{"step":0,"knn_top1":50}\n{"step":40,"knn_top1":60}\n{"step":40,"knn_top1":50}\n{"step":41,"loss":4}\n', /c\.jsonl: line 3 is of step 40, after a row of step 40: a run's rows are one per step, in order; remove the line/],
+    ['{"step":5,"loss":4}\n{"step":3,"loss":4}\n', /line 2 is of step 3, after a row of step 5/],
+    ['{"step":1,"loss":4}\n{"loss":4}\n', /line 2 has no step \(a whole number\), got undefined/],
+    ['{"step":"1.5","loss":4}\n', /line 1 has no step \(a whole number\), got "1\.5"/],
+  ] as const) {
+    writeFileSync(join(dir, 'c.jsonl'), text);
+    assert.throws(() => readMetrics(join(dir, 'c.jsonl')), (e: Error) => e instanceof RunFolderError && message.test(e.message), text);
+  }
+});
