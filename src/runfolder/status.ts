@@ -83,7 +83,10 @@ export class StatusWriter {
   }
 }
 
-/** A run that failed outside its loop (the sweep records it): failed at the step it reached; an existing failed status is kept. */
+/**
+ * A run that failed outside its loop (the sweep records it): failed at the step it reached. The loop's own
+ * failed status of this error is kept; one of an earlier attempt's error is replaced (the error is this one).
+ */
 export function markFailed(runDir: string, error: string): void {
   let prev: StatusFile | null = null;
   try {
@@ -91,6 +94,6 @@ export function markFailed(runDir: string, error: string): void {
   } catch {
     /* a damaged status.json is replaced by the failed one */
   }
-  if (prev?.status === 'failed') return;
+  if (prev?.status === 'failed' && prev.error === error) return;
   writeStatus(runDir, 'failed', prev?.step ?? 0, prev?.total_steps ?? null, { error });
 }

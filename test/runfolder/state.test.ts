@@ -1,8 +1,9 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readRunState } from '../../src/runfolder/state.ts';
+import { markFailed, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-state-');
@@ -33,4 +34,14 @@ test("a run's state: the step it reached is never behind its checkpoint (a statu
   // neither: a new run
   const fresh = readRunState(run(null, null));
   assert.deepEqual([fresh.state, fresh.step], ['new', null]);
+});
+
+test("markFailed (a sweep's run failed outside its loop): the loop's own failed status of the same error is kept; an earlier attempt's error is replaced", () => {
+  const dir = run({ status: 'failed', step: 30, total_steps: 80, error: 'metrics.jsonl: line 31 is not a JSON object' }, null);
+  const before = readFileSync(join(dir, 'status.json'), 'utf8');
+  markFailed(dir, 'metrics.jsonl: line 31 is not a JSON object');
+  assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), before, 'the same error: not rewritten');
+  markFailed(dir, 'metrics.jsonl: line 51 is not a JSON object');
+  const st = readStatus(dir)!;
+  assert.deepEqual([st.status, st.step, st.total_steps, st.error], ['failed', 30, 80, 'metrics.jsonl: line 51 is not a JSON object']);
 });
