@@ -7,6 +7,7 @@
  * old folder beside the runs, which a report leaves out, saying so).
  */
 import { dirname, join } from 'node:path';
+import { metricsPath, readMetrics } from '../runfolder/metrics.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import type { PlannedRun } from './plan.ts';
@@ -14,12 +15,12 @@ import type { PlannedRun } from './plan.ts';
 /** `moco3 train` on a sweep's run folder: its own config.yaml, the folder as --out. */
 const trainCmd = (dir: string, flags: string) => `\`moco3 train -c ${join(dir, 'config.yaml')} --out ${dir} ${flags}\``;
 
-/** Validates the checkpoint each run would resume from; runs trained by another live process are theirs. */
+/** Validates the checkpoint (and the metrics) each run would resume from; runs trained by another live process are theirs. */
 export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo }[]): void {
   for (const { run, before } of runs) {
     if (before.state === 'running') continue;
     try {
-      resumeCheckpoint(
+      const from = resumeCheckpoint(
         run.dir,
         undefined,
         (c) =>
@@ -27,6 +28,9 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
           `(the later steps are trained again) or move the run folder out of ${dirname(run.dir)} to train it from the start; then run the sweep again`,
         `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
       );
+      // its metrics, which the resume cuts at the checkpoint's step: a damaged line stops the sweep here, as
+      // it stops `train --resume`, not once the run's turn comes (its status then rewritten to failed)
+      if (from) readMetrics(metricsPath(run.dir));
     } catch (e) {
       // another sweep (an agent) took the run meanwhile and is writing its checkpoints: it is theirs
       if (readRunState(run.dir).state === 'running') continue;

@@ -508,6 +508,23 @@ test('a sweep refuses a damaged checkpoint of a run to resume in one line whose 
   }
 });
 
+test('a sweep refuses a damaged metrics.jsonl of a run to resume before anything starts, as train does: one line, exit 2, the run untouched', async () => {
+  let run1 = '';
+  const argv = damagedSweep('y3', (r1) => {
+    run1 = r1;
+    const p = join(r1, 'metrics.jsonl');
+    const lines = readFileSync(p, 'utf8').split('\n');
+    lines[1] = 'garbage';
+    writeFileSync(p, lines.join('\n'));
+  });
+  const before = readFileSync(join(run1, 'status.json'), 'utf8');
+  const r = await cli(argv);
+  assert.equal(r.code, 2, r.err);
+  assert.equal(r.err.trim().split('\n').length, 1, r.err);
+  assert.match(r.err.trim(), /^moco3: \S+\/metrics\.jsonl: line 2 is not a JSON object; remove the line/);
+  assert.equal(readFileSync(join(run1, 'status.json'), 'utf8'), before, 'its status is not rewritten');
+});
+
 test('a run folder from before a key existed (its config.yaml lacks it) is the same run: done as it is, and evaluable', async () => {
   const run = damaged('older', (r) => {
     const p = join(r, 'config.yaml');
