@@ -56,7 +56,7 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   const format = opts.format ?? 'both';
   const io: InstabilityOptions = { ...DEFAULT_INSTABILITY, ...opts.instability };
   const sweep = readSweep(sweepDir);
-  checkReportOutputs(sweepDir, { format, ...(opts.plots !== undefined ? { plots: opts.plots } : {}), ...(opts.png !== undefined ? { png: opts.png } : {}) });
+  checkReportOutputs(sweepDir, { format, summaries: opts.updateSummaries !== false, ...(opts.plots !== undefined ? { plots: opts.plots } : {}), ...(opts.png !== undefined ? { png: opts.png } : {}) });
   const view = viewSweep(sweep);
   const instability = new Map<string, RunInstability>();
   const facts = new Map<string, RunFacts>();

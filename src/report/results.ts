@@ -3,7 +3,7 @@
  * status, summary and metrics through src/runfolder/, and a sweep's runs. Everything here tolerates a
  * run that is still being written (missing files, a torn last metrics line).
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { InputError } from '../config/errors.ts';
 import { flatten } from '../config/load.ts';
@@ -109,7 +109,7 @@ export const FIGURES = { knn: 'knn', grad: 'grad' } as const;
  * before anything is written, so that one it cannot write stops it with every file as it was (each run's
  * summary.json too, which the report merges its instability figures into).
  */
-export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 'both'; plots?: boolean; png?: boolean } = {}): void {
+export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 'both'; plots?: boolean; png?: boolean; summaries?: boolean } = {}): void {
   const format = opts.format ?? 'both';
   const files: string[] = [];
   if (format !== 'md') files.push('report.csv', 'runs.csv');
@@ -124,6 +124,23 @@ export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 
   for (const f of files) {
     const p = join(dir, f);
     if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report writes its ${f}: move it away`);
+  }
+  // every file is written to a temporary name in its folder and renamed: each folder written in must take
+  // new files, or the report would stop half-written (some files new, others old). The folders: the
+  // sweep's, its plots/, and each run folder whose summary.json takes the instability figures
+  const folders = [dir];
+  if (format !== 'csv' && opts.plots !== false && existsSync(join(dir, 'plots'))) folders.push(join(dir, 'plots'));
+  if (opts.summaries !== false) {
+    for (const e of readdirSync(dir)) if (existsSync(join(dir, e, RUN_FILES.summary))) folders.push(join(dir, e));
+  }
+  for (const d of folders) {
+    try {
+      accessSync(d, constants.W_OK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code === 'EROFS' ? 'a read-only file system' : code === 'EACCES' || code === 'EPERM' ? 'no write access' : (code ?? String(e));
+      throw new ReportError(`${d}: the report cannot write there (${why}), and writes nothing until it can: give write access, or copy the sweep folder somewhere writable`);
+    }
   }
 }
 

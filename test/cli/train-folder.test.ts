@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -184,7 +184,7 @@ test('--resume of a run with no checkpoint left: trains it again from step 0 onl
   // as after a kill with its checkpoints lost (deleted by hand, a disk cleaned up)
   rmSync(join(out, 'checkpoints'), { recursive: true });
   writeFileSync(join(out, 'status.json'), JSON.stringify({ ...status(out), status: 'interrupted' }));
-  const files = () => Object.fromEntries(readdirSync(out).map((e) => [e, existsSync(join(out, e, '.')) ? '(folder)' : readFileSync(join(out, e), 'utf8')]));
+  const files = () => Object.fromEntries(readdirSync(out).map((e) => [e, statSync(join(out, e)).isDirectory() ? '(folder)' : readFileSync(join(out, e), 'utf8')]));
   const before = files();
   const other = train([...TINY, '--out', out, '--resume', '--set', 'optim.base_lr=0.5']);
   assert.equal(other.code, 2, other.stderr);

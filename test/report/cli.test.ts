@@ -1,10 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
+
+const fixtureCli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
 
 test('moco3 report <sweep> --format csv writes the CSVs only; no argument reports every sweep', async () => {
   const root = tmp();
@@ -167,4 +170,39 @@ test('moco3 baselines on data that cannot be read: the one line naming it, no pr
   assert.match(r.err, /^moco3: fashion-mnist: directory .*none not found/);
   assert.equal(r.err.trim().split('\n').length, 1, r.err);
   assert.deepEqual(readdirSync(results), []);
+});
+
+test('moco3 report into a folder it cannot write in (its plots/, a run folder): one line naming it, exit 2, no file changed', () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size');
+  // a first report, then a run's figures changed: a second report would rewrite every file
+  assert.equal(spawnSync(process.execPath, ['--import', 'tsx', fixtureCli, 'report', dir, '--no-png'], { encoding: 'utf8' }).status, 0);
+  const run = readdirSync(dir).find((e) => existsSync(join(dir, e, 'summary.json')))!;
+  const metrics = join(dir, run, 'metrics.jsonl');
+  writeFileSync(metrics, readFileSync(metrics, 'utf8').replace(/"knn_top1":(\d+)/, '"knn_top1":1$1'));
+  const files = () => {
+    const out: Record<string, string> = {};
+    const walk = (d: string) => {
+      for (const e of readdirSync(d)) statSync(join(d, e)).isDirectory() ? walk(join(d, e)) : (out[join(d, e)] = readFileSync(join(d, e), 'utf8'));
+    };
+    walk(dir);
+    return out;
+  };
+  chmodSync(root, 0o777);
+  for (const d of [root, dir, ...readdirSync(dir).map((e) => join(dir, e))]) if (statSync(d).isDirectory()) chmodSync(d, 0o777);
+  for (const locked of [join(dir, 'plots'), join(dir, run)]) {
+    const before = files();
+    chmodSync(locked, 0o555);
+    try {
+      // as a user without write access (root writes anywhere: the command runs as nobody then)
+      const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
+      const [cmd, ...args] = [...asUser, process.execPath, '--import', 'tsx', fixtureCli, 'report', dir, '--no-png'];
+      const r = spawnSync(cmd!, args, { encoding: 'utf8', env: { ...process.env, HOME: root } });
+      assert.equal(r.status, 2, r.stderr);
+      assert.equal(r.stderr, `moco3: ${locked}: the report cannot write there (no write access), and writes nothing until it can: give write access, or copy the sweep folder somewhere writable\n`);
+      assert.deepEqual(files(), before, 'no file changed');
+    } finally {
+      chmodSync(locked, 0o777);
+    }
+  }
 });
