@@ -155,9 +155,9 @@ function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, load
     writeJsonAtomic(join(runDir, name), result);
     return [name];
   }
-  writeEvalResult(runDir, kind, result);
+  const kept = writeEvalResult(runDir, kind, result);
   mergeSummary(runDir, summary);
-  return [`${kind}.json`, 'summary.json'];
+  return [`${kind}.json`, 'summary.json', ...(kept ? [`${kept} (the earlier ${kind}.json, kept)`] : [])];
 }
 
 /** Weighted kNN (cosine, exp(sim / t) votes of the k nearest) with the whole train split as the bank, on the whole test split. */

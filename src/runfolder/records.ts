@@ -1,9 +1,11 @@
 /** The run folder's descriptive files: config.yaml, meta.json, and the evaluation results knn.json / linear.json. */
-import { existsSync } from 'node:fs';
-import { LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { canonicalJson, LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
-import { readJsonObject, readYamlObject, runPath, type Obj } from './paths.ts';
+import { asidePath } from './aside.ts';
+import { isObj, readJsonObject, readYamlObject, runPath, type Obj } from './paths.ts';
 
 /** A folder is a run folder when it holds a config.yaml. */
 export function isRunDir(dir: string): boolean {
@@ -52,7 +54,32 @@ export function writeMeta(runDir: string, meta: Obj, resumed = false): void {
   writeJsonAtomic(runPath(runDir, 'meta'), { ...meta, starts: [...earlier, startOf(meta)] });
 }
 
-/** knn.json / linear.json: the full result of a run-folder evaluation. */
-export function writeEvalResult(runDir: string, kind: 'knn' | 'linear', result: object): void {
-  writeJsonAtomic(runPath(runDir, kind), result);
+/** What tells two evaluation results apart besides how long they took and where they were run from. */
+const sameEval = (a: unknown, b: unknown): boolean => {
+  const drop = (v: unknown) => (isObj(v) ? Object.fromEntries(Object.entries(v).filter(([k]) => !['seconds', 'checkpoint', 'wrote'].includes(k))) : v);
+  return canonicalJson(drop(a)) === canonicalJson(drop(b));
+};
+
+/**
+ * knn.json / linear.json: the full result of a run-folder evaluation. One there already of another result
+ * (the run's own probe, evaluated again with other settings) is kept as `<kind>.old-<time>.json`, whose
+ * name is returned; null when there was none, or the same result again.
+ */
+export function writeEvalResult(runDir: string, kind: 'knn' | 'linear', result: object): string | null {
+  const path = runPath(runDir, kind);
+  let kept: string | null = null;
+  if (existsSync(path)) {
+    let earlier: unknown = null;
+    try {
+      earlier = JSON.parse(readFileSync(path, 'utf8'));
+    } catch {
+      /* unreadable: kept as it is, beside the new one */
+    }
+    if (!sameEval(earlier, JSON.parse(JSON.stringify(result)))) {
+      kept = asidePath(join(runDir, kind), '.json');
+      renameSync(path, kept);
+    }
+  }
+  writeJsonAtomic(path, result);
+  return kept === null ? null : basename(kept);
 }

@@ -195,3 +195,25 @@ test("a run not finished (interrupted, or without status.json): its newest check
   writeFileSync(st, JSON.stringify({ status: 'diverged', step: knn.step, total_steps: knn.step, diverged_at: knn.step }));
   assert.deepEqual((await knnForRun(dir)).wrote, ['knn.json', 'summary.json']);
 });
+
+test("an evaluation with other settings keeps the run's earlier result beside the new one (<kind>.old-<time>.json); the same result again is only rewritten", async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-again-');
+  cpSync(runDir, dir, { recursive: true });
+  for (const f of ['linear.json', 'knn.json']) rmSync(join(dir, f), { force: true });
+  const first = await linearProbeForRun(dir);
+  assert.deepEqual(first.wrote, ['linear.json', 'summary.json']);
+  const again = await linearProbeForRun(dir);
+  assert.deepEqual(again.wrote, ['linear.json', 'summary.json'], 'the same settings: the same result, nothing kept');
+  const other = await linearProbeForRun(dir, { augment: false });
+  assert.equal(other.wrote?.length, 3, String(other.wrote));
+  const kept = /^(linear\.old-\d{8}T\d{6}\.json) \(the earlier linear\.json, kept\)$/.exec(other.wrote![2]!);
+  assert.ok(kept, other.wrote![2]);
+  const earlier = JSON.parse(readFileSync(join(dir, kept[1]!), 'utf8'));
+  assert.deepEqual([earlier.top1, earlier.augmented], [first.top1, true]);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'linear.json'), 'utf8')).augmented, false);
+  // the kNN alike, with another k
+  await knnForRun(dir, { k: 20 });
+  const k2 = await knnForRun(dir, { k: 10 });
+  assert.match(k2.wrote!.at(-1)!, /^knn\.old-\d{8}T\d{6}\.json \(the earlier knn\.json, kept\)$/);
+});
