@@ -5,7 +5,7 @@ import { positive } from './numbers.ts';
 import { basename } from 'node:path';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
-import { loadRunConfig } from '../runfolder/records.ts';
+import { editedConfigNote, loadRunConfig } from '../runfolder/records.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { readRunState } from '../runfolder/state.ts';
 
@@ -44,6 +44,8 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   const offline = await import('../eval/offline.ts');
   const { initBackend } = await import('../engine/backend.ts');
   const config = loadRunConfig(runDir);
+  const edited = editedConfigNote(runDir);
+  if (edited) process.stderr.write(`moco3: note: ${edited}\n`);
   // the checkpoint is validated before a backend starts
   const checkpoint = offline.evalCheckpoint(runDir, checkpointFlag);
   // the run's state as plan and report see it: a 'running' status whose process is gone is interrupted

@@ -9,7 +9,7 @@ import { InputError } from '../config/errors.ts';
 import { flatten } from '../config/load.ts';
 import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { readYamlChecked, RUN_FILES, runPath, type Obj } from '../runfolder/paths.ts';
-import { isRunDir, readRunConfigRaw } from '../runfolder/records.ts';
+import { editedConfigNote, isRunDir, readRunConfigRaw } from '../runfolder/records.ts';
 import { readStatus, type StatusFile } from '../runfolder/status.ts';
 import { ASIDE_NOTE, ASIDE_RUN } from '../runfolder/aside.ts';
 import { readSummary } from '../runfolder/summary.ts';
@@ -38,6 +38,8 @@ export { flatten };
 export function readRun(dir: string, quiet = false): RunRecord {
   const config = readRunConfigRaw(dir);
   if (!config) throw new ReportError(`${dir}: no readable config.yaml (not a run folder)`);
+  const edited = quiet ? null : editedConfigNote(dir);
+  if (edited) process.stderr.write(`moco3: note: ${edited}\n`);
   return {
     id: basename(dir),
     dir,

@@ -1,7 +1,7 @@
 /** The run folder's descriptive files: config.yaml, meta.json, and the evaluation results knn.json / linear.json. */
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { canonicalJson, LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
+import { canonicalJson, configHash, LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { asidePath } from './aside.ts';
@@ -34,6 +34,24 @@ export function loadRunConfig(runDir: string): ResolvedRunConfig {
     if (at && !(at[1] in at[0])) at[0][at[1]] = old;
   }
   return resolveConfig(validateConfig(raw, blame), blame);
+}
+
+/**
+ * A line when config.yaml no longer hashes to the config the run was trained with (meta.json's
+ * config_hash, written at each start): edited by hand since, it would have the run read as what it never
+ * trained (a report's column, an evaluation's data). Null when it matches, or nothing records the hash.
+ */
+export function editedConfigNote(runDir: string): string | null {
+  let trained: unknown;
+  let now: string;
+  try {
+    trained = readJsonObject(runPath(runDir, 'meta'))?.config_hash;
+    now = configHash(loadRunConfig(runDir));
+  } catch {
+    return null; // a damaged meta.json or config.yaml: the commands that read them say so
+  }
+  if (typeof trained !== 'string' || trained === now) return null;
+  return `${runPath(runDir, 'config')}: not the config the run was trained with (it hashes to ${now}; meta.json records ${trained}): edited since? it is read as it is now`;
 }
 
 /** The fields of meta.json that describe one start of a run (where, on what, by which command, from which step). */

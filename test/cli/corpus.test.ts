@@ -545,3 +545,17 @@ test('a run folder from before a key existed (its config.yaml lacks it) is the s
   const e = await cli(['eval', 'knn', run, '--backend', 'cpu']);
   assert.equal(e.code, 0, e.err);
 });
+
+test("eval of a run whose config.yaml was edited since it trained (another test split size) says so before it evaluates", async () => {
+  const run = damaged('edited', (r) => {
+    const p = join(r, 'config.yaml');
+    writeFileSync(p, readFileSync(p, 'utf8').replace(/^( *test_size:) 32$/m, '$1 16'));
+  });
+  assert.match(readFileSync(join(run, 'config.yaml'), 'utf8'), /test_size: 16/);
+  const e = await cli(['eval', 'knn', run, '--backend', 'cpu']);
+  assert.equal(e.code, 0, e.err);
+  assert.match(e.err, /^moco3: note: \S+\/edited\/config\.yaml: not the config the run was trained with \(it hashes to [0-9a-f]{8}; meta\.json records [0-9a-f]{8}\): edited since\? it is read as it is now$/m);
+  // as trained: no note
+  const good2 = await cli(['eval', 'knn', damaged('as-trained', () => {}), '--backend', 'cpu']);
+  assert.doesNotMatch(good2.err, /not the config the run was trained with/);
+});

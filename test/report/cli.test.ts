@@ -5,6 +5,8 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, st
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
+import { buildConfig, configHash, configToYaml } from '../../src/config/load.ts';
+import { loadRunConfig } from '../../src/runfolder/records.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 const fixtureCli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
@@ -205,4 +207,21 @@ test('moco3 report into a folder it cannot write in (its plots/, a run folder): 
       chmodSync(locked, 0o777);
     }
   }
+});
+
+test('moco3 report says when a run\'s config.yaml is not the config it was trained with (edited since, by its hash in meta.json)', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const run = join(dir, readdirSync(dir).find((e) => existsSync(join(dir, e, 'config.yaml')))!);
+  // a whole config, as a trained run's (the fixture's lists only the keys a report reads)
+  writeFileSync(join(run, 'config.yaml'), configToYaml(buildConfig({ preset: 'smoke', sets: ['moco.temperature=0.1'] })));
+  writeFileSync(join(run, 'meta.json'), JSON.stringify({ config_hash: configHash(loadRunConfig(run)) }));
+  const quiet = await cli(['report', dir, '--no-plots']);
+  assert.equal(quiet.code, 0, quiet.err);
+  assert.doesNotMatch(quiet.err, /not the config the run was trained with/);
+  const path = join(run, 'config.yaml');
+  writeFileSync(path, readFileSync(path, 'utf8').replace(/temperature: 0\.1\b/, 'temperature: 0.3'));
+  const edited = await cli(['report', dir, '--no-plots']);
+  assert.equal(edited.code, 0, edited.err);
+  assert.match(edited.err, new RegExp(`moco3: note: ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not the config the run was trained with \\(it hashes to [0-9a-f]{8}; meta\\.json records [0-9a-f]{8}\\): edited since\\? it is read as it is now\\n`));
 });
