@@ -9,6 +9,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { readSummary } from '../runfolder/summary.ts';
 import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
@@ -200,6 +201,8 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
   } catch (e) {
     if (!f.force) throw e;
   }
+  // a damaged summary.json is an error too (a finished run's, or one a resume would merge into)
+  if (!f.force) readSummary(runDir);
   const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
   const { foreign, runFiles } = folderContents(runDir);
   const others = `${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}`;

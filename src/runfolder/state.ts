@@ -9,6 +9,7 @@ import { checkpointStep } from './checkpoints.ts';
 import { liveLock, type LockInfo } from './lock.ts';
 import { runPath } from './paths.ts';
 import { readStatus } from './status.ts';
+import { readSummary } from './summary.ts';
 
 export type RunState = 'new' | 'completed' | 'interrupted' | 'diverged' | 'failed' | 'running';
 
@@ -43,7 +44,9 @@ export function readRunState(runDir: string): RunStateInfo {
   if (existsSync(join(runDir, ASIDE_NOTE))) return { ...info, state: 'interrupted' };
   // summary.json is written before the final status: a final status without it cannot happen, but a
   // folder copied by hand might have one; it then counts as interrupted and is resumed
-  const hasSummary = existsSync(runPath(runDir, 'summary'));
+  // read, not only seen: a damaged one is said (one line: remove it and the resume writes it again), never
+  // taken for a finished run's (plan and sweep saw it completed while report and eval refused it)
+  const hasSummary = existsSync(runPath(runDir, 'summary')) && readSummary(runDir) !== null;
   if (st?.status === 'completed' && hasSummary) return { ...info, state: 'completed' };
   if (st?.status === 'diverged' && hasSummary) return { ...info, state: 'diverged' };
   if (st?.status === 'failed') return { ...info, state: 'failed' };

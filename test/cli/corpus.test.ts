@@ -435,6 +435,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
+    // a completed run's damaged summary.json: said, not taken for a finished run's (train --resume said "already completed")
+    [['train', ...TINY, '--resume', '--out', damaged('x6', (r) => truncateSync(join(r, 'summary.json'), 20))], /x6\/summary\.json: .*remove it \(`moco3 train --resume` or the sweep writes it again\)/],
   ];
   for (const [args, re] of expect) {
     const r = await cli(args);
@@ -505,6 +507,16 @@ test('a sweep refuses a damaged checkpoint of a run to resume in one line whose 
     const run = join(argv.at(-1)!, 'tiny', id);
     assert.equal(JSON.parse(readFileSync(join(run, 'status.json'), 'utf8')).status, 'completed', id);
     assert.deepEqual(rows(run), rows(join(sweepGood, 'tiny', id)), `${id}: metrics differ from the undamaged sweep's`);
+  }
+});
+
+test('plan and sweep say a damaged summary.json of a run in one line, exit 2 (they took it for a completed run)', async () => {
+  const argv = damagedSweep('y4', (r1) => writeFileSync(join(r1, 'summary.json'), '{"status": "compl'));
+  for (const cmd of ['plan', 'sweep']) {
+    // plan takes the sweep's flags but for those that only shape how it runs
+    const r = await cli([cmd, ...argv.slice(1).filter((a) => cmd === 'sweep' || !['-q', '--no-baselines', '--backend', 'cpu'].includes(a))]);
+    assert.equal(r.code, 2, `${cmd}: ${r.err}`);
+    assert.match(r.err.trim(), /^moco3: \S+\/summary\.json: .*remove it \(`moco3 train --resume` or the sweep writes it again\)/, cmd);
   }
 });
 
