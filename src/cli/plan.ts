@@ -6,6 +6,7 @@ import { loadSweep } from '../sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } from '../sweep/plan.ts';
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
+import { withResumePoint } from '../sweep/resume.ts';
 import { formatPlan } from '../sweep/table.ts';
 import { nonEmptyPath, parseDataFlag } from './common.ts';
 
@@ -84,7 +85,7 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
 }
 
 export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
-  const states = plan.runs.map((r) => readRunState(r.dir));
+  const states = plan.runs.map((r) => withResumePoint(readRunState(r.dir), r.dir));
   // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm
   const jobs = runJobs(plan);
   const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? 'not queued'}` : '-')) } : undefined;

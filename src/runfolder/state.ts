@@ -23,6 +23,8 @@ export interface RunStateInfo {
   error: string | null;
   /** the live lock of another process training it (state 'running') */
   lock: LockInfo | null;
+  /** set by withResumePoint (src/sweep/resume.ts): why the checkpoint a resume would start from cannot be used */
+  resume_error?: string;
 }
 
 export function readRunState(runDir: string): RunStateInfo {

@@ -6,9 +6,10 @@
  * out of the sweep's folder, and the sweep trains the run from the start; `train --force` would leave the
  * old folder beside the runs, which a report leaves out, saying so).
  */
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { metricsPath, readMetrics } from '../runfolder/metrics.ts';
-import { resumeCheckpoint } from '../runfolder/resume.ts';
+import { CheckpointError } from '../runfolder/checkpoints.ts';
+import { resumeCheckpoint, stepOfDir } from '../runfolder/resume.ts';
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import type { PlannedRun } from './plan.ts';
 
@@ -36,5 +37,20 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
       if (readRunState(run.dir).state === 'running') continue;
       throw e;
     }
+  }
+}
+
+/**
+ * A run's state with the checkpoint a resume would really start from, as the sweep finds it (validated; the
+ * run's own newest when last.json is gone): `plan` says what the sweep will do, a damaged checkpoint included.
+ */
+export function withResumePoint(s: RunStateInfo, runDir: string): RunStateInfo {
+  if (s.state !== 'interrupted' && s.state !== 'failed') return s;
+  try {
+    const from = resumeCheckpoint(runDir);
+    return { ...s, checkpoint_step: from === null ? null : stepOfDir(basename(from)) };
+  } catch (e) {
+    if (!(e instanceof CheckpointError)) throw e;
+    return { ...s, resume_error: e.message };
   }
 }

@@ -36,6 +36,7 @@ export function describeState(s: RunStateInfo): string {
     case 'diverged':
       return `diverged${s.step !== null ? ` at step ${s.step}` : ''}`;
     case 'interrupted':
+      if (s.resume_error) return `interrupted${at}, its checkpoint damaged (moco3 sweep stops on it and says how to resume it)`;
       return `interrupted${at}${s.checkpoint_step !== null ? `, resumes at ${s.checkpoint_step}` : ', restarts'}`;
     case 'failed': {
       const err = (s.error ?? '').split('\n')[0]!;

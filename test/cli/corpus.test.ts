@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
+import { cli as cliOut } from '../helpers/cli.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -518,6 +519,22 @@ test('plan and sweep say a damaged summary.json of a run in one line, exit 2 (th
     assert.equal(r.code, 2, `${cmd}: ${r.err}`);
     assert.match(r.err.trim(), /^moco3: \S+\/summary\.json: .*remove it \(`moco3 train --resume` or the sweep writes it again\)/, cmd);
   }
+});
+
+test('plan says what the sweep will do with a damaged checkpoint (stop on it) and without last.json (resume from the newest)', async () => {
+  const planOf = async (argv: string[]) => {
+    const r = await cliOut(['plan', ...argv.slice(1).filter((a) => !['-q', '--no-baselines', '--backend', 'cpu'].includes(a))]);
+    assert.equal(r.code, 0, r.err);
+    return r.out;
+  };
+  const broken = await planOf(damagedSweep('y5', (r1) => truncateSync(join(ckptOf(r1), 'state.json'), 30)));
+  assert.match(broken, /interrupted at step \d+\/\d+, its checkpoint damaged \(moco3 sweep stops on it and says how to resume it\)/);
+  let newest = -1;
+  const lost = await planOf(damagedSweep('y6', (r1) => {
+    newest = JSON.parse(readFileSync(join(r1, 'checkpoints', 'last.json'), 'utf8')).step;
+    rmSync(join(r1, 'checkpoints', 'last.json'));
+  }));
+  assert.match(lost, new RegExp(`interrupted at step \\d+/\\d+, resumes at ${newest}\\b`));
 });
 
 test('a sweep refuses a damaged metrics.jsonl of a run to resume before anything starts, as train does: one line, exit 2, the run untouched', async () => {
