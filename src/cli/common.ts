@@ -54,7 +54,9 @@ export function configFromFlags(f: RunFlags, extra: Record<string, unknown>[] = 
   const overrides: Record<string, unknown>[] = [];
   if (f.data) {
     const d = parseDataFlag(f.data);
-    overrides.push({ data: d.path ? { name: d.name, path: d.path } : { name: d.name } });
+    // --data NAME is the dataset's default location: a data.path from a config file (another dataset's
+    // folder, or the same one's elsewhere) is not kept
+    overrides.push({ data: { name: d.name, path: d.path } });
   }
   if (f.backend) overrides.push({ train: { backend: f.backend } });
   if (f.seed !== undefined) {

@@ -105,3 +105,29 @@ test('train: a config file with an unknown key names the file and key', async ()
   assert.equal(r.code, 2);
   assert.match(r.err, new RegExp(`^moco3: ${f.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: unknown key model\\.depht`));
 });
+
+test('train --data NAME reads the dataset from its default location, not the data.path of a --config file', async () => {
+  const cfg = join(dir, 'cif.yaml');
+  writeFileSync(cfg, 'data:\n  name: cifar10\n  path: /tmp/cifarx\n');
+  const dry = async (...args: string[]) => {
+    const out: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+    try {
+      assert.equal(await main(['train', '--config', cfg, ...args, '--dry-run', '--json', '--out', join(dir, 'dry-data')]), 0);
+    } finally {
+      process.stdout.write = write;
+    }
+    return JSON.parse(out.join('')).config.data as { name: string; path: string | null };
+  };
+  const fromFile = await dry();
+  assert.equal(fromFile.name, 'cifar10');
+  assert.equal(fromFile.path, '/tmp/cifarx');
+  const fm = await dry('--data', 'fashion-mnist');
+  assert.equal(fm.name, 'fashion-mnist');
+  assert.equal(fm.path, null);
+  assert.equal((await dry('--data', 'cifar10')).path, null);
+  assert.equal((await dry('--data', 'cifar10:/data/c10')).path, '/data/c10');
+  // a --set still has the last word
+  assert.equal((await dry('--data', 'fashion-mnist', '--set', 'data.path=/data/fm')).path, '/data/fm');
+});
