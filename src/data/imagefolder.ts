@@ -603,6 +603,11 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
     throw new DataError(`${trainDir}: has ${classes.length} class folders, data.num_classes is ${spec.numClasses} (set data.num_classes: ${classes.length})`);
   }
   const train = listSplit('train', trainDir, classes, true);
+  // kNN and the linear probe tell classes apart: one class leaves them nothing to tell (checked after the
+  // listing, whose faults are said first)
+  if (classes.length === 1) {
+    throw new DataError(`${trainDir}: holds one class folder (${classes[0]}); at least 2 classes are needed (train/<class>/ for each class)`);
+  }
   const test = listSplit(evalName, join(root, evalName), classes, false);
   const trainTake = checkSize(spec.trainSize, train.files.length, trainDir, 'train_size');
   const testTake = checkSize(spec.testSize, test.files.length, test.dir, 'test_size');

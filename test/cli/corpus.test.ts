@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import sharp from 'sharp';
 import { main } from '../../src/cli/main.ts';
 import { cli as cliOut } from '../helpers/cli.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
@@ -130,6 +131,19 @@ before(async () => {
   }
 });
 
+// an image folder of one class (cat), 32 train and 8 val images: nothing to tell apart
+const oneClass = join(dir, 'one-class');
+before(async () => {
+  for (const [s, n] of [['train', 32], ['val', 8]] as const) {
+    mkdirSync(join(oneClass, s, 'cat'), { recursive: true });
+    for (let i = 0; i < n; i++) {
+      const px = Buffer.alloc(12 * 12 * 3);
+      for (let j = 0; j < px.length; j++) px[j] = (j * 7 + i * 31) % 256;
+      await sharp(px, { raw: { width: 12, height: 12, channels: 3 } }).png().toFile(join(oneClass, s, 'cat', `${i}.png`));
+    }
+  }
+});
+
 /** `untouched`: the case's --results folder stays byte for byte as it was. */
 type Case = [what: string, args: () => string[], noFolder?: string, untouched?: true];
 
@@ -200,11 +214,19 @@ const cases: Case[] = [
   ['image folder with an undecodable image', () => {
     const root = join(dir, 'imgs2');
     for (const s of ['train', 'val']) {
-      mkdirSync(join(root, s, 'cat'), { recursive: true });
-      for (let i = 0; i < 64; i++) writeFileSync(join(root, s, 'cat', `${i}.png`), 'not a png');
+      for (const c of ['cat', 'dog']) {
+        mkdirSync(join(root, s, c), { recursive: true });
+        for (let i = 0; i < 32; i++) writeFileSync(join(root, s, c, `${i}.png`), 'not a png');
+      }
     }
     return ['train', ...TINY, '--data', `imagefolder:${root}`, '--out', fresh('d8')];
   }, fresh('d8')],
+  ['image folder of one class (no cache made in it)', () => ['train', ...TINY, '--data', `imagefolder:${oneClass}`, '--set', 'data.train_size=null', '--set', 'data.test_size=null', '--out', fresh('d10')], join(oneClass, '.moco3-cache')],
+  ['eval linear of a run whose data is an image folder of one class', () => ['eval', 'linear', damaged('e7', (r) => {
+    const p = join(r, 'config.yaml');
+    const text = readFileSync(p, 'utf8').replace(/^  name: synthetic$/m, '  name: imagefolder').replace(/^  path: null$/m, `  path: ${oneClass}`);
+    writeFileSync(p, text.replace(/^  (train|test)_size: \d+$/gm, '  $1_size: null'));
+  }), '--backend', 'cpu'], join(oneClass, '.moco3-cache')],
   ['train split smaller than one batch', () => ['train', ...TINY, '--set', 'data.train_size=8', '--out', fresh('d9')], fresh('d9')],
   ['data info of an unknown set', () => ['data', 'info', 'mnist9']],
   ['data preview without .png', () => ['data', 'preview', '--preset', 'smoke', '--out', join(dir, 'new', 'views.jpg')]],

@@ -421,6 +421,19 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
 
     await rejectsData(loadImageFolder(spec(root, { numClasses: 1000 }), quiet()), /has 3 class folders, data\.num_classes is 1000 \(set data\.num_classes: 3\)/);
 
+    // one class: refused before any image is decoded or cached (the linear probe cannot tell one class apart)
+    const one = tempDir('moco3-imagefolder-');
+    for (const [s, n] of [['train', 4], ['val', 2]] as const) {
+      mkdirSync(join(one, s, 'cat'), { recursive: true });
+      for (let i = 0; i < n; i++) await solid(20, 20, [i * 40, 100, 200 - i * 30]).png().toFile(join(one, s, 'cat', `${i}.png`));
+    }
+    const oneDecoder = counting();
+    await rejectsData(loadImageFolder(spec(one), quiet({ decoder: oneDecoder })), new RegExp(`${join(one, 'train')}: holds one class folder \\(cat\\); at least 2 classes are needed`));
+    await rejectsData(loadImageFolder(spec(one, { numClasses: 1 }), quiet()), /holds one class folder \(cat\); at least 2 classes are needed/);
+    assert.equal(oneDecoder.decodes + oneDecoder.probes, 0);
+    assert.deepEqual(readdirSync(one).sort(), ['train', 'val'], 'no cache folder made');
+    rmSync(one, { recursive: true, force: true });
+
     mkdirSync(join(root, 'val', 'unicorn'));
     await rejectsData(loadImageFolder(spec(root), quiet()), /val\/unicorn: class 'unicorn' is not a class of train\//);
     rmSync(join(root, 'val', 'unicorn'), { recursive: true });
