@@ -1,11 +1,12 @@
 /** Flags shared by the commands that build run configs. */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { intFlag } from './numbers.ts';
-import { buildConfig } from '../config/load.ts';
+import { buildConfig, ConfigError, loadConfigFile, parseSet } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { DATASET_NAMES, BACKEND_CHOICES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { UsageError } from '../config/errors.ts';
+import { numClassesProblem } from '../data/classes.ts';
 
 export interface RunFlags {
   preset?: string;
@@ -63,5 +64,29 @@ export function configFromFlags(f: RunFlags, extra: Record<string, unknown>[] = 
     const s = intFlag('--seed', f.seed, 0);
     overrides.push({ seed: s });
   }
-  return buildConfig({ preset: f.preset ?? null, file: f.config ?? null, sets: f.set, overrides: [...overrides, ...extra] });
+  const c = buildConfig({ preset: f.preset ?? null, file: f.config ?? null, sets: f.set, overrides: [...overrides, ...extra] });
+  // data.num_classes against the dataset's own classes: said here, where the key's source is known
+  const classes = numClassesProblem(c.data.name, c.data.num_classes);
+  if (classes !== null) throw new ConfigError(`${sourceOf(f, ['data.num_classes', 'data.name'])}: data.num_classes: ${classes}`);
+  return c;
+}
+
+/**
+ * The source that set one of `keys` (dotted) last, named as the config errors name it (src/config/load.ts): the
+ * last --set that gives one, then --data (for data.name), then the --config file, then the preset.
+ */
+function sourceOf(f: RunFlags, keys: string[]): string {
+  const has = (obj: unknown, key: string) =>
+    key.split('.').every((p) => {
+      if (typeof obj !== 'object' || obj === null || !(p in obj)) return false;
+      obj = (obj as Record<string, unknown>)[p];
+      return true;
+    });
+  for (let i = f.set.length - 1; i >= 0; i--) {
+    const set = parseSet(f.set[i]!);
+    if (keys.some((k) => has(set, k))) return `--set ${f.set[i]}`;
+  }
+  if (f.data && keys.includes('data.name')) return `--data ${f.data}`;
+  if (f.config && keys.some((k) => has(loadConfigFile(f.config!), k))) return f.config;
+  return f.preset ? `preset ${f.preset}` : (f.config ?? 'config');
 }

@@ -265,7 +265,7 @@ function locate(kind: CifarKind, path: string | null): { archive: boolean; sourc
 export async function loadCifar(spec: DataSpec): Promise<Dataset> {
   const kind = CIFAR[spec.name as 'cifar10' | 'cifar100'];
   if (spec.numClasses !== undefined && spec.numClasses !== kind.numClasses) {
-    throw new DataError(`${kind.name}: has ${kind.numClasses} classes, ${spec.numClasses} asked for (data.num_classes)`);
+    throw new DataError(`data.num_classes: ${kind.name} has ${kind.numClasses} classes, got ${spec.numClasses}`);
   }
   const src = locate(kind, spec.path);
   let train: ImageSplit;

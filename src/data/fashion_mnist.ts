@@ -95,6 +95,10 @@ async function loadSplit(dir: string, imagesBase: string, labelsBase: string, li
 }
 
 export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
+  // said before the files are looked for: a config error, whether or not the data is there
+  if (spec.numClasses !== undefined && spec.numClasses !== 10) {
+    throw new DataError(`data.num_classes: fashion-mnist has 10 classes, got ${spec.numClasses}`);
+  }
   const dir = spec.path ?? fashionMnistDefaultDir();
   if (!existsSync(dir)) {
     throw new DataError(
@@ -102,9 +106,6 @@ export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
         ? `fashion-mnist: directory ${dir} not found (give the folder of the four *-ubyte(.gz) files, or run: moco3 data fetch fashion-mnist)`
         : `fashion-mnist: not found in ${FASHION_MNIST_DIR} or ${FASHION_MNIST_FETCHED} (run: moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist, or give --data fashion-mnist:PATH)`,
     );
-  }
-  if (spec.numClasses !== undefined && spec.numClasses !== 10) {
-    throw new DataError(`fashion-mnist: has 10 classes, ${spec.numClasses} asked for`);
   }
   const [train, test] = await Promise.all([
     loadSplit(dir, FILES.trainImages, FILES.trainLabels, spec.trainSize, 'train'),

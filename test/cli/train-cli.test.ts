@@ -23,6 +23,8 @@ async function cli(args: string[]): Promise<{ code: number; err: string }> {
 }
 
 const dir = tempDir('moco3-cli-');
+const classesFile = join(dir, 'cifar100.yaml');
+writeFileSync(classesFile, 'data:\n  name: cifar100\n  num_classes: 100\n');
 
 for (const [what, args, pattern] of [
   ['an unknown config key', ['--set', 'optim.lr=1'], /^moco3: --set optim\.lr=1: unknown key optim\.lr \(expected one of: name, base_lr/],
@@ -30,6 +32,11 @@ for (const [what, args, pattern] of [
   ['a negative batch', ['--set', 'optim.batch_size=-4'], /^moco3: --set optim\.batch_size=-4: optim\.batch_size: .*got -4/],
   ['a missing dataset path', ['--data', 'fashion-mnist:/nonexistent/fmnist'], /^moco3: fashion-mnist: .*\/nonexistent\/fmnist/],
   ['an unknown preset', ['--preset', 'laptop'], /^moco3: --preset laptop: unknown preset/],
+  // the data's class count is a config error: it names its source as the others do, whether or not the data is there
+  ['a synthetic class count it cannot make', ['--data', 'synthetic', '--set', 'data.num_classes=1'], /^moco3: --set data\.num_classes=1: data\.num_classes: the synthetic dataset has 2\.\.10 classes, got 1$/],
+  ['a class count fashion-mnist does not have', ['--data', 'fashion-mnist:/nonexistent/fm', '--set', 'data.num_classes=3'], /^moco3: --set data\.num_classes=3: data\.num_classes: fashion-mnist has 10 classes, got 3$/],
+  ['a config file\'s class count that --data changes the dataset of', ['--config', classesFile, '--data', 'cifar10'], /^moco3: --data cifar10: data\.num_classes: cifar10 has 10 classes, got 100$/],
+  ['an image folder of one class by --set', ['--data', 'imagefolder:/nonexistent/imgs', '--set', 'data.num_classes=1'], /^moco3: --set data\.num_classes=1: data\.num_classes: an image folder needs at least 2 classes/],
 ] as const) {
   test(`train: ${what} gives one line and exit 2, and makes no run folder`, async () => {
     const out = join(dir, what.replace(/\W+/g, '-'));
