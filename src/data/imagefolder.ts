@@ -55,7 +55,7 @@
 import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { isStaleTemp, tempName, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
@@ -590,7 +590,14 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
   const decoder = opts.decoder ?? sharpDecoder;
   const root = resolve(spec.path ?? join(dataDir(), 'imagenet'));
   const layout = 'expected train/<class>/*.jpg and val/<class>/*.jpg';
-  if (!existsSync(root)) throw new DataError(`${root}: image folder not found (--data imagefolder:PATH, ${layout})`);
+  // a relative data.path is read from the current folder; moco3 eval reads it from the run's config.yaml and
+  // takes no --data: say where to run from
+  const hint =
+    spec.path !== null && !isAbsolute(spec.path)
+      ? `data.path ${spec.path} is relative, so read from the current folder ${process.cwd()}: run moco3 eval and --resume from the folder ` +
+        `the run was trained from (its config.yaml records data.path as given); for a new run, give an absolute path; ${layout}`
+      : `--data imagefolder:PATH, ${layout}`;
+  if (!existsSync(root)) throw new DataError(`${root}: image folder not found (${hint})`);
   if (!isDir(root)) throw new DataError(`${root}: not a folder (--data imagefolder:PATH, ${layout})`);
   const trainDir = join(root, 'train');
   if (!isDir(trainDir)) throw new DataError(`${root}: no train/ folder (${layout})`);

@@ -408,6 +408,19 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     const missing = join(root, 'nowhere');
     await rejectsData(loadImageFolder(spec(missing), quiet()), new RegExp(`${missing}: image folder not found`));
     await rejectsData(loadDataset(spec(missing)), /image folder not found/);
+    // a relative data.path (as a run's config.yaml records it) read from another folder: where to run from,
+    // not a --data flag (moco3 eval takes none)
+    const cwd = process.cwd();
+    process.chdir(root);
+    try {
+      await rejectsData(
+        loadImageFolder(spec('imgs'), quiet()),
+        new RegExp(`^${join(root, 'imgs')}: image folder not found \\(data\\.path imgs is relative, so read from the current folder ${root}: run moco3 eval and --resume from the folder the run was trained from \\(its config\\.yaml records data\\.path as given\\); for a new run, give an absolute path; expected train/`),
+      );
+      await assert.rejects(loadImageFolder(spec('imgs'), quiet()), (e: Error) => !e.message.includes('--data'));
+    } finally {
+      process.chdir(cwd);
+    }
     await rejectsData(loadImageFolder(spec(join(root, 'train')), quiet()), /train: no train\/ folder/);
 
     const noVal = tempDir('moco3-imagefolder-');
