@@ -177,9 +177,12 @@ function lookup(name: string, path: string | null, f: InfoFlags): { looked: stri
     const cands = cifarCandidates(kind, path);
     const present = cifarFound(kind, path) !== null;
     const looked = cands.length === 1 ? cands : [`${join(base, kind.folder)}/`, join(base, kind.archive)];
-    // the data folder fetch fills: the path given, or the folder of the archive or of the unpacked folder it names
-    const inner = path !== null && (path.endsWith('.tar.gz') || basename(resolve(path)) === kind.folder);
-    const hint = `get it with: ${fetchIn(path ? (inner ? dirname(resolve(path)) : resolve(path)) : null)}`;
+    // the data folder fetch fills: the path given, or the folder of the archive or of a file it names
+    // (test_batch.bin), and the folder above the unpacked folder
+    let fill = path === null ? null : resolve(path);
+    if (fill !== null && (fill.endsWith('.tar.gz') || fill.endsWith('.bin') || (existsSync(fill) && !statSync(fill).isDirectory()))) fill = dirname(fill);
+    if (fill !== null && basename(fill) === kind.folder) fill = dirname(fill);
+    const hint = `get it with: ${fetchIn(fill)}`;
     return { looked, present, hint };
   }
   return { looked: [], present: true, hint: '' };

@@ -166,12 +166,19 @@ test('data info fashion-mnist --data-path: 60000/10000 images, 10 classes, 28x28
 
 test('data info: missing data is one line saying where it looked and the fetch command, exit 2', async () => {
   const dir = fresh();
+  mkdirSync(join(dir, 'loose'), { recursive: true });
+  writeFileSync(join(dir, 'loose', 'test_batch.bin'), 'not a batch');
+  writeFileSync(join(dir, 'loose', 'batch'), 'a file of another name');
   for (const [args, line] of [
     [['cifar10', '--dir', dir], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/ or ${dir}/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
     [['fashion-mnist', '--dir', dir], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
     [['fashion-mnist', '--data-path', join(dir, 'fashion-mnist')], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
     // the unpacked folder named: fetch fills the folder above it
     [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
+    // a file named (one of the batches): fetch fills its folder, never a folder under the file
+    [['cifar10', '--data-path', join(dir, 'loose', 'test_batch.bin')], `moco3: cifar10: no data at ${dir}/loose/test_batch.bin/cifar-10-batches-bin/ or ${dir}/loose/test_batch.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir}/loose)`],
+    [['cifar10', '--data-path', join(dir, 'loose', 'batch')], `moco3: cifar10: no data at ${dir}/loose/batch/cifar-10-batches-bin/ or ${dir}/loose/batch/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir}/loose)`],
+    [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin', 'test_batch.bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/test_batch.bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/test_batch.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
   ] as const) {
     const r = await cli(['data', 'info', ...args]);
     assert.equal(r.code, 2, r.err);
