@@ -56,7 +56,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { isStaleTemp, tempName, withPath } from '../engine/files.ts';
+import { isStaleTemp, missingAncestors, removeEmptyFolders, tempName, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -677,11 +677,22 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
       }
       return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };
     }
+    // the cache folders (and those above them) this attempt makes: removed again, while empty, when it fails
+    const made = dirs.map((d) => missingAncestors(join(d, base)));
+    const dropMade = () => made.forEach(removeEmptyFolders);
     const dir = dirs.find(canWrite);
-    if (dir === undefined) throw new DataError(`${root}: cannot write an image cache to ${primary} or ${fallback}`);
+    if (dir === undefined) {
+      dropMade();
+      throw new DataError(`${root}: cannot write an image cache to ${primary} or ${fallback}`);
+    }
     if (stale !== null && log !== null) log(`imagefolder: rebuilding the cache (${stale})`);
     const file = join(dir, base);
-    await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx);
+    try {
+      await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx);
+    } catch (e) {
+      dropMade();
+      throw e;
+    }
     const h = readHeader(file);
     if ('bad' in h) throw new DataError(`${file}: ${h.bad} right after writing it`);
     return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };

@@ -456,8 +456,20 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     writeFileSync(bad, Buffer.from('this is not a jpeg at all, just some bytes'));
     await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`${bad}: could not be decoded as an image \\(`));
     await rejectsData(loadImageFolder(spec(root), quiet()), new RegExp(`${bad}: could not be decoded`)); // found by the side probe or the decode
+    // nor the cache folder the failed build made (src/data/imagefolder.ts, openOrBuild)
     const cache = join(root, '.moco3-cache');
-    assert.deepEqual(existsSync(cache) ? readdirSync(cache) : [], []);
+    assert.equal(existsSync(cache), false, 'the empty cache folder is removed');
+    // under the data directory, the folders the build made; a cache folder that was there stays
+    const data = tempDir('moco3-imagefolder-data-');
+    writeFileSync(cache, 'a file where the cache folder would go'); // the fallback is used
+    await rejectsData(loadImageFolder(spec(root), quiet({ side: 18, fallbackCacheRoot: join(data, 'cache') })), new RegExp(`${bad}: could not be decoded`));
+    assert.deepEqual(readdirSync(data), []);
+    rmSync(cache);
+    mkdirSync(cache);
+    await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`${bad}: could not be decoded`));
+    assert.deepEqual(readdirSync(cache), []);
+    rmSync(cache, { recursive: true });
+    rmSync(data, { recursive: true });
     rmSync(bad);
 
     // a file that is gone (or unreadable) by the time it is decoded is said to be unreadable, not corrupt
