@@ -48,6 +48,14 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
       const want = model.torchShape(name);
       if (t.shape.join(',') !== want.join(',')) throw new CheckpointError(`${dir}/model.safetensors: ${name} has shape [${t.shape}], the model expects [${want}]`);
       if (t.dtype !== 'F32') throw new CheckpointError(`${dir}/model.safetensors: ${name} is stored as ${t.dtype}, expected F32`);
+      // weights gone to NaN or infinity would be evaluated as chance and recorded: refused, with the first such tensor
+      const data = t.data as Float32Array;
+      const at = data.findIndex((x) => !Number.isFinite(x));
+      if (at >= 0) {
+        throw new CheckpointError(
+          `${dir}/model.safetensors: ${name} holds ${data[at]} (element ${at} of ${data.length}); a checkpoint with weights that are not finite cannot be evaluated: give an earlier one with --checkpoint`,
+        );
+      }
       const tt = tf.tensor(t.data as Float32Array, t.shape, 'float32');
       model.assignTorch(name, tt);
       tt.dispose();

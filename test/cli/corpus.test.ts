@@ -10,6 +10,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, r
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { main } from '../../src/cli/main.ts';
+import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
 import { cli as cliOut } from '../helpers/cli.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -83,6 +84,13 @@ function withHeader(path: string, edit: (h: Record<string, any>) => unknown): vo
   writeFileSync(path, Buffer.concat([len, json, buf.subarray(8 + n)]));
 }
 const firstTensor = (h: Record<string, any>) => Object.keys(h).find((k) => k !== '__metadata__')!;
+
+/** A safetensors file whose encoder's class token gets `value` in its first element. */
+function nanWeight(path: string, value: number): void {
+  const st = readSafetensors(path);
+  (st.tensors.get('base_encoder.cls_token')!.data as Float32Array)[0] = value;
+  writeSafetensors(path, st.tensors, st.metadata);
+}
 
 function file(name: string, text: string): string {
   const p = join(dir, 'files', name);
@@ -345,6 +353,8 @@ const cases: Case[] = [
   ['eval with a damaged config.yaml', () => ['eval', 'knn', damaged('e1', (r) => writeFileSync(join(r, 'config.yaml'), 'model: [\n'))]],
   ['eval with a config.yaml of wrong types', () => ['eval', 'linear', damaged('e2', (r) => writeFileSync(join(r, 'config.yaml'), 'optim:\n  epochs: many\n'))]],
   ['eval of a damaged model.safetensors', () => ['eval', 'knn', damaged('e3', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), () => [1, 2]))]],
+  ['eval knn of a checkpoint whose weights hold NaN (nothing recorded)', () => ['eval', 'knn', damaged('e8', (r) => nanWeight(join(ckptOf(r), 'model.safetensors'), NaN))], join(dir, 'damaged', 'e8', 'knn.json')],
+  ['eval linear of a checkpoint whose weights hold infinity (nothing recorded)', () => ['eval', 'linear', damaged('e9', (r) => nanWeight(join(ckptOf(r), 'model.safetensors'), -Infinity))], join(dir, 'damaged', 'e9', 'linear.json')],
   ['eval --checkpoint missing', () => ['eval', 'knn', good, '--checkpoint', join(dir, 'nope')]],
   ['eval --checkpoint of another run (its result would be filed under this one)', () => {
     const other = damaged('e5', () => {});

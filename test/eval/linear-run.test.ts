@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -161,6 +161,30 @@ test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its 
   st.tensors.set('base_encoder.cls_token', { dtype: 'I64', shape: t.shape, data: BigInt64Array.from(t.data as Float32Array, () => 0n) });
   writeSafetensors(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
   assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message === `${ckpt}/model.safetensors: base_encoder.cls_token is stored as I64, expected F32`);
+});
+
+test('a checkpoint whose weights hold NaN or infinity is refused, named with its first such tensor, and nothing is written', async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-nan-');
+  cpSync(runDir, dir, { recursive: true });
+  const ckpt = join(dir, 'checkpoints', 'step-0000004');
+  const file = join(ckpt, 'model.safetensors');
+  const st = readSafetensors(file);
+  const names = [...st.tensors.keys()];
+  const later = names.find((n) => n.includes('blocks.1.') && n.endsWith('.weight'))!;
+  (st.tensors.get(later)!.data as Float32Array)[5] = Infinity;
+  writeSafetensors(file, st.tensors, st.metadata);
+  assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${file}: ${later} holds Infinity (element 5 of `));
+  (st.tensors.get('base_encoder.cls_token')!.data as Float32Array)[3] = NaN;
+  writeSafetensors(file, st.tensors, st.metadata);
+  const before = readdirSync(dir).sort();
+  const summary = readFileSync(join(dir, 'summary.json'), 'utf8');
+  const refused = (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${file}: base_encoder.cls_token holds NaN (element 3 of `) && e.message.endsWith('give an earlier one with --checkpoint');
+  assert.throws(() => loadRunModel(dir, config), refused);
+  await assert.rejects(knnForRun(dir), refused);
+  await assert.rejects(linearProbeForRun(dir), refused);
+  assert.deepEqual(readdirSync(dir).sort(), before);
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), summary);
 });
 
 test('a resumed run keeps the knn_eval that moco3 eval knn merged into summary.json', async () => {
