@@ -196,7 +196,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   };
   const log = opts.log ?? (() => {});
   const part = `${dest}.part`;
-  await mkdir(ctx.dir, { recursive: true });
+  await makeFolders(ctx.dir);
 
   // a file also accepted by its content (Fashion-MNIST's: a mirror may hold a copy gzipped differently, as
   // Debian's is) may differ in size: bounded by the content's size, checked by content at the end
@@ -403,6 +403,24 @@ export async function extractArchive(
   }
 }
 
+/**
+ * `mkdir -p dir`, one folder at a time: a recursive mkdir loops forever where a folder cannot be made and the
+ * system says it exists (under /proc), where this fails with the folder's error (ENOENT).
+ */
+async function makeFolders(dir: string): Promise<void> {
+  for (const d of missingAncestors(join(dir, 'file'))) {
+    try {
+      await mkdir(d);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      // made meanwhile by another fetch: fine
+      if (err.code === 'EEXIST' && statSync(d).isDirectory()) continue;
+      const what = /^\w+: ([^,]+)/.exec(err.message)?.[1] ?? err.message;
+      throw new DataError(`${d}: cannot make this folder (${what}, ${err.code}); fetch into a folder that can be written (--dir DIR)`);
+    }
+  }
+}
+
 function ioError(e: unknown): never {
   const err = e as NodeJS.ErrnoException;
   if (err instanceof DataError || err instanceof FetchInterrupted || !err?.code) throw e;
@@ -421,7 +439,7 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
   // to resume from, keeps its folder)
   const made = missingAncestors(join(dir, 'file'));
   try {
-    await mkdir(dir, { recursive: true });
+    await makeFolders(dir);
     for (const f of source.files) {
       const path = join(dir, f.name);
       if (existsSync(path)) {

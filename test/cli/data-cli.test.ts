@@ -97,6 +97,22 @@ test('data fetch into a folder that does not exist yet: a failure leaves no fold
   assert.equal(existsSync(join(dir, '..', '..', 'new')), false);
 });
 
+test('data fetch --dir where no folder can be made (/proc) fails with one line, exit 2, at once (a real process)', { skip: !existsSync('/proc/self') && 'no /proc' }, async () => {
+  const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'data', 'fetch', 'fashion-mnist', '--dir', '/proc/moco3-nope', '--mirror', `http://127.0.0.1:${closedPort}/`], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.on('data', (d) => (err += String(d)));
+  // Node's recursive mkdir loops there for ever (EEXIST from /proc): stopped after 20 s
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20000);
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  clearTimeout(timer);
+  assert.equal(code, 2, `exit ${code}: ${err}`);
+  assert.deepEqual(verdicts(err), ['moco3: /proc/moco3-nope: cannot make this folder (no such file or directory, ENOENT); fetch into a folder that can be written (--dir DIR)']);
+});
+
 test('data fetch: datasets with nothing to fetch, unknown names and bad mirrors are usage errors (exit 2)', async () => {
   for (const [args, pattern] of [
     [['data', 'fetch', 'synthetic'], /^moco3: data fetch synthetic: nothing to download for 'synthetic' \(fetchable: fashion-mnist, cifar10, cifar100\)$/],
