@@ -312,8 +312,9 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
       `${known.name}: checksum mismatch after download from ${url}: expected ${known.size} bytes sha256 ${known.sha256}, got ${got.size} bytes sha256 ${got.sha256} (deleted; try again or use --mirror URL)`,
     );
   }
-  if (check.how === 'content') log(`${known.name}: checksum ok (${check.note})`);
   await rename(part, dest);
+  // one line per file, saying how it matched
+  log(`${known.name}: ${from > 0 ? 'resumed and ' : ''}checksum ok${check.how === 'content' ? ` (${check.note})` : ''}`);
   return from > 0 ? 'resumed' : 'downloaded';
 }
 
@@ -454,7 +455,6 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
       const url = urlFor(base, f.name);
       log(`${f.name}: downloading ${url} (${mb(f.size)})`);
       const action = await downloadFile(url, path, f, opts);
-      log(`${f.name}: ${action === 'resumed' ? 'resumed and ' : ''}checksum ok`);
       files.push({ name: f.name, path, action });
     }
     let extracted: FetchResult['extracted'];
