@@ -34,7 +34,7 @@ const given = (flag: string, v: string | undefined, integer = false): number | u
 function withCommon(cmd: Command): Command {
   return cmd
     .argument('<run-dir>', 'a run folder (holds config.yaml and checkpoints/)', nonEmptyPath)
-    .option('--checkpoint <dir>', 'a checkpoint folder (default: the newest in <run-dir>/checkpoints)')
+    .option('--checkpoint <step>', 'the checkpoint to evaluate: step-N, N or its folder (default: the newest in <run-dir>/checkpoints)')
     .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the run's train.backend)").choices([...BACKEND_CHOICES]))
     .option('--json', 'print the result as one JSON object');
 }

@@ -7,7 +7,7 @@ import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import type { ImageBatch } from '../../src/data/index.ts';
 import { loadRunData, modelConfigOf } from '../../src/components/index.ts';
-import { knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
+import { evalCheckpoint, knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
 import { CheckpointError } from '../../src/runfolder/checkpoints.ts';
@@ -149,6 +149,12 @@ test('an earlier checkpoint evaluated: its own file, and summary.json keeps the 
   assert.equal(knn.k, 64, 'no more neighbours than the bank holds');
   assert.deepEqual(knn.wrote, ['knn.json', 'summary.json']);
   assert.equal(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).knn_eval.k, 64);
+});
+
+test('a checkpoint to evaluate is named as eval --help says: step-N, N or its folder', async () => {
+  await trained;
+  const ckpt = join(runDir, 'checkpoints', 'step-0000004');
+  for (const name of ['step-4', '4', ckpt, 'step-0000004']) assert.equal(evalCheckpoint(runDir, name), ckpt, name);
 });
 
 test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its tensor', async () => {

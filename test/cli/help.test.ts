@@ -1,0 +1,12 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { evalCommand } from '../../src/cli/eval.ts';
+
+test("eval knn|linear --help: --checkpoint takes step-N, N or a checkpoint's folder, as it accepts them", () => {
+  for (const sub of evalCommand().commands) {
+    const opt = sub.options.find((o) => o.long === '--checkpoint');
+    assert.ok(opt, sub.name());
+    assert.equal(opt.flags, '--checkpoint <step>', sub.name());
+    assert.match(opt.description, /^the checkpoint to evaluate: step-N, N or its folder \(default: the newest in <run-dir>\/checkpoints\)$/, sub.name());
+  }
+});
