@@ -4,7 +4,7 @@ import { intFlag } from './numbers.ts';
 import cliProgress from 'cli-progress';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DATASET_NAMES as CONFIG_DATASETS, MAX_IMAGE_SIZE } from '../config/schema.ts';
+import { DATASET_NAMES as CONFIG_DATASETS, DEFAULTS, MAX_IMAGE_SIZE } from '../config/schema.ts';
 import { PRESETS } from '../config/presets.ts';
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
@@ -12,6 +12,7 @@ import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fet
 import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
 import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
+import { SYNTHETIC_DEFAULTS } from '../data/synthetic.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
 import { configFromFlags, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
@@ -208,9 +209,12 @@ async function checks(ds: Dataset): Promise<{ files: FileCheck[]; notes: string[
     }
   } else if (ds.source === 'built-in') {
     const smoke = PRESETS.smoke.config.data;
+    // the images shown are the generator's own size; a run makes them at data.image_size (default 224)
+    const px = SYNTHETIC_DEFAULTS.imageSize;
     notes.push(
-      `built in: no files; generated at the sizes data.train_size, data.test_size and data.image_size give (these are their defaults; ` +
-        `the smoke preset's: train ${smoke?.train_size}, test ${smoke?.test_size}, ${smoke?.image_size}x${smoke?.image_size})`,
+      `built in: no files; shown here at ${px}x${px}; a run generates them at the sizes data.train_size, data.test_size and data.image_size give: ` +
+        `train ${SYNTHETIC_DEFAULTS.trainSize} and test ${SYNTHETIC_DEFAULTS.testSize} when those are null (their default), ` +
+        `at data.image_size (default ${DEFAULTS.data.image_size}); the smoke preset's: train ${smoke?.train_size}, test ${smoke?.test_size}, ${smoke?.image_size}x${smoke?.image_size}`,
     );
   } else {
     notes.push(`no published checksums for ${ds.name}`);

@@ -258,7 +258,15 @@ test('data info synthetic: built in, abbreviated nothing, no files', async () =>
   assert.deepEqual([o.name, o.train, o.test, o.num_classes, o.channels, o.files.length], ['synthetic', 5000, 1000, 10, 3, 0]);
   // the sizes a run generates are its config's: the line says so, with the smoke preset's
   const t = await cli(['data', 'info', 'synthetic']);
-  assert.match(t.out, /\(built in: no files; generated at the sizes data\.train_size, data\.test_size and data\.image_size give \(these are their defaults; the smoke preset's: train 2560, test 500, 16x16\)\)/);
+  // (the 16x16 shown is the generator's own size; a run's is data.image_size, 224 by default)
+  assert.ok(
+    t.out.includes(
+      "(built in: no files; shown here at 16x16; a run generates them at the sizes data.train_size, data.test_size and data.image_size give: " +
+        "train 5000 and test 1000 when those are null (their default), at data.image_size (default 224); the smoke preset's: train 2560, test 500, 16x16)\n",
+    ),
+    t.out,
+  );
+  assert.match(t.out, /images: train 5000, test 1000; 16x16, 3 channels/);
 });
 
 test('data preview: writes the PNG sheet of a dataset\'s training views; bad flags give one line, exit 2, no file', async () => {
