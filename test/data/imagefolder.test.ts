@@ -408,6 +408,15 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     const missing = join(root, 'nowhere');
     await rejectsData(loadImageFolder(spec(missing), quiet()), new RegExp(`${missing}: image folder not found`));
     await rejectsData(loadDataset(spec(missing)), /image folder not found/);
+    // no PATH: $MOCO3_DATA/imagenet, as the README's dataset table says
+    const saved = process.env.MOCO3_DATA;
+    process.env.MOCO3_DATA = join(root, 'data-dir');
+    try {
+      await rejectsData(loadImageFolder(spec(null), quiet()), new RegExp(`^${join(root, 'data-dir', 'imagenet')}: image folder not found \\(--data imagefolder:PATH, `));
+    } finally {
+      if (saved === undefined) delete process.env.MOCO3_DATA;
+      else process.env.MOCO3_DATA = saved;
+    }
     // a relative data.path (as a run's config.yaml records it) read from another folder: where to run from,
     // not a --data flag (moco3 eval takes none)
     const cwd = process.cwd();
