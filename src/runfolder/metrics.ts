@@ -84,14 +84,14 @@ export function readMetrics(path: string, onTorn?: (note: string) => void): Metr
 
 /**
  * Keep the rows of steps <= step (resume from a checkpoint at `step`). A torn last line (a killed writer)
- * goes; a damaged line before it is a RunFolderError, as when the file is read (parseMetrics): a resume
+ * goes, told to `onTorn`; a damaged line before it is a RunFolderError, as when the file is read (parseMetrics): a resume
  * never drops a row silently.
  */
-export function truncateMetrics(runDir: string, step: number): void {
+export function truncateMetrics(runDir: string, step: number, onTorn?: (note: string) => void): void {
   const path = metricsPath(runDir);
   if (!existsSync(path)) return;
   const text = readFileSync(path, 'utf8');
-  parseMetrics(text, path);
+  parseMetrics(text, path, onTorn && ((note) => onTorn(note.replace(/; ignored$/, '; dropped'))));
   const keep = text.split('\n').filter((line) => {
     if (!line.trim()) return false;
     try {

@@ -164,7 +164,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         status.running(state.step);
         rewindLast(checkpointsDir(runDir), last, state.step);
       }
-      truncateMetrics(runDir, state.step);
+      truncateMetrics(runDir, state.step, (note) => emit({ type: 'phase', step: state.step, text: note }));
     } else {
       resetMetrics(runDir);
     }

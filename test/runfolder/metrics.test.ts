@@ -25,8 +25,10 @@ test('truncateMetrics (a resume): keeps the rows up to the step, drops a torn la
   const dir = tempDir('moco3-metrics-');
   const path = join(dir, 'metrics.jsonl');
   writeFileSync(path, '{"step":1,"loss":4.5}\n{"step":2,"loss":4.4}\n{"step":3,"loss":4.3}\n{"step":4,"lo');
-  truncateMetrics(dir, 2);
+  const notes: string[] = [];
+  truncateMetrics(dir, 2, (n) => notes.push(n));
   assert.equal(readFileSync(path, 'utf8'), '{"step":1,"loss":4.5}\n{"step":2,"loss":4.4}\n');
+  assert.deepEqual(notes, [`${path}: its last line is torn (a run killed while writing it); dropped`], 'the torn line is said');
   const damaged = '{"step":1,"loss":4.5}\n{"step":2,"lo\n{"step":3,"loss":4.3}\n';
   writeFileSync(path, damaged);
   assert.throws(() => truncateMetrics(dir, 3), (e: Error) => e instanceof RunFolderError && /metrics\.jsonl: line 2 is not a JSON object/.test(e.message));
