@@ -37,7 +37,13 @@ export { flatten };
 /** `quiet`: no note for a torn last metrics line (a first pass that only checks the files reads them twice). */
 export function readRun(dir: string, quiet = false): RunRecord {
   const config = readRunConfigRaw(dir);
-  if (!config) throw new ReportError(`${dir}: no readable config.yaml (not a run folder)`);
+  if (!config) {
+    throw new ReportError(
+      existsSync(runPath(dir, 'config'))
+        ? `${runPath(dir, 'config')}: not a YAML mapping (damaged?): put the run's config back (each checkpoint's state.json keeps it), or move the run folder out of the sweep`
+        : `${dir}: no readable config.yaml (not a run folder)`,
+    );
+  }
   const edited = quiet ? null : editedConfigNote(dir);
   if (edited) process.stderr.write(`moco3: note: ${edited}\n`);
   return {

@@ -24,7 +24,11 @@ export function readRunConfigRaw(runDir: string): Obj | null {
 /** The resolved config a run folder was trained with (its config.yaml, validated). */
 export function loadRunConfig(runDir: string): ResolvedRunConfig {
   const path = runPath(runDir, 'config');
-  if (!existsSync(path)) throw new ConfigError(`${runDir}: no config.yaml (not a run folder)`);
+  if (!existsSync(path)) {
+    // a run's folder that lost it is not "not a run folder"
+    const ran = [runPath(runDir, 'status'), runPath(runDir, 'metrics'), join(runDir, 'checkpoints')].some((p) => existsSync(p));
+    throw new ConfigError(ran ? `${path}: missing: put the run's config back (each checkpoint's state.json keeps it)` : `${runDir}: no config.yaml (not a run folder)`);
+  }
   const blame = () => path;
   // a config.yaml written before a key existed stands for that key's old value (as its hash does)
   const raw = loadConfigFile(path);

@@ -468,6 +468,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
+    // eval of a run that lost its config.yaml: said as such, not "not a run folder"
+    [['eval', 'knn', damaged('x7', (r) => rmSync(join(r, 'config.yaml')))], /^moco3: \S+\/x7\/config\.yaml: missing: put the run's config back \(each checkpoint's state\.json keeps it\)$/],
     // a completed run's damaged summary.json: said, not taken for a finished run's (train --resume said "already completed")
     [['train', ...TINY, '--resume', '--out', damaged('x6', (r) => truncateSync(join(r, 'summary.json'), 20))], /x6\/summary\.json: .*remove it \(`moco3 train --resume` or the sweep writes it again\)/],
   ];

@@ -151,6 +151,9 @@ test('moco3 report: a damaged sweep.yaml, a run folder that lost its config.yaml
   writeFileSync(join(runs[0]!, '.aside.json'), '{"to": "x.old-20261205T000000"}');
   await refused(new RegExp(`^moco3: ${runs[0]}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${runs[0]} --resume\` \\(or the sweep\\) puts them back$`));
   rmSync(join(runs[0]!, '.aside.json'));
+  // a damaged config.yaml is said as such, not as a folder that is no run's
+  writeFileSync(join(runs[0]!, 'config.yaml'), 'model: [\n');
+  await refused(new RegExp(`^moco3: ${runs[0]}/config\\.yaml: not a YAML mapping \\(damaged\\?\\): put the run's config back`));
   writeFileSync(join(runs[0]!, 'config.yaml'), cfg);
   // outputs that are folders (or a file where the plots go): refused before any summary.json is rewritten
   mkdirSync(join(dir, 'report.md'));
