@@ -19,6 +19,7 @@ interface KnnFlags extends CommonFlags {
   k?: string;
   t?: string;
   solo?: boolean;
+  monitor?: boolean;
 }
 
 interface LinearFlags extends CommonFlags {
@@ -63,10 +64,11 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
 }
 
 function knnCommand(): Command {
-  return withCommon(new Command('knn').description('weighted kNN top-1/top-5: the whole train split as the bank, the whole test split as queries'))
+  return withCommon(new Command('knn').description('weighted kNN top-1/top-5: the whole train split as the bank, the whole test split as queries (--monitor: the kNN monitor\'s)'))
     .option('-k, --k <n>', "neighbours (default: the run's eval.knn.k, 200)")
     .option('-t, --t <temp>', "temperature of the exp(sim / t) weights (default: the run's eval.knn.t, 0.1)")
     .option('--solo', 'solo-learn / InstDisc setting: k = 20, t = 0.07')
+    .option('--monitor', "the kNN monitor's splits: the first eval.knn.bank_size train and eval.knn.query_size test images (the run's kNN curve in metrics.jsonl), not the whole ones")
     .action(async (runDir: string, f: KnnFlags) => {
       let k = given('--k', f.k, true);
       let t = given('--t', f.t);
@@ -76,7 +78,7 @@ function knnCommand(): Command {
         t = 0.07;
       }
       const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
-      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint });
+      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint, monitor: f.monitor === true });
       if (f.json) process.stdout.write(`${JSON.stringify({ ...r, backend })}\n`);
       else {
         process.stdout.write(

@@ -132,6 +132,8 @@ export interface KnnRunOptions {
   /** evaluate this model instead of the newest checkpoint's */
   model?: MoCoViT;
   checkpoint?: string;
+  /** the kNN monitor's splits (eval.knn.bank_size / query_size: the first images of each) instead of the whole ones */
+  monitor?: boolean;
   /** write knn.json and summary.json's `knn_eval` (default true) */
   write?: boolean;
 }
@@ -176,20 +178,23 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
   const c = opts.config ?? loadRunConfig(runDir);
   const t = opts.t ?? c.eval.knn.t;
   const ds = opts.dataset ?? (await loadRunData(c));
+  // the whole splits, or the monitor's: the first bank_size train and query_size test images (src/eval/features.ts)
+  const bank = opts.monitor ? Math.min(ds.train.n, c.eval.knn.bank_size ?? ds.train.n) : ds.train.n;
+  const queries = opts.monitor ? Math.min(ds.test.n, c.eval.knn.query_size ?? ds.test.n) : ds.test.n;
   // the k used: no more neighbours than the bank holds
-  const k = Math.min(opts.k ?? c.eval.knn.k, ds.train.n);
+  const k = Math.min(opts.k ?? c.eval.knn.k, bank);
   const aug = augmentConfigOf(c, ds);
   const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);
   const model = opts.model ?? loaded!.model;
   try {
-    const r = await knnOfModel(model, ds, aug, { k, t, bank: ds.train.n, queries: ds.test.n });
+    const r = await knnOfModel(model, ds, aug, { k, t, bank, queries });
     const out: KnnRunResult = {
       top1: r.top1,
       top5: r.top5,
       k,
       t,
-      bank: ds.train.n,
-      queries: ds.test.n,
+      bank,
+      queries,
       step: loaded?.step ?? null,
       checkpoint: loaded?.checkpoint ?? null,
       seconds: (performance.now() - t0) / 1000,
