@@ -62,8 +62,9 @@ export function trainCommand(): Command {
       checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`, runDir, { write: !f.dryRun });
       if (f.dryRun) {
         // what the same command would refuse, refused here too (reading only: no lock, nothing written)
-        const { done } = await inspectRunFolder(f, c, runDir);
+        const { done, notes } = await inspectRunFolder(f, c, runDir);
         if (done !== null) process.stderr.write(`moco3: ${done}: nothing would be trained\n`);
+        else for (const n of notes) process.stderr.write(`moco3: ${n}\n`);
         process.stdout.write(f.json ? `${JSON.stringify({ run_dir: runDir, config: c })}\n` : `# run folder: ${runDir}\n${configToYaml(c)}`);
         return;
       }
@@ -109,7 +110,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const { trainRun } = await import('../train/loop.ts');
   // what killed processes left: their temporary files, and a checkpoint moved aside to be replaced
   for (const n of cleanStaleTemps(runDir)) process.stderr.write(`moco3: ${n}\n`);
-  const { previous, checkpoint, done } = await inspectRunFolder(f, c, runDir);
+  const { previous, checkpoint, done, notes } = await inspectRunFolder(f, c, runDir);
   if (done !== null) {
     process.stderr.write(`moco3: ${done}\n`);
     return;
@@ -123,6 +124,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   if (f.resume && !f.force && previous && checkpoint === null) {
     process.stderr.write(`moco3: ${runDir}: no checkpoint to resume from; training it again from step 0 (its metrics start over)\n`);
   }
+  for (const n of notes) process.stderr.write(`moco3: ${n}\n`);
   if (f.force && previous) {
     assertLockHeld(runDir);
     // the run's files, not the folder: the folder holds this process's lock
@@ -193,7 +195,12 @@ const shapesConfig = (f: TrainFlags) => f.config !== undefined || f.preset !== u
  * and for --dry-run without it): bad input throws; `done` is the line to say when there is nothing to train
  * (a finished run of this config); `checkpoint` the one a resume starts from.
  */
-async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: string): Promise<{ previous: boolean; checkpoint: string | null; done: string | null }> {
+async function inspectRunFolder(
+  f: TrainFlags,
+  c: ResolvedRunConfig,
+  runDir: string,
+): Promise<{ previous: boolean; checkpoint: string | null; done: string | null; notes: string[] }> {
+  const notes: string[] = [];
   // a damaged status.json is an error, unless the run is started again anyway
   let st: ReturnType<typeof readStatus> = null;
   try {
@@ -233,7 +240,7 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
   const done = (s: NonNullable<typeof st>) => `${runDir} is already ${s.status} at step ${s.step} (use --force to train it again)`;
   if (!f.force) {
     // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
-    if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') return { previous, checkpoint: null, done: done(st) };
+    if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') return { previous, checkpoint: null, done: done(st), notes };
     if (previous && !f.resume) {
       const what = st?.status ?? 'previous';
       throw new UsageError(`${runDir}: holds ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
@@ -244,7 +251,7 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
   let checkpoint: string | null = null;
   if (f.resume && !f.force && existsSync(runDir)) {
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
-    checkpoint = resumeCheckpoint(runDir, f.checkpoint);
+    checkpoint = resumeCheckpoint(runDir, f.checkpoint, undefined, undefined, (t) => notes.push(t));
     if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
     else if (previous) {
       // nothing to resume from: the run trains again from step 0 in its folder, so only as the config it was
@@ -263,8 +270,8 @@ async function inspectRunFolder(f: TrainFlags, c: ResolvedRunConfig, runDir: str
   }
   // resumed as it is (its config and checkpoint checked above), a completed run has nothing left to train: a
   // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
-  if (!f.force && st?.status === 'completed' && f.checkpoint === undefined) return { previous, checkpoint, done: done(st) };
-  return { previous, checkpoint, done: null };
+  if (!f.force && st?.status === 'completed' && f.checkpoint === undefined) return { previous, checkpoint, done: done(st), notes };
+  return { previous, checkpoint, done: null, notes };
 }
 
 /**

@@ -2,7 +2,7 @@
  * metrics.jsonl: one JSON object per logged step. Non-finite numbers are stored as the strings "NaN",
  * "Infinity", "-Infinity"; a torn last line (a killed writer) is skipped when read and dropped on resume.
  */
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { withPath, writeFileAtomic } from '../engine/files.ts';
 import { isObj, RunFolderError, runPath } from './paths.ts';
@@ -16,6 +16,23 @@ export function metricsPath(runDir: string): string {
 export function appendMetric(runDir: string, row: MetricRow): void {
   const path = metricsPath(runDir);
   withPath(path, () => appendFileSync(path, `${JSON.stringify(row, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}\n`));
+}
+
+/**
+ * The rows written so far made durable, before a checkpoint of their step is written (its files are): a
+ * machine that goes down must not keep a checkpoint and lose the rows before it.
+ */
+export function syncMetrics(runDir: string): void {
+  const path = metricsPath(runDir);
+  if (!existsSync(path)) return;
+  withPath(path, () => {
+    const fd = openSync(path, 'r+');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  });
 }
 
 /** An empty metrics file (a run that starts from step 0). */

@@ -123,7 +123,10 @@ function olderComplete(root: string, step: number, left: (step: number) => boole
   return null;
 }
 
-/** The last step metrics.jsonl records (null: no file, or no step row). */
+/**
+ * The last step metrics.jsonl records (null: no file, or one that cannot be read); a file of no rows
+ * reaches step 0, where every run starts (its first row may come only at step log_every).
+ */
 function lastMetricsStep(runDir: string): number | null {
   const path = metricsPath(runDir);
   if (!existsSync(path)) return null;
@@ -133,7 +136,7 @@ function lastMetricsStep(runDir: string): number | null {
   } catch {
     return null; // unreadable: the resume's own checks say so
   }
-  return rows.reduce<number | null>((m, r) => (Number.isFinite(Number(r.step)) && (m === null || Number(r.step) > m) ? Number(r.step) : m), null);
+  return rows.reduce<number>((m, r) => (Number.isFinite(Number(r.step)) && Number(r.step) > m ? Number(r.step) : m), 0);
 }
 
 /**
@@ -153,9 +156,12 @@ function leftBy(runDir: string): { reached: number | null; left: (step: number) 
 /**
  * The checkpoint a resume of `runDir` starts from, validated; null when the run has none. `choice` (the
  * --checkpoint flag) is a folder, `step-N` or `N`. A damaged newest checkpoint fails with one line that
- * offers the newest older complete one (`offer`), or says to start again (`none`).
+ * offers the newest older complete one (`offer`), or says to start again (`none`). A newest checkpoint
+ * whose metrics rows were lost (the machine went down before they reached the disk, the checkpoint after
+ * them already there) gives way to the newest complete one the rows reach, so that the steps after it are
+ * trained and logged again; `note` is told so (or, with no such checkpoint, that the curves have a gap).
  */
-export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer = trainOffer, none = trainNone): string | null {
+export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer = trainOffer, none = trainNone, note?: (text: string) => void): string | null {
   const root = join(runDir, 'checkpoints');
   const { reached, left } = leftBy(runDir);
   const fail = (e: unknown, step: number): never => {
@@ -184,7 +190,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
     if (step !== null && left(step)) {
       throw new CheckpointError(
         `--checkpoint ${choice}: step ${step} is ahead of the run's metrics, which end at step ${reached}: it is of steps the run left when it ` +
-          `went back to an older checkpoint (${have()}; give one up to step ${reached})`,
+          `went back to an older checkpoint, or its rows were lost (${have()}; give one up to step ${reached})`,
       );
     }
     return dir;
@@ -205,6 +211,17 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
       if (!existsSync(dir)) throw new CheckpointError(`${ptr}: names ${last.dir}, which is missing`);
     } catch (e) {
       return fail(e, Infinity);
+    }
+    // the run's newest checkpoint, ahead of its metrics by a whole logging interval: rows it wrote before
+    // that checkpoint are gone (a rewind points last.json back, so this is not a checkpoint of steps left)
+    if (left(step)) {
+      const lost = `${metricsPath(runDir)} ${reached ? `ends at step ${reached}` : 'holds no row past step 0'}, before the newest checkpoint (step ${step}): the rows of the steps between were lost`;
+      const older = olderComplete(root, step, left);
+      if (older) {
+        note?.(`${lost}; resuming from step ${older.step}, the newest checkpoint they reach, so that the later steps are trained and logged again`);
+        return older.dir;
+      }
+      note?.(`${lost}, and no older checkpoint is complete: resuming from step ${step}; the curves have no rows between steps ${reached} and ${step}`);
     }
   } else {
     // no pointer: a run killed before its first checkpoint, or an older layout; the newest folder of the

@@ -15,7 +15,7 @@ import { linearProbeForRun } from '../eval/offline.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
 import { checkpointsDir, pruneCheckpoints, rewindLast } from '../runfolder/checkpoints.ts';
-import { appendMetric, resetMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
+import { appendMetric, resetMetrics, syncMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
@@ -142,7 +142,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const knnEvery = knnEverySteps(c, ipe);
 
   // the checkpoint and its config are checked before a tensor or a folder exists
-  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir)) : null;
+  const lostRows: string[] = [];
+  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir, undefined, undefined, undefined, (t) => lostRows.push(t))) : null;
   if (last) checkResumeConfig(runDir, c, readCheckpointState(last));
 
   mkdirSync(runDir, { recursive: true });
@@ -157,13 +158,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     assertLockHeld(runDir);
     if (last) {
       state = loadCheckpoint(last, model, optimizer);
-      if (opts.checkpoint) {
-        // a checkpoint asked for: the run goes on from it, and so does a resume after a kill. The status
-        // first: killed between these writes, the run reads interrupted (not a completed run's last.json
-        // rewound), and a resume from either checkpoint cuts the metrics to its own step
-        status.running(state.step);
-        rewindLast(checkpointsDir(runDir), last, state.step);
-      }
+      // a checkpoint asked for, or older than the newest (whose metrics rows were lost): the run goes on
+      // from it, and so does a resume after a kill. The status first: killed between these writes, the run
+      // reads interrupted (not a completed run's last.json rewound), and a resume from either checkpoint
+      // cuts the metrics to its own step. Resumed from the newest, last.json already names it
+      status.running(state.step);
+      rewindLast(checkpointsDir(runDir), last, state.step);
+      for (const text of lostRows) emit({ type: 'phase', step: state.step, text });
       truncateMetrics(runDir, state.step, (note) => emit({ type: 'phase', step: state.step, text: note }));
     } else {
       resetMetrics(runDir);
@@ -188,6 +189,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       assertLockHeld(runDir);
       state.wall_s = wall();
       state.optimizer = optimizer.stateJson();
+      syncMetrics(runDir);
       const dir = await saveCheckpoint(ckptRoot, model, optimizer, { ...state, config: ckptConfig }, { config_hash: hash });
       pruneCheckpoints(ckptRoot, (s) => ckptEvery !== null && s % ckptEvery === 0, dir);
       lastCkptTime = performance.now();

@@ -352,3 +352,36 @@ test('train.log_every above 1: a checkpoint past the last metrics row is still t
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.deepEqual(rows(out), rows(whole));
 });
+
+test('train --resume after the machine went down with metrics rows unwritten: it resumes from the newest checkpoint the rows reach, says so, and ends as a run never stopped', async () => {
+  const every3 = ['--set', 'train.checkpoint_every=3'];
+  const whole = join(root, 'lost-whole');
+  assert.equal((await trainWith(null, whole, every3)).code, 0);
+  // as the machine left it at step 10: checkpoints 0, 3, 6 and 9 on disk (last.json names 9), the rows after
+  // step 5 lost and the 6th torn, the status still `running` (no live lock)
+  const downAt10 = (dir: string) => {
+    cpSync(whole, dir, { recursive: true });
+    rmSync(join(dir, 'checkpoints', 'step-0000012'), { recursive: true });
+    writeFileSync(join(dir, 'checkpoints', 'last.json'), JSON.stringify({ step: 9, dir: 'step-0000009' }));
+    const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n');
+    writeFileSync(join(dir, 'metrics.jsonl'), `${lines.slice(0, 6).join('\n')}\n${lines[6]!.slice(0, 9)}`);
+    const st = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'));
+    writeFileSync(join(dir, 'status.json'), JSON.stringify({ ...st, status: 'running', step: 10 }));
+    for (const f of ['summary.json']) rmSync(join(dir, f), { force: true });
+  };
+  const out = join(root, 'lost');
+  downAt10(out);
+  assert.deepEqual(rows(out).map((r) => r.step), [0, 1, 2, 3, 4, 5]);
+  const r = await trainWith(null, out, [...every3, '--resume']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /metrics\.jsonl ends at step 5, before the newest checkpoint \(step 9\): the rows of the steps between were lost; resuming from step 3, the newest checkpoint they reach/);
+  assert.deepEqual(rows(out), rows(whole));
+  // no complete checkpoint the rows reach: it resumes from the newest and says where the curves have no rows
+  const gap = join(root, 'lost-gap');
+  downAt10(gap);
+  for (const s of ['0000000', '0000003', '0000006']) rmSync(join(gap, 'checkpoints', `step-${s}`), { recursive: true });
+  const g = await trainWith(null, gap, [...every3, '--resume']);
+  assert.equal(g.code, 0, g.stderr);
+  assert.match(g.stderr, /no older checkpoint is complete: resuming from step 9; the curves have no rows between steps 5 and 9/);
+  assert.deepEqual(rows(gap).map((x) => x.step), [0, 1, 2, 3, 4, 5, 10, 11, 12]);
+});

@@ -236,3 +236,31 @@ test('a run taken over before its first write (its data loading took long) is no
     releaseLock(dir);
   }
 });
+
+test('a resume whose newest checkpoint is ahead of its metrics (rows lost when the machine went down) goes on from the newest checkpoint the rows reach, rewinds last.json and says so', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
+  const ds = await loadRunData(c);
+  const whole = tmp();
+  await trainRun({ config: c, runDir: whole, backend, dataset: ds });
+  // rows of steps 3..5 lost, or all of them past step 0: checkpoints 0, 2, 4 and 5 remain
+  for (const keep of [2, 0]) {
+    const dir = tmp();
+    let steps = 0;
+    assert.equal((await trainRun({ config: c, runDir: dir, backend, dataset: ds, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 })).status, 'interrupted');
+    const path = join(dir, 'metrics.jsonl');
+    writeFileSync(path, readFileSync(path, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= keep).map((l) => `${l}\n`).join(''));
+    // killed in its first step after the resume: the next resume starts from the same checkpoint
+    const notes: string[] = [];
+    const crash = (e: TrainEvent) => {
+      if (e.type === 'phase') notes.push(e.text);
+      if (e.type === 'step') throw new Error('killed');
+    };
+    await assert.rejects(trainRun({ config: c, runDir: dir, backend, dataset: ds, resume: true, onEvent: crash }), /killed/);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'checkpoints', 'last.json'), 'utf8')).step, keep);
+    const s = await trainRun({ config: c, runDir: dir, backend, dataset: ds, resume: true });
+    assert.equal(s.status, 'completed');
+    const said = keep ? 'ends at step 2' : 'holds no row past step 0';
+    assert.ok(notes.some((n) => n.includes(`${said}, before the newest checkpoint (step 5): the rows of the steps between were lost; resuming from step ${keep}`)), notes.join(' | '));
+    assert.deepEqual(strip(readMetrics(path)), strip(readMetrics(join(whole, 'metrics.jsonl'))));
+  }
+});
