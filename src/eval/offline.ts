@@ -8,7 +8,7 @@
  * With augmentation off, the train features are computed once from the centre view and cached.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { basename, join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { Rng } from '../engine/rng.ts';
@@ -146,6 +146,7 @@ export interface KnnRunResult {
   bank: number;
   queries: number;
   step: number | null;
+  /** the checkpoint folder evaluated, relative to the run folder (null: the model the loop just trained) */
   checkpoint: string | null;
   seconds: number;
   /** the files written (write: true) */
@@ -196,7 +197,8 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
       bank,
       queries,
       step: loaded?.step ?? null,
-      checkpoint: loaded?.checkpoint ?? null,
+      // where it is in the run folder, whatever folder the command ran in
+      checkpoint: loaded ? relative(runDir, loaded.checkpoint) : null,
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {
@@ -239,6 +241,7 @@ export interface LinearRunResult extends ProbeResult {
   trainSize: number;
   testSize: number;
   step: number | null;
+  /** the checkpoint folder evaluated, relative to the run folder (null: the model the loop just trained) */
   checkpoint: string | null;
   seconds: number;
   /** the files written (write: true) */
@@ -291,7 +294,8 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       trainSize: ds.train.n,
       testSize: ds.test.n,
       step: loaded?.step ?? opts.step ?? null,
-      checkpoint: loaded?.checkpoint ?? null,
+      // where it is in the run folder, whatever folder the command ran in
+      checkpoint: loaded ? relative(runDir, loaded.checkpoint) : null,
       seconds: (performance.now() - t0) / 1000,
     };
     if (opts.write !== false) {

@@ -47,6 +47,9 @@ test('linear probe of a finished run: reads the newest checkpoint, writes summar
   assert.equal(r.trainSize, 64);
   assert.equal(r.testSize, 40);
   assert.equal(r.step, 4);
+  // where the checkpoint is in the run folder, not where the command ran
+  assert.equal(r.checkpoint, join('checkpoints', 'step-0000004'));
+  assert.equal(JSON.parse(readFileSync(join(runDir, 'linear.json'), 'utf8')).checkpoint, r.checkpoint);
   assert.equal(r.lr, (3 * 32) / 256);
   assert.ok(r.top1 >= 0 && r.top1 <= 100 && r.top5 >= r.top1);
   const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
@@ -70,6 +73,7 @@ test('without augmentation the train features are cached: same result twice, and
 test('offline kNN uses the whole train split as the bank and writes knn_eval', async () => {
   await trained;
   const r = await knnForRun(runDir, { k: 20, t: 0.07 });
+  assert.equal(r.checkpoint, join('checkpoints', 'step-0000004'));
   assert.equal(r.bank, 64);
   assert.equal(r.queries, 40);
   assert.equal(r.k, 20);
