@@ -251,7 +251,7 @@ async function inspectRunFolder(
   let checkpoint: string | null = null;
   if (f.resume && !f.force && existsSync(runDir)) {
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
-    checkpoint = resumeCheckpoint(runDir, f.checkpoint, undefined, undefined, (t) => notes.push(t));
+    checkpoint = resumeCheckpoint(runDir, f.checkpoint, { note: (t) => notes.push(t) });
     if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
     else if (previous) {
       // nothing to resume from: the run trains again from step 0 in its folder, so only as the config it was

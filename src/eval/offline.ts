@@ -72,7 +72,11 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
  * fails with one line that offers the newest older complete checkpoint.
  */
 export function evalCheckpoint(runDir: string, checkpoint?: string): string {
-  const dir = resumeCheckpoint(runDir, checkpoint, (c) => `evaluate the previous checkpoint with --checkpoint ${c.dir}`, 'no older complete checkpoint to evaluate');
+  const dir = resumeCheckpoint(runDir, checkpoint, {
+    offer: (c) => `evaluate the previous checkpoint with --checkpoint ${c.dir}`,
+    none: 'no older complete checkpoint to evaluate',
+    evaluate: true,
+  });
   if (!dir) throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);
   return dir;
 }

@@ -153,6 +153,17 @@ function leftBy(runDir: string): { reached: number | null; left: (step: number) 
   return { reached, left: (step) => reached !== null && step >= reached + n };
 }
 
+export interface ResumeOptions {
+  /** how a damaged checkpoint's line offers an older one (default: train's `--checkpoint step-N`) */
+  offer?: Offer;
+  /** what that line says when there is no older complete one */
+  none?: string;
+  /** told when the newest checkpoint gives way to an older one, or leaves a gap in the curves */
+  note?: (text: string) => void;
+  /** an evaluation: the newest checkpoint's weights are read as they are, whatever rows were lost */
+  evaluate?: boolean;
+}
+
 /**
  * The checkpoint a resume of `runDir` starts from, validated; null when the run has none. `choice` (the
  * --checkpoint flag) is a folder, `step-N` or `N`. A damaged newest checkpoint fails with one line that
@@ -161,7 +172,8 @@ function leftBy(runDir: string): { reached: number | null; left: (step: number) 
  * them already there) gives way to the newest complete one the rows reach, so that the steps after it are
  * trained and logged again; `note` is told so (or, with no such checkpoint, that the curves have a gap).
  */
-export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer = trainOffer, none = trainNone, note?: (text: string) => void): string | null {
+export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOptions = {}): string | null {
+  const { offer = trainOffer, none = trainNone, note, evaluate = false } = opts;
   const root = join(runDir, 'checkpoints');
   const { reached, left } = leftBy(runDir);
   const fail = (e: unknown, step: number): never => {
@@ -214,7 +226,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, offer: Offer =
     }
     // the run's newest checkpoint, ahead of its metrics by a whole logging interval: rows it wrote before
     // that checkpoint are gone (a rewind points last.json back, so this is not a checkpoint of steps left)
-    if (left(step)) {
+    if (left(step) && !evaluate) {
       const lost = `${metricsPath(runDir)} ${reached ? `ends at step ${reached}` : 'holds no row past step 0'}, before the newest checkpoint (step ${step}): the rows of the steps between were lost`;
       const older = olderComplete(root, step, left);
       if (older) {

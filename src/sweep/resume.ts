@@ -21,14 +21,12 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
   for (const { run, before } of runs) {
     if (before.state === 'running') continue;
     try {
-      const from = resumeCheckpoint(
-        run.dir,
-        undefined,
-        (c) =>
+      const from = resumeCheckpoint(run.dir, undefined, {
+        offer: (c) =>
           `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
           `(the later steps are trained again) or move the run folder out of ${dirname(run.dir)} to train it from the start; then run the sweep again`,
-        `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
-      );
+        none: `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
+      });
       // its metrics, which the resume cuts at the checkpoint's step: a damaged line stops the sweep here, as
       // it stops `train --resume`, not once the run's turn comes (its status then rewritten to failed)
       if (from) readMetrics(metricsPath(run.dir));

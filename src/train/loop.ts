@@ -143,7 +143,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
   // the checkpoint and its config are checked before a tensor or a folder exists
   const lostRows: string[] = [];
-  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir, undefined, undefined, undefined, (t) => lostRows.push(t))) : null;
+  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir, undefined, { note: (t) => lostRows.push(t) })) : null;
   if (last) checkResumeConfig(runDir, c, readCheckpointState(last));
 
   mkdirSync(runDir, { recursive: true });

@@ -7,10 +7,12 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
+import { evalCheckpoint } from '../../src/eval/offline.ts';
+import { withResumePoint } from '../../src/sweep/resume.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -372,6 +374,9 @@ test('train --resume after the machine went down with metrics rows unwritten: it
   const out = join(root, 'lost');
   downAt10(out);
   assert.deepEqual(rows(out).map((r) => r.step), [0, 1, 2, 3, 4, 5]);
+  // `moco3 plan` says where the resume starts; an evaluation reads the newest weights, lost rows or not
+  assert.equal(withResumePoint(readRunState(out), out).checkpoint_step, 3);
+  assert.equal(basename(evalCheckpoint(out)), 'step-0000009');
   const r = await trainWith(null, out, [...every3, '--resume']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /metrics\.jsonl ends at step 5, before the newest checkpoint \(step 9\): the rows of the steps between were lost; resuming from step 3, the newest checkpoint they reach/);
