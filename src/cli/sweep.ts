@@ -215,7 +215,7 @@ function barDisplay(): Display {
           if (e.type === 'run_failed') multi.log(`${runLine(e)}: failed: ${e.error}\n`);
           else {
             const s = e.summary;
-            multi.log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%`}; ${fmtDuration(s.wall_s)}\n`);
+            multi.log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${s.knn_step !== undefined && s.knn_step !== null && s.knn_step !== s.steps ? ` at step ${s.knn_step}` : ''}`}; ${fmtDuration(s.wall_s)}\n`);
           }
           if (e.type === 'run_end' && e.status === 'interrupted') {
             redraw(true);

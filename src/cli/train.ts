@@ -171,7 +171,9 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     });
     progress.stop();
     if (!f.json) {
-      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}% (best ${s.best_knn_top1 !== null && s.best_knn_top1 !== undefined ? `${s.best_knn_top1.toFixed(2)}%` : '- (no kNN after step 0)'}, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
+      // a kNN measured before the last step (a diverged run's) says its step
+      const at = s.knn_step !== undefined && s.knn_step !== null && s.knn_step !== s.steps ? ` at step ${s.knn_step}` : '';
+      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${at} (best ${s.best_knn_top1 !== null && s.best_knn_top1 !== undefined ? `${s.best_knn_top1.toFixed(2)}%` : '- (no kNN after step 0)'}, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
       process.stdout.write(
         `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
           `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +

@@ -13,6 +13,8 @@ export interface Summary {
   epochs: number;
   knn_top1: number | null;
   knn_top5: number | null;
+  /** the step knn_top1 and knn_top5 were measured at: the last the monitor ran (before the divergence, for a diverged run) */
+  knn_step?: number | null;
   best_knn_top1: number | null;
   linear_top1: number | null;
   linear_top5: number | null;

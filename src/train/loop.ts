@@ -15,7 +15,7 @@ import { linearProbeForRun } from '../eval/offline.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
 import { checkpointsDir, pruneCheckpoints, rewindLast } from '../runfolder/checkpoints.ts';
-import { appendMetric, resetMetrics, syncMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
+import { appendMetric, metricsPath, readMetrics, resetMetrics, syncMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { writeMeta, writeRunConfig } from '../runfolder/records.ts';
@@ -300,6 +300,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     // a diverged run keeps its last finite checkpoint: its non-finite weights are nothing to resume from, and
     // a run killed before its final status, resumed, trains to the same divergence again
     if (outcome !== 'diverged') await checkpoint();
+    // the step of the last kNN, the run's own or one before a resume: a diverged run's may be step 0's
+    const knnStep = state.last_knn_top1 === null ? null : (readMetrics(metricsPath(runDir)).filter((r) => r.knn_top1 !== undefined).at(-1)?.step ?? null);
     const summary: Summary = {
       status: outcome,
       steps: state.step,
@@ -307,6 +309,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       epochs: Number(state.epoch.toFixed(6)),
       knn_top1: state.last_knn_top1,
       knn_top5: state.last_knn_top1 !== null && Number.isFinite(state.last_knn_top5) ? (state.last_knn_top5 ?? null) : null,
+      knn_step: knnStep,
       best_knn_top1: state.best_knn_top1,
       linear_top1: null,
       linear_top5: null,

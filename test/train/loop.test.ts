@@ -59,6 +59,7 @@ test('a run writes its files; numTensors is flat across steps', async () => {
   assert.equal(counts[19], counts[9], `numTensors grew: ${counts.join(',')}`);
   assert.equal(counts[19], counts[1], `numTensors grew: ${counts.join(',')}`);
   assert.ok(s.knn_top1 !== null);
+  assert.equal(s.knn_step, 20);
 });
 
 test('resume continues exactly: metrics equal an uninterrupted run', async () => {
@@ -178,6 +179,9 @@ test('the best kNN leaves out step 0 (the untrained encoder): a run that diverge
   const rows = readMetrics(join(dir, 'metrics.jsonl'));
   assert.equal(typeof rows[0]!.knn_top1, 'number', 'step 0 was measured');
   assert.deepEqual([s.status, s.best_knn_top1], ['diverged', null]);
+  // its kNN is the untrained encoder's, and says so
+  assert.deepEqual([s.knn_top1, s.knn_step], [rows[0]!.knn_top1, 0]);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).knn_step, 0);
 });
 
 test('a diverged run keeps its last finite checkpoint; killed before its final status and resumed, it diverges at the same step', async () => {
