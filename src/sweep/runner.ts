@@ -4,6 +4,8 @@
  * and the sweep goes on; a run locked by another live sweep is left to it. TensorFlow.js and the training
  * loop are imported here only when a run starts, so planning stays light.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
@@ -114,7 +116,11 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     if (isDone(before.state)) {
       // a process killed between the run's last write and its unlock leaves a stale lock behind
       clearStale(run.dir);
-      emit({ type: 'run_skip', ...base, state: before.state, reason: before.state });
+      // a result the report cannot read without its config: said now, not only when the report stops on it
+      const lost = existsSync(join(run.dir, 'config.yaml'))
+        ? []
+        : [`${join(run.dir, 'config.yaml')} is missing: \`moco3 report\` stops on this run until it is put back (each checkpoint's state.json keeps the run's config)`];
+      emit({ type: 'run_skip', ...base, state: before.state, reason: before.state, ...(lost.length > 0 ? { notes: lost } : {}) });
       continue;
     }
     // a signal handler runs only when the event loop gets a turn; training steps may never give it one

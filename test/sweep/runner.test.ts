@@ -71,6 +71,14 @@ test('a sweep trains every run and writes sweep.yaml; run again, it skips them a
   assert.equal(existsSync(join(d0, '.lock')), false, 'stale lock removed');
   assert.equal(existsSync(join(d0, `.status.json.${hostTag()}.${dead.pid}.tmp`)), false, 'stale temporary file removed');
   assert.deepEqual(again.events.filter((e) => e.type === 'run_skip').map((e) => (e as { state: string }).state), ['completed', 'completed']);
+  assert.ok(again.events.every((e) => e.type !== 'run_skip' || e.notes === undefined), 'nothing to say of whole runs');
+
+  // a done run whose config.yaml was lost: skipped, and said (the report would stop on it)
+  rmSync(join(d0, 'config.yaml'));
+  const third = await sweep(plan);
+  const notes = third.events.flatMap((e) => (e.type === 'run_skip' ? (e.notes ?? []) : []));
+  assert.equal(notes.length, 1, notes.join('\n'));
+  assert.match(notes[0]!, /config\.yaml is missing: `moco3 report` stops on this run until it is put back/);
 });
 
 test('a failing run is recorded with its error, the sweep goes on, and a diverged run is a result', async () => {
