@@ -162,6 +162,38 @@ export function pidAlive(pid: number): boolean {
 /** A lock of withFileLock untouched this long is a dead holder's: the section it guards takes milliseconds. */
 export const FILE_LOCK_STALE_MS = 30_000;
 
+/** Whether a lock file of withFileLock is a dead holder's (false when it is gone: try again). */
+function lockStale(lock: string): boolean {
+  try {
+    const [host, pid] = readFileSync(lock, 'utf8').trim().split(' ');
+    return (host === hostTag() && !pidAlive(Number(pid))) || Date.now() - statSync(lock).mtimeMs > FILE_LOCK_STALE_MS;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes a stale lock, judged again while holding `<lock>.break` (made with O_EXCL): every removal of the
+ * lock happens under it, and while the stale lock is there no one can make a new one, so a waiter that
+ * judged the old lock stale cannot remove the lock a faster waiter has made since. A breaker left by a dead
+ * process (it is held for microseconds) is removed in turn.
+ */
+function breakStaleLock(lock: string, me: string): void {
+  const breaker = `${lock}.break`;
+  try {
+    writeFileSync(breaker, me, { flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    if (lockStale(breaker)) rmSync(breaker, { force: true });
+    return;
+  }
+  try {
+    if (lockStale(lock)) rmSync(lock, { force: true });
+  } finally {
+    rmSync(breaker, { force: true });
+  }
+}
+
 /**
  * Runs `f` holding the lock file `.<name>.lock` beside `path`, for a read-merge-write of `path` by processes
  * that may run on several hosts sharing the folder (the lock is made with O_EXCL, as on a network disk). A
@@ -170,28 +202,29 @@ export const FILE_LOCK_STALE_MS = 30_000;
 export function withFileLock<T>(path: string, f: () => T): T {
   mkdirSync(dirname(path), { recursive: true });
   const lock = join(dirname(path), `.${basename(path)}.lock`);
+  const me = `${hostTag()} ${process.pid}\n`;
   const wait = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
     try {
-      writeFileSync(lock, `${hostTag()} ${process.pid}\n`, { flag: 'wx' });
+      writeFileSync(lock, me, { flag: 'wx' });
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    let stale = false;
-    try {
-      const [host, pid] = readFileSync(lock, 'utf8').trim().split(' ');
-      stale = (host === hostTag() && !pidAlive(Number(pid))) || Date.now() - statSync(lock).mtimeMs > FILE_LOCK_STALE_MS;
-    } catch {
-      continue; // released meanwhile: try again at once
-    }
-    if (stale) rmSync(lock, { force: true });
+    if (lockStale(lock)) breakStaleLock(lock, me);
     else Atomics.wait(wait, 0, 0, 20);
   }
   try {
     return f();
   } finally {
-    rmSync(lock, { force: true });
+    // its own lock only: one taken over meanwhile (this process frozen past FILE_LOCK_STALE_MS) is the new holder's
+    let mine = false;
+    try {
+      mine = readFileSync(lock, 'utf8') === me;
+    } catch {
+      /* gone */
+    }
+    if (mine) rmSync(lock, { force: true });
   }
 }
 

@@ -171,3 +171,41 @@ test("withFileLock takes over a dead process's lock at once and a live one's onl
   const waited = Date.now() - t;
   assert.ok(waited >= 1200 && waited < 5000, `waited ${waited} ms`);
 });
+
+test("withFileLock: waiters that find a dead process's lock at the same moment take it over one at a time", async () => {
+  const dir = mkdtempSync(join(root, 'race-'));
+  // each waiter marks the guarded section with a file made with O_EXCL: a second holder inside fails to make it
+  const child = join(dir, 'waiter.ts');
+  writeFileSync(
+    child,
+    [
+      `import { rmSync, writeFileSync } from 'node:fs';`,
+      `import { withFileLock } from ${JSON.stringify(join(import.meta.dirname, '../../src/engine/files.ts'))};`,
+      `const [dir, start] = [process.argv[2]!, Number(process.argv[3])];`,
+      `while (Date.now() < start) {}`,
+      `withFileLock(dir + '/f.yaml', () => {`,
+      `  try { writeFileSync(dir + '/inside', '', { flag: 'wx' }); } catch { process.stdout.write('two holders'); return; }`,
+      `  const t = Date.now(); while (Date.now() - t < 30) {}`,
+      `  rmSync(dir + '/inside');`,
+      `});`,
+    ].join('\n'),
+  );
+  const locked: number[] = [];
+  for (let trial = 0; trial < 8; trial++) {
+    const d = join(dir, `t${trial}`);
+    mkdirSync(d);
+    writeFileSync(join(d, '.f.yaml.lock'), `${hostTag()} 999999999\n`);
+    const start = Date.now() + 2000;
+    const outs = await Promise.all(
+      Array.from({ length: 4 }, () => {
+        const p = spawn(process.execPath, ['--import', 'tsx', child, d, String(start)], { cwd: join(import.meta.dirname, '..', '..'), stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        p.stdout.on('data', (b) => (out += b));
+        return new Promise<string>((res) => p.on('close', (code) => res(code === 0 ? out : `exit ${code}`)));
+      }),
+    );
+    assert.deepEqual(outs.filter((o) => o !== ''), [], `trial ${trial}`);
+    if (existsSync(join(d, '.f.yaml.lock'))) locked.push(trial);
+  }
+  assert.deepEqual(locked, [], 'every lock released');
+});
