@@ -102,7 +102,7 @@ for (const [kind, extraArgs] of [
     const first = train(args);
     assert.equal(first.code, 0, first.stderr);
     // diverged before its first kNN after step 0: no best is said, not "undefined"
-    if (kind === 'diverged') assert.match(first.stdout, /kNN top-1 [\d.]+% \(best - \(no kNN after step 0\), chance/);
+    if (kind === 'diverged') assert.match(first.stdout, /kNN top-1 [\d.]+% at step 0 \(best - \(no kNN after step 0\), chance/);
     const st = status(out);
     assert.equal(st.status, kind);
     const files = () =>
