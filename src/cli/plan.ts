@@ -85,7 +85,7 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
 }
 
 export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
-  const states = plan.runs.map((r) => withResumePoint(readRunState(r.dir), r.dir));
+  const states = plan.runs.map((r) => withResumePoint(readRunState(r.dir), r.dir, r.config.train.log_every));
   // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm
   const jobs = runJobs(plan);
   const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? 'not queued'}` : '-')) } : undefined;

@@ -253,8 +253,13 @@ async function inspectRunFolder(
   let checkpoint: string | null = null;
   if (f.resume && !f.force && existsSync(runDir)) {
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
-    checkpoint = resumeCheckpoint(runDir, f.checkpoint, { note: (t) => notes.push(t) });
-    if (checkpoint) checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
+    checkpoint = resumeCheckpoint(runDir, f.checkpoint, { note: (t) => notes.push(t), logEvery: c.train.log_every });
+    if (checkpoint) {
+      checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
+      // the metrics the resume cuts at the checkpoint's step: a damaged line fails now, before a file is touched
+      const { metricsPath, readMetrics } = await import('../runfolder/metrics.ts');
+      readMetrics(metricsPath(runDir));
+    }
     else if (previous) {
       // nothing to resume from: the run trains again from step 0 in its folder, so only as the config it was
       // (another config would replace its files with another run's; --force moves them aside first)

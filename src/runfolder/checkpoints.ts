@@ -90,7 +90,7 @@ export function checkpointFolderStep(dir: string): number | null {
   return typeof s?.step === 'number' ? s.step : null;
 }
 
-function lastPointer(ckptRoot: string): { step: number | null; dir: string } | null {
+export function lastPointer(ckptRoot: string): { step: number | null; dir: string } | null {
   const p = readJsonObject(join(ckptRoot, 'last.json'));
   return p && typeof p.dir === 'string' ? { step: typeof p.step === 'number' ? p.step : null, dir: p.dir } : null;
 }

@@ -10,7 +10,7 @@ import YAML from 'yaml';
 import { canonicalJson, configHash, UNHASHED_KEYS } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
-import { CheckpointError, stepDirName } from './checkpoints.ts';
+import { CheckpointError, lastPointer, stepDirName } from './checkpoints.ts';
 import { metricsPath, readMetrics } from './metrics.ts';
 import { readRunConfigRaw } from './records.ts';
 
@@ -123,6 +123,15 @@ function olderComplete(root: string, step: number, left: (step: number) => boole
   return null;
 }
 
+const isComplete = (dir: string): boolean => {
+  try {
+    checkCheckpoint(dir);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 /**
  * The last step metrics.jsonl records (null: no file, or one that cannot be read); a file of no rows
  * reaches step 0, where every run starts (its first row may come only at step log_every).
@@ -146,11 +155,27 @@ function lastMetricsStep(runDir: string): number | null {
  * checkpoint of its own has the metrics reach within log_every - 1 steps of it. `reached`: the last metrics
  * step (null: no metrics to tell by).
  */
-function leftBy(runDir: string): { reached: number | null; left: (step: number) => boolean } {
+function leftBy(runDir: string, logEvery?: number): { reached: number | null; left: (step: number) => boolean } {
   const reached = lastMetricsStep(runDir);
-  const every = readRunConfigRaw(runDir)?.train;
-  const n = isObj(every) && isCount(every.log_every) && every.log_every > 0 ? every.log_every : 1;
-  return { reached, left: (step) => reached !== null && step >= reached + n };
+  const n = logEvery ?? runLogEvery(runDir);
+  return { reached, left: (step) => reached !== null && n !== null && step >= reached + n };
+}
+
+/** train.log_every of a run: its config.yaml's, else its newest checkpoint's (null: neither says, so nothing is judged by it). */
+function runLogEvery(runDir: string): number | null {
+  const of = (config: unknown): number | null => {
+    const train = isObj(config) ? config.train : null;
+    return isObj(train) && isCount(train.log_every) && train.log_every > 0 ? train.log_every : null;
+  };
+  const fromYaml = of(readRunConfigRaw(runDir));
+  if (fromYaml !== null) return fromYaml;
+  const last = lastPointer(join(runDir, 'checkpoints'));
+  if (!last) return null;
+  try {
+    return of((JSON.parse(readFileSync(join(runDir, 'checkpoints', last.dir, 'state.json'), 'utf8')) as Record<string, unknown>).config);
+  } catch {
+    return null;
+  }
 }
 
 export interface ResumeOptions {
@@ -162,6 +187,8 @@ export interface ResumeOptions {
   note?: (text: string) => void;
   /** an evaluation: the newest checkpoint's weights are read as they are, whatever rows were lost */
   evaluate?: boolean;
+  /** the run's train.log_every when the caller has its config (else its config.yaml's, or its newest checkpoint's) */
+  logEvery?: number;
 }
 
 /**
@@ -175,7 +202,7 @@ export interface ResumeOptions {
 export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOptions = {}): string | null {
   const { offer = trainOffer, none = trainNone, note, evaluate = false } = opts;
   const root = join(runDir, 'checkpoints');
-  const { reached, left } = leftBy(runDir);
+  const { reached, left } = leftBy(runDir, opts.logEvery);
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
     const older = olderComplete(root, step, left);
@@ -199,7 +226,8 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     // a checkpoint of steps the run left when it went back to an older one (its metrics cut there): the run
     // has no record of them, so they are nobody's to resume or evaluate
     const step = stepOfDir(basename(resolve(dir)));
-    if (step !== null && left(step)) {
+    // an evaluation may read the newest checkpoint (last.json's) past rows that were lost: its weights are the run's
+    if (step !== null && left(step) && !(evaluate && lastPointer(root)?.step === step)) {
       throw new CheckpointError(
         `--checkpoint ${choice}: step ${step} is ahead of the run's metrics, which end at step ${reached}: it is of steps the run left when it ` +
           `went back to an older checkpoint, or its rows were lost (${have()}; give one up to step ${reached})`,
@@ -233,7 +261,11 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
         note?.(`${lost}; resuming from step ${older.step}, the newest checkpoint they reach, so that the later steps are trained and logged again`);
         return older.dir;
       }
-      note?.(`${lost}, and no older checkpoint is complete: resuming from step ${step}; the curves have no rows between steps ${reached} and ${step}`);
+      // none the rows reach: the complete one nearest after them leaves the smallest gap
+      const nearest = listCheckpoints(root).find((c) => c.step < step && reached !== null && c.step > reached && isComplete(c.dir));
+      if (nearest) ({ dir, step } = nearest);
+      const gap = reached !== null && step > reached + 1 ? `steps ${reached + 1}-${step}` : `step ${step}`;
+      note?.(`${lost}, and no complete checkpoint is one they reach: resuming from step ${step}; the curves have no rows of ${gap}`);
     }
   } else {
     // no pointer: a run killed before its first checkpoint, or an older layout; the newest folder of the

@@ -26,6 +26,7 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
           `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
           `(the later steps are trained again) or move the run folder out of ${dirname(run.dir)} to train it from the start; then run the sweep again`,
         none: `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
+        logEvery: run.config.train.log_every,
       });
       // its metrics, which the resume cuts at the checkpoint's step: a damaged line stops the sweep here, as
       // it stops `train --resume`, not once the run's turn comes (its status then rewritten to failed)
@@ -42,10 +43,10 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
  * A run's state with the checkpoint a resume would really start from, as the sweep finds it (validated; the
  * run's own newest when last.json is gone): `plan` says what the sweep will do, a damaged checkpoint included.
  */
-export function withResumePoint(s: RunStateInfo, runDir: string): RunStateInfo {
+export function withResumePoint(s: RunStateInfo, runDir: string, logEvery?: number): RunStateInfo {
   if (s.state !== 'interrupted' && s.state !== 'failed') return s;
   try {
-    const from = resumeCheckpoint(runDir);
+    const from = resumeCheckpoint(runDir, undefined, logEvery === undefined ? {} : { logEvery });
     return { ...s, checkpoint_step: from === null ? null : stepOfDir(basename(from)) };
   } catch (e) {
     if (!(e instanceof CheckpointError)) throw e;

@@ -143,8 +143,10 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
   // the checkpoint and its config are checked before a tensor or a folder exists
   const lostRows: string[] = [];
-  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir, undefined, { note: (t) => lostRows.push(t) })) : null;
+  const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir, undefined, { note: (t) => lostRows.push(t), logEvery: c.train.log_every })) : null;
   if (last) checkResumeConfig(runDir, c, readCheckpointState(last));
+  // and its metrics, which the resume cuts at the checkpoint's step: a damaged line fails here, status untouched
+  if (last) readMetrics(metricsPath(runDir));
 
   mkdirSync(runDir, { recursive: true });
   const model = new MoCoViT(modelConfigOf(c), c.seed);

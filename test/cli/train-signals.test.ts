@@ -381,12 +381,15 @@ test('train --resume after the machine went down with metrics rows unwritten: it
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /metrics\.jsonl ends at step 5, before the newest checkpoint \(step 9\): the rows of the steps between were lost; resuming from step 3, the newest checkpoint they reach/);
   assert.deepEqual(rows(out), rows(whole));
-  // no complete checkpoint the rows reach: it resumes from the newest and says where the curves have no rows
+  // no complete checkpoint the rows reach: it resumes from the nearest after them and says which rows the curves lack
   const gap = join(root, 'lost-gap');
   downAt10(gap);
-  for (const s of ['0000000', '0000003', '0000006']) rmSync(join(gap, 'checkpoints', `step-${s}`), { recursive: true });
+  const evald = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', gap, '--backend', 'cpu'], { encoding: 'utf8' });
+  assert.equal(evald.status, 0, evald.stderr);
+  assert.match(evald.stdout, /checkpoint step 9\b/);
+  for (const s of ['0000000', '0000003']) rmSync(join(gap, 'checkpoints', `step-${s}`), { recursive: true });
   const g = await trainWith(null, gap, [...every3, '--resume']);
   assert.equal(g.code, 0, g.stderr);
-  assert.match(g.stderr, /no older checkpoint is complete: resuming from step 9; the curves have no rows between steps 5 and 9/);
-  assert.deepEqual(rows(gap).map((x) => x.step), [0, 1, 2, 3, 4, 5, 10, 11, 12]);
+  assert.match(g.stderr, /no complete checkpoint is one they reach: resuming from step 6; the curves have no rows of step 6\n/);
+  assert.deepEqual(rows(gap).map((x) => x.step), [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]);
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { readFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -267,4 +267,35 @@ test('a resume whose newest checkpoint is ahead of its metrics (rows lost when t
     assert.ok(notes.some((n) => n.includes(`${said}, before the newest checkpoint (step 5): the rows of the steps between were lost; resuming from step ${keep}`)), notes.join(' | '));
     assert.deepEqual(strip(readMetrics(path)), strip(readMetrics(join(whole, 'metrics.jsonl'))));
   }
+});
+
+test('a resume whose metrics.jsonl has a damaged line fails before it writes: a failed run keeps its status and error', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
+  const dir = tmp();
+  let steps = 0;
+  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
+  const status = join(dir, 'status.json');
+  writeFileSync(status, JSON.stringify({ ...JSON.parse(readFileSync(status, 'utf8')), status: 'failed', error: 'the first failure' }));
+  const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n');
+  lines[2] = 'garbage';
+  writeFileSync(join(dir, 'metrics.jsonl'), lines.join('\n'));
+  const before = ['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8'));
+  await assert.rejects(trainRun({ config: c, runDir: dir, backend, resume: true }), /metrics\.jsonl: line 3 is not/);
+  assert.deepEqual(['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8')), before);
+});
+
+test("a checkpoint past the last row by less than train.log_every is the run's own, whatever config.yaml says (or when it is gone): no rows were lost", async () => {
+  const c = tinyConfig(['train.max_steps=12', 'train.checkpoint_every=3', 'train.log_every=5']);
+  const dir = tmp();
+  let steps = 0;
+  // stopped at step 9: rows of steps 5 (and the rows the loop always writes), checkpoints 0, 3, 6, 9
+  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 9 });
+  const last = readMetrics(join(dir, 'metrics.jsonl')).at(-1)!.step!;
+  assert.ok(last > 4 && last < 9, `rows end at ${last}`);
+  rmSync(join(dir, 'config.yaml'));
+  const notes: string[] = [];
+  const s = await trainRun({ config: c, runDir: dir, backend, resume: true, onEvent: (e) => e.type === 'phase' && notes.push(e.text) });
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(notes.filter((n) => /were lost/.test(n)), []);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).starts.at(-1).resumed_from_step, 9);
 });
