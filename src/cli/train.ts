@@ -289,6 +289,6 @@ function folderContents(dir: string): { runFiles: string[]; foreign: string[] } 
   const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`]);
   const entries = existsSync(dir) ? readdirSync(dir) : [];
   // also the results of `moco3 eval --checkpoint step-N`, and earlier results an evaluation kept (src/eval/offline.ts)
-  const isOwn = (e: string) => own.has(e) || /^(knn|linear)(-step-\d+|\.old-\d{8}T\d{6}(-\d+)?)\.json$/.test(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
+  const isOwn = (e: string) => own.has(e) || /^(knn|linear)(-step-\d+)?(\.old-\d{8}T\d{6}(-\d+)?)?\.json$/.test(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
   return { runFiles: entries.filter(isOwn), foreign: entries.filter((e) => !isOwn(e)) };
 }

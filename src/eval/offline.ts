@@ -17,7 +17,6 @@ import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../
 import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
-import { writeJsonAtomic } from '../engine/files.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { isDone, readRunState } from '../runfolder/state.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
@@ -166,9 +165,9 @@ export interface KnnRunResult {
 function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
   const newest = findLastCheckpoint(checkpointsDir(runDir));
   if (loaded && ((newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) || !isDone(readRunState(runDir).state))) {
-    const name = `${kind}-step-${loaded.step ?? basename(loaded.checkpoint)}.json`;
-    writeJsonAtomic(join(runDir, name), result);
-    return [name];
+    const step = loaded.step ?? basename(loaded.checkpoint);
+    const kept = writeEvalResult(runDir, kind, result, step);
+    return [`${kind}-step-${step}.json`, ...(kept ? [`${kept} (the earlier ${kind}-step-${step}.json, kept)`] : [])];
   }
   const kept = writeEvalResult(runDir, kind, result);
   mergeSummary(runDir, summary);

@@ -83,12 +83,14 @@ const sameEval = (a: unknown, b: unknown): boolean => {
 };
 
 /**
- * knn.json / linear.json: the full result of a run-folder evaluation. One there already of another result
- * (the run's own probe, evaluated again with other settings) is kept as `<kind>.old-<time>.json`, whose
- * name is returned; null when there was none, or the same result again.
+ * knn.json / linear.json (or, `step` given, knn-step-N.json / linear-step-N.json: an earlier checkpoint's):
+ * the full result of a run-folder evaluation. One there already of another result (the run's own probe,
+ * evaluated again with other settings) is kept as `<name>.old-<time>.json`, whose name is returned; null
+ * when there was none, or the same result again.
  */
-export function writeEvalResult(runDir: string, kind: 'knn' | 'linear', result: object): string | null {
-  const path = runPath(runDir, kind);
+export function writeEvalResult(runDir: string, kind: 'knn' | 'linear', result: object, step?: number | string): string | null {
+  const name = step === undefined ? kind : `${kind}-step-${step}`;
+  const path = join(runDir, `${name}.json`);
   let kept: string | null = null;
   if (existsSync(path)) {
     let earlier: unknown = null;
@@ -98,7 +100,7 @@ export function writeEvalResult(runDir: string, kind: 'knn' | 'linear', result: 
       /* unreadable: kept as it is, beside the new one */
     }
     if (!sameEval(earlier, JSON.parse(JSON.stringify(result)))) {
-      kept = asidePath(join(runDir, kind), '.json');
+      kept = asidePath(join(runDir, name), '.json');
       renameSync(path, kept);
     }
   }

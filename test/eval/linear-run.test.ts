@@ -222,6 +222,13 @@ test("a run not finished (interrupted, or without status.json): its newest check
   assert.equal(JSON.parse(readFileSync(join(dir, `knn-step-${knn.step}.json`), 'utf8')).top1, knn.top1);
   assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), summary, 'summary.json untouched');
   assert.equal(existsSync(join(dir, 'knn.json')), false);
+  // again with other settings: the earlier result of that checkpoint is kept beside the new one
+  const other = await knnForRun(dir, { k: 3 });
+  assert.equal(other.wrote?.length, 2, String(other.wrote));
+  const kept = new RegExp(`^(knn-step-${knn.step}\\.old-\\d{8}T\\d{6}\\.json) \\(the earlier knn-step-${knn.step}\\.json, kept\\)$`).exec(other.wrote![1]!);
+  assert.ok(kept, other.wrote![1]);
+  assert.equal(JSON.parse(readFileSync(join(dir, kept[1]!), 'utf8')).top1, knn.top1);
+  for (const f of [kept[1]!, `knn-step-${knn.step}.json`]) rmSync(join(dir, f));
   // a folder copied without its status.json reads as not finished too
   rmSync(st);
   assert.deepEqual((await knnForRun(dir)).wrote, [`knn-step-${knn.step}.json`]);
