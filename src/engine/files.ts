@@ -55,6 +55,27 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
     if (sys instanceof Error && sys.path === tmp) sys.path = path;
     throw e;
   }
+  syncFolder(dirname(path));
+}
+
+/**
+ * The folder's entries made durable (a rename into it is on the disk once this returns), where the file
+ * system can: one that cannot sync a folder (EINVAL, EISDIR, EPERM, EACCES) keeps its own order.
+ */
+function syncFolder(dir: string): void {
+  let fd: number;
+  try {
+    fd = openSync(dir, 'r');
+  } catch {
+    return;
+  }
+  try {
+    fsyncSync(fd);
+  } catch (e) {
+    if (!['EINVAL', 'EISDIR', 'EPERM', 'EACCES', 'EBADF', 'ENOTSUP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function writeJsonAtomic(path: string, value: unknown): void {
