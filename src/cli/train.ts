@@ -256,9 +256,12 @@ async function inspectRunFolder(
     checkpoint = resumeCheckpoint(runDir, f.checkpoint, { note: (t) => notes.push(t), logEvery: c.train.log_every });
     if (checkpoint) {
       checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
-      // the metrics the resume cuts at the checkpoint's step: a damaged line fails now, before a file is touched
-      const { metricsPath, readMetrics } = await import('../runfolder/metrics.ts');
-      readMetrics(metricsPath(runDir));
+      // the metrics the resume cuts at the checkpoint's step: a damaged line fails now, before a file is
+      // touched (a completed run resumed as it is is left as it is, below: nothing of it is read)
+      if (!(st?.status === 'completed' && f.checkpoint === undefined)) {
+        const { metricsPath, readMetrics } = await import('../runfolder/metrics.ts');
+        readMetrics(metricsPath(runDir));
+      }
     }
     else if (previous) {
       // nothing to resume from: the run trains again from step 0 in its folder, so only as the config it was

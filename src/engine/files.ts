@@ -70,7 +70,7 @@ function syncFolder(dir: string): void {
     return;
   }
   try {
-    fsyncSync(fd);
+    withPath(dir, () => fsyncSync(fd));
   } catch (e) {
     if (!['EINVAL', 'EISDIR', 'EPERM', 'EACCES', 'EBADF', 'ENOTSUP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
   } finally {
@@ -199,20 +199,33 @@ function lockStale(lock: string): boolean {
  * judged the old lock stale cannot remove the lock a faster waiter has made since. A breaker left by a dead
  * process (it is held for microseconds) is removed in turn.
  */
-function breakStaleLock(lock: string, me: string): void {
+function breakStaleLock(lock: string, me: string): boolean {
   const breaker = `${lock}.break`;
   try {
     writeFileSync(breaker, me, { flag: 'wx' });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    if (lockStale(breaker)) rmSync(breaker, { force: true });
-    return;
+    if (!lockStale(breaker)) return false; // another waiter is breaking it: wait
+    rmSync(breaker, { force: true });
+    return true;
   }
   try {
     if (lockStale(lock)) rmSync(lock, { force: true });
   } finally {
-    rmSync(breaker, { force: true });
+    removeOwn(breaker, me);
   }
+  return true;
+}
+
+/** Removes a lock file of this process's, not one another has made in its place. */
+function removeOwn(file: string, me: string): void {
+  let mine = false;
+  try {
+    mine = readFileSync(file, 'utf8') === me;
+  } catch {
+    /* gone */
+  }
+  if (mine) rmSync(file, { force: true });
 }
 
 /**
@@ -232,20 +245,14 @@ export function withFileLock<T>(path: string, f: () => T): T {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    if (lockStale(lock)) breakStaleLock(lock, me);
-    else Atomics.wait(wait, 0, 0, 20);
+    // a lock that is not stale, or one another waiter is breaking: wait for it, without spinning
+    if (!lockStale(lock) || !breakStaleLock(lock, me)) Atomics.wait(wait, 0, 0, 20);
   }
   try {
     return f();
   } finally {
     // its own lock only: one taken over meanwhile (this process frozen past FILE_LOCK_STALE_MS) is the new holder's
-    let mine = false;
-    try {
-      mine = readFileSync(lock, 'utf8') === me;
-    } catch {
-      /* gone */
-    }
-    if (mine) rmSync(lock, { force: true });
+    removeOwn(lock, me);
   }
 }
 

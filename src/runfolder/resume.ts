@@ -150,32 +150,40 @@ function lastMetricsStep(runDir: string): number | null {
 
 /**
  * Whether a checkpoint at a step is of steps the run left when it went back to an older checkpoint (its
- * metrics were cut there, and the folders of the later steps stay until the run's next checkpoint): the
- * run writes a metrics row at least every train.log_every steps, before that step's checkpoint, so a
- * checkpoint of its own has the metrics reach within log_every - 1 steps of it. `reached`: the last metrics
+ * metrics were cut there, and the folders of the later steps stay until the run's next checkpoint), or one
+ * whose rows were lost: the run writes a metrics row at least every train.log_every steps, before that
+ * step's checkpoint, so a checkpoint of its own has the metrics reach within log_every - 1 steps of it.
+ * The log_every is the one the checkpoint was written with (its state.json keeps the config; log_every is
+ * free to change on a resume); for a checkpoint that does not say, the larger of config.yaml's and the
+ * caller's (a run called left wrongly would be cut back and trained again). `reached`: the last metrics
  * step (null: no metrics to tell by).
  */
 function leftBy(runDir: string, logEvery?: number): { reached: number | null; left: (step: number) => boolean } {
   const reached = lastMetricsStep(runDir);
-  const n = logEvery ?? runLogEvery(runDir);
-  return { reached, left: (step) => reached !== null && n !== null && step >= reached + n };
+  const known = [logOf(readRunConfigRaw(runDir)), logEvery ?? null].filter((n): n is number => n !== null);
+  const fallback = known.length ? Math.max(...known) : null;
+  const cadence = (step: number): number | null => {
+    try {
+      const state = JSON.parse(readFileSync(join(runDir, 'checkpoints', stepDirName(step), 'state.json'), 'utf8')) as unknown;
+      return (isObj(state) ? logOf(state.config) : null) ?? fallback;
+    } catch {
+      return fallback;
+    }
+  };
+  return {
+    reached,
+    left: (step) => {
+      if (reached === null || step < reached + 1) return false;
+      const n = cadence(step);
+      return n !== null && step >= reached + n;
+    },
+  };
 }
 
-/** train.log_every of a run: its config.yaml's, else its newest checkpoint's (null: neither says, so nothing is judged by it). */
-function runLogEvery(runDir: string): number | null {
-  const of = (config: unknown): number | null => {
-    const train = isObj(config) ? config.train : null;
-    return isObj(train) && isCount(train.log_every) && train.log_every > 0 ? train.log_every : null;
-  };
-  const fromYaml = of(readRunConfigRaw(runDir));
-  if (fromYaml !== null) return fromYaml;
-  const last = lastPointer(join(runDir, 'checkpoints'));
-  if (!last) return null;
-  try {
-    return of((JSON.parse(readFileSync(join(runDir, 'checkpoints', last.dir, 'state.json'), 'utf8')) as Record<string, unknown>).config);
-  } catch {
-    return null;
-  }
+/** train.log_every of a config object, or null. */
+function logOf(config: unknown): number | null {
+  const train = isObj(config) ? config.train : null;
+  return isObj(train) && isCount(train.log_every) && train.log_every > 0 ? train.log_every : null;
 }
 
 export interface ResumeOptions {
@@ -187,7 +195,7 @@ export interface ResumeOptions {
   note?: (text: string) => void;
   /** an evaluation: the newest checkpoint's weights are read as they are, whatever rows were lost */
   evaluate?: boolean;
-  /** the run's train.log_every when the caller has its config (else its config.yaml's, or its newest checkpoint's) */
+  /** the run's train.log_every as the caller has it, for checkpoints that do not keep their config (see leftBy) */
   logEvery?: number;
 }
 

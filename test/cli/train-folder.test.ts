@@ -115,6 +115,13 @@ for (const [kind, extraArgs] of [
       assert.equal(r.stderr, `moco3: ${out} is already ${kind} at step ${st.step} (use --force to train it again)\n`);
     }
     assert.equal(files(), before);
+    // nothing of it is read to say so: a damaged metrics line does not turn the answer into an error
+    const metrics = join(out, 'metrics.jsonl');
+    const rows = readFileSync(metrics, 'utf8');
+    writeFileSync(metrics, rows.replace(/^[^\n]*\n/, 'garbage\n'));
+    const damaged = train([...args, '--resume']);
+    assert.equal(damaged.stderr, `moco3: ${out} is already ${kind} at step ${st.step} (use --force to train it again)\n`);
+    writeFileSync(metrics, rows);
   });
 }
 

@@ -209,3 +209,21 @@ test("withFileLock: waiters that find a dead process's lock at the same moment t
   }
   assert.deepEqual(locked, [], 'every lock released');
 });
+
+test('withFileLock waits for a breaker another waiter holds without spinning a core, and takes the lock once that breaker is stale', () => {
+  const dir = mkdtempSync(join(root, 'breaker-'));
+  const lock = join(dir, '.f.yaml.lock');
+  writeFileSync(lock, `${hostTag()} 999999999\n`);
+  // a breaker of another host, 1.2 s short of stale
+  writeFileSync(`${lock}.break`, 'elsewhere 1\n');
+  const old = (Date.now() - FILE_LOCK_STALE_MS + 1200) / 1000;
+  utimesSync(`${lock}.break`, old, old);
+  const t = Date.now();
+  const cpu = process.cpuUsage();
+  withFileLock(join(dir, 'f.yaml'), () => assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`));
+  const wall = Date.now() - t;
+  const used = process.cpuUsage(cpu);
+  assert.ok(wall >= 1000 && wall < 5000, `waited ${wall} ms`);
+  assert.ok((used.user + used.system) / 1000 < wall / 4, `${((used.user + used.system) / 1000).toFixed(0)} ms of CPU in ${wall} ms`);
+  assert.deepEqual([existsSync(lock), existsSync(`${lock}.break`)], [false, false]);
+});

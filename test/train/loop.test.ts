@@ -299,3 +299,19 @@ test("a checkpoint past the last row by less than train.log_every is the run's o
   assert.deepEqual(notes.filter((n) => /were lost/.test(n)), []);
   assert.equal(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).starts.at(-1).resumed_from_step, 9);
 });
+
+test('a resume with another train.log_every (free to change) judges the checkpoint by the cadence it was written with: no rows were lost, none are cut', async () => {
+  const every5 = tinyConfig(['train.max_steps=12', 'train.checkpoint_every=3', 'train.log_every=5']);
+  const dir = tmp();
+  let steps = 0;
+  // stopped at step 6: rows of step 5 (and step 6's, the last before the stop, if the loop writes it), checkpoint 6
+  await trainRun({ config: every5, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 6 });
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  const every1 = tinyConfig(['train.max_steps=12', 'train.checkpoint_every=3', 'train.log_every=1']);
+  const notes: string[] = [];
+  const s = await trainRun({ config: every1, runDir: dir, backend, resume: true, onEvent: (e) => e.type === 'phase' && notes.push(e.text) });
+  assert.equal(s.status, 'completed');
+  assert.deepEqual(notes.filter((n) => /were lost/.test(n)), []);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).starts.at(-1).resumed_from_step, 6);
+  assert.deepEqual(readMetrics(join(dir, 'metrics.jsonl')).slice(0, rows.length), rows, 'the rows before the resume kept');
+});
