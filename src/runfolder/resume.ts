@@ -109,20 +109,7 @@ export type Offer = (c: { dir: string; step: number }) => string;
 export const trainOffer: Offer = (c) => `resume from the previous checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
 const trainNone = 'no older complete checkpoint: start again with --force';
 
-/** The newest complete checkpoint older than `step` and not of steps the run left (`left`), or null. */
-function olderComplete(root: string, step: number, left: (step: number) => boolean): { dir: string; step: number } | null {
-  for (const c of listCheckpoints(root).reverse()) {
-    if (c.step >= step || left(c.step)) continue;
-    try {
-      checkCheckpoint(c.dir);
-      return c;
-    } catch {
-      /* damaged too: look further back */
-    }
-  }
-  return null;
-}
-
+/** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong). */
 const isComplete = (dir: string): boolean => {
   try {
     checkCheckpoint(dir);
@@ -131,6 +118,11 @@ const isComplete = (dir: string): boolean => {
     return false;
   }
 };
+
+/** The newest complete checkpoint older than `step` and not of steps the run left (`left`), or null (a damaged one: look further back). */
+function olderComplete(root: string, step: number, left: (step: number) => boolean): { dir: string; step: number } | null {
+  return listCheckpoints(root).reverse().find((c) => c.step < step && !left(c.step) && isComplete(c.dir)) ?? null;
+}
 
 /**
  * The last step metrics.jsonl records (null: no file, or one that cannot be read); a file of no rows
