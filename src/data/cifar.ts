@@ -14,6 +14,20 @@ import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
+/** CIFAR-100's fine labels 0-99, as the dataset's fine_label_names.txt names them (alphabetical). */
+export const CIFAR100_CLASSES = [
+  'apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle', 'bottle', 'bowl',
+  'boy', 'bridge', 'bus', 'butterfly', 'camel', 'can', 'castle', 'caterpillar', 'cattle', 'chair',
+  'chimpanzee', 'clock', 'cloud', 'cockroach', 'couch', 'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin',
+  'elephant', 'flatfish', 'forest', 'fox', 'girl', 'hamster', 'house', 'kangaroo', 'keyboard', 'lamp',
+  'lawn_mower', 'leopard', 'lion', 'lizard', 'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain',
+  'mouse', 'mushroom', 'oak_tree', 'orange', 'orchid', 'otter', 'palm_tree', 'pear', 'pickup_truck',
+  'pine_tree', 'plain', 'plate', 'poppy', 'porcupine', 'possum', 'rabbit', 'raccoon', 'ray', 'road',
+  'rocket', 'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk', 'skyscraper', 'snail', 'snake', 'spider',
+  'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table', 'tank', 'telephone', 'television', 'tiger',
+  'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale', 'willow_tree', 'wolf', 'woman',
+  'worm',
+];
 
 interface CifarKind {
   name: 'cifar10' | 'cifar100';
@@ -276,6 +290,6 @@ export async function loadCifar(spec: DataSpec): Promise<Dataset> {
     train = readFolderSplit(src.source, kind.train, kind, spec.trainSize, 'train');
     test = readFolderSplit(src.source, kind.test, kind, spec.testSize, 'test');
   }
-  const classNames = kind.name === 'cifar10' ? [...CIFAR10_CLASSES] : Array.from({ length: 100 }, (_, i) => `class ${i}`);
+  const classNames = kind.name === 'cifar10' ? [...CIFAR10_CLASSES] : [...CIFAR100_CLASSES];
   return { name: kind.name, numClasses: kind.numClasses, classNames, train, test, mean: kind.mean, std: kind.std, source: src.source };
 }

@@ -39,6 +39,11 @@ test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async (
   assert.equal(ds.numClasses, 100);
   assert.deepEqual([...ds.train.labels], [95, 96, 97, 98, 99, 0]);
   assert.equal(ds.train.images[3072 + 3 * 10 + 1], ((1024 + 10) * 7 + 13 + 95) % 256);
+  // the fine labels' names, as the dataset's fine_label_names.txt lists them: alphabetical, one per label
+  assert.equal(ds.classNames.length, 100);
+  assert.deepEqual(ds.classNames, [...ds.classNames].sort());
+  assert.equal(new Set(ds.classNames).size, 100);
+  assert.deepEqual([ds.classNames[0], ds.classNames[39], ds.classNames[95], ds.classNames[99]], ['apple', 'keyboard', 'whale', 'worm']);
   // the folder that holds the archive works too
   const again = await loadDataset(spec('cifar100', root));
   assert.equal(again.train.n, 6);
