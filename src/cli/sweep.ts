@@ -6,6 +6,7 @@ import { UsageError } from '../config/errors.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { isDone } from '../runfolder/state.ts';
+import { knnStepNote } from '../runfolder/summary.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
@@ -215,7 +216,7 @@ function barDisplay(): Display {
           if (e.type === 'run_failed') multi.log(`${runLine(e)}: failed: ${e.error}\n`);
           else {
             const s = e.summary;
-            multi.log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${s.knn_step !== undefined && s.knn_step !== null && s.knn_step !== s.steps ? ` at step ${s.knn_step}` : ''}`}; ${fmtDuration(s.wall_s)}\n`);
+            multi.log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${knnStepNote(s)}`}; ${fmtDuration(s.wall_s)}\n`);
           }
           if (e.type === 'run_end' && e.status === 'interrupted') {
             redraw(true);

@@ -9,7 +9,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
-import { readSummary } from '../runfolder/summary.ts';
+import { knnStepNote, readSummary } from '../runfolder/summary.ts';
 import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
@@ -171,9 +171,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     });
     progress.stop();
     if (!f.json) {
-      // a kNN measured before the last step (a diverged run's) says its step
-      const at = s.knn_step !== undefined && s.knn_step !== null && s.knn_step !== s.steps ? ` at step ${s.knn_step}` : '';
-      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${at} (best ${s.best_knn_top1 !== null && s.best_knn_top1 !== undefined ? `${s.best_knn_top1.toFixed(2)}%` : '- (no kNN after step 0)'}, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
+      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${knnStepNote(s)} (best ${s.best_knn_top1 !== null && s.best_knn_top1 !== undefined ? `${s.best_knn_top1.toFixed(2)}%` : '- (no kNN after step 0)'}, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
       process.stdout.write(
         `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
           `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +
@@ -250,6 +248,9 @@ async function inspectRunFolder(
   }
   // a damaged checkpoint (its files; tensors that do not fit the model fail once it is built, in trainRun,
   // still before anything is written), another config and bad data fail here, before a folder is made or moved
+  // resumed as it is (its config and checkpoint checked below), a completed run has nothing left to train: a
+  // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
+  const resumedAsIs = !f.force && st?.status === 'completed' && f.checkpoint === undefined;
   let checkpoint: string | null = null;
   if (f.resume && !f.force && existsSync(runDir)) {
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');
@@ -258,7 +259,7 @@ async function inspectRunFolder(
       checkResumeConfig(runDir, c, readCheckpointState(checkpoint));
       // the metrics the resume cuts at the checkpoint's step: a damaged line fails now, before a file is
       // touched (a completed run resumed as it is is left as it is, below: nothing of it is read)
-      if (!(st?.status === 'completed' && f.checkpoint === undefined)) {
+      if (!resumedAsIs) {
         const { metricsPath, readMetrics } = await import('../runfolder/metrics.ts');
         readMetrics(metricsPath(runDir));
       }
@@ -278,9 +279,7 @@ async function inspectRunFolder(
   } else if (f.checkpoint !== undefined) {
     throw new UsageError(`--checkpoint ${f.checkpoint}: ${runDir} holds no run to resume`);
   }
-  // resumed as it is (its config and checkpoint checked above), a completed run has nothing left to train: a
-  // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
-  if (!f.force && st?.status === 'completed' && f.checkpoint === undefined) return { previous, checkpoint, done: done(st), notes };
+  if (resumedAsIs) return { previous, checkpoint, done: done(st!), notes };
   return { previous, checkpoint, done: null, notes };
 }
 

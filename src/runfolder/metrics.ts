@@ -100,15 +100,15 @@ export function readMetrics(path: string, onTorn?: (note: string) => void): Metr
 }
 
 /**
- * Keep the rows of steps <= step (resume from a checkpoint at `step`). A torn last line (a killed writer)
+ * Keep the rows of steps <= step (resume from a checkpoint at `step`); returns them. A torn last line (a killed writer)
  * goes, told to `onTorn`; a damaged line before it is a RunFolderError, as when the file is read (parseMetrics): a resume
  * never drops a row silently.
  */
-export function truncateMetrics(runDir: string, step: number, onTorn?: (note: string) => void): void {
+export function truncateMetrics(runDir: string, step: number, onTorn?: (note: string) => void): MetricRow[] {
   const path = metricsPath(runDir);
-  if (!existsSync(path)) return;
+  if (!existsSync(path)) return [];
   const text = readFileSync(path, 'utf8');
-  parseMetrics(text, path, onTorn && ((note) => onTorn(note.replace(/; ignored$/, '; dropped'))));
+  const rows = parseMetrics(text, path, onTorn && ((note) => onTorn(note.replace(/; ignored$/, '; dropped'))));
   const keep = text.split('\n').filter((line) => {
     if (!line.trim()) return false;
     try {
@@ -119,4 +119,5 @@ export function truncateMetrics(runDir: string, step: number, onTorn?: (note: st
     }
   });
   writeFileAtomic(path, keep.length ? `${keep.join('\n')}\n` : '');
+  return rows.filter((r) => Number(r.step) <= step);
 }

@@ -12,6 +12,7 @@ import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
 import { CheckpointError, lastPointer, stepDirName } from './checkpoints.ts';
 import { metricsPath, readMetrics } from './metrics.ts';
+import { isObj, readJsonObject } from './paths.ts';
 import { readRunConfigRaw } from './records.ts';
 
 /** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
@@ -52,7 +53,6 @@ function readJsonFile(path: string, what: string): unknown {
   }
 }
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const isCount = (v: unknown): v is number => isNum(v) && Number.isSafeInteger(v) && v >= 0;
 
@@ -154,14 +154,7 @@ function leftBy(runDir: string, logEvery?: number): { reached: number | null; le
   const reached = lastMetricsStep(runDir);
   const known = [logOf(readRunConfigRaw(runDir)), logEvery ?? null].filter((n): n is number => n !== null);
   const fallback = known.length ? Math.max(...known) : null;
-  const cadence = (step: number): number | null => {
-    try {
-      const state = JSON.parse(readFileSync(join(runDir, 'checkpoints', stepDirName(step), 'state.json'), 'utf8')) as unknown;
-      return (isObj(state) ? logOf(state.config) : null) ?? fallback;
-    } catch {
-      return fallback;
-    }
-  };
+  const cadence = (step: number): number | null => logOf(readJsonObject(join(runDir, 'checkpoints', stepDirName(step), 'state.json'))?.config) ?? fallback;
   return {
     reached,
     left: (step) => {
@@ -254,7 +247,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     }
     // the run's newest checkpoint, ahead of its metrics by a whole logging interval: rows it wrote before
     // that checkpoint are gone (a rewind points last.json back, so this is not a checkpoint of steps left)
-    if (left(step) && !evaluate) {
+    if (reached !== null && left(step) && !evaluate) {
       const lost = `${metricsPath(runDir)} ${reached ? `ends at step ${reached}` : 'holds no row past step 0'}, before the newest checkpoint (step ${step}): the rows of the steps between were lost`;
       const older = olderComplete(root, step, left);
       if (older) {
@@ -262,9 +255,9 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
         return older.dir;
       }
       // none the rows reach: the complete one nearest after them leaves the smallest gap
-      const nearest = listCheckpoints(root).find((c) => c.step < step && reached !== null && c.step > reached && isComplete(c.dir));
+      const nearest = listCheckpoints(root).find((c) => c.step < step && c.step > reached && isComplete(c.dir));
       if (nearest) ({ dir, step } = nearest);
-      const gap = reached !== null && step > reached + 1 ? `steps ${reached + 1}-${step}` : `step ${step}`;
+      const gap = step > reached + 1 ? `steps ${reached + 1}-${step}` : `step ${step}`;
       note?.(`${lost}, and no complete checkpoint is one they reach: resuming from step ${step}; the curves have no rows of ${gap}`);
     }
   } else {

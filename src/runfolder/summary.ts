@@ -27,6 +27,10 @@ export interface Summary {
   config_hash: string;
 }
 
+/** ` at step N` when a summary's kNN is not of its last step (a diverged run's), else '': for the lines that print it. */
+export const knnStepNote = (s: Pick<Summary, 'knn_step' | 'steps'>): string =>
+  s.knn_step !== undefined && s.knn_step !== null && s.knn_step !== s.steps ? ` at step ${s.knn_step}` : '';
+
 /** JSON as every run-folder file is written: two-space indent, non-finite numbers as null, a final newline. */
 const toJson = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
 

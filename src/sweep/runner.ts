@@ -4,13 +4,13 @@
  * and the sweep goes on; a run locked by another live sweep is left to it. TensorFlow.js and the training
  * loop are imported here only when a run starts, so planning stays light.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
 import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, describeHolder, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
+import { runPath } from '../runfolder/paths.ts';
+import { isRunDir } from '../runfolder/records.ts';
 import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
 import type { TrainEvent } from '../train/loop.ts';
@@ -117,9 +117,9 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       // a process killed between the run's last write and its unlock leaves a stale lock behind
       clearStale(run.dir);
       // a result the report cannot read without its config: said now, not only when the report stops on it
-      const lost = existsSync(join(run.dir, 'config.yaml'))
+      const lost = isRunDir(run.dir)
         ? []
-        : [`${join(run.dir, 'config.yaml')} is missing: \`moco3 report\` stops on this run until it is put back (each checkpoint's state.json keeps the run's config)`];
+        : [`${runPath(run.dir, 'config')} is missing: \`moco3 report\` stops on this run until it is put back (each checkpoint's state.json keeps the run's config)`];
       emit({ type: 'run_skip', ...base, state: before.state, reason: before.state, ...(lost.length > 0 ? { notes: lost } : {}) });
       continue;
     }

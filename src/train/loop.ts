@@ -154,6 +154,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const groups = model.paramGroups();
   const status = new StatusWriter(runDir, totalSteps);
   let state = freshState(hash);
+  // the step of the last kNN (summary.json's knn_step): a diverged run's may be step 0's
+  let knnStep: number | null = null;
   let started = false; // from here on status.json speaks for this run
   try {
     // the data may have taken long to load: a run taken over meanwhile is not touched, not even reset
@@ -167,7 +169,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       status.running(state.step);
       rewindLast(checkpointsDir(runDir), last, state.step);
       for (const text of lostRows) emit({ type: 'phase', step: state.step, text });
-      truncateMetrics(runDir, state.step, (note) => emit({ type: 'phase', step: state.step, text: note }));
+      const kept = truncateMetrics(runDir, state.step, (note) => emit({ type: 'phase', step: state.step, text: note }));
+      knnStep = kept.filter((r) => r.knn_top1 !== undefined).at(-1)?.step ?? null;
     } else {
       resetMetrics(runDir);
     }
@@ -202,6 +205,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const k = await knnMonitor(model, ds, c, aug);
       state.last_knn_top1 = k.top1;
       state.last_knn_top5 = k.top5;
+      knnStep = state.step;
       // the best the training reached: step 0 is the untrained encoder, no part of it (as in the report)
       if (state.step > 0) state.best_knn_top1 = Math.max(state.best_knn_top1 ?? -Infinity, k.top1);
       emit({ type: 'knn', step: state.step, top1: k.top1, top5: k.top5, seconds: (performance.now() - k0) / 1000 });
@@ -302,8 +306,6 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     // a diverged run keeps its last finite checkpoint: its non-finite weights are nothing to resume from, and
     // a run killed before its final status, resumed, trains to the same divergence again
     if (outcome !== 'diverged') await checkpoint();
-    // the step of the last kNN, the run's own or one before a resume: a diverged run's may be step 0's
-    const knnStep = state.last_knn_top1 === null ? null : (readMetrics(metricsPath(runDir)).filter((r) => r.knn_top1 !== undefined).at(-1)?.step ?? null);
     const summary: Summary = {
       status: outcome,
       steps: state.step,
@@ -311,7 +313,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       epochs: Number(state.epoch.toFixed(6)),
       knn_top1: state.last_knn_top1,
       knn_top5: state.last_knn_top1 !== null && Number.isFinite(state.last_knn_top5) ? (state.last_knn_top5 ?? null) : null,
-      knn_step: knnStep,
+      knn_step: state.last_knn_top1 === null ? null : knnStep,
       best_knn_top1: state.best_knn_top1,
       linear_top1: null,
       linear_top5: null,
