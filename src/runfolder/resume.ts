@@ -84,15 +84,39 @@ export function readCheckpointState(dir: string, complete = true): CheckpointSta
 export function checkCheckpoint(dir: string, complete = true): CheckpointState {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: no such checkpoint folder`);
   const state = readCheckpointState(dir, complete);
-  for (const f of ['model.safetensors', 'optimizer.safetensors']) {
+  const [model, slots] = ['model.safetensors', 'optimizer.safetensors'].map((f) => {
     try {
-      checkSafetensorsFile(join(dir, f));
+      return checkSafetensorsFile(join(dir, f)).shapes;
     } catch (e) {
       if (e instanceof SafetensorsError) throw new CheckpointError(e.message);
       throw e;
     }
-  }
+  }) as [Map<string, number[]>, Map<string, number[]>];
+  checkShapes(dir, model, slots);
   return state;
+}
+
+/**
+ * The tensors of a checkpoint's two files agree with each other (read from their headers): each momentum
+ * encoder tensor has its base encoder tensor's shape, and each optimizer slot (`<param>.<slot>`) its
+ * parameter's. A file copied in from a run of another model size is found here, where an older checkpoint
+ * can be offered, not once the model is built.
+ */
+function checkShapes(dir: string, model: Map<string, number[]>, slots: Map<string, number[]>): void {
+  const fmt = (s: number[]) => `[${s.join(', ')}]`;
+  const differ = (a: string, sa: number[], b: string, sb: number[]) =>
+    new CheckpointError(`${dir}: ${a} has shape ${fmt(sa)} but ${b} has ${fmt(sb)}: the files are of different models (one copied in from another run?)`);
+  for (const [name, shape] of model) {
+    if (!name.startsWith('momentum_encoder.')) continue;
+    const base = `base_encoder.${name.slice('momentum_encoder.'.length)}`;
+    const want = model.get(base);
+    if (want && want.join(',') !== shape.join(',')) throw differ(`model.safetensors ${base}`, want, name, shape);
+  }
+  for (const [key, shape] of slots) {
+    const param = key.slice(0, key.lastIndexOf('.'));
+    const want = model.get(param);
+    if (want && want.join(',') !== shape.join(',')) throw differ(`model.safetensors ${param}`, want, `optimizer.safetensors ${key}`, shape);
+  }
 }
 
 /** The step-N folders of a checkpoints folder, oldest first. */

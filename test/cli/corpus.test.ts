@@ -465,6 +465,14 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
       for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));
     })], /optimizer\.safetensors: missing; no older complete checkpoint: start again with --force$/],
+    // a model.safetensors copied in from a run of another model size: found from the headers, before the model is built,
+    // with the older checkpoint offered
+    [['train', ...TINY, '--resume', '--out', damaged('x8', (r) => {
+      const p = join(ckptOf(r), 'model.safetensors');
+      const { tensors, metadata } = readSafetensors(p);
+      for (const [name, t] of tensors) if (name.endsWith('encoder.norm.weight')) tensors.set(name, { dtype: 'F32', shape: [t.shape[0]! + 1], data: new Float32Array(t.shape[0]! + 1) });
+      writeSafetensors(p, tensors, metadata);
+    })], /step-0000008: model\.safetensors base_encoder\.norm\.weight has shape \[\d+\] but optimizer\.safetensors base_encoder\.norm\.weight\.\w+ has \[\d+\]: the files are of different models \(one copied in from another run\?\); resume from the previous checkpoint with --checkpoint step-6 /],
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
