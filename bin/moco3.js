@@ -6,6 +6,16 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
+// a scheduler's warning (USR1, USR2) that comes while moco3 starts is kept for the command's own handlers
+// (takeEarlySignals in src/cli/supervise.ts): unhandled, USR1 would open Node's inspector and USR2 end moco3
+const early = [];
+const keep = (sig) => early.push(sig);
+for (const sig of ['SIGUSR1', 'SIGUSR2']) process.on(sig, keep);
+const earlySignals = () => {
+  for (const sig of ['SIGUSR1', 'SIGUSR2']) process.off(sig, keep);
+  return early.splice(0);
+};
+
 // image decoding (sharp) runs on libuv's pool, 4 threads unless told otherwise: one per core instead
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism()));
 
@@ -29,7 +39,7 @@ try {
     register();
     mod = await import(pathToFileURL(join(root, 'src', 'cli', 'main.ts')).href);
   }
-  process.exitCode = await mod.main(process.argv.slice(2), { processEntry: true });
+  process.exitCode = await mod.main(process.argv.slice(2), { processEntry: true, earlySignals });
 } catch (e) {
   fatal(e);
 }

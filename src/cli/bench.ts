@@ -43,7 +43,8 @@ export function benchCommand(): Command {
     .option('--profile', 'one more step with kernel times summed by kernel (webgpu: GPU timestamps, where the adapter has timestamp-query)')
     .action(async (f: BenchFlags & { backend?: string }) => {
       const backendFlag = f.backend;
-      const extra = f.batch !== undefined ? [{ optim: { batch_size: intFlag('--batch', f.batch, 1) } }] : [];
+      // the heads' BatchNorm needs two images
+      const extra = f.batch !== undefined ? [{ label: `--batch ${f.batch}`, value: { optim: { batch_size: intFlag('--batch', f.batch, 2) } } }] : [];
       const c = configFromFlags({ ...f, backend: backendFlag === 'all' ? undefined : backendFlag }, extra);
       const steps = intFlag('--steps', f.steps, 1);
       const warmup = intFlag('--warmup', f.warmup, 0);

@@ -1,12 +1,12 @@
 /** Flags shared by the commands that build run configs. */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { intFlag } from './numbers.ts';
-import { buildConfig, ConfigError, loadConfigFile, parseSet } from '../config/load.ts';
+import { assembleConfig, ruleError } from '../config/load.ts';
+import { numClassesProblem } from '../data/classes.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { DATASET_NAMES, BACKEND_CHOICES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { UsageError } from '../config/errors.ts';
-import { numClassesProblem } from '../data/classes.ts';
 
 export interface RunFlags {
   preset?: string;
@@ -27,12 +27,18 @@ export function nonEmptyPath(v: string): string {
   return v;
 }
 
+/** A name flag (--preset, --data): an empty one ('' from a script's unset variable) is refused, not read as no flag. */
+export function nonEmptyName(v: string): string {
+  if (v.trim() === '') throw new InvalidArgumentError('expected a name, got an empty string.');
+  return v;
+}
+
 export function addRunOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')})`))
-    .option('-c, --config <file>', 'a run config in YAML')
+    .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')})`).argParser(nonEmptyName))
+    .option('-c, --config <file>', 'a run config in YAML', nonEmptyPath)
     .option('-s, --set <key=value>', 'override a config key (dotted, e.g. optim.base_lr=1e-4); repeatable', collect, [])
-    .option('--data <name[:path]>', `dataset (${DATASET_NAMES.join(', ')}), optionally with its path`)
+    .option('--data <name[:path]>', `dataset (${DATASET_NAMES.join(', ')}), optionally with its path`, nonEmptyName)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
     .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
     .option('--dry-run', 'validate, resolve and print the config; train nothing');
@@ -51,42 +57,34 @@ export function parseDataFlag(v: string): { name: string; path: string | null } 
   return { name, path };
 }
 
-export function configFromFlags(f: RunFlags, extra: Record<string, unknown>[] = []): ResolvedRunConfig {
-  const overrides: Record<string, unknown>[] = [];
-  if (f.data) {
+export function configFromFlags(f: RunFlags, extra: { label: string; value: Record<string, unknown> }[] = []): ResolvedRunConfig {
+  const overrides: { label: string; value: Record<string, unknown> }[] = [];
+  if (f.data !== undefined) {
     const d = parseDataFlag(f.data);
     // --data NAME is the dataset's default location: a data.path from a config file (another dataset's
     // folder, or the same one's elsewhere) is not kept
-    overrides.push({ data: { name: d.name, path: d.path } });
+    overrides.push({ label: `--data ${f.data}`, value: { data: { name: d.name, path: d.path } } });
   }
-  if (f.backend) overrides.push({ train: { backend: f.backend } });
+  if (f.backend) overrides.push({ label: `--backend ${f.backend}`, value: { train: { backend: f.backend } } });
   if (f.seed !== undefined) {
     const s = intFlag('--seed', f.seed, 0);
-    overrides.push({ seed: s });
+    overrides.push({ label: `--seed ${f.seed}`, value: { seed: s } });
   }
-  const c = buildConfig({ preset: f.preset ?? null, file: f.config ?? null, sets: f.set, overrides: [...overrides, ...extra] });
-  // data.num_classes against the dataset's own classes: said here, where the key's source is known
+  const all = [...overrides, ...extra];
+  const { config: c, blame } = assembleConfig({
+    preset: f.preset ?? null,
+    file: f.config ?? null,
+    sets: f.set,
+    overrides: all.map((o) => o.value),
+    overrideLabels: all.map((o) => o.label),
+  });
+  // data.num_classes against the dataset's own classes
   const classes = numClassesProblem(c.data.name, c.data.num_classes);
-  if (classes !== null) throw new ConfigError(`${sourceOf(f, ['data.num_classes', 'data.name'])}: data.num_classes: ${classes}`);
-  return c;
-}
-
-/**
- * The source that set one of `keys` (dotted) last, named as the config errors name it (src/config/load.ts): the
- * last --set that gives one, then --data (for data.name), then the --config file, then the preset.
- */
-function sourceOf(f: RunFlags, keys: string[]): string {
-  const has = (obj: unknown, key: string) =>
-    key.split('.').every((p) => {
-      if (typeof obj !== 'object' || obj === null || !(p in obj)) return false;
-      obj = (obj as Record<string, unknown>)[p];
-      return true;
-    });
-  for (let i = f.set.length - 1; i >= 0; i--) {
-    const set = parseSet(f.set[i]!);
-    if (keys.some((k) => has(set, k))) return `--set ${f.set[i]}`;
+  if (classes !== null) throw ruleError(blame, ['data.num_classes', 'data.name'], classes);
+  // a train split that cannot fill one batch (batches are never partial), said before the data is read
+  const n = c.data.train_size;
+  if (n !== null && n < c.optim.batch_size) {
+    throw ruleError(blame, ['data.train_size', 'optim.batch_size'], `${n} images cannot fill one batch of optim.batch_size ${c.optim.batch_size}: use more images or a smaller batch`);
   }
-  if (f.data && keys.includes('data.name')) return `--data ${f.data}`;
-  if (f.config && keys.some((k) => has(loadConfigFile(f.config!), k))) return f.config;
-  return f.preset ? `preset ${f.preset}` : (f.config ?? 'config');
+  return c;
 }

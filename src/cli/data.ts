@@ -14,7 +14,7 @@ import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
 import { SYNTHETIC_DEFAULTS } from '../data/synthetic.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
-import { configFromFlags, nonEmptyPath } from './common.ts';
+import { configFromFlags, nonEmptyName, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
 
@@ -342,7 +342,7 @@ function previewCmd(): Command {
     .description('a PNG of training images and their two augmented views, as the training step computes them')
     .argument('[dataset]', `${KNOWN.join(' | ')} (default: the preset's)`)
     .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)', nonEmptyPath)
-    .option('-p, --preset <name>', "the run's preset: image size and augmentation settings (default: the dataset's usual one)")
+    .option('-p, --preset <name>', "the run's preset: image size and augmentation settings (default: the dataset's usual one)", nonEmptyName)
     .option('-s, --set <key=value>', 'override a config key, as for train; repeatable', (v: string, prev: string[]) => [...prev, v], [])
     .option('-o, --out <file>', 'the PNG to write', nonEmptyPath, 'views.png')
     .option('--images <n>', 'images (rows)', '8')

@@ -22,6 +22,7 @@ import {
   requeueTask,
   runJobs,
   sbatchScript,
+  shellQuote,
   slurmDir,
   slurmTask,
   submitScript,
@@ -70,9 +71,9 @@ export function addLaunchOptions(cmd: Command): Command {
 const fail = (m: string) => new SweepError(m);
 
 
-/** The plan flags of the submitting command, for each task to resolve the same plan. */
-function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTimeout?: string }): string[] {
-  const out = [process.execPath, ...process.execArgv, resolve(process.argv[1]!), 'sweep', arg];
+/** The flags that make the plan (`moco3 plan` takes them all; a task resolves the same plan from them). */
+function planFlags(f: SweepFlags): string[] {
+  const out: string[] = [];
   if (f.preset !== undefined) out.push('--preset', f.preset);
   if (f.optimizer !== undefined) out.push('--optimizer', f.optimizer);
   for (const s of f.set) out.push('--set', s);
@@ -80,6 +81,12 @@ function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTim
   if (f.data !== undefined) out.push('--data', f.data);
   if (f.backend !== undefined) out.push('--backend', f.backend);
   out.push('--results', f.results);
+  return out;
+}
+
+/** The plan flags of the submitting command, for each task to resolve the same plan. */
+function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTimeout?: string }): string[] {
+  const out = [process.execPath, ...process.execArgv, resolve(process.argv[1]!), 'sweep', arg, ...planFlags(f)];
   if (f.baselines === false) out.push('--no-baselines');
   if (f.lockTimeout !== undefined) out.push('--lock-timeout', f.lockTimeout);
   return out;
@@ -102,7 +109,7 @@ export function slurmSettings(plan: SweepPlan, f: LaunchFlags): LauncherSettings
   if (f.expectHash !== undefined) throw fail(`--expect-hash ${f.expectHash}: a Slurm task's own flag; not with --launcher slurm`);
   if (f.agent) throw fail('--agent: takes runs itself on this machine; not with --launcher slurm');
   if (f.lockTimeout !== undefined) intFlag('--lock-timeout', f.lockTimeout, 1);
-  return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail));
+  return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail), fail, plan.spec.file);
 }
 
 /** `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit it. */
@@ -168,7 +175,8 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
       ...notes.map((n) => `  note: ${n}`),
       `  script: ${path}`,
       `  follow: squeue -r -j ${jobId}    sacct -j ${jobId}    tail -f ${logs}/${jobId}_<run index>.log`,
-      `  status: moco3 plan ${arg}${plan.preset ? ` --preset ${plan.preset}` : ''} --results ${f.results}`,
+      // the plan of this submission: the same flags (the slurm column shows each task)
+      `  status: ${['moco3', 'plan', arg, ...planFlags(f)].map(shellQuote).join(' ')}`,
       '',
     ].join('\n'),
   );
@@ -208,7 +216,8 @@ function runIndex(plan: SweepPlan, f: LaunchFlags): number {
   return i;
 }
 
-export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () => void): Launch {
+/** `beforeRequeue`: told just before a Slurm task requeues itself (Slurm then ends this start of it). */
+export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () => void, beforeRequeue: () => void = () => {}): Launch {
   const slurmOnly: [string, unknown][] = [
     [LAUNCHER_FLAGS.partition, f.partition],
     [LAUNCHER_FLAGS.gpus_per_run, f.gpusPerRun],
@@ -231,6 +240,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
     /** `scontrol requeue` this task; when it fails, says so with `then` (what the user does instead), exit 1 */
     const requeueSelf = (t: TaskContext, then: string) => {
       try {
+        beforeRequeue();
         requeueTask(t);
         requeued = true;
       } catch (e) {

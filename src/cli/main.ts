@@ -43,6 +43,29 @@ function commandPath(program: Command, argv: string[]): Command[] {
   return path;
 }
 
+/**
+ * An option that takes a value, given the next option as its value (`--out --dry-run`: the value left out):
+ * commander takes `--dry-run` as the folder, and the command would run without the option the user typed
+ * (a dry run would train). Said as one line before anything runs; a value that is no option of the
+ * command (`--set -1`, a negative number) is the value.
+ */
+function optionAsValue(program: Command, argv: string[]): string | null {
+  const path = commandPath(program, argv);
+  const options = path.flatMap((c) => c.options);
+  const flags = new Set(['-h', '--help', ...options.flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)]);
+  for (let i = 0; i + 1 < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') break;
+    const o = options.find((x) => x.long === a || x.short === a);
+    const next = argv[i + 1]!;
+    if (o && (o.required || o.optional) && flags.has(next.split('=')[0]!)) {
+      return o.optional ? null : `${a}: expected a value, got the option ${next} (the value left out?)`;
+    }
+    if (o && o.required) i++;
+  }
+  return null;
+}
+
 /** Commander's error text ("error: unknown option '--x'\n(Did you mean --y?)") as one line. */
 function commanderLine(text: string): string {
   return text
@@ -64,6 +87,7 @@ const PATH_ERRORS: Record<string, string> = {
   EISDIR: 'is a folder, not a file',
   EEXIST: 'already exists',
   EIO: 'input/output error (a failing disk?)',
+  ENAMETOOLONG: 'a name in the path is too long',
 };
 
 /**
@@ -103,10 +127,11 @@ export function stopOnClosedOutput(): void {
 
 /**
  * Runs one moco3 command; returns its exit code. `processEntry`: moco3 owns the process (bin/moco3.js), so
- * a sweep may run itself in a supervised child process (supervise.ts).
+ * a sweep may run itself in a supervised child process (supervise.ts); `earlySignals`: bin/moco3.js's record
+ * of the USR1 and USR2 that came before the command's handlers (takeEarlySignals).
  */
-export async function main(argv: string[], opts: { processEntry?: boolean } = {}): Promise<number> {
-  setProcessEntry(opts.processEntry === true);
+export async function main(argv: string[], opts: { processEntry?: boolean; earlySignals?: () => NodeJS.Signals[] } = {}): Promise<number> {
+  setProcessEntry(opts.processEntry === true, opts.earlySignals);
   if (opts.processEntry) stopOnClosedOutput();
   const program = buildProgram();
   let commanderText = '';
@@ -118,6 +143,12 @@ export async function main(argv: string[], opts: { processEntry?: boolean } = {}
   const debug = process.env.MOCO3_DEBUG === '1';
   try {
     checkEnv();
+    const valueLeftOut = optionAsValue(program, argv);
+    if (valueLeftOut) {
+      const name = commandPath(program, argv).map((c) => c.name()).join(' ');
+      process.stderr.write(`moco3: ${valueLeftOut}\n(${name} --help lists the options)\n`);
+      return 2;
+    }
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {

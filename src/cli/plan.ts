@@ -1,5 +1,7 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
+import { existsSync, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import { UsageError } from '../config/errors.ts';
 import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { loadSweep } from '../sweep/file.ts';
@@ -8,7 +10,7 @@ import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
 import { withResumePoint } from '../sweep/resume.ts';
 import { formatPlan } from '../sweep/table.ts';
-import { nonEmptyPath, parseDataFlag } from './common.ts';
+import { nonEmptyName, nonEmptyPath, parseDataFlag } from './common.ts';
 
 export interface SweepFlags {
   preset?: string;
@@ -28,11 +30,11 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export function addSweepOptions(cmd: Command): Command {
   return cmd
     .argument('<sweep>', 'a sweep name (batch-size, lr, patch-proj, temperature) or a sweep file')
-    .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')}); the sweep file's otherwise`))
+    .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')}); the sweep file's otherwise`).argParser(nonEmptyName))
     .option('--optimizer <name>', `run the grid that belongs to this optimizer (${OPTIMIZER_NAMES.join(', ')}; a comma list runs several)`)
     .option('-s, --set <key=value>', 'override a config key in every run (dotted, e.g. train.knn_every=20); repeatable', collect, [])
     .option('--seeds <list>', 'seeds, e.g. 0,1,2 or 0-2; the sweep file\'s otherwise')
-    .option('--data <name[:path]>', 'dataset, optionally with its path')
+    .option('--data <name[:path]>', 'dataset, optionally with its path', nonEmptyName)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
     .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
     .option('--json', 'print JSON for scripts');
@@ -41,17 +43,24 @@ export function addSweepOptions(cmd: Command): Command {
 export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   const spec = loadSweep(arg);
   const overrides: Record<string, unknown>[] = [];
-  if (f.data) {
+  const overrideLabels: string[] = [];
+  if (f.data !== undefined) {
     const d = parseDataFlag(f.data);
-    overrides.push({ data: d.path ? { name: d.name, path: d.path } : { name: d.name } });
+    // --data NAME is the dataset's default location, as for train: the sweep file's data.path is not kept
+    overrides.push({ data: { name: d.name, path: d.path } });
+    overrideLabels.push(`--data ${f.data}`);
   }
-  if (f.backend) overrides.push({ train: { backend: f.backend } });
+  if (f.backend) {
+    overrides.push({ train: { backend: f.backend } });
+    overrideLabels.push(`--backend ${f.backend}`);
+  }
   return planSweep(spec, {
     preset: f.preset ?? null,
     optimizers: f.optimizer !== undefined ? parseOptimizerFlag(f.optimizer) : null,
     sets: f.set,
     seeds: f.seeds !== undefined ? parseSeedsFlag(f.seeds) : null,
     overrides,
+    overrideLabels,
     results: f.results,
   });
 }
@@ -95,7 +104,12 @@ export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
 export function planCommand(): Command {
   const cmd = new Command('plan').description('print the runs a sweep makes (paper values and values run) and their status; trains nothing');
   addSweepOptions(cmd).action((arg: string, f: SweepFlags) => {
-    printPlan(planFromFlags(arg, f), f.json);
+    const plan = planFromFlags(arg, f);
+    // plan only reads (a read-only results folder is fine), but a file where the folders go is no sweep's
+    for (const dir of [f.results, plan.dir]) {
+      if (existsSync(dir) && !statSync(dir).isDirectory()) throw new UsageError(`--results ${f.results}: ${dir === f.results ? 'is a file' : `${dir} is a file`}, not a folder: give a folder path`);
+    }
+    printPlan(plan, f.json);
   });
   return cmd;
 }

@@ -50,10 +50,26 @@ export function onOutputClosed(f: () => void): () => void {
 const CHILD_ENV = 'MOCO3_SWEEP_CHILD';
 
 let processEntry = false;
+let takeEarly: (() => NodeJS.Signals[]) | null = null;
 
-/** Set by bin/moco3.js only: moco3 owns this process (a call of main() inside another program does not). */
-export function setProcessEntry(on: boolean): void {
+/**
+ * Set by bin/moco3.js only: moco3 owns this process (a call of main() inside another program does not).
+ * `early`: the USR1 and USR2 that bin/moco3.js kept while moco3 started (see takeEarlySignals).
+ */
+export function setProcessEntry(on: boolean, early?: () => NodeJS.Signals[]): void {
   processEntry = on;
+  takeEarly = early ?? null;
+}
+
+/**
+ * The scheduler's warnings (USR1, USR2) that came before the command installed its own handlers (a Slurm
+ * task warned in its first seconds), in order; from this call on, those handlers get them. A command that
+ * never asks leaves them ignored: unhandled, USR1 would open Node's inspector and USR2 end the process.
+ */
+export function takeEarlySignals(): NodeJS.Signals[] {
+  const take = takeEarly;
+  takeEarly = null;
+  return take ? take() : [];
 }
 
 /** Whether this `moco3 sweep` supervises a child instead of training. */
@@ -65,13 +81,21 @@ export function shouldSupervise(): boolean {
  * In the child: tell the supervisor which run is training (`note(run)` at each run's start), and die with
  * the supervisor. A no-op in a process that is no supervised child.
  */
-export function childLink(): { note(run: string): void } {
-  if (process.env[CHILD_ENV] !== '1' || typeof process.send !== 'function') return { note() {} };
+export function childLink(): { note(run: string): void; ready(): void; requeueing(): void } {
+  if (process.env[CHILD_ENV] !== '1' || typeof process.send !== 'function') return { note() {}, ready() {}, requeueing() {} };
   process.channel?.unref();
   process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'));
   return {
     note(run) {
       process.send?.({ run });
+    },
+    /** its stop handlers are in place: the supervisor passes on the signals it kept until now */
+    ready() {
+      process.send?.({ ready: true });
+    },
+    /** this Slurm task requeues itself: Slurm ends this start of it (TERM), which is no stop of the user's */
+    requeueing() {
+      process.send?.({ requeueing: true });
     },
   };
 }
@@ -80,6 +104,8 @@ interface ChildEnd {
   code: number | null;
   signal: NodeJS.Signals | null;
   run: string | null;
+  /** the child was requeueing its Slurm task */
+  requeueing: boolean;
 }
 
 function runChild(): Promise<ChildEnd> {
@@ -90,16 +116,32 @@ function runChild(): Promise<ChildEnd> {
     env: { ...process.env, [CHILD_ENV]: '1' },
   });
   let run: string | null = null;
-  child.on('message', (m: unknown) => {
-    if (m && typeof m === 'object' && typeof (m as { run?: unknown }).run === 'string') run = (m as { run: string }).run;
-  });
-  const forward = (sig: NodeJS.Signals) => {
+  let requeueing = false;
+  // signals are kept until the child says its handlers are in place: sent while it starts, INT or TERM would
+  // end it without a word and USR1 open its inspector (and a warning of the scheduler would be lost)
+  let held: NodeJS.Signals[] | null = [];
+  const pass = (sig: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
   };
+  child.on('message', (m: unknown) => {
+    if (m && typeof m === 'object' && typeof (m as { run?: unknown }).run === 'string') run = (m as { run: string }).run;
+    if (m && typeof m === 'object' && (m as { requeueing?: unknown }).requeueing === true) requeueing = true;
+    if (m && typeof m === 'object' && (m as { ready?: unknown }).ready === true && held) {
+      const now = held;
+      held = null;
+      for (const sig of now) pass(sig);
+    }
+  });
+  const forward = (sig: NodeJS.Signals) => {
+    if (held) held.push(sig);
+    else pass(sig);
+  };
   for (const s of STOP_SIGNALS) process.on(s, forward);
+  // a warning that came while this process started is the child's to act on
+  for (const s of takeEarlySignals()) forward(s);
   const ended = new Promise<ChildEnd>((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, run }));
+    child.on('exit', (code, signal) => resolve({ code, signal, run, requeueing }));
   });
   return ended.finally(() => {
     for (const s of STOP_SIGNALS) process.off(s, forward);
@@ -114,7 +156,11 @@ export async function superviseSweep(plan: SweepPlan, json: boolean): Promise<nu
     if (end.signal === null) return end.code ?? 1;
     const signo = constants.signals[end.signal] ?? 0;
     if (!CRASH_SIGNALS.has(end.signal)) {
-      process.stderr.write(`moco3: the sweep process was killed by ${end.signal}; \`moco3 sweep\` again continues from the last checkpoint\n`);
+      process.stderr.write(
+        end.requeueing
+          ? `moco3: Slurm ended this start of the task (${end.signal}) to requeue it; it starts again and goes on from its checkpoint\n`
+          : `moco3: the sweep process was killed by ${end.signal}; \`moco3 sweep\` again continues from the last checkpoint\n`,
+      );
       return 128 + signo;
     }
     const run = plan.runs.find((r) => r.id === end.run) ?? null;

@@ -3,6 +3,8 @@ import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { checkOutputDir } from '../engine/files.ts';
 import { UsageError } from '../config/errors.ts';
+import { shellQuote } from '../sweep/slurm.ts';
+import { flatten, parseSet } from '../config/load.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { isDone } from '../runfolder/state.ts';
@@ -12,7 +14,7 @@ import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type Launc
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
 import { computeBaselinesOf } from './baselines.ts';
-import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep } from './supervise.ts';
+import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, takeEarlySignals } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -252,7 +254,9 @@ export function sweepCommand(): Command {
       // the launcher's flags first: a command refused probes no folder
       let stop = false;
       const slurm = f.launcher === 'slurm' ? slurmSettings(plan, f) : null;
-      const launch = slurm ? null : prepareLaunch(plan, f, () => (stop = true));
+      // under a supervisor: the link that tells it which run trains, and that this Slurm task requeues itself
+      const link = childLink();
+      const launch = slurm ? null : prepareLaunch(plan, f, () => (stop = true), () => link.requeueing());
       // checked for a submission and a --dry-run too: they say what the same command would run
       checkOutputDir(plan.dir, `--results ${f.results}`, f.results, { write: !f.dryRun });
       // a damaged baselines.json stops the sweep before any run trains, not at its end
@@ -260,12 +264,14 @@ export function sweepCommand(): Command {
         const { readBaselines } = await import('../runfolder/baselines.ts');
         readBaselines(plan.dir);
       }
-      // a run whose train split cannot fill one batch is refused before anything is made
+      // a run whose train split cannot fill one batch is refused before anything is made, naming the --set
+      // that gave either key, else the sweep file
       for (const r of plan.runs) {
         const { train_size: n } = r.config.data;
         const B = r.config.optim.batch_size;
         if (n !== null && n < B) {
-          throw new UsageError(`${plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
+          const set = [...plan.sets].reverse().find((x) => [...flatten(parseSet(x)).keys()].some((k) => k === 'data.train_size' || k === 'optim.batch_size'));
+          throw new UsageError(`${set ? `--set ${set}` : plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
         }
       }
       if (!launch) {
@@ -281,7 +287,6 @@ export function sweepCommand(): Command {
         process.exitCode = await superviseSweep(plan, f.json === true);
         return;
       }
-      const link = childLink();
       const { runSweep } = await import('../sweep/runner.ts');
       // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
       let signalled = false;
@@ -299,6 +304,9 @@ export function sweepCommand(): Command {
       const stopSignals = STOP_SIGNALS.filter((s) => s !== 'SIGUSR1');
       for (const sig of stopSignals) process.on(sig, onSig);
       process.on('SIGUSR1', onUsr1);
+      // a warning that came while moco3 started (a Slurm task's first seconds) is acted on now
+      for (const sig of takeEarlySignals()) (sig === 'SIGUSR1' ? onUsr1 : onSig)(sig);
+      link.ready();
       // the output's reader gone (src/cli/main.ts): stop as for a signal, which a later Ctrl-C is still the first of
       const offClosed = onOutputClosed(() => {
         stop = true;
@@ -361,7 +369,12 @@ export function sweepCommand(): Command {
                 ? `  the baselines were stopped; the seeds done are in ${plan.dir}/baselines.json: run the same command again for the rest`
                 : '  the baselines were stopped before a seed was done: run the same command again to compute them',
             );
+          } else if (r.interrupted && f.runIndex !== undefined) {
+            // a Slurm task stopped (scancel): its command is the array job's, not the user's
+            lines.push('  submit the sweep again (the same `moco3 sweep ... --launcher slurm`) to continue');
           } else if (r.interrupted) lines.push('  run the same command again to continue');
+          // the tables and curves of what is done so far are one command away
+          if (!r.interrupted) lines.push(`  report: moco3 report ${shellQuote(plan.dir)}`);
           process.stderr.write(`${lines.join('\n')}\n`);
         }
         if (r.interrupted) process.exitCode = 130;

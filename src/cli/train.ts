@@ -17,7 +17,7 @@ import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
-import { onOutputClosed, STOP_SIGNALS } from './supervise.ts';
+import { onOutputClosed, STOP_SIGNALS, takeEarlySignals } from './supervise.ts';
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -58,6 +58,7 @@ export function trainCommand(): Command {
       const dumpViews = f.dumpViews === undefined ? 0 : intFlag('--dump-views', f.dumpViews, 0);
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
+      if (f.resume && f.force) throw new UsageError('--resume continues a run and --force starts it again: give one of them');
       if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);
       checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`, runDir, { write: !f.dryRun });
       if (f.dryRun) {
@@ -91,6 +92,7 @@ export function trainCommand(): Command {
       };
       for (const sig of STOP_SIGNALS) process.on(sig, early);
       process.on('exit', leave);
+      for (const sig of takeEarlySignals()) early(sig);
       try {
         await trainLocked(f, c, runDir, dumpViews, dropEarly);
       } finally {

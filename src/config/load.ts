@@ -11,6 +11,15 @@ import { SetupError } from './errors.ts';
 /** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
 export class ConfigError extends SetupError {
   override name = 'ConfigError';
+  /** a rule across keys: the keys it reads (dotted), for a caller that says where their values came from */
+  keys?: string[];
+}
+
+/** A ConfigError of a rule across `keys`, named as sourceOf names it. */
+export function ruleError(blame: Blame, keys: string[], text: string): ConfigError {
+  const e = new ConfigError(`${sourceOf(blame, keys)}: ${keys[0]}: ${text}`);
+  e.keys = keys;
+  return e;
 }
 
 type Obj = Record<string, unknown>;
@@ -82,16 +91,48 @@ export function loadConfigFile(path: string): Obj {
     const code = (e as NodeJS.ErrnoException).code;
     throw new ConfigError(`${path}: ${code === 'EISDIR' ? 'is a folder, expected a YAML file' : `cannot be read (${code ?? (e as Error).message})`}`);
   }
-  let doc: unknown;
-  try {
-    doc = YAML.parse(text);
-  } catch (e) {
-    const msg = (e as Error).message.split('\n')[0];
-    throw new ConfigError(`${path}: not valid YAML: ${msg}`);
-  }
+  const doc = parseYaml(text, path);
   if (doc === null || doc === undefined) return {};
   if (!isObj(doc)) throw new ConfigError(`${path}: expected a YAML mapping of config sections (seed, data, model, ...)`);
-  return doc;
+  return checkSections(doc, DEFAULTS as unknown as Obj, path);
+}
+
+/**
+ * A YAML file's value; its errors, and its warnings (a tag YAML does not know, `!dataset x`, would be read
+ * as a plain string), are one line naming the file.
+ */
+export function parseYaml(text: string, path: string): unknown {
+  let doc: YAML.Document.Parsed;
+  try {
+    doc = YAML.parseDocument(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) throw new ConfigError(`${path}: not valid YAML: ${problem.message.split('\n')[0].replace(/:$/, '')}`);
+  try {
+    return doc.toJS();
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+/**
+ * A config file's sections as mappings: a section whose keys are all commented out (`optim:` alone, null)
+ * is left out, as if absent; a list or a value where a section goes is refused here, naming it (merged with
+ * a flag's keys, it would be reported as the keys it lacks).
+ */
+function checkSections(obj: Obj, defaults: Obj, path: string, prefix = ''): Obj {
+  const out: Obj = { ...obj };
+  for (const [k, v] of Object.entries(obj)) {
+    const d = defaults[k];
+    if (!isObj(d)) continue;
+    const key = `${prefix}${k}`;
+    if (v === null) delete out[k];
+    else if (!isObj(v)) throw new ConfigError(`${path}: ${key}: expected a mapping of ${key} keys (${Object.keys(d).join(', ')}), got ${JSON.stringify(v)}`);
+    else out[k] = checkSections(v, d, path, `${key}.`);
+  }
+  return out;
 }
 
 export interface ConfigSources {
@@ -100,8 +141,10 @@ export interface ConfigSources {
   file?: string | null;
   fileObject?: { label: string; value: Obj } | null;
   sets?: string[];
-  /** overrides applied last, from code (e.g. CLI flags such as --data) */
+  /** overrides applied after the file, from code (e.g. CLI flags such as --data); --set comes last */
   overrides?: Obj[];
+  /** the flag each override came from (`--data cifar10`), as errors name it; 'command line' otherwise */
+  overrideLabels?: string[];
 }
 
 function hasPath(obj: unknown, path: PropertyKey[]): boolean {
@@ -142,6 +185,12 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; 
   return { key, text: `${key}: ${expected}, got ${got}` };
 }
 
+/**
+ * The source a key (a path) came from, as errors name it (`--set optim.base_lr=1`, `--data cifar10`, a file,
+ * `preset cpu`); `order` ranks the labels of --set by their place on the command line.
+ */
+export type Blame = ((path: PropertyKey[]) => string) & { order?: (label: string) => number };
+
 /** Validate a merged config object; `blame` tells which source a key came from. */
 export function validateConfig(merged: unknown, blame: (path: PropertyKey[]) => string): RunConfig {
   const r = RunConfigSchema.safeParse(merged);
@@ -153,8 +202,25 @@ export function validateConfig(merged: unknown, blame: (path: PropertyKey[]) => 
   throw new ConfigError(`${blame(path)}: ${text}${more}`);
 }
 
+/**
+ * Which source to name for a rule across several keys (dotted): the one the user set last, a --set, then
+ * another flag (--data, --batch, ...), then a file (a config or sweep file), and a preset only when none
+ * of the keys came from the user.
+ */
+export function sourceOf(blame: Blame, keys: string[]): string {
+  const sources = keys.map((k) => blame(k.split('.')));
+  const sets = sources.filter((b) => b.startsWith('--set '));
+  const order = blame.order;
+  return (
+    (order ? sets.reduce<string | undefined>((a, b) => (a === undefined || order(b) > order(a) ? b : a), undefined) : sets[0]) ??
+    sources.find((b) => b.startsWith('-') || b === 'command line') ??
+    sources.find((b) => !b.startsWith('preset ')) ??
+    sources[0]!
+  );
+}
+
 /** Fill the model sizes left null from the arch, and check what depends on several keys. */
-export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => string = () => 'config'): ResolvedRunConfig {
+export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): ResolvedRunConfig {
   const out = clone(cfg);
   const arch = ARCHS[out.model.arch as ArchName];
   out.model.patch_size ??= arch.patch_size;
@@ -163,13 +229,9 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
   out.model.heads ??= arch.heads;
   out.model.mlp_ratio ??= arch.mlp_ratio;
   const m = out.model as ResolvedRunConfig['model'];
-  // a check of several keys blames the one the user set last: a --set, then another flag, then a file (a
-  // config or sweep file), and a preset only when none of the keys came from the user
+  // a check of several keys blames the one the user set last (sourceOf)
   const fail = (path: string, text: string, also: string[] = []) => {
-    const sources = [path, ...also].map((p) => blame(p.split('.')));
-    const source =
-      sources.find((b) => b.startsWith('--set ')) ?? sources.find((b) => b === 'command line') ?? sources.find((b) => !b.startsWith('preset ')) ?? sources[0]!;
-    throw new ConfigError(`${source}: ${path}: ${text}`);
+    throw ruleError(blame, [path, ...also], text);
   };
   if (m.dim % m.heads !== 0) fail('model.heads', `dim ${m.dim} must be divisible by heads ${m.heads}`, ['model.dim', 'model.arch']);
   if (m.dim % 4 !== 0) fail('model.dim', `must be divisible by 4 for the 2-D sin-cos position embedding, got ${m.dim}`);
@@ -200,6 +262,11 @@ export function resolveConfig(cfg: RunConfig, blame: (path: PropertyKey[]) => st
 
 /** Build a run config from its sources, in order: defaults, preset, file, overrides, --set. */
 export function buildConfig(src: ConfigSources): ResolvedRunConfig {
+  return assembleConfig(src).config;
+}
+
+/** buildConfig, with the source each key came from (`blame`, for checks made later: ruleError names it). */
+export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig; blame: Blame } {
   let merged: Obj = clone(DEFAULTS) as unknown as Obj;
   let presetObj: Obj = {};
   if (src.preset) {
@@ -221,19 +288,18 @@ export function buildConfig(src: ConfigSources): ResolvedRunConfig {
   merged = deepMerge(merged, fileObj);
   const overrides = src.overrides ?? [];
   for (const o of overrides) merged = deepMerge(merged, o);
-  // a preset's subset sizes and class count belong to its own dataset: another dataset (from the file or a
-  // flag) starts from the defaults (null: all images, the dataset's classes) unless those name them too
-  const presetData = isObj(presetObj.data) ? presetObj.data : {};
-  const mergedData = merged.data as Obj;
-  if (presetData.name !== undefined && mergedData.name !== presetData.name) {
-    for (const k of ['train_size', 'test_size', 'num_classes']) {
-      if (k in presetData && !hasPath(fileObj, ['data', k]) && !overrides.some((o) => hasPath(o, ['data', k]))) {
-        mergedData[k] = (DEFAULTS.data as unknown as Obj)[k];
-      }
-    }
-  }
   const setObjs = (src.sets ?? []).map((s) => ({ expr: s, obj: parseSet(s) }));
   for (const s of setObjs) merged = deepMerge(merged, s.obj);
+  // a preset's subset sizes and class count belong to its own dataset: another dataset (from the file, a
+  // flag or a --set) starts from the defaults (null: all images, the dataset's classes) unless those name them too
+  const presetData = isObj(presetObj.data) ? presetObj.data : {};
+  const mergedData = merged.data;
+  if (isObj(mergedData) && presetData.name !== undefined && mergedData.name !== presetData.name) {
+    for (const k of ['train_size', 'test_size', 'num_classes']) {
+      const given = [fileObj, ...overrides, ...setObjs.map((x) => x.obj)].some((o) => hasPath(o, ['data', k]));
+      if (k in presetData && !given) mergedData[k] = (DEFAULTS.data as unknown as Obj)[k];
+    }
+  }
   // the kNN monitor's cadence is one of two keys: the later source that gives one (not both) sets the other
   // to null, so `--set train.knn_every=10` under a preset of `knn_every_epochs` is obeyed, not outranked
   let cadence: string | null = null;
@@ -246,17 +312,18 @@ export function buildConfig(src: ConfigSources): ResolvedRunConfig {
   }
   if (cadence && isObj(merged.train)) merged.train[cadence] = null;
 
-  const blame = (full: PropertyKey[]): string => {
+  const blame: Blame = (full: PropertyKey[]): string => {
     // an element of a list (optim.betas.1) comes from where the list was set
     let path = full;
     while (typeof path.at(-1) === 'number') path = path.slice(0, -1);
     for (let i = setObjs.length - 1; i >= 0; i--) if (hasPath(setObjs[i]!.obj, path)) return `--set ${setObjs[i]!.expr}`;
-    if (overrides.some((o) => hasPath(o, path))) return 'command line';
+    for (let i = overrides.length - 1; i >= 0; i--) if (hasPath(overrides[i], path)) return src.overrideLabels?.[i] ?? 'command line';
     if (hasPath(fileObj, path)) return fileLabel;
     if (hasPath(presetObj, path)) return `preset ${src.preset}`;
     return src.file ?? fileLabel;
   };
-  return resolveConfig(validateConfig(merged, blame), blame);
+  blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
+  return { config: resolveConfig(validateConfig(merged, blame), blame), blame };
 }
 
 /** Canonical JSON (sorted keys) for hashing. */

@@ -5,7 +5,7 @@
  * `lockTimeoutS() / 10` seconds while it trains. A lock is stale when its process is gone (same host: pid
  * dead or reused) or, for a lock of another host, whose pid cannot be checked, when its heartbeat is older
  * than the lock timeout (MOCO3_LOCK_TIMEOUT seconds, default 600, or --lock-timeout). A stale lock is
- * A lock left by an earlier start of the same Slurm array task is stale at once. A stale lock is
+ * A lock left by an earlier start of the same Slurm array task (a requeue) is stale at once.
  * taken over atomically: renamed aside (only one taker's rename succeeds), checked again, then replaced
  * by the taker's own through the same hard link.
  */
@@ -28,6 +28,8 @@ export interface LockInfo {
   heartbeat?: string;
   /** the Slurm array task (`<job>_<index>`) of its holder, when it runs in one */
   slurm_task?: string;
+  /** which start of that task (SLURM_RESTART_COUNT: 0 the first, 1 after a requeue, ...) */
+  slurm_restart?: number;
 }
 
 /** The Slurm array task this process runs in, or null. */
@@ -35,6 +37,12 @@ function slurmTaskId(): string | null {
   const job = process.env.SLURM_ARRAY_JOB_ID;
   const task = process.env.SLURM_ARRAY_TASK_ID;
   return job && task ? `${job}_${task}` : null;
+}
+
+/** Which start of its Slurm task this process is: 0 the first, 1 after a requeue, ... */
+function slurmRestarts(): number {
+  const n = Number(process.env.SLURM_RESTART_COUNT ?? 0);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0;
 }
 
 const DEFAULT_TIMEOUT_S = 600;
@@ -84,9 +92,10 @@ function readLockFile(path: string): LockInfo | null {
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   if (l.host === hostname() && l.pid === process.pid) return true;
   // an earlier start of this very Slurm task (its node failed, Slurm started it again elsewhere): Slurm runs
-  // one start of a task at a time, so that holder is gone
+  // one start of a task at a time, so that holder is gone. Not a lock of the same start: a task's script may
+  // run several agents at once (one per GPU), each holding its own run
   const task = slurmTaskId();
-  if (task !== null && l.slurm_task === task) return false;
+  if (task !== null && l.slurm_task === task && (l.slurm_restart ?? 0) < slurmRestarts()) return false;
   if (l.host !== hostname()) {
     if (typeof l.heartbeat !== 'string') return true;
     const t = Date.parse(l.heartbeat);
@@ -130,7 +139,7 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   checkLockFile(runDir);
   const now = new Date().toISOString();
   const task = slurmTaskId();
-  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task } : {}) };
+  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task, slurm_restart: slurmRestarts() } : {}) };
   // host and pid in the temporary names: two hosts may run processes with the same pid
   const me = `${hostTag()}-${process.pid}`;
   const tmp = join(runDir, `.lock.${me}.tmp`);

@@ -8,8 +8,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import YAML from 'yaml';
-import { ConfigError, deepMerge, flatten, nest, validateConfig } from '../config/load.ts';
+import { ConfigError, deepMerge, flatten, nest, parseYaml, validateConfig } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
 import { InputError } from '../config/errors.ts';
@@ -202,9 +201,9 @@ export function loadSweepFile(path: string): SweepSpec {
   }
   let doc: unknown;
   try {
-    doc = YAML.parse(text);
+    doc = parseYaml(text, path);
   } catch (e) {
-    throw new SweepError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw e instanceof ConfigError ? new SweepError(e.message) : e;
   }
   return parseSweep(doc, path);
 }

@@ -96,11 +96,28 @@ export function parseLauncherSection(file: string, raw: unknown, fail: (msg: str
   const out: Partial<LauncherSettings> = {};
   for (const [k, v] of Object.entries(raw)) {
     if (!(LAUNCHER_KEYS as readonly string[]).includes(k)) throw fail(`${file}: launcher.${k}: unknown key (expected one of: ${LAUNCHER_KEYS.join(', ')})`);
-    const bad = check(k as LauncherKey, v);
+    // YAML reads `time: 90` and `mem: 16000` as numbers: Slurm's minutes and megabytes, as the flags take them
+    const value = (k === 'time' || k === 'mem') && typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? String(v) : v;
+    const bad = check(k as LauncherKey, value);
     if (bad) throw fail(`${file}: launcher.${k}: expected ${bad}, got ${show(v)}`);
-    (out as Obj)[k] = v;
+    (out as Obj)[k] = value;
   }
   return out;
+}
+
+/**
+ * A Slurm time limit in seconds: `minutes`, `minutes:seconds`, `hours:minutes:seconds`, `days-hours`,
+ * `days-hours:minutes`, `days-hours:minutes:seconds` (sbatch --time); null for 0 or UNLIMITED (none).
+ */
+export function slurmTimeS(t: string): number | null {
+  const m = /^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$/.exec(t);
+  if (!m) return null;
+  const [d, a, b, c] = [m[1], m[2], m[3], m[4]].map((x) => (x === undefined ? undefined : Number(x)));
+  let s: number;
+  if (d !== undefined) s = d * 86400 + a! * 3600 + (b ?? 0) * 60 + (c ?? 0);
+  else if (c !== undefined) s = a! * 3600 + b! * 60 + c;
+  else s = a! * 60 + (b ?? 0);
+  return s > 0 ? s : null;
 }
 
 /** The flags' values (strings as commander gives them), checked; `fail` makes the error of the caller's kind. */
@@ -122,8 +139,15 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
 }
 
 /** Defaults, then the file's section, then the flags; sbatch arguments add up. */
-export function resolveLauncher(file: Partial<LauncherSettings>, flags: Partial<LauncherSettings>): LauncherSettings {
+export function resolveLauncher(file: Partial<LauncherSettings>, flags: Partial<LauncherSettings>, fail?: (msg: string) => Error, fileName = 'the sweep file'): LauncherSettings {
   const out = { ...DEFAULT_LAUNCHER, ...file, ...flags };
   out.sbatch_args = [...(file.sbatch_args ?? []), ...(flags.sbatch_args ?? [])];
+  // the warning comes signal_s before the time limit: a limit no longer than that warns each start of a
+  // task at once, and it requeues for ever without training
+  const limit = out.time === null ? null : slurmTimeS(out.time);
+  if (fail && limit !== null && limit <= out.signal_s) {
+    const from = (k: 'time' | 'signal_s') => (flags[k] !== undefined ? `${LAUNCHER_FLAGS[k]} ${flags[k]}` : file[k] !== undefined ? `${fileName}'s launcher.${k} ${file[k]}` : `the default ${k === 'signal_s' ? '--signal-s' : '--time'} ${out[k]}`);
+    throw fail(`${from('time')}: a time limit of ${limit} s, not longer than ${from('signal_s')} (the warning before it, in seconds): give a longer --time or a smaller --signal-s`);
+  }
   return out;
 }

@@ -4,7 +4,8 @@
  * hash is the config's: the same config always lands in the same folder. No TensorFlow.js here.
  */
 import { join } from 'node:path';
-import { buildConfig, configHash, flatten, parseSet } from '../config/load.ts';
+import { assembleConfig, buildConfig, ConfigError, configHash, flatten, parseSet, ruleError } from '../config/load.ts';
+import { numClassesProblem } from '../data/classes.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
 import { scaledLr } from '../optim/schedule.ts';
@@ -25,6 +26,8 @@ export interface PlanOptions {
   seeds?: number[] | null;
   /** other overrides from flags (--data, --backend) */
   overrides?: Obj[];
+  /** the flag of each override, as errors name it */
+  overrideLabels?: string[];
   /** the results directory (default results) */
   results?: string;
 }
@@ -194,10 +197,17 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
         fileObj = mergeObj(fileObj, { seed, optim: { name: opt } });
         let config: ResolvedRunConfig;
         try {
-          config = buildConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [] });
+          const built = assembleConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [], overrideLabels: opts.overrideLabels });
+          config = built.config;
+          // a class count the dataset cannot give is refused here, not when the run's turn comes
+          const classes = numClassesProblem(config.data.name, config.data.num_classes);
+          if (classes !== null) throw ruleError(built.blame, ['data.num_classes', 'data.name'], classes);
         } catch (e) {
-          // a rule across keys broken by values the preset scaled: the line says which, from what
-          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v && e instanceof Error && e.message.includes(k));
+          // a rule across keys broken by values the preset scaled: the line says which, from what (a key a
+          // --set gives is run as set, not as scaled)
+          const keys = e instanceof ConfigError ? (e.keys ?? []) : [];
+          const given = new Set(keys.length ? sets.flatMap((x) => [...flatten(parseSet(x)).keys()]) : []);
+          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v && keys.includes(k) && !given.has(k));
           if (e instanceof Error && scaled.length) {
             e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${fmtValue(v, k)} as ${fmtValue(scaleValue(k, v, scale), k)}`).join(', ')})`;
           }

@@ -12,10 +12,11 @@
  * No TensorFlow.js here.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
+import { readJsonChecked, RunFolderError } from '../runfolder/paths.ts';
 import { SweepError } from './file.ts';
 import type { LauncherSettings } from './launcher.ts';
 import type { SweepPlan } from './plan.ts';
@@ -76,7 +77,8 @@ export function sbatchScript(inp: ScriptInput): string {
     `# moco3 sweep ${plan.id}: runs ${arraySpec(inp.indices, null)} of ${plan.runs.length}, one Slurm array task per run (task id = run index in \`moco3 plan\`)`,
     `#SBATCH --job-name=${jobName(plan)}`,
     `#SBATCH --array=${arraySpec(inp.indices, s.max_parallel)}`,
-    `#SBATCH --output=${sbatchValue(`${logs}/%A_%a.log`, 'the results folder')}`,
+    // sbatch reads % in --output as a pattern (%A the job, %a the task): one in the folder's own name is %%
+    `#SBATCH --output=${sbatchValue(`${logs.replace(/%/g, '%%')}/%A_%a.log`, 'the results folder')}`,
     '#SBATCH --open-mode=append',
     `#SBATCH --chdir=${sbatchValue(inp.cwd, 'the working folder')}`,
     '#SBATCH --nodes=1',
@@ -118,13 +120,17 @@ export interface Submission {
   runs: Record<string, string>;
 }
 
+/**
+ * The sweep's submissions (slurm/jobs.json); [] when it has none. A damaged file is said, not read as none:
+ * the jobs it names would be submitted again and its record overwritten.
+ */
 export function readJobs(plan: SweepPlan): Submission[] {
-  try {
-    const v = JSON.parse(readFileSync(join(slurmDir(plan), 'jobs.json'), 'utf8')) as { submissions?: Submission[] };
-    return Array.isArray(v.submissions) ? v.submissions : [];
-  } catch {
-    return [];
-  }
+  const path = join(slurmDir(plan), 'jobs.json');
+  const todo = 'it records the Slurm jobs this sweep submitted: put it back, or remove it (its jobs then show in neither plan nor sweep, which may submit their runs again)';
+  const v = readJsonChecked(path, todo);
+  if (v === null) return [];
+  if (!Array.isArray(v.submissions)) throw new RunFolderError(`${path}: submissions: expected a list, got ${JSON.stringify(v.submissions ?? null)}; ${todo}`);
+  return v.submissions as Submission[];
 }
 
 export function recordSubmission(plan: SweepPlan, sub: Submission): void {

@@ -179,6 +179,24 @@ const cases: Case[] = [
   ['--checkpoint with --force', () => ['train', ...TINY, '--resume', '--force', '--checkpoint', 'step-3', '--out', good]],
   ['--checkpoint that does not exist', () => ['train', ...TINY, '--resume', '--checkpoint', 'step-99', '--out', good]],
   ['--checkpoint on a new folder', () => ['train', ...TINY, '--resume', '--checkpoint', '3', '--out', fresh('c')], fresh('c')],
+  // a value left out: the next flag is no value (`--out --dry-run` trained into a folder named --dry-run)
+  ['--out given the next flag as its value', () => ['train', ...TINY, '--out', '--dry-run'], join(process.cwd(), '--dry-run')],
+  ['--results given the next flag as its value', () => ['plan', tinySweep, '--results', '--json']],
+  // an empty name or path (a script's unset variable) is no flag left out
+  ['--config empty', () => ['train', '--config', '', '--preset', 'smoke', '--dry-run']],
+  ['--preset empty', () => ['train', '--preset', '', '--dry-run']],
+  ['--data empty', () => ['plan', tinySweep, '--preset', 'smoke', '--data', '']],
+  ['--resume with --force', () => ['train', ...TINY, '--resume', '--force', '--out', good]],
+  ['bench batch of one', () => ['bench', '--preset', 'smoke', '--batch', '1', '--dry-run']],
+  ['plan --results a file', () => ['plan', tinySweep, '--results', join(good, 'summary.json')]],
+  ['a sweep run of a class count its dataset lacks', () => ['sweep', file('classes.yaml', 'name: classes\npreset: smoke\nparameters:\n  data.num_classes: {values: [5, 11]}\n'), ...SWEEP, '--results', fresh('w20')], fresh('w20')],
+  ['a Slurm time limit within the warning before it', () => ['sweep', tinySweep, '--launcher', 'slurm', '--time', '5', '--dry-run']],
+  ['a damaged slurm/jobs.json', () => {
+    const results = join(dir, 'jobs-damaged');
+    mkdirSync(join(results, 'tiny', 'slurm'), { recursive: true });
+    writeFileSync(join(results, 'tiny', 'slurm', 'jobs.json'), '{"sweep": "tiny", "subm');
+    return ['plan', tinySweep, ...SWEEP.filter((a) => a !== '-q' && a !== '--no-baselines'), '--results', results];
+  }],
   ['bench batch not a number', () => ['bench', '--batch', 'x']],
   ['bench steps not whole', () => ['bench', '--preset', 'smoke', '--steps', '2.5']],
   ['bench batch larger than the train split', () => ['bench', '--preset', 'smoke', '--steps', '1', '--warmup', '0', '--backend', 'cpu', '--batch', '100000']],
@@ -197,6 +215,8 @@ const cases: Case[] = [
   ['config file a list', () => ['train', '--config', file('list.yaml', '- 1\n- 2\n'), '--out', fresh('f4')], fresh('f4')],
   ['config file a folder', () => ['train', '--config', dir, '--out', fresh('f5')], fresh('f5')],
   ['config file wrong nesting', () => ['train', '--config', file('nest.yaml', 'optim: 3\n'), '--out', fresh('f6')], fresh('f6')],
+  ['config file section a list, a flag writing into it', () => ['train', '--config', file('dlist.yaml', 'data: [fashion-mnist]\n'), '--data', 'synthetic', '--out', fresh('f7')], fresh('f7')],
+  ['config file with a tag YAML does not know', () => ['train', '--config', file('tag.yaml', 'data:\n  name: !dataset synthetic\n'), '--out', fresh('f8')], fresh('f8')],
   ['--dry-run with a bad key', () => ['train', ...TINY, '--dry-run', '--set', 'train.nope=1']],
   // data
   ['unknown dataset', () => ['train', ...TINY, '--data', 'mnist9', '--out', fresh('d1')], fresh('d1')],
@@ -473,6 +493,15 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
       for (const [name, t] of tensors) if (name.endsWith('encoder.norm.weight')) tensors.set(name, { dtype: 'F32', shape: [t.shape[0]! + 1], data: new Float32Array(t.shape[0]! + 1) });
       writeSafetensors(p, tensors, metadata);
     })], /step-0000008: model\.safetensors base_encoder\.norm\.weight has shape \[\d+\] but optimizer\.safetensors base_encoder\.norm\.weight\.\w+ has \[\d+\]: the files are of different models \(one copied in from another run\?\); resume from the previous checkpoint with --checkpoint step-6 /],
+    [['train', ...TINY, '--out', '--dry-run'], /^moco3: --out: expected a value, got the option --dry-run \(the value left out\?\)\n\(moco3 train --help lists the options\)$/],
+    [['train', '--preset', '', '--dry-run'], /--preset <name>' argument '' is invalid\. expected a name, got an empty string/],
+    [['train', '--config', file('dlist.yaml', 'data: [fashion-mnist]\n'), '--data', 'synthetic', '--dry-run'], /dlist\.yaml: data: expected a mapping of data keys \(name, path, .*\), got \["fashion-mnist"\]$/],
+    [['train', '--config', file('tag.yaml', 'data:\n  name: !dataset synthetic\n'), '--dry-run'], /tag\.yaml: not valid YAML: Unresolved tag: !dataset at line 2/],
+    // the --set that broke a rule across keys is the one named: the later of two that give its keys
+    [['train', ...TINY, '--set', 'optim.batch_size=128', '--dry-run'], /^moco3: --set optim\.batch_size=128: data\.train_size: 64 images cannot fill one batch of optim\.batch_size 128/],
+    [['bench', '--preset', 'smoke', '--batch', '4096', '--dry-run'], /^moco3: --batch 4096: data\.train_size: 2560 images cannot fill one batch of optim\.batch_size 4096/],
+    [['sweep', file('classes.yaml', 'name: classes\npreset: smoke\nparameters:\n  data.num_classes: {values: [5, 11]}\n'), ...SWEEP, '--dry-run'], /classes\.yaml: data\.num_classes: the synthetic dataset has 2\.\.10 classes, got 11$/],
+    [['sweep', tinySweep, '--launcher', 'slurm', '--time', '5', '--dry-run'], /^moco3: --time 5: a time limit of 300 s, not longer than the default --signal-s 300 /],
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],

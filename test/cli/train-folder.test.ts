@@ -57,7 +57,7 @@ test('--force with input that does not check out moves nothing; with good input 
   assert.equal(train([...TINY, '--out', out]).code, 0);
   const bad = train([...TINY, '--out', out, '--force', '--set', 'optim.batch_size=128']);
   assert.equal(bad.code, 2, bad.stderr);
-  assert.match(bad.stderr, /^moco3: data\.train_size: .* fewer than one batch of optim\.batch_size 128/);
+  assert.match(bad.stderr, /^moco3: --set optim\.batch_size=128: data\.train_size: \d+ images cannot fill one batch of optim\.batch_size 128/);
   assert.deepEqual(asides('forced'), []);
   assert.equal(status(out).status, 'completed');
   const good = train([...TINY, '--out', `${out}/`, '--force']);

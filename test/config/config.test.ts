@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildConfig, ConfigError, configHash, parseSet } from '../../src/config/load.ts';
 import { DEFAULTS } from '../../src/config/schema.ts';
@@ -105,6 +105,25 @@ test("a preset's subset sizes and class count stay with its own dataset; --set s
   assert.deepEqual([other.data.train_size, other.data.test_size, other.data.num_classes], [null, null, null]);
   const set = buildConfig({ preset: 'smoke', overrides: [{ data: { name: 'imagefolder', path: '/x' } }], sets: ['data.train_size=100'] });
   assert.equal(set.data.train_size, 100);
+  // another dataset by --set alike (it kept the smoke subset: 2560 Fashion-MNIST images)
+  const bySet = buildConfig({ preset: 'smoke', sets: ['data.name=fashion-mnist'] });
+  assert.deepEqual([bySet.data.train_size, bySet.data.test_size, bySet.data.num_classes], [null, null, null]);
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['data.name=fashion-mnist', 'data.test_size=50'] }).data.test_size, 50);
+});
+
+test('a config file: a section of keys all commented out is absent; a list or value where a section goes is refused, naming it', () => {
+  const dir = tempDir('moco3-sections-');
+  try {
+    const put = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    assert.equal(buildConfig({ preset: 'smoke', file: put('c.yaml', 'optim:\n  # base_lr: 1e-3\nseed: 3\n') }).optim.base_lr, buildConfig({ preset: 'smoke' }).optim.base_lr);
+    assert.throws(() => buildConfig({ file: put('l.yaml', 'eval:\n  linear: [1]\n'), sets: ['eval.linear.epochs=2'] }), (e: Error) => /l\.yaml: eval\.linear: expected a mapping of eval\.linear keys \(enabled, .*\), got \[1\]$/.test(e.message));
+    assert.throws(() => buildConfig({ file: put('t.yaml', 'data: {name: !dataset synthetic}\n') }), (e: Error) => /t\.yaml: not valid YAML: Unresolved tag: !dataset/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('blur sigma: null is the recipe range [0.1, 2] px at 224 scaled to the image size; a given range is kept', () => {

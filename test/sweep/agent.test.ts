@@ -2,6 +2,7 @@
  * Agents on one results folder (`moco3 sweep --agent`), locks across hosts (heartbeat, timeout, takeover),
  * and SIGTERM as scancel sends it (twice: to the batch shell, which passes it on, and to moco3).
  */
+import { hostname } from 'node:os';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -131,18 +132,26 @@ test("locks across hosts: another host's lock is live while its heartbeat is fre
     releaseLock(dir);
     assert.equal(readLock(dir)!.pid, 2, 'release removes only our own lock');
     // a requeued Slurm task started on another node: the lock of its earlier start (node gone) is stale at once
-    const fresh = { ...other(new Date().toISOString()), slurm_task: '7_1' };
-    Object.assign(process.env, { SLURM_ARRAY_JOB_ID: '7', SLURM_ARRAY_TASK_ID: '2' });
+    const fresh = { ...other(new Date().toISOString()), slurm_task: '7_1', slurm_restart: 0 };
+    Object.assign(process.env, { SLURM_ARRAY_JOB_ID: '7', SLURM_ARRAY_TASK_ID: '2', SLURM_RESTART_COUNT: '1' });
     put(fresh);
     assert.equal(acquireLock(dir, 's')?.slurm_task, '7_1', "another task's lock: held");
     process.env.SLURM_ARRAY_TASK_ID = '1';
+    // the same start of the same task (its script runs two agents): a live holder, held
+    process.env.SLURM_RESTART_COUNT = '0';
+    assert.equal(acquireLock(dir, 's')?.slurm_task, '7_1', "the same start's other agent: held");
+    put({ ...fresh, host: hostname(), pid: process.ppid, proc_start: null });
+    assert.equal(acquireLock(dir, 's')?.pid, process.ppid, "the same start's other agent on this host: held");
+    process.env.SLURM_RESTART_COUNT = '1';
+    put(fresh);
     assert.equal(acquireLock(dir, 's'), null, 'its own earlier start: taken over');
-    assert.equal(readLock(dir)!.slurm_task, '7_1');
+    assert.deepEqual([readLock(dir)!.slurm_task, readLock(dir)!.slurm_restart], ['7_1', 1]);
     releaseLock(dir);
   } finally {
     setLockTimeout(null);
     delete process.env.SLURM_ARRAY_JOB_ID;
     delete process.env.SLURM_ARRAY_TASK_ID;
+    delete process.env.SLURM_RESTART_COUNT;
   }
 });
 

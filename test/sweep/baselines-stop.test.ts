@@ -37,6 +37,7 @@ test('Ctrl-C during the baselines at the end of a sweep: exit 130 within a probe
   assert.equal(stopped.code, 130, stopped.stderr);
   assert.ok(stopped.seconds < 10, `stopped ${stopped.seconds.toFixed(1)} s after the signal`);
   assert.match(stopped.stderr, /the baselines were stopped; the seeds done are in .*baselines\.json: run the same command again/);
+  assert.doesNotMatch(stopped.stderr, /report: moco3 report/, 'an interrupted sweep names no report yet');
   const file = join(root, 'tiny', 'baselines.json');
   assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0]);
   // the same command on the native backend (where a run may move, its hash leaves the backend out): every run
@@ -44,6 +45,8 @@ test('Ctrl-C during the baselines at the end of a sweep: exit 130 within a probe
   const again = await sweep(undefined, ['--backend', 'native']);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /baselines of sweep tiny on native: untrained encoder and linear on pixels, seeds 1\n/);
+  // a sweep done names the command that makes its report
+  assert.match(again.stderr, new RegExp(`\n  report: moco3 report ${join(root, 'tiny').replace(/[/.]/g, '\\$&')}\n`));
   const seeds = JSON.parse(readFileSync(file, 'utf8')).seeds;
   assert.deepEqual(seeds.map((s: { seed: number }) => s.seed), [0, 1]);
   assert.deepEqual(seeds.map((s: { backend: string }) => s.backend), ['cpu', 'native']);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
-import { parseLauncherFlags, resolveLauncher } from '../../src/sweep/launcher.ts';
+import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { arraySpec, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
 import { cli } from '../helpers/cli.ts';
@@ -37,6 +37,21 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
     assert.throws(() => parseLauncherFlags({ max_parallel: v }, fail), (e: Error) => e.message.startsWith('--max-parallel') && e.message.endsWith(': expected a positive integer'), v);
   }
   assert.throws(() => parseLauncherFlags({ mem: '64 GB' }, fail), (e: Error) => /^--mem 64 GB: expected a memory size/.test(e.message));
+  // YAML reads `time: 90` and `mem: 16000` as numbers: Slurm's minutes and megabytes, as the flags give them
+  assert.deepEqual(parseSweep({ ...doc, launcher: { time: 90, mem: 16000 } }, 'x.yaml').launcher, { time: '90', mem: '16000' });
+  assert.throws(() => parseSweep({ ...doc, launcher: { time: 1.5 } }, 'x.yaml'), (e: Error) => /launcher\.time: expected a Slurm time limit .*, got 1\.5$/.test(e.message));
+});
+
+test('a Slurm time limit in seconds, and one no longer than the warning before it refused', () => {
+  const cases: [string, number | null][] = [
+    ['90', 5400], ['90:30', 5430], ['2:00:00', 7200], ['1-0', 86400], ['1-2:30', 95400], ['2-00:00:05', 172805], ['0', null], ['soon', null],
+  ];
+  for (const [t, s] of cases) assert.equal(slurmTimeS(t), s, t);
+  // the warning comes signal_s before the limit: a limit within it would requeue each start at once
+  assert.throws(() => resolveLauncher({}, { time: '5' }, fail), (e: Error) => e.message.startsWith('--time 5: a time limit of 300 s, not longer than the default --signal-s 300 '));
+  assert.throws(() => resolveLauncher({ time: '10' }, { signal_s: 600 }, fail, 'x.yaml'), (e: Error) => e.message.startsWith("x.yaml's launcher.time 10: a time limit of 600 s, not longer than --signal-s 600 "));
+  assert.equal(resolveLauncher({}, { time: '6' }, fail).time, '6', 'a limit past the warning');
+  assert.equal(resolveLauncher({}, { time: '0' }, fail).time, '0', 'no limit');
 });
 
 test('the array: indices as ranges with the %N limit; the script runs each index with the plan hashes', () => {
@@ -67,6 +82,9 @@ test('the array: indices as ranges with the %N limit; the script runs each index
   assert.match(t2, /^#SBATCH -A vision$/m);
   assert.match(t2, /^#SBATCH --qos=x$/m);
   assert.throws(() => sbatchScript({ plan: spaced, indices: [1], settings: args, command: ['node'], cwd: '/a\nb' }), /the working folder "\/a\\nb": a line break cannot go into an #SBATCH line/);
+  // sbatch reads % in --output as a pattern: a % in the folder's name is written %% (its own, not the job's)
+  const pct = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: '/r/100%' });
+  assert.match(sbatchScript({ plan: pct, indices: [1], settings: args, command: ['node'], cwd: '/w' }), /^#SBATCH --output=\/r\/100%%\/batch-size\/slurm\/%A_%a\.log$/m);
 });
 
 test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {

@@ -160,6 +160,15 @@ test('a combination that breaks a rule across keys names the file and key', () =
     () => planSweep(spec, { preset: 'smoke' }),
     (e: Error) => /^cross\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs 0\.4, got 0\.8 \(preset smoke runs the file's optim\.epochs 10 as 0\.4, optim\.warmup_epochs 20 as 0\.8\)$/.test(e.message),
   );
+  // a --set that gives a key runs it as set: the list names no scaling of it, and a line of no rule gets none
+  assert.throws(
+    () => planSweep(spec, { preset: 'smoke', sets: ['optim.epochs=0.5'] }),
+    (e: Error) => /^--set optim\.epochs=0\.5: optim\.warmup_epochs: must not exceed optim\.epochs 0\.5, got 0\.8 \(preset smoke runs the file's optim\.warmup_epochs 20 as 0\.8\)$/.test(e.message),
+  );
+  assert.throws(() => planSweep(spec, { preset: 'smoke', sets: ['optim.epochs'] }), (e: Error) => /^--set optim\.epochs: expected key=value with a dotted key, e\.g\. optim\.base_lr=1e-4$/.test(e.message));
+  // a class count the dataset cannot give: refused when planned, not at the run's turn
+  const classes = parseSweep(YAML.parse('parameters: {data.num_classes: {values: [5, 11]}}'), 'nc.yaml');
+  assert.throws(() => planSweep(classes, { preset: 'smoke' }), (e: Error) => /^nc\.yaml: data\.num_classes: the synthetic dataset has 2\.\.10 classes, got 11$/.test(e.message));
   const dup = parseSweep(YAML.parse('parameters: {optim.batch_size: {values: [1024, 1030]}}'), 'dup.yaml');
   // ... naming the key whose two values meet once scaled
   assert.throws(

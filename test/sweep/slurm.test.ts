@@ -74,6 +74,8 @@ test('a sweep as a Slurm array job: every run once, a task requeued on USR1 resu
   const job = sub.stdout.trim();
   assert.match(job, /^\d+$/);
   assert.match(sub.stderr, new RegExp(`submitted Slurm array job ${job}: runs 1-2 of 2, at most 2 at a time`));
+  // the status line names this submission's plan: its flags, the path with a space quoted
+  assert.match(sub.stderr, /\n {2}status: moco3 plan \S+tiny\.yaml --backend cpu --results '[^'\n]*my results'\n/);
   const script = readFileSync(sub.stderr.match(/script: (.+\.sbatch)\n/)![1]!, 'utf8');
   assert.match(script, /#SBATCH --array=1-2%2/);
   assert.match(script, /#SBATCH --signal=B:USR1@300/);

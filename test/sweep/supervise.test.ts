@@ -103,6 +103,19 @@ test(`a run that crashes ${MAX_CRASHES} times is given up, its status left inter
   assert.equal(readRunState(s.run1.dir).state, 'interrupted');
 });
 
+test('a USR1 that comes while moco3 starts (a Slurm warning in a task\'s first moments) stops the sweep with a checkpoint, supervised or not', async () => {
+  for (const supervise of ['1', '0']) {
+    const results = mkdtempSync(join(root, `early-${supervise}-`));
+    const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_SUPERVISE: supervise, MOCO3_TEST_EARLY_SIGNAL: 'SIGUSR1' };
+    const { events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], env, undefined, { noCore: true });
+    const { code, stderr } = await done;
+    // unhandled, USR1 opens Node's inspector and the sweep trains on to its end (exit 0)
+    assert.equal(code, 130, `supervised ${supervise}: ${stderr}`);
+    assert.doesNotMatch(stderr, /Debugger listening/);
+    assert.ok(!events.some((e) => e.type === 'run_end' && e.status === 'completed'), 'no run trained to its end');
+  }
+});
+
 test('a supervisor killed outright (SIGKILL) takes its training child with it', async () => {
   const results = mkdtempSync(join(root, 'kill-'));
   let trainer = 0;
