@@ -47,8 +47,10 @@ function commandPath(program: Command, argv: string[]): Command[] {
  * An option that takes a value, given the next option as its value (`--out --dry-run`: the value left out):
  * commander takes `--dry-run` as the folder, and the command would run without the option the user typed
  * (a dry run would train). Said as one line before anything runs; a value that is no option of the
- * command (`--set -1`, a negative number) is the value.
+ * command (`--set -1`, a negative number) is the value, and so is any value of an option whose values are
+ * options of another program (`--sbatch-arg --mem=4G`).
  */
+const VALUE_MAY_BE_AN_OPTION = new Set(['--sbatch-arg']);
 function optionAsValue(program: Command, argv: string[]): string | null {
   const path = commandPath(program, argv);
   const options = path.flatMap((c) => c.options);
@@ -58,10 +60,9 @@ function optionAsValue(program: Command, argv: string[]): string | null {
     if (a === '--') break;
     const o = options.find((x) => x.long === a || x.short === a);
     const next = argv[i + 1]!;
-    if (o && (o.required || o.optional) && flags.has(next.split('=')[0]!)) {
-      return o.optional ? null : `${a}: expected a value, got the option ${next} (the value left out?)`;
-    }
-    if (o && o.required) i++;
+    if (!o?.required) continue;
+    if (!VALUE_MAY_BE_AN_OPTION.has(o.long ?? '') && flags.has(next.split('=')[0]!)) return `${a}: expected a value, got the option ${next} (the value left out?)`;
+    i++;
   }
   return null;
 }

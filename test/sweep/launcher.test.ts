@@ -90,11 +90,13 @@ test('the array: indices as ranges with the %N limit; the script runs each index
 test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {
   const results = tempDir('moco3-launch-');
   try {
-    const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--dry-run', '--results', results, '--max-parallel', '4', '--sbatch-arg', '--qos=x']);
+    // an sbatch option is --sbatch-arg's value, also one spelt as a flag of moco3's own (--mem)
+    const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--dry-run', '--results', results, '--max-parallel', '4', '--sbatch-arg', '--qos=x', '--sbatch-arg', '--mem=4G']);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^#!\/bin\/bash\n/);
     assert.match(r.out, /#SBATCH --array=1-4%4/);
     assert.match(r.out, /#SBATCH --qos=x/);
+    assert.match(r.out, /#SBATCH --mem=4G/);
     assert.match(r.out, / sweep batch-size --preset gpu --results /);
     assert.equal(existsSync(join(results, 'batch-size')), false, 'nothing written');
     // a refused flag probes no folder: the results folder is not written, not even for a moment
