@@ -93,12 +93,32 @@ function writeLocked(plan: SweepPlan, path: string, afterRead: () => void): stri
   if (cur !== text) writeFileAtomic(path, text);
   const notes: string[] = [];
   if (damaged) notes.push(`${path} could not be read (not YAML); written anew from this plan: what earlier invocations planned is no longer listed (their run folders are kept)`);
-  const others = [...new Set(earlier.map((r) => r.preset).filter((p): p is string => typeof p === 'string' && p !== plan.preset))];
-  if (others.length) {
-    notes.push(
-      `${plan.dir} was planned under preset ${others.join(', ')} as well; the runs of ${plan.preset ? `preset ${plan.preset}` : 'no preset'} go beside theirs ` +
-        "and the report's columns will mix the two (it names what changes with them); give --results another folder to keep them apart",
-    );
-  }
+  const mixed = presetNote(plan, earlier);
+  if (mixed) notes.push(mixed);
   return notes;
+}
+
+/** The note for a folder whose earlier runs were planned under another preset, or null. */
+function presetNote(plan: SweepPlan, earlier: Obj[]): string | null {
+  const others = [...new Set(earlier.map((r) => r.preset).filter((p): p is string => typeof p === 'string' && p !== plan.preset))];
+  if (!others.length) return null;
+  return (
+    `${plan.dir} was planned under preset ${others.join(', ')} as well; the runs of ${plan.preset ? `preset ${plan.preset}` : 'no preset'} go beside theirs ` +
+    "and the report's columns will mix the two (it names what changes with them); give --results another folder to keep them apart"
+  );
+}
+
+/**
+ * What writeResolvedSweep would tell of the folder's earlier runs, reading only (`sweep --dry-run`): the note
+ * for runs planned under another preset, or null (also for a sweep.yaml that cannot be read, which the sweep
+ * writes anew and says so).
+ */
+export function plannedPresetNote(plan: SweepPlan): string | null {
+  let previous: unknown;
+  try {
+    previous = YAML.parse(readFileSync(join(plan.dir, 'sweep.yaml'), 'utf8'));
+  } catch {
+    return null;
+  }
+  return presetNote(plan, earlierRuns(previous, new Set(plan.runs.map((r) => r.id))));
 }

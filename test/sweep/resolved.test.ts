@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { parseSweep } from '../../src/sweep/file.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
-import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
+import { plannedPresetNote, writeResolvedSweep } from '../../src/sweep/resolved.ts';
 import { FILE_LOCK_STALE_MS, hostTag, withFileLock } from '../../src/engine/files.ts';
 import { missingRuns } from '../../src/report/index.ts';
 import { readSweep } from '../../src/report/results.ts';
@@ -104,6 +104,11 @@ test('a sweep into a folder that holds runs of another preset says so (the repor
   assert.equal(doc.preset, 'smoke');
   const cpu = tinyPlan(results, [0], ['model.patch_size=4'], 'cpu');
   assert.equal(cpu.dir, smoke.dir);
+  // a dry run says it too, reading only
+  const before = readFileSync(join(cpu.dir, 'sweep.yaml'), 'utf8');
+  assert.match(plannedPresetNote(cpu) ?? '', /was planned under preset smoke as well; the runs of preset cpu go beside theirs/);
+  assert.equal(readFileSync(join(cpu.dir, 'sweep.yaml'), 'utf8'), before);
+  assert.equal(plannedPresetNote(tinyPlan(results, [2])), null, 'the same preset: nothing to say');
   const notes = writeResolvedSweep(cpu);
   assert.equal(notes.length, 1);
   assert.match(notes[0]!, /was planned under preset smoke as well; the runs of preset cpu go beside theirs and the report's columns will mix the two .*give --results another folder/);
