@@ -57,7 +57,11 @@ export function parseDataFlag(v: string): { name: string; path: string | null } 
   return { name, path };
 }
 
-export function configFromFlags(f: RunFlags, extra: { label: string; value: Record<string, unknown> }[] = []): ResolvedRunConfig {
+/**
+ * The run config the flags give, with what can be checked before the data is read. `trains`: the command
+ * trains on it (train, bench), so its train split must fill one batch; `data preview` trains nothing.
+ */
+export function configFromFlags(f: RunFlags, extra: { label: string; value: Record<string, unknown> }[] = [], { trains = true }: { trains?: boolean } = {}): ResolvedRunConfig {
   const overrides: { label: string; value: Record<string, unknown> }[] = [];
   if (f.data !== undefined) {
     const d = parseDataFlag(f.data);
@@ -83,7 +87,7 @@ export function configFromFlags(f: RunFlags, extra: { label: string; value: Reco
   if (classes !== null) throw ruleError(blame, ['data.num_classes', 'data.name'], classes);
   // a train split that cannot fill one batch (batches are never partial), said before the data is read
   const n = c.data.train_size;
-  if (n !== null && n < c.optim.batch_size) {
+  if (trains && n !== null && n < c.optim.batch_size) {
     throw ruleError(blame, ['data.train_size', 'optim.batch_size'], `${n} images cannot fill one batch of optim.batch_size ${c.optim.batch_size}: use more images or a smaller batch`);
   }
   return c;

@@ -361,7 +361,7 @@ function previewCmd(): Command {
       if (!name && f.dataPath) throw new UsageError('--data-path needs the dataset name too');
       const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';
       const data = name && f.dataPath ? `${name}:${resolve(f.dataPath)}` : name;
-      const c = configFromFlags({ preset, set: f.set, data, seed: f.seed, results: '' });
+      const c = configFromFlags({ preset, set: f.set, data, seed: f.seed, results: '' }, [], { trains: false });
       // loaded here, not at start-up: these pull in TensorFlow.js and sharp
       const { loadRunData, augmentConfigOf } = await import('../components/index.ts');
       const { previewSheet } = await import('../data/preview.ts');

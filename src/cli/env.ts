@@ -9,7 +9,7 @@ import { parseDecimal, parseInteger } from '../config/numbers.ts';
 const NUMERIC_ENV: Readonly<Record<string, { min: number; strict: boolean; what: string; integer?: boolean }>> = {
   MOCO3_LOCK_TIMEOUT: { min: 0, strict: true, what: 'a positive number of seconds' },
   // read by the native addon (native/src/addon.cc), which would take a bad value for all cores
-  MOCO3_THREADS: { min: 0, strict: true, what: 'a positive whole number of threads', integer: true },
+  MOCO3_THREADS: { min: 0, strict: false, what: 'a whole number of threads (0: one per core)', integer: true },
   MOCO3_NATIVE_POOL_MB: { min: 0, strict: false, what: 'a number of MiB, 0 or more' },
   MOCO3_STREAM_BYTES: { min: 0, strict: false, what: 'a number of bytes, 0 or more' },
 };

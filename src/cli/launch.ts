@@ -174,7 +174,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
         `${settings.max_parallel !== null ? `, at most ${settings.max_parallel} at a time` : ''}${skipped.length ? ` (not submitted: ${skipped.join(', ')})` : ''}`,
       ...notes.map((n) => `  note: ${n}`),
       `  script: ${path}`,
-      `  follow: squeue -r -j ${jobId}    sacct -j ${jobId}    tail -f ${logs}/${jobId}_<run index>.log`,
+      `  follow: squeue -r -j ${jobId}    sacct -j ${jobId}    tail -f ${shellQuote(`${logs}/${jobId}_<run index>.log`)}`,
       // the plan of this submission: the same flags (the slurm column shows each task)
       `  status: ${['moco3', 'plan', arg, ...planFlags(f)].map(shellQuote).join(' ')}`,
       '',

@@ -14,7 +14,7 @@ import { isInputError } from './errors.ts';
 import { closeSync, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { runShutdown } from '../engine/shutdown.ts';
-import { markOutputClosed, setProcessEntry } from './supervise.ts';
+import { markOutputClosed, setProcessEntry, takeEarlySignals } from './supervise.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
@@ -144,6 +144,10 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
   const debug = process.env.MOCO3_DEBUG === '1';
   try {
     checkEnv();
+    // only train and sweep act on a warning kept while moco3 started (takeEarlySignals): any other command
+    // gets it now, as it always would have (USR2 ends it)
+    const command = commandPath(program, argv)[1]?.name();
+    if (command !== 'train' && command !== 'sweep') for (const sig of takeEarlySignals()) process.kill(process.pid, sig);
     const valueLeftOut = optionAsValue(program, argv);
     if (valueLeftOut) {
       const name = commandPath(program, argv).map((c) => c.name()).join(' ');

@@ -63,8 +63,9 @@ export function setProcessEntry(on: boolean, early?: () => NodeJS.Signals[]): vo
 
 /**
  * The scheduler's warnings (USR1, USR2) that came before the command installed its own handlers (a Slurm
- * task warned in its first seconds), in order; from this call on, those handlers get them. A command that
- * never asks leaves them ignored: unhandled, USR1 would open Node's inspector and USR2 end the process.
+ * task warned in its first seconds), in order; from this call on, those handlers get them. train and sweep
+ * ask once their handlers are in place; every other command at once (src/cli/main.ts), which gets them as
+ * Node would have: USR2 ends it.
  */
 export function takeEarlySignals(): NodeJS.Signals[] {
   const take = takeEarly;
@@ -106,6 +107,8 @@ interface ChildEnd {
   run: string | null;
   /** the child was requeueing its Slurm task */
   requeueing: boolean;
+  /** the first stop signal this process passed on (or held) during the child's life: a crash after it is not restarted */
+  stopAsked: NodeJS.Signals | null;
 }
 
 function runChild(): Promise<ChildEnd> {
@@ -117,6 +120,7 @@ function runChild(): Promise<ChildEnd> {
   });
   let run: string | null = null;
   let requeueing = false;
+  let stopAsked: NodeJS.Signals | null = null;
   // signals are kept until the child says its handlers are in place: sent while it starts, INT or TERM would
   // end it without a word and USR1 open its inspector (and a warning of the scheduler would be lost)
   let held: NodeJS.Signals[] | null = [];
@@ -129,10 +133,12 @@ function runChild(): Promise<ChildEnd> {
     if (m && typeof m === 'object' && (m as { ready?: unknown }).ready === true && held) {
       const now = held;
       held = null;
-      for (const sig of now) pass(sig);
+      // one at a time: two pending signals of a kind are one to the kernel (a second Ctrl-C quits at once)
+      now.forEach((sig, i) => setTimeout(() => pass(sig), 100 * i));
     }
   });
   const forward = (sig: NodeJS.Signals) => {
+    stopAsked ??= sig;
     if (held) held.push(sig);
     else pass(sig);
   };
@@ -141,7 +147,7 @@ function runChild(): Promise<ChildEnd> {
   for (const s of takeEarlySignals()) forward(s);
   const ended = new Promise<ChildEnd>((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, run, requeueing }));
+    child.on('exit', (code, signal) => resolve({ code, signal, run, requeueing, stopAsked }));
   });
   return ended.finally(() => {
     for (const s of STOP_SIGNALS) process.off(s, forward);
@@ -162,6 +168,11 @@ export async function superviseSweep(plan: SweepPlan, json: boolean): Promise<nu
           : `moco3: the sweep process was killed by ${end.signal}; \`moco3 sweep\` again continues from the last checkpoint\n`,
       );
       return 128 + signo;
+    }
+    // asked to stop (Ctrl-C, TERM, a scheduler's warning) before it crashed: stopped, not restarted
+    if (end.stopAsked) {
+      process.stderr.write(`moco3: the sweep process crashed (${end.signal}) while stopping on ${end.stopAsked}; not restarting it: \`moco3 sweep\` again continues from the last checkpoint\n`);
+      return 128 + (constants.signals[end.stopAsked] ?? 0);
     }
     const run = plan.runs.find((r) => r.id === end.run) ?? null;
     const state = run ? readRunState(run.dir) : null;

@@ -16,7 +16,7 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
-import { readJsonChecked, RunFolderError } from '../runfolder/paths.ts';
+import { isObj, readJsonChecked, RunFolderError } from '../runfolder/paths.ts';
 import { SweepError } from './file.ts';
 import type { LauncherSettings } from './launcher.ts';
 import type { SweepPlan } from './plan.ts';
@@ -130,6 +130,10 @@ export function readJobs(plan: SweepPlan): Submission[] {
   const v = readJsonChecked(path, todo);
   if (v === null) return [];
   if (!Array.isArray(v.submissions)) throw new RunFolderError(`${path}: submissions: expected a list, got ${JSON.stringify(v.submissions ?? null)}; ${todo}`);
+  v.submissions.forEach((s: unknown, i: number) => {
+    const ok = isObj(s) && typeof s.job_id === 'string' && isObj(s.runs) && Object.values(s.runs).every((id) => typeof id === 'string');
+    if (!ok) throw new RunFolderError(`${path}: submissions[${i}]: expected {job_id, submitted, script, runs: {index: run id}}, got ${JSON.stringify(s)}; ${todo}`);
+  });
   return v.submissions as Submission[];
 }
 

@@ -191,6 +191,12 @@ const cases: Case[] = [
   ['plan --results a file', () => ['plan', tinySweep, '--results', join(good, 'summary.json')]],
   ['a sweep run of a class count its dataset lacks', () => ['sweep', file('classes.yaml', 'name: classes\npreset: smoke\nparameters:\n  data.num_classes: {values: [5, 11]}\n'), ...SWEEP, '--results', fresh('w20')], fresh('w20')],
   ['a Slurm time limit within the warning before it', () => ['sweep', tinySweep, '--launcher', 'slurm', '--time', '5', '--dry-run']],
+  ['a slurm/jobs.json with a submission that is no record', () => {
+    const results = join(dir, 'jobs-entry');
+    mkdirSync(join(results, 'tiny', 'slurm'), { recursive: true });
+    writeFileSync(join(results, 'tiny', 'slurm', 'jobs.json'), '{"sweep": "tiny", "submissions": [null]}');
+    return ['plan', tinySweep, ...SWEEP.filter((a) => a !== '-q' && a !== '--no-baselines'), '--results', results];
+  }],
   ['a damaged slurm/jobs.json', () => {
     const results = join(dir, 'jobs-damaged');
     mkdirSync(join(results, 'tiny', 'slurm'), { recursive: true });

@@ -279,6 +279,11 @@ test('data preview: writes the PNG sheet of a dataset\'s training views; bad fla
     const png = (await import('node:fs')).readFileSync(out);
     assert.deepEqual([...png.subarray(1, 4)].map((b) => String.fromCharCode(b)).join(''), 'PNG');
     assert.deepEqual(readdirSync(dir), ['views.png'], 'no temporary file left');
+    // a preview trains nothing: a train split smaller than the preset's batch is no reason to refuse it
+    const few = await cli(['data', 'preview', 'synthetic', '--set', 'data.train_size=8', '--images', '4', '--out', join(dir, 'few.png')]);
+    assert.equal(few.code, 0, few.err);
+    assert.match(few.out, /4 synthetic images \(16x16\) of step 0's batch/);
+    rmSync(join(dir, 'few.png'));
     for (const [args, msg] of [
       [['data', 'preview', 'synthetic', '--out', join(dir, 'v.jpg')], /--out .*v\.jpg: expected a \.png file name/],
       [['data', 'preview', 'mnist', '--out', join(dir, 'x.png')], /^moco3: data preview mnist: unknown dataset 'mnist'/],

@@ -9,9 +9,9 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     ['MOCO3_LOCK_TIMEOUT', '0', 'a positive number of seconds'],
     ['MOCO3_NATIVE_POOL_MB', '-1', 'a number of MiB, 0 or more'],
     ['MOCO3_STREAM_BYTES', '0x10', 'a number of bytes, 0 or more'],
-    ['MOCO3_THREADS', 'abc', 'a positive whole number of threads'],
-    ['MOCO3_THREADS', '1.5', 'a positive whole number of threads'],
-    ['MOCO3_THREADS', '0', 'a positive whole number of threads'],
+    ['MOCO3_THREADS', 'abc', 'a whole number of threads (0: one per core)'],
+    ['MOCO3_THREADS', '1.5', 'a whole number of threads (0: one per core)'],
+    ['MOCO3_THREADS', '-2', 'a whole number of threads (0: one per core)'],
   ] as const) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
     assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
@@ -19,7 +19,7 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     assert.equal(r.out, '');
   }
   // good values, and unset or empty ones, leave the command to run
-  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9', MOCO3_THREADS: '2' }]) {
+  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9', MOCO3_THREADS: '2' }, { MOCO3_THREADS: '0' }]) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }

@@ -103,6 +103,25 @@ test(`a run that crashes ${MAX_CRASHES} times is given up, its status left inter
   assert.equal(readRunState(s.run1.dir).state, 'interrupted');
 });
 
+test('a sweep process that crashes after a Ctrl-C is not restarted: the sweep stops as asked', async () => {
+  const results = mkdtempSync(join(root, 'stopping-'));
+  const s = supervised(results, (n, marker, supervisor) => {
+    if (n > 1) return;
+    const victim = trainerOf(s.run1.dir);
+    rmSync(marker);
+    process.kill(supervisor, 'SIGINT'); // passed on to the child, which is paused between two steps
+    setTimeout(() => {
+      process.kill(victim, 'SIGABRT');
+      writeFileSync(`${marker}.go`, ''); // a restarted child would not pause again
+    }, 300);
+  });
+  const { code, stderr } = await s.done;
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /the sweep process crashed \(SIGABRT\) while stopping on SIGINT; not restarting it/);
+  assert.ok(!s.events.some((e) => e.type === 'sweep_crash'), 'no restart');
+  assert.notEqual(readRunState(s.run1.dir).state, 'completed');
+});
+
 test('a USR1 that comes while moco3 starts (a Slurm warning in a task\'s first moments) stops the sweep with a checkpoint, supervised or not', async () => {
   for (const supervise of ['1', '0']) {
     const results = mkdtempSync(join(root, `early-${supervise}-`));
@@ -114,6 +133,13 @@ test('a USR1 that comes while moco3 starts (a Slurm warning in a task\'s first m
     assert.doesNotMatch(stderr, /Debugger listening/);
     assert.ok(!events.some((e) => e.type === 'run_end' && e.status === 'completed'), 'no run trained to its end');
   }
+});
+
+test('a warning kept while moco3 started reaches a command that does not act on it as Node would have given it (USR2 ends it)', async () => {
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_EARLY_SIGNAL: 'SIGUSR2' };
+  const { done } = spawnEvents(cli, ['plan', tinyFile, '--json', '--results', mkdtempSync(join(root, 'plan-'))], env, undefined, { noCore: true });
+  const { code, signal } = await done;
+  assert.equal(signal, 'SIGUSR2', `exit ${code}`);
 });
 
 test('a supervisor killed outright (SIGKILL) takes its training child with it', async () => {
