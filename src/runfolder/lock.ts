@@ -4,9 +4,9 @@
  * fails when a lock exists). It records host, pid and a heartbeat, which its holder rewrites every
  * `lockTimeoutS() / 10` seconds while it trains. A lock is stale when its process is gone (same host: pid
  * dead or reused) or, for a lock of another host, whose pid cannot be checked, when its heartbeat is older
- * than the lock timeout (MOCO3_LOCK_TIMEOUT seconds, default 600, or --lock-timeout). A stale lock is
- * A lock left by an earlier start of the same Slurm array task (a requeue) is stale at once.
- * taken over atomically: renamed aside (only one taker's rename succeeds), checked again, then replaced
+ * than the lock timeout (MOCO3_LOCK_TIMEOUT seconds, default 600, or --lock-timeout). A lock left by an
+ * earlier start of the same Slurm array task (before a requeue) is stale at once. A stale lock is taken over
+ * atomically: renamed aside (only one taker's rename succeeds), checked again, then replaced
  * by the taker's own through the same hard link.
  */
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
