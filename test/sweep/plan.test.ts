@@ -10,6 +10,7 @@ import { formatPlan } from '../../src/sweep/table.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { scaleValue } from '../../src/sweep/scale.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { planFromFlags } from '../../src/cli/plan.ts';
 
 const root = tempDir('moco3-sweep-plan-');
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -175,6 +176,20 @@ test('a combination that breaks a rule across keys names the file and key', () =
     () => planSweep(dup, { preset: 'smoke' }),
     (e: Error) => e instanceof SweepError && /^dup\.yaml: runs 1 and 2 resolve to the same config \(\S+\) under preset smoke: optim\.batch_size 1024 and 1030 both run as 32; remove one of the values$/.test(e.message),
   );
+});
+
+test('--data NAME is the dataset at its default location: the sweep file\'s data.path is not kept; NAME:PATH gives one', () => {
+  const dir = tempDir('moco3-plan-data-');
+  try {
+    const file = join(dir, 'dp.yaml');
+    writeFileSync(file, 'name: dp\nparameters:\n  data.name: {value: cifar10}\n  data.path: {value: /srv/cifar}\n');
+    const flags = { preset: 'smoke', set: [], results: join(dir, 'r') };
+    assert.deepEqual(planFromFlags(file, flags).runs.map((r) => [r.config.data.name, r.config.data.path]), [['cifar10', '/srv/cifar']]);
+    assert.deepEqual(planFromFlags(file, { ...flags, data: 'fashion-mnist' }).runs.map((r) => [r.config.data.name, r.config.data.path]), [['fashion-mnist', null]]);
+    assert.deepEqual(planFromFlags(file, { ...flags, data: 'fashion-mnist:/x' }).runs.map((r) => r.config.data.path), ['/x']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 const cliEntry = join(import.meta.dirname, 'fixtures', 'plan-cli.ts');
