@@ -21,17 +21,17 @@ export interface RunFlags {
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
-/** A path flag or argument: an empty one ('' from a script's unset variable) is refused, not read as the current folder. */
-export function nonEmptyPath(v: string): string {
-  if (v.trim() === '') throw new InvalidArgumentError('expected a path, got an empty string.');
-  return v;
-}
-
-/** A name flag (--preset, --data): an empty one ('' from a script's unset variable) is refused, not read as no flag. */
-export function nonEmptyName(v: string): string {
-  if (v.trim() === '') throw new InvalidArgumentError('expected a name, got an empty string.');
-  return v;
-}
+/** A flag's value parser that refuses an empty one ('' from a script's unset variable). */
+const nonEmpty =
+  (what: string) =>
+  (v: string): string => {
+    if (v.trim() === '') throw new InvalidArgumentError(`expected ${what}, got an empty string.`);
+    return v;
+  };
+/** A path flag or argument: an empty one is refused, not read as the current folder. */
+export const nonEmptyPath = nonEmpty('a path');
+/** A name flag (--preset, --data): an empty one is refused, not read as no flag. */
+export const nonEmptyName = nonEmpty('a name');
 
 export function addRunOptions(cmd: Command): Command {
   return cmd

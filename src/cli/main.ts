@@ -51,8 +51,7 @@ function commandPath(program: Command, argv: string[]): Command[] {
  * options of another program (`--sbatch-arg --mem=4G`).
  */
 const VALUE_MAY_BE_AN_OPTION = new Set(['--sbatch-arg']);
-function optionAsValue(program: Command, argv: string[]): string | null {
-  const path = commandPath(program, argv);
+function optionAsValue(path: Command[], argv: string[]): string | null {
   const options = path.flatMap((c) => c.options);
   const flags = new Set(['-h', '--help', ...options.flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)]);
   for (let i = 0; i + 1 < argv.length; i++) {
@@ -146,11 +145,12 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
     checkEnv();
     // only train and sweep act on a warning kept while moco3 started (takeEarlySignals): any other command
     // gets it now, as it always would have (USR2 ends it)
-    const command = commandPath(program, argv)[1]?.name();
+    const path = commandPath(program, argv);
+    const command = path[1]?.name();
     if (command !== 'train' && command !== 'sweep') for (const sig of takeEarlySignals()) process.kill(process.pid, sig);
-    const valueLeftOut = optionAsValue(program, argv);
+    const valueLeftOut = optionAsValue(path, argv);
     if (valueLeftOut) {
-      const name = commandPath(program, argv).map((c) => c.name()).join(' ');
+      const name = path.map((c) => c.name()).join(' ');
       process.stderr.write(`moco3: ${valueLeftOut}\n(${name} --help lists the options)\n`);
       return 2;
     }

@@ -1,7 +1,6 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
-import { existsSync, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { UsageError } from '../config/errors.ts';
+import { checkOutputDir } from '../engine/files.ts';
 import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { loadSweep } from '../sweep/file.ts';
@@ -106,9 +105,7 @@ export function planCommand(): Command {
   addSweepOptions(cmd).action((arg: string, f: SweepFlags) => {
     const plan = planFromFlags(arg, f);
     // plan only reads (a read-only results folder is fine), but a file where the folders go is no sweep's
-    for (const dir of [f.results, plan.dir]) {
-      if (existsSync(dir) && !statSync(dir).isDirectory()) throw new UsageError(`--results ${f.results}: ${dir === f.results ? 'is a file' : `${dir} is a file`}, not a folder: give a folder path`);
-    }
+    checkOutputDir(plan.dir, `--results ${f.results}`, f.results, { write: false, access: false });
     printPlan(plan, f.json);
   });
   return cmd;

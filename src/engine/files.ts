@@ -95,9 +95,10 @@ export const MIN_FREE_BYTES = 16 * 2 ** 20;
  * existing part of the path is a folder, the nearest existing one takes a file, and its disk has room.
  * `label` names the flag (e.g. `--out results/x`), and `named` the path it gives (default `dir`): a file
  * found at another path (the sweep's folder under --results) is named. With `write: false` (a --dry-run,
- * which touches nothing) write access is asked of the file system instead of shown by creating a file.
+ * which touches nothing) write access is asked of the file system instead of shown by creating a file; with
+ * `access: false` (a command that only reads there) only the folders of the path are checked.
  */
-export function checkOutputDir(dir: string, label: string, named: string = dir, { write = true }: { write?: boolean } = {}): void {
+export function checkOutputDir(dir: string, label: string, named: string = dir, { write = true, access = true }: { write?: boolean; access?: boolean } = {}): void {
   if (dir.trim() === '') throw new OutputError(`${label.trim()} '': expected a folder path`);
   const abs = resolve(dir);
   let at = abs;
@@ -119,6 +120,7 @@ export function checkOutputDir(dir: string, label: string, named: string = dir, 
     if (up === at) break;
     at = up;
   }
+  if (!access) return;
   // host and pid in its name: another host's probe in a shared folder is never this one's
   const probe = join(at, tempName('moco3-write-test'));
   try {

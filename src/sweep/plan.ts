@@ -167,15 +167,17 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
   const variedInFile = new Set<string>();
   for (const { grid } of grids) for (const [k, v] of grid) if (v.length > 1) variedInFile.add(k);
   if (optimizers.length > 1) variedInFile.add('optim.name');
-  for (const s of sets) {
-    // every dotted key the --set gives: one, or those of a section it sets (--set 'optim={base_lr: 1}')
-    let keys: string[];
+  // every dotted key each --set gives: one, or those of a section it sets (--set 'optim={base_lr: 1}')
+  const setKeys = sets.map((s) => {
     try {
-      keys = [...flatten(parseSet(s)).keys()];
+      return [...flatten(parseSet(s)).keys()];
     } catch {
-      keys = [s.slice(0, Math.max(0, s.indexOf('='))).trim()]; // buildConfig says what is wrong with it
+      return [s.slice(0, Math.max(0, s.indexOf('='))).trim()]; // buildConfig says what is wrong with it
     }
-    for (const key of keys) {
+  });
+  const givenBySet = new Set(setKeys.flat());
+  for (const [i, s] of sets.entries()) {
+    for (const key of setKeys[i]!) {
       if (key === 'seed') throw new SweepError(`--set ${s}: a sweep's seeds come from --seeds or the file's seeds`);
       if (key === 'optim.name') throw new SweepError(`--set ${s}: choose a sweep's optimizer with --optimizer`);
       if (variedInFile.has(key)) throw new SweepError(`--set ${s}: ${spec.file} varies ${key}; edit the grid in the file instead`);
@@ -206,8 +208,7 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
           // a rule across keys broken by values the preset scaled: the line says which, from what (a key a
           // --set gives is run as set, not as scaled)
           const keys = e instanceof ConfigError ? (e.keys ?? []) : [];
-          const given = new Set(keys.length ? sets.flatMap((x) => [...flatten(parseSet(x)).keys()]) : []);
-          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v && keys.includes(k) && !given.has(k));
+          const scaled = Object.entries(combo).filter(([k, v]) => scaleValue(k, v, scale) !== v && keys.includes(k) && !givenBySet.has(k));
           if (e instanceof Error && scaled.length) {
             e.message += ` (preset ${preset} runs the file's ${scaled.map(([k, v]) => `${k} ${fmtValue(v, k)} as ${fmtValue(scaleValue(k, v, scale), k)}`).join(', ')})`;
           }
