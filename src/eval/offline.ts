@@ -16,7 +16,7 @@ import { readSafetensors } from '../engine/safetensors.ts';
 import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../data/index.ts';
 import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
+import { checkNoStrayTensors, checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { isDone, readRunState } from '../runfolder/state.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
@@ -40,6 +40,8 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   const model = new MoCoViT(modelConfigOf(config), config.seed, { encoderOnly: true });
   try {
+    // the base encoder's tensors only: the momentum encoder and the predictor are not read
+    checkNoStrayTensors(dir, tensors.keys(), (name) => model.vars.has(name), (name) => name.startsWith('base_encoder.'));
     for (const name of model.vars.keys()) {
       if (name.endsWith('num_batches_tracked')) continue;
       const t = tensors.get(name);

@@ -16,6 +16,19 @@ export class CheckpointError extends InputError {
   override name = 'CheckpointError';
 }
 
+/**
+ * Every tensor of a checkpoint's model.safetensors (of `names`, those `mine` says the model reads) has a
+ * place in the model built from the run's config: a file of a deeper model, copied in from another run,
+ * would otherwise load its first blocks and leave the rest unread.
+ */
+export function checkNoStrayTensors(dir: string, names: Iterable<string>, has: (name: string) => boolean, mine: (name: string) => boolean = () => true): void {
+  for (const name of names) {
+    if (mine(name) && !has(name)) {
+      throw new CheckpointError(`${dir}/model.safetensors: holds ${name}, which the run's model has no place for: the file is of another model (copied in from another run?)`);
+    }
+  }
+}
+
 export const stepDirName = (step: number) => `step-${String(step).padStart(7, '0')}`;
 
 export function checkpointsDir(runDir: string): string {

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
-import { checkpointStep, checkpointTempDir, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
+import { checkpointStep, checkpointTempDir, checkNoStrayTensors, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
 import { checkCheckpoint, type CheckpointState } from '../runfolder/resume.ts';
 import { OptimizerStateError } from '../optim/optimizer.ts';
 
@@ -124,6 +124,7 @@ export async function saveCheckpoint(
 export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
   const state = checkCheckpoint(dir, false) as unknown as LoopState;
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
+  checkNoStrayTensors(dir, tensors.keys(), (name) => model.vars.has(name));
   for (const [name, v] of model.vars) {
     const t = tensors.get(name);
     if (!t) throw new CheckpointError(`${dir}/model.safetensors: missing tensor ${name}`);

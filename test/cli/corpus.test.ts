@@ -499,6 +499,20 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
       for (const [name, t] of tensors) if (name.endsWith('encoder.norm.weight')) tensors.set(name, { dtype: 'F32', shape: [t.shape[0]! + 1], data: new Float32Array(t.shape[0]! + 1) });
       writeSafetensors(p, tensors, metadata);
     })], /step-0000008: model\.safetensors base_encoder\.norm\.weight has shape \[\d+\] but optimizer\.safetensors base_encoder\.norm\.weight\.\w+ has \[\d+\]: the files are of different models \(one copied in from another run\?\); resume from the previous checkpoint with --checkpoint step-6 /],
+    // a model.safetensors of a deeper model, its optimizer.safetensors too (or only the base encoder read): the tensor
+    // with no place in the model is named, not left unread
+    ...(['train', 'eval'] as const).map((cmd, i): [string[], RegExp] => {
+      const r = damaged(`x9${i}`, (d) => {
+        const p = join(ckptOf(d), 'model.safetensors');
+        const { tensors, metadata } = readSafetensors(p);
+        tensors.set('base_encoder.blocks.9.norm1.weight', { dtype: 'F32', shape: [8], data: new Float32Array(8) });
+        writeSafetensors(p, tensors, metadata);
+        // a run stopped at its last step, so that train --resume loads the checkpoint
+        const st = join(d, 'status.json');
+        if (cmd === 'train') writeFileSync(st, JSON.stringify({ ...JSON.parse(readFileSync(st, 'utf8')), status: 'interrupted' }));
+      });
+      return [cmd === 'train' ? ['train', ...TINY, '--resume', '--out', r] : ['eval', 'knn', r], /step-0000008\/model\.safetensors: holds base_encoder\.blocks\.9\.norm1\.weight, which the run's model has no place for: the file is of another model \(copied in from another run\?\)$/];
+    }),
     [['train', ...TINY, '--out', '--dry-run'], /^moco3: --out: expected a value, got the option --dry-run \(the value left out\?\)\n\(moco3 train --help lists the options\)$/],
     [['train', '--preset', '', '--dry-run'], /--preset <name>' argument '' is invalid\. expected a name, got an empty string/],
     [['train', '--config', file('dlist.yaml', 'data: [fashion-mnist]\n'), '--data', 'synthetic', '--dry-run'], /dlist\.yaml: data: expected a mapping of data keys \(name, path, .*\), got \["fashion-mnist"\]$/],
