@@ -118,6 +118,13 @@ export function spikeOrderMarkdown(inst: Iterable<RunInstability>): string | nul
   );
 }
 
+/** How a run's linear probe trained, as its summary.json records it (null: not recorded). */
+function probeProtocol(f: RunFacts): string | null {
+  const s = f.linearSettings;
+  const parts = [f.linearViews, s.epochs === null ? null : `${s.epochs} epochs`, s.base_lr === null ? null : `base lr ${s.base_lr}`, s.batch_size === null ? null : `batch ${s.batch_size}`];
+  return parts.some((x) => x !== null) ? parts.filter((x) => x !== null).join(', ') : null;
+}
+
 function common(sweep: SweepRecord, k: string): string | null {
   const vs = new Set(sweep.runs.map((r) => JSON.stringify(r.flat.get(k))));
   const v = sweep.runs[0]?.flat.get(k);
@@ -233,12 +240,20 @@ export function reportMarkdown(
   if (pending) {
     out.push(`${pending} completed run${pending === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
   }
-  // linear top-1 of one table from two probe protocols (\`moco3 eval linear --no-augment\` on some runs)
-  const byViews = new Map<string, number>();
-  for (const f of facts.values()) if (f.status === 'completed' && f.linearTop1 !== null && f.linearViews !== null) byViews.set(f.linearViews, (byViews.get(f.linearViews) ?? 0) + 1);
-  if (byViews.size > 1) {
-    const parts = [...byViews].sort(([a], [b]) => a.localeCompare(b)).map(([v, n]) => `${n} run${n === 1 ? '' : 's'}: ${v}`).join('; ');
-    out.push(`**The linear top-1 of the table comes from probes trained on different views** (${parts}; each run's summary.json \`linear\` says which): compare runs of one protocol only, or probe them all alike with \`moco3 eval linear <run-dir>\` (\`--no-augment\` / \`--augment\`).`, '');
+  // linear top-1 of one table from two probe protocols (\`moco3 eval linear --no-augment\` or \`--epochs\` on some runs)
+  const byProtocol = new Map<string, number>();
+  for (const f of facts.values()) {
+    const p = f.status === 'completed' && f.linearTop1 !== null ? probeProtocol(f) : null;
+    if (p !== null) byProtocol.set(p, (byProtocol.get(p) ?? 0) + 1);
+  }
+  if (byProtocol.size > 1) {
+    const parts = [...byProtocol].sort(([a], [b]) => a.localeCompare(b)).map(([v, n]) => `${n} run${n === 1 ? '' : 's'}: ${v}`).join('; ');
+    out.push(
+      `**The linear top-1 of the table comes from probes trained differently** (${parts}; each run's summary.json \`linear\` says how): ` +
+        'its cells and the paired tests mix them; compare runs of one protocol only, or probe them all alike with `moco3 eval linear <run-dir>` ' +
+        '(`--augment` / `--no-augment`, `--epochs`, `--lr`, `--batch-size`).',
+      '',
+    );
   }
   const knnFig = figures.find((f) => f.name === 'knn');
   const png = (f: WrittenFigure) => (f.png ? ` (PNG: [${rel(f.png)}](${rel(f.png)}))` : '');
