@@ -48,20 +48,30 @@ function keyRank(k: string): number {
   return i < 0 ? PREFERRED.length : i;
 }
 
-/** Keys whose values differ between runs, minus those that follow an earlier key or (undeclared ones) the seed. */
+/**
+ * A run's value of a key as its hash reads it (src/config/load.ts): a key added later stands for its old
+ * value where an older config.yaml lacks it.
+ */
+const valueOf = (r: RunRecord, k: string) => (r.flat.has(k) ? r.flat.get(k) : k in LATER_KEYS ? LATER_KEYS[k] : undefined);
+
+/**
+ * Keys whose values differ between runs, minus those that follow an earlier key or (undeclared ones) the
+ * seed, and minus (undeclared) what the hash leaves out: where a run ran or how often it logged.
+ */
 export function inferSweptKeys(runs: RunRecord[], declared: string[] = []): string[] {
   if (runs.length < 2) return declared.filter((k) => runs.every((r) => r.flat.has(k)));
   const all = new Set<string>();
   for (const r of runs) for (const k of r.flat.keys()) all.add(k);
-  const differing = [...all].filter((k) => k !== 'seed' && new Set(runs.map((r) => key(r.flat.get(k)))).size > 1);
+  const unhashed = new Set<string>(UNHASHED_KEYS);
+  const differing = [...all].filter((k) => k !== 'seed' && (declared.includes(k) || !unhashed.has(k)) && new Set(runs.map((r) => key(valueOf(r, k)))).size > 1);
   const rank = (k: string) => (declared.includes(k) ? declared.indexOf(k) : declared.length + keyRank(k));
   const ordered = differing.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const kept: string[] = [];
   const determined = (k: string, by: string[]) => {
     const seen = new Map<string, string>();
     for (const r of runs) {
-      const id = key(by.map((b) => r.flat.get(b)));
-      const v = key(r.flat.get(k));
+      const id = key(by.map((b) => valueOf(r, b)));
+      const v = key(valueOf(r, k));
       if (seen.has(id) && seen.get(id) !== v) return false;
       seen.set(id, v);
     }
@@ -114,7 +124,6 @@ export function pooledKeys(view: SweepView): Map<string, string[]> {
   // what a run computes, as its hash reads it (src/config/load.ts): not where it ran or how often it logged,
   // and a key added later stands for its old value where an older config.yaml lacks it
   const skip = new Set<string>(['seed', ...UNHASHED_KEYS]);
-  const valueOf = (r: RunRecord, k: string) => (r.flat.has(k) ? r.flat.get(k) : k in LATER_KEYS ? LATER_KEYS[k] : undefined);
   for (const c of view.columns) {
     const keys = new Set(c.runs.flatMap((r) => [...r.flat.keys()]));
     for (const k of keys) {
@@ -138,7 +147,6 @@ export function pooledKeys(view: SweepView): Map<string, string[]> {
 export function followingKeys(view: SweepView): Map<string, string[]> {
   const skip = new Set<string>(['seed', ...UNHASHED_KEYS, ...view.sweptKeys]);
   const pooled = pooledKeys(view);
-  const valueOf = (r: RunRecord, k: string) => (r.flat.has(k) ? r.flat.get(k) : k in LATER_KEYS ? LATER_KEYS[k] : undefined);
   const runs = view.columns.flatMap((c) => c.runs);
   const keys = [...new Set(runs.flatMap((r) => [...r.flat.keys()]))].sort();
   const out = new Map<string, string[]>();
@@ -220,7 +228,7 @@ export function viewSweep(sweep: SweepRecord): SweepView {
 
   const groups = new Map<string, Column>();
   for (const r of runs) {
-    const values = Object.fromEntries(sweptKeys.map((k) => [k, r.flat.get(k)]));
+    const values = Object.fromEntries(sweptKeys.map((k) => [k, valueOf(r, k)]));
     const id = key(sweptKeys.map((k) => values[k]));
     let col = groups.get(id);
     if (!col) {

@@ -261,6 +261,24 @@ test('report: runs of two presets in one folder: what changes with the columns b
   assert.doesNotMatch(readFileSync(join(plain, 'report.md'), 'utf8'), /Changing with the columns/);
 });
 
+test('swept keys: a key an older config.yaml lacks, at the value it stands for, or where a run ran, is no column', () => {
+  const dir = join(tmp(), 'mixed-age');
+  for (const bs of [64, 128]) for (const seed of [0, 1]) {
+    // one run written by a newer moco3 (it records the probe's views, at the old default), one on another backend
+    const extra = bs === 128 && seed === 1 ? { 'eval.linear.train_views': 'augmented' } : bs === 64 && seed === 1 ? { 'train.backend': 'native' } : {};
+    writeFakeRun(dir, { id: `bs${bs}-s${seed}`, config: { seed, 'optim.batch_size': bs, ...extra } });
+  }
+  const runs = readSweep(dir).runs;
+  assert.deepEqual(inferSweptKeys(runs), ['optim.batch_size']);
+  const v = viewSweep(readSweep(dir));
+  assert.deepEqual(v.columns.map((c) => [c.label, c.runs.length]), [['64', 2], ['128', 2]]);
+  assert.equal(v.paper?.figure, 'Fig. 1');
+  // another probe protocol than the old default is a column
+  writeFakeRun(dir, { id: 'bs128-s1', config: { seed: 1, 'optim.batch_size': 128, 'eval.linear.train_views': 'cached' } });
+  assert.deepEqual(inferSweptKeys(readSweep(dir).runs), ['optim.batch_size', 'eval.linear.train_views']);
+  rmSync(dir, { recursive: true });
+});
+
 test('swept keys: a key sweep.yaml declares stays a column when each of its values ran on other seeds', () => {
   const root = tmp();
   const dir = join(root, 'lr-apart');
