@@ -54,6 +54,7 @@ export interface GpuDeviceLike {
   limits: Record<string, number>;
   features: Set<string>;
   addEventListener?(type: string, f: (ev: { error?: { message?: string } }) => void): void;
+  lost?: Promise<{ reason?: string; message?: string }>;
 }
 interface GpuLike {
   requestAdapter(opts?: { powerPreference?: string }): Promise<GpuAdapterLike | null>;
@@ -68,6 +69,8 @@ const SOFTWARE = /llvmpipe|lavapipe|swiftshader|softpipe|microsoft basic render|
 let gpu: GpuLike | null = null;
 let device: GpuDeviceLike | null = null;
 let registered = false;
+/** The first error the device reported since the last checkWebGpuErrors (null: none). */
+let deviceError: string | null = null;
 let adapterCache: Promise<{ adapter: GpuAdapterLike; summary: WebGpuAdapter } | string> | null = null;
 
 /** Dawn's `navigator.gpu`, created once; a string says why there is none. */
@@ -196,8 +199,17 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
     const requiredFeatures = summary.features.filter((f) => f === 'timestamp-query');
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     onShutdown(closeWebGpu);
+    // work the device rejects (a binding over its limits, memory it has not got) runs as nothing and reads
+    // back as zeros, which look like numbers: the error is said now and kept for the next checkWebGpuErrors
     device.addEventListener?.('uncapturederror', (ev) => {
-      process.stderr.write(`moco3: webgpu: ${ev.error?.message?.split('\n')[0] ?? 'device error'}\n`);
+      const msg = ev.error?.message?.split('\n')[0] ?? 'device error';
+      deviceError ??= msg;
+      process.stderr.write(`moco3: webgpu: ${msg}\n`);
+    });
+    const mine = device;
+    void mine.lost?.then((info) => {
+      // closeWebGpu destroys it on purpose
+      if (device === mine && info.reason !== 'destroyed') deviceError ??= `the device was lost (${info.message || info.reason || 'no reason given'})`;
     });
   }
   if (!registered) {
@@ -214,6 +226,27 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
   return summary;
 }
 
+/** Work of the webgpu device that failed: what was read back since the previous check is not valid. */
+export class WebGpuDeviceError extends Error {
+  override name = 'WebGpuDeviceError';
+}
+
+/**
+ * Throws a WebGpuDeviceError when the device reported an error since the last check (none on other
+ * backends): called after each read-back of results, so that zeros of rejected work never count as a step's
+ * gradients, a checkpoint's weights or an accuracy. `during`: what the values read back were.
+ */
+export function checkWebGpuErrors(during: string): void {
+  if (deviceError === null) return;
+  const msg = deviceError;
+  deviceError = null;
+  const big = /larger than the maximum|out of memory|OutOfMemory|allocation/i.test(msg);
+  throw new WebGpuDeviceError(
+    `webgpu: the GPU rejected work during ${during} (${msg}), so its results are not valid` +
+      (big ? ': a tensor does not fit the device (`moco3 doctor` shows its limits); a smaller train.micro_batch or optim.batch_size makes it smaller' : ''),
+  );
+}
+
 /** Destroys the device (Dawn keeps the event loop alive while one exists); the backend is removed. */
 export function closeWebGpu(): void {
   if (!device) return;
@@ -225,6 +258,7 @@ export function closeWebGpu(): void {
   registered = false;
   device.destroy();
   device = null;
+  deviceError = null;
 }
 
 /** True once a device was created: the CLI then exits explicitly at its end. */

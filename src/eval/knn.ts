@@ -4,6 +4,7 @@
  * the same ranking without overflow); top-1 and top-5 of the votes.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { checkWebGpuErrors } from '../engine/webgpu.ts';
 
 export interface KnnOptions {
   k: number;
@@ -40,6 +41,7 @@ export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queri
       });
       const v = await vals.data();
       const ix = await idx.data();
+      checkWebGpuErrors('the kNN evaluation');
       vals.dispose();
       idx.dispose();
       for (let i = 0; i < e - s; i++) {

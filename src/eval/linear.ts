@@ -8,6 +8,7 @@
  * augmentation: `cachedSource`), or recomputed per batch from augmented views (eval/offline.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { checkWebGpuErrors } from '../engine/webgpu.ts';
 import { Rng } from '../engine/rng.ts';
 import { Sgd } from '../optim/sgd.ts';
 import { probeLrAt, scaledLr } from '../optim/schedule.ts';
@@ -152,6 +153,7 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
           ]), lrNow);
           lossSum += (await g.loss.data())[0]! * idx.length;
           correct += (await g.hits.data())[0]!;
+          checkWebGpuErrors('the linear probe');
         } finally {
           for (const t of [x, yt, ...(g ? [g.loss, g.hits, g.dW, g.db] : [])]) t.dispose();
         }
@@ -181,6 +183,7 @@ export async function evaluateProbe(head: LinearHead, features: tf.Tensor2D, lab
     const e = Math.min(n, s + batch);
     const l = tf.tidy(() => head.logits(tf.slice(features, [s, 0], [e - s, -1]) as tf.Tensor2D));
     scores.set(await l.data(), s * numClasses);
+    checkWebGpuErrors("the linear probe's evaluation");
     l.dispose();
   }
   return topkAccuracy(scores, labels, numClasses);

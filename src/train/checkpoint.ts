@@ -9,6 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { checkWebGpuErrors } from '../engine/webgpu.ts';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { checkpointStep, checkpointTempDir, checkNoStrayTensors, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
 import { checkCheckpoint, type CheckpointState } from '../runfolder/resume.ts';
@@ -43,7 +44,9 @@ function toSt(t: tf.Tensor, values: tf.TypedArray, int64: boolean): StTensor {
 /** Reads tensors back with `await data()` (GPU backends have no synchronous read), then disposes them. */
 async function readAll(ts: tf.Tensor[]): Promise<tf.TypedArray[]> {
   try {
-    return await Promise.all(ts.map((t) => t.data()));
+    const values = await Promise.all(ts.map((t) => t.data()));
+    checkWebGpuErrors('the read-back of a checkpoint');
+    return values;
   } finally {
     tf.dispose(ts);
   }

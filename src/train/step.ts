@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { MoCoViT } from '../model/moco.ts';
 import type { Optimizer } from '../optim/index.ts';
+import { checkWebGpuErrors } from '../engine/webgpu.ts';
 import { gradStats } from './metrics.ts';
 
 export interface StepOptions {
@@ -37,6 +38,8 @@ export async function trainStep(model: MoCoViT, optimizer: Optimizer, x1: tf.Ten
     } finally {
       statsT.dispose();
     }
+    // zeros of work the GPU rejected (this step's, or the previous update's) are no gradients to step on
+    checkWebGpuErrors('a training step (its forward, backward or the previous optimizer update)');
     const finite = stats.every((v) => Number.isFinite(v));
     if (finite) optimizer.step(model.vars, new Map(model.trainableNames().map((n) => [n, grads.get(n)!] as const)), o.lr);
     return { stats, finite };

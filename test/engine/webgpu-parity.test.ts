@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { nativeStatus, registerNativeBackend } from '../../src/engine/native.ts';
-import { closeWebGpu, registerWebGpuBackend, describeAdapter } from '../../src/engine/webgpu.ts';
+import { closeWebGpu, registerWebGpuBackend, describeAdapter, WebGpuDeviceError } from '../../src/engine/webgpu.ts';
+import { trainStep } from '../../src/train/step.ts';
 import { ADAMW, ATTENTION_FWD, BATCHNORM_FWD, canPack, COLUMN_SUM, EMA, GELU_FWD, hasKernel, LAMB, LARS, LAYERNORM_FWD, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import type { ResolvedRunConfig } from '../../src/config/schema.ts';
@@ -206,6 +207,31 @@ describe('webgpu (Dawn) vs native: two training steps', () => {
     process.stderr.write(`webgpu vs native, worst difference per kind:\n${lines.join('\n')}\n  (${noiseElements} weight elements with noise gradients held to the update size instead)\n`);
     await tf.setBackend('cpu');
     closeWebGpu();
+  });
+  it('work the GPU rejects (a binding over its limit reads back as zeros) fails the step, before the optimizer steps on it', async () => {
+    assert.ok(await tf.setBackend('webgpu'));
+    const run = fixture('learned');
+    const c = parse(readFileSync(join(run, 'config.yaml'), 'utf8')) as ResolvedRunConfig;
+    const model = new MoCoViT(modelConfigOf(c), 0);
+    const opt = optimizerOf(c, model);
+    const name = model.trainableNames()[0]!;
+    const before = (await model.vars.get(name)!.data()).slice();
+    try {
+      // 160 MiB in one binding: above the default and lavapipe's 128 MiB storage binding limit
+      const big = tf.tidy(() => tf.add(tf.fill([40 * 2 ** 20], 1), 1));
+      big.dispose();
+      const x = () => tf.randomUniform([c.optim.batch_size, c.data.image_size, c.data.image_size, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+      const step = () => trainStep(model, opt, x(), x(), { momentum: 0.99, lr: 1e-3, microBatch: null });
+      await assert.rejects(step(), (e: Error) => e instanceof WebGpuDeviceError && /during a training step .*larger than the maximum storage buffer binding size.*: a tensor does not fit the device/.test(e.message));
+      assert.deepEqual(await model.vars.get(name)!.data(), before, 'the optimizer did not step');
+      // said once: the next step runs
+      const { finite } = await step();
+      assert.ok(finite);
+      assert.notDeepEqual(await model.vars.get(name)!.data(), before);
+    } finally {
+      opt.dispose();
+      model.dispose();
+    }
   });
   for (const k of cases) {
     const label = `${k.optim}, ${k.proj} patch projection, ${k.micro === null ? 'whole batch' : `micro-batch ${k.micro}`}${k.pack ? ', packed updates' : ''}`;
