@@ -225,11 +225,15 @@ export async function initBackend(
     case 'auto': {
       info = await useTensorflow(requested, log, 'gpu');
       const nodes = opts.gpuNodes === undefined ? gpuDeviceNodes() : opts.gpuNodes;
+      let declined: string | null = null;
       if (!info && nodes?.length !== 0) {
         const w = await useWebGpu(requested, false);
         if (typeof w !== 'string') info = w;
+        else if (nodes?.length) declined = w;
       }
       info ??= (await useTensorflow(requested, log, 'cpu')) ?? (await useNative(requested)) ?? (await useWasm(requested)) ?? (await useCpu(requested));
+      // a machine with a GPU that trains on its CPU says why, where the backend line is read
+      if (declined !== null) info = { ...info, reason: `${info.reason}; this machine has a GPU device (${nodes![0]}), but webgpu declined: ${declined}` };
       break;
     }
     default:

@@ -150,7 +150,8 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
     if (!adapter) {
       return (
         'Dawn found no WebGPU adapter: no Vulkan driver it accepts (on Linux: the GPU vendor\'s Vulkan ICD, e.g. ' +
-        'VK_DRIVER_FILES=/usr/share/vulkan/icd.d/nvidia_icd.json, and libvulkan.so.1)'
+        'VK_DRIVER_FILES=/usr/share/vulkan/icd.d/nvidia_icd.json, and libvulkan.so.1; in a container, NVIDIA_DRIVER_CAPABILITIES ' +
+        'must include graphics)'
       );
     }
     return { adapter, summary: summarizeAdapter(adapter.info, adapter.limits, adapter.features) };

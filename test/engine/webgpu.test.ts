@@ -133,9 +133,14 @@ test('auto loads Dawn only where a GPU device node exists; with one it still dec
   const probe = (nodes: string) => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'test', 'engine', 'fixtures', 'auto-dawn.ts'), nodes], { cwd: root, encoding: 'utf8', timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout) as { backend: string; dawn: boolean };
+    return JSON.parse(r.stdout) as { backend: string; dawn: boolean; reason: string };
   };
-  assert.deepEqual(probe(''), { backend: 'native', dawn: false });
-  // a device node (here a made-up one): Dawn is asked, finds this machine's software adapter, and auto goes on
-  assert.deepEqual(probe('/dev/dri/renderD128'), { backend: 'native', dawn: true });
+  const none = probe('');
+  assert.deepEqual([none.backend, none.dawn], ['native', false]);
+  assert.doesNotMatch(none.reason, /GPU device/);
+  // a device node (here a made-up one): Dawn is asked, finds this machine's software adapter, and auto goes
+  // on, saying why the GPU was not used
+  const one = probe('/dev/dri/renderD128');
+  assert.deepEqual([one.backend, one.dawn], ['native', true]);
+  assert.match(one.reason, /; this machine has a GPU device \(\/dev\/dri\/renderD128\), but webgpu declined: the only WebGPU adapter is a software one \(vendor /);
 });
