@@ -14,8 +14,10 @@
 # step 4 is skipped unless BENCH=1 (step 5 still runs: PyTorch measures the GPU whether or not Dawn found it).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here"
+# a relative OUT is of the folder the script was started in
 out=${OUT:-$here/gpu-check.json}
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+cd "$here"
 steps=${STEPS:-5}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -134,7 +136,12 @@ for (const b of ["256", "1024", "1024-per-param", "6144"]) {
 }
 const torch = { tf32_off: lines("torch-off.json"), tf32_on: lines("torch-on.json") };
 const ratio = {};
-for (const t of torch.tf32_off) if (bench[t.batch]?.images_per_s) ratio[t.batch] = Number((bench[t.batch].images_per_s / t.images_per_s).toFixed(3));
+const modelRatio = {};
+for (const t of torch.tf32_off) {
+  const b = bench[t.batch];
+  if (b?.images_per_s) ratio[t.batch] = Number((b.images_per_s / t.images_per_s).toFixed(3));
+  if (b?.ms_per_step > b?.augment_ms) modelRatio[t.batch] = Number((t.ms_per_step / (b.ms_per_step - b.augment_ms)).toFixed(3));
+}
 const out = {
   when: new Date().toISOString(),
   vulkan_icd: process.env.ICD,
@@ -145,6 +152,11 @@ const out = {
   bench_webgpu: bench,
   pytorch_cuda: torch,
   webgpu_over_pytorch_tf32_off: ratio,
+  webgpu_over_pytorch_tf32_off_without_augmentation: modelRatio,
+  ratios:
+    "the speed of moco3 on webgpu over that of PyTorch (TF32 off), by batch. PyTorch steps on random inputs already on the GPU; the steps of moco3 " +
+    "include their two-view augmentation on the CPU (augment_ms), which the second ratio takes out. At batch 6144 moco3 runs micro-batches " +
+    "of 1024 (train.micro_batch), PyTorch the whole batch at once.",
 };
 writeFileSync(process.env.OUTF, JSON.stringify(out, null, 1) + "\n");
 '

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
@@ -32,7 +32,8 @@ function check(extraEnv: Record<string, string>, out: string): { code: number | 
   const r = spawnSync(join(folder, 'gpu-check.sh'), [], { cwd: root, env, encoding: 'utf8', timeout: 300_000 });
   let json: Record<string, any> = {};
   try {
-    json = JSON.parse(readFileSync(out, 'utf8'));
+    // a relative OUT is of the folder the check was started in
+    json = JSON.parse(readFileSync(isAbsolute(out) ? out : join(root, out), 'utf8'));
   } catch {
     // asserted below
   }
@@ -94,7 +95,7 @@ test("gpu-check.sh where the machine's C++ runtime is older than Dawn's: it take
   const doctor = spawnSync(join(folder, 'node'), [join(folder, 'moco3.mjs'), 'doctor'], { env: { PATH: bin, HOME: root, LD_LIBRARY_PATH: `${join(folder, 'lib')}:${old}` }, encoding: 'utf8' });
   assert.match(doctor.stdout, /^webgpu: .*does not load here .*GLIBCXX_3\.4\.30/m);
 
-  const r = check({ LD_LIBRARY_PATH: old }, join(root, 'old-cxx.json'));
+  const r = check({ LD_LIBRARY_PATH: old }, 'old-cxx.json');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /C\+\+ runtime is older than Dawn's: using the bundled one/);
   assert.equal(r.json.cxx_runtime, 'bundled');
