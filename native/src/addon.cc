@@ -19,6 +19,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 #endif
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #ifdef MOCO3_ACCELERATE
 #include <Accelerate/Accelerate.h>
@@ -799,9 +802,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   std::call_once(once, [&env] {
     int n = static_cast<int>(std::thread::hardware_concurrency());
     if (n <= 0) n = 1;
+#ifdef __linux__
+    // the cores this process may run on (taskset, a Slurm task's or a container's cpuset), not all the machine's
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0) n = std::min(n, CPU_COUNT(&allowed));
+#endif
     if (const char* e = std::getenv("MOCO3_THREADS")) {
-      const int v = std::atoi(e);
-      if (v > 0) n = v;
+      // 1..256 (the pool's ceiling); 0, empty or not a number: the default (moco3 checks the value before it loads the addon)
+      char* end = nullptr;
+      const long v = std::strtol(e, &end, 10);
+      if (end != e && *end == '\0' && v > 0) n = static_cast<int>(std::min<long>(v, 256));
     }
     set_threads(n);
     // stop the workers when that environment goes away (process exit)

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -47,22 +48,23 @@ class Pool {
   int64_t guarded_jobs() const { return guarded_.load(std::memory_order_relaxed); }
 
   // Total threads including the caller (1 = run everything on the caller). Waits for a running job.
+  // Where the system gives fewer threads than asked (a limit on processes or on address space), the pool
+  // keeps half of those it got, leaving the process room for its own threads and memory; info() reports it.
   void resize(int n) {
     n = std::max(1, std::min(n, 256));
     while (busy_.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
-    if (!workers_.empty()) {
-      {
-        std::lock_guard<std::mutex> lk(m_);
-        stop_.store(true);
-        state_.fetch_add(uint64_t(1) << 32);
+    stop_workers();
+    for (;;) {
+      threads_ = n;
+      try {
+        for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+        break;
+      } catch (const std::system_error&) {
+        const int got = static_cast<int>(workers_.size()) + 1;
+        stop_workers();
+        n = std::max(1, got / 2);
       }
-      cv_.notify_all();
-      for (auto& t : workers_) t.join();
-      workers_.clear();
-      stop_.store(false);
     }
-    threads_ = n;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
     busy_.store(false, std::memory_order_release);
   }
 
@@ -132,6 +134,20 @@ class Pool {
       const int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
       if (lo < hi) fn(ctx, lo, hi, 0);
     }
+  }
+
+  // stops and joins the workers (the caller holds busy_)
+  void stop_workers() {
+    if (workers_.empty()) return;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_.store(true);
+      state_.fetch_add(uint64_t(1) << 32);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stop_.store(false);
   }
 
   // claim and run chunks of generation gen until none is left

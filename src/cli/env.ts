@@ -6,19 +6,19 @@
 import { UsageError } from '../config/errors.ts';
 import { parseDecimal, parseInteger } from '../config/numbers.ts';
 
-const NUMERIC_ENV: Readonly<Record<string, { min: number; strict: boolean; what: string; integer?: boolean }>> = {
+const NUMERIC_ENV: Readonly<Record<string, { min: number; max?: number; strict: boolean; what: string; integer?: boolean }>> = {
   MOCO3_LOCK_TIMEOUT: { min: 0, strict: true, what: 'a positive number of seconds' },
   // read by the native addon (native/src/addon.cc), which would take a bad value for all cores
-  MOCO3_THREADS: { min: 0, strict: false, what: 'a whole number of threads (0: one per core)', integer: true },
+  MOCO3_THREADS: { min: 0, max: 256, strict: false, what: 'a whole number of threads from 0 to 256 (0: one per core this process may use)', integer: true },
   MOCO3_NATIVE_POOL_MB: { min: 0, strict: false, what: 'a number of MiB, 0 or more' },
   MOCO3_STREAM_BYTES: { min: 0, strict: false, what: 'a number of bytes, 0 or more' },
 };
 
 export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
-  for (const [name, { min, strict, what, integer }] of Object.entries(NUMERIC_ENV)) {
+  for (const [name, { min, max, strict, what, integer }] of Object.entries(NUMERIC_ENV)) {
     const v = env[name];
     if (v === undefined || v.trim() === '') continue;
     const x = integer ? parseInteger(v) : parseDecimal(v);
-    if (!Number.isFinite(x) || (strict ? x <= min : x < min)) throw new UsageError(`${name}=${v}: expected ${what}`);
+    if (!Number.isFinite(x) || (strict ? x <= min : x < min) || (max !== undefined && x > max)) throw new UsageError(`${name}=${v}: expected ${what}`);
   }
 }

@@ -9,9 +9,11 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     ['MOCO3_LOCK_TIMEOUT', '0', 'a positive number of seconds'],
     ['MOCO3_NATIVE_POOL_MB', '-1', 'a number of MiB, 0 or more'],
     ['MOCO3_STREAM_BYTES', '0x10', 'a number of bytes, 0 or more'],
-    ['MOCO3_THREADS', 'abc', 'a whole number of threads (0: one per core)'],
-    ['MOCO3_THREADS', '1.5', 'a whole number of threads (0: one per core)'],
-    ['MOCO3_THREADS', '-2', 'a whole number of threads (0: one per core)'],
+    ['MOCO3_THREADS', 'abc', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
+    ['MOCO3_THREADS', '1.5', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
+    ['MOCO3_THREADS', '-2', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
+    // the native pool's own ceiling: a larger number was cut to it without a word (or wrapped around in the addon)
+    ['MOCO3_THREADS', '4294967298', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
   ] as const) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
     assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
