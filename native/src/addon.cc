@@ -355,12 +355,15 @@ Napi::Value Transpose(const Napi::CallbackInfo& info) {
   }
   int64_t odims[MAX_RANK], ist[MAX_RANK];
   int rank = 0;
+  std::vector<bool> used(r, false);
   for (int k = 0; k < r; k++) {
     const int64_t p = perm[k];
-    if (p < 0 || p >= r) {
+    // each axis once: a repeated one would read past the input
+    if (p < 0 || p >= r || used[p]) {
       fail(env, "transpose: bad perm");
       return env.Undefined();
     }
+    used[p] = true;
     if (shape[p] == 1) continue;
     if (rank > 0 && ist[rank - 1] == istr[p] * shape[p]) {
       odims[rank - 1] *= shape[p];

@@ -99,6 +99,9 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
+/** The most dimensions the addon's strided kernels take (native/src/addon.cc): more go to the stock kernels. */
+const MAX_RANK = 8;
+
 /** Kernel configs for the backend `backendName`; `stock` gives the cpu kernel to fall back on. */
 export function nativeKernelConfigs(addon: NativeAddon, backendName: string, stock: (name: string) => KernelFunc): tf.KernelConfig[] {
   const configs: tf.KernelConfig[] = [];
@@ -126,7 +129,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const av = f32(backend, a);
     const bv = f32(backend, b);
-    if (!av || !bv || av.length === 0 || bv.length === 0) return null;
+    if (!av || !bv || av.length === 0 || bv.length === 0 || Math.max(a.shape.length, b.shape.length) > MAX_RANK) return null;
     return { backend, a, b, av, bv, shape: tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape) };
   };
   for (const [name, op] of Object.entries(B)) {
@@ -167,7 +170,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
       const backend = args.backend as MathBackendCPU;
       const x = args.inputs.x as TensorInfo;
       const xv = f32(backend, x);
-      if (!xv || xv.length === 0) return fallback(args);
+      if (!xv || xv.length === 0 || x.shape.length > MAX_RANK) return fallback(args);
       const attrs = args.attrs as Record<string, unknown>;
       const axes = tf.util.parseAxisParam(attrs[axisAttr] as number | number[], x.shape);
       const [outShape] = tf.backend_util.computeOutAndReduceShapes(x.shape, axes);
@@ -188,7 +191,8 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
     const perm = (args.attrs as { perm: number[] }).perm;
     const v = backend.data.get(x.dataId).values;
     const ok = (x.dtype === 'float32' && v instanceof Float32Array) || (x.dtype === 'int32' && v instanceof Int32Array);
-    if (!ok || v.length === 0 || perm.length !== x.shape.length) return fallback(args);
+    // a repeated axis (tf.transpose does not refuse one) would make a tensor of other size than its values
+    if (!ok || v.length === 0 || perm.length !== x.shape.length || perm.length > MAX_RANK || new Set(perm).size !== perm.length) return fallback(args);
     const shape = perm.map((p) => x.shape[p]!);
     const out = alloc(backend, x.dtype, v.length);
     addon.transpose(v, x.shape, perm, out);
@@ -200,7 +204,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
   /** A strided slice copy; contiguous slices go to the stock kernel, which returns a view. */
   const sliceOf = (backend: MathBackendCPU, x: TensorInfo, begin: number[], sz: number[], args: KernelArgs): TensorInfo => {
     const v = words(backend, x);
-    if (!v || size(sz) === 0 || tf.slice_util.isSliceContinous(x.shape, begin, sz)) {
+    if (!v || size(sz) === 0 || x.shape.length > MAX_RANK || tf.slice_util.isSliceContinous(x.shape, begin, sz)) {
       return stockSlice({ ...args, inputs: { x }, attrs: { begin, size: sz } }) as TensorInfo;
     }
     const out = alloc(backend, x.dtype, size(sz));
@@ -235,7 +239,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
   add('Concat', (fallback) => (args: KernelArgs) => {
     const backend = args.backend as MathBackendCPU;
     const list = args.inputs as unknown as TensorInfo[];
-    if (list.length === 0) return fallback(args);
+    if (list.length === 0 || list[0]!.shape.length > MAX_RANK) return fallback(args);
     const dtype = list[0]!.dtype;
     if (!list.every((t) => t.dtype === dtype && words(backend, t) !== null)) return fallback(args);
     const { axis } = args.attrs as unknown as tf.ConcatAttrs;
@@ -257,7 +261,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, sto
     const backend = args.backend as MathBackendCPU;
     const x = args.inputs.x as TensorInfo;
     const v = words(backend, x);
-    if (!v || v.length === 0) return fallback(args);
+    if (!v || v.length === 0 || x.shape.length > MAX_RANK) return fallback(args);
     const { paddings, constantValue } = args.attrs as unknown as tf.PadV2Attrs;
     if (paddings.some((p) => p[0] < 0 || p[1] < 0)) return fallback(args);
     const outShape = paddings.map((p, i) => p[0] + x.shape[i]! + p[1]);

@@ -285,6 +285,23 @@ describe('native backend', () => {
         await parity('transpose grad', [input([2, 3, 4, 5], 50)], gradsOf((t) => tf.transpose(t, [2, 0, 3, 1])), 0, 0);
       });
 
+      test('more dimensions than the addon takes, and a transpose with a repeated axis: the stock kernels', async () => {
+        // rank 9-10 after merging what can be merged: alternating broadcast, reversed axes, every other axis reduced
+        const a10 = [2, 1, 2, 1, 2, 1, 2, 1, 2, 1];
+        const b10 = [1, 2, 1, 2, 1, 2, 1, 2, 1, 2];
+        await parity('add rank 10', [input(a10, 60), input(b10, 61)], (x, y) => tf.add(x, y!), 0, 0);
+        await parity('greater rank 10', [input(a10, 62), input(b10, 63)], (x, y) => tf.greater(x, y!), 0, 0);
+        const s9 = [2, 3, 2, 3, 2, 3, 2, 3, 2];
+        await parity('transpose rank 9', [input(s9, 64)], (t) => tf.transpose(t, [8, 7, 6, 5, 4, 3, 2, 1, 0]), 0, 0);
+        await parity('sum rank 9', [input(s9, 65)], (t) => tf.sum(t, [0, 2, 4, 6, 8]), 1e-5, 1e-6);
+        await parity('slice rank 9', [input(s9, 66)], (t) => tf.slice(t, [1, 1, 0, 1, 0, 1, 0, 1, 1], [1, 2, 2, 2, 2, 2, 2, 2, 1]), 0, 0);
+        await parity('concat rank 9', [input(s9, 67), input(s9, 68)], (x, y) => tf.concat([x, y!], 3), 0, 0);
+        await parity('pad rank 9', [input(s9, 69)], (t) => tf.pad(t, s9.map((_, i) => [i % 2, 1] as [number, number]), 0.5), 0, 0);
+        // tf.transpose takes a repeated axis: a [2, 2] tensor of the diagonal's pattern, not 6 values under a [2, 2] shape
+        await parity('transpose repeated axis', [input([2, 3], 70)], (t) => tf.transpose(t, [0, 0]), 0, 0);
+        await parity('transpose repeated axis, large', [input([2, 4000], 71)], (t) => tf.add(tf.transpose(t, [1, 1]), 1), 0, 0);
+      });
+
       test('slice, split, concat and pad (float32 and int32)', async () => {
         let seed = 200;
         const slices: [Arr, Arr, Arr][] = [
