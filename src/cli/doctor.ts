@@ -45,6 +45,8 @@ export function doctorCommand(): Command {
       const mod = (await import('../engine/native.ts')) as { nativeStatus?: () => { built: boolean; path?: string; error?: string; blas?: string; threads?: number } };
       const st = mod.nativeStatus?.();
       if (st?.built) nativeLine = `native: built (${st.blas ?? 'BLAS'}, ${st.threads ?? '?'} threads) at ${st.path}`;
+      else if (process.env.MOCO3_NATIVE === '0' || process.env.MOCO3_NATIVE_PATH) nativeLine = `native: not loaded (${st?.error ?? 'no reason given'})`;
+      else if (st?.path) nativeLine = `native: built at ${st.path}, but it does not load (${st.error ?? 'no reason given'}) — rebuild it: npm run build:native`;
       else {
         nativeLine =
           `native: NOT built${st?.error ? ` (${st.error})` : ''} — install a C++ compiler and OpenBLAS, then rebuild: ` +

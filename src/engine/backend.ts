@@ -212,7 +212,10 @@ export async function initBackend(
     case 'native':
       info = await useNative(requested);
       if (!info) {
-        throw new BackendError("backend 'native' asked for, but moco3's native kernels are not built (run `moco3 doctor`)");
+        const st = (await import('./native.ts')).nativeStatus();
+        const err = st.error ?? 'no reason given';
+        const why = st.path ? `do not load (${err.includes(st.path) ? err : `${st.path}: ${err}`})` : `are not available (${err})`;
+        throw new BackendError(`backend 'native' asked for, but moco3's native kernels ${why} (run \`moco3 doctor\`)`);
       }
       break;
     case 'wasm':

@@ -44,6 +44,12 @@ function loadAddon(): { addon: NativeAddon | null; status: NativeStatus } {
     loaded = { addon: null, status: { built: false, error: 'disabled by MOCO3_NATIVE=0' } };
     return loaded;
   }
+  const override = process.env.MOCO3_NATIVE_PATH;
+  if (override && !existsSync(resolve(override))) {
+    // the file asked for, not the default build in its place
+    loaded = { addon: null, status: { built: false, error: `MOCO3_NATIVE_PATH=${override}: no such file` } };
+    return loaded;
+  }
   const path = candidatePaths().find((p) => existsSync(p));
   if (!path) {
     loaded = {

@@ -1,7 +1,12 @@
 /** The environment variables that take numbers: a bad value is one line naming it, exit 2; unset or empty, the default. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { cli } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 test('a numeric environment variable with a bad value is one line, exit 2, before the command runs', async () => {
   for (const [name, value, what] of [
@@ -13,6 +18,7 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     ['MOCO3_THREADS', '1.5', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
     ['MOCO3_THREADS', '-2', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
     // the native pool's own ceiling: a larger number was cut to it without a word (or wrapped around in the addon)
+    ['MOCO3_THREADS', '257', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
     ['MOCO3_THREADS', '4294967298', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
   ] as const) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
@@ -21,8 +27,21 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     assert.equal(r.out, '');
   }
   // good values, and unset or empty ones, leave the command to run
-  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9', MOCO3_THREADS: '2' }, { MOCO3_THREADS: '0' }]) {
+  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9', MOCO3_THREADS: '2' }, { MOCO3_THREADS: '0' }, { MOCO3_THREADS: '256' }]) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }
+});
+
+test('MOCO3_NATIVE_PATH naming no file, or a file that is no addon: doctor and --backend native say which, not "not built"', () => {
+  const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'moco3.js');
+  const bad = join(tempDir('moco3-native-path-'), 'bad.node');
+  writeFileSync(bad, 'x');
+  const run = (args: string[], path: string) => spawnSync(process.execPath, [bin, ...args], { env: { ...process.env, MOCO3_NATIVE_PATH: path }, encoding: 'utf8', timeout: 120_000 });
+  // the file asked for, not the default build in its place
+  assert.match(run(['doctor'], '/nonexistent/moco3_native.node').stdout, /^native: not loaded \(MOCO3_NATIVE_PATH=\/nonexistent\/moco3_native\.node: no such file\)$/m);
+  assert.match(run(['doctor'], bad).stdout, /^native: not loaded \(.*bad\.node: file too short\)$/m);
+  const r = run(['bench', '--preset', 'smoke', '--backend', 'native', '--steps', '1'], bad);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /^moco3: backend 'native' asked for, but moco3's native kernels do not load \(\S*bad\.node: file too short\) \(run `moco3 doctor`\)$/m);
 });
