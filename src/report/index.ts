@@ -9,6 +9,7 @@ import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
+import { liveLock } from '../runfolder/lock.ts';
 import { checkReportOutputs, plannedRuns, readSweep, type SweepRecord } from './results.ts';
 import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
@@ -63,7 +64,9 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   for (const r of sweep.runs) {
     const inst = analyzeRun(r.metrics, io);
     instability.set(r.id, inst);
-    if (opts.updateSummaries !== false && r.summary) r.summary = mergeSummary(r.dir, instabilitySummary(inst, io));
+    // a run whose process holds its lock writes its own summary.json (the probe's result, the final status):
+    // the report leaves it alone, lest its rewrite land over one of those (a later report fills it in)
+    if (opts.updateSummaries !== false && r.summary && liveLock(r.dir) === null) r.summary = mergeSummary(r.dir, instabilitySummary(inst, io));
     facts.set(r.id, runFacts(r, inst));
   }
   const table = buildTable(view, facts, { dipPoints: io.dipPoints, orderWindow: orderWindow(instability, io) });

@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
-import { procStart } from '../../src/runfolder/lock.ts';
+import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { fmtSci, followingKeys, formatValue, inferSweptKeys, pooledKeys, viewSweep } from '../../src/report/sweep.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
@@ -454,4 +454,21 @@ test("a summary.json of another step than the metrics' end (a resume killed befo
   assert.ok(![...table.values()].flat().some((c) => /22\.2|11\.1/.test(c)), 'no figure of the stale summaries');
   const csv = readFileSync(join(dir, 'runs.csv'), 'utf8');
   assert.ok(!/22\.2|11\.1/.test(csv), csv);
+});
+
+test("report: a run whose process holds its lock keeps its summary.json as that process wrote it (the report's rewrite could land over the probe's result)", async () => {
+  const dir = join(tmp(), 'held');
+  writeFakeRun(dir, { id: 'a', config: { 'optim.batch_size': 64 }, knnDrops: { 120: 10 } });
+  const b = writeFakeRun(dir, { id: 'b', config: { 'optim.batch_size': 128 }, knnDrops: { 120: 10 } });
+  const before = readFileSync(join(b, 'summary.json'), 'utf8');
+  assert.equal(acquireLock(b, 'held'), null);
+  try {
+    await writeReport(dir, { plots: false });
+    assert.equal(readFileSync(join(b, 'summary.json'), 'utf8'), before, 'the held run: untouched');
+    assert.equal(JSON.parse(readFileSync(join(dir, 'a', 'summary.json'), 'utf8')).dips, 1, 'the other run: its instability figures');
+  } finally {
+    releaseLock(b);
+  }
+  await writeReport(dir, { plots: false });
+  assert.equal(JSON.parse(readFileSync(join(b, 'summary.json'), 'utf8')).dips, 1, 'once released, filled in');
 });
