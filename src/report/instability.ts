@@ -389,7 +389,8 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
   // the order and the lead compare the patch projection with the last block: both groups must be logged
   const both = lastBlock !== null && groups.includes('patch_proj');
   const patchSeries = both ? series(rows, 'grad_inf/patch_proj') : [];
-  const order = both ? spikeOrder(patchSteps, lastSteps, opts.leadMaxLag * medianGap(patchSeries.map((p) => p.step))) : null;
+  // the logging interval from the finite rows: a diverged run's last row (off the cadence, non-finite) is none
+  const order = both ? spikeOrder(patchSteps, lastSteps, opts.leadMaxLag * medianGap(patchSeries.filter((p) => Number.isFinite(p.value)).map((p) => p.step))) : null;
   return {
     dips,
     // a curve is two evaluations or more after step 0: the final kNN alone (the monitor off) has no dip to show

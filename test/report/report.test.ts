@@ -322,6 +322,8 @@ test('runs of different depths and logging intervals: the last block and the spi
   const one = join(root, 'one');
   writeFakeRun(one, { id: 'a', config: { 'optim.base_lr': 1e-4 }, depth: 2, logEvery: 5, spikes: { patch_proj: [100], block1: [110] } });
   writeFakeRun(one, { id: 'b', config: { 'optim.base_lr': 2e-4 }, depth: 2, logEvery: 5, spikes: { patch_proj: [100], block1: [110] } });
+  // a run that diverged at step 7, off its logging cadence, with no spike: it changes no window
+  writeFakeRun(one, { id: 'c', config: { 'optim.base_lr': 3e-4 }, depth: 2, logEvery: 5, divergedAt: 7 });
   await writeReport(one, { plots: false });
   const md1 = readFileSync(join(one, 'report.md'), 'utf8');
   assert.match(md1, /\| patch-proj\. spikes with a block1 spike after them \(≤ 200 steps\) \|/);
