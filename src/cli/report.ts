@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
 import { isRunDir } from '../runfolder/records.ts';
 import { checkReportOutputs, listSweeps, readSweep } from '../report/results.ts';
@@ -29,7 +29,9 @@ const isSweepDir = (d: string) =>
 
 /** A sweep given as a folder path or as a name under --results. */
 function sweepDir(arg: string, results: string): string {
-  for (const d of [arg, join(results, arg)]) if (isSweepDir(d)) return d;
+  // a name or a relative path: itself, then under --results; an absolute path: itself alone
+  const where = isAbsolute(arg) ? [arg] : [arg, join(results, arg)];
+  for (const d of where) if (isSweepDir(d)) return d;
   if (existsSync(arg) && isRunDir(arg)) {
     // a sweep's run sits in its sweep folder; a run of `moco3 train` (results/train/<run>, --out) in none
     const parent = dirname(resolve(arg));
@@ -40,7 +42,14 @@ function sweepDir(arg: string, results: string): string {
         : `${arg} is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder (results/<sweep>); for one run: moco3 eval knn|linear ${arg}, and its summary.json`,
     );
   }
-  throw new UsageError(`no sweep '${arg}' (looked for ${arg} and ${join(results, arg)}; a sweep is a folder of run folders)`);
+  throw new UsageError(`no sweep '${arg}' (looked for ${where.join(' and ')}; a sweep is a folder of run folders)`);
+}
+
+/** A factor above 1: at 1 or below, a value as large as its running median (most values) is a spike. */
+function aboveOne(flag: string, v: string): number {
+  const x = positive(flag, v);
+  if (x <= 1) throw new UsageError(`${flag} ${v}: expected a number above 1 (a spike is a value above that many times its running median)`);
+  return x;
 }
 
 export function reportCommand(): Command {
@@ -59,7 +68,7 @@ export function reportCommand(): Command {
     .action(async (arg: string | undefined, f: ReportFlags) => {
       const instability = {
         dipPoints: positive('--dip', f.dip),
-        spikeFactor: positive('--spike-factor', f.spikeFactor),
+        spikeFactor: aboveOne('--spike-factor', f.spikeFactor),
         spikeWindow: positive('--spike-window', f.spikeWindow, true),
         leadMaxLag: positive('--lead-max-lag', f.leadMaxLag, true),
         dipAboveInit: f.dipAboveInit,

@@ -3,14 +3,14 @@
  * into each run's summary.json), and write report.md (the paper-shaped table, the figures, per-run
  * detail), report.csv, runs.csv and plots/. Reads result folders only: no TensorFlow.js.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { writeFileAtomic } from '../engine/files.ts';
 import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
 import { gradFigure, knnFigure, runLabel, writeFigure, type WrittenFigure } from './plots.ts';
 import { mergeSummary } from '../runfolder/summary.ts';
 import { liveLock } from '../runfolder/lock.ts';
-import { checkReportOutputs, plannedRuns, readSweep, type SweepRecord } from './results.ts';
+import { checkReportOutputs, FIGURES, plannedRuns, readSweep, type SweepRecord } from './results.ts';
 import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { pairedMarkdown } from './paired.ts';
@@ -88,6 +88,14 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
       const g = gradFigure(view, instability, io);
       if (g) figures.push(await writeFigure(plotDir, g, opts.png !== false));
       for (const f of figures) files.push(f.svg, ...(f.png ? [f.png] : []));
+      // a figure of an earlier report that this one does not draw (no gradients logged, --no-png) would sit
+      // beside it as if current
+      for (const name of Object.values(FIGURES)) {
+        for (const ext of ['svg', 'png']) {
+          const p = join(plotDir, `${name}.${ext}`);
+          if (!files.includes(p)) rmSync(p, { force: true });
+        }
+      }
     }
     const p = join(sweepDir, 'report.md');
     writeFileAtomic(p, reportMarkdown(sweep, view, table, facts, instability, io, figures, missing));
@@ -168,7 +176,7 @@ export function reportMarkdown(
     const n = [...maxSteps].sort((a, b) => Number(a) - Number(b)).join(' / ');
     setting.push(`max steps ${n} (\`train.max_steps\`: a run stops there, before the end of its epochs and lr schedule if they are longer)`);
   }
-  out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ')}.`);
+  out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ') || 'none yet'}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
   // what else changes from column to column: a column is then not one swept value alone (runs of two presets in one folder)
   const following = [...followingKeys(view)];
@@ -210,8 +218,13 @@ export function reportMarkdown(
         (mapped ? ' Each column is matched to the paper setting named in its header.' : ''),
     );
   }
-  out.push('', '## Table', '', tableMarkdown(view, table));
-  out.push(
+  if (!sweep.runs.length) {
+    // a sweep planned (sweep.yaml) whose runs have not started: no columns to draw
+    out.push('', '## Table', '', 'No run of this sweep has results yet: the table comes with the first one.', '');
+  } else {
+    out.push('', '## Table', '', tableMarkdown(view, table));
+  }
+  if (sweep.runs.length) out.push(
     `Cells: mean ± std over seeds (the sample std, with n − 1; one value when there is one seed; the same std in every section below). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
       // said where it matters: the other cells of a diverged run read its curves up to the divergence
       ([...facts.values()].some((f) => f.status === 'diverged')

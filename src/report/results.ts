@@ -105,6 +105,8 @@ export function listSweeps(resultsDir: string): string[] {
   return readdirSync(resultsDir)
     .filter((d) => !d.startsWith('.'))
     .map((d) => join(resultsDir, d))
+    // results/train holds the runs of `moco3 train`, in no sweep (a sweep named train has its sweep.yaml)
+    .filter((d) => basename(d) !== 'train' || existsSync(join(d, 'sweep.yaml')))
     .filter((d) => statSync(d).isDirectory() && readdirSync(d).some((r) => isRunDir(join(d, r))))
     .sort();
 }

@@ -124,10 +124,15 @@ function meanStd(xs: number[]): { mean: number | null; std: number | null } {
   return { mean, std: Math.sqrt(v) };
 }
 
-export function formatSeconds(s: number): string {
-  if (s < 120) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-  if (s < 7200) return `${(s / 60).toFixed(1)} min`;
-  return `${(s / 3600).toFixed(1)} h`;
+/**
+ * Seconds in s, min or h by their size; `unitOf`: in the unit of that value (a std in its mean's), to 0.1
+ * of the unit, or 0.01 of a minute or an hour below one.
+ */
+export function formatSeconds(s: number, unitOf?: number): string {
+  const by = unitOf ?? s;
+  const [v, unit] = by < 120 ? [s, 's'] : by < 7200 ? [s / 60, 'min'] : [s / 3600, 'h'];
+  const digits = unitOf === undefined ? (unit === 's' && v >= 10 ? 0 : 1) : unit !== 's' && v < 1 ? 2 : 1;
+  return `${v.toFixed(digits)} ${unit}`;
 }
 
 const fmtNum = (x: number, digits: number) => (Number.isInteger(x) && digits <= 1 ? String(x) : x.toFixed(digits));
@@ -144,7 +149,8 @@ function notDone(f: RunFacts): string {
  * value is not a result) and say how many there were. A column with no finished run shows its unfinished
  * runs' figures so far, marked as such (a scan stopped early); they are never pooled with finished ones.
  */
-function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: number) => string, accuracy: boolean): Cell {
+/** `fmt(x, unitOf)`: a value, or (a std) in the unit of its mean. */
+function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: number, unitOf?: number) => string, accuracy: boolean): Cell {
   const countable = accuracy ? facts.filter((f) => f.status !== 'diverged') : facts;
   const finished = countable.filter((f) => f.status === 'completed' || f.status === 'diverged');
   const used = finished.length ? finished : countable;
@@ -155,7 +161,7 @@ function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: 
   if (mean === null) {
     text = facts.length ? [...new Set(facts.map(notDone))].join('; ') : '-';
   } else {
-    text = std === null ? fmt(mean) : `${fmt(mean)} ± ${fmt(std)}`;
+    text = std === null ? fmt(mean) : `${fmt(mean)} ± ${fmt(std, mean)}`;
     if (!finished.length) text += ' (so far)';
     if (accuracy && diverged.length) text += ` (${diverged.length}/${facts.length} diverged @ step ${diverged.map((f) => f.divergedAt ?? f.step).join(', ')})`;
   }

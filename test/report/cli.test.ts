@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
 import { buildConfig, configHash, configToYaml } from '../../src/config/load.ts';
 import { loadRunConfig } from '../../src/runfolder/records.ts';
+import { formatSeconds } from '../../src/report/table.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 const fixtureCli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
@@ -227,4 +228,46 @@ test('moco3 report says when a run\'s config.yaml is not the config it was train
   const edited = await cli(['report', dir, '--no-plots']);
   assert.equal(edited.code, 0, edited.err);
   assert.match(edited.err, new RegExp(`moco3: note: ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not the config the run was trained with \\(it hashes to [0-9a-f]{8}; meta\\.json records [0-9a-f]{8}\\): edited since\\? it is read as it is now\\n`));
+});
+
+test('moco3 report: figures it no longer draws go; a planned sweep has no table yet; an absolute path is looked for once; a spike factor at or below 1 and results/train are refused or passed over', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size');
+  assert.equal((await cli(['report', dir])).code, 0);
+  for (const f of ['knn.svg', 'knn.png', 'grad.svg', 'grad.png']) assert.ok(existsSync(join(dir, 'plots', f)), f);
+  // --no-png: the PNGs of the earlier report would be taken for this one's
+  assert.equal((await cli(['report', dir, '--no-png'])).code, 0);
+  assert.deepEqual(readdirSync(join(dir, 'plots')).sort(), ['grad.svg', 'knn.svg']);
+  // a wall-time std is written in its mean's unit (6.4 min ± 104 s before)
+  assert.deepEqual(
+    [formatSeconds(384), formatSeconds(104, 384), formatSeconds(6.1, 144), formatSeconds(0, 30), formatSeconds(30), formatSeconds(7.25), formatSeconds(9000), formatSeconds(900, 9000)],
+    ['6.4 min', '1.7 min', '0.10 min', '0.0 s', '30 s', '7.3 s', '2.5 h', '0.25 h'],
+  );
+
+  // sweep.yaml alone (a sweep planned, none of its runs started): said, not an empty table
+  const planned = join(root, 'planned');
+  mkdirSync(planned);
+  writeFileSync(join(planned, 'sweep.yaml'), readFileSync(join(dir, 'sweep.yaml')));
+  assert.equal((await cli(['report', planned, '--no-plots'])).code, 0);
+  const md = readFileSync(join(planned, 'report.md'), 'utf8');
+  assert.match(md, /seeds none yet\./);
+  assert.match(md, /## Table\n\nNo run of this sweep has results yet: the table comes with the first one\.\n/);
+  assert.doesNotMatch(md, /\|---\|\|/);
+
+  const nowhere = join(root, 'nowhere');
+  assert.equal((await cli(['report', nowhere])).err, `moco3: no sweep '${nowhere}' (looked for ${nowhere}; a sweep is a folder of run folders)\n`);
+  const weak = await cli(['report', dir, '--spike-factor', '1']);
+  assert.equal(weak.code, 2);
+  assert.equal(weak.err, 'moco3: --spike-factor 1: expected a number above 1 (a spike is a value above that many times its running median)\n');
+
+  // results/train holds the runs of moco3 train, in no sweep: not reported, not written into
+  const results = join(root, 'results');
+  writeSimpleSweep(results, 'lr', [1e-4, 2e-4].map((x) => ({ 'optim.base_lr': x })));
+  const train = writeSimpleSweep(results, 'train', [{ 'optim.base_lr': 1e-4 }]);
+  rmSync(join(train, 'sweep.yaml'), { force: true });
+  const all = await cli(['report', '--results', results, '--no-plots']);
+  assert.equal(all.code, 0, all.err);
+  assert.match(all.out, /^lr: /);
+  assert.doesNotMatch(all.out, /^train: /m);
+  assert.ok(!existsSync(join(train, 'report.md')));
 });
