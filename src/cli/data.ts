@@ -368,7 +368,7 @@ function previewCmd(): Command {
       const { writeFileAtomic } = await import('../engine/files.ts');
       const ds = await inDataCommand(() => loadRunData(c));
       const aug = augmentConfigOf(c, ds);
-      const sheet = await previewSheet(ds, aug, { count: Math.min(count, ds.train.n), pairs, seed: c.seed, step, batchSize: c.optim.batch_size });
+      const sheet = await previewSheet(ds, aug, { count: Math.min(count, ds.train.n), pairs, seed: c.seed, step, batchSize: c.optim.batch_size, shuffle: c.train.shuffle });
       writeFileAtomic(resolve(f.out), sheet.png);
       process.stdout.write(
         `${resolve(f.out)}: ${sheet.batch.n} ${ds.name} images (${sheet.batch.h}x${sheet.batch.w}) of step ${step}'s batch, ` +

@@ -7,7 +7,7 @@
  * sometimes solarized.
  */
 import sharp from 'sharp';
-import { augmentPacked, packParams, sampleBatchParams, type AugmentConfig, type ViewParams } from './augment.ts';
+import { augmentPacked, evalBox, packParams, plainParams, sampleBatchParams, type AugmentConfig, type ViewParams } from './augment.ts';
 import { batchIndices, gatherBatch } from './sampler.ts';
 import type { Dataset, ImageBatch } from './types.ts';
 
@@ -21,6 +21,8 @@ export interface PreviewOptions {
   step: number;
   /** batch size of the run (the step's batch is drawn from it) */
   batchSize: number;
+  /** the run's train.shuffle: whether a step's batch is drawn from a shuffled order (default true) */
+  shuffle?: boolean;
 }
 
 export interface PreviewCell {
@@ -69,12 +71,16 @@ export async function previewSheet(ds: Dataset, aug: AugmentConfig, opts: Previe
   const { count, pairs } = opts;
   const S = aug.imageSize;
   const split = ds.train;
-  const idx = batchIndices(opts.step, { n: split.n, batchSize: Math.min(opts.batchSize, split.n), seed: opts.seed, shuffle: true }).subarray(0, count);
+  const idx = batchIndices(opts.step, { n: split.n, batchSize: Math.min(opts.batchSize, split.n), seed: opts.seed, shuffle: opts.shuffle ?? true }).subarray(0, count);
   const batch = gatherBatch(split, idx);
   const n = batch.n;
+  // as training makes them (src/data/augment.ts twoViewJob): augment.preset none feeds the plain resized image twice
+  const plain = aug.preset === 'none';
   const params: ViewParams[] = [];
   for (let p = 0; p < pairs; p++) {
-    for (const view of [1, 2] as const) params.push(...sampleBatchParams(batch, aug, opts.seed, opts.step + p, view));
+    for (const view of [1, 2] as const) {
+      params.push(...(plain ? Array.from({ length: n }, () => plainParams(evalBox(batch.h, batch.w, S))) : sampleBatchParams(batch, aug, opts.seed, opts.step + p, view)));
+    }
   }
   const src = Int32Array.from(params, (_, j) => j % n);
   const views = augmentPacked(batch, packParams(params, src), S, null);
@@ -105,7 +111,7 @@ export async function previewSheet(ds: Dataset, aug: AugmentConfig, opts: Previe
     for (const v of [1, 2]) {
       const col = 1 + 2 * p + (v - 1);
       const title = `view ${v}${pairs > 1 ? `, step ${opts.step + p}` : ''}`;
-      const sub = v === 1 ? 'blur p=1' : 'blur p=.1, solarize p=.2';
+      const sub = plain ? 'augment.preset none' : v === 1 ? 'blur p=1' : 'blur p=.1, solarize p=.2';
       text.push(`<text x="${colX(col) + cell / 2}" y="${MARGIN + 16}" text-anchor="middle" font-size="13" font-weight="bold">${esc(title)}</text>`);
       text.push(`<text x="${colX(col) + cell / 2}" y="${MARGIN + 32}" text-anchor="middle" font-size="11">${esc(sub)}</text>`);
     }

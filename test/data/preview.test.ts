@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { loadDataset } from '../../src/data/index.ts';
-import { augmentConfigFor, augmentPacked, packParams } from '../../src/data/augment.ts';
+import { augmentConfigFor, augmentPacked, evalBox, packParams, plainParams } from '../../src/data/augment.ts';
+import { batchIndices } from '../../src/data/sampler.ts';
 import { describeView, previewSheet } from '../../src/data/preview.ts';
 
 test('data preview: a PNG of the images and their two views, pixel for pixel the views training computes', async () => {
@@ -61,6 +62,25 @@ for (const [side, S] of [[160, 140], [285, 249]] as const) test(`data preview: a
       assert.deepEqual([...data.subarray(o, o + 3)], [255, 255, 255], `x ${x}`);
     }
   }
+});
+
+test('data preview as the run trains: augment.preset none shows the plain resized image twice; train.shuffle false, the batch in order', async () => {
+  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 256, testSize: 64, seed: 0, syntheticImageSize: 20 });
+  const aug = { ...augmentConfigFor(ds, 16), preset: 'none' as const };
+  const sheet = await previewSheet(ds, aug, { count: 4, pairs: 2, seed: 1, step: 3, batchSize: 64, shuffle: false });
+  // the batch of step 3 unshuffled: its images in order
+  const idx = batchIndices(3, { n: 256, batchSize: 64, seed: 1, shuffle: false }).subarray(0, 4);
+  assert.deepEqual([...idx], [192, 193, 194, 195]);
+  const px = 20 * 20 * 3;
+  for (let i = 0; i < 4; i++) assert.deepEqual(sheet.batch.data.subarray(i * px, (i + 1) * px), ds.train.images.subarray(idx[i]! * px, (idx[i]! + 1) * px), `image ${i}`);
+  const plain = plainParams(evalBox(20, 20, 16));
+  for (const c of sheet.cells.filter((x) => x.col > 0)) {
+    assert.deepEqual(c.params, plain, `row ${c.row} col ${c.col}`);
+    assert.match(c.caption, /^crop \d+%; no colour op$/);
+  }
+  // every view of an image is the same
+  const S = 16 * 16 * 3;
+  for (let j = 4; j < 16; j++) assert.deepEqual(sheet.views.subarray(j * S, (j + 1) * S), sheet.views.subarray((j % 4) * S, ((j % 4) + 1) * S), `view ${j}`);
 });
 
 test('view captions name the ops', () => {
