@@ -1,18 +1,42 @@
 /**
  * A gzipped tar archive read as it is inflated (src/data/gunzip.ts): each regular file's bytes go to the
  * caller piece by piece, so neither the archive nor a whole file is ever held in memory. Used to read
- * CIFAR straight from its .tar.gz (src/data/cifar.ts) and to unpack it (src/data/fetch.ts). Ustar headers;
- * long names (GNU or pax extensions) are not needed for the archives moco3 reads.
+ * CIFAR straight from its .tar.gz (src/data/cifar.ts) and to unpack it (src/data/fetch.ts). Ustar headers,
+ * with the long names of GNU (`L`) and pax (`x`, its `path`) extensions.
  */
 import { gunzipPieces } from './gunzip.ts';
 import { DataError } from './types.ts';
 
-/** A ustar header block: the entry's path, its size, and whether it is a regular file; null at the end-of-archive block. */
-function tarHeader(h: Uint8Array): { name: string; size: number; regular: boolean } | null {
+/**
+ * A ustar header block: the entry's path, its size, its type flag and whether it is a regular file; null at
+ * the end-of-archive block; 'checksum' where the block's checksum is wrong (no tar header there).
+ */
+function tarHeader(h: Uint8Array): { name: string; size: number; type: string; regular: boolean } | null | 'checksum' {
   if (h.every((b) => b === 0)) return null;
   const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('latin1').replace(/\0.*$/s, '');
+  // the sum of the block's bytes with its own checksum field read as spaces
+  let sum = 8 * 32;
+  for (let i = 0; i < 512; i++) if (i < 148 || i >= 156) sum += h[i]!;
+  if (parseInt(str(148, 156).trim() || 'x', 8) !== sum) return 'checksum';
   const type = String.fromCharCode(h[156]!);
-  return { name: (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100), size: parseInt(str(124, 136).trim() || '0', 8), regular: type === '0' || type === '\0' };
+  const name = (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100);
+  // old (v7) archives mark a folder by the trailing slash of its name alone
+  return { name, size: parseInt(str(124, 136).trim() || '0', 8), type, regular: (type === '0' || type === '\0') && !name.endsWith('/') };
+}
+
+/** The path a pax extended header (`<len> path=<name>\n` records) gives the entry after it, or null. */
+function paxPath(body: Uint8Array): string | null {
+  const text = Buffer.from(body).toString('utf8');
+  let path: string | null = null;
+  for (let at = 0; at < text.length; ) {
+    const sp = text.indexOf(' ', at);
+    const len = Number(text.slice(at, sp));
+    if (sp < 0 || !Number.isInteger(len) || len <= 0) break;
+    const rec = text.slice(sp + 1, at + len - 1);
+    if (rec.startsWith('path=')) path = rec.slice(5);
+    at += len;
+  }
+  return path;
 }
 
 /** What the caller does with one regular file: `data` gets its bytes in order, `end` is called after the last. */
@@ -35,6 +59,9 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
   let headerLen = 0;
   // the file being read: bytes of its body left, then of its padding to 512
   let entry = null as { name: string; left: number; pad: number; sink: TarFileSink | null } | null;
+  // where the next header starts in the unpacked data, and the name a long-name header gave the next entry
+  let at = 0;
+  let longName: string | null = null;
   await gunzipPieces(
     path,
     (piece) => {
@@ -65,14 +92,33 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
         headerLen = 0;
         const h = tarHeader(header);
         if (!h) return false; // the end of the archive
-        const { name, size } = h;
+        if (h === 'checksum') throw new DataError(`${path}: not a tar archive (no tar header at byte ${at} of the unpacked data)`);
+        const { size } = h;
+        // a long name, from the GNU or pax header before this one
+        const name = longName ?? h.name;
+        longName = null;
         if (!Number.isFinite(size)) throw new DataError(`${path}: corrupt tar header at ${name}`);
-        const sink = h.regular ? open(name, size) : null;
-        if (size > 0) entry = { name, left: size, pad: (512 - (size % 512)) % 512, sink };
+        const pad = (512 - (size % 512)) % 512;
+        at += 512 + size + pad;
+        let sink: TarFileSink | null;
+        if (h.type === 'L' || h.type === 'x') {
+          // the body names the next entry: gathered, then read at its end
+          const parts: Uint8Array[] = [];
+          const gnu = h.type === 'L';
+          sink = {
+            data: (b) => void parts.push(b.slice()),
+            end: () => {
+              const body = Buffer.concat(parts);
+              longName = gnu ? body.toString('utf8').replace(/\0.*$/s, '') : paxPath(body);
+            },
+          };
+        } else sink = h.regular ? open(name, size) : null;
+        if (size > 0) entry = { name, left: size, pad, sink };
         else sink?.end?.();
       }
     },
-    (message) => `${path}: not a gzipped tar archive (${message})`,
+    // a download cut short ends the gzip data early: said as such, not as another kind of file
+    (message) => (/unexpected end of file/i.test(message) ? `${path}: truncated: the gzip data ends early (${message}); download it again` : `${path}: not a gzipped tar archive (${message})`),
   );
   if (entry && entry.left > 0) throw new DataError(`${path}: truncated tar archive at ${entry.name}`);
 }

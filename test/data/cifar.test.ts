@@ -106,7 +106,7 @@ test('a truncated or corrupt archive and a file missing from it give one-line er
   await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message === `${archive}: truncated tar archive at cifar-100-binary/train.bin`);
   const gz = gzipSync(whole);
   writeFileSync(archive, gz.subarray(0, gz.length - 100));
-  await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message.startsWith(`${archive}: not a gzipped tar archive (`) && !e.message.includes('\n'));
+  await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message === `${archive}: truncated: the gzip data ends early (unexpected end of file); download it again`);
   writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(3, 2, 1) })));
   await assert.rejects(loadDataset(spec('cifar100', archive)), (e: unknown) => e instanceof DataError && e.message === `${archive}: test.bin is missing from the archive`);
   writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(3, 2, 1).subarray(0, 5000), 'cifar-100-binary/test.bin': records(3, 2, 0) })));

@@ -81,3 +81,41 @@ test('a truncated archive, data that is not gzip and an error from the caller: o
   const missing = join(root, 'none.tar.gz');
   await assert.rejects(collect(missing), (e: Error) => e instanceof DataError && e.message === `${missing}: cannot read (ENOENT)`);
 });
+
+test('long names: GNU and pax headers name the entry after them; a v7 folder (type 0, trailing slash) is no file', async () => {
+  const long = `cifar-10-batches-bin/${'x'.repeat(120)}/data_batch_1.bin`;
+  const other = `cifar-10-batches-bin/${'y'.repeat(110)}/test_batch.bin`;
+  const pax = (k: string, v: string) => {
+    // "<len> <key>=<value>\n", len counting itself
+    const rec = ` ${k}=${v}\n`;
+    let len = rec.length + 1;
+    while (String(len).length + rec.length !== len) len++;
+    return Buffer.from(`${len}${rec}`);
+  };
+  const a = noise(700, 8);
+  const b = noise(30, 9);
+  const src: [string, Uint8Array, string][] = [
+    ['old/', new Uint8Array(0), '0'],
+    ['././@LongLink', Buffer.from(`${long}\0`), 'L'],
+    [long, a, '0'],
+    ['PaxHeaders/x', Buffer.concat([pax('mtime', '1.5'), pax('path', other)]), 'x'],
+    [other, b, '0'],
+    ['short.bin', noise(3, 10), '0'],
+  ];
+  const { files, calls } = await collect(archive(gzipSync(tar(src))));
+  assert.deepEqual(calls, [`open ${long} 700`, `end ${long}`, `open ${other} 30`, `end ${other}`, 'open short.bin 3', 'end short.bin']);
+  assert.ok(files.get(long)!.equals(a) && files.get(other)!.equals(b));
+});
+
+test('gzipped data that is no tar archive, and a gzip cut short: said as such in one line', async () => {
+  const junk = archive(gzipSync(noise(20_000, 11)));
+  await assert.rejects(collect(junk), (e: Error) => e instanceof DataError && e.message === `${junk}: not a tar archive (no tar header at byte 0 of the unpacked data)`);
+  // a later header damaged: where it is
+  const whole = Buffer.from(tar({ 'd/a': noise(600, 12), 'd/b': noise(10, 13) }));
+  whole[512 + 1024 + 10] ^= 1; // in the second header's name: it starts after 512 + 1024 (600 bytes padded)
+  const bad = archive(gzipSync(whole));
+  await assert.rejects(collect(bad), (e: Error) => e instanceof DataError && e.message === `${bad}: not a tar archive (no tar header at byte 1536 of the unpacked data)`);
+  const gz = gzipSync(tar({ 'd/f': noise(50_000, 14) }));
+  const cut = archive(gz.subarray(0, gz.length >> 1));
+  await assert.rejects(collect(cut), (e: Error) => e instanceof DataError && e.message === `${cut}: truncated: the gzip data ends early (unexpected end of file); download it again`);
+});

@@ -13,20 +13,24 @@ export function cifarRecords(n: number, labelBytes: number, seed: number): Uint8
   return out;
 }
 
-/** A ustar archive of the files (octal sizes, checksum, typeflag 0; a name ending in / is a folder, typeflag 5). */
-export function tar(files: Record<string, Uint8Array>): Uint8Array {
+/**
+ * A ustar archive of the files (octal sizes, checksum, typeflag 0; a name ending in / is a folder, typeflag 5),
+ * or of [name, bytes, typeflag] entries in order (a GNU `L` or pax `x` header before the entry it names).
+ */
+export function tar(files: Record<string, Uint8Array> | [string, Uint8Array, string][]): Uint8Array {
   const parts: Uint8Array[] = [];
-  for (const [name, data] of Object.entries(files)) {
+  const entries = Array.isArray(files) ? files : Object.entries(files).map(([name, data]): [string, Uint8Array, string] => [name, data, name.endsWith('/') ? '5' : '0']);
+  for (const [name, data, type] of entries) {
     const h = new Uint8Array(512);
     const put = (s: string, at: number) => h.set(Buffer.from(s, 'latin1'), at);
-    put(name, 0);
+    put(name.slice(0, 100), 0);
     put('0000644\0', 100);
     put('0000000\0', 108);
     put('0000000\0', 116);
     put(data.length.toString(8).padStart(11, '0') + '\0', 124);
     put('00000000000\0', 136);
     put('        ', 148);
-    h[156] = (name.endsWith('/') ? '5' : '0').charCodeAt(0);
+    h[156] = type.charCodeAt(0);
     put('ustar\0', 257);
     put('00', 263);
     const sum = h.reduce((a, b) => a + b, 0);
