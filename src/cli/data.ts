@@ -9,7 +9,7 @@ import { PRESETS } from '../config/presets.ts';
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
-import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
+import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, FILES as FASHION_MNIST_FILES, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
 import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
 import { SYNTHETIC_DEFAULTS } from '../data/synthetic.ts';
@@ -162,7 +162,8 @@ function lookup(name: string, path: string | null, f: InfoFlags): { looked: stri
   const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
   if (name === 'fashion-mnist') {
     const dir = path ?? fashionMnistDefaultDir();
-    const present = fashionMnistFound(dir) !== null;
+    // some of the four files there: the reader names the one missing (a folder of none is no data)
+    const present = fashionMnistFound(dir) !== null || Object.values(FASHION_MNIST_FILES).some((base) => fashionMnistFile(dir, base) !== null);
     // fetch puts it in <dir>/fashion-mnist
     // a folder of another name than fetch's: fetch cannot fill it; say where fetch would put the files
     const own = f.dir !== undefined || !path || basename(resolve(path)) === 'fashion-mnist';

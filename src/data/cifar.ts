@@ -111,7 +111,7 @@ function decodeRecords(bytes: Uint8Array, kind: CifarKind, label: string, first:
  */
 function planSplit(counts: number[], limit: number | null, what: string, label: string): { dst: Records; places: { at: number; take: number }[] } {
   const total = counts.reduce((a, c) => a + c, 0);
-  if (limit !== null && limit > total) throw new DataError(`${label}: ${what} split has ${total} images, ${limit} asked for`);
+  if (limit !== null && limit > total) throw new DataError(`${label}: ${what} split has ${total} images, ${limit} asked for (data.${what}_size)`);
   const n = limit ?? total;
   let at = 0;
   const places = counts.map((c) => {

@@ -28,7 +28,7 @@ export const FASHION_MNIST_CLASSES = [
 export const FASHION_MNIST_MEAN = 0.286;
 export const FASHION_MNIST_STD = 0.353;
 
-const FILES = {
+export const FILES = {
   trainImages: 'train-images-idx3-ubyte',
   trainLabels: 'train-labels-idx1-ubyte',
   testImages: 't10k-images-idx3-ubyte',
@@ -73,13 +73,14 @@ async function loadSplit(dir: string, imagesBase: string, labelsBase: string, li
     readIdxFile(labelsPath, IDX_LABELS_MAGIC),
   ]);
   const [n, height, width] = images.dims as [number, number, number];
+  if (height < 1 || width < 1) throw new DataError(`${imagesPath}: images of ${height}x${width} pixels: expected at least 1x1`);
   if (labels.dims[0] !== n) {
     throw new DataError(`${imagesPath}: ${n} images but ${labelsPath} has ${labels.dims[0]} labels`);
   }
   let take = n;
   if (limit !== null) {
     if (!Number.isInteger(limit) || limit < 1 || limit > n) {
-      throw new DataError(`${imagesPath}: asked for ${limit} ${what} images, the file has ${n}`);
+      throw new DataError(`${imagesPath}: asked for ${limit} ${what} images (data.${what}_size), the file has ${n}`);
     }
     take = limit;
   }

@@ -185,7 +185,12 @@ test('data info: missing data is one line saying where it looked and the fetch c
   mkdirSync(join(dir, 'loose'), { recursive: true });
   writeFileSync(join(dir, 'loose', 'test_batch.bin'), 'not a batch');
   writeFileSync(join(dir, 'loose', 'batch'), 'a file of another name');
+  // three of the four Fashion-MNIST files: the one missing is named
+  const part = join(dir, 'part', 'fashion-mnist');
+  mkdirSync(part, { recursive: true });
+  for (const f of ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte']) writeFileSync(join(part, f), 'x');
   for (const [args, line] of [
+    [['fashion-mnist', '--data-path', part], `moco3: fashion-mnist: missing file t10k-labels-idx1-ubyte[.gz] (tried ${['t10k-labels-idx1-ubyte.gz', 't10k-labels-idx1-ubyte', 't10k-labels.idx1-ubyte.gz', 't10k-labels.idx1-ubyte'].map((f) => join(part, f)).join(', ')})`],
     [['cifar10', '--dir', dir], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/ or ${dir}/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
     [['fashion-mnist', '--dir', dir], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
     [['fashion-mnist', '--data-path', join(dir, 'fashion-mnist')], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],

@@ -95,6 +95,8 @@ test('the archive and the extracted folder give the same splits: files in any or
     const sub = await loadDataset({ ...spec('cifar10', source), trainSize: 1040, testSize: 7 });
     assert.deepEqual([sub.train.n, sub.train.images.buffer.byteLength, sub.test.images.buffer.byteLength], [1040, 1040 * 3072, 7 * 3072], source);
     assert.ok(Buffer.from(sub.train.images).equals(Buffer.from(fromFolder.train.images.subarray(0, 1040 * 3072))), source);
+    // more than the split holds: the config key that asked is named
+    await assert.rejects(loadDataset({ ...spec('cifar10', source), testSize: 1000 }), (e: Error) => e instanceof DataError && / test split has \d+ images, 1000 asked for \(data\.test_size\)$/.test(e.message));
   }
 });
 

@@ -112,7 +112,7 @@ test('a tiny Fashion-MNIST directory loads into splits, with names, mean/std and
   assert.deepEqual([sub.train.images.buffer.byteLength, sub.test.images.buffer.byteLength], [8, 4]);
   assert.deepEqual(Array.from(sub.train.labels), [9, 0]);
   assert.equal(sub.test.n, 1);
-  await assert.rejects(loadDataset(spec(dir, { trainSize: 4 })), (e: Error) => e instanceof DataError && /asked for 4 train/.test(e.message));
+  await assert.rejects(loadDataset(spec(dir, { trainSize: 4 })), (e: Error) => e instanceof DataError && /asked for 4 train images \(data\.train_size\), the file has 3$/.test(e.message));
 });
 
 async function expectDataError(over: Parameters<typeof writeTinySet>[1], name: string, file: string, pattern: RegExp) {
@@ -134,6 +134,8 @@ test('bad files give a one-line DataError naming the file', async () => {
   await expectDataError({ testImages: idxBytes(0x803, [2, 2], []).subarray(0, 10) }, 'header', 't10k-images-idx3-ubyte', /truncated IDX header/);
   await expectDataError({ trainLabels: idxBytes(0x801, [3], [9, 10, 4]) }, 'range', 'train-labels-idx1-ubyte.gz', /label 10 at index 1 is out of range 0\.\.9/);
   await expectDataError({ testLabels: idxBytes(0x801, [3], [1, 2, 3]) }, 'count', 't10k-images-idx3-ubyte', /2 images but .* has 3 labels/);
+  // images of no pixels: the file holds nothing to train on (a run folder was made, then the augmentation failed)
+  await expectDataError({ trainImages: idxBytes(0x803, [3, 0, 2], []) }, 'zero', 'train-images-idx3-ubyte.gz', /: images of 0x2 pixels: expected at least 1x1$/);
 });
 
 test('a truncated gzip file and missing files are DataErrors with the paths', async () => {
