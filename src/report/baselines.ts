@@ -4,7 +4,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { PRESETS, type PresetName } from '../config/presets.ts';
-import { baselineModel, type BaselinesFile } from '../runfolder/baselines.ts';
+import { baselineModel, KNN_KEYS, type BaselinesFile, type KnnSettings } from '../runfolder/baselines.ts';
 import { isObj } from '../runfolder/paths.ts';
 import { type RunRecord } from './results.ts';
 import type { RunFacts } from './table.ts';
@@ -90,6 +90,7 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
   }
   const rs = b.seeds;
   const lin = rs[0]!.linear;
+  const recs = [...records];
   const runs = [...facts].filter((f) => f.status === 'completed');
   // the verdict compares like with like: runs whose probe trained on the views the baselines' did, with their
   // epochs, base lr and batch (a run's summary without the record counts as the same)
@@ -101,7 +102,22 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
   const otherViews = [...new Set(probed.filter((f) => !sameViews(f)).map((f) => f.linearViews!))];
   const otherSettings = probed.filter((f) => sameViews(f) && !sameSettings(f));
   const linRuns = probed.filter((f) => sameViews(f) && sameSettings(f)).map((f) => f.linearTop1!);
-  const knnRuns = runs.map((f) => f.knnTop1).filter(isNum);
+  // the kNN column compares like with like too: runs whose monitor has the baselines' k, t, bank and queries
+  // (recorded since; a run or an entry without them counts as the same)
+  const kb = rs[0]!.knn;
+  const byId = new Map(recs.map((r) => [r.id, r] as const));
+  const knnOf = (f: RunFacts): KnnSettings | null => {
+    const r = byId.get(f.id);
+    if (!kb || !r) return null;
+    return Object.fromEntries(KNN_KEYS.map((k) => [k, r.flat.has(`eval.knn.${k}`) ? r.flat.get(`eval.knn.${k}`) : kb[k]])) as unknown as KnnSettings;
+  };
+  const sameKnn = (f: RunFacts) => {
+    const s = knnOf(f);
+    return s === null || KNN_KEYS.every((k) => s[k] === kb![k]);
+  };
+  const knnSettings = (s: KnnSettings) => `k ${s.k}, t ${s.t}, bank ${s.bank_size ?? 'all'}, queries ${s.query_size ?? 'all'}`;
+  const otherKnn = runs.filter((f) => isNum(f.knnTop1) && !sameKnn(f));
+  const knnRuns = runs.filter(sameKnn).map((f) => f.knnTop1).filter(isNum);
   const range = (xs: number[]) => (xs.length ? `${Math.min(...xs).toFixed(1)} - ${Math.max(...xs).toFixed(1)}` : '-');
   out.push(`On ${b.dataset} at ${b.image_size} px, ${b.arch}; seeds ${rs.map((s) => s.seed).join(', ')} (mean ± std over seeds).`, '');
   out.push('| encoder | kNN top-1 | linear top-1 |', '|---|---:|---:|');
@@ -120,7 +136,16 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
     leftOut(otherSettings.length, `with other settings (${theirs.join('; ')}) than the baselines' (${settings(lin)})`, " (`moco3 baselines <sweep>` with the runs' `--set eval.linear.*` computes baselines for them)");
   }
   if (otherViews.length) leftOut(probed.filter((f) => !sameViews(f)).length, `on other views (${otherViews.join('; ')}) than the baselines' (${lin.train_views})`);
-  const mismatch = baselinesMismatch(b, records);
+  if (otherKnn.length) {
+    const n = otherKnn.length;
+    const theirs = [...new Set(otherKnn.map((f) => knnSettings(knnOf(f)!)))];
+    out.push(
+      '',
+      `${n} completed run${n === 1 ? "'s" : "s'"} kNN monitor ran with other settings (${theirs.join('; ')}) than the baselines' (${knnSettings(kb!)}): ` +
+        `${n === 1 ? 'it is' : 'they are'} left out of the kNN column above (\`moco3 baselines <sweep>\` with the runs' \`--set eval.knn.*\` computes baselines for them).`,
+    );
+  }
+  const mismatch = baselinesMismatch(b, recs);
   if (mismatch.length) {
     out.push(
       '',

@@ -11,6 +11,23 @@ export interface BaselineSeed {
   random_init: { knn_top1: number; linear_top1: number };
   pixels: { linear_top1: number; dim: number };
   linear: { epochs: number; base_lr: number; batch_size: number; train_views: string };
+  /** the kNN monitor's settings the untrained encoder's kNN was measured with (files written before: none) */
+  knn?: KnnSettings;
+}
+
+/** eval.knn as a run's config gives it: the monitor's neighbours, temperature and bank and query sizes (null: the whole split). */
+export interface KnnSettings {
+  k: number;
+  t: number;
+  bank_size: number | null;
+  query_size: number | null;
+}
+export const KNN_KEYS = ['k', 't', 'bank_size', 'query_size'] as const;
+
+/** A run config's eval.knn, as a baselines entry records it. */
+export function knnSettingsOf(c: { eval: { knn: KnnSettings } }): KnnSettings {
+  const k = c.eval.knn;
+  return { k: k.k, t: k.t, bank_size: k.bank_size ?? null, query_size: k.query_size ?? null };
 }
 
 export interface BaselinesFile {

@@ -8,7 +8,7 @@ import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
 import { asidePath } from '../runfolder/aside.ts';
-import { baselineModel, readBaselines, type BaselinesFile } from '../runfolder/baselines.ts';
+import { baselineModel, KNN_KEYS, knnSettingsOf, readBaselines, type BaselinesFile } from '../runfolder/baselines.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
 import { probeBatchSize, probeViews } from '../eval/offline.ts';
@@ -65,7 +65,10 @@ function writtenBaselines(plan: SweepPlan, ds?: Dataset): { have: Map<number, Ba
     f.linear.base_lr === l.base_lr &&
     f.linear.batch_size === probeBatchSize(l.batch_size, file.train_size ?? l.batch_size) &&
     f.linear.train_views === probeViews(l.train_views === 'augmented');
-  const kept = (f: BaselineFigures) => typeof f?.seed === 'number' && sameProbe(f);
+  // the untrained encoder's kNN, measured with the monitor's settings (an entry that does not record them counts as the same)
+  const knn = knnSettingsOf(first.config);
+  const sameKnn = (f: BaselineFigures) => f.knn === undefined || KNN_KEYS.every((k) => f.knn![k] === knn[k]);
+  const kept = (f: BaselineFigures) => typeof f?.seed === 'number' && sameProbe(f) && sameKnn(f);
   for (const f of entries) if (kept(f)) have.set(f.seed, f);
   // a seed written twice (its first entry replaced) is no entry of other settings
   return { have, others: entries.filter((f) => !kept(f)).length };

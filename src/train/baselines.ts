@@ -15,6 +15,7 @@ import { cachedSource, linearProbe, type ProbeTrainSource } from '../eval/linear
 import { augmentedSource, probeBatchSize, probeViews } from '../eval/offline.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import { extractFeatures, knnMonitor } from '../eval/features.ts';
+import { knnSettingsOf, type KnnSettings } from '../runfolder/baselines.ts';
 
 export interface BaselineFigures {
   /** the random-init encoder (seed = the config's seed) */
@@ -23,6 +24,8 @@ export interface BaselineFigures {
   pixels: { linear_top1: number; linear_top5: number; dim: number };
   /** how the linear probes were trained; train_views: the encoder's, in the words of a run's summary.json (the pixels': the centre view) */
   linear: { epochs: number; base_lr: number; batch_size: number; train_views: string };
+  /** the kNN monitor's settings (eval.knn; not in files written before they were recorded) */
+  knn?: KnnSettings;
   seed: number;
   /** the TensorFlow.js backend they were computed on (not in files written before it was recorded) */
   backend?: string;
@@ -93,6 +96,7 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
       random_init: { knn_top1: knn.top1, knn_top5: knn.top5, linear_top1: enc.top1, linear_top5: enc.top5 },
       pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },
       linear: { epochs: c.eval.linear.epochs, base_lr: c.eval.linear.base_lr, batch_size: probeBatchSize(c.eval.linear.batch_size, ds.train.n), train_views: probeViews(augmented) },
+      knn: knnSettingsOf(c),
       seed: c.seed,
       backend: tf.getBackend(),
       seconds: Number(((performance.now() - t0) / 1000).toFixed(3)),

@@ -176,6 +176,10 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   // fewer images, or another probe: the same folder, other baselines
   assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['data.train_size=48'])), [0, 1]);
   assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['eval.linear.epochs=2'])), [0, 1]);
+  // another kNN monitor (the untrained encoder's kNN is measured with it): other baselines
+  assert.deepEqual(readBaselines(two.dir)!.seeds[0]!.knn, { k: 200, t: 0.1, bank_size: null, query_size: null });
+  assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['eval.knn.k=5'])), [0, 1]);
+  assert.deepEqual(missingBaselineSeeds(plan([0, 1], ['eval.knn.bank_size=32'])), [0, 1]);
   const fewer: number[] = [];
   const asides: [string, number][] = [];
   const before = readFileSync(join(two.dir, 'baselines.json'), 'utf8');
@@ -247,4 +251,22 @@ test("report: runs whose probe trained other epochs, lr or batch than the baseli
     readFileSync(join(dir, 'report.md'), 'utf8'),
     /\*\*The linear top-1 of the table comes from probes trained differently\*\* \(1 run: centre view, features cached, 30 epochs, base lr 3, batch 256; 1 run: centre view, features cached, 5 epochs, base lr 3, batch 256;/,
   );
+});
+
+test("report: runs whose kNN monitor has other settings than the baselines' are left out of the kNN column, and named", async () => {
+  const dir = join(tmp(), 'knn-settings');
+  writeFakeRun(dir, { id: 'k200', summary: { knn_top1: 61 } });
+  writeFakeRun(dir, { id: 'k5', config: { 'model.patch_proj': 'frozen', 'eval.knn.k': 5 }, summary: { knn_top1: 90 } });
+  const knn = { k: 200, t: 0.1, bank_size: null, query_size: null };
+  writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke', seeds: [{ ...seed(0, 50, 68, 70), knn }] }));
+  await writeReport(dir, { plots: false });
+  let s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.match(s, /\| pretrained: this sweep's completed runs \(lowest - highest\) \| 61\.0 - 61\.0 \|/);
+  assert.match(s, /1 completed run's kNN monitor ran with other settings \(k 5, t 0\.1, bank all, queries all\) than the baselines' \(k 200, t 0\.1, bank all, queries all\): it is left out of the kNN column above/);
+  // an entry written before the settings were recorded counts as the same
+  writeFileSync(join(dir, 'baselines.json'), JSON.stringify({ dataset: 'synthetic', image_size: 16, arch: 'vit-smoke', seeds: [seed(0, 50, 68, 70)] }));
+  await writeReport(dir, { plots: false });
+  s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.match(s, /\| 61\.0 - 90\.0 \|/);
+  assert.doesNotMatch(s, /kNN monitor ran with other settings/);
 });
