@@ -96,7 +96,8 @@ def main():
     for B in [int(x) for x in a.batch.split(',')]:
         torch.manual_seed(0)
         model, size = build(ref, a.model)
-        opt = torch.optim.AdamW(model.parameters(), 1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+        # PyTorch's default betas, as main_moco.py and moco3 (the CUDA path below alike)
+        opt = torch.optim.AdamW(model.parameters(), 1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
         x1 = torch.randn(B, 3, size, size)
         x2 = torch.randn(B, 3, size, size)
         wall, cpu = [], []

@@ -18,8 +18,8 @@ export interface SweepScale {
   warmup: number;
   /**
    * factor on optim.base_lr of the sweep file: small ViTs trained for a few epochs need a larger base lr
-   * than ViT-B for 100 (the presets' own base lr is 10x the official 1.5e-4 for the same reason); the
-   * ratios between runs (0.5:1:1.5) stay the paper's
+   * than ViT-B for 100 (the same reason the smoke preset's own base lr is 10x the official 1.5e-4, the cpu
+   * preset's 160x; the gpu preset keeps it); the ratios between runs (0.5:1:1.5) stay the paper's
    */
   lr: number;
   /** why this factor */

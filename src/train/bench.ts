@@ -1,5 +1,5 @@
 /** Steady-state speed of the training step (the library side of `moco3 bench`). */
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendName } from '../engine/backend.ts';
 import { Rng } from '../engine/rng.ts';
@@ -40,6 +40,7 @@ export interface BenchResult {
   num_tensors_start: number;
   num_tensors_end: number;
   cpu: string;
+  /** the cores this process may run on (its CPU affinity: taskset, a Slurm task's cpuset), not all the machine's */
   threads: number;
   config: ResolvedRunConfig;
   /** with `profile`: one more step's kernel time summed by kernel, largest first (webgpu: GPU timestamps) */
@@ -176,7 +177,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     num_tensors_start: tensorsStart,
     num_tensors_end: tensorsEnd,
     cpu: cpus()[0]?.model ?? 'unknown',
-    threads: cpus().length,
+    threads: availableParallelism(),
     config: c,
     ...(prof ? { profile: prof, profile_timer: timer } : {}),
   };

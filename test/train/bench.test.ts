@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -32,4 +33,11 @@ test("bench: the loss at step 1 is the training run's first loss (same seed, bat
   const first = readMetrics(join(out, 'metrics.jsonl')).find((m) => m.step === 1)!;
   assert.ok(Number.isFinite(bench.loss_step1) && bench.loss_step1 > 0, String(bench.loss_step1));
   assert.equal(bench.loss_step1, Number(Number(first.loss).toFixed(4)));
+});
+
+test('bench: the cores it reports are those the process may run on (taskset -c 0: one), as the native kernels use', () => {
+  const bin = join(import.meta.dirname, '..', '..', 'bin', 'moco3.js');
+  const r = spawnSync('taskset', ['-c', '0', process.execPath, bin, 'bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '1', '--warmup', '0', '--json'], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout.trim().split('\n').pop()!) as { threads: number }).threads, 1);
 });
