@@ -95,6 +95,14 @@ class GradSum {
   result(): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     return { loss: this.loss!, grads: this.grads };
   }
+
+  /** Frees the sums (a step that failed partway: its caller never gets them). */
+  dispose(): void {
+    for (const g of this.grads.values()) g.dispose();
+    this.grads.clear();
+    this.loss?.dispose();
+    this.loss = null;
+  }
 }
 
 export class MoCoViT {
@@ -279,18 +287,24 @@ export class MoCoViT {
     checkViews(x1, x2);
     const chunks = microBatches(x1.shape[0], microBatch);
     this.momentumUpdate(m);
-    const k1 = this.keys(x1, chunks);
-    const k2 = this.keys(x2, chunks);
+    // the mean over chunks = the mean over the batch
+    const sum = new GradSum(this.gradList, 1 / chunks.length);
+    let k1: tf.Tensor2D | null = null;
+    let k2: tf.Tensor2D | null = null;
     try {
-      // the mean over chunks = the mean over the batch
-      const sum = new GradSum(this.gradList, 1 / chunks.length);
+      k1 = this.keys(x1, chunks);
+      k2 = this.keys(x2, chunks);
       for (const [x, k] of [[x1, k2], [x2, k1]] as const) {
         for (const c of chunks) sum.add(this.lossTerm(x, k, c)); // ctr(q1, k2), then ctr(q2, k1)
       }
       return sum.result();
+    } catch (e) {
+      // a term that fails (out of memory in the second view, a later micro-batch) leaves nothing behind
+      sum.dispose();
+      throw e;
     } finally {
-      k1.dispose();
-      k2.dispose();
+      k1?.dispose();
+      k2?.dispose();
     }
   }
 

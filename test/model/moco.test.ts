@@ -240,4 +240,29 @@ describe('MoCoViT', () => {
     assert.equal(tf.memory().numTensors, start - nVars);
     tf.dispose([a.t, b.t]);
   });
+
+  it('a step that fails partway (out of memory in a later loss term or micro-batch) leaves no tensor behind', () => {
+    const model = new MoCoViT(tinyConfig({ patchProj: 'frozen' }), 9);
+    const a = images('f1', 4, 8);
+    const b = images('f2', 4, 8);
+    const start = tf.memory().numTensors;
+    const inner = model as unknown as { lossTerm: (...args: unknown[]) => unknown };
+    const lossTerm = inner.lossTerm.bind(model);
+    // whole batch: the second term fails; micro-batches of 2: the fourth (view 2's second chunk)
+    for (const [micro, failAt] of [[null, 2], [2, 4]] as const) {
+      let calls = 0;
+      inner.lossTerm = (...args: unknown[]) => {
+        if (++calls === failAt) throw new Error('out of memory');
+        return lossTerm(...args);
+      };
+      assert.throws(() => model.step(a.t, b.t, 0.99, micro), /out of memory/);
+      assert.equal(calls, failAt);
+      assert.equal(tf.memory().numTensors, start, `micro-batch ${micro}`);
+    }
+    inner.lossTerm = lossTerm;
+    disposeStep(model.step(a.t, b.t, 0.99));
+    assert.equal(tf.memory().numTensors, start);
+    model.dispose();
+    tf.dispose([a.t, b.t]);
+  });
 });
