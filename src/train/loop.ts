@@ -101,6 +101,15 @@ export function countParams(model: MoCoViT): number {
   return model.trainableNames().reduce((a, n) => a + model.vars.get(n)!.size, 0);
 }
 
+/**
+ * The steps of the schedule: optim.epochs x iterations per epoch, whole steps (at least one). The product
+ * is rounded to 12 digits first: 0.57 x 100 is 56.99999999999999 in floating point, and its floor lost the
+ * last step of such a fractional epoch count.
+ */
+export function scheduleSteps(epochs: number, itersPerEpoch: number): number {
+  return Math.max(1, Math.floor(Number((epochs * itersPerEpoch).toPrecision(12))));
+}
+
 /** The kNN monitor's cadence in steps: train.knn_every_epochs (rounded to whole steps) or train.knn_every. */
 export function knnEverySteps(c: ResolvedRunConfig, itersPerEpoch: number): number | null {
   if (c.train.knn_every_epochs !== null) return Math.max(1, Math.round(c.train.knn_every_epochs * itersPerEpoch));
@@ -136,8 +145,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const B = c.optim.batch_size;
   checkRunData(ds, B);
   const ipe = itersPerEpoch(ds.train.n, B);
-  const scheduleSteps = Math.max(1, Math.floor(c.optim.epochs * ipe));
-  const totalSteps = c.train.max_steps === null ? scheduleSteps : Math.min(scheduleSteps, c.train.max_steps);
+  const schedule = scheduleSteps(c.optim.epochs, ipe);
+  const totalSteps = c.train.max_steps === null ? schedule : Math.min(schedule, c.train.max_steps);
   const lr = scaledLr(c.optim.base_lr, B);
   const knnEvery = knnEverySteps(c, ipe);
 

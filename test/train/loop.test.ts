@@ -7,7 +7,7 @@ import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { loadRunData } from '../../src/components/index.ts';
-import { trainRun, type TrainEvent } from '../../src/train/loop.ts';
+import { scheduleSteps, trainRun, type TrainEvent } from '../../src/train/loop.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -314,4 +314,11 @@ test('a resume with another train.log_every (free to change) judges the checkpoi
   assert.deepEqual(notes.filter((n) => /were lost/.test(n)), []);
   assert.equal(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).starts.at(-1).resumed_from_step, 6);
   assert.deepEqual(readMetrics(join(dir, 'metrics.jsonl')).slice(0, rows.length), rows, 'the rows before the resume kept');
+});
+
+test('the schedule has epochs x iterations per epoch whole steps: fractional epochs lose no step to rounding', () => {
+  // 0.57 x 100 = 56.99999999999999 and 0.29 x 100 = 28.999999999999996 in floating point; their floor was one short
+  assert.deepEqual([scheduleSteps(0.57, 100), scheduleSteps(0.29, 100), scheduleSteps(2.01, 1000), scheduleSteps(1.13, 234)], [57, 29, 2010, 264]);
+  // whole epochs, a fraction of a step, and at least one step
+  assert.deepEqual([scheduleSteps(2, 937), scheduleSteps(1.6, 3), scheduleSteps(0.001, 10)], [1874, 4, 1]);
 });
