@@ -1,6 +1,6 @@
 /** Versions and provenance for meta.json. */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -35,9 +35,16 @@ export function packageVersions(): Record<string, string | null> {
   };
 }
 
-export function gitCommit(): string | null {
+/**
+ * The commit of moco3's own checkout, and whether its tracked files differ from it; null where moco3 is no
+ * checkout of its own (installed inside another project's repository, git would name that one).
+ */
+export function gitCommit(dir = root): { commit: string; dirty: boolean } | null {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: dir, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   try {
-    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() || null;
+    const [top, commit] = git('rev-parse', '--show-toplevel', 'HEAD').split('\n');
+    if (!top || !commit || realpathSync(top) !== realpathSync(dir)) return null;
+    return { commit, dirty: git('status', '--porcelain', '--untracked-files=no') !== '' };
   } catch {
     return null;
   }
@@ -45,9 +52,12 @@ export function gitCommit(): string | null {
 
 /** meta.json of a run: versions, machine, command, and where it started. */
 export function runMeta(o: { backend: BackendInfo; command: string[]; resumedFrom: number | null; hash: string; params: number }): Record<string, unknown> {
+  const git = gitCommit();
   return {
     moco3: packageVersions(),
-    git_commit: gitCommit(),
+    git_commit: git?.commit ?? null,
+    // the checkout had changes of its own: the commit alone does not say what ran
+    git_dirty: git?.dirty ?? null,
     backend: o.backend.name,
     device: o.backend.device,
     node: process.version,

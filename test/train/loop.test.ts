@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -9,6 +10,7 @@ import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { loadRunData } from '../../src/components/index.ts';
 import { scheduleSteps, trainRun, type TrainEvent } from '../../src/train/loop.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { gitCommit } from '../../src/train/meta.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
@@ -321,4 +323,20 @@ test('the schedule has epochs x iterations per epoch whole steps: fractional epo
   assert.deepEqual([scheduleSteps(0.57, 100), scheduleSteps(0.29, 100), scheduleSteps(2.01, 1000), scheduleSteps(1.13, 234)], [57, 29, 2010, 264]);
   // whole epochs, a fraction of a step, and at least one step
   assert.deepEqual([scheduleSteps(2, 937), scheduleSteps(1.6, 3), scheduleSteps(0.001, 10)], [1874, 4, 1]);
+});
+
+test("meta.json's commit is of moco3's own checkout, with its changes said; inside another project's repository, none", () => {
+  const repo = tmp();
+  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: repo, stdio: 'pipe' }).toString().trim();
+  git('init', '-q');
+  mkdirSync(join(repo, 'node_modules', 'moco3'), { recursive: true });
+  writeFileSync(join(repo, 'a.txt'), 'a');
+  git('add', 'a.txt');
+  git('commit', '-q', '-m', 'x');
+  const head = git('rev-parse', 'HEAD');
+  assert.deepEqual(gitCommit(repo), { commit: head, dirty: false });
+  writeFileSync(join(repo, 'a.txt'), 'b');
+  assert.deepEqual(gitCommit(repo), { commit: head, dirty: true });
+  // moco3 installed in another project: git would name the project's commit
+  assert.equal(gitCommit(join(repo, 'node_modules', 'moco3')), null);
 });
