@@ -117,6 +117,17 @@ test('with the kNN monitor off, the final kNN is in the last step\'s metrics row
   assert.equal(during, 6);
 });
 
+test('a run of no steps (train.max_steps=0) ends as every run does: the kNN of its last step, 0, and its checkpoint, the monitor and checkpoints off', async () => {
+  const c = tinyConfig(['train.max_steps=0', 'train.knn_every=null', 'train.knn_every_epochs=null', 'train.checkpoint_every=null']);
+  const dir = tmp();
+  const s = await trainRun({ config: c, runDir: dir, backend });
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  assert.deepEqual(rows.map((r) => r.step), [0]);
+  assert.ok(typeof s.knn_top1 === 'number' && s.knn_top1 === rows[0]!.knn_top1, String(s.knn_top1));
+  assert.ok(existsSync(join(dir, 'checkpoints', 'step-0000000', 'state.json')));
+  assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status, 'completed');
+});
+
 test('frozen patch projection is bit-identical after training while every other weight moved', async () => {
   const c = tinyConfig(['train.max_steps=4', 'train.checkpoint_every=4', 'model.patch_proj=frozen', 'optim.warmup_epochs=0']);
   const dir = tmp();
