@@ -8,32 +8,44 @@ import { gunzipPieces } from './gunzip.ts';
 import { DataError } from './types.ts';
 
 /**
- * A ustar header block: the entry's path, its size, its type flag and whether it is a regular file; null at
- * the end-of-archive block; 'checksum' where the block's checksum is wrong (no tar header there).
+ * A ustar header block: the entry's path (UTF-8, as GNU tar and Python write it), its size and its type
+ * flag; null at the end-of-archive block; 'checksum' where the block's checksum is wrong (no tar header there).
  */
-function tarHeader(h: Uint8Array): { name: string; size: number; type: string; regular: boolean } | null | 'checksum' {
+function tarHeader(h: Uint8Array): { name: string; size: number; type: string } | null | 'checksum' {
   if (h.every((b) => b === 0)) return null;
-  const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('latin1').replace(/\0.*$/s, '');
-  // the sum of the block's bytes with its own checksum field read as spaces
+  const str = (a: number, b: number) => Buffer.from(h.subarray(a, b)).toString('utf8').replace(/\0.*$/s, '');
+  // the sum of the block's bytes with its own checksum field read as spaces; old tars summed the bytes as
+  // signed, and readers (GNU tar, Python's tarfile) take either sum
   let sum = 8 * 32;
-  for (let i = 0; i < 512; i++) if (i < 148 || i >= 156) sum += h[i]!;
-  if (parseInt(str(148, 156).trim() || 'x', 8) !== sum) return 'checksum';
+  let signed = 8 * 32;
+  for (let i = 0; i < 512; i++) {
+    if (i >= 148 && i < 156) continue;
+    sum += h[i]!;
+    signed += h[i]! < 128 ? h[i]! : h[i]! - 256;
+  }
+  const want = parseInt(str(148, 156).trim() || 'x', 8);
+  if (want !== sum && want !== signed) return 'checksum';
   const type = String.fromCharCode(h[156]!);
   const name = (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100);
-  // old (v7) archives mark a folder by the trailing slash of its name alone
-  return { name, size: parseInt(str(124, 136).trim() || '0', 8), type, regular: (type === '0' || type === '\0') && !name.endsWith('/') };
+  return { name, size: parseInt(str(124, 136).trim() || '0', 8), type };
 }
 
-/** The path a pax extended header (`<len> path=<name>\n` records) gives the entry after it, or null. */
+/** A regular file's entry: type 0 (or NUL, old archives), whose name (the long one, if any) does not end in a slash (a v7 folder). */
+const isRegular = (type: string, name: string) => (type === '0' || type === '\0') && !name.endsWith('/');
+
+/**
+ * The path a pax extended header (`<len> <key>=<value>\n` records, `len` counting bytes) gives the entry
+ * after it, or null. The records are cut on the bytes, then each value decoded.
+ */
 function paxPath(body: Uint8Array): string | null {
-  const text = Buffer.from(body).toString('utf8');
+  const b = Buffer.from(body.buffer, body.byteOffset, body.length);
   let path: string | null = null;
-  for (let at = 0; at < text.length; ) {
-    const sp = text.indexOf(' ', at);
-    const len = Number(text.slice(at, sp));
-    if (sp < 0 || !Number.isInteger(len) || len <= 0) break;
-    const rec = text.slice(sp + 1, at + len - 1);
-    if (rec.startsWith('path=')) path = rec.slice(5);
+  for (let at = 0; at < b.length; ) {
+    const sp = b.indexOf(0x20, at);
+    const len = sp < 0 ? NaN : Number(b.toString('latin1', at, sp));
+    if (!Number.isInteger(len) || len <= 0 || at + len > b.length) break;
+    const rec = b.subarray(sp + 1, at + len - 1); // without the trailing newline
+    if (rec.toString('latin1', 0, 5) === 'path=') path = rec.toString('utf8', 5);
     at += len;
   }
   return path;
@@ -112,7 +124,7 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
               longName = gnu ? body.toString('utf8').replace(/\0.*$/s, '') : paxPath(body);
             },
           };
-        } else sink = h.regular ? open(name, size) : null;
+        } else sink = isRegular(h.type, name) ? open(name, size) : null;
         if (size > 0) entry = { name, left: size, pad, sink };
         else sink?.end?.();
       }

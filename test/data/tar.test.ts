@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { walkTarGz } from '../../src/data/tar.ts';
 import { DataError } from '../../src/data/types.ts';
@@ -118,4 +119,41 @@ test('gzipped data that is no tar archive, and a gzip cut short: said as such in
   const gz = gzipSync(tar({ 'd/f': noise(50_000, 14) }));
   const cut = archive(gz.subarray(0, gz.length >> 1));
   await assert.rejects(collect(cut), (e: Error) => e instanceof DataError && e.message === `${cut}: truncated: the gzip data ends early (unexpected end of file); download it again`);
+});
+
+test('archives written by GNU tar and by Python, in each of their formats: every file under its full name, long and non-ASCII ones too', async () => {
+  const src = join(root, 'src');
+  // a name whose first 100 bytes end in a slash (the short header name looks like a folder), and a non-ASCII one
+  const deep = `${'a'.repeat(99)}/data_batch_1.bin`;
+  const files: Record<string, Buffer> = { [deep]: Buffer.from(noise(700, 20)), 'café_é.txt': Buffer.from('abc'), 'plain.bin': Buffer.from(noise(10, 21)) };
+  for (const [name, bytes] of Object.entries(files)) {
+    mkdirSync(dirname(join(src, name)), { recursive: true });
+    writeFileSync(join(src, name), bytes);
+  }
+  const made: string[] = [];
+  for (const format of ['gnu', 'pax', 'ustar']) {
+    // GNU tar cannot store the deep name as ustar
+    if (format === 'ustar') continue;
+    const out = join(root, `gnu-${format}.tar.gz`);
+    execFileSync('tar', ['-czf', out, `--format=${format}`, '-C', src, ...Object.keys(files)]);
+    made.push(out);
+  }
+  for (const format of ['GNU_FORMAT', 'PAX_FORMAT']) {
+    const out = join(root, `py-${format}.tar.gz`);
+    const py = `import sys, tarfile\nwith tarfile.open(sys.argv[1], 'w:gz', format=getattr(tarfile, sys.argv[2])) as t:\n    for n in sys.argv[4:]: t.add(sys.argv[3] + '/' + n, arcname=n)\n`;
+    execFileSync('python3', ['-c', py, out, format, src, ...Object.keys(files)]);
+    made.push(out);
+  }
+  for (const path of made) {
+    const { files: got } = await collect(path);
+    assert.deepEqual([...got.keys()].sort(), Object.keys(files).sort(), path);
+    for (const [name, bytes] of Object.entries(files)) assert.ok(got.get(name)!.equals(bytes), `${path}: ${name}`);
+  }
+  // a header whose checksum sums its bytes as signed (old tars): taken, as GNU tar and Python take it
+  const plain = Buffer.from(tar({ 'café.txt': Buffer.from('xyz') }));
+  let signed = 8 * 32;
+  for (let i = 0; i < 512; i++) if (i < 148 || i >= 156) signed += plain[i]! < 128 ? plain[i]! : plain[i]! - 256;
+  plain.write(`${signed.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  const { files: old } = await collect(archive(gzipSync(plain)));
+  assert.deepEqual([...old.keys()], ['café.txt']);
 });

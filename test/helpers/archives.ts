@@ -23,7 +23,7 @@ export function tar(files: Record<string, Uint8Array> | [string, Uint8Array, str
   for (const [name, data, type] of entries) {
     const h = new Uint8Array(512);
     const put = (s: string, at: number) => h.set(Buffer.from(s, 'latin1'), at);
-    put(name.slice(0, 100), 0);
+    h.set(Buffer.from(name, 'utf8').subarray(0, 100), 0); // as GNU tar and Python write names
     put('0000644\0', 100);
     put('0000000\0', 108);
     put('0000000\0', 116);
