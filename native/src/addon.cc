@@ -815,6 +815,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       // 1..256 (the pool's ceiling); 0, empty or not a number: the default (moco3 checks the value before it loads the addon)
       char* end = nullptr;
       const long v = std::strtol(e, &end, 10);
+      while (end != nullptr && (*end == ' ' || *end == '\t' || *end == '\n')) end++;  // "1 " as moco3's check reads it
       if (end != e && *end == '\0' && v > 0) n = static_cast<int>(std::min<long>(v, 256));
     }
     set_threads(n);
