@@ -71,6 +71,8 @@ let device: GpuDeviceLike | null = null;
 let registered = false;
 /** The first error the device reported since the last checkWebGpuErrors (null: none). */
 let deviceError: string | null = null;
+/** Why the device was lost: every later check fails (a lost device runs nothing more). */
+let deviceLost: string | null = null;
 let adapterCache: Promise<{ adapter: GpuAdapterLike; summary: WebGpuAdapter } | string> | null = null;
 
 /** Dawn's `navigator.gpu`, created once; a string says why there is none. */
@@ -210,7 +212,7 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
     const mine = device;
     void mine.lost?.then((info) => {
       // closeWebGpu destroys it on purpose
-      if (device === mine && info.reason !== 'destroyed') deviceError ??= `the device was lost (${info.message || info.reason || 'no reason given'})`;
+      if (device === mine && info.reason !== 'destroyed') deviceLost ??= `the device was lost (${info.message || info.reason || 'no reason given'})`;
     });
   }
   if (!registered) {
@@ -238,14 +240,23 @@ export class WebGpuDeviceError extends Error {
  * gradients, a checkpoint's weights or an accuracy. `during`: what the values read back were.
  */
 export function checkWebGpuErrors(during: string): void {
-  if (deviceError === null) return;
-  const msg = deviceError;
+  if (deviceError === null && deviceLost === null) return;
+  const msg = deviceLost ?? deviceError!;
   deviceError = null;
   const big = /larger than the maximum|out of memory|OutOfMemory|allocation/i.test(msg);
   throw new WebGpuDeviceError(
     `webgpu: the GPU rejected work during ${during} (${msg}), so its results are not valid` +
       (big ? ': a tensor does not fit the device (`moco3 doctor` shows its limits); a smaller train.micro_batch or optim.batch_size makes it smaller' : ''),
   );
+}
+
+/**
+ * Forgets an error the device reported after the last check: called as a run starts, so that an error of
+ * the previous run in this process (a sweep's), after its last read-back, is not taken for this one's. A
+ * lost device stays lost.
+ */
+export function clearWebGpuErrors(): void {
+  deviceError = null;
 }
 
 /** Destroys the device (Dawn keeps the event loop alive while one exists); the backend is removed. */
@@ -260,6 +271,7 @@ export function closeWebGpu(): void {
   device.destroy();
   device = null;
   deviceError = null;
+  deviceLost = null;
 }
 
 /** True once a device was created: the CLI then exits explicitly at its end. */

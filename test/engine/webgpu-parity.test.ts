@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { nativeStatus, registerNativeBackend } from '../../src/engine/native.ts';
-import { closeWebGpu, registerWebGpuBackend, describeAdapter, WebGpuDeviceError } from '../../src/engine/webgpu.ts';
+import { clearWebGpuErrors, closeWebGpu, registerWebGpuBackend, describeAdapter, WebGpuDeviceError } from '../../src/engine/webgpu.ts';
 import { trainStep } from '../../src/train/step.ts';
 import { ADAMW, ATTENTION_FWD, BATCHNORM_FWD, canPack, COLUMN_SUM, EMA, GELU_FWD, hasKernel, LAMB, LARS, LAYERNORM_FWD, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
@@ -228,6 +228,12 @@ describe('webgpu (Dawn) vs native: two training steps', () => {
       const { finite } = await step();
       assert.ok(finite);
       assert.notDeepEqual(await model.vars.get(name)!.data(), before);
+      // an error after the last read-back of a run is forgotten as the next run starts (clearWebGpuErrors)
+      const late = tf.tidy(() => tf.add(tf.fill([40 * 2 ** 20], 1), 1));
+      await late.data(); // its error has arrived
+      late.dispose();
+      clearWebGpuErrors();
+      assert.ok((await step()).finite);
     } finally {
       opt.dispose();
       model.dispose();
