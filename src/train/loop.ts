@@ -226,14 +226,14 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
     if (!resumed) {
       // step 0 is also the last of a run of no steps (train.max_steps=0: the untrained encoder), which ends
-      // as every run does, with its kNN and its checkpoint
+      // as every run does, with its kNN (its checkpoint comes at the end, as every run's last one does)
       if (knnEvery !== null || totalSteps === 0) {
         const k = await runKnn();
         assertLockHeld(runDir);
         appendMetric(runDir, { step: 0, epoch: 0, knn_top1: k.top1, knn_top5: k.top5 });
       }
       // step 0: the initial weights (for checks against other implementations)
-      if (ckptEvery !== null || totalSteps === 0) await checkpoint();
+      if (ckptEvery !== null) await checkpoint();
     }
 
     // ---- for step: s optimizer steps are done, this iteration makes step s+1

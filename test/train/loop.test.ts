@@ -120,7 +120,9 @@ test('with the kNN monitor off, the final kNN is in the last step\'s metrics row
 test('a run of no steps (train.max_steps=0) ends as every run does: the kNN of its last step, 0, and its checkpoint, the monitor and checkpoints off', async () => {
   const c = tinyConfig(['train.max_steps=0', 'train.knn_every=null', 'train.knn_every_epochs=null', 'train.checkpoint_every=null']);
   const dir = tmp();
-  const s = await trainRun({ config: c, runDir: dir, backend });
+  const events: string[] = [];
+  const s = await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => (e.type === 'knn' || e.type === 'checkpoint') && events.push(`${e.type}@${e.step}`) });
+  assert.deepEqual(events, ['knn@0', 'checkpoint@0'], 'each once');
   const rows = readMetrics(join(dir, 'metrics.jsonl'));
   assert.deepEqual(rows.map((r) => r.step), [0]);
   assert.ok(typeof s.knn_top1 === 'number' && s.knn_top1 === rows[0]!.knn_top1, String(s.knn_top1));
