@@ -1,6 +1,6 @@
 /** `moco3 doctor`: which backend will run, how, and what is missing. */
 import { Command } from 'commander';
-import { cpus, totalmem } from 'node:os';
+import { availableParallelism, cpus, totalmem } from 'node:os';
 import { versionOf } from '../train/meta.ts';
 
 /** The WebGPU adapter Dawn offers: vendor, architecture, driver, hardware or software, and its limits. */
@@ -35,7 +35,10 @@ export function doctorCommand(): Command {
     if (f.replay) return replay();
     const lines: string[] = [];
     const say = (s: string) => lines.push(s);
-    say(`node ${process.version} on ${process.platform}-${process.arch}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
+    // the cores this process may use (its CPU affinity), and the machine's where they are fewer
+    const allowed = availableParallelism();
+    const cores = allowed < cpus().length ? `${allowed} of ${cpus().length} cores` : `${allowed} cores`;
+    say(`node ${process.version} on ${process.platform}-${process.arch}, ${cores} (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
     const gpu = versionOf('@tensorflow/tfjs-node-gpu');
     const node = versionOf('@tensorflow/tfjs-node');
     say(`tensorflow (GPU): ${gpu ? `@tensorflow/tfjs-node-gpu ${gpu}` : 'not installed — for a GPU: npm install @tensorflow/tfjs-node-gpu@4.22.0 (needs CUDA 11.2 + cuDNN 8.1)'}`);

@@ -40,7 +40,7 @@ export interface BenchResult {
   num_tensors_start: number;
   num_tensors_end: number;
   cpu: string;
-  /** the cores this process may run on (its CPU affinity: taskset, a Slurm task's cpuset), not all the machine's */
+  /** the cores this process may run on (its CPU affinity: taskset, a Slurm task's cpuset), not all the machine's; the native kernels' own thread count (MOCO3_THREADS) is in `device` */
   threads: number;
   config: ResolvedRunConfig;
   /** with `profile`: one more step's kernel time summed by kernel, largest first (webgpu: GPU timestamps) */

@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { cpus, hostname } from 'node:os';
+import { availableParallelism, cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendInfo } from '../engine/backend.ts';
@@ -63,6 +63,8 @@ export function runMeta(o: { backend: BackendInfo; command: string[]; resumedFro
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cpus: cpus().length,
+    // those this process may run on (its CPU affinity: taskset, a Slurm task's cpuset)
+    cpus_allowed: availableParallelism(),
     cpu_model: cpus()[0]?.model ?? null,
     host: hostname(),
     command: o.command,

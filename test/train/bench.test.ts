@@ -40,4 +40,7 @@ test('bench: the cores it reports are those the process may run on (taskset -c 0
   const r = spawnSync('taskset', ['-c', '0', process.execPath, bin, 'bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '1', '--warmup', '0', '--json'], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.equal((JSON.parse(r.stdout.trim().split('\n').pop()!) as { threads: number }).threads, 1);
+  // doctor alike
+  const d = spawnSync('taskset', ['-c', '0', process.execPath, bin, 'doctor'], { encoding: 'utf8', timeout: 120_000 });
+  assert.match(d.stdout.split('\n')[0]!, /, 1 (of \d+ )?cores \(/);
 });
