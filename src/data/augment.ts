@@ -374,20 +374,25 @@ function splitViews(all: Float32Array): { v1: Float32Array; v2: Float32Array } {
   return { v1: all.subarray(0, half), v2: all.subarray(half) };
 }
 
+/**
+ * The parameters of one view (1 or 2) of every image of a batch at a step, as training draws them: the
+ * recipe's random views, or with augment.preset none the plain resized image.
+ */
+export function batchViewParams(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, view: 1 | 2): ViewParams[] {
+  if (cfg.preset === 'none') {
+    const plain = plainParams(evalBox(batch.h, batch.w, cfg.imageSize));
+    return Array.from({ length: batch.n }, () => plain);
+  }
+  return sampleBatchParams(batch, cfg, seed, step, view);
+}
+
 /** The packed parameters of both views of a batch (view 1 then view 2) and the normalisation table. */
 function twoViewJob(batch: ImageBatch, cfg: AugmentConfig, seed: number, step: number, raw: boolean): { packed: Float64Array; lut: Float32Array | null } {
   checkConfig(cfg);
   checkBatch(batch);
-  const S = cfg.imageSize;
   const B = batch.n;
   const lut = raw ? null : normalizeLut(cfg.mean, cfg.std);
-  let params: ViewParams[];
-  if (cfg.preset === 'none') {
-    const view = plainParams(evalBox(batch.h, batch.w, S));
-    params = Array.from({ length: 2 * B }, () => view);
-  } else {
-    params = [...sampleBatchParams(batch, cfg, seed, step, 1), ...sampleBatchParams(batch, cfg, seed, step, 2)];
-  }
+  const params = [...batchViewParams(batch, cfg, seed, step, 1), ...batchViewParams(batch, cfg, seed, step, 2)];
   const src = Int32Array.from({ length: 2 * B }, (_, j) => j % B);
   return { packed: packParams(params, src), lut };
 }

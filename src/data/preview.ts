@@ -7,7 +7,7 @@
  * sometimes solarized.
  */
 import sharp from 'sharp';
-import { augmentPacked, evalBox, packParams, plainParams, sampleBatchParams, type AugmentConfig, type ViewParams } from './augment.ts';
+import { augmentPacked, batchViewParams, packParams, type AugmentConfig, type ViewParams } from './augment.ts';
 import { batchIndices, gatherBatch } from './sampler.ts';
 import type { Dataset, ImageBatch } from './types.ts';
 
@@ -74,13 +74,11 @@ export async function previewSheet(ds: Dataset, aug: AugmentConfig, opts: Previe
   const idx = batchIndices(opts.step, { n: split.n, batchSize: Math.min(opts.batchSize, split.n), seed: opts.seed, shuffle: opts.shuffle ?? true }).subarray(0, count);
   const batch = gatherBatch(split, idx);
   const n = batch.n;
-  // as training makes them (src/data/augment.ts twoViewJob): augment.preset none feeds the plain resized image twice
+  // as training draws them (augment.preset none: the plain resized image, twice)
   const plain = aug.preset === 'none';
   const params: ViewParams[] = [];
   for (let p = 0; p < pairs; p++) {
-    for (const view of [1, 2] as const) {
-      params.push(...(plain ? Array.from({ length: n }, () => plainParams(evalBox(batch.h, batch.w, S))) : sampleBatchParams(batch, aug, opts.seed, opts.step + p, view)));
-    }
+    for (const view of [1, 2] as const) params.push(...batchViewParams(batch, aug, opts.seed, opts.step + p, view));
   }
   const src = Int32Array.from(params, (_, j) => j % n);
   const views = augmentPacked(batch, packParams(params, src), S, null);

@@ -109,10 +109,10 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
  * logging interval), or in logged rows when runs logging at different intervals have different ones.
  */
 function orderWindow(inst: Map<string, RunInstability>, io: InstabilityOptions): string {
-  // of the runs the order rows count, those with a patch-projection spike (pooledSpikeOrder); none: of all
-  const orders = [...inst.values()].flatMap((i) => (i.order ? [i.order] : []));
-  const counted = orders.some((o) => o.spikes > 0) ? orders.filter((o) => o.spikes > 0) : orders;
-  const windows = new Set(counted.map((o) => o.window));
+  // the window of the runs the order rows count, those with a patch-projection spike; with none, of all
+  const pooled = pooledSpikeOrder([...inst.values()].map((i) => i.order));
+  if (pooled) return pooled.window === null ? `${io.leadMaxLag} logged rows` : `${pooled.window} steps`;
+  const windows = new Set([...inst.values()].flatMap((i) => (i.order ? [i.order.window] : [])));
   if (windows.size > 1) return `${io.leadMaxLag} logged rows`;
   return `${windows.size ? [...windows][0]! : io.leadMaxLag} steps`;
 }
