@@ -68,7 +68,7 @@ export function doctorCommand(): Command {
     const { augmentEngine } = await import('../data/augment.ts');
     say(
       augmentEngine() === 'native'
-        ? 'augmentation: native kernel, all cores'
+        ? "augmentation: native kernel, on the native kernels' threads"
         : 'augmentation: JavaScript pipeline (several times slower; the native addon above computes the same bytes)',
     );
     const { DATA_DIR, CIFAR, cifarFound } = await import('../data/cifar.ts');
