@@ -8,7 +8,7 @@
  * With augmentation off, the train features are computed once from the centre view and cached.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { basename, join, relative, resolve } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { Rng } from '../engine/rng.ts';
@@ -18,7 +18,8 @@ import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, ty
 import { MoCoViT } from '../model/moco.ts';
 import { checkNoStrayTensors, checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
-import { isDone, readRunState } from '../runfolder/state.ts';
+import { readRunState } from '../runfolder/state.ts';
+import { samePath } from '../runfolder/paths.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary, readSummary } from '../runfolder/summary.ts';
 import { extractFeaturesPolled, knnOfModel } from './features.ts';
@@ -159,14 +160,23 @@ export interface KnnRunResult {
 }
 
 /**
- * Where an evaluation's result goes. Of a finished run's newest checkpoint (or the model the loop just
- * trained): `<kind>.json`, and its figures merged into summary.json, which speaks for the run's final
- * weights. Of an earlier checkpoint (`--checkpoint step-N`), or of a run not finished (training, interrupted,
- * failed: its newest checkpoint is not its last): `<kind>-step-N.json` alone, so the run's own result stays.
+ * Whether an evaluation is of the run's final weights: the newest checkpoint of a completed run, or the
+ * model the loop just trained (`loaded` null). A run not completed has no final weights on disk: training,
+ * interrupted or failed, its newest checkpoint is not its last; diverged, its newest is of before the divergence.
+ */
+function ofFinalWeights(runDir: string, loaded: LoadedModel | null): boolean {
+  if (!loaded) return true;
+  const newest = findLastCheckpoint(checkpointsDir(runDir));
+  return (newest === null || samePath(loaded.checkpoint, newest)) && readRunState(runDir).state === 'completed';
+}
+
+/**
+ * Where an evaluation's result goes. Of the run's final weights (ofFinalWeights): `<kind>.json`, and its
+ * figures merged into summary.json, which speaks for them. Of an earlier checkpoint (`--checkpoint step-N`),
+ * or of a run not completed: `<kind>-step-N.json` alone, so the run's own result stays.
  */
 function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
-  const newest = findLastCheckpoint(checkpointsDir(runDir));
-  if (loaded && ((newest !== null && resolve(loaded.checkpoint) !== resolve(newest)) || !isDone(readRunState(runDir).state))) {
+  if (loaded && !ofFinalWeights(runDir, loaded)) {
     const step = loaded.step ?? basename(loaded.checkpoint);
     const kept = writeEvalResult(runDir, kind, result, step);
     return [`${kind}-step-${step}.json`, ...(kept ? [`${kept} (the earlier ${kind}-step-${step}.json, kept)`] : [])];
@@ -179,8 +189,6 @@ function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, load
 /** Weighted kNN (cosine, exp(sim / t) votes of the k nearest) with the whole train split as the bank, on the whole test split. */
 export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promise<KnnRunResult> {
   const t0 = performance.now();
-  // summary.json is checked before the work: a damaged one fails now, with nothing written
-  if (opts.write !== false) readSummary(runDir);
   const c = opts.config ?? loadRunConfig(runDir);
   const t = opts.t ?? c.eval.knn.t;
   const ds = opts.dataset ?? (await loadRunData(c));
@@ -193,6 +201,8 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
   const loaded = opts.model ? null : loadRunModel(runDir, c, opts.checkpoint);
   const model = opts.model ?? loaded!.model;
   try {
+    // a summary.json the result goes into is checked before the work: a damaged one fails now, with nothing written
+    if (opts.write !== false && ofFinalWeights(runDir, loaded)) readSummary(runDir);
     const r = await knnOfModel(model, ds, aug, { k, t, bank, queries });
     const out: KnnRunResult = {
       top1: r.top1,
@@ -260,7 +270,6 @@ export function probeViews(augmented: boolean): string {
 
 export async function linearProbeForRun(runDir: string, opts: LinearRunOptions = {}): Promise<LinearRunResult> {
   const t0 = performance.now();
-  if (opts.write !== false) readSummary(runDir);
   const c = opts.config ?? loadRunConfig(runDir);
   const epochs = opts.epochs ?? c.eval.linear.epochs;
   const baseLr = opts.baseLr ?? c.eval.linear.base_lr;
@@ -273,6 +282,8 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
   let cached: tf.Tensor2D | null = null;
   let testFeatures: tf.Tensor2D | null = null;
   try {
+    // a summary.json the result goes into is checked before the work: a damaged one fails now, with nothing written
+    if (opts.write !== false && ofFinalWeights(runDir, loaded)) readSummary(runDir);
     const check = opts.check ?? (() => {});
     testFeatures = await extractFeaturesPolled(model, ds.test, ds.test.n, aug, check);
     let source: ProbeTrainSource;

@@ -2,8 +2,8 @@
  * A run folder's files (docs/ARCHITECTURE.md "The run folder"). src/runfolder/ is the only code that
  * reads or writes them; it loads no TensorFlow.js.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { InputError } from '../config/errors.ts';
 
@@ -27,6 +27,18 @@ export function runPath(runDir: string, file: RunFile): string {
 }
 
 export type Obj = Record<string, unknown>;
+/** Whether two paths name the same file or folder: symbolic links resolved where the path exists. */
+export function samePath(a: string, b: string): boolean {
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  return real(a) === real(b);
+}
+
 export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function readObject(path: string, parse: (text: string) => unknown): Obj | null {

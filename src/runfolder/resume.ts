@@ -12,7 +12,7 @@ import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
 import { CheckpointError, lastPointer, stepDirName } from './checkpoints.ts';
 import { metricsPath, readMetrics } from './metrics.ts';
-import { isObj, readJsonObject } from './paths.ts';
+import { isObj, readJsonObject, samePath } from './paths.ts';
 import { readRunConfigRaw } from './records.ts';
 
 /** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
@@ -234,7 +234,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     };
     if (!existsSync(dir)) throw new CheckpointError(`--checkpoint ${choice}: no such checkpoint (${have()})`);
     // another run's checkpoint would be trained on or evaluated, and its results filed, as this run's
-    if (dirname(resolve(dir)) !== resolve(root)) throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint of ${runDir} (${have()})`);
+    if (!samePath(dirname(resolve(dir)), root)) throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint of ${runDir} (${have()})`);
     try {
       checkCheckpoint(dir);
     } catch (e) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -208,7 +208,7 @@ test('a resumed run keeps the knn_eval that moco3 eval knn merged into summary.j
   assert.deepEqual([summary.knn_eval?.top1, summary.knn_eval?.k, summary.knn_eval?.step], [r.top1, 5, 4]);
 });
 
-test("a run not finished (interrupted, or without status.json): its newest checkpoint is evaluated into its own file; summary.json waits for the run's end; a diverged run's goes to summary.json", async () => {
+test("a run not completed (interrupted, diverged, or without status.json): its newest checkpoint is evaluated into its own file; summary.json waits for the run's end", async () => {
   const dir = tempDir('moco3-probe-unfinished-');
   await trainRun({ config: buildConfig({ preset: 'smoke', sets: [...SETS, 'train.checkpoint_every=2'] }), runDir: dir, backend });
   // as a run stopped at its last checkpoint before the end reads
@@ -232,9 +232,19 @@ test("a run not finished (interrupted, or without status.json): its newest check
   // a folder copied without its status.json reads as not finished too
   rmSync(st);
   assert.deepEqual((await knnForRun(dir)).wrote, [`knn-step-${knn.step}.json`]);
-  // a diverged run is finished: its newest checkpoint is its last finite one, and speaks for the run
-  writeFileSync(st, JSON.stringify({ status: 'diverged', step: knn.step, total_steps: knn.step, diverged_at: knn.step }));
-  assert.deepEqual((await knnForRun(dir)).wrote, ['knn.json', 'summary.json']);
+  // a diverged run has no final weights on disk: its newest checkpoint is of before the divergence (the
+  // untrained encoder, where it diverged before its first checkpoint), and is no figure of the run's own
+  writeFileSync(st, JSON.stringify({ status: 'diverged', step: knn.step + 1, total_steps: knn.step + 4, diverged_at: knn.step + 1 }));
+  const before = readFileSync(join(dir, 'summary.json'), 'utf8');
+  assert.deepEqual((await knnForRun(dir)).wrote, [`knn-step-${knn.step}.json`]);
+  assert.deepEqual((await linearProbeForRun(dir, { epochs: 1 })).wrote, [`linear-step-${knn.step}.json`]);
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), before, 'summary.json untouched');
+  // and a damaged summary.json does not stop the evaluation of an earlier checkpoint, which does not write it
+  // (of the newest, the run's state is read from it: said, as before)
+  writeFileSync(join(dir, 'summary.json'), '{bad');
+  assert.deepEqual((await knnForRun(dir, { checkpoint: 'step-0' })).wrote, ['knn-step-0.json']);
+  await assert.rejects(knnForRun(dir), /summary\.json: not valid JSON/);
+  writeFileSync(join(dir, 'summary.json'), before);
 });
 
 test("an evaluation with other settings keeps the run's earlier result beside the new one (<kind>.old-<time>.json); the same result again is only rewritten", async () => {
@@ -257,4 +267,14 @@ test("an evaluation with other settings keeps the run's earlier result beside th
   await knnForRun(dir, { k: 20 });
   const k2 = await knnForRun(dir, { k: 10 });
   assert.match(k2.wrote!.at(-1)!, /^knn\.old-\d{8}T\d{6}\.json \(the earlier knn\.json, kept\)$/);
+});
+
+test('a run folder given through a symbolic link: a checkpoint named by its real path is of that run, and the newest speaks for it', async () => {
+  const dir = tempDir('moco3-probe-link-');
+  await trainRun({ config: buildConfig({ preset: 'smoke', sets: [...SETS, 'train.checkpoint_every=2'] }), runDir: dir, backend });
+  const link = join(tempDir('moco3-probe-link-'), 'run');
+  symlinkSync(dir, link);
+  const steps = readdirSync(join(dir, 'checkpoints')).filter((d) => d.startsWith('step-')).sort();
+  assert.deepEqual((await knnForRun(link, { checkpoint: join(dir, 'checkpoints', steps[0]!) })).wrote, ['knn-step-0.json']);
+  assert.deepEqual((await knnForRun(link, { checkpoint: join(dir, 'checkpoints', steps.at(-1)!) })).wrote, ['knn.json', 'summary.json']);
 });
