@@ -537,8 +537,9 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
   }
   // a torn last metrics line (a killed run) is read past, and said
   const results = join(dir, 'rep2');
-  const torn = join(results, 'train', 'run');
-  mkdirSync(join(results, 'train'), { recursive: true });
+  // (in a sweep's folder: results/train, where moco3 train puts its runs, is no sweep)
+  const torn = join(results, 'sweep', 'run');
+  mkdirSync(join(results, 'sweep'), { recursive: true });
   cpSync(good, torn, { recursive: true });
   writeFileSync(join(torn, 'metrics.jsonl'), `${readFileSync(join(torn, 'metrics.jsonl'), 'utf8')}{"step": 9, "lo`);
   const rep = await cli(['report', '--results', results]);
