@@ -9,6 +9,7 @@ import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { readRunState } from '../runfolder/state.ts';
 import { knnStepNote, readSummary } from '../runfolder/summary.ts';
 import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
@@ -244,8 +245,12 @@ async function inspectRunFolder(
     // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
     if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') return { previous, checkpoint: null, done: done(st), notes };
     if (previous && !f.resume) {
-      const what = st?.status ?? 'previous';
-      throw new UsageError(`${runDir}: holds ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} run at step ${st?.step ?? '?'}; pass --resume to continue it or --force to start over`);
+      // as plan and sweep read it: a run whose process died is interrupted (its status.json may still say
+      // running), and --resume goes on from its last checkpoint
+      const rs = readRunState(runDir);
+      const what = rs.state === 'new' ? 'previous' : rs.state;
+      const at = rs.checkpoint_step !== null ? `, its last checkpoint at step ${rs.checkpoint_step}` : ` at step ${rs.step ?? '?'}`;
+      throw new UsageError(`${runDir}: holds ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} run${at}; pass --resume to continue it or --force to start over`);
     }
   }
   // a damaged checkpoint (its files; tensors that do not fit the model fail once it is built, in trainRun,

@@ -207,3 +207,14 @@ test('--resume of a run with no checkpoint left: trains it again from step 0 onl
   assert.equal(bare.code, 2, bare.stderr);
   assert.equal(bare.stderr, `moco3: --resume --out ${out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it\n`);
 });
+
+test("train on a folder whose run's process died says it is interrupted, with its last checkpoint, as plan does (not 'running')", () => {
+  const out = join(tempDir('moco3-train-killed-'), 'run');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  // as a kill -9 leaves it: status.json still says running, of a process that is gone
+  const st = join(out, 'status.json');
+  writeFileSync(st, JSON.stringify({ ...JSON.parse(readFileSync(st, 'utf8')), status: 'running', step: 7, pid: 2 ** 22 + 12345 }));
+  const r = train([...TINY, '--out', out]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /holds an interrupted run, its last checkpoint at step 8; pass --resume to continue it or --force to start over\n$/);
+});
