@@ -85,18 +85,30 @@ export function parseMetrics(text: string, label = 'metrics.jsonl', onTorn?: (no
  * (docs/results/) keeps its metrics gzipped: `<path>.gz` is read when the plain file is absent.
  */
 export function readMetrics(path: string, onTorn?: (note: string) => void): MetricRow[] {
-  if (existsSync(path)) return parseMetrics(readFileSync(path, 'utf8'), path, onTorn);
-  if (existsSync(`${path}.gz`)) {
-    let text: string;
-    try {
-      text = gunzipSync(readFileSync(`${path}.gz`)).toString('utf8');
-    } catch (e) {
-      if (!String((e as NodeJS.ErrnoException).code).startsWith('Z_')) throw e;
-      throw new RunFolderError(`${path}.gz: not a whole gzip file (${(e as Error).message}); copy it again from where it came`);
-    }
-    return parseMetrics(text, `${path}.gz`, onTorn);
-  }
+  if (existsSync(path)) return parseMetrics(readText(path).toString('utf8'), path, onTorn);
+  if (existsSync(`${path}.gz`)) return parseMetrics(gunzipMetrics(`${path}.gz`), `${path}.gz`, onTorn);
   return [];
+}
+
+/** A metrics file's bytes; one that cannot be read (a folder in its place, no permission) is said in one line naming it. */
+function readText(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new RunFolderError(`${path}: cannot be read (${code === 'EISDIR' ? 'a folder where moco3 keeps a file' : (code ?? String(e))})`);
+  }
+}
+
+/** The text of a gzipped metrics file. */
+function gunzipMetrics(gz: string): string {
+  const bytes = readText(gz);
+  try {
+    return gunzipSync(bytes).toString('utf8');
+  } catch (e) {
+    if (!String((e as NodeJS.ErrnoException).code).startsWith('Z_')) throw e;
+    throw new RunFolderError(`${gz}: not a whole gzip file (${(e as Error).message}); copy it again from where it came`);
+  }
 }
 
 /**
@@ -106,8 +118,12 @@ export function readMetrics(path: string, onTorn?: (note: string) => void): Metr
  */
 export function truncateMetrics(runDir: string, step: number, onTorn?: (note: string) => void): MetricRow[] {
   const path = metricsPath(runDir);
+  // a run folder whose metrics were gzipped (as the shipped ones are): its rows unpacked into the plain file
+  // first (the .gz stays), which the resume then cuts and appends to; otherwise its earlier rows were left
+  // behind in the .gz, which no reader reads beside a plain file
+  if (!existsSync(path) && existsSync(`${path}.gz`)) writeFileAtomic(path, gunzipMetrics(`${path}.gz`));
   if (!existsSync(path)) return [];
-  const text = readFileSync(path, 'utf8');
+  const text = readText(path).toString('utf8');
   const rows = parseMetrics(text, path, onTorn && ((note) => onTorn(note.replace(/; ignored$/, '; dropped'))));
   const keep = text.split('\n').filter((line) => {
     if (!line.trim()) return false;

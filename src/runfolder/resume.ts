@@ -154,7 +154,7 @@ function olderComplete(root: string, step: number, left: (step: number) => boole
  */
 function lastMetricsStep(runDir: string): number | null {
   const path = metricsPath(runDir);
-  if (!existsSync(path)) return null;
+  if (!existsSync(path) && !existsSync(`${path}.gz`)) return null;
   let rows;
   try {
     rows = readMetrics(path, () => {});

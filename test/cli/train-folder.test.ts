@@ -218,3 +218,22 @@ test("train on a folder whose run's process died says it is interrupted, with it
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /holds an interrupted run, its last checkpoint at step 8; pass --resume to continue it or --force to start over\n$/);
 });
+
+test('a resume of a run whose metrics are gzipped keeps its earlier rows; a metrics file that is a folder is one line naming it', () => {
+  const out = join(tempDir('moco3-train-gz-'), 'run');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  const rows = () => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
+  const steps = rows();
+  spawnSync('gzip', [join(out, 'metrics.jsonl')]);
+  assert.ok(!existsSync(join(out, 'metrics.jsonl')) && existsSync(join(out, 'metrics.jsonl.gz')));
+  const r = train([...TINY, '--out', out, '--resume', '--checkpoint', 'step-3']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(rows(), steps, 'rows 0-3 from the .gz, then the steps trained again');
+  // a folder where the metrics file goes
+  rmSync(join(out, 'metrics.jsonl'));
+  rmSync(join(out, 'metrics.jsonl.gz'));
+  mkdirSync(join(out, 'metrics.jsonl'));
+  const d = train([...TINY, '--out', out, '--resume', '--checkpoint', 'step-3']);
+  assert.equal(d.code, 2, d.stderr);
+  assert.match(d.stderr, /^moco3: \S+metrics\.jsonl: cannot be read \(a folder where moco3 keeps a file\)\n$/);
+});
