@@ -19,7 +19,7 @@ import { MoCoViT } from '../model/moco.ts';
 import { checkNoStrayTensors, checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { readRunState } from '../runfolder/state.ts';
-import { samePath } from '../runfolder/paths.ts';
+import { isObj, readJsonObject, runPath, samePath } from '../runfolder/paths.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary, readSummary } from '../runfolder/summary.ts';
 import { extractFeaturesPolled, knnOfModel } from './features.ts';
@@ -30,6 +30,19 @@ export interface LoadedModel {
   /** the checkpoint folder read */
   checkpoint: string;
   step: number | null;
+  /** which run it was of (runStamp), to tell before a result is written that the run is still the folder's */
+  stamp: string | null;
+}
+
+/**
+ * The identity of the run in a folder: its first start (meta.json: when and where), which its resumes keep
+ * and `train --force` replaces; null without a meta.json.
+ */
+function runStamp(runDir: string): string | null {
+  const m = readJsonObject(runPath(runDir, 'meta'));
+  if (!m) return null;
+  const first = Array.isArray(m.starts) && isObj(m.starts[0]) ? m.starts[0] : m;
+  return `${String(first.started)}@${String(first.host)}`;
 }
 
 /**
@@ -66,7 +79,7 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
     model.dispose();
     throw e;
   }
-  return { model, checkpoint: dir, step: checkpointFolderStep(dir) };
+  return { model, checkpoint: dir, step: checkpointFolderStep(dir), stamp: runStamp(runDir) };
 }
 
 /**
@@ -176,6 +189,13 @@ function ofFinalWeights(runDir: string, loaded: LoadedModel | null): boolean {
  * or of a run not completed: `<kind>-step-N.json` alone, so the run's own result stays.
  */
 function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
+  // the run may have been trained anew (--force moves it aside) while this evaluation ran: its result is then
+  // of a run no longer in the folder, and would be filed as the new one's
+  if (loaded && runStamp(runDir) !== loaded.stamp) {
+    throw new CheckpointError(
+      `${runDir}: the run was trained anew (--force) while its checkpoint ${basename(loaded.checkpoint)} was evaluated: the result is of the run moved aside, and is not written`,
+    );
+  }
   if (loaded && !ofFinalWeights(runDir, loaded)) {
     const step = loaded.step ?? basename(loaded.checkpoint);
     const kept = writeEvalResult(runDir, kind, result, step);

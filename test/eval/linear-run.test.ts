@@ -278,3 +278,25 @@ test('a run folder given through a symbolic link: a checkpoint named by its real
   assert.deepEqual((await knnForRun(link, { checkpoint: join(dir, 'checkpoints', steps[0]!) })).wrote, ['knn-step-0.json']);
   assert.deepEqual((await knnForRun(link, { checkpoint: join(dir, 'checkpoints', steps.at(-1)!) })).wrote, ['knn.json', 'summary.json']);
 });
+
+test('a run trained anew (--force) while its checkpoint is evaluated: the result of the run moved aside is not written into the new one', async () => {
+  const dir = tempDir('moco3-probe-forced-');
+  await trainRun({ config: buildConfig({ preset: 'smoke', sets: SETS }), runDir: dir, backend });
+  const summary = readFileSync(join(dir, 'summary.json'), 'utf8');
+  const linear = readFileSync(join(dir, 'linear.json'), 'utf8');
+  const metaPath = join(dir, 'meta.json');
+  const meta = JSON.parse(readFileSync(metaPath, 'utf8'));
+  let swapped = false;
+  // as `train --force` leaves the folder: another run's meta.json, its first start now
+  const force = () => {
+    if (swapped) return;
+    swapped = true;
+    writeFileSync(metaPath, JSON.stringify({ ...meta, starts: [{ started: '2099-01-01T00:00:00.000Z', host: 'elsewhere' }] }));
+  };
+  await assert.rejects(linearProbeForRun(dir, { epochs: 1, check: force }), (e: Error) => e instanceof CheckpointError && /: the run was trained anew \(--force\) while its checkpoint step-\d+ was evaluated: the result is of the run moved aside, and is not written$/.test(e.message));
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), summary);
+  assert.equal(readFileSync(join(dir, 'linear.json'), 'utf8'), linear);
+  // the run's own resumes keep its first start: their evaluations are written
+  writeFileSync(metaPath, JSON.stringify({ ...meta, starts: [...meta.starts, { started: '2099-01-01T00:00:00.000Z', host: 'elsewhere' }] }));
+  assert.deepEqual((await knnForRun(dir)).wrote, ['knn.json', 'summary.json']);
+});
