@@ -138,7 +138,9 @@ export function restoreAsideCheckpoints(ckptRoot: string): void {
     const m = /^\.(step-\d+)\.old\.(\d+)\.tmp$/.exec(d);
     if (!m) continue;
     const pid = Number(m[2]);
-    if (pid === process.pid || pidAlive(pid)) continue;
+    // this process's own (a pid reused by a container started again is this one too) is in the middle of
+    // no replacement here: commitCheckpoint moves a folder aside and renames the new one in without a turn
+    if (pid !== process.pid && pidAlive(pid)) continue;
     const aside = join(ckptRoot, d);
     const final = join(ckptRoot, m[1]!);
     if (existsSync(join(final, 'state.json')) || !existsSync(join(aside, 'state.json'))) continue;

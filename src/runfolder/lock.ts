@@ -72,6 +72,10 @@ export function procStart(pid: number): string | null {
   }
 }
 
+let own: string | null | undefined;
+/** This process's start time as /proc gives it (procStart), read once. */
+const ownStart = (): string | null => (own === undefined ? (own = procStart(process.pid)) : own);
+
 export function readLock(runDir: string): LockInfo | null {
   return readLockFile(join(runDir, LOCK_NAME));
 }
@@ -90,7 +94,9 @@ function readLockFile(path: string): LockInfo | null {
 
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
-  if (l.host === hostname() && l.pid === process.pid) return true;
+  // this process's own lock; or, of a start time other than this process's, that of an earlier process
+  // given the same pid (a container started again, with its hostname and pids as before): gone
+  if (l.host === hostname() && l.pid === process.pid) return l.proc_start == null || ownStart() === null || l.proc_start === ownStart();
   // an earlier start of this very Slurm task (its node failed, Slurm started it again elsewhere): Slurm runs
   // one start of a task at a time, so that holder is gone. Not a lock of the same start: a task's script may
   // run several agents at once (one per GPU), each holding its own run
@@ -101,7 +107,6 @@ export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
     const t = Date.parse(l.heartbeat);
     return Number.isFinite(t) && now - t < lockTimeoutS() * 1000;
   }
-  if (l.pid === process.pid) return true;
   if (!pidAlive(l.pid)) return false;
   const start = procStart(l.pid);
   return l.proc_start === null || start === null || start === l.proc_start;

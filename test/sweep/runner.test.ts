@@ -11,6 +11,7 @@ import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { hostTag } from '../../src/engine/files.ts';
 import { loadSweepFile, parseSweep } from '../../src/sweep/file.ts';
 import { acquireLock, procStart, readLock, releaseLock } from '../../src/runfolder/lock.ts';
+import { restoreAsideCheckpoints } from '../../src/runfolder/checkpoints.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
@@ -212,6 +213,12 @@ test('locks: one holder at a time; a reused pid (other start time) is stale', as
     await other.kill();
   }
   releaseLock(dir);
+  // this very pid and host, of another start time: a killed process whose pid this one was given (a
+  // container started again); its lock is no lock of this process
+  writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: process.pid, host: hostname(), proc_start: 'not-my-start-time', since: '', sweep: 's' }));
+  assert.equal(acquireLock(dir, 's'), null, 'an earlier process of this pid');
+  assert.equal(readLock(dir)!.proc_start, procStart(process.pid));
+  releaseLock(dir);
   writeFileSync(join(dir, '.lock'), '{"pid": 9');
   assert.equal(acquireLock(dir, 's'), null, 'an unreadable lock is stale');
   releaseLock(dir);
@@ -228,4 +235,14 @@ test('the file of a shipped sweep plans without error', () => {
     assert.equal(spec.name, name);
     assert.ok(planSweep(spec, { preset: 'smoke' }).runs.length >= 3);
   }
+});
+
+test("a checkpoint moved aside by a killed process whose pid this one was given is put back, not taken for this process's own", () => {
+  const root = join(tmp(), 'checkpoints');
+  const aside = join(root, `.step-0000008.old.${process.pid}.tmp`);
+  mkdirSync(aside, { recursive: true });
+  writeFileSync(join(aside, 'state.json'), '{"step": 8}');
+  restoreAsideCheckpoints(root);
+  assert.equal(readFileSync(join(root, 'step-0000008', 'state.json'), 'utf8'), '{"step": 8}');
+  assert.equal(existsSync(aside), false);
 });
