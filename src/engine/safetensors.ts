@@ -2,7 +2,7 @@
  * safetensors (https://github.com/huggingface/safetensors): 8-byte little-endian header length, a JSON
  * header {name: {dtype, shape, data_offsets}, __metadata__: {string: string}}, then the raw little-endian data.
  */
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { writeFileAtomic } from './files.ts';
 import { InputError } from '../config/errors.ts';
 
@@ -140,13 +140,7 @@ export function decodeSafetensors(buf: Uint8Array, label = 'safetensors'): { ten
   const tensors = new Map<string, StTensor>();
   for (const e of entries) {
     const bytes = new Uint8Array(buf.subarray(base + e.begin, base + e.end)); // a copy: aligned, detached from the file buffer
-    const data =
-      e.dtype === 'F32'
-        ? new Float32Array(bytes.buffer, bytes.byteOffset, e.count)
-        : e.dtype === 'I32'
-          ? new Int32Array(bytes.buffer, bytes.byteOffset, e.count)
-          : new BigInt64Array(bytes.buffer, bytes.byteOffset, e.count);
-    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: typedOf(e, bytes) });
   }
   return { tensors, metadata };
 }
@@ -161,8 +155,23 @@ function ioError(path: string, e: unknown, hint: string): SafetensorsError {
   return new SafetensorsError(`${path}: ${what}${hint}`);
 }
 
-/** Validates a safetensors file's header against its size without reading the data; `hint` is appended to an error. */
-export function checkSafetensorsFile(path: string, hint = ''): { names: string[]; shapes: Map<string, number[]>; metadata: Record<string, string> } {
+/** Reads `len` bytes at `pos` of an open file into `into` (at `at`), in pieces of at most 1 GiB (a read's limit is 2 GiB); the bytes read. */
+function readFully(fd: number, into: Uint8Array, at: number, len: number, pos: number): number {
+  let got = 0;
+  while (got < len) {
+    const r = readSync(fd, into, at + got, Math.min(len - got, 2 ** 30), pos + got);
+    if (r === 0) break;
+    got += r;
+  }
+  return got;
+}
+
+/**
+ * A safetensors file opened and its header validated against its size, `read` then given its entries and
+ * the open file; `hint` is appended to an error. The data is never read as one buffer: files of 2 GiB and
+ * more (Node's limit for one) read as any other.
+ */
+function withSafetensorsFile<T>(path: string, hint: string, read: (fd: number, h: { entries: StEntry[]; metadata: Record<string, string>; base: number }) => T): T {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -172,17 +181,11 @@ export function checkSafetensorsFile(path: string, hint = ''): { names: string[]
   try {
     const size = fstatSync(fd).size;
     const prefix = Buffer.alloc(8);
-    readSync(fd, prefix, 0, 8, 0);
+    readFully(fd, prefix, 0, 8, 0);
     const n = headerLength(prefix, size, path);
     const header = Buffer.alloc(n);
-    let got = 0;
-    while (got < n) {
-      const r = readSync(fd, header, got, n - got, 8 + got);
-      if (r === 0) break;
-      got += r;
-    }
-    const { entries, metadata } = parseHeader(header.subarray(0, got), size, path);
-    return { names: entries.map((e) => e.name), shapes: new Map(entries.map((e) => [e.name, e.shape])), metadata };
+    const got = readFully(fd, header, 0, n, 8);
+    return read(fd, parseHeader(header.subarray(0, got), size, path));
   } catch (e) {
     if (e instanceof SafetensorsError) {
       if (hint) e.message += hint;
@@ -194,18 +197,30 @@ export function checkSafetensorsFile(path: string, hint = ''): { names: string[]
   }
 }
 
-/** Reads and validates a safetensors file; a missing, unreadable or damaged file is a SafetensorsError. */
+/** Validates a safetensors file's header against its size without reading the data; `hint` is appended to an error. */
+export function checkSafetensorsFile(path: string, hint = ''): { names: string[]; shapes: Map<string, number[]>; metadata: Record<string, string> } {
+  return withSafetensorsFile(path, hint, (_fd, { entries, metadata }) => ({ names: entries.map((e) => e.name), shapes: new Map(entries.map((e) => [e.name, e.shape])), metadata }));
+}
+
+/** Reads and validates a safetensors file, each tensor into an array of its own; a missing, unreadable or damaged file is a SafetensorsError. */
 export function readSafetensors(path: string, hint = ''): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw ioError(path, e, hint);
-  }
-  try {
-    return decodeSafetensors(buf, path);
-  } catch (e) {
-    if (e instanceof SafetensorsError && hint) e.message += hint;
-    throw e;
-  }
+  checkLittleEndian();
+  return withSafetensorsFile(path, hint, (fd, { entries, metadata, base }) => {
+    const tensors = new Map<string, StTensor>();
+    for (const e of entries) {
+      const bytes = new Uint8Array(e.end - e.begin);
+      if (readFully(fd, bytes, 0, bytes.length, base + e.begin) !== bytes.length) throw new SafetensorsError(`${path}: ${e.name}: the file ends inside its data (truncated while read?)`);
+      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: typedOf(e, bytes) });
+    }
+    return { tensors, metadata };
+  });
+}
+
+/** An entry's bytes as its dtype's typed array (no copy). */
+function typedOf(e: StEntry, bytes: Uint8Array): StTensor['data'] {
+  return e.dtype === 'F32'
+    ? new Float32Array(bytes.buffer, bytes.byteOffset, e.count)
+    : e.dtype === 'I32'
+      ? new Int32Array(bytes.buffer, bytes.byteOffset, e.count)
+      : new BigInt64Array(bytes.buffer, bytes.byteOffset, e.count);
 }
