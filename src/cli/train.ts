@@ -11,7 +11,7 @@ import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { readRunState } from '../runfolder/state.ts';
 import { knnStepNote, readSummary } from '../runfolder/summary.ts';
-import { movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
+import { ASIDE_NOTE, movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
@@ -295,7 +295,8 @@ async function inspectRunFolder(
  * lock files beside them), and anything else, which train never overwrites.
  */
 function folderContents(dir: string): { runFiles: string[]; foreign: string[] } {
-  const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`]);
+  // and the note of a --force killed while it moved the run aside (the lock's next holder puts the run back)
+  const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`, ASIDE_NOTE]);
   const entries = existsSync(dir) ? readdirSync(dir) : [];
   // also the results of `moco3 eval --checkpoint step-N`, and earlier results an evaluation kept (src/eval/offline.ts)
   const isOwn = (e: string) => own.has(e) || /^(knn|linear)(-step-\d+)?(\.old-\d{8}T\d{6}(-\d+)?)?\.json$/.test(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));

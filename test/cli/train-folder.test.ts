@@ -174,6 +174,10 @@ test('a --force killed while it moves the previous run aside leaves it split; th
   assert.equal(more.length, 0);
   assert.equal(listing(join(root, aside!)).length, 2, 'two files moved before the kill');
   assert.ok(existsSync(join(out, '.aside.json')));
+  // a --dry-run (which puts nothing back) reads the note as the run's own, not as a file of the user's
+  const dry = train([...TINY, '--out', out, '--dry-run', '--force']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.doesNotMatch(dry.stderr, /not a moco3 run's/);
   // the next train finds the run whole again: a completed run, left as it is
   const r = train([...TINY, '--out', out]);
   assert.equal(r.code, 0, r.stderr);
