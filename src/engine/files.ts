@@ -1,5 +1,5 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { accessSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
@@ -37,9 +37,17 @@ export function isStaleTemp(dir: string, name: string, pidOnly = false): boolean
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), tempName(basename(path)));
-  const fd = openSync(tmp, 'w');
+  // the file it replaces keeps its permissions (a user's chmod 600 of a run's files)
+  let mode: number | undefined;
+  try {
+    mode = statSync(path).mode & 0o7777;
+  } catch {
+    /* a new file: the default */
+  }
+  const fd = openSync(tmp, 'w', mode);
   let closed = false;
   try {
+    if (mode !== undefined) fchmodSync(fd, mode);
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);

@@ -34,6 +34,8 @@ export function encodeSafetensors(tensors: Map<string, StTensor>, metadata: Reco
     const t = tensors.get(name)!;
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length) throw new SafetensorsError(`${name}: shape [${t.shape}] holds ${n} values, data has ${t.data.length}`);
+    const kind = { F32: Float32Array, I32: Int32Array, I64: BigInt64Array }[t.dtype];
+    if (!(t.data instanceof kind)) throw new SafetensorsError(`${name}: dtype ${t.dtype} needs ${kind.name} data, got ${t.data.constructor.name}`);
     const bytes = n * BYTES[t.dtype];
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;

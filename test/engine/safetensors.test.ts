@@ -36,3 +36,10 @@ test('writes atomically and rejects a truncated file', () => {
   const buf = readFileSync(p);
   assert.throws(() => decodeSafetensors(buf.subarray(0, buf.length - 4), 'cut.safetensors'), /cut\.safetensors: w: data_offsets \[0, 16\] run past the end/);
 });
+
+test('a tensor whose data is not of its dtype is refused when written (an I64 given float32 wrote a file whose data did not fit its header)', () => {
+  const bad = new Map<string, StTensor>([['n', { dtype: 'I64', shape: [2], data: new Float32Array(2) as unknown as BigInt64Array }]]);
+  assert.throws(() => encodeSafetensors(bad), /n: dtype I64 needs BigInt64Array data, got Float32Array/);
+  const f32 = new Map<string, StTensor>([['w', { dtype: 'F32', shape: [2], data: new Int32Array(2) as unknown as Float32Array }]]);
+  assert.throws(() => encodeSafetensors(f32), /w: dtype F32 needs Float32Array data, got Int32Array/);
+});

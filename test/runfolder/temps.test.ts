@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, tempName, writeFileAtomic } from '../../src/engine/files.ts';
 import { cleanStaleTemps } from '../../src/runfolder/lock.ts';
@@ -67,4 +67,17 @@ test('cleanStaleTemps on a folder hosts share: another host\'s write in progress
   assert.ok(existsSync(join(dir, theirs)));
   assert.ok(!existsSync(join(dir, mine)));
   assert.deepEqual(readdirSync(join(dir, 'checkpoints')), []);
+});
+
+test('a file rewritten through a temporary name keeps the permissions of the one it replaces', () => {
+  const dir = tempDir('moco3-mode-');
+  const p = join(dir, 'summary.json');
+  writeFileAtomic(p, '{}');
+  chmodSync(p, 0o600);
+  writeFileAtomic(p, '{"a": 1}');
+  assert.equal(statSync(p).mode & 0o777, 0o600);
+  assert.equal(readFileSync(p, 'utf8'), '{"a": 1}');
+  chmodSync(p, 0o640);
+  writeFileAtomic(p, '{"a": 2}');
+  assert.equal(statSync(p).mode & 0o777, 0o640);
 });
