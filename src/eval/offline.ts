@@ -50,6 +50,8 @@ function runStamp(runDir: string): string | null {
  * the base encoder is built and read: the features of kNN and the probe come from it alone.
  */
 export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoint?: string): LoadedModel {
+  // read before the checkpoint: a --force and a new start between the two would otherwise go unseen
+  const stamp = runStamp(runDir);
   const dir = evalCheckpoint(runDir, checkpoint);
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   const model = new MoCoViT(modelConfigOf(config), config.seed, { encoderOnly: true });
@@ -79,7 +81,7 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
     model.dispose();
     throw e;
   }
-  return { model, checkpoint: dir, step: checkpointFolderStep(dir), stamp: runStamp(runDir) };
+  return { model, checkpoint: dir, step: checkpointFolderStep(dir), stamp };
 }
 
 /**
@@ -191,7 +193,9 @@ function ofFinalWeights(runDir: string, loaded: LoadedModel | null): boolean {
 function recordEval(runDir: string, kind: 'knn' | 'linear', result: object, loaded: LoadedModel | null, summary: Record<string, unknown>): string[] {
   // the run may have been trained anew (--force moves it aside) while this evaluation ran: its result is then
   // of a run no longer in the folder, and would be filed as the new one's
-  if (loaded && runStamp(runDir) !== loaded.stamp) {
+  // (a run without a readable meta.json at the start, a copied folder, has nothing to tell it by: a resume
+  // that writes one meanwhile is no new run)
+  if (loaded && loaded.stamp !== null && runStamp(runDir) !== loaded.stamp) {
     throw new CheckpointError(
       `${runDir}: the run was trained anew (--force) while its checkpoint ${basename(loaded.checkpoint)} was evaluated: the result is of the run moved aside, and is not written`,
     );

@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
-import { readJsonObject, runPath, type Obj } from './paths.ts';
+import { readJsonObject, runPath, samePath, type Obj } from './paths.ts';
 import { InputError } from '../config/errors.ts';
 
 /** A checkpoint that cannot be read as asked (the CLI reports it as bad input). */
@@ -57,7 +57,7 @@ export function writeCheckpointState(dir: string, state: object): void {
  * them (resumeCheckpoint). A checkpoint folder outside the run's is not named.
  */
 export function rewindLast(ckptRoot: string, dir: string, step: number): void {
-  if (resolve(dirname(dir)) !== resolve(ckptRoot)) return;
+  if (!samePath(dirname(resolve(dir)), ckptRoot)) return;
   const last = lastPointer(ckptRoot);
   if (last?.dir === basename(dir)) return;
   writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: basename(dir) });

@@ -94,19 +94,22 @@ function readLockFile(path: string): LockInfo | null {
 
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
-  // this process's own lock; or, of a start time other than this process's, that of an earlier process
-  // given the same pid (a container started again, with its hostname and pids as before): gone
-  if (l.host === hostname() && l.pid === process.pid) return l.proc_start == null || ownStart() === null || l.proc_start === ownStart();
+  const fresh = () => {
+    if (typeof l.heartbeat !== 'string') return true;
+    const t = Date.parse(l.heartbeat);
+    return Number.isFinite(t) && now - t < lockTimeoutS() * 1000;
+  };
+  // this process's own lock. Of this pid and host but another start time: an earlier process given the same
+  // pid (a container started again, with its hostname and pids as before), or a process of another pid
+  // namespace (two containers sharing the host's name, each agent pid 1), which /proc here cannot see: told
+  // apart by the heartbeat, as another host's lock is
+  if (l.host === hostname() && l.pid === process.pid) return l.proc_start == null || ownStart() === null || l.proc_start === ownStart() || fresh();
   // an earlier start of this very Slurm task (its node failed, Slurm started it again elsewhere): Slurm runs
   // one start of a task at a time, so that holder is gone. Not a lock of the same start: a task's script may
   // run several agents at once (one per GPU), each holding its own run
   const task = slurmTaskId();
   if (task !== null && l.slurm_task === task && (l.slurm_restart ?? 0) < slurmRestarts()) return false;
-  if (l.host !== hostname()) {
-    if (typeof l.heartbeat !== 'string') return true;
-    const t = Date.parse(l.heartbeat);
-    return Number.isFinite(t) && now - t < lockTimeoutS() * 1000;
-  }
+  if (l.host !== hostname()) return fresh();
   if (!pidAlive(l.pid)) return false;
   const start = procStart(l.pid);
   return l.proc_start === null || start === null || start === l.proc_start;

@@ -299,4 +299,10 @@ test('a run trained anew (--force) while its checkpoint is evaluated: the result
   // the run's own resumes keep its first start: their evaluations are written
   writeFileSync(metaPath, JSON.stringify({ ...meta, starts: [...meta.starts, { started: '2099-01-01T00:00:00.000Z', host: 'elsewhere' }] }));
   assert.deepEqual((await knnForRun(dir)).wrote, ['knn.json', 'summary.json']);
+  // a folder without a meta.json (copied by hand) has nothing to tell a new run by: a resume writing one meanwhile is no new run
+  rmSync(metaPath);
+  swapped = false;
+  const late = await linearProbeForRun(dir, { epochs: 1, check: force });
+  assert.ok(swapped);
+  assert.deepEqual(late.wrote, ['linear.json', 'summary.json', ...late.wrote!.slice(2)]);
 });

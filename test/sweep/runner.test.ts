@@ -1,7 +1,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import YAML from 'yaml';
@@ -11,7 +11,7 @@ import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { hostTag } from '../../src/engine/files.ts';
 import { loadSweepFile, parseSweep } from '../../src/sweep/file.ts';
 import { acquireLock, procStart, readLock, releaseLock } from '../../src/runfolder/lock.ts';
-import { restoreAsideCheckpoints } from '../../src/runfolder/checkpoints.ts';
+import { restoreAsideCheckpoints, rewindLast } from '../../src/runfolder/checkpoints.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
@@ -214,11 +214,17 @@ test('locks: one holder at a time; a reused pid (other start time) is stale', as
   }
   releaseLock(dir);
   // this very pid and host, of another start time: a killed process whose pid this one was given (a
-  // container started again); its lock is no lock of this process
-  writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: process.pid, host: hostname(), proc_start: 'not-my-start-time', since: '', sweep: 's' }));
+  // container started again), its heartbeat old, is stale; one whose heartbeat is fresh (a process of another
+  // pid namespace on a host of the same name) holds the run
+  const old = new Date(Date.now() - 3600_000).toISOString();
+  writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: process.pid, host: hostname(), proc_start: 'not-my-start-time', since: old, heartbeat: old, sweep: 's' }));
   assert.equal(acquireLock(dir, 's'), null, 'an earlier process of this pid');
   assert.equal(readLock(dir)!.proc_start, procStart(process.pid));
   releaseLock(dir);
+  const now = new Date().toISOString();
+  writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: process.pid, host: hostname(), proc_start: 'not-my-start-time', since: now, heartbeat: now, sweep: 's' }));
+  assert.equal(acquireLock(dir, 's')!.proc_start, 'not-my-start-time', 'a live process of another pid namespace');
+  rmSync(join(dir, '.lock'));
   writeFileSync(join(dir, '.lock'), '{"pid": 9');
   assert.equal(acquireLock(dir, 's'), null, 'an unreadable lock is stale');
   releaseLock(dir);
@@ -245,4 +251,15 @@ test("a checkpoint moved aside by a killed process whose pid this one was given 
   restoreAsideCheckpoints(root);
   assert.equal(readFileSync(join(root, 'step-0000008', 'state.json'), 'utf8'), '{"step": 8}');
   assert.equal(existsSync(aside), false);
+});
+
+test('a resume from an older checkpoint named through a symbolic link to the run folder points last.json back at it', () => {
+  const real = join(tmp(), 'run');
+  mkdirSync(join(real, 'checkpoints', 'step-0000000'), { recursive: true });
+  mkdirSync(join(real, 'checkpoints', 'step-0000050'), { recursive: true });
+  writeFileSync(join(real, 'checkpoints', 'last.json'), JSON.stringify({ step: 50, dir: 'step-0000050' }));
+  const link = join(tmp(), 'link');
+  symlinkSync(real, link);
+  rewindLast(join(link, 'checkpoints'), join(real, 'checkpoints', 'step-0000000'), 0);
+  assert.deepEqual(JSON.parse(readFileSync(join(real, 'checkpoints', 'last.json'), 'utf8')), { step: 0, dir: 'step-0000000' });
 });
