@@ -4,7 +4,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { PRESETS, type PresetName } from '../config/presets.ts';
-import { baselineModel, KNN_KEYS, type BaselinesFile, type KnnSettings } from '../runfolder/baselines.ts';
+import { baselineModel, KNN_KEYS, sameKnnSettings, type BaselinesFile, type KnnSettings } from '../runfolder/baselines.ts';
 import { isObj } from '../runfolder/paths.ts';
 import { type RunRecord } from './results.ts';
 import type { RunFacts } from './table.ts';
@@ -113,7 +113,7 @@ export function baselinesMarkdown(b: BaselinesFile | null, facts: Iterable<RunFa
   };
   const sameKnn = (f: RunFacts) => {
     const s = knnOf(f);
-    return s === null || KNN_KEYS.every((k) => s[k] === kb![k]);
+    return s === null || sameKnnSettings(s, kb!);
   };
   const knnSettings = (s: KnnSettings) => `k ${s.k}, t ${s.t}, bank ${s.bank_size ?? 'all'}, queries ${s.query_size ?? 'all'}`;
   const otherKnn = runs.filter((f) => isNum(f.knnTop1) && !sameKnn(f));

@@ -221,10 +221,11 @@ export function reportMarkdown(
   if (!sweep.runs.length) {
     // a sweep planned (sweep.yaml) whose runs have not started: no columns to draw
     out.push('', '## Table', '', 'No run of this sweep has results yet: the table comes with the first one.', '');
-  } else {
-    out.push('', '## Table', '', tableMarkdown(view, table));
-  }
-  if (sweep.runs.length) out.push(
+  } else out.push(
+    '',
+    '## Table',
+    '',
+    tableMarkdown(view, table),
     `Cells: mean ± std over seeds (the sample std, with n − 1; one value when there is one seed; the same std in every section below). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
       // said where it matters: the other cells of a diverged run read its curves up to the divergence
       ([...facts.values()].some((f) => f.status === 'diverged')

@@ -24,6 +24,9 @@ export interface KnnSettings {
 }
 export const KNN_KEYS = ['k', 't', 'bank_size', 'query_size'] as const;
 
+/** Whether two kNN monitors' settings are the same, key by key. */
+export const sameKnnSettings = (a: KnnSettings, b: KnnSettings): boolean => KNN_KEYS.every((k) => a[k] === b[k]);
+
 /** A run config's eval.knn, as a baselines entry records it. */
 export function knnSettingsOf(c: { eval: { knn: KnnSettings } }): KnnSettings {
   const k = c.eval.knn;

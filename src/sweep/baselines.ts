@@ -8,7 +8,7 @@ import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
 import { asidePath } from '../runfolder/aside.ts';
-import { baselineModel, KNN_KEYS, knnSettingsOf, readBaselines, type BaselinesFile } from '../runfolder/baselines.ts';
+import { baselineModel, knnSettingsOf, readBaselines, sameKnnSettings, type BaselinesFile } from '../runfolder/baselines.ts';
 import type { Dataset } from '../data/index.ts';
 import { computeBaselines, type BaselineFigures } from '../train/baselines.ts';
 import { probeBatchSize, probeViews } from '../eval/offline.ts';
@@ -67,7 +67,7 @@ function writtenBaselines(plan: SweepPlan, ds?: Dataset): { have: Map<number, Ba
     f.linear.train_views === probeViews(l.train_views === 'augmented');
   // the untrained encoder's kNN, measured with the monitor's settings (an entry that does not record them counts as the same)
   const knn = knnSettingsOf(first.config);
-  const sameKnn = (f: BaselineFigures) => f.knn === undefined || KNN_KEYS.every((k) => f.knn![k] === knn[k]);
+  const sameKnn = (f: BaselineFigures) => f.knn === undefined || sameKnnSettings(f.knn, knn);
   const kept = (f: BaselineFigures) => typeof f?.seed === 'number' && sameProbe(f) && sameKnn(f);
   for (const f of entries) if (kept(f)) have.set(f.seed, f);
   // a seed written twice (its first entry replaced) is no entry of other settings

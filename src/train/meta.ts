@@ -1,11 +1,12 @@
 /** Versions and provenance for meta.json. */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendInfo } from '../engine/backend.ts';
+import { samePath } from '../runfolder/paths.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -43,7 +44,7 @@ export function gitCommit(dir = root): { commit: string; dirty: boolean } | null
   const git = (...args: string[]) => execFileSync('git', args, { cwd: dir, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   try {
     const [top, commit] = git('rev-parse', '--show-toplevel', 'HEAD').split('\n');
-    if (!top || !commit || realpathSync(top) !== realpathSync(dir)) return null;
+    if (!top || !commit || !samePath(top, dir)) return null;
     return { commit, dirty: git('status', '--porcelain', '--untracked-files=no') !== '' };
   } catch {
     return null;
