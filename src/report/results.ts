@@ -80,12 +80,15 @@ export function readSweep(dir: string, quiet = false): SweepRecord {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ReportError(`${dir}: no such sweep folder`);
   const folders = readdirSync(dir).filter((d) => !d.startsWith('.') && d !== 'plots' && statSync(join(dir, d)).isDirectory());
   const found = folders.filter((d) => isRunDir(join(dir, d))).sort();
+  // a run split between its folder and the one a killed `train --force` was moving it to: neither is the
+  // run, and the files in the second go back on the next train (moving that folder out would lose them)
+  for (const d of folders.filter((x) => existsSync(join(dir, x, ASIDE_NOTE))).sort()) {
+    const at = join(dir, d);
+    throw new ReportError(`${at}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${at} --resume\` (or the sweep) puts them back`);
+  }
   for (const d of folders.filter((x) => !found.includes(x))) {
     // a run's files without the config.yaml that makes it a run: reported as not started, it would be misreported
     const at = join(dir, d);
-    if (existsSync(join(at, ASIDE_NOTE))) {
-      throw new ReportError(`${at}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${at} --resume\` (or the sweep) puts them back`);
-    }
     const files = RUN_EVIDENCE.filter((f) => existsSync(join(at, f)));
     if (files.length > 0) {
       throw new ReportError(`${at}: holds a run's ${files.join(', ')} but no config.yaml; put it back (each checkpoint's state.json keeps the run's config) or move the folder out of ${dir}`);

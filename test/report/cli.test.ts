@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
 import { buildConfig, configHash, configToYaml } from '../../src/config/load.ts';
 import { loadRunConfig } from '../../src/runfolder/records.ts';
@@ -152,6 +152,18 @@ test('moco3 report: a damaged sweep.yaml, a run folder that lost its config.yaml
   writeFileSync(join(runs[0]!, '.aside.json'), '{"to": "x.old-20261205T000000"}');
   await refused(new RegExp(`^moco3: ${runs[0]}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${runs[0]} --resume\` \\(or the sweep\\) puts them back$`));
   rmSync(join(runs[0]!, '.aside.json'));
+  // ... killed before it had moved config.yaml: the folder it was moving to was named as one to move out,
+  // which would lose the files the next train puts back
+  writeFileSync(join(runs[0]!, 'config.yaml'), cfg);
+  const aside = `${runs[0]}.old-20261205T000000`;
+  mkdirSync(aside);
+  renameSync(join(runs[0]!, 'status.json'), join(aside, 'status.json'));
+  writeFileSync(join(runs[0]!, '.aside.json'), JSON.stringify({ to: basename(aside) }));
+  await refused(new RegExp(`^moco3: ${runs[0]}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${runs[0]} --resume\``));
+  renameSync(join(aside, 'status.json'), join(runs[0]!, 'status.json'));
+  rmSync(aside, { recursive: true });
+  rmSync(join(runs[0]!, '.aside.json'));
+  rmSync(join(runs[0]!, 'config.yaml'));
   // a damaged config.yaml is said as such, not as a folder that is no run's
   writeFileSync(join(runs[0]!, 'config.yaml'), 'model: [\n');
   await refused(new RegExp(`^moco3: ${runs[0]}/config\\.yaml: not a YAML mapping \\(damaged\\?\\): put the run's config back`));
