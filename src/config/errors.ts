@@ -3,6 +3,15 @@
  * error's one line and exits 2; anything else is a bug and prints its stack (exit 1).
  */
 
+/**
+ * Why a file could not be read, in the words every message of moco3 uses after its path: `missing`,
+ * `is a folder, not a file`, or `cannot be read (CODE)`.
+ */
+export function readFailure(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? 'missing' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot be read (${code ?? String(e)})`;
+}
+
 /** An error in what the user gave (a flag, a file, a key): one line naming it and what was expected. */
 export class InputError extends Error {}
 

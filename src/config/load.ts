@@ -7,6 +7,7 @@ import { ARCHS, type ArchName } from './archs.ts';
 import { PRESETS, PRESET_NAMES, type PresetName } from './presets.ts';
 import { DEFAULTS, RunConfigSchema, recipeBlurSigma, type ResolvedRunConfig, type RunConfig } from './schema.ts';
 import { SetupError } from './errors.ts';
+import { readFailure } from './errors.ts';
 
 /** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
 export class ConfigError extends SetupError {
@@ -88,8 +89,7 @@ export function loadConfigFile(path: string): Obj {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ConfigError(`${path}: ${code === 'EISDIR' ? 'is a folder, expected a YAML file' : `cannot be read (${code ?? (e as Error).message})`}`);
+    throw new ConfigError(`${path}: ${readFailure(e)}`);
   }
   const doc = parseYaml(text, path);
   if (doc === null || doc === undefined) return {};

@@ -3,7 +3,7 @@
  * header {name: {dtype, shape, data_offsets}, __metadata__: {string: string}}, then the raw little-endian data.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { writeFileAtomic } from './files.ts';
+import { readFailure, writeFileAtomic } from './files.ts';
 import { InputError } from '../config/errors.ts';
 
 export type StDtype = 'F32' | 'I32' | 'I64';
@@ -152,9 +152,7 @@ export function writeSafetensors(path: string, tensors: Map<string, StTensor>, m
 }
 
 function ioError(path: string, e: unknown, hint: string): SafetensorsError {
-  const code = (e as NodeJS.ErrnoException).code;
-  const what = code === 'ENOENT' ? 'missing' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot be read (${code ?? String(e)})`;
-  return new SafetensorsError(`${path}: ${what}${hint}`);
+  return new SafetensorsError(`${path}: ${readFailure(e)}${hint}`);
 }
 
 /** Reads `len` bytes at `pos` of an open file into `into` (at `at`), in pieces of at most 1 GiB (a read's limit is 2 GiB); the bytes read. */

@@ -4,7 +4,7 @@
  */
 import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { withPath, writeFileAtomic } from '../engine/files.ts';
+import { readFailure, withPath, writeFileAtomic } from '../engine/files.ts';
 import { isObj, RunFolderError, runPath } from './paths.ts';
 
 export type MetricRow = Record<string, number | null>;
@@ -95,8 +95,7 @@ function readText(path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new RunFolderError(`${path}: cannot be read (${code === 'EISDIR' ? 'a folder where moco3 keeps a file' : (code ?? String(e))})`);
+    throw new RunFolderError(`${path}: ${readFailure(e)}`);
   }
 }
 

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { InputError } from '../config/errors.ts';
+import { readFailure } from '../config/errors.ts';
 
 export const RUN_FILES = {
   config: 'config.yaml',
@@ -72,7 +73,7 @@ function readChecked(path: string, todo: string, format: 'JSON' | 'YAML'): Obj |
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new RunFolderError(`${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}); ${todo}`);
+    throw new RunFolderError(`${path}: ${readFailure(e)}; ${todo}`);
   }
   let v: unknown;
   try {

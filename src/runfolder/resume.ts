@@ -14,6 +14,7 @@ import { CheckpointError, lastPointer, stepDirName } from './checkpoints.ts';
 import { metricsPath, readMetrics } from './metrics.ts';
 import { isObj, readJsonObject, samePath } from './paths.ts';
 import { readRunConfigRaw } from './records.ts';
+import { readFailure } from '../config/errors.ts';
 
 /** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
 export interface CheckpointState {
@@ -43,8 +44,7 @@ function readJsonFile(path: string, what: string): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CheckpointError(`${path}: ${code === 'ENOENT' ? 'missing' : `cannot be read (${code ?? String(e)})`}`);
+    throw new CheckpointError(`${path}: ${readFailure(e)}`);
   }
   try {
     return JSON.parse(text);

@@ -239,5 +239,5 @@ test('a resume of a run whose metrics are gzipped keeps its earlier rows; a metr
   mkdirSync(join(out, 'metrics.jsonl'));
   const d = train([...TINY, '--out', out, '--resume', '--checkpoint', 'step-3']);
   assert.equal(d.code, 2, d.stderr);
-  assert.match(d.stderr, /^moco3: \S+metrics\.jsonl: cannot be read \(a folder where moco3 keeps a file\)\n$/);
+  assert.match(d.stderr, /^moco3: \S+metrics\.jsonl: is a folder, not a file\n$/);
 });
