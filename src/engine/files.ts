@@ -1,6 +1,6 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
 import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
 export { readFailure } from '../config/errors.ts';
@@ -169,7 +169,9 @@ export function missingAncestors(path: string): string[] {
  * deepest first, while they are empty: the first one that holds something stays, and so do those above it.
  */
 export function removeEmptyFolders(folders: readonly string[]): void {
-  for (const d of [...folders].sort((a, b) => b.length - a.length)) {
+  // deepest first by their absolute paths' depth (a relative path's length says nothing of its depth)
+  const depth = (d: string) => d.split(sep).length;
+  for (const d of folders.map((f) => resolve(f)).sort((a, b) => depth(b) - depth(a))) {
     if (!existsSync(d) || readdirSync(d).length > 0) return;
     rmdirSync(d);
   }

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, tempName, writeFileAtomic } from '../../src/engine/files.ts';
+import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, removeEmptyFolders, tempName, writeFileAtomic } from '../../src/engine/files.ts';
 import { cleanStaleTemps } from '../../src/runfolder/lock.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -80,4 +80,26 @@ test('a file rewritten through a temporary name keeps the permissions of the one
   chmodSync(p, 0o640);
   writeFileAtomic(p, '{"a": 2}');
   assert.equal(statSync(p).mode & 0o777, 0o640);
+});
+
+test('removeEmptyFolders: the folders a refused command made go, deepest first, relative and absolute paths mixed', () => {
+  const cwd = process.cwd();
+  const base = join(root, 'made');
+  mkdirSync(base);
+  process.chdir(base);
+  try {
+    // `train --out runs/r1` with runs/ missing: the ancestors come absolute, the run folder as given
+    const made = [...missingAncestors('runs/r1'), 'runs/r1'];
+    assert.deepEqual(made, [join(base, 'runs'), 'runs/r1']);
+    mkdirSync('runs/r1', { recursive: true });
+    removeEmptyFolders(made);
+    assert.deepEqual(readdirSync(base), [], 'nothing left behind');
+    // a folder that holds something stays, and so does each one above it
+    mkdirSync('a/bb/c', { recursive: true });
+    writeFileSync('a/bb/kept', 'x');
+    removeEmptyFolders([join(base, 'a'), 'a/bb', 'a/bb/c']);
+    assert.deepEqual([existsSync('a/bb/c'), existsSync('a/bb'), existsSync('a')], [false, true, true]);
+  } finally {
+    process.chdir(cwd);
+  }
 });
