@@ -152,7 +152,7 @@ function get(url: string, headers: Record<string, string>, ctx: Ctx, hops = 5): 
       ctx.signal?.removeEventListener('abort', onAbort);
       const code = res.statusCode ?? 0;
       if (code >= 300 && code < 400 && code !== 304 && res.headers.location) {
-        res.resume();
+        res.destroy();
         if (hops === 0) reject(cannot(ctx, 'too many redirects'));
         else get(new URL(res.headers.location, u).href, headers, ctx, hops - 1).then(resolvePromise, reject);
         return;
@@ -226,7 +226,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   let code = res.statusCode ?? 0;
   if (code === 416 && from > 0) {
     // the server cannot serve the rest of what we hold: whatever the .part is, it is not the start of this file
-    res.resume();
+    res.destroy();
     log(`${known.name}: the server refused to resume (HTTP 416); starting over`);
     await rm(part, { force: true });
     from = 0;
@@ -239,11 +239,11 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   if (code === 206) {
     const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
     if (!m || Number(m[1]) !== from) {
-      res.resume();
+      res.destroy();
       throw cannot(ctx, `the server answered a range request with the wrong range (${res.headers['content-range'] ?? 'no Content-Range'})`);
     }
     if (m[3] !== '*' && !sizeOk(Number(m[3]))) {
-      res.resume();
+      res.destroy();
       await rm(part, { force: true });
       throw new DataError(`${known.name}: ${url} is ${m[3]} bytes, expected ${known.size} (sha256 ${known.sha256}); the partial file was deleted`);
     }
@@ -257,12 +257,12 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     const plain = len !== undefined && !res.headers['content-encoding'];
     total = plain ? Number(len) : byContent ? null : known.size;
     if (plain && !sizeOk(Number(len))) {
-      res.resume();
+      res.destroy();
       await rm(part, { force: true });
       throw new DataError(`${known.name}: ${url} is ${len} bytes, expected ${known.size} (sha256 ${known.sha256}); nothing was kept`);
     }
   } else {
-    res.resume();
+    res.destroy();
     throw cannot(ctx, `HTTP ${code} ${res.statusMessage ?? ''}`.trim());
   }
 

@@ -271,6 +271,17 @@ test('a server announcing the wrong size is refused before anything is written',
   assert.equal(existsSync(dir), false);
 });
 
+test('a refused download is cut at once, not read to its end (a wrong file of 160 MB was drained for minutes)', async () => {
+  const dir = freshDir();
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', fm['t10k-labels-idx1-ubyte.gz']!);
+  served.set('t10k-labels-idx1-ubyte.gz', Buffer.alloc(4 << 20));
+  mode = 'hang-after-half'; // sends half its body, then waits: only the client can end the connection
+  const closed = new Promise<string>((r) => server.once('request', (_req, res: http.ServerResponse) => res.on('close', () => r('closed'))));
+  await assert.rejects(fetchDataset(src, { dir }), /is 4194304 bytes, expected \d+/);
+  const open = new Promise<string>((r) => setTimeout(() => r('still open'), 3000).unref());
+  assert.equal(await Promise.race([closed, open]), 'closed');
+});
+
 test('connection refused fails fast with one line: the URL, the error, and the way round it', async () => {
   const dir = freshDir();
   const probe = http.createServer();
