@@ -8,7 +8,7 @@
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileIsGzip } from './gunzip.ts';
 import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -79,9 +79,9 @@ interface Records {
 const recordBytes = (kind: CifarKind) => kind.labelBytes + 3072;
 
 /** The number of records in a file of `size` bytes. */
-function recordCount(size: number, kind: CifarKind, label: string): number {
+function recordCount(size: number, kind: CifarKind, label: string, todo = ''): number {
   const rec = recordBytes(kind);
-  if (size === 0 || size % rec !== 0) throw new DataError(`${label}: ${size} bytes is not a whole number of ${rec}-byte ${kind.name} records`);
+  if (size === 0 || size % rec !== 0) throw new DataError(`${label}: ${size} bytes is not a whole number of ${rec}-byte ${kind.name} records${todo}`);
   return size / rec;
 }
 
@@ -135,7 +135,13 @@ function readFolderSplit(dir: string, names: string[], kind: CifarKind, limit: n
   const files = names.map((f) => {
     const path = join(dir, f);
     if (!existsSync(path)) throw new DataError(`${path}: file not found`);
-    return { path, label: `${dir}: ${f}`, n: recordCount(statSync(path).size, kind, `${dir}: ${f}`) };
+    // a damaged unpacked file: `data fetch` unpacks it again from the archive it keeps
+    const base = dirname(resolve(dir));
+    const todo =
+      basename(resolve(dir)) === kind.folder
+        ? `; \`moco3 data fetch ${kind.name}${base === resolve(DATA_DIR) ? '' : ` --dir ${base}`}\` unpacks it again`
+        : '; copy it again from where it came';
+    return { path, label: `${dir}: ${f}`, n: recordCount(statSync(path).size, kind, `${dir}: ${f}`, todo) };
   });
   const { dst, places } = planSplit(
     files.map((f) => f.n),

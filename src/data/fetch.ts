@@ -336,6 +336,28 @@ function removeStale(dir: string, folder: string): void {
 }
 
 /**
+ * The first file of `final` (an unpacked `folder`) whose size is not the one the archive gives it, said as
+ * `<file> is N bytes, the archive's M` (or missing); null when every file of the archive's folder is there,
+ * as long as in the archive. Reads the archive's headers only (it is inflated, not written).
+ */
+async function differsFromArchive(archive: string, final: string, folder: string): Promise<string | null> {
+  let differs: string | null = null;
+  await walkTarGz(
+    archive,
+    (name, size) => {
+      const rel = name.replace(/^\.\//, '');
+      if (differs !== null || !rel.startsWith(`${folder}/`) || rel.endsWith('/')) return null;
+      const path = join(final, rel.slice(folder.length + 1));
+      const got = existsSync(path) && statSync(path).isFile() ? statSync(path).size : null;
+      if (got !== size) differs = got === null ? `${rel.slice(folder.length + 1)} is missing` : `${rel.slice(folder.length + 1)} is ${got} bytes, the archive's ${size}`;
+      return null;
+    },
+    () => differs !== null,
+  );
+  return differs;
+}
+
+/**
  * Unpack the gzipped tar `archive` into `<dir>/<folder>` (the top folder the archive holds): into a temporary
  * sibling first, renamed into place when every file is written. `expect` lists files the folder must hold;
  * a folder already holding them is left alone.
@@ -344,11 +366,17 @@ export async function extractArchive(
   archive: string,
   dir: string,
   folder: string,
-  opts: { expect?: string[]; signal?: AbortSignal; onExtractFile?: (name: string) => void } = {},
+  opts: { expect?: string[]; signal?: AbortSignal; onExtractFile?: (name: string) => void; log?: (line: string) => void } = {},
 ): Promise<'extracted' | 'present'> {
   const final = join(dir, folder);
   const expect = opts.expect ?? [];
-  if (existsSync(final) && statSync(final).isDirectory() && expect.every((f) => existsSync(join(final, f)))) return 'present';
+  if (existsSync(final) && statSync(final).isDirectory() && expect.every((f) => existsSync(join(final, f)))) {
+    // each file as long as the archive holds it: a file cut short (a disk that filled, a copy stopped) is
+    // unpacked again, never read as data
+    const differs = await differsFromArchive(archive, final, folder);
+    if (differs === null) return 'present';
+    opts.log?.(`${folder}: ${differs}; unpacking it again`);
+  }
   removeStale(dir, folder);
   // host and pid in the names: hosts unpacking into one shared folder never touch each other's
   const tmp = join(dir, tempName(folder));
@@ -468,6 +496,7 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
         expect,
         signal: opts.signal,
         onExtractFile: opts.onExtractFile,
+        log,
       });
       if (action === 'present') log(`${source.extract.folder}: already unpacked`);
       extracted = { path: target, action };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { loadDataset } from '../../src/data/index.ts';
 import { CIFAR, cifarFound } from '../../src/data/cifar.ts';
@@ -55,9 +55,16 @@ test('a truncated batch, a label out of range and a missing folder give one-line
   writeFileSync(join(root, 'test_batch.bin'), records(2, 1, 0).subarray(0, 3073 + 100));
   await assert.rejects(loadDataset(spec('cifar10', root)), (e: unknown) => {
     assert.ok(e instanceof DataError);
-    assert.match(e.message, /test_batch\.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records/);
+    assert.match(e.message, /test_batch\.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records; copy it again from where it came$/);
     return true;
   });
+  // in the folder `data fetch` unpacks: the command that unpacks it again
+  const fetched = join(tempDir('moco3-cifar-'), 'cifar-10-batches-bin');
+  cpSync(root, fetched, { recursive: true });
+  await assert.rejects(
+    loadDataset(spec('cifar10', dirname(fetched))),
+    new RegExp(`test_batch\\.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records; \`moco3 data fetch cifar10 --dir ${dirname(fetched)}\` unpacks it again$`),
+  );
   const bad = records(2, 1, 0);
   bad[3073] = 10;
   writeFileSync(join(root, 'test_batch.bin'), bad);

@@ -396,6 +396,16 @@ test('CIFAR: the archive is downloaded, checked and unpacked to the folder the r
   const again = await fetchDataset(src, { dir });
   assert.equal(again.extracted?.action, 'present');
   assert.deepEqual(seen, []);
+  // a file of the folder cut short (a whole number of records: the reader would take it) is unpacked again
+  const batch = join(dir, 'cifar-10-batches-bin', 'data_batch_5.bin');
+  const whole = readFileSync(batch);
+  writeFileSync(batch, whole.subarray(0, 3073));
+  const lines: string[] = [];
+  const mended = await fetchDataset(src, { dir, log: (l) => lines.push(l) });
+  assert.equal(mended.extracted?.action, 'extracted');
+  assert.ok(lines.includes('cifar-10-batches-bin: data_batch_5.bin is 3073 bytes, the archive\'s 6146; unpacking it again'), lines.join('\n'));
+  assert.deepEqual(readFileSync(batch), whole);
+  assert.deepEqual(seen, [], 'the archive is not downloaded again');
 });
 
 test('an extraction stopped half-way leaves no final folder and no temporary one; the next run completes it', async () => {
