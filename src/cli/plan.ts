@@ -1,6 +1,8 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
 import { Command, Option } from 'commander';
 import { checkOutputDir } from '../engine/files.ts';
+import { UsageError } from '../config/errors.ts';
+import { flatten, parseSet } from '../config/load.ts';
 import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { loadSweep } from '../sweep/file.ts';
@@ -53,7 +55,7 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
     overrides.push({ train: { backend: f.backend } });
     overrideLabels.push(`--backend ${f.backend}`);
   }
-  return planSweep(spec, {
+  const plan = planSweep(spec, {
     preset: f.preset ?? null,
     optimizers: f.optimizer !== undefined ? parseOptimizerFlag(f.optimizer) : null,
     sets: f.set,
@@ -62,6 +64,17 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
     overrideLabels,
     results: f.results,
   });
+  // a run whose train split cannot fill one batch is refused before anything is made (by plan as by
+  // sweep), naming the --set that gave either key, else the sweep file
+  for (const r of plan.runs) {
+    const { train_size: n } = r.config.data;
+    const B = r.config.optim.batch_size;
+    if (n !== null && n < B) {
+      const set = [...plan.sets].reverse().find((x) => [...flatten(parseSet(x)).keys()].some((k) => k === 'data.train_size' || k === 'optim.batch_size'));
+      throw new UsageError(`${set ? `--set ${set}` : plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
+    }
+  }
+  return plan;
 }
 
 type Jobs = ReturnType<typeof runJobs>;

@@ -2,9 +2,7 @@
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { checkOutputDir } from '../engine/files.ts';
-import { UsageError } from '../config/errors.ts';
 import { shellQuote } from '../sweep/slurm.ts';
-import { flatten, parseSet } from '../config/load.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import { isDone } from '../runfolder/state.ts';
@@ -263,16 +261,6 @@ export function sweepCommand(): Command {
       if (f.baselines !== false) {
         const { readBaselines } = await import('../runfolder/baselines.ts');
         readBaselines(plan.dir);
-      }
-      // a run whose train split cannot fill one batch is refused before anything is made, naming the --set
-      // that gave either key, else the sweep file
-      for (const r of plan.runs) {
-        const { train_size: n } = r.config.data;
-        const B = r.config.optim.batch_size;
-        if (n !== null && n < B) {
-          const set = [...plan.sets].reverse().find((x) => [...flatten(parseSet(x)).keys()].some((k) => k === 'data.train_size' || k === 'optim.batch_size'));
-          throw new UsageError(`${set ? `--set ${set}` : plan.spec.file}: run ${r.id}: data.train_size ${n} cannot fill one batch of optim.batch_size ${B}: use more images or smaller batches`);
-        }
       }
       if (!launch) {
         await submitSlurm(arg, plan, f, slurm!);

@@ -122,6 +122,7 @@ function checkShapes(dir: string, model: Map<string, number[]>, slots: Map<strin
 /** The step-N folders of a checkpoints folder, oldest first. */
 export function listCheckpoints(root: string): { dir: string; step: number }[] {
   if (!existsSync(root)) return [];
+  if (!statSync(root).isDirectory()) throw new CheckpointError(`${root}: is a file, where moco3 keeps the run's checkpoints: move it away`);
   return readdirSync(root)
     .map((d) => ({ dir: join(root, d), step: stepOfDir(d) }))
     .filter((x): x is { dir: string; step: number } => x.step !== null)

@@ -184,6 +184,12 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
     }
   }
 
+  // ... nor may --data or --backend: they would make the file's values one run each, said as twins below
+  for (const [i, o] of (opts.overrides ?? []).entries()) {
+    const key = [...flatten(o).keys()].find((k) => variedInFile.has(k));
+    if (key !== undefined) throw new SweepError(`${opts.overrideLabels?.[i] ?? key}: ${spec.file} varies ${key}; edit the grid in the file instead`);
+  }
+
   const runs: PlannedRun[] = [];
   for (const seed of seeds) {
     for (const { opt, grid } of grids) {

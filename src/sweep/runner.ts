@@ -88,13 +88,24 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     return cache.ds;
   };
 
-  // missing data stops here, before anything is written; other errors are that run's failure, below
-  if (todo.length) {
+  // data that cannot serve a run stops the sweep here, before anything is written: each data section of the
+  // runs to train is loaded once and checked against each of its runs' batch (missing files, a split smaller
+  // than a batch, a channel of one value), the first run's last so that it stays loaded; other errors are
+  // that run's failure, below
+  const byData = new Map<string, ResolvedRunConfig[]>();
+  for (const run of todo) {
+    const key = JSON.stringify(components!.dataOptionsOf(run.config));
+    byData.set(key, [...(byData.get(key) ?? []), run.config]);
+  }
+  for (const configs of [...byData.values()].reverse()) {
+    let ds: Dataset;
     try {
-      await dataFor(todo[0]!.config);
+      ds = await dataFor(configs[0]!);
     } catch (e) {
       if (e instanceof SetupError) throw e;
+      continue;
     }
+    for (const c of configs) loop!.checkRunData(ds, c.optim.batch_size);
   }
   // the backend starts (and says which) once the data has checked out: missing data is its one line alone
   let backend = opts.backend;

@@ -187,6 +187,17 @@ test('--data NAME is the dataset at its default location: the sweep file\'s data
     assert.deepEqual(planFromFlags(file, flags).runs.map((r) => [r.config.data.name, r.config.data.path]), [['cifar10', '/srv/cifar']]);
     assert.deepEqual(planFromFlags(file, { ...flags, data: 'fashion-mnist' }).runs.map((r) => [r.config.data.name, r.config.data.path]), [['fashion-mnist', null]]);
     assert.deepEqual(planFromFlags(file, { ...flags, data: 'fashion-mnist:/x' }).runs.map((r) => r.config.data.path), ['/x']);
+    // a file that varies the dataset (or the backend): --data (--backend) is refused as --set is, not said as
+    // two runs of one config
+    const two = join(dir, 'two.yaml');
+    writeFileSync(two, 'name: two\nparameters:\n  data.name: {values: [synthetic, cifar10]}\n  train.backend: {values: [cpu, native]}\n');
+    assert.throws(() => planFromFlags(two, { ...flags, data: 'synthetic' }), /^SweepError: --data synthetic: .*two\.yaml varies data\.name; edit the grid in the file instead$/);
+    assert.throws(() => planFromFlags(two, { ...flags, backend: 'cpu' }), /^SweepError: --backend cpu: .*two\.yaml varies train\.backend; edit the grid in the file instead$/);
+    // a train split that cannot fill one batch: refused by plan as by sweep, naming the --set
+    assert.throws(
+      () => planFromFlags(file, { ...flags, set: ['data.train_size=8'] }),
+      /^UsageError: --set data\.train_size=8: run \S+: data\.train_size 8 cannot fill one batch of optim\.batch_size 128: use more images or smaller batches$/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -15,6 +15,7 @@ import { restoreAsideCheckpoints, rewindLast } from '../../src/runfolder/checkpo
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
+import { DataError } from '../../src/data/types.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-sweep-runner-');
@@ -84,21 +85,50 @@ test('a sweep trains every run and writes sweep.yaml; run again, it skips them a
 
 test('a failing run is recorded with its error, the sweep goes on, and a diverged run is a result', async () => {
   const results = tmp();
-  // 4096 / 32 = 128 images a batch, more than the 64 of the train set: that run fails
-  const plan = tinyPlan(results, (d) => (d.parameters['optim.batch_size'] = { values: [4096, 512, 1024] }));
+  const plan = tinyPlan(results, (d) => (d.parameters['optim.batch_size'] = { values: [2048, 512, 1024] }));
   // the third run already diverged in an earlier sweep: a result, not trained again
   const div = plan.runs[2]!.dir;
   mkdirSync(div, { recursive: true });
   writeFileSync(join(div, 'status.json'), JSON.stringify({ status: 'diverged', step: 3, total_steps: 6 }));
   writeFileSync(join(div, 'summary.json'), JSON.stringify({ status: 'diverged' }));
-  const r = await sweep(plan);
+  // the first run fails at its second step (an error thrown where the loop reports the step)
+  const events: SweepEvent[] = [];
+  const r = await runSweep({
+    plan,
+    backend,
+    onEvent: (e) => {
+      events.push(e);
+      if (e.type === 'train' && e.index === 1 && e.event.type === 'step' && e.event.step === 2) throw new Error('injected failure at step 2');
+    },
+  });
   assert.deepEqual(r.states.map((s) => s.state), ['failed', 'completed', 'diverged']);
   assert.deepEqual(r.failed, [plan.runs[0]!.id]);
   const st = JSON.parse(readFileSync(join(plan.runs[0]!.dir, 'status.json'), 'utf8'));
   assert.equal(st.status, 'failed');
-  assert.match(st.error, /fewer than one batch of optim\.batch_size 128/);
-  assert.ok(r.events.some((e) => e.type === 'run_failed' && e.index === 1));
-  assert.ok(!r.events.some((e) => e.type === 'run_start' && e.index === 3));
+  assert.match(st.error, /injected failure at step 2/);
+  assert.ok(events.some((e) => e.type === 'run_failed' && e.index === 1));
+  assert.ok(!events.some((e) => e.type === 'run_start' && e.index === 3));
+});
+
+test('data that cannot serve a run stops the sweep before anything is written, whichever run it is', async () => {
+  const results = tmp();
+  // 4096 / 32 = 128 images a batch, more than the 64 of the train set: the last run's, found before the first trains
+  const plan = tinyPlan(results, (d) => (d.parameters['optim.batch_size'] = { values: [512, 1024, 4096] }));
+  const events: SweepEvent[] = [];
+  await assert.rejects(
+    runSweep({ plan, backend, onEvent: (e) => events.push(e) }),
+    (e: unknown) => e instanceof DataError && /fewer than one batch of optim\.batch_size 128/.test(e.message),
+  );
+  assert.equal(events.length, 0);
+  assert.equal(existsSync(plan.dir), false, 'no folder made');
+  // a later run's dataset missing (a sweep over two datasets): the same, before the first run trains
+  const two = tinyPlan(results, (d) => {
+    d.parameters['data.name'] = { values: ['synthetic', 'cifar10'] };
+    d.parameters['data.path'] = { value: join(results, 'none') };
+  });
+  await assert.rejects(runSweep({ plan: two, backend, onEvent: (e) => events.push(e) }), (e: unknown) => e instanceof DataError && /cifar10: no cifar-10-batches-bin/.test(e.message));
+  assert.equal(events.length, 0);
+  assert.equal(existsSync(two.dir), false, 'no folder made');
 });
 
 test('Ctrl-C checkpoints the current run; the next sweep resumes it and ends as if never stopped', async () => {
