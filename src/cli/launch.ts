@@ -245,6 +245,8 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
         requeued = true;
       } catch (e) {
         const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
+        // the requeue row went first (a requeue that works ends this process at once): this one says it did not
+        logTask(plan, t, 'requeue_failed', { index, run: plan.runs[index - 1]!.id, error: msg });
         process.stderr.write(`moco3: scontrol requeue ${taskName(t)} failed: ${msg}; ${then}\n`);
         process.exitCode = 1;
       }

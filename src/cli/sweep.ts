@@ -369,7 +369,8 @@ export function sweepCommand(): Command {
           if (!r.interrupted) lines.push(`  report: moco3 report ${shellQuote(plan.dir)}`);
           process.stderr.write(`${lines.join('\n')}\n`);
         }
-        if (r.interrupted) process.exitCode = 130;
+        // a failed requeue has set 1 already: the task did not do what it said, which is no plain interruption
+        if (r.interrupted) process.exitCode = process.exitCode === 1 ? 1 : 130;
         else if (r.failed.length) process.exitCode = 1;
       } finally {
         display.stop();

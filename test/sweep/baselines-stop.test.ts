@@ -94,4 +94,22 @@ test('a Slurm task warned (USR1) during the baselines stops them and requeues it
   assert.equal(readFileSync(join(root, 'scontrol.log'), 'utf8'), 'requeue 77_1\n');
   const tasks = readFileSync(join(results, 'tiny', 'slurm', 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(tasks.map((t) => [t.event, t.baselines ?? false]), [['start', false], ['end', false], ['requeue', true]]);
+
+  // a requeue Slurm refuses: said in the log and in tasks.jsonl, exit 1 (not 130: the task did not do what it said)
+  const failing = join(root, 'bin-failing');
+  mkdirSync(failing);
+  writeFileSync(join(failing, 'scontrol'), '#!/bin/sh\necho "scontrol: error: Invalid job id specified" >&2\nexit 1\n', { mode: 0o755 });
+  const child2 = spawn(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1'], { env: { ...env, PATH: `${failing}:${process.env.PATH}` }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr2 = '';
+  child2.stderr!.on('data', (d) => {
+    stderr2 += d;
+    if (stderr2.includes('baselines of sweep') && child2.signalCode === null && !stderr2.includes('USR1')) child2.kill('SIGUSR1');
+  });
+  const code2 = await new Promise<number | null>((resolve) => child2.on('close', resolve));
+  assert.equal(code2, 1, stderr2);
+  assert.match(stderr2, /moco3: scontrol requeue 77_1 failed: scontrol: error: Invalid job id specified; submit the sweep again for the baselines\n/);
+  assert.doesNotMatch(stderr2, /requeued: Slurm starts this task again/);
+  const rows = readFileSync(join(results, 'tiny', 'slurm', 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).slice(tasks.length);
+  assert.deepEqual(rows.map((t) => t.event), ['start', 'end', 'requeue', 'requeue_failed']);
+  assert.equal(rows[3].error, 'scontrol: error: Invalid job id specified');
 });
