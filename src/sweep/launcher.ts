@@ -56,11 +56,38 @@ const EXPECT: Record<LauncherKey, string> = {
   gpus_per_run: 'a non-negative integer',
   cpus_per_run: 'a positive integer',
   mem: 'a memory size such as 64G or 16000M',
-  time: 'a Slurm time limit such as 24:00:00, 90, or 2-00:00:00',
+  time: 'a Slurm time limit such as 24:00:00, 90, 2-00:00:00 or UNLIMITED',
   max_parallel: 'a positive integer',
   signal_s: 'an integer number of seconds, at least 10',
   sbatch_args: 'a list of sbatch options, each starting with - and on one line',
 };
+
+/**
+ * The sbatch options moco3 writes itself into every script, and why (src/sweep/slurm.ts sbatchScript): one
+ * given again through sbatch_args would replace moco3's. Long names and their one-letter forms.
+ */
+const OWN_SBATCH: Record<string, { short?: string; why: string }> = {
+  '--job-name': { short: 'J', why: 'the plan finds the sweep\'s tasks in the queue by it' },
+  '--array': { short: 'a', why: 'one array task per run to train' },
+  '--output': { short: 'o', why: 'each task\'s log, in the sweep\'s slurm/ folder' },
+  '--open-mode': { why: 'a requeued task appends to its log' },
+  '--chdir': { short: 'D', why: 'the tasks run where the sweep was submitted' },
+  '--nodes': { short: 'N', why: 'one node a task' },
+  '--ntasks': { short: 'n', why: 'one process a task' },
+  '--signal': { why: 'USR1 before the time limit checkpoints the run: give --signal-s' },
+  '--no-requeue': { why: 'a task warned before its time limit requeues itself' },
+  '--parsable': { why: 'moco3 reads the job id it prints' },
+};
+
+/** The option of `a` (an sbatch_args entry) that moco3 sets itself, with why; null when it is none of those. */
+export function ownSbatchOption(a: string): string | null {
+  const long = /^(--[A-Za-z][\w-]*)(=|$)/.exec(a)?.[1];
+  const short = /^-([A-Za-z])/.exec(a)?.[1];
+  for (const [name, { short: letter, why }] of Object.entries(OWN_SBATCH)) {
+    if (long === name || (long === undefined && short !== undefined && short === letter)) return `moco3 sets ${name} itself (${why})`;
+  }
+  return null;
+}
 
 const isInt = (v: unknown, min: number) => typeof v === 'number' && Number.isInteger(v) && v >= min;
 
@@ -77,11 +104,15 @@ function check(key: LauncherKey, v: unknown): string | null {
     case 'signal_s':
       return isInt(v, 10) ? null : EXPECT[key];
     case 'mem':
-      return typeof v === 'string' && /^\d+[KMGT]?$/.test(v) ? null : EXPECT[key];
+      // Slurm reads the unit in either case
+      return typeof v === 'string' && /^\d+[KMGTkmgt]?$/.test(v) ? null : EXPECT[key];
     case 'time':
-      return typeof v === 'string' && /^(\d+-)?\d+(:\d{1,2}){0,2}$/.test(v) ? null : EXPECT[key];
-    case 'sbatch_args':
-      return Array.isArray(v) && v.every((a) => typeof a === 'string' && a.startsWith('-') && !/[\n\r]/.test(a)) ? null : EXPECT[key];
+      return typeof v === 'string' && (/^(\d+-)?\d+(:\d{1,2}){0,2}$/.test(v) || NO_LIMIT.test(v)) ? null : EXPECT[key];
+    case 'sbatch_args': {
+      if (!(Array.isArray(v) && v.every((a) => typeof a === 'string' && a.startsWith('-') && !/[\n\r]/.test(a)))) return EXPECT[key];
+      const own = v.map((a) => ownSbatchOption(a as string)).find((x) => x !== null);
+      return own ? `${EXPECT[key]}, none of those moco3 sets: ${own}` : null;
+    }
   }
 }
 
@@ -105,11 +136,15 @@ export function parseLauncherSection(file: string, raw: unknown, fail: (msg: str
   return out;
 }
 
+/** Slurm's words for no time limit (sbatch --time), in either case. */
+const NO_LIMIT = /^(unlimited|infinite)$/i;
+
 /**
  * A Slurm time limit in seconds: `minutes`, `minutes:seconds`, `hours:minutes:seconds`, `days-hours`,
  * `days-hours:minutes`, `days-hours:minutes:seconds` (sbatch --time); null for 0 or UNLIMITED (none).
  */
 export function slurmTimeS(t: string): number | null {
+  if (NO_LIMIT.test(t)) return null;
   const m = /^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$/.exec(t);
   if (!m) return null;
   const [d, a, b, c] = [m[1], m[2], m[3], m[4]].map((x) => (x === undefined ? undefined : Number(x)));
@@ -132,7 +167,8 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     const bad = check(key, v);
     // a value with a line break is shown quoted, so that the message stays one line
     const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);
-    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? raw.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? raw.join(' ') : raw)}: expected ${bad}`);
+    const culprit = (xs: string[]) => xs.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? xs.find((a) => ownSbatchOption(a) !== null) ?? xs.join(' ');
+    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? culprit(raw) : raw)}: expected ${bad}`);
     (out as Obj)[key] = v;
   }
   return out;

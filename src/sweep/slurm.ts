@@ -72,6 +72,8 @@ export interface ScriptInput {
 export function sbatchScript(inp: ScriptInput): string {
   const { plan, settings: s } = inp;
   const logs = resolve(inp.cwd, slurmDir(plan));
+  // Slurm reads a backslash in --output as "do not expand %A and %a", and drops it: no task could open its log
+  if (logs.includes('\\')) throw new SweepError(`${logs}: a backslash in the path of the tasks' logs cannot go to Slurm; give a --results folder without one`);
   const lines = [
     '#!/bin/bash',
     `# moco3 sweep ${plan.id}: runs ${arraySpec(inp.indices, null)} of ${plan.runs.length}, one Slurm array task per run (task id = run index in \`moco3 plan\`)`,

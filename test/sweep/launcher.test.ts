@@ -40,6 +40,26 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   // YAML reads `time: 90` and `mem: 16000` as numbers: Slurm's minutes and megabytes, as the flags give them
   assert.deepEqual(parseSweep({ ...doc, launcher: { time: 90, mem: 16000 } }, 'x.yaml').launcher, { time: '90', mem: '16000' });
   assert.throws(() => parseSweep({ ...doc, launcher: { time: 1.5 } }, 'x.yaml'), (e: Error) => /launcher\.time: expected a Slurm time limit .*, got 1\.5$/.test(e.message));
+  // Slurm's own spellings: no limit in words, a unit in either case
+  assert.deepEqual(parseLauncherFlags({ time: 'UNLIMITED', mem: '4g' }, fail), { time: 'UNLIMITED', mem: '4g' });
+  assert.equal(parseSweep({ ...doc, launcher: { time: 'infinite' } }, 'x.yaml').launcher.time, 'infinite');
+  // an option moco3 writes itself (the job name it finds the tasks by, the array, the log) is refused, named
+  for (const [args, shown, own] of [
+    [['--job-name=mine'], '--job-name=mine', '--job-name'],
+    [['--account=v', '-J mine'], '-J mine', '--job-name'],
+    [['-omylog'], '-omylog', '--output'],
+    [['--array=1-3'], '--array=1-3', '--array'],
+    [['--no-requeue'], '--no-requeue', '--no-requeue'],
+  ] as const) {
+    assert.throws(
+      () => parseLauncherFlags({ sbatch_args: [...args] }, fail),
+      (e: Error) => e.message.startsWith(`--sbatch-arg ${shown}: expected a list of sbatch options, each starting with - and on one line, none of those moco3 sets: moco3 sets ${own} itself (`),
+      args.join(' '),
+    );
+  }
+  assert.throws(() => parseSweep({ ...doc, launcher: { sbatch_args: ['--job-name=x'] } }, 'x.yaml'), (e: Error) => /^x\.yaml: launcher\.sbatch_args: expected .*moco3 sets --job-name itself/.test(e.message));
+  // look-alikes are not those options
+  assert.deepEqual(parseLauncherFlags({ sbatch_args: ['--job-name-suffix=x', '--exclusive', '-A acct', '--ntasks-per-node=1'] }, fail).sbatch_args?.length, 4);
 });
 
 test('a Slurm time limit in seconds, and one no longer than the warning before it refused', () => {
@@ -52,6 +72,8 @@ test('a Slurm time limit in seconds, and one no longer than the warning before i
   assert.throws(() => resolveLauncher({ time: '10' }, { signal_s: 600 }, fail, 'x.yaml'), (e: Error) => e.message.startsWith("x.yaml's launcher.time 10: a time limit of 600 s, not longer than --signal-s 600 "));
   assert.equal(resolveLauncher({}, { time: '6' }, fail).time, '6', 'a limit past the warning');
   assert.equal(resolveLauncher({}, { time: '0' }, fail).time, '0', 'no limit');
+  assert.equal(slurmTimeS('UNLIMITED'), null);
+  assert.equal(resolveLauncher({}, { time: 'Unlimited' }, fail).time, 'Unlimited', 'no limit, in words');
 });
 
 test('the array: indices as ranges with the %N limit; the script runs each index with the plan hashes', () => {
@@ -85,6 +107,12 @@ test('the array: indices as ranges with the %N limit; the script runs each index
   // sbatch reads % in --output as a pattern: a % in the folder's name is written %% (its own, not the job's)
   const pct = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: '/r/100%' });
   assert.match(sbatchScript({ plan: pct, indices: [1], settings: args, command: ['node'], cwd: '/w' }), /^#SBATCH --output=\/r\/100%%\/batch-size\/slurm\/%A_%a\.log$/m);
+  // a backslash there Slurm reads as "no patterns" and drops: refused (a relative --results through the working folder too)
+  const back = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: 'res' });
+  assert.throws(
+    () => sbatchScript({ plan: back, indices: [1], settings: args, command: ['node'], cwd: '/w/a\\b' }),
+    (e: Error) => e instanceof SweepError && e.message === "/w/a\\b/res/batch-size/slurm: a backslash in the path of the tasks' logs cannot go to Slurm; give a --results folder without one",
+  );
 });
 
 test('--launcher slurm --dry-run prints the script and writes nothing; bad flags and a changed plan are one line, exit 2', async () => {
