@@ -25,7 +25,10 @@ import {
   shellQuote,
   slurmDir,
   slurmTask,
+  SubmissionUnsure,
   submitScript,
+  queuedJobOf,
+  jobName,
   taskName,
   writeScript,
   type TaskContext,
@@ -154,13 +157,29 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   const notes = writeResolvedSweep(plan);
   let path: string | null = null;
   let jobId: string;
+  // a submission that timed out may be in the queue all the same: what it wrote is then kept
+  let keep = false;
   try {
     path = writeScript(plan, script);
-    jobId = submitScript(path);
+    try {
+      jobId = submitScript(path);
+    } catch (e) {
+      if (!(e instanceof SubmissionUnsure)) throw e;
+      // found in the queue, it is recorded as any other; else the user looks before submitting the runs twice
+      const found = queuedJobOf(plan, path);
+      if (found === null) {
+        keep = true;
+        throw new SweepError(`${e.message}; the job may have been queued all the same: look with \`squeue -r --name ${jobName(plan)}\` before submitting again (the script ${path} is kept)`);
+      }
+      process.stderr.write(`moco3: ${e.message}; the queue holds it all the same, as job ${found}\n`);
+      jobId = found;
+    }
   } catch (e) {
-    if (path) rmSync(path, { force: true });
-    if (previous) writeFileAtomic(resolved, previous);
-    for (const p of [...made].reverse()) if (existsSync(p) && (!statSync(p).isDirectory() || readdirSync(p).length === 0)) rmSync(p, { recursive: true, force: true });
+    if (!keep) {
+      if (path) rmSync(path, { force: true });
+      if (previous) writeFileAtomic(resolved, previous);
+      for (const p of [...made].reverse()) if (existsSync(p) && (!statSync(p).isDirectory() || readdirSync(p).length === 0)) rmSync(p, { recursive: true, force: true });
+    }
     throw e;
   }
   const runs: Record<string, string> = {};

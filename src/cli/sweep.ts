@@ -362,8 +362,9 @@ export function sweepCommand(): Command {
                 : '  the baselines were stopped before a seed was done: run the same command again to compute them',
             );
           } else if (r.interrupted && f.runIndex !== undefined) {
-            // a Slurm task stopped (scancel): its command is the array job's, not the user's
-            lines.push('  submit the sweep again (the same `moco3 sweep ... --launcher slurm`) to continue');
+            // a Slurm task stopped (scancel; or a requeue by an administrator or a preemption, which ends it
+            // with the same TERM): its command is the array job's, not the user's
+            lines.push('  unless Slurm requeues this task (it then goes on by itself: `squeue -r` shows it), submit the sweep again (the same `moco3 sweep ... --launcher slurm`) to continue');
           } else if (r.interrupted) lines.push('  run the same command again to continue');
           // the tables and curves of what is done so far are one command away
           if (!r.interrupted) lines.push(`  report: moco3 report ${shellQuote(plan.dir)}`);

@@ -159,6 +159,28 @@ function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000 });
 }
 
+/**
+ * An sbatch that timed out (its own "Socket timed out", or no answer within run's limit): the controller
+ * may have queued the job all the same, so what the submission wrote is kept.
+ */
+export class SubmissionUnsure extends SweepError {}
+
+/**
+ * The array job whose script is `path` among the queue's jobs of this sweep (`squeue --name`, the command
+ * each job runs): its id, or null when none is seen (or squeue cannot answer).
+ */
+export function queuedJobOf(plan: SweepPlan, path: string): string | null {
+  try {
+    for (const line of run('squeue', ['-h', '-r', '--name', jobName(plan), '-o', '%F|%o']).split('\n')) {
+      const [id, cmd] = line.trim().split('|');
+      if (id && /^\d+$/.test(id) && cmd && resolve(cmd) === resolve(path)) return id;
+    }
+  } catch {
+    /* no squeue, or no controller */
+  }
+  return null;
+}
+
 /** `sbatch --parsable <script>`: the job id. */
 export function submitScript(path: string): string {
   let out: string;
@@ -167,7 +189,8 @@ export function submitScript(path: string): string {
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT') throw new SweepError('sbatch: not found; --launcher slurm needs the Slurm client commands on PATH');
-    const msg = (err.stderr ?? err.message).trim().split('\n')[0];
+    const msg = (err.stderr || err.message).trim().split('\n')[0];
+    if (err.code === 'ETIMEDOUT' || /timed out/i.test(msg ?? '')) throw new SubmissionUnsure(`sbatch ${path}: ${msg}`);
     throw new SweepError(`sbatch ${path}: ${msg}`);
   }
   const id = out.trim().split(';')[0]!;

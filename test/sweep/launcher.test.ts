@@ -197,6 +197,28 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.equal(again.code, 2, again.err);
   assert.equal(readFileSync(join(results, 'batch-size', 'sweep.yaml'), 'utf8'), 'name: batch-size\npreset: smoke-earlier\n');
   assert.deepEqual(readdirSync(join(results, 'batch-size')), ['sweep.yaml']);
+  rmSync(join(results, 'batch-size'), { recursive: true });
+  // an sbatch that timed out: the controller may have queued the job all the same. Not in the queue (or no
+  // answer): what the submission wrote stays, and the line says to look before submitting again
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1\n', { mode: 0o755 });
+  const unsure = await cli(base, { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(unsure.code, 2, unsure.err);
+  assert.match(
+    unsure.err,
+    /^moco3: sbatch (\S+\.sbatch): sbatch: error: Batch job submission failed: Socket timed out on send\/recv operation; the job may have been queued all the same: look with `squeue -r --name moco3-batch-size` before submitting again \(the script \1 is kept\)\n$/,
+  );
+  const kept = readdirSync(join(results, 'batch-size', 'slurm'));
+  assert.equal(kept.filter((f) => f.endsWith('.sbatch')).length, 1);
+  assert.ok(existsSync(join(results, 'batch-size', 'sweep.yaml')));
+  // in the queue: recorded as any submission
+  rmSync(join(results, 'batch-size'), { recursive: true });
+  writeFileSync(join(bin, 'squeue'), `#!/bin/sh\nfor f in ${join(results, 'batch-size', 'slurm')}/*.sbatch; do echo "4242|$f"; done\n`, { mode: 0o755 });
+  const found = await cli(base, { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(found.code, 0, found.err);
+  assert.match(found.err, /^moco3: sbatch \S+: sbatch: error: Batch job submission failed: Socket timed out on send\/recv operation; the queue holds it all the same, as job 4242\n/);
+  assert.equal(found.out, '4242\n');
+  const jobs = JSON.parse(readFileSync(join(results, 'batch-size', 'slurm', 'jobs.json'), 'utf8'));
+  assert.deepEqual(jobs.submissions.map((j: { job_id: string }) => j.job_id), ['4242']);
 });
 
 test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside the other tasks\' rows', async () => {
