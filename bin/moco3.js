@@ -16,8 +16,13 @@ const earlySignals = () => {
   return early.splice(0);
 };
 
-// image decoding (sharp) runs on libuv's pool, 4 threads unless told otherwise: one per core instead
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism()));
+// image decoding (sharp) runs on libuv's pool, 4 threads unless told otherwise: one per core instead. Said
+// as this machine's (MOCO3_UV_THREADPOOL_DEFAULT) so that a Slurm submission does not pass it on to tasks
+// that run elsewhere (src/sweep/slurm.ts)
+if (process.env.UV_THREADPOOL_SIZE === undefined) {
+  process.env.UV_THREADPOOL_SIZE = String(Math.max(4, availableParallelism()));
+  process.env.MOCO3_UV_THREADPOOL_DEFAULT = process.env.UV_THREADPOOL_SIZE;
+}
 
 // one line for anything that escapes the CLI's own error boundary (src/cli/main.ts); the trace with MOCO3_DEBUG=1
 const fatal = (e) => {

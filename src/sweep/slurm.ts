@@ -155,8 +155,22 @@ export function writeScript(plan: SweepPlan, text: string, d = new Date()): stri
   return path;
 }
 
+/**
+ * The environment the Slurm commands get (sbatch passes it on to the tasks): without the libuv pool size
+ * bin/moco3.js chose from this machine's cores (each task chooses from its own), unless the user set it.
+ */
+function slurmEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  const chosen = env.MOCO3_UV_THREADPOOL_DEFAULT;
+  if (chosen !== undefined) {
+    if (env.UV_THREADPOOL_SIZE === chosen) delete env.UV_THREADPOOL_SIZE;
+    delete env.MOCO3_UV_THREADPOOL_DEFAULT;
+  }
+  return env;
+}
+
 function run(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000 });
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000, env: slurmEnv() });
 }
 
 /**

@@ -254,3 +254,26 @@ test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside 
     rmSync(results, { recursive: true, force: true });
   }
 });
+
+test('--launcher slurm: the libuv pool size moco3 chose from this machine\'s cores does not go to the tasks; one the user set does', async () => {
+  const results = tempDir('moco3-launch-env-');
+  try {
+    const bin = join(results, 'bin');
+    mkdirSync(bin);
+    const seen = join(results, 'env.txt');
+    writeFileSync(join(bin, 'sbatch'), `#!/bin/sh\nenv | grep -E '^(UV_THREADPOOL_SIZE|MOCO3_UV_THREADPOOL_DEFAULT)=' > ${seen}\necho 99\n`, { mode: 0o755 });
+    writeFileSync(join(bin, 'squeue'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    const submit = (sweepResults: string, env: Record<string, string | undefined>) =>
+      cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', sweepResults], { PATH: `${bin}:${process.env.PATH}`, ...env });
+    // as bin/moco3.js leaves it when the user set none: 64 from this machine's cores
+    const chosen = await submit(join(results, 'a'), { UV_THREADPOOL_SIZE: '64', MOCO3_UV_THREADPOOL_DEFAULT: '64' });
+    assert.equal(chosen.code, 0, chosen.err);
+    assert.equal(readFileSync(seen, 'utf8'), '');
+    // the user's own
+    const own = await submit(join(results, 'b'), { UV_THREADPOOL_SIZE: '6', MOCO3_UV_THREADPOOL_DEFAULT: undefined });
+    assert.equal(own.code, 0, own.err);
+    assert.equal(readFileSync(seen, 'utf8'), 'UV_THREADPOOL_SIZE=6\n');
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+});
