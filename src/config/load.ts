@@ -62,13 +62,27 @@ export function parseSet(expr: string): Obj {
   // names an object's own machinery, not a config key: assigned, it would vanish instead of being refused
   const odd = key.split('.').find((p) => p === '__proto__' || p === 'constructor' || p === 'prototype');
   if (odd) throw new ConfigError(`--set ${expr}: unknown key ${key}`);
-  let value: unknown;
-  try {
-    value = raw.trim() === '' ? '' : YAML.parse(raw);
-  } catch {
-    value = raw;
-  }
-  return nest(key, value);
+  return nest(key, raw.trim() === '' ? '' : setValue(expr, key, raw));
+}
+
+/**
+ * A --set value read as YAML (without YAML's warnings on stderr); text YAML cannot read is taken as the
+ * string it is. What YAML would read otherwise than written is refused: a comment (` #` cuts `/data/run #2`
+ * to `/data/run`), or a tag or directive it cannot resolve (`!foo` read as an empty string).
+ */
+function setValue(expr: string, key: string, raw: string): unknown {
+  const doc = YAML.parseDocument(raw);
+  if (doc.errors.length > 0) return raw;
+  const quoted = `quote the value: --set '${key}="${raw.trim().replace(/["\\]/g, '\\$&')}"'`;
+  if (doc.warnings.length > 0) throw new ConfigError(`--set ${expr}: ${doc.warnings[0]!.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}; ${quoted}`);
+  let comment = Boolean(doc.comment || doc.commentBefore);
+  YAML.visit(doc, {
+    Node(_, n) {
+      if ((n as { comment?: string | null }).comment || (n as { commentBefore?: string | null }).commentBefore) comment = true;
+    },
+  });
+  if (comment) throw new ConfigError(`--set ${expr}: a blank then # starts a YAML comment, which would cut the value short; ${quoted}`);
+  return doc.toJS();
 }
 
 /** `a.b.c`, v -> {a: {b: {c: v}}} */
@@ -83,14 +97,35 @@ export function nest(key: string, value: unknown): Obj {
   return root;
 }
 
+/**
+ * A YAML file's bytes as text; null when they are not UTF-8 (read leniently, a byte of another encoding would
+ * become U+FFFD, and a path written in Latin-1 would name a folder that is not there).
+ */
+export function utf8Text(bytes: Uint8Array): string | null {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/** Where bytes that are not UTF-8 first go wrong, for the message that refuses them: `byte N`. */
+export function notUtf8At(bytes: Uint8Array): string {
+  const lenient = new TextDecoder('utf-8').decode(bytes);
+  const at = lenient.indexOf('\uFFFD');
+  return `byte ${at < 0 ? 0 : Buffer.byteLength(lenient.slice(0, at))}`;
+}
+
 export function loadConfigFile(path: string): Obj {
   if (!existsSync(path)) throw new ConfigError(`${path}: config file not found`);
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (e) {
     throw new ConfigError(`${path}: ${readFailure(e)}`);
   }
+  const text = utf8Text(bytes);
+  if (text === null) throw new ConfigError(`${path}: not UTF-8 text (${notUtf8At(bytes)}); save it as UTF-8`);
   const doc = parseYaml(text, path);
   if (doc === null || doc === undefined) return {};
   if (!isObj(doc)) throw new ConfigError(`${path}: expected a YAML mapping of config sections (seed, data, model, ...)`);

@@ -8,7 +8,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, deepMerge, flatten, nest, parseYaml, validateConfig } from '../config/load.ts';
+import { ConfigError, deepMerge, flatten, nest, notUtf8At, parseYaml, utf8Text, validateConfig } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
 import { InputError } from '../config/errors.ts';
@@ -193,12 +193,14 @@ export function parseSweep(doc: unknown, file: string): SweepSpec {
 }
 
 export function loadSweepFile(path: string): SweepSpec {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch {
     throw new SweepError(`${path}: sweep file not found`);
   }
+  const text = utf8Text(bytes);
+  if (text === null) throw new SweepError(`${path}: not UTF-8 text (${notUtf8At(bytes)}); save it as UTF-8`);
   let doc: unknown;
   try {
     doc = parseYaml(text, path);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildConfig, ConfigError, configHash, parseSet } from '../../src/config/load.ts';
+import { loadSweepFile, SweepError } from '../../src/sweep/file.ts';
 import { DEFAULTS } from '../../src/config/schema.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -45,6 +46,28 @@ test('--set values are read as YAML scalars and override the file', () => {
   assert.equal(c.train.shuffle, false);
   assert.deepEqual(c.augment.blur_sigma, [0.2, 1]);
   assert.deepEqual(parseSet('a.b=null'), { a: { b: null } });
+  // a # inside a word, text YAML cannot read (a path beginning with %), quotes: as written
+  assert.deepEqual(parseSet('data.path=/d/a#b'), { data: { path: '/d/a#b' } });
+  assert.deepEqual(parseSet('data.path=%x'), { data: { path: '%x' } });
+  assert.deepEqual(parseSet('data.path="/d/run #2"'), { data: { path: '/d/run #2' } });
+  // what YAML would read otherwise than written is refused, in one line that says how to quote it
+  const refused: [string, string][] = [
+    ['data.path=/d/run #2', `--set data.path=/d/run #2: a blank then # starts a YAML comment, which would cut the value short; quote the value: --set 'data.path="/d/run #2"'`],
+    ['data.path=!foo', `--set data.path=!foo: Unresolved tag: !foo; quote the value: --set 'data.path="!foo"'`],
+  ];
+  for (const [expr, line] of refused) assert.throws(() => parseSet(expr), (e: unknown) => e instanceof ConfigError && e.message === line, expr);
+});
+
+test('a config or sweep file that is not UTF-8 is refused at its first bad byte (it was read with U+FFFD in its place)', () => {
+  const f = tmpFile('latin1.yaml', '');
+  writeFileSync(f, Buffer.concat([Buffer.from('data:\n  name: imagefolder\n  path: /srv/caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
+  assert.throws(() => buildConfig({ file: f }), (e: unknown) => e instanceof ConfigError && e.message === `${f}: not UTF-8 text (byte 42); save it as UTF-8`);
+  const sweep = tmpFile('latin1-sweep.yaml', '');
+  writeFileSync(sweep, Buffer.concat([Buffer.from('name: x\nparameters:\n  data.path: {value: /srv/caf'), Buffer.from([0xe9]), Buffer.from('}\n')]));
+  assert.throws(() => loadSweepFile(sweep), (e: unknown) => e instanceof SweepError && e.message === `${sweep}: not UTF-8 text (byte 49); save it as UTF-8`);
+  // UTF-8, with or without a byte-order mark: read as written
+  const u = tmpFile('utf8.yaml', '\uFEFFdata:\n  name: imagefolder\n  path: /srv/café\n');
+  assert.equal(buildConfig({ file: u }).data.path, '/srv/café');
 });
 
 test('an unknown key names the file and the key', () => {
