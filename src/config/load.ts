@@ -346,6 +346,7 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
     if (steps || epochs) cadence = steps === epochs ? null : steps ? 'knn_every_epochs' : 'knn_every';
   }
   if (cadence && isObj(merged.train)) merged.train[cadence] = null;
+  dropDerived(merged, [presetObj, fileObj, ...overrides, ...setObjs.map((x) => x.obj)]);
 
   const blame: Blame = (full: PropertyKey[]): string => {
     // an element of a list (optim.betas.1) comes from where the list was set
@@ -359,6 +360,47 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
   };
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
   return { config: resolveConfig(validateConfig(merged, blame), blame), blame };
+}
+
+const SIZE_KEYS = ['patch_size', 'dim', 'depth', 'heads', 'mlp_ratio'] as const;
+
+/**
+ * Values that only restate what another key derives are derived again when a later source changes that key:
+ * the model sizes of an arch (a run's config.yaml holds them resolved) once a later source names another
+ * arch, and the recipe's blur σ of an image size once a later source gives another size. Without this,
+ * `--config <run>/config.yaml --set model.arch=vit-smoke` trained the old arch's sizes under the new name.
+ * A value that is not the derived one (a preset's patch 7, a σ of the user's) was chosen, and stays.
+ */
+function dropDerived(merged: Obj, layers: Obj[]): void {
+  const get = (o: Obj, section: string, key: string): unknown => (isObj(o[section]) ? (o[section] as Obj)[key] : undefined);
+  /** the value of section.key after layers 0..upTo, from the defaults on */
+  const at = (section: string, key: string, upTo: number): unknown => {
+    let v = get(DEFAULTS as unknown as Obj, section, key);
+    for (let i = 0; i <= upTo; i++) if (get(layers[i]!, section, key) !== undefined) v = get(layers[i]!, section, key);
+    return v;
+  };
+  const lastGiving = (section: string, key: string) => layers.map((l) => get(l, section, key) !== undefined).lastIndexOf(true);
+  const model = merged.model;
+  const finalArch = at('model', 'arch', layers.length - 1);
+  if (isObj(model)) {
+    for (const k of SIZE_KEYS) {
+      const i = lastGiving('model', k);
+      if (i < 0) continue;
+      const arch = ARCHS[at('model', 'arch', i) as ArchName] as Record<string, unknown> | undefined;
+      if (at('model', 'arch', i) !== finalArch && arch !== undefined && get(layers[i]!, 'model', k) === arch[k]) model[k] = null;
+    }
+  }
+  const augment = merged.augment;
+  const i = lastGiving('augment', 'blur_sigma');
+  if (isObj(augment) && i >= 0) {
+    const size = at('data', 'image_size', i);
+    const given = get(layers[i]!, 'augment', 'blur_sigma');
+    const same = (a: unknown, b: number) => typeof a === 'number' && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+    if (size !== at('data', 'image_size', layers.length - 1) && typeof size === 'number' && Array.isArray(given) && given.length === 2) {
+      const derived = recipeBlurSigma(size);
+      if (same(given[0], derived[0]) && same(given[1], derived[1])) augment.blur_sigma = null;
+    }
+  }
 }
 
 /** Canonical JSON (sorted keys) for hashing. */

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildConfig, ConfigError, configHash, parseSet } from '../../src/config/load.ts';
+import { buildConfig, ConfigError, configHash, configToYaml, parseSet } from '../../src/config/load.ts';
 import { loadSweepFile, SweepError } from '../../src/sweep/file.ts';
 import { DEFAULTS } from '../../src/config/schema.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -68,6 +68,21 @@ test('a config or sweep file that is not UTF-8 is refused at its first bad byte 
   // UTF-8, with or without a byte-order mark: read as written
   const u = tmpFile('utf8.yaml', '\uFEFFdata:\n  name: imagefolder\n  path: /srv/café\n');
   assert.equal(buildConfig({ file: u }).data.path, '/srv/café');
+});
+
+test('a run\'s config.yaml as a base: another arch or image size given later derives its sizes and blur again; chosen values stay', () => {
+  const run = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.image_size=8'] });
+  const f = tmpFile('run-config.yaml', configToYaml(run));
+  assert.deepEqual(buildConfig({ file: f }), run, 'the file alone: the same config');
+  const smoke = buildConfig({ file: f, sets: ['model.arch=vit-smoke', 'data.image_size=16'] });
+  // vit-smoke's sizes (vit-test's were dim 8, 2 heads), the recipe's blur at 16 px
+  assert.deepEqual([smoke.model.dim, smoke.model.depth, smoke.model.heads, smoke.model.patch_size, smoke.model.mlp_ratio], [32, 2, 4, 4, 2]);
+  assert.deepEqual(smoke.augment.blur_sigma, [(0.1 * 16) / 224, (2.0 * 16) / 224]);
+  // a size given with the new arch, or a value that is no arch's or recipe's, was chosen: kept
+  assert.equal(buildConfig({ file: f, sets: ['model.arch=vit-smoke', 'model.dim=16'] }).model.dim, 16);
+  assert.equal(buildConfig({ preset: 'cpu', sets: ['model.arch=vit-tiny'] }).model.patch_size, 7, "the preset's patch 7 is no arch's");
+  const own = tmpFile('own-blur.yaml', 'data:\n  image_size: 32\naugment:\n  blur_sigma: [0.1, 2.0]\n');
+  assert.deepEqual(buildConfig({ preset: 'smoke', file: own, sets: ['data.image_size=64'] }).augment.blur_sigma, [0.1, 2.0]);
 });
 
 test('an unknown key names the file and the key', () => {
