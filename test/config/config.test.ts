@@ -85,6 +85,17 @@ test('a run\'s config.yaml as a base: another arch or image size given later der
   assert.deepEqual(buildConfig({ preset: 'smoke', file: own, sets: ['data.image_size=64'] }).augment.blur_sigma, [0.1, 2.0]);
 });
 
+test('one folder spelled several ways is one data.path, and one run (the path is hashed)', () => {
+  const of = (path: string) => buildConfig({ preset: 'smoke', sets: ['data.name=imagefolder', `data.path=${path}`] });
+  const one = of('/srv/imgs');
+  for (const p of ['/srv/imgs/', '/srv//imgs', '/srv/./imgs/', '/srv/x/../imgs']) {
+    assert.equal(of(p).data.path, '/srv/imgs', p);
+    assert.equal(configHash(of(p)), configHash(one), p);
+  }
+  assert.equal(of('./imgs/').data.path, 'imgs', 'a relative path stays relative');
+  assert.equal(of('/').data.path, '/');
+});
+
 test('an unknown key names the file and the key', () => {
   const f = tmpFile('bad.yaml', 'optim:\n  learning_rate: 1\n');
   assert.throws(() => buildConfig({ file: f }), (e: unknown) => {
