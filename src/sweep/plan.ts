@@ -4,7 +4,7 @@
  * hash is the config's: the same config always lands in the same folder. No TensorFlow.js here.
  */
 import { join } from 'node:path';
-import { assembleConfig, buildConfig, ConfigError, configHash, flatten, parseSet, ruleError } from '../config/load.ts';
+import { assembleConfig, buildConfig, ConfigError, configHash, flatten, parseSet, ruleError, UNHASHED_KEYS } from '../config/load.ts';
 import { numClassesProblem } from '../data/classes.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../config/schema.ts';
@@ -246,6 +246,12 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
       const met = Object.keys(r.paper)
         .filter((k) => JSON.stringify(twin.paper[k]) !== JSON.stringify(r.paper[k]) && JSON.stringify(twin.values[k]) === JSON.stringify(r.values[k]))
         .map((k) => `${k} ${fmtValue(twin.paper[k], k)} and ${fmtValue(r.paper[k], k)} both run as ${fmtValue(r.values[k], k)}`);
+      // ... or whose values differ in a key that is no part of a run's identity (its hash)
+      met.push(
+        ...Object.keys(r.paper)
+          .filter((k) => (UNHASHED_KEYS as readonly string[]).includes(k) && JSON.stringify(twin.values[k]) !== JSON.stringify(r.values[k]))
+          .map((k) => `${k} ${fmtValue(twin.paper[k], k)} and ${fmtValue(r.paper[k], k)} are one run: ${k} is not part of a run's identity`),
+      );
       throw new SweepError(
         `${spec.file}: runs ${twin.index} and ${r.index} resolve to the same config (${r.id})${preset ? ` under preset ${preset}` : ''}` +
           `${met.length ? `: ${met.join(', ')}` : ''}; remove one of the values`,

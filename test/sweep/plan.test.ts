@@ -176,6 +176,12 @@ test('a combination that breaks a rule across keys names the file and key', () =
     () => planSweep(dup, { preset: 'smoke' }),
     (e: Error) => e instanceof SweepError && /^dup\.yaml: runs 1 and 2 resolve to the same config \(\S+\) under preset smoke: optim\.batch_size 1024 and 1030 both run as 32; remove one of the values$/.test(e.message),
   );
+  // ... or the key that is no part of a run's identity
+  const logs = parseSweep(YAML.parse('parameters: {train.log_every: {values: [1, 2]}}'), 'logs.yaml');
+  assert.throws(
+    () => planSweep(logs, { preset: 'smoke' }),
+    (e: Error) => e instanceof SweepError && /^logs\.yaml: runs 1 and 2 resolve to the same config \(\S+\) under preset smoke: train\.log_every 1 and 2 are one run: train\.log_every is not part of a run's identity; remove one of the values$/.test(e.message),
+  );
 });
 
 test('--data NAME is the dataset at its default location: the sweep file\'s data.path is not kept; NAME:PATH gives one', () => {
