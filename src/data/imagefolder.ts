@@ -5,9 +5,11 @@
  * sorted sub-folder names of train/, a label is the index of its class in that list, and val/ must use the
  * same class set (it may lack some).
  *
- * Decoding. Every image is decoded once with sharp (libvips) at full resolution: EXIF orientation applied
- * (`.rotate()`), alpha dropped as PIL's `convert('RGB')` does (the colour under a transparent pixel is kept,
- * not composited on a background), grey and CMYK converted to sRGB. It is then resized and cropped as
+ * Decoding. Every image is decoded once with sharp (libvips) at full resolution, as torchvision's loader
+ * (PIL's `Image.open(f).convert('RGB')`) reads it: the pixels as stored (PIL applies neither the EXIF
+ * orientation nor an embedded colour profile), alpha dropped as `convert('RGB')` does (the colour under a
+ * transparent pixel is kept, not composited on a background), grey to RGB, CMYK by Pillow's formula and
+ * 16-bit grey clipped to 8 bits as Pillow does. It is then resized and cropped as
  * torchvision's `Resize(side)` + `CenterCrop(side)` on a PIL image (shorter side to `side` with Pillow's
  * antialiased bilinear filter, the centred square kept; src/data/pil.ts `resizeCenterCrop`, byte-equal to
  * Pillow) and stored as uint8 HWC. The side is round(S * 256 / 224) for a training size S
@@ -63,7 +65,9 @@ import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'] as const;
 export const CACHE_MAGIC = 'MOCO3IMG';
-export const CACHE_VERSION = 2; // 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
+// 3: pixels as stored, as PIL reads them (no EXIF orientation, no colour profile, Pillow's CMYK and 16-bit grey);
+// 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
+export const CACHE_VERSION = 3;
 const FIXED_HEADER = 128;
 const MAX_IN_MEMORY = 2 ** 32 - 1; // the largest Uint8Array in Node 20
 const PROBE_SAMPLES = 64;
@@ -81,25 +85,60 @@ let sharpModule: Promise<Sharp> | null = null;
 // loaded on first use, so that only image folders pay for libvips
 const loadSharp = (): Promise<Sharp> => (sharpModule ??= import('sharp').then((m) => ((m as { default?: Sharp }).default ?? m) as Sharp));
 
+/**
+ * Pillow's `convert('RGB')` of a CMYK image (libImaging/Convert.c cmyk2rgb): each channel (255 - k) minus
+ * the ink times (255 - k) / 255, in its integer rounding; no colour profile. In place of 4 channels, 3.
+ */
+export function pillowCmykToRgb(cmyk: Uint8Array, pixels: number): Uint8Array {
+  const out = new Uint8Array(pixels * 3);
+  const muldiv255 = (a: number, b: number) => {
+    const t = a * b + 128;
+    return ((t >> 8) + t) >> 8;
+  };
+  for (let p = 0; p < pixels; p++) {
+    const nk = 255 - cmyk[p * 4 + 3]!;
+    for (let c = 0; c < 3; c++) out[p * 3 + c] = Math.max(0, nk - muldiv255(cmyk[p * 4 + c]!, nk));
+  }
+  return out;
+}
+
+/** Pillow's `convert('RGB')` of a 16-bit grey image (mode I;16 / I): each value clipped to 255, then grey to RGB. */
+export function pillowGrey16ToRgb(grey: Uint16Array, pixels: number): Uint8Array {
+  const out = new Uint8Array(pixels * 3);
+  for (let p = 0; p < pixels; p++) out.fill(Math.min(255, grey[p]!), p * 3, p * 3 + 3);
+  return out;
+}
+
 export const sharpDecoder: ImageDecoder = {
   async probe(file) {
     const sharp = await loadSharp();
+    // the stored size: PIL does not apply EXIF orientation
     const m = await sharp(file, { failOn: 'error' }).metadata();
-    const w = m.autoOrient?.width ?? m.width;
-    const h = m.autoOrient?.height ?? m.height;
-    if (!w || !h) throw new Error('no image size in the header');
-    return { width: w, height: h };
+    if (!m.width || !m.height) throw new Error('no image size in the header');
+    return { width: m.width, height: m.height };
   },
   async decode(file, side) {
     const sharp = await loadSharp();
-    // full resolution, alpha dropped before any resampling (a resize in libvips would premultiply by
-    // alpha and blacken fully transparent pixels); the resize and crop are Pillow's (src/data/pil.ts)
-    const { data, info } = await sharp(file, { failOn: 'error', sequentialRead: true })
-      .rotate()
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    // as torchvision's loader (PIL's Image.open(f).convert('RGB')) reads a file: the pixels as stored, no EXIF
+    // orientation, no embedded colour profile; full resolution, alpha dropped before any resampling (a
+    // resize in libvips would premultiply by alpha and blacken fully transparent pixels); the resize and crop
+    // are Pillow's (src/data/pil.ts)
+    const img = () => sharp(file, { failOn: 'error', sequentialRead: true, ignoreIcc: true });
+    const m = await img().metadata();
+    if (m.space === 'cmyk') {
+      // Pillow's own formula, where libvips would convert through a CMYK profile
+      const { data, info } = await img().toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+      if (info.channels !== 4) throw new Error(`decoded CMYK to ${info.channels} channels, expected 4`);
+      return resizeCenterCrop(pillowCmykToRgb(data, info.width * info.height), info.width, info.height, 3, side);
+    }
+    if (m.channels === 1 && m.depth === 'ushort') {
+      // PIL reads 16-bit grey as mode I;16 and clips it to 8 bits, where libvips would scale it
+      const { data, info } = await img().toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+      if (info.channels !== 1) throw new Error(`decoded 16-bit grey to ${info.channels} channels, expected 1`);
+      const grey = new Uint16Array(data.buffer, data.byteOffset, info.width * info.height);
+      return resizeCenterCrop(pillowGrey16ToRgb(grey, info.width * info.height), info.width, info.height, 3, side);
+    }
+    const { data, info } = await img().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
     return resizeCenterCrop(data, info.width, info.height, 3, side);
   },

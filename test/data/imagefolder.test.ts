@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { cacheSideFor, gatherBatch, loadDataset, loadImageFolder, sharpDecoder, type DataSpec, type Dataset, type ImageDecoder, type ImageFolderOptions } from '../../src/data/index.ts';
-import { byName } from '../../src/data/imagefolder.ts';
+import { byName, pillowCmykToRgb, pillowGrey16ToRgb } from '../../src/data/imagefolder.ts';
 import { FOREIGN_TEMP_STALE_MS } from '../../src/engine/files.ts';
 import { resizeCenterCrop } from '../../src/data/pil.ts';
 import { DataError } from '../../src/data/types.ts';
@@ -51,7 +52,8 @@ async function makeFolder(): Promise<string> {
     put('train/cat/b.jpg', solid(30, 30, GREEN)),
     put('train/cat/c.png', raw(rgba, 25, 25, 4)), // half-transparent red
     put('train/cat/d.webp', raw(twoTone(20, 50, RED, BLUE, true), 20, 50)), // portrait: red top, blue bottom
-    // dog: stored 40x20 red left / blue right with EXIF orientation 6 (90 deg clockwise): shown red top, blue bottom
+    // dog: stored 40x20 red left / blue right with EXIF orientation 6 (90 deg clockwise), which PIL, and so
+    // torchvision's loader, does not apply: read red left, blue right
     put('train/dog/a.JPEG', raw(twoTone(40, 20, RED, BLUE), 40, 20).withMetadata({ orientation: 6 })),
     put('train/dog/b.png', solid(64, 48, YELLOW)),
     put('train/dog/c.jpeg', solid(21, 33, BLUE)),
@@ -132,7 +134,7 @@ test('cacheSideFor: 256/224 of the training size, the folder median when smaller
   assert.equal(cacheSideFor(224, 100), 224);
 });
 
-test('imagefolder: classes, labels, cover-resize, orientation, alpha, mean/std; the cache is reused without decoding', async () => {
+test('imagefolder: classes, labels, cover-resize, EXIF orientation not applied, alpha, mean/std; the cache is reused without decoding', async () => {
   const root = await makeFolder();
   try {
     const dec = counting();
@@ -162,9 +164,9 @@ test('imagefolder: classes, labels, cover-resize, orientation, alpha, mean/std; 
     // portrait red over blue
     near(pixel(ds, 'train', trainIndex(0, 3), 9, 1), RED, 2, 'cat/d top');
     near(pixel(ds, 'train', trainIndex(0, 3), 9, 16), BLUE, 2, 'cat/d bottom');
-    // EXIF orientation 6 turns red-left into red-top
-    near(pixel(ds, 'train', trainIndex(1, 0), 9, 1), RED, 30, 'dog/a rotated top');
-    near(pixel(ds, 'train', trainIndex(1, 0), 9, 16), BLUE, 30, 'dog/a rotated bottom');
+    // EXIF orientation 6 is not applied (PIL does not): red left, blue right, as stored
+    near(pixel(ds, 'train', trainIndex(1, 0), 1, 9), RED, 30, 'dog/a as stored, left');
+    near(pixel(ds, 'train', trainIndex(1, 0), 16, 9), BLUE, 30, 'dog/a as stored, right');
     near(pixel(ds, 'train', trainIndex(1, 1), 0, 0), YELLOW, 1, 'dog/b');
     near(pixel(ds, 'train', trainIndex(2, 3), 17, 17), BLUE, 1, 'zebra/d');
     near(pixel(ds, 'test', 2, 9, 9), BLUE, 1, 'val dog/v2');
@@ -493,5 +495,48 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     await rejectsData(loadImageFolder(spec(root), quiet({ decoder: vanishing, side: 18 })), new RegExp(`${gone}: cannot read the file \\(ENOENT`));
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('decoded as PIL reads a file: no colour profile, CMYK by Pillow\'s formula, 16-bit grey clipped', async () => {
+  const dir = tempDir('moco3-pil-read-');
+  try {
+    const w = 8;
+    const px = Buffer.alloc(w * w * 3);
+    for (let p = 0; p < w * w; p++) px.set([185, 71, 50], p * 3);
+    const src = () => sharp(px, { raw: { width: w, height: w, channels: 3 } });
+    // Display P3 pixels with their profile: the bytes stored in the PNG, read back by hand (filter 0 rows)
+    const p3 = join(dir, 'p3.png');
+    await src().withIccProfile('p3').png().toFile(p3);
+    const png = readFileSync(p3);
+    const idat: Buffer[] = [];
+    for (let off = 8; off < png.length; off += 12 + png.readUInt32BE(off)) {
+      if (png.toString('latin1', off + 4, off + 8) === 'IDAT') idat.push(png.subarray(off + 8, off + 8 + png.readUInt32BE(off)));
+    }
+    const rows = inflateSync(Buffer.concat(idat));
+    assert.equal(rows[0], 0, 'row filter none');
+    const stored = [...rows.subarray(1, 4)];
+    assert.notDeepEqual(stored, [185, 71, 50], 'the PNG holds P3 values');
+    assert.deepEqual([...(await sharpDecoder.decode(p3, w)).subarray(0, 3)], stored);
+    // CMYK: (255 - k) - ink x (255 - k) / 255 in Pillow's rounding, from the CMYK the file holds
+    const cmyk = join(dir, 'cmyk.jpg');
+    await src().toColourspace('cmyk').jpeg({ quality: 100 }).toFile(cmyk);
+    const [c, m, y, k] = [...(await sharp(cmyk, { ignoreIcc: true }).toColourspace('cmyk').raw().toBuffer()).subarray(0, 4)] as [number, number, number, number];
+    const nk = 255 - k;
+    const mul = (a: number) => Math.floor((Math.floor((a * nk + 128) / 256) + a * nk + 128) / 256);
+    assert.deepEqual([...(await sharpDecoder.decode(cmyk, w)).subarray(0, 3)], [nk - mul(c), nk - mul(m), nk - mul(y)]);
+    // 16-bit grey: PIL's mode I;16 clips to 255 (libvips would scale 0x8080 to 128)
+    const g16 = join(dir, 'g16.png');
+    await sharp(Buffer.alloc(w * w, 0x80), { raw: { width: w, height: w, channels: 1 } }).toColourspace('grey16').png().toFile(g16);
+    assert.equal((await sharp(g16).metadata()).depth, 'ushort');
+    assert.deepEqual([...(await sharpDecoder.decode(g16, w)).subarray(0, 6)], [255, 255, 255, 255, 255, 255]);
+    assert.deepEqual([...pillowGrey16ToRgb(new Uint16Array([0, 200, 255, 256, 65535]), 5)], [0, 0, 0, 200, 200, 200, 255, 255, 255, 255, 255, 255, 255, 255, 255]);
+    // the stored size, not the EXIF-oriented one
+    const exif = join(dir, 'exif.jpg');
+    await sharp(Buffer.alloc(40 * 20 * 3, 99), { raw: { width: 40, height: 20, channels: 3 } }).withMetadata({ orientation: 6 }).jpeg().toFile(exif);
+    assert.deepEqual(await sharpDecoder.probe(exif), { width: 40, height: 20 });
+    assert.deepEqual([...pillowCmykToRgb(new Uint8Array([0, 211, 240, 60]), 1)], [195, 34, 11], 'by hand: 195 - 0, 195 - 161, 195 - 184');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
