@@ -1,5 +1,5 @@
 /**
- * An ImageNet-style image folder: `PATH/train/<class>/*.{jpg,jpeg,png,webp}` and `PATH/val/<class>/...`
+ * An ImageNet-style image folder: `PATH/train/<class>/*.{jpg,jpeg,png,webp,tif,tiff}` and `PATH/val/<class>/...`
  * (`test/` is accepted as the name of the eval split; extensions in any case; images in nested folders of a
  * class count, as in torchvision's ImageFolder; hidden files and other files are skipped). Classes are the
  * sorted sub-folder names of train/, a label is the index of its class in that list, and val/ must use the
@@ -63,7 +63,9 @@ import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
 
-export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'] as const;
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff'] as const;
+/** torchvision's IMG_EXTENSIONS that moco3 cannot decode (libvips, as sharp builds it, reads none of them) */
+const TORCHVISION_ONLY = ['.ppm', '.pgm', '.bmp'] as const;
 export const CACHE_MAGIC = 'MOCO3IMG';
 // 3: pixels as stored, as PIL reads them (no EXIF orientation, no colour profile, Pillow's CMYK and 16-bit grey);
 // 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
@@ -240,23 +242,41 @@ function subfolders(dir: string): string[] {
     .sort(byName);
 }
 
+/**
+ * Files torchvision's ImageFolder would read that moco3 leaves out, by kind (`.bmp`, `hidden`): counted into
+ * `leftOut`, for the one line that says so.
+ */
+type LeftOut = Map<string, number>;
+
+function countLeftOut(leftOut: LeftOut | undefined, entries: Dirent[]): void {
+  if (!leftOut) return;
+  for (const d of entries) {
+    if (d.isDirectory()) continue;
+    const lower = d.name.toLowerCase();
+    const kind = d.name.startsWith('.') && (isImage(d.name) || TORCHVISION_ONLY.some((e) => lower.endsWith(e))) ? 'hidden' : TORCHVISION_ONLY.find((e) => lower.endsWith(e));
+    if (kind) leftOut.set(kind, (leftOut.get(kind) ?? 0) + 1);
+  }
+}
+
 /** Image files of `dir`, sorted, directly in it (`recursive`: then those of its sub-folders, as torchvision's ImageFolder walks them), relative to `dir`. */
-function imageFiles(dir: string, recursive = false, prefix = '', seen = new Set<string>()): string[] {
+function imageFiles(dir: string, recursive = false, prefix = '', seen = new Set<string>(), leftOut?: LeftOut): string[] {
   const real = realpathSync(dir);
   if (seen.has(real)) return []; // a symlink loop
   seen.add(real);
-  const entries = listDir(dir).filter((d) => !d.name.startsWith('.'));
+  const all = listDir(dir);
+  countLeftOut(leftOut, all);
+  const entries = all.filter((d) => !d.name.startsWith('.'));
   const out = entries
     .filter((d) => isImage(d.name) && !d.isDirectory())
     .map((d) => d.name)
     .sort(byName)
     .map((f) => prefix + f);
-  if (recursive) for (const sub of subfolders(dir)) out.push(...imageFiles(join(dir, sub), true, `${prefix}${sub}/`, seen));
+  if (recursive) for (const sub of subfolders(dir)) out.push(...imageFiles(join(dir, sub), true, `${prefix}${sub}/`, seen, leftOut));
   return out;
 }
 
 /** Files of one split, labelled by `classes`, class-interleaved, with the split's fingerprint. */
-function listSplit(name: string, dir: string, classes: string[], isTrain: boolean): SplitListing {
+function listSplit(name: string, dir: string, classes: string[], isTrain: boolean, leftOut?: LeftOut): SplitListing {
   const folders = subfolders(dir);
   if (folders.length === 0) {
     const loose = imageFiles(dir).length;
@@ -271,7 +291,7 @@ function listSplit(name: string, dir: string, classes: string[], isTrain: boolea
     if (label === undefined) {
       throw new DataError(`${join(dir, cls)}: class '${cls}' is not a class of train/ (${classes.length} classes: ${classes.slice(0, 5).join(', ')}${classes.length > 5 ? ', ...' : ''})`);
     }
-    const names = imageFiles(join(dir, cls), true);
+    const names = imageFiles(join(dir, cls), true, '', new Set(), leftOut);
     if (names.length === 0 && isTrain) throw new DataError(`${join(dir, cls)}: no images (${IMAGE_EXTENSIONS.join(', ')}) in this class folder`);
     perClass.push(
       names.map((f) => {
@@ -648,13 +668,14 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
   if (spec.numClasses !== undefined && spec.numClasses !== classes.length) {
     throw new DataError(`${trainDir}: has ${classes.length} class folders, data.num_classes is ${spec.numClasses} (set data.num_classes: ${classes.length})`);
   }
-  const train = listSplit('train', trainDir, classes, true);
+  const leftOut: LeftOut = new Map();
+  const train = listSplit('train', trainDir, classes, true, leftOut);
   // kNN and the linear probe tell classes apart: one class leaves them nothing to tell (checked after the
   // listing, whose faults are said first)
   if (classes.length === 1) {
     throw new DataError(`${trainDir}: holds one class folder (${classes[0]}); at least 2 classes are needed (train/<class>/ for each class)`);
   }
-  const test = listSplit(evalName, join(root, evalName), classes, false);
+  const test = listSplit(evalName, join(root, evalName), classes, false, leftOut);
   const trainTake = checkSize(spec.trainSize, train.files.length, trainDir, 'train_size');
   const testTake = checkSize(spec.testSize, test.files.length, test.dir, 'test_size');
 
@@ -662,6 +683,14 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
   const fallback = join(opts.fallbackCacheRoot ?? join(dataDir(), 'cache'), createHash('sha256').update(root).digest('hex').slice(0, 16));
   const dirs = [primary, fallback];
   const log = opts.log === undefined ? (line: string) => void process.stderr.write(`${line}\n`) : opts.log;
+  if (leftOut.size > 0) {
+    const n = [...leftOut.values()].reduce((a, b) => a + b, 0);
+    const kinds = [...leftOut].map(([k, c]) => `${k}: ${c}`).join(', ');
+    log?.(
+      `${root}: ${n} file${n === 1 ? '' : 's'} that torchvision's ImageFolder would read ${n === 1 ? 'is' : 'are'} left out (${kinds}): ` +
+        `moco3 reads ${IMAGE_EXTENSIONS.join(' ')} and skips hidden files; convert or rename ${n === 1 ? 'it' : 'them'} to include ${n === 1 ? 'it' : 'them'}`,
+    );
+  }
 
   // the side: given, or from the probe stored with an up-to-date train cache, or probed now
   const imageSize = spec.imageSize ?? spec.syntheticImageSize ?? 224;

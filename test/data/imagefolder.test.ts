@@ -438,7 +438,7 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     mkdirSync(join(noVal, 'train', 'a'), { recursive: true });
     await rejectsData(loadImageFolder(spec(noVal), quiet()), /no val\/ or test\/ folder/);
     mkdirSync(join(noVal, 'val'));
-    await rejectsData(loadImageFolder(spec(noVal), quiet()), /train\/a: no images \(\.jpg, \.jpeg, \.png, \.webp\) in this class folder/);
+    await rejectsData(loadImageFolder(spec(noVal), quiet()), /train\/a: no images \(\.jpg, \.jpeg, \.png, \.webp, \.tif, \.tiff\) in this class folder/);
     rmSync(join(noVal, 'train', 'a'), { recursive: true });
     await rejectsData(loadImageFolder(spec(noVal), quiet()), /train: no class folders/);
     rmSync(noVal, { recursive: true, force: true });
@@ -538,5 +538,32 @@ test('decoded as PIL reads a file: no colour profile, CMYK by Pillow\'s formula,
     assert.deepEqual([...pillowCmykToRgb(new Uint8Array([0, 211, 240, 60]), 1)], [195, 34, 11], 'by hand: 195 - 0, 195 - 161, 195 - 184');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('TIFF is read as torchvision reads it; files torchvision would read and moco3 cannot (BMP, PPM, hidden) are said, not dropped silently', async () => {
+  const root = tempDir('moco3-imagefolder-kinds-');
+  try {
+    for (const split of ['train', 'val']) {
+      for (const cls of ['a', 'b']) {
+        mkdirSync(join(root, split, cls), { recursive: true });
+        await solid(12, 12, cls === 'a' ? RED : BLUE).png().toFile(join(root, split, cls, '1.png'));
+      }
+    }
+    await solid(12, 12, GREEN).tiff().toFile(join(root, 'train', 'a', '2.TIF'));
+    writeFileSync(join(root, 'train', 'a', '3.bmp'), 'BM');
+    writeFileSync(join(root, 'train', 'b', '2.ppm'), 'P6\n1 1\n255\n\0\0\0');
+    await solid(12, 12, GREEN).png().toFile(join(root, 'val', 'b', '._2.png'));
+    writeFileSync(join(root, 'train', 'b', 'notes.txt'), 'not an image, not torchvision\'s either');
+    const lines: string[] = [];
+    const ds = await loadImageFolder(spec(root, { imageSize: 8 }), quiet({ log: (l) => lines.push(l) }));
+    assert.equal(ds.train.n, 3, 'the TIFF counts');
+    near(pixel(ds, 'train', 2, 4, 4), GREEN, 1, 'the TIFF decoded');
+    const said = lines.filter((l) => l.includes('left out'));
+    assert.deepEqual(said, [
+      `${root}: 3 files that torchvision's ImageFolder would read are left out (.bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files; convert or rename them to include them`,
+    ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });
