@@ -56,7 +56,7 @@
  */
 import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
-import { availableParallelism, homedir, totalmem } from 'node:os';
+import { availableParallelism, constants as osConstants, homedir, totalmem } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { isStaleTemp, missingAncestors, removeEmptyFolders, tempName, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
@@ -463,8 +463,12 @@ interface BuildContext {
   source: string;
 }
 
-/** Decode every image of the split into `file` (temp name, then rename); returns the header written. */
-async function buildCache(listing: SplitListing, side: number, probe: number, file: string, dir: string, ctx: BuildContext): Promise<void> {
+/**
+ * Decode every image of the split into `file` (temp name, then rename); returns the header written. A process
+ * that ends meanwhile leaves nothing: the temporary file goes, then `dropMade` (the folders this build made,
+ * while empty).
+ */
+async function buildCache(listing: SplitListing, side: number, probe: number, file: string, dir: string, ctx: BuildContext, dropMade: () => void = () => {}): Promise<void> {
   const base = `${listing.name}-${side}.bin`;
   removeStaleTemps(dir);
   // host and pid in the name: builds of one shared folder on several machines never touch each other's file
@@ -478,13 +482,25 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
   const verbose = ctx.log !== null && n >= ctx.progressMin;
   if (verbose) ctx.log!(`imagefolder: caching ${listing.dir} (${n} images at ${side}x${side}) into ${file}`);
   // a process that exits while building (Ctrl-C in train, an error elsewhere) leaves no partial cache
-  const dropTemp = () => rmSync(tmp, { force: true });
+  const dropTemp = () => {
+    rmSync(tmp, { force: true });
+    dropMade();
+  };
+  // a command with no handler of its own for Ctrl-C or TERM (data info, data preview) would end without an
+  // exit event: it stops here, the cache dropped, with the signal's exit code
+  const onSig = (sig: NodeJS.Signals) => {
+    process.stderr.write(`\nmoco3: ${sig}: stopped while caching ${listing.dir}; no partial cache is kept\n`);
+    process.exit(128 + (osConstants.signals[sig] ?? 0));
+  };
+  const own = (['SIGINT', 'SIGTERM'] as const).filter((sig) => process.listenerCount(sig) === 0);
   process.on('exit', dropTemp);
+  for (const sig of own) process.on(sig, onSig);
   try {
     await writeCache(listing, side, probe, tmp, ctx, { H, dataOffset, img, meta, verbose });
     renameSync(tmp, file);
   } finally {
     process.off('exit', dropTemp);
+    for (const sig of own) process.off(sig, onSig);
   }
 }
 
@@ -756,7 +772,7 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
     if (stale !== null && log !== null) log(`imagefolder: rebuilding the cache (${stale})`);
     const file = join(dir, base);
     try {
-      await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx);
+      await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx, dropMade);
     } catch (e) {
       dropMade();
       throw e;

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
@@ -563,6 +564,38 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
     assert.deepEqual(said, [
       `${root}: 3 files that torchvision's ImageFolder would read are left out (.bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files; convert or rename them to include them`,
     ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('Ctrl-C while a cache is built by a command without handlers of its own (data info): exit 130, no partial cache, no folder made (a real process)', { timeout: 30000 }, async () => {
+  const root = tempDir('moco3-imagefolder-sigint-');
+  try {
+    for (const split of ['train', 'val']) {
+      for (const cls of ['a', 'b']) {
+        mkdirSync(join(root, split, cls), { recursive: true });
+        for (let i = 0; i < 4; i++) await solid(12, 12, cls === 'a' ? RED : BLUE).png().toFile(join(root, split, cls, `${i}.png`));
+      }
+    }
+    const marker = join(root, 'decoding');
+    // the real loader, with a decoder that takes its time and says when it has begun
+    const script = `
+      import { writeFileSync } from 'node:fs';
+      const { loadImageFolder, sharpDecoder } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'src', 'data', 'imagefolder.ts'))});
+      const decoder = { probe: sharpDecoder.probe, decode: async (f, s) => { writeFileSync(${JSON.stringify(marker)}, f); await new Promise((r) => setTimeout(r, 300)); return sharpDecoder.decode(f, s); } };
+      await loadImageFolder({ name: 'imagefolder', path: ${JSON.stringify(root)}, trainSize: null, testSize: null, seed: 0, imageSize: 8 }, { decoder, concurrency: 1, log: null });
+      console.log('done');`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += String(d)));
+    const t0 = performance.now();
+    while (!existsSync(marker) && performance.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    assert.equal(code, 130, err);
+    assert.match(err, /moco3: SIGINT: stopped while caching \S+train; no partial cache is kept/);
+    assert.equal(existsSync(join(root, '.moco3-cache')), false, 'neither the temporary file nor the folder made for it');
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
