@@ -21,14 +21,14 @@ export interface ResampleCoeffs {
   ksize: number;
 }
 
-const coeffCache = new Map<number, ResampleCoeffs>();
+const coeffCache = new Map<string, ResampleCoeffs>();
 
 /**
  * Pillow's precompute_coeffs + normalize_coeffs_8bpc for the bilinear filter, resampling [0, inSize)
  * to outSize pixels. When shrinking, the filter widens by the scale factor (Pillow's antialiasing).
  */
 export function resampleCoeffs(inSize: number, outSize: number): ResampleCoeffs {
-  const key = inSize * 65536 + outSize;
+  const key = `${inSize}:${outSize}`; // a number key of inSize x 65536 + outSize met another once outSize reached 65536
   const hit = coeffCache.get(key);
   if (hit) return hit;
   const scale = inSize / outSize;

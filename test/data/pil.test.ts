@@ -193,3 +193,9 @@ test('RandomResizedCrop boxes follow torchvision get_params in distribution (squ
     assert.ok(Math.abs(top / n - ref.mean_top) < 0.05 * ref.h + 0.1 && Math.abs(left / n - ref.mean_left) < 0.05 * ref.w + 0.1, `${what}: offsets`);
   }
 });
+
+test('resampleCoeffs: no two (inSize, outSize) pairs share a cache entry (1 -> 65537 and 2 -> 1 once met as one number)', () => {
+  const wide = pil.resampleCoeffs(1, 65537);
+  assert.equal(wide.bounds.length / 2, 65537);
+  assert.equal(pil.resampleCoeffs(2, 1).bounds.length / 2, 1, 'one output pixel, not the 65537 of the pair cached first');
+});
