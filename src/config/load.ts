@@ -140,7 +140,7 @@ export function loadConfigFile(path: string): Obj {
 export function parseYaml(text: string, path: string): unknown {
   let doc: YAML.Document.Parsed;
   try {
-    doc = YAML.parseDocument(text);
+    doc = YAML.parseDocument(text, { merge: true }); // `<<: *anchor` merge keys, as YAML 1.1 (and PyYAML) read them
   } catch (e) {
     throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }

@@ -96,6 +96,12 @@ test('one folder spelled several ways is one data.path, and one run (the path is
   assert.equal(of('/').data.path, '/');
 });
 
+test('YAML merge keys (<<: *anchor) are read as PyYAML reads them', () => {
+  const f = tmpFile('merge.yaml', 'optim:\n  batch_size: 512\n  epochs: 3\neval:\n  linear:\n    <<: {epochs: 7, batch_size: 64}\n    base_lr: 1\n');
+  const c = buildConfig({ preset: 'smoke', file: f });
+  assert.deepEqual([c.optim.batch_size, c.optim.epochs, c.eval.linear.epochs, c.eval.linear.batch_size, c.eval.linear.base_lr], [512, 3, 7, 64, 1]);
+});
+
 test('an unknown key names the file and the key', () => {
   const f = tmpFile('bad.yaml', 'optim:\n  learning_rate: 1\n');
   assert.throws(() => buildConfig({ file: f }), (e: unknown) => {
