@@ -4,7 +4,7 @@
  * (take runs from a results folder shared with other agents until none is left, src/runfolder/lock.ts).
  */
 import { Command, Option } from 'commander';
-import { intFlag } from './numbers.ts';
+import { intFlag, positiveFlag } from './numbers.ts';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
@@ -111,7 +111,7 @@ export function slurmSettings(plan: SweepPlan, f: LaunchFlags): LauncherSettings
   if (f.runIndex !== undefined) throw fail(`--run-index ${f.runIndex}: a Slurm task's own flag (the array job gives each task its index); not with --launcher slurm`);
   if (f.expectHash !== undefined) throw fail(`--expect-hash ${f.expectHash}: a Slurm task's own flag; not with --launcher slurm`);
   if (f.agent) throw fail('--agent: takes runs itself on this machine; not with --launcher slurm');
-  if (f.lockTimeout !== undefined) intFlag('--lock-timeout', f.lockTimeout, 1);
+  if (f.lockTimeout !== undefined) positiveFlag('--lock-timeout', f.lockTimeout);
   return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail), fail, plan.spec.file);
 }
 
@@ -250,7 +250,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
   for (const [flag, v] of slurmOnly) if (v !== undefined) throw fail(`${flag} ${Array.isArray(v) ? v.join(' ') : v}: only with --launcher slurm`);
   if (f.expectHash !== undefined && f.runIndex === undefined) throw fail(`--expect-hash ${f.expectHash}: only with --run-index`);
   if (f.agent && f.runIndex !== undefined) throw fail('--agent: takes runs itself; not with --run-index');
-  if (f.lockTimeout !== undefined) setLockTimeout(intFlag('--lock-timeout', f.lockTimeout, 1));
+  if (f.lockTimeout !== undefined) setLockTimeout(positiveFlag('--lock-timeout', f.lockTimeout));
   if (f.runIndex !== undefined) {
     const index = runIndex(plan, f);
     const task: TaskContext | null = slurmTask();

@@ -155,7 +155,7 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
     [['--run-index', '2'], "moco3: --run-index 2: a Slurm task's own flag (the array job gives each task its index); not with --launcher slurm\n"],
     [['--expect-hash', 'zzz'], "moco3: --expect-hash zzz: a Slurm task's own flag; not with --launcher slurm\n"],
     [['--agent'], 'moco3: --agent: takes runs itself on this machine; not with --launcher slurm\n'],
-    [['--lock-timeout', 'abc'], 'moco3: --lock-timeout abc: expected a positive integer\n'],
+    [['--lock-timeout', 'abc'], 'moco3: --lock-timeout abc: expected a positive number\n'],
   ] as const) {
     const r = await cli([...base, '--dry-run', ...extra]);
     assert.equal(r.code, 2, r.err);
@@ -163,6 +163,10 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   }
   const lock = await cli([...base, '--dry-run', '--lock-timeout', '900']);
   assert.match(lock.out, / --lock-timeout 900 /, 'the tasks get the lock timeout');
+  // a number of seconds as MOCO3_LOCK_TIMEOUT takes it
+  const half = await cli([...base, '--dry-run', '--lock-timeout', '0.5']);
+  assert.equal(half.code, 0, half.err);
+  assert.match(half.out, / --lock-timeout 0\.5 /);
   const small = await cli([...base, '--dry-run', '--set', 'data.train_size=10']);
   assert.equal(small.code, 2);
   assert.match(small.err, /data\.train_size 10 cannot fill one batch of optim\.batch_size 256/);
