@@ -129,7 +129,9 @@ export const sharpDecoder: ImageDecoder = {
     const m = await img().metadata();
     if (m.space === 'cmyk') {
       // Pillow's own formula, where libvips would convert through a CMYK profile
-      const { data, info } = await img().toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+      // (a CMYK pipeline: the ink values as stored, as PIL reads them; sharp's sRGB pipeline would convert
+      // them through a profile and back)
+      const { data, info } = await img().pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
       if (info.channels !== 4) throw new Error(`decoded CMYK to ${info.channels} channels, expected 4`);
       return resizeCenterCrop(pillowCmykToRgb(data, info.width * info.height), info.width, info.height, 3, side);
     }
