@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { intFlag, positiveFlag } from './numbers.ts';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey, type LauncherSettings } from '../sweep/launcher.ts';
@@ -87,9 +87,22 @@ function planFlags(f: SweepFlags): string[] {
   return out;
 }
 
+/**
+ * The script this process runs, by its real path: `npx moco3` runs it through a link in npx's cache, which
+ * the tasks should not depend on.
+ */
+function ownScript(): string {
+  const script = resolve(process.argv[1]!);
+  try {
+    return realpathSync(script);
+  } catch {
+    return script;
+  }
+}
+
 /** The plan flags of the submitting command, for each task to resolve the same plan. */
 function taskCommand(arg: string, f: SweepFlags & { baselines?: boolean; lockTimeout?: string }): string[] {
-  const out = [process.execPath, ...process.execArgv, resolve(process.argv[1]!), 'sweep', arg, ...planFlags(f)];
+  const out = [process.execPath, ...process.execArgv, ownScript(), 'sweep', arg, ...planFlags(f)];
   if (f.baselines === false) out.push('--no-baselines');
   if (f.lockTimeout !== undefined) out.push('--lock-timeout', f.lockTimeout);
   return out;
@@ -179,6 +192,8 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
       if (path) rmSync(path, { force: true });
       if (previous) writeFileAtomic(resolved, previous);
       for (const p of [...made].reverse()) if (existsSync(p) && (!statSync(p).isDirectory() || readdirSync(p).length === 0)) rmSync(p, { recursive: true, force: true });
+      // the line names the script sbatch refused, which is gone now
+      if (path && e instanceof SweepError && e.message.startsWith(`sbatch ${path}: `)) throw new SweepError(`${e.message} (nothing was submitted; the script is removed)`);
     }
     throw e;
   }

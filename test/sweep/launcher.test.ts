@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
@@ -188,7 +188,7 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   writeFileSync(join(bin, 'squeue'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
   const sub = await cli(base, { PATH: `${bin}:${process.env.PATH}` });
   assert.equal(sub.code, 2, sub.err);
-  assert.match(sub.err, /Unable to contact slurm controller/);
+  assert.match(sub.err, /Unable to contact slurm controller \(nothing was submitted; the script is removed\)\n$/);
   assert.deepEqual(readdirSync(results).sort(), ['a-file', 'bin']);
   // results folders it would have made above the sweep's are not left behind either
   const deep = await cli([...base.slice(0, base.indexOf('--results')), '--results', join(results, 'new', 'deeper'), ...base.slice(base.indexOf('--results') + 2)], { PATH: `${bin}:${process.env.PATH}` });
@@ -279,5 +279,25 @@ test('--launcher slurm: the libuv pool size moco3 chose from this machine\'s cor
     assert.equal(readFileSync(seen, 'utf8'), 'UV_THREADPOOL_SIZE=6\n');
   } finally {
     rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('--launcher slurm: the tasks run moco3 by its real path, not through the link npx ran it by', async () => {
+  const dir = tempDir('moco3-launch-link-');
+  const argv1 = process.argv[1];
+  try {
+    const real = join(dir, 'clone', 'bin', 'moco3.js');
+    mkdirSync(join(dir, 'clone', 'bin'), { recursive: true });
+    writeFileSync(real, '');
+    mkdirSync(join(dir, 'npx-cache', '.bin'), { recursive: true });
+    symlinkSync(real, join(dir, 'npx-cache', '.bin', 'moco3'));
+    process.argv[1] = join(dir, 'npx-cache', '.bin', 'moco3');
+    const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(dir, 'r'), '--dry-run']);
+    assert.equal(r.code, 0, r.err);
+    assert.ok(r.out.includes(` ${real} sweep batch-size `), r.out);
+    assert.ok(!r.out.includes('npx-cache'), 'the link is not in the script');
+  } finally {
+    process.argv[1] = argv1;
+    rmSync(dir, { recursive: true, force: true });
   }
 });
