@@ -1,7 +1,9 @@
 /** `moco3 sweep <name|file>`: run a sweep's runs in order; skip what is done, resume what was interrupted. */
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
-import { checkOutputDir } from '../engine/files.ts';
+import { join } from 'node:path';
+import { checkOutputDir, removeEmptyFolders } from '../engine/files.ts';
+import { acquireLock, describeHolder, releaseLock } from '../runfolder/lock.ts';
 import { shellQuote } from '../sweep/slurm.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
@@ -321,17 +323,32 @@ export function sweepCommand(): Command {
         if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state) || x.state === 'failed'))) {
           // seeds added to a sweep get theirs; the seeds already there keep theirs
           const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
-          const missing = missingBaselineSeeds(plan);
-          try {
-            // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
-            if (missing.length) await computeBaselinesOf(plan, f.json === true, missing, () => {
-              if (stop) throw new BaselinesStopped();
-            });
-          } catch (e) {
-            if (!(e instanceof BaselinesStopped)) throw e;
-            r.interrupted = true;
-            baselinesStopped = true;
-            launch.afterStopped?.();
+          // Slurm tasks and agents that end together: one computes them, under a lock of the sweep's own
+          // (`<sweep>/.baselines/.lock`), and the others leave them to it
+          const lockDir = join(plan.dir, '.baselines');
+          const needed = missingBaselineSeeds(plan).length > 0;
+          const held = needed ? acquireLock(lockDir, `${plan.id} baselines`) : null;
+          if (held) {
+            if (!f.json && !f.quiet) process.stderr.write(`sweep ${plan.id}: the baselines are being computed by ${describeHolder(held, lockDir)}; left to it\n`);
+          } else {
+            try {
+              // read again under the lock: another task may have written them meanwhile
+              const missing = missingBaselineSeeds(plan);
+              // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
+              if (missing.length) await computeBaselinesOf(plan, f.json === true, missing, () => {
+                if (stop) throw new BaselinesStopped();
+              });
+            } catch (e) {
+              if (!(e instanceof BaselinesStopped)) throw e;
+              r.interrupted = true;
+              baselinesStopped = true;
+              launch.afterStopped?.();
+            } finally {
+              if (needed) {
+                releaseLock(lockDir);
+                removeEmptyFolders([lockDir]);
+              }
+            }
           }
         }
         if (!f.json) {

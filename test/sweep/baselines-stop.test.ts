@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { procStart } from '../../src/runfolder/lock.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-baselines-stop-');
@@ -112,4 +114,32 @@ test('a Slurm task warned (USR1) during the baselines stops them and requeues it
   const rows = readFileSync(join(results, 'tiny', 'slurm', 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).slice(tasks.length);
   assert.deepEqual(rows.map((t) => t.event), ['start', 'end', 'requeue', 'requeue_failed']);
   assert.equal(rows[3].error, 'scontrol: error: Invalid job id specified');
+});
+
+test('Slurm tasks or agents that end a sweep together: one computes the baselines, under the sweep\'s lock; the others leave them to it', async () => {
+  const results = join(root, 'together');
+  const base = ['sweep', tinyFile, '--backend', 'cpu', '--results', results, '--set', 'eval.linear.enabled=false', '--set', 'optim.epochs=1'];
+  const trained = spawnSync(process.execPath, ['--import', 'tsx', cli, ...base, '--no-baselines'], { encoding: 'utf8' });
+  assert.equal(trained.status, 0, trained.stderr);
+  // another live process holds the baselines' lock
+  const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  await new Promise((r) => other.once('spawn', r));
+  const lockDir = join(results, 'tiny', '.baselines');
+  mkdirSync(lockDir, { recursive: true });
+  const now = new Date().toISOString();
+  writeFileSync(join(lockDir, '.lock'), JSON.stringify({ pid: other.pid, host: hostname(), proc_start: procStart(other.pid!), since: now, heartbeat: now, sweep: 'tiny baselines' }));
+  try {
+    const left = spawnSync(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1'], { encoding: 'utf8' });
+    assert.equal(left.status, 0, left.stderr);
+    assert.match(left.stderr, /sweep tiny: the baselines are being computed by .*pid \d+.*; left to it\n/);
+    assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
+    assert.equal(existsSync(join(lockDir, '.lock')), true, 'the other holder\'s lock is left alone');
+  } finally {
+    await new Promise<void>((done) => (other.once('exit', () => done()), other.kill('SIGKILL')));
+  }
+  // its holder gone: the next task computes them, and leaves no lock folder
+  const done = spawnSync(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '2'], { encoding: 'utf8' });
+  assert.equal(done.status, 0, done.stderr);
+  assert.ok(existsSync(join(results, 'tiny', 'baselines.json')), done.stderr);
+  assert.equal(existsSync(lockDir), false);
 });
