@@ -1,7 +1,6 @@
 /** Config assembly: defaults <- preset <- YAML file <- --set overrides, then strict validation. */
 import { createHash } from 'node:crypto';
 import { readFileSync, existsSync } from 'node:fs';
-import { posix } from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { ARCHS, type ArchName } from './archs.ts';
@@ -228,19 +227,9 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; 
 export type Blame = ((path: PropertyKey[]) => string) & { order?: (label: string) => number };
 
 /** Validate a merged config object; `blame` tells which source a key came from. */
-/** A data path as one spelling: `.` and `..` steps and doubled slashes resolved (not made absolute), no trailing slash. */
-export function normalizeDataPath(p: string): string {
-  const n = posix.normalize(p);
-  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
-}
-
 export function validateConfig(merged: unknown, blame: (path: PropertyKey[]) => string): RunConfig {
   const r = RunConfigSchema.safeParse(merged);
-  if (r.success) {
-    // one spelling of a folder, one run: `imgs/`, `./imgs` and `imgs` named three run folders (the path is hashed)
-    if (r.data.data.path !== null) r.data.data.path = normalizeDataPath(r.data.data.path);
-    return r.data;
-  }
+  if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
   const { text } = describeIssue(issue, getPath(merged, issue.path));

@@ -85,15 +85,10 @@ test('a run\'s config.yaml as a base: another arch or image size given later der
   assert.deepEqual(buildConfig({ preset: 'smoke', file: own, sets: ['data.image_size=64'] }).augment.blur_sigma, [0.1, 2.0]);
 });
 
-test('one folder spelled several ways is one data.path, and one run (the path is hashed)', () => {
+test('data.path is kept and hashed as written: the runs made with a spelling keep their names and resume', () => {
   const of = (path: string) => buildConfig({ preset: 'smoke', sets: ['data.name=imagefolder', `data.path=${path}`] });
-  const one = of('/srv/imgs');
-  for (const p of ['/srv/imgs/', '/srv//imgs', '/srv/./imgs/', '/srv/x/../imgs']) {
-    assert.equal(of(p).data.path, '/srv/imgs', p);
-    assert.equal(configHash(of(p)), configHash(one), p);
-  }
-  assert.equal(of('./imgs/').data.path, 'imgs', 'a relative path stays relative');
-  assert.equal(of('/').data.path, '/');
+  assert.equal(of('/srv/imgs/').data.path, '/srv/imgs/');
+  assert.notEqual(configHash(of('/srv/imgs/')), configHash(of('/srv/imgs')));
 });
 
 test('YAML merge keys (<<: *anchor) are read as PyYAML reads them', () => {
