@@ -76,13 +76,20 @@ function setValue(expr: string, key: string, raw: string): unknown {
   const quoted = `quote the value: --set '${key}="${raw.trim().replace(/["\\]/g, '\\$&')}"'`;
   if (doc.warnings.length > 0) throw new ConfigError(`--set ${expr}: ${doc.warnings[0]!.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}; ${quoted}`);
   let comment = Boolean(doc.comment || doc.commentBefore);
+  let anchor = false;
   YAML.visit(doc, {
     Node(_, n) {
       if ((n as { comment?: string | null }).comment || (n as { commentBefore?: string | null }).commentBefore) comment = true;
+      if ((n as { anchor?: string | null }).anchor) anchor = true;
     },
   });
   if (comment) throw new ConfigError(`--set ${expr}: a blank then # starts a YAML comment, which would cut the value short; ${quoted}`);
-  return doc.toJS();
+  if (anchor) throw new ConfigError(`--set ${expr}: a leading & names a YAML anchor, which is not part of the value; ${quoted}`);
+  try {
+    return doc.toJS();
+  } catch {
+    return raw; // an alias to nothing (`*imgs`): no YAML value, the text as it is
+  }
 }
 
 /** `a.b.c`, v -> {a: {b: {c: v}}} */
@@ -386,14 +393,18 @@ function dropDerived(merged: Obj, layers: Obj[]): void {
     for (const k of SIZE_KEYS) {
       const i = lastGiving('model', k);
       if (i < 0) continue;
-      const arch = ARCHS[at('model', 'arch', i) as ArchName] as Record<string, unknown> | undefined;
-      if (at('model', 'arch', i) !== finalArch && arch !== undefined && get(layers[i]!, 'model', k) === arch[k]) model[k] = null;
+      // only a source that gives the arch with its sizes (a run's config.yaml) restates them; a size given
+      // alone (a --set) was chosen, whatever the arch
+      const own = get(layers[i]!, 'model', 'arch');
+      const arch = ARCHS[own as ArchName] as Record<string, unknown> | undefined;
+      if (own !== undefined && own !== finalArch && arch !== undefined && get(layers[i]!, 'model', k) === arch[k]) model[k] = null;
     }
   }
   const augment = merged.augment;
   const i = lastGiving('augment', 'blur_sigma');
   if (isObj(augment) && i >= 0) {
-    const size = at('data', 'image_size', i);
+    // as for the sizes: only a source that gives the image size with its σ restates the recipe's
+    const size = get(layers[i]!, 'data', 'image_size');
     const given = get(layers[i]!, 'augment', 'blur_sigma');
     const same = (a: unknown, b: number) => typeof a === 'number' && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
     if (size !== at('data', 'image_size', layers.length - 1) && typeof size === 'number' && Array.isArray(given) && given.length === 2) {

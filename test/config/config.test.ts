@@ -49,11 +49,13 @@ test('--set values are read as YAML scalars and override the file', () => {
   // a # inside a word, text YAML cannot read (a path beginning with %), quotes: as written
   assert.deepEqual(parseSet('data.path=/d/a#b'), { data: { path: '/d/a#b' } });
   assert.deepEqual(parseSet('data.path=%x'), { data: { path: '%x' } });
+  assert.deepEqual(parseSet('data.path=*imgs'), { data: { path: '*imgs' } });
   assert.deepEqual(parseSet('data.path="/d/run #2"'), { data: { path: '/d/run #2' } });
   // what YAML would read otherwise than written is refused, in one line that says how to quote it
   const refused: [string, string][] = [
     ['data.path=/d/run #2', `--set data.path=/d/run #2: a blank then # starts a YAML comment, which would cut the value short; quote the value: --set 'data.path="/d/run #2"'`],
     ['data.path=!foo', `--set data.path=!foo: Unresolved tag: !foo; quote the value: --set 'data.path="!foo"'`],
+    ['data.path=&a /srv', `--set data.path=&a /srv: a leading & names a YAML anchor, which is not part of the value; quote the value: --set 'data.path="&a /srv"'`],
   ];
   for (const [expr, line] of refused) assert.throws(() => parseSet(expr), (e: unknown) => e instanceof ConfigError && e.message === line, expr);
 });
@@ -81,6 +83,9 @@ test('a run\'s config.yaml as a base: another arch or image size given later der
   // a size given with the new arch, or a value that is no arch's or recipe's, was chosen: kept
   assert.equal(buildConfig({ file: f, sets: ['model.arch=vit-smoke', 'model.dim=16'] }).model.dim, 16);
   assert.equal(buildConfig({ preset: 'cpu', sets: ['model.arch=vit-tiny'] }).model.patch_size, 7, "the preset's patch 7 is no arch's");
+  // a size given alone was chosen, even when it is the arch's and the arch comes after it
+  assert.equal(buildConfig({ preset: 'gpu', sets: ['model.patch_size=4', 'model.arch=vit-small'] }).model.patch_size, 4);
+  assert.equal(buildConfig({ preset: 'gpu', sets: ['model.arch=vit-small', 'model.patch_size=4'] }).model.patch_size, 4);
   const own = tmpFile('own-blur.yaml', 'data:\n  image_size: 32\naugment:\n  blur_sigma: [0.1, 2.0]\n');
   assert.deepEqual(buildConfig({ preset: 'smoke', file: own, sets: ['data.image_size=64'] }).augment.blur_sigma, [0.1, 2.0]);
 });
