@@ -79,12 +79,18 @@ const OWN_SBATCH: Record<string, { short?: string; why: string }> = {
   '--parsable': { why: 'moco3 reads the job id it prints' },
 };
 
-/** The option of `a` (an sbatch_args entry) that moco3 sets itself, with why; null when it is none of those. */
+/**
+ * The option of `a` (an sbatch_args entry: `--name=v`, `--name v`, `-Xv` or `-X v`) that moco3 sets itself,
+ * with why; null when it is none of those. sbatch takes a long option by any unambiguous start of its name
+ * (`--arr` for `--array`), so a start of three letters or more counts too.
+ */
 export function ownSbatchOption(a: string): string | null {
-  const long = /^(--[A-Za-z][\w-]*)(=|$)/.exec(a)?.[1];
+  const long = /^--([A-Za-z][\w-]*)(=|\s|$)/.exec(a)?.[1];
   const short = /^-([A-Za-z])/.exec(a)?.[1];
   for (const [name, { short: letter, why }] of Object.entries(OWN_SBATCH)) {
-    if (long === name || (long === undefined && short !== undefined && short === letter)) return `moco3 sets ${name} itself (${why})`;
+    const full = name.slice(2);
+    const byLong = long !== undefined && (long === full || (long.length >= 3 && full.startsWith(long)));
+    if (byLong || (long === undefined && short !== undefined && short === letter)) return `moco3 sets ${name} itself (${why})`;
   }
   return null;
 }

@@ -50,6 +50,10 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
     [['-omylog'], '-omylog', '--output'],
     [['--array=1-3'], '--array=1-3', '--array'],
     [['--no-requeue'], '--no-requeue', '--no-requeue'],
+    // the space form, and a start of the name sbatch takes for the whole
+    [['--job-name x'], '--job-name x', '--job-name'],
+    [['--out=/tmp/x.log'], '--out=/tmp/x.log', '--output'],
+    [['--arr 1-3'], '--arr 1-3', '--array'],
   ] as const) {
     assert.throws(
       () => parseLauncherFlags({ sbatch_args: [...args] }, fail),
