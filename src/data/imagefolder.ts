@@ -128,12 +128,17 @@ export const sharpDecoder: ImageDecoder = {
     const img = () => sharp(file, { failOn: 'error', sequentialRead: true, ignoreIcc: true });
     const m = await img().metadata();
     if (m.space === 'cmyk') {
-      // Pillow's own formula, where libvips would convert through a CMYK profile
-      // (a CMYK pipeline: the ink values as stored, as PIL reads them; sharp's sRGB pipeline would convert
-      // them through a profile and back)
-      const { data, info } = await img().pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-      if (info.channels !== 4) throw new Error(`decoded CMYK to ${info.channels} channels, expected 4`);
-      return resizeCenterCrop(pillowCmykToRgb(data, info.width * info.height), info.width, info.height, 3, side);
+      // Pillow's own formula, where libvips would convert through a CMYK profile (a CMYK pipeline: the ink
+      // values as stored, as PIL reads them; sharp's sRGB pipeline would convert them through a profile and
+      // back); 16-bit inks by their high byte and extra samples dropped, as Pillow reads CMYK;16 and CMYKX TIFFs
+      const wide = m.depth === 'ushort';
+      const { data, info } = await img().pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: wide ? 'ushort' : 'uchar' }).toBuffer({ resolveWithObject: true });
+      if (info.channels < 4) throw new Error(`decoded CMYK to ${info.channels} channels, expected 4`);
+      const pixels = info.width * info.height;
+      const src = wide ? new Uint16Array(data.buffer, data.byteOffset, pixels * info.channels) : data;
+      const inks = new Uint8Array(pixels * 4);
+      for (let p = 0; p < pixels; p++) for (let c = 0; c < 4; c++) inks[p * 4 + c] = wide ? src[p * info.channels + c]! >> 8 : src[p * info.channels + c]!;
+      return resizeCenterCrop(pillowCmykToRgb(inks, pixels), info.width, info.height, 3, side);
     }
     if (m.channels === 1 && m.depth === 'ushort') {
       // PIL reads 16-bit grey as mode I;16 and clips it to 8 bits, where libvips would scale it
@@ -488,13 +493,13 @@ async function buildCache(listing: SplitListing, side: number, probe: number, fi
     rmSync(tmp, { force: true });
     dropMade();
   };
-  // a command with no handler of its own for Ctrl-C or TERM (data info, data preview) would end without an
+  // a command with no handler of its own for Ctrl-C, TERM or HUP (data info, data preview) would end without an
   // exit event: it stops here, the cache dropped, with the signal's exit code
   const onSig = (sig: NodeJS.Signals) => {
     process.stderr.write(`\nmoco3: ${sig}: stopped while caching ${listing.dir}; no partial cache is kept\n`);
     process.exit(128 + (osConstants.signals[sig] ?? 0));
   };
-  const own = (['SIGINT', 'SIGTERM'] as const).filter((sig) => process.listenerCount(sig) === 0);
+  const own = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).filter((sig) => process.listenerCount(sig) === 0);
   process.on('exit', dropTemp);
   for (const sig of own) process.on(sig, onSig);
   try {

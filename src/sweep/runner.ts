@@ -98,6 +98,8 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     byData.set(key, [...(byData.get(key) ?? []), run.config]);
   }
   for (const configs of [...byData.values()].reverse()) {
+    // Ctrl-C between two sections (each may build an image cache for hours): the run loop below stops at once
+    if (stop()) break;
     let ds: Dataset;
     try {
       ds = await dataFor(configs[0]!);

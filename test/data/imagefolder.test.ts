@@ -498,13 +498,13 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
   }
 });
 
-test('decoded as PIL reads a file: no EXIF orientation, no colour profile, CMYK and 16-bit grey as Pillow converts them', async () => {
+test('decoded as PIL reads a file: no EXIF orientation, no colour profile, CMYK (8, 16 bits, an extra sample) and 16-bit grey as Pillow converts them', async () => {
   // files sharp wrote (an Adobe CMYK JPEG, a Display P3 PNG with its profile, a 16-bit grey PNG, a JPEG with
   // EXIF orientation 6), and what Pillow 9.4 gives for each: Image.open(f).convert('RGB'), then torchvision's
   // Resize(side) + CenterCrop(side) (test/data/fixture/decode/README.md)
   const dir = join(import.meta.dirname, 'fixture', 'decode');
   const want = JSON.parse(readFileSync(join(dir, 'pil-decoded.json'), 'utf8')) as Record<string, { side: number; rgb: number[] }>;
-  for (const name of ['cmyk.jpg', 'p3.png', 'grey16.png', 'exif6.jpg']) {
+  for (const name of ['cmyk.jpg', 'p3.png', 'grey16.png', 'exif6.jpg', 'cmyk8.tif', 'cmyk16.tif', 'cmykx8.tif']) {
     const { side, rgb } = want[name]!;
     const got = await sharpDecoder.decode(join(dir, name), side);
     let worst = 0;
@@ -546,7 +546,7 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
   }
 });
 
-test('Ctrl-C while a cache is built by a command without handlers of its own (data info): exit 130, no partial cache, no folder made (a real process)', { timeout: 30000 }, async () => {
+for (const [sig, code] of [['SIGINT', 130], ['SIGHUP', 129]] as const) test(`${sig} while a cache is built by a command without handlers of its own (data info): exit ${code}, no partial cache, no folder made (a real process)`, { timeout: 30000 }, async () => {
   const root = tempDir('moco3-imagefolder-sigint-');
   try {
     for (const split of ['train', 'val']) {
@@ -568,10 +568,10 @@ test('Ctrl-C while a cache is built by a command without handlers of its own (da
     child.stderr!.on('data', (d) => (err += String(d)));
     const t0 = performance.now();
     while (!existsSync(marker) && performance.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 20));
-    child.kill('SIGINT');
-    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-    assert.equal(code, 130, err);
-    assert.match(err, /moco3: SIGINT: stopped while caching \S+train; no partial cache is kept/);
+    child.kill(sig);
+    const got = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    assert.equal(got, code, err);
+    assert.match(err, new RegExp(`moco3: ${sig}: stopped while caching \\S+train; no partial cache is kept`));
     assert.equal(existsSync(join(root, '.moco3-cache')), false, 'neither the temporary file nor the folder made for it');
   } finally {
     rmSync(root, { recursive: true, force: true });

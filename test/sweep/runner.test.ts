@@ -129,6 +129,10 @@ test('data that cannot serve a run stops the sweep before anything is written, w
   await assert.rejects(runSweep({ plan: two, backend, onEvent: (e) => events.push(e) }), (e: unknown) => e instanceof DataError && /cifar10: no cifar-10-batches-bin/.test(e.message));
   assert.equal(events.length, 0);
   assert.equal(existsSync(two.dir), false, 'no folder made');
+  // Ctrl-C before the data is read: no section is loaded (each may build a cache for hours), nothing trains
+  const stopped = await runSweep({ plan: two, backend, shouldStop: () => true });
+  assert.equal(stopped.interrupted, true);
+  assert.deepEqual(stopped.trained, []);
 });
 
 test('Ctrl-C checkpoints the current run; the next sweep resumes it and ends as if never stopped', async () => {
