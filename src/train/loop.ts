@@ -15,7 +15,7 @@ import { knnMonitor } from '../eval/features.ts';
 import { linearProbeForRun } from '../eval/offline.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
-import { checkpointsDir, pruneCheckpoints, rewindLast } from '../runfolder/checkpoints.ts';
+import { CheckpointError, checkpointsDir, pruneCheckpoints, rewindLast } from '../runfolder/checkpoints.ts';
 import { appendMetric, metricsPath, readMetrics, resetMetrics, syncMetrics, truncateMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { runPath } from '../runfolder/paths.ts';
 import { checkResumeConfig, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
@@ -95,6 +95,21 @@ export function checkRunData(ds: Pick<Dataset, 'name' | 'train' | 'std' | 'sourc
   }
 }
 
+/**
+ * A checkpoint goes on only with the data it was trained on: its step over its epoch is the steps an epoch
+ * it had. An image folder that gained or lost files since (or that moco3 now reads otherwise) keeps the run's
+ * config and hash, but would change the schedule in the middle of the run, and what the steps saw.
+ */
+export function checkResumeData(runDir: string, st: { step: number; epoch: number }, ipe: number, batch: number): void {
+  if (!(st.step > 0 && st.epoch > 0)) return;
+  const had = st.step / st.epoch;
+  if (Math.abs(had - ipe) <= 1e-6 * ipe) return;
+  throw new CheckpointError(
+    `${runDir}: its checkpoint of step ${st.step} was trained at ${Math.round(had)} steps an epoch, and the data now gives ${ipe} ` +
+      `(batch ${batch}): the train split changed since; to resume it, give it the data it was trained on, or start again with --force`,
+  );
+}
+
 /** The linear probe was stopped between two of its batches (shouldStop: Ctrl-C, a lost lock). */
 class ProbeStopped extends Error {}
 
@@ -156,7 +171,11 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   // the checkpoint and its config are checked before a tensor or a folder exists
   const lostRows: string[] = [];
   const last = opts.resume ? (opts.checkpoint ?? resumeCheckpoint(runDir, undefined, { note: (t) => lostRows.push(t), logEvery: c.train.log_every })) : null;
-  if (last) checkResumeConfig(runDir, c, readCheckpointState(last));
+  if (last) {
+    const st = readCheckpointState(last);
+    checkResumeConfig(runDir, c, st);
+    checkResumeData(runDir, st, ipe, B);
+  }
   // and its metrics, which the resume cuts at the checkpoint's step: a damaged line fails here, status untouched
   if (last) readMetrics(metricsPath(runDir));
 

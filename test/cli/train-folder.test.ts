@@ -241,3 +241,28 @@ test('a resume of a run whose metrics are gzipped keeps its earlier rows; a metr
   assert.equal(d.code, 2, d.stderr);
   assert.match(d.stderr, /^moco3: \S+metrics\.jsonl: is a folder, not a file\n$/);
 });
+
+test('a resume on an image folder that gained files since refuses, naming the steps an epoch it had and has (the schedule changed mid-run)', async () => {
+  const sharp = (await import('sharp')).default;
+  const folder = join(root, 'grows');
+  const put = async (split: string, from: number, n: number) => {
+    for (const cls of ['a', 'b']) {
+      mkdirSync(join(folder, split, cls), { recursive: true });
+      const px = Buffer.from(new Uint8Array(8 * 8 * 3).map((_, j) => (j * 13 + cls.charCodeAt(0) * 7) & 255));
+      for (let i = from; i < from + n; i++) await sharp(px, { raw: { width: 8, height: 8, channels: 3 } }).png().toFile(join(folder, split, cls, `${i}.png`));
+    }
+  };
+  await put('train', 0, 16);
+  await put('val', 0, 2);
+  const out = join(root, 'grows-run');
+  // 32 images at batch 16: 2 steps an epoch, 4 in all, checkpoints at 3 and 4
+  const args = [...tinyTrainArgs('data.train_size=null', 'data.test_size=null', 'data.num_classes=2', 'train.knn_every=null', 'train.knn_every_epochs=null'), '--data', `imagefolder:${folder}`, '--out', out];
+  const first = train(args);
+  assert.equal(first.code, 0, first.stderr);
+  assert.equal(status(out).step, 4);
+  await put('train', 16, 16);
+  const again = train([...args, '--resume', '--checkpoint', 'step-3']);
+  assert.equal(again.code, 2, again.stderr);
+  assert.match(again.stderr, /\nmoco3: \S+grows-run: its checkpoint of step 3 was trained at 2 steps an epoch, and the data now gives 4 \(batch 16\): the train split changed since; to resume it, give it the data it was trained on, or start again with --force\n$/);
+  assert.equal(status(out).step, 4, 'the run is left as it was');
+});
