@@ -1,7 +1,10 @@
 /** `moco3 baselines <sweep>`: what pretraining has to beat, for the report (results/<sweep>/baselines.json). */
 import { Command } from 'commander';
 import type { BackendName } from '../engine/backend.ts';
+import { join } from 'node:path';
+import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
+import { acquireLock, describeHolder, releaseLock, type LockInfo } from '../runfolder/lock.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { addSweepOptions, planFromFlags, type SweepFlags } from './plan.ts';
 
@@ -15,9 +18,31 @@ export function baselinesCommand(): Command {
     // a damaged baselines.json is said before minutes of computing, not written over
     const { readBaselines } = await import('../runfolder/baselines.ts');
     readBaselines(plan.dir);
-    await computeBaselinesOf(plan, f.json === true);
+    const held = await withBaselinesLock(plan, () => computeBaselinesOf(plan, f.json === true));
+    if (held) throw new UsageError(`${plan.dir}: its baselines are being computed by ${describeHolder(held, baselinesLockDir(plan))}; wait for it to end, or stop it first`);
   });
   return cmd;
+}
+
+/** The folder of a sweep's baselines lock: `<sweep>/.baselines/.lock` (a hidden folder, which reports pass over). */
+export const baselinesLockDir = (plan: Pick<SweepPlan, 'dir'>): string => join(plan.dir, '.baselines');
+
+/**
+ * Run `f` holding the sweep's baselines lock, so that two processes (Slurm tasks or agents that end a sweep
+ * together, or `moco3 baselines` beside them) never compute the same baselines side by side: null once `f`
+ * has run, or the live lock of the process computing them (then `f` does not run). The folder stays: one
+ * removed while another process takes the lock would fail that process.
+ */
+export async function withBaselinesLock(plan: Pick<SweepPlan, 'dir' | 'id'>, f: () => Promise<void>): Promise<LockInfo | null> {
+  const dir = baselinesLockDir(plan);
+  const held = acquireLock(dir, `${plan.id} baselines`);
+  if (held) return held;
+  try {
+    await f();
+    return null;
+  } finally {
+    releaseLock(dir);
+  }
 }
 
 /**

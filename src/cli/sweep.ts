@@ -1,9 +1,9 @@
 /** `moco3 sweep <name|file>`: run a sweep's runs in order; skip what is done, resume what was interrupted. */
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
-import { join } from 'node:path';
-import { checkOutputDir, removeEmptyFolders } from '../engine/files.ts';
-import { acquireLock, describeHolder, releaseLock } from '../runfolder/lock.ts';
+import { hostname } from 'node:os';
+import { checkOutputDir } from '../engine/files.ts';
+import { describeHolder, lockTimeoutS } from '../runfolder/lock.ts';
 import { shellQuote } from '../sweep/slurm.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
@@ -13,7 +13,7 @@ import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
-import { computeBaselinesOf } from './baselines.ts';
+import { baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, takeEarlySignals } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
@@ -323,32 +323,35 @@ export function sweepCommand(): Command {
         if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state) || x.state === 'failed'))) {
           // seeds added to a sweep get theirs; the seeds already there keep theirs
           const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
-          // Slurm tasks and agents that end together: one computes them, under a lock of the sweep's own
-          // (`<sweep>/.baselines/.lock`), and the others leave them to it
-          const lockDir = join(plan.dir, '.baselines');
-          const needed = missingBaselineSeeds(plan).length > 0;
-          const held = needed ? acquireLock(lockDir, `${plan.id} baselines`) : null;
+          // Slurm tasks and agents that end a sweep together: one computes them, under the sweep's baselines
+          // lock, and the others leave them to it; read again under the lock (another may have written them)
+          let stoppedIn = false;
+          const held = missingBaselineSeeds(plan).length
+            ? await withBaselinesLock(plan, async () => {
+                const missing = missingBaselineSeeds(plan);
+                try {
+                  // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
+                  if (missing.length) await computeBaselinesOf(plan, f.json === true, missing, () => {
+                    if (stop) throw new BaselinesStopped();
+                  });
+                } catch (e) {
+                  if (!(e instanceof BaselinesStopped)) throw e;
+                  stoppedIn = true;
+                }
+              })
+            : null;
+          if (stoppedIn) {
+            r.interrupted = true;
+            baselinesStopped = true;
+            launch.afterStopped?.();
+          }
           if (held) {
-            if (!f.json && !f.quiet) process.stderr.write(`sweep ${plan.id}: the baselines are being computed by ${describeHolder(held, lockDir)}; left to it\n`);
-          } else {
-            try {
-              // read again under the lock: another task may have written them meanwhile
-              const missing = missingBaselineSeeds(plan);
-              // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
-              if (missing.length) await computeBaselinesOf(plan, f.json === true, missing, () => {
-                if (stop) throw new BaselinesStopped();
-              });
-            } catch (e) {
-              if (!(e instanceof BaselinesStopped)) throw e;
-              r.interrupted = true;
-              baselinesStopped = true;
-              launch.afterStopped?.();
-            } finally {
-              if (needed) {
-                releaseLock(lockDir);
-                removeEmptyFolders([lockDir]);
-              }
-            }
+            const other = held.host !== hostname();
+            const line =
+              `the baselines are being computed by ${describeHolder(held, baselinesLockDir(plan))}; left to it` +
+              (other ? ` (if that process is gone, its lock is stale ${lockTimeoutS()} s after its last heartbeat; \`moco3 baselines\` with this sweep's flags then computes them)` : '');
+            if (f.json) process.stdout.write(`${JSON.stringify({ type: 'baselines_left', sweep: plan.id, holder: { pid: held.pid, host: held.host, since: held.since } })}\n`);
+            else if (!f.quiet) process.stderr.write(`sweep ${plan.id}: ${line}\n`);
           }
         }
         if (!f.json) {

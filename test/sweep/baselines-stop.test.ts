@@ -134,6 +134,16 @@ test('Slurm tasks or agents that end a sweep together: one computes the baseline
     assert.match(left.stderr, /sweep tiny: the baselines are being computed by .*pid \d+.*; left to it\n/);
     assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
     assert.equal(existsSync(join(lockDir, '.lock')), true, 'the other holder\'s lock is left alone');
+    // said as an event with --json
+    const json = spawnSync(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1', '--json'], { encoding: 'utf8' });
+    assert.equal(json.status, 0, json.stderr);
+    const event = json.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.type === 'baselines_left');
+    assert.deepEqual(event?.holder?.pid, other.pid, json.stdout);
+    // `moco3 baselines` beside it is refused, not computed side by side
+    const alone = spawnSync(process.execPath, ['--import', 'tsx', cli, 'baselines', ...base.slice(1)], { encoding: 'utf8' });
+    assert.equal(alone.status, 2, alone.stderr);
+    assert.match(alone.stderr, /^moco3: \S+tiny: its baselines are being computed by pid \d+ on \S+ \(since [^)]+\); wait for it to end, or stop it first\n$/);
+    assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
   } finally {
     await new Promise<void>((done) => (other.once('exit', () => done()), other.kill('SIGKILL')));
   }
@@ -141,5 +151,5 @@ test('Slurm tasks or agents that end a sweep together: one computes the baseline
   const done = spawnSync(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '2'], { encoding: 'utf8' });
   assert.equal(done.status, 0, done.stderr);
   assert.ok(existsSync(join(results, 'tiny', 'baselines.json')), done.stderr);
-  assert.equal(existsSync(lockDir), false);
+  assert.equal(existsSync(join(lockDir, '.lock')), false, 'its lock released');
 });
