@@ -31,6 +31,8 @@ export interface CheckpointState {
   optimizer: Record<string, unknown>;
   /** the resolved config the checkpoint was trained with (checkpoints written before it was kept lack it) */
   config?: Record<string, unknown>;
+  /** the images of the train split it was trained on (checkpoints written before it was kept lack it) */
+  train_images?: number;
 }
 
 /** `step-0000012` -> 12; anything else -> null. */
@@ -75,6 +77,7 @@ export function readCheckpointState(dir: string, complete = true): CheckpointSta
     if (s[k] !== undefined && s[k] !== null && !isNum(s[k])) throw wrong(k, 'a number or null', s[k]);
   }
   if (need('config_hash') && (typeof s.config_hash !== 'string' || !s.config_hash)) throw wrong('config_hash', 'a string', s.config_hash);
+  if (s.train_images !== undefined && !isCount(s.train_images)) throw wrong('train_images', 'a non-negative integer', s.train_images);
   const named = stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '');
   if (named !== null && named !== s.step) throw new CheckpointError(`${path}: step ${s.step} does not match its folder (step ${named})`);
   return s as unknown as CheckpointState;

@@ -100,13 +100,19 @@ export function checkRunData(ds: Pick<Dataset, 'name' | 'train' | 'std' | 'sourc
  * it had. An image folder that gained or lost files since (or that moco3 now reads otherwise) keeps the run's
  * config and hash, but would change the schedule in the middle of the run, and what the steps saw.
  */
-export function checkResumeData(runDir: string, st: { step: number; epoch: number }, ipe: number, batch: number): void {
+export function checkResumeData(runDir: string, st: { step: number; epoch: number; train_images?: number }, ipe: number, batch: number, images: number): void {
+  const todo = 'give it the data it was trained on, or train it anew (`moco3 train --force`; in a sweep, move its folder out of the sweep\'s)';
+  // the images it was trained on, which checkpoints keep since they were counted; before, its steps an epoch
+  if (st.train_images !== undefined) {
+    if (st.train_images === images) return;
+    throw new CheckpointError(`${runDir}: its checkpoint of step ${st.step} was trained on a train split of ${st.train_images} images, which now holds ${images}: to resume it, ${todo}`);
+  }
   if (!(st.step > 0 && st.epoch > 0)) return;
   const had = st.step / st.epoch;
   if (Math.abs(had - ipe) <= 1e-6 * ipe) return;
   throw new CheckpointError(
     `${runDir}: its checkpoint of step ${st.step} was trained at ${Math.round(had)} steps an epoch, and the data now gives ${ipe} ` +
-      `(batch ${batch}): the train split changed since; to resume it, give it the data it was trained on, or start again with --force`,
+      `(batch ${batch}): the train split changed since; to resume it, ${todo}`,
   );
 }
 
@@ -174,7 +180,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   if (last) {
     const st = readCheckpointState(last);
     checkResumeConfig(runDir, c, st);
-    checkResumeData(runDir, st, ipe, B);
+    checkResumeData(runDir, st, ipe, B, ds.train.n);
   }
   // and its metrics, which the resume cuts at the checkpoint's step: a damaged line fails here, status untouched
   if (last) readMetrics(metricsPath(runDir));
@@ -226,7 +232,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       state.wall_s = wall();
       state.optimizer = optimizer.stateJson();
       syncMetrics(runDir);
-      const dir = await saveCheckpoint(ckptRoot, model, optimizer, { ...state, config: ckptConfig }, { config_hash: hash });
+      const dir = await saveCheckpoint(ckptRoot, model, optimizer, { ...state, config: ckptConfig, train_images: ds.train.n }, { config_hash: hash });
       pruneCheckpoints(ckptRoot, (s) => ckptEvery !== null && s % ckptEvery === 0, dir);
       lastCkptTime = performance.now();
       emit({ type: 'checkpoint', step: state.step, dir });

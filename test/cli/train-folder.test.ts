@@ -260,9 +260,21 @@ test('a resume on an image folder that gained files since refuses, naming the st
   const first = train(args);
   assert.equal(first.code, 0, first.stderr);
   assert.equal(status(out).step, 4);
-  await put('train', 16, 16);
+  // one more image a class: the same steps an epoch (34 / 16), but not the data the run was trained on
+  await put('train', 16, 1);
   const again = train([...args, '--resume', '--checkpoint', 'step-3']);
   assert.equal(again.code, 2, again.stderr);
-  assert.match(again.stderr, /\nmoco3: \S+grows-run: its checkpoint of step 3 was trained at 2 steps an epoch, and the data now gives 4 \(batch 16\): the train split changed since; to resume it, give it the data it was trained on, or start again with --force\n$/);
+  assert.match(
+    again.stderr,
+    /\nmoco3: \S+grows-run: its checkpoint of step 3 was trained on a train split of 32 images, which now holds 34: to resume it, give it the data it was trained on, or train it anew \(`moco3 train --force`; in a sweep, move its folder out of the sweep's\)\n$/,
+  );
   assert.equal(status(out).step, 4, 'the run is left as it was');
+  // a checkpoint of before the count was kept: told by its steps an epoch
+  const state = join(out, 'checkpoints', 'step-0000003', 'state.json');
+  const { train_images: _n, ...older } = JSON.parse(readFileSync(state, 'utf8'));
+  writeFileSync(state, JSON.stringify(older));
+  await put('train', 17, 15);
+  const old = train([...args, '--resume', '--checkpoint', 'step-3']);
+  assert.equal(old.code, 2, old.stderr);
+  assert.match(old.stderr, /\nmoco3: \S+grows-run: its checkpoint of step 3 was trained at 2 steps an epoch, and the data now gives 4 \(batch 16\): the train split changed since; to resume it, give it the data/);
 });
