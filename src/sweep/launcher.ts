@@ -80,17 +80,37 @@ const OWN_SBATCH: Record<string, { short?: string; why: string }> = {
 };
 
 /**
+ * sbatch's long options (Slurm 22.05's `sbatch --help`, and those it does not list): sbatch takes any start
+ * of a name that only one of them begins with, so a start is resolved against all of them.
+ */
+const SBATCH_LONG = (
+  'account acctg-freq array batch bb bbf begin chdir cluster-constraint clusters comment constraint container contiguous ' +
+  'core-spec cores-per-socket cpu-freq cpus-per-gpu cpus-per-task deadline delay-boot dependency distribution error exclude ' +
+  'exclusive export export-file extra-node-info get-user-env gid gpu-bind gpu-freq gpus gpus-per-node gpus-per-socket ' +
+  'gpus-per-task gres gres-flags help hint hold ignore-pbs input job-name kill-on-invalid-dep licenses mail-type mail-user ' +
+  'mcs-label mem mem-bind mem-per-cpu mem-per-gpu mincpus network nice no-kill no-requeue nodefile nodelist nodes ntasks ' +
+  'ntasks-per-core ntasks-per-gpu ntasks-per-node ntasks-per-socket open-mode output overcommit oversubscribe parsable ' +
+  'partition power priority profile propagate qos quiet reboot requeue reservation signal sockets-per-node spread-job ' +
+  'switches test-only thread-spec threads-per-core time time-min tmp tres-per-task uid usage use-min-nodes verbose version ' +
+  'wait wait-all-nodes wckey wrap x11'
+).split(' ');
+
+/**
  * The option of `a` (an sbatch_args entry: `--name=v`, `--name v`, `-Xv` or `-X v`) that moco3 sets itself,
- * with why; null when it is none of those. sbatch takes a long option by any unambiguous start of its name
- * (`--arr` for `--array`), so a start of three letters or more counts too.
+ * with why; null when it is none of those. A long name is resolved as sbatch resolves it: whole, or by a
+ * start only one option begins with (`--arr` is `--array`; `--par`, which begins `--parsable` and
+ * `--partition` both, is left for sbatch to refuse).
  */
 export function ownSbatchOption(a: string): string | null {
   const long = /^--([A-Za-z][\w-]*)(=|\s|$)/.exec(a)?.[1];
   const short = /^-([A-Za-z])/.exec(a)?.[1];
+  let resolved: string | undefined;
+  if (long !== undefined) {
+    const starts = SBATCH_LONG.filter((o) => o.startsWith(long));
+    resolved = SBATCH_LONG.includes(long) ? long : starts.length === 1 ? starts[0] : undefined;
+  }
   for (const [name, { short: letter, why }] of Object.entries(OWN_SBATCH)) {
-    const full = name.slice(2);
-    const byLong = long !== undefined && (long === full || (long.length >= 3 && full.startsWith(long)));
-    if (byLong || (long === undefined && short !== undefined && short === letter)) return `moco3 sets ${name} itself (${why})`;
+    if ((resolved !== undefined && resolved === name.slice(2)) || (long === undefined && short !== undefined && short === letter)) return `moco3 sets ${name} itself (${why})`;
   }
   return null;
 }

@@ -54,6 +54,8 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
     [['--job-name x'], '--job-name x', '--job-name'],
     [['--out=/tmp/x.log'], '--out=/tmp/x.log', '--output'],
     [['--arr 1-3'], '--arr 1-3', '--array'],
+    [['--ou=/x'], '--ou=/x', '--output'],
+    [['--si=B:USR1@60'], '--si=B:USR1@60', '--signal'],
   ] as const) {
     assert.throws(
       () => parseLauncherFlags({ sbatch_args: [...args] }, fail),
@@ -64,6 +66,8 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   assert.throws(() => parseSweep({ ...doc, launcher: { sbatch_args: ['--job-name=x'] } }, 'x.yaml'), (e: Error) => /^x\.yaml: launcher\.sbatch_args: expected .*moco3 sets --job-name itself/.test(e.message));
   // look-alikes are not those options
   assert.deepEqual(parseLauncherFlags({ sbatch_args: ['--job-name-suffix=x', '--exclusive', '-A acct', '--ntasks-per-node=1'] }, fail).sbatch_args?.length, 4);
+  // a start two options begin with is not taken for one of moco3's (sbatch refuses it as ambiguous)
+  assert.deepEqual(parseLauncherFlags({ sbatch_args: ['--par=gpu', '--nod=n1', '--nodelist=n1', '--no-kill'] }, fail).sbatch_args?.length, 4);
 });
 
 test('a Slurm time limit in seconds, and one no longer than the warning before it refused', () => {
