@@ -6,8 +6,7 @@ import type { z } from 'zod';
 import { ARCHS, type ArchName } from './archs.ts';
 import { PRESETS, PRESET_NAMES, type PresetName } from './presets.ts';
 import { DEFAULTS, RunConfigSchema, recipeBlurSigma, type ResolvedRunConfig, type RunConfig } from './schema.ts';
-import { SetupError } from './errors.ts';
-import { readFailure } from './errors.ts';
+import { readFailure, SetupError } from './errors.ts';
 
 /** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
 export class ConfigError extends SetupError {

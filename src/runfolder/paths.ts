@@ -5,8 +5,7 @@
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
-import { InputError } from '../config/errors.ts';
-import { readFailure } from '../config/errors.ts';
+import { InputError, readFailure } from '../config/errors.ts';
 
 export const RUN_FILES = {
   config: 'config.yaml',
