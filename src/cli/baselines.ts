@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import type { BackendName } from '../engine/backend.ts';
 import { join } from 'node:path';
 import { UsageError } from '../config/errors.ts';
-import { checkOutputDir } from '../engine/files.ts';
+import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
 import { acquireLock, describeHolder, releaseLock, type LockInfo } from '../runfolder/lock.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { addSweepOptions, planFromFlags, type SweepFlags } from './plan.ts';
@@ -30,18 +30,24 @@ export const baselinesLockDir = (plan: Pick<SweepPlan, 'dir'>): string => join(p
 /**
  * Run `f` holding the sweep's baselines lock, so that two processes (Slurm tasks or agents that end a sweep
  * together, or `moco3 baselines` beside them) never compute the same baselines side by side: null once `f`
- * has run, or the live lock of the process computing them (then `f` does not run). The folder stays: one
- * removed while another process takes the lock would fail that process.
+ * has run, or the live lock of the process computing them (then `f` does not run). After `f` has run the
+ * folder stays: one removed while another process takes the lock would fail that process.
  */
 export async function withBaselinesLock(plan: Pick<SweepPlan, 'dir' | 'id'>, f: () => Promise<void>): Promise<LockInfo | null> {
   const dir = baselinesLockDir(plan);
+  // the folders the lock makes (the sweep's too, for `moco3 baselines` of a sweep not run yet): removed when
+  // `f` fails, so that bad input (data that cannot be read) leaves nothing behind
+  const made = missingAncestors(join(dir, '.lock'));
   const held = acquireLock(dir, `${plan.id} baselines`);
   if (held) return held;
+  let done = false;
   try {
     await f();
+    done = true;
     return null;
   } finally {
     releaseLock(dir);
+    if (!done) removeEmptyFolders(made);
   }
 }
 
