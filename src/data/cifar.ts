@@ -132,15 +132,15 @@ const RECORDS_PER_READ = 1024;
  * read a few MB at a time into them, so loading leaves no file-sized garbage behind (docs/ENGINES.md).
  */
 function readFolderSplit(dir: string, names: string[], kind: CifarKind, limit: number | null, what: string): ImageSplit {
+  // a damaged unpacked file: `data fetch` unpacks it again from the archive it keeps
+  const base = dirname(resolve(dir));
+  const todo =
+    basename(resolve(dir)) === kind.folder
+      ? `; \`moco3 data fetch ${kind.name}${base === resolve(DATA_DIR) ? '' : ` --dir ${base}`}\` unpacks it again`
+      : '; copy it again from where it came';
   const files = names.map((f) => {
     const path = join(dir, f);
     if (!existsSync(path)) throw new DataError(`${path}: file not found`);
-    // a damaged unpacked file: `data fetch` unpacks it again from the archive it keeps
-    const base = dirname(resolve(dir));
-    const todo =
-      basename(resolve(dir)) === kind.folder
-        ? `; \`moco3 data fetch ${kind.name}${base === resolve(DATA_DIR) ? '' : ` --dir ${base}`}\` unpacks it again`
-        : '; copy it again from where it came';
     return { path, label: `${dir}: ${f}`, n: recordCount(statSync(path).size, kind, `${dir}: ${f}`, todo) };
   });
   const { dst, places } = planSplit(

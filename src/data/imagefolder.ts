@@ -125,14 +125,15 @@ export const sharpDecoder: ImageDecoder = {
     // orientation, no embedded colour profile; full resolution, alpha dropped before any resampling (a
     // resize in libvips would premultiply by alpha and blacken fully transparent pixels); the resize and crop
     // are Pillow's (src/data/pil.ts)
-    const img = () => sharp(file, { failOn: 'error', sequentialRead: true, ignoreIcc: true });
-    const m = await img().metadata();
+    // one instance: the header read for the metadata is not read again for the pixels
+    const image = sharp(file, { failOn: 'error', sequentialRead: true, ignoreIcc: true });
+    const m = await image.metadata();
     if (m.space === 'cmyk') {
       // Pillow's own formula, where libvips would convert through a CMYK profile (a CMYK pipeline: the ink
       // values as stored, as PIL reads them; sharp's sRGB pipeline would convert them through a profile and
       // back); 16-bit inks by their high byte and extra samples dropped, as Pillow reads CMYK;16 and CMYKX TIFFs
       const wide = m.depth === 'ushort';
-      const { data, info } = await img().pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: wide ? 'ushort' : 'uchar' }).toBuffer({ resolveWithObject: true });
+      const { data, info } = await image.pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: wide ? 'ushort' : 'uchar' }).toBuffer({ resolveWithObject: true });
       if (info.channels < 4) throw new Error(`decoded CMYK to ${info.channels} channels, expected 4`);
       const pixels = info.width * info.height;
       const src = wide ? new Uint16Array(data.buffer, data.byteOffset, pixels * info.channels) : data;
@@ -142,12 +143,12 @@ export const sharpDecoder: ImageDecoder = {
     }
     if (m.channels === 1 && m.depth === 'ushort') {
       // PIL reads 16-bit grey as mode I;16 and clips it to 8 bits, where libvips would scale it
-      const { data, info } = await img().toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+      const { data, info } = await image.toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
       if (info.channels !== 1) throw new Error(`decoded 16-bit grey to ${info.channels} channels, expected 1`);
       const grey = new Uint16Array(data.buffer, data.byteOffset, info.width * info.height);
       return resizeCenterCrop(pillowGrey16ToRgb(grey, info.width * info.height), info.width, info.height, 3, side);
     }
-    const { data, info } = await img().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
     return resizeCenterCrop(data, info.width, info.height, 3, side);
   },

@@ -3,7 +3,6 @@ import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mk
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
-export { readFailure } from '../config/errors.ts';
 
 /**
  * The name of this process's temporary file for `name`: `.<name>.<host>.<pid>.tmp`. The host is in it

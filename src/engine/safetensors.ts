@@ -3,8 +3,8 @@
  * header {name: {dtype, shape, data_offsets}, __metadata__: {string: string}}, then the raw little-endian data.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { readFailure, writeFileAtomic } from './files.ts';
-import { InputError } from '../config/errors.ts';
+import { writeFileAtomic } from './files.ts';
+import { InputError, readFailure } from '../config/errors.ts';
 
 export type StDtype = 'F32' | 'I32' | 'I64';
 export type StData = Float32Array | Int32Array | BigInt64Array;

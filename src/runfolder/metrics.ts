@@ -4,7 +4,8 @@
  */
 import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { readFailure, withPath, writeFileAtomic } from '../engine/files.ts';
+import { readFailure } from '../config/errors.ts';
+import { withPath, writeFileAtomic } from '../engine/files.ts';
 import { isObj, RunFolderError, runPath } from './paths.ts';
 
 export type MetricRow = Record<string, number | null>;

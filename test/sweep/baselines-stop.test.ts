@@ -81,13 +81,17 @@ test('a Slurm task warned (USR1) during the baselines stops them and requeues it
   mkdirSync(bin);
   writeFileSync(join(bin, 'scontrol'), `#!/bin/sh\necho "$@" >> ${join(root, 'scontrol.log')}\n`, { mode: 0o755 });
   const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, SLURM_ARRAY_JOB_ID: '77', SLURM_ARRAY_TASK_ID: '1', SLURM_JOB_ID: '78' };
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => {
-    stderr += d;
-    if (stderr.includes('baselines of sweep') && child.signalCode === null && !stderr.includes('USR1')) child.kill('SIGUSR1');
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  // the task, warned (USR1) once its baselines have begun: its exit code and stderr
+  const warned = async (taskEnv: NodeJS.ProcessEnv) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1'], { env: taskEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => {
+      err += d;
+      if (err.includes('baselines of sweep') && child.signalCode === null && !err.includes('USR1')) child.kill('SIGUSR1');
+    });
+    return { code: await new Promise<number | null>((resolve) => child.on('close', resolve)), stderr: err };
+  };
+  const { code, stderr } = await warned(env);
   assert.equal(code, 130, stderr);
   assert.match(stderr, /requeueing Slurm task 77_1 for the baselines/);
   // the task's log says what happens next: Slurm starts it again; no command is the user's to run
@@ -101,13 +105,7 @@ test('a Slurm task warned (USR1) during the baselines stops them and requeues it
   const failing = join(root, 'bin-failing');
   mkdirSync(failing);
   writeFileSync(join(failing, 'scontrol'), '#!/bin/sh\necho "scontrol: error: Invalid job id specified" >&2\nexit 1\n', { mode: 0o755 });
-  const child2 = spawn(process.execPath, ['--import', 'tsx', cli, ...base, '--run-index', '1'], { env: { ...env, PATH: `${failing}:${process.env.PATH}` }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr2 = '';
-  child2.stderr!.on('data', (d) => {
-    stderr2 += d;
-    if (stderr2.includes('baselines of sweep') && child2.signalCode === null && !stderr2.includes('USR1')) child2.kill('SIGUSR1');
-  });
-  const code2 = await new Promise<number | null>((resolve) => child2.on('close', resolve));
+  const { code: code2, stderr: stderr2 } = await warned({ ...env, PATH: `${failing}:${process.env.PATH}` });
   assert.equal(code2, 1, stderr2);
   assert.match(stderr2, /moco3: scontrol requeue 77_1 failed: scontrol: error: Invalid job id specified; submit the sweep again for the baselines\n/);
   assert.doesNotMatch(stderr2, /requeued: Slurm starts this task again/);
