@@ -55,12 +55,12 @@ export interface ModelKnnOptions {
   queries: number;
 }
 
-/** Weighted kNN top-1 / top-5 (%) of `model`'s features: train images as the bank, test images as queries. */
-export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig, o: ModelKnnOptions): Promise<{ top1: number; top5: number }> {
-  const bank = extractFeatures(model, ds.train, o.bank, aug);
+/** Weighted kNN top-1 / top-5 (%) of `model`'s features: train images as the bank, test images as queries; `check` as extractFeaturesPolled's. */
+export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig, o: ModelKnnOptions, check?: () => void): Promise<{ top1: number; top5: number }> {
+  const bank = check ? await extractFeaturesPolled(model, ds.train, o.bank, aug, check) : extractFeatures(model, ds.train, o.bank, aug);
   let queries: tf.Tensor2D | null = null;
   try {
-    queries = extractFeatures(model, ds.test, o.queries, aug);
+    queries = check ? await extractFeaturesPolled(model, ds.test, o.queries, aug, check) : extractFeatures(model, ds.test, o.queries, aug);
     const r = await knnAccuracy(bank, ds.train.labels.subarray(0, o.bank), queries, ds.test.labels.subarray(0, o.queries), {
       k: o.k,
       t: o.t,
@@ -73,9 +73,12 @@ export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig
   }
 }
 
-/** The kNN monitor of eval.knn: the first bank_size train images as the bank, the first query_size test images as queries. */
-export async function knnMonitor(model: MoCoViT, ds: Dataset, c: ResolvedRunConfig, aug: AugmentConfig): Promise<{ top1: number; top5: number }> {
+/**
+ * The kNN monitor of eval.knn: the first bank_size train images as the bank, the first query_size test images as
+ * queries. With `check`, Node gets a turn between batches (timers, a lock's heartbeat, signals) and `check` runs there.
+ */
+export async function knnMonitor(model: MoCoViT, ds: Dataset, c: ResolvedRunConfig, aug: AugmentConfig, check?: () => void): Promise<{ top1: number; top5: number }> {
   const bank = Math.min(ds.train.n, c.eval.knn.bank_size ?? ds.train.n);
   const queries = Math.min(ds.test.n, c.eval.knn.query_size ?? ds.test.n);
-  return knnOfModel(model, ds, aug, { k: c.eval.knn.k, t: c.eval.knn.t, bank, queries });
+  return knnOfModel(model, ds, aug, { k: c.eval.knn.k, t: c.eval.knn.t, bank, queries }, check);
 }

@@ -14,7 +14,7 @@ import { MoCoViT } from '../model/moco.ts';
 import { cachedSource, linearProbe, type ProbeTrainSource } from '../eval/linear.ts';
 import { augmentedSource, probeBatchSize, probeViews } from '../eval/offline.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
-import { extractFeatures, knnMonitor } from '../eval/features.ts';
+import { extractFeaturesPolled, knnMonitor } from '../eval/features.ts';
 import { knnSettingsOf, type KnnSettings } from '../runfolder/baselines.ts';
 
 export interface BaselineFigures {
@@ -62,8 +62,8 @@ async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, 
 
 /**
  * The baselines of a run config's dataset and encoder (its seed, its probe). `check` is called between
- * its parts and after each batch of its probes, once Node has had a turn (signal handlers run): it throws
- * to stop them, with every tensor freed.
+ * its parts and after each batch of its feature passes and probes, once Node has had a turn (signal handlers
+ * and timers run): it throws to stop them, with every tensor freed.
  */
 export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, check?: () => void): Promise<BaselineFigures> {
   const t0 = performance.now();
@@ -72,15 +72,18 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
   const model = new MoCoViT(modelConfigOf(c), c.seed);
   const held: tf.Tensor[] = [];
   try {
-    const knn = await knnMonitor(model, ds, c, aug);
+    // every pass gives Node a turn between its batches: a lock's heartbeat (the sweep's baselines lock) must
+    // not starve for the minutes a large split takes, and a signal stops it within a batch
+    const poll = check ?? (() => {});
+    const knn = await knnMonitor(model, ds, c, aug, poll);
     const augmented = c.eval.linear.train_views === 'augmented';
-    const teF = extractFeatures(model, ds.test, ds.test.n, aug);
+    const teF = await extractFeaturesPolled(model, ds.test, ds.test.n, aug, poll);
     held.push(teF);
     let encTrain: ProbeTrainSource;
     if (augmented) {
       encTrain = augmentedSource(model, ds.train, aug, c.seed);
     } else {
-      const trF = extractFeatures(model, ds.train, ds.train.n, aug);
+      const trF = await extractFeaturesPolled(model, ds.train, ds.train.n, aug, poll);
       held.push(trF);
       encTrain = cachedSource(trF, ds.train.labels);
     }

@@ -94,3 +94,20 @@ test("baselines: a config whose probe trains on augmented views probes the untra
   const cached = await computeBaselines(config, ds);
   assert.equal(b.pixels.linear_top1, cached.pixels.linear_top1, 'the pixel classifier is the same');
 });
+
+test('baselines: every feature pass gives Node a turn after each batch and calls check there (a lock heartbeat does not starve)', async () => {
+  const ds = await loadRunData(config);
+  let inPasses = 0;
+  let ticks = 0;
+  const timer = setInterval(() => (ticks += 1), 0);
+  try {
+    await computeBaselines(config, ds, () => {
+      if (/at extractFeaturesPolled/.test(new Error().stack ?? '')) inPasses += 1;
+    });
+  } finally {
+    clearInterval(timer);
+  }
+  // one batch each at 96 train / 48 test images: the kNN bank and queries, then the probe's test and train features
+  assert.equal(inPasses, 4);
+  assert.ok(ticks > 0);
+});
