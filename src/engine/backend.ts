@@ -152,6 +152,14 @@ async function useNative(requested: BackendName): Promise<BackendInfo | null> {
   };
 }
 
+/** Why the native kernels do not run here, in words that go after "but" or "and": not built, disabled, or failing to load (with the loader's error). */
+async function nativeMissing(): Promise<string> {
+  const st = (await import('./native.ts')).nativeStatus();
+  const err = st.error ?? 'no reason given';
+  const why = st.path ? `do not load (${err.includes(st.path) ? err : `${st.path}: ${err}`})` : `are not available (${err})`;
+  return `moco3's native kernels ${why}`;
+}
+
 async function useWasm(requested: BackendName): Promise<BackendInfo | null> {
   const wasm = await tryImport('@tensorflow/tfjs-backend-wasm');
   if (!wasm) return null;
@@ -162,7 +170,7 @@ async function useWasm(requested: BackendName): Promise<BackendInfo | null> {
     name: 'wasm',
     requested,
     device: 'CPU, WebAssembly (XNNPACK, SIMD, 1 thread)',
-    reason: 'tfjs-node and native kernels are absent',
+    reason: 'asked for',
     gpu: false,
     heapLimit: 4 * 1024 ** 3,
   };
@@ -211,12 +219,7 @@ export async function initBackend(
     }
     case 'native':
       info = await useNative(requested);
-      if (!info) {
-        const st = (await import('./native.ts')).nativeStatus();
-        const err = st.error ?? 'no reason given';
-        const why = st.path ? `do not load (${err.includes(st.path) ? err : `${st.path}: ${err}`})` : `are not available (${err})`;
-        throw new BackendError(`backend 'native' asked for, but moco3's native kernels ${why} (run \`moco3 doctor\`)`);
-      }
+      if (!info) throw new BackendError(`backend 'native' asked for, but ${await nativeMissing()} (run \`moco3 doctor\`)`);
       break;
     case 'wasm':
       info = await useWasm(requested);
@@ -234,7 +237,14 @@ export async function initBackend(
         if (typeof w !== 'string') info = w;
         else if (nodes?.length) declined = w;
       }
-      info ??= (await useTensorflow(requested, log, 'cpu')) ?? (await useNative(requested)) ?? (await useWasm(requested)) ?? (await useCpu(requested));
+      info ??= (await useTensorflow(requested, log, 'cpu')) ?? (await useNative(requested));
+      if (!info) {
+        // why the native kernels are not used: not built, or built and failing to load (a build for another
+        // machine, a damaged file), which the user has to hear of rather than train 1-thread WebAssembly unawares
+        const fallback = (await useWasm(requested)) ?? (await useCpu(requested));
+        const wasm = fallback.name === 'wasm' ? '' : ', and the wasm backend does not start';
+        info = { ...fallback, reason: `tfjs-node is not installed, ${await nativeMissing()}${wasm}` };
+      }
       // a machine with a GPU that trains on its CPU says why, where the backend line is read
       if (declined !== null) info = { ...info, reason: `${info.reason}; this machine has a GPU device (${nodes![0]}), but webgpu declined: ${declined}` };
       break;

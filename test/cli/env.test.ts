@@ -44,4 +44,9 @@ test('MOCO3_NATIVE_PATH naming no file, or a file that is no addon: doctor and -
   const r = run(['bench', '--preset', 'smoke', '--backend', 'native', '--steps', '1'], bad);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /^moco3: backend 'native' asked for, but moco3's native kernels do not load \(\S*bad\.node: file too short\) \(run `moco3 doctor`\)$/m);
+  // auto trains on the next backend, and its line says why the built kernels are not used
+  const out = join(tempDir('moco3-native-auto-'), 'run');
+  const auto = run(['train', '--preset', 'smoke', '--data', 'synthetic', '--backend', 'auto', '--set', 'train.max_steps=1', '--set', 'eval.linear.enabled=false', '--out', out], bad);
+  assert.equal(auto.status, 0, auto.stderr);
+  assert.match(auto.stderr, /^moco3: backend (wasm|cpu): .*\(tfjs-node is not installed, moco3's native kernels do not load \(\S*bad\.node: file too short\)/m);
 });
