@@ -14,7 +14,7 @@ import { checkReportOutputs, FIGURES, plannedRuns, readSweep, type SweepRecord }
 import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { pairedMarkdown } from './paired.ts';
-import { followingKeys, formatValue, keyName, pooledKeys, viewSweep, type SweepView } from './sweep.ts';
+import { followingKeys, formatValue, keyName, pooledKeys, repeatedSeeds, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
 export type ReportFormat = 'md' | 'csv' | 'both';
@@ -185,6 +185,16 @@ export function reportMarkdown(
     out.push(
       `Changing with the columns besides the swept ${view.sweptKeys.length === 1 ? 'key' : 'keys'}: ${shown.join('; ')}` +
         `${following.length > 8 ? `; and ${following.length - 8} more keys` : ''} (each column's runs share them; the columns differ in them too).`,
+    );
+  }
+  // runs of one column and one seed: copies of a run folder, each counted as a seed of its own
+  const repeated = repeatedSeeds(view);
+  if (repeated.length) {
+    const swept = view.sweptKeys.map(keyName).join(', ');
+    out.push(
+      '',
+      `**Runs of the same seed in one column:** ${repeated.map((r) => `${swept ? `${swept} ` : ''}${r.column}, seed ${r.seed}: ${r.ids.map((id) => `\`${id}\``).join(', ')}`).join('; ')}. ` +
+        'The table counts each of them as a seed of its own, so its mean ± std overstates how many seeds it has: move the copies out of the sweep folder.',
     );
   }
   // runs a column pools as seeds that differ in more than the seed (a key that follows the seed is no column)

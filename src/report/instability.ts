@@ -40,7 +40,8 @@ export interface InstabilityOptions {
 /**
  * Defaults set from the calibrated cpu-preset runs (docs/CALIBRATION.md "Detectors"): the smoothest runs
  * (batch 64 and 128) never fall more than 2.0 points below their running maximum, and no AdamW run's gradient
- * norm rises above 3.8x its running median except in a few steps of one run; LAMB's collapses reach 100-1000x.
+ * norm rises above 3.9x its running median except in four steps of two runs (4.0-5.7x); LAMB's collapses reach
+ * 100-65,000x.
  */
 export const DEFAULT_INSTABILITY: InstabilityOptions = { dipPoints: 2.5, spikeFactor: 4, spikeWindow: 20, minHistory: 5, leadMaxLag: 40, dipAboveInit: false };
 

@@ -107,7 +107,8 @@ function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Colum
 
 function fmtP(p: number): string {
   if (p < 0.001) return 'p < 0.001';
-  return `p = ${p < 0.01 ? p.toFixed(3) : p.toFixed(2)}`;
+  // three decimals below 0.1, so that a p just under 0.05 does not print as 0.05
+  return `p = ${p < 0.1 ? p.toFixed(3) : p.toFixed(2)}`;
 }
 
 function fmtTest(t: PairedTest | null, digits: number, seeds: number): string {

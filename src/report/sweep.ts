@@ -140,6 +140,24 @@ export function pooledKeys(view: SweepView): Map<string, string[]> {
 }
 
 /**
+ * Runs of one column that share a seed (a run folder copied beside itself, e.g. a backup): the table counts
+ * each as a seed of its own, so the report says so. One entry per column and seed: the column's label, the
+ * seed, the runs' folder names.
+ */
+export function repeatedSeeds(view: SweepView): { column: string; seed: string; ids: string[] }[] {
+  const out: { column: string; seed: string; ids: string[] }[] = [];
+  for (const c of view.columns) {
+    const bySeed = new Map<string, string[]>();
+    for (const r of c.runs) {
+      const s = String(valueOf(r, 'seed'));
+      bySeed.set(s, [...(bySeed.get(s) ?? []), r.id]);
+    }
+    for (const [seed, ids] of bySeed) if (ids.length > 1) out.push({ column: c.label, seed, ids });
+  }
+  return out;
+}
+
+/**
  * Keys other than the swept ones, the seed and what the hash leaves out whose values differ between columns
  * but not within one: they change with the swept keys (a LAMB column's own lr and weight decay; runs of
  * another preset in the same folder, their model and data). Key -> its values, as printed, in column order.

@@ -235,7 +235,8 @@ function fmtPaper(k: string, v: number): string {
   return k.endsWith('base_lr') ? fmtSci(v) : String(v);
 }
 
-const mdEscape = (s: string) => s.replace(/\|/g, '\\|');
+/** A cell's text on one table row: `|` escaped, line breaks as spaces (a config value may hold either). */
+const mdEscape = (s: string) => s.replace(/\|/g, '\\|').replace(/\r\n?|\n/g, ' ');
 
 export function tableMarkdown(view: SweepView, t: SweepTable): string {
   const first = view.sweptKeys.map(keyName).join(', ') || 'setting';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -405,6 +405,33 @@ test('a run without a kNN curve (the monitor off: the final kNN alone) has no di
   assert.match(md, /`bs256-lr1\.0e-4-adamw-learned-s2-abc022`\)\n  - dips: - \(no kNN curve\)/);
   const runsCsv = readFileSync(join(dir, 'runs.csv'), 'utf8');
   assert.ok(runsCsv.includes('bs256-lr1.0e-4-adamw-learned-s2-abc022'));
+  rmSync(root, { recursive: true });
+});
+
+test('a run folder copied beside itself (one column, one seed, twice) is named: the table would count it as a second seed', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size', [0, 1]);
+  const id = 'bs128-lr1.0e-4-adamw-learned-s1-abc011';
+  cpSync(join(dir, id), join(dir, `${id}-copy`), { recursive: true });
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, new RegExp(`\\*\\*Runs of the same seed in one column:\\*\\* batch 128, seed 1: \`${id}\`, \`${id}-copy\`\\. The table counts each`));
+  // one line for the copy alone: no other column or seed is named
+  assert.equal(md.match(/seed \d+: `/g)?.length, 1);
+  rmSync(join(dir, `${id}-copy`), { recursive: true });
+  await writeReport(dir, { plots: false });
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Runs of the same seed/);
+  rmSync(root, { recursive: true });
+});
+
+test('a value holding a line break or a | stays on its table row', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'paths', [{ 'data.name': 'imagefolder', 'data.path': 'a|b\nc' }, { 'data.name': 'imagefolder', 'data.path': 'd' }]);
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const header = md.split('\n').find((l) => l.startsWith('| ') && l.includes('a\\|b'));
+  assert.ok(header, md);
+  assert.match(header, /a\\\|b c/);
   rmSync(root, { recursive: true });
 });
 

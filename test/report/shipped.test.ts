@@ -1,13 +1,16 @@
 /**
  * The reports shipped in docs/results/ are what the report code makes of the run files shipped beside
- * them: each sweep is copied to a temporary folder, re-rendered, and its report.md, report.csv and
- * runs.csv compared byte for byte. A change to the report code that changes them fails here until the
- * shipped reports are re-rendered (`moco3 report docs/results/<preset>/<sweep>`) and committed with it.
+ * them: each sweep is copied to a temporary folder, re-rendered, and every text file it then holds
+ * (report.md, report.csv, runs.csv, the SVG plots, each run's summary.json with its instability figures)
+ * compared byte for byte with the shipped one, and no file added or gone. The PNGs are left out: their
+ * pixels depend on the fonts a machine has. A change to the report code that changes any of them fails
+ * here until the shipped reports are re-rendered (`moco3 report docs/results/<preset>/<sweep>`) and
+ * committed with it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, sep } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -28,8 +31,18 @@ for (const s of sweeps) {
     const dir = join(tempDir('moco3-shipped-'), basename(s));
     cpSync(join(root, s), dir, { recursive: true });
     await writeReport(dir);
-    for (const f of ['report.md', 'report.csv', 'runs.csv']) {
-      assert.equal(readFileSync(join(dir, f), 'utf8'), readFileSync(join(root, s, f), 'utf8'), `${s}/${f}`);
-    }
+    const shipped = textFiles(join(root, s));
+    const rendered = textFiles(dir);
+    assert.deepEqual(rendered, shipped, `${s}: the files a report leaves`);
+    for (const f of ['report.md', 'report.csv', 'runs.csv', 'plots/knn.svg']) assert.ok(shipped.includes(f), `${s}/${f} is shipped`);
+    for (const f of shipped) assert.equal(readFileSync(join(dir, f), 'utf8'), readFileSync(join(root, s, f), 'utf8'), `${s}/${f}`);
   });
+}
+
+/** The text files under a folder, relative and sorted (not the PNGs, nor the gzipped metrics). */
+function textFiles(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true }) as string[])
+    .filter((f) => statSync(join(dir, f)).isFile() && !/\.(png|gz)$/.test(f))
+    .map((f) => f.split(sep).join('/'))
+    .sort();
 }
