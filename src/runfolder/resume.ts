@@ -177,15 +177,23 @@ function lastMetricsStep(runDir: string): number | null {
  * free to change on a resume); for a checkpoint that does not say, the larger of config.yaml's and the
  * caller's (a run called left wrongly would be cut back and trained again). `reached`: the last metrics
  * step (null: no metrics to tell by).
+ *
+ * A checkpoint newer than the one checkpoints/last.json names is left too, whatever the metrics say: a
+ * rewind points last.json back before it cuts the metrics, and a checkpoint is placed before last.json
+ * names it, so a newer folder is one the run went back from (its rows cut, perhaps only some of them: a
+ * kNN row can sit within log_every steps of it) or one whose writing was cut short. `pointer`: last.json's step.
  */
-function leftBy(runDir: string, logEvery?: number): { reached: number | null; left: (step: number) => boolean } {
+function leftBy(runDir: string, logEvery?: number): { reached: number | null; pointer: number | null; left: (step: number) => boolean } {
   const reached = lastMetricsStep(runDir);
+  const pointer = lastPointer(join(runDir, 'checkpoints'))?.step ?? null;
   const known = [logOf(readRunConfigRaw(runDir)), logEvery ?? null].filter((n): n is number => n !== null);
   const fallback = known.length ? Math.max(...known) : null;
   const cadence = (step: number): number | null => logOf(readJsonObject(join(runDir, 'checkpoints', stepDirName(step), 'state.json'))?.config) ?? fallback;
   return {
     reached,
+    pointer,
     left: (step) => {
+      if (pointer !== null && step > pointer) return true;
       if (reached === null || step < reached + 1) return false;
       const n = cadence(step);
       return n !== null && step >= reached + n;
@@ -223,7 +231,7 @@ export interface ResumeOptions {
 export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOptions = {}): string | null {
   const { offer = trainOffer, none = trainNone, note, evaluate = false } = opts;
   const root = join(runDir, 'checkpoints');
-  const { reached, left } = leftBy(runDir, opts.logEvery);
+  const { reached, pointer, left } = leftBy(runDir, opts.logEvery);
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
     const older = olderComplete(root, step, left);
@@ -248,7 +256,14 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     // has no record of them, so they are nobody's to resume or evaluate
     const step = stepOfDir(basename(resolve(dir)));
     // an evaluation may read the newest checkpoint (last.json's) past rows that were lost: its weights are the run's
-    if (step !== null && left(step) && !(evaluate && lastPointer(root)?.step === step)) {
+    if (step !== null && pointer !== null && step > pointer) {
+      throw new CheckpointError(
+        `--checkpoint ${choice}: step ${step} is newer than the run's last checkpoint (${join(root, 'last.json')} names step ${pointer}): it is of steps ` +
+          `the run left when it went back to an older checkpoint, or the run stopped while writing it (${have()}; give one up to step ${pointer}, ` +
+          'or resume without --checkpoint)',
+      );
+    }
+    if (step !== null && left(step) && !(evaluate && pointer === step)) {
       throw new CheckpointError(
         `--checkpoint ${choice}: step ${step} is ahead of the run's metrics, which end at step ${reached}: it is of steps the run left when it ` +
           `went back to an older checkpoint, or its rows were lost (${have()}; give one up to step ${reached})`,

@@ -319,7 +319,7 @@ test('train --resume --checkpoint step-N, killed before its next checkpoint: res
   // the newer checkpoints of the steps it left are no one's to resume: their steps are not in its metrics
   const ahead = await trainWith(null, out, [...every3, '--resume', '--checkpoint', 'step-12']);
   assert.equal(ahead.code, 2, ahead.stderr);
-  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is ahead of the run's metrics, which end at step [45]: it is of steps the run left when it went back to an older checkpoint/);
+  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is newer than the run's last checkpoint \(\S*last\.json names step 3\): it is of steps the run left when it went back to an older checkpoint/);
   // last.json lost as well: the resume starts from the run's own newest checkpoint (3), not from step 12
   const nolast = join(root, 'rewind-nolast');
   cpSync(out, nolast, { recursive: true });
@@ -331,6 +331,33 @@ test('train --resume --checkpoint step-N, killed before its next checkpoint: res
 });
 
 const rows = (d: string) => readMetrics(join(d, 'metrics.jsonl')).map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !/per_s|seconds/.test(k))));
+
+test('train.log_every above 1, a rewind killed before its next checkpoint: a left checkpoint within log_every steps of a kNN row is refused too, by train and eval', async () => {
+  const args = [...TINY, '--set', 'train.log_every=5', '--set', 'train.checkpoint_every=3'];
+  const whole = join(root, 'rewind5-whole');
+  assert.equal(spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', whole]).status, 0);
+  // as `--resume --checkpoint step-9` leaves it when killed before its first metrics row: last.json back at 9,
+  // the rows after step 9 cut (the kNN row of step 8 the last), the left checkpoints 12, 15, ... still there
+  const out = join(root, 'rewind5');
+  cpSync(whole, out, { recursive: true });
+  writeFileSync(join(out, 'checkpoints', 'last.json'), JSON.stringify({ step: 9, dir: 'step-0000009' }));
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= 9);
+  writeFileSync(join(out, 'metrics.jsonl'), `${lines.join('\n')}\n`);
+  assert.deepEqual(rows(out).map((r) => r.step), [0, 4, 5, 8]);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...st, status: 'running', step: 9 }));
+  rmSync(join(out, 'summary.json'), { force: true });
+  // step 12 is 4 steps past the kNN row of step 8, within log_every: only last.json tells it is left
+  const ahead = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out, '--resume', '--checkpoint', 'step-12'], { encoding: 'utf8' });
+  assert.equal(ahead.status, 2, ahead.stderr);
+  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is newer than the run's last checkpoint \(\S*last\.json names step 9\)/);
+  const ev = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--checkpoint', 'step-12'], { encoding: 'utf8' });
+  assert.equal(ev.status, 2, ev.stderr);
+  assert.deepEqual(rows(out).map((r) => r.step), [0, 4, 5, 8]);
+  const resumed = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out, '--resume'], { encoding: 'utf8' });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.deepEqual(rows(out), rows(whole));
+});
 
 test('train.log_every above 1: a checkpoint past the last metrics row is still the run\'s own, and eval and --resume take it', async () => {
   const args = [...TINY, '--set', 'train.log_every=5', '--set', 'train.checkpoint_every=3'];
