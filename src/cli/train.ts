@@ -211,8 +211,10 @@ async function inspectRunFolder(
   } catch (e) {
     if (!f.force) throw e;
   }
-  // a damaged summary.json is an error too (a finished run's, or one a resume would merge into)
-  if (!f.force) readSummary(runDir);
+  // a damaged summary.json is an error too (a finished run's, or one a resume would merge into). A final
+  // status without a summary (one removed as that error says) is a run to resume, as plan and sweep read it:
+  // the resume writes it again
+  const summarised = !f.force && readSummary(runDir) !== null;
   const hasCkpt = findLastCheckpoint(checkpointsDir(runDir)) !== null;
   const { foreign, runFiles } = folderContents(runDir);
   const others = `${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}`;
@@ -243,7 +245,7 @@ async function inspectRunFolder(
   const done = (s: NonNullable<typeof st>) => `${runDir} is already ${s.status} at step ${s.step} (use --force to train it again)`;
   if (!f.force) {
     // a finished run is a result; a diverged one too, which a resume would train on from its NaN weights
-    if ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged') return { previous, checkpoint: null, done: done(st), notes };
+    if (summarised && ((st?.status === 'completed' && !f.resume) || st?.status === 'diverged')) return { previous, checkpoint: null, done: done(st!), notes };
     if (previous && !f.resume) {
       // as plan and sweep read it: a run whose process died is interrupted (its status.json may still say
       // running), and --resume goes on from its last checkpoint
@@ -257,7 +259,7 @@ async function inspectRunFolder(
   // still before anything is written), another config and bad data fail here, before a folder is made or moved
   // resumed as it is (its config and checkpoint checked below), a completed run has nothing left to train: a
   // resume would only rewrite its meta.json, last checkpoint and summary; `--checkpoint step-N` trains again from N
-  const resumedAsIs = !f.force && st?.status === 'completed' && f.checkpoint === undefined;
+  const resumedAsIs = !f.force && summarised && st?.status === 'completed' && f.checkpoint === undefined;
   let checkpoint: string | null = null;
   if (f.resume && !f.force && existsSync(runDir)) {
     const { checkResumeConfig, readCheckpointState, resumeCheckpoint } = await import('../runfolder/resume.ts');

@@ -223,6 +223,26 @@ test("train on a folder whose run's process died says it is interrupted, with it
   assert.match(r.stderr, /holds an interrupted run, its last checkpoint at step 8; pass --resume to continue it or --force to start over\n$/);
 });
 
+test('a completed run whose summary.json was removed (as a damaged one\'s line says) is interrupted to train as to plan, and --resume writes it again', () => {
+  const out = join(tempDir('moco3-train-nosummary-'), 'run');
+  assert.equal(train([...TINY, '--out', out]).code, 0);
+  const before = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+  writeFileSync(join(out, 'summary.json'), '{"status": "compl');
+  const damaged = train([...TINY, '--out', out, '--resume']);
+  assert.equal(damaged.code, 2);
+  assert.match(damaged.stderr, /summary\.json: .*remove it \(`moco3 train --resume` or the sweep writes it again\)/);
+  rmSync(join(out, 'summary.json'));
+  const plain = train([...TINY, '--out', out]);
+  assert.equal(plain.code, 2, plain.stderr);
+  assert.match(plain.stderr, /holds an interrupted run, its last checkpoint at step 8; pass --resume/);
+  assert.ok(!existsSync(join(out, 'summary.json')));
+  const resumed = train([...TINY, '--out', out, '--resume']);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const after = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+  for (const k of ['status', 'steps', 'final_loss', 'knn_top1', 'best_knn_top1', 'linear_top1', 'config_hash']) assert.deepEqual(after[k], before[k], k);
+  assert.equal(status(out).status, 'completed');
+});
+
 test('a resume of a run whose metrics are gzipped keeps its earlier rows; a metrics file that is a folder is one line naming it', () => {
   const out = join(tempDir('moco3-train-gz-'), 'run');
   assert.equal(train([...TINY, '--out', out]).code, 0);
