@@ -34,6 +34,19 @@ export function isStaleTemp(dir: string, name: string, pidOnly = false): boolean
   }
 }
 
+/**
+ * Remove a file or folder (recursively) on an error path, where the error being raised is the one to say:
+ * on a disk gone read-only or failing the removal fails too, and its error would hide the first. What is
+ * left is a temporary of this process, which the next run's clean-up removes.
+ */
+export function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch {
+    /* left, as said above */
+  }
+}
+
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), tempName(basename(path)));
@@ -44,9 +57,10 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   } catch {
     /* a new file: the default */
   }
-  const fd = openSync(tmp, 'w', mode);
+  let fd: number | null = null;
   let closed = false;
   try {
+    fd = openSync(tmp, 'w', mode);
     if (mode !== undefined) fchmodSync(fd, mode);
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     let off = 0;
@@ -56,8 +70,8 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
     closeSync(fd);
     renameSync(tmp, path);
   } catch (e) {
-    if (!closed) closeSync(fd);
-    rmSync(tmp, { force: true });
+    if (fd !== null && !closed) closeSync(fd);
+    removeQuietly(tmp);
     // the error names the file being written, not its temporary name
     const sys = e as NodeJS.ErrnoException;
     if (sys instanceof Error && sys.path === tmp) sys.path = path;

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { undoPartialMoveAside } from './aside.ts';
 import { restoreAsideCheckpoints } from './checkpoints.ts';
 import { RUN_FILES, RunFolderError } from './paths.ts';
-import { hostTag, isStaleTemp, pidAlive, writeJsonAtomic } from '../engine/files.ts';
+import { hostTag, isStaleTemp, pidAlive, removeQuietly, writeJsonAtomic } from '../engine/files.ts';
 
 export interface LockInfo {
   pid: number;
@@ -261,10 +261,16 @@ export function assertLockHeld(runDir: string): void {
   );
 }
 
+/**
+ * Remove this process's lock. Best effort: on a disk that has gone read-only or failing (the error a run
+ * stops on), a lock that cannot be removed is left, stale once this process has ended (its pid gone; for
+ * another host, its heartbeat stopped), and the run's own error is the one said.
+ */
 export function releaseLock(runDir: string): void {
   stopHeartbeat(runDir);
   const l = readLock(runDir);
-  if (l && l.pid === process.pid && l.host === hostname()) rmSync(join(runDir, LOCK_NAME), { force: true });
+  if (!l || l.pid !== process.pid || l.host !== hostname()) return;
+  removeQuietly(join(runDir, LOCK_NAME));
 }
 
 /**

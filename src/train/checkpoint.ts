@@ -7,7 +7,7 @@
  * A crash at any moment leaves the previous checkpoint intact.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { rmSync } from 'node:fs';
+import { removeQuietly } from '../engine/files.ts';
 import { dirname, join } from 'node:path';
 import { checkWebGpuErrors } from '../engine/webgpu.ts';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
@@ -112,7 +112,7 @@ export async function saveCheckpoint(
     writeCheckpointState(tmp, state);
     return commitCheckpoint(ckptRoot, tmp, state.step);
   } catch (e) {
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    if (tmp) removeQuietly(tmp);
     const code = (e as NodeJS.ErrnoException).code;
     const why = code && WRITE_REASONS[code] ? `${code}: ${WRITE_REASONS[code]}` : e instanceof Error ? e.message.split('\n')[0] : String(e);
     const prev = checkpointStep(dirname(ckptRoot));

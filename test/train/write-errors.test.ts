@@ -148,3 +148,23 @@ test('train: a file the run cannot write once it has begun (EIO renaming summary
   const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
   assert.deepEqual([st.status, st.step], ['failed', 8]);
 });
+
+test('train: a disk gone read-only mid-run (EROFS on every write, the lock\'s removal too): the run\'s own error, exit 1, not the lock\'s (exit 2)', async () => {
+  const out = join(root, 'erofs');
+  const r = await run(['train', ...TINY, '--out', out], { MOCO3_TEST_WRITE_ERROR: 'EROFS:open:1:/.step-0000006.', MOCO3_TEST_WRITE_ERROR_STICKY: out });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /could not write the checkpoint of step 6 \(EROFS/);
+  assert.doesNotMatch(r.stderr, /\.lock/);
+  // the lock it could not remove is stale (its process gone): once the disk is back, the same command resumes
+  const again = await run(['train', ...TINY, '--out', out, '--resume']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(JSON.parse(readFileSync(join(out, 'status.json'), 'utf8')).status, 'completed');
+});
+
+test('train: a file that cannot be opened for writing (EIO opening status.json\'s temporary) is named as the file being written, not by its temporary name', async () => {
+  const out = join(root, 'status-open');
+  const r = await run(['train', ...TINY, '--out', out], { MOCO3_TEST_WRITE_ERROR: 'EIO:open:3:/.status.json.' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`${out}/status\\.json: input/output error \\(a failing disk\\?\\) \\(EIO in open\\)`));
+  assert.doesNotMatch(r.stderr, /\.status\.json\..*\.tmp/);
+});
