@@ -60,14 +60,16 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   }
   // named in the result line: a damaged checkpoint or missing data fails with its one line alone
   const info = await initBackend((backend ?? config.train.backend) as Parameters<typeof initBackend>[0], { quiet: true });
-  return { offline, config, checkpoint, backend: info.name };
+  // without --checkpoint, the newest is found again when the model is read (after the backend and the data):
+  // a run still training may have replaced the one checked above by then
+  return { offline, config, checkpoint: checkpointFlag === undefined ? undefined : checkpoint, backend: info.name };
 }
 
 function knnCommand(): Command {
   return withCommon(new Command('knn').description('weighted kNN top-1/top-5: the whole train split as the bank, the whole test split as queries (--monitor: the kNN monitor\'s)'))
     .option('-k, --k <n>', "neighbours (default: the run's eval.knn.k, 200)")
     .option('-t, --t <temp>', "temperature of the exp(sim / t) weights (default: the run's eval.knn.t, 0.1)")
-    .option('--solo', 'solo-learn / InstDisc setting: k = 20, t = 0.07')
+    .option('--solo', "solo-learn's setting: k = 20, t = 0.07")
     .option('--monitor', "the kNN monitor's splits: the first eval.knn.bank_size train and eval.knn.query_size test images (the run's kNN curve in metrics.jsonl), not the whole ones")
     .action(async (runDir: string, f: KnnFlags) => {
       let k = given('--k', f.k, true);
@@ -119,7 +121,7 @@ function linearCommand(): Command {
           ? 'train views: random-resized-crop + flip, new crops every epoch'
           : 'train features: centre view, computed once and cached (no augmentation)';
         process.stdout.write(
-          `linear probe (${r.epochs} epochs, lr ${r.lr.toPrecision(3)} = ${r.baseLr} x ${r.batchSize}/256, SGD momentum 0.9, no weight decay; ${views}; ` +
+          `linear probe (${r.epochs} epoch${r.epochs === 1 ? '' : 's'}, lr ${r.lr.toPrecision(3)} = ${r.baseLr} x ${r.batchSize}/256, SGD momentum 0.9, no weight decay; ${views}; ` +
             `${r.trainSize} train / ${r.testSize} test images; checkpoint step ${r.step ?? '?'}): ` +
             `top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% in ${r.seconds.toFixed(1)} s on ${backend}; wrote ${r.wrote?.join(' and ') ?? 'nothing'}\n`,
         );

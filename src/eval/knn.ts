@@ -39,11 +39,17 @@ export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queri
         const { values, indices } = tf.topk(sim, k, true);
         return [values, indices];
       });
-      const v = await vals.data();
-      const ix = await idx.data();
-      checkWebGpuErrors('the kNN evaluation');
-      vals.dispose();
-      idx.dispose();
+      let v: Float32Array | Int32Array | Uint8Array;
+      let ix: Float32Array | Int32Array | Uint8Array;
+      try {
+        v = await vals.data();
+        ix = await idx.data();
+        checkWebGpuErrors('the kNN evaluation');
+      } finally {
+        // also when a read or the device fails: nothing is left behind
+        vals.dispose();
+        idx.dispose();
+      }
       for (let i = 0; i < e - s; i++) {
         const row = (s + i) * C;
         // exp(sim / t) scaled by exp(-max sim / t) per query: the same ranking, no overflow at small t

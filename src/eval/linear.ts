@@ -182,9 +182,12 @@ export async function evaluateProbe(head: LinearHead, features: tf.Tensor2D, lab
   for (let s = 0; s < n; s += batch) {
     const e = Math.min(n, s + batch);
     const l = tf.tidy(() => head.logits(tf.slice(features, [s, 0], [e - s, -1]) as tf.Tensor2D));
-    scores.set(await l.data(), s * numClasses);
-    checkWebGpuErrors("the linear probe's evaluation");
-    l.dispose();
+    try {
+      scores.set(await l.data(), s * numClasses);
+      checkWebGpuErrors("the linear probe's evaluation");
+    } finally {
+      l.dispose();
+    }
   }
   return topkAccuracy(scores, labels, numClasses);
 }

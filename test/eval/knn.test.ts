@@ -57,3 +57,26 @@ test('a tiny temperature does not overflow the votes; a NaN score is a miss, nev
   assert.deepEqual([nan.top1, nan.top5], [0, 0]);
   assert.deepEqual(topkAccuracy(Float64Array.from([NaN, NaN, NaN]), Int32Array.from([1]), 3).top1, 0);
 });
+
+test('a read that fails in the kNN (a device error) leaves no tensor behind', async () => {
+  const bank = tf.randomNormal([30, 4]) as tf.Tensor2D;
+  const queries = tf.randomNormal([9, 4]) as tf.Tensor2D;
+  const labels = Int32Array.from({ length: 30 }, (_, i) => i % 3);
+  const qLabels = Int32Array.from({ length: 9 }, (_, i) => i % 3);
+  const before = tf.memory().numTensors;
+  const proto = Object.getPrototypeOf(bank) as { data: () => Promise<unknown> };
+  const data = proto.data;
+  let reads = 0;
+  // the second read of the first chunk (its indices) fails, as a lost device's would
+  proto.data = function (this: tf.Tensor) {
+    reads += 1;
+    return reads === 2 ? Promise.reject(new Error('device lost')) : data.call(this);
+  };
+  try {
+    await assert.rejects(knnAccuracy(bank, labels, queries, qLabels, { k: 5, t: 0.1, numClasses: 3, chunk: 4 }), /device lost/);
+  } finally {
+    proto.data = data;
+  }
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([bank, queries]);
+});
