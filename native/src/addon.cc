@@ -45,6 +45,12 @@ constexpr int64_t kGrainElems = 1 << 15;
 constexpr double kGrainFlops = 1 << 18;
 // products up to this many flops use the packed small-matrix kernel instead of BLAS
 constexpr double kSmallGemmFlops = 2.0 * 96 * 96 * 96;
+// the most slices one BLAS product (gemm_split) or one reduction is cut into, whatever the thread count
+// (so that their rounding does not depend on it); batched products of fewer than kGemmSplitBatches are
+// split one by one
+constexpr int64_t kGemmSlices = 16;
+constexpr int64_t kReduceParts = 16;
+constexpr int64_t kGemmSplitBatches = 4;
 
 // f(lo, hi, tid) over [0, n); split into a few chunks per thread when `work` reaches `grain`.
 template <typename F>
@@ -57,6 +63,23 @@ void parallel_for(int64_t n, int64_t work, int64_t grain, F f) {
   int64_t chunks = std::min<int64_t>(n, 4 * T);
   if (grain > 0) chunks = std::min<int64_t>(chunks, std::max<int64_t>(T, work / grain));
   g_pool->run(n, chunks, [](void* ctx, int64_t lo, int64_t hi, int tid) { (*static_cast<F*>(ctx))(lo, hi, tid); }, &f);
+}
+
+// f(lo, hi, tid) over [0, n) in exactly `slices` pieces, [n*c/slices, n*(c+1)/slices) as the pool cuts them:
+// on the pool, or in order on the caller with one thread. For sums whose rounding depends on where they are
+// cut (a BLAS call's rows, a reduction's partial sums): the pieces, and so the bits, are the same whatever
+// the thread count.
+template <typename F>
+void for_slices(int64_t n, int64_t slices, F f) {
+  slices = std::max<int64_t>(1, std::min<int64_t>(slices, n));
+  if (!g_pool || slices <= 1) {
+    for (int64_t c = 0; c < slices; c++) {
+      const int64_t lo = n * c / slices, hi = n * (c + 1) / slices;
+      if (lo < hi) f(lo, hi, 0);
+    }
+    return;
+  }
+  g_pool->run(n, slices, [](void* ctx, int64_t lo, int64_t hi, int tid) { (*static_cast<F*>(ctx))(lo, hi, tid); }, &f);
 }
 
 // ------------------------------------------------------------------ argument helpers
@@ -285,9 +308,9 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
   }
   const KernelTable& K = kernels();
   const bool outerReduced = red[0] != 0;
-  // partitions of the outermost dim; when it is reduced each one needs its own accumulator
-  const int T = g_threads;
-  int64_t nparts = (T > 1 && total >= kGrainElems) ? std::min<int64_t>(dims[0], 4 * T) : 1;
+  // partitions of the outermost dim; when it is reduced each one needs its own accumulator. Their number
+  // follows the shape alone, not the thread count, so that the partial sums, and the bits, do not either
+  int64_t nparts = total >= kGrainElems ? std::min<int64_t>(dims[0], kReduceParts) : 1;
   if (outerReduced) nparts = std::max<int64_t>(1, std::min<int64_t>(nparts, (int64_t(1) << 22) / std::max<int64_t>(outSize, 1)));
   const int64_t nacc = outerReduced ? nparts : 1;
   const float init = op == R_MAX ? -INFINITY : INFINITY;
@@ -295,7 +318,7 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
   std::vector<float> accf;
   if (op == R_SUM) accd.assign(static_cast<size_t>(outSize * nacc), 0.0);
   else accf.assign(static_cast<size_t>(outSize * nacc), init);
-  parallel_for(nparts, total, 0, [&](int64_t t0, int64_t t1, int) {
+  for_slices(nparts, nparts, [&](int64_t t0, int64_t t1, int) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t lo = dims[0] * t / nparts, hi = dims[0] * (t + 1) / nparts;
       const size_t off = outerReduced ? static_cast<size_t>(t * outSize) : 0;
@@ -416,13 +439,18 @@ inline void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float
               static_cast<int>(ldc));
 }
 
-// One [M,K]x[K,N] product split over threads by rows of C (or columns when M is small).
+// One [M,K]x[K,N] product split over threads by rows of C (or columns when M is small). The slices follow the
+// product's shape alone, never the thread count: each element of C is summed by the same BLAS call (whose
+// rounding depends on the slice it is in) on 1 thread or 16, so a run gives the same bits with any
+// MOCO3_THREADS, and a resume on a machine of another core count goes on as the run would have.
 void gemm_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
   const int64_t lda = ta ? M : K, ldb = tb ? K : N;
   const double flops = 2.0 * M * N * K;
   const bool byRows = M >= N || M >= 64;
   const int64_t units = byRows ? (M + 7) / 8 : (N + 7) / 8;  // keep slices a multiple of 8 wide
-  parallel_for(units, static_cast<int64_t>(flops), static_cast<int64_t>(kGrainFlops) * 8, [&](int64_t lo, int64_t hi, int) {
+  const double grain = static_cast<double>(kGrainFlops) * 8;
+  const int64_t slices = flops < grain ? 1 : std::min<int64_t>(kGemmSlices, std::max<int64_t>(2, static_cast<int64_t>(flops / grain)));
+  for_slices(units, slices, [&](int64_t lo, int64_t hi, int) {
     if (byRows) {
       const int64_t m0 = lo * 8, m1 = std::min(M, hi * 8);
       const float* Ap = ta ? A + m0 : A + m0 * lda;
@@ -478,7 +506,8 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
     });
   } else if (nb == 1) {
     gemm_split(ta, tb, M, N, K, aPtr(0), bPtr(0), C);
-  } else if (perFlops >= 4e6 && nb < 2 * g_threads) {
+  } else if (perFlops >= 4e6 && nb < kGemmSplitBatches) {
+    // a few large products: each split (as one product is); more: one BLAS call each, the batches over threads
     for (int64_t i = 0; i < nb; i++) gemm_split(ta, tb, M, N, K, aPtr(i), bPtr(i), C + i * mn);
   } else {
     parallel_for(nb, static_cast<int64_t>(perFlops * nb), static_cast<int64_t>(kGrainFlops), [&](int64_t lo, int64_t hi, int) {

@@ -158,6 +158,37 @@ describe('native backend', () => {
     for (const n of cpuNames) assert.ok(natNames.has(n), `native lacks ${n}`);
   });
 
+  test('products and reductions give the same bits on 1, 2 and 3 threads (a run is the same with any MOCO3_THREADS)', async () => {
+    await tf.setBackend('native');
+    const cases: [string, () => tf.Tensor][] = [
+      ['matmul 256x64x192', () => tf.matMul(tf.tensor(values(256 * 64, 1), [256, 64]), tf.tensor(values(64 * 192, 2), [64, 192]))],
+      ['matmul 512x197x300, b transposed', () => tf.matMul(tf.tensor(values(512 * 197, 3), [512, 197]), tf.tensor(values(300 * 197, 4), [300, 197]), false, true)],
+      ['matmul 30x500x400', () => tf.matMul(tf.tensor(values(30 * 500, 5), [30, 500]), tf.tensor(values(500 * 400, 6), [500, 400]))],
+      ['matmul 1024x128x128, a transposed', () => tf.matMul(tf.tensor(values(128 * 1024, 7), [128, 1024]), tf.tensor(values(128 * 128, 8), [128, 128]), true, false)],
+      ['batched matmul 3x[300x200x200]', () => tf.matMul(tf.tensor(values(3 * 300 * 200, 9), [3, 300, 200]), tf.tensor(values(3 * 200 * 200, 10), [3, 200, 200]))],
+      ['sum over rows of [5000, 64]', () => tf.sum(tf.tensor(values(5000 * 64, 11, -1e3, 1e3), [5000, 64]), 0)],
+      ['mean of 70000', () => tf.mean(tf.tensor(values(70000, 12), [70000]))],
+      ['max over rows of [3000, 40]', () => tf.max(tf.tensor(values(3000 * 40, 13), [3000, 40]), 0)],
+    ];
+    try {
+      const bits = new Map<string, Uint8Array>();
+      for (const threads of [1, 2, 3]) {
+        setNativeThreads(threads);
+        for (const [name, f] of cases) {
+          const y = tf.tidy(f);
+          const got = new Uint8Array((await y.data()).slice().buffer);
+          y.dispose();
+          const first = bits.get(name);
+          if (!first) bits.set(name, got);
+          else assert.ok(Buffer.from(got).equals(Buffer.from(first)), `${name}: ${threads} threads differ from 1`);
+        }
+      }
+    } finally {
+      setNativeThreads(2);
+      await tf.setBackend('cpu');
+    }
+  });
+
   for (const threads of threadSettings) {
     describe(`${threads} thread(s)`, () => {
       before(() => {
