@@ -27,11 +27,13 @@ function checkLittleEndian(): void {
 export function encodeSafetensors(tensors: Map<string, StTensor>, metadata: Record<string, string> = {}): Uint8Array {
   checkLittleEndian();
   const names = [...tensors.keys()].sort();
-  const header: Record<string, unknown> = {};
+  // no prototype: a tensor named `__proto__` is an entry like any other
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   for (const name of names) {
     const t = tensors.get(name)!;
+    if (name === '__metadata__') throw new SafetensorsError(`a tensor cannot be named __metadata__: the format keeps that key for the file's metadata`);
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length) throw new SafetensorsError(`${name}: shape [${t.shape}] holds ${n} values, data has ${t.data.length}`);
     const kind = { F32: Float32Array, I32: Int32Array, I64: BigInt64Array }[t.dtype];

@@ -43,3 +43,11 @@ test('a tensor whose data is not of its dtype is refused when written (an I64 gi
   const f32 = new Map<string, StTensor>([['w', { dtype: 'F32', shape: [2], data: new Int32Array(2) as unknown as Float32Array }]]);
   assert.throws(() => encodeSafetensors(f32), /w: dtype F32 needs Float32Array data, got Int32Array/);
 });
+
+test('a tensor named __proto__ round-trips like any other; one named __metadata__ is refused when written', () => {
+  const t = (v: number[]) => ({ dtype: 'F32' as const, shape: [v.length], data: Float32Array.from(v) });
+  const back = decodeSafetensors(encodeSafetensors(new Map([['__proto__', t([1, 2])], ['w', t([3])]])));
+  assert.deepEqual([...back.tensors.keys()].sort(), ['__proto__', 'w']);
+  assert.deepEqual(Array.from(back.tensors.get('__proto__')!.data as Float32Array), [1, 2]);
+  assert.throws(() => encodeSafetensors(new Map([['__metadata__', t([1])]])), /cannot be named __metadata__/);
+});
