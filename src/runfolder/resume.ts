@@ -171,17 +171,20 @@ function lastMetricsStep(runDir: string): number | null {
 /**
  * Whether a checkpoint at a step is of steps the run left when it went back to an older checkpoint (its
  * metrics were cut there, and the folders of the later steps stay until the run's next checkpoint), or one
- * whose rows were lost: the run writes a metrics row at least every train.log_every steps, before that
- * step's checkpoint, so a checkpoint of its own has the metrics reach within log_every - 1 steps of it.
+ * whose rows were lost. A checkpoint the metrics reach is the run's own (a rewind cuts every row after the
+ * step it goes back to). Past them: the run writes a metrics row at every multiple of train.log_every (and
+ * at kNN steps), before that step's checkpoint, so a checkpoint of its own has the metrics reach the last
+ * multiple of log_every at or before it.
  * The log_every is the one the checkpoint was written with (its state.json keeps the config; log_every is
  * free to change on a resume); for a checkpoint that does not say, the larger of config.yaml's and the
  * caller's (a run called left wrongly would be cut back and trained again). `reached`: the last metrics
  * step (null: no metrics to tell by).
  *
- * A checkpoint newer than the one checkpoints/last.json names is left too, whatever the metrics say: a
- * rewind points last.json back before it cuts the metrics, and a checkpoint is placed before last.json
- * names it, so a newer folder is one the run went back from (its rows cut, perhaps only some of them: a
- * kNN row can sit within log_every steps of it) or one whose writing was cut short. `pointer`: last.json's step.
+ * A checkpoint past the metrics and newer than the one checkpoints/last.json names is left too: a rewind
+ * points last.json back before it cuts the metrics, so such a folder is one the run went back from (a kNN
+ * row after the last multiple of log_every can hide it from the rule above), or one placed by a process
+ * that stopped before last.json named it (a plain resume goes on from last.json's and replaces it).
+ * `pointer`: last.json's step (null: missing or unreadable; the metrics then decide alone).
  */
 function leftBy(runDir: string, logEvery?: number): { reached: number | null; pointer: number | null; left: (step: number) => boolean } {
   const reached = lastMetricsStep(runDir);
@@ -193,10 +196,11 @@ function leftBy(runDir: string, logEvery?: number): { reached: number | null; po
     reached,
     pointer,
     left: (step) => {
+      if (reached !== null && step <= reached) return false;
       if (pointer !== null && step > pointer) return true;
-      if (reached === null || step < reached + 1) return false;
+      if (reached === null) return false;
       const n = cadence(step);
-      return n !== null && step >= reached + n;
+      return n !== null && reached < Math.floor(step / n) * n;
     },
   };
 }
@@ -256,7 +260,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     // has no record of them, so they are nobody's to resume or evaluate
     const step = stepOfDir(basename(resolve(dir)));
     // an evaluation may read the newest checkpoint (last.json's) past rows that were lost: its weights are the run's
-    if (step !== null && pointer !== null && step > pointer) {
+    if (step !== null && pointer !== null && step > pointer && left(step)) {
       throw new CheckpointError(
         `--checkpoint ${choice}: step ${step} is newer than the run's last checkpoint (${join(root, 'last.json')} names step ${pointer}): it is of steps ` +
           `the run left when it went back to an older checkpoint, or the run stopped while writing it (${have()}; give one up to step ${pointer}, ` +

@@ -354,8 +354,42 @@ test('train.log_every above 1, a rewind killed before its next checkpoint: a lef
   const ev = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--checkpoint', 'step-12'], { encoding: 'utf8' });
   assert.equal(ev.status, 2, ev.stderr);
   assert.deepEqual(rows(out).map((r) => r.step), [0, 4, 5, 8]);
-  const resumed = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out, '--resume'], { encoding: 'utf8' });
-  assert.equal(resumed.status, 0, resumed.stderr);
+  // last.json lost too, or damaged: the metrics alone tell step 12 is left (they lack the row of step 10)
+  const nolast = join(root, 'rewind5-nolast');
+  cpSync(out, nolast, { recursive: true });
+  rmSync(join(nolast, 'checkpoints', 'last.json'));
+  const damaged = join(root, 'rewind5-damaged');
+  cpSync(out, damaged, { recursive: true });
+  writeFileSync(join(damaged, 'checkpoints', 'last.json'), '{"step": 9, "dir": "step-000');
+  const offer = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', damaged, '--resume'], { encoding: 'utf8' });
+  assert.equal(offer.status, 2, offer.stderr);
+  assert.match(offer.stderr, /last\.json.*--checkpoint step-9\b/);
+  for (const dir of [out, nolast]) {
+    const resumed = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', dir, '--resume'], { encoding: 'utf8' });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.deepEqual(rows(dir), rows(whole), dir);
+  }
+});
+
+test('a process killed between placing a checkpoint and naming it in last.json: the checkpoint the metrics reach is still the run\'s to evaluate or resume from', async () => {
+  const every3 = ['--set', 'train.checkpoint_every=3'];
+  const whole = join(root, 'unnamed-whole');
+  assert.equal((await trainWith(null, whole, every3)).code, 0);
+  // as the kill leaves it: step 6 placed and its rows written, last.json still naming step 3
+  const out = join(root, 'unnamed');
+  cpSync(whole, out, { recursive: true });
+  for (const s of ['0000009', '0000012']) rmSync(join(out, 'checkpoints', `step-${s}`), { recursive: true, force: true });
+  writeFileSync(join(out, 'checkpoints', 'last.json'), JSON.stringify({ step: 3, dir: 'step-0000003' }));
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= 6);
+  writeFileSync(join(out, 'metrics.jsonl'), `${lines.join('\n')}\n`);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...st, status: 'running', step: 6 }));
+  rmSync(join(out, 'summary.json'), { force: true });
+  const ev = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--checkpoint', 'step-6', '--backend', 'cpu'], { encoding: 'utf8' });
+  assert.equal(ev.status, 0, ev.stderr);
+  assert.match(ev.stdout, /checkpoint step 6\b/);
+  const r = await trainWith(null, out, [...every3, '--resume', '--checkpoint', 'step-6']);
+  assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(rows(out), rows(whole));
 });
 
