@@ -49,6 +49,7 @@ constexpr double kSmallGemmFlops = 2.0 * 96 * 96 * 96;
 // (so that their rounding does not depend on it); batched products of fewer than kGemmSplitBatches are
 // split one by one
 constexpr int64_t kGemmSlices = 16;
+constexpr int64_t kGemmMinUnits = 4;
 constexpr int64_t kReduceParts = 16;
 constexpr int64_t kGemmSplitBatches = 4;
 
@@ -449,7 +450,9 @@ void gemm_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
   const bool byRows = M >= N || M >= 64;
   const int64_t units = byRows ? (M + 7) / 8 : (N + 7) / 8;  // keep slices a multiple of 8 wide
   const double grain = static_cast<double>(kGrainFlops) * 8;
-  const int64_t slices = flops < grain ? 1 : std::min<int64_t>(kGemmSlices, std::max<int64_t>(2, static_cast<int64_t>(flops / grain)));
+  // at least kGemmMinUnits units (32 rows) a slice: each slice packs the whole of the other operand again, which
+  // a thin slice of a tall-K product (a weight gradient: 64 rows, K = batch x tokens) pays more for than it gains
+  const int64_t slices = flops < grain ? 1 : std::min<int64_t>({kGemmSlices, std::max<int64_t>(1, units / kGemmMinUnits), std::max<int64_t>(2, static_cast<int64_t>(flops / grain))});
   for_slices(units, slices, [&](int64_t lo, int64_t hi, int) {
     if (byRows) {
       const int64_t m0 = lo * 8, m1 = std::min(M, hi * 8);
