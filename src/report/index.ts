@@ -194,7 +194,7 @@ export function reportMarkdown(
     out.push(
       '',
       `**Runs of the same seed in one column:** ${repeated.map((r) => `${swept ? `${swept} ` : ''}${r.column}, seed ${r.seed}: ${r.ids.map((id) => `\`${id}\``).join(', ')}`).join('; ')}. ` +
-        'The table counts each of them as a seed of its own, so its mean ± std overstates how many seeds it has: move the copies out of the sweep folder.',
+        'The table counts each of them as a seed of its own, so its mean ± std overstates how many seeds it has: move all but one of each out of the sweep folder (a copy made as a backup, for one).',
     );
   }
   // runs a column pools as seeds that differ in more than the seed (a key that follows the seed is no column)

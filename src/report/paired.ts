@@ -105,10 +105,15 @@ function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Colum
   return { key, a: ca.values[key], b: cb.values[key], context, seeds, tests };
 }
 
-function fmtP(p: number): string {
+/**
+ * A p-value as the reports print it: two decimals from 0.1, three below, and a digit more where rounding
+ * would carry a p below 0.01, 0.05 or 0.1 up to it (0.0498 prints 0.0498, not 0.050).
+ */
+export function fmtP(p: number): string {
   if (p < 0.001) return 'p < 0.001';
-  // three decimals below 0.1, so that a p just under 0.05 does not print as 0.05
-  return `p = ${p < 0.1 ? p.toFixed(3) : p.toFixed(2)}`;
+  let digits = p < 0.1 ? 3 : 2;
+  while (digits < 6 && [0.01, 0.05, 0.1].some((t) => p < t && Number(p.toFixed(digits)) >= t)) digits += 1;
+  return `p = ${p.toFixed(digits)}`;
 }
 
 function fmtTest(t: PairedTest | null, digits: number, seeds: number): string {

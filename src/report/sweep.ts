@@ -149,7 +149,8 @@ export function repeatedSeeds(view: SweepView): { column: string; seed: string; 
   for (const c of view.columns) {
     const bySeed = new Map<string, string[]>();
     for (const r of c.runs) {
-      const s = String(valueOf(r, 'seed'));
+      // as the columns read it: a config without a seed ran seed 0
+      const s = String(Number(r.flat.get('seed') ?? 0));
       bySeed.set(s, [...(bySeed.get(s) ?? []), r.id]);
     }
     for (const [seed, ids] of bySeed) if (ids.length > 1) out.push({ column: c.label, seed, ids });

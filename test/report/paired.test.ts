@@ -139,3 +139,15 @@ test('paired by seed: a metric some runs lack is tested on the seeds that have i
   // kNN: +1 on all three seeds, no spread: the sign test's 2 x 0.5^3 = 0.25, marked
   assert.equal(row.split(' | ').slice(2, 5).join(' | '), '0, 1, 2 | +1.5 ± 0.7 (p = 0.20, 2 seeds) | +1.0 ± 0.0 (p = 0.25, sign test)');
 });
+
+test('p-values: two decimals from 0.1, three below; never rounded up to 0.01, 0.05 or 0.1 from below', async () => {
+  const { fmtP } = await import('../../src/report/paired.ts');
+  assert.equal(fmtP(0.5), 'p = 0.50');
+  assert.equal(fmtP(0.0742), 'p = 0.074');
+  assert.equal(fmtP(0.049803), 'p = 0.0498');
+  assert.equal(fmtP(0.099819), 'p = 0.0998');
+  assert.equal(fmtP(0.00999), 'p = 0.00999');
+  assert.equal(fmtP(0.0504), 'p = 0.050');
+  assert.equal(fmtP(0.1), 'p = 0.10');
+  assert.equal(fmtP(0.0004), 'p < 0.001');
+});
