@@ -51,10 +51,13 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   const checkpoint = offline.evalCheckpoint(runDir, checkpointFlag);
   // the run's state as plan and report see it: a 'running' status whose process is gone is interrupted
   const status = readStatus(runDir);
-  const state = readRunState(runDir).state;
+  const rs = readRunState(runDir);
+  const state = rs.state;
   if (state !== 'completed') {
-    // a run folder without status.json (copied without it) reads as interrupted: its results go to a step file too
-    const what = !status ? 'has no status.json (read as not finished)' : state === 'diverged' ? `diverged at step ${status.diverged_at ?? status.step}` : `is ${state} at step ${status.step}`;
+    // a run folder without status.json (copied without it) reads as interrupted: its results go to a step file too.
+    // The step its metrics and checkpoints reach (status.json is rewritten only every few steps)
+    const at = rs.step ?? status?.step;
+    const what = !status ? 'has no status.json (read as not finished)' : state === 'diverged' ? `diverged at step ${status.diverged_at ?? at}` : `is ${state} at step ${at}`;
     const which = checkpointFlag === undefined ? 'its newest checkpoint' : `its checkpoint ${basename(checkpoint)}`;
     process.stderr.write(`moco3: note: ${runDir} ${what}; evaluating ${which}\n`);
   }

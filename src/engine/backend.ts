@@ -154,7 +154,12 @@ async function useNative(requested: BackendName): Promise<BackendInfo | null> {
 
 /** Why the native kernels do not run here, in words that go after "but" or "and": not built, disabled, or failing to load (with the loader's error). */
 async function nativeMissing(): Promise<string> {
-  const st = (await import('./native.ts')).nativeStatus();
+  let st;
+  try {
+    st = (await import('./native.ts')).nativeStatus();
+  } catch (e) {
+    return `moco3's native kernels are not available (${(e as Error).message.split('\n')[0]})`;
+  }
   const err = st.error ?? 'no reason given';
   const why = st.path ? `do not load (${err.includes(st.path) ? err : `${st.path}: ${err}`})` : `are not available (${err})`;
   return `moco3's native kernels ${why}`;

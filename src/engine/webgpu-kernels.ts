@@ -867,6 +867,8 @@ fn kernel(g : i32, lid : i32) {
   for (var j = lid; j < uniforms.nt; j = j + WG) {
     var dk : array<f32, HD>;
     var dv : array<f32, HD>;
+    // zeroed for each row this thread takes: a driver may keep the previous row's sums in them (lavapipe does)
+    for (var d = 0; d < uniforms.hd; d = d + 1) { dk[d] = 0.0; dv[d] = 0.0; }
     for (var i = 0; i < uniforms.nt; i = i + 1) {
       let e = (g * NT + i) * NT + j;
       let s = DS[e];

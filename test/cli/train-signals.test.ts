@@ -208,6 +208,14 @@ test('eval of an interrupted run says which checkpoint it evaluates: the newest,
   const newest = evalNote([]);
   assert.equal(newest.status, 0, newest.stderr);
   assert.match(newest.stderr, /is interrupted at step \d+; evaluating its newest checkpoint$/m);
+  // status.json behind the checkpoints (it is rewritten only every few steps): the step they reach is said
+  const last = JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')).step as number;
+  assert.ok(last > 0);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...st, step: 0 }));
+  const behind = evalNote([]);
+  assert.equal(behind.status, 0, behind.stderr);
+  assert.match(behind.stderr, new RegExp(`is interrupted at step ${last}; evaluating its newest checkpoint$`, 'm'));
 });
 
 test('train whose output pipe closes (`moco3 train ... | head`): stops as for a closed terminal, checkpointed, status interrupted', async () => {

@@ -187,7 +187,7 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
   });
 }
 
-// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); the
+// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); 257 tokens; the
 // variants: a workgroup per head and image (k, v in workgroup memory, or read from the buffer), a workgroup
 // per query row
 for (const [B, N, D, heads, variant] of [
@@ -196,6 +196,9 @@ for (const [B, N, D, heads, variant] of [
   [3, 65, 48, 3, 'head-unstaged'],
   [3, 65, 48, 3, 'row'],
   [2, 5, 128, 1, 'row'],
+  // forced past auto's 256 tokens: a thread takes a second key row
+  [1, 257, 8, 1, 'head'],
+  [1, 257, 8, 1, 'head-unstaged'],
 ] as const) {
   test(`attention (qkv to merged heads) forward and backward, B ${B}, N ${N}, D ${D}, ${heads} heads, per ${variant}: moco3's kernels = the stock path on webgpu`, async (t) => {
     setAttentionVariant(variant);
