@@ -188,7 +188,8 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
       process.stderr.write(`moco3: ${sys.path}: ${PATH_ERRORS[sys.code]} (${sys.code}${sys.syscall ? ` in ${sys.syscall}` : ''})\n`);
       return input;
     }
-    process.stderr.write(`moco3: error: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+    // an error of no message (a DOMException's AbortError) is said by its name
+    process.stderr.write(`moco3: error: ${e instanceof Error ? e.message.split('\n')[0] || e.name : String(e)}\n`);
     if (!debug) process.stderr.write('(MOCO3_DEBUG=1 shows where it happened)\n');
     return 1;
   } finally {

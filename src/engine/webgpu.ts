@@ -235,6 +235,23 @@ export class WebGpuDeviceError extends Error {
 }
 
 /**
+ * A read-back from the GPU (`tensor.data()`), with what failed said: a read that fails on a device in use
+ * (lost: a driver reset, a GPU fault) rejects with an AbortError of no message; it becomes a
+ * WebGpuDeviceError naming the device's loss when Dawn has told it, else the read's own error and what it
+ * may mean. Other backends' errors pass as they are.
+ */
+export async function readBack<T>(read: Promise<T>, during: string): Promise<T> {
+  try {
+    return await read;
+  } catch (e) {
+    if (device === null || tf.getBackend() !== 'webgpu') throw e;
+    checkWebGpuErrors(during);
+    const err = e instanceof Error ? `${e.name}${e.message ? `: ${e.message.split('\n')[0]}` : ''}` : String(e);
+    throw new WebGpuDeviceError(`webgpu: a read from the GPU failed during ${during} (${err}): the device may have been lost`);
+  }
+}
+
+/**
  * Throws a WebGpuDeviceError when the device reported an error since the last check (none on other
  * backends): called after each read-back of results, so that zeros of rejected work never count as a step's
  * gradients, a checkpoint's weights or an accuracy. `during`: what the values read back were.

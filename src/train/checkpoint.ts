@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { removeQuietly } from '../engine/files.ts';
 import { dirname, join } from 'node:path';
-import { checkWebGpuErrors } from '../engine/webgpu.ts';
+import { checkWebGpuErrors, readBack } from '../engine/webgpu.ts';
 import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { checkpointStep, checkpointTempDir, checkNoStrayTensors, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
 import { checkCheckpoint, type CheckpointState } from '../runfolder/resume.ts';
@@ -44,7 +44,7 @@ function toSt(t: tf.Tensor, values: tf.TypedArray, int64: boolean): StTensor {
 /** Reads tensors back with `await data()` (GPU backends have no synchronous read), then disposes them. */
 async function readAll(ts: tf.Tensor[]): Promise<tf.TypedArray[]> {
   try {
-    const values = await Promise.all(ts.map((t) => t.data()));
+    const values = await readBack(Promise.all(ts.map((t) => t.data())), 'the read-back of a checkpoint');
     checkWebGpuErrors('the read-back of a checkpoint');
     return values;
   } finally {

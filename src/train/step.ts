@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { MoCoViT } from '../model/moco.ts';
 import type { Optimizer } from '../optim/index.ts';
-import { checkWebGpuErrors } from '../engine/webgpu.ts';
+import { checkWebGpuErrors, readBack } from '../engine/webgpu.ts';
 import { gradStats } from './metrics.ts';
 
 export interface StepOptions {
@@ -34,7 +34,7 @@ export async function trainStep(model: MoCoViT, optimizer: Optimizer, x1: tf.Ten
     const statsT = gradStats(lossT, grads, model.paramGroups());
     let stats: Float32Array;
     try {
-      stats = (await statsT.data()) as Float32Array;
+      stats = (await readBack(statsT.data(), 'a training step (its forward, backward or the previous optimizer update)')) as Float32Array;
     } finally {
       statsT.dispose();
     }

@@ -144,3 +144,19 @@ test('auto loads Dawn only where a GPU device node exists; with one it still dec
   assert.deepEqual([one.backend, one.dawn], ['native', true]);
   assert.match(one.reason, /; this machine has a GPU device \(\/dev\/dri\/renderD128\), but webgpu declined: the only WebGPU adapter is a software one \(vendor /);
 });
+
+test('a read-back that fails on a device gone (destroyed here, as a lost one fails) is a WebGpuDeviceError that says so, not an AbortError of no message', () => {
+  const script = [
+    "import * as tf from '@tensorflow/tfjs-core';",
+    "import { initBackend } from './src/engine/backend.ts';",
+    "import { readBack } from './src/engine/webgpu.ts';",
+    "await initBackend('webgpu', { quiet: true });",
+    'const x = tf.add(tf.ones([1000]), 2);',
+    'tf.backend().device.destroy();',
+    "try { await readBack(x.data(), 'a test'); console.log('no error'); } catch (e) { console.log(`${e.name} | ${e.message}`); }",
+    'process.exit(0);',
+  ].join('\n');
+  const p = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(p.status, 0, p.stderr);
+  assert.match(p.stdout, /^WebGpuDeviceError \| webgpu: a read from the GPU failed during a test \(AbortError\): the device may have been lost$/m);
+});
