@@ -60,7 +60,20 @@ export function rewindLast(ckptRoot: string, dir: string, step: number): void {
   if (!samePath(dirname(resolve(dir)), ckptRoot)) return;
   const last = lastPointer(ckptRoot);
   if (last?.dir === basename(dir)) return;
-  writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: basename(dir) });
+  // the folders it goes back from, named: neither the metrics (a kNN row can sit within log_every steps of
+  // one, or the rows trained again pass one before the next checkpoint removes it) nor their steps tell them
+  const left = folderSteps(ckptRoot).filter((s) => s > step);
+  writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: basename(dir), ...(left.length ? { left } : {}) });
+}
+
+/** The steps of the step-<N> folders in a checkpoints folder, ascending. */
+function folderSteps(ckptRoot: string): number[] {
+  if (!existsSync(ckptRoot)) return [];
+  return readdirSync(ckptRoot)
+    .map((d) => /^step-(\d+)$/.exec(d))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((x, y) => x - y);
 }
 
 /** Rename a complete temporary folder to step-<N> and point last.json at it; returns the final folder. */
@@ -76,7 +89,9 @@ export function commitCheckpoint(ckptRoot: string, tmp: string, step: number): s
     if (replacing) renameSync(final, aside);
     renameSync(tmp, final);
     placed = true;
-    writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: name });
+    // the folders a rewind left that are still there (the cadence may keep one until it is trained again)
+    const left = (lastPointer(ckptRoot)?.left ?? []).filter((s) => s > step && existsSync(join(ckptRoot, stepDirName(s))));
+    writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: name, ...(left.length ? { left } : {}) });
   } catch (e) {
     // last.json still names the previous checkpoint: no folder newer than it is left behind
     if (placed) rmSync(final, { recursive: true, force: true });
@@ -103,9 +118,12 @@ export function checkpointFolderStep(dir: string): number | null {
   return typeof s?.step === 'number' ? s.step : null;
 }
 
-export function lastPointer(ckptRoot: string): { step: number | null; dir: string } | null {
+/** last.json: the newest checkpoint, and `left`: the steps of folders a rewind went back from (rewindLast). */
+export function lastPointer(ckptRoot: string): { step: number | null; dir: string; left: number[] } | null {
   const p = readJsonObject(join(ckptRoot, 'last.json'));
-  return p && typeof p.dir === 'string' ? { step: typeof p.step === 'number' ? p.step : null, dir: p.dir } : null;
+  if (!p || typeof p.dir !== 'string') return null;
+  const left = Array.isArray(p.left) ? p.left.filter((s): s is number => Number.isSafeInteger(s) && (s as number) >= 0) : [];
+  return { step: typeof p.step === 'number' ? p.step : null, dir: p.dir, left };
 }
 
 /** The newest complete checkpoint folder (last.json, else the highest step-<N> with a state.json), or null. */

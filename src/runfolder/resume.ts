@@ -171,36 +171,45 @@ function lastMetricsStep(runDir: string): number | null {
 /**
  * Whether a checkpoint at a step is of steps the run left when it went back to an older checkpoint (its
  * metrics were cut there, and the folders of the later steps stay until the run's next checkpoint), or one
- * whose rows were lost. A checkpoint the metrics reach is the run's own (a rewind cuts every row after the
- * step it goes back to). Past them: the run writes a metrics row at every multiple of train.log_every (and
- * at kNN steps), before that step's checkpoint, so a checkpoint of its own has the metrics reach the last
- * multiple of log_every at or before it.
+ * whose rows were lost. The folders a rewind left are named in last.json (`left`, src/runfolder/checkpoints.ts
+ * rewindLast). Without that (no last.json, a damaged one, or an older moco3's rewind), the metrics tell: a
+ * checkpoint they reach is the run's own (a rewind cuts every row after the step it goes back to); past
+ * them, the run writes a row at every multiple of train.log_every (and at kNN steps) before that step's
+ * checkpoint, so a checkpoint of its own has the metrics reach within log_every - 1 steps of it, and reach
+ * the last multiple of log_every before it when that comes after the checkpoint before it (the process
+ * that wrote it trained from there at the latest; before, another log_every may have been in effect).
  * The log_every is the one the checkpoint was written with (its state.json keeps the config; log_every is
  * free to change on a resume); for a checkpoint that does not say, the larger of config.yaml's and the
  * caller's (a run called left wrongly would be cut back and trained again). `reached`: the last metrics
  * step (null: no metrics to tell by).
  *
- * A checkpoint past the metrics and newer than the one checkpoints/last.json names is left too: a rewind
- * points last.json back before it cuts the metrics, so such a folder is one the run went back from (a kNN
- * row after the last multiple of log_every can hide it from the rule above), or one placed by a process
- * that stopped before last.json named it (a plain resume goes on from last.json's and replaces it).
- * `pointer`: last.json's step (null: missing or unreadable; the metrics then decide alone).
+ * With no metrics to tell by, a checkpoint newer than last.json's is left. `pointer`: last.json's step;
+ * `named`: the steps last.json names left.
  */
-function leftBy(runDir: string, logEvery?: number): { reached: number | null; pointer: number | null; left: (step: number) => boolean } {
+function leftBy(runDir: string, logEvery?: number): { reached: number | null; pointer: number | null; named: Set<number>; left: (step: number) => boolean } {
   const reached = lastMetricsStep(runDir);
-  const pointer = lastPointer(join(runDir, 'checkpoints'))?.step ?? null;
+  const root = join(runDir, 'checkpoints');
+  const ptr = lastPointer(root);
+  const pointer = ptr?.step ?? null;
+  const named = new Set(ptr?.left ?? []);
+  const steps = listCheckpoints(root).map((c) => c.step);
   const known = [logOf(readRunConfigRaw(runDir)), logEvery ?? null].filter((n): n is number => n !== null);
   const fallback = known.length ? Math.max(...known) : null;
   const cadence = (step: number): number | null => logOf(readJsonObject(join(runDir, 'checkpoints', stepDirName(step), 'state.json'))?.config) ?? fallback;
   return {
     reached,
     pointer,
+    named,
     left: (step) => {
-      if (reached !== null && step <= reached) return false;
-      if (pointer !== null && step > pointer) return true;
-      if (reached === null) return false;
+      if (named.has(step)) return true;
+      if (reached === null) return pointer !== null && step > pointer;
+      if (step <= reached) return false;
       const n = cadence(step);
-      return n !== null && reached < Math.floor(step / n) * n;
+      if (n === null) return false;
+      if (step >= reached + n) return true;
+      const multiple = Math.floor(step / n) * n;
+      const before = steps.filter((s) => s < step).at(-1);
+      return before !== undefined && multiple > before && reached < multiple;
     },
   };
 }
@@ -235,7 +244,7 @@ export interface ResumeOptions {
 export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOptions = {}): string | null {
   const { offer = trainOffer, none = trainNone, note, evaluate = false } = opts;
   const root = join(runDir, 'checkpoints');
-  const { reached, pointer, left } = leftBy(runDir, opts.logEvery);
+  const { reached, pointer, named, left } = leftBy(runDir, opts.logEvery);
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
     const older = olderComplete(root, step, left);
@@ -260,11 +269,10 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     // has no record of them, so they are nobody's to resume or evaluate
     const step = stepOfDir(basename(resolve(dir)));
     // an evaluation may read the newest checkpoint (last.json's) past rows that were lost: its weights are the run's
-    if (step !== null && pointer !== null && step > pointer && left(step)) {
+    if (step !== null && (named.has(step) || (reached === null && left(step)))) {
       throw new CheckpointError(
-        `--checkpoint ${choice}: step ${step} is newer than the run's last checkpoint (${join(root, 'last.json')} names step ${pointer}): it is of steps ` +
-          `the run left when it went back to an older checkpoint, or the run stopped while writing it (${have()}; give one up to step ${pointer}, ` +
-          'or resume without --checkpoint)',
+        `--checkpoint ${choice}: step ${step} is of steps the run left when it went back to step ${pointer ?? '?'} (${join(root, 'last.json')}); ` +
+          `its next checkpoint removes it (${have()}; give one up to step ${pointer ?? '?'}, or resume without --checkpoint)`,
       );
     }
     if (step !== null && left(step) && !(evaluate && pointer === step)) {

@@ -10,6 +10,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, r
 import { basename, join } from 'node:path';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
+import { rewindLast } from '../../src/runfolder/checkpoints.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { withResumePoint } from '../../src/sweep/resume.ts';
@@ -320,14 +321,15 @@ test('train --resume --checkpoint step-N, killed before its next checkpoint: res
   const killed = await trainWith('SIGKILL', out, [...every3, '--resume', '--checkpoint', 'step-3']);
   assert.equal(killed.code, null);
   // the run goes on from step 3, not from the newest checkpoint of the steps it left (12), whose metrics were cut
-  assert.deepEqual(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')), { step: 3, dir: 'step-0000003' });
+  // the folders of the steps it left, named (their next checkpoint removes them)
+  assert.deepEqual(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')), { step: 3, dir: 'step-0000003', left: [6, 9, 12] });
   const st = readRunState(out);
   assert.deepEqual([st.state, st.checkpoint_step], ['interrupted', 3]);
   assert.ok(st.step !== null && st.step < 6, `reached step ${st.step}`);
   // the newer checkpoints of the steps it left are no one's to resume: their steps are not in its metrics
   const ahead = await trainWith(null, out, [...every3, '--resume', '--checkpoint', 'step-12']);
   assert.equal(ahead.code, 2, ahead.stderr);
-  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is newer than the run's last checkpoint \(\S*last\.json names step 3\): it is of steps the run left when it went back to an older checkpoint/);
+  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is of steps the run left when it went back to step 3 \(\S*last\.json\); its next checkpoint removes it/);
   // last.json lost as well: the resume starts from the run's own newest checkpoint (3), not from step 12
   const nolast = join(root, 'rewind-nolast');
   cpSync(out, nolast, { recursive: true });
@@ -348,7 +350,8 @@ test('train.log_every above 1, a rewind killed before its next checkpoint: a lef
   // the rows after step 9 cut (the kNN row of step 8 the last), the left checkpoints 12, 15, ... still there
   const out = join(root, 'rewind5');
   cpSync(whole, out, { recursive: true });
-  writeFileSync(join(out, 'checkpoints', 'last.json'), JSON.stringify({ step: 9, dir: 'step-0000009' }));
+  rewindLast(join(out, 'checkpoints'), join(out, 'checkpoints', 'step-0000009'), 9);
+  assert.deepEqual(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')).left, [12]);
   const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= 9);
   writeFileSync(join(out, 'metrics.jsonl'), `${lines.join('\n')}\n`);
   assert.deepEqual(rows(out).map((r) => r.step), [0, 4, 5, 8]);
@@ -358,10 +361,18 @@ test('train.log_every above 1, a rewind killed before its next checkpoint: a lef
   // step 12 is 4 steps past the kNN row of step 8, within log_every: only last.json tells it is left
   const ahead = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out, '--resume', '--checkpoint', 'step-12'], { encoding: 'utf8' });
   assert.equal(ahead.status, 2, ahead.stderr);
-  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is newer than the run's last checkpoint \(\S*last\.json names step 9\)/);
+  assert.match(ahead.stderr, /--checkpoint step-12: step 12 is of steps the run left when it went back to step 9/);
   const ev = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--checkpoint', 'step-12'], { encoding: 'utf8' });
   assert.equal(ev.status, 2, ev.stderr);
   assert.deepEqual(rows(out).map((r) => r.step), [0, 4, 5, 8]);
+  // the rows trained again past step 12 before the next checkpoint removed its folder (a kill then): still left
+  const passed = join(root, 'rewind5-passed');
+  cpSync(out, passed, { recursive: true });
+  const again = readFileSync(join(whole, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step > 9);
+  writeFileSync(join(passed, 'metrics.jsonl'), `${readFileSync(join(passed, 'metrics.jsonl'), 'utf8')}${again.join('\n')}\n`);
+  const evp = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', passed, '--checkpoint', 'step-12'], { encoding: 'utf8' });
+  assert.equal(evp.status, 2, evp.stderr);
+  assert.match(evp.stderr, /step 12 is of steps the run left when it went back to step 9/);
   // last.json lost too, or damaged: the metrics alone tell step 12 is left (they lack the row of step 10)
   const nolast = join(root, 'rewind5-nolast');
   cpSync(out, nolast, { recursive: true });
@@ -377,6 +388,35 @@ test('train.log_every above 1, a rewind killed before its next checkpoint: a lef
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.deepEqual(rows(dir), rows(whole), dir);
   }
+});
+
+test('train.log_every raised on a resume: a later plain --resume takes the newest checkpoint, its rows not lost (no multiple of the new log_every since the checkpoint before it)', async () => {
+  const args = (n: number) => [...tinyTrainArgs('train.knn_every=null', 'optim.epochs=4'), '--set', `train.log_every=${n}`, '--set', 'train.checkpoint_every=3'];
+  const train = (dir: string, n: number, extra: string[] = []) => spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args(n), '--out', dir, ...extra], { encoding: 'utf8' });
+  const whole = join(root, 'raise-whole');
+  assert.equal(train(whole, 5).status, 0);
+  // as a kill leaves a run: checkpoints up to `ckpt` (last.json naming it), rows up to `row`
+  const killedAt = (from: string, to: string, ckpt: number, row: number) => {
+    cpSync(from, to, { recursive: true });
+    for (const d of readdirSync(join(to, 'checkpoints'))) if (/^step-\d+$/.test(d) && Number(d.slice(5)) > ckpt) rmSync(join(to, 'checkpoints', d), { recursive: true });
+    writeFileSync(join(to, 'checkpoints', 'last.json'), JSON.stringify({ step: ckpt, dir: `step-${String(ckpt).padStart(7, '0')}` }));
+    const lines = readFileSync(join(to, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= row);
+    writeFileSync(join(to, 'metrics.jsonl'), `${lines.join('\n')}\n`);
+    const st = JSON.parse(readFileSync(join(to, 'status.json'), 'utf8'));
+    writeFileSync(join(to, 'status.json'), JSON.stringify({ ...st, status: 'running', step: row }));
+    rmSync(join(to, 'summary.json'), { force: true });
+  };
+  // killed at step 11, resumed with log_every 8: its checkpoint 12 records log_every 8, and no row after step 5 until 16
+  const raised = join(root, 'raise');
+  killedAt(whole, raised, 9, 11);
+  assert.equal(train(raised, 8, ['--resume']).status, 0);
+  const again = join(root, 'raise-again');
+  killedAt(raised, again, 12, 13);
+  assert.deepEqual(rows(again).map((r) => r.step), [5]);
+  const r = train(again, 8, ['--resume']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /were lost/);
+  assert.deepEqual(rows(again), rows(raised));
 });
 
 test('a process killed between placing a checkpoint and naming it in last.json: the checkpoint the metrics reach is still the run\'s to evaluate or resume from', async () => {
