@@ -246,6 +246,9 @@ export async function readBack<T>(read: Promise<T>, during: string): Promise<T> 
   } catch (e) {
     if (device === null || tf.getBackend() !== 'webgpu') throw e;
     checkWebGpuErrors(during);
+    // what is not the device's (a disposed tensor, the host out of memory for the copy) is said as it is
+    const aborted = e instanceof Error && (e.name === 'AbortError' || e.name === 'OperationError' || e.message === '');
+    if (!aborted) throw e;
     const err = e instanceof Error ? `${e.name}${e.message ? `: ${e.message.split('\n')[0]}` : ''}` : String(e);
     throw new WebGpuDeviceError(`webgpu: a read from the GPU failed during ${during} (${err}): the device may have been lost`);
   }

@@ -112,7 +112,7 @@ function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Colum
 export function fmtP(p: number): string {
   if (p < 0.001) return 'p < 0.001';
   let digits = p < 0.1 ? 3 : 2;
-  while (digits < 6 && [0.01, 0.05, 0.1].some((t) => p < t && Number(p.toFixed(digits)) >= t)) digits += 1;
+  while (digits < 12 && [0.01, 0.05, 0.1].some((t) => p < t && Number(p.toFixed(digits)) >= t)) digits += 1;
   return `p = ${p.toFixed(digits)}`;
 }
 

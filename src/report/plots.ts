@@ -38,7 +38,7 @@ export interface Figure {
 
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   // text widths by vega's estimate, never by node-canvas where it happens to be installed: the same SVG on every machine
-  (vega as unknown as { textMetrics: { canvas(use: boolean): void } }).textMetrics.canvas(false);
+  (vega as unknown as { textMetrics?: { canvas?: (use: boolean) => void } }).textMetrics?.canvas?.(false);
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();

@@ -152,6 +152,9 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
     "import { readBack } from './src/engine/webgpu.ts';",
     "await initBackend('webgpu', { quiet: true });",
     'const x = tf.add(tf.ones([1000]), 2);',
+    // an error that is not the device's passes as it is
+    'const y = tf.ones([3]); y.dispose();',
+    "try { await readBack(y.data(), 'a test'); } catch (e) { console.log(`disposed: ${e.name}`); }",
     'tf.backend().device.destroy();',
     "try { await readBack(x.data(), 'a test'); console.log('no error'); } catch (e) { console.log(`${e.name} | ${e.message}`); }",
     'process.exit(0);',
@@ -159,4 +162,5 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
   const p = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
   assert.equal(p.status, 0, p.stderr);
   assert.match(p.stdout, /^WebGpuDeviceError \| webgpu: a read from the GPU failed during a test \(AbortError\): the device may have been lost$/m);
+  assert.match(p.stdout, /^disposed: Error$/m);
 });

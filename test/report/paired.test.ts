@@ -150,4 +150,5 @@ test('p-values: two decimals from 0.1, three below; never rounded up to 0.01, 0.
   assert.equal(fmtP(0.0504), 'p = 0.050');
   assert.equal(fmtP(0.1), 'p = 0.10');
   assert.equal(fmtP(0.0004), 'p < 0.001');
+  assert.equal(fmtP(0.09999999), 'p = 0.09999999');
 });
