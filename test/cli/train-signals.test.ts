@@ -342,6 +342,22 @@ test('train --resume --checkpoint step-N, killed before its next checkpoint: res
 
 const rows = (d: string) => readMetrics(join(d, 'metrics.jsonl')).map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !/per_s|seconds/.test(k))));
 
+/**
+ * A copy of a finished run as a kill leaves one: its checkpoints after step `keep` gone, last.json naming
+ * step `last` (left as it is when not given), its metrics rows after step `row` cut, its status `running`
+ * at that step, no summary.json.
+ */
+function asKilled(from: string, to: string, o: { keep?: number; last?: number; row: number }): void {
+  cpSync(from, to, { recursive: true });
+  for (const d of readdirSync(join(to, 'checkpoints'))) if (/^step-\d+$/.test(d) && Number(d.slice(5)) > (o.keep ?? Infinity)) rmSync(join(to, 'checkpoints', d), { recursive: true });
+  if (o.last !== undefined) writeFileSync(join(to, 'checkpoints', 'last.json'), JSON.stringify({ step: o.last, dir: `step-${String(o.last).padStart(7, '0')}` }));
+  const lines = readFileSync(join(to, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= o.row);
+  writeFileSync(join(to, 'metrics.jsonl'), `${lines.join('\n')}\n`);
+  const st = JSON.parse(readFileSync(join(to, 'status.json'), 'utf8'));
+  writeFileSync(join(to, 'status.json'), JSON.stringify({ ...st, status: 'running', step: o.row }));
+  rmSync(join(to, 'summary.json'), { force: true });
+}
+
 test('train.log_every above 1, a rewind killed before its next checkpoint: a left checkpoint within log_every steps of a kNN row is refused too, by train and eval', async () => {
   const args = [...TINY, '--set', 'train.log_every=5', '--set', 'train.checkpoint_every=3'];
   const whole = join(root, 'rewind5-whole');
@@ -349,15 +365,10 @@ test('train.log_every above 1, a rewind killed before its next checkpoint: a lef
   // as `--resume --checkpoint step-9` leaves it when killed before its first metrics row: last.json back at 9,
   // the rows after step 9 cut (the kNN row of step 8 the last), the left checkpoints 12, 15, ... still there
   const out = join(root, 'rewind5');
-  cpSync(whole, out, { recursive: true });
+  asKilled(whole, out, { row: 9 });
   rewindLast(join(out, 'checkpoints'), join(out, 'checkpoints', 'step-0000009'), 9);
   assert.deepEqual(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')).left, [12]);
-  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= 9);
-  writeFileSync(join(out, 'metrics.jsonl'), `${lines.join('\n')}\n`);
   assert.deepEqual(rows(out).map((r) => r.step), [0, 4, 5, 8]);
-  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
-  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...st, status: 'running', step: 9 }));
-  rmSync(join(out, 'summary.json'), { force: true });
   // step 12 is 4 steps past the kNN row of step 8, within log_every: only last.json tells it is left
   const ahead = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args, '--out', out, '--resume', '--checkpoint', 'step-12'], { encoding: 'utf8' });
   assert.equal(ahead.status, 2, ahead.stderr);
@@ -395,23 +406,12 @@ test('train.log_every raised on a resume: a later plain --resume takes the newes
   const train = (dir: string, n: number, extra: string[] = []) => spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', ...args(n), '--out', dir, ...extra], { encoding: 'utf8' });
   const whole = join(root, 'raise-whole');
   assert.equal(train(whole, 5).status, 0);
-  // as a kill leaves a run: checkpoints up to `ckpt` (last.json naming it), rows up to `row`
-  const killedAt = (from: string, to: string, ckpt: number, row: number) => {
-    cpSync(from, to, { recursive: true });
-    for (const d of readdirSync(join(to, 'checkpoints'))) if (/^step-\d+$/.test(d) && Number(d.slice(5)) > ckpt) rmSync(join(to, 'checkpoints', d), { recursive: true });
-    writeFileSync(join(to, 'checkpoints', 'last.json'), JSON.stringify({ step: ckpt, dir: `step-${String(ckpt).padStart(7, '0')}` }));
-    const lines = readFileSync(join(to, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= row);
-    writeFileSync(join(to, 'metrics.jsonl'), `${lines.join('\n')}\n`);
-    const st = JSON.parse(readFileSync(join(to, 'status.json'), 'utf8'));
-    writeFileSync(join(to, 'status.json'), JSON.stringify({ ...st, status: 'running', step: row }));
-    rmSync(join(to, 'summary.json'), { force: true });
-  };
   // killed at step 11, resumed with log_every 8: its checkpoint 12 records log_every 8, and no row after step 5 until 16
   const raised = join(root, 'raise');
-  killedAt(whole, raised, 9, 11);
+  asKilled(whole, raised, { keep: 9, last: 9, row: 11 });
   assert.equal(train(raised, 8, ['--resume']).status, 0);
   const again = join(root, 'raise-again');
-  killedAt(raised, again, 12, 13);
+  asKilled(raised, again, { keep: 12, last: 12, row: 13 });
   assert.deepEqual(rows(again).map((r) => r.step), [5]);
   const r = train(again, 8, ['--resume']);
   assert.equal(r.status, 0, r.stderr);
@@ -425,14 +425,7 @@ test('a process killed between placing a checkpoint and naming it in last.json: 
   assert.equal((await trainWith(null, whole, every3)).code, 0);
   // as the kill leaves it: step 6 placed and its rows written, last.json still naming step 3
   const out = join(root, 'unnamed');
-  cpSync(whole, out, { recursive: true });
-  for (const s of ['0000009', '0000012']) rmSync(join(out, 'checkpoints', `step-${s}`), { recursive: true, force: true });
-  writeFileSync(join(out, 'checkpoints', 'last.json'), JSON.stringify({ step: 3, dir: 'step-0000003' }));
-  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= 6);
-  writeFileSync(join(out, 'metrics.jsonl'), `${lines.join('\n')}\n`);
-  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
-  writeFileSync(join(out, 'status.json'), JSON.stringify({ ...st, status: 'running', step: 6 }));
-  rmSync(join(out, 'summary.json'), { force: true });
+  asKilled(whole, out, { keep: 6, last: 3, row: 6 });
   const ev = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', 'knn', out, '--checkpoint', 'step-6', '--backend', 'cpu'], { encoding: 'utf8' });
   assert.equal(ev.status, 0, ev.stderr);
   assert.match(ev.stdout, /checkpoint step 6\b/);

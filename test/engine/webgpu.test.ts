@@ -15,6 +15,9 @@ import { packingDefault } from '../../src/engine/webgpu-kernels.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** An ES module of moco3's sources run in a child (its own process: a device or fd 2 it changes stays there). */
+const moduleScript = (script: string, timeout: number) =>
+  spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout });
 const moco3 = (args: string[], timeout: number) =>
   spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), ...args], { cwd: root, encoding: 'utf8', timeout });
 
@@ -68,7 +71,7 @@ test("doctor's stderr is free of Dawn's 'artificially reduced' limit warnings; o
     "const v = withoutDawnNoise(() => { writeSync(2, 'kept 1\\nWarning: maxDynamicUniformBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit.\\nkept 2\\n'); return 7; });",
     "writeSync(2, `after ${v}\\n`);",
   ].join('\n');
-  const p = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  const p = moduleScript(script, 60_000);
   assert.equal(p.status, 0, p.stderr);
   assert.equal(p.stderr, 'kept 1\nkept 2\nafter 7\n');
 });
@@ -159,7 +162,7 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
     "try { await readBack(x.data(), 'a test'); console.log('no error'); } catch (e) { console.log(`${e.name} | ${e.message}`); }",
     'process.exit(0);',
   ].join('\n');
-  const p = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  const p = moduleScript(script, 120_000);
   assert.equal(p.status, 0, p.stderr);
   assert.match(p.stdout, /^WebGpuDeviceError \| webgpu: a read from the GPU failed during a test \(AbortError\): the device may have been lost$/m);
   assert.match(p.stdout, /^disposed: Error$/m);
