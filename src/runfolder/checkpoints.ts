@@ -5,7 +5,7 @@
  * A folder is written under a temporary name `.step-<N>.<pid>.tmp` and renamed; state.json is written
  * last, so a folder without it is incomplete.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
 import { readJsonObject, runPath, samePath, type Obj } from './paths.ts';
@@ -62,18 +62,24 @@ export function rewindLast(ckptRoot: string, dir: string, step: number): void {
   if (last?.dir === basename(dir)) return;
   // the folders it goes back from, named: neither the metrics (a kNN row can sit within log_every steps of
   // one, or the rows trained again pass one before the next checkpoint removes it) nor their steps tell them
-  const left = folderSteps(ckptRoot).filter((s) => s > step);
+  const left = listCheckpoints(ckptRoot).map((c) => c.step).filter((s) => s > step);
   writeJsonAtomic(join(ckptRoot, 'last.json'), { step, dir: basename(dir), ...(left.length ? { left } : {}) });
 }
 
-/** The steps of the step-<N> folders in a checkpoints folder, ascending. */
-function folderSteps(ckptRoot: string): number[] {
-  if (!existsSync(ckptRoot)) return [];
-  return readdirSync(ckptRoot)
-    .map((d) => /^step-(\d+)$/.exec(d))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => Number(m[1]))
-    .sort((x, y) => x - y);
+/** `step-0000012` -> 12; anything else -> null. */
+export function stepOfDir(name: string): number | null {
+  const m = /^step-(\d+)$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** The step-N folders of a checkpoints folder, oldest first. */
+export function listCheckpoints(root: string): { dir: string; step: number }[] {
+  if (!existsSync(root)) return [];
+  if (!statSync(root).isDirectory()) throw new CheckpointError(`${root}: is a file, where moco3 keeps the run's checkpoints: move it away`);
+  return readdirSync(root)
+    .map((d) => ({ dir: join(root, d), step: stepOfDir(d) }))
+    .filter((x): x is { dir: string; step: number } => x.step !== null)
+    .sort((a, b) => a.step - b.step);
 }
 
 /** Rename a complete temporary folder to step-<N> and point last.json at it; returns the final folder. */

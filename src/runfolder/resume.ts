@@ -4,13 +4,13 @@
  * trained with. Damage is one line naming the file, what is wrong and what to do; when the newest
  * checkpoint is damaged and an older complete one exists, the line offers it. No TensorFlow.js here.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { canonicalJson, configHash, UNHASHED_KEYS } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { checkSafetensorsFile, SafetensorsError } from '../engine/safetensors.ts';
-import { CheckpointError, lastPointer, stepDirName } from './checkpoints.ts';
+import { CheckpointError, lastPointer, listCheckpoints, stepDirName, stepOfDir } from './checkpoints.ts';
 import { metricsPath, readMetrics } from './metrics.ts';
 import { isObj, readJsonObject, samePath } from './paths.ts';
 import { readRunConfigRaw } from './records.ts';
@@ -33,12 +33,6 @@ export interface CheckpointState {
   config?: Record<string, unknown>;
   /** the images of the train split it was trained on (checkpoints written before it was kept lack it) */
   train_images?: number;
-}
-
-/** `step-0000012` -> 12; anything else -> null. */
-export function stepOfDir(name: string): number | null {
-  const m = /^step-(\d+)$/.exec(name);
-  return m ? Number(m[1]) : null;
 }
 
 function readJsonFile(path: string, what: string): unknown {
@@ -120,16 +114,6 @@ function checkShapes(dir: string, model: Map<string, number[]>, slots: Map<strin
     const want = model.get(param);
     if (want && want.join(',') !== shape.join(',')) throw differ(`model.safetensors ${param}`, want, `optimizer.safetensors ${key}`, shape);
   }
-}
-
-/** The step-N folders of a checkpoints folder, oldest first. */
-export function listCheckpoints(root: string): { dir: string; step: number }[] {
-  if (!existsSync(root)) return [];
-  if (!statSync(root).isDirectory()) throw new CheckpointError(`${root}: is a file, where moco3 keeps the run's checkpoints: move it away`);
-  return readdirSync(root)
-    .map((d) => ({ dir: join(root, d), step: stepOfDir(d) }))
-    .filter((x): x is { dir: string; step: number } => x.step !== null)
-    .sort((a, b) => a.step - b.step);
 }
 
 /** How a command names a checkpoint to the user (train: `--checkpoint step-N`; eval: the folder). */

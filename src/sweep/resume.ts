@@ -8,8 +8,8 @@
  */
 import { basename, dirname, join } from 'node:path';
 import { metricsPath, readMetrics } from '../runfolder/metrics.ts';
-import { CheckpointError } from '../runfolder/checkpoints.ts';
-import { resumeCheckpoint, stepOfDir } from '../runfolder/resume.ts';
+import { CheckpointError, stepOfDir } from '../runfolder/checkpoints.ts';
+import { resumeCheckpoint } from '../runfolder/resume.ts';
 import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import type { PlannedRun } from './plan.ts';
 
