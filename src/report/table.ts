@@ -249,6 +249,13 @@ export function tableMarkdown(view: SweepView, t: SweepTable): string {
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * A number as the CSV files write it: 12 significant digits, so the float noise of a difference or a mean
+ * (1.6800000000000068, 2.000000000000002) reads as the number it is (1.68, 2); the rest passes as it is.
+ */
+export const csvValue = (v: unknown): string | number =>
+  v === null || v === undefined ? '' : typeof v === 'number' && Number.isFinite(v) ? Number(v.toPrecision(12)) : (v as string | number);
+
 /** report.csv: the same table, numbers only: `<column>` holds the mean over seeds, `<column> std` the std. */
 export function tableCsv(view: SweepView, t: SweepTable): string {
   const head = ['metric'];
@@ -257,7 +264,7 @@ export function tableCsv(view: SweepView, t: SweepTable): string {
     const out: (string | number)[] = [r.name];
     for (const c of r.cells) {
       if (r.name === 'status') out.push(c.text, '');
-      else out.push(c.mean ?? '', c.std ?? '');
+      else out.push(csvValue(c.mean), csvValue(c.std));
     }
     return out;
   });
@@ -282,7 +289,7 @@ export function runsCsv(view: SweepView, facts: Map<string, RunFacts>): string {
         f.id, ...keys.map((k) => c.values[k]), f.seed, f.status, f.step, f.totalSteps, f.divergedAt, c.paperTop1, f.linearTop1, f.linearTop5,
         f.knnTop1, f.knnTop5, f.bestKnnTop1, f.dips, f.maxDip, f.spikesPatch, f.spikesLast, f.lastBlock, f.spikeLag,
         f.spikesAfter, f.spikesBefore, f.gradLead, f.gradLeadR, f.wallS, f.imagesPerS,
-      ].map((v) => (v === null || v === undefined ? '' : (v as string | number))));
+      ].map(csvValue));
     }
   }
   return stringify(rows as (string | number)[][]);

@@ -10,6 +10,7 @@ import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { fmtSci, followingKeys, formatValue, inferSweptKeys, pooledKeys, viewSweep } from '../../src/report/sweep.ts';
+import { csvValue } from '../../src/report/table.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 /** The table of report.md: label -> cells. */
@@ -383,6 +384,25 @@ test('swept values print as set: an lr of 1.28e-2 is not rounded to 1.3e-2, floa
   assert.equal(formatValue('optim.base_lr', 0.0128), '1.28e-2');
   assert.equal(formatValue('optim.weight_decay', 0.1), '1.0e-1');
   assert.equal(formatValue('optim.batch_size', 256), '256');
+});
+
+test('the CSV files write a number to 12 significant digits: float noise goes, digits that mean something stay', async () => {
+  assert.equal(csvValue(71.96 - 70.28), 1.68); // 1.6799999999999926
+  assert.equal(csvValue(0.1 + 0.2), 0.3);
+  assert.equal(csvValue(0.21747963783691837), 0.217479637837);
+  assert.equal(csvValue(1530.088), 1530.088);
+  assert.equal(csvValue(1.25e-5), 1.25e-5);
+  assert.equal(csvValue(null), '');
+  assert.equal(csvValue(undefined), '');
+  assert.equal(csvValue('block3'), 'block3');
+  // a sweep whose seeds give a mean and a dip with float noise: the files hold the short numbers
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size', [0, 1]);
+  await writeReport(dir);
+  for (const f of ['report.csv', 'runs.csv']) {
+    const long = readFileSync(join(dir, f), 'utf8').match(/\d\.\d{13,}/g);
+    assert.equal(long, null, `${f}: ${long?.join(' ')}`);
+  }
 });
 
 test('a run without a kNN curve (the monitor off: the final kNN alone) has no dips to count: "-", not 0, and it is left out of the dips cell', async () => {
