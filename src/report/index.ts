@@ -3,7 +3,7 @@
  * into each run's summary.json), and write report.md (the paper-shaped table, the figures, per-run
  * detail), report.csv, runs.csv and plots/. Reads result folders only: no TensorFlow.js.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../engine/files.ts';
 import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
@@ -81,15 +81,17 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   }
   if (format === 'md' || format === 'both') {
     const figures: WrittenFigure[] = [];
+    const plotDir = join(sweepDir, 'plots');
     if (opts.plots !== false && sweep.runs.length) {
-      const plotDir = join(sweepDir, 'plots');
       mkdirSync(plotDir, { recursive: true });
       figures.push(await writeFigure(plotDir, knnFigure(view, instability, io), opts.png !== false));
       const g = gradFigure(view, instability, io);
       if (g) figures.push(await writeFigure(plotDir, g, opts.png !== false));
       for (const f of figures) files.push(f.svg, ...(f.png ? [f.png] : []));
-      // a figure of an earlier report that this one does not draw (no gradients logged, --no-png) would sit
-      // beside it as if current
+    }
+    // a figure of an earlier report that this one does not draw (no gradients logged, --no-png, --no-plots)
+    // would sit beside it as if current (a file named plots, which --no-plots lets be, holds none)
+    if (existsSync(plotDir) && statSync(plotDir).isDirectory()) {
       for (const name of Object.values(FIGURES)) {
         for (const ext of ['svg', 'png']) {
           const p = join(plotDir, `${name}.${ext}`);

@@ -142,7 +142,10 @@ export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 
   // new files, or the report would stop half-written (some files new, others old). The folders: the
   // sweep's, its plots/, and each run folder whose summary.json takes the instability figures
   const folders = [dir];
-  if (format !== 'csv' && opts.plots !== false && existsSync(join(dir, 'plots'))) folders.push(join(dir, 'plots'));
+  // plots/ takes the new figures, or loses an earlier report's that this one does not draw (--no-plots)
+  const plotDir = join(dir, 'plots');
+  const oldFigures = () => Object.values(FIGURES).some((n) => ['svg', 'png'].some((ext) => existsSync(join(plotDir, `${n}.${ext}`))));
+  if (format !== 'csv' && existsSync(plotDir) && statSync(plotDir).isDirectory() && (opts.plots !== false || oldFigures())) folders.push(plotDir);
   if (opts.summaries !== false) {
     for (const e of readdirSync(dir)) if (existsSync(join(dir, e, RUN_FILES.summary))) folders.push(join(dir, e));
   }

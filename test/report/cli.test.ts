@@ -250,6 +250,15 @@ test('moco3 report: figures it no longer draws go; a planned sweep has no table 
   // --no-png: the PNGs of the earlier report would be taken for this one's
   assert.equal((await cli(['report', dir, '--no-png'])).code, 0);
   assert.deepEqual(readdirSync(join(dir, 'plots')).sort(), ['grad.svg', 'knn.svg']);
+  // --no-plots: report.md links none, and an earlier report's would be taken for this one's; a file of the user's stays
+  writeFileSync(join(dir, 'plots', 'mine.txt'), 'notes\n');
+  assert.equal((await cli(['report', dir, '--no-plots'])).code, 0);
+  assert.deepEqual(readdirSync(join(dir, 'plots')), ['mine.txt']);
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /plots\//);
+  // --format csv leaves report.md, and with it the figures it links
+  assert.equal((await cli(['report', dir])).code, 0);
+  assert.equal((await cli(['report', dir, '--format', 'csv', '--no-plots'])).code, 0);
+  assert.deepEqual(readdirSync(join(dir, 'plots')).sort(), ['grad.png', 'grad.svg', 'knn.png', 'knn.svg', 'mine.txt']);
   // a wall-time std is written in its mean's unit (6.4 min ± 104 s before)
   assert.deepEqual(
     [formatSeconds(384), formatSeconds(104, 384), formatSeconds(6.1, 144), formatSeconds(0, 30), formatSeconds(30), formatSeconds(7.25), formatSeconds(9000), formatSeconds(900, 9000)],
