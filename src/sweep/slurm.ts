@@ -241,11 +241,16 @@ export function runJobs(plan: SweepPlan): ({ job: string; state: string | null }
   const subs = readJobs(plan);
   if (!subs.length) return plan.runs.map(() => null);
   const states = queueStates(plan, subs);
+  // a run is found by its id, not by its place in this plan: other --seeds or values number it otherwise, and
+  // its task keeps the index it was submitted with
   return plan.runs.map((r) => {
-    const sub = [...subs].reverse().find((s) => s.runs[String(r.index)] === r.id);
-    if (!sub) return null;
-    const job = `${sub.job_id}_${r.index}`;
-    return { job, state: states.get(job) ?? null };
+    for (const sub of [...subs].reverse()) {
+      const task = Object.entries(sub.runs).find(([, id]) => id === r.id)?.[0];
+      if (task === undefined) continue;
+      const job = `${sub.job_id}_${task}`;
+      return { job, state: states.get(job) ?? null };
+    }
+    return null;
   });
 }
 

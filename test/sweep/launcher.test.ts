@@ -233,6 +233,42 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.deepEqual(jobs.submissions.map((j: { job_id: string }) => j.job_id), ['4242']);
 });
 
+test('--launcher slurm: a run queued by an earlier submission is found by its id when other flags number it otherwise (--seeds 1 after --seeds 0,1)', async () => {
+  const results = tempDir('moco3-launch-');
+  const slurm = join(results, 'batch-size', 'slurm');
+  // sbatch hands out 101, 102, ...; squeue shows every task of every recorded submission pending
+  const bin = join(results, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'sbatch'), `#!/bin/sh\nn=$(cat ${bin}/next 2>/dev/null || echo 101)\necho $((n + 1)) > ${bin}/next\necho $n\n`, { mode: 0o755 });
+  writeFileSync(
+    join(bin, 'squeue'),
+    `#!${process.execPath}\nconst j = JSON.parse(require('fs').readFileSync(${JSON.stringify(join(slurm, 'jobs.json'))}, 'utf8'));\n` +
+      "for (const s of j.submissions) for (const k of Object.keys(s.runs)) console.log(`${s.job_id}_${k}|PENDING`);\n",
+    { mode: 0o755 },
+  );
+  const env = { PATH: `${bin}:${process.env.PATH}` };
+  const base = ['sweep', 'batch-size', '--preset', 'smoke', '--launcher', 'slurm', '--results', results];
+  const first = await cli([...base, '--seeds', '0,1'], env);
+  assert.equal(first.code, 0, first.err);
+  assert.equal(first.out, '101\n');
+  const jobs = () => JSON.parse(readFileSync(join(slurm, 'jobs.json'), 'utf8')).submissions as { job_id: string; runs: Record<string, string> }[];
+  const queued = jobs()[0]!.runs;
+  // seed 1's runs, numbered 1, 2, ... by --seeds 1, are the tasks the first submission gave them
+  const plan = await cli(['plan', 'batch-size', '--preset', 'smoke', '--results', results, '--seeds', '1', '--json'], env);
+  assert.equal(plan.code, 0, plan.err);
+  const planned = JSON.parse(plan.out).runs as { id: string; slurm: { job: string; state: string } | null }[];
+  assert.ok(planned.length > 0);
+  for (const r of planned) {
+    const task = Object.entries(queued).find(([, id]) => id === r.id)![0];
+    assert.deepEqual(r.slurm, { job: `101_${task}`, state: 'PENDING' }, r.id);
+  }
+  // and a submission of seed 1 alone submits nothing
+  const again = await cli([...base, '--seeds', '1'], env);
+  assert.equal(again.code, 0, again.err);
+  assert.match(again.err, /nothing to submit: every run is completed, running or queued \(1 pending as 101_\d+, /);
+  assert.equal(jobs().length, 1);
+});
+
 test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside the other tasks\' rows', async () => {
   const results = tempDir('moco3-launch-');
   const env = { SLURM_ARRAY_JOB_ID: '41', SLURM_ARRAY_TASK_ID: '2', SLURM_JOB_ID: '43', SLURM_RESTART_COUNT: '1' };
