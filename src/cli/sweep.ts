@@ -357,7 +357,9 @@ export function sweepCommand(): Command {
         if (!f.json) {
           process.stdout.write(formatPlan(plan, r.states));
           const wall = (performance.now() - t0) / 1000;
-          const lines = [`sweep ${plan.id}: ${r.interrupted ? 'interrupted' : 'done'} in ${fmtDuration(wall)}; results in ${plan.dir}`];
+          // runs left to another process that has not finished them: this process is done, the sweep is not
+          const ended = r.interrupted ? 'interrupted' : r.busy.length ? 'not finished' : 'done';
+          const lines = [`sweep ${plan.id}: ${ended} in ${fmtDuration(wall)}; results in ${plan.dir}`];
           const stateOf = (id: string) => r.states[plan.runs.findIndex((x) => x.id === id)]!;
           for (const id of r.failed) {
             const s = stateOf(id);
@@ -367,8 +369,8 @@ export function sweepCommand(): Command {
             const running = r.busy.filter((id) => stateOf(id).state === 'running').length;
             lines.push(
               running === r.busy.length
-                ? `  ${running} run(s) are being trained by another sweep; run this command again later to finish`
-                : `  ${r.busy.length} run(s) that another sweep was training are not finished (${running} still running); run this command again later to finish`,
+                ? `  ${running} run(s) are being trained by another process (another sweep, an agent, a Slurm task); nothing is left for this one: run this command again once they have ended, to finish what they leave`
+                : `  ${r.busy.length} run(s) that another process was training are not finished (${running} still running): run this command again to finish them`,
             );
           }
           if (launch.requeued?.()) {
@@ -387,7 +389,7 @@ export function sweepCommand(): Command {
             lines.push('  unless Slurm requeues this task (it then goes on by itself: `squeue -r` shows it), submit the sweep again (the same `moco3 sweep ... --launcher slurm`) to continue');
           } else if (r.interrupted) lines.push('  run the same command again to continue');
           // the tables and curves of what is done so far are one command away
-          if (!r.interrupted) lines.push(`  report: moco3 report ${shellQuote(plan.dir)}`);
+          if (!r.interrupted) lines.push(`  report${r.busy.length ? ' (of what is finished so far)' : ''}: moco3 report ${shellQuote(plan.dir)}`);
           process.stderr.write(`${lines.join('\n')}\n`);
         }
         // a failed requeue has set 1 already: the task did not do what it said, which is no plain interruption

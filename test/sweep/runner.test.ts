@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
@@ -229,6 +229,30 @@ test('a run locked by a live sweep is left to it; a stale lock (dead process) is
   } finally {
     await holder.kill();
   }
+});
+
+test('moco3 sweep that leaves a run to another process says the sweep is not finished, not done', async () => {
+  const results = tmp();
+  const plan = tinyPlan(results);
+  const other = await sleeper();
+  const dir = plan.runs[0]!.dir;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: other.pid, host: hostname(), proc_start: procStart(other.pid), since: new Date().toISOString(), sweep: 'tiny' }));
+  try {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'cli.ts'), 'sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines', '-q'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /^sweep tiny: not finished in \S+; results in /m);
+    assert.match(r.stderr, /^  1 run\(s\) are being trained by another process .*: run this command again once they have ended/m);
+    assert.match(r.stderr, /^  report \(of what is finished so far\): moco3 report /m);
+    assert.deepEqual(plan.runs.map((x) => readRunState(x.dir).state), ['running', 'completed']);
+  } finally {
+    await other.kill();
+  }
+  // the same command again, the holder gone: it trains the run, and the sweep is done
+  const again = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'cli.ts'), 'sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines', '-q'], { encoding: 'utf8' });
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stderr, /^sweep tiny: done in /m);
+  assert.match(again.stderr, /^  report: moco3 report /m);
 });
 
 test('locks: one holder at a time; a reused pid (other start time) is stale', async () => {
