@@ -215,16 +215,32 @@ function recordSink(sink: Sink, kind: CifarKind): TarFileSink {
  * size: loading leaves neither the archive nor a file-sized copy behind (docs/ENGINES.md).
  */
 async function readArchiveSplits(path: string, kind: CifarKind, limits: { train: number | null; test: number | null }): Promise<{ train: ImageSplit; test: ImageSplit }> {
+  // the first pass reads the whole index: which entry holds each file. Of entries named alike, the one in
+  // the dataset's own folder (kind.folder/FILE, or FILE at the top); of several at one path (`tar -r` added a
+  // newer copy), the last, as tar extracts it; two of that name elsewhere (a backup beside the batches) and
+  // none in the dataset's folder are refused: one could not tell which the batches are
   const wanted = new Set([...kind.train, ...kind.test]);
-  const sizes = new Map<string, number>();
-  await walkTarGz(
-    path,
-    (name, size) => {
-      if (wanted.has(basename(name))) sizes.set(basename(name), size);
-      return null;
-    },
-    () => sizes.size === wanted.size,
-  );
+  const found = new Map<string, { name: string; size: number; nth: number }[]>();
+  const seen = new Map<string, number>();
+  await walkTarGz(path, (entryName, size) => {
+    const name = entryName.replace(/^(\.\/)+/, '');
+    const nth = (seen.get(name) ?? 0) + 1;
+    seen.set(name, nth);
+    const f = basename(name);
+    if (wanted.has(f)) found.set(f, [...(found.get(f) ?? []), { name, size, nth }]);
+    return null;
+  });
+  const chosen = new Map<string, { name: string; size: number; nth: number }>();
+  for (const [f, all] of found) {
+    const own = all.filter((e) => e.name === `${kind.folder}/${f}` || e.name === f);
+    const pick = own.length ? own : all;
+    const names = [...new Set(pick.map((e) => e.name))];
+    if (names.length > 1) {
+      throw new DataError(`${path}: ${names.length} entries named ${f} (${names.join(', ')}) and none at ${kind.folder}/${f}: which holds the batches is not clear; give the extracted folder instead (--data ${kind.name}:FOLDER)`);
+    }
+    chosen.set(f, pick.at(-1)!);
+  }
+  const sizes = new Map([...chosen].map(([f, e]) => [f, e.size]));
   const routes = new Map<string, Sink>();
   const plan = (names: string[], limit: number | null, what: string): ImageSplit => {
     const counts = names.map((f) => {
@@ -242,10 +258,16 @@ async function readArchiveSplits(path: string, kind: CifarKind, limits: { train:
   const train = plan(kind.train, limits.train, 'train');
   const test = plan(kind.test, limits.test, 'test');
   const sinks = [...routes.values()];
+  seen.clear();
   await walkTarGz(
     path,
-    (name) => {
-      const sink = routes.get(basename(name));
+    (entryName) => {
+      const name = entryName.replace(/^(\.\/)+/, '');
+      const nth = (seen.get(name) ?? 0) + 1;
+      seen.set(name, nth);
+      const f = basename(name);
+      const e = chosen.get(f);
+      const sink = e && e.name === name && e.nth === nth ? routes.get(f) : undefined;
       return sink ? recordSink(sink, kind) : null;
     },
     () => sinks.every((r) => r.done === r.take),

@@ -107,6 +107,44 @@ test('the archive and the extracted folder give the same splits: files in any or
   }
 });
 
+test("files of the same name in the archive: the dataset folder's are read, the last copy at one path (as tar extracts), two elsewhere refused", async () => {
+  const root = tempDir('moco3-cifar-');
+  const dir = join(root, 'cifar-10-batches-bin');
+  mkdirSync(dir);
+  const batches: Record<string, Uint8Array> = {};
+  for (let b = 1; b <= 5; b++) batches[`data_batch_${b}.bin`] = records(3 + b, 1, b);
+  batches['test_batch.bin'] = records(4, 1, 9);
+  for (const [f, bytes] of Object.entries(batches)) writeFileSync(join(dir, f), bytes);
+  const fromFolder = await loadDataset(spec('cifar10', dir));
+  const zeros = new Uint8Array(3073 * 6);
+  const real = (prefix: string): [string, Uint8Array, string][] => Object.entries(batches).map(([f, b]) => [`${prefix}cifar-10-batches-bin/${f}`, b, '0']);
+  const same = async (entries: [string, Uint8Array, string][], what: string) => {
+    const archive = join(root, `${what}.tar.gz`);
+    writeFileSync(archive, gzipSync(tar(entries)));
+    const ds = await loadDataset(spec('cifar10', archive));
+    for (const k of ['train', 'test'] as const) {
+      assert.ok(Buffer.from(ds[k].images).equals(Buffer.from(fromFolder[k].images)), `${what}: ${k} images`);
+      assert.deepEqual([...ds[k].labels], [...fromFolder[k].labels], `${what}: ${k} labels`);
+    }
+  };
+  // a backup beside the batches, before and after them
+  await same([['backup/data_batch_1.bin', zeros, '0'], ...real('')], 'backup-first');
+  await same([...real(''), ['old/test_batch.bin', zeros, '0']], 'backup-last');
+  // names written with ./, as `tar -C dir .` writes them
+  await same([['./backup/data_batch_1.bin', zeros, '0'], ...real('./')], 'dot-slash');
+  // `tar -r` added a newer copy at the same path: the last is the file
+  await same([['cifar-10-batches-bin/data_batch_2.bin', zeros, '0'], ...real('')], 'appended');
+  // the batches in a folder of another name: read, when there is one of each
+  await same(Object.entries(batches).map(([f, b]): [string, Uint8Array, string] => [`mine/${f}`, b, '0']), 'renamed');
+  // two of another folder each, none in the dataset's: refused, naming both
+  const two = join(root, 'two.tar.gz');
+  writeFileSync(two, gzipSync(tar([['a/data_batch_1.bin', zeros, '0'], ...Object.entries(batches).map(([f, b]): [string, Uint8Array, string] => [`b/${f}`, b, '0'])])));
+  await assert.rejects(
+    loadDataset(spec('cifar10', two)),
+    (e: unknown) => e instanceof DataError && e.message.startsWith(`${two}: 2 entries named data_batch_1.bin (a/data_batch_1.bin, b/data_batch_1.bin) and none at cifar-10-batches-bin/data_batch_1.bin`),
+  );
+});
+
 test('a truncated or corrupt archive and a file missing from it give one-line errors naming the archive', async () => {
   const root = tempDir('moco3-cifar-');
   const archive = join(root, 'cifar-100-binary.tar.gz');
