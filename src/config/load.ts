@@ -59,7 +59,7 @@ export function parseSet(expr: string): Obj {
     throw new ConfigError(`--set ${expr}: '${key}' is not a dotted key such as optim.base_lr`);
   }
   // names an object's own machinery, not a config key: assigned, it would vanish instead of being refused
-  const odd = key.split('.').find((p) => p === '__proto__' || p === 'constructor' || p === 'prototype');
+  const odd = key.split('.').find((p) => OBJECT_KEYS.has(p));
   if (odd) throw new ConfigError(`--set ${expr}: unknown key ${key}`);
   return nest(key, raw.trim() === '' ? '' : setValue(expr, key, raw));
 }
@@ -84,11 +84,39 @@ function setValue(expr: string, key: string, raw: string): unknown {
   });
   if (comment) throw new ConfigError(`--set ${expr}: a blank then # starts a YAML comment, which would cut the value short; ${quoted}`);
   if (anchor) throw new ConfigError(`--set ${expr}: a leading & names a YAML anchor, which is not part of the value; ${quoted}`);
+  const odd = yamlSurprise(doc);
+  if (odd) throw new ConfigError(`--set ${expr}: ${[key, odd[0]].filter(Boolean).join('.')}: ${odd[1]}`);
   try {
     return doc.toJS();
   } catch {
     return raw; // an alias to nothing (`*imgs`): no YAML value, the text as it is
   }
+}
+
+/** Names of an object's own machinery: assigned as a key, one would vanish (or set a prototype) instead of being refused. */
+const OBJECT_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * What a parsed YAML document would read otherwise than written, as `[dotted key, why]`, or null: a key that
+ * names an object's machinery (`__proto__:` would vanish in the merge, not be refused as unknown), or a
+ * number beyond a float's range (`1e-400` would read as 0, `1e400` as infinity).
+ */
+function yamlSurprise(doc: YAML.Document): [string, string] | null {
+  let found: [string, string] | null = null;
+  YAML.visit(doc, {
+    Scalar(key, node, path) {
+      const keys = path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
+      const name = keys.join('.');
+      if (key === 'key' && OBJECT_KEYS.has(String(node.value))) found = [name, 'unknown key'];
+      else if (typeof node.value === 'number' && node.source !== undefined) {
+        const text = String(node.source);
+        if (node.value === 0 && /^[-+]?(\d*\.)?\d*[1-9]/.test(text)) found = [name, `${text} is too small for a float: it would read as 0`];
+        else if (!Number.isFinite(node.value) && !/^[-+]?\.(inf|nan)$/i.test(text)) found = [name, `${text} is too large for a float: it would read as infinity`];
+      }
+      return found ? YAML.visit.BREAK : undefined;
+    },
+  });
+  return found;
 }
 
 /** `a.b.c`, v -> {a: {b: {c: v}}} */
@@ -151,6 +179,8 @@ export function parseYaml(text: string, path: string): unknown {
   }
   const problem = doc.errors[0] ?? doc.warnings[0];
   if (problem) throw new ConfigError(`${path}: not valid YAML: ${problem.message.split('\n')[0].replace(/:$/, '')}`);
+  const odd = yamlSurprise(doc);
+  if (odd) throw new ConfigError(`${path}: ${odd[0]}: ${odd[1]}`);
   try {
     return doc.toJS();
   } catch (e) {

@@ -113,6 +113,19 @@ test('an unknown key names the file and the key', () => {
   });
 });
 
+test('a config file: a key that names an object\'s machinery (__proto__) is refused as unknown, not dropped; a number beyond a float\'s range is refused', () => {
+  for (const [text, line] of [
+    ['__proto__:\n  seed: 5\n', '__proto__: unknown key'],
+    ['optim:\n  __proto__:\n    batch_size: 8\n', 'optim.__proto__: unknown key'],
+    ['optim:\n  constructor: 1\n', 'optim.constructor: unknown key'],
+    ['optim:\n  base_lr: 1e-400\n', 'optim.base_lr: 1e-400 is too small for a float: it would read as 0'],
+    ['optim:\n  betas: [0.9, 1e999]\n', 'optim.betas: 1e999 is too large for a float: it would read as infinity'],
+  ]) {
+    const f = tmpFile('p.yaml', text);
+    assert.throws(() => buildConfig({ file: f }), (e: unknown) => e instanceof ConfigError && e.message === `${f}: ${line}`, text);
+  }
+});
+
 test('a wrong type and a negative batch name the key and the source', () => {
   const f = tmpFile('t.yaml', 'optim:\n  batch_size: "big"\n');
   assert.throws(() => buildConfig({ file: f }), /t\.yaml: optim\.batch_size: expected number, got "big"/);
@@ -133,8 +146,15 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['optim.batch_size=4', 'train.micro_batch=1'], /^--set train\.micro_batch=1: train\.micro_batch: must be at least 2/);
   bad(['data.image_size=100000'], /^--set data\.image_size=100000: data\.image_size: expected number to be <=4096, got 100000$/);
   bad(['optim.base_lr=.nan'], /^--set optim\.base_lr=\.nan: optim\.base_lr: expected number, got NaN$/);
-  bad(['optim.epochs=1e400'], /^--set optim\.epochs=1e400: optim\.epochs: expected number, got Infinity$/);
+  bad(['optim.epochs=1e400'], /^--set optim\.epochs=1e400: optim\.epochs: 1e400 is too large for a float: it would read as infinity$/);
+  // a number below a float's range read as 0: an lr of 0 would train nothing without a word
+  bad(['optim.base_lr=1e-400'], /^--set optim\.base_lr=1e-400: optim\.base_lr: 1e-400 is too small for a float: it would read as 0$/);
+  bad(['optim={base_lr: -2.5e-999}'], /^--set optim=\{base_lr: -2\.5e-999\}: optim\.base_lr: -2\.5e-999 is too small for a float: it would read as 0$/);
   bad(['__proto__.x=1'], /^--set __proto__\.x=1: unknown key __proto__\.x$/);
+  bad(['optim={__proto__: {batch_size: 8}}'], /^--set optim=\{__proto__: \{batch_size: 8\}\}: optim\.__proto__: unknown key$/);
+  // zero written as zero is zero; a small number a float holds is that number
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['optim.weight_decay=0.0e0'] }).optim.weight_decay, 0);
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['optim.weight_decay=1e-300'] }).optim.weight_decay, 1e-300);
   assert.equal(buildConfig({ preset: 'smoke', sets: ['model.mlp_ratio=1.5', 'optim.batch_size=2'] }).model.mlp_ratio, 1.5);
   // the other key from the preset, the one set from a config or sweep file: the file is named, not the preset
   const fromFile = (value: Record<string, unknown>, re: RegExp) =>
