@@ -310,6 +310,11 @@ function listSplit(name: string, dir: string, classes: string[], isTrain: boolea
         } catch (e) {
           throw new DataError(`${abs}: cannot read the file (${oneLine((e as Error).message)})`);
         }
+        // a named pipe would block the decoder's read for good, a device read without end
+        if (!st.isFile()) {
+          const kind = st.isDirectory() ? 'a folder' : st.isFIFO() ? 'a named pipe' : st.isSocket() ? 'a socket' : 'a device';
+          throw new DataError(`${abs}: ${kind}, not an image file: move it out of the image folder`);
+        }
         return { rel: `${cls}/${f}`, abs, label, size: st.size, mtimeMs: st.mtimeMs };
       }),
     );

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -457,6 +457,12 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     assert.equal(oneDecoder.decodes + oneDecoder.probes, 0);
     assert.deepEqual(readdirSync(one).sort(), ['train', 'val'], 'no cache folder made');
     rmSync(one, { recursive: true, force: true });
+
+    // a named pipe with an image's name: said, where the decoder's read would wait for a writer for good
+    const pipe = join(root, 'train', 'zebra', 'zz.png');
+    assert.equal(spawnSync('mkfifo', [pipe]).status, 0);
+    await rejectsData(loadImageFolder(spec(root), quiet()), new RegExp(`^${pipe}: a named pipe, not an image file: move it out of the image folder$`));
+    rmSync(pipe);
 
     mkdirSync(join(root, 'val', 'unicorn'));
     await rejectsData(loadImageFolder(spec(root), quiet()), /val\/unicorn: class 'unicorn' is not a class of train\//);
