@@ -1,5 +1,5 @@
 /**
- * The environment variables that take numbers (README.md names them), checked before a command runs: a bad
+ * The environment variables that take numbers (README.md names them), and Dawn's flags, checked before a command runs: a bad
  * value is one line naming the variable and what was expected, exit 2, instead of a default taken silently.
  * Unset or empty, each keeps its default.
  */
@@ -20,5 +20,13 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
     if (v === undefined || v.trim() === '') continue;
     const x = integer ? parseInteger(v) : parseDecimal(v);
     if (!Number.isFinite(x) || (strict ? x <= min : x < min) || (max !== undefined && x > max)) throw new UsageError(`${name}=${v}: expected ${what}`);
+    // as read: the native addon parses it again, and takes what JavaScript trims (a CR, a no-break space) for no number
+    env[name] = String(x);
+  }
+  // Dawn's own flags, given to it as they are (src/engine/webgpu.ts): each a key=value
+  const dawn = env.MOCO3_DAWN_FLAGS;
+  if (dawn !== undefined && dawn.trim() !== '') {
+    const bad = dawn.split(',').filter(Boolean).find((f) => !/^[^=\s]+=\S*$/.test(f));
+    if (bad !== undefined) throw new UsageError(`MOCO3_DAWN_FLAGS=${dawn}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got '${bad}'`);
   }
 }

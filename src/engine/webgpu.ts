@@ -87,7 +87,11 @@ async function dawn(): Promise<GpuLike | string> {
   Object.assign(globalThis, mod.globals);
   // Dawn's own flags, e.g. MOCO3_DAWN_FLAGS=backend=vulkan,adapter=NVIDIA
   const flags = (process.env.MOCO3_DAWN_FLAGS ?? '').split(',').filter(Boolean);
-  gpu = mod.create(flags);
+  try {
+    gpu = mod.create(flags);
+  } catch (e) {
+    return `Dawn refused MOCO3_DAWN_FLAGS=${process.env.MOCO3_DAWN_FLAGS} (${(e as Error).message.split('\n')[0]})`;
+  }
   const g = globalThis as { navigator?: { gpu?: unknown } };
   if (g.navigator === undefined) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   else if (g.navigator.gpu === undefined) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
@@ -147,7 +151,9 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
       // Dawn enumerates the Vulkan devices inside this call, synchronously, and may warn on stderr then
       adapter = await withoutDawnNoise(() => g.requestAdapter({ powerPreference: 'high-performance' }));
     } catch (e) {
-      return `Dawn found no adapter (${(e as Error).message})`;
+      // Dawn's reason may run over lines (a backend it does not know, then those it does); the flags given are said
+      const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? ` with MOCO3_DAWN_FLAGS=${process.env.MOCO3_DAWN_FLAGS}` : '';
+      return `Dawn found no adapter${flags} (${(e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`;
     }
     if (!adapter) {
       return (

@@ -31,6 +31,21 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }
+  // Dawn's flags: each a key=value (Dawn's own error named no variable, and doctor exited 1)
+  for (const [value, part] of [['garbage', 'garbage'], ['backend=vulkan,,adapter', 'adapter'], ['backend=vulkan adapter=x', 'backend=vulkan adapter=x']] as const) {
+    const r = await cli(['doctor'], { MOCO3_DAWN_FLAGS: value });
+    assert.equal(r.code, 2, r.err);
+    assert.equal(r.err, `moco3: MOCO3_DAWN_FLAGS=${value}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got '${part}'\n`);
+  }
+});
+
+test('a number the check reads is the number the native kernels read: a trailing carriage return or no-break space is not all cores', () => {
+  const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'moco3.js');
+  for (const value of ['1\r', '1\u00a0', ' 1 ']) {
+    const r = spawnSync(process.execPath, [bin, 'doctor'], { env: { ...process.env, MOCO3_THREADS: value }, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^native: built \(.*, 1 threads\)/m, JSON.stringify(value));
+  }
 });
 
 test('MOCO3_NATIVE_PATH naming no file, or a file that is no addon: doctor and --backend native say which, not "not built"', () => {
