@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, sym
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
+import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
 import { arraySpec, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -151,6 +152,13 @@ test('--launcher slurm --dry-run prints the script and writes nothing; bad flags
     assert.equal(hash.code, 2);
     assert.match(hash.err, /^moco3: --expect-hash deadbeef: run 1 of batch-size now resolves to config [0-9a-f]{8} \(bs\S+\), not the one submitted; .*submit again\n$/);
     assert.equal(existsSync(join(results, 'batch-size')), false, 'nothing written');
+    // a folder planned under another preset: the dry run of a submission says so, as the local one does
+    writeResolvedSweep(planSweep(loadSweep('batch-size'), { results, preset: 'smoke' }));
+    for (const launcher of [['--launcher', 'slurm'], []]) {
+      const mixed = await cli(['sweep', 'batch-size', '--preset', 'gpu', ...launcher, '--dry-run', '--results', results]);
+      assert.equal(mixed.code, 0, mixed.err);
+      assert.match(mixed.err, /^moco3: note: \S+batch-size was planned under preset smoke as well; /, launcher.join(' '));
+    }
   } finally {
     rmSync(results, { recursive: true, force: true });
   }
