@@ -113,7 +113,8 @@ function fetchCmd(): Command {
       }
       const source = SOURCES[name];
       const dir = resolve(f.dir ?? DATA_DIR);
-      const mirror = f.mirror ?? process.env.MOCO3_MIRROR ?? null;
+      // set but empty, as every other variable: unset
+      const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
       if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${mirror}: expected an http:// or https:// URL`);
       const ac = new AbortController();
       let stopping = false;
@@ -311,7 +312,7 @@ function infoCmd(): Command {
         `${ds.name}: ${ds.source}`,
         `  images: train ${ds.train.n}, test ${ds.test.n}; ${height}x${width}, ${channels} channel${channels === 1 ? ' (used as 3 equal channels)' : 's'}`,
         `  classes (${ds.numClasses}): ${abbreviate(ds.classNames)}`,
-        `  normalisation: mean ${fix(channels === 1 ? ds.mean.slice(0, 1) : ds.mean, 4)}, std ${fix(channels === 1 ? ds.std.slice(0, 1) : ds.std, 4)} (measured on ${m.images === ds.train.n ? 'train' : `${m.images} train images`}: mean ${fix(m.mean)}, std ${fix(m.std)})`,
+        `  normalisation: mean ${fix(channels === 1 ? ds.mean.slice(0, 1) : ds.mean, 4)}, std ${fix(channels === 1 ? ds.std.slice(0, 1) : ds.std, 4)} (${m.images === 0 ? 'not measured: the train split holds no images' : `measured on ${m.images === ds.train.n ? 'train' : `${m.images} train images`}: mean ${fix(m.mean)}, std ${fix(m.std)}`})`,
       ];
       if (files.length) {
         lines.push('  checksums:');

@@ -161,6 +161,10 @@ test('data fetch: files already in place and checked are not downloaded; it prin
   assert.equal(r.code, 0, r.err);
   assert.equal(r.err.split('\n').filter((l) => /: already there, checksum ok/.test(l)).length, 4, r.err);
   assert.equal(r.out, `fashion-mnist: ready in ${dir}/fashion-mnist (4 files, checksums ok)\nuse: moco3 train --data fashion-mnist:${dir}/fashion-mnist\n`);
+  // $MOCO3_MIRROR set but empty is unset, as every other variable: no mirror, and nothing to download here
+  const empty = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir], { MOCO3_MIRROR: '' });
+  assert.equal(empty.code, 0, empty.err);
+  assert.equal(empty.out, r.out);
 });
 
 test('data info fashion-mnist --data-path: 60000/10000 images, 10 classes, 28x28, checksums ok (or the missing-data line)', async () => {
