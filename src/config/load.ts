@@ -98,12 +98,22 @@ const OBJECT_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /**
  * What a parsed YAML document would read otherwise than written, as `[dotted key, why]`, or null: a key that
- * names an object's machinery (`__proto__:` would vanish in the merge, not be refused as unknown), or a
+ * names an object's machinery (`__proto__:` would vanish in the merge, not be refused as unknown) or is a
+ * list or mapping, or a
  * number beyond a float's range (`1e-400` would read as 0, `1e400` as infinity).
  */
 function yamlSurprise(doc: YAML.Document): [string, string] | null {
   let found: [string, string] | null = null;
   YAML.visit(doc, {
+    Pair(_, pair, path) {
+      // a list or mapping as a key (`? [a]`) names no config key; YAML would stringify it, with a warning of Node's
+      if (YAML.isCollection(pair.key)) {
+        const above = path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
+        found = [[...above, String(pair.key)].join('.'), 'a list or mapping as a key: expected a key name'];
+        return YAML.visit.BREAK;
+      }
+      return undefined;
+    },
     Scalar(key, node, path) {
       const keys = path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
       const name = keys.join('.');

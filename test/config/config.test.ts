@@ -120,6 +120,8 @@ test('a config file: a key that names an object\'s machinery (__proto__) is refu
     ['optim:\n  constructor: 1\n', 'optim.constructor: unknown key'],
     ['optim:\n  base_lr: 1e-400\n', 'optim.base_lr: 1e-400 is too small for a float: it would read as 0'],
     ['optim:\n  betas: [0.9, 1e999]\n', 'optim.betas: 1e999 is too large for a float: it would read as infinity'],
+    // a list as a key: YAML would make it the string '[ a ]', with a warning of Node's on stderr
+    ['optim:\n  ? [a]\n  : 1\n', 'optim.["a"]: a list or mapping as a key: expected a key name'],
   ]) {
     const f = tmpFile('p.yaml', text);
     assert.throws(() => buildConfig({ file: f }), (e: unknown) => e instanceof ConfigError && e.message === `${f}: ${line}`, text);
