@@ -78,8 +78,23 @@ function leanGradients(this: EngineInternals, stock: EngineInternals['gradients'
   if (this.state.gradientDepth > 0) return stock.call(this, f, xs, dy, allowNoGradients);
   if (xs.length === 0) throw new Error('gradients() received an empty list of xs.');
   if (dy != null && dy.dtype !== 'float32') throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
-  const y = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy('forward', f));
-  if (!(y instanceof tf.Tensor)) throw new Error('The result y returned by f() must be a tensor.');
+  let y: unknown = null;
+  try {
+    y = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy('forward', f));
+    if (!(y instanceof tf.Tensor)) throw new Error('The result y returned by f() must be a tensor.');
+    return leanBackward.call(this, y, xs, dy, allowNoGradients);
+  } catch (e) {
+    // a kernel that failed (out of memory) in the forward or the backward: what the tape saved for the
+    // backward (kept out of every tidy), and the value that escaped the forward's, would outlive the step
+    for (const node of this.state.activeTape ?? []) for (const t of node.saved ?? []) t.dispose();
+    this.state.activeTape = null;
+    if (y instanceof tf.Tensor) y.dispose();
+    throw e;
+  }
+}
+
+/** The backward pass of leanGradients, over the tape its forward recorded. */
+function leanBackward(this: EngineInternals, y: tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor | undefined, allowNoGradients: boolean) {
   const tape = this.state.activeTape ?? [];
   const nodes = nodesFromXToY(tape, xs, y);
   if (!allowNoGradients && nodes.length === 0) {

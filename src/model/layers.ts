@@ -30,7 +30,11 @@ function custom<R extends tf.Tensor>(
 ): (...inputs: T[]) => R {
   const g = tf.customGrad((...args: Array<T | tf.GradSaveFunc>) => {
     const save = args.pop() as tf.GradSaveFunc;
-    const r = f(args as T[], save);
+    // saved once the value is computed: tfjs keeps a copy of each saved tensor out of every tidy, and a
+    // kernel failing after the save (out of memory) would leave those copies with no tape node to free them
+    let toSave: T[] | null = null;
+    const r = f(args as T[], (ts) => void (toSave = ts));
+    if (toSave) save(toSave);
     return { value: r.value, gradFunc: (dy: T, saved: T[]) => r.gradFunc(dy as R, saved) };
   });
   return (...inputs: T[]) => g(...inputs) as R;

@@ -95,6 +95,11 @@ export function mlpForward(x: tf.Tensor2D, layers: MlpLayer[], P: Params, sink: 
   return h;
 }
 
+/** The statistics of BatchNorm forwards whose update will not run (the step failed): freed. */
+export function disposeBnRecords(records: BnRecord[]): void {
+  for (const r of records) tf.dispose([r.mean, r.varBiased]);
+}
+
 /**
  * PyTorch's running-buffer update (momentum 0.1): running_mean ← 0.9·rm + 0.1·mean,
  * running_var ← 0.9·rv + 0.1·var_unbiased (var·n/(n−1)), num_batches_tracked += 1.

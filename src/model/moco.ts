@@ -11,7 +11,7 @@ import { Rng } from '../engine/rng.ts';
 import { EMA, fusedKernels, hasKernel, packed } from '../engine/webgpu-kernels.ts';
 import { validateModelConfig, type MocoModelConfig } from './archs.ts';
 import { contrastiveLoss, l2normalize } from './layers.ts';
-import { applyBnRecord, buildMlp, mlpForward, mlpParamSpecs, type BnRecord, type MlpLayer } from './mlp.ts';
+import { applyBnRecord, buildMlp, disposeBnRecords, mlpForward, mlpParamSpecs, type BnRecord, type MlpLayer } from './mlp.ts';
 import { fromTorchLayout, tensorFromTorchValues, toTorchLayout, type ParamSpec } from './params.ts';
 import { vitForward, vitParamSpecs, type Params } from './vit.ts';
 
@@ -64,24 +64,37 @@ class GradSum {
     private readonly scale: number,
   ) {}
 
+  /** Adds a term, which it takes over: a kernel that fails on the way frees what of the term is not yet summed. */
   add(term: { value: tf.Scalar; grads: tf.Tensor[] }): void {
-    this.names.forEach((n, i) => {
-      const g = term.grads[i]!;
-      const prev = this.grads.get(n);
-      const scaled = this.scaled(g);
-      if (prev) {
-        this.grads.set(n, tf.add(prev, scaled));
-        prev.dispose();
-        scaled.dispose();
-      } else this.grads.set(n, scaled);
-    });
-    const v = this.scaled(term.value);
-    if (this.loss) {
-      const next = tf.add<tf.Scalar>(this.loss, v);
-      this.loss.dispose();
-      v.dispose();
-      this.loss = next;
-    } else this.loss = v;
+    const pending = new Set<tf.Tensor>([...term.grads, term.value]);
+    try {
+      this.names.forEach((n, i) => {
+        const g = term.grads[i]!;
+        const prev = this.grads.get(n);
+        const scaled = this.scaled(g);
+        pending.delete(g);
+        pending.add(scaled);
+        if (prev) {
+          this.grads.set(n, tf.add(prev, scaled));
+          prev.dispose();
+          scaled.dispose();
+        } else this.grads.set(n, scaled);
+        pending.delete(scaled);
+      });
+      const v = this.scaled(term.value);
+      pending.delete(term.value);
+      pending.add(v);
+      if (this.loss) {
+        const next = tf.add<tf.Scalar>(this.loss, v);
+        this.loss.dispose();
+        v.dispose();
+        this.loss = next;
+      } else this.loss = v;
+      pending.delete(v);
+    } catch (e) {
+      tf.dispose([...pending]);
+      throw e;
+    }
   }
 
   /** t x scale as a new tensor (t itself when scale is 1); t is disposed when replaced. */
@@ -313,18 +326,28 @@ export class MoCoViT {
    * statistics are per chunk (like per-GPU BN); one tidy per chunk frees its activations before the next.
    */
   private keys(x: tf.Tensor4D, chunks: Chunk[]): tf.Tensor2D {
-    const parts = chunks.map((c) =>
-      tf.tidy(() => {
-        const rec: BnRecord[] = [];
-        const k = l2normalize(this.encode(chunkOf(x, c), MOMENTUM, rec));
-        this.updateBn(`${MOMENTUM}head.`, rec);
-        return k;
-      }),
-    );
-    if (parts.length === 1) return parts[0]!;
-    const all = tf.concat(parts) as tf.Tensor2D;
-    parts.forEach((p) => p.dispose());
-    return all;
+    const parts: tf.Tensor2D[] = [];
+    try {
+      for (const c of chunks) {
+        parts.push(
+          tf.tidy(() => {
+            const rec: BnRecord[] = [];
+            try {
+              const k = l2normalize(this.encode(chunkOf(x, c), MOMENTUM, rec));
+              this.updateBn(`${MOMENTUM}head.`, rec);
+              return k;
+            } catch (e) {
+              disposeBnRecords(rec);
+              throw e;
+            }
+          }),
+        );
+      }
+      return parts.length === 1 ? parts[0]! : (tf.concat(parts) as tf.Tensor2D);
+    } finally {
+      // the chunks' keys, once concatenated (or when a later chunk failed)
+      if (parts.length > 1 || parts.length < chunks.length) parts.forEach((p) => p.dispose());
+    }
   }
 
   /** ctr(q, k) of one chunk of queries against all keys of the batch (negatives = the full batch, as in the paper), with its gradients. */
@@ -332,10 +355,18 @@ export class MoCoViT {
     const encRec: BnRecord[] = [];
     const predRec: BnRecord[] = [];
     const q = () => this.predict(this.encode(chunkOf(x, c), BASE, encRec), predRec);
-    const r = tf.valueAndGrads(() => contrastiveLoss(q(), k, this.cfg.temperature, 1e-12, c.offset))(this.gradList.map((n) => this.vars.get(n)!));
-    this.updateBn(`${BASE}head.`, encRec);
-    this.updateBn(PRED, predRec);
-    return r;
+    let r: { value: tf.Scalar; grads: tf.Tensor[] } | null = null;
+    try {
+      r = tf.valueAndGrads(() => contrastiveLoss(q(), k, this.cfg.temperature, 1e-12, c.offset))(this.gradList.map((n) => this.vars.get(n)!));
+      this.updateBn(`${BASE}head.`, encRec);
+      this.updateBn(PRED, predRec);
+      return r;
+    } catch (e) {
+      // a failed term (out of memory) leaves neither its BatchNorm statistics (kept out of every tidy) nor its gradients
+      disposeBnRecords([...encRec, ...predRec]);
+      if (r) tf.dispose([r.value, ...r.grads]);
+      throw e;
+    }
   }
 
   /** The loss of the current weights, with no update at all (train-mode BN, buffers untouched). */
