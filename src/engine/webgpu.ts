@@ -285,6 +285,37 @@ export function clearWebGpuErrors(): void {
   deviceError = null;
 }
 
+/** The part of tfjs-backend-webgpu's BufferManager (buffer_manager.ts) that releaseFreeGpuBuffers uses. */
+interface BufferPool {
+  freeBuffers: Map<string, { size: number; destroy(): void }[]>;
+  numFreeBuffers: number;
+  numBytesAllocated: number;
+}
+
+/**
+ * Destroys the GPU buffers TensorFlow.js keeps for reuse (it never gives one back): called as a run starts,
+ * so that the runs of a sweep, which share a process and each leave buffers of their own sizes (another
+ * batch, the kNN monitor's, the probe's), do not add up on the card. The pool's keys stay (an empty pool is
+ * the backend's sign that it was disposed, and a buffer released to it would then be neither kept nor
+ * destroyed). Returns the bytes given back; 0 off webgpu.
+ */
+export function releaseFreeGpuBuffers(): number {
+  if (!registered || tf.getBackend() !== 'webgpu') return 0;
+  const pool = (tf.backend() as unknown as { bufferManager?: BufferPool }).bufferManager;
+  if (!pool || !(pool.freeBuffers instanceof Map)) return 0;
+  let bytes = 0;
+  for (const buffers of pool.freeBuffers.values()) {
+    for (const b of buffers) {
+      bytes += b.size;
+      b.destroy();
+    }
+    buffers.length = 0;
+  }
+  pool.numFreeBuffers = 0;
+  pool.numBytesAllocated -= bytes;
+  return bytes;
+}
+
 /** Destroys the device (Dawn keeps the event loop alive while one exists); the backend is removed. */
 export function closeWebGpu(): void {
   if (!device) return;

@@ -10,6 +10,7 @@ import { trainStep } from './step.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { stepFlops } from './flops.ts';
 import { canPack } from '../engine/webgpu-kernels.ts';
+import { releaseFreeGpuBuffers } from '../engine/webgpu.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { InputError } from '../config/errors.ts';
 
@@ -76,6 +77,8 @@ export async function benchDataset(c: ResolvedRunConfig, dataRequired: boolean):
 
 export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false, dataRequired = false): Promise<BenchResult> {
   const info = await initBackend(backendName, { quiet: true });
+  // the GPU peak is this bench's own: buffers an earlier one in this process kept for reuse are given back
+  releaseFreeGpuBuffers();
   const B = c.optim.batch_size;
   const S = c.data.image_size;
   // real images of the run's dataset (their size and channels set the augmentation's cost), else random pixels

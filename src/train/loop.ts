@@ -8,7 +8,7 @@ import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../com
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendInfo } from '../engine/backend.ts';
-import { clearWebGpuErrors } from '../engine/webgpu.ts';
+import { clearWebGpuErrors, releaseFreeGpuBuffers } from '../engine/webgpu.ts';
 import { DataError, type Dataset } from '../data/index.ts';
 import { itersPerEpoch } from '../data/sampler.ts';
 import { knnMonitor } from '../eval/features.ts';
@@ -163,6 +163,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   const ckptRoot = checkpointsDir(runDir);
   // an error the GPU reported after the previous run's last read-back (a sweep's runs share a process) is not this run's
   clearWebGpuErrors();
+  // nor are the GPU buffers the previous run left for reuse, at its own sizes, this one's to carry
+  releaseFreeGpuBuffers();
 
   const ds = opts.dataset ?? (await loadRunData(c));
   const aug = augmentConfigOf(c, ds);

@@ -167,3 +167,34 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
   assert.match(p.stdout, /^WebGpuDeviceError \| webgpu: a read from the GPU failed during a test \(AbortError\): the device may have been lost$/m);
   assert.match(p.stdout, /^disposed: Error$/m);
 });
+
+test('the GPU buffers TensorFlow.js keeps for reuse are given back between runs, and the pool goes on working after', () => {
+  const script = [
+    "import * as tf from '@tensorflow/tfjs-core';",
+    "import { initBackend } from './src/engine/backend.ts';",
+    "import { releaseFreeGpuBuffers } from './src/engine/webgpu.ts';",
+    "await initBackend('webgpu', { quiet: true });",
+    'const gpu = () => tf.memory().numBytesAllocatedInGPU;',
+    'const pool = tf.backend().bufferManager;',
+    'for (const n of [123457, 54321]) { const a = tf.add(tf.ones([n]), 1); await a.data(); a.dispose(); }',
+    'const before = gpu();',
+    'const kept = pool.getNumFreeBuffers();',
+    'const freed = releaseFreeGpuBuffers();',
+    'const after = gpu();',
+    'const left = pool.getNumFreeBuffers();',
+    // later tensors compute, and their buffers, released, are kept for reuse again (not dropped untracked)
+    'let v = 0;',
+    'for (const n of [777, 4321]) { const b = tf.add(tf.ones([n]), 2); v = (await b.data())[0]; b.dispose(); }',
+    'console.log(JSON.stringify({ before, kept, freed, after, left, v, again: pool.getNumFreeBuffers() }));',
+    'process.exit(0);',
+  ].join('\n');
+  const p = moduleScript(script, 120_000);
+  assert.equal(p.status, 0, p.stderr);
+  const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!);
+  assert.ok(r.kept > 0, p.stdout);
+  assert.ok(r.freed >= 4 * (123457 + 54321), p.stdout);
+  assert.equal(r.after, r.before - r.freed, p.stdout);
+  assert.equal(r.left, 0);
+  assert.equal(r.v, 3);
+  assert.ok(r.again > 0, p.stdout);
+});
