@@ -125,31 +125,48 @@ def bench_cuda(a):
     ref = load_reference()
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev)
+    # a batch the card cannot hold in one piece (6144 at the gpu preset needs far more than 80 GB: PyTorch
+    # keeps both views' activations) is said as such, and the next batch still runs
+    oom = getattr(torch.cuda, 'OutOfMemoryError', RuntimeError)
     for B in [int(x) for x in a.batch.split(',')]:
         torch.manual_seed(0)
-        model, size = build(ref, a.model)
-        model = model.to(dev)
-        opt = torch.optim.AdamW(model.parameters(), 1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
-        x1 = torch.randn(B, 3, size, size, device=dev)
-        x2 = torch.randn(B, 3, size, size, device=dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        wall = []
-        for s in range(a.warmup + a.steps):
-            torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            loss = model(x1, x2, 0.99)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss.item()
-            torch.cuda.synchronize(dev)
-            if s >= a.warmup:
-                wall.append(time.perf_counter() - t0)
+        model = opt = x1 = x2 = loss = None
+        try:
+            model, size = build(ref, a.model)
+            model = model.to(dev)
+            opt = torch.optim.AdamW(model.parameters(), 1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+            x1 = torch.randn(B, 3, size, size, device=dev)
+            x2 = torch.randn(B, 3, size, size, device=dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            wall = []
+            for s in range(a.warmup + a.steps):
+                torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                loss = model(x1, x2, 0.99)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss.item()
+                torch.cuda.synchronize(dev)
+                if s >= a.warmup:
+                    wall.append(time.perf_counter() - t0)
+        except oom as e:
+            if not isinstance(e, getattr(torch.cuda, 'OutOfMemoryError', ())) and 'out of memory' not in str(e):
+                raise
+            peak = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
+            model = opt = x1 = x2 = loss = None
+            torch.cuda.empty_cache()
+            r = {'engine': 'pytorch', 'torch': torch.__version__, 'device': name, 'model': a.model, 'batch': B, 'tf32': a.tf32,
+                 'error': 'out of memory', 'peak_gpu_mb': peak}
+            print(json.dumps(r) if a.json else f"torch {torch.__version__} {name} {a.model} batch {B}: out of memory (peak {peak} MB before it)")
+            continue
         ms = statistics.median(wall) * 1000
         r = {'engine': 'pytorch', 'torch': torch.__version__, 'device': name, 'model': a.model, 'batch': B, 'tf32': a.tf32,
              'ms_per_step': round(ms, 1), 'images_per_s': round(B * 1000 / ms, 1),
              'peak_gpu_mb': round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)}
         print(json.dumps(r) if a.json else f"torch {torch.__version__} {name} {a.model} batch {B} tf32={a.tf32}: {ms:.0f} ms/step, {r['images_per_s']} img/s, peak {r['peak_gpu_mb']} MB")
+        model = opt = x1 = x2 = loss = None
+        torch.cuda.empty_cache()
 
 
 if __name__ == '__main__':

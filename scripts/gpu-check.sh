@@ -135,9 +135,15 @@ for (const b of ["256", "1024", "1024-per-param", "6144"]) {
   else bench[b] = r ?? { error: errTail(`bench-${b}.err`) ?? "no output" };
 }
 const torch = { tf32_off: lines("torch-off.json"), tf32_on: lines("torch-on.json") };
+// a PyTorch run that stopped (its error, not a batch left out without a word)
+for (const [k, f] of [["tf32_off_error", "torch-off.err"], ["tf32_on_error", "torch-on.err"]]) {
+  const e = errTail(f);
+  if (e && /Error|Traceback|Killed/.test(e)) torch[k] = e;
+}
 const ratio = {};
 const modelRatio = {};
 for (const t of torch.tf32_off) {
+  if (!(t?.images_per_s > 0)) continue; // a batch out of memory has no speed to compare
   const b = bench[t.batch];
   if (b?.images_per_s) ratio[t.batch] = Number((b.images_per_s / t.images_per_s).toFixed(3));
   if (b?.ms_per_step > b?.augment_ms) modelRatio[t.batch] = Number((t.ms_per_step / (b.ms_per_step - b.augment_ms)).toFixed(3));
@@ -156,7 +162,7 @@ const out = {
   ratios:
     "the speed of moco3 on webgpu over that of PyTorch (TF32 off), by batch. PyTorch steps on random inputs already on the GPU; the steps of moco3 " +
     "include their two-view augmentation on the CPU (augment_ms), which the second ratio takes out. At batch 6144 moco3 runs micro-batches " +
-    "of 1024 (train.micro_batch), PyTorch the whole batch at once.",
+    "of 1024 (train.micro_batch), PyTorch the whole batch at once, which may not fit the card (then its line says out of memory).",
 };
 writeFileSync(process.env.OUTF, JSON.stringify(out, null, 1) + "\n");
 '
