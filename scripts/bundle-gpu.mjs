@@ -68,6 +68,8 @@ await esbuild.build({
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   // the tfjs packages declare `sideEffects`, but their backends register themselves on import
   ignoreAnnotations: true,
+  // doctor says what the bundle leaves out as such, not how to build it from a checkout the bundle has not
+  define: { 'process.env.MOCO3_GPU_BUNDLE': '"1"' },
   minify: true,
   legalComments: 'none',
   logLevel: 'warning',

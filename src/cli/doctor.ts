@@ -39,6 +39,9 @@ export function doctorCommand(): Command {
     const allowed = availableParallelism();
     const cores = allowed < cpus().length ? `${allowed} of ${cpus().length} cores` : `${allowed} cores`;
     say(`node ${process.version} on ${process.platform}-${process.arch}, ${cores} (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB`);
+    // the GPU check's bundle (scripts/bundle-gpu.mjs) has neither the native kernels nor wasm, nor npm to add them
+    const bundle = process.env.MOCO3_GPU_BUNDLE === '1';
+    const notInBundle = 'not part of the GPU check bundle (it trains on webgpu)';
     const gpu = versionOf('@tensorflow/tfjs-node-gpu');
     const node = versionOf('@tensorflow/tfjs-node');
     say(`tensorflow (GPU): ${gpu ? `@tensorflow/tfjs-node-gpu ${gpu}` : 'not installed — for a GPU: npm install @tensorflow/tfjs-node-gpu@4.22.0 (needs CUDA 11.2 + cuDNN 8.1)'}`);
@@ -49,6 +52,7 @@ export function doctorCommand(): Command {
       const st = mod.nativeStatus?.();
       if (st?.built) nativeLine = `native: built (${st.blas ?? 'BLAS'}, ${st.threads ?? '?'} threads) at ${st.path}`;
       else if (process.env.MOCO3_NATIVE === '0' || process.env.MOCO3_NATIVE_PATH) nativeLine = `native: not loaded (${st?.error ?? 'no reason given'})`;
+      else if (bundle) nativeLine = `native: ${notInBundle}`;
       else if (st?.path) nativeLine = `native: built at ${st.path}, but it does not load (${st.error ?? 'no reason given'}) — rebuild it: npm run build:native`;
       else {
         nativeLine =
@@ -60,7 +64,8 @@ export function doctorCommand(): Command {
     }
     say(nativeLine);
     say(await webgpuLine());
-    say(`wasm: @tensorflow/tfjs-backend-wasm ${versionOf('@tensorflow/tfjs-backend-wasm') ?? 'missing'} (1 thread, 4 GiB heap)`);
+    const wasm = versionOf('@tensorflow/tfjs-backend-wasm');
+    say(`wasm: ${wasm ? `@tensorflow/tfjs-backend-wasm ${wasm} (1 thread, 4 GiB heap)` : bundle ? notInBundle : '@tensorflow/tfjs-backend-wasm missing'}`);
     say(`cpu: @tensorflow/tfjs-backend-cpu ${versionOf('@tensorflow/tfjs-backend-cpu') ?? 'missing'} (pure JavaScript, slowest)`);
     const { initBackend } = await import('../engine/backend.ts');
     const info = await initBackend('auto', { quiet: true });

@@ -251,7 +251,11 @@ export async function initBackend(
         info = { ...fallback, reason: `tfjs-node is not installed, ${await nativeMissing()}${wasm}` };
       }
       // a machine with a GPU that trains on its CPU says why, where the backend line is read
-      if (declined !== null) info = { ...info, reason: `${info.reason}; this machine has a GPU device (${nodes![0]}), but webgpu declined: ${declined}` };
+      // (a software adapter alone, beside a GPU: Dawn did not find the GPU's own driver)
+      if (declined !== null) {
+        const hint = /software/.test(declined) ? `; for the GPU itself Dawn needs its Vulkan driver (${(await import('./webgpu.ts')).VULKAN_HINT})` : '';
+        info = { ...info, reason: `${info.reason}; this machine has a GPU device (${nodes![0]}), but webgpu declined: ${declined}${hint}` };
+      }
       break;
     }
     default:

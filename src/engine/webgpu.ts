@@ -66,6 +66,11 @@ interface DawnModule {
 
 const SOFTWARE = /llvmpipe|lavapipe|swiftshader|softpipe|microsoft basic render|warp/i;
 
+/** Where Dawn finds a GPU's Vulkan driver: said when it finds none, or only a software one on a machine with a GPU. */
+export const VULKAN_HINT =
+  "on Linux: the GPU vendor's Vulkan ICD, e.g. VK_DRIVER_FILES=/usr/share/vulkan/icd.d/nvidia_icd.json, and libvulkan.so.1; " +
+  'in a container, NVIDIA_DRIVER_CAPABILITIES must include graphics';
+
 let gpu: GpuLike | null = null;
 let device: GpuDeviceLike | null = null;
 let registered = false;
@@ -156,11 +161,7 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
       return `Dawn found no adapter${flags} (${(e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`;
     }
     if (!adapter) {
-      return (
-        'Dawn found no WebGPU adapter: no Vulkan driver it accepts (on Linux: the GPU vendor\'s Vulkan ICD, e.g. ' +
-        'VK_DRIVER_FILES=/usr/share/vulkan/icd.d/nvidia_icd.json, and libvulkan.so.1; in a container, NVIDIA_DRIVER_CAPABILITIES ' +
-        'must include graphics)'
-      );
+      return `Dawn found no WebGPU adapter: no Vulkan driver it accepts (${VULKAN_HINT})`;
     }
     return { adapter, summary: summarizeAdapter(adapter.info, adapter.limits, adapter.features) };
   })();

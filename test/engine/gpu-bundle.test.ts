@@ -76,6 +76,8 @@ test('gpu-check.sh with no Node on the PATH: doctor names the software adapter, 
   assert.equal(r.json.cxx_runtime, 'system');
   assert.equal(r.json.vulkan_icd, 'none'); // no hardware adapter here: every ICD tried, none taken
   assert.ok(r.json.doctor.some((l: string) => /^webgpu: .*adapter .*software/.test(l)), r.json.doctor.join('\n'));
+  // what the bundle leaves out is said as such, not how to build it from a checkout
+  for (const b of ['native', 'wasm']) assert.ok(r.json.doctor.includes(`${b}: not part of the GPU check bundle (it trains on webgpu)`), r.json.doctor.join('\n'));
   assertReplay(r.json, 'plain');
   assert.match(r.json.bench_webgpu['1024'].skipped, /software adapter/);
   assert.match(r.stderr, /wrote /);

@@ -146,6 +146,8 @@ test('auto loads Dawn only where a GPU device node exists; with one it still dec
   const one = probe('/dev/dri/renderD128');
   assert.deepEqual([one.backend, one.dawn], ['native', true]);
   assert.match(one.reason, /; this machine has a GPU device \(\/dev\/dri\/renderD128\), but webgpu declined: the only WebGPU adapter is a software one \(vendor /);
+  // and where to point Dawn for the GPU's own driver
+  assert.match(one.reason, /software \(a CPU emulating a GPU\)\); for the GPU itself Dawn needs its Vulkan driver \(on Linux: the GPU vendor's Vulkan ICD, e\.g\. VK_DRIVER_FILES=\S+nvidia_icd\.json, .*NVIDIA_DRIVER_CAPABILITIES must include graphics\)$/);
 });
 
 test('a read-back that fails on a device gone (destroyed here, as a lost one fails) is a WebGpuDeviceError that says so, not an AbortError of no message', () => {
