@@ -74,8 +74,11 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
         );
       }
       const tt = tf.tensor(t.data as Float32Array, t.shape, 'float32');
-      model.assignTorch(name, tt);
-      tt.dispose();
+      try {
+        model.assignTorch(name, tt);
+      } finally {
+        tt.dispose();
+      }
     }
   } catch (e) {
     model.dispose();

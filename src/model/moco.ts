@@ -153,16 +153,25 @@ export class MoCoViT {
       const full: ParamSpec = { ...spec, name };
       this.specs.set(name, full);
       const init = tensorFromTorchValues(full, vals);
-      this.vars.set(name, tf.variable(init, trainable, `${tag}/${name}`));
-      init.dispose();
+      try {
+        this.vars.set(name, tf.variable(init, trainable, `${tag}/${name}`));
+      } finally {
+        init.dispose();
+      }
     };
     const frozen = cfg.patchProj === 'frozen';
     const trainableBase = (name: string) => !name.endsWith('pos_embed') && !(frozen && (name === PATCH_W || name === PATCH_B));
     this.encoderOnly = opts.encoderOnly ?? false;
     const built = this.encoderOnly ? [] : predictor;
-    for (const s of encoder) add(BASE + s.name, s, values.get(s.name)!, !s.buffer && trainableBase(BASE + s.name));
-    if (!this.encoderOnly) for (const s of encoder) add(MOMENTUM + s.name, s, values.get(s.name)!, false);
-    for (const s of built) add(PRED + s.name, s, s.init(new Rng(seed, 'init', PRED + s.name)), !s.buffer);
+    try {
+      for (const s of encoder) add(BASE + s.name, s, values.get(s.name)!, !s.buffer && trainableBase(BASE + s.name));
+      if (!this.encoderOnly) for (const s of encoder) add(MOMENTUM + s.name, s, values.get(s.name)!, false);
+      for (const s of built) add(PRED + s.name, s, s.init(new Rng(seed, 'init', PRED + s.name)), !s.buffer);
+    } catch (e) {
+      // a model that could not be built (out of memory) leaves none of its variables
+      this.dispose();
+      throw e;
+    }
 
     for (const s of encoder) if (!s.buffer) this.baseParams.push(BASE + s.name);
     const predParams = built.filter((s) => !s.buffer).map((s) => PRED + s.name);

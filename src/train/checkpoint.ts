@@ -59,10 +59,22 @@ function fromSt(t: StTensor, file: string, name: string, want: 'F32' | 'I64' = '
   return tf.tensor(data, t.shape, 'float32');
 }
 
+/** f of each item, a tensor each; a kernel that fails on the way (out of memory) frees those made before it. */
+function tensorsOf<I>(items: I[], f: (item: I) => tf.Tensor): tf.Tensor[] {
+  const ts: tf.Tensor[] = [];
+  try {
+    for (const item of items) ts.push(f(item));
+    return ts;
+  } catch (e) {
+    tf.dispose(ts);
+    throw e;
+  }
+}
+
 /** The model's state dict in PyTorch layout, ready for safetensors. */
 export async function modelStateDict(model: CheckpointModel): Promise<Map<string, StTensor>> {
   const names = [...model.vars.keys()];
-  const ts = names.map((name) => tf.tidy(() => model.toTorch(name, model.vars.get(name)!)));
+  const ts = tensorsOf(names, (name) => tf.tidy(() => model.toTorch(name, model.vars.get(name)!)));
   const values = await readAll(ts);
   return new Map(names.map((name, i) => [name, toSt(ts[i]!, values[i]!, name.endsWith('num_batches_tracked'))] as const));
 }
@@ -95,13 +107,12 @@ export async function saveCheckpoint(
   metadata: Record<string, string>,
 ): Promise<string> {
   const modelDict = await modelStateDict(model);
-  const keys: string[] = [];
-  const ts: tf.Tensor[] = [];
-  for (const [key, t] of optimizer.stateTensors()) {
+  const slotTensors = [...optimizer.stateTensors()];
+  const keys = slotTensors.map(([key]) => key);
+  const ts = tensorsOf(slotTensors, ([key, t]) => {
     const param = slotParam(key);
-    keys.push(key);
-    ts.push(model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : tf.clone(t));
-  }
+    return model.vars.has(param) ? tf.tidy(() => model.toTorch(param, t)) : tf.clone(t);
+  });
   const values = await readAll(ts);
   const slots = new Map<string, StTensor>(keys.map((key, i) => [key, toSt(ts[i]!, values[i]!, false)] as const));
   let tmp: string | null = null;

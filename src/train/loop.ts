@@ -189,7 +189,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
 
   mkdirSync(runDir, { recursive: true });
   const model = new MoCoViT(modelConfigOf(c), c.seed);
-  const optimizer = optimizerOf(c, model);
+  let optimizer: ReturnType<typeof optimizerOf>;
+  try {
+    optimizer = optimizerOf(c, model);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
   const groups = model.paramGroups();
   const status = new StatusWriter(runDir, totalSteps);
   let state = freshState(hash);

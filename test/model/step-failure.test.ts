@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf } from '../helpers/tf.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
+import { modelStateDict } from '../../src/train/checkpoint.ts';
 import { tinyConfig, images } from './util.ts';
 
 type Phase = 'keys' | 'forward' | 'backward';
@@ -83,4 +84,36 @@ test('a kernel failing anywhere in a step (keys, taped forward, backward; plain 
   }
   x1.dispose();
   x2.dispose();
+});
+
+test("a kernel failing while a model is built, or while a checkpoint's copies are made, leaves no tensor behind", async () => {
+  const base = tf.memory().numTensors;
+  const count = (f: () => unknown) => {
+    calls.keys = calls.forward = calls.backward = 0;
+    f();
+    return calls.keys;
+  };
+  const built = count(() => new MoCoViT(tinyConfig(), 3).dispose());
+  assert.ok(built > 20, String(built));
+  for (const frac of [0, 0.4, 0.9]) {
+    calls.keys = 0;
+    armed = { phase: 'keys', at: Math.floor(frac * built) };
+    assert.throws(() => new MoCoViT(tinyConfig(), 3), /^Error: injected: /);
+    armed = null;
+    assert.equal(tf.memory().numTensors, base, `tensors left by a model failing at kernel ${Math.floor(frac * built)} of ${built}`);
+  }
+  const model = new MoCoViT(tinyConfig(), 3);
+  const withModel = tf.memory().numTensors;
+  calls.keys = 0;
+  (await modelStateDict(model)).size;
+  const copies = calls.keys;
+  for (const frac of [0.3, 0.9]) {
+    calls.keys = 0;
+    armed = { phase: 'keys', at: Math.floor(frac * copies) };
+    await assert.rejects(modelStateDict(model), /^Error: injected: /);
+    armed = null;
+    assert.equal(tf.memory().numTensors, withModel, `tensors left by a state dict failing at kernel ${Math.floor(frac * copies)} of ${copies}`);
+  }
+  model.dispose();
+  assert.equal(tf.memory().numTensors, base);
 });
