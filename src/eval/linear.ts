@@ -151,8 +151,15 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
             ['head.weight', g.dW],
             ['head.bias', g.db],
           ]), lrNow);
-          lossSum += (await g.loss.data())[0]! * idx.length;
-          correct += (await g.hits.data())[0]!;
+          // one read-back a batch (a GPU waits for each): the loss and the hit count together, the count exact in float32
+          const both = tf.tidy(() => tf.stack([g!.loss, tf.cast(g!.hits, 'float32')]));
+          try {
+            const [l, h] = await both.data();
+            lossSum += l! * idx.length;
+            correct += h!;
+          } finally {
+            both.dispose();
+          }
           checkWebGpuErrors('the linear probe');
         } finally {
           for (const t of [x, yt, ...(g ? [g.loss, g.hits, g.dW, g.db] : [])]) t.dispose();

@@ -37,6 +37,28 @@ test('separable features: the probe reaches ~100% top-1 and 100% top-5', async (
   for (const t of [train.x, testSet.x]) t.dispose();
 });
 
+test('the probe reads back once a training batch (the loss and the hits together)', async () => {
+  const train = blobs(600, 4, 8, 3, 5);
+  const testSet = blobs(100, 4, 8, 3, 6);
+  const proto = tf.Tensor.prototype as unknown as { data: (...a: unknown[]) => Promise<unknown> };
+  const read = proto.data;
+  let reads = 0;
+  proto.data = function (this: tf.Tensor, ...a: unknown[]) {
+    reads++;
+    return read.apply(this, a);
+  };
+  try {
+    const r = await linearProbe(cachedSource(train.x, train.y), { features: testSet.x, labels: testSet.y }, { numClasses: 4, epochs: 3, baseLr: 0.1, batchSize: 128, seed: 0 });
+    assert.equal(r.n, 100);
+  } finally {
+    proto.data = read;
+  }
+  // 3 epochs of 5 batches (600 = 4 x 128 + 88), then one for the evaluation (1 batch of 100)
+  const batches = 3 * Math.ceil(600 / 128);
+  assert.equal(reads, batches + 1, `${reads} read-backs for ${batches} batches`);
+  for (const t of [train.x, testSet.x]) t.dispose();
+});
+
 test('random labels: the probe is at chance on held-out data', async () => {
   const train = blobs(2000, 10, 16, 0, 3, true);
   const testSet = blobs(2000, 10, 16, 0, 4, true);
