@@ -112,8 +112,10 @@ elif command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.ex
     flag=
     [ "$tf32" = on ] && flag=--tf32
     say "pytorch cuda, TF32 $tf32"
+    # a run that ends otherwise than well (timed out, killed for memory) says so in its .err, which the JSON keeps
     timeout 3600 python3 bench/native-torch.py --device cuda --model gpu --batch 256,1024,6144 --steps "$steps" --warmup 2 --json $flag \
-      > "$tmp/torch-$tf32.json" 2> "$tmp/torch-$tf32.err"
+      > "$tmp/torch-$tf32.json" 2> "$tmp/torch-$tf32.err" \
+      || echo "Error: exit $? (124: timed out after 3600 s; 137: killed, e.g. out of host memory)" >> "$tmp/torch-$tf32.err"
     cat "$tmp/torch-$tf32.json" >&2
   done
 else

@@ -158,6 +158,10 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     return;
   }
   if (f.dryRun) {
+    // what the submission would say of the folder's earlier runs, said here too
+    const { plannedPresetNote } = await import('../sweep/resolved.ts');
+    const note = plannedPresetNote(plan);
+    if (note) process.stderr.write(`moco3: note: ${note}\n`);
     process.stdout.write(script);
     return;
   }

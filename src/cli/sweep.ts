@@ -264,17 +264,15 @@ export function sweepCommand(): Command {
         const { readBaselines } = await import('../runfolder/baselines.ts');
         readBaselines(plan.dir);
       }
-      if (f.dryRun) {
-        // what the sweep would say of the folder's earlier runs, said here too (a submission's too)
-        const { plannedPresetNote } = await import('../sweep/resolved.ts');
-        const note = plannedPresetNote(plan);
-        if (note) process.stderr.write(`moco3: note: ${note}\n`);
-      }
       if (!launch) {
         await submitSlurm(arg, plan, f, slurm!);
         return;
       }
       if (f.dryRun) {
+        // what the sweep would say of the folder's earlier runs, said here too
+        const { plannedPresetNote } = await import('../sweep/resolved.ts');
+        const note = plannedPresetNote(plan);
+        if (note) process.stderr.write(`moco3: note: ${note}\n`);
         printPlan(plan, f.json);
         return;
       }

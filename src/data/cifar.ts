@@ -216,7 +216,7 @@ function recordSink(sink: Sink, kind: CifarKind): TarFileSink {
  */
 async function readArchiveSplits(path: string, kind: CifarKind, limits: { train: number | null; test: number | null }): Promise<{ train: ImageSplit; test: ImageSplit }> {
   // the first pass reads the whole index: which entry holds each file. Of entries named alike, the one in
-  // the dataset's own folder (kind.folder/FILE, or FILE at the top); of several at one path (`tar -r` added a
+  // the dataset's own folder (kind.folder/FILE, else FILE at the top); of several at one path (`tar -r` added a
   // newer copy), the last, as tar extracts it; two of that name elsewhere (a backup beside the batches) and
   // none in the dataset's folder are refused: one could not tell which the batches are
   const wanted = new Set([...kind.train, ...kind.test]);
@@ -232,8 +232,9 @@ async function readArchiveSplits(path: string, kind: CifarKind, limits: { train:
   });
   const chosen = new Map<string, { name: string; size: number; nth: number }>();
   for (const [f, all] of found) {
-    const own = all.filter((e) => e.name === `${kind.folder}/${f}` || e.name === f);
-    const pick = own.length ? own : all;
+    const inFolder = all.filter((e) => e.name === `${kind.folder}/${f}`);
+    const atTop = all.filter((e) => e.name === f);
+    const pick = inFolder.length ? inFolder : atTop.length ? atTop : all;
     const names = [...new Set(pick.map((e) => e.name))];
     if (names.length > 1) {
       throw new DataError(`${path}: ${names.length} entries named ${f} (${names.join(', ')}) and none at ${kind.folder}/${f}: which holds the batches is not clear; give the extracted folder instead (--data ${kind.name}:FOLDER)`);

@@ -128,15 +128,14 @@ export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 
   if (format !== 'md') files.push('report.csv', 'runs.csv');
   if (format !== 'csv') {
     files.push('report.md');
-    if (opts.plots !== false) {
-      const plots = join(dir, 'plots');
-      if (existsSync(plots) && !statSync(plots).isDirectory()) throw new ReportError(`${plots}: is a file, where the report puts its plots: move it away, or give --no-plots`);
-      for (const name of Object.values(FIGURES)) files.push(`plots/${name}.svg`, ...(opts.png !== false ? [`plots/${name}.png`] : []));
-    }
+    const plots = join(dir, 'plots');
+    if (opts.plots !== false && existsSync(plots) && !statSync(plots).isDirectory()) throw new ReportError(`${plots}: is a file, where the report puts its plots: move it away, or give --no-plots`);
+    // every figure path: written, or (an earlier report's, not drawn now: --no-png, --no-plots) removed
+    if (existsSync(plots) && statSync(plots).isDirectory()) for (const name of Object.values(FIGURES)) files.push(`plots/${name}.svg`, `plots/${name}.png`);
   }
   for (const f of files) {
     const p = join(dir, f);
-    if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report writes its ${f}: move it away`);
+    if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report ${f.startsWith('plots/') ? 'writes or removes' : 'writes'} its ${f}: move it away`);
   }
   // every file is written to a temporary name in its folder and renamed: each folder written in must take
   // new files, or the report would stop half-written (some files new, others old). The folders: the
@@ -155,7 +154,8 @@ export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === 'EROFS' ? 'a read-only file system' : code === 'EACCES' || code === 'EPERM' ? 'no write access' : (code ?? String(e));
-      throw new ReportError(`${d}: the report cannot write there (${why}), and writes nothing until it can: give write access, or copy the sweep folder somewhere writable`);
+      const what = d === plotDir && opts.plots === false ? ' (to remove the figures of an earlier report, which report.md will no longer show)' : '';
+      throw new ReportError(`${d}: the report cannot write there${what} (${why}), and writes nothing until it can: give write access, or copy the sweep folder somewhere writable`);
     }
   }
 }

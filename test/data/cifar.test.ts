@@ -132,6 +132,8 @@ test("files of the same name in the archive: the dataset folder's are read, the 
   await same([...real(''), ['old/test_batch.bin', zeros, '0']], 'backup-last');
   // names written with ./, as `tar -C dir .` writes them
   await same([['./backup/data_batch_1.bin', zeros, '0'], ...real('./')], 'dot-slash');
+  // a copy at the top beside the dataset's folder: the folder's
+  await same([['data_batch_1.bin', zeros, '0'], ...real('')], 'top-and-folder');
   // `tar -r` added a newer copy at the same path: the last is the file
   await same([['cifar-10-batches-bin/data_batch_2.bin', zeros, '0'], ...real('')], 'appended');
   // the batches in a folder of another name: read, when there is one of each

@@ -179,6 +179,13 @@ test('moco3 report: a damaged sweep.yaml, a run folder that lost its config.yaml
   await refused(/plots: is a file, where the report puts its plots: move it away, or give --no-plots$/, ['--no-png']);
   const ok = await cli(['report', dir, '--no-plots']);
   assert.equal(ok.code, 0, ok.err);
+  // a folder where a figure would go: refused also where this report would remove the figure, not write it
+  rmSync(join(dir, 'plots'));
+  mkdirSync(join(dir, 'plots', 'knn.png'), { recursive: true });
+  for (const flags of [['--no-plots'], ['--no-png']]) {
+    await refused(new RegExp(`^moco3: ${dir}/plots/knn\\.png: is a folder, where the report writes or removes its plots/knn\\.png: move it away$`), flags);
+  }
+  rmSync(join(dir, 'plots'), { recursive: true });
 });
 
 test('moco3 baselines on data that cannot be read: the one line naming it, no progress line before it, nothing written', async () => {
