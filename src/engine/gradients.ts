@@ -79,6 +79,8 @@ function leanGradients(this: EngineInternals, stock: EngineInternals['gradients'
   if (xs.length === 0) throw new Error('gradients() received an empty list of xs.');
   if (dy != null && dy.dtype !== 'float32') throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
   let y: unknown = null;
+  // the first id a tensor the forward makes gets (tfjs numbers tensors in one sequence, Engine.nextTensorId)
+  const firstId = (this.constructor as unknown as { nextTensorId?: unknown }).nextTensorId;
   try {
     y = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy('forward', f));
     if (!(y instanceof tf.Tensor)) throw new Error('The result y returned by f() must be a tensor.');
@@ -88,7 +90,8 @@ function leanGradients(this: EngineInternals, stock: EngineInternals['gradients'
     // backward (kept out of every tidy), and the value that escaped the forward's, would outlive the step
     for (const node of this.state.activeTape ?? []) for (const t of node.saved ?? []) t.dispose();
     this.state.activeTape = null;
-    if (y instanceof tf.Tensor) y.dispose();
+    // y, when the forward made it: f may return an input or a variable, which stay the caller's
+    if (y instanceof tf.Tensor && !(y instanceof tf.Variable) && typeof firstId === 'number' && y.id >= firstId) y.dispose();
     throw e;
   }
 }

@@ -147,27 +147,33 @@ export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: C
       throw new CheckpointError(`${dir}/model.safetensors: ${name} has shape [${t.shape}], the model expects [${want}]`);
     }
     const st = fromSt(t, `${dir}/model.safetensors`, name, name.endsWith('num_batches_tracked') ? 'I64' : 'F32');
-    tf.tidy(() => v.assign(tf.cast(model.fromTorch(name, st), v.dtype)));
-    st.dispose();
+    try {
+      tf.tidy(() => v.assign(tf.cast(model.fromTorch(name, st), v.dtype)));
+    } finally {
+      st.dispose();
+    }
   }
   const slots = readSafetensors(join(dir, 'optimizer.safetensors')).tensors;
   const loaded = new Map<string, tf.Tensor>();
   for (const [key, t] of slots) {
     const param = slotParam(key);
-    let st: tf.Tensor;
+    let st: tf.Tensor | null = null;
     try {
       // a parameter's slot has the parameter's shape
       const want = model.vars.has(param) ? model.torchShape(param) : null;
       if (want && t.shape.join(',') !== want.join(',')) {
         throw new CheckpointError(`${dir}/optimizer.safetensors: ${key} has shape [${t.shape}], the model expects [${want}]`);
       }
-      st = fromSt(t, `${dir}/optimizer.safetensors`, key);
+      const s = fromSt(t, `${dir}/optimizer.safetensors`, key);
+      st = s;
+      loaded.set(key, tf.tidy(() => (model.vars.has(param) ? model.fromTorch(param, s) : tf.clone(s))));
     } catch (e) {
+      // a kernel failing (out of memory) frees the slots read so far, as a damaged file does
       for (const x of loaded.values()) x.dispose();
       throw e;
+    } finally {
+      st?.dispose();
     }
-    loaded.set(key, tf.tidy(() => (model.vars.has(param) ? model.fromTorch(param, st) : tf.clone(st))));
-    st.dispose();
   }
   try {
     optimizer.loadState(loaded, state.optimizer, model.vars);

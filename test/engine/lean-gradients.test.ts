@@ -84,3 +84,20 @@ test('a MoCo v3 step: the lean backward\'s gradients equal tfjs-core\'s bit for 
   assert.equal(tf.memory().numTensors, before);
   [x1, x2].forEach((t) => t.dispose());
 });
+
+test('a backward that fails frees what the forward made and the tape saved, but never the caller\'s tensors (f returning an input or a variable)', () => {
+  const x = tf.tensor1d([1, 2, 3]);
+  const v = tf.variable(tf.tensor1d([4, 5, 6]));
+  const before = tf.memory().numTensors;
+  // no op between x and y: no gradient to compute, an error, with y the caller's own tensor
+  assert.throws(() => tf.grads((a: tf.Tensor) => a)([x]), /Cannot compute gradient of y=f\(x\)/);
+  assert.throws(() => tf.valueAndGrads(() => v)([x]), /Cannot compute gradient of y=f\(x\)/);
+  assert.equal(x.isDisposed, false);
+  assert.equal(v.isDisposed, false);
+  assert.deepEqual(Array.from(v.dataSync()), [4, 5, 6]);
+  // a y the forward made, with nothing leading to x: freed with the error
+  assert.throws(() => tf.valueAndGrads(() => tf.mul(v, 2))([x]), /Cannot compute gradient of y=f\(x\)/);
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+  v.dispose();
+});

@@ -1,13 +1,19 @@
 /**
  * A training step whose kernel fails (out of memory on a large batch, say) leaves no tensor behind, wherever
  * it fails: the momentum encoder's keys, a loss term's taped forward, its backward. A sweep marks such a
- * run failed and trains the next in the same process, which would otherwise start with the leak.
+ * run failed and trains the next in the same process, which would otherwise start with the leak. (The
+ * lean backward's cleanup: with MOCO3_LEAN_BACKWARD=0, tfjs's own backward, a failed step keeps its tape.)
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf } from '../helpers/tf.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
-import { modelStateDict } from '../../src/train/checkpoint.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
+import type { ResolvedRunConfig } from '../../src/config/schema.ts';
+import { loadCheckpoint, modelStateDict } from '../../src/train/checkpoint.ts';
 import { tinyConfig, images } from './util.ts';
 
 type Phase = 'keys' | 'forward' | 'backward';
@@ -18,6 +24,9 @@ const phase = (): Phase => (engineState.gradientDepth > 0 ? 'forward' : engineSt
 // every kernel of the cpu backend counts its calls per phase, and throws at the armed one
 const calls: Record<Phase, number> = { keys: 0, forward: 0, backward: 0 };
 let armed: { phase: Phase; at: number } | null = null;
+// the untaped calls that come right after a backward (a loss term's BatchNorm update, with its gradients made)
+let last: Phase = 'keys';
+const afterBackward: number[] = [];
 const wrapped = tf.getKernelsForBackend('cpu');
 for (const k of wrapped) {
   const run = k.kernelFunc;
@@ -27,6 +36,8 @@ for (const k of wrapped) {
     kernelFunc: ((args: Parameters<typeof run>[0]) => {
       const p = phase();
       const n = calls[p]++;
+      if (p === 'keys' && last === 'backward') afterBackward.push(n);
+      last = p;
       // from the armed call on, the first kernel that can fail: not a copy (Identity: the copies tfjs keeps of
       // saved tensors share their data, and allocate nothing that could run out)
       if (armed && armed.phase === p && n >= armed.at && k.kernelName !== 'Identity') {
@@ -51,32 +62,37 @@ test('a kernel failing anywhere in a step (keys, taped forward, backward; plain 
     clean(); // kernels compiled, nothing cached on the first call left to count
     const base = tf.memory().numTensors;
     calls.keys = calls.forward = calls.backward = 0;
+    afterBackward.length = 0;
     clean();
     const per = { ...calls };
+    const termEnds = [...afterBackward];
+    assert.equal(termEnds.length, micro === null ? 2 : 4, 'one backward per loss term and micro-batch');
     assert.ok(per.keys > 20 && per.forward > 50 && per.backward > 50, JSON.stringify(per));
     let failures = 0;
-    for (const p of ['keys', 'forward', 'backward'] as const) {
-      // early, middle and late in the phase: before, among and after the BatchNorm statistics, the second view's term
-      for (const frac of [0.05, 0.3, 0.55, 0.8, 0.99]) {
-        calls.keys = calls.forward = calls.backward = 0;
-        const at = Math.floor(frac * per[p]);
-        armed = { phase: p, at };
-        let why = '';
-        const failing = () => {
-          try {
-            clean();
-          } catch (e) {
-            why = String(e);
-            throw e;
-          }
-        };
-        assert.throws(failing, /^Error: injected: /, `${p} at ${at} (micro ${micro})`);
-        failures++;
-        assert.equal(tf.memory().numTensors, base, `tensors left by ${why} of ${per[p]} (micro-batch ${micro})`);
-        assert.equal(engineState.activeTape, null, 'the tape is gone');
-      }
+    // early, middle and late in each phase (before, among and after the BatchNorm statistics, the second
+    // view's term), and right after each term's backward (its BatchNorm update, its gradients made)
+    const points = [
+      ...(['keys', 'forward', 'backward'] as const).flatMap((p) => [0.05, 0.3, 0.55, 0.8, 0.99].map((frac) => [p, Math.floor(frac * per[p])] as const)),
+      ...termEnds.map((at) => ['keys', at] as const),
+    ];
+    for (const [p, at] of points) {
+      calls.keys = calls.forward = calls.backward = 0;
+      armed = { phase: p, at };
+      let why = '';
+      const failing = () => {
+        try {
+          clean();
+        } catch (e) {
+          why = String(e);
+          throw e;
+        }
+      };
+      assert.throws(failing, /^Error: injected: /, `${p} at ${at} (micro ${micro})`);
+      failures++;
+      assert.equal(tf.memory().numTensors, base, `tensors left by ${why} of ${per[p]} (micro-batch ${micro})`);
+      assert.equal(engineState.activeTape, null, 'the tape is gone');
     }
-    assert.equal(failures, 15);
+    assert.equal(failures, points.length);
     // and the model still steps
     clean();
     assert.equal(tf.memory().numTensors, base);
@@ -116,4 +132,28 @@ test("a kernel failing while a model is built, or while a checkpoint's copies ar
   }
   model.dispose();
   assert.equal(tf.memory().numTensors, base);
+});
+
+test('a kernel failing while a checkpoint is loaded (a resume) leaves no tensor behind', () => {
+  const run = join(import.meta.dirname, '..', 'torchref', 'fixture', 'learned');
+  const c = YAML.parse(readFileSync(join(run, 'config.yaml'), 'utf8')) as ResolvedRunConfig;
+  const model = new MoCoViT(modelConfigOf(c), 0);
+  const optimizer = optimizerOf(c, model);
+  const dir = join(run, 'checkpoints', 'step-0000000');
+  loadCheckpoint(dir, model, optimizer); // the optimizer's slots made once
+  const base = tf.memory().numTensors;
+  calls.keys = 0;
+  loadCheckpoint(dir, model, optimizer);
+  const loading = calls.keys;
+  assert.equal(tf.memory().numTensors, base);
+  // in the model's tensors, then in the optimizer's slots
+  for (const frac of [0.05, 0.3, 0.7, 0.95]) {
+    calls.keys = 0;
+    armed = { phase: 'keys', at: Math.floor(frac * loading) };
+    assert.throws(() => loadCheckpoint(dir, model, optimizer), /^Error: injected: /);
+    armed = null;
+    assert.equal(tf.memory().numTensors, base, `tensors left by a load failing at kernel ${Math.floor(frac * loading)} of ${loading}`);
+  }
+  optimizer.dispose();
+  model.dispose();
 });
