@@ -102,21 +102,23 @@ const OBJECT_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
  * list or mapping, or a
  * number beyond a float's range (`1e-400` would read as 0, `1e400` as infinity).
  */
+/** The keys of the mappings above a node in a YAML visit, outermost first. */
+const keysOf = (path: readonly unknown[]): string[] =>
+  path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
+
 function yamlSurprise(doc: YAML.Document): [string, string] | null {
   let found: [string, string] | null = null;
   YAML.visit(doc, {
     Pair(_, pair, path) {
       // a list or mapping as a key (`? [a]`) names no config key; YAML would stringify it, with a warning of Node's
       if (YAML.isCollection(pair.key)) {
-        const above = path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
-        found = [[...above, String(pair.key)].join('.'), 'a list or mapping as a key: expected a key name'];
+        found = [[...keysOf(path), String(pair.key)].join('.'), 'a list or mapping as a key: expected a key name'];
         return YAML.visit.BREAK;
       }
       return undefined;
     },
     Scalar(key, node, path) {
-      const keys = path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
-      const name = keys.join('.');
+      const name = keysOf(path).join('.');
       if (key === 'key' && OBJECT_KEYS.has(String(node.value))) found = [name, 'unknown key'];
       else if (typeof node.value === 'number' && node.source !== undefined) {
         const text = String(node.source);
