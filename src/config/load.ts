@@ -96,16 +96,15 @@ function setValue(expr: string, key: string, raw: string): unknown {
 /** Names of an object's own machinery: assigned as a key, one would vanish (or set a prototype) instead of being refused. */
 const OBJECT_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
-/**
- * What a parsed YAML document would read otherwise than written, as `[dotted key, why]`, or null: a key that
- * names an object's machinery (`__proto__:` would vanish in the merge, not be refused as unknown) or is a
- * list or mapping, or a
- * number beyond a float's range (`1e-400` would read as 0, `1e400` as infinity).
- */
 /** The keys of the mappings above a node in a YAML visit, outermost first. */
 const keysOf = (path: readonly unknown[]): string[] =>
   path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
 
+/**
+ * What a parsed YAML document would read otherwise than written, as `[dotted key, why]`, or null: a key that
+ * names an object's machinery (`__proto__:` would vanish in the merge, not be refused as unknown) or is a
+ * list or mapping, or a number beyond a float's range (`1e-400` would read as 0, `1e400` as infinity).
+ */
 function yamlSurprise(doc: YAML.Document): [string, string] | null {
   let found: [string, string] | null = null;
   YAML.visit(doc, {
