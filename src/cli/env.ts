@@ -26,8 +26,9 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
   // Dawn's own flags, given to it as they are (src/engine/webgpu.ts): each a key=value
   const dawn = env.MOCO3_DAWN_FLAGS;
   if (dawn !== undefined && dawn.trim() !== '') {
-    // a value may hold spaces (adapter=GeForce RTX names an adapter by a part of its name)
-    const bad = dawn.split(',').filter(Boolean).find((f) => !/^[^=\s]+=/.test(f));
+    // a value may hold spaces (adapter=GeForce RTX names an adapter by a part of its name), not at its ends
+    // (Dawn would read 'vulkan ' or a carriage return as part of the name)
+    const bad = dawn.split(',').filter(Boolean).find((f) => !/^[^=\s]+=(\S(.*\S)?)?$/.test(f));
     if (bad !== undefined) throw new UsageError(`MOCO3_DAWN_FLAGS=${dawn}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got '${bad}'`);
   }
 }

@@ -91,7 +91,9 @@ async function dawn(): Promise<GpuLike | string> {
   }
   Object.assign(globalThis, mod.globals);
   // Dawn's own flags, e.g. MOCO3_DAWN_FLAGS=backend=vulkan,adapter=NVIDIA
-  const flags = (process.env.MOCO3_DAWN_FLAGS ?? '').split(',').filter(Boolean);
+  // (unset or blank: none, as src/cli/env.ts reads it)
+  const given = process.env.MOCO3_DAWN_FLAGS ?? '';
+  const flags = given.trim() ? given.split(',').filter(Boolean) : [];
   try {
     gpu = mod.create(flags);
   } catch (e) {

@@ -3,7 +3,7 @@
  * into each run's summary.json), and write report.md (the paper-shaped table, the figures, per-run
  * detail), report.csv, runs.csv and plots/. Reads result folders only: no TensorFlow.js.
  */
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../engine/files.ts';
 import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
@@ -95,7 +95,8 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
       for (const name of Object.values(FIGURES)) {
         for (const ext of ['svg', 'png']) {
           const p = join(plotDir, `${name}.${ext}`);
-          if (!files.includes(p)) rmSync(p, { force: true });
+          // a figure, or a link where one was; a folder of that name is no figure of a report's
+          if (!files.includes(p) && existsSync(p) && !lstatSync(p).isDirectory()) rmSync(p, { force: true });
         }
       }
     }

@@ -125,37 +125,47 @@ export const FIGURES = { knn: 'knn', grad: 'grad' } as const;
 export function checkReportOutputs(dir: string, opts: { format?: 'md' | 'csv' | 'both'; plots?: boolean; png?: boolean; summaries?: boolean } = {}): void {
   const format = opts.format ?? 'both';
   const files: string[] = [];
+  const plotDir = join(dir, 'plots');
+  const plotsFolder = existsSync(plotDir) && statSync(plotDir).isDirectory();
+  // an earlier report's figures that this one removes (a figure it does not draw: --no-png, --no-plots); a
+  // plots/ whose entries cannot be looked at may hold some
+  let removes = false;
   if (format !== 'md') files.push('report.csv', 'runs.csv');
   if (format !== 'csv') {
     files.push('report.md');
-    const plots = join(dir, 'plots');
-    if (opts.plots !== false && existsSync(plots) && !statSync(plots).isDirectory()) throw new ReportError(`${plots}: is a file, where the report puts its plots: move it away, or give --no-plots`);
-    // every figure path: written, or (an earlier report's, not drawn now: --no-png, --no-plots) removed
-    if (existsSync(plots) && statSync(plots).isDirectory()) for (const name of Object.values(FIGURES)) files.push(`plots/${name}.svg`, `plots/${name}.png`);
+    if (opts.plots !== false && existsSync(plotDir) && !plotsFolder) throw new ReportError(`${plotDir}: is a file, where the report puts its plots: move it away, or give --no-plots`);
+    const drawn = opts.plots === false ? [] : Object.values(FIGURES).flatMap((n) => [`${n}.svg`, ...(opts.png !== false ? [`${n}.png`] : [])]);
+    files.push(...drawn.map((f) => `plots/${f}`));
+    if (plotsFolder) {
+      const gone = new Set(Object.values(FIGURES).flatMap((n) => [`${n}.svg`, `${n}.png`]).filter((f) => !drawn.includes(f)));
+      try {
+        removes = readdirSync(plotDir).some((f) => gone.has(f));
+      } catch {
+        removes = gone.size > 0;
+      }
+    }
   }
   for (const f of files) {
     const p = join(dir, f);
-    if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report ${f.startsWith('plots/') ? 'writes or removes' : 'writes'} its ${f}: move it away`);
+    if (existsSync(p) && statSync(p).isDirectory()) throw new ReportError(`${p}: is a folder, where the report writes its ${f}: move it away`);
   }
   // every file is written to a temporary name in its folder and renamed: each folder written in must take
   // new files, or the report would stop half-written (some files new, others old). The folders: the
-  // sweep's, its plots/, and each run folder whose summary.json takes the instability figures
+  // sweep's, its plots/ (new figures, or an earlier report's removed), and each run folder whose
+  // summary.json takes the instability figures
   const folders = [dir];
-  // plots/ takes the new figures, or loses an earlier report's that this one does not draw (--no-plots)
-  const plotDir = join(dir, 'plots');
-  const oldFigures = () => Object.values(FIGURES).some((n) => ['svg', 'png'].some((ext) => existsSync(join(plotDir, `${n}.${ext}`))));
-  if (format !== 'csv' && existsSync(plotDir) && statSync(plotDir).isDirectory() && (opts.plots !== false || oldFigures())) folders.push(plotDir);
+  if (format !== 'csv' && plotsFolder && (opts.plots !== false || removes)) folders.push(plotDir);
   if (opts.summaries !== false) {
     for (const e of readdirSync(dir)) if (existsSync(join(dir, e, RUN_FILES.summary))) folders.push(join(dir, e));
   }
   for (const d of folders) {
     try {
-      accessSync(d, constants.W_OK);
+      accessSync(d, constants.W_OK | constants.X_OK);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === 'EROFS' ? 'a read-only file system' : code === 'EACCES' || code === 'EPERM' ? 'no write access' : (code ?? String(e));
-      const what = d === plotDir && opts.plots === false ? ' (to remove the figures of an earlier report, which report.md will no longer show)' : '';
-      throw new ReportError(`${d}: the report cannot write there${what} (${why}), and writes nothing until it can: give write access, or copy the sweep folder somewhere writable`);
+      const what = d === plotDir && opts.plots === false ? '; it would remove the figures of an earlier report there, which report.md will no longer show' : '';
+      throw new ReportError(`${d}: the report cannot write there (${why})${what}, and writes nothing until it can: give write access, or copy the sweep folder somewhere writable`);
     }
   }
 }

@@ -32,7 +32,7 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }
   // Dawn's flags: each a key=value (Dawn's own error named no variable, and doctor exited 1)
-  for (const [value, part] of [['garbage', 'garbage'], ['backend=vulkan,,adapter', 'adapter'], ['backend=vulkan, adapter=x', ' adapter=x']] as const) {
+  for (const [value, part] of [['garbage', 'garbage'], ['backend=vulkan,,adapter', 'adapter'], ['backend=vulkan, adapter=x', ' adapter=x'], ['backend=vulkan \r', 'backend=vulkan \r']] as const) {
     const r = await cli(['doctor'], { MOCO3_DAWN_FLAGS: value });
     assert.equal(r.code, 2, r.err);
     assert.equal(r.err, `moco3: MOCO3_DAWN_FLAGS=${value}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got '${part}'\n`);
@@ -40,6 +40,10 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
   // a value with spaces is Dawn's to read (adapter= takes a part of an adapter's name)
   const spaced = await cli(['train', '--preset', 'smoke', '--dry-run'], { MOCO3_DAWN_FLAGS: 'backend=vulkan,adapter=GeForce RTX' });
   assert.equal(spaced.code, 0, spaced.err);
+  // blank: no flags, as unset (Dawn was given ' ' and refused it)
+  const blank = await cli(['doctor'], { MOCO3_DAWN_FLAGS: ' ' });
+  assert.equal(blank.code, 0, blank.err);
+  assert.doesNotMatch(blank.out, /Dawn refused/);
 });
 
 test('a number the check reads is the number the native kernels read: a trailing carriage return or no-break space is not all cores', () => {

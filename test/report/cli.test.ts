@@ -179,11 +179,15 @@ test('moco3 report: a damaged sweep.yaml, a run folder that lost its config.yaml
   await refused(/plots: is a file, where the report puts its plots: move it away, or give --no-plots$/, ['--no-png']);
   const ok = await cli(['report', dir, '--no-plots']);
   assert.equal(ok.code, 0, ok.err);
-  // a folder where a figure would go: refused also where this report would remove the figure, not write it
+  // a folder where a figure would be written is refused; where this report would only remove a figure
+  // (--no-png, --no-plots), it is no figure, and stays
   rmSync(join(dir, 'plots'));
   mkdirSync(join(dir, 'plots', 'knn.png'), { recursive: true });
-  for (const flags of [['--no-plots'], ['--no-png']]) {
-    await refused(new RegExp(`^moco3: ${dir}/plots/knn\\.png: is a folder, where the report writes or removes its plots/knn\\.png: move it away$`), flags);
+  await refused(new RegExp(`^moco3: ${dir}/plots/knn\\.png: is a folder, where the report writes its plots/knn\\.png: move it away$`));
+  for (const flag of ['--no-plots', '--no-png']) {
+    const r = await cli(['report', dir, flag]);
+    assert.equal(r.code, 0, r.err);
+    assert.ok(statSync(join(dir, 'plots', 'knn.png')).isDirectory(), flag);
   }
   rmSync(join(dir, 'plots'), { recursive: true });
 });
@@ -215,16 +219,23 @@ test('moco3 report into a folder it cannot write in (its plots/, a run folder): 
   };
   chmodSync(root, 0o777);
   for (const d of [root, dir, ...readdirSync(dir).map((e) => join(dir, e))]) if (statSync(d).isDirectory()) chmodSync(d, 0o777);
-  for (const locked of [join(dir, 'plots'), join(dir, run)]) {
+  // as a user without write access (root writes anywhere: the command runs as nobody then)
+  const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
+  // plots/ read-only; a run folder read-only; plots/ not even searchable, where --no-plots would remove the
+  // earlier report's figures (their names cannot be looked up there: they may be in it)
+  for (const [locked, mode, flag, what] of [
+    [join(dir, 'plots'), 0o555, '--no-png', ''],
+    [join(dir, run), 0o555, '--no-png', ''],
+    [join(dir, 'plots'), 0o644, '--no-plots', '; it would remove the figures of an earlier report there, which report.md will no longer show'],
+  ] as const) {
     const before = files();
-    chmodSync(locked, 0o555);
+    chmodSync(locked, mode);
     try {
-      // as a user without write access (root writes anywhere: the command runs as nobody then)
-      const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
-      const [cmd, ...args] = [...asUser, process.execPath, '--import', 'tsx', fixtureCli, 'report', dir, '--no-png'];
+      const [cmd, ...args] = [...asUser, process.execPath, '--import', 'tsx', fixtureCli, 'report', dir, flag];
       const r = spawnSync(cmd!, args, { encoding: 'utf8', env: { ...process.env, HOME: root } });
       assert.equal(r.status, 2, r.stderr);
-      assert.equal(r.stderr, `moco3: ${locked}: the report cannot write there (no write access), and writes nothing until it can: give write access, or copy the sweep folder somewhere writable\n`);
+      assert.equal(r.stderr, `moco3: ${locked}: the report cannot write there (no write access)${what}, and writes nothing until it can: give write access, or copy the sweep folder somewhere writable\n`);
+      chmodSync(locked, 0o777);
       assert.deepEqual(files(), before, 'no file changed');
     } finally {
       chmodSync(locked, 0o777);
