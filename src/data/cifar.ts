@@ -209,6 +209,17 @@ function recordSink(sink: Sink, kind: CifarKind): TarFileSink {
   };
 }
 
+/** An archive entry's path without a leading `./`, and which copy at that path it is (1, 2, ...), entry by entry in archive order. */
+function entryCounter(): (entryName: string) => { name: string; nth: number } {
+  const seen = new Map<string, number>();
+  return (entryName) => {
+    const name = entryName.replace(/^(\.\/)+/, '');
+    const nth = (seen.get(name) ?? 0) + 1;
+    seen.set(name, nth);
+    return { name, nth };
+  };
+}
+
 /**
  * The splits from the .tar.gz. Its files come in any order, so a first pass reads their sizes and a
  * second decodes each file's records straight into the split's arrays, allocated once at their final
@@ -221,11 +232,9 @@ async function readArchiveSplits(path: string, kind: CifarKind, limits: { train:
   // none in the dataset's folder are refused: one could not tell which the batches are
   const wanted = new Set([...kind.train, ...kind.test]);
   const found = new Map<string, { name: string; size: number; nth: number }[]>();
-  const seen = new Map<string, number>();
+  let entry = entryCounter();
   await walkTarGz(path, (entryName, size) => {
-    const name = entryName.replace(/^(\.\/)+/, '');
-    const nth = (seen.get(name) ?? 0) + 1;
-    seen.set(name, nth);
+    const { name, nth } = entry(entryName);
     const f = basename(name);
     if (wanted.has(f)) found.set(f, [...(found.get(f) ?? []), { name, size, nth }]);
     return null;
@@ -259,13 +268,11 @@ async function readArchiveSplits(path: string, kind: CifarKind, limits: { train:
   const train = plan(kind.train, limits.train, 'train');
   const test = plan(kind.test, limits.test, 'test');
   const sinks = [...routes.values()];
-  seen.clear();
+  entry = entryCounter();
   await walkTarGz(
     path,
     (entryName) => {
-      const name = entryName.replace(/^(\.\/)+/, '');
-      const nth = (seen.get(name) ?? 0) + 1;
-      seen.set(name, nth);
+      const { name, nth } = entry(entryName);
       const f = basename(name);
       const e = chosen.get(f);
       const sink = e && e.name === name && e.nth === nth ? routes.get(f) : undefined;

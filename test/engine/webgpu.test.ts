@@ -18,6 +18,16 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** An ES module of moco3's sources run in a child (its own process: a device or fd 2 it changes stays there). */
 const moduleScript = (script: string, timeout: number) =>
   spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout });
+/** A module script on the webgpu backend: tf, the named exports of src/engine/webgpu.ts, then `body`; it exits 0 at its end. */
+const onWebGpu = (names: string, body: string[]) =>
+  [
+    "import * as tf from '@tensorflow/tfjs-core';",
+    "import { initBackend } from './src/engine/backend.ts';",
+    `import { ${names} } from './src/engine/webgpu.ts';`,
+    "await initBackend('webgpu', { quiet: true });",
+    ...body,
+    'process.exit(0);',
+  ].join('\n');
 const moco3 = (args: string[], timeout: number) =>
   spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), ...args], { cwd: root, encoding: 'utf8', timeout });
 
@@ -151,19 +161,14 @@ test('auto loads Dawn only where a GPU device node exists; with one it still dec
 });
 
 test('a read-back that fails on a device gone (destroyed here, as a lost one fails) is a WebGpuDeviceError that says so, not an AbortError of no message', () => {
-  const script = [
-    "import * as tf from '@tensorflow/tfjs-core';",
-    "import { initBackend } from './src/engine/backend.ts';",
-    "import { readBack } from './src/engine/webgpu.ts';",
-    "await initBackend('webgpu', { quiet: true });",
+  const script = onWebGpu('readBack', [
     'const x = tf.add(tf.ones([1000]), 2);',
     // an error that is not the device's passes as it is
     'const y = tf.ones([3]); y.dispose();',
     "try { await readBack(y.data(), 'a test'); } catch (e) { console.log(`disposed: ${e.name}`); }",
     'tf.backend().device.destroy();',
     "try { await readBack(x.data(), 'a test'); console.log('no error'); } catch (e) { console.log(`${e.name} | ${e.message}`); }",
-    'process.exit(0);',
-  ].join('\n');
+  ]);
   const p = moduleScript(script, 120_000);
   assert.equal(p.status, 0, p.stderr);
   assert.match(p.stdout, /^WebGpuDeviceError \| webgpu: a read from the GPU failed during a test \(AbortError\): the device may have been lost$/m);
@@ -171,11 +176,7 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
 });
 
 test('the GPU buffers TensorFlow.js keeps for reuse are given back between runs, and the pool goes on working after', () => {
-  const script = [
-    "import * as tf from '@tensorflow/tfjs-core';",
-    "import { initBackend } from './src/engine/backend.ts';",
-    "import { releaseFreeGpuBuffers } from './src/engine/webgpu.ts';",
-    "await initBackend('webgpu', { quiet: true });",
+  const script = onWebGpu('releaseFreeGpuBuffers', [
     'const gpu = () => tf.memory().numBytesAllocatedInGPU;',
     'const pool = tf.backend().bufferManager;',
     'for (const n of [123457, 54321]) { const a = tf.add(tf.ones([n]), 1); await a.data(); a.dispose(); }',
@@ -188,8 +189,7 @@ test('the GPU buffers TensorFlow.js keeps for reuse are given back between runs,
     'let v = 0;',
     'for (const n of [777, 4321]) { const b = tf.add(tf.ones([n]), 2); v = (await b.data())[0]; b.dispose(); }',
     'console.log(JSON.stringify({ before, kept, freed, after, left, v, again: pool.getNumFreeBuffers() }));',
-    'process.exit(0);',
-  ].join('\n');
+  ]);
   const p = moduleScript(script, 120_000);
   assert.equal(p.status, 0, p.stderr);
   const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!);
