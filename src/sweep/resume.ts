@@ -16,8 +16,12 @@ import type { PlannedRun } from './plan.ts';
 /** `moco3 train` on a sweep's run folder: its own config.yaml, the folder as --out. */
 const trainCmd = (dir: string, flags: string) => `\`moco3 train -c ${join(dir, 'config.yaml')} --out ${dir} ${flags}\``;
 
-/** Validates the checkpoint (and the metrics) each run would resume from; runs trained by another live process are theirs. */
-export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo }[]): void {
+/**
+ * Validates the checkpoint (and the metrics) each run would resume from; runs trained by another live process
+ * are theirs. Returns the checkpoint folder of each run that resumes, by run id.
+ */
+export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo }[]): Map<string, string> {
+  const resumes = new Map<string, string>();
   for (const { run, before } of runs) {
     if (before.state === 'running') continue;
     try {
@@ -30,13 +34,17 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
       });
       // its metrics, which the resume cuts at the checkpoint's step: a damaged line stops the sweep here, as
       // it stops `train --resume`, not once the run's turn comes (its status then rewritten to failed)
-      if (from) readMetrics(metricsPath(run.dir));
+      if (from) {
+        readMetrics(metricsPath(run.dir));
+        resumes.set(run.id, from);
+      }
     } catch (e) {
       // another sweep (an agent) took the run meanwhile and is writing its checkpoints: it is theirs
       if (readRunState(run.dir).state === 'running') continue;
       throw e;
     }
   }
+  return resumes;
 }
 
 /**

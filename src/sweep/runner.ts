@@ -10,12 +10,14 @@ import type { BackendInfo, BackendName } from '../engine/backend.ts';
 import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, describeHolder, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runPath } from '../runfolder/paths.ts';
+import { readCheckpointState } from '../runfolder/resume.ts';
+import { itersPerEpoch } from '../data/sampler.ts';
 import { isRunDir } from '../runfolder/records.ts';
 import { markFailed } from '../runfolder/status.ts';
 import type { Summary } from '../runfolder/summary.ts';
 import type { TrainEvent } from '../train/loop.ts';
 import { SweepError } from './file.ts';
-import type { SweepPlan } from './plan.ts';
+import type { PlannedRun, SweepPlan } from './plan.ts';
 import { writeResolvedSweep } from './resolved.ts';
 import { checkSweepResumes } from './resume.ts';
 import { SetupError } from '../config/errors.ts';
@@ -71,7 +73,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   // a damaged checkpoint of a run to resume, or a lock that is no file, stops the sweep here, before a backend
   // starts or a file is written
   for (const { run } of pending) checkLockFile(run.dir);
-  checkSweepResumes(pending);
+  const resumes = checkSweepResumes(pending);
 
   // TensorFlow.js is loaded only when there is something to train
   const loop = todo.length ? await import('../train/loop.ts') : null;
@@ -90,24 +92,29 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
 
   // data that cannot serve a run stops the sweep here, before anything is written: each data section of the
   // runs to train is loaded once and checked against each of its runs' batch (missing files, a split smaller
-  // than a batch, a channel of one value), the first run's last so that it stays loaded; other errors are
-  // that run's failure, below
-  const byData = new Map<string, ResolvedRunConfig[]>();
+  // than a batch, a channel of one value; a run to resume whose checkpoint was trained on other data), the
+  // first run's last so that it stays loaded; other errors are that run's failure, below
+  const byData = new Map<string, PlannedRun[]>();
   for (const run of todo) {
     const key = JSON.stringify(components!.dataOptionsOf(run.config));
-    byData.set(key, [...(byData.get(key) ?? []), run.config]);
+    byData.set(key, [...(byData.get(key) ?? []), run]);
   }
-  for (const configs of [...byData.values()].reverse()) {
+  for (const sameData of [...byData.values()].reverse()) {
     // Ctrl-C between two sections (each may build an image cache for hours): the run loop below stops at once
     if (stop()) break;
     let ds: Dataset;
     try {
-      ds = await dataFor(configs[0]!);
+      ds = await dataFor(sameData[0]!.config);
     } catch (e) {
       if (e instanceof SetupError) throw e;
       continue;
     }
-    for (const c of configs) loop!.checkRunData(ds, c.optim.batch_size);
+    for (const run of sameData) {
+      const B = run.config.optim.batch_size;
+      loop!.checkRunData(ds, B);
+      const from = resumes.get(run.id);
+      if (from) loop!.checkResumeData(run.dir, readCheckpointState(from), itersPerEpoch(ds.train.n, B), B, ds.train.n);
+    }
   }
   // the backend starts (and says which) once the data has checked out: missing data is its one line alone
   let backend = opts.backend;

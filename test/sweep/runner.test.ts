@@ -135,6 +135,24 @@ test('data that cannot serve a run stops the sweep before anything is written, w
   assert.deepEqual(stopped.trained, []);
 });
 
+test('a run to resume whose checkpoint was trained on other data stops the sweep before anything trains, its status untouched', async () => {
+  const plan = tinyPlan(tmp());
+  const stopped = await sweep(plan, 5);
+  assert.deepEqual(stopped.states.map((s) => s.state), ['interrupted', 'new']);
+  // the data changed since (an image folder that gained files keeps the run's id): its checkpoint says so
+  const stateFile = join(plan.runs[0]!.dir, 'checkpoints', 'step-0000005', 'state.json');
+  writeFileSync(stateFile, JSON.stringify({ ...JSON.parse(readFileSync(stateFile, 'utf8')), train_images: 70 }));
+  const status = readFileSync(join(plan.runs[0]!.dir, 'status.json'), 'utf8');
+  const events: SweepEvent[] = [];
+  await assert.rejects(
+    runSweep({ plan, backend, onEvent: (e) => events.push(e) }),
+    (e: unknown) => e instanceof Error && /: its checkpoint of step 5 was trained on a train split of 70 images, which now holds 64: to resume it, give it the data it was trained on/.test(e.message),
+  );
+  assert.deepEqual(events, [], 'nothing trained');
+  assert.equal(readFileSync(join(plan.runs[0]!.dir, 'status.json'), 'utf8'), status, 'the run is left as it was, not marked failed');
+  assert.deepEqual(plan.runs.map((r) => readRunState(r.dir).state), ['interrupted', 'new']);
+});
+
 test('Ctrl-C checkpoints the current run; the next sweep resumes it and ends as if never stopped', async () => {
   const ref = tinyPlan(tmp());
   await sweep(ref);
