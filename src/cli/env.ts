@@ -14,12 +14,15 @@ const NUMERIC_ENV: Readonly<Record<string, { min: number; max?: number; strict: 
   MOCO3_STREAM_BYTES: { min: 0, strict: false, what: 'a number of bytes, 0 or more' },
 };
 
+/** A value as the error line shows it: quoted as JSON when it holds a control character (a carriage return would rewrite the line). */
+const shown = (v: string) => (/[\u0000-\u001f\u007f]/.test(v) ? JSON.stringify(v) : v);
+
 export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
   for (const [name, { min, max, strict, what, integer }] of Object.entries(NUMERIC_ENV)) {
     const v = env[name];
     if (v === undefined || v.trim() === '') continue;
     const x = integer ? parseInteger(v) : parseDecimal(v);
-    if (!Number.isFinite(x) || (strict ? x <= min : x < min) || (max !== undefined && x > max)) throw new UsageError(`${name}=${v}: expected ${what}`);
+    if (!Number.isFinite(x) || (strict ? x <= min : x < min) || (max !== undefined && x > max)) throw new UsageError(`${name}=${shown(v)}: expected ${what}`);
     // as read: the native addon parses it again, and takes what JavaScript trims (a CR, a no-break space) for no number
     env[name] = String(x);
   }
@@ -29,6 +32,6 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
     // a value may hold spaces (adapter=GeForce RTX names an adapter by a part of its name), not at its ends
     // (Dawn would read 'vulkan ' or a carriage return as part of the name)
     const bad = dawn.split(',').filter(Boolean).find((f) => !/^[^=\s]+=(\S(.*\S)?)?$/.test(f));
-    if (bad !== undefined) throw new UsageError(`MOCO3_DAWN_FLAGS=${dawn}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got '${bad}'`);
+    if (bad !== undefined) throw new UsageError(`MOCO3_DAWN_FLAGS=${shown(dawn)}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got ${/[\u0000-\u001f\u007f]/.test(bad) ? shown(bad) : `'${bad}'`}`);
   }
 }

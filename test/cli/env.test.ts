@@ -20,10 +20,12 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     // the native pool's own ceiling: a larger number was cut to it without a word (or wrapped around in the addon)
     ['MOCO3_THREADS', '257', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
     ['MOCO3_THREADS', '4294967298', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
+    ['MOCO3_THREADS', 'two\r', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
   ] as const) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
     assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
-    assert.equal(r.err, `moco3: ${name}=${value}: expected ${what}\n`);
+    // a control character is shown quoted: a carriage return printed as it is sends the line's end over its start
+    assert.equal(r.err, `moco3: ${name}=${value.includes('\r') ? JSON.stringify(value) : value}: expected ${what}\n`);
     assert.equal(r.out, '');
   }
   // good values, and unset or empty ones, leave the command to run
@@ -32,11 +34,14 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }
   // Dawn's flags: each a key=value (Dawn's own error named no variable, and doctor exited 1)
-  for (const [value, part] of [['garbage', 'garbage'], ['backend=vulkan,,adapter', 'adapter'], ['backend=vulkan, adapter=x', ' adapter=x'], ['backend=vulkan \r', 'backend=vulkan \r']] as const) {
+  for (const [value, part] of [['garbage', 'garbage'], ['backend=vulkan,,adapter', 'adapter'], ['backend=vulkan, adapter=x', ' adapter=x']] as const) {
     const r = await cli(['doctor'], { MOCO3_DAWN_FLAGS: value });
     assert.equal(r.code, 2, r.err);
     assert.equal(r.err, `moco3: MOCO3_DAWN_FLAGS=${value}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got '${part}'\n`);
   }
+  const cr = await cli(['doctor'], { MOCO3_DAWN_FLAGS: 'adapter=x,backend=vulkan \r' });
+  assert.equal(cr.code, 2, cr.err);
+  assert.equal(cr.err, `moco3: MOCO3_DAWN_FLAGS="adapter=x,backend=vulkan \\r": expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got "backend=vulkan \\r"\n`);
   // a value with spaces is Dawn's to read (adapter= takes a part of an adapter's name)
   const spaced = await cli(['train', '--preset', 'smoke', '--dry-run'], { MOCO3_DAWN_FLAGS: 'backend=vulkan,adapter=GeForce RTX' });
   assert.equal(spaced.code, 0, spaced.err);
