@@ -174,13 +174,21 @@ export function reportMarkdown(
     .filter(([, v]) => v !== null)
     .map(([k, v]) => `${k} ${v}`);
   // runs cut short (\`--set train.max_steps=N\`) train part of their epochs and lr schedule: said up front
-  const maxSteps = new Set(sweep.runs.map((r) => r.flat.get('train.max_steps')).filter((v) => typeof v === 'number'));
-  if (maxSteps.size) {
-    const n = [...maxSteps].sort((a, b) => Number(a) - Number(b)).join(' / ');
-    setting.push(`max steps ${n} (\`train.max_steps\`: a run stops there, before the end of its epochs and lr schedule if they are longer)`);
+  // "Fixed" only when every run has the one cap; else how many runs stop where
+  const caps = sweep.runs.map((r) => r.flat.get('train.max_steps'));
+  const capped = caps.filter((v): v is number => typeof v === 'number');
+  const why = '(`train.max_steps`: a run stops there, before the end of its epochs and lr schedule if they are longer)';
+  let cutShort: string | null = null;
+  if (capped.length > 0 && capped.length === caps.length && new Set(capped).size === 1) setting.push(`max steps ${capped[0]} ${why}`);
+  else if (capped.length > 0) {
+    const runs = (k: number) => `${k} run${k === 1 ? '' : 's'}`;
+    const byCap = [...new Set(capped)].sort((a, b) => a - b).map((n) => `${runs(capped.filter((v) => v === n).length)} at ${n} steps`);
+    const whole = caps.length - capped.length;
+    cutShort = `Cut short: ${byCap.join(', ')}${whole ? `; ${runs(whole)} not` : ''} ${why}.`;
   }
   out.push(`${sweep.runs.length} run${sweep.runs.length === 1 ? '' : 's'}; swept: ${view.sweptKeys.map((k) => `${keyName(k)} (\`${k}\`)`).join(' x ') || 'nothing'}; seeds ${view.seeds.join(', ') || 'none yet'}.`);
   if (setting.length) out.push(`Fixed: ${setting.join(', ')}.`);
+  if (cutShort) out.push(cutShort);
   // what else changes from column to column: a column is then not one swept value alone (runs of two presets in one folder)
   const following = [...followingKeys(view)];
   if (following.length) {

@@ -351,6 +351,12 @@ test('the header says when runs were cut short by train.max_steps', async () => 
   const cut = writeSimpleSweep(root, 'cut', [64, 128].map((b) => ({ 'optim.batch_size': b, 'train.max_steps': 20 })));
   await writeReport(cut, { plots: false });
   assert.match(readFileSync(join(cut, 'report.md'), 'utf8'), /^Fixed: .*max steps 20 \(`train\.max_steps`: a run stops there, before the end of its epochs and lr schedule if they are longer\)\.$/m);
+  // some runs cut, or cut at two steps: not "Fixed", but how many stop where
+  const some = writeSimpleSweep(root, 'some', [64, 128, 256].map((b, i) => ({ 'optim.batch_size': b, 'train.max_steps': [null, 900, 40][i] })));
+  await writeReport(some, { plots: false });
+  const md = readFileSync(join(some, 'report.md'), 'utf8');
+  assert.doesNotMatch(md, /^Fixed: .*max steps/m);
+  assert.match(md, /^Cut short: 1 run at 40 steps, 1 run at 900 steps; 1 run not \(`train\.max_steps`: a run stops there, before the end of its epochs and lr schedule if they are longer\)\.$/m);
   const whole = writeSimpleSweep(root, 'whole', [64, 128].map((b) => ({ 'optim.batch_size': b })));
   await writeReport(whole, { plots: false });
   assert.doesNotMatch(readFileSync(join(whole, 'report.md'), 'utf8'), /max steps/);
