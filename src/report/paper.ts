@@ -54,7 +54,7 @@ const close = (a: number, b: number) => Math.abs(a - b) <= 1e-6 * Math.max(Math.
 /**
  * Run value -> paper value for one key. Exact matches first; then the common factor that maps the most
  * run values onto paper values (a preset that scales the grid, e.g. batch 64..384 = 1024..6144 / 16);
- * then rank order when the counts agree. Null when nothing fits.
+ * then rank order when the counts agree. Null when nothing fits, or when two factors fit equally well.
  */
 export function mapToPaper(runValues: number[], paperValues: number[]): Map<number, number> | null {
   const vs = [...new Set(runValues)].sort((a, b) => a - b);
@@ -66,6 +66,11 @@ export function mapToPaper(runValues: number[], paperValues: number[]): Map<numb
   }
   if (best.size === vs.length) return best;
   let bestMap: Map<number, number> | null = best.size >= 2 ? best : null;
+  // two factors that map as many values otherwise (batch 128, 256 is 1024, 2048 at x8 and 2048, 4096 at
+  // x16): which one the preset used is not to be told from the values, and a guess would put the paper's
+  // numbers of other settings beside the runs. The exact values win such a tie.
+  let ambiguous = false;
+  const same = (a: Map<number, number>, b: Map<number, number>) => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
   for (const v of vs) {
     for (const p of paperValues) {
       if (v === 0) continue;
@@ -75,9 +80,14 @@ export function mapToPaper(runValues: number[], paperValues: number[]): Map<numb
         const q = paperValues.find((x) => close(x, w * f));
         if (q !== undefined) m.set(w, q);
       }
-      if (m.size >= 2 && m.size > (bestMap?.size ?? 0)) bestMap = m;
+      if (m.size < 2) continue;
+      if (m.size > (bestMap?.size ?? 0)) {
+        bestMap = m;
+        ambiguous = false;
+      } else if (bestMap && m.size === bestMap.size && bestMap !== best && !same(m, bestMap)) ambiguous = true;
     }
   }
+  if (ambiguous) bestMap = null;
   if (bestMap && bestMap.size >= Math.min(vs.length, paperValues.length)) return bestMap;
   if (vs.length === paperValues.length) return new Map(vs.map((v, i) => [v, paperValues[i]!]));
   return bestMap;

@@ -362,12 +362,26 @@ test('the header says when runs were cut short by train.max_steps', async () => 
   assert.doesNotMatch(readFileSync(join(whole, 'report.md'), 'utf8'), /max steps/);
 });
 
+test('a sweep of two batch sizes without its sweep.yaml, which two scale factors map alike: the paper row is left empty, saying why', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'two', [128, 256].map((b) => ({ 'optim.batch_size': b })));
+  rmSync(join(dir, 'sweep.yaml'), { force: true });
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /This is the paper's Fig\. 1 sweep/);
+  assert.match(md, /the paper row is left empty\./);
+  assert.match(md, /\| \*paper: linear top-1 \(%\), Fig\. 1, ViT-B\/16 ImageNet\* \| - \| - \|/);
+});
+
 test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
   const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
   assert.deepEqual(m([1024, 4096], [1024, 2048, 4096, 6144]), { 1024: 1024, 4096: 4096 });
   assert.deepEqual(m([64, 128, 256, 384], [1024, 2048, 4096, 6144]), { 64: 1024, 128: 2048, 256: 4096, 384: 6144 });
   assert.deepEqual(m([100, 200, 300], [5e-4, 6e-4, 8e-4]), { 100: 5e-4, 200: 6e-4, 300: 8e-4 });
   assert.equal(m([7], [1, 2, 3]), null);
+  // two factors fit as well (x8: 1024, 2048; x16: 2048, 4096): no guess; the exact values win such a tie
+  assert.equal(m([128, 256], [1024, 2048, 4096, 6144]), null);
+  assert.deepEqual(m([1024, 2048, 5000], [1024, 2048, 4096, 6144]), { 1024: 1024, 2048: 2048 });
 });
 
 test('a finished sweep reports in well under 2 s of CPU time (plots and PNGs included)', async () => {
