@@ -137,7 +137,6 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   let stop = false;
   // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
   const signals = STOP_SIGNALS;
-  dropEarlySignals();
   let signalled = false;
   const onSig = (sig: NodeJS.Signals) => {
     // a second Ctrl-C quits at once; another signal meanwhile (scancel's second TERM) lets the checkpoint be written
@@ -150,6 +149,9 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
   };
   for (const sig of signals) process.on(sig, onSig);
+  // only now: a signal that came while the data loaded waits for the process's next turn, and goes to the
+  // handlers there are then; with none left for a moment, Node stops listening, and it is lost
+  dropEarlySignals();
   // the output's reader gone (also while the data loaded): stop as for a signal, said nowhere (there is nowhere to say it)
   const offClosed = onOutputClosed(() => {
     stop = true;

@@ -151,6 +151,31 @@ test('train: Ctrl-C while an image folder is being cached ends at once: exit 130
   assert.equal(existsSync(join(folder, '.moco3-cache')), false);
 });
 
+test('a signal that comes while train prepares the run (here: --force moving the previous run aside) is not lost when the run\'s own handlers take over', async () => {
+  const out = join(root, 'force-signal');
+  assert.equal((await trainWith(null, out)).code, 0);
+  const marker = join(root, `.pause-${process.hrtime.bigint()}`);
+  // paused (synchronously, as a data load or a cache build holds the process) as the previous run's
+  // metrics are moved aside; the signal waits there until the process gets a turn
+  const env = { ...process.env, MOCO3_TEST_PAUSE: `before-rename:1:^${out}/metrics\\.jsonl$`, MOCO3_TEST_MARKER: marker };
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out, '--force'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const poll = setInterval(() => {
+    if (!existsSync(marker)) return;
+    clearInterval(poll);
+    child.kill('SIGTERM');
+    setTimeout(() => writeFileSync(`${marker}.go`, ''), 200);
+  }, 20);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearInterval(poll);
+  assert.ok(existsSync(marker), `never paused: ${stderr}`);
+  // it ran to the end without a word, exit 0, as if never signalled
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /SIGTERM: stop/);
+  assert.notEqual(JSON.parse(readFileSync(join(out, 'status.json'), 'utf8')).status, 'completed');
+});
+
 test('train --resume after a kill between the two renames that replace a checkpoint of the same step: the folder moved aside is put back', async () => {
   const out = join(root, 'aside');
   assert.equal((await trainWith(null, out)).code, 0);
