@@ -212,6 +212,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       // reads interrupted (not a completed run's last.json rewound), and a resume from either checkpoint
       // cuts the metrics to its own step. Resumed from the newest, last.json already names it
       status.running(state.step);
+      // from here on a failure is the run's: failed, with its error (not left running)
+      started = true;
       rewindLast(checkpointsDir(runDir), last, state.step);
       for (const text of lostRows) emit({ type: 'phase', step: state.step, text });
       const kept = truncateMetrics(runDir, state.step, (note) => emit({ type: 'phase', step: state.step, text: note }));

@@ -97,6 +97,22 @@ for (const [what, inject, reason, short] of cases) {
   });
 }
 
+test('train --resume whose config.yaml cannot be written (after the status said running): failed with the reason, exit 1, not left running', async () => {
+  const out = join(root, 'resume-config');
+  const first = await run(['train', ...TINY, '--out', out], { MOCO3_TEST_WRITE_ERROR: 'EACCES:mkdir:1:/.step-0000006.' });
+  assert.equal(first.code, 1, first.stderr);
+  const r = await run(['train', ...TINY, '--out', out, '--resume'], { MOCO3_TEST_WRITE_ERROR: 'EACCES:open:1:/.config.yaml.' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /config\.yaml.*EACCES/);
+  const status = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.equal(status.status, 'failed');
+  assert.match(status.error, /EACCES/);
+  // the cause gone, it resumes and ends as an uninterrupted run
+  const again = await run(['train', ...TINY, '--out', out, '--resume']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.deepEqual(rows(out), rows(reference));
+});
+
 test('sweep: EACCES on a checkpoint write fails that run with the reason and the sweep goes on; the same command then resumes it', async () => {
   const results = join(root, 'sweep');
   const args = ['sweep', tinySweep, ...SWEEP.filter((a) => a !== '-q'), '--results', results];
