@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { writeJsonAtomic } from '../engine/files.ts';
-import { RUN_FILES } from './paths.ts';
+import { RUN_FILES, RunFolderError } from './paths.ts';
 
 export const ASIDE_NOTE = '.aside.json';
 
@@ -56,11 +56,30 @@ export function asidePath(base: string, ext: string, now = new Date()): string {
  */
 export function moveRunAside(runDir: string, now = new Date()): string {
   const aside = asidePath(resolve(runDir), '', now);
-  // the folder's name only: a run folder moved elsewhere later still finds nothing of another run's
-  writeJsonAtomic(join(runDir, ASIDE_NOTE), { to: basename(aside) });
-  mkdirSync(aside);
-  for (const e of movable(runDir)) renameSync(join(runDir, e), join(aside, e));
-  rmSync(join(runDir, ASIDE_NOTE));
+  try {
+    // the folder's name only: a run folder moved elsewhere later still finds nothing of another run's
+    writeJsonAtomic(join(runDir, ASIDE_NOTE), { to: basename(aside) });
+    mkdirSync(aside);
+    for (const e of movable(runDir)) renameSync(join(runDir, e), join(aside, e));
+    rmSync(join(runDir, ASIDE_NOTE));
+  } catch (e) {
+    // a file that cannot be moved (no write access, another file system): what moved goes back, and the
+    // run is as it was, not split between two folders and read as interrupted until the next lock holder
+    // put it back. Should that fail too, the note stays for the next lock holder.
+    let undone = true;
+    try {
+      undoPartialMoveAside(runDir);
+    } catch {
+      undone = false;
+    }
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code && err.path ? `${err.code} in ${err.syscall ?? 'a file operation'} of ${err.path}` : err.message;
+    const hint = err.code === 'EXDEV' ? ' (the run folder is a symbolic link to another file system? give --out the folder it points to)' : '';
+    throw new RunFolderError(
+      `${runDir}: --force could not move the previous run aside to ${aside}: ${why}${hint}; ` +
+        (undone ? 'the previous run is left as it was' : `the next \`moco3 train\` or sweep on it puts its files back (${ASIDE_NOTE})`),
+    );
+  }
   return aside;
 }
 

@@ -1,7 +1,8 @@
 /** Moving a run aside for `train --force`, and undoing a move a killed process left half done. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { basename, join } from 'node:path';
 import { ASIDE_NOTE, asidePath, movedAsideFile, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -28,6 +29,39 @@ test('moveRunAside moves all but the lock to a new sibling folder, a second one 
   writeFileSync(join(dir, 'status.json'), 'new');
   assert.equal(moveRunAside(dir, t), join(root, 'whole.old-20261205T060708-2'));
   assert.equal(undoPartialMoveAside(dir), null, 'no note once a move is complete');
+});
+
+/** Runs `f` with fs[call] failing as the system would (EPERM) on a path `fails` picks. */
+function failing<T>(call: 'renameSync' | 'mkdirSync', fails: (path: string) => boolean, f: () => T): T {
+  const real = fs[call] as (...a: unknown[]) => unknown;
+  (fs as unknown as Record<string, unknown>)[call] = (path: string, ...rest: unknown[]) => {
+    if (fails(String(path))) throw Object.assign(new Error(`EPERM: operation not permitted, ${call} '${path}'`), { code: 'EPERM', syscall: call.replace('Sync', ''), path: String(path) });
+    return real(path, ...rest);
+  };
+  syncBuiltinESMExports();
+  try {
+    return f();
+  } finally {
+    (fs as unknown as Record<string, unknown>)[call] = real;
+    syncBuiltinESMExports();
+  }
+}
+
+test('a move aside that fails half way (a file that cannot be moved, a folder that cannot be made) puts back what moved: the run is as it was', () => {
+  for (const [call, fails, what] of [
+    ['renameSync', (p: string) => p.endsWith('/status.json'), /EPERM in rename of \S+\/status\.json; the previous run is left as it was$/],
+    ['mkdirSync', (p: string) => /\.old-\d{8}T\d{6}$/.test(p), /EPERM in mkdir of \S+\.old-\d{8}T\d{6}; the previous run is left as it was$/],
+  ] as const) {
+    const dir = makeRun(`stuck-${call}`);
+    const before = readdirSync(dir).sort();
+    assert.throws(
+      () => failing(call, fails, () => moveRunAside(dir)),
+      (e: unknown) => e instanceof Error && e.name !== 'AssertionError' && /--force could not move the previous run aside to /.test(e.message) && what.test(e.message),
+    );
+    assert.deepEqual(readdirSync(dir).sort(), before, `${call}: the run's files are all back, no note`);
+    assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), 'status.json');
+    assert.deepEqual(siblings(`stuck-${call}`), [], `${call}: no folder aside left`);
+  }
 });
 
 test('a half-done move is undone: the moved files go back, the folder aside goes', () => {
