@@ -1,5 +1,5 @@
 /** The run folder's descriptive files: config.yaml, meta.json, and the evaluation results knn.json / linear.json. */
-import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { canonicalJson, configHash, LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -66,14 +66,24 @@ const START_KEYS = ['started', 'host', 'backend', 'device', 'command', 'resumed_
  * appends its own to the ones meta.json holds (a file older than `starts` counts as one start), so a run
  * resumed on another host or backend still says where its first steps ran.
  */
-export function writeMeta(runDir: string, meta: Obj, resumed = false): void {
+export function writeMeta(runDir: string, meta: Obj, resumed = false): string | null {
   const startOf = (m: Obj) => Object.fromEntries(START_KEYS.filter((k) => k in m).map((k) => [k, m[k]]));
+  const path = runPath(runDir, 'meta');
   let earlier: Obj[] = [];
+  let note: string | null = null;
   if (resumed) {
-    const prev = readJsonObject(runPath(runDir, 'meta'));
+    const prev = readJsonObject(path);
     if (prev) earlier = Array.isArray(prev.starts) ? (prev.starts as Obj[]) : [startOf(prev)];
+    else if (existsSync(path) && statSync(path).isFile()) {
+      // damaged (a full disk, an edit): its earlier starts cannot be read; kept beside it, not written over
+      const kept = asidePath(path.replace(/\.json$/, ''), '.json');
+      renameSync(path, kept);
+      note = `${path}: damaged, so this start is the first it lists; the damaged file is kept as ${basename(kept)}`;
+      meta = { ...meta, earlier_starts: `unknown: meta.json was damaged, kept as ${basename(kept)}` };
+    }
   }
-  writeJsonAtomic(runPath(runDir, 'meta'), { ...meta, starts: [...earlier, startOf(meta)] });
+  writeJsonAtomic(path, { ...meta, starts: [...earlier, startOf(meta)] });
+  return note;
 }
 
 /** What tells two evaluation results apart besides how long they took and where they were run from. */

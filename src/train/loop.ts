@@ -224,7 +224,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const resumed = last !== null;
     let lastLoss: number | null = state.last_loss ?? null;
     writeRunConfig(runDir, configToYaml(c));
-    writeMeta(runDir, runMeta({ backend: opts.backend, command: opts.command ?? process.argv, resumedFrom: resumed ? state.step : null, hash, params: countParams(model) }), resumed);
+    const metaNote = writeMeta(runDir, runMeta({ backend: opts.backend, command: opts.command ?? process.argv, resumedFrom: resumed ? state.step : null, hash, params: countParams(model) }), resumed);
+    if (metaNote) emit({ type: 'phase', step: state.step, text: metaNote });
     status.running(state.step);
     started = true;
     emit({ type: 'start', runDir, totalSteps, startStep: state.step, resumed, params: countParams(model) });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
@@ -95,6 +95,18 @@ test('meta.json keeps every start: a resume adds its own (host, backend, command
   );
   // the top level is the latest start, as before
   assert.deepEqual([meta.backend, meta.resumed_from_step], ['wasm', 2]);
+  // damaged (cut short): not written over without a word; kept beside it, and the new one says so
+  const text = readFileSync(join(dir, 'meta.json'), 'utf8');
+  writeFileSync(join(dir, 'meta.json'), text.slice(0, 100));
+  const phases: string[] = [];
+  await trainRun({ config: c, runDir: dir, backend, command: ['third'], resume: true, onEvent: (e) => e.type === 'phase' && phases.push(e.text) });
+  const kept = readdirSync(dir).filter((f) => /^meta\.old-\d{8}T\d{6}\.json$/.test(f));
+  assert.equal(kept.length, 1);
+  assert.equal(readFileSync(join(dir, kept[0]!), 'utf8'), text.slice(0, 100));
+  const now = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+  assert.deepEqual(now.starts.map((s: Record<string, unknown>) => s.command), [['third']]);
+  assert.equal(now.earlier_starts, `unknown: meta.json was damaged, kept as ${kept[0]}`);
+  assert.ok(phases.some((p) => p.endsWith(`meta.json: damaged, so this start is the first it lists; the damaged file is kept as ${kept[0]}`)), phases.join('\n'));
 });
 
 test('with the kNN monitor off, the final kNN is in the last step\'s metrics row; during the probe status.json says the last step', async () => {
