@@ -85,11 +85,15 @@ void for_slices(int64_t n, int64_t slices, F f) {
 
 // ------------------------------------------------------------------ argument helpers
 
+// The first element of a typed array, whatever holds it: Napi::TypedArray::ArrayBuffer() fails on a
+// SharedArrayBuffer (a null pointer, the kernel then wrote through it), napi_get_typedarray_info does not.
 template <typename T>
 T* typed_data(const Napi::Value& v) {
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  Napi::ArrayBuffer ab = ta.ArrayBuffer();
-  return reinterpret_cast<T*>(static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset());
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(v.Env(), v, &type, &length, &data, nullptr, nullptr) != napi_ok) return nullptr;
+  return static_cast<T*>(data);
 }
 
 int64_t typed_len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
@@ -678,6 +682,10 @@ bool parse_augment(const Napi::CallbackInfo& info, AugmentArgs& a) {
     const double* p = a.params + j * kAugmentParamStride;
     if (!(p[0] >= 0 && p[0] < a.n && p[1] >= 0 && p[2] >= 0 && p[3] >= 1 && p[4] >= 1 && p[1] + p[3] <= a.h && p[2] + p[4] <= a.w)) {
       return fail(env, "augment: a crop box outside its image");
+    }
+    // the blur's box radius is an int, its weights 24-bit fixed point (augment.cc gaussian_blur)
+    if (p[kAugmentBlur] != 0 && !(p[kAugmentSigma] > 0 && p[kAugmentSigma] <= kAugmentMaxSigma)) {
+      return fail(env, "augment: a blur sigma that is not a number from 0 to 1e6");
     }
   }
   return true;

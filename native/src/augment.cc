@@ -374,6 +374,7 @@ enum {
   P_SRC = 0, P_TOP, P_LEFT, P_HEIGHT, P_WIDTH, P_JITTER, P_ORDER, P_BRIGHTNESS = 10, P_CONTRAST, P_SATURATION, P_HUE,
   P_GRAY, P_BLUR, P_SIGMA, P_SOLARIZE, P_FLIP
 };
+static_assert(P_BLUR == kAugmentBlur && P_SIGMA == kAugmentSigma, "augment.h names the blur's parameters as this layout");
 
 }  // namespace
 

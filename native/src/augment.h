@@ -6,6 +6,9 @@
 namespace moco3 {
 
 constexpr int kAugmentParamStride = 20;  // src/data/augment.ts PARAM_STRIDE
+constexpr int kAugmentBlur = 15;         // P_BLUR
+constexpr int kAugmentSigma = 16;        // P_SIGMA
+constexpr double kAugmentMaxSigma = 1e6;
 
 struct AugmentScratch {
   std::vector<uint8_t> img, tmp, line, line_out;

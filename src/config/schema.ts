@@ -78,7 +78,8 @@ export const AugmentSchema = z
     preset: z.enum(['mocov3', 'none']),
     crop_min: z.number().gt(0).max(1),
     /** σ range of the Gaussian blur in pixels; null: the recipe's [0.1, 2.0] at 224 px, scaled to data.image_size */
-    blur_sigma: z.tuple([posNum, posNum]).nullable(),
+    // at most 1000 px: far past any image's size (a blur that flat is a mean), and the box radius stays an int
+    blur_sigma: z.tuple([posNum.max(1000), posNum.max(1000)]).nullable(),
   })
   .strict();
 

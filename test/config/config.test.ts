@@ -147,6 +147,8 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['optim.batch_size=1'], /^--set optim\.batch_size=1: optim\.batch_size: must be at least 2 \(the heads' BatchNorm needs two images\), got 1$/);
   bad(['optim.batch_size=4', 'train.micro_batch=1'], /^--set train\.micro_batch=1: train\.micro_batch: must be at least 2/);
   bad(['data.image_size=100000'], /^--set data\.image_size=100000: data\.image_size: expected number to be <=4096, got 100000$/);
+  // a blur wider than any image: its box radius overflowed the native kernel (a crash)
+  bad(['augment.blur_sigma=[1, 1e10]'], /^--set augment\.blur_sigma=\[1, 1e10\]: augment\.blur_sigma\.1: expected number to be <=1000, got 10000000000$/);
   bad(['optim.base_lr=.nan'], /^--set optim\.base_lr=\.nan: optim\.base_lr: expected number, got NaN$/);
   bad(['optim.epochs=1e400'], /^--set optim\.epochs=1e400: optim\.epochs: 1e400 is too large for a float: it would read as infinity$/);
   // a number below a float's range read as 0: an lr of 0 would train nothing without a word

@@ -229,6 +229,21 @@ test('the native kernel computes the same bytes as the JS pipeline (RGB and gray
   }
 });
 
+test('the native kernel refuses a blur sigma that is no number or past 1e6 (the box radius overflowed: a crash)', () => {
+  const batch = randomBatch(2, 8, 8, 3, 9);
+  const cfg = cfgFor(8);
+  for (const sigma of [1e10, Number.NaN, Infinity, -1]) {
+    const p = sampleViewParams(new Rng(1, 'sigma'), 8, 8, MOCOV3_VIEWS[0]!, cfg);
+    Object.assign(p, { blur: true, sigma });
+    assert.throws(() => augmentPacked(batch, packParams([p], [0]), 8, null, 'native'), /augment: a blur sigma that is not a number from 0 to 1e6/, String(sigma));
+  }
+  // the largest taken: a flat image, the same bytes as the JS pipeline
+  const p = sampleViewParams(new Rng(1, 'sigma'), 8, 8, MOCOV3_VIEWS[0]!, cfg);
+  Object.assign(p, { blur: true, sigma: 1e6 });
+  const packed = packParams([p], [0]);
+  assert.equal(maxAbsDiff(augmentPacked(batch, packed, 8, null, 'js'), augmentPacked(batch, packed, 8, null, 'native')), 0);
+});
+
 test('twoViewArrays: raw pixels are 0..255 integers; normalised ones are their table values', () => {
   const batch = randomBatch(5, 9, 9, 3, 8);
   const cfg = cfgFor(9);

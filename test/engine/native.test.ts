@@ -218,6 +218,16 @@ describe('native backend', () => {
         // big enough for the thread pool
         await parity('exp big', [input([70000], 3, -20, 20)], tf.exp);
         await parity('erf big', [input([70000], 4, -4, 4)], tf.erf);
+        // small negative inputs: elu as exp(x) - 1 lost its digits there (-1e-8 gave 0)
+        await parity('elu small', [{ data: new Float32Array([-1e-8, -1e-6, -1e-4, -1e-2]), shape: [4] }], tf.elu, 1e-5, 0);
+      });
+
+      test('tensors whose values lie on a SharedArrayBuffer (the addon wrote through a null pointer)', async () => {
+        const shared = new Float32Array(new SharedArrayBuffer(4 * 70000));
+        shared.set(values(70000, 7));
+        await parity('exp shared', [{ data: shared, shape: [70000] }], tf.exp);
+        await parity('mul shared', [{ data: shared, shape: [70000] }, input([70000], 8)], tf.mul);
+        await parity('matMul shared', [{ data: shared.subarray(0, 70 * 100), shape: [70, 100] }, input([100, 30], 9)], (a, b) => tf.matMul(a, b), 1e-5, 1e-5);
       });
 
       test('broadcasting binary ops of rank 1-5 and their gradients', async () => {
@@ -255,6 +265,10 @@ describe('native backend', () => {
         const ib = { data: Float32Array.from([7, 8, 9]), shape: [3], dtype: 'int32' as const };
         await parity('int32 add', [ia, ib], tf.add);
         await parity('int32 mul', [ia, ib], tf.mul);
+        // NaN and infinite exponents as Math.pow: 1 ** NaN and (+-1) ** (+-Infinity) are NaN (C's pow gives 1)
+        const base = { data: new Float32Array([1, 1, -1, -1, 1, 2, NaN, 0, -2, 1]), shape: [10] };
+        const exponent = { data: new Float32Array([NaN, Infinity, Infinity, -Infinity, -Infinity, NaN, 0, 0, 3, 2]), shape: [10] };
+        await parity('pow special', [base, exponent], tf.pow);
       });
 
       test('reductions over axes, with keepDims, and their gradients', async () => {
