@@ -3,7 +3,7 @@
 // Runs at `npm install` / `npm ci`. Never fails the install: when something is missing it prints one
 // warning that says what and how to add it, and moco3 falls back to the wasm or cpu backend.
 //
-//   node scripts/build-native.mjs            build (skips when the addon is newer than its sources)
+//   node scripts/build-native.mjs            build (skips when the addon is newer than its sources and loads)
 //   node scripts/build-native.mjs --force    rebuild
 //   MOCO3_SKIP_NATIVE=1                      skip entirely
 import { spawnSync } from 'node:child_process';
@@ -41,6 +41,17 @@ function newestSource() {
   return t;
 }
 
+/** Loads the addon in a child process and asks it what it has. */
+function loadCheck() {
+  return run(process.execPath, ['-e', `const m=require(${JSON.stringify(outFile)});const i=m.info();console.log(i.blas+', '+i.threads+' threads, '+i.isa)`]);
+}
+
+/** The line of Node's output that says why a load failed (the first is where in Node's loader it was thrown). */
+const loadError = (out) => {
+  const lines = out.trim().split('\n');
+  return (lines.find((l) => /^\w*Error\b|^Error:/.test(l.trim())) ?? lines[0] ?? '').trim();
+};
+
 function main() {
   if (process.env.MOCO3_SKIP_NATIVE === '1') {
     say('native kernels skipped (MOCO3_SKIP_NATIVE=1)');
@@ -49,8 +60,13 @@ function main() {
   if (process.platform === 'win32') skip('Windows is not supported by the native build');
   if (!existsSync(join(nativeDir, 'binding.gyp'))) skip('native/ sources are missing from this copy');
   if (!force && existsSync(outFile) && statSync(outFile).mtimeMs >= newestSource()) {
-    say(`native kernels up to date (${outFile})`);
-    return;
+    // newer than its sources, and it loads: a damaged file, or one built against another Node, is rebuilt
+    const loads = loadCheck();
+    if (loads.ok) {
+      say(`native kernels up to date (${outFile})`);
+      return;
+    }
+    say(`the native kernels at ${outFile} do not load (${loadError(loads.out)}); building them again`);
   }
 
   // a C++ compiler
@@ -122,8 +138,8 @@ function main() {
   }
 
   // load it once: a library missing at run time shows up here rather than at training time
-  const check = run(process.execPath, ['-e', `const m=require(${JSON.stringify(outFile)});const i=m.info();console.log(i.blas+', '+i.threads+' threads, '+i.isa)`]);
-  if (!check.ok) skip(`the built addon does not load: ${check.out.trim().split('\n')[0]}`);
+  const check = loadCheck();
+  if (!check.ok) skip(`the built addon does not load: ${loadError(check.out)}`);
   say(`native kernels built in ${((Date.now() - started) / 1000).toFixed(1)} s: ${check.out.trim()}`);
 }
 
