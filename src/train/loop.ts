@@ -303,7 +303,14 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const m = momentumAt(e, { m0: c.moco.momentum, epochs: c.optim.epochs, schedule: c.moco.momentum_schedule });
       const ts = performance.now();
       const views = await viewsOf(s);
-      await dump.add(s, views);
+      try {
+        await dump.add(s, views);
+      } catch (e) {
+        // the step takes the views over only once it runs
+        views.x1.dispose();
+        views.x2.dispose();
+        throw e;
+      }
       const { stats, finite } = await trainStep(model, optimizer, views.x1, views.x2, {
         momentum: m,
         lr: lrNow,

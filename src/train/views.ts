@@ -55,9 +55,12 @@ export class ViewDump {
     if (step >= this.steps) return;
     for (const [name, x] of [['x1', x1], ['x2', x2]] as const) {
       const nchw = tf.tidy(() => tf.transpose(x, [0, 3, 1, 2]));
-      // await data(): GPU backends have no synchronous read
-      this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: (await nchw.data()) as Float32Array });
-      nchw.dispose();
+      try {
+        // await data(): GPU backends have no synchronous read
+        this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: (await nchw.data()) as Float32Array });
+      } finally {
+        nchw.dispose();
+      }
     }
   }
 

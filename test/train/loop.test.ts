@@ -11,6 +11,7 @@ import { loadRunData } from '../../src/components/index.ts';
 import { scheduleSteps, trainRun, type TrainEvent } from '../../src/train/loop.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { gitCommit } from '../../src/train/meta.ts';
+import { ViewDump } from '../../src/train/views.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
@@ -364,4 +365,20 @@ test("meta.json's commit is of moco3's own checkout, with its changes said; insi
   assert.deepEqual(gitCommit(repo), { commit: head, dirty: true });
   // moco3 installed in another project: git would name the project's commit
   assert.equal(gitCommit(join(repo, 'node_modules', 'moco3')), null);
+});
+
+test('--dump-views failing to read a step\'s views (a GPU read error) leaves no tensor behind: the views are the step\'s only once it runs', async () => {
+  const c = tinyConfig(['train.max_steps=3']);
+  const add = ViewDump.prototype.add;
+  ViewDump.prototype.add = async function (step, views) {
+    if (step === 1) throw new Error('injected: the views of step 1 could not be read');
+    return add.call(this, step, views);
+  };
+  try {
+    const before = tf.memory().numTensors;
+    await assert.rejects(trainRun({ config: c, runDir: tmp(), backend, dumpViews: 2 }), /injected: the views of step 1/);
+    assert.equal(tf.memory().numTensors, before);
+  } finally {
+    ViewDump.prototype.add = add;
+  }
 });
