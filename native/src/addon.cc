@@ -710,12 +710,19 @@ Napi::Value Augment(const Napi::CallbackInfo& info) {
 }
 
 // augmentAsync(...): the same on a libuv thread; a promise that resolves once `out` is written. The
-// arrays are held by references until then.
+// arrays are held by references until then; the parameters and the table, checked here, are copied: the
+// caller may change its arrays meanwhile, and a crop box changed after the check would be read out of bounds.
 class AugmentWorker : public Napi::AsyncWorker {
  public:
   AugmentWorker(Napi::Env env, const AugmentArgs& a, const Napi::CallbackInfo& info)
-      : Napi::AsyncWorker(env, "moco3.augment"), args_(a), deferred_(Napi::Promise::Deferred::New(env)) {
-    for (int i : {0, 5, 8, 9}) {
+      : Napi::AsyncWorker(env, "moco3.augment"),
+        args_(a),
+        params_(a.params, a.params + a.count * kAugmentParamStride),
+        lut_(a.lut ? std::vector<float>(a.lut, a.lut + 3 * 256) : std::vector<float>()),
+        deferred_(Napi::Promise::Deferred::New(env)) {
+    args_.params = params_.data();
+    args_.lut = a.lut ? lut_.data() : nullptr;
+    for (int i : {0, 9}) {
       if (info[i].IsObject()) refs_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
     }
   }
@@ -726,6 +733,8 @@ class AugmentWorker : public Napi::AsyncWorker {
 
  private:
   AugmentArgs args_;
+  std::vector<double> params_;
+  std::vector<float> lut_;
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::ObjectReference> refs_;
 };

@@ -14,6 +14,7 @@ import {
   augmentConfigFor,
   augmentEngine,
   augmentPacked,
+  augmentPackedAsync,
   augmentWithParams,
   evalBox,
   evalView,
@@ -242,6 +243,24 @@ test('the native kernel refuses a blur sigma that is no number or past 1e6 (the 
   Object.assign(p, { blur: true, sigma: 1e6 });
   const packed = packParams([p], [0]);
   assert.equal(maxAbsDiff(augmentPacked(batch, packed, 8, null, 'js'), augmentPacked(batch, packed, 8, null, 'native')), 0);
+});
+
+test('the native kernel off the main thread works on the parameters it was given: arrays the caller changes meanwhile do not reach it', async () => {
+  const batch = randomBatch(16, 20, 20, 3, 10);
+  const cfg = cfgFor(12);
+  const rng = new Rng(3, 'async-copy');
+  const params = Array.from({ length: 64 }, () => Object.assign(sampleViewParams(rng, 20, 20, MOCOV3_VIEWS[0]!, cfg), { blur: true }));
+  const packed = packParams(params, params.map((_, j) => j % 16));
+  const lut = normalizeLut(MEAN, STD);
+  const want = augmentPacked(batch, packed, 12, lut, 'native');
+  const pending = augmentPackedAsync(batch, packed, 12, lut);
+  // checked, then changed: a crop box far outside its image, another table, another sigma
+  for (let j = 0; j < 64; j++) {
+    packed[j * 20 + 1] = 1e6;
+    packed[j * 20 + 16] = 500;
+  }
+  lut.fill(7);
+  assert.equal(maxAbsDiff(await pending, want), 0);
 });
 
 test('twoViewArrays: raw pixels are 0..255 integers; normalised ones are their table values', () => {
