@@ -97,7 +97,7 @@ test('data fetch into a folder that does not exist yet: a failure leaves no fold
   assert.equal(existsSync(join(dir, '..', '..', 'new')), false);
 });
 
-test('data fetch --dir where no folder can be made (/proc) fails with one line, exit 2, at once (a real process)', { skip: !existsSync('/proc/self') && 'no /proc' }, async () => {
+test('data fetch --dir where no folder can be made (/proc) fails with one line, exit 2, at once (a real process)', async () => {
   const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'data', 'fetch', 'fashion-mnist', '--dir', '/proc/moco3-nope', '--mirror', `http://127.0.0.1:${closedPort}/`], {
     cwd: repo,

@@ -68,6 +68,10 @@ test('without augmentation the train features are cached: same result twice, and
   assert.equal(a.augmented, false);
   assert.equal(a.top1, b.top1);
   assert.deepEqual(a.losses, b.losses);
+  // and not the augmented views (as deterministic for a seed): the cached centre views train otherwise
+  const augmented = await linearProbeForRun(runDir, { augment: true, write: false });
+  assert.equal(augmented.augmented, true);
+  assert.notDeepEqual(augmented.losses, a.losses);
 });
 
 test('offline kNN uses the whole train split as the bank and writes knn_eval', async () => {
