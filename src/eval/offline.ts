@@ -17,7 +17,8 @@ import { gatherBatch, type Dataset, type ImageBatch, type ImageSplit } from '../
 import { augmentPacked, normalizeLut, packParams, plainParams, sampleCropBox, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { checkNoStrayTensors, checkpointFolderStep, checkpointsDir, CheckpointError, findLastCheckpoint } from '../runfolder/checkpoints.ts';
-import { resumeCheckpoint } from '../runfolder/resume.ts';
+import { configDiffs, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
+import { configHash } from '../config/load.ts';
 import { readRunState } from '../runfolder/state.ts';
 import { isObj, readJsonObject, runPath, samePath } from '../runfolder/paths.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
@@ -98,7 +99,32 @@ export function evalCheckpoint(runDir: string, checkpoint?: string): string {
     evaluate: true,
   });
   if (!dir) throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);
+  checkCheckpointOfRun(runDir, dir);
   return dir;
+}
+
+/**
+ * A checkpoint copied in from another run (another seed, lr, model) would be evaluated and its result filed
+ * as this run's: its config hash must be the run's, as meta.json records it or as config.yaml hashes now.
+ */
+function checkCheckpointOfRun(runDir: string, dir: string): void {
+  const state = readCheckpointState(dir);
+  const hashes = new Set<string>();
+  const meta = readJsonObject(runPath(runDir, 'meta'));
+  if (typeof meta?.config_hash === 'string') hashes.add(meta.config_hash);
+  let config: ResolvedRunConfig | null = null;
+  try {
+    config = loadRunConfig(runDir);
+    hashes.add(configHash(config));
+  } catch {
+    /* a damaged config.yaml: the evaluation's own read of it says so */
+  }
+  if (hashes.size === 0 || hashes.has(state.config_hash)) return;
+  const diffs = config && isObj(state.config) ? configDiffs(state.config, config) : [];
+  throw new CheckpointError(
+    `${join(dir, 'state.json')}: a checkpoint of another run (config ${state.config_hash}, this run's ${[...hashes].join(' or ')}` +
+      `${diffs.length ? `; its config -> this run's: ${diffs.join(', ')}` : ''}): evaluate it in its own run folder`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

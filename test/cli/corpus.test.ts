@@ -525,6 +525,15 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
+    // another run's checkpoint copied into this run's checkpoints/: its config hash is not the run's
+    [
+      ['eval', 'knn', damaged('x9', (r) => {
+        const st = join(r, 'checkpoints', 'step-0000003', 'state.json');
+        const state = JSON.parse(readFileSync(st, 'utf8'));
+        writeFileSync(st, JSON.stringify({ ...state, config_hash: 'deadbeef', config: { ...state.config, seed: 5 } }));
+      }), '--checkpoint', '3'],
+      /^moco3: \S+\/x9\/checkpoints\/step-0000003\/state\.json: a checkpoint of another run \(config deadbeef, this run's [0-9a-f]{8}; its config -> this run's: seed 5 -> 0\): evaluate it in its own run folder$/,
+    ],
     // eval of a run that lost its config.yaml: said as such, not "not a run folder"
     [['eval', 'knn', damaged('x7', (r) => rmSync(join(r, 'config.yaml')))], /^moco3: \S+\/x7\/config\.yaml: missing: put the run's config back \(each checkpoint's state\.json keeps it\)$/],
     // a completed run's damaged summary.json: said, not taken for a finished run's (train --resume said "already completed")
