@@ -7,6 +7,7 @@ import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
 import { editedConfigNote, loadRunConfig } from '../runfolder/records.ts';
 import { readStatus } from '../runfolder/status.ts';
+import { checkOutputDir } from '../engine/files.ts';
 import { readRunState } from '../runfolder/state.ts';
 
 interface CommonFlags {
@@ -49,6 +50,8 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   if (edited) process.stderr.write(`moco3: note: ${edited}\n`);
   // the checkpoint is validated before a backend starts
   const checkpoint = offline.evalCheckpoint(runDir, checkpointFlag);
+  // and the folder the result goes to: a read-only one failed once the work was done (minutes of a probe)
+  checkOutputDir(runDir, runDir, runDir, { write: false });
   // the run's state as plan and report see it: a 'running' status whose process is gone is interrupted
   const status = readStatus(runDir);
   const rs = readRunState(runDir);

@@ -1,7 +1,9 @@
 /** `moco3 eval knn --monitor` gives the points of the run's own kNN curve (metrics.jsonl) again from its checkpoints. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import fs, { readdirSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import { join, resolve } from 'node:path';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { cli } from '../helpers/cli.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
@@ -22,4 +24,30 @@ test("eval knn --monitor reproduces the run's kNN curve at its checkpoints (the 
   }
   const whole = JSON.parse((await cli(['eval', 'knn', run, '--json'])).out);
   assert.deepEqual([whole.bank, whole.queries], [64, 32]);
+});
+
+test('eval on a run folder it cannot write to fails before the work, one line, exit 2 (it failed once the probe was done)', async () => {
+  const run = join(tempDir('moco3-eval-ro-'), 'run');
+  const t = await cli(['train', ...tinyTrainArgs('eval.linear.enabled=false'), '--out', run]);
+  assert.equal(t.code, 0, t.err);
+  const before = readdirSync(run).sort();
+  // a read-only file system where the run lies (root can write anywhere else)
+  const access = fs.accessSync;
+  fs.accessSync = ((path: fs.PathLike, mode?: number) => {
+    if (resolve(String(path)) === resolve(run) && mode === fs.constants.W_OK) throw Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' });
+    return access(path, mode);
+  }) as typeof fs.accessSync;
+  syncBuiltinESMExports();
+  try {
+    for (const kind of ['knn', 'linear']) {
+      const r = await cli(['eval', kind, run, '--json']);
+      assert.equal(r.code, 2, r.err);
+      assert.equal(r.err, `moco3: ${run}: cannot write in ${resolve(run)} (a read-only file system): give a folder you can write to\n`);
+      assert.equal(r.out, '');
+    }
+  } finally {
+    fs.accessSync = access;
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual(readdirSync(run).sort(), before);
 });
