@@ -285,6 +285,8 @@ function infoCmd(): Command {
         // where the data is (--dir, --data-path or the default): the same hint as for missing data
         const again = isFetchable(name) ? `; to download them again, ${lookup(name, path, f).hint.replace(/^get it with: /, '')}` : '';
         process.stderr.write(`moco3: ${ds.name}: some files do not match the published checksums${f.json ? '' : ' (see the checksums)'}${again}\n`);
+        // damaged data is bad input, as missing data is: `moco3 data info X && moco3 train ...` stops here
+        process.exitCode = 2;
       }
       if (f.json) {
         process.stdout.write(

@@ -222,7 +222,8 @@ test('data info: files that are not the published ones show as mismatch; extract
   writeFileSync(join(fm, 't10k-images-idx3-ubyte'), encodeIdx([1, 28, 28], new Uint8Array(784)));
   writeFileSync(join(fm, 't10k-labels-idx1-ubyte'), encodeIdx([1], Uint8Array.from([0])));
   const r = await cli(['data', 'info', 'fashion-mnist', '--dir', dir, '--json']);
-  assert.equal(r.code, 0, r.err);
+  // described, and exit 2: damaged data is bad input (`data info && train` stops there)
+  assert.equal(r.code, 2, r.err);
   const o = JSON.parse(r.out);
   assert.deepEqual([o.train, o.test, o.source], [2, 1, fm]);
   assert.deepEqual(o.measured_mean.map((x: number) => x.toFixed(3)), ['0.200']);
