@@ -1,6 +1,6 @@
 /** `moco3 bench`: steady-state speed of the training step on each backend. */
 import { Command } from 'commander';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
@@ -61,9 +61,15 @@ export function benchCommand(): Command {
         // one process per backend: peak memory and thread pools stay separate
         for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
           const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
-          const r = spawnSync(process.execPath, [...process.execArgv, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
+          const r = await benchChild([...process.execArgv, ...args]);
+          if (r.stoppedBy) {
+            // stopped (a `kill`, a scheduler): the bench running stops with it, and no other starts
+            process.stderr.write(`moco3: bench: ${r.stoppedBy}: stopped at the ${b} backend\n`);
+            process.exitCode = 130;
+            return;
+          }
           if (r.status === 0) continue;
-          const why = (r.stderr.toString().trim().split('\n').filter((l) => l && !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '') || 'no message';
+          const why = (r.stderr.trim().split('\n').filter((l) => l && !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '') || 'no message';
           if (r.status === 2) {
             process.stderr.write(`moco3: bench ${b}: not available (${why})\n`);
           } else {
@@ -83,4 +89,34 @@ export function benchCommand(): Command {
   const opt = cmd.options.find((o) => o.long === '--backend');
   if (opt) opt.choices([...(opt.argChoices ?? []), 'all']);
   return cmd;
+}
+
+/**
+ * One backend's bench in a process of its own; a stop signal this process gets is passed on to it (a
+ * `kill` of this process alone left the child running, with nobody waiting for it).
+ */
+function benchChild(args: string[]): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; stoppedBy: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'] });
+    let stderr = '';
+    let stoppedBy: NodeJS.Signals | null = null;
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    const forward = (sig: NodeJS.Signals) => {
+      stoppedBy ??= sig;
+      child.kill(sig);
+    };
+    for (const sig of signals) process.on(sig, forward);
+    const done = () => {
+      for (const sig of signals) process.off(sig, forward);
+    };
+    child.on('error', (e) => {
+      done();
+      reject(e);
+    });
+    child.on('close', (status, signal) => {
+      done();
+      resolve({ status, signal, stderr, stoppedBy });
+    });
+  });
 }
