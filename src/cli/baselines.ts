@@ -18,11 +18,42 @@ export function baselinesCommand(): Command {
     // a damaged baselines.json is said before minutes of computing, not written over
     const { readBaselines } = await import('../runfolder/baselines.ts');
     readBaselines(plan.dir);
-    const held = await withBaselinesLock(plan, () => computeBaselinesOf(plan, f.json === true));
+    // Ctrl-C, `kill`, a closed terminal: stop between two steps of the probes, the lock released and the
+    // folders this command made removed when nothing was written (a signal left both behind); a second Ctrl-C quits at once
+    let stoppedBy: NodeJS.Signals | null = null;
+    const onSig = (sig: NodeJS.Signals) => {
+      if (stoppedBy && sig === 'SIGINT') process.exit(130);
+      stoppedBy ??= sig;
+    };
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    for (const sig of signals) process.on(sig, onSig);
+    let held: LockInfo | null;
+    try {
+      held = await withBaselinesLock(plan, () =>
+        computeBaselinesOf(plan, f.json === true, undefined, () => {
+          if (stoppedBy) throw new BaselinesStopped();
+        }),
+      );
+    } catch (e) {
+      if (!(e instanceof BaselinesStopped)) throw e;
+      const { missingBaselineSeeds, baselinesPath } = await import('../sweep/baselines.ts');
+      const left = missingBaselineSeeds(plan).length;
+      process.stderr.write(
+        `\nmoco3: baselines: ${stoppedBy}: stopped; ` +
+          (left < plan.seeds.length ? `the seeds done are in ${baselinesPath(plan)}: run the same command again for the rest\n` : 'no seed was done: run the same command again to compute them\n'),
+      );
+      process.exitCode = 130;
+      return;
+    } finally {
+      for (const sig of signals) process.off(sig, onSig);
+    }
     if (held) throw new UsageError(`${plan.dir}: its baselines are being computed by ${describeHolder(held, baselinesLockDir(plan))}; wait for it to end, or stop it first`);
   });
   return cmd;
 }
+
+/** The baselines were stopped between two steps (a signal): what is done is kept, the rest computed next time. */
+class BaselinesStopped extends Error {}
 
 /** The folder of a sweep's baselines lock: `<sweep>/.baselines/.lock` (a hidden folder, which reports pass over). */
 export const baselinesLockDir = (plan: Pick<SweepPlan, 'dir'>): string => join(plan.dir, '.baselines');

@@ -151,3 +151,27 @@ test('Slurm tasks or agents that end a sweep together: one computes the baseline
   assert.ok(existsSync(join(results, 'tiny', 'baselines.json')), done.stderr);
   assert.equal(existsSync(join(lockDir, '.lock')), false, 'its lock released');
 });
+
+test('moco3 baselines stopped by a signal: after the seeds done, exit 130 saying so, its lock released; stopped before any, no folder left', async () => {
+  const results = join(root, 'command');
+  const base = ['baselines', tinyFile, '--seeds', '0,1', '--backend', 'cpu', '--results', results, '--set', 'eval.linear.epochs=400', '--set', 'optim.epochs=1'];
+  const run = (when: RegExp, signal: NodeJS.Signals) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, ...base], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let sent = false;
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+      if (!sent && when.test(stderr)) sent = child.kill(signal);
+    });
+    return new Promise<{ code: number | null; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stderr })));
+  };
+  const none = await run(/baselines of sweep tiny on \w+: /, 'SIGTERM');
+  assert.equal(none.code, 130, none.stderr);
+  assert.match(none.stderr, /\nmoco3: baselines: SIGTERM: stopped; no seed was done: run the same command again to compute them\n$/);
+  assert.equal(existsSync(results), false, 'the folders it made are gone');
+  const one = await run(/ {2}seed 0: /, 'SIGINT');
+  assert.equal(one.code, 130, one.stderr);
+  assert.match(one.stderr, /\nmoco3: baselines: SIGINT: stopped; the seeds done are in \S+\/tiny\/baselines\.json: run the same command again for the rest\n$/);
+  assert.deepEqual(JSON.parse(readFileSync(join(results, 'tiny', 'baselines.json'), 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0]);
+  assert.equal(existsSync(join(results, 'tiny', '.baselines', '.lock')), false, 'its lock released');
+});
