@@ -53,11 +53,19 @@ export function benchCommand(): Command {
         process.stdout.write(f.json ? `${JSON.stringify({ config: c, steps, warmup })}\n` : `# bench: ${steps} timed steps after ${warmup} untimed\n${configToYaml(c)}`);
         return;
       }
+      // what is timed, once the data checked out, before minutes of it: without --preset, the official recipe
+      // (ViT-B/16, 224 px, batch 4096)
+      const announce = () =>
+        process.stderr.write(
+          `moco3: bench: ${c.model.arch} at ${c.data.image_size} px, batch ${c.optim.batch_size}, ${steps} timed step${steps === 1 ? '' : 's'} after ${warmup}` +
+            `${f.preset ? ` (preset ${f.preset})` : ' (the official recipe: no --preset; `--preset cpu` times a step sized for a CPU)'}\n`,
+        );
       if (backendFlag === 'all') {
         // what every backend would refuse (data named but missing, a batch larger than the data) is bad input,
         // said once, before any backend starts: a child's refusal below means its backend is not available
         const { benchDataset } = await import('../train/bench.ts');
         await benchDataset(c, f.data !== undefined);
+        announce();
         // one process per backend: peak memory and thread pools stay separate
         for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
           const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
@@ -82,7 +90,7 @@ export function benchCommand(): Command {
       }
       const { benchOne } = await import('../train/bench.ts');
       // data named with --data must load; the preset's own may be absent (random pixels then, said on stderr)
-      const r = await benchOne(c, c.train.backend as BackendName, steps, warmup, Boolean(f.profile), f.data !== undefined);
+      const r = await benchOne(c, c.train.backend as BackendName, steps, warmup, Boolean(f.profile), f.data !== undefined, announce);
       printResult(r, Boolean(f.json));
     });
   // --backend all is allowed here only

@@ -75,7 +75,7 @@ export async function benchDataset(c: ResolvedRunConfig, dataRequired: boolean):
   return { ds, loadError };
 }
 
-export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false, dataRequired = false): Promise<BenchResult> {
+export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, steps: number, warmup: number, profile = false, dataRequired = false, onReady?: () => void): Promise<BenchResult> {
   const info = await initBackend(backendName, { quiet: true });
   // the GPU peak is this bench's own: buffers an earlier one in this process kept for reuse are given back
   releaseFreeGpuBuffers();
@@ -86,13 +86,17 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   let aug: AugmentConfig;
   let data: string;
   const { ds, loadError } = await benchDataset(c, dataRequired);
+  if (!ds) {
+    const why = loadError instanceof Error ? loadError.message.split('\n')[0]! : String(loadError);
+    process.stderr.write(`moco3: bench: ${c.data.name} not loadable (${why}); timing on random pixels of its size\n`);
+  }
+  // the backend started and the data read: what is timed can be said (random pixels at 224 px take a while)
+  onReady?.();
   if (ds) {
     batch = gatherBatch(ds.train, batchIndices(0, { n: ds.train.n, batchSize: B, seed: c.seed, shuffle: true }));
     aug = augmentConfigOf(c, ds);
     data = `${ds.name} ${batch.h}x${batch.w}x${batch.c}`;
   } else {
-    const why = loadError instanceof Error ? loadError.message.split('\n')[0]! : String(loadError);
-    process.stderr.write(`moco3: bench: ${c.data.name} not loadable (${why}); timing on random pixels of its size\n`);
     const rng = new Rng(c.seed, 'bench');
     const images = new Uint8Array(B * S * S * 3);
     for (let i = 0; i < images.length; i++) images[i] = rng.int(256);

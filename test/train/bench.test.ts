@@ -16,6 +16,8 @@ test('bench: the tensor count is flat across steps, with and without warmup step
   for (const warmup of ['0', '1']) {
     const r = await cli(['bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '3', '--warmup', warmup, '--json']);
     assert.equal(r.code, 0, r.err);
+    // what is timed is said first (on stderr: stdout is the JSON)
+    assert.equal(r.err, `moco3: bench: vit-test at 8 px, batch 8, 3 timed steps after ${warmup} (preset smoke)\n`);
     const out = JSON.parse(r.out.trim().split('\n').pop()!) as { num_tensors_start: number; num_tensors_end: number };
     assert.ok(out.num_tensors_start > 0);
     // counted before the first step (as it was with --warmup 0), the optimizer's state made by that step read as a leak
@@ -43,4 +45,10 @@ test('bench: the cores it reports are those the process may run on (taskset -c 0
   // doctor alike
   const d = spawnSync('taskset', ['-c', '0', process.execPath, bin, 'doctor'], { encoding: 'utf8', timeout: 120_000 });
   assert.match(d.stdout.split('\n')[0]!, /, 1 (of \d+ )?cores \(/);
+});
+
+test('bench without --preset says it times the official recipe (ViT-B/16, 224 px, batch 4096), and how to time a CPU-sized step', async () => {
+  const r = await cli(['bench', '--backend', 'cpu', '--data', 'synthetic', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--batch', '8', '--steps', '1', '--warmup', '0', '--json']);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /^moco3: bench: vit-test at 8 px, batch 8, 1 timed step after 0 \(the official recipe: no --preset; `--preset cpu` times a step sized for a CPU\)\n$/);
 });
