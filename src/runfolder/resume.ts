@@ -244,6 +244,10 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     if (!existsSync(dir)) throw new CheckpointError(`--checkpoint ${choice}: no such checkpoint (${have()})`);
     // another run's checkpoint would be trained on or evaluated, and its results filed, as this run's
     if (!samePath(dirname(resolve(dir)), root)) throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint of ${runDir} (${have()})`);
+    // a file of checkpoints/ (last.json), or a folder not named as a step's: nothing to offer in its place
+    if (stepOfDir(basename(resolve(dir))) === null || !statSync(dir).isDirectory()) {
+      throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint folder (step-N) (${have()})`);
+    }
     try {
       checkCheckpoint(dir);
     } catch (e) {

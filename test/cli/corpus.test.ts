@@ -525,6 +525,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
+    // last.json is no checkpoint: said as such (it offered the newest checkpoint as a "previous" one)
+    [['eval', 'knn', good, '--checkpoint', join(good, 'checkpoints', 'last.json')], /^moco3: --checkpoint \S+\/good\/checkpoints\/last\.json: not a checkpoint folder \(step-N\) \(\S+\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
     // another run's checkpoint copied into this run's checkpoints/: its config hash is not the run's
     [
       ['eval', 'knn', damaged('x9', (r) => {
