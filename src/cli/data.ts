@@ -363,6 +363,8 @@ function previewCmd(): Command {
       checkOutputDir(dirname(resolve(f.out)), `--out ${f.out}: its folder ${dirname(f.out)}`);
       if (name && !KNOWN.includes(name)) throw new UsageError(`data preview ${name}: unknown dataset '${name}' (expected one of: ${KNOWN.join(', ')})`);
       if (!name && f.dataPath) throw new UsageError('--data-path needs the dataset name too');
+      // as data info says it: the flag given, not the --data it would become
+      if (name === 'synthetic' && f.dataPath) throw new UsageError('--data-path: the synthetic dataset is built in; it reads no path');
       const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';
       const data = name && f.dataPath ? `${name}:${resolve(f.dataPath)}` : name;
       const c = configFromFlags({ preset, set: f.set, data, seed: f.seed, results: '' }, [], { trains: false });
