@@ -60,11 +60,15 @@ export function shippedSweeps(): string[] {
 export function findSweepFile(arg: string): string {
   const isFile = (p: string) => existsSync(p) && statSync(p).isFile();
   if (isFile(arg)) return arg;
+  // a folder (a sweep's results, which moco3 report takes) given for a file: said as such, not "not found"
+  const folder = existsSync(arg) && statSync(arg).isDirectory();
+  const notFile = folder ? `${arg}: is a folder, not a sweep file` : `${arg}: sweep file not found`;
   const ext = extname(arg);
-  if (ext === '.yaml' || ext === '.yml' || arg.includes('/')) throw new SweepError(`${arg}: sweep file not found`);
+  if (ext === '.yaml' || ext === '.yml' || arg.includes('/')) throw new SweepError(notFile);
   for (const cand of [join('sweeps', `${arg}.yaml`), join(SHIPPED_SWEEPS_DIR, `${arg}.yaml`)]) {
     if (isFile(cand)) return cand;
   }
+  if (folder) throw new SweepError(`${notFile} (a sweep file's path, or the name of a shipped sweep)`);
   const known = shippedSweeps();
   throw new SweepError(`${arg}: no such sweep (a file path, or one of: ${known.join(', ') || 'none shipped'})`);
 }

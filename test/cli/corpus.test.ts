@@ -524,6 +524,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['sweep', tinySweep, '--launcher', 'slurm', '--time', '5', '--dry-run'], /^moco3: --time 5: a time limit of 300 s, not longer than the default --signal-s 300 /],
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
+    // a folder (a sweep's results, which report takes) for a sweep file: said as such, not "not found"
+    [['baselines', good], /^moco3: \S+\/good: is a folder, not a sweep file$/],
     // the flag given is named, not the --data it would become
     [['data', 'preview', 'synthetic', '--data-path', dir, '--out', join(fresh('pvs'), 'x.png')], /^moco3: --data-path: the synthetic dataset is built in; it reads no path$/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],
