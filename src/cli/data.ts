@@ -113,6 +113,8 @@ function fetchCmd(): Command {
       }
       const source = SOURCES[name];
       const dir = resolve(f.dir ?? DATA_DIR);
+      // a file where the folder goes: said before a byte is downloaded (it was said after the download)
+      checkOutputDir(dir, f.dir !== undefined ? `--dir ${f.dir}` : `the data directory ${dir}`, dir, { access: false });
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
       if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${mirror}: expected an http:// or https:// URL`);
@@ -268,6 +270,11 @@ function infoCmd(): Command {
       if (name === 'synthetic' && (f.dataPath || f.dir)) throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'}: the synthetic dataset is built in; it reads no path`);
       // bounded as data.image_size is
       const imageSize = intFlag('--image-size', f.imageSize ?? '224', 1, MAX_IMAGE_SIZE);
+      // a file given for a folder (a CIFAR archive is a file it reads): said as such, not "no data at"
+      const given = f.dataPath ?? f.dir;
+      if (given !== undefined && existsSync(given) && !statSync(given).isDirectory() && !(f.dataPath && (name === 'cifar10' || name === 'cifar100'))) {
+        throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'} ${given}: is a file, not a folder`);
+      }
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
       const where = lookup(name, path, f);
