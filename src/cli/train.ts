@@ -302,7 +302,12 @@ function folderContents(dir: string): { runFiles: string[]; foreign: string[] } 
   // and the note of a --force killed while it moved the run aside (the lock's next holder puts the run back)
   const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`, ASIDE_NOTE]);
   const entries = existsSync(dir) ? readdirSync(dir) : [];
-  // also the results of `moco3 eval --checkpoint step-N`, and earlier results an evaluation kept (src/eval/offline.ts)
-  const isOwn = (e: string) => own.has(e) || /^(knn|linear)(-step-\d+)?(\.old-\d{8}T\d{6}(-\d+)?)?\.json$/.test(e) || (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
+  // also the results of `moco3 eval --checkpoint step-N`, earlier results an evaluation kept (src/eval/offline.ts),
+  // and a damaged meta.json a resume kept (src/runfolder/records.ts writeMeta)
+  const isOwn = (e: string) =>
+    own.has(e) ||
+    /^(knn|linear)(-step-\d+)?(\.old-\d{8}T\d{6}(-\d+)?)?\.json$/.test(e) ||
+    /^meta\.old-\d{8}T\d{6}(-\d+)?\.json$/.test(e) ||
+    (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
   return { runFiles: entries.filter(isOwn), foreign: entries.filter((e) => !isOwn(e)) };
 }

@@ -144,8 +144,10 @@ test('--force holds the lock while it moves the previous run aside: a resume sta
   assert.equal(await done, 0);
   assert.equal(asides('race').length, 1);
   assert.equal(status(out).status, 'completed');
-  // an earlier checkpoint's evaluation is the run's own: --force moves it aside with the run
+  // an earlier checkpoint's evaluation is the run's own: --force moves it aside with the run; so is the
+  // damaged meta.json a resume kept
   writeFileSync(join(out, 'linear-step-0.json'), '{}');
+  writeFileSync(join(out, 'meta.old-20261206T000000.json'), '{"broken');
   assert.equal(train([...TINY, '--out', out, '--force']).code, 0);
   assert.equal(asides('race').length, 2);
   // a run folder the user put a file into: resumed as it is, but --force would carry the file away
