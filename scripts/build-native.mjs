@@ -32,7 +32,7 @@ function skip(reason) {
 
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', ...opts });
-  return { ok: r.status === 0, out: `${r.stdout ?? ''}${r.stderr ?? ''}`, error: r.error };
+  return { ok: r.status === 0, out: `${r.stdout ?? ''}${r.stderr ?? ''}`, error: r.error, status: r.status, signal: r.signal };
 }
 
 function newestSource() {
@@ -47,9 +47,11 @@ function loadCheck() {
 }
 
 /** The line of Node's output that says why a load failed (the first is where in Node's loader it was thrown). */
-const loadError = (out) => {
-  const lines = out.trim().split('\n');
-  return (lines.find((l) => /^\w*Error\b|^Error:/.test(l.trim())) ?? lines[0] ?? '').trim();
+const loadError = (r) => {
+  const lines = r.out.trim().split('\n');
+  const line = (lines.find((l) => /^\w*Error\b|^Error:/.test(l.trim())) ?? lines[0] ?? '').trim();
+  // a file cut short can kill Node as it maps it (SIGBUS), with nothing printed
+  return line || (r.signal ? `Node was killed by ${r.signal} loading it` : `Node exited ${r.status} loading it`);
 };
 
 function main() {
@@ -66,7 +68,7 @@ function main() {
       say(`native kernels up to date (${outFile})`);
       return;
     }
-    say(`the native kernels at ${outFile} do not load (${loadError(loads.out)}); building them again`);
+    say(`the native kernels at ${outFile} do not load (${loadError(loads)}); building them again`);
   }
 
   // a C++ compiler
@@ -139,7 +141,7 @@ function main() {
 
   // load it once: a library missing at run time shows up here rather than at training time
   const check = loadCheck();
-  if (!check.ok) skip(`the built addon does not load: ${loadError(check.out)}`);
+  if (!check.ok) skip(`the built addon does not load: ${loadError(check)}`);
   say(`native kernels built in ${((Date.now() - started) / 1000).toFixed(1)} s: ${check.out.trim()}`);
 }
 
