@@ -6,7 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES as CONFIG_DATASETS, DEFAULTS, MAX_IMAGE_SIZE } from '../config/schema.ts';
 import { PRESETS } from '../config/presets.ts';
-import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
+import { CIFAR, DATA_DIR, cifarCandidates, cifarFound, isArchive } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
 import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, FILES as FASHION_MNIST_FILES, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
@@ -17,6 +17,7 @@ import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
 import { configFromFlags, nonEmptyName, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
+import { shown } from './env.ts';
 
 /**
  * A dataset loaded for `moco3 data ...`, whose flag for a dataset's folder is `--data-path PATH`: the
@@ -117,7 +118,7 @@ function fetchCmd(): Command {
       checkOutputDir(dir, f.dir !== undefined ? `--dir ${f.dir}` : `the data directory ${dir}`, dir, { access: false });
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
-      if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${mirror}: expected an http:// or https:// URL`);
+      if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${shown(mirror)}: expected an http:// or https:// URL`);
       const ac = new AbortController();
       let stopping = false;
       const onSig = () => {
@@ -272,8 +273,8 @@ function infoCmd(): Command {
       const imageSize = intFlag('--image-size', f.imageSize ?? '224', 1, MAX_IMAGE_SIZE);
       // a file given for a folder (a CIFAR archive is a file it reads): said as such, not "no data at"
       const given = f.dataPath ?? f.dir;
-      if (given !== undefined && existsSync(given) && !statSync(given).isDirectory() && !(f.dataPath && (name === 'cifar10' || name === 'cifar100'))) {
-        throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'} ${given}: is a file, not a folder`);
+      if (given !== undefined && existsSync(given) && !statSync(given).isDirectory() && !(f.dataPath && (name === 'cifar10' || name === 'cifar100') && isArchive(given))) {
+        throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'} ${given}: is a file, not a folder: give a folder path${name.startsWith('cifar') && f.dataPath ? ' (or the .tar.gz archive)' : ''}`);
       }
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);

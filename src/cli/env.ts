@@ -15,7 +15,7 @@ const NUMERIC_ENV: Readonly<Record<string, { min: number; max?: number; strict: 
 };
 
 /** A value as the error line shows it: quoted as JSON when it holds a control character (a carriage return would rewrite the line). */
-const shown = (v: string) => (/[\u0000-\u001f\u007f]/.test(v) ? JSON.stringify(v) : v);
+export const shown = (v: string) => (/[\u0000-\u001f\u007f]/.test(v) ? JSON.stringify(v) : v);
 
 export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
   for (const [name, { min, max, strict, what, integer }] of Object.entries(NUMERIC_ENV)) {

@@ -42,6 +42,10 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
   const cr = await cli(['doctor'], { MOCO3_DAWN_FLAGS: 'adapter=x,backend=vulkan \r' });
   assert.equal(cr.code, 2, cr.err);
   assert.equal(cr.err, `moco3: MOCO3_DAWN_FLAGS="adapter=x,backend=vulkan \\r": expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got "backend=vulkan \\r"\n`);
+  // $MOCO3_MIRROR too
+  const mirror = await cli(['data', 'fetch', 'cifar10', '--dir', tempDir('moco3-env-mirror-')], { MOCO3_MIRROR: 'ftp://x\r' });
+  assert.equal(mirror.code, 2, mirror.err);
+  assert.equal(mirror.err, 'moco3: $MOCO3_MIRROR "ftp://x\\r": expected an http:// or https:// URL\n');
   // a value with spaces is Dawn's to read (adapter= takes a part of an adapter's name)
   const spaced = await cli(['train', '--preset', 'smoke', '--dry-run'], { MOCO3_DAWN_FLAGS: 'backend=vulkan,adapter=GeForce RTX' });
   assert.equal(spaced.code, 0, spaced.err);
