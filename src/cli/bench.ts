@@ -6,6 +6,7 @@ import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { intFlag } from './numbers.ts';
 import { configToYaml } from '../config/load.ts';
+import type { ResolvedRunConfig } from '../config/schema.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;
@@ -33,6 +34,17 @@ function printResult(r: BenchResult, json: boolean): void {
   }
 }
 
+/** What a bench times, said before it starts: without --preset, the official recipe (ViT-B/16, 224 px, batch 4096) unless flags change it. */
+export function benchLine(c: ResolvedRunConfig, f: Pick<BenchFlags, 'preset' | 'config' | 'set' | 'batch'>, steps: number, warmup: number): string {
+  const changed = f.config !== undefined || f.set.length > 0 || f.batch !== undefined;
+  const what = f.preset
+    ? ` (preset ${f.preset})`
+    : changed
+      ? ' (no --preset: the official recipe as -c, --set and --batch change it)'
+      : ' (the official recipe: no --preset; `--preset cpu` times a step sized for a CPU)';
+  return `moco3: bench: ${c.model.arch} at ${c.data.image_size} px, batch ${c.optim.batch_size}, ${steps} timed step${steps === 1 ? '' : 's'} after ${warmup} untimed${what}`;
+}
+
 export function benchCommand(): Command {
   const cmd = new Command('bench').description('steady-state ms/step, images/s and GFLOP/s of the training step');
   addRunOptions(cmd)
@@ -55,11 +67,7 @@ export function benchCommand(): Command {
       }
       // what is timed, once the data checked out, before minutes of it: without --preset, the official recipe
       // (ViT-B/16, 224 px, batch 4096)
-      const announce = () =>
-        process.stderr.write(
-          `moco3: bench: ${c.model.arch} at ${c.data.image_size} px, batch ${c.optim.batch_size}, ${steps} timed step${steps === 1 ? '' : 's'} after ${warmup}` +
-            `${f.preset ? ` (preset ${f.preset})` : ' (the official recipe: no --preset; `--preset cpu` times a step sized for a CPU)'}\n`,
-        );
+      const announce = () => process.stderr.write(`${benchLine(c, f, steps, warmup)}\n`);
       if (backendFlag === 'all') {
         // what every backend would refuse (data named but missing, a batch larger than the data) is bad input,
         // said once, before any backend starts: a child's refusal below means its backend is not available

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cli } from '../helpers/cli.ts';
+import { benchLine } from '../../src/cli/bench.ts';
+import { configFromFlags } from '../../src/cli/common.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 
@@ -17,7 +19,7 @@ test('bench: the tensor count is flat across steps, with and without warmup step
     const r = await cli(['bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '3', '--warmup', warmup, '--json']);
     assert.equal(r.code, 0, r.err);
     // what is timed is said first (on stderr: stdout is the JSON)
-    assert.equal(r.err, `moco3: bench: vit-test at 8 px, batch 8, 3 timed steps after ${warmup} (preset smoke)\n`);
+    assert.equal(r.err, `moco3: bench: vit-test at 8 px, batch 8, 3 timed steps after ${warmup} untimed (preset smoke)\n`);
     const out = JSON.parse(r.out.trim().split('\n').pop()!) as { num_tensors_start: number; num_tensors_end: number };
     assert.ok(out.num_tensors_start > 0);
     // counted before the first step (as it was with --warmup 0), the optimizer's state made by that step read as a leak
@@ -47,8 +49,14 @@ test('bench: the cores it reports are those the process may run on (taskset -c 0
   assert.match(d.stdout.split('\n')[0]!, /, 1 (of \d+ )?cores \(/);
 });
 
-test('bench without --preset says it times the official recipe (ViT-B/16, 224 px, batch 4096), and how to time a CPU-sized step', async () => {
+test('bench without --preset says it times the official recipe (ViT-B/16, 224 px, batch 4096), and how to time a CPU-sized step; changed by flags, says so', async () => {
   const r = await cli(['bench', '--backend', 'cpu', '--data', 'synthetic', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--batch', '8', '--steps', '1', '--warmup', '0', '--json']);
   assert.equal(r.code, 0, r.err);
-  assert.match(r.err, /^moco3: bench: vit-test at 8 px, batch 8, 1 timed step after 0 \(the official recipe: no --preset; `--preset cpu` times a step sized for a CPU\)\n$/);
+  assert.match(r.err, /^moco3: bench: vit-test at 8 px, batch 8, 1 timed step after 0 untimed \(no --preset: the official recipe as -c, --set and --batch change it\)\n$/);
+  // as it is (not timed here: ViT-B/16 at batch 4096)
+  const official = configFromFlags({ set: [], results: '' });
+  assert.equal(
+    benchLine(official, { set: [] }, 5, 2),
+    'moco3: bench: vit-base at 224 px, batch 4096, 5 timed steps after 2 untimed (the official recipe: no --preset; `--preset cpu` times a step sized for a CPU)',
+  );
 });
