@@ -237,9 +237,11 @@ export function reportMarkdown(
       `This is the paper's ${view.paper.figure} sweep (${view.paper.about}). The paper row is linear-probe top-1 of ViT-B/16 on ImageNet, 100 epochs;` +
         ` ours is at this preset's scale, so compare the shape across the row, not the level.` +
         (mapped ? ' Each column is matched to the paper setting named in its header.' : '') +
-        // no sweep.yaml to say which paper setting each run scales, and the values alone do not tell
+        // no column matched to a paper setting: without sweep.yaml (which records it), the values alone did not tell
         (view.columns.length > 0 && view.columns.every((c) => !c.paperValues)
-          ? ` Which of the paper's settings these columns scale is not recorded (the sweep's \`sweep.yaml\` names it) and cannot be told from the values, so the paper row is left empty.`
+          ? sweep.sweepFile
+            ? ` No column is matched to one of the paper's settings, so the paper row is left empty.`
+            : ` Which of the paper's settings these runs stand for is not recorded (the sweep's \`sweep.yaml\` names it) and cannot be told from the values, so the paper row is left empty.`
           : ''),
     );
   }
