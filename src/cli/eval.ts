@@ -51,7 +51,7 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   // the checkpoint is validated before a backend starts
   const checkpoint = offline.evalCheckpoint(runDir, checkpointFlag);
   // and the folder the result goes to: a read-only one failed once the work was done (minutes of a probe)
-  checkOutputDir(runDir, runDir, runDir, { write: false });
+  checkOutputDir(runDir, runDir, runDir, { write: false, space: false });
   // the run's state as plan and report see it: a 'running' status whose process is gone is interrupted
   const status = readStatus(runDir);
   const rs = readRunState(runDir);

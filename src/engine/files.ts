@@ -118,9 +118,10 @@ export const MIN_FREE_BYTES = 16 * 2 ** 20;
  * `label` names the flag (e.g. `--out results/x`), and `named` the path it gives (default `dir`): a file
  * found at another path (the sweep's folder under --results) is named. With `write: false` (a --dry-run,
  * which touches nothing) write access is asked of the file system instead of shown by creating a file; with
- * `access: false` (a command that only reads there) only the folders of the path are checked.
+ * `access: false` (a command that only reads there) only the folders of the path are checked; with
+ * `space: false` (a command that writes a small result file) the free space is not.
  */
-export function checkOutputDir(dir: string, label: string, named: string = dir, { write = true, access = true }: { write?: boolean; access?: boolean } = {}): void {
+export function checkOutputDir(dir: string, label: string, named: string = dir, { write = true, access = true, space = true }: { write?: boolean; access?: boolean; space?: boolean } = {}): void {
   if (dir.trim() === '') throw new OutputError(`${label.trim()} '': expected a folder path`);
   const abs = resolve(dir);
   let at = abs;
@@ -155,6 +156,8 @@ export function checkOutputDir(dir: string, label: string, named: string = dir, 
   } finally {
     if (write) rmSync(probe, { force: true });
   }
+  // a run's start needs room for its checkpoints; a small result file does not
+  if (!space) return;
   try {
     const fs = statfsSync(at);
     const free = fs.bavail * fs.bsize;
