@@ -6,7 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES as CONFIG_DATASETS, DEFAULTS, MAX_IMAGE_SIZE } from '../config/schema.ts';
 import { PRESETS } from '../config/presets.ts';
-import { CIFAR, DATA_DIR, cifarCandidates, cifarFound, isArchive } from '../data/cifar.ts';
+import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
 import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, FILES as FASHION_MNIST_FILES, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
@@ -271,10 +271,11 @@ function infoCmd(): Command {
       if (name === 'synthetic' && (f.dataPath || f.dir)) throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'}: the synthetic dataset is built in; it reads no path`);
       // bounded as data.image_size is
       const imageSize = intFlag('--image-size', f.imageSize ?? '224', 1, MAX_IMAGE_SIZE);
-      // a file given for a folder (a CIFAR archive is a file it reads): said as such, not "no data at"
+      // a file given for a folder: said as such, not "no data at" (for CIFAR, a file is its archive, or one of
+      // its batches, whose folder the "no data" line tells fetch to fill)
       const given = f.dataPath ?? f.dir;
-      if (given !== undefined && existsSync(given) && !statSync(given).isDirectory() && !(f.dataPath && (name === 'cifar10' || name === 'cifar100') && isArchive(given))) {
-        throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'} ${given}: is a file, not a folder: give a folder path${name.startsWith('cifar') && f.dataPath ? ' (or the .tar.gz archive)' : ''}`);
+      if (given !== undefined && existsSync(given) && !statSync(given).isDirectory() && !(f.dataPath && (name === 'cifar10' || name === 'cifar100'))) {
+        throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'} ${given}: is a file, not a folder: give a folder path`);
       }
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);

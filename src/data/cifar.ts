@@ -291,7 +291,7 @@ export function cifarCandidates(kind: CifarKind, path: string | null): string[] 
 }
 
 /** A file the reader takes for the archive: a .tar.gz, or a gzip file (any other, e.g. $MOCO3_DATA set to one, is not). */
-export function isArchive(p: string): boolean {
+function isArchive(p: string): boolean {
   if (!statSync(p).isFile()) return false;
   return p.endsWith('.tar.gz') || fileIsGzip(p); // named as one: read, and its errors said
 }
