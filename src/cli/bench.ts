@@ -1,6 +1,6 @@
 /** `moco3 bench`: steady-state speed of the training step on each backend. */
 import { Command } from 'commander';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
@@ -74,25 +74,37 @@ export function benchCommand(): Command {
         const { benchDataset } = await import('../train/bench.ts');
         await benchDataset(c, f.data !== undefined);
         announce();
-        // one process per backend: peak memory and thread pools stay separate
-        for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
-          const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
-          const r = await benchChild([...process.execArgv, ...args]);
-          if (r.stoppedBy) {
-            // stopped (a `kill`, a scheduler): the bench running stops with it, and no other starts
-            process.stderr.write(`moco3: bench: ${r.stoppedBy}: stopped at the ${b} backend\n`);
-            process.exitCode = 130;
-            return;
+        // one process per backend: peak memory and thread pools stay separate. A stop signal this process
+        // gets is passed on to the one running (a `kill` of this process alone left it running, with nobody
+        // waiting for it), and no other starts; the handlers stay for the whole loop, between two children too
+        const stop: { by: NodeJS.Signals | null; child: ChildProcess | null } = { by: null, child: null };
+        const forward = (sig: NodeJS.Signals) => {
+          stop.by ??= sig;
+          stop.child?.kill(sig);
+        };
+        const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+        for (const sig of signals) process.on(sig, forward);
+        try {
+          for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
+            const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
+            const r = stop.by ? null : await benchChild([...process.execArgv, ...args], stop);
+            if (stop.by || r === null) {
+              process.stderr.write(`moco3: bench: ${stop.by}: stopped at the ${b} backend\n`);
+              process.exitCode = 130;
+              return;
+            }
+            if (r.status === 0) continue;
+            const why = (r.stderr.trim().split('\n').filter((l) => l && !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '') || 'no message';
+            if (r.status === 2) {
+              process.stderr.write(`moco3: bench ${b}: not available (${why})\n`);
+            } else {
+              // a crash or a failed step is no missing backend: the command fails, and says which
+              process.stderr.write(`moco3: bench ${b}: failed (${r.signal ?? `exit ${r.status}`}): ${why}\n`);
+              process.exitCode = 1;
+            }
           }
-          if (r.status === 0) continue;
-          const why = (r.stderr.trim().split('\n').filter((l) => l && !l.startsWith('(MOCO3_DEBUG')).pop() ?? '').replace(/^moco3: (error: )?/, '') || 'no message';
-          if (r.status === 2) {
-            process.stderr.write(`moco3: bench ${b}: not available (${why})\n`);
-          } else {
-            // a crash or a failed step is no missing backend: the command fails, and says which
-            process.stderr.write(`moco3: bench ${b}: failed (${r.signal ?? `exit ${r.status}`}): ${why}\n`);
-            process.exitCode = 1;
-          }
+        } finally {
+          for (const sig of signals) process.off(sig, forward);
         }
         return;
       }
@@ -107,32 +119,20 @@ export function benchCommand(): Command {
   return cmd;
 }
 
-/**
- * One backend's bench in a process of its own; a stop signal this process gets is passed on to it (a
- * `kill` of this process alone left the child running, with nobody waiting for it).
- */
-function benchChild(args: string[]): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; stoppedBy: NodeJS.Signals | null }> {
+/** One backend's bench in a process of its own, set as `stop.child` while it runs (a stop signal is passed on to it). */
+function benchChild(args: string[], stop: { child: ChildProcess | null }): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'] });
+    stop.child = child;
     let stderr = '';
-    let stoppedBy: NodeJS.Signals | null = null;
-    child.stderr.on('data', (d) => (stderr += String(d)));
-    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-    const forward = (sig: NodeJS.Signals) => {
-      stoppedBy ??= sig;
-      child.kill(sig);
-    };
-    for (const sig of signals) process.on(sig, forward);
-    const done = () => {
-      for (const sig of signals) process.off(sig, forward);
-    };
+    child.stderr!.on('data', (d) => (stderr += String(d)));
     child.on('error', (e) => {
-      done();
+      stop.child = null;
       reject(e);
     });
     child.on('close', (status, signal) => {
-      done();
-      resolve({ status, signal, stderr, stoppedBy });
+      stop.child = null;
+      resolve({ status, signal, stderr });
     });
   });
 }
