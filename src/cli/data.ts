@@ -114,11 +114,16 @@ function fetchCmd(): Command {
       }
       const source = SOURCES[name];
       const dir = resolve(f.dir ?? DATA_DIR);
-      // a file where the folder goes: said before a byte is downloaded (it was said after the download)
-      checkOutputDir(dir, f.dir !== undefined ? `--dir ${f.dir}` : `the data directory ${dir}`, dir, { access: false });
+      // a file where the folder goes, or where its dataset's folder in it goes: said before a byte is downloaded
+      // (it was said after the download)
+      const label = f.dir !== undefined ? `--dir ${f.dir}` : process.env.MOCO3_DATA?.trim() ? `$MOCO3_DATA ${dir}` : `the data directory ${dir}`;
+      checkOutputDir(join(dir, source.subdir), label, dir, { access: false });
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
-      if (mirror !== null && !/^https?:\/\//.test(mirror)) throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${shown(mirror)}: expected an http:// or https:// URL`);
+      // a space or control character (a carriage return from a Windows-edited script) would go into every URL
+      if (mirror !== null && (!/^https?:\/\//.test(mirror) || /[\s\u0000-\u001f\u007f]/.test(mirror))) {
+        throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${shown(mirror)}: expected an http:// or https:// URL${/^https?:\/\//.test(mirror) ? ' without spaces or control characters' : ''}`);
+      }
       const ac = new AbortController();
       let stopping = false;
       const onSig = () => {

@@ -529,6 +529,13 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     // a file where a folder goes: said before a byte is downloaded, or as such (not "no data at")
     [['data', 'fetch', 'cifar10', '--dir', file('afile', 'x'), '--mirror', 'http://127.0.0.1:9/'], /^moco3: --dir \S+afile: is a file, not a folder: give a folder path$/],
     [['data', 'info', 'fashion-mnist', '--data-path', file('afile2', 'x')], /^moco3: --data-path \S+afile2: is a file, not a folder: give a folder path$/],
+    // the dataset's folder in --dir a file: said before the download too
+    [['data', 'fetch', 'fashion-mnist', '--dir', (() => {
+        const d = join(dir, 'files', 'fmdir');
+        mkdirSync(d, { recursive: true });
+        writeFileSync(join(d, 'fashion-mnist'), 'x');
+        return d;
+      })(), '--mirror', 'http://127.0.0.1:9/'], /^moco3: --dir \S+fmdir: \S+fmdir\/fashion-mnist is a file, not a folder: give a folder path$/],
     // the flag given is named, not the --data it would become
     [['data', 'preview', 'synthetic', '--data-path', dir, '--out', join(fresh('pvs'), 'x.png')], /^moco3: --data-path: the synthetic dataset is built in; it reads no path$/],
     [['eval', 'knn', good, '--checkpoint', ckptOf(damaged('x4', () => {}), 3)], /^moco3: --checkpoint .*\/x4\/checkpoints\/step-0000003: not a checkpoint of .*\/good \(.*\/good\/checkpoints holds step-0, step-3, step-6, step-8\)$/],

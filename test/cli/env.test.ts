@@ -46,6 +46,10 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
   const mirror = await cli(['data', 'fetch', 'cifar10', '--dir', tempDir('moco3-env-mirror-')], { MOCO3_MIRROR: 'ftp://x\r' });
   assert.equal(mirror.code, 2, mirror.err);
   assert.equal(mirror.err, 'moco3: $MOCO3_MIRROR "ftp://x\\r": expected an http:// or https:// URL\n');
+  // a URL with one: refused, not put into every file's URL
+  const url = await cli(['data', 'fetch', 'cifar10', '--dir', tempDir('moco3-env-mirror-')], { MOCO3_MIRROR: 'http://127.0.0.1:9/\r' });
+  assert.equal(url.code, 2, url.err);
+  assert.equal(url.err, 'moco3: $MOCO3_MIRROR "http://127.0.0.1:9/\\r": expected an http:// or https:// URL without spaces or control characters\n');
   // a value with spaces is Dawn's to read (adapter= takes a part of an adapter's name)
   const spaced = await cli(['train', '--preset', 'smoke', '--dry-run'], { MOCO3_DAWN_FLAGS: 'backend=vulkan,adapter=GeForce RTX' });
   assert.equal(spaced.code, 0, spaced.err);
