@@ -369,8 +369,14 @@ test('a sweep of two batch sizes without its sweep.yaml, which two scale factors
   await writeReport(dir, { plots: false });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   assert.match(md, /This is the paper's Fig\. 1 sweep/);
-  assert.match(md, /the paper row is left empty\./);
+  assert.ok(md.includes(" Which of the paper's settings these runs stand for is not recorded (the sweep's `sweep.yaml` names it) and cannot be told from the values, so the paper row is left empty.\n"), md);
   assert.match(md, /\| \*paper: linear top-1 \(%\), Fig\. 1, ViT-B\/16 ImageNet\* \| - \| - \|/);
+  // with a sweep.yaml that records no paper values for them: no column matched, said so
+  const recorded = writeSimpleSweep(root, 'two-recorded', [128, 256].map((b) => ({ 'optim.batch_size': b })), { name: 'two-recorded', runs: [] });
+  await writeReport(recorded, { plots: false });
+  const md2 = readFileSync(join(recorded, 'report.md'), 'utf8');
+  assert.ok(md2.includes(' No column is matched to one of the paper\'s settings, so the paper row is left empty.\n'), md2);
+  assert.doesNotMatch(md2, /is not recorded/);
 });
 
 test('mapping to the paper grid: exact values, a common factor, rank order, or nothing', () => {
