@@ -306,9 +306,13 @@ function locate(kind: CifarKind, path: string | null): { archive: boolean; sourc
   const base = path ?? DATA_DIR;
   const found = cifarFound(kind, path);
   if (found) return { archive: isArchive(found), source: found };
+  // a file that is no archive (one of the batches, named for its folder): fetch fills the folder it is in
+  const file = existsSync(base) && !statSync(base).isDirectory();
+  const into = file ? dirname(base) : base;
   throw new DataError(
-    `${kind.name}: no ${kind.folder}/ or ${kind.archive} under ${base} (run: moco3 data fetch ${kind.name}${base === DATA_DIR ? '' : ` --dir ${base}`}; ` +
-      `or download https://www.cs.toronto.edu/~kriz/${kind.archive} into ${base}, or give --data ${kind.name}:PATH with the archive or its folder)`,
+    `${kind.name}: ${file ? `${base} is a file, not ${kind.archive} or a folder holding it` : `no ${kind.folder}/ or ${kind.archive} under ${base}`} ` +
+      `(run: moco3 data fetch ${kind.name}${into === DATA_DIR ? '' : ` --dir ${into}`}; ` +
+      `or download https://www.cs.toronto.edu/~kriz/${kind.archive} into ${into}, or give --data ${kind.name}:PATH with the archive or its folder)`,
   );
 }
 

@@ -529,6 +529,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     // a file where a folder goes: said before a byte is downloaded, or as such (not "no data at")
     [['data', 'fetch', 'cifar10', '--dir', file('afile', 'x'), '--mirror', 'http://127.0.0.1:9/'], /^moco3: --dir \S+afile: is a file, not a folder: give a folder path$/],
     [['data', 'info', 'fashion-mnist', '--data-path', file('afile2', 'x')], /^moco3: --data-path \S+afile2: is a file, not a folder: give a folder path$/],
+    // a CIFAR batch file named as its data: fetch is told to fill the folder it is in, not the file
+    [['data', 'preview', 'cifar10', '--data-path', file('test_batch.bin', 'x'), '--out', join(fresh('pvc'), 'x.png')], /^moco3: cifar10: \S+\/files\/test_batch\.bin is a file, not cifar-10-binary\.tar\.gz or a folder holding it \(run: moco3 data fetch cifar10 --dir \S+\/files; or download \S+ into \S+\/files, /],
     // the dataset's folder in --dir a file: said before the download too
     [['data', 'fetch', 'fashion-mnist', '--dir', (() => {
         const d = join(dir, 'files', 'fmdir');
