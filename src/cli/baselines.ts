@@ -7,6 +7,7 @@ import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/
 import { acquireLock, describeHolder, releaseLock, type LockInfo } from '../runfolder/lock.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { addSweepOptions, planFromFlags, type SweepFlags } from './plan.ts';
+import { onStopSignals } from './supervise.ts';
 
 export function baselinesCommand(): Command {
   const cmd = new Command('baselines').description(
@@ -25,8 +26,7 @@ export function baselinesCommand(): Command {
       if (stoppedBy && sig === 'SIGINT') process.exit(130);
       stoppedBy ??= sig;
     };
-    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-    for (const sig of signals) process.on(sig, onSig);
+    const offSignals = onStopSignals(onSig);
     let held: LockInfo | null;
     try {
       held = await withBaselinesLock(plan, () =>
@@ -45,7 +45,7 @@ export function baselinesCommand(): Command {
       process.exitCode = 130;
       return;
     } finally {
-      for (const sig of signals) process.off(sig, onSig);
+      offSignals();
     }
     if (held) throw new UsageError(`${plan.dir}: its baselines are being computed by ${describeHolder(held, baselinesLockDir(plan))}; wait for it to end, or stop it first`);
   });
@@ -53,7 +53,7 @@ export function baselinesCommand(): Command {
 }
 
 /** The baselines were stopped between two steps (a signal): what is done is kept, the rest computed next time. */
-class BaselinesStopped extends Error {}
+export class BaselinesStopped extends Error {}
 
 /** The folder of a sweep's baselines lock: `<sweep>/.baselines/.lock` (a hidden folder, which reports pass over). */
 export const baselinesLockDir = (plan: Pick<SweepPlan, 'dir'>): string => join(plan.dir, '.baselines');

@@ -5,6 +5,7 @@ import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { intFlag } from './numbers.ts';
+import { onStopSignals } from './supervise.ts';
 import { configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 
@@ -82,8 +83,7 @@ export function benchCommand(): Command {
           stop.by ??= sig;
           stop.child?.kill(sig);
         };
-        const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-        for (const sig of signals) process.on(sig, forward);
+        const offSignals = onStopSignals(forward);
         try {
           for (const b of ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu']) {
             const args = [process.argv[1]!, 'bench', ...process.argv.slice(3).filter((a, i, arr) => a !== '--backend' && arr[i - 1] !== '--backend' && a !== '--backend=all'), '--backend', b];
@@ -104,7 +104,7 @@ export function benchCommand(): Command {
             }
           }
         } finally {
-          for (const sig of signals) process.off(sig, forward);
+          offSignals();
         }
         return;
       }

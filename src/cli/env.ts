@@ -15,7 +15,8 @@ const NUMERIC_ENV: Readonly<Record<string, { min: number; max?: number; strict: 
 };
 
 /** A value as the error line shows it: quoted as JSON when it holds a control character (a carriage return would rewrite the line). */
-export const shown = (v: string) => (/[\u0000-\u001f\u007f]/.test(v) ? JSON.stringify(v) : v);
+const CONTROL = /[\u0000-\u001f\u007f]/;
+export const shown = (v: string) => (CONTROL.test(v) ? JSON.stringify(v) : v);
 
 export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
   for (const [name, { min, max, strict, what, integer }] of Object.entries(NUMERIC_ENV)) {
@@ -32,6 +33,6 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
     // a value may hold spaces (adapter=GeForce RTX names an adapter by a part of its name), not at its ends
     // (Dawn would read 'vulkan ' or a carriage return as part of the name)
     const bad = dawn.split(',').filter(Boolean).find((f) => !/^[^=\s]+=(\S(.*\S)?)?$/.test(f));
-    if (bad !== undefined) throw new UsageError(`MOCO3_DAWN_FLAGS=${shown(dawn)}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got ${/[\u0000-\u001f\u007f]/.test(bad) ? shown(bad) : `'${bad}'`}`);
+    if (bad !== undefined) throw new UsageError(`MOCO3_DAWN_FLAGS=${shown(dawn)}: expected Dawn's flags as key=value, comma-separated (e.g. backend=vulkan,adapter=NVIDIA), got ${CONTROL.test(bad) ? shown(bad) : `'${bad}'`}`);
   }
 }

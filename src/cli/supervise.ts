@@ -29,6 +29,15 @@ export const MAX_CRASHES = 3;
  */
 export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
+/** Ctrl-C, `kill` and a closed terminal to `handler` (bench, baselines: no scheduler warnings); returns the undo. */
+export function onStopSignals(handler: (sig: NodeJS.Signals) => void): () => void {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const sig of signals) process.on(sig, handler);
+  return () => {
+    for (const sig of signals) process.off(sig, handler);
+  };
+}
+
 /**
  * stdout or stderr has lost its reader (src/cli/main.ts): `train` and `sweep` stop on it as on a signal, but
  * it is no signal of the user's (a Ctrl-C after it is still the first). A listener is called once, when it

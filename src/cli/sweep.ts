@@ -13,7 +13,7 @@ import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { makeProgress, type ProgressSink } from './progress.ts';
-import { baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
+import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, takeEarlySignals } from './supervise.ts';
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
@@ -239,9 +239,6 @@ function barDisplay(): Display {
     },
   };
 }
-
-/** Thrown to stop the baselines at the end of a sweep. */
-class BaselinesStopped extends Error {}
 
 export function sweepCommand(): Command {
   const cmd = new Command('sweep').description('run a sweep: every run of the plan in order; completed runs are skipped, interrupted ones resumed');

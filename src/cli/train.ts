@@ -11,7 +11,7 @@ import { trainRunSlug } from '../runfolder/names.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { readRunState } from '../runfolder/state.ts';
 import { knnStepNote, readSummary } from '../runfolder/summary.ts';
-import { ASIDE_NOTE, movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
+import { ASIDE_NOTE, ASIDE_STAMP, movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
@@ -294,6 +294,10 @@ async function inspectRunFolder(
   return { previous, checkpoint, done: null, notes };
 }
 
+/** Evaluation results (step files, earlier ones kept aside) and a damaged meta.json a resume kept: a run's own files. */
+const OWN_RESULT = new RegExp(`^(knn|linear)(-step-\\d+)?(${ASIDE_STAMP})?\\.json$`);
+const OWN_META = new RegExp(`^meta${ASIDE_STAMP}\\.json$`);
+
 /**
  * What an existing --out folder holds: files a moco3 run writes (its own names, and the temporary and
  * lock files beside them), and anything else, which train never overwrites.
@@ -306,8 +310,8 @@ function folderContents(dir: string): { runFiles: string[]; foreign: string[] } 
   // and a damaged meta.json a resume kept (src/runfolder/records.ts writeMeta)
   const isOwn = (e: string) =>
     own.has(e) ||
-    /^(knn|linear)(-step-\d+)?(\.old-\d{8}T\d{6}(-\d+)?)?\.json$/.test(e) ||
-    /^meta\.old-\d{8}T\d{6}(-\d+)?\.json$/.test(e) ||
+    OWN_RESULT.test(e) ||
+    OWN_META.test(e) ||
     (e.startsWith('.') && (e.endsWith('.tmp') || e.startsWith('.lock')));
   return { runFiles: entries.filter(isOwn), foreign: entries.filter((e) => !isOwn(e)) };
 }

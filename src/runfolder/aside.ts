@@ -14,7 +14,8 @@ import { RUN_FILES, RunFolderError } from './paths.ts';
 export const ASIDE_NOTE = '.aside.json';
 
 /** The end of the name moveRunAside gives a run moved aside: `<run>.old-<YYYYMMDDTHHMMSS>[-N]`. */
-export const ASIDE_RUN = /\.old-\d{8}T\d{6}(-\d+)?$/;
+export const ASIDE_STAMP = String.raw`\.old-\d{8}T\d{6}(-\d+)?`;
+export const ASIDE_RUN = new RegExp(`${ASIDE_STAMP}$`);
 
 /** Whether `to` (a note's) names a folder moveRunAside makes for this run: its sibling `<run>.old-<time>`. */
 const asideOf = (runDir: string, to: unknown): to is string =>
