@@ -116,8 +116,7 @@ function fetchCmd(): Command {
       const dir = resolve(f.dir ?? DATA_DIR);
       // a file where the folder goes, or where its dataset's folder in it goes: said before a byte is downloaded
       // (it was said after the download)
-      const label = f.dir !== undefined ? `--dir ${f.dir}` : process.env.MOCO3_DATA?.trim() ? `$MOCO3_DATA ${dir}` : `the data directory ${dir}`;
-      checkOutputDir(join(dir, source.subdir), label, dir, { access: false });
+      checkOutputDir(join(dir, source.subdir), dataDirLabel(f.dir), dir, { access: false });
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
       // a space or control character (a carriage return from a Windows-edited script) would go into every URL
@@ -167,6 +166,11 @@ interface InfoFlags {
 }
 
 /** Where a reader looks, whether anything is there, and the fetch command that would put it there. */
+/** The data directory as a message names it: the flag, the variable that set it, or the default's path. */
+function dataDirLabel(dir: string | undefined): string {
+  return dir !== undefined ? `--dir ${dir}` : process.env.MOCO3_DATA?.trim() ? `$MOCO3_DATA ${resolve(DATA_DIR)}` : `the data directory ${resolve(DATA_DIR)}`;
+}
+
 function lookup(name: string, path: string | null, f: InfoFlags): { looked: string[]; present: boolean; hint: string } {
   const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
   if (name === 'fashion-mnist') {
@@ -286,6 +290,10 @@ function infoCmd(): Command {
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
       const where = lookup(name, path, f);
       if (!where.present) {
+        // a file where a folder of the path goes ($MOCO3_DATA set to a file, a --data-path below a file): said so,
+        // not a fetch command that fetch refuses (a CIFAR --data-path that is a file is the reader's to name)
+        const looked = path ?? DATA_DIR;
+        if (!(f.dataPath && existsSync(looked))) checkOutputDir(looked, f.dataPath !== undefined ? `--data-path ${f.dataPath}` : dataDirLabel(f.dir), f.dataPath ?? f.dir ?? DATA_DIR, { access: false });
         throw new DataError(`${name}: no data at ${where.looked.join(' or ')} (${where.hint})`);
       }
       const spec = { name, path, trainSize: null, testSize: null, seed: 0, imageSize } as unknown as DataSpec;

@@ -9,6 +9,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { fileAbove } from '../engine/files.ts';
 import { fileIsGzip } from './gunzip.ts';
 import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -306,6 +307,9 @@ function locate(kind: CifarKind, path: string | null): { archive: boolean; sourc
   const base = path ?? DATA_DIR;
   const found = cifarFound(kind, path);
   if (found) return { archive: isArchive(found), source: found };
+  // a path below a file: no fetch can fill it
+  const above = fileAbove(base);
+  if (above) throw new DataError(`${kind.name}: ${base}: ${above} is a file, not a folder: give the archive, its folder, or a folder to fetch it into`);
   // a file that is no archive (one of the batches, named for its folder): fetch fills the folder it is in
   const file = existsSync(base) && !statSync(base).isDirectory();
   const into = file ? dirname(base) : base;

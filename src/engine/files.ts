@@ -171,6 +171,21 @@ export function checkOutputDir(dir: string, label: string, named: string = dir, 
 }
 
 /**
+ * The nearest part of `path` above it that exists and is not a folder (`/a/f` for `/a/f/x/y`, `f` a file), or
+ * null: a path below a file, which nothing can be made in (`path` itself is not looked at).
+ */
+export function fileAbove(path: string): string | null {
+  for (let at = dirname(resolve(path)); ; at = dirname(at)) {
+    try {
+      return statSync(at).isDirectory() ? null : at;
+    } catch {
+      /* not there (or a file further up): look further up */
+    }
+    if (dirname(at) === at) return null;
+  }
+}
+
+/**
  * The folders above `path` that do not exist yet, outermost first: what making `path` would make, so that a
  * command that fails can remove them again (bad input leaves no trace).
  */

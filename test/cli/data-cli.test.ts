@@ -204,11 +204,33 @@ test('data info: missing data is one line saying where it looked and the fetch c
     [['cifar10', '--data-path', join(dir, 'loose', 'test_batch.bin')], `moco3: cifar10: no data at ${dir}/loose/test_batch.bin/cifar-10-batches-bin/ or ${dir}/loose/test_batch.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir}/loose)`],
     [['cifar10', '--data-path', join(dir, 'loose', 'batch')], `moco3: cifar10: no data at ${dir}/loose/batch/cifar-10-batches-bin/ or ${dir}/loose/batch/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir}/loose)`],
     [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin', 'test_batch.bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/test_batch.bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/test_batch.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
+    // a path below a file: the file named, no fetch command (fetch refuses a folder below a file)
+    [['cifar10', '--data-path', join(dir, 'loose', 'batch', 'data')], `moco3: --data-path ${dir}/loose/batch/data: ${dir}/loose/batch is a file, not a folder: give a folder path`],
+    [['fashion-mnist', '--data-path', join(dir, 'loose', 'batch', 'data')], `moco3: --data-path ${dir}/loose/batch/data: ${dir}/loose/batch is a file, not a folder: give a folder path`],
   ] as const) {
     const r = await cli(['data', 'info', ...args]);
     assert.equal(r.code, 2, r.err);
     assert.deepEqual(verdicts(r.err), [line]);
     assert.equal(r.out, '');
+  }
+});
+
+test('data info with $MOCO3_DATA set to a file: said so, not a fetch command that fetch refuses (a real process)', async () => {
+  const file = join(fresh(), 'data');
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, 'not a folder');
+  for (const name of ['cifar10', 'cifar100']) {
+    const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'data', 'info', name], {
+      cwd: repo,
+      env: { ...process.env, MOCO3_DATA: file },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (d) => (err += String(d)));
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    assert.equal(code, 2, `exit ${code}: ${err}`);
+    assert.deepEqual(verdicts(err), [`moco3: $MOCO3_DATA ${file}: is a file, not a folder: give a folder path`]);
   }
 });
 

@@ -172,4 +172,7 @@ test('a data folder that is a file (MOCO3_DATA set to one) is not taken for the 
   writeFileSync(tgz, gzipSync(tar({ 'cifar-10-batches-bin/test_batch.bin': records(2, 1, 0), ...Object.fromEntries([1, 2, 3, 4, 5].map((b) => [`cifar-10-batches-bin/data_batch_${b}.bin`, records(1, 1, b)])) })));
   assert.equal(cifarFound(CIFAR.cifar10, tgz), tgz);
   assert.equal((await loadDataset(spec('cifar10', tgz))).train.n, 5);
+  // a path below that file: the file is named, and no fetch into it is offered (fetch refuses such a folder)
+  const below = join(notes, 'data');
+  await assert.rejects(loadDataset(spec('cifar10', below)), (e: Error) => e instanceof DataError && e.message === `cifar10: ${below}: ${notes} is a file, not a folder: give the archive, its folder, or a folder to fetch it into`);
 });
