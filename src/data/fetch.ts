@@ -469,6 +469,13 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
   const made = missingAncestors(join(dir, 'file'));
   try {
     await makeFolders(dir);
+    // something else where a file (or the unpacked folder) goes: said before a byte is downloaded, naming it
+    for (const [name, folder] of [...source.files.map((f) => [f.name, false] as const), ...(source.extract ? [[source.extract.folder, true] as const] : [])]) {
+      const at = join(dir, name);
+      if (existsSync(at) && statSync(at).isDirectory() !== folder) {
+        throw new DataError(`${at}: is a ${folder ? 'file' : 'folder'}, where the ${folder ? 'unpacked folder' : `file ${name}`} goes: move it away, or fetch into another --dir`);
+      }
+    }
     for (const f of source.files) {
       const path = join(dir, f.name);
       if (existsSync(path)) {

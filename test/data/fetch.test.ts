@@ -377,6 +377,21 @@ test('Ctrl-C (the abort signal) stops a download with FetchInterrupted and keeps
 
 // ---- CIFAR: download + extraction ----
 
+test('a folder where a file goes, or a file where the unpacked folder goes: one line naming it, before any download', async () => {
+  served.set('cifar-10-binary.tar.gz', cifarTgz);
+  const src: DatasetSource = { ...SOURCES.cifar10, baseUrl: base, files: [known('cifar-10-binary.tar.gz', cifarTgz)] };
+  const a = freshDir();
+  mkdirSync(join(a, 'cifar-10-binary.tar.gz', 'inside'), { recursive: true });
+  await assert.rejects(fetchDataset(src, { dir: a }), (e: Error) => e instanceof DataError && e.message === `${join(a, 'cifar-10-binary.tar.gz')}: is a folder, where the file cifar-10-binary.tar.gz goes: move it away, or fetch into another --dir`);
+  const b = freshDir();
+  mkdirSync(b);
+  writeFileSync(join(b, 'cifar-10-batches-bin'), 'notes');
+  await assert.rejects(fetchDataset(src, { dir: b }), (e: Error) => e instanceof DataError && e.message === `${join(b, 'cifar-10-batches-bin')}: is a file, where the unpacked folder goes: move it away, or fetch into another --dir`);
+  assert.deepEqual(seen, []);
+  assert.deepEqual(readdirSync(b), ['cifar-10-batches-bin']);
+  assert.deepEqual(readdirSync(a), ['cifar-10-binary.tar.gz']);
+});
+
 test('CIFAR: the archive is downloaded, checked and unpacked to the folder the reader reads', async () => {
   const dir = freshDir();
   served.set('cifar-10-binary.tar.gz', cifarTgz);
