@@ -154,11 +154,18 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     field: 'setting',
     type: 'nominal' as const,
     title: legendTitle,
-    scale: { domain: labels },
+    // the default scheme has 10 colours: an 11th setting would take the 1st's
+    scale: { domain: labels, ...(labels.length > 10 ? { scheme: labels.length > 20 ? 'category20' : 'tableau20' } : {}) },
     ...(manySeeds ? { legend: { symbolOpacity: 1 } } : {}),
   };
-  const x = { field: 'epoch', type: 'quantitative' as const, title: 'epoch' };
-  const y = { field: 'knn', type: 'quantitative' as const, title: 'kNN top-1 (%)', scale: { zero: false } };
+  // one value on an axis (every run's kNN at one epoch, with the monitor off) would be labelled `2.000000`
+  const one = (k: 'epoch' | 'knn') => new Set(lines.map((l) => l[k])).size <= 1;
+  const x = { field: 'epoch', type: 'quantitative' as const, title: 'epoch', ...(one('epoch') ? { axis: { format: '~g' } } : {}) };
+  const y = { field: 'knn', type: 'quantitative' as const, title: 'kNN top-1 (%)', scale: { zero: false }, ...(one('knn') ? { axis: { format: '~g' } } : {}) };
+  // a run of one kNN value (the monitor off: the final one only; a run that failed after step 0) has no line to draw
+  const counts = new Map<string, number>();
+  for (const l of lines) counts.set(l.run, (counts.get(l.run) ?? 0) + 1);
+  const lone = lines.filter((l) => counts.get(l.run) === 1);
   const layers: Record<string, unknown>[] = [
     {
       data: { values: lines },
@@ -178,6 +185,13 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
       data: { values: meanCurves(lines) },
       mark: { type: 'line', strokeWidth: 2.5, interpolate: 'linear' },
       encoding: { x, y, color, detail: { field: 'setting', type: 'nominal' } },
+    });
+  }
+  if (lone.length) {
+    layers.push({
+      data: { values: lone },
+      mark: { type: 'point', shape: 'circle', filled: true, size: 60, opacity: 1 },
+      encoding: { x, y, color },
     });
   }
   if (dips.length) {
@@ -224,10 +238,17 @@ function gradPanelLabel(view: SweepView, r: RunRecord, inst: RunInstability): st
 export function gradFigure(view: SweepView, inst: Map<string, RunInstability>, opts: InstabilityOptions): Figure | null {
   const rows: Record<string, unknown>[] = [];
   const panels: string[] = [];
+  // a panel per run: two runs of one label (a run folder copied as a backup, same setting, seed and counts)
+  // would share a panel, their curves joined into one; such labels name their run
+  const runs = view.columns.flatMap((c) => c.runs);
+  const labelOf = new Map(runs.map((r) => [r.id, gradPanelLabel(view, r, inst.get(r.id)!)]));
+  const taken = new Map<string, number>();
+  for (const l of labelOf.values()) taken.set(l, (taken.get(l) ?? 0) + 1);
   for (const c of view.columns) {
     for (const r of c.runs) {
       const i = inst.get(r.id)!;
-      const panel = gradPanelLabel(view, r, i);
+      const label = labelOf.get(r.id)!;
+      const panel = taken.get(label)! > 1 ? `${label} (${r.id})` : label;
       const groups: Array<[string, string]> = [['patch_proj', 'patch projection']];
       if (i.lastBlock) groups.push([i.lastBlock, 'last block']);
       let any = false;

@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeReport, DEFAULT_INSTABILITY } from '../../src/report/index.ts';
 import { analyzeRun } from '../../src/report/instability.ts';
-import { knnFigure, meanCurves, svgToPng } from '../../src/report/plots.ts';
+import { gradFigure, knnFigure, meanCurves, svgToPng } from '../../src/report/plots.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { viewSweep } from '../../src/report/sweep.ts';
-import { tmp, writeBatchSweep } from './fixtures.ts';
+import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 test('PNG text renders: a font is found (Debian: fonts-dejavu-core), so axis titles and legends show', () => {
   const svg = (text: string) =>
@@ -66,5 +66,59 @@ test('kNN figure over five seeds: thin runs, one thick mean per setting at the h
   const fewSvg = readFileSync(join(few, 'plots/knn.svg'), 'utf8');
   assert.ok(fewSvg.includes('>seed<'));
   assert.equal(fewSvg.match(/aria-roledescription="line mark"/g)?.length, 4 * 3);
+  rmSync(root, { recursive: true, force: true });
+});
+
+type Layers = Array<{ data: { values: Array<Record<string, unknown>> }; mark: { type: string } }>;
+const figureOf = (dir: string, f: typeof knnFigure | typeof gradFigure) => {
+  const sweep = readSweep(dir);
+  const view = viewSweep(sweep);
+  return { view, fig: f(view, new Map(sweep.runs.map((r) => [r.id, analyzeRun(r.metrics, DEFAULT_INSTABILITY)])), DEFAULT_INSTABILITY) };
+};
+
+test('kNN figure: a run of one kNN value (the monitor off) is drawn as a point, its axis labelled as the number it is', async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'lone', [0.01, 0.02, 0.03].map((lr) => ({ 'optim.base_lr': lr })));
+  // the final kNN only, at the last step (epoch 8), as a run with train.knn_every 0 logs it
+  for (const id of readdirSync(dir)) {
+    const path = join(dir, id, 'metrics.jsonl');
+    const rows = readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const last = rows.length - 1;
+    writeFileSync(path, rows.map((r, i) => { if (i !== last) { delete r.knn_top1; delete r.knn_top5; } return `${JSON.stringify(r)}\n`; }).join(''));
+  }
+  const { fig } = figureOf(dir, knnFigure);
+  const layers = (fig!.spec as unknown as { layer: Layers }).layer;
+  const points = layers.filter((l) => l.mark.type === 'point' && l.data.values.length === 3);
+  assert.equal(points.length, 1, JSON.stringify(layers.map((l) => [l.mark.type, l.data.values.length])));
+  assert.deepEqual(points[0]!.data.values.map((v) => v.epoch), [8, 8, 8]);
+  await writeReport(dir, { format: 'md' });
+  const svg = readFileSync(join(dir, 'plots/knn.svg'), 'utf8');
+  assert.equal(svg.match(/aria-roledescription="point"/g)?.length ?? 0, 3, 'a point per run');
+  assert.ok(!/\d\.000000/.test(svg), 'no axis label as 8.000000');
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('kNN figure: more than 10 settings take a scheme of 20 colours (the default 10 would repeat)', () => {
+  const root = tmp();
+  const many = writeSimpleSweep(root, 'many', Array.from({ length: 12 }, (_, i) => ({ 'optim.base_lr': (i + 1) / 100 })));
+  const few = writeSimpleSweep(root, 'few', Array.from({ length: 10 }, (_, i) => ({ 'optim.base_lr': (i + 1) / 100 })));
+  const colour = (dir: string) => ((figureOf(dir, knnFigure).fig!.spec as unknown as { layer: Array<{ encoding: { color: { scale: { domain: string[]; scheme?: string } } } }> }).layer[0]!.encoding.color.scale);
+  assert.equal(colour(many).domain.length, 12);
+  assert.equal(colour(many).scheme, 'tableau20');
+  assert.equal(colour(few).scheme, undefined);
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('gradient figure: two runs of one label (a run folder copied as a backup) get a panel each', () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'twins', [0]);
+  writeFakeRun(dir, { id: 'bs64-copy', config: { seed: 0, 'optim.batch_size': 64, 'optim.base_lr': 1e-4 }, knnCurve: (f) => 15 + 40 * Math.sqrt(f), summary: { linear_top1: 40 } });
+  const { fig } = figureOf(dir, gradFigure);
+  const rows = (fig!.spec as unknown as { data: { values: Array<{ panel: string }> } }).data.values;
+  const panels = [...new Set(rows.map((r) => r.panel))];
+  assert.equal(panels.length, 5, panels.join('\n'));
+  const twins = panels.filter((p) => p.startsWith('64'));
+  assert.equal(twins.length, 2, panels.join('\n'));
+  assert.ok(twins.some((p) => p.endsWith('(bs64-copy)')), twins.join('\n'));
   rmSync(root, { recursive: true, force: true });
 });
