@@ -162,10 +162,18 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
       const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? ` with MOCO3_DAWN_FLAGS=${process.env.MOCO3_DAWN_FLAGS}` : '';
       return `Dawn found no adapter${flags} (${(e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`;
     }
+    const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? process.env.MOCO3_DAWN_FLAGS : null;
     if (!adapter) {
-      return `Dawn found no WebGPU adapter: no Vulkan driver it accepts (${VULKAN_HINT})`;
+      // flags that chose another backend (opengl, metal): the Vulkan driver is not what is missing
+      const vulkan = flags === null || !/(^|,)\s*backend=/.test(flags) || /(^|,)\s*backend=vulkan\s*(,|$)/.test(flags);
+      return `Dawn found no WebGPU adapter${flags === null ? '' : ` with MOCO3_DAWN_FLAGS=${flags}`}${vulkan ? `: no Vulkan driver it accepts (${VULKAN_HINT})` : ''}`;
     }
-    return { adapter, summary: summarizeAdapter(adapter.info, adapter.limits, adapter.features) };
+    const summary = summarizeAdapter(adapter.info, adapter.limits, adapter.features);
+    // Dawn's null backend (backend=null) takes work and runs none of it: every value read back is garbage
+    if (summary.device === 'null-backend' && !summary.vendor && !summary.architecture) {
+      return `Dawn's null backend${flags === null ? '' : ` (MOCO3_DAWN_FLAGS=${flags})`} runs no work: it is no adapter to train on`;
+    }
+    return { adapter, summary };
   })();
   return adapterCache;
 }
@@ -330,6 +338,8 @@ export function closeWebGpu(): void {
   registered = false;
   device.destroy();
   device = null;
+  // an adapter makes one device: a later registration asks Dawn for the adapter again
+  adapterCache = null;
   deviceError = null;
   deviceLost = null;
 }

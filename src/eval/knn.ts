@@ -4,7 +4,7 @@
  * the same ranking without overflow); top-1 and top-5 of the votes.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { checkWebGpuErrors } from '../engine/webgpu.ts';
+import { checkWebGpuErrors, readBack } from '../engine/webgpu.ts';
 
 export interface KnnOptions {
   k: number;
@@ -42,8 +42,8 @@ export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queri
       let v: Float32Array | Int32Array | Uint8Array;
       let ix: Float32Array | Int32Array | Uint8Array;
       try {
-        v = await vals.data();
-        ix = await idx.data();
+        v = await readBack(vals.data(), 'the kNN evaluation');
+        ix = await readBack(idx.data(), 'the kNN evaluation');
         checkWebGpuErrors('the kNN evaluation');
       } finally {
         // also when a read or the device fails: nothing is left behind

@@ -8,7 +8,7 @@
  * augmentation: `cachedSource`), or recomputed per batch from augmented views (eval/offline.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { checkWebGpuErrors } from '../engine/webgpu.ts';
+import { checkWebGpuErrors, readBack } from '../engine/webgpu.ts';
 import { Rng } from '../engine/rng.ts';
 import { Sgd } from '../optim/sgd.ts';
 import { probeLrAt, scaledLr } from '../optim/schedule.ts';
@@ -154,7 +154,7 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
           // one read-back a batch (a GPU waits for each): the loss and the hit count together, the count exact in float32
           const both = tf.tidy(() => tf.stack([g!.loss, tf.cast(g!.hits, 'float32')]));
           try {
-            const [l, h] = await both.data();
+            const [l, h] = await readBack(both.data(), 'the linear probe');
             lossSum += l! * idx.length;
             correct += h!;
           } finally {
@@ -190,7 +190,7 @@ export async function evaluateProbe(head: LinearHead, features: tf.Tensor2D, lab
     const e = Math.min(n, s + batch);
     const l = tf.tidy(() => head.logits(tf.slice(features, [s, 0], [e - s, -1]) as tf.Tensor2D));
     try {
-      scores.set(await l.data(), s * numClasses);
+      scores.set(await readBack(l.data(), "the linear probe's evaluation"), s * numClasses);
       checkWebGpuErrors("the linear probe's evaluation");
     } finally {
       l.dispose();

@@ -249,9 +249,26 @@ export abstract class BaseOptimizer implements Optimizer {
   }
 }
 
+/**
+ * The inputs one AddN takes on webgpu: its shader binds every input and the output as storage buffers, and
+ * WebGPU promises 8 a shader (lavapipe 16); a model's gradients are 40 to 160.
+ */
+export const WEBGPU_ADDN_INPUTS = 7;
+
+/**
+ * tf.addN, in AddNs of at most WEBGPU_ADDN_INPUTS inputs on webgpu (one AddN over all is refused there);
+ * one AddN elsewhere, as before (the same sums, bit for bit).
+ */
+export function sumAll(xs: readonly tf.Tensor[]): tf.Tensor {
+  if (xs.length <= WEBGPU_ADDN_INPUTS || tf.getBackend() !== 'webgpu') return tf.addN(xs as tf.Tensor[]);
+  const parts: tf.Tensor[] = [];
+  for (let i = 0; i < xs.length; i += WEBGPU_ADDN_INPUTS) parts.push(tf.addN(xs.slice(i, i + WEBGPU_ADDN_INPUTS) as tf.Tensor[]));
+  return sumAll(parts);
+}
+
 /** Global L2 norm of all gradients: sqrt(Σ sum(g²)). */
 export function globalNorm(gs: readonly tf.Tensor[]): tf.Scalar {
-  return tf.sqrt(tf.addN(gs.map((g) => tf.sum(tf.square(g))))) as tf.Scalar;
+  return tf.sqrt(sumAll(gs.map((g) => tf.sum(tf.square(g))))) as tf.Scalar;
 }
 
 /** L2 norm over all elements (torch.norm(p)). */

@@ -1,6 +1,7 @@
 /** Per-group gradient norms of a step and their metrics row (the file: src/runfolder/metrics.ts). */
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedKernels, GRAD_STATS, hasKernel } from '../engine/webgpu-kernels.ts';
+import { sumAll } from '../optim/optimizer.ts';
 import type { MetricRow } from '../runfolder/metrics.ts';
 
 /**
@@ -20,7 +21,7 @@ export function gradStats(loss: tf.Scalar, grads: Map<string, tf.Tensor>, groups
       // not packed: the kernel is one workgroup, and a packed group would add its squares in another order
       const fused = hasKernel(GRAD_STATS) ? (tf.stack(gs.map((g) => fusedKernels(GRAD_STATS, { x: g })![0]!)) as tf.Tensor2D) : null;
       const inf = fused ? tf.max(tf.slice(fused, [0, 0], [-1, 1])) : tf.max(tf.stack(gs.map((g) => tf.max(tf.abs(g)))));
-      const sq = fused ? tf.sum(tf.slice(fused, [0, 1], [-1, 1])) : tf.addN(gs.map((g) => tf.sum(tf.square(g))));
+      const sq = fused ? tf.sum(tf.slice(fused, [0, 1], [-1, 1])) : sumAll(gs.map((g) => tf.sum(tf.square(g))));
       parts.push(tf.reshape(inf, [1]), tf.reshape(tf.sqrt(sq), [1]));
     }
     return tf.concat(parts) as tf.Tensor1D;

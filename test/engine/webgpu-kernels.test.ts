@@ -5,7 +5,7 @@
 import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
+import { checkWebGpuErrors, closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
 import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_FWD, PACK, packed, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { tinyConfig } from '../model/util.ts';
@@ -13,7 +13,7 @@ import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../
 import { AdamW } from '../../src/optim/adamw.ts';
 import { Lamb } from '../../src/optim/lamb.ts';
 import { Lars } from '../../src/optim/lars.ts';
-import type { Optimizer } from '../../src/optim/optimizer.ts';
+import { globalNorm, WEBGPU_ADDN_INPUTS, type Optimizer } from '../../src/optim/optimizer.ts';
 import { attention } from '../../src/model/vit.ts';
 import { gradStats } from '../../src/train/metrics.ts';
 
@@ -266,6 +266,22 @@ test("the momentum encoder's update: moco3's kernel = k·m + q·(1 − m) by the
   const stockChange = tf.tidy(() => tf.sub(stock, k));
   assert.ok((await relDiff('momentum update change', change, stockChange)) <= 1e-6);
   tf.dispose([k, q, fused!, stock, change, stockChange]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test('the global gradient norm (LAMB with optim.max_grad_norm) of 160 gradients on webgpu: AddNs the device takes, the hand-computed value', async () => {
+  const before = tf.memory().numTensors;
+  // gradient i holds 3 values of i + 1: Σ sum(g²) = 3 Σ (i + 1)²
+  const gs = Array.from({ length: 160 }, (_, i) => tf.fill([3], i + 1));
+  const prof = await tf.profile(() => tf.tidy(() => globalNorm(gs)));
+  const addNs = prof.kernels.filter((k) => k.name === 'AddN');
+  assert.ok(addNs.length > 1 && addNs.every((k) => k.inputShapes.length <= WEBGPU_ADDN_INPUTS), addNs.map((k) => k.inputShapes.length).join(','));
+  const n = tf.tidy(() => globalNorm(gs));
+  const v = (await n.data())[0]!;
+  checkWebGpuErrors('the test');
+  const expected = Math.sqrt(3 * Array.from({ length: 160 }, (_, i) => (i + 1) ** 2).reduce((a, b) => a + b));
+  assert.ok(Math.abs(v - expected) / expected < 1e-6, `${v} vs ${expected}`);
+  tf.dispose([n, ...gs, prof.result as tf.Tensor]);
   assert.equal(tf.memory().numTensors, before);
 });
 

@@ -175,6 +175,46 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
   assert.match(p.stdout, /^disposed: Error$/m);
 });
 
+test('the kNN evaluation and the linear probe read back through readBack: a device gone is said so, not an AbortError of no message', () => {
+  const script = onWebGpu('closeWebGpu', [
+    "const { knnScores } = await import('./src/eval/knn.ts');",
+    "const { evaluateProbe, LinearHead } = await import('./src/eval/linear.ts');",
+    'const bank = tf.randomNormal([20, 4]); const queries = tf.randomNormal([5, 4]);',
+    'const head = new LinearHead(4, 3, 0);',
+    'tf.backend().device.destroy();',
+    "try { await knnScores(bank, new Int32Array(20), queries, { k: 3, t: 0.1, numClasses: 2 }); console.log('knn: no error'); } catch (e) { console.log(`knn: ${e.name} | ${e.message}`); }",
+    "try { await evaluateProbe(head, queries, new Int32Array(5), 3); console.log('probe: no error'); } catch (e) { console.log(`probe: ${e.name} | ${e.message}`); }",
+  ]);
+  const p = moduleScript(script, 120_000);
+  assert.equal(p.status, 0, p.stderr);
+  assert.match(p.stdout, /^knn: WebGpuDeviceError \| webgpu: a read from the GPU failed during the kNN evaluation \(AbortError\): the device may have been lost$/m);
+  assert.match(p.stdout, /^probe: WebGpuDeviceError \| webgpu: a read from the GPU failed during the linear probe's evaluation \(AbortError\): the device may have been lost$/m);
+});
+
+test('webgpu registered again after closeWebGpu gets a device (an adapter makes one: it is asked for again)', () => {
+  const script = onWebGpu('closeWebGpu, registerWebGpuBackend', [
+    'const a = tf.add(tf.ones([4]), 1); console.log(`first: ${(await a.data())[0]}`);',
+    'closeWebGpu();',
+    'const again = await registerWebGpuBackend({ allowSoftware: true });',
+    "console.log(`again: ${typeof again === 'string' ? again : 'ok'}`);",
+    'const b = tf.add(tf.ones([4]), 2); console.log(`second: ${(await b.data())[0]}`);',
+  ]);
+  const p = moduleScript(script, 120_000);
+  assert.equal(p.status, 0, p.stderr);
+  assert.match(p.stdout, /^first: 2\nagain: ok\nsecond: 3$/m);
+});
+
+test("Dawn's null backend is no adapter (it runs nothing: a run on it 'completed' with garbage); flags that chose another backend are named, not a Vulkan driver", () => {
+  const doctor = (flags: string) =>
+    spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), 'doctor'], { cwd: root, encoding: 'utf8', timeout: 120_000, env: { ...process.env, MOCO3_DAWN_FLAGS: flags } });
+  const nul = doctor('backend=null');
+  assert.equal(nul.status, 0, nul.stderr);
+  assert.match(nul.stdout, /^webgpu: .*: no adapter — Dawn's null backend \(MOCO3_DAWN_FLAGS=backend=null\) runs no work: it is no adapter to train on$/m);
+  const gl = doctor('backend=opengl');
+  assert.equal(gl.status, 0, gl.stderr);
+  assert.match(gl.stdout, /^webgpu: .*: no adapter — Dawn found no WebGPU adapter with MOCO3_DAWN_FLAGS=backend=opengl$/m);
+});
+
 test('the GPU buffers TensorFlow.js keeps for reuse are given back between runs, and the pool goes on working after', () => {
   const script = onWebGpu('releaseFreeGpuBuffers', [
     'const gpu = () => tf.memory().numBytesAllocatedInGPU;',
