@@ -14,6 +14,17 @@ const NUMERIC_ENV: Readonly<Record<string, { min: number; max?: number; strict: 
   MOCO3_STREAM_BYTES: { min: 0, strict: false, what: 'a number of bytes, 0 or more' },
 };
 
+/**
+ * Switches read as `=== '0'` or `=== '1'` (README.md names them): another value (`false`, `off`) would be taken
+ * for the default without a word, the kernels a user turned off still running.
+ */
+const SWITCH_ENV: Readonly<Record<string, string>> = {
+  MOCO3_NATIVE: '0 (the native kernels off) or 1 (on, the default)',
+  MOCO3_WEBGPU_KERNELS: "0 (moco3's WGSL kernels off) or 1 (on, the default)",
+  MOCO3_WEBGPU_PACK: '1 or 0 (packed optimizer updates on or off; unset: on a hardware adapter only)',
+  MOCO3_LEAN_BACKWARD: "0 (TensorFlow.js's own backward) or 1 (moco3's, the default)",
+};
+
 /** A value as the error line shows it: quoted as JSON when it holds a control character (a carriage return would rewrite the line). */
 const CONTROL = /[\u0000-\u001f\u007f]/;
 export const shown = (v: string) => (CONTROL.test(v) ? JSON.stringify(v) : v);
@@ -26,6 +37,11 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
     if (!Number.isFinite(x) || (strict ? x <= min : x < min) || (max !== undefined && x > max)) throw new UsageError(`${name}=${shown(v)}: expected ${what}`);
     // as read: the native addon parses it again, and takes what JavaScript trims (a CR, a no-break space) for no number
     env[name] = String(x);
+  }
+  for (const [name, what] of Object.entries(SWITCH_ENV)) {
+    const v = env[name];
+    if (v === undefined || v.trim() === '') continue;
+    if (v !== '0' && v !== '1') throw new UsageError(`${name}=${shown(v)}: expected ${what}`);
   }
   // Dawn's own flags, given to it as they are (src/engine/webgpu.ts): each a key=value
   const dawn = env.MOCO3_DAWN_FLAGS;

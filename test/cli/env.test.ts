@@ -1,4 +1,4 @@
-/** The environment variables that take numbers: a bad value is one line naming it, exit 2; unset or empty, the default. */
+/** The environment variables that take numbers or a switch (0 or 1): a bad value is one line naming it, exit 2; unset or empty, the default. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -57,6 +57,24 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
   const blank = await cli(['doctor'], { MOCO3_DAWN_FLAGS: ' ' });
   assert.equal(blank.code, 0, blank.err);
   assert.doesNotMatch(blank.out, /Dawn refused/);
+});
+
+test('a switch (MOCO3_NATIVE, MOCO3_WEBGPU_KERNELS, MOCO3_WEBGPU_PACK, MOCO3_LEAN_BACKWARD) of another value than 0 or 1 is one line, exit 2 (false was taken for on)', async () => {
+  for (const [name, value, what] of [
+    ['MOCO3_NATIVE', 'false', '0 (the native kernels off) or 1 (on, the default)'],
+    ['MOCO3_WEBGPU_KERNELS', 'off', "0 (moco3's WGSL kernels off) or 1 (on, the default)"],
+    ['MOCO3_WEBGPU_PACK', 'true', '1 or 0 (packed optimizer updates on or off; unset: on a hardware adapter only)'],
+    ['MOCO3_LEAN_BACKWARD', '0 ', "0 (TensorFlow.js's own backward) or 1 (moco3's, the default)"],
+  ] as const) {
+    const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
+    assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
+    assert.equal(r.err, `moco3: ${name}=${value}: expected ${what}\n`);
+    assert.equal(r.out, '');
+  }
+  for (const env of [{ MOCO3_NATIVE: '1', MOCO3_WEBGPU_KERNELS: '1', MOCO3_WEBGPU_PACK: '0', MOCO3_LEAN_BACKWARD: '1' }, { MOCO3_NATIVE: '', MOCO3_WEBGPU_PACK: ' ' }]) {
+    const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
+    assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
+  }
 });
 
 test('a number the check reads is the number the native kernels read: a trailing carriage return or no-break space is not all cores', () => {
