@@ -10,6 +10,7 @@ import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
 import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
 import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, FILES as FASHION_MNIST_FILES, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
+import { IMAGEFOLDER_SUBDIR } from '../data/imagefolder.ts';
 import { gatherBatch } from '../data/sampler.ts';
 import { ChannelStats } from '../data/stats.ts';
 import { SYNTHETIC_DEFAULTS } from '../data/synthetic.ts';
@@ -214,10 +215,11 @@ async function checks(ds: Dataset): Promise<{ files: FileCheck[]; notes: string[
   } else if (ds.name === 'cifar10' || ds.name === 'cifar100') {
     const kind = CIFAR[ds.name];
     const k = SOURCES[ds.name].files[0]!;
-    // the archive the reader read, or the one beside the folder it read
-    const archive = ds.source.endsWith('.tar.gz') ? ds.source : join(basename(ds.source) === kind.folder ? dirname(ds.source) : ds.source, kind.archive);
+    // the archive the reader read (a .tar.gz, or a gzip file of another name: cifar10.tgz), or the one beside the folder it read
+    const read = statSync(ds.source).isFile();
+    const archive = read ? ds.source : join(basename(ds.source) === kind.folder ? dirname(ds.source) : ds.source, kind.archive);
     files.push(await checkFile(archive, k));
-    if (!ds.source.endsWith('.tar.gz')) {
+    if (!read) {
       for (const f of [...kind.train, ...kind.test]) files.push({ path: join(ds.source, f), known: null, status: 'not checked' });
       notes.push(`the extracted .bin files have no published checksums; the archive has`);
     }
@@ -271,7 +273,7 @@ function infoCmd(): Command {
     .description('describe a dataset: images per split, classes, size, mean/std, where it is, and the checksums of its files')
     .argument('<dataset>', KNOWN.join(' | '))
     .option('--data-path <path>', 'where the dataset is (as in --data NAME:PATH)', nonEmptyPath)
-    .option('--dir <dir>', 'a data directory `moco3 data fetch --dir` filled', nonEmptyPath)
+    .option('--dir <dir>', 'a data directory, as `moco3 data fetch --dir` fills (imagefolder: its imagenet/ folder is read)', nonEmptyPath)
     .option('--image-size <S>', 'imagefolder: the training image size whose cache to read or build (as data.image_size)', '224')
     .option('--json', 'print one JSON object')
     .action(async (name: string, f: InfoFlags) => {
@@ -287,7 +289,8 @@ function infoCmd(): Command {
         throw new UsageError(`${f.dataPath ? '--data-path' : '--dir'} ${given}: is a file, not a folder: give a folder path`);
       }
       let path: string | null = f.dataPath ? resolve(f.dataPath) : null;
-      if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : resolve(f.dir);
+      // the data directory's folder of the dataset, as the readers' default under $MOCO3_DATA
+      if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : name === 'imagefolder' ? resolve(f.dir, IMAGEFOLDER_SUBDIR) : resolve(f.dir);
       const where = lookup(name, path, f);
       if (!where.present) {
         // a file where a folder of the path goes ($MOCO3_DATA set to a file, a --data-path below a file): said so,

@@ -199,6 +199,9 @@ interface CacheHeader {
   meta: { split: string; classes: string[]; source: string };
 }
 
+/** The image folder read when no path is given: this folder of the data directory. */
+export const IMAGEFOLDER_SUBDIR = 'imagenet';
+
 const dataDir = () => process.env.MOCO3_DATA || join(homedir(), '.moco3', 'data');
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
 const align64 = (x: number) => Math.ceil(x / 64) * 64;
@@ -676,7 +679,7 @@ async function medianShorterSide(listing: SplitListing, decoder: ImageDecoder): 
 
 export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions = {}): Promise<Dataset> {
   const decoder = opts.decoder ?? sharpDecoder;
-  const root = resolve(spec.path ?? join(dataDir(), 'imagenet'));
+  const root = resolve(spec.path ?? join(dataDir(), IMAGEFOLDER_SUBDIR));
   const layout = 'expected train/<class>/*.jpg and val/<class>/*.jpg';
   // a relative data.path is read from the current folder; moco3 eval reads it from the run's config.yaml and
   // takes no --data: say where to run from

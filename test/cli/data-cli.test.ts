@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { tar } from '../helpers/archives.ts';
 import { cli } from '../helpers/cli.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
 import { SOURCES } from '../../src/data/checksums.ts';
@@ -281,6 +282,12 @@ test('data info: files that are not the published ones show as mismatch; extract
   assert.match(c.out, /classes \(10\): airplane, automobile, bird/);
   assert.match(c.out, new RegExp(`${dir}/cifar-10-binary\\.tar\\.gz +missing`));
   assert.equal(c.out.split('\n').filter((l) => /\.bin +not checked$/.test(l)).length, 6, c.out);
+  // the same batches in a gzipped tar of another name (the reader takes any gzip file): the archive itself is checked
+  const tgz = join(dir, 'cifar10.tgz');
+  writeFileSync(tgz, gzipSync(tar(Object.fromEntries(readdirSync(cf).map((f) => [`cifar-10-batches-bin/${f}`, Uint8Array.from({ length: 3073 }, (_, i) => (i === 0 ? 4 : i % 256))])))));
+  const t = await cli(['data', 'info', 'cifar10', '--data-path', tgz, '--json']);
+  assert.equal(t.code, 2, t.err);
+  assert.deepEqual(JSON.parse(t.out).files.map((f: { path: string; status: string }) => [f.path, f.status]), [[tgz, 'mismatch']]);
 });
 
 test('data info synthetic: built in, abbreviated nothing, no files', async () => {
@@ -380,6 +387,13 @@ test('data info imagefolder: counts and classes, at the cache size of the given 
     const o = JSON.parse(r.out) as { train: number; test: number; num_classes: number; class_names: string[]; height: number; width: number };
     // round(32 * 256 / 224) = 37 px squares
     assert.deepEqual([o.train, o.test, o.num_classes, o.class_names, o.height, o.width], [3, 2, 2, ['cat', 'dog'], 37, 37]);
+    // --dir names a data directory: its imagenet/ folder is read, as the reader's default under $MOCO3_DATA
+    const data = join(dir, 'data');
+    cpSync(join(dir, 'train'), join(data, 'imagenet', 'train'), { recursive: true });
+    cpSync(join(dir, 'val'), join(data, 'imagenet', 'val'), { recursive: true });
+    const byDir = await cli(['data', 'info', 'imagefolder', '--dir', data, '--image-size', '32', '--json']);
+    assert.equal(byDir.code, 0, byDir.err);
+    assert.deepEqual([JSON.parse(byDir.out).train, JSON.parse(byDir.out).source], [3, join(data, 'imagenet')]);
     const bad = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--image-size', 'x']);
     assert.equal(bad.code, 2);
     assert.match(bad.err, /--image-size x: expected an integer from 1 to 4096/);
