@@ -73,6 +73,8 @@ async function loadSplit(dir: string, imagesBase: string, labelsBase: string, li
     readIdxFile(labelsPath, IDX_LABELS_MAGIC),
   ]);
   const [n, height, width] = images.dims as [number, number, number];
+  // no image: every command would fail later, naming no file (the kNN monitor's features of nothing)
+  if (n < 1) throw new DataError(`${imagesPath}: holds no images: expected at least 1`);
   if (height < 1 || width < 1) throw new DataError(`${imagesPath}: images of ${height}x${width} pixels: expected at least 1x1`);
   if (labels.dims[0] !== n) {
     throw new DataError(`${imagesPath}: ${n} images but ${labelsPath} has ${labels.dims[0]} labels`);

@@ -62,8 +62,8 @@ export interface TarFileSink {
  * bytes go, or null to skip them. The walk stops at the end-of-archive block, or before the next header
  * once `finished()` (when given) says the caller has all it wants.
  *
- * Errors are one-line DataErrors naming the archive: a file the archive ends inside ("truncated tar
- * archive at NAME"), a header with no size, data that is not gzip. What `open` or a sink throws is thrown
+ * Errors are one-line DataErrors naming the archive: a file or header the archive ends inside ("truncated
+ * tar archive at NAME"), a header with no size, data that is not gzip. What `open` or a sink throws is thrown
  * as it is.
  */
 export async function walkTarGz(path: string, open: (name: string, size: number) => TarFileSink | null, finished?: () => boolean): Promise<void> {
@@ -133,4 +133,6 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
     (message) => (/unexpected end of file/i.test(message) ? `${path}: truncated: the gzip data ends early (${message}); download it again` : `${path}: not a gzipped tar archive (${message})`),
   );
   if (entry && entry.left > 0) throw new DataError(`${path}: truncated tar archive at ${entry.name}`);
+  // cut inside a header: the entries it would have begun would be said missing from the archive
+  if (headerLen > 0) throw new DataError(`${path}: truncated tar archive (it ends inside the header at byte ${at} of the unpacked data)`);
 }

@@ -74,6 +74,10 @@ test('a truncated archive, data that is not gzip and an error from the caller: o
   const whole = tar({ 'd/f': noise(5000, 6) });
   const cut = archive(gzipSync(whole.subarray(0, 512 + 2048)));
   await assert.rejects(collect(cut), (e: Error) => e instanceof DataError && e.message === `${cut}: truncated tar archive at d/f`);
+  // cut inside the header of a second file: said truncated, not the file missing from the archive
+  const two = tar({ 'd/f': noise(1024, 6), 'd/g': noise(100, 7) });
+  const inHeader = archive(gzipSync(two.subarray(0, 512 + 1024 + 100)));
+  await assert.rejects(collect(inHeader), (e: Error) => e instanceof DataError && e.message === `${inHeader}: truncated tar archive (it ends inside the header at byte 1536 of the unpacked data)`);
   const plain = archive(whole);
   await assert.rejects(collect(plain), (e: Error) => e instanceof DataError && e.message.startsWith(`${plain}: not a gzipped tar archive (`) && !e.message.includes('\n'));
   const ok = archive(gzipSync(whole));
