@@ -67,9 +67,10 @@ export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tif
 /** torchvision's IMG_EXTENSIONS that moco3 cannot decode (libvips, as sharp builds it, reads none of them) */
 const TORCHVISION_ONLY = ['.ppm', '.pgm', '.bmp'] as const;
 export const CACHE_MAGIC = 'MOCO3IMG';
+// 4: 16-bit grey PNGs with a transparent grey (tRNS) as grey, clipped as Pillow does (3 took their high byte);
 // 3: pixels as stored, as PIL reads them (no EXIF orientation, no colour profile, Pillow's CMYK and 16-bit grey);
 // 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
-export const CACHE_VERSION = 3;
+export const CACHE_VERSION = 4;
 const FIXED_HEADER = 128;
 const MAX_IN_MEMORY = 2 ** 32 - 1; // the largest Uint8Array in Node 20
 const PROBE_SAMPLES = 64;
@@ -111,6 +112,20 @@ export function pillowGrey16ToRgb(grey: Uint16Array, pixels: number): Uint8Array
   return out;
 }
 
+/** PNG's colour type 0: grey (4 is grey with alpha). */
+const PNG_GREY = 0;
+
+/** The colour type in a PNG's IHDR (byte 25 of the file), or null when the file is shorter. */
+function pngColourType(file: string): number | null {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(1);
+    return readSync(fd, b, 0, 1, 25) === 1 ? b[0]! : null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export const sharpDecoder: ImageDecoder = {
   async probe(file) {
     const sharp = await loadSharp();
@@ -141,9 +156,11 @@ export const sharpDecoder: ImageDecoder = {
       for (let p = 0; p < pixels; p++) for (let c = 0; c < 4; c++) inks[p * 4 + c] = wide ? src[p * info.channels + c]! >> 8 : src[p * info.channels + c]!;
       return resizeCenterCrop(pillowCmykToRgb(inks, pixels), info.width, info.height, 3, side);
     }
-    if (m.channels === 1 && m.depth === 'ushort') {
+    // a 16-bit grey PNG with a transparent grey (tRNS) reads as grey and alpha in libvips; PIL keeps it grey
+    const greyTrns = m.channels === 2 && m.depth === 'ushort' && m.format === 'png' && pngColourType(file) === PNG_GREY;
+    if ((m.channels === 1 || greyTrns) && m.depth === 'ushort') {
       // PIL reads 16-bit grey as mode I;16 and clips it to 8 bits, where libvips would scale it
-      const { data, info } = await image.toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+      const { data, info } = await image.removeAlpha().toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
       if (info.channels !== 1) throw new Error(`decoded 16-bit grey to ${info.channels} channels, expected 1`);
       const grey = new Uint16Array(data.buffer, data.byteOffset, info.width * info.height);
       return resizeCenterCrop(pillowGrey16ToRgb(grey, info.width * info.height), info.width, info.height, 3, side);

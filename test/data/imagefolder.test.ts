@@ -504,13 +504,14 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
   }
 });
 
-test('decoded as PIL reads a file: no EXIF orientation, no colour profile, CMYK (8, 16 bits, an extra sample) and 16-bit grey as Pillow converts them', async () => {
+test('decoded as PIL reads a file: no EXIF orientation, no colour profile, CMYK (8, 16 bits, an extra sample) and 16-bit grey (with tRNS too) as Pillow converts them', async () => {
   // files sharp wrote (an Adobe CMYK JPEG, a Display P3 PNG with its profile, a 16-bit grey PNG, a JPEG with
   // EXIF orientation 6), and what Pillow 9.4 gives for each: Image.open(f).convert('RGB'), then torchvision's
   // Resize(side) + CenterCrop(side) (test/data/fixture/decode/README.md)
   const dir = join(import.meta.dirname, 'fixture', 'decode');
   const want = JSON.parse(readFileSync(join(dir, 'pil-decoded.json'), 'utf8')) as Record<string, { side: number; rgb: number[] }>;
-  for (const name of ['cmyk.jpg', 'p3.png', 'grey16.png', 'exif6.jpg', 'cmyk8.tif', 'cmyk16.tif', 'cmykx8.tif']) {
+  // grey16trns.png: 16-bit grey with a transparent grey (tRNS), which libvips reads as grey and alpha
+  for (const name of ['cmyk.jpg', 'p3.png', 'grey16.png', 'grey16trns.png', 'exif6.jpg', 'cmyk8.tif', 'cmyk16.tif', 'cmykx8.tif']) {
     const { side, rgb } = want[name]!;
     const got = await sharpDecoder.decode(join(dir, name), side);
     let worst = 0;
