@@ -23,7 +23,7 @@ export const PRESETS: Record<PresetName, { about: string; config: DeepPartial<Ru
     },
   },
   cpu: {
-    about: 'ViT-Micro/7 (dim 64, depth 4, 16 patches) on Fashion-MNIST at 28 px: a CPU, about 30 minutes per sweep',
+    about: 'ViT-Micro/7 (dim 64, depth 4, 16 patches) on Fashion-MNIST at 28 px: a CPU, 10-30 minutes of training per sweep and seed',
     // calibrated so that the paper's sweeps show instability on 2 cores (docs/CALIBRATION.md): 28 px with
     // 7 px patches is 4x faster than 32 px with 4 px ones; the base lr is the official 1.5e-4 x 160 (the
     // sweep scale's lr factor) and the warmup 10% of training (the scale's warmup factor)
