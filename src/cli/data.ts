@@ -166,12 +166,12 @@ interface InfoFlags {
   json?: boolean;
 }
 
-/** Where a reader looks, whether anything is there, and the fetch command that would put it there. */
 /** The data directory as a message names it: the flag, the variable that set it, or the default's path. */
 function dataDirLabel(dir: string | undefined): string {
   return dir !== undefined ? `--dir ${dir}` : process.env.MOCO3_DATA?.trim() ? `$MOCO3_DATA ${resolve(DATA_DIR)}` : `the data directory ${resolve(DATA_DIR)}`;
 }
 
+/** Where a reader looks, whether anything is there, and the fetch command that would put it there. */
 function lookup(name: string, path: string | null, f: InfoFlags): { looked: string[]; present: boolean; hint: string } {
   const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
   if (name === 'fashion-mnist') {
