@@ -306,7 +306,7 @@ export function reportMarkdown(
   const png = (f: WrittenFigure) => (f.png ? ` (PNG: [${rel(f.png)}](${rel(f.png)}))` : '');
   if (knnFig) {
     out.push('## kNN accuracy vs epoch (Figs. 1, 2, 3, 5)', '', `![${knnFig.title}](${rel(knnFig.svg)})`, '');
-    out.push(`One line per run; ▼ marks the bottom of each dip, ✚ the step a run diverged${png(knnFig)}.`, '');
+    out.push(`One line per run; ▼ marks the bottom of each dip, ✚ the step a run diverged${knnFig.notes ? `; ${knnFig.notes.join('; ')}` : ''}${png(knnFig)}.`, '');
   }
   const grad = figures.find((f) => f.name === 'grad');
   if (grad) {

@@ -14,6 +14,7 @@ import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { series, type InstabilityOptions, type RunInstability } from './instability.ts';
+import { readRunState } from '../runfolder/state.ts';
 import { FIGURES, type RunRecord } from './results.ts';
 import { formatValue, keyName, type SweepView } from './sweep.ts';
 
@@ -34,6 +35,8 @@ export interface Figure {
   name: string;
   title: string;
   spec: TopLevelSpec;
+  /** what the figure draws beyond its usual marks, for the report's text beside it */
+  notes?: string[];
 }
 
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
@@ -131,6 +134,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
   const lines: Array<{ setting: string; dash: string; seed: string; run: string; epoch: number; knn: number }> = [];
   const dips: Record<string, unknown>[] = [];
   const ends: Record<string, unknown>[] = [];
+  const stops: Record<string, unknown>[] = [];
   for (const c of view.columns) {
     for (const r of c.runs) {
       const pts = series(r.metrics, 'knn_top1').filter((p) => Number.isFinite(p.value));
@@ -146,6 +150,11 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
         const last = pts[pts.length - 1]!;
         const epochs = r.metrics.filter((m) => m.step === diverged).map((m) => m.epoch)[0];
         ends.push({ setting: colorOf(c), seed, run: r.id, epoch: typeof epochs === 'number' ? epochs : epochOf(last), knn: last.value, step: diverged });
+      } else if (pts.length) {
+        // a run that failed or was stopped ends where it ended: marked, not read as a shorter run
+        const state = readRunState(r.dir).state;
+        const last = pts[pts.length - 1]!;
+        if (state === 'failed' || state === 'interrupted') stops.push({ setting: colorOf(c), seed, run: r.id, epoch: epochOf(last), knn: last.value, state });
       }
     }
   }
@@ -208,9 +217,17 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
       encoding: { x, y },
     });
   }
+  if (stops.length) {
+    layers.push({
+      data: { values: stops },
+      mark: { type: 'point', shape: 'square', filled: false, size: 110, color: 'black', strokeWidth: 1.5, opacity: 1 },
+      encoding: { x, y },
+    });
+  }
   const notes = [`▼ dip: kNN ≥ ${opts.dipPoints} points below its running maximum${opts.dipAboveInit ? ', above the untrained level' : ''}`];
   if (manySeeds) notes.push(`thin: one run per seed (${view.seeds.length} seeds); thick: their mean`);
   if (ends.length) notes.push('✚ diverged');
+  if (stops.length) notes.push('□ stopped early (failed or interrupted)');
   const title = `kNN top-1 vs epoch: ${view.name}`;
   const spec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
@@ -220,7 +237,8 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     layer: layers,
     config: BASE_CONFIG,
   } as unknown as TopLevelSpec;
-  return { name: FIGURES.knn, title, spec };
+  const marks = [...(lone.length ? ['a run of one kNN value is a point'] : []), ...(stops.length ? ['□ the last value of a run that failed or was interrupted'] : [])];
+  return { name: FIGURES.knn, title, spec, ...(marks.length ? { notes: marks } : {}) };
 }
 
 /** Panel title of a run: setting, spike counts, lag, divergence. */
@@ -309,6 +327,7 @@ export interface WrittenFigure {
   title: string;
   svg: string;
   png: string | null;
+  notes?: string[];
 }
 
 /** Writes <dir>/<name>.svg and, unless png is false, <name>.png. */
@@ -322,5 +341,5 @@ export async function writeFigure(dir: string, f: Figure, png = true): Promise<W
     pngPath = join(dir, `${f.name}.png`);
     writeFileAtomic(pngPath, svgToPng(svg));
   }
-  return { name: f.name, title: f.title, svg: svgPath, png: pngPath };
+  return { name: f.name, title: f.title, svg: svgPath, png: pngPath, ...(f.notes ? { notes: f.notes } : {}) };
 }

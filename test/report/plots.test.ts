@@ -122,3 +122,22 @@ test('gradient figure: two runs of one label (a run folder copied as a backup) g
   assert.ok(twins.some((p) => p.endsWith('(bs64-copy)')), twins.join('\n'));
   rmSync(root, { recursive: true, force: true });
 });
+
+test('kNN figure: a run that failed ends in a square at its last value, and the report says what the square is', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'stopped', [0]);
+  writeFakeRun(dir, { id: 'bs64-failed', config: { seed: 1, 'optim.batch_size': 64, 'optim.base_lr': 1e-4 }, status: 'failed', knnCurve: (f) => 20 + 10 * f });
+  const { fig } = figureOf(dir, knnFigure);
+  const layers = (fig!.spec as unknown as { layer: Array<Layers[number] & { mark: { shape?: string } }> }).layer;
+  const squares = layers.filter((l) => l.mark.shape === 'square');
+  assert.equal(squares.length, 1);
+  // the fixture's last kNN row: step 200 of 200, epoch 8
+  assert.deepEqual(squares[0]!.data.values.map((v) => [v.run, v.epoch, v.knn]), [['bs64-failed', 8, 30]]);
+  assert.deepEqual(fig!.notes, ['□ the last value of a run that failed or was interrupted']);
+  await writeReport(dir, { format: 'md' });
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /✚ the step a run diverged; □ the last value of a run that failed or was interrupted \(PNG/);
+  // the completed runs of a sweep get no square, and the sentence stays as it was
+  const plain = writeBatchSweep(root, 'plain', [0]);
+  assert.equal(figureOf(plain, knnFigure).fig!.notes, undefined);
+  rmSync(root, { recursive: true, force: true });
+});
