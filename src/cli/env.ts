@@ -15,14 +15,18 @@ const NUMERIC_ENV: Readonly<Record<string, { min: number; max?: number; strict: 
 };
 
 /**
- * Switches read as `=== '0'` or `=== '1'` (README.md names them): another value (`false`, `off`) would be taken
- * for the default without a word, the kernels a user turned off still running.
+ * Variables that take one of a few words (README.md names them), read as `=== '0'`, `=== 'js'`...: another value
+ * (`false`, `off`) would be taken for the default without a word, the kernels a user turned off still running.
  */
-const SWITCH_ENV: Readonly<Record<string, string>> = {
-  MOCO3_NATIVE: '0 (the native kernels off) or 1 (on, the default)',
-  MOCO3_WEBGPU_KERNELS: "0 (moco3's WGSL kernels off) or 1 (on, the default)",
-  MOCO3_WEBGPU_PACK: '1 or 0 (packed optimizer updates on or off; unset: on a hardware adapter only)',
-  MOCO3_LEAN_BACKWARD: "0 (TensorFlow.js's own backward) or 1 (moco3's, the default)",
+const CHOICE_ENV: Readonly<Record<string, { values: readonly string[]; what: string }>> = {
+  MOCO3_NATIVE: { values: ['0', '1'], what: '0 (the native kernels off) or 1 (on, the default)' },
+  MOCO3_WEBGPU_KERNELS: { values: ['0', '1'], what: "0 (moco3's WGSL kernels off) or 1 (on, the default)" },
+  MOCO3_WEBGPU_PACK: { values: ['0', '1'], what: '1 or 0 (packed optimizer updates on or off; unset: on a hardware adapter only)' },
+  MOCO3_LEAN_BACKWARD: { values: ['0', '1'], what: "0 (TensorFlow.js's own backward) or 1 (moco3's, the default)" },
+  MOCO3_PREFETCH: { values: ['0', '1'], what: "1 or 0 (the next step's views made ahead or not; unset: on every backend but native)" },
+  MOCO3_SUPERVISE: { values: ['0', '1'], what: '0 (a sweep in one process) or 1 (each run in a child process, the default)' },
+  MOCO3_AUGMENT: { values: ['js', 'native'], what: 'js (the augmentation in JavaScript) or native (the native kernel, the default where it is built)' },
+  MOCO3_DEBUG: { values: ['0', '1'], what: '1 (stack traces, and Dawn\'s stderr as it is) or 0 (the default)' },
 };
 
 /** A value as the error line shows it: quoted as JSON when it holds a control character (a carriage return would rewrite the line). */
@@ -38,10 +42,11 @@ export function checkEnv(env: NodeJS.ProcessEnv = process.env): void {
     // as read: the native addon parses it again, and takes what JavaScript trims (a CR, a no-break space) for no number
     env[name] = String(x);
   }
-  for (const [name, what] of Object.entries(SWITCH_ENV)) {
+  for (const [name, { values, what }] of Object.entries(CHOICE_ENV)) {
     const v = env[name];
-    if (v === undefined || v.trim() === '') continue;
-    if (v !== '0' && v !== '1') throw new UsageError(`${name}=${shown(v)}: expected ${what}`);
+    if (v === undefined || v.trim() === '' || values.includes(v)) continue;
+    // spaces around it (' 0') shown quoted: unquoted, the line reads `MOCO3_NATIVE= 0`
+    throw new UsageError(`${name}=${v !== v.trim() ? JSON.stringify(v) : shown(v)}: expected ${what}`);
   }
   // Dawn's own flags, given to it as they are (src/engine/webgpu.ts): each a key=value
   const dawn = env.MOCO3_DAWN_FLAGS;

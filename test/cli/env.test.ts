@@ -1,4 +1,4 @@
-/** The environment variables that take numbers or a switch (0 or 1): a bad value is one line naming it, exit 2; unset or empty, the default. */
+/** The environment variables that take numbers or one of a few words: a bad value is one line naming it, exit 2; unset or empty, the default. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -59,19 +59,27 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
   assert.doesNotMatch(blank.out, /Dawn refused/);
 });
 
-test('a switch (MOCO3_NATIVE, MOCO3_WEBGPU_KERNELS, MOCO3_WEBGPU_PACK, MOCO3_LEAN_BACKWARD) of another value than 0 or 1 is one line, exit 2 (false was taken for on)', async () => {
+test('a variable of a few words (MOCO3_NATIVE, MOCO3_PREFETCH, MOCO3_AUGMENT, MOCO3_DEBUG...) of another value is one line, exit 2 (false was taken for the default)', async () => {
   for (const [name, value, what] of [
     ['MOCO3_NATIVE', 'false', '0 (the native kernels off) or 1 (on, the default)'],
     ['MOCO3_WEBGPU_KERNELS', 'off', "0 (moco3's WGSL kernels off) or 1 (on, the default)"],
     ['MOCO3_WEBGPU_PACK', 'true', '1 or 0 (packed optimizer updates on or off; unset: on a hardware adapter only)'],
-    ['MOCO3_LEAN_BACKWARD', '0 ', "0 (TensorFlow.js's own backward) or 1 (moco3's, the default)"],
+    ['MOCO3_LEAN_BACKWARD', 'no', "0 (TensorFlow.js's own backward) or 1 (moco3's, the default)"],
+    ['MOCO3_PREFETCH', 'yes', "1 or 0 (the next step's views made ahead or not; unset: on every backend but native)"],
+    ['MOCO3_SUPERVISE', 'off', '0 (a sweep in one process) or 1 (each run in a child process, the default)'],
+    ['MOCO3_AUGMENT', 'JS', 'js (the augmentation in JavaScript) or native (the native kernel, the default where it is built)'],
+    ['MOCO3_DEBUG', 'true', "1 (stack traces, and Dawn's stderr as it is) or 0 (the default)"],
   ] as const) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
     assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
     assert.equal(r.err, `moco3: ${name}=${value}: expected ${what}\n`);
     assert.equal(r.out, '');
   }
-  for (const env of [{ MOCO3_NATIVE: '1', MOCO3_WEBGPU_KERNELS: '1', MOCO3_WEBGPU_PACK: '0', MOCO3_LEAN_BACKWARD: '1' }, { MOCO3_NATIVE: '', MOCO3_WEBGPU_PACK: ' ' }]) {
+  // spaces around a value: shown quoted (unquoted the line read `MOCO3_NATIVE= 0`)
+  const spaced = await cli(['train', '--preset', 'smoke', '--dry-run'], { MOCO3_NATIVE: ' 0' });
+  assert.equal(spaced.code, 2, spaced.err);
+  assert.equal(spaced.err, 'moco3: MOCO3_NATIVE=" 0": expected 0 (the native kernels off) or 1 (on, the default)\n');
+  for (const env of [{ MOCO3_NATIVE: '1', MOCO3_WEBGPU_KERNELS: '1', MOCO3_WEBGPU_PACK: '0', MOCO3_LEAN_BACKWARD: '1', MOCO3_PREFETCH: '1', MOCO3_SUPERVISE: '1', MOCO3_AUGMENT: 'native', MOCO3_DEBUG: '0' }, { MOCO3_NATIVE: '', MOCO3_WEBGPU_PACK: ' ', MOCO3_AUGMENT: 'js' }]) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }
