@@ -165,8 +165,8 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
     const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? process.env.MOCO3_DAWN_FLAGS : null;
     if (!adapter) {
       // flags that chose another backend (opengl, metal): the Vulkan driver is not what is missing
-      const vulkan = flags === null || !/(^|,)\s*backend=/.test(flags) || /(^|,)\s*backend=vulkan\s*(,|$)/.test(flags);
-      return `Dawn found no WebGPU adapter${flags === null ? '' : ` with MOCO3_DAWN_FLAGS=${flags}`}${vulkan ? `: no Vulkan driver it accepts (${VULKAN_HINT})` : ''}`;
+      const vulkan = flags === null || !/(^|,)\s*backend=/i.test(flags) || /(^|,)\s*backend=vulkan\s*(,|$)/i.test(flags);
+      return `Dawn found no WebGPU adapter${flags === null ? '' : ` with MOCO3_DAWN_FLAGS=${flags}`}${vulkan ? `: no Vulkan driver it accepts (${VULKAN_HINT})` : ': unset MOCO3_DAWN_FLAGS or give backend=vulkan'}`;
     }
     const summary = summarizeAdapter(adapter.info, adapter.limits, adapter.features);
     // Dawn's null backend (backend=null) takes work and runs none of it: every value read back is garbage

@@ -7,6 +7,7 @@ import type { ResolvedRunConfig } from '../config/schema.ts';
 import { canAugmentAsync, twoViewArraysAsync, twoViews, viewTensors, type AugmentConfig } from '../data/augment.ts';
 import { batchIndices, gatherBatch, type Dataset } from '../data/index.ts';
 import { writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+import { readBack } from '../engine/webgpu.ts';
 
 /**
  * Whether the loop computes the next step's views in the background, while the current step runs: by
@@ -57,7 +58,7 @@ export class ViewDump {
       const nchw = tf.tidy(() => tf.transpose(x, [0, 3, 1, 2]));
       try {
         // await data(): GPU backends have no synchronous read
-        this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: (await nchw.data()) as Float32Array });
+        this.views.set(`step${step}.${name}`, { dtype: 'F32', shape: nchw.shape, data: (await readBack(nchw.data(), 'the read-back of --dump-views')) as Float32Array });
       } finally {
         nchw.dispose();
       }

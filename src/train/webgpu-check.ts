@@ -5,6 +5,7 @@
  * the PyTorch reference fixtures, is test/engine/webgpu-parity.test.ts.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { readBack } from '../engine/webgpu.ts';
 import { modelConfig } from '../model/archs.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { createOptimizer } from '../optim/index.ts';
@@ -33,13 +34,13 @@ async function twoSteps(backend: string, microBatch: number | null): Promise<Map
     for (const s of [0, 1]) {
       const [x1, x2] = [0, 1].map(() => tf.tensor4d(Float32Array.from({ length: 8 * S * S * 3 }, rand), [8, S, S, 3]));
       const { loss, grads } = model.step(x1!, x2!, 0.99, microBatch);
-      out.set(`loss:${s}`, (await loss.data()) as Float32Array);
-      if (s === 0) for (const [n, g] of grads) out.set(`grad1:${n}`, (await g.data()) as Float32Array);
+      out.set(`loss:${s}`, (await readBack(loss.data(), 'the replay')) as Float32Array);
+      if (s === 0) for (const [n, g] of grads) out.set(`grad1:${n}`, (await readBack(g.data(), 'the replay')) as Float32Array);
       opt.step(model.vars, new Map(model.trainableNames().map((n) => [n, grads.get(n)!] as const)), 1e-5);
       tf.dispose([x1!, x2!, loss, ...grads.values()]);
     }
-    for (const n of model.trainableNames()) out.set(`param:${n}`, (await model.vars.get(n)!.data()) as Float32Array);
-    for (const [k, t] of opt.stateTensors()) out.set(`slot:${k}`, (await t.data()) as Float32Array);
+    for (const n of model.trainableNames()) out.set(`param:${n}`, (await readBack(model.vars.get(n)!.data(), 'the replay')) as Float32Array);
+    for (const [k, t] of opt.stateTensors()) out.set(`slot:${k}`, (await readBack(t.data(), 'the replay')) as Float32Array);
   } finally {
     opt.dispose();
     model.dispose();

@@ -178,17 +178,19 @@ test('a read-back that fails on a device gone (destroyed here, as a lost one fai
 test('the kNN evaluation and the linear probe read back through readBack: a device gone is said so, not an AbortError of no message', () => {
   const script = onWebGpu('closeWebGpu', [
     "const { knnScores } = await import('./src/eval/knn.ts');",
-    "const { evaluateProbe, LinearHead } = await import('./src/eval/linear.ts');",
+    "const { cachedSource, evaluateProbe, LinearHead, trainLinearProbe } = await import('./src/eval/linear.ts');",
     'const bank = tf.randomNormal([20, 4]); const queries = tf.randomNormal([5, 4]);',
     'const head = new LinearHead(4, 3, 0);',
     'tf.backend().device.destroy();',
     "try { await knnScores(bank, new Int32Array(20), queries, { k: 3, t: 0.1, numClasses: 2 }); console.log('knn: no error'); } catch (e) { console.log(`knn: ${e.name} | ${e.message}`); }",
     "try { await evaluateProbe(head, queries, new Int32Array(5), 3); console.log('probe: no error'); } catch (e) { console.log(`probe: ${e.name} | ${e.message}`); }",
+    "try { await trainLinearProbe(cachedSource(queries, new Int32Array(5)), 4, { epochs: 1, batchSize: 5, baseLr: 0.1, numClasses: 3, seed: 0 }); console.log('training: no error'); } catch (e) { console.log(`training: ${e.name} | ${e.message}`); }",
   ]);
   const p = moduleScript(script, 120_000);
   assert.equal(p.status, 0, p.stderr);
   assert.match(p.stdout, /^knn: WebGpuDeviceError \| webgpu: a read from the GPU failed during the kNN evaluation \(AbortError\): the device may have been lost$/m);
   assert.match(p.stdout, /^probe: WebGpuDeviceError \| webgpu: a read from the GPU failed during the linear probe's evaluation \(AbortError\): the device may have been lost$/m);
+  assert.match(p.stdout, /^training: WebGpuDeviceError \| webgpu: a read from the GPU failed during the linear probe \(AbortError\): the device may have been lost$/m);
 });
 
 test('webgpu registered again after closeWebGpu gets a device (an adapter makes one: it is asked for again)', () => {
@@ -205,14 +207,16 @@ test('webgpu registered again after closeWebGpu gets a device (an adapter makes 
 });
 
 test("Dawn's null backend is no adapter (it runs nothing: a run on it 'completed' with garbage); flags that chose another backend are named, not a Vulkan driver", () => {
+  // the sources' doctor (bin/moco3.js runs dist/, which npm test does not build)
+  const script = `const { main } = await import(${JSON.stringify(join(root, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
   const doctor = (flags: string) =>
-    spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), 'doctor'], { cwd: root, encoding: 'utf8', timeout: 120_000, env: { ...process.env, MOCO3_DAWN_FLAGS: flags } });
+    spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'doctor'], { cwd: root, encoding: 'utf8', timeout: 120_000, env: { ...process.env, MOCO3_DAWN_FLAGS: flags } });
   const nul = doctor('backend=null');
   assert.equal(nul.status, 0, nul.stderr);
   assert.match(nul.stdout, /^webgpu: .*: no adapter — Dawn's null backend \(MOCO3_DAWN_FLAGS=backend=null\) runs no work: it is no adapter to train on$/m);
   const gl = doctor('backend=opengl');
   assert.equal(gl.status, 0, gl.stderr);
-  assert.match(gl.stdout, /^webgpu: .*: no adapter — Dawn found no WebGPU adapter with MOCO3_DAWN_FLAGS=backend=opengl$/m);
+  assert.match(gl.stdout, /^webgpu: .*: no adapter — Dawn found no WebGPU adapter with MOCO3_DAWN_FLAGS=backend=opengl: unset MOCO3_DAWN_FLAGS or give backend=vulkan$/m);
 });
 
 test('the GPU buffers TensorFlow.js keeps for reuse are given back between runs, and the pool goes on working after', () => {
