@@ -163,8 +163,8 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     field: 'setting',
     type: 'nominal' as const,
     title: legendTitle,
-    // the default scheme has 10 colours: an 11th setting would take the 1st's
-    scale: { domain: labels, ...(labels.length > 10 ? { scheme: labels.length > 20 ? 'category20' : 'tableau20' } : {}) },
+    // the default scheme has 10 colours: an 11th setting would take the 1st's (past 20, tableau20's repeat too)
+    scale: { domain: labels, ...(labels.length > 10 ? { scheme: 'tableau20' } : {}) },
     ...(manySeeds ? { legend: { symbolOpacity: 1 } } : {}),
   };
   // one value on an axis (every run's kNN at one epoch, with the monitor off) would be labelled `2.000000`
@@ -190,17 +190,30 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     },
   ];
   if (manySeeds) {
+    const means = meanCurves(lines);
     layers.push({
-      data: { values: meanCurves(lines) },
+      data: { values: means },
       mark: { type: 'line', strokeWidth: 2.5, interpolate: 'linear' },
       encoding: { x, y, color, detail: { field: 'setting', type: 'nominal' } },
     });
+    // a setting's mean of one value (the monitor off): a point, as its runs' are
+    const perSetting = new Map<string, number>();
+    for (const m of means) perSetting.set(m.setting, (perSetting.get(m.setting) ?? 0) + 1);
+    const loneMeans = means.filter((m) => perSetting.get(m.setting) === 1);
+    if (loneMeans.length) layers.push({ data: { values: loneMeans }, mark: { type: 'point', shape: 'diamond', filled: true, size: 140, opacity: 1 }, encoding: { x, y, color } });
   }
   if (lone.length) {
     layers.push({
       data: { values: lone },
-      mark: { type: 'point', shape: 'circle', filled: true, size: 60, opacity: 1 },
-      encoding: { x, y, color },
+      mark: { type: 'point', filled: true, size: 60, opacity: manySeeds ? 0.5 : 1 },
+      // what the lines' dashes tell apart (the patch projection of Fig. 5, or the seed), the points' shapes do
+      encoding: {
+        x,
+        y,
+        color,
+        ...(split ? { shape: { field: 'dash', type: 'nominal', title: keyName(dashKey!), scale: { domain: dashes } } } : {}),
+        ...(multiSeed && !manySeeds ? { shape: { field: 'seed', type: 'nominal', title: 'seed' } } : {}),
+      },
     });
   }
   if (dips.length) {
@@ -237,7 +250,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
     layer: layers,
     config: BASE_CONFIG,
   } as unknown as TopLevelSpec;
-  const marks = [...(lone.length ? ['a run of one kNN value is a point'] : []), ...(stops.length ? ['□ the last value of a run that failed or was interrupted'] : [])];
+  const marks = [...(lone.length ? [`a run of one kNN value is a point${split ? ` (its shape: ${keyName(dashKey!)})` : multiSeed && !manySeeds ? ' (its shape: the seed)' : manySeeds ? ', the mean of such runs a diamond' : ''}`] : []), ...(stops.length ? ['□ the last value of a run that failed or was interrupted'] : [])];
   return { name: FIGURES.knn, title, spec, ...(marks.length ? { notes: marks } : {}) };
 }
 

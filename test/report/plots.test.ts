@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeReport, DEFAULT_INSTABILITY } from '../../src/report/index.ts';
 import { analyzeRun } from '../../src/report/instability.ts';
@@ -139,5 +139,31 @@ test('kNN figure: a run that failed ends in a square at its last value, and the 
   // the completed runs of a sweep get no square, and the sentence stays as it was
   const plain = writeBatchSweep(root, 'plain', [0]);
   assert.equal(figureOf(plain, knnFigure).fig!.notes, undefined);
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('kNN figure with the monitor off: two swept keys tell the lone points apart by shape; more seeds than dashes draw each setting\'s mean as a diamond', () => {
+  const root = tmp();
+  const onlyLast = (dir: string) => {
+    for (const id of readdirSync(dir).filter((e) => existsSync(join(dir, e, 'metrics.jsonl')))) {
+      const path = join(dir, id, 'metrics.jsonl');
+      const rows = readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      writeFileSync(path, rows.map((r, i) => { if (i !== rows.length - 1) { delete r.knn_top1; delete r.knn_top5; } return `${JSON.stringify(r)}\n`; }).join(''));
+    }
+  };
+  const split = writeSimpleSweep(root, 'split', ['learned', 'frozen'].flatMap((p) => [0.01, 0.02].map((lr) => ({ 'model.patch_proj': p, 'optim.base_lr': lr }))));
+  onlyLast(split);
+  const f1 = figureOf(split, knnFigure).fig!;
+  const lone = (f1.spec as unknown as { layer: Array<{ mark: { type: string }; data: { values: unknown[] }; encoding: { shape?: { field: string } } }> }).layer.find((l) => l.mark.type === 'point' && l.data.values.length === 4);
+  assert.equal(lone?.encoding.shape?.field, 'dash');
+  assert.match(f1.notes?.[0] ?? '', /^a run of one kNN value is a point \(its shape: /);
+  const many = writeBatchSweep(root, 'many', [0, 1, 2, 3, 4, 5]);
+  onlyLast(many);
+  const f2 = figureOf(many, knnFigure).fig!;
+  const diamonds = (f2.spec as unknown as { layer: Array<{ mark: { shape?: string }; data: { values: Array<{ setting: string; knn: number; runs: number }> } }> }).layer.filter((l) => l.mark.shape === 'diamond');
+  assert.equal(diamonds.length, 1);
+  // one mean per batch size; the diverged batch-384 seed ends early, so its setting's mean is over the runs that reach the end
+  assert.equal(new Set(diamonds[0]!.data.values.map((v) => v.setting)).size, diamonds[0]!.data.values.length);
+  assert.ok(diamonds[0]!.data.values.length >= 3, JSON.stringify(diamonds[0]!.data.values));
   rmSync(root, { recursive: true, force: true });
 });
