@@ -68,7 +68,7 @@ export const CIFAR: Record<'cifar10' | 'cifar100', CifarKind> = {
 };
 
 /** Where moco3 keeps datasets when no path is given. */
-export const DATA_DIR = process.env.MOCO3_DATA || join(homedir(), '.moco3', 'data'); // set but empty: the default
+export const DATA_DIR = process.env.MOCO3_DATA?.trim() ? process.env.MOCO3_DATA : join(homedir(), '.moco3', 'data'); // set but blank: the default
 
 /** A split's arrays (images HWC), or one file's. */
 interface Records {
@@ -310,6 +310,10 @@ function locate(kind: CifarKind, path: string | null): { archive: boolean; sourc
   // a path below a file: no fetch can fill it
   const above = fileAbove(base);
   if (above) throw new DataError(`${kind.name}: ${base}: ${above} is a file, not a folder: give the archive, its folder, or a folder to fetch it into`);
+  // the data directory a file ($MOCO3_DATA set to one): a fetch beside it would not be where the reader looks
+  if (path === null && existsSync(base) && !statSync(base).isDirectory()) {
+    throw new DataError(`${kind.name}: $MOCO3_DATA ${base}: is a file, not a folder: set it to a data folder (or unset it for ~/.moco3/data)`);
+  }
   // a file that is no archive (one of the batches, named for its folder): fetch fills the folder it is in
   const file = existsSync(base) && !statSync(base).isDirectory();
   const into = file ? dirname(base) : base;

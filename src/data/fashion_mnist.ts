@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileAbove } from '../engine/files.ts';
 import { DATA_DIR } from './cifar.ts';
 import { IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, readIdxFile } from './idx.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -103,6 +104,9 @@ export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
     throw new DataError(`data.num_classes: fashion-mnist has 10 classes, got ${spec.numClasses}`);
   }
   const dir = spec.path ?? fashionMnistDefaultDir();
+  // below a file (a --data path under one, $MOCO3_DATA set to one): the file named
+  const above = existsSync(dir) ? null : fileAbove(dir);
+  if (above) throw new DataError(`fashion-mnist: ${dir}: ${above} is a file, not a folder${spec.path ? '' : ' ($MOCO3_DATA names it)'}: give the folder of the four *-ubyte(.gz) files`);
   if (!existsSync(dir)) {
     throw new DataError(
       spec.path

@@ -58,7 +58,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
 import { availableParallelism, constants as osConstants, homedir, totalmem } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { isStaleTemp, missingAncestors, removeEmptyFolders, tempName, withPath } from '../engine/files.ts';
+import { fileAbove, isStaleTemp, missingAncestors, removeEmptyFolders, tempName, withPath } from '../engine/files.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -219,7 +219,7 @@ interface CacheHeader {
 /** The image folder read when no path is given: this folder of the data directory. */
 export const IMAGEFOLDER_SUBDIR = 'imagenet';
 
-const dataDir = () => process.env.MOCO3_DATA || join(homedir(), '.moco3', 'data');
+const dataDir = () => (process.env.MOCO3_DATA?.trim() ? process.env.MOCO3_DATA : join(homedir(), '.moco3', 'data'));
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
 const align64 = (x: number) => Math.ceil(x / 64) * 64;
 const isImage = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
@@ -705,6 +705,9 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
       ? `data.path ${spec.path} is relative, so read from the current folder ${process.cwd()}: run moco3 eval and --resume from the folder ` +
         `the run was trained from (its config.yaml records data.path as given); for a new run, give an absolute path; ${layout}`
       : `--data imagefolder:PATH, ${layout}`;
+  // below a file ($MOCO3_DATA set to one, a data.path under one): the file named
+  const above = existsSync(root) ? null : fileAbove(root);
+  if (above) throw new DataError(`${root}: ${above} is a file, not a folder${spec.path === null ? ' ($MOCO3_DATA names it)' : ''}: give the image folder (--data imagefolder:PATH)`);
   if (!existsSync(root)) throw new DataError(`${root}: image folder not found (${hint})`);
   if (!isDir(root)) throw new DataError(`${root}: not a folder (--data imagefolder:PATH, ${layout})`);
   const trainDir = join(root, 'train');

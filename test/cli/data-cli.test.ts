@@ -216,13 +216,13 @@ test('data info: missing data is one line saying where it looked and the fetch c
   }
 });
 
-test('data info with $MOCO3_DATA set to a file: said so, not a fetch command that fetch refuses (a real process)', async () => {
+test('data info, and the readers, with $MOCO3_DATA set to a file: said so, not a fetch command that fetch refuses (a real process)', async () => {
   const file = join(fresh(), 'data');
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, 'not a folder');
-  for (const name of ['cifar10', 'cifar100']) {
+  const run = async (args: string[]) => {
     const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'data', 'info', name], {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, ...args], {
       cwd: repo,
       env: { ...process.env, MOCO3_DATA: file },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -231,8 +231,16 @@ test('data info with $MOCO3_DATA set to a file: said so, not a fetch command tha
     child.stderr.on('data', (d) => (err += String(d)));
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     assert.equal(code, 2, `exit ${code}: ${err}`);
-    assert.deepEqual(verdicts(err), [`moco3: $MOCO3_DATA ${file}: is a file, not a folder: give a folder path`]);
+    return verdicts(err);
+  };
+  for (const name of ['cifar10', 'cifar100']) {
+    assert.deepEqual(await run(['data', 'info', name]), [`moco3: $MOCO3_DATA ${file}: is a file, not a folder: give a folder path`]);
   }
+  // the readers, as train and preview reach them: the variable named, no fetch offered beside the file
+  const out = join(dirname(file), 'v.png');
+  assert.deepEqual(await run(['data', 'preview', 'cifar10', '--out', out]), [`moco3: cifar10: $MOCO3_DATA ${file}: is a file, not a folder: set it to a data folder (or unset it for ~/.moco3/data)`]);
+  assert.deepEqual(await run(['data', 'preview', 'imagefolder', '--out', out]), [`moco3: ${file}/imagenet: ${file} is a file, not a folder ($MOCO3_DATA names it): give the image folder (--data-path PATH)`]);
+  assert.equal(existsSync(out), false);
 });
 
 test('data info: files that are not the published ones show as mismatch; extracted CIFAR files as not checked', async () => {

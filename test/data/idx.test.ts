@@ -196,3 +196,10 @@ test('fashionMnistFound: a folder holding all four files (any spelling the reade
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a Fashion-MNIST path below a file names the file, not "directory not found" with a fetch that could not fill it', async () => {
+  const file = join(root, 'a-file');
+  await writeFile(file, 'x');
+  const spec = { name: 'fashion-mnist', path: join(file, 'fm'), trainSize: null, testSize: null, seed: 0 } as DataSpec;
+  await assert.rejects(loadFashionMnist(spec), (e: Error) => e instanceof DataError && e.message === `fashion-mnist: ${join(file, 'fm')}: ${file} is a file, not a folder: give the folder of the four *-ubyte(.gz) files`);
+});
