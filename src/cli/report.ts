@@ -57,7 +57,7 @@ export function reportCommand(): Command {
     .description("write report.md (paper-shaped table, instability figures, plots), report.csv and plots/ for a sweep (default: every sweep under --results)")
     .argument('[sweep]', 'sweep name under --results, or a sweep folder', nonEmptyPath)
     .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
-    .addOption(new Option('--format <fmt>', 'what to write').choices(['md', 'csv', 'both']).default('both'))
+    .addOption(new Option('--format <fmt>', 'what to write (plots come with md: csv alone writes none)').choices(['md', 'csv', 'both']).default('both'))
     .option('--dip <points>', 'a kNN dip: at least this many points below the running maximum', String(DEFAULT_INSTABILITY.dipPoints))
     .option('--spike-factor <S>', 'a gradient spike: infinity norm above S x its running median', String(DEFAULT_INSTABILITY.spikeFactor))
     .option('--spike-window <W>', 'the running median is over the previous W logged values', String(DEFAULT_INSTABILITY.spikeWindow))
