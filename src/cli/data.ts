@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { intFlag } from './numbers.ts';
 import cliProgress from 'cli-progress';
+import { barOptions, barsOn, barSize } from './progress.ts';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES as CONFIG_DATASETS, DEFAULTS, MAX_IMAGE_SIZE } from '../config/schema.ts';
@@ -41,16 +42,14 @@ const mb = (n: number) => (n / 1e6).toFixed(1);
 /** A bar per download on a terminal, a few plain lines otherwise. */
 function progressFactory(): (file: string) => ProgressHandle {
   const out = process.stderr;
-  if (out.isTTY) {
+  if (barsOn(out)) {
     return (file) => {
       const bar = new cliProgress.SingleBar(
         {
-          stream: out,
+          ...barOptions(out),
           format: `${file} |{bar}| {percentage}% | {done}/{size} MB | {speed} MB/s | ETA {eta_formatted}`,
-          barsize: 24,
-          hideCursor: true,
+          barsize: barSize(out),
           etaBuffer: 200,
-          fps: 5,
         },
         cliProgress.Presets.shades_classic,
       );

@@ -1,6 +1,38 @@
 /** Progress: a bar on a terminal, plain lines otherwise (CI, redirected logs). */
 import cliProgress from 'cli-progress';
+import { jsonLine } from '../runfolder/metrics.ts';
 import type { TrainEvent } from '../train/loop.ts';
+
+/**
+ * Bars only on a terminal that draws them: a dumb one (an editor's shell buffer, TERM=dumb) gets the plain lines,
+ * as a file does.
+ */
+export function barsOn(stream: NodeJS.WriteStream = process.stderr): boolean {
+  return stream.isTTY === true && process.env.TERM !== 'dumb';
+}
+
+let restoreHooked = false;
+
+/**
+ * Options every bar shares. A bar hides the cursor and turns line wrapping off until it stops; a process that
+ * exits meanwhile (a second Ctrl-C) would leave the terminal so: both are turned back on at exit.
+ */
+export function barOptions(stream: NodeJS.WriteStream = process.stderr): { stream: NodeJS.WriteStream; hideCursor: boolean; fps: number } {
+  if (!restoreHooked) {
+    restoreHooked = true;
+    process.on('exit', () => {
+      try {
+        stream.write('\u001b[?25h\u001b[?7h');
+      } catch {
+        /* a terminal gone: nothing to restore */
+      }
+    });
+  }
+  return { stream, hideCursor: true, fps: 5 };
+}
+
+/** The bar's width: narrower on a narrow terminal, so that the numbers beside it stay on the line. */
+export const barSize = (stream: NodeJS.WriteStream = process.stderr): number => ((stream.columns ?? 120) < 110 ? 8 : 24);
 
 const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
@@ -12,20 +44,18 @@ export interface ProgressSink {
 export function makeProgress(label: string, opts: { json?: boolean; quiet?: boolean } = {}): ProgressSink {
   const out = process.stderr;
   if (opts.json) {
-    return { onEvent: (e) => process.stdout.write(`${JSON.stringify({ run: label, ...e })}\n`), stop: () => {} };
+    return { onEvent: (e) => process.stdout.write(`${jsonLine({ run: label, ...e })}\n`), stop: () => {} };
   }
   if (opts.quiet) return { onEvent: () => {}, stop: () => {} };
   let knn: number | null = null;
   let ips: number | null = null;
-  if (out.isTTY) {
+  if (barsOn(out)) {
     const bar = new cliProgress.SingleBar(
       {
-        stream: out,
+        ...barOptions(out),
         format: `${label} |{bar}| {value}/{total} | loss {loss} | kNN {knn} | {ips} img/s | ETA {eta_formatted}`,
-        barsize: 24,
-        hideCursor: true,
+        barsize: barSize(out),
         etaBuffer: 50,
-        fps: 5,
       },
       cliProgress.Presets.shades_classic,
     );

@@ -12,7 +12,8 @@ import { knnStepNote } from '../runfolder/summary.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
-import { makeProgress, type ProgressSink } from './progress.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
+import { barOptions, barsOn, barSize, makeProgress, type ProgressSink } from './progress.ts';
 import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, takeEarlySignals } from './supervise.ts';
 
@@ -71,7 +72,8 @@ class Eta {
 }
 
 function jsonDisplay(): Display {
-  const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+  // as metrics.jsonl writes them: a NaN loss is "NaN", not null
+  const out = (o: unknown) => process.stdout.write(`${jsonLine(o)}\n`);
   return {
     onEvent(e) {
       if (e.type === 'train') {
@@ -140,7 +142,7 @@ function plainDisplay(): Display {
 /** On a terminal: a bar for the sweep (runs done, ETA) and one for the current run (step, loss, kNN, img/s). */
 function barDisplay(): Display {
   const multi = new cliProgress.MultiBar(
-    { stream: process.stderr, format: '{label} |{bar}| {info}', barsize: 24, hideCursor: true, fps: 5, clearOnComplete: false, autopadding: true },
+    { ...barOptions(), format: '{label} |{bar}| {info}', barsize: barSize(), clearOnComplete: false, autopadding: true },
     cliProgress.Presets.shades_classic,
   );
   const eta = new Eta();
@@ -205,6 +207,10 @@ function barDisplay(): Display {
             redraw();
           } else if (ev.type === 'knn') {
             knn = ev.top1;
+          } else if (ev.type === 'phase') {
+            // a repaired file, the linear probe's epochs: said above the bars, as the plain lines say them
+            multi.log(`${runLine(e)}: ${ev.text}\n`);
+            redraw(true);
           }
           break;
         }
@@ -302,7 +308,7 @@ export function sweepCommand(): Command {
       const offClosed = onOutputClosed(() => {
         stop = true;
       });
-      const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : process.stderr.isTTY ? barDisplay() : plainDisplay();
+      const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : barsOn() ? barDisplay() : plainDisplay();
       const t0 = performance.now();
       let baselinesStopped = false;
       try {

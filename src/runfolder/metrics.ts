@@ -14,9 +14,12 @@ export function metricsPath(runDir: string): string {
   return runPath(runDir, 'metrics');
 }
 
+/** JSON with non-finite numbers as the strings "NaN", "Infinity", "-Infinity" (plain JSON would write null): a divergence stays told apart from "not measured". */
+export const jsonLine = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x));
+
 export function appendMetric(runDir: string, row: MetricRow): void {
   const path = metricsPath(runDir);
-  withPath(path, () => appendFileSync(path, `${JSON.stringify(row, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}\n`));
+  withPath(path, () => appendFileSync(path, `${jsonLine(row)}\n`));
 }
 
 /**

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cli as runCli } from '../helpers/cli.ts';
 import { main } from '../../src/cli/main.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -61,6 +62,15 @@ test('train --dry-run --json prints the run folder and resolved config as one JS
   const o = JSON.parse(out.join(''));
   assert.equal(o.run_dir, join(dir, 'dry'));
   assert.equal(o.config.model.arch, 'vit-smoke');
+});
+
+test('train --json writes a non-finite number as metrics.jsonl does ("NaN", not null: a divergence told apart from "not measured")', async () => {
+  const r = await runCli(['train', '--preset', 'smoke', '--backend', 'cpu', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--set', 'train.max_steps=3',
+    '--set', 'optim.base_lr=1e9', '--set', 'optim.warmup_epochs=0', '--set', 'train.knn_every_epochs=null', '--json', '--out', join(dir, 'nan')]);
+  const rows = r.out.trim().split('\n').map((l) => JSON.parse(l) as { type: string; row?: Record<string, unknown> });
+  const stepRows = rows.filter((e) => e.type === 'step').map((e) => e.row!);
+  assert.ok(stepRows.some((row) => Object.values(row).includes('NaN')), r.out);
+  assert.ok(!stepRows.some((row) => Object.values(row).includes(null)), r.out);
 });
 
 test('train --dry-run and sweep --dry-run create no file, not even for a moment, in the folder they check', async () => {
