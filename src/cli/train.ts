@@ -116,6 +116,11 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const { previous, checkpoint, done, notes } = await inspectRunFolder(f, c, runDir);
   if (done !== null) {
     process.stderr.write(`moco3: ${done}\n`);
+    // --json: a line for the run left as it is, so a script reading stdout learns where it stands
+    if (f.json) {
+      const st = readStatus(runDir);
+      process.stdout.write(`${JSON.stringify({ run: 'train', type: 'already', runDir, status: st?.status ?? null, step: st?.step ?? null })}\n`);
+    }
     return;
   }
   const { loadRunData } = await import('../components/index.ts');

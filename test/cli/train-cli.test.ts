@@ -73,6 +73,14 @@ test('train --json writes a non-finite number as metrics.jsonl does ("NaN", not 
   assert.ok(!stepRows.some((row) => Object.values(row).includes(null)), r.out);
 });
 
+test('train --json of a finished run writes a line saying so (stdout was empty)', async () => {
+  const args = ['train', '--preset', 'smoke', '--backend', 'cpu', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--set', 'train.max_steps=2', '--set', 'train.knn_every_epochs=null', '--out', join(dir, 'twice')];
+  assert.equal((await runCli([...args, '-q'])).code, 0);
+  const r = await runCli([...args, '--json']);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out), { run: 'train', type: 'already', runDir: join(dir, 'twice'), status: 'completed', step: 2 });
+});
+
 test('train --dry-run and sweep --dry-run create no file, not even for a moment, in the folder they check', async () => {
   const watched = join(dir, 'watched');
   mkdirSync(watched);

@@ -239,6 +239,19 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.equal(found.out, '4242\n');
   const jobs = JSON.parse(readFileSync(join(results, 'batch-size', 'slurm', 'jobs.json'), 'utf8'));
   assert.deepEqual(jobs.submissions.map((j: { job_id: string }) => j.job_id), ['4242']);
+  // --json: the submission as one object (it was the bare job id), and the dry run's script inside one
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho 4343\n', { mode: 0o755 });
+  const into = ['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(results, 'json'), '--json'];
+  const dry = await cli([...into, '--dry-run'], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(dry.code, 0, dry.err);
+  const d = JSON.parse(dry.out) as { type: string; script: string };
+  assert.equal(d.type, 'sbatch');
+  assert.match(d.script, /^#!\/bin\/bash\n[^]*#SBATCH --array=1-4\n/);
+  const js = await cli(into, { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(js.code, 0, js.err);
+  const o = JSON.parse(js.out) as { type: string; job_id: string; script: string; runs: Record<string, string>; skipped: string[] };
+  assert.deepEqual([o.type, o.job_id, Object.keys(o.runs), o.skipped], ['submitted', '4343', ['1', '2', '3', '4'], []]);
+  assert.ok(existsSync(o.script), o.script);
 });
 
 test('--launcher slurm: a run queued by an earlier submission is found by its id when other flags number it otherwise (--seeds 1 after --seeds 0,1)', async () => {
