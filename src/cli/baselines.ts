@@ -103,6 +103,8 @@ export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing
     onSetAside: (aside, n) =>
       process.stderr.write(`moco3: ${baselinesPath(plan)} held ${n} baseline${n === 1 ? '' : 's'} of other data, model or probe settings; kept as ${aside}\n`),
     ...(check ? { check } : {}),
+    // not `seed N:`, the line of a seed done (scripts wait for it)
+    onPart: (seed, text) => say(`  seed ${seed}, ${text}`),
     onSeed: (seed, b) =>
       say(
         `  seed ${seed}: untrained encoder kNN ${b.random_init.knn_top1.toFixed(2)}%, linear ${b.random_init.linear_top1.toFixed(2)}%; ` +

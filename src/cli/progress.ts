@@ -41,7 +41,10 @@ export interface ProgressSink {
   stop(): void;
 }
 
-export function makeProgress(label: string, opts: { json?: boolean; quiet?: boolean } = {}): ProgressSink {
+/** Plain lines: one every 20th of the run, and one at least every this many seconds (a long run's first twentieth is hours). */
+export const PLAIN_LINE_SECONDS = 60;
+
+export function makeProgress(label: string, opts: { json?: boolean; quiet?: boolean; lineSeconds?: number } = {}): ProgressSink {
   const out = process.stderr;
   if (opts.json) {
     return { onEvent: (e) => process.stdout.write(`${jsonLine({ run: label, ...e })}\n`), stop: () => {} };
@@ -89,6 +92,8 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
   let every = 1;
   let t0 = performance.now();
   let first = 0;
+  let lastLine = performance.now();
+  const floorMs = (opts.lineSeconds ?? PLAIN_LINE_SECONDS) * 1000;
   return {
     onEvent(e) {
       if (e.type === 'start') {
@@ -99,7 +104,8 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         out.write(`${label}: ${e.resumed ? `resuming at step ${e.startStep}` : 'starting'}, ${total} steps, ${e.params} trainable parameters -> ${e.runDir}\n`);
       } else if (e.type === 'step') {
         ips = e.row.images_per_s ?? null;
-        if (e.step % every === 0 || e.step === total) {
+        if (e.step % every === 0 || e.step === total || performance.now() - lastLine >= floorMs) {
+          lastLine = performance.now();
           const el = (performance.now() - t0) / 1000;
           const eta = e.step > first ? (el / (e.step - first)) * (total - e.step) : NaN;
           out.write(

@@ -110,6 +110,8 @@ export async function writeSweepBaselines(
     dataset?: Dataset;
     missingOnly?: boolean;
     onSeed?: (seed: number, f: BaselineFigures) => void;
+    /** a part of a seed's baselines done (see computeBaselines) */
+    onPart?: (seed: number, text: string) => void;
     check?: () => void;
     /** the previous file moved aside, with the count of its entries of other settings */
     onSetAside?: (path: string, entries: number) => void;
@@ -147,7 +149,7 @@ export async function writeSweepBaselines(
     if (opts.missingOnly && have.has(seed)) continue;
     opts.check?.();
     const run = plan.runs.find((r) => r.config.seed === seed) ?? first;
-    const f = await computeBaselines({ ...run.config, seed }, ds, opts.check);
+    const f = await computeBaselines({ ...run.config, seed }, ds, opts.check, opts.onPart ? (text) => opts.onPart!(seed, text) : undefined);
     seeds.set(seed, f);
     computed++;
     write();

@@ -63,9 +63,10 @@ async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, 
 /**
  * The baselines of a run config's dataset and encoder (its seed, its probe). `check` is called between
  * its parts and after each batch of its feature passes and probes, once Node has had a turn (signal handlers
- * and timers run): it throws to stop them, with every tensor freed.
+ * and timers run): it throws to stop them, with every tensor freed. `onPart` is told each part as it ends (each
+ * takes minutes on a CPU: a log is not silent meanwhile).
  */
-export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, check?: () => void): Promise<BaselineFigures> {
+export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, check?: () => void, onPart?: (text: string) => void): Promise<BaselineFigures> {
   const t0 = performance.now();
   const ds = dataset ?? (await loadRunData(c));
   const aug = augmentConfigOf(c, ds);
@@ -76,6 +77,7 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
     // not starve for the minutes a large split takes, and a signal stops it within a batch
     const poll = check ?? (() => {});
     const knn = await knnMonitor(model, ds, c, aug, poll);
+    onPart?.(`part 1 of 3: untrained encoder kNN ${knn.top1.toFixed(2)}%; its linear probe next`);
     const augmented = c.eval.linear.train_views === 'augmented';
     const teF = await extractFeaturesPolled(model, ds.test, ds.test.n, aug, poll);
     held.push(teF);
@@ -89,6 +91,7 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
     }
     check?.();
     const enc = await probeOn(encTrain, teF, ds, c, check);
+    onPart?.(`part 2 of 3: untrained encoder linear ${enc.top1.toFixed(2)}%; linear on pixels next`);
     tf.dispose(held.splice(0));
     const trP = pixelFeatures(ds.train, ds.train.n, aug);
     held.push(trP);

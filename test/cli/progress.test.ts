@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { barSize, barsOn } from '../../src/cli/progress.ts';
+import { barSize, barsOn, makeProgress } from '../../src/cli/progress.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stream = (o: { isTTY?: boolean; columns?: number }) => o as unknown as NodeJS.WriteStream;
@@ -32,4 +32,25 @@ test('a process that exits while a bar hides the cursor and line wrapping (a sec
   const p = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
   assert.equal(p.status, 130, p.stderr);
   assert.equal(p.stdout, 'x\u001b[?25h\u001b[?7h');
+});
+
+test('plain lines: one every 20th of the run, and one when a minute has passed since the last (the first 20th of a long run is hours)', () => {
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const row = { loss: 1, epoch: 0, lr: 1e-3, images_per_s: 10 };
+    for (const lineSeconds of [3600, 0]) {
+      const p = makeProgress('run', { lineSeconds });
+      p.onEvent({ type: 'start', runDir: '/r', totalSteps: 1000, startStep: 0, resumed: false, params: 1 });
+      for (let s = 1; s <= 60; s++) p.onEvent({ type: 'step', step: s, totalSteps: 1000, row });
+      p.stop();
+    }
+  } finally {
+    process.stderr.write = write;
+  }
+  const steps = lines.filter((l) => l.startsWith('run: step '));
+  // every 50 steps: step 50 alone in the first run; every step in the second (no floor to wait for)
+  assert.equal(steps.length, 1 + 60, steps.join(''));
+  assert.match(steps[0]!, /^run: step 50\/1000 /);
 });

@@ -123,8 +123,14 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
     planSweep(loadSweep('batch-size'), { preset: 'smoke', sets: [...tiny, ...sets], seeds, results, overrides: [{ train: { backend: 'cpu' } }] });
   const one = plan([0]);
   assert.deepEqual(missingBaselineSeeds(one), [0]);
-  await writeSweepBaselines(one);
+  // each part of a seed said as it ends (a seed takes minutes on a CPU: a log is not silent meanwhile)
+  const parts: string[] = [];
+  await writeSweepBaselines(one, { onPart: (seed, text) => parts.push(`${seed}: ${text}`) });
   const seed0 = readBaselines(one.dir)!.seeds[0]!;
+  assert.deepEqual(parts, [
+    `0: part 1 of 3: untrained encoder kNN ${seed0.random_init.knn_top1.toFixed(2)}%; its linear probe next`,
+    `0: part 2 of 3: untrained encoder linear ${seed0.random_init.linear_top1.toFixed(2)}%; linear on pixels next`,
+  ]);
   // a file written before baselines.json named its model (the arch label alone), or with a seed written
   // twice, is of the same settings: kept, nothing set aside
   const path = join(one.dir, 'baselines.json');
