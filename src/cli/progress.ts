@@ -66,7 +66,8 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
     return {
       onEvent(e) {
         if (e.type === 'start') {
-          bar.start(e.totalSteps, e.startStep, { loss: '-', knn: '-', ips: '-' });
+          knn = e.knnTop1;
+          bar.start(e.totalSteps, e.startStep, { loss: '-', knn: knn === null ? '-' : `${knn.toFixed(1)}%`, ips: '-' });
           started = true;
         } else if (e.type === 'step') {
           ips = ips === null ? (e.row.images_per_s ?? null) : 0.9 * ips + 0.1 * (e.row.images_per_s ?? 0);
@@ -97,6 +98,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
   return {
     onEvent(e) {
       if (e.type === 'start') {
+        knn = e.knnTop1;
         total = e.totalSteps;
         first = e.startStep;
         every = Math.max(1, Math.round(total / 20));

@@ -192,6 +192,7 @@ function barDisplay(): Display {
           const ev = e.event;
           const name = `[${e.index}/${e.total}]`;
           if (ev.type === 'start') {
+            knn = ev.knnTop1;
             eta.runStart(ev.startStep, ev.totalSteps);
             runBar = multi.create(ev.totalSteps, ev.startStep, { label: name, info: `${ev.startStep}/${ev.totalSteps} ${e.run}` });
           } else if (ev.type === 'step') {

@@ -30,7 +30,7 @@ import { trainStep } from './step.ts';
 import { stepViews, ViewDump } from './views.ts';
 
 export type TrainEvent =
-  | { type: 'start'; runDir: string; totalSteps: number; startStep: number; resumed: boolean; params: number }
+  | { type: 'start'; runDir: string; totalSteps: number; startStep: number; resumed: boolean; params: number; knnTop1: number | null }
   | { type: 'step'; step: number; totalSteps: number; row: MetricRow }
   | { type: 'knn'; step: number; top1: number; top5: number; seconds: number }
   | { type: 'checkpoint'; step: number; dir: string }
@@ -228,7 +228,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     if (metaNote) emit({ type: 'phase', step: state.step, text: metaNote });
     status.running(state.step);
     started = true;
-    emit({ type: 'start', runDir, totalSteps, startStep: state.step, resumed, params: countParams(model) });
+    // a resumed run's last kNN (its checkpoint keeps it): the progress shows it until the monitor runs again
+    emit({ type: 'start', runDir, totalSteps, startStep: state.step, resumed, params: countParams(model), knnTop1: resumed ? (state.last_knn_top1 ?? null) : null });
 
     const t0 = performance.now();
     const wallAtStart = state.wall_s;

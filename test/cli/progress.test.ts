@@ -42,7 +42,7 @@ test('plain lines: one every 20th of the run, and one when a minute has passed s
     const row = { loss: 1, epoch: 0, lr: 1e-3, images_per_s: 10 };
     for (const lineSeconds of [3600, 0]) {
       const p = makeProgress('run', { lineSeconds });
-      p.onEvent({ type: 'start', runDir: '/r', totalSteps: 1000, startStep: 0, resumed: false, params: 1 });
+      p.onEvent({ type: 'start', runDir: '/r', totalSteps: 1000, startStep: 0, resumed: false, params: 1, knnTop1: null });
       for (let s = 1; s <= 60; s++) p.onEvent({ type: 'step', step: s, totalSteps: 1000, row });
       p.stop();
     }

@@ -75,9 +75,15 @@ test('resume continues exactly: metrics equal an uninterrupted run', async () =>
   const first = await trainRun({ config: c, runDir: b, backend, dataset: ds, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 3 });
   assert.equal(first.status, 'interrupted');
   assert.equal(first.steps, 3);
-  const second = await trainRun({ config: c, runDir: b, backend, dataset: ds, resume: true });
+  const starts: Array<number | null> = [];
+  const second = await trainRun({ config: c, runDir: b, backend, dataset: ds, resume: true, onEvent: (e) => e.type === 'start' && starts.push(e.knnTop1) });
   assert.equal(second.status, 'completed');
-  assert.deepEqual(strip(readMetrics(join(b, 'metrics.jsonl'))), strip(readMetrics(join(a, 'metrics.jsonl'))));
+  const rows = readMetrics(join(b, 'metrics.jsonl'));
+  assert.deepEqual(strip(rows), strip(readMetrics(join(a, 'metrics.jsonl'))));
+  // the start of the resume carries the last kNN before it, for the progress to show until the monitor runs again
+  const before = rows.filter((r) => (r.step ?? 0) <= 3 && typeof r.knn_top1 === 'number').at(-1);
+  assert.deepEqual(starts, [before?.knn_top1 ?? null]);
+  assert.notEqual(starts[0], null);
   const wa = readSafetensors(join(a, 'checkpoints/step-0000008/model.safetensors')).tensors;
   const wb = readSafetensors(join(b, 'checkpoints/step-0000008/model.safetensors')).tensors;
   for (const [name, t] of wa) assert.deepEqual(wb.get(name)!.data, t.data, name);
