@@ -87,6 +87,11 @@ function jsonDisplay(): Display {
   };
 }
 
+/** `sweep X: 4 runs, 2 to train on native -> dir`; with none to train, no backend is started: none named. */
+function sweepStartLine(e: { sweep: string; total: number; todo: number; backend: string; dir: string }): string {
+  return `sweep ${e.sweep}: ${e.total} runs, ${e.todo === 0 ? 'none to train' : `${e.todo} to train on ${e.backend}`} -> ${e.dir}`;
+}
+
 function runLine(e: { index: number; total: number; run: string }): string {
   return `[${e.index}/${e.total}] ${e.run}`;
 }
@@ -103,7 +108,7 @@ function plainDisplay(): Display {
         case 'sweep_start':
           todo = e.todo;
           eta.start(e.todo);
-          err.write(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
+          err.write(`${sweepStartLine(e)}\n`);
           for (const n of e.notes ?? []) err.write(`  note: ${n}\n`);
           break;
         case 'run_skip':
@@ -173,7 +178,7 @@ function barDisplay(): Display {
           todo = e.todo;
           label = `sweep ${e.sweep}`;
           eta.start(e.todo);
-          multi.log(`sweep ${e.sweep}: ${e.total} runs, ${e.todo} to train on ${e.backend} -> ${e.dir}\n`);
+          multi.log(`${sweepStartLine(e)}\n`);
           for (const n of e.notes ?? []) multi.log(`  note: ${n}\n`);
           sweepBar = multi.create(Math.max(1, todo * units), 0, { label, info: `0/${todo} runs | ETA -` });
           break;

@@ -271,6 +271,10 @@ test('moco3 sweep that leaves a run to another process says the sweep is not fin
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stderr, /^sweep tiny: done in /m);
   assert.match(again.stderr, /^  report: moco3 report /m);
+  // once more, every run done: no backend starts, and the first line says so (it read "0 to train on -")
+  const done = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'cli.ts'), 'sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines'], { encoding: 'utf8' });
+  assert.equal(done.status, 0, done.stderr);
+  assert.match(done.stderr, /^sweep tiny: 2 runs, none to train -> /m);
 });
 
 test('locks: one holder at a time; a reused pid (other start time) is stale', async () => {
