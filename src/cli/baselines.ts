@@ -8,6 +8,7 @@ import { acquireLock, describeHolder, releaseLock, type LockInfo } from '../runf
 import type { SweepPlan } from '../sweep/plan.ts';
 import { addSweepOptions, planFromFlags, type SweepFlags } from './plan.ts';
 import { onStopSignals } from './supervise.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 export function baselinesCommand(): Command {
   const cmd = new Command('baselines').description(
@@ -86,9 +87,10 @@ export async function withBaselinesLock(plan: Pick<SweepPlan, 'dir' | 'id'>, f: 
  * Compute, write and print a plan's baselines (only the `missing` seeds when given, the file's others kept);
  * shared by `moco3 baselines` and the end of `moco3 sweep`.
  */
-export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[], check?: () => void): Promise<void> {
+export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[], check?: () => void, quiet = false): Promise<void> {
   const { writeSweepBaselines, baselinesPath } = await import('../sweep/baselines.ts');
-  const say = (s: string) => (json ? undefined : process.stderr.write(`${s}\n`));
+  // progress lines, unless --json or -q (a sweep's)
+  const say = (s: string) => (json || quiet ? undefined : process.stderr.write(`${s}\n`));
   // the data first: a dataset that cannot be read is the one line said, with no progress line before it
   const { loadRunData } = await import('../components/index.ts');
   const dataset = await loadRunData(plan.runs[0]!.config);
@@ -111,6 +113,6 @@ export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing
           `linear on pixels ${b.pixels.linear_top1.toFixed(2)}% (${b.seconds.toFixed(0)} s)`,
       ),
   });
-  if (json) process.stdout.write(`${JSON.stringify({ type: 'baselines', path: baselinesPath(plan), ...out })}\n`);
+  if (json) process.stdout.write(`${jsonLine({ type: 'baselines', path: baselinesPath(plan), ...out })}\n`);
   else say(`baselines: ${baselinesPath(plan)}`);
 }

@@ -8,6 +8,7 @@ import { intFlag } from './numbers.ts';
 import { onStopSignals } from './supervise.ts';
 import { configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;
@@ -19,7 +20,7 @@ interface BenchFlags extends RunFlags {
 
 function printResult(r: BenchResult, json: boolean): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
+    process.stdout.write(`${jsonLine(r)}\n`);
     return;
   }
   process.stdout.write(
@@ -63,7 +64,7 @@ export function benchCommand(): Command {
       const warmup = intFlag('--warmup', f.warmup, 0);
       if (f.dryRun) {
         // as train --dry-run: the resolved config as YAML, or one JSON object with --json
-        process.stdout.write(f.json ? `${JSON.stringify({ config: c, steps, warmup })}\n` : `# bench: ${steps} timed steps after ${warmup} untimed\n${configToYaml(c)}`);
+        process.stdout.write(f.json ? `${jsonLine({ config: c, steps, warmup })}\n` : `# bench: ${steps} timed steps after ${warmup} untimed\n${configToYaml(c)}`);
         return;
       }
       // what is timed, once the data checked out, before minutes of it: without --preset, the official recipe

@@ -20,6 +20,7 @@ import { configFromFlags, nonEmptyName, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { shown } from './env.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 /**
  * A dataset loaded for `moco3 data ...`, whose flag for a dataset's folder is `--data-path PATH`: the
@@ -314,7 +315,7 @@ function infoCmd(): Command {
       }
       if (f.json) {
         process.stdout.write(
-          `${JSON.stringify({
+          `${jsonLine({
             name: ds.name,
             source: ds.source,
             train: ds.train.n,

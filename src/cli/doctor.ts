@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { versionOf } from '../train/meta.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 /** The WebGPU adapter Dawn offers: vendor, architecture, driver, hardware or software, and its limits. */
 async function webgpuLine(): Promise<string> {
@@ -99,6 +100,6 @@ async function replay(): Promise<void> {
   const whole = await replayCheck('cpu', null);
   const micro = await replayCheck('cpu', 4);
   const ok = whole.ok && micro.ok;
-  process.stdout.write(`${JSON.stringify({ device: info.device, whole_batch: whole, micro_batch_4: micro, ok })}\n`);
+  process.stdout.write(`${jsonLine({ device: info.device, whole_batch: whole, micro_batch_4: micro, ok })}\n`);
   if (!ok) process.exitCode = 1;
 }

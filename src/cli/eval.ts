@@ -9,6 +9,7 @@ import { editedConfigNote, loadRunConfig } from '../runfolder/records.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { readRunState } from '../runfolder/state.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 interface CommonFlags {
   checkpoint?: string;
@@ -87,7 +88,7 @@ function knnCommand(): Command {
       }
       const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
       const r = await offline.knnForRun(runDir, { k, t, config, checkpoint, monitor: f.monitor === true });
-      if (f.json) process.stdout.write(`${JSON.stringify({ ...r, backend })}\n`);
+      if (f.json) process.stdout.write(`${jsonLine({ ...r, backend })}\n`);
       else {
         process.stdout.write(
           `kNN (k ${r.k}, t ${r.t}; bank ${r.bank} train images, ${r.queries} test images; checkpoint step ${r.step ?? '?'}): ` +
@@ -121,7 +122,7 @@ function linearCommand(): Command {
           ? undefined
           : (e) => process.stderr.write(`linear probe epoch ${e.epoch}/${e.epochs}: lr ${e.lr.toPrecision(3)}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(1)}% (${e.seconds.toFixed(1)} s)\n`),
       });
-      if (f.json) process.stdout.write(`${JSON.stringify({ ...r, backend })}\n`);
+      if (f.json) process.stdout.write(`${jsonLine({ ...r, backend })}\n`);
       else {
         const views = r.augmented
           ? 'train views: random-resized-crop + flip, new crops every epoch'

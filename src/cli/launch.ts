@@ -35,6 +35,7 @@ import {
 } from '../sweep/slurm.ts';
 import { isDone, readRunState } from '../runfolder/state.ts';
 import type { SweepFlags } from './plan.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 export interface LaunchFlags {
   launcher?: string;
@@ -145,7 +146,8 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   if (!indices.length) {
     // no script: an array of no task is no job (a dry run printed one with an empty --array)
     process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
-    if (f.json) process.stdout.write(`${JSON.stringify({ type: 'submitted', job_id: null, script: null, runs: {}, skipped })}\n`);
+    // --json: no job (and for a dry run, no script)
+    if (f.json) process.stdout.write(`${jsonLine(f.dryRun ? { type: 'sbatch', script: null, skipped } : { type: 'submitted', job_id: null, script: null, runs: {}, skipped })}\n`);
     // the task that ends a sweep computes its baselines; one killed meanwhile (its time limit) leaves them to this
     if (f.baselines !== false && states.every((s) => isDone(s.state) || s.state === 'failed')) {
       const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
@@ -163,7 +165,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     const { plannedPresetNote } = await import('../sweep/resolved.ts');
     const note = plannedPresetNote(plan);
     if (note) process.stderr.write(`moco3: note: ${note}\n`);
-    process.stdout.write(f.json ? `${JSON.stringify({ type: 'sbatch', script, skipped })}\n` : script);
+    process.stdout.write(f.json ? `${jsonLine({ type: 'sbatch', script, skipped })}\n` : script);
     return;
   }
   // a submission that fails leaves nothing behind: what it wrote is removed (a sweep folder it made, too),
@@ -207,7 +209,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   recordSubmission(plan, { job_id: jobId, submitted: new Date().toISOString(), script: path, runs });
   const logs = slurmDir(plan);
   // stdout: the job id alone, for a script (--json: an object of it, the script and the runs by array index)
-  process.stdout.write(f.json ? `${JSON.stringify({ type: 'submitted', job_id: jobId, script: path, runs, skipped })}\n` : `${jobId}\n`);
+  process.stdout.write(f.json ? `${jsonLine({ type: 'submitted', job_id: jobId, script: path, runs, skipped })}\n` : `${jobId}\n`);
   process.stderr.write(
     [
       `sweep ${plan.id}: submitted Slurm array job ${jobId}: runs ${arraySpec(indices, null)} of ${plan.runs.length}` +

@@ -12,6 +12,7 @@ import { runJobs } from '../sweep/slurm.ts';
 import { withResumePoint } from '../sweep/resume.ts';
 import { formatPlan } from '../sweep/table.ts';
 import { nonEmptyName, nonEmptyPath, parseDataFlag } from './common.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 export interface SweepFlags {
   preset?: string;
@@ -110,7 +111,7 @@ export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
   // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm
   const jobs = runJobs(plan);
   const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? 'not queued'}` : '-')) } : undefined;
-  process.stdout.write(json ? `${JSON.stringify(planJson(plan, states, jobs))}\n` : formatPlan(plan, states, slurm));
+  process.stdout.write(json ? `${jsonLine(planJson(plan, states, jobs))}\n` : formatPlan(plan, states, slurm));
 }
 
 export function planCommand(): Command {

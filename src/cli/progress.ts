@@ -11,6 +11,9 @@ export function barsOn(stream: NodeJS.WriteStream = process.stderr): boolean {
   return stream.isTTY === true && process.env.TERM !== 'dumb';
 }
 
+/** Shows the cursor and turns line wrapping back on: what a bar turned off while it drew. */
+export const TERMINAL_RESTORE = '\u001b[?25h\u001b[?7h';
+
 let restoreHooked = false;
 
 /**
@@ -22,7 +25,7 @@ export function barOptions(stream: NodeJS.WriteStream = process.stderr): { strea
     restoreHooked = true;
     process.on('exit', () => {
       try {
-        stream.write('\u001b[?25h\u001b[?7h');
+        stream.write(TERMINAL_RESTORE);
       } catch {
         /* a terminal gone: nothing to restore */
       }

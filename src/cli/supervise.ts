@@ -17,6 +17,8 @@ import { constants } from 'node:os';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { readRunState } from '../runfolder/state.ts';
 import { describeState } from '../sweep/table.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
+import { barsOn, TERMINAL_RESTORE } from './progress.ts';
 
 /** Signals of a crash (the process did something it cannot survive), not of a request to stop. */
 export const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGABRT']);
@@ -169,6 +171,8 @@ export async function superviseSweep(plan: SweepPlan, json: boolean): Promise<nu
   for (;;) {
     const end = await runChild();
     if (end.signal === null) return end.code ?? 1;
+    // a child killed while its bars hid the cursor and turned line wrapping off (its exit hook never ran): both back on
+    if (barsOn(process.stderr)) process.stderr.write(TERMINAL_RESTORE);
     const signo = constants.signals[end.signal] ?? 0;
     if (!CRASH_SIGNALS.has(end.signal)) {
       process.stderr.write(
@@ -192,7 +196,7 @@ export async function superviseSweep(plan: SweepPlan, json: boolean): Promise<nu
     const give = n >= MAX_CRASHES;
     if (json) {
       process.stdout.write(
-        `${JSON.stringify({ type: 'sweep_crash', signal: end.signal, run: run?.id ?? null, step: state?.step ?? null, resume_step: state?.checkpoint_step ?? null, crashes: n, restart: !give })}\n`,
+        `${jsonLine({ type: 'sweep_crash', signal: end.signal, run: run?.id ?? null, step: state?.step ?? null, resume_step: state?.checkpoint_step ?? null, crashes: n, restart: !give })}\n`,
       );
     }
     if (give) {

@@ -340,9 +340,11 @@ export function sweepCommand(): Command {
                 const missing = missingBaselineSeeds(plan);
                 try {
                   // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
-                  if (missing.length) await computeBaselinesOf(plan, f.json === true, missing, () => {
-                    if (stop) throw new BaselinesStopped();
-                  });
+                  if (missing.length) {
+                    await computeBaselinesOf(plan, f.json === true, missing, () => {
+                      if (stop) throw new BaselinesStopped();
+                    }, f.quiet === true);
+                  }
                 } catch (e) {
                   if (!(e instanceof BaselinesStopped)) throw e;
                   stoppedIn = true;
@@ -359,7 +361,7 @@ export function sweepCommand(): Command {
             const line =
               `the baselines are being computed by ${describeHolder(held, baselinesLockDir(plan))}; left to it` +
               (other ? ` (if that process is gone, its lock is stale ${lockTimeoutS()} s after its last heartbeat; \`moco3 baselines\` with this sweep's flags then computes them)` : '');
-            if (f.json) process.stdout.write(`${JSON.stringify({ type: 'baselines_left', sweep: plan.id, holder: { pid: held.pid, host: held.host, since: held.since } })}\n`);
+            if (f.json) process.stdout.write(`${jsonLine({ type: 'baselines_left', sweep: plan.id, holder: { pid: held.pid, host: held.host, since: held.since } })}\n`);
             else if (!f.quiet) process.stderr.write(`sweep ${plan.id}: ${line}\n`);
           }
         }

@@ -19,6 +19,7 @@ import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
 import { onOutputClosed, STOP_SIGNALS, takeEarlySignals } from './supervise.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 
 interface TrainFlags extends RunFlags {
   out?: string;
@@ -67,7 +68,7 @@ export function trainCommand(): Command {
         const { done, notes } = await inspectRunFolder(f, c, runDir);
         if (done !== null) process.stderr.write(`moco3: ${done}: nothing would be trained\n`);
         else for (const n of notes) process.stderr.write(`moco3: ${n}\n`);
-        process.stdout.write(f.json ? `${JSON.stringify({ run_dir: runDir, config: c })}\n` : `# run folder: ${runDir}\n${configToYaml(c)}`);
+        process.stdout.write(f.json ? `${jsonLine({ run_dir: runDir, config: c })}\n` : `# run folder: ${runDir}\n${configToYaml(c)}`);
         return;
       }
       // the run folder's lock first, as a sweep takes it: while this command looks at the folder, moves a
@@ -119,7 +120,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     // --json: a line for the run left as it is, so a script reading stdout learns where it stands
     if (f.json) {
       const st = readStatus(runDir);
-      process.stdout.write(`${JSON.stringify({ run: 'train', type: 'already', runDir, status: st?.status ?? null, step: st?.step ?? null })}\n`);
+      process.stdout.write(`${jsonLine({ run: 'train', type: 'already', runDir, status: st?.status ?? null, step: st?.step ?? null })}\n`);
     }
     return;
   }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { appendMetric, readMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
+import { appendMetric, jsonLine, readMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
 import { RunFolderError } from '../../src/runfolder/paths.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -55,4 +55,8 @@ test('metrics: a row of a step again, out of order, or without a step is refused
     writeFileSync(join(dir, 'c.jsonl'), text);
     assert.throws(() => readMetrics(join(dir, 'c.jsonl')), (e: Error) => e instanceof RunFolderError && message.test(e.message), text);
   }
+});
+
+test('jsonLine: non-finite numbers as the strings metrics.jsonl holds, at any depth (what every --json line writes)', () => {
+  assert.equal(jsonLine({ a: NaN, b: [Infinity, 1.5], c: { d: -Infinity }, e: null }), '{"a":"NaN","b":["Infinity",1.5],"c":{"d":"-Infinity"},"e":null}');
 });
