@@ -31,8 +31,11 @@ export function baselinesCommand(): Command {
     let held: LockInfo | null;
     try {
       held = await withBaselinesLock(plan, () =>
-        computeBaselinesOf(plan, f.json === true, undefined, () => {
-          if (stoppedBy) throw new BaselinesStopped();
+        computeBaselinesOf(plan, {
+          json: f.json === true,
+          check: () => {
+            if (stoppedBy) throw new BaselinesStopped();
+          },
         }),
       );
     } catch (e) {
@@ -87,7 +90,10 @@ export async function withBaselinesLock(plan: Pick<SweepPlan, 'dir' | 'id'>, f: 
  * Compute, write and print a plan's baselines (only the `missing` seeds when given, the file's others kept);
  * shared by `moco3 baselines` and the end of `moco3 sweep`.
  */
-export async function computeBaselinesOf(plan: SweepPlan, json: boolean, missing?: number[], check?: () => void, quiet = false): Promise<void> {
+export async function computeBaselinesOf(
+  plan: SweepPlan,
+  { json = false, quiet = false, missing, check }: { json?: boolean; quiet?: boolean; missing?: number[]; check?: () => void },
+): Promise<void> {
   const { writeSweepBaselines, baselinesPath } = await import('../sweep/baselines.ts');
   // progress lines, unless --json or -q (a sweep's)
   const say = (s: string) => (json || quiet ? undefined : process.stderr.write(`${s}\n`));

@@ -142,9 +142,8 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     else if (job?.state && QUEUED_STATES.has(job.state)) skipped.push(`${r.index} ${job.state.toLowerCase()} as ${job.job}`);
     else indices.push(r.index);
   });
-  const script = sbatchScript({ plan, indices, settings, command: taskCommand(arg, f), cwd: process.cwd() });
   if (!indices.length) {
-    // no script: an array of no task is no job (a dry run printed one with an empty --array)
+    // no script: an array of no task is no job
     process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);
     // --json: no job (and for a dry run, no script)
     if (f.json) process.stdout.write(`${jsonLine(f.dryRun ? { type: 'sbatch', script: null, skipped } : { type: 'submitted', job_id: null, script: null, runs: {}, skipped })}\n`);
@@ -160,6 +159,7 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     }
     return;
   }
+  const script = sbatchScript({ plan, indices, settings, command: taskCommand(arg, f), cwd: process.cwd() });
   if (f.dryRun) {
     // what the submission would say of the folder's earlier runs, said here too
     const { plannedPresetNote } = await import('../sweep/resolved.ts');

@@ -166,13 +166,16 @@ function runChild(): Promise<ChildEnd> {
 }
 
 /** Runs the sweep in a child until it ends other than by a crash; returns the exit code for moco3. */
-export async function superviseSweep(plan: SweepPlan, json: boolean): Promise<number> {
+export async function superviseSweep(plan: SweepPlan, json: boolean, quiet = false): Promise<number> {
+  // the child draws bars on this terminal (sweep.ts chooses its display so)
+  const bars = !json && !quiet && barsOn(process.stderr);
   const crashes = new Map<string, number>();
   for (;;) {
     const end = await runChild();
     if (end.signal === null) return end.code ?? 1;
-    // a child killed while its bars hid the cursor and turned line wrapping off (its exit hook never ran): both back on
-    if (barsOn(process.stderr)) process.stderr.write(TERMINAL_RESTORE);
+    // a child killed while its bars hid the cursor and turned line wrapping off (its exit hook never ran): both back
+    // on, and the line after its last bar's
+    if (bars) process.stderr.write(`${TERMINAL_RESTORE}\n`);
     const signo = constants.signals[end.signal] ?? 0;
     if (!CRASH_SIGNALS.has(end.signal)) {
       process.stderr.write(

@@ -287,7 +287,7 @@ export function sweepCommand(): Command {
       }
       // the process a user started supervises the one that trains, restarting it after a crash (supervise.ts)
       if (shouldSupervise()) {
-        process.exitCode = await superviseSweep(plan, f.json === true);
+        process.exitCode = await superviseSweep(plan, f.json === true, f.quiet === true);
         return;
       }
       const { runSweep } = await import('../sweep/runner.ts');
@@ -341,9 +341,14 @@ export function sweepCommand(): Command {
                 try {
                   // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
                   if (missing.length) {
-                    await computeBaselinesOf(plan, f.json === true, missing, () => {
-                      if (stop) throw new BaselinesStopped();
-                    }, f.quiet === true);
+                    await computeBaselinesOf(plan, {
+                      json: f.json === true,
+                      quiet: f.quiet === true,
+                      missing,
+                      check: () => {
+                        if (stop) throw new BaselinesStopped();
+                      },
+                    });
                   }
                 } catch (e) {
                   if (!(e instanceof BaselinesStopped)) throw e;

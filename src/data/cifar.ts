@@ -68,7 +68,9 @@ export const CIFAR: Record<'cifar10' | 'cifar100', CifarKind> = {
 };
 
 /** Where moco3 keeps datasets when no path is given. */
-export const DATA_DIR = process.env.MOCO3_DATA?.trim() ? process.env.MOCO3_DATA : join(homedir(), '.moco3', 'data'); // set but blank: the default
+/** The data directory: $MOCO3_DATA, or ~/.moco3/data when it is unset or blank. */
+export const dataDirectory = (): string => (process.env.MOCO3_DATA?.trim() ? process.env.MOCO3_DATA : join(homedir(), '.moco3', 'data'));
+export const DATA_DIR = dataDirectory();
 
 /** A split's arrays (images HWC), or one file's. */
 interface Records {

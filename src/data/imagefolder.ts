@@ -56,9 +56,10 @@
  */
 import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from 'node:fs';
-import { availableParallelism, constants as osConstants, homedir, totalmem } from 'node:os';
+import { availableParallelism, constants as osConstants, totalmem } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileAbove, isStaleTemp, missingAncestors, removeEmptyFolders, tempName, withPath } from '../engine/files.ts';
+import { dataDirectory } from './cifar.ts';
 import { resizeCenterCrop } from './pil.ts';
 import { ChannelStats } from './stats.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -219,7 +220,6 @@ interface CacheHeader {
 /** The image folder read when no path is given: this folder of the data directory. */
 export const IMAGEFOLDER_SUBDIR = 'imagenet';
 
-const dataDir = () => (process.env.MOCO3_DATA?.trim() ? process.env.MOCO3_DATA : join(homedir(), '.moco3', 'data'));
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
 const align64 = (x: number) => Math.ceil(x / 64) * 64;
 const isImage = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
@@ -696,7 +696,7 @@ async function medianShorterSide(listing: SplitListing, decoder: ImageDecoder): 
 
 export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions = {}): Promise<Dataset> {
   const decoder = opts.decoder ?? sharpDecoder;
-  const root = resolve(spec.path ?? join(dataDir(), IMAGEFOLDER_SUBDIR));
+  const root = resolve(spec.path ?? join(dataDirectory(), IMAGEFOLDER_SUBDIR));
   const layout = 'expected train/<class>/*.jpg and val/<class>/*.jpg';
   // a relative data.path is read from the current folder; moco3 eval reads it from the run's config.yaml and
   // takes no --data: say where to run from
@@ -732,7 +732,7 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
   const testTake = checkSize(spec.testSize, test.files.length, test.dir, 'test_size');
 
   const primary = join(root, '.moco3-cache');
-  const fallback = join(opts.fallbackCacheRoot ?? join(dataDir(), 'cache'), createHash('sha256').update(root).digest('hex').slice(0, 16));
+  const fallback = join(opts.fallbackCacheRoot ?? join(dataDirectory(), 'cache'), createHash('sha256').update(root).digest('hex').slice(0, 16));
   const dirs = [primary, fallback];
   const log = opts.log === undefined ? (line: string) => void process.stderr.write(`${line}\n`) : opts.log;
   if (leftOut.size > 0) {

@@ -154,15 +154,14 @@ async function adapterAndSummary(): Promise<{ adapter: GpuAdapterLike; summary: 
     const g = await dawn();
     if (typeof g === 'string') return g;
     let adapter: GpuAdapterLike | null = null;
+    const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? process.env.MOCO3_DAWN_FLAGS : null;
     try {
       // Dawn enumerates the Vulkan devices inside this call, synchronously, and may warn on stderr then
       adapter = await withoutDawnNoise(() => g.requestAdapter({ powerPreference: 'high-performance' }));
     } catch (e) {
       // Dawn's reason may run over lines (a backend it does not know, then those it does); the flags given are said
-      const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? ` with MOCO3_DAWN_FLAGS=${process.env.MOCO3_DAWN_FLAGS}` : '';
-      return `Dawn found no adapter${flags} (${(e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`;
+      return `Dawn found no adapter${flags === null ? '' : ` with MOCO3_DAWN_FLAGS=${flags}`} (${(e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`;
     }
-    const flags = process.env.MOCO3_DAWN_FLAGS?.trim() ? process.env.MOCO3_DAWN_FLAGS : null;
     if (!adapter) {
       // flags that chose another backend (opengl, metal): the Vulkan driver is not what is missing
       const vulkan = flags === null || !/(^|,)\s*backend=/i.test(flags) || /(^|,)\s*backend=vulkan\s*(,|$)/i.test(flags);

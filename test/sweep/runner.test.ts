@@ -275,6 +275,15 @@ test('moco3 sweep that leaves a run to another process says the sweep is not fin
   const done = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'cli.ts'), 'sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines'], { encoding: 'utf8' });
   assert.equal(done.status, 0, done.stderr);
   assert.match(done.stderr, /^sweep tiny: 2 runs, none to train -> /m);
+  // -q: the baselines it computes at the end say nothing either (their lines came through)
+  const quiet = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'cli.ts'), 'sweep', tinyFile, '--backend', 'cpu', '--results', results, '-q'], { encoding: 'utf8' });
+  assert.equal(quiet.status, 0, quiet.stderr);
+  assert.ok(existsSync(join(results, 'tiny', 'baselines.json')));
+  assert.doesNotMatch(quiet.stderr, /baselines of sweep|seed 0/);
+  // a Slurm dry run with nothing to submit, --json: an sbatch object of no script (it said "submitted")
+  const slurm = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'cli.ts'), 'sweep', tinyFile, '--backend', 'cpu', '--results', results, '--launcher', 'slurm', '--dry-run', '--json'], { encoding: 'utf8' });
+  assert.equal(slurm.status, 0, slurm.stderr);
+  assert.deepEqual(JSON.parse(slurm.stdout), { type: 'sbatch', script: null, skipped: ['1 completed', '2 completed'] });
 });
 
 test('locks: one holder at a time; a reused pid (other start time) is stale', async () => {
