@@ -98,6 +98,9 @@ for (const lib of ['libstdc++.so.6', 'libgcc_s.so.1']) {
   if (!at) fail(`ldd ${dawn} names no ${lib}`);
   copyFileSync(at, join(out, 'lib', 'compat', lib));
 }
+// that runtime needs this machine's C library (or a newer one): said by gpu-check.sh where the machine's is older
+const glibc = process.report.getReport().header.glibcVersionRuntime;
+writeFileSync(join(out, 'lib', 'compat', 'GLIBC'), `glibc ${glibc ?? '(unknown)'} or newer\n`);
 mkdirSync(join(out, 'bench'));
 mkdirSync(join(out, 'tools'));
 copyFileSync(join(root, 'bench', 'native-torch.py'), join(out, 'bench', 'native-torch.py'));
@@ -106,6 +109,11 @@ copyFileSync(join(root, 'scripts', 'gpu-check.sh'), join(out, 'gpu-check.sh'));
 chmodSync(join(out, 'gpu-check.sh'), 0o755);
 
 // this machine's Node (the same major version moco3 is built and tested with), xz-compressed
+try {
+  execFileSync('sh', ['-c', 'command -v xz'], { stdio: 'ignore' });
+} catch {
+  fail('xz not found: install it (apt-get install xz-utils) to compress the bundled Node');
+}
 execFileSync('sh', ['-c', `xz -6 -T2 -c "${process.execPath}" > "${join(out, 'node.xz')}"`], { stdio: 'inherit' });
 writeFileSync(join(out, 'NODE_VERSION'), `${process.version}\n`);
 

@@ -23,13 +23,24 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 say() { echo "gpu-check: $*" >&2; }
 
+# Node, unpacked once: into node.tmp, kept as node only once it runs (a half-unpacked file is not taken for it)
 if [ ! -x "$here/node" ]; then
+  rm -f node.tmp
   if command -v xz >/dev/null 2>&1; then
-    xz -dc node.xz > node
+    xz -dc node.xz > node.tmp
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('node.xz'), open('node.tmp', 'wb'))"
   else
-    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('node.xz'), open('node', 'wb'))"
+    say "neither xz nor python3 here to unpack node.xz: install xz-utils, or unpack it elsewhere (xz -dk node.xz) and copy node here"
+    exit 1
   fi
-  chmod +x node
+  chmod +x node.tmp
+  if ! err=$(./node.tmp -e 0 2>&1); then
+    rm -f node.tmp
+    say "the bundled Node does not run here: $(printf '%s' "$err" | head -1)"
+    exit 1
+  fi
+  mv node.tmp node
 fi
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 moco3() { "$here/node" "$here/moco3.mjs" "$@"; }
@@ -43,14 +54,20 @@ record() {
   grep -A1 '^webgpu:' "$tmp/doctor.txt"
 }
 line=$(record)
-# Dawn needs GCC 12's C++ runtime (GLIBCXX_3.4.30) and glibc 2.34: with an older C++ runtime (RHEL 9's is
-# GCC 11's) the bundled one is put first on the library path; an older glibc (Ubuntu 20.04) cannot be helped
+# Dawn needs GCC 12's C++ runtime (GLIBCXX_3.4.30) and glibc 2.34: with an older C++ runtime the bundled one
+# is put first on the library path. That runtime needs the C library of the machine the bundle was built on
+# (lib/compat/GLIBC): on an older one Node itself would not start with it, so it is taken back and said
 cxx=system
 if printf '%s' "$line" | grep -q 'GLIBCXX\|CXXABI'; then
-  say "this machine's C++ runtime is older than Dawn's: using the bundled one (lib/compat/)"
-  export LD_LIBRARY_PATH="$here/lib/compat:$LD_LIBRARY_PATH"
-  cxx=bundled
-  line=$(record)
+  if err=$(LD_LIBRARY_PATH="$here/lib/compat:$LD_LIBRARY_PATH" "$here/node" -e 0 2>&1); then
+    say "this machine's C++ runtime is older than Dawn's: using the bundled one (lib/compat/)"
+    export LD_LIBRARY_PATH="$here/lib/compat:$LD_LIBRARY_PATH"
+    cxx=bundled
+    line=$(record)
+  else
+    say "this machine's C++ runtime is older than Dawn's, and the bundled one needs a newer C library ($(cat "$here/lib/compat/GLIBC" 2>/dev/null || echo 'see lib/compat')) than this machine's: webgpu cannot run here ($(printf '%s' "$err" | grep -o "GLIBC_[0-9.]*' not found" | head -1))"
+    cxx=unusable
+  fi
 fi
 if printf '%s' "$line" | grep -q 'GLIBC_2'; then
   say "this machine's C library is older than glibc 2.34, which Dawn needs: webgpu cannot run here"
@@ -77,7 +94,7 @@ if ! printf '%s' "$line" | grep -q ': hardware'; then
   done
 fi
 say "Vulkan driver: $icd"
-say "$line"
+[ -n "$line" ] && say "$line"
 
 # 2.-4. moco3 (doctor's output, with the driver found, is in $tmp/doctor.txt from step 1)
 say 'replay: two steps on webgpu vs the CPU, optimizer updates packed per group, then per parameter'
@@ -168,4 +185,8 @@ const out = {
 };
 writeFileSync(process.env.OUTF, JSON.stringify(out, null, 1) + "\n");
 '
+if [ ! -s "$out" ]; then
+  say "could not write $out"
+  exit 1
+fi
 say "wrote $out"

@@ -31,7 +31,9 @@ function candidatePaths(): string[] {
   const here = dirname(fileURLToPath(import.meta.url));
   const root = resolve(here, '..', '..');
   // only the file scripts/build-native.mjs manages (node-gyp's own output under native/ may be stale)
-  const list = [resolve(root, 'build', 'Release', ADDON_FILE)];
+  // the GPU check's bundle (scripts/bundle-gpu.mjs) has no addon: one beside it, in a checkout it was built in,
+  // is not its own (a trial of the bundle there would time the native augmentation the GPU machine lacks)
+  const list = process.env.MOCO3_GPU_BUNDLE === '1' ? [] : [resolve(root, 'build', 'Release', ADDON_FILE)];
   const override = process.env.MOCO3_NATIVE_PATH;
   return override ? [resolve(override), ...list] : list;
 }

@@ -21,7 +21,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 /** What gpu-check.sh calls, and no `node`: links in a folder that is the whole PATH. */
 function barePath(): void {
   mkdirSync(bin);
-  for (const c of ['bash', 'sh', 'dirname', 'mktemp', 'rm', 'xz', 'chmod', 'grep', 'head', 'tail', 'cat', 'timeout', 'env']) {
+  for (const c of ['bash', 'sh', 'dirname', 'mktemp', 'rm', 'mv', 'xz', 'chmod', 'grep', 'head', 'tail', 'cat', 'timeout', 'env']) {
     const where = spawnSync('sh', ['-c', `command -v ${c}`], { encoding: 'utf8' }).stdout.trim();
     if (where) symlinkSync(where, join(bin, c));
   }
@@ -102,4 +102,24 @@ test("gpu-check.sh where the machine's C++ runtime is older than Dawn's: it take
   assert.match(r.stderr, /C\+\+ runtime is older than Dawn's: using the bundled one/);
   assert.equal(r.json.cxx_runtime, 'bundled');
   assertReplay(r.json, 'old C++ runtime');
+
+  // the bundled runtime needs the build machine's C library: on an older one (here its version need renamed
+  // to one no C library has) Node would not start with it; the check takes it back and says so (it went on
+  // to write nothing, and said "wrote")
+  const compat = join(folder, 'lib', 'compat', 'libstdc++.so.6');
+  const mine = readFileSync(compat);
+  const need = /GLIBC_2\.3[5-9]\0/.exec(mine.toString('latin1'));
+  assert.ok(need, 'a GLIBC_2.35+ version need in the bundled libstdc++');
+  const patched = Buffer.from(mine);
+  Buffer.from('GLIBC_2.99\0').copy(patched, need.index);
+  writeFileSync(compat, patched);
+  try {
+    const u = check({ LD_LIBRARY_PATH: old }, 'unusable.json');
+    assert.equal(u.code, 0, u.stderr);
+    assert.match(u.stderr, /the bundled one needs a newer C library \(glibc 2\.\d+ or newer\) than this machine's: webgpu cannot run here \(GLIBC_2\.99' not found\)/);
+    assert.equal(u.json.cxx_runtime, 'unusable');
+    assert.match(u.stderr, /wrote /);
+  } finally {
+    writeFileSync(compat, mine);
+  }
 });
