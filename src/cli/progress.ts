@@ -37,7 +37,15 @@ export function barOptions(stream: NodeJS.WriteStream = process.stderr): { strea
 /** The bar's width: narrower on a narrow terminal, so that the numbers beside it stay on the line. */
 export const barSize = (stream: NodeJS.WriteStream = process.stderr): number => ((stream.columns ?? 120) < 110 ? 8 : 24);
 
-const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
+export const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
+
+/** A duration as the progress lines write it: `42s`, `12m`, `1.5h`; `-` when unknown. */
+export function fmtDuration(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '-';
+  if (s < 90) return `${Math.round(s)}s`;
+  if (s < 5400) return `${Math.round(s / 60)}m`;
+  return `${(s / 3600).toFixed(1)}h`;
+}
 
 export interface ProgressSink {
   onEvent(e: TrainEvent): void;
@@ -115,7 +123,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
           const eta = e.step > first ? (el / (e.step - first)) * (total - e.step) : NaN;
           out.write(
             `${label}: step ${e.step}/${total} epoch ${fmt(e.row.epoch, 2)} loss ${fmt(e.row.loss, 4)} lr ${e.row.lr?.toExponential(2) ?? '-'} ` +
-              `kNN ${knn === null ? '-' : knn.toFixed(1) + '%'} ${fmt(ips, 1)} img/s ETA ${Number.isFinite(eta) ? Math.round(eta) + 's' : '-'}\n`,
+              `kNN ${knn === null ? '-' : knn.toFixed(1) + '%'} ${fmt(ips, 1)} img/s ETA ${fmtDuration(eta)}\n`,
           );
         }
       } else if (e.type === 'knn') {

@@ -13,18 +13,10 @@ import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
-import { barOptions, barsOn, barSize, makeProgress, type ProgressSink } from './progress.ts';
+import { barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, type ProgressSink } from './progress.ts';
 import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, takeEarlySignals } from './supervise.ts';
 
-const fmt = (v: number | null | undefined, d = 3) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
-
-function fmtDuration(s: number): string {
-  if (!Number.isFinite(s) || s < 0) return '-';
-  if (s < 90) return `${Math.round(s)}s`;
-  if (s < 5400) return `${Math.round(s / 60)}m`;
-  return `${(s / 3600).toFixed(1)}h`;
-}
 
 interface Display {
   onEvent(e: SweepEvent): void;

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { barSize, barsOn, makeProgress } from '../../src/cli/progress.ts';
+import { barSize, barsOn, fmtDuration, makeProgress } from '../../src/cli/progress.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stream = (o: { isTTY?: boolean; columns?: number }) => o as unknown as NodeJS.WriteStream;
@@ -53,4 +53,26 @@ test('plain lines: one every 20th of the run, and one when a minute has passed s
   // every 50 steps: step 50 alone in the first run; every step in the second (no floor to wait for)
   assert.equal(steps.length, 1 + 60, steps.join(''));
   assert.match(steps[0]!, /^run: step 50\/1000 /);
+});
+
+test('durations as every progress line writes them: seconds, then minutes, then hours (a 10-hour ETA read 36000s)', () => {
+  assert.deepEqual([fmtDuration(42.4), fmtDuration(600), fmtDuration(36000), fmtDuration(NaN), fmtDuration(-1)], ['42s', '10m', '10.0h', '-', '-']);
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  // the clock: the first step ends 36.036 s after the start, so the 999 steps left take 10 hours
+  const now = performance.now;
+  let t = 1000;
+  performance.now = () => t;
+  try {
+    const p = makeProgress('run', { lineSeconds: 0 });
+    p.onEvent({ type: 'start', runDir: '/r', totalSteps: 1000, startStep: 0, resumed: false, params: 1, knnTop1: 61.5 });
+    t += 36036;
+    p.onEvent({ type: 'step', step: 1, totalSteps: 1000, row: { loss: 1, epoch: 0, lr: 1e-3, images_per_s: 10 } });
+  } finally {
+    process.stderr.write = write;
+    performance.now = now;
+  }
+  // a resumed run's last kNN from its first line; the ETA in the same units as the sweep's
+  assert.match(lines.at(-1)!, /^run: step 1\/1000 .* kNN 61\.5% 10\.0 img\/s ETA 10\.0h\n$/);
 });
