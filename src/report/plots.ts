@@ -120,6 +120,13 @@ export function meanCurves(lines: ReadonlyArray<{ setting: string; run: string; 
   return out;
 }
 
+/** How many of `xs` share each key. */
+function countBy<T>(xs: readonly T[], key: (x: T) => string): Map<string, number> {
+  const n = new Map<string, number>();
+  for (const x of xs) n.set(key(x), (n.get(key(x)) ?? 0) + 1);
+  return n;
+}
+
 export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, opts: InstabilityOptions): Figure {
   const multiSeed = view.seeds.length > 1;
   // more seeds than dash patterns: thin lines per run, and each setting's mean over seeds drawn thick
@@ -172,9 +179,8 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
   const x = { field: 'epoch', type: 'quantitative' as const, title: 'epoch', ...(one('epoch') ? { axis: { format: '~g' } } : {}) };
   const y = { field: 'knn', type: 'quantitative' as const, title: 'kNN top-1 (%)', scale: { zero: false }, ...(one('knn') ? { axis: { format: '~g' } } : {}) };
   // a run of one kNN value (the monitor off: the final one only; a run that failed after step 0) has no line to draw
-  const counts = new Map<string, number>();
-  for (const l of lines) counts.set(l.run, (counts.get(l.run) ?? 0) + 1);
-  const lone = lines.filter((l) => counts.get(l.run) === 1);
+  const perRun = countBy(lines, (l) => l.run);
+  const lone = lines.filter((l) => perRun.get(l.run) === 1);
   const layers: Record<string, unknown>[] = [
     {
       data: { values: lines },
@@ -197,8 +203,7 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
       encoding: { x, y, color, detail: { field: 'setting', type: 'nominal' } },
     });
     // a setting's mean of one value (the monitor off): a point, as its runs' are
-    const perSetting = new Map<string, number>();
-    for (const m of means) perSetting.set(m.setting, (perSetting.get(m.setting) ?? 0) + 1);
+    const perSetting = countBy(means, (m) => m.setting);
     const loneMeans = means.filter((m) => perSetting.get(m.setting) === 1);
     if (loneMeans.length) layers.push({ data: { values: loneMeans }, mark: { type: 'point', shape: 'diamond', filled: true, size: 140, opacity: 1 }, encoding: { x, y, color } });
   }
@@ -273,8 +278,7 @@ export function gradFigure(view: SweepView, inst: Map<string, RunInstability>, o
   // would share a panel, their curves joined into one; such labels name their run
   const runs = view.columns.flatMap((c) => c.runs);
   const labelOf = new Map(runs.map((r) => [r.id, gradPanelLabel(view, r, inst.get(r.id)!)]));
-  const taken = new Map<string, number>();
-  for (const l of labelOf.values()) taken.set(l, (taken.get(l) ?? 0) + 1);
+  const taken = countBy([...labelOf.values()], (l) => l);
   for (const c of view.columns) {
     for (const r of c.runs) {
       const i = inst.get(r.id)!;
