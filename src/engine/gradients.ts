@@ -73,27 +73,12 @@ function nodesFromXToY(tape: TapeNode[], xs: tf.Tensor[], y: tf.Tensor): TapeNod
  * tensors it saved are freed: the peak is about the activations alone. The arithmetic, and its order, is
  * tfjs's: results are bitwise equal (test/engine/lean-gradients.test.ts).
  */
-function leanGradients(this: EngineInternals, stock: EngineInternals['gradients'], f: () => tf.Tensor, xs: tf.Tensor[], dy?: tf.Tensor, allowNoGradients = false) {
-  // higher-order gradients need the tape intact: leave them to tfjs
-  if (this.state.gradientDepth > 0) return stock.call(this, f, xs, dy, allowNoGradients);
+function leanGradients(this: EngineInternals, f: () => tf.Tensor, xs: tf.Tensor[], dy?: tf.Tensor, allowNoGradients = false) {
   if (xs.length === 0) throw new Error('gradients() received an empty list of xs.');
   if (dy != null && dy.dtype !== 'float32') throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
-  let y: unknown = null;
-  // the first id a tensor the forward makes gets (tfjs numbers tensors in one sequence, Engine.nextTensorId)
-  const firstId = (this.constructor as unknown as { nextTensorId?: unknown }).nextTensorId;
-  try {
-    y = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy('forward', f));
-    if (!(y instanceof tf.Tensor)) throw new Error('The result y returned by f() must be a tensor.');
-    return leanBackward.call(this, y, xs, dy, allowNoGradients);
-  } catch (e) {
-    // a kernel that failed (out of memory) in the forward or the backward: what the tape saved for the
-    // backward (kept out of every tidy), and the value that escaped the forward's, would outlive the step
-    for (const node of this.state.activeTape ?? []) for (const t of node.saved ?? []) t.dispose();
-    this.state.activeTape = null;
-    // y, when the forward made it: f may return an input or a variable, which stay the caller's
-    if (y instanceof tf.Tensor && !(y instanceof tf.Variable) && typeof firstId === 'number' && y.id >= firstId) y.dispose();
-    throw e;
-  }
+  const y: unknown = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy('forward', f));
+  if (!(y instanceof tf.Tensor)) throw new Error('The result y returned by f() must be a tensor.');
+  return leanBackward.call(this, y, xs, dy, allowNoGradients);
 }
 
 /** The backward pass of leanGradients, over the tape its forward recorded. */
@@ -157,17 +142,36 @@ function leanBackward(this: EngineInternals, y: tf.Tensor, xs: tf.Tensor[], dy: 
 
 let installed = false;
 
-/** Routes tf.grads / valueAndGrads / variableGrads through leanGradients (once per process); MOCO3_LEAN_BACKWARD=0 keeps tfjs's. */
-function installLeanGradients(): boolean {
-  if (installed) return true;
-  if (process.env.MOCO3_LEAN_BACKWARD === '0') return false;
+/**
+ * Routes tf.grads / valueAndGrads / variableGrads (once per process) through leanGradients, or through
+ * tfjs's own backward when MOCO3_LEAN_BACKWARD=0 (read at each call), and either way frees, when a kernel
+ * fails in the forward or the backward (out of memory), what the tape saved for the backward (kept out of
+ * every tidy) and the value that escaped the forward's tidy: they would outlive the step.
+ */
+function installGradients(): void {
+  if (installed) return;
   const engine = tf.engine() as unknown as EngineInternals;
   const stock = engine.gradients;
   engine.gradients = function (this: EngineInternals, f, xs, dy, allowNoGradients) {
-    return leanGradients.call(this, stock, f, xs, dy, allowNoGradients);
+    // higher-order gradients need the tape intact: leave them to tfjs
+    if (this.state.gradientDepth > 0) return stock.call(this, f, xs, dy, allowNoGradients);
+    // the first id a tensor the forward makes gets (tfjs numbers tensors in one sequence, Engine.nextTensorId)
+    const firstId = (this.constructor as unknown as { nextTensorId?: unknown }).nextTensorId;
+    let y: unknown = null;
+    const recorded = () => (y = f()) as tf.Tensor;
+    try {
+      return process.env.MOCO3_LEAN_BACKWARD === '0'
+        ? stock.call(this, recorded, xs, dy, allowNoGradients)
+        : leanGradients.call(this, recorded, xs, dy, allowNoGradients);
+    } catch (e) {
+      for (const node of this.state.activeTape ?? []) for (const t of node.saved ?? []) t.dispose();
+      this.state.activeTape = null;
+      // y, when the forward made it: f may return an input or a variable, which stay the caller's
+      if (y instanceof tf.Tensor && !(y instanceof tf.Variable) && typeof firstId === 'number' && y.id >= firstId) y.dispose();
+      throw e;
+    }
   };
   installed = true;
-  return true;
 }
 
-installLeanGradients();
+installGradients();

@@ -1,8 +1,8 @@
 /**
  * A training step whose kernel fails (out of memory on a large batch, say) leaves no tensor behind, wherever
  * it fails: the momentum encoder's keys, a loss term's taped forward, its backward. A sweep marks such a
- * run failed and trains the next in the same process, which would otherwise start with the leak. (The
- * lean backward's cleanup: with MOCO3_LEAN_BACKWARD=0, tfjs's own backward, a failed step keeps its tape.)
+ * run failed and trains the next in the same process, which would otherwise start with the leak; with
+ * moco3's backward and with TensorFlow.js's own (MOCO3_LEAN_BACKWARD=0).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,54 +49,61 @@ for (const k of wrapped) {
   });
 }
 
-test('a kernel failing anywhere in a step (keys, taped forward, backward; plain and micro-batched) leaves no tensor behind', () => {
+test('a kernel failing anywhere in a step (keys, taped forward, backward; plain and micro-batched; either backward) leaves no tensor behind', () => {
   const x1 = images('fail1', 8, 8).t;
   const x2 = images('fail2', 8, 8).t;
-  for (const micro of [null, 4]) {
-    const model = new MoCoViT(tinyConfig(), 11);
-    const clean = () => {
-      const { loss, grads } = model.step(x1, x2, 0.99, micro);
-      loss.dispose();
-      grads.forEach((g) => g.dispose());
-    };
-    clean(); // kernels compiled, nothing cached on the first call left to count
-    const base = tf.memory().numTensors;
-    calls.keys = calls.forward = calls.backward = 0;
-    afterBackward.length = 0;
-    clean();
-    const per = { ...calls };
-    const termEnds = [...afterBackward];
-    assert.equal(termEnds.length, micro === null ? 2 : 4, 'one backward per loss term and micro-batch');
-    assert.ok(per.keys > 20 && per.forward > 50 && per.backward > 50, JSON.stringify(per));
-    let failures = 0;
-    // early, middle and late in each phase (before, among and after the BatchNorm statistics, the second
-    // view's term), and right after each term's backward (its BatchNorm update, its gradients made)
-    const points = [
-      ...(['keys', 'forward', 'backward'] as const).flatMap((p) => [0.05, 0.3, 0.55, 0.8, 0.99].map((frac) => [p, Math.floor(frac * per[p])] as const)),
-      ...termEnds.map((at) => ['keys', at] as const),
-    ];
-    for (const [p, at] of points) {
-      calls.keys = calls.forward = calls.backward = 0;
-      armed = { phase: p, at };
-      let why = '';
-      const failing = () => {
-        try {
-          clean();
-        } catch (e) {
-          why = String(e);
-          throw e;
-        }
+  const setting = process.env.MOCO3_LEAN_BACKWARD;
+  try {
+    for (const [micro, lean] of [[null, '1'], [4, '1'], [null, '0'], [4, '0']] as const) {
+      process.env.MOCO3_LEAN_BACKWARD = lean;
+      const model = new MoCoViT(tinyConfig(), 11);
+      const clean = () => {
+        const { loss, grads } = model.step(x1, x2, 0.99, micro);
+        loss.dispose();
+        grads.forEach((g) => g.dispose());
       };
-      assert.throws(failing, /^Error: injected: /, `${p} at ${at} (micro ${micro})`);
-      failures++;
-      assert.equal(tf.memory().numTensors, base, `tensors left by ${why} of ${per[p]} (micro-batch ${micro})`);
-      assert.equal(engineState.activeTape, null, 'the tape is gone');
+      clean(); // kernels compiled, nothing cached on the first call left to count
+      const base = tf.memory().numTensors;
+      calls.keys = calls.forward = calls.backward = 0;
+      afterBackward.length = 0;
+      clean();
+      const per = { ...calls };
+      const termEnds = [...afterBackward];
+      assert.equal(termEnds.length, micro === null ? 2 : 4, 'one backward per loss term and micro-batch');
+      assert.ok(per.keys > 20 && per.forward > 50 && per.backward > 50, JSON.stringify(per));
+      let failures = 0;
+      // early, middle and late in each phase (before, among and after the BatchNorm statistics, the second
+      // view's term), and right after each term's backward (its BatchNorm update, its gradients made)
+      const points = [
+        ...(['keys', 'forward', 'backward'] as const).flatMap((p) => [0.05, 0.3, 0.55, 0.8, 0.99].map((frac) => [p, Math.floor(frac * per[p])] as const)),
+        ...termEnds.map((at) => ['keys', at] as const),
+      ];
+      for (const [p, at] of points) {
+        calls.keys = calls.forward = calls.backward = 0;
+        armed = { phase: p, at };
+        let why = '';
+        const failing = () => {
+          try {
+            clean();
+          } catch (e) {
+            why = String(e);
+            throw e;
+          }
+        };
+        assert.throws(failing, /^Error: injected: /, `${p} at ${at} (micro ${micro})`);
+        failures++;
+        assert.equal(tf.memory().numTensors, base, `tensors left by ${why} of ${per[p]} (micro-batch ${micro}, MOCO3_LEAN_BACKWARD=${lean})`);
+        assert.equal(engineState.activeTape, null, 'the tape is gone');
+      }
+      assert.equal(failures, points.length);
+      // and the model still steps
+      clean();
+      assert.equal(tf.memory().numTensors, base);
+      model.dispose();
     }
-    assert.equal(failures, points.length);
-    // and the model still steps
-    clean();
-    assert.equal(tf.memory().numTensors, base);
-    model.dispose();
+  } finally {
+    if (setting === undefined) delete process.env.MOCO3_LEAN_BACKWARD;
+    else process.env.MOCO3_LEAN_BACKWARD = setting;
   }
   x1.dispose();
   x2.dispose();
