@@ -808,18 +808,36 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
     if (stale !== null && log !== null) log(`imagefolder: rebuilding the cache (${stale})`);
     const file = join(dir, base);
     try {
-      await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx, dropMade);
+      // stopped by a signal, the caches this load built before go too
+      await buildCache(listing, side, opts.side === undefined ? probe : 0, file, dir, ctx, () => {
+        dropMade();
+        for (const undo of [...built].reverse()) undo();
+      });
     } catch (e) {
       dropMade();
       throw e;
     }
+    built.push(() => {
+      rmSync(file, { force: true });
+      dropMade();
+    });
     const h = readHeader(file);
     if ('bad' in h) throw new DataError(`${file}: ${h.bad} right after writing it`);
     return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };
   };
 
-  const tr = await openOrBuild(train, trainTake);
-  const te = await openOrBuild(test, testTake);
+  // the eval split first: the smaller, so an image of it that cannot be read stops the load before the
+  // train split's cache (hours for ImageNet) is built, not after. A load that fails leaves no cache it built.
+  const built: (() => void)[] = [];
+  let te: Awaited<ReturnType<typeof openOrBuild>>;
+  let tr: Awaited<ReturnType<typeof openOrBuild>>;
+  try {
+    te = await openOrBuild(test, testTake);
+    tr = await openOrBuild(train, trainTake);
+  } catch (e) {
+    for (const undo of built.reverse()) undo();
+    throw e;
+  }
   return {
     name: 'imagefolder',
     numClasses: classes.length,

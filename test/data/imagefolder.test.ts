@@ -489,6 +489,26 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     rmSync(data, { recursive: true });
     rmSync(bad);
 
+    // one in val/: found before any train image is decoded (the eval split is cached first), and when the
+    // train split is the one that fails, the val cache this load built goes with it
+    const badVal = join(root, 'val', 'dog', 'broken.png');
+    writeFileSync(badVal, Buffer.from('not a png'));
+    const trainDecodes = { n: 0 };
+    const watching: ImageDecoder = {
+      probe: (f) => sharpDecoder.probe(f),
+      decode: (f, side) => {
+        if (f.startsWith(join(root, 'train'))) trainDecodes.n++;
+        return sharpDecoder.decode(f, side);
+      },
+    };
+    await rejectsData(loadImageFolder(spec(root), quiet({ decoder: watching, side: 18 })), new RegExp(`${badVal}: could not be decoded`));
+    assert.equal(trainDecodes.n, 0, 'no train image decoded');
+    rmSync(badVal);
+    writeFileSync(bad, Buffer.from('this is not a jpeg either'));
+    await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`${bad}: could not be decoded`));
+    assert.equal(existsSync(cache), false, 'the val cache built before the train split failed is gone, and its folder');
+    rmSync(bad);
+
     // a file that is gone (or unreadable) by the time it is decoded is said to be unreadable, not corrupt
     const gone = join(root, 'train', 'zebra', 'b.png');
     const vanishing: ImageDecoder = {
@@ -563,11 +583,13 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGHUP', 129]] as const) test(`${s
       }
     }
     const marker = join(root, 'decoding');
-    // the real loader, with a decoder that takes its time and says when it has begun
+    // the real loader, with a decoder that takes its time in the train split (cached after val/, the smaller)
+    // and says when it has begun: the val cache, complete by then, goes too
     const script = `
       import { writeFileSync } from 'node:fs';
       const { loadImageFolder, sharpDecoder } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'src', 'data', 'imagefolder.ts'))});
-      const decoder = { probe: sharpDecoder.probe, decode: async (f, s) => { writeFileSync(${JSON.stringify(marker)}, f); await new Promise((r) => setTimeout(r, 300)); return sharpDecoder.decode(f, s); } };
+      const trainDir = ${JSON.stringify(join(root, 'train'))};
+      const decoder = { probe: sharpDecoder.probe, decode: async (f, s) => { if (f.startsWith(trainDir)) { writeFileSync(${JSON.stringify(marker)}, f); await new Promise((r) => setTimeout(r, 300)); } return sharpDecoder.decode(f, s); } };
       await loadImageFolder({ name: 'imagefolder', path: ${JSON.stringify(root)}, trainSize: null, testSize: null, seed: 0, imageSize: 8 }, { decoder, concurrency: 1, log: null });
       console.log('done');`;
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
