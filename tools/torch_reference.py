@@ -505,7 +505,8 @@ class LARS(torch.optim.Optimizer):
 class Lamb(torch.optim.Optimizer):
     """LAMB as moco3 documents it (src/optim/lamb.ts; not in the official repo): Adam direction with
     bias correction, L2 weight decay added to it, trust ratio ||p||/||u|| (1 when a norm is 0), optional
-    global gradient-norm clipping; exclude_bias_norm gives ndim <= 1 params no decay and trust 1."""
+    global gradient-norm clipping; exclude_bias_norm gives ndim <= 1 params no decay and trust 1, and a
+    param without decay (weight_decay 0) gets trust 1, as timm's `weight_decay != 0 or always_adapt`."""
 
     def __init__(self, params, lr=0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, exclude_bias_norm=False, max_grad_norm=None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, exclude_bias_norm=exclude_bias_norm)
@@ -544,7 +545,6 @@ class Lamb(torch.optim.Optimizer):
                 update = (exp_avg / bc1) / denom
                 if wd != 0:
                     update = update.add(p, alpha=wd)
-                if not excluded:
                     w_norm = torch.norm(p)
                     u_norm = torch.norm(update)
                     one = torch.ones_like(w_norm)

@@ -4,8 +4,10 @@
  * unknown (docs/MOCOV3.md "Optimization": MoCo v3 used LAMB with wd 1e-3; the repo has no LAMB):
  *   - global gradient-norm clipping is off unless `lambMaxGradNorm` is set (timm clips at 1.0 by default);
  *   - weight decay is L2 added to the Adam direction (not decoupled), and the trust ratio is applied to every
- *     parameter, unless `lambExcludeBiasNorm`, which gives ndim <= 1 parameters no decay and trust 1
- *     (timm's param groups with wd 0; `exclude_from_layer_adaptation` of the authors' BERT code);
+ *     parameter with weight decay: `lambExcludeBiasNorm` gives ndim <= 1 parameters no decay and trust 1
+ *     (timm's param groups with wd 0; `exclude_from_layer_adaptation` of the authors' BERT code), and with
+ *     `weightDecay` 0 no parameter is adapted (timm's `weight_decay != 0 or always_adapt`, always_adapt off:
+ *     Adam with clipping);
  *   - no trust-ratio clipping (LAMBC off), bias correction on, per-parameter step t as in AdamW.
  *
  *   g ← g / max(1, ‖(all g)‖ / maxGradNorm)      only when clipping is on
@@ -13,7 +15,7 @@
  *   m ← β1·m + (1 − β1)·g
  *   v ← β2·v + (1 − β2)·g·g
  *   u = (m / (1 − β1^t)) / (sqrt(v) / sqrt(1 − β2^t) + eps) + wd·p
- *   r = ‖p‖ / ‖u‖                                1 when either norm is 0
+ *   r = ‖p‖ / ‖u‖                                1 when either norm is 0, or wd is 0 (for this parameter)
  *   p ← p − lr·(r·u)
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -52,12 +54,14 @@ export class Lamb extends BaseOptimizer {
       const g = clip === null ? rawGrad : tf.div(rawGrad, clip);
       const excluded = excludeBiasNorm && this.ndimOf(name) <= 1;
       const wd = excluded ? 0 : weightDecay;
+      // timm adapts a parameter only where it decays it (always_adapt off)
+      const adapt = wd !== 0;
       const t = this.nextStep(name);
       // two dispatches where the backend has moco3's kernel (webgpu): the moments and norms, the update
       const fused = fusedKernels(
         LAMB,
         { p, g, m: this.slot(name, 'exp_avg'), v: this.slot(name, 'exp_avg_sq') },
-        { lr, weightDecay: wd, beta1, beta2, eps, step: t, adapt: !excluded },
+        { lr, weightDecay: wd, beta1, beta2, eps, step: t, adapt },
       );
       if (fused) {
         p.assign(fused[0]!);
@@ -74,8 +78,8 @@ export class Lamb extends BaseOptimizer {
       const biasCorrection2 = 1 - beta2 ** t;
       const denom = tf.add(tf.div(tf.sqrt(expAvgSq), Math.sqrt(biasCorrection2)), eps);
       let update = tf.div(tf.div(expAvg, biasCorrection1), denom);
-      if (wd !== 0) update = tf.add(update, tf.mul(p, wd));
-      if (!excluded) {
+      if (adapt) {
+        update = tf.add(update, tf.mul(p, wd));
         const wNorm = l2(p);
         const uNorm = l2(update);
         const one = tf.onesLike(wNorm);
@@ -100,7 +104,7 @@ export class Lamb extends BaseOptimizer {
     if (!group) return false;
     const { weightDecay, eps, excludeBiasNorm } = this.opts;
     const [beta1, beta2] = this.opts.betas;
-    const adaptOf = (name: string) => !(excludeBiasNorm && this.ndimOf(name) <= 1);
+    const adaptOf = (name: string) => weightDecay !== 0 && !(excludeBiasNorm && this.ndimOf(name) <= 1);
     const out = packed(group.lists, ([p, rawG, m, v], from, to) => {
       const run = pairs.slice(from, to);
       const g = clip === null ? rawG! : tf.div(rawG!, clip);

@@ -323,6 +323,8 @@ test("the step's gradient statistics (max |g|, L2 per group): moco3's kernel = t
 const OPTIMIZERS: Record<string, { kernel: string; group: string; stockOnly: string; make: () => Optimizer }> = {
   adamw: { kernel: ADAMW, group: ADAMW, stockOnly: 'Sqrt', make: () => new AdamW({ weightDecay: 0.1, betas: [0.9, 0.95], eps: 1e-8 }) },
   lamb: { kernel: LAMB, group: LAMB_GROUP, stockOnly: 'Greater', make: () => new Lamb({ weightDecay: 0.1, betas: [0.9, 0.999], eps: 1e-6, excludeBiasNorm: true, maxGradNorm: 1 }, (n) => (n === 'b' ? 1 : 2)) },
+  // weight decay 0: no parameter adapted (timm's rule), Adam's step on every one
+  'lamb (wd 0)': { kernel: LAMB, group: LAMB_GROUP, stockOnly: 'Sqrt', make: () => new Lamb({ weightDecay: 0, betas: [0.9, 0.999], eps: 1e-6, excludeBiasNorm: false, maxGradNorm: null }, (n) => (n === 'b' ? 1 : 2)) },
   lars: { kernel: LARS, group: LARS_GROUP, stockOnly: 'Greater', make: () => new Lars({ weightDecay: 1e-3, momentum: 0.9, trustCoefficient: 0.001 }, (n) => (n === 'b' ? 1 : 2)) },
 };
 for (const [optName, { kernel: single, group, stockOnly, make }] of Object.entries(OPTIMIZERS)) for (const pack of [true, false]) {

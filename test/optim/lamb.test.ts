@@ -57,6 +57,18 @@ describe('LAMB', () => {
     opt.dispose();
   });
 
+  it('weight decay 0: no parameter is adapted (timm: `weight_decay != 0 or always_adapt`), Adam with clipping', () => {
+    const opt = createOptimizer({ ...cfg, weightDecay: 0 }, ndimOf);
+    const p = params();
+    const g = grads();
+    opt.step(p, g, 0.1);
+    // u = g/(|g| + eps), r = 1 (with the trust ratio W would move ‖p‖/‖u‖ = 1.24 times as far)
+    assertClose(p.get('W')!, lambStep1(P0.W, G1.W, 0.1, 0, false), 'W');
+    assertClose(p.get('b')!, lambStep1(P0.b, G1.b, 0.1, 0, false), 'b');
+    disposeAll(p, g);
+    opt.dispose();
+  });
+
   it('lambMaxGradNorm clips by the global gradient norm', () => {
     const opt = createOptimizer({ ...cfg, lambMaxGradNorm: 0.5 }, ndimOf);
     const p = params();
