@@ -406,7 +406,24 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
     return src.file ?? fileLabel;
   };
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
-  return { config: resolveConfig(validateConfig(merged, blame), blame), blame };
+  const config = resolveConfig(validateConfig(merged, blame), blame);
+  checkLambKeys(config, blame);
+  return { config, blame };
+}
+
+/**
+ * LAMB's own keys set for another optimizer: they would be recorded in config.yaml (and its hash) and do
+ * nothing. Checked on a config being built, not on a run's config.yaml read back (a run of an older moco3
+ * that recorded one still reads).
+ */
+function checkLambKeys(c: ResolvedRunConfig, blame: Blame): void {
+  if (c.optim.name === 'lamb') return;
+  if (c.optim.max_grad_norm !== null) {
+    throw ruleError(blame, ['optim.max_grad_norm', 'optim.name'], `clips LAMB's gradients only (optim.name is ${c.optim.name}): set it to null, or optim.name to lamb`);
+  }
+  if (c.optim.lamb_exclude_bias_norm) {
+    throw ruleError(blame, ['optim.lamb_exclude_bias_norm', 'optim.name'], `applies to LAMB only (optim.name is ${c.optim.name}; LARS always exempts biases and norms, AdamW and SGD decay every parameter): set it to false, or optim.name to lamb`);
+  }
 }
 
 const SIZE_KEYS = ['patch_size', 'dim', 'depth', 'heads', 'mlp_ratio'] as const;

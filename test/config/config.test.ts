@@ -165,6 +165,12 @@ test('values the model or optimizer would refuse are refused here, blaming the k
     assert.throws(() => buildConfig({ preset: 'smoke', fileObject: { label: 'run.yaml', value } }), (e: unknown) => e instanceof ConfigError && re.test(e.message));
   fromFile({ optim: { epochs: 1 } }, /^run\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs 1, got 2$/);
   fromFile({ model: { patch_size: 5 } }, /^run\.yaml: data\.image_size: must be a multiple of model\.patch_size 5, got 16$/);
+  // LAMB's own keys for another optimizer would be recorded and do nothing (AdamW trained unclipped)
+  bad(['optim.max_grad_norm=0.5'], /^--set optim\.max_grad_norm=0\.5: optim\.max_grad_norm: clips LAMB's gradients only \(optim\.name is adamw\): set it to null, or optim\.name to lamb$/);
+  bad(['optim.max_grad_norm=1', 'optim.name=lars'], /^--set optim\.name=lars: optim\.max_grad_norm: clips LAMB's gradients only \(optim\.name is lars\)/);
+  bad(['optim.lamb_exclude_bias_norm=true'], /^--set optim\.lamb_exclude_bias_norm=true: optim\.lamb_exclude_bias_norm: applies to LAMB only \(optim\.name is adamw;/);
+  const lamb = buildConfig({ preset: 'smoke', sets: ['optim.name=lamb', 'optim.max_grad_norm=0.5', 'optim.lamb_exclude_bias_norm=true'] }).optim;
+  assert.deepEqual([lamb.max_grad_norm, lamb.lamb_exclude_bias_norm], [0.5, true]);
 });
 
 test('config hash ignores the backend but not the batch', () => {
