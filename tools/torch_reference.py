@@ -867,8 +867,11 @@ def init_checks(sd, model, args):
         short = name.split('.', 1)[1]
         leaf = short.rsplit('.', 1)[-1]
         if short == 'pos_embed':
+            # the official code rounds each angle (grid position x frequency, up to grid - 1) to float32 before
+            # its sin/cos; moco3 takes them in float64: they differ by a few ulp of the largest angle
             d = float(np.max(np.abs(a - official[name])))
-            add(name, d <= 4 * EPS32, 'fixed 2D sin-cos: max|diff| %.2e vs official' % d)
+            tol = 4 * EPS32 * max(1, args.image_size // args.patch_size - 1)
+            add(name, d <= tol, 'fixed 2D sin-cos: max|diff| %.2e vs official (float32 angles: up to %.1e)' % (d, tol))
         elif short == 'cls_token':
             add(name, float(np.max(np.abs(a))) <= 1e-5 and float(np.std(a)) <= 3e-6,
                 'N(0, 1e-6^2): max|x| %.2e, std %.2e' % (float(np.max(np.abs(a))), float(np.std(a))))
