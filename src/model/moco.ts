@@ -332,7 +332,8 @@ export class MoCoViT {
 
   /**
    * Normalised keys of the momentum encoder for the whole batch, no gradient. With micro-batches BN
-   * statistics are per chunk (like per-GPU BN); one tidy per chunk frees its activations before the next.
+   * statistics are per chunk (like per-GPU BN without the official code's SyncBatchNorm); one tidy per chunk
+   * frees its activations before the next.
    */
   private keys(x: tf.Tensor4D, chunks: Chunk[]): tf.Tensor2D {
     const parts: tf.Tensor2D[] = [];
