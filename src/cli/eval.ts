@@ -5,6 +5,7 @@ import { positive } from './numbers.ts';
 import { basename } from 'node:path';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
+import { scaledLr } from '../optim/schedule.ts';
 import { editedConfigNote, loadRunConfig } from '../runfolder/records.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { checkOutputDir } from '../engine/files.ts';
@@ -111,17 +112,28 @@ function linearCommand(): Command {
       const batchSize = given('--batch-size', f.batchSize, true);
       const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
       const quiet = Boolean(f.json);
-      const r = await offline.linearProbeForRun(runDir, {
-        config,
-        checkpoint,
-        epochs,
-        baseLr,
-        batchSize,
-        augment: f.augment,
-        onEpoch: quiet
-          ? undefined
-          : (e) => process.stderr.write(`linear probe epoch ${e.epoch}/${e.epochs}: lr ${e.lr.toPrecision(3)}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(1)}% (${e.seconds.toFixed(1)} s)\n`),
-      });
+      // the lr used, base x batch / 256, must be a number
+      const batch = batchSize ?? config.eval.linear.batch_size;
+      const lrFrom = baseLr !== undefined ? `--lr ${f.lr}` : `eval.linear.base_lr ${config.eval.linear.base_lr} (the run's config.yaml)`;
+      if (!Number.isFinite(scaledLr(baseLr ?? config.eval.linear.base_lr, batch))) {
+        throw new UsageError(`${lrFrom}: x batch ${batch} / 256 (the lr used) is beyond a float; give a smaller --lr`);
+      }
+      const r = await offline
+        .linearProbeForRun(runDir, {
+          config,
+          checkpoint,
+          epochs,
+          baseLr,
+          batchSize,
+          augment: f.augment,
+          onEpoch: quiet
+            ? undefined
+            : (e) => process.stderr.write(`linear probe epoch ${e.epoch}/${e.epochs}: lr ${e.lr.toPrecision(3)}, loss ${e.loss.toFixed(4)}, train top-1 ${e.trainTop1.toFixed(1)}% (${e.seconds.toFixed(1)} s)\n`),
+        })
+        .catch((e: unknown) => {
+          // nothing is written: a head whose loss is not a number would score 0%, below chance
+          throw e instanceof offline.ProbeDiverged ? new UsageError(`${lrFrom}: ${e.message}; nothing written; give a smaller --lr`) : e;
+        });
       if (f.json) process.stdout.write(`${jsonLine({ ...r, backend })}\n`);
       else {
         const views = r.augmented

@@ -326,6 +326,13 @@ export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): Re
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`, ['optim.epochs']);
   }
+  // the lrs used, base x batch / 256 (the linear scaling rule), must be numbers
+  if (!Number.isFinite((out.optim.base_lr * out.optim.batch_size) / 256)) {
+    fail('optim.base_lr', `${out.optim.base_lr} x optim.batch_size ${out.optim.batch_size} / 256 (the lr used) is beyond a float`, ['optim.batch_size']);
+  }
+  if (!Number.isFinite((out.eval.linear.base_lr * out.eval.linear.batch_size) / 256)) {
+    fail('eval.linear.base_lr', `${out.eval.linear.base_lr} x eval.linear.batch_size ${out.eval.linear.batch_size} / 256 (the lr used) is beyond a float`, ['eval.linear.batch_size']);
+  }
   // the projector's and predictor's BatchNorm normalise over the batch (the micro-batch): one image cannot
   if (out.optim.batch_size < 2) fail('optim.batch_size', `must be at least 2 (the heads' BatchNorm needs two images), got ${out.optim.batch_size}`);
   if (out.train.micro_batch !== null && out.train.micro_batch < 2) {

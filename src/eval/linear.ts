@@ -13,6 +13,7 @@ import { Rng } from '../engine/rng.ts';
 import { Sgd } from '../optim/sgd.ts';
 import { probeLrAt, scaledLr } from '../optim/schedule.ts';
 import { topkAccuracy } from './knn.ts';
+import { InputError } from '../config/errors.ts';
 
 export interface ProbeOptions {
   numClasses: number;
@@ -119,6 +120,21 @@ export function headGradients(head: LinearHead, x: tf.Tensor2D, labels: tf.Tenso
   });
 }
 
+/**
+ * The probe's loss went non-finite in an epoch: its lr is too large for these features. Its head would score
+ * every test image a miss (0%, below chance), so no accuracy is given.
+ */
+export class ProbeDiverged extends InputError {
+  override name = 'ProbeDiverged';
+  constructor(
+    readonly epoch: number,
+    readonly lr: number,
+    what: string,
+  ) {
+    super(`the linear probe diverged: ${what} in epoch ${epoch} at lr ${lr.toPrecision(3)}`);
+  }
+}
+
 export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opts: ProbeOptions): Promise<{ head: LinearHead; losses: number[]; trainTop1: number[]; lr: number }> {
   const { numClasses, epochs, batchSize, seed } = opts;
   if (!(epochs >= 1) || !(batchSize >= 1)) throw new RangeError(`linear probe: epochs and batch size must be >= 1, got ${epochs}, ${batchSize}`);
@@ -169,9 +185,20 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
           opts.check();
         }
       }
+      if (!Number.isFinite(lossSum)) throw new ProbeDiverged(epoch + 1, lrNow, `loss ${lossSum / train.n}`);
       losses.push(lossSum / train.n);
       trainTop1.push((100 * correct) / train.n);
       opts.onEpoch?.({ epoch: epoch + 1, epochs, lr: lrNow, loss: lossSum / train.n, trainTop1: (100 * correct) / train.n, seconds: (performance.now() - t0) / 1000 });
+      // the losses are taken before each update: the last one can leave the head non-finite unseen
+      if (epoch === epochs - 1) {
+        const finite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(head.weight)), tf.all(tf.isFinite(head.bias))));
+        try {
+          const [ok] = await readBack(finite.data(), 'the linear probe');
+          if (!ok) throw new ProbeDiverged(epoch + 1, lrNow, 'weights not finite after the last update');
+        } finally {
+          finite.dispose();
+        }
+      }
     }
   } catch (e) {
     head.dispose();

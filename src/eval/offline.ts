@@ -25,6 +25,8 @@ import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary, readSummary } from '../runfolder/summary.ts';
 import { extractFeaturesPolled, knnOfModel } from './features.ts';
 import { cachedSource, linearProbe, type ProbeEpoch, type ProbeResult, type ProbeTrainSource } from './linear.ts';
+// for the CLI, which loads this module (and TensorFlow.js) only when it evaluates
+export { ProbeDiverged } from './linear.ts';
 
 export interface LoadedModel {
   model: MoCoViT;
@@ -372,6 +374,8 @@ export async function linearProbeForRun(runDir: string, opts: LinearRunOptions =
       out.wrote = recordEval(runDir, 'linear', out, loaded, {
         linear_top1: out.top1,
         linear_top5: out.top5,
+        // a probe of the training's end that diverged said so: this one did not
+        linear_error: undefined,
         linear: {
           epochs,
           base_lr: baseLr,

@@ -13,6 +13,7 @@ import { DataError, type Dataset } from '../data/index.ts';
 import { itersPerEpoch } from '../data/sampler.ts';
 import { knnMonitor } from '../eval/features.ts';
 import { linearProbeForRun } from '../eval/offline.ts';
+import { ProbeDiverged } from '../eval/linear.ts';
 import { MoCoViT } from '../model/moco.ts';
 import { lrAt, momentumAt, scaledLr } from '../optim/schedule.ts';
 import { CheckpointError, checkpointsDir, pruneCheckpoints, rewindLast } from '../runfolder/checkpoints.ts';
@@ -415,12 +416,19 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         assertLockHeld(runDir);
         mergeSummary(runDir, { status: outcome });
       } catch (e) {
-        if (!(e instanceof ProbeStopped)) throw e;
-        // stopped in the probe (Ctrl-C): the training is checkpointed at its last step; a resume runs the probe
-        outcome = 'interrupted';
-        summary.status = outcome;
-        assertLockHeld(runDir);
-        mergeSummary(runDir, { status: outcome });
+        if (e instanceof ProbeDiverged) {
+          // the pretraining completed; the probe's lr was too large: no accuracy (its head would score 0%), said
+          const note = `${e.message} (eval.linear.base_lr ${c.eval.linear.base_lr}): linear top-1 left empty; \`moco3 eval linear ${runDir} --lr <smaller>\` probes it again`;
+          emit({ type: 'phase', step: state.step, text: note });
+          assertLockHeld(runDir);
+          mergeSummary(runDir, { status: outcome, linear_error: e.message });
+        } else if (e instanceof ProbeStopped) {
+          // stopped in the probe (Ctrl-C): the training is checkpointed at its last step; a resume runs the probe
+          outcome = 'interrupted';
+          summary.status = outcome;
+          assertLockHeld(runDir);
+          mergeSummary(runDir, { status: outcome });
+        } else throw e;
       }
     }
     assertLockHeld(runDir);

@@ -390,6 +390,9 @@ const cases: Case[] = [
   ['eval --k 0', () => ['eval', 'knn', good, '--k', '0']],
   ['eval --solo with --k', () => ['eval', 'knn', good, '--solo', '--k', '5']],
   ['eval linear --epochs -1', () => ['eval', 'linear', good, '--epochs', '-1']],
+  // a probe whose loss goes NaN would score 0%, below chance: nothing recorded
+  ['eval linear --lr so large the probe diverges', () => ['eval', 'linear', good, '--lr', '1e300', '--epochs', '1']],
+  ['eval linear --lr whose lr used (x batch / 256) is beyond a float', () => ['eval', 'linear', good, '--lr', '1e307', '--batch-size', '2560']],
   ['eval linear --epochs beyond a safe integer', () => ['eval', 'linear', good, '--epochs', '1e21']],
   ['eval knn --k in hex', () => ['eval', 'knn', good, '--k', '0x10']],
   ['eval knn --t empty', () => ['eval', 'knn', good, '--t', '']],

@@ -165,6 +165,9 @@ test('values the model or optimizer would refuse are refused here, blaming the k
     assert.throws(() => buildConfig({ preset: 'smoke', fileObject: { label: 'run.yaml', value } }), (e: unknown) => e instanceof ConfigError && re.test(e.message));
   fromFile({ optim: { epochs: 1 } }, /^run\.yaml: optim\.warmup_epochs: must not exceed optim\.epochs 1, got 2$/);
   fromFile({ model: { patch_size: 5 } }, /^run\.yaml: data\.image_size: must be a multiple of model\.patch_size 5, got 16$/);
+  // the lr used, base x batch / 256, beyond a float: infinite from the first step
+  bad(['optim.base_lr=1e307', 'optim.batch_size=512'], /^--set optim\.batch_size=512: optim\.base_lr: 1e\+307 x optim\.batch_size 512 \/ 256 \(the lr used\) is beyond a float$/);
+  bad(['eval.linear.base_lr=1e307'], /^--set eval\.linear\.base_lr=1e307: eval\.linear\.base_lr: 1e\+307 x eval\.linear\.batch_size 256 \/ 256 \(the lr used\) is beyond a float$/);
   // LAMB's own keys for another optimizer would be recorded and do nothing (AdamW trained unclipped)
   bad(['optim.max_grad_norm=0.5'], /^--set optim\.max_grad_norm=0\.5: optim\.max_grad_norm: clips LAMB's gradients only \(optim\.name is adamw\): set it to null, or optim\.name to lamb$/);
   bad(['optim.max_grad_norm=1', 'optim.name=lars'], /^--set optim\.name=lars: optim\.max_grad_norm: clips LAMB's gradients only \(optim\.name is lars\)/);

@@ -310,3 +310,25 @@ test('a run trained anew (--force) while its checkpoint is evaluated: the result
   assert.ok(swapped);
   assert.deepEqual(late.wrote, ['linear.json', 'summary.json', ...late.wrote!.slice(2)]);
 });
+
+test("a probe that diverges (its lr too large): the training's run completes with no linear accuracy and says why; eval linear with a sound lr fills it in", async () => {
+  const dir = tempDir('moco3-probe-diverged-');
+  const phases: string[] = [];
+  const before = tf.memory().numTensors;
+  const c = buildConfig({ preset: 'smoke', sets: [...SETS, 'eval.linear.base_lr=1e300'] });
+  const s = await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'phase' && phases.push(e.text) });
+  assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+  assert.equal(s.status, 'completed');
+  assert.equal(s.linear_top1, null, 'not 0%: its head would score every image a miss');
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.equal(summary.status, 'completed');
+  assert.equal(summary.linear_top1, null);
+  assert.match(summary.linear_error, /^the linear probe diverged: loss (NaN|-?Infinity) in epoch 1 at lr 1\.25e\+299$/);
+  assert.ok(phases.some((p) => /^the linear probe diverged: .*\(eval\.linear\.base_lr 1e\+300\): linear top-1 left empty; `moco3 eval linear .* --lr <smaller>` probes it again$/.test(p)), phases.join('\n'));
+  assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status, 'completed');
+  const r = await linearProbeForRun(dir, { baseLr: 3 });
+  const after = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.equal(after.linear_top1, r.top1);
+  assert.equal('linear_error' in after, false, 'the error is gone with the accuracy it stood for');
+  rmSync(dir, { recursive: true, force: true });
+});

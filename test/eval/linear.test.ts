@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf } from '../helpers/tf.ts';
 import { Rng } from '../../src/engine/rng.ts';
-import { cachedSource, crossEntropy, LinearHead, linearProbe, type ProbeEpoch } from '../../src/eval/linear.ts';
+import { cachedSource, crossEntropy, LinearHead, linearProbe, ProbeDiverged, type ProbeEpoch } from '../../src/eval/linear.ts';
 import { probeLrAt } from '../../src/optim/schedule.ts';
 
 /** n points of C classes in D dims: class c sits at `sep` along axis c, plus unit Gaussian noise. */
@@ -37,6 +37,21 @@ test('separable features: the probe reaches ~100% top-1 and 100% top-5', async (
   for (const t of [train.x, testSet.x]) t.dispose();
 });
 
+test('a probe whose lr is too large fails as diverged (its head would score 0%, below chance), leaving no tensor', async () => {
+  const train = blobs(200, 4, 8, 3, 7);
+  const testSet = blobs(50, 4, 8, 3, 8);
+  const before = tf.memory().numTensors;
+  for (const [epochs, what] of [[3, /loss NaN in epoch 2 at lr 7\.50e\+299$/], [1, /weights not finite after the last update in epoch 1 at lr 1\.00e\+300$/]] as const) {
+    // one batch an epoch: the loss of epoch 1 is taken before its update, finite (lr: cosine over the epochs)
+    await assert.rejects(
+      linearProbe(cachedSource(train.x, train.y), { features: testSet.x, labels: testSet.y }, { numClasses: 4, epochs, baseLr: 1e300, batchSize: 256, seed: 0 }),
+      (e: unknown) => e instanceof ProbeDiverged && e.message.startsWith('the linear probe diverged: ') && what.test(e.message),
+    );
+    assert.equal(tf.memory().numTensors, before);
+  }
+  for (const t of [train.x, testSet.x]) t.dispose();
+});
+
 test('the probe reads back once a training batch (the loss and the hits together)', async () => {
   const train = blobs(600, 4, 8, 3, 5);
   const testSet = blobs(100, 4, 8, 3, 6);
@@ -53,9 +68,10 @@ test('the probe reads back once a training batch (the loss and the hits together
   } finally {
     proto.data = read;
   }
-  // 3 epochs of 5 batches (600 = 4 x 128 + 88), then one for the evaluation (1 batch of 100)
+  // 3 epochs of 5 batches (600 = 4 x 128 + 88), one for the head's weights being finite after the last
+  // update, then one for the evaluation (1 batch of 100)
   const batches = 3 * Math.ceil(600 / 128);
-  assert.equal(reads, batches + 1, `${reads} read-backs for ${batches} batches`);
+  assert.equal(reads, batches + 2, `${reads} read-backs for ${batches} batches`);
   for (const t of [train.x, testSet.x]) t.dispose();
 });
 
