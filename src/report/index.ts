@@ -253,7 +253,7 @@ export function reportMarkdown(
     '## Table',
     '',
     tableMarkdown(view, table),
-    `Cells: mean ± std over seeds (the sample std, with n − 1; one value when there is one seed; the same std in every section below). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far). ` +
+    `Cells: mean ± std over seeds (the sample std, with n − 1; one value when there is one seed; the same std in every section below). Only finished runs count, and accuracy cells leave out diverged runs; a setting none of whose runs has finished shows their figures so far, marked (so far); a figure only some runs have (a spike lag needs spikes) is over those, marked (k of N runs). ` +
       // said where it matters: the other cells of a diverged run read its curves up to the divergence
       ([...facts.values()].some((f) => f.status === 'diverged')
         ? `The other cells count a diverged run's figures up to its divergence (its curves stop there); a cell whose runs have none reads "diverged @ step N". `

@@ -135,7 +135,11 @@ export function formatSeconds(s: number, unitOf?: number): string {
   return `${v.toFixed(digits)} ${unit}`;
 }
 
-const fmtNum = (x: number, digits: number) => (Number.isInteger(x) && digits <= 1 ? String(x) : x.toFixed(digits));
+/** A table figure: a whole number as it is, else to `digits`; one that rounds to zero is 0, not −0 (a signed row: a lead, a correlation). */
+export const fmtNum = (x: number, digits: number): string => {
+  const t = Number.isInteger(x) && digits <= 1 ? String(x) : x.toFixed(digits);
+  return /^-0(\.0+)?$/.test(t) ? t.slice(1) : t;
+};
 
 function notDone(f: RunFacts): string {
   if (f.status === 'diverged') return `diverged @ step ${f.divergedAt ?? f.step ?? '?'}`;
@@ -146,7 +150,8 @@ function notDone(f: RunFacts): string {
 
 /**
  * One cell over a column's runs: the finished ones. `accuracy` cells leave out diverged runs too (their
- * value is not a result) and say how many there were. A column with no finished run shows its unfinished
+ * value is not a result) and say how many there were. A figure only some of them have is their mean, with
+ * how many of how many runs. A column with no finished run shows its unfinished
  * runs' figures so far, marked as such (a scan stopped early); they are never pooled with finished ones.
  */
 /** `fmt(x, unitOf)`: a value, or (a std) in the unit of its mean. */
@@ -163,6 +168,8 @@ function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: 
   } else {
     text = std === null ? fmt(mean) : `${fmt(mean)} ± ${fmt(std, mean)}`;
     if (!finished.length) text += ' (so far)';
+    // a figure some runs lack (no spike to lag): over the runs that have it, said
+    if (xs.length < used.length) text += ` (${xs.length} of ${used.length} runs)`;
     if (accuracy && diverged.length) text += ` (${diverged.length}/${facts.length} diverged @ step ${diverged.map((f) => f.divergedAt ?? f.step).join(', ')})`;
   }
   return { mean, std, n: xs.length, text };

@@ -10,7 +10,7 @@ import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { fmtSci, followingKeys, formatValue, inferSweptKeys, pooledKeys, viewSweep } from '../../src/report/sweep.ts';
-import { csvValue } from '../../src/report/table.ts';
+import { csvValue, fmtNum } from '../../src/report/table.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 /** The table of report.md: label -> cells. */
@@ -412,6 +412,15 @@ test('swept values print as set: an lr of 1.28e-2 is not rounded to 1.3e-2, floa
   assert.equal(formatValue('optim.batch_size', 256), '256');
 });
 
+test('a table figure: whole numbers as they are, others to their digits; a value that rounds to zero is 0, never -0', () => {
+  assert.equal(fmtNum(197, 1), '197');
+  assert.equal(fmtNum(26.66, 1), '26.7');
+  assert.equal(fmtNum(-0.04, 1), '0.0'); // a mean lead of -0.04 steps
+  assert.equal(fmtNum(-0.004, 2), '0.00');
+  assert.equal(fmtNum(-0.06, 1), '-0.1');
+  assert.equal(fmtNum(-0, 1), '0');
+});
+
 test('the CSV files write a number to 12 significant digits: float noise goes, digits that mean something stay', async () => {
   assert.equal(csvValue(71.96 - 70.28), 1.68); // 1.6799999999999926
   assert.equal(csvValue(0.1 + 0.2), 0.3);
@@ -443,8 +452,9 @@ test('a run without a kNN curve (the monitor off: the final kNN alone) has no di
   await writeReport(dir, { plots: false });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   const { rows: t } = mdTable(md);
-  // batch 256: the two runs with a curve dip twice each; the third is not counted as 0
-  assert.equal(t.get(`kNN dips (≥ ${DEFAULT_INSTABILITY.dipPoints} pts)`)![2], '2 ± 0');
+  // batch 256: the two runs with a curve dip twice each; the third is not counted as 0, and the cell says so
+  assert.equal(t.get(`kNN dips (≥ ${DEFAULT_INSTABILITY.dipPoints} pts)`)![2], '2 ± 0 (2 of 3 runs)');
+  assert.equal(t.get(`kNN dips (≥ ${DEFAULT_INSTABILITY.dipPoints} pts)`)![1], '0 ± 0', 'a cell of every run says nothing more');
   const s = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8'));
   assert.equal(s.dips, null);
   assert.equal(s.max_dip, null);
