@@ -13,7 +13,7 @@ import { liveLock } from '../runfolder/lock.ts';
 import { checkReportOutputs, FIGURES, plannedRuns, readSweep, type SweepRecord } from './results.ts';
 import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
-import { pairedMarkdown } from './paired.ts';
+import { fmtP, pairedMarkdown } from './paired.ts';
 import { followingKeys, formatValue, keyName, pooledKeys, repeatedSeeds, viewSweep, type SweepView } from './sweep.ts';
 import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
@@ -131,7 +131,7 @@ export function spikeOrderMarkdown(inst: Iterable<RunInstability>): string | nul
     `Spike order (Fig. 4): over the ${runs} run${runs === 1 ? '' : 's'} with a patch-projection spike, ${spikes} spike${spikes === 1 ? '' : 's'}; ` +
     `${o.after} had a last-block spike within ${within} after ${spikes === 1 ? 'it' : 'them'}, ${o.before} one within ${within} before, ${o.together} one at the same step. ` +
     `More after than before in ${o.leanAfter} run${o.leanAfter === 1 ? '' : 's'}, fewer in ${o.leanBefore}` +
-    (o.p === null ? ' (no run leans either way).' : ` (one-sided sign test: p = ${o.p < 0.001 ? o.p.toExponential(1) : o.p.toFixed(3)}; the paper's order leans after).`)
+    (o.p === null ? ' (no run leans either way).' : ` (one-sided sign test: ${o.p < 0.001 ? `p = ${o.p.toExponential(1)}` : fmtP(o.p)}; the paper's order leans after).`)
   );
 }
 
@@ -344,7 +344,8 @@ export function reportMarkdown(
       if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
       if (i.gradLead) {
         const g = i.gradLead;
-        out.push(`  - gradient excursions, patch proj. vs ${i.lastBlock}: correlation ${g.r0.toFixed(2)} at the same step, largest ${g.r.toFixed(2)} at a lead of ${g.lag} steps`);
+        const same = g.r0 === null ? 'no correlation at the same step (a series constant there)' : `correlation ${g.r0.toFixed(2)} at the same step`;
+        out.push(`  - gradient excursions, patch proj. vs ${i.lastBlock}: ${same}, largest ${g.r.toFixed(2)} at a lead of ${g.lag} steps`);
       }
     }
   }

@@ -116,8 +116,8 @@ export interface GradLead {
   lag: number;
   /** the correlation at that lag */
   r: number;
-  /** the correlation at lag 0 (the same step) */
-  r0: number;
+  /** the correlation at lag 0 (the same step); null where it is not defined (a series constant over the pairs) */
+  r0: number | null;
 }
 
 const EPS = 1e-9;
@@ -181,8 +181,10 @@ export function findSpikes(points: Point[], opts: Pick<InstabilityOptions, 'spik
   let above = false;
   for (const { p, median: med } of againstRunningMedian(points, opts.spikeWindow, opts.minHistory, Number.isFinite)) {
     if (med === null) continue;
-    const isSpike = p.value > opts.spikeFactor * med;
-    if (isSpike && !above) spikes.push({ step: p.step, value: p.value, median: med, ratio: med > 0 ? p.value / med : Infinity });
+    // against a median of 0 (a gradient that was zero, as a frozen layer's) any value would be infinitely many
+    // times it: no spike is measured there
+    const isSpike = med > 0 && p.value > opts.spikeFactor * med;
+    if (isSpike && !above) spikes.push({ step: p.step, value: p.value, median: med, ratio: p.value / med });
     above = isSpike;
   }
   return spikes;
@@ -327,7 +329,7 @@ export function gradLead(first: Point[], second: Point[], opts: Pick<Instability
   // pairs are matched by step (a step missing from either series, e.g. a non-finite value, drops out)
   const cadence = medianGap(steps);
   let best: { lag: number; r: number } | null = null;
-  let r0 = 0;
+  let r0: number | null = null;
   // 0, 1, -1, 2, -2, ...: a tie goes to the smaller lag
   for (let k = 0; k <= 2 * L; k++) {
     const lag = k % 2 ? (k + 1) / 2 : k === 0 ? 0 : -k / 2;
@@ -433,7 +435,7 @@ export function instabilitySummary(r: RunInstability, opts: InstabilityOptions):
     spike_steps: Object.fromEntries([...r.spikes].map(([g, s]) => [g, s.map((x) => x.step)])),
     spike_lags: r.lags,
     spike_order: r.order,
-    grad_lead: r.gradLead && { lag: r.gradLead.lag, r: round(r.gradLead.r, 4), r0: round(r.gradLead.r0, 4) },
+    grad_lead: r.gradLead && { lag: r.gradLead.lag, r: round(r.gradLead.r, 4), r0: r.gradLead.r0 === null ? null : round(r.gradLead.r0, 4) },
   };
   return out;
 }

@@ -68,6 +68,9 @@ test('gradient spikes: value > S x running median of the previous W values, onse
   assert.deepEqual(findSpikes(pts([1, 1.02, 0.98, 1, 1.01, 10, 1]), { ...DEFAULT_INSTABILITY, spikeWindow: 4 }).map((x) => x.step), [50]);
   // nothing is called before minHistory values exist
   assert.equal(findSpikes(pts([1, 1, 100, 1, 1, 1]), S3).length, 0);
+  // against a median of 0 (a gradient that was zero) no value is a spike, not one infinitely many times it
+  assert.equal(findSpikes(pts([0, 0, 0, 0, 0, 0, 0, 1e-12, 0]), S3).length, 0);
+  assert.deepEqual(findSpikes(pts([0, 0, 0, 1, 1, 1, 1, 1, 1, 9]), S3).map((x) => x.ratio), [9]);
   assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 100]), S3).length, 1);
   // the default factor (4) leaves out the 4x value
   assert.deepEqual(findSpikes(pts(values, 5), DEFAULT_INSTABILITY).map((x) => x.step), [250]);
@@ -126,13 +129,13 @@ test('gradient lead: the lag of the largest correlation of the two excursions, i
   assert.equal(lead.lag, 25);
   assert.ok(Math.abs(lead.r - 1) < 1e-12, `r ${lead.r}`);
   // at lag 0 the 3 pulses of each of the 395 excursions never meet: r = (0 - 3·3/n) / (3 - 3·3/n) = -3/(n-3), n = 395
-  assert.ok(Math.abs(lead.r0 - -3 / 392) < 1e-12, `r0 ${lead.r0}`);
+  assert.ok(Math.abs(lead.r0! - -3 / 392) < 1e-12, `r0 ${lead.r0}`);
   // logged every 2 steps: the same rows are a lead of 50 steps; the second series first: a negative lead
   assert.equal(gradLead(pulses(400, [50, 120, 200], 2), pulses(400, [75, 145, 225], 2), opts)!.lag, 50);
   assert.equal(gradLead(pulses(400, [75, 145, 225], 1), pulses(400, [50, 120, 200], 1), opts)!.lag, -25);
   // the same pulses: lead 0 with correlation 1
   const same = gradLead(pulses(400, [50, 120], 1), pulses(400, [50, 120], 1), opts)!;
-  assert.deepEqual([same.lag, Math.round(same.r * 1e9) / 1e9, Math.round(same.r0 * 1e9) / 1e9], [0, 1, 1]);
+  assert.deepEqual([same.lag, Math.round(same.r * 1e9) / 1e9, Math.round(same.r0! * 1e9) / 1e9], [0, 1, 1]);
   // pairs go by step: a value missing from one series (a non-finite norm) shifts nothing after it
   const holed = pulses(400, [75, 145, 225], 1);
   holed[100]!.value = NaN;
