@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { DEFAULT_INSTABILITY, writeReport } from '../../src/report/index.ts';
+import { DEFAULT_INSTABILITY, spikeOrderMarkdown, writeReport } from '../../src/report/index.ts';
+import type { RunInstability } from '../../src/report/instability.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
@@ -556,4 +557,15 @@ test("report: a run whose process holds its lock keeps its summary.json as that 
   }
   await writeReport(dir, { plots: false });
   assert.equal(JSON.parse(readFileSync(join(b, 'summary.json'), 'utf8')).dips, 1, 'once released, filled in');
+});
+
+test("the spike order's sentence gives its p as the report's other p-values do: never rounded up to a threshold", () => {
+  // 7 of 7 runs lean after: p = 0.5^7 = 0.0078; 15 of 19: p = 0.0096, which 3 decimals would print as 0.010
+  const runs = (after: number, before: number) => [
+    ...Array.from({ length: after }, () => ({ order: { window: 40, spikes: 1, after: 1, before: 0, together: 0 } })),
+    ...Array.from({ length: before }, () => ({ order: { window: 40, spikes: 1, after: 0, before: 1, together: 0 } })),
+  ] as unknown as RunInstability[];
+  assert.match(spikeOrderMarkdown(runs(7, 0))!, /\(one-sided sign test: p = 0\.008; the paper's order leans after\)\.$/);
+  assert.match(spikeOrderMarkdown(runs(15, 4))!, /\(one-sided sign test: p = 0\.0096; /);
+  assert.match(spikeOrderMarkdown(runs(2, 0))!, /\(one-sided sign test: p = 0\.25; /);
 });
