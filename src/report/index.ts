@@ -148,6 +148,20 @@ function common(sweep: SweepRecord, k: string): string | null {
   return vs.size === 1 && v !== undefined ? formatValue(k, v) : null;
 }
 
+/**
+ * The warmup every run shares, in epochs and as a share of training where the epochs are shared too: a
+ * preset may shorten it (the cpu preset's is 10% of training, the paper's 40 of 100 epochs).
+ */
+function warmupOf(sweep: SweepRecord): string | null {
+  const w = common(sweep, 'optim.warmup_epochs');
+  if (w === null) return null;
+  const warm = sweep.runs[0]!.flat.get('optim.warmup_epochs');
+  const epochs = common(sweep, 'optim.epochs') === null ? undefined : sweep.runs[0]!.flat.get('optim.epochs');
+  if (typeof warm !== 'number' || typeof epochs !== 'number' || !(epochs > 0)) return `${w} epochs`;
+  const pct = Number(((100 * warm) / epochs).toPrecision(3));
+  return `${w} epochs (${pct}% of training${pct === 40 ? ', as the paper' : ", the paper's 40%"})`;
+}
+
 export function reportMarkdown(
   sweep: SweepRecord,
   view: SweepView,
@@ -167,6 +181,7 @@ export function reportMarkdown(
     ['image size', common(sweep, 'data.image_size')],
     ['optimizer', common(sweep, 'optim.name')],
     ['epochs', common(sweep, 'optim.epochs')],
+    ['warmup', warmupOf(sweep)],
     ['batch', common(sweep, 'optim.batch_size')],
     ['base lr', common(sweep, 'optim.base_lr')],
     ['patch proj.', common(sweep, 'model.patch_proj')],

@@ -36,7 +36,7 @@ export function resolvedSweep(plan: SweepPlan, earlier: Obj[] = []): Record<stri
     description: plan.spec.description,
     method: plan.spec.method,
     preset: plan.preset,
-    scale: { batch: plan.scale.batch, batch_factor: formatFactor(plan.scale.batch), epochs: plan.scale.epochs, lr: plan.scale.lr, about: plan.scale.about },
+    scale: { batch: plan.scale.batch, batch_factor: formatFactor(plan.scale.batch), epochs: plan.scale.epochs, warmup: plan.scale.warmup, lr: plan.scale.lr, about: plan.scale.about },
     lr_rule: 'lr = optim.base_lr * optim.batch_size / 256',
     optimizers: plan.optimizers,
     seeds: plan.seeds,

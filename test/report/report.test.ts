@@ -363,6 +363,20 @@ test('the header says when runs were cut short by train.max_steps', async () => 
   assert.doesNotMatch(readFileSync(join(whole, 'report.md'), 'utf8'), /max steps/);
 });
 
+test("the header gives the warmup the runs share, as a share of training beside the paper's 40%", async () => {
+  const root = tmp();
+  const short = writeSimpleSweep(root, 'short', [64, 128].map((b) => ({ 'optim.batch_size': b, 'optim.epochs': 2, 'optim.warmup_epochs': 0.2 })));
+  await writeReport(short, { plots: false });
+  assert.match(readFileSync(join(short, 'report.md'), 'utf8'), /^Fixed: .*epochs 2, warmup 0\.2 epochs \(10% of training, the paper's 40%\), /m);
+  const paper = writeSimpleSweep(root, 'paper', [64, 128].map((b) => ({ 'optim.batch_size': b, 'optim.epochs': 100, 'optim.warmup_epochs': 40 })));
+  await writeReport(paper, { plots: false });
+  assert.match(readFileSync(join(paper, 'report.md'), 'utf8'), /^Fixed: .*epochs 100, warmup 40 epochs \(40% of training, as the paper\), /m);
+  // warmups that differ between runs: not fixed
+  const mixed = writeSimpleSweep(root, 'mixed', [64, 128].map((b, i) => ({ 'optim.batch_size': b, 'optim.warmup_epochs': [0.2, 0.4][i] })));
+  await writeReport(mixed, { plots: false });
+  assert.doesNotMatch(readFileSync(join(mixed, 'report.md'), 'utf8'), /^Fixed: .*warmup/m);
+});
+
 test('a sweep of two batch sizes without its sweep.yaml, which two scale factors map alike: the paper row is left empty, saying why', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'two', [128, 256].map((b) => ({ 'optim.batch_size': b })));

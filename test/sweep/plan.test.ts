@@ -7,6 +7,7 @@ import YAML from 'yaml';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions } from '../../src/sweep/plan.ts';
 import { formatPlan } from '../../src/sweep/table.ts';
+import { resolvedSweep } from '../../src/sweep/resolved.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { scaleValue } from '../../src/sweep/scale.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -53,6 +54,9 @@ test('a preset scales the batch grid and the epochs, keeping 1:2:4:6; the paper 
   assert.match(text, /x1\/32/);
   // the file's own preset (cpu) applies when none is given
   assert.deepEqual(col(plan('batch-size'), 'optim.batch_size'), [64, 128, 256, 384]);
+  // sweep.yaml records every factor, the warmup's too (the cpu preset's differs from its epochs')
+  const scale = resolvedSweep(cpu).scale as Record<string, unknown>;
+  assert.deepEqual([scale.batch, scale.epochs, scale.warmup, scale.lr], [1 / 16, 0.02, 0.005, 160]);
 });
 
 test('lr is Fig. 2 (AdamW); with --optimizer lamb it is Fig. 3: LAMB 5e-4, 6e-4, 8e-4 at wd 1e-3', () => {
