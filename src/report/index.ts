@@ -245,6 +245,10 @@ export function reportMarkdown(
   if (missing.length) {
     out.push('', `**Missing: ${missing.length} of the ${sweep.runs.length + missing.length} planned runs have no results yet** (not started): ${missing.map((id) => `\`${id}\``).join(', ')}.`);
   }
+  if (view.paperLeftOut) {
+    const { figure, sets } = view.paperLeftOut;
+    out.push('', `Not compared with the paper's ${figure} sweep: ${sets.map((x) => `\`--set ${x}\``).join(', ')} changed what that sweep holds at the paper's value, so these runs are not it at this scale (no paper row).`);
+  }
   if (view.paper) {
     const mapped = view.columns.some((c) => c.paperValues && c.values[view.paper!.key] !== c.paperValues[view.paper!.key]);
     out.push(

@@ -32,6 +32,8 @@ export interface SweepView {
   sweptKeys: string[];
   optimizer: string | null;
   paper: PaperSweep | null;
+  /** the paper sweep these runs would be, left out: a --set changed a value it holds at the paper's */
+  paperLeftOut: { figure: string; sets: string[] } | null;
   columns: Column[];
   seeds: number[];
 }
@@ -243,7 +245,10 @@ export function viewSweep(sweep: SweepRecord): SweepView {
   const optimizers = new Set(runs.map((r) => r.flat.get('optim.name')));
   const optimizer = optimizers.size === 1 ? String([...optimizers][0]) : null;
   const projections = new Set(runs.map((r) => r.flat.get('model.patch_proj')));
-  const paper = paperSweepFor(sweptKeys, optimizer, projections.size === 1 ? String([...projections][0]) : null);
+  const asPaper = paperSweepFor(sweptKeys, optimizer, projections.size === 1 ? String([...projections][0]) : null);
+  const changed = asPaper ? setsOfFixedKeys(sweep.sweepFile, sweptKeys) : [];
+  const paper = changed.length ? null : asPaper;
+  const paperLeftOut = asPaper && changed.length ? { figure: asPaper.figure, sets: changed } : null;
 
   const groups = new Map<string, Column>();
   for (const r of runs) {
@@ -282,5 +287,20 @@ export function viewSweep(sweep: SweepRecord): SweepView {
     }
   }
   const seeds = [...new Set(runs.map((r) => Number(r.flat.get('seed') ?? 0)))].sort((a, b) => a - b);
-  return { name: sweep.name, sweptKeys, optimizer, paper, columns, seeds };
+  return { name: sweep.name, sweptKeys, optimizer, paper, paperLeftOut, columns, seeds };
+}
+
+/**
+ * The `--set`s (sweep.yaml's `sets`) that change a key the sweep file holds at one value of the paper's
+ * (its runs' `paper` keys, less the swept ones): such runs are not the paper's sweep at this scale.
+ */
+function setsOfFixedKeys(sweepFile: Obj | null, sweptKeys: string[]): string[] {
+  const sets = Array.isArray(sweepFile?.sets) ? sweepFile.sets.filter((x): x is string => typeof x === 'string') : [];
+  const first = Array.isArray(sweepFile?.runs) ? sweepFile.runs[0] : undefined;
+  if (!sets.length || !isObj(first) || !isObj(first.paper)) return [];
+  const fixed = Object.keys(first.paper).filter((k) => !sweptKeys.includes(k) && k !== 'seed' && k !== 'optim.name');
+  return sets.filter((set) => {
+    const k = set.slice(0, Math.max(0, set.indexOf('='))).trim();
+    return fixed.some((f) => f === k || f.startsWith(`${k}.`));
+  });
 }

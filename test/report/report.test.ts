@@ -363,6 +363,28 @@ test('the header says when runs were cut short by train.max_steps', async () => 
   assert.doesNotMatch(readFileSync(join(whole, 'report.md'), 'utf8'), /max steps/);
 });
 
+test("a --set that changed what the paper's sweep holds fixed (its batch, in an lr sweep): no paper row, and why", async () => {
+  const root = tmp();
+  const lrs = [0.5e-4, 1.0e-4, 1.5e-4];
+  const runs = lrs.map((v) => ({ 'optim.base_lr': v, 'model.patch_proj': 'learned', 'optim.batch_size': 64 }));
+  const file = (sets: string[]) => ({ name: 'lr', sets, runs: lrs.map((v) => ({ paper: { 'optim.batch_size': 4096, 'optim.base_lr': v, 'optim.name': 'adamw', seed: 0 } })) });
+  const pinned = writeSimpleSweep(root, 'lr-batch64', runs, file(['train.max_steps=20', 'optim.batch_size=64']));
+  await writeReport(pinned, { plots: false });
+  const md = readFileSync(join(pinned, 'report.md'), 'utf8');
+  assert.doesNotMatch(md, /paper: linear top-1|This is the paper's/);
+  assert.match(md, /^Not compared with the paper's Fig\. 2 sweep: `--set optim\.batch_size=64` changed what that sweep holds at the paper's value, so these runs are not it at this scale \(no paper row\)\.$/m);
+  // a --set of a key the sweep file does not hold (a step cap), or a section set that covers none: the paper row stays
+  for (const sets of [['train.max_steps=20'], ['moco={temperature: 0.2}']]) {
+    const other = writeSimpleSweep(root, `lr-${sets[0]!.length}`, runs, file(sets));
+    await writeReport(other, { plots: false });
+    assert.match(readFileSync(join(other, 'report.md'), 'utf8'), /This is the paper's Fig\. 2 sweep/);
+  }
+  // a section set that covers one
+  const section = writeSimpleSweep(root, 'lr-section', runs, file(['optim={batch_size: 64}']));
+  await writeReport(section, { plots: false });
+  assert.match(readFileSync(join(section, 'report.md'), 'utf8'), /^Not compared with the paper's Fig\. 2 sweep: `--set optim=\{batch_size: 64\}`/m);
+});
+
 test("the header gives the warmup the runs share, as a share of training beside the paper's 40%", async () => {
   const root = tmp();
   const short = writeSimpleSweep(root, 'short', [64, 128].map((b) => ({ 'optim.batch_size': b, 'optim.epochs': 2, 'optim.warmup_epochs': 0.2 })));
