@@ -105,88 +105,94 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
     data = `random ${S}x${S}x3 (${c.data.name} not loadable)`;
   }
   const model = new MoCoViT(modelConfigOf(c), c.seed);
-  const opt = optimizerOf(c, model);
-  const stepMs: number[] = [];
-  const augMs: number[] = [];
-  const cpuMs: number[] = [];
-  let tensorsStart = 0;
-  let firstLoss = NaN;
-  let gpuPeak: number | null = null;
-  const sampleGpu = () => {
-    const m = tf.memory() as { numBytesAllocatedInGPU?: number };
-    if (typeof m.numBytesAllocatedInGPU === 'number') gpuPeak = Math.max(gpuPeak ?? 0, m.numBytesAllocatedInGPU);
-  };
-  for (let s = 0; s < warmup + steps; s++) {
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    const { x1, x2 } = twoViews(batch, aug, c.seed, s);
-    await x2.data(); // make the augmentation's cost visible on asynchronous backends
-    const t1 = performance.now();
-    const { stats } = await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
-    const t2 = performance.now();
-    // counted after the first step, which makes the optimizer's state: a leak shows as a rise from there
-    if (s === 0) {
-      tensorsStart = tf.memory().numTensors;
-      // the untrained model's loss (read back with the step's statistics, as every step does): micro-batches must not move it
-      firstLoss = stats[0]!;
+  // a step that fails (out of memory at a large batch) leaves no tensor behind: bench runs in-process too
+  let made: { dispose(): void } | null = null;
+  try {
+    const opt = optimizerOf(c, model);
+    made = opt;
+    const stepMs: number[] = [];
+    const augMs: number[] = [];
+    const cpuMs: number[] = [];
+    let tensorsStart = 0;
+    let firstLoss = NaN;
+    let gpuPeak: number | null = null;
+    const sampleGpu = () => {
+      const m = tf.memory() as { numBytesAllocatedInGPU?: number };
+      if (typeof m.numBytesAllocatedInGPU === 'number') gpuPeak = Math.max(gpuPeak ?? 0, m.numBytesAllocatedInGPU);
+    };
+    for (let s = 0; s < warmup + steps; s++) {
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      const { x1, x2 } = twoViews(batch, aug, c.seed, s);
+      await x2.data(); // make the augmentation's cost visible on asynchronous backends
+      const t1 = performance.now();
+      const { stats } = await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
+      const t2 = performance.now();
+      // counted after the first step, which makes the optimizer's state: a leak shows as a rise from there
+      if (s === 0) {
+        tensorsStart = tf.memory().numTensors;
+        // the untrained model's loss (read back with the step's statistics, as every step does): micro-batches must not move it
+        firstLoss = stats[0]!;
+      }
+      sampleGpu();
+      if (s >= warmup) {
+        stepMs.push(t2 - t0);
+        augMs.push(t1 - t0);
+        const cu = process.cpuUsage(c0);
+        cpuMs.push((cu.user + cu.system) / 1000);
+      }
     }
-    sampleGpu();
-    if (s >= warmup) {
-      stepMs.push(t2 - t0);
-      augMs.push(t1 - t0);
-      const cu = process.cpuUsage(c0);
-      cpuMs.push((cu.user + cu.system) / 1000);
+    const tensorsEnd = tf.memory().numTensors;
+    let prof: BenchResult['profile'];
+    let timer: string | undefined;
+    if (profile) {
+      const { x1, x2 } = twoViews(batch, aug, c.seed, warmup + steps);
+      const pi = await tf.profile(async () => {
+        await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
+      });
+      const by = new Map<string, { calls: number; ms: number }>();
+      for (const k of pi.kernels) {
+        const e = by.get(k.name) ?? { calls: 0, ms: 0 };
+        e.calls++;
+        e.ms += Number(k.kernelTimeMs) || 0;
+        by.set(k.name, e);
+      }
+      const total = [...by.values()].reduce((a, e) => a + e.ms, 0);
+      prof = [...by]
+        .map(([kernel, e]) => ({ kernel, calls: e.calls, ms: Number(e.ms.toFixed(2)), share: total > 0 ? Number((e.ms / total).toFixed(4)) : 0 }))
+        .sort((a, b) => b.ms - a.ms);
+      const ts = (tf.backend() as unknown as { supportTimestampQuery?: boolean }).supportTimestampQuery;
+      timer = info.name === 'webgpu' ? (ts ? 'GPU timestamp-query' : 'none: the adapter has no timestamp-query, times are zero') : 'wall clock per kernel';
     }
+    const ms = median(stepMs);
+    const am = median(augMs);
+    return {
+      backend: info.name,
+      device: info.device,
+      batch: B,
+      steps,
+      ms_per_step: Number(ms.toFixed(1)),
+      cpu_ms_per_step: Number(median(cpuMs).toFixed(1)),
+      images_per_s: Number(((B * 1000) / ms).toFixed(1)),
+      gflops: Number((stepFlops(c, B) / (ms / 1000) / 1e9).toFixed(2)),
+      augment_ms: Number(am.toFixed(1)),
+      augment_share: Number((am / ms).toFixed(4)),
+      augment_engine: augmentEngine(),
+      data,
+      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+      gpu_peak_mb: gpuPeak === null ? null : Number((gpuPeak / 2 ** 20).toFixed(1)),
+      webgpu_packed: info.name === 'webgpu' ? canPack() : null,
+      loss_step1: Number(firstLoss.toFixed(4)),
+      num_tensors_start: tensorsStart,
+      num_tensors_end: tensorsEnd,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      threads: availableParallelism(),
+      config: c,
+      ...(prof ? { profile: prof, profile_timer: timer } : {}),
+    };
+  } finally {
+    made?.dispose();
+    model.dispose();
   }
-  const tensorsEnd = tf.memory().numTensors;
-  let prof: BenchResult['profile'];
-  let timer: string | undefined;
-  if (profile) {
-    const { x1, x2 } = twoViews(batch, aug, c.seed, warmup + steps);
-    const pi = await tf.profile(async () => {
-      await trainStep(model, opt, x1, x2, { momentum: 0.99, lr: 1e-4, microBatch: c.train.micro_batch });
-    });
-    const by = new Map<string, { calls: number; ms: number }>();
-    for (const k of pi.kernels) {
-      const e = by.get(k.name) ?? { calls: 0, ms: 0 };
-      e.calls++;
-      e.ms += Number(k.kernelTimeMs) || 0;
-      by.set(k.name, e);
-    }
-    const total = [...by.values()].reduce((a, e) => a + e.ms, 0);
-    prof = [...by]
-      .map(([kernel, e]) => ({ kernel, calls: e.calls, ms: Number(e.ms.toFixed(2)), share: total > 0 ? Number((e.ms / total).toFixed(4)) : 0 }))
-      .sort((a, b) => b.ms - a.ms);
-    const ts = (tf.backend() as unknown as { supportTimestampQuery?: boolean }).supportTimestampQuery;
-    timer = info.name === 'webgpu' ? (ts ? 'GPU timestamp-query' : 'none: the adapter has no timestamp-query, times are zero') : 'wall clock per kernel';
-  }
-  opt.dispose();
-  model.dispose();
-  const ms = median(stepMs);
-  const am = median(augMs);
-  return {
-    backend: info.name,
-    device: info.device,
-    batch: B,
-    steps,
-    ms_per_step: Number(ms.toFixed(1)),
-    cpu_ms_per_step: Number(median(cpuMs).toFixed(1)),
-    images_per_s: Number(((B * 1000) / ms).toFixed(1)),
-    gflops: Number((stepFlops(c, B) / (ms / 1000) / 1e9).toFixed(2)),
-    augment_ms: Number(am.toFixed(1)),
-    augment_share: Number((am / ms).toFixed(4)),
-    augment_engine: augmentEngine(),
-    data,
-    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-    gpu_peak_mb: gpuPeak === null ? null : Number((gpuPeak / 2 ** 20).toFixed(1)),
-    webgpu_packed: info.name === 'webgpu' ? canPack() : null,
-    loss_step1: Number(firstLoss.toFixed(4)),
-    num_tensors_start: tensorsStart,
-    num_tensors_end: tensorsEnd,
-    cpu: cpus()[0]?.model ?? 'unknown',
-    threads: availableParallelism(),
-    config: c,
-    ...(prof ? { profile: prof, profile_timer: timer } : {}),
-  };
 }
 

@@ -60,3 +60,32 @@ test('bench without --preset says it times the official recipe (ViT-B/16, 224 px
     'moco3: bench: vit-base at 224 px, batch 4096, 5 timed steps after 2 untimed (the official recipe: no --preset; `--preset cpu` times a step sized for a CPU)',
   );
 });
+
+test('bench in-process: a step that fails (a kernel out of memory) leaves no tensor of its model or optimizer behind', async () => {
+  const { tf } = await import('../helpers/tf.ts');
+  const { benchOne } = await import('../../src/train/bench.ts');
+  const { buildConfig } = await import('../../src/config/load.ts');
+  const c = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'optim.batch_size=8'] });
+  // Softmax (attention) on the cpu backend throws while armed
+  const k = tf.getKernel('Softmax', 'cpu')!;
+  let armed = false;
+  tf.unregisterKernel('Softmax', 'cpu');
+  tf.registerKernel({
+    ...k,
+    kernelFunc: ((args: Parameters<typeof k.kernelFunc>[0]) => {
+      if (armed) throw new Error('injected: out of memory');
+      return k.kernelFunc(args);
+    }) as typeof k.kernelFunc,
+  });
+  try {
+    await benchOne(c, 'cpu', 1, 0); // kernels and caches made once
+    const before = tf.memory().numTensors;
+    armed = true;
+    await assert.rejects(benchOne(c, 'cpu', 2, 0), /injected: out of memory/);
+    armed = false;
+    assert.equal(tf.memory().numTensors, before);
+  } finally {
+    tf.unregisterKernel('Softmax', 'cpu');
+    tf.registerKernel(k);
+  }
+});
