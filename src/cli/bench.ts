@@ -9,6 +9,7 @@ import { onStopSignals } from './supervise.ts';
 import { configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
+import { UsageError } from '../config/errors.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;
@@ -49,8 +50,8 @@ export function benchLine(c: ResolvedRunConfig, f: Pick<BenchFlags, 'preset' | '
 
 export function benchCommand(): Command {
   const cmd = new Command('bench').description('steady-state ms/step, images/s and GFLOP/s of the training step');
-  addRunOptions(cmd)
-    .option('-b, --batch <n>', 'batch size (default: the preset\'s)')
+  addRunOptions(cmd, { results: false })
+    .option('-b, --batch <n>', "batch size (default: the preset's; not with --set optim.batch_size)")
     .option('--steps <n>', 'timed steps', '5')
     .option('--warmup <n>', 'untimed steps first', '2')
     .option('--json', 'one JSON object per backend on stdout')
@@ -59,12 +60,21 @@ export function benchCommand(): Command {
       const backendFlag = f.backend;
       // the heads' BatchNorm needs two images
       const extra = f.batch !== undefined ? [{ label: `--batch ${f.batch}`, value: { optim: { batch_size: intFlag('--batch', f.batch, 2) } } }] : [];
+      // a --set of the batch would win over --batch (the --sets come last), without a word: one or the other
+      const batchSet = f.batch !== undefined ? f.set.find((x) => /^\s*optim\.batch_size\s*=|^\s*optim\s*=.*\bbatch_size\b/.test(x)) : undefined;
+      if (batchSet !== undefined) throw new UsageError(`--batch ${f.batch}: --set ${batchSet} sets the batch too; give one of them`);
       const c = configFromFlags({ ...f, backend: backendFlag === 'all' ? undefined : backendFlag }, extra);
       const steps = intFlag('--steps', f.steps, 1);
       const warmup = intFlag('--warmup', f.warmup, 0);
       if (f.dryRun) {
         // as train --dry-run: the resolved config as YAML, or one JSON object with --json
-        process.stdout.write(f.json ? `${jsonLine({ config: c, steps, warmup })}\n` : `# bench: ${steps} timed steps after ${warmup} untimed\n${configToYaml(c)}`);
+        // --backend all: each backend in turn, whatever train.backend the config holds
+        const all = backendFlag === 'all';
+        process.stdout.write(
+          f.json
+            ? `${jsonLine({ config: c, steps, warmup, ...(all ? { backends: 'all' } : {}) })}\n`
+            : `# bench: ${steps} timed steps after ${warmup} untimed${all ? ', on every backend in turn (--backend all; train.backend below is not used)' : ''}\n${configToYaml(c)}`,
+        );
         return;
       }
       // what is timed, once the data checked out, before minutes of it: without --preset, the official recipe

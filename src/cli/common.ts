@@ -33,15 +33,16 @@ export const nonEmptyPath = nonEmpty('a path');
 /** A name flag (--preset, --data): an empty one is refused, not read as no flag. */
 export const nonEmptyName = nonEmpty('a name');
 
-export function addRunOptions(cmd: Command): Command {
-  return cmd
+/** The flags of a command that builds a run config (train, bench); `results`: whether it writes under a results folder (bench does not). */
+export function addRunOptions(cmd: Command, { results = true } = {}): Command {
+  cmd
     .addOption(new Option('-p, --preset <name>', `scale preset (${PRESET_NAMES.join(', ')})`).argParser(nonEmptyName))
     .option('-c, --config <file>', 'a run config in YAML', nonEmptyPath)
     .option('-s, --set <key=value>', 'override a config key (dotted, e.g. optim.base_lr=1e-4); repeatable', collect, [])
     .option('--data <name[:path]>', `dataset (${DATASET_NAMES.join(', ')}), optionally with its path`, nonEmptyName)
-    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]))
-    .option('--results <dir>', 'results directory', nonEmptyPath, 'results')
-    .option('--dry-run', 'validate, resolve and print the config; train nothing');
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices([...BACKEND_CHOICES]));
+  if (results) cmd.option('--results <dir>', 'results directory', nonEmptyPath, 'results');
+  return cmd.option('--dry-run', 'validate, resolve and print the config; train nothing');
 }
 
 export function parseDataFlag(v: string): { name: string; path: string | null } {

@@ -398,6 +398,10 @@ const cases: Case[] = [
   ['eval knn --t empty', () => ['eval', 'knn', good, '--t', '']],
   ['bench --batch empty', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'cpu', '--batch', '']],
   ['bench --warmup empty', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'cpu', '--warmup', '']],
+  // the --set came last and won without a word
+  ['bench --batch with --set optim.batch_size', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'cpu', '--batch', '32', '--set', 'optim.batch_size=64']],
+  // bench writes no results: the flag was listed and did nothing
+  ['bench --results', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'cpu', '--results', fresh('benchres')], fresh('benchres')],
   ['bench --backend all on data named but missing', () => ['bench', '--preset', 'smoke', '--steps', '1', '--backend', 'all', '--data', `fashion-mnist:${fresh('nodata3')}`]],
   ['data preview --step beyond a safe integer', () => ['data', 'preview', 'synthetic', '--step', '1e300', '--out', join(fresh('pv'), 'x.png')], fresh('pv')],
   ['report --spike-window 1.5', () => ['report', good, '--spike-window', '1.5']],

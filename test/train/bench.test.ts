@@ -89,3 +89,13 @@ test('bench in-process: a step that fails (a kernel out of memory) leaves no ten
     tf.registerKernel(k);
   }
 });
+
+test('bench --dry-run --backend all says every backend is timed in turn (the config printed holds train.backend auto)', async () => {
+  const r = await cli(['bench', '--preset', 'smoke', '--dry-run', '--backend', 'all']);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^# bench: 5 timed steps after 2 untimed, on every backend in turn \(--backend all; train\.backend below is not used\)\n/);
+  const j = await cli(['bench', '--preset', 'smoke', '--dry-run', '--backend', 'all', '--json']);
+  assert.equal(JSON.parse(j.out).backends, 'all');
+  const one = await cli(['bench', '--preset', 'smoke', '--dry-run', '--backend', 'cpu', '--json']);
+  assert.equal('backends' in JSON.parse(one.out), false);
+});
