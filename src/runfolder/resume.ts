@@ -5,7 +5,7 @@
  * checkpoint is damaged and an older complete one exists, the line offers it. No TensorFlow.js here.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { canonicalJson, configHash, UNHASHED_KEYS } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -236,12 +236,22 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
   };
   if (choice !== undefined) {
     const n = /^(step-)?(\d+)$/.exec(choice);
-    const dir = n ? join(root, stepDirName(Number(n[2]))) : choice;
+    // a relative path as the results name it (checkpoints/step-N: from the run folder), wherever moco3 runs
+    const inRun = !n && !isAbsolute(choice) && !existsSync(choice) && existsSync(join(runDir, choice));
+    const dir = n ? join(root, stepDirName(Number(n[2]))) : inRun ? join(runDir, choice) : choice;
     const have = () => {
       const steps = listCheckpoints(root).map((c) => `step-${c.step}`);
       return steps.length ? `${root} holds ${steps.join(', ')}` : `${root} holds none`;
     };
     if (!existsSync(dir)) throw new CheckpointError(`--checkpoint ${choice}: no such checkpoint (${have()})`);
+    // a file of a checkpoint, the checkpoints folder or the run folder itself: what to give instead
+    const at = resolve(dir);
+    if (statSync(dir).isFile() && samePath(dirname(dirname(at)), root) && stepOfDir(basename(dirname(at))) !== null) {
+      throw new CheckpointError(`--checkpoint ${choice}: a file of checkpoint ${basename(dirname(at))}; give its folder (or ${basename(dirname(at))})`);
+    }
+    if (samePath(at, root) || samePath(at, runDir)) {
+      throw new CheckpointError(`--checkpoint ${choice}: the run's ${samePath(at, root) ? 'checkpoints folder' : 'folder'}, not one checkpoint; give step-N (${have()})`);
+    }
     // another run's checkpoint would be trained on or evaluated, and its results filed, as this run's
     if (!samePath(dirname(resolve(dir)), root)) throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint of ${runDir} (${have()})`);
     // a file of checkpoints/ (last.json), or a folder not named as a step's: nothing to offer in its place

@@ -163,6 +163,14 @@ test('a checkpoint to evaluate is named as eval --help says: step-N, N or its fo
   await trained;
   const ckpt = join(runDir, 'checkpoints', 'step-0000004');
   for (const name of ['step-4', '4', ckpt, 'step-0000004']) assert.equal(evalCheckpoint(runDir, name), ckpt, name);
+  // as a result names it (checkpoints/step-N, from the run folder), from any folder
+  assert.equal(process.cwd() === runDir, false);
+  assert.equal(evalCheckpoint(runDir, join('checkpoints', 'step-0000004')), join(runDir, 'checkpoints', 'step-0000004'));
+  // a file of the checkpoint, the checkpoints folder, the run folder: said what they are and what to give
+  const refused = (name: string, re: RegExp) => assert.throws(() => evalCheckpoint(runDir, name), (e: Error) => e instanceof CheckpointError && re.test(e.message), name);
+  refused(join(ckpt, 'model.safetensors'), /: a file of checkpoint step-0000004; give its folder \(or step-0000004\)$/);
+  refused(join(runDir, 'checkpoints'), /: the run's checkpoints folder, not one checkpoint; give step-N \(.* holds step-4\)$/);
+  refused(runDir, /: the run's folder, not one checkpoint; give step-N/);
 });
 
 test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its tensor', async () => {
