@@ -8,7 +8,7 @@
  * disk), nothing half-done ever sits under a final name, and the same command picks up where it stopped.
  */
 import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
@@ -294,7 +294,10 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     }
     const err = e as NodeJS.ErrnoException;
     if (err.syscall === 'write' || err.syscall === 'open' || err.code === 'ENOSPC') {
-      throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${mb(done)} of ${mb(known.size)} kept, run the same command again to resume`);
+      // what reached the disk, not what was received (a file that could not be opened holds nothing)
+      const kept = await stat(part).then((st) => (st.isFile() ? st.size : 0), () => 0);
+      const again = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? 'make the folder writable (or give --dir) and run the same command again' : 'run the same command again';
+      throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)} of ${mb(known.size)} kept, ${again} to resume` : `nothing kept; ${again}`}`);
     }
     throw cannot(ctx, `${reason(e)} after ${mb(done)} of ${mb(known.size)} (kept in ${part}: run the same command again to resume)`);
   }

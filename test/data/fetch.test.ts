@@ -1,7 +1,7 @@
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -390,6 +390,20 @@ test('a folder where a file goes, or a file where the unpacked folder goes: one 
   assert.deepEqual(seen, []);
   assert.deepEqual(readdirSync(b), ['cifar-10-batches-bin']);
   assert.deepEqual(readdirSync(a), ['cifar-10-binary.tar.gz']);
+});
+
+test('a download whose file cannot be opened says nothing was kept (it said the bytes received were)', async () => {
+  served.set('cifar-10-binary.tar.gz', cifarTgz);
+  const src: DatasetSource = { ...SOURCES.cifar10, baseUrl: base, files: [known('cifar-10-binary.tar.gz', cifarTgz)] };
+  const d = freshDir();
+  // the partial file's name links to a file no one may write, root included (as a folder the user cannot
+  // write): the bytes received reach no disk
+  mkdirSync(d, { recursive: true });
+  symlinkSync('/proc/version', join(d, 'cifar-10-binary.tar.gz.part'));
+  await assert.rejects(
+    fetchDataset(src, { dir: d }),
+    (e: Error) => e instanceof DataError && /^\S+cifar-10-binary\.tar\.gz\.part: cannot write \(E[A-Z]+\); nothing kept; (make the folder writable \(or give --dir\) and )?run the same command again$/.test(e.message),
+  );
 });
 
 test('CIFAR: the archive is downloaded, checked and unpacked to the folder the reader reads', async () => {
