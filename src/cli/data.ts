@@ -292,7 +292,10 @@ function infoCmd(): Command {
       // the data directory's folder of the dataset, as the readers' default under $MOCO3_DATA
       if (f.dir) path = isFetchable(name) ? resolve(f.dir, SOURCES[name].subdir) : name === 'imagefolder' ? resolve(f.dir, IMAGEFOLDER_SUBDIR) : resolve(f.dir);
       const where = lookup(name, path, f);
-      if (!where.present) {
+      // a CIFAR --data-path that is a file and no archive of it: the reader says what it is (its lines name
+      // the file, not paths below it)
+      const readerSays = (name === 'cifar10' || name === 'cifar100') && path !== null && existsSync(path) && !statSync(path).isDirectory();
+      if (!where.present && !readerSays) {
         // a file where a folder of the path goes ($MOCO3_DATA set to a file, a --data-path below a file): said so,
         // not a fetch command that fetch refuses (a CIFAR --data-path that is a file is the reader's to name)
         const looked = path ?? DATA_DIR;

@@ -194,6 +194,8 @@ test('data info: missing data is one line saying where it looked and the fetch c
   const part = join(dir, 'part', 'fashion-mnist');
   mkdirSync(part, { recursive: true });
   for (const f of ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte']) writeFileSync(join(part, f), 'x');
+  const notArchive = (file: string, fill: string) =>
+    `moco3: cifar10: ${file} is a file, not cifar-10-binary.tar.gz or a folder holding it (run: moco3 data fetch cifar10 --dir ${fill}; or download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz into ${fill}, or give --data-path PATH with the archive or its folder)`;
   for (const [args, line] of [
     [['fashion-mnist', '--data-path', part], `moco3: fashion-mnist: missing file t10k-labels-idx1-ubyte[.gz] (tried ${['t10k-labels-idx1-ubyte.gz', 't10k-labels-idx1-ubyte', 't10k-labels.idx1-ubyte.gz', 't10k-labels.idx1-ubyte'].map((f) => join(part, f)).join(', ')})`],
     [['cifar10', '--dir', dir], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/ or ${dir}/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
@@ -201,9 +203,10 @@ test('data info: missing data is one line saying where it looked and the fetch c
     [['fashion-mnist', '--data-path', join(dir, 'fashion-mnist')], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
     // the unpacked folder named: fetch fills the folder above it
     [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
-    // a file named (one of the batches): fetch fills its folder, never a folder under the file
-    [['cifar10', '--data-path', join(dir, 'loose', 'test_batch.bin')], `moco3: cifar10: no data at ${dir}/loose/test_batch.bin/cifar-10-batches-bin/ or ${dir}/loose/test_batch.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir}/loose)`],
-    [['cifar10', '--data-path', join(dir, 'loose', 'batch')], `moco3: cifar10: no data at ${dir}/loose/batch/cifar-10-batches-bin/ or ${dir}/loose/batch/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir}/loose)`],
+    // a file named (one of the batches): said as the reader says it, no paths below the file; fetch fills its folder
+    [['cifar10', '--data-path', join(dir, 'loose', 'test_batch.bin')], notArchive(join(dir, 'loose', 'test_batch.bin'), join(dir, 'loose'))],
+    [['cifar10', '--data-path', join(dir, 'loose', 'batch')], notArchive(join(dir, 'loose', 'batch'), join(dir, 'loose'))],
+    // a batch file that is not there: the unpacked folder's, so fetch fills the folder above it
     [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin', 'test_batch.bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/test_batch.bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/test_batch.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
     // a path below a file: the file named, no fetch command (fetch refuses a folder below a file)
     [['cifar10', '--data-path', join(dir, 'loose', 'batch', 'data')], `moco3: --data-path ${dir}/loose/batch/data: ${dir}/loose/batch is a file, not a folder: give a folder path`],
