@@ -2,7 +2,9 @@
 import { Command, Option } from 'commander';
 import { nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { ASIDE_NOTE } from '../runfolder/aside.ts';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
 import { scaledLr } from '../optim/schedule.ts';
@@ -47,6 +49,13 @@ function withCommon(cmd: Command): Command {
 async function prepare(runDir: string, backend: string | undefined, checkpointFlag: string | undefined) {
   const offline = await import('../eval/offline.ts');
   const { initBackend } = await import('../engine/backend.ts');
+  // a `train --force` moving the run's files aside, or stopped half-way: its files are split between two folders
+  if (existsSync(join(runDir, ASIDE_NOTE))) {
+    throw new UsageError(
+      `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}); ` +
+        `a stopped one is put back by the next \`moco3 train\` or \`moco3 sweep\` of this run: evaluate after that`,
+    );
+  }
   const config = loadRunConfig(runDir);
   const edited = editedConfigNote(runDir);
   if (edited) process.stderr.write(`moco3: note: ${edited}\n`);

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { main } from '../../src/cli/main.ts';
 import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
@@ -382,6 +382,13 @@ const cases: Case[] = [
   ['eval knn of a checkpoint whose weights hold NaN (nothing recorded)', () => ['eval', 'knn', damaged('e8', (r) => nanWeight(join(ckptOf(r), 'model.safetensors'), NaN))], join(dir, 'damaged', 'e8', 'knn.json')],
   ['eval linear of a checkpoint whose weights hold infinity (nothing recorded)', () => ['eval', 'linear', damaged('e9', (r) => nanWeight(join(ckptOf(r), 'model.safetensors'), -Infinity))], join(dir, 'damaged', 'e9', 'linear.json')],
   ['eval --checkpoint missing', () => ['eval', 'knn', good, '--checkpoint', join(dir, 'nope')]],
+  // a train --force stopped half-way through moving the run aside: its checkpoints are in the other folder
+  ['eval of a run whose move aside was stopped half-way', () => ['eval', 'knn', damaged('e12', (r) => {
+    const to = `${basename(r)}.old-20260101T000000`;
+    mkdirSync(join(dirname(r), to));
+    renameSync(join(r, 'checkpoints'), join(dirname(r), to, 'checkpoints'));
+    writeFileSync(join(r, '.aside.json'), JSON.stringify({ to }));
+  })]],
   ['eval --checkpoint of another run (its result would be filed under this one)', () => {
     const other = damaged('e5', () => {});
     return ['eval', 'knn', good, '--checkpoint', ckptOf(other)];
