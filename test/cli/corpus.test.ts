@@ -489,6 +489,13 @@ test(`corpus: ${cases.length} malformed inputs: exit 2, at most two lines, no tr
 
 test('the lines say what is wrong and what to do; the offered older checkpoint resumes', async () => {
   const expect: [string[], RegExp][] = [
+    // eval of a run a train --force was moving aside when it was stopped: not "no checkpoint to evaluate"
+    [['eval', 'knn', damaged('x12', (r) => {
+      const to = `${basename(r)}.old-20260101T000000`;
+      mkdirSync(join(dirname(r), to));
+      renameSync(join(r, 'checkpoints'), join(dirname(r), to, 'checkpoints'));
+      writeFileSync(join(r, '.aside.json'), JSON.stringify({ to }));
+    })], /x12: its files are being moved aside by `train --force`, or such a move was stopped half-way \(\.aside\.json\); a stopped one is put back by the next `moco3 train` or `moco3 sweep` of this run: evaluate after that$/],
     // a completed run asked for again with another config: that config never ran, so it is not "already completed"
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--out', good], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5; --force trains this config there anew \(the run moved aside\), or give another --out$/],
     // --dry-run refuses what the run would refuse
