@@ -164,8 +164,9 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
       if (e.code === 'commander.help' || e.code === 'commander.executeSubCommandAsync') {
         // a command group without its sub-command
         const subs = path.at(-1)!.commands.map((c) => c.name());
-        // `moco3 help <name>` of no such command
-        const asked = argv[0] === 'help' && path.length === 1 ? argv[1] : undefined;
+        // `moco3 [group] help <name>` of no such command
+        const at = path.length - 1;
+        const asked = argv[at] === 'help' ? argv[at + 1] : undefined;
         if (asked !== undefined && !subs.includes(asked)) {
           process.stderr.write(`${name}: help ${asked}: unknown command (one of: ${subs.filter((c) => c !== 'help').join(', ')})\n`);
           return 2;

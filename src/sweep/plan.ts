@@ -91,10 +91,12 @@ export function expandGrid(grid: Grid): Record<string, unknown>[] {
 export function parseOptimizerFlag(v: string): OptimizerName[] {
   const names = v.split(',').map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new SweepError(`--optimizer ${v}: expected an optimizer name (${OPTIMIZER_NAMES.join(', ')})`);
-  for (const n of names) {
+  for (const [i, n] of names.entries()) {
     if (!(OPTIMIZER_NAMES as readonly string[]).includes(n)) {
       throw new SweepError(`--optimizer ${v}: unknown optimizer '${n}' (expected one of: ${OPTIMIZER_NAMES.join(', ')})`);
     }
+    // as --seeds: a name twice is a typo, not a sweep of it twice
+    if (names.indexOf(n) !== i) throw new SweepError(`--optimizer ${v}: '${n}' is listed twice`);
   }
   // one order whatever the flag's: the same optimizers are the same sweep, in the same folder
   return OPTIMIZER_NAMES.filter((n) => names.includes(n));

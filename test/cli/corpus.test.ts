@@ -544,6 +544,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['sweep', file('classes.yaml', 'name: classes\npreset: smoke\nparameters:\n  data.num_classes: {values: [5, 11]}\n'), ...SWEEP, '--dry-run'], /classes\.yaml: data\.num_classes: the synthetic dataset has 2\.\.10 classes, got 11$/],
     [['sweep', tinySweep, '--launcher', 'slurm', '--time', '5', '--dry-run'], /^moco3: --time 5: a time limit of 300 s, not longer than the default --signal-s 300 /],
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
+    // and in a command group, as at the top
+    [['eval', 'help', 'knm'], /^moco3 eval: help knm: unknown command \(one of: knn, linear\)$/],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     // a folder (a sweep's results, which report takes) for a sweep file: said as such, not "not found"
     [['baselines', good], /^moco3: \S+\/good: is a folder, not a sweep file$/],

@@ -122,6 +122,7 @@ test('--seeds multiplies the grid, seed outermost; --set pins unscaled; --set on
   assert.equal(parseSeedsFlag('0-999').length, 1000);
   assert.throws(() => parseSeedsFlag('9007199254740993'), /--seeds 9007199254740993: 9007199254740993 is larger than a seed can be/);
   assert.throws(() => parseOptimizerFlag('adam'), /--optimizer adam: unknown optimizer 'adam'/);
+  assert.throws(() => parseOptimizerFlag('lamb,adamw,lamb'), /^SweepError: --optimizer lamb,adamw,lamb: 'lamb' is listed twice$/);
 });
 
 const bad: [string, string, RegExp][] = [
