@@ -32,6 +32,8 @@ const nonEmpty =
 export const nonEmptyPath = nonEmpty('a path');
 /** A name flag (--preset, --data): an empty one is refused, not read as no flag. */
 export const nonEmptyName = nonEmpty('a name');
+/** --checkpoint: an empty one is refused, not looked up as a checkpoint named ''. */
+export const nonEmptyCheckpoint = nonEmpty('step-N, N or a checkpoint folder');
 
 /** The flags of a command that builds a run config (train, bench); `results`: whether it writes under a results folder (bench does not). */
 export function addRunOptions(cmd: Command, { results = true } = {}): Command {

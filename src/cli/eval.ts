@@ -1,6 +1,6 @@
 /** `moco3 eval knn|linear <run-dir>`: offline evaluation of a run's checkpoint (docs/MOCOV3.md "Evaluation"). */
 import { Command, Option } from 'commander';
-import { nonEmptyPath } from './common.ts';
+import { nonEmptyCheckpoint, nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
 import { basename, join } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -40,7 +40,7 @@ const given = (flag: string, v: string | undefined, integer = false): number | u
 function withCommon(cmd: Command): Command {
   return cmd
     .argument('<run-dir>', 'a run folder (holds config.yaml and checkpoints/)', nonEmptyPath)
-    .option('--checkpoint <step>', 'the checkpoint to evaluate: step-N, N or its folder (default: the newest in <run-dir>/checkpoints)')
+    .option('--checkpoint <step>', 'the checkpoint to evaluate: step-N, N or its folder (default: the newest in <run-dir>/checkpoints)', nonEmptyCheckpoint)
     .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the run's train.backend)").choices([...BACKEND_CHOICES]))
     .option('--json', 'print the result as one JSON object');
 }

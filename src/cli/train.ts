@@ -15,7 +15,7 @@ import { ASIDE_NOTE, ASIDE_STAMP, movedAsideFile, moveRunAside } from '../runfol
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
-import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
+import { addRunOptions, configFromFlags, nonEmptyCheckpoint, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { makeProgress } from './progress.ts';
 import { onOutputClosed, STOP_SIGNALS, takeEarlySignals } from './supervise.ts';
@@ -37,7 +37,7 @@ export function trainCommand(): Command {
     .option('--seed <n>', 'run seed')
     .option('-o, --out <dir>', 'the run folder (default: <results>/train/<run-id>)')
     .option('--resume', 'continue the run from its newest checkpoint')
-    .option('--checkpoint <step>', 'with --resume: continue from this checkpoint (step-N, N or a folder) instead of the newest')
+    .option('--checkpoint <step>', 'with --resume: continue from this checkpoint (step-N, N or a folder) instead of the newest', nonEmptyCheckpoint)
     .option('--force', 'start over: an existing run folder is moved aside to <dir>.old-<time>, never deleted')
     .option('--dump-views <n>', 'write the two normalised views of the first n steps to views.safetensors')
     .option('--json', 'print one JSON object per event on stdout')

@@ -382,6 +382,7 @@ const cases: Case[] = [
   ['eval knn of a checkpoint whose weights hold NaN (nothing recorded)', () => ['eval', 'knn', damaged('e8', (r) => nanWeight(join(ckptOf(r), 'model.safetensors'), NaN))], join(dir, 'damaged', 'e8', 'knn.json')],
   ['eval linear of a checkpoint whose weights hold infinity (nothing recorded)', () => ['eval', 'linear', damaged('e9', (r) => nanWeight(join(ckptOf(r), 'model.safetensors'), -Infinity))], join(dir, 'damaged', 'e9', 'linear.json')],
   ['eval --checkpoint missing', () => ['eval', 'knn', good, '--checkpoint', join(dir, 'nope')]],
+  ['eval --checkpoint empty', () => ['eval', 'knn', good, '--checkpoint', '']],
   // a train --force stopped half-way through moving the run aside: its checkpoints are in the other folder
   ['eval of a run whose move aside was stopped half-way', () => ['eval', 'knn', damaged('e12', (r) => {
     const to = `${basename(r)}.old-20260101T000000`;
@@ -546,6 +547,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['help', 'trian'], /^moco3: help trian: unknown command \(one of: train, bench, /],
     // and in a command group, as at the top
     [['eval', 'help', 'knm'], /^moco3 eval: help knm: unknown command \(one of: knn, linear\)$/],
+    // an empty --checkpoint (a script's unset variable): said, not looked up as '--checkpoint : no such checkpoint'
+    [['eval', 'knn', good, '--checkpoint', ''], /^moco3 eval knn: option '--checkpoint <step>' argument '' is invalid\. expected step-N, N or a checkpoint folder, got an empty string\.$/m],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     // a folder (a sweep's results, which report takes) for a sweep file: said as such, not "not found"
     [['baselines', good], /^moco3: \S+\/good: is a folder, not a sweep file$/],
