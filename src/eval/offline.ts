@@ -96,7 +96,7 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
  */
 export function evalCheckpoint(runDir: string, checkpoint?: string): string {
   const dir = resumeCheckpoint(runDir, checkpoint, {
-    offer: (c) => `evaluate the previous checkpoint with --checkpoint ${c.dir}`,
+    offer: (c) => `evaluate the ${c.which} checkpoint with --checkpoint ${c.dir}`,
     none: 'no older complete checkpoint to evaluate',
     evaluate: true,
   });

@@ -117,8 +117,9 @@ function checkShapes(dir: string, model: Map<string, number[]>, slots: Map<strin
 }
 
 /** How a command names a checkpoint to the user (train: `--checkpoint step-N`; eval: the folder). */
-export type Offer = (c: { dir: string; step: number }) => string;
-export const trainOffer: Offer = (c) => `resume from the previous checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
+/** `c.which`: 'previous' (before the damaged one), or 'newest complete' (where the pointer to the newest was damaged). */
+export type Offer = (c: { dir: string; step: number; which: string }) => string;
+export const trainOffer: Offer = (c) => `resume from the ${c.which} checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
 const trainNone = 'no older complete checkpoint: start again with --force';
 
 /** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong). */
@@ -232,7 +233,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
     const older = olderComplete(root, step, left);
-    throw new CheckpointError(`${e.message}; ${older ? offer(older) : none}`);
+    throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: step === Infinity ? 'newest complete' : 'previous' }) : none}`);
   };
   if (choice !== undefined) {
     const n = /^(step-)?(\d+)$/.exec(choice);

@@ -27,7 +27,7 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
     try {
       const from = resumeCheckpoint(run.dir, undefined, {
         offer: (c) =>
-          `resume the run from the previous checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
+          `resume the run from the ${c.which} checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
           `(the later steps are trained again) or move the run folder out of ${dirname(run.dir)} to train it from the start; then run the sweep again`,
         none: `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
         logEvery: run.config.train.log_every,

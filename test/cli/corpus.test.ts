@@ -510,6 +510,9 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['train', ...TINY, '--resume', '--out', damaged('x1', (r) => truncateSync(join(ckptOf(r), 'state.json'), 30))], /step-0000008\/state\.json: state is not valid JSON \(truncated\?\); resume from the previous checkpoint with --checkpoint step-6 .*or start again with --force$/],
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--seed', '3', '--resume', '--out', good], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5, seed 0 -> 3; --force trains this config there anew/],
     [['eval', 'knn', damaged('x2', (r) => rmSync(join(ckptOf(r), 'model.safetensors')))], /step-0000008\/model\.safetensors: missing; evaluate the previous checkpoint with --checkpoint .*step-0000006$/],
+    // the pointer to the newest damaged: the checkpoint offered is the newest complete one, not a "previous" one
+    [['eval', 'knn', damaged('x13', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '{"step": '))], /last\.json: .*; evaluate the newest complete checkpoint with --checkpoint .*step-0000008$/],
+    [['train', ...TINY, '--resume', '--out', damaged('x14', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '[]'))], /last\.json: expected \{"step": N, "dir": "step-N"\}, got \[\]; resume from the newest complete checkpoint with --checkpoint step-8 /],
     [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
       for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));
     })], /optimizer\.safetensors: missing; no older complete checkpoint: start again with --force$/],
