@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch speed of the same MoCo v3 step that bench/native-profile.ts times (baseline for the native backend).
 
-    /usr/bin/python3 bench/native-torch.py [--model micro|cpu|gpu] [--batch 64,256] [--steps 5] [--warmup 2] [--threads 2]
+    /usr/bin/python3 bench/native-torch.py [--model micro|cpu|gpu] [--batch 64,256] [--steps 5] [--warmup 2] [--threads 2] [--blas-threads 1]
     python3 bench/native-torch.py --device cuda --model gpu --batch 1024 [--tf32] [--json]
 
 --model: the model of `moco3 bench --preset cpu` (ViT-Micro/7 at 28 px), of `--preset gpu` (ViT-Tiny/4 at 32 px,
@@ -11,6 +11,11 @@ bench/native-profile.ts). On CUDA, float32 with TF32 off unless --tf32; --json p
 Model: the official definitions as re-implemented in tools/torch_reference.py (timm ViT + MoCo_ViT), AdamW,
 float32. On the CPU it first checks that a 1024^3 matmul runs at BLAS speed (docs/ENGINES.md: reference BLAS
 makes torch ~30x slower), then prints ms/step (median), img/s, process CPU time per step and peak RSS.
+
+Threads: PyTorch runs its own ops on --threads OpenMP threads and calls OpenBLAS, which keeps a pool of its
+own: --blas-threads (default 1, as moco3's native backend sizes OpenBLAS's pool beside its own). With both
+pools of 2 threads on 2 cores (PyTorch's defaults there: --blas-threads 2) the two spin against each other
+and a step takes 2x the time; say which was run beside any figure.
 """
 import argparse
 import importlib.util
@@ -71,14 +76,16 @@ def main():
     ap.add_argument('--steps', type=int, default=5)
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--blas-threads', type=int, default=1)
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--model', choices=sorted(MODELS), default='micro')
     ap.add_argument('--tf32', action='store_true')
     ap.add_argument('--json', action='store_true')
     a = ap.parse_args()
-    # OpenBLAS keeps its own pool: size it too, before torch loads it
-    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
-        os.environ[var] = str(a.threads)
+    # OpenBLAS keeps its own pool beside PyTorch's OpenMP one: sized before torch loads it
+    os.environ['OMP_NUM_THREADS'] = str(a.threads)
+    for var in ('OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ[var] = str(a.blas_threads)
     global torch
     import torch
     torch.set_num_threads(a.threads)
@@ -88,8 +95,8 @@ def main():
         torch.backends.cudnn.allow_tf32 = a.tf32
         return bench_cuda(a)
     gf = matmul_gflops()
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, 1024^3 matmul {gf:.0f} GFLOP/s'
-          f'{"  (WARNING: reference BLAS? expected ~190 on 2 cores)" if gf < 50 else ""}')
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, BLAS {a.blas_threads}, 1024^3 matmul {gf:.0f} GFLOP/s'
+          f'{"  (WARNING: reference BLAS? expected ~190 on 2 cores with 2 BLAS threads)" if gf < 50 else ""}')
     ref = load_reference()
     from functools import partial
     import torch.nn as nn
@@ -108,12 +115,14 @@ def main():
             loss.backward()
             opt.step()
             loss.item()
+            # the step's graph is not kept alive through the next step's forward
+            del loss
             if s >= a.warmup:
                 wall.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
         ms = statistics.median(wall) * 1000
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f'torch   ({torch.get_num_threads()} threads) {a.model} batch {B}: {ms:.0f} ms/step, {B * 1000 / ms:.1f} img/s '
+        print(f'torch   ({torch.get_num_threads()} threads, BLAS {a.blas_threads}) {a.model} batch {B}: {ms:.0f} ms/step, {B * 1000 / ms:.1f} img/s '
               f'[min {min(wall) * 1000:.0f} ms, process CPU {statistics.median(cpu) * 1000:.0f} ms/step, peak RSS {rss:.0f} MB, '
               f'{len(wall)} steps, load {os.getloadavg()[0]:.1f}]')
 
