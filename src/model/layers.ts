@@ -111,7 +111,10 @@ export const bmm = custom<tf.Tensor3D>(([a, b], save) => {
   };
 }) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
 
-/** Exact GELU 0.5·x·(1 + erf(x/√2)) (PyTorch nn.GELU default). */
+/**
+ * GELU in its erf form 0.5·x·(1 + erf(x/√2)) (PyTorch nn.GELU default), not the tanh approximation; erf as
+ * TensorFlow.js computes it on every backend (Abramowitz-Stegun 7.1.26, within 1.5e-7; native/src/kernels.inc).
+ */
 export const gelu = custom<tf.Tensor>(([x], save) => {
   // one fused kernel each way where the backend has moco3's (webgpu: src/engine/webgpu-kernels.ts)
   const fused = fusedKernel(GELU_FWD, { x: x! });
