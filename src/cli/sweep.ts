@@ -324,6 +324,7 @@ export function sweepCommand(): Command {
         if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state) || x.state === 'failed'))) {
           // seeds added to a sweep get theirs; the seeds already there keep theirs
           const { missingBaselineSeeds } = await import('../sweep/baselines.ts');
+          const { ProbeDiverged } = await import('../eval/linear.ts');
           // Slurm tasks and agents that end a sweep together: one computes them, under the sweep's baselines
           // lock, and the others leave them to it; read again under the lock (another may have written them)
           let stoppedIn = false;
@@ -343,8 +344,13 @@ export function sweepCommand(): Command {
                     });
                   }
                 } catch (e) {
-                  if (!(e instanceof BaselinesStopped)) throw e;
-                  stoppedIn = true;
+                  // the runs are done: a baseline probe that diverges (eval.linear.base_lr too large for it) leaves
+                  // the sweep without baselines, said, not the sweep failed after its runs
+                  if (e instanceof ProbeDiverged) {
+                    if (f.json) process.stdout.write(`${jsonLine({ type: 'baselines_failed', sweep: plan.id, error: e.message })}\n`);
+                    else process.stderr.write(`sweep ${plan.id}: baselines not computed: ${e.message}; the report goes without them\n`);
+                  } else if (!(e instanceof BaselinesStopped)) throw e;
+                  else stoppedIn = true;
                 }
               })
             : null;

@@ -186,7 +186,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
       process.stdout.write(
         `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
           `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +
-          `${s.linear_top1 !== null ? `; linear top-1 ${s.linear_top1.toFixed(2)}%` : ''}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
+          `${s.linear_top1 !== null ? `; linear top-1 ${s.linear_top1.toFixed(2)}%` : s.linear_error ? '; linear probe diverged (its lr too large: summary.json says)' : ''}${s.diverged_at !== null ? `; diverged at step ${s.diverged_at}` : ''}\n` +
           `results: ${runDir}\n`,
       );
     }

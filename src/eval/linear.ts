@@ -129,9 +129,13 @@ export class ProbeDiverged extends InputError {
   constructor(
     readonly epoch: number,
     readonly lr: number,
-    what: string,
+    readonly what: string,
+    /** whose probe: a run's, or a baseline's */
+    readonly whose = 'the linear probe',
+    /** what set its lr */
+    note = '',
   ) {
-    super(`the linear probe diverged: ${what} in epoch ${epoch} at lr ${lr.toPrecision(3)}`);
+    super(`${whose} diverged: ${what} in epoch ${epoch} at lr ${lr.toPrecision(3)}${note ? ` (${note})` : ''}`);
   }
 }
 

@@ -299,7 +299,17 @@ export function reportMarkdown(
     return f?.status === 'completed' && f.linearTop1 === null;
   });
   const off = unprobed.filter((r) => r.flat.get('eval.linear.enabled') === false).length;
-  const pending = unprobed.length - off;
+  // a probe at the end of training that diverged (its lr too large) recorded why, not a figure
+  const divergedProbe = unprobed.filter((r) => r.flat.get('eval.linear.enabled') !== false && typeof r.summary?.linear_error === 'string');
+  const pending = unprobed.length - off - divergedProbe.length;
+  if (divergedProbe.length) {
+    const n = divergedProbe.length;
+    out.push(
+      `${n} completed run${n === 1 ? '' : 's'} had ${n === 1 ? 'its' : 'their'} linear probe diverge (linear top-1 "-"; its \`linear_error\` in summary.json: ${String(divergedProbe[0]!.summary!.linear_error)}): ` +
+        `\`moco3 eval linear <run-dir> --lr <smaller>\` probes ${n === 1 ? 'it' : 'them'} again, then \`moco3 report\` again.`,
+      '',
+    );
+  }
   if (off) {
     out.push(`${off} completed run${off === 1 ? ' was' : 's were'} trained with the linear probe off (\`eval.linear.enabled: false\`; linear top-1 "-"): \`moco3 eval linear <run-dir>\` runs it afterwards, then \`moco3 report\` again.`, '');
   }

@@ -18,6 +18,8 @@ export interface Summary {
   best_knn_top1: number | null;
   linear_top1: number | null;
   linear_top5: number | null;
+  /** why linear_top1 is null where the probe ran and diverged (src/eval/linear.ts ProbeDiverged) */
+  linear_error?: string;
   diverged_at: number | null;
   wall_s: number;
   train_s: number;

@@ -11,7 +11,7 @@ import type { Dataset, ImageSplit } from '../data/index.ts';
 import { gatherBatch } from '../data/sampler.ts';
 import { evalView, type AugmentConfig } from '../data/augment.ts';
 import { MoCoViT } from '../model/moco.ts';
-import { cachedSource, linearProbe, type ProbeTrainSource } from '../eval/linear.ts';
+import { cachedSource, linearProbe, ProbeDiverged, type ProbeTrainSource } from '../eval/linear.ts';
 import { augmentedSource, probeBatchSize, probeViews } from '../eval/offline.ts';
 import { augmentConfigOf, loadRunData, modelConfigOf } from '../components/index.ts';
 import { extractFeaturesPolled, knnMonitor } from '../eval/features.ts';
@@ -47,17 +47,23 @@ export function pixelFeatures(split: ImageSplit, n: number, aug: AugmentConfig, 
   return out;
 }
 
-async function probeOn(train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig, check?: () => void): Promise<{ top1: number; top5: number }> {
-  const r = await linearProbe(train, { features: test, labels: ds.test.labels }, {
-    ...(check ? { check } : {}),
-    numClasses: ds.numClasses,
-    epochs: c.eval.linear.epochs,
-    baseLr: c.eval.linear.base_lr,
-    // as the runs' probe (src/eval/offline.ts)
-    batchSize: probeBatchSize(c.eval.linear.batch_size, ds.train.n),
-    seed: c.seed,
-  });
-  return { top1: r.top1, top5: r.top5 };
+async function probeOn(whose: string, train: ProbeTrainSource, test: tf.Tensor2D, ds: Dataset, c: ResolvedRunConfig, check?: () => void): Promise<{ top1: number; top5: number }> {
+  try {
+    const r = await linearProbe(train, { features: test, labels: ds.test.labels }, {
+      ...(check ? { check } : {}),
+      numClasses: ds.numClasses,
+      epochs: c.eval.linear.epochs,
+      baseLr: c.eval.linear.base_lr,
+      // as the runs' probe (src/eval/offline.ts)
+      batchSize: probeBatchSize(c.eval.linear.batch_size, ds.train.n),
+      seed: c.seed,
+    });
+    return { top1: r.top1, top5: r.top5 };
+  } catch (e) {
+    // which probe, and the key that set its lr
+    if (e instanceof ProbeDiverged) throw new ProbeDiverged(e.epoch, e.lr, e.what, whose, `eval.linear.base_lr ${c.eval.linear.base_lr}, seed ${c.seed}`);
+    throw e;
+  }
 }
 
 /**
@@ -90,14 +96,14 @@ export async function computeBaselines(c: ResolvedRunConfig, dataset?: Dataset, 
       encTrain = cachedSource(trF, ds.train.labels);
     }
     check?.();
-    const enc = await probeOn(encTrain, teF, ds, c, check);
+    const enc = await probeOn("the baselines' linear probe of the untrained encoder", encTrain, teF, ds, c, check);
     onPart?.(`part 2 of 3: untrained encoder linear ${enc.top1.toFixed(2)}%; linear on pixels next`);
     tf.dispose(held.splice(0));
     const trP = pixelFeatures(ds.train, ds.train.n, aug);
     held.push(trP);
     const teP = pixelFeatures(ds.test, ds.test.n, aug);
     held.push(teP);
-    const pix = await probeOn(cachedSource(trP, ds.train.labels), teP, ds, c, check);
+    const pix = await probeOn("the baselines' linear probe on pixels", cachedSource(trP, ds.train.labels), teP, ds, c, check);
     return {
       random_init: { knn_top1: knn.top1, knn_top5: knn.top5, linear_top1: enc.top1, linear_top5: enc.top5 },
       pixels: { linear_top1: pix.top1, linear_top5: pix.top5, dim: trP.shape[1] },

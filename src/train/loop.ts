@@ -420,6 +420,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           // the pretraining completed; the probe's lr was too large: no accuracy (its head would score 0%), said
           const note = `${e.message} (eval.linear.base_lr ${c.eval.linear.base_lr}): linear top-1 left empty; \`moco3 eval linear ${runDir} --lr <smaller>\` probes it again`;
           emit({ type: 'phase', step: state.step, text: note });
+          summary.linear_error = e.message;
           assertLockHeld(runDir);
           mergeSummary(runDir, { status: outcome, linear_error: e.message });
         } else if (e instanceof ProbeStopped) {

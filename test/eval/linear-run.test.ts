@@ -328,6 +328,7 @@ test("a probe that diverges (its lr too large): the training's run completes wit
   assert.equal(tf.memory().numTensors, before, 'tensors leaked');
   assert.equal(s.status, 'completed');
   assert.equal(s.linear_top1, null, 'not 0%: its head would score every image a miss');
+  assert.match(s.linear_error ?? '', /^the linear probe diverged: /, 'the summary the caller gets (and the end event) says why');
   const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
   assert.equal(summary.status, 'completed');
   assert.equal(summary.linear_top1, null);

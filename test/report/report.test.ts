@@ -222,6 +222,12 @@ test('completed runs without a linear top-1: trained with the probe off, or not 
   md = await report();
   assert.match(md, /^1 completed run was trained with the linear probe off/m);
   assert.match(md, /^2 completed runs have no linear probe yet \(linear top-1 "-"\)/m);
+  // a probe that diverged at the end of training: said with its error and a smaller --lr, not "not probed yet"
+  const why = 'the linear probe diverged: loss NaN in epoch 1 at lr 1.00e+300';
+  writeFakeRun(dir, { id: 'diverged-probe', config: { 'moco.temperature': 3 }, summary: { linear_top1: null, linear_top5: null, linear_error: why } });
+  md = await report();
+  assert.match(md, /^2 completed runs have no linear probe yet/m);
+  assert.ok(md.includes(`1 completed run had its linear probe diverge (linear top-1 "-"; its \`linear_error\` in summary.json: ${why}): \`moco3 eval linear <run-dir> --lr <smaller>\` probes it again, then \`moco3 report\` again.`), md);
 });
 
 test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', () => {

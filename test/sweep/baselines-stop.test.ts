@@ -175,3 +175,12 @@ test('moco3 baselines stopped by a signal: after the seeds done, exit 130 saying
   assert.deepEqual(JSON.parse(readFileSync(join(results, 'tiny', 'baselines.json'), 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0]);
   assert.equal(existsSync(join(results, 'tiny', '.baselines', '.lock')), false, 'its lock released');
 });
+
+test("a baseline probe that diverges (eval.linear.base_lr too large for it) leaves the sweep without baselines, said; its runs done, exit 0", async () => {
+  const results = join(root, 'diverged');
+  const more = ['--set', 'eval.linear.base_lr=1e300', '--set', 'eval.linear.epochs=2'];
+  const r = await sweep(undefined, more, results);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /: baselines not computed: the baselines' linear probe of the untrained encoder diverged: loss NaN in epoch \d at lr [\d.e+]+ \(eval\.linear\.base_lr 1e\+300, seed 0\); the report goes without them\n/);
+  assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
+});
