@@ -26,6 +26,9 @@ const calls: Record<Phase, number> = { keys: 0, forward: 0, backward: 0 };
 let armed: { phase: Phase; at: number } | null = null;
 // the untaped calls that come right after a backward (a loss term's BatchNorm update, with its gradients made)
 let last: Phase = 'keys';
+// the most tensors alive at a backward kernel: tfjs's own backward keeps every gradient to the end, moco3's frees
+// each once used (which of the two ran)
+let backwardPeak = 0;
 const afterBackward: number[] = [];
 const wrapped = tf.getKernelsForBackend('cpu');
 for (const k of wrapped) {
@@ -36,6 +39,7 @@ for (const k of wrapped) {
     kernelFunc: ((args: Parameters<typeof run>[0]) => {
       const p = phase();
       const n = calls[p]++;
+      if (p === 'backward') backwardPeak = Math.max(backwardPeak, tf.memory().numTensors);
       if (p === 'keys' && last === 'backward') afterBackward.push(n);
       last = p;
       // from the armed call on, the first kernel that can fail: not a copy (Identity: the copies tfjs keeps of
@@ -54,6 +58,7 @@ test('a kernel failing anywhere in a step (keys, taped forward, backward; plain 
   const x2 = images('fail2', 8, 8).t;
   const setting = process.env.MOCO3_LEAN_BACKWARD;
   try {
+    const peaks = new Map<string, number>();
     for (const [micro, lean] of [[null, '1'], [4, '1'], [null, '0'], [4, '0']] as const) {
       process.env.MOCO3_LEAN_BACKWARD = lean;
       const model = new MoCoViT(tinyConfig(), 11);
@@ -66,7 +71,9 @@ test('a kernel failing anywhere in a step (keys, taped forward, backward; plain 
       const base = tf.memory().numTensors;
       calls.keys = calls.forward = calls.backward = 0;
       afterBackward.length = 0;
+      backwardPeak = 0;
       clean();
+      peaks.set(`${micro} ${lean}`, backwardPeak);
       const per = { ...calls };
       const termEnds = [...afterBackward];
       assert.equal(termEnds.length, micro === null ? 2 : 4, 'one backward per loss term and micro-batch');
@@ -101,6 +108,8 @@ test('a kernel failing anywhere in a step (keys, taped forward, backward; plain 
       assert.equal(tf.memory().numTensors, base);
       model.dispose();
     }
+    // the setting chose the backward at each step (read per call, not once at start-up)
+    for (const micro of [null, 4]) assert.ok(peaks.get(`${micro} 0`)! > peaks.get(`${micro} 1`)!, JSON.stringify([...peaks]));
   } finally {
     if (setting === undefined) delete process.env.MOCO3_LEAN_BACKWARD;
     else process.env.MOCO3_LEAN_BACKWARD = setting;
