@@ -15,7 +15,7 @@ import { baselinesCommandFor, baselinesMarkdown } from './baselines.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { fmtP, pairedMarkdown } from './paired.ts';
 import { followingKeys, formatValue, keyName, pooledKeys, repeatedSeeds, viewSweep, type SweepView } from './sweep.ts';
-import { buildTable, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
+import { buildTable, fmtNum, formatSeconds, runFacts, runsCsv, tableCsv, tableMarkdown, type RunFacts, type SweepTable } from './table.ts';
 
 export type ReportFormat = 'md' | 'csv' | 'both';
 
@@ -131,7 +131,7 @@ export function spikeOrderMarkdown(inst: Iterable<RunInstability>): string | nul
     `Spike order (Fig. 4): over the ${runs} run${runs === 1 ? '' : 's'} with a patch-projection spike, ${spikes} spike${spikes === 1 ? '' : 's'}; ` +
     `${o.after} had a last-block spike within ${within} after ${spikes === 1 ? 'it' : 'them'}, ${o.before} one within ${within} before, ${o.together} one at the same step. ` +
     `More after than before in ${o.leanAfter} run${o.leanAfter === 1 ? '' : 's'}, fewer in ${o.leanBefore}` +
-    (o.p === null ? ' (no run leans either way).' : ` (one-sided sign test: ${o.p < 0.001 ? `p = ${o.p.toExponential(1)}` : fmtP(o.p)}; the paper's order leans after).`)
+    (o.p === null ? ' (no run leans either way).' : ` (one-sided sign test: ${fmtP(o.p)}; the paper's order leans after).`)
   );
 }
 
@@ -175,19 +175,22 @@ export function reportMarkdown(
   const out: string[] = [];
   const rel = (p: string) => relative(sweep.dir, p).split('\\').join('/');
   out.push(`# Sweep \`${sweep.name}\``, '');
-  const setting = [
-    ['model', common(sweep, 'model.arch')],
-    ['data', common(sweep, 'data.name')],
-    ['image size', common(sweep, 'data.image_size')],
-    ['optimizer', common(sweep, 'optim.name')],
-    ['epochs', common(sweep, 'optim.epochs')],
-    ['warmup', warmupOf(sweep)],
-    ['batch', common(sweep, 'optim.batch_size')],
-    ['base lr', common(sweep, 'optim.base_lr')],
-    ['patch proj.', common(sweep, 'model.patch_proj')],
-  ]
-    .filter(([, v]) => v !== null)
-    .map(([k, v]) => `${k} ${v}`);
+  // what every run shares, less what the sweep varies (a sweep of which one run exists yet shares it all)
+  const setting = (
+    [
+      ['model', 'model.arch', common(sweep, 'model.arch')],
+      ['data', 'data.name', common(sweep, 'data.name')],
+      ['image size', 'data.image_size', common(sweep, 'data.image_size')],
+      ['optimizer', 'optim.name', common(sweep, 'optim.name')],
+      ['epochs', 'optim.epochs', common(sweep, 'optim.epochs')],
+      ['warmup', 'optim.warmup_epochs', warmupOf(sweep)],
+      ['batch', 'optim.batch_size', common(sweep, 'optim.batch_size')],
+      ['base lr', 'optim.base_lr', common(sweep, 'optim.base_lr')],
+      ['patch proj.', 'model.patch_proj', common(sweep, 'model.patch_proj')],
+    ] as const
+  )
+    .filter(([, key, v]) => v !== null && !view.sweptKeys.includes(key))
+    .map(([label, , v]) => `${label} ${v}`);
   // runs cut short (\`--set train.max_steps=N\`) train part of their epochs and lr schedule: said up front
   // "Fixed" only when every run has the one cap; else how many runs stop where
   const caps = sweep.runs.map((r) => r.flat.get('train.max_steps'));
@@ -373,8 +376,8 @@ export function reportMarkdown(
       if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
       if (i.gradLead) {
         const g = i.gradLead;
-        const same = g.r0 === null ? 'no correlation at the same step (a series constant there)' : `correlation ${g.r0.toFixed(2)} at the same step`;
-        out.push(`  - gradient excursions, patch proj. vs ${i.lastBlock}: ${same}, largest ${g.r.toFixed(2)} at a lead of ${g.lag} steps`);
+        const same = g.r0 === null ? 'no correlation at the same step (a series constant there)' : `correlation ${fmtNum(g.r0, 2)} at the same step`;
+        out.push(`  - gradient excursions, patch proj. vs ${i.lastBlock}: ${same}, largest ${fmtNum(g.r, 2)} at a lead of ${g.lag} steps`);
       }
     }
   }

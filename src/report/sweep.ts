@@ -13,6 +13,8 @@
  * ), else the run value itself when it is one of the paper's, else a common scale factor, else rank order.
  */
 import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
+import { flatten, parseSet } from '../config/load.ts';
+import { scaleValue, type SweepScale } from '../sweep/scale.ts';
 import { plannedRuns, type RunRecord, type SweepRecord } from './results.ts';
 import { fmtExp } from '../runfolder/names.ts';
 import { LATER_KEYS, UNHASHED_KEYS } from '../config/load.ts';
@@ -291,16 +293,27 @@ export function viewSweep(sweep: SweepRecord): SweepView {
 }
 
 /**
- * The `--set`s (sweep.yaml's `sets`) that change a key the sweep file holds at one value of the paper's
- * (its runs' `paper` keys, less the swept ones): such runs are not the paper's sweep at this scale.
+ * The `--set`s (sweep.yaml's `sets`) that change a key the sweep file holds at one value of the paper's (its
+ * runs' `paper` keys, less the swept ones) from the value the preset's scale gives it: such runs are not the
+ * paper's sweep at this scale. A --set of a key's planned value changes nothing.
  */
 function setsOfFixedKeys(sweepFile: Obj | null, sweptKeys: string[]): string[] {
   const sets = Array.isArray(sweepFile?.sets) ? sweepFile.sets.filter((x): x is string => typeof x === 'string') : [];
   const first = Array.isArray(sweepFile?.runs) ? sweepFile.runs[0] : undefined;
   if (!sets.length || !isObj(first) || !isObj(first.paper)) return [];
-  const fixed = Object.keys(first.paper).filter((k) => !sweptKeys.includes(k) && k !== 'seed' && k !== 'optim.name');
+  const paper = first.paper;
+  const fixed = Object.keys(paper).filter((k) => !sweptKeys.includes(k) && k !== 'seed' && k !== 'optim.name');
+  // the scale the plan applied (a factor sweep.yaml lacks, as an older one's warmup: NaN, so a set of it counts)
+  const sc = isObj(sweepFile!.scale) ? sweepFile!.scale : {};
+  const factor = (k: string) => (typeof sc[k] === 'number' ? sc[k] : NaN);
+  const scale: SweepScale = { batch: factor('batch'), epochs: factor('epochs'), warmup: factor('warmup'), lr: factor('lr'), about: '' };
   return sets.filter((set) => {
-    const k = set.slice(0, Math.max(0, set.indexOf('='))).trim();
-    return fixed.some((f) => f === k || f.startsWith(`${k}.`));
+    let keys: Map<string, unknown>;
+    try {
+      keys = flatten(parseSet(set));
+    } catch {
+      return false;
+    }
+    return [...keys].some(([k, v]) => fixed.includes(k) && key(v) !== key(scaleValue(k, paper[k], scale)));
   });
 }

@@ -232,7 +232,7 @@ export function buildTable(view: SweepView, facts: Map<string, RunFacts>, opts: 
       cells: cols.map((c) => cell(fs(c), (f) => f.spikesBefore, int, false)),
     },
     { label: 'grad. lead, patch proj. → last block (steps)', name: 'grad_lead', cells: cols.map((c) => cell(fs(c), (f) => f.gradLead, int, false)) },
-    { label: 'grad. correlation at that lead', name: 'grad_lead_r', cells: cols.map((c) => cell(fs(c), (f) => f.gradLeadR, (x) => x.toFixed(2), false)) },
+    { label: 'grad. correlation at that lead', name: 'grad_lead_r', cells: cols.map((c) => cell(fs(c), (f) => f.gradLeadR, (x) => fmtNum(x, 2), false)) },
     { label: 'wall time', name: 'wall_s', cells: cols.map((c) => cell(fs(c), (f) => f.wallS, formatSeconds, false)) },
   );
   return { header, rows };

@@ -373,17 +373,19 @@ test("a --set that changed what the paper's sweep holds fixed (its batch, in an 
   const root = tmp();
   const lrs = [0.5e-4, 1.0e-4, 1.5e-4];
   const runs = lrs.map((v) => ({ 'optim.base_lr': v, 'model.patch_proj': 'learned', 'optim.batch_size': 64 }));
-  const file = (sets: string[]) => ({ name: 'lr', sets, runs: lrs.map((v) => ({ paper: { 'optim.batch_size': 4096, 'optim.base_lr': v, 'optim.name': 'adamw', seed: 0 } })) });
+  const file = (sets: string[]) => ({ name: 'lr', sets, runs: lrs.map((v) => ({ paper: { 'optim.batch_size': 4096, 'optim.base_lr': v, 'optim.weight_decay': 0.1, 'optim.name': 'adamw', seed: 0 } })) });
   const pinned = writeSimpleSweep(root, 'lr-batch64', runs, file(['train.max_steps=20', 'optim.batch_size=64']));
   await writeReport(pinned, { plots: false });
   const md = readFileSync(join(pinned, 'report.md'), 'utf8');
   assert.doesNotMatch(md, /paper: linear top-1|This is the paper's/);
   assert.match(md, /^Not compared with the paper's Fig\. 2 sweep: `--set optim\.batch_size=64` changed what that sweep holds at the paper's value, so these runs are not it at this scale \(no paper row\)\.$/m);
-  // a --set of a key the sweep file does not hold (a step cap), or a section set that covers none: the paper row stays
-  for (const sets of [['train.max_steps=20'], ['moco={temperature: 0.2}']]) {
-    const other = writeSimpleSweep(root, `lr-${sets[0]!.length}`, runs, file(sets));
+  // a --set of a key the sweep file does not hold (a step cap, betas, in a section or not), or of a held key at
+  // the value the plan gives it (the paper's wd; the batch the preset scales 4096 to): the paper row stays
+  const scaled = { ...file([]), scale: { batch: 1 / 16, epochs: 0.02, warmup: 0.005, lr: 160 } };
+  for (const sets of [['train.max_steps=20'], ['moco={temperature: 0.2}'], ['optim={betas: [0.9, 0.95]}'], ['optim.weight_decay=0.1'], ['optim.batch_size=256']]) {
+    const other = writeSimpleSweep(root, `lr-${sets[0]!.replace(/\W/g, '')}`, runs, { ...scaled, sets });
     await writeReport(other, { plots: false });
-    assert.match(readFileSync(join(other, 'report.md'), 'utf8'), /This is the paper's Fig\. 2 sweep/);
+    assert.match(readFileSync(join(other, 'report.md'), 'utf8'), /This is the paper's Fig\. 2 sweep/, sets[0]);
   }
   // a section set that covers one
   const section = writeSimpleSweep(root, 'lr-section', runs, file(['optim={batch_size: 64}']));
@@ -399,6 +401,10 @@ test("the header gives the warmup the runs share, as a share of training beside 
   const paper = writeSimpleSweep(root, 'paper', [64, 128].map((b) => ({ 'optim.batch_size': b, 'optim.epochs': 100, 'optim.warmup_epochs': 40 })));
   await writeReport(paper, { plots: false });
   assert.match(readFileSync(join(paper, 'report.md'), 'utf8'), /^Fixed: .*epochs 100, warmup 40 epochs \(40% of training, as the paper\), /m);
+  // a swept key is never "fixed", even where the runs there so far share it (one run of a planned scan)
+  const one = writeSimpleSweep(root, 'one', [{ 'optim.warmup_epochs': 0.8, 'optim.epochs': 2 }], { name: 'one', parameters: { 'optim.warmup_epochs': { values: [0.8, 0.2] } } });
+  await writeReport(one, { plots: false });
+  assert.doesNotMatch(readFileSync(join(one, 'report.md'), 'utf8'), /^Fixed: .*warmup/m);
   // warmups that differ between runs: not fixed
   const mixed = writeSimpleSweep(root, 'mixed', [64, 128].map((b, i) => ({ 'optim.batch_size': b, 'optim.warmup_epochs': [0.2, 0.4][i] })));
   await writeReport(mixed, { plots: false });
