@@ -2,9 +2,8 @@
 import { Command, Option } from 'commander';
 import { nonEmptyCheckpoint, nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
-import { basename, join } from 'node:path';
-import { existsSync } from 'node:fs';
-import { ASIDE_NOTE } from '../runfolder/aside.ts';
+import { basename } from 'node:path';
+import { ASIDE_NOTE, pendingMoveAside } from '../runfolder/aside.ts';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
 import { scaledLr } from '../optim/schedule.ts';
@@ -47,15 +46,17 @@ function withCommon(cmd: Command): Command {
 
 /** TensorFlow.js and the model are loaded only when an eval command runs. */
 async function prepare(runDir: string, backend: string | undefined, checkpointFlag: string | undefined) {
-  const offline = await import('../eval/offline.ts');
-  const { initBackend } = await import('../engine/backend.ts');
-  // a `train --force` moving the run's files aside, or stopped half-way: its files are split between two folders
-  if (existsSync(join(runDir, ASIDE_NOTE))) {
+  // a `train --force` moving the run's files aside, or stopped half-way: its files are split between two
+  // folders (said before TensorFlow.js loads)
+  const aside = pendingMoveAside(runDir);
+  if (aside !== null) {
     throw new UsageError(
-      `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}); ` +
+      `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}, to ${aside}); ` +
         `a stopped one is put back by the next \`moco3 train\` or \`moco3 sweep\` of this run: evaluate after that`,
     );
   }
+  const offline = await import('../eval/offline.ts');
+  const { initBackend } = await import('../engine/backend.ts');
   const config = loadRunConfig(runDir);
   const edited = editedConfigNote(runDir);
   if (edited) process.stderr.write(`moco3: note: ${edited}\n`);

@@ -496,7 +496,7 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
       mkdirSync(join(dirname(r), to));
       renameSync(join(r, 'checkpoints'), join(dirname(r), to, 'checkpoints'));
       writeFileSync(join(r, '.aside.json'), JSON.stringify({ to }));
-    })], /x12: its files are being moved aside by `train --force`, or such a move was stopped half-way \(\.aside\.json\); a stopped one is put back by the next `moco3 train` or `moco3 sweep` of this run: evaluate after that$/],
+    })], /x12: its files are being moved aside by `train --force`, or such a move was stopped half-way \(\.aside\.json, to \S+x12\.old-20260101T000000\); a stopped one is put back by the next `moco3 train` or `moco3 sweep` of this run: evaluate after that$/],
     // a completed run asked for again with another config: that config never ran, so it is not "already completed"
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--out', good], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5; --force trains this config there anew \(the run moved aside\), or give another --out$/],
     // --dry-run refuses what the run would refuse
@@ -591,6 +591,9 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     assert.equal(r.code, 2, r.err);
     assert.match(r.err.trim(), re);
   }
+  // a note of a move killed before its folder was made: nothing moved, so the run evaluates
+  const noted = await cli(['eval', 'knn', damaged('x15', (r) => writeFileSync(join(r, '.aside.json'), JSON.stringify({ to: `${basename(r)}.old-20260101T000000` }))), '--json']);
+  assert.equal(noted.code, 0, noted.err);
   // a torn last metrics line (a killed run) is read past, and said
   const results = join(dir, 'rep2');
   // (in a sweep's folder: results/train, where moco3 train puts its runs, is no sweep)
