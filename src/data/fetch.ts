@@ -296,7 +296,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     if (err.syscall === 'write' || err.syscall === 'open' || err.code === 'ENOSPC') {
       // what reached the disk, not what was received (a file that could not be opened holds nothing)
       const kept = await stat(part).then((st) => (st.isFile() ? st.size : 0), () => 0);
-      const again = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? 'make the folder writable (or give --dir) and run the same command again' : 'run the same command again';
+      const again = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? `make ${kept > 0 ? 'the file and its folder' : 'the folder'} writable (or give --dir) and run the same command again` : 'run the same command again';
       throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)} of ${mb(known.size)} kept, ${again} to resume` : `nothing kept; ${again}`}`);
     }
     throw cannot(ctx, `${reason(e)} after ${mb(done)} of ${mb(known.size)} (kept in ${part}: run the same command again to resume)`);
