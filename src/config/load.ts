@@ -7,7 +7,6 @@ import { ARCHS, type ArchName } from './archs.ts';
 import { PRESETS, PRESET_NAMES, type PresetName } from './presets.ts';
 import { DEFAULTS, RunConfigSchema, recipeBlurSigma, type ResolvedRunConfig, type RunConfig } from './schema.ts';
 import { readFailure, SetupError } from './errors.ts';
-import { scaledLr } from '../optim/schedule.ts';
 
 /** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
 export class ConfigError extends SetupError {
@@ -327,11 +326,12 @@ export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): Re
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`, ['optim.epochs']);
   }
-  // the lrs used, base x batch / 256 (the linear scaling rule), must be numbers
-  if (!Number.isFinite(scaledLr(out.optim.base_lr, out.optim.batch_size))) {
+  // the lrs used, base x batch / 256 (the linear scaling rule, src/optim/schedule.ts scaledLr, a layer above),
+  // must be numbers
+  if (!Number.isFinite((out.optim.base_lr * out.optim.batch_size) / 256)) {
     fail('optim.base_lr', `${out.optim.base_lr} x optim.batch_size ${out.optim.batch_size} / 256 (the lr used) is beyond a float`, ['optim.batch_size']);
   }
-  if (!Number.isFinite(scaledLr(out.eval.linear.base_lr, out.eval.linear.batch_size))) {
+  if (!Number.isFinite((out.eval.linear.base_lr * out.eval.linear.batch_size) / 256)) {
     fail('eval.linear.base_lr', `${out.eval.linear.base_lr} x eval.linear.batch_size ${out.eval.linear.batch_size} / 256 (the lr used) is beyond a float`, ['eval.linear.batch_size']);
   }
   // the projector's and predictor's BatchNorm normalise over the batch (the micro-batch): one image cannot

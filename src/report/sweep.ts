@@ -14,7 +14,7 @@
  */
 import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
 import { flatten, parseSet } from '../config/load.ts';
-import { scaleValue, type SweepScale } from '../sweep/scale.ts';
+import { scaleValue, type SweepScale } from '../config/scale.ts';
 import { plannedRuns, type RunRecord, type SweepRecord } from './results.ts';
 import { fmtExp } from '../runfolder/names.ts';
 import { LATER_KEYS, UNHASHED_KEYS } from '../config/load.ts';

@@ -11,7 +11,7 @@ import { OPTIMIZER_NAMES, type OptimizerName, type ResolvedRunConfig } from '../
 import { scaledLr } from '../optim/schedule.ts';
 import { fmtExp, sweepRunSlug } from '../runfolder/names.ts';
 import { nest, SweepError, type Grid, type SweepSpec } from './file.ts';
-import { NO_SCALE, scaleValue, SWEEP_SCALES, type SweepScale } from './scale.ts';
+import { NO_SCALE, scaleValue, SWEEP_SCALES, type SweepScale } from '../config/scale.ts';
 
 type Obj = Record<string, unknown>;
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { withFileLock, writeFileAtomic } from '../engine/files.ts';
 import { isObj, type Obj } from '../runfolder/paths.ts';
-import { formatFactor } from './scale.ts';
+import { formatFactor } from '../config/scale.ts';
 import { runLr, type SweepPlan } from './plan.ts';
 
 /** The runs an earlier sweep.yaml planned (its `runs` and `earlier_runs`) that `ids` does not, by id, once each, with the preset each was planned under. */

@@ -2,7 +2,7 @@
 import { PRESETS } from '../config/presets.ts';
 import { fmtExp } from '../runfolder/names.ts';
 import { fmtValue, runLr, type PlannedRun, type SweepPlan } from './plan.ts';
-import { formatFactor } from './scale.ts';
+import { formatFactor } from '../config/scale.ts';
 import type { RunStateInfo } from '../runfolder/state.ts';
 
 const COLUMN_NAMES: Record<string, string> = {

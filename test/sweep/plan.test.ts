@@ -9,7 +9,7 @@ import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions 
 import { formatPlan } from '../../src/sweep/table.ts';
 import { resolvedSweep } from '../../src/sweep/resolved.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
-import { scaleValue } from '../../src/sweep/scale.ts';
+import { scaleValue } from '../../src/config/scale.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { planFromFlags } from '../../src/cli/plan.ts';
 

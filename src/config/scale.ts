@@ -4,7 +4,7 @@
  * by fixed factors, so the ratios between runs (1:2:4:6) and the shape of the schedule stay the paper's.
  * Values given with --set are taken as they are.
  */
-import type { PresetName } from '../config/presets.ts';
+import type { PresetName } from './presets.ts';
 
 export interface SweepScale {
   /** factor on every optim.batch_size of the sweep file (rounded to an integer) */
