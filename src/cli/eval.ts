@@ -2,7 +2,8 @@
 import { Command, Option } from 'commander';
 import { nonEmptyCheckpoint, nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { ASIDE_NOTE, pendingMoveAside } from '../runfolder/aside.ts';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
@@ -48,11 +49,15 @@ function withCommon(cmd: Command): Command {
 async function prepare(runDir: string, backend: string | undefined, checkpointFlag: string | undefined) {
   // a `train --force` moving the run's files aside, or stopped half-way: its files are split between two
   // folders (said before TensorFlow.js loads)
-  const aside = pendingMoveAside(runDir);
-  if (aside !== null) {
+  // (the run reads interrupted while the note is there, and its result would be filed as such)
+  if (existsSync(join(runDir, ASIDE_NOTE))) {
+    const aside = pendingMoveAside(runDir);
     throw new UsageError(
-      `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}, to ${aside}); ` +
-        `a stopped one is put back by the next \`moco3 train\` or \`moco3 sweep\` of this run: evaluate after that`,
+      aside !== null
+        ? `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}, to ${aside}); ` +
+            `a stopped one is put back by the next \`moco3 train\` or \`moco3 sweep\` of this run: evaluate after that`
+        : `${runDir}: holds the note of a \`train --force\` stopped before it moved anything (${ASIDE_NOTE}); ` +
+            `the next \`moco3 train\` or \`moco3 sweep\` of this run removes it: evaluate after that`,
     );
   }
   const offline = await import('../eval/offline.ts');

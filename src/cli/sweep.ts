@@ -348,7 +348,12 @@ export function sweepCommand(): Command {
                   // the sweep without baselines, said, not the sweep failed after its runs
                   if (e instanceof ProbeDiverged) {
                     if (f.json) process.stdout.write(`${jsonLine({ type: 'baselines_failed', sweep: plan.id, error: e.message })}\n`);
-                    else process.stderr.write(`sweep ${plan.id}: baselines not computed: ${e.message}; the report goes without them\n`);
+                    else {
+                      process.stderr.write(
+                        `sweep ${plan.id}: baselines not computed for the seeds left: ${e.message}; the report goes without them ` +
+                          `(a smaller eval.linear.base_lr has them, the runs' probes too: \`moco3 eval linear <run-dir> --lr <smaller>\`)\n`,
+                      );
+                    }
                   } else if (!(e instanceof BaselinesStopped)) throw e;
                   else stoppedIn = true;
                 }

@@ -308,8 +308,8 @@ export function reportMarkdown(
   if (divergedProbe.length) {
     const n = divergedProbe.length;
     out.push(
-      `${n} completed run${n === 1 ? '' : 's'} had ${n === 1 ? 'its' : 'their'} linear probe diverge (linear top-1 "-"; its \`linear_error\` in summary.json: ${String(divergedProbe[0]!.summary!.linear_error)}): ` +
-        `\`moco3 eval linear <run-dir> --lr <smaller>\` probes ${n === 1 ? 'it' : 'them'} again, then \`moco3 report\` again.`,
+      `${n} completed run${n === 1 ? '' : 's'} had ${n === 1 ? 'its' : 'their'} linear probe diverge (linear top-1 "-"; ${n === 1 ? 'its' : 'the first one\'s'} \`linear_error\` in summary.json: ${String(divergedProbe[0]!.summary!.linear_error)}): ` +
+        `${divergedProbe.map((r) => `\`${r.id}\``).join(', ')}; \`moco3 eval linear <run-dir> --lr <smaller>\` probes ${n === 1 ? 'it' : 'them'} again, then \`moco3 report\` again.`,
       '',
     );
   }

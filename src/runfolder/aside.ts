@@ -118,10 +118,6 @@ export function undoPartialMoveAside(runDir: string): string | null {
 }
 
 /**
- * Where a run's file `name` is while a killed move aside holds it (the folder `.aside.json` names), or null:
- * read-only, for a command that needs it before it takes the lock that puts it back.
- */
-/**
  * The folder a move aside of this run has begun to fill (its note names it and it exists), or null: nothing
  * of the run's is elsewhere (no note, a note of no folder of this run's, or one killed before the folder was made).
  */
@@ -130,6 +126,10 @@ export function pendingMoveAside(runDir: string): string | null {
   return aside && existsSync(aside) ? aside : null;
 }
 
+/**
+ * Where a run's file `name` is while a killed move aside holds it (the folder `.aside.json` names), or null:
+ * read-only, for a command that needs it before it takes the lock that puts it back.
+ */
 export function movedAsideFile(runDir: string, name: string): string | null {
   const aside = readNote(runDir)?.aside;
   return aside && existsSync(join(aside, name)) ? join(aside, name) : null;

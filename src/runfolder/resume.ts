@@ -233,7 +233,9 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
     const older = olderComplete(root, step, left);
-    throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: step === Infinity ? 'newest complete' : 'previous' }) : none}`);
+    // (the pointer to the newest damaged: no checkpoint is "older")
+    const noneSaid = step === Infinity ? none.replace('no older complete checkpoint', 'no complete checkpoint') : none;
+    throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: step === Infinity ? 'newest complete' : 'previous' }) : noneSaid}`);
   };
   if (choice !== undefined) {
     const n = /^(step-)?(\d+)$/.exec(choice);

@@ -513,6 +513,11 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     // the pointer to the newest damaged: the checkpoint offered is the newest complete one, not a "previous" one
     [['eval', 'knn', damaged('x13', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '{"step": '))], /last\.json: .*; evaluate the newest complete checkpoint with --checkpoint .*step-0000008$/],
     [['train', ...TINY, '--resume', '--out', damaged('x14', (r) => writeFileSync(join(r, 'checkpoints', 'last.json'), '[]'))], /last\.json: expected \{"step": N, "dir": "step-N"\}, got \[\]; resume from the newest complete checkpoint with --checkpoint step-8 /],
+    // and none complete: none is "older" than a pointer that names none
+    [['eval', 'knn', damaged('x16', (r) => {
+      writeFileSync(join(r, 'checkpoints', 'last.json'), '[]');
+      for (const c of readdirSync(join(r, 'checkpoints'))) if (c.startsWith('step-')) rmSync(join(r, 'checkpoints', c, 'model.safetensors'));
+    })], /last\.json: expected \{"step": N, "dir": "step-N"\}, got \[\]; no complete checkpoint to evaluate$/],
     [['train', ...TINY, '--resume', '--out', damaged('x3', (r) => {
       for (const s of [0, 3, 6, 8]) rmSync(join(ckptOf(r, s), 'optimizer.safetensors'));
     })], /optimizer\.safetensors: missing; no older complete checkpoint: start again with --force$/],
@@ -591,9 +596,11 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     assert.equal(r.code, 2, r.err);
     assert.match(r.err.trim(), re);
   }
-  // a note of a move killed before its folder was made: nothing moved, so the run evaluates
-  const noted = await cli(['eval', 'knn', damaged('x15', (r) => writeFileSync(join(r, '.aside.json'), JSON.stringify({ to: `${basename(r)}.old-20260101T000000` }))), '--json']);
-  assert.equal(noted.code, 0, noted.err);
+  // a note of a move killed before its folder was made: nothing moved, but the run reads interrupted until the
+  // next train removes the note (an evaluation would be filed as of an interrupted run): said as such
+  const noted = await cli(['eval', 'knn', damaged('x15', (r) => writeFileSync(join(r, '.aside.json'), JSON.stringify({ to: `${basename(r)}.old-20260101T000000` })))]);
+  assert.equal(noted.code, 2, noted.err);
+  assert.match(noted.err.trim(), /x15: holds the note of a `train --force` stopped before it moved anything \(\.aside\.json\); the next `moco3 train` or `moco3 sweep` of this run removes it: evaluate after that$/);
   // a torn last metrics line (a killed run) is read past, and said
   const results = join(dir, 'rep2');
   // (in a sweep's folder: results/train, where moco3 train puts its runs, is no sweep)

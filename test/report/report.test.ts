@@ -227,7 +227,7 @@ test('completed runs without a linear top-1: trained with the probe off, or not 
   writeFakeRun(dir, { id: 'diverged-probe', config: { 'moco.temperature': 3 }, summary: { linear_top1: null, linear_top5: null, linear_error: why } });
   md = await report();
   assert.match(md, /^2 completed runs have no linear probe yet/m);
-  assert.ok(md.includes(`1 completed run had its linear probe diverge (linear top-1 "-"; its \`linear_error\` in summary.json: ${why}): \`moco3 eval linear <run-dir> --lr <smaller>\` probes it again, then \`moco3 report\` again.`), md);
+  assert.ok(md.includes(`1 completed run had its linear probe diverge (linear top-1 "-"; its \`linear_error\` in summary.json: ${why}): \`diverged-probe\`; \`moco3 eval linear <run-dir> --lr <smaller>\` probes it again, then \`moco3 report\` again.`), md);
 });
 
 test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', () => {
@@ -405,6 +405,9 @@ test("the header gives the warmup the runs share, as a share of training beside 
   const one = writeSimpleSweep(root, 'one', [{ 'optim.warmup_epochs': 0.8, 'optim.epochs': 2 }], { name: 'one', parameters: { 'optim.warmup_epochs': { values: [0.8, 0.2] } } });
   await writeReport(one, { plots: false });
   assert.doesNotMatch(readFileSync(join(one, 'report.md'), 'utf8'), /^Fixed: .*warmup/m);
+  const oneLr = writeSimpleSweep(root, 'one-lr', [{ 'optim.base_lr': 1e-3 }], { name: 'one-lr', parameters: { 'optim.base_lr': { values: [1e-3, 2e-3] } } });
+  await writeReport(oneLr, { plots: false });
+  assert.doesNotMatch(readFileSync(join(oneLr, 'report.md'), 'utf8'), /^Fixed: .*base lr/m);
   // warmups that differ between runs: not fixed
   const mixed = writeSimpleSweep(root, 'mixed', [64, 128].map((b, i) => ({ 'optim.batch_size': b, 'optim.warmup_epochs': [0.2, 0.4][i] })));
   await writeReport(mixed, { plots: false });

@@ -181,6 +181,6 @@ test("a baseline probe that diverges (eval.linear.base_lr too large for it) leav
   const more = ['--set', 'eval.linear.base_lr=1e300', '--set', 'eval.linear.epochs=2'];
   const r = await sweep(undefined, more, results);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stderr, /: baselines not computed: the baselines' linear probe of the untrained encoder diverged: loss NaN in epoch \d at lr [\d.e+]+ \(eval\.linear\.base_lr 1e\+300, seed 0\); the report goes without them\n/);
+  assert.match(r.stderr, /: baselines not computed for the seeds left: the baselines' linear probe of the untrained encoder diverged: loss NaN in epoch \d at lr [\d.e+]+ \(eval\.linear\.base_lr 1e\+300, seed 0\); the report goes without them \(a smaller eval\.linear\.base_lr has them, the runs' probes too: `moco3 eval linear <run-dir> --lr <smaller>`\)\n/);
   assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
 });
