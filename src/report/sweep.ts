@@ -13,11 +13,10 @@
  * ), else the run value itself when it is one of the paper's, else a common scale factor, else rank order.
  */
 import { mapToPaper, paperSweepFor, paperTop1, type PaperSweep } from './paper.ts';
-import { flatten, parseSet } from '../config/load.ts';
 import { scaleValue, type SweepScale } from '../config/scale.ts';
 import { plannedRuns, type RunRecord, type SweepRecord } from './results.ts';
 import { fmtExp } from '../runfolder/names.ts';
-import { LATER_KEYS, UNHASHED_KEYS } from '../config/load.ts';
+import { flatten, LATER_KEYS, parseSet, UNHASHED_KEYS } from '../config/load.ts';
 
 export interface Column {
   /** swept key -> value of this column */
