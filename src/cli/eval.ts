@@ -2,8 +2,7 @@
 import { Command, Option } from 'commander';
 import { nonEmptyCheckpoint, nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
-import { basename, join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ASIDE_NOTE, pendingMoveAside } from '../runfolder/aside.ts';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
@@ -50,11 +49,11 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   // a `train --force` moving the run's files aside, or stopped half-way: its files are split between two
   // folders (said before TensorFlow.js loads)
   // (the run reads interrupted while the note is there, and its result would be filed as such)
-  if (existsSync(join(runDir, ASIDE_NOTE))) {
-    const aside = pendingMoveAside(runDir);
+  const pending = pendingMoveAside(runDir);
+  if (pending) {
     throw new UsageError(
-      aside !== null
-        ? `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}, to ${aside}); ` +
+      pending.folder !== null
+        ? `${runDir}: its files are being moved aside by \`train --force\`, or such a move was stopped half-way (${ASIDE_NOTE}, to ${pending.folder}); ` +
             `a stopped one is put back by the next \`moco3 train\` or \`moco3 sweep\` of this run: evaluate after that`
         : `${runDir}: holds the note of a \`train --force\` stopped before it moved anything (${ASIDE_NOTE}); ` +
             `the next \`moco3 train\` or \`moco3 sweep\` of this run removes it: evaluate after that`,

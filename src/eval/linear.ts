@@ -193,16 +193,14 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
       losses.push(lossSum / train.n);
       trainTop1.push((100 * correct) / train.n);
       opts.onEpoch?.({ epoch: epoch + 1, epochs, lr: lrNow, loss: lossSum / train.n, trainTop1: (100 * correct) / train.n, seconds: (performance.now() - t0) / 1000 });
-      // the losses are taken before each update: the last one can leave the head non-finite unseen
-      if (epoch === epochs - 1) {
-        const finite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(head.weight)), tf.all(tf.isFinite(head.bias))));
-        try {
-          const [ok] = await readBack(finite.data(), 'the linear probe');
-          if (!ok) throw new ProbeDiverged(epoch + 1, lrNow, 'weights not finite after the last update');
-        } finally {
-          finite.dispose();
-        }
-      }
+    }
+    // the losses are taken before each update: the last one can leave the head non-finite unseen
+    const finite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(head.weight)), tf.all(tf.isFinite(head.bias))));
+    try {
+      const [ok] = await readBack(finite.data(), 'the linear probe');
+      if (!ok) throw new ProbeDiverged(epochs, probeLrAt(epochs - 1, { lr, epochs }), 'weights not finite after the last update');
+    } finally {
+      finite.dispose();
     }
   } catch (e) {
     head.dispose();

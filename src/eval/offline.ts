@@ -97,7 +97,7 @@ export function loadRunModel(runDir: string, config: ResolvedRunConfig, checkpoi
 export function evalCheckpoint(runDir: string, checkpoint?: string): string {
   const dir = resumeCheckpoint(runDir, checkpoint, {
     offer: (c) => `evaluate the ${c.which} checkpoint with --checkpoint ${c.dir}`,
-    none: 'no older complete checkpoint to evaluate',
+    none: ' to evaluate',
     evaluate: true,
   });
   if (!dir) throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);

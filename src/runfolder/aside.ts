@@ -118,12 +118,13 @@ export function undoPartialMoveAside(runDir: string): string | null {
 }
 
 /**
- * The folder a move aside of this run has begun to fill (its note names it and it exists), or null: nothing
- * of the run's is elsewhere (no note, a note of no folder of this run's, or one killed before the folder was made).
+ * A move aside of this run that has not ended: null without a note; else `folder`, the folder it has begun to
+ * fill, or null where nothing of the run's is elsewhere (a note of no folder of this run's, or of a move killed
+ * before it made the folder).
  */
-export function pendingMoveAside(runDir: string): string | null {
-  const aside = readNote(runDir)?.aside;
-  return aside && existsSync(aside) ? aside : null;
+export function pendingMoveAside(runDir: string): { folder: string | null } | null {
+  const note = readNote(runDir);
+  return note && { folder: note.aside && existsSync(note.aside) ? note.aside : null };
 }
 
 /**

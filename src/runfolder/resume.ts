@@ -116,11 +116,13 @@ function checkShapes(dir: string, model: Map<string, number[]>, slots: Map<strin
   }
 }
 
-/** How a command names a checkpoint to the user (train: `--checkpoint step-N`; eval: the folder). */
-/** `c.which`: 'previous' (before the damaged one), or 'newest complete' (where the pointer to the newest was damaged). */
+/**
+ * How a command names a checkpoint to the user (train: `--checkpoint step-N`; eval: the folder). `c.which`:
+ * 'previous' (before the damaged one), or 'newest complete' (where the pointer to the newest was damaged).
+ */
 export type Offer = (c: { dir: string; step: number; which: string }) => string;
 export const trainOffer: Offer = (c) => `resume from the ${c.which} checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
-const trainNone = 'no older complete checkpoint: start again with --force';
+const trainNone = ': start again with --force';
 
 /** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong). */
 const isComplete = (dir: string): boolean => {
@@ -208,7 +210,7 @@ function logOf(config: unknown): number | null {
 export interface ResumeOptions {
   /** how a damaged checkpoint's line offers an older one (default: train's `--checkpoint step-N`) */
   offer?: Offer;
-  /** what that line says when there is no older complete one */
+  /** what that line says after "no older complete checkpoint" when there is none */
   none?: string;
   /** told when the newest checkpoint gives way to an older one, or leaves a gap in the curves */
   note?: (text: string) => void;
@@ -233,9 +235,9 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
     const older = olderComplete(root, step, left);
-    // (the pointer to the newest damaged: no checkpoint is "older")
-    const noneSaid = step === Infinity ? none.replace('no older complete checkpoint', 'no complete checkpoint') : none;
-    throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: step === Infinity ? 'newest complete' : 'previous' }) : noneSaid}`);
+    // the pointer to the newest damaged (step Infinity): no checkpoint is "older" than one it names
+    const newest = step === Infinity;
+    throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: newest ? 'newest complete' : 'previous' }) : `no ${newest ? '' : 'older '}complete checkpoint${none}`}`);
   };
   if (choice !== undefined) {
     const n = /^(step-)?(\d+)$/.exec(choice);

@@ -29,7 +29,7 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
         offer: (c) =>
           `resume the run from the ${c.which} checkpoint with ${trainCmd(run.dir, `--resume --checkpoint step-${c.step}`)} ` +
           `(the later steps are trained again) or move the run folder out of ${dirname(run.dir)} to train it from the start; then run the sweep again`,
-        none: `no older complete checkpoint: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
+        none: `: move the run folder out of ${dirname(run.dir)}, then run the sweep again (it trains the run from the start)`,
         logEvery: run.config.train.log_every,
       });
       // its metrics, which the resume cuts at the checkpoint's step: a damaged line stops the sweep here, as
