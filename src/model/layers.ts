@@ -91,6 +91,31 @@ export function linearConstInput(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D)
   return f(w, b);
 }
 
+/**
+ * tf.reshape whose gradient holds no tensor. tfjs's Reshape saves its input for the backward (it needs only its
+ * shape), which keeps that input's buffer alive until the backward reaches it: in attention, where qkv is
+ * reshaped, transposed and split, three copies of qkv that nothing else needs. Same gradient, reshape(dy).
+ */
+export function view<R extends tf.Rank>(x: tf.Tensor, shape: number[]): tf.Tensor<R> {
+  const from = x.shape;
+  return custom<tf.Tensor>(([xi]) => ({ value: tf.reshape(xi!, shape), gradFunc: (dy) => [tf.reshape(dy, from)] }))(x) as tf.Tensor<R>;
+}
+
+/** x·s for a constant s, saving nothing (tfjs's Mul saves both operands: here x, a buffer nothing else needs). */
+export function scale<R extends tf.Tensor>(x: R, s: number): R {
+  return custom<tf.Tensor>(([xi]) => ({ value: tf.mul(xi!, s), gradFunc: (dy) => [tf.mul(dy, s)] }))(x) as R;
+}
+
+/**
+ * a + b of one shape, saving nothing (tfjs's Add saves both operands, for their shapes: a residual connection
+ * would keep the block's input and its branch's output alive until the backward). Same gradient, dy to both.
+ */
+export function addSame<R extends tf.Tensor>(a: R, b: R): R {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) throw new Error(`addSame: shapes [${a.shape}] and [${b.shape}] differ`);
+  const shape = a.shape;
+  return custom<tf.Tensor>(([ai, bi]) => ({ value: tf.add(ai!, bi!), gradFunc: (dy) => [tf.reshape(dy, shape), tf.reshape(dy, shape)] }))(a, b) as R;
+}
+
 /** a·bᵀ for rank 2 or batched rank 3, with gradients for both operands. */
 export const matMulNT = custom<tf.Tensor>(([a, b], save) => {
   save([a!, b!]);
@@ -122,12 +147,14 @@ export const gelu = custom<tf.Tensor>(([x], save) => {
     save([x!]);
     return { value: fused, gradFunc: (dy, [xs]) => [fusedKernel(GELU_BWD, { x: xs!, dy })!] };
   }
-  const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x!, Math.SQRT1_2))));
-  save([x!, cdf]);
+  // Φ(x) is computed again in the backward rather than saved: one tensor of the MLP's width less per block (as
+  // PyTorch's GELU, which saves x alone), the same values
+  const cdfOf = (v: T) => tf.mul(0.5, tf.add(1, tf.erf(tf.mul(v, Math.SQRT1_2))));
+  save([x!]);
   return {
-    value: tf.mul(x!, cdf),
+    value: tf.mul(x!, cdfOf(x!)),
     // d/dx = Φ(x) + x·φ(x)
-    gradFunc: (dy, [xs, c]) => [tf.mul(dy, tf.add(c!, tf.mul(xs!, tf.mul(1 / Math.sqrt(2 * Math.PI), tf.exp(tf.mul(-0.5, tf.square(xs!)))))))],
+    gradFunc: (dy, [xs]) => [tf.mul(dy, tf.add(cdfOf(xs!), tf.mul(xs!, tf.mul(1 / Math.sqrt(2 * Math.PI), tf.exp(tf.mul(-0.5, tf.square(xs!)))))))],
   };
 }) as <R extends tf.Tensor>(x: R) => R;
 

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { clsTokenNormal, ones, patchProjUniform, qkvUniform, xavierUniform, zeros } from './init.ts';
 import { ATTENTION_FWD, hasKernel } from '../engine/webgpu-kernels.ts';
-import { bmm, fusedAttention, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify, softmax } from './layers.ts';
+import { addSame, bmm, fusedAttention, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify, scale, softmax, view } from './layers.ts';
 import type { ParamSpec } from './params.ts';
 import { sincos2dPosEmbed } from './posembed.ts';
 
@@ -97,7 +97,7 @@ const norm = (P: Params, name: string): NormParams => ({ weight: P(`${name}.weig
 
 const fc = (x: tf.Tensor2D, p: LinearParams): tf.Tensor2D => linear(x, p.weight, p.bias);
 const ln = (x: tf.Tensor2D, p: NormParams): tf.Tensor2D => layerNorm(x, p.weight, p.bias, LN_EPS);
-const residual = (x: tf.Tensor2D, y: tf.Tensor2D): tf.Tensor2D => tf.add(x, y);
+const residual = (x: tf.Tensor2D, y: tf.Tensor2D): tf.Tensor2D => addSame(x, y);
 
 /** timm Attention on x [B·N, D]: qkv → heads → softmax(q·kᵀ·hd^-0.5)·v → proj. */
 export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P: Params, pre: string): tf.Tensor2D {
@@ -106,12 +106,14 @@ export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P
   const qkv = fc(x, lin(P, `${pre}qkv`)); // [B·N, 3D], features (s, h, j)
   // webgpu: moco3's kernels from qkv to the merged heads, no transposes (src/engine/webgpu-kernels.ts)
   if (hasKernel(ATTENTION_FWD)) return fc(fusedAttention(qkv, B, N, heads), lin(P, `${pre}proj`));
-  const t = tf.transpose(tf.reshape(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]
-  const [q, k, v] = tf.split(tf.reshape(t, [3, heads * B, N, hd]), 3, 0).map((u) => tf.reshape<tf.Rank.R3>(u, [heads * B, N, hd]));
+  // views, not tf.reshape, and a scale saving nothing: the backward keeps only q·hd^-0.5, k, v and the
+  // probabilities of this chain (layers.ts, view)
+  const t = tf.transpose(view(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]
+  const [q, k, v] = tf.split(view(t, [3, heads * B, N, hd]), 3, 0).map((u) => view<tf.Rank.R3>(u, [heads * B, N, hd]));
   // scale q rather than the N×N scores: same product, fewer multiplies
-  const attn = softmax(matMulNT(tf.mul<tf.Tensor3D>(q!, hd ** -0.5), k!)); // [H·B, N, N]
+  const attn = softmax(matMulNT(scale(q!, hd ** -0.5), k!)); // [H·B, N, N]
   const o = bmm(attn, v!); // [H·B, N, hd]
-  const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(o, [heads, B * N, hd]), [1, 0, 2]), [B * N, D]); // features (h, j)
+  const merged = view<tf.Rank.R2>(tf.transpose(view(o, [heads, B * N, hd]), [1, 0, 2]), [B * N, D]); // features (h, j)
   return fc(merged, lin(P, `${pre}proj`));
 }
 
@@ -140,11 +142,13 @@ export function vitForward(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
   const patches = patchEmbed(x, c, P);
   const cls = tf.add(tf.zeros([B, 1, D]), P('cls_token')); // broadcast; Add's gradient sums it back
   const tokens = tf.add(tf.concat([cls, tf.reshape(patches, [B, np, D])], 1), P('pos_embed')); // PE added after the concat
-  let h = tf.reshape<tf.Rank.R2>(tokens, [B * N, D]);
+  let h = view<tf.Rank.R2>(tokens, [B * N, D]);
   // one tidy per block frees what its backward does not need (the tape keeps its own copies of the rest)
   for (let i = 0; i < c.depth; i++) {
     const x = h;
     h = tf.tidy(() => block(x, B, N, c.heads, P, `blocks.${i}.`));
+    // nothing saved the block's input (its LayerNorm keeps x̂, its residual nothing): freed now, not at the forward's end
+    x.dispose();
   }
   // LayerNorm is per token, so normalising only the class token gives the same feature
   const clsOut = tf.reshape<tf.Rank.R2>(tf.slice(tf.reshape(h, [B, N, D]), [0, 0, 0], [B, 1, D]), [B, D]);
