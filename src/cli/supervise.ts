@@ -122,12 +122,21 @@ interface ChildEnd {
   stopAsked: NodeJS.Signals | null;
 }
 
-function runChild(): Promise<ChildEnd> {
+/** The environment variable that gives a supervised child the time its sweep started (ms since the epoch). */
+const STARTED_ENV = 'MOCO3_SWEEP_STARTED';
+
+/** When this sweep started: the supervisor's start for its child (restarted after a crash, it goes on counting), else now. */
+export function sweepStartedMs(): number {
+  const t = Number(process.env[CHILD_ENV] === '1' ? process.env[STARTED_ENV] : NaN);
+  return Number.isFinite(t) && t > 0 ? t : Date.now();
+}
+
+function runChild(startedMs: number): Promise<ChildEnd> {
   const args = [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)];
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
     detached: true,
-    env: { ...process.env, [CHILD_ENV]: '1' },
+    env: { ...process.env, [CHILD_ENV]: '1', [STARTED_ENV]: String(startedMs) },
   });
   let run: string | null = null;
   let requeueing = false;
@@ -156,12 +165,23 @@ function runChild(): Promise<ChildEnd> {
   for (const s of STOP_SIGNALS) process.on(s, forward);
   // a warning that came while this process started is the child's to act on
   for (const s of takeEarlySignals()) forward(s);
+  // Ctrl-Z stops the terminal's foreground process group, which the child (in a session of its own) is not
+  // in: the child is stopped with this process, and continued with it (`fg`, `bg`)
+  const onTstp = () => {
+    pass('SIGSTOP');
+    process.kill(process.pid, 'SIGSTOP');
+  };
+  const onCont = () => pass('SIGCONT');
+  process.on('SIGTSTP', onTstp);
+  process.on('SIGCONT', onCont);
   const ended = new Promise<ChildEnd>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve({ code, signal, run, requeueing, stopAsked }));
   });
   return ended.finally(() => {
     for (const s of STOP_SIGNALS) process.off(s, forward);
+    process.off('SIGTSTP', onTstp);
+    process.off('SIGCONT', onCont);
   });
 }
 
@@ -170,8 +190,9 @@ export async function superviseSweep(plan: SweepPlan, json: boolean, quiet = fal
   // the child draws bars on this terminal (sweep.ts chooses its display so)
   const bars = !json && !quiet && barsOn(process.stderr);
   const crashes = new Map<string, number>();
+  const startedMs = Date.now();
   for (;;) {
-    const end = await runChild();
+    const end = await runChild(startedMs);
     if (end.signal === null) return end.code ?? 1;
     // a child killed while its bars hid the cursor and turned line wrapping off (its exit hook never ran): both back
     // on, and the line after its last bar's

@@ -7,6 +7,7 @@ import { describeHolder, lockTimeoutS } from '../runfolder/lock.ts';
 import { shellQuote } from '../sweep/slurm.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
+import type { BackendInfo } from '../engine/backend.ts';
 import { isDone } from '../runfolder/state.ts';
 import { knnStepNote } from '../runfolder/summary.ts';
 import { describeState, formatPlan } from '../sweep/table.ts';
@@ -15,7 +16,7 @@ import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './pl
 import { jsonLine } from '../runfolder/metrics.ts';
 import { barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, type ProgressSink } from './progress.ts';
 import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
-import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, takeEarlySignals } from './supervise.ts';
+import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, sweepStartedMs, takeEarlySignals } from './supervise.ts';
 
 
 interface Display {
@@ -32,9 +33,22 @@ class Eta {
   private startFrac = 0;
   private gained = 0;
   private failed = 0;
+  /** a pass over the sweep begins (an agent makes several): its counts are its own */
   start(todo: number) {
     this.todo = todo;
     this.t0 = performance.now();
+    this.done = this.gained = this.failed = 0;
+    this.frac = this.startFrac = 0;
+  }
+  /** a run counted to train was taken or finished by another process: not this pass's to do */
+  skip() {
+    this.todo = Math.max(0, this.todo - 1);
+    // the steps it trained here before it was taken still tell the pace
+    this.gained += this.frac - this.startFrac;
+    this.frac = this.startFrac = 0;
+  }
+  get toDo() {
+    return this.todo;
   }
   runStart(step: number, total: number) {
     this.frac = this.startFrac = total > 0 ? step / total : 0;
@@ -49,8 +63,8 @@ class Eta {
     this.frac = this.startFrac = 0;
   }
   /** "3/8 runs" and how many of those failed: a failed run is through, not done */
-  runsText(todo: number): string {
-    return `${this.done}/${todo} runs${this.failed ? ` (${this.failed} failed)` : ''}`;
+  runsText(): string {
+    return `${this.done}/${this.todo} runs${this.failed ? ` (${this.failed} failed)` : ''}`;
   }
   get fraction() {
     return this.todo > 0 ? Math.min(1, (this.done + this.frac) / this.todo) : 1;
@@ -93,12 +107,11 @@ function plainDisplay(): Display {
   const err = process.stderr;
   const eta = new Eta();
   let sink: ProgressSink | null = null;
-  let todo = 0;
+  const through = () => err.write(`sweep: ${eta.runsText()} through, ETA ${fmtDuration(eta.seconds())}\n`);
   return {
     onEvent(e) {
       switch (e.type) {
         case 'sweep_start':
-          todo = e.todo;
           eta.start(e.todo);
           err.write(`${sweepStartLine(e)}\n`);
           for (const n of e.notes ?? []) err.write(`  note: ${n}\n`);
@@ -106,6 +119,12 @@ function plainDisplay(): Display {
         case 'run_skip':
           for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           err.write(`${runLine(e)}: skipped (${e.reason})\n`);
+          if (e.to_train) {
+            sink?.stop();
+            sink = null;
+            eta.skip();
+            through();
+          }
           break;
         case 'run_start':
           sink = makeProgress(runLine(e));
@@ -124,7 +143,7 @@ function plainDisplay(): Display {
           if (e.type === 'run_failed') err.write(`${runLine(e)}: failed: ${e.error}\n`);
           if (e.type === 'run_end' && e.status === 'interrupted') break;
           eta.runEnd(e.type === 'run_failed');
-          err.write(`sweep: ${eta.runsText(todo)} through, ETA ${fmtDuration(eta.seconds())}\n`);
+          through();
           break;
         case 'sweep_end':
           break;
@@ -146,7 +165,6 @@ function barDisplay(): Display {
   let sweepBar: cliProgress.SingleBar | null = null;
   let runBar: cliProgress.SingleBar | null = null;
   let label = 'sweep';
-  let todo = 0;
   let knn: number | null = null;
   let ips: number | null = null;
   let loss: number | null = null;
@@ -161,22 +179,33 @@ function barDisplay(): Display {
     }
   };
   const updateSweep = () => {
-    sweepBar?.update(Math.round(eta.fraction * todo * units), { label, info: `${eta.runsText(todo)} | ETA ${fmtDuration(eta.seconds())}` });
+    sweepBar?.update(Math.round(eta.fraction * eta.toDo * units), { label, info: `${eta.runsText()} | ETA ${fmtDuration(eta.seconds())}` });
   };
   return {
     onEvent(e) {
       switch (e.type) {
         case 'sweep_start':
-          todo = e.todo;
           label = `sweep ${e.sweep}`;
           eta.start(e.todo);
           multi.log(`${sweepStartLine(e)}\n`);
           for (const n of e.notes ?? []) multi.log(`  note: ${n}\n`);
-          sweepBar = multi.create(Math.max(1, todo * units), 0, { label, info: `0/${todo} runs | ETA -` });
+          // an agent's next pass: a bar of its own
+          if (sweepBar) multi.remove(sweepBar);
+          sweepBar = multi.create(Math.max(1, e.todo * units), 0, { label, info: `0/${e.todo} runs | ETA -` });
           break;
         case 'run_skip':
           for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
+          if (e.to_train) {
+            if (runBar) {
+              runBar.stop();
+              multi.remove(runBar);
+              runBar = null;
+            }
+            eta.skip();
+            sweepBar?.setTotal(Math.max(1, eta.toDo * units));
+            updateSweep();
+          }
           redraw(true);
           break;
         case 'run_start':
@@ -307,7 +336,8 @@ export function sweepCommand(): Command {
         stop = true;
       });
       const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : barsOn() ? barDisplay() : plainDisplay();
-      const t0 = performance.now();
+      // from the sweep's start: a child restarted after a crash counts the time before the crash too
+      const t0 = sweepStartedMs();
       let baselinesStopped = false;
       try {
         // each failed run's own error: its status.json may not say it (a full disk)
@@ -317,7 +347,13 @@ export function sweepCommand(): Command {
           if (e.type === 'run_failed') errors.set(e.run, e.error);
           display.onEvent(e);
         };
-        const r = await launch.run((extra) => runSweep({ plan, onEvent, shouldStop: () => stop, command: process.argv.slice(1), ...extra }));
+        // one backend for the process: an agent's later passes use the one its first started
+        let backend: BackendInfo | null = null;
+        const r = await launch.run(async (extra) => {
+          const pass = await runSweep({ plan, onEvent, shouldStop: () => stop, command: process.argv.slice(1), ...(backend ? { backend } : {}), ...extra });
+          backend ??= pass.backend;
+          return pass;
+        });
         display.stop();
         // a Slurm task (--run-index) or an agent that ends the sweep computes them; one whose sweep goes on does not
         // (a failed run counts as finished here: no task is left to end the sweep once the others are done)
@@ -375,7 +411,7 @@ export function sweepCommand(): Command {
         }
         if (!f.json) {
           process.stdout.write(formatPlan(plan, r.states));
-          const wall = (performance.now() - t0) / 1000;
+          const wall = (Date.now() - t0) / 1000;
           // runs left to another process that has not finished them: this process is done, the sweep is not
           const ended = r.interrupted ? 'interrupted' : r.busy.length ? 'not finished' : 'done';
           const lines = [`sweep ${plan.id}: ${ended} in ${fmtDuration(wall)}; results in ${plan.dir}`];

@@ -30,6 +30,8 @@ export interface LockInfo {
   slurm_task?: string;
   /** which start of that task (SLURM_RESTART_COUNT: 0 the first, 1 after a requeue, ...) */
   slurm_restart?: number;
+  /** its holder's lock timeout, which sets its heartbeat's pace (older locks lack it) */
+  timeout_s?: number;
 }
 
 /** The Slurm array task this process runs in, or null. */
@@ -97,7 +99,9 @@ export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   const fresh = () => {
     if (typeof l.heartbeat !== 'string') return true;
     const t = Date.parse(l.heartbeat);
-    return Number.isFinite(t) && now - t < lockTimeoutS() * 1000;
+    // a holder on a longer timeout beats less often: its lock is judged by the longer of the two
+    const own = typeof l.timeout_s === 'number' && Number.isFinite(l.timeout_s) && l.timeout_s > 0 ? l.timeout_s : 0;
+    return Number.isFinite(t) && now - t < Math.max(lockTimeoutS(), own) * 1000;
   };
   // this process's own lock. Of this pid and host but another start time: an earlier process given the same
   // pid (a container started again, with its hostname and pids as before), or a process of another pid
@@ -147,7 +151,16 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
   checkLockFile(runDir);
   const now = new Date().toISOString();
   const task = slurmTaskId();
-  const mine: LockInfo = { pid: process.pid, host: hostname(), proc_start: procStart(process.pid), since: now, sweep, heartbeat: now, ...(task ? { slurm_task: task, slurm_restart: slurmRestarts() } : {}) };
+  const mine: LockInfo = {
+    pid: process.pid,
+    host: hostname(),
+    proc_start: procStart(process.pid),
+    since: now,
+    sweep,
+    heartbeat: now,
+    timeout_s: lockTimeoutS(),
+    ...(task ? { slurm_task: task, slurm_restart: slurmRestarts() } : {}),
+  };
   // host and pid in the temporary names: two hosts may run processes with the same pid
   const me = `${hostTag()}-${process.pid}`;
   const tmp = join(runDir, `.lock.${me}.tmp`);
@@ -257,7 +270,7 @@ export function assertLockHeld(runDir: string): void {
   b.lost = true;
   const by = now ? `pid ${now.pid} on ${now.host} (since ${now.since})` : 'another process';
   throw new LockLostError(
-    `${runDir}: taken over by ${by} while this process was stopped past the lock timeout; this process wrote nothing more to the run, which is the other's now`,
+    `${runDir}: taken over by ${by}, which found this process's lock without a heartbeat for longer than the lock timeout (this process stopped or frozen that long, or its heartbeats not reaching the file); this process wrote nothing more to the run, which is the other's now`,
   );
 }
 

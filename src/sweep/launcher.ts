@@ -66,7 +66,7 @@ const EXPECT: Record<LauncherKey, string> = {
  * The sbatch options moco3 writes itself into every script, and why (src/sweep/slurm.ts sbatchScript): one
  * given again through sbatch_args would replace moco3's. Long names and their one-letter forms.
  */
-const OWN_SBATCH: Record<string, { short?: string; why: string }> = {
+const OWN_SBATCH: Record<string, { short?: string; why: string; against?: string }> = {
   '--job-name': { short: 'J', why: 'the plan finds the sweep\'s tasks in the queue by it' },
   '--array': { short: 'a', why: 'one array task per run to train' },
   '--output': { short: 'o', why: 'each task\'s log, in the sweep\'s slurm/ folder' },
@@ -75,7 +75,7 @@ const OWN_SBATCH: Record<string, { short?: string; why: string }> = {
   '--nodes': { short: 'N', why: 'one node a task' },
   '--ntasks': { short: 'n', why: 'one process a task' },
   '--signal': { why: 'USR1 before the time limit checkpoints the run: give --signal-s' },
-  '--no-requeue': { why: 'a task warned before its time limit requeues itself' },
+  '--requeue': { why: 'a task warned before its time limit requeues itself', against: '--no-requeue' },
   '--parsable': { why: 'moco3 reads the job id it prints' },
 };
 
@@ -109,8 +109,10 @@ export function ownSbatchOption(a: string): string | null {
     const starts = SBATCH_LONG.filter((o) => o.startsWith(long));
     resolved = SBATCH_LONG.includes(long) ? long : starts.length === 1 ? starts[0] : undefined;
   }
-  for (const [name, { short: letter, why }] of Object.entries(OWN_SBATCH)) {
+  for (const [name, { short: letter, why, against }] of Object.entries(OWN_SBATCH)) {
     if ((resolved !== undefined && resolved === name.slice(2)) || (long === undefined && short !== undefined && short === letter)) return `moco3 sets ${name} itself (${why})`;
+    // the option that undoes one of moco3's
+    if (resolved !== undefined && against !== undefined && resolved === against.slice(2)) return `moco3 sets ${name} itself (${why}), which ${against} would undo`;
   }
   return null;
 }

@@ -7,7 +7,7 @@
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { Dataset } from '../data/types.ts';
 import type { BackendInfo, BackendName } from '../engine/backend.ts';
-import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, describeHolder, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, checkLockFile, cleanStaleTemps, clearStale, describeHolder, liveLock, LockLostError, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { isDone, readRunState, type RunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runPath } from '../runfolder/paths.ts';
 import { readCheckpointState } from '../runfolder/resume.ts';
@@ -24,7 +24,8 @@ import { SetupError } from '../config/errors.ts';
 
 export type SweepEvent =
   | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string; notes?: string[] }
-  | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string; notes?: string[] }
+  /** to_train: the run was counted in sweep_start's todo (another process took it or finished it since) */
+  | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string; to_train: boolean; notes?: string[] }
   | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null; notes?: string[] }
   | { type: 'train'; run: string; index: number; total: number; event: TrainEvent }
   | { type: 'run_end'; run: string; index: number; total: number; status: RunState; summary: Summary }
@@ -41,6 +42,8 @@ export interface SweepResult {
   /** runs this invocation started training */
   trained: string[];
   interrupted: boolean;
+  /** the backend this invocation started or was given (null: none, nothing was trained) */
+  backend: BackendInfo | null;
 }
 
 export interface RunSweepOptions {
@@ -68,16 +71,20 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   if (backends.size > 1) throw new SweepError(`${plan.spec.file}: every run of a sweep must use one train.backend, got ${[...backends].join(', ')}`);
 
   const runs = opts.only ? plan.runs.filter((r) => opts.only!.includes(r.index)) : plan.runs;
-  const pending = runs.map((run) => ({ run, before: readRunState(run.dir) })).filter((x) => !isDone(x.before.state));
+  // a run another live process holds is that process's: not counted to train, nor its data loaded or a backend
+  // started for it (it is still taken below if its holder has gone by then)
+  const notDone = runs.map((run) => ({ run, before: readRunState(run.dir) })).filter((x) => !isDone(x.before.state));
+  for (const { run } of notDone) checkLockFile(run.dir);
+  const pending = notDone.filter((x) => liveLock(x.run.dir) === null);
   const todo = pending.map((x) => x.run);
-  // a damaged checkpoint of a run to resume, or a lock that is no file, stops the sweep here, before a backend
-  // starts or a file is written
-  for (const { run } of pending) checkLockFile(run.dir);
+  const counted = new Set(todo.map((r) => r.id));
+  // a damaged checkpoint of a run to resume, or a lock that is no file (above), stops the sweep here, before a
+  // backend starts or a file is written
   const resumes = checkSweepResumes(pending);
 
   // TensorFlow.js is loaded only when there is something to train
-  const loop = todo.length ? await import('../train/loop.ts') : null;
-  const components = todo.length ? await import('../components/index.ts') : null;
+  let loop = todo.length ? await import('../train/loop.ts') : null;
+  let components = todo.length ? await import('../components/index.ts') : null;
   // one dataset in memory at a time, shared by the runs that read the same data
   let cache: { key: string; ds: Dataset } | null = null;
   const dataFor = async (c: ResolvedRunConfig): Promise<Dataset> => {
@@ -118,10 +125,11 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   }
   // the backend starts (and says which) once the data has checked out: missing data is its one line alone
   let backend = opts.backend;
-  if (!backend && todo.length) {
+  const startBackend = async () => {
     const { initBackend } = await import('../engine/backend.ts');
-    backend = await initBackend(plan.runs[0]!.config.train.backend as BackendName);
-  }
+    return initBackend(plan.runs[0]!.config.train.backend as BackendName);
+  };
+  if (!backend && todo.length) backend = await startBackend();
   cleanStaleTemps(plan.dir);
   const notes = writeResolvedSweep(plan);
   emit({ type: 'sweep_start', sweep: plan.id, dir: plan.dir, total, todo: todo.length, backend: backend?.name ?? '-', ...(notes.length ? { notes } : {}) });
@@ -140,7 +148,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       const lost = isRunDir(run.dir)
         ? []
         : [`${runPath(run.dir, 'config')} is missing: \`moco3 report\` stops on this run until it is put back (each checkpoint's state.json keeps the run's config)`];
-      emit({ type: 'run_skip', ...base, state: before.state, reason: before.state, ...(lost.length > 0 ? { notes: lost } : {}) });
+      emit({ type: 'run_skip', ...base, state: before.state, reason: before.state, to_train: counted.has(run.id), ...(lost.length > 0 ? { notes: lost } : {}) });
       continue;
     }
     // a signal handler runs only when the event loop gets a turn; training steps may never give it one
@@ -152,7 +160,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
     const held = acquireLock(run.dir, plan.id);
     if (held) {
       busy.push(run.id);
-      emit({ type: 'run_skip', ...base, state: 'running', reason: `trained by ${describeHolder(held, run.dir)}` });
+      emit({ type: 'run_skip', ...base, state: 'running', reason: `trained by ${describeHolder(held, run.dir)}`, to_train: counted.has(run.id) });
       continue;
     }
     try {
@@ -161,9 +169,13 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       // another sweep may have finished it between the look above and the lock
       const now = readRunState(run.dir);
       if (isDone(now.state)) {
-        emit({ type: 'run_skip', ...base, state: now.state, reason: now.state, ...(notes.length > 0 ? { notes } : {}) });
+        emit({ type: 'run_skip', ...base, state: now.state, reason: now.state, to_train: counted.has(run.id), ...(notes.length > 0 ? { notes } : {}) });
         continue;
       }
+      // a run left to another process at the start, whose holder has gone since: what it needs is loaded now
+      loop ??= await import('../train/loop.ts');
+      components ??= await import('../components/index.ts');
+      backend ??= await startBackend();
       trained.push(run.id);
       emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step, ...(notes.length > 0 ? { notes } : {}) });
       let summary: Summary;
@@ -192,7 +204,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
         if (!mayWrite(run.dir)) {
           // taken over by another process while this one was frozen: the run is that process's to finish
           busy.push(run.id);
-          emit({ type: 'run_skip', ...base, state: 'running', reason: e instanceof LockLostError ? e.message : `${run.dir}: taken over by another process` });
+          emit({ type: 'run_skip', ...base, state: 'running', reason: e instanceof LockLostError ? e.message : `${run.dir}: taken over by another process`, to_train: counted.has(run.id) });
           continue;
         }
         const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
@@ -222,5 +234,5 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   // of the runs left to another sweep, those it has not finished by now (one seen locked early may be done)
   const unfinished = busy.filter((id) => !isDone(states[plan.runs.findIndex((r) => r.id === id)]!.state));
   emit({ type: 'sweep_end', sweep: plan.id, counts, failed, interrupted, busy: unfinished });
-  return { states, failed, busy: unfinished, trained, interrupted };
+  return { states, failed, busy: unfinished, trained, interrupted, backend: backend ?? null };
 }

@@ -2,17 +2,18 @@
  * Agents on one results folder (`moco3 sweep --agent`), locks across hosts (heartbeat, timeout, takeover),
  * and SIGTERM as scancel sends it (twice: to the batch shell, which passes it on, and to moco3).
  */
+import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSweepFile } from '../../src/sweep/file.ts';
-import { acquireLock, describeHolder, lockLost, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
+import { acquireLock, describeHolder, lockLost, procStart, readLock, releaseLock, setLockTimeout, type LockInfo } from '../../src/runfolder/lock.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
-import { spawnEvents, type Ev } from '../helpers/events.ts';
+import { repo, spawnEvents, type Ev } from '../helpers/events.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-agent-');
@@ -52,7 +53,8 @@ test('two agents on one results folder train every run exactly once', async () =
   const started = (x: { events: Ev[] }) => x.events.filter((e) => e.type === 'run_start').map((e) => e.index);
   assert.deepEqual(started(a), [1], 'agent A trained the first run only');
   assert.deepEqual(started(b), [2], 'agent B trained the second run only');
-  assert.ok(b.events.some((e) => e.type === 'run_skip' && e.index === 1 && /trained by pid/.test(e.reason)), 'B left the locked run to A');
+  assert.ok(b.events.some((e) => e.type === 'run_skip' && e.index === 1 && /trained by pid/.test(e.reason) && e.to_train === false), 'B left the locked run to A');
+  assert.equal(b.events.find((e) => e.type === 'sweep_start')?.todo, 1, 'B counted only the run it could take');
   for (const r of plan.runs) {
     assert.equal(readRunState(r.dir).state, 'completed');
     const steps = readMetrics(join(r.dir, 'metrics.jsonl')).map((m) => Number(m.step));
@@ -61,6 +63,42 @@ test('two agents on one results folder train every run exactly once', async () =
     assert.equal(existsSync(join(r.dir, '.lock')), false);
   }
   process.stderr.write(`# agent test: agent A trained run ${started(a)}, agent B run ${started(b)}; both runs completed, each trained once\n`);
+});
+
+test("a run another live process holds is not counted to train; once its holder is gone, an agent's next pass counts it anew", async () => {
+  const results = join(root, 'held');
+  const plan = planSweep(loadSweepFile(tinyFile), { results });
+  const [run1, run2] = plan.runs;
+  // the holder: a live process of this host, its lock fresh
+  const holder = spawn('sleep', ['300'], { stdio: 'ignore' });
+  const now = new Date().toISOString();
+  mkdirSync(run1!.dir, { recursive: true });
+  writeFileSync(join(run1!.dir, '.lock'), JSON.stringify({ pid: holder.pid, host: hostname(), proc_start: procStart(holder.pid!), since: now, heartbeat: now, sweep: 'other' }));
+  const marker = join(root, 'held-pause');
+  // the plain lines (no --json): the agent pauses in the second run until the holder is gone
+  const agent = spawn(process.execPath, ['--import', 'tsx', cli, 'sweep', tinyFile, '--agent', '--no-baselines', '--backend', 'cpu', '--results', results], {
+    cwd: repo,
+    env: { ...process.env, MOCO3_TEST_PAUSE: `metrics:3:${run2!.id}`, MOCO3_TEST_MARKER: marker },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  agent.stderr!.on('data', (d) => (stderr += d));
+  const ended = new Promise<number | null>((r) => agent.on('close', (code) => r(code)));
+  try {
+    await until('the agent to train the second run', 90, () => existsSync(marker));
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.on('exit', r));
+    writeFileSync(`${marker}.go`, '');
+    assert.equal(await ended, 0, stderr);
+  } finally {
+    holder.kill('SIGKILL');
+    agent.kill('SIGKILL');
+  }
+  const starts = [...stderr.matchAll(/sweep tiny: 2 runs, (\d+) to train/g)].map((m) => Number(m[1]));
+  assert.deepEqual(starts, [1, 1], `first pass: the second run only; second: the first, freed\n${stderr}`);
+  const through = [...stderr.matchAll(/sweep: (\d+)\/(\d+) runs through/g)].map((m) => `${m[1]}/${m[2]}`);
+  assert.deepEqual(through, ['1/1', '1/1'], `each pass's own count\n${stderr}`);
+  for (const r of plan.runs) assert.equal(readRunState(r.dir).state, 'completed');
 });
 
 test('an agent alone trains every run in one pass over the plan, and a second agent finds nothing to train', async () => {
@@ -111,11 +149,17 @@ test("locks across hosts: another host's lock is live while its heartbeat is fre
     // ... and the line that says the run is taken says how to free it
     assert.equal(describeHolder(legacy!, dir), `pid 1 on another-host (since 2026-01-01T00:00:00.000Z), whose lock has no heartbeat (an older moco3 wrote it) and so never goes stale: once that process has ended, remove ${join(dir, '.lock')}`);
     assert.equal(describeHolder(other(new Date(0).toISOString()), dir), 'pid 1 on another-host (since 2026-01-01T00:00:00.000Z)');
+    // a holder on a longer timeout (it beats every tenth of its own): judged by the longer of the two
+    put({ ...other(new Date(Date.now() - 61_000).toISOString()), timeout_s: 600 });
+    assert.equal(acquireLock(dir, 's')?.host, 'another-host', 'a heartbeat 61 s old, the holder on 600 s: held');
+    put({ ...other(new Date(Date.now() - 61_000).toISOString()), timeout_s: 30 });
+    assert.equal(readRunState(dir).state, 'new', 'the holder on 30 s, this process on 60 s: stale');
     put(other(new Date(Date.now() - 61_000).toISOString()));
     assert.equal(readRunState(dir).state, 'new', 'stale');
     assert.equal(acquireLock(dir, 's'), null, 'a heartbeat older than the timeout: taken over');
     const mine = readLock(dir)!;
     assert.equal(mine.pid, process.pid);
+    assert.equal(mine.timeout_s, 60, 'the lock records its holder\'s timeout');
     // the holder's heartbeat advances (every tenth of the timeout)
     setLockTimeout(0.5);
     releaseLock(dir);

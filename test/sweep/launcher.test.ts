@@ -50,7 +50,9 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
     [['--account=v', '-J mine'], '-J mine', '--job-name'],
     [['-omylog'], '-omylog', '--output'],
     [['--array=1-3'], '--array=1-3', '--array'],
-    [['--no-requeue'], '--no-requeue', '--no-requeue'],
+    // the script's own #SBATCH --requeue, and the option that would undo it
+    [['--requeue'], '--requeue', '--requeue'],
+    [['--no-requeue'], '--no-requeue', '--requeue'],
     // the space form, and a start of the name sbatch takes for the whole
     [['--job-name x'], '--job-name x', '--job-name'],
     [['--out=/tmp/x.log'], '--out=/tmp/x.log', '--output'],

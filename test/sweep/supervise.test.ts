@@ -14,7 +14,7 @@ import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep } from '../../src/sweep/runner.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
-import { MAX_CRASHES } from '../../src/cli/supervise.ts';
+import { MAX_CRASHES, sweepStartedMs } from '../../src/cli/supervise.ts';
 import { spawnEvents } from '../helpers/events.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -101,6 +101,66 @@ test(`a run that crashes ${MAX_CRASHES} times is given up, its status left inter
   );
   assert.match(stderr, new RegExp(`crash ${MAX_CRASHES} of ${MAX_CRASHES} there; not restarting it`));
   assert.equal(readRunState(s.run1.dir).state, 'interrupted');
+});
+
+/** A process's state letter from /proc (T: stopped). */
+const procState = (pid: number): string => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+};
+
+async function until(what: string, f: () => boolean): Promise<void> {
+  const t0 = Date.now();
+  while (!f()) {
+    if (Date.now() - t0 > 10_000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('Ctrl-Z (SIGTSTP) stops the training child with its supervisor, and continuing the supervisor continues it', async () => {
+  const results = mkdtempSync(join(root, 'tstp-'));
+  let checked: Promise<void> | null = null;
+  const s = supervised(results, (n, marker, supervisor) => {
+    if (n > 1) return;
+    const trainer = trainerOf(s.run1.dir);
+    checked = (async () => {
+      try {
+        process.kill(supervisor, 'SIGTSTP');
+        await until('the supervisor and its child to stop', () => procState(supervisor) === 'T' && procState(trainer) === 'T');
+        process.kill(supervisor, 'SIGCONT');
+        await until('both to go on', () => procState(supervisor) !== 'T' && procState(trainer) !== 'T');
+        rmSync(marker);
+        writeFileSync(`${marker}.go`, '');
+      } catch (e) {
+        // neither left behind, stopped or training
+        for (const pid of [trainer, supervisor]) process.kill(pid, 'SIGKILL');
+        throw e;
+      }
+    })();
+  });
+  const { code, stderr } = await s.done;
+  assert.ok(checked, 'the child paused in its run');
+  await checked;
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(s.events.at(-1)?.counts, { completed: 2 });
+});
+
+test("a supervised child counts the sweep's time from its supervisor's start (a child restarted after a crash too)", () => {
+  const saved = { child: process.env.MOCO3_SWEEP_CHILD, started: process.env.MOCO3_SWEEP_STARTED };
+  try {
+    process.env.MOCO3_SWEEP_CHILD = '1';
+    process.env.MOCO3_SWEEP_STARTED = '1700000000000';
+    assert.equal(sweepStartedMs(), 1_700_000_000_000);
+    // a process that is no supervised child starts its own clock
+    delete process.env.MOCO3_SWEEP_CHILD;
+    const t = Date.now();
+    assert.ok(sweepStartedMs() >= t);
+  } finally {
+    for (const [k, v] of [['MOCO3_SWEEP_CHILD', saved.child], ['MOCO3_SWEEP_STARTED', saved.started]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 });
 
 test('a sweep process that crashes after a Ctrl-C is not restarted: the sweep stops as asked', async () => {
