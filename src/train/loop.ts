@@ -133,6 +133,12 @@ export function scheduleSteps(epochs: number, itersPerEpoch: number): number {
   return Math.max(1, Math.floor(Number((epochs * itersPerEpoch).toPrecision(12))));
 }
 
+/** summary.json's figures of the training so far (no status, probe or divergence). */
+type TrainingFigures = Pick<
+  Summary,
+  'steps' | 'total_steps' | 'epochs' | 'knn_top1' | 'knn_top5' | 'knn_step' | 'best_knn_top1' | 'wall_s' | 'train_s' | 'images_per_s' | 'final_loss'
+>;
+
 /** The kNN monitor's cadence in steps: train.knn_every_epochs (rounded to whole steps) or train.knn_every. */
 export function knnEverySteps(c: ResolvedRunConfig, itersPerEpoch: number): number | null {
   if (c.train.knn_every_epochs !== null) return Math.max(1, Math.round(c.train.knn_every_epochs * itersPerEpoch));
@@ -203,6 +209,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   // the step of the last kNN (summary.json's knn_step): a diverged run's may be step 0's
   let knnStep: number | null = null;
   let started = false; // from here on status.json speaks for this run
+  // the training's figures so far (summary.json's), once the loop's state is set up: a failure writes them
+  let figures: (() => TrainingFigures) | null = null;
   try {
     // the data may have taken long to load: a run taken over meanwhile is not touched, not even reset
     assertLockHeld(runDir);
@@ -295,6 +303,19 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     }
     let outcome: 'completed' | 'diverged' | 'interrupted' = 'completed';
     let divergedAt: number | null = null;
+    figures = () => ({
+      steps: state.step,
+      total_steps: totalSteps,
+      epochs: Number(state.epoch.toFixed(6)),
+      knn_top1: state.last_knn_top1,
+      knn_top5: state.last_knn_top1 !== null && Number.isFinite(state.last_knn_top5) ? (state.last_knn_top5 ?? null) : null,
+      knn_step: state.last_knn_top1 === null ? null : knnStep,
+      best_knn_top1: state.best_knn_top1,
+      wall_s: Number(wall().toFixed(3)),
+      train_s: Number(state.train_s.toFixed(3)),
+      images_per_s: state.train_s > 0 ? Number((state.images_seen / state.train_s).toFixed(2)) : null,
+      final_loss: lastLoss,
+    });
     for (let s = state.step; s < totalSteps; s++) {
       if (opts.shouldStop?.()) {
         outcome = 'interrupted';
@@ -335,6 +356,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         assertLockHeld(runDir);
         appendMetric(runDir, row);
         emit({ type: 'step', step: state.step, totalSteps, row });
+        // --dump-views: the steps up to the divergence are the ones to replay (the run is final, never resumed)
+        dump.flushPartial(state.step);
         break;
       }
       const isLast = state.step === totalSteps;
@@ -365,22 +388,23 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     // a diverged run keeps its last finite checkpoint: its non-finite weights are nothing to resume from, and
     // a run killed before its final status, resumed, trains to the same divergence again
     if (outcome !== 'diverged') await checkpoint();
+    const f = figures();
     const summary: Summary = {
       status: outcome,
-      steps: state.step,
-      total_steps: totalSteps,
-      epochs: Number(state.epoch.toFixed(6)),
-      knn_top1: state.last_knn_top1,
-      knn_top5: state.last_knn_top1 !== null && Number.isFinite(state.last_knn_top5) ? (state.last_knn_top5 ?? null) : null,
-      knn_step: state.last_knn_top1 === null ? null : knnStep,
-      best_knn_top1: state.best_knn_top1,
+      steps: f.steps,
+      total_steps: f.total_steps,
+      epochs: f.epochs,
+      knn_top1: f.knn_top1,
+      knn_top5: f.knn_top5,
+      knn_step: f.knn_step,
+      best_knn_top1: f.best_knn_top1,
       linear_top1: null,
       linear_top5: null,
       diverged_at: divergedAt,
-      wall_s: Number(wall().toFixed(3)),
-      train_s: Number(state.train_s.toFixed(3)),
-      images_per_s: state.train_s > 0 ? Number((state.images_seen / state.train_s).toFixed(2)) : null,
-      final_loss: lastLoss,
+      wall_s: f.wall_s,
+      train_s: f.train_s,
+      images_per_s: f.images_per_s,
+      final_loss: f.final_loss,
       backend: opts.backend.name,
       config_hash: hash,
     };
@@ -444,7 +468,9 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
       try {
         status.failed(state.step, msg);
-        if (readSummary(runDir)) mergeSummary(runDir, { status: 'failed', error: msg });
+        // a summary.json there (an earlier part of a resumed run's, or this one's before its probe) takes the
+        // figures reached, not only the status: they would be the earlier part's
+        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), status: 'failed', error: msg });
       } catch {
         /* the run's error below says what happened */
       }

@@ -68,10 +68,21 @@ export class ViewDump {
   /** After step `stepsDone` (1-based) went through: the file is written when it was the last one kept. */
   flush(stepsDone: number): void {
     if (stepsDone !== this.steps || this.steps === 0) return;
+    this.write(this.steps, {});
+  }
+
+  /** The run ended (diverged) after step `stepsDone`, before the last step kept: the steps it has, written. */
+  flushPartial(stepsDone: number): void {
+    if (this.steps === 0 || stepsDone >= this.steps || stepsDone === 0) return;
+    this.write(stepsDone, { diverged_at: String(stepsDone) });
+  }
+
+  private write(steps: number, extra: Record<string, string>): void {
     writeSafetensors(this.path, this.views, {
       layout: 'x1 and x2 of step s (0-based) as tensors "step{s}.x1" / "step{s}.x2": float32 [batch, 3, H, W] (NCHW, PyTorch), normalised with the dataset mean/std; rows in batch order',
-      steps: String(this.steps),
+      steps: String(steps),
       seed: String(this.seed),
+      ...extra,
     });
     this.views.clear();
   }

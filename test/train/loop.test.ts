@@ -12,6 +12,7 @@ import { scheduleSteps, trainRun, type TrainEvent } from '../../src/train/loop.t
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { gitCommit } from '../../src/train/meta.ts';
 import { ViewDump } from '../../src/train/views.ts';
+import { MoCoViT } from '../../src/model/moco.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
@@ -183,6 +184,42 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   const rows = readMetrics(join(dir, 'metrics.jsonl'));
   assert.ok(Number.isNaN(rows.at(-1)!.loss as number));
   assert.equal(rows.at(-1)!.step, 3);
+});
+
+test('a diverged run with --dump-views writes the views of the steps up to its divergence (the ones to replay)', async () => {
+  const dir = tmp();
+  const s = await trainRun({ config: tinyConfig(['train.max_steps=8']), runDir: dir, backend, injectNanAtStep: 3, dumpViews: 5 });
+  assert.equal(s.status, 'diverged');
+  const { tensors, metadata } = readSafetensors(join(dir, 'views.safetensors'));
+  assert.deepEqual([metadata.steps, metadata.diverged_at], ['3', '3']);
+  assert.deepEqual([...tensors.keys()].sort(), ['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2', 'step2.x1', 'step2.x2']);
+});
+
+test('a resumed run that fails says in summary.json the figures it reached, not those of its earlier part', async () => {
+  const c = tinyConfig(['train.max_steps=12', 'train.knn_every=4', 'train.checkpoint_every=4']);
+  const dir = tmp();
+  let steps = 0;
+  const first = await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
+  assert.deepEqual([first.status, first.steps, first.knn_step], ['interrupted', 5, 4]);
+  const step = MoCoViT.prototype.step;
+  let calls = 0;
+  MoCoViT.prototype.step = function (this: MoCoViT, ...a: Parameters<MoCoViT['step']>) {
+    if (++calls === 6) throw new Error('injected: the sixth step after the resume');
+    return step.apply(this, a);
+  };
+  try {
+    await assert.rejects(trainRun({ config: c, runDir: dir, backend, resume: true }), /injected: the sixth step/);
+  } finally {
+    MoCoViT.prototype.step = step;
+  }
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  const lastKnn = rows.filter((r) => r.knn_top1 !== undefined).at(-1)!;
+  assert.deepEqual(
+    [summary.status, summary.steps, summary.knn_step, summary.knn_top1, summary.error],
+    ['failed', rows.at(-1)!.step, lastKnn.step, lastKnn.knn_top1, 'injected: the sixth step after the resume'],
+  );
+  assert.equal(summary.steps, 10);
 });
 
 test('summary.json says running while the linear probe runs, completed once it has (a kill in the probe leaves no completed summary)', async () => {
