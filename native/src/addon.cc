@@ -204,6 +204,14 @@ Napi::Value BinaryImpl(const Napi::CallbackInfo& info) {
     fail(env, "binary: output size mismatch");
     return env.Undefined();
   }
+  // the operands hold what their shapes say (the strides above read that far)
+  int64_t an = 1, bn = 1;
+  for (const int64_t d : ash) an *= d;
+  for (const int64_t d : bsh) bn *= d;
+  if (typed_len(info[1]) != an || typed_len(info[3]) != bn) {
+    fail(env, "binary: operand size mismatch");
+    return env.Undefined();
+  }
   const KernelTable& K = kernels();
   // a flat op is split into chunks; otherwise rows of the inner dim are the parallel unit
   float* of = CMP ? nullptr : typed_data<float>(info[5]);
@@ -492,6 +500,25 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (nb == 0 || M == 0 || N == 0) return env.Undefined();
+  // every batch's operand lies within its array: the furthest offset (an index's or the stride's) plus one matrix
+  auto covers = [&](const Napi::Value& arr, const int32_t* idx, const Napi::Value& idxArr, int64_t stride, int64_t size) {
+    int64_t furthest = 0;
+    if (idx) {
+      if (typed_len(idxArr) < nb) return false;
+      for (int64_t i = 0; i < nb; i++) {
+        if (idx[i] < 0) return false;
+        furthest = std::max(furthest, static_cast<int64_t>(idx[i]) * size);
+      }
+    } else {
+      if (stride < 0) return false;
+      furthest = (nb - 1) * stride;
+    }
+    return furthest + size <= typed_len(arr);
+  };
+  if (M < 0 || N < 0 || K < 0 || !covers(info[0], aIdx, info[11], aStride, M * K) || !covers(info[1], bIdx, info[12], bStride, K * N)) {
+    fail(env, "matmul: operand size mismatch");
+    return env.Undefined();
+  }
   // b shared by every batch and a contiguous, untransposed: one tall product
   if (nb > 1 && !aIdx && !bIdx && bStride == 0 && !ta && aStride == M * K) {
     M *= nb;

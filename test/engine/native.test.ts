@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
-import { nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
+import { nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
 
 const registration = registerNativeBackend();
 
@@ -126,6 +126,26 @@ function gradsOf(f: (...xs: tf.Tensor[]) => tf.Tensor) {
 }
 
 const threadSettings = [1, 2];
+
+test('the addon refuses operands smaller than their shapes or batch offsets say (it would read past them), and exp of NaN is NaN', () => {
+  const addon = nativeAddon();
+  assert.ok(addon, 'the native addon is built');
+  const out = new Float32Array(4096);
+  assert.throws(() => addon.binary(0, new Float32Array(2), [4096], new Float32Array(4096), [4096], out), /binary: operand size mismatch/);
+  assert.throws(() => addon.compare(0, new Float32Array(4096), [4096], new Float32Array(3), [4], new Uint8Array(4096)), /binary: operand size mismatch/);
+  // 2x2 by 2x2: a holds 3 of its 4
+  assert.throws(() => addon.matmul(new Float32Array(3), new Float32Array(4), new Float32Array(4), 1, 2, 2, 2, false, false, 4, 4, null, null), /matmul: operand size mismatch/);
+  // two batches of a: the second's index points past the array; the second's stride too
+  assert.throws(() => addon.matmul(new Float32Array(8), new Float32Array(4), new Float32Array(8), 2, 2, 2, 2, false, false, 4, 0, new Int32Array([0, 2]), null), /matmul: operand size mismatch/);
+  assert.throws(() => addon.matmul(new Float32Array(7), new Float32Array(4), new Float32Array(8), 2, 2, 2, 2, false, false, 4, 0, null, null), /matmul: operand size mismatch/);
+  // what fits is computed: [[1, 2], [3, 4]] squared, b shared by both batches
+  const c = new Float32Array(8);
+  addon.matmul(new Float32Array([1, 2, 3, 4, 1, 0, 0, 1]), new Float32Array([1, 2, 3, 4]), c, 2, 2, 2, 2, false, false, 4, 0, null, null);
+  assert.deepEqual(Array.from(c), [7, 10, 15, 22, 1, 2, 3, 4]);
+  const y = new Float32Array(3);
+  addon.unary(1, new Float32Array([NaN, -NaN, 0]), y, 0);
+  assert.deepEqual(Array.from(y), [NaN, NaN, 1]);
+});
 
 describe('native backend', () => {
   before(() => {
