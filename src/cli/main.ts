@@ -148,6 +148,21 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
     const path = commandPath(program, argv);
     const command = path[1]?.name();
     if (command !== 'train' && command !== 'sweep') for (const sig of takeEarlySignals()) process.kill(process.pid, sig);
+    // `moco3 help <group> <command>`: commander's help command stops at the group (it printed eval's help for
+    // `help eval knn`, and for `help eval knm` too, exit 0): the command's help, or no such command
+    if (argv[0] === 'help' && argv.length > 2) {
+      const names = argv.slice(1);
+      const found = commandPath(program, names);
+      if (found.length - 1 < names.length) {
+        const at = found.at(-1)!;
+        const subs = at.commands.map((c) => c.name()).filter((c) => c !== 'help');
+        const name = found.map((c) => c.name()).join(' ');
+        process.stderr.write(`${name}: help ${names[found.length - 1]}: unknown command (${subs.length ? `one of: ${subs.join(', ')}` : `${name} has no sub-commands`})\n`);
+        return 2;
+      }
+      process.stdout.write(found.at(-1)!.helpInformation());
+      return 0;
+    }
     const valueLeftOut = optionAsValue(path, argv);
     if (valueLeftOut) {
       const name = path.map((c) => c.name()).join(' ');

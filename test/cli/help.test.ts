@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { evalCommand } from '../../src/cli/eval.ts';
 
 test("eval knn|linear --help: --checkpoint takes step-N, N or a checkpoint's folder, as it accepts them", () => {
@@ -9,4 +11,10 @@ test("eval knn|linear --help: --checkpoint takes step-N, N or a checkpoint's fol
     assert.equal(opt.flags, '--checkpoint <step>', sub.name());
     assert.match(opt.description, /^the checkpoint to evaluate: step-N, N or its folder \(default: the newest in <run-dir>\/checkpoints\)$/, sub.name());
   }
+});
+
+test("moco3 help <group> <command> prints the command's help (commander's stopped at the group's)", () => {
+  const out = execFileSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'moco3.js'), 'help', 'eval', 'knn'], { encoding: 'utf8' });
+  assert.match(out, /^Usage: moco3 eval knn \[options\] <run-dir>/);
+  assert.match(out, /--checkpoint <step>/);
 });
