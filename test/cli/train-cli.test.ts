@@ -73,6 +73,16 @@ test('train --json writes a non-finite number as metrics.jsonl does ("NaN", not 
   assert.ok(!stepRows.some((row) => Object.values(row).includes(null)), r.out);
 });
 
+test("train's last line says a probe that diverged (its lr too large), with no linear accuracy, and the run completes", async () => {
+  const r = await runCli(['train', '--preset', 'smoke', '--backend', 'cpu', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--set', 'train.max_steps=2',
+    '--set', 'train.knn_every_epochs=null', '--set', 'eval.linear.base_lr=1e300', '--set', 'eval.linear.epochs=1', '--out', join(dir, 'probe-nan')]);
+  assert.equal(r.code, 0, r.err);
+  const last = r.out.trim().split('\n').filter((l) => /^completed /.test(l));
+  assert.equal(last.length, 1, r.out);
+  assert.match(last[0]!, /; linear probe diverged \(its lr too large: summary\.json says\)$/);
+  assert.doesNotMatch(last[0]!, /linear top-1/);
+});
+
 test('train --json of a finished run writes a line saying so (stdout was empty)', async () => {
   const args = ['train', '--preset', 'smoke', '--backend', 'cpu', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--set', 'train.max_steps=2', '--set', 'train.knn_every_epochs=null', '--out', join(dir, 'twice')];
   assert.equal((await runCli([...args, '-q'])).code, 0);
