@@ -74,9 +74,12 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
   // where the next header starts in the unpacked data, and the name a long-name header gave the next entry
   let at = 0;
   let longName: string | null = null;
+  // past the end-of-archive blocks: the rest is inflated unread, so that zlib checks the gzip trailer's CRC
+  let ended = false;
   await gunzipPieces(
     path,
     (piece) => {
+      if (ended) return;
       let off = 0;
       while (off < piece.length) {
         if (entry) {
@@ -103,7 +106,11 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
         if (headerLen < 512) break;
         headerLen = 0;
         const h = tarHeader(header);
-        if (!h) return false; // the end of the archive
+        if (!h) {
+          // the end of the archive: what follows (zero blocks, the gzip trailer) is read to its end, unread
+          ended = true;
+          return;
+        }
         if (h === 'checksum') throw new DataError(`${path}: not a tar archive (no tar header at byte ${at} of the unpacked data)`);
         const { size } = h;
         // a long name, from the GNU or pax header before this one
@@ -130,7 +137,12 @@ export async function walkTarGz(path: string, open: (name: string, size: number)
       }
     },
     // a download cut short ends the gzip data early: said as such, not as another kind of file
-    (message) => (/unexpected end of file/i.test(message) ? `${path}: truncated: the gzip data ends early (${message}); download it again` : `${path}: not a gzipped tar archive (${message})`),
+    (message) =>
+      /unexpected end of file/i.test(message)
+        ? `${path}: truncated: the gzip data ends early (${message}); download it again`
+        : /incorrect (data|length) check/i.test(message)
+          ? `${path}: damaged: the data does not match the gzip checksum at its end (${message}); download it again`
+          : `${path}: not a gzipped tar archive (${message})`,
   );
   if (entry && entry.left > 0) throw new DataError(`${path}: truncated tar archive at ${entry.name}`);
   // cut inside a header: the entries it would have begun would be said missing from the archive

@@ -125,6 +125,13 @@ test('gzipped data that is no tar archive, and a gzip cut short: said as such in
   await assert.rejects(collect(cut), (e: Error) => e instanceof DataError && e.message === `${cut}: truncated: the gzip data ends early (unexpected end of file); download it again`);
 });
 
+test("an archive whose data does not match the gzip trailer's checksum is refused (read past its end-of-archive blocks to the trailer)", async () => {
+  const gz = Buffer.from(gzipSync(tar({ 'd/a': noise(3000, 15), 'd/b': noise(20, 16) })));
+  gz[gz.length - 8] ^= 1; // the CRC-32 of the inflated data, before its length
+  const bad = archive(gz);
+  await assert.rejects(collect(bad), (e: Error) => e instanceof DataError && e.message === `${bad}: damaged: the data does not match the gzip checksum at its end (incorrect data check); download it again`);
+});
+
 test('archives written by GNU tar and by Python, in each of their formats: every file under its full name, long and non-ASCII ones too', async () => {
   const src = join(root, 'src');
   // a name whose first 100 bytes end in a slash (the short header name looks like a folder), and a non-ASCII one
