@@ -102,7 +102,23 @@ function knnCommand(): Command {
         t = 0.07;
       }
       const { offline, config, checkpoint, backend } = await prepare(runDir, f.backend, f.checkpoint);
-      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint, monitor: f.monitor === true });
+      // the features of every train and test image take minutes on a CPU: a line each tenth of them, and at
+      // least every half minute
+      const t0 = performance.now();
+      let shown = 0;
+      let last = t0;
+      const onProgress = f.json
+        ? undefined
+        : (done: number, total: number) => {
+            const now = performance.now();
+            const tenth = Math.floor((10 * done) / total);
+            if (done < total && (tenth > shown || now - last > 30_000)) {
+              shown = tenth;
+              last = now;
+              process.stderr.write(`kNN features: ${done}/${total} images (${((now - t0) / 1000).toFixed(0)} s)\n`);
+            }
+          };
+      const r = await offline.knnForRun(runDir, { k, t, config, checkpoint, monitor: f.monitor === true, ...(onProgress ? { onProgress } : {}) });
       if (f.json) process.stdout.write(`${jsonLine({ ...r, backend })}\n`);
       else {
         process.stdout.write(

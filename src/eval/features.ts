@@ -33,13 +33,15 @@ export function extractFeatures(model: MoCoViT, split: ImageSplit, n: number, au
  * extractFeatures, giving Node a turn between batches and calling `check` there (it throws to stop, e.g.
  * on Ctrl-C): for passes long enough that a signal must not wait for their end (the linear probe's).
  */
-export async function extractFeaturesPolled(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, check: () => void, batch = 256): Promise<tf.Tensor2D> {
+export async function extractFeaturesPolled(model: MoCoViT, split: ImageSplit, n: number, aug: AugmentConfig, check: (done: number) => void, batch = 256): Promise<tf.Tensor2D> {
   const parts: tf.Tensor2D[] = [];
+  let done = 0;
   try {
     for (const part of featureParts(model, split, n, aug, batch)) {
       parts.push(part);
+      done += part.shape[0];
       await new Promise<void>((r) => setImmediate(r));
-      check();
+      check(done);
     }
     return tf.concat(parts) as tf.Tensor2D;
   } finally {
@@ -55,12 +57,22 @@ export interface ModelKnnOptions {
   queries: number;
 }
 
-/** Weighted kNN top-1 / top-5 (%) of `model`'s features: train images as the bank, test images as queries; `check` as extractFeaturesPolled's. */
-export async function knnOfModel(model: MoCoViT, ds: Dataset, aug: AugmentConfig, o: ModelKnnOptions, check?: () => void): Promise<{ top1: number; top5: number }> {
-  const bank = check ? await extractFeaturesPolled(model, ds.train, o.bank, aug, check) : extractFeatures(model, ds.train, o.bank, aug);
+/**
+ * Weighted kNN top-1 / top-5 (%) of `model`'s features: train images as the bank, test images as queries;
+ * `check` as extractFeaturesPolled's, given the images whose features are done of bank + queries.
+ */
+export async function knnOfModel(
+  model: MoCoViT,
+  ds: Dataset,
+  aug: AugmentConfig,
+  o: ModelKnnOptions,
+  check?: (done: number, total: number) => void,
+): Promise<{ top1: number; top5: number }> {
+  const total = o.bank + o.queries;
+  const bank = check ? await extractFeaturesPolled(model, ds.train, o.bank, aug, (d) => check(d, total)) : extractFeatures(model, ds.train, o.bank, aug);
   let queries: tf.Tensor2D | null = null;
   try {
-    queries = check ? await extractFeaturesPolled(model, ds.test, o.queries, aug, check) : extractFeatures(model, ds.test, o.queries, aug);
+    queries = check ? await extractFeaturesPolled(model, ds.test, o.queries, aug, (d) => check(o.bank + d, total)) : extractFeatures(model, ds.test, o.queries, aug);
     const r = await knnAccuracy(bank, ds.train.labels.subarray(0, o.bank), queries, ds.test.labels.subarray(0, o.queries), {
       k: o.k,
       t: o.t,

@@ -188,6 +188,8 @@ export interface KnnRunOptions {
   monitor?: boolean;
   /** write knn.json and summary.json's `knn_eval` (default true) */
   write?: boolean;
+  /** after each batch of features: the images done of the bank's and the queries' together */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface KnnRunResult {
@@ -258,7 +260,7 @@ export async function knnForRun(runDir: string, opts: KnnRunOptions = {}): Promi
   try {
     // a summary.json the result goes into is checked before the work: a damaged one fails now, with nothing written
     if (opts.write !== false && ofFinalWeights(runDir, loaded)) readSummary(runDir);
-    const r = await knnOfModel(model, ds, aug, { k, t, bank, queries });
+    const r = await knnOfModel(model, ds, aug, { k, t, bank, queries }, opts.onProgress);
     const out: KnnRunResult = {
       top1: r.top1,
       top5: r.top5,

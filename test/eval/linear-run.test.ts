@@ -86,6 +86,16 @@ test('offline kNN uses the whole train split as the bank and writes knn_eval', a
   assert.equal(summary.knn_eval.t, 0.07);
 });
 
+test('offline kNN tells its progress through the features of the bank, then the queries, with the same result', async () => {
+  await trained;
+  const seen: [number, number][] = [];
+  const r = await knnForRun(runDir, { k: 20, t: 0.07, write: false, onProgress: (done, total) => seen.push([done, total]) });
+  const plain = await knnForRun(runDir, { k: 20, t: 0.07, write: false });
+  assert.deepEqual([r.top1, r.top5], [plain.top1, plain.top5]);
+  // batches of 256: the bank's 64 images, then the queries' 40
+  assert.deepEqual(seen, [[64, 104], [104, 104]]);
+});
+
 test('the checkpoint loads into the same features as the run config builds', async () => {
   await trained;
   const c = loadRunConfig(runDir);
