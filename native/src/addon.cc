@@ -132,6 +132,27 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gelu(x, dy, out): GELU forward of x into out (dy null), or its backward dy * gelu'(x)
+Napi::Value Gelu(const Napi::CallbackInfo& info) {
+  const float* x = typed_data<float>(info[0]);
+  const bool backward = info[1].IsTypedArray();
+  const float* dy = backward ? typed_data<float>(info[1]) : nullptr;
+  float* o = typed_data<float>(info[2]);
+  const int64_t n = typed_len(info[0]);
+  if (typed_len(info[2]) != n || (backward && typed_len(info[1]) != n)) {
+    fail(info.Env(), "gelu: size mismatch");
+    return info.Env().Undefined();
+  }
+  const KernelTable& K = kernels();
+  const int64_t chunk = 4096;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  parallel_for(nchunks, n, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+    const int64_t s = lo * chunk, e = std::min(n, hi * chunk);
+    K.gelu_range(x + s, dy ? dy + s : nullptr, o + s, e - s);
+  });
+  return info.Env().Undefined();
+}
+
 // ------------------------------------------------------------------ broadcasting binary
 
 // Collapses the broadcast of shapes a, b (right-aligned) into as few dims as possible. Returns rank,
@@ -899,6 +920,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     napi_add_env_cleanup_hook(env, [](void*) { if (g_pool) g_pool->resize(1); }, nullptr);
   });
   exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("binary", Napi::Function::New(env, BinaryImpl<false>));
   exports.Set("compare", Napi::Function::New(env, BinaryImpl<true>));
   exports.Set("softmax", Napi::Function::New(env, Softmax));

@@ -32,6 +32,8 @@ struct KernelTable {
                      int64_t ldb, float* C, int64_t ldc, float* work);
   void (*copy_box_rows)(const uint32_t* x, uint32_t* o, int rank, const int64_t* dims, const int64_t* xs,
                         const int64_t* os, int64_t r0, int64_t r1);
+  // GELU forward (dy null: o = gelu(x)) or backward (o = dy * gelu'(x)) of n elements
+  void (*gelu_range)(const float* x, const float* dy, float* o, int64_t n);
 };
 
 // Picks the AVX2+FMA variant when the CPU has it, else the baseline one.

@@ -46,6 +46,8 @@ export interface NativeAddon {
   setThreads(n: number): number;
   /** parallelJobs / guardedJobs: kernels split over threads / run alone because workers lagged (busy machine) */
   info(): { blas: string; threads: number; isa: string; parallelJobs: number; guardedJobs: number };
+  /** GELU of x into out (dy null), or its backward dy * GELU'(x); absent from addons built before it existed */
+  gelu?(x: Float32Array, dy: Float32Array | null, out: Float32Array): void;
   /** points fd 2 at a temporary file (false: could not); absent from addons built before it existed */
   holdStderr?(): boolean;
   /** points fd 2 back and returns what was written to it meanwhile */
@@ -101,6 +103,49 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 /** The most dimensions the addon's strided kernels take (native/src/addon.cc): more go to the stock kernels. */
 const MAX_RANK = 8;
+
+/**
+ * moco3's own kernels, which the cpu backend has no counterpart of: GELU forward and backward in one pass
+ * each (src/model/layers.ts runs them where the active backend has them, its composition of stock ops
+ * elsewhere; the native kernels give its bits). Empty with an addon built before them.
+ */
+export function nativeMoco3KernelConfigs(addon: NativeAddon, backendName: string, names: { geluFwd: string; geluBwd: string }): tf.KernelConfig[] {
+  const gelu = addon.gelu?.bind(addon);
+  if (!gelu) return [];
+  const f32Of = (backend: MathBackendCPU, t: TensorInfo, kernel: string): Float32Array => {
+    const v = f32(backend, t);
+    if (!v) throw new Error(`${kernel}: expected float32 values, got ${t.dtype}`);
+    return v;
+  };
+  return [
+    {
+      kernelName: names.geluFwd,
+      backendName,
+      kernelFunc: (args: KernelArgs) => {
+        const backend = args.backend as MathBackendCPU;
+        const x = args.inputs.x as TensorInfo;
+        const xv = f32Of(backend, x, names.geluFwd);
+        const out = outF32(backend, xv.length);
+        if (xv.length > 0) gelu(xv, null, out);
+        return backend.makeTensorInfo(x.shape, 'float32', out);
+      },
+    },
+    {
+      kernelName: names.geluBwd,
+      backendName,
+      kernelFunc: (args: KernelArgs) => {
+        const backend = args.backend as MathBackendCPU;
+        const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+        if (!sameShape(x.shape, dy.shape)) throw new Error(`${names.geluBwd}: x [${x.shape}] and dy [${dy.shape}] differ`);
+        const xv = f32Of(backend, x, names.geluBwd);
+        const dv = f32Of(backend, dy, names.geluBwd);
+        const out = outF32(backend, xv.length);
+        if (xv.length > 0) gelu(xv, dv, out);
+        return backend.makeTensorInfo(x.shape, 'float32', out);
+      },
+    },
+  ];
+}
 
 /** Kernel configs for the backend `backendName`; `stock` gives the cpu kernel to fall back on. */
 export function nativeKernelConfigs(addon: NativeAddon, backendName: string, stock: (name: string) => KernelFunc): tf.KernelConfig[] {

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import type { backend_util } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
-import { nativeKernelConfigs, type NativeAddon } from './native-kernels.ts';
+import { nativeKernelConfigs, nativeMoco3KernelConfigs, type NativeAddon } from './native-kernels.ts';
+import { GELU_BWD, GELU_FWD } from './webgpu-kernels.ts';
 
 export const NATIVE_BACKEND = 'native';
 const ADDON_FILE = 'moco3_native.node';
@@ -245,6 +246,10 @@ export function registerNativeBackend(): { threads: number; blas: string } | nul
       if (!stock.has(config.kernelName)) continue;  // only override what cpu has
       if (tf.getKernel(config.kernelName, NATIVE_BACKEND)) tf.unregisterKernel(config.kernelName, NATIVE_BACKEND);
       tf.registerKernel(config);
+    }
+    // and moco3's own, which the model uses where the backend has them
+    for (const config of nativeMoco3KernelConfigs(addon, NATIVE_BACKEND, { geluFwd: GELU_FWD, geluBwd: GELU_BWD })) {
+      if (!tf.getKernel(config.kernelName, NATIVE_BACKEND)) tf.registerKernel(config);
     }
     const info = addon.info();
     registered = { threads: info.threads, blas: info.blas };

@@ -50,7 +50,7 @@ const sumRows = (x: T): T => (x.rank === 2 ? fusedKernel(COLUMN_SUM, { x }) : nu
  * added in the matmul's epilogue (_FusedMatMul) and transposed operands read in place; elsewhere the explicit
  * transposes above (wasm's transposed-operand matmul is a scalar loop).
  */
-const onGpu = () => hasKernel(GELU_FWD);
+const onGpu = () => tf.getBackend() === 'webgpu' && hasKernel(GELU_FWD);
 const matMulBias = (x: T, w: T, b: T): tf.Tensor2D =>
   onGpu() ? (tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: b }) as tf.Tensor2D) : (tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b) as tf.Tensor2D);
 /** aᵀ·b */
@@ -141,7 +141,8 @@ export const bmm = custom<tf.Tensor3D>(([a, b], save) => {
  * TensorFlow.js computes it on every backend (Abramowitz-Stegun 7.1.26, within 1.5e-7; native/src/kernels.inc).
  */
 export const gelu = custom<tf.Tensor>(([x], save) => {
-  // one fused kernel each way where the backend has moco3's (webgpu: src/engine/webgpu-kernels.ts)
+  // one fused kernel each way where the backend has moco3's (webgpu: src/engine/webgpu-kernels.ts; native:
+  // native/src/kernels.inc, the same bits as the composition below)
   const fused = fusedKernel(GELU_FWD, { x: x! });
   if (fused) {
     save([x!]);

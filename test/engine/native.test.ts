@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
 import { nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
+import { GELU_BWD, GELU_FWD, hasKernel } from '../../src/engine/webgpu-kernels.ts';
 
 const registration = registerNativeBackend();
 
@@ -176,6 +177,46 @@ describe('native backend', () => {
     const cpuNames = tf.getKernelsForBackend('cpu').map((k) => k.kernelName).sort();
     const natNames = new Set(tf.getKernelsForBackend('native').map((k) => k.kernelName));
     for (const n of cpuNames) assert.ok(natNames.has(n), `native lacks ${n}`);
+  });
+
+  test("GELU's native kernels give the bits of the model's composition of stock ops (src/model/layers.ts), forward and backward, special values too", async () => {
+    await tf.setBackend('native');
+    assert.ok(hasKernel(GELU_FWD) && hasKernel(GELU_BWD), 'native has moco3 GELU kernels');
+    const n = 70_001; // not a multiple of the threads' chunks nor of the kernel's blocks
+    const xv = values(n, 41, -12, 12);
+    // scales where erf saturates and where it is linear, and what a divergence feeds it
+    xv.forEach((v, i) => (xv[i] = v * [1e-4, 0.05, 1, 3][i % 4]!));
+    [NaN, Infinity, -Infinity, 0, -0, 1e-45, -1e-45, 1e-38, 3e38, -3e38, 9.5, -9.5, 14, -14].forEach((v, i) => (xv[i * 11] = v));
+    const x = tf.tensor(xv, [n]);
+    const dy = tf.tensor(values(n, 42, -2, 2), [n]);
+    // the composition, op for op as layers.ts's gelu
+    const cdf = (v: tf.Tensor) => tf.mul(0.5, tf.add(1, tf.erf(tf.mul(v, Math.SQRT1_2))));
+    const composed = () =>
+      tf.tidy(() => [
+        tf.mul(x, cdf(x)).dataSync().slice(),
+        tf.mul(dy, tf.add(cdf(x), tf.mul(x, tf.mul(1 / Math.sqrt(2 * Math.PI), tf.exp(tf.mul(-0.5, tf.square(x))))))).dataSync().slice(),
+      ]);
+    const fused = () =>
+      tf.tidy(() => [
+        (tf.engine().runKernel(GELU_FWD, { x }) as tf.Tensor).dataSync().slice(),
+        (tf.engine().runKernel(GELU_BWD, { x, dy }) as tf.Tensor).dataSync().slice(),
+      ]);
+    try {
+      for (const threads of [1, 2]) {
+        setNativeThreads(threads);
+        const want = composed();
+        const got = fused();
+        for (const k of [0, 1]) {
+          const a = new Uint32Array(got[k]!.buffer);
+          const b = new Uint32Array(want[k]!.buffer);
+          const bad = [...a.keys()].filter((i) => a[i] !== b[i] && !(Number.isNaN(got[k]![i]) && Number.isNaN(want[k]![i])));
+          assert.deepEqual(bad.slice(0, 5).map((i) => [xv[i], got[k]![i], want[k]![i]]), [], `${k ? 'backward' : 'forward'} on ${threads} thread(s): ${bad.length} differ`);
+        }
+      }
+    } finally {
+      setNativeThreads(2);
+      tf.dispose([x, dy]);
+    }
   });
 
   test('products and reductions give the same bits on 1, 2 and 3 threads (a run is the same with any MOCO3_THREADS)', async () => {
