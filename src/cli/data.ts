@@ -115,9 +115,10 @@ function fetchCmd(): Command {
       }
       const source = SOURCES[name];
       const dir = resolve(f.dir ?? DATA_DIR);
-      // a file where the folder goes, or where its dataset's folder in it goes, or a folder it may not write in:
-      // said before a byte is downloaded (they were said after the download)
-      checkOutputDir(join(dir, source.subdir), dataDirLabel(f.dir), dir, { space: false });
+      // a file where the folder goes, or where its dataset's folder in it goes: said before a byte is downloaded
+      // (it was said after the download). Not whether it may be written: a complete copy in a read-only folder
+      // (the system's) is checked, not written
+      checkOutputDir(join(dir, source.subdir), dataDirLabel(f.dir), dir, { access: false });
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
       // a space or control character (a carriage return from a Windows-edited script) would go into every URL
