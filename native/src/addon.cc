@@ -20,7 +20,9 @@
 #include <unistd.h>
 #endif
 #ifdef __linux__
+#include <csignal>
 #include <sched.h>
+#include <sys/prctl.h>
 #endif
 
 #ifdef MOCO3_ACCELERATE
@@ -847,6 +849,21 @@ int dup2_retry(int from, int to) {
 }
 #endif
 
+// dieWithParent(parentPid): this process is killed (SIGKILL) when its parent ends, even while it is stopped
+// (SIGSTOP), when nothing of its own can run: a supervised sweep's child, stopped with its supervisor by
+// Ctrl-Z, whose supervisor is then killed outright. False where the system has no such request (not Linux).
+Napi::Value DieWithParent(const Napi::CallbackInfo& info) {
+#ifdef __linux__
+  const pid_t parent = static_cast<pid_t>(info[0].As<Napi::Number>().Int32Value());
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return Napi::Boolean::New(info.Env(), false);
+  // the parent ended before the request: no signal will come for it
+  if (getppid() != parent) raise(SIGKILL);
+  return Napi::Boolean::New(info.Env(), true);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 Napi::Value HoldStderr(const Napi::CallbackInfo& info) {
 #ifndef _WIN32
   if (g_held) return Napi::Boolean::New(info.Env(), false);
@@ -934,6 +951,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("holdStderr", Napi::Function::New(env, HoldStderr));
+  exports.Set("dieWithParent", Napi::Function::New(env, DieWithParent));
   exports.Set("releaseStderr", Napi::Function::New(env, ReleaseStderr));
   return exports;
 }

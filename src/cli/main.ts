@@ -153,14 +153,15 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
     if (argv[0] === 'help' && argv.length > 2) {
       const names = argv.slice(1);
       const found = commandPath(program, names);
-      if (found.length - 1 < names.length) {
-        const at = found.at(-1)!;
-        const subs = at.commands.map((c) => c.name()).filter((c) => c !== 'help');
+      const at = found.at(-1)!;
+      const subs = at.commands.map((c) => c.name()).filter((c) => c !== 'help');
+      // a word past a command of no sub-commands (`help sweep batch-size`, `help eval knn --help`): its help
+      if (found.length - 1 < names.length && subs.length > 0) {
         const name = found.map((c) => c.name()).join(' ');
-        process.stderr.write(`${name}: help ${names[found.length - 1]}: unknown command (${subs.length ? `one of: ${subs.join(', ')}` : `${name} has no sub-commands`})\n`);
+        process.stderr.write(`${name}: help ${names[found.length - 1]}: unknown command (one of: ${subs.join(', ')})\n`);
         return 2;
       }
-      process.stdout.write(found.at(-1)!.helpInformation());
+      process.stdout.write(at.helpInformation());
       return 0;
     }
     const valueLeftOut = optionAsValue(path, argv);

@@ -97,6 +97,9 @@ export function childLink(): { note(run: string): void; ready(): void; requeuein
   if (process.env[CHILD_ENV] !== '1' || typeof process.send !== 'function') return { note() {}, ready() {}, requeueing() {} };
   process.channel?.unref();
   process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'));
+  // and when stopped with it (Ctrl-Z) and it is then killed outright, which no handler here could see: asked of
+  // the system (the native addon, where built; TensorFlow.js is loaded by the training anyway)
+  void import('../engine/native.ts').then((m) => m.dieWithParent()).catch(() => {});
   return {
     note(run) {
       process.send?.({ run });

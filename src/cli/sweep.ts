@@ -3,7 +3,7 @@ import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { hostname } from 'node:os';
 import { checkOutputDir } from '../engine/files.ts';
-import { describeHolder, lockTimeoutS } from '../runfolder/lock.ts';
+import { describeHolder, staleAfterS } from '../runfolder/lock.ts';
 import { shellQuote } from '../sweep/slurm.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
@@ -39,6 +39,10 @@ class Eta {
     this.t0 = performance.now();
     this.done = this.gained = this.failed = 0;
     this.frac = this.startFrac = 0;
+  }
+  /** a run left to another process at the start, freed since, is trained here: one more to do */
+  add() {
+    this.todo += 1;
   }
   /** a run counted to train was taken or finished by another process: not this pass's to do */
   skip() {
@@ -119,7 +123,8 @@ function plainDisplay(): Display {
         case 'run_skip':
           for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           err.write(`${runLine(e)}: skipped (${e.reason})\n`);
-          if (e.to_train) {
+          // a run counted to train, or one started here (taken over by another process since)
+          if (e.to_train || sink) {
             sink?.stop();
             sink = null;
             eta.skip();
@@ -127,6 +132,7 @@ function plainDisplay(): Display {
           }
           break;
         case 'run_start':
+          if (!e.to_train) eta.add();
           sink = makeProgress(runLine(e));
           for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') err.write(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming from the checkpoint at step ${e.resume_step}` : 'starting over'}\n`);
@@ -196,7 +202,8 @@ function barDisplay(): Display {
         case 'run_skip':
           for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
-          if (e.to_train) {
+          // a run counted to train, or one started here (taken over by another process since)
+          if (e.to_train || runBar) {
             if (runBar) {
               runBar.stop();
               multi.remove(runBar);
@@ -209,6 +216,10 @@ function barDisplay(): Display {
           redraw(true);
           break;
         case 'run_start':
+          if (!e.to_train) {
+            eta.add();
+            sweepBar?.setTotal(Math.max(1, eta.toDo * units));
+          }
           knn = ips = loss = null;
           for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') multi.log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
@@ -404,7 +415,7 @@ export function sweepCommand(): Command {
             const other = held.host !== hostname();
             const line =
               `the baselines are being computed by ${describeHolder(held, baselinesLockDir(plan))}; left to it` +
-              (other ? ` (if that process is gone, its lock is stale ${lockTimeoutS()} s after its last heartbeat; \`moco3 baselines\` with this sweep's flags then computes them)` : '');
+              (other ? ` (if that process is gone, its lock is stale ${staleAfterS(held)} s after its last heartbeat; \`moco3 baselines\` with this sweep's flags then computes them)` : '');
             if (f.json) process.stdout.write(`${jsonLine({ type: 'baselines_left', sweep: plan.id, holder: { pid: held.pid, host: held.host, since: held.since } })}\n`);
             else if (!f.quiet) process.stderr.write(`sweep ${plan.id}: ${line}\n`);
           }

@@ -48,6 +48,8 @@ export interface NativeAddon {
   info(): { blas: string; threads: number; isa: string; parallelJobs: number; guardedJobs: number };
   /** GELU of x into out (dy null), or its backward dy * GELU'(x); absent from addons built before it existed */
   gelu?(x: Float32Array, dy: Float32Array | null, out: Float32Array): void;
+  /** SIGKILL for this process when its parent `parentPid` ends, even while stopped (false: not available); absent from addons built before it existed */
+  dieWithParent?(parentPid: number): boolean;
   /** points fd 2 at a temporary file (false: could not); absent from addons built before it existed */
   holdStderr?(): boolean;
   /** points fd 2 back and returns what was written to it meanwhile */

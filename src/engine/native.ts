@@ -86,6 +86,15 @@ export function nativeStatus(): NativeStatus {
   return { ...status };
 }
 
+/**
+ * Asks the system to kill this process when its parent ends, even while it is stopped (native addon, Linux);
+ * false where that cannot be asked.
+ */
+export function dieWithParent(): boolean {
+  const addon = loadAddon().addon;
+  return addon?.dieWithParent?.(process.ppid) ?? false;
+}
+
 /** The loaded addon, or null (for benchmarks and tests). */
 export function nativeAddon(): NativeAddon | null {
   return loadAddon().addon;

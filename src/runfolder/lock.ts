@@ -94,14 +94,24 @@ function readLockFile(path: string): LockInfo | null {
   return ok ? (l as LockInfo) : null;
 }
 
+/** The most of a holder's own timeout a taker honours: a lock written with an absurd one is not kept for ever. */
+const MAX_HONOURED_TIMEOUT_S = 24 * 3600;
+
+/**
+ * Seconds without a heartbeat after which a lock of another host is stale: this process's timeout, or the
+ * holder's where longer (it may beat less often; honoured up to a day).
+ */
+export function staleAfterS(l: LockInfo): number {
+  const own = typeof l.timeout_s === 'number' && Number.isFinite(l.timeout_s) && l.timeout_s > 0 ? Math.min(l.timeout_s, MAX_HONOURED_TIMEOUT_S) : 0;
+  return Math.max(lockTimeoutS(), own);
+}
+
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   const fresh = () => {
     if (typeof l.heartbeat !== 'string') return true;
     const t = Date.parse(l.heartbeat);
-    // a holder on a longer timeout beats less often: its lock is judged by the longer of the two
-    const own = typeof l.timeout_s === 'number' && Number.isFinite(l.timeout_s) && l.timeout_s > 0 ? l.timeout_s : 0;
-    return Number.isFinite(t) && now - t < Math.max(lockTimeoutS(), own) * 1000;
+    return Number.isFinite(t) && now - t < staleAfterS(l) * 1000;
   };
   // this process's own lock. Of this pid and host but another start time: an earlier process given the same
   // pid (a container started again, with its hostname and pids as before), or a process of another pid
@@ -230,7 +240,8 @@ function startHeartbeat(runDir: string, mine: LockInfo): void {
       /* a missed beat; the next one retries */
     }
   };
-  entry.timer = setInterval(beat, Math.max(50, (lockTimeoutS() * 1000) / 10));
+  // a tenth of the timeout, at most a minute (a timer's delay past 2^31 ms would fire at once, every ms)
+  entry.timer = setInterval(beat, Math.min(60_000, Math.max(50, (lockTimeoutS() * 1000) / 10)));
   entry.timer.unref();
   beats.set(runDir, entry);
 }

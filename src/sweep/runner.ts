@@ -26,7 +26,8 @@ export type SweepEvent =
   | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string; notes?: string[] }
   /** to_train: the run was counted in sweep_start's todo (another process took it or finished it since) */
   | { type: 'run_skip'; run: string; index: number; total: number; state: RunState; reason: string; to_train: boolean; notes?: string[] }
-  | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null; notes?: string[] }
+  /** to_train: the run was counted in sweep_start's todo (false: left to another process then, freed since) */
+  | { type: 'run_start'; run: string; index: number; total: number; previous: RunState; resume_step: number | null; to_train: boolean; notes?: string[] }
   | { type: 'train'; run: string; index: number; total: number; event: TrainEvent }
   | { type: 'run_end'; run: string; index: number; total: number; status: RunState; summary: Summary }
   | { type: 'run_failed'; run: string; index: number; total: number; error: string }
@@ -132,7 +133,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
   if (!backend && todo.length) backend = await startBackend();
   cleanStaleTemps(plan.dir);
   const notes = writeResolvedSweep(plan);
-  emit({ type: 'sweep_start', sweep: plan.id, dir: plan.dir, total, todo: todo.length, backend: backend?.name ?? '-', ...(notes.length ? { notes } : {}) });
+  emit({ type: 'sweep_start', sweep: plan.id, dir: plan.dir, total, todo: todo.length, backend: todo.length ? (backend?.name ?? '-') : '-', ...(notes.length ? { notes } : {}) });
 
   const failed: string[] = [];
   const busy: string[] = [];
@@ -177,7 +178,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
       components ??= await import('../components/index.ts');
       backend ??= await startBackend();
       trained.push(run.id);
-      emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step, ...(notes.length > 0 ? { notes } : {}) });
+      emit({ type: 'run_start', ...base, previous: now.state, resume_step: now.checkpoint_step, to_train: counted.has(run.id), ...(notes.length > 0 ? { notes } : {}) });
       let summary: Summary;
       try {
         let ds: Dataset;

@@ -557,7 +557,6 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['eval', 'help', 'knm'], /^moco3 eval: help knm: unknown command \(one of: knn, linear\)$/],
     // and through the top-level help, to any depth
     [['help', 'eval', 'knm'], /^moco3 eval: help knm: unknown command \(one of: knn, linear\)$/],
-    [['help', 'eval', 'knn', 'x'], /^moco3 eval knn: help x: unknown command \(moco3 eval knn has no sub-commands\)$/],
     // an empty --checkpoint (a script's unset variable): said, not looked up as '--checkpoint : no such checkpoint'
     [['eval', 'knn', good, '--checkpoint', ''], /^moco3 eval knn: option '--checkpoint <step>' argument '' is invalid\. expected step-N, N or a checkpoint folder, got an empty string\.$/m],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],

@@ -17,4 +17,9 @@ test("moco3 help <group> <command> prints the command's help (commander's stoppe
   const out = execFileSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'moco3.js'), 'help', 'eval', 'knn'], { encoding: 'utf8' });
   assert.match(out, /^Usage: moco3 eval knn \[options\] <run-dir>/);
   assert.match(out, /--checkpoint <step>/);
+  // words past a command of no sub-commands (a sweep's name, --help) leave its help as it is
+  for (const extra of [['sweep', 'batch-size'], ['eval', 'knn', '--help']]) {
+    const more = execFileSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'moco3.js'), 'help', ...extra], { encoding: 'utf8' });
+    assert.match(more, new RegExp(`^Usage: moco3 ${extra[0]} `), extra.join(' '));
+  }
 });

@@ -65,39 +65,55 @@ test('two agents on one results folder train every run exactly once', async () =
   process.stderr.write(`# agent test: agent A trained run ${started(a)}, agent B run ${started(b)}; both runs completed, each trained once\n`);
 });
 
-test("a run another live process holds is not counted to train; once its holder is gone, an agent's next pass counts it anew", async () => {
-  const results = join(root, 'held');
+/**
+ * A sweep (plain lines: no --json) whose run `held` (1-based) is locked by another live process of this host;
+ * it pauses in run `pausedIn`, where the holder is killed. Returns what it wrote to stderr.
+ */
+async function heldRunSweep(name: string, held: number, pausedIn: number, agent: boolean): Promise<{ stderr: string; plan: ReturnType<typeof planSweep> }> {
+  const results = join(root, name);
   const plan = planSweep(loadSweepFile(tinyFile), { results });
-  const [run1, run2] = plan.runs;
   // the holder: a live process of this host, its lock fresh
   const holder = spawn('sleep', ['300'], { stdio: 'ignore' });
   const now = new Date().toISOString();
-  mkdirSync(run1!.dir, { recursive: true });
-  writeFileSync(join(run1!.dir, '.lock'), JSON.stringify({ pid: holder.pid, host: hostname(), proc_start: procStart(holder.pid!), since: now, heartbeat: now, sweep: 'other' }));
-  const marker = join(root, 'held-pause');
-  // the plain lines (no --json): the agent pauses in the second run until the holder is gone
-  const agent = spawn(process.execPath, ['--import', 'tsx', cli, 'sweep', tinyFile, '--agent', '--no-baselines', '--backend', 'cpu', '--results', results], {
+  const heldDir = plan.runs[held - 1]!.dir;
+  mkdirSync(heldDir, { recursive: true });
+  writeFileSync(join(heldDir, '.lock'), JSON.stringify({ pid: holder.pid, host: hostname(), proc_start: procStart(holder.pid!), since: now, heartbeat: now, sweep: 'other' }));
+  const marker = join(root, `${name}-pause`);
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'sweep', tinyFile, ...(agent ? ['--agent'] : []), '--no-baselines', '--backend', 'cpu', '--results', results], {
     cwd: repo,
-    env: { ...process.env, MOCO3_TEST_PAUSE: `metrics:3:${run2!.id}`, MOCO3_TEST_MARKER: marker },
+    env: { ...process.env, MOCO3_TEST_PAUSE: `metrics:3:${plan.runs[pausedIn - 1]!.id}`, MOCO3_TEST_MARKER: marker },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  agent.stderr!.on('data', (d) => (stderr += d));
-  const ended = new Promise<number | null>((r) => agent.on('close', (code) => r(code)));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const ended = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   try {
-    await until('the agent to train the second run', 90, () => existsSync(marker));
+    await until(`the sweep to train run ${pausedIn}`, 90, () => existsSync(marker));
     holder.kill('SIGKILL');
     await new Promise((r) => holder.on('exit', r));
     writeFileSync(`${marker}.go`, '');
     assert.equal(await ended, 0, stderr);
   } finally {
     holder.kill('SIGKILL');
-    agent.kill('SIGKILL');
+    child.kill('SIGKILL');
   }
-  const starts = [...stderr.matchAll(/sweep tiny: 2 runs, (\d+) to train/g)].map((m) => Number(m[1]));
-  assert.deepEqual(starts, [1, 1], `first pass: the second run only; second: the first, freed\n${stderr}`);
-  const through = [...stderr.matchAll(/sweep: (\d+)\/(\d+) runs through/g)].map((m) => `${m[1]}/${m[2]}`);
-  assert.deepEqual(through, ['1/1', '1/1'], `each pass's own count\n${stderr}`);
+  return { stderr, plan };
+}
+
+const startsOf = (stderr: string) => [...stderr.matchAll(/sweep tiny: 2 runs, (\d+) to train/g)].map((m) => Number(m[1]));
+const throughOf = (stderr: string) => [...stderr.matchAll(/sweep: (\d+)\/(\d+) runs through/g)].map((m) => `${m[1]}/${m[2]}`);
+
+test("a run another live process holds is not counted to train; once its holder is gone, an agent's next pass counts it anew", async () => {
+  const { stderr, plan } = await heldRunSweep('held', 1, 2, true);
+  assert.deepEqual(startsOf(stderr), [1, 1], `first pass: the second run only; second: the first, freed\n${stderr}`);
+  assert.deepEqual(throughOf(stderr), ['1/1', '1/1'], `each pass's own count\n${stderr}`);
+  for (const r of plan.runs) assert.equal(readRunState(r.dir).state, 'completed');
+});
+
+test('a run left to another process at the start and freed before the sweep reaches it is trained, and counted then', async () => {
+  const { stderr, plan } = await heldRunSweep('freed', 2, 1, false);
+  assert.deepEqual(startsOf(stderr), [1], stderr);
+  assert.deepEqual(throughOf(stderr), ['1/1', '2/2'], `the freed run joins the count\n${stderr}`);
   for (const r of plan.runs) assert.equal(readRunState(r.dir).state, 'completed');
 });
 
@@ -152,6 +168,9 @@ test("locks across hosts: another host's lock is live while its heartbeat is fre
     // a holder on a longer timeout (it beats every tenth of its own): judged by the longer of the two
     put({ ...other(new Date(Date.now() - 61_000).toISOString()), timeout_s: 600 });
     assert.equal(acquireLock(dir, 's')?.host, 'another-host', 'a heartbeat 61 s old, the holder on 600 s: held');
+    // honoured up to a day: a lock written with an absurd timeout is not kept for ever
+    put({ ...other(new Date(Date.now() - 2 * 86_400_000).toISOString()), timeout_s: 1e300 });
+    assert.equal(readRunState(dir).state, 'new', 'a heartbeat two days old, the holder on 1e300 s: stale');
     put({ ...other(new Date(Date.now() - 61_000).toISOString()), timeout_s: 30 });
     assert.equal(readRunState(dir).state, 'new', 'the holder on 30 s, this process on 60 s: stale');
     put(other(new Date(Date.now() - 61_000).toISOString()));

@@ -145,6 +145,31 @@ test('Ctrl-Z (SIGTSTP) stops the training child with its supervisor, and continu
   assert.deepEqual(s.events.at(-1)?.counts, { completed: 2 });
 });
 
+test('a child stopped with its supervisor (Ctrl-Z) dies when the supervisor is then killed outright: it holds no run for ever', async () => {
+  const results = mkdtempSync(join(root, 'tstp-kill-'));
+  let trainer = 0;
+  let checked: Promise<void> | null = null;
+  const s = supervised(results, (n, _marker, supervisor) => {
+    if (n > 1) return;
+    trainer = trainerOf(s.run1.dir);
+    checked = (async () => {
+      try {
+        process.kill(supervisor, 'SIGTSTP');
+        await until('the supervisor and its child to stop', () => procState(supervisor) === 'T' && procState(trainer) === 'T');
+        process.kill(supervisor, 'SIGKILL');
+        await until('the stopped child to end', () => !alive(trainer) || procState(trainer) === 'Z');
+      } catch (e) {
+        for (const pid of [trainer, supervisor]) if (alive(pid)) process.kill(pid, 'SIGKILL');
+        throw e;
+      }
+    })();
+  });
+  await s.done;
+  assert.ok(checked, 'the child paused in its run');
+  await checked;
+  assert.ok(trainer > 0);
+});
+
 test("a supervised child counts the sweep's time from its supervisor's start (a child restarted after a crash too)", () => {
   const saved = { child: process.env.MOCO3_SWEEP_CHILD, started: process.env.MOCO3_SWEEP_STARTED };
   try {
