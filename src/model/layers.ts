@@ -215,7 +215,11 @@ export function normalize(
     const varB = tf.mean(tf.square(xc), axis, true);
     const rstd = tf.rsqrt(tf.add(varB, eps));
     const xhat = tf.mul(xc, rstd) as tf.Tensor2D;
-    if (onStats) onStats({ mean: tf.keep(tf.reshape(mean, [-1])) as tf.Tensor1D, varBiased: tf.keep(tf.reshape(varB, [-1])) as tf.Tensor1D });
+    if (onStats) {
+      // made together, then kept: a failure between the two leaves neither (kept tensors escape every tidy)
+      const st = tf.tidy(() => ({ mean: tf.reshape(mean, [-1]) as tf.Tensor1D, varBiased: tf.reshape(varB, [-1]) as tf.Tensor1D }));
+      onStats({ mean: tf.keep(st.mean), varBiased: tf.keep(st.varBiased) });
+    }
     save(affine ? [xhat, rstd, ins[1]!] : [xhat, rstd]);
     return {
       value: affine ? (tf.add(tf.mul(xhat, ins[1]!), ins[2]!) as tf.Tensor2D) : xhat,

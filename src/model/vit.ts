@@ -147,7 +147,8 @@ export function vitForward(x: tf.Tensor4D, c: VitDims, P: Params): tf.Tensor2D {
   for (let i = 0; i < c.depth; i++) {
     const x = h;
     h = tf.tidy(() => block(x, B, N, c.heads, P, `blocks.${i}.`));
-    // nothing saved the block's input (its LayerNorm keeps x̂, its residual nothing): freed now, not at the forward's end
+    // the block's input, once the block has run: what the backward needs of it is saved (a copy sharing its
+    // data: webgpu's LayerNorm saves x itself; elsewhere it keeps x̂, and the residual nothing), the rest freed now
     x.dispose();
   }
   // LayerNorm is per token, so normalising only the class token gives the same feature

@@ -470,7 +470,10 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         status.failed(state.step, msg);
         // a summary.json there (an earlier part of a resumed run's, or this one's before its probe) takes the
         // figures reached, not only the status: they would be the earlier part's
-        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), status: 'failed', error: msg });
+        // no probe either: one there was of an earlier part's weights (a run resumed from an older checkpoint)
+        // (undefined: the key goes)
+        const noProbe = { linear_top1: null, linear_top5: null, linear: undefined, linear_error: undefined };
+        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), ...(figures ? noProbe : {}), status: 'failed', error: msg });
       } catch {
         /* the run's error below says what happened */
       }

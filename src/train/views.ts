@@ -71,9 +71,9 @@ export class ViewDump {
     this.write(this.steps, {});
   }
 
-  /** The run ended (diverged) after step `stepsDone`, before the last step kept: the steps it has, written. */
+  /** The run ended (diverged) at step `stepsDone`, at or before the last step kept: the steps it has, written. */
   flushPartial(stepsDone: number): void {
-    if (this.steps === 0 || stepsDone >= this.steps || stepsDone === 0) return;
+    if (this.steps === 0 || stepsDone > this.steps || stepsDone === 0) return;
     this.write(stepsDone, { diverged_at: String(stepsDone) });
   }
 

@@ -193,6 +193,10 @@ test('a diverged run with --dump-views writes the views of the steps up to its d
   const { tensors, metadata } = readSafetensors(join(dir, 'views.safetensors'));
   assert.deepEqual([metadata.steps, metadata.diverged_at], ['3', '3']);
   assert.deepEqual([...tensors.keys()].sort(), ['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2', 'step2.x1', 'step2.x2']);
+  // at the last step kept, too
+  const at = tmp();
+  await trainRun({ config: tinyConfig(['train.max_steps=8']), runDir: at, backend, injectNanAtStep: 3, dumpViews: 3 });
+  assert.deepEqual(readSafetensors(join(at, 'views.safetensors')).metadata.steps, '3');
 });
 
 test('a resumed run that fails says in summary.json the figures it reached, not those of its earlier part', async () => {
@@ -220,6 +224,24 @@ test('a resumed run that fails says in summary.json the figures it reached, not 
     ['failed', rows.at(-1)!.step, lastKnn.step, lastKnn.knn_top1, 'injected: the sixth step after the resume'],
   );
   assert.equal(summary.steps, 10);
+});
+
+test('a run resumed from an older checkpoint that fails keeps no linear probe of its later weights in summary.json', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=4', 'eval.linear.enabled=true', 'eval.linear.epochs=1', 'eval.linear.batch_size=16']);
+  const dir = tmp();
+  const done = await trainRun({ config: c, runDir: dir, backend });
+  assert.equal(typeof done.linear_top1, 'number');
+  const step = MoCoViT.prototype.step;
+  MoCoViT.prototype.step = function () {
+    throw new Error('injected: the first step after the resume');
+  };
+  try {
+    await assert.rejects(trainRun({ config: c, runDir: dir, backend, resume: true, checkpoint: join(dir, 'checkpoints', 'step-0000004') }), /injected/);
+  } finally {
+    MoCoViT.prototype.step = step;
+  }
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.deepEqual([summary.status, summary.steps, summary.linear_top1, summary.linear_top5, summary.linear], ['failed', 4, null, null, undefined]);
 });
 
 test('summary.json says running while the linear probe runs, completed once it has (a kill in the probe leaves no completed summary)', async () => {
