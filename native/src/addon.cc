@@ -114,6 +114,14 @@ bool fail(const Napi::Env& env, const std::string& msg) {
 
 // ------------------------------------------------------------------ unary
 
+// f(start, end) over [0, n) in chunks of 4096 elements, the chunks spread over the threads
+template <class F>
+void for_chunks(int64_t n, F f) {
+  const int64_t chunk = 4096;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  parallel_for(nchunks, n, kGrainElems, [&](int64_t lo, int64_t hi, int) { f(lo * chunk, std::min(n, hi * chunk)); });
+}
+
 Napi::Value Unary(const Napi::CallbackInfo& info) {
   const int op = info[0].As<Napi::Number>().Int32Value();
   const float* x = typed_data<float>(info[1]);
@@ -125,12 +133,7 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   const KernelTable& K = kernels();
-  const int64_t chunk = 4096;
-  const int64_t nchunks = (n + chunk - 1) / chunk;
-  parallel_for(nchunks, n, kGrainElems, [&](int64_t lo, int64_t hi, int) {
-    const int64_t s = lo * chunk, e = std::min(n, hi * chunk);
-    K.unary(op, x + s, o + s, e - s, alpha);
-  });
+  for_chunks(n, [&](int64_t s, int64_t e) { K.unary(op, x + s, o + s, e - s, alpha); });
   return info.Env().Undefined();
 }
 
@@ -146,12 +149,7 @@ Napi::Value Gelu(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   const KernelTable& K = kernels();
-  const int64_t chunk = 4096;
-  const int64_t nchunks = (n + chunk - 1) / chunk;
-  parallel_for(nchunks, n, kGrainElems, [&](int64_t lo, int64_t hi, int) {
-    const int64_t s = lo * chunk, e = std::min(n, hi * chunk);
-    K.gelu_range(x + s, dy ? dy + s : nullptr, o + s, e - s);
-  });
+  for_chunks(n, [&](int64_t s, int64_t e) { K.gelu_range(x + s, dy ? dy + s : nullptr, o + s, e - s); });
   return info.Env().Undefined();
 }
 
