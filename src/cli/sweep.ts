@@ -171,6 +171,8 @@ function barDisplay(): Display {
   let sweepBar: cliProgress.SingleBar | null = null;
   let runBar: cliProgress.SingleBar | null = null;
   let label = 'sweep';
+  // between a run's run_start and its end here: a skip then is of a run this pass counted
+  let started = false;
   let knn: number | null = null;
   let ips: number | null = null;
   let loss: number | null = null;
@@ -203,7 +205,8 @@ function barDisplay(): Display {
           for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
           // a run counted to train, or one started here (taken over by another process since)
-          if (e.to_train || runBar) {
+          if (e.to_train || started) {
+            started = false;
             if (runBar) {
               runBar.stop();
               multi.remove(runBar);
@@ -216,6 +219,7 @@ function barDisplay(): Display {
           redraw(true);
           break;
         case 'run_start':
+          started = true;
           if (!e.to_train) {
             eta.add();
             sweepBar?.setTotal(Math.max(1, eta.toDo * units));
@@ -254,6 +258,7 @@ function barDisplay(): Display {
         }
         case 'run_end':
         case 'run_failed':
+          started = false;
           if (runBar) {
             runBar.stop();
             multi.remove(runBar);

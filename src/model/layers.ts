@@ -143,7 +143,7 @@ export const bmm = custom<tf.Tensor3D>(([a, b], save) => {
 export const gelu = custom<tf.Tensor>(([x], save) => {
   // one fused kernel each way where the backend has moco3's (webgpu: src/engine/webgpu-kernels.ts; native:
   // native/src/kernels.inc, the same bits as the composition below)
-  const fused = fusedKernel(GELU_FWD, { x: x! });
+  const fused = x!.dtype === 'float32' ? fusedKernel(GELU_FWD, { x: x! }) : null;
   if (fused) {
     save([x!]);
     return { value: fused, gradFunc: (dy, [xs]) => [fusedKernel(GELU_BWD, { x: xs!, dy })!] };
