@@ -33,23 +33,34 @@ class Eta {
   private startFrac = 0;
   private gained = 0;
   private failed = 0;
+  /** between a run's run_start and its end */
+  private inRun = false;
   /** a pass over the sweep begins (an agent makes several): its counts are its own */
   start(todo: number) {
     this.todo = todo;
     this.t0 = performance.now();
     this.done = this.gained = this.failed = 0;
     this.frac = this.startFrac = 0;
+    this.inRun = false;
   }
-  /** a run left to another process at the start, freed since, is trained here: one more to do */
-  add() {
-    this.todo += 1;
+  /** run_start; `counted`: in sweep_start's todo (false: left to another process then, freed since: one more) */
+  runBegins(counted: boolean) {
+    this.inRun = true;
+    if (!counted) this.todo += 1;
   }
-  /** a run counted to train was taken or finished by another process: not this pass's to do */
-  skip() {
+  /**
+   * run_skip: a run this pass counted (at the start, or when it started here) was taken or finished by another
+   * process, and leaves the count; true when it was counted
+   */
+  runSkipped(counted: boolean): boolean {
+    const was = counted || this.inRun;
+    this.inRun = false;
+    if (!was) return false;
     this.todo = Math.max(0, this.todo - 1);
     // the steps it trained here before it was taken still tell the pace
     this.gained += this.frac - this.startFrac;
     this.frac = this.startFrac = 0;
+    return true;
   }
   get toDo() {
     return this.todo;
@@ -61,6 +72,7 @@ class Eta {
     this.frac = total > 0 ? step / total : 0;
   }
   runEnd(failed = false) {
+    this.inRun = false;
     this.gained += 1 - this.startFrac;
     this.done += 1;
     if (failed) this.failed += 1;
@@ -123,16 +135,14 @@ function plainDisplay(): Display {
         case 'run_skip':
           for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           err.write(`${runLine(e)}: skipped (${e.reason})\n`);
-          // a run counted to train, or one started here (taken over by another process since)
-          if (e.to_train || sink) {
+          if (eta.runSkipped(e.to_train)) {
             sink?.stop();
             sink = null;
-            eta.skip();
             through();
           }
           break;
         case 'run_start':
-          if (!e.to_train) eta.add();
+          eta.runBegins(e.to_train);
           sink = makeProgress(runLine(e));
           for (const n of e.notes ?? []) err.write(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') err.write(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming from the checkpoint at step ${e.resume_step}` : 'starting over'}\n`);
@@ -171,8 +181,6 @@ function barDisplay(): Display {
   let sweepBar: cliProgress.SingleBar | null = null;
   let runBar: cliProgress.SingleBar | null = null;
   let label = 'sweep';
-  // between a run's run_start and its end here: a skip then is of a run this pass counted
-  let started = false;
   let knn: number | null = null;
   let ips: number | null = null;
   let loss: number | null = null;
@@ -204,26 +212,20 @@ function barDisplay(): Display {
         case 'run_skip':
           for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
-          // a run counted to train, or one started here (taken over by another process since)
-          if (e.to_train || started) {
-            started = false;
+          if (eta.runSkipped(e.to_train)) {
             if (runBar) {
               runBar.stop();
               multi.remove(runBar);
               runBar = null;
             }
-            eta.skip();
             sweepBar?.setTotal(Math.max(1, eta.toDo * units));
             updateSweep();
           }
           redraw(true);
           break;
         case 'run_start':
-          started = true;
-          if (!e.to_train) {
-            eta.add();
-            sweepBar?.setTotal(Math.max(1, eta.toDo * units));
-          }
+          eta.runBegins(e.to_train);
+          sweepBar?.setTotal(Math.max(1, eta.toDo * units));
           knn = ips = loss = null;
           for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') multi.log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
@@ -258,7 +260,6 @@ function barDisplay(): Display {
         }
         case 'run_end':
         case 'run_failed':
-          started = false;
           if (runBar) {
             runBar.stop();
             multi.remove(runBar);
