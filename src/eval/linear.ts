@@ -175,6 +175,8 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
           const both = tf.tidy(() => tf.stack([g!.loss, tf.cast(g!.hits, 'float32')]));
           try {
             const [l, h] = await readBack(both.data(), 'the linear probe');
+            // a non-finite loss leaves the head non-finite for good: the rest of the epoch would only cost time
+            if (!Number.isFinite(l)) throw new ProbeDiverged(epoch + 1, lrNow, `loss ${l}`);
             lossSum += l! * idx.length;
             correct += h!;
           } finally {
@@ -189,7 +191,7 @@ export async function trainLinearProbe(train: ProbeTrainSource, dim: number, opt
           opts.check();
         }
       }
-      if (!Number.isFinite(lossSum)) throw new ProbeDiverged(epoch + 1, lrNow, `loss ${lossSum / train.n}`);
+      if (!Number.isFinite(lossSum)) throw new ProbeDiverged(epoch + 1, lrNow, `loss ${lossSum / train.n}`); // finite batch losses summing past float64
       losses.push(lossSum / train.n);
       trainTop1.push((100 * correct) / train.n);
       opts.onEpoch?.({ epoch: epoch + 1, epochs, lr: lrNow, loss: lossSum / train.n, trainTop1: (100 * correct) / train.n, seconds: (performance.now() - t0) / 1000 });

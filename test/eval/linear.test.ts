@@ -52,6 +52,24 @@ test('a probe whose lr is too large fails as diverged (its head would score 0%, 
   for (const t of [train.x, testSet.x]) t.dispose();
 });
 
+test('a probe whose loss goes non-finite stops at that batch, not at the end of its epoch', async () => {
+  const train = blobs(1000, 4, 8, 3, 7);
+  const testSet = blobs(50, 4, 8, 3, 8);
+  const before = tf.memory().numTensors;
+  const src = cachedSource(train.x, train.y);
+  const batches: number[] = [];
+  const counted = { ...src, features: (idx: Int32Array, epoch: number, b: number) => (batches.push(b), src.features(idx, epoch, b)) };
+  // 10 batches an epoch: the first batch's loss is taken before any update (finite), its update at lr 1e300
+  // makes the head non-finite, so the second batch's loss is the first non-finite one
+  await assert.rejects(
+    linearProbe(counted, { features: testSet.x, labels: testSet.y }, { numClasses: 4, epochs: 2, baseLr: 1e300, batchSize: 100, seed: 0 }),
+    (e: unknown) => e instanceof ProbeDiverged && /loss (NaN|-?Infinity) in epoch 1 at lr /.test(e.message),
+  );
+  assert.deepEqual(batches, [0, 1], 'features asked for after the loss went non-finite');
+  assert.equal(tf.memory().numTensors, before);
+  for (const t of [train.x, testSet.x]) t.dispose();
+});
+
 test('the probe reads back once a training batch (the loss and the hits together)', async () => {
   const train = blobs(600, 4, 8, 3, 5);
   const testSet = blobs(100, 4, 8, 3, 6);
