@@ -277,22 +277,15 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------------ reductions
 
-// reduce(op, x, shape, axes, out, mean): op 0 sum, 1 max, 2 min; mean divides the sum by the reduced count.
-Napi::Value Reduce(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int op = info[0].As<Napi::Number>().Int32Value();
-  const float* x = typed_data<float>(info[1]);
-  const std::vector<int64_t> shape = int_list(info[2]);
-  const std::vector<int64_t> axes = int_list(info[3]);
-  float* out = typed_data<float>(info[4]);
-  const bool mean = info[5].As<Napi::Boolean>().Value();
+// Reduces x (of `shape`) over `axes` into out (of the kept dims' size): op 0 sum, 1 max, 2 min; mean divides the
+// sum by the reduced count. The error, or null. Shared by Reduce and the LayerNorm backward's column sums (which
+// must give the bits of the Sum kernel's, partitions and all).
+const char* reduce_core(int op, const float* x, int64_t xlen, const std::vector<int64_t>& shape, const std::vector<int64_t>& axes,
+                        float* out, int64_t outlen, bool mean) {
   const int r = static_cast<int>(shape.size());
   std::vector<uint8_t> isred(r, 0);
   for (int64_t ax : axes) {
-    if (ax < 0 || ax >= r) {
-      fail(env, "reduce: bad axis");
-      return env.Undefined();
-    }
+    if (ax < 0 || ax >= r) return "reduce: bad axis";
     isred[ax] = 1;
   }
   // collapse: drop size-1 dims, merge neighbours with the same flag
@@ -308,29 +301,23 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
       dims[rank - 1] *= shape[d];
       continue;
     }
-    if (rank >= MAX_RANK) {
-      fail(env, "reduce: rank too high");
-      return env.Undefined();
-    }
+    if (rank >= MAX_RANK) return "reduce: rank too high";
     dims[rank] = shape[d];
     red[rank] = isred[d];
     rank++;
   }
-  if (typed_len(info[4]) != outSize || typed_len(info[1]) != total) {
-    fail(env, "reduce: size mismatch");
-    return env.Undefined();
-  }
+  if (outlen != outSize || xlen != total) return "reduce: size mismatch";
   const int64_t count = outSize == 0 ? 0 : total / std::max<int64_t>(outSize, 1);
   if (total == 0) {
     const float fill = op == R_SUM ? (mean ? NAN : 0.0f) : (op == R_MAX ? -INFINITY : INFINITY);
     for (int64_t i = 0; i < outSize; i++) out[i] = fill;
-    return env.Undefined();
+    return nullptr;
   }
   bool anyReduced = false;
   for (int d = 0; d < rank; d++) anyReduced |= red[d] != 0;
   if (!anyReduced) {  // nothing to reduce (no axes, or only size-1 axes)
     std::memcpy(out, x, total * sizeof(float));
-    return env.Undefined();
+    return nullptr;
   }
   int64_t ostr[MAX_RANK];
   {
@@ -378,6 +365,78 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
       out[i] = m;
     }
   }
+  return nullptr;
+}
+
+// reduce(op, x, shape, axes, out, mean): op 0 sum, 1 max, 2 min; mean divides the sum by the reduced count.
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int op = info[0].As<Napi::Number>().Int32Value();
+  const char* err = reduce_core(op, typed_data<float>(info[1]), typed_len(info[1]), int_list(info[2]), int_list(info[3]),
+                                typed_data<float>(info[4]), typed_len(info[4]), info[5].As<Napi::Boolean>().Value());
+  if (err) fail(env, err);
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------------ LayerNorm
+
+// How many pieces the Mean kernel cuts a row's sum into (reduce_core): only a single row of kGrainElems or more
+int64_t ln_parts(int64_t rows, int64_t D) { return rows == 1 && D >= kGrainElems ? std::min<int64_t>(D, kReduceParts) : 1; }
+
+// layerNorm(x, gamma, beta, eps, y, mean, rstd): x, y [rows, D]; gamma, beta [D]; mean, rstd [rows]
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const float* x = typed_data<float>(info[0]);
+  const float* g = typed_data<float>(info[1]);
+  const float* b = typed_data<float>(info[2]);
+  const float eps = info[3].As<Napi::Number>().FloatValue();
+  float* y = typed_data<float>(info[4]);
+  float* mean = typed_data<float>(info[5]);
+  float* rstd = typed_data<float>(info[6]);
+  const int64_t D = typed_len(info[1]), rows = typed_len(info[5]);
+  if (D < 1 || rows < 1 || typed_len(info[2]) != D || typed_len(info[0]) != rows * D || typed_len(info[4]) != rows * D ||
+      typed_len(info[6]) != rows) {
+    fail(env, "layerNorm: size mismatch");
+    return env.Undefined();
+  }
+  const KernelTable& K = kernels();
+  const int64_t parts = ln_parts(rows, D);
+  parallel_for(rows, rows * D * 4, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+    std::vector<float> work(static_cast<size_t>(D));
+    K.layernorm_fwd_rows(x, g, b, eps, y, mean, rstd, D, parts, lo, hi, work.data());
+  });
+  return env.Undefined();
+}
+
+// layerNormBwd(dy, x, mean, rstd, gamma, dx, dgamma, dbeta, scratch): scratch [rows, D] takes dy·x̂ before its
+// column sum; the column sums are the Sum kernel's (reduce_core), partitions and all
+Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const float* dy = typed_data<float>(info[0]);
+  const float* x = typed_data<float>(info[1]);
+  const float* mean = typed_data<float>(info[2]);
+  const float* rstd = typed_data<float>(info[3]);
+  const float* g = typed_data<float>(info[4]);
+  float* dx = typed_data<float>(info[5]);
+  float* dg = typed_data<float>(info[6]);
+  float* db = typed_data<float>(info[7]);
+  float* scratch = typed_data<float>(info[8]);
+  const int64_t D = typed_len(info[4]), rows = typed_len(info[2]), n = rows * D;
+  if (D < 1 || rows < 1 || typed_len(info[0]) != n || typed_len(info[1]) != n || typed_len(info[3]) != rows ||
+      typed_len(info[5]) != n || typed_len(info[6]) != D || typed_len(info[7]) != D || typed_len(info[8]) != n) {
+    fail(env, "layerNormBwd: size mismatch");
+    return env.Undefined();
+  }
+  const KernelTable& K = kernels();
+  const int64_t parts = ln_parts(rows, D);
+  parallel_for(rows, n * 6, kGrainElems, [&](int64_t lo, int64_t hi, int) {
+    std::vector<float> work(static_cast<size_t>(2 * D));
+    K.layernorm_bwd_rows(dy, x, mean, rstd, g, dx, scratch, D, parts, lo, hi, work.data());
+  });
+  const std::vector<int64_t> shape = {rows, D}, axes = {0};
+  const char* err = reduce_core(R_SUM, scratch, n, shape, axes, dg, D, false);
+  if (!err) err = reduce_core(R_SUM, dy, n, shape, axes, db, D, false);
+  if (err) fail(env, err);
   return env.Undefined();
 }
 
@@ -936,6 +995,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("gelu", Napi::Function::New(env, Gelu));
+  exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
+  exports.Set("layerNormBwd", Napi::Function::New(env, LayerNormBwd));
   exports.Set("binary", Napi::Function::New(env, BinaryImpl<false>));
   exports.Set("compare", Napi::Function::New(env, BinaryImpl<true>));
   exports.Set("softmax", Napi::Function::New(env, Softmax));

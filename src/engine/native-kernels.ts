@@ -48,6 +48,20 @@ export interface NativeAddon {
   info(): { blas: string; threads: number; isa: string; parallelJobs: number; guardedJobs: number };
   /** GELU of x into out (dy null), or its backward dy * GELU'(x); absent from addons built before it existed */
   gelu?(x: Float32Array, dy: Float32Array | null, out: Float32Array): void;
+  /** LayerNorm of x [rows, D] into y, with each row's mean and 1/sqrt(var + eps); absent from addons built before it existed */
+  layerNorm?(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  /** its backward: dx, dgamma, dbeta; scratch [rows, D] is overwritten */
+  layerNormBwd?(
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    gamma: Float32Array,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+    scratch: Float32Array,
+  ): void;
   /** SIGKILL for this process when its parent `parentPid` ends, even while stopped (false: not available); absent from addons built before it existed */
   dieWithParent?(parentPid: number): boolean;
   /** points fd 2 at a temporary file (false: could not); absent from addons built before it existed */
@@ -107,46 +121,111 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 const MAX_RANK = 8;
 
 /**
- * moco3's own kernels, which the cpu backend has no counterpart of: GELU forward and backward in one pass
- * each (src/model/layers.ts runs them where the active backend has them, its composition of stock ops
- * elsewhere; the native kernels give its bits). Empty with an addon built before them.
+ * moco3's own kernels, which the cpu backend has no counterpart of: GELU and LayerNorm forward and backward in
+ * one pass each (src/model/layers.ts runs them where the active backend has them, its composition of stock ops
+ * elsewhere; the native kernels give its bits). Each pair is absent with an addon built before it.
  */
-export function nativeMoco3KernelConfigs(addon: NativeAddon, backendName: string, names: { geluFwd: string; geluBwd: string }): tf.KernelConfig[] {
-  const gelu = addon.gelu?.bind(addon);
-  if (!gelu) return [];
+export function nativeMoco3KernelConfigs(
+  addon: NativeAddon,
+  backendName: string,
+  names: { geluFwd: string; geluBwd: string; layerNormFwd: string; layerNormBwd: string },
+): tf.KernelConfig[] {
   const f32Of = (backend: MathBackendCPU, t: TensorInfo, kernel: string): Float32Array => {
     const v = f32(backend, t);
     if (!v) throw new Error(`${kernel}: expected float32 values, got ${t.dtype}`);
     return v;
   };
-  return [
-    {
-      kernelName: names.geluFwd,
-      backendName,
-      kernelFunc: (args: KernelArgs) => {
-        const backend = args.backend as MathBackendCPU;
-        const x = args.inputs.x as TensorInfo;
-        const xv = f32Of(backend, x, names.geluFwd);
-        const out = outF32(backend, xv.length);
-        if (xv.length > 0) gelu(xv, null, out);
-        return backend.makeTensorInfo(x.shape, 'float32', out);
+  const configs: tf.KernelConfig[] = [];
+  const gelu = addon.gelu?.bind(addon);
+  if (gelu) {
+    configs.push(
+      {
+        kernelName: names.geluFwd,
+        backendName,
+        kernelFunc: (args: KernelArgs) => {
+          const backend = args.backend as MathBackendCPU;
+          const x = args.inputs.x as TensorInfo;
+          const xv = f32Of(backend, x, names.geluFwd);
+          const out = outF32(backend, xv.length);
+          if (xv.length > 0) gelu(xv, null, out);
+          return backend.makeTensorInfo(x.shape, 'float32', out);
+        },
       },
-    },
-    {
-      kernelName: names.geluBwd,
-      backendName,
-      kernelFunc: (args: KernelArgs) => {
-        const backend = args.backend as MathBackendCPU;
-        const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
-        if (!sameShape(x.shape, dy.shape)) throw new Error(`${names.geluBwd}: x [${x.shape}] and dy [${dy.shape}] differ`);
-        const xv = f32Of(backend, x, names.geluBwd);
-        const dv = f32Of(backend, dy, names.geluBwd);
-        const out = outF32(backend, xv.length);
-        if (xv.length > 0) gelu(xv, dv, out);
-        return backend.makeTensorInfo(x.shape, 'float32', out);
+      {
+        kernelName: names.geluBwd,
+        backendName,
+        kernelFunc: (args: KernelArgs) => {
+          const backend = args.backend as MathBackendCPU;
+          const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+          if (!sameShape(x.shape, dy.shape)) throw new Error(`${names.geluBwd}: x [${x.shape}] and dy [${dy.shape}] differ`);
+          const xv = f32Of(backend, x, names.geluBwd);
+          const dv = f32Of(backend, dy, names.geluBwd);
+          const out = outF32(backend, xv.length);
+          if (xv.length > 0) gelu(xv, dv, out);
+          return backend.makeTensorInfo(x.shape, 'float32', out);
+        },
       },
-    },
-  ];
+    );
+  }
+  const layerNorm = addon.layerNorm?.bind(addon);
+  const layerNormBwd = addon.layerNormBwd?.bind(addon);
+  if (layerNorm && layerNormBwd) {
+    /** [rows, D] of a 2D x, and that gamma (and the others given) have D elements */
+    const dimsOf = (kernel: string, x: TensorInfo, perRow: TensorInfo[], perColumn: TensorInfo[]): [number, number] => {
+      if (x.shape.length !== 2) throw new Error(`${kernel}: expected a 2D x, got [${x.shape}]`);
+      const [rows, D] = x.shape as [number, number];
+      for (const t of perColumn) if (size(t.shape) !== D) throw new Error(`${kernel}: [${t.shape}] for ${D} features`);
+      for (const t of perRow) if (size(t.shape) !== rows) throw new Error(`${kernel}: [${t.shape}] for ${rows} rows`);
+      return [rows, D];
+    };
+    configs.push(
+      {
+        kernelName: names.layerNormFwd,
+        backendName,
+        // outputs y [rows, D], mean [rows], rstd [rows] (webgpu's kernel's)
+        kernelFunc: (args: KernelArgs) => {
+          const backend = args.backend as MathBackendCPU;
+          const { x, gamma, beta } = args.inputs as Record<'x' | 'gamma' | 'beta', TensorInfo>;
+          const k = names.layerNormFwd;
+          const [rows, D] = dimsOf(k, x, [], [gamma, beta]);
+          const y = outF32(backend, rows * D);
+          const mean = outF32(backend, rows);
+          const rstd = outF32(backend, rows);
+          // no features: the Mean kernel's NaN for an empty row, as the composition gives
+          if (D === 0) (mean.fill(NaN), rstd.fill(NaN));
+          else if (rows > 0) layerNorm(f32Of(backend, x, k), f32Of(backend, gamma, k), f32Of(backend, beta, k), Number((args.attrs as { eps: number }).eps), y, mean, rstd);
+          return [backend.makeTensorInfo([rows, D], 'float32', y), backend.makeTensorInfo([rows], 'float32', mean), backend.makeTensorInfo([rows], 'float32', rstd)];
+        },
+      },
+      {
+        kernelName: names.layerNormBwd,
+        backendName,
+        // outputs dx [rows, D], dgamma [D], dbeta [D]
+        kernelFunc: (args: KernelArgs) => {
+          const backend = args.backend as MathBackendCPU;
+          const { dy, x, mean, rstd, gamma } = args.inputs as Record<'dy' | 'x' | 'mean' | 'rstd' | 'gamma', TensorInfo>;
+          const k = names.layerNormBwd;
+          const [rows, D] = dimsOf(k, x, [mean, rstd], [gamma]);
+          if (!sameShape(x.shape, dy.shape)) throw new Error(`${k}: x [${x.shape}] and dy [${dy.shape}] differ`);
+          const dx = outF32(backend, rows * D);
+          const dgamma = outF32(backend, D);
+          const dbeta = outF32(backend, D);
+          if (rows === 0) (dgamma.fill(0), dbeta.fill(0));
+          else if (D > 0) {
+            // dy·x̂ before its column sum, in a buffer the backend recycles once freed
+            const scratch = backend.makeTensorInfo([rows, D], 'float32', outF32(backend, rows * D));
+            try {
+              layerNormBwd(f32Of(backend, dy, k), f32Of(backend, x, k), f32Of(backend, mean, k), f32Of(backend, rstd, k), f32Of(backend, gamma, k), dx, dgamma, dbeta, f32(backend, scratch)!);
+            } finally {
+              backend.disposeData(scratch.dataId);
+            }
+          }
+          return [backend.makeTensorInfo([rows, D], 'float32', dx), backend.makeTensorInfo([D], 'float32', dgamma), backend.makeTensorInfo([D], 'float32', dbeta)];
+        },
+      },
+    );
+  }
+  return configs;
 }
 
 /** Kernel configs for the backend `backendName`; `stock` gives the cpu kernel to fall back on. */

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { backend_util } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { nativeKernelConfigs, nativeMoco3KernelConfigs, type NativeAddon } from './native-kernels.ts';
-import { GELU_BWD, GELU_FWD } from './webgpu-kernels.ts';
+import { GELU_BWD, GELU_FWD, LAYERNORM_BWD, LAYERNORM_FWD } from './webgpu-kernels.ts';
 
 export const NATIVE_BACKEND = 'native';
 const ADDON_FILE = 'moco3_native.node';
@@ -257,7 +257,7 @@ export function registerNativeBackend(): { threads: number; blas: string } | nul
       tf.registerKernel(config);
     }
     // and moco3's own, which the model uses where the backend has them
-    for (const config of nativeMoco3KernelConfigs(addon, NATIVE_BACKEND, { geluFwd: GELU_FWD, geluBwd: GELU_BWD })) {
+    for (const config of nativeMoco3KernelConfigs(addon, NATIVE_BACKEND, { geluFwd: GELU_FWD, geluBwd: GELU_BWD, layerNormFwd: LAYERNORM_FWD, layerNormBwd: LAYERNORM_BWD })) {
       if (!tf.getKernel(config.kernelName, NATIVE_BACKEND)) tf.registerKernel(config);
     }
     const info = addon.info();

@@ -267,7 +267,8 @@ function fusedBatchNorm(x: tf.Tensor2D, eps: number, gamma?: tf.Tensor1D, beta?:
 
 /** nn.LayerNorm over the last axis of [n, D]. */
 export function layerNorm(x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D, eps = 1e-6): tf.Tensor2D {
-  if (hasKernel(LAYERNORM_FWD)) return fusedLayerNorm(eps)(x, w, b);
+  // one kernel each way where the backend has moco3's (webgpu; native for float32, the composition's bits)
+  if (x.dtype === 'float32' && hasKernel(LAYERNORM_FWD)) return fusedLayerNorm(eps)(x, w, b);
   return normalize(x, 1, eps, w, b);
 }
 

@@ -1,0 +1,82 @@
+/**
+ * moco3's LayerNorm kernels on `native` against the model's composition of stock ops (src/model/layers.ts
+ * `normalize`), bit for bit: the model (and its tfjs gradients) is imported here, which test/engine/native.test.ts
+ * keeps out so that its own transcribed gradients are the ones registered. Fails (does not skip) when the addon
+ * is not built: build it with `node scripts/build-native.mjs`.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import { registerNativeBackend, setNativeThreads } from '../../src/engine/native.ts';
+import { hasKernel, LAYERNORM_BWD, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
+import { layerNorm, normalize } from '../../src/model/layers.ts';
+
+assert.ok(registerNativeBackend(), 'the native addon is built (node scripts/build-native.mjs)');
+
+/** Deterministic values in [lo, hi) (xorshift). */
+function values(n: number, seed: number, lo: number, hi: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
+  }
+  return out;
+}
+
+test("LayerNorm's native kernels give the bits of the model's composition of stock ops (layers.ts normalize), y and the three gradients, on any shape", async () => {
+  await tf.setBackend('native');
+  assert.ok(hasKernel(LAYERNORM_FWD) && hasKernel(LAYERNORM_BWD), 'native has moco3 LayerNorm kernels');
+  /** y, dx, dgamma, dbeta of sum(LN(x)·w), by the model's layerNorm (the fused kernels here) or the composition */
+  const run = (fused: boolean, x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D, w: tf.Tensor2D): Float32Array[] =>
+    tf.tidy(() => {
+      const ln = (a: tf.Tensor2D, gg: tf.Tensor1D, bb: tf.Tensor1D) => (fused ? layerNorm(a, gg, bb, 1e-6) : normalize(a, 1, 1e-6, gg, bb));
+      const y = ln(x, g, b);
+      const grads = tf.grads((a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(ln(a as tf.Tensor2D, gg as tf.Tensor1D, bb as tf.Tensor1D), w)))([x, g, b]);
+      return [y, ...grads].map((t) => t.dataSync().slice() as Float32Array);
+    });
+  // one row long enough for the Mean kernel to cut its sum, [rows, 1] and [1, D] (size-1 reductions are copies),
+  // rows enough for the column sums to be cut in partitions, ViT-Micro's and ViT-Tiny's widths
+  const shapes: [number, number][] = [[1, 1], [5, 1], [1, 7], [3, 9], [1, 40_000], [4352, 64], [300, 192], [2, 33_000]];
+  let specials = 0;
+  try {
+    for (const threads of [1, 2]) {
+      setNativeThreads(threads);
+      for (const [rows, D] of shapes) {
+        const xv = values(rows * D, rows + D, -3, 3);
+        xv.forEach((v, i) => (xv[i] = v * [1e-3, 1, 40][(i >> 3) % 3]! + [0, 0, 1e4][i % 3]!)); // scales and offsets: a mean far from 0 loses digits
+        if (rows * D >= 64 && rows >= 3) {
+          // rows of specials: a NaN, an infinity, values whose square overflows, denormals, a constant row (var 0), -0
+          const put = (r: number, v: (j: number) => number) => { for (let j = 0; j < D; j++) xv[r * D + j] = v(j); };
+          put(0, (j) => (j === 1 ? NaN : xv[j]!));
+          put(1, (j) => (j % 2 ? 3e38 : -2e38));
+          put(2, (j) => (j % 2 ? 1e-45 : -0));
+          if (rows > 4) put(3, () => 2.5);
+          if (rows > 5) put(4, (j) => (j === 0 ? Infinity : 1));
+          specials++;
+        }
+        const x = tf.tensor2d(xv, [rows, D]);
+        const g = tf.tensor1d(values(D, 7 * D + 1, 0.5, 1.5));
+        const b = tf.tensor1d(values(D, 5 * D + 3, -0.5, 0.5));
+        const w = tf.tensor2d(values(rows * D, rows * 3 + D, -2, 2), [rows, D]);
+        const want = run(false, x, g, b, w);
+        const got = run(true, x, g, b, w);
+        for (const [k, name] of ['y', 'dx', 'dgamma', 'dbeta'].entries()) {
+          const a = new Uint32Array(got[k]!.buffer);
+          const c = new Uint32Array(want[k]!.buffer);
+          assert.equal(a.length, c.length);
+          const bad = [...a.keys()].filter((i) => a[i] !== c[i] && !(Number.isNaN(got[k]![i]) && Number.isNaN(want[k]![i])));
+          assert.deepEqual(bad.slice(0, 3).map((i) => [i, got[k]![i], want[k]![i]]), [], `${name} of [${rows}, ${D}] on ${threads} thread(s): ${bad.length} differ`);
+        }
+        tf.dispose([x, g, b, w]);
+      }
+    }
+  } finally {
+    setNativeThreads(2);
+  }
+  assert.ok(specials > 0);
+});
