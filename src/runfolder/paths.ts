@@ -1,6 +1,7 @@
 /**
- * A run folder's files (docs/ARCHITECTURE.md "The run folder"). src/runfolder/ is the only code that
- * reads or writes them; it loads no TensorFlow.js.
+ * A run folder's files (docs/ARCHITECTURE.md "The run folder"). src/runfolder/ names them all and is the only
+ * code that reads or writes their records (the tensors of checkpoints and dumped views are written by src/train/
+ * at these paths); it loads no TensorFlow.js.
  */
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
