@@ -30,7 +30,8 @@
  * ~/.moco3/data). Little-endian:
  *
  *   0   8  magic "MOCO3IMG"                     40  32 fingerprint: sha256 of the class list and of every
- *   8   4  format version (2)                          file's relative path, size and mtime, in stored order
+ *   8   4  format version (5)                          file's relative path, size, mtime, inode and ctime,
+ *                                                      in stored order
  *   12  4  header length H (multiple of 64)     72  24 per-channel mean, 3 x float64, [0,1] scale
  *   16  4  n images                              96  24 per-channel std, 3 x float64
  *   20  4  side                                  120  8 first 8 bytes of sha256 of the rest of the header
@@ -71,7 +72,7 @@ export const CACHE_MAGIC = 'MOCO3IMG';
 // 4: 16-bit grey PNGs with a transparent grey (tRNS) as grey, clipped as Pillow does (3 took their high byte);
 // 3: pixels as stored, as PIL reads them (no EXIF orientation, no colour profile, Pillow's CMYK and 16-bit grey);
 // 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
-export const CACHE_VERSION = 4;
+export const CACHE_VERSION = 5;
 const FIXED_HEADER = 128;
 const MAX_IN_MEMORY = 2 ** 32 - 1; // the largest Uint8Array in Node 20
 const PROBE_SAMPLES = 64;
@@ -194,6 +195,8 @@ interface FileEntry {
   label: number;
   size: number;
   mtimeMs: number;
+  ino: number;
+  ctimeMs: number;
 }
 
 interface SplitListing {
@@ -335,7 +338,7 @@ function listSplit(name: string, dir: string, classes: string[], isTrain: boolea
           const kind = st.isDirectory() ? 'a folder' : st.isFIFO() ? 'a named pipe' : st.isSocket() ? 'a socket' : 'a device';
           throw new DataError(`${abs}: ${kind}, not an image file: move it out of the image folder`);
         }
-        return { rel: `${cls}/${f}`, abs, label, size: st.size, mtimeMs: st.mtimeMs };
+        return { rel: `${cls}/${f}`, abs, label, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs };
       }),
     );
   }
@@ -345,7 +348,9 @@ function listSplit(name: string, dir: string, classes: string[], isTrain: boolea
   if (files.length === 0) throw new DataError(`${dir}: no images (${IMAGE_EXTENSIONS.join(', ')}) in its class folders`);
   const h = createHash('sha256');
   h.update(`moco3 imagefolder v${CACHE_VERSION}\n${name}\n${JSON.stringify(classes)}\n`);
-  for (const f of files) h.update(`${f.rel}\t${f.size}\t${f.mtimeMs}\n`);
+  // the inode and ctime too: a file replaced by one of the same size and modification time (cp -p, an archive's
+  // dates, uncompressed images of one size) gets a new ctime, which no user can set back, or a new inode
+  for (const f of files) h.update(`${f.rel}\t${f.size}\t${f.mtimeMs}\t${f.ino}\t${f.ctimeMs}\n`);
   return { name, dir, files, fingerprint: h.digest() };
 }
 
@@ -644,20 +649,20 @@ function streamLimit(opt: number | undefined): number {
   return Math.min(limit ?? Math.floor(totalmem() * 0.25), MAX_IN_MEMORY);
 }
 
-/** The first `take` images of a valid cache file, in memory or streamed. */
-function openSplit(file: string, h: CacheHeader, take: number, classes: number, streamBytes: number): ImageSplit {
+/**
+ * The first `take` images of a valid cache file, in memory or streamed; null when its labels are not those of
+ * the listing's files (the header's checksum does not cover them): the caller rebuilds it.
+ */
+function openSplit(file: string, h: CacheHeader, take: number, listing: SplitListing, streamBytes: number): ImageSplit | null {
   const img = h.side * h.side * 3;
   const fd = openSync(file, 'r');
   let keep = false;
   try {
-    const raw = Buffer.alloc(4 * take);
+    const raw = Buffer.alloc(4 * h.n);
     if (readFully(fd, raw, 0, raw.length, h.headerLength) !== raw.length) throw new DataError(`${file}: truncated labels`);
+    for (let i = 0; i < h.n; i++) if (raw.readInt32LE(4 * i) !== listing.files[i]!.label) return null;
     const labels = new Int32Array(take);
-    for (let i = 0; i < take; i++) {
-      const y = raw.readInt32LE(4 * i);
-      if (y < 0 || y >= classes) throw new DataError(`${file}: label ${y} of image ${i} is outside 0..${classes - 1}; delete the file to rebuild the cache`);
-      labels[i] = y;
-    }
+    for (let i = 0; i < take; i++) labels[i] = raw.readInt32LE(4 * i);
     if (take * img > streamBytes) {
       keep = true;
       return new StreamedSplit(fd, file, h.dataOffset, labels, take, h.side, h.side);
@@ -795,7 +800,12 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
         stale ??= `${file}: made from other files than ${listing.dir} holds now`;
         continue;
       }
-      return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };
+      const split = openSplit(file, h, take, listing, streamBytes);
+      if (split === null) {
+        stale ??= `${file}: its labels are not those of ${listing.dir}'s class folders`;
+        continue;
+      }
+      return { split, header: h };
     }
     // the cache folders (and those above them) this attempt makes: removed again, while empty, when it fails
     const made = dirs.map((d) => missingAncestors(join(d, base)));
@@ -823,7 +833,9 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
     });
     const h = readHeader(file);
     if ('bad' in h) throw new DataError(`${file}: ${h.bad} right after writing it`);
-    return { split: openSplit(file, h, take, classes.length, streamBytes), header: h };
+    const split = openSplit(file, h, take, listing, streamBytes);
+    if (split === null) throw new DataError(`${file}: its labels are not those of ${listing.dir}'s class folders right after writing it`);
+    return { split, header: h };
   };
 
   // the eval split first: the smaller, so an image of it that cannot be read stops the load before the
