@@ -118,6 +118,10 @@ export async function loadFashionMnist(spec: DataSpec): Promise<Dataset> {
     loadSplit(dir, FILES.trainImages, FILES.trainLabels, spec.trainSize, 'train'),
     loadSplit(dir, FILES.testImages, FILES.testLabels, spec.testSize, 'test'),
   ]);
+  // one image size for both splits: a test file of another shape would be read row by row as scrambled images
+  if (test.height !== train.height || test.width !== train.width) {
+    throw new DataError(`${findFile(dir, FILES.testImages)}: images of ${test.height}x${test.width} pixels, the train split's (${findFile(dir, FILES.trainImages)}) are ${train.height}x${train.width}: expected the same size`);
+  }
   const m = FASHION_MNIST_MEAN;
   const s = FASHION_MNIST_STD;
   return {

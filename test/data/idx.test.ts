@@ -136,6 +136,8 @@ test('bad files give a one-line DataError naming the file', async () => {
   await expectDataError({ testLabels: idxBytes(0x801, [3], [1, 2, 3]) }, 'count', 't10k-images-idx3-ubyte', /2 images but .* has 3 labels/);
   // images of no pixels: the file holds nothing to train on (a run folder was made, then the augmentation failed)
   await expectDataError({ trainImages: idxBytes(0x803, [3, 0, 2], []) }, 'zero', 'train-images-idx3-ubyte.gz', /: images of 0x2 pixels: expected at least 1x1$/);
+  // a test split of another image size (as many bytes): read as scrambled images of the train split's size
+  await expectDataError({ testImages: idxBytes(0x803, [2, 1, 4], [5, 6, 7, 8, 100, 101, 102, 103]) }, 'shape', 't10k-images-idx3-ubyte', /: images of 1x4 pixels, the train split's \(.*train-images-idx3-ubyte\.gz\) are 2x2: expected the same size$/);
   // a split of no images (its labels none too): every command failed later, naming no file
   await expectDataError({ testImages: idxBytes(0x803, [0, 2, 2], []), testLabels: idxBytes(0x801, [0], []) }, 'empty', 't10k-images-idx3-ubyte', /: holds no images: expected at least 1$/);
 });
