@@ -143,23 +143,29 @@ export function knnFigure(view: SweepView, inst: Map<string, RunInstability>, op
   const ends: Record<string, unknown>[] = [];
   const stops: Record<string, unknown>[] = [];
   for (const c of view.columns) {
+    // the table counts a column's finished runs only, where it has any (src/report/table.ts `cell`): the dips of
+    // its other runs are not marked either, so that a ▼ on the plot is one the table counts
+    const states = new Map(c.runs.map((r) => [r.id, readRunState(r.dir).state]));
+    const divergedAt = (r: (typeof c.runs)[number]) => r.summary?.diverged_at ?? r.status?.diverged_at;
+    const finished = (r: (typeof c.runs)[number]) => states.get(r.id) === 'completed' || (states.get(r.id) !== 'running' && typeof divergedAt(r) === 'number');
+    const someFinished = c.runs.some(finished);
     for (const r of c.runs) {
       const pts = series(r.metrics, 'knn_top1').filter((p) => Number.isFinite(p.value));
       const seed = String(r.flat.get('seed') ?? 0);
       const epochOf = (p: { epoch: number | null; step: number }) => p.epoch ?? p.step;
       for (const p of pts) lines.push({ setting: colorOf(c), dash: dashOf(c), seed, run: r.id, epoch: epochOf(p), knn: p.value });
-      for (const d of inst.get(r.id)?.dips ?? []) {
+      for (const d of someFinished && !finished(r) ? [] : (inst.get(r.id)?.dips ?? [])) {
         const b = pts.find((p) => p.step === d.bottom);
         if (b) dips.push({ setting: colorOf(c), seed, run: r.id, epoch: epochOf(b), knn: b.value, depth: d.depth });
       }
-      const diverged = r.summary?.diverged_at ?? r.status?.diverged_at;
+      const diverged = divergedAt(r);
       if (typeof diverged === 'number' && pts.length) {
         const last = pts[pts.length - 1]!;
         const epochs = r.metrics.filter((m) => m.step === diverged).map((m) => m.epoch)[0];
         ends.push({ setting: colorOf(c), seed, run: r.id, epoch: typeof epochs === 'number' ? epochs : epochOf(last), knn: last.value, step: diverged });
       } else if (pts.length) {
         // a run that failed or was stopped ends where it ended: marked, not read as a shorter run
-        const state = readRunState(r.dir).state;
+        const state = states.get(r.id);
         const last = pts[pts.length - 1]!;
         if (state === 'failed' || state === 'interrupted') stops.push({ setting: colorOf(c), seed, run: r.id, epoch: epochOf(last), knn: last.value, state });
       }

@@ -142,6 +142,29 @@ test('kNN figure: a run that failed ends in a square at its last value, and the 
   rmSync(root, { recursive: true, force: true });
 });
 
+test("kNN figure: a dip is marked where the table counts it: not on an unfinished run of a column that has finished ones", async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'partial', [0]);
+  // batch 64's seed 0 completed without a dip; its seed 1 stopped after a 15-point dip
+  writeFakeRun(dir, { id: 'bs64-s1-failed', config: { seed: 1, 'optim.batch_size': 64, 'optim.base_lr': 1e-4 }, status: 'failed', knnDrops: { 100: 15 } });
+  const dipRuns = () => {
+    const layers = (figureOf(dir, knnFigure).fig!.spec as unknown as { layer: Array<Layers[number] & { mark: { shape?: string } }> }).layer;
+    return [...new Set(layers.filter((l) => l.mark.shape === 'triangle-down').flatMap((l) => l.data.values.map((v) => v.run)))].sort();
+  };
+  // the table: batch 64's dips are its completed run's, none
+  await writeReport(dir, { format: 'md' });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const dipsRow = md.split('\n').find((l) => l.startsWith('| kNN dips'))!;
+  assert.equal(dipsRow.split('|')[2]!.trim(), '0', dipsRow);
+  const marked = dipRuns();
+  assert.ok(!marked.includes('bs64-s1-failed'), `marked: ${marked.join(', ')}`);
+  assert.ok(marked.some((r) => String(r).startsWith('bs256-')), 'the dips the table counts are still marked');
+  // alone in its column (no finished run beside it), its figures are the column's, "so far": its dip is marked
+  rmSync(join(dir, 'bs64-lr1.0e-4-adamw-learned-s0-abc000'), { recursive: true, force: true });
+  assert.ok(dipRuns().includes('bs64-s1-failed'));
+  rmSync(root, { recursive: true, force: true });
+});
+
 test('kNN figure with the monitor off: two swept keys tell the lone points apart by shape; more seeds than dashes draw each setting\'s mean as a diamond', () => {
   const root = tmp();
   const onlyLast = (dir: string) => {
