@@ -102,6 +102,8 @@ export interface Cell {
   std: number | null;
   n: number;
   text: string;
+  /** what qualifies the figure ("so far", "2 of 3 runs", "1/3 diverged @ step 185"), as its text says it; absent when nothing does */
+  note?: string;
 }
 
 export interface TableRow {
@@ -163,16 +165,18 @@ function cell(facts: RunFacts[], pick: (f: RunFacts) => number | null, fmt: (x: 
   const { mean, std } = meanStd(xs);
   const diverged = facts.filter((f) => f.status === 'diverged');
   let text: string;
+  const notes: string[] = [];
   if (mean === null) {
     text = facts.length ? [...new Set(facts.map(notDone))].join('; ') : '-';
   } else {
     text = std === null ? fmt(mean) : `${fmt(mean)} ± ${fmt(std, mean)}`;
-    if (!finished.length) text += ' (so far)';
+    if (!finished.length) notes.push('so far');
     // a figure some runs lack (no spike to lag): over the runs that have it, said
-    if (xs.length < used.length) text += ` (${xs.length} of ${used.length} runs)`;
-    if (accuracy && diverged.length) text += ` (${diverged.length}/${facts.length} diverged @ step ${diverged.map((f) => f.divergedAt ?? f.step).join(', ')})`;
+    if (xs.length < used.length) notes.push(`${xs.length} of ${used.length} runs`);
+    if (accuracy && diverged.length) notes.push(`${diverged.length}/${facts.length} diverged @ step ${diverged.map((f) => f.divergedAt ?? f.step).join(', ')}`);
+    text += notes.map((n) => ` (${n})`).join('');
   }
-  return { mean, std, n: xs.length, text };
+  return { mean, std, n: xs.length, text, ...(notes.length ? { note: notes.join('; ') } : {}) };
 }
 
 function statusCell(facts: RunFacts[]): Cell {
@@ -263,20 +267,24 @@ export function tableMarkdown(view: SweepView, t: SweepTable): string {
 export const csvValue = (v: unknown): string | number =>
   v === null || v === undefined ? '' : typeof v === 'number' && Number.isFinite(v) ? Number(v.toPrecision(12)) : (v as string | number);
 
-/** report.csv: the same table, numbers only: `<column>` holds the mean over seeds, `<column> std` the std. */
+/**
+ * report.csv: the same table, numbers only: `<column>` holds the mean over seeds, `<column> std` the std,
+ * `<column> n` how many runs it is over, and `<column> note` what qualifies it where report.md says so in
+ * brackets ("so far": runs not finished; "2 of 3 runs"; "1/3 diverged @ step 185"), empty otherwise.
+ */
 export function tableCsv(view: SweepView, t: SweepTable): string {
   const head = ['metric'];
-  for (const h of t.header) head.push(h, `${h} std`);
+  for (const h of t.header) head.push(h, `${h} std`, `${h} n`, `${h} note`);
   const body = t.rows.map((r) => {
     const out: (string | number)[] = [r.name];
     for (const c of r.cells) {
-      if (r.name === 'status') out.push(c.text, '');
-      else out.push(csvValue(c.mean), csvValue(c.std));
+      if (r.name === 'status') out.push(c.text, '', csvValue(c.n), '');
+      else out.push(csvValue(c.mean), csvValue(c.std), csvValue(c.n), c.note ?? '');
     }
     return out;
   });
   const keys = view.sweptKeys.length ? view.sweptKeys : ['setting'];
-  const values = keys.map((k) => ['swept:' + k, ...view.columns.flatMap((c) => [String(c.values[k] ?? ''), ''])]);
+  const values = keys.map((k) => ['swept:' + k, ...view.columns.flatMap((c) => [String(c.values[k] ?? ''), '', '', ''])]);
   return stringify([head, ...values, ...body]);
 }
 

@@ -67,9 +67,12 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
 
   // CSV: the same table, numbers only
   const csv = readFileSync(join(dir, 'report.csv'), 'utf8').trim().split('\n');
-  assert.equal(csv[0], 'metric,64 (paper 1024),64 (paper 1024) std,128 (paper 2048),128 (paper 2048) std,256 (paper 4096),256 (paper 4096) std,384 (paper 6144),384 (paper 6144) std');
-  assert.equal(csv.find((l) => l.startsWith('paper_linear_top1,')), 'paper_linear_top1,71.5,,72.6,,72.2,,69.7,');
-  assert.ok(csv.find((l) => l.startsWith('linear_top1,40.5,0.707')));
+  const cols = (h: string) => [h, `${h} std`, `${h} n`, `${h} note`];
+  assert.equal(csv[0], ['metric', ...['64 (paper 1024)', '128 (paper 2048)', '256 (paper 4096)', '384 (paper 6144)'].flatMap(cols)].join(','));
+  assert.equal(csv.find((l) => l.startsWith('paper_linear_top1,')), 'paper_linear_top1,71.5,,1,,72.6,,1,,72.2,,1,,69.7,,1,');
+  // mean, std, n, and what the table says in brackets: batch 384's linear top-1 is its seed 1's, seed 0 diverged
+  assert.ok(csv.find((l) => l.startsWith('linear_top1,40.5,0.707106781187,2,,')), csv.join('\n'));
+  assert.match(csv.find((l) => l.startsWith('linear_top1,'))!, /,32,,1,1\/2 diverged @ step 185$/);
   const runs = readFileSync(join(dir, 'runs.csv'), 'utf8').trim().split('\n');
   assert.equal(runs.length, 1 + 8);
   assert.match(runs.find((l) => l.includes('bs384') && l.includes(',diverged,'))!, /,185,/);
