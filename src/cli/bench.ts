@@ -6,10 +6,9 @@ import type { BenchResult } from '../train/bench.ts';
 import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
 import { intFlag } from './numbers.ts';
 import { onStopSignals } from './supervise.ts';
-import { configToYaml, flatten, parseSet } from '../config/load.ts';
+import { configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
-import { UsageError } from '../config/errors.ts';
 
 interface BenchFlags extends RunFlags {
   batch?: string;
@@ -60,10 +59,7 @@ export function benchCommand(): Command {
       const backendFlag = f.backend;
       // the heads' BatchNorm needs two images
       const extra = f.batch !== undefined ? [{ label: `--batch ${f.batch}`, value: { optim: { batch_size: intFlag('--batch', f.batch, 2) } } }] : [];
-      // a --set of the batch would win over --batch (the --sets come last), without a word: one or the other
-      // (the --sets were read by configFromFlags above: parseSet does not throw here)
-      const batchSet = f.batch !== undefined ? f.set.find((x) => flatten(parseSet(x)).has('optim.batch_size')) : undefined;
-      if (batchSet !== undefined) throw new UsageError(`--batch ${f.batch}: --set ${batchSet} sets the batch too; give one of them`);
+      // (a --set of the batch too is refused by configFromFlags: one or the other)
       const c = configFromFlags({ ...f, backend: backendFlag === 'all' ? undefined : backendFlag }, extra);
       const steps = intFlag('--steps', f.steps, 1);
       const warmup = intFlag('--warmup', f.warmup, 0);

@@ -1,7 +1,7 @@
 /** Flags shared by the commands that build run configs. */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { intFlag } from './numbers.ts';
-import { assembleConfig, ruleError } from '../config/load.ts';
+import { assembleConfig, flatten, parseSet, ruleError } from '../config/load.ts';
 import { numClassesProblem } from '../data/classes.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { DATASET_NAMES, BACKEND_CHOICES } from '../config/schema.ts';
@@ -65,12 +65,13 @@ export function parseDataFlag(v: string): { name: string; path: string | null } 
  * trains on it (train, bench), so its train split must fill one batch; `data preview` trains nothing.
  */
 export function configFromFlags(f: RunFlags, extra: { label: string; value: Record<string, unknown> }[] = [], { trains = true }: { trains?: boolean } = {}): ResolvedRunConfig {
-  const overrides: { label: string; value: Record<string, unknown> }[] = [];
+  // `keys`: the keys the flag gives a value of its own (a --set of one of them is refused below); all it sets otherwise
+  const overrides: { label: string; value: Record<string, unknown>; keys?: string[] }[] = [];
   if (f.data !== undefined) {
     const d = parseDataFlag(f.data);
     // --data NAME is the dataset's default location: a data.path from a config file (another dataset's
-    // folder, or the same one's elsewhere) is not kept
-    overrides.push({ label: `--data ${f.data}`, value: { data: { name: d.name, path: d.path } } });
+    // folder, or the same one's elsewhere) is not kept; a --set of data.path gives it one
+    overrides.push({ label: `--data ${f.data}`, value: { data: { name: d.name, path: d.path } }, keys: d.path === null ? ['data.name'] : ['data.name', 'data.path'] });
   }
   if (f.backend) overrides.push({ label: `--backend ${f.backend}`, value: { train: { backend: f.backend } } });
   if (f.seed !== undefined) {
@@ -85,6 +86,16 @@ export function configFromFlags(f: RunFlags, extra: { label: string; value: Reco
     overrides: all.map((o) => o.value),
     overrideLabels: all.map((o) => o.label),
   });
+  // a flag and a --set of the same key: the --set (applied last) would win without a word (the --sets were
+  // read by assembleConfig above: parseSet does not throw here)
+  for (const o of all) {
+    const own = (o as { keys?: string[] }).keys;
+    const keys = new Set<string>(own ?? flatten(o.value).keys());
+    for (const expr of f.set ?? []) {
+      const both = [...flatten(parseSet(expr)).keys()].find((k) => keys.has(k));
+      if (both !== undefined) throw new UsageError(`${o.label}: --set ${expr} sets ${both} too; give one of them`);
+    }
+  }
   // data.num_classes against the dataset's own classes
   const classes = numClassesProblem(c.data.name, c.data.num_classes);
   if (classes !== null) throw ruleError(blame, ['data.num_classes', 'data.name'], classes);

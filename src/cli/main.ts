@@ -44,24 +44,43 @@ function commandPath(program: Command, argv: string[]): Command[] {
 }
 
 /**
- * An option that takes a value, given the next option as its value (`--out --dry-run`: the value left out):
- * commander takes `--dry-run` as the folder, and the command would run without the option the user typed
- * (a dry run would train). Said as one line before anything runs; a value that is no option of the
- * command (`--set -1`, a negative number) is the value, and so is any value of an option whose values are
- * options of another program (`--sbatch-arg --mem=4G`).
+ * What commander would take without a word, said as one line before anything runs:
+ * - an option that takes a value, given the next option as its value (`--out --dry-run`, `--out=--dry-run`:
+ *   the value left out): commander takes `--dry-run` as the folder, and the command would run without the
+ *   option the user typed (a dry run would train). A value that is no option of the command (`--set -1`, a
+ *   negative number) is the value, and so is any value of an option whose values are options of another
+ *   program (`--sbatch-arg --mem=4G`);
+ * - an option of one value given twice (`-c a.yaml -c b.yaml`: commander keeps the last, the first file
+ *   dropped); the options that collect (`--set`, `--sbatch-arg`) take any number;
+ * - a switch and its `--no-` form together (`--augment --no-augment`: the last one won).
  */
 const VALUE_MAY_BE_AN_OPTION = new Set(['--sbatch-arg']);
 function optionAsValue(path: Command[], argv: string[]): string | null {
   const options = path.flatMap((c) => c.options);
   const flags = new Set(['-h', '--help', ...options.flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)]);
-  for (let i = 0; i + 1 < argv.length; i++) {
+  const given = new Map<(typeof options)[number], string[]>();
+  for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') break;
-    const o = options.find((x) => x.long === a || x.short === a);
-    const next = argv[i + 1]!;
-    if (!o?.required) continue;
-    if (!VALUE_MAY_BE_AN_OPTION.has(o.long ?? '') && flags.has(next.split('=')[0]!)) return `${a}: expected a value, got the option ${next} (the value left out?)`;
-    i++;
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const o = options.find((x) => x.long === name || x.short === name);
+    if (!o) continue;
+    let value: string | undefined;
+    if (o.required) {
+      value = eq > 0 ? a.slice(eq + 1) : argv[i + 1];
+      if (value === undefined) continue; // commander says the value is missing
+      if (!VALUE_MAY_BE_AN_OPTION.has(o.long ?? '') && flags.has(value.split('=')[0]!)) return `${name}: expected a value, got the option ${value} (the value left out?)`;
+      if (eq < 0) i++;
+    }
+    given.set(o, [...(given.get(o) ?? []), value ?? name]);
+  }
+  for (const [o, values] of given) {
+    if (o.required && values.length > 1 && !Array.isArray(o.defaultValue)) return `${o.long ?? o.short} given ${values.length} times (${values.join(', ')}): give it once`;
+    if (o.negate) {
+      const on = [...given.keys()].find((x) => !x.negate && x.attributeName() === o.attributeName());
+      if (on) return `${on.long} and ${o.long} given together: give one of them`;
+    }
   }
   return null;
 }

@@ -66,9 +66,20 @@ export function trainCommand(): Command {
       if (f.dryRun) {
         // what the same command would refuse, refused here too (reading only: no lock, nothing written)
         const { done, notes } = await inspectRunFolder(f, c, runDir);
-        if (done !== null) process.stderr.write(`moco3: ${done}: nothing would be trained\n`);
-        else for (const n of notes) process.stderr.write(`moco3: ${n}\n`);
-        process.stdout.write(f.json ? `${jsonLine({ run_dir: runDir, config: c })}\n` : `# run folder: ${runDir}\n${configToYaml(c)}`);
+        let shown = c;
+        if (done !== null) {
+          process.stderr.write(`moco3: ${done}: nothing would be trained\n`);
+          // named by its folder alone (no flag shapes a config): the config it holds, not the defaults
+          if (!shapesConfig(f)) {
+            const { loadRunConfig } = await import('../runfolder/records.ts');
+            try {
+              shown = loadRunConfig(runDir);
+            } catch {
+              /* no readable config.yaml: the flags' */
+            }
+          }
+        } else for (const n of notes) process.stderr.write(`moco3: ${n}\n`);
+        process.stdout.write(f.json ? `${jsonLine({ run_dir: runDir, config: shown })}\n` : `# run folder: ${runDir}\n${configToYaml(shown)}`);
         return;
       }
       // the run folder's lock first, as a sweep takes it: while this command looks at the folder, moves a

@@ -232,7 +232,8 @@ export interface ConfigSources {
 function hasPath(obj: unknown, path: PropertyKey[]): boolean {
   let cur: unknown = obj;
   for (const p of path) {
-    if (!isObj(cur) || !(String(p) in cur)) return false;
+    // own keys only: `toString` or `valueOf` are in every object by inheritance
+    if (!isObj(cur) || !Object.hasOwn(cur, String(p))) return false;
     cur = cur[String(p)];
   }
   return true;
@@ -254,11 +255,17 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; 
     const section = getPath(DEFAULTS, issue.path);
     const known = isObj(section) ? Object.keys(section).join(', ') : '';
     const keys = issue.keys.map((k) => `${parent}${k}`);
+    // `optim.base_lr: 1e-3` in a file: a key --set and sweep files write dotted, a file nests
+    const dotted = issue.keys.find((k) => k.includes('.') && getPath(DEFAULTS, [...issue.path, ...k.split('.')]) !== undefined);
+    if (dotted !== undefined) {
+      const [head, ...rest] = dotted.split('.');
+      return { key: `${parent}${dotted}`, text: `${parent}${dotted}: a dotted key (as --set and sweep files write them); in a config file nest it: ${head}: {${rest.join('.')}: ...}` };
+    }
     return { key: keys[0] ?? key, text: `unknown key${keys.length > 1 ? 's' : ''} ${keys.join(', ')}${known ? ` (expected one of: ${known})` : ''}` };
   }
   // NaN and the infinities have no JSON: say them as they are, not as null
   const got = value === undefined ? 'nothing' : typeof value === 'number' && !Number.isFinite(value) ? String(value) : JSON.stringify(value);
-  let expected = issue.message.replace(/^Invalid input: /, '').replace(/, received \w+$/, '');
+  let expected = issue.message.replace(/^Invalid input: /, '').replace(/, received \S+$/, '');
   if (issue.code === 'invalid_value' && 'values' in issue) {
     expected = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
   } else if (issue.code === 'too_small' || issue.code === 'too_big') {
@@ -416,6 +423,10 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
   const config = resolveConfig(validateConfig(merged, blame), blame);
   checkLambKeys(config, blame);
+  // a path the synthetic dataset never reads would still name another run (it is in the config's hash)
+  if (config.data.name === 'synthetic' && config.data.path !== null) {
+    throw ruleError(blame, ['data.path', 'data.name'], 'the synthetic dataset is built in and reads no path: set data.path to null, or data.name to the dataset at that path');
+  }
   return { config, blame };
 }
 

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, deepMerge, flatten, nest, notUtf8At, parseYaml, utf8Text, validateConfig } from '../config/load.ts';
 import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
-import { InputError } from '../config/errors.ts';
+import { InputError, readFailure } from '../config/errors.ts';
 import { parseLauncherSection, type LauncherSettings } from './launcher.ts';
 
 /** Bad input in a sweep file or sweep flags: one line naming the file (or flag) and the key. */
@@ -116,16 +116,17 @@ function parseGrid(file: string, where: string, raw: unknown, leafKeys: Set<stri
       if (!Array.isArray(spec.values)) throw new SweepError(`${file}: ${at}.values: expected a list, got ${describe(spec.values)}`);
       if (spec.values.length === 0) throw new SweepError(`${file}: ${at}.values: empty grid (expected at least one value)`);
       values = spec.values;
-      const seen = new Set<string>();
-      for (const v of values) {
-        const k = JSON.stringify(v);
-        if (seen.has(k)) throw new SweepError(`${file}: ${at}.values: ${k} is listed twice`);
-        seen.add(k);
-      }
     } else {
       values = [spec.value];
     }
+    // each value checked first: NaN and the infinities (no JSON, all written null) are said as what they are
     for (const v of values) checkValue(file, where, key, v);
+    const seen = new Set<string>();
+    for (const v of values) {
+      const k = JSON.stringify(v);
+      if (seen.has(k)) throw new SweepError(`${file}: ${at}.values: ${k} is listed twice`);
+      seen.add(k);
+    }
     grid.set(key, values);
   }
   return grid;
@@ -200,8 +201,9 @@ export function loadSweepFile(path: string): SweepSpec {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
-  } catch {
-    throw new SweepError(`${path}: sweep file not found`);
+  } catch (e) {
+    // a file that is there but cannot be read (permissions, a folder, an I/O error) is said as such
+    throw new SweepError((e as NodeJS.ErrnoException).code === 'ENOENT' ? `${path}: sweep file not found` : `${path}: ${readFailure(e)}`);
   }
   const text = utf8Text(bytes);
   if (text === null) throw new SweepError(`${path}: not UTF-8 text (${notUtf8At(bytes)}); save it as UTF-8`);

@@ -106,11 +106,12 @@ export function parseOptimizerFlag(v: string): OptimizerName[] {
 export const MAX_SEEDS = 1000;
 
 export function parseSeedsFlag(v: string): number[] {
+  const shown = v.trim() === '' ? `'${v}'` : v; // an empty value as ''
   const parts = v.split(',').map((s) => s.trim());
   const seeds: number[] = [];
   const seed = (t: string) => {
     const n = Number(t);
-    if (!Number.isSafeInteger(n)) throw new SweepError(`--seeds ${v}: ${t} is larger than a seed can be (at most ${Number.MAX_SAFE_INTEGER})`);
+    if (!Number.isSafeInteger(n)) throw new SweepError(`--seeds ${shown}: ${t} is larger than a seed can be (at most ${Number.MAX_SAFE_INTEGER})`);
     return n;
   };
   for (const p of parts) {
@@ -118,17 +119,17 @@ export function parseSeedsFlag(v: string): number[] {
     if (range) {
       const a = seed(range[1]!);
       const b = seed(range[2]!);
-      if (b < a) throw new SweepError(`--seeds ${v}: range ${p} runs backwards`);
-      if (b - a + 1 + seeds.length > MAX_SEEDS) throw new SweepError(`--seeds ${v}: more than ${MAX_SEEDS} seeds`);
+      if (b < a) throw new SweepError(`--seeds ${shown}: range ${p} runs backwards`);
+      if (b - a + 1 + seeds.length > MAX_SEEDS) throw new SweepError(`--seeds ${shown}: more than ${MAX_SEEDS} seeds`);
       for (let s = a; s <= b; s++) seeds.push(s);
     } else if (/^\d+$/.test(p)) {
       seeds.push(seed(p));
-      if (seeds.length > MAX_SEEDS) throw new SweepError(`--seeds ${v}: more than ${MAX_SEEDS} seeds`);
+      if (seeds.length > MAX_SEEDS) throw new SweepError(`--seeds ${shown}: more than ${MAX_SEEDS} seeds`);
     } else {
-      throw new SweepError(`--seeds ${v}: expected non-negative integers, e.g. 0,1,2 or 0-2`);
+      throw new SweepError(`--seeds ${shown}: expected non-negative integers, e.g. 0,1,2 or 0-2`);
     }
   }
-  if (new Set(seeds).size !== seeds.length) throw new SweepError(`--seeds ${v}: a seed is listed twice`);
+  if (new Set(seeds).size !== seeds.length) throw new SweepError(`--seeds ${shown}: a seed is listed twice`);
   return seeds;
 }
 

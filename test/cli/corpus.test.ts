@@ -592,6 +592,25 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['eval', 'knn', damaged('x7', (r) => rmSync(join(r, 'config.yaml')))], /^moco3: \S+\/x7\/config\.yaml: missing: put the run's config back \(each checkpoint's state\.json keeps it\)$/],
     // a completed run's damaged summary.json: said, not taken for a finished run's (train --resume said "already completed")
     [['train', ...TINY, '--resume', '--out', damaged('x6', (r) => truncateSync(join(r, 'summary.json'), 20))], /x6\/summary\.json: .*remove it \(`moco3 train --resume` or the sweep writes it again\)/],
+    // what commander took without a word: the first of two values, the last of a switch and its --no- form,
+    // an option as the value after '='
+    [['train', ...TINY, '--seed', '1', '--seed', '2', '--out', fresh('tw1')], /^moco3: --seed given 2 times \(1, 2\): give it once\n/],
+    [['train', '-c', file('a.yaml', 'seed: 1\n'), '--config', file('b.yaml', 'seed: 2\n'), '--dry-run'], /^moco3: --config given 2 times \(\S+a\.yaml, \S+b\.yaml\): give it once\n/],
+    [['eval', 'linear', good, '--augment', '--no-augment'], /^moco3: --augment and --no-augment given together: give one of them\n/],
+    [['train', ...TINY, '--out=--dry-run'], /^moco3: --out: expected a value, got the option --dry-run \(the value left out\?\)\n/],
+    // a flag and a --set of one key: the --set would win without a word
+    [['train', ...TINY, '--seed', '1', '--set', 'seed=2', '--out', fresh('tw2')], /^moco3: --seed 1: --set seed=2 sets seed too; give one of them$/],
+    [['train', ...TINY, '--data', 'synthetic', '--set', 'data.name=cifar10', '--out', fresh('tw3')], /^moco3: --data synthetic: --set data\.name=cifar10 sets data\.name too; give one of them$/],
+    // a path the synthetic dataset would never read, yet in the run's hash
+    [['train', ...TINY, '--set', 'data.path=/my/images', '--out', fresh('tw4')], /^moco3: --set data\.path=\/my\/images: data\.path: the synthetic dataset is built in and reads no path/],
+    // a key every object inherits (toString) is no key of the file's: the line names the --set that is wrong
+    [['train', ...TINY, '-c', file('inherit.yaml', 'optim:\n  toString: 1\n'), '--set', 'optim.base_lr=1', '--dry-run'], /^moco3: \S+inherit\.yaml: unknown key optim\.toString/],
+    [['train', ...TINY, '-c', file('dotted.yaml', 'optim.base_lr: 1.0e-3\n'), '--dry-run'], /^moco3: \S+dotted\.yaml: optim\.base_lr: a dotted key \(as --set and sweep files write them\); in a config file nest it: optim: \{base_lr: \.\.\.\}$/],
+    [['train', ...TINY, '--set', 'optim.base_lr=-.inf', '--dry-run'], /^moco3: --set optim\.base_lr=-\.inf: optim\.base_lr: expected number, got -Infinity$/],
+    [['plan', file('inf.yaml', 'name: inf\npreset: smoke\nparameters:\n  optim.base_lr: {values: [.inf, -.inf]}\n')], /^moco3: \S+inf\.yaml: parameters\.optim\.base_lr: expected number, got Infinity$/],
+    [['plan', join(dir, 'files')], /^moco3: \S+files: is a folder, not a sweep file$/],
+    // a sweep file that is there but cannot be read is not "not found" (as root, an I/O error stands in for permissions)
+    [['plan', '/proc/self/mem'], /^moco3: \/proc\/self\/mem: cannot be read \(EIO\)$/],
   ];
   for (const [args, re] of expect) {
     const r = await cli(args);

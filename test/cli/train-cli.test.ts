@@ -41,7 +41,7 @@ for (const [what, args, pattern] of [
 ] as const) {
   test(`train: ${what} gives one line and exit 2, and makes no run folder`, async () => {
     const out = join(dir, what.replace(/\W+/g, '-'));
-    const r = await cli(['train', '--preset', 'smoke', ...args, '--out', out, '-q']);
+    const r = await cli(['train', ...((args as readonly string[]).includes('--preset') ? [] : ['--preset', 'smoke']), ...args, '--out', out, '-q']);
     assert.equal(r.code, 2, r.err);
     const lines = r.err.trim().split('\n');
     assert.equal(lines.length, 1, r.err);
