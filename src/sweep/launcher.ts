@@ -12,7 +12,7 @@
  *     signal_s: 300           # --signal-s: USR1 this many seconds before the time limit
  *     sbatch_args: ["--account=vision"]   # --sbatch-arg, repeatable
  */
-import { parseInteger } from '../config/numbers.ts';
+import { parseDecimal, parseInteger } from '../config/numbers.ts';
 
 export interface LauncherSettings {
   partition: string | null;
@@ -196,7 +196,9 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     // a value with a line break is shown quoted, so that the message stays one line
     const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);
     const culprit = (xs: string[]) => xs.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? xs.find((a) => ownSbatchOption(a) !== null) ?? xs.join(' ');
-    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? culprit(raw) : raw)}: expected ${bad}`);
+    // `1e3` is an integer, but counts are written in digits (as src/cli/numbers.ts says it)
+    const digits = numeric && Number.isNaN(v) && Number.isInteger(parseDecimal(String(raw))) ? ' written in digits' : '';
+    if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? culprit(raw) : raw)}: expected ${bad}${digits}`);
     (out as Obj)[key] = v;
   }
   return out;

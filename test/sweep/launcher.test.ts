@@ -34,8 +34,12 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   assert.throws(() => parseLauncherFlags({ max_parallel: 'four' }, fail), (e: Error) => e.message === '--max-parallel four: expected a positive integer');
   // read as every integer flag is: a sign and spaces are fine, an exponent, hex or nothing is not
   assert.deepEqual(parseLauncherFlags({ gpus_per_run: '+1', cpus_per_run: ' 4 ', signal_s: '060' }, fail), { gpus_per_run: 1, cpus_per_run: 4, signal_s: 60 });
-  for (const v of ['1e3', '0x10', '', '2.0', '-1']) {
+  for (const v of ['0x10', '', '-1', '0']) {
     assert.throws(() => parseLauncherFlags({ max_parallel: v }, fail), (e: Error) => e.message.startsWith('--max-parallel') && e.message.endsWith(': expected a positive integer'), v);
+  }
+  // an integer with an exponent or a point: an integer, not in the digits a count is written in
+  for (const v of ['1e3', '2.0']) {
+    assert.throws(() => parseLauncherFlags({ max_parallel: v }, fail), (e: Error) => e.message === `--max-parallel ${v}: expected a positive integer written in digits`, v);
   }
   assert.throws(() => parseLauncherFlags({ mem: '64 GB' }, fail), (e: Error) => /^--mem 64 GB: expected a memory size/.test(e.message));
   // YAML reads `time: 90` and `mem: 16000` as numbers: Slurm's minutes and megabytes, as the flags give them
