@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { BackendName } from '../engine/backend.ts';
 import type { BenchResult } from '../train/bench.ts';
-import { addRunOptions, configFromFlags, type RunFlags } from './common.ts';
+import { addRunOptions, configFromFlags, refuseFlagAndSet, type RunFlags } from './common.ts';
 import { intFlag } from './numbers.ts';
 import { onStopSignals } from './supervise.ts';
 import { configToYaml } from '../config/load.ts';
@@ -60,6 +60,8 @@ export function benchCommand(): Command {
       // the heads' BatchNorm needs two images
       const extra = f.batch !== undefined ? [{ label: `--batch ${f.batch}`, value: { optim: { batch_size: intFlag('--batch', f.batch, 2) } } }] : [];
       // (a --set of the batch too is refused by configFromFlags: one or the other)
+      // `--backend all` gives each backend in turn: a --set of it too is refused here, not by each child
+      if (backendFlag === 'all') refuseFlagAndSet([{ label: '--backend all', keys: ['train.backend'] }], f.set);
       const c = configFromFlags({ ...f, backend: backendFlag === 'all' ? undefined : backendFlag }, extra);
       const steps = intFlag('--steps', f.steps, 1);
       const warmup = intFlag('--warmup', f.warmup, 0);

@@ -13,6 +13,8 @@ export interface RunFlags {
   config?: string;
   set: string[];
   data?: string;
+  /** how the user gave `data`, where not as --data (data preview's dataset argument and --data-path) */
+  dataLabel?: string;
   backend?: string;
   results: string;
   seed?: string;
@@ -61,6 +63,25 @@ export function parseDataFlag(v: string): { name: string; path: string | null } 
 }
 
 /**
+ * A flag and a --set of a key the flag gives: the --set (applied last) would win without a word. `keys`: the
+ * keys the flag gives a value of its own. A --set that cannot be read is left to the config's own check.
+ */
+export function refuseFlagAndSet(flags: { label: string; keys: string[] }[], sets: string[]): void {
+  for (const { label, keys } of flags) {
+    for (const expr of sets) {
+      let setKeys: string[];
+      try {
+        setKeys = [...flatten(parseSet(expr)).keys()];
+      } catch {
+        continue;
+      }
+      const both = setKeys.find((k) => keys.includes(k));
+      if (both !== undefined) throw new UsageError(`${label}: --set ${expr} sets ${both} too; give one of them`);
+    }
+  }
+}
+
+/**
  * The run config the flags give, with what can be checked before the data is read. `trains`: the command
  * trains on it (train, bench), so its train split must fill one batch; `data preview` trains nothing.
  */
@@ -71,7 +92,7 @@ export function configFromFlags(f: RunFlags, extra: { label: string; value: Reco
     const d = parseDataFlag(f.data);
     // --data NAME is the dataset's default location: a data.path from a config file (another dataset's
     // folder, or the same one's elsewhere) is not kept; a --set of data.path gives it one
-    overrides.push({ label: `--data ${f.data}`, value: { data: { name: d.name, path: d.path } }, keys: d.path === null ? ['data.name'] : ['data.name', 'data.path'] });
+    overrides.push({ label: f.dataLabel ?? `--data ${f.data}`, value: { data: { name: d.name, path: d.path } }, keys: d.path === null ? ['data.name'] : ['data.name', 'data.path'] });
   }
   if (f.backend) overrides.push({ label: `--backend ${f.backend}`, value: { train: { backend: f.backend } } });
   if (f.seed !== undefined) {
@@ -79,6 +100,7 @@ export function configFromFlags(f: RunFlags, extra: { label: string; value: Reco
     overrides.push({ label: `--seed ${f.seed}`, value: { seed: s } });
   }
   const all = [...overrides, ...extra];
+  refuseFlagAndSet(all.map((o) => ({ label: o.label, keys: (o as { keys?: string[] }).keys ?? [...flatten(o.value).keys()] })), f.set ?? []);
   const { config: c, blame } = assembleConfig({
     preset: f.preset ?? null,
     file: f.config ?? null,
@@ -86,16 +108,7 @@ export function configFromFlags(f: RunFlags, extra: { label: string; value: Reco
     overrides: all.map((o) => o.value),
     overrideLabels: all.map((o) => o.label),
   });
-  // a flag and a --set of the same key: the --set (applied last) would win without a word (the --sets were
-  // read by assembleConfig above: parseSet does not throw here)
-  for (const o of all) {
-    const own = (o as { keys?: string[] }).keys;
-    const keys = new Set<string>(own ?? flatten(o.value).keys());
-    for (const expr of f.set ?? []) {
-      const both = [...flatten(parseSet(expr)).keys()].find((k) => keys.has(k));
-      if (both !== undefined) throw new UsageError(`${o.label}: --set ${expr} sets ${both} too; give one of them`);
-    }
-  }
+
   // data.num_classes against the dataset's own classes
   const classes = numClassesProblem(c.data.name, c.data.num_classes);
   if (classes !== null) throw ruleError(blame, ['data.num_classes', 'data.name'], classes);

@@ -396,7 +396,8 @@ function previewCmd(): Command {
       if (name === 'synthetic' && f.dataPath) throw new UsageError('--data-path: the synthetic dataset is built in; it reads no path');
       const preset = f.preset ?? (name ? PRESET_FOR[name] : 'smoke') ?? 'smoke';
       const data = name && f.dataPath ? `${name}:${resolve(f.dataPath)}` : name;
-      const c = configFromFlags({ preset, set: f.set, data, seed: f.seed, results: '' }, [], { trains: false });
+      const dataLabel = name ? `data preview ${name}${f.dataPath ? ` --data-path ${f.dataPath}` : ''}` : undefined;
+      const c = configFromFlags({ preset, set: f.set, data, ...(dataLabel ? { dataLabel } : {}), seed: f.seed, results: '' }, [], { trains: false });
       // loaded here, not at start-up: these pull in TensorFlow.js and sharp
       const { loadRunData, augmentConfigOf } = await import('../components/index.ts');
       const { previewSheet } = await import('../data/preview.ts');

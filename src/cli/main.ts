@@ -59,21 +59,45 @@ function optionAsValue(path: Command[], argv: string[]): string | null {
   const options = path.flatMap((c) => c.options);
   const flags = new Set(['-h', '--help', ...options.flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)]);
   const given = new Map<(typeof options)[number], string[]>();
+  type Opt = (typeof options)[number];
+  /** the option `name` with its value (undefined: a switch, or none left) */
+  const take = (o: Opt, name: string, value: string | undefined): string | null => {
+    if (o.required && value !== undefined && !VALUE_MAY_BE_AN_OPTION.has(o.long ?? '') && flags.has(value.split('=')[0]!)) {
+      return `${name}: expected a value, got the option ${value} (the value left out?)`;
+    }
+    given.set(o, [...(given.get(o) ?? []), value ?? name]);
+    return null;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') break;
-    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
-    const name = eq > 0 ? a.slice(0, eq) : a;
-    const o = options.find((x) => x.long === name || x.short === name);
-    if (!o) continue;
-    let value: string | undefined;
-    if (o.required) {
-      value = eq > 0 ? a.slice(eq + 1) : argv[i + 1];
-      if (value === undefined) continue; // commander says the value is missing
-      if (!VALUE_MAY_BE_AN_OPTION.has(o.long ?? '') && flags.has(value.split('=')[0]!)) return `${name}: expected a value, got the option ${value} (the value left out?)`;
-      if (eq < 0) i++;
+    // help asked for: commander prints it whatever else the line holds
+    if (a === '-h' || a === '--help') return null;
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = eq > 0 ? a.slice(0, eq) : a;
+      const o = options.find((x) => x.long === name);
+      if (!o) continue;
+      const value = o.required ? (eq > 0 ? a.slice(eq + 1) : argv[++i]) : undefined;
+      const bad = take(o, name, value);
+      if (bad) return bad;
+    } else if (a.startsWith('-') && a.length > 1) {
+      // short options, as commander reads them: `-q`, a group of switches `-qv`, and the last of a group or
+      // one alone taking the rest of the word (`-psmoke`, `-o--dry-run`) or the next word as its value
+      for (let k = 1; k < a.length; k++) {
+        const o = options.find((x) => x.short === `-${a[k]}`);
+        if (!o) break;
+        if (!o.required) {
+          const bad = take(o, `-${a[k]}`, undefined);
+          if (bad) return bad;
+          continue;
+        }
+        const value = k + 1 < a.length ? a.slice(k + 1) : argv[++i];
+        const bad = take(o, `-${a[k]}`, value);
+        if (bad) return bad;
+        break;
+      }
     }
-    given.set(o, [...(given.get(o) ?? []), value ?? name]);
   }
   for (const [o, values] of given) {
     if (o.required && values.length > 1 && !Array.isArray(o.defaultValue)) return `${o.long ?? o.short} given ${values.length} times (${values.join(', ')}): give it once`;

@@ -14,7 +14,8 @@ export function intFlag(flag: string, v: string, min: number, max = Number.MAX_S
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     const what = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${min}`) : `an integer from ${min} to ${max}`;
     // `1e9` is an integer, but counts are written in digits: said, so the line is not read as "not an integer"
-    const digits = Number.isNaN(n) && Number.isInteger(parseDecimal(v)) ? ' written in digits' : '';
+    const x = parseDecimal(v);
+    const digits = Number.isNaN(n) && Number.isSafeInteger(x) && x >= min && x <= max ? ' (written in digits)' : '';
     throw new UsageError(`${flag} ${shown(v)}: expected ${what}${digits}`);
   }
   return n;

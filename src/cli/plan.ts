@@ -11,7 +11,7 @@ import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
 import { withResumePoint } from '../sweep/resume.ts';
 import { formatPlan } from '../sweep/table.ts';
-import { nonEmptyName, nonEmptyPath, parseDataFlag } from './common.ts';
+import { nonEmptyName, nonEmptyPath, parseDataFlag, refuseFlagAndSet } from './common.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
 
 export interface SweepFlags {
@@ -56,6 +56,11 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
     overrides.push({ train: { backend: f.backend } });
     overrideLabels.push(`--backend ${f.backend}`);
   }
+  // --data NAME leaves data.path to a --set (`--data NAME --set data.path=P`); NAME:PATH gives it
+  refuseFlagAndSet(
+    overrideLabels.map((label, i) => ({ label, keys: label.startsWith('--data ') && parseDataFlag(f.data!).path === null ? ['data.name'] : [...flatten(overrides[i]!).keys()] })),
+    f.set,
+  );
   const plan = planSweep(spec, {
     preset: f.preset ?? null,
     optimizers: f.optimizer !== undefined ? parseOptimizerFlag(f.optimizer) : null,

@@ -423,10 +423,6 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
   const config = resolveConfig(validateConfig(merged, blame), blame);
   checkLambKeys(config, blame);
-  // a path the synthetic dataset never reads would still name another run (it is in the config's hash)
-  if (config.data.name === 'synthetic' && config.data.path !== null) {
-    throw ruleError(blame, ['data.path', 'data.name'], 'the synthetic dataset is built in and reads no path: set data.path to null, or data.name to the dataset at that path');
-  }
   return { config, blame };
 }
 

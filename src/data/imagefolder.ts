@@ -30,8 +30,7 @@
  * ~/.moco3/data). Little-endian:
  *
  *   0   8  magic "MOCO3IMG"                     40  32 fingerprint: sha256 of the class list and of every
- *   8   4  format version (5)                          file's relative path, size, mtime, inode and ctime,
- *                                                      in stored order
+ *   8   4  format version (4)                          file's relative path, size and mtime, in stored order
  *   12  4  header length H (multiple of 64)     72  24 per-channel mean, 3 x float64, [0,1] scale
  *   16  4  n images                              96  24 per-channel std, 3 x float64
  *   20  4  side                                  120  8 first 8 bytes of sha256 of the rest of the header
@@ -72,7 +71,7 @@ export const CACHE_MAGIC = 'MOCO3IMG';
 // 4: 16-bit grey PNGs with a transparent grey (tRNS) as grey, clipped as Pillow does (3 took their high byte);
 // 3: pixels as stored, as PIL reads them (no EXIF orientation, no colour profile, Pillow's CMYK and 16-bit grey);
 // 2: Pillow's bilinear Resize + CenterCrop (1: libvips' Lanczos cover-resize)
-export const CACHE_VERSION = 5;
+export const CACHE_VERSION = 4;
 const FIXED_HEADER = 128;
 const MAX_IN_MEMORY = 2 ** 32 - 1; // the largest Uint8Array in Node 20
 const PROBE_SAMPLES = 64;
@@ -195,8 +194,6 @@ interface FileEntry {
   label: number;
   size: number;
   mtimeMs: number;
-  ino: number;
-  ctimeMs: number;
 }
 
 interface SplitListing {
@@ -338,7 +335,7 @@ function listSplit(name: string, dir: string, classes: string[], isTrain: boolea
           const kind = st.isDirectory() ? 'a folder' : st.isFIFO() ? 'a named pipe' : st.isSocket() ? 'a socket' : 'a device';
           throw new DataError(`${abs}: ${kind}, not an image file: move it out of the image folder`);
         }
-        return { rel: `${cls}/${f}`, abs, label, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs };
+        return { rel: `${cls}/${f}`, abs, label, size: st.size, mtimeMs: st.mtimeMs };
       }),
     );
   }
@@ -348,9 +345,10 @@ function listSplit(name: string, dir: string, classes: string[], isTrain: boolea
   if (files.length === 0) throw new DataError(`${dir}: no images (${IMAGE_EXTENSIONS.join(', ')}) in its class folders`);
   const h = createHash('sha256');
   h.update(`moco3 imagefolder v${CACHE_VERSION}\n${name}\n${JSON.stringify(classes)}\n`);
-  // the inode and ctime too: a file replaced by one of the same size and modification time (cp -p, an archive's
-  // dates, uncompressed images of one size) gets a new ctime, which no user can set back, or a new inode
-  for (const f of files) h.update(`${f.rel}\t${f.size}\t${f.mtimeMs}\t${f.ino}\t${f.ctimeMs}\n`);
+  // size and modification time: a copy of the folder (rsync -a to a node's disk, a hard-linked snapshot) keeps
+  // its cache, which inodes and ctimes would not; a file replaced by another of the same size and mtime (to the
+  // nanosecond) is not seen (docs: touch it)
+  for (const f of files) h.update(`${f.rel}\t${f.size}\t${f.mtimeMs}\n`);
   return { name, dir, files, fingerprint: h.digest() };
 }
 

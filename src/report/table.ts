@@ -270,7 +270,8 @@ export const csvValue = (v: unknown): string | number =>
 /**
  * report.csv: the same table, numbers only: `<column>` holds the mean over seeds, `<column> std` the std,
  * `<column> n` how many runs it is over, and `<column> note` what qualifies it where report.md says so in
- * brackets ("so far": runs not finished; "2 of 3 runs"; "1/3 diverged @ step 185"), empty otherwise.
+ * brackets ("so far": runs not finished; "2 of 3 runs"; "1/3 diverged @ step 185"), or for a cell of no figure
+ * what report.md writes there ("diverged @ step 185", "running (step 3/10)"); empty otherwise.
  */
 export function tableCsv(view: SweepView, t: SweepTable): string {
   const head = ['metric'];
@@ -279,7 +280,8 @@ export function tableCsv(view: SweepView, t: SweepTable): string {
     const out: (string | number)[] = [r.name];
     for (const c of r.cells) {
       if (r.name === 'status') out.push(c.text, '', csvValue(c.n), '');
-      else out.push(csvValue(c.mean), csvValue(c.std), csvValue(c.n), c.note ?? '');
+      // a cell of no figure says why in its note, as report.md does in its place (diverged @ step, running)
+      else out.push(csvValue(c.mean), csvValue(c.std), csvValue(c.n), c.note ?? (c.mean === null && c.text !== '-' ? c.text : ''));
     }
     return out;
   });

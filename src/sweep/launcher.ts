@@ -197,7 +197,8 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);
     const culprit = (xs: string[]) => xs.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? xs.find((a) => ownSbatchOption(a) !== null) ?? xs.join(' ');
     // `1e3` is an integer, but counts are written in digits (as src/cli/numbers.ts says it)
-    const digits = numeric && Number.isNaN(v) && Number.isInteger(parseDecimal(String(raw))) ? ' written in digits' : '';
+    const x = parseDecimal(String(raw));
+    const digits = numeric && Number.isNaN(v) && Number.isSafeInteger(x) && check(key, x) === null ? ' (written in digits)' : '';
     if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? culprit(raw) : raw)}: expected ${bad}${digits}`);
     (out as Obj)[key] = v;
   }

@@ -598,11 +598,15 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['train', '-c', file('a.yaml', 'seed: 1\n'), '--config', file('b.yaml', 'seed: 2\n'), '--dry-run'], /^moco3: --config given 2 times \(\S+a\.yaml, \S+b\.yaml\): give it once\n/],
     [['eval', 'linear', good, '--augment', '--no-augment'], /^moco3: --augment and --no-augment given together: give one of them\n/],
     [['train', ...TINY, '--out=--dry-run'], /^moco3: --out: expected a value, got the option --dry-run \(the value left out\?\)\n/],
+    // short options as commander reads them: a group of switches ending in one that takes the next word, one
+    // with its value in the same word
+    [['train', ...TINY, '-qo', '--dry-run'], /^moco3: -o: expected a value, got the option --dry-run \(the value left out\?\)\n/],
+    [['train', '-psmoke', '-p', 'cpu', '--dry-run'], /^moco3: --preset given 2 times \(smoke, cpu\): give it once\n/],
+    [['plan', tinySweep, '--backend', 'cpu', '--set', 'train.backend=wasm'], /^moco3: --backend cpu: --set train\.backend=wasm sets train\.backend too; give one of them$/],
+    [['bench', '--preset', 'smoke', '--backend', 'all', '--set', 'train.backend=cpu', '--steps', '1'], /^moco3: --backend all: --set train\.backend=cpu sets train\.backend too; give one of them$/],
     // a flag and a --set of one key: the --set would win without a word
     [['train', ...TINY, '--seed', '1', '--set', 'seed=2', '--out', fresh('tw2')], /^moco3: --seed 1: --set seed=2 sets seed too; give one of them$/],
     [['train', ...TINY, '--data', 'synthetic', '--set', 'data.name=cifar10', '--out', fresh('tw3')], /^moco3: --data synthetic: --set data\.name=cifar10 sets data\.name too; give one of them$/],
-    // a path the synthetic dataset would never read, yet in the run's hash
-    [['train', ...TINY, '--set', 'data.path=/my/images', '--out', fresh('tw4')], /^moco3: --set data\.path=\/my\/images: data\.path: the synthetic dataset is built in and reads no path/],
     // a key every object inherits (toString) is no key of the file's: the line names the --set that is wrong
     [['train', ...TINY, '-c', file('inherit.yaml', 'optim:\n  toString: 1\n'), '--set', 'optim.base_lr=1', '--dry-run'], /^moco3: \S+inherit\.yaml: unknown key optim\.toString/],
     [['train', ...TINY, '-c', file('dotted.yaml', 'optim.base_lr: 1.0e-3\n'), '--dry-run'], /^moco3: \S+dotted\.yaml: optim\.base_lr: a dotted key \(as --set and sweep files write them\); in a config file nest it: optim: \{base_lr: \.\.\.\}$/],

@@ -73,6 +73,11 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   // mean, std, n, and what the table says in brackets: batch 384's linear top-1 is its seed 1's, seed 0 diverged
   assert.ok(csv.find((l) => l.startsWith('linear_top1,40.5,0.707106781187,2,,')), csv.join('\n'));
   assert.match(csv.find((l) => l.startsWith('linear_top1,'))!, /,32,,1,1\/2 diverged @ step 185$/);
+  // a cell of no figure: why, as report.md says it there (batch 384 of seed 0 alone: diverged)
+  const one = writeBatchSweep(tmp(), 'one-seed', [0]);
+  await writeReport(one);
+  const oneCsv = readFileSync(join(one, 'report.csv'), 'utf8').trim().split('\n');
+  assert.match(oneCsv.find((l) => l.startsWith('linear_top1,'))!, /,,,0,diverged @ step 185$/, oneCsv.join('\n'));
   const runs = readFileSync(join(dir, 'runs.csv'), 'utf8').trim().split('\n');
   assert.equal(runs.length, 1 + 8);
   assert.match(runs.find((l) => l.includes('bs384') && l.includes(',diverged,'))!, /,185,/);

@@ -39,7 +39,11 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   }
   // an integer with an exponent or a point: an integer, not in the digits a count is written in
   for (const v of ['1e3', '2.0']) {
-    assert.throws(() => parseLauncherFlags({ max_parallel: v }, fail), (e: Error) => e.message === `--max-parallel ${v}: expected a positive integer written in digits`, v);
+    assert.throws(() => parseLauncherFlags({ max_parallel: v }, fail), (e: Error) => e.message === `--max-parallel ${v}: expected a positive integer (written in digits)`, v);
+  }
+  // one the digits would not make valid either: no such hint
+  for (const v of ['0e0', '5e0']) {
+    assert.throws(() => parseLauncherFlags({ [v === '0e0' ? 'max_parallel' : 'signal_s']: v }, fail), (e: Error) => !e.message.includes('digits'), v);
   }
   assert.throws(() => parseLauncherFlags({ mem: '64 GB' }, fail), (e: Error) => /^--mem 64 GB: expected a memory size/.test(e.message));
   // YAML reads `time: 90` and `mem: 16000` as numbers: Slurm's minutes and megabytes, as the flags give them
