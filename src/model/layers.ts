@@ -48,8 +48,8 @@ const sumRows = (x: T): T => (x.rank === 2 ? fusedKernel(COLUMN_SUM, { x }) : nu
 /**
  * Where moco3's webgpu kernels run, the matmuls of `linear` use what the webgpu backend does well: the bias
  * added in the matmul's epilogue (_FusedMatMul) and transposed operands read in place. On native too the
- * transposed operands are read in place (BLAS's transpose flags: the same packed panels, so the same bits as
- * the explicit transpose, checked by training byte for byte); elsewhere the explicit transposes above (wasm's
+ * transposed operands are read in place (BLAS's transpose flags; training runs gave the same weights byte for
+ * byte as with the explicit transposes, with OpenBLAS 0.3.21 and moco3's small-matrix kernel); elsewhere the explicit transposes above (wasm's
  * transposed-operand matmul is a scalar loop, cpu's transposes anyway).
  */
 const onGpu = () => tf.getBackend() === 'webgpu' && hasKernel(GELU_FWD);
