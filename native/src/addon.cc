@@ -277,6 +277,16 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------------ reductions
 
+// How many pieces a reduction of `total` elements cuts the outermost of its collapsed dims (`dim0`) into:
+// partitions of the outermost dim; when it is reduced each one needs its own accumulator. Their number follows
+// the shape alone, not the thread count, so that the partial sums, and the bits, do not either. (The LayerNorm
+// kernels' row means take their cuts from here too: they must sum as the Mean kernel does.)
+int64_t reduce_parts(int64_t total, int64_t dim0, bool outerReduced, int64_t outSize) {
+  int64_t nparts = total >= kGrainElems ? std::min<int64_t>(dim0, kReduceParts) : 1;
+  if (outerReduced) nparts = std::max<int64_t>(1, std::min<int64_t>(nparts, (int64_t(1) << 22) / std::max<int64_t>(outSize, 1)));
+  return nparts;
+}
+
 // Reduces x (of `shape`) over `axes` into out (of the kept dims' size): op 0 sum, 1 max, 2 min; mean divides the
 // sum by the reduced count. The error, or null. Shared by Reduce and the LayerNorm backward's column sums (which
 // must give the bits of the Sum kernel's, partitions and all).
@@ -329,10 +339,7 @@ const char* reduce_core(int op, const float* x, int64_t xlen, const std::vector<
   }
   const KernelTable& K = kernels();
   const bool outerReduced = red[0] != 0;
-  // partitions of the outermost dim; when it is reduced each one needs its own accumulator. Their number
-  // follows the shape alone, not the thread count, so that the partial sums, and the bits, do not either
-  int64_t nparts = total >= kGrainElems ? std::min<int64_t>(dims[0], kReduceParts) : 1;
-  if (outerReduced) nparts = std::max<int64_t>(1, std::min<int64_t>(nparts, (int64_t(1) << 22) / std::max<int64_t>(outSize, 1)));
+  const int64_t nparts = reduce_parts(total, dims[0], outerReduced, outSize);
   const int64_t nacc = outerReduced ? nparts : 1;
   const float init = op == R_MAX ? -INFINITY : INFINITY;
   std::vector<double> accd;
@@ -380,8 +387,9 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------------ LayerNorm
 
-// How many pieces the Mean kernel cuts a row's sum into (reduce_core): only a single row of kGrainElems or more
-int64_t ln_parts(int64_t rows, int64_t D) { return rows == 1 && D >= kGrainElems ? std::min<int64_t>(D, kReduceParts) : 1; }
+// How many pieces the Mean kernel cuts a row's sum into (reduce_core): a row among others is summed whole (the
+// rows are its partitions), a single row is the collapsed [D], its outermost dim reduced to one output
+int64_t ln_parts(int64_t rows, int64_t D) { return rows == 1 && D > 1 ? reduce_parts(D, D, true, 1) : 1; }
 
 // layerNorm(x, gamma, beta, eps, y, mean, rstd): x, y [rows, D]; gamma, beta [D]; mean, rstd [rows]
 Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
