@@ -47,20 +47,16 @@ const sumRows = (x: T): T => (x.rank === 2 ? fusedKernel(COLUMN_SUM, { x }) : nu
 
 /**
  * Where moco3's webgpu kernels run, the matmuls of `linear` use what the webgpu backend does well: the bias
- * added in the matmul's epilogue (_FusedMatMul) and transposed operands read in place. On native too the
- * transposed operands are read in place (BLAS's transpose flags; training runs gave the same weights byte for
- * byte as with the explicit transposes, with OpenBLAS 0.3.21 and moco3's small-matrix kernel); elsewhere the explicit transposes above (wasm's
- * transposed-operand matmul is a scalar loop, cpu's transposes anyway).
+ * added in the matmul's epilogue (_FusedMatMul) and transposed operands read in place; elsewhere the explicit
+ * transposes above (wasm's transposed-operand matmul is a scalar loop).
  */
 const onGpu = () => tf.getBackend() === 'webgpu' && hasKernel(GELU_FWD);
 const matMulBias = (x: T, w: T, b: T): tf.Tensor2D =>
   onGpu() ? (tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: b }) as tf.Tensor2D) : (tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b) as tf.Tensor2D);
-/** backends whose matmul reads a transposed operand in place: webgpu, and native (BLAS's own flag) */
-const inPlaceT = () => onGpu() || tf.getBackend() === 'native';
 /** aᵀ·b */
-const matMulTA = (a: T, b: T): tf.Tensor2D => (inPlaceT() ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, true, false) : tf.matMul(transpose2(a) as tf.Tensor2D, b as tf.Tensor2D));
+const matMulTA = (a: T, b: T): tf.Tensor2D => (onGpu() ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, true, false) : tf.matMul(transpose2(a) as tf.Tensor2D, b as tf.Tensor2D));
 /** a·bᵀ */
-const matMulTB = (a: T, b: T): tf.Tensor2D => (inPlaceT() ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, false, true) : tf.matMul(a as tf.Tensor2D, transpose2(b) as tf.Tensor2D));
+const matMulTB = (a: T, b: T): tf.Tensor2D => (onGpu() ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, false, true) : tf.matMul(a as tf.Tensor2D, transpose2(b) as tf.Tensor2D));
 
 const linearBias = custom<tf.Tensor2D>(([x, w, b], save) => {
   save([x!, w!]);
@@ -124,14 +120,10 @@ export function addSame<R extends tf.Tensor>(a: R, b: R): R {
 export const matMulNT = custom<tf.Tensor>(([a, b], save) => {
   save([a!, b!]);
   const tr = a!.rank === 3 ? transpose3 : transpose2;
-  const flags = inPlaceT();
   return {
-    value: flags ? tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D, false, true) : tf.matMul(a as tf.Tensor3D, tr(b!) as tf.Tensor3D),
+    value: tf.matMul(a as tf.Tensor3D, tr(b!) as tf.Tensor3D),
     // d(a·bᵀ): da = dy·b, db = dyᵀ·a
-    gradFunc: (dy, [as, bs]) => [
-      tf.matMul(dy as tf.Tensor3D, bs as tf.Tensor3D),
-      flags ? tf.matMul(dy as tf.Tensor3D, as as tf.Tensor3D, true, false) : tf.matMul(tr(dy) as tf.Tensor3D, as as tf.Tensor3D),
-    ],
+    gradFunc: (dy, [as, bs]) => [tf.matMul(dy as tf.Tensor3D, bs as tf.Tensor3D), tf.matMul(tr(dy) as tf.Tensor3D, as as tf.Tensor3D)],
   };
 }) as <R extends tf.Tensor2D | tf.Tensor3D>(a: R, b: R) => R;
 
@@ -140,10 +132,7 @@ export const bmm = custom<tf.Tensor3D>(([a, b], save) => {
   save([a!, b!]);
   return {
     value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
-    gradFunc: (dy, [as, bs]) =>
-      inPlaceT()
-        ? [tf.matMul(dy, bs as tf.Tensor3D, false, true), tf.matMul(as as tf.Tensor3D, dy, true, false)]
-        : [tf.matMul(dy, transpose3(bs!) as tf.Tensor3D), tf.matMul(transpose3(as!) as tf.Tensor3D, dy)],
+    gradFunc: (dy, [as, bs]) => [tf.matMul(dy, transpose3(bs!) as tf.Tensor3D), tf.matMul(transpose3(as!) as tf.Tensor3D, dy)],
   };
 }) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
 
