@@ -85,6 +85,7 @@ function optionAsValue(path: Command[], argv: string[]): string | null {
       // short options, as commander reads them: `-q`, a group of switches `-qv`, and the last of a group or
       // one alone taking the rest of the word (`-psmoke`, `-o--dry-run`) or the next word as its value
       for (let k = 1; k < a.length; k++) {
+        if (a[k] === 'h') return null; // help in a group (`-qh`): commander prints it
         const o = options.find((x) => x.short === `-${a[k]}`);
         if (!o) break;
         if (!o.required) {
@@ -93,6 +94,8 @@ function optionAsValue(path: Command[], argv: string[]): string | null {
           continue;
         }
         const value = k + 1 < a.length ? a.slice(k + 1) : argv[++i];
+        // commander keeps a short option's '=' in its value (`-o=dir` names the folder `=dir`)
+        if (value?.startsWith('=')) return `-${a[k]}${value}: a short option takes its value without '=' (-${a[k]} ${value.slice(1)}${o.long ? `, or ${o.long}=${value.slice(1)}` : ''})`;
         const bad = take(o, `-${a[k]}`, value);
         if (bad) return bad;
         break;

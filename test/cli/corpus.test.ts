@@ -602,6 +602,7 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     // with its value in the same word
     [['train', ...TINY, '-qo', '--dry-run'], /^moco3: -o: expected a value, got the option --dry-run \(the value left out\?\)\n/],
     [['train', '-psmoke', '-p', 'cpu', '--dry-run'], /^moco3: --preset given 2 times \(smoke, cpu\): give it once\n/],
+    [['train', '-psmoke', '-o=--dry-run'], /^moco3: -o=--dry-run: a short option takes its value without '=' \(-o --dry-run, or --out=--dry-run\)\n/],
     [['plan', tinySweep, '--backend', 'cpu', '--set', 'train.backend=wasm'], /^moco3: --backend cpu: --set train\.backend=wasm sets train\.backend too; give one of them$/],
     [['bench', '--preset', 'smoke', '--backend', 'all', '--set', 'train.backend=cpu', '--steps', '1'], /^moco3: --backend all: --set train\.backend=cpu sets train\.backend too; give one of them$/],
     // a flag and a --set of one key: the --set would win without a word
