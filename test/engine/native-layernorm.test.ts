@@ -10,23 +10,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { registerNativeBackend, setNativeThreads } from '../../src/engine/native.ts';
 import { hasKernel, LAYERNORM_BWD, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
 import { layerNorm, normalize } from '../../src/model/layers.ts';
+import { values } from '../helpers/rng.ts';
 
 assert.ok(registerNativeBackend(), 'the native addon is built (node scripts/build-native.mjs)');
 
-/** Deterministic values in [lo, hi) (xorshift). */
-function values(n: number, seed: number, lo: number, hi: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
-  }
-  return out;
-}
 
 test("LayerNorm's native kernels give the bits of the model's composition of stock ops (layers.ts normalize), y and the three gradients, on any shape", async () => {
   await tf.setBackend('native');

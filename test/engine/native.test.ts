@@ -10,26 +10,13 @@ import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
 import { nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
 import { GELU_BWD, GELU_FWD, hasKernel } from '../../src/engine/webgpu-kernels.ts';
+import { values } from '../helpers/rng.ts';
 
 const registration = registerNativeBackend();
 
 type Arr = number[];
 type Inputs = { data: Float32Array; shape: number[]; dtype?: 'float32' | 'int32' }[];
 
-/** Deterministic values in [lo, hi). */
-function values(n: number, seed: number, lo = -2, hi = 2): Float32Array {
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
-  }
-  return out;
-}
 
 function input(shape: number[], seed: number, lo = -2, hi = 2): Inputs[number] {
   return { data: values(shape.reduce((a, b) => a * b, 1), seed, lo, hi), shape };
