@@ -108,7 +108,6 @@ export function configFromFlags(f: RunFlags, extra: { label: string; value: Reco
     overrides: all.map((o) => o.value),
     overrideLabels: all.map((o) => o.label),
   });
-
   // data.num_classes against the dataset's own classes
   const classes = numClassesProblem(c.data.name, c.data.num_classes);
   if (classes !== null) throw ruleError(blame, ['data.num_classes', 'data.name'], classes);
