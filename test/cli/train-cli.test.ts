@@ -166,3 +166,16 @@ test('train --data NAME reads the dataset from its default location, not the dat
   // a --set still has the last word
   assert.equal((await dry('--data', 'fashion-mnist', '--set', 'data.path=/data/fm')).path, '/data/fm');
 });
+
+test('train --out <a completed run> --dry-run, no flag shaping a config: the config the run holds, not the defaults', async () => {
+  const out = join(dir, 'done-run');
+  const t = await runCli(['train', '--preset', 'smoke', '--backend', 'cpu', '-q', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--set', 'train.max_steps=2',
+    '--set', 'eval.linear.enabled=false', '--set', 'train.knn_every_epochs=null', '--out', out]);
+  assert.equal(t.code, 0, t.err);
+  const dry = await runCli(['train', '--out', out, '--dry-run', '--json']);
+  assert.equal(dry.code, 0, dry.err);
+  assert.match(dry.err, /is already completed at step 2 .*: nothing would be trained/);
+  const o = JSON.parse(dry.out) as { config: { model: { arch: string }; data: { image_size: number } } };
+  assert.equal(o.config.model.arch, 'vit-test');
+  assert.equal(o.config.data.image_size, 8);
+});
