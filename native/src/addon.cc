@@ -438,7 +438,7 @@ Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
   const KernelTable& K = kernels();
   const int64_t parts = ln_parts(rows, D);
   parallel_for(rows, n * 6, kGrainElems, [&](int64_t lo, int64_t hi, int) {
-    std::vector<float> work(static_cast<size_t>(2 * D));
+    std::vector<float> work(static_cast<size_t>(3 * D));
     K.layernorm_bwd_rows(dy, x, mean, rstd, g, dx, scratch, D, parts, lo, hi, work.data());
   });
   const std::vector<int64_t> shape = {rows, D}, axes = {0};

@@ -34,7 +34,7 @@ struct KernelTable {
                         const int64_t* os, int64_t r0, int64_t r1);
   // GELU forward (dy null: o = gelu(x)) or backward (o = dy * gelu'(x)) of n elements
   void (*gelu_range)(const float* x, const float* dy, float* o, int64_t n);
-  // LayerNorm forward / backward of rows [r0, r1) of [rows, D] (kernels.inc; work: D / 2·D floats)
+  // LayerNorm forward / backward of rows [r0, r1) of [rows, D] (kernels.inc; work: D / 3·D floats)
   void (*layernorm_fwd_rows)(const float* x, const float* g, const float* b, float eps, float* y, float* mean,
                              float* rstd, int64_t D, int64_t parts, int64_t r0, int64_t r1, float* work);
   void (*layernorm_bwd_rows)(const float* dy, const float* x, const float* mean, const float* rstd, const float* g,

@@ -62,11 +62,37 @@ export function parseDataFlag(v: string): { name: string; path: string | null } 
   return { name, path };
 }
 
+/** A flag's values in the config: its label for errors, the values, and the keys it gives a value of its own. */
+export interface FlagOverride {
+  label: string;
+  value: Record<string, unknown>;
+  /** a --set of one of these is refused beside the flag (refuseFlagAndSet) */
+  keys: string[];
+}
+
+/** An override of a flag that gives every key it sets. */
+export const flagOverride = (label: string, value: Record<string, unknown>): FlagOverride => ({ label, value, keys: [...flatten(value).keys()] });
+
+/**
+ * The overrides of `--data` and `--backend`, as train, bench, data preview, plan and sweep read them. --data NAME
+ * is the dataset's default location: a data.path from a config or sweep file (another dataset's folder, or the
+ * same one's elsewhere) is not kept, and a --set of data.path gives it one; NAME:PATH gives the path itself.
+ */
+export function dataBackendOverrides(f: { data?: string; dataLabel?: string; backend?: string }): FlagOverride[] {
+  const out: FlagOverride[] = [];
+  if (f.data !== undefined) {
+    const d = parseDataFlag(f.data);
+    out.push({ label: f.dataLabel ?? `--data ${f.data}`, value: { data: { name: d.name, path: d.path } }, keys: d.path === null ? ['data.name'] : ['data.name', 'data.path'] });
+  }
+  if (f.backend) out.push(flagOverride(`--backend ${f.backend}`, { train: { backend: f.backend } }));
+  return out;
+}
+
 /**
  * A flag and a --set of a key the flag gives: the --set (applied last) would win without a word. `keys`: the
  * keys the flag gives a value of its own. A --set that cannot be read is left to the config's own check.
  */
-export function refuseFlagAndSet(flags: { label: string; keys: string[] }[], sets: string[]): void {
+export function refuseFlagAndSet(flags: { label: string; keys: readonly string[] }[], sets: string[]): void {
   for (const { label, keys } of flags) {
     for (const expr of sets) {
       let setKeys: string[];
@@ -86,21 +112,10 @@ export function refuseFlagAndSet(flags: { label: string; keys: string[] }[], set
  * trains on it (train, bench), so its train split must fill one batch; `data preview` trains nothing.
  */
 export function configFromFlags(f: RunFlags, extra: { label: string; value: Record<string, unknown> }[] = [], { trains = true }: { trains?: boolean } = {}): ResolvedRunConfig {
-  // `keys`: the keys the flag gives a value of its own (a --set of one of them is refused below); all it sets otherwise
-  const overrides: { label: string; value: Record<string, unknown>; keys?: string[] }[] = [];
-  if (f.data !== undefined) {
-    const d = parseDataFlag(f.data);
-    // --data NAME is the dataset's default location: a data.path from a config file (another dataset's
-    // folder, or the same one's elsewhere) is not kept; a --set of data.path gives it one
-    overrides.push({ label: f.dataLabel ?? `--data ${f.data}`, value: { data: { name: d.name, path: d.path } }, keys: d.path === null ? ['data.name'] : ['data.name', 'data.path'] });
-  }
-  if (f.backend) overrides.push({ label: `--backend ${f.backend}`, value: { train: { backend: f.backend } } });
-  if (f.seed !== undefined) {
-    const s = intFlag('--seed', f.seed, 0);
-    overrides.push({ label: `--seed ${f.seed}`, value: { seed: s } });
-  }
-  const all = [...overrides, ...extra];
-  refuseFlagAndSet(all.map((o) => ({ label: o.label, keys: (o as { keys?: string[] }).keys ?? [...flatten(o.value).keys()] })), f.set ?? []);
+  const overrides = dataBackendOverrides(f);
+  if (f.seed !== undefined) overrides.push(flagOverride(`--seed ${f.seed}`, { seed: intFlag('--seed', f.seed, 0) }));
+  const all = [...overrides, ...extra.map((o) => flagOverride(o.label, o.value))];
+  refuseFlagAndSet(all, f.set ?? []);
   const { config: c, blame } = assembleConfig({
     preset: f.preset ?? null,
     file: f.config ?? null,

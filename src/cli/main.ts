@@ -58,8 +58,8 @@ const VALUE_MAY_BE_AN_OPTION = new Set(['--sbatch-arg']);
 function optionAsValue(path: Command[], argv: string[]): string | null {
   const options = path.flatMap((c) => c.options);
   const flags = new Set(['-h', '--help', ...options.flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)]);
-  const given = new Map<(typeof options)[number], string[]>();
   type Opt = (typeof options)[number];
+  const given = new Map<Opt, string[]>();
   /** the option `name` with its value (undefined: a switch, or none left) */
   const take = (o: Opt, name: string, value: string | undefined): string | null => {
     if (o.required && value !== undefined && !VALUE_MAY_BE_AN_OPTION.has(o.long ?? '') && flags.has(value.split('=')[0]!)) {

@@ -3,7 +3,7 @@
  * the bounds the flag can mean, or one line naming the flag and what was expected (exit 2).
  */
 import { UsageError } from '../config/errors.ts';
-import { parseDecimal, parseInteger } from '../config/numbers.ts';
+import { digitsHint, parseDecimal, parseInteger } from '../config/numbers.ts';
 
 /** The value as the error line shows it: an empty one as '' */
 const shown = (v: string) => (v.trim() === '' ? `'${v}'` : v);
@@ -14,9 +14,7 @@ export function intFlag(flag: string, v: string, min: number, max = Number.MAX_S
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     const what = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${min}`) : `an integer from ${min} to ${max}`;
     // `1e9` is an integer, but counts are written in digits: said, so the line is not read as "not an integer"
-    const x = parseDecimal(v);
-    const digits = Number.isNaN(n) && Number.isSafeInteger(x) && x >= min && x <= max ? ' (written in digits)' : '';
-    throw new UsageError(`${flag} ${shown(v)}: expected ${what}${digits}`);
+    throw new UsageError(`${flag} ${shown(v)}: expected ${what}${digitsHint(v, (x) => x >= min && x <= max)}`);
   }
   return n;
 }

@@ -11,7 +11,7 @@ import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
 import { withResumePoint } from '../sweep/resume.ts';
 import { formatPlan } from '../sweep/table.ts';
-import { nonEmptyName, nonEmptyPath, parseDataFlag, refuseFlagAndSet } from './common.ts';
+import { dataBackendOverrides, nonEmptyName, nonEmptyPath, refuseFlagAndSet } from './common.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
 
 export interface SweepFlags {
@@ -44,23 +44,10 @@ export function addSweepOptions(cmd: Command): Command {
 
 export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   const spec = loadSweep(arg);
-  const overrides: Record<string, unknown>[] = [];
-  const overrideLabels: string[] = [];
-  if (f.data !== undefined) {
-    const d = parseDataFlag(f.data);
-    // --data NAME is the dataset's default location, as for train: the sweep file's data.path is not kept
-    overrides.push({ data: { name: d.name, path: d.path } });
-    overrideLabels.push(`--data ${f.data}`);
-  }
-  if (f.backend) {
-    overrides.push({ train: { backend: f.backend } });
-    overrideLabels.push(`--backend ${f.backend}`);
-  }
-  // --data NAME leaves data.path to a --set (`--data NAME --set data.path=P`); NAME:PATH gives it
-  refuseFlagAndSet(
-    overrideLabels.map((label, i) => ({ label, keys: label.startsWith('--data ') && parseDataFlag(f.data!).path === null ? ['data.name'] : [...flatten(overrides[i]!).keys()] })),
-    f.set,
-  );
+  const flags = dataBackendOverrides(f);
+  refuseFlagAndSet(flags, f.set);
+  const overrides = flags.map((o) => o.value);
+  const overrideLabels = flags.map((o) => o.label);
   const plan = planSweep(spec, {
     preset: f.preset ?? null,
     optimizers: f.optimizer !== undefined ? parseOptimizerFlag(f.optimizer) : null,

@@ -12,3 +12,12 @@ export const parseDecimal = (v: string): number => (DECIMAL.test(v.trim()) ? Num
 
 /** A non-negative integer in decimal digits (`+` allowed, spaces around), else NaN: no `1e3`, no `0x10`. */
 export const parseInteger = (v: string): number => (INTEGER.test(v.trim()) ? Number(v.trim()) : NaN);
+
+/**
+ * ' (written in digits)' for a count given with an exponent or a point (`1e3`, `2.0`) that, as a number, `ok`
+ * would take (digits are what a count is read in); '' otherwise: the line's own expectation says the rest.
+ */
+export function digitsHint(v: string, ok: (x: number) => boolean): string {
+  const x = parseDecimal(v);
+  return Number.isNaN(parseInteger(v)) && Number.isSafeInteger(x) && ok(x) ? ' (written in digits)' : '';
+}

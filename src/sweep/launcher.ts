@@ -12,7 +12,7 @@
  *     signal_s: 300           # --signal-s: USR1 this many seconds before the time limit
  *     sbatch_args: ["--account=vision"]   # --sbatch-arg, repeatable
  */
-import { parseDecimal, parseInteger } from '../config/numbers.ts';
+import { digitsHint, parseInteger } from '../config/numbers.ts';
 
 export interface LauncherSettings {
   partition: string | null;
@@ -197,8 +197,7 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);
     const culprit = (xs: string[]) => xs.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? xs.find((a) => ownSbatchOption(a) !== null) ?? xs.join(' ');
     // `1e3` is an integer, but counts are written in digits (as src/cli/numbers.ts says it)
-    const x = parseDecimal(String(raw));
-    const digits = numeric && Number.isNaN(v) && Number.isSafeInteger(x) && check(key, x) === null ? ' (written in digits)' : '';
+    const digits = numeric ? digitsHint(String(raw), (x) => check(key, x) === null) : '';
     if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? culprit(raw) : raw)}: expected ${bad}${digits}`);
     (out as Obj)[key] = v;
   }
