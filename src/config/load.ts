@@ -283,12 +283,20 @@ export type Blame = ((path: PropertyKey[]) => string) & { order?: (label: string
 /** Validate a merged config object; `blame` tells which source a key came from. */
 export function validateConfig(merged: unknown, blame: (path: PropertyKey[]) => string): RunConfig {
   const r = RunConfigSchema.safeParse(merged);
-  if (r.success) return r.data;
+  if (r.success) return positiveZeros(r.data);
   const issue = r.error.issues[0]!;
   const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
   const { text } = describeIssue(issue, getPath(merged, issue.path));
   const more = r.error.issues.length > 1 ? ` (+${r.error.issues.length - 1} more)` : '';
   throw new ConfigError(`${blame(path)}: ${text}${more}`);
+}
+
+/** -0 (YAML's `-0`, `-0.0`) read as the 0 it means: a `seed: -0` would be written back as `-0`, a name as `-0`. */
+function positiveZeros<T>(v: T): T {
+  if (Object.is(v, -0)) return 0 as T;
+  if (Array.isArray(v)) return v.map(positiveZeros) as T;
+  if (isObj(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, positiveZeros(x)])) as T;
+  return v;
 }
 
 /**

@@ -246,3 +246,11 @@ test("the kNN cadence: the later source that gives train.knn_every or train.knn_
   // null given for one alone is no choice: the monitor's other key stands
   assert.deepEqual(cadence(buildConfig({ preset: 'cpu', sets: ['train.knn_every=null'] })), [null, 0.05]);
 });
+
+test('-0 is read as the 0 it means: written back as 0, hashed as 0', () => {
+  const c = buildConfig({ preset: 'smoke', sets: ['seed=-0', 'optim.weight_decay=-0.0'] });
+  assert.ok(Object.is(c.seed, 0) && Object.is(c.optim.weight_decay, 0));
+  assert.match(configToYaml(c), /^seed: 0$/m);
+  assert.doesNotMatch(configToYaml(c), /-0/);
+  assert.equal(configHash(c), configHash(buildConfig({ preset: 'smoke', sets: ['seed=0', 'optim.weight_decay=0'] })));
+});
