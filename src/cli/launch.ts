@@ -159,6 +159,10 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
     }
     return;
   }
+  // a run to resume whose checkpoint is damaged stops the submission, as it stops a sweep run here, before
+  // anything is written (its task would stop on it on the cluster, the way out in its log alone)
+  const { checkSweepResumes } = await import('../sweep/resume.ts');
+  checkSweepResumes(indices.map((i) => ({ run: plan.runs[i - 1]!, before: states[i - 1]! })));
   const script = sbatchScript({ plan, indices, settings, command: taskCommand(arg, f), cwd: process.cwd() });
   if (f.dryRun) {
     // what the submission would say of the folder's earlier runs, said here too
@@ -238,18 +242,21 @@ export interface Launch {
 /** The plan's run of --run-index, checked against --expect-hash. */
 function runIndex(plan: SweepPlan, f: LaunchFlags): number {
   const i = intFlag('--run-index', f.runIndex!, 1);
-  if (i > plan.runs.length) throw fail(`--run-index ${f.runIndex}: the sweep ${plan.id} has ${plan.runs.length} runs`);
-  const run = plan.runs[i - 1]!;
-  if (f.expectHash !== undefined && f.expectHash !== run.hash) {
+  const run = plan.runs[i - 1];
+  if (run === undefined && f.expectHash === undefined) throw fail(`--run-index ${f.runIndex}: the sweep ${plan.id} has ${plan.runs.length} runs`);
+  if (f.expectHash !== undefined && f.expectHash !== run?.hash) {
+    const now = run ? `now resolves to config ${run.hash} (${run.id})` : `is gone: the sweep has ${plan.runs.length} runs now`;
     const e = fail(
-      `--expect-hash ${f.expectHash}: run ${i} of ${plan.id} now resolves to config ${run.hash} (${run.id}), not the one submitted; ` +
+      `--expect-hash ${f.expectHash}: run ${i} of ${plan.id} ${now}, not the one submitted; ` +
         'the sweep file, its flags or moco3 changed since: submit again',
     );
     // a Slurm task of the submission records its refusal beside the others' start, requeue and end (the one
     // write of a refused command: the record of the job); a record that cannot be written leaves the refusal its line
     const task = slurmTask();
     try {
-      if (task && existsSync(slurmDir(plan))) logTask(plan, task, 'refused', { index: i, run: run.id, submitted_hash: f.expectHash, hash: run.hash, error: e.message });
+      if (task && existsSync(slurmDir(plan))) {
+        logTask(plan, task, 'refused', { index: i, run: run?.id ?? null, submitted_hash: f.expectHash, hash: run?.hash ?? null, error: e.message });
+      }
     } catch {
       /* the Slurm log has the line */
     }

@@ -93,6 +93,10 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
       step: states[i]!.step,
       total_steps: states[i]!.total_steps,
       error: states[i]!.error,
+      // a run the sweep trains again (interrupted, failed): the step it resumes at (null: from the start), or why it cannot
+      ...(states[i]!.state === 'interrupted' || states[i]!.state === 'failed'
+        ? { resume_step: states[i]!.resume_error ? null : states[i]!.checkpoint_step, resume_error: states[i]!.resume_error ?? null }
+        : {}),
       slurm: jobs[i] ?? null,
     })),
   };

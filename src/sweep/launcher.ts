@@ -120,6 +120,9 @@ export function ownSbatchOption(a: string): string | null {
 const isInt = (v: unknown, min: number) => typeof v === 'number' && Number.isInteger(v) && v >= min;
 
 /** Null when the value is good for the key, else what was expected. */
+/** `--exclusive --hold` as one entry: written as one option with the value `--hold` (src/sweep/slurm.ts sbatchArg). */
+const twoOptions = (a: string): boolean => /^--?[A-Za-z][\w-]*\s+-/.test(a);
+
 function check(key: LauncherKey, v: unknown): string | null {
   switch (key) {
     case 'partition':
@@ -138,6 +141,7 @@ function check(key: LauncherKey, v: unknown): string | null {
       return typeof v === 'string' && (/^(\d+-)?\d+(:\d{1,2}){0,2}$/.test(v) || NO_LIMIT.test(v)) ? null : EXPECT[key];
     case 'sbatch_args': {
       if (!(Array.isArray(v) && v.every((a) => typeof a === 'string' && a.startsWith('-') && !/[\n\r]/.test(a)))) return EXPECT[key];
+      if (v.some((a) => twoOptions(a as string))) return `${EXPECT[key]}, one option an entry (a value that begins with - goes after =)`;
       const own = v.map((a) => ownSbatchOption(a as string)).find((x) => x !== null);
       return own ? `${EXPECT[key]}, none of those moco3 sets: ${own}` : null;
     }
@@ -195,7 +199,7 @@ export function parseLauncherFlags(flags: Partial<Record<LauncherKey, string | s
     const bad = check(key, v);
     // a value with a line break is shown quoted, so that the message stays one line
     const shown = (a: string) => (/[\n\r]/.test(a) ? JSON.stringify(a) : a);
-    const culprit = (xs: string[]) => xs.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? xs.find((a) => ownSbatchOption(a) !== null) ?? xs.join(' ');
+    const culprit = (xs: string[]) => xs.find((a) => !a.startsWith('-') || /[\n\r]/.test(a)) ?? xs.find((a) => ownSbatchOption(a) !== null) ?? xs.find(twoOptions) ?? xs.join(' ');
     // `1e3` is an integer, but counts are written in digits (as src/cli/numbers.ts says it)
     const digits = numeric ? digitsHint(String(raw), (x) => check(key, x) === null) : '';
     if (bad) throw fail(`${LAUNCHER_FLAGS[key]} ${shown(Array.isArray(raw) ? culprit(raw) : raw)}: expected ${bad}${digits}`);

@@ -39,10 +39,17 @@ export function sbatchValue(v: string, what: string): string {
   return /[\s"'\\#]/.test(v) ? `"${v.replace(/[\\"]/g, '\\$&')}"` : v;
 }
 
-/** `--option=value` with its value quoted for an `#SBATCH` line (sbatchValue); other forms as they are. */
-function sbatchArg(a: string): string {
-  const m = /^(--?[A-Za-z][\w-]*=)([\s\S]*)$/.exec(a);
-  return m ? `${m[1]}${sbatchValue(m[2]!, `--sbatch-arg ${m[1]}`)}` : a;
+/**
+ * An option with its value quoted for an `#SBATCH` line (sbatchValue): `--option=value`, and `--option value`
+ * written `--option=value` (sbatch splits the line at blanks and ends it at a blank's `#`: `--comment run #3`
+ * would give the comment `run`); `-X value` keeps its blank. `-Xvalue` and bare options as they are.
+ */
+export function sbatchArg(a: string): string {
+  const m = /^(--?[A-Za-z][\w-]*)(=|\s+)([\s\S]*)$/.exec(a);
+  if (!m) return a;
+  const [, opt, sep, value] = m as unknown as [string, string, string, string];
+  const quoted = sbatchValue(value, `--sbatch-arg ${opt}${sep === '=' ? '=' : ''}`);
+  return opt.startsWith('--') ? `${opt}=${quoted}` : `${opt}${sep === '=' ? '=' : ' '}${quoted}`;
 }
 
 /** Sorted indices as an sbatch --array value: 1-3,5,7-8 and %N. */

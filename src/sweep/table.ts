@@ -26,6 +26,10 @@ function cell(r: PlannedRun, key: string): string {
   return fmtValue(run, key);
 }
 
+/** What the next sweep does with a run it trains again: resume at its checkpoint, restart, or stop on a damaged one. */
+const then = (s: RunStateInfo): string =>
+  s.resume_error ? ', its checkpoint damaged (moco3 sweep stops on it and says how to resume it)' : s.checkpoint_step !== null ? `, resumes at ${s.checkpoint_step}` : ', restarts';
+
 export function describeState(s: RunStateInfo): string {
   const at = s.step !== null && s.total_steps !== null ? ` at step ${s.step}/${s.total_steps}` : '';
   switch (s.state) {
@@ -36,11 +40,11 @@ export function describeState(s: RunStateInfo): string {
     case 'diverged':
       return `diverged${s.step !== null ? ` at step ${s.step}` : ''}`;
     case 'interrupted':
-      if (s.resume_error) return `interrupted${at}, its checkpoint damaged (moco3 sweep stops on it and says how to resume it)`;
-      return `interrupted${at}${s.checkpoint_step !== null ? `, resumes at ${s.checkpoint_step}` : ', restarts'}`;
+      return `interrupted${at}${then(s)}`;
     case 'failed': {
+      // the sweep trains a failed run again as an interrupted one: what it does with it, after why it failed
       const err = (s.error ?? '').split('\n')[0]!;
-      return `failed${at}${err ? `: ${err.length > 60 ? `${err.slice(0, 57)}...` : err}` : ''}`;
+      return `failed${at}${err ? ` (${err.length > 60 ? `${err.slice(0, 57)}...` : err})` : ''}${then(s)}`;
     }
     case 'running':
       return `running (pid ${s.lock?.pid ?? '?'}${s.lock?.host ? ` on ${s.lock.host}` : ''})`;

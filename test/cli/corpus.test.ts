@@ -683,6 +683,14 @@ test('a sweep refuses a damaged checkpoint of a run to resume in one line whose 
   const run1 = join(argv.at(-1)!, 'tiny', sweepRuns[0]!);
   assert.equal(file, join(ckptOf(run1), 'state.json'));
   assert.match(command, / --resume --checkpoint step-6$/);
+  // a submission to Slurm stops on it with the same line, before writing anything (its task would stop on the cluster)
+  const bin = join(dir, 'bin-sbatch');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho 77\n', { mode: 0o755 });
+  const sub = await cliOut([...argv, '--launcher', 'slurm'], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(sub.code, 2, sub.err);
+  assert.equal(sub.err.trim(), line);
+  assert.equal(existsSync(join(argv.at(-1)!, 'tiny', 'slurm')), false, 'the submission wrote its folder');
   // the offered command resumes the run from step 6; the sweep then finishes the other run
   const t = await cli([...command.split(' '), '-q']);
   assert.equal(t.code, 0, t.err);
@@ -719,6 +727,22 @@ test('plan says what the sweep will do with a damaged checkpoint (stop on it) an
     rmSync(join(r1, 'checkpoints', 'last.json'));
   }));
   assert.match(lost, new RegExp(`interrupted at step \\d+/\\d+, resumes at ${newest}\\b`));
+  // a failed run is trained again the same way: its row says where, or that its checkpoint stops the sweep
+  const failed = (r1: string) => {
+    const p = join(r1, 'status.json');
+    writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), status: 'failed', error: 'disk full' }));
+  };
+  const argv = damagedSweep('y7', (r1) => {
+    failed(r1);
+    truncateSync(join(ckptOf(r1), 'state.json'), 30);
+  });
+  assert.match(await planOf(argv), /failed at step \d+\/\d+ \(disk full\), its checkpoint damaged \(moco3 sweep stops on it and says how to resume it\)/);
+  const json = await cliOut(['plan', ...argv.slice(1).filter((a) => !['-q', '--no-baselines', '--backend', 'cpu'].includes(a)), '--json']);
+  const first = JSON.parse(json.out).runs[0];
+  assert.deepEqual([first.status, first.resume_step], ['failed', null]);
+  assert.match(first.resume_error, /state\.json: state is not valid JSON/);
+  const resumable = await planOf(damagedSweep('y8', failed));
+  assert.match(resumable, /failed at step (\d+)\/\d+ \(disk full\), resumes at \1\b/);
 });
 
 test('a sweep refuses a damaged metrics.jsonl of a run to resume before anything starts, as train does: one line, exit 2, the run untouched', async () => {

@@ -6,7 +6,7 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
-import { arraySpec, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
+import { arraySpec, sbatchArg, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -77,6 +77,18 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   assert.throws(() => parseSweep({ ...doc, launcher: { sbatch_args: ['--job-name=x'] } }, 'x.yaml'), (e: Error) => /^x\.yaml: launcher\.sbatch_args: expected .*moco3 sets --job-name itself/.test(e.message));
   // look-alikes are not those options
   assert.deepEqual(parseLauncherFlags({ sbatch_args: ['--job-name-suffix=x', '--exclusive', '-A acct', '--ntasks-per-node=1'] }, fail).sbatch_args?.length, 4);
+  // two options in one entry: the second would be written as the first's value
+  assert.throws(
+    () => parseLauncherFlags({ sbatch_args: ['--account=v', '--exclusive --hold'] }, fail),
+    (e: Error) => e.message === '--sbatch-arg --exclusive --hold: expected a list of sbatch options, each starting with - and on one line, one option an entry (a value that begins with - goes after =)',
+  );
+  // a value after a blank goes into the script quoted after =, as sbatch would split it at blanks and end it at ' #'
+  assert.equal(sbatchArg('--comment run #3 of lr'), '--comment="run #3 of lr"');
+  assert.equal(sbatchArg('--comment=run #3'), '--comment="run #3"');
+  assert.equal(sbatchArg('--account vision'), '--account=vision');
+  assert.equal(sbatchArg('-J my job'), '-J "my job"');
+  assert.equal(sbatchArg('-Avision'), '-Avision');
+  assert.equal(sbatchArg('--exclusive'), '--exclusive');
   // a start two options begin with is not taken for one of moco3's (sbatch refuses it as ambiguous)
   assert.deepEqual(parseLauncherFlags({ sbatch_args: ['--par=gpu', '--nod=n1', '--nodelist=n1', '--no-kill'] }, fail).sbatch_args?.length, 4);
 });
@@ -320,6 +332,12 @@ test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside 
     assert.equal(rows[0].submitted_hash, 'deadbeef');
     assert.match(rows[0].hash, /^[0-9a-f]{8}$/);
     assert.equal(`moco3: ${rows[0].error}\n`, r.err, 'the row holds the line the task printed');
+    // a task whose run is gone from the plan (a value taken out of the grid since) is a changed plan as well
+    const gone = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '9', '--expect-hash', 'deadbeef']);
+    assert.equal(gone.code, 2, gone.err);
+    assert.equal(gone.err, 'moco3: --expect-hash deadbeef: run 9 of batch-size is gone: the sweep has 4 runs now, not the one submitted; the sweep file, its flags or moco3 changed since: submit again\n');
+    const last = JSON.parse(readFileSync(join(slurm, 'tasks.jsonl'), 'utf8').trim().split('\n')[1]!);
+    assert.deepEqual([last.event, last.index, last.run, last.hash, `moco3: ${last.error}\n`], ['refused', 9, null, null, gone.err]);
     // a sweep folder without slurm/ (no submission made it): the refusal writes nothing
     rmSync(slurm, { recursive: true });
     const again = await cli(['sweep', 'batch-size', '--results', results, '--run-index', '2', '--expect-hash', 'deadbeef']);
