@@ -47,8 +47,43 @@ export function fmtDuration(s: number): string {
   return `${(s / 3600).toFixed(1)}h`;
 }
 
+/**
+ * A bar's line, fitted to the terminal: while a bar draws, line wrapping is off, and a longer line would lose its
+ * end at the edge (the ETA, a sweep's run id) with its last cell overwritten. The parts after the first are
+ * dropped from the end until the line fits, the first cut if it alone does not.
+ */
+export function fitLine(parts: string[], width: number): string {
+  const w = Math.max(1, width - 1);
+  for (let n = parts.length; n > 1; n--) {
+    const line = parts.slice(0, n).join(' | ');
+    if (line.length <= w) return line;
+  }
+  return parts[0]!.slice(0, w);
+}
+
+/**
+ * The format of moco3's bars: `{label} |{bar}| part | part...`, fitted to the terminal's width (fitLine); the
+ * payload gives `label` and `parts`, most telling first.
+ */
+export const barLine: cliProgress.GenericFormatter = (options, params, payload: { label?: string; parts?: string[] }) => {
+  const [head = '', ...rest] = payload.parts ?? [];
+  return fitLine([`${payload.label ?? ''} |${cliProgress.Format.BarFormat(params.progress, options)}| ${head}`, ...rest], params.maxWidth);
+};
+
+/**
+ * A message written while a bar draws, on a line of its own above it, whole (wrapped): the sweep's bars and
+ * this one hand it to this. Written to the terminal directly, it would be cut at the edge and then drawn over.
+ */
+export const wrappedLog = (text: string): string => `\u001b[?7h${text.replace(/\n/g, '\u001b[K\n')}\u001b[?7l`;
+
+/** Seconds left at `step` of `total`, from the pace since `t0` (ms) at step `first`; NaN (`-`) before a step is timed. */
+export const etaSeconds = (t0: number, first: number, step: number, total: number): number =>
+  step > first ? ((performance.now() - t0) / 1000 / (step - first)) * (total - step) : NaN;
+
 export interface ProgressSink {
   onEvent(e: TrainEvent): void;
+  /** a message (ending in a line break) for the user, on a line of its own above a bar that draws */
+  log(text: string): void;
   stop(): void;
 }
 
@@ -57,35 +92,46 @@ export const PLAIN_LINE_SECONDS = 60;
 
 export function makeProgress(label: string, opts: { json?: boolean; quiet?: boolean; lineSeconds?: number } = {}): ProgressSink {
   const out = process.stderr;
+  const write = (text: string) => void out.write(text);
   if (opts.json) {
-    return { onEvent: (e) => process.stdout.write(`${jsonLine({ run: label, ...e })}\n`), stop: () => {} };
+    return { onEvent: (e) => process.stdout.write(`${jsonLine({ run: label, ...e })}\n`), log: write, stop: () => {} };
   }
-  if (opts.quiet) return { onEvent: () => {}, stop: () => {} };
+  if (opts.quiet) return { onEvent: () => {}, log: write, stop: () => {} };
   let knn: number | null = null;
   let ips: number | null = null;
   if (barsOn(out)) {
-    const bar = new cliProgress.SingleBar(
-      {
-        ...barOptions(out),
-        format: `${label} |{bar}| {value}/{total} | loss {loss} | kNN {knn} | {ips} img/s | ETA {eta_formatted}`,
-        barsize: barSize(out),
-        etaBuffer: 50,
-      },
-      cliProgress.Presets.shades_classic,
-    );
+    const bar = new cliProgress.SingleBar({ ...barOptions(out), format: barLine, barsize: barSize(out) }, cliProgress.Presets.shades_classic);
     let started = false;
+    let total = 0;
+    let value = 0;
+    let loss = '-';
+    // the pace as the plain lines take it (since the start, from the first step on): no ETA before a step is timed
+    let t0 = performance.now();
+    let first = 0;
+    const parts = () => [
+      `${value}/${total}`,
+      `loss ${loss}`,
+      `kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`}`,
+      `ETA ${fmtDuration(etaSeconds(t0, first, value, total))}`,
+      `${fmt(ips, 1)} img/s`,
+    ];
     return {
       onEvent(e) {
         if (e.type === 'start') {
           knn = e.knnTop1;
-          bar.start(e.totalSteps, e.startStep, { loss: '-', knn: knn === null ? '-' : `${knn.toFixed(1)}%`, ips: '-' });
+          total = e.totalSteps;
+          value = first = e.startStep;
+          t0 = performance.now();
+          bar.start(total, value, { label, parts: parts() });
           started = true;
         } else if (e.type === 'step') {
           ips = ips === null ? (e.row.images_per_s ?? null) : 0.9 * ips + 0.1 * (e.row.images_per_s ?? 0);
-          bar.update(e.step, { loss: fmt(e.row.loss), knn: knn === null ? '-' : `${knn.toFixed(1)}%`, ips: fmt(ips, 1) });
+          value = e.step;
+          loss = fmt(e.row.loss);
+          bar.update(e.step, { label, parts: parts() });
         } else if (e.type === 'knn') {
           knn = e.top1;
-          if (started) bar.update({ knn: `${knn.toFixed(1)}%` });
+          if (started) bar.update({ label, parts: parts() });
         } else if (e.type === 'phase') {
           if (started) bar.stop();
           started = false;
@@ -94,6 +140,13 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
           if (started) bar.stop();
           started = false;
         }
+      },
+      log(text) {
+        if (!started) return write(text);
+        // the bar stopped (its line kept, the cursor below it), taken back up and cleared, the message, the bar again below
+        bar.stop();
+        out.write(`\u001b[1A\r\u001b[2K${text.replace(/^\n/, '')}`);
+        bar.start(total, value, { label, parts: parts() });
       },
       stop() {
         if (started) bar.stop();
@@ -119,8 +172,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         ips = e.row.images_per_s ?? null;
         if (e.step % every === 0 || e.step === total || performance.now() - lastLine >= floorMs) {
           lastLine = performance.now();
-          const el = (performance.now() - t0) / 1000;
-          const eta = e.step > first ? (el / (e.step - first)) * (total - e.step) : NaN;
+          const eta = etaSeconds(t0, first, e.step, total);
           out.write(
             `${label}: step ${e.step}/${total} epoch ${fmt(e.row.epoch, 2)} loss ${fmt(e.row.loss, 4)} lr ${e.row.lr?.toExponential(2) ?? '-'} ` +
               `kNN ${knn === null ? '-' : knn.toFixed(1) + '%'} ${fmt(ips, 1)} img/s ETA ${fmtDuration(eta)}\n`,
@@ -135,6 +187,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         out.write(`${label}: ${e.status} at step ${e.step}\n`);
       }
     },
+    log: write,
     stop() {},
   };
 }

@@ -14,15 +14,19 @@ import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
-import { barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, type ProgressSink } from './progress.ts';
+import { barLine, barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, wrappedLog, type ProgressSink } from './progress.ts';
 import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, sweepStartedMs, takeEarlySignals } from './supervise.ts';
 
 
 interface Display {
   onEvent(e: SweepEvent): void;
+  /** a message for the user (ending in a line break), above the bars while they draw */
+  log(text: string): void;
   stop(): void;
 }
+
+const toStderr = (text: string): void => void process.stderr.write(text);
 
 /** Share of the sweep done in this invocation, for the ETA: each run counts 1, a started run its step fraction. */
 class Eta {
@@ -105,6 +109,7 @@ function jsonDisplay(): Display {
         out(e);
       }
     },
+    log: toStderr,
     stop() {},
   };
 }
@@ -165,6 +170,7 @@ function plainDisplay(): Display {
           break;
       }
     },
+    log: toStderr,
     stop() {
       sink?.stop();
     },
@@ -174,7 +180,9 @@ function plainDisplay(): Display {
 /** On a terminal: a bar for the sweep (runs done, ETA) and one for the current run (step, loss, kNN, img/s). */
 function barDisplay(): Display {
   const multi = new cliProgress.MultiBar(
-    { ...barOptions(), format: '{label} |{bar}| {info}', barsize: barSize(), clearOnComplete: false, autopadding: true },
+    // redrawn whole each time: a message above them (multi.log) moves them down a line, where a bar whose text
+    // had not changed was left undrawn
+    { ...barOptions(), format: barLine, barsize: barSize(), clearOnComplete: false, forceRedraw: true },
     cliProgress.Presets.shades_classic,
   );
   const eta = new Eta();
@@ -194,8 +202,10 @@ function barDisplay(): Display {
       multi.update();
     }
   };
+  // above the bars, whole: wrapping on for the message (the bars draw with it off), each line's rest cleared
+  const log = (text: string) => multi.log(wrappedLog(text));
   const updateSweep = () => {
-    sweepBar?.update(Math.round(eta.fraction * eta.toDo * units), { label, info: `${eta.runsText()} | ETA ${fmtDuration(eta.seconds())}` });
+    sweepBar?.update(Math.round(eta.fraction * eta.toDo * units), { label, parts: [eta.runsText(), `ETA ${fmtDuration(eta.seconds())}`] });
   };
   return {
     onEvent(e) {
@@ -203,15 +213,15 @@ function barDisplay(): Display {
         case 'sweep_start':
           label = `sweep ${e.sweep}`;
           eta.start(e.todo);
-          multi.log(`${sweepStartLine(e)}\n`);
-          for (const n of e.notes ?? []) multi.log(`  note: ${n}\n`);
+          log(`${sweepStartLine(e)}\n`);
+          for (const n of e.notes ?? []) log(`  note: ${n}\n`);
           // an agent's next pass: a bar of its own
           if (sweepBar) multi.remove(sweepBar);
-          sweepBar = multi.create(Math.max(1, e.todo * units), 0, { label, info: `0/${e.todo} runs | ETA -` });
+          sweepBar = multi.create(Math.max(1, e.todo * units), 0, { label, parts: [`0/${e.todo} runs`, 'ETA -'] });
           break;
         case 'run_skip':
-          for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
-          multi.log(`${runLine(e)}: skipped (${e.reason})\n`);
+          for (const n of e.notes ?? []) log(`${runLine(e)}: ${n}\n`);
+          log(`${runLine(e)}: skipped (${e.reason})\n`);
           if (eta.runSkipped(e.to_train)) {
             if (runBar) {
               runBar.stop();
@@ -227,8 +237,8 @@ function barDisplay(): Display {
           eta.runBegins(e.to_train);
           sweepBar?.setTotal(Math.max(1, eta.toDo * units));
           knn = ips = loss = null;
-          for (const n of e.notes ?? []) multi.log(`${runLine(e)}: ${n}\n`);
-          if (e.previous !== 'new') multi.log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
+          for (const n of e.notes ?? []) log(`${runLine(e)}: ${n}\n`);
+          if (e.previous !== 'new') log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
           redraw(true);
           break;
         case 'train': {
@@ -237,7 +247,7 @@ function barDisplay(): Display {
           if (ev.type === 'start') {
             knn = ev.knnTop1;
             eta.runStart(ev.startStep, ev.totalSteps);
-            runBar = multi.create(ev.totalSteps, ev.startStep, { label: name, info: `${ev.startStep}/${ev.totalSteps} ${e.run}` });
+            runBar = multi.create(ev.totalSteps, ev.startStep, { label: name, parts: [`${ev.startStep}/${ev.totalSteps}`, e.run] });
           } else if (ev.type === 'step') {
             eta.step(ev.step, ev.totalSteps);
             loss = ev.row.loss ?? null;
@@ -245,7 +255,8 @@ function barDisplay(): Display {
             ips = ips === null ? r : r === null ? ips : 0.9 * ips + 0.1 * r;
             runBar?.update(ev.step, {
               label: name,
-              info: `${ev.step}/${ev.totalSteps} | loss ${fmt(loss)} | kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`} | ${fmt(ips, 1)} img/s | ${e.run}`,
+              // the run's name before its figures: a narrow terminal drops the last first
+              parts: [`${ev.step}/${ev.totalSteps}`, e.run, `loss ${fmt(loss)}`, `kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`}`, `${fmt(ips, 1)} img/s`],
             });
             updateSweep();
             redraw();
@@ -253,7 +264,7 @@ function barDisplay(): Display {
             knn = ev.top1;
           } else if (ev.type === 'phase') {
             // a repaired file, the linear probe's epochs: said above the bars, as the plain lines say them
-            multi.log(`${runLine(e)}: ${ev.text}\n`);
+            log(`${runLine(e)}: ${ev.text}\n`);
             redraw(true);
           }
           break;
@@ -265,10 +276,10 @@ function barDisplay(): Display {
             multi.remove(runBar);
             runBar = null;
           }
-          if (e.type === 'run_failed') multi.log(`${runLine(e)}: failed: ${e.error}\n`);
+          if (e.type === 'run_failed') log(`${runLine(e)}: failed: ${e.error}\n`);
           else {
             const s = e.summary;
-            multi.log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${knnStepNote(s)}`}; ${fmtDuration(s.wall_s)}\n`);
+            log(`${runLine(e)}: ${e.status} at step ${s.steps}/${s.total_steps}; kNN ${s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${knnStepNote(s)}`}; ${fmtDuration(s.wall_s)}\n`);
           }
           if (e.type === 'run_end' && e.status === 'interrupted') {
             redraw(true);
@@ -283,6 +294,10 @@ function barDisplay(): Display {
           redraw(true);
           break;
       }
+    },
+    log(text) {
+      log(text.replace(/^\n/, ''));
+      redraw(true);
     },
     stop() {
       multi.stop();
@@ -331,12 +346,14 @@ export function sweepCommand(): Command {
       const { runSweep } = await import('../sweep/runner.ts');
       // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
       let signalled = false;
+      // said above the bars once they draw (written past them, the line was cut at the edge, then drawn over)
+      let say = toStderr;
       const onSig = (sig: NodeJS.Signals) => {
         if (signalled && sig === 'SIGINT') process.exit(130);
         if (signalled) return;
         signalled = true;
         stop = true;
-        process.stderr.write('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
+        say('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
       };
       // HUP (a closed terminal) and, outside Slurm, USR1/USR2 (a scheduler's warning before its time limit)
       // stop as TERM does: the supervisor forwards them all, and unhandled they would kill the process
@@ -352,7 +369,8 @@ export function sweepCommand(): Command {
       const offClosed = onOutputClosed(() => {
         stop = true;
       });
-      const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, stop: () => {} } : barsOn() ? barDisplay() : plainDisplay();
+      const display: Display = f.json ? jsonDisplay() : f.quiet ? { onEvent: () => {}, log: toStderr, stop: () => {} } : barsOn() ? barDisplay() : plainDisplay();
+      say = (text) => display.log(text);
       // from the sweep's start: a child restarted after a crash counts the time before the crash too
       const t0 = sweepStartedMs();
       let baselinesStopped = false;
@@ -372,6 +390,7 @@ export function sweepCommand(): Command {
           return pass;
         });
         display.stop();
+        say = toStderr;
         // a Slurm task (--run-index) or an agent that ends the sweep computes them; one whose sweep goes on does not
         // (a failed run counts as finished here: no task is left to end the sweep once the others are done)
         if (!r.interrupted && f.baselines !== false && ((f.runIndex === undefined && !f.agent) || r.states.every((x) => isDone(x.state) || x.state === 'failed'))) {

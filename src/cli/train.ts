@@ -155,6 +155,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   // Ctrl-C, `kill` and a closed terminal alike: stop after this step, checkpoint, status interrupted
   const signals = STOP_SIGNALS;
   let signalled = false;
+  const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
   const onSig = (sig: NodeJS.Signals) => {
     // a second Ctrl-C quits at once; another signal meanwhile (scancel's second TERM) lets the checkpoint be written
     if (signalled) {
@@ -163,7 +164,8 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     }
     signalled = true;
     stop = true;
-    process.stderr.write(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
+    // above the bar, whole: written past it, the line was cut at the terminal's edge and then drawn over
+    progress.log(`\nmoco3: ${sig}: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n`);
   };
   for (const sig of signals) process.on(sig, onSig);
   // only now: a signal that came while the data loaded waits for the process's next turn, and goes to the
@@ -173,7 +175,6 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const offClosed = onOutputClosed(() => {
     stop = true;
   });
-  const progress = makeProgress('train', { json: f.json, quiet: f.quiet });
   try {
     const s = await trainRun({
       config: c,

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { barSize, barsOn, fmtDuration, makeProgress } from '../../src/cli/progress.ts';
+import { barSize, barsOn, fitLine, fmtDuration, makeProgress } from '../../src/cli/progress.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stream = (o: { isTTY?: boolean; columns?: number }) => o as unknown as NodeJS.WriteStream;
@@ -75,4 +75,54 @@ test('durations as every progress line writes them: seconds, then minutes, then 
   }
   // a resumed run's last kNN from its first line; the ETA in the same units as the sweep's
   assert.match(lines.at(-1)!, /^run: step 1\/1000 .* kNN 61\.5% 10\.0 img\/s ETA 10\.0h\n$/);
+});
+
+test('a bar line fits the terminal: the parts after the first dropped from the end, the first cut (wrapping is off while it draws)', () => {
+  assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1', 'ETA 4s'], 80), 'a |bar| 1/2 | loss 3.1 | ETA 4s');
+  assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1', 'ETA 4s'], 24), 'a |bar| 1/2 | loss 3.1');
+  assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1', 'ETA 4s'], 13), 'a |bar| 1/2');
+  assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1'], 6), 'a |ba');
+});
+
+/** What a bar writes to a terminal of `columns` while `drive` runs. */
+function onTerminal(columns: number, drive: () => void): string {
+  const out: string[] = [];
+  const err = process.stderr as unknown as { isTTY?: boolean; columns?: number; write: typeof process.stderr.write };
+  const saved = { isTTY: err.isTTY, columns: err.columns, write: err.write, term: process.env.TERM };
+  err.isTTY = true;
+  err.columns = columns;
+  process.env.TERM = 'xterm';
+  err.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    drive();
+  } finally {
+    Object.assign(err, { isTTY: saved.isTTY, columns: saved.columns, write: saved.write });
+    if (saved.term === undefined) delete process.env.TERM;
+    else process.env.TERM = saved.term;
+  }
+  return out.join('');
+}
+
+test('the train bar: no ETA before a step is timed, lines within the terminal, a message whole above it (a Ctrl-C\'s was cut and drawn over)', () => {
+  const row = { loss: 3.25, epoch: 0, lr: 1e-3, images_per_s: 1234.5 };
+  const msg = 'moco3: SIGINT: stopping after this step, or this batch of the linear probe (checkpointing); Ctrl-C again to quit at once\n';
+  const text = onTerminal(60, () => {
+    const p = makeProgress('train');
+    p.onEvent({ type: 'start', runDir: '/r', totalSteps: 240, startStep: 0, resumed: false, params: 1, knnTop1: 52 });
+    p.onEvent({ type: 'step', step: 1, totalSteps: 240, row });
+    p.log(`\n${msg}`);
+    p.onEvent({ type: 'step', step: 2, totalSteps: 240, row });
+    p.stop();
+  });
+  // every frame of the bar (drawn from the line's start, its rest cleared after) fits in 59 columns
+  const frames = [...text.matchAll(/\u001b\[1G(train \|[^\u001b]*)\u001b\[0K/g)].map((m) => m[1]!);
+  assert.ok(frames.length >= 3, JSON.stringify(text));
+  for (const f of frames) assert.ok(f.length <= 59, f);
+  assert.match(frames[0]!, /^train \|.{8}\| 0\/240 \| loss - \| kNN 52\.0% \| ETA -/);
+  // the message: the bar's line taken back and cleared, the message whole (wrapping on), the bar drawn again below
+  const at = text.indexOf(msg);
+  assert.ok(at > 0, 'the message is written whole');
+  assert.ok(text.slice(0, at).endsWith('\u001b[1A\r\u001b[2K'), JSON.stringify(text.slice(at - 40, at)));
+  assert.ok(text.slice(0, at).lastIndexOf('\u001b[?7h') > text.slice(0, at).lastIndexOf('\u001b[?7l'), 'line wrapping is on for the message');
+  assert.match(text.slice(at + msg.length), /\u001b\[1Gtrain \|.{8}\| 1\/240 /);
 });
