@@ -271,7 +271,8 @@ async function inspectRunFolder(
       // running), and --resume goes on from its last checkpoint
       const rs = readRunState(runDir);
       const what = rs.state === 'new' ? 'previous' : rs.state;
-      const at = rs.checkpoint_step !== null ? `, its last checkpoint at step ${rs.checkpoint_step}` : ` at step ${rs.step ?? '?'}`;
+      // a run killed before its first status (config.yaml and metrics.jsonl alone) is at no step yet
+      const at = rs.checkpoint_step !== null ? `, its last checkpoint at step ${rs.checkpoint_step}` : rs.step !== null ? ` at step ${rs.step}` : ' that had not begun training (no status, no checkpoint)';
       throw new UsageError(`${runDir}: holds ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} run${at}; pass --resume to continue it or --force to start over`);
     }
   }

@@ -316,6 +316,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       images_per_s: state.train_s > 0 ? Number((state.images_seen / state.train_s).toFixed(2)) : null,
       final_loss: lastLoss,
     });
+    // a resumed run's summary.json is its earlier end's (completed, with a probe of other weights; interrupted at
+    // another step): from here on it speaks for this part, running at the checkpoint's figures, until the end
+    // rewrites it (killed meanwhile, it said completed with the old accuracies while status.json said running)
+    if (resumed && readSummary(runDir)) {
+      assertLockHeld(runDir);
+      mergeSummary(runDir, { ...figures(), status: 'running', diverged_at: null, linear_top1: null, linear_top5: null, linear: undefined, linear_error: undefined, error: undefined });
+    }
     for (let s = state.step; s < totalSteps; s++) {
       if (opts.shouldStop?.()) {
         outcome = 'interrupted';

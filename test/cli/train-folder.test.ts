@@ -87,7 +87,7 @@ test('files that are not a run\'s are never overwritten or moved; a run\'s files
   writeFileSync(join(partial, 'metrics.jsonl'), '');
   const r = train([...TINY, '--out', partial]);
   assert.equal(r.code, 2, r.stderr);
-  assert.match(r.stderr, /holds a previous run at step \?; pass --resume to continue it or --force to start over/);
+  assert.match(r.stderr, /holds a previous run that had not begun training \(no status, no checkpoint\); pass --resume to continue it or --force to start over/);
   assert.equal(train([...TINY, '--out', partial, '--force']).code, 0);
   assert.equal(asides('partial').length, 1);
 });

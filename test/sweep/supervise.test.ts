@@ -48,10 +48,10 @@ const alive = (pid: number) => {
  * The supervised sweep, its child paused before the third metrics row of the first run (fixtures/cli.ts);
  * `atPause(n, marker)` acts at the n-th pause.
  */
-function supervised(results: string, atPause: (n: number, marker: string, supervisor: number) => void) {
+function supervised(results: string, atPause: (n: number, marker: string, supervisor: number) => void, row = 3) {
   const run1 = planSweep(loadSweepFile(tinyFile), { results }).runs[0]!;
   const marker = join(results, '.pause');
-  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_PAUSE: `metrics:3:${run1.id}`, MOCO3_TEST_MARKER: marker };
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_PAUSE: `metrics:${row}:${run1.id}`, MOCO3_TEST_MARKER: marker };
   const { child, events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], env, undefined, { noCore: true });
   let pauses = 0;
   const poll = setInterval(() => {
@@ -66,13 +66,16 @@ test('a crashed sweep process is restarted: the run resumes from its checkpoint 
   const ref = await refPlan;
   const results = mkdtempSync(join(root, 'crash-'));
   let victim = 0;
+  let reached = -1;
+  // paused before its ninth metrics row: past its checkpoint at step 6, its status.json's heartbeat (every 10 steps) at 0
   const s = supervised(results, (n, marker) => {
     if (n > 1) return;
     victim = trainerOf(s.run1.dir);
+    reached = JSON.parse(readFileSync(join(s.run1.dir, 'metrics.jsonl'), 'utf8').trim().split('\n').at(-1)!).step;
     rmSync(marker);
     process.kill(victim, 'SIGABRT');
     writeFileSync(`${marker}.go`, ''); // the restarted child does not pause again
-  });
+  }, 9);
   const { code, stderr } = await s.done;
   assert.equal(code, 0, stderr);
   assert.ok(victim > 0 && !alive(victim));
@@ -81,7 +84,10 @@ test('a crashed sweep process is restarted: the run resumes from its checkpoint 
     { signal: crash?.signal, run: crash?.run, restart: crash?.restart, crashes: crash?.crashes },
     { signal: 'SIGABRT', run: s.run1.id, restart: true, crashes: 1 },
   );
-  assert.match(stderr, new RegExp(`crashed \\(SIGABRT\\) in run ${s.run1.id} \\(interrupted at step \\d+/12, resumes at 0\\); restarting it`));
+  // the step it reached: its last metrics row's, not status.json's heartbeat's nor its checkpoint's
+  assert.ok(reached > 6, `paused at step ${reached}`);
+  assert.deepEqual([crash?.step, crash?.resume_step], [reached, 6]);
+  assert.match(stderr, new RegExp(`crashed \\(SIGABRT\\) in run ${s.run1.id} \\(interrupted at step ${reached}/12, resumes at 6\\); restarting it`));
   assert.ok(s.events.some((e) => e.type === 'run_start' && e.index === 1 && e.previous === 'interrupted'), 'the second child resumed run 1');
   assert.deepEqual(s.events.at(-1)?.counts, { completed: 2 });
   for (const r of ref.runs) assert.deepEqual(strip(join(results, 'tiny', r.id)), strip(r.dir), `${r.id}: metrics differ from an uncrashed sweep`);

@@ -244,6 +244,29 @@ test('a run resumed from an older checkpoint that fails keeps no linear probe of
   assert.deepEqual([summary.status, summary.steps, summary.linear_top1, summary.linear_top5, summary.linear], ['failed', 4, null, null, undefined]);
 });
 
+test('a resumed run\'s summary.json says running at the checkpoint\'s step from its start, not its earlier end (completed, with a probe of other weights)', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=4', 'eval.linear.enabled=true', 'eval.linear.epochs=1', 'eval.linear.batch_size=16']);
+  const dir = tmp();
+  await trainRun({ config: c, runDir: dir, backend });
+  const seen: unknown[][] = [];
+  const again = await trainRun({
+    config: c,
+    runDir: dir,
+    backend,
+    resume: true,
+    checkpoint: join(dir, 'checkpoints', 'step-0000004'),
+    onEvent: (e) => {
+      if (e.type !== 'step' || e.step !== 5) return;
+      const s = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+      seen.push([s.status, s.steps, s.linear_top1, s.linear_top5, s.linear, s.diverged_at]);
+    },
+  });
+  assert.deepEqual(seen, [['running', 4, null, null, undefined, null]]);
+  assert.equal(again.status, 'completed');
+  const done = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.deepEqual([done.status, done.steps, typeof done.linear_top1], ['completed', 8, 'number']);
+});
+
 test('summary.json says running while the linear probe runs, completed once it has (a kill in the probe leaves no completed summary)', async () => {
   const c = tinyConfig(['train.max_steps=4', 'eval.linear.enabled=true', 'eval.linear.epochs=3', 'eval.linear.batch_size=16']);
   const dir = tmp();
