@@ -71,8 +71,12 @@ function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
   return tf.div(x, norm) as tf.Tensor2D;
 }
 
-/** Top-1 / top-5 accuracy (in %) of score rows against labels; ties go to the lower class index. */
-export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasses: number): KnnResult {
+/**
+ * Top-1 / top-5 accuracy (in %) of score rows against labels; ties go to the lower class index. `votes`: the
+ * scores are a kNN's votes, and a class no neighbour voted for (score 0) is no hit: with fewer than 5 classes
+ * voted for (k=1), the lowest-numbered unvoted classes counted as top-5 hits.
+ */
+export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasses: number, opts: { votes?: boolean } = {}): KnnResult {
   const n = labels.length;
   let top1 = 0;
   let top5 = 0;
@@ -81,7 +85,7 @@ export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasse
     const y = labels[i]!;
     // rank of the true class = number of classes scored strictly higher (or equal with a lower index);
     // a query with a NaN score (a diverged encoder or probe: NaN features or logits) is a miss
-    let rank = row.some(Number.isNaN) ? Infinity : 0;
+    let rank = row.some(Number.isNaN) || (opts.votes && row[y] === 0) ? Infinity : 0;
     for (let c = 0; c < numClasses && rank !== Infinity; c++) {
       if (row[c]! > row[y]! || (row[c] === row[y] && c < y)) rank++;
     }
@@ -99,5 +103,5 @@ export async function knnAccuracy(
   opts: KnnOptions,
 ): Promise<KnnResult> {
   const scores = await knnScores(bank, bankLabels, queries, opts);
-  return topkAccuracy(scores, queryLabels, opts.numClasses);
+  return topkAccuracy(scores, queryLabels, opts.numClasses, { votes: true });
 }

@@ -100,7 +100,12 @@ export function evalCheckpoint(runDir: string, checkpoint?: string): string {
     none: ' to evaluate',
     evaluate: true,
   });
-  if (!dir) throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);
+  if (!dir) {
+    // a run that diverged before its first checkpoint was trained: it has no finite weights to evaluate
+    const st = readRunState(runDir);
+    if (st.state === 'diverged') throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate: the run diverged${st.step !== null ? ` at step ${st.step}` : ''}, before its first checkpoint`);
+    throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);
+  }
   checkCheckpointOfRun(runDir, dir);
   return dir;
 }

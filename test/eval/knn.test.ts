@@ -44,6 +44,16 @@ test('separable features give 100%, and top-k counting is exact', async () => {
   assert.equal(acc.top5, 100);
 });
 
+test('a class no neighbour voted for is no top-5 hit (k=1 counted the lowest-numbered classes as hits)', async () => {
+  // ten classes, one neighbour: the query of class 0 sits on a bank image of class 5
+  const bank = tf.tensor2d([[1, 0], [0, 1]]);
+  const q = tf.tensor2d([[1, 0.1], [0.1, 1]]);
+  const r = await knnAccuracy(bank, Int32Array.from([5, 0]), q, Int32Array.from([0, 0]), { k: 1, t: 0.1, numClasses: 10 });
+  assert.deepEqual([r.top1, r.top5], [50, 50]);
+  // logits (the linear probe's) of 0 are scores like any other: ties go to the lower class index
+  assert.equal(topkAccuracy(Float64Array.from([0, 0, 0, 0, 0, 1]), Int32Array.from([0]), 6).top5, 100);
+});
+
 test('a tiny temperature does not overflow the votes; a NaN score is a miss, never a hit', async () => {
   // t = 1e-4: exp(1 / 1e-4) is Infinity; the nearest neighbour must still decide (k = 1's answer)
   const bank = tf.tensor2d([[1, 0], [0.95, 0.31], [0, 1], [0.31, 0.95]]);

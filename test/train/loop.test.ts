@@ -13,6 +13,7 @@ import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { gitCommit } from '../../src/train/meta.ts';
 import { ViewDump } from '../../src/train/views.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
+import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
@@ -184,6 +185,9 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   const rows = readMetrics(join(dir, 'metrics.jsonl'));
   assert.ok(Number.isNaN(rows.at(-1)!.loss as number));
   assert.equal(rows.at(-1)!.step, 3);
+  // no checkpoint before it (none is due): an evaluation says why there is nothing to evaluate
+  assert.equal(existsSync(join(dir, 'checkpoints', 'last.json')), false);
+  assert.throws(() => evalCheckpoint(dir), (e: Error) => e.message === `${join(dir, 'checkpoints')}: no checkpoint to evaluate: the run diverged at step 3, before its first checkpoint`);
 });
 
 test('a diverged run with --dump-views writes the views of the steps up to its divergence (the ones to replay)', async () => {
