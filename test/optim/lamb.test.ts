@@ -25,7 +25,58 @@ function lambStep1(p: number[], g: number[], lr: number, wd: number, trust: bool
   return p.map((pi, i) => pi - lr * r * u[i]!);
 }
 
+/**
+ * timm's `Lamb.step` (timm/optim/lamb.py, no clipping, always_adapt off) in float64 over several steps: moments,
+ * bias corrections at t, u = m̂/(sqrt(v̂) + eps) + wd·p, trust ‖p‖/‖u‖ where both norms are > 0.
+ */
+function lambSteps(p0: number[], gs: number[][], lrs: number[], wd: number, eps: number, [b1, b2]: [number, number]): number[] {
+  const p = [...p0];
+  const m = p.map(() => 0);
+  const v = p.map(() => 0);
+  gs.forEach((g, k) => {
+    const t = k + 1;
+    for (let i = 0; i < p.length; i++) {
+      m[i] = b1 * m[i]! + (1 - b1) * g[i]!;
+      v[i] = b2 * v[i]! + (1 - b2) * g[i]! * g[i]!;
+    }
+    const u = p.map((pi, i) => m[i]! / (1 - b1 ** t) / (Math.sqrt(v[i]!) / Math.sqrt(1 - b2 ** t) + eps) + wd * pi);
+    const r = wd !== 0 && norm(p) > 0 && norm(u) > 0 ? norm(p) / norm(u) : 1;
+    for (let i = 0; i < p.length; i++) p[i] = p[i]! - lrs[k]! * r * u[i]!;
+  });
+  return p;
+}
+
 describe('LAMB', () => {
+  it('three steps against timm\'s step: the bias corrections at t = 2 and 3, the moments carried', () => {
+    const opt = createOptimizer(cfg, ndimOf);
+    const p = params();
+    const gs = [G1, { W: [-0.2, 0.1, 0.3, -1.0], b: [0.1, 0.2] }, { W: [0.05, 0.05, -0.4, 0.5], b: [-0.3, 0.1] }];
+    const lrs = [0.1, 0.05, 0.02];
+    gs.forEach((g, k) => {
+      const gt = grads(g);
+      opt.step(p, gt, lrs[k]!);
+      disposeAll(gt);
+    });
+    for (const name of ['W', 'b'] as const) {
+      const want = lambSteps(P0[name], gs.map((g) => g[name]), lrs, 0.1, 0.01, [0.9, 0.999]);
+      assertClose(p.get(name)!, want, name, { rtol: 1e-5, atol: 1e-6 });
+    }
+    assert.deepEqual(opt.stateJson(), { name: 'lamb', stepCount: 3, steps: { W: 3, b: 3 } });
+    disposeAll(p);
+    opt.dispose();
+  });
+
+  it('trust ratio 1 when the decayed update is exactly 0 with p and wd not 0 (not ‖p‖/0)', () => {
+    // betas 0: m̂ = g and sqrt(v̂) = |g| exactly; g = 0.5, eps 0.5: m̂/(sqrt(v̂) + eps) = 0.5, which wd·p = 0.5·(−1) cancels
+    const opt = createOptimizer({ ...cfg, betas: [0, 0], eps: 0.5, weightDecay: 0.5 }, ndimOf);
+    const p = params({ W: [-1, -1, -1, -1], b: [-1, -1] });
+    const g = grads({ W: [0.5, 0.5, 0.5, 0.5], b: [0.5, 0.5] });
+    opt.step(p, g, 0.1);
+    assert.deepEqual([values(p.get('W')!), values(p.get('b')!)], [[-1, -1, -1, -1], [-1, -1]]);
+    disposeAll(p, g);
+    opt.dispose();
+  });
+
   it('one step: trust ratio ‖p‖/‖u‖ on the weight and on the bias', () => {
     const opt = createOptimizer(cfg, ndimOf);
     const p = params();
