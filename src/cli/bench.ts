@@ -26,7 +26,7 @@ function printResult(r: BenchResult, json: boolean): void {
   process.stdout.write(
     `${r.backend.padEnd(10)} batch ${r.batch}: ${r.ms_per_step} ms/step (process CPU ${r.cpu_ms_per_step} ms), ${r.images_per_s} img/s, ${r.gflops} GFLOP/s, ` +
       `augmentation ${r.augment_ms} ms (${(100 * r.augment_share).toFixed(1)}% of the step, ${r.augment_engine}), peak RSS ${r.peak_rss_mb} MB, loss at step 1 ${r.loss_step1}, ${r.gpu_peak_mb !== null ? `peak GPU ${r.gpu_peak_mb} MB, ` : ''}${r.webgpu_packed !== null ? `optimizer ${r.webgpu_packed ? 'packed per group' : 'per parameter'}, ` : ''}` +
-      `tensors ${r.num_tensors_start}->${r.num_tensors_end}  [${r.data}; ${r.device}; ${r.cpu}, ${r.threads} cores]\n`,
+      `tensors ${r.num_tensors_start}->${r.num_tensors_end}  [${r.data}; ${r.device}; ${r.cpu}, ${r.threads} cores; medians of ${r.steps} steps after ${r.warmup} untimed]\n`,
   );
   if (r.profile) {
     process.stdout.write(`profile of one step (${r.profile_timer}), kernel time by kernel:\n`);

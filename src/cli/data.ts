@@ -20,6 +20,7 @@ import { configFromFlags, nonEmptyName, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { shown } from './env.ts';
+import { onStopSignals } from './supervise.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
 
 /**
@@ -38,7 +39,8 @@ async function inDataCommand<T>(load: () => Promise<T>): Promise<T> {
 /** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
 const KNOWN: readonly string[] = CONFIG_DATASETS;
 
-const mb = (n: number) => (n / 1e6).toFixed(1);
+/** A byte count as the lines write it: MB, or kB below a tenth of one (a labels file read `0.0 MB`). */
+const mb = (n: number) => (n >= 1e5 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 
 /** A bar per download on a terminal, a few plain lines otherwise. */
 function progressFactory(): (file: string) => ProgressHandle {
@@ -48,7 +50,7 @@ function progressFactory(): (file: string) => ProgressHandle {
       const bar = new cliProgress.SingleBar(
         {
           ...barOptions(out),
-          format: `${file} |{bar}| {percentage}% | {done}/{size} MB | {speed} MB/s | ETA {eta_formatted}`,
+          format: `${file} |{bar}| {percentage}% | {done}/{size} | {speed} MB/s | ETA {eta_formatted}`,
           barsize: barSize(out),
           etaBuffer: 200,
         },
@@ -88,7 +90,7 @@ function progressFactory(): (file: string) => ProgressHandle {
       update(done) {
         if (total > 0 && done / total >= next && next <= 1) {
           const s = (performance.now() - t0) / 1000;
-          out.write(`${file}: ${Math.round((done / total) * 100)}% (${mb(done)} of ${mb(total)} MB, ${s.toFixed(0)} s)\n`);
+          out.write(`${file}: ${Math.round((done / total) * 100)}% (${mb(done)} of ${mb(total)}, ${s.toFixed(0)} s)\n`);
           while (next <= done / total) next += 0.25;
         }
       },
@@ -121,18 +123,31 @@ function fetchCmd(): Command {
       checkOutputDir(join(dir, source.subdir), dataDirLabel(f.dir), dir, { access: false });
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
-      // a space or control character (a carriage return from a Windows-edited script) would go into every URL
-      if (mirror !== null && (!/^https?:\/\//.test(mirror) || /[\s\u0000-\u001f\u007f]/.test(mirror))) {
-        throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${shown(mirror)}: expected an http:// or https:// URL${/^https?:\/\//.test(mirror) ? ' without spaces or control characters' : ''}`);
+      // a space or control character (a carriage return from a Windows-edited script) would go into every URL;
+      // one without a host (`http://`: the file's name became the host) or with a port past 65535 fails there too
+      if (mirror !== null) {
+        const scheme = /^https?:\/\//.test(mirror);
+        const blank = /[\s\u0000-\u001f\u007f]/.test(mirror);
+        let host = false;
+        try {
+          host = new URL(mirror).hostname !== '';
+        } catch {
+          /* no URL */
+        }
+        if (!scheme || blank || !host) {
+          const why = !scheme ? '' : blank ? ' without spaces or control characters' : ' with a host (and a port up to 65535)';
+          throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${mirror === '' ? "''" : shown(mirror)}: expected an http:// or https:// URL${why}`);
+        }
       }
       const ac = new AbortController();
       let stopping = false;
+      // Ctrl-C, `kill` and a closed terminal alike: the download stops, its .part kept to resume from
       const onSig = () => {
         if (stopping) process.exit(130);
         stopping = true;
         ac.abort();
       };
-      process.on('SIGINT', onSig);
+      const offSignals = onStopSignals(onSig);
       try {
         const r = await fetchDataset(source, {
           dir,
@@ -155,7 +170,7 @@ function fetchCmd(): Command {
         }
         throw e;
       } finally {
-        process.off('SIGINT', onSig);
+        offSignals();
       }
     });
 }

@@ -1,5 +1,6 @@
 /** `moco3 doctor`: which backend will run, how, and what is missing. */
 import { Command } from 'commander';
+import { existsSync, statSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { versionOf } from '../train/meta.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
@@ -51,7 +52,7 @@ export function doctorCommand(): Command {
     try {
       const mod = (await import('../engine/native.ts')) as { nativeStatus?: () => { built: boolean; path?: string; error?: string; blas?: string; threads?: number } };
       const st = mod.nativeStatus?.();
-      if (st?.built) nativeLine = `native: built (${st.blas ?? 'BLAS'}, ${st.threads ?? '?'} threads) at ${st.path}`;
+      if (st?.built) nativeLine = `native: built (${st.blas ?? 'BLAS'}, ${st.threads ?? '?'} thread${st.threads === 1 ? '' : 's'}) at ${st.path}`;
       else if (process.env.MOCO3_NATIVE === '0' || process.env.MOCO3_NATIVE_PATH) nativeLine = `native: not loaded (${st?.error ?? 'no reason given'})`;
       else if (bundle) nativeLine = `native: ${notInBundle}`;
       else if (st?.path) nativeLine = `native: built at ${st.path}, but it does not load (${st.error ?? 'no reason given'}) — rebuild it: npm run build:native`;
@@ -82,11 +83,14 @@ export function doctorCommand(): Command {
     // found when all four files are there: a folder with a partial download is not. Their contents are not
     // read here (seconds per dataset): `moco3 data info` checks them against the published checksums
     const found = (name: string, at: string) => `${at} (files present; moco3 data info ${name} checks their contents)`;
+    // a data directory that is a file: no fetch can go there (it refuses), so none is offered as it is
+    const fetch = (name: string) =>
+      existsSync(DATA_DIR) && !statSync(DATA_DIR).isDirectory() ? `${DATA_DIR} is a file, not a folder: set $MOCO3_DATA to a folder, then moco3 data fetch ${name}` : `moco3 data fetch ${name}`;
     const fm = fashionMnistFound();
-    say(`fashion-mnist: ${fm ? found('fashion-mnist', fm) : 'not found — moco3 data fetch fashion-mnist, or apt-get install dataset-fashion-mnist'}`);
+    say(`fashion-mnist: ${fm ? found('fashion-mnist', fm) : `not found — ${fetch('fashion-mnist')}, or apt-get install dataset-fashion-mnist`}`);
     for (const kind of Object.values(CIFAR)) {
       const at = cifarFound(kind, null);
-      say(`${kind.name}: ${at ? found(kind.name, at) : `not found in ${DATA_DIR} — moco3 data fetch ${kind.name}`}`);
+      say(`${kind.name}: ${at ? found(kind.name, at) : `not found in ${DATA_DIR} — ${fetch(kind.name)}`}`);
     }
     say('synthetic: built in; imagefolder: --data imagefolder:PATH');
     process.stdout.write(`${lines.join('\n')}\n`);

@@ -7,7 +7,7 @@
  * folder that is renamed into place at the end. Whatever stops a fetch (Ctrl-C, a network error, a full
  * disk), nothing half-done ever sits under a final name, and the same command picks up where it stopped.
  */
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
@@ -20,7 +20,7 @@ import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { walkTarGz } from './tar.ts';
 import { DataError } from './types.ts';
-import { isStaleTemp, missingAncestors, pidAlive, removeEmptyFolders, tempName } from '../engine/files.ts';
+import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, pidAlive, removeEmptyFolders, tempName } from '../engine/files.ts';
 
 /** Ctrl-C (the signal given to `fetchDataset`) stopped the fetch; what was downloaded so far is kept in `.part` files. */
 export class FetchInterrupted extends Error {
@@ -67,7 +67,8 @@ export function urlFor(base: string, file: string): string {
   return (base.endsWith('/') ? base : `${base}/`) + file;
 }
 
-const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+/** A byte count as the lines write it: MB, or kB below a tenth of one (a labels file read `0.0 MB`). */
+const mb = (n: number) => (n >= 1e5 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 const secs = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
 
 function shellQuote(s: string): string {
@@ -461,6 +462,57 @@ function ioError(e: unknown): never {
   throw new DataError(`${err.path ?? 'data fetch'}: ${err.syscall ? `cannot ${err.syscall}: ` : ''}${what} (${err.code})`);
 }
 
+/** The lock file of a fetch writing into a dataset's folder: `<host> <pid>` of the fetch holding it. */
+export const FETCH_LOCK = '.fetch.lock';
+
+/**
+ * Take the folder `dir` for this fetch before it writes there: that it may be written, said before a byte is
+ * downloaded (a read-only folder was found out at the first write, after the request), and that no other
+ * fetch is writing there (two shared one `.part`, each resuming the other's, and both failed their checksum).
+ * A lock whose fetch is gone (this host's pid not alive; another host's untouched an hour) is taken over.
+ * Returns its release.
+ */
+export function takeFetchFolder(dir: string): () => void {
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EACCES';
+    throw new DataError(`${dir}: cannot write in this folder (${code}); fetch into a folder that can be written (--dir DIR)`);
+  }
+  const path = join(dir, FETCH_LOCK);
+  const mine = `${hostTag()} ${process.pid}\n`;
+  for (let tries = 0; ; tries++) {
+    try {
+      writeFileSync(path, mine, { flag: 'wx' });
+      return () => {
+        try {
+          if (readFileSync(path, 'utf8') === mine) rmSync(path, { force: true });
+        } catch {
+          /* gone already */
+        }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw e;
+    }
+    let holder = '';
+    let age = 0;
+    try {
+      holder = readFileSync(path, 'utf8').trim();
+      age = Date.now() - statSync(path).mtimeMs;
+    } catch {
+      continue; // released meanwhile: take it
+    }
+    const [host, pidText] = holder.split(' ');
+    const pid = Number(pidText);
+    const live = host === hostTag() ? pid !== process.pid && pidAlive(pid) : age <= FOREIGN_TEMP_STALE_MS;
+    if (live) {
+      const who = host === hostTag() ? `pid ${pid}` : `pid ${pidText ?? '?'} on ${host ?? '?'}`;
+      throw new DataError(`${dir}: another moco3 data fetch (${who}) is writing here; wait for it to finish (or stop it), then run this again`);
+    }
+    rmSync(path, { force: true });
+  }
+}
+
 /** Fetch a dataset: every file of `source` into `<dir>/<source.subdir>`, checked, then the archive unpacked. */
 export async function fetchDataset(source: DatasetSource, opts: FetchOptions): Promise<FetchResult> {
   const log = opts.log ?? (() => {});
@@ -470,6 +522,11 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
   // the folders this fetch makes: removed again when it fails before writing into them (a .part it leaves,
   // to resume from, keeps its folder)
   const made = missingAncestors(join(dir, 'file'));
+  // taken at the first write: a complete copy in a folder that may not be written (the system's) is checked alone
+  const lock: { release: (() => void) | null } = { release: null };
+  const writing = () => {
+    lock.release ??= takeFetchFolder(dir);
+  };
   try {
     await makeFolders(dir);
     // something else where a file (or the unpacked folder) goes: said before a byte is downloaded, naming it
@@ -490,6 +547,7 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
         }
         log(`${f.name}: ${path} does not match the published checksum; downloading it again`);
       }
+      writing();
       const url = urlFor(base, f.name);
       log(`${f.name}: downloading ${url} (${mb(f.size)})`);
       const action = await downloadFile(url, path, f, opts);
@@ -501,6 +559,8 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
       const expect = kind ? [...kind.train, ...kind.test] : [];
       const target = join(dir, source.extract.folder);
       const had = existsSync(target);
+      // unpacked (again) unless already whole: a temporary folder beside it, then a rename
+      if (!had || lock.release !== null) writing();
       if (!had) log(`${source.extract.archive}: unpacking to ${target}`);
       const action = await extractArchive(join(dir, source.extract.archive), dir, source.extract.folder, {
         expect,
@@ -513,7 +573,12 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
     }
     return { dir, files, extracted, dataFlag: dataFlagFor(source, opts.dir) };
   } catch (e) {
+    // its lock first: the folder it leaves empty is removed
+    lock.release?.();
+    lock.release = null;
     removeEmptyFolders(made);
-    ioError(e);
+    return ioError(e);
+  } finally {
+    lock.release?.();
   }
 }

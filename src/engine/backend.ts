@@ -145,7 +145,7 @@ async function useNative(requested: BackendName): Promise<BackendInfo | null> {
   return {
     name: 'native',
     requested,
-    device: `CPU, moco3 native kernels (${reg.blas}, ${reg.threads} threads)`,
+    device: `CPU, moco3 native kernels (${reg.blas}, ${reg.threads} thread${reg.threads === 1 ? '' : 's'})`,
     reason: 'moco3 native kernels are built',
     gpu: false,
     heapLimit: null,

@@ -18,7 +18,9 @@ export interface BenchResult {
   backend: string;
   device: string;
   batch: number;
+  /** the timed steps (ms_per_step and the other per-step figures are their medians), after `warmup` untimed ones */
   steps: number;
+  warmup: number;
   ms_per_step: number;
   /** process CPU time (user + system, all threads) per step, median: comparable on a shared machine */
   cpu_ms_per_step: number;
@@ -171,6 +173,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
       device: info.device,
       batch: B,
       steps,
+      warmup,
       ms_per_step: Number(ms.toFixed(1)),
       cpu_ms_per_step: Number(median(cpuMs).toFixed(1)),
       images_per_s: Number(((B * 1000) / ms).toFixed(1)),

@@ -119,6 +119,10 @@ test('data fetch: datasets with nothing to fetch, unknown names and bad mirrors 
     [['data', 'fetch', 'synthetic'], /^moco3: data fetch synthetic: nothing to download for 'synthetic' \(fetchable: fashion-mnist, cifar10, cifar100\)$/],
     [['data', 'fetch', 'mnist'], /^moco3: data fetch mnist: unknown dataset 'mnist'/],
     [['data', 'fetch', 'cifar10', '--mirror', 'ftp://x/'], /^moco3: --mirror ftp:\/\/x\/: expected an http:\/\/ or https:\/\/ URL$/],
+    // no host (the file's name became one), a port past 65535, nothing: said up front, naming the flag
+    [['data', 'fetch', 'cifar10', '--mirror', 'http://'], /^moco3: --mirror http:\/\/: expected an http:\/\/ or https:\/\/ URL with a host \(and a port up to 65535\)$/],
+    [['data', 'fetch', 'cifar10', '--mirror', 'http://x:99999/'], /^moco3: --mirror http:\/\/x:99999\/: expected an http:\/\/ or https:\/\/ URL with a host/],
+    [['data', 'fetch', 'cifar10', '--mirror', ''], /^moco3: --mirror '': expected an http:\/\/ or https:\/\/ URL$/],
     [['data', 'info', 'mnist'], /^moco3: data info mnist: unknown dataset 'mnist' \(expected one of: synthetic, fashion-mnist, cifar10, cifar100/],
     [['data', 'info', 'cifar10', '--dir', '/a', '--data-path', '/b'], /^moco3: data info: give --data-path or --dir, not both$/],
   ] as const) {
@@ -129,7 +133,7 @@ test('data fetch: datasets with nothing to fetch, unknown names and bad mirrors 
   }
 });
 
-test('data fetch: Ctrl-C exits 130 and keeps only the .part (a real process)', { timeout: 15000 }, async () => {
+for (const sig of ['SIGINT', 'SIGTERM'] as const) test(`data fetch: ${sig} (Ctrl-C, kill) exits 130 and keeps only the .part (a real process)`, { timeout: 15000 }, async () => {
   const dir = fresh();
   slowHits = 0;
   const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
@@ -143,7 +147,7 @@ test('data fetch: Ctrl-C exits 130 and keeps only the .part (a real process)', {
   const t0 = performance.now();
   while (!(existsSync(part) && statSync(part).size === 1000) && performance.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 50));
   assert.equal(slowHits, 1, err);
-  child.kill('SIGINT');
+  child.kill(sig);
   const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   server.closeAllConnections();
   assert.equal(code, 130, err);

@@ -90,7 +90,7 @@ test('a number the check reads is the number the native kernels read: a trailing
   for (const value of ['1\r', '1\u00a0', ' 1 ']) {
     const r = spawnSync(process.execPath, [bin, 'doctor'], { env: { ...process.env, MOCO3_THREADS: value }, encoding: 'utf8', timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^native: built \(.*, 1 threads\)/m, JSON.stringify(value));
+    assert.match(r.stdout, /^native: built \(.*, 1 thread\)/m, JSON.stringify(value));
   }
 });
 

@@ -11,7 +11,7 @@ import { encodeIdx } from '../../src/data/idx.ts';
 import { hostTag } from '../../src/engine/files.ts';
 import { DataError } from '../../src/data/types.ts';
 import { checkFile, SOURCES, type DatasetSource, type KnownFile } from '../../src/data/checksums.ts';
-import { extractArchive, fetchDataset, FetchInterrupted, urlFor } from '../../src/data/fetch.ts';
+import { extractArchive, FETCH_LOCK, fetchDataset, FetchInterrupted, urlFor } from '../../src/data/fetch.ts';
 import { cifarRecords as records, tar } from '../helpers/archives.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -535,4 +535,35 @@ test('a mirror holding the published content gzipped differently (as Debian\'s c
   await assert.rejects(fetchDataset({ name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] }, { dir: other }), /checksum mismatch after download/);
   assert.deepEqual(leftovers(other), []);
   assert.ok(!existsSync(join(other, file.name)));
+});
+
+test('a second fetch into a folder another fetch is writing is refused before any request (they shared one .part); a dead fetch\'s lock is taken over', async () => {
+  const dir = freshDir();
+  const src = fmSource();
+  const folder = join(dir, 'fashion-mnist');
+  mkdirSync(folder, { recursive: true });
+  // a live fetch of this host: this test's parent process stands in for it
+  writeFileSync(join(folder, FETCH_LOCK), `${hostTag()} ${process.ppid}\n`);
+  seen = [];
+  await assert.rejects(
+    fetchDataset(src, { dir }),
+    (e: Error) => e instanceof DataError && e.message === `${folder}: another moco3 data fetch (pid ${process.ppid}) is writing here; wait for it to finish (or stop it), then run this again`,
+  );
+  assert.deepEqual(seen, [], 'no request made');
+  assert.equal(readFileSync(join(folder, FETCH_LOCK), 'utf8'), `${hostTag()} ${process.ppid}\n`, 'its lock left alone');
+  // a fetch that died (no such pid): its lock is taken over, and released at the end
+  writeFileSync(join(folder, FETCH_LOCK), `${hostTag()} 999999999\n`);
+  const r = await fetchDataset(src, { dir });
+  assert.deepEqual(r.files.map((f) => f.action), ['downloaded', 'downloaded', 'downloaded', 'downloaded']);
+  assert.equal(existsSync(join(folder, FETCH_LOCK)), false);
+  // a complete copy is checked without taking the folder (it may be the system's, read-only)
+  writeFileSync(join(folder, FETCH_LOCK), `${hostTag()} ${process.ppid}\n`);
+  const again = await fetchDataset(src, { dir });
+  assert.deepEqual(again.files.map((f) => f.action), ['present', 'present', 'present', 'present']);
+  rmSync(join(folder, FETCH_LOCK));
+  // a failed fetch releases it too
+  writeFileSync(join(folder, 't10k-labels-idx1-ubyte.gz'), 'garbage');
+  served.delete('t10k-labels-idx1-ubyte.gz');
+  await assert.rejects(fetchDataset(src, { dir }), /HTTP 404/);
+  assert.equal(existsSync(join(folder, FETCH_LOCK)), false);
 });

@@ -28,8 +28,8 @@ const onWebGpu = (names: string, body: string[]) =>
     ...body,
     'process.exit(0);',
   ].join('\n');
-const moco3 = (args: string[], timeout: number) =>
-  spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), ...args], { cwd: root, encoding: 'utf8', timeout });
+const moco3 = (args: string[], timeout: number, env: Record<string, string> = {}) =>
+  spawnSync(process.execPath, [join(root, 'bin', 'moco3.js'), ...args], { cwd: root, encoding: 'utf8', timeout, env: { ...process.env, ...env } });
 
 test('adapters: lavapipe, llvmpipe and SwiftShader are software, an NVIDIA GPU is hardware', () => {
   const limits = { maxBufferSize: 2 ** 32 - 1, maxStorageBufferBindingSize: 2 ** 31 };
@@ -48,8 +48,10 @@ test('adapters: lavapipe, llvmpipe and SwiftShader are software, an NVIDIA GPU i
   assert.match(describeAdapter(h200), /^vendor nvidia, architecture hopper, device NVIDIA H200, driver NVIDIA 580\.65\.06: hardware$/);
 });
 
-test('doctor names the WebGPU adapter; auto declines a software one', () => {
-  const r = moco3(['doctor'], 120_000);
+test('doctor names the WebGPU adapter; auto declines a software one; a data directory that is a file is said, no fetch offered into it', () => {
+  const file = join(tempDir('moco3-doctor-'), 'data');
+  writeFileSync(file, '');
+  const r = moco3(['doctor'], 120_000, { MOCO3_DATA: file });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^webgpu: @tensorflow\/tfjs-backend-webgpu 4\.22\.0 \+ Dawn \(webgpu 0\.6\.\d+\): adapter vendor \S+, .*: (software|hardware)/m);
   assert.match(r.stdout, /^ {2}limits: buffer \d+ MiB, storage binding \d+ MiB, workgroup \d+ invocations/m);
@@ -58,7 +60,7 @@ test('doctor names the WebGPU adapter; auto declines a software one', () => {
   if (/adapter .*: software/.test(r.stdout)) assert.match(r.stdout, /^--backend auto takes: (?!webgpu)/m);
   // a dataset found is said to be present, not checked: its contents are data info's to check
   assert.match(r.stdout, /^fashion-mnist: (\S+ \(files present; moco3 data info fashion-mnist checks their contents\)|not found — )/m);
-  assert.match(r.stdout, /^cifar10: (\S+ \(files present; moco3 data info cifar10 checks their contents\)|not found in )/m);
+  assert.match(r.stdout, new RegExp(`^cifar10: not found in ${file} — ${file} is a file, not a folder: set \\$MOCO3_DATA to a folder, then moco3 data fetch cifar10$`, 'm'));
 });
 
 test("doctor's stderr is free of Dawn's 'artificially reduced' limit warnings; other stderr output passes through", () => {

@@ -20,8 +20,10 @@ test('bench: the tensor count is flat across steps, with and without warmup step
     assert.equal(r.code, 0, r.err);
     // what is timed is said first (on stderr: stdout is the JSON)
     assert.equal(r.err, `moco3: bench: vit-test at 8 px, batch 8, 3 timed steps after ${warmup} untimed (preset smoke)\n`);
-    const out = JSON.parse(r.out.trim().split('\n').pop()!) as { num_tensors_start: number; num_tensors_end: number };
+    const out = JSON.parse(r.out.trim().split('\n').pop()!) as { num_tensors_start: number; num_tensors_end: number; steps: number; warmup: number };
     assert.ok(out.num_tensors_start > 0);
+    // the record says how it was timed: a --warmup 0 figure (setup timed in) is told from the others
+    assert.deepEqual([out.steps, out.warmup], [3, Number(warmup)]);
     // counted before the first step (as it was with --warmup 0), the optimizer's state made by that step read as a leak
     assert.equal(out.num_tensors_end, out.num_tensors_start, `--warmup ${warmup}: ${out.num_tensors_start} -> ${out.num_tensors_end}`);
   }
