@@ -107,8 +107,10 @@ std::vector<int64_t> int_list(const Napi::Value& v) {
   return out;
 }
 
+// Throws msg, unless an argument's conversion has thrown already (a plain Array where a typed array goes): with
+// C++ exceptions off, that error is pending, and a second throw is fatal to the process
 bool fail(const Napi::Env& env, const std::string& msg) {
-  Napi::Error::New(env, "moco3 native: " + msg).ThrowAsJavaScriptException();
+  if (!env.IsExceptionPending()) Napi::Error::New(env, "moco3 native: " + msg).ThrowAsJavaScriptException();
   return false;
 }
 
@@ -609,7 +611,14 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   const int64_t bStride = info[10].As<Napi::Number>().Int64Value();
   const int32_t* aIdx = info[11].IsTypedArray() ? typed_data<int32_t>(info[11]) : nullptr;
   const int32_t* bIdx = info[12].IsTypedArray() ? typed_data<int32_t>(info[12]) : nullptr;
-  if (typed_len(info[2]) != nb * M * N) {
+  // sizes that are negative, or whose product wraps around (2^62 batches of 0x4 checked as 0 elements), are no shape
+  int64_t nbM = 0, out = 0, sizeA = 0, sizeB = 0;
+  if (nb < 0 || M < 0 || N < 0 || K < 0 || aStride < 0 || bStride < 0 || __builtin_mul_overflow(nb, M, &nbM) ||
+      __builtin_mul_overflow(nbM, N, &out) || __builtin_mul_overflow(M, K, &sizeA) || __builtin_mul_overflow(K, N, &sizeB)) {
+    fail(env, "matmul: bad sizes");
+    return env.Undefined();
+  }
+  if (typed_len(info[2]) != out) {
     fail(env, "matmul: output size mismatch");
     return env.Undefined();
   }

@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
@@ -133,6 +134,19 @@ test('the addon refuses operands smaller than their shapes or batch offsets say 
   const y = new Float32Array(3);
   addon.unary(1, new Float32Array([NaN, -NaN, 0]), y, 0);
   assert.deepEqual(Array.from(y), [NaN, NaN, 1]);
+  // sizes whose product wraps around (2^62 batches of 0x4 read as 0 elements: it wrote 2^62 matrices), or negative
+  assert.throws(() => addon.matmul(new Float32Array(0), new Float32Array(0), new Float32Array(0), 2 ** 62, 4, 1, 0, true, false, 0, 0, null, null), /matmul: bad sizes/);
+  assert.throws(() => addon.matmul(new Float32Array(4), new Float32Array(4), new Float32Array(4), -1, 2, 2, 2, false, false, 4, 4, null, null), /matmul: bad sizes/);
+});
+
+test('the addon throws, and the process lives, when an argument is no typed array (a second throw was fatal: SIGABRT)', () => {
+  const script = `const { nativeAddon } = await import(${JSON.stringify(new URL('../../src/engine/native.ts', import.meta.url).pathname)});
+    const addon = nativeAddon();
+    try { addon.unary(1, [1, 2], new Float32Array(2), 0); console.log('no error'); } catch (e) { console.log('threw: ' + e.message); }
+    try { addon.binary(0, new Float32Array(2), 'x', new Float32Array(2), [2], new Float32Array(2)); console.log('no error'); } catch (e) { console.log('threw: ' + e.message); }`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, `${r.signal ?? ''} ${r.stderr}`);
+  assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.startsWith('threw: ')), [true, true], r.stdout);
 });
 
 describe('native backend', () => {
@@ -347,6 +361,19 @@ describe('native backend', () => {
           await parity(`max NaN ${axis}`, [nan], (t) => tf.max(t, axis), 0, 0);
           await parity(`min NaN ${axis}`, [nan], (t) => tf.min(t, axis), 0, 0);
         }
+        // a NaN anywhere in a whole-tensor max (the step's gradient statistics: max |g| must be NaN for the
+        // step to be skipped), short and long enough to be cut into partitions, in the first, a middle and the
+        // last partition; and a column's NaN in a later partition of a reduction over the rows
+        for (const n of [5, 9, 70_000]) {
+          for (const at of [0, Math.floor(n / 2), n - 1]) {
+            const v = values(n, n + at, -2, 2);
+            v[at] = NaN;
+            for (const f of [tf.max, tf.min]) await parity(`${f === tf.max ? 'max' : 'min'} of ${n} with NaN at ${at}`, [{ data: v, shape: [n] }], (t) => f(t), 0, 0);
+          }
+        }
+        const rows = values(40_000 * 3, 26, -2, 2);
+        rows[39_000 * 3 + 1] = NaN;
+        for (const f of [tf.max, tf.min]) await parity(`${f === tf.max ? 'max' : 'min'} over rows with NaN in a late partition`, [{ data: rows, shape: [40_000, 3] }], (t) => f(t, 0), 0, 0);
         await parity('sum of int32 (stock)', [{ data: Float32Array.from([1, 2, 3, 4]), shape: [2, 2], dtype: 'int32' }], (t) => tf.sum(t, 1));
       });
 
