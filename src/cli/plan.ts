@@ -7,7 +7,7 @@ import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
 import { PRESET_NAMES } from '../config/presets.ts';
 import { loadSweep } from '../sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } from '../sweep/plan.ts';
-import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
+import { reachedState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
 import { withResumePoint } from '../sweep/resume.ts';
 import { formatPlan } from '../sweep/table.ts';
@@ -103,7 +103,8 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
 }
 
 export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
-  const states = plan.runs.map((r) => withResumePoint(readRunState(r.dir), r.dir, r.config.train.log_every));
+  // an unfinished run at the step of its last metrics row (its status.json's heartbeat lags up to 9 behind)
+  const states = plan.runs.map((r) => withResumePoint(reachedState(r.dir), r.dir, r.config.train.log_every));
   // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm
   const jobs = runJobs(plan);
   const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? 'not queued'}` : '-')) } : undefined;

@@ -15,25 +15,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import type { SweepPlan } from '../sweep/plan.ts';
-import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
+import { reachedState } from '../runfolder/state.ts';
 import { describeState } from '../sweep/table.ts';
-import { jsonLine, metricsPath, readMetrics } from '../runfolder/metrics.ts';
+import { jsonLine } from '../runfolder/metrics.ts';
 import { barsOn, TERMINAL_RESTORE } from './progress.ts';
-
-/**
- * A crashed run's state with the step it reached: status.json's is its heartbeat's (every 10 steps), up to 9
- * behind the last metrics row (read past a torn last line; a damaged file leaves the heartbeat's).
- */
-function reachedState(runDir: string): RunStateInfo {
-  const state = readRunState(runDir);
-  try {
-    const last = readMetrics(metricsPath(runDir), () => {}).at(-1)?.step;
-    if (typeof last === 'number' && (state.step === null || last > state.step)) return { ...state, step: last };
-  } catch {
-    /* the heartbeat's step */
-  }
-  return state;
-}
 
 /** Signals of a crash (the process did something it cannot survive), not of a request to stop. */
 export const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGABRT']);

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { ASIDE_NOTE } from './aside.ts';
 import { checkpointStep } from './checkpoints.ts';
 import { liveLock, type LockInfo } from './lock.ts';
+import { metricsPath, readMetrics } from './metrics.ts';
 import { runPath } from './paths.ts';
 import { readStatus } from './status.ts';
 import { readSummary } from './summary.ts';
@@ -54,6 +55,23 @@ export function readRunState(runDir: string): RunStateInfo {
   if (st?.status === 'failed') return { ...info, state: 'failed' };
   if (st || ckpt !== null) return { ...info, state: 'interrupted' };
   return info;
+}
+
+/**
+ * A run's state with the step it reached: status.json's step is its heartbeat's (every 10 steps), up to 9 behind
+ * the last metrics row of an unfinished run (read past a torn last line; a damaged file leaves the heartbeat's).
+ * For what a user reads (plan, a crash line), not what a resume does: that goes by the checkpoint.
+ */
+export function reachedState(runDir: string): RunStateInfo {
+  const state = readRunState(runDir);
+  if (isDone(state.state) || state.state === 'new') return state;
+  try {
+    const last = readMetrics(metricsPath(runDir), () => {}).at(-1)?.step;
+    if (typeof last === 'number' && (state.step === null || last > state.step)) return { ...state, step: last };
+  } catch {
+    /* the heartbeat's step */
+  }
+  return state;
 }
 
 /** Final states: the sweep does not train these again. */

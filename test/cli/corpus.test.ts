@@ -743,6 +743,16 @@ test('plan says what the sweep will do with a damaged checkpoint (stop on it) an
   assert.match(first.resume_error, /state\.json: state is not valid JSON/);
   const resumable = await planOf(damagedSweep('y8', failed));
   assert.match(resumable, /failed at step (\d+)\/\d+ \(disk full\), resumes at \1\b/);
+  // a run killed between heartbeats (status.json written every 10 steps): at the step of its last metrics row
+  let reached = -1;
+  const lagging = await planOf(damagedSweep('y9', (r1) => {
+    const p = join(r1, 'status.json');
+    writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), step: 0 }));
+    rmSync(join(r1, 'checkpoints'), { recursive: true });
+    reached = JSON.parse(readFileSync(join(r1, 'metrics.jsonl'), 'utf8').trim().split('\n').at(-1)!).step;
+  }));
+  assert.ok(reached > 0);
+  assert.match(lagging, new RegExp(`interrupted at step ${reached}/\\d+, restarts`));
 });
 
 test('a sweep refuses a damaged metrics.jsonl of a run to resume before anything starts, as train does: one line, exit 2, the run untouched', async () => {
