@@ -1,5 +1,8 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
 import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { UsageError } from '../config/errors.ts';
 import { flatten, parseSet } from '../config/load.ts';
@@ -57,6 +60,12 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
     overrideLabels,
     results: f.results,
   });
+  // a run folder where the sweeps go (`--results run1`), or where this sweep's folder goes: its runs would be
+  // made inside a run's files (and the run's own `train` would see them as another's)
+  for (const dir of [resolve(f.results), plan.dir]) {
+    const held = [RUN_FILES.status, RUN_FILES.metrics, RUN_FILES.checkpoints].find((name) => existsSync(join(dir, name)));
+    if (held) throw new UsageError(`--results ${f.results}: ${dir} is a run folder (it holds ${held}); give the folder that holds sweeps (the default: results)`);
+  }
   // a run whose train split cannot fill one batch is refused before anything is made (by plan as by
   // sweep), naming the --set that gave either key, else the sweep file
   for (const r of plan.runs) {

@@ -562,6 +562,9 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     // a folder (a sweep's results, which report takes) for a sweep file: said as such, not "not found"
     [['baselines', good], /^moco3: \S+\/good: is a folder, not a sweep file$/],
+    // a run folder as the results folder: the sweep's runs would go inside the run's files
+    [['plan', tinySweep, '--results', good], new RegExp(`^moco3: --results ${good}: ${good} is a run folder \\(it holds status\\.json\\); give the folder that holds sweeps \\(the default: results\\)$`)],
+    [['sweep', tinySweep, ...SWEEP, '--results', good, '--dry-run'], /^moco3: --results \S+: \S+ is a run folder \(it holds status\.json\)/],
     // a file where a folder goes: said before a byte is downloaded, or as such (not "no data at")
     [['data', 'fetch', 'cifar10', '--dir', file('afile', 'x'), '--mirror', 'http://127.0.0.1:9/'], /^moco3: --dir \S+afile: is a file, not a folder: give a folder path$/],
     [['data', 'info', 'fashion-mnist', '--data-path', file('afile2', 'x')], /^moco3: --data-path \S+afile2: is a file, not a folder: give a folder path$/],
