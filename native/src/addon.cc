@@ -624,19 +624,20 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   }
   if (nb == 0 || M == 0 || N == 0) return env.Undefined();
   // every batch's operand lies within its array: the furthest offset (an index's or the stride's) plus one matrix
+  // whether every batch's operand lies within arr (its furthest start plus its size, neither wrapping around)
   auto covers = [&](const Napi::Value& arr, const int32_t* idx, const Napi::Value& idxArr, int64_t stride, int64_t size) {
-    int64_t furthest = 0;
+    int64_t furthest = 0, end = 0;
     if (idx) {
       if (typed_len(idxArr) < nb) return false;
       for (int64_t i = 0; i < nb; i++) {
-        if (idx[i] < 0) return false;
-        furthest = std::max(furthest, static_cast<int64_t>(idx[i]) * size);
+        int64_t at = 0;
+        if (idx[i] < 0 || __builtin_mul_overflow(static_cast<int64_t>(idx[i]), size, &at)) return false;
+        furthest = std::max(furthest, at);
       }
     } else {
-      if (stride < 0) return false;
-      furthest = (nb - 1) * stride;
+      if (stride < 0 || (nb > 0 && __builtin_mul_overflow(nb - 1, stride, &furthest))) return false;
     }
-    return furthest + size <= typed_len(arr);
+    return !__builtin_add_overflow(furthest, size, &end) && end <= typed_len(arr);
   };
   if (M < 0 || N < 0 || K < 0 || !covers(info[0], aIdx, info[11], aStride, M * K) || !covers(info[1], bIdx, info[12], bStride, K * N)) {
     fail(env, "matmul: operand size mismatch");

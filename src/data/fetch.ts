@@ -7,7 +7,7 @@
  * folder that is renamed into place at the end. Whatever stops a fetch (Ctrl-C, a network error, a full
  * disk), nothing half-done ever sits under a final name, and the same command picks up where it stopped.
  */
-import { accessSync, closeSync, constants, createWriteStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, createWriteStream, existsSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
@@ -370,7 +370,7 @@ export async function extractArchive(
   archive: string,
   dir: string,
   folder: string,
-  opts: { expect?: string[]; signal?: AbortSignal; onExtractFile?: (name: string) => void; log?: (line: string) => void } = {},
+  opts: { expect?: string[]; signal?: AbortSignal; onExtractFile?: (name: string) => void; log?: (line: string) => void; onWrite?: () => void } = {},
 ): Promise<'extracted' | 'present'> {
   const final = join(dir, folder);
   const expect = opts.expect ?? [];
@@ -381,6 +381,7 @@ export async function extractArchive(
     if (differs === null) return 'present';
     opts.log?.(`${folder}: ${differs}; unpacking it again`);
   }
+  opts.onWrite?.();
   removeStale(dir, folder);
   // host and pid in the names: hosts unpacking into one shared folder never touch each other's
   const tmp = join(dir, tempName(folder));
@@ -465,12 +466,16 @@ function ioError(e: unknown): never {
 /** The lock file of a fetch writing into a dataset's folder: `<host> <pid>` of the fetch holding it. */
 export const FETCH_LOCK = '.fetch.lock';
 
+/** How often a fetch touches its lock: another host's lock untouched for FOREIGN_TEMP_STALE_MS is a dead fetch's. */
+const FETCH_LOCK_TOUCH_MS = 60_000;
+
 /**
  * Take the folder `dir` for this fetch before it writes there: that it may be written, said before a byte is
  * downloaded (a read-only folder was found out at the first write, after the request), and that no other
  * fetch is writing there (two shared one `.part`, each resuming the other's, and both failed their checksum).
- * A lock whose fetch is gone (this host's pid not alive; another host's untouched an hour) is taken over.
- * Returns its release.
+ * The lock is made whole or not at all (written to a temporary name, then linked), and touched while held; one
+ * whose fetch is gone (this host's pid not alive; another host's untouched an hour; one that does not read as
+ * `<host> <pid>`) is taken over. Returns its release.
  */
 export function takeFetchFolder(dir: string): () => void {
   try {
@@ -481,36 +486,52 @@ export function takeFetchFolder(dir: string): () => void {
   }
   const path = join(dir, FETCH_LOCK);
   const mine = `${hostTag()} ${process.pid}\n`;
-  for (let tries = 0; ; tries++) {
-    try {
-      writeFileSync(path, mine, { flag: 'wx' });
-      return () => {
-        try {
-          if (readFileSync(path, 'utf8') === mine) rmSync(path, { force: true });
-        } catch {
-          /* gone already */
-        }
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw e;
+  const tmp = join(dir, tempName(FETCH_LOCK));
+  writeFileSync(tmp, mine);
+  try {
+    for (let tries = 0; ; tries++) {
+      try {
+        linkSync(tmp, path);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 1) throw e;
+      }
+      let holder = '';
+      let age = 0;
+      try {
+        holder = readFileSync(path, 'utf8');
+        age = Date.now() - statSync(path).mtimeMs;
+      } catch {
+        continue; // released meanwhile: take it
+      }
+      const m = /^(\S+) (\d+)\n$/.exec(holder);
+      const live = m !== null && (m[1] === hostTag() ? Number(m[2]) !== process.pid && pidAlive(Number(m[2])) : age <= FOREIGN_TEMP_STALE_MS);
+      if (live) {
+        const who = m![1] === hostTag() ? `pid ${m![2]}` : `pid ${m![2]} on ${m![1]}`;
+        throw new DataError(`${dir}: another moco3 data fetch (${who}) is writing here; wait for it to finish (or stop it), then run this again`);
+      }
+      rmSync(path, { force: true });
     }
-    let holder = '';
-    let age = 0;
-    try {
-      holder = readFileSync(path, 'utf8').trim();
-      age = Date.now() - statSync(path).mtimeMs;
-    } catch {
-      continue; // released meanwhile: take it
-    }
-    const [host, pidText] = holder.split(' ');
-    const pid = Number(pidText);
-    const live = host === hostTag() ? pid !== process.pid && pidAlive(pid) : age <= FOREIGN_TEMP_STALE_MS;
-    if (live) {
-      const who = host === hostTag() ? `pid ${pid}` : `pid ${pidText ?? '?'} on ${host ?? '?'}`;
-      throw new DataError(`${dir}: another moco3 data fetch (${who}) is writing here; wait for it to finish (or stop it), then run this again`);
-    }
-    rmSync(path, { force: true });
+  } finally {
+    rmSync(tmp, { force: true });
   }
+  const touch = setInterval(() => {
+    try {
+      const now = new Date();
+      utimesSync(path, now, now);
+    } catch {
+      /* gone: the release below finds it so */
+    }
+  }, FETCH_LOCK_TOUCH_MS);
+  touch.unref();
+  return () => {
+    clearInterval(touch);
+    try {
+      if (readFileSync(path, 'utf8') === mine) rmSync(path, { force: true });
+    } catch {
+      /* gone already */
+    }
+  };
 }
 
 /** Fetch a dataset: every file of `source` into `<dir>/<source.subdir>`, checked, then the archive unpacked. */
@@ -559,11 +580,11 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
       const expect = kind ? [...kind.train, ...kind.test] : [];
       const target = join(dir, source.extract.folder);
       const had = existsSync(target);
-      // unpacked (again) unless already whole: a temporary folder beside it, then a rename
-      if (!had || lock.release !== null) writing();
       if (!had) log(`${source.extract.archive}: unpacking to ${target}`);
       const action = await extractArchive(join(dir, source.extract.archive), dir, source.extract.folder, {
         expect,
+        // unpacked (again) unless already whole: the folder taken first
+        onWrite: writing,
         signal: opts.signal,
         onExtractFile: opts.onExtractFile,
         log,

@@ -20,8 +20,11 @@ export interface KnnResult {
   n: number;
 }
 
-/** Class scores for each query, [Q, numClasses], row-major. Features need not be normalised. */
-export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queries: tf.Tensor2D, opts: KnnOptions): Promise<Float64Array> {
+/**
+ * Class scores for each query, [Q, numClasses], row-major. Features need not be normalised. `voted`, when given
+ * ([Q, numClasses]), is set to 1 where a neighbour voted for the class (its weight may underflow to 0 at a small t).
+ */
+export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queries: tf.Tensor2D, opts: KnnOptions, voted?: Uint8Array): Promise<Float64Array> {
   const [nBank] = bank.shape;
   const [nq] = queries.shape;
   if (bankLabels.length !== nBank) throw new Error(`kNN: ${bankLabels.length} bank labels for ${nBank} bank features`);
@@ -57,6 +60,7 @@ export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queri
         for (let j = 0; j < k; j++) {
           const label = bankLabels[ix[i * k + j]!]!;
           scores[row + label]! += Math.exp((v[i * k + j]! - top) / opts.t);
+          if (voted) voted[row + label] = 1;
         }
       }
     }
@@ -72,11 +76,11 @@ function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
 }
 
 /**
- * Top-1 / top-5 accuracy (in %) of score rows against labels; ties go to the lower class index. `votes`: the
- * scores are a kNN's votes, and a class no neighbour voted for (score 0) is no hit: with fewer than 5 classes
- * voted for (k=1), the lowest-numbered unvoted classes counted as top-5 hits.
+ * Top-1 / top-5 accuracy (in %) of score rows against labels; ties go to the lower class index. `voted` (a
+ * kNN's, knnScores): a class no neighbour voted for is no hit: with fewer than 5 classes voted for (k=1), the
+ * lowest-numbered unvoted classes counted as top-5 hits.
  */
-export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasses: number, opts: { votes?: boolean } = {}): KnnResult {
+export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasses: number, opts: { voted?: Uint8Array } = {}): KnnResult {
   const n = labels.length;
   let top1 = 0;
   let top5 = 0;
@@ -85,8 +89,11 @@ export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasse
     const y = labels[i]!;
     // rank of the true class = number of classes scored strictly higher (or equal with a lower index);
     // a query with a NaN score (a diverged encoder or probe: NaN features or logits) is a miss
-    let rank = row.some(Number.isNaN) || (opts.votes && row[y] === 0) ? Infinity : 0;
+    let rank = row.some(Number.isNaN) || (opts.voted && !opts.voted[i * numClasses + y]) ? Infinity : 0;
+    const got = opts.voted?.subarray(i * numClasses, (i + 1) * numClasses);
     for (let c = 0; c < numClasses && rank !== Infinity; c++) {
+      // a class no neighbour voted for ranks below every voted one, whatever its (underflowed) score
+      if (got && !got[c]) continue;
       if (row[c]! > row[y]! || (row[c] === row[y] && c < y)) rank++;
     }
     if (rank === 0) top1++;
@@ -102,6 +109,7 @@ export async function knnAccuracy(
   queryLabels: Int32Array,
   opts: KnnOptions,
 ): Promise<KnnResult> {
-  const scores = await knnScores(bank, bankLabels, queries, opts);
-  return topkAccuracy(scores, queryLabels, opts.numClasses, { votes: true });
+  const voted = new Uint8Array(queries.shape[0] * opts.numClasses);
+  const scores = await knnScores(bank, bankLabels, queries, opts, voted);
+  return topkAccuracy(scores, queryLabels, opts.numClasses, { voted });
 }

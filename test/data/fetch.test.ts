@@ -429,6 +429,11 @@ test('CIFAR: the archive is downloaded, checked and unpacked to the folder the r
   const batch = join(dir, 'cifar-10-batches-bin', 'data_batch_5.bin');
   const whole = readFileSync(batch);
   writeFileSync(batch, whole.subarray(0, 3073));
+  // unpacking it again writes in the folder: not while another fetch holds it
+  writeFileSync(join(dir, FETCH_LOCK), `${hostTag()} ${process.ppid}\n`);
+  await assert.rejects(fetchDataset(src, { dir }), /another moco3 data fetch \(pid \d+\) is writing here/);
+  assert.equal(readFileSync(batch).length, 3073);
+  rmSync(join(dir, FETCH_LOCK));
   const lines: string[] = [];
   const mended = await fetchDataset(src, { dir, log: (l) => lines.push(l) });
   assert.equal(mended.extracted?.action, 'extracted');
@@ -556,6 +561,14 @@ test('a second fetch into a folder another fetch is writing is refused before an
   const r = await fetchDataset(src, { dir });
   assert.deepEqual(r.files.map((f) => f.action), ['downloaded', 'downloaded', 'downloaded', 'downloaded']);
   assert.equal(existsSync(join(folder, FETCH_LOCK)), false);
+  // a lock that does not read as `<host> <pid>` (an empty one: a disk full as it was written) is no fetch's
+  for (const junk of ['', 'garbage', `${hostTag()}`]) {
+    writeFileSync(join(folder, FETCH_LOCK), junk);
+    rmSync(join(folder, 't10k-labels-idx1-ubyte.gz'));
+    const over = await fetchDataset(src, { dir });
+    assert.deepEqual(over.files.map((f) => f.action), ['present', 'present', 'present', 'downloaded'], JSON.stringify(junk));
+    assert.equal(existsSync(join(folder, FETCH_LOCK)), false);
+  }
   // a complete copy is checked without taking the folder (it may be the system's, read-only)
   writeFileSync(join(folder, FETCH_LOCK), `${hostTag()} ${process.ppid}\n`);
   const again = await fetchDataset(src, { dir });

@@ -137,6 +137,8 @@ test('the addon refuses operands smaller than their shapes or batch offsets say 
   // sizes whose product wraps around (2^62 batches of 0x4 read as 0 elements: it wrote 2^62 matrices), or negative
   assert.throws(() => addon.matmul(new Float32Array(0), new Float32Array(0), new Float32Array(0), 2 ** 62, 4, 1, 0, true, false, 0, 0, null, null), /matmul: bad sizes/);
   assert.throws(() => addon.matmul(new Float32Array(4), new Float32Array(4), new Float32Array(4), -1, 2, 2, 2, false, false, 4, 4, null, null), /matmul: bad sizes/);
+  // a batch stride whose product with the batch count wraps (it read far outside a)
+  assert.throws(() => addon.matmul(new Float32Array(1), new Float32Array(1), new Float32Array(3), 3, 1, 1, 1, false, false, 2 ** 62 + 2 ** 40, 0, null, null), /matmul: operand size mismatch/);
 });
 
 test('the addon throws, and the process lives, when an argument is no typed array (a second throw was fatal: SIGABRT)', () => {

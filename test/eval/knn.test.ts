@@ -50,6 +50,9 @@ test('a class no neighbour voted for is no top-5 hit (k=1 counted the lowest-num
   const q = tf.tensor2d([[1, 0.1], [0.1, 1]]);
   const r = await knnAccuracy(bank, Int32Array.from([5, 0]), q, Int32Array.from([0, 0]), { k: 1, t: 0.1, numClasses: 10 });
   assert.deepEqual([r.top1, r.top5], [50, 50]);
+  // a class voted for whose weight underflows to 0 (t = 1e-4: exp(-1000)) is voted for all the same
+  const far = await knnAccuracy(tf.tensor2d([[1, 0], [0.9, 0.43589]]), Int32Array.from([5, 7]), tf.tensor2d([[1, 0]]), Int32Array.from([7]), { k: 2, t: 1e-4, numClasses: 10 });
+  assert.deepEqual([far.top1, far.top5], [0, 100]);
   // logits (the linear probe's) of 0 are scores like any other: ties go to the lower class index
   assert.equal(topkAccuracy(Float64Array.from([0, 0, 0, 0, 0, 1]), Int32Array.from([0]), 6).top5, 100);
 });

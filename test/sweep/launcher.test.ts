@@ -86,6 +86,10 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   assert.equal(sbatchArg('--comment run #3 of lr'), '--comment="run #3 of lr"');
   assert.equal(sbatchArg('--comment=run #3'), '--comment="run #3"');
   assert.equal(sbatchArg('--account vision'), '--account=vision');
+  // quotes around the value are the user's quoting, not part of it
+  assert.equal(sbatchArg('--comment "a b"'), '--comment="a b"');
+  assert.equal(sbatchArg("--comment 'my run'"), '--comment="my run"');
+  assert.equal(sbatchArg('--comment="a b"'), '--comment="a b"');
   assert.equal(sbatchArg('-J my job'), '-J "my job"');
   assert.equal(sbatchArg('-Avision'), '-Avision');
   assert.equal(sbatchArg('--exclusive'), '--exclusive');
