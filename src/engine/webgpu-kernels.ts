@@ -181,6 +181,9 @@ const pipelines = new WeakMap<object, Map<string, unknown>>();
  */
 function runMulti(backend: WebGpuInternals, spec: MultiSpec): tf.TensorInfo[] {
   const outs = spec.outputs.map((o) => backend.makeTensorInfo(o.shape, 'float32'));
+  // outputs of no element (a tensor of size 0): nothing to compute, and Dawn refuses a binding of size 0 (the
+  // failed command buffer took the work queued with it); the stock kernels return empty tensors too
+  if (spec.groups === 0 || spec.outputs.every((o) => tf.util.sizeFromShape(o.shape) === 0)) return outs;
   const bound: Bound[] = [...spec.outputs.map((o, i) => ({ name: o.name, t: outs[i]! })), ...spec.inputs];
   for (const b of bound) backend.uploadToGPU(b.t.dataId);
   let cache = pipelines.get(backend);

@@ -51,6 +51,8 @@ async function maxDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   const d = tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))));
   const v = (await d.data())[0]!;
   d.dispose();
+  // a dispatch the device refused leaves both sides zero: equal, unless its error is read here
+  checkWebGpuErrors('the test');
   return v;
 }
 
@@ -61,6 +63,7 @@ async function relDiff(label: string, a: tf.Tensor, b: tf.Tensor): Promise<numbe
   const d = tf.tidy(() => tf.stack([tf.max(tf.abs(tf.sub(a, b))), tf.max(tf.abs(b))]));
   const [num, den] = (await d.data()) as Float32Array;
   d.dispose();
+  checkWebGpuErrors(label);
   const r = num! / den!;
   relErrors.set(label, Math.max(relErrors.get(label) ?? 0, r));
   return r;
@@ -79,7 +82,8 @@ function bothWays<T>(f: () => T): [T, T] {
 }
 
 // one row per chunk; D above the workgroup size (4 columns per thread); rows > 2048: 3 rows per chunk, the last one short
-for (const [rows, D] of [[3, 37], [130, 200], [4201, 24]] as const) {
+// 70001 rows: more workgroups than a dispatch's dimension takes (65535), the 2-D dispatch
+for (const [rows, D] of [[3, 37], [130, 200], [4201, 24], [70001, 3]] as const) {
   test(`LayerNorm forward and backward, [${rows}, ${D}]: fused kernels = stock kernels on webgpu`, async () => {
     const before = tf.memory().numTensors;
     const [x, w, b, dy] = tf.tidy(() => [
@@ -266,6 +270,22 @@ test("the momentum encoder's update: moco3's kernel = k·m + q·(1 − m) by the
   const stockChange = tf.tidy(() => tf.sub(stock, k));
   assert.ok((await relDiff('momentum update change', change, stockChange)) <= 1e-6);
   tf.dispose([k, q, fused!, stock, change, stockChange]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test('tensors of no element: moco3\'s multi-output kernels give empty outputs, dispatch nothing (Dawn refused a binding of size 0, and the work queued with it was lost)', async () => {
+  const before = tf.memory().numTensors;
+  const [k, q] = [tf.zeros([0]), tf.zeros([0])];
+  const [ema] = fusedKernels(EMA, { k, q }, { m: 0.99 })!;
+  const [x, g, b] = [tf.zeros([0, 4]), tf.ones([4]), tf.zeros([4])];
+  const ln = fusedKernels(LAYERNORM_FWD, { x, gamma: g, beta: b }, { eps: 1e-6 })!;
+  // work queued after them still runs
+  const [p, m] = [tf.ones([5]), tf.fill([5], 3)];
+  const [after] = fusedKernels(EMA, { k: p, q: m }, { m: 0.5 })!;
+  assert.deepEqual(Array.from(await after!.data()), [2, 2, 2, 2, 2]);
+  checkWebGpuErrors('the test');
+  assert.deepEqual([ema!.shape, ...ln.map((t) => t.shape)], [[0], [0, 4], [0], [0]]);
+  tf.dispose([k, q, ema!, x, g, b, ...ln, p, m, after!]);
   assert.equal(tf.memory().numTensors, before);
 });
 
