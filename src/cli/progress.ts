@@ -50,13 +50,18 @@ export function fmtDuration(s: number): string {
 /**
  * A bar's line, fitted to the terminal: while a bar draws, line wrapping is off, and a longer line would lose its
  * end at the edge (the ETA, a sweep's run id) with its last cell overwritten. The parts after the first are
- * dropped from the end until the line fits, the first cut if it alone does not.
+ * dropped from the end until the line fits; the first part dropped, if a name (20 characters or more, as a
+ * run's id: a figure cut would read as another), is shown cut (ending in `…`) where at least 8 of its
+ * characters fit; the first part is cut if it alone does not fit.
  */
 export function fitLine(parts: string[], width: number): string {
   const w = Math.max(1, width - 1);
-  for (let n = parts.length; n > 1; n--) {
+  for (let n = parts.length; n >= 1; n--) {
     const line = parts.slice(0, n).join(' | ');
-    if (line.length <= w) return line;
+    if (line.length > w) continue;
+    const next = parts[n];
+    const room = w - line.length - 3;
+    return next !== undefined && next.length >= 20 && room >= 8 ? `${line} | ${next.slice(0, room - 1)}…` : line;
   }
   return parts[0]!.slice(0, w);
 }

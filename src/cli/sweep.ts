@@ -19,7 +19,7 @@ import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLo
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, sweepStartedMs, takeEarlySignals } from './supervise.ts';
 
 
-interface Display {
+export interface Display {
   onEvent(e: SweepEvent): void;
   /** a message for the user (ending in a line break), above the bars while they draw */
   log(text: string): void;
@@ -178,7 +178,7 @@ function plainDisplay(): Display {
 }
 
 /** On a terminal: a bar for the sweep (runs done, ETA) and one for the current run (step, loss, kNN, img/s). */
-function barDisplay(): Display {
+export function barDisplay(): Display {
   const multi = new cliProgress.MultiBar(
     // redrawn whole each time: a message above them (multi.log) moves them down a line, where a bar whose text
     // had not changed was left undrawn

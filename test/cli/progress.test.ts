@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { barSize, barsOn, fitLine, fmtDuration, makeProgress } from '../../src/cli/progress.ts';
+import { barDisplay } from '../../src/cli/sweep.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stream = (o: { isTTY?: boolean; columns?: number }) => o as unknown as NodeJS.WriteStream;
@@ -82,6 +83,11 @@ test('a bar line fits the terminal: the parts after the first dropped from the e
   assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1', 'ETA 4s'], 24), 'a |bar| 1/2 | loss 3.1');
   assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1', 'ETA 4s'], 13), 'a |bar| 1/2');
   assert.equal(fitLine(['a |bar| 1/2', 'loss 3.1'], 6), 'a |ba');
+  // a long part that does not fit whole is shown cut where 8 of its characters fit
+  assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw-s0', 'loss 3.1'], 30), 'a |bar| 1/2 | bs16-lr1.0e-2-…');
+  assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw-s0'], 22), 'a |bar| 1/2');
+  // a figure is never cut (`loss 3.2…` would read as 3.2)
+  assert.equal(fitLine(['a |bar| 1/2', 'loss 3.2250', 'ETA 4s'], 24), 'a |bar| 1/2');
 });
 
 /** What a bar writes to a terminal of `columns` while `drive` runs. */
@@ -125,4 +131,33 @@ test('the train bar: no ETA before a step is timed, lines within the terminal, a
   assert.ok(text.slice(0, at).endsWith('\u001b[1A\r\u001b[2K'), JSON.stringify(text.slice(at - 40, at)));
   assert.ok(text.slice(0, at).lastIndexOf('\u001b[?7h') > text.slice(0, at).lastIndexOf('\u001b[?7l'), 'line wrapping is on for the message');
   assert.match(text.slice(at + msg.length), /\u001b\[1Gtrain \|.{8}\| 1\/240 /);
+});
+
+test("a sweep's bars: the runs' count, lines within the terminal, the run's name before its figures, a message whole above them", () => {
+  const run = 'bs16-lr1.0e-2-adamw-learned-s0-9f6e2288';
+  const msg = 'moco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n';
+  const row = { loss: 3.25, epoch: 0, lr: 1e-3, images_per_s: 1234.5 };
+  const text = onTerminal(60, () => {
+    const d = barDisplay();
+    d.onEvent({ type: 'sweep_start', sweep: 'tiny', dir: '/r/tiny', total: 2, todo: 2, backend: 'native' });
+    d.onEvent({ type: 'run_start', run, index: 1, total: 2, previous: 'new', resume_step: null, to_train: true });
+    d.onEvent({ type: 'train', run, index: 1, total: 2, event: { type: 'start', runDir: `/r/tiny/${run}`, totalSteps: 4, startStep: 0, resumed: false, params: 1, knnTop1: null } });
+    for (let s = 1; s <= 4; s++) d.onEvent({ type: 'train', run, index: 1, total: 2, event: { type: 'step', step: s, totalSteps: 4, row } });
+    d.log(`\n${msg}`);
+    d.onEvent({ type: 'run_end', run, index: 1, total: 2, status: 'completed', summary: { steps: 4, total_steps: 4, knn_top1: 61.5, knn_step: 4, wall_s: 3 } as never });
+    d.onEvent({ type: 'sweep_end', sweep: 'tiny', counts: { completed: 1, new: 1 }, failed: [], interrupted: false, busy: [] });
+    d.stop();
+  });
+  const frames = [...text.matchAll(/(?:\u001b\[1G|\n)((?:sweep tiny|\[1\/2\]) \|[^\u001b\n]*)/g)].map((m) => m[1]!);
+  assert.ok(frames.length >= 4, JSON.stringify(text));
+  for (const f of frames) assert.ok(f.length <= 59, f);
+  assert.ok(frames.some((f) => /^sweep tiny \|.{8}\| 0\/2 runs \| ETA -$/.test(f)), frames.join('\n'));
+  // the run's name, cut to the terminal (60 columns), before its figures, which are dropped
+  assert.ok(frames.some((f) => f.startsWith(`[1/2] |`) && f.includes(`| 4/4 | ${run.slice(0, 20)}`) && f.endsWith('…')), frames.join('\n'));
+  assert.match(frames.at(-1)!, /^sweep tiny \|.{8}\| 1\/2 runs/);
+  // the message and the run's line whole, line wrapping on for them
+  const at = text.indexOf(msg.replace(/\n/g, '\u001b[K\n'));
+  assert.ok(at > 0, 'the message is written whole');
+  assert.ok(text.slice(0, at).endsWith('\u001b[?7h'), JSON.stringify(text.slice(at - 20, at)));
+  assert.ok(text.includes(`[1/2] ${run}: completed at step 4/4; kNN 61.50%; 3s\u001b[K\n`), JSON.stringify(text));
 });
