@@ -1,6 +1,6 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
 import { Command, Option } from 'commander';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir } from '../engine/files.ts';
@@ -62,9 +62,11 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   });
   // a run folder where the sweeps go (`--results run1`), or where this sweep's folder goes: its runs would be
   // made inside a run's files (and the run's own `train` would see them as another's)
+  // (a run's config.yaml beside its status.json or metrics.jsonl, files: a sweep may be named `checkpoints`)
+  const isFile = (p: string) => existsSync(p) && statSync(p).isFile();
   for (const dir of [resolve(f.results), plan.dir]) {
-    const held = [RUN_FILES.status, RUN_FILES.metrics, RUN_FILES.checkpoints].find((name) => existsSync(join(dir, name)));
-    if (held) throw new UsageError(`--results ${f.results}: ${dir} is a run folder (it holds ${held}); give the folder that holds sweeps (the default: results)`);
+    const held = isFile(join(dir, RUN_FILES.config)) ? [RUN_FILES.status, RUN_FILES.metrics].find((name) => isFile(join(dir, name))) : undefined;
+    if (held) throw new UsageError(`--results ${f.results}: ${dir} is a run folder (it holds ${RUN_FILES.config} and ${held}); give the folder that holds sweeps (the default: results)`);
   }
   // a run whose train split cannot fill one batch is refused before anything is made (by plan as by
   // sweep), naming the --set that gave either key, else the sweep file

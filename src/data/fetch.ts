@@ -486,7 +486,10 @@ export function takeFetchFolder(dir: string): () => void {
   }
   const path = join(dir, FETCH_LOCK);
   const mine = `${hostTag()} ${process.pid}\n`;
+  // the temporary files of fetches killed while they took the lock
+  for (const e of readdirSync(dir)) if (e.startsWith(`.${FETCH_LOCK}.`) && isStaleTemp(dir, e)) rmSync(join(dir, e), { force: true });
   const tmp = join(dir, tempName(FETCH_LOCK));
+  const aside = join(dir, tempName(`${FETCH_LOCK}.stale`));
   writeFileSync(tmp, mine);
   try {
     for (let tries = 0; ; tries++) {
@@ -494,13 +497,16 @@ export function takeFetchFolder(dir: string): () => void {
         linkSync(tmp, path);
         break;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 1) throw e;
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 4) throw e;
       }
       let holder = '';
       let age = 0;
+      let ino = 0;
       try {
         holder = readFileSync(path, 'utf8');
-        age = Date.now() - statSync(path).mtimeMs;
+        const st = statSync(path);
+        age = Date.now() - st.mtimeMs;
+        ino = st.ino;
       } catch {
         continue; // released meanwhile: take it
       }
@@ -510,7 +516,22 @@ export function takeFetchFolder(dir: string): () => void {
         const who = m![1] === hostTag() ? `pid ${m![2]}` : `pid ${m![2]} on ${m![1]}`;
         throw new DataError(`${dir}: another moco3 data fetch (${who}) is writing here; wait for it to finish (or stop it), then run this again`);
       }
-      rmSync(path, { force: true });
+      // a dead fetch's lock, taken out of the way by a rename: another fetch taking it over at once may have
+      // put its own there meanwhile (removing by name would remove that one, and both would hold the folder),
+      // so the file moved is checked to be the one judged, and another's put back
+      try {
+        renameSync(path, aside);
+      } catch {
+        continue; // gone meanwhile: take it
+      }
+      if (statSync(aside).ino !== ino) {
+        try {
+          linkSync(aside, path);
+        } catch {
+          /* a third fetch linked its own: that one holds the folder */
+        }
+      }
+      rmSync(aside, { force: true });
     }
   } finally {
     rmSync(tmp, { force: true });

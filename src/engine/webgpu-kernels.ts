@@ -180,10 +180,13 @@ const pipelines = new WeakMap<object, Map<string, unknown>>();
  * as rank 1, so those are two i32 each, declared as padding here.
  */
 function runMulti(backend: WebGpuInternals, spec: MultiSpec): tf.TensorInfo[] {
+  // no work, or an input of no element (a tensor of size 0): Dawn refuses a binding of size 0, and the failed
+  // command buffer took the work queued with it. The outputs are then what the stock kernels give: empty, or
+  // zeros where they sum over nothing (LayerNorm's dγ and dβ over no rows)
+  if (spec.groups === 0 || spec.inputs.some((b) => tf.util.sizeFromShape(b.t.shape) === 0) || spec.outputs.every((o) => tf.util.sizeFromShape(o.shape) === 0)) {
+    return spec.outputs.map((o) => backend.makeTensorInfo(o.shape, 'float32', new Float32Array(tf.util.sizeFromShape(o.shape))));
+  }
   const outs = spec.outputs.map((o) => backend.makeTensorInfo(o.shape, 'float32'));
-  // outputs of no element (a tensor of size 0): nothing to compute, and Dawn refuses a binding of size 0 (the
-  // failed command buffer took the work queued with it); the stock kernels return empty tensors too
-  if (spec.groups === 0 || spec.outputs.every((o) => tf.util.sizeFromShape(o.shape) === 0)) return outs;
   const bound: Bound[] = [...spec.outputs.map((o, i) => ({ name: o.name, t: outs[i]! })), ...spec.inputs];
   for (const b of bound) backend.uploadToGPU(b.t.dataId);
   let cache = pipelines.get(backend);

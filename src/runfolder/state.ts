@@ -2,12 +2,12 @@
  * Where a run stands, read from its folder (status.json, summary.json, checkpoints/last.json,
  * the lock) without TensorFlow.js.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { ASIDE_NOTE } from './aside.ts';
 import { checkpointStep } from './checkpoints.ts';
 import { liveLock, type LockInfo } from './lock.ts';
-import { metricsPath, readMetrics } from './metrics.ts';
+import { metricsPath } from './metrics.ts';
 import { runPath } from './paths.ts';
 import { readStatus } from './status.ts';
 import { readSummary } from './summary.ts';
@@ -57,21 +57,47 @@ export function readRunState(runDir: string): RunStateInfo {
   return info;
 }
 
+/** The tail of metrics.jsonl that reachedState reads: a row is a few hundred bytes. */
+const TAIL_BYTES = 64 * 1024;
+
+/** The step of the last whole row of a metrics.jsonl, read from its tail (a torn last line skipped); null if none. */
+function lastMetricsStep(path: string): number | null {
+  let fd: number | null = null;
+  try {
+    fd = openSync(path, 'r');
+    const size = fstatSync(fd).size;
+    const n = Math.min(size, TAIL_BYTES);
+    const buf = Buffer.alloc(n);
+    readSync(fd, buf, 0, n, size - n);
+    const lines = buf.toString('utf8').split('\n');
+    // the first line may be cut by the tail, the last torn by a kill: the last that parses as a row
+    for (let i = lines.length - 1; i >= (n < size ? 1 : 0); i--) {
+      try {
+        const step = (JSON.parse(lines[i]!) as { step?: unknown }).step;
+        if (typeof step === 'number') return step;
+      } catch {
+        /* torn or empty: the line before */
+      }
+    }
+    return null;
+  } catch {
+    return null;
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+}
+
 /**
  * A run's state with the step it reached: status.json's step is its heartbeat's (every 10 steps), up to 9 behind
- * the last metrics row of an unfinished run (read past a torn last line; a damaged file leaves the heartbeat's).
- * For what a user reads (plan, a crash line), not what a resume does: that goes by the checkpoint.
+ * the last metrics row of an unfinished run (its file's tail read, a torn last line skipped; none readable
+ * leaves the heartbeat's). For what a user reads (plan, a crash line), not what a resume does: that goes by
+ * the checkpoint.
  */
 export function reachedState(runDir: string): RunStateInfo {
   const state = readRunState(runDir);
   if (isDone(state.state) || state.state === 'new') return state;
-  try {
-    const last = readMetrics(metricsPath(runDir), () => {}).at(-1)?.step;
-    if (typeof last === 'number' && (state.step === null || last > state.step)) return { ...state, step: last };
-  } catch {
-    /* the heartbeat's step */
-  }
-  return state;
+  const last = lastMetricsStep(metricsPath(runDir));
+  return last !== null && (state.step === null || last > state.step) ? { ...state, step: last } : state;
 }
 
 /** Final states: the sweep does not train these again. */

@@ -50,7 +50,7 @@ export function sbatchArg(a: string): string {
   const [, opt, sep, given] = m as unknown as [string, string, string, string];
   // quotes the user put around the value (`--comment "a b"`, as sbatch's own line reads them) are quoting, not
   // part of it: taken off before it is quoted for the line (they were written into it)
-  const value = /^(["'])[\s\S]*\1$/.test(given) && given.length >= 2 ? given.slice(1, -1) : given;
+  const value = /^"[^"]*"$|^'[^']*'$/.test(given) ? given.slice(1, -1) : given;
   const quoted = sbatchValue(value, `--sbatch-arg ${opt}${sep === '=' ? '=' : ''}`);
   return opt.startsWith('--') ? `${opt}=${quoted}` : `${opt}${sep === '=' ? '=' : ' '}${quoted}`;
 }

@@ -563,8 +563,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     // a folder (a sweep's results, which report takes) for a sweep file: said as such, not "not found"
     [['baselines', good], /^moco3: \S+\/good: is a folder, not a sweep file$/],
     // a run folder as the results folder: the sweep's runs would go inside the run's files
-    [['plan', tinySweep, '--results', good], new RegExp(`^moco3: --results ${good}: ${good} is a run folder \\(it holds status\\.json\\); give the folder that holds sweeps \\(the default: results\\)$`)],
-    [['sweep', tinySweep, ...SWEEP, '--results', good, '--dry-run'], /^moco3: --results \S+: \S+ is a run folder \(it holds status\.json\)/],
+    [['plan', tinySweep, '--results', good], new RegExp(`^moco3: --results ${good}: ${good} is a run folder \\(it holds config\\.yaml and status\\.json\\); give the folder that holds sweeps \\(the default: results\\)$`)],
+    [['sweep', tinySweep, ...SWEEP, '--results', good, '--dry-run'], /^moco3: --results \S+: \S+ is a run folder \(it holds config\.yaml and status\.json\)/],
     // a file where a folder goes: said before a byte is downloaded, or as such (not "no data at")
     [['data', 'fetch', 'cifar10', '--dir', file('afile', 'x'), '--mirror', 'http://127.0.0.1:9/'], /^moco3: --dir \S+afile: is a file, not a folder: give a folder path$/],
     [['data', 'info', 'fashion-mnist', '--data-path', file('afile2', 'x')], /^moco3: --data-path \S+afile2: is a file, not a folder: give a folder path$/],
@@ -756,6 +756,11 @@ test('plan says what the sweep will do with a damaged checkpoint (stop on it) an
   }));
   assert.ok(reached > 0);
   assert.match(lagging, new RegExp(`interrupted at step ${reached}/\\d+, restarts`));
+  // sweeps named as a run's files (`checkpoints`, `metrics.jsonl`) in a results folder make it no run folder
+  const shared = join(dir, 'named-sweeps');
+  for (const name of ['checkpoints', 'metrics.jsonl', 'status.json']) mkdirSync(join(shared, name), { recursive: true });
+  const ok = await cliOut(['plan', tinySweep, '--results', shared]);
+  assert.equal(ok.code, 0, ok.err);
 });
 
 test('a sweep refuses a damaged metrics.jsonl of a run to resume before anything starts, as train does: one line, exit 2, the run untouched', async () => {

@@ -1,6 +1,7 @@
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -556,11 +557,13 @@ test('a second fetch into a folder another fetch is writing is refused before an
   );
   assert.deepEqual(seen, [], 'no request made');
   assert.equal(readFileSync(join(folder, FETCH_LOCK), 'utf8'), `${hostTag()} ${process.ppid}\n`, 'its lock left alone');
-  // a fetch that died (no such pid): its lock is taken over, and released at the end
+  // a fetch that died (no such pid): its lock is taken over, and released at the end; the temporary file of
+  // one killed as it took the lock is removed
   writeFileSync(join(folder, FETCH_LOCK), `${hostTag()} 999999999\n`);
+  writeFileSync(join(folder, `.${FETCH_LOCK}.${hostTag()}.999999999.tmp`), `${hostTag()} 999999999\n`);
   const r = await fetchDataset(src, { dir });
   assert.deepEqual(r.files.map((f) => f.action), ['downloaded', 'downloaded', 'downloaded', 'downloaded']);
-  assert.equal(existsSync(join(folder, FETCH_LOCK)), false);
+  assert.deepEqual(readdirSync(folder).filter((f) => f.startsWith('.')), [], 'no lock or temporary file left');
   // a lock that does not read as `<host> <pid>` (an empty one: a disk full as it was written) is no fetch's
   for (const junk of ['', 'garbage', `${hostTag()}`]) {
     writeFileSync(join(folder, FETCH_LOCK), junk);
@@ -579,4 +582,27 @@ test('a second fetch into a folder another fetch is writing is refused before an
   served.delete('t10k-labels-idx1-ubyte.gz');
   await assert.rejects(fetchDataset(src, { dir }), /HTTP 404/);
   assert.equal(existsSync(join(folder, FETCH_LOCK)), false);
+});
+
+test('two fetches taking over one dead fetch\'s lock at the same moment: one holds the folder, the other is refused (both took it)', async () => {
+  const script = `const { takeFetchFolder } = await import(${JSON.stringify(new URL('../../src/data/fetch.ts', import.meta.url).pathname)});
+    const [dir, at] = process.argv.slice(1);
+    while (Date.now() < Number(at)) {}
+    try { const release = takeFetchFolder(dir); await new Promise((r) => setTimeout(r, 300)); console.log('held'); release(); } catch (e) { console.log('refused'); }`;
+  const take = (dir: string, at: number) =>
+    new Promise<string>((res) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dir, String(at)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += String(d)));
+      child.on('exit', () => res(out.trim()));
+    });
+  for (let trial = 0; trial < 6; trial++) {
+    const d = join(freshDir(), 'race');
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, FETCH_LOCK), `${hostTag()} 999999999\n`);
+    const at = Date.now() + 2500;
+    const outs = (await Promise.all([take(d, at), take(d, at)])).sort();
+    assert.deepEqual(outs, ['held', 'refused'], `trial ${trial}`);
+    assert.deepEqual(readdirSync(d), [], 'no lock or temporary file left');
+  }
 });

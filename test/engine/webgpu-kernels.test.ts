@@ -6,7 +6,7 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkWebGpuErrors, closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_FWD, PACK, packed, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_BWD, LAYERNORM_FWD, PACK, packed, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { tinyConfig } from '../model/util.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
@@ -285,7 +285,12 @@ test('tensors of no element: moco3\'s multi-output kernels give empty outputs, d
   assert.deepEqual(Array.from(await after!.data()), [2, 2, 2, 2, 2]);
   checkWebGpuErrors('the test');
   assert.deepEqual([ema!.shape, ...ln.map((t) => t.shape)], [[0], [0, 4], [0], [0]]);
-  tf.dispose([k, q, ema!, x, g, b, ...ln, p, m, after!]);
+  assert.deepEqual(await Promise.all([ema!, ...ln].map(async (t) => Array.from(await t.data()))), [[], [], [], []]);
+  // LayerNorm's backward over no rows: dx empty, dγ and dβ sums over nothing, zeros
+  const bwd = fusedKernels(LAYERNORM_BWD, { dy: x, x, mean: ln[1]!, rstd: ln[2]!, gamma: g }, {})!;
+  assert.deepEqual(await Promise.all(bwd.map(async (t) => Array.from(await t.data()))), [[], [0, 0, 0, 0], [0, 0, 0, 0]]);
+  checkWebGpuErrors('the test');
+  tf.dispose([k, q, ema!, x, g, b, ...ln, p, m, after!, ...bwd]);
   assert.equal(tf.memory().numTensors, before);
 });
 

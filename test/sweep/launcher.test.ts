@@ -90,6 +90,8 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   assert.equal(sbatchArg('--comment "a b"'), '--comment="a b"');
   assert.equal(sbatchArg("--comment 'my run'"), '--comment="my run"');
   assert.equal(sbatchArg('--comment="a b"'), '--comment="a b"');
+  // two quoted words are no one quoted value: kept as written
+  assert.equal(sbatchArg('--comment "a" "b"'), '--comment="\\"a\\" \\"b\\""');
   assert.equal(sbatchArg('-J my job'), '-J "my job"');
   assert.equal(sbatchArg('-Avision'), '-Avision');
   assert.equal(sbatchArg('--exclusive'), '--exclusive');
