@@ -418,11 +418,8 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// layerNormBwd(dy, x, mean, rstd, gamma, dx, dgamma, dbeta, scratch): γ's and β's gradients are the column sums of
-// dy·x̂ and dy with the Sum kernel's bits (reduce_core's partitions of the rows, each summed row by row in double,
-// the partitions then in order). Of [rows, D] with both > 1 and several partitions they are summed in the row
-// pass; otherwise (one partition, or the Sum kernel's collapsed shapes differ) scratch [rows, D] takes dy·x̂ for
-// reduce_core
+// layerNormBwd(dy, x, mean, rstd, gamma, dx, dgamma, dbeta, scratch): scratch [rows, D] takes dy·x̂ before its
+// column sum; the column sums are the Sum kernel's (reduce_core), partitions and all
 Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const float* dy = typed_data<float>(info[0]);
@@ -442,32 +439,9 @@ Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
   }
   const KernelTable& K = kernels();
   const int64_t parts = ln_parts(rows, D);
-  // reduce_core's cut of [rows, D] summed over its rows (outermost dim reduced, D outputs): one partition a slice
-  // of the row pass where there are several (below the grain, one: the rows in parallel, then reduce_core)
-  const int64_t nparts = reduce_parts(n, rows, true, D);
-  if (rows > 1 && D > 1 && nparts > 1) {
-    std::vector<double> accg(static_cast<size_t>(nparts * D), 0.0), accb(static_cast<size_t>(nparts * D), 0.0);
-    for_slices(nparts, nparts, [&](int64_t t0, int64_t t1, int) {
-      std::vector<float> work(static_cast<size_t>(3 * D));
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t lo = rows * t / nparts, hi = rows * (t + 1) / nparts;
-        K.layernorm_bwd_rows(dy, x, mean, rstd, g, dx, nullptr, D, parts, lo, hi, work.data(), accg.data() + t * D, accb.data() + t * D);
-      }
-    });
-    for (int64_t j = 0; j < D; j++) {
-      double sg = accg[j], sb = accb[j];
-      for (int64_t a = 1; a < nparts; a++) {
-        sg += accg[static_cast<size_t>(a * D + j)];
-        sb += accb[static_cast<size_t>(a * D + j)];
-      }
-      dg[j] = static_cast<float>(sg);
-      db[j] = static_cast<float>(sb);
-    }
-    return env.Undefined();
-  }
   parallel_for(rows, n * 6, kGrainElems, [&](int64_t lo, int64_t hi, int) {
     std::vector<float> work(static_cast<size_t>(3 * D));
-    K.layernorm_bwd_rows(dy, x, mean, rstd, g, dx, scratch, D, parts, lo, hi, work.data(), nullptr, nullptr);
+    K.layernorm_bwd_rows(dy, x, mean, rstd, g, dx, scratch, D, parts, lo, hi, work.data());
   });
   const std::vector<int64_t> shape = {rows, D}, axes = {0};
   const char* err = reduce_core(R_SUM, scratch, n, shape, axes, dg, D, false);

@@ -38,8 +38,7 @@ struct KernelTable {
   void (*layernorm_fwd_rows)(const float* x, const float* g, const float* b, float eps, float* y, float* mean,
                              float* rstd, int64_t D, int64_t parts, int64_t r0, int64_t r1, float* work);
   void (*layernorm_bwd_rows)(const float* dy, const float* x, const float* mean, const float* rstd, const float* g,
-                             float* dx, float* dyxh, int64_t D, int64_t parts, int64_t r0, int64_t r1, float* work,
-                             double* accg, double* accb);
+                             float* dx, float* dyxh, int64_t D, int64_t parts, int64_t r0, int64_t r1, float* work);
 };
 
 // Picks the AVX2+FMA variant when the CPU has it, else the baseline one.
