@@ -89,8 +89,8 @@ export function topkAccuracy(scores: Float64Array, labels: Int32Array, numClasse
     const y = labels[i]!;
     // rank of the true class = number of classes scored strictly higher (or equal with a lower index);
     // a query with a NaN score (a diverged encoder or probe: NaN features or logits) is a miss
-    let rank = row.some(Number.isNaN) || (opts.voted && !opts.voted[i * numClasses + y]) ? Infinity : 0;
     const got = opts.voted?.subarray(i * numClasses, (i + 1) * numClasses);
+    let rank = row.some(Number.isNaN) || (got && !got[y]) ? Infinity : 0;
     for (let c = 0; c < numClasses && rank !== Infinity; c++) {
       // a class no neighbour voted for ranks below every voted one, whatever its (underflowed) score
       if (got && !got[c]) continue;
