@@ -619,6 +619,8 @@ export async function fetchDataset(source: DatasetSource, opts: FetchOptions): P
     lock.release?.();
     lock.release = null;
     removeEmptyFolders(made);
+    // the way round a failed download names the folder to put the file in: gone again, it is to be made
+    if (e instanceof DataError && !existsSync(dir)) e.message = e.message.replace(`put it in ${dir},`, `put it in ${dir} (a folder to make: this fetch removed the empty one it made),`);
     return ioError(e);
   } finally {
     lock.release?.();

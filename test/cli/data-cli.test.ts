@@ -63,7 +63,7 @@ test('data fetch: connection refused gives exit 2 and one line with the URL, the
   assert.equal(r.code, 2, r.err);
   assert.ok(performance.now() - t0 < 3000);
   assert.deepEqual(verdicts(r.err), [
-    `moco3: cannot download http://127.0.0.1:${closedPort}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir}, or use --mirror URL`,
+    `moco3: cannot download http://127.0.0.1:${closedPort}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
   ]);
   assert.equal(r.out, '');
   // nothing left, not even the folder it made for the download
@@ -75,7 +75,7 @@ test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 4
   const r = await cli(['data', 'fetch', 'cifar100', '--dir', dir], { MOCO3_MIRROR: `${mirror}/missing` });
   assert.equal(r.code, 2, r.err);
   assert.deepEqual(verdicts(r.err), [
-    `moco3: cannot download ${mirror}/missing/cifar-100-binary.tar.gz: HTTP 404 Not Found; download it yourself and put it in ${dir}, or use --mirror URL`,
+    `moco3: cannot download ${mirror}/missing/cifar-100-binary.tar.gz: HTTP 404 Not Found; download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
   ]);
 });
 

@@ -295,11 +295,16 @@ test('connection refused fails fast with one line: the URL, the error, and the w
     assert.ok(e instanceof DataError);
     assert.equal(
       e.message,
-      `cannot download http://127.0.0.1:${port}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir}, or use --mirror URL`,
+      `cannot download http://127.0.0.1:${port}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
     );
     return true;
   });
   assert.ok(performance.now() - t0 < 2000);
+  assert.equal(existsSync(dir), false);
+  // into a folder that was there: named as it is
+  mkdirSync(dir, { recursive: true });
+  await assert.rejects(fetchDataset(src, { dir }), (e: Error) => e.message.endsWith(`download it yourself and put it in ${dir}, or use --mirror URL`));
+  assert.ok(existsSync(dir));
   assert.deepEqual(leftovers(dir), []);
 });
 
