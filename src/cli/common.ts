@@ -93,14 +93,16 @@ export function dataBackendOverrides(f: { data?: string; dataLabel?: string; bac
  * keys the flag gives a value of its own. A --set that cannot be read is left to the config's own check.
  */
 export function refuseFlagAndSet(flags: { label: string; keys: readonly string[] }[], sets: string[]): void {
+  // each --set's keys read once, not once a flag
+  const read = sets.flatMap((expr) => {
+    try {
+      return [{ expr, setKeys: [...flatten(parseSet(expr)).keys()] }];
+    } catch {
+      return [];
+    }
+  });
   for (const { label, keys } of flags) {
-    for (const expr of sets) {
-      let setKeys: string[];
-      try {
-        setKeys = [...flatten(parseSet(expr)).keys()];
-      } catch {
-        continue;
-      }
+    for (const { expr, setKeys } of read) {
       const both = setKeys.find((k) => keys.includes(k));
       if (both !== undefined) throw new UsageError(`${label}: --set ${expr} sets ${both} too; give one of them`);
     }

@@ -9,7 +9,7 @@ import { DATASET_NAMES as CONFIG_DATASETS, DEFAULTS, MAX_IMAGE_SIZE } from '../c
 import { PRESETS } from '../config/presets.ts';
 import { CIFAR, DATA_DIR, cifarCandidates, cifarFound } from '../data/cifar.ts';
 import { checkFile, isFetchable, SOURCES, FETCHABLE, type FileCheck } from '../data/checksums.ts';
-import { fetchDataset, FetchInterrupted, type ProgressHandle } from '../data/fetch.ts';
+import { fetchDataset, FetchInterrupted, mb, type ProgressHandle } from '../data/fetch.ts';
 import { FASHION_MNIST_DIR, FASHION_MNIST_FETCHED, FILES as FASHION_MNIST_FILES, fashionMnistDefaultDir, fashionMnistFile, fashionMnistFound } from '../data/fashion_mnist.ts';
 import { IMAGEFOLDER_SUBDIR } from '../data/imagefolder.ts';
 import { gatherBatch } from '../data/sampler.ts';
@@ -39,8 +39,6 @@ async function inDataCommand<T>(load: () => Promise<T>): Promise<T> {
 /** Names `--data` accepts; `loadDataset` says itself which of them it cannot load (yet). */
 const KNOWN: readonly string[] = CONFIG_DATASETS;
 
-/** A byte count as the lines write it: MB, or kB below a tenth of one (a labels file read `0.0 MB`). */
-const mb = (n: number) => (n >= 1e5 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 
 /** A bar per download on a terminal, a few plain lines otherwise. */
 function progressFactory(): (file: string) => ProgressHandle {

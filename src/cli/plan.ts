@@ -1,9 +1,8 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
 import { Command, Option } from 'commander';
-import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { RUN_FILES } from '../runfolder/paths.ts';
-import { checkOutputDir } from '../engine/files.ts';
+import { checkOutputDir, isFile } from '../engine/files.ts';
 import { UsageError } from '../config/errors.ts';
 import { flatten, parseSet } from '../config/load.ts';
 import { BACKEND_CHOICES, OPTIMIZER_NAMES } from '../config/schema.ts';
@@ -63,7 +62,6 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   // a run folder where the sweeps go (`--results run1`), or where this sweep's folder goes: its runs would be
   // made inside a run's files (and the run's own `train` would see them as another's)
   // (a run's config.yaml beside its status.json or metrics.jsonl, files: a sweep may be named `checkpoints`)
-  const isFile = (p: string) => existsSync(p) && statSync(p).isFile();
   for (const dir of [resolve(f.results), plan.dir]) {
     const held = isFile(join(dir, RUN_FILES.config)) ? [RUN_FILES.status, RUN_FILES.metrics].find((name) => isFile(join(dir, name))) : undefined;
     if (held) throw new UsageError(`--results ${f.results}: ${dir} is a run folder (it holds ${RUN_FILES.config} and ${held}); give the folder that holds sweeps (the default: results)`);

@@ -85,6 +85,9 @@ export const wrappedLog = (text: string): string => `\u001b[?7h${text.replace(/\
 export const etaSeconds = (t0: number, first: number, step: number, total: number): number =>
   step > first ? ((performance.now() - t0) / 1000 / (step - first)) * (total - step) : NaN;
 
+/** A message to the user, on stderr. */
+export const toStderr = (text: string): void => void process.stderr.write(text);
+
 export interface ProgressSink {
   onEvent(e: TrainEvent): void;
   /** a message (ending in a line break) for the user, on a line of its own above a bar that draws */
@@ -97,11 +100,10 @@ export const PLAIN_LINE_SECONDS = 60;
 
 export function makeProgress(label: string, opts: { json?: boolean; quiet?: boolean; lineSeconds?: number } = {}): ProgressSink {
   const out = process.stderr;
-  const write = (text: string) => void out.write(text);
   if (opts.json) {
-    return { onEvent: (e) => process.stdout.write(`${jsonLine({ run: label, ...e })}\n`), log: write, stop: () => {} };
+    return { onEvent: (e) => process.stdout.write(`${jsonLine({ run: label, ...e })}\n`), log: toStderr, stop: () => {} };
   }
-  if (opts.quiet) return { onEvent: () => {}, log: write, stop: () => {} };
+  if (opts.quiet) return { onEvent: () => {}, log: toStderr, stop: () => {} };
   let knn: number | null = null;
   let ips: number | null = null;
   if (barsOn(out)) {
@@ -147,7 +149,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         }
       },
       log(text) {
-        if (!started) return write(text);
+        if (!started) return toStderr(text);
         // the bar stopped (its line kept, the cursor below it), taken back up and cleared, the message, the bar again below
         bar.stop();
         out.write(`\u001b[1A\r\u001b[2K${text.replace(/^\n/, '')}`);
@@ -192,7 +194,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         out.write(`${label}: ${e.status} at step ${e.step}\n`);
       }
     },
-    log: write,
+    log: toStderr,
     stop() {},
   };
 }

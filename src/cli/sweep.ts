@@ -14,7 +14,7 @@ import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
-import { barLine, barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, wrappedLog, type ProgressSink } from './progress.ts';
+import { barLine, barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, toStderr, wrappedLog, type ProgressSink } from './progress.ts';
 import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, sweepStartedMs, takeEarlySignals } from './supervise.ts';
 
@@ -25,8 +25,6 @@ export interface Display {
   log(text: string): void;
   stop(): void;
 }
-
-const toStderr = (text: string): void => void process.stderr.write(text);
 
 /** Share of the sweep done in this invocation, for the ETA: each run counts 1, a started run its step fraction. */
 class Eta {

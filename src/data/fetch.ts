@@ -68,7 +68,7 @@ export function urlFor(base: string, file: string): string {
 }
 
 /** A byte count as the lines write it: MB, or kB below a tenth of one (a labels file read `0.0 MB`). */
-const mb = (n: number) => (n >= 1e5 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+export const mb = (n: number) => (n >= 1e5 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 const secs = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
 
 function shellQuote(s: string): string {

@@ -34,6 +34,9 @@ export function isStaleTemp(dir: string, name: string, pidOnly = false): boolean
   }
 }
 
+/** Whether `path` is there and a file (not a folder, nor a link to one). */
+export const isFile = (path: string): boolean => existsSync(path) && statSync(path).isFile();
+
 /**
  * Remove a file or folder (recursively) on an error path, where the error being raised is the one to say:
  * on a disk gone read-only or failing the removal fails too, and its error would hide the first. What is

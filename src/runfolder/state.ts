@@ -60,8 +60,11 @@ export function readRunState(runDir: string): RunStateInfo {
 /** The tail of metrics.jsonl that reachedState reads: a row is a few hundred bytes. */
 const TAIL_BYTES = 64 * 1024;
 
-/** The step of the last whole row of a metrics.jsonl, read from its tail (a torn last line skipped); null if none. */
-function lastMetricsStep(path: string): number | null {
+/**
+ * The step of the last whole row of a metrics.jsonl, read from its tail (a torn last line skipped); null if none.
+ * What a user is shown; a resume judges its checkpoint by the whole file (src/runfolder/resume.ts lastMetricsStep).
+ */
+function tailMetricsStep(path: string): number | null {
   let fd: number | null = null;
   try {
     fd = openSync(path, 'r');
@@ -96,7 +99,7 @@ function lastMetricsStep(path: string): number | null {
 export function reachedState(runDir: string): RunStateInfo {
   const state = readRunState(runDir);
   if (isDone(state.state) || state.state === 'new') return state;
-  const last = lastMetricsStep(metricsPath(runDir));
+  const last = tailMetricsStep(metricsPath(runDir));
   return last !== null && (state.step === null || last > state.step) ? { ...state, step: last } : state;
 }
 

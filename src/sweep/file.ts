@@ -13,6 +13,7 @@ import { PRESET_NAMES, type PresetName } from '../config/presets.ts';
 import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.ts';
 import { InputError, readFailure } from '../config/errors.ts';
 import { parseLauncherSection, type LauncherSettings } from './launcher.ts';
+import { isFile } from '../engine/files.ts';
 
 /** Bad input in a sweep file or sweep flags: one line naming the file (or flag) and the key. */
 export class SweepError extends InputError {
@@ -58,7 +59,6 @@ export function shippedSweeps(): string[] {
  * else the sweeps shipped with moco3.
  */
 export function findSweepFile(arg: string): string {
-  const isFile = (p: string) => existsSync(p) && statSync(p).isFile();
   if (isFile(arg)) return arg;
   // a folder (a sweep's results, which moco3 report takes) given for a file: said as such, not "not found"
   const folder = existsSync(arg) && statSync(arg).isDirectory();

@@ -133,6 +133,9 @@ export function scheduleSteps(epochs: number, itersPerEpoch: number): number {
   return Math.max(1, Math.floor(Number((epochs * itersPerEpoch).toPrecision(12))));
 }
 
+/** summary.json's keys of a linear probe, emptied (undefined: the key goes) where the training it probed is not the summary's. */
+const NO_PROBE = { linear_top1: null, linear_top5: null, linear: undefined, linear_error: undefined };
+
 /** summary.json's figures of the training so far (no status, probe or divergence). */
 type TrainingFigures = Pick<
   Summary,
@@ -321,7 +324,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     // rewrites it (killed meanwhile, it said completed with the old accuracies while status.json said running)
     if (resumed && readSummary(runDir)) {
       assertLockHeld(runDir);
-      mergeSummary(runDir, { ...figures(), status: 'running', diverged_at: null, linear_top1: null, linear_top5: null, linear: undefined, linear_error: undefined, error: undefined });
+      mergeSummary(runDir, { ...figures(), ...NO_PROBE, status: 'running', diverged_at: null, error: undefined });
     }
     for (let s = state.step; s < totalSteps; s++) {
       if (opts.shouldStop?.()) {
@@ -479,8 +482,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         // figures reached, not only the status: they would be the earlier part's
         // no probe either: one there was of an earlier part's weights (a run resumed from an older checkpoint)
         // (undefined: the key goes)
-        const noProbe = { linear_top1: null, linear_top5: null, linear: undefined, linear_error: undefined };
-        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), ...(figures ? noProbe : {}), status: 'failed', error: msg });
+        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), ...(figures ? NO_PROBE : {}), status: 'failed', error: msg });
       } catch {
         /* the run's error below says what happened */
       }
