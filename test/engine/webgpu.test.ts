@@ -128,7 +128,7 @@ test('doctor --replay: two steps on webgpu and on the CPU agree, as JSON', () =>
   const out = JSON.parse(r.stdout) as { ok: boolean; whole_batch: { worst: Record<string, number> }; micro_batch_4: { worst: Record<string, number> } };
   assert.equal(out.ok, true);
   for (const part of [out.whole_batch, out.micro_batch_4]) {
-    assert.deepEqual(Object.keys(part.worst).sort(), ['grad1', 'loss', 'param', 'slot']);
+    assert.deepEqual(Object.keys(part.worst).sort(), ['grad1', 'loss', 'param', 'slot', 'state']);
     for (const [k, v] of Object.entries(part.worst)) assert.ok(v >= 0 && v <= 1e-3, `${k}: ${v}`);
   }
 });
