@@ -3,7 +3,7 @@
  * The step itself (views -> MoCo forward/backward -> gradient statistics -> optimizer) is trainStep in
  * step.ts; the run folder's files are written through src/runfolder/.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { configHash, configToYaml } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -28,7 +28,7 @@ import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts'
 import { runMeta } from './meta.ts';
 import { statsToRow } from './metrics.ts';
 import { trainStep } from './step.ts';
-import { stepViews, ViewDump } from './views.ts';
+import { stepViews, ViewDump, viewsOfSteps } from './views.ts';
 
 export type TrainEvent =
   | { type: 'start'; runDir: string; totalSteps: number; startStep: number; resumed: boolean; params: number; knnTop1: number | null }
@@ -289,9 +289,10 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     const viewsOf = stepViews(ds, aug, c, opts.backend.name, totalSteps);
     const dumpSteps = Math.min(opts.dumpViews ?? 0, totalSteps);
     const dump = new ViewDump(runPath(runDir, 'views'), dumpSteps, c.seed);
-    // a resume before step N (the file is written at step N), or after it without the file: the views of the
-    // steps before the checkpoint are made again; they depend on (seed, step) only
-    if (resumed && dumpSteps > 0 && state.step > 0 && (state.step < dumpSteps || !existsSync(runPath(runDir, 'views')))) {
+    // a resume before step N (the file is written at step N), or after it without a file of these N steps (none,
+    // one of fewer steps asked before, or one cut at a divergence): the views of the steps before the checkpoint
+    // are made again; they depend on (seed, step) only
+    if (resumed && dumpSteps > 0 && state.step > 0 && (state.step < dumpSteps || !viewsOfSteps(runPath(runDir, 'views'), dumpSteps, c.seed))) {
       const remake = stepViews(ds, aug, c, opts.backend.name, dumpSteps);
       for (let s = 0; s < Math.min(state.step, dumpSteps); s++) {
         const v = await remake(s);

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { canAugmentAsync, twoViewArraysAsync, twoViews, viewTensors, type AugmentConfig } from '../data/augment.ts';
 import { batchIndices, gatherBatch, type Dataset } from '../data/index.ts';
-import { writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+import { checkSafetensorsFile, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { readBack } from '../engine/webgpu.ts';
 
 /**
@@ -43,6 +43,16 @@ export function stepViews(ds: Dataset, aug: AugmentConfig, c: ResolvedRunConfig,
 }
 
 /** The normalised views of the first `steps` steps, written to `path` (safetensors, NCHW) after the last of them. */
+/** Whether `path` is a views file of exactly `steps` whole steps of `seed` (no divergence cut it short). */
+export function viewsOfSteps(path: string, steps: number, seed: number): boolean {
+  try {
+    const { metadata } = checkSafetensorsFile(path);
+    return metadata.steps === String(steps) && metadata.seed === String(seed) && metadata.diverged_at === undefined;
+  } catch {
+    return false; // none, or unreadable: made again
+  }
+}
+
 export class ViewDump {
   private readonly views = new Map<string, StTensor>();
 

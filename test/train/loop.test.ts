@@ -203,6 +203,22 @@ test('a diverged run with --dump-views writes the views of the steps up to its d
   assert.deepEqual(readSafetensors(join(at, 'views.safetensors')).metadata.steps, '3');
 });
 
+test('a run resumed past step N with --dump-views N holds the views of N steps, also when an earlier start asked for fewer', async () => {
+  const dir = tmp();
+  const c = tinyConfig(['train.max_steps=3', 'train.checkpoint_every=1']);
+  await trainRun({ config: c, runDir: dir, backend, dumpViews: 1 });
+  assert.equal(readSafetensors(join(dir, 'views.safetensors')).metadata.steps, '1');
+  await trainRun({ config: c, runDir: dir, backend, dumpViews: 2, resume: true, checkpoint: join(dir, 'checkpoints', 'step-0000002') });
+  const { tensors, metadata } = readSafetensors(join(dir, 'views.safetensors'));
+  assert.equal(metadata.steps, '2');
+  assert.deepEqual([...tensors.keys()].sort(), ['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2']);
+  // the same views as a run that asked for 2 from its start
+  const whole = tmp();
+  await trainRun({ config: c, runDir: whole, backend, dumpViews: 2 });
+  const want = readSafetensors(join(whole, 'views.safetensors')).tensors;
+  for (const [k, t] of tensors) assert.deepEqual(t.data, want.get(k)!.data, k);
+});
+
 test('a resumed run that fails says in summary.json the figures it reached, not those of its earlier part', async () => {
   const c = tinyConfig(['train.max_steps=12', 'train.knn_every=4', 'train.checkpoint_every=4']);
   const dir = tmp();
