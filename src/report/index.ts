@@ -62,7 +62,8 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
   const instability = new Map<string, RunInstability>();
   const facts = new Map<string, RunFacts>();
   for (const r of sweep.runs) {
-    const inst = analyzeRun(r.metrics, io);
+    const every = r.flat.get('train.log_every');
+    const inst = analyzeRun(r.metrics, io, typeof every === 'number' && Number.isInteger(every) && every >= 1 ? every : null);
     instability.set(r.id, inst);
     // a run whose process holds its lock writes its own summary.json (the probe's result, the final status):
     // the report leaves it alone, lest its rewrite land over one of those (a later report fills it in)
@@ -319,6 +320,16 @@ export function reportMarkdown(
   if (pending) {
     out.push(`${pending} completed run${pending === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
   }
+  const cut = [...facts.values()].filter((f) => f.metricsEnd !== null);
+  if (cut.length) {
+    const n = cut.length;
+    const where = cut.map((f) => `\`${f.id}\` (${f.metricsEnd!.lastStep === null ? 'no rows' : `rows to step ${f.metricsEnd!.lastStep}`} of ${f.metricsEnd!.steps})`).join(', ');
+    out.push(
+      `**${n} finished run${n === 1 ? "'s" : "s'"} metrics.jsonl stop${n === 1 ? 's' : ''} before ${n === 1 ? 'its' : 'their'} last step** (a copy cut short, a damaged file): ${where}. ` +
+        `${n === 1 ? 'Its' : 'Their'} curves, dips, spikes and best kNN cover those rows only; the final kNN and linear top-1 are summary.json's.`,
+      '',
+    );
+  }
   // linear top-1 of one table from two probe protocols (\`moco3 eval linear --no-augment\` or \`--epochs\` on some runs)
   const byProtocol = new Map<string, number>();
   for (const f of facts.values()) {
@@ -372,7 +383,7 @@ export function reportMarkdown(
       const spikes = [...i.spikes]
         .filter(([, s]) => s.length)
         .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? `, ... all ${s.length} in the run's summary.json, instability.spike_steps` : ''})`);
-      out.push(`  - spikes: ${spikes.length ? spikes.join('; ') : 'none'}`);
+      out.push(`  - spikes: ${spikes.length ? spikes.join('; ') : i.spikes.size === 0 ? '- (no gradient rows)' : 'none'}`);
       if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
       if (i.gradLead) {
         const g = i.gradLead;

@@ -375,7 +375,7 @@ export function lastBlockOf(groups: string[]): string | null {
  * Step 0's kNN value is the untrained encoder's (a baseline: random ViT features already classify
  * Fashion-MNIST well), not a peak training reached, so the running maximum starts after it.
  */
-export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT_INSTABILITY): RunInstability {
+export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT_INSTABILITY, logEvery: number | null = null): RunInstability {
   const all = series(rows, 'knn_top1');
   const knn = all.filter((p) => p.step > 0);
   // without a step-0 evaluation there is no untrained level to anchor to: every drop counts
@@ -391,9 +391,14 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
   const lags = lastBlock ? spikeLags(patchSteps, lastSteps) : [];
   // the order and the lead compare the patch projection with the last block: both groups must be logged
   const both = lastBlock !== null && groups.includes('patch_proj');
-  const patchSeries = both ? series(rows, 'grad_inf/patch_proj') : [];
-  // the logging interval from the finite rows: a diverged run's last row (off the cadence, non-finite) is none
-  const order = both ? spikeOrder(patchSteps, lastSteps, opts.leadMaxLag * medianGap(patchSeries.filter((p) => Number.isFinite(p.value)).map((p) => p.step))) : null;
+  // The lead and the order's window count logged rows: those of the run's cadence (train.log_every) where it is
+  // known, since the kNN monitor's steps (every 0.05 epochs: 12 steps) add rows off it (every 10), and a lag in
+  // rows of a median gap of 6 would be neither. Otherwise the interval is the median gap of the finite rows (a
+  // diverged run's last row is off the cadence and non-finite).
+  const onCadence = (p: Point) => logEvery === null || logEvery < 1 || p.step % logEvery === 0;
+  const patchSeries = both ? series(rows, 'grad_inf/patch_proj').filter(onCadence) : [];
+  const interval = logEvery !== null && logEvery >= 1 ? logEvery : medianGap(patchSeries.filter((p) => Number.isFinite(p.value)).map((p) => p.step));
+  const order = both ? spikeOrder(patchSteps, lastSteps, opts.leadMaxLag * interval) : null;
   return {
     dips,
     // a curve is two evaluations or more after step 0: the final kNN alone (the monitor off) has no dip to show
@@ -403,7 +408,7 @@ export function analyzeRun(rows: MetricRow[], opts: InstabilityOptions = DEFAULT
     lags,
     spikeLag: lags.length ? median(lags.map((l) => l.lag)) : null,
     order,
-    gradLead: both ? gradLead(patchSeries, series(rows, `grad_inf/${lastBlock}`), opts) : null,
+    gradLead: both ? gradLead(patchSeries, series(rows, `grad_inf/${lastBlock}`).filter(onCadence), opts) : null,
   };
 }
 

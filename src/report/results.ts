@@ -44,6 +44,12 @@ export function readRun(dir: string, quiet = false): RunRecord {
         : `${dir}: no readable config.yaml (not a run folder)`,
     );
   }
+  // the seed is what pools runs (mean ± std, paired by seed): one that train would refuse (`seed: abc`, edited
+  // by hand) is refused, not reported as seed NaN
+  const seed = config.seed;
+  if (seed !== undefined && !(typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0)) {
+    throw new ReportError(`${runPath(dir, 'config')}: seed: expected an integer >= 0, got ${JSON.stringify(seed)}`);
+  }
   const edited = quiet ? null : editedConfigNote(dir);
   if (edited) process.stderr.write(`moco3: note: ${edited}\n`);
   return {

@@ -40,6 +40,8 @@ export interface RunFacts {
   gradLeadR: number | null;
   wallS: number | null;
   imagesPerS: number | null;
+  /** a finished run whose metrics.jsonl stops before its last step (lastStep null: no rows), else null */
+  metricsEnd: { lastStep: number | null; steps: number } | null;
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -50,18 +52,22 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   // run's now: a resume killed before it wrote its own (the metrics went on), or a rewind to an older
   // checkpoint (the metrics were cut). Its figures are then left out, and the metrics speak. The metrics
   // hold a row at least every train.log_every steps, so a summary up to that many steps past them is current.
+  // A finished run's (completed or diverged: its final status came after its summary) speaks for the run
+  // whatever the metrics hold: metrics cut short (a copy, a damaged file) are said, not taken for its end.
   const every = num(r.flat.get('train.log_every')) ?? 1;
   const sSteps = r.summary ? num(r.summary.steps) : null;
-  const current = lastStep === null || (sSteps !== null && sSteps >= lastStep && sSteps < lastStep + Math.max(1, every));
+  // the state plan and sweep see (src/runfolder/state.ts): running only under a live lock, completed only
+  // with its summary, a run whose process died without a final status interrupted
+  const state = readRunState(r.dir).state;
+  const finished = state === 'completed' || state === 'diverged';
+  const current = lastStep === null || (sSteps !== null && sSteps >= lastStep && (finished || sSteps < lastStep + Math.max(1, every)));
   const s = (current ? r.summary : null) ?? {};
+  const metricsShort = finished && sSteps !== null && (lastStep === null ? sSteps > 0 : sSteps >= lastStep + Math.max(1, every));
   const st = r.status;
   const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
   const lastKnn = knnRows[knnRows.length - 1];
   const trainedKnn = knnRows.filter((m) => (num(m.step) ?? 0) > 0);
   const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
-  // the state plan and sweep see (src/runfolder/state.ts): running only under a live lock, completed only
-  // with its summary, a run whose process died without a final status interrupted
-  const state = readRunState(r.dir).state;
   const status = state === 'running' || divergedAt === null ? state : 'diverged';
   // the linear probe's protocol as summary.json records it
   const lin: Record<string, unknown> = typeof s.linear === 'object' && s.linear !== null ? (s.linear as Record<string, unknown>) : {};
@@ -94,6 +100,7 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     gradLeadR: inst.gradLead?.r ?? null,
     wallS: num(s.wall_s),
     imagesPerS: num(s.images_per_s),
+    metricsEnd: metricsShort ? { lastStep, steps: sSteps! } : null,
   };
 }
 

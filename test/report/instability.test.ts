@@ -147,6 +147,25 @@ test('gradient lead: the lag of the largest correlation of the two excursions, i
   assert.equal(gradLead(pulses(150, [50], 1), pulses(150, [60], 1), opts), null);
 });
 
+test("the lead and the order's window count the run's logged rows (train.log_every), not the kNN monitor's rows off that cadence", () => {
+  // logged every 10 steps, plus rows at the kNN monitor's steps (every 12); the last block's pulses 20 steps after the patch projection's
+  const steps = [...new Set([...Array.from({ length: 400 }, (_, i) => (i + 1) * 10), ...Array.from({ length: 333 }, (_, i) => (i + 1) * 12)])].sort((a, b) => a - b);
+  const patch = [500, 1200, 2000, 3100];
+  const rows = steps.map((step) => ({
+    step,
+    'grad_inf/patch_proj': patch.includes(step) ? 10 : 1,
+    'grad_inf/block3': patch.includes(step - 20) ? 10 : 1,
+    ...(step % 12 === 0 ? { knn_top1: 50 } : {}),
+  }));
+  const r = analyzeRun(rows, DEFAULT_INSTABILITY, 10);
+  assert.equal(r.gradLead!.lag, 20);
+  assert.ok(Math.abs(r.gradLead!.r - 1) < 1e-12, `r ${r.gradLead!.r}`);
+  assert.equal(r.order!.window, 400);
+  assert.deepEqual([r.order!.after, r.order!.before], [4, 0]);
+  // the cadence unknown (an older caller): the median gap of the rows, as before
+  assert.equal(analyzeRun(rows, DEFAULT_INSTABILITY).order!.window, 40 * 6);
+});
+
 test('a metrics.jsonl written with known dips, spikes and lags reads back as those', () => {
   const dir = tmp();
   // vit with 4 blocks; kNN every 20 steps on a rising curve with drops of 8 at step 120 and 15 at step 260

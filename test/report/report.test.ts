@@ -601,6 +601,37 @@ test("a summary.json of another step than the metrics' end (a resume killed befo
   assert.ok(!/22\.2|11\.1/.test(csv), csv);
 });
 
+test("a finished run whose metrics.jsonl stops early (a copy cut short) or is gone: summary.json's figures, and the report says where its rows end", async () => {
+  const root = tmp();
+  const dir = writeSimpleSweep(root, 'temperature', [0.1].map((t) => ({ 'moco.temperature': t })));
+  const done = { linear_top1: 77.96, knn_top1: 68.16 };
+  const cut = writeFakeRun(dir, { id: 'cut', config: { 'moco.temperature': 0.5 }, steps: 200, summary: done });
+  const rows = readFileSync(join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n');
+  writeFileSync(join(cut, 'metrics.jsonl'), `${rows.filter((l) => JSON.parse(l).step <= 100).join('\n')}\n`);
+  const gone = writeFakeRun(dir, { id: 'gone', config: { 'moco.temperature': 0.7 }, steps: 200, summary: done });
+  rmSync(join(gone, 'metrics.jsonl'));
+  await writeReport(dir, { plots: false, format: 'both' });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const { rows: table } = mdTable(md);
+  for (const col of [1, 2]) {
+    assert.equal(table.get('kNN top-1 (%)')![col], '68.2', 'the final kNN, not the last of the rows left');
+    assert.equal(table.get('linear top-1 (%)')![col], '78.0');
+  }
+  assert.ok(!/no linear probe yet/.test(md), 'the probe is there');
+  assert.match(md, /\*\*2 finished runs' metrics\.jsonl stop before their last step\*\* \(a copy cut short, a damaged file\): `cut` \(rows to step 100 of 200\), `gone` \(no rows of 200\)\./);
+  assert.match(md, /\(`gone`\)\n {2}- dips: - \(no kNN curve\)\n {2}- spikes: - \(no gradient rows\)\n/);
+  assert.match(md, /\(`cut`\)\n {2}- dips: [^\n]*\n {2}- spikes: (none|patch)/);
+});
+
+test('report: a run whose config.yaml holds a seed train would refuse is one line naming it, nothing written', async () => {
+  const dir = writeSimpleSweep(tmp(), 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const run = writeFakeRun(dir, { id: 'edited', config: { 'moco.temperature': 0.5 } });
+  const path = join(run, 'config.yaml');
+  writeFileSync(path, readFileSync(path, 'utf8').replace(/^seed: .*$/m, 'seed: abc'));
+  await assert.rejects(writeReport(dir, { plots: false }), (e: Error) => e.name === 'ReportError' && e.message === `${path}: seed: expected an integer >= 0, got "abc"`);
+  assert.ok(!existsSync(join(dir, 'report.md')));
+});
+
 test("report: a run whose process holds its lock keeps its summary.json as that process wrote it (the report's rewrite could land over the probe's result)", async () => {
   const dir = join(tmp(), 'held');
   writeFakeRun(dir, { id: 'a', config: { 'optim.batch_size': 64 }, knnDrops: { 120: 10 } });
