@@ -3,6 +3,7 @@
  * DD = number of dimensions), DD big-endian uint32 sizes, then the elements. Only unsigned bytes (TT = 0x08)
  * are read. Files may be gzipped; that is detected from the gzip magic, not the name.
  */
+import { constants } from 'node:buffer';
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { cannotRead, fileIsGzip, gunzipPieces } from './gunzip.ts';
@@ -85,13 +86,17 @@ async function gunzipIdx(file: string, gzBytes: number, expectMagic: number | un
       head = joined;
       header = parseHeader(head, file, expectMagic, false);
       if (!header) return;
-      if (header.headerLen + header.count <= MAX_INFLATE_RATIO * gzBytes) out = new Uint8Array(header.headerLen + header.count);
+      // nor with more than one array can hold (a damaged dimension: a RangeError naming no file)
+      if (header.headerLen + header.count <= Math.min(MAX_INFLATE_RATIO * gzBytes, constants.MAX_LENGTH)) out = new Uint8Array(header.headerLen + header.count);
       keep(head);
     },
     (message) => `${file}: corrupt or truncated gzip data (${message})`,
   );
   if (!header) return parseIdx(head, file, expectMagic); // shorter than a header: parseIdx says so
   const { dims, headerLen, count } = header;
+  if (!out && total === headerLen + count) {
+    throw new DataError(`${file}: header says ${dims.join('x')} = ${count} bytes of data, more than moco3 can hold in one array (${constants.MAX_LENGTH})`);
+  }
   if (!out || total !== out.length) throw lengthError(file, dims, count, total - headerLen);
   return { dims, data: out.subarray(headerLen) };
 }

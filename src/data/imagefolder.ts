@@ -276,6 +276,40 @@ function subfolders(dir: string): string[] {
  */
 type LeftOut = Map<string, number>;
 
+/** Whether torchvision's ImageFolder would read a file of this name (moco3's kinds and TORCHVISION_ONLY). */
+const torchvisionReads = (name: string) => isImage(name) || TORCHVISION_ONLY.some((e) => name.toLowerCase().endsWith(e));
+
+/** The files torchvision would read under a hidden folder `dir` (every level: it walks them), symlink loops cut. */
+function filesUnder(dir: string, seen = new Set<string>()): number {
+  let real: string;
+  let entries: Dirent[];
+  try {
+    real = realpathSync(dir);
+    if (seen.has(real)) return 0;
+    seen.add(real);
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return 0; // unreadable: nothing moco3 or torchvision could read either
+  }
+  let n = 0;
+  for (const d of entries) {
+    const at = join(dir, d.name);
+    if (d.isDirectory() || (d.isSymbolicLink() && isDir(at))) n += filesUnder(at, seen);
+    else if (torchvisionReads(d.name)) n++;
+  }
+  return n;
+}
+
+/** Counts into `leftOut` the files under the hidden folders among `entries` (of `dir`), which torchvision reads and moco3 skips. */
+function countHiddenFolders(leftOut: LeftOut | undefined, dir: string, entries: Dirent[]): void {
+  if (!leftOut) return;
+  for (const d of entries) {
+    if (!d.name.startsWith('.') || !(d.isDirectory() || (d.isSymbolicLink() && isDir(join(dir, d.name))))) continue;
+    const n = filesUnder(join(dir, d.name));
+    if (n > 0) leftOut.set('in hidden folders', (leftOut.get('in hidden folders') ?? 0) + n);
+  }
+}
+
 function countLeftOut(leftOut: LeftOut | undefined, entries: Dirent[]): void {
   if (!leftOut) return;
   for (const d of entries) {
@@ -293,6 +327,7 @@ function imageFiles(dir: string, recursive = false, prefix = '', seen = new Set<
   seen.add(real);
   const all = listDir(dir);
   countLeftOut(leftOut, all);
+  if (recursive) countHiddenFolders(leftOut, dir, all);
   const entries = all.filter((d) => !d.name.startsWith('.'));
   const out = entries
     .filter((d) => isImage(d.name) && !d.isDirectory())
@@ -306,6 +341,8 @@ function imageFiles(dir: string, recursive = false, prefix = '', seen = new Set<
 /** Files of one split, labelled by `classes`, class-interleaved, with the split's fingerprint. */
 function listSplit(name: string, dir: string, classes: string[], isTrain: boolean, leftOut?: LeftOut): SplitListing {
   const folders = subfolders(dir);
+  // a hidden class folder (.ipynb_checkpoints) is a class to torchvision, none to moco3
+  countHiddenFolders(leftOut, dir, listDir(dir));
   if (folders.length === 0) {
     const loose = imageFiles(dir).length;
     throw new DataError(
@@ -743,7 +780,7 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
     const kinds = [...leftOut].map(([k, c]) => `${k}: ${c}`).join(', ');
     log?.(
       `${root}: ${n} file${n === 1 ? '' : 's'} that torchvision's ImageFolder would read ${n === 1 ? 'is' : 'are'} left out (${kinds}): ` +
-        `moco3 reads ${IMAGE_EXTENSIONS.join(' ')} and skips hidden files; convert or rename ${n === 1 ? 'it' : 'them'} to include ${n === 1 ? 'it' : 'them'}`,
+        `moco3 reads ${IMAGE_EXTENSIONS.join(' ')} and skips hidden files and folders; convert or rename ${n === 1 ? 'it' : 'them'} to include ${n === 1 ? 'it' : 'them'}`,
     );
   }
 

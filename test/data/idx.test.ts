@@ -1,6 +1,7 @@
 import { tf } from '../helpers/tf.ts';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -88,6 +89,11 @@ test('gzipped and raw files read the same', async () => {
   const before = process.memoryUsage().arrayBuffers;
   assert.match(await lengthOf('large.gz', idxBytes(0x803, [1000, 1000, 200], [1, 2])), /wrong length \(truncated\): header says 1000x1000x200 = 200000000 bytes of data, file has 2$/);
   assert.ok(process.memoryUsage().arrayBuffers - before < 50e6, 'no 200 MB array for a 50-byte file');
+  // within that ratio of a 4.5 MB file (random bytes: they do not compress) but past the largest array Node
+  // makes (2^32 bytes): the same line, not a RangeError naming no file
+  const noise = randomBytes(4_500_000);
+  const wide = Buffer.concat([idxBytes(0x803, [1, 65536, 65537], []), noise]);
+  assert.match(await lengthOf('wide.gz', wide), /wide\.gz: wrong length \(truncated\): header says 1x65536x65537 = 4295032832 bytes of data, file has 4500000$/);
 });
 
 test('a tiny Fashion-MNIST directory loads into splits, with names, mean/std and subsets', async () => {

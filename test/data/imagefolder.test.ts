@@ -593,13 +593,20 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
     writeFileSync(join(root, 'train', 'b', '2.ppm'), 'P6\n1 1\n255\n\0\0\0');
     await solid(12, 12, GREEN).png().toFile(join(root, 'val', 'b', '._2.png'));
     writeFileSync(join(root, 'train', 'b', 'notes.txt'), 'not an image, not torchvision\'s either');
+    // a hidden class folder (a class to torchvision) and a hidden folder in a class (walked by torchvision)
+    mkdirSync(join(root, 'train', '.ipynb_checkpoints', 'deep'), { recursive: true });
+    await solid(12, 12, GREEN).png().toFile(join(root, 'train', '.ipynb_checkpoints', 'deep', '1.png'));
+    writeFileSync(join(root, 'train', '.ipynb_checkpoints', 'x.ipynb'), '{}');
+    mkdirSync(join(root, 'val', 'a', '.thumbs'));
+    await solid(12, 12, GREEN).png().toFile(join(root, 'val', 'a', '.thumbs', '1.png'));
+    writeFileSync(join(root, 'val', 'a', '.thumbs', '2.bmp'), 'BM');
     const lines: string[] = [];
     const ds = await loadImageFolder(spec(root, { imageSize: 8 }), quiet({ log: (l) => lines.push(l) }));
     assert.equal(ds.train.n, 3, 'the TIFF counts');
     near(pixel(ds, 'train', 2, 4, 4), GREEN, 1, 'the TIFF decoded');
     const said = lines.filter((l) => l.includes('left out'));
     assert.deepEqual(said, [
-      `${root}: 3 files that torchvision's ImageFolder would read are left out (.bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files; convert or rename them to include them`,
+      `${root}: 6 files that torchvision's ImageFolder would read are left out (in hidden folders: 3, .bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files and folders; convert or rename them to include them`,
     ]);
   } finally {
     rmSync(root, { recursive: true, force: true });
