@@ -98,7 +98,11 @@ const OBJECT_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /** The keys of the mappings above a node in a YAML visit, outermost first. */
 const keysOf = (path: readonly unknown[]): string[] =>
-  path.filter((p) => YAML.isPair(p)).map((p) => String((p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key));
+  path
+    .filter((p) => YAML.isPair(p))
+    .map((p) => (p as YAML.Pair<YAML.Scalar>).key?.value ?? (p as YAML.Pair).key)
+    // a merge key (`<<: {...}`) is a symbol to the YAML library: named as written
+    .map((k) => (typeof k === 'symbol' ? '<<' : String(k)));
 
 /**
  * What a parsed YAML document would read otherwise than written, as `[dotted key, why]`, or null: a key that
@@ -172,7 +176,8 @@ export function loadConfigFile(path: string): Obj {
   const text = utf8Text(bytes);
   if (text === null) throw new ConfigError(`${path}: not UTF-8 text (${notUtf8At(bytes)}); save it as UTF-8`);
   const doc = parseYaml(text, path);
-  if (doc === null || doc === undefined) return {};
+  // empty, or comments alone: no settings (a run's config.yaml cut to nothing would read as the defaults)
+  if (doc === null || doc === undefined) throw new ConfigError(`${path}: empty: expected a YAML mapping of config sections (seed, data, model, ...)`);
   if (!isObj(doc)) throw new ConfigError(`${path}: expected a YAML mapping of config sections (seed, data, model, ...)`);
   return checkSections(doc, DEFAULTS as unknown as Obj, path);
 }
@@ -254,7 +259,8 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; 
     const parent = issue.path.length ? `${key}.` : '';
     const section = getPath(DEFAULTS, issue.path);
     const known = isObj(section) ? Object.keys(section).join(', ') : '';
-    const keys = issue.keys.map((k) => `${parent}${k}`);
+    // a null key (`~: 1`) reads as the empty name: said, not left blank
+    const keys = issue.keys.map((k) => `${parent}${k === '' ? '"" (an empty or null key)' : k}`);
     // `optim.base_lr: 1e-3` in a file: a key --set and sweep files write dotted, a file nests
     const dotted = issue.keys.find((k) => k.includes('.') && getPath(DEFAULTS, [...issue.path, ...k.split('.')]) !== undefined);
     if (dotted !== undefined) {

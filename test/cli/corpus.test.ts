@@ -184,6 +184,9 @@ const cases: Case[] = [
   ['--results given the next flag as its value', () => ['plan', tinySweep, '--results', '--json']],
   // an empty name or path (a script's unset variable) is no flag left out
   ['--config empty', () => ['train', '--config', '', '--preset', 'smoke', '--dry-run']],
+  ['--config of an empty file', () => ['train', '--config', file('empty.yaml', ''), '--preset', 'smoke', '--dry-run']],
+  ['--config of comments alone', () => ['train', '--config', file('comments.yaml', '# optim:\n#   batch_size: 64\n'), '--preset', 'smoke', '--dry-run']],
+  ['eval of a run whose config.yaml was cut to nothing', () => ['eval', 'knn', damaged('cfg0', (r) => writeFileSync(join(r, 'config.yaml'), ''))]],
   ['--preset empty', () => ['train', '--preset', '', '--dry-run']],
   ['--data empty', () => ['plan', tinySweep, '--preset', 'smoke', '--data', '']],
   ['--resume with --force', () => ['train', ...TINY, '--resume', '--force', '--out', good]],

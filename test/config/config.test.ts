@@ -131,6 +131,10 @@ test('a config file: a key that names an object\'s machinery (__proto__) is refu
     ['optim:\n  betas: [0.9, 1e999]\n', 'optim.betas: 1e999 is too large for a float: it would read as infinity'],
     // a list as a key: YAML would make it the string '[ a ]', with a warning of Node's on stderr
     ['optim:\n  ? [a]\n  : 1\n', 'optim.["a"]: a list or mapping as a key: expected a key name'],
+    // under a merge key, named as written (not the YAML library's Symbol(<<))
+    ['eval:\n  linear:\n    <<: {__proto__: 5}\n', 'eval.linear.<<.__proto__: unknown key'],
+    // a null key: said, not a blank name
+    ['~: 1\n', 'unknown key "" (an empty or null key) (expected one of: seed, data, model, moco, optim, augment, train, eval)'],
   ]) {
     const f = tmpFile('p.yaml', text);
     assert.throws(() => buildConfig({ file: f }), (e: unknown) => e instanceof ConfigError && e.message === `${f}: ${line}`, text);
