@@ -1,7 +1,7 @@
 /**
  * status.json: where a run stands, rewritten atomically at every change and as a heartbeat while it runs.
  *
- *   pending -> running -> completed | diverged | interrupted | failed
+ *   (none yet) -> running -> completed | diverged | interrupted | failed ('pending' is read, never written)
  *   interrupted | failed -> running (resume)
  *
  * summary.json is written before a final completed/diverged status, so a final status always has one.
