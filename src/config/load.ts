@@ -344,6 +344,22 @@ export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): Re
   if (out.data.image_size % m.patch_size !== 0) {
     fail('data.image_size', `must be a multiple of model.patch_size ${m.patch_size}, got ${out.data.image_size}`, ['model.patch_size', 'model.arch']);
   }
+  // a weight past the largest typed array (2^32 elements) fails only after minutes of building the others:
+  // said up front (a mistyped size: dim 4000000000)
+  const hidden = m.dim * m.mlp_ratio;
+  const tokens = (out.data.image_size / m.patch_size) ** 2 + 1;
+  const { proj_hidden: ph, proj_dim: pd, pred_hidden: qh } = out.moco;
+  const weights: [string, number, string[]][] = [
+    ['the attention qkv weight (3 x dim x dim)', 3 * m.dim * m.dim, ['model.dim']],
+    ['the MLP weight (dim x dim x mlp_ratio)', m.dim * hidden, ['model.dim', 'model.mlp_ratio']],
+    ['the patch projection (dim x 3 x patch_size^2)', m.dim * 3 * m.patch_size ** 2, ['model.dim', 'model.patch_size']],
+    ['the position embedding (tokens x dim)', tokens * m.dim, ['model.dim', 'data.image_size', 'model.patch_size']],
+    ["the projector's weights", Math.max(m.dim * ph, ph * ph, ph * pd), ['moco.proj_hidden', 'moco.proj_dim', 'model.dim']],
+    ["the predictor's weights", Math.max(pd * qh, qh * pd), ['moco.pred_hidden', 'moco.proj_dim']],
+  ];
+  for (const [what, n, keys] of weights) {
+    if (n > 2 ** 32 - 1) fail(keys[0]!, `makes ${what} of ${n} elements, more than one array holds (2^32 - 1)`, [...keys.slice(1), 'model.arch']);
+  }
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`, ['optim.epochs']);
   }

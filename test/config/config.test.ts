@@ -90,6 +90,14 @@ test('a run\'s config.yaml as a base: another arch or image size given later der
   assert.deepEqual(buildConfig({ preset: 'smoke', file: own, sets: ['data.image_size=64'] }).augment.blur_sigma, [0.1, 2.0]);
 });
 
+test('a model whose weight would pass the largest array (a mistyped size) is one line naming the key, before anything is built', () => {
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['model.dim=4000000000', 'model.heads=1'] }), (e: Error) => e instanceof ConfigError && e.message === '--set model.dim=4000000000: model.dim: makes the attention qkv weight (3 x dim x dim) of 48000000000000000000 elements, more than one array holds (2^32 - 1)');
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=70000'] }), /^ConfigError: --set moco\.proj_hidden=70000: moco\.proj_hidden: makes the projector's weights of 4900000000 elements/);
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['moco.pred_hidden=20000000', 'moco.proj_dim=256'] }), /moco\.pred_hidden: makes the predictor's weights of 5120000000 elements/);
+  // at the limit: accepted (65535 x 65535 < 2^32)
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=65535', 'moco.proj_dim=8'] }).moco.proj_hidden, 65535);
+});
+
 test('a data.path beside the synthetic dataset (which reads none) is refused, from --set or a file, as --data synthetic:PATH is', () => {
   assert.throws(() => buildConfig({ preset: 'smoke', sets: ['data.path=/x'] }), (e: Error) => e instanceof ConfigError && e.message === '--set data.path=/x: data.path: the synthetic dataset is built in and reads no path: set it to null, or data.name to a dataset read from files');
   const f = tmpFile('synthetic-path.yaml', 'data:\n  name: synthetic\n  path: /srv/imgs\n');
