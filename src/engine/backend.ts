@@ -165,11 +165,34 @@ async function nativeMissing(): Promise<string> {
   return `moco3's native kernels ${why}`;
 }
 
-async function useWasm(requested: BackendName): Promise<BackendInfo | null> {
+/**
+ * tf.setBackend(name), and why it failed: tfjs says so only through its log, which production mode (set by
+ * initBackend) silences. Null when the backend is set, else the cause's first line.
+ */
+async function setBackendSaying(name: string): Promise<string | null> {
+  const said: string[] = [];
+  const prod = tf.env().getBool('PROD');
+  const warn = console.warn;
+  tf.env().set('PROD', false);
+  console.warn = (...a: unknown[]) => void said.push(a.map((x) => (x instanceof Error ? x.message : String(x))).join(' '));
+  let ok = false;
+  try {
+    ok = await tf.setBackend(name);
+  } finally {
+    console.warn = warn;
+    tf.env().set('PROD', prod);
+  }
+  if (ok) return null;
+  const cause = said.find((w) => !/^Initialization of backend \S+ failed$/.test(w.trim()));
+  return cause ? cause.split('\n')[0]!.trim() : 'no reason given';
+}
+
+/** The wasm backend, or why not (not installed, or its start failed: a Node without WebAssembly). */
+async function useWasm(requested: BackendName): Promise<BackendInfo | string> {
   const wasm = await tryImport('@tensorflow/tfjs-backend-wasm');
-  if (!wasm) return null;
-  const ok = await tf.setBackend('wasm');
-  if (!ok) return null;
+  if (!wasm) return '@tensorflow/tfjs-backend-wasm is not installed (npm install @tensorflow/tfjs-backend-wasm@4.22.0)';
+  const failed = await setBackendSaying('wasm');
+  if (failed !== null) return `it failed to start (${failed})`;
   await tf.ready();
   return {
     name: 'wasm',
@@ -226,10 +249,12 @@ export async function initBackend(
       info = await useNative(requested);
       if (!info) throw new BackendError(`backend 'native' asked for, but ${await nativeMissing()} (run \`moco3 doctor\`)`);
       break;
-    case 'wasm':
-      info = await useWasm(requested);
-      if (!info) throw new BackendError("backend 'wasm' could not be initialised");
+    case 'wasm': {
+      const r = await useWasm(requested);
+      if (typeof r === 'string') throw new BackendError(`backend 'wasm' asked for, but ${r}`);
+      info = r;
       break;
+    }
     case 'cpu':
       info = await useCpu(requested);
       break;
@@ -246,8 +271,9 @@ export async function initBackend(
       if (!info) {
         // why the native kernels are not used: not built, or built and failing to load (a build for another
         // machine, a damaged file), which the user has to hear of rather than train 1-thread WebAssembly unawares
-        const fallback = (await useWasm(requested)) ?? (await useCpu(requested));
-        const wasm = fallback.name === 'wasm' ? '' : ', and the wasm backend does not start';
+        const w = await useWasm(requested);
+        const fallback = typeof w === 'string' ? await useCpu(requested) : w;
+        const wasm = typeof w !== 'string' ? '' : w.startsWith('it ') ? `, and the wasm backend ${w.slice(3)}` : `, and ${w}`;
         info = { ...fallback, reason: `tfjs-node is not installed, ${await nativeMissing()}${wasm}` };
       }
       // a machine with a GPU that trains on its CPU says why, where the backend line is read

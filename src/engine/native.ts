@@ -4,9 +4,8 @@
  * loops, see native/). Kernels it does not handle fall back to the stock ones, and gradients are looked
  * up by kernel name, so every op and gradient of `cpu` keeps working. The `cpu` backend is left as is.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
@@ -53,6 +52,10 @@ function loadAddon(): { addon: NativeAddon | null; status: NativeStatus } {
     loaded = { addon: null, status: { built: false, error: `MOCO3_NATIVE_PATH=${override}: no such file` } };
     return loaded;
   }
+  if (override && !statSync(resolve(override)).isFile()) {
+    loaded = { addon: null, status: { built: false, error: `MOCO3_NATIVE_PATH=${override}: not a file (expected the addon, ${ADDON_FILE})` } };
+    return loaded;
+  }
   const path = candidatePaths().find((p) => existsSync(p));
   if (!path) {
     loaded = {
@@ -62,12 +65,17 @@ function loadAddon(): { addon: NativeAddon | null; status: NativeStatus } {
     return loaded;
   }
   try {
-    const require = createRequire(import.meta.url);
-    const addon = require(path) as NativeAddon;
+    // loaded as a native addon whatever its name (require() would run a .js file, or parse another as JavaScript)
+    const mod = { exports: {} as NativeAddon };
+    process.dlopen(mod, path);
+    const addon = mod.exports;
+    if (typeof addon.info !== 'function') throw new Error(`not moco3's addon (it has no info())`);
     const info = addon.info();
     loaded = { addon, status: { built: true, path, blas: info.blas, threads: info.threads, isa: info.isa } };
   } catch (err) {
-    loaded = { addon: null, status: { built: false, path, error: err instanceof Error ? err.message : String(err) } };
+    // the loader's first line (the reason): the rest is Node's require stack
+    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+    loaded = { addon: null, status: { built: false, path, error: message } };
   }
   return loaded;
 }
@@ -107,8 +115,10 @@ export function setNativeThreads(n: number): number {
 }
 
 /** Free-list cap: MOCO3_NATIVE_POOL_MB, else a quarter of RAM up to 4 GiB. */
-function defaultFreeListBytes(): number {
-  const mb = Number(process.env.MOCO3_NATIVE_POOL_MB);
+export function defaultFreeListBytes(): number {
+  // unset or empty: the default (src/cli/env.ts)
+  const raw = process.env.MOCO3_NATIVE_POOL_MB?.trim();
+  const mb = raw ? Number(raw) : NaN;
   if (Number.isFinite(mb) && mb >= 0) return mb * 2 ** 20;
   return Math.min(4 * 2 ** 30, Math.floor(totalmem() / 4));
 }

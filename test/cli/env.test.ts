@@ -2,11 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { defaultFreeListBytes } from '../../src/engine/native.ts';
 
 test('a numeric environment variable with a bad value is one line, exit 2, before the command runs', async () => {
   for (const [name, value, what] of [
@@ -94,6 +96,32 @@ test('a number the check reads is the number the native kernels read: a trailing
   }
 });
 
+test('the wasm backend failing to start (a Node without WebAssembly: --jitless) says why: asked for, one line and exit 2, nothing made; under auto, in its reason', () => {
+  const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'moco3.js');
+  const out = join(tempDir('moco3-wasm-'), 'run');
+  const r = spawnSync(process.execPath, ['--jitless', bin, 'train', '--preset', 'smoke', '--backend', 'wasm', '--set', 'train.max_steps=1', '--out', out], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /^moco3: backend 'wasm' asked for, but it failed to start \(.*wasm.*\)$/m);
+  assert.equal(existsSync(out), false);
+  const d = spawnSync(process.execPath, ['--jitless', bin, 'doctor'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, MOCO3_NATIVE: '0' } });
+  assert.match(d.stdout, /^--backend auto takes: cpu .*disabled by MOCO3_NATIVE=0\), and the wasm backend failed to start \(.*wasm.*\)\)$/m);
+});
+
+test('MOCO3_NATIVE_POOL_MB unset, empty or blank is the default free list (a quarter of RAM, at most 4 GiB); a number is MiB', () => {
+  const want = Math.min(4 * 2 ** 30, Math.floor(totalmem() / 4));
+  const was = process.env.MOCO3_NATIVE_POOL_MB;
+  try {
+    for (const [v, bytes] of [[undefined, want], ['', want], [' ', want], ['64', 64 * 2 ** 20], ['0', 0]] as const) {
+      if (v === undefined) delete process.env.MOCO3_NATIVE_POOL_MB;
+      else process.env.MOCO3_NATIVE_POOL_MB = v;
+      assert.equal(defaultFreeListBytes(), bytes, JSON.stringify(v));
+    }
+  } finally {
+    if (was === undefined) delete process.env.MOCO3_NATIVE_POOL_MB;
+    else process.env.MOCO3_NATIVE_POOL_MB = was;
+  }
+});
+
 test('MOCO3_NATIVE_PATH naming no file, or a file that is no addon: doctor and --backend native say which, not "not built"', () => {
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'moco3.js');
   const bad = join(tempDir('moco3-native-path-'), 'bad.node');
@@ -102,6 +130,15 @@ test('MOCO3_NATIVE_PATH naming no file, or a file that is no addon: doctor and -
   // the file asked for, not the default build in its place
   assert.match(run(['doctor'], '/nonexistent/moco3_native.node').stdout, /^native: not loaded \(MOCO3_NATIVE_PATH=\/nonexistent\/moco3_native\.node: no such file\)$/m);
   assert.match(run(['doctor'], bad).stdout, /^native: not loaded \(.*bad\.node: file too short\)$/m);
+  // a folder, and a JavaScript file: said in one line, the script never run (require() would have run it)
+  const dir = tempDir('moco3-native-dir-');
+  assert.match(run(['doctor'], dir).stdout, new RegExp(`^native: not loaded \\(MOCO3_NATIVE_PATH=${dir}: not a file \\(expected the addon, moco3_native\\.node\\)\\)$`, 'm'));
+  const js = join(dir, 'x.js');
+  writeFileSync(js, 'console.log("ran as a script")\n');
+  const ran = run(['doctor'], js);
+  assert.ok(!ran.stdout.includes('ran as a script'), ran.stdout);
+  assert.match(ran.stdout, /^native: not loaded \(\S*x\.js: [^\n]*\)$/m);
+  assert.ok(!/Require stack/.test(ran.stdout), ran.stdout);
   const r = run(['bench', '--preset', 'smoke', '--backend', 'native', '--steps', '1'], bad);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /^moco3: backend 'native' asked for, but moco3's native kernels do not load \(\S*bad\.node: file too short\) \(run `moco3 doctor`\)$/m);
