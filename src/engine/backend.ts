@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './gradients.ts';
+import { setBackendSaying } from './set-backend.ts';
 import { SetupError } from '../config/errors.ts';
 import { BACKEND_CHOICES, type BackendName } from '../config/schema.ts';
 
@@ -163,28 +164,6 @@ async function nativeMissing(): Promise<string> {
   const err = st.error ?? 'no reason given';
   const why = st.path ? `do not load (${err.includes(st.path) ? err : `${st.path}: ${err}`})` : `are not available (${err})`;
   return `moco3's native kernels ${why}`;
-}
-
-/**
- * tf.setBackend(name), and why it failed: tfjs says so only through its log, which production mode (set by
- * initBackend) silences. Null when the backend is set, else the cause's first line.
- */
-async function setBackendSaying(name: string): Promise<string | null> {
-  const said: string[] = [];
-  const prod = tf.env().getBool('PROD');
-  const warn = console.warn;
-  tf.env().set('PROD', false);
-  console.warn = (...a: unknown[]) => void said.push(a.map((x) => (x instanceof Error ? x.message : String(x))).join(' '));
-  let ok = false;
-  try {
-    ok = await tf.setBackend(name);
-  } finally {
-    console.warn = warn;
-    tf.env().set('PROD', prod);
-  }
-  if (ok) return null;
-  const cause = said.find((w) => !/^Initialization of backend \S+ failed$/.test(w.trim()));
-  return cause ? cause.split('\n')[0]!.trim() : 'no reason given';
 }
 
 /** The wasm backend, or why not (not installed, or its start failed: a Node without WebAssembly). */

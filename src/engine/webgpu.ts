@@ -12,6 +12,7 @@
  * the process alive.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { setBackendSaying } from './set-backend.ts';
 import { onShutdown } from './shutdown.ts';
 import { packingDefault, registerWebGpuKernels, useMoco3Packing } from './webgpu-kernels.ts';
 import { nativeAddon } from './native.ts';
@@ -239,8 +240,8 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
   }
   if (process.env.MOCO3_WEBGPU_KERNELS !== '0') registerWebGpuKernels(pkg.webgpu_util, pkg.WebGPUBackend.prototype);
   useMoco3Packing(packingDefault(summary.software));
-  const ok = await tf.setBackend('webgpu');
-  if (!ok) return 'the webgpu backend failed to initialise';
+  const failed = await setBackendSaying('webgpu');
+  if (failed !== null) return `the webgpu backend failed to initialise (${failed})`;
   await tf.ready();
   return summary;
 }
