@@ -453,11 +453,6 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
   const config = resolveConfig(validateConfig(merged, blame), blame);
   checkLambKeys(config, blame);
-  // as `--data synthetic:PATH` is refused (src/cli/common.ts): a path the run never reads would name another
-  // run (the config hash) for the same training. A run's config.yaml read back is not checked (an older one may hold it)
-  if (config.data.name === 'synthetic' && config.data.path !== null) {
-    throw ruleError(blame, ['data.path', 'data.name'], 'the synthetic dataset is built in and reads no path: set it to null, or data.name to a dataset read from files');
-  }
   return { config, blame };
 }
 

@@ -98,15 +98,6 @@ test('a model whose weight would pass the largest array (a mistyped size) is one
   assert.equal(buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=65535', 'moco.proj_dim=8'] }).moco.proj_hidden, 65535);
 });
 
-test('a data.path beside the synthetic dataset (which reads none) is refused, from --set or a file, as --data synthetic:PATH is', () => {
-  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['data.path=/x'] }), (e: Error) => e instanceof ConfigError && e.message === '--set data.path=/x: data.path: the synthetic dataset is built in and reads no path: set it to null, or data.name to a dataset read from files');
-  const f = tmpFile('synthetic-path.yaml', 'data:\n  name: synthetic\n  path: /srv/imgs\n');
-  assert.throws(() => buildConfig({ preset: 'smoke', file: f }), (e: Error) => e instanceof ConfigError && e.message.startsWith(`${f}: data.path: the synthetic dataset is built in`));
-  // null, or another dataset, as before
-  assert.equal(buildConfig({ preset: 'smoke', sets: ['data.path=null'] }).data.path, null);
-  assert.equal(buildConfig({ preset: 'smoke', sets: ['data.name=cifar10', 'data.path=/x'] }).data.path, '/x');
-});
-
 test('data.path is kept and hashed as written: the runs made with a spelling keep their names and resume', () => {
   const of = (path: string) => buildConfig({ preset: 'smoke', sets: ['data.name=imagefolder', `data.path=${path}`] });
   assert.equal(of('/srv/imgs/').data.path, '/srv/imgs/');

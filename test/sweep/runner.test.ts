@@ -16,7 +16,6 @@ import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { DataError } from '../../src/data/types.ts';
-import { FASHION_MNIST_DIR } from '../../src/data/fashion_mnist.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-sweep-runner-');
@@ -122,10 +121,10 @@ test('data that cannot serve a run stops the sweep before anything is written, w
   );
   assert.equal(events.length, 0);
   assert.equal(existsSync(plan.dir), false, 'no folder made');
-  // a later run's dataset missing (a sweep over two datasets read from one folder): the same, before the first run trains
+  // a later run's dataset missing (a sweep over two datasets): the same, before the first run trains
   const two = tinyPlan(results, (d) => {
-    d.parameters['data.name'] = { values: ['fashion-mnist', 'cifar10'] };
-    d.parameters['data.path'] = { value: FASHION_MNIST_DIR };
+    d.parameters['data.name'] = { values: ['synthetic', 'cifar10'] };
+    d.parameters['data.path'] = { value: join(results, 'none') };
   });
   await assert.rejects(runSweep({ plan: two, backend, onEvent: (e) => events.push(e) }), (e: unknown) => e instanceof DataError && /cifar10: no cifar-10-batches-bin/.test(e.message));
   assert.equal(events.length, 0);
