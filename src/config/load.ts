@@ -1,5 +1,6 @@
 /** Config assembly: defaults <- preset <- YAML file <- --set overrides, then strict validation. */
 import { createHash } from 'node:crypto';
+import { constants } from 'node:buffer';
 import { readFileSync, existsSync } from 'node:fs';
 import YAML from 'yaml';
 import type { z } from 'zod';
@@ -322,6 +323,9 @@ export function sourceOf(blame: Blame, keys: string[]): string {
   );
 }
 
+/** The most elements a typed array may hold in this Node (a Float32Array's length). */
+const MAX_ARRAY = constants.MAX_LENGTH;
+
 /** Fill the model sizes left null from the arch, and check what depends on several keys. */
 export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): ResolvedRunConfig {
   const out = clone(cfg);
@@ -344,8 +348,8 @@ export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): Re
   if (out.data.image_size % m.patch_size !== 0) {
     fail('data.image_size', `must be a multiple of model.patch_size ${m.patch_size}, got ${out.data.image_size}`, ['model.patch_size', 'model.arch']);
   }
-  // a weight past the largest typed array (2^32 elements) fails only after minutes of building the others:
-  // said up front (a mistyped size: dim 4000000000)
+  // a weight past the largest typed array (Node 20: 2^32 elements) fails only after minutes of building the
+  // others: said up front (a mistyped size: dim 4000000000)
   const hidden = m.dim * m.mlp_ratio;
   const tokens = (out.data.image_size / m.patch_size) ** 2 + 1;
   const { proj_hidden: ph, proj_dim: pd, pred_hidden: qh } = out.moco;
@@ -358,7 +362,7 @@ export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): Re
     ["the predictor's weights", Math.max(pd * qh, qh * pd), ['moco.pred_hidden', 'moco.proj_dim']],
   ];
   for (const [what, n, keys] of weights) {
-    if (n > 2 ** 32 - 1) fail(keys[0]!, `makes ${what} of ${n} elements, more than one array holds (2^32 - 1)`, [...keys.slice(1), 'model.arch']);
+    if (n > MAX_ARRAY) fail(keys[0]!, `makes ${what} of ${n} elements, more than one array holds (${MAX_ARRAY})`, [...keys.slice(1), 'model.arch']);
   }
   if (out.optim.warmup_epochs > out.optim.epochs) {
     fail('optim.warmup_epochs', `must not exceed optim.epochs ${out.optim.epochs}, got ${out.optim.warmup_epochs}`, ['optim.epochs']);

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:buffer';
 import { join } from 'node:path';
 import { buildConfig, ConfigError, configHash, configToYaml, parseSet } from '../../src/config/load.ts';
 import { loadSweepFile, SweepError } from '../../src/sweep/file.ts';
@@ -91,11 +92,15 @@ test('a run\'s config.yaml as a base: another arch or image size given later der
 });
 
 test('a model whose weight would pass the largest array (a mistyped size) is one line naming the key, before anything is built', () => {
-  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['model.dim=4000000000', 'model.heads=1'] }), (e: Error) => e instanceof ConfigError && e.message === '--set model.dim=4000000000: model.dim: makes the attention qkv weight (3 x dim x dim) of 48000000000000000000 elements, more than one array holds (2^32 - 1)');
-  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=70000'] }), /^ConfigError: --set moco\.proj_hidden=70000: moco\.proj_hidden: makes the projector's weights of 4900000000 elements/);
-  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['moco.pred_hidden=20000000', 'moco.proj_dim=256'] }), /moco\.pred_hidden: makes the predictor's weights of 5120000000 elements/);
-  // at the limit: accepted (65535 x 65535 < 2^32)
-  assert.equal(buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=65535', 'moco.proj_dim=8'] }).moco.proj_hidden, 65535);
+  // sizes past 2^53 elements: beyond the largest array of any Node (20: 2^32; 22: 2^53 - 1)
+  const most = constants.MAX_LENGTH;
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['model.dim=4000000000', 'model.heads=1'] }), (e: Error) => e instanceof ConfigError && e.message === `--set model.dim=4000000000: model.dim: makes the attention qkv weight (3 x dim x dim) of 48000000000000000000 elements, more than one array holds (${most})`);
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=100000000'] }), /^ConfigError: --set moco\.proj_hidden=100000000: moco\.proj_hidden: makes the projector's weights of 10000000000000000 elements/);
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: ['moco.pred_hidden=40000000000000', 'moco.proj_dim=256'] }), /moco\.pred_hidden: makes the predictor's weights of 10240000000000000 elements/);
+  // past this Node's limit by one element, and at it
+  const side = Math.ceil(Math.sqrt(most + 1));
+  assert.throws(() => buildConfig({ preset: 'smoke', sets: [`moco.proj_hidden=${side}`] }), /moco\.proj_hidden: makes the projector's weights of/);
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['moco.proj_hidden=65536', 'moco.proj_dim=8'] }).moco.proj_hidden, 65536);
 });
 
 test('data.path is kept and hashed as written: the runs made with a spelling keep their names and resume', () => {
