@@ -1,0 +1,172 @@
+/**
+ * What the training loop hands its units, against the official recipe worked out here by hand: the lr and
+ * momentum of every step (main_moco.py's adjust_learning_rate and adjust_moco_momentum, the lr scaled by
+ * batch / 256), the optimizer the config names with its rank rules and keys, the gradient norms of a metrics
+ * row, and the step that is skipped when a gradient is not finite. The units themselves are tested on their
+ * own (test/optim, test/eval); these tests fail where the wiring between them is wrong.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tf } from '../helpers/tf.ts';
+import { buildConfig } from '../../src/config/load.ts';
+import type { BackendInfo } from '../../src/engine/backend.ts';
+import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
+import { MoCoViT } from '../../src/model/moco.ts';
+import { BaseOptimizer } from '../../src/optim/optimizer.ts';
+import { trainRun } from '../../src/train/loop.ts';
+import { gradStats, statsToRow } from '../../src/train/metrics.ts';
+import { trainStep } from '../../src/train/step.ts';
+import type { Optimizer } from '../../src/optim/index.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
+
+function tiny(sets: string[] = []) {
+  return buildConfig({
+    preset: 'smoke',
+    sets: [
+      'model.arch=vit-test',
+      'data.image_size=8',
+      'data.train_size=64',
+      'data.test_size=32',
+      'moco.proj_hidden=16',
+      'moco.proj_dim=8',
+      'moco.pred_hidden=16',
+      'train.knn_every=null',
+      'train.knn_every_epochs=null',
+      'train.log_every=1',
+      'eval.linear.enabled=false',
+      ...sets,
+    ],
+  });
+}
+
+test('every step gets the lr of the official schedule (base x batch / 256, linear warmup, half cosine) and the cosine momentum, as its metrics row says', async () => {
+  // batch 16 of 64 images: 4 steps an epoch, 3 epochs (12 steps), 1 of warmup; base lr 0.01 -> 0.01 x 16/256
+  const c = tiny(['optim.batch_size=16', 'optim.epochs=3', 'optim.warmup_epochs=1', 'optim.base_lr=0.01', 'moco.momentum=0.99']);
+  const peak = 0.000625;
+  const want = Array.from({ length: 12 }, (_, s) => {
+    const e = s / 4;
+    const lr = e < 1 ? peak * e : peak * 0.5 * (1 + Math.cos((Math.PI * (e - 1)) / 2));
+    const m = 1 - 0.5 * (1 + Math.cos((Math.PI * e) / 3)) * 0.01;
+    return { lr, m };
+  });
+  const lrs: number[] = [];
+  const ms: number[] = [];
+  const opt = BaseOptimizer.prototype as unknown as { step: (...a: unknown[]) => void };
+  const model = MoCoViT.prototype as unknown as { step: (...a: unknown[]) => unknown };
+  const [optStep, modelStep] = [opt.step, model.step];
+  opt.step = function (this: unknown, ...a: unknown[]) {
+    lrs.push(a[2] as number);
+    return optStep.apply(this, a);
+  };
+  model.step = function (this: unknown, ...a: unknown[]) {
+    ms.push(a[2] as number);
+    return modelStep.apply(this, a);
+  };
+  const dir = tempDir('moco3-wiring-');
+  try {
+    await trainRun({ config: c, runDir: dir, backend });
+  } finally {
+    opt.step = optStep;
+    model.step = modelStep;
+  }
+  assert.equal(lrs.length, 12);
+  assert.equal(ms.length, 12);
+  for (let s = 0; s < 12; s++) {
+    assert.ok(Math.abs(lrs[s]! - want[s]!.lr) <= 1e-15, `step ${s + 1}: lr ${lrs[s]} != ${want[s]!.lr}`);
+    assert.ok(Math.abs(ms[s]! - want[s]!.m) <= 1e-15, `step ${s + 1}: momentum ${ms[s]} != ${want[s]!.m}`);
+  }
+  // the row of step s+1 logs the lr and momentum that step ran with
+  const rows = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).filter((r) => typeof r.loss === 'number');
+  assert.deepEqual(rows.map((r) => r.step), Array.from({ length: 12 }, (_, i) => i + 1));
+  for (const r of rows) {
+    assert.ok(Math.abs(r.lr! - want[r.step! - 1]!.lr) <= 1e-15, `row ${r.step}: lr ${r.lr}`);
+    assert.ok(Math.abs(r.momentum! - want[r.step! - 1]!.m) <= 1e-15, `row ${r.step}: momentum ${r.momentum}`);
+  }
+});
+
+test("the config's optimizer gets its rank rules from the model: LARS leaves biases and norms untrust-scaled, LAMB's lamb_exclude_bias_norm reaches it", () => {
+  const c = tiny(['optim.name=lars', 'optim.weight_decay=0.1', 'optim.momentum=0.9']);
+  const model = new MoCoViT(modelConfigOf(c), 3);
+  const opt = optimizerOf(c, model);
+  const names = model.trainableNames();
+  const bias = names.find((n) => n.endsWith('.bias') && model.torchShape(n).length === 1)!;
+  const weight = names.find((n) => n.endsWith('.weight') && model.torchShape(n).length === 2)!;
+  const norm = names.find((n) => /norm/.test(n) && n.endsWith('.weight') && model.torchShape(n).length === 1)!;
+  const grads = new Map(names.map((n) => [n, tf.randomNormal(model.vars.get(n)!.shape, 0, 1, 'float32', 5)] as const));
+  try {
+    opt.step(model.vars, grads, 0.1);
+    const slots = opt.stateTensors();
+    const mu = (n: string) => slots.get([...slots.keys()].find((k) => k.startsWith(`${n}.`) || k.startsWith(`${n}/`))!)!;
+    // a bias (rank 1): mu = g, no decay and no trust ratio
+    assert.deepEqual(Array.from(mu(bias).dataSync()), Array.from(grads.get(bias)!.dataSync()));
+    // a weight: mu = trust x (g + wd p), not g
+    const g = grads.get(weight)!.dataSync();
+    const m = mu(weight).dataSync();
+    assert.ok(Math.abs(m[0]! - g[0]!) > 1e-6, 'the weight is scaled');
+  } finally {
+    opt.dispose();
+    tf.dispose([...grads.values()]);
+    model.dispose();
+  }
+  // LAMB with and without the exemption: a norm's weight (rank 1, at 1: a bias at 0 has no decay and trust 1
+  // either way) moves differently, so the key reached the optimizer
+  const after = (exclude: boolean) => {
+    const cl = tiny(['optim.name=lamb', 'optim.weight_decay=0.1', `optim.lamb_exclude_bias_norm=${exclude}`]);
+    const m2 = new MoCoViT(modelConfigOf(cl), 3);
+    const o2 = optimizerOf(cl, m2);
+    const gs = new Map(m2.trainableNames().map((n) => [n, tf.randomNormal(m2.vars.get(n)!.shape, 0, 1, 'float32', 5)] as const));
+    try {
+      o2.step(m2.vars, gs, 0.1);
+      return Array.from(m2.vars.get(norm)!.dataSync());
+    } finally {
+      o2.dispose();
+      tf.dispose([...gs.values()]);
+      m2.dispose();
+    }
+  };
+  assert.notDeepEqual(after(true), after(false));
+});
+
+test('a metrics row: per group the largest |g| and the L2 norm over its gradients, by name; a group without gradients 0', () => {
+  const grads = new Map<string, tf.Tensor>([
+    ['a.x', tf.tensor1d([3, -4])],
+    ['a.y', tf.tensor2d([[12]])],
+    ['b.z', tf.tensor1d([-2])],
+  ]);
+  const groups = new Map([
+    ['a', ['a.x', 'a.y']],
+    ['b', ['b.z']],
+    ['c', ['c.gone']],
+  ]);
+  const loss = tf.scalar(1.5);
+  const t = gradStats(loss, grads, groups);
+  try {
+    const row = statsToRow(t.dataSync(), groups);
+    assert.deepEqual(row, { loss: 1.5, 'grad_inf/a': 12, 'grad_l2/a': 13, 'grad_inf/b': 2, 'grad_l2/b': 2, 'grad_inf/c': 0, 'grad_l2/c': 0 });
+  } finally {
+    tf.dispose([t, loss, ...grads.values()]);
+  }
+});
+
+test('a step whose gradient is not finite (the loss finite) is not applied, and says so', async () => {
+  for (const bad of [Infinity, NaN]) {
+    let applied = 0;
+    const fake = {
+      step: () => ({ loss: tf.scalar(2), grads: new Map([['w', tf.tensor1d([1, bad])]]) }),
+      paramGroups: () => new Map([['g', ['w']]]),
+      trainableNames: () => ['w'],
+      vars: new Map(),
+    } as unknown as MoCoViT;
+    const opt = { step: () => void applied++ } as unknown as Optimizer;
+    const before = tf.memory().numTensors;
+    const r = await trainStep(fake, opt, tf.zeros([1, 1, 1, 1]) as tf.Tensor4D, tf.zeros([1, 1, 1, 1]) as tf.Tensor4D, { momentum: 0.99, lr: 0.1, microBatch: null });
+    assert.equal(r.finite, false, String(bad));
+    assert.equal(applied, 0, String(bad));
+    assert.equal(r.stats[0], 2);
+    assert.equal(tf.memory().numTensors, before, 'nothing left behind');
+  }
+});
