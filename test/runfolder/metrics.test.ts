@@ -26,8 +26,13 @@ test('truncateMetrics (a resume): keeps the rows up to the step, drops a torn la
   const path = join(dir, 'metrics.jsonl');
   writeFileSync(path, '{"step":1,"loss":4.5}\n{"step":2,"loss":4.4}\n{"step":3,"loss":4.3}\n{"step":4,"lo');
   const notes: string[] = [];
-  truncateMetrics(dir, 2, (n) => notes.push(n));
+  const kept = truncateMetrics(dir, 2, (n) => notes.push(n));
   assert.equal(readFileSync(path, 'utf8'), '{"step":1,"loss":4.5}\n{"step":2,"loss":4.4}\n');
+  // and returns those rows (the resume takes its last kNN from them), not the ones it dropped
+  assert.deepEqual(kept, [
+    { step: 1, loss: 4.5 },
+    { step: 2, loss: 4.4 },
+  ]);
   assert.deepEqual(notes, [`${path}: its last line is torn (a run killed while writing it); dropped`], 'the torn line is said');
   const damaged = '{"step":1,"loss":4.5}\n{"step":2,"lo\n{"step":3,"loss":4.3}\n';
   writeFileSync(path, damaged);
