@@ -73,6 +73,9 @@ test('gradient spikes: value > S x running median of the previous W values, onse
   assert.deepEqual(findSpikes(pts([0, 0, 0, 1, 1, 1, 1, 1, 1, 9]), S3).map((x) => x.ratio), [9]);
   assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 100]), S3).length, 1);
   // the default factor (4) leaves out the 4x value
+  // exactly S x the median is no spike (the paper's "above"); just past it is
+  assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 1, 4]), DEFAULT_INSTABILITY).length, 0);
+  assert.equal(findSpikes(pts([1, 1, 1, 1, 1, 1, 4.000001]), DEFAULT_INSTABILITY).length, 1);
   assert.deepEqual(findSpikes(pts(values, 5), DEFAULT_INSTABILITY).map((x) => x.step), [250]);
 });
 
@@ -85,6 +88,8 @@ test('spike lag: each patch-projection spike to the next last-block spike before
   // a last-block spike before the patch spike does not count; one after the next patch spike belongs to that one
   assert.deepEqual(spikeLags([100, 200], [50, 250]), [{ from: 200, to: 250, lag: 50 }]);
   assert.deepEqual(spikeLags([100], [100]), [{ from: 100, to: 100, lag: 0 }]);
+  // a last-block spike at the step of the next patch spike answers to that one (lag 0), not to the earlier
+  assert.deepEqual(spikeLags([100, 200], [200]), [{ from: 200, to: 200, lag: 0 }]);
   assert.deepEqual(spikeLags([], [10]), []);
   assert.equal(lastBlockOf(['patch_proj', 'block0', 'block11', 'block2', 'projector']), 'block11');
   assert.equal(lastBlockOf(['patch_proj']), null);

@@ -271,6 +271,10 @@ test('a preset scales warmup epochs by its own factor: a shorter warmup than the
   assert.equal(scaleValue('optim.warmup_epochs', 40, s), 0.2);
   assert.equal(scaleValue('optim.base_lr', 1.0e-4, s), 0.008);
   assert.equal(scaleValue('optim.batch_size', 6144, s), 384);
+  // a batch the factor does not divide is rounded to the nearest (1000 / 16 = 62.5 -> 63, 1000 / 32 = 31.25 -> 31), at least 1
+  assert.equal(scaleValue('optim.batch_size', 1000, s), 63);
+  assert.equal(scaleValue('optim.batch_size', 1000, { ...s, batch: 1 / 32 }), 31);
+  assert.equal(scaleValue('optim.batch_size', 4, s), 1);
 });
 
 test('--set of a whole section cannot change what the file varies; --optimizer in any order is the same sweep', () => {
