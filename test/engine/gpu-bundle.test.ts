@@ -123,3 +123,68 @@ test("gpu-check.sh where the machine's C++ runtime is older than Dawn's: it take
     writeFileSync(compat, mine);
   }
 });
+
+test('gpu-check.sh within its deadline: a Vulkan driver that hangs is given up on and said in vulkan_tried, a step the deadline leaves no time for is skipped and said, the JSON written', () => {
+  // a driver whose first entry point never returns (as a driver stuck on a GPU it cannot reach)
+  const drv = join(root, 'hang');
+  mkdirSync(drv);
+  writeFileSync(join(drv, 'hang.cc'), '#include <unistd.h>\n#include <cstdint>\nextern "C" __attribute__((visibility("default"))) int vk_icdNegotiateLoaderICDInterfaceVersion(uint32_t*) { for (;;) sleep(1000); }\nextern "C" __attribute__((visibility("default"))) void* vk_icdGetInstanceProcAddr(void*, const char*) { for (;;) sleep(1000); }\n');
+  const cc = spawnSync('g++', ['-shared', '-fPIC', '-o', join(drv, 'libhang.so'), join(drv, 'hang.cc')], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+  writeFileSync(join(drv, 'hang_icd.json'), JSON.stringify({ file_format_version: '1.0.0', ICD: { library_path: join(drv, 'libhang.so'), api_version: '1.3.0' } }));
+  const t0 = Date.now();
+  const r = check({ VK_ICD_CANDIDATES: join(drv, 'hang_icd.json'), DEADLINE: '30' }, join(root, 'hang.json'));
+  const took = (Date.now() - t0) / 1000;
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(took < 45, `the check took ${took} s with a deadline of 30`);
+  assert.deepEqual(r.json.vulkan_tried.map((t: Record<string, string>) => t.file), [join(drv, 'hang_icd.json')]);
+  assert.match(r.json.vulkan_tried[0].stderr, /^timed out after \d+ s \(the driver hung\?\)$/);
+  assert.equal(r.json.deadline_s, 30);
+  assert.deepEqual(r.json.replay, { skipped: "the check's deadline (DEADLINE=30 s) came first" });
+  assert.match(r.stderr, /replay: skipped, the check's deadline \(DEADLINE=30 s\) came first/);
+});
+
+test('gpu-check.sh stopped by a signal part way: the JSON keeps what was measured, the step running says it was stopped, and it leaves no process behind', async () => {
+  const out = join(root, 'stopped.json');
+  const { spawn } = await import('node:child_process');
+  const p = spawn(join(folder, 'gpu-check.sh'), [], { cwd: root, env: { PATH: bin, HOME: root, BENCH: '1', STEPS: '1', OUT: out }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let stderr = '';
+  p.stderr!.on('data', (b) => (stderr += String(b)));
+  const ended = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
+  try {
+    // once the first bench has started (the replay is in the JSON), a TERM as a machine's time limit sends
+    const t0 = Date.now();
+    while (!/bench webgpu 256/.test(stderr) && Date.now() - t0 < 120_000) await new Promise((res) => setTimeout(res, 200));
+    assert.match(stderr, /bench webgpu 256/);
+    process.kill(p.pid!, 'SIGTERM');
+    assert.equal(await ended, 130, stderr);
+  } finally {
+    // whatever failed above, nothing of this check outlives the test
+    try {
+      process.kill(-p.pid!, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  const json = JSON.parse(readFileSync(out, 'utf8'));
+  assert.equal(json.stopped, 'stopped by a signal during the check');
+  assert.equal(json.replay.ok, true);
+  assert.match(json.bench_webgpu['256'].error, /Error: stopped by a signal to the check$/);
+  assert.deepEqual(json.bench_webgpu['1024'], { not_run: 'not reached' });
+  // the bench it stopped is gone (its `timeout` passed the TERM on), nothing of the check's left running
+  const left = spawnSync('pgrep', ['-f', join(folder, 'moco3.mjs')], { encoding: 'utf8' }).stdout.trim();
+  assert.equal(left, '', `left running: ${left}`);
+});
+
+test('gpu-check.sh with an OUT it cannot write (a folder, a file under a file): one line, exit 2, before anything runs', () => {
+  for (const [out, line] of [
+    [root, `OUT=${root} is a folder: give a file name`],
+    [join(root, 'plain.json', 'x.json'), `cannot write ${join(root, 'plain.json', 'x.json')}: give OUT a file in a folder you can write to`],
+  ] as const) {
+    const t0 = Date.now();
+    const r = check({}, out);
+    assert.equal(r.code, 2, r.stderr);
+    assert.ok(r.stderr.includes(`gpu-check: ${line}`), r.stderr);
+    assert.ok(Date.now() - t0 < 5000, 'before anything runs');
+  }
+});
