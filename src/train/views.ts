@@ -42,7 +42,6 @@ export function stepViews(ds: Dataset, aug: AugmentConfig, c: ResolvedRunConfig,
   };
 }
 
-/** The normalised views of the first `steps` steps, written to `path` (safetensors, NCHW) after the last of them. */
 /** Whether `path` is a views file of exactly `steps` whole steps of `seed` (no divergence cut it short). */
 export function viewsOfSteps(path: string, steps: number, seed: number): boolean {
   try {
@@ -53,6 +52,7 @@ export function viewsOfSteps(path: string, steps: number, seed: number): boolean
   }
 }
 
+/** The normalised views of the first `steps` steps, written to `path` (safetensors, NCHW) after the last of them. */
 export class ViewDump {
   private readonly views = new Map<string, StTensor>();
 
