@@ -4,7 +4,6 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
-import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { loadRunData } from '../../src/components/index.ts';
@@ -15,31 +14,10 @@ import { ViewDump } from '../../src/train/views.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { tinyConfig } from '../helpers/tiny.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
-function tinyConfig(sets: string[] = []) {
-  return buildConfig({
-    preset: 'smoke',
-    sets: [
-      'model.arch=vit-test',
-      'data.image_size=8',
-      'data.train_size=64',
-      'data.test_size=32',
-      'moco.proj_hidden=16',
-      'moco.proj_dim=8',
-      'moco.pred_hidden=16',
-      'optim.batch_size=16',
-      'optim.epochs=3',
-      'optim.warmup_epochs=1',
-      'optim.base_lr=0.01',
-      'train.knn_every=null',
-      'train.log_every=1',
-      'eval.linear.enabled=false',
-      ...sets,
-    ],
-  });
-}
 
 const tmp = () => tempDir('moco3-loop-');
 const strip = (rows: ReturnType<typeof readMetrics>) => rows.map(({ images_per_s: _ips, ...r }) => r);

@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
-import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
@@ -20,28 +19,12 @@ import { gradStats, statsToRow } from '../../src/train/metrics.ts';
 import { trainStep } from '../../src/train/step.ts';
 import type { Optimizer } from '../../src/optim/index.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { tinyConfig } from '../helpers/tiny.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
-function tiny(sets: string[] = []) {
-  return buildConfig({
-    preset: 'smoke',
-    sets: [
-      'model.arch=vit-test',
-      'data.image_size=8',
-      'data.train_size=64',
-      'data.test_size=32',
-      'moco.proj_hidden=16',
-      'moco.proj_dim=8',
-      'moco.pred_hidden=16',
-      'train.knn_every=null',
-      'train.knn_every_epochs=null',
-      'train.log_every=1',
-      'eval.linear.enabled=false',
-      ...sets,
-    ],
-  });
-}
+// the tiny run of test/helpers/tiny.ts, its kNN monitor off
+const tiny = (sets: string[] = []) => tinyConfig(['train.knn_every_epochs=null', ...sets]);
 
 test('every step gets the lr of the official schedule (base x batch / 256, linear warmup, half cosine) and the cosine momentum, as its metrics row says', async () => {
   // batch 16 of 64 images: 4 steps an epoch, 3 epochs (12 steps), 1 of warmup; base lr 0.01 -> 0.01 x 16/256
