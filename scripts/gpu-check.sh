@@ -13,8 +13,8 @@
 # stopped or killed part way keeps what it measured. STEPS=2 etc. shortens the timed runs; BENCH=0 skips steps
 # 4 and 5 (a quick look at the driver and the replay). When no hardware adapter is found, step 4 is skipped
 # unless BENCH=1 (step 5 still runs: PyTorch measures the GPU whether or not Dawn found it). The whole check
-# keeps within DEADLINE seconds (default 540; 0: none): each step gets at most the time left, a step that
-# would start with under 10 s left is skipped and said, and the steps go most telling first (the replay, the
+# keeps within DEADLINE seconds (default 540; 0: none): each step gets at most the time left less 10 s, a
+# step that would get under 5 s is skipped and said, and the steps go most telling first (the replay, the
 # benches at 256 and 1024 beside PyTorch's, then the rest). Ctrl-C or a TERM stops the step running, writes
 # the JSON and exits.
 set -u
@@ -29,7 +29,11 @@ if [ -d "$out" ]; then
   say "OUT=$out is a folder: give a file name (e.g. $out/gpu-check.json)"
   exit 2
 fi
-if { [ ! -d "$(dirname "$out")" ] && ! mkdir -p "$(dirname "$out")" 2>/dev/null; } || ! : >> "$out" 2>/dev/null; then
+# (a file there is written over; none is made now, lest a check that dies leave an empty one)
+writable() {
+  if [ -e "$out" ]; then [ -w "$out" ]; else : > "$out" 2>/dev/null && rm -f "$out"; fi
+}
+if { [ ! -d "$(dirname "$out")" ] && ! mkdir -p "$(dirname "$out")" 2>/dev/null; } || ! writable; then
   say "cannot write $out: give OUT a file in a folder you can write to"
   exit 2
 fi
@@ -37,6 +41,7 @@ cd "$here"
 steps=${STEPS:-5}
 deadline=${DEADLINE:-540}
 case "$deadline" in '' | *[!0-9]*) say "DEADLINE=$deadline: expected a whole number of seconds (0: none)"; exit 2 ;; esac
+deadline=$((10#$deadline)) # 08 is eight, not a bad octal number
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -44,15 +49,21 @@ trap 'rm -rf "$tmp"' EXIT
 if [ ! -x "$here/node" ]; then
   rm -f node.tmp
   if command -v xz >/dev/null 2>&1; then
-    xz -dc node.xz > node.tmp
+    xz -dc node.xz > node.tmp || rm -f node.tmp
   elif command -v python3 >/dev/null 2>&1; then
-    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('node.xz'), open('node.tmp', 'wb'))"
+    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('node.xz'), open('node.tmp', 'wb'))" || rm -f node.tmp
   else
     say "neither xz nor python3 here to unpack node.xz: install xz-utils, or unpack it elsewhere (xz -dk node.xz) and copy node here"
     exit 1
   fi
+  if [ ! -s node.tmp ]; then
+    rm -f node.tmp
+    say "node.xz did not unpack (damaged in the copy?): copy the folder over again"
+    exit 1
+  fi
   chmod +x node.tmp
-  if ! err=$(./node.tmp -e 0 2>&1); then
+  # it runs, and is Node (an empty or foreign file could exit 0 too)
+  if ! err=$(./node.tmp -p 1 2>&1) || [ "$err" != 1 ]; then
     rm -f node.tmp
     say "the bundled Node does not run here: $(printf '%s' "$err" | head -1)"
     exit 1
@@ -71,6 +82,18 @@ cap() {
 # the step running in the background (its `timeout`), for the stop below
 child=
 current=
+# OUT ERR LIMIT CMD...: CMD under `timeout`, in the background and waited for (a signal to the check is
+# handled at once, the stop below ending it)
+bg() {
+  local o=$1 e=$2 t=$3 rc
+  shift 3
+  timeout -k 5 "$t" "$@" > "$o" 2> "$e" &
+  child=$!
+  wait "$child"
+  rc=$?
+  child=
+  return "$rc"
+}
 # NAME WANT CMD...: CMD under `timeout` within the deadline, its stdout and stderr in $tmp/NAME.out/.err; a
 # step that ends otherwise than well says how in its .err (the JSON keeps its tail). In the background, so
 # that a signal to the check is handled at once, not when the step ends.
@@ -83,13 +106,17 @@ run_step() {
     say "$name: skipped, the check's deadline (DEADLINE=$deadline s) came first"
     return 0
   fi
+  : > "$tmp/$name.started"
   timeout -k 5 "$lim" "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
   child=$!
   current=$name
+  # the JSON shows it running: a check killed outright (SIGKILL) then says which step it was in
+  assemble
   wait "$child"
   rc=$?
   child=
   current=
+  : > "$tmp/$name.done"
   case "$rc" in
     0) ;;
     124) echo "Error: timed out after $lim s (exit 124)" >> "$tmp/$name.err" ;;
@@ -100,24 +127,24 @@ run_step() {
   return "$rc"
 }
 stop() {
-  trap - INT TERM
+  trap '' HUP INT TERM # a second signal does not cut the stop short
   if [ -n "$child" ]; then
     kill -TERM "$child" 2>/dev/null
     wait "$child" 2>/dev/null
-    echo "Error: stopped by a signal to the check" >> "$tmp/$current.err"
+    [ -n "$current" ] && echo "Error: stopped by a signal to the check" >> "$tmp/$current.err"
   fi
   echo "stopped by a signal during the check" > "$tmp/stopped"
   assemble
   say "stopped; what was measured is in $out"
   exit 130
 }
-trap stop INT TERM
+trap stop HUP INT TERM
 
 # gpu-check.json from what $tmp holds so far, written through a temporary name (a reader never sees half a
 # file); a failure to write is said (the check goes on: a later step may write it)
 assemble() {
   BENCHED="${bench:-}" ADAPTER="${adapter:-}" ICD="${icd:-}" CXX_RUNTIME="${cxx:-}" TMPD="$tmp" OUTF="$out" DEADLINE_S="$deadline" ELAPSED_S="$SECONDS" "$here/node" --input-type=module -e '
-import { readFileSync, existsSync, writeFileSync, renameSync, readdirSync } from "node:fs";
+import { readFileSync, existsSync, writeFileSync, renameSync, readdirSync, lstatSync, rmSync } from "node:fs";
 const d = process.env.TMPD;
 const text = (f) => (existsSync(`${d}/${f}`) ? readFileSync(`${d}/${f}`, "utf8") : "");
 const lines = (f) => text(f).split("\n").filter((l) => l.startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return l; } });
@@ -133,7 +160,9 @@ const step = (name) => {
     return r;
   }
   if (skipped(name)) return { skipped: skipped(name) };
-  if (!existsSync(`${d}/${name}.err`)) return { not_run: "not reached" };
+  if (!existsSync(`${d}/${name}.started`)) return { not_run: "not reached" };
+  // the check was killed outright while it ran (no later write of this file)
+  if (!existsSync(`${d}/${name}.done`) && !/^Error: /m.test(text(`${name}.err`))) return { running: "started, not finished when this file was written", stderr: errTail(`${name}.err`) };
   return { error: errTail(`${name}.err`) ?? "no output" };
 };
 const bench = {};
@@ -184,9 +213,21 @@ const out = {
     "include their two-view augmentation on the CPU (augment_ms), which the second ratio takes out. At batch 6144 moco3 runs micro-batches " +
     "of 1024 (train.micro_batch), PyTorch the whole batch at once, which may not fit the card (then its line says out of memory).",
 };
-const tmpOut = `${process.env.OUTF}.tmp`;
-writeFileSync(tmpOut, JSON.stringify(out, null, 1) + "\n");
-renameSync(tmpOut, process.env.OUTF);
+// through a temporary name beside it, so that a reader never sees half a file; written in place where OUT is
+// no plain file (a link, a device: renaming over it would replace the link, not write its target) or its
+// folder takes no new file
+const body = JSON.stringify(out, null, 1) + "\n";
+const f = process.env.OUTF;
+const plain = !existsSync(f) || lstatSync(f).isFile();
+const tmpOut = `${f}.${process.pid}.tmp`;
+try {
+  if (!plain) throw new Error("not a plain file");
+  writeFileSync(tmpOut, body);
+  renameSync(tmpOut, f);
+} catch {
+  rmSync(tmpOut, { force: true });
+  writeFileSync(f, body);
+}
 ' && return 0
   say "could not write $out"
   return 1
@@ -200,7 +241,7 @@ probe() { # ICD file
   local t
   t=$(cap 60)
   [ "$t" -lt 5 ] && return 0
-  VK_DRIVER_FILES="$1" VK_ICD_FILENAMES="$1" timeout -k 5 "$t" "$here/node" "$here/moco3.mjs" doctor > "$tmp/probe.txt" 2> "$tmp/probe.err"
+  bg "$tmp/probe.txt" "$tmp/probe.err" "$t" env VK_DRIVER_FILES="$1" VK_ICD_FILENAMES="$1" "$here/node" "$here/moco3.mjs" doctor
   local rc=$? said why
   case $rc in
     0) ;;
@@ -213,19 +254,21 @@ probe() { # ICD file
   said=${said//[$'\t\n']/ }
   why=${why//[$'\t\n']/ }
   printf '%s\t%s\t%s\n' "$1" "$said" "$why" >> "$tmp/tried.tsv"
-  grep -A1 '^webgpu:' "$tmp/probe.txt"
 }
 record() {
   local t rc
   t=$(cap 90)
   [ "$t" -lt 5 ] && return 0
-  timeout -k 5 "$t" "$here/node" "$here/moco3.mjs" doctor > "$tmp/doctor.txt" 2> "$tmp/doctor.err"
+  bg "$tmp/doctor.txt" "$tmp/doctor.err" "$t" "$here/node" "$here/moco3.mjs" doctor
   rc=$?
   [ "$rc" = 124 ] && echo "Error: doctor timed out after $t s (exit 124): the driver hung?" >> "$tmp/doctor.err"
   [ "$rc" != 0 ] && [ "$rc" != 124 ] && echo "Error: doctor exit $rc" >> "$tmp/doctor.err"
-  grep -A1 '^webgpu:' "$tmp/doctor.txt"
+  return 0
 }
-line=$(record)
+# doctor's webgpu lines in FILE (none when it did not run)
+webgpu_lines() { grep -A1 '^webgpu:' "$1" 2>/dev/null; }
+record
+line=$(webgpu_lines "$tmp/doctor.txt")
 # Dawn needs GCC 12's C++ runtime (GLIBCXX_3.4.30) and glibc 2.34: with an older C++ runtime the bundled one
 # is put first on the library path. That runtime needs the C library of the machine the bundle was built on
 # (lib/compat/GLIBC): on an older one Node itself would not start with it, so it is taken back and said
@@ -235,7 +278,8 @@ if printf '%s' "$line" | grep -q 'GLIBCXX\|CXXABI'; then
     say "this machine's C++ runtime is older than Dawn's: using the bundled one (lib/compat/)"
     export LD_LIBRARY_PATH="$here/lib/compat:$LD_LIBRARY_PATH"
     cxx=bundled
-    line=$(record)
+    record
+line=$(webgpu_lines "$tmp/doctor.txt")
   else
     say "this machine's C++ runtime is older than Dawn's, and the bundled one needs a newer C library ($(cat "$here/lib/compat/GLIBC" 2>/dev/null || echo 'see lib/compat')) than this machine's: webgpu cannot run here ($(printf '%s' "$err" | grep -o "GLIBC_[0-9.]*' not found" | head -1))"
     cxx=unusable
@@ -255,12 +299,14 @@ if ! printf '%s' "$line" | grep -q ': hardware'; then
     /etc/vulkan/icd.d/nvidia_icd.json /usr/local/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json \
     /usr/local/nvidia/vulkan/icd.d/nvidia_icd.json; do
     [ -f "$f" ] || continue
-    l=$(probe "$f")
+    probe "$f"
+    l=$(webgpu_lines "$tmp/probe.txt")
     say "tried $f: $(printf '%s' "$l" | head -1)"
     if printf '%s' "$l" | grep -q ': hardware'; then
       export VK_DRIVER_FILES="$f" VK_ICD_FILENAMES="$f"
       icd=$f
-      line=$(record)
+      record
+line=$(webgpu_lines "$tmp/doctor.txt")
       break
     fi
   done
@@ -305,7 +351,7 @@ fi
 torch=0
 if [ "${BENCH:-1}" = 0 ]; then
   say 'BENCH=0: no timed runs'
-elif command -v python3 >/dev/null 2>&1 && python3 -c 'import numpy, torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+elif command -v python3 >/dev/null 2>&1 && [ "$(cap 60)" -ge 5 ] && timeout -k 5 "$(cap 60)" python3 -c 'import numpy, torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   torch=1
 else
   echo 'no PyTorch with CUDA (and numpy) in python3' > "$tmp/torch.skipped"

@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -172,8 +172,11 @@ test('gpu-check.sh stopped by a signal part way: the JSON keeps what was measure
   assert.match(json.bench_webgpu['256'].error, /Error: stopped by a signal to the check$/);
   assert.deepEqual(json.bench_webgpu['1024'], { not_run: 'not reached' });
   // the bench it stopped is gone (its `timeout` passed the TERM on), nothing of the check's left running
-  const left = spawnSync('pgrep', ['-f', join(folder, 'moco3.mjs')], { encoding: 'utf8' }).stdout.trim();
-  assert.equal(left, '', `left running: ${left}`);
+  // (a process reaped a moment after the check's exit counts as gone: up to 5 s)
+  const running = () => spawnSync('pgrep', ['-af', join(folder, 'moco3.mjs')], { encoding: 'utf8' }).stdout.trim();
+  const t1 = Date.now();
+  while (running() && Date.now() - t1 < 5000) await new Promise((res) => setTimeout(res, 100));
+  assert.equal(running(), '', 'left running');
 });
 
 test('gpu-check.sh with an OUT it cannot write (a folder, a file under a file): one line, exit 2, before anything runs', () => {
@@ -187,4 +190,15 @@ test('gpu-check.sh with an OUT it cannot write (a folder, a file under a file): 
     assert.ok(r.stderr.includes(`gpu-check: ${line}`), r.stderr);
     assert.ok(Date.now() - t0 < 5000, 'before anything runs');
   }
+  // a link is written through (renaming over it would have replaced the link and left its target stale);
+  // DEADLINE=08 is eight seconds (bash would have read it as a bad octal number)
+  const target = join(root, 'target.json');
+  writeFileSync(target, '{"old": true}\n');
+  const link = join(root, 'link.json');
+  symlinkSync(target, link);
+  const r = check({ DEADLINE: '08' }, link);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.json.deadline_s, 8);
+  assert.ok(lstatSync(link).isSymbolicLink(), 'still a link');
+  assert.equal(JSON.parse(readFileSync(target, 'utf8')).deadline_s, 8, 'its target written');
 });
