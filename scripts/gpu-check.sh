@@ -71,7 +71,6 @@ if [ ! -x "$here/node" ]; then
   mv node.tmp node
 fi
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-moco3() { "$here/node" "$here/moco3.mjs" "$@"; }
 
 # seconds a step may take: `want`, or what is left of the deadline less 10 s (0 or less: skip it)
 cap() {
@@ -107,14 +106,11 @@ run_step() {
     return 0
   fi
   : > "$tmp/$name.started"
-  timeout -k 5 "$lim" "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
-  child=$!
   current=$name
   # the JSON shows it running: a check killed outright (SIGKILL) then says which step it was in
   assemble
-  wait "$child"
+  bg "$tmp/$name.out" "$tmp/$name.err" "$lim" "$@"
   rc=$?
-  child=
   current=
   : > "$tmp/$name.done"
   case "$rc" in
@@ -131,8 +127,8 @@ stop() {
   if [ -n "$child" ]; then
     kill -TERM "$child" 2>/dev/null
     wait "$child" 2>/dev/null
-    [ -n "$current" ] && echo "Error: stopped by a signal to the check" >> "$tmp/$current.err"
   fi
+  [ -n "$current" ] && echo "Error: stopped by a signal to the check" >> "$tmp/$current.err"
   echo "stopped by a signal during the check" > "$tmp/stopped"
   assemble
   say "stopped; what was measured is in $out"

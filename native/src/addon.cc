@@ -597,7 +597,6 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (nb == 0 || M == 0 || N == 0) return env.Undefined();
-  // every batch's operand lies within its array: the furthest offset (an index's or the stride's) plus one matrix
   // whether every batch's operand lies within arr (its furthest start plus its size, neither wrapping around)
   auto covers = [&](const Napi::Value& arr, const int32_t* idx, const Napi::Value& idxArr, int64_t stride, int64_t size) {
     int64_t furthest = 0, end = 0;
@@ -613,7 +612,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
     }
     return !__builtin_add_overflow(furthest, size, &end) && end <= typed_len(arr);
   };
-  if (M < 0 || N < 0 || K < 0 || !covers(info[0], aIdx, info[11], aStride, M * K) || !covers(info[1], bIdx, info[12], bStride, K * N)) {
+  if (!covers(info[0], aIdx, info[11], aStride, sizeA) || !covers(info[1], bIdx, info[12], bStride, sizeB)) {
     fail(env, "matmul: operand size mismatch");
     return env.Undefined();
   }
