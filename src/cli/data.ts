@@ -122,18 +122,20 @@ function fetchCmd(): Command {
       // set but empty, as every other variable: unset
       const mirror = f.mirror ?? (process.env.MOCO3_MIRROR?.trim() ? process.env.MOCO3_MIRROR : null);
       // a space or control character (a carriage return from a Windows-edited script) would go into every URL;
-      // one without a host (`http://`: the file's name became the host) or with a port past 65535 fails there too
+      // one without a host (`http://`: the file's name became the host) or with a port past 65535 fails there too;
+      // a query or fragment would take the file's name (`…/x?y=1/file`)
       if (mirror !== null) {
         const scheme = /^https?:\/\//.test(mirror);
         const blank = /[\s\u0000-\u001f\u007f]/.test(mirror);
+        const query = /[?#]/.test(mirror);
         let host = false;
         try {
           host = new URL(mirror).hostname !== '';
         } catch {
           /* no URL */
         }
-        if (!scheme || blank || !host) {
-          const why = !scheme ? '' : blank ? ' without spaces or control characters' : ' with a host (and a port up to 65535)';
+        if (!scheme || blank || !host || query) {
+          const why = !scheme ? '' : blank ? ' without spaces or control characters' : !host ? ' with a host (and a port up to 65535)' : ' without a query or fragment (? or #): the file names are added to its path';
           throw new UsageError(`${f.mirror !== undefined ? '--mirror' : '$MOCO3_MIRROR'} ${mirror === '' ? "''" : shown(mirror)}: expected an http:// or https:// URL${why}`);
         }
       }

@@ -203,7 +203,19 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   // Debian's is) may differ in size: bounded by the content's size, checked by content at the end
   const byContent = known.content !== undefined;
   const limit = byContent ? Math.max(known.size, known.content!.size + (1 << 20)) : known.size;
+  // something else where the .part goes (a folder): said before any request, as fetchDataset says it of the file
+  if (existsSync(part) && !statSync(part).isFile()) throw new DataError(`${part}: is no file, where the partial download of ${known.name} goes: move it away, or fetch into another --dir`);
   let from = existsSync(part) ? statSync(part).size : 0;
+  if (from > 0 && from !== known.size && from <= limit && byContent) {
+    // another copy of the content (gzipped differently, or decompressed), whole: a download stopped between its
+    // last byte and the rename, not one to ask the server the rest of (it answered 416, and all was fetched again)
+    const whole = await checkFile(part, known);
+    if (whole.status === 'ok') {
+      await rename(part, dest);
+      log(`${known.name}: ${part} was whole; checksum ok (${whole.note})`);
+      return 'resumed';
+    }
+  }
   if (from > limit) {
     log(`${known.name}: ${part} is longer than the file (${from} > ${limit} bytes); starting over`);
     await rm(part, { force: true });
@@ -223,12 +235,17 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     }
   }
 
+  const rangeOf = (r: IncomingMessage) => /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(r.headers['content-range'] ?? ''));
   let res = await get(url, from > 0 ? { range: `bytes=${from}-` } : {}, ctx);
   let code = res.statusCode ?? 0;
-  if (code === 416 && from > 0) {
-    // the server cannot serve the rest of what we hold: whatever the .part is, it is not the start of this file
+  // the server cannot serve the rest of what we hold (416: whatever the .part is, it is not the start of this
+  // file), or answers with another range than the one asked: the download starts over (kept, the .part failed
+  // every later run the same way)
+  const wrong = code === 206 && Number(rangeOf(res)?.[1] ?? -1) !== from;
+  if (from > 0 && (code === 416 || wrong)) {
+    const said = code === 416 ? 'refused to resume (HTTP 416)' : `answered the range request with another range (${res.headers['content-range'] ?? 'no Content-Range'})`;
     res.destroy();
-    log(`${known.name}: the server refused to resume (HTTP 416); starting over`);
+    log(`${known.name}: the server ${said}; starting over`);
     await rm(part, { force: true });
     from = 0;
     res = await get(url, {}, ctx);
@@ -238,7 +255,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   const sizeOk = (n: number) => n === known.size || (byContent && n <= limit);
   let append = false;
   if (code === 206) {
-    const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
+    const m = rangeOf(res);
     if (!m || Number(m[1]) !== from) {
       res.destroy();
       throw cannot(ctx, `the server answered a range request with the wrong range (${res.headers['content-range'] ?? 'no Content-Range'})`);

@@ -123,6 +123,9 @@ test('data fetch: datasets with nothing to fetch, unknown names and bad mirrors 
     [['data', 'fetch', 'cifar10', '--mirror', 'http://'], /^moco3: --mirror http:\/\/: expected an http:\/\/ or https:\/\/ URL with a host \(and a port up to 65535\)$/],
     [['data', 'fetch', 'cifar10', '--mirror', 'http://x:99999/'], /^moco3: --mirror http:\/\/x:99999\/: expected an http:\/\/ or https:\/\/ URL with a host/],
     [['data', 'fetch', 'cifar10', '--mirror', ''], /^moco3: --mirror '': expected an http:\/\/ or https:\/\/ URL$/],
+    // a query or fragment: the file's name would go into it (http://x/m?y=1/cifar-10-binary.tar.gz)
+    [['data', 'fetch', 'cifar10', '--mirror', 'http://x/m?y=1'], /^moco3: --mirror http:\/\/x\/m\?y=1: expected an http:\/\/ or https:\/\/ URL without a query or fragment \(\? or #\): the file names are added to its path$/],
+    [['data', 'fetch', 'cifar10', '--mirror', 'http://x/m#top'], /^moco3: --mirror http:\/\/x\/m#top: expected an http:\/\/ or https:\/\/ URL without a query or fragment/],
     [['data', 'info', 'mnist'], /^moco3: data info mnist: unknown dataset 'mnist' \(expected one of: synthetic, fashion-mnist, cifar10, cifar100/],
     [['data', 'info', 'cifar10', '--dir', '/a', '--data-path', '/b'], /^moco3: data info: give --data-path or --dir, not both$/],
   ] as const) {

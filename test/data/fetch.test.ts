@@ -40,7 +40,7 @@ const cifarCut = gzipSync(tar(cifarFiles).subarray(0, 512 * 10));
 
 // ---- a local server: files by name, Range on or off, and a few misbehaviours ----
 
-type Mode = 'range' | 'ignore-range' | 'cut' | 'hang-after-half' | 'pause-at-half' | 'no-answer';
+type Mode = 'range' | 'ignore-range' | 'wrong-range' | 'cut' | 'hang-after-half' | 'pause-at-half' | 'no-answer';
 const served = new Map<string, Uint8Array>();
 let mode: Mode = 'range';
 let seen: Array<{ url: string; range: string | undefined }> = [];
@@ -60,6 +60,12 @@ const server = http.createServer((req, res) => {
     return;
   }
   const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+  if (m && mode === 'wrong-range') {
+    // the whole file, said as a range from byte 0, whatever was asked
+    res.writeHead(206, { 'content-length': body.length, 'content-range': `bytes 0-${body.length - 1}/${body.length}` });
+    res.end(body);
+    return;
+  }
   if (m && mode !== 'ignore-range') {
     const from = Number(m[1]);
     res.writeHead(206, { 'content-length': body.length - from, 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` });
@@ -244,6 +250,31 @@ test('a server that ignores Range (200) makes the download start over, and the r
   assert.equal(r.files[0]!.action, 'downloaded');
   assert.deepEqual(readFileSync(join(dir, 'train-images-idx3-ubyte.gz')), bigImages);
   assert.ok(lines.some((l) => /ignored the range request; starting over/.test(l)), lines.join('\n'));
+});
+
+test('a server answering a range request with another range makes the download start over (the .part was kept, and every run failed alike)', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz.part'), bigImages.subarray(0, 1000));
+  mode = 'wrong-range';
+  const lines: string[] = [];
+  const r = await fetchDataset(src, { dir, log: (l) => lines.push(l) });
+  assert.deepEqual(seen.map((s) => s.range), ['bytes=1000-', undefined]);
+  assert.equal(r.files[0]!.action, 'downloaded');
+  assert.deepEqual(readFileSync(join(dir, 'train-images-idx3-ubyte.gz')), bigImages);
+  assert.deepEqual(leftovers(dir), []);
+  assert.ok(lines.includes(`train-images-idx3-ubyte.gz: the server answered the range request with another range (bytes 0-${bigImages.length - 1}/${bigImages.length}); starting over`), lines.join('\n'));
+});
+
+test('a folder where the .part goes: one line naming it, before any request (it failed every run after one)', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  const part = join(dir, 'train-images-idx3-ubyte.gz.part');
+  mkdirSync(part, { recursive: true });
+  await assert.rejects(fetchDataset(src, { dir }), (e: Error) => e instanceof DataError && e.message === `${part}: is no file, where the partial download of train-images-idx3-ubyte.gz goes: move it away, or fetch into another --dir`);
+  assert.deepEqual(seen, []);
+  assert.ok(existsSync(part));
 });
 
 test('a checksum mismatch fails with one line naming the file, expected and got; nothing is kept', async () => {
@@ -540,6 +571,19 @@ test('a mirror holding the published content gzipped differently (as Debian\'s c
   assert.deepEqual(again.files.map((f) => f.action), ['resumed']);
   assert.deepEqual(seen.map((x) => x.range), [`bytes=${published.length + 1000}-`]);
   assert.deepEqual(readFileSync(join(resumed, file.name)), stored);
+  // such a copy whole in its .part (stopped before the rename), of another size than the published: kept, no request
+  // (the server was asked the rest, refused with 416, and all was downloaded again)
+  const whole = freshDir();
+  mkdirSync(whole, { recursive: true });
+  writeFileSync(join(whole, `${file.name}.part`), stored);
+  seen = [];
+  const lines2: string[] = [];
+  const kept = await fetchDataset({ name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] }, { dir: whole, log: (l) => lines2.push(l) });
+  assert.deepEqual(kept.files.map((f) => f.action), ['resumed']);
+  assert.deepEqual(seen, []);
+  assert.deepEqual(readFileSync(join(whole, file.name)), stored);
+  assert.deepEqual(leftovers(whole), []);
+  assert.ok(lines2.includes(`${file.name}: ${join(whole, `${file.name}.part`)} was whole; checksum ok (the published content, gzipped differently)`), lines2.join('\n'));
   // bytes that are not the content: refused and deleted
   served.set(file.name, gzipSync(idx.subarray(0, idx.length - 1), { level: 1 }));
   const other = freshDir();
