@@ -1,5 +1,6 @@
 /** Files that are rewritten are written to a temporary name, flushed, and renamed: a reader sees the old or the new file, never half of one. */
-import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../config/errors.ts';
@@ -32,6 +33,20 @@ export function isStaleTemp(dir: string, name: string, pidOnly = false): boolean
   } catch {
     return false;
   }
+}
+
+/** The size and SHA-256 of a file, read in pieces (a file of any size; synchronous, for checks that run before a command starts). */
+export function sha256OfFile(path: string): { bytes: number; sha256: string } {
+  const h = createHash('sha256');
+  const piece = Buffer.allocUnsafe(1 << 24);
+  const fd = openSync(path, 'r');
+  let bytes = 0;
+  try {
+    for (let n; (n = readSync(fd, piece, 0, piece.length, null)) > 0; bytes += n) h.update(piece.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return { bytes, sha256: h.digest('hex') };
 }
 
 /** Whether `path` is there and a file (not a folder, nor a link to one). */

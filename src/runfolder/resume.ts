@@ -15,6 +15,7 @@ import { metricsPath, readMetrics } from './metrics.ts';
 import { isObj, readJsonObject, samePath } from './paths.ts';
 import { readRunConfigRaw } from './records.ts';
 import { readFailure } from '../config/errors.ts';
+import { sha256OfFile } from '../engine/files.ts';
 
 /** state.json of a checkpoint as moco3 writes it (the training loop's state at its step; src/train/checkpoint.ts). */
 export interface CheckpointState {
@@ -33,7 +34,17 @@ export interface CheckpointState {
   config?: Record<string, unknown>;
   /** the images of the train split it was trained on (checkpoints written before it was kept lack it) */
   train_images?: number;
+  /** each tensor file's size and SHA-256 as written (checkpoints written before they were kept lack them) */
+  files?: Record<string, FileDigest>;
 }
+
+export interface FileDigest {
+  bytes: number;
+  sha256: string;
+}
+
+/** The tensor files of a checkpoint folder, whose digests state.json keeps. */
+export const CHECKPOINT_FILES = ['model.safetensors', 'optimizer.safetensors'] as const;
 
 function readJsonFile(path: string, what: string): unknown {
   let text: string;
@@ -72,13 +83,23 @@ export function readCheckpointState(dir: string, complete = true): CheckpointSta
   }
   if (need('config_hash') && (typeof s.config_hash !== 'string' || !s.config_hash)) throw wrong('config_hash', 'a string', s.config_hash);
   if (s.train_images !== undefined && !isCount(s.train_images)) throw wrong('train_images', 'a non-negative integer', s.train_images);
+  if (s.files !== undefined) {
+    const files = s.files;
+    if (!isObj(files)) throw wrong('files', 'an object', files);
+    for (const f of CHECKPOINT_FILES) {
+      const d = files[f];
+      if (!isObj(d) || !isCount(d.bytes) || typeof d.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(d.sha256)) {
+        throw wrong(`files.${f}`, '{"bytes": N, "sha256": 64 hex digits}', d);
+      }
+    }
+  }
   const named = stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '');
   if (named !== null && named !== s.step) throw new CheckpointError(`${path}: step ${s.step} does not match its folder (step ${named})`);
   return s as unknown as CheckpointState;
 }
 
 /** Every file of a checkpoint folder, validated without reading the tensors' data: its state (see readCheckpointState for `complete`). */
-export function checkCheckpoint(dir: string, complete = true): CheckpointState {
+export function checkCheckpoint(dir: string, complete = true, digests = true): CheckpointState {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: no such checkpoint folder`);
   const state = readCheckpointState(dir, complete);
   const [model, slots] = ['model.safetensors', 'optimizer.safetensors'].map((f) => {
@@ -90,7 +111,43 @@ export function checkCheckpoint(dir: string, complete = true): CheckpointState {
     }
   }) as [Map<string, number[]>, Map<string, number[]>];
   checkShapes(dir, model, slots);
+  if (digests) checkDigests(dir, state);
   return state;
+}
+
+/**
+ * Files whose digest this process found as state.json records it, by path: with their size, times and inode
+ * then, and when. Not read again within VERIFIED_MS unchanged (a resume's check and its load, moments apart);
+ * a checkpoint loaded later (a sweep's run hours after the sweep checked it) is read again.
+ */
+const verified = new Map<string, { key: string; at: number }>();
+const VERIFIED_MS = 60_000;
+
+/**
+ * A checkpoint's tensor files are the bytes that were written: damage that leaves a file's header whole (a bad
+ * disk, a copy gone wrong) would load as weights, a NaN among them trained on as a divergence of the run.
+ * Checked against state.json's digests where it has them (checkpoints written before they were kept have not).
+ */
+function checkDigests(dir: string, state: CheckpointState): void {
+  if (!state.files) return;
+  for (const f of CHECKPOINT_FILES) {
+    const path = join(dir, f);
+    const want = state.files[f]!;
+    const st = statSync(path);
+    const key = `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}:${want.sha256}`;
+    const seen = verified.get(resolve(path));
+    if (seen?.key === key && performance.now() - seen.at < VERIFIED_MS) continue;
+    const damaged = `the file changed after it was written (damaged on the disk, or copied in from elsewhere)`;
+    if (st.size !== want.bytes) throw new CheckpointError(`${path}: ${st.size} bytes where ${join(dir, 'state.json')} records ${want.bytes}: ${damaged}`);
+    let got: string;
+    try {
+      got = sha256OfFile(path).sha256;
+    } catch (e) {
+      throw new CheckpointError(`${path}: ${readFailure(e)}`);
+    }
+    if (got !== want.sha256) throw new CheckpointError(`${path}: its SHA-256 is not the one ${join(dir, 'state.json')} records: ${damaged}`);
+    verified.set(resolve(path), { key, at: performance.now() });
+  }
 }
 
 /**
@@ -124,10 +181,10 @@ export type Offer = (c: { dir: string; step: number; which: string }) => string;
 export const trainOffer: Offer = (c) => `resume from the ${c.which} checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
 const trainNone = ': start again with --force';
 
-/** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong). */
-const isComplete = (dir: string): boolean => {
+/** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong; its files' digests unless `digests` is false). */
+const isComplete = (dir: string, digests = true): boolean => {
   try {
-    checkCheckpoint(dir);
+    checkCheckpoint(dir, true, digests);
     return true;
   } catch {
     return false;
@@ -135,8 +192,8 @@ const isComplete = (dir: string): boolean => {
 };
 
 /** The newest complete checkpoint older than `step` and not of steps the run left (`left`), or null (a damaged one: look further back). */
-function olderComplete(root: string, step: number, left: (step: number) => boolean): { dir: string; step: number } | null {
-  return listCheckpoints(root).reverse().find((c) => c.step < step && !left(c.step) && isComplete(c.dir)) ?? null;
+function olderComplete(root: string, step: number, left: (step: number) => boolean, digests = true): { dir: string; step: number } | null {
+  return listCheckpoints(root).reverse().find((c) => c.step < step && !left(c.step) && isComplete(c.dir, digests)) ?? null;
 }
 
 /**
@@ -218,6 +275,8 @@ export interface ResumeOptions {
   evaluate?: boolean;
   /** the run's train.log_every as the caller has it, for checkpoints that do not keep their config (see leftBy) */
   logEvery?: number;
+  /** read the tensor files through to check their digests (default); false: their headers only (`moco3 plan`, a preview) */
+  digests?: boolean;
 }
 
 /**
@@ -229,12 +288,12 @@ export interface ResumeOptions {
  * trained and logged again; `note` is told so (or, with no such checkpoint, that the curves have a gap).
  */
 export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOptions = {}): string | null {
-  const { offer = trainOffer, none = trainNone, note, evaluate = false } = opts;
+  const { offer = trainOffer, none = trainNone, note, evaluate = false, digests = true } = opts;
   const root = join(runDir, 'checkpoints');
   const { reached, pointer, named, left } = leftBy(runDir, opts.logEvery);
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
-    const older = olderComplete(root, step, left);
+    const older = olderComplete(root, step, left, digests);
     // the pointer to the newest damaged (step Infinity): no checkpoint is "older" than one it names
     const newest = step === Infinity;
     throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: newest ? 'newest complete' : 'previous' }) : `no ${newest ? '' : 'older '}complete checkpoint${none}`}`);
@@ -264,7 +323,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
       throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint folder (step-N) (${have()})`);
     }
     try {
-      checkCheckpoint(dir);
+      checkCheckpoint(dir, true, digests);
     } catch (e) {
       fail(e, stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '') ?? Infinity);
     }
@@ -307,13 +366,13 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     // that checkpoint are gone (a rewind points last.json back, so this is not a checkpoint of steps left)
     if (reached !== null && left(step) && !evaluate) {
       const lost = `${metricsPath(runDir)} ${reached ? `ends at step ${reached}` : 'holds no row past step 0'}, before the newest checkpoint (step ${step}): the rows of the steps between were lost`;
-      const older = olderComplete(root, step, left);
+      const older = olderComplete(root, step, left, digests);
       if (older) {
         note?.(`${lost}; resuming from step ${older.step}, the newest checkpoint they reach, so that the later steps are trained and logged again`);
         return older.dir;
       }
       // none the rows reach: the complete one nearest after them leaves the smallest gap
-      const nearest = listCheckpoints(root).find((c) => c.step < step && c.step > reached && isComplete(c.dir));
+      const nearest = listCheckpoints(root).find((c) => c.step < step && c.step > reached && isComplete(c.dir, digests));
       if (nearest) ({ dir, step } = nearest);
       const gap = step > reached + 1 ? `steps ${reached + 1}-${step}` : `step ${step}`;
       note?.(`${lost}, and no complete checkpoint is one they reach: resuming from step ${step}; the curves have no rows of ${gap}`);
@@ -326,7 +385,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     ({ dir, step } = newest);
   }
   try {
-    checkCheckpoint(dir);
+    checkCheckpoint(dir, true, digests);
   } catch (e) {
     fail(e, step);
   }

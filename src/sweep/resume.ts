@@ -50,11 +50,13 @@ export function checkSweepResumes(runs: { run: PlannedRun; before: RunStateInfo 
 /**
  * A run's state with the checkpoint a resume would really start from, as the sweep finds it (validated; the
  * run's own newest when last.json is gone): `plan` says what the sweep will do, a damaged checkpoint included.
+ * The tensor files' headers are read, not their data: a preview of a sweep of large checkpoints reads no
+ * gigabytes (a file damaged in its data is found by the sweep, before anything starts).
  */
 export function withResumePoint(s: RunStateInfo, runDir: string, logEvery?: number): RunStateInfo {
   if (s.state !== 'interrupted' && s.state !== 'failed') return s;
   try {
-    const from = resumeCheckpoint(runDir, undefined, logEvery === undefined ? {} : { logEvery });
+    const from = resumeCheckpoint(runDir, undefined, { digests: false, ...(logEvery === undefined ? {} : { logEvery }) });
     return { ...s, checkpoint_step: from === null ? null : stepOfDir(basename(from)) };
   } catch (e) {
     if (!(e instanceof CheckpointError)) throw e;

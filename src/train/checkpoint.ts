@@ -3,16 +3,18 @@
  * pointer: src/runfolder/checkpoints.ts):
  *   model.safetensors      every tensor of the official MoCo_ViT state dict (no `module.` prefix), PyTorch layouts
  *   optimizer.safetensors  optimizer slots named `<param>.<slot>` (PyTorch slot names and layouts)
- *   state.json             step, loop state, optimizer scalars; written last: a folder without it is incomplete
+ *   state.json             step, loop state, optimizer scalars, the two files' sizes and SHA-256; written last: a folder
+ *                          without it is incomplete
  * A crash at any moment leaves the previous checkpoint intact.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { removeQuietly } from '../engine/files.ts';
+import { removeQuietly, writeFileAtomic } from '../engine/files.ts';
 import { dirname, join } from 'node:path';
 import { checkWebGpuErrors, readBack } from '../engine/webgpu.ts';
-import { readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+import { createHash } from 'node:crypto';
+import { encodeSafetensors, readSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { checkpointStep, checkpointTempDir, checkNoStrayTensors, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
-import { checkCheckpoint, type CheckpointState } from '../runfolder/resume.ts';
+import { CHECKPOINT_FILES, checkCheckpoint, type CheckpointState, type FileDigest } from '../runfolder/resume.ts';
 import { OptimizerStateError } from '../optim/optimizer.ts';
 
 /** The training loop's state at a checkpoint: what state.json holds (src/runfolder/resume.ts). */
@@ -118,9 +120,15 @@ export async function saveCheckpoint(
   let tmp: string | null = null;
   try {
     tmp = checkpointTempDir(ckptRoot, state.step);
-    writeSafetensors(join(tmp, 'model.safetensors'), modelDict, { format: 'pt', step: String(state.step), ...metadata });
-    writeSafetensors(join(tmp, 'optimizer.safetensors'), slots, { format: 'pt', step: String(state.step) });
-    writeCheckpointState(tmp, state);
+    // each file's size and SHA-256 in state.json: a file damaged later is found before it is loaded (resume.ts)
+    const files: Record<string, FileDigest> = {};
+    const write = (name: (typeof CHECKPOINT_FILES)[number], bytes: Uint8Array) => {
+      writeFileAtomic(join(tmp!, name), bytes);
+      files[name] = { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+    };
+    write('model.safetensors', encodeSafetensors(modelDict, { format: 'pt', step: String(state.step), ...metadata }));
+    write('optimizer.safetensors', encodeSafetensors(slots, { format: 'pt', step: String(state.step) }));
+    writeCheckpointState(tmp, { ...state, files });
     return commitCheckpoint(ckptRoot, tmp, state.step);
   } catch (e) {
     if (tmp) removeQuietly(tmp);
@@ -136,7 +144,8 @@ export async function saveCheckpoint(
 
 /** Loads a checkpoint into the model and optimizer; every file is validated before anything is assigned. */
 export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
-  const state = checkCheckpoint(dir, false) as unknown as LoopState;
+  // the files' digests are this checkpoint's, not the loop's state (its next checkpoint records its own)
+  const { files: _files, ...state } = checkCheckpoint(dir, false) as unknown as LoopState;
   const { tensors } = readSafetensors(join(dir, 'model.safetensors'));
   checkNoStrayTensors(dir, tensors.keys(), (name) => model.vars.has(name));
   for (const [name, v] of model.vars) {

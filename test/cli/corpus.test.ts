@@ -13,6 +13,7 @@ import { main } from '../../src/cli/main.ts';
 import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
 import { cli as cliOut } from '../helpers/cli.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
+import { recordDigest, writeCheckpointFile } from '../helpers/checkpoint.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir('moco3-corpus-');
@@ -83,13 +84,18 @@ function withHeader(path: string, edit: (h: Record<string, any>) => unknown): vo
   len.writeBigUInt64LE(BigInt(json.length));
   writeFileSync(path, Buffer.concat([len, json, buf.subarray(8 + n)]));
 }
+/** withHeader, its digest in state.json made anew: a file as a writer other than moco3's own checkpoint saving left it (its header's the damage, not its bytes since). */
+function withDigest(path: string, edit: (h: Record<string, any>) => Record<string, any> | null): void {
+  withHeader(path, edit);
+  recordDigest(path);
+}
 const firstTensor = (h: Record<string, any>) => Object.keys(h).find((k) => k !== '__metadata__')!;
 
-/** A safetensors file whose encoder's class token gets `value` in its first element. */
+/** A checkpoint's model file whose encoder's class token gets `value` in its first element, as moco3 would have written it (its digest in state.json). */
 function nanWeight(path: string, value: number): void {
   const st = readSafetensors(path);
   (st.tensors.get('base_encoder.cls_token')!.data as Float32Array)[0] = value;
-  writeSafetensors(path, st.tensors, st.metadata);
+  writeCheckpointFile(path, st.tensors, st.metadata);
 }
 
 function file(name: string, text: string): string {
@@ -302,6 +308,11 @@ const cases: Case[] = [
     const p = join(ckptOf(r), 'state.json');
     writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), step: 5 }));
   })]],
+  ['state.json files of no digest', () => ['train', ...TINY, '--resume', '--out', damaged('st8', (r) => {
+    const p = join(ckptOf(r), 'state.json');
+    const s = JSON.parse(readFileSync(p, 'utf8'));
+    writeFileSync(p, JSON.stringify({ ...s, files: { ...s.files, 'model.safetensors': { bytes: 10 } } }));
+  })]],
   ['no model.safetensors beside state.json', () => ['train', ...TINY, '--resume', '--out', damaged('m1', (r) => rmSync(join(ckptOf(r), 'model.safetensors')))]],
   ['safetensors header null', () => ['train', ...TINY, '--resume', '--out', damaged('m2', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), () => null))]],
   ['entry without data_offsets', () => ['train', ...TINY, '--resume', '--out', damaged('m3', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
@@ -316,15 +327,15 @@ const cases: Case[] = [
     h[firstTensor(h)].dtype = 'F16';
     return h;
   }))]],
-  ['a float weight stored as I32 (4 bytes, as F32)', () => ['train', ...TINY, '--resume', '--out', damaged('m5b', (r) => asInterrupted(r) ?? withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+  ['a float weight stored as I32 (4 bytes, as F32)', () => ['train', ...TINY, '--resume', '--out', damaged('m5b', (r) => asInterrupted(r) ?? withDigest(join(ckptOf(r), 'model.safetensors'), (h) => {
     h[Object.keys(h).find((k) => k !== '__metadata__' && !k.endsWith('num_batches_tracked'))!].dtype = 'I32';
     return h;
   }))]],
-  ['an optimizer slot stored as I32', () => ['train', ...TINY, '--resume', '--out', damaged('m5c', (r) => asInterrupted(r) ?? withHeader(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
+  ['an optimizer slot stored as I32', () => ['train', ...TINY, '--resume', '--out', damaged('m5c', (r) => asInterrupted(r) ?? withDigest(join(ckptOf(r), 'optimizer.safetensors'), (h) => {
     h[firstTensor(h)].dtype = 'I32';
     return h;
   }))]],
-  ['eval of a float weight stored as I32', () => ['eval', 'knn', damaged('m5d', (r) => withHeader(join(ckptOf(r), 'model.safetensors'), (h) => {
+  ['eval of a float weight stored as I32', () => ['eval', 'knn', damaged('m5d', (r) => withDigest(join(ckptOf(r), 'model.safetensors'), (h) => {
     h[Object.keys(h).find((k) => k !== '__metadata__' && !k.endsWith('num_batches_tracked'))!].dtype = 'I32';
     return h;
   }))]],
@@ -539,7 +550,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
         const p = join(ckptOf(d), 'model.safetensors');
         const { tensors, metadata } = readSafetensors(p);
         tensors.set('base_encoder.blocks.9.norm1.weight', { dtype: 'F32', shape: [8], data: new Float32Array(8) });
-        writeSafetensors(p, tensors, metadata);
+        // the folder copied whole from that run: its state.json's digests are the files'
+        writeCheckpointFile(p, tensors, metadata);
         // a run stopped at its last step, so that train --resume loads the checkpoint
         const st = join(d, 'status.json');
         if (cmd === 'train') writeFileSync(st, JSON.stringify({ ...JSON.parse(readFileSync(st, 'utf8')), status: 'interrupted' }));

@@ -9,11 +9,12 @@ import type { ImageBatch } from '../../src/data/index.ts';
 import { loadRunData, modelConfigOf } from '../../src/components/index.ts';
 import { evalCheckpoint, knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
-import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
+import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { CheckpointError } from '../../src/runfolder/checkpoints.ts';
 import { loadRunConfig } from '../../src/runfolder/records.ts';
 import { trainRun } from '../../src/train/loop.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { writeCheckpointFile } from '../helpers/checkpoint.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
 
@@ -191,7 +192,8 @@ test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its 
   const st = readSafetensors(join(ckpt, 'model.safetensors'));
   const t = st.tensors.get('base_encoder.cls_token')!;
   st.tensors.set('base_encoder.cls_token', { dtype: 'I64', shape: t.shape, data: BigInt64Array.from(t.data as Float32Array, () => 0n) });
-  writeSafetensors(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
+  // with its digest (a file of another writer): the dtype is what is named
+  writeCheckpointFile(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
   assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message === `${ckpt}/model.safetensors: base_encoder.cls_token is stored as I64, expected F32`);
 });
 
@@ -204,11 +206,12 @@ test('a checkpoint whose weights hold NaN or infinity is refused, named with its
   const st = readSafetensors(file);
   const names = [...st.tensors.keys()];
   const later = names.find((n) => n.includes('blocks.1.') && n.endsWith('.weight'))!;
+  // weights moco3 wrote so (an update that overflowed, the divergence found at the next step): their digest recorded
   (st.tensors.get(later)!.data as Float32Array)[5] = Infinity;
-  writeSafetensors(file, st.tensors, st.metadata);
+  writeCheckpointFile(file, st.tensors, st.metadata);
   assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${file}: ${later} holds Infinity (element 5 of `));
   (st.tensors.get('base_encoder.cls_token')!.data as Float32Array)[3] = NaN;
-  writeSafetensors(file, st.tensors, st.metadata);
+  writeCheckpointFile(file, st.tensors, st.metadata);
   const before = readdirSync(dir).sort();
   const summary = readFileSync(join(dir, 'summary.json'), 'utf8');
   const refused = (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${file}: base_encoder.cls_token holds NaN (element 3 of `) && e.message.endsWith('give an earlier one with --checkpoint');

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
@@ -14,6 +15,8 @@ import { ViewDump } from '../../src/train/views.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { readRunState } from '../../src/runfolder/state.ts';
+import { withResumePoint } from '../../src/sweep/resume.ts';
 import { tinyConfig } from '../helpers/tiny.ts';
 
 const backend: BackendInfo = { name: 'cpu', requested: 'cpu', device: 'test', reason: 'test', gpu: false, heapLimit: null };
@@ -396,6 +399,36 @@ test('a resume whose metrics.jsonl has a damaged line fails before it writes: a 
   const before = ['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8'));
   await assert.rejects(trainRun({ config: c, runDir: dir, backend, resume: true }), /metrics\.jsonl: line 3 is not/);
   assert.deepEqual(['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8')), before);
+});
+
+test('a checkpoint file damaged after it was written (a NaN among its weights) is refused before anything is written, the previous one offered; never trained on as a divergence', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
+  const dir = tmp();
+  let steps = 0;
+  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
+  const ckpt = join(dir, 'checkpoints', 'step-0000005');
+  // state.json keeps each tensor file's size and SHA-256, as written
+  const state = JSON.parse(readFileSync(join(ckpt, 'state.json'), 'utf8'));
+  for (const f of ['model.safetensors', 'optimizer.safetensors']) {
+    const bytes = readFileSync(join(ckpt, f));
+    assert.deepEqual(state.files[f], { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') }, f);
+  }
+  // four bytes of the last tensor's data made a NaN: its header is whole, every shape right
+  const model = join(ckpt, 'model.safetensors');
+  const bytes = readFileSync(model);
+  bytes.writeFloatLE(NaN, bytes.length - 4);
+  writeFileSync(model, bytes);
+  const before = ['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8'));
+  await assert.rejects(
+    trainRun({ config: c, runDir: dir, backend, resume: true }),
+    (e: Error) => e.message === `${model}: its SHA-256 is not the one ${join(ckpt, 'state.json')} records: the file changed after it was written (damaged on the disk, or copied in from elsewhere); resume from the previous checkpoint with --checkpoint step-4 (the later steps are trained again), or start again with --force`,
+  );
+  assert.deepEqual(['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8')), before);
+  // `moco3 plan` reads the headers only (a preview of a sweep of large checkpoints reads no gigabytes)
+  assert.deepEqual([withResumePoint(readRunState(dir), dir).checkpoint_step, withResumePoint(readRunState(dir), dir).resume_error], [5, undefined]);
+  // the previous checkpoint resumes, and the run completes
+  const done = await trainRun({ config: c, runDir: dir, backend, resume: true, checkpoint: join(dir, 'checkpoints', 'step-0000004') });
+  assert.equal(done.status, 'completed');
 });
 
 test("a checkpoint past the last row by less than train.log_every is the run's own, whatever config.yaml says (or when it is gone): no rows were lost", async () => {
