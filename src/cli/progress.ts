@@ -85,6 +85,28 @@ export const wrappedLog = (text: string): string => `\u001b[?7h${text.replace(/\
 export const etaSeconds = (t0: number, first: number, step: number, total: number): number =>
   step > first ? ((performance.now() - t0) / 1000 / (step - first)) * (total - step) : NaN;
 
+/** The line a run starts with: where it goes, and whether it resumed (on a terminal too, above its bar). */
+const startLine = (label: string, e: Extract<TrainEvent, { type: 'start' }>): string =>
+  `${label}: ${e.resumed ? `resuming at step ${e.startStep}` : 'starting'}, ${e.totalSteps} steps, ${e.params} trainable parameters -> ${e.runDir}\n`;
+
+/** A step's seconds per image, from its row's images per second (null for a row without one). */
+const secondsPerImage = (row: { images_per_s?: number | null }): number | null => (row.images_per_s ? 1 / row.images_per_s : null);
+
+/**
+ * A bar's images per second over the recent steps: 1 / a moving average of their seconds per image (images
+ * over time; a moving average of the rates overstates it when steps vary). Null before a step is timed.
+ */
+export function recentRate(): { add(row: { images_per_s?: number | null }): void; value(): number | null } {
+  let spi: number | null = null;
+  return {
+    add(row) {
+      const x = secondsPerImage(row);
+      if (x !== null) spi = spi === null ? x : 0.9 * spi + 0.1 * x;
+    },
+    value: () => (spi === null ? null : 1 / spi),
+  };
+}
+
 /** A message to the user, on stderr. */
 export const toStderr = (text: string): void => void process.stderr.write(text);
 
@@ -105,6 +127,9 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
   }
   if (opts.quiet) return { onEvent: () => {}, log: toStderr, stop: () => {} };
   let knn: number | null = null;
+  // images per second as images over time (a mean of the steps' rates overstates it when steps vary): the
+  // bar's over the recent steps (a moving average of the seconds per image), a plain line's over the steps since
+  // the last line
   let ips: number | null = null;
   if (barsOn(out)) {
     const bar = new cliProgress.SingleBar({ ...barOptions(out), format: barLine, barsize: barSize(out) }, cliProgress.Presets.shades_classic);
@@ -115,6 +140,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
     // the pace as the plain lines take it (since the start, from the first step on): no ETA before a step is timed
     let t0 = performance.now();
     let first = 0;
+    const rate = recentRate();
     const parts = () => [
       `${value}/${total}`,
       `loss ${loss}`,
@@ -129,10 +155,12 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
           total = e.totalSteps;
           value = first = e.startStep;
           t0 = performance.now();
+          out.write(startLine(label, e));
           bar.start(total, value, { label, parts: parts() });
           started = true;
         } else if (e.type === 'step') {
-          ips = ips === null ? (e.row.images_per_s ?? null) : 0.9 * ips + 0.1 * (e.row.images_per_s ?? 0);
+          rate.add(e.row);
+          ips = rate.value();
           value = e.step;
           loss = fmt(e.row.loss);
           bar.update(e.step, { label, parts: parts() });
@@ -165,6 +193,9 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
   let t0 = performance.now();
   let first = 0;
   let lastLine = performance.now();
+  // the seconds per image of the steps since the last line, summed, and their count
+  let spiSum = 0;
+  let spiCount = 0;
   const floorMs = (opts.lineSeconds ?? PLAIN_LINE_SECONDS) * 1000;
   return {
     onEvent(e) {
@@ -174,11 +205,17 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         first = e.startStep;
         every = Math.max(1, Math.round(total / 20));
         t0 = performance.now();
-        out.write(`${label}: ${e.resumed ? `resuming at step ${e.startStep}` : 'starting'}, ${total} steps, ${e.params} trainable parameters -> ${e.runDir}\n`);
+        out.write(startLine(label, e));
       } else if (e.type === 'step') {
-        ips = e.row.images_per_s ?? null;
+        const x = secondsPerImage(e.row);
+        if (x !== null) {
+          spiSum += x;
+          spiCount++;
+        }
         if (e.step % every === 0 || e.step === total || performance.now() - lastLine >= floorMs) {
           lastLine = performance.now();
+          ips = spiCount ? spiCount / spiSum : null;
+          spiSum = spiCount = 0;
           const eta = etaSeconds(t0, first, e.step, total);
           out.write(
             `${label}: step ${e.step}/${total} epoch ${fmt(e.row.epoch, 2)} loss ${fmt(e.row.loss, 4)} lr ${e.row.lr?.toExponential(2) ?? '-'} ` +

@@ -175,8 +175,11 @@ function runChild(startedMs: number): Promise<ChildEnd> {
     process.kill(process.pid, 'SIGSTOP');
   };
   const onCont = () => pass('SIGCONT');
+  // a terminal's resize goes to its foreground process group too: the child's bars are drawn to the new width
+  const onWinch = () => pass('SIGWINCH');
   process.on('SIGTSTP', onTstp);
   process.on('SIGCONT', onCont);
+  process.on('SIGWINCH', onWinch);
   const ended = new Promise<ChildEnd>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve({ code, signal, run, requeueing, stopAsked }));
@@ -185,6 +188,7 @@ function runChild(startedMs: number): Promise<ChildEnd> {
     for (const s of STOP_SIGNALS) process.off(s, forward);
     process.off('SIGTSTP', onTstp);
     process.off('SIGCONT', onCont);
+    process.off('SIGWINCH', onWinch);
   });
 }
 

@@ -14,7 +14,7 @@ import { describeState, formatPlan } from '../sweep/table.ts';
 import { addLaunchOptions, prepareLaunch, slurmSettings, submitSlurm, type LaunchFlags } from './launch.ts';
 import { addSweepOptions, planFromFlags, printPlan, type SweepFlags } from './plan.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
-import { barLine, barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, toStderr, wrappedLog, type ProgressSink } from './progress.ts';
+import { barLine, barOptions, barsOn, barSize, fmt, fmtDuration, makeProgress, recentRate, toStderr, wrappedLog, type ProgressSink } from './progress.ts';
 import { BaselinesStopped, baselinesLockDir, computeBaselinesOf, withBaselinesLock } from './baselines.ts';
 import { childLink, onOutputClosed, shouldSupervise, STOP_SIGNALS, superviseSweep, sweepStartedMs, takeEarlySignals } from './supervise.ts';
 
@@ -189,6 +189,7 @@ export function barDisplay(): Display {
   let label = 'sweep';
   let knn: number | null = null;
   let ips: number | null = null;
+  let rate = recentRate();
   let loss: number | null = null;
   const units = 1000;
   // the bars redraw on a timer, and a training step may not let timers run: redraw from the events too
@@ -235,6 +236,7 @@ export function barDisplay(): Display {
           eta.runBegins(e.to_train);
           sweepBar?.setTotal(Math.max(1, eta.toDo * units));
           knn = ips = loss = null;
+          rate = recentRate();
           for (const n of e.notes ?? []) log(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
           redraw(true);
@@ -249,8 +251,8 @@ export function barDisplay(): Display {
           } else if (ev.type === 'step') {
             eta.step(ev.step, ev.totalSteps);
             loss = ev.row.loss ?? null;
-            const r = ev.row.images_per_s ?? null;
-            ips = ips === null ? r : r === null ? ips : 0.9 * ips + 0.1 * r;
+            rate.add(ev.row);
+            ips = rate.value();
             runBar?.update(ev.step, {
               label: name,
               // the run's name before its figures: a narrow terminal drops the last first

@@ -56,6 +56,56 @@ test('plain lines: one every 20th of the run, and one when a minute has passed s
   assert.match(steps[0]!, /^run: step 50\/1000 /);
 });
 
+test('img/s is images over time, not a mean of the steps\' rates: a plain line\'s over the steps since the last line, the bar\'s over recent steps', () => {
+  // steps alternating 100 and 300 img/s (10 and 3.33 ms per image): 150 img/s, where the mean of the rates said 200
+  const rows = [100, 300, 100, 300].map((r) => ({ loss: 1, epoch: 0, lr: 1e-3, images_per_s: r }));
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const p = makeProgress('run', { lineSeconds: 3600 });
+    p.onEvent({ type: 'start', runDir: '/r', totalSteps: 80, startStep: 0, resumed: false, params: 1, knnTop1: null });
+    for (let s = 1; s <= 8; s++) p.onEvent({ type: 'step', step: s, totalSteps: 80, row: rows[(s - 1) % 4]! });
+    p.stop();
+  } finally {
+    process.stderr.write = write;
+  }
+  // a line every 4 steps: each over its own 4 steps
+  const rates = lines.filter((l) => l.startsWith('run: step ')).map((l) => / ([\d.]+) img\/s /.exec(l)![1]);
+  assert.deepEqual(rates, ['150.0', '150.0']);
+  // the bar: 1 / the moving average of the seconds per image (a steady 250 img/s reads 250)
+  const text = onTerminal(120, () => {
+    const p = makeProgress('train');
+    p.onEvent({ type: 'start', runDir: '/r', totalSteps: 80, startStep: 0, resumed: false, params: 1, knnTop1: null });
+    p.onEvent({ type: 'step', step: 1, totalSteps: 80, row: rows[0]! });
+    p.onEvent({ type: 'step', step: 2, totalSteps: 80, row: rows[1]! });
+    p.stop();
+  });
+  // 0.9 x 10 ms + 0.1 x 3.33 ms = 9.33 ms per image: 107.1 img/s (a moving average of the rates said 120.0)
+  assert.match(text, /\| 107\.1 img\/s/);
+  // a sweep's run bar the same way
+  const run = 'bs16-lr1.0e-2-adamw-learned-s0-9f6e2288';
+  const swept = onTerminal(200, () => {
+    const d = barDisplay();
+    d.onEvent({ type: 'sweep_start', sweep: 'tiny', dir: '/r/tiny', total: 1, todo: 1, backend: 'native' });
+    d.onEvent({ type: 'run_start', run, index: 1, total: 1, previous: 'new', resume_step: null, to_train: true });
+    d.onEvent({ type: 'train', run, index: 1, total: 1, event: { type: 'start', runDir: `/r/tiny/${run}`, totalSteps: 80, startStep: 0, resumed: false, params: 1, knnTop1: null } });
+    for (const [i, row] of rows.slice(0, 2).entries()) d.onEvent({ type: 'train', run, index: 1, total: 1, event: { type: 'step', step: i + 1, totalSteps: 80, row } });
+    d.stop();
+  });
+  assert.match(swept, /\| 107\.1 img\/s/);
+  assert.doesNotMatch(swept, /\| 120\.0 img\/s/);
+});
+
+test('on a terminal too, a run says where it goes and that it resumed, above its bar (it said so only in plain lines)', () => {
+  const text = onTerminal(120, () => {
+    const p = makeProgress('train');
+    p.onEvent({ type: 'start', runDir: '/runs/r1', totalSteps: 200, startStep: 38, resumed: true, params: 7, knnTop1: null });
+    p.stop();
+  });
+  assert.ok(text.includes('train: resuming at step 38, 200 steps, 7 trainable parameters -> /runs/r1\n'), JSON.stringify(text));
+});
+
 test('durations as every progress line writes them: seconds, then minutes, then hours (a 10-hour ETA read 36000s)', () => {
   assert.deepEqual([fmtDuration(42.4), fmtDuration(600), fmtDuration(36000), fmtDuration(NaN), fmtDuration(-1)], ['42s', '10m', '10.0h', '-', '-']);
   const lines: string[] = [];

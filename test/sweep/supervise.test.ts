@@ -48,10 +48,10 @@ const alive = (pid: number) => {
  * The supervised sweep, its child paused before the third metrics row of the first run (fixtures/cli.ts);
  * `atPause(n, marker)` acts at the n-th pause.
  */
-function supervised(results: string, atPause: (n: number, marker: string, supervisor: number) => void, row = 3) {
+function supervised(results: string, atPause: (n: number, marker: string, supervisor: number) => void, row = 3, extraEnv: Record<string, string> = {}) {
   const run1 = planSweep(loadSweepFile(tinyFile), { results }).runs[0]!;
   const marker = join(results, '.pause');
-  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_PAUSE: `metrics:${row}:${run1.id}`, MOCO3_TEST_MARKER: marker };
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_PAUSE: `metrics:${row}:${run1.id}`, MOCO3_TEST_MARKER: marker, ...extraEnv };
   const { child, events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], env, undefined, { noCore: true });
   let pauses = 0;
   const poll = setInterval(() => {
@@ -149,6 +149,29 @@ test('Ctrl-Z (SIGTSTP) stops the training child with its supervisor, and continu
   await checked;
   assert.equal(code, 0, stderr);
   assert.deepEqual(s.events.at(-1)?.counts, { completed: 2 });
+});
+
+test("a terminal's resize (SIGWINCH) reaches the training child, in a session of its own (its bars kept the width they started at)", async () => {
+  const results = mkdtempSync(join(root, 'winch-'));
+  const got = join(results, 'winch');
+  let trainer = 0;
+  const s = supervised(
+    results,
+    (n, marker, supervisor) => {
+      if (n > 1) return;
+      trainer = trainerOf(s.run1.dir);
+      process.kill(supervisor, 'SIGWINCH');
+      // the child acts on it once it goes on
+      rmSync(marker);
+      writeFileSync(`${marker}.go`, '');
+    },
+    3,
+    { MOCO3_TEST_WINCH: got },
+  );
+  const { code, stderr } = await s.done;
+  assert.equal(code, 0, stderr);
+  assert.ok(trainer > 0, 'the child paused in its run');
+  assert.equal(existsSync(got) ? readFileSync(got, 'utf8') : 'no SIGWINCH', String(trainer));
 });
 
 test('a child stopped with its supervisor (Ctrl-Z) dies when the supervisor is then killed outright: it holds no run for ever', async () => {
