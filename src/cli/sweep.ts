@@ -346,6 +346,8 @@ export function sweepCommand(): Command {
       const { runSweep } = await import('../sweep/runner.ts');
       // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
       let signalled = false;
+      // the sweep's runs are done and its baselines computed: a stop says so (no run is checkpointed)
+      let inBaselines = false;
       // said above the bars once they draw (written past them, the line was cut at the edge, then drawn over)
       let say = toStderr;
       const onSig = (sig: NodeJS.Signals) => {
@@ -353,7 +355,11 @@ export function sweepCommand(): Command {
         if (signalled) return;
         signalled = true;
         stop = true;
-        say('\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n');
+        say(
+          inBaselines
+            ? '\nmoco3: stopping the baselines (the seeds done are kept); `moco3 sweep` again computes the rest (Ctrl-C again quits at once)\n'
+            : '\nmoco3: stopping: checkpointing the current run; `moco3 sweep` again continues (Ctrl-C again quits at once)\n',
+        );
       };
       // HUP (a closed terminal) and, outside Slurm, USR1/USR2 (a scheduler's warning before its time limit)
       // stop as TERM does: the supervisor forwards them all, and unhandled they would kill the process
@@ -403,6 +409,7 @@ export function sweepCommand(): Command {
           const held = missingBaselineSeeds(plan).length
             ? await withBaselinesLock(plan, async () => {
                 const missing = missingBaselineSeeds(plan);
+                inBaselines = missing.length > 0;
                 try {
                   // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
                   if (missing.length) {
@@ -428,6 +435,8 @@ export function sweepCommand(): Command {
                     }
                   } else if (!(e instanceof BaselinesStopped)) throw e;
                   else stoppedIn = true;
+                } finally {
+                  inBaselines = false;
                 }
               })
             : null;

@@ -58,7 +58,7 @@ const EXPECT: Record<LauncherKey, string> = {
   mem: 'a memory size such as 64G or 16000M',
   time: 'a Slurm time limit such as 24:00:00, 90, 2-00:00:00 or UNLIMITED',
   max_parallel: 'a positive integer',
-  signal_s: 'an integer number of seconds, at least 10',
+  signal_s: 'an integer number of seconds from 10 to 65535 (Slurm\'s largest)',
   sbatch_args: 'a list of sbatch options, each starting with - and on one line',
 };
 
@@ -133,7 +133,7 @@ function check(key: LauncherKey, v: unknown): string | null {
     case 'max_parallel':
       return isInt(v, 1) ? null : EXPECT[key];
     case 'signal_s':
-      return isInt(v, 10) ? null : EXPECT[key];
+      return isInt(v, 10) && (v as number) <= 65535 ? null : EXPECT[key];
     case 'mem':
       // Slurm reads the unit in either case
       return typeof v === 'string' && /^\d+[KMGTkmgt]?$/.test(v) ? null : EXPECT[key];

@@ -41,6 +41,9 @@ test('Ctrl-C during the baselines at the end of a sweep: exit 130 within a probe
   assert.equal(stopped.code, 130, stopped.stderr);
   assert.ok(stopped.seconds < 10, `stopped ${stopped.seconds.toFixed(1)} s after the signal`);
   assert.match(stopped.stderr, /the baselines were stopped; the seeds done are in .*baselines\.json: run the same command again/);
+  // the signal's own line speaks of the baselines: no run is training to checkpoint
+  assert.match(stopped.stderr, /\nmoco3: stopping the baselines \(the seeds done are kept\); `moco3 sweep` again computes the rest/);
+  assert.doesNotMatch(stopped.stderr, /checkpointing the current run/);
   assert.doesNotMatch(stopped.stderr, /report: moco3 report/, 'an interrupted sweep names no report yet');
   const file = join(root, 'tiny', 'baselines.json');
   assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).seeds.map((s: { seed: number }) => s.seed), [0]);

@@ -26,12 +26,16 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   const bad: [unknown, RegExp][] = [
     [{ gpu: 1 }, /^x\.yaml: launcher\.gpu: unknown key \(expected one of: partition, gpus_per_run/],
     [{ max_parallel: 0 }, /^x\.yaml: launcher\.max_parallel: expected a positive integer, got 0$/],
+    // past Slurm's largest: sbatch refused it, after the script was written
+    [{ signal_s: 70000 }, /^x\.yaml: launcher\.signal_s: expected an integer number of seconds from 10 to 65535 \(Slurm's largest\), got 70000$/],
     [{ time: 'a day' }, /^x\.yaml: launcher\.time: expected a Slurm time limit/],
     [{ sbatch_args: 'account' }, /^x\.yaml: launcher\.sbatch_args: expected a list of sbatch options/],
     [[1], /^x\.yaml: launcher: expected a mapping/],
   ];
   for (const [launcher, re] of bad) assert.throws(() => parseSweep({ ...doc, launcher }, 'x.yaml'), (e: Error) => e instanceof SweepError && re.test(e.message));
   assert.throws(() => parseLauncherFlags({ max_parallel: 'four' }, fail), (e: Error) => e.message === '--max-parallel four: expected a positive integer');
+  assert.throws(() => parseLauncherFlags({ signal_s: '65536' }, fail), (e: Error) => e.message === "--signal-s 65536: expected an integer number of seconds from 10 to 65535 (Slurm's largest)");
+  assert.deepEqual(parseLauncherFlags({ signal_s: '65535' }, fail), { signal_s: 65535 });
   // read as every integer flag is: a sign and spaces are fine, an exponent, hex or nothing is not
   assert.deepEqual(parseLauncherFlags({ gpus_per_run: '+1', cpus_per_run: ' 4 ', signal_s: '060' }, fail), { gpus_per_run: 1, cpus_per_run: 4, signal_s: 60 });
   for (const v of ['0x10', '', '-1', '0']) {
