@@ -14,11 +14,13 @@ import { isInputError } from './errors.ts';
 import { closeSync, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { runShutdown } from '../engine/shutdown.ts';
+import { ownVersion } from '../train/meta.ts';
 import { markOutputClosed, setProcessEntry, takeEarlySignals } from './supervise.ts';
 
 export function buildProgram(): Command {
   const program = new Command('moco3')
     .description('MoCo v3 ViT training-stability study: train, sweep, evaluate, report')
+    .version(ownVersion() ?? 'unknown', '-V, --version', 'print the version of moco3')
     .exitOverride();
   program.addCommand(trainCommand());
   program.addCommand(benchCommand());

@@ -20,13 +20,17 @@ export function versionOf(pkg: string): string | null {
   }
 }
 
-export function packageVersions(): Record<string, string | null> {
-  let own: string | null = null;
+/** moco3's own version (its package.json's); null outside a checkout. */
+export function ownVersion(): string | null {
   try {
-    own = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
-    /* not in a checkout */
+    return null;
   }
+}
+
+export function packageVersions(): Record<string, string | null> {
+  const own = ownVersion();
   return {
     moco3: own,
     '@tensorflow/tfjs-core': versionOf('@tensorflow/tfjs-core'),

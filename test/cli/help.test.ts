@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { evalCommand } from '../../src/cli/eval.ts';
 
@@ -21,5 +22,14 @@ test("moco3 help <group> <command> prints the command's help (commander's stoppe
   for (const extra of [['sweep', 'batch-size'], ['eval', 'knn', '--help']]) {
     const more = execFileSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'moco3.js'), 'help', ...extra], { encoding: 'utf8' });
     assert.match(more, new RegExp(`^Usage: moco3 ${extra[0]} `), extra.join(' '));
+  }
+});
+
+test('moco3 --version and -V print the version of package.json, exit 0 (it was an unknown option, exit 2)', () => {
+  const root = join(import.meta.dirname, '..', '..');
+  const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const out = execFileSync(process.execPath, [join(root, 'bin', 'moco3.js'), flag], { encoding: 'utf8' });
+    assert.equal(out, `${version}\n`, flag);
   }
 });
