@@ -9,8 +9,8 @@ import { existsSync, readdirSync, readFileSync, realpathSync, rmSync, statSync }
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey, type LauncherSettings } from '../sweep/launcher.ts';
-import { setLockTimeout } from '../runfolder/lock.ts';
-import { missingAncestors, writeFileAtomic } from '../engine/files.ts';
+import { acquireLock, describeHolder, LOCK_NAME, releaseLock, setLockTimeout } from '../runfolder/lock.ts';
+import { missingAncestors, removeEmptyFolders, writeFileAtomic } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { writeResolvedSweep } from '../sweep/resolved.ts';
 import type { RunSweepOptions, SweepResult } from '../sweep/runner.ts';
@@ -129,8 +129,47 @@ export function slurmSettings(plan: SweepPlan, f: LaunchFlags): LauncherSettings
   return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail), fail, plan.spec.file);
 }
 
-/** `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit it. */
+/** How long a submission waits for another submission of the same sweep to finish (its squeue, sacct and sbatch take up to 15 s each). */
+export const SUBMIT_WAIT_S = 120;
+
+/**
+ * `--launcher slurm`: write the array job's script for the runs neither done nor running nor queued, and submit
+ * it. Two submissions of one sweep at once (a command run twice, from two shells or hosts) would each see no
+ * task of the other's queued and submit every run twice: a submission holds the sweep's `.submit` lock from its
+ * read of the queue to its record in jobs.json, and another waits for it (up to SUBMIT_WAIT_S). A dry run
+ * writes nothing and takes no lock.
+ */
 export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }, settings: LauncherSettings): Promise<void> {
+  if (f.dryRun) return submitUnlocked(arg, plan, f, settings);
+  const dir = submitLockDir(plan);
+  // the folders the lock makes (the sweep's too, at its first submission): removed with the rest of what a
+  // failed submission made
+  const made = missingAncestors(join(dir, LOCK_NAME));
+  const t0 = Date.now();
+  let said = false;
+  for (let held = acquireLock(dir, `${plan.id} submission`); held !== null; held = acquireLock(dir, `${plan.id} submission`)) {
+    if (Date.now() - t0 > SUBMIT_WAIT_S * 1000) {
+      removeEmptyFolders(made);
+      throw new SweepError(`sweep ${plan.id}: another submission of it, ${describeHolder(held, dir)}, has not finished in ${SUBMIT_WAIT_S} s; run this command again once it has (its runs are then queued, and this one submits the rest)`);
+    }
+    if (!said) process.stderr.write(`sweep ${plan.id}: waiting for another submission of it to finish (${describeHolder(held, dir)})\n`);
+    said = true;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  let done = false;
+  try {
+    await submitUnlocked(arg, plan, f, settings);
+    done = true;
+  } finally {
+    releaseLock(dir);
+    if (!done) removeEmptyFolders(made);
+  }
+}
+
+/** The folder of a sweep's submission lock: `<sweep>/.submit/.lock` (a hidden folder, which reports pass over). */
+export const submitLockDir = (plan: Pick<SweepPlan, 'dir'>): string => join(plan.dir, '.submit');
+
+async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }, settings: LauncherSettings): Promise<void> {
   const states = plan.runs.map((r) => readRunState(r.dir));
   const jobs = runJobs(plan);
   const skipped: string[] = [];

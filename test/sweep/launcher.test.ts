@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
@@ -320,6 +321,42 @@ test('--launcher slurm: a run queued by an earlier submission is found by its id
   assert.equal(again.code, 0, again.err);
   assert.match(again.err, /nothing to submit: every run is completed, running or queued \(1 pending as 101_\d+, /);
   assert.equal(jobs().length, 1);
+});
+
+test('--launcher slurm: two submissions of one sweep at once submit its runs once (each saw none of the other\'s queued, and both submitted all)', async () => {
+  const results = tempDir('moco3-launch-');
+  const slurm = join(results, 'lr', 'slurm');
+  // sbatch takes a second and hands out 201, 202, ...; squeue shows every recorded task pending
+  const bin = join(results, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'sbatch'), `#!/bin/sh\nsleep 1\nn=$(cat ${bin}/next 2>/dev/null || echo 201)\necho $((n + 1)) > ${bin}/next\necho $n\n`, { mode: 0o755 });
+  writeFileSync(
+    join(bin, 'squeue'),
+    `#!${process.execPath}\nconst f = ${JSON.stringify(join(slurm, 'jobs.json'))};\nif (require('fs').existsSync(f)) for (const s of JSON.parse(require('fs').readFileSync(f, 'utf8')).submissions) for (const k of Object.keys(s.runs)) console.log(\`\${s.job_id}_\${k}|PENDING\`);\n`,
+    { mode: 0o755 },
+  );
+  writeFileSync(join(bin, 'sacct'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  const entry = join(import.meta.dirname, 'fixtures', 'cli.ts');
+  const one = () =>
+    new Promise<{ code: number | null; out: string; err: string }>((done) => {
+      const p = spawn(process.execPath, ['--import', 'tsx', entry, 'sweep', 'lr', '--preset', 'smoke', '--launcher', 'slurm', '--no-baselines', '--results', results], {
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+      });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (err += d));
+      p.on('close', (code) => done({ code, out, err }));
+    });
+  const both = await Promise.all([one(), one()]);
+  for (const r of both) assert.equal(r.code, 0, r.err);
+  const subs = JSON.parse(readFileSync(join(slurm, 'jobs.json'), 'utf8')).submissions as { job_id: string; runs: Record<string, string> }[];
+  assert.deepEqual(subs.map((x) => x.job_id), ['201'], JSON.stringify(subs));
+  // the other waited for it, then found every run queued
+  const second = both.find((r) => r.out === '')!;
+  assert.ok(second, both.map((r) => r.out).join(' | '));
+  assert.match(second.err, /nothing to submit: every run is completed, running or queued \(1 pending as 201_1, /);
+  assert.equal(readdirSync(slurm).filter((f) => f.endsWith('.sbatch')).length, 1);
 });
 
 test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside the other tasks\' rows', async () => {
