@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -87,32 +88,72 @@ void for_slices(int64_t n, int64_t slices, F f) {
 
 // ------------------------------------------------------------------ argument helpers
 
-// The first element of a typed array, whatever holds it: Napi::TypedArray::ArrayBuffer() fails on a
-// SharedArrayBuffer (a null pointer, the kernel then wrote through it), napi_get_typedarray_info does not.
-template <typename T>
-T* typed_data(const Napi::Value& v) {
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (napi_get_typedarray_info(v.Env(), v, &type, &length, &data, nullptr, nullptr) != napi_ok) return nullptr;
-  return static_cast<T*>(data);
-}
-
-int64_t typed_len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
-
-std::vector<int64_t> int_list(const Napi::Value& v) {
-  Napi::Array arr = v.As<Napi::Array>();
-  std::vector<int64_t> out(arr.Length());
-  for (uint32_t i = 0; i < arr.Length(); i++) out[i] = arr.Get(i).As<Napi::Number>().Int64Value();
-  return out;
-}
-
 // Throws msg, unless an argument's conversion has thrown already (a plain Array where a typed array goes): with
 // C++ exceptions off, that error is pending, and a second throw is fatal to the process
 bool fail(const Napi::Env& env, const std::string& msg) {
   if (!env.IsExceptionPending()) Napi::Error::New(env, "moco3 native: " + msg).ThrowAsJavaScriptException();
   return false;
 }
+
+// Whether a typed array's element type is the one T reads: float (Float32Array), double (Float64Array),
+// int32_t (Int32Array), uint8_t (Uint8Array, a bool tensor's), uint32_t (any 4-byte type: a copy of bits).
+// Sizes are counted in elements: a Uint8Array where floats go passed every size check, read 4 times its bytes.
+template <typename T>
+bool element_type_ok(napi_typedarray_type t) {
+  if constexpr (std::is_same_v<T, float>) return t == napi_float32_array;
+  else if constexpr (std::is_same_v<T, double>) return t == napi_float64_array;
+  else if constexpr (std::is_same_v<T, int32_t>) return t == napi_int32_array;
+  else if constexpr (std::is_same_v<T, uint8_t>) return t == napi_uint8_array || t == napi_uint8_clamped_array;
+  else if constexpr (std::is_same_v<T, uint32_t>) return t == napi_float32_array || t == napi_int32_array || t == napi_uint32_array;
+  else return false;
+}
+
+// The first element of a typed array of T's element type, whatever holds it: Napi::TypedArray::ArrayBuffer()
+// fails on a SharedArrayBuffer (a null pointer, the kernel then wrote through it), napi_get_typedarray_info does
+// not. Another element type, or no typed array: a TypeError pending (each kernel checks before it runs) and null.
+template <typename T>
+T* typed_data(const Napi::Value& v) {
+  napi_env env = v.Env();
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok ||
+      !element_type_ok<T>(type)) {
+    if (!v.Env().IsExceptionPending()) Napi::TypeError::New(v.Env(), "moco3 native: an argument is not a typed array of the element type the kernel reads").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return static_cast<T*>(data);
+}
+
+int64_t typed_len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
+
+// A list of sizes (a shape, a box's begin, axes, a permutation): whole numbers from 0 to 2^53, read once each
+// (a getter that grows the array, or throws, is no list of sizes). Else a TypeError pending, and an empty list.
+std::vector<int64_t> int_list(const Napi::Value& v) {
+  Napi::Env env = v.Env();
+  if (!v.IsArray()) {
+    fail(env, "a list of sizes is not an array");
+    return {};
+  }
+  Napi::Array arr = v.As<Napi::Array>();
+  const uint32_t n = arr.Length();
+  std::vector<int64_t> out(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = arr.Get(i);
+    if (env.IsExceptionPending()) return {};
+    const double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 9007199254740992.0 && d == std::floor(d))) {
+      fail(env, "a size that is not a whole number from 0 to 2^53");
+      return {};
+    }
+    out[i] = static_cast<int64_t>(d);
+  }
+  return out;
+}
+
+// After a kernel's arguments are read: whether one of them failed (a TypeError pending), so that nothing runs.
+bool args_failed(const Napi::Env& env) { return env.IsExceptionPending(); }
 
 // ------------------------------------------------------------------ unary
 
@@ -129,6 +170,7 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   const float* x = typed_data<float>(info[1]);
   float* o = typed_data<float>(info[2]);
   const float alpha = info[3].As<Napi::Number>().FloatValue();
+  if (args_failed(info.Env())) return info.Env().Undefined();
   const int64_t n = typed_len(info[1]);
   if (typed_len(info[2]) != n || op < 0 || op >= U_COUNT) {
     fail(info.Env(), "unary: bad arguments");
@@ -145,6 +187,7 @@ Napi::Value Gelu(const Napi::CallbackInfo& info) {
   const bool backward = info[1].IsTypedArray();
   const float* dy = backward ? typed_data<float>(info[1]) : nullptr;
   float* o = typed_data<float>(info[2]);
+  if (args_failed(info.Env())) return info.Env().Undefined();
   const int64_t n = typed_len(info[0]);
   if (typed_len(info[2]) != n || (backward && typed_len(info[1]) != n)) {
     fail(info.Env(), "gelu: size mismatch");
@@ -173,7 +216,10 @@ int collapse_broadcast(const std::vector<int64_t>& ash, const std::vector<int64_
     bst[d] = sb;
     sa *= ad[d];
     sb *= bd[d];
-    od[d] = std::max(ad[d], bd[d]);
+    // sizes that do not broadcast (neither equal nor one of them 1): the smaller operand was read past its end
+    if (ad[d] != bd[d] && ad[d] != 1 && bd[d] != 1) return -2;
+    // a size 0 against 1 is 0 (the larger was taken)
+    od[d] = ad[d] == 1 ? bd[d] : ad[d];
   }
   int rank = 0;
   for (int d = 0; d < r; d++) {
@@ -215,8 +261,15 @@ Napi::Value BinaryImpl(const Napi::CallbackInfo& info) {
   const std::vector<int64_t> ash = int_list(info[2]);
   const float* b = typed_data<float>(info[3]);
   const std::vector<int64_t> bsh = int_list(info[4]);
+  float* of = CMP ? nullptr : typed_data<float>(info[5]);
+  uint8_t* ou = CMP ? typed_data<uint8_t>(info[5]) : nullptr;
+  if (args_failed(env)) return env.Undefined();
   int64_t dims[MAX_RANK], as[MAX_RANK], bs[MAX_RANK];
   const int rank = collapse_broadcast(ash, bsh, dims, as, bs);
+  if (rank == -2) {
+    fail(env, "binary: shapes that do not broadcast");
+    return env.Undefined();
+  }
   if (rank < 0 || op < 0 || op >= (CMP ? static_cast<int>(C_COUNT) : static_cast<int>(B_COUNT))) {
     fail(env, "binary: unsupported arguments");
     return env.Undefined();
@@ -235,10 +288,9 @@ Napi::Value BinaryImpl(const Napi::CallbackInfo& info) {
     fail(env, "binary: operand size mismatch");
     return env.Undefined();
   }
+  if (total == 0) return env.Undefined();
   const KernelTable& K = kernels();
   // a flat op is split into chunks; otherwise rows of the inner dim are the parallel unit
-  float* of = CMP ? nullptr : typed_data<float>(info[5]);
-  uint8_t* ou = CMP ? typed_data<uint8_t>(info[5]) : nullptr;
   if (rank == 1) {
     const int64_t n = dims[0];
     const int64_t chunk = 4096;
@@ -267,6 +319,7 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   const float* x = typed_data<float>(info[0]);
   float* o = typed_data<float>(info[1]);
   const int64_t n = info[2].As<Napi::Number>().Int64Value();
+  if (args_failed(info.Env())) return info.Env().Undefined();
   const int64_t total = typed_len(info[0]);
   if (n <= 0 || total % n != 0 || typed_len(info[1]) != total) {
     fail(info.Env(), "softmax: bad arguments");
@@ -294,6 +347,7 @@ int64_t reduce_parts(int64_t total, int64_t dim0, bool outerReduced, int64_t out
 // must give the bits of the Sum kernel's, partitions and all).
 const char* reduce_core(int op, const float* x, int64_t xlen, const std::vector<int64_t>& shape, const std::vector<int64_t>& axes,
                         float* out, int64_t outlen, bool mean) {
+  if (op != R_SUM && op != R_MAX && op != R_MIN) return "reduce: unknown op";
   const int r = static_cast<int>(shape.size());
   std::vector<uint8_t> isred(r, 0);
   for (int64_t ax : axes) {
@@ -381,8 +435,12 @@ const char* reduce_core(int op, const float* x, int64_t xlen, const std::vector<
 Napi::Value Reduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int op = info[0].As<Napi::Number>().Int32Value();
-  const char* err = reduce_core(op, typed_data<float>(info[1]), typed_len(info[1]), int_list(info[2]), int_list(info[3]),
-                                typed_data<float>(info[4]), typed_len(info[4]), info[5].As<Napi::Boolean>().Value());
+  const float* x = typed_data<float>(info[1]);
+  const std::vector<int64_t> shape = int_list(info[2]), axes = int_list(info[3]);
+  float* out = typed_data<float>(info[4]);
+  const bool mean = info[5].As<Napi::Boolean>().Value();
+  if (args_failed(env)) return env.Undefined();
+  const char* err = reduce_core(op, x, typed_len(info[1]), shape, axes, out, typed_len(info[4]), mean);
   if (err) fail(env, err);
   return env.Undefined();
 }
@@ -403,6 +461,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   float* y = typed_data<float>(info[4]);
   float* mean = typed_data<float>(info[5]);
   float* rstd = typed_data<float>(info[6]);
+  if (args_failed(env)) return env.Undefined();
   const int64_t D = typed_len(info[1]), rows = typed_len(info[5]);
   if (D < 1 || rows < 1 || typed_len(info[2]) != D || typed_len(info[0]) != rows * D || typed_len(info[4]) != rows * D ||
       typed_len(info[6]) != rows) {
@@ -431,6 +490,7 @@ Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
   float* dg = typed_data<float>(info[6]);
   float* db = typed_data<float>(info[7]);
   float* scratch = typed_data<float>(info[8]);
+  if (args_failed(env)) return env.Undefined();
   const int64_t D = typed_len(info[4]), rows = typed_len(info[2]), n = rows * D;
   if (D < 1 || rows < 1 || typed_len(info[0]) != n || typed_len(info[1]) != n || typed_len(info[3]) != rows ||
       typed_len(info[5]) != n || typed_len(info[6]) != D || typed_len(info[7]) != D || typed_len(info[8]) != n) {
@@ -458,6 +518,7 @@ Napi::Value Transpose(const Napi::CallbackInfo& info) {
   const std::vector<int64_t> shape = int_list(info[1]);
   const std::vector<int64_t> perm = int_list(info[2]);
   uint32_t* o = typed_data<uint32_t>(info[3]);
+  if (args_failed(env)) return env.Undefined();
   const int r = static_cast<int>(shape.size());
   if (static_cast<int>(perm.size()) != r) {
     fail(env, "transpose: perm length");
@@ -585,10 +646,13 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   const int64_t bStride = info[10].As<Napi::Number>().Int64Value();
   const int32_t* aIdx = info[11].IsTypedArray() ? typed_data<int32_t>(info[11]) : nullptr;
   const int32_t* bIdx = info[12].IsTypedArray() ? typed_data<int32_t>(info[12]) : nullptr;
+  if (args_failed(env)) return env.Undefined();
   // sizes that are negative, or whose product wraps around (2^62 batches of 0x4 checked as 0 elements), are no shape
   int64_t nbM = 0, out = 0, sizeA = 0, sizeB = 0;
   if (nb < 0 || M < 0 || N < 0 || K < 0 || aStride < 0 || bStride < 0 || __builtin_mul_overflow(nb, M, &nbM) ||
-      __builtin_mul_overflow(nbM, N, &out) || __builtin_mul_overflow(M, K, &sizeA) || __builtin_mul_overflow(K, N, &sizeB)) {
+      __builtin_mul_overflow(nbM, N, &out) || __builtin_mul_overflow(M, K, &sizeA) || __builtin_mul_overflow(K, N, &sizeB) ||
+      // BLAS takes its sizes and leading dimensions as int
+      std::max({M, N, K}) > INT32_MAX) {
     fail(env, "matmul: bad sizes");
     return env.Undefined();
   }
@@ -661,6 +725,7 @@ Napi::Value CopyBox(const Napi::CallbackInfo& info) {
   uint32_t* o = typed_data<uint32_t>(info[4]);
   const std::vector<int64_t> osh = int_list(info[5]);
   const std::vector<int64_t> ob = int_list(info[6]);
+  if (args_failed(env)) return env.Undefined();
   const int r = static_cast<int>(sz.size());
   if (static_cast<int>(xsh.size()) != r || static_cast<int>(xb.size()) != r || static_cast<int>(osh.size()) != r ||
       static_cast<int>(ob.size()) != r) {
@@ -745,14 +810,15 @@ Napi::Value BiasAct(const Napi::CallbackInfo& info) {
   const int64_t n = info[1].As<Napi::Number>().Int64Value();
   const int act = info[3].As<Napi::Number>().Int32Value();
   const float alpha = info[4].As<Napi::Number>().FloatValue();
+  const float* bias = info[2].IsTypedArray() ? typed_data<float>(info[2]) : nullptr;
+  if (args_failed(env)) return env.Undefined();
   const int64_t total = typed_len(info[0]);
   if (n <= 0 || total % n != 0 || act >= U_COUNT) {
     fail(env, "biasAct: bad arguments");
     return env.Undefined();
   }
   const KernelTable& K = kernels();
-  if (info[2].IsTypedArray()) {
-    const float* bias = typed_data<float>(info[2]);
+  if (bias) {
     const int64_t nbias = typed_len(info[2]);
     if (nbias != n && nbias != 1) {
       fail(env, "biasAct: bias length");
@@ -797,9 +863,15 @@ bool parse_augment(const Napi::CallbackInfo& info, AugmentArgs& a) {
   a.S = info[7].As<Napi::Number>().Int32Value();
   a.lut = info[8].IsNull() || info[8].IsUndefined() ? nullptr : typed_data<float>(info[8]);
   a.out = typed_data<float>(info[9]);
-  if ((a.c != 1 && a.c != 3) || a.h < 1 || a.w < 1 || a.S < 1 || typed_len(info[0]) != a.n * a.h * a.w * a.c ||
-      typed_len(info[5]) < a.count * kAugmentParamStride || typed_len(info[9]) < a.count * a.S * a.S * 3 ||
-      (a.lut && typed_len(info[8]) < 3 * 256)) {
+  if (args_failed(env)) return false;
+  // sizes whose products wrap around (an image size of 2^31 - 1) or go backwards (a negative count) are none:
+  // S within augment.ts's limit, the counts checked by their products
+  int64_t srcLen = 0, paramLen = 0, outLen = 0;
+  if ((a.c != 1 && a.c != 3) || a.h < 1 || a.w < 1 || a.S < 1 || a.S > 4096 || a.n < 0 || a.count < 0 ||
+      __builtin_mul_overflow(a.n, static_cast<int64_t>(a.h) * a.w * a.c, &srcLen) ||
+      __builtin_mul_overflow(a.count, static_cast<int64_t>(kAugmentParamStride), &paramLen) ||
+      __builtin_mul_overflow(a.count, static_cast<int64_t>(a.S) * a.S * 3, &outLen) || typed_len(info[0]) != srcLen ||
+      typed_len(info[5]) < paramLen || typed_len(info[9]) < outLen || (a.lut && typed_len(info[8]) < 3 * 256)) {
     return fail(env, "augment: bad arguments");
   }
   for (int64_t j = 0; j < a.count; j++) {
@@ -836,6 +908,8 @@ Napi::Value Augment(const Napi::CallbackInfo& info) {
 // augmentAsync(...): the same on a libuv thread; a promise that resolves once `out` is written. The
 // arrays are held by references until then; the parameters and the table, checked here, are copied: the
 // caller may change its arrays meanwhile, and a crop box changed after the check would be read out of bounds.
+// The references keep the arrays, not their memory where it moves: the caller must not transfer or detach
+// src's or out's buffer before the promise settles (src/data/augment.ts never does).
 class AugmentWorker : public Napi::AsyncWorker {
  public:
   AugmentWorker(Napi::Env env, const AugmentArgs& a, const Napi::CallbackInfo& info)

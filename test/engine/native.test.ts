@@ -121,7 +121,7 @@ test('the addon refuses operands smaller than their shapes or batch offsets say 
   assert.ok(addon, 'the native addon is built');
   const out = new Float32Array(4096);
   assert.throws(() => addon.binary(0, new Float32Array(2), [4096], new Float32Array(4096), [4096], out), /binary: operand size mismatch/);
-  assert.throws(() => addon.compare(0, new Float32Array(4096), [4096], new Float32Array(3), [4], new Uint8Array(4096)), /binary: operand size mismatch/);
+  assert.throws(() => addon.compare(0, new Float32Array(4096), [4096], new Float32Array(3), [4096], new Uint8Array(4096)), /binary: operand size mismatch/);
   // 2x2 by 2x2: a holds 3 of its 4
   assert.throws(() => addon.matmul(new Float32Array(3), new Float32Array(4), new Float32Array(4), 1, 2, 2, 2, false, false, 4, 4, null, null), /matmul: operand size mismatch/);
   // two batches of a: the second's index points past the array; the second's stride too
