@@ -12,6 +12,7 @@ import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type SweepPlan } 
 import { reachedState, type RunStateInfo } from '../runfolder/state.ts';
 import { runJobs } from '../sweep/slurm.ts';
 import { withResumePoint } from '../sweep/resume.ts';
+import { plannedPresetNote } from '../sweep/resolved.ts';
 import { formatPlan } from '../sweep/table.ts';
 import { dataBackendOverrides, nonEmptyName, nonEmptyPath, refuseFlagAndSet } from './common.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
@@ -112,6 +113,9 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
 }
 
 export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
+  // what the sweep would say of the folder's earlier runs (another preset's, which the report's columns would mix)
+  const note = plannedPresetNote(plan);
+  if (note) process.stderr.write(`moco3: note: ${note}\n`);
   // an unfinished run at the step of its last metrics row (its status.json's heartbeat lags up to 9 behind)
   const states = plan.runs.map((r) => withResumePoint(reachedState(r.dir), r.dir, r.config.train.log_every));
   // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm

@@ -331,10 +331,6 @@ export function sweepCommand(): Command {
         return;
       }
       if (f.dryRun) {
-        // what the sweep would say of the folder's earlier runs, said here too
-        const { plannedPresetNote } = await import('../sweep/resolved.ts');
-        const note = plannedPresetNote(plan);
-        if (note) process.stderr.write(`moco3: note: ${note}\n`);
         printPlan(plan, f.json);
         return;
       }

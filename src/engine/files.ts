@@ -49,6 +49,11 @@ export function sha256OfFile(path: string): { bytes: number; sha256: string } {
   return { bytes, sha256: h.digest('hex') };
 }
 
+/** A word quoted for bash (a path in a command a line tells the user to run, or a script moco3 writes). */
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 /** Whether `path` is there and a file (not a folder, nor a link to one). */
 export const isFile = (path: string): boolean => existsSync(path) && statSync(path).isFile();
 

@@ -20,6 +20,7 @@ import { checkNoStrayTensors, checkpointFolderStep, checkpointsDir, CheckpointEr
 import { configDiffs, readCheckpointState, resumeCheckpoint } from '../runfolder/resume.ts';
 import { configHash } from '../config/load.ts';
 import { readRunState } from '../runfolder/state.ts';
+import { shellQuote } from '../engine/files.ts';
 import { isObj, readJsonObject, runPath, samePath } from '../runfolder/paths.ts';
 import { loadRunConfig, writeEvalResult } from '../runfolder/records.ts';
 import { mergeSummary, readSummary } from '../runfolder/summary.ts';
@@ -104,6 +105,14 @@ export function evalCheckpoint(runDir: string, checkpoint?: string): string {
     // a run that diverged before its first checkpoint was trained: it has no finite weights to evaluate
     const st = readRunState(runDir);
     if (st.state === 'diverged') throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate: the run diverged${st.step !== null ? ` at step ${st.step}` : ''}, before its first checkpoint`);
+    // a run that trained elsewhere, copied without its checkpoints (the shipped results keep none): its config
+    // trains it again, into a folder of its own
+    if (st.state === 'completed' || st.state === 'interrupted' || st.state === 'failed') {
+      throw new CheckpointError(
+        `${checkpointsDir(runDir)}: no checkpoint to evaluate: this ${st.state} run's checkpoints are not here (copied without them?); ` +
+          `to evaluate its config, train it again: moco3 train -c ${shellQuote(join(runDir, 'config.yaml'))} --out <a new folder>`,
+      );
+    }
     throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate (train the run first)`);
   }
   checkCheckpointOfRun(runDir, dir);

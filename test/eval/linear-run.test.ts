@@ -184,6 +184,19 @@ test('a checkpoint to evaluate is named as eval --help says: step-N, N or its fo
   refused(runDir, /: the run's folder, not one checkpoint; give step-N/);
 });
 
+test('a completed run copied without its checkpoints (as the shipped results are) names the command that trains its config again', async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-nockpt-');
+  cpSync(runDir, dir, { recursive: true });
+  rmSync(join(dir, 'checkpoints'), { recursive: true });
+  assert.throws(
+    () => evalCheckpoint(dir),
+    (e: Error) =>
+      e instanceof CheckpointError &&
+      e.message === `${join(dir, 'checkpoints')}: no checkpoint to evaluate: this completed run's checkpoints are not here (copied without them?); to evaluate its config, train it again: moco3 train -c ${join(dir, 'config.yaml')} --out <a new folder>`,
+  );
+});
+
 test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its tensor', async () => {
   await trained;
   const dir = tempDir('moco3-probe-i64-');

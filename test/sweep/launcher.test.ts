@@ -191,7 +191,12 @@ test('--launcher slurm --dry-run prints the script and writes nothing; bad flags
       const mixed = await cli(['sweep', 'batch-size', '--preset', 'gpu', ...launcher, '--dry-run', '--results', results]);
       assert.equal(mixed.code, 0, mixed.err);
       assert.match(mixed.err, /^moco3: note: \S+batch-size was planned under preset smoke as well; /, launcher.join(' '));
+      assert.equal(mixed.err.match(/note: /g)?.length, 1, mixed.err);
     }
+    // and `moco3 plan`, which showed the runs as new and said nothing of the others
+    const planned = await cli(['plan', 'batch-size', '--preset', 'gpu', '--results', results]);
+    assert.equal(planned.code, 0, planned.err);
+    assert.match(planned.err, /^moco3: note: \S+batch-size was planned under preset smoke as well; /);
   } finally {
     rmSync(results, { recursive: true, force: true });
   }
