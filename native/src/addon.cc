@@ -152,6 +152,16 @@ std::vector<int64_t> int_list(const Napi::Value& v) {
   return out;
 }
 
+// The product of n sizes, or -1 where it passes int64: sizes up to 2^53 each can multiply to 2^64 + 4, which wraps
+// to 4 and passed a size check of 4 elements, the strides then reaching far past the buffer.
+int64_t checked_product(const int64_t* v, size_t n) {
+  int64_t p = 1;
+  for (size_t i = 0; i < n; i++) {
+    if (__builtin_mul_overflow(p, v[i], &p)) return -1;
+  }
+  return p;
+}
+
 // After a kernel's arguments are read: whether one of them failed (a TypeError pending), so that nothing runs.
 bool args_failed(const Napi::Env& env) { return env.IsExceptionPending(); }
 
@@ -274,16 +284,17 @@ Napi::Value BinaryImpl(const Napi::CallbackInfo& info) {
     fail(env, "binary: unsupported arguments");
     return env.Undefined();
   }
-  int64_t total = 1;
-  for (int d = 0; d < rank; d++) total *= dims[d];
+  const int64_t total = checked_product(dims, rank);
+  // the operands hold what their shapes say (the strides above read that far)
+  const int64_t an = checked_product(ash.data(), ash.size()), bn = checked_product(bsh.data(), bsh.size());
+  if (total < 0 || an < 0 || bn < 0) {
+    fail(env, "binary: sizes whose product passes 2^63");
+    return env.Undefined();
+  }
   if (typed_len(info[5]) != total) {
     fail(env, "binary: output size mismatch");
     return env.Undefined();
   }
-  // the operands hold what their shapes say (the strides above read that far)
-  int64_t an = 1, bn = 1;
-  for (const int64_t d : ash) an *= d;
-  for (const int64_t d : bsh) bn *= d;
   if (typed_len(info[1]) != an || typed_len(info[3]) != bn) {
     fail(env, "binary: operand size mismatch");
     return env.Undefined();
@@ -360,8 +371,9 @@ const char* reduce_core(int op, const float* x, int64_t xlen, const std::vector<
   int rank = 0;
   int64_t total = 1, outSize = 1;
   for (int d = 0; d < r; d++) {
-    total *= shape[d];
-    if (!isred[d]) outSize *= shape[d];
+    if (__builtin_mul_overflow(total, shape[d], &total) || (!isred[d] && __builtin_mul_overflow(outSize, shape[d], &outSize))) {
+      return "reduce: sizes whose product passes 2^63";
+    }
     if (shape[d] == 1) continue;
     if (rank > 0 && red[rank - 1] == isred[d]) {
       dims[rank - 1] *= shape[d];
@@ -524,8 +536,11 @@ Napi::Value Transpose(const Napi::CallbackInfo& info) {
     fail(env, "transpose: perm length");
     return env.Undefined();
   }
-  int64_t total = 1;
-  for (int64_t s : shape) total *= s;
+  const int64_t total = checked_product(shape.data(), shape.size());
+  if (total < 0) {
+    fail(env, "transpose: sizes whose product passes 2^63");
+    return env.Undefined();
+  }
   if (typed_len(info[0]) != total || typed_len(info[3]) != total) {
     fail(env, "transpose: size mismatch");
     return env.Undefined();
@@ -732,15 +747,16 @@ Napi::Value CopyBox(const Napi::CallbackInfo& info) {
     fail(env, "copyBox: rank mismatch");
     return env.Undefined();
   }
-  int64_t xtot = 1, otot = 1, total = 1;
   for (int d = 0; d < r; d++) {
     if (xb[d] < 0 || ob[d] < 0 || xb[d] + sz[d] > xsh[d] || ob[d] + sz[d] > osh[d]) {
       fail(env, "copyBox: box out of bounds");
       return env.Undefined();
     }
-    xtot *= xsh[d];
-    otot *= osh[d];
-    total *= sz[d];
+  }
+  const int64_t xtot = checked_product(xsh.data(), r), otot = checked_product(osh.data(), r), total = checked_product(sz.data(), r);
+  if (xtot < 0 || otot < 0 || total < 0) {
+    fail(env, "copyBox: sizes whose product passes 2^63");
+    return env.Undefined();
   }
   if (typed_len(info[0]) != xtot || typed_len(info[4]) != otot) {
     fail(env, "copyBox: size mismatch");

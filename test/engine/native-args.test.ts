@@ -69,6 +69,13 @@ test('a size that is negative, not whole or past 2^53 is refused (two negatives 
   assert.throws(() => a.copyBox!(F(1, 2, 3, 4, 5), [1, 1, 5], [0, 0, 0], [-4, -1, 4], new Float32Array(5), [1, 1, 5], [5, 2, 0]), size);
   assert.throws(() => a.transpose!(F(1, 2), [2.5], [0], new Float32Array(2)), size);
   assert.throws(() => a.reduce!(0, F(1), [2 ** 60], [0], new Float32Array(1), false), size);
+  // sizes each within 2^53 whose product passes 2^64 + 4, which wrapped to 4 and passed the size check of 4 elements
+  const wide = [4 * 5 * 5581 * 8681, 49477 * 384773];
+  const past = /sizes whose product passes 2\^63/;
+  assert.throws(() => a.transpose!(new Float32Array(4), wide, [1, 0], new Float32Array(4)), past);
+  assert.throws(() => a.copyBox!(new Float32Array(4), wide, [1, 0], [1, 4], new Float32Array(4), [1, 4], [0, 0]), past);
+  assert.throws(() => a.binary!(0, new Float32Array(4), wide, F(1), [1], new Float32Array(4)), past);
+  assert.throws(() => a.reduce!(0, new Float32Array(4), wide, [0], new Float32Array(4), false), past);
   // a list whose element's getter throws: that error, and the process goes on (it was fatal)
   const s = [1];
   Object.defineProperty(s, 0, { get: () => { throw new Error('boom'); } });
