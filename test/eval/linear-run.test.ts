@@ -195,6 +195,10 @@ test('a completed run copied without its checkpoints (as the shipped results are
       e instanceof CheckpointError &&
       e.message === `${join(dir, 'checkpoints')}: no checkpoint to evaluate: this completed run's checkpoints are not here (copied without them?); to evaluate its config, train it again: moco3 train -c ${join(dir, 'config.yaml')} --out <a new folder>`,
   );
+  // a run stopped before its first checkpoint is one to train here, not a copy
+  const status = join(dir, 'status.json');
+  writeFileSync(status, JSON.stringify({ ...JSON.parse(readFileSync(status, 'utf8')), status: 'interrupted' }));
+  assert.throws(() => evalCheckpoint(dir), (e: Error) => e instanceof CheckpointError && e.message === `${join(dir, 'checkpoints')}: no checkpoint to evaluate (train the run first)`);
 });
 
 test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its tensor', async () => {
