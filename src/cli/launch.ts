@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, realpathSync, rmSync, statSync }
 import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey, type LauncherSettings } from '../sweep/launcher.ts';
-import { acquireLock, describeHolder, LOCK_NAME, releaseLock, setLockTimeout } from '../runfolder/lock.ts';
+import { acquireLock, describeHolder, LOCK_NAME, releaseLock, setLockTimeout, staleAfterS } from '../runfolder/lock.ts';
 import { missingAncestors, removeEmptyFolders, writeFileAtomic } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { writeResolvedSweep } from '../sweep/resolved.ts';
@@ -141,6 +141,8 @@ export const SUBMIT_WAIT_S = 120;
  */
 export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }, settings: LauncherSettings): Promise<void> {
   if (f.dryRun) return submitUnlocked(arg, plan, f, settings);
+  // the lock's staleness on another host, as the runs' locks take it
+  if (f.lockTimeout !== undefined) setLockTimeout(positiveFlag('--lock-timeout', f.lockTimeout));
   const dir = submitLockDir(plan);
   // the folders the lock makes (the sweep's too, at its first submission): removed with the rest of what a
   // failed submission made
@@ -150,7 +152,10 @@ export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & 
   for (let held = acquireLock(dir, `${plan.id} submission`); held !== null; held = acquireLock(dir, `${plan.id} submission`)) {
     if (Date.now() - t0 > SUBMIT_WAIT_S * 1000) {
       removeEmptyFolders(made);
-      throw new SweepError(`sweep ${plan.id}: another submission of it, ${describeHolder(held, dir)}, has not finished in ${SUBMIT_WAIT_S} s; run this command again once it has (its runs are then queued, and this one submits the rest)`);
+      throw new SweepError(
+        `sweep ${plan.id}: another submission of it, ${describeHolder(held, dir)}, has not finished in ${SUBMIT_WAIT_S} s; run this command again once it has ` +
+          `(its runs are then queued, and this one submits the rest; a submission killed on another host holds ${join(dir, LOCK_NAME)} until ${staleAfterS(held)} s after its last heartbeat, --lock-timeout)`,
+      );
     }
     if (!said) process.stderr.write(`sweep ${plan.id}: waiting for another submission of it to finish (${describeHolder(held, dir)})\n`);
     said = true;

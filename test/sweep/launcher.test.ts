@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
@@ -341,6 +342,10 @@ test('--launcher slurm: two submissions of one sweep at once submit its runs onc
     { mode: 0o755 },
   );
   writeFileSync(join(bin, 'sacct'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  // the lock of a submission that died (its pid gone) is no other submission's: taken over
+  mkdirSync(join(results, 'lr', '.submit'), { recursive: true });
+  const now = new Date().toISOString();
+  writeFileSync(join(results, 'lr', '.submit', '.lock'), JSON.stringify({ pid: 2 ** 22 + 7, host: hostname(), proc_start: null, since: now, sweep: 'lr submission', heartbeat: now, timeout_s: 600 }));
   const entry = join(import.meta.dirname, 'fixtures', 'cli.ts');
   const one = () =>
     new Promise<{ code: number | null; out: string; err: string }>((done) => {
@@ -362,6 +367,8 @@ test('--launcher slurm: two submissions of one sweep at once submit its runs onc
   assert.ok(second, both.map((r) => r.out).join(' | '));
   assert.match(second.err, /nothing to submit: every run is completed, running or queued \(1 pending as 201_1, /);
   assert.equal(readdirSync(slurm).filter((f) => f.endsWith('.sbatch')).length, 1);
+  // released: no lock left behind
+  assert.equal(existsSync(join(results, 'lr', '.submit', '.lock')), false);
 });
 
 test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside the other tasks\' rows', async () => {
