@@ -342,7 +342,7 @@ export function sweepCommand(): Command {
       const { runSweep } = await import('../sweep/runner.ts');
       // a second Ctrl-C quits at once; TERM (scancel sends it to every process of a job) never skips the checkpoint
       let signalled = false;
-      // the sweep's runs are done and its baselines computed: a stop says so (no run is checkpointed)
+      // while the sweep's baselines are computed (its runs done): a stop says so, no run being checkpointed
       let inBaselines = false;
       // said above the bars once they draw (written past them, the line was cut at the edge, then drawn over)
       let say = toStderr;

@@ -105,9 +105,9 @@ export function evalCheckpoint(runDir: string, checkpoint?: string): string {
     // a run that diverged before its first checkpoint was trained: it has no finite weights to evaluate
     const st = readRunState(runDir);
     if (st.state === 'diverged') throw new CheckpointError(`${checkpointsDir(runDir)}: no checkpoint to evaluate: the run diverged${st.step !== null ? ` at step ${st.step}` : ''}, before its first checkpoint`);
-    // a completed run keeps its final checkpoint: one without any trained elsewhere and was copied without them
-    // (the shipped results keep none); its config trains it again, into a folder of its own. (A run killed before
-    // its first checkpoint is trained first, here.)
+    // a completed run keeps its final checkpoint: one with none was trained elsewhere and copied without them (the
+    // shipped results keep none); its config trains it again, into a folder of its own. (A run killed before its
+    // first checkpoint is to be trained first, here.)
     if (st.state === 'completed') {
       throw new CheckpointError(
         `${checkpointsDir(runDir)}: no checkpoint to evaluate: this completed run's checkpoints are not here (copied without them?); ` +
