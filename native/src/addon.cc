@@ -128,8 +128,9 @@ T* typed_data(const Napi::Value& v) {
 
 int64_t typed_len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
 
-// A list of sizes (a shape, a box's begin, axes, a permutation): whole numbers from 0 to 2^53, read once each
-// (a getter that grows the array, or throws, is no list of sizes). Else a TypeError pending, and an empty list.
+// A list of sizes (a shape, a box's begin, axes, a permutation): whole numbers from 0 to 2^53, each read once and
+// as far as the list's length when it was given (a getter that grows it is read no further, one that throws is
+// its error). Else an error pending, and an empty list.
 std::vector<int64_t> int_list(const Napi::Value& v) {
   Napi::Env env = v.Env();
   if (!v.IsArray()) {
