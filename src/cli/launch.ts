@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey, type LauncherSettings } from '../sweep/launcher.ts';
 import { acquireLock, describeHolder, LOCK_NAME, releaseLock, setLockTimeout, staleAfterS } from '../runfolder/lock.ts';
-import { missingAncestors, removeEmptyFolders, writeFileAtomic } from '../engine/files.ts';
+import { missingAncestors, removeEmptyFolders, shellQuote, writeFileAtomic } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import { writeResolvedSweep } from '../sweep/resolved.ts';
 import type { RunSweepOptions, SweepResult } from '../sweep/runner.ts';
@@ -22,7 +22,6 @@ import {
   requeueTask,
   runJobs,
   sbatchScript,
-  shellQuote,
   slurmDir,
   slurmTask,
   SubmissionUnsure,

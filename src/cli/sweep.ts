@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { hostname } from 'node:os';
 import { checkOutputDir } from '../engine/files.ts';
 import { describeHolder, staleAfterS } from '../runfolder/lock.ts';
-import { shellQuote } from '../sweep/slurm.ts';
+import { shellQuote } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
 import type { BackendInfo } from '../engine/backend.ts';

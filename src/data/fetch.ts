@@ -20,7 +20,7 @@ import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { walkTarGz } from './tar.ts';
 import { DataError } from './types.ts';
-import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, pidAlive, removeEmptyFolders, tempName } from '../engine/files.ts';
+import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, pidAlive, removeEmptyFolders, shellQuote, tempName } from '../engine/files.ts';
 
 /** Ctrl-C (the signal given to `fetchDataset`) stopped the fetch; what was downloaded so far is kept in `.part` files. */
 export class FetchInterrupted extends Error {
@@ -70,10 +70,6 @@ export function urlFor(base: string, file: string): string {
 /** A byte count as the lines write it: MB, or kB below a tenth of one (a labels file read `0.0 MB`). */
 export const mb = (n: number) => (n >= 1e5 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 const secs = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
-
-function shellQuote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /** Where each reader looks when `--data NAME` has no path. */
 function readerDefault(name: string): string | null {

@@ -15,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
+import { shellQuote, writeFileAtomic, writeJsonAtomic } from '../engine/files.ts';
 import { isObj, readJsonChecked, RunFolderError } from '../runfolder/paths.ts';
 import { SweepError } from './file.ts';
 import type { LauncherSettings } from './launcher.ts';
@@ -23,11 +23,6 @@ import type { SweepPlan } from './plan.ts';
 
 export const slurmDir = (plan: SweepPlan): string => join(plan.dir, 'slurm');
 export const jobName = (plan: SweepPlan): string => `moco3-${plan.id}`;
-
-/** Quote a word for bash. */
-export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * A value for an `#SBATCH` line. sbatch splits those lines on whitespace, except inside double or single

@@ -8,7 +8,8 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
-import { arraySpec, sbatchArg, sbatchScript, shellQuote } from '../../src/sweep/slurm.ts';
+import { arraySpec, sbatchArg, sbatchScript } from '../../src/sweep/slurm.ts';
+import { shellQuote } from '../../src/engine/files.ts';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
