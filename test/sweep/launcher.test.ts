@@ -372,6 +372,31 @@ test('--launcher slurm: two submissions of one sweep at once submit its runs onc
   assert.equal(existsSync(join(results, 'lr', '.submit', '.lock')), false);
 });
 
+test('--launcher slurm: --lock-timeout judges the submission lock of another host, as it judges the runs\' (it was checked, not applied)', async () => {
+  const results = tempDir('moco3-launch-');
+  const bin = join(results, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho 301\n', { mode: 0o755 });
+  // a submission on another host whose heartbeat stopped 30 s ago: stale under a 10 s timeout, live under the default 600 s
+  mkdirSync(join(results, 'lr', '.submit'), { recursive: true });
+  const beat = new Date(Date.now() - 30_000).toISOString();
+  writeFileSync(join(results, 'lr', '.submit', '.lock'), JSON.stringify({ pid: 1, host: 'another-host', proc_start: null, since: beat, sweep: 'lr submission', heartbeat: beat, timeout_s: 10 }));
+  const entry = join(import.meta.dirname, 'fixtures', 'cli.ts');
+  const r = await new Promise<{ code: number | null; out: string; err: string }>((done) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', entry, 'sweep', 'lr', '--preset', 'smoke', '--launcher', 'slurm', '--no-baselines', '--lock-timeout', '10', '--results', results], {
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+    });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.on('close', (code) => done({ code, out, err }));
+  });
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out, '301\n');
+  assert.doesNotMatch(r.err, /waiting for another submission/);
+});
+
 test('a Slurm task refused for a changed plan records it in tasks.jsonl, beside the other tasks\' rows', async () => {
   const results = tempDir('moco3-launch-');
   const env = { SLURM_ARRAY_JOB_ID: '41', SLURM_ARRAY_TASK_ID: '2', SLURM_JOB_ID: '43', SLURM_RESTART_COUNT: '1' };
