@@ -130,7 +130,6 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
   // images per second as images over time (a mean of the steps' rates overstates it when steps vary): the
   // bar's over the recent steps (a moving average of the seconds per image), a plain line's over the steps since
   // the last line
-  let ips: number | null = null;
   if (barsOn(out)) {
     const bar = new cliProgress.SingleBar({ ...barOptions(out), format: barLine, barsize: barSize(out) }, cliProgress.Presets.shades_classic);
     let started = false;
@@ -146,7 +145,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
       `loss ${loss}`,
       `kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`}`,
       `ETA ${fmtDuration(etaSeconds(t0, first, value, total))}`,
-      `${fmt(ips, 1)} img/s`,
+      `${fmt(rate.value(), 1)} img/s`,
     ];
     return {
       onEvent(e) {
@@ -160,7 +159,6 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
           started = true;
         } else if (e.type === 'step') {
           rate.add(e.row);
-          ips = rate.value();
           value = e.step;
           loss = fmt(e.row.loss);
           bar.update(e.step, { label, parts: parts() });
@@ -214,7 +212,7 @@ export function makeProgress(label: string, opts: { json?: boolean; quiet?: bool
         }
         if (e.step % every === 0 || e.step === total || performance.now() - lastLine >= floorMs) {
           lastLine = performance.now();
-          ips = spiCount ? spiCount / spiSum : null;
+          const ips = spiCount ? spiCount / spiSum : null;
           spiSum = spiCount = 0;
           const eta = etaSeconds(t0, first, e.step, total);
           out.write(

@@ -188,7 +188,6 @@ export function barDisplay(): Display {
   let runBar: cliProgress.SingleBar | null = null;
   let label = 'sweep';
   let knn: number | null = null;
-  let ips: number | null = null;
   let rate = recentRate();
   let loss: number | null = null;
   const units = 1000;
@@ -235,7 +234,7 @@ export function barDisplay(): Display {
         case 'run_start':
           eta.runBegins(e.to_train);
           sweepBar?.setTotal(Math.max(1, eta.toDo * units));
-          knn = ips = loss = null;
+          knn = loss = null;
           rate = recentRate();
           for (const n of e.notes ?? []) log(`${runLine(e)}: ${n}\n`);
           if (e.previous !== 'new') log(`${runLine(e)}: was ${e.previous}; ${e.resume_step !== null ? `resuming at step ${e.resume_step}` : 'starting over'}\n`);
@@ -252,11 +251,10 @@ export function barDisplay(): Display {
             eta.step(ev.step, ev.totalSteps);
             loss = ev.row.loss ?? null;
             rate.add(ev.row);
-            ips = rate.value();
             runBar?.update(ev.step, {
               label: name,
               // the run's name before its figures: a narrow terminal drops the last first
-              parts: [`${ev.step}/${ev.totalSteps}`, e.run, `loss ${fmt(loss)}`, `kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`}`, `${fmt(ips, 1)} img/s`],
+              parts: [`${ev.step}/${ev.totalSteps}`, e.run, `loss ${fmt(loss)}`, `kNN ${knn === null ? '-' : `${knn.toFixed(1)}%`}`, `${fmt(rate.value(), 1)} img/s`],
             });
             updateSweep();
             redraw();

@@ -330,6 +330,22 @@ test('--launcher slurm: a run queued by an earlier submission is found by its id
   assert.equal(jobs().length, 1);
 });
 
+/**
+ * `moco3 sweep lr --preset smoke --launcher slurm` into `results` as a process of its own (the submission lock is
+ * between processes; --lock-timeout is process-wide), with the fake Slurm commands of `bin` first on the PATH.
+ */
+function submitLr(results: string, bin: string, extra: string[] = []): Promise<{ code: number | null; out: string; err: string }> {
+  const entry = join(import.meta.dirname, 'fixtures', 'cli.ts');
+  const p = spawn(process.execPath, ['--import', 'tsx', entry, 'sweep', 'lr', '--preset', 'smoke', '--launcher', 'slurm', '--no-baselines', ...extra, '--results', results], {
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+  });
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (d) => (out += d));
+  p.stderr.on('data', (d) => (err += d));
+  return new Promise((done) => p.on('close', (code) => done({ code, out, err })));
+}
+
 test('--launcher slurm: two submissions of one sweep at once submit its runs once (each saw none of the other\'s queued, and both submitted all)', async () => {
   const results = tempDir('moco3-launch-');
   const slurm = join(results, 'lr', 'slurm');
@@ -347,19 +363,7 @@ test('--launcher slurm: two submissions of one sweep at once submit its runs onc
   mkdirSync(join(results, 'lr', '.submit'), { recursive: true });
   const now = new Date().toISOString();
   writeFileSync(join(results, 'lr', '.submit', '.lock'), JSON.stringify({ pid: 2 ** 22 + 7, host: hostname(), proc_start: null, since: now, sweep: 'lr submission', heartbeat: now, timeout_s: 600 }));
-  const entry = join(import.meta.dirname, 'fixtures', 'cli.ts');
-  const one = () =>
-    new Promise<{ code: number | null; out: string; err: string }>((done) => {
-      const p = spawn(process.execPath, ['--import', 'tsx', entry, 'sweep', 'lr', '--preset', 'smoke', '--launcher', 'slurm', '--no-baselines', '--results', results], {
-        env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
-      });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.stderr.on('data', (d) => (err += d));
-      p.on('close', (code) => done({ code, out, err }));
-    });
-  const both = await Promise.all([one(), one()]);
+  const both = await Promise.all([submitLr(results, bin), submitLr(results, bin)]);
   for (const r of both) assert.equal(r.code, 0, r.err);
   const subs = JSON.parse(readFileSync(join(slurm, 'jobs.json'), 'utf8')).submissions as { job_id: string; runs: Record<string, string> }[];
   assert.deepEqual(subs.map((x) => x.job_id), ['201'], JSON.stringify(subs));
@@ -381,17 +385,7 @@ test('--launcher slurm: --lock-timeout judges the submission lock of another hos
   mkdirSync(join(results, 'lr', '.submit'), { recursive: true });
   const beat = new Date(Date.now() - 30_000).toISOString();
   writeFileSync(join(results, 'lr', '.submit', '.lock'), JSON.stringify({ pid: 1, host: 'another-host', proc_start: null, since: beat, sweep: 'lr submission', heartbeat: beat, timeout_s: 10 }));
-  const entry = join(import.meta.dirname, 'fixtures', 'cli.ts');
-  const r = await new Promise<{ code: number | null; out: string; err: string }>((done) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', entry, 'sweep', 'lr', '--preset', 'smoke', '--launcher', 'slurm', '--no-baselines', '--lock-timeout', '10', '--results', results], {
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
-    });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (code) => done({ code, out, err }));
-  });
+  const r = await submitLr(results, bin, ['--lock-timeout', '10']);
   assert.equal(r.code, 0, r.err);
   assert.equal(r.out, '301\n');
   assert.doesNotMatch(r.err, /waiting for another submission/);
