@@ -10,6 +10,7 @@ import { evalCommand } from './eval.ts';
 import { reportCommand } from './report.ts';
 import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
+import { isNotInputFault } from '../config/errors.ts';
 import { isInputError } from './errors.ts';
 import { closeSync, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
@@ -242,8 +243,9 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
       return 2;
     }
     if (debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-    // bad input exits 2; the same kinds of error once a run has begun (its status says failed) exit 1
-    const input = (e as { runFailed?: boolean } | null)?.runFailed ? 1 : 2;
+    // bad input exits 2; the same kinds of error once a run has begun (its status says failed), and a
+    // download the network broke off, exit 1
+    const input = isNotInputFault(e) ? 1 : 2;
     if (isInputError(e)) {
       process.stderr.write(`moco3: ${e.message.split('\n')[0]}\n`);
       return input;

@@ -16,6 +16,19 @@ export function readFailure(e: unknown): string {
 export class InputError extends Error {}
 
 /**
+ * Marks an error said in one line that is no fault of what the user typed: a run that began and failed (its
+ * status says so), a download the network or the server broke off. The CLI says it as it says bad input and
+ * exits 1, not 2 (src/cli/main.ts), so a script can tell "fix the command" from "it failed; try again".
+ */
+export function notInputFault<E extends Error>(e: E): E {
+  return Object.assign(e, { notInputFault: true });
+}
+
+export function isNotInputFault(e: unknown): boolean {
+  return (e as { notInputFault?: unknown } | null)?.notInputFault === true;
+}
+
+/**
  * An input error in what every run of an invocation shares (flags, config, data, backend): a sweep stops
  * on it, before or instead of recording one run as failed.
  */

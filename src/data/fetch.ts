@@ -19,6 +19,7 @@ import { CIFAR, DATA_DIR } from './cifar.ts';
 import { fashionMnistDefaultDir } from './fashion_mnist.ts';
 import { checkFile, hashFile, type DatasetSource, type KnownFile } from './checksums.ts';
 import { walkTarGz } from './tar.ts';
+import { notInputFault } from '../config/errors.ts';
 import { DataError } from './types.ts';
 import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, pidAlive, removeEmptyFolders, shellQuote, tempName } from '../engine/files.ts';
 
@@ -120,9 +121,13 @@ interface Ctx {
   signal?: AbortSignal;
 }
 
-/** The one-line failure of a download, with the way around it. */
+/**
+ * The one-line failure of a download, with the way around it. The network or the server caused it (the CLI
+ * has checked the mirror's URL; a redirect names the others), so it exits 1, not 2: the same command may work
+ * later.
+ */
 function cannot(ctx: Ctx, what: string): DataError {
-  return new DataError(`cannot download ${ctx.url}: ${what}; download it yourself and put it in ${ctx.dir}, or use --mirror URL`);
+  return notInputFault(new DataError(`cannot download ${ctx.url}: ${what}; download it yourself and put it in ${ctx.dir}, or use --mirror URL`));
 }
 
 /** GET with redirects; resolves with the response of the last hop (any status other than a redirect). */

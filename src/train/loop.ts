@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { configHash, configToYaml } from '../config/load.ts';
+import { notInputFault } from '../config/errors.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendInfo } from '../engine/backend.ts';
 import { clearWebGpuErrors, releaseFreeGpuBuffers } from '../engine/webgpu.ts';
@@ -488,7 +489,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         /* the run's error below says what happened */
       }
       // a run that began and failed exits 1, whatever the error (src/cli/main.ts): not 2, bad input
-      if (err instanceof Error) Object.assign(err, { runFailed: true });
+      if (err instanceof Error) notInputFault(err);
     }
     throw err;
   } finally {

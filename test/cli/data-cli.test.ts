@@ -56,11 +56,11 @@ after(() => {
   rmSync(root, { recursive: true, force: true });
 });
 
-test('data fetch: connection refused gives exit 2 and one line with the URL, the error and the manual way, fast', async () => {
+test('data fetch: connection refused gives exit 1 (not bad input: it may work later) and one line with the URL, the error and the manual way, fast', async () => {
   const dir = fresh();
   const t0 = performance.now();
   const r = await cli(['data', 'fetch', 'cifar10', '--dir', dir, '--mirror', `http://127.0.0.1:${closedPort}/`]);
-  assert.equal(r.code, 2, r.err);
+  assert.equal(r.code, 1, r.err);
   assert.ok(performance.now() - t0 < 3000);
   assert.deepEqual(verdicts(r.err), [
     `moco3: cannot download http://127.0.0.1:${closedPort}/cifar-10-binary.tar.gz: connection refused (ECONNREFUSED); download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
@@ -70,10 +70,10 @@ test('data fetch: connection refused gives exit 2 and one line with the URL, the
   assert.equal(existsSync(dir), false);
 });
 
-test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 404 is one line, exit 2', async () => {
+test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 404 is one line, exit 1', async () => {
   const dir = fresh();
   const r = await cli(['data', 'fetch', 'cifar100', '--dir', dir], { MOCO3_MIRROR: `${mirror}/missing` });
-  assert.equal(r.code, 2, r.err);
+  assert.equal(r.code, 1, r.err);
   assert.deepEqual(verdicts(r.err), [
     `moco3: cannot download ${mirror}/missing/cifar-100-binary.tar.gz: HTTP 404 Not Found; download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
   ]);
@@ -94,7 +94,7 @@ test('data fetch: a mirror serving the wrong file is refused (expected size and 
 test('data fetch into a folder that does not exist yet: a failure leaves no folder behind', async () => {
   const dir = join(fresh(), 'new', 'data');
   const r = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `http://127.0.0.1:${closedPort}/`]);
-  assert.equal(r.code, 2, r.err);
+  assert.equal(r.code, 1, r.err);
   assert.equal(existsSync(join(dir, '..', '..', 'new')), false);
 });
 
