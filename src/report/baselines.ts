@@ -11,20 +11,37 @@ import type { RunFacts } from './table.ts';
 
 
 
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
 /**
- * Where the sweep's runs differ from what the baselines were computed for (dataset, image size, model):
- * one phrase per differing key, e.g. "model.patch_size 4 (baselines: 7)"; empty when they match.
+ * The images of a split a run used: its config's `data.<split>_size`, or where that is null (the whole split)
+ * what its linear probe recorded having (summary.json's `linear.<split>_size`); undefined when neither says.
+ */
+function runSplitSize(r: RunRecord, split: 'train' | 'test'): unknown {
+  const set = r.flat.get(`data.${split}_size`);
+  if (set !== null) return set;
+  const lin = r.summary?.linear;
+  const n = typeof lin === 'object' && lin !== null ? (lin as Record<string, unknown>)[`${split}_size`] : undefined;
+  return isNum(n) ? n : undefined;
+}
+
+/**
+ * Where the sweep's runs differ from what the baselines were computed for (dataset, image size, the splits'
+ * sizes, model): one phrase per differing key, e.g. "model.patch_size 4 (baselines: 7)"; empty when they match.
  */
 export function baselinesMismatch(b: BaselinesFile, runs: Iterable<RunRecord>): string[] {
   const want = new Map<string, unknown>([
     ['data.name', b.dataset],
     ['data.image_size', b.image_size],
+    // the kNN bank and the probe's training set are drawn from the train split, its queries from the test split
+    ...(isNum(b.train_size) ? [['data.train_size', b.train_size] as [string, unknown]] : []),
+    ...(isNum(b.test_size) ? [['data.test_size', b.test_size] as [string, unknown]] : []),
     ...Object.entries(baselineModel(b)).map(([k, v]) => [`model.${k}`, v] as [string, unknown]),
   ]);
   const seen = new Map<string, Set<string>>();
   for (const r of runs) {
     for (const [k, v] of want) {
-      const got = r.flat.get(k);
+      const got = k === 'data.train_size' ? runSplitSize(r, 'train') : k === 'data.test_size' ? runSplitSize(r, 'test') : r.flat.get(k);
       if (got === undefined || got === v) continue;
       const s = seen.get(k) ?? new Set<string>();
       s.add(String(got));
@@ -33,8 +50,6 @@ export function baselinesMismatch(b: BaselinesFile, runs: Iterable<RunRecord>): 
   }
   return [...seen].map(([k, vs]) => `${k} ${[...vs].join(', ')} (baselines: ${String(want.get(k))})`);
 }
-
-const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 function meanStd(xs: number[]): string {
   const m = xs.reduce((a, b) => a + b, 0) / xs.length;

@@ -39,6 +39,9 @@ export interface BaselinesFile {
   arch: string;
   /** written since the report checks the baselines' model against the runs'; older files have `arch` only */
   model?: Record<string, unknown>;
+  /** the images of each split the baselines used (written by every version; absent only in a hand-made file) */
+  train_size?: number;
+  test_size?: number;
   seeds: BaselineSeed[];
 }
 

@@ -114,6 +114,15 @@ test('baselines.json names the model it was computed for, and the report matches
   assert.deepEqual(baselinesMismatch(b, plan.runs.map((r) => record(r.config))), []);
   const deeper = { ...plan.runs[0]!.config, model: { ...m, depth: m.depth + 1 } };
   assert.deepEqual(baselinesMismatch(b, [record(deeper)]), [`model.depth ${m.depth + 1} (baselines: ${m.depth})`]);
+  // the splits' sizes: the kNN bank and the probe come from them. A run's null size (the whole split) is what
+  // its probe recorded having; a run without a probe's record is not judged on it
+  assert.deepEqual([b.train_size, b.test_size], [64, 32]);
+  const sized = (train: number | null, test: number | null, summary: unknown = null) =>
+    ({ flat: flatten({ ...plan.runs[0]!.config, data: { ...plan.runs[0]!.config.data, train_size: train, test_size: test } }), summary }) as RunRecord;
+  assert.deepEqual(baselinesMismatch(b, [sized(48, 32)]), ['data.train_size 48 (baselines: 64)']);
+  assert.deepEqual(baselinesMismatch(b, [sized(null, null, { linear: { train_size: 64, test_size: 32 } })]), []);
+  assert.deepEqual(baselinesMismatch(b, [sized(null, null, { linear: { train_size: 64, test_size: 100 } }), sized(64, 16)]), ['data.test_size 100, 16 (baselines: 32)']);
+  assert.deepEqual(baselinesMismatch(b, [sized(null, null)]), []);
 });
 
 test('seeds added to a sweep get their baselines; the seeds already there keep theirs, a file of another model is redone', async () => {
