@@ -28,9 +28,12 @@ export async function knnScores(bank: tf.Tensor2D, bankLabels: Int32Array, queri
   const [nBank] = bank.shape;
   const [nq] = queries.shape;
   if (bankLabels.length !== nBank) throw new Error(`kNN: ${bankLabels.length} bank labels for ${nBank} bank features`);
+  const C = opts.numClasses;
+  // a label past the classes would vote in the next query's row
+  const bad = bankLabels.findIndex((y) => y < 0 || y >= C);
+  if (bad >= 0) throw new Error(`kNN: bank label ${bankLabels[bad]} at ${bad} is not a class of ${C} (0-${C - 1})`);
   const k = Math.min(opts.k, nBank);
   const chunk = opts.chunk ?? Math.max(1, Math.floor(4_000_000 / Math.max(1, nBank)));
-  const C = opts.numClasses;
   const scores = new Float64Array(nq * C);
   const bankN = tf.tidy(() => l2normalize(bank));
   try {

@@ -34,6 +34,19 @@ test('kNN votes equal a float64 reference', async () => {
   }
 });
 
+test('a bank label past the classes is refused, not a vote in the next query\'s row', async () => {
+  const before = tf.memory().numTensors;
+  const bank = tf.tensor2d([[1, 0], [0, 1]]);
+  const q = tf.tensor2d([[1, 0.1], [0.1, 1]]);
+  for (const labels of [[0, 2], [-1, 1]]) {
+    await assert.rejects(knnScores(bank, Int32Array.from(labels), q, { k: 2, t: 0.1, numClasses: 2 }), new RegExp(`^Error: kNN: bank label ${labels.find((y) => y < 0 || y > 1)} at \\d is not a class of 2 \\(0-1\\)$`));
+  }
+  const ok = await knnScores(bank, Int32Array.from([0, 1]), q, { k: 2, t: 0.1, numClasses: 2 });
+  assert.ok(ok[0]! > ok[1]! && ok[3]! > ok[2]!);
+  tf.dispose([bank, q]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
 test('separable features give 100%, and top-k counting is exact', async () => {
   // class c lives on axis c
   const bank = tf.tensor2d([[1, 0.1], [0.9, 0], [0, 1], [0.1, 0.8]]);
