@@ -897,6 +897,28 @@ export function setAttentionVariant(v: AttentionVariant): void {
   attentionVariant = v;
 }
 
+/**
+ * Bytes of workgroup memory the per-row attention kernels (past 256 tokens, or forced) declare: a row of N
+ * scores and one of head_dim features (q, or dO), beside the reductions' 64 vec2 and 64 floats; each array
+ * rounded up to 16 bytes, as a compiler may align it.
+ */
+export function rowAttentionBytes(N: number, hd: number): number {
+  const f32s = (n: number) => Math.ceil(n / 4) * 16;
+  return f32s(N) + f32s(hd) + 64 * 8 + 64 * 4;
+}
+
+/**
+ * Whether moco3's attention kernels take N tokens of head size hd on the active backend's device: per row
+ * (past 256 tokens), the row's scores must fit its maxComputeWorkgroupStorageSize (WebGPU's default 16 KiB:
+ * 3,840 tokens at head size 64). Where they do not, src/model/vit.ts composes the stock kernels, which have no
+ * such bound.
+ */
+export function attentionFits(N: number, hd: number): boolean {
+  if (attentionVariant === 'head' || attentionVariant === 'head-unstaged' || (attentionVariant === 'auto' && N <= 256)) return true;
+  const limit = (tf.backend() as unknown as Partial<WebGpuInternals>).device?.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  return rowAttentionBytes(N, hd) <= limit;
+}
+
 /** The attention kernels' attributes: images B, tokens N, heads; the scale is head_dim^-0.5. */
 export interface AttentionAttrs {
   B: number;

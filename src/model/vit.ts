@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { clsTokenNormal, ones, patchProjUniform, qkvUniform, xavierUniform, zeros } from './init.ts';
-import { ATTENTION_FWD, hasKernel } from '../engine/webgpu-kernels.ts';
+import { ATTENTION_FWD, attentionFits, hasKernel } from '../engine/webgpu-kernels.ts';
 import { addSame, bmm, fusedAttention, gelu, layerNorm, linear, linearConstInput, matMulNT, patchify, scale, softmax, view } from './layers.ts';
 import type { ParamSpec } from './params.ts';
 import { sincos2dPosEmbed } from './posembed.ts';
@@ -104,8 +104,9 @@ export function attention(x: tf.Tensor2D, B: number, N: number, heads: number, P
   const D = x.shape[1];
   const hd = D / heads;
   const qkv = fc(x, lin(P, `${pre}qkv`)); // [B·N, 3D], features (s, h, j)
-  // webgpu: moco3's kernels from qkv to the merged heads, no transposes (src/engine/webgpu-kernels.ts)
-  if (hasKernel(ATTENTION_FWD)) return fc(fusedAttention(qkv, B, N, heads), lin(P, `${pre}proj`));
+  // webgpu: moco3's kernels from qkv to the merged heads, no transposes (src/engine/webgpu-kernels.ts), where
+  // the device's workgroup memory holds a row of scores
+  if (hasKernel(ATTENTION_FWD) && attentionFits(N, hd)) return fc(fusedAttention(qkv, B, N, heads), lin(P, `${pre}proj`));
   // views, not tf.reshape, and a scale saving nothing: the backward keeps only q·hd^-0.5, k, v and the
   // probabilities of this chain (layers.ts, view)
   const t = tf.transpose(view(qkv, [B * N, 3 * heads, hd]), [1, 0, 2]); // [3H, B·N, hd]

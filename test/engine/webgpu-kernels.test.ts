@@ -6,7 +6,7 @@ import { tf } from '../helpers/tf.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkWebGpuErrors, closeWebGpu, registerWebGpuBackend } from '../../src/engine/webgpu.ts';
-import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_BWD, LAYERNORM_FWD, PACK, packed, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
+import { ADAMW, ATTENTION_BWD, ATTENTION_FWD, attentionFits, BATCHNORM_FWD, COLUMN_SUM, EMA, GRAD_STATS, fusedKernel, fusedKernels, GELU_BWD, GELU_FWD, LAMB, LAMB_GROUP, LARS, LARS_GROUP, LAYERNORM_BWD, LAYERNORM_FWD, PACK, packed, rowAttentionBytes, setAttentionVariant, setPackLimit, SOFTMAX_BWD, UNPACK, moco3Packing, packingDefault, useMoco3Kernels, useMoco3Packing } from '../../src/engine/webgpu-kernels.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { tinyConfig } from '../model/util.ts';
 import { gelu, layerNorm, linear, normalize, softmax, type NormStats } from '../../src/model/layers.ts';
@@ -192,6 +192,28 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
 }
 
 // 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); 257 tokens; the
+test('the per-row attention needs a row of scores in workgroup memory: past the device limit the stock path runs', () => {
+  // hand-counted: scores N floats and q (dO) hd floats, each rounded to 16 bytes, and 64 vec2 + 64 floats
+  assert.equal(rowAttentionBytes(3840, 64), 3840 * 4 + 64 * 4 + 512 + 256);
+  assert.equal(rowAttentionBytes(3841, 64), 3844 * 4 + 64 * 4 + 512 + 256);
+  assert.equal(rowAttentionBytes(65, 12), 68 * 4 + 12 * 4 + 768);
+  const limit = (tf.backend() as unknown as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
+  // WebGPU's default 16 KiB holds 3,840 tokens of head size 64
+  assert.ok(rowAttentionBytes(3840, 64) <= 16384 && rowAttentionBytes(3841, 64) > 16384);
+  const most = Math.floor((limit - 768 - 64 * 4) / 16) * 4;
+  assert.deepEqual([attentionFits(65, 16), attentionFits(257, 64), attentionFits(most, 64), attentionFits(most + 1, 64)], [true, true, true, false]);
+  // a forced variant: per head, any length (its rows in registers); per row, the same bound
+  for (const [v, want] of [['head', true], ['head-unstaged', true], ['row', false]] as const) {
+    setAttentionVariant(v);
+    try {
+      assert.equal(attentionFits(most + 1, 64), want, v);
+      assert.equal(attentionFits(65, 16), true, v);
+    } finally {
+      setAttentionVariant('auto');
+    }
+  }
+});
+
 // variants: a workgroup per head and image (k, v in workgroup memory, or read from the buffer), a workgroup
 // per query row
 for (const [B, N, D, heads, variant] of [
