@@ -65,8 +65,8 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   const metricsShort = finished && sSteps !== null && (lastStep === null ? sSteps > 0 : sSteps >= lastStep + Math.max(1, every));
   const st = r.status;
   const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
-  const lastKnn = knnRows[knnRows.length - 1];
   const trainedKnn = knnRows.filter((m) => (num(m.step) ?? 0) > 0);
+  const lastKnn = trainedKnn[trainedKnn.length - 1];
   const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
   const status = state === 'running' || divergedAt === null ? state : 'diverged';
   // the linear probe's protocol as summary.json records it
@@ -82,6 +82,7 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     linearTop5: num(s.linear_top5),
     linearViews: typeof lin.train_views === 'string' ? lin.train_views : null,
     linearSettings: { epochs: num(lin.epochs), base_lr: num(lin.base_lr), batch_size: num(lin.batch_size) },
+    // so far: the last kNN of the training, not step 0's (the untrained encoder's)
     knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
     knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
     // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'

@@ -182,6 +182,21 @@ test('a setting with a finished and an unfinished run pools the finished one onl
   assert.deepEqual(rows.get('wall time'), ['100 s']);
 });
 
+test('a run stopped before its first kNN after step 0 has no kNN so far (step 0 is the untrained encoder)', async () => {
+  const dir = join(tmp(), 'temperature');
+  // no final status, no lock: interrupted, its metrics' only kNN at step 0
+  const run = writeFakeRun(dir, { id: 't0.1-s0-aaaaaaaa', config: { 'moco.temperature': 0.1, seed: 0 }, knnCurve: (f) => 20 + 40 * f, steps: 10, status: 'running' });
+  const rows = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  writeFileSync(join(run, 'metrics.jsonl'), `${rows.map((r) => JSON.stringify(r.step === 0 ? r : { ...r, knn_top1: undefined, knn_top5: undefined })).join('\n')}\n`);
+  await writeReport(dir, { plots: false, format: 'md' });
+  const table = mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows;
+  assert.deepEqual(table.get('kNN top-1 (%)'), ['interrupted (step 10/10)']);
+  // its kNN at step 10 kept (the curve's end, 20 + 40): that one, so far
+  writeFileSync(join(run, 'metrics.jsonl'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('kNN top-1 (%)'), ['60.0 (so far)']);
+});
+
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
