@@ -380,9 +380,15 @@ export function reportMarkdown(
       out.push(`- **${runLabel(view, r)}** (\`${r.id}\`)`);
       const dips = i.dips.map((d) => `steps ${d.start}-${d.end ?? 'end'} (${d.depth.toFixed(1)} pts below ${d.peak.toFixed(1)})`);
       out.push(`  - dips: ${dips.length ? dips.join('; ') : i.maxDip === null ? '- (no kNN curve)' : 'none'}`);
+      // the rest are in summary.json where this report wrote them there (not into a running run's, nor a run without one)
+      const inSummary = (g: string, n: number) => {
+        const steps = (r.summary?.instability as { spike_steps?: Record<string, unknown> } | undefined)?.spike_steps?.[g];
+        return Array.isArray(steps) && steps.length === n;
+      };
+      const rest = (g: string, n: number) => (inSummary(g, n) ? `, ... all ${n} in the run's summary.json, instability.spike_steps` : `, ... ${n - 12} more`);
       const spikes = [...i.spikes]
         .filter(([, s]) => s.length)
-        .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? `, ... all ${s.length} in the run's summary.json, instability.spike_steps` : ''})`);
+        .map(([g, s]) => `${g} ${s.length} (steps ${s.slice(0, 12).map((x) => x.step).join(', ')}${s.length > 12 ? rest(g, s.length) : ''})`);
       out.push(`  - spikes: ${spikes.length ? spikes.join('; ') : i.spikes.size === 0 ? '- (no gradient rows)' : 'none'}`);
       if (i.lags.length) out.push(`  - lags patch proj. → ${i.lastBlock}: ${i.lags.map((l) => `${l.from}→${l.to} (${l.lag})`).join(', ')}`);
       if (i.gradLead) {

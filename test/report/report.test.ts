@@ -197,6 +197,24 @@ test('a run stopped before its first kNN after step 0 has no kNN so far (step 0 
   assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('kNN top-1 (%)'), ['60.0 (so far)']);
 });
 
+test('the instability detail lists a run\'s first 12 spikes, and points to summary.json for the rest only where it wrote them there', async () => {
+  const dir = join(tmp(), 'temperature');
+  // 15 patch-projection spikes, every third logged row (the median of the 20 before stays a plain row's)
+  const spikeSteps = Array.from({ length: 15 }, (_, k) => 30 + 15 * k);
+  const spec = { config: { 'moco.temperature': 0.1, seed: 0 }, steps: 400, spikes: { patch_proj: spikeSteps } };
+  const done = writeFakeRun(dir, { id: 't0.1-s0-aaaaaaaa', ...spec });
+  await writeReport(dir, { plots: false, format: 'md' });
+  const line = () => readFileSync(join(dir, 'report.md'), 'utf8').split('\n').find((l) => l.startsWith('  - spikes: '));
+  const listed = spikeSteps.slice(0, 12).join(', ');
+  assert.equal(line(), `  - spikes: patch_proj 15 (steps ${listed}, ... all 15 in the run's summary.json, instability.spike_steps)`);
+  assert.deepEqual((JSON.parse(readFileSync(join(done, 'summary.json'), 'utf8')).instability as { spike_steps: Record<string, number[]> }).spike_steps.patch_proj, spikeSteps);
+  // a run without a summary.json (killed before its end): none written, none named
+  rmSync(done, { recursive: true });
+  writeFakeRun(dir, { id: 't0.1-s0-aaaaaaaa', ...spec, status: 'running' });
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.equal(line(), `  - spikes: patch_proj 15 (steps ${listed}, ... 3 more)`);
+});
+
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
