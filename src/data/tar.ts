@@ -27,7 +27,9 @@ function tarHeader(h: Uint8Array): { name: string; size: number; type: string } 
   if (want !== sum && want !== signed) return 'checksum';
   const type = String.fromCharCode(h[156]!);
   const name = (str(345, 500) ? `${str(345, 500)}/` : '') + str(0, 100);
-  return { name, size: parseInt(str(124, 136).trim() || '0', 8), type };
+  // octal digits only: parseInt would take a sign ("-6001") or stop at the first other character
+  const size = str(124, 136).trim();
+  return { name, size: /^[0-7]*$/.test(size) ? parseInt(size || '0', 8) : NaN, type };
 }
 
 /** A regular file's entry: type 0 (or NUL, old archives), whose name (the long one, if any) does not end in a slash (a v7 folder). */

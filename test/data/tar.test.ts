@@ -87,6 +87,19 @@ test('a truncated archive, data that is not gzip and an error from the caller: o
   await assert.rejects(collect(missing), (e: Error) => e instanceof DataError && e.message === `${missing}: cannot read (ENOENT)`);
 });
 
+test('a size field that is not octal digits (a sign, a stray character) is a corrupt header, not a size', async () => {
+  for (const field of ['-0006001', '00000+1000', '0000009999']) {
+    const t = tar({ 'd/f': noise(100, 8) });
+    // the size field and the checksum over the block with it
+    t.set(Buffer.from(field.padEnd(11, ' ') + '\0', 'latin1'), 124);
+    t.set(Buffer.from('        ', 'latin1'), 148);
+    const sum = t.subarray(0, 512).reduce((a, b) => a + b, 0);
+    t.set(Buffer.from(sum.toString(8).padStart(6, '0') + '\0 ', 'latin1'), 148);
+    const p = archive(gzipSync(t));
+    await assert.rejects(collect(p), (e: Error) => e instanceof DataError && e.message === `${p}: corrupt tar header at d/f`, field);
+  }
+});
+
 test('long names: GNU and pax headers name the entry after them; a v7 folder (type 0, trailing slash) is no file', async () => {
   const long = `cifar-10-batches-bin/${'x'.repeat(120)}/data_batch_1.bin`;
   const other = `cifar-10-batches-bin/${'y'.repeat(110)}/test_batch.bin`;
