@@ -84,7 +84,7 @@ const recordBytes = (kind: CifarKind) => kind.labelBytes + 3072;
 /** The number of records in a file of `size` bytes. */
 function recordCount(size: number, kind: CifarKind, label: string, todo = ''): number {
   const rec = recordBytes(kind);
-  if (size === 0 || size % rec !== 0) throw new DataError(`${label}: ${size} bytes is not a whole number of ${rec}-byte ${kind.name} records${todo}`);
+  if (!(size > 0) || size % rec !== 0) throw new DataError(`${label}: ${size} bytes is not a whole number of ${rec}-byte ${kind.name} records${todo}`);
   return size / rec;
 }
 
@@ -96,6 +96,9 @@ function decodeRecords(bytes: Uint8Array, kind: CifarKind, label: string, first:
     const r = bytes.subarray(i * rec, (i + 1) * rec);
     const y = r[kind.labelBytes - 1]!; // CIFAR-100: the fine label
     if (y >= kind.numClasses) throw new DataError(`${label}: record ${first + i} has label ${y}, outside 0..${kind.numClasses - 1}`);
+    // CIFAR-100's coarse label is not used, but one past its 20 superclasses says the records are misaligned
+    // (or the file is another's) as surely as a fine label would
+    if (kind.labelBytes === 2 && r[0]! >= 20) throw new DataError(`${label}: record ${first + i} has coarse label ${r[0]}, outside 0..19 (not CIFAR-100's binary records?)`);
     dst.labels[at + i] = y;
     const px = r.subarray(kind.labelBytes);
     const out = dst.images.subarray((at + i) * 3072, (at + i + 1) * 3072);

@@ -47,6 +47,12 @@ test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async (
   // the folder that holds the archive works too
   const again = await loadDataset(spec('cifar100', root));
   assert.equal(again.train.n, 6);
+  // a coarse label past the 20 superclasses: misaligned records, refused as a fine label would be
+  const bad = records(2, 2, 0);
+  bad[3074] = 20;
+  const other = join(tempDir('moco3-cifar-'), 'cifar-100-binary.tar.gz');
+  writeFileSync(other, gzipSync(tar({ 'cifar-100-binary/train.bin': records(6, 2, 95), 'cifar-100-binary/test.bin': bad })));
+  await assert.rejects(loadDataset(spec('cifar100', other)), /test\.bin: record 1 has coarse label 20, outside 0\.\.19 \(not CIFAR-100's binary records\?\)$/);
 });
 
 test('a truncated batch, a label out of range and a missing folder give one-line errors naming the file', async () => {
