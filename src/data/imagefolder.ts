@@ -127,11 +127,25 @@ function pngColourType(file: string): number | null {
   }
 }
 
+/**
+ * The formats, as libvips names them, that PIL reads too: libvips also reads SVG, HEIF/AVIF, PDF, JPEG 2000
+ * and more under an image's name, which torchvision's loader would refuse. Judged by content, not name: a
+ * PNG named .jpg is read by both.
+ */
+const PIL_FORMATS = new Set(['jpeg', 'png', 'webp', 'tiff', 'gif']);
+
+function checkFormat(format: string | undefined): void {
+  if (format === undefined || !PIL_FORMATS.has(format)) {
+    throw new Error(`${format === undefined ? 'no known format' : `${format.toUpperCase()} content`}, which PIL (torchvision's loader) does not read: it reads JPEG, PNG, WebP, TIFF, GIF`);
+  }
+}
+
 export const sharpDecoder: ImageDecoder = {
   async probe(file) {
     const sharp = await loadSharp();
     // the stored size: PIL does not apply EXIF orientation
     const m = await sharp(file, { failOn: 'error' }).metadata();
+    checkFormat(m.format);
     if (!m.width || !m.height) throw new Error('no image size in the header');
     return { width: m.width, height: m.height };
   },
@@ -144,6 +158,7 @@ export const sharpDecoder: ImageDecoder = {
     // one instance: the header read for the metadata is not read again for the pixels
     const image = sharp(file, { failOn: 'error', sequentialRead: true, ignoreIcc: true });
     const m = await image.metadata();
+    checkFormat(m.format);
     if (m.space === 'cmyk') {
       // Pillow's own formula, where libvips would convert through a CMYK profile (a CMYK pipeline: the ink
       // values as stored, as PIL reads them; sharp's sRGB pipeline would convert them through a profile and

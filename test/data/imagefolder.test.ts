@@ -506,6 +506,17 @@ test('imagefolder: errors are one-line DataErrors naming the file', async () => 
     writeFileSync(bad, Buffer.from('this is not a jpeg at all, just some bytes'));
     await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`${bad}: could not be decoded as an image \\(`));
     await rejectsData(loadImageFolder(spec(root), quiet()), new RegExp(`${bad}: could not be decoded`)); // found by the side probe or the decode
+    rmSync(bad);
+    // formats libvips reads and PIL does not, under an image's name: SVG, AVIF (HEIF)
+    const svg = join(root, 'train', 'zebra', 'drawn.png');
+    writeFileSync(svg, '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><rect width="20" height="20" fill="red"/></svg>');
+    await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`^${svg}: could not be decoded as an image \\(SVG content, which PIL \\(torchvision's loader\\) does not read: it reads JPEG, PNG, WebP, TIFF, GIF\\)$`));
+    rmSync(svg);
+    const avif = join(root, 'train', 'zebra', 'modern.jpg');
+    writeFileSync(avif, await sharp({ create: { width: 20, height: 20, channels: 3, background: 'red' } }).avif().toBuffer());
+    await rejectsData(loadImageFolder(spec(root), quiet({ side: 18 })), new RegExp(`^${avif}: could not be decoded as an image \\(HEIF content, which PIL`));
+    rmSync(avif);
+    writeFileSync(bad, Buffer.from('this is not a jpeg at all, just some bytes'));
     // nor the cache folder the failed build made (src/data/imagefolder.ts, openOrBuild)
     const cache = join(root, '.moco3-cache');
     assert.equal(existsSync(cache), false, 'the empty cache folder is removed');
