@@ -217,6 +217,17 @@ export function reportMarkdown(
         `${following.length > 8 ? `; and ${following.length - 8} more keys` : ''} (each column's runs share them; the columns differ in them too).`,
     );
   }
+  // a config edited after training: the run is read (and put in a column) as its config says now
+  const edited = sweep.runs.filter((r) => r.edited !== null);
+  if (edited.length) {
+    const n = edited.length;
+    out.push(
+      '',
+      `**${n === 1 ? "A run's config.yaml is" : `${n} runs' config.yaml are`} not the config ${n === 1 ? 'it was' : 'they were'} trained with** (its hash is not the one meta.json records: edited since?): ` +
+        `${edited.map((r) => `\`${r.id}\``).join(', ')}. ${n === 1 ? 'It is' : 'They are'} reported, in ${n === 1 ? 'its column' : 'their columns'}, as the config says now; ` +
+        `each checkpoint's state.json keeps the config trained with.`,
+    );
+  }
   // runs of one column and one seed: copies of a run folder, each counted as a seed of its own
   const repeated = repeatedSeeds(view);
   if (repeated.length) {

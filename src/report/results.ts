@@ -25,6 +25,8 @@ export interface RunRecord {
   status: StatusFile | null;
   summary: Record<string, unknown> | null;
   metrics: MetricRow[];
+  /** config.yaml is not the config the run was trained with (meta.json's hash): why, in one line; null when it is */
+  edited: string | null;
 }
 
 /** A result folder that cannot be read as asked: bad input (one line, exit 2). */
@@ -50,8 +52,8 @@ export function readRun(dir: string, quiet = false): RunRecord {
   if (seed !== undefined && !(typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0)) {
     throw new ReportError(`${runPath(dir, 'config')}: seed: expected an integer >= 0, got ${JSON.stringify(seed)}`);
   }
-  const edited = quiet ? null : editedConfigNote(dir);
-  if (edited) process.stderr.write(`moco3: note: ${edited}\n`);
+  const edited = editedConfigNote(dir);
+  if (edited && !quiet) process.stderr.write(`moco3: note: ${edited}\n`);
   return {
     id: basename(dir),
     dir,
@@ -60,6 +62,7 @@ export function readRun(dir: string, quiet = false): RunRecord {
     status: readStatus(dir),
     summary: readSummary(dir),
     metrics: readMetrics(runPath(dir, 'metrics'), quiet ? undefined : (note) => process.stderr.write(`moco3: note: ${note}\n`)),
+    edited,
   };
 }
 

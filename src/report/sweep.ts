@@ -278,7 +278,11 @@ export function viewSweep(sweep: SweepRecord): SweepView {
       paper.values,
     );
     for (const c of columns) {
-      const rec = c.runs.map((r) => recorded.get(r.id)?.[paper.key]).find((v) => v !== undefined);
+      // sweep.yaml records a run's paper value by its id: a run whose config was edited since may sit in
+      // another column than the one it was planned for, so its record is not taken; records that still
+      // disagree name no one paper setting, and the column's value is matched instead
+      const recs = new Set(c.runs.filter((r) => r.edited === null).map((r) => recorded.get(r.id)?.[paper.key]).filter((v) => v !== undefined));
+      const rec = recs.size === 1 ? [...recs][0] : undefined;
       const v = c.values[paper.key] ?? runs[0]?.flat.get(paper.key);
       const pv = rec ?? (typeof v === 'number' ? fallback?.get(v) : undefined);
       if (pv === undefined) continue;

@@ -215,6 +215,23 @@ test('the instability detail lists a run\'s first 12 spikes, and points to summa
   assert.equal(line(), `  - spikes: patch_proj 15 (steps ${listed}, ... 3 more)`);
 });
 
+test('a config edited after training is said in report.md, and its run\'s recorded paper value does not name its new column\'s', async () => {
+  const dir = join(tmp(), 'lr');
+  cpSync(join('docs', 'results', 'cpu', 'lr'), dir, { recursive: true });
+  const id = 'bs256-lr1.6e-2-adamw-learned-s0-9a5d244f';
+  const cfg = join(dir, id, 'config.yaml');
+  const text = readFileSync(cfg, 'utf8');
+  assert.ok(text.includes('  base_lr: 0.016\n'));
+  writeFileSync(cfg, text.replace('  base_lr: 0.016\n', '  base_lr: 0.008\n'));
+  await writeReport(dir, { plots: false, format: 'md' });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  const { header, rows } = mdTable(md);
+  // the 8.0e-3 column (now with the edited run in it) is the paper's 5.0e-5, as sweep.yaml records for its other runs
+  assert.deepEqual(header, ['8.0e-3 (paper 5.0e-5)', '1.6e-2 (paper 1.0e-4)', '2.4e-2 (paper 1.5e-4)']);
+  assert.deepEqual(paperRow(rows), ['70.4', '72.2', '71.7']);
+  assert.match(md, new RegExp(`\\*\\*A run's config\\.yaml is not the config it was trained with\\*\\* \\(its hash is not the one meta\\.json records: edited since\\?\\): \`${id}\`\\. It is reported, in its column, as the config says now`));
+});
+
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
