@@ -8,7 +8,7 @@
  * the runs at hand, not a test decided before them.
  */
 import { pairedTTest, type PairedTest } from './stats.ts';
-import { compareValues, formatValue, keyName, type Column, type SweepView } from './sweep.ts';
+import { compareValues, followingKeys, formatValue, keyName, type Column, type SweepView } from './sweep.ts';
 import type { RunFacts } from './table.ts';
 
 export interface PairedMetric {
@@ -32,6 +32,8 @@ export interface PairedComparison {
   b: unknown;
   /** the other swept keys' values, as a label ('' when the key is the only one swept) */
   context: string;
+  /** the keys that change with the columns (not swept) and differ between these two, as a label ('' when none does) */
+  also: string;
   /** seeds with a completed run on both sides */
   seeds: number[];
   /** metric name -> test over the pairs where both runs have the metric (null under two pairs) */
@@ -42,6 +44,7 @@ const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y)
 
 export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>): PairedComparison[] {
   const out: PairedComparison[] = [];
+  const following = [...followingKeys(view).keys()];
   for (const key of view.sweptKeys) {
     const others = view.sweptKeys.filter((k) => k !== key);
     // the columns at each setting of the other keys, in column order (so in this key's order)
@@ -57,7 +60,7 @@ export function pairedComparisons(view: SweepView, facts: Map<string, RunFacts>)
     const found: { rank: [number, number, number]; cmp: PairedComparison }[] = [];
     [...contexts.values()].forEach((cols, ci) => {
       for (let i = 0; i + 1 < cols.length; i++) {
-        const cmp = pairOf(facts, key, cols[i]!, cols[i + 1]!, others);
+        const cmp = pairOf(facts, key, cols[i]!, cols[i + 1]!, others, following);
         if (cmp) found.push({ rank: [rank(cmp.a), rank(cmp.b), ci], cmp });
       }
     });
@@ -86,7 +89,7 @@ function completedBySeed(runs: ReadonlyArray<{ id: string }>, facts: Map<string,
 }
 
 /** Column cb against column ca (neighbouring values of one key, the other keys alike), or null under two shared seeds. */
-function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Column, others: string[]): PairedComparison | null {
+function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Column, others: string[], following: string[]): PairedComparison | null {
   const fa = completedBySeed(ca.runs, facts);
   const fb = completedBySeed(cb.runs, facts);
   const seeds = [...fa.keys()].filter((s) => fb.has(s)).sort((x, y) => x - y);
@@ -102,7 +105,13 @@ function pairOf(facts: Map<string, RunFacts>, key: string, ca: Column, cb: Colum
     tests.set(m.name, pairedTTest(diffs));
   }
   const context = others.map((k) => `${keyName(k)} ${formatValue(k, ca.values[k])}`).join(', ');
-  return { key, a: ca.values[key], b: cb.values[key], context, seeds, tests };
+  // a key that is not swept but changes with the columns (each column's runs share it) is part of the difference
+  const at = (c: Column, k: string) => c.runs[0]?.flat.get(k);
+  const also = following
+    .filter((k) => !same(at(ca, k), at(cb, k)))
+    .map((k) => `${keyName(k)} ${formatValue(k, at(cb, k))} vs ${formatValue(k, at(ca, k))}`)
+    .join(', ');
+  return { key, a: ca.values[key], b: cb.values[key], context, also, seeds, tests };
 }
 
 /**
@@ -133,7 +142,7 @@ export function pairedMarkdown(view: SweepView, facts: Map<string, RunFacts>): s
   out.push(`| difference | at | seeds | ${PAIRED_METRICS.map((m) => m.label).join(' | ')} |`);
   out.push(`|---|---|---|${PAIRED_METRICS.map(() => '---:').join('|')}|`);
   for (const c of cmp) {
-    const name = `${keyName(c.key)} ${formatValue(c.key, c.b)} − ${formatValue(c.key, c.a)}`;
+    const name = `${keyName(c.key)} ${formatValue(c.key, c.b)} − ${formatValue(c.key, c.a)}${c.also ? ` (and ${c.also})` : ''}`;
     const cells = PAIRED_METRICS.map((m) => fmtTest(c.tests.get(m.name) ?? null, m.digits, c.seeds.length));
     out.push(`| ${name} | ${c.context || 'all'} | ${c.seeds.join(', ')} | ${cells.join(' | ')} |`);
   }
@@ -142,7 +151,10 @@ export function pairedMarkdown(view: SweepView, facts: Map<string, RunFacts>): s
     'Each row pairs the completed runs of two settings that differ only in one swept key and share a seed: ' +
       'the difference per seed (second setting minus first; points of accuracy, points of dip depth, dips per run), ' +
       'its mean ± std over the seeds, and a paired t-test (two-sided p; the one-sided p in the direction of the mean is half of it; where every seed differs by the same amount, the t-test has no spread to go by and the p is the exact sign test\'s, marked). ' +
-      'Looked at after the runs, with few seeds, a p-value describes; a test written down before the runs is what confirms.',
+      'Looked at after the runs, with few seeds, a p-value describes; a test written down before the runs is what confirms.' +
+      (cmp.some((c) => c.also)
+        ? ' A row that names other keys in brackets pairs settings that differ in those too: they change with the columns, so the difference is theirs as much as the swept key\'s.'
+        : ''),
   );
   return out.join('\n');
 }

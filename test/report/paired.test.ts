@@ -152,3 +152,23 @@ test('p-values: two decimals from 0.1, three below; never rounded up to 0.01, 0.
   assert.equal(fmtP(0.0004), 'p < 0.001');
   assert.equal(fmtP(0.09999999), 'p = 0.09999999');
 });
+
+test('paired by seed: keys that change with the columns beside the swept one are named in the row, and the note says what that means', async () => {
+  // AdamW at base lr 1e-4 against LAMB at 5e-4 (two runs of each optimizer's own lr, as a hand-made folder has them), seeds 0-1
+  const dir = join(tmp(), 'optimizers');
+  for (const seed of [0, 1]) {
+    writeFakeRun(dir, { id: `adamw-s${seed}`, config: { seed, 'optim.name': 'adamw', 'optim.base_lr': 1e-4, 'optim.weight_decay': 0.1 }, summary: { linear_top1: 50 + seed } });
+    writeFakeRun(dir, { id: `lamb-s${seed}`, config: { seed, 'optim.name': 'lamb', 'optim.base_lr': 5e-4, 'optim.weight_decay': 0.05 }, summary: { linear_top1: 48 + seed } });
+  }
+  const r = await writeReport(dir, { plots: false });
+  const cmp = pairedComparisons(r.view, r.facts);
+  assert.deepEqual(cmp.map((c) => [c.key, c.a, c.b, c.also]), [['optim.name', 'adamw', 'lamb', 'base lr 5.0e-4 vs 1.0e-4, wd 5.0e-2 vs 1.0e-1']]);
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\n\| optimizer lamb − adamw \(and base lr 5\.0e-4 vs 1\.0e-4, wd 5\.0e-2 vs 1\.0e-1\) \| all \| 0, 1 \| −2\.0 ± 0\.0 \(p = 0\.50, sign test\) \|/);
+  assert.match(md, /A row that names other keys in brackets pairs settings that differ in those too/);
+  // a sweep without such keys: no brackets, no such sentence
+  const batch = writeBatchSweep(tmp(), 'batch-size', [0, 1]);
+  const rb = await writeReport(batch, { plots: false });
+  assert.deepEqual(pairedComparisons(rb.view, rb.facts).map((c) => c.also), ['', '']);
+  assert.doesNotMatch(readFileSync(join(batch, 'report.md'), 'utf8'), /A row that names other keys/);
+});
