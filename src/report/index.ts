@@ -48,8 +48,22 @@ export interface ReportResult {
 /** The planned runs (sweep.yaml's runs, and its earlier_runs: what earlier invocations planned) without a run folder. */
 export function missingRuns(sweep: SweepRecord): string[] {
   const have = new Set(sweep.runs.map((r) => r.id));
-  const ids = plannedRuns(sweep.sweepFile).map((r) => (r as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string' && !have.has(id));
+  const ids = plannedIds(sweep).filter((id) => !have.has(id));
   return [...new Set(ids)];
+}
+
+/** The run folders sweep.yaml names (its latest invocation's and earlier ones'). */
+function plannedIds(sweep: SweepRecord): string[] {
+  return plannedRuns(sweep.sweepFile)
+    .map((r) => (r as { id?: unknown })?.id)
+    .filter((id): id is string => typeof id === 'string')
+    .map((id) => id.split('/').pop()!);
+}
+
+/** Run folders of a sweep whose sweep.yaml lists its runs and not these (copied in from elsewhere); none when it lists none. */
+export function unplannedRuns(sweep: SweepRecord): string[] {
+  const planned = new Set(plannedIds(sweep));
+  return planned.size ? sweep.runs.map((r) => r.id).filter((id) => !planned.has(id)) : [];
 }
 
 export async function writeReport(sweepDir: string, opts: ReportOptions = {}): Promise<ReportResult> {
@@ -260,6 +274,16 @@ export function reportMarkdown(
   if (missing.length) {
     out.push('', `**Missing: ${missing.length} of the ${sweep.runs.length + missing.length} planned runs have no results yet** (not started): ${missing.map((id) => `\`${id}\``).join(', ')}.`);
   }
+  const unplanned = unplannedRuns(sweep);
+  if (unplanned.length) {
+    const n = unplanned.length;
+    const shown = unplanned.slice(0, 12).map((id) => `\`${id}\``).join(', ');
+    out.push(
+      '',
+      `**Not planned by this sweep: ${n} run folder${n === 1 ? '' : 's'}** that sweep.yaml does not list (copied in from elsewhere?): ${shown}${n > 12 ? `, and ${n - 12} more` : ''}. ` +
+        `${n === 1 ? 'It is' : 'They are'} reported beside the sweep's own runs, and the columns and the paper's comparison are made of all of them.`,
+    );
+  }
   if (view.paperLeftOut) {
     const { figure, sets } = view.paperLeftOut;
     out.push('', `Not compared with the paper's ${figure} sweep: ${sets.map((x) => `\`--set ${x}\``).join(', ')} changed what that sweep holds at the paper's value, so these runs are not it at this scale (no paper row).`);
@@ -309,9 +333,10 @@ export function reportMarkdown(
   if (paired) out.push(paired, '');
   out.push(...baselinesMarkdown(readBaselines(sweep.dir), facts.values(), sweep.runs, baselinesCommandFor(sweep.sweepFile)));
   // a completed run without a linear top-1 either was trained with the probe off or has not been probed yet
+  // (a run whose summary.json was set aside has its own note below)
   const unprobed = sweep.runs.filter((r) => {
     const f = facts.get(r.id);
-    return f?.status === 'completed' && f.linearTop1 === null;
+    return f?.status === 'completed' && f.linearTop1 === null && f.summaryAside === null;
   });
   const off = unprobed.filter((r) => r.flat.get('eval.linear.enabled') === false).length;
   // a probe at the end of training that diverged (its lr too large) recorded why, not a figure
@@ -330,6 +355,16 @@ export function reportMarkdown(
   }
   if (pending) {
     out.push(`${pending} completed run${pending === 1 ? ' has' : 's have'} no linear probe yet (linear top-1 "-"): \`moco3 eval linear <run-dir>\`, then \`moco3 report\` again.`, '');
+  }
+  const aside = [...facts.values()].filter((f) => f.summaryAside !== null);
+  if (aside.length) {
+    const n = aside.length;
+    const where = aside.map((f) => `\`${f.id}\` (summary.json of step ${f.summaryAside!.steps ?? '?'}, metrics to step ${f.summaryAside!.lastStep})`).join(', ');
+    out.push(
+      `**${n} finished run${n === 1 ? "'s" : "s'"} summary.json ${n === 1 ? 'is' : 'are'} not of the step ${n === 1 ? 'its' : 'their'} metrics.jsonl ${n === 1 ? 'ends' : 'end'} at** (a copy of another part of the run, a damaged file): ${where}. ` +
+        `${n === 1 ? 'Its' : 'Their'} final figures (linear and kNN top-1, wall time) are left out, the curves, dips and spikes are the metrics'.`,
+      '',
+    );
   }
   const cut = [...facts.values()].filter((f) => f.metricsEnd !== null);
   if (cut.length) {

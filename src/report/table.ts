@@ -42,6 +42,8 @@ export interface RunFacts {
   imagesPerS: number | null;
   /** a finished run whose metrics.jsonl stops before its last step (lastStep null: no rows), else null */
   metricsEnd: { lastStep: number | null; steps: number } | null;
+  /** a finished run whose summary.json is of another step than its metrics' end (its figures left out), else null */
+  summaryAside: { steps: number | null; lastStep: number | null } | null;
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -102,6 +104,7 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     wallS: num(s.wall_s),
     imagesPerS: num(s.images_per_s),
     metricsEnd: metricsShort ? { lastStep, steps: sSteps! } : null,
+    summaryAside: finished && r.summary && !current ? { steps: sSteps, lastStep } : null,
   };
 }
 

@@ -232,6 +232,16 @@ test('a config edited after training is said in report.md, and its run\'s record
   assert.match(md, new RegExp(`\\*\\*A run's config\\.yaml is not the config it was trained with\\*\\* \\(its hash is not the one meta\\.json records: edited since\\?\\): \`${id}\`\\. It is reported, in its column, as the config says now`));
 });
 
+test('a finished run whose summary.json is of an earlier step than its metrics: its figures left out and said so, not "no linear probe yet"', async () => {
+  const dir = join(tmp(), 'temperature');
+  writeFakeRun(dir, { id: 't0.1-s0-aaaaaaaa', config: { 'moco.temperature': 0.1, seed: 0 }, summary: { linear_top1: 70, steps: 100 } });
+  await writeReport(dir, { plots: false, format: 'md' });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.deepEqual(mdTable(md).rows.get('linear top-1 (%)'), ['-']);
+  assert.match(md, /\*\*1 finished run's summary\.json is not of the step its metrics\.jsonl ends at\*\* \(a copy of another part of the run, a damaged file\): `t0\.1-s0-aaaaaaaa` \(summary\.json of step 100, metrics to step 200\)\. Its final figures/);
+  assert.doesNotMatch(md, /no linear probe yet/);
+});
+
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
@@ -243,7 +253,11 @@ test('a partly finished sweep: the planned runs without a folder are listed as m
   assert.match(md, /\*\*Missing: 2 of the 4 planned runs have no results yet\*\* \(not started\): `t0\.5-s0-0badc0de`, `t1-s0-0badc0df`\./);
   writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ runs: ids.map((id) => ({ id })) }));
   assert.deepEqual((await writeReport(dir, { plots: false, format: 'md' })).missing, []);
-  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Missing/);
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Missing|Not planned/);
+  // a run folder sweep.yaml does not list (copied in from another sweep): named
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ runs: ids.slice(1).map((id) => ({ id })) }));
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), new RegExp(`\\*\\*Not planned by this sweep: 1 run folder\\*\\* that sweep\\.yaml does not list \\(copied in from elsewhere\\?\\): \`${ids[0]}\`\\. It is reported beside the sweep's own runs`));
 });
 
 test('a previous run moved aside by train --force is left out, and the report says so', async () => {
