@@ -4,7 +4,7 @@
  * run that is still being written (missing files, a torn last metrics line).
  */
 import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { InputError } from '../config/errors.ts';
 import { flatten } from '../config/load.ts';
 import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
@@ -108,7 +108,8 @@ export function readSweep(dir: string, quiet = false): SweepRecord {
     join(dir, 'sweep.yaml'),
     'it is rewritten by `moco3 sweep` on this folder (run it again: finished runs are skipped), or remove it and the report reads the run folders alone',
   );
-  return { name: basename(dir), dir, sweepFile, runs, asideRuns: found.filter((d) => ASIDE_RUN.test(d)) };
+  // the folder's own name, also where it was given as `.` or `results/lr/..`
+  return { name: basename(resolve(dir)), dir, sweepFile, runs, asideRuns: found.filter((d) => ASIDE_RUN.test(d)) };
 }
 
 /** The sweep folders under a results directory: folders holding at least one run folder. */

@@ -240,6 +240,9 @@ test('a finished run whose summary.json is of an earlier step than its metrics: 
   assert.deepEqual(mdTable(md).rows.get('linear top-1 (%)'), ['-']);
   assert.match(md, /\*\*1 finished run's summary\.json is not of the step its metrics\.jsonl ends at\*\* \(a copy of another part of the run, a damaged file\): `t0\.1-s0-aaaaaaaa` \(summary\.json of step 100, metrics to step 200\)\. Its final figures/);
   assert.doesNotMatch(md, /no linear probe yet/);
+  // the sweep's name is its folder's, also when it is given as `.` (from inside it)
+  await writeReport(`${dir}/.`, { plots: false, format: 'md' });
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /^# Sweep `temperature`\n/);
 });
 
 test('a partly finished sweep: the planned runs without a folder are listed as missing', async () => {
