@@ -49,9 +49,11 @@ export function trainCommand(): Command {
       if (f.resume && own !== null && f.config === undefined && f.preset === undefined) {
         f.config = own;
         if (!f.quiet && !f.json) process.stderr.write(`moco3: --resume: the run's own config, ${f.config}\n`);
-      } else if (f.resume && f.out !== undefined && own === null && f.config === undefined && f.preset === undefined && existsSync(join(f.out, 'status.json'))) {
+      } else if (f.resume && f.out !== undefined && own === null && f.config === undefined && f.preset === undefined) {
         // a run without its config.yaml: the defaults (the paper's recipe) are not what it trained
-        throw new UsageError(`--resume --out ${f.out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it`);
+        if (existsSync(join(f.out, 'status.json'))) throw new UsageError(`--resume --out ${f.out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it`);
+        // no run there (a mistyped folder): the defaults would start the paper's full-size run in it
+        throw new UsageError(`--resume --out ${f.out}: no run there to resume (no config.yaml); to start one, give its config: --config FILE, or --preset and --set`);
       }
       const c = configFromFlags(f);
       const id = `${trainRunSlug(c)}-${configHash(c)}`;

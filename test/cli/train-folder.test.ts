@@ -212,6 +212,15 @@ test('--resume of a run with no checkpoint left: trains it again from step 0 onl
   const bare = train(['--out', out, '--resume', '-q']);
   assert.equal(bare.code, 2, bare.stderr);
   assert.equal(bare.stderr, `moco3: --resume --out ${out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it\n`);
+  // no run at all (a mistyped folder): refused, not the paper's full-size run started there; nothing made
+  const typo = join(root, 'no-such-run');
+  for (const args of [['--out', typo, '--resume', '-q'], ['--out', typo, '--resume', '--dry-run']]) {
+    const r = train(args);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `moco3: --resume --out ${typo}: no run there to resume (no config.yaml); to start one, give its config: --config FILE, or --preset and --set\n`);
+    assert.equal(r.stdout, '');
+    assert.equal(existsSync(typo), false);
+  }
 });
 
 test("train on a folder whose run's process died says it is interrupted, with its last checkpoint, as plan does (not 'running')", () => {
