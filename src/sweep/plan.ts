@@ -89,8 +89,10 @@ export function expandGrid(grid: Grid): Record<string, unknown>[] {
 }
 
 export function parseOptimizerFlag(v: string): OptimizerName[] {
-  const names = v.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw new SweepError(`--optimizer ${v}: expected an optimizer name (${OPTIMIZER_NAMES.join(', ')})`);
+  const names = v.split(',').map((s) => s.trim());
+  if (names.every((n) => n === '')) throw new SweepError(`--optimizer ${v}: expected an optimizer name (${OPTIMIZER_NAMES.join(', ')})`);
+  // as --seeds: an empty item (`adamw,`, `lamb,,adamw`) is a typo, not nothing
+  if (names.includes('')) throw new SweepError(`--optimizer ${v}: an empty name in the list (expected names separated by commas: ${OPTIMIZER_NAMES.join(', ')})`);
   for (const [i, n] of names.entries()) {
     if (!(OPTIMIZER_NAMES as readonly string[]).includes(n)) {
       throw new SweepError(`--optimizer ${v}: unknown optimizer '${n}' (expected one of: ${OPTIMIZER_NAMES.join(', ')})`);

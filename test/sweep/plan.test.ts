@@ -123,6 +123,11 @@ test('--seeds multiplies the grid, seed outermost; --set pins unscaled; --set on
   assert.throws(() => parseSeedsFlag('9007199254740993'), /--seeds 9007199254740993: 9007199254740993 is larger than a seed can be/);
   assert.throws(() => parseOptimizerFlag('adam'), /--optimizer adam: unknown optimizer 'adam'/);
   assert.throws(() => parseOptimizerFlag('lamb,adamw,lamb'), /^SweepError: --optimizer lamb,adamw,lamb: 'lamb' is listed twice$/);
+  for (const v of ['adamw,', ',lamb', 'lamb,,adamw', 'adamw, ']) {
+    assert.throws(() => parseOptimizerFlag(v), new RegExp(`^SweepError: --optimizer ${v}: an empty name in the list \\(expected names separated by commas: adamw, lamb, lars, sgd\\)$`), v);
+  }
+  assert.throws(() => parseOptimizerFlag(' , '), /^SweepError: --optimizer  , : expected an optimizer name/);
+  assert.deepEqual(parseOptimizerFlag(' adamw , lamb'), ['adamw', 'lamb']);
 });
 
 const bad: [string, string, RegExp][] = [
