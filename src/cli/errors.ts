@@ -1,4 +1,4 @@
-/** The CLI's error boundary: which errors are the user's input (one line, exit code 2). */
+/** The CLI's error boundary: which errors are said in one line (exit code 2, or 1 where marked notInputFault: src/config/errors.ts). */
 import { InputError } from '../config/errors.ts';
 
 export function isInputError(e: unknown): e is Error {

@@ -1,6 +1,7 @@
 /**
  * The kinds of error that are the user's input, by class (never by name): the CLI prints such an
- * error's one line and exits 2; anything else is a bug and prints its stack (exit 1).
+ * error's one line and exits 2 (1 where it is marked notInputFault); anything else is a bug and prints its
+ * stack (exit 1).
  */
 
 /**

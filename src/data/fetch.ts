@@ -124,7 +124,7 @@ interface Ctx {
 /**
  * The one-line failure of a download, with the way around it. The network or the server caused it (the CLI
  * has checked the mirror's URL; a redirect names the others), so it exits 1, not 2: the same command may work
- * later.
+ * later. So does a download whose bytes are not the file (its size or checksum).
  */
 function cannot(ctx: Ctx, what: string): DataError {
   return notInputFault(new DataError(`cannot download ${ctx.url}: ${what}; download it yourself and put it in ${ctx.dir}, or use --mirror URL`));
@@ -264,7 +264,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     if (m[3] !== '*' && !sizeOk(Number(m[3]))) {
       res.destroy();
       await rm(part, { force: true });
-      throw new DataError(`${known.name}: ${url} is ${m[3]} bytes, expected ${known.size} (sha256 ${known.sha256}); the partial file was deleted`);
+      throw notInputFault(new DataError(`${known.name}: ${url} is ${m[3]} bytes, expected ${known.size} (sha256 ${known.sha256}); the partial file was deleted`));
     }
     append = true;
     total = m[3] === '*' ? (byContent ? null : known.size) : Number(m[3]);
@@ -278,7 +278,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     if (plain && !sizeOk(Number(len))) {
       res.destroy();
       await rm(part, { force: true });
-      throw new DataError(`${known.name}: ${url} is ${len} bytes, expected ${known.size} (sha256 ${known.sha256}); nothing was kept`);
+      throw notInputFault(new DataError(`${known.name}: ${url} is ${len} bytes, expected ${known.size} (sha256 ${known.sha256}); nothing was kept`));
     }
   } else {
     res.destroy();
@@ -309,7 +309,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     if (isAbort(e, ctx.signal)) throw new FetchInterrupted(`interrupted; ${done} of ${known.size} bytes kept in ${part}`);
     if ((e as NodeJS.ErrnoException).code === 'ETOOBIG') {
       await rm(part, { force: true });
-      throw new DataError(`${known.name}: ${url} sent more than the ${limit} bytes expected (sha256 ${known.sha256}); the partial file was deleted`);
+      throw notInputFault(new DataError(`${known.name}: ${url} sent more than the ${limit} bytes expected (sha256 ${known.sha256}); the partial file was deleted`));
     }
     const err = e as NodeJS.ErrnoException;
     if (err.syscall === 'write' || err.syscall === 'open' || err.code === 'ENOSPC') {
@@ -330,8 +330,11 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
   if (check.status !== 'ok') {
     await rm(part, { force: true });
     const got = check.got!;
-    throw new DataError(
-      `${known.name}: checksum mismatch after download from ${url}: expected ${known.size} bytes sha256 ${known.sha256}, got ${got.size} bytes sha256 ${got.sha256} (deleted; try again or use --mirror URL)`,
+    // what the server sent is not the file (damaged on the way, or another file): exit 1, as a broken download
+    throw notInputFault(
+      new DataError(
+        `${known.name}: checksum mismatch after download from ${url}: expected ${known.size} bytes sha256 ${known.sha256}, got ${got.size} bytes sha256 ${got.sha256} (deleted; try again or use --mirror URL)`,
+      ),
     );
   }
   await rename(part, dest);

@@ -79,10 +79,10 @@ test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 4
   ]);
 });
 
-test('data fetch: a mirror serving the wrong file is refused (expected size and sha256 named), nothing kept', async () => {
+test('data fetch: a mirror serving the wrong file is refused (expected size and sha256 named), exit 1, nothing kept', async () => {
   const dir = fresh();
   const r = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `${mirror}/wrong/`]);
-  assert.equal(r.code, 2, r.err);
+  assert.equal(r.code, 1, r.err);
   const k = SOURCES['fashion-mnist'].files[0]!;
   // a Fashion-MNIST file may come gzipped differently, so its size alone does not refuse it: its content does
   assert.equal(verdicts(r.err).length, 1);
