@@ -84,9 +84,10 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     linearTop5: num(s.linear_top5),
     linearViews: typeof lin.train_views === 'string' ? lin.train_views : null,
     linearSettings: { epochs: num(lin.epochs), base_lr: num(lin.base_lr), batch_size: num(lin.batch_size) },
-    // so far: the last kNN of the training, not step 0's (the untrained encoder's)
-    knnTop1: num(s.knn_top1) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
-    knnTop5: num(s.knn_top5) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
+    // the last kNN of the training, not step 0's (the untrained encoder's): as summary.json records it (a run
+    // stopped or diverged before its first kNN after step 0 records step 0's, with knn_step 0), or the metrics'
+    knnTop1: (s.knn_step === 0 ? null : num(s.knn_top1)) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
+    knnTop5: (s.knn_step === 0 ? null : num(s.knn_top5)) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
     // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'
     // summaries count it); no kNN after step 0, none
     bestKnnTop1: trainedKnn.length ? Math.max(...trainedKnn.map((m) => m.knn_top1 as number)) : r.metrics.length ? null : num(s.best_knn_top1),

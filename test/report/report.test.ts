@@ -191,6 +191,14 @@ test('a run stopped before its first kNN after step 0 has no kNN so far (step 0 
   await writeReport(dir, { plots: false, format: 'md' });
   const table = mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows;
   assert.deepEqual(table.get('kNN top-1 (%)'), ['interrupted (step 10/10)']);
+  // stopped by Ctrl-C, its summary.json records step 0's kNN as its last (knn_step 0): not its figure either
+  writeFileSync(join(run, 'summary.json'), JSON.stringify({ status: 'interrupted', steps: 10, total_steps: 10, knn_top1: rows[0]!.knn_top1, knn_top5: 50, knn_step: 0 }));
+  writeFileSync(join(run, 'status.json'), JSON.stringify({ status: 'interrupted', step: 10, total_steps: 10 }));
+  await writeReport(dir, { plots: false, format: 'md' });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.deepEqual(mdTable(md).rows.get('kNN top-1 (%)'), ['interrupted (step 10/10)']);
+  assert.match(md, /\| `t0\.1-s0-aaaaaaaa` \| 0 \| interrupted \| 10\/10 \| - \/ - \| - \(-\) \|/);
+  rmSync(join(run, 'summary.json'));
   // its kNN at step 10 kept (the curve's end, 20 + 40): that one, so far
   writeFileSync(join(run, 'metrics.jsonl'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
   await writeReport(dir, { plots: false, format: 'md' });
