@@ -914,8 +914,10 @@ export function rowAttentionBytes(N: number, hd: number): number {
  * such bound.
  */
 export function attentionFits(N: number, hd: number): boolean {
-  if (attentionVariant === 'head' || attentionVariant === 'head-unstaged' || (attentionVariant === 'auto' && N <= 256)) return true;
+  if (attentionVariant === 'head-unstaged' || (attentionVariant === 'auto' && N <= 256)) return true;
   const limit = (tf.backend() as unknown as Partial<WebGpuInternals>).device?.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  // forced per head and staged (the tests'): k and v (q and dO) of every token in workgroup memory
+  if (attentionVariant === 'head') return 2 * N * hd * 4 <= limit;
   return rowAttentionBytes(N, hd) <= limit;
 }
 

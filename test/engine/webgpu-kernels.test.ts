@@ -191,7 +191,6 @@ for (const [n, F] of [[3, 5], [1500, 37], [70, 1000]] as const) {
   });
 }
 
-// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); 257 tokens; the
 test('the per-row attention needs a row of scores in workgroup memory: past the device limit the stock path runs', () => {
   // hand-counted: scores N floats and q (dO) hd floats, each rounded to 16 bytes, and 64 vec2 + 64 floats
   assert.equal(rowAttentionBytes(3840, 64), 3840 * 4 + 64 * 4 + 512 + 256);
@@ -202,8 +201,17 @@ test('the per-row attention needs a row of scores in workgroup memory: past the 
   assert.ok(rowAttentionBytes(3840, 64) <= 16384 && rowAttentionBytes(3841, 64) > 16384);
   const most = Math.floor((limit - 768 - 64 * 4) / 16) * 4;
   assert.deepEqual([attentionFits(65, 16), attentionFits(257, 64), attentionFits(most, 64), attentionFits(most + 1, 64)], [true, true, true, false]);
-  // a forced variant: per head, any length (its rows in registers); per row, the same bound
-  for (const [v, want] of [['head', true], ['head-unstaged', true], ['row', false]] as const) {
+  // a forced variant: per head from the buffers, any length (a thread's rows in registers); per head staged,
+  // while 2·N·hd floats fit; per row, the same bound as auto's
+  const staged = Math.floor(limit / (2 * 64 * 4));
+  assert.equal(attentionFits(staged + 1, 64), true, 'auto at this length runs per row');
+  setAttentionVariant('head');
+  try {
+    assert.deepEqual([attentionFits(staged, 64), attentionFits(staged + 1, 64)], [true, false]);
+  } finally {
+    setAttentionVariant('auto');
+  }
+  for (const [v, want] of [['head', false], ['head-unstaged', true], ['row', false]] as const) {
     setAttentionVariant(v);
     try {
       assert.equal(attentionFits(most + 1, 64), want, v);
@@ -214,6 +222,7 @@ test('the per-row attention needs a row of scores in workgroup memory: past the 
   }
 });
 
+// 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); 257 tokens; the
 // variants: a workgroup per head and image (k, v in workgroup memory, or read from the buffer), a workgroup
 // per query row
 for (const [B, N, D, heads, variant] of [
