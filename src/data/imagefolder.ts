@@ -128,15 +128,15 @@ function pngColourType(file: string): number | null {
 }
 
 /**
- * The formats, as libvips names them, that PIL reads too: libvips also reads SVG, HEIF/AVIF, PDF, JPEG 2000
- * and more under an image's name, which torchvision's loader would refuse. Judged by content, not name: a
- * PNG named .jpg is read by both.
+ * The formats, as libvips names them, that PIL reads too (JPEG 2000 and PPM/PGM where a libvips build reads
+ * them): libvips also reads SVG, HEIF/AVIF, PDF, FITS and more under an image's name, which torchvision's loader
+ * would refuse. Judged by content, not name: a PNG named .jpg is read by both.
  */
-const PIL_FORMATS = new Set(['jpeg', 'png', 'webp', 'tiff', 'gif']);
+const PIL_FORMATS = new Set(['jpeg', 'png', 'webp', 'tiff', 'gif', 'jp2k', 'ppm']);
 
 function checkFormat(format: string | undefined): void {
   if (format === undefined || !PIL_FORMATS.has(format)) {
-    throw new Error(`${format === undefined ? 'no known format' : `${format.toUpperCase()} content`}, which PIL (torchvision's loader) does not read: it reads JPEG, PNG, WebP, TIFF, GIF`);
+    throw new Error(`${format === undefined ? 'no known format' : `${format.toUpperCase()} content`}, which PIL (torchvision's loader) does not read: it reads JPEG, PNG, WebP, TIFF, GIF, JPEG 2000, PPM`);
   }
 }
 
