@@ -98,20 +98,25 @@ export function readCheckpointState(dir: string, complete = true): CheckpointSta
   return s as unknown as CheckpointState;
 }
 
-/** Every file of a checkpoint folder, validated without reading the tensors' data: its state (see readCheckpointState for `complete`). */
-export function checkCheckpoint(dir: string, complete = true, digests = true): CheckpointState {
+/**
+ * Every file of a checkpoint folder, validated without reading the tensors' data: its state (see
+ * readCheckpointState for `complete`). `modelOnly`: an evaluation's, which reads model.safetensors alone: the
+ * optimizer's file is not asked to be whole.
+ */
+export function checkCheckpoint(dir: string, complete = true, digests = true, modelOnly = false): CheckpointState {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: no such checkpoint folder`);
   const state = readCheckpointState(dir, complete);
-  const [model, slots] = ['model.safetensors', 'optimizer.safetensors'].map((f) => {
+  const files = modelOnly ? (['model.safetensors'] as const) : CHECKPOINT_FILES;
+  const [model, slots] = files.map((f) => {
     try {
       return checkSafetensorsFile(join(dir, f)).shapes;
     } catch (e) {
       if (e instanceof SafetensorsError) throw new CheckpointError(e.message);
       throw e;
     }
-  }) as [Map<string, number[]>, Map<string, number[]>];
-  checkShapes(dir, model, slots);
-  if (digests) checkDigests(dir, state);
+  }) as [Map<string, number[]>, Map<string, number[]> | undefined];
+  checkShapes(dir, model, slots ?? new Map());
+  if (digests) checkDigests(dir, state, files);
   return state;
 }
 
@@ -128,9 +133,9 @@ const VERIFIED_MS = 60_000;
  * disk, a copy gone wrong) would load as weights, a NaN among them trained on as a divergence of the run.
  * Checked against state.json's digests where it has them (checkpoints written before they were kept have not).
  */
-function checkDigests(dir: string, state: CheckpointState): void {
+function checkDigests(dir: string, state: CheckpointState, files: readonly (typeof CHECKPOINT_FILES)[number][] = CHECKPOINT_FILES): void {
   if (!state.files) return;
-  for (const f of CHECKPOINT_FILES) {
+  for (const f of files) {
     const path = join(dir, f);
     const want = state.files[f]!;
     const st = statSync(path);
@@ -181,10 +186,10 @@ export type Offer = (c: { dir: string; step: number; which: string }) => string;
 export const trainOffer: Offer = (c) => `resume from the ${c.which} checkpoint with --checkpoint step-${c.step} (the later steps are trained again), or start again with --force`;
 const trainNone = ': start again with --force';
 
-/** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong; its files' digests unless `digests` is false). */
-const isComplete = (dir: string, digests = true): boolean => {
+/** Whether a checkpoint folder is whole (checkCheckpoint finds nothing wrong; its files' digests unless `digests` is false; the model's file alone where `modelOnly`). */
+const isComplete = (dir: string, digests = true, modelOnly = false): boolean => {
   try {
-    checkCheckpoint(dir, true, digests);
+    checkCheckpoint(dir, true, digests, modelOnly);
     return true;
   } catch {
     return false;
@@ -192,8 +197,8 @@ const isComplete = (dir: string, digests = true): boolean => {
 };
 
 /** The newest complete checkpoint older than `step` and not of steps the run left (`left`), or null (a damaged one: look further back). */
-function olderComplete(root: string, step: number, left: (step: number) => boolean, digests = true): { dir: string; step: number } | null {
-  return listCheckpoints(root).reverse().find((c) => c.step < step && !left(c.step) && isComplete(c.dir, digests)) ?? null;
+function olderComplete(root: string, step: number, left: (step: number) => boolean, digests = true, modelOnly = false): { dir: string; step: number } | null {
+  return listCheckpoints(root).reverse().find((c) => c.step < step && !left(c.step) && isComplete(c.dir, digests, modelOnly)) ?? null;
 }
 
 /**
@@ -271,7 +276,7 @@ export interface ResumeOptions {
   none?: string;
   /** told when the newest checkpoint gives way to an older one, or leaves a gap in the curves */
   note?: (text: string) => void;
-  /** an evaluation: the newest checkpoint's weights are read as they are, whatever rows were lost */
+  /** an evaluation: the newest checkpoint's weights are read as they are, whatever rows were lost; its model file alone is checked (the optimizer's is not read) */
   evaluate?: boolean;
   /** the run's train.log_every as the caller has it, for checkpoints that do not keep their config (see leftBy) */
   logEvery?: number;
@@ -293,7 +298,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
   const { reached, pointer, named, left } = leftBy(runDir, opts.logEvery);
   const fail = (e: unknown, step: number): never => {
     if (!(e instanceof CheckpointError)) throw e;
-    const older = olderComplete(root, step, left, digests);
+    const older = olderComplete(root, step, left, digests, evaluate);
     // the pointer to the newest damaged (step Infinity): no checkpoint is "older" than one it names
     const newest = step === Infinity;
     throw new CheckpointError(`${e.message}; ${older ? offer({ ...older, which: newest ? 'newest complete' : 'previous' }) : `no ${newest ? '' : 'older '}complete checkpoint${none}`}`);
@@ -323,7 +328,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
       throw new CheckpointError(`--checkpoint ${choice}: not a checkpoint folder (step-N) (${have()})`);
     }
     try {
-      checkCheckpoint(dir, true, digests);
+      checkCheckpoint(dir, true, digests, evaluate);
     } catch (e) {
       fail(e, stepOfDir(dir.split(/[\\/]/).filter(Boolean).at(-1) ?? '') ?? Infinity);
     }
@@ -385,7 +390,7 @@ export function resumeCheckpoint(runDir: string, choice?: string, opts: ResumeOp
     ({ dir, step } = newest);
   }
   try {
-    checkCheckpoint(dir, true, digests);
+    checkCheckpoint(dir, true, digests, evaluate);
   } catch (e) {
     fail(e, step);
   }

@@ -431,6 +431,30 @@ test('a checkpoint file damaged after it was written (a NaN among its weights) i
   assert.equal(done.status, 'completed');
 });
 
+test('a damaged optimizer file stops a resume but not an evaluation, which reads the model file alone', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
+  const dir = tmp();
+  let steps = 0;
+  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
+  const ckpt = join(dir, 'checkpoints', 'step-0000005');
+  const opt = join(ckpt, 'optimizer.safetensors');
+  const bytes = readFileSync(opt);
+  bytes.writeFloatLE(NaN, bytes.length - 4);
+  writeFileSync(opt, bytes);
+  await assert.rejects(trainRun({ config: c, runDir: dir, backend, resume: true }), (e: Error) => e.message.startsWith(`${opt}: its SHA-256 is not the one ${join(ckpt, 'state.json')} records`));
+  assert.equal(evalCheckpoint(dir), ckpt);
+  assert.equal(evalCheckpoint(dir, 'step-5'), ckpt);
+  // its header gone too: still not read by an evaluation
+  writeFileSync(opt, 'garbage, not a tensor file');
+  assert.equal(evalCheckpoint(dir), ckpt);
+  // the model file damaged: refused, the previous checkpoint offered
+  const model = join(ckpt, 'model.safetensors');
+  const m = readFileSync(model);
+  m.writeFloatLE(NaN, m.length - 4);
+  writeFileSync(model, m);
+  assert.throws(() => evalCheckpoint(dir), (e: Error) => e.message.startsWith(`${model}: its SHA-256 is not the one`) && e.message.endsWith('evaluate the previous checkpoint with --checkpoint ' + join(dir, 'checkpoints', 'step-0000004')));
+});
+
 test("a checkpoint past the last row by less than train.log_every is the run's own, whatever config.yaml says (or when it is gone): no rows were lost", async () => {
   const c = tinyConfig(['train.max_steps=12', 'train.checkpoint_every=3', 'train.log_every=5']);
   const dir = tmp();
