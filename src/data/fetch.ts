@@ -268,7 +268,8 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     }
     append = true;
     total = m[3] === '*' ? (byContent ? null : known.size) : Number(m[3]);
-    log(`${known.name}: resuming at ${mb(from)} of ${mb(total ?? known.size)}`);
+    // of the size this server gives (a copy checked by content may differ from the published one), where it gives one
+    log(`${known.name}: resuming at ${mb(from)}${total !== null ? ` of ${mb(total)}` : ''}`);
   } else if (code === 200) {
     if (from > 0) log(`${known.name}: the server ignored the range request; starting over`);
     from = 0;
@@ -285,6 +286,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     throw cannot(ctx, `HTTP ${code} ${res.statusMessage ?? ''}`.trim());
   }
 
+  const ofTotal = total !== null ? ` of ${mb(total)}` : '';
   const bar = opts.progress?.(known.name);
   bar?.start(total ?? known.size, from);
   let done = from;
@@ -316,9 +318,9 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
       // what reached the disk, not what was received (a file that could not be opened holds nothing)
       const kept = await stat(part).then((st) => (st.isFile() ? st.size : 0), () => 0);
       const again = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? `make ${kept > 0 ? 'the file and its folder' : 'the folder'} writable (or give --dir) and run the same command again` : 'run the same command again';
-      throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)} of ${mb(known.size)} kept, ${again} to resume` : `nothing kept; ${again}`}`);
+      throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)}${ofTotal} kept, ${again} to resume` : `nothing kept; ${again}`}`);
     }
-    throw cannot(ctx, `${reason(e)} after ${mb(done)} of ${mb(known.size)} (kept in ${part}: run the same command again to resume)`);
+    throw cannot(ctx, `${reason(e)} after ${mb(done)}${ofTotal} (kept in ${part}: run the same command again to resume)`);
   }
   bar?.stop();
   if (total !== null && done !== total) {
