@@ -69,6 +69,7 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
   const knnRows = r.metrics.filter((m) => num(m.knn_top1) !== null);
   const trainedKnn = knnRows.filter((m) => (num(m.step) ?? 0) > 0);
   const lastKnn = trainedKnn[trainedKnn.length - 1];
+  const untrainedKnn = s.knn_step === 0 && (num(s.steps) ?? 0) > 0;
   const divergedAt = num(s.diverged_at) ?? num(st?.diverged_at) ?? null;
   const status = state === 'running' || divergedAt === null ? state : 'diverged';
   // the linear probe's protocol as summary.json records it
@@ -85,9 +86,10 @@ export function runFacts(r: RunRecord, inst: RunInstability): RunFacts {
     linearViews: typeof lin.train_views === 'string' ? lin.train_views : null,
     linearSettings: { epochs: num(lin.epochs), base_lr: num(lin.base_lr), batch_size: num(lin.batch_size) },
     // the last kNN of the training, not step 0's (the untrained encoder's): as summary.json records it (a run
-    // stopped or diverged before its first kNN after step 0 records step 0's, with knn_step 0), or the metrics'
-    knnTop1: (s.knn_step === 0 ? null : num(s.knn_top1)) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
-    knnTop5: (s.knn_step === 0 ? null : num(s.knn_top5)) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
+    // stopped or diverged before its first kNN after step 0 records step 0's, with knn_step 0; a run of 0 steps,
+    // train.max_steps 0, has step 0's as its final one), or the metrics'
+    knnTop1: (untrainedKnn ? null : num(s.knn_top1)) ?? (lastKnn ? num(lastKnn.knn_top1) : null),
+    knnTop5: (untrainedKnn ? null : num(s.knn_top5)) ?? (lastKnn ? num(lastKnn.knn_top5) : null),
     // the best the training reached, from the metrics: step 0 is the untrained encoder (older runs'
     // summaries count it); no kNN after step 0, none
     bestKnnTop1: trainedKnn.length ? Math.max(...trainedKnn.map((m) => m.knn_top1 as number)) : r.metrics.length ? null : num(s.best_knn_top1),

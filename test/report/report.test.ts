@@ -198,6 +198,11 @@ test('a run stopped before its first kNN after step 0 has no kNN so far (step 0 
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   assert.deepEqual(mdTable(md).rows.get('kNN top-1 (%)'), ['interrupted (step 10/10)']);
   assert.match(md, /\| `t0\.1-s0-aaaaaaaa` \| 0 \| interrupted \| 10\/10 \| - \/ - \| - \(-\) \|/);
+  // a completed run of 0 steps (train.max_steps 0): step 0's kNN is its final one, and shown
+  writeFakeRun(dir, { id: 't0.2-s0-bbbbbbbb', config: { 'moco.temperature': 0.2, seed: 0 }, steps: 0, summary: { knn_top1: 21.5, knn_step: 0, steps: 0, total_steps: 0 } });
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.deepEqual(mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows.get('kNN top-1 (%)'), ['interrupted (step 10/10)', '21.5']);
+  rmSync(join(dir, 't0.2-s0-bbbbbbbb'), { recursive: true });
   rmSync(join(run, 'summary.json'));
   // its kNN at step 10 kept (the curve's end, 20 + 40): that one, so far
   writeFileSync(join(run, 'metrics.jsonl'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
