@@ -244,7 +244,7 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
     }
     if (debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     // bad input exits 2; the same kinds of error once a run has begun (its status says failed), and a
-    // download the network broke off, exit 1
+    // download that failed (the network, the server's bytes, a full disk), exit 1: marked notInputFault
     const input = isNotInputFault(e) ? 1 : 2;
     if (isInputError(e)) {
       process.stderr.write(`moco3: ${e.message.split('\n')[0]}\n`);

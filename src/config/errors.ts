@@ -18,7 +18,7 @@ export class InputError extends Error {}
 
 /**
  * Marks an error said in one line that is no fault of what the user typed: a run that began and failed (its
- * status says so), a download the network or the server broke off. The CLI says it as it says bad input and
+ * status says so), a download that failed (the network, the server's bytes, a full disk). The CLI says it as it says bad input and
  * exits 1, not 2 (src/cli/main.ts), so a script can tell "fix the command" from "it failed; try again".
  */
 export function notInputFault<E extends Error>(e: E): E {

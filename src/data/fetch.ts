@@ -308,7 +308,7 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     await pipeline(res, counter, createWriteStream(part, { flags: append ? 'a' : 'w' }), { signal: ctx.signal });
   } catch (e) {
     bar?.stop();
-    if (isAbort(e, ctx.signal)) throw new FetchInterrupted(`interrupted; ${done} of ${known.size} bytes kept in ${part}`);
+    if (isAbort(e, ctx.signal)) throw new FetchInterrupted(`interrupted; ${done}${total !== null ? ` of ${total}` : ''} bytes kept in ${part}`);
     if ((e as NodeJS.ErrnoException).code === 'ETOOBIG') {
       await rm(part, { force: true });
       throw notInputFault(new DataError(`${known.name}: ${url} sent more than the ${limit} bytes expected (sha256 ${known.sha256}); the partial file was deleted`));
@@ -318,7 +318,9 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
       // what reached the disk, not what was received (a file that could not be opened holds nothing)
       const kept = await stat(part).then((st) => (st.isFile() ? st.size : 0), () => 0);
       const again = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? `make ${kept > 0 ? 'the file and its folder' : 'the folder'} writable (or give --dir) and run the same command again` : 'run the same command again';
-      throw new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)}${ofTotal} kept, ${again} to resume` : `nothing kept; ${again}`}`);
+      const e2 = new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)}${ofTotal} kept, ${again} to resume` : `nothing kept; ${again}`}`);
+      // a folder that may not be written is the --dir given (exit 2); a full or failing disk is no fault of it (exit 1)
+      throw ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? e2 : notInputFault(e2);
     }
     throw cannot(ctx, `${reason(e)} after ${mb(done)}${ofTotal} (kept in ${part}: run the same command again to resume)`);
   }

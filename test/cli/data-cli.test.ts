@@ -91,6 +91,14 @@ test('data fetch: a mirror serving the wrong file is refused (expected size and 
   assert.equal(existsSync(dir), false);
 });
 
+test('data fetch: a server whose file is of another size than the published one is refused at its Content-Length, exit 1', async () => {
+  const dir = fresh();
+  const r = await cli(['data', 'fetch', 'cifar10', '--dir', dir, '--mirror', `${mirror}/wrong/`]);
+  assert.equal(r.code, 1, r.err);
+  assert.match(verdicts(r.err)[0]!, new RegExp(`^moco3: cifar-10-binary\\.tar\\.gz: ${mirror}/wrong/cifar-10-binary\\.tar\\.gz is 7 bytes, expected \\d+ \\(sha256 [0-9a-f]{64}\\); nothing was kept$`));
+  assert.equal(existsSync(dir), false);
+});
+
 test('data fetch into a folder that does not exist yet: a failure leaves no folder behind', async () => {
   const dir = join(fresh(), 'new', 'data');
   const r = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir, '--mirror', `http://127.0.0.1:${closedPort}/`]);

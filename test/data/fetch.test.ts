@@ -12,6 +12,7 @@ import { encodeIdx } from '../../src/data/idx.ts';
 import { hostTag } from '../../src/engine/files.ts';
 import { DataError } from '../../src/data/types.ts';
 import { checkFile, SOURCES, type DatasetSource, type KnownFile } from '../../src/data/checksums.ts';
+import { isNotInputFault } from '../../src/config/errors.ts';
 import { extractArchive, FETCH_LOCK, fetchDataset, FetchInterrupted, mb, urlFor } from '../../src/data/fetch.ts';
 import { cifarRecords as records, tar } from '../helpers/archives.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -441,6 +442,19 @@ test('a download whose file cannot be opened says nothing was kept (it said the 
     fetchDataset(src, { dir: d }),
     (e: Error) => e instanceof DataError && /^\S+cifar-10-binary\.tar\.gz\.part: cannot write \(E[A-Z]+\); nothing kept; (make the folder writable \(or give --dir\) and )?run the same command again$/.test(e.message),
   );
+});
+
+test('a write the disk fails (EIO, ENOSPC) is no fault of the input (exit 1); a file that may not be written is the folder given (exit 2)', async () => {
+  served.set('cifar-10-binary.tar.gz', cifarTgz);
+  const src: DatasetSource = { ...SOURCES.cifar10, baseUrl: base, files: [known('cifar-10-binary.tar.gz', cifarTgz)] };
+  const p = freshDir();
+  mkdirSync(p, { recursive: true });
+  // /proc/version: root's write fails with EIO, another user's with EACCES
+  symlinkSync('/proc/version', join(p, 'cifar-10-binary.tar.gz.part'));
+  await assert.rejects(fetchDataset(src, { dir: p }), (e: Error) => {
+    const code = /cannot write \((E[A-Z]+)\)/.exec(e.message)?.[1];
+    return e instanceof DataError && (code === 'EIO' ? isNotInputFault(e) : ['EACCES', 'EPERM', 'EROFS'].includes(code ?? '') && !isNotInputFault(e));
+  });
 });
 
 test('CIFAR: the archive is downloaded, checked and unpacked to the folder the reader reads', async () => {
