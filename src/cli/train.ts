@@ -43,6 +43,9 @@ export function trainCommand(): Command {
     .option('--json', 'print one JSON object per event on stdout')
     .option('-q, --quiet', 'no progress output')
     .action(async (f: TrainFlags) => {
+      // flags that contradict each other or name no folder, first: what follows reads the folder
+      if (f.resume && f.force) throw new UsageError('--resume continues a run and --force starts it again: give one of them');
+      if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);
       // `--resume --out <run>` alone continues the run as it was configured: its own config.yaml
       // (or where a killed `train --force` had moved it: the lock taken below puts it back)
       const own = f.out !== undefined ? (existsSync(join(f.out, 'config.yaml')) ? join(f.out, 'config.yaml') : movedAsideFile(f.out, 'config.yaml')) : null;
@@ -62,8 +65,6 @@ export function trainCommand(): Command {
       const dumpViews = f.dumpViews === undefined ? 0 : intFlag('--dump-views', f.dumpViews, 0);
       if (f.checkpoint !== undefined && !f.resume) throw new UsageError(`--checkpoint ${f.checkpoint}: only with --resume`);
       if (f.checkpoint !== undefined && f.force) throw new UsageError('--checkpoint resumes a run and --force starts it again: give one of them');
-      if (f.resume && f.force) throw new UsageError('--resume continues a run and --force starts it again: give one of them');
-      if (f.out !== undefined && f.out.trim() === '') throw new UsageError(`--out '${f.out}': expected a folder path`);
       checkOutputDir(runDir, f.out !== undefined ? `--out ${f.out}` : `--results ${f.results}`, runDir, { write: !f.dryRun });
       if (f.dryRun) {
         // what the same command would refuse, refused here too (reading only: no lock, nothing written)

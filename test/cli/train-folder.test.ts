@@ -221,6 +221,9 @@ test('--resume of a run with no checkpoint left: trains it again from step 0 onl
     assert.equal(r.stdout, '');
     assert.equal(existsSync(typo), false);
   }
+  // flags that contradict each other, or name no folder, are said as such before the folder is looked at
+  assert.equal(train(['--out', typo, '--resume', '--force']).stderr, 'moco3: --resume continues a run and --force starts it again: give one of them\n');
+  assert.equal(train(['--out', ' ', '--resume']).stderr, "moco3: --out ' ': expected a folder path\n");
 });
 
 test("train on a folder whose run's process died says it is interrupted, with its last checkpoint, as plan does (not 'running')", () => {
