@@ -795,7 +795,7 @@ export async function loadImageFolder(spec: DataSpec, opts: ImageFolderOptions =
     const kinds = [...leftOut].map(([k, c]) => `${k}: ${c}`).join(', ');
     log?.(
       `${root}: ${n} file${n === 1 ? '' : 's'} that torchvision's ImageFolder would read ${n === 1 ? 'is' : 'are'} left out (${kinds}): ` +
-        `moco3 reads ${IMAGE_EXTENSIONS.join(' ')} and skips hidden files and folders; convert or rename ${n === 1 ? 'it' : 'them'} to include ${n === 1 ? 'it' : 'them'}`,
+        `moco3 reads ${IMAGE_EXTENSIONS.join(' ')} and skips hidden files and folders; to include ${n === 1 ? 'it' : 'them'}, convert ${n === 1 ? 'it' : 'them'} (to PNG, say) or rename a hidden one`,
     );
   }
 

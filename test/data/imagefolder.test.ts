@@ -617,7 +617,7 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
     near(pixel(ds, 'train', 2, 4, 4), GREEN, 1, 'the TIFF decoded');
     const said = lines.filter((l) => l.includes('left out'));
     assert.deepEqual(said, [
-      `${root}: 6 files that torchvision's ImageFolder would read are left out (in hidden folders: 3, .bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files and folders; convert or rename them to include them`,
+      `${root}: 6 files that torchvision's ImageFolder would read are left out (in hidden folders: 3, .bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files and folders; to include them, convert them (to PNG, say) or rename a hidden one`,
     ]);
   } finally {
     rmSync(root, { recursive: true, force: true });
