@@ -222,6 +222,35 @@ test('the per-row attention needs a row of scores in workgroup memory: past the 
   }
 });
 
+test('where the attention kernels do not fit, the model composes the stock kernels: the same values, no moco3 attention kernel run', async () => {
+  // forced per head and staged, a head of 64 whose 2·N·64 floats pass the device's workgroup memory
+  const limit = (tf.backend() as unknown as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
+  const N = Math.floor(limit / (2 * 64 * 4)) + 1;
+  const [B, D, heads] = [1, 64, 1];
+  const before = tf.memory().numTensors;
+  const params = new Map<string, tf.Tensor>([
+    ['a.qkv.weight', tf.randomNormal([D, 3 * D], 0, 0.2, 'float32', 70)],
+    ['a.qkv.bias', tf.zeros([3 * D])],
+    ['a.proj.weight', tf.randomNormal([D, D], 0, 0.2, 'float32', 71)],
+    ['a.proj.bias', tf.zeros([D])],
+  ]);
+  const P = (n: string) => params.get(n)!;
+  const x = tf.randomNormal([B * N, D], 0, 1, 'float32', 72) as tf.Tensor2D;
+  setAttentionVariant('head');
+  try {
+    assert.equal(attentionFits(N, 64), false);
+    const prof = await tf.profile(() => tf.tidy(() => attention(x, B, N, heads, P, 'a.')));
+    assert.ok(!prof.kernelNames.includes(ATTENTION_FWD) && prof.kernelNames.includes('Softmax'), `kernels run: ${prof.kernelNames.join(', ')}`);
+    const [fell, stock] = bothWays(() => tf.tidy(() => attention(x, B, N, heads, P, 'a.')));
+    assert.deepEqual(await fell.data(), await stock.data());
+    tf.dispose([fell, stock, prof.result as tf.Tensor]);
+  } finally {
+    setAttentionVariant('auto');
+  }
+  tf.dispose([x, ...params.values()]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
 // 65 tokens (more than a workgroup), head size 16; one head of size 128 (more than a workgroup); 257 tokens; the
 // variants: a workgroup per head and image (k, v in workgroup memory, or read from the buffer), a workgroup
 // per query row
