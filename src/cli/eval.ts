@@ -119,6 +119,8 @@ function knnCommand(): Command {
             }
           };
       const r = await offline.knnForRun(runDir, { k, t, config, checkpoint, monitor: f.monitor === true, ...(onProgress ? { onProgress } : {}) });
+      // a -k past the bank is cut to it: said where it was asked for (the result line and files give the k used)
+      if (k !== undefined && r.k < k && !f.json) process.stderr.write(`moco3: note: -k ${k} is more than the bank's ${r.bank} images: ${r.k} neighbours used\n`);
       if (f.json) process.stdout.write(`${jsonLine({ ...r, backend })}\n`);
       else {
         process.stdout.write(
@@ -164,6 +166,10 @@ function linearCommand(): Command {
           // nothing is written: a head whose loss is not a number would score 0%, below chance
           throw e instanceof offline.ProbeDiverged ? new UsageError(`${lrFrom}: ${e.message}; nothing written; give a smaller --lr`) : e;
         });
+      // a --batch-size past the training split is cut to it, and the lr with it
+      if (batchSize !== undefined && r.batchSize < batchSize && !f.json) {
+        process.stderr.write(`moco3: note: --batch-size ${batchSize} is more than the ${r.trainSize} training images: batches of ${r.batchSize}, lr ${r.lr.toPrecision(3)}\n`);
+      }
       if (f.json) process.stdout.write(`${jsonLine({ ...r, backend })}\n`);
       else {
         const views = r.augmented

@@ -24,6 +24,17 @@ test("eval knn --monitor reproduces the run's kNN curve at its checkpoints (the 
   }
   const whole = JSON.parse((await cli(['eval', 'knn', run, '--json'])).out);
   assert.deepEqual([whole.bank, whole.queries], [64, 32]);
+  // a -k past the bank, or a --batch-size past the split: cut to it, and said (the result line gives the values used)
+  const big = await cli(['eval', 'knn', run, '-k', '500']);
+  assert.equal(big.code, 0, big.err);
+  assert.match(big.err, /^moco3: note: -k 500 is more than the bank's 64 images: 64 neighbours used$/m);
+  assert.match(big.out, /^kNN \(k 64, /);
+  const lin = await cli(['eval', 'linear', run, '--batch-size', '1000', '--epochs', '1', '--no-augment']);
+  assert.equal(lin.code, 0, lin.err);
+  assert.match(lin.err, /^moco3: note: --batch-size 1000 is more than the 64 training images: batches of 64, lr 0\.750$/m);
+  assert.match(lin.out, /= 3 x 64\/256/);
+  const asked = await cli(['eval', 'knn', run, '-k', '10']);
+  assert.doesNotMatch(asked.err, /note: -k/);
 });
 
 test('eval on a run folder it cannot write to fails before the work, one line, exit 2 (it failed once the probe was done)', async () => {
