@@ -124,7 +124,8 @@ export function slurmSettings(plan: SweepPlan, f: LaunchFlags): LauncherSettings
   if (f.runIndex !== undefined) throw fail(`--run-index ${f.runIndex}: a Slurm task's own flag (the array job gives each task its index); not with --launcher slurm`);
   if (f.expectHash !== undefined) throw fail(`--expect-hash ${f.expectHash}: a Slurm task's own flag; not with --launcher slurm`);
   if (f.agent) throw fail('--agent: takes runs itself on this machine; not with --launcher slurm');
-  if (f.lockTimeout !== undefined) positiveFlag('--lock-timeout', f.lockTimeout);
+  // the submission lock's staleness on another host, as the runs' locks take it (prepareLaunch's, locally)
+  if (f.lockTimeout !== undefined) setLockTimeout(positiveFlag('--lock-timeout', f.lockTimeout));
   return resolveLauncher(plan.spec.launcher, parseLauncherFlags(flagValues, fail), fail, plan.spec.file);
 }
 
@@ -140,8 +141,6 @@ export const SUBMIT_WAIT_S = 120;
  */
 export async function submitSlurm(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }, settings: LauncherSettings): Promise<void> {
   if (f.dryRun) return submitUnlocked(arg, plan, f, settings);
-  // the lock's staleness on another host, as the runs' locks take it
-  if (f.lockTimeout !== undefined) setLockTimeout(positiveFlag('--lock-timeout', f.lockTimeout));
   const dir = submitLockDir(plan);
   // the folders the lock makes (the sweep's too, at its first submission): removed with the rest of what a
   // failed submission made

@@ -317,10 +317,11 @@ export async function downloadFile(url: string, dest: string, known: KnownFile, 
     if (err.syscall === 'write' || err.syscall === 'open' || err.code === 'ENOSPC') {
       // what reached the disk, not what was received (a file that could not be opened holds nothing)
       const kept = await stat(part).then((st) => (st.isFile() ? st.size : 0), () => 0);
-      const again = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? `make ${kept > 0 ? 'the file and its folder' : 'the folder'} writable (or give --dir) and run the same command again` : 'run the same command again';
-      const e2 = new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)}${ofTotal} kept, ${again} to resume` : `nothing kept; ${again}`}`);
       // a folder that may not be written is the --dir given (exit 2); a full or failing disk is no fault of it (exit 1)
-      throw ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '') ? e2 : notInputFault(e2);
+      const denied = ['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '');
+      const again = denied ? `make ${kept > 0 ? 'the file and its folder' : 'the folder'} writable (or give --dir) and run the same command again` : 'run the same command again';
+      const e2 = new DataError(`${part}: cannot write (${err.code ?? err.message}); ${kept > 0 ? `${mb(kept)}${ofTotal} kept, ${again} to resume` : `nothing kept; ${again}`}`);
+      throw denied ? e2 : notInputFault(e2);
     }
     throw cannot(ctx, `${reason(e)} after ${mb(done)}${ofTotal} (kept in ${part}: run the same command again to resume)`);
   }

@@ -3,6 +3,7 @@
  * the end of `moco3 sweep`) beside what the sweep's pretrained encoders reached. Reads files only.
  */
 import { isAbsolute } from 'node:path';
+import { shellQuote } from '../engine/files.ts';
 import { PRESETS, type PresetName } from '../config/presets.ts';
 import { baselineModel, KNN_KEYS, sameKnnSettings, type BaselinesFile, type KnnSettings } from '../runfolder/baselines.ts';
 import { isObj } from '../runfolder/paths.ts';
@@ -73,10 +74,9 @@ function seedsArg(seeds: number[]): string {
  */
 export function baselinesCommandFor(sweepFile: Record<string, unknown> | null): string {
   const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
-  const q = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, "'\\''")}'`);
   const file = str(sweepFile?.file) ?? str(sweepFile?.name);
   if (!sweepFile || !file) return 'moco3 baselines <sweep>';
-  const parts = ['moco3 baselines', isAbsolute(file) ? '<sweep file>' : q(file)];
+  const parts = ['moco3 baselines', isAbsolute(file) ? '<sweep file>' : shellQuote(file)];
   const preset = str(sweepFile.preset);
   if (preset) parts.push('--preset', preset);
   const opts = Array.isArray(sweepFile.optimizers) ? sweepFile.optimizers.filter((o): o is string => typeof o === 'string') : [];
@@ -90,9 +90,9 @@ export function baselinesCommandFor(sweepFile: Record<string, unknown> | null): 
   const data = isObj(runs[0]) && isObj(runs[0].config) && isObj(runs[0].config.data) ? runs[0].config.data : null;
   const presetData = preset && preset in PRESETS ? (PRESETS[preset as PresetName].config.data ?? {}) : {};
   if (data && str(data.name) && !sets.some((x) => /^data\.(name|path)=/.test(x)) && (data.name !== presetData.name || str(data.path))) {
-    parts.push('--data', q(str(data.path) ? `${data.name}:${data.path}` : String(data.name)));
+    parts.push('--data', shellQuote(str(data.path) ? `${data.name}:${data.path}` : String(data.name)));
   }
-  for (const x of sets) parts.push('--set', q(x));
+  for (const x of sets) parts.push('--set', shellQuote(x));
   return parts.join(' ');
 }
 

@@ -401,23 +401,32 @@ test('a resume whose metrics.jsonl has a damaged line fails before it writes: a 
   assert.deepEqual(['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8')), before);
 });
 
-test('a checkpoint file damaged after it was written (a NaN among its weights) is refused before anything is written, the previous one offered; never trained on as a divergence', async () => {
+/** A tiny run stopped at step 5 (checkpoints every 2 steps and at the stop): its config, folder and step-5 checkpoint. */
+async function stoppedAt5(): Promise<{ c: ReturnType<typeof tinyConfig>; dir: string; ckpt: string }> {
   const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
   const dir = tmp();
   let steps = 0;
   await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
-  const ckpt = join(dir, 'checkpoints', 'step-0000005');
+  return { c, dir, ckpt: join(dir, 'checkpoints', 'step-0000005') };
+}
+
+/** Four bytes of a tensor file's last value made a NaN: its header whole, every shape right. */
+function nanAtEnd(file: string): void {
+  const bytes = readFileSync(file);
+  bytes.writeFloatLE(NaN, bytes.length - 4);
+  writeFileSync(file, bytes);
+}
+
+test('a checkpoint file damaged after it was written (a NaN among its weights) is refused before anything is written, the previous one offered; never trained on as a divergence', async () => {
+  const { c, dir, ckpt } = await stoppedAt5();
   // state.json keeps each tensor file's size and SHA-256, as written
   const state = JSON.parse(readFileSync(join(ckpt, 'state.json'), 'utf8'));
   for (const f of ['model.safetensors', 'optimizer.safetensors']) {
     const bytes = readFileSync(join(ckpt, f));
     assert.deepEqual(state.files[f], { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') }, f);
   }
-  // four bytes of the last tensor's data made a NaN: its header is whole, every shape right
   const model = join(ckpt, 'model.safetensors');
-  const bytes = readFileSync(model);
-  bytes.writeFloatLE(NaN, bytes.length - 4);
-  writeFileSync(model, bytes);
+  nanAtEnd(model);
   const before = ['status.json', 'metrics.jsonl', 'checkpoints/last.json', 'meta.json'].map((f) => readFileSync(join(dir, f), 'utf8'));
   await assert.rejects(
     trainRun({ config: c, runDir: dir, backend, resume: true }),
@@ -432,15 +441,9 @@ test('a checkpoint file damaged after it was written (a NaN among its weights) i
 });
 
 test('a damaged optimizer file stops a resume but not an evaluation, which reads the model file alone', async () => {
-  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=2']);
-  const dir = tmp();
-  let steps = 0;
-  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
-  const ckpt = join(dir, 'checkpoints', 'step-0000005');
+  const { c, dir, ckpt } = await stoppedAt5();
   const opt = join(ckpt, 'optimizer.safetensors');
-  const bytes = readFileSync(opt);
-  bytes.writeFloatLE(NaN, bytes.length - 4);
-  writeFileSync(opt, bytes);
+  nanAtEnd(opt);
   await assert.rejects(trainRun({ config: c, runDir: dir, backend, resume: true }), (e: Error) => e.message.startsWith(`${opt}: its SHA-256 is not the one ${join(ckpt, 'state.json')} records`));
   assert.equal(evalCheckpoint(dir), ckpt);
   assert.equal(evalCheckpoint(dir, 'step-5'), ckpt);
@@ -449,9 +452,7 @@ test('a damaged optimizer file stops a resume but not an evaluation, which reads
   assert.equal(evalCheckpoint(dir), ckpt);
   // the model file damaged: refused, the previous checkpoint offered
   const model = join(ckpt, 'model.safetensors');
-  const m = readFileSync(model);
-  m.writeFloatLE(NaN, m.length - 4);
-  writeFileSync(model, m);
+  nanAtEnd(model);
   assert.throws(() => evalCheckpoint(dir), (e: Error) => e.message.startsWith(`${model}: its SHA-256 is not the one`) && e.message.endsWith('evaluate the previous checkpoint with --checkpoint ' + join(dir, 'checkpoints', 'step-0000004')));
 });
 
