@@ -457,7 +457,18 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
   const config = resolveConfig(validateConfig(merged, blame), blame);
   checkLambKeys(config, blame);
+  checkDataPath(config, blame);
   return { config, blame };
+}
+
+/**
+ * A path beside the built-in synthetic dataset reads nothing, yet would be recorded in config.yaml and its
+ * hash (another run's name for the same images). Refused as `--data synthetic:PATH` is; checked on a config
+ * being built, as checkLambKeys is.
+ */
+function checkDataPath(c: ResolvedRunConfig, blame: Blame): void {
+  if (c.data.name !== 'synthetic' || c.data.path === null) return;
+  throw ruleError(blame, ['data.path', 'data.name'], `the synthetic dataset is built in and reads no path (got ${JSON.stringify(c.data.path)}): set it to null, or data.name to a dataset read from files`);
 }
 
 /**

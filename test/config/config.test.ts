@@ -191,6 +191,11 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['optim.lamb_exclude_bias_norm=true'], /^--set optim\.lamb_exclude_bias_norm=true: optim\.lamb_exclude_bias_norm: applies to LAMB only \(optim\.name is adamw;/);
   const lamb = buildConfig({ preset: 'smoke', sets: ['optim.name=lamb', 'optim.max_grad_norm=0.5', 'optim.lamb_exclude_bias_norm=true'] }).optim;
   assert.deepEqual([lamb.max_grad_norm, lamb.lamb_exclude_bias_norm], [0.5, true]);
+  // a path beside the built-in synthetic data reads nothing and would name another run; the key set last is blamed
+  bad(['data.path=/srv/x'], /^--set data\.path=\/srv\/x: data\.path: the synthetic dataset is built in and reads no path \(got "\/srv\/x"\): set it to null, or data\.name to a dataset read from files$/);
+  bad(['data.name=imagefolder', 'data.path=/srv/x', 'data.name=synthetic'], /^--set data\.name=synthetic: data\.path: the synthetic dataset is built in/);
+  fromFile({ data: { path: '/srv/x' } }, /^run\.yaml: data\.path: the synthetic dataset is built in/);
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['data.name=imagefolder', 'data.path=/srv/x'] }).data.path, '/srv/x');
 });
 
 test('config hash ignores the backend but not the batch', () => {

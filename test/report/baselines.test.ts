@@ -67,8 +67,8 @@ test('report: baselines of another model or data are named as such, and no verdi
   // the command that makes this sweep's, from its sweep.yaml: the fixture's names the sweep and its preset
   assert.ok(s.includes("`moco3 baselines batch-size --preset smoke --seeds 0` (with the sweep's `--results`) computes them for this sweep"), s);
   // its optimizers, seeds and --set included
-  writeFileSync(join(dir, 'sweep.yaml'), 'name: lr\nid: lr-lamb\nfile: sweeps/lr.yaml\npreset: smoke\noptimizers: [lamb]\nseeds: [0, 1, 2]\nsets: ["moco.temperature=0.3", "data.path=/my data"]\n');
-  assert.ok((await md()).includes("`moco3 baselines sweeps/lr.yaml --preset smoke --optimizer lamb --seeds 0-2 --set moco.temperature=0.3 --set 'data.path=/my data'` (with the sweep's `--results`) computes them"));
+  writeFileSync(join(dir, 'sweep.yaml'), 'name: lr\nid: lr-lamb\nfile: sweeps/lr.yaml\npreset: smoke\noptimizers: [lamb]\nseeds: [0, 1, 2]\nsets: ["moco.temperature=0.3", "data.name=cifar10", "data.path=/my data"]\n');
+  assert.ok((await md()).includes("`moco3 baselines sweeps/lr.yaml --preset smoke --optimizer lamb --seeds 0-2 --set moco.temperature=0.3 --set data.name=cifar10 --set 'data.path=/my data'` (with the sweep's `--results`) computes them"));
 });
 
 test("report: the baselines command it suggests is the sweep's own (baselinesCommandFor)", () => {
