@@ -95,9 +95,10 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   } catch (e) {
     if (fd !== null && !closed) closeSync(fd);
     removeQuietly(tmp);
-    // the error names the file being written, not its temporary name
+    // the error names the file being written, not its temporary name; a write's or fsync's error (a full
+    // disk's ENOSPC) names none, since it is of a descriptor: it is given the file's
     const sys = e as NodeJS.ErrnoException;
-    if (sys instanceof Error && sys.path === tmp) sys.path = path;
+    if (sys instanceof Error && (sys.path === tmp || (sys.path === undefined && typeof sys.code === 'string'))) sys.path = path;
     throw e;
   }
   syncFolder(dirname(path));

@@ -5,6 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, removeEmptyFolders, tempName, writeFileAtomic } from '../../src/engine/files.ts';
 import { cleanStaleTemps } from '../../src/runfolder/lock.ts';
@@ -30,6 +32,21 @@ test('tempName carries host and pid; a write names the file, not its temporary n
   mkdirSync(join(dir, 'status.json'), { recursive: true });
   assert.throws(() => writeFileAtomic(join(dir, 'status.json'), '{}'), (e: NodeJS.ErrnoException) => e.path === join(dir, 'status.json'));
   assert.deepEqual(readdirSync(dir), ['status.json'], 'the temporary file removed');
+  // a full disk fails the write of a descriptor, whose error names no file (Node's own: code, syscall, no path)
+  for (const call of ['writeSync', 'fsyncSync'] as const) {
+    const real = fs[call];
+    (fs as Record<string, unknown>)[call] = () => {
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+    };
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => writeFileAtomic(join(dir, 'summary.json'), '{}'), (e: NodeJS.ErrnoException) => e.code === 'ENOSPC' && e.path === join(dir, 'summary.json'), call);
+    } finally {
+      (fs as Record<string, unknown>)[call] = real;
+      syncBuiltinESMExports();
+    }
+    assert.deepEqual(readdirSync(dir), ['status.json'], `${call}: the temporary file removed`);
+  }
 });
 
 test('isStaleTemp: this host by pid, other hosts and nameless ones by age, checkpoints by pid alone', () => {
