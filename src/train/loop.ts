@@ -28,7 +28,7 @@ import { mergeSummary, readSummary, writeSummary, type Summary } from '../runfol
 import { loadCheckpoint, saveCheckpoint, type LoopState } from './checkpoint.ts';
 import { runMeta } from './meta.ts';
 import { statsToRow } from './metrics.ts';
-import { trainStep } from './step.ts';
+import { trainStep, weightsFinite } from './step.ts';
 import { stepViews, ViewDump, viewsOfSteps } from './views.ts';
 
 export type TrainEvent =
@@ -346,7 +346,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         views.x2.dispose();
         throw e;
       }
-      const { stats, finite } = await trainStep(model, optimizer, views.x1, views.x2, {
+      const { stats, finite: statsFinite } = await trainStep(model, optimizer, views.x1, views.x2, {
         momentum: m,
         lr: lrNow,
         microBatch: c.train.micro_batch,
@@ -362,6 +362,13 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       const row: MetricRow = { step: state.step, epoch: Number(state.epoch.toFixed(6)), lr: lrNow, momentum: m, ...statsToRow(stats, groups), images_per_s: B / stepS };
       lastLoss = stats[0]!;
       state.last_loss = Number.isFinite(lastLoss) ? lastLoss : null;
+      const isLast = state.step === totalSteps;
+      const knnDue = isLast || (knnEvery !== null && state.step % knnEvery === 0);
+      const due = ckptEvery !== null ? state.step % ckptEvery === 0 : performance.now() - lastCkptTime > autoCkptMs;
+      // an update that overflowed under a finite loss (an absurd lr) left non-finite weights: the next step's
+      // loss would show it, but a kNN, checkpoint or end of training that comes first would measure or save
+      // them. The weights are checked there (one number read back), and the run diverged at this step
+      const finite = statsFinite && (!(knnDue || due) || (await weightsFinite(model.vars)));
       if (!finite) {
         outcome = 'diverged';
         divergedAt = state.step;
@@ -372,10 +379,9 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         dump.flushPartial(state.step);
         break;
       }
-      const isLast = state.step === totalSteps;
       // the monitor's cadence, and the end of training with the monitor off too: the final kNN goes into the
       // last step's metrics row either way
-      if (isLast || (knnEvery !== null && state.step % knnEvery === 0)) {
+      if (knnDue) {
         const k = await runKnn();
         row.knn_top1 = k.top1;
         row.knn_top5 = k.top5;
@@ -385,7 +391,6 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       if (state.step % c.train.log_every === 0 || isLast || row.knn_top1 !== undefined) appendMetric(runDir, row);
       emit({ type: 'step', step: state.step, totalSteps, row });
       dump.flush(state.step);
-      const due = ckptEvery !== null ? state.step % ckptEvery === 0 : performance.now() - lastCkptTime > autoCkptMs;
       if (due && !isLast) await checkpoint();
       // every 10 steps, and at the last: the final checkpoint, summary and linear probe follow at that step
       if (state.step % 10 === 0 || isLast) {
@@ -399,6 +404,11 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     // ---- teardown: checkpoint, summary, linear probe, final status (the final kNN ran at the last step)
     // a diverged run keeps its last finite checkpoint: its non-finite weights are nothing to resume from, and
     // a run killed before its final status, resumed, trains to the same divergence again
+    // a run stopped right after an update that overflowed (its weights unchecked since): diverged there
+    if (outcome === 'interrupted' && state.step > 0 && !(await weightsFinite(model.vars))) {
+      outcome = 'diverged';
+      divergedAt = state.step;
+    }
     if (outcome !== 'diverged') await checkpoint();
     const f = figures();
     const summary: Summary = {

@@ -51,3 +51,23 @@ export async function trainStep(model: MoCoViT, optimizer: Optimizer, x1: tf.Ten
     for (const g of out?.grads.values() ?? []) g.dispose();
   }
 }
+
+/**
+ * Whether every weight of the model (its float variables: base and momentum encoders, heads, BatchNorm
+ * statistics) is finite, read back as one number. An update that overflows (an absurd lr: 1e36 and up)
+ * leaves weights at ±Inf or NaN under a loss that was finite; the next step's loss shows it, but a kNN,
+ * checkpoint or end of training that comes first would measure or save them.
+ */
+export async function weightsFinite(vars: Map<string, tf.Variable>): Promise<boolean> {
+  const floats = [...vars.values()].filter((v) => v.dtype === 'float32');
+  if (floats.length === 0) return true;
+  // x * 0 is 0 for a finite x and NaN for ±Inf and NaN: the sum is finite exactly when every weight is
+  const t = tf.tidy(() => tf.addN(floats.map((v) => tf.sum(tf.mul(v, 0)))));
+  try {
+    const [sum] = (await readBack(t.data(), "a check of the model's weights")) as Float32Array;
+    checkWebGpuErrors("a check of the model's weights");
+    return Number.isFinite(sum!);
+  } finally {
+    t.dispose();
+  }
+}

@@ -171,6 +171,40 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   assert.throws(() => evalCheckpoint(dir), (e: Error) => e.message === `${join(dir, 'checkpoints')}: no checkpoint to evaluate: the run diverged at step 3, before its first checkpoint`);
 });
 
+test('an update that overflows under a finite loss (an absurd lr) is a divergence at that step: no kNN, checkpoint or end measures or saves its weights', async () => {
+  // base lr 1e40: step 2's loss and gradients are finite, its update leaves weights at ±Inf and NaN
+  const floatsFinite = (dir: string) => {
+    const last = JSON.parse(readFileSync(join(dir, 'checkpoints', 'last.json'), 'utf8')) as { step: number; dir: string };
+    const { tensors } = readSafetensors(join(dir, 'checkpoints', last.dir, 'model.safetensors'));
+    const ok = [...tensors.values()].every((t) => !(t.data instanceof Float32Array) || t.data.every(Number.isFinite));
+    return { step: last.step, ok };
+  };
+  const at = async (sets: string[], stopAfter?: number) => {
+    const dir = tmp();
+    let steps = 0;
+    const s = await trainRun({ config: tinyConfig(['optim.base_lr=1e40', ...sets]), runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: stopAfter === undefined ? undefined : () => steps >= stopAfter });
+    const st = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'));
+    const rows = readMetrics(join(dir, 'metrics.jsonl')).filter((r) => (r.step ?? 0) > 0);
+    return { dir, s, st, rows };
+  };
+  // a checkpoint due at step 2
+  const a = await at(['train.max_steps=6', 'train.checkpoint_every=1']);
+  assert.deepEqual([a.s.status, a.s.diverged_at, a.st.status, a.st.diverged_at], ['diverged', 2, 'diverged', 2]);
+  assert.deepEqual(floatsFinite(a.dir), { step: 1, ok: true });
+  assert.deepEqual(a.rows.map((r) => [r.step, Number.isFinite(r.loss)]), [[1, true], [2, true]]);
+  // the end of training at step 2: not a completed run of non-finite weights with their kNN
+  const b = await at(['train.max_steps=2', 'train.checkpoint_every=1']);
+  assert.deepEqual([b.s.status, b.s.diverged_at, b.s.steps], ['diverged', 2, 2]);
+  assert.deepEqual(floatsFinite(b.dir), { step: 1, ok: true });
+  assert.equal(b.rows.at(-1)!.knn_top1, undefined);
+  // stopped right after it, nothing due: the stop's checkpoint is not written either
+  const c = await at(['train.max_steps=6', 'train.checkpoint_every=1000', 'train.knn_every=1000'], 2);
+  assert.deepEqual([c.s.status, c.s.diverged_at, c.st.status], ['diverged', 2, 'diverged']);
+  assert.deepEqual(floatsFinite(c.dir), { step: 0, ok: true });
+  // a sane lr is never stopped by the check (the same run completes)
+  assert.equal((await trainRun({ config: tinyConfig(['train.max_steps=2', 'train.checkpoint_every=1']), runDir: tmp(), backend })).status, 'completed');
+});
+
 test('a diverged run with --dump-views writes the views of the steps up to its divergence (the ones to replay)', async () => {
   const dir = tmp();
   const s = await trainRun({ config: tinyConfig(['train.max_steps=8']), runDir: dir, backend, injectNanAtStep: 3, dumpViews: 5 });
