@@ -6,6 +6,7 @@
 import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { InputError } from '../config/errors.ts';
+import { shellQuote } from '../engine/files.ts';
 import { flatten } from '../config/load.ts';
 import { readMetrics, type MetricRow } from '../runfolder/metrics.ts';
 import { readYamlChecked, RUN_FILES, runPath, type Obj } from '../runfolder/paths.ts';
@@ -93,7 +94,7 @@ export function readSweep(dir: string, quiet = false): SweepRecord {
   // run, and the files in the second go back on the next train (moving that folder out would lose them)
   for (const d of folders.filter((x) => existsSync(join(dir, x, ASIDE_NOTE))).sort()) {
     const at = join(dir, d);
-    throw new ReportError(`${at}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${at} --resume\` (or the sweep) puts them back`);
+    throw new ReportError(`${at}: a \`moco3 train --force\` on this run was killed while it moved the run's files aside; \`moco3 train --out ${shellQuote(at)} --resume\` (or the sweep) puts them back`);
   }
   for (const d of folders.filter((x) => !found.includes(x))) {
     // a run's files without the config.yaml that makes it a run: reported as not started, it would be misreported

@@ -7,6 +7,7 @@
  * old folder beside the runs, which a report leaves out, saying so).
  */
 import { basename, dirname, join } from 'node:path';
+import { shellQuote } from '../engine/files.ts';
 import { metricsPath, readMetrics } from '../runfolder/metrics.ts';
 import { CheckpointError, stepOfDir } from '../runfolder/checkpoints.ts';
 import { resumeCheckpoint } from '../runfolder/resume.ts';
@@ -14,7 +15,7 @@ import { readRunState, type RunStateInfo } from '../runfolder/state.ts';
 import type { PlannedRun } from './plan.ts';
 
 /** `moco3 train` on a sweep's run folder: its own config.yaml, the folder as --out. */
-const trainCmd = (dir: string, flags: string) => `\`moco3 train -c ${join(dir, 'config.yaml')} --out ${dir} ${flags}\``;
+const trainCmd = (dir: string, flags: string) => `\`moco3 train -c ${shellQuote(join(dir, 'config.yaml'))} --out ${shellQuote(dir)} ${flags}\``;
 
 /**
  * Validates the checkpoint (and the metrics) each run would resume from; runs trained by another live process

@@ -9,6 +9,7 @@ import { configHash, configToYaml } from '../config/load.ts';
 import { notInputFault } from '../config/errors.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendInfo } from '../engine/backend.ts';
+import { shellQuote } from '../engine/files.ts';
 import { clearWebGpuErrors, releaseFreeGpuBuffers } from '../engine/webgpu.ts';
 import { DataError, type Dataset } from '../data/index.ts';
 import { itersPerEpoch } from '../data/sampler.ts';
@@ -464,7 +465,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       } catch (e) {
         if (e instanceof ProbeDiverged) {
           // the pretraining completed; the probe's lr was too large: no accuracy (its head would score 0%), said
-          const note = `${e.message} (eval.linear.base_lr ${c.eval.linear.base_lr}): linear top-1 left empty; \`moco3 eval linear ${runDir} --lr <smaller>\` probes it again`;
+          const note = `${e.message} (eval.linear.base_lr ${c.eval.linear.base_lr}): linear top-1 left empty; \`moco3 eval linear ${shellQuote(runDir)} --lr <smaller>\` probes it again`;
           emit({ type: 'phase', step: state.step, text: note });
           summary.linear_error = e.message;
           assertLockHeld(runDir);

@@ -350,7 +350,8 @@ test('a run trained anew (--force) while its checkpoint is evaluated: the result
 });
 
 test("a probe that diverges (its lr too large): the training's run completes with no linear accuracy and says why; eval linear with a sound lr fills it in", async () => {
-  const dir = tempDir('moco3-probe-diverged-');
+  // a folder with a blank: the command offered is quoted for the shell
+  const dir = join(tempDir('moco3-probe-diverged-'), 'a run');
   const phases: string[] = [];
   const before = tf.memory().numTensors;
   const c = buildConfig({ preset: 'smoke', sets: [...SETS, 'eval.linear.base_lr=1e300'] });
@@ -363,7 +364,7 @@ test("a probe that diverges (its lr too large): the training's run completes wit
   assert.equal(summary.status, 'completed');
   assert.equal(summary.linear_top1, null);
   assert.match(summary.linear_error, /^the linear probe diverged: loss (NaN|-?Infinity) in epoch 1 at lr 1\.25e\+299$/);
-  assert.ok(phases.some((p) => /^the linear probe diverged: .*\(eval\.linear\.base_lr 1e\+300\): linear top-1 left empty; `moco3 eval linear .* --lr <smaller>` probes it again$/.test(p)), phases.join('\n'));
+  assert.ok(phases.some((p) => /^the linear probe diverged: .*\(eval\.linear\.base_lr 1e\+300\): linear top-1 left empty; `moco3 eval linear '.*\/a run' --lr <smaller>` probes it again$/.test(p)), phases.join('\n'));
   assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status, 'completed');
   const r = await linearProbeForRun(dir, { baseLr: 3 });
   const after = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -738,4 +738,13 @@ test("the spike order's sentence gives its p as the report's other p-values do: 
   assert.match(spikeOrderMarkdown(runs(7, 0))!, /\(one-sided sign test: p = 0\.008; the paper's order leans after\)\.$/);
   assert.match(spikeOrderMarkdown(runs(15, 4))!, /\(one-sided sign test: p = 0\.0096; /);
   assert.match(spikeOrderMarkdown(runs(2, 0))!, /\(one-sided sign test: p = 0\.25; /);
+});
+
+test('report: the command offered for a run a killed train --force was moving aside is quoted for the shell', () => {
+  const dir = join(tmp(), "my sweep's runs");
+  const run = join(dir, 'r0');
+  mkdirSync(run, { recursive: true });
+  writeFileSync(join(run, '.aside.json'), '{"to": "r0.old-20261205T000000"}');
+  const quoted = `'${run.replace(/'/g, `'\\''`)}'`;
+  assert.throws(() => readSweep(dir), (e: Error) => e.message.endsWith(`\`moco3 train --out ${quoted} --resume\` (or the sweep) puts them back`) && e.message.startsWith(`${run}: `));
 });
