@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { intFlag, positiveFlag } from './numbers.ts';
 import { existsSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { notInputFault } from '../config/errors.ts';
 import { SweepError } from '../sweep/file.ts';
 import { LAUNCHER_FLAGS, parseLauncherFlags, resolveLauncher, type LauncherKey, type LauncherSettings } from '../sweep/launcher.ts';
 import { acquireLock, describeHolder, LOCK_NAME, releaseLock, setLockTimeout, staleAfterS } from '../runfolder/lock.ts';
@@ -174,16 +175,29 @@ export const submitLockDir = (plan: Pick<SweepPlan, 'dir'>): string => join(plan
 
 async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & LaunchFlags & { baselines?: boolean }, settings: LauncherSettings): Promise<void> {
   const states = plan.runs.map((r) => readRunState(r.dir));
-  const jobs = runJobs(plan);
+  const { jobs, queueError } = runJobs(plan);
   const skipped: string[] = [];
   const indices: number[] = [];
+  const unknown: string[] = [];
   plan.runs.forEach((r, i) => {
     const s = states[i]!;
     const job = jobs[i];
     if (isDone(s.state) || s.state === 'running') skipped.push(`${r.index} ${s.state}`);
     else if (job?.state && QUEUED_STATES.has(job.state)) skipped.push(`${r.index} ${job.state.toLowerCase()} as ${job.job}`);
-    else indices.push(r.index);
+    else {
+      // submitted before, and squeue could not say whether that task is still queued: submitting it again
+      // could train the run twice (two tasks taking turns on its lock, each holding a node)
+      if (job && job.state === null && queueError) unknown.push(`${r.index} as ${job.job}`);
+      indices.push(r.index);
+    }
   });
+  if (unknown.length) {
+    throw notInputFault(
+      new SweepError(
+        `sweep ${plan.id}: ${queueError}: whether the task${unknown.length === 1 ? '' : 's'} submitted before for run${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} still queued is unknown, and submitting ${unknown.length === 1 ? 'it' : 'them'} again could train ${unknown.length === 1 ? 'it' : 'them'} twice: submit again once squeue answers (nothing was submitted)`,
+      ),
+    );
+  }
   if (!indices.length) {
     // no script: an array of no task is no job
     process.stderr.write(`sweep ${plan.id}: nothing to submit: every run is completed, running or queued (${skipped.join(', ')})\n`);

@@ -80,9 +80,9 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   return plan;
 }
 
-type Jobs = ReturnType<typeof runJobs>;
+type Jobs = ReturnType<typeof runJobs>['jobs'];
 
-export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = plan.runs.map(() => null)): Record<string, unknown> {
+export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = plan.runs.map(() => null), queueError: string | null = null): Record<string, unknown> {
   return {
     sweep: plan.id,
     file: plan.spec.file,
@@ -109,6 +109,8 @@ export function planJson(plan: SweepPlan, states: RunStateInfo[], jobs: Jobs = p
         : {}),
       slurm: jobs[i] ?? null,
     })),
+    // squeue's failure: a task's null state then says nothing of whether it is queued
+    ...(queueError ? { slurm_error: queueError } : {}),
   };
 }
 
@@ -119,9 +121,11 @@ export function printPlan(plan: SweepPlan, json: boolean | undefined): void {
   // an unfinished run at the step of its last metrics row (its status.json's heartbeat lags up to 9 behind)
   const states = plan.runs.map((r) => withResumePoint(reachedState(r.dir), r.dir, r.config.train.log_every));
   // the Slurm array task of each run and its state, when the sweep was submitted with --launcher slurm
-  const jobs = runJobs(plan);
-  const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? 'not queued'}` : '-')) } : undefined;
-  process.stdout.write(json ? `${jsonLine(planJson(plan, states, jobs))}\n` : formatPlan(plan, states, slurm));
+  const { jobs, queueError } = runJobs(plan);
+  // squeue that could not answer: a task it did not show may be queued all the same
+  if (queueError) process.stderr.write(`moco3: note: ${queueError}: whether the submitted tasks are still queued is unknown (unknown below)\n`);
+  const slurm = jobs.some((j) => j !== null) ? { name: 'slurm', cells: jobs.map((j) => (j ? `${j.job} ${j.state ?? (queueError ? 'unknown' : 'not queued')}` : '-')) } : undefined;
+  process.stdout.write(json ? `${jsonLine(planJson(plan, states, jobs, queueError))}\n` : formatPlan(plan, states, slurm));
 }
 
 export function planCommand(): Command {

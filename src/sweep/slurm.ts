@@ -217,17 +217,24 @@ export function submitScript(path: string): string {
   return id;
 }
 
-/** Slurm's state of array tasks `<job>_<index>` (squeue, then sacct where accounting is on); none when Slurm is absent. */
-export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)): Map<string, string> {
+/**
+ * Slurm's state of array tasks `<job>_<index>` (squeue, then sacct where accounting is on), and squeue's
+ * failure where it could not answer (no controller, a timeout, no squeue): a task it does not show is then
+ * not known to be out of the queue (sacct lists a pending array as one line, not by task).
+ */
+export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)): { states: Map<string, string>; error: string | null } {
   const states = new Map<string, string>();
-  if (!subs.length) return states;
+  if (!subs.length) return { states, error: null };
+  let error: string | null = null;
   try {
     for (const line of run('squeue', ['-h', '-r', '--name', jobName(plan), '-o', '%i|%T']).split('\n')) {
       const [id, st] = line.trim().split('|');
       if (id && st) states.set(id, st);
     }
-  } catch {
-    /* no squeue, or no controller */
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    const why = err.code === 'ENOENT' ? 'not found' : (err.stderr || err.message).trim().split('\n')[0] || `exit ${String((err as { status?: unknown }).status)}`;
+    error = `squeue: ${why.replace(/^squeue: /, '')}`;
   }
   try {
     const ids = subs.map((s) => s.job_id).join(',');
@@ -238,17 +245,22 @@ export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)
   } catch {
     /* no sacct, or accounting disabled */
   }
-  return states;
+  return { states, error };
 }
 
-/** Per planned run: its newest array task and that task's Slurm state (null when Slurm does not know it). */
-export function runJobs(plan: SweepPlan): ({ job: string; state: string | null } | null)[] {
+export type RunJob = { job: string; state: string | null } | null;
+
+/**
+ * Per planned run: its newest array task and that task's Slurm state (null when Slurm does not know it), and
+ * squeue's failure (queueStates): a null state then says nothing of whether the task is queued.
+ */
+export function runJobs(plan: SweepPlan): { jobs: RunJob[]; queueError: string | null } {
   const subs = readJobs(plan);
-  if (!subs.length) return plan.runs.map(() => null);
-  const states = queueStates(plan, subs);
+  if (!subs.length) return { jobs: plan.runs.map(() => null), queueError: null };
+  const { states, error } = queueStates(plan, subs);
   // a run is found by its id, not by its place in this plan: other --seeds or values number it otherwise, and
   // its task keeps the index it was submitted with
-  return plan.runs.map((r) => {
+  const jobs = plan.runs.map((r): RunJob => {
     for (const sub of [...subs].reverse()) {
       const task = Object.entries(sub.runs).find(([, id]) => id === r.id)?.[0];
       if (task === undefined) continue;
@@ -257,6 +269,7 @@ export function runJobs(plan: SweepPlan): ({ job: string; state: string | null }
     }
     return null;
   });
+  return { jobs, queueError: error };
 }
 
 /** Slurm states in which a task will still train its run. */

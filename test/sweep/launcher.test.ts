@@ -330,6 +330,50 @@ test('--launcher slurm: a run queued by an earlier submission is found by its id
   assert.equal(jobs().length, 1);
 });
 
+test('--launcher slurm: with squeue failing, the runs submitted before are neither submitted again nor shown as not queued', async () => {
+  const results = tempDir('moco3-launch-');
+  const slurm = join(results, 'batch-size', 'slurm');
+  const bin = join(results, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'sbatch'), `#!/bin/sh\nn=$(cat ${bin}/next 2>/dev/null || echo 101)\necho $((n + 1)) > ${bin}/next\necho $n\n`, { mode: 0o755 });
+  const squeue = (body: string) => writeFileSync(join(bin, 'squeue'), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  squeue('echo "squeue: error: Socket timed out on send/recv operation" >&2; exit 1');
+  const env = { PATH: `${bin}:${process.env.PATH}` };
+  const base = ['sweep', 'batch-size', '--preset', 'smoke', '--launcher', 'slurm', '--results', results];
+  // the first submission: nothing submitted before, so nothing to ask the queue about
+  const first = await cli(base, env);
+  assert.equal(first.code, 0, first.err);
+  assert.equal(first.out, '101\n');
+  const before = readdirSync(slurm).sort();
+  // again, the queue unanswered: exit 1 (not bad input), one line, nothing written
+  const again = await cli(base, env);
+  assert.equal(again.code, 1, again.err);
+  assert.equal(
+    again.err,
+    'moco3: sweep batch-size: squeue: error: Socket timed out on send/recv operation: whether the tasks submitted before for runs 1 as 101_1, 2 as 101_2, 3 as 101_3, 4 as 101_4 are still queued is unknown, and submitting them again could train them twice: submit again once squeue answers (nothing was submitted)\n',
+  );
+  assert.deepEqual(readdirSync(slurm).sort(), before);
+  // plan says the state is unknown, not "not queued"
+  const plan = await cli(['plan', 'batch-size', '--preset', 'smoke', '--results', results], env);
+  assert.equal(plan.code, 0, plan.err);
+  assert.match(plan.err, /^moco3: note: squeue: error: Socket timed out on send\/recv operation: whether the submitted tasks are still queued is unknown \(unknown below\)\n$/);
+  assert.equal((plan.out.match(/101_\d unknown/g) ?? []).length, 4, plan.out);
+  assert.ok(!plan.out.includes('not queued'), plan.out);
+  const pj = JSON.parse((await cli(['plan', 'batch-size', '--preset', 'smoke', '--results', results, '--json'], env)).out);
+  assert.equal(pj.slurm_error, 'squeue: error: Socket timed out on send/recv operation');
+  // squeue absent: the same
+  rmSync(join(bin, 'squeue'));
+  const none = await cli(base, { PATH: bin });
+  assert.equal(none.code, 1, none.err);
+  assert.match(none.err, /^moco3: sweep batch-size: squeue: not found: whether the tasks/);
+  // squeue that answers: the tasks it does not show are out of the queue, and are submitted again
+  squeue('exit 0');
+  const answered = await cli(base, env);
+  assert.equal(answered.code, 0, answered.err);
+  assert.equal(answered.out, '102\n');
+  rmSync(results, { recursive: true, force: true });
+});
+
 /**
  * `moco3 sweep lr --preset smoke --launcher slurm` into `results` as a process of its own (the submission lock is
  * between processes; --lock-timeout is process-wide), with the fake Slurm commands of `bin` first on the PATH.
