@@ -93,7 +93,7 @@ export function shouldSupervise(): boolean {
  * In the child: tell the supervisor which run is training (`note(run)` at each run's start), and die with
  * the supervisor. A no-op in a process that is no supervised child.
  */
-export function childLink(): { note(run: string): void; ready(): void; requeueing(): void } {
+export function childLink(): { note(run: string | null, where?: string): void; ready(): void; requeueing(): void } {
   if (process.env[CHILD_ENV] !== '1' || typeof process.send !== 'function') return { note() {}, ready() {}, requeueing() {} };
   process.channel?.unref();
   process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'));
@@ -101,8 +101,9 @@ export function childLink(): { note(run: string): void; ready(): void; requeuein
   // the system (the native addon, where built; TensorFlow.js is loaded by the training anyway)
   void import('../engine/native.ts').then((m) => m.dieWithParent()).catch(() => {});
   return {
-    note(run) {
-      process.send?.({ run });
+    /** the run training now, or none (`where`: what the process does instead, e.g. the baselines) */
+    note(run, where) {
+      process.send?.({ run, where: where ?? null });
     },
     /** its stop handlers are in place: the supervisor passes on the signals it kept until now */
     ready() {
@@ -119,6 +120,8 @@ interface ChildEnd {
   code: number | null;
   signal: NodeJS.Signals | null;
   run: string | null;
+  /** what the child did outside a run when it ended (the baselines), or null */
+  where: string | null;
   /** the child was requeueing its Slurm task */
   requeueing: boolean;
   /** the first stop signal this process passed on (or held) during the child's life: a crash after it is not restarted */
@@ -142,6 +145,7 @@ function runChild(startedMs: number): Promise<ChildEnd> {
     env: { ...process.env, [CHILD_ENV]: '1', [STARTED_ENV]: String(startedMs) },
   });
   let run: string | null = null;
+  let where: string | null = null;
   let requeueing = false;
   let stopAsked: NodeJS.Signals | null = null;
   // signals are kept until the child says its handlers are in place: sent while it starts, INT or TERM would
@@ -151,7 +155,11 @@ function runChild(startedMs: number): Promise<ChildEnd> {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
   };
   child.on('message', (m: unknown) => {
-    if (m && typeof m === 'object' && typeof (m as { run?: unknown }).run === 'string') run = (m as { run: string }).run;
+    if (m && typeof m === 'object' && 'run' in m) {
+      const { run: r, where: w } = m as { run?: unknown; where?: unknown };
+      run = typeof r === 'string' ? r : null;
+      where = typeof w === 'string' ? w : null;
+    }
     if (m && typeof m === 'object' && (m as { requeueing?: unknown }).requeueing === true) requeueing = true;
     if (m && typeof m === 'object' && (m as { ready?: unknown }).ready === true && held) {
       const now = held;
@@ -182,7 +190,7 @@ function runChild(startedMs: number): Promise<ChildEnd> {
   process.on('SIGWINCH', onWinch);
   const ended = new Promise<ChildEnd>((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code, signal, run, requeueing, stopAsked }));
+    child.on('exit', (code, signal) => resolve({ code, signal, run, where, requeueing, stopAsked }));
   });
   return ended.finally(() => {
     for (const s of STOP_SIGNALS) process.off(s, forward);
@@ -220,14 +228,14 @@ export async function superviseSweep(plan: SweepPlan, json: boolean, quiet = fal
     }
     const run = plan.runs.find((r) => r.id === end.run) ?? null;
     const state = run ? reachedState(run.dir) : null;
-    const key = run?.id ?? '';
+    const key = run?.id ?? end.where ?? '';
     const n = (crashes.get(key) ?? 0) + 1;
     crashes.set(key, n);
-    const where = run && state ? `in run ${run.id} (${describeState(state)})` : 'outside a run';
+    const where = run && state ? `in run ${run.id} (${describeState(state)})` : end.where ? `in ${end.where}` : 'outside a run';
     const give = n >= MAX_CRASHES;
     if (json) {
       process.stdout.write(
-        `${jsonLine({ type: 'sweep_crash', signal: end.signal, run: run?.id ?? null, step: state?.step ?? null, resume_step: state?.checkpoint_step ?? null, crashes: n, restart: !give })}\n`,
+        `${jsonLine({ type: 'sweep_crash', signal: end.signal, run: run?.id ?? null, ...(run ? {} : { where: end.where }), step: state?.step ?? null, resume_step: state?.checkpoint_step ?? null, crashes: n, restart: !give })}\n`,
       );
     }
     if (give) {
@@ -237,6 +245,6 @@ export async function superviseSweep(plan: SweepPlan, json: boolean, quiet = fal
       );
       return 128 + signo;
     }
-    process.stderr.write(`moco3: the sweep process crashed (${end.signal}) ${where}; restarting it (${n} of ${MAX_CRASHES - 1} restarts for this run)\n`);
+    process.stderr.write(`moco3: the sweep process crashed (${end.signal}) ${where}; restarting it (${n} of ${MAX_CRASHES - 1} restarts ${run ? 'for this run' : end.where ? `for ${end.where}` : 'outside a run'})\n`);
   }
 }

@@ -378,7 +378,9 @@ export function sweepCommand(): Command {
         // each failed run's own error: its status.json may not say it (a full disk)
         const errors = new Map<string, string>();
         const onEvent = (e: SweepEvent) => {
+          // the supervisor names the run a crash came in: none once it has ended (the baselines say their own)
           if (e.type === 'run_start') link.note(e.run);
+          if (e.type === 'run_end' || e.type === 'run_failed') link.note(null);
           if (e.type === 'run_failed') errors.set(e.run, e.error);
           display.onEvent(e);
         };
@@ -407,6 +409,8 @@ export function sweepCommand(): Command {
                 try {
                   // a stop (Ctrl-C, TERM, a Slurm warning) keeps the seeds done: the next sweep or `moco3 baselines` computes the rest
                   if (missing.length) {
+                    link.note(null, 'the baselines');
+                    if (f.json) process.stdout.write(`${jsonLine({ type: 'baselines_start', sweep: plan.id, seeds: missing })}\n`);
                     await computeBaselinesOf(plan, {
                       json: f.json === true,
                       quiet: f.quiet === true,
@@ -438,6 +442,10 @@ export function sweepCommand(): Command {
             r.interrupted = true;
             baselinesStopped = true;
             launch.afterStopped?.();
+            if (f.json) {
+              const left = missingBaselineSeeds(plan);
+              process.stdout.write(`${jsonLine({ type: 'baselines_stopped', sweep: plan.id, seeds_done: plan.seeds.filter((x) => !left.includes(x)), seeds_left: left })}\n`);
+            }
           }
           if (held) {
             const other = held.host !== hostname();

@@ -76,6 +76,31 @@ test('Ctrl-C before the first seed of the baselines is done: exit 130, no baseli
   assert.equal(existsSync(join(results, 'tiny', 'baselines.json')), false);
 });
 
+test('--json: the baselines have their start and their stop in the event stream (the sweep_end before them said the runs)', async () => {
+  const results = join(root, 'json');
+  const a = args.map((x) => (x === root ? results : x));
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...a, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: { type: string; [k: string]: unknown }[] = [];
+  let buf = '';
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  child.stdout!.on('data', (d) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const e = JSON.parse(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      events.push(e);
+      if (e.type === 'baselines_start') child.kill('SIGINT');
+    }
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 130, stderr);
+  assert.deepEqual(events.slice(-3).map((e) => e.type), ['sweep_end', 'baselines_start', 'baselines_stopped']);
+  assert.deepEqual(events.at(-2), { type: 'baselines_start', sweep: 'tiny', seeds: [0, 1] });
+  assert.deepEqual(events.at(-1), { type: 'baselines_stopped', sweep: 'tiny', seeds_done: [], seeds_left: [0, 1] });
+});
+
 test('a Slurm task warned (USR1) during the baselines stops them and requeues itself, to compute them when it starts again', async () => {
   const results = join(root, 'slurm');
   const base = ['sweep', tinyFile, '--backend', 'cpu', '--results', results, '--set', 'eval.linear.epochs=400', '--set', 'eval.linear.enabled=false', '--set', 'optim.epochs=1'];

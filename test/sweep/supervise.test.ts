@@ -6,7 +6,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import '../helpers/tf.ts';
 import { loadSweepFile } from '../../src/sweep/file.ts';
@@ -107,6 +107,32 @@ test(`a run that crashes ${MAX_CRASHES} times is given up, its status left inter
   );
   assert.match(stderr, new RegExp(`crash ${MAX_CRASHES} of ${MAX_CRASHES} there; not restarting it`));
   assert.equal(readRunState(s.run1.dir).state, 'interrupted');
+});
+
+test('a crash while the sweep computes its baselines is said as such, not blamed on the last run trained; the restarted process computes them', async () => {
+  const results = mkdtempSync(join(root, 'baselines-'));
+  const marker = join(results, '.pause');
+  // paused before baselines.json is put in place: the runs are done, the baselines being computed
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1', MOCO3_TEST_PAUSE: 'before-rename:1:baselines\\.json', MOCO3_TEST_MARKER: marker };
+  const { events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--backend', 'cpu', '--results', results, '--set', 'eval.linear.enabled=false'], env, undefined, { noCore: true });
+  const poll = setInterval(() => {
+    if (!existsSync(marker)) return;
+    clearInterval(poll);
+    rmSync(marker);
+    // the process that trained the runs (their status.json's pid) computes the baselines
+    const run = readdirSync(join(results, 'tiny')).find((d) => existsSync(join(results, 'tiny', d, 'status.json')))!;
+    process.kill(trainerOf(join(results, 'tiny', run)), 'SIGABRT');
+    writeFileSync(`${marker}.go`, '');
+  }, 20);
+  const { code, stderr } = await done.finally(() => clearInterval(poll));
+  assert.equal(code, 0, stderr);
+  assert.match(stderr, /the sweep process crashed \(SIGABRT\) in the baselines; restarting it \(1 of \d restarts for the baselines\)\n/);
+  assert.doesNotMatch(stderr, /crashed \(SIGABRT\) in run/);
+  const crash = events.find((e) => e.type === 'sweep_crash');
+  assert.deepEqual([crash?.run, crash?.where, crash?.restart], [null, 'the baselines', true]);
+  assert.ok(events.some((e) => e.type === 'baselines_start'), 'the start of the baselines is an event');
+  assert.equal(events.at(-1)?.type, 'baselines');
+  assert.deepEqual(JSON.parse(readFileSync(join(results, 'tiny', 'baselines.json'), 'utf8')).seeds.map((x: { seed: number }) => x.seed), [0]);
 });
 
 /** A process's state letter from /proc (T: stopped). */
