@@ -3,6 +3,7 @@
  * the lock) without TensorFlow.js.
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ASIDE_NOTE } from './aside.ts';
 import { checkpointStep } from './checkpoints.ts';
@@ -41,7 +42,9 @@ export function readRunState(runDir: string): RunStateInfo {
     lock: null,
   };
   const lock = liveLock(runDir);
-  if (lock && lock.pid !== process.pid) return { ...info, state: 'running', lock };
+  // a live lock of another process: of another pid, or of this one's pid on another host (a results folder
+  // shared over the network, containers numbering their pids alike)
+  if (lock && (lock.pid !== process.pid || lock.host !== hostname())) return { ...info, state: 'running', lock };
   // a `train --force` killed while it moved the run aside (src/runfolder/aside.ts): whatever its files say,
   // the run is not whole until the lock's next holder (train, a sweep) has put them back
   if (existsSync(join(runDir, ASIDE_NOTE))) return { ...info, state: 'interrupted' };

@@ -1,7 +1,9 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { LOCK_NAME } from '../../src/runfolder/lock.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { markFailed, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -34,6 +36,17 @@ test("a run's state: the step it reached is never behind its checkpoint (a statu
   // neither: a new run
   const fresh = readRunState(run(null, null));
   assert.deepEqual([fresh.state, fresh.step], ['new', null]);
+});
+
+test("a live lock of this process's pid on another host is another process's: the run is running there", () => {
+  const dir = run({ status: 'running', step: 2, total_steps: 6, pid: process.pid, host: 'node-b' }, null);
+  const lock = { pid: process.pid, host: 'node-b', proc_start: null, since: new Date().toISOString(), heartbeat: new Date().toISOString(), sweep: 'x', timeout_s: 600 };
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify(lock));
+  const st = readRunState(dir);
+  assert.deepEqual([st.state, st.lock?.host], ['running', 'node-b']);
+  // this host's: this process's own lock (its run is read by its files)
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ ...lock, host: hostname() }));
+  assert.equal(readRunState(dir).state, 'interrupted');
 });
 
 test("markFailed (a sweep's run failed outside its loop): the loop's own failed status of the same error is kept; an earlier attempt's error is replaced", () => {
