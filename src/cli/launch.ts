@@ -242,7 +242,10 @@ async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & Laun
   try {
     path = writeScript(plan, script);
     try {
-      jobId = submitScript(path);
+      const sub = submitScript(path);
+      jobId = sub.id;
+      // sbatch's warnings (a time limit cut to the partition's, a deprecated option) are the user's to see
+      for (const line of sub.said.split('\n').filter(Boolean)) process.stderr.write(`moco3: ${line.startsWith('sbatch') ? line : `sbatch: ${line}`}\n`);
     } catch (e) {
       if (!(e instanceof SubmissionUnsure)) throw e;
       // found in the queue, it is recorded as any other; else the user looks before submitting the runs twice

@@ -11,7 +11,7 @@
  * end to results/<sweep>/slurm/tasks.jsonl. squeue (and sacct, where accounting is on) give the live state.
  * No TensorFlow.js here.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -178,6 +178,16 @@ function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000, env: slurmEnv() });
 }
 
+/** As run, with what the command said on stderr when it succeeded (sbatch's warnings). */
+function runSaying(cmd: string, args: string[]): { out: string; said: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000, env: slurmEnv() });
+  if (r.error || r.status !== 0) {
+    // the error execFileSync throws: code (ENOENT, ETIMEDOUT), stderr, message
+    throw Object.assign(r.error ?? new Error(`Command failed: ${cmd} ${args.join(' ')}`), { stderr: r.stderr ?? '', status: r.status });
+  }
+  return { out: r.stdout, said: r.stderr.trim() };
+}
+
 /**
  * An sbatch that timed out (its own "Socket timed out", or no answer within run's limit): the controller
  * may have queued the job all the same, so what the submission wrote is kept.
@@ -200,11 +210,12 @@ export function queuedJobOf(plan: SweepPlan, path: string): string | null {
   return null;
 }
 
-/** `sbatch --parsable <script>`: the job id. */
-export function submitScript(path: string): string {
+/** `sbatch --parsable <script>`: the job id, and what sbatch said on stderr (its warnings: a partition's limit). */
+export function submitScript(path: string): { id: string; said: string } {
   let out: string;
+  let said: string;
   try {
-    out = run('sbatch', ['--parsable', path]);
+    ({ out, said } = runSaying('sbatch', ['--parsable', path]));
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT') throw new SweepError('sbatch: not found; --launcher slurm needs the Slurm client commands on PATH');
@@ -214,7 +225,7 @@ export function submitScript(path: string): string {
   }
   const id = out.trim().split(';')[0]!;
   if (!/^\d+$/.test(id)) throw new SweepError(`sbatch ${path}: unexpected answer ${JSON.stringify(out.trim())}`);
-  return id;
+  return { id, said };
 }
 
 /**

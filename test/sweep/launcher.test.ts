@@ -335,7 +335,8 @@ test('--launcher slurm: with squeue failing, the runs submitted before are neith
   const slurm = join(results, 'batch-size', 'slurm');
   const bin = join(results, 'bin');
   mkdirSync(bin);
-  writeFileSync(join(bin, 'sbatch'), `#!/bin/sh\nn=$(cat ${bin}/next 2>/dev/null || echo 101)\necho $((n + 1)) > ${bin}/next\necho $n\n`, { mode: 0o755 });
+  // an sbatch that warns as it submits: the warning is passed on
+  writeFileSync(join(bin, 'sbatch'), `#!/bin/sh\nn=$(cat ${bin}/next 2>/dev/null || echo 101)\necho $((n + 1)) > ${bin}/next\necho "sbatch: warning: time limit cut to the partition's" >&2\necho $n\n`, { mode: 0o755 });
   const squeue = (body: string) => writeFileSync(join(bin, 'squeue'), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
   squeue('echo "squeue: error: Socket timed out on send/recv operation" >&2; exit 1');
   const env = { PATH: `${bin}:${process.env.PATH}` };
@@ -344,6 +345,7 @@ test('--launcher slurm: with squeue failing, the runs submitted before are neith
   const first = await cli(base, env);
   assert.equal(first.code, 0, first.err);
   assert.equal(first.out, '101\n');
+  assert.match(first.err, /^moco3: sbatch: warning: time limit cut to the partition's\n/m);
   const before = readdirSync(slurm).sort();
   // again, the queue unanswered: exit 1 (not bad input), one line, nothing written
   const again = await cli(base, env);
