@@ -55,6 +55,10 @@ test('separable features give 100%, and top-k counting is exact', async () => {
   const acc = topkAccuracy(Float64Array.from([0.1, 0.5, 0.4, /* */ 0.3, 0.3, 0.4]), Int32Array.from([2, 0]), 3);
   assert.equal(acc.top1, 0); // query 0: class 1 wins; query 1: class 2 wins
   assert.equal(acc.top5, 100);
+  // the 5th of 7 classes is in the top 5, the 6th is not (by score, and by the lower index among equals)
+  const seven = (y: number, row: number[]) => topkAccuracy(Float64Array.from(row), Int32Array.from([y]), 7).top5;
+  assert.deepEqual([seven(2, [7, 6, 3, 5, 4, 2, 1]), seven(5, [7, 6, 4, 5, 3, 2, 1])], [100, 0]);
+  assert.deepEqual([seven(4, [1, 1, 1, 1, 1, 1, 1]), seven(5, [1, 1, 1, 1, 1, 1, 1])], [100, 0]);
 });
 
 test('a class no neighbour voted for is no top-5 hit (k=1 counted the lowest-numbered classes as hits)', async () => {
