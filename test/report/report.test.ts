@@ -28,6 +28,14 @@ function mdTable(md: string): { header: string[]; rows: Map<string, string[]> } 
   return { header, rows };
 }
 
+/** A run's line of runs.csv: column -> cell (no cell of these tests holds a comma or a quote). */
+function runsCsvRow(dir: string, id: string): Record<string, string> {
+  const [head, ...lines] = readFileSync(join(dir, 'runs.csv'), 'utf8').trim().split('\n').map((l) => l.split(','));
+  const row = lines.find((l) => l[0] === id);
+  assert.ok(row, `${id} in runs.csv`);
+  return Object.fromEntries(head!.map((h, i) => [h, row[i]!]));
+}
+
 const paperRow = (rows: Map<string, string[]>) => [...rows].find(([k]) => k.startsWith('paper:'))?.[1];
 
 test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds, diverged run, files', async () => {
@@ -192,12 +200,18 @@ test('a run stopped before its first kNN after step 0 has no kNN so far (step 0 
   const table = mdTable(readFileSync(join(dir, 'report.md'), 'utf8')).rows;
   assert.deepEqual(table.get('kNN top-1 (%)'), ['interrupted (step 10/10)']);
   // stopped by Ctrl-C, its summary.json records step 0's kNN as its last (knn_step 0): not its figure either
-  writeFileSync(join(run, 'summary.json'), JSON.stringify({ status: 'interrupted', steps: 10, total_steps: 10, knn_top1: rows[0]!.knn_top1, knn_top5: 50, knn_step: 0 }));
+  // (its best kNN counts step 0, as an older moco3's summary did: not the run's best either)
+  writeFileSync(
+    join(run, 'summary.json'),
+    JSON.stringify({ status: 'interrupted', steps: 10, total_steps: 10, knn_top1: rows[0]!.knn_top1, knn_top5: 50, knn_step: 0, best_knn_top1: rows[0]!.knn_top1 }),
+  );
   writeFileSync(join(run, 'status.json'), JSON.stringify({ status: 'interrupted', step: 10, total_steps: 10 }));
-  await writeReport(dir, { plots: false, format: 'md' });
+  await writeReport(dir, { plots: false, format: 'both' });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   assert.deepEqual(mdTable(md).rows.get('kNN top-1 (%)'), ['interrupted (step 10/10)']);
   assert.match(md, /\| `t0\.1-s0-aaaaaaaa` \| 0 \| interrupted \| 10\/10 \| - \/ - \| - \(-\) \|/);
+  const csvRow = runsCsvRow(dir, 't0.1-s0-aaaaaaaa');
+  assert.deepEqual([csvRow.knn_top1, csvRow.knn_top5, csvRow.best_knn_top1], ['', '', '']);
   // a completed run of 0 steps (train.max_steps 0): step 0's kNN is its final one, and shown
   writeFakeRun(dir, { id: 't0.2-s0-bbbbbbbb', config: { 'moco.temperature': 0.2, seed: 0 }, steps: 0, summary: { knn_top1: 21.5, knn_step: 0, steps: 0, total_steps: 0 } });
   await writeReport(dir, { plots: false, format: 'md' });
