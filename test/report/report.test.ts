@@ -693,6 +693,15 @@ test("a summary.json of another step than the metrics' end (a resume killed befo
   assert.ok(![...table.values()].flat().some((c) => /22\.2|11\.1/.test(c)), 'no figure of the stale summaries');
   const csv = readFileSync(join(dir, 'runs.csv'), 'utf8');
   assert.ok(!/22\.2|11\.1/.test(csv), csv);
+  // an unfinished run's older summary.json is what a resume or a rewind leaves: nothing to say of it
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /summary\.json (is|are) not of the step/);
+  // the same summary of a finished run is said
+  writeFileSync(join(dir, 'resumed-killed', 'status.json'), JSON.stringify({ status: 'completed', step: 200, total_steps: 200 }));
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.match(
+    readFileSync(join(dir, 'report.md'), 'utf8'),
+    /\n\*\*1 finished run's summary\.json is not of the step its metrics\.jsonl ends at\*\* \(a copy of another part of the run, a damaged file\): `resumed-killed` \(summary\.json of step 100, metrics to step 200\)\. /,
+  );
 });
 
 test("a finished run whose metrics.jsonl stops early (a copy cut short) or is gone: summary.json's figures, and the report says where its rows end", async () => {
