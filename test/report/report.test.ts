@@ -726,6 +726,21 @@ test("a finished run whose metrics.jsonl stops early (a copy cut short) or is go
   assert.match(md, /\(`cut`\)\n {2}- dips: [^\n]*\n {2}- spikes: (none|patch)/);
 });
 
+test("a finished run's metrics.jsonl one train.log_every or more short of its summary.json's step is said to stop early; less than that is not", async () => {
+  const dir = join(tmp(), 'temperature');
+  const cutAt = (run: string, last: number) => {
+    const rows = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n');
+    writeFileSync(join(run, 'metrics.jsonl'), `${rows.filter((l) => JSON.parse(l).step <= last).join('\n')}\n`);
+  };
+  // logged every 5 steps, rows to step 195 of 200: one log_every short
+  cutAt(writeFakeRun(dir, { id: 'short', config: { 'moco.temperature': 0.1 }, steps: 200, logEvery: 5 }), 195);
+  // the same rows at a log_every of 6: 5 steps short, under one log_every
+  cutAt(writeFakeRun(dir, { id: 'within', config: { 'moco.temperature': 0.2, 'train.log_every': 6 }, steps: 200, logEvery: 5 }), 195);
+  await writeReport(dir, { plots: false, format: 'md' });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\n\*\*1 finished run's metrics\.jsonl stops before its last step\*\* \(a copy cut short, a damaged file\): `short` \(rows to step 195 of 200\)\. /);
+});
+
 test('report: a run whose config.yaml holds a seed train would refuse is one line naming it, nothing written', async () => {
   const dir = writeSimpleSweep(tmp(), 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
   const run = writeFakeRun(dir, { id: 'edited', config: { 'moco.temperature': 0.5 } });
