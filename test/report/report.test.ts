@@ -290,6 +290,27 @@ test('a partly finished sweep: the planned runs without a folder are listed as m
   assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), new RegExp(`\\*\\*Not planned by this sweep: 1 run folder\\*\\* that sweep\\.yaml does not list \\(copied in from elsewhere\\?\\): \`${ids[0]}\`\\. It is reported beside the sweep's own runs`));
 });
 
+test('run folders sweep.yaml does not list: the first 12 named, the rest counted', async () => {
+  const dir = join(tmp(), 'copied');
+  const ids = Array.from({ length: 13 }, (_, i) => `copied-${String(i).padStart(2, '0')}`);
+  for (const [i, id] of [...ids, 'planned'].entries()) writeFakeRun(dir, { id, config: { seed: i }, steps: 20 });
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ runs: [{ id: 'planned' }] }));
+  const named = (n: number) => ids.slice(0, n).map((id) => `\`${id}\``).join(', ');
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.ok(
+    readFileSync(join(dir, 'report.md'), 'utf8').includes(
+      `\n**Not planned by this sweep: 13 run folders** that sweep.yaml does not list (copied in from elsewhere?): ${named(12)}, and 1 more. They are reported beside the sweep's own runs, `,
+    ),
+  );
+  rmSync(join(dir, ids[12]!), { recursive: true });
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.ok(
+    readFileSync(join(dir, 'report.md'), 'utf8').includes(
+      `\n**Not planned by this sweep: 12 run folders** that sweep.yaml does not list (copied in from elsewhere?): ${named(12)}. They are reported beside the sweep's own runs, `,
+    ),
+  );
+});
+
 test('a previous run moved aside by train --force is left out, and the report says so', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'forced', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
