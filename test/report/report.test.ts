@@ -769,6 +769,10 @@ test('report: a run whose config.yaml holds a seed train would refuse is one lin
   writeFileSync(path, readFileSync(path, 'utf8').replace(/^seed: .*$/m, 'seed: abc'));
   await assert.rejects(writeReport(dir, { plots: false }), (e: Error) => e.name === 'ReportError' && e.message === `${path}: seed: expected an integer >= 0, got "abc"`);
   assert.ok(!existsSync(join(dir, 'report.md')));
+  // a negative seed, as train refuses it
+  writeFileSync(path, readFileSync(path, 'utf8').replace(/^seed: .*$/m, 'seed: -1'));
+  await assert.rejects(writeReport(dir, { plots: false }), (e: Error) => e.name === 'ReportError' && e.message === `${path}: seed: expected an integer >= 0, got -1`);
+  assert.ok(!existsSync(join(dir, 'report.md')));
 });
 
 test("report: a run whose process holds its lock keeps its summary.json as that process wrote it (the report's rewrite could land over the probe's result)", async () => {
