@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { DEFAULT_INSTABILITY, spikeOrderMarkdown, writeReport } from '../../src/report/index.ts';
-import type { RunInstability } from '../../src/report/instability.ts';
+import { analyzeRun, type RunInstability } from '../../src/report/instability.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
 import { readSweep } from '../../src/report/results.ts';
 import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
@@ -459,6 +459,25 @@ test('runs of different depths and logging intervals: the last block and the spi
   const md1 = readFileSync(join(one, 'report.md'), 'utf8');
   assert.match(md1, /\| patch-proj\. spikes with a block1 spike after them \(≤ 200 steps\) \|/);
   assert.match(md1, /within 200 steps after/);
+});
+
+test("the gradient lead and the spike-order window are measured at the run's train.log_every, not over the kNN monitor's rows off that cadence", async () => {
+  const dir = join(tmp(), 'cadence');
+  // logged every 10 steps, the kNN monitor every 12 (rows off that cadence); the last block's spikes 20 steps after the patch projection's
+  const run = writeFakeRun(dir, { id: 'r', steps: 2000, logEvery: 10, knnEvery: 12, spikes: { patch_proj: [500, 1200, 1700], block1: [520, 1220, 1720] } });
+  const rows = readSweep(dir).runs[0]!.metrics;
+  const lead = analyzeRun(rows, DEFAULT_INSTABILITY, 10).gradLead!;
+  assert.equal(lead.lag, 20);
+  // over every row (the cadence not known), the lead would be another
+  assert.notEqual(analyzeRun(rows, DEFAULT_INSTABILITY).gradLead?.lag, 20);
+  await writeReport(dir, { plots: false });
+  const s = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8'));
+  assert.deepEqual([s.grad_lead, s.grad_lead_r], [lead.lag, Math.round(lead.r * 1e4) / 1e4]);
+  assert.equal(runsCsvRow(dir, 'r').grad_lead, '20');
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /^ {2}- gradient excursions, patch proj\. vs block1: correlation [-\d.]+ at the same step, largest [\d.]+ at a lead of 20 steps$/m);
+  // 40 logged rows of 10 steps
+  assert.match(md, /\| patch-proj\. spikes with a block1 spike after them \(≤ 400 steps\) \|/);
 });
 
 test("the paper row: an AdamW lr sweep with the patch projection fixed frozen is Fig. 5's frozen series; a frozen batch-size sweep has none", async () => {
