@@ -35,6 +35,20 @@ test("eval knn --monitor reproduces the run's kNN curve at its checkpoints (the 
   assert.match(lin.out, /= 3 x 64\/256/);
   const asked = await cli(['eval', 'knn', run, '-k', '10']);
   assert.doesNotMatch(asked.err, /note: -k/);
+  // nor a --batch-size the split holds
+  const fits = await cli(['eval', 'linear', run, '--batch-size', '32', '--epochs', '1', '--no-augment']);
+  assert.equal(fits.code, 0, fits.err);
+  assert.doesNotMatch(fits.err, /note: --batch-size/);
+  assert.match(fits.out, /= 3 x 32\/256/);
+  // under --json the values used are in the object: no note on stderr, stdout the one object alone
+  for (const [args, used] of [[['knn', run, '-k', '500'], { k: 64 }], [['linear', run, '--batch-size', '1000', '--epochs', '1', '--no-augment'], { batchSize: 64, lr: 0.75 }]] as const) {
+    const j = await cli(['eval', ...args, '--json']);
+    assert.equal(j.code, 0, j.err);
+    assert.equal(j.err, '', args.join(' '));
+    assert.match(j.out, /^\{.*\}\n$/);
+    const o = JSON.parse(j.out);
+    for (const [key, v] of Object.entries(used)) assert.equal(o[key], v, `${args[0]} ${key}`);
+  }
 });
 
 test('eval on a run folder it cannot write to fails before the work, one line, exit 2 (it failed once the probe was done)', async () => {
