@@ -51,6 +51,28 @@ test("eval knn --monitor reproduces the run's kNN curve at its checkpoints (the 
   }
 });
 
+/** A tiny run whose eval.knn.query_size (1000) is past its 32 test images and whose eval.linear.batch_size is 16: trained once, by the first test that asks. */
+let smallRun: Promise<string> | undefined;
+function small(): Promise<string> {
+  smallRun ??= (async () => {
+    const run = join(tempDir('moco3-eval-small-'), 'run');
+    const t = await cli(['train', ...tinyTrainArgs('eval.knn.query_size=1000', 'eval.linear.batch_size=16'), '--out', run]);
+    assert.equal(t.code, 0, t.err);
+    return run;
+  })();
+  return smallRun;
+}
+
+test("eval knn --monitor: an eval.knn.query_size past the test split is cut to it, as the run's kNN curve was", async () => {
+  const run = await small();
+  const r = await cli(['eval', 'knn', run, '--monitor', '--json']);
+  assert.equal(r.code, 0, r.err);
+  const o = JSON.parse(r.out);
+  assert.deepEqual([o.bank, o.queries, o.step], [64, 32, 8]);
+  const curve = readMetrics(join(run, 'metrics.jsonl')).find((m) => m.step === 8 && m.knn_top1 !== undefined);
+  assert.equal(o.top1, curve?.knn_top1);
+});
+
 test('eval on a run folder it cannot write to fails before the work, one line, exit 2 (it failed once the probe was done)', async () => {
   const run = join(tempDir('moco3-eval-ro-'), 'run');
   const t = await cli(['train', ...tinyTrainArgs('eval.linear.enabled=false'), '--out', run]);
