@@ -1,7 +1,7 @@
 /** `moco3 eval knn --monitor` gives the points of the run's own kNN curve (metrics.jsonl) again from its checkpoints. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs, { readdirSync } from 'node:fs';
+import fs, { readdirSync, readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join, resolve } from 'node:path';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
@@ -71,6 +71,32 @@ test("eval knn --monitor: an eval.knn.query_size past the test split is cut to i
   assert.deepEqual([o.bank, o.queries, o.step], [64, 32, 8]);
   const curve = readMetrics(join(run, 'metrics.jsonl')).find((m) => m.step === 8 && m.knn_top1 !== undefined);
   assert.equal(o.top1, curve?.knn_top1);
+});
+
+test('eval linear --lr: an lr used beyond a float (with the --batch-size given) is refused before the probe, a probe that diverges after it; one line, exit 2, nothing written', async () => {
+  const run = await small();
+  // a linear.json and summary.json's linear figures to keep
+  const ok = await cli(['eval', 'linear', run, '--epochs', '1', '--no-augment']);
+  assert.equal(ok.code, 0, ok.err);
+  const files = readdirSync(run).sort();
+  const summary = readFileSync(join(run, 'summary.json'));
+  const linear = readFileSync(join(run, 'linear.json'));
+  const refused = async (args: string[], line: RegExp) => {
+    const r = await cli(['eval', 'linear', run, ...args]);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, line, args.join(' '));
+    assert.equal(r.out, '');
+    assert.deepEqual(readdirSync(run).sort(), files);
+    assert.deepEqual(readFileSync(join(run, 'summary.json')), summary, 'summary.json untouched');
+    assert.deepEqual(readFileSync(join(run, 'linear.json')), linear, 'linear.json untouched');
+  };
+  const diverged = (lr: string, at: string) => new RegExp(`^moco3: --lr ${lr}: the linear probe diverged: loss (NaN|-?Infinity) in epoch 1 at lr ${at}; nothing written; give a smaller --lr\n$`);
+  await refused(['--lr', '1e300'], diverged('1e300', '6\\.25e\\+298'));
+  // 1e307 x the run's batch 16 / 256 is a float (the probe diverges); x 32 or 512 / 256 is not
+  await refused(['--lr', '1e307'], diverged('1e307', '6\\.25e\\+305'));
+  for (const batch of ['32', '512']) {
+    await refused(['--lr', '1e307', '--batch-size', batch], new RegExp(`^moco3: --lr 1e307: x batch ${batch} / 256 \\(the lr used\\) is beyond a float; give a smaller --lr\n$`));
+  }
 });
 
 test('eval on a run folder it cannot write to fails before the work, one line, exit 2 (it failed once the probe was done)', async () => {
