@@ -42,7 +42,8 @@ test('linear probe of a finished run: reads the newest checkpoint, writes summar
   await trained;
   const before = tf.memory().numTensors;
   const epochs: number[] = [];
-  const r = await linearProbeForRun(runDir, { onEpoch: (e) => epochs.push(e.epoch) });
+  const losses: number[] = [];
+  const r = await linearProbeForRun(runDir, { onEpoch: (e) => (epochs.push(e.epoch), losses.push(e.loss)) });
   assert.deepEqual(epochs, [1, 2]);
   assert.equal(r.augmented, true);
   assert.equal(r.trainSize, 64);
@@ -58,6 +59,10 @@ test('linear probe of a finished run: reads the newest checkpoint, writes summar
   assert.equal(summary.linear_top5, r.top5);
   assert.equal(summary.status, 'completed', 'the loop keys are kept');
   assert.match(summary.linear.train_views, /random-resized-crop/);
+  // the training split's size (report/baselines.ts reads it) and the last epoch's loss
+  assert.deepEqual([summary.linear.train_size, summary.linear.test_size], [64, 40]);
+  assert.notEqual(losses[0], losses[1]);
+  assert.equal(summary.linear.final_loss, losses[1]);
   assert.ok(existsSync(join(runDir, 'linear.json')));
   assert.equal(tf.memory().numTensors, before, 'tensors leaked');
 });
