@@ -294,6 +294,31 @@ test("a run not completed (interrupted, diverged, or without status.json): its n
   writeFileSync(join(dir, 'summary.json'), before);
 });
 
+test('a damaged summary.json the probe would write into is refused before the probe trains: the one line naming it, no epoch, nothing written', async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-badsummary-');
+  cpSync(runDir, dir, { recursive: true });
+  writeFileSync(join(dir, 'summary.json'), '{bad');
+  const linear = readFileSync(join(dir, 'linear.json'), 'utf8');
+  const files = readdirSync(dir).sort();
+  const refused = (e: Error) =>
+    e.message === `${join(dir, 'summary.json')}: not valid JSON (truncated?); remove it (\`moco3 train --resume\` or the sweep writes it again) or train the run again with \`moco3 train --force\``;
+  const epochs: number[] = [];
+  await assert.rejects(linearProbeForRun(dir, { onEpoch: (e) => epochs.push(e.epoch) }), refused);
+  // the end-of-run hook form alike: a live model, no checkpoint read
+  const c = loadRunConfig(dir);
+  const { model } = loadRunModel(dir, c);
+  try {
+    await assert.rejects(linearProbeForRun(dir, { config: c, model, step: 4, onEpoch: (e) => epochs.push(e.epoch) }), refused);
+  } finally {
+    model.dispose();
+  }
+  assert.deepEqual(epochs, []);
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), '{bad');
+  assert.equal(readFileSync(join(dir, 'linear.json'), 'utf8'), linear);
+  assert.deepEqual(readdirSync(dir).sort(), files);
+});
+
 test("an evaluation with other settings keeps the run's earlier result beside the new one (<kind>.old-<time>.json); the same result again is only rewritten", async () => {
   await trained;
   const dir = tempDir('moco3-probe-again-');
