@@ -61,8 +61,9 @@ export async function trainStep(model: MoCoViT, optimizer: Optimizer, x1: tf.Ten
 export async function weightsFinite(vars: Map<string, tf.Variable>): Promise<boolean> {
   const floats = [...vars.values()].filter((v) => v.dtype === 'float32');
   if (floats.length === 0) return true;
-  // x * 0 is 0 for a finite x and NaN for ±Inf and NaN: the sum is finite exactly when every weight is
-  const t = tf.tidy(() => tf.addN(floats.map((v) => tf.sum(tf.mul(v, 0)))));
+  // x * 0 is 0 for a finite x and NaN for ±Inf and NaN: the sum is finite exactly when every weight is. Added
+  // one by one: an addN of every variable binds more buffers than a WebGPU kernel may (16 per stage)
+  const t = tf.tidy(() => floats.reduce<tf.Tensor>((acc, v) => tf.add(acc, tf.sum(tf.mul(v, 0))), tf.scalar(0)));
   try {
     const [sum] = (await readBack(t.data(), "a check of the model's weights")) as Float32Array;
     checkWebGpuErrors("a check of the model's weights");

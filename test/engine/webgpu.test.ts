@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { summarizeAdapter, describeAdapter } from '../../src/engine/webgpu.ts';
 import { gpuDeviceNodes } from '../../src/engine/backend.ts';
 import { packingDefault } from '../../src/engine/webgpu-kernels.ts';
@@ -245,4 +245,18 @@ test('the GPU buffers TensorFlow.js keeps for reuse are given back between runs,
   assert.equal(r.left, 0);
   assert.equal(r.v, 3);
   assert.ok(r.again > 0, p.stdout);
+});
+
+test("a training run on webgpu checks its weights where a checkpoint or kNN uses them: a sane lr completes, an update that overflows is a divergence at its step", () => {
+  const dir = tempDir('moco3-webgpu-train-');
+  const train = (out: string, lr: string) =>
+    moco3(['train', '--preset', 'smoke', '--backend', 'webgpu', '-q', '--out', join(dir, out), ...['data.train_size=256', 'data.test_size=64', 'train.max_steps=4', 'train.checkpoint_every=1', 'train.knn_every=2', 'eval.linear.enabled=false', `optim.base_lr=${lr}`].flatMap((x) => ['--set', x])], 300_000);
+  const ok = train('sane', '1.5e-4');
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /^completed 4\/4 steps in /);
+  // base lr 1e40: step 2's loss is finite and its update leaves non-finite weights
+  const over = train('over', '1e40');
+  assert.equal(over.status, 0, over.stderr);
+  assert.match(over.stdout, /^diverged 2\/4 steps in .*diverged at step 2\n/);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'over', 'checkpoints', 'last.json'), 'utf8')).step, 1);
 });
