@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -143,6 +143,32 @@ test("an archive whose data does not match the gzip trailer's checksum is refuse
   gz[gz.length - 8] ^= 1; // the CRC-32 of the inflated data, before its length
   const bad = archive(gz);
   await assert.rejects(collect(bad), (e: Error) => e instanceof DataError && e.message === `${bad}: damaged: the data does not match the gzip checksum at its end (incorrect data check); download it again`);
+  // the CRC right, the length after it (ISIZE) wrong: damaged too, not another kind of file
+  const len = Buffer.from(gzipSync(tar({ 'd/a': noise(3000, 15), 'd/b': noise(20, 16) })));
+  len[len.length - 1] ^= 1;
+  const badLen = archive(len);
+  await assert.rejects(collect(badLen), (e: Error) => e instanceof DataError && e.message === `${badLen}: damaged: the data does not match the gzip checksum at its end (incorrect length check); download it again`);
+});
+
+test('a pax header whose record length is 0 or negative ends its reading (a record of length 0 was read again for ever); the entry keeps its own name', { timeout: 20000 }, async () => {
+  // the walk in a child process: a loop that never ends would block this one, and the test's timeout with it
+  const script = `const { walkTarGz } = await import(${JSON.stringify(new URL('../../src/data/tar.ts', import.meta.url).pathname)});
+    const calls = [];
+    await walkTarGz(process.argv[1], (name, size) => (calls.push(name + ' ' + size), null));
+    console.log(JSON.stringify(calls));`;
+  for (const body of ['0 path=x\n', '-9 path=x\n']) {
+    const p = archive(gzipSync(tar([['PaxHeaders/f', Buffer.from(body), 'x'], ['d/f', noise(10, 17), '0']])));
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, p], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    child.stderr.on('data', (d) => (err += String(d)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    clearTimeout(timer);
+    assert.equal(code, 0, `${JSON.stringify(body)}: exit ${code} (killed after 5 s: the walk did not end) ${err}`);
+    assert.deepEqual(JSON.parse(out), ['d/f 10'], body);
+  }
 });
 
 test('archives written by GNU tar and by Python, in each of their formats: every file under its full name, long and non-ASCII ones too', async () => {
