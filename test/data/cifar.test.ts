@@ -71,6 +71,14 @@ test('a truncated batch, a label out of range and a missing folder give one-line
     loadDataset(spec('cifar10', dirname(fetched))),
     new RegExp(`test_batch\\.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records; \`moco3 data fetch cifar10 --dir ${dirname(fetched)}\` unpacks it again$`),
   );
+  // an empty batch: no whole number of records either (it read as a batch of none)
+  writeFileSync(join(root, 'test_batch.bin'), records(2, 1, 0));
+  writeFileSync(join(root, 'data_batch_3.bin'), new Uint8Array(0));
+  await assert.rejects(loadDataset(spec('cifar10', root)), (e: Error) => e instanceof DataError && e.message === `${root}: data_batch_3.bin: 0 bytes is not a whole number of 3073-byte cifar10 records; copy it again from where it came`);
+  const emptyInArchive = join(tempDir('moco3-cifar-'), 'cifar-10-binary.tar.gz');
+  writeFileSync(emptyInArchive, gzipSync(tar({ ...Object.fromEntries([1, 2, 4, 5].map((b) => [`cifar-10-batches-bin/data_batch_${b}.bin`, records(2, 1, b)])), 'cifar-10-batches-bin/data_batch_3.bin': new Uint8Array(0), 'cifar-10-batches-bin/test_batch.bin': records(2, 1, 0) })));
+  await assert.rejects(loadDataset(spec('cifar10', emptyInArchive)), (e: Error) => e instanceof DataError && e.message === `${emptyInArchive}: data_batch_3.bin: 0 bytes is not a whole number of 3073-byte cifar10 records`);
+  writeFileSync(join(root, 'data_batch_3.bin'), records(2, 1, 3));
   const bad = records(2, 1, 0);
   bad[3073] = 10;
   writeFileSync(join(root, 'test_batch.bin'), bad);
@@ -110,7 +118,37 @@ test('the archive and the extracted folder give the same splits: files in any or
     assert.ok(Buffer.from(sub.train.images).equals(Buffer.from(fromFolder.train.images.subarray(0, 1040 * 3072))), source);
     // more than the split holds: the config key that asked is named
     await assert.rejects(loadDataset({ ...spec('cifar10', source), testSize: 1000 }), (e: Error) => e instanceof DataError && / test split has \d+ images, 1000 asked for \(data\.test_size\)$/.test(e.message));
+    // one more than it holds is refused too; all of it is not
+    await assert.rejects(loadDataset({ ...spec('cifar10', source), trainSize: 1129 }), (e: Error) => e instanceof DataError && e.message === `${source}: train split has 1128 images, 1129 asked for (data.train_size)`);
+    assert.equal((await loadDataset({ ...spec('cifar10', source), trainSize: 1128 })).train.n, 1128);
   }
+});
+
+test('a bad label past the first 1,024 records (a folder file is read 1,024 at a time) is named by its record number in the file', async () => {
+  const root = tempDir('moco3-cifar-');
+  // CIFAR-10: data_batch_1 of 1,031 records, the last with label 10
+  const ten = join(root, 'ten');
+  mkdirSync(ten);
+  const batch1 = records(1031, 1, 1);
+  batch1[1030 * 3073] = 10;
+  const tenFiles: Record<string, Uint8Array> = { 'data_batch_1.bin': batch1, 'test_batch.bin': records(2, 1, 0) };
+  for (let b = 2; b <= 5; b++) tenFiles[`data_batch_${b}.bin`] = records(2, 1, b);
+  for (const [f, bytes] of Object.entries(tenFiles)) writeFileSync(join(ten, f), bytes);
+  await assert.rejects(loadDataset(spec('cifar10', ten)), (e: Error) => e instanceof DataError && e.message === `${ten}: data_batch_1.bin: record 1030 has label 10, outside 0..9`);
+  const tenArchive = join(root, 'cifar-10-binary.tar.gz');
+  writeFileSync(tenArchive, gzipSync(tar(Object.fromEntries(Object.entries(tenFiles).map(([f, b]) => [`cifar-10-batches-bin/${f}`, b])))));
+  await assert.rejects(loadDataset(spec('cifar10', tenArchive)), (e: Error) => e instanceof DataError && e.message === `${tenArchive}: data_batch_1.bin: record 1030 has label 10, outside 0..9`);
+  // CIFAR-100: train.bin of 1,031 records, the last with coarse label 20
+  const hundred = join(root, 'hundred');
+  mkdirSync(hundred);
+  const train = records(1031, 2, 0);
+  train[1030 * 3074] = 20;
+  writeFileSync(join(hundred, 'train.bin'), train);
+  writeFileSync(join(hundred, 'test.bin'), records(2, 2, 0));
+  await assert.rejects(loadDataset(spec('cifar100', hundred)), (e: Error) => e instanceof DataError && e.message === `${hundred}: train.bin: record 1030 has coarse label 20, outside 0..19 (not CIFAR-100's binary records?)`);
+  const hundredArchive = join(root, 'cifar-100-binary.tar.gz');
+  writeFileSync(hundredArchive, gzipSync(tar({ 'cifar-100-binary/train.bin': train, 'cifar-100-binary/test.bin': records(2, 2, 0) })));
+  await assert.rejects(loadDataset(spec('cifar100', hundredArchive)), (e: Error) => e instanceof DataError && e.message === `${hundredArchive}: train.bin: record 1030 has coarse label 20, outside 0..19 (not CIFAR-100's binary records?)`);
 });
 
 test("files of the same name in the archive: the dataset folder's are read, the last copy at one path (as tar extracts), two elsewhere refused", async () => {
