@@ -261,6 +261,28 @@ test('data info, and the readers, with $MOCO3_DATA set to a file: said so, not a
   assert.equal(existsSync(out), false);
 });
 
+test('data info: a damaged batch unpacked under $MOCO3_DATA: the command that unpacks it again has no --dir (fetch goes there anyway), elsewhere it names the folder (a real process)', async () => {
+  const data = fresh();
+  const folder = join(data, 'cifar-10-batches-bin');
+  mkdirSync(folder, { recursive: true });
+  for (let b = 1; b <= 5; b++) writeFileSync(join(folder, `data_batch_${b}.bin`), new Uint8Array(3073));
+  writeFileSync(join(folder, 'test_batch.bin'), new Uint8Array(3073 + 100));
+  const run = async (args: string[]) => {
+    const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, ...args], { cwd: repo, env: { ...process.env, MOCO3_DATA: data }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += String(d)));
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    assert.equal(code, 2, `exit ${code}: ${err}`);
+    return verdicts(err);
+  };
+  assert.deepEqual(await run(['data', 'info', 'cifar10']), [`moco3: ${folder}: test_batch.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records; \`moco3 data fetch cifar10\` unpacks it again`]);
+  // the same folder given by its path: no longer under the data directory's name, so --dir names it
+  const copy = fresh();
+  cpSync(folder, join(copy, 'cifar-10-batches-bin'), { recursive: true });
+  assert.deepEqual(await run(['data', 'info', 'cifar10', '--data-path', copy]), [`moco3: ${join(copy, 'cifar-10-batches-bin')}: test_batch.bin: 3173 bytes is not a whole number of 3073-byte cifar10 records; \`moco3 data fetch cifar10 --dir ${copy}\` unpacks it again`]);
+});
+
 test('data info: files that are not the published ones show as mismatch; extracted CIFAR files as not checked', async () => {
   const dir = fresh();
   // a tiny Fashion-MNIST where `data fetch --dir` puts it
