@@ -624,6 +624,64 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
   }
 });
 
+test('content that libvips reads as PPM or JPEG 2000 (formats PIL reads too) is taken under an image\'s name', async () => {
+  // this machine's libvips (sharp's prebuilt one) has no PPM or JPEG 2000 loader: a build that has them is
+  // stood in for by reporting those formats for two PNG files, whose pixels libvips then decodes as usual
+  const root = tempDir('moco3-imagefolder-formats-');
+  const proto = (sharp as unknown as { prototype: { metadata: (this: { options: { input: { file?: string } } }) => Promise<sharp.Metadata> } }).prototype;
+  const metadata = proto.metadata;
+  const reported: Record<string, string> = { [join(root, 'train', 'a', 'p.png')]: 'ppm', [join(root, 'train', 'b', 'j.png')]: 'jp2k' };
+  proto.metadata = async function (this: { options: { input: { file?: string } } }) {
+    const m = await metadata.call(this);
+    const format = reported[this.options.input.file ?? ''];
+    return format ? { ...m, format: format as keyof sharp.FormatEnum } : m;
+  };
+  try {
+    for (const split of ['train', 'val']) {
+      for (const cls of ['a', 'b']) {
+        mkdirSync(join(root, split, cls), { recursive: true });
+        await solid(12, 12, cls === 'a' ? RED : BLUE).png().toFile(join(root, split, cls, '1.png'));
+      }
+    }
+    await solid(12, 12, GREEN).png().toFile(join(root, 'train', 'a', 'p.png'));
+    await solid(12, 12, YELLOW).png().toFile(join(root, 'train', 'b', 'j.png'));
+    assert.deepEqual(await sharpDecoder.probe(join(root, 'train', 'a', 'p.png')), { width: 12, height: 12 });
+    assert.deepEqual(await sharpDecoder.probe(join(root, 'train', 'b', 'j.png')), { width: 12, height: 12 });
+    const ds = await loadImageFolder(spec(root, { imageSize: 8 }), quiet());
+    assert.equal(ds.train.n, 4);
+    const colours = Array.from({ length: 4 }, (_, i) => pixel(ds, 'train', i, 4, 4));
+    for (const want of [GREEN, YELLOW]) assert.ok(colours.some((c) => c.every((v, k) => Math.abs(v - want[k]!) <= 1)), `${want} among [${colours.join('], [')}]`);
+  } finally {
+    proto.metadata = metadata;
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a symlink loop in a hidden folder: its files are counted once, and the folder loads', async () => {
+  const root = tempDir('moco3-imagefolder-loop-');
+  try {
+    for (const split of ['train', 'val']) {
+      for (const cls of ['a', 'b']) {
+        mkdirSync(join(root, split, cls), { recursive: true });
+        await solid(12, 12, cls === 'a' ? RED : BLUE).png().toFile(join(root, split, cls, '1.png'));
+      }
+    }
+    // a hidden folder that links to itself (torchvision's walk follows links)
+    mkdirSync(join(root, 'train', 'a', '.thumbs'));
+    await solid(12, 12, GREEN).png().toFile(join(root, 'train', 'a', '.thumbs', '1.png'));
+    symlinkSync('.', join(root, 'train', 'a', '.thumbs', 'loop'));
+    const lines: string[] = [];
+    const ds = await loadImageFolder(spec(root, { imageSize: 8 }), quiet({ log: (l) => lines.push(l) }));
+    assert.equal(ds.train.n, 2);
+    assert.deepEqual(
+      lines.filter((l) => l.includes('left out')),
+      [`${root}: 1 file that torchvision's ImageFolder would read is left out (in hidden folders: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files and folders; to include it, convert it (to PNG, say) or rename a hidden one`],
+    );
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 for (const [sig, code] of [['SIGINT', 130], ['SIGHUP', 129]] as const) test(`${sig} while a cache is built by a command without handlers of its own (data info): exit ${code}, no partial cache, no folder made (a real process)`, { timeout: 30000 }, async () => {
   const root = tempDir('moco3-imagefolder-sigint-');
   try {
