@@ -41,7 +41,9 @@ const cifarCut = gzipSync(tar(cifarFiles).subarray(0, 512 * 10));
 
 // ---- a local server: files by name, Range on or off, and a few misbehaviours ----
 
-type Mode = 'range' | 'ignore-range' | 'wrong-range' | 'cut' | 'hang-after-half' | 'pause-at-half' | 'no-answer';
+// star-range: a 206 whose Content-Range gives no total (bytes A-B/*); chunked: a 200 with no Content-Length;
+// encoded: a 200 saying Content-Encoding: gzip (the body as served, its Content-Length that body's)
+type Mode = 'range' | 'ignore-range' | 'wrong-range' | 'star-range' | 'chunked' | 'encoded' | 'cut' | 'hang-after-half' | 'pause-at-half' | 'no-answer';
 const served = new Map<string, Uint8Array>();
 let mode: Mode = 'range';
 let seen: Array<{ url: string; range: string | undefined }> = [];
@@ -69,11 +71,11 @@ const server = http.createServer((req, res) => {
   }
   if (m && mode !== 'ignore-range') {
     const from = Number(m[1]);
-    res.writeHead(206, { 'content-length': body.length - from, 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` });
+    res.writeHead(206, { 'content-length': body.length - from, 'content-range': `bytes ${from}-${body.length - 1}/${mode === 'star-range' ? '*' : body.length}` });
     res.end(body.subarray(from));
     return;
   }
-  res.writeHead(200, { 'content-length': body.length });
+  res.writeHead(200, mode === 'chunked' ? {} : mode === 'encoded' ? { 'content-length': body.length, 'content-encoding': 'gzip' } : { 'content-length': body.length });
   if (mode === 'pause-at-half') {
     res.write(body.subarray(0, body.length >> 1));
     setTimeout(() => res.end(body.subarray(body.length >> 1)), 150);
@@ -236,6 +238,26 @@ test('a .part holding the first half is resumed with a Range request', async () 
   assert.equal(sha(readFileSync(join(dir, 'train-images-idx3-ubyte.gz'))), sha(bigImages));
   assert.deepEqual(leftovers(dir), []);
   assert.ok(lines.some((l) => /resuming at/.test(l)), lines.join('\n'));
+  assert.ok(lines.includes(`train-images-idx3-ubyte.gz: resuming at ${mb(half)} of ${mb(bigImages.length)}`), lines.join('\n'));
+  assert.notEqual(mb(half), mb(bigImages.length));
+});
+
+test('a resume whose server gives the file another size (a mirror holding another file) is refused: the .part is deleted, and the error is no fault of the input (exit 1)', async () => {
+  const dir = freshDir();
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  const half = bigImages.length >> 1;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz.part'), bigImages.subarray(0, half));
+  const other = Buffer.concat([bigImages, Buffer.alloc(1000, 1)]);
+  served.set('train-images-idx3-ubyte.gz', other);
+  await assert.rejects(fetchDataset(src, { dir }), (e: Error) => {
+    assert.ok(e instanceof DataError);
+    assert.equal(e.message, `train-images-idx3-ubyte.gz: ${base}train-images-idx3-ubyte.gz is ${other.length} bytes, expected ${bigImages.length} (sha256 ${sha(bigImages)}); the partial file was deleted`);
+    assert.equal(isNotInputFault(e), true);
+    return true;
+  });
+  assert.deepEqual(seen.map((s) => s.range), [`bytes=${half}-`]);
+  assert.deepEqual(readdirSync(dir), []);
 });
 
 test('a server that ignores Range (200) makes the download start over, and the result is right', async () => {
@@ -300,6 +322,22 @@ test('a server announcing the wrong size is refused before anything is written',
   const src = oneFile('t10k-labels-idx1-ubyte.gz', fm['t10k-labels-idx1-ubyte.gz']!);
   served.set('t10k-labels-idx1-ubyte.gz', Buffer.from('<html>a captive portal</html>'));
   await assert.rejects(fetchDataset(src, { dir }), /^DataError: t10k-labels-idx1-ubyte\.gz: http:\/\/127\.0\.0\.1:\d+\/files\/t10k-labels-idx1-ubyte\.gz is 29 bytes, expected \d+/);
+  // nothing, not even the folder the fetch made
+  assert.equal(existsSync(dir), false);
+});
+
+test('a server that sends more bytes than the file has (no Content-Length to refuse it by) is cut off there: the .part deleted, no fault of the input (exit 1)', async () => {
+  const dir = freshDir();
+  const body = fm['t10k-labels-idx1-ubyte.gz']!;
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', body);
+  served.set('t10k-labels-idx1-ubyte.gz', Buffer.concat([body, Buffer.alloc(5000, 1)]));
+  mode = 'chunked';
+  await assert.rejects(fetchDataset(src, { dir }), (e: Error) => {
+    assert.ok(e instanceof DataError);
+    assert.equal(e.message, `t10k-labels-idx1-ubyte.gz: ${base}t10k-labels-idx1-ubyte.gz sent more than the ${body.length} bytes expected (sha256 ${sha(body)}); the partial file was deleted`);
+    assert.equal(isNotInputFault(e), true);
+    return true;
+  });
   // nothing, not even the folder the fetch made
   assert.equal(existsSync(dir), false);
 });
