@@ -2,7 +2,8 @@ import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -481,6 +482,41 @@ test('a download whose file cannot be opened says nothing was kept (it said the 
     const code = /cannot write \((E[A-Z]+)\)/.exec(e.message)?.[1];
     return said && (code === 'EIO' ? isNotInputFault(e) : ['EACCES', 'EPERM', 'EROFS'].includes(code ?? '') && !isNotInputFault(e));
   });
+});
+
+test('a write the system denies (EACCES, EROFS) is the folder given (exit 2); one the disk fails (EIO, ENOSPC) is not (exit 1); what reached the disk is kept and said', async () => {
+  const src = oneFile('train-images-idx3-ubyte.gz', bigImages);
+  const half = bigImages.length >> 1;
+  const real = { write: fs.write, writev: fs.writev };
+  for (const code of ['EACCES', 'EROFS', 'EIO', 'ENOSPC']) {
+    for (const held of [0, half]) {
+      const dir = freshDir();
+      const part = join(dir, 'train-images-idx3-ubyte.gz.part');
+      if (held) {
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(part, bigImages.subarray(0, held));
+      }
+      // the download's writes fail as the system fails them (the file is opened; its first write is refused)
+      const fail = (...args: unknown[]) => process.nextTick(args.at(-1) as (e: Error) => void, Object.assign(new Error(`${code}: failed, write`), { code, syscall: 'write' }));
+      Object.assign(fs, { write: fail, writev: fail });
+      syncBuiltinESMExports();
+      const denied = code === 'EACCES' || code === 'EROFS';
+      const again = denied ? `make ${held ? 'the file and its folder' : 'the folder'} writable (or give --dir) and run the same command again` : 'run the same command again';
+      try {
+        await assert.rejects(fetchDataset(src, { dir }), (e: Error) => {
+          assert.ok(e instanceof DataError, String(e));
+          assert.equal(e.message, `${part}: cannot write (${code}); ${held ? `${mb(held)} of ${mb(bigImages.length)} kept, ${again} to resume` : `nothing kept; ${again}`}`);
+          assert.equal(isNotInputFault(e), !denied, `${code}: no fault of the input`);
+          return true;
+        });
+      } finally {
+        Object.assign(fs, real);
+        syncBuiltinESMExports();
+      }
+      assert.equal(readFileSync(part).length, held, `${code}: the .part as it was`);
+      assert.deepEqual(readdirSync(dir), ['train-images-idx3-ubyte.gz.part'], code);
+    }
+  }
 });
 
 test('CIFAR: the archive is downloaded, checked and unpacked to the folder the reader reads', async () => {
