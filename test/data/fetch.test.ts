@@ -678,6 +678,55 @@ test('a mirror holding the published content gzipped differently (as Debian\'s c
   assert.ok(!existsSync(join(other, file.name)));
 });
 
+test('a copy checked by content whose size the server does not say (chunked, or a range of bytes .../*) is downloaded and checked by content, not said cut short', async () => {
+  const idx = encodeIdx([300, 28, 28], Uint8Array.from({ length: 300 * 784 }, (_, i) => (i * 11) % 253));
+  const published = gzipSync(idx, { level: 9 });
+  const regzipped = gzipSync(idx, { level: 1 });
+  assert.notEqual(regzipped.length, published.length);
+  const file: KnownFile = { ...known('t10k-images-idx3-ubyte.gz', published), content: { size: idx.length, sha256: sha(idx) } };
+  const source: DatasetSource = { name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] };
+  served.set(file.name, regzipped);
+  mode = 'chunked';
+  const dir = freshDir();
+  const r = await fetchDataset(source, { dir });
+  assert.deepEqual(r.files.map((f) => f.action), ['downloaded']);
+  assert.deepEqual(readFileSync(join(dir, file.name)), regzipped);
+  assert.deepEqual(leftovers(dir), []);
+  mode = 'star-range';
+  const resumed = freshDir();
+  mkdirSync(resumed, { recursive: true });
+  writeFileSync(join(resumed, `${file.name}.part`), regzipped.subarray(0, 1000));
+  seen = [];
+  const lines: string[] = [];
+  const again = await fetchDataset(source, { dir: resumed, log: (l) => lines.push(l) });
+  assert.deepEqual(again.files.map((f) => f.action), ['resumed']);
+  assert.deepEqual(seen.map((x) => x.range), ['bytes=1000-']);
+  assert.deepEqual(readFileSync(join(resumed, file.name)), regzipped);
+  assert.deepEqual(leftovers(resumed), []);
+  // the size is not known: none said
+  assert.ok(lines.includes(`${file.name}: resuming at ${mb(1000)}`), lines.join('\n'));
+});
+
+test('a Content-Length beside a Content-Encoding is not taken for the file\'s size: the bytes are counted as they come', async () => {
+  // a mirror compressing on the fly the Fashion-MNIST file it holds uncompressed: the gzip stream that comes is the content, gzipped differently
+  const idx = encodeIdx([300, 28, 28], Uint8Array.from({ length: 300 * 784 }, (_, i) => (i * 13) % 249));
+  const published = gzipSync(idx, { level: 9 });
+  const file: KnownFile = { ...known('t10k-images-idx3-ubyte.gz', published), content: { size: idx.length, sha256: sha(idx) } };
+  const onTheFly = gzipSync(idx, { level: 1 });
+  served.set(file.name, onTheFly);
+  mode = 'encoded';
+  const dir = freshDir();
+  const r = await fetchDataset({ name: 'fashion-mnist', baseUrl: base, subdir: '', files: [file] }, { dir });
+  assert.deepEqual(r.files.map((f) => f.action), ['downloaded']);
+  assert.deepEqual(readFileSync(join(dir, file.name)), onTheFly);
+  // a file of no published content, its Content-Length other than its size: not refused at that length, but at
+  // the bytes that came past the file's size
+  const body = fm['t10k-labels-idx1-ubyte.gz']!;
+  const src = oneFile('t10k-labels-idx1-ubyte.gz', body);
+  served.set('t10k-labels-idx1-ubyte.gz', Buffer.concat([body, Buffer.alloc(5000, 1)]));
+  await assert.rejects(fetchDataset(src, { dir: freshDir() }), (e: Error) => e instanceof DataError && e.message === `t10k-labels-idx1-ubyte.gz: ${base}t10k-labels-idx1-ubyte.gz sent more than the ${body.length} bytes expected (sha256 ${sha(body)}); the partial file was deleted`);
+});
+
 test('a second fetch into a folder another fetch is writing is refused before any request (they shared one .part); a dead fetch\'s lock is taken over', async () => {
   const dir = freshDir();
   const src = fmSource();
