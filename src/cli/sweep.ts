@@ -3,7 +3,8 @@ import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { hostname } from 'node:os';
 import { checkOutputDir } from '../engine/files.ts';
-import { describeHolder, staleAfterS } from '../runfolder/lock.ts';
+import { describeHolder, mayWrite, staleAfterS } from '../runfolder/lock.ts';
+import { markInterrupted } from '../runfolder/status.ts';
 import { shellQuote } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
 import type { SweepEvent } from '../sweep/runner.ts';
@@ -344,8 +345,14 @@ export function sweepCommand(): Command {
       let inBaselines = false;
       // said above the bars once they draw (written past them, the line was cut at the edge, then drawn over)
       let say = toStderr;
+      // the folder of the run this process is training, if any
+      let current: string | null = null;
       const onSig = (sig: NodeJS.Signals) => {
-        if (signalled && sig === 'SIGINT') process.exit(130);
+        if (signalled && sig === 'SIGINT') {
+          // the run being trained says interrupted (not `running` at its last heartbeat), where it is still this process's
+          if (current && mayWrite(current)) markInterrupted(current);
+          process.exit(130);
+        }
         if (signalled) return;
         signalled = true;
         stop = true;
@@ -381,6 +388,8 @@ export function sweepCommand(): Command {
           // the supervisor names the run a crash came in: none once it has ended (the baselines say their own)
           if (e.type === 'run_start') link.note(e.run);
           if (e.type === 'run_end' || e.type === 'run_failed') link.note(null);
+          if (e.type === 'run_start') current = plan.runs.find((x) => x.id === e.run)?.dir ?? null;
+          if (e.type === 'run_end' || e.type === 'run_failed') current = null;
           if (e.type === 'run_failed') errors.set(e.run, e.error);
           display.onEvent(e);
         };

@@ -8,11 +8,11 @@ import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendName } from '../engine/backend.ts';
 import { checkpointsDir, findLastCheckpoint } from '../runfolder/checkpoints.ts';
 import { trainRunSlug } from '../runfolder/names.ts';
-import { readStatus } from '../runfolder/status.ts';
+import { markInterrupted, readStatus } from '../runfolder/status.ts';
 import { readRunState } from '../runfolder/state.ts';
 import { knnStepNote, readSummary } from '../runfolder/summary.ts';
 import { ASIDE_NOTE, ASIDE_STAMP, movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
-import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, nonEmptyCheckpoint, type RunFlags } from './common.ts';
@@ -162,7 +162,11 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const onSig = (sig: NodeJS.Signals) => {
     // a second Ctrl-C quits at once; another signal meanwhile (scancel's second TERM) lets the checkpoint be written
     if (signalled) {
-      if (sig === 'SIGINT') process.exit(130);
+      if (sig === 'SIGINT') {
+        // its status says so (not `running` at the last heartbeat), where the run is still this process's
+        if (mayWrite(runDir)) markInterrupted(runDir);
+        process.exit(130);
+      }
       return;
     }
     signalled = true;

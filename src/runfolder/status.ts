@@ -84,6 +84,21 @@ export class StatusWriter {
 }
 
 /**
+ * A run this process was training, left at once (a second Ctrl-C): its `running` status, written by this
+ * process, says interrupted at the step it holds (the checkpoint and metrics say how far the run got; the
+ * readers take the furthest). Nothing where the status is final or another process's; never throws.
+ */
+export function markInterrupted(runDir: string): void {
+  try {
+    const st = readStatus(runDir);
+    if (!st || st.status !== 'running' || st.pid !== process.pid || st.host !== hostname()) return;
+    writeStatus(runDir, 'interrupted', st.step, st.total_steps);
+  } catch {
+    /* quitting at once: a status that cannot be read or written stays as it is */
+  }
+}
+
+/**
  * A run that failed outside its loop (the sweep records it): failed at the step it reached. The loop's own
  * failed status of this error is kept; one of an earlier attempt's error is replaced (the error is this one).
  */

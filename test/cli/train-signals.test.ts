@@ -60,6 +60,32 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'] as co
   });
 }
 
+test('train: a second Ctrl-C quits at once, exit 130, no checkpoint written; its status says interrupted, not running', async () => {
+  const out = join(root, 'twice');
+  const marker = join(root, `.pause-twice`);
+  const env = { ...process.env, MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker };
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const poll = setInterval(() => {
+    if (!existsSync(marker)) return;
+    clearInterval(poll);
+    child.kill('SIGINT');
+    setTimeout(() => {
+      child.kill('SIGINT');
+      writeFileSync(`${marker}.go`, '');
+    }, 200);
+  }, 20);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearInterval(poll);
+  assert.equal(code, 130, stderr);
+  const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
+  assert.equal(st.status, 'interrupted');
+  // the checkpoint of step 0 only: the second Ctrl-C came before the stop's own
+  assert.equal(JSON.parse(readFileSync(join(out, 'checkpoints', 'last.json'), 'utf8')).step, 0);
+  assert.equal(readRunState(out).state, 'interrupted');
+});
+
 test('train: Ctrl-C in the linear probe stops it between batches: status interrupted at the last step, exit 130; --resume runs the probe', async () => {
   const out = join(root, 'probe');
   const args = [...tinyTrainArgs('eval.linear.enabled=true', 'eval.linear.epochs=300', 'eval.linear.batch_size=16'), '--json', '--out', out];

@@ -243,6 +243,23 @@ test("a supervised child counts the sweep's time from its supervisor's start (a 
   }
 });
 
+test('a second Ctrl-C quits the sweep at once: exit 130, and the run it was training says interrupted, not running', async () => {
+  const results = mkdtempSync(join(root, 'twice-'));
+  const s = supervised(results, (n, marker, supervisor) => {
+    if (n > 1) return;
+    rmSync(marker);
+    process.kill(supervisor, 'SIGINT'); // passed on to the child, which is paused between two steps
+    setTimeout(() => {
+      process.kill(supervisor, 'SIGINT');
+      writeFileSync(`${marker}.go`, '');
+    }, 300);
+  });
+  const { code, stderr } = await s.done;
+  assert.equal(code, 130, stderr);
+  assert.equal(JSON.parse(readFileSync(join(s.run1.dir, 'status.json'), 'utf8')).status, 'interrupted');
+  assert.ok(!s.events.some((e) => e.type === 'run_end'), 'no run ended');
+});
+
 test('a sweep process that crashes after a Ctrl-C is not restarted: the sweep stops as asked', async () => {
   const results = mkdtempSync(join(root, 'stopping-'));
   const s = supervised(results, (n, marker, supervisor) => {
