@@ -149,7 +149,8 @@ function get(url: string, headers: Record<string, string>, ctx: Ctx, hops = 5): 
       return;
     }
     const mod = u.protocol === 'https:' ? https : http;
-    const req = mod.get(u, { headers: { 'user-agent': 'moco3', ...headers }, agent: false }, (res) => {
+    // identity: the file's own bytes (with no Accept-Encoding, a server may send any content coding)
+    const req = mod.get(u, { headers: { 'user-agent': 'moco3', 'accept-encoding': 'identity', ...headers }, agent: false }, (res) => {
       clearTimeout(timer);
       ctx.signal?.removeEventListener('abort', onAbort);
       const code = res.statusCode ?? 0;
