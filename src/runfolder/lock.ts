@@ -107,6 +107,11 @@ export function staleAfterS(l: LockInfo): number {
 }
 
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
+/** This process's own lock: its pid and host, and its start time where both are known (a pid reused is another process). */
+export function isOwnLock(l: LockInfo): boolean {
+  return l.host === hostname() && l.pid === process.pid && (l.proc_start == null || ownStart() === null || l.proc_start === ownStart());
+}
+
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   const fresh = () => {
     if (typeof l.heartbeat !== 'string') return true;
@@ -117,7 +122,7 @@ export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   // pid (a container started again, with its hostname and pids as before), or a process of another pid
   // namespace (two containers sharing the host's name, each agent pid 1), which /proc here cannot see: told
   // apart by the heartbeat, as another host's lock is
-  if (l.host === hostname() && l.pid === process.pid) return l.proc_start == null || ownStart() === null || l.proc_start === ownStart() || fresh();
+  if (l.host === hostname() && l.pid === process.pid) return isOwnLock(l) || fresh();
   // an earlier start of this very Slurm task (its node failed, Slurm started it again elsewhere): Slurm runs
   // one start of a task at a time, so that holder is gone. Not a lock of the same start: a task's script may
   // run several agents at once (one per GPU), each holding its own run

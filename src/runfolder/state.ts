@@ -3,11 +3,10 @@
  * the lock) without TensorFlow.js.
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ASIDE_NOTE } from './aside.ts';
 import { checkpointStep } from './checkpoints.ts';
-import { liveLock, type LockInfo } from './lock.ts';
+import { isOwnLock, liveLock, type LockInfo } from './lock.ts';
 import { metricsPath } from './metrics.ts';
 import { runPath } from './paths.ts';
 import { readStatus } from './status.ts';
@@ -43,8 +42,8 @@ export function readRunState(runDir: string): RunStateInfo {
   };
   const lock = liveLock(runDir);
   // a live lock of another process: of another pid, or of this one's pid on another host (a results folder
-  // shared over the network, containers numbering their pids alike)
-  if (lock && (lock.pid !== process.pid || lock.host !== hostname())) return { ...info, state: 'running', lock };
+  // shared over the network) or of another start (containers numbering their pids alike)
+  if (lock && !isOwnLock(lock)) return { ...info, state: 'running', lock };
   // a `train --force` killed while it moved the run aside (src/runfolder/aside.ts): whatever its files say,
   // the run is not whole until the lock's next holder (train, a sweep) has put them back
   if (existsSync(join(runDir, ASIDE_NOTE))) return { ...info, state: 'interrupted' };

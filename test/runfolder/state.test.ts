@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { LOCK_NAME } from '../../src/runfolder/lock.ts';
+import { LOCK_NAME, procStart } from '../../src/runfolder/lock.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { markFailed, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -44,8 +44,11 @@ test("a live lock of this process's pid on another host is another process's: th
   writeFileSync(join(dir, LOCK_NAME), JSON.stringify(lock));
   const st = readRunState(dir);
   assert.deepEqual([st.state, st.lock?.host], ['running', 'node-b']);
-  // this host's: this process's own lock (its run is read by its files)
-  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ ...lock, host: hostname() }));
+  // this host's pid of another start (a container's pid 1 beside another's): another process's too
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ ...lock, host: hostname(), proc_start: '1' }));
+  assert.equal(readRunState(dir).state, 'running');
+  // this host's, of this start: this process's own lock (its run is read by its files)
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ ...lock, host: hostname(), proc_start: procStart(process.pid) }));
   assert.equal(readRunState(dir).state, 'interrupted');
 });
 
