@@ -18,7 +18,7 @@ import { SYNTHETIC_DEFAULTS } from '../data/synthetic.ts';
 import { DataError, type DataSpec, type Dataset } from '../data/types.ts';
 import { configFromFlags, nonEmptyName, nonEmptyPath } from './common.ts';
 import { UsageError } from '../config/errors.ts';
-import { checkOutputDir } from '../engine/files.ts';
+import { checkOutputDir, shellQuote } from '../engine/files.ts';
 import { shown } from './env.ts';
 import { onStopSignals } from './supervise.ts';
 import { jsonLine } from '../runfolder/metrics.ts';
@@ -189,7 +189,7 @@ function dataDirLabel(dir: string | undefined): string {
 
 /** Where a reader looks, whether anything is there, and the fetch command that would put it there. */
 function lookup(name: string, path: string | null, f: InfoFlags): { looked: string[]; present: boolean; hint: string } {
-  const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${dir}` : ''}`;
+  const fetchIn = (dir: string | null) => `moco3 data fetch ${name}${dir ? ` --dir ${shellQuote(dir)}` : ''}`;
   if (name === 'fashion-mnist') {
     const dir = path ?? fashionMnistDefaultDir();
     // some of the four files there: the reader names the one missing (a folder of none is no data)

@@ -9,6 +9,7 @@ import { isRunDir } from '../runfolder/records.ts';
 import { checkReportOutputs, listSweeps, readSweep } from '../report/results.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { UsageError } from '../config/errors.ts';
+import { shellQuote } from '../engine/files.ts';
 
 interface ReportFlags {
   results: string;
@@ -39,7 +40,7 @@ function sweepDir(arg: string, results: string): string {
     throw new UsageError(
       inSweep
         ? `${arg} is a run folder; moco3 report takes a sweep folder (its parent, ${parent})`
-        : `${arg} is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder (results/<sweep>); for one run: moco3 eval knn|linear ${arg}, and its summary.json`,
+        : `${arg} is a run folder of moco3 train, in no sweep; moco3 report takes a sweep folder (results/<sweep>); for one run: moco3 eval knn|linear ${shellQuote(arg)}, and its summary.json`,
     );
   }
   throw new UsageError(`no sweep '${arg}' (looked for ${where.join(' and ')}; a sweep is a folder of run folders)`);

@@ -9,7 +9,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileAbove } from '../engine/files.ts';
+import { fileAbove, shellQuote } from '../engine/files.ts';
 import { fileIsGzip } from './gunzip.ts';
 import { walkTarGz, type TarFileSink } from './tar.ts';
 import { DataError, type DataSpec, type Dataset, type ImageSplit } from './types.ts';
@@ -142,7 +142,7 @@ function readFolderSplit(dir: string, names: string[], kind: CifarKind, limit: n
   const base = dirname(resolve(dir));
   const todo =
     basename(resolve(dir)) === kind.folder
-      ? `; \`moco3 data fetch ${kind.name}${base === resolve(DATA_DIR) ? '' : ` --dir ${base}`}\` unpacks it again`
+      ? `; \`moco3 data fetch ${kind.name}${base === resolve(DATA_DIR) ? '' : ` --dir ${shellQuote(base)}`}\` unpacks it again`
       : '; copy it again from where it came';
   const files = names.map((f) => {
     const path = join(dir, f);
@@ -324,7 +324,7 @@ function locate(kind: CifarKind, path: string | null): { archive: boolean; sourc
   const into = file ? dirname(base) : base;
   throw new DataError(
     `${kind.name}: ${file ? `${base} is a file, not ${kind.archive} or a folder holding it` : `no ${kind.folder}/ or ${kind.archive} under ${base}`} ` +
-      `(run: moco3 data fetch ${kind.name}${into === DATA_DIR ? '' : ` --dir ${into}`}; ` +
+      `(run: moco3 data fetch ${kind.name}${into === DATA_DIR ? '' : ` --dir ${shellQuote(into)}`}; ` +
       `or download https://www.cs.toronto.edu/~kriz/${kind.archive} into ${into}, or give --data ${kind.name}:PATH with the archive or its folder)`,
   );
 }

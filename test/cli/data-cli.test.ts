@@ -215,6 +215,9 @@ test('data info: missing data is one line saying where it looked and the fetch c
     [['fashion-mnist', '--data-path', part], `moco3: fashion-mnist: missing file t10k-labels-idx1-ubyte[.gz] (tried ${['t10k-labels-idx1-ubyte.gz', 't10k-labels-idx1-ubyte', 't10k-labels.idx1-ubyte.gz', 't10k-labels.idx1-ubyte'].map((f) => join(part, f)).join(', ')})`],
     [['cifar10', '--dir', dir], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/ or ${dir}/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
     [['fashion-mnist', '--dir', dir], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
+    // a folder with a blank: the command is quoted for the shell
+    [['fashion-mnist', '--dir', join(dir, 'my data')], `moco3: fashion-mnist: no data at ${dir}/my data/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir '${dir}/my data')`],
+    [['cifar10', '--data-path', join(dir, 'my data', 'x.bin')], `moco3: cifar10: no data at ${dir}/my data/x.bin/cifar-10-batches-bin/ or ${dir}/my data/x.bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir '${dir}/my data')`],
     [['fashion-mnist', '--data-path', join(dir, 'fashion-mnist')], `moco3: fashion-mnist: no data at ${dir}/fashion-mnist (get it with: moco3 data fetch fashion-mnist --dir ${dir})`],
     // the unpacked folder named: fetch fills the folder above it
     [['cifar10', '--data-path', join(dir, 'cifar-10-batches-bin')], `moco3: cifar10: no data at ${dir}/cifar-10-batches-bin/cifar-10-batches-bin/ or ${dir}/cifar-10-batches-bin/cifar-10-binary.tar.gz (get it with: moco3 data fetch cifar10 --dir ${dir})`],
