@@ -191,7 +191,9 @@ async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & Laun
       indices.push(r.index);
     }
   });
-  if (unknown.length) {
+  if (unknown.length && f.dryRun) {
+    process.stderr.write(`moco3: note: ${queueError}: whether the tasks submitted before for runs ${unknown.join(', ')} are still queued is unknown; the script below submits them again\n`);
+  } else if (unknown.length) {
     throw notInputFault(
       new SweepError(
         `sweep ${plan.id}: ${queueError}: whether the task${unknown.length === 1 ? '' : 's'} submitted before for run${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} still queued is unknown, and submitting ${unknown.length === 1 ? 'it' : 'them'} again could train ${unknown.length === 1 ? 'it' : 'them'} twice: submit again once squeue answers (nothing was submitted)`,

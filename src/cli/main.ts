@@ -125,6 +125,9 @@ function commanderLine(text: string): string {
 }
 
 /** System errors (ENOENT, EACCES, ENOSPC, ...) that name a path are about the machine the user gave moco3. */
+/** The path errors of the disk, not of the path given: exit 1, as the same failure of a download or a run. */
+const DISK_FAULTS = new Set(['ENOSPC', 'EDQUOT', 'EIO']);
+
 const PATH_ERRORS: Record<string, string> = {
   ENOENT: 'no such file or folder',
   EACCES: 'permission denied',
@@ -253,7 +256,8 @@ export async function main(argv: string[], opts: { processEntry?: boolean; early
     const sys = e as NodeJS.ErrnoException;
     if (sys instanceof Error && typeof sys.code === 'string' && sys.code in PATH_ERRORS && typeof sys.path === 'string') {
       process.stderr.write(`moco3: ${sys.path}: ${PATH_ERRORS[sys.code]} (${sys.code}${sys.syscall ? ` in ${sys.syscall}` : ''})\n`);
-      return input;
+      // a full or failing disk is no fault of the input (a download's is exit 1 too)
+      return DISK_FAULTS.has(sys.code) ? 1 : input;
     }
     // an error of no message (a DOMException's AbortError) is said by its name
     process.stderr.write(`moco3: error: ${e instanceof Error ? e.message.split('\n')[0] || e.name : String(e)}\n`);

@@ -450,11 +450,12 @@ export function sweepCommand(): Command {
           if (stoppedIn) {
             r.interrupted = true;
             baselinesStopped = true;
-            launch.afterStopped?.();
+            // said before a Slurm task requeues itself (Slurm then ends it)
             if (f.json) {
               const left = missingBaselineSeeds(plan);
               process.stdout.write(`${jsonLine({ type: 'baselines_stopped', sweep: plan.id, seeds_done: plan.seeds.filter((x) => !left.includes(x)), seeds_left: left })}\n`);
             }
+            launch.afterStopped?.();
           }
           if (held) {
             const other = held.host !== hostname();

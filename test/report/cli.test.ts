@@ -243,6 +243,22 @@ test('moco3 report into a folder it cannot write in (its plots/, a run folder): 
   }
 });
 
+test('moco3 report on a full or failing disk: one line naming the file, exit 1 (no fault of the input), as a denied folder is exit 2', () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size');
+  const report = (error: string) => spawnSync(process.execPath, ['--import', 'tsx', fixtureCli, 'report', dir, '--no-plots'], { encoding: 'utf8', env: { ...process.env, MOCO3_TEST_WRITE_ERROR: error } });
+  for (const [code, call, exit, what] of [
+    ['ENOSPC', 'write', 1, 'no space left on the disk'],
+    ['EIO', 'fsync', 1, 'input/output error (a failing disk?)'],
+    ['EACCES', 'open', 2, 'permission denied'],
+  ] as const) {
+    const r = report(`${code}:${call}:1:report.md`);
+    assert.equal(r.status, exit, r.stderr);
+    assert.equal(r.stderr, `moco3: ${join(dir, 'report.md')}: ${what} (${code} in ${call})\n`);
+    assert.equal(existsSync(join(dir, 'report.md')), false);
+  }
+});
+
 test('moco3 report says when a run\'s config.yaml is not the config it was trained with (edited since, by its hash in meta.json)', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));

@@ -355,6 +355,12 @@ test('--launcher slurm: with squeue failing, the runs submitted before are neith
     'moco3: sweep batch-size: squeue: error: Socket timed out on send/recv operation: whether the tasks submitted before for runs 1 as 101_1, 2 as 101_2, 3 as 101_3, 4 as 101_4 are still queued is unknown, and submitting them again could train them twice: submit again once squeue answers (nothing was submitted)\n',
   );
   assert.deepEqual(readdirSync(slurm).sort(), before);
+  // a dry run prints the script it would submit, saying the same in a note
+  const dry = await cli([...base, '--dry-run'], env);
+  assert.equal(dry.code, 0, dry.err);
+  assert.match(dry.out, /^#!\/bin\/bash\n[^]*#SBATCH --array=1-4\n/);
+  assert.match(dry.err, /^moco3: note: squeue: error: Socket timed out on send\/recv operation: whether the tasks submitted before for runs 1 as 101_1, 2 as 101_2, 3 as 101_3, 4 as 101_4 are still queued is unknown; the script below submits them again\n/m);
+  assert.deepEqual(readdirSync(slurm).sort(), before);
   // plan says the state is unknown, not "not queued"
   const plan = await cli(['plan', 'batch-size', '--preset', 'smoke', '--results', results], env);
   assert.equal(plan.code, 0, plan.err);
