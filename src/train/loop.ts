@@ -308,6 +308,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       dump.flush(Math.min(state.step, dumpSteps));
     }
     let outcome: 'completed' | 'diverged' | 'interrupted' = 'completed';
+    // the last step's metrics row where train.log_every left it out (a divergence found at a stop writes it)
+    let unlogged: MetricRow | null = null;
     let divergedAt: number | null = null;
     figures = () => ({
       steps: state.step,
@@ -389,7 +391,9 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       }
       // another process that took the run over (this one was frozen past the lock timeout) owns it now
       assertLockHeld(runDir);
-      if (state.step % c.train.log_every === 0 || isLast || row.knn_top1 !== undefined) appendMetric(runDir, row);
+      const logged = state.step % c.train.log_every === 0 || isLast || row.knn_top1 !== undefined;
+      if (logged) appendMetric(runDir, row);
+      unlogged = logged ? null : row;
       emit({ type: 'step', step: state.step, totalSteps, row });
       dump.flush(state.step);
       if (due && !isLast) await checkpoint();
@@ -409,6 +413,12 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     if (outcome === 'interrupted' && state.step > 0 && !(await weightsFinite(model.vars))) {
       outcome = 'diverged';
       divergedAt = state.step;
+      // as a divergence found in the loop: its step's row, and the views of the steps up to it
+      if (unlogged?.step === state.step) {
+        assertLockHeld(runDir);
+        appendMetric(runDir, unlogged);
+      }
+      if (state.step < dumpSteps) dump.flushPartial(state.step);
     }
     if (outcome !== 'diverged') await checkpoint();
     const f = figures();

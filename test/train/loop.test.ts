@@ -13,6 +13,7 @@ import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { gitCommit } from '../../src/train/meta.ts';
 import { ViewDump } from '../../src/train/views.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
+import { weightsFinite } from '../../src/train/step.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
@@ -171,6 +172,24 @@ test('a NaN in the loss stops the run as diverged at that step', async () => {
   assert.throws(() => evalCheckpoint(dir), (e: Error) => e.message === `${join(dir, 'checkpoints')}: no checkpoint to evaluate: the run diverged at step 3, before its first checkpoint`);
 });
 
+test("weightsFinite: finite weights too large to add up are finite; one ±Inf or NaN among them is not; no tensor left", async () => {
+  const vars = (...rows: number[][]) => new Map(rows.map((r, i) => [`w${i}`, tf.tidy(() => tf.variable(tf.tensor1d(r)))] as const));
+  const before = tf.memory().numTensors;
+  const cases: [number[][], boolean][] = [
+    [[[1, -2], [3]], true],
+    [[[3e38, 3e38], [3e38]], true],
+    [[[3e38, 3e38], [Infinity]], false],
+    [[[1, -Infinity]], false],
+    [[[1], [NaN, 2]], false],
+  ];
+  for (const [rows, want] of cases) {
+    const v = vars(...rows);
+    assert.equal(await weightsFinite(v), want, JSON.stringify(rows));
+    for (const x of v.values()) x.dispose();
+  }
+  assert.equal(tf.memory().numTensors, before);
+});
+
 test('an update that overflows under a finite loss (an absurd lr) is a divergence at that step: no kNN, checkpoint or end measures or saves its weights', async () => {
   // base lr 1e40: step 2's loss and gradients are finite, its update leaves weights at ±Inf and NaN
   const floatsFinite = (dir: string) => {
@@ -179,10 +198,10 @@ test('an update that overflows under a finite loss (an absurd lr) is a divergenc
     const ok = [...tensors.values()].every((t) => !(t.data instanceof Float32Array) || t.data.every(Number.isFinite));
     return { step: last.step, ok };
   };
-  const at = async (sets: string[], stopAfter?: number) => {
+  const at = async (sets: string[], stopAfter?: number, dumpViews?: number) => {
     const dir = tmp();
     let steps = 0;
-    const s = await trainRun({ config: tinyConfig(['optim.base_lr=1e40', ...sets]), runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: stopAfter === undefined ? undefined : () => steps >= stopAfter });
+    const s = await trainRun({ config: tinyConfig(['optim.base_lr=1e40', ...sets]), runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: stopAfter === undefined ? undefined : () => steps >= stopAfter, ...(dumpViews ? { dumpViews } : {}) });
     const st = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'));
     const rows = readMetrics(join(dir, 'metrics.jsonl')).filter((r) => (r.step ?? 0) > 0);
     return { dir, s, st, rows };
@@ -197,10 +216,13 @@ test('an update that overflows under a finite loss (an absurd lr) is a divergenc
   assert.deepEqual([b.s.status, b.s.diverged_at, b.s.steps], ['diverged', 2, 2]);
   assert.deepEqual(floatsFinite(b.dir), { step: 1, ok: true });
   assert.equal(b.rows.at(-1)!.knn_top1, undefined);
-  // stopped right after it, nothing due: the stop's checkpoint is not written either
-  const c = await at(['train.max_steps=6', 'train.checkpoint_every=1000', 'train.knn_every=1000'], 2);
+  // stopped right after it, nothing due: the stop's checkpoint is not written either; as any divergence, its
+  // step's row (which train.log_every 5 left out) and the views up to it are
+  const c = await at(['train.max_steps=6', 'train.checkpoint_every=1000', 'train.knn_every=1000', 'train.log_every=5'], 2, 4);
   assert.deepEqual([c.s.status, c.s.diverged_at, c.st.status], ['diverged', 2, 'diverged']);
   assert.deepEqual(floatsFinite(c.dir), { step: 0, ok: true });
+  assert.deepEqual(c.rows.map((r) => r.step), [2]);
+  assert.deepEqual(readSafetensors(join(c.dir, 'views.safetensors')).metadata, { ...readSafetensors(join(c.dir, 'views.safetensors')).metadata, steps: '2', diverged_at: '2' });
   // a sane lr is never stopped by the check (the same run completes)
   assert.equal((await trainRun({ config: tinyConfig(['train.max_steps=2', 'train.checkpoint_every=1']), runDir: tmp(), backend })).status, 'completed');
 });
