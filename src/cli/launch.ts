@@ -192,7 +192,8 @@ async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & Laun
     }
   });
   if (unknown.length && f.dryRun) {
-    process.stderr.write(`moco3: note: ${queueError}: whether the tasks submitted before for runs ${unknown.join(', ')} are still queued is unknown; the script below submits them again\n`);
+    const one = unknown.length === 1;
+    process.stderr.write(`moco3: note: ${queueError}: whether the task${one ? '' : 's'} submitted before for run${one ? '' : 's'} ${unknown.join(', ')} ${one ? 'is' : 'are'} still queued is unknown; the script below submits ${one ? 'it' : 'them'} again\n`);
   } else if (unknown.length) {
     throw notInputFault(
       new SweepError(

@@ -124,9 +124,10 @@ function commanderLine(text: string): string {
     .split('\n')[0]!;
 }
 
-/** System errors (ENOENT, EACCES, ENOSPC, ...) that name a path are about the machine the user gave moco3. */
 /** The path errors of the disk, not of the path given: exit 1, as the same failure of a download or a run. */
 const DISK_FAULTS = new Set(['ENOSPC', 'EDQUOT', 'EIO']);
+
+/** System errors (ENOENT, EACCES, ENOSPC, ...) that name a path are about the machine the user gave moco3. */
 
 const PATH_ERRORS: Record<string, string> = {
   ENOENT: 'no such file or folder',

@@ -385,11 +385,16 @@ export function sweepCommand(): Command {
         // each failed run's own error: its status.json may not say it (a full disk)
         const errors = new Map<string, string>();
         const onEvent = (e: SweepEvent) => {
-          // the supervisor names the run a crash came in: none once it has ended (the baselines say their own)
-          if (e.type === 'run_start') link.note(e.run);
-          if (e.type === 'run_end' || e.type === 'run_failed') link.note(null);
-          if (e.type === 'run_start') current = plan.runs.find((x) => x.id === e.run)?.dir ?? null;
-          if (e.type === 'run_end' || e.type === 'run_failed') current = null;
+          // the run this process trains, named to the supervisor (for a crash in it) and kept for a second
+          // Ctrl-C; none once it has ended, failed or been taken over by another process (a skip after its start)
+          if (e.type === 'run_start') {
+            link.note(e.run);
+            current = plan.runs.find((x) => x.id === e.run)?.dir ?? null;
+          }
+          if ((e.type === 'run_end' || e.type === 'run_failed' || e.type === 'run_skip') && current !== null && current === plan.runs.find((x) => x.id === e.run)?.dir) {
+            link.note(null);
+            current = null;
+          }
           if (e.type === 'run_failed') errors.set(e.run, e.error);
           display.onEvent(e);
         };

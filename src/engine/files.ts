@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { hostname } from 'node:os';
-import { InputError } from '../config/errors.ts';
+import { InputError, notInputFault } from '../config/errors.ts';
 
 /**
  * The name of this process's temporary file for `name`: `.<name>.<host>.<pid>.tmp`. The host is in it
@@ -176,7 +176,9 @@ export function checkOutputDir(dir: string, label: string, named: string = dir, 
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === 'EACCES' || code === 'EPERM' ? 'no write access' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? String(e));
-    throw new OutputError(`${label}: cannot write in ${at} (${why}): give a folder you can write to`);
+    const err = new OutputError(`${label}: cannot write in ${at} (${why}): give a folder you can write to`);
+    // a full or failing disk is no fault of the folder given (exit 1, src/cli/main.ts); a denied one is (2)
+    throw code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' ? notInputFault(err) : err;
   } finally {
     if (write) rmSync(probe, { force: true });
   }
@@ -186,7 +188,7 @@ export function checkOutputDir(dir: string, label: string, named: string = dir, 
     const fs = statfsSync(at);
     const free = fs.bavail * fs.bsize;
     if (free < MIN_FREE_BYTES) {
-      throw new OutputError(`${label}: the disk of ${at} has ${(free / 2 ** 20).toFixed(1)} MiB free, less than the ${MIN_FREE_BYTES / 2 ** 20} MiB a run needs to start: free some space or give another folder`);
+      throw notInputFault(new OutputError(`${label}: the disk of ${at} has ${(free / 2 ** 20).toFixed(1)} MiB free, less than the ${MIN_FREE_BYTES / 2 ** 20} MiB a run needs to start: free some space or give another folder`));
     }
   } catch (e) {
     if (e instanceof OutputError) throw e;

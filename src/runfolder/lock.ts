@@ -106,11 +106,12 @@ export function staleAfterS(l: LockInfo): number {
   return Math.max(lockTimeoutS(), own);
 }
 
-/** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
 /** This process's own lock: its pid and host, and its start time where both are known (a pid reused is another process). */
 export function isOwnLock(l: LockInfo): boolean {
   return l.host === hostname() && l.pid === process.pid && (l.proc_start == null || ownStart() === null || l.proc_start === ownStart());
 }
+
+/** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
 
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   const fresh = () => {
@@ -296,9 +297,12 @@ export function assertLockHeld(runDir: string): void {
  * another host, its heartbeat stopped), and the run's own error is the one said.
  */
 export function releaseLock(runDir: string): void {
+  // the lock this process took (its start included), not one of the same pid and host taken since by
+  // another process (a container's pid 1 beside another's) after this one's went stale
+  const mine = beats.get(runDir)?.mine;
   stopHeartbeat(runDir);
   const l = readLock(runDir);
-  if (!l || l.pid !== process.pid || l.host !== hostname()) return;
+  if (!l || (mine ? !isMine(l, mine) : !isOwnLock(l))) return;
   removeQuietly(join(runDir, LOCK_NAME));
 }
 

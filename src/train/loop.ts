@@ -414,10 +414,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       outcome = 'diverged';
       divergedAt = state.step;
       // as a divergence found in the loop: its step's row, and the views of the steps up to it
-      if (unlogged?.step === state.step) {
-        assertLockHeld(runDir);
-        appendMetric(runDir, unlogged);
-      }
+      assertLockHeld(runDir);
+      if (unlogged?.step === state.step) appendMetric(runDir, unlogged);
       if (state.step < dumpSteps) dump.flushPartial(state.step);
     }
     if (outcome !== 'diverged') await checkpoint();

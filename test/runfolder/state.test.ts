@@ -1,9 +1,9 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { LOCK_NAME, procStart } from '../../src/runfolder/lock.ts';
+import { acquireLock, LOCK_NAME, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { markFailed, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -50,6 +50,19 @@ test("a live lock of this process's pid on another host is another process's: th
   // this host's, of this start: this process's own lock (its run is read by its files)
   writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ ...lock, host: hostname(), proc_start: procStart(process.pid) }));
   assert.equal(readRunState(dir).state, 'interrupted');
+});
+
+test("releaseLock removes this process's own lock, not one of its pid and host that another start has taken since", () => {
+  const dir = run(null, null);
+  assert.equal(acquireLock(dir, 'x'), null);
+  const taken = { ...JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), proc_start: '1', since: new Date(Date.now() + 1000).toISOString() };
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taken));
+  releaseLock(dir);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taken);
+  rmSync(join(dir, LOCK_NAME));
+  assert.equal(acquireLock(dir, 'x'), null);
+  releaseLock(dir);
+  assert.equal(existsSync(join(dir, LOCK_NAME)), false);
 });
 
 test("markFailed (a sweep's run failed outside its loop): the loop's own failed status of the same error is kept; an earlier attempt's error is replaced", () => {

@@ -8,8 +8,9 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, 
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
-import { FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, removeEmptyFolders, tempName, writeFileAtomic } from '../../src/engine/files.ts';
+import { checkOutputDir, FOREIGN_TEMP_STALE_MS, hostTag, isStaleTemp, missingAncestors, removeEmptyFolders, tempName, writeFileAtomic } from '../../src/engine/files.ts';
 import { cleanStaleTemps } from '../../src/runfolder/lock.ts';
+import { isNotInputFault } from '../../src/config/errors.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-temps-');
@@ -118,5 +119,37 @@ test('removeEmptyFolders: the folders a refused command made go, deepest first, 
     assert.deepEqual([existsSync('a/bb/c'), existsSync('a/bb'), existsSync('a')], [false, true, true]);
   } finally {
     process.chdir(cwd);
+  }
+});
+
+test('checkOutputDir: a disk with too little room, or full, is no fault of the folder given (exit 1); a denied one is (exit 2)', () => {
+  const dir = join(root, 'room');
+  mkdirSync(dir);
+  const real = fs.statfsSync;
+  (fs as Record<string, unknown>).statfsSync = (p: string) => ({ ...real(p), bavail: 1, bsize: 4096 });
+  syncBuiltinESMExports();
+  try {
+    assert.throws(
+      () => checkOutputDir(join(dir, 'run'), '--out x'),
+      (e: Error) => e.message === `--out x: the disk of ${dir} has 0.0 MiB free, less than the 16 MiB a run needs to start: free some space or give another folder` && isNotInputFault(e),
+    );
+    // a small result file needs no room
+    checkOutputDir(join(dir, 'run'), '--out x', undefined, { space: false });
+  } finally {
+    (fs as Record<string, unknown>).statfsSync = real;
+    syncBuiltinESMExports();
+  }
+  const realOpen = fs.openSync;
+  for (const [code, fault] of [['ENOSPC', true], ['EIO', true], ['EACCES', false]] as const) {
+    (fs as Record<string, unknown>).openSync = () => {
+      throw Object.assign(new Error(code), { code });
+    };
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => checkOutputDir(join(dir, 'run'), '--out x'), (e: Error) => e.message.startsWith(`--out x: cannot write in ${dir} (`) && isNotInputFault(e) === fault, code);
+    } finally {
+      (fs as Record<string, unknown>).openSync = realOpen;
+      syncBuiltinESMExports();
+    }
   }
 });
