@@ -233,6 +233,11 @@ export interface ConfigSources {
   overrides?: Obj[];
   /** the flag each override came from (`--data cifar10`), as errors name it; 'command line' otherwise */
   overrideLabels?: string[];
+  /**
+   * a sweep over datasets: a data.path given for the others is none of the synthetic dataset's, which reads
+   * no files (dropped there, where elsewhere it is refused)
+   */
+  pathOfOtherDatasets?: boolean;
 }
 
 function hasPath(obj: unknown, path: PropertyKey[]): boolean {
@@ -457,6 +462,7 @@ export function assembleConfig(src: ConfigSources): { config: ResolvedRunConfig;
   blame.order = (label) => setObjs.map((x) => `--set ${x.expr}`).lastIndexOf(label);
   const config = resolveConfig(validateConfig(merged, blame), blame);
   checkLambKeys(config, blame);
+  if (src.pathOfOtherDatasets && config.data.name === 'synthetic') config.data.path = null;
   checkDataPath(config, blame);
   return { config, blame };
 }

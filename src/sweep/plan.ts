@@ -210,7 +210,15 @@ export function planSweep(spec: SweepSpec, opts: PlanOptions = {}): SweepPlan {
         fileObj = mergeObj(fileObj, { seed, optim: { name: opt } });
         let config: ResolvedRunConfig;
         try {
-          const built = assembleConfig({ preset, fileObject: { label: spec.file, value: fileObj }, sets, overrides: opts.overrides ?? [], overrideLabels: opts.overrideLabels });
+          const built = assembleConfig({
+            preset,
+            fileObject: { label: spec.file, value: fileObj },
+            sets,
+            overrides: opts.overrides ?? [],
+            overrideLabels: opts.overrideLabels,
+            // a grid over datasets shares one data.path among them: the synthetic one reads none
+            pathOfOtherDatasets: variedInFile.has('data.name'),
+          });
           config = built.config;
           // a class count the dataset cannot give is refused here, not when the run's turn comes
           const classes = numClassesProblem(config.data.name, config.data.num_classes);

@@ -126,6 +126,10 @@ test('data that cannot serve a run stops the sweep before anything is written, w
     d.parameters['data.name'] = { values: ['synthetic', 'cifar10'] };
     d.parameters['data.path'] = { value: join(results, 'none') };
   });
+  // the path shared by the grid's datasets is cifar10's: the synthetic runs read none, and record none
+  assert.deepEqual([...new Set(two.runs.map((r) => `${r.config.data.name} ${r.config.data.path}`))].sort(), ['cifar10 ' + join(results, 'none'), 'synthetic null']);
+  // a path beside the synthetic dataset alone, in a grid not over datasets, is refused as train refuses it
+  assert.throws(() => tinyPlan(results, (d) => (d.parameters['data.path'] = { value: join(results, 'none') })), (e: Error) => e.message.startsWith('tiny.yaml: data.path: the synthetic dataset is built in and reads no path'));
   await assert.rejects(runSweep({ plan: two, backend, onEvent: (e) => events.push(e) }), (e: unknown) => e instanceof DataError && /cifar10: no cifar-10-batches-bin/.test(e.message));
   assert.equal(events.length, 0);
   assert.equal(existsSync(two.dir), false, 'no folder made');
