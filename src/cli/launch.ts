@@ -191,15 +191,13 @@ async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & Laun
       indices.push(r.index);
     }
   });
-  if (unknown.length && f.dryRun) {
+  if (unknown.length) {
     const one = unknown.length === 1;
-    process.stderr.write(`moco3: note: ${queueError}: whether the task${one ? '' : 's'} submitted before for run${one ? '' : 's'} ${unknown.join(', ')} ${one ? 'is' : 'are'} still queued is unknown; the script below submits ${one ? 'it' : 'them'} again\n`);
-  } else if (unknown.length) {
-    throw notInputFault(
-      new SweepError(
-        `sweep ${plan.id}: ${queueError}: whether the task${unknown.length === 1 ? '' : 's'} submitted before for run${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} still queued is unknown, and submitting ${unknown.length === 1 ? 'it' : 'them'} again could train ${unknown.length === 1 ? 'it' : 'them'} twice: submit again once squeue answers (nothing was submitted)`,
-      ),
-    );
+    const them = one ? 'it' : 'them';
+    const what = `${queueError}: whether the task${one ? '' : 's'} submitted before for run${one ? '' : 's'} ${unknown.join(', ')} ${one ? 'is' : 'are'} still queued is unknown`;
+    // a dry run shows the script all the same, saying so
+    if (!f.dryRun) throw notInputFault(new SweepError(`sweep ${plan.id}: ${what}, and submitting ${them} again could train ${them} twice: submit again once squeue answers (nothing was submitted)`));
+    process.stderr.write(`moco3: note: ${what}; the script below submits ${them} again\n`);
   }
   if (!indices.length) {
     // no script: an array of no task is no job

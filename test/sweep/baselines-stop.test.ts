@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { procStart } from '../../src/runfolder/lock.ts';
+import { spawnEvents } from '../helpers/events.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-baselines-stop-');
@@ -79,22 +80,8 @@ test('Ctrl-C before the first seed of the baselines is done: exit 130, no baseli
 test('--json: the baselines have their start and their stop in the event stream (the sweep_end before them said the runs)', async () => {
   const results = join(root, 'json');
   const a = args.map((x) => (x === root ? results : x));
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...a, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const events: { type: string; [k: string]: unknown }[] = [];
-  let buf = '';
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  child.stdout!.on('data', (d) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const e = JSON.parse(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-      events.push(e);
-      if (e.type === 'baselines_start') child.kill('SIGINT');
-    }
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { events, done } = spawnEvents(cli, [...a, '--json'], process.env, (e, _n, child) => e.type === 'baselines_start' && child.kill('SIGINT'));
+  const { code, stderr } = await done;
   assert.equal(code, 130, stderr);
   assert.deepEqual(events.slice(-3).map((e) => e.type), ['sweep_end', 'baselines_start', 'baselines_stopped']);
   assert.deepEqual(events.at(-2), { type: 'baselines_start', sweep: 'tiny', seeds: [0, 1] });
