@@ -20,6 +20,7 @@ import {
   logTask,
   QUEUED_STATES,
   recordSubmission,
+  commandFailure,
   requeueTask,
   runJobs,
   sbatchScript,
@@ -353,7 +354,7 @@ export function prepareLaunch(plan: SweepPlan, f: LaunchFlags, requestStop: () =
         requeueTask(t);
         requeued = true;
       } catch (e) {
-        const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
+        const msg = commandFailure(e);
         // the requeue row went first (a requeue that works ends this process at once): this one says it did not
         logTask(plan, t, 'requeue_failed', { index, run: plan.runs[index - 1]!.id, error: msg });
         process.stderr.write(`moco3: scontrol requeue ${taskName(t)} failed: ${msg}; ${then}\n`);

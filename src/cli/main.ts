@@ -10,7 +10,7 @@ import { evalCommand } from './eval.ts';
 import { reportCommand } from './report.ts';
 import { dataCommand } from './data.ts';
 import { baselinesCommand } from './baselines.ts';
-import { isNotInputFault } from '../config/errors.ts';
+import { DISK_FAULTS, isNotInputFault } from '../config/errors.ts';
 import { isInputError } from './errors.ts';
 import { closeSync, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
@@ -123,9 +123,6 @@ function commanderLine(text: string): string {
     .replace(/\s*\n\s*\(Did you mean (.*)\?\)/, ' (did you mean $1?)')
     .split('\n')[0]!;
 }
-
-/** The path errors of the disk, not of the path given: exit 1, as the same failure of a download or a run. */
-const DISK_FAULTS = new Set(['ENOSPC', 'EDQUOT', 'EIO']);
 
 /** System errors (ENOENT, EACCES, ENOSPC, ...) that name a path are about the machine the user gave moco3. */
 

@@ -345,12 +345,13 @@ export function sweepCommand(): Command {
       let inBaselines = false;
       // said above the bars once they draw (written past them, the line was cut at the edge, then drawn over)
       let say = toStderr;
-      // the folder of the run this process is training, if any
+      // the run this process is training, if any
       let current: string | null = null;
       const onSig = (sig: NodeJS.Signals) => {
         if (signalled && sig === 'SIGINT') {
           // the run being trained says interrupted (not `running` at its last heartbeat), where it is still this process's
-          if (current && mayWrite(current)) markInterrupted(current);
+          const dir = plan.runs.find((x) => x.id === current)?.dir;
+          if (dir && mayWrite(dir)) markInterrupted(dir);
           process.exit(130);
         }
         if (signalled) return;
@@ -389,9 +390,9 @@ export function sweepCommand(): Command {
           // Ctrl-C; none once it has ended, failed or been taken over by another process (a skip after its start)
           if (e.type === 'run_start') {
             link.note(e.run);
-            current = plan.runs.find((x) => x.id === e.run)?.dir ?? null;
+            current = e.run;
           }
-          if ((e.type === 'run_end' || e.type === 'run_failed' || e.type === 'run_skip') && current !== null && current === plan.runs.find((x) => x.id === e.run)?.dir) {
+          if ((e.type === 'run_end' || e.type === 'run_failed' || e.type === 'run_skip') && e.run === current) {
             link.note(null);
             current = null;
           }

@@ -25,6 +25,9 @@ export function notInputFault<E extends Error>(e: E): E {
   return Object.assign(e, { notInputFault: true });
 }
 
+/** A full or failing disk: no fault of the path given (exit 1, as the same failure of a download or a run). */
+export const DISK_FAULTS: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT', 'EIO']);
+
 export function isNotInputFault(e: unknown): boolean {
   return (e as { notInputFault?: unknown } | null)?.notInputFault === true;
 }

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants, fchmodSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmdirSync, rmSync, readFileSync, statfsSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { hostname } from 'node:os';
-import { InputError, notInputFault } from '../config/errors.ts';
+import { DISK_FAULTS, InputError, notInputFault } from '../config/errors.ts';
 
 /**
  * The name of this process's temporary file for `name`: `.<name>.<host>.<pid>.tmp`. The host is in it
@@ -87,18 +87,20 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
     if (mode !== undefined) fchmodSync(fd, mode);
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-    fsyncSync(fd);
+    // a write's or fsync's error (a full disk's ENOSPC) is of the descriptor: it is given the file's path
+    withPath(path, () => {
+      while (off < buf.length) off += writeSync(fd!, buf, off, buf.length - off);
+      fsyncSync(fd!);
+    });
     closed = true;
     closeSync(fd);
     renameSync(tmp, path);
   } catch (e) {
     if (fd !== null && !closed) closeSync(fd);
     removeQuietly(tmp);
-    // the error names the file being written, not its temporary name; a write's or fsync's error (a full
-    // disk's ENOSPC) names none, since it is of a descriptor: it is given the file's
+    // the error names the file being written, not its temporary name
     const sys = e as NodeJS.ErrnoException;
-    if (sys instanceof Error && (sys.path === tmp || (sys.path === undefined && typeof sys.code === 'string'))) sys.path = path;
+    if (sys instanceof Error && sys.path === tmp) sys.path = path;
     throw e;
   }
   syncFolder(dirname(path));
@@ -178,7 +180,7 @@ export function checkOutputDir(dir: string, label: string, named: string = dir, 
     const why = code === 'EACCES' || code === 'EPERM' ? 'no write access' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? String(e));
     const err = new OutputError(`${label}: cannot write in ${at} (${why}): give a folder you can write to`);
     // a full or failing disk is no fault of the folder given (exit 1, src/cli/main.ts); a denied one is (2)
-    throw code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' ? notInputFault(err) : err;
+    throw code !== undefined && DISK_FAULTS.has(code) ? notInputFault(err) : err;
   } finally {
     if (write) rmSync(probe, { force: true });
   }

@@ -11,7 +11,7 @@
  * end to results/<sweep>/slurm/tasks.jsonl. squeue (and sacct, where accounting is on) give the live state.
  * No TensorFlow.js here.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -174,11 +174,7 @@ function slurmEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function run(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000, env: slurmEnv() });
-}
-
-/** As run, with what the command said on stderr when it succeeded (sbatch's warnings). */
+/** A Slurm command's stdout, and what it said on stderr when it succeeded (sbatch's warnings). */
 function runSaying(cmd: string, args: string[]): { out: string; said: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 15_000, env: slurmEnv() });
   if (r.error || r.status !== 0) {
@@ -186,6 +182,14 @@ function runSaying(cmd: string, args: string[]): { out: string; said: string } {
     throw Object.assign(r.error ?? new Error(`Command failed: ${cmd} ${args.join(' ')}`), { stderr: r.stderr ?? '', status: r.status });
   }
   return { out: r.stdout, said: r.stderr.trim() };
+}
+
+const run = (cmd: string, args: string[]): string => runSaying(cmd, args).out;
+
+/** The one line a failed Slurm command is said by: its stderr's first, or its error's. */
+export function commandFailure(e: unknown): string {
+  const err = e as { stderr?: string; message?: string };
+  return (err.stderr || err.message || String(e)).trim().split('\n')[0] ?? '';
 }
 
 /**
@@ -219,8 +223,8 @@ export function submitScript(path: string): { id: string; said: string } {
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT') throw new SweepError('sbatch: not found; --launcher slurm needs the Slurm client commands on PATH');
-    const msg = (err.stderr || err.message).trim().split('\n')[0];
-    if (err.code === 'ETIMEDOUT' || /timed out/i.test(msg ?? '')) throw new SubmissionUnsure(`sbatch ${path}: ${msg}`);
+    const msg = commandFailure(err);
+    if (err.code === 'ETIMEDOUT' || /timed out/i.test(msg)) throw new SubmissionUnsure(`sbatch ${path}: ${msg}`);
     throw new SweepError(`sbatch ${path}: ${msg}`);
   }
   const id = out.trim().split(';')[0]!;
@@ -244,7 +248,7 @@ export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)
     }
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
-    const why = err.code === 'ENOENT' ? 'not found' : (err.stderr || err.message).trim().split('\n')[0] || `exit ${String((err as { status?: unknown }).status)}`;
+    const why = err.code === 'ENOENT' ? 'not found' : commandFailure(err) || `exit ${String((err as { status?: unknown }).status)}`;
     error = `squeue: ${why.replace(/^squeue: /, '')}`;
   }
   try {

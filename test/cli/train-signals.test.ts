@@ -24,8 +24,8 @@ const cli = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'cli.ts');
 // a checkpoint only where a signal stops the run, and at the end
 const TINY = tinyTrainArgs('train.checkpoint_every=100', 'optim.epochs=3');
 
-/** `moco3 train`, paused before the 3rd metrics row; there it gets `signal` and is let go on. */
-function trainWith(signal: NodeJS.Signals | null, out: string, extra: string[] = []): Promise<{ code: number | null; stderr: string }> {
+/** `moco3 train`, paused before the 3rd metrics row; there it gets `signal` (`twice`: again 200 ms later) and is let go on. */
+function trainWith(signal: NodeJS.Signals | null, out: string, extra: string[] = [], twice = false): Promise<{ code: number | null; stderr: string }> {
   const marker = join(root, `.pause-${process.hrtime.bigint()}`);
   const env = { ...process.env, MOCO3_TEST_PAUSE: signal ? 'metrics:3' : '', MOCO3_TEST_MARKER: marker };
   const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out, ...extra], { env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -35,7 +35,11 @@ function trainWith(signal: NodeJS.Signals | null, out: string, extra: string[] =
     if (!signal || !existsSync(marker)) return;
     clearInterval(poll);
     child.kill(signal);
-    writeFileSync(`${marker}.go`, '');
+    if (!twice) return writeFileSync(`${marker}.go`, '');
+    setTimeout(() => {
+      child.kill(signal);
+      writeFileSync(`${marker}.go`, '');
+    }, 200);
   }, 20);
   return new Promise((resolve) => child.on('close', (code) => {
     clearInterval(poll);
@@ -62,22 +66,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'] as co
 
 test('train: a second Ctrl-C quits at once, exit 130, no checkpoint written; its status says interrupted, not running', async () => {
   const out = join(root, 'twice');
-  const marker = join(root, `.pause-twice`);
-  const env = { ...process.env, MOCO3_TEST_PAUSE: 'metrics:3', MOCO3_TEST_MARKER: marker };
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'train', ...TINY, '--out', out], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const poll = setInterval(() => {
-    if (!existsSync(marker)) return;
-    clearInterval(poll);
-    child.kill('SIGINT');
-    setTimeout(() => {
-      child.kill('SIGINT');
-      writeFileSync(`${marker}.go`, '');
-    }, 200);
-  }, 20);
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  clearInterval(poll);
+  const { code, stderr } = await trainWith('SIGINT', out, [], true);
   assert.equal(code, 130, stderr);
   const st = JSON.parse(readFileSync(join(out, 'status.json'), 'utf8'));
   assert.equal(st.status, 'interrupted');
