@@ -232,10 +232,14 @@ export function submitScript(path: string): { id: string; said: string } {
   return { id, said };
 }
 
+/** sacct's states of a task Slurm requeues by itself under --requeue (a node's failure, a preemption). */
+const MAYBE_REQUEUED = new Set(['PREEMPTED', 'NODE_FAIL']);
+
 /**
  * Slurm's state of array tasks `<job>_<index>` (squeue, then sacct where accounting is on), and squeue's
  * failure where it could not answer (no controller, a timeout, no squeue): a task it does not show is then
- * not known to be out of the queue (sacct lists a pending array as one line, not by task).
+ * not known to be out of the queue (sacct lists a pending array as one line, not by task), nor is one sacct
+ * says was preempted or lost with its node.
  */
 export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)): { states: Map<string, string>; error: string | null } {
   const states = new Map<string, string>();
@@ -255,7 +259,10 @@ export function queueStates(plan: SweepPlan, subs: Submission[] = readJobs(plan)
     const ids = subs.map((s) => s.job_id).join(',');
     for (const line of run('sacct', ['-n', '-P', '-X', '-j', ids, '-o', 'JobID,State']).split('\n')) {
       const [id, st] = line.trim().split('|');
-      if (id && st && !states.has(id)) states.set(id, st.split(' ')[0]!);
+      const state = st?.split(' ')[0];
+      // with squeue unanswered, a task ended by preemption or a node's failure may be back in the queue
+      // (the script asks --requeue): its state is not known
+      if (id && state && !states.has(id) && !(error && MAYBE_REQUEUED.has(state))) states.set(id, state);
     }
   } catch {
     /* no sacct, or accounting disabled */

@@ -369,6 +369,16 @@ test('--launcher slurm: with squeue failing, the runs submitted before are neith
   assert.ok(!plan.out.includes('not queued'), plan.out);
   const pj = JSON.parse((await cli(['plan', 'batch-size', '--preset', 'smoke', '--results', results, '--json'], env)).out);
   assert.equal(pj.slurm_error, 'squeue: error: Socket timed out on send/recv operation');
+  // sacct answering for them: a task it calls preempted or lost with its node may be queued again by Slurm
+  // (--requeue), and stays unknown; one it calls completed or failed is out of the queue
+  writeFileSync(join(bin, 'sacct'), '#!/bin/sh\nprintf "101_1|PREEMPTED\\n101_2|NODE_FAIL\\n101_3|FAILED\\n101_4|CANCELLED by 0\\n"\n', { mode: 0o755 });
+  const acct = await cli(base, env);
+  assert.equal(acct.code, 1, acct.err);
+  assert.match(acct.err, /whether the tasks submitted before for runs 1 as 101_1, 2 as 101_2 are still queued is unknown, /);
+  assert.deepEqual(readdirSync(slurm).sort(), before);
+  const acctPlan = await cli(['plan', 'batch-size', '--preset', 'smoke', '--results', results], env);
+  assert.match(acctPlan.out, /101_1 unknown[^]*101_2 unknown[^]*101_3 FAILED[^]*101_4 CANCELLED/, acctPlan.out);
+  rmSync(join(bin, 'sacct'));
   // squeue absent: the same
   rmSync(join(bin, 'squeue'));
   const none = await cli(base, { PATH: bin });
