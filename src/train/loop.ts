@@ -416,7 +416,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       // as a divergence found in the loop: its step's row, and the views of the steps up to it
       assertLockHeld(runDir);
       if (unlogged?.step === state.step) appendMetric(runDir, unlogged);
-      if (state.step < dumpSteps) dump.flushPartial(state.step);
+      dump.flushPartial(state.step);
     }
     if (outcome !== 'diverged') await checkpoint();
     const f = figures();

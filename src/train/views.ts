@@ -2,11 +2,12 @@
  * The two views of every training step, a function of (seed, step) only: computed in the step, or with
  * prefetching on a background thread while the previous step runs; and the `--dump-views` record of them.
  */
+import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import { canAugmentAsync, twoViewArraysAsync, twoViews, viewTensors, type AugmentConfig } from '../data/augment.ts';
 import { batchIndices, gatherBatch, type Dataset } from '../data/index.ts';
-import { checkSafetensorsFile, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
+import { checkSafetensorsFile, readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { readBack } from '../engine/webgpu.ts';
 
 /**
@@ -55,6 +56,7 @@ export function viewsOfSteps(path: string, steps: number, seed: number): boolean
 /** The normalised views of the first `steps` steps, written to `path` (safetensors, NCHW) after the last of them. */
 export class ViewDump {
   private readonly views = new Map<string, StTensor>();
+  private written = false;
 
   constructor(
     private readonly path: string,
@@ -81,9 +83,19 @@ export class ViewDump {
     this.write(this.steps, {});
   }
 
-  /** The run ended (diverged) at step `stepsDone`, at or before the last step kept: the steps it has, written. */
+  /**
+   * The run ended (diverged) at step `stepsDone`, at or before the last step kept: the steps it has, written
+   * (a divergence found at a stop after the last step kept, the file written then or by the start this run
+   * resumed from, marks that file).
+   */
   flushPartial(stepsDone: number): void {
     if (this.steps === 0 || stepsDone > this.steps || stepsDone === 0) return;
+    if (this.written || this.views.size === 0) {
+      if (!existsSync(this.path)) return;
+      const { tensors, metadata } = readSafetensors(this.path);
+      writeSafetensors(this.path, tensors, { ...metadata, diverged_at: String(stepsDone) });
+      return;
+    }
     this.write(stepsDone, { diverged_at: String(stepsDone) });
   }
 
@@ -95,5 +107,6 @@ export class ViewDump {
       ...extra,
     });
     this.views.clear();
+    this.written = true;
   }
 }

@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
-import { readSafetensors } from '../../src/engine/safetensors.ts';
+import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
 import { loadRunData } from '../../src/components/index.ts';
 import { scheduleSteps, trainRun, type TrainEvent } from '../../src/train/loop.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
@@ -223,6 +223,11 @@ test('an update that overflows under a finite loss (an absurd lr) is a divergenc
   assert.deepEqual(floatsFinite(c.dir), { step: 0, ok: true });
   assert.deepEqual(c.rows.map((r) => r.step), [2]);
   assert.deepEqual(readSafetensors(join(c.dir, 'views.safetensors')).metadata, { ...readSafetensors(join(c.dir, 'views.safetensors')).metadata, steps: '2', diverged_at: '2' });
+  // stopped at the last step of the views kept, written before the stop found the divergence: marked too
+  const d = await at(['train.max_steps=6', 'train.checkpoint_every=1000', 'train.knn_every=1000', 'train.log_every=5'], 2, 2);
+  assert.deepEqual([d.s.status, d.s.diverged_at], ['diverged', 2]);
+  const dv = readSafetensors(join(d.dir, 'views.safetensors'));
+  assert.deepEqual([dv.metadata.steps, dv.metadata.diverged_at, [...dv.tensors.keys()].sort()], ['2', '2', ['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2']]);
   // a sane lr is never stopped by the check (the same run completes)
   assert.equal((await trainRun({ config: tinyConfig(['train.max_steps=2', 'train.checkpoint_every=1']), runDir: tmp(), backend })).status, 'completed');
 });
@@ -238,6 +243,21 @@ test('a diverged run with --dump-views writes the views of the steps up to its d
   const at = tmp();
   await trainRun({ config: tinyConfig(['train.max_steps=8']), runDir: at, backend, injectNanAtStep: 3, dumpViews: 3 });
   assert.deepEqual(readSafetensors(join(at, 'views.safetensors')).metadata.steps, '3');
+});
+
+test('a divergence marked at step N of --dump-views N, found by a start that resumed there: the views file of the start before keeps its tensors', () => {
+  const dir = tmp();
+  const path = join(dir, 'views.safetensors');
+  const x = new Float32Array([1, 2, 3, 4]);
+  // the file the earlier start wrote at step 2 (this start added no view: it began at step 2)
+  new ViewDump(path, 2, 7).flushPartial(0);
+  assert.equal(existsSync(path), false);
+  new ViewDump(path, 2, 7).flushPartial(2);
+  assert.equal(existsSync(path), false, 'nothing to mark: no file, no view');
+  writeSafetensorsFile(path, x);
+  new ViewDump(path, 2, 7).flushPartial(2);
+  const { tensors, metadata } = readSafetensors(path);
+  assert.deepEqual([metadata.steps, metadata.seed, metadata.diverged_at, [...(tensors.get('step0.x1')!.data as Float32Array)]], ['2', '7', '2', [...x]]);
 });
 
 test('a run resumed past step N with --dump-views N holds the views of N steps, also when an earlier start asked for fewer', async () => {
@@ -582,3 +602,9 @@ test('--dump-views failing to read a step\'s views (a GPU read error) leaves no 
     ViewDump.prototype.add = add;
   }
 });
+
+/** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
+function writeSafetensorsFile(path: string, x: Float32Array): void {
+  const t = { dtype: 'F32' as const, shape: [1, 1, 2, 2], data: x };
+  writeSafetensors(path, new Map(['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2'].map((n) => [n, t])), { steps: '2', seed: '7' });
+}
