@@ -87,6 +87,11 @@ test('patch-proj is Fig. 5: learned and frozen x three AdamW lrs; temperature: 0
   assert.equal(p.runs.length, 6);
   assert.deepEqual(new Set(p.runs.map((r) => `${r.config.model.patch_proj}/${r.config.optim.base_lr}`)).size, 6);
   assert.deepEqual([...new Set(col(p, 'model.patch_proj'))], ['learned', 'frozen']);
+  // the grid's first key outermost, in file order: the runs' indices (Slurm's task ids) follow the file
+  assert.deepEqual(
+    p.runs.map((r) => `${r.paper['model.patch_proj']} ${r.paper['optim.base_lr']}`),
+    ['learned 0.00005', 'learned 0.0001', 'learned 0.00015', 'frozen 0.00005', 'frozen 0.0001', 'frozen 0.00015'],
+  );
   const t = plan('temperature', { preset: 'paper' });
   assert.deepEqual(t.runs.map((r) => r.config.moco.temperature), [0.1, 0.2, 0.5, 1.0]);
   assert.match(t.runs[1]!.slug, /-t0\.2-s0$/);
@@ -115,6 +120,10 @@ test('--seeds multiplies the grid, seed outermost; --set pins unscaled; --set on
   assert.throws(() => plan('batch-size', { sets: ['optim.batch_size=64'] }), /--set optim\.batch_size=64: sweeps\/batch-size\.yaml varies optim\.batch_size/);
   assert.throws(() => plan('batch-size', { sets: ['seed=3'] }), /--seeds/);
   assert.deepEqual(parseSeedsFlag('3,5'), [3, 5]);
+  // a range of one seed is that seed; one that runs backwards is a typo, not no seeds (the file's would run)
+  assert.deepEqual(parseSeedsFlag('2-2,7'), [2, 7]);
+  assert.throws(() => parseSeedsFlag('5-3'), /^SweepError: --seeds 5-3: range 5-3 runs backwards$/);
+  assert.throws(() => parseSeedsFlag('0-2,1'), /^SweepError: --seeds 0-2,1: a seed is listed twice$/);
   assert.throws(() => parseSeedsFlag('a'), SweepError);
   // a typo's range is refused before it is counted out (a Set of 10^8 seeds exceeded Node's maximum)
   assert.throws(() => parseSeedsFlag('0-100000000'), /^SweepError: --seeds 0-100000000: more than 1000 seeds$/);
@@ -146,6 +155,13 @@ const bad: [string, string, RegExp][] = [
   ['a seed beyond a safe integer', 'seeds: [100000000000000000000]\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: seeds: expected non-negative integers, got 100000000000000000000$/],
   ['unknown preset', 'preset: laptop\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: preset: expected one of smoke, cpu, gpu, paper/],
   ['value and values', 'parameters: {optim.base_lr: {value: 1.0e-4, values: [1.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected exactly one of value or values$/],
+  ['neither value nor values', 'parameters: {optim.base_lr: {}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected exactly one of value or values$/],
+  ['values not a list', 'parameters: {optim.base_lr: {values: 1.0e-4}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.values: expected a list, got 0\.0001$/],
+  ['a value listed twice', 'parameters: {optim.base_lr: {values: [1.0e-4, 2.0e-4, 1.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.values: 0\.0001 is listed twice$/],
+  ['a seed listed twice', 'seeds: [0, 1, 0]\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: seeds: a seed is listed twice$/],
+  ['a name that is no folder name', 'name: ../elsewhere\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: name: expected a folder-safe name \(letters, digits, \., _, -\), got "\.\.\/elsewhere"$/],
+  ['optim.name in a by_optimizer grid', 'parameters: {optim.base_lr: {value: 1.0e-4}}\nby_optimizer: {lamb: {optim.name: {value: adamw}}}\n', /^bad\.yaml: by_optimizer\.lamb\.optim\.name: the optimizer is the key of this grid; remove it$/],
+  ['an empty by_optimizer grid', 'parameters: {optim.base_lr: {value: 1.0e-4}}\nby_optimizer: {lamb: {}}\n', /^bad\.yaml: by_optimizer\.lamb: empty grid/],
 ];
 
 for (const [what, yaml, re] of bad) {
@@ -294,4 +310,12 @@ test('--set of a whole section cannot change what the file varies; --optimizer i
   const b = planSweep(lr, opts([], parseOptimizerFlag('adamw, lamb')));
   assert.equal(a.id, 'lr-adamw-lamb');
   assert.deepEqual(a.runs.map((r) => r.id), b.runs.map((r) => r.id));
+  // a file whose parameters vary the optimizer: --optimizer with some of them is another sweep's folder, all of them the file's;
+  // a file without seeds runs seed 0
+  const both = parseSweep(YAML.parse('name: both\nparameters: {optim.name: {values: [adamw, lamb]}}\n'), 'both.yaml');
+  assert.equal(planSweep(both, opts([], ['lamb'])).id, 'both-lamb');
+  const all = planSweep(both, opts([], ['lamb', 'adamw']));
+  assert.equal(all.id, 'both');
+  assert.deepEqual(all.seeds, [0]);
+  assert.deepEqual(all.runs.map((r) => r.config.seed), [0, 0]);
 });
