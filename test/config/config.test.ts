@@ -28,6 +28,9 @@ test('defaults are the official ViT recipe', () => {
   assert.equal(c.model.patch_proj, 'frozen');
   assert.equal(c.augment.crop_min, 0.08);
   assert.equal(c.model.dim, 768);
+  assert.deepEqual([c.optim.batch_size, c.optim.epochs], [4096, 300]);
+  // main_lincls.py's ViT setting: 90 epochs, lr 3 x batch / 256 at batch 1024
+  assert.deepEqual([c.eval.linear.epochs, c.eval.linear.base_lr, c.eval.linear.batch_size], [90, 3, 1024]);
 });
 
 test('presets fill the model from the arch', () => {
@@ -160,6 +163,15 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['optim.epochs=1'], /^--set optim\.epochs=1: optim\.warmup_epochs: must not exceed optim\.epochs 1, got 2$/);
   bad(['model.patch_size=5'], /^--set model\.patch_size=5: data\.image_size: must be a multiple of model\.patch_size 5, got 16$/);
   bad(['optim.betas=[0.9, 1]'], /^--set optim\.betas=\[0\.9, 1\]: optim\.betas\.1: expected number to be <1, got 1$/);
+  bad(['optim.betas=[1, 0.999]'], /^--set optim\.betas=\[1, 0\.999\]: optim\.betas\.0: expected number to be <1, got 1$/);
+  bad(['moco.momentum=1.5'], /^--set moco\.momentum=1\.5: moco\.momentum: expected number to be <=1, got 1\.5$/);
+  bad(['augment.crop_min=0'], /^--set augment\.crop_min=0: augment\.crop_min: expected number to be >0, got 0$/);
+  bad(['model.dim=6', 'model.heads=2'], /^--set model\.dim=6: model\.dim: must be divisible by 4 for the 2-D sin-cos position embedding, got 6$/);
+  bad(['optim.batch_size=8', 'train.micro_batch=3'], /^--set train\.micro_batch=3: train\.micro_batch: must divide optim\.batch_size 8, got 3$/);
+  // the bounds themselves are allowed: a warmup of the whole run, one blur sigma, an lr of 0
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['optim.epochs=2', 'optim.warmup_epochs=2'] }).optim.warmup_epochs, 2);
+  assert.deepEqual(buildConfig({ preset: 'smoke', sets: ['augment.blur_sigma=[1, 1]'] }).augment.blur_sigma, [1, 1]);
+  assert.equal(buildConfig({ preset: 'smoke', sets: ['optim.base_lr=0'] }).optim.base_lr, 0);
   bad(['model.mlp_ratio=1.3'], /^--set model\.mlp_ratio=1\.3: model\.mlp_ratio: must give a whole MLP width \(dim 32 x mlp_ratio\), got 1\.3$/);
   bad(['optim.batch_size=1'], /^--set optim\.batch_size=1: optim\.batch_size: must be at least 2 \(the heads' BatchNorm needs two images\), got 1$/);
   bad(['optim.batch_size=4', 'train.micro_batch=1'], /^--set train\.micro_batch=1: train\.micro_batch: must be at least 2/);
@@ -231,6 +243,8 @@ test('a config file: a section of keys all commented out is absent; a list or va
     assert.equal(buildConfig({ preset: 'smoke', file: put('c.yaml', 'optim:\n  # base_lr: 1e-3\nseed: 3\n') }).optim.base_lr, buildConfig({ preset: 'smoke' }).optim.base_lr);
     assert.throws(() => buildConfig({ file: put('l.yaml', 'eval:\n  linear: [1]\n'), sets: ['eval.linear.epochs=2'] }), (e: Error) => /l\.yaml: eval\.linear: expected a mapping of eval\.linear keys \(enabled, .*\), got \[1\]$/.test(e.message));
     assert.throws(() => buildConfig({ file: put('t.yaml', 'data: {name: !dataset synthetic}\n') }), (e: Error) => /t\.yaml: not valid YAML: Unresolved tag: !dataset/.test(e.message));
+    // a file of comments alone (a config.yaml cut to nothing) is said to be empty, not read as the defaults
+    assert.throws(() => buildConfig({ file: put('e.yaml', '# optim:\n') }), (e: Error) => e instanceof ConfigError && /e\.yaml: empty: expected a YAML mapping of config sections/.test(e.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
