@@ -40,6 +40,14 @@ test('kNN dips: stretches at least D below the running maximum, counted once, de
   // a monotone curve has no dips and a deepest drop of 0
   assert.deepEqual(findDips(pts([1, 2, 3]), 1), { dips: [], maxDrop: 0 });
   assert.deepEqual(findDips([], 1), { dips: [], maxDrop: null });
+  // the value that ends a dip is a maximum too: a fall right after a recovery to a new high is measured from it
+  assert.deepEqual(
+    findDips(pts([10, 20, 14, 25, 21]), 3).dips.map((d) => [d.start, d.end, d.peak, d.depth]),
+    [
+      [20, 30, 20, 6],
+      [40, null, 25, 4],
+    ],
+  );
 });
 
 test('gradient spikes: value > S x running median of the previous W values, onset only', () => {
@@ -102,6 +110,8 @@ test('spike order: each patch-projection spike against the last block, both ways
   assert.deepEqual(o, { window: 40, spikes: 4, after: 2, before: 2, together: 1 });
   assert.deepEqual(spikeOrder([100], [], 40), { window: 40, spikes: 1, after: 0, before: 0, together: 0 });
   assert.deepEqual(spikeOrder([], [10], 40), { window: 40, spikes: 0, after: 0, before: 0, together: 0 });
+  // exactly the window after counts, as exactly the window before does
+  assert.deepEqual(spikeOrder([100], [140], 40), { window: 40, spikes: 1, after: 1, before: 0, together: 0 });
 });
 
 test('spike order pooled over a sweep: sums, the runs leaning each way, their sign test', () => {
@@ -111,6 +121,9 @@ test('spike order pooled over a sweep: sums, the runs leaning each way, their si
   assert.deepEqual(p, { window: 40, spikes: 7, after: 4, before: 3, together: 1, runs: 4, leanAfter: 2, leanBefore: 1, p: 4 / 8 });
   assert.equal(pooledSpikeOrder([null, o(0, 0, 0)]), null);
   assert.equal(pooledSpikeOrder([o(1, 0, 0)])!.p, null);
+  // runs logged at different intervals have different windows in steps: the pooled window is none of them
+  assert.equal(pooledSpikeOrder([o(1, 1, 0), { ...o(1, 1, 0), window: 80 }])!.window, null);
+  assert.equal(pooledSpikeOrder([o(1, 1, 0), o(2, 0, 1)])!.window, 40);
 });
 
 test('sign test: the one-sided binomial tail at p = 1/2', () => {
@@ -234,6 +247,14 @@ test('the untrained encoder (step 0) is no peak: a fall from it is not a dip, th
   assert.equal(early.maxDip, 0, 'from 55 on the curve only climbs');
   const late = analyzeRun(curve([60, 55, 58, 61, 56, 62, 64]));
   assert.deepEqual(late.dips.map((d) => [d.start, d.depth]), [[40, 5]]);
+  // one evaluation after step 0 (the final kNN, the monitor off) is no curve: no dips counted, no deepest drop
+  const once = analyzeRun(curve([60, 40]));
+  assert.equal(once.maxDip, null);
+  const s = instabilitySummary(once, DEFAULT_INSTABILITY);
+  assert.deepEqual([s.dips, s.max_dip], [null, null]);
+  // no kNN at all: the same
+  const none = instabilitySummary(analyzeRun([{ step: 10, loss: 1 }, { step: 20, loss: 0.9 }]), DEFAULT_INSTABILITY);
+  assert.deepEqual([none.dips, none.max_dip], [null, null]);
 });
 
 test('--dip-above-init: a drop counts only once the running maximum is above the untrained encoder (step 0)', () => {
@@ -249,6 +270,8 @@ test('--dip-above-init: a drop counts only once the running maximum is above the
   assert.equal(init.maxDip, 3);
   // a maximum above step 0 by any margin anchors: 60.5 > 60, so the fall to 55 is a 5.5-point dip
   assert.equal(analyzeRun(rows([60, 60.5, 55, 61]), above).maxDip, 5.5);
+  // ... a maximum equal to step 0 is not above it: the same fall is no dip
+  assert.equal(analyzeRun(rows([60, 60, 55, 61]), above).maxDip, 0);
   // a curve that never climbs past step 0 has no dip and a deepest drop of 0
   const never = analyzeRun(rows([60, 59, 52, 57, 58]), above);
   assert.deepEqual([never.dips.length, never.maxDip], [0, 0]);
