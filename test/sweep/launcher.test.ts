@@ -8,7 +8,7 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
-import { arraySpec, sbatchArg, sbatchScript } from '../../src/sweep/slurm.ts';
+import { arraySpec, readJobs, sbatchArg, sbatchScript, writeScript } from '../../src/sweep/slurm.ts';
 import { shellQuote } from '../../src/engine/files.ts';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -147,6 +147,11 @@ test('the array: indices as ranges with the %N limit; the script runs each index
   assert.match(t2, /^#SBATCH --comment="a\\"b\\\\c#d"$/m);
   assert.match(t2, /^#SBATCH -A vision$/m);
   assert.match(t2, /^#SBATCH --qos=x$/m);
+  // a # would start a comment where it stands unquoted (the working folder cut at it)
+  assert.match(sbatchScript({ plan: spaced, indices: [1], settings: args, command: ['node'], cwd: '/w/run#3' }), /^#SBATCH --chdir="\/w\/run#3"$/m);
+  // no GPUs asked for: no --gres line (a cluster without GPU resources refuses gpu:0)
+  const cpuOnly = sbatchScript({ plan, indices: [1], settings: resolveLauncher({}, { gpus_per_run: 0 }), command: ['node'], cwd: '/w' });
+  assert.doesNotMatch(cpuOnly, /--gres/);
   assert.throws(() => sbatchScript({ plan: spaced, indices: [1], settings: args, command: ['node'], cwd: '/a\nb' }), /the working folder "\/a\\nb": a line break cannot go into an #SBATCH line/);
   // sbatch reads % in --output as a pattern: a % in the folder's name is written %% (its own, not the job's)
   const pct = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: '/r/100%' });
@@ -272,13 +277,20 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.ok(existsSync(join(results, 'batch-size', 'sweep.yaml')));
   // in the queue: recorded as any submission
   rmSync(join(results, 'batch-size'), { recursive: true });
-  writeFileSync(join(bin, 'squeue'), `#!/bin/sh\nfor f in ${join(results, 'batch-size', 'slurm')}/*.sbatch; do echo "4242|$f"; done\n`, { mode: 0o755 });
+  // (another job of this sweep, of another script, is not this submission's)
+  writeFileSync(join(bin, 'squeue'), `#!/bin/sh\necho "4141|${join(results, 'other.sbatch')}"\nfor f in ${join(results, 'batch-size', 'slurm')}/*.sbatch; do echo "4242|$f"; done\n`, { mode: 0o755 });
   const found = await cli(base, { PATH: `${bin}:${process.env.PATH}` });
   assert.equal(found.code, 0, found.err);
   assert.match(found.err, /^moco3: sbatch \S+: sbatch: error: Batch job submission failed: Socket timed out on send\/recv operation; the queue holds it all the same, as job 4242\n/);
   assert.equal(found.out, '4242\n');
   const jobs = JSON.parse(readFileSync(join(results, 'batch-size', 'slurm', 'jobs.json'), 'utf8'));
   assert.deepEqual(jobs.submissions.map((j: { job_id: string }) => j.job_id), ['4242']);
+  // an answer of sbatch that is no job id is not recorded as one
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho "Submitted batch job 4343"\n', { mode: 0o755 });
+  const odd = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(results, 'odd')], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(odd.code, 2, odd.err);
+  assert.match(odd.err, /^moco3: sbatch \S+\.sbatch: unexpected answer "Submitted batch job 4343"/);
+  assert.equal(existsSync(join(results, 'odd', 'batch-size', 'slurm', 'jobs.json')), false);
   // --json: the submission as one object (it was the bare job id), and the dry run's script inside one
   writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho 4343\n', { mode: 0o755 });
   const into = ['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(results, 'json'), '--json'];
@@ -532,6 +544,22 @@ test('--launcher slurm: the tasks run moco3 by its real path, not through the li
     assert.ok(!r.out.includes('npx-cache'), 'the link is not in the script');
   } finally {
     process.argv[1] = argv1;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('two scripts written in the same second keep both; a jobs.json entry without its job id is said, not read', () => {
+  const dir = tempDir('moco3-launch-jobs-');
+  try {
+    const plan = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: dir });
+    const at = new Date('2026-01-02T03:04:05Z');
+    const first = writeScript(plan, 'first\n', at);
+    const second = writeScript(plan, 'second\n', at);
+    assert.deepEqual([first, second].map((p) => p.slice(join(dir, 'batch-size', 'slurm').length + 1)), ['20260102-030405.sbatch', '20260102-030405-2.sbatch']);
+    assert.equal(readFileSync(first, 'utf8'), 'first\n');
+    writeFileSync(join(dir, 'batch-size', 'slurm', 'jobs.json'), JSON.stringify({ sweep: 'batch-size', submissions: [{ job_id: '7', runs: { 1: 'a' } }, { runs: { 2: 'b' } }] }));
+    assert.throws(() => readJobs(plan), /jobs\.json: submissions\[1\]: expected \{job_id, submitted, script, runs: \{index: run id\}\}, got \{"runs":\{"2":"b"\}\}; it records the Slurm jobs/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
