@@ -9,7 +9,7 @@ import '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { hostTag } from '../../src/engine/files.ts';
-import { loadSweepFile, parseSweep } from '../../src/sweep/file.ts';
+import { loadSweepFile, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { acquireLock, procStart, readLock, releaseLock } from '../../src/runfolder/lock.ts';
 import { restoreAsideCheckpoints, rewindLast } from '../../src/runfolder/checkpoints.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
@@ -72,7 +72,8 @@ test('a sweep trains every run and writes sweep.yaml; run again, it skips them a
   assert.deepEqual(again.events.filter((e) => e.type === 'run_start'), []);
   assert.equal(existsSync(join(d0, '.lock')), false, 'stale lock removed');
   assert.equal(existsSync(join(d0, `.status.json.${hostTag()}.${dead.pid}.tmp`)), false, 'stale temporary file removed');
-  assert.deepEqual(again.events.filter((e) => e.type === 'run_skip').map((e) => (e as { state: string }).state), ['completed', 'completed']);
+  // ... and none of them counted as to train (the progress line's count of runs left)
+  assert.deepEqual(again.events.filter((e) => e.type === 'run_skip').map((e) => [(e as { state: string }).state, (e as { to_train: boolean }).to_train]), [['completed', false], ['completed', false]]);
   assert.ok(again.events.every((e) => e.type !== 'run_skip' || e.notes === undefined), 'nothing to say of whole runs');
 
   // a done run whose config.yaml was lost: skipped, and said (the report would stop on it)
@@ -355,4 +356,37 @@ test('a resume from an older checkpoint named through a symbolic link to the run
   symlinkSync(real, link);
   rewindLast(join(link, 'checkpoints'), join(real, 'checkpoints', 'step-0000000'), 0);
   assert.deepEqual(JSON.parse(readFileSync(join(real, 'checkpoints', 'last.json'), 'utf8')), { step: 0, dir: 'step-0000000', left: [50] });
+});
+
+test('a run taken over by another process while it trains is left to that process, not marked failed', async () => {
+  const plan = tinyPlan(tmp());
+  const dir = plan.runs[0]!.dir;
+  const other = await sleeper();
+  try {
+    // this process frozen past the lock timeout: another took the run (its lock in place of this one's)
+    const r = await runSweep({
+      plan,
+      backend,
+      onEvent: (e) => {
+        if (e.type === 'train' && e.index === 1 && e.event.type === 'step' && e.event.step === 1) {
+          writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: other.pid, host: hostname(), proc_start: procStart(other.pid), since: new Date().toISOString(), sweep: 'other' }));
+        }
+      },
+    });
+    assert.deepEqual(r.failed, []);
+    assert.deepEqual(r.busy, [plan.runs[0]!.id]);
+    assert.notEqual(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status, 'failed');
+  } finally {
+    await other.kill();
+  }
+});
+
+test('one sweep trains on one backend: runs of two backends (grids of two optimizers) are refused before anything starts', async () => {
+  const plan = tinyPlan(tmp(), (d) => {
+    d.parameters['optim.name'] = { values: ['adamw', 'lamb'] };
+    d.parameters['optim.batch_size'] = { value: 512 };
+    d.by_optimizer = { lamb: { 'train.backend': { value: 'wasm' } } };
+  });
+  await assert.rejects(runSweep({ plan, backend }), (e: unknown) => e instanceof SweepError && /^tiny\.yaml: every run of a sweep must use one train\.backend, got auto, wasm$/.test((e as Error).message));
+  assert.equal(existsSync(plan.dir), false, 'no folder made');
 });
