@@ -218,6 +218,16 @@ test('config hash ignores the backend but not the batch', () => {
   assert.notEqual(configHash(a), configHash(c));
   assert.match(configHash(a), /^[0-9a-f]{8}$/);
   assert.equal(DEFAULTS.optim.batch_size, 4096); // defaults untouched by merging
+  // a run folder written before train.knn_every_epochs and eval.linear.train_views existed hashes as one with them at
+  // the value it stands for (its name and resume stay); the keys' order is no part of the hash
+  const d = buildConfig({});
+  const { knn_every_epochs: _k, ...oldTrain } = d.train;
+  const { train_views: _v, ...oldLinear } = d.eval.linear;
+  const older = { ...d, train: oldTrain, eval: { ...d.eval, linear: oldLinear } } as unknown as typeof d;
+  assert.equal(configHash(older), configHash(d));
+  assert.notEqual(configHash({ ...d, train: { ...d.train, knn_every_epochs: 0.5 } }), configHash(d));
+  const reversed = Object.fromEntries(Object.entries(a).reverse()) as typeof a;
+  assert.equal(configHash({ ...reversed, optim: Object.fromEntries(Object.entries(a.optim).reverse()) as typeof a.optim }), configHash(a));
 });
 
 test("a preset's subset sizes and class count stay with its own dataset; --set still wins", () => {
