@@ -8,7 +8,7 @@ import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
-import { arraySpec, readJobs, sbatchArg, sbatchScript, writeScript } from '../../src/sweep/slurm.ts';
+import { arraySpec, readJobs, recordSubmission, runJobs, sbatchArg, sbatchScript, slurmDir, writeScript } from '../../src/sweep/slurm.ts';
 import { shellQuote } from '../../src/engine/files.ts';
 import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -560,6 +560,33 @@ test('two scripts written in the same second keep both; a jobs.json entry withou
     writeFileSync(join(dir, 'batch-size', 'slurm', 'jobs.json'), JSON.stringify({ sweep: 'batch-size', submissions: [{ job_id: '7', runs: { 1: 'a' } }, { runs: { 2: 'b' } }] }));
     assert.throws(() => readJobs(plan), /jobs\.json: submissions\[1\]: expected \{job_id, submitted, script, runs: \{index: run id\}\}, got \{"runs":\{"2":"b"\}\}; it records the Slurm jobs/);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the runs' Slurm states: a run's newest task, squeue's live state before sacct's, a failed squeue said in its first line", () => {
+  const dir = tempDir('moco3-launch-states-');
+  const path = process.env.PATH;
+  try {
+    const plan = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: dir });
+    const [a, b] = plan.runs;
+    mkdirSync(slurmDir(plan), { recursive: true });
+    // run 1 submitted again after its first task failed; run 2 once
+    recordSubmission(plan, { job_id: '101', submitted: '', script: 'a.sbatch', runs: { 1: a!.id, 2: b!.id } });
+    recordSubmission(plan, { job_id: '102', submitted: '', script: 'b.sbatch', runs: { 1: a!.id } });
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'squeue'), '#!/bin/sh\necho "102_1|RUNNING"\n', { mode: 0o755 });
+    // accounting lags the controller: its PENDING of a task squeue shows running is not taken
+    writeFileSync(join(bin, 'sacct'), '#!/bin/sh\nprintf "101_1|FAILED\\n101_2|COMPLETED\\n102_1|PENDING\\n"\n', { mode: 0o755 });
+    process.env.PATH = `${bin}:${path}`;
+    const { jobs, queueError } = runJobs(plan);
+    assert.deepEqual(jobs.slice(0, 3), [{ job: '102_1', state: 'RUNNING' }, { job: '101_2', state: 'COMPLETED' }, null]);
+    assert.equal(queueError, null);
+    writeFileSync(join(bin, 'squeue'), '#!/bin/sh\necho "squeue: error: Unable to contact slurm controller" >&2\necho "(more detail)" >&2\nexit 1\n', { mode: 0o755 });
+    assert.equal(runJobs(plan).queueError, 'squeue: error: Unable to contact slurm controller');
+  } finally {
+    process.env.PATH = path;
     rmSync(dir, { recursive: true, force: true });
   }
 });
