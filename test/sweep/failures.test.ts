@@ -58,6 +58,8 @@ for (const [where, kernel, linear, armAt] of [
   ['a step', 'BatchMatMul', false, (e: SweepEvent) => e.type === 'train' && e.index === 1 && e.event.type === 'step' && e.event.step === 2],
   ['the kNN monitor', 'TopK', false, (e: SweepEvent) => e.type === 'train' && e.index === 1 && e.event.type === 'step' && e.event.step === 3],
   ['the linear probe', 'BatchMatMul', true, (e: SweepEvent) => e.type === 'train' && e.index === 1 && e.event.type === 'phase' && /epoch 1\//.test(e.event.text)],
+  // before the loop's own status.json: the model's weights made (the sweep records the failure)
+  ['the model\'s construction', 'Identity', false, (e: SweepEvent) => e.type === 'run_start' && e.index === 1],
 ] as const) {
   test(`a run failing in ${where} is failed in status.json and summary.json, the sweep goes on, no tensor is left behind`, async () => {
     const plan = tinyPlan(where.replace(/\W+/g, '-'), linear);
