@@ -387,11 +387,11 @@ export function resolveConfig(cfg: RunConfig, blame: Blame = () => 'config'): Re
   }
   out.augment.blur_sigma ??= recipeBlurSigma(out.data.image_size);
   if (out.augment.blur_sigma[0] > out.augment.blur_sigma[1]) fail('augment.blur_sigma', 'expected [min, max] with min <= max');
-  if (out.train.micro_batch !== null && out.optim.batch_size % out.train.micro_batch !== 0) {
-    fail('train.micro_batch', `must divide optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`, ['optim.batch_size']);
-  }
   if (out.train.micro_batch !== null && out.train.micro_batch > out.optim.batch_size) {
     fail('train.micro_batch', `must not exceed optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`, ['optim.batch_size']);
+  }
+  if (out.train.micro_batch !== null && out.optim.batch_size % out.train.micro_batch !== 0) {
+    fail('train.micro_batch', `must divide optim.batch_size ${out.optim.batch_size}, got ${out.train.micro_batch}`, ['optim.batch_size']);
   }
   return out as ResolvedRunConfig;
 }

@@ -168,6 +168,7 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   bad(['augment.crop_min=0'], /^--set augment\.crop_min=0: augment\.crop_min: expected number to be >0, got 0$/);
   bad(['model.dim=6', 'model.heads=2'], /^--set model\.dim=6: model\.dim: must be divisible by 4 for the 2-D sin-cos position embedding, got 6$/);
   bad(['optim.batch_size=8', 'train.micro_batch=3'], /^--set train\.micro_batch=3: train\.micro_batch: must divide optim\.batch_size 8, got 3$/);
+  bad(['optim.batch_size=8', 'train.micro_batch=16'], /^--set train\.micro_batch=16: train\.micro_batch: must not exceed optim\.batch_size 8, got 16$/);
   // the bounds themselves are allowed: a warmup of the whole run, one blur sigma, an lr of 0
   assert.equal(buildConfig({ preset: 'smoke', sets: ['optim.epochs=2', 'optim.warmup_epochs=2'] }).optim.warmup_epochs, 2);
   assert.deepEqual(buildConfig({ preset: 'smoke', sets: ['augment.blur_sigma=[1, 1]'] }).augment.blur_sigma, [1, 1]);
