@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
@@ -601,6 +602,29 @@ test('--dump-views failing to read a step\'s views (a GPU read error) leaves no 
   } finally {
     ViewDump.prototype.add = add;
   }
+});
+
+test("a resume from an older checkpoint says running before it points last.json back: killed between the two, the run reads interrupted, not completed", async () => {
+  const c = tinyConfig(['train.max_steps=4', 'train.checkpoint_every=2']);
+  const dir = tmp();
+  assert.equal((await trainRun({ config: c, runDir: dir, backend })).status, 'completed');
+  const last = join(dir, 'checkpoints', 'last.json');
+  // status.json as it is each time last.json is put in place
+  const seen: unknown[][] = [];
+  const rename = fs.renameSync;
+  fs.renameSync = ((from: fs.PathLike, to: fs.PathLike) => {
+    rename(from, to);
+    if (String(to) === last) seen.push([JSON.parse(readFileSync(last, 'utf8')).step, JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).status]);
+  }) as typeof fs.renameSync;
+  syncBuiltinESMExports();
+  try {
+    const s = await trainRun({ config: c, runDir: dir, backend, resume: true, checkpoint: join(dir, 'checkpoints', 'step-0000002'), shouldStop: () => true });
+    assert.equal(s.status, 'interrupted');
+  } finally {
+    fs.renameSync = rename;
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual(seen[0], [2, 'running']);
 });
 
 /** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
