@@ -627,6 +627,25 @@ test("a resume from an older checkpoint says running before it points last.json 
   assert.deepEqual(seen[0], [2, 'running']);
 });
 
+test("a resumed run stopped before its next kNN says in summary.json the kNN its checkpoint had and that kNN's step, and keeps what eval knn merged in", async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.knn_every=4', 'train.checkpoint_every=2']);
+  const dir = tmp();
+  let steps = 0;
+  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
+  // what `moco3 eval knn` merged in before the resume stays
+  const knnEval = { top1: 12.5, top5: 50, k: 20, t: 0.07, bank: 64, queries: 32, step: 5 };
+  const sp = join(dir, 'summary.json');
+  writeFileSync(sp, JSON.stringify({ ...JSON.parse(readFileSync(sp, 'utf8')), knn_eval: knnEval }));
+  steps = 0;
+  const s = await trainRun({ config: c, runDir: dir, backend, resume: true, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 1 });
+  assert.deepEqual([s.status, s.steps], ['interrupted', 6]);
+  const row = readMetrics(join(dir, 'metrics.jsonl')).find((r) => r.step === 4)!;
+  assert.equal(typeof row.knn_top1, 'number');
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.deepEqual([s.knn_top1, s.knn_top5, s.knn_step], [row.knn_top1, row.knn_top5, 4]);
+  assert.deepEqual([summary.knn_top1, summary.knn_top5, summary.knn_step, summary.knn_eval], [row.knn_top1, row.knn_top5, 4, knnEval]);
+});
+
 /** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
 function writeSafetensorsFile(path: string, x: Float32Array): void {
   const t = { dtype: 'F32' as const, shape: [1, 1, 2, 2], data: x };
