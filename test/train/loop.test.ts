@@ -224,10 +224,14 @@ test('an update that overflows under a finite loss (an absurd lr) is a divergenc
   assert.deepEqual(floatsFinite(c.dir), { step: 0, ok: true });
   assert.deepEqual(c.rows.map((r) => r.step), [2]);
   assert.deepEqual(readSafetensors(join(c.dir, 'views.safetensors')).metadata, { ...readSafetensors(join(c.dir, 'views.safetensors')).metadata, steps: '2', diverged_at: '2' });
+  // stopped right after its first step, whose update overflowed (no warmup): diverged at step 1, its weights never saved
+  const d = await at(['train.max_steps=6', 'optim.warmup_epochs=0', 'train.checkpoint_every=1000', 'train.knn_every=1000'], 1);
+  assert.deepEqual([d.s.status, d.s.diverged_at, d.st.status], ['diverged', 1, 'diverged']);
+  assert.deepEqual(floatsFinite(d.dir), { step: 0, ok: true });
   // stopped at the last step of the views kept, written before the stop found the divergence: marked too
-  const d = await at(['train.max_steps=6', 'train.checkpoint_every=1000', 'train.knn_every=1000', 'train.log_every=5'], 2, 2);
-  assert.deepEqual([d.s.status, d.s.diverged_at], ['diverged', 2]);
-  const dv = readSafetensors(join(d.dir, 'views.safetensors'));
+  const e = await at(['train.max_steps=6', 'train.checkpoint_every=1000', 'train.knn_every=1000', 'train.log_every=5'], 2, 2);
+  assert.deepEqual([e.s.status, e.s.diverged_at], ['diverged', 2]);
+  const dv = readSafetensors(join(e.dir, 'views.safetensors'));
   assert.deepEqual([dv.metadata.steps, dv.metadata.diverged_at, [...dv.tensors.keys()].sort()], ['2', '2', ['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2']]);
   // a sane lr is never stopped by the check (the same run completes)
   assert.equal((await trainRun({ config: tinyConfig(['train.max_steps=2', 'train.checkpoint_every=1']), runDir: tmp(), backend })).status, 'completed');
