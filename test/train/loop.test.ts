@@ -18,6 +18,7 @@ import { weightsFinite } from '../../src/train/step.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
+import { resumeCheckpoint } from '../../src/runfolder/resume.ts';
 import { withResumePoint } from '../../src/sweep/resume.ts';
 import { tinyConfig } from '../helpers/tiny.ts';
 
@@ -648,6 +649,27 @@ test("a resumed run stopped before its next kNN says in summary.json the kNN its
   const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
   assert.deepEqual([s.knn_top1, s.knn_top5, s.knn_step], [row.knn_top1, row.knn_top5, 4]);
   assert.deepEqual([summary.knn_top1, summary.knn_top5, summary.knn_step, summary.knn_eval], [row.knn_top1, row.knn_top5, 4, knnEval]);
+});
+
+test("rows lost after step 2: the newest checkpoint is still evaluated when named; without last.json a resume takes the newest checkpoint the rows reach; without metrics any checkpoint is the run's", async () => {
+  const { c, dir, ckpt } = await stoppedAt5();
+  const path = join(dir, 'metrics.jsonl');
+  const text = readFileSync(path, 'utf8');
+  writeFileSync(path, text.split('\n').filter((l) => l && JSON.parse(l).step <= 2).map((l) => `${l}\n`).join(''));
+  // an evaluation reads the newest weights (last.json's), named or not; a resume from them is refused
+  assert.equal(evalCheckpoint(dir, 'step-5'), ckpt);
+  assert.throws(() => resumeCheckpoint(dir, 'step-5'), /step 5 is ahead of the run's metrics, which end at step 2/);
+  // no metrics to tell by: every checkpoint up to last.json's is the run's
+  rmSync(path);
+  assert.equal(evalCheckpoint(dir, 'step-5'), ckpt);
+  assert.equal(evalCheckpoint(dir, 'step-4'), join(dir, 'checkpoints', 'step-0000004'));
+  // last.json gone: the newest folder the rows reach, not one past them
+  writeFileSync(path, text.split('\n').filter((l) => l && JSON.parse(l).step <= 2).map((l) => `${l}\n`).join(''));
+  rmSync(join(dir, 'checkpoints', 'last.json'));
+  const s = await trainRun({ config: c, runDir: dir, backend, resume: true });
+  assert.equal(s.status, 'completed');
+  assert.equal(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).starts.at(-1).resumed_from_step, 2);
+  assert.deepEqual(readMetrics(path).map((r) => r.step), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
 });
 
 /** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
