@@ -18,6 +18,7 @@ import { weightsFinite } from '../../src/train/step.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
+import { CheckpointError } from '../../src/runfolder/checkpoints.ts';
 import { resumeCheckpoint } from '../../src/runfolder/resume.ts';
 import { withResumePoint } from '../../src/sweep/resume.ts';
 import { tinyConfig } from '../helpers/tiny.ts';
@@ -670,6 +671,33 @@ test("rows lost after step 2: the newest checkpoint is still evaluated when name
   assert.equal(s.status, 'completed');
   assert.equal(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).starts.at(-1).resumed_from_step, 2);
   assert.deepEqual(readMetrics(path).map((r) => r.step), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+});
+
+test('a checkpoint edited by hand is refused as bad input before anything is written: a state.json of another step than its folder, a last.json whose step and folder differ, an optimizer state that cannot load', async () => {
+  const { c, dir, ckpt } = await stoppedAt5();
+  const root = join(dir, 'checkpoints');
+  const before = () => ['status.json', 'summary.json', 'metrics.jsonl', 'checkpoints/last.json'].map((f) => readFileSync(join(dir, f), 'utf8'));
+  const files = before();
+  // step-4's state.json says step 5 (a folder renamed): the previous checkpoint offered
+  const four = join(root, 'step-0000004', 'state.json');
+  const state4 = readFileSync(four, 'utf8');
+  writeFileSync(four, JSON.stringify({ ...JSON.parse(state4), step: 5 }));
+  assert.throws(() => resumeCheckpoint(dir, 'step-4'), (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${four}: step 5 does not match its folder (step 4); resume from the previous checkpoint with --checkpoint step-2`));
+  writeFileSync(four, state4);
+  // last.json names step-4 as step 5: not taken for either, the newest complete one offered
+  const last = join(root, 'last.json');
+  writeFileSync(last, JSON.stringify({ step: 5, dir: 'step-0000004' }));
+  assert.throws(() => resumeCheckpoint(dir), (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${last}: expected {"step": N, "dir": "step-N"}`) && e.message.endsWith('resume from the newest complete checkpoint with --checkpoint step-5 (the later steps are trained again), or start again with --force'));
+  writeFileSync(last, files[3]!);
+  // an optimizer state the optimizer refuses: the files it came from named; status and summary as they were
+  const path = join(ckpt, 'state.json');
+  const state = JSON.parse(readFileSync(path, 'utf8'));
+  writeFileSync(path, JSON.stringify({ ...state, optimizer: { ...state.optimizer, stepCount: -1 } }));
+  await assert.rejects(
+    trainRun({ config: c, runDir: dir, backend, resume: true }),
+    (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${ckpt}/{state.json,optimizer.safetensors}: `) && /stepCount must be a non-negative integer, got -1/.test(e.message),
+  );
+  assert.deepEqual(before(), files);
 });
 
 /** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
