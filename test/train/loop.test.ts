@@ -19,7 +19,7 @@ import { evalCheckpoint } from '../../src/eval/offline.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { CheckpointError } from '../../src/runfolder/checkpoints.ts';
-import { resumeCheckpoint } from '../../src/runfolder/resume.ts';
+import { checkResumeConfig, resumeCheckpoint } from '../../src/runfolder/resume.ts';
 import { withResumePoint } from '../../src/sweep/resume.ts';
 import { tinyConfig } from '../helpers/tiny.ts';
 
@@ -698,6 +698,15 @@ test('a checkpoint edited by hand is refused as bad input before anything is wri
     (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${ckpt}/{state.json,optimizer.safetensors}: `) && /stepCount must be a non-negative integer, got -1/.test(e.message),
   );
   assert.deepEqual(before(), files);
+});
+
+test('a resume refused for another config names the keys that change the run, not those free to change (train.log_every)', () => {
+  const c = tinyConfig(['train.max_steps=8']);
+  const old = JSON.parse(JSON.stringify(tinyConfig(['train.max_steps=8', 'optim.base_lr=0.02', 'train.log_every=7'])));
+  assert.throws(
+    () => checkResumeConfig('run', c, { config_hash: 'another', config: old }),
+    (e: Error) => e.message === 'run: was trained with another config: optim.base_lr 0.02 -> 0.01; to resume it, start again with --force, or drop the changes (or train into another --out)',
+  );
 });
 
 /** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
