@@ -709,6 +709,19 @@ test('a resume refused for another config names the keys that change the run, no
   );
 });
 
+test('time-kept checkpoints (train.checkpoint_every null), rows lost after step 4 and only the checkpoint of step 5 left: the resume says the curves lack step 5', async () => {
+  const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=null']);
+  const dir = tmp();
+  let steps = 0;
+  await trainRun({ config: c, runDir: dir, backend, checkpointSeconds: 0, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
+  assert.deepEqual(readdirSync(join(dir, 'checkpoints')).sort(), ['last.json', 'step-0000005']);
+  const path = join(dir, 'metrics.jsonl');
+  writeFileSync(path, readFileSync(path, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= 4).map((l) => `${l}\n`).join(''));
+  const notes: string[] = [];
+  assert.equal(resumeCheckpoint(dir, undefined, { note: (t) => notes.push(t) }), join(dir, 'checkpoints', 'step-0000005'));
+  assert.deepEqual(notes, [`${path} ends at step 4, before the newest checkpoint (step 5): the rows of the steps between were lost, and no complete checkpoint is one they reach: resuming from step 5; the curves have no rows of step 5`]);
+});
+
 /** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
 function writeSafetensorsFile(path: string, x: Float32Array): void {
   const t = { dtype: 'F32' as const, shape: [1, 1, 2, 2], data: x };
