@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, LOCK_NAME, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
-import { markFailed, readStatus } from '../../src/runfolder/status.ts';
+import { markFailed, markInterrupted, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-state-');
@@ -73,4 +73,28 @@ test("markFailed (a sweep's run failed outside its loop): the loop's own failed 
   markFailed(dir, 'metrics.jsonl: line 51 is not a JSON object');
   const st = readStatus(dir)!;
   assert.deepEqual([st.status, st.step, st.total_steps, st.error], ['failed', 30, 80, 'metrics.jsonl: line 51 is not a JSON object']);
+});
+
+test("markInterrupted (a second Ctrl-C): this process's running status says interrupted at its step; another process's, or a final one, is left as it is", () => {
+  const mine = run({ status: 'running', step: 7, total_steps: 20, pid: process.pid, host: hostname() }, null);
+  markInterrupted(mine);
+  const st = readStatus(mine)!;
+  assert.deepEqual([st.status, st.step, st.total_steps, st.pid], ['interrupted', 7, 20, process.pid]);
+  for (const other of [
+    { status: 'running', step: 7, total_steps: 20, pid: process.pid, host: 'node-b' },
+    { status: 'running', step: 7, total_steps: 20, pid: process.pid + 1, host: hostname() },
+    { status: 'completed', step: 20, total_steps: 20, pid: process.pid, host: hostname() },
+  ]) {
+    const dir = run(other, null);
+    const before = readFileSync(join(dir, 'status.json'), 'utf8');
+    markInterrupted(dir);
+    assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), before, JSON.stringify(other));
+  }
+});
+
+test('a status.json whose step is no count (negative, a fraction) is damaged: named, with what to do', () => {
+  for (const step of [-1, 2.5]) {
+    const dir = run({ status: 'running', step, total_steps: 6 }, null);
+    assert.throws(() => readStatus(dir), (e: Error) => e.message.startsWith(`${join(dir, 'status.json')}: step: expected a non-negative integer, got ${step}; remove it`));
+  }
 });
