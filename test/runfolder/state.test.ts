@@ -1,9 +1,10 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { acquireLock, LOCK_NAME, procStart, releaseLock } from '../../src/runfolder/lock.ts';
+import { acquireLock, LOCK_NAME, lockIsLive, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { markFailed, markInterrupted, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -97,4 +98,49 @@ test('a status.json whose step is no count (negative, a fraction) is damaged: na
     const dir = run({ status: 'running', step, total_steps: 6 }, null);
     assert.throws(() => readStatus(dir), (e: Error) => e.message.startsWith(`${join(dir, 'status.json')}: step: expected a non-negative integer, got ${step}; remove it`));
   }
+});
+
+test('a lock of the same Slurm array task is stale only when an earlier start of the task wrote it (a requeue); one of this start is another agent\'s', () => {
+  const saved = ['SLURM_ARRAY_JOB_ID', 'SLURM_ARRAY_TASK_ID', 'SLURM_RESTART_COUNT'].map((k) => [k, process.env[k]] as const);
+  Object.assign(process.env, { SLURM_ARRAY_JOB_ID: '77', SLURM_ARRAY_TASK_ID: '3', SLURM_RESTART_COUNT: '1' });
+  try {
+    const now = new Date().toISOString();
+    const lock = { pid: 4242, host: 'node-b', proc_start: null, since: now, heartbeat: now, sweep: 'x', timeout_s: 600, slurm_task: '77_3' };
+    assert.equal(lockIsLive({ ...lock, slurm_restart: 0 }), false, 'an earlier start of this task');
+    assert.equal(lockIsLive({ ...lock, slurm_restart: 1 }), true, 'another agent of this start');
+    assert.equal(lockIsLive({ ...lock, slurm_task: '77_4', slurm_restart: 0 }), true, 'another task');
+  } finally {
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+});
+
+test('a taker that finds the lock it moved aside live (another taker replaced the stale one meanwhile) puts it back and leaves the run to it', () => {
+  const dir = run(null, null);
+  const old = new Date(Date.now() - 3600_000).toISOString();
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ pid: 4242, host: 'node-b', proc_start: null, since: old, heartbeat: old, sweep: 'x', timeout_s: 600 }));
+  const now = new Date().toISOString();
+  const taker = { pid: 4343, host: 'node-c', proc_start: null, since: now, heartbeat: now, sweep: 'y', timeout_s: 600 };
+  // between this process's read of the stale lock and its rename, the other taker puts its own in place
+  const rename = fs.renameSync;
+  let raced = false;
+  fs.renameSync = ((from: fs.PathLike, to: fs.PathLike) => {
+    if (!raced && String(from) === join(dir, LOCK_NAME)) {
+      raced = true;
+      writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taker));
+    }
+    rename(from, to);
+  }) as typeof fs.renameSync;
+  syncBuiltinESMExports();
+  try {
+    assert.deepEqual(acquireLock(dir, 'x'), taker);
+  } finally {
+    fs.renameSync = rename;
+    syncBuiltinESMExports();
+  }
+  assert.ok(raced);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taker);
+  assert.deepEqual(readdirSync(dir), [LOCK_NAME], 'nothing of this process left');
 });
