@@ -7,7 +7,7 @@
  * summary.json is written before a final completed/diverged status, so a final status always has one.
  */
 import { hostname } from 'node:os';
-import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
+import { writeJsonAtomic } from '../engine/files.ts';
 import { readJsonChecked, RunFolderError, runPath } from './paths.ts';
 
 export const RUN_STATUSES = ['pending', 'running', 'completed', 'diverged', 'failed', 'interrupted'] as const;
@@ -50,14 +50,6 @@ export function readStatus(runDir: string): StatusFile | null {
     throw new RunFolderError(`${path}: step: expected a non-negative integer, got ${JSON.stringify(s.step) ?? 'nothing'}; ${STATUS_TODO}`);
   }
   return s as unknown as StatusFile;
-}
-
-/**
- * A `running` status whose process is gone: written on this host by a pid that no longer runs (killed
- * outright, or crashed, before it could write a final status). Another host's process cannot be checked.
- */
-export function statusProcessGone(st: StatusFile): boolean {
-  return st.status === 'running' && st.host === hostname() && typeof st.pid === 'number' && !pidAlive(st.pid);
 }
 
 /**
