@@ -56,7 +56,6 @@ export function viewsOfSteps(path: string, steps: number, seed: number): boolean
 /** The normalised views of the first `steps` steps, written to `path` (safetensors, NCHW) after the last of them. */
 export class ViewDump {
   private readonly views = new Map<string, StTensor>();
-  private written = false;
 
   constructor(
     private readonly path: string,
@@ -90,7 +89,8 @@ export class ViewDump {
    */
   flushPartial(stepsDone: number): void {
     if (this.steps === 0 || stepsDone > this.steps || stepsDone === 0) return;
-    if (this.written || this.views.size === 0) {
+    // none held: written at the last step kept (by this start, or by the start it resumed from)
+    if (this.views.size === 0) {
       if (!existsSync(this.path)) return;
       const { tensors, metadata } = readSafetensors(this.path);
       writeSafetensors(this.path, tensors, { ...metadata, diverged_at: String(stepsDone) });
@@ -107,6 +107,5 @@ export class ViewDump {
       ...extra,
     });
     this.views.clear();
-    this.written = true;
   }
 }
