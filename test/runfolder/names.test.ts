@@ -22,4 +22,8 @@ test('sweep names: shortest exact exponent, no plus sign, the varied keys, the s
   assert.equal(fmtExp(3, true), '3.0e+0');
   const c = cfg(['optim.base_lr=1e-4', 'optim.batch_size=1024', 'optim.weight_decay=0.05', 'seed=2']);
   assert.equal(sweepRunSlug(c, ['optim.weight_decay']), `bs1024-lr1.0e-4-adamw-${c.model.patch_proj}-wd0.05-s2`);
+  // a value of exactly 0.01 is written as it reads; an unlisted key's underscores go from its short name; an lr of 0 is 0
+  const d = cfg(['optim.base_lr=0', 'optim.weight_decay=0.01', 'train.knn_every=20', 'seed=0']);
+  assert.equal(sweepRunSlug(d, ['optim.weight_decay', 'train.knn_every']), `bs${d.optim.batch_size}-lr0-adamw-${d.model.patch_proj}-wd0.01-knnevery20-s0`);
+  assert.match(trainRunSlug(d), /-lr0-/);
 });
