@@ -210,6 +210,23 @@ test('seeds added to a sweep get their baselines; the seeds already there keep t
   // a rewrite of the same settings keeps its entries and sets nothing aside
   await writeSweepBaselines(plan([1], ['data.train_size=48']), { onSetAside: (p, n) => asides.push([p, n]) });
   assert.equal(asides.length, 1);
+  // an entry that does not record its kNN settings (an older file) counts as of the same monitor
+  const p48 = (seeds: number[]) => plan(seeds, ['data.train_size=48']);
+  const file48 = JSON.parse(readFileSync(join(two.dir, 'baselines.json'), 'utf8'));
+  const entry1 = file48.seeds[0];
+  const { knn: _knn, ...noKnn } = entry1;
+  writeFileSync(join(two.dir, 'baselines.json'), JSON.stringify({ ...file48, seeds: [noKnn] }));
+  assert.deepEqual(missingBaselineSeeds(p48([1])), []);
+  // nothing to compute: the file is still written as returned, its seeds in order
+  writeFileSync(join(two.dir, 'baselines.json'), JSON.stringify({ ...file48, seeds: [entry1, { ...entry1, seed: 0 }] }));
+  const returned = await writeSweepBaselines(p48([0, 1]), { missingOnly: true });
+  assert.deepEqual(readBaselines(two.dir)!.seeds.map((f) => f.seed), [0, 1]);
+  assert.deepEqual(readBaselines(two.dir), JSON.parse(JSON.stringify(returned)));
+  // a file of other settings that another process set aside (or removed) meanwhile: the seed is written all the same
+  writeFileSync(join(two.dir, 'baselines.json'), before);
+  const set2: string[] = [];
+  await writeSweepBaselines(p48([1]), { onPart: () => rmSync(join(two.dir, 'baselines.json'), { force: true }), onSetAside: (p) => set2.push(p) });
+  assert.deepEqual([set2, readBaselines(two.dir)!.seeds.map((f) => f.seed)], [[], [1]]);
   // a damaged file is one line, and nothing is computed over it
   writeFileSync(join(two.dir, 'baselines.json'), '{"dataset": "synth');
   await assert.rejects(writeSweepBaselines(plan([1], ['data.train_size=48'])), (e: Error) => e.name === 'RunFolderError' && /baselines\.json: not JSON/.test(e.message));
