@@ -1,7 +1,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
@@ -230,6 +230,15 @@ test('--data NAME is the dataset at its default location: the sweep file\'s data
       () => planFromFlags(file, { ...flags, set: ['data.train_size=8'] }),
       /^UsageError: --set data\.train_size=8: run \S+: data\.train_size 8 cannot fill one batch of optim\.batch_size 128: use more images or smaller batches$/,
     );
+    // a split of exactly one batch fills it; of two --set of the key, the one in effect (the last) is named
+    assert.equal(planFromFlags(file, { ...flags, set: ['data.train_size=128'] }).runs[0]!.config.data.train_size, 128);
+    assert.throws(() => planFromFlags(file, { ...flags, set: ['data.train_size=64', 'data.train_size=8'] }), /^UsageError: --set data\.train_size=8: run \S+: data\.train_size 8 cannot/);
+    // where this sweep's folder goes, a run folder (a `train --out` there): refused, as --results a run folder is
+    const sweepDir = planFromFlags(file, flags).dir;
+    mkdirSync(sweepDir, { recursive: true });
+    writeFileSync(join(sweepDir, 'config.yaml'), 'seed: 0\n');
+    writeFileSync(join(sweepDir, 'status.json'), '{}');
+    assert.throws(() => planFromFlags(file, flags), (e: Error) => e.name === 'UsageError' && e.message === `--results ${flags.results}: ${sweepDir} is a run folder (it holds config.yaml and status.json); give the folder that holds sweeps (the default: results)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
