@@ -39,6 +39,10 @@ test('the sweep file\'s launcher: section: its keys checked, unknown keys refuse
   assert.throws(() => parseLauncherFlags({ max_parallel: 'four' }, fail), (e: Error) => e.message === '--max-parallel four: expected a positive integer');
   assert.throws(() => parseLauncherFlags({ signal_s: '65536' }, fail), (e: Error) => e.message === "--signal-s 65536: expected an integer number of seconds from 10 to 65535 (Slurm's largest)");
   assert.deepEqual(parseLauncherFlags({ signal_s: '65535' }, fail), { signal_s: 65535 });
+  // a run on CPUs alone: 0 GPUs, from the file or a flag (cpus_per_run and max_parallel start at 1)
+  assert.deepEqual(parseSweep({ ...doc, launcher: { gpus_per_run: 0 } }, 'x.yaml').launcher, { gpus_per_run: 0 });
+  assert.deepEqual(parseLauncherFlags({ gpus_per_run: '0' }, fail), { gpus_per_run: 0 });
+  assert.throws(() => parseLauncherFlags({ gpus_per_run: '-1' }, fail), (e: Error) => e.message === '--gpus-per-run -1: expected a non-negative integer');
   // read as every integer flag is: a sign and spaces are fine, an exponent, hex or nothing is not
   assert.deepEqual(parseLauncherFlags({ gpus_per_run: '+1', cpus_per_run: ' 4 ', signal_s: '060' }, fail), { gpus_per_run: 1, cpus_per_run: 4, signal_s: 60 });
   for (const v of ['0x10', '', '-1', '0']) {
