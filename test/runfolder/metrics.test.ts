@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { appendMetric, jsonLine, readMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
+import { appendMetric, jsonLine, readMetrics, syncMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
 import { RunFolderError } from '../../src/runfolder/paths.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -46,6 +46,16 @@ test('appendMetric: a write that fails (a full disk) names the metrics file', ()
   assert.throws(
     () => appendMetric(dir, { step: 1, loss: 4 }),
     (e: NodeJS.ErrnoException) => e.code === 'ENOSPC' && e.path === join(dir, 'metrics.jsonl'),
+  );
+});
+
+test('syncMetrics: the rows are flushed to the disk before a checkpoint; a flush that fails names the metrics file', () => {
+  const dir = tempDir('moco3-metrics-');
+  syncMetrics(dir); // no file yet: nothing to flush
+  symlinkSync('/dev/full', join(dir, 'metrics.jsonl')); // a file that cannot be flushed (EINVAL)
+  assert.throws(
+    () => syncMetrics(dir),
+    (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && e.path === join(dir, 'metrics.jsonl'),
   );
 });
 
