@@ -410,6 +410,7 @@ const cases: Case[] = [
   }],
   ['train --resume --checkpoint outside the run', () => ['train', ...TINY, '--resume', '--checkpoint', ckptOf(damaged('e6', () => {})), '--out', good]],
   ['eval --k 0', () => ['eval', 'knn', good, '--k', '0']],
+  ['eval --k a fraction', () => ['eval', 'knn', good, '--k', '2.5']],
   ['eval --solo with --k', () => ['eval', 'knn', good, '--solo', '--k', '5']],
   ['eval linear --epochs -1', () => ['eval', 'linear', good, '--epochs', '-1']],
   // a probe whose loss goes NaN would score 0%, below chance: nothing recorded
@@ -513,6 +514,20 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     })], /x12: its files are being moved aside by `train --force`, or such a move was stopped half-way \(\.aside\.json, to \S+x12\.old-20260101T000000\); a stopped one is put back by the next `moco3 train` or `moco3 sweep` of this run: evaluate after that$/],
     // a completed run asked for again with another config: that config never ran, so it is not "already completed"
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--out', good], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5; --force trains this config there anew \(the run moved aside\), or give another --out$/],
+    // a diverged run asked for again with another config: not "already diverged" either
+    [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--out', damaged('x20', (r) => {
+      const p = join(r, 'status.json');
+      writeFileSync(p, JSON.stringify({ ...JSON.parse(readFileSync(p, 'utf8')), status: 'diverged', diverged_at: 8 }));
+    })], /x20: holds a diverged run of another config: optim\.base_lr 0\.0015 -> 0\.5; --force trains/],
+    // a run stopped before its end, trained again without --resume or --force
+    [['train', ...TINY, '--out', damaged('x21', asInterrupted), '--dry-run'], /x21: holds an interrupted run, its last checkpoint at step 8; pass --resume to continue it or --force to start over$/],
+    // three files not a run's: all named, none left out
+    [['train', ...TINY, '--out', (() => {
+      const d = join(dir, 'three');
+      mkdirSync(d);
+      for (const f of ['a', 'b', 'c']) writeFileSync(join(d, f), '');
+      return d;
+    })()], /three: holds files that are not a moco3 run's \([abc], [abc], [abc]\); give a new or empty folder as --out$/],
     // --dry-run refuses what the run would refuse
     [['train', ...TINY, '--set', 'optim.base_lr=0.5', '--resume', '--out', good, '--dry-run'], /good: holds a completed run of another config: optim\.base_lr 0\.0015 -> 0\.5/],
     // config.yaml edited, then --resume with the run's own config: the keys that differ from the checkpoint's config
@@ -828,4 +843,16 @@ test("eval of a run whose config.yaml was edited since it trained (another test 
   // as trained: no note
   const good2 = await cli(['eval', 'knn', damaged('as-trained', () => {}), '--backend', 'cpu']);
   assert.doesNotMatch(good2.err, /not the config the run was trained with/);
+  assert.doesNotMatch(good2.err, /evaluating its/);
+});
+
+test('eval of a run not finished says so and evaluates its newest checkpoint; a writer\'s temporary file is the run\'s own (--force would move it aside)', async () => {
+  const stopped = damaged('stopped', asInterrupted);
+  writeFileSync(join(stopped, '.status.json.tmp'), '');
+  writeFileSync(join(stopped, 'meta.old-20260101T000000.json'), '{');
+  const forced = await cli(['train', ...TINY, '--force', '--dry-run', '--out', stopped]);
+  assert.equal(forced.code, 0, forced.err);
+  const e = await cli(['eval', 'knn', stopped, '--backend', 'cpu']);
+  assert.equal(e.code, 0, e.err);
+  assert.match(e.err, /^moco3: note: \S+\/stopped is interrupted at step 8; evaluating its newest checkpoint$/m);
 });
