@@ -14,6 +14,7 @@ import type { BackendInfo } from '../../src/engine/backend.ts';
 import { parseSweep } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep, type SweepEvent } from '../../src/sweep/runner.ts';
+import { cli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-sweep-fail-');
@@ -92,3 +93,18 @@ for (const [where, kernel, linear, armAt] of [
     assert.equal(json(join(ok!.dir, 'summary.json')).status, 'completed');
   });
 }
+
+test('moco3 sweep with a run that failed: the sweep goes on, says the run failed with its error, and exits 1', async () => {
+  const results = mkdtempSync(join(root, 'cli-'));
+  const fault = faultyKernel('Identity');
+  fault.arm();
+  let r: Awaited<ReturnType<typeof cli>>;
+  try {
+    r = await cli(['sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines', '-q']);
+  } finally {
+    fault.restore();
+  }
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.err, /^sweep tiny: done in \S+; results in .*\n {2}\S+: failed: .*injected failure in Identity/m);
+  assert.match(r.out, /failed/);
+});
