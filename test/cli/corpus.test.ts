@@ -856,3 +856,15 @@ test('eval of a run not finished says so and evaluates its newest checkpoint; a 
   assert.equal(e.code, 0, e.err);
   assert.match(e.err, /^moco3: note: \S+\/stopped is interrupted at step 8; evaluating its newest checkpoint$/m);
 });
+
+test("train --resume of a completed run: as it is, the run's own config said and nothing trained; --checkpoint step-N trains it again from N", async () => {
+  const run = damaged('again-from', () => {});
+  const noted = await cli(['train', '--resume', '--out', run]);
+  assert.equal(noted.code, 0, noted.err);
+  assert.match(noted.err, new RegExp(`^moco3: --resume: the run's own config, ${run}/config\\.yaml\\nmoco3: ${run} is already completed at step 8 \\(use --force to train it again\\)\\n$`));
+  const from6 = await cli(['train', '--resume', '--checkpoint', 'step-6', '--out', run, '-q']);
+  assert.equal(from6.code, 0, from6.err);
+  assert.doesNotMatch(from6.err, /already completed/);
+  assert.equal(JSON.parse(readFileSync(join(run, 'meta.json'), 'utf8')).resumed_from_step, 6);
+  assert.deepEqual(rows(run).map((r) => r.step).filter((s) => s > 6), [7, 8]);
+});
