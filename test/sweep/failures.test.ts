@@ -100,11 +100,13 @@ test('moco3 sweep with a run that failed: the sweep goes on, says the run failed
   fault.arm();
   let r: Awaited<ReturnType<typeof cli>>;
   try {
-    r = await cli(['sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines', '-q']);
+    r = await cli(['sweep', tinyFile, '--backend', 'cpu', '--results', results, '--no-baselines']);
   } finally {
     fault.restore();
   }
   assert.equal(r.code, 1, r.err);
   assert.match(r.err, /^sweep tiny: done in \S+; results in .*\n {2}\S+: failed: .*injected failure in Identity/m);
   assert.match(r.out, /failed/);
+  // the plain lines' count: a failed run is through, not done
+  assert.match(r.err, /^sweep: 2\/2 runs \(1 failed\) through, ETA /m);
 });
