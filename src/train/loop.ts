@@ -416,7 +416,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
       // as a divergence found in the loop: its step's row, and the views of the steps up to it
       assertLockHeld(runDir);
       if (unlogged?.step === state.step) appendMetric(runDir, unlogged);
-      dump.flushPartial(state.step);
+      const unmarked = dump.flushPartial(state.step);
+      if (unmarked) emit({ type: 'phase', step: state.step, text: `--dump-views: ${unmarked}` });
     }
     if (outcome !== 'diverged') await checkpoint();
     const f = figures();

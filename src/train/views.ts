@@ -83,20 +83,28 @@ export class ViewDump {
   }
 
   /**
-   * The run ended (diverged) at step `stepsDone`, at or before the last step kept: the steps it has, written
-   * (a divergence found at a stop after the last step kept, the file written then or by the start this run
-   * resumed from, marks that file).
+   * The run ended (diverged) at step `stepsDone`, at or before the last step kept: the steps it has, written.
+   * A divergence found at a stop at the last step kept, the file written there already (by this start, or by
+   * the start this run resumed from), marks that file; one that cannot be marked (unreadable, of other steps
+   * or another seed, a failing write) is left as it is, and the reason returned: the divergence is the run's
+   * result, the views' mark is not.
    */
-  flushPartial(stepsDone: number): void {
-    if (this.steps === 0 || stepsDone > this.steps || stepsDone === 0) return;
-    // none held: written at the last step kept (by this start, or by the start it resumed from)
+  flushPartial(stepsDone: number): string | null {
+    if (this.steps === 0 || stepsDone > this.steps || stepsDone === 0) return null;
+    // none held: the file was written at the last step kept
     if (this.views.size === 0) {
-      if (!existsSync(this.path)) return;
-      const { tensors, metadata } = readSafetensors(this.path);
-      writeSafetensors(this.path, tensors, { ...metadata, diverged_at: String(stepsDone) });
-      return;
+      if (stepsDone !== this.steps || !existsSync(this.path)) return null;
+      try {
+        const { tensors, metadata } = readSafetensors(this.path);
+        if (metadata.steps !== String(this.steps) || metadata.seed !== String(this.seed)) return `${this.path} holds other views (steps ${metadata.steps}, seed ${metadata.seed}): left without diverged_at`;
+        writeSafetensors(this.path, tensors, { ...metadata, diverged_at: String(stepsDone) });
+        return null;
+      } catch (e) {
+        return `${e instanceof Error ? e.message.split('\n')[0] : String(e)}: ${this.path} left without diverged_at`;
+      }
     }
     this.write(stepsDone, { diverged_at: String(stepsDone) });
+    return null;
   }
 
   private write(steps: number, extra: Record<string, string>): void {

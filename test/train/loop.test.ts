@@ -252,19 +252,28 @@ test('a diverged run with --dump-views writes the views of the steps up to its d
   assert.deepEqual(readSafetensors(join(at, 'views.safetensors')).metadata.steps, '3');
 });
 
-test('a divergence marked at step N of --dump-views N, found by a start that resumed there: the views file of the start before keeps its tensors', () => {
+test('ViewDump holding no views marks the file written at step N (a start that began there) with a divergence at N, and leaves one it cannot mark as it is', () => {
   const dir = tmp();
   const path = join(dir, 'views.safetensors');
   const x = new Float32Array([1, 2, 3, 4]);
-  // the file the earlier start wrote at step 2 (this start added no view: it began at step 2)
-  new ViewDump(path, 2, 7).flushPartial(0);
-  assert.equal(existsSync(path), false);
-  new ViewDump(path, 2, 7).flushPartial(2);
+  assert.equal(new ViewDump(path, 2, 7).flushPartial(2), null);
   assert.equal(existsSync(path), false, 'nothing to mark: no file, no view');
-  writeSafetensorsFile(path, x);
-  new ViewDump(path, 2, 7).flushPartial(2);
+  // the file the earlier start wrote at step 2 (this start added no view: it began at step 2)
+  writeSafetensorsFile(path, x, '7');
+  // a divergence before step N is not of that file's steps
+  assert.equal(new ViewDump(path, 2, 7).flushPartial(1), null);
+  assert.equal(readSafetensors(path).metadata.diverged_at, undefined);
+  assert.equal(new ViewDump(path, 2, 7).flushPartial(2), null);
   const { tensors, metadata } = readSafetensors(path);
   assert.deepEqual([metadata.steps, metadata.seed, metadata.diverged_at, [...(tensors.get('step0.x1')!.data as Float32Array)]], ['2', '7', '2', [...x]]);
+  // of another seed, or damaged: left as it is, and said
+  writeSafetensorsFile(path, x, '8');
+  const before = readFileSync(path);
+  assert.match(new ViewDump(path, 2, 7).flushPartial(2)!, /holds other views \(steps 2, seed 8\): left without diverged_at$/);
+  assert.deepEqual(readFileSync(path), before);
+  writeFileSync(path, before.subarray(0, 20));
+  assert.match(new ViewDump(path, 2, 7).flushPartial(2)!, /views\.safetensors left without diverged_at$/);
+  assert.equal(readFileSync(path).length, 20);
 });
 
 test('a run resumed past step N with --dump-views N holds the views of N steps, also when an earlier start asked for fewer', async () => {
@@ -722,8 +731,8 @@ test('time-kept checkpoints (train.checkpoint_every null), rows lost after step 
   assert.deepEqual(notes, [`${path} ends at step 4, before the newest checkpoint (step 5): the rows of the steps between were lost, and no complete checkpoint is one they reach: resuming from step 5; the curves have no rows of step 5`]);
 });
 
-/** A views file of 2 steps as a start that reached step 2 writes it: every tensor `x`. */
-function writeSafetensorsFile(path: string, x: Float32Array): void {
+/** A views file of 2 steps as a start of seed `seed` that reached step 2 writes it: every tensor `x`. */
+function writeSafetensorsFile(path: string, x: Float32Array, seed: string): void {
   const t = { dtype: 'F32' as const, shape: [1, 1, 2, 2], data: x };
-  writeSafetensors(path, new Map(['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2'].map((n) => [n, t])), { steps: '2', seed: '7' });
+  writeSafetensors(path, new Map(['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2'].map((n) => [n, t])), { steps: '2', seed });
 }
