@@ -587,6 +587,10 @@ test("the runs' Slurm states: a run's newest task, squeue's live state before sa
     const { jobs, queueError } = runJobs(plan);
     assert.deepEqual(jobs.slice(0, 3), [{ job: '102_1', state: 'RUNNING' }, { job: '101_2', state: 'COMPLETED' }, null]);
     assert.equal(queueError, null);
+    // with squeue answering, a task it does not show is out of the queue, whatever sacct says ended it
+    writeFileSync(join(bin, 'sacct'), '#!/bin/sh\nprintf "101_1|FAILED\\n101_2|PREEMPTED\\n102_1|NODE_FAIL\\n"\n', { mode: 0o755 });
+    writeFileSync(join(bin, 'squeue'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    assert.deepEqual(runJobs(plan).jobs.slice(0, 2), [{ job: '102_1', state: 'NODE_FAIL' }, { job: '101_2', state: 'PREEMPTED' }]);
     writeFileSync(join(bin, 'squeue'), '#!/bin/sh\necho "squeue: error: Unable to contact slurm controller" >&2\necho "(more detail)" >&2\nexit 1\n', { mode: 0o755 });
     assert.equal(runJobs(plan).queueError, 'squeue: error: Unable to contact slurm controller');
   } finally {
