@@ -214,7 +214,10 @@ export function queuedJobOf(plan: SweepPlan, path: string): string | null {
   return null;
 }
 
-/** `sbatch --parsable <script>`: the job id, and what sbatch said on stderr (its warnings: a partition's limit). */
+/**
+ * `sbatch --parsable <script>`: the job id, and what sbatch said on stderr (its warnings: a partition's limit).
+ * SubmissionUnsure where the job may have been queued all the same (a timeout, an answer of no job id).
+ */
 export function submitScript(path: string): { id: string; said: string } {
   let out: string;
   let said: string;
@@ -227,9 +230,12 @@ export function submitScript(path: string): { id: string; said: string } {
     if (err.code === 'ETIMEDOUT' || /timed out/i.test(msg)) throw new SubmissionUnsure(`sbatch ${path}: ${msg}`);
     throw new SweepError(`sbatch ${path}: ${msg}`);
   }
-  const id = out.trim().split(';')[0]!;
-  if (!/^\d+$/.test(id)) throw new SweepError(`sbatch ${path}: unexpected answer ${JSON.stringify(out.trim())}`);
-  return { id, said };
+  // `<id>` or `<id>;<cluster>`; or sbatch's answer without --parsable (a wrapper that drops the flag)
+  const text = out.trim();
+  const m = /^(\d+)(;\S*)?$/.exec(text) ?? /^Submitted batch job (\d+)\b/m.exec(text);
+  // sbatch succeeded: the job is likely queued, under an id this answer does not give
+  if (!m) throw new SubmissionUnsure(`sbatch ${path}: unexpected answer ${JSON.stringify(text)}`);
+  return { id: m[1]!, said };
 }
 
 /** sacct's states of a task Slurm requeues by itself under --requeue (a node's failure, a preemption). */

@@ -289,12 +289,21 @@ test('--launcher slurm: a task\'s own flags are refused; --dry-run checks the re
   assert.equal(found.out, '4242\n');
   const jobs = JSON.parse(readFileSync(join(results, 'batch-size', 'slurm', 'jobs.json'), 'utf8'));
   assert.deepEqual(jobs.submissions.map((j: { job_id: string }) => j.job_id), ['4242']);
-  // an answer of sbatch that is no job id is not recorded as one
-  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho "Submitted batch job 4343"\n', { mode: 0o755 });
+  // sbatch's answer without --parsable (a wrapper that drops the flag) gives the job id all the same
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho "Submitted batch job 4343 on cluster c1"\n', { mode: 0o755 });
+  const plain = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(results, 'plain')], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(plain.code, 0, plain.err);
+  assert.equal(plain.out, '4343\n');
+  assert.deepEqual(JSON.parse(readFileSync(join(results, 'plain', 'batch-size', 'slurm', 'jobs.json'), 'utf8')).submissions.map((j: { job_id: string }) => j.job_id), ['4343']);
+  // another answer of a submission that succeeded is no job id, and the job may be queued: not recorded as
+  // one, not in the queue either: the script is kept and the line says to look
+  writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho "queued"\n', { mode: 0o755 });
+  writeFileSync(join(bin, 'squeue'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
   const odd = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(results, 'odd')], { PATH: `${bin}:${process.env.PATH}` });
   assert.equal(odd.code, 2, odd.err);
-  assert.match(odd.err, /^moco3: sbatch \S+\.sbatch: unexpected answer "Submitted batch job 4343"/);
+  assert.match(odd.err, /^moco3: sbatch \S+\.sbatch: unexpected answer "queued"; the job may have been queued all the same: look with `squeue/);
   assert.equal(existsSync(join(results, 'odd', 'batch-size', 'slurm', 'jobs.json')), false);
+  assert.equal(readdirSync(join(results, 'odd', 'batch-size', 'slurm')).filter((f) => f.endsWith('.sbatch')).length, 1);
   // --json: the submission as one object (it was the bare job id), and the dry run's script inside one
   writeFileSync(join(bin, 'sbatch'), '#!/bin/sh\necho 4343\n', { mode: 0o755 });
   const into = ['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--results', join(results, 'json'), '--json'];
