@@ -861,7 +861,8 @@ test("train --resume of a completed run: as it is, the run's own config said and
   const run = damaged('again-from', () => {});
   const noted = await cli(['train', '--resume', '--out', run]);
   assert.equal(noted.code, 0, noted.err);
-  assert.match(noted.err, new RegExp(`^moco3: --resume: the run's own config, ${run}/config\\.yaml\\nmoco3: ${run} is already completed at step 8 \\(use --force to train it again\\)\\n$`));
+  const at = run.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  assert.match(noted.err, new RegExp(`^moco3: --resume: the run's own config, ${at}/config\\.yaml\\nmoco3: ${at} is already completed at step 8 \\(use --force to train it again\\)\\n$`));
   const from6 = await cli(['train', '--resume', '--checkpoint', 'step-6', '--out', run, '-q']);
   assert.equal(from6.code, 0, from6.err);
   assert.doesNotMatch(from6.err, /already completed/);

@@ -49,7 +49,7 @@ test('appendMetric: a write that fails (a full disk) names the metrics file', ()
   );
 });
 
-test('syncMetrics: the rows are flushed to the disk before a checkpoint; a flush that fails names the metrics file', () => {
+test('syncMetrics fsyncs metrics.jsonl: a file that cannot be flushed fails the call, named; with no file there is nothing to flush', () => {
   const dir = tempDir('moco3-metrics-');
   syncMetrics(dir); // no file yet: nothing to flush
   symlinkSync('/dev/full', join(dir, 'metrics.jsonl')); // a file that cannot be flushed (EINVAL)

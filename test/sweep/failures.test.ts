@@ -88,6 +88,8 @@ for (const [where, kernel, linear, armAt] of [
     assert.match(st.error, new RegExp(`injected failure in ${kernel}`));
     if (existsSync(join(failed!.dir, 'summary.json'))) assert.equal(json(join(failed!.dir, 'summary.json')).status, 'failed');
     assert.ok(events.some((e) => e.type === 'run_failed' && e.index === 1));
+    // where it failed: the model's construction comes before the loop starts
+    if (kernel === 'Identity') assert.ok(!events.some((e) => e.type === 'train' && e.index === 1 && (e.event.type === 'start' || e.event.type === 'step')), 'the run started training');
     // the sweep went on: the second run completed
     assert.equal(json(join(ok!.dir, 'status.json')).status, 'completed');
     assert.equal(json(join(ok!.dir, 'summary.json')).status, 'completed');
@@ -106,7 +108,8 @@ test('moco3 sweep with a run that failed: the sweep goes on, says the run failed
   }
   assert.equal(r.code, 1, r.err);
   assert.match(r.err, /^sweep tiny: done in \S+; results in .*\n {2}\S+: failed: .*injected failure in Identity/m);
-  assert.match(r.out, /failed/);
+  // the table's rows: the run that failed, with its error, and the one after it, completed
+  assert.match(r.out, /\(2 runs: 1 failed, 1 completed\)\n[^]*^1 +\S+ .* failed \(injected failure in Identity\)[^\n]*\n2 +\S+ .* completed$/m);
   // the plain lines' count: a failed run is through, not done
   assert.match(r.err, /^sweep: 2\/2 runs \(1 failed\) through, ETA /m);
 });

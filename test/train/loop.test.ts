@@ -643,10 +643,9 @@ test("a resume from an older checkpoint says running before it points last.json 
 });
 
 test("a resumed run stopped before its next kNN says in summary.json the kNN its checkpoint had and that kNN's step, and keeps what eval knn merged in", async () => {
-  const c = tinyConfig(['train.max_steps=8', 'train.knn_every=4', 'train.checkpoint_every=2']);
-  const dir = tmp();
+  // its kNN every 4 steps (tinyConfig's), its checkpoints every 2
+  const { c, dir } = await stoppedAt5();
   let steps = 0;
-  await trainRun({ config: c, runDir: dir, backend, onEvent: (e) => e.type === 'step' && steps++, shouldStop: () => steps >= 5 });
   // what `moco3 eval knn` merged in before the resume stays
   const knnEval = { top1: 12.5, top5: 50, k: 20, t: 0.07, bank: 64, queries: 32, step: 5 };
   const sp = join(dir, 'summary.json');
@@ -714,7 +713,7 @@ test('a resume refused for another config names the keys that change the run, no
   const old = JSON.parse(JSON.stringify(tinyConfig(['train.max_steps=8', 'optim.base_lr=0.02', 'train.log_every=7'])));
   assert.throws(
     () => checkResumeConfig('run', c, { config_hash: 'another', config: old }),
-    (e: Error) => e.message === 'run: was trained with another config: optim.base_lr 0.02 -> 0.01; to resume it, start again with --force, or drop the changes (or train into another --out)',
+    (e: Error) => e.message === `run: was trained with another config: optim.base_lr 0.02 -> ${c.optim.base_lr}; to resume it, start again with --force, or drop the changes (or train into another --out)`,
   );
 });
 
