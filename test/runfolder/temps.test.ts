@@ -71,6 +71,9 @@ test('isStaleTemp: this host by pid, other hosts and nameless ones by age, check
     [file(dir, `.step-0000003.${process.ppid}.tmp`), false, true],
     [file(dir, 'status.json'), false],
     [file(dir, `.notes.${dead}.tmp.keep`), false],
+    // a user's own file of that shape, however old, is no temporary of moco3's (they start with a dot)
+    [file(dir, `notes.${dead}.tmp`, old), false],
+    [file(dir, `notes.${host}.${dead}.tmp`), false],
   ];
   for (const [name, stale, pidOnly] of cases) assert.equal(isStaleTemp(dir, name, pidOnly), stale, name);
 });
@@ -98,6 +101,40 @@ test('a file rewritten through a temporary name keeps the permissions of the one
   chmodSync(p, 0o640);
   writeFileAtomic(p, '{"a": 2}');
   assert.equal(statSync(p).mode & 0o777, 0o640);
+  // a mode the umask would narrow (a group's shared folder: 664) is kept too
+  const umask = process.umask(0o022);
+  try {
+    chmodSync(p, 0o664);
+    writeFileAtomic(p, '{"a": 3}');
+    assert.equal(statSync(p).mode & 0o777, 0o664);
+  } finally {
+    process.umask(umask);
+  }
+});
+
+test("a write whose folder cannot be synced (a failing disk's EIO) fails, naming the folder; a file system that cannot sync a folder (EINVAL) is fine", () => {
+  const dir = join(root, 'dirsync');
+  mkdirSync(dir);
+  const real = fs.fsyncSync;
+  for (const [code, fails] of [['EIO', true], ['EINVAL', false]] as const) {
+    let calls = 0;
+    // the file's own fsync passes; the folder's, after the rename, fails
+    (fs as Record<string, unknown>).fsyncSync = (fd: number) => {
+      if (++calls === 2) throw Object.assign(new Error(`${code}: fsync`), { code, syscall: 'fsync' });
+      real(fd);
+    };
+    syncBuiltinESMExports();
+    try {
+      const write = () => writeFileAtomic(join(dir, 'status.json'), code);
+      if (fails) assert.throws(write, (e: NodeJS.ErrnoException) => e.code === 'EIO' && e.path === dir);
+      else write();
+    } finally {
+      (fs as Record<string, unknown>).fsyncSync = real;
+      syncBuiltinESMExports();
+    }
+    assert.equal(calls, 2, `${code}: the file and its folder synced`);
+    assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), code, `${code}: the file in place`);
+  }
 });
 
 test('removeEmptyFolders: the folders a refused command made go, deepest first, relative and absolute paths mixed', () => {
@@ -109,6 +146,8 @@ test('removeEmptyFolders: the folders a refused command made go, deepest first, 
     // `train --out runs/r1` with runs/ missing: the ancestors come absolute, the run folder as given
     const made = [...missingAncestors('runs/r1'), 'runs/r1'];
     assert.deepEqual(made, [join(base, 'runs'), 'runs/r1']);
+    // several missing: outermost first, the order they are made in (a fetch into a new nested --dir)
+    assert.deepEqual(missingAncestors('runs/a/b/r1'), [join(base, 'runs'), join(base, 'runs/a'), join(base, 'runs/a/b')]);
     mkdirSync('runs/r1', { recursive: true });
     removeEmptyFolders(made);
     assert.deepEqual(readdirSync(base), [], 'nothing left behind');
@@ -140,13 +179,13 @@ test('checkOutputDir: a disk with too little room, or full, is no fault of the f
     syncBuiltinESMExports();
   }
   const realOpen = fs.openSync;
-  for (const [code, fault] of [['ENOSPC', true], ['EIO', true], ['EACCES', false]] as const) {
+  for (const [code, fault, why] of [['ENOSPC', true, 'the disk is full'], ['EIO', true, 'EIO'], ['EACCES', false, 'no write access'], ['EPERM', false, 'no write access'], ['EROFS', false, 'a read-only file system']] as const) {
     (fs as Record<string, unknown>).openSync = () => {
       throw Object.assign(new Error(code), { code });
     };
     syncBuiltinESMExports();
     try {
-      assert.throws(() => checkOutputDir(join(dir, 'run'), '--out x'), (e: Error) => e.message.startsWith(`--out x: cannot write in ${dir} (`) && isNotInputFault(e) === fault, code);
+      assert.throws(() => checkOutputDir(join(dir, 'run'), '--out x'), (e: Error) => e.message === `--out x: cannot write in ${dir} (${why}): give a folder you can write to` && isNotInputFault(e) === fault, code);
     } finally {
       (fs as Record<string, unknown>).openSync = realOpen;
       syncBuiltinESMExports();
