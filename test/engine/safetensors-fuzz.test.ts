@@ -139,8 +139,19 @@ test('safetensors: the damage classes seen in the field are refused with one lin
     [{ ...header, [name]: { ...header[name], data_offsets: undefined } }, /data_offsets undefined is not a pair/],
     [{ ...header, [name]: { ...header[name], shape: '3' } }, /shape "3" is not an array/],
     [{ ...header, [name]: { ...header[name], dtype: 'F16' } }, /unsupported dtype "F16"/],
+    [{ ...header, [name]: { ...header[name], data_offsets: [...header[name].data_offsets, 0] } }, /data_offsets \[\S+\] is not a pair/],
+    [{ ...header, __metadata__: { format: 'pt', step: 1 } }, /__metadata__ is not an object of strings/],
   ];
   for (const [h, re] of cases) assert.throws(() => decodeSafetensors(assemble(h, data), 'x.safetensors'), (e: Error) => e instanceof SafetensorsError && re.test(e.message));
+  // the data must be tiled: a tensor left out of the header leaves a gap (or bytes after the last), extra bytes are refused
+  const byOffset = Object.keys(header).filter((k) => k !== '__metadata__').sort((a, b) => header[a].data_offsets[0] - header[b].data_offsets[0]);
+  const without = (k: string) => Object.fromEntries(Object.entries(header).filter(([n]) => n !== k));
+  const gaps: [Uint8Array, RegExp][] = [
+    [assemble(without(byOffset[0]!), data), /leave a gap after byte 0$/],
+    [assemble(without(byOffset.at(-1)!), data), /^x\.safetensors: the tensors hold \d+ bytes of data, the file \d+$/],
+    [assemble(header, Buffer.concat([data, Buffer.alloc(4)])), new RegExp(`^x\\.safetensors: the tensors hold ${data.length} bytes of data, the file ${data.length + 4}$`)],
+  ];
+  for (const [buf, re] of gaps) assert.throws(() => decodeSafetensors(buf, 'x.safetensors'), (e: Error) => e instanceof SafetensorsError && re.test(e.message));
   // the unmutated file reads
   assert.ok(decodeSafetensors(real).tensors.size > 10);
 });
@@ -154,7 +165,7 @@ test('checkSafetensorsFile validates the header against the file size without re
   assert.equal(checkSafetensorsFile(ok).names.length, decodeSafetensors(real).tensors.size);
   const cut = join(dir, 'cut.safetensors');
   writeFileSync(cut, real.subarray(0, real.length - 1));
-  assert.throws(() => checkSafetensorsFile(cut, '; do this'), /cut\.safetensors: .*truncated|cut\.safetensors: the tensors hold.*; do this$/);
+  assert.throws(() => checkSafetensorsFile(cut, '; do this'), /cut\.safetensors: (.*truncated|the tensors hold).*; do this$/);
   assert.throws(() => checkSafetensorsFile(join(dir, 'none.safetensors')), /none\.safetensors: missing$/);
   assert.throws(() => checkSafetensorsFile(dir), (e: Error) => e instanceof SafetensorsError);
 });

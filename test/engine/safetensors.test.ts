@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../../src/engine/safetensors.ts';
+import { decodeSafetensors, encodeSafetensors, readSafetensors, SafetensorsError, writeSafetensors, type StTensor } from '../../src/engine/safetensors.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 test('safetensors layout follows the format: u64 header length, JSON header, raw data', () => {
@@ -42,6 +42,11 @@ test('a tensor whose data is not of its dtype is refused when written (an I64 gi
   assert.throws(() => encodeSafetensors(bad), /n: dtype I64 needs BigInt64Array data, got Float32Array/);
   const f32 = new Map<string, StTensor>([['w', { dtype: 'F32', shape: [2], data: new Int32Array(2) as unknown as Float32Array }]]);
   assert.throws(() => encodeSafetensors(f32), /w: dtype F32 needs Float32Array data, got Int32Array/);
+  // more values than the shape holds, or fewer
+  for (const data of [new Float32Array(5), new Float32Array(3)]) {
+    const t = new Map<string, StTensor>([['w', { dtype: 'F32', shape: [2, 2], data }]]);
+    assert.throws(() => encodeSafetensors(t), (e: Error) => e instanceof SafetensorsError && e.message === `w: shape [2,2] holds 4 values, data has ${data.length}`);
+  }
 });
 
 test('a tensor named __proto__ round-trips like any other; one named __metadata__ is refused when written', () => {
