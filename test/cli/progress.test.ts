@@ -24,6 +24,8 @@ test('bars on a terminal only, not on a dumb one (TERM=dumb: an editor buffer) n
     else process.env.TERM = term;
   }
   assert.equal(barSize(stream({ columns: 80 })), 8);
+  assert.equal(barSize(stream({ columns: 109 })), 8);
+  assert.equal(barSize(stream({ columns: 110 })), 24);
   assert.equal(barSize(stream({ columns: 200 })), 24);
   assert.equal(barSize(stream({})), 24);
 });
@@ -54,6 +56,55 @@ test('plain lines: one every 20th of the run, and one when a minute has passed s
   // every 50 steps: step 50 alone in the first run; every step in the second (no floor to wait for)
   assert.equal(steps.length, 1 + 60, steps.join(''));
   assert.match(steps[0]!, /^run: step 50\/1000 /);
+});
+
+test('plain lines: the last step has its line, a line\'s img/s is over its own steps, the end says how the run ended; --quiet writes none of them', () => {
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  const drive = (p: ReturnType<typeof makeProgress>) => {
+    // 50 steps: a line every 3 (a 20th, rounded), and one at step 50, no multiple of 3
+    p.onEvent({ type: 'start', runDir: '/r', totalSteps: 50, startStep: 0, resumed: false, params: 1, knnTop1: null });
+    for (let s = 1; s <= 50; s++) p.onEvent({ type: 'step', step: s, totalSteps: 50, row: { loss: 1, epoch: 0, lr: 1e-3, images_per_s: s <= 3 ? 100 : 300 } });
+    p.onEvent({ type: 'end', status: 'completed', step: 50 } as never);
+    p.stop();
+  };
+  try {
+    drive(makeProgress('run', { lineSeconds: 3600 }));
+    assert.equal(lines.length, 1 + 16 + 1 + 1, lines.join(''));
+    drive(makeProgress('quiet', { quiet: true, lineSeconds: 0 }));
+    makeProgress('quiet', { quiet: true }).log('a message\n');
+  } finally {
+    process.stderr.write = write;
+  }
+  const steps = lines.filter((l) => l.startsWith('run: step '));
+  assert.deepEqual(steps.map((l) => /^run: step (\d+)\//.exec(l)![1]), [...Array.from({ length: 16 }, (_, i) => String(3 * (i + 1))), '50']);
+  assert.deepEqual(steps.slice(0, 2).map((l) => / ([\d.]+) img\/s /.exec(l)![1]), ['100.0', '300.0']);
+  assert.equal(lines.at(-2), 'run: completed at step 50\n');
+  assert.equal(lines.at(-1), 'a message\n', 'quiet: no line of its own, messages still');
+});
+
+test('a kNN measured during the run shows in the lines and the bar that follow', () => {
+  const row = { loss: 1, epoch: 0, lr: 1e-3, images_per_s: 10 };
+  const drive = (p: ReturnType<typeof makeProgress>) => {
+    p.onEvent({ type: 'start', runDir: '/r', totalSteps: 4, startStep: 0, resumed: false, params: 1, knnTop1: null });
+    p.onEvent({ type: 'step', step: 1, totalSteps: 4, row });
+    p.onEvent({ type: 'knn', step: 1, top1: 55.25, top5: 90, seconds: 0.5 });
+    p.onEvent({ type: 'step', step: 2, totalSteps: 4, row });
+    p.stop();
+  };
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    drive(makeProgress('run', { lineSeconds: 0 }));
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.deepEqual(lines.filter((l) => l.startsWith('run: step ')).map((l) => / kNN (\S+) /.exec(l)![1]), ['-', '55.3%']);
+  assert.ok(lines.includes('run: kNN at step 1: top-1 55.25% (0.5 s)\n'), lines.join(''));
+  const text = onTerminal(120, () => drive(makeProgress('train')));
+  assert.match(text, /train \|.{24}\| 2\/4 \| loss 1\.000 \| kNN 55\.3% /);
 });
 
 test('img/s is images over time, not a mean of the steps\' rates: a plain line\'s over the steps since the last line, the bar\'s over recent steps', () => {
@@ -108,6 +159,8 @@ test('on a terminal too, a run says where it goes and that it resumed, above its
 
 test('durations as every progress line writes them: seconds, then minutes, then hours (a 10-hour ETA read 36000s)', () => {
   assert.deepEqual([fmtDuration(42.4), fmtDuration(600), fmtDuration(36000), fmtDuration(NaN), fmtDuration(-1)], ['42s', '10m', '10.0h', '-', '-']);
+  // the units change at 90 s and at 90 minutes
+  assert.deepEqual([89.4, 90, 4000, 5399, 5400].map(fmtDuration), ['89s', '2m', '67m', '90m', '1.5h']);
   const lines: string[] = [];
   const write = process.stderr.write;
   process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
@@ -136,6 +189,10 @@ test('a bar line fits the terminal: the parts after the first dropped from the e
   // a long part that does not fit whole is shown cut where 8 of its characters fit
   assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw-s0', 'loss 3.1'], 30), 'a |bar| 1/2 | bs16-lr1.0e-2-…');
   assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw-s0'], 22), 'a |bar| 1/2');
+  // a name of 20 characters is one, and 8 columns are room enough (7 of its characters and the `…`); a part of 19 is none
+  assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw-', 'loss 3.1'], 30), 'a |bar| 1/2 | bs16-lr1.0e-2-…');
+  assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw-s0'], 23), 'a |bar| 1/2 | bs16-lr…');
+  assert.equal(fitLine(['a |bar| 1/2', 'bs16-lr1.0e-2-adamw', 'loss 3.1'], 30), 'a |bar| 1/2');
   // a figure is never cut (`loss 3.2…` would read as 3.2)
   assert.equal(fitLine(['a |bar| 1/2', 'loss 3.2250', 'ETA 4s'], 24), 'a |bar| 1/2');
 });
