@@ -161,6 +161,35 @@ test('bad input is rejected', () => {
   assert.throws(() => twoViews({ ...batch, n: 3 }, cfgFor(4), 0, 0), RangeError);
   assert.throws(() => twoViews(batch, { ...cfgFor(4), cropMin: 0 }, 0, 0), RangeError);
   assert.throws(() => evalView(batch, { ...cfgFor(4), std: [1, 0, 1] }), RangeError);
+  // every setting out of its range, each alone
+  const bad: [Partial<AugmentConfig>, RegExp][] = [
+    [{ imageSize: 4097 }, /imageSize must be an integer in \[1, 4096\]/],
+    [{ cropMin: 1.5 }, /cropMin must be in \(0, 1\]/],
+    [{ blurSigma: [2, 0.1] }, /blurSigma must be 0 < lo <= hi/],
+    [{ mean: [0.5, 0.5] as unknown as AugmentConfig['mean'] }, /mean and std need 3 entries/],
+  ];
+  for (const [change, re] of bad) assert.throws(() => twoViewArrays(batch, { ...cfgFor(4), ...change }, 0, 0), (e: Error) => e instanceof RangeError && re.test(e.message), JSON.stringify(change));
+  assert.throws(() => twoViewArrays({ ...batch, c: 2, data: new Uint8Array(2 * 4 * 4 * 2) }, cfgFor(4), 0, 0), /augment: bad batch n=2 h=4 w=4 c=2/);
+  assert.throws(() => augmentWithParams(batch, cfgFor(4), [plainParams({ top: 0, left: 0, height: 4, width: 4 })]), /augment: 1 parameter sets for 2 images/);
+  // a view of an image the batch lacks, or a crop past an edge (the native kernel would read past the pixels)
+  const box = { top: 0, left: 0, height: 4, width: 4 };
+  for (const [params, src] of [[[box, box], [0, 2]], [[box, { ...box, left: 1 }], [0, 1]], [[box, { ...box, top: 1 }], [0, 1]]] as const) {
+    for (const engine of ['js', 'native'] as const) {
+      assert.throws(() => augmentPacked(batch, packParams(params.map((b) => plainParams(b)), src), 4, null, engine), /augment: view 1 has a crop box outside its 4x4 image/);
+    }
+  }
+});
+
+test("augment defaults are MoCo v3's (crop from 8% of the area, blur sigma 0.1 to 2); MOCO3_AUGMENT=js computes the views in JS", () => {
+  assert.deepEqual(augmentConfigFor({ mean: MEAN, std: STD }, 8), { preset: 'mocov3', imageSize: 8, cropMin: 0.08, mean: MEAN, std: STD, blurSigma: [0.1, 2.0] });
+  const saved = process.env.MOCO3_AUGMENT;
+  try {
+    process.env.MOCO3_AUGMENT = 'js';
+    assert.equal(augmentEngine(), 'js');
+  } finally {
+    if (saved === undefined) delete process.env.MOCO3_AUGMENT;
+    else process.env.MOCO3_AUGMENT = saved;
+  }
 });
 
 test('evalView: same size is the normalised image; other sizes are the PIL bilinear resize of the whole image', () => {
