@@ -48,6 +48,11 @@ test('sizes, class count and image size are configurable; bad values are DataErr
   assert.ok(ds.train.labels.every((y) => y < 3));
   await assert.rejects(loadDataset(spec({ numClasses: 11 })), (e: Error) => e instanceof DataError && e.message === 'data.num_classes: the synthetic dataset has 2..10 classes, got 11');
   await assert.rejects(loadDataset(spec({ trainSize: 0 })), DataError);
+  await assert.rejects(loadDataset(spec({ numClasses: 1 })), (e: Error) => e instanceof DataError && e.message === 'data.num_classes: the synthetic dataset has 2..10 classes, got 1');
+  await assert.rejects(loadDataset(spec({ testSize: 2.5 })), (e: Error) => e instanceof DataError && e.message === 'data.test_size: the synthetic test split must hold a positive whole number of images, got 2.5');
+  // the dataset's splits are the seed's splits, each of its own stream
+  assert.deepEqual(ds.train.images, makeSyntheticSplit(0, 'train', 30, 32, 3).images);
+  assert.deepEqual(ds.test.images, makeSyntheticSplit(0, 'test', 7, 32, 3).images);
   // more images than one array holds: named before anything is allocated (16 px x 3 bytes: 5592405 fit in 4 GiB)
   await assert.rejects(
     loadDataset(spec({ testSize: 5592406 })),
