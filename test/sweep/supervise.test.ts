@@ -14,7 +14,7 @@ import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep } from '../../src/sweep/runner.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
-import { MAX_CRASHES, sweepStartedMs } from '../../src/cli/supervise.ts';
+import { markOutputClosed, MAX_CRASHES, onOutputClosed, setProcessEntry, shouldSupervise, sweepStartedMs } from '../../src/cli/supervise.ts';
 import { spawnEvents } from '../helpers/events.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -241,6 +241,61 @@ test("a supervised child counts the sweep's time from its supervisor's start (a 
       else process.env[k] = v;
     }
   }
+});
+
+test('an output that closes stops train and sweep once, however many writes fail after it; a stop added after it is called at once, a removed one not at all', () => {
+  const calls: string[] = [];
+  const offEarly = onOutputClosed(() => calls.push('early'));
+  const offGone = onOutputClosed(() => calls.push('gone'));
+  offGone();
+  // every failed write of stdout or stderr says so again
+  markOutputClosed();
+  markOutputClosed();
+  assert.deepEqual(calls, ['early']);
+  const offLate = onOutputClosed(() => calls.push('late'));
+  markOutputClosed();
+  assert.deepEqual(calls, ['early', 'late']);
+  offEarly();
+  offLate();
+});
+
+test('a sweep is supervised only in a process moco3 owns, not in its child, and not with MOCO3_SUPERVISE=0', () => {
+  const saved = { child: process.env.MOCO3_SWEEP_CHILD, supervise: process.env.MOCO3_SUPERVISE };
+  const got: boolean[] = [];
+  try {
+    delete process.env.MOCO3_SWEEP_CHILD;
+    delete process.env.MOCO3_SUPERVISE;
+    setProcessEntry(true);
+    got.push(shouldSupervise());
+    process.env.MOCO3_SUPERVISE = '0';
+    got.push(shouldSupervise());
+    process.env.MOCO3_SUPERVISE = '1';
+    process.env.MOCO3_SWEEP_CHILD = '1';
+    got.push(shouldSupervise());
+    delete process.env.MOCO3_SWEEP_CHILD;
+    setProcessEntry(false);
+    got.push(shouldSupervise());
+  } finally {
+    setProcessEntry(false);
+    for (const [k, v] of [['MOCO3_SWEEP_CHILD', saved.child], ['MOCO3_SUPERVISE', saved.supervise]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+  assert.deepEqual(got, [true, false, false, false]);
+});
+
+test("a sweep process killed by a signal of no crash (the OOM killer's SIGKILL) is not restarted: exit 128 + its number, and the line says how to go on", async () => {
+  const results = mkdtempSync(join(root, 'killed-'));
+  const s = supervised(results, (n, marker) => {
+    if (n > 1) return;
+    rmSync(marker);
+    process.kill(trainerOf(s.run1.dir), 'SIGKILL');
+  });
+  const { code, stderr } = await s.done;
+  assert.equal(code, 128 + 9, stderr);
+  assert.match(stderr, /moco3: the sweep process was killed by SIGKILL; `moco3 sweep` again continues from the last checkpoint\n/);
+  assert.ok(!s.events.some((e) => e.type === 'sweep_crash'), 'not restarted');
 });
 
 test('a second Ctrl-C quits the sweep at once: exit 130, and the run it was training says interrupted, not running', async () => {
