@@ -175,6 +175,9 @@ test("withFileLock takes over a dead process's lock at once and a live one's onl
   withFileLock(join(dir, 'f.yaml'), () => assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`));
   const waited = Date.now() - t;
   assert.ok(waited >= 1200 && waited < 5000, `waited ${waited} ms`);
+  // a holder frozen past FILE_LOCK_STALE_MS whose lock another took over meanwhile leaves the new holder's lock in place
+  withFileLock(join(dir, 'f.yaml'), () => writeFileSync(lock, 'elsewhere 2\n'));
+  assert.equal(readFileSync(lock, 'utf8'), 'elsewhere 2\n');
 });
 
 test("withFileLock: waiters that find a dead process's lock at the same moment take it over one at a time", async () => {
