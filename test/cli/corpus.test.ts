@@ -685,6 +685,20 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
   assert.equal(steps.at(-1), 8);
 });
 
+test('help asked for anywhere on the line, alone or in a group of short switches, is help, whatever else the line holds (exit 0); an unknown command or option says where the known ones are listed', async () => {
+  for (const args of [['train', '--seed', '1', '--seed', '2', '--help'], ['train', '-qh', '--seed', '1', '--seed', '2']]) {
+    const r = await cliOut(args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.out, /^Usage: moco3 train /, args.join(' '));
+  }
+  // what commander refused, as one line, and where the right word is listed
+  const unknown: [string[], string][] = [
+    [['trian'], "moco3: unknown command 'trian' (did you mean train?)\n(moco3 --help lists the commands)\n"],
+    [['train', '--sed', '1'], "moco3 train: unknown option '--sed' (did you mean one of --seed, --set?)\n(moco3 train --help lists the options)\n"],
+  ];
+  for (const [args, err] of unknown) assert.deepEqual(await cliOut(args), { code: 2, out: '', err });
+});
+
 const rows = (run: string) => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => {
   const { images_per_s: _ips, ...row } = JSON.parse(l);
   return row;

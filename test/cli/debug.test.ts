@@ -52,11 +52,14 @@ for (const [what, code, args, env, line] of errors) {
     assert.match(plain.lines[0]!, line);
     assert.doesNotMatch(plain.stderr, FRAME);
     assert.doesNotMatch(plain.stderr, /^\s+at /m);
+    // a failure's line says how to see where it happened; bad input's needs no trace
+    assert.equal(plain.lines.includes('(MOCO3_DEBUG=1 shows where it happened)'), code === 1, plain.stderr);
 
     const debug = await run(args(), { ...env, MOCO3_DEBUG: '1' });
     assert.equal(debug.code, code, debug.stderr);
     assert.match(debug.stderr, FRAME, 'no stack trace with MOCO3_DEBUG=1');
     assert.ok(debug.stderr.match(new RegExp(FRAME.source, 'gm'))!.length >= 2, debug.stderr);
     assert.ok(debug.lines.some((l) => line.test(l)), debug.stderr);
+    assert.doesNotMatch(debug.stderr, /MOCO3_DEBUG=1 shows/);
   });
 }
