@@ -125,7 +125,6 @@ function commanderLine(text: string): string {
 }
 
 /** System errors (ENOENT, EACCES, ENOSPC, ...) that name a path are about the machine the user gave moco3. */
-
 const PATH_ERRORS: Record<string, string> = {
   ENOENT: 'no such file or folder',
   EACCES: 'permission denied',

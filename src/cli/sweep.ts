@@ -3,7 +3,7 @@ import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { hostname } from 'node:os';
 import { checkOutputDir } from '../engine/files.ts';
-import { describeHolder, mayWrite, staleAfterS } from '../runfolder/lock.ts';
+import { describeHolder, staleAfterS } from '../runfolder/lock.ts';
 import { markInterrupted } from '../runfolder/status.ts';
 import { shellQuote } from '../engine/files.ts';
 import type { SweepPlan } from '../sweep/plan.ts';
@@ -351,7 +351,7 @@ export function sweepCommand(): Command {
         if (signalled && sig === 'SIGINT') {
           // the run being trained says interrupted (not `running` at its last heartbeat), where it is still this process's
           const dir = plan.runs.find((x) => x.id === current)?.dir;
-          if (dir && mayWrite(dir)) markInterrupted(dir);
+          if (dir) markInterrupted(dir);
           process.exit(130);
         }
         if (signalled) return;

@@ -12,7 +12,7 @@ import { markInterrupted, readStatus } from '../runfolder/status.ts';
 import { readRunState } from '../runfolder/state.ts';
 import { knnStepNote, readSummary } from '../runfolder/summary.ts';
 import { ASIDE_NOTE, ASIDE_STAMP, movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
-import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, mayWrite, releaseLock } from '../runfolder/lock.ts';
+import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, nonEmptyCheckpoint, type RunFlags } from './common.ts';
@@ -164,7 +164,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     if (signalled) {
       if (sig === 'SIGINT') {
         // its status says so (not `running` at the last heartbeat), where the run is still this process's
-        if (mayWrite(runDir)) markInterrupted(runDir);
+        markInterrupted(runDir);
         process.exit(130);
       }
       return;

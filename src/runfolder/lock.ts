@@ -112,7 +112,6 @@ export function isOwnLock(l: LockInfo): boolean {
 }
 
 /** True when the lock's process still runs; for another host's lock, when its heartbeat is recent. */
-
 export function lockIsLive(l: LockInfo, now = Date.now()): boolean {
   const fresh = () => {
     if (typeof l.heartbeat !== 'string') return true;

@@ -8,6 +8,7 @@
  */
 import { hostname } from 'node:os';
 import { writeJsonAtomic } from '../engine/files.ts';
+import { mayWrite } from './lock.ts';
 import { readJsonChecked, RunFolderError, runPath } from './paths.ts';
 
 export const RUN_STATUSES = ['pending', 'running', 'completed', 'diverged', 'failed', 'interrupted'] as const;
@@ -78,12 +79,13 @@ export class StatusWriter {
 /**
  * A run this process was training, left at once (a second Ctrl-C): its `running` status, written by this
  * process, says interrupted at the step it holds (the checkpoint and metrics say how far the run got; the
- * readers take the furthest). Nothing where the status is final or another process's; never throws.
+ * readers take the furthest). Nothing where the status is final or another process's, or the run's lock is
+ * no longer this process's; never throws.
  */
 export function markInterrupted(runDir: string): void {
   try {
     const st = readStatus(runDir);
-    if (!st || st.status !== 'running' || st.pid !== process.pid || st.host !== hostname()) return;
+    if (!st || st.status !== 'running' || st.pid !== process.pid || st.host !== hostname() || !mayWrite(runDir)) return;
     writeStatus(runDir, 'interrupted', st.step, st.total_steps);
   } catch {
     /* quitting at once: a status that cannot be read or written stays as it is */
