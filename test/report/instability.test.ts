@@ -161,8 +161,15 @@ test('gradient lead: the lag of the largest correlation of the two excursions, i
   const h = gradLead(pulses(400, [50, 120, 200], 1), holed, opts)!;
   assert.equal(h.lag, 25);
   assert.ok(Math.abs(h.r - 1) < 1e-12, `r ${h.r}`);
-    // fewer than 4 x leadMaxLag rows: no estimate
+  // fewer than 4 x leadMaxLag rows: no estimate
   assert.equal(gradLead(pulses(150, [50], 1), pulses(150, [60], 1), opts), null);
+  // the second series pulses 10 rows before and 10 rows after each of the first's: the correlations at +10 and
+  // -10 are the same sums of 0s and 1s, equal to the last bit; lags are tried 0, 1, -1, 2, -2, ... and the first
+  // of a tie is kept: the patch projection leading by 10 rows (20 steps), not trailing
+  const tie = gradLead(pulses(400, [100, 200], 2), pulses(400, [90, 110, 190, 210], 2), opts)!;
+  assert.deepEqual([tie.lag, Math.round(tie.r * 1e9) / 1e9 > 0], [20, true]);
+  // a larger correlation, even one at a longer lag, is not a tie
+  assert.equal(gradLead(pulses(400, [100, 200], 1), pulses(400, [90, 130, 230], 1), opts)!.lag, 30);
 });
 
 test("the lead and the order's window count the run's logged rows (train.log_every), not the kNN monitor's rows off that cadence", () => {
