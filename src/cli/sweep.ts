@@ -123,7 +123,7 @@ function runLine(e: { index: number; total: number; run: string }): string {
 }
 
 /** Plain lines (logs, CI): the train command's lines per run, and a sweep line after each run. */
-function plainDisplay(): Display {
+export function plainDisplay(): Display {
   const err = process.stderr;
   const eta = new Eta();
   let sink: ProgressSink | null = null;

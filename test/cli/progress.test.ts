@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { barSize, barsOn, fitLine, fmtDuration, makeProgress } from '../../src/cli/progress.ts';
-import { barDisplay } from '../../src/cli/sweep.ts';
+import { barDisplay, plainDisplay } from '../../src/cli/sweep.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stream = (o: { isTTY?: boolean; columns?: number }) => o as unknown as NodeJS.WriteStream;
@@ -146,6 +146,32 @@ test('img/s is images over time, not a mean of the steps\' rates: a plain line\'
   });
   assert.match(swept, /\| 107\.1 img\/s/);
   assert.doesNotMatch(swept, /\| 120\.0 img\/s/);
+});
+
+test("a sweep's plain lines: a run that ends interrupted is not through; a failed run is, and counted as failed", () => {
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const d = plainDisplay();
+    const run = (index: number) => ({ run: `r${index}`, index, total: 3 });
+    d.onEvent({ type: 'sweep_start', sweep: 'tiny', dir: '/r/tiny', total: 3, todo: 3, backend: 'native' });
+    d.onEvent({ type: 'run_start', ...run(1), previous: 'new', resume_step: null, to_train: true });
+    d.onEvent({ type: 'run_end', ...run(1), status: 'completed', summary: {} as never });
+    d.onEvent({ type: 'run_start', ...run(2), previous: 'new', resume_step: null, to_train: true });
+    d.onEvent({ type: 'run_end', ...run(2), status: 'interrupted', summary: {} as never });
+    d.onEvent({ type: 'run_start', ...run(3), previous: 'new', resume_step: null, to_train: true });
+    d.onEvent({ type: 'run_failed', ...run(3), error: 'no space left on device' });
+    d.stop();
+  } finally {
+    process.stderr.write = write;
+  }
+  const sweepLines = lines.join('').split('\n').filter((l) => l.startsWith('sweep: '));
+  assert.deepEqual(
+    sweepLines.map((l) => l.replace(/, ETA .*/, '')),
+    ['sweep: 1/3 runs through', 'sweep: 2/3 runs (1 failed) through'],
+  );
+  assert.ok(lines.join('').includes('[3/3] r3: failed: no space left on device\n'), lines.join(''));
 });
 
 test('on a terminal too, a run says where it goes and that it resumed, above its bar (it said so only in plain lines)', () => {
