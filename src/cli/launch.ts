@@ -254,7 +254,8 @@ async function submitUnlocked(arg: string, plan: SweepPlan, f: SweepFlags & Laun
       const found = queuedJobOf(plan, path);
       if (found === null) {
         keep = true;
-        throw new SweepError(`${e.message}; the job may have been queued all the same: look with \`squeue -r --name ${jobName(plan)}\` before submitting again (the script ${path} is kept)`);
+        // no fault of the command (exit 1, not 2): it was right, and what it wrote is kept
+        throw notInputFault(new SweepError(`${e.message}; the job may have been queued all the same: look with \`squeue -r --name ${jobName(plan)}\` before submitting again (the script ${path} is kept)`));
       }
       process.stderr.write(`moco3: ${e.message}; the queue holds it all the same, as job ${found}\n`);
       jobId = found;
