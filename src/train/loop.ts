@@ -216,6 +216,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
   let started = false; // from here on status.json speaks for this run
   // the training's figures so far (summary.json's), once the loop's state is set up: a failure writes them
   let figures: (() => TrainingFigures) | null = null;
+  // the linear probe of this part's final weights has ended (its figures, or why it has none, are in summary.json)
+  let probed = false;
   try {
     // the data may have taken long to load: a run taken over meanwhile is not touched, not even reset
     assertLockHeld(runDir);
@@ -469,6 +471,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         });
         summary.linear_top1 = lin.top1;
         summary.linear_top5 = lin.top5;
+        probed = true;
         assertLockHeld(runDir);
         mergeSummary(runDir, { status: outcome });
       } catch (e) {
@@ -477,6 +480,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
           const note = `${e.message} (eval.linear.base_lr ${c.eval.linear.base_lr}): linear top-1 left empty; \`moco3 eval linear ${shellQuote(runDir)} --lr <smaller>\` probes it again`;
           emit({ type: 'phase', step: state.step, text: note });
           summary.linear_error = e.message;
+          probed = true;
           assertLockHeld(runDir);
           mergeSummary(runDir, { status: outcome, linear_error: e.message });
         } else if (e instanceof ProbeStopped) {
@@ -503,8 +507,8 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
         // a summary.json there (an earlier part of a resumed run's, or this one's before its probe) takes the
         // figures reached, not only the status: they would be the earlier part's
         // no probe either: one there was of an earlier part's weights (a run resumed from an older checkpoint)
-        // (undefined: the key goes)
-        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), ...(figures ? NO_PROBE : {}), status: 'failed', error: msg });
+        // (undefined: the key goes); a probe of this part's final weights that ended before the failure stays
+        if (readSummary(runDir)) mergeSummary(runDir, { ...(figures?.() ?? {}), ...(figures && !probed ? NO_PROBE : {}), status: 'failed', error: msg });
       } catch {
         /* the run's error below says what happened */
       }

@@ -337,6 +337,27 @@ test('a run resumed from an older checkpoint that fails keeps no linear probe of
   assert.deepEqual([summary.status, summary.steps, summary.linear_top1, summary.linear_top5, summary.linear], ['failed', 4, null, null, undefined]);
 });
 
+test('a run that fails after its linear probe has ended keeps the probe\'s figures in summary.json, as linear.json does', async () => {
+  const c = tinyConfig(['train.max_steps=4', 'eval.linear.enabled=true', 'eval.linear.epochs=1', 'eval.linear.batch_size=16']);
+  const failAtEnd = (e: TrainEvent) => {
+    if (e.type === 'end') throw new Error('injected: a failure once the probe has ended');
+  };
+  const dir = tmp();
+  await assert.rejects(trainRun({ config: c, runDir: dir, backend, onEvent: failAtEnd }), /injected/);
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  const linear = JSON.parse(readFileSync(join(dir, 'linear.json'), 'utf8'));
+  assert.deepEqual([summary.status, summary.steps, summary.error], ['failed', 4, 'injected: a failure once the probe has ended']);
+  assert.equal(typeof summary.linear_top1, 'number');
+  assert.deepEqual([summary.linear_top1, summary.linear_top5, summary.linear.step], [linear.top1, linear.top5, 4]);
+  // a probe that diverged: why it has no figures stays too
+  const diverging = tinyConfig(['train.max_steps=4', 'eval.linear.enabled=true', 'eval.linear.epochs=1', 'eval.linear.batch_size=16', 'eval.linear.base_lr=1e300']);
+  const d = tmp();
+  await assert.rejects(trainRun({ config: diverging, runDir: d, backend, onEvent: failAtEnd }), /injected/);
+  const ds = JSON.parse(readFileSync(join(d, 'summary.json'), 'utf8'));
+  assert.deepEqual([ds.status, ds.linear_top1], ['failed', null]);
+  assert.match(ds.linear_error, /not finite|loss/);
+});
+
 test('a resumed run\'s summary.json says running at the checkpoint\'s step from its start, not its earlier end (completed, with a probe of other weights)', async () => {
   const c = tinyConfig(['train.max_steps=8', 'train.checkpoint_every=4', 'eval.linear.enabled=true', 'eval.linear.epochs=1', 'eval.linear.batch_size=16']);
   const dir = tmp();
