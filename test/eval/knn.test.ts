@@ -47,6 +47,29 @@ test('a bank label past the classes is refused, not a vote in the next query\'s 
   assert.equal(tf.memory().numTensors, before);
 });
 
+test('one bank label a bank feature: too many or too few are refused, not votes read past the labels', async () => {
+  const before = tf.memory().numTensors;
+  const bank = tf.tensor2d([[1, 0], [0, 1]]);
+  const q = tf.tensor2d([[1, 0.1]]);
+  for (const labels of [[0], [0, 1, 1]]) {
+    await assert.rejects(knnScores(bank, Int32Array.from(labels), q, { k: 2, t: 0.1, numClasses: 2 }), new RegExp(`^Error: kNN: ${labels.length} bank labels for 2 bank features$`));
+  }
+  tf.dispose([bank, q]);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test('a feature row of zeros (a dead encoder\'s) has similarity 0 to everything, not NaN', async () => {
+  // the zero query: every bank image at similarity 0, each votes exp(0) = 1; the zero bank row: similarity 0 to the query
+  const bank = tf.tensor2d([[1, 0], [0, 0], [0, 1]]);
+  const q = tf.tensor2d([[0, 0], [1, 0.5]]);
+  const got = await knnScores(bank, Int32Array.from([0, 1, 2]), q, { k: 3, t: 0.1, numClasses: 3 });
+  // query 1: cosines 2/sqrt(5), 0 and 1/sqrt(5), votes relative to the nearest one
+  const c = 1 / Math.sqrt(5);
+  const want = [1, 1, 1, 1, Math.exp((0 - 2 * c) / 0.1), Math.exp((c - 2 * c) / 0.1)];
+  for (let i = 0; i < 6; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-5, `score ${i}: ${got[i]} vs ${want[i]}`);
+  tf.dispose([bank, q]);
+});
+
 test('separable features give 100%, and top-k counting is exact', async () => {
   // class c lives on axis c
   const bank = tf.tensor2d([[1, 0.1], [0.9, 0], [0, 1], [0.1, 0.8]]);
@@ -72,6 +95,8 @@ test('a class no neighbour voted for is no top-5 hit (k=1 counted the lowest-num
   assert.deepEqual([far.top1, far.top5], [0, 100]);
   // logits (the linear probe's) of 0 are scores like any other: ties go to the lower class index
   assert.equal(topkAccuracy(Float64Array.from([0, 0, 0, 0, 0, 1]), Int32Array.from([0]), 6).top5, 100);
+  // no queries: 0%, not NaN (which summary.json would record as null)
+  assert.deepEqual(topkAccuracy(new Float64Array(0), new Int32Array(0), 6), { top1: 0, top5: 0, n: 0 });
 });
 
 test('a tiny temperature does not overflow the votes; a NaN score is a miss, never a hit', async () => {
