@@ -114,6 +114,30 @@ test('an epoch of two batches is two SGD steps with momentum 0.9 at base x batch
   assert.ok(orders.some((o) => o.join() !== orders[0]!.join()), `one order for every epoch: ${orders[0]}`);
 });
 
+test("an epoch's loss and train accuracy are over all its images, a short last batch weighed by its size", async () => {
+  // five images in batches of 2, 2 and 1; lr 0 keeps the initial head, so every batch sees the same weights
+  const x5 = [...X, [1.1, 0.9, -2.0]].map((r) => r.map((v) => 100 * v));
+  const y5 = [...Y, 1];
+  const seed = 10;
+  const init = new LinearHead(3, 3, seed);
+  const W0 = rows(init.weight as unknown as tf.Tensor2D);
+  init.dispose();
+  const want = reference(x5, W0, [0, 0, 0], y5);
+  const hits = x5.filter((x, i) => {
+    const z = [0, 1, 2].map((c) => x.reduce((a, xd, d) => a + xd * W0[d]![c]!, 0));
+    return z.indexOf(Math.max(...z)) === y5[i];
+  }).length;
+  assert.ok(hits > 0 && hits < 5, `${hits} hits: a count and a percentage must differ`);
+  const feats = tf.tensor2d(x5);
+  const seen: { loss: number; trainTop1: number }[] = [];
+  const r = await trainLinearProbe(cachedSource(feats, Int32Array.from(y5)), 3, { numClasses: 3, epochs: 1, baseLr: 0, batchSize: 2, seed, onEpoch: (e) => seen.push(e) });
+  r.head.dispose();
+  feats.dispose();
+  assert.ok(Math.abs(r.losses[0]! - want.loss) <= 1e-4 * want.loss, `loss ${r.losses[0]} vs ${want.loss}`);
+  assert.equal(r.trainTop1[0], (100 * hits) / 5);
+  assert.deepEqual([seen[0]!.loss, seen[0]!.trainTop1], [r.losses[0], r.trainTop1[0]]);
+});
+
 test("the probe's train accuracy is a percentage of the images", async () => {
   // 300 images of 3 classes, one feature each at 10 x its class: learned in a few epochs
   const n = 300;

@@ -93,6 +93,23 @@ test('the probe reads back once a training batch (the loss and the hits together
   for (const t of [train.x, testSet.x]) t.dispose();
 });
 
+test('the probe gives Node a turn before each check (a signal or a lock\'s heartbeat is seen between batches)', async () => {
+  const train = blobs(100, 3, 4, 4, 5);
+  let turns = 0;
+  const tick = () => {
+    turns++;
+    if (turns < 1000) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const seen: number[] = [];
+  const r = await linearProbe(cachedSource(train.x, train.y), { features: train.x, labels: train.y }, { numClasses: 3, epochs: 1, baseLr: 0.1, batchSize: 25, seed: 0, check: () => seen.push(turns) });
+  train.x.dispose();
+  assert.equal(r.n, 100);
+  // four batches, four checks, each after a turn of the event loop the one before did not have
+  assert.equal(seen.length, 4);
+  assert.ok(seen[0]! >= 1 && seen.every((t, i) => i === 0 || t > seen[i - 1]!), `turns seen at the checks: ${seen}`);
+});
+
 test('random labels: the probe is at chance on held-out data', async () => {
   const train = blobs(2000, 10, 16, 0, 3, true);
   const testSet = blobs(2000, 10, 16, 0, 4, true);
@@ -123,6 +140,22 @@ test('the lr follows main_lincls: base_lr x batch / 256, per-epoch cosine, no wa
   assert.equal(r.lr, 0.25);
   assert.deepEqual(seen.map((e) => e.lr), [0, 1, 2, 3].map((e) => probeLrAt(e, { lr: 0.25, epochs: 4 })));
   assert.equal(seen[0]!.lr, 0.25);
+  train.x.dispose();
+});
+
+test('a probe of no epochs, a batch under one image, or labels not one to a feature row is refused before it trains', async () => {
+  const train = blobs(20, 3, 4, 4, 5);
+  const before = tf.memory().numTensors;
+  for (const [epochs, batchSize] of [[0, 8], [2, 0.5]]) {
+    await assert.rejects(
+      linearProbe(cachedSource(train.x, train.y), { features: train.x, labels: train.y }, { numClasses: 3, epochs, baseLr: 0.1, batchSize, seed: 0 }),
+      (e: unknown) => e instanceof RangeError && e.message === `linear probe: epochs and batch size must be >= 1, got ${epochs}, ${batchSize}`,
+    );
+  }
+  for (const n of [19, 21]) {
+    assert.throws(() => cachedSource(train.x, Int32Array.from({ length: n }, (_, i) => train.y[i % 20]!)), (e: unknown) => e instanceof Error && e.message === `linear probe: ${n} labels for 20 feature rows`);
+  }
+  assert.equal(tf.memory().numTensors, before);
   train.x.dispose();
 });
 
