@@ -6,8 +6,10 @@ import { tf } from '../helpers/tf.ts';
 import { buildConfig } from '../../src/config/load.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import type { ImageBatch } from '../../src/data/index.ts';
-import { loadRunData, modelConfigOf } from '../../src/components/index.ts';
-import { evalCheckpoint, knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
+import { augmentConfigOf, loadRunData, modelConfigOf } from '../../src/components/index.ts';
+import { augmentedSource, evalCheckpoint, knnForRun, linearProbeForRun, loadRunModel, probeTrainView } from '../../src/eval/offline.ts';
+import { extractFeatures } from '../../src/eval/features.ts';
+import { linearProbe } from '../../src/eval/linear.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { readSafetensors } from '../../src/engine/safetensors.ts';
 import { CheckpointError } from '../../src/runfolder/checkpoints.ts';
@@ -92,6 +94,21 @@ test('offline kNN uses the whole train split as the bank and writes knn_eval', a
   assert.equal(summary.knn_eval.t, 0.07);
 });
 
+test("summary.json's knn_eval is the kNN as it ran: the k and t used, the monitor's bank and query counts, the checkpoint's step", async () => {
+  await trained;
+  const dir = tempDir('moco3-knn-record-');
+  cpSync(runDir, dir, { recursive: true });
+  const disk = loadRunConfig(dir);
+  const c = { ...disk, eval: { ...disk.eval, knn: { ...disk.eval.knn, bank_size: 40, query_size: 20 } } };
+  const r = await knnForRun(dir, { config: c, monitor: true, k: 3, t: 0.2 });
+  assert.deepEqual([r.k, r.t, r.bank, r.queries, r.step], [3, 0.2, 40, 20, 4]);
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  assert.deepEqual(summary.knn_eval, { top1: r.top1, top5: r.top5, k: 3, t: 0.2, bank: 40, queries: 20, step: 4 });
+  assert.equal(JSON.parse(readFileSync(join(dir, 'knn.json'), 'utf8')).top5, r.top5);
+  // top-5 of 3 neighbours' votes: a hit wherever top-1 is, so never less
+  assert.ok(r.top5 >= r.top1);
+});
+
 test('offline kNN tells its progress through the features of the bank, then the queries, with the same result', async () => {
   await trained;
   const seen: [number, number][] = [];
@@ -158,6 +175,72 @@ test('the end-of-run hook form: probing a live model leaves it usable and writes
   model.dispose();
 });
 
+test("summary.json records the probe as it ran: epochs, base lr, the lr and batch used (cut to the train split), the config's views, sizes, step and last loss", async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-record-');
+  cpSync(runDir, dir, { recursive: true });
+  const disk = loadRunConfig(dir);
+  // eval.linear.train_views: cached, no augment option: the centre views, computed once
+  const c = { ...disk, eval: { ...disk.eval, linear: { ...disk.eval.linear, train_views: 'cached' as const } } };
+  const ds = await loadRunData(c);
+  const { model } = loadRunModel(dir, c);
+  try {
+    // the end-of-run hook form, with the step the weights are of; --batch-size 100 of 64 images: 64, lr 2 x 64 / 256
+    const r = await linearProbeForRun(dir, { config: c, dataset: ds, model, step: 7, epochs: 1, baseLr: 2, batchSize: 100 });
+    assert.deepEqual([r.augmented, r.batchSize, r.lr, r.step, r.baseLr], [false, 64, 0.5, 7, 2]);
+    const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+    assert.equal(typeof summary.linear.seconds, 'number');
+    assert.deepEqual(
+      { ...summary.linear, seconds: 0 },
+      { epochs: 1, base_lr: 2, lr: 0.5, batch_size: 64, train_views: 'centre view, features cached', train_size: 64, test_size: 40, step: 7, final_loss: r.losses[0], seconds: 0 },
+    );
+    assert.deepEqual([summary.linear_top1, summary.linear_top5], [r.top1, r.top5]);
+  } finally {
+    model.dispose();
+  }
+});
+
+test("the probe is the run's seed's: its head, order and crops are those of config.seed", async () => {
+  await trained;
+  const disk = loadRunConfig(runDir);
+  const c = { ...disk, seed: 3 };
+  const ds = await loadRunData(c);
+  const r = await linearProbeForRun(runDir, { config: c, dataset: ds, epochs: 1, write: false });
+  // the same probe built here from its parts, at seed 3
+  const { model } = loadRunModel(runDir, c);
+  const aug = augmentConfigOf(c, ds);
+  const testFeatures = extractFeatures(model, ds.test, ds.test.n, aug);
+  try {
+    const want = await linearProbe(augmentedSource(model, ds.train, aug, 3), { features: testFeatures, labels: ds.test.labels }, { numClasses: ds.numClasses, epochs: 1, baseLr: c.eval.linear.base_lr, batchSize: 32, seed: 3 });
+    assert.deepEqual([r.losses, r.top1, r.top5], [want.losses, want.top1, want.top5]);
+    // and not seed 0's
+    const other = await linearProbeForRun(runDir, { epochs: 1, write: false });
+    assert.notDeepEqual(other.losses, r.losses);
+  } finally {
+    testFeatures.dispose();
+    model.dispose();
+  }
+});
+
+test("the probe's last check comes after its last epoch, before linear.json and summary.json are written", async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-lastcheck-');
+  cpSync(runDir, dir, { recursive: true });
+  const files = readdirSync(dir).sort();
+  const summary = readFileSync(join(dir, 'summary.json'), 'utf8');
+  const linear = readFileSync(join(dir, 'linear.json'), 'utf8');
+  // a Ctrl-C (or a lost lock) once the probe has trained: the check after the last batch passed
+  let trainedAll = false;
+  await assert.rejects(
+    linearProbeForRun(dir, { epochs: 1, augment: false, onEpoch: () => (trainedAll = true), check: () => { if (trainedAll) throw new Error('interrupted'); } }),
+    /^Error: interrupted$/,
+  );
+  assert.ok(trainedAll);
+  assert.deepEqual(readdirSync(dir).sort(), files);
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), summary);
+  assert.equal(readFileSync(join(dir, 'linear.json'), 'utf8'), linear);
+});
+
 test('an earlier checkpoint evaluated: its own file, and summary.json keeps the run\'s final figures; k is the k used', async () => {
   const dir = tempDir('moco3-probe-early-');
   await trainRun({ config: buildConfig({ preset: 'smoke', sets: [...SETS, 'train.checkpoint_every=2'] }), runDir: dir, backend });
@@ -217,6 +300,23 @@ test('a checkpoint tensor stored as I64 is a damaged checkpoint, named with its 
   // with its digest (a file of another writer): the dtype is what is named
   writeCheckpointFile(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
   assert.throws(() => loadRunModel(dir, config), (e: Error) => e instanceof CheckpointError && e.message === `${ckpt}/model.safetensors: base_encoder.cls_token is stored as I64, expected F32`);
+});
+
+test("a checkpoint tensor of another shape is refused, also one of the model's element count", async () => {
+  await trained;
+  const dir = tempDir('moco3-probe-shape-');
+  cpSync(runDir, dir, { recursive: true });
+  const ckpt = join(dir, 'checkpoints', 'step-0000004');
+  const st = readSafetensors(join(ckpt, 'model.safetensors'));
+  const t = st.tensors.get('base_encoder.cls_token')!;
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  // [1, 1, D] stored as [1, D, 1] in both encoders: the same numbers, laid out otherwise
+  for (const name of ['base_encoder.cls_token', 'momentum_encoder.cls_token']) st.tensors.set(name, { ...st.tensors.get(name)!, shape: [1, n, 1] });
+  writeCheckpointFile(join(ckpt, 'model.safetensors'), st.tensors, st.metadata);
+  assert.throws(
+    () => loadRunModel(dir, config),
+    (e: Error) => e instanceof CheckpointError && e.message === `${ckpt}/model.safetensors: base_encoder.cls_token has shape [1,${n},1], the model expects [${t.shape}]`,
+  );
 });
 
 test('a checkpoint whose weights hold NaN or infinity is refused, named with its first such tensor, and nothing is written', async () => {
@@ -294,7 +394,7 @@ test("a run not completed (interrupted, diverged, or without status.json): its n
   writeFileSync(join(dir, 'summary.json'), before);
 });
 
-test('a damaged summary.json the probe would write into is refused before the probe trains: the one line naming it, no epoch, nothing written', async () => {
+test('a damaged summary.json the probe or the kNN would write into is refused before their work: the one line naming it, no epoch, nothing written', async () => {
   await trained;
   const dir = tempDir('moco3-probe-badsummary-');
   cpSync(runDir, dir, { recursive: true });
@@ -310,6 +410,9 @@ test('a damaged summary.json the probe would write into is refused before the pr
   const { model } = loadRunModel(dir, c);
   try {
     await assert.rejects(linearProbeForRun(dir, { config: c, model, step: 4, onEpoch: (e) => epochs.push(e.epoch) }), refused);
+    // the kNN alike, of a checkpoint or of a live model: refused before its work
+    await assert.rejects(knnForRun(dir), refused);
+    await assert.rejects(knnForRun(dir, { config: c, model }), refused);
   } finally {
     model.dispose();
   }
@@ -371,6 +474,17 @@ test('a run trained anew (--force) while its checkpoint is evaluated: the result
   // the run's own resumes keep its first start: their evaluations are written
   writeFileSync(metaPath, JSON.stringify({ ...meta, starts: [...meta.starts, { started: '2099-01-01T00:00:00.000Z', host: 'elsewhere' }] }));
   assert.deepEqual((await knnForRun(dir)).wrote, ['knn.json', 'summary.json']);
+  // nor a resume that starts while the probe runs (its start is added after the first)
+  const resumed = JSON.parse(readFileSync(metaPath, 'utf8'));
+  let added = false;
+  const resume = () => {
+    if (added) return;
+    added = true;
+    writeFileSync(metaPath, JSON.stringify({ ...resumed, starts: [...resumed.starts, { started: '2099-02-01T00:00:00.000Z', host: 'later' }] }));
+  };
+  const during = await linearProbeForRun(dir, { epochs: 1, check: resume });
+  assert.ok(added);
+  assert.deepEqual(during.wrote?.slice(0, 2), ['linear.json', 'summary.json']);
   // a folder without a meta.json (copied by hand) has nothing to tell a new run by: a resume writing one meanwhile is no new run
   rmSync(metaPath);
   swapped = false;
