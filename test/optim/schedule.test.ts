@@ -14,7 +14,7 @@ describe('schedules (main_moco.py, main_lincls.py)', () => {
 
   it('fractionalEpoch: epoch + i/itersPerEpoch', () => {
     near(fractionalEpoch(3, 25, 100), 3.25);
-    assert.throws(() => fractionalEpoch(0, 0, 0), RangeError);
+    for (const n of [0, -4, NaN]) assert.throws(() => fractionalEpoch(0, 0, n), (e: unknown) => e instanceof RangeError && e.message === `itersPerEpoch must be > 0, got ${n}`);
   });
 
   it('lrAt: linear warmup from 0 to lr, then half-cosine to 0', () => {
@@ -36,6 +36,16 @@ describe('schedules (main_moco.py, main_lincls.py)', () => {
     assert.throws(() => lrAt(0, { lr: 1, epochs: 10, warmupEpochs: 11 }), RangeError);
   });
 
+  it('lrAt with warmup over all epochs: linear to the end, then 0 (not 0/0); no epochs or a negative warmup refused', () => {
+    const s = { lr: 0.8, epochs: 4, warmupEpochs: 4 };
+    near(lrAt(2, s), 0.4);
+    near(lrAt(3.5, s), 0.7);
+    assert.equal(lrAt(4, s), 0);
+    for (const bad of [{ epochs: 0, warmupEpochs: 0 }, { epochs: 10, warmupEpochs: -1 }, { epochs: NaN, warmupEpochs: 0 }]) {
+      assert.throws(() => lrAt(0, { lr: 1, ...bad }), (e: unknown) => e instanceof RangeError && e.message === `lr schedule needs 0 <= warmupEpochs <= epochs and epochs > 0, got ${bad.warmupEpochs}, ${bad.epochs}`);
+    }
+  });
+
   it('momentumAt: 0.99 → 1 by cosine, or constant', () => {
     const s = { m0: 0.99, epochs: 300, schedule: 'cosine' as const };
     near(momentumAt(0, s), 0.99); // 1 − 0.5·2·0.01
@@ -43,6 +53,9 @@ describe('schedules (main_moco.py, main_lincls.py)', () => {
     near(momentumAt(300, s), 1.0); // 1 − 0.5·0·0.01
     near(momentumAt(100, s), 1 - 0.5 * 1.5 * 0.01); // cos(π/3) = 1/2
     near(momentumAt(150, { ...s, schedule: 'constant' }), 0.99);
+    // a cosine over no epochs is refused (a constant one needs none)
+    assert.throws(() => momentumAt(0, { ...s, epochs: 0 }), (e: unknown) => e instanceof RangeError && e.message === 'momentum schedule needs epochs > 0, got 0');
+    near(momentumAt(3, { ...s, epochs: 0, schedule: 'constant' }), 0.99);
   });
 
   it('probeLrAt: per-epoch cosine without warmup', () => {
@@ -51,5 +64,6 @@ describe('schedules (main_moco.py, main_lincls.py)', () => {
     near(probeLrAt(45, s), 6, 1e-14);
     near(probeLrAt(30, s), 12 * 0.5 * 1.5, 1e-14); // cos(π/3) = 1/2
     near(probeLrAt(90, s), 0);
+    assert.throws(() => probeLrAt(0, { lr: 12, epochs: 0 }), (e: unknown) => e instanceof RangeError && e.message === 'probe lr schedule needs epochs > 0, got 0');
   });
 });
