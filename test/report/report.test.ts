@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { DEFAULT_INSTABILITY, spikeOrderMarkdown, writeReport } from '../../src/report/index.ts';
 import { analyzeRun, type RunInstability } from '../../src/report/instability.ts';
 import { mapToPaper } from '../../src/report/paper.ts';
-import { readSweep } from '../../src/report/results.ts';
+import { listSweeps, readSweep } from '../../src/report/results.ts';
 import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { fmtSci, followingKeys, formatValue, inferSweptKeys, pooledKeys, viewSweep } from '../../src/report/sweep.ts';
 import { csvValue, fmtNum } from '../../src/report/table.ts';
@@ -58,6 +58,13 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   assert.deepEqual(rows.get('grad spikes: patch proj.'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('grad spikes: block1'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('spike lag (steps)'), ['-', '-', '12.5 ± 0', '12.5 ± 0']);
+  // the deepest dip pools the diverged run's (10.39 below the step-140 maximum at step 160, both seeds) with no note:
+  // only accuracy cells leave a diverged run out
+  assert.equal(rows.get('deepest dip (pts)')![3], '10.4 ± 0.0');
+  // spike order: patch-proj. spikes at 75, 155, block1 spikes at 90, 165 (window 40 rows x 5 steps): both have one
+  // after them, only 155 one before it (90)
+  assert.deepEqual(rows.get('patch-proj. spikes with a block1 spike after them (≤ 200 steps)'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
+  assert.deepEqual(rows.get('patch-proj. spikes with a block1 spike before them (≤ 200 steps)'), ['0 ± 0', '0 ± 0', '1 ± 0', '1 ± 0']);
   assert.equal(rows.get('wall time')![0], '30 s ± 0.0 s');
   assert.match(md, /!\[[^\]]*\]\(plots\/knn\.svg\)/);
   assert.match(md, /!\[[^\]]*\]\(plots\/grad\.svg\)/);
@@ -78,6 +85,9 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   const cols = (h: string) => [h, `${h} std`, `${h} n`, `${h} note`];
   assert.equal(csv[0], ['metric', ...['64 (paper 1024)', '128 (paper 2048)', '256 (paper 4096)', '384 (paper 6144)'].flatMap(cols)].join(','));
   assert.equal(csv.find((l) => l.startsWith('paper_linear_top1,')), 'paper_linear_top1,71.5,,1,,72.6,,1,,72.2,,1,,69.7,,1,');
+  // the swept values sit under their columns' headers, one in each column's four
+  assert.equal(csv.find((l) => l.startsWith('swept:')), 'swept:optim.batch_size,64,,,,128,,,,256,,,,384,,,');
+  assert.ok(csv.find((l) => l.startsWith('spikes_before,'))!.startsWith('spikes_before,0,0,2,,0,0,2,,1,0,2,,1,0,2,'), csv.join('\n'));
   // mean, std, n, and what the table says in brackets: batch 384's linear top-1 is its seed 1's, seed 0 diverged
   assert.ok(csv.find((l) => l.startsWith('linear_top1,40.5,0.707106781187,2,,')), csv.join('\n'));
   assert.match(csv.find((l) => l.startsWith('linear_top1,'))!, /,32,,1,1\/2 diverged @ step 185$/);
@@ -151,6 +161,60 @@ test("patch-proj sweep: learned vs frozen x lr, paper values from sweep.yaml's r
   assert.deepEqual(r2.view.columns.map((c) => c.paperTop1), [70.4, 72.2, 70.8, 72.8]);
 });
 
+test("the paper values sweep.yaml records: a run's own record first (the latest invocation's over an earlier one's), then the values' list", async () => {
+  const root = tmp();
+  const lrs = [1e-3, 2e-3].map((lr) => ({ 'optim.base_lr': lr }));
+  // runs 0.001-s0-def000 and 0.002-s0-def001; the list alone would say 0.5e-4 and 1.0e-4
+  const dir = writeSimpleSweep(root, 'lr', lrs, {
+    name: 'lr',
+    parameters: { 'optim.base_lr': { values: [1e-3, 2e-3], paper: [0.5e-4, 1.0e-4] } },
+    runs: [{ id: 'lr/0.001-s0-def000', paper: { 'optim.base_lr': 1.5e-4 } }],
+    earlier_runs: [
+      { id: '0.001-s0-def000', paper: { 'optim.base_lr': 1.0e-4 } },
+      { id: '0.002-s0-def001', paper: { 'optim.base_lr': 1.5e-4 } },
+    ],
+  });
+  const r = await writeReport(dir, { plots: false });
+  assert.equal(r.view.paper?.figure, 'Fig. 2');
+  const { header, rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(header, ['1.0e-3 (paper 1.5e-4)', '2.0e-3 (paper 1.5e-4)']);
+  // Fig. 2 at 1.5e-4: 71.7
+  assert.deepEqual(paperRow(rows), ['71.7', '71.7']);
+});
+
+test("the paper values sweep.yaml records: a column whose runs' records disagree is matched by its value; a list of another length than the values is no record", async () => {
+  const dir = join(tmp(), 'lr');
+  writeFakeRun(dir, { id: 'lr1-s0', config: { 'optim.base_lr': 1e-3, seed: 0 } });
+  writeFakeRun(dir, { id: 'lr2-s0', config: { 'optim.base_lr': 2e-3, seed: 0 } });
+  writeFakeRun(dir, { id: 'lr2-s1', config: { 'optim.base_lr': 2e-3, seed: 1 } });
+  writeFileSync(
+    join(dir, 'sweep.yaml'),
+    YAML.stringify({
+      name: 'lr',
+      parameters: { 'optim.base_lr': { values: [1e-3, 2e-3] } },
+      // one paper value for two run values: which it belongs to is not said
+      paper: { 'optim.base_lr': [1.5e-4] },
+      runs: [
+        { id: 'lr2-s0', paper: { 'optim.base_lr': 1.5e-4 } },
+        { id: 'lr2-s1', paper: { 'optim.base_lr': 1.0e-4 } },
+      ],
+    }),
+  );
+  await writeReport(dir, { plots: false });
+  // matched by the values: 1e-3 and 2e-3 at the factor 0.05 are the paper's 0.5e-4 and 1.0e-4 (70.4, 72.2)
+  const { header, rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(header, ['1.0e-3 (paper 5.0e-5)', '2.0e-3 (paper 1.0e-4)']);
+  assert.deepEqual(paperRow(rows), ['70.4', '72.2']);
+});
+
+test('swept keys of a sweep of one run so far: the keys sweep.yaml gives several values that its config holds', () => {
+  const dir = writeSimpleSweep(tmp(), 'bs', [{ 'optim.batch_size': 64 }], {
+    name: 'bs',
+    parameters: { 'optim.batch_size': { values: [64, 128] }, 'optim.base_lr': { values: [1e-4] }, 'model.not_a_key': { values: [1, 2] } },
+  });
+  assert.deepEqual(viewSweep(readSweep(dir)).sweptKeys, ['optim.batch_size']);
+});
+
 test('a sweep that is not the paper has no paper row; running runs show their step; no sweep.yaml needed', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
@@ -188,6 +252,53 @@ test('a setting with a finished and an unfinished run pools the finished one onl
   assert.deepEqual(rows.get('runs'), ['1× completed; 1× interrupted (step 100/100)']);
   assert.deepEqual(rows.get('kNN top-1 (%)'), ['60.0']);
   assert.deepEqual(rows.get('wall time'), ['100 s']);
+});
+
+test('a figure only some finished runs of a setting have is over those, out of the finished runs, not counting an unfinished one', async () => {
+  const dir = join(tmp(), 'temperature');
+  // seed 0: a patch-proj. spike at 75 and a block1 spike at 90 (lag 15); seed 1: no spikes; seed 2 stopped early, no status
+  writeFakeRun(dir, { id: 't0.1-s0', config: { 'moco.temperature': 0.1, seed: 0 }, spikes: { patch_proj: [75], block1: [90] } });
+  writeFakeRun(dir, { id: 't0.1-s1', config: { 'moco.temperature': 0.1, seed: 1 } });
+  writeFakeRun(dir, { id: 't0.1-s2', config: { 'moco.temperature': 0.1, seed: 2 }, steps: 100, status: 'interrupted', spikes: { patch_proj: [75], block1: [80] } });
+  await writeReport(dir, { plots: false });
+  const { rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(rows.get('runs'), ['2× completed; 1× interrupted (step 100/100)']);
+  assert.deepEqual(rows.get('spike lag (steps)'), ['15 (1 of 2 runs)']);
+  const csv = readFileSync(join(dir, 'report.csv'), 'utf8').trim().split('\n');
+  assert.equal(csv.find((l) => l.startsWith('spike_lag,')), 'spike_lag,15,,1,1 of 2 runs');
+});
+
+test('runs.csv: each run\'s own top-5 and throughput; a config without a seed is seed 0, as the columns read it', async () => {
+  const dir = join(tmp(), 'temperature');
+  // the final kNN top-5 is the top-1 + 30 (summary.json), images/s 500; wall time 42 s
+  writeFakeRun(dir, { id: 'a', config: { 'moco.temperature': 0.1 }, knnCurve: (f) => 20 + 40 * f });
+  writeFakeRun(dir, { id: 'b', config: { 'moco.temperature': 0.2 }, knnCurve: (f) => 25 + 40 * f });
+  // run b's config.yaml has no seed key at all (written by hand)
+  const cfgPath = join(dir, 'b', 'config.yaml');
+  const cfg = YAML.parse(readFileSync(cfgPath, 'utf8'));
+  delete cfg.seed;
+  writeFileSync(cfgPath, YAML.stringify(cfg));
+  // a copy of it whose config says seed 0: the same seed in the same column
+  cpSync(join(dir, 'b'), join(dir, 'b-copy'), { recursive: true });
+  writeFileSync(join(dir, 'b-copy', 'config.yaml'), YAML.stringify({ ...cfg, seed: 0 }));
+  await writeReport(dir, { plots: false });
+  const a = runsCsvRow(dir, 'a');
+  assert.deepEqual([a.knn_top1, a.knn_top5, a.wall_s, a.images_per_s], ['60', '90', '42', '500']);
+  const b = runsCsvRow(dir, 'b');
+  assert.deepEqual([b.seed, b.knn_top1, b.knn_top5], ['0', '65', '95']);
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /\*\*Runs of the same seed in one column:\*\* temperature 0\.2, seed 0: `b`, `b-copy`\./);
+  assert.match(md, /\| `b` \| 0 \| completed \|/);
+});
+
+test('seeds are in numeric order: the header and each column\'s runs (seed 2 before seed 10, whatever the folder names)', async () => {
+  const dir = join(tmp(), 'temperature');
+  for (const seed of [10, 2]) for (const t of [0.1, 0.2]) writeFakeRun(dir, { id: `t${t}-s${seed}`, config: { 'moco.temperature': t, seed } });
+  await writeReport(dir, { plots: false });
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /; seeds 2, 10\.\n/);
+  const ids = readFileSync(join(dir, 'runs.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',')[0]);
+  assert.deepEqual(ids, ['t0.1-s2', 't0.1-s10', 't0.2-s2', 't0.2-s10']);
 });
 
 test('a run stopped before its first kNN after step 0 has no kNN so far (step 0 is the untrained encoder)', async () => {
@@ -288,6 +399,14 @@ test('a partly finished sweep: the planned runs without a folder are listed as m
   writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ runs: ids.slice(1).map((id) => ({ id })) }));
   await writeReport(dir, { plots: false, format: 'md' });
   assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), new RegExp(`\\*\\*Not planned by this sweep: 1 run folder\\*\\* that sweep\\.yaml does not list \\(copied in from elsewhere\\?\\): \`${ids[0]}\`\\. It is reported beside the sweep's own runs`));
+  // a run an earlier invocation planned too (runs and earlier_runs) is one missing run, not two
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ runs: [...ids, 't0.5-s0-0badc0de'].map((id) => ({ id })), earlier_runs: [{ id: 't0.5-s0-0badc0de' }, { id: 't2-s0-0badc0e0' }] }));
+  assert.deepEqual((await writeReport(dir, { plots: false, format: 'md' })).missing, ['t0.5-s0-0badc0de', 't2-s0-0badc0e0']);
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /\*\*Missing: 2 of the 4 planned runs have no results yet\*\* \(not started\): `t0\.5-s0-0badc0de`, `t2-s0-0badc0e0`\./);
+  // a sweep.yaml that lists no runs (written by hand: its parameters only) names none as unplanned
+  writeFileSync(join(dir, 'sweep.yaml'), YAML.stringify({ name: 'temperature', parameters: { 'moco.temperature': { values: [0.1, 0.2] } } }));
+  assert.deepEqual((await writeReport(dir, { plots: false, format: 'md' })).missing, []);
+  assert.doesNotMatch(readFileSync(join(dir, 'report.md'), 'utf8'), /Missing|Not planned/);
 });
 
 test('run folders sweep.yaml does not list: the first 12 named, the rest counted', async () => {
@@ -309,6 +428,27 @@ test('run folders sweep.yaml does not list: the first 12 named, the rest counted
       `\n**Not planned by this sweep: 12 run folders** that sweep.yaml does not list (copied in from elsewhere?): ${named(12)}. They are reported beside the sweep's own runs, `,
     ),
   );
+});
+
+test('the sweeps of a results folder: folders holding a run folder, sorted; results/train only as a sweep of that name (with its sweep.yaml)', () => {
+  const results = join(tmp(), 'results');
+  writeSimpleSweep(results, 'lr', [1e-4, 2e-4].map((x) => ({ 'optim.base_lr': x })));
+  writeSimpleSweep(results, 'bs', [64, 128].map((b) => ({ 'optim.batch_size': b })));
+  writeSimpleSweep(results, 'train', [{ 'optim.base_lr': 1e-4 }]);
+  mkdirSync(join(results, 'empty', 'not-a-run'), { recursive: true });
+  assert.deepEqual(listSweeps(results), ['bs', 'lr'].map((d) => join(results, d)));
+  writeFileSync(join(results, 'train', 'sweep.yaml'), YAML.stringify({ name: 'train', parameters: { 'optim.base_lr': { values: [1e-4] } } }));
+  assert.deepEqual(listSweeps(results), ['bs', 'lr', 'train'].map((d) => join(results, d)));
+});
+
+test('a hidden folder in a sweep (a backup copy of a run, .ipynb_checkpoints) is no run of it', async () => {
+  const dir = writeSimpleSweep(tmp(), 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const [first] = readSweep(dir).runs;
+  cpSync(first!.dir, join(dir, `.${first!.id}`), { recursive: true });
+  assert.deepEqual(readSweep(dir).runs.map((r) => r.id), [first!.id, readSweep(dir).runs[1]!.id]);
+  const r = await writeReport(dir, { plots: false });
+  assert.deepEqual(r.view.columns.map((c) => c.runs.length), [1, 1]);
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /^2 runs; /m);
 });
 
 test('a previous run moved aside by train --force is left out, and the report says so', async () => {
@@ -493,6 +633,10 @@ test("the paper row: an AdamW lr sweep with the patch projection fixed frozen is
   const bs = writeSimpleSweep(root, 'bs-frozen', [1024, 2048].map((b) => ({ 'optim.batch_size': b, 'model.patch_proj': 'frozen' })));
   await writeReport(bs, { plots: false });
   assert.doesNotMatch(readFileSync(join(bs, 'report.md'), 'utf8'), /paper: linear top-1/);
+  // nor has a LAMB lr sweep with it frozen: Fig. 3's runs learned theirs
+  const lamb = writeSimpleSweep(root, 'lamb-frozen', [5e-4, 6e-4, 8e-4].map((v) => ({ 'optim.name': 'lamb', 'optim.base_lr': v, 'model.patch_proj': 'frozen' })));
+  await writeReport(lamb, { plots: false });
+  assert.doesNotMatch(readFileSync(join(lamb, 'report.md'), 'utf8'), /paper: linear top-1|Fig\. 3/);
 });
 
 test('the header says when runs were cut short by train.max_steps', async () => {
@@ -543,6 +687,10 @@ test("the header gives the warmup the runs share, as a share of training beside 
   const paper = writeSimpleSweep(root, 'paper', [64, 128].map((b) => ({ 'optim.batch_size': b, 'optim.epochs': 100, 'optim.warmup_epochs': 40 })));
   await writeReport(paper, { plots: false });
   assert.match(readFileSync(join(paper, 'report.md'), 'utf8'), /^Fixed: .*epochs 100, warmup 40 epochs \(40% of training, as the paper\), /m);
+  // a share that is no whole percent keeps three digits: 1 of 3 epochs is 33.3%
+  const third = writeSimpleSweep(root, 'third', [64, 128].map((b) => ({ 'optim.batch_size': b, 'optim.epochs': 3, 'optim.warmup_epochs': 1 })));
+  await writeReport(third, { plots: false });
+  assert.match(readFileSync(join(third, 'report.md'), 'utf8'), /^Fixed: .*epochs 3, warmup 1 epochs \(33\.3% of training, the paper's 40%\), /m);
   // a swept key is never "fixed", even where the runs there so far share it (one run of a planned scan)
   const one = writeSimpleSweep(root, 'one', [{ 'optim.warmup_epochs': 0.8, 'optim.epochs': 2 }], { name: 'one', parameters: { 'optim.warmup_epochs': { values: [0.8, 0.2] } } });
   await writeReport(one, { plots: false });
@@ -582,6 +730,8 @@ test('mapping to the paper grid: exact values, a common factor, rank order, or n
   // two factors fit as well (x8: 1024, 2048; x16: 2048, 4096): no guess; the exact values win such a tie
   assert.equal(m([128, 256], [1024, 2048, 4096, 6144]), null);
   assert.deepEqual(m([1024, 2048, 5000], [1024, 2048, 4096, 6144]), { 1024: 1024, 2048: 2048 });
+  // a value of float noise (1.5e-3 / 10 = 1.5000000000000001e-4) is the paper's value it stands for
+  assert.deepEqual(m([1e-4, 1.5e-3 / 10], [0.5e-4, 1e-4, 1.5e-4]), { 1e-4: 1e-4, [String(1.5e-3 / 10)]: 1.5e-4 });
 });
 
 test('a finished sweep reports in well under 2 s of CPU time (plots and PNGs included)', async () => {
@@ -604,6 +754,10 @@ test('swept values print as set: an lr of 1.28e-2 is not rounded to 1.3e-2, floa
   assert.equal(formatValue('optim.base_lr', 0.0128), '1.28e-2');
   assert.equal(formatValue('optim.weight_decay', 0.1), '1.0e-1');
   assert.equal(formatValue('optim.batch_size', 256), '256');
+  // other keys: exponent form below 0.01 in size only
+  assert.equal(formatValue('moco.temperature', 0.01), '0.01');
+  assert.equal(formatValue('moco.temperature', 0.005), '5.0e-3');
+  assert.equal(formatValue('train.shift', -5), '-5');
 });
 
 test('a table figure: whole numbers as they are, others to their digits; a value that rounds to zero is 0, never -0', () => {
@@ -613,6 +767,9 @@ test('a table figure: whole numbers as they are, others to their digits; a value
   assert.equal(fmtNum(-0.004, 2), '0.00');
   assert.equal(fmtNum(-0.06, 1), '-0.1');
   assert.equal(fmtNum(-0, 1), '0');
+  // a figure of two digits (a correlation) keeps them when it is whole: 1.00, 0.00
+  assert.equal(fmtNum(1, 2), '1.00');
+  assert.equal(fmtNum(0, 2), '0.00');
 });
 
 test('the CSV files write a number to 12 significant digits: float noise goes, digits that mean something stay', async () => {
@@ -791,6 +948,10 @@ test('report: a run whose config.yaml holds a seed train would refuse is one lin
   // a negative seed, as train refuses it
   writeFileSync(path, readFileSync(path, 'utf8').replace(/^seed: .*$/m, 'seed: -1'));
   await assert.rejects(writeReport(dir, { plots: false }), (e: Error) => e.name === 'ReportError' && e.message === `${path}: seed: expected an integer >= 0, got -1`);
+  assert.ok(!existsSync(join(dir, 'report.md')));
+  // a fraction: no seed train runs (pairing by seed would pair it with nothing)
+  writeFileSync(path, readFileSync(path, 'utf8').replace(/^seed: .*$/m, 'seed: 1.5'));
+  await assert.rejects(writeReport(dir, { plots: false }), (e: Error) => e.name === 'ReportError' && e.message === `${path}: seed: expected an integer >= 0, got 1.5`);
   assert.ok(!existsSync(join(dir, 'report.md')));
 });
 
