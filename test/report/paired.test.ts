@@ -77,6 +77,10 @@ test('paired by seed: a key with more than two values pairs each value with the 
   const bmd = readFileSync(join(batch, 'report.md'), 'utf8');
   assert.match(bmd, /\| batch 128 − 64 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p = 0\.50, sign test\) \|/);
   assert.match(bmd, /\| batch 256 − 128 \| all \| 0, 1 \| −3\.0 ± 0\.0 \(p = 0\.50, sign test\) \|/);
+  // batch 256 has 2 dips on each seed, 128 none: the dips column is the count's difference, the deepest dip's its depth's
+  const row256 = bmd.split('\n').find((l) => l.startsWith('| batch 256 − 128 |'))!.split(' | ');
+  assert.equal(row256.at(-1), '+2.0 ± 0.0 (p = 0.50, sign test) |');
+  assert.match(row256.at(-2)!, /^\+10\.\d ± 0\.0 \(p = 0\.50, sign test\)$/);
   assert.doesNotMatch(bmd, /\| batch 384 − /);
 
   const dir = join(tmp(), 'one-seed');
