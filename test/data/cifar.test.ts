@@ -31,6 +31,41 @@ test('CIFAR-10 from the extracted folder: 3073-byte records, planar RGB to HWC, 
   assert.deepEqual([...ds.test.labels], [9, 0, 1, 2]);
 });
 
+test('CIFAR planes are R, G, B in that order: each lands in its own HWC channel, from the folder and from the archive', async () => {
+  // one record whose three planes differ everywhere: R = p mod 256, G = 255 - (p mod 256), B = (3 p + 1) mod 256
+  const record = (labelBytes: number, label: number) => {
+    const r = new Uint8Array(labelBytes + 3072);
+    r[labelBytes - 1] = label;
+    for (let p = 0; p < 1024; p++) {
+      r[labelBytes + p] = p % 256;
+      r[labelBytes + 1024 + p] = 255 - (p % 256);
+      r[labelBytes + 2048 + p] = (3 * p + 1) % 256;
+    }
+    return r;
+  };
+  const expectPixels = (images: Uint8Array, at: number, what: string) => {
+    for (const p of [0, 1, 37, 300, 1023]) {
+      assert.deepEqual([...images.subarray(at * 3072 + p * 3, at * 3072 + p * 3 + 3)], [p % 256, 255 - (p % 256), (3 * p + 1) % 256], `${what}: pixel ${p}`);
+    }
+  };
+  const root = tempDir('moco3-cifar-');
+  const dir = join(root, 'cifar-10-batches-bin');
+  mkdirSync(dir);
+  for (let b = 1; b <= 5; b++) writeFileSync(join(dir, `data_batch_${b}.bin`), b === 2 ? Buffer.concat([records(1, 1, 2), record(1, 7)]) : records(1, 1, b));
+  writeFileSync(join(dir, 'test_batch.bin'), record(1, 4));
+  const ds = await loadDataset(spec('cifar10', root));
+  // train image 2 is record 1 of data_batch_2
+  assert.deepEqual([ds.train.labels[2], ds.test.labels[0]], [7, 4]);
+  expectPixels(ds.train.images, 2, 'cifar10 folder, train');
+  expectPixels(ds.test.images, 0, 'cifar10 folder, test');
+  const archive = join(tempDir('moco3-cifar-'), 'cifar-100-binary.tar.gz');
+  writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': Buffer.concat([records(2, 2, 0), record(2, 42)]), 'cifar-100-binary/test.bin': record(2, 0) })));
+  const hundred = await loadDataset(spec('cifar100', archive));
+  assert.equal(hundred.train.labels[2], 42);
+  expectPixels(hundred.train.images, 2, 'cifar100 archive, train');
+  expectPixels(hundred.test.images, 0, 'cifar100 archive, test');
+});
+
 test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async () => {
   const root = tempDir('moco3-cifar-');
   const archive = join(root, 'cifar-100-binary.tar.gz');
@@ -83,6 +118,12 @@ test('a truncated batch, a label out of range and a missing folder give one-line
   bad[3073] = 10;
   writeFileSync(join(root, 'test_batch.bin'), bad);
   await assert.rejects(loadDataset(spec('cifar10', root)), /test_batch\.bin: record 1 has label 10, outside 0\.\.9/);
+  // in a later file of the split, the record is counted from the start of that file, not of the split
+  writeFileSync(join(root, 'test_batch.bin'), records(2, 1, 0));
+  const bad4 = records(2, 1, 4);
+  bad4[3073] = 11;
+  writeFileSync(join(root, 'data_batch_4.bin'), bad4);
+  await assert.rejects(loadDataset(spec('cifar10', root)), (e: Error) => e instanceof DataError && e.message === `${root}: data_batch_4.bin: record 1 has label 11, outside 0..9`);
   await assert.rejects(loadDataset(spec('cifar10', join(root, 'nowhere'))), /cifar10: no cifar-10-batches-bin\/ or cifar-10-binary\.tar\.gz under .*nowhere/);
 });
 
