@@ -42,6 +42,25 @@ test('pure function of the step: recomputed indices are identical, epochs differ
   assert.notDeepEqual(batchIndices(5, order), batchIndices(5, { ...order, seed: 2 }));
 });
 
+test("the epoch's order is the permutation of this split's size: a split of another size right after gets its own, never the last one's", () => {
+  const big = { n: 100, batchSize: 10, seed: 7, shuffle: true };
+  const small = { n: 40, batchSize: 10, seed: 7, shuffle: true };
+  // same seed, same epoch, one after the other (a run's train split, then a probe's smaller one)
+  assert.deepEqual(Array.from(batchIndices(1, big)), Array.from(new Rng(7, 'order', 0).permutation(100).subarray(10, 20)));
+  const got = Array.from(batchIndices(1, small));
+  assert.deepEqual(got, Array.from(new Rng(7, 'order', 0).permutation(40).subarray(10, 20)));
+  for (const j of got) assert.ok(j >= 0 && j < 40, `index ${j} inside the split of 40`);
+  assert.deepEqual(Array.from(batchIndices(1, big)), Array.from(new Rng(7, 'order', 0).permutation(100).subarray(10, 20)));
+});
+
+test('a step or a batch size that is not a whole number is refused, not rounded', () => {
+  const order = { n: 100, batchSize: 10, seed: 0, shuffle: true };
+  assert.throws(() => batchIndices(1.5, order), RangeError);
+  assert.throws(() => batchIndices(-1, order), RangeError);
+  assert.throws(() => itersPerEpoch(100, 2.5), DataError);
+  assert.throws(() => batchIndices(0, { ...order, batchSize: 2.5 }), DataError);
+});
+
 test('without shuffle the order is 0..n-1 every epoch', () => {
   const order = { n: 25, batchSize: 8, seed: 0, shuffle: false };
   assert.deepEqual(Array.from(batchIndices(0, order)), [0, 1, 2, 3, 4, 5, 6, 7]);
