@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { loadDataset } from '../../src/data/index.ts';
-import { augmentConfigFor, augmentPacked, evalBox, packParams, plainParams } from '../../src/data/augment.ts';
-import { batchIndices } from '../../src/data/sampler.ts';
+import { augmentConfigFor, augmentPacked, batchViewParams, evalBox, packParams, plainParams } from '../../src/data/augment.ts';
+import { batchIndices, gatherBatch } from '../../src/data/sampler.ts';
 import { describeView, previewSheet } from '../../src/data/preview.ts';
 
 test('data preview: a PNG of the images and their two views, pixel for pixel the views training computes', async () => {
@@ -48,6 +48,28 @@ test('data preview: a PNG of the images and their two views, pixel for pixel the
   assert.notDeepEqual(other.views.subarray(0, 100), sheet.views.subarray(0, 100));
 });
 
+test("data preview: the rows are the first images of the step's training batch (shuffled by default), captioned with their class; pair p is step + p's draws", async () => {
+  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 256, testSize: 64, seed: 0, syntheticImageSize: 16 });
+  const aug = augmentConfigFor(ds, 16);
+  const sheet = await previewSheet(ds, aug, { count: 6, pairs: 2, seed: 3, step: 9, batchSize: 32 });
+  // the batch training draws at step 9: train.shuffle's default order, of which the sheet shows the first 6
+  const full = gatherBatch(ds.train, batchIndices(9, { n: 256, batchSize: 32, seed: 3, shuffle: true }));
+  assert.deepEqual(Array.from(sheet.batch.labels!), Array.from(full.labels!.subarray(0, 6)));
+  assert.ok(Buffer.from(sheet.batch.data).equals(Buffer.from(full.data.subarray(0, 6 * 16 * 16 * 3))));
+  // each row's source cell is captioned with its image's class name
+  const names = sheet.cells.filter((c) => c.col === 0).map((c) => c.caption);
+  assert.deepEqual(names, Array.from(full.labels!.subarray(0, 6), (y) => ds.classNames[y]!));
+  assert.ok(new Set(names).size > 1, 'rows of more than one class');
+  // pair 0 holds step 9's two views of the training batch, pair 1 step 10's
+  for (const [pair, step] of [[0, 9], [1, 10]] as const) {
+    for (const v of [1, 2] as const) {
+      const want = batchViewParams(full, aug, 3, step, v).slice(0, 6);
+      const got = sheet.cells.filter((c) => c.col === 1 + 2 * pair + (v - 1)).sort((a, b) => a.row - b.row).map((c) => c.params);
+      assert.deepEqual(got, want, `pair ${pair} view ${v}`);
+    }
+  }
+});
+
 for (const [side, S] of [[160, 140], [285, 249]] as const) test(`data preview: a source image larger than the cell (${side} px in a cell of ${S}, as an image folder cached at 256/224 of S) is scaled down into it`, async () => {
   const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 16, testSize: 8, seed: 0, syntheticImageSize: side });
   const aug = augmentConfigFor(ds, S);
@@ -88,4 +110,6 @@ test('view captions name the ops', () => {
   assert.deepEqual(describeView(p, 8, 8), ['crop 50% · flip', 'jitter · gray · blur 1.2 · solarize']);
   assert.deepEqual(describeView({ ...p, sigma: 0.25 }, 8, 8, 1), ['crop 50% · flip', 'jitter · blur 0.25 · solarize']);
   assert.deepEqual(describeView({ ...p, jitter: false, gray: false, blur: false, solarize: false, flip: false }, 8, 8), ['crop 50%', 'no colour op']);
+  // the crop's share of the image to the nearest percent: 7 x 5 of 8 x 8 is 54.7%
+  assert.deepEqual(describeView({ ...p, crop: { top: 1, left: 2, height: 7, width: 5 }, flip: false }, 8, 8)[0], 'crop 55%');
 });
