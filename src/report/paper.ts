@@ -54,7 +54,8 @@ const close = (a: number, b: number) => Math.abs(a - b) <= 1e-6 * Math.max(Math.
 /**
  * Run value -> paper value for one key. Exact matches first; then the common factor that maps the most
  * run values onto paper values (a preset that scales the grid, e.g. batch 64..384 = 1024..6144 / 16);
- * then rank order when the counts agree. Null when nothing fits, or when two factors fit equally well.
+ * then rank order when the counts agree and it keeps every exact match. Null when nothing fits, or when two
+ * factors fit equally well.
  */
 export function mapToPaper(runValues: number[], paperValues: number[]): Map<number, number> | null {
   const vs = [...new Set(runValues)].sort((a, b) => a - b);
@@ -89,7 +90,13 @@ export function mapToPaper(runValues: number[], paperValues: number[]): Map<numb
   }
   if (ambiguous) bestMap = null;
   if (bestMap && bestMap.size >= Math.min(vs.length, paperValues.length)) return bestMap;
-  if (vs.length === paperValues.length) return new Map(vs.map((v, i) => [v, paperValues[i]!]));
+  if (vs.length === paperValues.length) {
+    const rank = new Map(vs.map((v, i) => [v, paperValues[i]!]));
+    // rank order never moves a value that is one of the paper's own to another of its settings (1.0e-4,
+    // 1.5e-4 and an extra 3e-4 would read as 0.5e-4, 1.0e-4, 1.5e-4): the matches found stand instead
+    if ([...best].every(([v, p]) => rank.get(v) === p)) return rank;
+    return bestMap;
+  }
   return bestMap;
 }
 

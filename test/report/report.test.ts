@@ -734,6 +734,23 @@ test('mapping to the paper grid: exact values, a common factor, rank order, or n
   assert.deepEqual(m([1e-4, 1.5e-3 / 10], [0.5e-4, 1e-4, 1.5e-4]), { 1e-4: 1e-4, [String(1.5e-3 / 10)]: 1.5e-4 });
 });
 
+test("mapping to the paper grid: rank order never moves a run value that is one of the paper's to another paper setting", async () => {
+  const m = (a: number[], b: number[]) => (mapToPaper(a, b) ? Object.fromEntries(mapToPaper(a, b)!) : null);
+  // the paper's 1.0e-4 and 1.5e-4 and an lr of our own: the two are themselves, the third has no paper value
+  assert.deepEqual(m([1e-4, 1.5e-4, 3e-4], [0.5e-4, 1e-4, 1.5e-4]), { 1e-4: 1e-4, 1.5e-4: 1.5e-4 });
+  // one exact value alone is not taken as the grid's alignment (as with fewer values than the paper's): nothing
+  assert.equal(m([1e-4, 7e-4, 9e-4], [0.5e-4, 1e-4, 1.5e-4]), null);
+  assert.equal(m([1e-4, 7e-4], [0.5e-4, 1e-4, 1.5e-4]), null);
+  // rank order that keeps the exact ones still stands (LAMB's 5e-4, 6e-4, and 1e-3 for its 8e-4)
+  assert.deepEqual(m([5e-4, 6e-4, 1e-3], [5e-4, 6e-4, 8e-4]), { 5e-4: 5e-4, 6e-4: 6e-4, 1e-3: 8e-4 });
+  const dir = writeSimpleSweep(tmp(), 'lr', [1e-4, 1.5e-4, 3e-4].map((lr) => ({ 'optim.base_lr': lr })));
+  await writeReport(dir, { plots: false });
+  const { header, rows } = mdTable(readFileSync(join(dir, 'report.md'), 'utf8'));
+  assert.deepEqual(header, ['1.0e-4', '1.5e-4', '3.0e-4']);
+  // Fig. 2: 72.2 at 1.0e-4, 71.7 at 1.5e-4
+  assert.deepEqual(paperRow(rows), ['72.2', '71.7', '-']);
+});
+
 test('a finished sweep reports in well under 2 s of CPU time (plots and PNGs included)', async () => {
   const root = tmp();
   const dir = writeBatchSweep(root, 'timed', [0, 1]);
