@@ -69,6 +69,12 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   assert.match(md, /!\[[^\]]*\]\(plots\/knn\.svg\)/);
   assert.match(md, /!\[[^\]]*\]\(plots\/grad\.svg\)/);
   assert.match(md, /Fig\. 1/);
+  // the runs table, worked from the fixture: batch 384 seed 0 diverged at 185 of 200 steps; linear 40 - 3 x 3 = 31,
+  // top-5 80; kNN at step 180 15 + 28 sqrt(0.9) = 41.56, also its best; dips at 80 and 160, the deepest 10.39;
+  // spikes at 75, 155 and 90, 165 (lag median of 15 and 10); wall 30 + 10 x 3 s; 500 images/s
+  assert.ok(md.includes('\n| `bs384-lr1.0e-4-adamw-learned-s0-abc030` | 0 | diverged @ step 185 | 185/200 | 31.0 / 80.0 | 41.6 (41.6) | 2 | 10.4 | 2 / 2 | 12.5 | 60 s | 500 |\n'), md);
+  // its dips in the detail: 24.71 at step 80, 5.63 below the 30.34 of step 60; 28.04 at 160, 10.39 below the 38.43 of step 140
+  assert.match(md, /`bs384-lr1\.0e-4-adamw-learned-s0-abc030`\)\n  - dips: steps 80-\d+ \(5\.6 pts below 30\.3\); steps 160-\w+ \(10\.4 pts below 38\.4\)\n/);
 
   // instability figures went into each run's summary.json
   const run = r.view.columns[2]!.runs[0]!;
@@ -256,8 +262,8 @@ test('a setting with a finished and an unfinished run pools the finished one onl
 
 test('a figure only some finished runs of a setting have is over those, out of the finished runs, not counting an unfinished one', async () => {
   const dir = join(tmp(), 'temperature');
-  // seed 0: a patch-proj. spike at 75 and a block1 spike at 90 (lag 15); seed 1: no spikes; seed 2 stopped early, no status
-  writeFakeRun(dir, { id: 't0.1-s0', config: { 'moco.temperature': 0.1, seed: 0 }, spikes: { patch_proj: [75], block1: [90] } });
+  // seed 0: a patch-proj. spike at 75 and block1 spikes at 90 (lag 15) and 150; seed 1: no spikes; seed 2 stopped early, no status
+  writeFakeRun(dir, { id: 't0.1-s0', config: { 'moco.temperature': 0.1, seed: 0 }, spikes: { patch_proj: [75], block1: [90, 150] } });
   writeFakeRun(dir, { id: 't0.1-s1', config: { 'moco.temperature': 0.1, seed: 1 } });
   writeFakeRun(dir, { id: 't0.1-s2', config: { 'moco.temperature': 0.1, seed: 2 }, steps: 100, status: 'interrupted', spikes: { patch_proj: [75], block1: [80] } });
   await writeReport(dir, { plots: false });
@@ -266,6 +272,8 @@ test('a figure only some finished runs of a setting have is over those, out of t
   assert.deepEqual(rows.get('spike lag (steps)'), ['15 (1 of 2 runs)']);
   const csv = readFileSync(join(dir, 'report.csv'), 'utf8').trim().split('\n');
   assert.equal(csv.find((l) => l.startsWith('spike_lag,')), 'spike_lag,15,,1,1 of 2 runs');
+  // the runs table: spikes patch proj. / last block, and the lag
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /\n\| `t0\.1-s0` \| 0 \| completed \|[^\n]*\| 1 \/ 2 \| 15 \| 42 s \| 500 \|\n/);
 });
 
 test('runs.csv: each run\'s own top-5 and throughput; a config without a seed is seed 0, as the columns read it', async () => {
@@ -448,7 +456,10 @@ test('a hidden folder in a sweep (a backup copy of a run, .ipynb_checkpoints) is
   assert.deepEqual(readSweep(dir).runs.map((r) => r.id), [first!.id, readSweep(dir).runs[1]!.id]);
   const r = await writeReport(dir, { plots: false });
   assert.deepEqual(r.view.columns.map((c) => c.runs.length), [1, 1]);
-  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /^2 runs; /m);
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.match(md, /^2 runs; /m);
+  // one seed in the sweep: the detail names each run by its setting alone
+  assert.ok(md.includes(`- **0.1** (\`${first!.id}\`)`), md);
 });
 
 test('a previous run moved aside by train --force is left out, and the report says so', async () => {
@@ -466,6 +477,8 @@ test('a previous run moved aside by train --force is left out, and the report sa
   assert.doesNotMatch(readFileSync(join(dir, 'runs.csv'), 'utf8'), /20261205T052715/);
   // the setting's linear top-1 is the new run's alone (30), not pooled with the old one's (10)
   assert.equal(mdTable(md).rows.get('linear top-1 (%)')?.[0], '30.0');
+  // the header counts the runs reported: the two of the sweep and the one of another name, not the one set aside
+  assert.match(md, /^3 runs; swept: /m);
 });
 
 test('completed runs without a linear top-1: trained with the probe off, or not probed yet, each said as such', async () => {
@@ -653,6 +666,12 @@ test('the header says when runs were cut short by train.max_steps', async () => 
   const whole = writeSimpleSweep(root, 'whole', [64, 128].map((b) => ({ 'optim.batch_size': b })));
   await writeReport(whole, { plots: false });
   assert.doesNotMatch(readFileSync(join(whole, 'report.md'), 'utf8'), /max steps/);
+  // one run cut, one not: the cap is no fixed setting, however many caps there are
+  const half = writeSimpleSweep(root, 'half', [64, 128].map((b, i) => ({ 'optim.batch_size': b, 'train.max_steps': [null, 40][i] })));
+  await writeReport(half, { plots: false });
+  const hmd = readFileSync(join(half, 'report.md'), 'utf8');
+  assert.doesNotMatch(hmd, /^Fixed: .*max steps/m);
+  assert.match(hmd, /^Cut short: 1 run at 40 steps; 1 run not \(`train\.max_steps`/m);
 });
 
 test("a --set that changed what the paper's sweep holds fixed (its batch, in an lr sweep): no paper row, and why", async () => {
