@@ -66,6 +66,11 @@ test('kNN figure over five seeds: thin runs, one thick mean per setting at the h
   const fewSvg = readFileSync(join(few, 'plots/knn.svg'), 'utf8');
   assert.ok(fewSvg.includes('>seed<'));
   assert.equal(fewSvg.match(/aria-roledescription="line mark"/g)?.length, 4 * 3);
+  // five seeds, as many as there are dashes: still dashed, no mean layer
+  const five = figureOf(writeBatchSweep(root, 'five', [0, 1, 2, 3, 4]), knnFigure).fig;
+  const fiveLayers = (five!.spec as unknown as { layer: Array<{ mark: { type: string }; encoding?: Record<string, unknown> }> }).layer;
+  assert.equal(fiveLayers.filter((l) => l.mark.type === 'line').length, 1);
+  assert.deepEqual(fiveLayers[0]!.encoding!.strokeDash, { field: 'seed', type: 'nominal', title: 'seed' });
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -123,16 +128,37 @@ test('gradient figure: two runs of one label (a run folder copied as a backup) g
   rmSync(root, { recursive: true, force: true });
 });
 
+test('gradient figure: each panel is titled with its setting, its spike counts (patch proj. / last block), its lag or none, and where it diverged', () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'panels', [0]);
+  // one patch-proj. spike at 75, block1 spikes at 90 and 150: 1 / 2, lag 15
+  writeFakeRun(dir, { id: 'bs512-one', config: { seed: 0, 'optim.batch_size': 512, 'optim.base_lr': 1e-4 }, spikes: { patch_proj: [75], block1: [90, 150] } });
+  const { fig } = figureOf(dir, gradFigure);
+  const spec = fig!.spec as unknown as { data: { values: Array<{ panel: string }> }; facet: { sort: string[] }; columns: number };
+  assert.deepEqual(spec.facet.sort, [
+    '64: spikes 0 / 0, no lag',
+    '128: spikes 0 / 0, no lag',
+    '256: spikes 2 / 2, lag 12.5 steps',
+    '384: spikes 2 / 2, lag 12.5 steps, diverged @ 185',
+    '512: spikes 1 / 2, lag 15 steps',
+  ]);
+  // more than three panels: two columns of them
+  assert.equal(spec.columns, 2);
+  rmSync(root, { recursive: true, force: true });
+});
+
 test('kNN figure: a run that failed ends in a square at its last value, and the report says what the square is', async () => {
   const root = tmp();
   const dir = writeBatchSweep(root, 'stopped', [0]);
   writeFakeRun(dir, { id: 'bs64-failed', config: { seed: 1, 'optim.batch_size': 64, 'optim.base_lr': 1e-4 }, status: 'failed', knnCurve: (f) => 20 + 10 * f });
+  // stopped at step 100 of 100 with no final status and no live process: interrupted, its last kNN at epoch 100 / 25
+  writeFakeRun(dir, { id: 'bs128-interrupted', config: { seed: 1, 'optim.batch_size': 128, 'optim.base_lr': 1e-4 }, status: 'interrupted', steps: 100, knnCurve: (f) => 25 + 10 * f });
   const { fig } = figureOf(dir, knnFigure);
   const layers = (fig!.spec as unknown as { layer: Array<Layers[number] & { mark: { shape?: string } }> }).layer;
   const squares = layers.filter((l) => l.mark.shape === 'square');
   assert.equal(squares.length, 1);
   // the fixture's last kNN row: step 200 of 200, epoch 8
-  assert.deepEqual(squares[0]!.data.values.map((v) => [v.run, v.epoch, v.knn]), [['bs64-failed', 8, 30]]);
+  assert.deepEqual(squares[0]!.data.values.map((v) => [v.run, v.epoch, v.knn]), [['bs64-failed', 8, 30], ['bs128-interrupted', 4, 35]]);
   assert.deepEqual(fig!.notes, ['□ the last value of a run that failed or was interrupted']);
   await writeReport(dir, { format: 'md' });
   assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /✚ the step a run diverged; □ the last value of a run that failed or was interrupted \(PNG/);
