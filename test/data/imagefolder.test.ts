@@ -309,7 +309,60 @@ test('imagefolder: a changed folder or a corrupt cache is rebuilt', async () => 
     const ds4 = await loadImageFolder(spec(root), quiet({ decoder: d4 }));
     assert.equal(d4.decodes, 13);
     assert.deepEqual(ds4.train.images, ds.train.images);
+
+    // bytes past the images (a padded copy): rebuilt
+    writeFileSync(trainCache, Buffer.concat([readFileSync(trainCache), Buffer.alloc(64)]));
+    const d5 = counting();
+    const ds5 = await loadImageFolder(spec(root), quiet({ decoder: d5 }));
+    assert.equal(d5.decodes, 13);
+    assert.deepEqual(ds5.train.images, ds.train.images);
+
+    // one byte of the header's channel means changed (the checksum no longer agrees): rebuilt, the means as they were
+    const flipped = readFileSync(trainCache);
+    flipped[72 + 7] ^= 0x10;
+    writeFileSync(trainCache, flipped);
+    const d6 = counting();
+    const ds6 = await loadImageFolder(spec(root), quiet({ decoder: d6 }));
+    assert.equal(d6.decodes, 13);
+    assert.deepEqual(ds6.mean, ds.mean);
     assert.deepEqual(readdirSync(join(root, '.moco3-cache')).sort(), ['train-18.bin', 'val-18.bin']); // no temp files left
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('imagefolder: the cache side comes from the lower median of 64 shorter sides spread over the whole folder; val/ is read before test/', async () => {
+  const root = tempDir('moco3-imagefolder-probe-');
+  try {
+    // 2 classes x 40 train files, stored class-interleaved (file i: class i % 2, its (i / 2)th); a decoder of our
+    // own gives their sizes, so the files hold nothing
+    for (const cls of ['a', 'b']) {
+      for (const split of ['train', 'val', 'test']) mkdirSync(join(root, split, cls), { recursive: true });
+      for (let k = 0; k < 40; k++) writeFileSync(join(root, 'train', cls, `${String(k).padStart(2, '0')}.png`), '');
+      writeFileSync(join(root, 'val', cls, 'v.png'), '');
+    }
+    writeFileSync(join(root, 'test', 'a', 't.png'), '');
+    // shorter side 33 for files 64..79 and for 20 of files 0..63, 100 for the rest. 64 samples spread over the
+    // 80 files (every 1.25th) take 12 of files 64..79 and leave out files 4, 9, ..., 59: 32 of side 33, whose
+    // lower median is 33 (the first 64 files would give 20 of side 33, median 100; the upper median, 100)
+    const small = new Set([0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 16, 17, 18, 20, 21, 22, 23]);
+    const indexOf = (f: string) => {
+      const m = /train\/([ab])\/(\d+)\.png$/.exec(f);
+      return m ? 2 * Number(m[2]) + (m[1] === 'b' ? 1 : 0) : -1;
+    };
+    const decoder: ImageDecoder = {
+      probe: async (f) => {
+        const i = indexOf(f);
+        const side = i >= 64 || small.has(i) ? 33 : 100;
+        return { width: side + 7, height: side };
+      },
+      decode: async (_f, side) => Uint8Array.from({ length: side * side * 3 }, (_, j) => j % 251),
+    };
+    // training size 32: 256/224 of it is 37, the median 33 is below that and above 32
+    const ds = await loadImageFolder(spec(root, { imageSize: 32 }), quiet({ decoder }));
+    assert.deepEqual([ds.train.n, ds.train.height, ds.train.width], [80, 33, 33]);
+    // val/ and test/ both there: val/ is the eval split (2 images, test/ has 1)
+    assert.equal(ds.test.n, 2);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -435,6 +488,9 @@ test("imagefolder: classes are in Python's sorted order (code points), as torchv
   const python = ['B', 'a', 'ab', '\u{e9}', '\u{ff5a}', '\u{ffff}', '\u{10000}', '\u{1f600}']; // sorted() in Python 3
   assert.deepEqual([...names].sort(byName), python);
   assert.equal(byName('x', 'x'), 0);
+  // a name is before its own extensions, whatever order they are listed in
+  assert.deepEqual(['dog2', 'dogs', 'dog'].sort(byName), ['dog', 'dog2', 'dogs']);
+  assert.ok(byName('cat', 'cats') < 0 && byName('cats', 'cat') > 0);
 });
 
 test('imagefolder: errors are one-line DataErrors naming the file', async () => {
@@ -601,6 +657,7 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
     }
     await solid(12, 12, GREEN).tiff().toFile(join(root, 'train', 'a', '2.TIF'));
     writeFileSync(join(root, 'train', 'a', '3.bmp'), 'BM');
+    writeFileSync(join(root, 'train', 'b', '4.BMP'), 'BM');
     writeFileSync(join(root, 'train', 'b', '2.ppm'), 'P6\n1 1\n255\n\0\0\0');
     await solid(12, 12, GREEN).png().toFile(join(root, 'val', 'b', '._2.png'));
     writeFileSync(join(root, 'train', 'b', 'notes.txt'), 'not an image, not torchvision\'s either');
@@ -617,7 +674,7 @@ test('TIFF is read as torchvision reads it; files torchvision would read and moc
     near(pixel(ds, 'train', 2, 4, 4), GREEN, 1, 'the TIFF decoded');
     const said = lines.filter((l) => l.includes('left out'));
     assert.deepEqual(said, [
-      `${root}: 6 files that torchvision's ImageFolder would read are left out (in hidden folders: 3, .bmp: 1, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files and folders; to include them, convert them (to PNG, say) or rename a hidden one`,
+      `${root}: 7 files that torchvision's ImageFolder would read are left out (in hidden folders: 3, .bmp: 2, .ppm: 1, hidden: 1): moco3 reads .jpg .jpeg .png .webp .tif .tiff and skips hidden files and folders; to include them, convert them (to PNG, say) or rename a hidden one`,
     ]);
   } finally {
     rmSync(root, { recursive: true, force: true });
