@@ -11,7 +11,7 @@ import { mapToPaper } from '../../src/report/paper.ts';
 import { listSweeps, readSweep } from '../../src/report/results.ts';
 import { acquireLock, procStart, releaseLock } from '../../src/runfolder/lock.ts';
 import { fmtSci, followingKeys, formatValue, inferSweptKeys, pooledKeys, viewSweep } from '../../src/report/sweep.ts';
-import { csvValue, fmtNum } from '../../src/report/table.ts';
+import { csvValue, fmtNum, formatSeconds } from '../../src/report/table.ts';
 import { tmp, writeBatchSweep, writeFakeRun, writeSimpleSweep } from './fixtures.ts';
 
 /** The table of report.md: label -> cells. */
@@ -806,6 +806,8 @@ test('a table figure: whole numbers as they are, others to their digits; a value
   // a figure of two digits (a correlation) keeps them when it is whole: 1.00, 0.00
   assert.equal(fmtNum(1, 2), '1.00');
   assert.equal(fmtNum(0, 2), '0.00');
+  // wall time: seconds below 120 s (whole from 10 s), minutes from there
+  assert.deepEqual([formatSeconds(9.94), formatSeconds(10), formatSeconds(119), formatSeconds(120)], ['9.9 s', '10 s', '119 s', '2.0 min']);
 });
 
 test('the CSV files write a number to 12 significant digits: float noise goes, digits that mean something stay', async () => {
