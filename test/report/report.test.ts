@@ -65,6 +65,8 @@ test('batch-size sweep (grid scaled by 1/16): paper row, mean ± std over seeds,
   // after them, only 155 one before it (90)
   assert.deepEqual(rows.get('patch-proj. spikes with a block1 spike after them (≤ 200 steps)'), ['0 ± 0', '0 ± 0', '2 ± 0', '2 ± 0']);
   assert.deepEqual(rows.get('patch-proj. spikes with a block1 spike before them (≤ 200 steps)'), ['0 ± 0', '0 ± 0', '1 ± 0', '1 ± 0']);
+  // and pooled over the four runs with those spikes (batch 256 and 384, two seeds each; 384 seed 0's came before its divergence)
+  assert.match(md, /^Spike order \(Fig\. 4\): over the 4 runs with a patch-projection spike, 8 spikes; 8 had a last-block spike within 200 steps after them, 4 one within 200 steps before, 0 one at the same step\. /m);
   assert.equal(rows.get('wall time')![0], '30 s ± 0.0 s');
   assert.match(md, /!\[[^\]]*\]\(plots\/knn\.svg\)/);
   assert.match(md, /!\[[^\]]*\]\(plots\/grad\.svg\)/);
@@ -276,6 +278,19 @@ test('a figure only some finished runs of a setting have is over those, out of t
   assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /\n\| `t0\.1-s0` \| 0 \| completed \|[^\n]*\| 1 \/ 2 \| 15 \| 42 s \| 500 \|\n/);
 });
 
+test("a diverged run whose summary.json does not say where (an older one) is diverged at its status.json's step", async () => {
+  const dir = join(tmp(), 'lr');
+  writeFakeRun(dir, { id: 'ok', config: { 'optim.base_lr': 1e-4 } });
+  writeFakeRun(dir, { id: 'nan', config: { 'optim.base_lr': 1e-2 }, divergedAt: 185 });
+  const path = join(dir, 'nan', 'summary.json');
+  const { diverged_at: _gone, ...rest } = JSON.parse(readFileSync(path, 'utf8'));
+  writeFileSync(path, JSON.stringify(rest));
+  await writeReport(dir, { plots: false });
+  const row = runsCsvRow(dir, 'nan');
+  assert.deepEqual([row.status, row.diverged_at], ['diverged', '185']);
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /\| `nan` \| 0 \| diverged @ step 185 \| 185\/200 \|/);
+});
+
 test('runs.csv: each run\'s own top-5 and throughput; a config without a seed is seed 0, as the columns read it', async () => {
   const dir = join(tmp(), 'temperature');
   // the final kNN top-5 is the top-1 + 30 (summary.json), images/s 500; wall time 42 s
@@ -449,6 +464,14 @@ test('the sweeps of a results folder: folders holding a run folder, sorted; resu
   assert.deepEqual(listSweeps(results), ['bs', 'lr', 'train'].map((d) => join(results, d)));
 });
 
+test("a sweep folder holding one of a run's files without its config.yaml (a metrics.jsonl alone) is refused, naming it", () => {
+  const dir = writeSimpleSweep(tmp(), 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
+  const [first] = readSweep(dir).runs;
+  mkdirSync(join(dir, 'lost'));
+  cpSync(join(first!.dir, 'metrics.jsonl'), join(dir, 'lost', 'metrics.jsonl'));
+  assert.throws(() => readSweep(dir), (e: Error) => e.name === 'ReportError' && e.message.startsWith(`${join(dir, 'lost')}: holds a run's metrics.jsonl but no config.yaml; put it back`));
+});
+
 test('a hidden folder in a sweep (a backup copy of a run, .ipynb_checkpoints) is no run of it', async () => {
   const dir = writeSimpleSweep(tmp(), 'temperature', [0.1, 0.2].map((t) => ({ 'moco.temperature': t })));
   const [first] = readSweep(dir).runs;
@@ -506,7 +529,7 @@ test('completed runs without a linear top-1: trained with the probe off, or not 
   assert.ok(md.includes(`1 completed run had its linear probe diverge (linear top-1 "-"; its \`linear_error\` in summary.json: ${why}): \`diverged-probe\`; \`moco3 eval linear <run-dir> --lr <smaller>\` probes it again, then \`moco3 report\` again.`), md);
 });
 
-test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', () => {
+test('swept keys: from the configs when there is no sweep.yaml; keys that follow another key or the seed are not swept', async () => {
   const root = tmp();
   const dir = writeSimpleSweep(root, 'bs', [
     { 'optim.batch_size': 64, 'train.knn_every': 40 },
@@ -523,6 +546,9 @@ test('swept keys: from the configs when there is no sweep.yaml; keys that follow
   // the hash leaves out: where the data is, not what it is)
   assert.deepEqual([...followingKeys(v)], [['train.knn_every', ['40', '20', '10']]]);
   assert.deepEqual([...pooledKeys(v).keys()], []);
+  // report.md says so, with every value
+  await writeReport(dir, { plots: false, format: 'md' });
+  assert.match(readFileSync(join(dir, 'report.md'), 'utf8'), /\nChanging with the columns besides the swept key: `train\.knn_every` \(40, 20, 10\) \(each column's/);
   rmSync(dir, { recursive: true });
 });
 
@@ -871,12 +897,15 @@ test('a run folder copied beside itself (one column, one seed, twice) is named: 
 
 test('a value holding a line break or a | stays on its table row', async () => {
   const root = tmp();
-  const dir = writeSimpleSweep(root, 'paths', [{ 'data.name': 'imagefolder', 'data.path': 'a|b\nc' }, { 'data.name': 'imagefolder', 'data.path': 'd' }]);
+  const dir = writeSimpleSweep(root, 'paths', [{ 'data.name': 'imagefolder', 'data.path': 'a|b\nc' }, { 'data.name': 'imagefolder', 'data.path': 'd' }, { 'data.name': 'imagefolder', 'data.path': 'e\r\nf\rg' }]);
   await writeReport(dir, { plots: false });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   const header = md.split('\n').find((l) => l.startsWith('| ') && l.includes('a\\|b'));
   assert.ok(header, md);
   assert.match(header, /a\\\|b c/);
+  // Windows and old Mac line breaks too
+  assert.ok(header.includes(' | e f g |'), header);
+  assert.ok(!header.includes('\r'), header);
   rmSync(root, { recursive: true });
 });
 
