@@ -247,6 +247,23 @@ test('a truncated or corrupt archive and a file missing from it give one-line er
   await assert.rejects(loadDataset(spec('cifar100', archive)), /train\.bin: 5000 bytes is not a whole number of 3074-byte cifar100 records/);
 });
 
+test('a folder holding both the extracted folder and loose batches of its own: the extracted folder is read', async () => {
+  const root = tempDir('moco3-cifar-');
+  const dir = join(root, 'cifar-10-batches-bin');
+  mkdirSync(dir);
+  // the extracted folder's test batch has labels 3, 4; the loose one beside it 7, 8
+  for (let b = 1; b <= 5; b++) {
+    writeFileSync(join(dir, `data_batch_${b}.bin`), records(1, 1, b));
+    writeFileSync(join(root, `data_batch_${b}.bin`), records(1, 1, b + 5));
+  }
+  writeFileSync(join(dir, 'test_batch.bin'), records(2, 1, 3));
+  writeFileSync(join(root, 'test_batch.bin'), records(2, 1, 7));
+  const ds = await loadDataset(spec('cifar10', root));
+  assert.deepEqual([...ds.test.labels], [3, 4]);
+  assert.deepEqual([...ds.train.labels], [1, 2, 3, 4, 5]);
+  assert.equal(ds.source, dir);
+});
+
 test('a data folder that is a file (MOCO3_DATA set to one) is not taken for the archive; a gzip of another name is', async () => {
   const root = tempDir('moco3-cifar-');
   const notes = join(root, 'notes.txt');
