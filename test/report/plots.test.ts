@@ -147,6 +147,18 @@ test('gradient figure: each panel is titled with its setting, its spike counts (
   rmSync(root, { recursive: true, force: true });
 });
 
+test('kNN figure: a diverged run\'s cross is at the epoch of the step it diverged, at its last kNN value', () => {
+  const root = tmp();
+  // batch 384 diverged at step 185 (epoch 185 / 25 = 7.4); its last kNN, at step 180, is 15 + 28 sqrt(0.9) = 41.56
+  const { fig } = figureOf(writeBatchSweep(root, 'crossed', [0]), knnFigure);
+  const layers = (fig!.spec as unknown as { layer: Array<Layers[number] & { mark: { shape?: string } }> }).layer;
+  const crosses = layers.filter((l) => l.mark.shape === 'cross');
+  assert.equal(crosses.length, 1);
+  assert.deepEqual(crosses[0]!.data.values.map((v) => [v.run, v.epoch, v.knn, v.step]), [['bs384-lr1.0e-4-adamw-learned-s0-abc030', 7.4, 41.56, 185]]);
+  assert.deepEqual(fig!.notes, undefined);
+  rmSync(root, { recursive: true, force: true });
+});
+
 test('kNN figure: a run that failed ends in a square at its last value, and the report says what the square is', async () => {
   const root = tmp();
   const dir = writeBatchSweep(root, 'stopped', [0]);
