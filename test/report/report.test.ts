@@ -921,6 +921,11 @@ test('runs a column pools as seeds that differ in more than the seed are named, 
   await writeReport(dir, { plots: false });
   const md = readFileSync(join(dir, 'report.md'), 'utf8');
   assert.match(md, /\*\*Pooled as seeds, though they differ in more than the seed:\*\* `optim\.base_lr` \(1\.0e-4, 1\.0e-3\)\. Within a column/);
+  // two seeds a column, each at its own lr: both values named
+  const two = join(root, 'two');
+  for (const seed of [0, 1]) writeFakeRun(two, { id: `s${seed}`, config: { seed, 'optim.base_lr': [1e-4, 3e-4][seed] } });
+  await writeReport(two, { plots: false });
+  assert.match(readFileSync(join(two, 'report.md'), 'utf8'), /\*\*Pooled as seeds, though they differ in more than the seed:\*\* `optim\.base_lr` \(1\.0e-4, 3\.0e-4\)\. /);
   // keys that do not change what a run computes (where it ran, how often it logged), and a key an older
   // config.yaml lacks where the others hold its old value, are no difference
   const agents = join(root, 'agents');
