@@ -368,6 +368,45 @@ test('imagefolder: the cache side comes from the lower median of 64 shorter side
   }
 });
 
+test('imagefolder: a folder changed since its cache measures its image sizes again; a symlink loop in a class folder is walked once; too large a test_size names that key', async () => {
+  const root = tempDir('moco3-imagefolder-changed-');
+  try {
+    for (const cls of ['a', 'b']) {
+      mkdirSync(join(root, 'train', cls), { recursive: true });
+      mkdirSync(join(root, 'val', cls), { recursive: true });
+      for (let k = 0; k < 3; k++) writeFileSync(join(root, 'train', cls, `${k}.png`), '');
+      writeFileSync(join(root, 'val', cls, 'v.png'), '');
+    }
+    // every image's shorter side is `shorter`, by a decoder of our own
+    let shorter = 33;
+    let probes = 0;
+    const decoder: ImageDecoder = {
+      probe: async () => {
+        probes++;
+        return { width: shorter + 5, height: shorter };
+      },
+      decode: async (_f, side) => Uint8Array.from({ length: side * side * 3 }, (_, j) => (j * 7) % 256),
+    };
+    // training size 32: the median 33 is below 256/224 of it (37), so the cache is 33 wide
+    const first = await loadImageFolder(spec(root, { imageSize: 32 }), quiet({ decoder }));
+    assert.deepEqual([first.train.n, first.train.height], [6, 33]);
+    // the folder gets a new image and its images are now larger: measured again, the cache side is 37
+    writeFileSync(join(root, 'train', 'a', '3.png'), '');
+    shorter = 100;
+    probes = 0;
+    const second = await loadImageFolder(spec(root, { imageSize: 32 }), quiet({ decoder }));
+    assert.ok(probes > 0, 'the sizes were measured again');
+    assert.deepEqual([second.train.n, second.train.height], [7, 37]);
+    // a link in class a to class a itself: its images once, the load not lost in the loop
+    symlinkSync(join(root, 'train', 'a'), join(root, 'train', 'a', 'again'));
+    const third = await loadImageFolder(spec(root, { imageSize: 32 }), quiet({ decoder }));
+    assert.equal(third.train.n, 7);
+    await rejectsData(loadImageFolder(spec(root, { imageSize: 32, testSize: 3 }), quiet({ decoder })), new RegExp(`^${join(root, 'val')}: has 2 images, 3 asked for \\(data\\.test_size\\)$`));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('imagefolder: labels edited in the cache (its header checksum does not cover them) rebuild it; a copy of the folder keeps its cache', async () => {
   const root = await makeFolder();
   try {
