@@ -23,6 +23,8 @@ test('CIFAR-10 from the extracted folder: 3073-byte records, planar RGB to HWC, 
   assert.equal(ds.test.n, 4);
   assert.equal(ds.numClasses, 10);
   assert.equal(ds.classNames[0], 'airplane');
+  // the per-channel statistics of the training set the views are normalised by, as the CIFAR-10 recipes publish them
+  assert.deepEqual([ds.mean, ds.std], [[0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]]);
   // image 4 of train = record 1 of data_batch_2 (seed 2): label (1+2)%10, pixel p channel c = (c*1024+p)*7 + 1*13 + 2
   assert.equal(ds.train.labels[4], 3);
   for (const [p, c] of [[0, 0], [5, 1], [1023, 2], [500, 2]] as const) {
@@ -72,6 +74,7 @@ test('CIFAR-100 straight from the .tar.gz: the fine label is the class', async (
   writeFileSync(archive, gzipSync(tar({ 'cifar-100-binary/train.bin': records(6, 2, 95), 'cifar-100-binary/test.bin': records(2, 2, 0) })));
   const ds = await loadDataset(spec('cifar100', archive));
   assert.equal(ds.numClasses, 100);
+  assert.deepEqual([ds.mean, ds.std], [[0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]]);
   assert.deepEqual([...ds.train.labels], [95, 96, 97, 98, 99, 0]);
   assert.equal(ds.train.images[3072 + 3 * 10 + 1], ((1024 + 10) * 7 + 13 + 95) % 256);
   // the fine labels' names, as the dataset's fine_label_names.txt lists them: alphabetical, one per label
@@ -221,6 +224,8 @@ test("files of the same name in the archive: the dataset folder's are read, the 
   await same([['data_batch_1.bin', zeros, '0'], ...real('')], 'top-and-folder');
   // `tar -r` added a newer copy at the same path: the last is the file
   await same([['cifar-10-batches-bin/data_batch_2.bin', zeros, '0'], ...real('')], 'appended');
+  // the batches at the top, a backup of one in a folder: the top's
+  await same([['backup/data_batch_3.bin', zeros, '0'], ...Object.entries(batches).map(([f, b]): [string, Uint8Array, string] => [f, b, '0'])], 'top-and-backup');
   // the batches in a folder of another name: read, when there is one of each
   await same(Object.entries(batches).map(([f, b]): [string, Uint8Array, string] => [`mine/${f}`, b, '0']), 'renamed');
   // two of another folder each, none in the dataset's: refused, naming both
