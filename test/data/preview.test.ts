@@ -105,6 +105,20 @@ test('data preview as the run trains: augment.preset none shows the plain resize
   for (let j = 4; j < 16; j++) assert.deepEqual(sheet.views.subarray(j * S, (j + 1) * S), sheet.views.subarray((j % 4) * S, ((j % 4) + 1) * S), `view ${j}`);
 });
 
+test('data preview: more images asked for than the batch holds shows the batch, each row its own image\'s views', async () => {
+  const ds = await loadDataset({ name: 'synthetic', path: null, trainSize: 64, testSize: 16, seed: 0, syntheticImageSize: 16 });
+  const aug = augmentConfigFor(ds, 16);
+  const sheet = await previewSheet(ds, aug, { count: 8, pairs: 1, seed: 2, step: 3, batchSize: 4 });
+  assert.equal(sheet.batch.n, 4);
+  assert.deepEqual([...new Set(sheet.cells.map((c) => c.row))], [0, 1, 2, 3]);
+  const S = 16 * 16 * 3;
+  for (const cell of sheet.cells.filter((c) => c.col > 0)) {
+    const want = augmentPacked(sheet.batch, packParams([cell.params!], [cell.row]), 16, null);
+    const j = (cell.col - 1) * 4 + cell.row;
+    assert.deepEqual(sheet.views.subarray(j * S, (j + 1) * S), want, `row ${cell.row} col ${cell.col}`);
+  }
+});
+
 test('view captions name the ops', () => {
   const p = { crop: { top: 0, left: 0, height: 8, width: 4 }, jitter: true, order: [0, 1, 2, 3], brightness: 1, contrast: 1, saturation: 1, hue: 0, gray: true, blur: true, sigma: 1.234, solarize: true, flip: true };
   assert.deepEqual(describeView(p, 8, 8), ['crop 50% · flip', 'jitter · gray · blur 1.2 · solarize']);
