@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf } from '../helpers/tf.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
-import { tinyConfig, images } from './util.ts';
+import { assertClose, images, perturbAll, tinyConfig, torchState } from './util.ts';
+import { refBackbone, refCtr, refForward, refMlp } from './reference.ts';
 
 /** One step of a fresh model (same seed each time) on views x1, x2; values read back. */
 function stepOf(x1: tf.Tensor4D, x2: tf.Tensor4D, micro: number | null) {
@@ -49,6 +50,35 @@ test('micro-batches give the full-batch loss and gradient when BN sees the same 
   const b = stepOf(y1, y2, 4);
   assert.notEqual(a.loss, b.loss);
   [c1, c2, x1, x2, y1, y2].forEach((t) => t.dispose());
+});
+
+test('micro-batched step: each chunk its own rows, its BatchNorm statistics its own, its positives at its offset among all keys (float64 reference)', () => {
+  const cfg = tinyConfig();
+  const model = new MoCoViT(cfg, 6);
+  perturbAll(model, 0.3);
+  const B = 8;
+  const C = 4;
+  const a = images('mbr1', B, 8);
+  const b = images('mbr2', B, 8);
+  const S = torchState(model);
+  const per = 8 * 8 * 3;
+  const rows = (x: Float64Array, c: number) => x.subarray(c * C * per, (c + 1) * C * per);
+  // per chunk: keys of the momentum encoder and queries of base encoder + predictor, BN on that chunk alone
+  const keys = (x: Float64Array, c: number) => refMlp(S, 'momentum_encoder.head.', 3, refBackbone(S, 'momentum_encoder.', cfg, rows(x, c), C));
+  const query = (x: Float64Array, c: number) => refMlp(S, 'predictor.', 2, refMlp(S, 'base_encoder.head.', 3, refBackbone(S, 'base_encoder.', cfg, rows(x, c), C)));
+  const k1 = [...keys(a.data, 0), ...keys(a.data, 1)];
+  const k2 = [...keys(b.data, 0), ...keys(b.data, 1)];
+  // chunk c's positives are rows c·C.. of the keys: rotated to the front, refCtr's labels arange(C) are theirs
+  const rot = (k: typeof k1, c: number) => [...k.slice(c * C), ...k.slice(0, c * C)];
+  let want = 0;
+  for (const c of [0, 1]) want += (refCtr(query(a.data, c), rot(k2, c), cfg.temperature) + refCtr(query(b.data, c), rot(k1, c), cfg.temperature)) / 2;
+  const r = model.step(a.t, b.t, 1, C); // m = 1: the momentum encoder stays as read
+  assertClose([r.loss.dataSync()[0]!], [want], 1e-5, 1e-6, 'loss');
+  // the full batch's statistics give another loss: the check above tells them apart
+  const full = refForward(S, cfg, a.data, b.data, B).loss;
+  assert.ok(Math.abs(full - want) > 1e-3, `${full} vs ${want}`);
+  tf.dispose([r.loss, ...r.grads.values(), a.t, b.t]);
+  model.dispose();
 });
 
 test('micro-batching leaks no tensors', () => {

@@ -216,12 +216,67 @@ describe('MoCoViT', () => {
     const internal = model.vars.get(n)!.arraySync() as number[][];
     assert.equal(internal[2]![5], w[5]![2]);
     // assignTorch loads a PyTorch tensor
-    model.assignTorch(n, tf.mul(Wt, 2));
+    const twice = tf.mul(Wt, 2);
+    const held = tf.memory().numTensors;
+    model.assignTorch(n, twice);
+    assert.equal(tf.memory().numTensors, held, 'assignTorch keeps no tensor of its own');
+    twice.dispose();
     assert.equal((model.vars.get(n)!.arraySync() as number[][])[2]![5], 2 * w[5]![2]!);
     assert.throws(() => model.fromTorch(n, tf.zeros([D, 16])), /expected PyTorch shape/);
     assert.throws(() => model.torchShape('base_encoder.nope'), /no tensor named/);
     Wt.dispose();
     model.dispose();
+  });
+
+  it('step() refuses views of different shapes, a micro-batch that does not divide the batch and a batch of 1 (BatchNorm), leaving no tensor', () => {
+    const model = new MoCoViT(tinyConfig(), 10);
+    const a = images('r1', 4, 8);
+    const b = images('r2', 6, 8);
+    const one = images('r3', 1, 8);
+    const before = new Map([...model.vars].map(([n, v]) => [n, v.dataSync().slice()]));
+    const start = tf.memory().numTensors;
+    assert.throws(() => model.step(a.t, b.t, 0.9), /the two views differ in shape/);
+    assert.throws(() => model.step(a.t, a.t, 0.9, 3), /micro-batch 3 does not divide the batch 4/);
+    // refused before anything moved: the momentum encoder is as it was
+    for (const [n, v] of model.vars) assert.deepEqual(v.dataSync(), before.get(n), n);
+    assert.throws(() => model.step(one.t, one.t, 0.9), /more than 1 sample/);
+    assert.throws(() => model.loss(a.t, b.t), /the two views differ in shape/);
+    assert.equal(tf.memory().numTensors, start);
+    tf.dispose([a.t, b.t, one.t]);
+    model.dispose();
+  });
+
+  it('features() refuses images of another size or channel count', () => {
+    const model = new MoCoViT(tinyConfig(), 11);
+    const start = tf.memory().numTensors;
+    for (const shape of [[2, 8, 8, 1], [2, 8, 12, 3], [2, 12, 8, 3]] as const) {
+      const x = tf.zeros([...shape]) as tf.Tensor4D;
+      assert.throws(() => model.features(x), /expected images \[B, 8, 8, 3\]/, String(shape));
+      x.dispose();
+    }
+    assert.equal(tf.memory().numTensors, start);
+    model.dispose();
+  });
+
+  it('encoder-only: the base encoder alone, with the full model\'s features; step() and loss() refused; nothing usable after dispose()', () => {
+    const full = new MoCoViT(tinyConfig(), 12);
+    const enc = new MoCoViT(tinyConfig(), 12, { encoderOnly: true });
+    const base = [...full.vars.keys()].filter((n) => n.startsWith('base_encoder.'));
+    assert.deepEqual([...enc.vars.keys()], base);
+    assert.ok(base.length > 0 && base.length < full.vars.size);
+    const a = images('e1', 3, 8);
+    const f1 = full.features(a.t);
+    const f2 = enc.features(a.t);
+    assert.deepEqual(f2.dataSync(), f1.dataSync());
+    assert.throws(() => enc.step(a.t, a.t, 0.9), /encoder-only/);
+    assert.throws(() => enc.loss(a.t, a.t), /encoder-only/);
+    enc.dispose();
+    full.dispose();
+    for (const m of [enc, full]) {
+      assert.throws(() => m.features(a.t), /used after dispose/);
+      assert.throws(() => m.step(a.t, a.t, 0.9), /used after dispose/);
+    }
+    tf.dispose([f1, f2, a.t]);
   });
 
   it('no tensor leaks: numTensors flat over 5 steps, loss() and features()', () => {
