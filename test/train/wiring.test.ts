@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
-import { modelConfigOf, optimizerOf } from '../../src/components/index.ts';
+import { augmentConfigOf, dataOptionsOf, modelConfigOf, optimizerOf } from '../../src/components/index.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { BaseOptimizer } from '../../src/optim/optimizer.ts';
 import { trainRun } from '../../src/train/loop.ts';
@@ -151,5 +151,51 @@ test('a step whose gradient is not finite (the loss finite) is not applied, and 
     assert.equal(applied, 0, String(bad));
     assert.equal(r.stats[0], 2);
     assert.equal(tf.memory().numTensors, before, 'nothing left behind');
+  }
+});
+
+test('the run config reaches the model, the data and the augmentation each from its own key; the data seed is 0 whatever the run seed', () => {
+  const c = tiny(['seed=7', 'moco.proj_hidden=24', 'moco.proj_dim=12', 'moco.pred_hidden=20', 'moco.temperature=0.3', 'model.patch_proj=learned', 'augment.crop_min=0.3', 'augment.blur_sigma=[0.2,1.5]']);
+  assert.deepEqual(modelConfigOf(c), {
+    imageSize: 8,
+    patchSize: 4,
+    inChans: 3,
+    dim: 8,
+    depth: 2,
+    heads: 2,
+    mlpRatio: 2,
+    projHidden: 24,
+    projDim: 12,
+    predHidden: 20,
+    temperature: 0.3,
+    patchProj: 'learned',
+  });
+  const d = dataOptionsOf(c);
+  assert.deepEqual([d.trainSize, d.testSize, d.imageSize, d.syntheticImageSize, d.seed], [64, 32, 8, 8, 0]);
+  assert.equal(d.name, c.data.name);
+  const aug = augmentConfigOf(c, { mean: [0.1, 0.2, 0.3], std: [0.4, 0.5, 0.6] });
+  assert.deepEqual(aug, { preset: c.augment.preset, imageSize: 8, cropMin: 0.3, mean: [0.1, 0.2, 0.3], std: [0.4, 0.5, 0.6], blurSigma: [0.2, 1.5] });
+});
+
+test('every optim.* key reaches the optimizer the config names (none left at its default)', () => {
+  const model = new MoCoViT(modelConfigOf(tiny()), 3);
+  // the options each optimizer was built with
+  const optsOf = (sets: string[]) => {
+    const o = optimizerOf(tiny(sets), model);
+    try {
+      return (o as unknown as { opts: Record<string, unknown> }).opts;
+    } finally {
+      o.dispose();
+    }
+  };
+  try {
+    const common = ['optim.weight_decay=0.07', 'optim.betas=[0.8,0.95]', 'optim.eps=0.001', 'optim.momentum=0.7', 'optim.trust_coefficient=0.02'];
+    assert.deepEqual(optsOf(['optim.name=adamw', ...common]), { weightDecay: 0.07, betas: [0.8, 0.95], eps: 0.001 });
+    const lamb = ['optim.name=lamb', ...common, 'optim.lamb_exclude_bias_norm=true', 'optim.max_grad_norm=3'];
+    assert.deepEqual(optsOf(lamb), { weightDecay: 0.07, betas: [0.8, 0.95], eps: 0.001, excludeBiasNorm: true, maxGradNorm: 3 });
+    assert.deepEqual(optsOf(['optim.name=lars', ...common]), { weightDecay: 0.07, momentum: 0.7, trustCoefficient: 0.02 });
+    assert.deepEqual(optsOf(['optim.name=sgd', ...common]), { weightDecay: 0.07, momentum: 0.7 });
+  } finally {
+    model.dispose();
   }
 });
