@@ -199,3 +199,30 @@ test('every optim.* key reaches the optimizer the config names (none left at its
     model.dispose();
   }
 });
+
+test("a step runs its forward and backward inside the caller's guard: the error the guard gives is the step's, and nothing is left behind", async () => {
+  let guarded = 0;
+  const fake = {
+    step: () => {
+      throw new Error('kernel: out of memory');
+    },
+    paramGroups: () => new Map(),
+    trainableNames: () => [],
+    vars: new Map(),
+  } as unknown as MoCoViT;
+  const opt = { step: () => assert.fail('no update after a failed step') } as unknown as Optimizer;
+  const guard = <T>(f: () => T): T => {
+    guarded++;
+    try {
+      return f();
+    } catch (e) {
+      throw new Error(`explained: ${(e as Error).message}`);
+    }
+  };
+  const before = tf.memory().numTensors;
+  const x1 = tf.zeros([1, 1, 1, 1]) as tf.Tensor4D;
+  const x2 = tf.zeros([1, 1, 1, 1]) as tf.Tensor4D;
+  await assert.rejects(trainStep(fake, opt, x1, x2, { momentum: 0.99, lr: 0.1, microBatch: null, guard }), /^Error: explained: kernel: out of memory$/);
+  assert.equal(guarded, 1);
+  assert.equal(tf.memory().numTensors, before, 'the views freed too');
+});
