@@ -101,3 +101,51 @@ test('bench --dry-run --backend all says every backend is timed in turn (the con
   const one = await cli(['bench', '--preset', 'smoke', '--dry-run', '--backend', 'cpu', '--json']);
   assert.equal('backends' in JSON.parse(one.out), false);
 });
+
+test('stepFlops: 2 x the multiply-adds of each view: queries forward and backward (3 x forward), keys forward, per image', async () => {
+  const { stepFlops } = await import('../../src/train/flops.ts');
+  const { buildConfig } = await import('../../src/config/load.ts');
+  // vit-test at 8 px: D 8, 2 blocks of 2 heads, MLP 16, patch 4 (4 patches + the class token); heads 16 / 8 / 16
+  const c = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.image_size=8', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16'] });
+  const mm = (m: number, k: number, n: number) => 2 * m * k * n; // [m, k] x [k, n]
+  const [D, hd, H, N, T] = [8, 4, 16, 4, 5];
+  const patch = mm(N, 3 * 4 * 4, D);
+  const block = mm(T, D, 3 * D) + 2 * (mm(T, hd, T) + mm(T, T, hd)) + mm(T, D, D) + mm(T, D, H) + mm(T, H, D);
+  const vit = patch + 2 * block;
+  const projector = mm(1, D, 16) + mm(1, 16, 16) + mm(1, 16, 8);
+  const predictor = mm(1, 8, 16) + mm(1, 16, 8);
+  const perImage = 2 * (3 * (vit + projector + predictor) + (vit + projector));
+  assert.equal(perImage, 130560); // worked out: vit 14912, projector 1024, predictor 512
+  assert.equal(stepFlops(c, 1), perImage);
+  assert.equal(stepFlops(c, 16), 16 * perImage);
+  assert.equal(stepFlops(c), c.optim.batch_size * perImage);
+});
+
+test('bench figures: medians of the timed steps only (an even count: the mean of the middle two), images/s, GFLOP/s and the augmentation share from them', async () => {
+  const { benchOne } = await import('../../src/train/bench.ts');
+  const { stepFlops } = await import('../../src/train/flops.ts');
+  const { buildConfig } = await import('../../src/config/load.ts');
+  const c = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=64', 'optim.batch_size=8', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16'] });
+  // bench's clock, scripted per step: [step start, views made, step done]; a warmup step of 500 ms, then 40, 10, 20, 30
+  const total = [500, 40, 10, 20, 30];
+  const aug = [100, 4, 1, 2, 3];
+  const script = total.flatMap((t, s) => [1000 * s, 1000 * s + aug[s]!, 1000 * s + t]);
+  const real = performance.now.bind(performance);
+  let calls = 0;
+  performance.now = () => (/\/src\/train\/bench\.ts:/.test(new Error().stack!.split('\n')[2] ?? '') ? script[calls++]! : real());
+  let r: Awaited<ReturnType<typeof benchOne>>;
+  try {
+    r = await benchOne(c, 'cpu', 4, 1);
+  } finally {
+    performance.now = real;
+  }
+  assert.equal(calls, script.length);
+  // timed: 40, 10, 20, 30 -> 25 (with the warmup step: 30); views 4, 1, 2, 3 -> 2.5
+  assert.equal(r.ms_per_step, 25);
+  assert.equal(r.augment_ms, 2.5);
+  assert.equal(r.augment_share, 0.1);
+  assert.equal(r.images_per_s, 320);
+  assert.equal(r.gflops, Number((stepFlops(c, 8) / 0.025 / 1e9).toFixed(2)));
+  assert.equal(r.batch, 8);
+  assert.deepEqual([r.steps, r.warmup], [4, 1]);
+});
