@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs, { readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
+import { cpus } from 'node:os';
 import { tf } from '../helpers/tf.ts';
 import type { BackendInfo } from '../../src/engine/backend.ts';
 import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
@@ -618,10 +619,31 @@ test("meta.json's commit is of moco3's own checkout, with its changes said; insi
   git('commit', '-q', '-m', 'x');
   const head = git('rev-parse', 'HEAD');
   assert.deepEqual(gitCommit(repo), { commit: head, dirty: false });
+  // a file git does not track is no change to the checkout
+  writeFileSync(join(repo, 'untracked.txt'), 'u');
+  assert.deepEqual(gitCommit(repo), { commit: head, dirty: false });
   writeFileSync(join(repo, 'a.txt'), 'b');
   assert.deepEqual(gitCommit(repo), { commit: head, dirty: true });
   // moco3 installed in another project: git would name the project's commit
   assert.equal(gitCommit(join(repo, 'node_modules', 'moco3')), null);
+});
+
+test("meta.json's figures: the start's step, config hash, trainable parameters and command as given; the cores this process may run on (taskset -c 0: one) beside the machine's", () => {
+  const script = [
+    "import { runMeta } from './src/train/meta.ts';",
+    "const backend = { name: 'cpu', requested: 'cpu', device: 'dev', reason: 'test', gpu: false, heapLimit: null };",
+    "console.log(JSON.stringify(runMeta({ backend, command: ['moco3', 'train'], resumedFrom: 6, hash: 'h1', params: 1234 })));",
+  ].join('\n');
+  const r = spawnSync('taskset', ['-c', '0', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], { cwd: join(import.meta.dirname, '..', '..'), encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.deepEqual(
+    [m.resumed_from_step, m.config_hash, m.params_trainable, m.command, m.backend, m.device],
+    [6, 'h1', 1234, ['moco3', 'train'], 'cpu', 'dev'],
+  );
+  assert.deepEqual([m.cpus_allowed, m.cpus], [1, cpus().length]);
+  const git = gitCommit();
+  assert.deepEqual([m.git_commit, m.git_dirty], [git?.commit ?? null, git?.dirty ?? null]);
 });
 
 test('--dump-views failing to read a step\'s views (a GPU read error) leaves no tensor behind: the views are the step\'s only once it runs', async () => {
