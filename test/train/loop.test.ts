@@ -13,7 +13,7 @@ import { loadRunData } from '../../src/components/index.ts';
 import { scheduleSteps, trainRun, type TrainEvent } from '../../src/train/loop.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { gitCommit } from '../../src/train/meta.ts';
-import { ViewDump } from '../../src/train/views.ts';
+import { prefetchViews, ViewDump, viewsOfSteps } from '../../src/train/views.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { weightsFinite } from '../../src/train/step.ts';
 import { evalCheckpoint } from '../../src/eval/offline.ts';
@@ -275,6 +275,58 @@ test('ViewDump holding no views marks the file written at step N (a start that b
   writeFileSync(path, before.subarray(0, 20));
   assert.match(new ViewDump(path, 2, 7).flushPartial(2)!, /views\.safetensors left without diverged_at$/);
   assert.equal(readFileSync(path).length, 20);
+});
+
+test('ViewDump keeps the views of its first N steps only: a step past them (a stop found at step N) leaves the file of N steps whole, and marks it', async () => {
+  const path = join(tmp(), 'views.safetensors');
+  const dump = new ViewDump(path, 2, 7);
+  const views = (v: number) => ({ x1: tf.fill([1, 2, 2, 3], v) as tf.Tensor4D, x2: tf.fill([1, 2, 2, 3], -v) as tf.Tensor4D });
+  for (const s of [0, 1]) {
+    const v = views(s + 1);
+    await dump.add(s, v);
+    tf.dispose([v.x1, v.x2]);
+    dump.flush(s + 1);
+  }
+  const v = views(3);
+  await dump.add(2, v);
+  tf.dispose([v.x1, v.x2]);
+  // a divergence found at the stop at step 2: the file of steps 0 and 1 marked, not rewritten with step 2
+  assert.equal(dump.flushPartial(2), null);
+  const { tensors, metadata } = readSafetensors(path);
+  assert.deepEqual([...tensors.keys()].sort(), ['step0.x1', 'step0.x2', 'step1.x1', 'step1.x2']);
+  assert.deepEqual([metadata.steps, metadata.seed, metadata.diverged_at], ['2', '7', '2']);
+  assert.deepEqual(tensors.get('step1.x2')!.shape, [1, 3, 2, 2]);
+  assert.deepEqual([...(tensors.get('step1.x2')!.data as Float32Array)], new Array(12).fill(-2));
+});
+
+test('a views file counts as made for a resume only when it holds exactly the steps asked for, of the seed, with no divergence', () => {
+  const dir = tmp();
+  const x = new Float32Array([1, 2, 3, 4]);
+  const at = (name: string, meta: Record<string, string>) => {
+    const path = join(dir, name);
+    writeSafetensors(path, new Map([['step0.x1', { dtype: 'F32', shape: [4], data: x }]]), meta);
+    return path;
+  };
+  assert.equal(viewsOfSteps(at('a', { steps: '2', seed: '7' }), 2, 7), true);
+  assert.equal(viewsOfSteps(at('b', { steps: '2', seed: '7', diverged_at: '2' }), 2, 7), false);
+  assert.equal(viewsOfSteps(at('c', { steps: '1', seed: '7' }), 2, 7), false);
+  assert.equal(viewsOfSteps(at('d', { steps: '2', seed: '8' }), 2, 7), false);
+  assert.equal(viewsOfSteps(join(dir, 'none'), 2, 7), false);
+});
+
+test('views are computed in the background by default with every backend but native; MOCO3_PREFETCH=1 or 0 forces it', () => {
+  const prev = process.env.MOCO3_PREFETCH;
+  try {
+    delete process.env.MOCO3_PREFETCH;
+    assert.deepEqual(['native', 'cpu', 'wasm', 'tensorflow', 'webgpu'].map(prefetchViews), [false, true, true, true, true]);
+    process.env.MOCO3_PREFETCH = '1';
+    assert.equal(prefetchViews('native'), true);
+    process.env.MOCO3_PREFETCH = '0';
+    assert.equal(prefetchViews('cpu'), false);
+  } finally {
+    if (prev === undefined) delete process.env.MOCO3_PREFETCH;
+    else process.env.MOCO3_PREFETCH = prev;
+  }
 });
 
 test('a run resumed past step N with --dump-views N holds the views of N steps, also when an earlier start asked for fewer', async () => {
