@@ -226,3 +226,37 @@ test("a step runs its forward and backward inside the caller's guard: the error 
   assert.equal(guarded, 1);
   assert.equal(tf.memory().numTensors, before, 'the views freed too');
 });
+
+test('a training step applies the gradient of every trainable parameter and of nothing else (the frozen patch projection, pos_embed and BatchNorm counts stay)', async () => {
+  // plain SGD at its first step: p - lr x g, so each moved weight gives back its own gradient
+  const c = tiny(['optim.name=sgd', 'optim.weight_decay=0', 'optim.momentum=0', 'model.patch_proj=frozen']);
+  const model = new MoCoViT(modelConfigOf(c), 5);
+  const twin = new MoCoViT(modelConfigOf(c), 5);
+  const opt = optimizerOf(c, model);
+  const x = tf.randomNormal([4, 8, 8, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+  const y = tf.randomNormal([4, 8, 8, 3], 0, 1, 'float32', 2) as tf.Tensor4D;
+  const ref = twin.step(x, y, 0.99);
+  const before = new Map([...model.vars].map(([n, v]) => [n, v.dataSync().slice()]));
+  const lr = 0.5;
+  const r = await trainStep(model, opt, x.clone(), y.clone(), { momentum: 0.99, lr, microBatch: null });
+  assert.equal(r.finite, true);
+  const trainable = new Set(model.trainableNames());
+  let moved = 0;
+  for (const [n, v] of model.vars) {
+    if (!n.startsWith('base_encoder.') && !n.startsWith('predictor.')) continue;
+    const now = v.dataSync();
+    const was = before.get(n)!;
+    if (trainable.has(n)) {
+      const g = ref.grads.get(n)!.dataSync();
+      was.forEach((p, i) => assert.ok(Math.abs(now[i]! - (p - lr * g[i]!)) <= 1e-6 * (1 + Math.abs(p - lr * g[i]!)), `${n}[${i}]: ${now[i]} vs ${p} - ${lr} x ${g[i]}`));
+      moved++;
+    } else if (!n.endsWith('running_mean') && !n.endsWith('running_var') && !n.endsWith('num_batches_tracked')) {
+      assert.deepEqual(now, was, `${n} not trained`);
+    }
+  }
+  assert.ok(moved === trainable.size && !trainable.has('base_encoder.patch_embed.proj.weight') && !trainable.has('base_encoder.pos_embed'));
+  tf.dispose([x, y, ref.loss, ...ref.grads.values()]);
+  opt.dispose();
+  model.dispose();
+  twin.dispose();
+});
