@@ -148,4 +148,6 @@ test('bench figures: medians of the timed steps only (an even count: the mean of
   assert.equal(r.gflops, Number((stepFlops(c, 8) / 0.025 / 1e9).toFixed(2)));
   assert.equal(r.batch, 8);
   assert.deepEqual([r.steps, r.warmup], [4, 1]);
+  // the first step's loss, warmup or not: that of a bench of one step
+  assert.equal(r.loss_step1, (await benchOne(c, 'cpu', 1, 0)).loss_step1);
 });
