@@ -279,6 +279,24 @@ describe('MoCoViT', () => {
     tf.dispose([f1, f2, a.t]);
   });
 
+  it('modelConfig: the official ViT-S/16 and ViT-B/16 at 224 px, with the official heads (4096, 256, 4096, T 0.2) and a frozen patch projection unless told', () => {
+    const heads = { projHidden: 4096, projDim: 256, predHidden: 4096, temperature: 0.2 };
+    assert.deepEqual(modelConfig('vit-small'), { dim: 384, depth: 12, heads: 12, mlpRatio: 4, patchSize: 16, imageSize: 224, inChans: 3, ...heads, patchProj: 'frozen' });
+    assert.deepEqual(modelConfig('vit-base'), { dim: 768, depth: 12, heads: 12, mlpRatio: 4, patchSize: 16, imageSize: 224, inChans: 3, ...heads, patchProj: 'frozen' });
+    const smoke = modelConfig('vit-smoke', { patchProj: 'learned', temperature: 0.1 });
+    assert.deepEqual([smoke.dim, smoke.depth, smoke.heads, smoke.patchProj, smoke.temperature], [32, 2, 4, 'learned', 0.1]);
+    assert.throws(() => modelConfig('vit-huge'), /unknown arch 'vit-huge'/);
+    // what cannot build a ViT is refused when the model is built
+    for (const [over, why] of [
+      [{ heads: 3 }, /dim 8 must be divisible by heads 3/],
+      [{ temperature: 0 }, /temperature must be > 0/],
+      [{ mlpRatio: 1.3 }, /mlpRatio 1.3 must give an integer hidden width/],
+      [{ patchSize: 3 }, /imageSize 8 is not a multiple of patchSize 3/],
+    ] as const) {
+      assert.throws(() => new MoCoViT(tinyConfig(over), 0), why, JSON.stringify(over));
+    }
+  });
+
   it('no tensor leaks: numTensors flat over 5 steps, loss() and features()', () => {
     const model = new MoCoViT(tinyConfig({ patchProj: 'frozen' }), 8);
     const a = images('m1', 4, 8);
