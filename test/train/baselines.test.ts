@@ -111,3 +111,17 @@ test('baselines: every feature pass gives Node a turn after each batch and calls
   assert.equal(inPasses, 4);
   assert.ok(ticks > 0);
 });
+
+test('baselines: a probe batch larger than the train split is probed, and recorded, as the whole split (as a run\'s probe)', async () => {
+  const big = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.image_size=8', 'data.train_size=96', 'data.test_size=48', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16', 'eval.linear.epochs=1', 'eval.linear.batch_size=256', 'eval.linear.train_views=cached', 'seed=3'] });
+  const ds = await loadRunData(big);
+  const b = await computeBaselines(big, ds);
+  assert.equal(b.linear.batch_size, 96);
+  const aug = augmentConfigOf(big, ds);
+  const ptr = pixelFeatures(ds.train, ds.train.n, aug);
+  const pte = pixelFeatures(ds.test, ds.test.n, aug);
+  const opts = { numClasses: ds.numClasses, epochs: 1, baseLr: big.eval.linear.base_lr, batchSize: 96, seed: 3 };
+  const pix = await linearProbe(cachedSource(ptr, ds.train.labels), { features: pte, labels: ds.test.labels }, opts);
+  tf.dispose([ptr, pte]);
+  assert.deepEqual([b.pixels.linear_top1, b.pixels.linear_top5], [pix.top1, pix.top5]);
+});
