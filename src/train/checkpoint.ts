@@ -142,7 +142,11 @@ export async function saveCheckpoint(
   }
 }
 
-/** Loads a checkpoint into the model and optimizer; every file is validated before anything is assigned. */
+/**
+ * Loads a checkpoint into the model and optimizer. The files' digests and state.json are checked before any
+ * weight is assigned; the model's tensors are then checked and assigned one by one, so a load that fails
+ * part-way (a tensor missing near the end) leaves the model partly loaded: its caller discards the model.
+ */
 export function loadCheckpoint(dir: string, model: CheckpointModel, optimizer: CheckpointOptimizer): LoopState {
   // the files' digests are this checkpoint's, not the loop's state (its next checkpoint records its own)
   const { files: _files, ...state } = checkCheckpoint(dir, false) as unknown as LoopState;
