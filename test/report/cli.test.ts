@@ -326,3 +326,37 @@ test('moco3 report: figures it no longer draws go; a planned sweep has no table 
   assert.doesNotMatch(all.out, /^train: /m);
   assert.ok(!existsSync(join(train, 'report.md')));
 });
+
+test('moco3 report: --dip, --spike-factor, --spike-window and --lead-max-lag are the rules report.md states (their defaults when not given); a value out of range is one line naming the flag, exit 2, nothing written', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size');
+  const rules = () => {
+    const md = readFileSync(join(dir, 'report.md'), 'utf8');
+    return [/at least (\S+) points below its running maximum/, /infinity norm above (\S+)× /, /previous (\S+) logged values/, /lags up to ±(\S+) logged steps/].map((re) => md.match(re)?.[1]);
+  };
+  const def = await cli(['report', dir, '--no-plots']);
+  assert.equal(def.code, 0, def.err);
+  // README's defaults: a dip of 2.5 points, a spike at 4x the median of the previous 20 values, lags up to 40
+  assert.deepEqual(rules(), ['2.5', '4', '20', '40']);
+  // the csv comes with the markdown unless --format says otherwise
+  assert.ok(existsSync(join(dir, 'report.csv')));
+  const given = await cli(['report', dir, '--no-plots', '--dip', '0.5', '--spike-factor', '1.5', '--spike-window', '1', '--lead-max-lag', '7']);
+  assert.equal(given.code, 0, given.err);
+  assert.deepEqual(rules(), ['0.5', '1.5', '1', '7']);
+  rmSync(join(dir, 'report.md'));
+  rmSync(join(dir, 'report.csv'));
+  for (const [flag, v, what] of [
+    ['--dip', '0', 'a positive number'],
+    ['--dip', '', 'a positive number'],
+    ['--spike-window', '0', 'a positive integer'],
+    ['--spike-window', '2.5', 'a positive integer'],
+    ['--lead-max-lag', '0', 'a positive integer'],
+    ['--lead-max-lag', '1.5', 'a positive integer'],
+  ] as const) {
+    const r = await cli(['report', dir, '--no-plots', flag, v]);
+    assert.equal(r.code, 2, `${flag} ${v}: ${r.err}`);
+    assert.equal(r.err, `moco3: ${flag} ${v === '' ? "''" : v}: expected ${what}\n`);
+    assert.equal(r.out, '');
+    assert.ok(!existsSync(join(dir, 'report.md')) && !existsSync(join(dir, 'report.csv')), `${flag} ${v}: nothing written`);
+  }
+});
