@@ -61,6 +61,10 @@ test('bench without --preset says it times the official recipe (ViT-B/16, 224 px
     benchLine(official, { set: [] }, 5, 2),
     'moco3: bench: vit-base at 224 px, batch 4096, 5 timed steps after 2 untimed (the official recipe: no --preset; `--preset cpu` times a step sized for a CPU)',
   );
+  // a --set alone, or a config file alone, changes the recipe too
+  const changed = ' (no --preset: the official recipe as -c, --set and --batch change it)';
+  assert.ok(benchLine(official, { set: ['seed=1'] }, 5, 2).endsWith(changed));
+  assert.ok(benchLine(official, { set: [], config: 'x.yaml' }, 5, 2).endsWith(changed));
 });
 
 test('bench in-process: a step that fails (a kernel out of memory) leaves no tensor of its model or optimizer behind', async () => {
@@ -150,4 +154,25 @@ test('bench figures: medians of the timed steps only (an even count: the mean of
   assert.deepEqual([r.steps, r.warmup], [4, 1]);
   // the first step's loss, warmup or not: that of a bench of one step
   assert.equal(r.loss_step1, (await benchOne(c, 'cpu', 1, 0)).loss_step1);
+});
+
+test('bench --steps, --warmup and --batch: the figures --dry-run prints are the ones given; a value out of range is one line naming the flag, exit 2', async () => {
+  const j = await cli(['bench', '--preset', 'smoke', '--dry-run', '--json', '--steps', '3', '--warmup', '0', '--batch', '2']);
+  assert.equal(j.code, 0, j.err);
+  const o = JSON.parse(j.out) as { steps: number; warmup: number; config: { optim: { batch_size: number } } };
+  assert.deepEqual([o.steps, o.warmup, o.config.optim.batch_size], [3, 0, 2]);
+  const y = await cli(['bench', '--preset', 'smoke', '--dry-run', '--steps', '7', '--warmup', '1']);
+  assert.equal(y.code, 0, y.err);
+  assert.match(y.out, /^# bench: 7 timed steps after 1 untimed\n/);
+  for (const [flag, v, what] of [
+    ['--steps', '0', 'a positive integer'],
+    ['--warmup', '-1', 'a non-negative integer'],
+    // the heads' BatchNorm needs two images
+    ['--batch', '1', 'an integer of at least 2'],
+  ] as const) {
+    const r = await cli(['bench', '--preset', 'smoke', '--dry-run', flag, v]);
+    assert.equal(r.code, 2, `${flag} ${v}: ${r.err}`);
+    assert.equal(r.err, `moco3: ${flag} ${v}: expected ${what}\n`);
+    assert.equal(r.out, '');
+  }
 });
