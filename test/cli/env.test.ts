@@ -23,15 +23,17 @@ test('a numeric environment variable with a bad value is one line, exit 2, befor
     ['MOCO3_THREADS', '257', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
     ['MOCO3_THREADS', '4294967298', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
     ['MOCO3_THREADS', 'two\r', 'a whole number of threads from 0 to 256 (0: one per core this process may use)'],
+    // DEL is a control character too
+    ['MOCO3_STREAM_BYTES', '9\u007f', 'a number of bytes, 0 or more'],
   ] as const) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], { [name]: value });
     assert.equal(r.code, 2, `${name}=${value}: ${r.err}`);
     // a control character is shown quoted: a carriage return printed as it is sends the line's end over its start
-    assert.equal(r.err, `moco3: ${name}=${value.includes('\r') ? JSON.stringify(value) : value}: expected ${what}\n`);
+    assert.equal(r.err, `moco3: ${name}=${/[\r\u007f]/.test(value) ? JSON.stringify(value) : value}: expected ${what}\n`);
     assert.equal(r.out, '');
   }
   // good values, and unset or empty ones, leave the command to run
-  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9', MOCO3_THREADS: '2' }, { MOCO3_THREADS: '0' }, { MOCO3_THREADS: '256' }]) {
+  for (const env of [{ MOCO3_LOCK_TIMEOUT: '900' }, { MOCO3_LOCK_TIMEOUT: '' }, { MOCO3_NATIVE_POOL_MB: '0', MOCO3_STREAM_BYTES: '1e9', MOCO3_THREADS: '2' }, { MOCO3_THREADS: '0' }, { MOCO3_THREADS: '256' }, { MOCO3_STREAM_BYTES: '0', MOCO3_LOCK_TIMEOUT: '0.5' }]) {
     const r = await cli(['train', '--preset', 'smoke', '--dry-run'], env);
     assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.err}`);
   }
