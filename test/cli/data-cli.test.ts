@@ -1,7 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -77,6 +78,19 @@ test('data fetch: $MOCO3_MIRROR is the mirror when --mirror is not given; HTTP 4
   assert.deepEqual(verdicts(r.err), [
     `moco3: cannot download ${mirror}/missing/cifar-100-binary.tar.gz: HTTP 404 Not Found; download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
   ]);
+});
+
+test('data fetch: --mirror wins over $MOCO3_MIRROR (the flag given on the line is the one used)', async () => {
+  const dir = fresh();
+  const r = await cli(['data', 'fetch', 'cifar10', '--dir', dir, '--mirror', `${mirror}/missing/`], { MOCO3_MIRROR: `http://127.0.0.1:${closedPort}/env/` });
+  assert.equal(r.code, 1, r.err);
+  assert.deepEqual(verdicts(r.err), [
+    `moco3: cannot download ${mirror}/missing/cifar-10-binary.tar.gz: HTTP 404 Not Found; download it yourself and put it in ${dir} (a folder to make: this fetch removed the empty one it made), or use --mirror URL`,
+  ]);
+  // a bad $MOCO3_MIRROR beside a good --mirror is not read
+  const bad = await cli(['data', 'fetch', 'cifar10', '--dir', dir, '--mirror', `${mirror}/missing/`], { MOCO3_MIRROR: 'ftp://x' });
+  assert.equal(bad.code, 1, bad.err);
+  assert.doesNotMatch(bad.err, /MOCO3_MIRROR/);
 });
 
 test('data fetch: a mirror serving the wrong file is refused (expected size and sha256 named), exit 1, nothing kept', async () => {
@@ -177,6 +191,8 @@ test('data fetch: files already in place and checked are not downloaded; it prin
   assert.equal(r.code, 0, r.err);
   assert.equal(r.err.split('\n').filter((l) => /: already there, checksum ok/.test(l)).length, 4, r.err);
   assert.equal(r.out, `fashion-mnist: ready in ${dir}/fashion-mnist (4 files, checksums ok)\nuse: moco3 train --data fashion-mnist:${dir}/fashion-mnist\n`);
+  // the packaged copy is what plain --data fashion-mnist reads: said, since the flag to use names this one
+  assert.match(r.err, /^note: \/usr\/share\/datasets\/fashion-mnist\/? holds Fashion-MNIST too; plain --data fashion-mnist reads that copy$/m);
   // $MOCO3_MIRROR set but empty is unset, as every other variable: no mirror, and nothing to download here
   const empty = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir], { MOCO3_MIRROR: '' });
   assert.equal(empty.code, 0, empty.err);
@@ -341,6 +357,42 @@ test('data info: files that are not the published ones show as mismatch; extract
   assert.deepEqual(JSON.parse(t.out).files.map((f: { path: string; status: string }) => [f.path, f.status]), [[tgz, 'mismatch']]);
 });
 
+test('data info: a file of other bytes is shown with the published size and SHA-256 and its own, the first 16 hex digits of each, aligned', async () => {
+  const dir = fresh();
+  const fm = join(dir, 'fashion-mnist');
+  mkdirSync(fm, { recursive: true });
+  const files: Record<string, Buffer> = {
+    'train-images-idx3-ubyte.gz': gzipSync(encodeIdx([2, 28, 28], new Uint8Array(2 * 784).fill(9))),
+    'train-labels-idx1-ubyte.gz': gzipSync(encodeIdx([2], Uint8Array.from([1, 2]))),
+    't10k-images-idx3-ubyte.gz': gzipSync(encodeIdx([1, 28, 28], new Uint8Array(784))),
+    't10k-labels-idx1-ubyte.gz': gzipSync(encodeIdx([1], Uint8Array.from([0]))),
+  };
+  for (const [f, b] of Object.entries(files)) writeFileSync(join(fm, f), b);
+  const r = await cli(['data', 'info', 'fashion-mnist', '--dir', dir]);
+  assert.equal(r.code, 2, r.err);
+  // the text form points at the lines below
+  assert.equal(verdicts(r.err)[0], `moco3: fashion-mnist: some files do not match the published checksums (see the checksums); to download them again, moco3 data fetch fashion-mnist --dir ${dir}`);
+  const lines = r.out.split('\n').filter((l) => l.includes('MISMATCH'));
+  assert.equal(lines.length, 4, r.out);
+  for (const k of SOURCES['fashion-mnist'].files) {
+    const b = files[k.name]!;
+    const sha = createHash('sha256').update(b).digest('hex');
+    const line = lines.find((l) => l.startsWith(`    ${join(fm, k.name)} `));
+    assert.ok(line, `${k.name}: ${r.out}`);
+    assert.match(line!, new RegExp(`^    ${join(fm, k.name)} +MISMATCH: expected ${k.size} bytes sha256 ${k.sha256.slice(0, 16)}\\.\\.\\., got ${b.length} bytes sha256 ${sha.slice(0, 16)}\\.\\.\\.$`));
+  }
+  assert.equal(new Set(lines.map((l) => l.indexOf('MISMATCH'))).size, 1, r.out);
+  // --image-size is checked as data.image_size is, for every dataset: up to 4096
+  const big = await cli(['data', 'info', 'synthetic', '--image-size', '4097']);
+  assert.equal(big.code, 2);
+  assert.equal(big.err, 'moco3: --image-size 4097: expected an integer from 1 to 4096\n');
+  assert.equal((await cli(['data', 'info', 'synthetic', '--image-size', '4096', '--json'])).code, 0);
+  // the synthetic dataset given a folder: the flag given is the one named
+  const syn = await cli(['data', 'info', 'synthetic', '--dir', dir]);
+  assert.equal(syn.code, 2);
+  assert.equal(syn.err, 'moco3: --dir: the synthetic dataset is built in; it reads no path\n');
+});
+
 test('data info synthetic: built in, abbreviated nothing, no files', async () => {
   const r = await cli(['data', 'info', 'synthetic', '--json']);
   assert.equal(r.code, 0, r.err);
@@ -389,6 +441,50 @@ test('data preview: writes the PNG sheet of a dataset\'s training views; bad fla
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('data preview: the preset follows the dataset (fashion-mnist: cpu); a train split under --images shows all of it; --seed is the run seed; bounds of --images and --pairs; a folder as --out, or --data-path without a name, refused', async () => {
+  const dir = fresh();
+  const fm = join(dir, 'fashion-mnist');
+  mkdirSync(fm, { recursive: true });
+  writeFileSync(join(fm, 'train-images-idx3-ubyte'), encodeIdx([3, 28, 28], Uint8Array.from({ length: 3 * 784 }, (_, i) => (i * 7) % 256)));
+  writeFileSync(join(fm, 'train-labels-idx1-ubyte'), encodeIdx([3], Uint8Array.from([1, 2, 3])));
+  writeFileSync(join(fm, 't10k-images-idx3-ubyte'), encodeIdx([1, 28, 28], new Uint8Array(784)));
+  writeFileSync(join(fm, 't10k-labels-idx1-ubyte'), encodeIdx([1], Uint8Array.from([0])));
+  // an upper-case .PNG is a PNG name too
+  const out = join(dir, 'fm.PNG');
+  const r = await cli(['data', 'preview', 'fashion-mnist', '--data-path', fm, '--images', '8', '--pairs', '1', '--out', out]);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, new RegExp(`^${out}: 3 fashion-mnist images \\(28x28\\) of step 0's batch, 1 pair of views at 28 px \\(preset cpu, `));
+  assert.ok(existsSync(out));
+  // the same seed, the same sheet; another seed, other images and views
+  const sheet = async (seed: string) => {
+    const png = join(dir, `s${seed}-${++n}.png`);
+    const s = await cli(['data', 'preview', 'synthetic', '--images', '2', '--pairs', '1', '--seed', seed, '--out', png]);
+    assert.equal(s.code, 0, s.err);
+    return readFileSync(png);
+  };
+  const one = await sheet('1');
+  assert.deepEqual(await sheet('1'), one);
+  assert.notDeepEqual(await sheet('2'), one);
+  const before = readdirSync(dir).sort();
+  mkdirSync(join(dir, 'folder.png'));
+  for (const [args, line] of [
+    [['synthetic', '--images', '65'], 'moco3: --images 65: expected an integer from 1 to 64'],
+    [['synthetic', '--pairs', '9'], 'moco3: --pairs 9: expected an integer from 1 to 8'],
+    [['synthetic', '--pairs', '0'], 'moco3: --pairs 0: expected an integer from 1 to 8'],
+    [['synthetic', '--step', '-1'], 'moco3: --step -1: expected a non-negative integer'],
+    [['--data-path', fm], 'moco3: --data-path needs the dataset name too'],
+  ] as const) {
+    const e = await cli(['data', 'preview', ...args, '--out', join(dir, 'x.png')]);
+    assert.equal(e.code, 2, `${args.join(' ')}: ${e.err}`);
+    assert.equal(e.err, `${line}\n`);
+  }
+  const folder = await cli(['data', 'preview', 'synthetic', '--out', join(dir, 'folder.png')]);
+  assert.equal(folder.code, 2);
+  assert.equal(folder.err, `moco3: --out ${join(dir, 'folder.png')}: is a folder; give a .png file name\n`);
+  assert.deepEqual(readdirSync(join(dir, 'folder.png')), []);
+  assert.deepEqual(readdirSync(dir).sort(), [...before, 'folder.png'].sort());
 });
 
 test('corrupt data reaches the user as one line naming the file, exit 2: an undecodable image, a bad IDX magic', async () => {
