@@ -64,6 +64,44 @@ test('train --dry-run --json prints the run folder and resolved config as one JS
   assert.equal(o.config.model.arch, 'vit-smoke');
 });
 
+test('train --data, --seed and the batch against the train split, as --dry-run resolves them: NAME:PATH and a --set of data.path refused together, NAME alone then --set data.path taken; bad --data one line naming it; a split of exactly one batch taken, one image fewer refused', async () => {
+  const dry = async (...args: string[]) => {
+    const r = await runCli(['train', '--preset', 'smoke', '--dry-run', '--json', '--out', join(dir, 'dry-data'), ...args]);
+    return { ...r, config: r.code === 0 ? (JSON.parse(r.out).config as { seed: number; data: { name: string; path: string | null; train_size: number } }) : null };
+  };
+  const both = await dry('--data', 'fashion-mnist:/x/fm', '--set', 'data.path=/y/fm');
+  assert.equal(both.code, 2);
+  assert.equal(both.err, 'moco3: --data fashion-mnist:/x/fm: --set data.path=/y/fm sets data.path too; give one of them\n');
+  const named = await dry('--data', 'fashion-mnist', '--set', 'data.path=/y/fm');
+  assert.equal(named.code, 0, named.err);
+  assert.deepEqual([named.config!.data.name, named.config!.data.path], ['fashion-mnist', '/y/fm']);
+  const withPath = await dry('--data', 'cifar10:/x/c10');
+  assert.deepEqual([withPath.config!.data.name, withPath.config!.data.path], ['cifar10', '/x/c10']);
+  for (const [v, line] of [
+    ['fashion-mnist: ', "--data fashion-mnist: : an empty PATH after ':'; give the path, or --data fashion-mnist for the default location"],
+    ['synthetic:/x', '--data synthetic:/x: the synthetic dataset is built in and reads no PATH (give --data synthetic)'],
+    ['mnist', "--data mnist: unknown dataset 'mnist' (expected one of: synthetic, fashion-mnist, cifar10, cifar100, imagefolder)"],
+  ] as const) {
+    const r = await dry('--data', v);
+    assert.equal(r.code, 2, `${v}: ${r.err}`);
+    assert.equal(r.err, `moco3: ${line}\n`);
+  }
+  // seed 0 is a seed
+  const seed = await dry('--seed', '0', '--set', 'optim.batch_size=128');
+  assert.equal(seed.code, 0, seed.err);
+  assert.equal(seed.config!.seed, 0);
+  // the smoke preset's batch is 128: 128 images fill it exactly
+  const exact = await dry('--set', 'data.train_size=128');
+  assert.equal(exact.code, 0, exact.err);
+  const short = await dry('--set', 'data.train_size=127');
+  assert.equal(short.code, 2);
+  assert.match(short.err, /^moco3: .*127 images cannot fill one batch of optim\.batch_size 128: use more images or a smaller batch\n$/);
+  // a blank --preset is refused, not taken for no preset
+  const blank = await runCli(['train', '--preset', ' ', '--dry-run']);
+  assert.equal(blank.code, 2);
+  assert.match(blank.err, /expected a name, got an empty string/);
+});
+
 test('train --json writes a non-finite number as metrics.jsonl does ("NaN", not null: a divergence told apart from "not measured")', async () => {
   const r = await runCli(['train', '--preset', 'smoke', '--backend', 'cpu', '--set', 'model.arch=vit-test', '--set', 'data.image_size=8', '--set', 'train.max_steps=3',
     '--set', 'optim.base_lr=1e9', '--set', 'optim.warmup_epochs=0', '--set', 'train.knn_every_epochs=null', '--json', '--out', join(dir, 'nan')]);
