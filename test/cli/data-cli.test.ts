@@ -475,6 +475,8 @@ test('data preview: the preset follows the dataset (fashion-mnist: cpu); a train
     [['synthetic', '--pairs', '0'], 'moco3: --pairs 0: expected an integer from 1 to 8'],
     [['synthetic', '--step', '-1'], 'moco3: --step -1: expected a non-negative integer'],
     [['--data-path', fm], 'moco3: --data-path needs the dataset name too'],
+    // a --set of what the dataset argument gives: the argument named as given, not as train's --data
+    [['fashion-mnist', '--data-path', fm, '--set', 'data.name=cifar10'], `moco3: data preview fashion-mnist --data-path ${fm}: --set data.name=cifar10 sets data.name too; give one of them`],
   ] as const) {
     const e = await cli(['data', 'preview', ...args, '--out', join(dir, 'x.png')]);
     assert.equal(e.code, 2, `${args.join(' ')}: ${e.err}`);
