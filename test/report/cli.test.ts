@@ -360,3 +360,12 @@ test('moco3 report: --dip, --spike-factor, --spike-window and --lead-max-lag are
     assert.ok(!existsSync(join(dir, 'report.md')) && !existsSync(join(dir, 'report.csv')), `${flag} ${v}: nothing written`);
   }
 });
+
+test('moco3 report: its line per sweep counts the runs, the diverged and the figures drawn', async () => {
+  const root = tmp();
+  const dir = writeBatchSweep(root, 'batch-size');
+  const r = await cli(['report', dir]);
+  assert.equal(r.code, 0, r.err);
+  // 4 runs, the batch of 384 diverged; knn and grad drawn (an SVG each, with its PNG)
+  assert.match(r.out, new RegExp(`^batch-size: 4 runs \\(1 diverged\\), swept optim\\.batch_size, paper Fig\\. 1; ${join(dir, 'report.md')}, ${join(dir, 'report.csv')}, 2 plots in \\d+\\.\\d\\d s\\n$`));
+});
