@@ -278,6 +278,18 @@ test('data info, and the readers, with $MOCO3_DATA set to a file: said so, not a
   assert.deepEqual(await run(['data', 'preview', 'cifar10', '--out', out]), [`moco3: cifar10: $MOCO3_DATA ${file}: is a file, not a folder: set it to a data folder (or unset it for ~/.moco3/data)`]);
   assert.deepEqual(await run(['data', 'preview', 'imagefolder', '--out', out]), [`moco3: ${file}/imagenet: ${file} is a file, not a folder ($MOCO3_DATA names it): give the image folder (--data-path PATH)`]);
   assert.equal(existsSync(out), false);
+  // doctor offers no fetch into it as it is: the fetch would be refused
+  const doctor = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`, 'doctor'], {
+    cwd: repo,
+    env: { ...process.env, MOCO3_DATA: file },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let said = '';
+  doctor.stdout.on('data', (d) => (said += String(d)));
+  assert.equal(await new Promise<number | null>((r) => doctor.on('exit', (c) => r(c))), 0);
+  for (const name of ['cifar10', 'cifar100']) {
+    assert.ok(said.includes(`\n${name}: not found in ${file} — ${file} is a file, not a folder: set $MOCO3_DATA to a folder, then moco3 data fetch ${name}\n`), said);
+  }
 });
 
 test('data info: a damaged batch unpacked under $MOCO3_DATA: the command that unpacks it again has no --dir (fetch goes there anyway), elsewhere it names the folder (a real process)', async () => {
@@ -536,6 +548,11 @@ test('data info imagefolder: counts and classes, at the cache size of the given 
     const o = JSON.parse(r.out) as { train: number; test: number; num_classes: number; class_names: string[]; height: number; width: number };
     // round(32 * 256 / 224) = 37 px squares
     assert.deepEqual([o.train, o.test, o.num_classes, o.class_names, o.height, o.width], [3, 2, 2, ['cat', 'dog'], 37, 37]);
+    // without --image-size: data.image_size's default, 224; the cache side is the images' shorter side (40 px,
+    // under 256) but at least the training size: 224
+    const def = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--json']);
+    assert.equal(def.code, 0, def.err);
+    assert.deepEqual([JSON.parse(def.out).height, JSON.parse(def.out).width], [224, 224]);
     // --dir names a data directory: its imagenet/ folder is read, as the reader's default under $MOCO3_DATA
     const data = join(dir, 'data');
     cpSync(join(dir, 'train'), join(data, 'imagenet', 'train'), { recursive: true });
