@@ -201,6 +201,19 @@ test('moco3 baselines on data that cannot be read: the one line naming it, no pr
   assert.deepEqual(readdirSync(results), []);
 });
 
+test('moco3 baselines --json: one JSON line on stdout naming the file it wrote, no progress lines on stderr', async () => {
+  const results = tmp();
+  const tiny = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'tiny.yaml');
+  const r = await cli(['baselines', tiny, '--backend', 'cpu', '--results', results, '--set', 'eval.linear.epochs=1', '--json']);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.err, '');
+  const lines = r.out.trim().split('\n');
+  assert.equal(lines.length, 1, r.out);
+  const o = JSON.parse(lines[0]!) as { type: string; path: string };
+  assert.deepEqual([o.type, o.path], ['baselines', join(results, 'tiny', 'baselines.json')]);
+  assert.ok(existsSync(o.path));
+});
+
 test('moco3 report into a folder it cannot write in (its plots/, a run folder): one line naming it, exit 2, no file changed', () => {
   const root = tmp();
   const dir = writeBatchSweep(root, 'batch-size');
