@@ -176,3 +176,17 @@ test('bench --steps, --warmup and --batch: the figures --dry-run prints are the 
     assert.equal(r.out, '');
   }
 });
+
+test('bench without --json: one line whose figures are those of the run (the augmentation share in percent of the step)', async () => {
+  const r = await cli(['bench', '--preset', 'smoke', '--backend', 'cpu', ...TINY, '--batch', '8', '--steps', '2', '--warmup', '0']);
+  assert.equal(r.code, 0, r.err);
+  const m = r.out.match(/^cpu +batch 8: ([\d.]+) ms\/step \(process CPU [\d.]+ ms\), [\d.]+ img\/s, [\d.]+ GFLOP\/s, augmentation ([\d.]+) ms \(([\d.]+)% of the step, (js|native)\), .*tensors (\d+)->(\d+) +\[.*; medians of 2 steps after 0 untimed\]\n$/);
+  assert.ok(m, r.out);
+  const [ms, aug, pct] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  assert.ok(ms > 0, r.out);
+  // the share is the augmentation's time over the step's, in percent: within what the times printed to 0.1 ms
+  // and the share printed to 0.1 % allow
+  const [lo, hi] = [(100 * Math.max(0, aug - 0.05)) / (ms + 0.05) - 0.05, (100 * (aug + 0.05)) / (ms - 0.05) + 0.05];
+  assert.ok(pct >= lo && pct <= hi, `${pct}% not in [${lo.toFixed(3)}, ${hi.toFixed(3)}]: ${r.out}`);
+  assert.equal(m[5], m[6]);
+});
