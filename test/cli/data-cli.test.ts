@@ -501,6 +501,26 @@ test('data preview: the preset follows the dataset (fashion-mnist: cpu); a train
   assert.deepEqual(readdirSync(dir).sort(), [...before, 'folder.png'].sort());
 });
 
+test('data info: up to 12 class names are all listed; more are the first five and the last two', async () => {
+  const dir = fresh();
+  const sharp = (await import('sharp')).default;
+  const names = Array.from({ length: 13 }, (_, i) => `k${String(i).padStart(2, '0')}`);
+  for (const split of ['train', 'val']) {
+    for (const c of names) {
+      mkdirSync(join(dir, split, c), { recursive: true });
+      await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 9, g: 9, b: 9 } } }).png().toFile(join(dir, split, c, 'a.png'));
+    }
+  }
+  const classes = async () => {
+    const r = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--image-size', '8']);
+    assert.equal(r.code, 0, r.err);
+    return r.out.split('\n').find((l) => l.startsWith('  classes ('));
+  };
+  assert.equal(await classes(), '  classes (13): k00, k01, k02, k03, k04, ... , k11, k12');
+  for (const split of ['train', 'val']) rmSync(join(dir, split, 'k12'), { recursive: true });
+  assert.equal(await classes(), `  classes (12): ${names.slice(0, 12).join(', ')}`);
+});
+
 test('corrupt data reaches the user as one line naming the file, exit 2: an undecodable image, a bad IDX magic', async () => {
   const dir = tempDir('moco3-corrupt-');
   try {
