@@ -193,6 +193,11 @@ test('data fetch: files already in place and checked are not downloaded; it prin
   assert.equal(r.out, `fashion-mnist: ready in ${dir}/fashion-mnist (4 files, checksums ok)\nuse: moco3 train --data fashion-mnist:${dir}/fashion-mnist\n`);
   // the packaged copy is what plain --data fashion-mnist reads: said, since the flag to use names this one
   assert.match(r.err, /^note: \/usr\/share\/datasets\/fashion-mnist\/? holds Fashion-MNIST too; plain --data fashion-mnist reads that copy$/m);
+  // that copy itself (checked, not written): plain --data fashion-mnist, and no note about it
+  const own = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dirname(FM), '--mirror', `http://127.0.0.1:${closedPort}/`]);
+  assert.equal(own.code, 0, own.err);
+  assert.equal(own.out, `fashion-mnist: ready in ${FM} (4 files, checksums ok)\nuse: moco3 train --data fashion-mnist\n`);
+  assert.doesNotMatch(own.err, /note:/);
   // $MOCO3_MIRROR set but empty is unset, as every other variable: no mirror, and nothing to download here
   const empty = await cli(['data', 'fetch', 'fashion-mnist', '--dir', dir], { MOCO3_MIRROR: '' });
   assert.equal(empty.code, 0, empty.err);
