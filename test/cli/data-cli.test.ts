@@ -297,6 +297,23 @@ test('data info, and the readers, with $MOCO3_DATA set to a file: said so, not a
   }
 });
 
+test('data info with $MOCO3_DATA blank: the default data directory, named as such, not as the variable (a real process)', async () => {
+  const home = fresh();
+  mkdirSync(join(home, '.moco3'), { recursive: true });
+  writeFileSync(join(home, '.moco3', 'data'), 'not a folder');
+  const script = `const { main } = await import(${JSON.stringify(join(repo, 'src/cli/main.ts'))}); process.exitCode = await main(process.argv.slice(1));`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, 'data', 'info', 'cifar10'], {
+    cwd: repo,
+    env: { ...process.env, HOME: home, MOCO3_DATA: ' ' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.on('data', (d) => (err += String(d)));
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  assert.equal(code, 2, err);
+  assert.deepEqual(verdicts(err), [`moco3: the data directory ${join(home, '.moco3', 'data')}: is a file, not a folder: give a folder path`]);
+});
+
 test('data info: a damaged batch unpacked under $MOCO3_DATA: the command that unpacks it again has no --dir (fetch goes there anyway), elsewhere it names the folder (a real process)', async () => {
   const data = fresh();
   const folder = join(data, 'cifar-10-batches-bin');
