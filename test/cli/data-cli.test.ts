@@ -543,6 +543,21 @@ test('data info: up to 12 class names are all listed; more are the first five an
   assert.equal(await classes(), `  classes (12): ${names.slice(0, 12).join(', ')}`);
 });
 
+test('data info of an image folder: the train pixels measured per channel over every image of a split of 201', async () => {
+  const dir = fresh();
+  const sharp = (await import('sharp')).default;
+  const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 51, g: 102, b: 153 } } }).png().toBuffer();
+  for (const [split, c, count] of [['train', 'a', 101], ['train', 'b', 100], ['val', 'a', 1], ['val', 'b', 1]] as const) {
+    mkdirSync(join(dir, split, c), { recursive: true });
+    for (let i = 0; i < count; i++) writeFileSync(join(dir, split, c, `${i}.png`), png);
+  }
+  const r = await cli(['data', 'info', 'imagefolder', '--data-path', dir, '--image-size', '8']);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^  images: train 201, test 2; /m);
+  // 51, 102 and 153 of 255 in every pixel
+  assert.match(r.out, /^  normalisation: .* \(measured on train: mean 0\.2000 0\.4000 0\.6000, std 0\.0000 0\.0000 0\.0000\)$/m);
+});
+
 test('corrupt data reaches the user as one line naming the file, exit 2: an undecodable image, a bad IDX magic', async () => {
   const dir = tempDir('moco3-corrupt-');
   try {
