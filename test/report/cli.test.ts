@@ -212,6 +212,23 @@ test('moco3 baselines --json: one JSON line on stdout naming the file it wrote, 
   const o = JSON.parse(lines[0]!) as { type: string; path: string };
   assert.deepEqual([o.type, o.path], ['baselines', join(results, 'tiny', 'baselines.json')]);
   assert.ok(existsSync(o.path));
+  // the lock's folder stays once they are written (another process may be taking the lock)
+  assert.ok(statSync(join(results, 'tiny', '.baselines')).isDirectory());
+  // a damaged baselines.json: the one line naming it, before any work (no progress line), the file as it was
+  const damaged = tmp();
+  mkdirSync(join(damaged, 'tiny'));
+  writeFileSync(join(damaged, 'tiny', 'baselines.json'), '{"dataset": "synth');
+  const d = await cli(['baselines', tiny, '--backend', 'cpu', '--results', damaged]);
+  assert.equal(d.code, 2);
+  assert.match(d.err, /^moco3: \S+\/tiny\/baselines\.json: [^\n]*\n$/);
+  assert.equal(readFileSync(join(damaged, 'tiny', 'baselines.json'), 'utf8'), '{"dataset": "synth');
+  assert.deepEqual(readdirSync(join(damaged, 'tiny')), ['baselines.json']);
+  // --results naming a file: named as the flag
+  const file = join(damaged, 'afile');
+  writeFileSync(file, 'x');
+  const f = await cli(['baselines', tiny, '--backend', 'cpu', '--results', file]);
+  assert.equal(f.code, 2);
+  assert.equal(f.err, `moco3: --results ${file}: is a file, not a folder: give a folder path\n`);
 });
 
 test('moco3 report into a folder it cannot write in (its plots/, a run folder): one line naming it, exit 2, no file changed', () => {
