@@ -501,6 +501,11 @@ test('data preview: the preset follows the dataset (fashion-mnist: cpu); a train
   const one = await sheet('1');
   assert.deepEqual(await sheet('1'), one);
   assert.notDeepEqual(await sheet('2'), one);
+  // train.shuffle=false: the batch is the split's first images, not the seed's draw
+  const ordered = join(dir, 'ordered.png');
+  const o = await cli(['data', 'preview', 'synthetic', '--images', '2', '--pairs', '1', '--seed', '1', '--set', 'train.shuffle=false', '--out', ordered]);
+  assert.equal(o.code, 0, o.err);
+  assert.notDeepEqual(readFileSync(ordered), one);
   const before = readdirSync(dir).sort();
   mkdirSync(join(dir, 'folder.png'));
   for (const [args, line] of [
