@@ -95,7 +95,6 @@ export function mapToPaper(runValues: number[], paperValues: number[]): Map<numb
     // rank order never moves a value that is one of the paper's own to another of its settings (1.0e-4,
     // 1.5e-4 and an extra 3e-4 would read as 0.5e-4, 1.0e-4, 1.5e-4): the matches found stand instead
     if ([...best].every(([v, p]) => rank.get(v) === p)) return rank;
-    return bestMap;
   }
   return bestMap;
 }

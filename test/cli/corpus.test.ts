@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { main } from '../../src/cli/main.ts';
 import { readSafetensors, writeSafetensors } from '../../src/engine/safetensors.ts';
-import { cli as cliOut } from '../helpers/cli.ts';
+import { cli as cliOut, noChildScript } from '../helpers/cli.ts';
 import { tinyTrainArgs } from '../helpers/tiny.ts';
 import { recordDigest, writeCheckpointFile } from '../helpers/checkpoint.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -27,16 +27,13 @@ async function cli(args: string[]): Promise<{ code: number; err: string }> {
   const chunks: string[] = [];
   const err = process.stderr.write.bind(process.stderr);
   process.stderr.write = ((s: string | Uint8Array) => (chunks.push(String(s)), true)) as typeof process.stderr.write;
-  // `bench --backend all` benches each backend in a child, `node <process.argv[1]> bench ...`: here that is this
-  // test file, whose children would run its tests again and start children of their own. A refusal that stopped
-  // refusing would fork without end; with a path that is no script, each child fails at once and the test fails
-  const script = process.argv[1];
-  if (args[0] === 'bench') process.argv[1] = '/nonexistent/moco3-in-process.js';
+  // a bench that stopped refusing would start children of this test file (test/helpers/cli.ts)
+  const restoreScript = noChildScript(args);
   try {
     const code = await main(args);
     return { code, err: chunks.join('') };
   } finally {
-    process.argv[1] = script;
+    restoreScript();
     process.stderr.write = err;
     process.exitCode = 0;
   }

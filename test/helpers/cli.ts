@@ -5,6 +5,20 @@
  */
 import { main } from '../../src/cli/main.ts';
 
+/**
+ * `bench --backend all` benches each backend in a child, `node <process.argv[1]> bench ...`: in-process, that is
+ * the test file, whose children would run its tests again and start children of their own. For a `bench`, points
+ * process.argv[1] at a path that is no script, so a child started where none should be fails at once, and so
+ * does the test; returns what puts it back.
+ */
+export function noChildScript(args: string[]): () => void {
+  const script = process.argv[1];
+  if (args[0] === 'bench') process.argv[1] = '/nonexistent/moco3-in-process.js';
+  return () => {
+    process.argv[1] = script;
+  };
+}
+
 export async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
@@ -21,16 +35,12 @@ export async function cli(args: string[], env: Record<string, string | undefined
     else process.env[k] = v;
   }
   process.exitCode = undefined;
-  // `bench --backend all` benches each backend in a child, `node <process.argv[1]> bench ...`: in-process, that is
-  // the test file, whose children would run its tests again and start children of their own. With a path that is
-  // no script, a child started where none should be fails at once, and so does the test
-  const script = process.argv[1];
-  if (args[0] === 'bench') process.argv[1] = '/nonexistent/moco3-in-process.js';
+  const restoreScript = noChildScript(args);
   try {
     const code = await main(args);
     return { code, out: out.join(''), err: err.join('') };
   } finally {
-    process.argv[1] = script;
+    restoreScript();
     process.stdout.write = wOut;
     process.stderr.write = wErr;
     for (const [k, v] of Object.entries(saved)) {
