@@ -186,7 +186,9 @@ export function formatValue(k: string, v: unknown): string {
     if (k.endsWith('base_lr') || k.endsWith('weight_decay') || (v !== 0 && Math.abs(v) < 1e-2)) return fmtSci(v);
     return String(v);
   }
-  return String(v);
+  // one line: a value goes into table cells, list items and plot legends (a free-text key such as data.path
+  // could hold a line break)
+  return String(v).replace(/\r\n?|\n/g, ' ');
 }
 
 export const KEY_NAMES: Record<string, string> = {

@@ -906,6 +906,10 @@ test('a value holding a line break or a | stays on its table row', async () => {
   // Windows and old Mac line breaks too
   assert.ok(header.includes(' | e f g |'), header);
   assert.ok(!header.includes('\r'), header);
+  // and in the instability detail's list: each run's item on one line, its label and its folder together
+  const items = md.split('\n').filter((l) => l.startsWith('- **'));
+  assert.deepEqual(items.map((l) => l.replace(/-def00\d/, '')), ['- **a|b c** (`imagefolder-abc-s0`)', '- **d** (`imagefolder-d-s0`)', '- **e f g** (`imagefolder-efg-s0`)']);
+  assert.ok(!md.includes('\r'));
   rmSync(root, { recursive: true });
 });
 
