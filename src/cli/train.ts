@@ -201,7 +201,7 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
     });
     progress.stop();
     if (!f.json) {
-      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${knnStepNote(s)} (best ${s.best_knn_top1 !== null && s.best_knn_top1 !== undefined ? `${s.best_knn_top1.toFixed(2)}%` : '- (no kNN after step 0)'}, chance ${(100 / dataset.numClasses).toFixed(1)}%)`;
+      const knn = s.knn_top1 === null ? '-' : `${s.knn_top1.toFixed(2)}%${knnStepNote(s)} (best ${s.best_knn_top1 !== null && s.best_knn_top1 !== undefined ? `${s.best_knn_top1.toFixed(2)}%` : '- (no kNN after step 0)'}, chance ${chancePercent(dataset.numClasses)})`;
       process.stdout.write(
         `${s.status} ${s.steps}/${s.total_steps} steps in ${s.wall_s.toFixed(1)} s, ${s.images_per_s ?? '-'} img/s on ${s.backend}; ` +
           `final loss ${s.final_loss?.toFixed(4) ?? '-'}; kNN top-1 ${knn}` +
@@ -328,6 +328,12 @@ const OWN_META = new RegExp(`^meta${ASIDE_STAMP}\\.json$`);
  * What an existing --out folder holds: files a moco3 run writes (its own names, and the temporary and
  * lock files beside them), and anything else, which train never overwrites.
  */
+/** kNN's chance level, 100 / classes, to one decimal; two significant digits below 0.1% (more than 1000 classes). */
+export function chancePercent(numClasses: number): string {
+  const c = 100 / numClasses;
+  return `${c >= 0.095 ? c.toFixed(1) : c.toPrecision(2)}%`;
+}
+
 function folderContents(dir: string): { runFiles: string[]; foreign: string[] } {
   // and the note of a --force killed while it moved the run aside (the lock's next holder puts the run back)
   const own = new Set<string>([...Object.values(RUN_FILES), `${RUN_FILES.metrics}.gz`, ASIDE_NOTE]);

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli as runCli } from '../helpers/cli.ts';
 import { main } from '../../src/cli/main.ts';
+import { chancePercent } from '../../src/cli/train.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 /** Run the CLI in-process; returns the exit code and what it wrote to stderr. */
@@ -216,4 +217,14 @@ test('train --out <a completed run> --dry-run, no flag shaping a config: the con
   const o = JSON.parse(dry.out) as { config: { model: { arch: string }; data: { image_size: number } } };
   assert.equal(o.config.model.arch, 'vit-test');
   assert.equal(o.config.data.image_size, 8);
+});
+
+test("train's last line: kNN's chance level keeps its digits past 1000 classes", () => {
+  assert.equal(chancePercent(10), '10.0%');
+  assert.equal(chancePercent(3), '33.3%');
+  assert.equal(chancePercent(1000), '0.1%');
+  // 100 / 1053 = 0.09497: below what one decimal shows as 0.1
+  assert.equal(chancePercent(1053), '0.095%');
+  assert.equal(chancePercent(2001), '0.050%');
+  assert.equal(chancePercent(21843), '0.0046%');
 });
