@@ -74,8 +74,14 @@ export function reportCommand(): Command {
         leadMaxLag: positive('--lead-max-lag', f.leadMaxLag, true),
         dipAboveInit: f.dipAboveInit,
       };
+      if (!arg) {
+        // every sweep under --results: a folder that is not there, or a file, is said as such, not as "no sweeps"
+        const st = statSync(f.results, { throwIfNoEntry: false });
+        if (!st) throw new UsageError(`--results ${f.results}: no such folder (moco3 sweep <sweep> --results ${shellQuote(f.results)} writes its sweeps there)`);
+        if (!st.isDirectory()) throw new UsageError(`--results ${f.results}: is a file, not a folder: give the folder that holds sweeps`);
+      }
       const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
-      if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders)`);
+      if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders, as moco3 sweep <sweep> writes; the runs of moco3 train are in none)`);
       // every sweep is read before any report is written: a damaged one stops the command with nothing written
       // a damaged file (a ReportError: bad input, exit 2) is said before any report is written
       for (const dir of dirs) {

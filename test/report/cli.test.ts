@@ -68,6 +68,19 @@ test('moco3 report: bad input is one line and exit code 2', async () => {
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
     assert.ok(r.err.trim().length > 0 && r.err.trim().split('\n').length <= 2, r.err);
   }
+  // --results that is not there, or is a file: said as such, naming the flag, not as a folder with no sweeps in it
+  const missing = await cli(['report', '--results', join(root, 'nope')]);
+  assert.equal(missing.code, 2, missing.err);
+  assert.match(missing.err.trim(), /^moco3: --results \S+\/nope: no such folder \(moco3 sweep <sweep> --results \S+\/nope writes its sweeps there\)$/);
+  writeFileSync(join(root, 'afile'), 'x');
+  const file = await cli(['report', '--results', join(root, 'afile')]);
+  assert.equal(file.code, 2, file.err);
+  assert.match(file.err.trim(), /^moco3: --results \S+\/afile: is a file, not a folder: give the folder that holds sweeps$/);
+  // a folder with no sweep in it (the runs of moco3 train alone): what makes one is said
+  mkdirSync(join(root, 'none', 'train'), { recursive: true });
+  const none = await cli(['report', '--results', join(root, 'none')]);
+  assert.equal(none.code, 2, none.err);
+  assert.match(none.err.trim(), /^moco3: no sweeps under \S+\/none \(a sweep is a folder of run folders, as moco3 sweep <sweep> writes; the runs of moco3 train are in none\)$/);
 });
 
 test('moco3 report <name>: a folder of that name that is not a sweep is passed over, never written into', async () => {
