@@ -886,3 +886,15 @@ test("train --resume of a completed run: as it is, the run's own config said and
   assert.equal(JSON.parse(readFileSync(join(run, 'meta.json'), 'utf8')).resumed_from_step, 6);
   assert.deepEqual(rows(run).map((r) => r.step).filter((s) => s > 6), [7, 8]);
 });
+
+test('eval of a path that is not there, or of a sweep\'s folder, says so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
+  const missing = await cli(['eval', 'knn', join(dir, 'nope-run')]);
+  assert.equal(missing.code, 2, missing.err);
+  assert.match(missing.err.trim(), /^moco3: \S+\/nope-run: no such folder \(give a run folder: it holds config\.yaml and checkpoints\/\)$/);
+  const sweep = join(sweepGood, 'tiny');
+  const before = hashTree(sweep);
+  const r = await cli(['eval', 'linear', sweep]);
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err.trim(), /^moco3: \S+\/tiny: a sweep's folder, not a run folder: give one of its runs \(\S+\/tiny\/<run-id>; moco3 plan lists them\)$/);
+  assert.deepEqual(hashTree(sweep), before);
+});
