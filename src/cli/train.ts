@@ -146,6 +146,9 @@ async function trainLocked(f: TrainFlags, c: ResolvedRunConfig, runDir: string, 
   const backend = await initBackend(c.train.backend as BackendName, { quiet: true });
   if (f.resume && !f.force && previous && checkpoint === null) {
     process.stderr.write(`moco3: ${runDir}: no checkpoint to resume from; training it again from step 0 (its metrics start over)\n`);
+  } else if (f.resume && !previous) {
+    // a script that always passes --resume starts its run so; a mistyped --out is not trained on in silence
+    process.stderr.write(`moco3: ${runDir}: no run there to resume; training a new one from step 0\n`);
   }
   for (const n of notes) process.stderr.write(`moco3: ${n}\n`);
   if (f.force && previous) {

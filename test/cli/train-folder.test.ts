@@ -221,6 +221,12 @@ test('--resume of a run with no checkpoint left: trains it again from step 0 onl
     assert.equal(r.stdout, '');
     assert.equal(existsSync(typo), false);
   }
+  // no run there, but its config given: a new run trains there from step 0, and the line says so
+  const fresh = join(root, 'fresh-resume');
+  const first = train([...TINY, '--out', fresh, '--resume', '-q']);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stderr, /^moco3: \S+fresh-resume: no run there to resume; training a new one from step 0$/m);
+  assert.equal(status(fresh).status, 'completed');
   // flags that contradict each other, or name no folder, are said as such before the folder is looked at
   assert.equal(train(['--out', typo, '--resume', '--force']).stderr, 'moco3: --resume continues a run and --force starts it again: give one of them\n');
   assert.equal(train(['--out', ' ', '--resume']).stderr, "moco3: --out ' ': expected a folder path\n");
