@@ -3,7 +3,7 @@
  * into each run's summary.json), and write report.md (the paper-shaped table, the figures, per-run
  * detail), report.csv, runs.csv and plots/. Reads result folders only: no TensorFlow.js.
  */
-import { existsSync, lstatSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../engine/files.ts';
 import { join, relative } from 'node:path';
 import { analyzeRun, DEFAULT_INSTABILITY, instabilitySummary, pooledSpikeOrder, type InstabilityOptions, type RunInstability } from './instability.ts';
@@ -114,6 +114,8 @@ export async function writeReport(sweepDir: string, opts: ReportOptions = {}): P
           if (!files.includes(p) && existsSync(p) && !lstatSync(p).isDirectory()) rmSync(p, { force: true });
         }
       }
+      // a folder left empty by that goes too (one holding a file of the user's stays)
+      if (!figures.length && readdirSync(plotDir).length === 0) rmdirSync(plotDir);
     }
     const p = join(sweepDir, 'report.md');
     writeFileAtomic(p, reportMarkdown(sweep, view, table, facts, instability, io, figures, missing));

@@ -336,6 +336,10 @@ test('moco3 report: figures it no longer draws go; a planned sweep has no table 
   assert.equal((await cli(['report', dir])).code, 0);
   assert.equal((await cli(['report', dir, '--format', 'csv', '--no-plots'])).code, 0);
   assert.deepEqual(readdirSync(join(dir, 'plots')).sort(), ['grad.png', 'grad.svg', 'knn.png', 'knn.svg', 'mine.txt']);
+  // a plots/ folder that held the figures alone goes with them: no empty folder left behind
+  rmSync(join(dir, 'plots', 'mine.txt'));
+  assert.equal((await cli(['report', dir, '--no-plots'])).code, 0);
+  assert.ok(!existsSync(join(dir, 'plots')));
   // a wall-time std is written in its mean's unit (6.4 min ± 104 s before)
   assert.deepEqual(
     [formatSeconds(384), formatSeconds(104, 384), formatSeconds(6.1, 144), formatSeconds(0, 30), formatSeconds(30), formatSeconds(7.25), formatSeconds(9000), formatSeconds(900, 9000)],
