@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
-import { nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
+import { NativeBackend, nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
 import { GELU_BWD, GELU_FWD, hasKernel } from '../../src/engine/webgpu-kernels.ts';
 import { values } from '../helpers/rng.ts';
 
@@ -149,6 +149,55 @@ test('the addon throws, and the process lives, when an argument is no typed arra
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, `${r.signal ?? ''} ${r.stderr}`);
   assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.startsWith('threw: ')), [true, true], r.stdout);
+});
+
+test("the native backend's free list: an array it handed out comes back once no tensor uses it, unless read out, and the list stays within its cap", async () => {
+  const n = 4096;
+  const bytes = 4 * n;
+  const b = new NativeBackend(3 * bytes);
+  /** a tensor's data on an array the backend hands out */
+  const put = () => {
+    const a = b.takeF32(n);
+    return { a, id: b.write(a, [n], 'float32') };
+  };
+  const x = put();
+  assert.equal(b.freeListBytes(), 0);
+  b.disposeData(x.id);
+  assert.equal(b.freeListBytes(), bytes, 'recycled');
+  assert.equal(b.takeF32(n), x.a, 'and handed out again');
+  assert.equal(b.freeListBytes(), 0);
+  // two tensors on one array: it comes back when the second goes
+  const y = put();
+  const y2 = b.write(y.a, [n], 'float32');
+  b.disposeData(y.id);
+  assert.equal(b.freeListBytes(), 0);
+  b.disposeData(y2);
+  assert.equal(b.freeListBytes(), bytes);
+  assert.equal(b.takeF32(n), y.a);
+  // read out, by dataSync or data(): the caller may keep the array
+  const r1 = put();
+  b.readSync(r1.id);
+  b.disposeData(r1.id);
+  assert.equal(b.freeListBytes(), 0, 'an array read by dataSync is not recycled');
+  const r2 = put();
+  await b.read(r2.id);
+  b.disposeData(r2.id);
+  assert.equal(b.freeListBytes(), 0, 'an array read by data() is not recycled');
+  // small arrays are left to the garbage collector
+  b.disposeData(b.write(b.takeF32(1000), [1000], 'float32'));
+  assert.equal(b.freeListBytes(), 0);
+  // four disposed, three kept: the cap
+  const four = [put(), put(), put(), put()];
+  four.forEach((t) => b.disposeData(t.id));
+  assert.equal(b.freeListBytes(), 3 * bytes);
+  for (let i = 0; i < 3; i++) b.takeF32(n);
+  assert.equal(b.freeListBytes(), 0, 'the list empties as its arrays are taken');
+  // and with the room taken back, arrays are recycled again
+  const again = put();
+  b.disposeData(again.id);
+  assert.equal(b.freeListBytes(), bytes);
+  b.dispose();
+  assert.equal(b.freeListBytes(), 0, 'dispose drops the list');
 });
 
 describe('native backend', () => {
