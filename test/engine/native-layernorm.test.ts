@@ -76,3 +76,25 @@ test("LayerNorm's native kernels give the bits of the model's composition of sto
   }
   assert.ok(specials > 0);
 });
+
+test("LayerNorm's native kernels on no rows or no features: γ's and β's gradients are zeros (not a recycled array's values), each row's mean and rstd the Mean kernel's NaN", async () => {
+  await tf.setBackend('native');
+  const D = 1024;
+  // arrays of D values that the native backend recycles once they are freed
+  tf.tidy(() => {
+    for (let i = 1; i <= 4; i++) tf.add(tf.fill([D], 7), i);
+  });
+  const noRows = tf.zeros([0, D]);
+  const none = tf.zeros([0]);
+  const gamma = tf.ones([D]);
+  const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYERNORM_BWD, { dy: noRows, x: noRows, mean: none, rstd: none, gamma }) as tf.Tensor[];
+  assert.deepEqual(dx!.shape, [0, D]);
+  assert.deepEqual([dgamma!.shape, dbeta!.shape], [[D], [D]]);
+  assert.deepEqual([...new Set([...dgamma!.dataSync(), ...dbeta!.dataSync()])], [0]);
+  const noFeatures = tf.zeros([3, 0]);
+  const [y, mean, rstd] = tf.engine().runKernel(LAYERNORM_FWD, { x: noFeatures, gamma: none, beta: none }, { eps: 1e-6 }) as tf.Tensor[];
+  assert.deepEqual(y!.shape, [3, 0]);
+  assert.deepEqual([Array.from(mean!.dataSync()), Array.from(rstd!.dataSync())], [[NaN, NaN, NaN], [NaN, NaN, NaN]]);
+  tf.dispose([noRows, none, gamma, dx!, dgamma!, dbeta!, noFeatures, y!, mean!, rstd!]);
+  await tf.setBackend('cpu');
+});
