@@ -101,3 +101,17 @@ test('a backward that fails frees what the forward made and the tape saved, but 
   x.dispose();
   v.dispose();
 });
+
+test('a dy the caller passes weighs the gradients and stays the caller\'s (not disposed with the backward\'s own tensors)', () => {
+  const x = tf.tensor1d([1, 2, 3]);
+  const dy = tf.tensor1d([1, 0.5, -1]);
+  const before = tf.memory().numTensors;
+  // y = 2x^2 + x (x used twice): dy * (4x + 1)
+  const [g] = tf.grads((a: tf.Tensor) => tf.add(tf.mul(tf.square(a), 2), a))([x], dy);
+  assert.deepEqual(Array.from(g!.dataSync()), [5, 4.5, -13]);
+  assert.equal(dy.isDisposed, false);
+  assert.deepEqual(Array.from(dy.dataSync()), [1, 0.5, -1]);
+  g!.dispose();
+  assert.equal(tf.memory().numTensors, before, 'nothing left behind');
+  [x, dy].forEach((t) => t.dispose());
+});
