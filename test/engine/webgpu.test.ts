@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { summarizeAdapter, describeAdapter } from '../../src/engine/webgpu.ts';
+import { summarizeAdapter, describeAdapter, describeLimits } from '../../src/engine/webgpu.ts';
 import { gpuDeviceNodes } from '../../src/engine/backend.ts';
 import { packingDefault } from '../../src/engine/webgpu-kernels.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -46,6 +46,30 @@ test('adapters: lavapipe, llvmpipe and SwiftShader are software, an NVIDIA GPU i
   const h200 = summarizeAdapter({ vendor: 'nvidia', architecture: 'hopper', device: 'NVIDIA H200', description: 'NVIDIA 580.65.06' }, limits, []);
   assert.equal(h200.software, false);
   assert.match(describeAdapter(h200), /^vendor nvidia, architecture hopper, device NVIDIA H200, driver NVIDIA 580\.65\.06: hardware$/);
+});
+
+test("an adapter whose architecture is 'software' is software; its features are those the backend uses; its limits in MiB and KiB", () => {
+  assert.equal(summarizeAdapter({ vendor: 'acme', architecture: 'software', device: 'Acme GPU' }, {}, []).software, true);
+  const a = summarizeAdapter(
+    { vendor: 'amd', architecture: 'rdna-3', device: 'Radeon', description: '' },
+    {
+      maxBufferSize: 2 ** 31,
+      maxStorageBufferBindingSize: 2 ** 27,
+      maxComputeWorkgroupStorageSize: 32768,
+      maxComputeInvocationsPerWorkgroup: 1024,
+      maxComputeWorkgroupSizeX: 512,
+      maxComputeWorkgroupsPerDimension: 65535,
+    },
+    ['texture-compression-bc', 'timestamp-query', 'subgroups', 'shader-f16', 'depth-clip-control'],
+  );
+  assert.equal(a.software, false);
+  assert.deepEqual(a.features, ['shader-f16', 'subgroups', 'timestamp-query']);
+  assert.equal(a.limits.maxComputeWorkgroupSizeZ, 0, 'a limit the adapter does not report');
+  assert.equal(
+    describeLimits(a),
+    'buffer 2048 MiB, storage binding 128 MiB, workgroup 1024 invocations (x 512), 32 KiB shared, 65535 groups/dim; features shader-f16, subgroups, timestamp-query',
+  );
+  assert.equal(describeLimits({ ...a, features: [] }), 'buffer 2048 MiB, storage binding 128 MiB, workgroup 1024 invocations (x 512), 32 KiB shared, 65535 groups/dim');
 });
 
 test('doctor names the WebGPU adapter; auto declines a software one; a data directory that is a file is said, no fetch offered into it', () => {
@@ -160,6 +184,11 @@ test('auto loads Dawn only where a GPU device node exists; with one it still dec
   assert.match(one.reason, /; this machine has a GPU device \(\/dev\/dri\/renderD128\), but webgpu declined: the only WebGPU adapter is a software one \(vendor /);
   // and where to point Dawn for the GPU's own driver
   assert.match(one.reason, /software \(a CPU emulating a GPU\)\); for the GPU itself Dawn needs its Vulkan driver \(on Linux: the GPU vendor's Vulkan ICD, e\.g\. VK_DRIVER_FILES=\S+nvidia_icd\.json, .*NVIDIA_DRIVER_CAPABILITIES must include graphics\)$/);
+  // a system with no device nodes to go by (macOS, Windows: null): Dawn is asked all the same, and the
+  // software adapter it declines there is no GPU's to speak of
+  const unknown = probe('unknown');
+  assert.deepEqual([unknown.backend, unknown.dawn], ['native', true]);
+  assert.equal(unknown.reason, 'moco3 native kernels are built');
 });
 
 test('a read-back that fails on a device gone (destroyed here, as a lost one fails) is a WebGpuDeviceError that says so, not an AbortError of no message', () => {
@@ -195,8 +224,11 @@ test('the kNN evaluation and the linear probe read back through readBack: a devi
   assert.match(p.stdout, /^training: WebGpuDeviceError \| webgpu: a read from the GPU failed during the linear probe \(AbortError\): the device may have been lost$/m);
 });
 
-test('webgpu registered again after closeWebGpu gets a device (an adapter makes one: it is asked for again)', () => {
-  const script = onWebGpu('closeWebGpu, registerWebGpuBackend', [
+test("webgpu's device holds the adapter's own limits and its timestamp-query; registered again after closeWebGpu it gets a device (an adapter makes one: it is asked for again)", () => {
+  const script = onWebGpu('closeWebGpu, registerWebGpuBackend, webgpuAdapter, WEBGPU_LIMITS', [
+    'const ad = await webgpuAdapter(); const dev = tf.backend().device;',
+    'console.log(`limits: ${JSON.stringify(WEBGPU_LIMITS.filter((k) => dev.limits[k] !== ad.limits[k]))}`);',
+    "console.log(`timestamp-query: ${ad.features.includes('timestamp-query')} ${dev.features.has('timestamp-query')}`);",
     'const a = tf.add(tf.ones([4]), 1); console.log(`first: ${(await a.data())[0]}`);',
     'closeWebGpu();',
     'const again = await registerWebGpuBackend({ allowSoftware: true });',
@@ -206,6 +238,9 @@ test('webgpu registered again after closeWebGpu gets a device (an adapter makes 
   const p = moduleScript(script, 120_000);
   assert.equal(p.status, 0, p.stderr);
   assert.match(p.stdout, /^first: 2\nagain: ok\nsecond: 3$/m);
+  // the default device allows 128 MiB bindings and no timestamps: the adapter here offers more, and has them
+  assert.match(p.stdout, /^limits: \[\]$/m);
+  assert.match(p.stdout, /^timestamp-query: (true true|false false)$/m);
 });
 
 test("Dawn's null backend is no adapter (it runs nothing: a run on it 'completed' with garbage); flags that chose another backend are named, not a Vulkan driver", () => {
