@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { registerNativeBackend, setNativeThreads } from '../../src/engine/native.ts';
-import { hasKernel, LAYERNORM_BWD, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
+import { GELU_BWD, hasKernel, LAYERNORM_BWD, LAYERNORM_FWD } from '../../src/engine/webgpu-kernels.ts';
 import { layerNorm, normalize } from '../../src/model/layers.ts';
 import { values } from '../helpers/rng.ts';
 
@@ -96,5 +96,28 @@ test("LayerNorm's native kernels on no rows or no features: γ's and β's gradie
   assert.deepEqual(y!.shape, [3, 0]);
   assert.deepEqual([Array.from(mean!.dataSync()), Array.from(rstd!.dataSync())], [[NaN, NaN, NaN], [NaN, NaN, NaN]]);
   tf.dispose([noRows, none, gamma, dx!, dgamma!, dbeta!, noFeatures, y!, mean!, rstd!]);
+  await tf.setBackend('cpu');
+});
+
+test("LayerNorm's native backward frees its scratch array; GELU's and LayerNorm's kernels refuse operands of other shapes, even of the same size", async () => {
+  await tf.setBackend('native');
+  const backend = tf.backend() as unknown as { numDataIds(): number };
+  const x = tf.tensor2d(values(6 * 64, 3, -2, 2), [6, 64]);
+  const g = tf.ones([64]);
+  const b = tf.zeros([64]);
+  const ids = backend.numDataIds();
+  tf.tidy(() => {
+    const [dx] = tf.grads((a: tf.Tensor) => tf.sum(layerNorm(a as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-6)))([x]);
+    assert.deepEqual(dx!.shape, [6, 64]);
+  });
+  assert.equal(backend.numDataIds(), ids, 'no backend data left behind');
+  const [y, mean, rstd] = tf.engine().runKernel(LAYERNORM_FWD, { x, gamma: g, beta: b }, { eps: 1e-6 }) as tf.Tensor[];
+  const run = (name: string, inputs: Record<string, tf.Tensor>) => () => tf.engine().runKernel(name, inputs);
+  const dyT = tf.zeros([64, 6]);
+  assert.throws(run(LAYERNORM_BWD, { dy: dyT, x, mean: mean!, rstd: rstd!, gamma: g }), /: x \[6,64\] and dy \[64,6\] differ/);
+  assert.throws(run(LAYERNORM_BWD, { dy: y!, x, mean: tf.zeros([5]), rstd: rstd!, gamma: g }), /: \[5\] for 6 rows/);
+  assert.throws(run(LAYERNORM_FWD, { x, gamma: tf.ones([63]), beta: b }), /: \[63\] for 64 features/);
+  assert.throws(run(GELU_BWD, { x, dy: dyT }), /: x \[6,64\] and dy \[64,6\] differ/);
+  tf.dispose([x, g, b, y!, mean!, rstd!, dyT]);
   await tf.setBackend('cpu');
 });
