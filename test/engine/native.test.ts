@@ -151,6 +151,15 @@ test('the addon throws, and the process lives, when an argument is no typed arra
   assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.startsWith('threw: ')), [true, true], r.stdout);
 });
 
+test("in the GPU check's bundle (MOCO3_GPU_BUNDLE=1) the checkout's build is not taken for its addon", () => {
+  const script = `const { nativeStatus } = await import(${JSON.stringify(new URL('../../src/engine/native.ts', import.meta.url).pathname)});
+    const st = nativeStatus(); console.log(JSON.stringify({ built: st.built, error: st.error ?? null }));`;
+  const { MOCO3_NATIVE_PATH: _, MOCO3_NATIVE: __, ...env } = process.env;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env: { ...env, MOCO3_GPU_BUNDLE: '1' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { built: false, error: 'moco3_native.node not found (build it with: node scripts/build-native.mjs)' });
+});
+
 test("the native backend's free list: an array it handed out comes back once no tensor uses it, unless read out, and the list stays within its cap", async () => {
   const n = 4096;
   const bytes = 4 * n;
