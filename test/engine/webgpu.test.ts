@@ -18,13 +18,16 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** An ES module of moco3's sources run in a child (its own process: a device or fd 2 it changes stays there). */
 const moduleScript = (script: string, timeout: number) =>
   spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout });
-/** A module script on the webgpu backend: tf, the named exports of src/engine/webgpu.ts, then `body`; it exits 0 at its end. */
+/**
+ * A module script on the webgpu backend: tf, the named exports of src/engine/webgpu.ts, `backendInfo` (what
+ * initBackend returned), then `body`; it exits 0 at its end.
+ */
 const onWebGpu = (names: string, body: string[]) =>
   [
     "import * as tf from '@tensorflow/tfjs-core';",
     "import { initBackend } from './src/engine/backend.ts';",
     `import { ${names} } from './src/engine/webgpu.ts';`,
-    "await initBackend('webgpu', { quiet: true });",
+    "const backendInfo = await initBackend('webgpu', { quiet: true });",
     ...body,
     'process.exit(0);',
   ].join('\n');
@@ -191,6 +194,20 @@ test('auto loads Dawn only where a GPU device node exists; with one it still dec
   assert.equal(unknown.reason, 'moco3 native kernels are built');
 });
 
+test("auto takes a hardware WebGPU adapter where a GPU device node exists (this machine's adapter, presented as an NVIDIA GPU) and computes on it", () => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'test', 'engine', 'fixtures', 'hardware-dawn.ts'), 'auto'], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1)!), {
+    name: 'webgpu',
+    requested: 'auto',
+    device: 'WebGPU (Dawn): vendor nvidia, architecture hopper, device NVIDIA H200, driver NVIDIA 580.65.06: hardware',
+    reason: 'a hardware WebGPU adapter is present',
+    gpu: true,
+    heapLimit: null,
+    value: 2,
+  });
+});
+
 test('a read-back that fails on a device gone (destroyed here, as a lost one fails) is a WebGpuDeviceError that says so, not an AbortError of no message', () => {
   const script = onWebGpu('readBack', [
     'const x = tf.add(tf.ones([1000]), 2);',
@@ -227,6 +244,7 @@ test('the kNN evaluation and the linear probe read back through readBack: a devi
 test("webgpu's device holds the adapter's own limits and its timestamp-query; registered again after closeWebGpu it gets a device (an adapter makes one: it is asked for again)", () => {
   const script = onWebGpu('closeWebGpu, registerWebGpuBackend, webgpuAdapter, WEBGPU_LIMITS', [
     'const ad = await webgpuAdapter(); const dev = tf.backend().device;',
+    'console.log(`info: ${backendInfo.reason}, gpu ${backendInfo.gpu}, software ${ad.software}`);',
     'console.log(`limits: ${JSON.stringify(WEBGPU_LIMITS.filter((k) => dev.limits[k] !== ad.limits[k]))}`);',
     "console.log(`timestamp-query: ${ad.features.includes('timestamp-query')} ${dev.features.has('timestamp-query')}`);",
     'const a = tf.add(tf.ones([4]), 1); console.log(`first: ${(await a.data())[0]}`);',
@@ -241,6 +259,8 @@ test("webgpu's device holds the adapter's own limits and its timestamp-query; re
   // the default device allows 128 MiB bindings and no timestamps: the adapter here offers more, and has them
   assert.match(p.stdout, /^limits: \[\]$/m);
   assert.match(p.stdout, /^timestamp-query: (true true|false false)$/m);
+  // asked for by name; a GPU executes the kernels only where the adapter is hardware
+  assert.match(p.stdout, /^info: asked for, gpu (true, software false|false, software true)$/m);
 });
 
 test("Dawn's null backend is no adapter (it runs nothing: a run on it 'completed' with garbage); flags that chose another backend are named, not a Vulkan driver", () => {
