@@ -2,7 +2,8 @@
  * initBackend's choice, in this process: what each backend asked for by name says of itself (the line the
  * CLI prints, the wasm heap the step's out-of-memory message names), what `auto` takes where no GPU device
  * node exists, and the error an unknown name gets. setBackendSaying's report of a backend that fails to
- * start, and the shutdown hooks. Dawn is never loaded here (test/engine/webgpu.test.ts runs it in children).
+ * start, and the shutdown hooks. Dawn is loaded here only with its null backend, which makes no device
+ * (test/engine/webgpu.test.ts runs real adapters in children).
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -72,6 +73,22 @@ test('an unknown backend name is a BackendError naming the choices', async () =>
     (e: Error) => e instanceof BackendError && e.message === "unknown backend 'metal' (expected one of auto, tensorflow, webgpu, native, wasm, cpu)",
   );
   assert.equal(activeBackend(), before, 'the active backend is the one before');
+});
+
+test("webgpu asked for where Dawn has no adapter to train on (its null backend) is a BackendError saying why, and to run doctor", async () => {
+  const was = process.env.MOCO3_DAWN_FLAGS;
+  process.env.MOCO3_DAWN_FLAGS = 'backend=null';
+  try {
+    await assert.rejects(
+      initBackend('webgpu', { quiet: true }),
+      (e: Error) =>
+        e instanceof BackendError &&
+        e.message === "backend 'webgpu' asked for, but Dawn's null backend (MOCO3_DAWN_FLAGS=backend=null) runs no work: it is no adapter to train on (run `moco3 doctor`)",
+    );
+  } finally {
+    if (was === undefined) delete process.env.MOCO3_DAWN_FLAGS;
+    else process.env.MOCO3_DAWN_FLAGS = was;
+  }
 });
 
 test("setBackendSaying: a backend that fails to start says its error's first line, and console.warn and PROD are as they were", async () => {
