@@ -228,6 +228,11 @@ describe('native backend', () => {
     assert.ok(st.blas && st.blas.length > 0);
     assert.ok((st.threads ?? 0) >= 1);
     assert.deepEqual(registerNativeBackend(), registration, 'second registration is a no-op');
+    // the threads in effect, as setNativeThreads left them
+    setNativeThreads(3);
+    assert.equal(nativeStatus().threads, 3);
+    setNativeThreads(2);
+    assert.equal(nativeStatus().threads, 2);
     for (const name of ['BatchMatMul', 'Multiply', 'Softmax', 'Sum', 'Transpose']) {
       const cpu = tf.getKernel(name, 'cpu');
       const nat = tf.getKernel(name, 'native');
