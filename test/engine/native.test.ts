@@ -6,10 +6,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './grads.ts';
-import { NativeBackend, nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
+import { defaultFreeListBytes, NativeBackend, nativeAddon, nativeStatus, registerNativeBackend, releaseNativeFreeList, setNativeThreads } from '../../src/engine/native.ts';
 import { GELU_BWD, GELU_FWD, hasKernel } from '../../src/engine/webgpu-kernels.ts';
 import { values } from '../helpers/rng.ts';
 
@@ -149,6 +150,27 @@ test('the addon throws, and the process lives, when an argument is no typed arra
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, `${r.signal ?? ''} ${r.stderr}`);
   assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.startsWith('threw: ')), [true, true], r.stdout);
+});
+
+test('the free list cap by default: a quarter of the RAM, at most 4 GiB; MOCO3_NATIVE_POOL_MB in MiB', () => {
+  const os = createRequire(import.meta.url)('node:os') as { totalmem: () => number };
+  const total = os.totalmem;
+  const pool = process.env.MOCO3_NATIVE_POOL_MB;
+  delete process.env.MOCO3_NATIVE_POOL_MB;
+  try {
+    for (const [ram, cap] of [[8 * 2 ** 30, 2 * 2 ** 30], [6 * 2 ** 30 + 4, 1.5 * 2 ** 30 + 1], [64 * 2 ** 30, 4 * 2 ** 30]]) {
+      os.totalmem = () => ram!;
+      syncBuiltinESMExports();
+      assert.equal(defaultFreeListBytes(), cap, `${ram} bytes of RAM`);
+    }
+    process.env.MOCO3_NATIVE_POOL_MB = '96';
+    assert.equal(defaultFreeListBytes(), 96 * 2 ** 20);
+  } finally {
+    os.totalmem = total;
+    syncBuiltinESMExports();
+    if (pool === undefined) delete process.env.MOCO3_NATIVE_POOL_MB;
+    else process.env.MOCO3_NATIVE_POOL_MB = pool;
+  }
 });
 
 test("in the GPU check's bundle (MOCO3_GPU_BUNDLE=1) the checkout's build is not taken for its addon", () => {
