@@ -152,6 +152,16 @@ test('the addon throws, and the process lives, when an argument is no typed arra
   assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.startsWith('threw: ')), [true, true], r.stdout);
 });
 
+test('registered, native is not the backend a process that never calls setBackend gets: cpu stays the default', () => {
+  const script = `const tf = await import('@tensorflow/tfjs-core'); await import('@tensorflow/tfjs-backend-cpu');
+    const { registerNativeBackend } = await import(${JSON.stringify(new URL('../../src/engine/native.ts', import.meta.url).pathname)});
+    const registered = registerNativeBackend() !== null; await tf.ready();
+    console.log(JSON.stringify({ registered, backend: tf.getBackend() }));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1)!), { registered: true, backend: 'cpu' });
+});
+
 test('the free list cap by default: a quarter of the RAM, at most 4 GiB; MOCO3_NATIVE_POOL_MB in MiB', () => {
   const os = createRequire(import.meta.url)('node:os') as { totalmem: () => number };
   const total = os.totalmem;
