@@ -115,3 +115,35 @@ test('a dy the caller passes weighs the gradients and stays the caller\'s (not d
   assert.equal(tf.memory().numTensors, before, 'nothing left behind');
   [x, dy].forEach((t) => t.dispose());
 });
+
+test('the lean backward computes gradients only for inputs that depend on an x (an int32 index has none to give)', () => {
+  const x = tf.tensor1d([10, 20, 30]);
+  const indices = tf.tensor1d([2, 0, 2], 'int32');
+  const w = tf.tensor1d([1, 2, 3]);
+  // d/dx sum(w * x[indices]) = scatter of w onto the indices: [2, 0, 1 + 3]
+  const [g] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(tf.gather(a, indices), w)))([x]);
+  assert.deepEqual(Array.from(g!.dataSync()), [2, 0, 4]);
+  tf.dispose([x, indices, w, g!]);
+});
+
+test('what a node saved for its gradient is freed once that gradient has run, before the nodes before it run theirs', () => {
+  const x = tf.tensor1d([1, -2, 3]);
+  let savedBySecond: tf.Tensor | null = null;
+  let freedInTime: boolean | null = null;
+  /** y = x * c, saving x; its gradient notes what it saw */
+  const scale = (c: number, onGrad: (saved: tf.Tensor) => void) =>
+    tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [a, save] = args as [tf.Tensor, tf.GradSaveFunc];
+      save([a]);
+      return { value: tf.mul(a, c), gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => (onGrad(s!), tf.mul(dy, c)) };
+    });
+  const first = scale(2, () => (freedInTime = savedBySecond!.isDisposed));
+  const second = scale(3, (s) => (savedBySecond = s));
+  const before = tf.memory().numTensors;
+  const [g] = tf.grads((a: tf.Tensor) => tf.sum(second(first(a) as tf.Tensor) as tf.Tensor))([x]);
+  assert.deepEqual(Array.from(g!.dataSync()), [6, 6, 6]);
+  assert.equal(freedInTime, true, "the second node's saved tensor was freed before the first node's gradient ran");
+  g!.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+});
