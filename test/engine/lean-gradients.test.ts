@@ -147,3 +147,14 @@ test('what a node saved for its gradient is freed once that gradient has run, be
   assert.equal(tf.memory().numTensors, before);
   x.dispose();
 });
+
+test('a backward that fails frees a y that is the first tensor its forward made', () => {
+  const x = tf.tensor1d([1, 2, 3]);
+  const v = tf.variable(tf.tensor1d([4, 5, 6]));
+  const before = tf.memory().numTensors;
+  // neg makes one tensor, y itself; nothing leads from x to it
+  assert.throws(() => tf.valueAndGrads(() => tf.neg(v))([x]), /Cannot compute gradient of y=f\(x\)/);
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+  v.dispose();
+});
