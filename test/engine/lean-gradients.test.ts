@@ -158,3 +158,18 @@ test('a backward that fails frees a y that is the first tensor its forward made'
   x.dispose();
   v.dispose();
 });
+
+test("a custom gradient of another shape than its input is an error naming the op and both shapes, not a gradient broadcast on", () => {
+  const x = tf.tensor2d([[1, 2], [3, 4]]);
+  const before = tf.memory().numTensors;
+  const wrong = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const a = args[0] as tf.Tensor;
+    return { value: tf.mul(a, 2), gradFunc: (dy: tf.Tensor) => tf.sum(dy, 0) };
+  });
+  assert.throws(
+    () => tf.grads((a: tf.Tensor) => tf.sum(tf.add(wrong(a) as tf.Tensor, a)))([x]),
+    /^Error: Error in gradient for op \S+\. The gradient of input '\S+' has shape '2', which does not match the shape of the input '2,2'$/,
+  );
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+});
