@@ -242,7 +242,7 @@ test('the kNN evaluation and the linear probe read back through readBack: a devi
 });
 
 test("webgpu's device holds the adapter's own limits and its timestamp-query; registered again after closeWebGpu it gets a device (an adapter makes one: it is asked for again)", () => {
-  const script = onWebGpu('closeWebGpu, registerWebGpuBackend, webgpuAdapter, WEBGPU_LIMITS', [
+  const script = onWebGpu('closeWebGpu, registerWebGpuBackend, webgpuAdapter, webgpuInUse, WEBGPU_LIMITS', [
     'const ad = await webgpuAdapter(); const dev = tf.backend().device;',
     'console.log(`info: ${backendInfo.reason}, gpu ${backendInfo.gpu}, software ${ad.software}`);',
     'console.log(`limits: ${JSON.stringify(WEBGPU_LIMITS.filter((k) => dev.limits[k] !== ad.limits[k]))}`);',
@@ -252,10 +252,13 @@ test("webgpu's device holds the adapter's own limits and its timestamp-query; re
     'const again = await registerWebGpuBackend({ allowSoftware: true });',
     "console.log(`again: ${typeof again === 'string' ? again : 'ok'}`);",
     'const b = tf.add(tf.ones([4]), 2); console.log(`second: ${(await b.data())[0]}`);',
+    // the CLI's end (src/cli/main.ts) destroys the device, which Dawn may otherwise keep the process alive for
+    "const { runShutdown } = await import('./src/engine/shutdown.ts');",
+    'runShutdown(); console.log(`in use after shutdown: ${webgpuInUse()}`);',
   ]);
   const p = moduleScript(script, 120_000);
   assert.equal(p.status, 0, p.stderr);
-  assert.match(p.stdout, /^first: 2\nagain: ok\nsecond: 3$/m);
+  assert.match(p.stdout, /^first: 2\nagain: ok\nsecond: 3\nin use after shutdown: false$/m);
   // the default device allows 128 MiB bindings and no timestamps: the adapter here offers more, and has them
   assert.match(p.stdout, /^limits: \[\]$/m);
   assert.match(p.stdout, /^timestamp-query: (true true|false false)$/m);
