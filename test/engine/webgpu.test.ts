@@ -168,7 +168,8 @@ test('GPU device nodes: DRM render nodes and /dev/nvidiaN count; control nodes, 
   assert.deepEqual(gpuDeviceNodes(dev, 'linux'), []);
   for (const f of ['dri/renderD128', 'nvidia1', 'nvidia0']) writeFileSync(join(dev, f), '');
   assert.deepEqual(gpuDeviceNodes(dev, 'linux'), [join(dev, 'dri', 'renderD128'), join(dev, 'nvidia0'), join(dev, 'nvidia1')]);
-  assert.equal(gpuDeviceNodes(dev, 'darwin'), null);
+  // other systems have no device nodes to go by (Metal, D3D12): null, and auto asks Dawn there
+  for (const platform of ['darwin', 'win32', 'freebsd'] as const) assert.equal(gpuDeviceNodes(dev, platform), null, platform);
 });
 
 test('auto loads Dawn only where a GPU device node exists; with one it still declines the software adapter', () => {
