@@ -75,15 +75,17 @@ test('an unknown backend name is a BackendError naming the choices', async () =>
   assert.equal(activeBackend(), before, 'the active backend is the one before');
 });
 
-test("webgpu asked for where Dawn has no adapter to train on (its null backend) is a BackendError saying why, and to run doctor", async () => {
+test("webgpu asked for where Dawn has no adapter to train on (its null backend, among other flags) is a BackendError saying why, and to run doctor", async () => {
   const was = process.env.MOCO3_DAWN_FLAGS;
-  process.env.MOCO3_DAWN_FLAGS = 'backend=null';
+  // two of Dawn's flags, each passed as its own
+  process.env.MOCO3_DAWN_FLAGS = 'backend=null,enable-dawn-features=allow_unsafe_apis';
   try {
     await assert.rejects(
       initBackend('webgpu', { quiet: true }),
       (e: Error) =>
         e instanceof BackendError &&
-        e.message === "backend 'webgpu' asked for, but Dawn's null backend (MOCO3_DAWN_FLAGS=backend=null) runs no work: it is no adapter to train on (run `moco3 doctor`)",
+        e.message ===
+          "backend 'webgpu' asked for, but Dawn's null backend (MOCO3_DAWN_FLAGS=backend=null,enable-dawn-features=allow_unsafe_apis) runs no work: it is no adapter to train on (run `moco3 doctor`)",
     );
   } finally {
     if (was === undefined) delete process.env.MOCO3_DAWN_FLAGS;
