@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf } from '../helpers/tf.ts';
+import { assertModelGradients } from '../../src/engine/gradients.ts';
 import { MoCoViT } from '../../src/model/moco.ts';
 import { tinyConfig, images } from '../model/util.ts';
 
@@ -170,6 +171,25 @@ test("a custom gradient of another shape than its input is an error naming the o
     () => tf.grads((a: tf.Tensor) => tf.sum(tf.add(wrong(a) as tf.Tensor, a)))([x]),
     /^Error: Error in gradient for op \S+\. The gradient of input '\S+' has shape '2', which does not match the shape of the input '2,2'$/,
   );
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+});
+
+test('a kernel with no gradient registered: assertModelGradients names it, and a backward through it is an error, not a gradient left out', () => {
+  // tfjs-core's gradient registry (kernel_registry.ts), in its global namespace
+  const registry = (globalThis as unknown as { _tfGlobals: Map<string, Map<string, unknown>> })._tfGlobals.get('gradRegistry')!;
+  const softmax = registry.get('Softmax');
+  assert.ok(softmax, 'Softmax has a gradient');
+  const x = tf.tensor2d([[1, 2], [3, 5]]);
+  const before = tf.memory().numTensors;
+  registry.delete('Softmax');
+  try {
+    assert.throws(() => assertModelGradients(), /^Error: TensorFlow\.js has no gradient registered for Softmax$/);
+    assert.throws(() => tf.grads((a: tf.Tensor) => tf.sum(tf.mul(tf.softmax(a), a)))([x]), /gradient function not found for Softmax/);
+  } finally {
+    registry.set('Softmax', softmax);
+  }
+  assert.doesNotThrow(() => assertModelGradients());
   assert.equal(tf.memory().numTensors, before);
   x.dispose();
 });
