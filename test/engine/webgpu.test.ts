@@ -109,10 +109,14 @@ test("doctor's stderr is free of Dawn's 'artificially reduced' limit warnings; o
     "import { withoutDawnNoise } from './src/engine/webgpu.ts';",
     "const v = withoutDawnNoise(() => { writeSync(2, 'kept 1\\nWarning: maxDynamicUniformBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit.\\nkept 2\\n'); return 7; });",
     "writeSync(2, `after ${v}\\n`);",
+    // only Dawn's own warning goes; a line that merely quotes it stays, and nothing written adds nothing
+    "withoutDawnNoise(() => writeSync(2, 'kept 3: Warning: x artificially reduced from 1 to 2\\n'));",
+    'withoutDawnNoise(() => 0);',
+    "writeSync(2, 'end\\n');",
   ].join('\n');
   const p = moduleScript(script, 60_000);
   assert.equal(p.status, 0, p.stderr);
-  assert.equal(p.stderr, 'kept 1\nkept 2\nafter 7\n');
+  assert.equal(p.stderr, 'kept 1\nkept 2\nafter 7\nkept 3: Warning: x artificially reduced from 1 to 2\nend\n');
 });
 
 test('bench --backend webgpu --profile runs on the adapter, reports GPU memory and kernel times, and the process ends by itself', () => {
