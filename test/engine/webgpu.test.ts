@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { summarizeAdapter, describeAdapter, describeLimits } from '../../src/engine/webgpu.ts';
+import { summarizeAdapter, describeAdapter, describeLimits, readBack } from '../../src/engine/webgpu.ts';
 import { gpuDeviceNodes } from '../../src/engine/backend.ts';
 import { packingDefault } from '../../src/engine/webgpu-kernels.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -73,6 +73,14 @@ test("an adapter whose architecture is 'software' is software; its features are 
     'buffer 2048 MiB, storage binding 128 MiB, workgroup 1024 invocations (x 512), 32 KiB shared, 65535 groups/dim; features shader-f16, subgroups, timestamp-query',
   );
   assert.equal(describeLimits({ ...a, features: [] }), 'buffer 2048 MiB, storage binding 128 MiB, workgroup 1024 invocations (x 512), 32 KiB shared, 65535 groups/dim');
+});
+
+test("readBack off webgpu passes a read's error on as it is: an empty message or an AbortError there is no GPU's", async () => {
+  const empty = new Error('');
+  await assert.rejects(readBack(Promise.reject(empty), 'a test'), (e) => e === empty);
+  const abort = Object.assign(new Error('aborted'), { name: 'AbortError' });
+  await assert.rejects(readBack(Promise.reject(abort), 'a test'), (e) => e === abort);
+  assert.equal(await readBack(Promise.resolve(5), 'a test'), 5);
 });
 
 test('doctor names the WebGPU adapter; auto declines a software one; a data directory that is a file is said, no fetch offered into it', () => {
