@@ -549,8 +549,9 @@ describe('native backend', () => {
           await parity(`concat int32 ${JSON.stringify(shapes)}`, xi, (...ts) => tf.concat(ts, axis), 0, 0);
         }
         const pads: [Arr, [number, number][], number][] = [
-          [[3], [[1, 2]], 0], [[3, 4], [[0, 1], [2, 0]], 0], [[2, 3, 4], [[1, 1], [0, 0], [2, 3]], 1.5], [[2, 3, 4, 5, 2], [[0, 1], [1, 0], [0, 0], [2, 2], [1, 0]], -2],
+          [[3], [[1, 2]], 0], [[3, 4], [[0, 1], [2, 0]], 0], [[3, 4], [[-1, 0], [0, 1]], 0.5], [[2, 3, 4], [[1, 1], [0, 0], [2, 3]], 1.5], [[2, 3, 4, 5, 2], [[0, 1], [1, 0], [0, 0], [2, 2], [1, 0]], -2],
         ];
+        // a negative padding (tf.pad takes one: it crops) is the stock kernel's
         for (const [shape, p, c] of pads) {
           await parity(`pad ${JSON.stringify(shape)} ${JSON.stringify(p)} ${c}`, [input(shape, seed++)], (t) => tf.pad(t, p, c), 0, 0);
         }
