@@ -13,6 +13,11 @@ export function readFailure(e: unknown): string {
   return code === 'ENOENT' ? 'missing' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot be read (${code ?? String(e)})`;
 }
 
+/** An error's first line (a thrown value other than an Error, as a string): what a one-line message quotes of it. */
+export function firstLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
+}
+
 /** An error in what the user gave (a flag, a file, a key): one line naming it and what was expected. */
 export class InputError extends Error {}
 

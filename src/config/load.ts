@@ -7,7 +7,7 @@ import type { z } from 'zod';
 import { ARCHS, type ArchName } from './archs.ts';
 import { PRESETS, PRESET_NAMES, type PresetName } from './presets.ts';
 import { DEFAULTS, RunConfigSchema, recipeBlurSigma, type ResolvedRunConfig, type RunConfig } from './schema.ts';
-import { readFailure, SetupError } from './errors.ts';
+import { firstLine, readFailure, SetupError } from './errors.ts';
 
 /** Bad input in a config: the message is one line naming the file (or flag), the key and what was expected. */
 export class ConfigError extends SetupError {
@@ -192,7 +192,7 @@ export function parseYaml(text: string, path: string): unknown {
   try {
     doc = YAML.parseDocument(text, { merge: true }); // `<<: *anchor` merge keys, as YAML 1.1 (and PyYAML) read them
   } catch (e) {
-    throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw new ConfigError(`${path}: not valid YAML: ${firstLine(e)}`);
   }
   const problem = doc.errors[0] ?? doc.warnings[0];
   if (problem) throw new ConfigError(`${path}: not valid YAML: ${problem.message.split('\n')[0].replace(/:$/, '')}`);
@@ -201,7 +201,7 @@ export function parseYaml(text: string, path: string): unknown {
   try {
     return doc.toJS();
   } catch (e) {
-    throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw new ConfigError(`${path}: not valid YAML: ${firstLine(e)}`);
   }
 }
 

@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import './gradients.ts';
 import { setBackendSaying } from './set-backend.ts';
-import { SetupError } from '../config/errors.ts';
+import { firstLine, SetupError } from '../config/errors.ts';
 import { BACKEND_CHOICES, type BackendName } from '../config/schema.ts';
 
 export type { BackendName } from '../config/schema.ts';
@@ -119,7 +119,7 @@ async function useWebGpu(requested: BackendName, allowSoftware: boolean): Promis
   try {
     a = await mod.registerWebGpuBackend({ allowSoftware });
   } catch (e) {
-    return `the WebGPU device failed (${(e as Error).message.split('\n')[0]})`;
+    return `the WebGPU device failed (${firstLine(e)})`;
   }
   if (typeof a === 'string') return a;
   return {
@@ -159,7 +159,7 @@ async function nativeMissing(): Promise<string> {
   try {
     st = (await import('./native.ts')).nativeStatus();
   } catch (e) {
-    return `moco3's native kernels are not available (${(e as Error).message.split('\n')[0]})`;
+    return `moco3's native kernels are not available (${firstLine(e)})`;
   }
   const err = st.error ?? 'no reason given';
   const why = st.path ? `do not load (${err.includes(st.path) ? err : `${st.path}: ${err}`})` : `are not available (${err})`;

@@ -13,6 +13,7 @@ import type { backend_util } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { nativeKernelConfigs, nativeMoco3KernelConfigs, type NativeAddon } from './native-kernels.ts';
 import { GELU_BWD, GELU_FWD, LAYERNORM_BWD, LAYERNORM_FWD } from './webgpu-kernels.ts';
+import { firstLine } from '../config/errors.ts';
 
 export const NATIVE_BACKEND = 'native';
 const ADDON_FILE = 'moco3_native.node';
@@ -74,7 +75,7 @@ function loadAddon(): { addon: NativeAddon | null; status: NativeStatus } {
     loaded = { addon, status: { built: true, path, blas: info.blas, threads: info.threads, isa: info.isa } };
   } catch (err) {
     // the loader's first line (the reason): the rest is Node's require stack
-    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+    const message = firstLine(err);
     loaded = { addon: null, status: { built: false, path, error: message } };
   }
   return loaded;

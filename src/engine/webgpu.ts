@@ -16,6 +16,7 @@ import { setBackendSaying } from './set-backend.ts';
 import { onShutdown } from './shutdown.ts';
 import { packingDefault, registerWebGpuKernels, useMoco3Packing } from './webgpu-kernels.ts';
 import { nativeAddon } from './native.ts';
+import { firstLine } from '../config/errors.ts';
 
 /** The adapter limits that decide which batches fit and which kernels compile; requested as they are. */
 export const WEBGPU_LIMITS = [
@@ -88,7 +89,7 @@ async function dawn(): Promise<GpuLike | string> {
   try {
     mod = (await import('webgpu')) as unknown as DawnModule;
   } catch (e) {
-    return `the optional package 'webgpu' (Dawn) is not installed or does not load here (${(e as Error).message.split('\n')[0]})`;
+    return `the optional package 'webgpu' (Dawn) is not installed or does not load here (${firstLine(e)})`;
   }
   Object.assign(globalThis, mod.globals);
   // Dawn's own flags, e.g. MOCO3_DAWN_FLAGS=backend=vulkan,adapter=NVIDIA
@@ -98,7 +99,7 @@ async function dawn(): Promise<GpuLike | string> {
   try {
     gpu = mod.create(flags);
   } catch (e) {
-    return `Dawn refused MOCO3_DAWN_FLAGS=${process.env.MOCO3_DAWN_FLAGS} (${(e as Error).message.split('\n')[0]})`;
+    return `Dawn refused MOCO3_DAWN_FLAGS=${process.env.MOCO3_DAWN_FLAGS} (${firstLine(e)})`;
   }
   const g = globalThis as { navigator?: { gpu?: unknown } };
   if (g.navigator === undefined) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
@@ -211,7 +212,7 @@ export async function registerWebGpuBackend(opts: { allowSoftware: boolean }): P
     // the package registers its kernels (and its own backend factory, replaced below) on import
     pkg = (await import('@tensorflow/tfjs-backend-webgpu')) as unknown as typeof pkg;
   } catch (e) {
-    return `the optional package '@tensorflow/tfjs-backend-webgpu' is not installed (${(e as Error).message.split('\n')[0]})`;
+    return `the optional package '@tensorflow/tfjs-backend-webgpu' is not installed (${firstLine(e)})`;
   }
   if (!device) {
     const requiredLimits: Record<string, number> = {};
@@ -344,7 +345,7 @@ export function closeWebGpu(): void {
   deviceLost = null;
 }
 
-/** True once a device was created: the CLI then exits explicitly at its end. */
+/** True while a device exists: from its creation until closeWebGpu (which runShutdown calls at exit). */
 export function webgpuInUse(): boolean {
   return device !== null;
 }

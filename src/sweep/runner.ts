@@ -20,7 +20,7 @@ import { SweepError } from './file.ts';
 import type { PlannedRun, SweepPlan } from './plan.ts';
 import { writeResolvedSweep } from './resolved.ts';
 import { checkSweepResumes } from './resume.ts';
-import { SetupError } from '../config/errors.ts';
+import { firstLine, SetupError } from '../config/errors.ts';
 
 export type SweepEvent =
   | { type: 'sweep_start'; sweep: string; dir: string; total: number; todo: number; backend: string; notes?: string[] }
@@ -208,7 +208,7 @@ export async function runSweep(opts: RunSweepOptions): Promise<SweepResult> {
           emit({ type: 'run_skip', ...base, state: 'running', reason: e instanceof LockLostError ? e.message : `${run.dir}: taken over by another process`, to_train: counted.has(run.id) });
           continue;
         }
-        const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+        const msg = firstLine(e);
         // best effort, as in the loop: on a full disk this write fails too, and the run's error is the one to report
         try {
           markFailed(run.dir, msg);

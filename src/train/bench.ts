@@ -12,7 +12,7 @@ import { stepFlops } from './flops.ts';
 import { canPack } from '../engine/webgpu-kernels.ts';
 import { releaseFreeGpuBuffers } from '../engine/webgpu.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
-import { InputError } from '../config/errors.ts';
+import { firstLine, InputError } from '../config/errors.ts';
 
 export interface BenchResult {
   backend: string;
@@ -89,7 +89,7 @@ export async function benchOne(c: ResolvedRunConfig, backendName: BackendName, s
   let data: string;
   const { ds, loadError } = await benchDataset(c, dataRequired);
   if (!ds) {
-    const why = loadError instanceof Error ? loadError.message.split('\n')[0]! : String(loadError);
+    const why = firstLine(loadError);
     process.stderr.write(`moco3: bench: ${c.data.name} not loadable (${why}); timing on random pixels of its size\n`);
   }
   // the backend started and the data read: what is timed can be said (random pixels at 224 px take a while)

@@ -16,6 +16,7 @@ import { encodeSafetensors, readSafetensors, type StTensor } from '../engine/saf
 import { checkpointStep, checkpointTempDir, checkNoStrayTensors, commitCheckpoint, CheckpointError, writeCheckpointState } from '../runfolder/checkpoints.ts';
 import { CHECKPOINT_FILES, checkCheckpoint, type CheckpointState, type FileDigest } from '../runfolder/resume.ts';
 import { OptimizerStateError } from '../optim/optimizer.ts';
+import { firstLine } from '../config/errors.ts';
 
 /** The training loop's state at a checkpoint: what state.json holds (src/runfolder/resume.ts). */
 export type LoopState = CheckpointState;
@@ -133,7 +134,7 @@ export async function saveCheckpoint(
   } catch (e) {
     if (tmp) removeQuietly(tmp);
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code && WRITE_REASONS[code] ? `${code}: ${WRITE_REASONS[code]}` : e instanceof Error ? e.message.split('\n')[0] : String(e);
+    const why = code && WRITE_REASONS[code] ? `${code}: ${WRITE_REASONS[code]}` : firstLine(e);
     const prev = checkpointStep(dirname(ckptRoot));
     throw new CheckpointWriteError(
       `${ckptRoot}: could not write the checkpoint of step ${state.step} (${why}); ` +

@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { augmentConfigOf, loadRunData, modelConfigOf, optimizerOf } from '../components/index.ts';
 import { configHash, configToYaml } from '../config/load.ts';
-import { notInputFault } from '../config/errors.ts';
+import { firstLine, notInputFault } from '../config/errors.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
 import type { BackendInfo } from '../engine/backend.ts';
 import { shellQuote } from '../engine/files.ts';
@@ -501,7 +501,7 @@ export async function trainRun(opts: TrainOptions): Promise<Summary> {
     if (started && mayWrite(runDir)) {
       // status.json and summary.json tell the truth: failed, with the error. Best effort: on a full disk
       // these small writes may fail too, and the run's own error is the one to report.
-      const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+      const msg = firstLine(err);
       try {
         status.failed(state.step, msg);
         // a summary.json there (an earlier part of a resumed run's, or this one's before its probe) takes the

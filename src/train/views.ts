@@ -9,6 +9,7 @@ import { canAugmentAsync, twoViewArraysAsync, twoViews, viewTensors, type Augmen
 import { batchIndices, gatherBatch, type Dataset } from '../data/index.ts';
 import { checkSafetensorsFile, readSafetensors, writeSafetensors, type StTensor } from '../engine/safetensors.ts';
 import { readBack } from '../engine/webgpu.ts';
+import { firstLine } from '../config/errors.ts';
 
 /**
  * Whether the loop computes the next step's views in the background, while the current step runs: by
@@ -100,7 +101,7 @@ export class ViewDump {
         writeSafetensors(this.path, tensors, { ...metadata, diverged_at: String(stepsDone) });
         return null;
       } catch (e) {
-        return `${e instanceof Error ? e.message.split('\n')[0] : String(e)}: ${this.path} left without diverged_at`;
+        return `${firstLine(e)}: ${this.path} left without diverged_at`;
       }
     }
     this.write(stepsDone, { diverged_at: String(stepsDone) });

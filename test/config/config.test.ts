@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { buildConfig, ConfigError, configHash, configToYaml, parseSet } from '../../src/config/load.ts';
 import { loadSweepFile, SweepError } from '../../src/sweep/file.ts';
 import { DEFAULTS } from '../../src/config/schema.ts';
+import { firstLine } from '../../src/config/errors.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 function tmpFile(name: string, text: string): string {
@@ -300,4 +301,13 @@ test('-0 is read as the 0 it means: written back as 0, hashed as 0', () => {
   assert.match(configToYaml(c), /^seed: 0$/m);
   assert.doesNotMatch(configToYaml(c), /-0/);
   assert.equal(configHash(c), configHash(buildConfig({ preset: 'smoke', sets: ['seed=0', 'optim.weight_decay=0'] })));
+});
+
+test('firstLine: the first line of an error message, or of any other thrown value as a string', () => {
+  assert.equal(firstLine(new Error('cannot open shared object\nRequire stack:\n- /x.js')), 'cannot open shared object');
+  assert.equal(firstLine(new TypeError('one line')), 'one line');
+  assert.equal(firstLine(new Error('')), '');
+  assert.equal(firstLine('thrown text\nsecond'), 'thrown text');
+  assert.equal(firstLine(42), '42');
+  assert.equal(firstLine(undefined), 'undefined');
 });
