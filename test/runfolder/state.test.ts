@@ -1,10 +1,11 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs, { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { acquireLock, LOCK_NAME, lockIsLive, procStart, releaseLock } from '../../src/runfolder/lock.ts';
+import { acquireLock, clearStale, LOCK_NAME, lockIsLive, lockTimeoutS, procStart, releaseLock, setLockTimeout } from '../../src/runfolder/lock.ts';
+import { ASIDE_NOTE } from '../../src/runfolder/aside.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { markFailed, markInterrupted, readStatus } from '../../src/runfolder/status.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -143,4 +144,72 @@ test('a taker that finds the lock it moved aside live (another taker replaced th
   assert.ok(raced);
   assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taker);
   assert.deepEqual(readdirSync(dir), [LOCK_NAME], 'nothing of this process left');
+});
+
+test('the lock timeout is 600 s unless MOCO3_LOCK_TIMEOUT (a positive number) or --lock-timeout says otherwise: another host\'s lock with a heartbeat 5 minutes old is live by default', () => {
+  const saved = process.env.MOCO3_LOCK_TIMEOUT;
+  const beat = new Date(Date.now() - 300_000).toISOString();
+  const other = { pid: 4242, host: 'node-b', proc_start: null, since: beat, heartbeat: beat, sweep: 'x' };
+  try {
+    delete process.env.MOCO3_LOCK_TIMEOUT;
+    assert.equal(lockTimeoutS(), 600);
+    assert.equal(lockIsLive(other), true);
+    for (const bad of ['0', '-5', 'abc', '']) {
+      process.env.MOCO3_LOCK_TIMEOUT = bad;
+      assert.equal(lockTimeoutS(), 600, `MOCO3_LOCK_TIMEOUT=${bad}`);
+    }
+    process.env.MOCO3_LOCK_TIMEOUT = '120';
+    assert.equal(lockTimeoutS(), 120);
+    assert.equal(lockIsLive(other), false, 'a heartbeat older than MOCO3_LOCK_TIMEOUT');
+    setLockTimeout(900);
+    assert.equal(lockTimeoutS(), 900, '--lock-timeout over MOCO3_LOCK_TIMEOUT');
+    assert.equal(lockIsLive(other), true);
+  } finally {
+    setLockTimeout(null);
+    if (saved === undefined) delete process.env.MOCO3_LOCK_TIMEOUT;
+    else process.env.MOCO3_LOCK_TIMEOUT = saved;
+  }
+});
+
+test("clearStale (a finished run's leftovers) removes a dead process's lock, never a live one, and leaves a half-done move aside to the lock's holder", () => {
+  const dir = run({ status: 'completed', step: 6, total_steps: 6 }, null);
+  const live = { pid: process.ppid, host: hostname(), proc_start: procStart(process.ppid), since: new Date().toISOString(), heartbeat: new Date().toISOString(), sweep: 'x', timeout_s: 600 };
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify(live));
+  // a train --force of that process moving the run aside: its note and the folder it fills
+  const aside = `${dir}.old-20261205T000000`;
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: aside.split('/').at(-1) }));
+  mkdirSync(aside);
+  renameSync(join(dir, 'status.json'), join(aside, 'status.json'));
+  clearStale(dir);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), live, 'the live lock stays');
+  assert.ok(existsSync(join(aside, 'status.json')) && existsSync(join(dir, ASIDE_NOTE)), 'the move is left as it is');
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ ...live, pid: 2 ** 22 + 4321, proc_start: null }));
+  clearStale(dir);
+  assert.equal(existsSync(join(dir, LOCK_NAME)), false, "a dead process's lock goes");
+});
+
+test('a taker that cannot move a stale lock aside (other takers move it first, every time) gets the lock found, not the run', () => {
+  const dir = run(null, null);
+  const old = new Date(Date.now() - 3600_000).toISOString();
+  const stale = { pid: 4242, host: 'node-b', proc_start: null, since: old, heartbeat: old, sweep: 'x', timeout_s: 600 };
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify(stale));
+  const rename = fs.renameSync;
+  let tries = 0;
+  fs.renameSync = ((from: fs.PathLike, to: fs.PathLike) => {
+    if (String(from) === join(dir, LOCK_NAME)) {
+      tries++;
+      throw Object.assign(new Error(`ENOENT: no such file or directory, rename '${String(from)}'`), { code: 'ENOENT' });
+    }
+    rename(from, to);
+  }) as typeof fs.renameSync;
+  syncBuiltinESMExports();
+  try {
+    assert.deepEqual(acquireLock(dir, 'x'), stale);
+  } finally {
+    fs.renameSync = rename;
+    syncBuiltinESMExports();
+  }
+  assert.equal(tries, 5);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), stale, 'no lock of this process written');
+  assert.deepEqual(readdirSync(dir), [LOCK_NAME]);
 });
