@@ -90,6 +90,27 @@ test('cleanStaleTemps on a folder hosts share: another host\'s write in progress
   assert.deepEqual(readdirSync(join(dir, 'checkpoints')), []);
 });
 
+test("cleanStaleTemps puts back a checkpoint a killed process had moved aside to replace it (the run's only copy of it), and a run a killed train --force had begun to move aside", () => {
+  const dir = join(root, 'killed');
+  mkdirSync(join(dir, 'checkpoints', `.step-0000008.old.${dead}.tmp`), { recursive: true });
+  writeFileSync(join(dir, 'checkpoints', `.step-0000008.old.${dead}.tmp`, 'state.json'), '{"step": 8}');
+  writeFileSync(join(dir, 'checkpoints', 'last.json'), '{"step": 8, "dir": "step-0000008"}');
+  const aside = join(root, 'killed.old-20261205T000000');
+  mkdirSync(aside);
+  writeFileSync(join(aside, 'metrics.jsonl'), '{"step": 0}\n');
+  writeFileSync(join(dir, '.aside.json'), JSON.stringify({ to: 'killed.old-20261205T000000' }));
+  // a sweep folder's cleanup leaves the move to the run's own lock holder
+  assert.deepEqual(cleanStaleTemps(dir, false), []);
+  assert.ok(existsSync(join(aside, 'metrics.jsonl')));
+  assert.equal(readFileSync(join(dir, 'checkpoints', 'step-0000008', 'state.json'), 'utf8'), '{"step": 8}');
+  assert.deepEqual(readdirSync(join(dir, 'checkpoints')).sort(), ['last.json', 'step-0000008']);
+  const notes = cleanStaleTemps(dir);
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /put back the files of the previous run that an interrupted `train --force` had begun to move aside$/);
+  assert.equal(readFileSync(join(dir, 'metrics.jsonl'), 'utf8'), '{"step": 0}\n');
+  assert.equal(existsSync(aside), false);
+});
+
 test('a file rewritten through a temporary name keeps the permissions of the one it replaces', () => {
   const dir = tempDir('moco3-mode-');
   const p = join(dir, 'summary.json');
