@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs, { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { basename, join } from 'node:path';
-import { ASIDE_NOTE, asidePath, movedAsideFile, moveRunAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
+import { ASIDE_NOTE, asidePath, movedAsideFile, moveRunAside, pendingMoveAside, undoPartialMoveAside } from '../../src/runfolder/aside.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-aside-');
@@ -32,10 +32,10 @@ test('moveRunAside moves all but the lock to a new sibling folder, a second one 
 });
 
 /** Runs `f` with fs[call] failing as the system would (EPERM) on a path `fails` picks. */
-function failing<T>(call: 'renameSync' | 'mkdirSync', fails: (path: string) => boolean, f: () => T): T {
+function failing<T>(call: 'renameSync' | 'mkdirSync', fails: (path: string) => boolean, f: () => T, code = 'EPERM'): T {
   const real = fs[call] as (...a: unknown[]) => unknown;
   (fs as unknown as Record<string, unknown>)[call] = (path: string, ...rest: unknown[]) => {
-    if (fails(String(path))) throw Object.assign(new Error(`EPERM: operation not permitted, ${call} '${path}'`), { code: 'EPERM', syscall: call.replace('Sync', ''), path: String(path) });
+    if (fails(String(path))) throw Object.assign(new Error(`${code}: operation failed, ${call} '${path}'`), { code, syscall: call.replace('Sync', ''), path: String(path) });
     return real(path, ...rest);
   };
   syncBuiltinESMExports();
@@ -62,6 +62,18 @@ test('a move aside that fails half way (a file that cannot be moved, a folder th
     assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), 'status.json');
     assert.deepEqual(siblings(`stuck-${call}`), [], `${call}: no folder aside left`);
   }
+});
+
+test('a move aside across file systems (EXDEV: the run folder a symbolic link to another) says to give --out the folder it points to', () => {
+  const dir = makeRun('exdev');
+  assert.throws(
+    () => failing('renameSync', (p) => p.endsWith('/config.yaml'), () => moveRunAside(dir), 'EXDEV'),
+    (e: unknown) =>
+      e instanceof Error &&
+      e.name !== 'AssertionError' &&
+      / \(the run folder is a symbolic link to another file system\? give --out the folder it points to\); the previous run is left as it was$/.test(e.message),
+  );
+  assert.deepEqual(siblings('exdev'), []);
 });
 
 test('a half-done move is undone: the moved files go back, the folder aside goes', () => {
@@ -110,6 +122,16 @@ test('a note naming no folder of the run\'s moves nothing anywhere', () => {
     assert.ok(!existsSync(join(dir, ASIDE_NOTE)));
     assert.equal(readdirSync(dir).length, 5);
   }
+});
+
+test('pendingMoveAside: null without a note; the folder a move has begun to fill; no folder for a move killed before it made one', () => {
+  const dir = makeRun('pending');
+  assert.equal(pendingMoveAside(dir), null);
+  const aside = join(root, 'pending.old-20261205T000000');
+  writeFileSync(join(dir, ASIDE_NOTE), JSON.stringify({ to: basename(aside) }));
+  assert.deepEqual(pendingMoveAside(dir), { folder: null });
+  mkdirSync(aside);
+  assert.deepEqual(pendingMoveAside(dir), { folder: aside });
 });
 
 test('movedAsideFile finds a file a half-done move left aside, read-only; nothing when there is no note or no such file', () => {
