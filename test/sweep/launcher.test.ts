@@ -7,6 +7,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, sym
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseLauncherFlags, resolveLauncher, slurmTimeS } from '../../src/sweep/launcher.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
+import { procStart, setLockTimeout } from '../../src/runfolder/lock.ts';
+import { prepareLaunch } from '../../src/cli/launch.ts';
+import type { SweepResult } from '../../src/sweep/runner.ts';
 import { writeResolvedSweep } from '../../src/sweep/resolved.ts';
 import { arraySpec, readJobs, recordSubmission, runJobs, sbatchArg, sbatchScript, slurmDir, writeScript } from '../../src/sweep/slurm.ts';
 import { shellQuote } from '../../src/engine/files.ts';
@@ -208,6 +211,152 @@ test('--launcher slurm --dry-run prints the script and writes nothing; bad flags
     const planned = await cli(['plan', 'batch-size', '--preset', 'gpu', '--results', results]);
     assert.equal(planned.code, 0, planned.err);
     assert.match(planned.err, /^moco3: note: \S+batch-size was planned under preset smoke as well; /);
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('--launcher slurm: each task runs the sweep with every flag that made the plan, with the node options and the --no-baselines and --lock-timeout of the submission', async () => {
+  const results = tempDir('moco3-launch-');
+  try {
+    const flags = ['--preset', 'gpu', '--optimizer', 'adamw', '--set', 'optim.weight_decay=0.05', '--seeds', '1,2', '--data', 'synthetic', '--backend', 'cpu'];
+    const r = await cli(['sweep', 'batch-size', ...flags, '--no-baselines', '--lock-timeout', '900', '--launcher', 'slurm', '--dry-run', '--results', results]);
+    assert.equal(r.code, 0, r.err);
+    const line = r.out.split('\n').find((l) => / sweep batch-size /.test(l) && !l.startsWith('#'));
+    const node = [process.execPath, ...process.execArgv].map(shellQuote).join(' ');
+    assert.equal(line, `${node} ${shellQuote(process.argv[1]!)} sweep batch-size ${flags.join(' ')} --results ${shellQuote(results)} --no-baselines --lock-timeout 900 \\`);
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('--launcher slurm: a run another process is training is not submitted again (its task would hold a node, waiting on the run\'s lock)', async () => {
+  const results = tempDir('moco3-launch-');
+  try {
+    const run = planSweep(loadSweep('batch-size'), { preset: 'gpu', results }).runs[1]!.dir;
+    mkdirSync(run, { recursive: true });
+    const now = new Date().toISOString();
+    writeFileSync(join(run, '.lock'), JSON.stringify({ pid: process.ppid, host: hostname(), proc_start: procStart(process.ppid), since: now, heartbeat: now, sweep: 'batch-size', timeout_s: 600 }));
+    const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--dry-run', '--json', '--results', results]);
+    assert.equal(r.code, 0, r.err);
+    const o = JSON.parse(r.out) as { script: string; skipped: string[] };
+    assert.deepEqual(o.skipped, ['2 running']);
+    assert.match(o.script, /^#SBATCH --array=1,3-4$/m);
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('a local sweep refuses the flags of a Slurm task out of place in one line, exit 2, before a dry run shows anything', async () => {
+  const results = tempDir('moco3-launch-');
+  try {
+    for (const [extra, line] of [
+      [['--expect-hash', 'abc'], 'moco3: --expect-hash abc: only with --run-index\n'],
+      [['--agent', '--run-index', '1'], 'moco3: --agent: takes runs itself; not with --run-index\n'],
+      [['--run-index', '0'], 'moco3: --run-index 0: expected a positive integer\n'],
+    ] as const) {
+      const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--dry-run', '--results', results, ...extra]);
+      assert.deepEqual([r.code, r.err, r.out], [2, line, ''], extra.join(' '));
+    }
+    assert.deepEqual(readdirSync(results), []);
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('a local sweep judges another host\'s lock by its --lock-timeout: a heartbeat 30 s old is stale under 10 s, live under the default', async () => {
+  const results = tempDir('moco3-launch-');
+  try {
+    const run = planSweep(loadSweep('batch-size'), { preset: 'gpu', results }).runs[0]!.dir;
+    mkdirSync(run, { recursive: true });
+    const beat = new Date(Date.now() - 30_000).toISOString();
+    writeFileSync(join(run, '.lock'), JSON.stringify({ pid: 1, host: 'another-host', proc_start: null, since: beat, sweep: 'batch-size', heartbeat: beat, timeout_s: 10 }));
+    const status = async (flags: string[]) => {
+      const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--dry-run', '--json', '--results', results, ...flags]);
+      assert.equal(r.code, 0, r.err);
+      return (JSON.parse(r.out) as { runs: { status: string }[] }).runs[0]!.status;
+    };
+    assert.equal(await status([]), 'running');
+    assert.equal(await status(['--lock-timeout', '10']), 'new');
+  } finally {
+    setLockTimeout(null);
+    rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('a Slurm task stopped otherwise than by USR1 (scancel\'s TERM) ends, recorded as such; USR1 requeues it, and a requeue that fails is said, exit 1', async () => {
+  const results = tempDir('moco3-launch-');
+  const bin = join(results, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'scontrol'), `#!/bin/sh\necho "$@" >> ${join(bin, 'calls')}\necho "scontrol: error: Invalid job id" >&2\nexit 1\n`, { mode: 0o755 });
+  const keys = ['SLURM_ARRAY_JOB_ID', 'SLURM_ARRAY_TASK_ID', 'SLURM_JOB_ID', 'SLURM_RESTART_COUNT', 'PATH'] as const;
+  const saved = keys.map((k) => [k, process.env[k]] as const);
+  const exitCode = process.exitCode;
+  Object.assign(process.env, { SLURM_ARRAY_JOB_ID: '55', SLURM_ARRAY_TASK_ID: '1', SLURM_JOB_ID: '56', SLURM_RESTART_COUNT: '0', PATH: `${bin}:${process.env.PATH}` });
+  const err = process.stderr.write;
+  const said: string[] = [];
+  process.stderr.write = ((s: string) => (said.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const plan = planSweep(loadSweep('batch-size'), { preset: 'gpu', results });
+    const stopped = { states: plan.runs.map(() => ({ state: 'interrupted', checkpoint_step: 3 })), interrupted: true, failed: [], trained: [], busy: [] } as unknown as SweepResult;
+    const events = () => readFileSync(join(slurmDir(plan), 'tasks.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as string);
+    let stops = 0;
+    const term = prepareLaunch(plan, { sbatchArg: [], runIndex: '1' }, () => stops++);
+    await term.run(async () => stopped);
+    term.afterStopped?.();
+    assert.deepEqual(events(), ['start', 'end']);
+    assert.equal(existsSync(join(bin, 'calls')), false, 'no requeue');
+    assert.equal(process.exitCode, exitCode);
+    const usr1 = prepareLaunch(plan, { sbatchArg: [], runIndex: '1' }, () => stops++);
+    usr1.onUsr1!();
+    assert.equal(stops, 1);
+    await usr1.run(async () => stopped);
+    assert.deepEqual(events(), ['start', 'end', 'start', 'requeue', 'requeue_failed']);
+    assert.equal(readFileSync(join(bin, 'calls'), 'utf8'), 'requeue 55_1\n');
+    assert.equal(usr1.requeued?.(), false);
+    assert.equal(process.exitCode, 1);
+    assert.match(said.join(''), /moco3: scontrol requeue 55_1 failed: .*; the run is checkpointed: submit the sweep again to continue it\n/);
+  } finally {
+    process.stderr.write = err;
+    process.exitCode = exitCode;
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    rmSync(results, { recursive: true, force: true });
+  }
+});
+
+test('an agent passes over the plan while runs are left to others and it trained one, never trying again a run that failed under it, which its result keeps', async () => {
+  const plan = planSweep(loadSweep('batch-size'), { preset: 'gpu', results: tempDir('moco3-launch-') });
+  const [a, b, c] = plan.runs.map((r) => r.id);
+  const passes: number[][] = [];
+  const answers = [
+    { failed: [a], trained: [b], busy: [c] },
+    { failed: [], trained: [c], busy: [b] },
+    { failed: [], trained: [], busy: [b] },
+  ];
+  const agent = prepareLaunch(plan, { sbatchArg: [], agent: true }, () => {});
+  const r = await agent.run(async (extra) => {
+    passes.push(extra.only!);
+    return { ...answers[passes.length - 1]!, interrupted: false, states: [] } as unknown as SweepResult;
+  });
+  assert.deepEqual(passes, [[1, 2, 3, 4], [2, 3, 4], [2, 3, 4]]);
+  assert.deepEqual(r.failed, [a], 'the run that failed in the first pass');
+});
+
+test('--launcher slurm --json with every run running elsewhere: one object saying there is no script, the runs skipped named', async () => {
+  const results = tempDir('moco3-launch-');
+  try {
+    const now = new Date().toISOString();
+    for (const run of planSweep(loadSweep('batch-size'), { preset: 'gpu', results }).runs) {
+      mkdirSync(run.dir, { recursive: true });
+      writeFileSync(join(run.dir, '.lock'), JSON.stringify({ pid: process.ppid, host: hostname(), proc_start: procStart(process.ppid), since: now, heartbeat: now, sweep: 'batch-size', timeout_s: 600 }));
+    }
+    const r = await cli(['sweep', 'batch-size', '--preset', 'gpu', '--launcher', 'slurm', '--dry-run', '--json', '--results', results]);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(JSON.parse(r.out), { type: 'sbatch', script: null, skipped: ['1 running', '2 running', '3 running', '4 running'] });
+    assert.match(r.err, /^sweep batch-size: nothing to submit: every run is completed, running or queued \(1 running, 2 running, 3 running, 4 running\)\n/);
   } finally {
     rmSync(results, { recursive: true, force: true });
   }
