@@ -103,3 +103,26 @@ test("a state.json whose train_images is no count, or whose model file's momentu
     (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${ckpt(dir, 4)}: model.safetensors base_encoder.w has shape [2] but momentum_encoder.w has [3]: the files are of different models`),
   );
 });
+
+test('a resume needs every key of state.json moco3 writes: one without images_seen is damage, the previous checkpoint offered; a step-0 checkpoint (counts of 0) is whole', () => {
+  const dir = run([0, 4], 4, 4);
+  assert.equal(resumeCheckpoint(dir, 'step-0'), ckpt(dir, 0));
+  const state = join(ckpt(dir, 4), 'state.json');
+  const { images_seen: _, ...rest } = JSON.parse(readFileSync(state, 'utf8'));
+  writeFileSync(state, JSON.stringify(rest));
+  assert.throws(() => resumeCheckpoint(dir), (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${state}: images_seen: expected a non-negative integer, got nothing; resume from the previous checkpoint with --checkpoint step-0`));
+});
+
+test('an evaluation reads the newest checkpoint past lost rows (its weights are the run\'s); a last.json naming a missing folder offers the newest complete one', () => {
+  const dir = run([2, 4, 6], 6, 2);
+  const notes: string[] = [];
+  assert.equal(resumeCheckpoint(dir, undefined, { evaluate: true, note: (t) => notes.push(t) }), ckpt(dir, 6));
+  assert.deepEqual(notes, []);
+  const whole = run([2, 4, 6], 6, 6);
+  const last = join(whole, 'checkpoints', 'last.json');
+  writeFileSync(last, JSON.stringify({ step: 8, dir: stepDirName(8) }));
+  assert.throws(
+    () => resumeCheckpoint(whole),
+    (e: Error) => e instanceof CheckpointError && e.message === `${last}: names ${stepDirName(8)}, which is missing; resume from the newest complete checkpoint with --checkpoint step-6 (the later steps are trained again), or start again with --force`,
+  );
+});
