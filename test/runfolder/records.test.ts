@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeEvalResult, writeMeta } from '../../src/runfolder/records.ts';
+import { configHash, configToYaml } from '../../src/config/load.ts';
+import { editedConfigNote, isRunDir, loadRunConfig, writeEvalResult, writeMeta, writeRunConfig } from '../../src/runfolder/records.ts';
+import { tinyConfig } from '../helpers/tiny.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const read = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
@@ -40,4 +42,27 @@ test("an evaluation's result replaces the same result (other seconds, checkpoint
   assert.equal(read(join(dir, 'knn-step-4.json')).top1, 0.1);
   assert.equal(read(join(dir, 'knn.json')).k, 200, "the run's own result stays");
   assert.deepEqual(readdirSync(dir).sort(), ['knn-step-4.json', 'knn.json', kept!].sort());
+});
+
+test("config.yaml: a key newer than the run stands for its old value only where the file lacks it; an edit since training is said, a config as trained is not", () => {
+  const dir = tempDir('moco3-records-');
+  const c = tinyConfig(['train.knn_every_epochs=2']);
+  writeRunConfig(dir, configToYaml(c));
+  assert.equal(loadRunConfig(dir).train.knn_every_epochs, 2);
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ config_hash: configHash(c) }));
+  assert.equal(editedConfigNote(dir), null);
+  writeRunConfig(dir, configToYaml(c).replace(/^( {2}knn_every_epochs:).*$/m, ''));
+  assert.equal(loadRunConfig(dir).train.knn_every_epochs, null, 'written before the key existed');
+  assert.match(editedConfigNote(dir) ?? '', /config\.yaml: not the config the run was trained with \(it hashes to [0-9a-f]{8}; meta\.json records [0-9a-f]{8}\): edited since\?/);
+});
+
+test('a run folder is one with a config.yaml; a run that lost it is told apart from a folder that never was a run', () => {
+  const dir = tempDir('moco3-records-');
+  assert.equal(isRunDir(dir), false);
+  assert.throws(() => loadRunConfig(dir), (e: Error) => e.message === `${dir}: no config.yaml (not a run folder)`);
+  writeFileSync(join(dir, 'status.json'), '{"status": "completed"}');
+  assert.equal(isRunDir(dir), false, 'a status alone');
+  assert.throws(() => loadRunConfig(dir), (e: Error) => e.message === `${join(dir, 'config.yaml')}: missing: put the run's config back (each checkpoint's state.json keeps it)`);
+  writeRunConfig(dir, configToYaml(tinyConfig()));
+  assert.equal(isRunDir(dir), true);
 });
