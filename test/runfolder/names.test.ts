@@ -27,3 +27,11 @@ test('sweep names: shortest exact exponent, no plus sign, the varied keys, the s
   assert.equal(sweepRunSlug(d, ['optim.weight_decay', 'train.knn_every']), `bs${d.optim.batch_size}-lr0-adamw-${d.model.patch_proj}-wd0.01-knnevery20-s0`);
   assert.match(trainRunSlug(d), /-lr0-/);
 });
+
+test('sweep names of the other varied keys keep their short names and value forms (a changed one would rename finished runs, which a sweep then trains again)', () => {
+  const c = cfg(['optim.base_lr=1.234e-4', 'optim.weight_decay=0.005', 'augment.crop_min=0.2', 'moco.temperature=0.2', 'moco.momentum=0.99', 'optim.warmup_epochs=1', 'train.checkpoint_every=null', 'seed=1']);
+  const keys = ['optim.weight_decay', 'augment.crop_min', 'moco.temperature', 'moco.momentum', 'optim.warmup_epochs', 'train.checkpoint_every', 'data.name'];
+  assert.equal(sweepRunSlug(c, keys), `bs${c.optim.batch_size}-lr1.234e-4-adamw-${c.model.patch_proj}-wd5.0e-3-crop0.2-t0.2-m0.99-wu1-checkpointeverynull-${c.data.name}-s1`);
+  // an lr of a positive exponent: no plus sign, as the sweep's folders have always been named
+  assert.match(sweepRunSlug(cfg(['optim.base_lr=2']), []), /-lr2\.0e0-/);
+});
