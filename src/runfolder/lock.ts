@@ -331,7 +331,21 @@ export function cleanStaleTemps(dir: string, undoMove = true): string[] {
  * half-done move aside is left to the next process that does (a live one may be making that move now).
  */
 export function clearStale(runDir: string): void {
+  const path = join(runDir, LOCK_NAME);
   const l = readLock(runDir);
-  if (existsSync(join(runDir, LOCK_NAME)) && !(l && lockIsLive(l))) rmSync(join(runDir, LOCK_NAME), { force: true });
+  if (existsSync(path) && !(l && lockIsLive(l))) {
+    // moved aside and checked again, as a taker does (acquireLock): a lock another process put in place since
+    // this one was read (a train --force of the run took the stale one over) is put back, not removed
+    const aside = join(runDir, `.lock.${hostTag()}-${process.pid}.stale.tmp`);
+    try {
+      renameSync(path, aside);
+      const moved = readLockFile(aside);
+      if (moved && lockIsLive(moved)) linkSync(aside, path);
+    } catch {
+      /* removed or taken by another process meanwhile */
+    } finally {
+      rmSync(aside, { force: true });
+    }
+  }
   cleanStaleTemps(runDir, false);
 }

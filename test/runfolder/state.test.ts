@@ -213,3 +213,31 @@ test('a taker that cannot move a stale lock aside (other takers move it first, e
   assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), stale, 'no lock of this process written');
   assert.deepEqual(readdirSync(dir), [LOCK_NAME]);
 });
+
+test("clearStale that finds a stale lock replaced meanwhile (a train --force of the finished run took it over) leaves the new holder's lock", () => {
+  const dir = run({ status: 'completed', step: 6, total_steps: 6 }, null);
+  const old = new Date(Date.now() - 3600_000).toISOString();
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ pid: 4242, host: 'node-b', proc_start: null, since: old, heartbeat: old, sweep: 'x', timeout_s: 600 }));
+  const now = new Date().toISOString();
+  const taker = { pid: 4343, host: 'node-c', proc_start: null, since: now, heartbeat: now, sweep: 'y', timeout_s: 600 };
+  // between clearStale's read of the stale lock and its removal, the taker puts its own in place
+  const exists = fs.existsSync;
+  let raced = false;
+  fs.existsSync = ((p: fs.PathLike) => {
+    if (!raced && String(p) === join(dir, LOCK_NAME)) {
+      raced = true;
+      writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taker));
+    }
+    return exists(p);
+  }) as typeof fs.existsSync;
+  syncBuiltinESMExports();
+  try {
+    clearStale(dir);
+  } finally {
+    fs.existsSync = exists;
+    syncBuiltinESMExports();
+  }
+  assert.ok(raced);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taker);
+  assert.deepEqual(readdirSync(dir).sort(), [LOCK_NAME, 'status.json']);
+});
