@@ -2,13 +2,13 @@
 import { Command, Option } from 'commander';
 import { nonEmptyCheckpoint, nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ASIDE_NOTE, pendingMoveAside } from '../runfolder/aside.ts';
 import { BACKEND_CHOICES } from '../config/schema.ts';
 import { UsageError } from '../config/errors.ts';
 import { scaledLr } from '../optim/schedule.ts';
-import { editedConfigNote, isRunDir, loadRunConfig } from '../runfolder/records.ts';
+import { editedConfigNote, isSweepDir, loadRunConfig } from '../runfolder/records.ts';
 import { readStatus } from '../runfolder/status.ts';
 import { checkOutputDir } from '../engine/files.ts';
 import { readRunState } from '../runfolder/state.ts';
@@ -50,7 +50,7 @@ async function prepare(runDir: string, backend: string | undefined, checkpointFl
   // a path that is not there, or a sweep's folder given for one of its runs: said as such, not as a folder without config.yaml
   const st = statSync(runDir, { throwIfNoEntry: false });
   if (!st) throw new UsageError(`${runDir}: no such folder (give a run folder: it holds config.yaml and checkpoints/)`);
-  if (st.isDirectory() && !existsSync(join(runDir, 'config.yaml')) && (existsSync(join(runDir, 'sweep.yaml')) || readdirSync(runDir).some((e) => isRunDir(join(runDir, e))))) {
+  if (isSweepDir(runDir)) {
     throw new UsageError(`${runDir}: a sweep's folder, not a run folder: give one of its runs (${join(runDir, '<run-id>')}; moco3 plan lists them)`);
   }
   // a `train --force` moving the run's files aside, or stopped half-way: its files are split between two

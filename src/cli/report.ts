@@ -2,10 +2,10 @@
 import { Command, Option } from 'commander';
 import { nonEmptyPath } from './common.ts';
 import { positive } from './numbers.ts';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { DEFAULT_INSTABILITY, type ReportFormat } from '../report/index.ts';
-import { isRunDir } from '../runfolder/records.ts';
+import { isRunDir, isSweepDir } from '../runfolder/records.ts';
 import { checkReportOutputs, listSweeps, readSweep } from '../report/results.ts';
 import { readBaselines } from '../runfolder/baselines.ts';
 import { UsageError } from '../config/errors.ts';
@@ -23,10 +23,6 @@ interface ReportFlags {
   png: boolean;
 }
 
-
-/** A folder that holds a sweep: run folders, or the plan of one (sweep.yaml); not a run folder itself. */
-const isSweepDir = (d: string) =>
-  existsSync(d) && statSync(d).isDirectory() && !isRunDir(d) && (existsSync(join(d, 'sweep.yaml')) || readdirSync(d).some((e) => isRunDir(join(d, e))));
 
 /** A sweep given as a folder path or as a name under --results. */
 function sweepDir(arg: string, results: string): string {

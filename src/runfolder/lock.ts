@@ -191,25 +191,9 @@ export function acquireLock(runDir: string, sweep: string): LockInfo | null {
       }
       const held = readLock(runDir);
       if (held && lockIsLive(held)) return held;
-      // stale (or unreadable): move it aside under our pid, then check we moved the one we judged
-      const aside = join(runDir, `.lock.${me}.stale.tmp`);
-      try {
-        renameSync(path, aside);
-      } catch {
-        continue; // someone else moved it first
-      }
-      const moved = readLockFile(aside); // null: unreadable, stale
-      if (moved && lockIsLive(moved)) {
-        // we raced another taker and moved its fresh lock: put it back
-        try {
-          linkSync(aside, path);
-        } catch {
-          /* a third process holds it now */
-        }
-        rmSync(aside, { force: true });
-        return moved;
-      }
-      rmSync(aside, { force: true });
+      // stale (or unreadable): removed, unless the one moved aside is another taker's fresh lock
+      const raced = removeStaleLock(runDir);
+      if (raced) return raced;
     }
     return readLock(runDir) ?? { pid: -1, host: '?', proc_start: null, since: '?', sweep: '?' };
   } finally {
@@ -331,21 +315,36 @@ export function cleanStaleTemps(dir: string, undoMove = true): string[] {
  * half-done move aside is left to the next process that does (a live one may be making that move now).
  */
 export function clearStale(runDir: string): void {
-  const path = join(runDir, LOCK_NAME);
   const l = readLock(runDir);
-  if (existsSync(path) && !(l && lockIsLive(l))) {
-    // moved aside and checked again, as a taker does (acquireLock): a lock another process put in place since
-    // this one was read (a train --force of the run took the stale one over) is put back, not removed
-    const aside = join(runDir, `.lock.${hostTag()}-${process.pid}.stale.tmp`);
-    try {
-      renameSync(path, aside);
-      const moved = readLockFile(aside);
-      if (moved && lockIsLive(moved)) linkSync(aside, path);
-    } catch {
-      /* removed or taken by another process meanwhile */
-    } finally {
-      rmSync(aside, { force: true });
-    }
-  }
+  // as a taker does (acquireLock): a lock another process put in place since this one was read (a train
+  // --force of the run took the stale one over) is put back, not removed
+  if (existsSync(join(runDir, LOCK_NAME)) && !(l && lockIsLive(l))) removeStaleLock(runDir);
   cleanStaleTemps(runDir, false);
+}
+
+/**
+ * Removes a lock judged stale: moved aside under this process's name, then read again, since another
+ * process may have put its own in place after the judgement. One that proves live is put back and returned;
+ * null when the stale one is gone, or was not there to move (another process moved it first).
+ */
+function removeStaleLock(runDir: string): LockInfo | null {
+  const path = join(runDir, LOCK_NAME);
+  const aside = join(runDir, `.lock.${hostTag()}-${process.pid}.stale.tmp`);
+  try {
+    renameSync(path, aside);
+  } catch {
+    return null;
+  }
+  try {
+    const moved = readLockFile(aside); // null: unreadable, stale
+    if (!moved || !lockIsLive(moved)) return null;
+    try {
+      linkSync(aside, path);
+    } catch {
+      /* a third process holds it now */
+    }
+    return moved;
+  } finally {
+    rmSync(aside, { force: true });
+  }
 }

@@ -1,5 +1,5 @@
 /** The run folder's descriptive files: config.yaml, meta.json, and the evaluation results knn.json / linear.json. */
-import { existsSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { canonicalJson, configHash, LATER_KEYS, loadConfigFile, sectionOf, resolveConfig, validateConfig, ConfigError } from '../config/load.ts';
 import type { ResolvedRunConfig } from '../config/schema.ts';
@@ -10,6 +10,11 @@ import { isObj, readJsonObject, readYamlObject, runPath, type Obj } from './path
 /** A folder is a run folder when it holds a config.yaml. */
 export function isRunDir(dir: string): boolean {
   return existsSync(runPath(dir, 'config'));
+}
+
+/** A folder that holds a sweep: run folders, or the plan of one (sweep.yaml); not a run folder itself. */
+export function isSweepDir(dir: string): boolean {
+  return existsSync(dir) && statSync(dir).isDirectory() && !isRunDir(dir) && (existsSync(join(dir, 'sweep.yaml')) || readdirSync(dir).some((e) => isRunDir(join(dir, e))));
 }
 
 export function writeRunConfig(runDir: string, yaml: string): void {
