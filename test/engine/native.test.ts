@@ -654,7 +654,8 @@ describe('native backend', () => {
         const held = t.dataSync();
         const copy = Float32Array.from(held);
         t.dispose();
-        for (let i = 0; i < 5; i++) tf.dispose(tf.neg(tf.exp(x)));
+        // outputs of the same size but other values: a recycled `held` would be overwritten with them
+        for (let i = 0; i < 5; i++) tf.dispose(tf.neg(tf.exp(tf.mul(x, 0.5))));
         assert.deepEqual(Array.from(held), Array.from(copy), 'array returned by dataSync changed');
         // a view (stock contiguous slice) keeps its base alive
         const base = tf.mul(x, 2);
