@@ -85,9 +85,16 @@ export const wrappedLog = (text: string): string => `\u001b[?7h${text.replace(/\
 export const etaSeconds = (t0: number, first: number, step: number, total: number): number =>
   step > first ? ((performance.now() - t0) / 1000 / (step - first)) * (total - step) : NaN;
 
-/** The line a run starts with: where it goes, and whether it resumed (on a terminal too, above its bar). */
-const startLine = (label: string, e: Extract<TrainEvent, { type: 'start' }>): string =>
-  `${label}: ${e.resumed ? `resuming at step ${e.startStep}` : 'starting'}, ${e.totalSteps} steps, ${e.params} trainable parameters -> ${e.runDir}\n`;
+/**
+ * The line a run starts with: where it goes, and whether it resumed (on a terminal too, above its bar). A run
+ * resumed at its last step (stopped in its final evaluation) says its training is done.
+ */
+const startLine = (label: string, e: Extract<TrainEvent, { type: 'start' }>): string => {
+  const at = !e.resumed
+    ? `starting, ${e.totalSteps} steps`
+    : `resuming at step ${e.startStep} of ${e.totalSteps}${e.startStep >= e.totalSteps ? ' (training done)' : ''}`;
+  return `${label}: ${at}, ${e.params} trainable parameters -> ${e.runDir}\n`;
+};
 
 /** A step's seconds per image, from its row's images per second (null for a row without one). */
 const secondsPerImage = (row: { images_per_s?: number | null }): number | null => (row.images_per_s ? 1 / row.images_per_s : null);

@@ -180,7 +180,25 @@ test('on a terminal too, a run says where it goes and that it resumed, above its
     p.onEvent({ type: 'start', runDir: '/runs/r1', totalSteps: 200, startStep: 38, resumed: true, params: 7, knnTop1: null });
     p.stop();
   });
-  assert.ok(text.includes('train: resuming at step 38, 200 steps, 7 trainable parameters -> /runs/r1\n'), JSON.stringify(text));
+  assert.ok(text.includes('train: resuming at step 38 of 200, 7 trainable parameters -> /runs/r1\n'), JSON.stringify(text));
+});
+
+test('a run resumed at its last step says its training is done, and a new run gives its steps', () => {
+  const lines: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const p = makeProgress('train');
+    p.onEvent({ type: 'start', runDir: '/runs/r1', totalSteps: 160, startStep: 160, resumed: true, params: 7, knnTop1: null });
+    p.onEvent({ type: 'start', runDir: '/runs/r2', totalSteps: 80, startStep: 0, resumed: false, params: 7, knnTop1: null });
+    p.stop();
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.deepEqual(lines.filter((l) => l.includes('trainable')), [
+    'train: resuming at step 160 of 160 (training done), 7 trainable parameters -> /runs/r1\n',
+    'train: starting, 80 steps, 7 trainable parameters -> /runs/r2\n',
+  ]);
 });
 
 test('durations as every progress line writes them: seconds, then minutes, then hours (a 10-hour ETA read 36000s)', () => {
