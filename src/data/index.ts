@@ -3,6 +3,7 @@ import { loadCifar } from './cifar.ts';
 import { loadFashionMnist } from './fashion_mnist.ts';
 import { loadImageFolder } from './imagefolder.ts';
 import { makeSyntheticDataset } from './synthetic.ts';
+import { DATASET_NAMES } from '../config/schema.ts';
 import { DataError, type DataSpec, type Dataset } from './types.ts';
 
 export * from './types.ts';
@@ -12,7 +13,8 @@ export { FASHION_MNIST_DIR, FASHION_MNIST_CLASSES } from './fashion_mnist.ts';
 export { SYNTHETIC_CLASSES, SYNTHETIC_DEFAULTS } from './synthetic.ts';
 export { loadImageFolder, sharpDecoder, cacheSideFor, IMAGE_EXTENSIONS, type ImageDecoder, type ImageFolderOptions } from './imagefolder.ts';
 
-export const DATASET_NAMES = ['synthetic', 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder'] as const;
+/** The datasets by name: the config's one list (src/config/schema.ts). */
+export { DATASET_NAMES } from '../config/schema.ts';
 
 export async function loadDataset(spec: DataSpec): Promise<Dataset> {
   switch (spec.name) {
