@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { appendMetric, jsonLine, readMetrics, syncMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
+import { appendMetric, jsonLine, readMetrics, resetMetrics, syncMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
 import { RunFolderError } from '../../src/runfolder/paths.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -74,4 +74,47 @@ test('metrics: a row of a step again, out of order, or without a step is refused
 
 test('jsonLine: non-finite numbers as the strings metrics.jsonl holds, at any depth (what every --json line writes)', () => {
   assert.equal(jsonLine({ a: NaN, b: [Infinity, 1.5], c: { d: -Infinity }, e: null }), '{"a":"NaN","b":["Infinity",1.5],"c":{"d":"-Infinity"},"e":null}');
+});
+
+test('appendMetric writes one line per row: rows appended one after another read back as those rows', () => {
+  const dir = tempDir('moco3-metrics-');
+  appendMetric(dir, { step: 0, loss: 5 });
+  appendMetric(dir, { step: 1, loss: NaN, knn_top1: null });
+  assert.equal(readFileSync(join(dir, 'metrics.jsonl'), 'utf8'), '{"step":0,"loss":5}\n{"step":1,"loss":"NaN","knn_top1":null}\n');
+  const rows = readMetrics(join(dir, 'metrics.jsonl'));
+  assert.equal(rows.length, 2);
+  assert.deepEqual(rows[0], { step: 0, loss: 5 });
+  assert.ok(Number.isNaN(rows[1]!.loss));
+  // a run trained from step 0 again starts from an empty file
+  resetMetrics(dir);
+  assert.equal(readFileSync(join(dir, 'metrics.jsonl'), 'utf8'), '');
+  assert.deepEqual(readMetrics(join(dir, 'metrics.jsonl')), []);
+});
+
+test('metrics: a torn line is the last whole-text line even with blank lines after it; a last line that parses but is no object is damage, not a torn write', () => {
+  const dir = tempDir('moco3-metrics-');
+  const notes: string[] = [];
+  writeFileSync(join(dir, 'a.jsonl'), '{"step":1,"loss":4.5}\n{"step":2,"lo\n\n');
+  assert.deepEqual(readMetrics(join(dir, 'a.jsonl'), (n) => notes.push(n)), [{ step: 1, loss: 4.5 }]);
+  assert.deepEqual(notes, [`${join(dir, 'a.jsonl')}: its last line is torn (a run killed while writing it); ignored`]);
+  for (const last of ['[2]', '7', 'null']) {
+    writeFileSync(join(dir, 'b.jsonl'), `{"step":1,"loss":4.5}\n${last}\n`);
+    assert.throws(() => readMetrics(join(dir, 'b.jsonl')), (e: Error) => e instanceof RunFolderError && /b\.jsonl: line 2 is not a JSON object/.test(e.message), last);
+  }
+});
+
+test('truncateMetrics of a run whose metrics are gzipped: the rows are unpacked into metrics.jsonl and cut there, the .gz kept', () => {
+  const dir = tempDir('moco3-metrics-');
+  const text = '{"step":0,"loss":5}\n{"step":2,"loss":4}\n{"step":4,"loss":3}\n';
+  writeFileSync(join(dir, 'metrics.jsonl.gz'), gzipSync(text));
+  const kept = truncateMetrics(dir, 2);
+  assert.deepEqual(kept, [
+    { step: 0, loss: 5 },
+    { step: 2, loss: 4 },
+  ]);
+  assert.equal(readFileSync(join(dir, 'metrics.jsonl'), 'utf8'), '{"step":0,"loss":5}\n{"step":2,"loss":4}\n');
+  // a row the resume appends goes after the earlier rows, which a reader of the plain file sees
+  appendMetric(dir, { step: 3, loss: 3.5 });
+  assert.deepEqual(readMetrics(join(dir, 'metrics.jsonl')).map((r) => r.step), [0, 2, 3]);
+  assert.ok(existsSync(join(dir, 'metrics.jsonl.gz')));
 });
