@@ -6,8 +6,10 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, clearStale, LOCK_NAME, lockIsLive, lockTimeoutS, procStart, releaseLock, setLockTimeout } from '../../src/runfolder/lock.ts';
 import { ASIDE_NOTE } from '../../src/runfolder/aside.ts';
-import { readRunState } from '../../src/runfolder/state.ts';
-import { markFailed, markInterrupted, readStatus } from '../../src/runfolder/status.ts';
+import { RunFolderError } from '../../src/runfolder/paths.ts';
+import { isDone, reachedState, readRunState } from '../../src/runfolder/state.ts';
+import { markFailed, markInterrupted, readStatus, StatusWriter } from '../../src/runfolder/status.ts';
+import { knnStepNote, mergeSummary } from '../../src/runfolder/summary.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-state-');
@@ -240,4 +242,110 @@ test("clearStale that finds a stale lock replaced meanwhile (a train --force of 
   assert.ok(raced);
   assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taker);
   assert.deepEqual(readdirSync(dir).sort(), [LOCK_NAME, 'status.json']);
+});
+
+test("a run's final state needs its summary.json: completed and diverged with one are final; without one, or moved aside by a train --force, the run is interrupted; failed keeps its error", () => {
+  const withSummary = (status: object, summary: string | null) => {
+    const dir = run(status, 4);
+    if (summary !== null) writeFileSync(join(dir, 'summary.json'), summary);
+    return dir;
+  };
+  const summary = JSON.stringify({ status: 'completed', steps: 6 });
+  const done = readRunState(withSummary({ status: 'completed', step: 6, total_steps: 6 }, summary));
+  assert.deepEqual([done.state, done.step, done.total_steps, done.checkpoint_step, done.error], ['completed', 6, 6, 4, null]);
+  assert.equal(isDone(done.state), true);
+  const div = readRunState(withSummary({ status: 'diverged', step: 5, total_steps: 6, diverged_at: 5 }, summary));
+  assert.deepEqual([div.state, div.step], ['diverged', 5]);
+  assert.equal(isDone(div.state), true, 'a diverged run is final: the sweep does not train it again');
+  for (const status of ['completed', 'diverged']) {
+    assert.equal(readRunState(withSummary({ status, step: 6, total_steps: 6 }, null)).state, 'interrupted', `${status} without summary.json`);
+  }
+  // a damaged summary.json is said, not taken for a finished run's
+  const damaged = withSummary({ status: 'completed', step: 6, total_steps: 6 }, '{"status": "compl');
+  assert.throws(() => readRunState(damaged), (e: Error) => e instanceof RunFolderError && e.message.startsWith(`${join(damaged, 'summary.json')}: not valid JSON (truncated?); remove it`));
+  const failed = readRunState(withSummary({ status: 'failed', step: 3, total_steps: 6, error: 'out of memory' }, null));
+  assert.deepEqual([failed.state, failed.step, failed.error], ['failed', 4, 'out of memory']);
+  assert.equal(isDone(failed.state), false);
+  const aside = withSummary({ status: 'completed', step: 6, total_steps: 6 }, summary);
+  writeFileSync(join(aside, ASIDE_NOTE), JSON.stringify({ to: 'x' }));
+  assert.equal(readRunState(aside).state, 'interrupted');
+});
+
+test("reachedState: an unfinished run's step is its last whole metrics row (past the heartbeat, a torn last line skipped), never behind the heartbeat; a finished run's is its status's", () => {
+  const rows = (n: number) => Array.from({ length: n + 1 }, (_, s) => `{"step":${s},"loss":4.123456,"lr":0.000123}\n`).join('');
+  const torn = run({ status: 'interrupted', step: 10, total_steps: 40 }, null);
+  writeFileSync(join(torn, 'metrics.jsonl'), `${rows(17)}{"step":18,"lo`);
+  assert.deepEqual([reachedState(torn).state, reachedState(torn).step], ['interrupted', 17]);
+  // a last row written whole, without its newline
+  writeFileSync(join(torn, 'metrics.jsonl'), rows(17).trimEnd());
+  assert.equal(reachedState(torn).step, 17);
+  // rows lost after step 15: the heartbeat's step 20 stands
+  const behind = run({ status: 'failed', step: 20, total_steps: 40, error: 'x' }, null);
+  writeFileSync(join(behind, 'metrics.jsonl'), rows(15));
+  assert.deepEqual([reachedState(behind).state, reachedState(behind).step], ['failed', 20]);
+  // a file larger than the tail read: its last row still found
+  const long = run({ status: 'interrupted', step: 2990, total_steps: 4000 }, null);
+  writeFileSync(join(long, 'metrics.jsonl'), rows(2999));
+  assert.equal(reachedState(long).step, 2999);
+  // no metrics: the heartbeat's
+  assert.equal(reachedState(run({ status: 'interrupted', step: 10, total_steps: 40 }, null)).step, 10);
+});
+
+test('a status.json of an unknown status is damaged: named, with the statuses there are', () => {
+  const dir = run({ status: 'finished', step: 6, total_steps: 6 }, null);
+  assert.throws(
+    () => readStatus(dir),
+    (e: Error) => e instanceof RunFolderError && e.message.startsWith(`${join(dir, 'status.json')}: status: expected one of pending, running, completed, diverged, failed, interrupted, got "finished"; remove it`),
+  );
+});
+
+test('StatusWriter: running heartbeats at their step, a final status with where it diverged, failed with its error', () => {
+  const dir = run(null, null);
+  const w = new StatusWriter(dir, 40);
+  w.running(12);
+  let st = readStatus(dir)!;
+  assert.deepEqual([st.status, st.step, st.total_steps, st.pid, st.host, st.error, st.diverged_at], ['running', 12, 40, process.pid, hostname(), undefined, undefined]);
+  w.final('diverged', 17, 15);
+  st = readStatus(dir)!;
+  assert.deepEqual([st.status, st.step, st.total_steps, st.diverged_at], ['diverged', 17, 40, 15]);
+  w.final('completed', 40, null);
+  st = readStatus(dir)!;
+  assert.deepEqual([st.status, st.step, 'diverged_at' in st], ['completed', 40, false]);
+  w.failed(3, 'disk full');
+  st = readStatus(dir)!;
+  assert.deepEqual([st.status, st.step, st.total_steps, st.error], ['failed', 3, 40, 'disk full']);
+});
+
+test('markFailed of a run with no status.json: failed at step 0, with the error', () => {
+  const dir = run(null, null);
+  markFailed(dir, 'config.yaml: not valid YAML');
+  const st = readStatus(dir)!;
+  assert.deepEqual([st.status, st.step, st.total_steps, st.error], ['failed', 0, null, 'config.yaml: not valid YAML']);
+});
+
+test("markInterrupted leaves the status of a run whose lock another process has taken since: the run is the other's", () => {
+  const dir = run({ status: 'running', step: 7, total_steps: 20, pid: process.pid, host: hostname() }, null);
+  assert.equal(acquireLock(dir, 'x'), null);
+  const taken = { ...JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), pid: process.pid + 1, proc_start: '1' };
+  writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taken));
+  const before = readFileSync(join(dir, 'status.json'), 'utf8');
+  markInterrupted(dir);
+  assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), before);
+  releaseLock(dir);
+});
+
+test('knnStepNote: the step of a kNN measured before the last step (a diverged run), nothing when it is the last or unknown', () => {
+  assert.equal(knnStepNote({ knn_step: 30, steps: 45 }), ' at step 30');
+  assert.equal(knnStepNote({ knn_step: 45, steps: 45 }), '');
+  assert.equal(knnStepNote({ knn_step: null, steps: 45 }), '');
+  assert.equal(knnStepNote({ steps: 45 }), '');
+});
+
+test('mergeSummary: keys merged over what is there, the file left as it is when nothing changes', () => {
+  const dir = run(null, null);
+  writeFileSync(join(dir, 'summary.json'), '{"status":"completed","knn_top1":41.5}');
+  assert.deepEqual(mergeSummary(dir, { knn_top1: 41.5 }), { status: 'completed', knn_top1: 41.5 });
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), '{"status":"completed","knn_top1":41.5}', 'not rewritten');
+  assert.deepEqual(mergeSummary(dir, { linear_top1: 50 }), { status: 'completed', knn_top1: 41.5, linear_top1: 50 });
+  assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), '{\n  "status": "completed",\n  "knn_top1": 41.5,\n  "linear_top1": 50\n}\n');
 });
