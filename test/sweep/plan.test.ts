@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { loadSweep, parseSweep, SweepError } from '../../src/sweep/file.ts';
 import { parseOptimizerFlag, parseSeedsFlag, planSweep, runLr, type PlanOptions } from '../../src/sweep/plan.ts';
-import { formatPlan } from '../../src/sweep/table.ts';
+import { describeState, formatPlan } from '../../src/sweep/table.ts';
 import { resolvedSweep } from '../../src/sweep/resolved.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
 import { scaleValue } from '../../src/config/scale.ts';
@@ -327,4 +327,36 @@ test('--set of a whole section cannot change what the file varies; --optimizer i
   assert.equal(all.id, 'both');
   assert.deepEqual(all.seeds, [0]);
   assert.deepEqual(all.runs.map((r) => r.config.seed), [0, 0]);
+});
+
+test('the plan table: each run its own status, the lr column as run (base lr x batch / 256), the paper value only where the preset changed it, the counts of each status', () => {
+  const cpu = plan('batch-size', { preset: 'cpu' });
+  const base = readRunState('/nonexistent');
+  const states = [
+    { ...base, state: 'interrupted' as const, step: 30, total_steps: 100, checkpoint_step: 20 },
+    { ...base, state: 'interrupted' as const, step: 30, total_steps: 100, checkpoint_step: 20, resume_error: 'damaged' },
+    { ...base, state: 'failed' as const, step: 12, total_steps: 100, error: `${'x'.repeat(70)}\nat line 2` },
+    { ...base, state: 'running' as const, lock: { pid: 4242, host: 'node-b', proc_start: null, since: '', heartbeat: '', sweep: 'x', timeout_s: 600 } },
+  ];
+  const lines = formatPlan(cpu, states).split('\n');
+  assert.ok(lines.includes('results: /nonexistent/results/batch-size (4 runs: 2 interrupted, 1 failed, 1 running)'), lines.join('\n'));
+  const row = (i: number) => lines.find((l) => l.startsWith(`${i}  `))!;
+  // cpu: base lr 1.0e-4 x160 = 1.6e-2; lr = 1.6e-2 x 64 / 256 = 4.0e-3, x 384 / 256 = 2.4e-2
+  assert.match(row(1), / 1024 -> 64 +1\.0e-4 -> 1\.6e-2 +4\.0e-3 +adamw .*interrupted at step 30\/100, resumes at 20$/);
+  assert.match(row(2), /interrupted at step 30\/100, its checkpoint damaged \(moco3 sweep stops on it and says how to resume it\)$/);
+  assert.match(row(3), new RegExp(`failed at step 12/100 \\(${'x'.repeat(57)}\\.\\.\\.\\), restarts$`));
+  assert.match(row(4), / 6144 -> 384 +1\.0e-4 -> 1\.6e-2 +2\.4e-2 .*running \(pid 4242 on node-b\)$/);
+  const one = { ...cpu, runs: cpu.runs.slice(0, 1) };
+  assert.match(formatPlan(one, [{ ...base, state: 'diverged', step: 77, total_steps: 100 }]), /\(1 run: 1 diverged\)\n[^]*diverged at step 77\n$/);
+  // an error of several lines: its first
+  assert.equal(describeState({ ...base, state: 'failed', step: 5, total_steps: 100, checkpoint_step: 0, error: 'out of memory\n    at step (loop.ts:1)' }), 'failed at step 5/100 (out of memory), resumes at 0');
+  // the paper's own values: shown once, not "1024 -> 1024"
+  const paper = plan('batch-size', { preset: 'paper', sets: ['train.log_every=5'] });
+  const text = formatPlan(paper, paper.runs.map(() => base));
+  assert.doesNotMatch(text, / -> /);
+  assert.match(text, /\n--set train\.log_every=5\n/);
+  assert.match(text, /\n1 +bs1024\S+ +1024 +1\.0e-4 +4\.0e-4 +adamw/);
+  // a varied key beyond the usual columns gets its own (the temperature sweep's temp)
+  const temp = plan('temperature', { preset: 'paper' });
+  assert.match(formatPlan(temp, temp.runs.map(() => base)), /\bpatch proj +temp +seed\b/);
 });
