@@ -4,7 +4,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeReport } from '../../src/report/index.ts';
 import { baselinesCommandFor, baselinesMismatch } from '../../src/report/baselines.ts';
-import { readBaselines } from '../../src/runfolder/baselines.ts';
+import { knnSettingsOf, readBaselines } from '../../src/runfolder/baselines.ts';
 import { flatten, type RunRecord } from '../../src/report/results.ts';
 import { loadSweep } from '../../src/sweep/file.ts';
 import { planSweep } from '../../src/sweep/plan.ts';
@@ -301,4 +301,28 @@ test("report: runs whose kNN monitor has other settings than the baselines' are 
   s = section(readFileSync(join(dir, 'report.md'), 'utf8'));
   assert.match(s, /\| 61\.0 - 90\.0 \|/);
   assert.doesNotMatch(s, /kNN monitor ran with other settings/);
+});
+
+test("readBaselines refuses a file without its keys (an empty seeds list, no arch, a seed's number missing or not finite); knnSettingsOf records the monitor's bank and query sizes each as its own", () => {
+  const dir = tmp();
+  const good = { dataset: 'fashion-mnist', image_size: 28, arch: 'vit-micro', seeds: [seed(0, 10, 20, 30)] };
+  writeFileSync(join(dir, 'baselines.json'), JSON.stringify(good));
+  assert.equal(readBaselines(dir)!.seeds[0]!.pixels.linear_top1, 30);
+  const top = /baselines\.json: expected an object with dataset, image_size, arch and a non-empty seeds list; delete it and run `moco3 baselines <sweep>` again$/;
+  const entry = /baselines\.json: seeds\[0\]: expected seed, random_init\.\{knn_top1, linear_top1\}, pixels\.\{linear_top1, dim\}, linear\.epochs; delete it/;
+  const s0 = seed(0, 10, 20, 30);
+  for (const [bad, message] of [
+    [{ ...good, seeds: [] }, top],
+    [{ ...good, arch: undefined }, top],
+    [{ ...good, seeds: [{ ...s0, random_init: { ...s0.random_init, knn_top1: undefined } }] }, entry],
+    [{ ...good, seeds: [{ ...s0, pixels: { ...s0.pixels, linear_top1: '30' } }] }, entry],
+  ] as const) {
+    writeFileSync(join(dir, 'baselines.json'), JSON.stringify(bad));
+    assert.throws(() => readBaselines(dir), (e: Error) => e.name === 'RunFolderError' && message.test(e.message), JSON.stringify(bad));
+  }
+  // JSON has no Infinity: a number past float range reads as one
+  writeFileSync(join(dir, 'baselines.json'), JSON.stringify(good).replace('"linear_top1":20', '"linear_top1":1e999'));
+  assert.throws(() => readBaselines(dir), entry);
+  assert.deepEqual(knnSettingsOf({ eval: { knn: { k: 20, t: 0.07, bank_size: 5000, query_size: 1000 } } }), { k: 20, t: 0.07, bank_size: 5000, query_size: 1000 });
+  assert.deepEqual(knnSettingsOf({ eval: { knn: { k: 20, t: 0.07 } as never } }), { k: 20, t: 0.07, bank_size: null, query_size: null });
 });
