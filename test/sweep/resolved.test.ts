@@ -1,12 +1,12 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { parseSweep } from '../../src/sweep/file.ts';
 import { planSweep, type SweepPlan } from '../../src/sweep/plan.ts';
-import { plannedPresetNote, writeResolvedSweep } from '../../src/sweep/resolved.ts';
+import { earlierRuns, plannedPresetNote, writeResolvedSweep } from '../../src/sweep/resolved.ts';
 import { FILE_LOCK_STALE_MS, hostTag, withFileLock } from '../../src/engine/files.ts';
 import { missingRuns } from '../../src/report/index.ts';
 import { readSweep } from '../../src/report/results.ts';
@@ -234,4 +234,42 @@ test('withFileLock waits for a breaker another waiter holds without spinning a c
   assert.ok(wall >= 1000 && wall < 5000, `waited ${wall} ms`);
   assert.ok((used.user + used.system) / 1000 < wall / 4, `${((used.user + used.system) / 1000).toFixed(0)} ms of CPU in ${wall} ms`);
   assert.deepEqual([existsSync(lock), existsSync(`${lock}.break`)], [false, false]);
+});
+
+test("sweep.yaml planned again unchanged is not rewritten (the tasks of a Slurm array start together); each run's lr is base_lr x batch / 256", () => {
+  const results = mkdtempSync(join(root, 'r-'));
+  const s0 = tinyPlan(results, [0]);
+  mkdirSync(s0.dir, { recursive: true });
+  assert.deepEqual(writeResolvedSweep(s0), []);
+  const path = join(s0.dir, 'sweep.yaml');
+  const before = statSync(path).ino;
+  assert.deepEqual(writeResolvedSweep(tinyPlan(results, [0])), []);
+  assert.equal(statSync(path).ino, before, 'the same file, not one renamed over it');
+  // smoke: base lr 0.01 x10 = 0.1 at batch 512/32 = 16 and 1024/32 = 32: lr 0.1 x 16 / 256 = 0.00625, x 32 / 256 = 0.0125
+  assert.deepEqual(
+    read(s0).runs.map((r: { lr: number; config: { optim: { batch_size: number } } }) => [r.config.optim.batch_size, r.lr]),
+    [
+      [16, 0.00625],
+      [32, 0.0125],
+    ],
+  );
+});
+
+test("earlierRuns: the earlier file's runs (with its preset, without their index) before its earlier runs, each id once, none this plan has", () => {
+  const previous = {
+    preset: 'cpu',
+    runs: [
+      { index: 1, id: 'a', x: 1 },
+      { index: 2, id: 'c', x: 3 },
+    ],
+    earlier_runs: [
+      { id: 'a', preset: 'gpu', x: 2 },
+      { id: 'b', preset: 'gpu', x: 4 },
+    ],
+  };
+  assert.deepEqual(earlierRuns(previous, new Set(['c'])), [
+    { preset: 'cpu', id: 'a', x: 1 },
+    { id: 'b', preset: 'gpu', x: 4 },
+  ]);
+  assert.deepEqual(earlierRuns('runs: [', new Set()), []);
 });
