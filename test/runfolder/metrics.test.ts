@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { appendMetric, jsonLine, readMetrics, resetMetrics, syncMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
@@ -117,4 +117,20 @@ test('truncateMetrics of a run whose metrics are gzipped: the rows are unpacked 
   appendMetric(dir, { step: 3, loss: 3.5 });
   assert.deepEqual(readMetrics(join(dir, 'metrics.jsonl')).map((r) => r.step), [0, 2, 3]);
   assert.ok(existsSync(join(dir, 'metrics.jsonl.gz')));
+});
+
+test('metrics that cannot be read: a folder in the file\'s place, a cut .gz, a damaged line of a .gz: one RunFolderError naming the file; a null value is kept as null', () => {
+  const dir = tempDir('moco3-metrics-');
+  mkdirSync(join(dir, 'a.jsonl'));
+  assert.throws(() => readMetrics(join(dir, 'a.jsonl')), (e: Error) => e instanceof RunFolderError && e.message.startsWith(`${join(dir, 'a.jsonl')}: `));
+  const gz = gzipSync('{"step":1,"loss":4.5}\n{"step":2,"loss":4.4}\n');
+  writeFileSync(join(dir, 'b.jsonl.gz'), gz.subarray(0, gz.length - 6));
+  assert.throws(
+    () => readMetrics(join(dir, 'b.jsonl')),
+    (e: Error) => e instanceof RunFolderError && e.message.startsWith(`${join(dir, 'b.jsonl.gz')}: not a whole gzip file (`) && e.message.endsWith('); copy it again from where it came'),
+  );
+  writeFileSync(join(dir, 'c.jsonl.gz'), gzipSync('{"step":1,"loss":4.5}\n[]\n{"step":3,"loss":4.3}\n'));
+  assert.throws(() => readMetrics(join(dir, 'c.jsonl')), (e: Error) => e instanceof RunFolderError && e.message.startsWith(`${join(dir, 'c.jsonl.gz')}: line 2 is not a JSON object`));
+  writeFileSync(join(dir, 'd.jsonl'), '{"step":1,"loss":4.5,"knn_top1":null}\n');
+  assert.deepEqual(readMetrics(join(dir, 'd.jsonl')), [{ step: 1, loss: 4.5, knn_top1: null }]);
 });
