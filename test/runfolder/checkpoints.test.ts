@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import {
   CheckpointError,
@@ -184,4 +185,27 @@ test('commitCheckpoint that cannot write last.json puts the folder of the same s
   assert.throws(() => commitCheckpoint(root, six, 6));
   assert.equal(existsSync(join(root, 'step-0000006')), false);
   assert.deepEqual(readdirSync(root).filter((d) => !d.endsWith('.tmp')).sort(), ['last.json', 'step-0000004']);
+});
+
+test('last.json is written whole under another name and renamed onto its own, by a commit and by a rewind', () => {
+  const root = join(tempDir('moco3-ckpt-'), 'checkpoints');
+  folder(root, stepDirName(2), 2);
+  const tmp = checkpointTempDir(root, 4);
+  writeFileSync(join(tmp, 'state.json'), '{"step":4}');
+  const onto: string[] = [];
+  const rename = fs.renameSync;
+  fs.renameSync = ((from: string, to: string) => {
+    onto.push(String(to).slice(root.length + 1));
+    rename(from, to);
+  }) as typeof fs.renameSync;
+  syncBuiltinESMExports();
+  try {
+    commitCheckpoint(root, tmp, 4);
+    rewindLast(root, join(root, stepDirName(2)), 2);
+  } finally {
+    fs.renameSync = rename;
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual(onto, ['step-0000004', 'last.json', 'last.json']);
+  assert.deepEqual(readLast(root), { step: 2, dir: 'step-0000002', left: [4] });
 });
