@@ -245,6 +245,10 @@ test("sweep.yaml planned again unchanged is not rewritten (the tasks of a Slurm 
   const before = statSync(path).ino;
   assert.deepEqual(writeResolvedSweep(tinyPlan(results, [0])), []);
   assert.equal(statSync(path).ino, before, 'the same file, not one renamed over it');
+  // planned with another seed: written whole under another name and renamed onto sweep.yaml
+  writeResolvedSweep(tinyPlan(results, [1]));
+  assert.notEqual(statSync(path).ino, before);
+  writeResolvedSweep(s0);
   // smoke: base lr 0.01 x10 = 0.1 at batch 512/32 = 16 and 1024/32 = 32: lr 0.1 x 16 / 256 = 0.00625, x 32 / 256 = 0.0125
   assert.deepEqual(
     read(s0).runs.map((r: { lr: number; config: { optim: { batch_size: number } } }) => [r.config.optim.batch_size, r.lr]),
