@@ -52,6 +52,9 @@ test('a preset scales the batch grid and the epochs, keeping 1:2:4:6; the paper 
   assert.match(text, /6144 -> 192/);
   assert.match(text, /100 -> 4/);
   assert.match(text, /x1\/32/);
+  // the header: the sweep file's description, the model and data as run
+  assert.match(text, /^sweep batch-size: Fig\. 1: batch 1024, 2048, 4096, 6144 at AdamW base lr 1\.0e-4, learned patch projection \(sweeps\/batch-size\.yaml\)\n/);
+  assert.match(text, /\nmodel vit-smoke \(dim 32, depth 2, heads 4, patch 4\), data synthetic 16 px, 2560 train images; lr = base_lr x batch \/ 256\n/);
   // the file's own preset (cpu) applies when none is given
   assert.deepEqual(col(plan('batch-size'), 'optim.batch_size'), [64, 128, 256, 384]);
   // sweep.yaml records every factor, the warmup's too (the cpu preset's differs from its epochs')
