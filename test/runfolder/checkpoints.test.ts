@@ -157,9 +157,12 @@ test("pruneCheckpoints: dead processes' and this process's temporary folders go,
   folder(root, `.step-0000003.${dead}.tmp`, null);
   folder(root, `.step-0000005.${process.ppid}.tmp`, null);
   folder(root, `.step-0000007.${process.pid}.tmp`, null);
-  writeFileSync(join(root, 'last.json'), JSON.stringify({ step: 6, dir: 'step-0000006' }));
+  // a dead process's checkpoint moved aside, its replacement never renamed in: put back, not removed as a temporary folder
+  folder(root, `.step-0000012.old.${dead}.tmp`, 12);
+  writeFileSync(join(root, 'last.json'), JSON.stringify({ step: 12, dir: 'step-0000012' }));
   pruneCheckpoints(root, (s) => s % 4 === 0, join(root, 'step-0000006'));
-  assert.deepEqual(readdirSync(root).sort(), [`.step-0000005.${process.ppid}.tmp`, 'last.json', 'step-0000004', 'step-0000006', 'step-0000008']);
+  assert.deepEqual(readdirSync(root).sort(), [`.step-0000005.${process.ppid}.tmp`, 'last.json', 'step-0000004', 'step-0000006', 'step-0000008', 'step-0000012']);
+  assert.equal(readFileSync(join(root, 'step-0000012', 'state.json'), 'utf8'), '{"step":12}');
 });
 
 test("checkNoStrayTensors: a tensor the model has no place for is named (a file of another model); one outside what the reader loads is not checked", () => {

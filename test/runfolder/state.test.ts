@@ -349,6 +349,9 @@ test('mergeSummary: keys merged over what is there, the file left as it is when 
   assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), '{"status":"completed","knn_top1":41.5}', 'not rewritten');
   assert.deepEqual(mergeSummary(dir, { linear_top1: 50 }), { status: 'completed', knn_top1: 41.5, linear_top1: 50 });
   assert.equal(readFileSync(join(dir, 'summary.json'), 'utf8'), '{\n  "status": "completed",\n  "knn_top1": 41.5,\n  "linear_top1": 50\n}\n');
+  // a key set to undefined goes, a non-finite number is null: what is returned is what the file holds
+  assert.deepEqual(mergeSummary(dir, { linear_top1: undefined, dips: NaN }), { status: 'completed', knn_top1: 41.5, dips: null });
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')), { status: 'completed', knn_top1: 41.5, dips: null });
 });
 
 test('status.json, summary.json and a cut or emptied metrics.jsonl are written whole under another name and renamed onto theirs: a reader never finds half a file', () => {
