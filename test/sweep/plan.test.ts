@@ -351,6 +351,7 @@ test('the plan table: each run its own status, the lr column as run (base lr x b
   assert.match(row(4), / 6144 -> 384 +1\.0e-4 -> 1\.6e-2 +2\.4e-2 .*running \(pid 4242 on node-b\)$/);
   const one = { ...cpu, runs: cpu.runs.slice(0, 1) };
   assert.match(formatPlan(one, [{ ...base, state: 'diverged', step: 77, total_steps: 100 }]), /\(1 run: 1 diverged\)\n[^]*diverged at step 77\n$/);
+  assert.deepEqual([describeState(base), describeState({ ...base, state: 'completed', step: 100, total_steps: 100 })], ['new', 'completed']);
   // an error of several lines: its first
   assert.equal(describeState({ ...base, state: 'failed', step: 5, total_steps: 100, checkpoint_step: 0, error: 'out of memory\n    at step (loop.ts:1)' }), 'failed at step 5/100 (out of memory), resumes at 0');
   // the paper's own values: shown once, not "1024 -> 1024"

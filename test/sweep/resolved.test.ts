@@ -249,6 +249,11 @@ test("sweep.yaml planned again unchanged is not rewritten (the tasks of a Slurm 
   writeResolvedSweep(tinyPlan(results, [1]));
   assert.notEqual(statSync(path).ino, before);
   writeResolvedSweep(s0);
+  assert.deepEqual(
+    read(s0).runs.map((r: { id: string; config_hash: string }) => [r.id, r.config_hash]),
+    s0.runs.map((r) => [r.id, r.hash]),
+  );
+  assert.notEqual(s0.runs[0]!.hash, s0.runs[1]!.hash);
   // smoke: base lr 0.01 x10 = 0.1 at batch 512/32 = 16 and 1024/32 = 32: lr 0.1 x 16 / 256 = 0.00625, x 32 / 256 = 0.0125
   assert.deepEqual(
     read(s0).runs.map((r: { lr: number; config: { optim: { batch_size: number } } }) => [r.config.optim.batch_size, r.lr]),
