@@ -306,6 +306,8 @@ test('StatusWriter: running heartbeats at their step, a final status with where 
   w.running(12);
   let st = readStatus(dir)!;
   assert.deepEqual([st.status, st.step, st.total_steps, st.pid, st.host, st.error, st.diverged_at], ['running', 12, 40, process.pid, hostname(), undefined, undefined]);
+  // when it was written, for whoever reads the file
+  assert.ok(Math.abs(Date.parse(st.heartbeat!) - Date.now()) < 60_000, st.heartbeat);
   w.final('diverged', 17, 15);
   st = readStatus(dir)!;
   assert.deepEqual([st.status, st.step, st.total_steps, st.diverged_at], ['diverged', 17, 40, 15]);
