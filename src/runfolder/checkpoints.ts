@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pidAlive, writeJsonAtomic } from '../engine/files.ts';
-import { readJsonObject, runPath, samePath, type Obj } from './paths.ts';
+import { readJsonObject, runPath, samePath } from './paths.ts';
 import { InputError } from '../config/errors.ts';
 
 /** A checkpoint that cannot be read as asked (the CLI reports it as bad input). */
@@ -109,13 +109,6 @@ export function commitCheckpoint(ckptRoot: string, tmp: string, step: number): s
   }
   if (replacing) rmSync(aside, { recursive: true, force: true });
   return final;
-}
-
-/** state.json of a checkpoint folder; CheckpointError when it is missing or not an object. */
-export function readCheckpointState(dir: string): Obj {
-  const s = readJsonObject(join(dir, 'state.json'));
-  if (!s) throw new CheckpointError(`${dir}/state.json: missing or not a JSON object`);
-  return s;
 }
 
 /** The step a checkpoint folder holds (its state.json), or null when it has no readable one. */
