@@ -103,7 +103,10 @@ describe('optimizer state round trip', () => {
     );
     assert.throws(load(good, { ...json, steps: {} }), /no step count for 'blocks.0.weight'/);
     assert.throws(load(good, { ...json, stepCount: -1 }), /stepCount must be a non-negative integer/);
-    assert.ok([...opt.stateTensors().values()].every((t) => !t.isDisposed), 'old state kept');
+    const kept = opt.stateTensors();
+    assert.ok(good.size > 0);
+    assert.deepEqual([...kept.keys()], [...good.keys()], 'old state kept');
+    for (const [k, t] of kept) assert.ok(t === good.get(k) && !t.isDisposed, `old state kept: ${k}`);
     assert.equal(opt.stepCount, 1);
 
     // without params the shape check happens at the next step
