@@ -167,5 +167,5 @@ test('checkSafetensorsFile validates the header against the file size without re
   writeFileSync(cut, real.subarray(0, real.length - 1));
   assert.throws(() => checkSafetensorsFile(cut, '; do this'), /cut\.safetensors: (.*truncated|the tensors hold).*; do this$/);
   assert.throws(() => checkSafetensorsFile(join(dir, 'none.safetensors')), /none\.safetensors: missing$/);
-  assert.throws(() => checkSafetensorsFile(dir), (e: Error) => e instanceof SafetensorsError);
+  assert.throws(() => checkSafetensorsFile(dir), (e: Error) => e instanceof SafetensorsError && e.message === `${dir}: is a folder, not a file`);
 });
