@@ -515,7 +515,7 @@ test('a run taken over before its first write (its data loading took long) is no
     write(join(dir, '.lock'), JSON.stringify({ pid: 4242, host: 'other-host', proc_start: null, since: new Date().toISOString(), sweep: 's', heartbeat: new Date().toISOString() }));
     write(join(dir, 'metrics.jsonl'), '{"step":1}\n{"step":2}\n');
     write(join(dir, 'status.json'), '{"status":"running","step":2}');
-    await assert.rejects(trainRun({ config: tinyConfig(['train.max_steps=4']), runDir: dir, backend }), (e: unknown) => e instanceof LockLostError);
+    await assert.rejects(trainRun({ config: tinyConfig(['train.max_steps=4']), runDir: dir, backend }), (e: unknown) => e instanceof LockLostError && e.message.startsWith(`${dir}: taken over by pid 4242 on other-host (since `));
     assert.equal(readFileSync(join(dir, 'metrics.jsonl'), 'utf8'), '{"step":1}\n{"step":2}\n');
     assert.equal(readFileSync(join(dir, 'status.json'), 'utf8'), '{"status":"running","step":2}');
     assert.deepEqual(readdirSync(dir).sort(), ['.lock', 'metrics.jsonl', 'status.json']);
