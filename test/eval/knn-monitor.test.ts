@@ -34,7 +34,9 @@ test("eval knn --monitor reproduces the run's kNN curve at its checkpoints (the 
   assert.match(lin.err, /^moco3: note: --batch-size 1000 is more than the 64 training images: batches of 64, lr 0\.750$/m);
   assert.match(lin.out, /= 3 x 64\/256/);
   const asked = await cli(['eval', 'knn', run, '-k', '10']);
+  assert.equal(asked.code, 0, asked.err);
   assert.doesNotMatch(asked.err, /note: -k/);
+  assert.match(asked.out, /^kNN \(k 10, /);
   // nor a --batch-size the split holds
   const fits = await cli(['eval', 'linear', run, '--batch-size', '32', '--epochs', '1', '--no-augment']);
   assert.equal(fits.code, 0, fits.err);
