@@ -859,6 +859,7 @@ test("eval of a run whose config.yaml was edited since it trained (another test 
   assert.match(e.err, /^moco3: note: \S+\/edited\/config\.yaml: not the config the run was trained with \(it hashes to [0-9a-f]{8}; meta\.json records [0-9a-f]{8}\): edited since\? it is read as it is now$/m);
   // as trained: no note
   const good2 = await cli(['eval', 'knn', damaged('as-trained', () => {}), '--backend', 'cpu']);
+  assert.equal(good2.code, 0, good2.err);
   assert.doesNotMatch(good2.err, /not the config the run was trained with/);
   assert.doesNotMatch(good2.err, /evaluating its/);
 });
