@@ -172,7 +172,12 @@ test("withFileLock takes over a dead process's lock at once and a live one's onl
   const old = (Date.now() - FILE_LOCK_STALE_MS + 1500) / 1000;
   utimesSync(lock, old, old);
   t = Date.now();
-  withFileLock(join(dir, 'f.yaml'), () => assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`));
+  let held = 0;
+  withFileLock(join(dir, 'f.yaml'), () => {
+    held++;
+    assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`);
+  });
+  assert.equal(held, 1, 'the guarded section ran');
   const waited = Date.now() - t;
   assert.ok(waited >= 1200 && waited < 5000, `waited ${waited} ms`);
   // a holder frozen past FILE_LOCK_STALE_MS whose lock another took over meanwhile leaves the new holder's lock in place
@@ -195,6 +200,7 @@ test("withFileLock: waiters that find a dead process's lock at the same moment t
       `  try { writeFileSync(dir + '/inside', '', { flag: 'wx' }); } catch { process.stdout.write('two holders'); return; }`,
       `  const t = Date.now(); while (Date.now() - t < 30) {}`,
       `  rmSync(dir + '/inside');`,
+      `  process.stdout.write('held');`,
       `});`,
     ].join('\n'),
   );
@@ -212,7 +218,7 @@ test("withFileLock: waiters that find a dead process's lock at the same moment t
         return new Promise<string>((res) => p.on('close', (code) => res(code === 0 ? out : `exit ${code}`)));
       }),
     );
-    assert.deepEqual(outs.filter((o) => o !== ''), [], `trial ${trial}`);
+    assert.deepEqual(outs.filter((o) => o !== 'held'), [], `trial ${trial}`);
     if (existsSync(join(d, '.f.yaml.lock'))) locked.push(trial);
   }
   assert.deepEqual(locked, [], 'every lock released');
@@ -228,7 +234,12 @@ test('withFileLock waits for a breaker another waiter holds without spinning a c
   utimesSync(`${lock}.break`, old, old);
   const t = Date.now();
   const cpu = process.cpuUsage();
-  withFileLock(join(dir, 'f.yaml'), () => assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`));
+  let held = 0;
+  withFileLock(join(dir, 'f.yaml'), () => {
+    held++;
+    assert.equal(readFileSync(lock, 'utf8'), `${hostTag()} ${process.pid}\n`);
+  });
+  assert.equal(held, 1, 'the guarded section ran');
   const wall = Date.now() - t;
   const used = process.cpuUsage(cpu);
   assert.ok(wall >= 1000 && wall < 5000, `waited ${wall} ms`);
