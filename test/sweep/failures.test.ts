@@ -62,7 +62,7 @@ for (const [where, kernel, linear, armAt] of [
   // before the loop's own status.json: the model's weights made (the sweep records the failure)
   ['the model\'s construction', 'Identity', false, (e: SweepEvent) => e.type === 'run_start' && e.index === 1],
 ] as const) {
-  test(`a run failing in ${where} is failed in status.json and summary.json, the sweep goes on, no tensor is left behind`, async () => {
+  test(`a run failing in ${where} is failed in status.json (and in summary.json once it has one), the sweep goes on, no tensor is left behind`, async () => {
     const plan = tinyPlan(where.replace(/\W+/g, '-'), linear);
     const fault = faultyKernel(kernel);
     const before = tf.memory().numTensors;
