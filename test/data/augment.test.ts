@@ -110,6 +110,35 @@ test('view recipes: blur always in view 1 and at p=.1 in view 2, solarize only i
   assert.equal(MOCOV3_VIEWS[1].solarizeP, 0.2);
 });
 
+test("each view's draws span the recipe's whole ranges: ColorJitter's factors, the blur's sigma, the crop's area up to the whole image and its position up to either edge", () => {
+  // 4000 uniform draws: the chance that none falls in a given 1% of a range is 0.99^4000 < 1e-17
+  const [h, w] = [224, 224];
+  const cfg = cfgFor(8);
+  for (const view of [1, 2] as const) {
+    const rng = new Rng(1, 'spread', view);
+    const ps = Array.from({ length: 4000 }, () => sampleViewParams(rng, h, w, MOCOV3_VIEWS[view - 1]!, cfg));
+    const span = (f: (p: ViewParams) => number): [number, number] => [Math.min(...ps.map(f)), Math.max(...ps.map(f))];
+    const near = (what: string, got: [number, number], [lo, hi]: [number, number]) => {
+      const tol = 0.01 * (hi - lo);
+      assert.ok(got[0] >= lo && got[0] < lo + tol && got[1] <= hi && got[1] > hi - tol, `view ${view} ${what}: drawn in [${got}], the range is [${lo}, ${hi}]`);
+    };
+    near('brightness', span((p) => p.brightness), [0.6, 1.4]);
+    near('contrast', span((p) => p.contrast), [0.6, 1.4]);
+    near('saturation', span((p) => p.saturation), [0.8, 1.2]);
+    near('hue', span((p) => p.hue), [-0.1, 0.1]);
+    near('sigma', span((p) => p.sigma), [0.1, 2.0]);
+    // the area fraction is uniform on [0.08, 1] before the sides are rounded and a box that does not fit is drawn
+    // again: of 224 x 224, a side rounds by at most half a pixel, so the area by under 0.005 of the whole; a target
+    // over 0.92 fits when the aspect lies in [t, 1/t], about one draw in 80
+    const area = span((p) => (p.crop.height * p.crop.width) / (h * w));
+    assert.ok(area[0] < 0.085 && area[1] > 0.92, `view ${view} crop area in [${area}]`);
+    // the top-left corner is uniform over every place the box fits, its far edges included
+    assert.ok(ps.some((p) => p.crop.top === h - p.crop.height && p.crop.height < h), `view ${view}: no crop touches the bottom edge`);
+    assert.ok(ps.some((p) => p.crop.left === w - p.crop.width && p.crop.width < w), `view ${view}: no crop touches the right edge`);
+    assert.ok(ps.some((p) => p.crop.top === 0 && p.crop.height < h) && ps.some((p) => p.crop.left === 0 && p.crop.width < w));
+  }
+});
+
 test("preset 'none': both views equal evalView", () => {
   const batch = randomBatch(4, 6, 6, 1, 9);
   const cfg = cfgFor(10, 'none');
@@ -170,6 +199,8 @@ test('bad input is rejected', () => {
   ];
   for (const [change, re] of bad) assert.throws(() => twoViewArrays(batch, { ...cfgFor(4), ...change }, 0, 0), (e: Error) => e instanceof RangeError && re.test(e.message), JSON.stringify(change));
   assert.throws(() => twoViewArrays({ ...batch, c: 2, data: new Uint8Array(2 * 4 * 4 * 2) }, cfgFor(4), 0, 0), /augment: bad batch n=2 h=4 w=4 c=2/);
+  // pixels that are not n images of h x w x c: a bad reader's batch, not one to crop from
+  assert.throws(() => twoViewArrays({ ...batch, data: new Uint8Array(2 * 4 * 4 * 3 + 1) }, cfgFor(4), 0, 0), /augment: bad batch n=2 h=4 w=4 c=3 with 97 bytes/);
   assert.throws(() => augmentWithParams(batch, cfgFor(4), [plainParams({ top: 0, left: 0, height: 4, width: 4 })]), /augment: 1 parameter sets for 2 images/);
   // a view of an image the batch lacks, or a crop past an edge (the native kernel would read past the pixels)
   const box = { top: 0, left: 0, height: 4, width: 4 };
