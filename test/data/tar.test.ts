@@ -207,3 +207,39 @@ test('archives written by GNU tar and by Python, in each of their formats: every
   const { files: old } = await collect(archive(gzipSync(plain)));
   assert.deepEqual([...old.keys()], ['café.txt']);
 });
+
+test("a ustar name split over the prefix field is the file's whole path; an old tar's regular file (typeflag NUL) is a file", async () => {
+  const src = join(root, 'prefix');
+  const deep = `${'p'.repeat(120)}/q/f.bin`;
+  const bytes = Buffer.from(noise(900, 22));
+  mkdirSync(dirname(join(src, deep)), { recursive: true });
+  writeFileSync(join(src, deep), bytes);
+  // GNU tar stores it as prefix "ppp…/q" and name "f.bin"
+  const out = join(root, 'gnu-ustar-prefix.tar.gz');
+  execFileSync('tar', ['-czf', out, '--format=ustar', '-C', src, deep]);
+  const { files } = await collect(out);
+  assert.deepEqual([...files.keys()], [deep]);
+  assert.ok(files.get(deep)!.equals(bytes));
+  const old = await collect(archive(gzipSync(tar([['v7.bin', noise(5, 23), '\0']]))));
+  assert.deepEqual(old.calls, ['open v7.bin 5', 'end v7.bin']);
+});
+
+test('an archive cut by one byte, or with a damaged header whose name starts with a NUL, is refused, not read as ended early', async () => {
+  const whole = tar({ 'd/f': noise(1000, 24), 'd/g': noise(10, 25) });
+  const oneShort = archive(gzipSync(whole.subarray(0, 512 + 1024 + 512 + 9)));
+  await assert.rejects(collect(oneShort), (e: Error) => e instanceof DataError && e.message === `${oneShort}: truncated tar archive at d/g`);
+  const damaged = Buffer.from(whole);
+  damaged[512 + 1024] = 0; // the second header's name, its checksum now wrong: no end-of-archive block
+  const bad = archive(gzipSync(damaged));
+  await assert.rejects(collect(bad), (e: Error) => e instanceof DataError && e.message === `${bad}: not a tar archive (no tar header at byte 1536 of the unpacked data)`);
+});
+
+test("the gzip trailer's checksum is checked after end-of-archive blocks that span several inflated pieces (a tar padded to a large record)", async () => {
+  // 200 KiB of zero blocks after the last file: about 3 pieces of 64 KiB past the end of the archive
+  const padded = Buffer.concat([tar({ 'd/a': noise(700, 26) }), new Uint8Array(200 * 1024)]);
+  const gz = Buffer.from(gzipSync(padded));
+  assert.deepEqual([...(await collect(archive(gz))).files.keys()], ['d/a']);
+  gz[gz.length - 8] ^= 1;
+  const bad = archive(gz);
+  await assert.rejects(collect(bad), (e: Error) => e instanceof DataError && e.message === `${bad}: damaged: the data does not match the gzip checksum at its end (incorrect data check); download it again`);
+});
