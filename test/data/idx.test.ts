@@ -144,8 +144,42 @@ test('bad files give a one-line DataError naming the file', async () => {
   await expectDataError({ trainImages: idxBytes(0x803, [3, 0, 2], []) }, 'zero', 'train-images-idx3-ubyte.gz', /: images of 0x2 pixels: expected at least 1x1$/);
   // a test split of another image size (as many bytes): read as scrambled images of the train split's size
   await expectDataError({ testImages: idxBytes(0x803, [2, 1, 4], [5, 6, 7, 8, 100, 101, 102, 103]) }, 'shape', 't10k-images-idx3-ubyte', /: images of 1x4 pixels, the train split's \(.*train-images-idx3-ubyte\.gz\) are 2x2: expected the same size$/);
+  // images of no columns, and a test split as tall as the train split's but wider
+  await expectDataError({ trainImages: idxBytes(0x803, [3, 2, 0], []) }, 'zero-w', 'train-images-idx3-ubyte.gz', /: images of 2x0 pixels: expected at least 1x1$/);
+  await expectDataError({ testImages: idxBytes(0x803, [2, 2, 4], new Array(16).fill(3)) }, 'wider', 't10k-images-idx3-ubyte', /: images of 2x4 pixels, the train split's \(.*train-images-idx3-ubyte\.gz\) are 2x2: expected the same size$/);
+  // a label out of range past the subset asked for: the file is damaged all the same
+  const dir = join(root, 'range-past');
+  await writeTinySet(dir, { trainLabels: idxBytes(0x801, [3], [9, 0, 12]) });
+  await assert.rejects(loadFashionMnist(spec(dir, { trainSize: 2 })), (e: Error) => e instanceof DataError && e.message === `${join(dir, 'train-labels-idx1-ubyte.gz')}: label 12 at index 2 is out of range 0..9`);
   // a split of no images (its labels none too): every command failed later, naming no file
   await expectDataError({ testImages: idxBytes(0x803, [0, 2, 2], []), testLabels: idxBytes(0x801, [0], []) }, 'empty', 't10k-images-idx3-ubyte', /: holds no images: expected at least 1$/);
+});
+
+test('raw (not gzipped) files: a byte too many or too few, a header cut short, a magic of no dimensions, a first byte that is half a gzip signature', async () => {
+  const raw = idxBytes(0x803, [2, 1, 3], [1, 2, 3, 4, 5, 6]);
+  const read = async (name: string, bytes: Uint8Array, magic?: number) => {
+    await writeFile(join(root, name), bytes);
+    return readIdxFile(join(root, name), magic).then(
+      (a) => `read ${a.dims.join('x')}`,
+      (e: Error) => (e instanceof DataError ? e.message : `not a DataError: ${e}`),
+    );
+  };
+  assert.equal(await read('raw-long', Buffer.concat([raw, Buffer.from([9])]), 0x803), `${join(root, 'raw-long')}: wrong length (too long): header says 2x1x3 = 6 bytes of data, file has 7`);
+  assert.equal(await read('raw-short', raw.subarray(0, raw.length - 1), 0x803), `${join(root, 'raw-short')}: wrong length (truncated): header says 2x1x3 = 6 bytes of data, file has 5`);
+  assert.equal(await read('raw-head', raw.subarray(0, 15), 0x803), `${join(root, 'raw-head')}: truncated IDX header (15 of 16 bytes)`);
+  assert.equal(await read('raw-3', raw.subarray(0, 3), 0x803), `${join(root, 'raw-3')}: truncated IDX file (3 bytes, no header)`);
+  // any magic 0x000008NN is taken when none is asked for, but not NN = 0: an array of no dimensions
+  assert.equal(await read('raw-any', raw), 'read 2x1x3');
+  assert.equal(await read('raw-0d', idxBytes(0x800, [], [7])), `${join(root, 'raw-0d')}: bad magic 0x00000800 (expected 0x000008NN (unsigned bytes)); not an IDX file of this kind`);
+  // 0x1f then no 0x8b: no gzip data, so read as the file it is (here of a bad magic)
+  assert.equal(await read('raw-1f', Buffer.from([0x1f, 0x00, 0x08, 0x03, 0, 0, 0, 0]), 0x803), `${join(root, 'raw-1f')}: bad magic 0x1f000803 (expected 0x00000803); not an IDX file of this kind`);
+});
+
+test('the class names are Fashion-MNIST\'s, in the order of its labels 0..9', async () => {
+  const dir = join(root, 'names');
+  await writeTinySet(dir);
+  const ds = await loadFashionMnist(spec(dir));
+  assert.deepEqual(ds.classNames, ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']);
 });
 
 test('a truncated gzip file and missing files are DataErrors with the paths', async () => {
