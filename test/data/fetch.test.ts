@@ -141,6 +141,22 @@ test('the real table: every file has a size and a 64-hex SHA-256, URLs at the da
   assert.equal(SOURCES.cifar100.files[0]!.sha256, '58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec');
 });
 
+test('the table holds the published files: sizes and SHA-256 as tensorflow_datasets lists them (url_checksums), folders as the archives unpack', () => {
+  const table = Object.fromEntries(Object.values(SOURCES).flatMap((s) => s.files.map((f) => [f.name, [f.size, f.sha256]])));
+  assert.deepEqual(table, {
+    'train-images-idx3-ubyte.gz': [26421880, '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84'],
+    'train-labels-idx1-ubyte.gz': [29515, 'a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845'],
+    't10k-images-idx3-ubyte.gz': [4422102, '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073'],
+    't10k-labels-idx1-ubyte.gz': [5148, '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5'],
+    'cifar-10-binary.tar.gz': [170052171, 'c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd'],
+    'cifar-100-binary.tar.gz': [168513733, '58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec'],
+  });
+  assert.deepEqual([SOURCES.cifar10.extract, SOURCES.cifar100.extract], [
+    { archive: 'cifar-10-binary.tar.gz', folder: 'cifar-10-batches-bin' },
+    { archive: 'cifar-100-binary.tar.gz', folder: 'cifar-100-binary' },
+  ]);
+});
+
 test('the Debian Fashion-MNIST files check as the published content (their gzip header differs)', async () => {
   assert.ok(existsSync('/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz'), 'needs the real Fashion-MNIST: apt-get install dataset-fashion-mnist (.ci/run does)');
   const k = SOURCES['fashion-mnist'].files.find((f) => f.name === 't10k-labels-idx1-ubyte.gz')!;
@@ -156,7 +172,10 @@ test('the Debian Fashion-MNIST files check as the published content (their gzip 
   assert.equal((await checkFile(join(dir, 'raw'), k)).status, 'ok');
   raw[100] = (raw[100]! + 1) % 10;
   writeFileSync(join(dir, 'raw'), raw);
-  assert.equal((await checkFile(join(dir, 'raw'), k)).status, 'mismatch');
+  const bad = await checkFile(join(dir, 'raw'), k);
+  assert.equal(bad.status, 'mismatch');
+  // said against the decompressed file it is, not against the .gz
+  assert.deepEqual([bad.expected, bad.got?.size], [k.content, raw.length]);
 });
 
 // ---- downloads ----
