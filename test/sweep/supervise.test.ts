@@ -14,7 +14,7 @@ import { planSweep } from '../../src/sweep/plan.ts';
 import { runSweep } from '../../src/sweep/runner.ts';
 import { readMetrics } from '../../src/runfolder/metrics.ts';
 import { readRunState } from '../../src/runfolder/state.ts';
-import { markOutputClosed, MAX_CRASHES, onOutputClosed, setProcessEntry, shouldSupervise, sweepStartedMs } from '../../src/cli/supervise.ts';
+import { CRASH_SIGNALS, markOutputClosed, MAX_CRASHES, onOutputClosed, setProcessEntry, shouldSupervise, STOP_SIGNALS, sweepStartedMs } from '../../src/cli/supervise.ts';
 import { spawnEvents } from '../helpers/events.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -107,6 +107,34 @@ test(`a run that crashes ${MAX_CRASHES} times is given up, its status left inter
   );
   assert.match(stderr, new RegExp(`crash ${MAX_CRASHES} of ${MAX_CRASHES} there; not restarting it`));
   assert.equal(readRunState(s.run1.dir).state, 'interrupted');
+});
+
+test(`crashes are counted run by run: ${MAX_CRASHES - 1} in one run and 1 in the next are ${MAX_CRASHES} restarts, and the sweep ends`, async () => {
+  const results = mkdtempSync(join(root, 'per-run-'));
+  const [run1, run2] = planSweep(loadSweepFile(tinyFile), { results }).runs;
+  // each child reads its pause as it starts: the first two in run 1, the third in run 2, the fourth none
+  const from = join(results, '.pause-spec');
+  writeFileSync(from, `metrics:3:${run1!.id}`);
+  const s = supervised(
+    results,
+    (n, marker) => {
+      rmSync(marker);
+      const run = n < MAX_CRASHES ? run1! : run2!;
+      if (n === MAX_CRASHES - 1) writeFileSync(from, `metrics:3:${run2!.id}`);
+      if (n === MAX_CRASHES) writeFileSync(from, '');
+      process.kill(trainerOf(run.dir), 'SIGABRT');
+    },
+    3,
+    { MOCO3_TEST_PAUSE_FROM: from },
+  );
+  const { code, stderr } = await s.done;
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(
+    s.events.filter((e) => e.type === 'sweep_crash').map((e) => [e.run, e.crashes, e.restart]),
+    [...Array.from({ length: MAX_CRASHES - 1 }, (_, i) => [run1!.id, i + 1, true]), [run2!.id, 1, true]],
+  );
+  assert.match(stderr, new RegExp(`in run ${run2!.id} \\(.*\\); restarting it \\(1 of ${MAX_CRASHES - 1} restarts for this run\\)`));
+  assert.deepEqual(s.events.at(-1)?.counts, { completed: 2 });
 });
 
 test('a crash while the sweep computes its baselines is said as such, not blamed on the last run trained; the restarted process computes them', async () => {
@@ -259,6 +287,14 @@ test('an output that closes stops train and sweep once, however many writes fail
   offLate();
 });
 
+test('the crash signals restarted, the stop signals passed on, and the crashes of one run given up after', () => {
+  // a crash of native code (segmentation fault, bus error, illegal instruction, arithmetic fault, failed assertion)
+  assert.deepEqual([...CRASH_SIGNALS].sort(), ['SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGILL', 'SIGSEGV']);
+  assert.deepEqual([...STOP_SIGNALS].sort(), ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR1', 'SIGUSR2']);
+  assert.ok(STOP_SIGNALS.every((s) => !CRASH_SIGNALS.has(s)));
+  assert.equal(MAX_CRASHES, 3);
+});
+
 test('a sweep is supervised only in a process moco3 owns, not in its child, and not with MOCO3_SUPERVISE=0', () => {
   const saved = { child: process.env.MOCO3_SWEEP_CHILD, supervise: process.env.MOCO3_SUPERVISE };
   const got: boolean[] = [];
@@ -332,6 +368,26 @@ test('a sweep process that crashes after a Ctrl-C is not restarted: the sweep st
   assert.match(stderr, /the sweep process crashed \(SIGABRT\) while stopping on SIGINT; not restarting it/);
   assert.ok(!s.events.some((e) => e.type === 'sweep_crash'), 'no restart');
   assert.notEqual(readRunState(s.run1.dir).state, 'completed');
+});
+
+test('a crash after two stop signals is said, and exits, as a stop on the first of them', async () => {
+  const results = mkdtempSync(join(root, 'stopping-two-'));
+  const s = supervised(results, (n, marker, supervisor) => {
+    if (n > 1) return;
+    const victim = trainerOf(s.run1.dir);
+    rmSync(marker);
+    // apart, so that each reaches the supervisor on its own and in this order
+    process.kill(supervisor, 'SIGTERM');
+    setTimeout(() => process.kill(supervisor, 'SIGHUP'), 200);
+    setTimeout(() => {
+      process.kill(victim, 'SIGABRT');
+      writeFileSync(`${marker}.go`, '');
+    }, 500);
+  });
+  const { code, stderr } = await s.done;
+  assert.equal(code, 128 + 15, stderr);
+  assert.match(stderr, /the sweep process crashed \(SIGABRT\) while stopping on SIGTERM; not restarting it/);
+  assert.ok(!s.events.some((e) => e.type === 'sweep_crash'), 'no restart');
 });
 
 test('a USR1 that comes while moco3 starts (a Slurm warning in a task\'s first moments) stops the sweep with a checkpoint, supervised or not', async () => {
