@@ -390,6 +390,33 @@ test('a crash after two stop signals is said, and exits, as a stop on the first 
   assert.ok(!s.events.some((e) => e.type === 'sweep_crash'), 'no restart');
 });
 
+test('two Ctrl-C while the sweep process starts are kept and passed on one at a time: the second quits at once, as it would have unsupervised', async () => {
+  const results = mkdtempSync(join(root, 'held-twice-'));
+  const env = { ...process.env, MOCO3_TEST_ENTRY: '1' };
+  const { child, events, done } = spawnEvents(cli, ['sweep', tinyFile, '--json', '--no-baselines', '--backend', 'cpu', '--results', results], env, undefined, { noCore: true });
+  const sup = child.pid!;
+  // the supervisor's child that runs the sweep (not the esbuild service tsx starts)
+  const sweepChild = () => {
+    try {
+      const pids = readFileSync(`/proc/${sup}/task/${sup}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+      return pids.some((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(cli));
+    } catch {
+      return false;
+    }
+  };
+  // the child started (it takes seconds to load and say it is ready): both are kept until then
+  await until('the supervisor to start its child', sweepChild);
+  await new Promise((r) => setTimeout(r, 200)); // its handlers, put in place as it spawned the child
+  process.kill(sup, 'SIGINT');
+  await new Promise((r) => setTimeout(r, 50));
+  process.kill(sup, 'SIGINT');
+  const { code, stderr } = await done;
+  assert.equal(code, 130, stderr);
+  // passed on together, the two are one to the kernel: the sweep stops as on one Ctrl-C, to its end (sweep_end)
+  assert.ok(!events.some((e) => e.type === 'sweep_end'), `the sweep stopped as on one Ctrl-C: ${JSON.stringify(events.map((e) => e.type))}`);
+  assert.equal(stderr.match(/moco3: stopping: /g)?.length, 1, stderr);
+});
+
 test('a USR1 that comes while moco3 starts (a Slurm warning in a task\'s first moments) stops the sweep with a checkpoint, supervised or not', async () => {
   for (const supervise of ['1', '0']) {
     const results = mkdtempSync(join(root, `early-${supervise}-`));
