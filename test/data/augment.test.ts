@@ -345,6 +345,8 @@ test('twoViewArrays: raw pixels are 0..255 integers; normalised ones are their t
 test('evalView of images larger than S: the centre square Resize(S*256/224) + CenterCrop(S) keeps', () => {
   assert.deepEqual(evalBox(256, 256, 224), { top: 16, left: 16, height: 224, width: 224 });
   assert.deepEqual(evalBox(256, 300, 224), { top: 16, left: 38, height: 224, width: 224 });
+  // an offset of x.5 rounds as torchvision's int(round(...)) does, half to even: 1.5 -> 2, 9.5 -> 10
+  assert.deepEqual(evalBox(24, 40, 16), { top: 2, left: 10, height: 21, width: 21 });
   assert.deepEqual(evalBox(28, 28, 32), { top: 0, left: 0, height: 28, width: 28 });
   assert.deepEqual(evalBox(32, 32, 32), { top: 0, left: 0, height: 32, width: 32 });
   // the 256 px cache of an image folder at S = 224: the view is exactly the centre 224 x 224 pixels
