@@ -202,6 +202,7 @@ test('bad input is rejected', () => {
   // pixels that are not n images of h x w x c: a bad reader's batch, not one to crop from
   assert.throws(() => twoViewArrays({ ...batch, data: new Uint8Array(2 * 4 * 4 * 3 + 1) }, cfgFor(4), 0, 0), /augment: bad batch n=2 h=4 w=4 c=3 with 97 bytes/);
   assert.throws(() => augmentWithParams(batch, cfgFor(4), [plainParams({ top: 0, left: 0, height: 4, width: 4 })]), /augment: 1 parameter sets for 2 images/);
+  assert.throws(() => augmentWithParams(batch, cfgFor(4), Array.from({ length: 3 }, () => plainParams({ top: 0, left: 0, height: 4, width: 4 }))), /augment: 3 parameter sets for 2 images/);
   // a view of an image the batch lacks, or a crop past an edge (the native kernel would read past the pixels)
   const box = { top: 0, left: 0, height: 4, width: 4 };
   for (const [params, src] of [[[box, box], [0, 2]], [[box, { ...box, left: 1 }], [0, 1]], [[box, { ...box, top: 1 }], [0, 1]]] as const) {
