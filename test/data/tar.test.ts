@@ -243,3 +243,12 @@ test("the gzip trailer's checksum is checked after end-of-archive blocks that sp
   const bad = archive(gz);
   await assert.rejects(collect(bad), (e: Error) => e instanceof DataError && e.message === `${bad}: damaged: the data does not match the gzip checksum at its end (incorrect data check); download it again`);
 });
+
+test('a walk that finished() stops reads no further: a damaged end of the archive past that point is never reached', async () => {
+  const gz = Buffer.from(gzipSync(tar({ 'x/one': noise(1000, 27), 'x/two': noise(400_000, 28) })));
+  gz[gz.length - 8] ^= 1; // the CRC-32 at the end: read to there, the walk would fail
+  const path = archive(gz);
+  const { calls } = await collect(path, (seen) => seen.includes('x/one'));
+  assert.deepEqual(calls, ['open x/one 1000', 'end x/one']);
+  await assert.rejects(collect(path), /damaged: the data does not match the gzip checksum/);
+});
