@@ -412,7 +412,8 @@ test('two Ctrl-C while the sweep process starts are kept and passed on one at a 
   process.kill(sup, 'SIGINT');
   const { code, stderr } = await done;
   assert.equal(code, 130, stderr);
-  // passed on together, the two are one to the kernel: the sweep stops as on one Ctrl-C, to its end (sweep_end)
+  // had they been passed on together, the kernel would have made them one: the sweep would have stopped as on one
+  // Ctrl-C and reached its end (sweep_end)
   assert.ok(!events.some((e) => e.type === 'sweep_end'), `the sweep stopped as on one Ctrl-C: ${JSON.stringify(events.map((e) => e.type))}`);
   assert.equal(stderr.match(/moco3: stopping: /g)?.length, 1, stderr);
 });
