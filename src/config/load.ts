@@ -195,7 +195,7 @@ export function parseYaml(text: string, path: string): unknown {
     throw new ConfigError(`${path}: not valid YAML: ${firstLine(e)}`);
   }
   const problem = doc.errors[0] ?? doc.warnings[0];
-  if (problem) throw new ConfigError(`${path}: not valid YAML: ${problem.message.split('\n')[0].replace(/:$/, '')}`);
+  if (problem) throw new ConfigError(`${path}: not valid YAML: ${firstLine(problem).replace(/:$/, '')}`);
   const odd = yamlSurprise(doc);
   if (odd) throw new ConfigError(`${path}: ${odd[0]}: ${odd[1]}`);
   try {

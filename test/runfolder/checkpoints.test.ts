@@ -2,8 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import fs, { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { syncBuiltinESMExports } from 'node:module';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CheckpointError,
@@ -21,6 +20,7 @@ import {
   stepDirName,
   stepOfDir,
 } from '../../src/runfolder/checkpoints.ts';
+import { renamesOnto } from '../helpers/renames.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 /** A checkpoint folder under `root` named `name`, with a state.json of `step` unless `step` is null (an incomplete one). */
@@ -195,20 +195,10 @@ test('last.json is written whole under another name and renamed onto its own, by
   folder(root, stepDirName(2), 2);
   const tmp = checkpointTempDir(root, 4);
   writeFileSync(join(tmp, 'state.json'), '{"step":4}');
-  const onto: string[] = [];
-  const rename = fs.renameSync;
-  fs.renameSync = ((from: string, to: string) => {
-    onto.push(String(to).slice(root.length + 1));
-    rename(from, to);
-  }) as typeof fs.renameSync;
-  syncBuiltinESMExports();
-  try {
+  const onto = renamesOnto(root, () => {
     commitCheckpoint(root, tmp, 4);
     rewindLast(root, join(root, stepDirName(2)), 2);
-  } finally {
-    fs.renameSync = rename;
-    syncBuiltinESMExports();
-  }
+  });
   assert.deepEqual(onto, ['step-0000004', 'last.json', 'last.json']);
   assert.deepEqual(readLast(root), { step: 2, dir: 'step-0000002', left: [4] });
 });

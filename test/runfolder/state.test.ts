@@ -11,6 +11,7 @@ import { isDone, reachedState, readRunState } from '../../src/runfolder/state.ts
 import { markFailed, markInterrupted, readStatus, StatusWriter } from '../../src/runfolder/status.ts';
 import { knnStepNote, mergeSummary, writeSummary, type Summary } from '../../src/runfolder/summary.ts';
 import { resetMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
+import { renamesOnto } from '../helpers/renames.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-state-');
@@ -359,23 +360,13 @@ test('mergeSummary: keys merged over what is there, the file left as it is when 
 test('status.json, summary.json and a cut or emptied metrics.jsonl are written whole under another name and renamed onto theirs: a reader never finds half a file', () => {
   const dir = run(null, null);
   writeFileSync(join(dir, 'metrics.jsonl'), '{"step":0,"loss":5}\n{"step":1,"loss":4}\n');
-  const onto: string[] = [];
-  const rename = fs.renameSync;
-  fs.renameSync = ((from: string, to: string) => {
-    onto.push(String(to).slice(dir.length + 1));
-    rename(from, to);
-  }) as typeof fs.renameSync;
-  syncBuiltinESMExports();
-  try {
+  const onto = renamesOnto(dir, () => {
     new StatusWriter(dir, 10).running(3);
     writeSummary(dir, { status: 'completed', steps: 10 } as Summary);
     mergeSummary(dir, { knn_top1: 40 });
     truncateMetrics(dir, 0);
     resetMetrics(dir);
-  } finally {
-    fs.renameSync = rename;
-    syncBuiltinESMExports();
-  }
+  });
   assert.deepEqual(onto, ['status.json', 'summary.json', 'summary.json', 'metrics.jsonl', 'metrics.jsonl']);
   assert.deepEqual(readdirSync(dir).sort(), ['metrics.jsonl', 'status.json', 'summary.json']);
 });
