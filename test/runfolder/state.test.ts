@@ -1,7 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs, { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { syncBuiltinESMExports } from 'node:module';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, clearStale, LOCK_NAME, lockIsLive, lockTimeoutS, procStart, releaseLock, setLockTimeout } from '../../src/runfolder/lock.ts';
@@ -11,7 +10,7 @@ import { isDone, reachedState, readRunState } from '../../src/runfolder/state.ts
 import { markFailed, markInterrupted, readStatus, StatusWriter } from '../../src/runfolder/status.ts';
 import { knnStepNote, mergeSummary, writeSummary, type Summary } from '../../src/runfolder/summary.ts';
 import { resetMetrics, truncateMetrics } from '../../src/runfolder/metrics.ts';
-import { renamesOnto } from '../helpers/renames.ts';
+import { renamesOnto, withFs } from '../helpers/renames.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const root = tempDir('moco3-state-');
@@ -129,22 +128,20 @@ test('a taker that finds the lock it moved aside live (another taker replaced th
   const now = new Date().toISOString();
   const taker = { pid: 4343, host: 'node-c', proc_start: null, since: now, heartbeat: now, sweep: 'y', timeout_s: 600 };
   // between this process's read of the stale lock and its rename, the other taker puts its own in place
-  const rename = fs.renameSync;
   let raced = false;
-  fs.renameSync = ((from: fs.PathLike, to: fs.PathLike) => {
-    if (!raced && String(from) === join(dir, LOCK_NAME)) {
-      raced = true;
-      writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taker));
-    }
-    rename(from, to);
-  }) as typeof fs.renameSync;
-  syncBuiltinESMExports();
-  try {
-    assert.deepEqual(acquireLock(dir, 'x'), taker);
-  } finally {
-    fs.renameSync = rename;
-    syncBuiltinESMExports();
-  }
+  const taken = withFs(
+    'renameSync',
+    (rename) =>
+      ((from: fs.PathLike, to: fs.PathLike) => {
+        if (!raced && String(from) === join(dir, LOCK_NAME)) {
+          raced = true;
+          writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taker));
+        }
+        rename(from, to);
+      }) as typeof fs.renameSync,
+    () => acquireLock(dir, 'x'),
+  );
+  assert.deepEqual(taken, taker);
   assert.ok(raced);
   assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taker);
   assert.deepEqual(readdirSync(dir), [LOCK_NAME], 'nothing of this process left');
@@ -197,22 +194,20 @@ test('a taker that cannot move a stale lock aside (other takers move it first, e
   const old = new Date(Date.now() - 3600_000).toISOString();
   const stale = { pid: 4242, host: 'node-b', proc_start: null, since: old, heartbeat: old, sweep: 'x', timeout_s: 600 };
   writeFileSync(join(dir, LOCK_NAME), JSON.stringify(stale));
-  const rename = fs.renameSync;
   let tries = 0;
-  fs.renameSync = ((from: fs.PathLike, to: fs.PathLike) => {
-    if (String(from) === join(dir, LOCK_NAME)) {
-      tries++;
-      throw Object.assign(new Error(`ENOENT: no such file or directory, rename '${String(from)}'`), { code: 'ENOENT' });
-    }
-    rename(from, to);
-  }) as typeof fs.renameSync;
-  syncBuiltinESMExports();
-  try {
-    assert.deepEqual(acquireLock(dir, 'x'), stale);
-  } finally {
-    fs.renameSync = rename;
-    syncBuiltinESMExports();
-  }
+  const found = withFs(
+    'renameSync',
+    (rename) =>
+      ((from: fs.PathLike, to: fs.PathLike) => {
+        if (String(from) === join(dir, LOCK_NAME)) {
+          tries++;
+          throw Object.assign(new Error(`ENOENT: no such file or directory, rename '${String(from)}'`), { code: 'ENOENT' });
+        }
+        rename(from, to);
+      }) as typeof fs.renameSync,
+    () => acquireLock(dir, 'x'),
+  );
+  assert.deepEqual(found, stale);
   assert.equal(tries, 5);
   assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), stale, 'no lock of this process written');
   assert.deepEqual(readdirSync(dir), [LOCK_NAME]);
@@ -225,22 +220,19 @@ test("clearStale that finds a stale lock replaced meanwhile (a train --force of 
   const now = new Date().toISOString();
   const taker = { pid: 4343, host: 'node-c', proc_start: null, since: now, heartbeat: now, sweep: 'y', timeout_s: 600 };
   // between clearStale's read of the stale lock and its removal, the taker puts its own in place
-  const exists = fs.existsSync;
   let raced = false;
-  fs.existsSync = ((p: fs.PathLike) => {
-    if (!raced && String(p) === join(dir, LOCK_NAME)) {
-      raced = true;
-      writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taker));
-    }
-    return exists(p);
-  }) as typeof fs.existsSync;
-  syncBuiltinESMExports();
-  try {
-    clearStale(dir);
-  } finally {
-    fs.existsSync = exists;
-    syncBuiltinESMExports();
-  }
+  withFs(
+    'existsSync',
+    (exists) =>
+      ((p: fs.PathLike) => {
+        if (!raced && String(p) === join(dir, LOCK_NAME)) {
+          raced = true;
+          writeFileSync(join(dir, LOCK_NAME), JSON.stringify(taker));
+        }
+        return exists(p);
+      }) as typeof fs.existsSync,
+    () => clearStale(dir),
+  );
   assert.ok(raced);
   assert.deepEqual(JSON.parse(readFileSync(join(dir, LOCK_NAME), 'utf8')), taker);
   assert.deepEqual(readdirSync(dir).sort(), [LOCK_NAME, 'status.json']);
