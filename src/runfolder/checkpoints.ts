@@ -130,10 +130,9 @@ export function findLastCheckpoint(ckptRoot: string): string | null {
   if (!existsSync(ckptRoot)) return null;
   const last = lastPointer(ckptRoot);
   if (last && existsSync(join(ckptRoot, last.dir, 'state.json'))) return join(ckptRoot, last.dir);
-  const dirs = readdirSync(ckptRoot)
-    .filter((d) => /^step-\d+$/.test(d) && existsSync(join(ckptRoot, d, 'state.json')))
-    .sort();
-  return dirs.length ? join(ckptRoot, dirs[dirs.length - 1]!) : null;
+  // by step, as listCheckpoints orders them: past step 9,999,999 the names are longer and sort first as text
+  const complete = listCheckpoints(ckptRoot).filter((c) => existsSync(join(c.dir, 'state.json')));
+  return complete.at(-1)?.dir ?? null;
 }
 
 /** The step of the checkpoint last.json names, when it is complete; null otherwise (where a resume starts). */

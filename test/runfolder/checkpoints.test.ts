@@ -133,6 +133,15 @@ test('lastPointer, checkpointStep, findLastCheckpoint: last.json when its folder
   assert.equal(checkpointFolderStep(join(root, 'step-0000006')), null);
 });
 
+test('findLastCheckpoint without last.json takes the highest step, also past step 9,999,999 where the names grow a digit', () => {
+  const root = join(tempDir('moco3-ckpt-'), 'checkpoints');
+  folder(root, stepDirName(9_999_999), 9_999_999);
+  folder(root, stepDirName(10_000_000), 10_000_000);
+  folder(root, stepDirName(10_000_001), null); // incomplete
+  assert.equal(stepDirName(10_000_000), 'step-10000000');
+  assert.equal(findLastCheckpoint(root), join(root, 'step-10000000'));
+});
+
 test("restoreAsideCheckpoints puts back a dead process's checkpoint moved aside when its replacement never took the name; not a live process's, nor one whose replacement is complete", () => {
   const root = join(tempDir('moco3-ckpt-'), 'checkpoints');
   const dead = deadPid();
