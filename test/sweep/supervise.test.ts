@@ -323,12 +323,19 @@ test('a sweep is supervised only in a process moco3 owns, not in its child, and 
 
 test("a sweep process killed by a signal of no crash (the OOM killer's SIGKILL) is not restarted: exit 128 + its number, and the line says how to go on", async () => {
   const results = mkdtempSync(join(root, 'killed-'));
-  const s = supervised(results, (n, marker) => {
-    if (n > 1) return;
+  let restarted = false;
+  const s = supervised(results, (n, marker, supervisor) => {
+    if (n > 1) {
+      // a second child paused where the first did: the kill was taken for a crash. Neither is left waiting
+      if (!restarted) for (const pid of [supervisor, trainerOf(s.run1.dir)]) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      restarted = true;
+      return;
+    }
     rmSync(marker);
     process.kill(trainerOf(s.run1.dir), 'SIGKILL');
   });
   const { code, stderr } = await s.done;
+  assert.ok(!restarted, 'the sweep process was restarted after SIGKILL');
   assert.equal(code, 128 + 9, stderr);
   assert.match(stderr, /moco3: the sweep process was killed by SIGKILL; `moco3 sweep` again continues from the last checkpoint\n/);
   assert.ok(!s.events.some((e) => e.type === 'sweep_crash'), 'not restarted');
