@@ -14,6 +14,8 @@ import { DEFAULTS, OPTIMIZER_NAMES, type OptimizerName } from '../config/schema.
 import { InputError, readFailure } from '../config/errors.ts';
 import { parseLauncherSection, type LauncherSettings } from './launcher.ts';
 import { isFile } from '../engine/files.ts';
+import { readYamlObject } from '../runfolder/paths.ts';
+import { isRunDir } from '../runfolder/records.ts';
 
 /** Bad input in a sweep file or sweep flags: one line naming the file (or flag) and the key. */
 export class SweepError extends InputError {
@@ -60,17 +62,35 @@ export function shippedSweeps(): string[] {
  */
 export function findSweepFile(arg: string): string {
   if (isFile(arg)) return arg;
-  // a folder (a sweep's results, which moco3 report takes) given for a file: said as such, not "not found"
+  // a folder (a sweep's results, which moco3 report takes, or a run's) given for a file: said as such, not "not found"
   const folder = existsSync(arg) && statSync(arg).isDirectory();
-  const notFile = folder ? `${arg}: is a folder, not a sweep file` : `${arg}: sweep file not found`;
+  const named = folder ? folderForSweepFile(arg) : null;
+  const notFile = named ?? (folder ? `${arg}: is a folder, not a sweep file` : `${arg}: sweep file not found`);
   const ext = extname(arg);
   if (ext === '.yaml' || ext === '.yml' || arg.includes('/')) throw new SweepError(notFile);
   for (const cand of [join('sweeps', `${arg}.yaml`), join(SHIPPED_SWEEPS_DIR, `${arg}.yaml`)]) {
     if (isFile(cand)) return cand;
   }
+  if (named) throw new SweepError(named);
   if (folder) throw new SweepError(`${notFile} (a sweep file's path, or the name of a shipped sweep)`);
   const known = shippedSweeps();
   throw new SweepError(`${arg}: no such sweep (a file path, or one of: ${known.join(', ') || 'none shipped'})`);
+}
+
+/**
+ * A run's or a sweep's results folder given for a sweep file, said with what goes there: a sweep's results
+ * folder (it holds the sweep.yaml a sweep writes) names the sweep it ran (that file's `file`), a run folder
+ * is for `moco3 eval`. Null for any other folder.
+ */
+function folderForSweepFile(dir: string): string | null {
+  if (isRunDir(dir)) return `${dir}: a run folder, not a sweep file (give a sweep's name or file; moco3 eval takes a run folder)`;
+  const plan = join(dir, 'sweep.yaml');
+  if (existsSync(plan)) {
+    const file = readYamlObject(plan)?.file;
+    const which = typeof file === 'string' && file !== '' ? `its sweep, ${file},` : "the sweep's name or file";
+    return `${dir}: a sweep's results folder, not a sweep file (give ${which} with the flags it ran with; moco3 report takes the folder)`;
+  }
+  return null;
 }
 
 /** The leaf keys of the run config, dotted (`optim.base_lr`); `seed` is set by `seeds`. */

@@ -593,8 +593,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     // an empty --checkpoint (a script's unset variable): said, not looked up as '--checkpoint : no such checkpoint'
     [['eval', 'knn', good, '--checkpoint', ''], /^moco3 eval knn: option '--checkpoint <step>' argument '' is invalid\. expected step-N, N or a checkpoint folder, got an empty string\.$/m],
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
-    // a folder (a sweep's results, which report takes) for a sweep file: said as such, not "not found"
-    [['baselines', good], /^moco3: \S+\/good: is a folder, not a sweep file$/],
+    // a run folder for a sweep file: said as such, not "not found", and where a run folder goes
+    [['baselines', good], /^moco3: \S+\/good: a run folder, not a sweep file \(give a sweep's name or file; moco3 eval takes a run folder\)$/],
     // a run folder as the results folder: the sweep's runs would go inside the run's files
     [['plan', tinySweep, '--results', good], new RegExp(`^moco3: --results ${good}: ${good} is a run folder \\(it holds config\\.yaml and status\\.json\\); give the folder that holds sweeps \\(the default: results\\)$`)],
     [['sweep', tinySweep, ...SWEEP, '--results', good, '--dry-run'], /^moco3: --results \S+: \S+ is a run folder \(it holds config\.yaml and status\.json\)/],
@@ -888,7 +888,7 @@ test("train --resume of a completed run: as it is, the run's own config said and
   assert.deepEqual(rows(run).map((r) => r.step).filter((s) => s > 6), [7, 8]);
 });
 
-test('eval of a path that is not there, or of a sweep\'s folder, says so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
+test('eval of a path that is not there, or of a sweep\'s folder, and plan, sweep or baselines of a sweep\'s folder, say so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
   const missing = await cli(['eval', 'knn', join(dir, 'nope-run')]);
   assert.equal(missing.code, 2, missing.err);
   assert.match(missing.err.trim(), /^moco3: \S+\/nope-run: no such folder \(give a run folder: it holds config\.yaml and checkpoints\/\)$/);
@@ -897,5 +897,11 @@ test('eval of a path that is not there, or of a sweep\'s folder, says so in one 
   const r = await cli(['eval', 'linear', sweep]);
   assert.equal(r.code, 2, r.err);
   assert.match(r.err.trim(), /^moco3: \S+\/tiny: a sweep's folder, not a run folder: give one of its runs \(\S+\/tiny\/<run-id>; moco3 plan lists them\)$/);
+  // and the reverse: a sweep's results folder where its sweep goes names the sweep file it ran
+  for (const cmd of ['plan', 'sweep', 'baselines']) {
+    const p = await cli([cmd, sweep]);
+    assert.equal(p.code, 2, p.err);
+    assert.match(p.err.trim(), /^moco3: \S+\/tiny: a sweep's results folder, not a sweep file \(give its sweep, \S+\/fixtures\/tiny\.yaml, with the flags it ran with; moco3 report takes the folder\)$/);
+  }
   assert.deepEqual(hashTree(sweep), before);
 });
