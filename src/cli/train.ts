@@ -14,6 +14,7 @@ import { knnStepNote, readSummary } from '../runfolder/summary.ts';
 import { ASIDE_NOTE, ASIDE_STAMP, movedAsideFile, moveRunAside } from '../runfolder/aside.ts';
 import { acquireLock, assertLockHeld, cleanStaleTemps, describeHolder, lockLost, releaseLock } from '../runfolder/lock.ts';
 import { RUN_FILES } from '../runfolder/paths.ts';
+import { isSweepDir } from '../runfolder/records.ts';
 import { checkOutputDir, missingAncestors, removeEmptyFolders } from '../engine/files.ts';
 import { addRunOptions, configFromFlags, nonEmptyCheckpoint, type RunFlags } from './common.ts';
 import { UsageError } from '../config/errors.ts';
@@ -55,6 +56,8 @@ export function trainCommand(): Command {
       } else if (f.resume && f.out !== undefined && own === null && f.config === undefined && f.preset === undefined) {
         // a run without its config.yaml: the defaults (the paper's recipe) are not what it trained
         if (existsSync(join(f.out, 'status.json'))) throw new UsageError(`--resume --out ${f.out}: the run's config.yaml is missing: give its config (--config FILE, or --preset and --set) to resume it`);
+        // a sweep's folder for one of its runs: said as such, as moco3 eval says it
+        if (isSweepDir(f.out)) throw new UsageError(`--resume --out ${f.out}: a sweep's folder, not a run folder: give one of its runs (${join(f.out, '<run-id>')}; moco3 plan lists them)`);
         // no run there (a mistyped folder): the defaults would start the paper's full-size run in it
         throw new UsageError(`--resume --out ${f.out}: no run there to resume (no config.yaml); to start one, give its config: --config FILE, or --preset and --set`);
       }

@@ -888,7 +888,7 @@ test("train --resume of a completed run: as it is, the run's own config said and
   assert.deepEqual(rows(run).map((r) => r.step).filter((s) => s > 6), [7, 8]);
 });
 
-test('eval of a path that is not there, or of a sweep\'s folder, and plan, sweep or baselines of a sweep\'s folder, say so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
+test('eval of a path that is not there, or of a sweep\'s folder, train --resume, plan, sweep or baselines of a sweep\'s folder, say so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
   const missing = await cli(['eval', 'knn', join(dir, 'nope-run')]);
   assert.equal(missing.code, 2, missing.err);
   assert.match(missing.err.trim(), /^moco3: \S+\/nope-run: no such folder \(give a run folder: it holds config\.yaml and checkpoints\/\)$/);
@@ -897,6 +897,10 @@ test('eval of a path that is not there, or of a sweep\'s folder, and plan, sweep
   const r = await cli(['eval', 'linear', sweep]);
   assert.equal(r.code, 2, r.err);
   assert.match(r.err.trim(), /^moco3: \S+\/tiny: a sweep's folder, not a run folder: give one of its runs \(\S+\/tiny\/<run-id>; moco3 plan lists them\)$/);
+  // train --resume of a sweep's folder: said as eval says it (not "no run there", as for a mistyped folder)
+  const t = await cli(['train', '--out', sweep, '--resume', '-q']);
+  assert.equal(t.code, 2, t.err);
+  assert.match(t.err.trim(), /^moco3: --resume --out \S+\/tiny: a sweep's folder, not a run folder: give one of its runs \(\S+\/tiny\/<run-id>; moco3 plan lists them\)$/);
   // and the reverse: a sweep's results folder where its sweep goes names the sweep file it ran
   for (const cmd of ['plan', 'sweep', 'baselines']) {
     const p = await cli([cmd, sweep]);
