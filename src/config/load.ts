@@ -1,7 +1,8 @@
 /** Config assembly: defaults <- preset <- YAML file <- --set overrides, then strict validation. */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:buffer';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { ARCHS, type ArchName } from './archs.ts';
@@ -168,6 +169,10 @@ export function notUtf8At(bytes: Uint8Array): string {
 
 export function loadConfigFile(path: string): Obj {
   if (!existsSync(path)) throw new ConfigError(`${path}: config file not found`);
+  // a run folder for its config (`--config <run>`, where `--config <run>/config.yaml` was meant): named
+  if (statSync(path).isDirectory() && existsSync(join(path, 'config.yaml'))) {
+    throw new ConfigError(`${path}: a run folder, not a config file: give its config, ${join(path, 'config.yaml')}`);
+  }
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);

@@ -595,6 +595,8 @@ test('the lines say what is wrong and what to do; the offered older checkpoint r
     [['data', 'preview', '--preset', 'smoke', '--out', join(good, 'summary.json', 'views.png')], /^moco3: --out .*\/summary\.json\/views\.png: its folder .*\/good\/summary\.json: is a file, not a folder/],
     // a run folder for a sweep file: said as such, not "not found", and where a run folder goes
     [['baselines', good], /^moco3: \S+\/good: a run folder, not a sweep file \(give a sweep's name or file; moco3 eval takes a run folder\)$/],
+    // a run folder for its config file: the file it holds is named
+    [['train', '--config', good, '--dry-run'], /^moco3: \S+\/good: a run folder, not a config file: give its config, \S+\/good\/config\.yaml$/],
     // a run folder as the results folder: the sweep's runs would go inside the run's files
     [['plan', tinySweep, '--results', good], new RegExp(`^moco3: --results ${good}: ${good} is a run folder \\(it holds config\\.yaml and status\\.json\\); give the folder that holds sweeps \\(the default: results\\)$`)],
     [['sweep', tinySweep, ...SWEEP, '--results', good, '--dry-run'], /^moco3: --results \S+: \S+ is a run folder \(it holds config\.yaml and status\.json\)/],
