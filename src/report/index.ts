@@ -328,7 +328,12 @@ export function reportMarkdown(
       `have a last-block spike within the lead window after them, and how many within it before them (spikes in no order have, on average, as many of one as of the other). ` +
       `The gradient lead uses the whole curves instead of the spikes alone: each group's log gradient infinity norm over its running median ` +
       `(the excursion the spike detector thresholds), correlated between the patch projection and the last block at lags up to ±${io.leadMaxLag} ` +
-      `logged steps; the lead is the lag of the largest correlation (positive: the patch projection moves first; 0: both move at the same step).`,
+      `logged steps; the lead is the lag of the largest correlation (positive: the patch projection moves first; 0: both move at the same step).` +
+      // said where it shows: a finished run too short for the lead (the smoke preset's larger batches) reads "-" there
+      ([...facts.values()].some((f) => (f.status === 'completed' || f.status === 'diverged') && f.gradLead === null && f.spikesPatch !== null && f.spikesLast !== null)
+        ? ` A "-" in the gradient-lead rows is a run too short to estimate the lead: it needs ${4 * io.leadMaxLag + io.minHistory} logged steps of both gradients ` +
+          `(four times the largest lag, past the running median's first ${io.minHistory}; a smaller \`--lead-max-lag\` needs fewer).`
+        : ''),
     '',
   );
   const paired = pairedMarkdown(view, facts);

@@ -659,6 +659,23 @@ test("the gradient lead and the spike-order window are measured at the run's tra
   assert.match(md, /\| patch-proj\. spikes with a block1 spike after them \(≤ 400 steps\) \|/);
 });
 
+test('a run too short for the gradient lead shows "-" there, and the table\'s note says why; a sweep whose runs all have one says nothing of it', async () => {
+  const root = tmp();
+  const need = 4 * DEFAULT_INSTABILITY.leadMaxLag + DEFAULT_INSTABILITY.minHistory;
+  const notes: boolean[] = [];
+  for (const steps of [need - 1, need]) {
+    const dir = join(root, `s${steps}`);
+    writeFakeRun(dir, { id: 'r', steps, logEvery: 1 });
+    await writeReport(dir, { plots: false });
+    const md = readFileSync(join(dir, 'report.md'), 'utf8');
+    const lead = mdTable(md).rows.get('grad. lead, patch proj. → last block (steps)')![0];
+    assert.equal(lead === '-', steps < need, `${steps} logged steps: lead ${lead}`);
+    notes.push(md.includes(`A "-" in the gradient-lead rows is a run too short to estimate the lead: it needs ${need} logged steps of both gradients`));
+  }
+  assert.deepEqual(notes, [true, false]);
+  rmSync(root, { recursive: true });
+});
+
 test("the paper row: an AdamW lr sweep with the patch projection fixed frozen is Fig. 5's frozen series; a frozen batch-size sweep has none", async () => {
   const root = tmp();
   const lr = writeSimpleSweep(root, 'lr-frozen', [0.5e-4, 1.0e-4, 1.5e-4].map((v) => ({ 'optim.base_lr': v, 'model.patch_proj': 'frozen' })));
