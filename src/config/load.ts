@@ -264,6 +264,12 @@ function getPath(obj: unknown, path: PropertyKey[]): unknown {
   return cur;
 }
 
+/** The config keys that hold a pair of numbers, as an error says what they take. */
+const PAIRS: Record<string, string> = {
+  'optim.betas': 'a pair [beta1, beta2], e.g. [0.9, 0.999]',
+  'augment.blur_sigma': 'a pair [min, max] of pixels, e.g. [0.1, 2], or null (from the image size)',
+};
+
 function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; text: string } {
   const key = issue.path.map(String).join('.');
   if (issue.code === 'unrecognized_keys') {
@@ -287,6 +293,10 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown): { key: string; 
     expected = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
   } else if (issue.code === 'too_small' || issue.code === 'too_big') {
     expected = issue.message.replace(/^Too (small|big): /, '');
+  }
+  // a pair of numbers (zod's "tuple", or its "array to have >=2 items"): said as the pair it is
+  if (PAIRS[key] !== undefined && (issue.code === 'invalid_type' || ((issue.code === 'too_small' || issue.code === 'too_big') && issue.origin === 'array'))) {
+    expected = `expected ${PAIRS[key]}`;
   }
   return { key, text: `${key}: ${expected}, got ${got}` };
 }

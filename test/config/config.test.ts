@@ -181,6 +181,10 @@ test('values the model or optimizer would refuse are refused here, blaming the k
   // a blur wider than any image: its box radius overflowed the native kernel (a crash)
   bad(['augment.blur_sigma=[1, 1e10]'], /^--set augment\.blur_sigma=\[1, 1e10\]: augment\.blur_sigma\.1: expected number to be <=1000, got 10000000000$/);
   bad(['optim.base_lr=.nan'], /^--set optim\.base_lr=\.nan: optim\.base_lr: expected number, got NaN$/);
+  // a pair given as one number, or as a list of another length: said as the pair it takes, not as zod's "tuple"
+  bad(['optim.betas=0.9'], /^--set optim\.betas=0\.9: optim\.betas: expected a pair \[beta1, beta2\], e\.g\. \[0\.9, 0\.999\], got 0\.9$/);
+  bad(['optim.betas=[0.9, 0.99, 1]'], /^--set optim\.betas=\[0\.9, 0\.99, 1\]: optim\.betas: expected a pair \[beta1, beta2\], e\.g\. \[0\.9, 0\.999\], got \[0\.9,0\.99,1\]$/);
+  bad(['augment.blur_sigma=[1]'], /^--set augment\.blur_sigma=\[1\]: augment\.blur_sigma: expected a pair \[min, max\] of pixels, e\.g\. \[0\.1, 2\], or null \(from the image size\), got \[1\]$/);
   bad(['optim.epochs=1e400'], /^--set optim\.epochs=1e400: optim\.epochs: 1e400 is too large for a float: it would read as infinity$/);
   // a number below a float's range read as 0: an lr of 0 would train nothing without a word
   bad(['optim.base_lr=1e-400'], /^--set optim\.base_lr=1e-400: optim\.base_lr: 1e-400 is too small for a float: it would read as 0$/);
