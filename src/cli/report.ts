@@ -96,7 +96,7 @@ export function reportCommand(): Command {
         const missing = r.missing.length ? `, ${r.missing.length} missing (not started)` : '';
         const aside = r.asideRuns.length ? `, ${r.asideRuns.length} moved aside by train --force left out` : '';
         process.stdout.write(
-          `${r.sweep}: ${r.facts.size} runs (${diverged} diverged${missing}${aside}), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
+          `${r.sweep}: ${r.facts.size} run${r.facts.size === 1 ? '' : 's'} (${diverged} diverged${missing}${aside}), swept ${r.view.sweptKeys.join(' x ') || '-'}` +
             `${r.view.paper ? `, paper ${r.view.paper.figure}` : ''}; ` +
             `${[md, csv].filter(Boolean).join(', ')}${plots ? `, ${plots} plots` : ''} in ${r.seconds.toFixed(2)} s\n`,
         );

@@ -415,4 +415,10 @@ test('moco3 report: its line per sweep counts the runs, the diverged and the fig
   assert.equal(r.code, 0, r.err);
   // 4 runs, the batch of 384 diverged; knn and grad drawn (an SVG each, with its PNG)
   assert.match(r.out, new RegExp(`^batch-size: 4 runs \\(1 diverged\\), swept optim\\.batch_size, paper Fig\\. 1; ${join(dir, 'report.md')}, ${join(dir, 'report.csv')}, 2 plots in \\d+\\.\\d\\d s\\n$`));
+  // one run is one run
+  const one = join(root, 'one');
+  writeFakeRun(one, { id: 'r' });
+  const o = await cli(['report', one, '--no-plots']);
+  assert.equal(o.code, 0, o.err);
+  assert.match(o.out, /^one: 1 run \(0 diverged\), swept -; /);
 });
