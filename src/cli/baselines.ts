@@ -20,6 +20,11 @@ export function baselinesCommand(): Command {
     // a damaged baselines.json is said before minutes of computing, not written over
     const { readBaselines } = await import('../runfolder/baselines.ts');
     readBaselines(plan.dir);
+    // a folder swept under another preset (`moco3 baselines <sweep>` without the sweep's --preset): said
+    // before minutes of computing baselines its runs will not be compared with
+    const { baselinesPresetNote } = await import('../sweep/resolved.ts');
+    const note = baselinesPresetNote(plan);
+    if (note) process.stderr.write(`moco3: note: ${note}\n`);
     // Ctrl-C, `kill`, a closed terminal: stop between two steps of the probes, the lock released and the
     // folders this command made removed when nothing was written (a signal left both behind); a second Ctrl-C quits at once
     let stoppedBy: NodeJS.Signals | null = null;

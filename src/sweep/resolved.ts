@@ -98,9 +98,14 @@ function writeLocked(plan: SweepPlan, path: string, afterRead: () => void): stri
   return notes;
 }
 
+/** The presets, other than the plan's, that earlier runs were planned under. */
+function otherPresets(plan: SweepPlan, earlier: Obj[]): string[] {
+  return [...new Set(earlier.map((r) => r.preset).filter((p): p is string => typeof p === 'string' && p !== plan.preset))];
+}
+
 /** The note for a folder whose earlier runs were planned under another preset, or null. */
 function presetNote(plan: SweepPlan, earlier: Obj[]): string | null {
-  const others = [...new Set(earlier.map((r) => r.preset).filter((p): p is string => typeof p === 'string' && p !== plan.preset))];
+  const others = otherPresets(plan, earlier);
   if (!others.length) return null;
   return (
     `${plan.dir} was planned under preset ${others.join(', ')} as well; the runs of ${plan.preset ? `preset ${plan.preset}` : 'no preset'} go beside theirs ` +
@@ -114,11 +119,30 @@ function presetNote(plan: SweepPlan, earlier: Obj[]): string | null {
  * writes anew and says so).
  */
 export function plannedPresetNote(plan: SweepPlan): string | null {
+  const earlier = plannedEarlier(plan);
+  return earlier === null ? null : presetNote(plan, earlier);
+}
+
+/** The runs the folder's sweep.yaml planned besides the plan's, or null when it cannot be read. */
+function plannedEarlier(plan: SweepPlan): Obj[] | null {
   let previous: unknown;
   try {
     previous = YAML.parse(readFileSync(join(plan.dir, 'sweep.yaml'), 'utf8'));
   } catch {
     return null;
   }
-  return presetNote(plan, earlierRuns(previous, new Set(plan.runs.map((r) => r.id))));
+  return earlierRuns(previous, new Set(plan.runs.map((r) => r.id)));
+}
+
+/**
+ * What `moco3 baselines` tells of a folder whose runs were planned under another preset (its flags name
+ * another preset than the sweep's, or none): the baselines it computes are not those runs', or null.
+ */
+export function baselinesPresetNote(plan: SweepPlan): string | null {
+  const others = otherPresets(plan, plannedEarlier(plan) ?? []);
+  if (!others.length) return null;
+  return (
+    `${plan.dir} was planned under preset ${others.join(', ')}; these baselines are for ${plan.preset ? `preset ${plan.preset}` : 'no preset'}, ` +
+    `from which the report draws no verdict on runs of other data or another model: give --preset ${others[0]} (and the sweep's --set) for its runs'`
+  );
 }

@@ -214,6 +214,21 @@ test('moco3 baselines on data that cannot be read: the one line naming it, no pr
   assert.deepEqual(readdirSync(results), []);
 });
 
+test("moco3 baselines of a folder swept under another preset says, before it computes, that these baselines are not its runs'", async () => {
+  const results = tmp();
+  const tiny = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'tiny.yaml');
+  mkdirSync(join(results, 'tiny'));
+  // the sweep.yaml a sweep under --preset cpu left (its runs planned there)
+  writeFileSync(join(results, 'tiny', 'sweep.yaml'), 'name: tiny\nid: tiny\npreset: cpu\nruns:\n  - index: 1\n    id: bs32-cpu-run\n');
+  const r = await cli(['baselines', tiny, '--backend', 'cpu', '--results', results, '--set', 'eval.linear.epochs=1', '--json']);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(
+    r.err,
+    `moco3: note: ${join(results, 'tiny')} was planned under preset cpu; these baselines are for preset smoke, from which the report draws no verdict on runs of other data or another model: give --preset cpu (and the sweep's --set) for its runs'\n`,
+  );
+  assert.ok(existsSync(join(results, 'tiny', 'baselines.json')));
+});
+
 test('moco3 baselines --json: one JSON line on stdout naming the file it wrote, no progress lines on stderr', async () => {
   const results = tmp();
   const tiny = join(import.meta.dirname, '..', 'sweep', 'fixtures', 'tiny.yaml');
