@@ -1,6 +1,6 @@
 /** `moco3 plan <sweep>`: the runs a sweep makes and where each stands, without training (no TensorFlow.js). */
 import { Command, Option } from 'commander';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { RUN_FILES } from '../runfolder/paths.ts';
 import { checkOutputDir, isFile } from '../engine/files.ts';
 import { UsageError } from '../config/errors.ts';
@@ -66,6 +66,11 @@ export function planFromFlags(arg: string, f: SweepFlags): SweepPlan {
   for (const dir of [resolve(f.results), plan.dir]) {
     const held = isFile(join(dir, RUN_FILES.config)) ? [RUN_FILES.status, RUN_FILES.metrics].find((name) => isFile(join(dir, name))) : undefined;
     if (held) throw new UsageError(`--results ${f.results}: ${dir} is a run folder (it holds ${RUN_FILES.config} and ${held}); give the folder that holds sweeps (the default: results)`);
+  }
+  // a sweep's folder where the sweeps go (`--results results/batch-size`): this sweep would plan a new folder
+  // inside it (results/batch-size/batch-size), all its runs new
+  if (isFile(join(f.results, 'sweep.yaml'))) {
+    throw new UsageError(`--results ${f.results}: a sweep's folder (it holds sweep.yaml), not the folder that holds sweeps: give the one that holds it (${dirname(resolve(f.results))})`);
   }
   // a run whose train split cannot fill one batch is refused before anything is made (by plan as by
   // sweep), naming the --set that gave either key, else the sweep file

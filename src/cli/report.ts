@@ -77,6 +77,10 @@ export function reportCommand(): Command {
         if (!st.isDirectory()) throw new UsageError(`--results ${f.results}: is a file, not a folder: give the folder that holds sweeps`);
       }
       const dirs = arg ? [sweepDir(arg, f.results)] : listSweeps(f.results);
+      // a sweep's folder given as --results: the sweep is the argument
+      if (!dirs.length && existsSync(join(f.results, 'sweep.yaml'))) {
+        throw new UsageError(`--results ${f.results}: a sweep's folder, not the folder that holds sweeps: moco3 report ${shellQuote(f.results)}`);
+      }
       if (!dirs.length) throw new UsageError(`no sweeps under ${f.results} (a sweep is a folder of run folders, as moco3 sweep <sweep> writes; the runs of moco3 train are in none)`);
       // every sweep is read before any report is written: a damaged one stops the command with nothing written
       // a damaged file (a ReportError: bad input, exit 2) is said before any report is written

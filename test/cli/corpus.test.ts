@@ -890,7 +890,7 @@ test("train --resume of a completed run: as it is, the run's own config said and
   assert.deepEqual(rows(run).map((r) => r.step).filter((s) => s > 6), [7, 8]);
 });
 
-test('eval of a path that is not there, or of a sweep\'s folder, train --resume, plan, sweep or baselines of a sweep\'s folder, say so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
+test('eval of a path that is not there, or of a sweep\'s folder, train --resume, plan, sweep or baselines of a sweep\'s folder, or a sweep\'s folder as --results, say so in one line (not "no config.yaml"), exit 2, the sweep untouched', async () => {
   const missing = await cli(['eval', 'knn', join(dir, 'nope-run')]);
   assert.equal(missing.code, 2, missing.err);
   assert.match(missing.err.trim(), /^moco3: \S+\/nope-run: no such folder \(give a run folder: it holds config\.yaml and checkpoints\/\)$/);
@@ -903,6 +903,15 @@ test('eval of a path that is not there, or of a sweep\'s folder, train --resume,
   const t = await cli(['train', '--out', sweep, '--resume', '-q']);
   assert.equal(t.code, 2, t.err);
   assert.match(t.err.trim(), /^moco3: --resume --out \S+\/tiny: a sweep's folder, not a run folder: give one of its runs \(\S+\/tiny\/<run-id>; moco3 plan lists them\)$/);
+  // a sweep's folder as the folder of sweeps: the sweep would plan a new folder inside it, all its runs new
+  for (const cmd of ['plan', 'sweep', 'baselines']) {
+    const p = await cli([cmd, tinySweep, '--results', sweep]);
+    assert.equal(p.code, 2, p.err);
+    assert.equal(p.err.trim(), `moco3: --results ${sweep}: a sweep's folder (it holds sweep.yaml), not the folder that holds sweeps: give the one that holds it (${sweepGood})`);
+  }
+  const rp = await cli(['report', '--results', sweep]);
+  assert.equal(rp.code, 2, rp.err);
+  assert.equal(rp.err.trim(), `moco3: --results ${sweep}: a sweep's folder, not the folder that holds sweeps: moco3 report ${sweep}`);
   // and the reverse: a sweep's results folder where its sweep goes names the sweep file it ran
   for (const cmd of ['plan', 'sweep', 'baselines']) {
     const p = await cli([cmd, sweep]);
