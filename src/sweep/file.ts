@@ -140,7 +140,15 @@ function parseGrid(file: string, where: string, raw: unknown, leafKeys: Set<stri
       values = [spec.value];
     }
     // each value checked first: NaN and the infinities (no JSON, all written null) are said as what they are
-    for (const v of values) checkValue(file, where, key, v);
+    for (const v of values) {
+      try {
+        checkValue(file, where, key, v);
+      } catch (e) {
+        // a list under value (one value) where values (a grid of them) was meant: said with the way to write it
+        if (e instanceof SweepError && hasValue && Array.isArray(spec.value)) throw new SweepError(`${e.message} (a grid of several values is written {values: [...]})`);
+        throw e;
+      }
+    }
     const seen = new Set<string>();
     for (const v of values) {
       const k = JSON.stringify(v);

@@ -159,6 +159,7 @@ const bad: [string, string, RegExp][] = [
   ['unknown preset', 'preset: laptop\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: preset: expected one of smoke, cpu, gpu, paper/],
   ['value and values', 'parameters: {optim.base_lr: {value: 1.0e-4, values: [1.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected exactly one of value or values$/],
   ['neither value nor values', 'parameters: {optim.base_lr: {}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected exactly one of value or values$/],
+  ['a list under value, where values was meant', 'parameters: {optim.base_lr: {value: [1.0e-4, 2.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr: expected number, got \[0\.0001,0\.0002\] \(a grid of several values is written \{values: \[\.\.\.\]\}\)$/],
   ['values not a list', 'parameters: {optim.base_lr: {values: 1.0e-4}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.values: expected a list, got 0\.0001$/],
   ['a value listed twice', 'parameters: {optim.base_lr: {values: [1.0e-4, 2.0e-4, 1.0e-4]}}\n', /^bad\.yaml: parameters\.optim\.base_lr\.values: 0\.0001 is listed twice$/],
   ['a seed listed twice', 'seeds: [0, 1, 0]\nparameters: {optim.base_lr: {value: 1.0e-4}}\n', /^bad\.yaml: seeds: a seed is listed twice$/],
