@@ -143,6 +143,6 @@ export function baselinesPresetNote(plan: SweepPlan): string | null {
   if (!others.length) return null;
   return (
     `${plan.dir} was planned under preset ${others.join(', ')}; these baselines are for ${plan.preset ? `preset ${plan.preset}` : 'no preset'}, ` +
-    `from which the report draws no verdict on runs of other data or another model: give --preset ${others[0]} (and the sweep's --set) for its runs'`
+    `from which the report draws no verdict on runs of other data or another model: give --preset ${others[0]} (and the sweep's --set) for its runs`
   );
 }

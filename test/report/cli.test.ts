@@ -224,7 +224,7 @@ test("moco3 baselines of a folder swept under another preset says, before it com
   assert.equal(r.code, 0, r.err);
   assert.equal(
     r.err,
-    `moco3: note: ${join(results, 'tiny')} was planned under preset cpu; these baselines are for preset smoke, from which the report draws no verdict on runs of other data or another model: give --preset cpu (and the sweep's --set) for its runs'\n`,
+    `moco3: note: ${join(results, 'tiny')} was planned under preset cpu; these baselines are for preset smoke, from which the report draws no verdict on runs of other data or another model: give --preset cpu (and the sweep's --set) for its runs\n`,
   );
   assert.ok(existsSync(join(results, 'tiny', 'baselines.json')));
 });
