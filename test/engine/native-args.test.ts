@@ -96,3 +96,36 @@ test('reduce refuses an op it has not (any other was a min); augment a negative 
   assert.throws(() => a.augmentAsync!(src, 1, 4, 4, 3, crop(1, 4), -5, 2, null, new Float32Array(12)), /augment: bad arguments/);
   assert.throws(() => a.augment!(src, 1, 4, 4, 3, crop(1, 4), 1, 2 ** 31 - 1, null, new Float32Array(3)), /augment: bad arguments/);
 });
+
+test('an output, operand, row length, box or bias one element off what the call says is refused (it was read or written past its end)', () => {
+  assert.throws(() => a.unary!(1, F(1, 2, 3, 4), new Float32Array(3), 0), /unary: bad arguments/);
+  assert.throws(() => a.binary!(0, F(1, 2, 3), [4], F(1, 2, 3, 4), [4], new Float32Array(4)), /binary: operand size mismatch/);
+  assert.throws(() => a.binary!(0, F(1, 2, 3, 4), [4], F(1, 2, 3), [4], new Float32Array(4)), /binary: operand size mismatch/);
+  // 5 values are no whole number of rows of 2
+  assert.throws(() => a.softmax!(F(1, 2, 3, 4, 5), new Float32Array(5), 2), /softmax: bad arguments/);
+  // a box of 3 from 2 in a source of 4: one past its end
+  assert.throws(() => a.copyBox!(F(1, 2, 3, 4), [4], [2], [3], new Float32Array(4), [4], [0]), /copyBox: box out of bounds/);
+  // x one short of its rows times gamma's length
+  assert.throws(() => a.layerNorm!(F(1, 2, 3), F(1, 1), F(0, 0), 1e-5, new Float32Array(4), new Float32Array(2), new Float32Array(2)), /layerNorm: size mismatch/);
+  // an axis twice: the output would take 4 elements of a [2, 3]'s first axis
+  assert.throws(() => a.transpose!(F(1, 2, 3, 4, 5, 6), [2, 3], [0, 0], new Float32Array(6)), /transpose: bad perm/);
+  // a bias of 2 for rows of 4 (it takes 4, or 1 for all)
+  assert.throws(() => a.biasAct!(new Float32Array(8), 4, F(1, 2), -1, 0), /biasAct: bias length/);
+  // the same calls with the sizes right
+  const o = new Float32Array(4);
+  a.copyBox!(F(1, 2, 3, 4), [4], [1], [3], o, [4], [0]);
+  assert.deepEqual([...o], [2, 3, 4, 0]);
+  const y = F(0, 0, 0, 0, 1, 1, 1, 1);
+  a.biasAct!(y, 4, F(1, 2, 3, 4), -1, 0);
+  assert.deepEqual([...y], [1, 2, 3, 4, 2, 3, 4, 5]);
+});
+
+test('augment refuses a crop box past its image on either axis', () => {
+  const src = new Uint8Array(2 * 4 * 4 * 3).map((_, i) => (i * 37) % 256);
+  const wide = crop(1, 4);
+  wide[4] = 5; // a width of 5 in an image 4 wide
+  assert.throws(() => a.augment!(src, 2, 4, 4, 3, wide, 1, 2, null, new Float32Array(12)), /augment: a crop box outside its image/);
+  const tall = crop(1, 4);
+  tall[3] = 5;
+  assert.throws(() => a.augment!(src, 2, 4, 4, 3, tall, 1, 2, null, new Float32Array(12)), /augment: a crop box outside its image/);
+});
