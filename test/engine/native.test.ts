@@ -328,6 +328,8 @@ describe('native backend', () => {
       ['sum over rows of [5000, 64]', () => tf.sum(tf.tensor(values(5000 * 64, 11, -1e3, 1e3), [5000, 64]), 0)],
       ['mean of 70000', () => tf.mean(tf.tensor(values(70000, 12), [70000]))],
       ['max over rows of [3000, 40]', () => tf.max(tf.tensor(values(3000 * 40, 13), [3000, 40]), 0)],
+      // 2^60, 2048 ones, -2^60: whether the ones survive depends on which partial sum takes them with 2^60
+      ['sum of 32768 with cancellation', () => tf.sum(tf.tensor(Float32Array.from({ length: 32768 }, (_, i) => (i === 0 ? 2 ** 60 : i === 32767 ? -(2 ** 60) : i >= 6144 && i < 8192 ? 1 : 0)), [32768]))],
     ];
     try {
       const bits = new Map<string, Uint8Array>();
