@@ -129,3 +129,20 @@ test('augment refuses a crop box past its image on either axis', () => {
   tall[3] = 5;
   assert.throws(() => a.augment!(src, 2, 4, 4, 3, tall, 1, 2, null, new Float32Array(12)), /augment: a crop box outside its image/);
 });
+
+test('augmentAsync works on its own copy of the parameters: a change the caller makes once the call has returned does not reach it', async () => {
+  const src = new Uint8Array(2 * 64 * 64 * 3).map((_, i) => (i * 37) % 256);
+  // 512 whole-image views of the second image, blurred: long enough that the change below lands while they are made
+  const count = 512;
+  const p = crop(count, 64);
+  for (let j = 0; j < count; j++) (p[j * 20] = 1), (p[j * 20 + 15] = 1), (p[j * 20 + 16] = 1.5);
+  const want = new Float32Array(count * 48 * 48 * 3);
+  a.augment!(src, 2, 64, 64, 3, p, count, 48, null, want);
+  const got = new Float32Array(want.length);
+  const pending = a.augmentAsync!(src, 2, 64, 64, 3, p, count, 48, null, got) as Promise<void>;
+  for (let j = 0; j < count; j++) p.set([0, 0, 0, 48, 48], j * 20), (p[j * 20 + 15] = 0);
+  await pending;
+  let differ = 0;
+  for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) differ++;
+  assert.equal(differ, 0, 'values that differ from the views of the parameters as passed');
+});
