@@ -127,7 +127,7 @@ test('stepFlops: 2 x the multiply-adds of each view: queries forward and backwar
   assert.equal(stepFlops(c), c.optim.batch_size * perImage);
 });
 
-test('bench figures: medians of the timed steps only (an even count: the mean of the middle two), images/s, GFLOP/s and the augmentation share from them', async () => {
+test('bench figures: medians of the timed steps only (an even count: the mean of the middle two), of wall and of process CPU time; images/s, GFLOP/s and the augmentation share from them', async () => {
   const { benchOne } = await import('../../src/train/bench.ts');
   const { stepFlops } = await import('../../src/train/flops.ts');
   const { buildConfig } = await import('../../src/config/load.ts');
@@ -138,14 +138,29 @@ test('bench figures: medians of the timed steps only (an even count: the mean of
   const script = total.flatMap((t, s) => [1000 * s, 1000 * s + aug[s]!, 1000 * s + t]);
   const real = performance.now.bind(performance);
   let calls = 0;
-  performance.now = () => (/\/src\/train\/bench\.ts:/.test(new Error().stack!.split('\n')[2] ?? '') ? script[calls++]! : real());
+  const fromBench = () => /\/src\/train\/bench\.ts:/.test(new Error().stack!.split('\n')[3] ?? '');
+  performance.now = () => (fromBench() ? script[calls++]! : real());
+  // its process CPU time per timed step, scripted too (user + system, microseconds): 40, 10, 20 and 90 ms
+  const cpuScript = [
+    { user: 30_000, system: 10_000 },
+    { user: 10_000, system: 0 },
+    { user: 15_000, system: 5_000 },
+    { user: 80_000, system: 10_000 },
+  ];
+  const realCpu = process.cpuUsage.bind(process);
+  let cpuCalls = 0;
+  process.cpuUsage = ((prev?: NodeJS.CpuUsage) => (prev && fromBench() ? cpuScript[cpuCalls++]! : realCpu(prev))) as typeof process.cpuUsage;
   let r: Awaited<ReturnType<typeof benchOne>>;
   try {
     r = await benchOne(c, 'cpu', 4, 1);
   } finally {
     performance.now = real;
+    process.cpuUsage = realCpu;
   }
   assert.equal(calls, script.length);
+  assert.equal(cpuCalls, cpuScript.length);
+  // the median of 40, 10, 20 and 90 (the mean would be 40)
+  assert.equal(r.cpu_ms_per_step, 30);
   // timed: 40, 10, 20, 30 -> 25 (with the warmup step: 30); views 4, 1, 2, 3 -> 2.5
   assert.equal(r.ms_per_step, 25);
   assert.equal(r.augment_ms, 2.5);
@@ -191,4 +206,31 @@ test('bench without --json: one line whose figures are those of the run (the aug
   const [lo, hi] = [(100 * Math.max(0, aug - 0.05)) / (ms + 0.05) - 0.05, (100 * (aug + 0.05)) / (ms - 0.05) + 0.05];
   assert.ok(pct >= lo && pct <= hi, `${pct}% not in [${lo.toFixed(3)}, ${hi.toFixed(3)}]: ${r.out}`);
   assert.equal(m[5], m[6]);
+});
+
+test("bench's data: a batch as large as the train split is taken; one image more is refused, naming both (random pixels would hide it)", async () => {
+  const { benchDataset } = await import('../../src/train/bench.ts');
+  const { buildConfig } = await import('../../src/config/load.ts');
+  // the config's own check knows data.train_size; an image folder's count is known only once read: the
+  // batch is set past that check here, as a folder of 64 images would leave it
+  const c = buildConfig({ preset: 'smoke', sets: ['model.arch=vit-test', 'data.name=synthetic', 'data.image_size=8', 'data.train_size=64', 'optim.batch_size=64'] });
+  const { ds } = await benchDataset(c, true);
+  assert.equal(ds?.train.n, 64);
+  const over = { ...c, optim: { ...c.optim, batch_size: 65 } };
+  await assert.rejects(benchDataset(over, true), {
+    message: "batch 65 (--batch, optim.batch_size): more than the 64 images of synthetic's train split; give at most 64, or more images (data.train_size)",
+  });
+});
+
+test("bench: the preset's own data absent, it times on random pixels of its size and says so; the same data named with --data must load", async () => {
+  const empty = tempDir('moco3-bench-nodata-');
+  const tiny = ['model.arch=vit-test', 'model.patch_size=4', 'data.image_size=8', 'moco.proj_hidden=16', 'moco.proj_dim=8', 'moco.pred_hidden=16', `data.path=${empty}`].flatMap((s) => ['--set', s]);
+  const r = await cli(['bench', '--preset', 'cpu', '--backend', 'cpu', ...tiny, '--batch', '8', '--steps', '1', '--warmup', '0', '--json']);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /^moco3: bench: fashion-mnist not loadable \(fashion-mnist: missing file train-images-idx3-ubyte.*\); timing on random pixels of its size\n/);
+  assert.equal((JSON.parse(r.out.trim().split('\n').pop()!) as { data: string }).data, 'random 8x8x3 (fashion-mnist not loadable)');
+  const named = await cli(['bench', '--preset', 'cpu', '--backend', 'cpu', '--data', 'fashion-mnist', ...tiny, '--batch', '8', '--steps', '1', '--warmup', '0', '--json']);
+  assert.notEqual(named.code, 0);
+  assert.match(named.err, /fashion-mnist: missing file train-images-idx3-ubyte/);
+  assert.equal(named.out, '');
 });
