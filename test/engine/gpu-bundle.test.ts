@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -147,17 +147,30 @@ test('gpu-check.sh within its deadline: a Vulkan driver that hangs is given up o
 test('gpu-check.sh stopped by a signal part way: the JSON keeps what was measured, the step running says it was stopped, and it leaves no process behind', async () => {
   const out = join(root, 'stopped.json');
   const { spawn } = await import('node:child_process');
-  const p = spawn(join(folder, 'gpu-check.sh'), [], { cwd: root, env: { PATH: bin, HOME: root, BENCH: '1', STEPS: '1', OUT: out }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  // its temporary folder in one of the test's own, to see it gone afterwards
+  const tmpdir = join(root, 'tmp-stopped');
+  mkdirSync(tmpdir);
+  const p = spawn(join(folder, 'gpu-check.sh'), [], { cwd: root, env: { PATH: bin, HOME: root, BENCH: '1', STEPS: '1', OUT: out, TMPDIR: tmpdir }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   p.stderr!.on('data', (b) => (stderr += String(b)));
   const ended = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
+  // the check's own processes (moco3 on its bundled Node), by the folder's path
+  const running = () => spawnSync('pgrep', ['-f', join(folder, 'moco3.mjs')], { encoding: 'utf8' }).stdout.trim();
   try {
     // once the first bench has started (the replay is in the JSON), a TERM as a machine's time limit sends
     const t0 = Date.now();
     while (!/bench webgpu 256/.test(stderr) && Date.now() - t0 < 120_000) await new Promise((res) => setTimeout(res, 200));
     assert.match(stderr, /bench webgpu 256/);
     process.kill(p.pid!, 'SIGTERM');
+    const signalled = Date.now();
     assert.equal(await ended, 130, stderr);
+    // at once, not when the step would have ended by itself (its limit is minutes)
+    assert.ok(Date.now() - signalled < 30_000, `the check took ${((Date.now() - signalled) / 1000).toFixed(0)} s to stop`);
+    // the bench it stopped is gone (its `timeout` passed the TERM on), nothing of the check's left running
+    // (a process reaped a moment after the check's exit counts as gone: up to 5 s); seen before the cleanup below
+    const t1 = Date.now();
+    while (running() && Date.now() - t1 < 5000) await new Promise((res) => setTimeout(res, 100));
+    assert.equal(running(), '', 'left running');
   } finally {
     // whatever failed above, nothing of this check outlives the test
     try {
@@ -165,18 +178,20 @@ test('gpu-check.sh stopped by a signal part way: the JSON keeps what was measure
     } catch {
       /* already gone */
     }
+    for (const pid of running().split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
   }
   const json = JSON.parse(readFileSync(out, 'utf8'));
   assert.equal(json.stopped, 'stopped by a signal during the check');
   assert.equal(json.replay.ok, true);
   assert.match(json.bench_webgpu['256'].error, /Error: stopped by a signal to the check$/);
   assert.deepEqual(json.bench_webgpu['1024'], { not_run: 'not reached' });
-  // the bench it stopped is gone (its `timeout` passed the TERM on), nothing of the check's left running
-  // (a process reaped a moment after the check's exit counts as gone: up to 5 s)
-  const running = () => spawnSync('pgrep', ['-af', join(folder, 'moco3.mjs')], { encoding: 'utf8' }).stdout.trim();
-  const t1 = Date.now();
-  while (running() && Date.now() - t1 < 5000) await new Promise((res) => setTimeout(res, 100));
-  assert.equal(running(), '', 'left running');
+  assert.deepEqual(readdirSync(tmpdir), [], 'its temporary files removed');
 });
 
 test('gpu-check.sh with an OUT it cannot write (a folder, a file under a file): one line, exit 2, before anything runs', () => {
@@ -196,9 +211,34 @@ test('gpu-check.sh with an OUT it cannot write (a folder, a file under a file): 
   writeFileSync(target, '{"old": true}\n');
   const link = join(root, 'link.json');
   symlinkSync(target, link);
-  const r = check({ DEADLINE: '08' }, link);
+  const tmpdir = join(root, 'tmp-link');
+  mkdirSync(tmpdir);
+  const r = check({ DEADLINE: '08', TMPDIR: tmpdir }, link);
   assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(readdirSync(tmpdir), [], 'its temporary files removed');
   assert.equal(r.json.deadline_s, 8);
+  // and every step measured against eight seconds: none has time left
+  assert.deepEqual(r.json.replay, { skipped: "the check's deadline (DEADLINE=8 s) came first" });
   assert.ok(lstatSync(link).isSymbolicLink(), 'still a link');
   assert.equal(JSON.parse(readFileSync(target, 'utf8')).deadline_s, 8, 'its target written');
+});
+
+test('gpu-check.sh with a node.xz that is no Node (a damaged or foreign file): one line, exit 1, and no `node` kept for the next run', () => {
+  // the check alone beside its node.xz: unpacking and trying Node come before anything else
+  const dir = join(root, 'foreign');
+  mkdirSync(dir);
+  copyFileSync(join(folder, 'gpu-check.sh'), join(dir, 'gpu-check.sh'));
+  const run = () => spawnSync(join(dir, 'gpu-check.sh'), [], { cwd: dir, env: { PATH: bin, HOME: root, OUT: join(dir, 'out.json') }, encoding: 'utf8', timeout: 60_000 });
+  // a program that runs and exits 0, but is not Node
+  writeFileSync(join(dir, 'node.plain'), '#!/bin/sh\necho not node\n');
+  assert.equal(spawnSync('sh', ['-c', 'xz -c node.plain > node.xz'], { cwd: dir, env: { PATH: bin } }).status, 0);
+  const foreign = run();
+  assert.equal(foreign.status, 1, foreign.stderr);
+  assert.equal(foreign.stderr, 'gpu-check: the bundled Node does not run here: not node\n');
+  // not xz data at all
+  writeFileSync(join(dir, 'node.xz'), 'not xz');
+  const damaged = run();
+  assert.equal(damaged.status, 1, damaged.stderr);
+  assert.match(damaged.stderr, /^gpu-check: node\.xz did not unpack \(damaged in the copy\?\): copy the folder over again\n$/m);
+  assert.deepEqual(readdirSync(dir).sort(), ['gpu-check.sh', 'node.plain', 'node.xz']);
 });
