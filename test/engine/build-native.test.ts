@@ -6,8 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
@@ -93,4 +93,26 @@ test('build-native never fails the install: MOCO3_SKIP_NATIVE=1 skips it, missin
   assert.equal(none.status, 0, none.stderr);
   assert.match(none.stdout, notBuilt('native/ sources are missing from this copy'));
   assert.ok(!existsSync(addon));
+});
+
+test('build-native without node-gyp: the addon is compiled directly against the Node headers installed next to node, and loads', { skip: !existsSync(join(dirname(process.execPath), '..', 'include', 'node', 'node_api.h')) && 'no Node headers next to node' }, () => {
+  const root = copyOfRepo();
+  // a Node with its headers beside it and no npm (so no node-gyp) next to it
+  const prefix = tempDir('moco3-node-prefix-');
+  mkdirSync(join(prefix, 'bin'));
+  copyFileSync(process.execPath, join(prefix, 'bin', 'node'));
+  symlinkSync(join(dirname(process.execPath), '..', 'include'), join(prefix, 'include'));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_config_(node_gyp|nodedir)$/i.test(k)));
+  const r = spawnSync(join(prefix, 'bin', 'node'), [join(root, 'scripts', 'build-native.mjs')], { cwd: root, encoding: 'utf8', timeout: 600_000, env });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^moco3: native kernels built in [\d.]+ s: /m);
+  const addon = join(root, 'build', 'Release', 'moco3_native.node');
+  assert.ok(existsSync(addon));
+  assert.ok(!existsSync(join(root, 'native', 'build')), 'node-gyp did not run');
+  // every source compiled in: Node loads an addon lazily, so a kernel left out would show only when first
+  // called, mid-training; the only symbols it may lack are Node's own (napi_*)
+  const ldd = spawnSync('ldd', ['-r', addon], { encoding: 'utf8' });
+  const undefinedSymbols = `${ldd.stdout}${ldd.stderr}`.split('\n').filter((l) => /undefined symbol/.test(l));
+  assert.ok(undefinedSymbols.length > 0, 'ldd -r lists the napi_ symbols Node provides');
+  assert.deepEqual(undefinedSymbols.filter((l) => !/undefined symbol: napi_/.test(l)), []);
 });
