@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -42,12 +42,15 @@ test('build-native: a damaged addon newer than its sources is built again; a goo
   const later = new Date(Date.now() + 60_000);
   utimesSync(addon, later, later);
   const build = () => buildIn(root);
+  const damaged = statSync(addon).ino;
   const first = build();
   assert.equal(first.status, 0, first.stderr);
   assert.match(first.stdout, /moco3: the native kernels at \S+moco3_native\.node do not load \(Error: \S+moco3_native\.node: (file too short|invalid ELF header)\); building them again\n/);
   assert.match(first.stdout, /moco3: native kernels built in [\d.]+ s: /);
   const built = readFileSync(addon);
   assert.notEqual(built.toString('latin1', 0, 12), 'not an addon');
+  // a new file put in its place, not the old one written over: a running moco3 keeps its mapping of the old
+  assert.notEqual(statSync(addon).ino, damaged);
   // built and loading: up to date, untouched
   const again = build();
   assert.equal(again.status, 0, again.stderr);
