@@ -102,7 +102,9 @@ function pythonWithTorch(): string | null {
   return null;
 }
 
-test('native-torch.py on the CPU: ms/step is the median of the timed steps only, the untimed ones left out; img/s from it', { skip: pythonWithTorch() === null && 'no PyTorch in python3' }, () => {
+test('native-torch.py on the CPU: ms/step is the median of the timed steps only, the untimed ones left out; img/s from it', () => {
+  const python = pythonWithTorch();
+  assert.ok(python, 'a python3 with PyTorch (Debian: python3-torch libopenblas0-pthread)');
   // its clock, scripted: the matmul check's start and end, one untimed step's start, then four timed steps of
   // 40, 10, 20 and 90 ms (median 30, where the mean would be 40 and the warmup step would make five)
   const clock = [0, 1, 5, 10, 10.04, 20, 20.01, 30, 30.02, 40, 40.09];
@@ -118,7 +120,7 @@ test('native-torch.py on the CPU: ms/step is the median of the timed steps only,
     'sys.argv = sys.argv[2:]',
     "runpy.run_path(sys.argv[0], run_name='__main__')",
   ].join('\n');
-  const p = spawnSync(pythonWithTorch()!, ['-c', run, JSON.stringify(clock), script, '--batch', '2', '--steps', '4', '--warmup', '1', '--threads', '1'], { encoding: 'utf8', timeout: 120_000 });
+  const p = spawnSync(python, ['-c', run, JSON.stringify(clock), script, '--batch', '2', '--steps', '4', '--warmup', '1', '--threads', '1'], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(p.status, 0, p.stderr);
   const line = p.stdout.split('\n').find((l) => l.startsWith('torch   '));
   assert.ok(line, p.stdout);
