@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { tmp } from './fixtures.ts';
 
@@ -64,10 +64,11 @@ function sweepAt(src: string, name: string, runs: string[]): string {
   return sweep;
 }
 
-/** Every file under `dir`, as paths relative to it, sorted. */
-function filesUnder(dir: string): string[] {
-  return (readdirSync(dir, { recursive: true, withFileTypes: true }) as import('node:fs').Dirent[])
-    .map((d) => relative(dir, join(d.parentPath, d.name)) + (d.isDirectory() ? '/' : ''))
+/** Every file and folder under `dir` (folders ending in /), as paths relative to it, sorted. */
+function filesUnder(dir: string, at = ''): string[] {
+  // walked by hand: Dirent.parentPath needs Node 20.12, the tests run on 20.11
+  return readdirSync(join(dir, at), { withFileTypes: true })
+    .flatMap((d) => (d.isDirectory() ? [`${join(at, d.name)}/`, ...filesUnder(dir, join(at, d.name))] : [join(at, d.name)]))
     .sort();
 }
 
