@@ -63,16 +63,15 @@ export function shippedSweeps(): string[] {
 export function findSweepFile(arg: string): string {
   if (isFile(arg)) return arg;
   // a folder (a sweep's results, which moco3 report takes, or a run's) given for a file: said as such, not "not found"
+  // (what the folder holds is read only when it is said: a folder named as a shipped sweep passes to that sweep)
   const folder = existsSync(arg) && statSync(arg).isDirectory();
-  const named = folder ? folderForSweepFile(arg) : null;
-  const notFile = named ?? (folder ? `${arg}: is a folder, not a sweep file` : `${arg}: sweep file not found`);
+  const notFile = (hint = '') => (folder ? (folderForSweepFile(arg) ?? `${arg}: is a folder, not a sweep file${hint}`) : `${arg}: sweep file not found`);
   const ext = extname(arg);
-  if (ext === '.yaml' || ext === '.yml' || arg.includes('/')) throw new SweepError(notFile);
+  if (ext === '.yaml' || ext === '.yml' || arg.includes('/')) throw new SweepError(notFile());
   for (const cand of [join('sweeps', `${arg}.yaml`), join(SHIPPED_SWEEPS_DIR, `${arg}.yaml`)]) {
     if (isFile(cand)) return cand;
   }
-  if (named) throw new SweepError(named);
-  if (folder) throw new SweepError(`${notFile} (a sweep file's path, or the name of a shipped sweep)`);
+  if (folder) throw new SweepError(notFile(" (a sweep file's path, or the name of a shipped sweep)"));
   const known = shippedSweeps();
   throw new SweepError(`${arg}: no such sweep (a file path, or one of: ${known.join(', ') || 'none shipped'})`);
 }
